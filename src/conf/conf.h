@@ -1,0 +1,215 @@
+/*
+ * The configuration model: what conf/load.c builds from a libconfig file and
+ * every other layer reads.  One lg_conf_t is one generation; all of it lives
+ * in conf->arena and is freed whole (a failed reload frees the new one and
+ * keeps the old).
+ *
+ * Inheritable settings (lg_common_t) follow nginx's merge: each level starts
+ * "unset" (LG_UNSET / NULL), and after loading, http -> server -> route each
+ * take their parent's value where they left one unset; http takes the
+ * built-in default.  After lg_conf_load() returns, every lg_common_t in the
+ * tree is fully set.
+ */
+#ifndef LEGATE_CONF_CONF_H
+#define LEGATE_CONF_CONF_H
+
+#include <regex.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/arena.h"
+
+#define LG_UNSET (-1)
+
+typedef int64_t lg_msec_t;
+
+/* A socket address as written in the config, resolved at load time. */
+typedef struct lg_addr {
+    struct sockaddr_storage ss;
+    socklen_t               len;
+    char                   *text;   /* arena: "127.0.0.1:8080", "[::1]:80", "unix:/p" */
+} lg_addr_t;
+
+typedef struct lg_header_op {       /* one add_*_headers entry */
+    char *name;                     /* arena */
+    char *value;                    /* arena; may contain $variables */
+} lg_header_op_t;
+
+typedef struct lg_strv {            /* arena array of arena strings */
+    char  **v;
+    size_t  n;
+} lg_strv_t;
+
+typedef struct lg_header_ops {
+    lg_header_op_t *v;
+    size_t          n;
+} lg_header_ops_t;
+
+/* Settings inherited http -> server -> route. */
+typedef struct lg_common {
+    lg_msec_t client_header_timeout;    /* default 60s */
+    lg_msec_t client_body_timeout;      /* default 60s */
+    lg_msec_t send_timeout;             /* default 60s */
+    lg_msec_t keepalive_timeout;        /* default 75s; 0 disables keep-alive */
+    int64_t   keepalive_requests;       /* default 1000 */
+    lg_msec_t proxy_connect_timeout;    /* default 5s */
+    lg_msec_t proxy_send_timeout;       /* default 60s */
+    lg_msec_t proxy_read_timeout;       /* default 60s */
+    int64_t   client_max_body_size;     /* bytes, default 1m; 0 = unlimited */
+    int       proxy_request_buffering;  /* bool, default 0 (stream) */
+
+    /* headers to upstream / to client; NULL = unset (inherit) */
+    lg_header_ops_t *add_request_headers;
+    lg_strv_t       *remove_request_headers;
+    lg_header_ops_t *add_response_headers;
+    lg_strv_t       *remove_response_headers;
+
+    /* forwarding headers set on proxied requests (bools, default shown) */
+    int x_forwarded_for;                /* 1: append client address */
+    int x_forwarded_proto;              /* 1 */
+    int x_forwarded_host;               /* 0 */
+    int x_real_ip;                      /* 0 */
+    int forwarded;                      /* 0: RFC 7239 header */
+    int via;                            /* 1 */
+
+    char *access_log;                   /* path under prefix, or "off"; default "logs/access.log" */
+    char *log_format;                   /* "combined" (default), "json", or a
+                                         * template with $variables */
+} lg_common_t;
+
+typedef struct lg_upstream_server {
+    lg_addr_t addr;
+    int       weight;                   /* 1..1000, default 1 */
+    int       line;
+} lg_upstream_server_t;
+
+typedef struct lg_upstream {
+    char                 *name;         /* arena */
+    lg_upstream_server_t *servers;      /* arena array */
+    size_t                nservers;
+    int                   keepalive;    /* idle pooled connections per worker per server, default 32 */
+    int                   index;        /* position in conf->upstreams */
+    int                   line;
+} lg_upstream_t;
+
+typedef enum lg_match {
+    LG_MATCH_EXACT  = 0,                /* exact = "/path" */
+    LG_MATCH_PREFIX = 1,                /* prefix = "/path/" (or path = ...) */
+    LG_MATCH_REGEX  = 2,                /* regex = "^/x/(.*)$", POSIX ERE */
+} lg_match_t;
+
+typedef enum lg_action {
+    LG_ACTION_PROXY  = 0,               /* proxy_pass = "upstream" */
+    LG_ACTION_RETURN = 1,               /* return = status (+ body or location) */
+} lg_action_t;
+
+typedef struct lg_route {
+    lg_match_t     match;
+    char          *pattern;             /* arena */
+    size_t         pattern_len;
+    regex_t       *re;                  /* arena-held, regcomp'd; freed by lg_conf_free */
+    lg_action_t    action;
+    lg_upstream_t *upstream;            /* borrowed from conf->upstreams */
+    char          *rewrite;             /* proxy: new path template ($1..$9 from regex), or NULL */
+    int            status;              /* return: 100..599 */
+    char          *body;                /* return: body, or NULL */
+    char          *location;            /* return 3xx: Location template, or NULL */
+    lg_common_t    common;
+    int            line;
+} lg_route_t;
+
+typedef enum lg_name_kind {
+    LG_NAME_EXACT    = 0,               /* "example.com" */
+    LG_NAME_WILDCARD = 1,               /* "*.example.com" (stored without "*") */
+    LG_NAME_SUFFIX   = 2,               /* "www.example.*" (stored without "*") */
+    LG_NAME_REGEX    = 3,               /* "~^api[0-9]+\\.example\\.com$" */
+} lg_name_kind_t;
+
+typedef struct lg_server_name {
+    lg_name_kind_t kind;
+    char          *name;                /* arena, lower case */
+    regex_t       *re;                  /* for LG_NAME_REGEX */
+} lg_server_name_t;
+
+typedef struct lg_listen {
+    lg_addr_t addr;
+    int       backlog;                  /* default 511 */
+    int       is_default;               /* default_server for this address */
+    int       line;
+} lg_listen_t;
+
+typedef struct lg_server {
+    lg_listen_t      *listens;
+    size_t            nlistens;
+    lg_server_name_t *names;
+    size_t            nnames;
+    lg_route_t       *routes;           /* config order */
+    size_t            nroutes;
+    lg_common_t       common;
+    int               index;
+    int               line;
+} lg_server_t;
+
+/* One distinct listening address and the servers that share it. */
+typedef struct lg_bind {
+    lg_addr_t     addr;
+    int           backlog;
+    lg_server_t **servers;              /* borrowed */
+    size_t        nservers;
+    lg_server_t  *default_server;       /* borrowed: is_default, else first */
+} lg_bind_t;
+
+typedef enum lg_log_level {
+    LG_LOG_DEBUG = 0, LG_LOG_INFO = 1, LG_LOG_NOTICE = 2, LG_LOG_WARN = 3,
+    LG_LOG_ERROR = 4, LG_LOG_CRIT = 5, LG_LOG_ALERT = 6, LG_LOG_EMERG = 7,
+} lg_log_level_t;
+
+typedef struct lg_conf {
+    lg_arena_t      arena;
+    char           *file;               /* as given (absolute after -p resolution) */
+    char           *prefix;             /* ends without '/' */
+
+    int             worker_processes;   /* "auto" -> number of CPUs; default "auto" */
+    char           *user;               /* NULL: do not change (default) */
+    char           *group;
+    char           *pid_file;           /* default "logs/legate.pid" (resolved) */
+    char           *error_log;          /* default "logs/error.log" (resolved); "stderr" allowed */
+    lg_log_level_t  error_log_level;    /* default notice */
+    int             worker_connections; /* default 1024 */
+    int             worker_rlimit_nofile; /* 0 = leave as is (default) */
+    lg_msec_t       shutdown_timeout;   /* default 10s */
+
+    lg_common_t     http;               /* the http level's inheritable settings */
+    lg_upstream_t  *upstreams;
+    size_t          nupstreams;
+    lg_server_t    *servers;
+    size_t          nservers;
+    lg_bind_t      *binds;              /* derived: distinct listen addresses */
+    size_t          nbinds;
+} lg_conf_t;
+
+/*
+ * Load and validate `file`.  Relative paths inside (pid, logs) resolve under
+ * `prefix`, which the caller always supplies (main.c knows the default).
+ * The file name itself, if relative, is taken relative to the current
+ * directory, as nginx does with -c.  On failure returns NULL and writes every
+ * error found, one per line as "FILE:LINE: message\n", into err (size errlen,
+ * truncated if needed).
+ */
+lg_conf_t *lg_conf_load(const char *file, const char *prefix, char *err, size_t errlen);
+void       lg_conf_free(lg_conf_t *conf);         /* NULL-safe */
+
+/* Write the effective configuration (after merging) in libconfig syntax. */
+void       lg_conf_dump(const lg_conf_t *conf, FILE *out);
+
+/* Helpers exported for unit tests and the other layers. */
+int  lg_parse_duration(const char *s, lg_msec_t *out);  /* "10s" "500ms" "2m" "1h" "1d", bare = s */
+int  lg_parse_size(const char *s, int64_t *out);        /* "512" "16k" "1m" "2g" */
+int  lg_parse_addr(const char *s, int default_port, lg_addr_t *out, lg_arena_t *a,
+                   char *err, size_t errlen);           /* host:port, [v6]:port, unix:/path, *:port */
+const char *lg_log_level_name(lg_log_level_t l);
+int  lg_log_level_parse(const char *s, lg_log_level_t *out);
+
+#endif

@@ -1,0 +1,126 @@
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct {
+    int            fd;          /* -1: stderr only */
+    char          *path;        /* owned (strdup) */
+    lg_log_level_t level;
+    int            also_stderr;
+    int            slot;
+} L = { -1, NULL, LG_LOG_NOTICE, 1, 0 };
+
+static const char *level_names[] = {
+    "debug", "info", "notice", "warn", "error", "crit", "alert", "emerg",
+};
+
+static int open_log(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    return fd;
+}
+
+int lg_log_open(const char *path, lg_log_level_t level, int also_stderr)
+{
+    L.level = level;
+    L.also_stderr = also_stderr;
+    if (path == NULL || strcmp(path, "stderr") == 0) {
+        if (L.fd >= 0)
+            close(L.fd);
+        L.fd = -1;
+        free(L.path);
+        L.path = NULL;
+        L.also_stderr = 1;
+        return 0;
+    }
+    int fd = open_log(path);
+    if (fd < 0)
+        return -1;
+    if (L.fd >= 0)
+        close(L.fd);
+    L.fd = fd;
+    free(L.path);
+    L.path = strdup(path);
+    return 0;
+}
+
+int lg_log_reopen(void)
+{
+    if (L.path == NULL)
+        return 0;
+    int fd = open_log(L.path);
+    if (fd < 0) {
+        lg_log_errno(LG_LOG_ALERT, errno, "cannot reopen error log \"%s\"", L.path);
+        return -1;
+    }
+    /* dup2 keeps the descriptor number, which children may share */
+    if (L.fd >= 0) {
+        dup2(fd, L.fd);
+        close(fd);
+    } else {
+        L.fd = fd;
+    }
+    return 0;
+}
+
+void lg_log_set_worker(int slot) { L.slot = slot; }
+void lg_log_set_level(lg_log_level_t level) { L.level = level; }
+int  lg_log_enabled(lg_log_level_t level) { return level >= L.level; }
+int  lg_log_fd(void) { return L.fd; }
+
+static void vlog(lg_log_level_t level, int err, const char *fmt, va_list ap)
+{
+    if (level < L.level)
+        return;
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    localtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof(line), "%04d/%02d/%02d %02d:%02d:%02d [%s] %d#%d: ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec, level_names[level], (int)getpid(), L.slot);
+    n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    if ((size_t)n >= sizeof(line) - 64)
+        n = (int)sizeof(line) - 64;
+    if (err)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, " (%d: %s)", err, strerror(err));
+    line[n++] = '\n';
+    if (L.fd >= 0) {
+        ssize_t w = write(L.fd, line, (size_t)n);
+        (void)w;
+    }
+    if (L.also_stderr || L.fd < 0) {
+        ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+        (void)w;
+    }
+}
+
+void lg_log(lg_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, 0, fmt, ap);
+    va_end(ap);
+}
+
+void lg_log_errno(lg_log_level_t level, int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, err, fmt, ap);
+    va_end(ap);
+}
+
+void lg_bug(const char *file, int line, const char *what)
+{
+    lg_log(LG_LOG_ALERT, "BUG at %s:%d: %s", file, line, what);
+    abort();
+}

@@ -1,0 +1,203 @@
+/*
+ * legate: command line, in nginx's habits.  See legate(8).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "conf/conf.h"
+#include "core/log.h"
+#include "proc/proc.h"
+
+#ifndef LEGATE_SYSCONFDIR
+#define LEGATE_SYSCONFDIR "/etc"
+#endif
+#ifndef LEGATE_PREFIX
+#define LEGATE_PREFIX "/usr/local"
+#endif
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+        "Usage: legate [-hVtTF] [-c file] [-p prefix] [-s signal]\n"
+        "\n"
+        "Options:\n"
+        "  -h         this help\n"
+        "  -V         show version, build options and library versions\n"
+        "  -t         test the configuration and exit\n"
+        "  -T         test the configuration, print it and exit\n"
+        "  -F         stay in the foreground, log to stderr as well\n"
+        "  -c file    configuration file (default: %s/legate/legate.conf)\n"
+        "  -p prefix  prefix for relative paths (default: %s)\n"
+        "  -s signal  send a signal to the master: stop, quit, reload, reopen\n",
+        LEGATE_SYSCONFDIR, LEGATE_PREFIX);
+}
+
+static void version(void)
+{
+    fprintf(stderr, "legate version %s\n", PACKAGE_VERSION);
+    fprintf(stderr, "built with %s\n", OpenSSL_version(OPENSSL_VERSION));
+    fprintf(stderr, "libconfig %d.%d.%d, zlib %s\n", LIBCONFIG_VER_MAJOR,
+            LIBCONFIG_VER_MINOR, LIBCONFIG_VER_REVISION, zlibVersion());
+    fprintf(stderr, "configure arguments: %s\n", LEGATE_CONFIGURE_ARGS);
+}
+
+static char *absolute(const char *path)
+{
+    if (path[0] == '/')
+        return strdup(path);
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof(cwd)) == NULL)
+        return strdup(path);
+    size_t n = strlen(cwd) + strlen(path) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", cwd, path);
+    return p;
+}
+
+static int send_signal(const char *name, const char *file, const char *prefix)
+{
+    int sig;
+    if (strcmp(name, "stop") == 0) sig = SIGTERM;
+    else if (strcmp(name, "quit") == 0) sig = SIGQUIT;
+    else if (strcmp(name, "reload") == 0) sig = SIGHUP;
+    else if (strcmp(name, "reopen") == 0) sig = SIGUSR1;
+    else {
+        fprintf(stderr, "legate: invalid option: \"-s %s\"\n", name);
+        return 1;
+    }
+    char err[4096];
+    char pidpath[PATH_MAX];
+    lg_conf_t *c = lg_conf_load(file, prefix, err, sizeof(err));
+    if (c) {
+        snprintf(pidpath, sizeof(pidpath), "%s", c->pid_file);
+        lg_conf_free(c);
+    } else {
+        snprintf(pidpath, sizeof(pidpath), "%s/logs/legate.pid", prefix);
+    }
+    FILE *f = fopen(pidpath, "r");
+    int pid = 0;
+    if (f == NULL || fscanf(f, "%d", &pid) != 1 || pid <= 0) {
+        fprintf(stderr, "legate: cannot read pid from \"%s\": %s\n", pidpath,
+                f ? "bad contents" : strerror(errno));
+        if (f)
+            fclose(f);
+        return 1;
+    }
+    fclose(f);
+    if (kill(pid, sig) < 0) {
+        fprintf(stderr, "legate: kill(%d, %s) failed: %s\n", pid, name, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+static int daemonize(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid > 0)
+        _exit(0);
+    if (setsid() < 0)
+        return -1;
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, STDIN_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        if (fd > STDERR_FILENO)
+            close(fd);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf_file = LEGATE_SYSCONFDIR "/legate/legate.conf";
+    const char *prefix = LEGATE_PREFIX;
+    const char *sig = NULL;
+    int test = 0, dump = 0, fg = 0;
+    int opt;
+    while ((opt = getopt(argc, argv, "hVtTFc:p:s:")) != -1) {
+        switch (opt) {
+        case 'h': usage(stdout); return 0;
+        case 'V': version(); return 0;
+        case 't': test = 1; break;
+        case 'T': test = 1; dump = 1; break;
+        case 'F': fg = 1; break;
+        case 'c': conf_file = optarg; break;
+        case 'p': prefix = optarg; break;
+        case 's': sig = optarg; break;
+        default: usage(stderr); return 1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "legate: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return 1;
+    }
+    char *file = absolute(conf_file);
+    char *pfx = absolute(prefix);
+    if (file == NULL || pfx == NULL)
+        return 1;
+    size_t pl = strlen(pfx);
+    while (pl > 1 && pfx[pl - 1] == '/')
+        pfx[--pl] = '\0';
+
+    if (sig)
+        return send_signal(sig, file, pfx);
+
+    char err[16384];
+    lg_conf_t *conf = lg_conf_load(file, pfx, err, sizeof(err));
+    if (test) {
+        if (conf == NULL) {
+            fputs(err, stderr);
+            if (err[0] && err[strlen(err) - 1] != '\n')
+                fputc('\n', stderr);
+            fprintf(stderr, "legate: configuration file %s test failed\n", file);
+            return 1;
+        }
+        fprintf(stderr, "legate: the configuration file %s syntax is ok\n", file);
+        fprintf(stderr, "legate: configuration file %s test is successful\n", file);
+        if (dump)
+            lg_conf_dump(conf, stdout);
+        lg_conf_free(conf);
+        return 0;
+    }
+    if (conf == NULL) {
+        fputs(err, stderr);
+        fprintf(stderr, "legate: configuration file %s test failed\n", file);
+        return 1;
+    }
+    if (lg_mkdir_parent(conf->error_log) < 0 && strcmp(conf->error_log, "stderr") != 0)
+        fprintf(stderr, "legate: cannot create the directory of \"%s\": %s\n",
+                conf->error_log, strerror(errno));
+    if (lg_log_open(conf->error_log, conf->error_log_level, fg) < 0) {
+        fprintf(stderr, "legate: cannot open error log \"%s\": %s\n", conf->error_log,
+                strerror(errno));
+        return 1;
+    }
+    /* an inherited master (binary upgrade) is already where it should be */
+    if (!fg && getenv("LEGATE_LISTEN_FDS") == NULL && daemonize() < 0) {
+        lg_log_errno(LG_LOG_EMERG, errno, "cannot become a daemon");
+        return 1;
+    }
+    lg_opts_t o = { .conf_file = file, .prefix = pfx, .foreground = fg, .argv = argv };
+    int rc = lg_master_run(conf, &o);
+    lg_conf_free(conf);
+    free(file);
+    free(pfx);
+    return rc;
+}

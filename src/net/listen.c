@@ -1,0 +1,272 @@
+#include "net/listen.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include "core/log.h"
+
+#define MAX_LISTENERS 256
+
+static lg_listener_t *ls[MAX_LISTENERS];   /* owned */
+static size_t nls;
+
+size_t lg_listeners_count(void) { return nls; }
+lg_listener_t *lg_listener_at(size_t i) { return i < nls ? ls[i] : NULL; }
+
+static int same_addr(const struct sockaddr_storage *a, socklen_t alen,
+                     const struct sockaddr_storage *b, socklen_t blen)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    if (a->ss_family == AF_UNIX) {
+        const struct sockaddr_un *x = (const void *)a, *y = (const void *)b;
+        return strcmp(x->sun_path, y->sun_path) == 0;
+    }
+    return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+lg_listener_t *lg_listener_find(const lg_addr_t *a)
+{
+    for (size_t i = 0; i < nls; i++)
+        if (same_addr(&ls[i]->ss, ls[i]->len, &a->ss, a->len))
+            return ls[i];
+    return NULL;
+}
+
+static int open_socket(const lg_listener_t *l, int backlog, char *err, size_t errlen)
+{
+    int fd = socket(l->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket() for %s failed: %s", l->text, strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    if (l->ss.ss_family != AF_UNIX) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+            snprintf(err, errlen, "SO_REUSEPORT on %s failed: %s", l->text, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        if (l->ss.ss_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        /* accept only once the request's first bytes have arrived */
+        int secs = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
+    } else {
+        const struct sockaddr_un *sun = (const void *)&l->ss;
+        struct stat st;
+        if (lstat(sun->sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
+            unlink(sun->sun_path);   /* stale socket of a previous run */
+    }
+    if (bind(fd, (const struct sockaddr *)&l->ss, l->len) < 0) {
+        snprintf(err, errlen, "bind() to %s failed: %s", l->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, backlog) < 0) {
+        snprintf(err, errlen, "listen() on %s failed: %s", l->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen)
+{
+    if (slots > 512)
+        slots = 512;
+    lg_listener_t *created[MAX_LISTENERS];
+    size_t ncreated = 0;
+    /* pass 1: create what is missing, without touching anything existing */
+    for (size_t i = 0; i < nls; i++)
+        ls[i]->used = 0;
+    for (size_t b = 0; b < conf->nbinds; b++) {
+        const lg_bind_t *bd = &conf->binds[b];
+        lg_listener_t *l = lg_listener_find(&bd->addr);
+        if (l == NULL) {
+            if (nls + ncreated >= MAX_LISTENERS) {
+                snprintf(err, errlen, "too many listen addresses");
+                goto fail;
+            }
+            l = calloc(1, sizeof(*l));
+            if (l == NULL) {
+                snprintf(err, errlen, "out of memory");
+                goto fail;
+            }
+            memcpy(&l->ss, &bd->addr.ss, sizeof(l->ss));
+            l->len = bd->addr.len;
+            snprintf(l->text, sizeof(l->text), "%s", bd->addr.text);
+            for (int s = 0; s < 512; s++)
+                l->fds[s] = -1;
+            created[ncreated++] = l;
+            ls[nls + ncreated - 1] = l;     /* adopted by "nls += ncreated" */
+        }
+        l->used = 1;
+        int want = l->ss.ss_family == AF_UNIX ? 1 : slots;
+        if (l->nfds < want) {
+            for (int s = l->nfds; s < want; s++) {
+                l->fds[s] = open_socket(l, bd->backlog, err, errlen);
+                if (l->fds[s] < 0) {
+                    for (int k = l->nfds; k < s; k++) {
+                        close(l->fds[k]);
+                        l->fds[k] = -1;
+                    }
+                    goto fail;
+                }
+            }
+            l->nfds = want;
+        }
+    }
+    nls += ncreated;
+    /* pass 2: close listeners no longer configured */
+    size_t keep = 0;
+    for (size_t i = 0; i < nls; i++) {
+        if (ls[i]->used) {
+            ls[keep++] = ls[i];
+            continue;
+        }
+        lg_notice("closing listener %s", ls[i]->text);
+        for (int s = 0; s < ls[i]->nfds; s++)
+            close(ls[i]->fds[s]);
+        if (ls[i]->ss.ss_family == AF_UNIX)
+            unlink(((struct sockaddr_un *)&ls[i]->ss)->sun_path);
+        free(ls[i]);
+    }
+    nls = keep;
+    return 0;
+
+fail:
+    /* undo only what this call created */
+    for (size_t i = 0; i < ncreated; i++) {
+        for (int s = 0; s < created[i]->nfds; s++)
+            close(created[i]->fds[s]);
+        free(created[i]);
+        ls[nls + i] = NULL;
+    }
+    return -1;
+}
+
+int lg_listener_fd(const lg_conf_t *conf, size_t b, int slot)
+{
+    lg_listener_t *l = lg_listener_find(&conf->binds[b].addr);
+    if (l == NULL)
+        return -1;
+    if (l->ss.ss_family == AF_UNIX)
+        slot = 0;
+    return slot < l->nfds ? l->fds[slot] : -1;
+}
+
+void lg_listeners_close_except(const lg_conf_t *conf, int worker, int nworkers)
+{
+    (void)conf;
+    for (size_t i = 0; i < nls; i++) {
+        if (ls[i]->ss.ss_family == AF_UNIX)
+            continue;
+        for (int s = 0; s < ls[i]->nfds; s++) {
+            if (s % nworkers != worker) {
+                close(ls[i]->fds[s]);
+                ls[i]->fds[s] = -1;
+            }
+        }
+    }
+}
+
+void lg_listeners_close_all(void)
+{
+    for (size_t i = 0; i < nls; i++) {
+        for (int s = 0; s < ls[i]->nfds; s++)
+            if (ls[i]->fds[s] >= 0)
+                close(ls[i]->fds[s]);
+        free(ls[i]);
+    }
+    nls = 0;
+}
+
+/* LEGATE_LISTEN_FDS="fd,slot,text;fd,slot,text;..."  (text has no ';') */
+int lg_listeners_export(void)
+{
+    size_t cap = 64 + nls * 512 * 24;
+    char *env = malloc(cap);
+    if (env == NULL)
+        return -1;
+    size_t n = 0;
+    env[0] = '\0';
+    for (size_t i = 0; i < nls; i++) {
+        for (int s = 0; s < ls[i]->nfds; s++) {
+            int fd = ls[i]->fds[s];
+            if (fd < 0)
+                continue;
+            int fl = fcntl(fd, F_GETFD);
+            fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
+            n += (size_t)snprintf(env + n, cap - n, "%d,%d,%s;", fd, s, ls[i]->text);
+        }
+    }
+    int rc = setenv("LEGATE_LISTEN_FDS", env, 1);
+    free(env);
+    return rc;
+}
+
+void lg_listeners_import(void)
+{
+    const char *env = getenv("LEGATE_LISTEN_FDS");
+    if (env == NULL)
+        return;
+    char *copy = strdup(env);
+    unsetenv("LEGATE_LISTEN_FDS");
+    if (copy == NULL)
+        return;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ";", &save); tok; tok = strtok_r(NULL, ";", &save)) {
+        int fd, slot, off = 0;
+        if (sscanf(tok, "%d,%d,%n", &fd, &slot, &off) != 2 || slot < 0 || slot >= 512)
+            continue;
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+            continue;
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        lg_listener_t *l = NULL;
+        for (size_t i = 0; i < nls; i++)
+            if (same_addr(&ls[i]->ss, ls[i]->len, &ss, len))
+                l = ls[i];
+        if (l == NULL) {
+            if (nls >= MAX_LISTENERS) {
+                close(fd);
+                continue;
+            }
+            l = calloc(1, sizeof(*l));
+            if (l == NULL) {
+                close(fd);
+                continue;
+            }
+            memcpy(&l->ss, &ss, sizeof(ss));
+            l->len = len;
+            snprintf(l->text, sizeof(l->text), "%s", tok + off);
+            for (int s = 0; s < 512; s++)
+                l->fds[s] = -1;
+            ls[nls++] = l;
+        }
+        l->fds[slot] = fd;
+        if (slot + 1 > l->nfds)
+            l->nfds = slot + 1;
+    }
+    free(copy);
+}

@@ -1,0 +1,48 @@
+/*
+ * Listening sockets, owned by the master for its whole life.
+ *
+ * For every distinct listen address there is one SO_REUSEPORT socket per
+ * worker slot (the kernel spreads connections over them); a unix-domain
+ * address has a single socket that every worker shares.  Worker w of a
+ * generation with n workers serves every slot s with s % n == w, so shrinking
+ * the worker count never closes a socket (closing a SO_REUSEPORT socket drops
+ * the connections queued on it, and this kernel has tcp_migrate_req = 0).
+ * Sockets of an address that left the configuration are closed on reload.
+ * They are inherited across a binary upgrade through LEGATE_LISTEN_FDS.
+ */
+#ifndef LEGATE_NET_LISTEN_H
+#define LEGATE_NET_LISTEN_H
+
+#include "conf/conf.h"
+
+typedef struct lg_listener {
+    struct sockaddr_storage ss;
+    socklen_t               len;
+    char                    text[128];
+    int                     fds[512];   /* per slot; -1 = not created yet */
+    int                     nfds;       /* slots created */
+    int                     used;       /* seen in the current conf (mark) */
+} lg_listener_t;
+
+/*
+ * Make sure every bind of `conf` has sockets for `slots` slots; close those
+ * no longer configured.  Returns 0, or -1 with a message in err (and nothing
+ * closed: the old generation keeps serving).
+ */
+int  lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen);
+/* The socket a worker uses for bind b and slot s, or -1. */
+int  lg_listener_fd(const lg_conf_t *conf, size_t b, int slot);
+/* For a binary upgrade: clear FD_CLOEXEC and export LEGATE_LISTEN_FDS. */
+int  lg_listeners_export(void);
+/* At startup: adopt sockets named in LEGATE_LISTEN_FDS, if any. */
+void lg_listeners_import(void);
+/* Close every socket (master exit). */
+void lg_listeners_close_all(void);
+/* Worker side: close all the sockets this worker does not serve. */
+void lg_listeners_close_except(const lg_conf_t *conf, int worker, int nworkers);
+/* Number of listeners, and access for workers. */
+size_t         lg_listeners_count(void);
+lg_listener_t *lg_listener_at(size_t i);
+lg_listener_t *lg_listener_find(const lg_addr_t *a);
+
+#endif

@@ -1,0 +1,24 @@
+/*
+ * Processes: the master (master.c) and its workers (worker.c).
+ */
+#ifndef LEGATE_PROC_PROC_H
+#define LEGATE_PROC_PROC_H
+
+#include "conf/conf.h"
+
+typedef struct lg_opts {
+    const char *conf_file;      /* absolute */
+    const char *prefix;
+    int         foreground;     /* -F */
+    char      **argv;           /* for the binary upgrade's exec */
+} lg_opts_t;
+
+/* Runs the master until it stops; returns the exit status. */
+int  lg_master_run(lg_conf_t *conf, const lg_opts_t *opts);
+/* Runs a worker; never returns. */
+void lg_worker_run(lg_conf_t *conf, int slot, int nworkers) __attribute__((noreturn));
+
+/* mkdir -p of the directory holding `path`; 0 or -1 with errno. */
+int  lg_mkdir_parent(const char *path);
+
+#endif

@@ -1,0 +1,203 @@
+/*
+ * A worker: one epoll loop serving the listening sockets of its slots.
+ *
+ * Signals only set flags; the loop acts on them between batches (epoll_wait
+ * returns EINTR when one arrives).  QUIT: stop accepting, close idle
+ * keep-alive connections, let in-flight requests finish, exit when none is
+ * left (the master kills us at shutdown_timeout).  TERM/INT: exit now.
+ * USR1: reopen the log files.
+ */
+#include "proc/proc.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "net/listen.h"
+#include "proxy/proxy.h"
+
+lg_worker_t lg_w;
+
+typedef struct wlistener {
+    lg_io_t          io;
+    const lg_bind_t *bind;
+} wlistener_t;
+
+static wlistener_t *wl;         /* owned array */
+static size_t nwl;
+static int accepting;
+static lg_timer_t tick;
+
+static volatile sig_atomic_t sig_quit, sig_term, sig_reopen;
+
+static void on_signal(int sig)
+{
+    if (sig == SIGQUIT)
+        sig_quit = 1;
+    else if (sig == SIGTERM || sig == SIGINT)
+        sig_term = 1;
+    else if (sig == SIGUSR1)
+        sig_reopen = 1;
+}
+
+static void accept_cb(lg_io_t *io, uint32_t ev)
+{
+    wlistener_t *l = io->data;
+    (void)ev;
+    /* level-triggered: take a bounded batch, the rest comes next round */
+    for (int i = 0; i < 64 && accepting; i++) {
+        int before = lg_w.nconns;
+        lg_session_accept(io->fd, l->bind);
+        if (lg_w.nconns == before)
+            break;              /* EAGAIN or an error */
+        if (lg_w.nconns >= lg_w.conf->worker_connections) {
+            lg_warn("%d worker_connections are not enough", lg_w.conf->worker_connections);
+            for (size_t k = 0; k < nwl; k++)
+                lg_io_mod(&lg_w.loop, &wl[k].io, 0);
+            accepting = 0;
+        }
+    }
+}
+
+/* Called by the session layer when a connection closes. */
+void lg_worker_conn_closed(void)
+{
+    if (!accepting && !lg_w.quitting && lg_w.nconns < lg_w.conf->worker_connections) {
+        for (size_t k = 0; k < nwl; k++)
+            lg_io_mod(&lg_w.loop, &wl[k].io, EPOLLIN);
+        accepting = 1;
+    }
+}
+
+static void tick_cb(lg_timer_t *t)
+{
+    lg_accesslog_flush();
+    lg_timer_set(&lg_w.loop, t, 1000);
+}
+
+static void stop_accepting(void)
+{
+    for (size_t k = 0; k < nwl; k++) {
+        if (wl[k].io.fd >= 0) {
+            lg_io_del(&lg_w.loop, &wl[k].io);
+            close(wl[k].io.fd);     /* our copy only: the master keeps the socket */
+            wl[k].io.fd = -1;
+        }
+    }
+    accepting = 0;
+}
+
+static void drop_privileges(const lg_conf_t *conf)
+{
+    if (geteuid() != 0 || conf->user == NULL)
+        return;
+    struct passwd *pw = getpwnam(conf->user);
+    if (pw == NULL) {
+        lg_emerg("getpwnam(\"%s\") failed", conf->user);
+        exit(2);
+    }
+    gid_t gid = pw->pw_gid;
+    if (conf->group) {
+        struct group *gr = getgrnam(conf->group);
+        if (gr == NULL) {
+            lg_emerg("getgrnam(\"%s\") failed", conf->group);
+            exit(2);
+        }
+        gid = gr->gr_gid;
+    }
+    if (setgid(gid) < 0 || initgroups(conf->user, gid) < 0 || setuid(pw->pw_uid) < 0) {
+        lg_log_errno(LG_LOG_EMERG, errno, "cannot switch to user \"%s\"", conf->user);
+        exit(2);
+    }
+}
+
+void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGQUIT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+    sigaction(SIGWINCH, &sa, NULL);
+    sigaction(SIGPIPE, &sa, NULL);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    lg_log_set_worker(slot + 1);
+    memset(&lg_w, 0, sizeof(lg_w));
+    lg_w.conf = conf;
+    lg_w.slot = slot;
+    if (lg_loop_init(&lg_w.loop) < 0) {
+        lg_log_errno(LG_LOG_EMERG, errno, "epoll_create1() failed");
+        exit(2);
+    }
+    if (lg_accesslog_open_all(conf) < 0 || lg_upstream_init() < 0)
+        exit(2);
+
+    lg_listeners_close_except(conf, slot, nworkers);
+    nwl = 0;
+    wl = calloc(lg_listeners_count() * 512 + 1, sizeof(*wl));
+    if (wl == NULL)
+        exit(2);
+    for (size_t b = 0; b < conf->nbinds; b++) {
+        lg_listener_t *l = lg_listener_find(&conf->binds[b].addr);
+        if (l == NULL)
+            continue;
+        for (int s = 0; s < l->nfds; s++) {
+            if (l->fds[s] < 0)
+                continue;
+            wlistener_t *w = &wl[nwl++];
+            w->io.fd = l->fds[s];
+            w->io.cb = accept_cb;
+            w->io.data = w;
+            w->bind = &conf->binds[b];
+            uint32_t ev = EPOLLIN;
+            if (l->ss.ss_family == AF_UNIX)
+                ev |= EPOLLEXCLUSIVE;   /* one socket shared by all workers */
+            if (lg_io_add(&lg_w.loop, &w->io, ev) < 0)
+                lg_log_errno(LG_LOG_ALERT, errno, "epoll_ctl() for %s failed", l->text);
+        }
+    }
+    accepting = 1;
+    drop_privileges(conf);
+
+    tick.cb = tick_cb;
+    lg_timer_set(&lg_w.loop, &tick, 1000);
+
+    for (;;) {
+        lg_loop_once(&lg_w.loop, 1000);
+        if (sig_term) {
+            lg_accesslog_flush();
+            exit(0);
+        }
+        if (sig_reopen) {
+            sig_reopen = 0;
+            lg_log_reopen();
+            lg_accesslog_reopen();
+        }
+        if (sig_quit && !lg_w.quitting) {
+            lg_w.quitting = 1;
+            stop_accepting();
+            lg_sessions_close_idle();
+        }
+        if (lg_w.quitting && lg_w.nconns == 0) {
+            lg_accesslog_flush();
+            exit(0);
+        }
+    }
+}

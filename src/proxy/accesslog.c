@@ -1,0 +1,150 @@
+/*
+ * Access logs.  Each worker buffers lines per log file and writes them with
+ * one write(2) when the buffer is nearly full, once a second, and at exit,
+ * so logging costs no system call per request.  A regular file's write does
+ * not wait for the network; with O_APPEND, lines from several workers never
+ * interleave because each write holds whole lines.
+ */
+#include "proxy/proxy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#define LOG_BUF 65536
+#define MAX_LOGS 64
+
+static const char fmt_combined[] =
+    "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent "
+    "\"$http_referer\" \"$http_user_agent\"";
+static const char fmt_json[] =
+    "{\"time\":\"$time_iso8601\",\"remote_addr\":\"$remote_addr\",\"request\":\"$request\","
+    "\"method\":\"$request_method\",\"uri\":\"$request_uri\",\"host\":\"$host\","
+    "\"status\":$status,\"bytes_sent\":$bytes_sent,\"body_bytes_sent\":$body_bytes_sent,"
+    "\"request_time\":$request_time,\"upstream_addr\":\"$upstream_addr\","
+    "\"upstream_status\":\"$upstream_status\",\"upstream_response_time\":\"$upstream_response_time\","
+    "\"http_referer\":\"$http_referer\",\"http_user_agent\":\"$http_user_agent\"}";
+
+typedef struct alog {
+    char   *path;               /* borrowed from the conf */
+    int     fd;
+    size_t  len;
+    char    buf[LOG_BUF];
+} alog_t;
+
+static alog_t *logs[MAX_LOGS];  /* owned */
+static size_t nlogs;
+
+static alog_t *find_log(const char *path)
+{
+    for (size_t i = 0; i < nlogs; i++)
+        if (strcmp(logs[i]->path, path) == 0)
+            return logs[i];
+    return NULL;
+}
+
+static int open_one(char *path)
+{
+    if (strcmp(path, "off") == 0 || find_log(path) || nlogs == MAX_LOGS)
+        return 0;
+    alog_t *l = malloc(sizeof(*l));
+    if (l == NULL)
+        return -1;
+    l->path = path;
+    l->len = 0;
+    l->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (l->fd < 0) {
+        lg_log_errno(LG_LOG_ALERT, errno, "cannot open access log \"%s\"", path);
+        free(l);
+        return -1;
+    }
+    logs[nlogs++] = l;
+    return 0;
+}
+
+int lg_accesslog_open_all(const lg_conf_t *conf)
+{
+    int rc = open_one(conf->http.access_log);
+    for (size_t s = 0; s < conf->nservers; s++) {
+        rc |= open_one(conf->servers[s].common.access_log);
+        for (size_t r = 0; r < conf->servers[s].nroutes; r++)
+            rc |= open_one(conf->servers[s].routes[r].common.access_log);
+    }
+    return rc;
+}
+
+static void flush_one(alog_t *l)
+{
+    size_t off = 0;
+    while (off < l->len) {
+        ssize_t n = write(l->fd, l->buf + off, l->len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            lg_log_errno(LG_LOG_CRIT, errno, "write() to access log \"%s\" failed", l->path);
+            break;
+        }
+        off += (size_t)n;
+    }
+    l->len = 0;
+}
+
+void lg_accesslog_flush(void)
+{
+    for (size_t i = 0; i < nlogs; i++)
+        if (logs[i]->len)
+            flush_one(logs[i]);
+}
+
+void lg_accesslog_reopen(void)
+{
+    for (size_t i = 0; i < nlogs; i++) {
+        alog_t *l = logs[i];
+        if (l->len)
+            flush_one(l);
+        int fd = open(l->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            lg_log_errno(LG_LOG_ALERT, errno, "cannot reopen access log \"%s\"", l->path);
+            continue;
+        }
+        close(l->fd);
+        l->fd = fd;
+    }
+}
+
+void lg_accesslog_write(lg_session_t *s)
+{
+    const lg_common_t *c = s->route ? &s->route->common
+                         : s->server ? &s->server->common
+                         : &s->bind->default_server->common;
+    if (strcmp(c->access_log, "off") == 0)
+        return;
+    alog_t *l = find_log(c->access_log);
+    if (l == NULL)
+        return;
+    const char *fmt = c->log_format;
+    int json = 0;
+    if (strcmp(fmt, "combined") == 0) {
+        fmt = fmt_combined;
+    } else if (strcmp(fmt, "json") == 0) {
+        fmt = fmt_json;
+        json = 1;
+    }
+    const char *line = lg_expand(s, fmt, json);
+    if (line == NULL)
+        return;
+    size_t n = strlen(line);
+    if (n + 1 > LOG_BUF - l->len)
+        flush_one(l);
+    if (n + 1 > LOG_BUF)
+        n = LOG_BUF - 1;
+    memcpy(l->buf + l->len, line, n);
+    l->buf[l->len + n] = '\n';
+    l->len += n + 1;
+    if (l->len > LOG_BUF / 4 * 3)
+        flush_one(l);
+}

@@ -1,0 +1,529 @@
+/*
+ * Building message heads: the request sent upstream, the response sent to
+ * the client, and responses made here (errors, `return`).  Also the
+ * $variable expander that header values and access-log formats share.
+ *
+ * Heads are written into the request arena by a small string builder; they
+ * are never longer than the head they come from plus what the configuration
+ * adds, so the arena's limit bounds them.
+ */
+#include "proxy/proxy.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct sb {
+    lg_arena_t *a;
+    char       *p;
+    size_t      n, cap;
+    int         oom;
+} sb_t;
+
+static void sb_init(sb_t *b, lg_arena_t *a, size_t cap)
+{
+    b->a = a;
+    b->n = 0;
+    b->cap = cap;
+    b->oom = 0;
+    b->p = lg_arena_alloc(a, cap);
+    if (b->p == NULL)
+        b->oom = 1;
+}
+
+static int sb_grow(sb_t *b, size_t need)
+{
+    if (b->oom)
+        return -1;
+    size_t cap = b->cap * 2;
+    while (cap < b->n + need)
+        cap *= 2;
+    char *p = lg_arena_alloc(b->a, cap);
+    if (p == NULL) {
+        b->oom = 1;
+        return -1;
+    }
+    memcpy(p, b->p, b->n);
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static void sb_add(sb_t *b, const char *s, size_t n)
+{
+    if (b->n + n > b->cap && sb_grow(b, n) < 0)
+        return;
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+static void sb_str(sb_t *b, const char *s) { sb_add(b, s, strlen(s)); }
+
+static void sb_printf(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sb_t *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        sb_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+static void sb_header(sb_t *b, const char *name, size_t nl, const char *val, size_t vl)
+{
+    sb_add(b, name, nl);
+    sb_add(b, ": ", 2);
+    sb_add(b, val, vl);
+    sb_add(b, "\r\n", 2);
+}
+
+static char *sb_done(sb_t *b, size_t *len)
+{
+    if (b->oom)
+        return NULL;
+    *len = b->n;
+    return b->p;
+}
+
+static int name_is(const http_header_t *h, const char *lit)
+{
+    size_t n = strlen(lit);
+    return h->name_len == n && strncasecmp(h->name, lit, n) == 0;
+}
+
+static int in_strv(const lg_strv_t *v, const http_header_t *h)
+{
+    if (v == NULL)
+        return 0;
+    for (size_t i = 0; i < v->n; i++)
+        if (name_is(h, v->v[i]))
+            return 1;
+    return 0;
+}
+
+static int in_ops(const lg_header_ops_t *o, const http_header_t *h)
+{
+    if (o == NULL)
+        return 0;
+    for (size_t i = 0; i < o->n; i++)
+        if (name_is(h, o->v[i].name))
+            return 1;
+    return 0;
+}
+
+const http_header_t *lg_req_header(const lg_session_t *s, const char *name)
+{
+    for (size_t i = 0; i < s->req.num_headers; i++)
+        if (name_is(&s->req.headers[i], name))
+            return &s->req.headers[i];
+    return NULL;
+}
+
+/* ---- the date, formatted once a second ---- */
+
+static const char *http_date(void)
+{
+    static char buf[40];
+    static time_t last;
+    time_t now = (time_t)lg_w.loop.wall;
+    if (now != last || buf[0] == '\0') {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        last = now;
+    }
+    return buf;
+}
+
+/* ---- variables ---- */
+
+static void esc_add(sb_t *b, const char *v, size_t n, int json)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (json) {
+            if (c == '"' || c == '\\') {
+                char e[2] = { '\\', (char)c };
+                sb_add(b, e, 2);
+            } else if (c < 0x20 || c >= 0x7f) {
+                sb_printf(b, "\\u%04x", c);
+            } else {
+                sb_add(b, (const char *)&c, 1);
+            }
+        } else if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) {
+            sb_printf(b, "\\x%02X", c);
+        } else {
+            sb_add(b, (const char *)&c, 1);
+        }
+    }
+}
+
+/*
+ * Append the value of variable name[0..n) to b.  Values from the client are
+ * escaped when escape is set (logs); header templates take them verbatim
+ * (the parser has already refused CR, LF and NUL).
+ */
+static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int escape, int json)
+{
+#define IS(lit) (n == sizeof(lit) - 1 && memcmp(name, lit, n) == 0)
+#define RAW(p, l) do { if (escape) esc_add(b, (p), (l), json); else sb_add(b, (p), (l)); } while (0)
+    char tmp[64];
+    if (IS("remote_addr")) {
+        sb_str(b, s->peer_text);
+    } else if (IS("remote_port")) {
+        sb_printf(b, "%u", s->peer_port);
+    } else if (IS("remote_user")) {
+        sb_str(b, json ? "" : "-");
+    } else if (IS("time_local") || IS("time_iso8601")) {
+        struct tm tm;
+        time_t now = (time_t)lg_w.loop.wall;
+        localtime_r(&now, &tm);
+        strftime(tmp, sizeof(tmp), IS("time_local") ? "%d/%b/%Y:%H:%M:%S %z"
+                                                   : "%Y-%m-%dT%H:%M:%S%z", &tm);
+        sb_str(b, tmp);
+    } else if (IS("msec")) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sb_printf(b, "%lld.%03ld", (long long)ts.tv_sec, ts.tv_nsec / 1000000);
+    } else if (IS("request")) {
+        if (s->req.method) {
+            RAW(s->req.method, s->req.method_len);
+            sb_add(b, " ", 1);
+            RAW(s->req.target, s->req.target_len);
+            sb_printf(b, " HTTP/%d.%d", s->req.version / 10, s->req.version % 10);
+        }
+    } else if (IS("request_method")) {
+        if (s->req.method)
+            RAW(s->req.method, s->req.method_len);
+    } else if (IS("request_uri")) {
+        if (s->ri.uri.p)
+            RAW(s->ri.uri.p, s->ri.uri.n);
+    } else if (IS("uri")) {
+        if (s->ri.path.p)
+            RAW(s->ri.path.p, s->ri.path.n);
+    } else if (IS("args") || IS("query_string")) {
+        if (s->ri.query.p)
+            RAW(s->ri.query.p, s->ri.query.n);
+    } else if (IS("host")) {
+        if (s->ri.host.n)
+            RAW(s->ri.host.p, s->ri.host.n);
+        else if (s->server && s->server->nnames)
+            sb_str(b, s->server->names[0].name);
+    } else if (IS("scheme")) {
+        sb_str(b, "http");
+    } else if (IS("server_protocol")) {
+        sb_printf(b, "HTTP/%d.%d", s->req.version / 10, s->req.version % 10);
+    } else if (IS("status")) {
+        sb_printf(b, "%03d", s->status);
+    } else if (IS("body_bytes_sent")) {
+        sb_printf(b, "%llu", (unsigned long long)(s->local ? (s->status ? s->bytes_out : 0)
+                                                          : s->rspp.body_bytes));
+    } else if (IS("bytes_sent")) {
+        sb_printf(b, "%llu", (unsigned long long)s->bytes_out);
+    } else if (IS("request_length")) {
+        sb_printf(b, "%llu", (unsigned long long)s->bytes_in);
+    } else if (IS("request_time")) {
+        lg_msec_t d = lg_w.loop.now - s->t_start;
+        sb_printf(b, "%lld.%03lld", (long long)(d / 1000), (long long)(d % 1000));
+    } else if (IS("upstream_addr")) {
+        sb_str(b, s->uc ? lg_uconn_addr(s->uc) : (s->upstream_status ? "" : "-"));
+    } else if (IS("upstream_status")) {
+        if (s->upstream_status)
+            sb_printf(b, "%d", s->upstream_status);
+        else
+            sb_str(b, "-");
+    } else if (IS("upstream_response_time")) {
+        if (s->upstream_status)
+            sb_printf(b, "%lld.%03lld", (long long)(s->upstream_time / 1000),
+                      (long long)(s->upstream_time % 1000));
+        else
+            sb_str(b, "-");
+    } else if (IS("connection")) {
+        sb_printf(b, "%llu", (unsigned long long)s->id);
+    } else if (IS("connection_requests")) {
+        sb_printf(b, "%u", s->requests);
+    } else if (IS("pid")) {
+        sb_printf(b, "%d", (int)getpid());
+    } else if (IS("server_name")) {
+        if (s->server && s->server->nnames)
+            sb_str(b, s->server->names[0].name);
+    } else if (n > 5 && memcmp(name, "http_", 5) == 0) {
+        /* $http_user_agent: the request header User-Agent */
+        for (size_t i = 0; i < s->req.num_headers; i++) {
+            const http_header_t *h = &s->req.headers[i];
+            if (h->name_len != n - 5)
+                continue;
+            size_t k = 0;
+            for (; k < h->name_len; k++) {
+                char c = h->name[k];
+                c = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : (c == '-' ? '_' : c);
+                if (c != name[5 + k])
+                    break;
+            }
+            if (k == h->name_len) {
+                RAW(h->value, h->value_len);
+                return;
+            }
+        }
+        if (escape && !json)
+            sb_add(b, "-", 1);
+    } else if (n == 1 && name[0] >= '1' && name[0] <= '9') {
+        /* a regex capture of the route */
+        const regmatch_t *m = &s->caps[name[0] - '0'];
+        const char *src = s->mpath;         /* captures refer to the matched path */
+        if (m->rm_so >= 0 && src)
+            sb_add(b, src + m->rm_so, (size_t)(m->rm_eo - m->rm_so));
+    }
+#undef IS
+#undef RAW
+}
+
+static char *expand(lg_session_t *s, sb_t *b, const char *tpl, int escape, int json)
+{
+    for (const char *p = tpl; *p;) {
+        if (*p != '$') {
+            const char *q = strchr(p, '$');
+            size_t n = q ? (size_t)(q - p) : strlen(p);
+            sb_add(b, p, n);
+            p += n;
+            continue;
+        }
+        p++;
+        const char *name = p;
+        size_t n = 0;
+        if (*p == '{') {
+            const char *e = strchr(p, '}');
+            if (e == NULL) {
+                sb_add(b, "${", 2);
+                p++;
+                continue;
+            }
+            name = p + 1;
+            n = (size_t)(e - name);
+            p = e + 1;
+        } else {
+            while ((p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z') ||
+                   (p[n] >= '0' && p[n] <= '9') || p[n] == '_')
+                n++;
+            if (n && name[0] >= '1' && name[0] <= '9')
+                n = 1;          /* "$1abc": capture 1, then "abc" */
+            p += n;
+        }
+        if (n == 0) {
+            sb_add(b, "$", 1);
+            continue;
+        }
+        var_add(s, b, name, n, escape, json);
+    }
+    return b->oom ? NULL : b->p;
+}
+
+char *lg_expand(lg_session_t *s, const char *tpl, int json_escape)
+{
+    sb_t b;
+    sb_init(&b, &s->arena, 256);
+    expand(s, &b, tpl, 1, json_escape);
+    sb_add(&b, "", 1);
+    return b.oom ? NULL : b.p;
+}
+
+static void add_expanded(lg_session_t *s, sb_t *b, const lg_header_ops_t *ops)
+{
+    if (ops == NULL)
+        return;
+    for (size_t i = 0; i < ops->n; i++) {
+        sb_str(b, ops->v[i].name);
+        sb_add(b, ": ", 2);
+        if (strchr(ops->v[i].value, '$'))
+            expand(s, b, ops->v[i].value, 0, 0);
+        else
+            sb_str(b, ops->v[i].value);
+        sb_add(b, "\r\n", 2);
+    }
+}
+
+char *lg_build_upstream_head(lg_session_t *s, size_t *len)
+{
+    const lg_common_t *c = &s->route->common;
+    sb_t b;
+    sb_init(&b, &s->arena, s->head_len + 512);
+
+    sb_add(&b, s->req.method, s->req.method_len);
+    sb_add(&b, " ", 1);
+    if (s->route->rewrite) {
+        size_t before = b.n;
+        expand(s, &b, s->route->rewrite, 0, 0);
+        if (s->ri.query.p && memchr(b.p + before, '?', b.n - before) == NULL) {
+            sb_add(&b, "?", 1);
+            sb_add(&b, s->ri.query.p, s->ri.query.n);
+        }
+    } else {
+        sb_add(&b, s->ri.uri.p, s->ri.uri.n);
+    }
+    sb_str(&b, " HTTP/1.1\r\n");
+
+    if (s->ri.authority.n)
+        sb_header(&b, "Host", 4, s->ri.authority.p, s->ri.authority.n);
+    else
+        sb_header(&b, "Host", 4, s->uc ? lg_uconn_addr(s->uc) : "localhost",
+                  strlen(s->uc ? lg_uconn_addr(s->uc) : "localhost"));
+
+    const http_header_t *xff = NULL, *via = NULL, *fwd = NULL;
+    for (size_t i = 0; i < s->req.num_headers; i++) {
+        const http_header_t *h = &s->req.headers[i];
+        if (lg_http_is_hop_by_hop(h, s->ri.connection) || name_is(h, "host") ||
+            name_is(h, "content-length") || name_is(h, "expect") ||
+            in_strv(c->remove_request_headers, h) || in_ops(c->add_request_headers, h))
+            continue;
+        if (c->x_forwarded_for && name_is(h, "x-forwarded-for")) { xff = h; continue; }
+        if (c->via && name_is(h, "via")) { via = h; continue; }
+        if (c->forwarded && name_is(h, "forwarded")) { fwd = h; continue; }
+        if ((c->x_real_ip && name_is(h, "x-real-ip")) ||
+            (c->x_forwarded_proto && name_is(h, "x-forwarded-proto")) ||
+            (c->x_forwarded_host && name_is(h, "x-forwarded-host")))
+            continue;
+        sb_header(&b, h->name, h->name_len, h->value, h->value_len);
+    }
+    if (s->ri.body == LG_BODY_LENGTH)
+        sb_printf(&b, "Content-Length: %lld\r\n", (long long)s->ri.length);
+    else if (s->ri.body == LG_BODY_CHUNKED)
+        sb_str(&b, "Transfer-Encoding: chunked\r\n");
+    else if (s->ri.length == 0 && lg_req_header(s, "content-length"))
+        sb_str(&b, "Content-Length: 0\r\n");
+
+    if (c->x_forwarded_for) {
+        sb_str(&b, "X-Forwarded-For: ");
+        if (xff) {
+            sb_add(&b, xff->value, xff->value_len);
+            sb_add(&b, ", ", 2);
+        }
+        sb_str(&b, s->peer_text);
+        sb_add(&b, "\r\n", 2);
+    }
+    if (c->x_real_ip)
+        sb_printf(&b, "X-Real-IP: %s\r\n", s->peer_text);
+    if (c->x_forwarded_proto)
+        sb_str(&b, "X-Forwarded-Proto: http\r\n");
+    if (c->x_forwarded_host && s->ri.authority.n)
+        sb_header(&b, "X-Forwarded-Host", 16, s->ri.authority.p, s->ri.authority.n);
+    if (c->forwarded) {
+        sb_str(&b, "Forwarded: ");
+        if (fwd) {
+            sb_add(&b, fwd->value, fwd->value_len);
+            sb_add(&b, ", ", 2);
+        }
+        if (s->peer.ss_family == AF_INET6)
+            sb_printf(&b, "for=\"[%s]\";proto=http", s->peer_text);
+        else
+            sb_printf(&b, "for=%s;proto=http", s->peer_text);
+        if (s->ri.authority.n) {
+            sb_str(&b, ";host=\"");
+            sb_add(&b, s->ri.authority.p, s->ri.authority.n);
+            sb_str(&b, "\"");
+        }
+        sb_add(&b, "\r\n", 2);
+    }
+    if (c->via) {
+        sb_str(&b, "Via: ");
+        if (via) {
+            sb_add(&b, via->value, via->value_len);
+            sb_add(&b, ", ", 2);
+        }
+        sb_printf(&b, "%d.%d legate\r\n", s->req.version / 10, s->req.version % 10);
+    }
+    add_expanded(s, &b, c->add_request_headers);
+    sb_add(&b, "\r\n", 2);
+    return sb_done(&b, len);
+}
+
+char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
+                           const lg_rsp_info_t *ri, int out_chunked, size_t *len)
+{
+    const lg_common_t *c = &s->route->common;
+    sb_t b;
+    sb_init(&b, &s->arena, 1024);
+    sb_printf(&b, "HTTP/1.1 %03d ", r->status);
+    if (r->reason_len)
+        sb_add(&b, r->reason, r->reason_len);
+    else
+        sb_str(&b, lg_http_reason(r->status));
+    sb_add(&b, "\r\n", 2);
+    const http_header_t *via = NULL;
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const http_header_t *h = &r->headers[i];
+        if (lg_http_is_hop_by_hop(h, ri->connection) ||
+            in_strv(c->remove_response_headers, h) || in_ops(c->add_response_headers, h))
+            continue;
+        if (name_is(h, "content-length") &&
+            (ri->body == LG_BODY_CHUNKED || ri->body == LG_BODY_CLOSE))
+            continue;
+        if (c->via && name_is(h, "via")) {
+            via = h;
+            continue;
+        }
+        sb_header(&b, h->name, h->name_len, h->value, h->value_len);
+    }
+    if (out_chunked)
+        sb_str(&b, "Transfer-Encoding: chunked\r\n");
+    if (c->via) {
+        sb_str(&b, "Via: ");
+        if (via) {
+            sb_add(&b, via->value, via->value_len);
+            sb_add(&b, ", ", 2);
+        }
+        sb_printf(&b, "%d.%d legate\r\n", r->version / 10, r->version % 10);
+    }
+    if (!s->keep_alive)
+        sb_str(&b, "Connection: close\r\n");
+    else if (s->req.version == 10)
+        sb_str(&b, "Connection: keep-alive\r\n");
+    add_expanded(s, &b, c->add_response_headers);
+    sb_add(&b, "\r\n", 2);
+    return sb_done(&b, len);
+}
+
+char *lg_build_local(lg_session_t *s, int status, const char *body,
+                     const char *location, size_t *len)
+{
+    sb_t b;
+    sb_init(&b, &s->arena, 1024);
+    char page[256];
+    const char *ctype = "text/plain";
+    if (body == NULL && status >= 300 && !(status == 304)) {
+        snprintf(page, sizeof(page),
+                 "<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n"
+                 "<center><h1>%d %s</h1></center>\r\n<hr><center>legate</center>\r\n"
+                 "</body>\r\n</html>\r\n",
+                 status, lg_http_reason(status), status, lg_http_reason(status));
+        body = page;
+        ctype = "text/html";
+    }
+    size_t blen = body ? strlen(body) : 0;
+    if (status < 200 || status == 204 || status == 304)
+        blen = 0;
+    sb_printf(&b, "HTTP/1.1 %03d %s\r\nServer: legate\r\nDate: %s\r\n",
+              status, lg_http_reason(status), http_date());
+    if (status >= 200 && status != 204 && status != 304) {
+        sb_printf(&b, "Content-Type: %s\r\nContent-Length: %zu\r\n", ctype, blen);
+    }
+    if (location) {
+        sb_str(&b, "Location: ");
+        expand(s, &b, location, 0, 0);
+        sb_add(&b, "\r\n", 2);
+    }
+    if (s->route && s->route->action == LG_ACTION_RETURN)
+        add_expanded(s, &b, s->route->common.add_response_headers);
+    if (!s->keep_alive)
+        sb_str(&b, "Connection: close\r\n");
+    else if (s->req.version == 10)
+        sb_str(&b, "Connection: keep-alive\r\n");
+    sb_add(&b, "\r\n", 2);
+    if (blen && !s->ri.is_head)
+        sb_add(&b, body, blen);
+    return sb_done(&b, len);
+}

@@ -1,0 +1,221 @@
+/*
+ * One-way body relay with backpressure.
+ *
+ * The source's bytes sit in one buffer, in three regions:
+ *
+ *   base ... pos ........ dec ........ last ...... end
+ *            [ decoded,    )[ raw, not   )[ free     )
+ *              to write      decoded yet
+ *
+ * Reading appends at `last`; decoding (Content-Length counting or in-place
+ * chunked decoding) moves `dec`; writing moves `pos`.  Nothing is read while
+ * the destination cannot take what is already decoded, so memory per pipe is
+ * one buffer whatever the body size.  When the source framing ends, bytes
+ * after it (a pipelined request) stay in [dec, last) for the session.
+ *
+ * Output is either the payload as is, or re-encoded as chunked: each write
+ * of n payload bytes starts a chunk "\r\n<hex n>\r\n" (no leading CRLF for
+ * the first), and the end is "\r\n0\r\n\r\n".  Deferring each chunk's CRLF to
+ * the next prefix lets head, prefix and payload go out in one sendmsg.
+ */
+#include "proxy/proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+void lg_pipe_init(lg_pipe_t *p, lg_buf_t *buf, char *base, lg_body_kind_t in,
+                  int64_t length, int out_chunked)
+{
+    memset(p, 0, sizeof(*p));
+    p->buf = buf;
+    p->base = base;
+    p->dec = buf->pos;
+    p->in = in;
+    p->remaining = length;
+    p->out_chunked = out_chunked;
+    if (in == LG_BODY_CHUNKED)
+        http_chunked_init(&p->chunked);
+    if (in == LG_BODY_NONE || (in == LG_BODY_LENGTH && length == 0))
+        p->src_done = 1;
+}
+
+/* Decode the raw region.  Returns 0 or -1 on a framing error. */
+static int pipe_decode(lg_pipe_t *p)
+{
+    lg_buf_t *b = p->buf;
+    char *raw = p->dec;
+    size_t n = (size_t)(b->last - raw);
+    if (p->src_done || n == 0)
+        return 0;
+    switch (p->in) {
+    case LG_BODY_LENGTH: {
+        size_t k = (uint64_t)p->remaining < n ? (size_t)p->remaining : n;
+        p->dec += k;
+        p->remaining -= (int64_t)k;
+        if (p->remaining == 0)
+            p->src_done = 1;
+        return 0;
+    }
+    case LG_BODY_CLOSE:
+        p->dec = b->last;
+        return 0;
+    case LG_BODY_CHUNKED: {
+        size_t out = 0;
+        ssize_t c = http_chunked_decode(&p->chunked, raw, n, &out);
+        if (c < 0)
+            return -1;
+        if (p->chunked.done) {
+            size_t rest = n - (size_t)c;
+            memmove(raw + out, raw + c, rest);
+            b->last = raw + out + rest;
+            p->src_done = 1;
+        } else {
+            b->last = raw + out;
+        }
+        p->dec = raw + out;
+        return 0;
+    }
+    case LG_BODY_NONE:
+        p->src_done = 1;
+        return 0;
+    }
+    return 0;
+}
+
+lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
+{
+    lg_buf_t *b = p->buf;
+    if (p->done)
+        return LG_PIPE_DONE;
+    if (pipe_decode(p) < 0)
+        return LG_PIPE_ERR_SRC;
+    for (;;) {
+        size_t avail = (size_t)(p->dec - b->pos);
+        int fx_pending = p->fx_pos < p->fx_len;
+
+        if (p->out_chunked && !fx_pending) {
+            if (avail > 0 && p->chunk_left == 0) {
+                p->fx_len = (uint8_t)snprintf(p->fx, sizeof(p->fx), "%s%zx\r\n",
+                                              p->chunks ? "\r\n" : "", avail);
+                p->fx_pos = 0;
+                p->chunk_left = avail;
+                p->chunks++;
+                fx_pending = 1;
+            } else if (avail == 0 && p->src_done && p->chunks >= 0) {
+                p->fx_len = (uint8_t)snprintf(p->fx, sizeof(p->fx), "%s0\r\n\r\n",
+                                              p->chunks ? "\r\n" : "");
+                p->fx_pos = 0;
+                p->chunks = -1;             /* terminator queued */
+                fx_pending = 1;
+            }
+        }
+
+        struct iovec iov[3];
+        int cnt = 0;
+        size_t total = 0, hdr_n = 0, fx_n = 0, data_n = 0;
+        if (p->hdr_sent < p->hdr_len) {
+            hdr_n = p->hdr_len - p->hdr_sent;
+            iov[cnt].iov_base = (void *)(p->hdr + p->hdr_sent);
+            iov[cnt++].iov_len = hdr_n;
+        }
+        if (fx_pending) {
+            fx_n = (size_t)(p->fx_len - p->fx_pos);
+            iov[cnt].iov_base = p->fx + p->fx_pos;
+            iov[cnt++].iov_len = fx_n;
+        }
+        data_n = avail;
+        if (p->out_chunked && data_n > p->chunk_left)
+            data_n = (size_t)p->chunk_left;
+        if (data_n) {
+            iov[cnt].iov_base = b->pos;
+            iov[cnt++].iov_len = data_n;
+        }
+        total = hdr_n + fx_n + data_n;
+
+        if (total) {
+            if (!dst->w_ready) {
+                dst->want_w = 1;
+                return LG_PIPE_AGAIN;
+            }
+            struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
+            ssize_t n = sendmsg(dst->io.fd, &mh, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN) {
+                    dst->w_ready = 0;
+                    dst->want_w = 1;
+                    return LG_PIPE_AGAIN;
+                }
+                return LG_PIPE_ERR_DST;
+            }
+            size_t left = (size_t)n;
+            p->wire_bytes += left;
+            size_t k = left < hdr_n ? left : hdr_n;
+            p->hdr_sent += k;
+            left -= k;
+            k = left < fx_n ? left : fx_n;
+            p->fx_pos = (uint8_t)(p->fx_pos + k);
+            left -= k;
+            b->pos += left;
+            p->body_bytes += left;
+            if (p->out_chunked)
+                p->chunk_left -= left;
+            if ((size_t)n < total) {
+                dst->w_ready = 0;       /* the socket buffer is full */
+                dst->want_w = 1;
+                return LG_PIPE_AGAIN;
+            }
+            continue;
+        }
+
+        if (p->src_done) {
+            p->done = 1;
+            return LG_PIPE_DONE;
+        }
+
+        /* everything decoded was written: make room and read more */
+        if (b->pos == p->dec && p->dec == b->last)
+            b->pos = p->dec = b->last = p->base;
+        if (b->last == b->end) {
+            size_t keep = (size_t)(b->last - b->pos);
+            if (b->pos == p->base)
+                return LG_PIPE_ERR_SRC;     /* cannot happen: raw is always decoded */
+            memmove(p->base, b->pos, keep);
+            p->dec = p->base + (p->dec - b->pos);
+            b->pos = p->base;
+            b->last = p->base + keep;
+        }
+        if (!src->r_ready) {
+            src->want_r = 1;
+            return LG_PIPE_AGAIN;
+        }
+        ssize_t n = recv(src->io.fd, b->last, (size_t)(b->end - b->last), 0);
+        if (n > 0) {
+            b->last += n;
+            if (pipe_decode(p) < 0)
+                return LG_PIPE_ERR_SRC;
+            continue;
+        }
+        if (n == 0) {
+            p->src_eof = 1;
+            src->r_ready = 0;
+            if (p->in == LG_BODY_CLOSE) {
+                p->src_done = 1;
+                continue;
+            }
+            return LG_PIPE_ERR_SRC;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN) {
+            src->r_ready = 0;
+            src->want_r = 1;
+            return LG_PIPE_AGAIN;
+        }
+        return LG_PIPE_ERR_SRC;
+    }
+}

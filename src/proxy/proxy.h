@@ -1,0 +1,190 @@
+/*
+ * The reverse proxy: one lg_session_t per client connection, driven by an
+ * explicit state machine (session.c), relaying bodies through two lg_pipe_t
+ * (pipe.c) to a pooled upstream connection (upstream.c).
+ *
+ * Ownership: the worker owns sessions and upstream connections; a session
+ * borrows its upstream connection while a request is in flight and gives it
+ * back to the pool (or closes it) when the response is complete.  Every
+ * per-request allocation comes from session->arena, reset between requests.
+ */
+#ifndef LEGATE_PROXY_PROXY_H
+#define LEGATE_PROXY_PROXY_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "conf/conf.h"
+#include "core/arena.h"
+#include "core/event.h"
+#include "http/message.h"
+#include "http/parse.h"
+#include "net/buf.h"
+
+#define LG_MAX_HEADERS 100
+#define LG_MAX_REQUEST_LINE 8192
+
+typedef struct lg_session lg_session_t;
+typedef struct lg_uconn lg_uconn_t;
+
+/* A one-way body relay from a source descriptor to a destination. */
+typedef struct lg_pipe {
+    lg_buf_t      *buf;         /* borrowed: holds the source's bytes */
+    char          *base;        /* compaction target inside buf (after a head kept for the request) */
+    char          *dec;         /* [buf->pos, dec) decoded, ready to send; [dec, buf->last) raw */
+    lg_body_kind_t in;          /* framing of the source */
+    int64_t        remaining;   /* LG_BODY_LENGTH: bytes still to come */
+    http_chunked_t chunked;
+    int            out_chunked; /* re-encode as chunked towards dst */
+    uint64_t       chunk_left;  /* bytes of the current output chunk still to send */
+    char           fx[32];      /* framing bytes pending: "\r\n%x\r\n" or the last chunk */
+    uint8_t        fx_pos, fx_len;
+    int            chunks;      /* output chunks started */
+    const char    *hdr;         /* borrowed (arena): head to send before the body */
+    size_t         hdr_len, hdr_sent;
+    int            src_done;    /* the whole body has been received and decoded */
+    int            done;        /* ...and everything has been written */
+    int            src_eof;     /* the source closed */
+    uint64_t       body_bytes;  /* payload bytes written */
+    uint64_t       wire_bytes;  /* bytes written, head and framing included */
+} lg_pipe_t;
+
+typedef enum lg_pipe_rc {
+    LG_PIPE_DONE  = 0,          /* everything received and written */
+    LG_PIPE_AGAIN = 1,          /* waiting: see the want_* flags */
+    LG_PIPE_ERR_SRC = -1,       /* source failed or closed too early */
+    LG_PIPE_ERR_DST = -2,       /* destination failed */
+} lg_pipe_rc_t;
+
+/* Per-endpoint readiness, kept by the owner (edge-triggered epoll). */
+typedef struct lg_end {
+    lg_io_t io;
+    uint8_t r_ready, w_ready, rd_hup;
+    uint8_t want_r, want_w;     /* what the last step waited for */
+} lg_end_t;
+
+struct lg_uconn {
+    uint32_t        magic;
+    lg_end_t        e;
+    lg_timer_t      idle_timer; /* while pooled */
+    lg_upstream_t  *up;         /* borrowed from the conf generation */
+    size_t          server;     /* index in up->servers */
+    lg_buf_t       *in;         /* response bytes */
+    lg_session_t   *owner;      /* NULL while pooled */
+    lg_uconn_t     *next;       /* pool stack link */
+    int             connected;
+    int             reused;     /* served a request before */
+    unsigned        requests;
+};
+
+typedef enum lg_sstate {
+    LG_S_READ_HEAD  = 0,        /* waiting for / parsing a request head */
+    LG_S_CONNECT    = 1,        /* connecting to the upstream */
+    LG_S_PROXY      = 2,        /* request and response bodies flowing */
+    LG_S_LOCAL      = 3,        /* writing a response made here */
+    LG_S_DRAIN      = 4,        /* lingering close: reading and discarding */
+    LG_S_CLOSED     = 5,
+} lg_sstate_t;
+
+const char *lg_sstate_name(lg_sstate_t s);
+
+struct lg_session {
+    uint32_t        magic;
+    lg_end_t        e;          /* the client */
+    lg_timer_t      timer;
+    lg_sstate_t     state;
+    const lg_bind_t *bind;      /* borrowed */
+    struct sockaddr_storage peer;
+    char            peer_text[64];
+    unsigned short  peer_port;
+    uint64_t        id;
+    unsigned        requests;
+    lg_buf_t       *in;         /* client bytes; NULL while idle */
+
+    /* the current request */
+    lg_arena_t      arena;
+    http_request_t  req;        /* req.headers: arena array of LG_MAX_HEADERS */
+    lg_req_info_t   ri;
+    size_t          head_len;   /* bytes of the head at in->start */
+    size_t          scanned;
+    const lg_server_t *server;
+    const lg_route_t  *route;
+    const char     *mpath;      /* normalised path the route matched (arena) */
+    regmatch_t      caps[10];   /* regex captures into mpath */
+    lg_msec_t       t_start;    /* first byte of the request */
+    int             status;
+    int             keep_alive;
+    int             sent_continue;
+    const char     *local;      /* local response (arena) */
+    size_t          local_len, local_sent;
+
+    lg_uconn_t     *uc;         /* borrowed from the pool while in flight */
+    size_t          tried;      /* bit mask of upstream servers tried */
+    int             abandoned;  /* response ended before the request body was sent */
+    lg_msec_t       t_upstream; /* when the upstream try started */
+    lg_pipe_t       reqp;       /* client -> upstream */
+    lg_pipe_t       rspp;       /* upstream -> client */
+    int             rsp_head_done;
+    size_t          rsp_scanned;
+    int             upstream_status;
+    int             upstream_keep;
+    lg_msec_t       upstream_time;
+    uint64_t        bytes_in;   /* from the client, this request */
+    uint64_t        bytes_out;  /* to the client, this request */
+    lg_session_t   *prev, *next; /* all sessions of the worker */
+};
+
+/* The worker's state, one per process. */
+typedef struct lg_worker {
+    lg_loop_t      loop;
+    lg_conf_t     *conf;        /* borrowed: inherited from the master */
+    int            slot;
+    int            quitting;    /* graceful: no accept, close idle */
+    int            nconns;      /* client connections open */
+    uint64_t       next_id;
+    lg_uconn_t  ***pools;       /* [upstream][server] -> idle stack */
+    int          **npool;
+    int           *rr_current;  /* smooth WRR state, [upstream][server] flattened */
+    size_t        *rr_base;
+} lg_worker_t;
+
+extern lg_worker_t lg_w;
+
+/* session.c */
+void lg_session_accept(int lfd, const lg_bind_t *bind);
+void lg_sessions_close_idle(void);
+
+/* pipe.c */
+void lg_pipe_init(lg_pipe_t *p, lg_buf_t *buf, char *base, lg_body_kind_t in,
+                  int64_t length, int out_chunked);
+lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst);
+
+/* upstream.c */
+int         lg_upstream_init(void);
+lg_uconn_t *lg_upstream_get(lg_upstream_t *up, size_t *tried_mask, int *err);
+void        lg_upstream_release(lg_uconn_t *uc, int reusable);
+const char *lg_uconn_addr(const lg_uconn_t *uc);
+
+/* route.c */
+const lg_server_t *lg_route_server(const lg_bind_t *b, lg_str_t host);
+const lg_route_t  *lg_route_find(const lg_server_t *s, const char *path, size_t n,
+                                 regmatch_t caps[10]);
+
+/* headers.c */
+char *lg_build_upstream_head(lg_session_t *s, size_t *len);
+char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
+                           const lg_rsp_info_t *ri, int out_chunked, size_t *len);
+char *lg_build_local(lg_session_t *s, int status, const char *body,
+                     const char *location, size_t *len);
+/* Expand a template with $variables into the arena (NULL on no memory). */
+char *lg_expand(lg_session_t *s, const char *tpl, int json_escape);
+/* Returns the header value for `name` from the request, or NULL. */
+const http_header_t *lg_req_header(const lg_session_t *s, const char *name);
+
+/* accesslog.c */
+int  lg_accesslog_open_all(const lg_conf_t *conf);   /* in the worker */
+void lg_accesslog_write(lg_session_t *s);
+void lg_accesslog_flush(void);
+void lg_accesslog_reopen(void);
+
+#endif

@@ -1,0 +1,831 @@
+/*
+ * A client connection and the requests on it: the proxy's state machine.
+ *
+ *   READ_HEAD --head--> (local response) --> LOCAL --sent--> READ_HEAD | DRAIN
+ *       |                                                      ^
+ *       +--route to upstream--> CONNECT --> PROXY --done-------+
+ *
+ * session_run() is the one driver: every event on the client or on its
+ * upstream connection lands there, and it loops while a step makes
+ * progress.  session_close() is the one teardown; it is idempotent and
+ * releases whatever is not NULL.  Timeouts are "between two successive
+ * operations", as nginx counts them: the timer is re-armed after each run
+ * for whatever the session is now waiting on.
+ */
+#include "proxy/proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#define SESSION_MAGIC 0x5345534eu
+#define LINGER_MS 5000
+#define ARENA_BLOCK 4096
+#define ARENA_LIMIT (1024 * 1024)
+
+static lg_session_t *sessions;      /* all open sessions, for a graceful stop */
+
+extern void lg_worker_conn_closed(void);
+
+static const http_limits_t limits = {
+    .max_line = LG_MAX_REQUEST_LINE,
+    .max_head = LG_BUF_SIZE / 2,
+    .max_headers = LG_MAX_HEADERS,
+};
+
+const char *lg_sstate_name(lg_sstate_t st)
+{
+    switch (st) {
+    case LG_S_READ_HEAD: return "reading request";
+    case LG_S_CONNECT:   return "connecting to upstream";
+    case LG_S_PROXY:     return "proxying";
+    case LG_S_LOCAL:     return "sending response";
+    case LG_S_DRAIN:     return "lingering close";
+    case LG_S_CLOSED:    return "closed";
+    }
+    return "?";
+}
+
+static void session_run(lg_session_t *s);
+static void session_arm(lg_session_t *s);
+
+static const lg_common_t *cur_common(const lg_session_t *s)
+{
+    if (s->route)
+        return &s->route->common;
+    if (s->server)
+        return &s->server->common;
+    return &s->bind->default_server->common;
+}
+
+static void session_close(lg_session_t *s, const char *why)
+{
+    if (s->state == LG_S_CLOSED)
+        return;
+    lg_debug("closing client %s connection %llu: %s", s->peer_text,
+             (unsigned long long)s->id, why);
+    s->state = LG_S_CLOSED;
+    if (s->uc) {
+        lg_upstream_release(s->uc, 0);
+        s->uc = NULL;
+    }
+    lg_timer_del(&lg_w.loop, &s->timer);
+    if (s->e.io.fd >= 0) {
+        lg_io_del(&lg_w.loop, &s->e.io);
+        close(s->e.io.fd);
+        s->e.io.fd = -1;
+    }
+    lg_buf_put(s->in);
+    s->in = NULL;
+    lg_arena_destroy(&s->arena);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->magic = 0;
+    lg_w.nconns--;
+    lg_loop_defer_free(&lg_w.loop, s);
+    lg_worker_conn_closed();
+}
+
+/* ---- events ---- */
+
+static void client_cb(lg_io_t *io, uint32_t ev)
+{
+    lg_session_t *s = io->data;
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        s->e.r_ready = 1;
+    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        s->e.w_ready = 1;
+    if (ev & (EPOLLRDHUP | EPOLLHUP))
+        s->e.rd_hup = 1;
+    session_run(s);
+}
+
+static void upstream_cb(lg_io_t *io, uint32_t ev)
+{
+    lg_uconn_t *uc = io->data;
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        uc->e.r_ready = 1;
+    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        uc->e.w_ready = 1;
+    if (uc->owner)
+        session_run(uc->owner);
+}
+
+/* ---- local responses ---- */
+
+static void respond_local(lg_session_t *s, int status, const char *body, const char *location)
+{
+    s->status = status;
+    size_t len = 0;
+    const char *r = lg_build_local(s, status, body, location, &len);
+    if (r == NULL) {
+        session_close(s, "out of memory building a response");
+        return;
+    }
+    s->local = r;
+    s->local_len = len;
+    s->local_sent = 0;
+    s->state = LG_S_LOCAL;
+}
+
+static void respond_error(lg_session_t *s, int status)
+{
+    /* the request's body (if any) was not read: the connection cannot go on */
+    if (s->ri.body != LG_BODY_NONE && !(s->reqp.buf && s->reqp.src_done))
+        s->keep_alive = 0;
+    if (status == 400 || status == 414 || status == 431 || status == 505 || status == 413)
+        s->keep_alive = 0;
+    respond_local(s, status, NULL, NULL);
+}
+
+/* ---- reading the request head ---- */
+
+/* Returns 1 with a complete head, 0 when waiting or closed. */
+static int read_head(lg_session_t *s)
+{
+    for (;;) {
+        if (s->in == NULL) {
+            if (!s->e.r_ready) {
+                s->e.want_r = 1;
+                return 0;
+            }
+            s->in = lg_buf_get();
+            if (s->in == NULL) {
+                session_close(s, "out of memory");
+                return 0;
+            }
+        }
+        lg_buf_t *b = s->in;
+        size_t have = lg_buf_len(b);
+        if (have) {
+            if (s->req.headers == NULL) {
+                s->req.headers = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
+                if (s->req.headers == NULL) {
+                    session_close(s, "out of memory");
+                    return 0;
+                }
+            }
+            ssize_t rc = http_parse_request(b->pos, have, &s->req, &limits, &s->scanned);
+            if (rc > 0) {
+                s->head_len = (size_t)rc;
+                s->bytes_in = (uint64_t)rc;
+                return 1;
+            }
+            if (rc != HTTP_AGAIN) {
+                s->keep_alive = 0;
+                int st = rc == HTTP_URI_TOO_LONG ? 414 : rc == HTTP_HEAD_TOO_LARGE ? 431 :
+                         rc == HTTP_BAD_VERSION ? 505 : 400;
+                lg_info("client %s sent an invalid request head (%d)", s->peer_text, st);
+                s->req.method = NULL;   /* nothing trustworthy to log */
+                s->req.num_headers = 0;
+                respond_error(s, st);
+                return 0;
+            }
+        }
+        if (b->last == b->end) {
+            /* cannot happen: the parser gives up at max_head < buffer size */
+            respond_error(s, 431);
+            return 0;
+        }
+        if (!s->e.r_ready) {
+            s->e.want_r = 1;
+            if (lg_buf_len(b) == 0) {
+                lg_buf_put(b);  /* idle: hold no buffer */
+                s->in = NULL;
+            }
+            return 0;
+        }
+        ssize_t n = recv(s->e.io.fd, b->last, (size_t)(b->end - b->last), 0);
+        if (n > 0) {
+            if (lg_buf_len(b) == 0)
+                s->t_start = lg_w.loop.now;
+            b->last += n;
+            continue;
+        }
+        if (n == 0) {
+            session_close(s, lg_buf_len(b) ? "client closed mid-request" : "client closed");
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN) {
+            s->e.r_ready = 0;
+            continue;           /* the check above puts the idle buffer back */
+        }
+        session_close(s, "recv() from client failed");
+        return 0;
+    }
+}
+
+/* ---- routing ---- */
+
+static void start_upstream(lg_session_t *s);
+
+static void process_request(lg_session_t *s)
+{
+    int st = lg_http_analyze_request(&s->req, &s->ri);
+    s->server = lg_route_server(s->bind, s->ri.host);
+    if (st) {
+        s->keep_alive = 0;
+        respond_error(s, st);
+        return;
+    }
+    const lg_common_t *sc = &s->server->common;
+    s->keep_alive = s->ri.keep_alive && sc->keepalive_timeout > 0 &&
+                    s->requests + 1 < (unsigned)sc->keepalive_requests && !lg_w.quitting;
+
+    char *mp = lg_arena_alloc(&s->arena, s->ri.path.n + 2);
+    if (mp == NULL) {
+        respond_error(s, 500);
+        return;
+    }
+    ssize_t mn;
+    if (s->ri.path.n == 1 && s->ri.path.p[0] == '*') {
+        mp[0] = '*';
+        mp[1] = '\0';
+        mn = 1;
+    } else {
+        mn = lg_http_normalize_path(s->ri.path.p, s->ri.path.n, mp);
+    }
+    if (mn < 0) {
+        respond_error(s, 400);
+        return;
+    }
+    s->mpath = mp;
+    s->route = lg_route_find(s->server, mp, (size_t)mn, s->caps);
+    if (s->route == NULL) {
+        respond_error(s, 404);
+        return;
+    }
+    const lg_common_t *c = &s->route->common;
+    s->keep_alive = s->keep_alive && c->keepalive_timeout > 0;
+    if (c->client_max_body_size && s->ri.body == LG_BODY_LENGTH &&
+        s->ri.length > c->client_max_body_size) {
+        lg_error("client %s intended to send too large body: %lld bytes",
+                 s->peer_text, (long long)s->ri.length);
+        respond_error(s, 413);
+        return;
+    }
+    if (s->route->action == LG_ACTION_RETURN) {
+        if (s->ri.body != LG_BODY_NONE)
+            s->keep_alive = 0;  /* the body is not read: close after */
+        respond_local(s, s->route->status, s->route->body, s->route->location);
+        return;
+    }
+    start_upstream(s);
+}
+
+/* ---- the upstream side ---- */
+
+static void log_upstream_error(lg_session_t *s, int err, const char *what)
+{
+    lg_log_errno(LG_LOG_ERROR, err,
+                 "upstream \"%s\" server %s: %s, client: %s, request: \"%.*s %.*s\"",
+                 s->route->upstream->name, s->uc ? lg_uconn_addr(s->uc) : "-", what,
+                 s->peer_text, (int)s->req.method_len, s->req.method,
+                 (int)s->req.target_len, s->req.target);
+}
+
+/*
+ * Attach a connection to a server not tried yet.  The request head is kept
+ * in the arena and only its send position is reset, so a retry costs no
+ * rebuild.
+ */
+static int attach_upstream(lg_session_t *s)
+{
+    int err = 0;
+    lg_uconn_t *uc = lg_upstream_get(s->route->upstream, &s->tried, &err);
+    if (uc == NULL)
+        return -1;
+    s->uc = uc;
+    uc->owner = s;
+    uc->e.io.cb = upstream_cb;
+    uc->e.io.data = uc;
+    uc->e.want_r = uc->e.want_w = 0;
+    if (uc->reused) {
+        uc->e.w_ready = 1;
+        s->state = LG_S_PROXY;
+    } else {
+        uc->e.w_ready = uc->connected;
+        uc->e.r_ready = 0;
+        s->state = uc->connected ? LG_S_PROXY : LG_S_CONNECT;
+    }
+    s->t_upstream = lg_w.loop.now;
+    s->rsp_scanned = 0;
+    s->reqp.hdr_sent = 0;
+    s->reqp.wire_bytes = 0;
+    s->reqp.fx_pos = s->reqp.fx_len = 0;
+    s->reqp.chunks = 0;
+    s->reqp.chunk_left = 0;
+    return 0;
+}
+
+static void start_upstream(lg_session_t *s)
+{
+    lg_buf_t *b = s->in;
+    b->pos = b->start + s->head_len;
+    lg_pipe_init(&s->reqp, b, b->pos, s->ri.body, s->ri.length,
+                 s->ri.body == LG_BODY_CHUNKED);
+    if (attach_upstream(s) < 0) {
+        lg_error("no live upstreams in \"%s\" for client %s", s->route->upstream->name,
+                 s->peer_text);
+        respond_error(s, 502);
+        return;
+    }
+    size_t len = 0;
+    const char *head = lg_build_upstream_head(s, &len);
+    if (head == NULL) {
+        respond_error(s, 500);
+        return;
+    }
+    s->reqp.hdr = head;
+    s->reqp.hdr_len = len;
+    if (s->ri.expect_continue && s->ri.body != LG_BODY_NONE && lg_buf_len(b) == 0) {
+        /* we read the body ourselves, so we are the one to say "go on" */
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        ssize_t n = send(s->e.io.fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL);
+        if (n != (ssize_t)sizeof(cont) - 1)
+            s->keep_alive = 0;
+    }
+}
+
+/*
+ * The current upstream failed before a response head was complete.  Try
+ * another server when that is safe (nothing of the body was sent, or the
+ * connection was a reused one the upstream had closed), else answer 502/504.
+ */
+static void upstream_failed(lg_session_t *s, int status, int err, const char *what)
+{
+    lg_uconn_t *uc = s->uc;
+    int stale = uc && uc->reused && s->rsp_scanned == 0 &&
+                (uc->in == NULL || lg_buf_len(uc->in) == 0);
+    int body_intact = s->reqp.wire_bytes <= s->reqp.hdr_len;
+    if (!stale)
+        log_upstream_error(s, err, what);
+    lg_upstream_release(uc, 0);
+    s->uc = NULL;
+    if (stale && body_intact) {
+        /* an idle keep-alive connection the server had closed: not a failure */
+        size_t bit = uc->server < 64 ? ((size_t)1 << uc->server) : 0;
+        s->tried &= ~bit;
+    }
+    if (body_intact && status != 504 && attach_upstream(s) == 0)
+        return;
+    if (body_intact && status == 504 && s->state == LG_S_CONNECT && attach_upstream(s) == 0)
+        return;
+    s->upstream_status = status;
+    respond_error(s, status);
+}
+
+static void connect_step(lg_session_t *s)
+{
+    lg_uconn_t *uc = s->uc;
+    if (!uc->e.w_ready && !uc->e.r_ready) {
+        uc->e.want_w = 1;
+        return;
+    }
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(uc->e.io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err) {
+        upstream_failed(s, 502, err, "connect() failed");
+        return;
+    }
+    uc->connected = 1;
+    uc->e.w_ready = 1;
+    s->state = LG_S_PROXY;
+}
+
+/* Read and parse the upstream's response head.  1: done, 0: waiting/failed. */
+static int read_response_head(lg_session_t *s)
+{
+    lg_uconn_t *uc = s->uc;
+    if (uc->in == NULL && (uc->in = lg_buf_get()) == NULL) {
+        upstream_failed(s, 502, ENOMEM, "no buffer");
+        return 0;
+    }
+    lg_buf_t *b = uc->in;
+    static const http_limits_t ul = {
+        .max_line = LG_BUF_SIZE / 2, .max_head = LG_BUF_SIZE / 2, .max_headers = LG_MAX_HEADERS,
+    };
+    for (;;) {
+        if (lg_buf_len(b)) {
+            http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
+            if (hs == NULL) {
+                upstream_failed(s, 502, ENOMEM, "out of memory");
+                return 0;
+            }
+            http_response_t r = { .headers = hs };
+            ssize_t rc = http_parse_response(b->pos, lg_buf_len(b), &r, &ul, &s->rsp_scanned);
+            if (rc > 0) {
+                if (r.status < 200) {
+                    /* 1xx: interim, not forwarded (we answered 100 ourselves) */
+                    b->pos += rc;
+                    s->rsp_scanned = 0;
+                    continue;
+                }
+                lg_rsp_info_t ri;
+                if (lg_http_analyze_response(&r, s->ri.is_head, &ri) < 0) {
+                    s->rsp_scanned = 1;
+                    upstream_failed(s, 502, 0, "upstream sent invalid response framing");
+                    return 0;
+                }
+                b->pos += rc;
+                s->upstream_status = r.status;
+                s->upstream_time = lg_w.loop.now - s->t_upstream;
+                s->status = r.status;
+                s->upstream_keep = ri.keep_alive;
+                int out_chunked = (ri.body == LG_BODY_CHUNKED || ri.body == LG_BODY_CLOSE) &&
+                                  s->req.version >= 11;
+                if ((ri.body == LG_BODY_CHUNKED || ri.body == LG_BODY_CLOSE) && !out_chunked)
+                    s->keep_alive = 0;  /* HTTP/1.0 client: the close delimits */
+                if (!s->reqp.done) {
+                    /* answered before the whole body was sent (e.g. 413):
+                     * stop sending it and close both sides afterwards */
+                    s->abandoned = 1;
+                    s->keep_alive = 0;
+                }
+                size_t hl = 0;
+                const char *head = lg_build_client_head(s, &r, &ri, out_chunked, &hl);
+                if (head == NULL) {
+                    upstream_failed(s, 502, ENOMEM, "out of memory");
+                    return 0;
+                }
+                lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, out_chunked);
+                s->rspp.hdr = head;
+                s->rspp.hdr_len = hl;
+                s->rsp_head_done = 1;
+                return 1;
+            }
+            if (rc != HTTP_AGAIN) {
+                s->rsp_scanned = 1;
+                upstream_failed(s, 502, 0, "upstream sent an invalid response head");
+                return 0;
+            }
+        }
+        if (b->last == b->end) {
+            upstream_failed(s, 502, 0, "upstream sent too big a header");
+            return 0;
+        }
+        if (!uc->e.r_ready) {
+            uc->e.want_r = 1;
+            return 0;
+        }
+        ssize_t n = recv(uc->e.io.fd, b->last, (size_t)(b->end - b->last), 0);
+        if (n > 0) {
+            b->last += n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            uc->e.r_ready = 0;
+            uc->e.want_r = 1;
+            return 0;
+        }
+        upstream_failed(s, 502, n < 0 ? errno : 0,
+                        n == 0 ? "upstream prematurely closed connection while reading response header"
+                               : "recv() failed while reading response header");
+        return 0;
+    }
+}
+
+static void finish_request(lg_session_t *s);
+
+static void proxy_step(lg_session_t *s)
+{
+    lg_uconn_t *uc = s->uc;
+    if (!s->reqp.done && !s->abandoned) {
+        lg_pipe_rc_t rc = lg_pipe_run(&s->reqp, &s->e, &uc->e);
+        if (rc == LG_PIPE_ERR_SRC) {
+            lg_info("client %s closed or sent a bad body while sending the request body",
+                    s->peer_text);
+            if (s->reqp.src_eof || s->rspp.wire_bytes) {
+                session_close(s, "client body failed");
+            } else {
+                s->keep_alive = 0;
+                lg_upstream_release(s->uc, 0);
+                s->uc = NULL;
+                respond_error(s, 400);
+            }
+            return;
+        }
+        if (rc == LG_PIPE_ERR_DST) {
+            if (!s->rsp_head_done) {
+                upstream_failed(s, 502, errno, "send() to upstream failed");
+                return;
+            }
+            s->abandoned = 1;
+        }
+    }
+    if (s->state != LG_S_PROXY)
+        return;
+    if (!s->rsp_head_done && !read_response_head(s))
+        return;
+    lg_pipe_rc_t rc = lg_pipe_run(&s->rspp, &uc->e, &s->e);
+    if (rc == LG_PIPE_AGAIN)
+        return;
+    if (rc == LG_PIPE_ERR_SRC) {
+        log_upstream_error(s, errno, "upstream prematurely closed connection while reading response body");
+        session_close(s, "upstream body failed");
+        return;
+    }
+    if (rc == LG_PIPE_ERR_DST) {
+        session_close(s, "send() to client failed");
+        return;
+    }
+    finish_request(s);
+}
+
+static void local_step(lg_session_t *s)
+{
+    while (s->local_sent < s->local_len) {
+        if (!s->e.w_ready) {
+            s->e.want_w = 1;
+            return;
+        }
+        ssize_t n = send(s->e.io.fd, s->local + s->local_sent, s->local_len - s->local_sent,
+                         MSG_NOSIGNAL);
+        if (n > 0) {
+            s->local_sent += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            s->e.w_ready = 0;
+            s->e.want_w = 1;
+            return;
+        }
+        session_close(s, "send() to client failed");
+        return;
+    }
+    s->bytes_out = s->local_len;
+    finish_request(s);
+}
+
+/* Lingering close: the peer may still be sending; read and drop it so our
+ * response is not destroyed by a reset, until EOF or the linger timer. */
+static void drain_step(lg_session_t *s)
+{
+    char sink[4096];
+    while (s->e.r_ready) {
+        ssize_t n = recv(s->e.io.fd, sink, sizeof(sink), 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            s->e.r_ready = 0;
+            break;
+        }
+        session_close(s, "lingering close done");
+        return;
+    }
+    s->e.want_r = 1;
+}
+
+static void finish_request(lg_session_t *s)
+{
+    if (s->state != LG_S_LOCAL)
+        s->bytes_out = s->rspp.wire_bytes;
+    s->bytes_in = s->head_len + s->reqp.body_bytes;
+    if (s->status)
+        lg_accesslog_write(s);
+    if (s->uc) {
+        int reusable = s->upstream_keep && s->reqp.done && s->rspp.done && !s->abandoned;
+        lg_upstream_release(s->uc, reusable);
+        s->uc = NULL;
+    }
+    s->requests++;
+    if (!s->keep_alive || lg_w.quitting) {
+        lg_buf_put(s->in);
+        s->in = NULL;
+        lg_arena_destroy(&s->arena);
+        memset(&s->req, 0, sizeof(s->req));
+        shutdown(s->e.io.fd, SHUT_WR);
+        s->state = LG_S_DRAIN;
+        s->e.r_ready = 1;
+        return;
+    }
+    /* keep-alive: the bytes after this request (pipelining) go to the front */
+    lg_buf_t *b = s->in;
+    if (b) {
+        char *next = s->route && s->route->action == LG_ACTION_PROXY && s->reqp.buf
+                     ? s->reqp.dec : b->start + s->head_len;
+        size_t rest = (size_t)(b->last - next);
+        if (rest) {
+            memmove(b->start, next, rest);
+            b->pos = b->start;
+            b->last = b->start + rest;
+            s->t_start = lg_w.loop.now;
+        } else {
+            lg_buf_put(b);
+            s->in = NULL;
+        }
+    }
+    lg_arena_destroy(&s->arena);
+    /* reset every per-request field (req up to the list links) */
+    memset(&s->req, 0, (size_t)((char *)&s->prev - (char *)&s->req));
+    s->state = LG_S_READ_HEAD;
+}
+
+static void session_run(lg_session_t *s)
+{
+    s->e.want_r = s->e.want_w = 0;
+    if (s->uc)
+        s->uc->e.want_r = s->uc->e.want_w = 0;
+    for (;;) {
+        lg_sstate_t before = s->state;
+        switch (s->state) {
+        case LG_S_READ_HEAD:
+            if (read_head(s))
+                process_request(s);
+            break;
+        case LG_S_CONNECT:
+            connect_step(s);
+            break;
+        case LG_S_PROXY:
+            proxy_step(s);
+            break;
+        case LG_S_LOCAL:
+            local_step(s);
+            break;
+        case LG_S_DRAIN:
+            drain_step(s);
+            break;
+        case LG_S_CLOSED:
+            return;
+        }
+        if (s->state == before && s->state != LG_S_READ_HEAD)
+            break;
+        if (s->state == LG_S_READ_HEAD && before == LG_S_READ_HEAD)
+            break;
+    }
+    session_arm(s);
+}
+
+/* ---- timers ---- */
+
+static void session_arm(lg_session_t *s)
+{
+    const lg_common_t *c = cur_common(s);
+    lg_msec_t t = -1;
+    switch (s->state) {
+    case LG_S_READ_HEAD:
+        t = (s->in && lg_buf_len(s->in)) || s->requests == 0 ? c->client_header_timeout
+                                                              : c->keepalive_timeout;
+        break;
+    case LG_S_CONNECT:
+        t = c->proxy_connect_timeout;
+        break;
+    case LG_S_PROXY:
+        if (s->uc && s->uc->e.want_r)
+            t = c->proxy_read_timeout;
+        if (s->uc && s->uc->e.want_w && (t < 0 || c->proxy_send_timeout < t))
+            t = c->proxy_send_timeout;
+        if (s->e.want_w && (t < 0 || c->send_timeout < t))
+            t = c->send_timeout;
+        if (s->e.want_r && (t < 0 || c->client_body_timeout < t))
+            t = c->client_body_timeout;
+        break;
+    case LG_S_LOCAL:
+        t = c->send_timeout;
+        break;
+    case LG_S_DRAIN:
+        if (!lg_timer_armed(&s->timer))
+            t = LINGER_MS;
+        else
+            return;
+        break;
+    case LG_S_CLOSED:
+        return;
+    }
+    if (t < 0)
+        t = 60000;
+    lg_timer_set(&lg_w.loop, &s->timer, t);
+}
+
+static void session_timeout(lg_timer_t *tm)
+{
+    lg_session_t *s = tm->data;
+    switch (s->state) {
+    case LG_S_READ_HEAD:
+        session_close(s, s->in && lg_buf_len(s->in) ? "client timed out sending the head"
+                                                    : "keep-alive timeout");
+        return;
+    case LG_S_CONNECT:
+        upstream_failed(s, 504, ETIMEDOUT, "upstream timed out while connecting");
+        break;
+    case LG_S_PROXY:
+        if (s->uc && s->uc->e.want_r && !s->rsp_head_done) {
+            upstream_failed(s, 504, ETIMEDOUT, "upstream timed out while reading response header");
+        } else if (s->uc && s->uc->e.want_w && !s->rsp_head_done) {
+            upstream_failed(s, 504, ETIMEDOUT, "upstream timed out while sending request");
+        } else if (s->uc && s->uc->e.want_r) {
+            log_upstream_error(s, ETIMEDOUT, "upstream timed out while reading response body");
+            session_close(s, "upstream timeout");
+            return;
+        } else if (!s->rsp_head_done && s->rspp.wire_bytes == 0 && s->e.want_r) {
+            lg_info("client %s timed out sending the request body", s->peer_text);
+            s->keep_alive = 0;
+            lg_upstream_release(s->uc, 0);
+            s->uc = NULL;
+            respond_error(s, 408);
+        } else {
+            session_close(s, "client timed out");
+            return;
+        }
+        break;
+    case LG_S_LOCAL:
+    case LG_S_DRAIN:
+        session_close(s, "timed out");
+        return;
+    case LG_S_CLOSED:
+        return;
+    }
+    session_run(s);
+}
+
+/* ---- accept ---- */
+
+void lg_session_accept(int lfd, const lg_bind_t *bind)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            lg_log_errno(errno == EMFILE || errno == ENFILE ? LG_LOG_CRIT : LG_LOG_ERROR,
+                         errno, "accept() on %s failed", bind->addr.text);
+        return;
+    }
+    lg_session_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        close(fd);
+        return;
+    }
+    s->magic = SESSION_MAGIC;
+    s->e.io.fd = fd;
+    s->e.io.cb = client_cb;
+    s->e.io.data = s;
+    s->timer.cb = session_timeout;
+    s->timer.data = s;
+    s->bind = bind;
+    s->id = ++lg_w.next_id;
+    s->t_start = lg_w.loop.now;
+    lg_arena_init(&s->arena, ARENA_BLOCK, ARENA_LIMIT);
+    memcpy(&s->peer, &ss, sizeof(ss));
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (void *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, s->peer_text, sizeof(s->peer_text));
+        s->peer_port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (void *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, s->peer_text, sizeof(s->peer_text));
+        s->peer_port = ntohs(a->sin6_port);
+    } else {
+        strcpy(s->peer_text, "unix:");
+    }
+    if (ss.ss_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    if (lg_io_add(&lg_w.loop, &s->e.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
+        close(fd);
+        free(s);
+        return;
+    }
+    s->next = sessions;
+    if (sessions)
+        sessions->prev = s;
+    sessions = s;
+    lg_w.nconns++;
+    s->state = LG_S_READ_HEAD;
+    s->e.r_ready = 1;           /* TCP_DEFER_ACCEPT: the request is likely here */
+    s->e.w_ready = 1;
+    session_run(s);
+}
+
+void lg_sessions_close_idle(void)
+{
+    lg_session_t *s = sessions, *next;
+    for (; s; s = next) {
+        next = s->next;
+        if (s->state == LG_S_READ_HEAD && (s->in == NULL || lg_buf_len(s->in) == 0))
+            session_close(s, "shutting down");
+    }
+}
