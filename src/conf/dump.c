@@ -1,0 +1,248 @@
+/*
+ * lg_conf_dump(): the effective configuration (defaults filled in, inherited
+ * settings merged, paths resolved) in libconfig syntax, for -T.
+ *
+ * It reads only the public model of conf.h, like every other layer, and
+ * writes every setting at every level, so the output is both a complete
+ * answer to "what value applies here?" and a file legate loads again to the
+ * same lg_conf_t (t/unit/test_conf.c checks the round trip with every
+ * setting away from its default: a setting added to the loader but not here
+ * fails that test).  Durations are written as "60s" or "500ms", sizes in
+ * bytes, addresses in their resolved numeric form.
+ */
+#include "conf/conf.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+/* Indentation, four columns a level. */
+#define IND(out, n) fprintf((out), "%*s", (n) * 4, "")
+
+static void put_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        switch (c) {
+        case '"':  fputs("\\\"", out); break;
+        case '\\': fputs("\\\\", out); break;
+        case '\n': fputs("\\n", out); break;
+        case '\r': fputs("\\r", out); break;
+        case '\t': fputs("\\t", out); break;
+        case '\f': fputs("\\f", out); break;
+        default:
+            if (c < 0x20 || c == 0x7f)
+                fprintf(out, "\\x%02x", c);
+            else
+                fputc(c, out);
+        }
+    }
+    fputc('"', out);
+}
+
+static void kv_str(FILE *out, int ind, const char *name, const char *v)
+{
+    IND(out, ind);
+    fprintf(out, "%s = ", name);
+    put_str(out, v);
+    fputs(";\n", out);
+}
+
+/* libconfig 1.5 silently truncates a plain integer to 32 bits: add "L". */
+static void kv_int(FILE *out, int ind, const char *name, int64_t v)
+{
+    IND(out, ind);
+    fprintf(out, "%s = %" PRId64 "%s;\n", name, v, v > INT32_MAX || v < INT32_MIN ? "L" : "");
+}
+
+static void kv_bool(FILE *out, int ind, const char *name, int v)
+{
+    IND(out, ind);
+    fprintf(out, "%s = %s;\n", name, v ? "true" : "false");
+}
+
+/* "60s" when whole seconds, else "1500ms". */
+static void kv_msec(FILE *out, int ind, const char *name, lg_msec_t ms)
+{
+    IND(out, ind);
+    if (ms % 1000 == 0)
+        fprintf(out, "%s = \"%" PRId64 "s\";\n", name, ms / 1000);
+    else
+        fprintf(out, "%s = \"%" PRId64 "ms\";\n", name, ms);
+}
+
+static void kv_headers(FILE *out, int ind, const char *name, const lg_header_ops_t *h)
+{
+    IND(out, ind);
+    fprintf(out, "%s = {", name);
+    for (size_t i = 0; h != NULL && i < h->n; i++) {
+        fprintf(out, " %s = ", h->v[i].name);
+        put_str(out, h->v[i].value);
+        fputc(';', out);
+    }
+    fputs(" };\n", out);
+}
+
+static void kv_names(FILE *out, int ind, const char *name, const lg_strv_t *sv)
+{
+    IND(out, ind);
+    fprintf(out, "%s = [", name);
+    for (size_t i = 0; sv != NULL && i < sv->n; i++) {
+        fputs(i ? ", " : " ", out);
+        put_str(out, sv->v[i]);
+    }
+    fputs(" ];\n", out);
+}
+
+static void dump_common(FILE *out, int ind, const lg_common_t *c)
+{
+    kv_msec(out, ind, "client_header_timeout", c->client_header_timeout);
+    kv_msec(out, ind, "client_body_timeout", c->client_body_timeout);
+    kv_msec(out, ind, "send_timeout", c->send_timeout);
+    kv_msec(out, ind, "keepalive_timeout", c->keepalive_timeout);
+    kv_int(out, ind, "keepalive_requests", c->keepalive_requests);
+    kv_msec(out, ind, "proxy_connect_timeout", c->proxy_connect_timeout);
+    kv_msec(out, ind, "proxy_send_timeout", c->proxy_send_timeout);
+    kv_msec(out, ind, "proxy_read_timeout", c->proxy_read_timeout);
+    kv_int(out, ind, "client_max_body_size", c->client_max_body_size);
+    kv_bool(out, ind, "proxy_request_buffering", c->proxy_request_buffering);
+    kv_headers(out, ind, "add_request_headers", c->add_request_headers);
+    kv_names(out, ind, "remove_request_headers", c->remove_request_headers);
+    kv_headers(out, ind, "add_response_headers", c->add_response_headers);
+    kv_names(out, ind, "remove_response_headers", c->remove_response_headers);
+    kv_bool(out, ind, "x_forwarded_for", c->x_forwarded_for);
+    kv_bool(out, ind, "x_forwarded_proto", c->x_forwarded_proto);
+    kv_bool(out, ind, "x_forwarded_host", c->x_forwarded_host);
+    kv_bool(out, ind, "x_real_ip", c->x_real_ip);
+    kv_bool(out, ind, "forwarded", c->forwarded);
+    kv_bool(out, ind, "via", c->via);
+    kv_str(out, ind, "access_log", c->access_log);
+    kv_str(out, ind, "log_format", c->log_format);
+}
+
+/* Back to the written form: ".example.com" -> "*.example.com" and so on. */
+static void put_server_name(FILE *out, const lg_server_name_t *sn)
+{
+    switch (sn->kind) {
+    case LG_NAME_WILDCARD:
+        fprintf(out, "\"*%s\"", sn->name);      /* names hold no quote or '\' */
+        break;
+    case LG_NAME_SUFFIX:
+        fprintf(out, "\"%s*\"", sn->name);
+        break;
+    default:
+        put_str(out, sn->name);                 /* a regex keeps its "~" */
+        break;
+    }
+}
+
+static void dump_route(FILE *out, int ind, const lg_route_t *rt)
+{
+    static const char *const match[] = { "exact", "prefix", "regex" };
+
+    IND(out, ind);
+    fputs("{\n", out);
+    kv_str(out, ind + 1, match[rt->match], rt->pattern);
+    if (rt->action == LG_ACTION_PROXY) {
+        kv_str(out, ind + 1, "proxy_pass", rt->upstream->name);
+        if (rt->rewrite != NULL)
+            kv_str(out, ind + 1, "rewrite", rt->rewrite);
+    } else {
+        kv_int(out, ind + 1, "return", rt->status);
+        if (rt->body != NULL)
+            kv_str(out, ind + 1, "body", rt->body);
+        if (rt->location != NULL)
+            kv_str(out, ind + 1, "location", rt->location);
+    }
+    dump_common(out, ind + 1, &rt->common);
+    IND(out, ind);
+    fputc('}', out);
+}
+
+static void dump_server(FILE *out, int ind, const lg_server_t *srv)
+{
+    IND(out, ind);
+    fputs("{\n", out);
+    IND(out, ind + 1);
+    fputs("listen = (\n", out);
+    for (size_t i = 0; i < srv->nlistens; i++) {
+        const lg_listen_t *l = &srv->listens[i];
+        IND(out, ind + 2);
+        fputs("{ address = ", out);
+        put_str(out, l->addr.text);
+        fprintf(out, "; backlog = %d; default = %s; }%s\n", l->backlog,
+                l->is_default ? "true" : "false", i + 1 < srv->nlistens ? "," : "");
+    }
+    IND(out, ind + 1);
+    fputs(");\n", out);
+    if (srv->nnames > 0) {
+        IND(out, ind + 1);
+        fputs("server_name = [", out);
+        for (size_t i = 0; i < srv->nnames; i++) {
+            fputs(i ? ", " : " ", out);
+            put_server_name(out, &srv->names[i]);
+        }
+        fputs(" ];\n", out);
+    }
+    dump_common(out, ind + 1, &srv->common);
+    IND(out, ind + 1);
+    fputs("routes = (\n", out);
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        dump_route(out, ind + 2, &srv->routes[i]);
+        fputs(i + 1 < srv->nroutes ? ",\n" : "\n", out);
+    }
+    IND(out, ind + 1);
+    fputs(");\n", out);
+    IND(out, ind);
+    fputc('}', out);
+}
+
+static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
+{
+    IND(out, ind);
+    fprintf(out, "%s = {\n", up->name);
+    kv_int(out, ind + 1, "keepalive", up->keepalive);
+    IND(out, ind + 1);
+    fputs("servers = (\n", out);
+    for (size_t i = 0; i < up->nservers; i++) {
+        IND(out, ind + 2);
+        fputs("{ address = ", out);
+        put_str(out, up->servers[i].addr.text);
+        fprintf(out, "; weight = %d; }%s\n", up->servers[i].weight,
+                i + 1 < up->nservers ? "," : "");
+    }
+    IND(out, ind + 1);
+    fputs(");\n", out);
+    IND(out, ind);
+    fputs("};\n", out);
+}
+
+void lg_conf_dump(const lg_conf_t *conf, FILE *out)
+{
+    fprintf(out, "# legate: effective configuration of %s\n"
+            "# (defaults filled in, inherited settings merged, paths resolved)\n\n",
+            conf->file ? conf->file : "?");
+    kv_int(out, 0, "worker_processes", conf->worker_processes);
+    if (conf->user != NULL)
+        kv_str(out, 0, "user", conf->user);
+    if (conf->group != NULL)
+        kv_str(out, 0, "group", conf->group);
+    kv_str(out, 0, "pid", conf->pid_file);
+    kv_str(out, 0, "error_log", conf->error_log);
+    kv_str(out, 0, "error_log_level", lg_log_level_name(conf->error_log_level));
+    kv_int(out, 0, "worker_connections", conf->worker_connections);
+    kv_int(out, 0, "worker_rlimit_nofile", conf->worker_rlimit_nofile);
+    kv_msec(out, 0, "shutdown_timeout", conf->shutdown_timeout);
+
+    fputs("\nhttp = {\n", out);
+    dump_common(out, 1, &conf->http);
+    fputs("\n    upstreams = {\n", out);
+    for (size_t i = 0; i < conf->nupstreams; i++)
+        dump_upstream(out, 2, &conf->upstreams[i]);
+    fputs("    };\n\n    servers = (\n", out);
+    for (size_t i = 0; i < conf->nservers; i++) {
+        dump_server(out, 2, &conf->servers[i]);
+        fputs(i + 1 < conf->nservers ? ",\n" : "\n", out);
+    }
+    fputs("    );\n};\n", out);
+}
