@@ -43,7 +43,20 @@ void lg_pipe_init(lg_pipe_t *p, lg_buf_t *buf, char *base, lg_body_kind_t in,
 }
 
 /* Decode the raw region.  Returns 0 or -1 on a framing error. */
+static int pipe_decode_raw(lg_pipe_t *p);
+
 static int pipe_decode(lg_pipe_t *p)
+{
+    char *before = p->dec;
+    if (pipe_decode_raw(p) < 0)
+        return -1;
+    p->decoded += (uint64_t)(p->dec - before);
+    if (p->limit && p->decoded > p->limit)
+        return -2;
+    return 0;
+}
+
+static int pipe_decode_raw(lg_pipe_t *p)
 {
     lg_buf_t *b = p->buf;
     char *raw = p->dec;
@@ -90,8 +103,9 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
     lg_buf_t *b = p->buf;
     if (p->done)
         return LG_PIPE_DONE;
-    if (pipe_decode(p) < 0)
-        return LG_PIPE_ERR_SRC;
+    int drc = pipe_decode(p);
+    if (drc < 0)
+        return drc == -2 ? LG_PIPE_ERR_LIMIT : LG_PIPE_ERR_SRC;
     for (;;) {
         size_t avail = (size_t)(p->dec - b->pos);
         int fx_pending = p->fx_pos < p->fx_len;
@@ -193,11 +207,14 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
             src->want_r = 1;
             return LG_PIPE_AGAIN;
         }
-        ssize_t n = recv(src->io.fd, b->last, (size_t)(b->end - b->last), 0);
+        size_t room = (size_t)(b->end - b->last);
+        ssize_t n = recv(src->io.fd, b->last, room, 0);
         if (n > 0) {
             b->last += n;
-            if (pipe_decode(p) < 0)
-                return LG_PIPE_ERR_SRC;
+            lg_end_short_read(src, (size_t)n, room);
+            drc = pipe_decode(p);
+            if (drc < 0)
+                return drc == -2 ? LG_PIPE_ERR_LIMIT : LG_PIPE_ERR_SRC;
             continue;
         }
         if (n == 0) {

@@ -46,6 +46,8 @@ typedef struct lg_pipe {
     int            done;        /* ...and everything has been written */
     int            src_eof;     /* the source closed */
     uint64_t       body_bytes;  /* payload bytes written */
+    uint64_t       decoded;     /* payload bytes received and decoded */
+    uint64_t       limit;       /* max payload bytes, 0 = none (client_max_body_size) */
     uint64_t       wire_bytes;  /* bytes written, head and framing included */
 } lg_pipe_t;
 
@@ -54,6 +56,7 @@ typedef enum lg_pipe_rc {
     LG_PIPE_AGAIN = 1,          /* waiting: see the want_* flags */
     LG_PIPE_ERR_SRC = -1,       /* source failed or closed too early */
     LG_PIPE_ERR_DST = -2,       /* destination failed */
+    LG_PIPE_ERR_LIMIT = -3,     /* the body grew past p->limit */
 } lg_pipe_rc_t;
 
 /* Per-endpoint readiness, kept by the owner (edge-triggered epoll). */
@@ -62,6 +65,18 @@ typedef struct lg_end {
     uint8_t r_ready, w_ready, rd_hup;
     uint8_t want_r, want_w;     /* what the last step waited for */
 } lg_end_t;
+
+/*
+ * With edge-triggered epoll a read that did not fill the buffer has drained
+ * the socket (new bytes raise a new edge), so skip the recv() that would
+ * only say EAGAIN: one system call less per request on each side.  Not when
+ * the peer has half-closed: no edge will come for the EOF.
+ */
+static inline void lg_end_short_read(lg_end_t *e, size_t got, size_t room)
+{
+    if (got < room && !e->rd_hup)
+        e->r_ready = 0;
+}
 
 struct lg_uconn {
     uint32_t        magic;
@@ -76,6 +91,18 @@ struct lg_uconn {
     int             reused;     /* served a request before */
     unsigned        requests;
 };
+
+/* What the session's one timer is counting, chosen by session_arm(). */
+typedef enum lg_tkind {
+    LG_T_HEADER = 0,            /* client_header_timeout: whole head, from its first byte */
+    LG_T_KEEPALIVE = 1,         /* keepalive_timeout: idle between requests */
+    LG_T_BODY = 2,              /* client_body_timeout: between two reads of the body */
+    LG_T_SEND = 3,              /* send_timeout: between two writes to the client */
+    LG_T_UP_CONNECT = 4,        /* proxy_connect_timeout */
+    LG_T_UP_SEND = 5,           /* proxy_send_timeout */
+    LG_T_UP_READ = 6,           /* proxy_read_timeout */
+    LG_T_LINGER = 7,            /* lingering close */
+} lg_tkind_t;
 
 typedef enum lg_sstate {
     LG_S_READ_HEAD  = 0,        /* waiting for / parsing a request head */
@@ -92,6 +119,7 @@ struct lg_session {
     uint32_t        magic;
     lg_end_t        e;          /* the client */
     lg_timer_t      timer;
+    lg_tkind_t      tkind;      /* what the timer is armed for */
     lg_sstate_t     state;
     const lg_bind_t *bind;      /* borrowed */
     struct sockaddr_storage peer;

@@ -120,6 +120,8 @@ static void upstream_cb(lg_io_t *io, uint32_t ev)
         uc->e.r_ready = 1;
     if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         uc->e.w_ready = 1;
+    if (ev & (EPOLLRDHUP | EPOLLHUP))
+        uc->e.rd_hup = 1;
     if (uc->owner)
         session_run(uc->owner);
 }
@@ -208,11 +210,13 @@ static int read_head(lg_session_t *s)
             }
             return 0;
         }
-        ssize_t n = recv(s->e.io.fd, b->last, (size_t)(b->end - b->last), 0);
+        size_t room = (size_t)(b->end - b->last);
+        ssize_t n = recv(s->e.io.fd, b->last, room, 0);
         if (n > 0) {
             if (lg_buf_len(b) == 0)
                 s->t_start = lg_w.loop.now;
             b->last += n;
+            lg_end_short_read(&s->e, (size_t)n, room);
             continue;
         }
         if (n == 0) {
@@ -339,6 +343,8 @@ static void start_upstream(lg_session_t *s)
     b->pos = b->start + s->head_len;
     lg_pipe_init(&s->reqp, b, b->pos, s->ri.body, s->ri.length,
                  s->ri.body == LG_BODY_CHUNKED);
+    /* a chunked body has no announced length: count it as it comes */
+    s->reqp.limit = (uint64_t)s->route->common.client_max_body_size;
     if (attach_upstream(s) < 0) {
         lg_error("no live upstreams in \"%s\" for client %s", s->route->upstream->name,
                  s->peer_text);
@@ -484,9 +490,11 @@ static int read_response_head(lg_session_t *s)
             uc->e.want_r = 1;
             return 0;
         }
-        ssize_t n = recv(uc->e.io.fd, b->last, (size_t)(b->end - b->last), 0);
+        size_t room = (size_t)(b->end - b->last);
+        ssize_t n = recv(uc->e.io.fd, b->last, room, 0);
         if (n > 0) {
             b->last += n;
+            lg_end_short_read(&uc->e, (size_t)n, room);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -520,6 +528,19 @@ static void proxy_step(lg_session_t *s)
                 lg_upstream_release(s->uc, 0);
                 s->uc = NULL;
                 respond_error(s, 400);
+            }
+            return;
+        }
+        if (rc == LG_PIPE_ERR_LIMIT) {
+            lg_error("client %s intended to send too large chunked body: more than %lld bytes",
+                     s->peer_text, (long long)s->route->common.client_max_body_size);
+            lg_upstream_release(s->uc, 0);
+            s->uc = NULL;
+            if (s->rspp.wire_bytes) {
+                session_close(s, "body too large");
+            } else {
+                s->keep_alive = 0;
+                respond_error(s, 413);
             }
             return;
         }
@@ -684,80 +705,90 @@ static void session_arm(lg_session_t *s)
 {
     const lg_common_t *c = cur_common(s);
     lg_msec_t t = -1;
+    lg_tkind_t k = LG_T_SEND;
+#define CONSIDER(cond, val, kind) \
+    do { if ((cond) && (t < 0 || (val) < t)) { t = (val); k = (kind); } } while (0)
     switch (s->state) {
     case LG_S_READ_HEAD:
-        t = (s->in && lg_buf_len(s->in)) || s->requests == 0 ? c->client_header_timeout
-                                                              : c->keepalive_timeout;
+        if ((s->in && lg_buf_len(s->in)) || s->requests == 0) {
+            /* the whole head must arrive within client_header_timeout of its
+             * first byte: a client trickling a byte at a time is cut off */
+            lg_msec_t left = s->t_start + c->client_header_timeout - lg_w.loop.now;
+            CONSIDER(1, left > 0 ? left : 0, LG_T_HEADER);
+        } else {
+            CONSIDER(1, c->keepalive_timeout, LG_T_KEEPALIVE);
+        }
         break;
     case LG_S_CONNECT:
-        t = c->proxy_connect_timeout;
+        CONSIDER(1, c->proxy_connect_timeout, LG_T_UP_CONNECT);
         break;
     case LG_S_PROXY:
-        if (s->uc && s->uc->e.want_r)
-            t = c->proxy_read_timeout;
-        if (s->uc && s->uc->e.want_w && (t < 0 || c->proxy_send_timeout < t))
-            t = c->proxy_send_timeout;
-        if (s->e.want_w && (t < 0 || c->send_timeout < t))
-            t = c->send_timeout;
-        if (s->e.want_r && (t < 0 || c->client_body_timeout < t))
-            t = c->client_body_timeout;
+        CONSIDER(s->e.want_r, c->client_body_timeout, LG_T_BODY);
+        CONSIDER(s->e.want_w, c->send_timeout, LG_T_SEND);
+        CONSIDER(s->uc && s->uc->e.want_w, c->proxy_send_timeout, LG_T_UP_SEND);
+        CONSIDER(s->uc && s->uc->e.want_r, c->proxy_read_timeout, LG_T_UP_READ);
+        CONSIDER(t < 0, c->proxy_read_timeout, LG_T_UP_READ);
         break;
     case LG_S_LOCAL:
-        t = c->send_timeout;
+        CONSIDER(1, c->send_timeout, LG_T_SEND);
         break;
     case LG_S_DRAIN:
-        if (!lg_timer_armed(&s->timer))
-            t = LINGER_MS;
-        else
+        if (lg_timer_armed(&s->timer))
             return;
+        CONSIDER(1, LINGER_MS, LG_T_LINGER);
         break;
     case LG_S_CLOSED:
         return;
     }
-    if (t < 0)
-        t = 60000;
+#undef CONSIDER
+    s->tkind = k;
     lg_timer_set(&lg_w.loop, &s->timer, t);
 }
 
 static void session_timeout(lg_timer_t *tm)
 {
     lg_session_t *s = tm->data;
-    switch (s->state) {
-    case LG_S_READ_HEAD:
-        session_close(s, s->in && lg_buf_len(s->in) ? "client timed out sending the head"
-                                                    : "keep-alive timeout");
+    switch (s->tkind) {
+    case LG_T_HEADER:
+        session_close(s, "client timed out sending the request head");
         return;
-    case LG_S_CONNECT:
+    case LG_T_KEEPALIVE:
+        session_close(s, "keep-alive timeout");
+        return;
+    case LG_T_LINGER:
+        session_close(s, "lingering close timed out");
+        return;
+    case LG_T_SEND:
+        session_close(s, "client timed out receiving the response");
+        return;
+    case LG_T_BODY:
+        lg_info("client %s timed out sending the request body", s->peer_text);
+        if (s->rspp.wire_bytes) {
+            session_close(s, "client body timeout");
+            return;
+        }
+        s->keep_alive = 0;
+        lg_upstream_release(s->uc, 0);
+        s->uc = NULL;
+        respond_error(s, 408);
+        break;
+    case LG_T_UP_CONNECT:
         upstream_failed(s, 504, ETIMEDOUT, "upstream timed out while connecting");
         break;
-    case LG_S_PROXY:
-        if (s->uc && s->uc->e.want_r && !s->rsp_head_done) {
-            upstream_failed(s, 504, ETIMEDOUT, "upstream timed out while reading response header");
-        } else if (s->uc && s->uc->e.want_w && !s->rsp_head_done) {
-            upstream_failed(s, 504, ETIMEDOUT, "upstream timed out while sending request");
-        } else if (s->uc && s->uc->e.want_r) {
+    case LG_T_UP_SEND:
+    case LG_T_UP_READ:
+        if (s->rsp_head_done) {
             log_upstream_error(s, ETIMEDOUT, "upstream timed out while reading response body");
             session_close(s, "upstream timeout");
             return;
-        } else if (!s->rsp_head_done && s->rspp.wire_bytes == 0 && s->e.want_r) {
-            lg_info("client %s timed out sending the request body", s->peer_text);
-            s->keep_alive = 0;
-            lg_upstream_release(s->uc, 0);
-            s->uc = NULL;
-            respond_error(s, 408);
-        } else {
-            session_close(s, "client timed out");
-            return;
         }
+        upstream_failed(s, 504, ETIMEDOUT, s->tkind == LG_T_UP_SEND
+                        ? "upstream timed out while sending request"
+                        : "upstream timed out while reading response header");
         break;
-    case LG_S_LOCAL:
-    case LG_S_DRAIN:
-        session_close(s, "timed out");
-        return;
-    case LG_S_CLOSED:
-        return;
     }
-    session_run(s);
+    if (s->state != LG_S_CLOSED)
+        session_run(s);
 }
 
 /* ---- accept ---- */
