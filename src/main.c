@@ -195,8 +195,8 @@ int main(int argc, char **argv)
         return 1;
     }
     lg_opts_t o = { .conf_file = file, .prefix = pfx, .foreground = fg, .argv = argv };
+    /* the master owns conf from here: a reload replaces and frees it */
     int rc = lg_master_run(conf, &o);
-    lg_conf_free(conf);
     free(file);
     free(pfx);
     return rc;

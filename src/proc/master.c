@@ -381,6 +381,7 @@ static void kill_overdue(void)
     }
 }
 
+/* Takes ownership of c: it is freed on reload or at exit. */
 int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
 {
     conf = c;
@@ -478,5 +479,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
     }
     lg_listeners_close_all();
     lg_notice("exit");
+    lg_conf_free(conf);
+    conf = NULL;
     return 0;
 }
