@@ -156,8 +156,12 @@ int main(int argc, char **argv)
     while (pl > 1 && pfx[pl - 1] == '/')
         pfx[--pl] = '\0';
 
-    if (sig)
-        return send_signal(sig, file, pfx);
+    if (sig) {
+        int rc = send_signal(sig, file, pfx);
+        free(file);
+        free(pfx);
+        return rc;
+    }
 
     char err[16384];
     lg_conf_t *conf = lg_conf_load(file, pfx, err, sizeof(err));
@@ -167,6 +171,8 @@ int main(int argc, char **argv)
             if (err[0] && err[strlen(err) - 1] != '\n')
                 fputc('\n', stderr);
             fprintf(stderr, "legate: configuration file %s test failed\n", file);
+            free(file);
+            free(pfx);
             return 1;
         }
         fprintf(stderr, "legate: the configuration file %s syntax is ok\n", file);
@@ -174,6 +180,8 @@ int main(int argc, char **argv)
         if (dump)
             lg_conf_dump(conf, stdout);
         lg_conf_free(conf);
+        free(file);
+        free(pfx);
         return 0;
     }
     if (conf == NULL) {
