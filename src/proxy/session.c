@@ -329,6 +329,7 @@ static int attach_upstream(lg_session_t *s)
     }
     s->t_upstream = lg_w.loop.now;
     s->rsp_scanned = 0;
+    s->reqp.done = 0;           /* the head (and intact body) go out again */
     s->reqp.hdr_sent = 0;
     s->reqp.wire_bytes = 0;
     s->reqp.fx_pos = s->reqp.fx_len = 0;
