@@ -58,7 +58,6 @@ typedef struct lg_common {
     lg_msec_t proxy_send_timeout;       /* default 60s */
     lg_msec_t proxy_read_timeout;       /* default 60s */
     int64_t   client_max_body_size;     /* bytes, default 1m; 0 = unlimited */
-    int       proxy_request_buffering;  /* bool, default 0 (stream) */
 
     /* headers to upstream / to client; NULL = unset (inherit) */
     lg_header_ops_t *add_request_headers;
@@ -82,14 +81,34 @@ typedef struct lg_common {
 typedef struct lg_upstream_server {
     lg_addr_t addr;
     int       weight;                   /* 1..1000, default 1 */
+    int       backup;                   /* bool: used only when every primary is down */
+    int       down;                     /* bool: taken out by configuration */
     int       line;
 } lg_upstream_server_t;
+
+typedef enum lg_balance {
+    LG_BAL_ROUND_ROBIN = 0,             /* smooth weighted round robin (default) */
+    LG_BAL_LEAST_CONN  = 1,             /* weighted least connections, global */
+    LG_BAL_IP_HASH     = 2,             /* client address */
+    LG_BAL_HASH        = 3,             /* consistent (Maglev) hash of hash_key */
+    LG_BAL_RANDOM      = 4,             /* random with two choices */
+    LG_BAL_PEAK_EWMA   = 5,             /* latency-aware: peak EWMA, two choices */
+} lg_balance_t;
+
+struct lg_upstate;                      /* proxy/upstate.h: live state in shared memory */
 
 typedef struct lg_upstream {
     char                 *name;         /* arena */
     lg_upstream_server_t *servers;      /* arena array */
     size_t                nservers;
     int                   keepalive;    /* idle pooled connections per worker per server, default 32 */
+    char                 *balance_name; /* "round_robin" (default) ... */
+    lg_balance_t          balance;      /* derived from balance_name */
+    char                 *hash_key;     /* LG_BAL_HASH: template, default "$request_uri" */
+    int                   max_fails;    /* passive health: failures within fail_timeout; 0 = off; default 1 */
+    lg_msec_t             fail_timeout; /* default 10s: the window, and how long the server stays out */
+    uint16_t             *maglev;       /* LG_BAL_HASH: lookup table (malloc'd; freed by lg_conf_free) */
+    struct lg_upstate    *state;        /* set by the master: shared, per server */
     int                   index;        /* position in conf->upstreams */
     int                   line;
 } lg_upstream_t;
@@ -180,6 +199,7 @@ typedef struct lg_conf {
     int             worker_connections; /* default 1024 */
     int             worker_rlimit_nofile; /* 0 = leave as is (default) */
     lg_msec_t       shutdown_timeout;   /* default 10s */
+    int64_t         shared_memory_size; /* bytes, default 1m: the segment workers share */
 
     lg_common_t     http;               /* the http level's inheritable settings */
     lg_upstream_t  *upstreams;

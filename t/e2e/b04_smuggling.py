@@ -83,7 +83,7 @@ def streaming():
 @session
 def buffering():
     o = Origin("buffer")
-    lg = Legate(simple_conf(free_port(), [o], http_extra="proxy_request_buffering = true;"))
+    lg = Legate(simple_conf(free_port(), [o]))
     return o, lg
 
 

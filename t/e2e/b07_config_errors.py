@@ -74,7 +74,6 @@ http = {
   keepalive_timeout = "1h"; keepalive_requests = 100;
   proxy_connect_timeout = "1d"; proxy_send_timeout = "10s"; proxy_read_timeout = 60;
   client_max_body_size = "16k";
-  proxy_request_buffering = false;
   add_request_headers = { X-Env = "prod"; };
   remove_request_headers = [ "X-Debug" ];
   add_response_headers = { X-Frame-Options = "DENY"; };

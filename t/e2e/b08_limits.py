@@ -134,7 +134,7 @@ def route_level_body_limit():
 @test
 def request_buffering_on_works():
     o = Origin("o1")
-    lg = proxy([o], http_extra="proxy_request_buffering = true; client_max_body_size = 0;")
+    lg = proxy([o], http_extra="client_max_body_size = 0;")
     body = os.urandom(3 * 1024 * 1024)
     r = request(lg.port, "POST", "/rb?echo=1", body=body, timeout=30)
     eq(r.status, 200)

@@ -296,7 +296,6 @@ static void assert_common_defaults(const lg_common_t *c)
     cr_expect_eq(c->proxy_send_timeout, 60000);
     cr_expect_eq(c->proxy_read_timeout, 60000);
     cr_expect_eq(c->client_max_body_size, 1048576);
-    cr_expect_eq(c->proxy_request_buffering, 0);
     cr_assert_not_null(c->add_request_headers);
     cr_expect_eq(c->add_request_headers->n, 0);
     cr_assert_not_null(c->remove_request_headers);
@@ -919,7 +918,6 @@ static void assert_common_eq(const lg_common_t *a, const lg_common_t *b)
     cr_expect_eq(a->proxy_send_timeout, b->proxy_send_timeout);
     cr_expect_eq(a->proxy_read_timeout, b->proxy_read_timeout);
     cr_expect_eq(a->client_max_body_size, b->client_max_body_size);
-    cr_expect_eq(a->proxy_request_buffering, b->proxy_request_buffering);
     const lg_header_ops_t *ha[] = { a->add_request_headers, a->add_response_headers };
     const lg_header_ops_t *hb[] = { b->add_request_headers, b->add_response_headers };
     for (int k = 0; k < 2; k++) {
@@ -1037,7 +1035,7 @@ static const char rich_conf[] =
     "  client_header_timeout = \"1s\"; client_body_timeout = \"2s\"; send_timeout = \"3s\";\n"
     "  keepalive_timeout = 0; keepalive_requests = 7; proxy_connect_timeout = \"250ms\";\n"
     "  proxy_send_timeout = \"1h\"; proxy_read_timeout = \"1d\";\n"
-    "  client_max_body_size = 5000000000L; proxy_request_buffering = true;\n"
+    "  client_max_body_size = 5000000000L;\n"
     "  add_request_headers = { X-Env = \"prod \\\"q\\\" \\\\ $host\\t\"; X-Two = \"2\"; };\n"
     "  remove_request_headers = [ \"X-Debug\", \"Cookie\" ];\n"
     "  add_response_headers = { X-Frame-Options = \"DENY\"; };\n"
