@@ -203,6 +203,7 @@ static const directive_t global_dirs[] = {
     ROW("worker_connections",   D_INT,      1, 1000000,    "1024",   lg_conf_t, worker_connections),
     ROW("worker_rlimit_nofile", D_INT,      0, INT32_MAX,  "0",      lg_conf_t, worker_rlimit_nofile),
     ROW("shutdown_timeout",     D_DURATION, 0, WEEK,       "10s",    lg_conf_t, shutdown_timeout),
+    ROW("shared_memory_size",   D_SIZE,     65536, (int64_t)1 << 34, "1m", lg_conf_t, shared_memory_size),
     CUSTOM("http", fn_http),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
@@ -218,7 +219,6 @@ static const directive_t common_dirs[] = {
     ROW("proxy_send_timeout",      D_DURATION, 1, WEEK,   "60s",  lg_common_t, proxy_send_timeout),
     ROW("proxy_read_timeout",      D_DURATION, 1, WEEK,   "60s",  lg_common_t, proxy_read_timeout),
     ROW("client_max_body_size",    D_SIZE,     0, INT64_MAX, "1m", lg_common_t, client_max_body_size),
-    ROW("proxy_request_buffering", D_BOOL,     0, 1,      "false", lg_common_t, proxy_request_buffering),
     ROW("add_request_headers",     D_HEADERS,  0, 0,      "",     lg_common_t, add_request_headers),
     ROW("remove_request_headers",  D_NAMES,    0, 0,      "",     lg_common_t, remove_request_headers),
     ROW("add_response_headers",    D_HEADERS,  0, 0,      "",     lg_common_t, add_response_headers),
@@ -243,12 +243,18 @@ static const directive_t http_dirs[] = {
 static const directive_t upstream_dirs[] = {
     CUSTOM("servers", fn_upstream_servers),
     ROW("keepalive", D_INT, 0, 10000, "32", lg_upstream_t, keepalive),
+    ROW("balance",      D_STRING,   0, 0,    "round_robin", lg_upstream_t, balance_name),
+    ROW("hash_key",     D_STRING,   0, 0,    "$request_uri", lg_upstream_t, hash_key),
+    ROW("max_fails",    D_INT,      0, 1000, "1",   lg_upstream_t, max_fails),
+    ROW("fail_timeout", D_DURATION, 1, WEEK, "10s", lg_upstream_t, fail_timeout),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
 static const directive_t upstream_server_dirs[] = {
     CUSTOM("address", fn_upstream_address),
     ROW("weight", D_INT, 1, 1000, "1", lg_upstream_server_t, weight),
+    ROW("backup", D_BOOL, 0, 1, "false", lg_upstream_server_t, backup),
+    ROW("down",   D_BOOL, 0, 1, "false", lg_upstream_server_t, down),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -772,6 +778,36 @@ static int fn_upstream_servers(ld_t *ld, const config_setting_t *s, void *base)
     return rc;
 }
 
+static const char *const balance_names[] = {
+    [LG_BAL_ROUND_ROBIN] = "round_robin", [LG_BAL_LEAST_CONN] = "least_conn",
+    [LG_BAL_IP_HASH] = "ip_hash", [LG_BAL_HASH] = "hash",
+    [LG_BAL_RANDOM] = "random", [LG_BAL_PEAK_EWMA] = "peak_ewma",
+};
+
+/* balance name -> enum, and sanity of the server list. */
+static int check_balance(ld_t *ld, const config_setting_t *u, lg_upstream_t *up)
+{
+    const config_setting_t *b = config_setting_get_member(u, "balance");
+    size_t i;
+    if (up->balance_name == NULL)
+        return -1;
+    for (i = 0; i < sizeof(balance_names) / sizeof(balance_names[0]); i++)
+        if (strcmp(up->balance_name, balance_names[i]) == 0)
+            break;
+    if (i == sizeof(balance_names) / sizeof(balance_names[0]))
+        return ld_error(ld, b ? b : u, "unknown balance '%s' (round_robin, least_conn, "
+                        "ip_hash, hash, random, peak_ewma)", up->balance_name);
+    up->balance = (lg_balance_t)i;
+    size_t primaries = 0;
+    for (size_t k = 0; k < up->nservers; k++)
+        primaries += !up->servers[k].backup;
+    if (up->nservers && primaries == 0)
+        return ld_error(ld, u, "upstream '%s' has only backup servers", up->name);
+    if (up->nservers > 64)
+        return ld_error(ld, u, "upstream '%s' has more than 64 servers", up->name);
+    return 0;
+}
+
 static int fn_upstreams(ld_t *ld, const config_setting_t *s, void *base)
 {
     lg_conf_t *conf = base;
@@ -803,6 +839,7 @@ static int fn_upstreams(ld_t *ld, const config_setting_t *s, void *base)
         if (ss == NULL || is_empty_list(ss))
             rc = ld_error(ld, u, "upstream '%s' has no servers", up->name);
         rc |= table_defaults(ld, upstream_dirs, up);
+        rc |= check_balance(ld, u, up);
     }
     return rc;
 }
@@ -1422,6 +1459,8 @@ void lg_conf_free(lg_conf_t *conf)
             if (srv->routes[j].re != NULL)
                 regfree(srv->routes[j].re);
     }
+    for (size_t i = 0; i < conf->nupstreams; i++)
+        free(conf->upstreams[i].maglev);     /* built by the proxy layer */
     lg_arena_destroy(&conf->arena);
     free(conf);
 }
