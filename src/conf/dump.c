@@ -201,13 +201,18 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
     IND(out, ind);
     fprintf(out, "%s = {\n", up->name);
     kv_int(out, ind + 1, "keepalive", up->keepalive);
+    kv_str(out, ind + 1, "balance", up->balance_name);
+    kv_str(out, ind + 1, "hash_key", up->hash_key);
+    kv_int(out, ind + 1, "max_fails", up->max_fails);
+    kv_msec(out, ind + 1, "fail_timeout", up->fail_timeout);
     IND(out, ind + 1);
     fputs("servers = (\n", out);
     for (size_t i = 0; i < up->nservers; i++) {
         IND(out, ind + 2);
         fputs("{ address = ", out);
         put_str(out, up->servers[i].addr.text);
-        fprintf(out, "; weight = %d; }%s\n", up->servers[i].weight,
+        fprintf(out, "; weight = %d; backup = %s; down = %s; }%s\n", up->servers[i].weight,
+                up->servers[i].backup ? "true" : "false", up->servers[i].down ? "true" : "false",
                 i + 1 < up->nservers ? "," : "");
     }
     IND(out, ind + 1);
@@ -232,6 +237,7 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_int(out, 0, "worker_connections", conf->worker_connections);
     kv_int(out, 0, "worker_rlimit_nofile", conf->worker_rlimit_nofile);
     kv_msec(out, 0, "shutdown_timeout", conf->shutdown_timeout);
+    kv_int(out, 0, "shared_memory_size", conf->shared_memory_size);
 
     fputs("\nhttp = {\n", out);
     dump_common(out, 1, &conf->http);

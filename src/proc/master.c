@@ -34,7 +34,9 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/shm.h"
 #include "net/listen.h"
+#include "proxy/upstate.h"
 
 #define MAX_CHILDREN 1024
 
@@ -102,6 +104,49 @@ int lg_mkdir_parent(const char *path)
 }
 
 static lg_conf_t *conf;         /* owned: the current generation */
+static lg_shm_t  *shm;          /* owned: the segment workers share */
+static size_t     shm_size;     /* what it was created for */
+static unsigned   shm_sweep_gen;    /* zones older than this go once old workers are gone */
+static unsigned   shm_sweep_after;  /* ...the worker generation that must be the oldest left */
+
+/*
+ * Map the segment (again, if its configured size changed: workers already
+ * forked keep the old mapping) and attach every zone of `c` to it.
+ */
+static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
+{
+    if (shm == NULL || shm_size != (size_t)c->shared_memory_size) {
+        lg_shm_t *n = lg_shm_create((size_t)c->shared_memory_size, err, errlen);
+        if (n == NULL)
+            return -1;
+        if (lg_upstreams_prepare(c, n, err, errlen) < 0) {
+            lg_shm_destroy(n);
+            return -1;
+        }
+        lg_shm_destroy(shm);
+        shm = n;
+        shm_size = (size_t)c->shared_memory_size;
+        return 0;
+    }
+    unsigned g = lg_shm_mark_unused(shm);
+    if (lg_upstreams_prepare(c, shm, err, errlen) < 0)
+        return -1;
+    shm_sweep_gen = g;
+    shm_sweep_after = generation + 1;   /* the generation about to start */
+    return 0;
+}
+
+/* Release zones only the exited workers used. */
+static void shm_maybe_sweep(void)
+{
+    if (shm_sweep_gen == 0)
+        return;
+    for (size_t i = 0; i < nkids; i++)
+        if (kids[i].gen < shm_sweep_after)
+            return;
+    lg_shm_sweep(shm, shm_sweep_gen);
+    shm_sweep_gen = 0;
+}
 static const lg_opts_t *opts;
 
 static void spawn(int slot, int nworkers)
@@ -244,6 +289,11 @@ static void reload(void)
         lg_conf_free(nc);
         return;
     }
+    if (shm_prepare(nc, err, sizeof(err)) < 0) {
+        lg_error("reload failed: %s; keeping the old configuration", err);
+        lg_conf_free(nc);
+        return;
+    }
     prepare_logs(nc);
     if (strcmp(nc->error_log, conf->error_log) != 0 || nc->error_log_level != conf->error_log_level) {
         lg_mkdir_parent(nc->error_log);
@@ -332,6 +382,8 @@ static void reap(void)
         } else {
             lg_error("worker process %d exited with code %d", (int)pid, WEXITSTATUS(status));
         }
+        if (k.gen == generation)
+            lg_upstreams_clear_slot(conf, k.slot);  /* its connections are gone */
         if (k.gen != generation || no_workers || sig_quit || sig_term)
             continue;
         lg_msec_t now = now_ms();
@@ -404,6 +456,10 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
     sigprocmask(SIG_BLOCK, &block, NULL);
 
     apply_rlimit(conf);
+    if (shm_prepare(conf, err, sizeof(err)) < 0) {
+        lg_emerg("%s", err);
+        return 1;
+    }
     lg_listeners_import();
     if (lg_listeners_sync(conf, conf->worker_processes, err, sizeof(err)) < 0) {
         lg_emerg("%s", err);
@@ -427,6 +483,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
         if (sig_chld) {
             sig_chld = 0;
             reap();
+            shm_maybe_sweep();
         }
         if (sig_term && stopping != 2) {
             lg_notice("fast shutdown");
@@ -481,5 +538,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
     lg_notice("exit");
     lg_conf_free(conf);
     conf = NULL;
+    lg_shm_destroy(shm);
+    shm = NULL;
     return 0;
 }

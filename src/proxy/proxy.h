@@ -89,6 +89,7 @@ struct lg_uconn {
     lg_uconn_t     *next;       /* pool stack link */
     int             connected;
     int             reused;     /* served a request before */
+    int             counted;    /* counted in the shared active connections */
     unsigned        requests;
 };
 
@@ -172,8 +173,10 @@ typedef struct lg_worker {
     uint64_t       next_id;
     lg_uconn_t  ***pools;       /* [upstream][server] -> idle stack */
     int          **npool;
-    int           *rr_current;  /* smooth WRR state, [upstream][server] flattened */
-    size_t        *rr_base;
+    int32_t       *rr_current;  /* smooth WRR state, [upstream][server] flattened */
+    size_t        *rr_base;     /* where each upstream starts in the flattened arrays */
+    struct lg_ewma *ewma;       /* peak EWMA latency, per worker, flattened like rr_current */
+    uint64_t       rng;         /* xorshift state for the random choices */
 } lg_worker_t;
 
 extern lg_worker_t lg_w;
@@ -189,7 +192,10 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst);
 
 /* upstream.c */
 int         lg_upstream_init(void);
-lg_uconn_t *lg_upstream_get(lg_upstream_t *up, size_t *tried_mask, int *err);
+lg_uconn_t *lg_upstream_get(lg_session_t *s, lg_upstream_t *up, size_t *tried_mask, int *err);
+/* Passive health and latency: a try succeeded (response head) or failed. */
+void        lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms);
+#define LG_EWMA_TAU_US 10000000ull   /* peak EWMA time constant: 10 s */
 void        lg_upstream_release(lg_uconn_t *uc, int reusable);
 const char *lg_uconn_addr(const lg_uconn_t *uc);
 

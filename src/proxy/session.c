@@ -311,7 +311,7 @@ static void log_upstream_error(lg_session_t *s, int err, const char *what)
 static int attach_upstream(lg_session_t *s)
 {
     int err = 0;
-    lg_uconn_t *uc = lg_upstream_get(s->route->upstream, &s->tried, &err);
+    lg_uconn_t *uc = lg_upstream_get(s, s->route->upstream, &s->tried, &err);
     if (uc == NULL)
         return -1;
     s->uc = uc;
@@ -380,8 +380,11 @@ static void upstream_failed(lg_session_t *s, int status, int err, const char *wh
     int stale = uc && uc->reused && s->rsp_scanned == 0 &&
                 (uc->in == NULL || lg_buf_len(uc->in) == 0);
     int body_intact = s->reqp.wire_bytes <= s->reqp.hdr_len;
-    if (!stale)
+    if (!stale) {
         log_upstream_error(s, err, what);
+        if (uc)
+            lg_upstream_result(uc, 0, 0);   /* passive health */
+    }
     lg_upstream_release(uc, 0);
     s->uc = NULL;
     if (stale && body_intact) {
@@ -453,6 +456,7 @@ static int read_response_head(lg_session_t *s)
                 b->pos += rc;
                 s->upstream_status = r.status;
                 s->upstream_time = lg_w.loop.now - s->t_upstream;
+                lg_upstream_result(uc, 1, s->upstream_time);
                 s->status = r.status;
                 s->upstream_keep = ri.keep_alive;
                 int out_chunked = (ri.body == LG_BODY_CHUNKED || ri.body == LG_BODY_CLOSE) &&

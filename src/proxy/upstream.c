@@ -19,9 +19,13 @@
 #include <netinet/tcp.h>
 
 #include "core/log.h"
+#include "proxy/balance.h"
+#include "proxy/upstate.h"
 
 #define UCONN_MAGIC 0x55434f4eu
 #define POOL_IDLE_TIMEOUT 60000
+
+static void count_active(lg_uconn_t *uc, int delta);
 
 int lg_upstream_init(void)
 {
@@ -41,8 +45,10 @@ int lg_upstream_init(void)
         lg_w.rr_base[u] = total;
         total += up->nservers;
     }
-    lg_w.rr_current = calloc(total ? total : 1, sizeof(int));
-    return lg_w.rr_current ? 0 : -1;
+    lg_w.rr_current = calloc(total ? total : 1, sizeof(int32_t));
+    lg_w.ewma = calloc(total ? total : 1, sizeof(lg_ewma_t));
+    lg_rand_seed(&lg_w.rng, (uint64_t)getpid() * 0x9e3779b97f4a7c15ull ^ (uint64_t)lg_w.loop.now);
+    return lg_w.rr_current && lg_w.ewma ? 0 : -1;
 }
 
 const char *lg_uconn_addr(const lg_uconn_t *uc)
@@ -99,6 +105,10 @@ void lg_upstream_release(lg_uconn_t *uc, int reusable)
     if (uc == NULL)
         return;
     uc->owner = NULL;
+    if (uc->counted) {
+        count_active(uc, -1);
+        uc->counted = 0;
+    }
     size_t u = (size_t)uc->up->index;
     if (!reusable || lg_w.quitting || uc->up->keepalive == 0 ||
         lg_w.npool[u][uc->server] >= uc->up->keepalive ||
@@ -119,23 +129,126 @@ void lg_upstream_release(lg_uconn_t *uc, int reusable)
     lg_timer_set(&lg_w.loop, &uc->idle_timer, POOL_IDLE_TIMEOUT);
 }
 
-/* Smooth weighted round robin over servers not yet tried for this request. */
-static int pick_server(lg_upstream_t *up, size_t tried)
+static lg_msec_t mono_now(void)
 {
-    int *cur = lg_w.rr_current + lg_w.rr_base[up->index];
-    int total = 0, best = -1;
-    for (size_t i = 0; i < up->nservers; i++) {
-        if (i < 64 && (tried & ((size_t)1 << i)))
+    return lg_w.loop.now;   /* CLOCK_MONOTONIC ms: the same clock in every process */
+}
+
+/* Is server i out: down by configuration or ejected by passive health? */
+static int server_out(const lg_upstream_t *up, size_t i, lg_msec_t now)
+{
+    if (up->servers[i].down)
+        return 1;
+    lg_upstate_t *st = up->state;
+    return st && atomic_load_explicit(&st[i].down_until, memory_order_relaxed) > now;
+}
+
+static uint32_t active_sum(const lg_upstate_t *st)
+{
+    uint32_t n = 0;
+    int slots = lg_w.conf->worker_processes < LG_UPSTATE_SLOTS ? lg_w.conf->worker_processes
+                                                              : LG_UPSTATE_SLOTS;
+    for (int k = 0; k < slots; k++)
+        n += atomic_load_explicit(&st->active[k], memory_order_relaxed);
+    return n;
+}
+
+/*
+ * Choose a server not in `tried` with the upstream's algorithm: primaries
+ * first, backups only when no primary is usable.  -1 when none is.
+ */
+static int pick_server(lg_session_t *s, lg_upstream_t *up, size_t tried)
+{
+    lg_bal_server_t bs[64];
+    size_t n = up->nservers;
+    lg_msec_t now = mono_now();
+    int need_load = up->balance == LG_BAL_LEAST_CONN || up->balance == LG_BAL_RANDOM ||
+                    up->balance == LG_BAL_PEAK_EWMA;
+    for (int backups = 0; backups < 2; backups++) {
+        int any = 0;
+        for (size_t i = 0; i < n; i++) {
+            int usable = !(tried & ((size_t)1 << i)) && up->servers[i].backup == backups &&
+                         !server_out(up, i, now);
+            any |= usable;
+            bs[i] = (lg_bal_server_t){ .weight = (uint32_t)up->servers[i].weight,
+                                       .usable = usable };
+            if (need_load && up->state) {
+                bs[i].active = active_sum(&up->state[i]);
+                bs[i].inflight = bs[i].active;
+            }
+            if (up->balance == LG_BAL_PEAK_EWMA)
+                bs[i].ewma_us = lg_ewma_get(&lg_w.ewma[lg_w.rr_base[up->index] + i],
+                                            (uint64_t)now * 1000, LG_EWMA_TAU_US);
+        }
+        if (!any)
             continue;
-        int w = up->servers[i].weight;
-        cur[i] += w;
-        total += w;
-        if (best < 0 || cur[i] > cur[best])
-            best = (int)i;
+        int *cur = lg_w.rr_current + lg_w.rr_base[up->index];
+        switch (up->balance) {
+        case LG_BAL_ROUND_ROBIN:
+            return lg_bal_wrr(bs, n, cur);
+        case LG_BAL_LEAST_CONN:
+            return lg_bal_least_conn(bs, n, &lg_w.rng);
+        case LG_BAL_RANDOM:
+            return lg_bal_p2c(bs, n, &lg_w.rng);
+        case LG_BAL_PEAK_EWMA:
+            return lg_bal_peak_ewma(bs, n, &lg_w.rng);
+        case LG_BAL_IP_HASH:
+            return lg_bal_ip_hash(bs, n, (const struct sockaddr *)&s->peer);
+        case LG_BAL_HASH: {
+            const char *key = lg_expand(s, up->hash_key, 0);
+            if (key == NULL || up->maglev == NULL)
+                return lg_bal_wrr(bs, n, cur);
+            return lg_bal_maglev(up->maglev, LG_MAGLEV_M, bs, n, key, strlen(key));
+        }
+        }
     }
-    if (best >= 0)
-        cur[best] -= total;
-    return best;
+    return -1;
+}
+
+void lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms)
+{
+    lg_upstream_t *up = uc->up;
+    lg_upstate_t *st = up->state ? &up->state[uc->server] : NULL;
+    lg_msec_t now = mono_now();
+    if (ok) {
+        if (up->balance == LG_BAL_PEAK_EWMA)
+            lg_ewma_update(&lg_w.ewma[lg_w.rr_base[up->index] + uc->server],
+                           (uint64_t)(latency_ms > 0 ? latency_ms : 0) * 1000 + 100,
+                           (uint64_t)now * 1000, LG_EWMA_TAU_US);
+        if (st && atomic_load_explicit(&st->fails, memory_order_relaxed))
+            atomic_store_explicit(&st->fails, 0, memory_order_relaxed);
+        return;
+    }
+    /* as nginx: a lone server is never taken out, there is nothing to fail over to */
+    if (st == NULL || up->max_fails == 0 || up->nservers == 1)
+        return;
+    lg_shm_add(&st->failures, 1);
+    int64_t start = atomic_load_explicit(&st->window_start, memory_order_relaxed);
+    if (now - start > up->fail_timeout) {
+        atomic_store_explicit(&st->window_start, now, memory_order_relaxed);
+        atomic_store_explicit(&st->fails, 0, memory_order_relaxed);
+    }
+    uint32_t f = atomic_fetch_add_explicit(&st->fails, 1, memory_order_relaxed) + 1;
+    if (f >= (uint32_t)up->max_fails &&
+        atomic_load_explicit(&st->down_until, memory_order_relaxed) <= now) {
+        atomic_store_explicit(&st->down_until, now + up->fail_timeout, memory_order_relaxed);
+        atomic_store_explicit(&st->fails, 0, memory_order_relaxed);
+        lg_warn("upstream \"%s\" server %s is out for %lld ms after %u failures",
+                up->name, up->servers[uc->server].addr.text, (long long)up->fail_timeout, f);
+    }
+}
+
+static void count_active(lg_uconn_t *uc, int delta)
+{
+    if (uc->up->state == NULL || lg_w.slot >= LG_UPSTATE_SLOTS)
+        return;
+    _Atomic uint32_t *a = &uc->up->state[uc->server].active[lg_w.slot];
+    if (delta > 0) {
+        atomic_fetch_add_explicit(a, 1, memory_order_relaxed);
+        lg_shm_add(&uc->up->state[uc->server].requests, 1);
+    } else if (atomic_load_explicit(a, memory_order_relaxed) > 0) {
+        atomic_fetch_sub_explicit(a, 1, memory_order_relaxed);
+    }
 }
 
 static lg_uconn_t *uconn_connect(lg_upstream_t *up, size_t si, int *err)
@@ -181,10 +294,10 @@ static lg_uconn_t *uconn_connect(lg_upstream_t *up, size_t si, int *err)
  * there is one, else a new one (connect in progress).  On failure to even
  * start a connect, that server is marked tried and the next is attempted.
  */
-lg_uconn_t *lg_upstream_get(lg_upstream_t *up, size_t *tried, int *err)
+lg_uconn_t *lg_upstream_get(lg_session_t *s, lg_upstream_t *up, size_t *tried, int *err)
 {
     for (;;) {
-        int si = pick_server(up, *tried);
+        int si = pick_server(s, up, *tried);
         if (si < 0)
             return NULL;
         if (si < 64)
@@ -196,11 +309,18 @@ lg_uconn_t *lg_upstream_get(lg_upstream_t *up, size_t *tried, int *err)
             lg_w.npool[u][si]--;
             uc->next = NULL;
             lg_timer_del(&lg_w.loop, &uc->idle_timer);
+            uc->counted = 1;
+            count_active(uc, +1);
             return uc;
         }
         uc = uconn_connect(up, (size_t)si, err);
-        if (uc)
+        if (uc) {
+            uc->counted = 1;
+            count_active(uc, +1);
             return uc;
+        }
+        lg_uconn_t tmp = { .up = up, .server = (size_t)si };
+        lg_upstream_result(&tmp, 0, 0);
         lg_log_errno(LG_LOG_ERROR, *err, "connect() to upstream \"%s\" server %s failed",
                      up->name, up->servers[si].addr.text);
     }
