@@ -25,6 +25,7 @@ received>".  Behaviour is chosen by query arguments on any path:
   echo=1        body is JSON {"method","target","version","headers",
                 "body_len","body_sha256","peer"}
   ctype=TYPE    Content-Type (default text/plain)
+  gz=1          send the body gzip-compressed, with Content-Encoding: gzip
 
 GET /_stats returns {"requests", "connections", "active", "by_path",
 "incomplete", "bad"} and does not count itself (nor its connection, when it
@@ -34,6 +35,7 @@ SIGTERM / SIGINT exit with status 0.
 
 import argparse
 import hashlib
+import gzip
 import json
 import os
 import signal
@@ -367,6 +369,11 @@ class Origin:
             size = len(body)
             ctype = "text/plain"
         ctype = q.get("ctype", ctype)
+        gz = q.get("gz") == "1"
+        if gz:
+            raw = body if body is not None else b"".join(pattern_blocks(size, 65536))
+            body = gzip.compress(raw, mtime=0)
+            size = len(body)
         chunked = q.get("chunked") == "1"
         chunk = max(1, int(q.get("chunk", "65536")))
         drip = int(q.get("drip", "0")) / 1000.0
@@ -379,6 +386,8 @@ class Origin:
                 "X-Origin: " + self.name,
                 "X-Origin-Target: " + req.target,
                 "Content-Type: " + ctype]
+        if gz:
+            head.append("Content-Encoding: gzip")
         if status not in (204, 304) and status >= 200:
             if chunked:
                 head.append("Transfer-Encoding: chunked")

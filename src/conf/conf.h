@@ -73,6 +73,12 @@ typedef struct lg_common {
     int forwarded;                      /* 0: RFC 7239 header */
     int via;                            /* 1 */
 
+    int      gzip;                      /* bool, default 0: compress responses */
+    int      gzip_level;                /* 1..9, default 1 */
+    int64_t  gzip_min_length;           /* bytes, default 20: shorter known bodies stay as they are */
+    char    *gzip_types;                /* space-separated media types, "*" = any; default "text/html" */
+    int      gunzip;                    /* bool, default 0: decompress for clients without gzip */
+
     char *access_log;                   /* path under prefix, or "off"; default "logs/access.log" */
     char *log_format;                   /* "combined" (default), "json", or a
                                          * template with $variables */

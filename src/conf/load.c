@@ -229,6 +229,11 @@ static const directive_t common_dirs[] = {
     ROW("x_real_ip",               D_BOOL,     0, 1,      "false", lg_common_t, x_real_ip),
     ROW("forwarded",               D_BOOL,     0, 1,      "false", lg_common_t, forwarded),
     ROW("via",                     D_BOOL,     0, 1,      "true",  lg_common_t, via),
+    ROW("gzip",                    D_BOOL,     0, 1,      "false", lg_common_t, gzip),
+    ROW("gzip_level",              D_INT,      1, 9,      "1",     lg_common_t, gzip_level),
+    ROW("gzip_min_length",         D_SIZE,     0, INT64_MAX, "20", lg_common_t, gzip_min_length),
+    ROW("gzip_types",              D_STRING,   0, 0,      "text/html", lg_common_t, gzip_types),
+    ROW("gunzip",                  D_BOOL,     0, 1,      "false", lg_common_t, gunzip),
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_STRING,   0, 0,      "combined", lg_common_t, log_format),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }

@@ -442,7 +442,8 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
 }
 
 char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
-                           const lg_rsp_info_t *ri, int out_chunked, size_t *len)
+                           const lg_rsp_info_t *ri, int out_chunked, lg_xform_t xf,
+                           size_t *len)
 {
     const lg_common_t *c = &s->route->common;
     sb_t b;
@@ -454,20 +455,48 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
         sb_str(&b, lg_http_reason(r->status));
     sb_add(&b, "\r\n", 2);
     const http_header_t *via = NULL;
+    int vary_done = 0;
     for (size_t i = 0; i < r->num_headers; i++) {
         const http_header_t *h = &r->headers[i];
         if (lg_http_is_hop_by_hop(h, ri->connection) ||
             in_strv(c->remove_response_headers, h) || in_ops(c->add_response_headers, h))
             continue;
         if (name_is(h, "content-length") &&
-            (ri->body == LG_BODY_CHUNKED || ri->body == LG_BODY_CLOSE))
+            (ri->body == LG_BODY_CHUNKED || ri->body == LG_BODY_CLOSE || xf != LG_XFORM_NONE))
             continue;
+        if (xf != LG_XFORM_NONE) {
+            if (xf == LG_XFORM_GUNZIP && name_is(h, "content-encoding"))
+                continue;
+            if (name_is(h, "etag") && h->value_len >= 1 && h->value[0] == '"') {
+                /* the bytes change: a strong validator would lie (RFC 9110 8.8.1) */
+                sb_str(&b, "ETag: W/");
+                sb_add(&b, h->value, h->value_len);
+                sb_add(&b, "\r\n", 2);
+                continue;
+            }
+            if (name_is(h, "vary")) {
+                if (lg_http_list_has(h->value, h->value_len, "accept-encoding") ||
+                    lg_http_list_has(h->value, h->value_len, "*")) {
+                    sb_header(&b, h->name, h->name_len, h->value, h->value_len);
+                } else {
+                    sb_str(&b, "Vary: ");
+                    sb_add(&b, h->value, h->value_len);
+                    sb_str(&b, ", Accept-Encoding\r\n");
+                }
+                vary_done = 1;
+                continue;
+            }
+        }
         if (c->via && name_is(h, "via")) {
             via = h;
             continue;
         }
         sb_header(&b, h->name, h->name_len, h->value, h->value_len);
     }
+    if (xf == LG_XFORM_GZIP)
+        sb_str(&b, "Content-Encoding: gzip\r\n");
+    if (xf != LG_XFORM_NONE && !vary_done)
+        sb_str(&b, "Vary: Accept-Encoding\r\n");
     if (out_chunked)
         sb_str(&b, "Transfer-Encoding: chunked\r\n");
     if (c->via) {

@@ -20,6 +20,8 @@
  */
 #include "proxy/proxy.h"
 
+#include "http/codec.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -98,6 +100,51 @@ static int pipe_decode_raw(lg_pipe_t *p)
     return 0;
 }
 
+int lg_pipe_set_codec(lg_pipe_t *p, struct lg_codec *c)
+{
+    p->zbuf = lg_buf_get();
+    if (p->zbuf == NULL)
+        return -1;
+    p->codec = c;
+    return 0;
+}
+
+void lg_pipe_release(lg_pipe_t *p)
+{
+    if (p->codec)
+        lg_codec_end(p->codec);
+    p->codec = NULL;
+    lg_buf_put(p->zbuf);
+    p->zbuf = NULL;
+}
+
+/*
+ * Feed the filter what is decoded, into its (empty) output buffer.  The
+ * encoder is flushed when the source has gone quiet, so a streamed
+ * response (server-sent events) reaches the client as it is produced.
+ */
+static int filter_step(lg_pipe_t *p)
+{
+    lg_buf_t *b = p->buf, *z = p->zbuf;
+    size_t in_n = (size_t)(p->dec - b->pos);
+    if (p->codec->done || (in_n == 0 && !p->src_done && !p->want_flush))
+        return 0;
+    z->pos = z->last = z->start;
+    int flags = (p->src_done ? LG_CODEC_FINISH : 0) | (p->want_flush ? LG_CODEC_FLUSH : 0);
+    size_t used = 0;
+    ssize_t r = lg_codec_run(p->codec, b->pos, in_n, &used, z->last, (size_t)(z->end - z->last),
+                             flags);
+    if (r < 0)
+        return -1;
+    b->pos += used;
+    z->last += r;
+    if (p->codec->kind == LG_CODEC_GZIP_ENCODE)
+        p->zpending = (flags & LG_CODEC_FLUSH) ? 0 : p->zpending + used;
+    if ((size_t)r < (size_t)(z->end - z->start))
+        p->want_flush = 0;      /* everything asked for came out */
+    return 0;
+}
+
 lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
 {
     lg_buf_t *b = p->buf;
@@ -107,7 +154,11 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
     if (drc < 0)
         return drc == -2 ? LG_PIPE_ERR_LIMIT : LG_PIPE_ERR_SRC;
     for (;;) {
-        size_t avail = (size_t)(p->dec - b->pos);
+        if (p->codec && p->zbuf->pos == p->zbuf->last && filter_step(p) < 0)
+            return LG_PIPE_ERR_SRC;
+        char *from = p->codec ? p->zbuf->pos : b->pos;
+        size_t avail = p->codec ? (size_t)(p->zbuf->last - p->zbuf->pos)
+                                : (size_t)(p->dec - b->pos);
         int fx_pending = p->fx_pos < p->fx_len;
 
         if (p->out_chunked && !fx_pending) {
@@ -144,7 +195,7 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
         if (p->out_chunked && data_n > p->chunk_left)
             data_n = (size_t)p->chunk_left;
         if (data_n) {
-            iov[cnt].iov_base = b->pos;
+            iov[cnt].iov_base = from;
             iov[cnt++].iov_len = data_n;
         }
         total = hdr_n + fx_n + data_n;
@@ -174,7 +225,10 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
             k = left < fx_n ? left : fx_n;
             p->fx_pos = (uint8_t)(p->fx_pos + k);
             left -= k;
-            b->pos += left;
+            if (p->codec)
+                p->zbuf->pos += left;
+            else
+                b->pos += left;
             p->body_bytes += left;
             if (p->out_chunked)
                 p->chunk_left -= left;
@@ -186,10 +240,12 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
             continue;
         }
 
-        if (p->src_done) {
+        if (p->src_done && (p->codec == NULL || p->codec->done)) {
             p->done = 1;
             return LG_PIPE_DONE;
         }
+        if (p->src_done || (p->codec && !p->codec->done && p->dec > b->pos))
+            continue;           /* the filter has more to give */
 
         /* everything decoded was written: make room and read more */
         if (b->pos == p->dec && p->dec == b->last)
@@ -204,6 +260,10 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
             b->last = p->base + keep;
         }
         if (!src->r_ready) {
+            if (p->codec && p->zpending) {
+                p->want_flush = 1;      /* quiet source: let the client have it */
+                continue;
+            }
             src->want_r = 1;
             return LG_PIPE_AGAIN;
         }
@@ -230,6 +290,10 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
             continue;
         if (errno == EAGAIN) {
             src->r_ready = 0;
+            if (p->codec && p->zpending) {
+                p->want_flush = 1;      /* quiet source: let the client have it */
+                continue;
+            }
             src->want_r = 1;
             return LG_PIPE_AGAIN;
         }

@@ -47,6 +47,10 @@ typedef struct lg_pipe {
     int            src_eof;     /* the source closed */
     uint64_t       body_bytes;  /* payload bytes written */
     uint64_t       decoded;     /* payload bytes received and decoded */
+    struct lg_codec *codec;     /* optional filter (gzip, gunzip) in the request arena */
+    lg_buf_t      *zbuf;        /* owned: the filter's output, while a filter is set */
+    uint64_t       zpending;    /* bytes the encoder took since its last flush */
+    int            want_flush;  /* the source went quiet: flush the encoder */
     uint64_t       limit;       /* max payload bytes, 0 = none (client_max_body_size) */
     uint64_t       wire_bytes;  /* bytes written, head and framing included */
 } lg_pipe_t;
@@ -189,6 +193,16 @@ void lg_sessions_close_idle(void);
 void lg_pipe_init(lg_pipe_t *p, lg_buf_t *buf, char *base, lg_body_kind_t in,
                   int64_t length, int out_chunked);
 lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst);
+/* Put a filter between source and destination (it is the pipe's from now). */
+int          lg_pipe_set_codec(lg_pipe_t *p, struct lg_codec *c);
+void         lg_pipe_release(lg_pipe_t *p);     /* idempotent */
+
+/* What the response goes through on its way to the client. */
+typedef enum lg_xform {
+    LG_XFORM_NONE   = 0,
+    LG_XFORM_GZIP   = 1,        /* compressed here */
+    LG_XFORM_GUNZIP = 2,        /* decompressed here for a client without gzip */
+} lg_xform_t;
 
 /* upstream.c */
 int         lg_upstream_init(void);
@@ -207,7 +221,8 @@ const lg_route_t  *lg_route_find(const lg_server_t *s, const char *path, size_t 
 /* headers.c */
 char *lg_build_upstream_head(lg_session_t *s, size_t *len);
 char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
-                           const lg_rsp_info_t *ri, int out_chunked, size_t *len);
+                           const lg_rsp_info_t *ri, int out_chunked, lg_xform_t xf,
+                           size_t *len);
 char *lg_build_local(lg_session_t *s, int status, const char *body,
                      const char *location, size_t *len);
 /* Expand a template with $variables into the arena (NULL on no memory). */

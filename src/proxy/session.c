@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "http/accept.h"
+#include "http/codec.h"
 
 #define SESSION_MAGIC 0x5345534eu
 #define LINGER_MS 5000
@@ -84,6 +86,7 @@ static void session_close(lg_session_t *s, const char *why)
         close(s->e.io.fd);
         s->e.io.fd = -1;
     }
+    lg_pipe_release(&s->rspp);
     lg_buf_put(s->in);
     s->in = NULL;
     lg_arena_destroy(&s->arena);
@@ -419,6 +422,92 @@ static void connect_step(lg_session_t *s)
     s->state = LG_S_PROXY;
 }
 
+static const http_header_t *rsp_header(const http_response_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->num_headers; i++)
+        if (http_name_eq(&r->headers[i], name))
+            return &r->headers[i];
+    return NULL;
+}
+
+/* Is the media type of Content-Type `ct` in the space-separated list? */
+static int type_listed(const char *list, const http_header_t *ct)
+{
+    if (strcmp(list, "*") == 0)
+        return 1;
+    if (ct == NULL)
+        return 0;
+    size_t n = 0;
+    while (n < ct->value_len && ct->value[n] != ';' && ct->value[n] != ' ' && ct->value[n] != '\t')
+        n++;
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t k = strcspn(p, " ,");
+        if (k && k == n && strncasecmp(p, ct->value, n) == 0)
+            return 1;
+        p += k;
+    }
+    return 0;
+}
+
+/*
+ * Compress, decompress or pass the body as it is?  As nginx's gzip and
+ * gunzip modules: never a body that has no room for it (HEAD, 1xx, 204,
+ * 206, 304), never against Cache-Control: no-transform, never twice.
+ */
+static lg_xform_t choose_xform(lg_session_t *s, const http_response_t *r,
+                               const lg_rsp_info_t *ri)
+{
+    const lg_common_t *c = &s->route->common;
+    if (!c->gzip && !c->gunzip)
+        return LG_XFORM_NONE;
+    if (ri->body == LG_BODY_NONE || r->status < 200 || r->status == 204 ||
+        r->status == 206 || r->status == 304)
+        return LG_XFORM_NONE;
+    const http_header_t *cc = rsp_header(r, "cache-control");
+    if (cc && lg_http_list_has(cc->value, cc->value_len, "no-transform"))
+        return LG_XFORM_NONE;
+    const http_header_t *ae = lg_req_header(s, "accept-encoding");
+    const http_header_t *ce = rsp_header(r, "content-encoding");
+    if (ce) {
+        /* an absent Accept-Encoding counts as "no gzip" here, as nginx */
+        if (c->gunzip && ce->value_len == 4 && strncasecmp(ce->value, "gzip", 4) == 0 &&
+            !(ae && lg_accepts_gzip(ae->value, ae->value_len)))
+            return LG_XFORM_GUNZIP;
+        return LG_XFORM_NONE;
+    }
+    if (!c->gzip || ae == NULL ||
+        lg_accept_choose(ae->value, ae->value_len, LG_ENC_BIT(LG_ENC_GZIP)) != LG_ENC_GZIP)
+        return LG_XFORM_NONE;
+    if (ri->body == LG_BODY_LENGTH && ri->length < c->gzip_min_length)
+        return LG_XFORM_NONE;
+    if (!type_listed(c->gzip_types, rsp_header(r, "content-type")))
+        return LG_XFORM_NONE;
+    return LG_XFORM_GZIP;
+}
+
+/* Set up the filter for xf; on failure the body goes through unchanged. */
+static lg_xform_t start_xform(lg_session_t *s, lg_xform_t xf, const lg_rsp_info_t *ri)
+{
+    if (xf == LG_XFORM_NONE)
+        return xf;
+    lg_codec_t *codec = lg_arena_calloc(&s->arena, sizeof(*codec));
+    lg_codec_params_t prm = { 0 };
+    prm.level = s->route->common.gzip_level;
+    if (ri->body == LG_BODY_LENGTH)
+        prm.length_hint = (uint64_t)ri->length;
+    if (codec == NULL ||
+        lg_codec_init(codec, xf == LG_XFORM_GZIP ? LG_CODEC_GZIP_ENCODE : LG_CODEC_GZIP_DECODE,
+                      &prm, &s->arena) < 0)
+        return LG_XFORM_NONE;
+    if (lg_pipe_set_codec(&s->rspp, codec) < 0) {
+        lg_codec_end(codec);
+        return LG_XFORM_NONE;
+    }
+    return xf;
+}
+
 /* Read and parse the upstream's response head.  1: done, 0: waiting/failed. */
 static int read_response_head(lg_session_t *s)
 {
@@ -459,9 +548,13 @@ static int read_response_head(lg_session_t *s)
                 lg_upstream_result(uc, 1, s->upstream_time);
                 s->status = r.status;
                 s->upstream_keep = ri.keep_alive;
-                int out_chunked = (ri.body == LG_BODY_CHUNKED || ri.body == LG_BODY_CLOSE) &&
-                                  s->req.version >= 11;
-                if ((ri.body == LG_BODY_CHUNKED || ri.body == LG_BODY_CLOSE) && !out_chunked)
+                lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, 0);
+                lg_xform_t xf = start_xform(s, choose_xform(s, &r, &ri), &ri);
+                /* a transformed body has a length nobody knows yet */
+                int unknown = ri.body == LG_BODY_CHUNKED || ri.body == LG_BODY_CLOSE ||
+                              xf != LG_XFORM_NONE;
+                int out_chunked = unknown && s->req.version >= 11;
+                if (unknown && !out_chunked)
                     s->keep_alive = 0;  /* HTTP/1.0 client: the close delimits */
                 if (!s->reqp.done) {
                     /* answered before the whole body was sent (e.g. 413):
@@ -470,12 +563,12 @@ static int read_response_head(lg_session_t *s)
                     s->keep_alive = 0;
                 }
                 size_t hl = 0;
-                const char *head = lg_build_client_head(s, &r, &ri, out_chunked, &hl);
+                const char *head = lg_build_client_head(s, &r, &ri, out_chunked, xf, &hl);
                 if (head == NULL) {
                     upstream_failed(s, 502, ENOMEM, "out of memory");
                     return 0;
                 }
-                lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, out_chunked);
+                s->rspp.out_chunked = out_chunked;
                 s->rspp.hdr = head;
                 s->rspp.hdr_len = hl;
                 s->rsp_head_done = 1;
@@ -636,6 +729,7 @@ static void finish_request(lg_session_t *s)
         lg_upstream_release(s->uc, reusable);
         s->uc = NULL;
     }
+    lg_pipe_release(&s->rspp);
     s->requests++;
     if (!s->keep_alive || lg_w.quitting) {
         lg_buf_put(s->in);
