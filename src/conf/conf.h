@@ -130,21 +130,6 @@ typedef enum lg_action {
     LG_ACTION_RETURN = 1,               /* return = status (+ body or location) */
 } lg_action_t;
 
-typedef struct lg_route {
-    lg_match_t     match;
-    char          *pattern;             /* arena */
-    size_t         pattern_len;
-    regex_t       *re;                  /* arena-held, regcomp'd; freed by lg_conf_free */
-    lg_action_t    action;
-    lg_upstream_t *upstream;            /* borrowed from conf->upstreams */
-    char          *rewrite;             /* proxy: new path template ($1..$9 from regex), or NULL */
-    int            status;              /* return: 100..599 */
-    char          *body;                /* return: body, or NULL */
-    char          *location;            /* return 3xx: Location template, or NULL */
-    lg_common_t    common;
-    int            line;
-} lg_route_t;
-
 typedef enum lg_name_kind {
     LG_NAME_EXACT    = 0,               /* "example.com" */
     LG_NAME_WILDCARD = 1,               /* "*.example.com" (stored without "*") */
@@ -157,6 +142,40 @@ typedef struct lg_server_name {
     char          *name;                /* arena, lower case */
     regex_t       *re;                  /* for LG_NAME_REGEX */
 } lg_server_name_t;
+
+/* A canary split: one upstream and its share of the cohorts. */
+typedef struct lg_split {
+    lg_upstream_t *upstream;            /* borrowed from conf->upstreams */
+    int            weight;              /* 1..10000 */
+} lg_split_t;
+
+typedef struct lg_route {
+    lg_match_t     match;
+    char          *pattern;             /* arena */
+    size_t         pattern_len;
+    regex_t       *re;                  /* arena-held, regcomp'd; freed by lg_conf_free */
+    lg_action_t    action;
+    lg_upstream_t *upstream;            /* borrowed from conf->upstreams */
+    char          *rewrite;             /* proxy: new path template ($1..$9 from regex), or NULL */
+    int            status;              /* return: 100..599 */
+    char          *body;                /* return: body, or NULL */
+    char          *location;            /* return 3xx: Location template, or NULL */
+    /* extra conditions, all must hold for the route to match */
+    lg_server_name_t *hosts;            /* host = name | [ names ]: as server_name */
+    size_t         nhosts;
+    lg_strv_t     *methods;             /* methods = [ "GET", ... ] */
+    char          *header_name;         /* header = "Name" (present) or "Name: value" */
+    char          *header_value;        /*   exact value, or NULL for presence */
+    char          *query_name;          /* query = "name" (present) or "name=value" */
+    char          *query_value;
+    /* canary: split = ( { upstream = "stable"; weight = 90; }, ... ) */
+    lg_split_t    *splits;
+    size_t         nsplits;
+    char          *split_key;           /* template; empty value -> random; default "$remote_addr" */
+    char          *split_cookie;        /* sticky cohort cookie legate sets, or NULL */
+    lg_common_t    common;
+    int            line;
+} lg_route_t;
 
 typedef struct lg_listen {
     lg_addr_t addr;

@@ -147,7 +147,38 @@ static void dump_route(FILE *out, int ind, const lg_route_t *rt)
     IND(out, ind);
     fputs("{\n", out);
     kv_str(out, ind + 1, match[rt->match], rt->pattern);
-    if (rt->action == LG_ACTION_PROXY) {
+    if (rt->nhosts) {
+        IND(out, ind + 1);
+        fputs("host = [ ", out);
+        for (size_t i = 0; i < rt->nhosts; i++) {
+            put_server_name(out, &rt->hosts[i]);
+            fputs(i + 1 < rt->nhosts ? ", " : " ];\n", out);
+        }
+    }
+    if (rt->methods && rt->methods->n)
+        kv_names(out, ind + 1, "methods", rt->methods);
+    if (rt->header_name) {
+        IND(out, ind + 1);
+        fprintf(out, "header = \"%s%s%s\";\n", rt->header_name, rt->header_value ? ": " : "",
+                rt->header_value ? rt->header_value : "");
+    }
+    if (rt->query_name) {
+        IND(out, ind + 1);
+        fprintf(out, "query = \"%s%s%s\";\n", rt->query_name, rt->query_value ? "=" : "",
+                rt->query_value ? rt->query_value : "");
+    }
+    if (rt->nsplits) {
+        IND(out, ind + 1);
+        fputs("split = (", out);
+        for (size_t i = 0; i < rt->nsplits; i++)
+            fprintf(out, " { upstream = \"%s\"; weight = %d; }%s", rt->splits[i].upstream->name,
+                    rt->splits[i].weight, i + 1 < rt->nsplits ? "," : " );\n");
+        kv_str(out, ind + 1, "split_key", rt->split_key);
+        if (rt->split_cookie)
+            kv_str(out, ind + 1, "split_cookie", rt->split_cookie);
+        if (rt->rewrite != NULL)
+            kv_str(out, ind + 1, "rewrite", rt->rewrite);
+    } else if (rt->action == LG_ACTION_PROXY) {
         kv_str(out, ind + 1, "proxy_pass", rt->upstream->name);
         if (rt->rewrite != NULL)
             kv_str(out, ind + 1, "rewrite", rt->rewrite);

@@ -192,6 +192,10 @@ static int fn_match(ld_t *, const config_setting_t *, void *);
 static int fn_proxy_pass(ld_t *, const config_setting_t *, void *);
 static int fn_return(ld_t *, const config_setting_t *, void *);
 static int fn_route_string(ld_t *, const config_setting_t *, void *);
+static int fn_route_hosts(ld_t *, const config_setting_t *, void *);
+static int fn_route_methods(ld_t *, const config_setting_t *, void *);
+static int fn_route_pair(ld_t *, const config_setting_t *, void *);
+static int fn_split(ld_t *, const config_setting_t *, void *);
 
 static const directive_t global_dirs[] = {
     ROW("worker_processes",     D_WORKERS,  1, 512,        "auto",   lg_conf_t, worker_processes),
@@ -287,6 +291,13 @@ static const directive_t route_dirs[] = {
     CUSTOM("body",       fn_route_string),
     CUSTOM("location",   fn_route_string),
     CUSTOM("rewrite",    fn_route_string),
+    CUSTOM("host",       fn_route_hosts),
+    CUSTOM("methods",    fn_route_methods),
+    CUSTOM("header",     fn_route_pair),
+    CUSTOM("query",      fn_route_pair),
+    CUSTOM("split",      fn_split),
+    CUSTOM("split_key",  fn_route_string),
+    CUSTOM("split_cookie", fn_route_string),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -989,6 +1000,9 @@ typedef struct route_ctx {
     const config_setting_t *body;
     const config_setting_t *location;
     const config_setting_t *rewrite;
+    const config_setting_t *split;
+    const config_setting_t *split_key;
+    const config_setting_t *split_cookie;
     int                     matcher_ok; /* pattern valid (and compiled) */
     int                     status_ok;  /* 'return' status valid */
 } route_ctx_t;
@@ -1084,7 +1098,17 @@ static int fn_route_string(ld_t *ld, const config_setting_t *s, void *base)
         return ld_error(ld, s, "'%s' must not be empty", name);
     if ((p = ld_strdup(ld, v)) == NULL)
         return ld_oom(ld, s);
-    if (strcmp(name, "body") == 0) {
+    if (strcmp(name, "split_key") == 0) {
+        rc->split_key = s;
+        rc->rt->split_key = p;
+    } else if (strcmp(name, "split_cookie") == 0) {
+        rc->split_cookie = s;
+        rc->rt->split_cookie = p;
+        for (const char *c = p; *c; c++)
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                  (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
+                return ld_error(ld, s, "'split_cookie' must be a cookie name (letters, digits, '_', '-')");
+    } else if (strcmp(name, "body") == 0) {
         rc->body = s;
         rc->rt->body = p;
     } else if (strcmp(name, "location") == 0) {
@@ -1097,6 +1121,114 @@ static int fn_route_string(ld_t *ld, const config_setting_t *s, void *base)
             return ld_error(ld, s, "'rewrite' must start with '/' or a $1..$9 capture");
     }
     return 0;
+}
+
+static int fn_route_hosts(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    lg_server_t  tmp = { 0 };       /* the same syntax and rules as server_name */
+    int          r = fn_server_name(ld, s, &tmp);
+    rc->rt->hosts = tmp.names;
+    rc->rt->nhosts = tmp.nnames;
+    return r;
+}
+
+static int fn_route_methods(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    int          n = entry_count(ld, s, 0, "a method or a list of methods");
+    if (n <= 0)
+        return n;
+    lg_strv_t *v = ld_calloc(ld, 1, sizeof(*v));
+    if (v == NULL || (v->v = ld_calloc(ld, (size_t)n, sizeof(char *))) == NULL)
+        return ld_oom(ld, s);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = entry_at(s, i);
+        const char *m = get_string(ld, e);
+        if (m == NULL)
+            return -1;
+        for (const char *c = m; *c; c++)
+            if (*c < 'A' || *c > 'Z')
+                return ld_error(ld, e, "method '%s' must be upper-case letters", m);
+        if ((v->v[v->n++] = ld_strdup(ld, m)) == NULL)
+            return ld_oom(ld, e);
+    }
+    rc->rt->methods = v;
+    return 0;
+}
+
+/* header = "Name" | "Name: value";  query = "name" | "name=value" */
+static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    int          is_header = strcmp(config_setting_name(s), "header") == 0;
+    const char  *v = get_string(ld, s);
+    if (v == NULL)
+        return -1;
+    const char *sep = strchr(v, is_header ? ':' : '=');
+    size_t      nl = sep ? (size_t)(sep - v) : strlen(v);
+    if (nl == 0)
+        return ld_error(ld, s, "'%s' needs a name", config_setting_name(s));
+    char *name = ld_calloc(ld, 1, nl + 1);
+    if (name == NULL)
+        return ld_oom(ld, s);
+    memcpy(name, v, nl);
+    char *value = NULL;
+    if (sep) {
+        const char *p = sep + 1;
+        while (is_header && (*p == ' ' || *p == '\t'))
+            p++;
+        if ((value = ld_strdup(ld, p)) == NULL)
+            return ld_oom(ld, s);
+    }
+    if (is_header) {
+        for (size_t i = 0; i < nl; i++)
+            if (name[i] == ' ' || name[i] == '\t')
+                return ld_error(ld, s, "'header' must be \"Name\" or \"Name: value\"");
+        rc->rt->header_name = name;
+        rc->rt->header_value = value;
+    } else {
+        rc->rt->query_name = name;
+        rc->rt->query_value = value;
+    }
+    return 0;
+}
+
+/* split = ( { upstream = "stable"; weight = 90; }, { upstream = "canary"; weight = 10; } ) */
+static int fn_split(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    lg_route_t  *rt = rc->rt;
+    rc->split = s;
+    if (!config_setting_is_list(s) || config_setting_length(s) < 2)
+        return ld_error(ld, s, "'split' must be a list of at least two { upstream = ...; weight = ...; }");
+    int n = config_setting_length(s);
+    if ((rt->splits = ld_calloc(ld, (size_t)n, sizeof(*rt->splits))) == NULL)
+        return ld_oom(ld, s);
+    int err = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        lg_split_t *sp = &rt->splits[rt->nsplits++];
+        const config_setting_t *u = config_setting_get_member(e, "upstream");
+        const config_setting_t *w = config_setting_get_member(e, "weight");
+        int64_t wv = 0;
+        if (!config_setting_is_group(e) || u == NULL || w == NULL || config_setting_length(e) != 2) {
+            err = ld_error(ld, e, "each split entry is { upstream = \"name\"; weight = N; }");
+            continue;
+        }
+        const char *un = get_string(ld, u);
+        if (un == NULL) {
+            err = -1;
+            continue;
+        }
+        if ((sp->upstream = upstream_find(ld->conf, un)) == NULL)
+            err = ld_error(ld, u, "unknown upstream '%s' in 'split'", un);
+        if (get_int(w, &wv) < 0 || wv < 1 || wv > 10000)
+            err = ld_error(ld, w, "'weight' must be between 1 and 10000");
+        sp->weight = (int)wv;
+    }
+    rt->action = LG_ACTION_PROXY;
+    return err;
 }
 
 /* $1..$9 (or ${1}..${9}) in a template must name a group of the route's regex. */
@@ -1132,8 +1264,20 @@ static int route_parse(ld_t *ld, const config_setting_t *g, lg_route_t *rt)
 
     if (rc.matcher == NULL)
         err = ld_error(ld, g, "route has none of 'exact', 'prefix', 'regex'");
+    if (rc.split && rc.action)
+        err = ld_error(ld, rc.split, "route has both 'split' and '%s'", config_setting_name(rc.action));
+    if (rc.split)
+        rc.action = rc.split;
     if (rc.action == NULL)
         err = ld_error(ld, g, "route has neither 'proxy_pass' nor 'return'");
+    if ((rc.split_key || rc.split_cookie) && !rc.split)
+        err = ld_error(ld, rc.split_key ? rc.split_key : rc.split_cookie,
+                       "'%s' is only allowed with 'split'",
+                       rc.split_key ? "split_key" : "split_cookie");
+    if (rc.split && rt->split_key == NULL && (rt->split_key = ld_strdup(ld, "$remote_addr")) == NULL)
+        err = ld_oom(ld, g);
+    if (rc.split && rt->nsplits && rt->splits[0].upstream)
+        rt->upstream = rt->splits[0].upstream;  /* for logs before the choice */
     int is_return = rc.action && rt->action == LG_ACTION_RETURN;
     int is_proxy = rc.action && rt->action == LG_ACTION_PROXY;
     if (rc.body && !is_return)
@@ -1460,9 +1604,13 @@ void lg_conf_free(lg_conf_t *conf)
         for (size_t j = 0; j < srv->nnames; j++)
             if (srv->names[j].re != NULL)
                 regfree(srv->names[j].re);
-        for (size_t j = 0; j < srv->nroutes; j++)
+        for (size_t j = 0; j < srv->nroutes; j++) {
             if (srv->routes[j].re != NULL)
                 regfree(srv->routes[j].re);
+            for (size_t k = 0; k < srv->routes[j].nhosts; k++)
+                if (srv->routes[j].hosts[k].re != NULL)
+                    regfree(srv->routes[j].hosts[k].re);
+        }
     }
     for (size_t i = 0; i < conf->nupstreams; i++)
         free(conf->upstreams[i].maglev);     /* built by the proxy layer */

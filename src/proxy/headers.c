@@ -124,6 +124,29 @@ const http_header_t *lg_req_header(const lg_session_t *s, const char *name)
     return NULL;
 }
 
+lg_str_t lg_req_cookie(const lg_session_t *s, const char *name)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < s->req.num_headers; i++) {
+        const http_header_t *h = &s->req.headers[i];
+        if (!name_is(h, "cookie"))
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *eq = memchr(p, '=', (size_t)(end - p));
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            if (semi == NULL)
+                semi = end;
+            if (eq && eq < semi && (size_t)(eq - p) == nl && memcmp(p, name, nl) == 0)
+                return (lg_str_t){ eq + 1, (size_t)(semi - eq - 1) };
+            p = semi;
+        }
+    }
+    return (lg_str_t){ NULL, 0 };
+}
+
 /* ---- the date, formatted once a second ---- */
 
 static const char *http_date(void)
@@ -252,6 +275,15 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
     } else if (IS("server_name")) {
         if (s->server && s->server->nnames)
             sb_str(b, s->server->names[0].name);
+    } else if (n > 7 && memcmp(name, "cookie_", 7) == 0) {
+        char cname[128];
+        if (n - 7 < sizeof(cname)) {
+            memcpy(cname, name + 7, n - 7);
+            cname[n - 7] = '\0';
+            lg_str_t v = lg_req_cookie(s, cname);
+            if (v.p)
+                RAW(v.p, v.n);
+        }
     } else if (n > 5 && memcmp(name, "http_", 5) == 0) {
         /* $http_user_agent: the request header User-Agent */
         for (size_t i = 0; i < s->req.num_headers; i++) {
@@ -492,6 +524,11 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
             continue;
         }
         sb_header(&b, h->name, h->name_len, h->value, h->value_len);
+    }
+    if (s->set_cookie) {
+        sb_str(&b, "Set-Cookie: ");
+        sb_str(&b, s->set_cookie);
+        sb_add(&b, "\r\n", 2);
     }
     if (xf == LG_XFORM_GZIP)
         sb_str(&b, "Content-Encoding: gzip\r\n");

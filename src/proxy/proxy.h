@@ -151,6 +151,8 @@ struct lg_session {
     const char     *local;      /* local response (arena) */
     size_t          local_len, local_sent;
 
+    lg_upstream_t  *up;         /* the upstream chosen for this request (route or split) */
+    const char     *set_cookie; /* canary cohort cookie to set (arena), or NULL */
     lg_uconn_t     *uc;         /* borrowed from the pool while in flight */
     size_t          tried;      /* bit mask of upstream servers tried */
     int             abandoned;  /* response ended before the request body was sent */
@@ -215,8 +217,8 @@ const char *lg_uconn_addr(const lg_uconn_t *uc);
 
 /* route.c */
 const lg_server_t *lg_route_server(const lg_bind_t *b, lg_str_t host);
-const lg_route_t  *lg_route_find(const lg_server_t *s, const char *path, size_t n,
-                                 regmatch_t caps[10]);
+const lg_route_t  *lg_route_find(const lg_server_t *srv, const lg_session_t *s,
+                                 const char *path, size_t n, regmatch_t caps[10]);
 
 /* headers.c */
 char *lg_build_upstream_head(lg_session_t *s, size_t *len);
@@ -229,6 +231,8 @@ char *lg_build_local(lg_session_t *s, int status, const char *body,
 char *lg_expand(lg_session_t *s, const char *tpl, int json_escape);
 /* Returns the header value for `name` from the request, or NULL. */
 const http_header_t *lg_req_header(const lg_session_t *s, const char *name);
+/* The value of cookie `name` in the request's Cookie headers, or {NULL,0}. */
+lg_str_t lg_req_cookie(const lg_session_t *s, const char *name);
 
 /* accesslog.c */
 int  lg_accesslog_open_all(const lg_conf_t *conf);   /* in the worker */

@@ -6,72 +6,141 @@
  * ("www.example.*"), then the first regex in config order, else the
  * address's default server.
  *
- * Route, within the server: an exact match wins at once; otherwise regexes
- * in config order, first match wins; otherwise the longest matching prefix.
+ * Route, within the server: only routes whose conditions (host, methods,
+ * header, query) all hold are candidates; among them an exact match wins
+ * at once; otherwise regexes in config order, first match wins; otherwise
+ * the longest matching prefix (the first of equal ones).
  */
 #include "proxy/proxy.h"
 
 #include <string.h>
 #include <strings.h>
 
-const lg_server_t *lg_route_server(const lg_bind_t *b, lg_str_t host)
+/* How a name matches: 0 exact, 1 leading wildcard, 2 trailing, 3 regex; -1 not. */
+static int name_match(const lg_server_name_t *sn, const char *name, size_t n, size_t *len)
 {
-    if (host.n == 0 || host.n > 255 || b->nservers == 1)
-        return b->default_server;
-    char name[256];
+    size_t ln = strlen(sn->name);
+    *len = ln;
+    switch (sn->kind) {
+    case LG_NAME_EXACT:
+        return ln == n && memcmp(sn->name, name, n) == 0 ? 0 : -1;
+    case LG_NAME_WILDCARD:  /* stored as ".example.com" */
+        return n > ln && memcmp(name + n - ln, sn->name, ln) == 0 ? 1 : -1;
+    case LG_NAME_SUFFIX:    /* stored as "www.example." */
+        return n > ln && memcmp(name, sn->name, ln) == 0 ? 2 : -1;
+    case LG_NAME_REGEX:
+        return sn->re && regexec(sn->re, name, 0, NULL, 0) == 0 ? 3 : -1;
+    }
+    return -1;
+}
+
+/* Lower-case host, without a trailing dot, NUL-terminated; 0 if unusable. */
+static size_t host_key(lg_str_t host, char name[256])
+{
+    if (host.n == 0 || host.n > 255)
+        return 0;
     for (size_t i = 0; i < host.n; i++) {
         char c = host.p[i];
         name[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
     }
     size_t n = host.n;
-    if (n && name[n - 1] == '.')
+    if (name[n - 1] == '.')
         n--;                    /* "example.com." is "example.com" */
     name[n] = '\0';
+    return n;
+}
 
+const lg_server_t *lg_route_server(const lg_bind_t *b, lg_str_t host)
+{
+    char name[256];
+    size_t n;
+    if (b->nservers == 1 || (n = host_key(host, name)) == 0)
+        return b->default_server;
     const lg_server_t *best = NULL;
     size_t best_len = 0;
     int best_rank = 99;
     for (size_t s = 0; s < b->nservers; s++) {
         const lg_server_t *srv = b->servers[s];
         for (size_t k = 0; k < srv->nnames; k++) {
-            const lg_server_name_t *sn = &srv->names[k];
-            size_t ln = strlen(sn->name);
-            switch (sn->kind) {
-            case LG_NAME_EXACT:
-                if (ln == n && memcmp(sn->name, name, n) == 0)
-                    return srv;
-                break;
-            case LG_NAME_WILDCARD:  /* stored as ".example.com" */
-                if (n > ln && memcmp(name + n - ln, sn->name, ln) == 0 &&
-                    (best_rank > 1 || (best_rank == 1 && ln > best_len))) {
-                    best = srv, best_len = ln, best_rank = 1;
-                }
-                break;
-            case LG_NAME_SUFFIX:    /* stored as "www.example." */
-                if (n > ln && memcmp(name, sn->name, ln) == 0 &&
-                    (best_rank > 2 || (best_rank == 2 && ln > best_len))) {
-                    best = srv, best_len = ln, best_rank = 2;
-                }
-                break;
-            case LG_NAME_REGEX:
-                if (best_rank > 3 && sn->re && regexec(sn->re, name, 0, NULL, 0) == 0) {
-                    best = srv, best_rank = 3;
-                }
-                break;
+            size_t ln;
+            int rank = name_match(&srv->names[k], name, n, &ln);
+            if (rank == 0)
+                return srv;
+            /* longer wildcards win; among regexes the first in config order */
+            if (rank > 0 && (rank < best_rank || (rank == best_rank && rank < 3 && ln > best_len))) {
+                best = srv;
+                best_rank = rank;
+                best_len = ln;
             }
         }
     }
     return best ? best : b->default_server;
 }
 
-const lg_route_t *lg_route_find(const lg_server_t *s, const char *path, size_t n,
-                                regmatch_t caps[10])
+static int query_has(lg_str_t q, const char *name, const char *value)
+{
+    size_t nl = strlen(name);
+    const char *p = q.p, *end = q.p + q.n;
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        const char *ne = eq ? eq : stop;
+        if ((size_t)(ne - p) == nl && memcmp(p, name, nl) == 0) {
+            if (value == NULL)
+                return 1;
+            const char *v = eq ? eq + 1 : stop;
+            if ((size_t)(stop - v) == strlen(value) && memcmp(v, value, (size_t)(stop - v)) == 0)
+                return 1;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return 0;
+}
+
+/* The route's host, methods, header and query conditions, all of them. */
+static int conditions_hold(const lg_route_t *r, const lg_session_t *s)
+{
+    if (r->nhosts) {
+        char name[256];
+        size_t n = host_key(s->ri.host, name), ln;
+        int any = 0;
+        for (size_t i = 0; n && i < r->nhosts && !any; i++)
+            any = name_match(&r->hosts[i], name, n, &ln) >= 0;
+        if (!any)
+            return 0;
+    }
+    if (r->methods && r->methods->n) {
+        int any = 0;
+        for (size_t i = 0; i < r->methods->n && !any; i++)
+            any = strlen(r->methods->v[i]) == s->req.method_len &&
+                  memcmp(r->methods->v[i], s->req.method, s->req.method_len) == 0;
+        if (!any)
+            return 0;
+    }
+    if (r->header_name) {
+        const http_header_t *h = lg_req_header(s, r->header_name);
+        if (h == NULL)
+            return 0;
+        if (r->header_value && (strlen(r->header_value) != h->value_len ||
+                                memcmp(r->header_value, h->value, h->value_len) != 0))
+            return 0;
+    }
+    if (r->query_name && !query_has(s->ri.query, r->query_name, r->query_value))
+        return 0;
+    return 1;
+}
+
+const lg_route_t *lg_route_find(const lg_server_t *srv, const lg_session_t *s,
+                                const char *path, size_t n, regmatch_t caps[10])
 {
     const lg_route_t *prefix = NULL;
     size_t prefix_len = 0;
     const lg_route_t *regex = NULL;
-    for (size_t i = 0; i < s->nroutes; i++) {
-        const lg_route_t *r = &s->routes[i];
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        const lg_route_t *r = &srv->routes[i];
+        if (!conditions_hold(r, s))
+            continue;           /* a route whose conditions fail does not match */
         switch (r->match) {
         case LG_MATCH_EXACT:
             if (r->pattern_len == n && memcmp(r->pattern, path, n) == 0) {

@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "http/accept.h"
 #include "http/codec.h"
+#include "proxy/balance.h"
 
 #define SESSION_MAGIC 0x5345534eu
 #define LINGER_MS 5000
@@ -241,6 +242,38 @@ static int read_head(lg_session_t *s)
 
 static void start_upstream(lg_session_t *s);
 
+/*
+ * Canary: which upstream of the route's split serves this request.  A
+ * cohort cookie set earlier wins; otherwise the split key (a cookie, a
+ * header, the client address) is hashed onto the weights, so a user stays
+ * in the same cohort; a request without a key is placed at random and, if
+ * the route names a cookie, told its cohort so it stays there.
+ */
+static lg_upstream_t *choose_split(lg_session_t *s)
+{
+    const lg_route_t *rt = s->route;
+    if (rt->split_cookie) {
+        lg_str_t v = lg_req_cookie(s, rt->split_cookie);
+        for (size_t i = 0; v.p && i < rt->nsplits; i++)
+            if (strlen(rt->splits[i].upstream->name) == v.n &&
+                memcmp(rt->splits[i].upstream->name, v.p, v.n) == 0)
+                return rt->splits[i].upstream;
+    }
+    uint32_t total = 0;
+    for (size_t i = 0; i < rt->nsplits; i++)
+        total += (uint32_t)rt->splits[i].weight;
+    const char *key = lg_expand(s, rt->split_key, 0);
+    uint32_t x = key && *key ? (uint32_t)(lg_hash64(key, strlen(key), 0x63616e61ull) % total)
+                             : lg_rand_below(&lg_w.rng, total);
+    size_t i = 0;
+    for (; i + 1 < rt->nsplits && x >= (uint32_t)rt->splits[i].weight; i++)
+        x -= (uint32_t)rt->splits[i].weight;
+    if (rt->split_cookie)
+        s->set_cookie = lg_arena_printf(&s->arena, "%s=%s; Path=/", rt->split_cookie,
+                                        rt->splits[i].upstream->name);
+    return rt->splits[i].upstream;
+}
+
 static void process_request(lg_session_t *s)
 {
     int st = lg_http_analyze_request(&s->req, &s->ri);
@@ -272,7 +305,7 @@ static void process_request(lg_session_t *s)
         return;
     }
     s->mpath = mp;
-    s->route = lg_route_find(s->server, mp, (size_t)mn, s->caps);
+    s->route = lg_route_find(s->server, s, mp, (size_t)mn, s->caps);
     if (s->route == NULL) {
         respond_error(s, 404);
         return;
@@ -292,6 +325,7 @@ static void process_request(lg_session_t *s)
         respond_local(s, s->route->status, s->route->body, s->route->location);
         return;
     }
+    s->up = s->route->nsplits ? choose_split(s) : s->route->upstream;
     start_upstream(s);
 }
 
@@ -301,7 +335,7 @@ static void log_upstream_error(lg_session_t *s, int err, const char *what)
 {
     lg_log_errno(LG_LOG_ERROR, err,
                  "upstream \"%s\" server %s: %s, client: %s, request: \"%.*s %.*s\"",
-                 s->route->upstream->name, s->uc ? lg_uconn_addr(s->uc) : "-", what,
+                 s->up->name, s->uc ? lg_uconn_addr(s->uc) : "-", what,
                  s->peer_text, (int)s->req.method_len, s->req.method,
                  (int)s->req.target_len, s->req.target);
 }
@@ -314,7 +348,7 @@ static void log_upstream_error(lg_session_t *s, int err, const char *what)
 static int attach_upstream(lg_session_t *s)
 {
     int err = 0;
-    lg_uconn_t *uc = lg_upstream_get(s, s->route->upstream, &s->tried, &err);
+    lg_uconn_t *uc = lg_upstream_get(s, s->up, &s->tried, &err);
     if (uc == NULL)
         return -1;
     s->uc = uc;
@@ -350,7 +384,7 @@ static void start_upstream(lg_session_t *s)
     /* a chunked body has no announced length: count it as it comes */
     s->reqp.limit = (uint64_t)s->route->common.client_max_body_size;
     if (attach_upstream(s) < 0) {
-        lg_error("no live upstreams in \"%s\" for client %s", s->route->upstream->name,
+        lg_error("no live upstreams in \"%s\" for client %s", s->up->name,
                  s->peer_text);
         respond_error(s, 502);
         return;
