@@ -103,6 +103,20 @@ typedef enum lg_balance {
 
 struct lg_upstate;                      /* proxy/upstate.h: live state in shared memory */
 
+/* Active health checks of an upstream's servers (run by one worker). */
+typedef struct lg_health {
+    lg_msec_t interval;                 /* default 5s */
+    lg_msec_t timeout;                  /* default 2s */
+    char     *method;                   /* default "GET" */
+    char     *path;                     /* default "/" */
+    char     *host;                     /* Host header; default: the server's address */
+    int       status_min, status_max;   /* from status = "200-399" (default) */
+    char     *status;                   /* as written */
+    char     *body;                     /* substring the body must contain, or NULL */
+    int       rise;                     /* passes in a row to come back, default 2 */
+    int       fall;                     /* failures in a row to go out, default 3 */
+} lg_health_t;
+
 typedef struct lg_upstream {
     char                 *name;         /* arena */
     lg_upstream_server_t *servers;      /* arena array */
@@ -114,6 +128,7 @@ typedef struct lg_upstream {
     int                   max_fails;    /* passive health: failures within fail_timeout; 0 = off; default 1 */
     lg_msec_t             fail_timeout; /* default 10s: the window, and how long the server stays out */
     uint16_t             *maglev;       /* LG_BAL_HASH: lookup table (malloc'd; freed by lg_conf_free) */
+    lg_health_t          *health;       /* active health checks, or NULL */
     struct lg_upstate    *state;        /* set by the master: shared, per server */
     int                   index;        /* position in conf->upstreams */
     int                   line;

@@ -241,6 +241,24 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
     kv_str(out, ind + 1, "hash_key", up->hash_key);
     kv_int(out, ind + 1, "max_fails", up->max_fails);
     kv_msec(out, ind + 1, "fail_timeout", up->fail_timeout);
+    if (up->health) {
+        const lg_health_t *h = up->health;
+        IND(out, ind + 1);
+        fputs("health_check = {\n", out);
+        kv_msec(out, ind + 2, "interval", h->interval);
+        kv_msec(out, ind + 2, "timeout", h->timeout);
+        kv_str(out, ind + 2, "method", h->method);
+        kv_str(out, ind + 2, "path", h->path);
+        if (h->host)
+            kv_str(out, ind + 2, "host", h->host);
+        kv_str(out, ind + 2, "status", h->status);
+        if (h->body)
+            kv_str(out, ind + 2, "body", h->body);
+        kv_int(out, ind + 2, "rise", h->rise);
+        kv_int(out, ind + 2, "fall", h->fall);
+        IND(out, ind + 1);
+        fputs("};\n", out);
+    }
     IND(out, ind + 1);
     fputs("servers = (\n", out);
     for (size_t i = 0; i < up->nservers; i++) {

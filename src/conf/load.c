@@ -196,6 +196,7 @@ static int fn_route_hosts(ld_t *, const config_setting_t *, void *);
 static int fn_route_methods(ld_t *, const config_setting_t *, void *);
 static int fn_route_pair(ld_t *, const config_setting_t *, void *);
 static int fn_split(ld_t *, const config_setting_t *, void *);
+static int fn_health(ld_t *, const config_setting_t *, void *);
 
 static const directive_t global_dirs[] = {
     ROW("worker_processes",     D_WORKERS,  1, 512,        "auto",   lg_conf_t, worker_processes),
@@ -256,6 +257,20 @@ static const directive_t upstream_dirs[] = {
     ROW("hash_key",     D_STRING,   0, 0,    "$request_uri", lg_upstream_t, hash_key),
     ROW("max_fails",    D_INT,      0, 1000, "1",   lg_upstream_t, max_fails),
     ROW("fail_timeout", D_DURATION, 1, WEEK, "10s", lg_upstream_t, fail_timeout),
+    CUSTOM("health_check", fn_health),
+    { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
+};
+
+static const directive_t health_dirs[] = {
+    ROW("interval", D_DURATION, 10, WEEK, "5s", lg_health_t, interval),
+    ROW("timeout",  D_DURATION, 1, WEEK,  "2s", lg_health_t, timeout),
+    ROW("method",   D_STRING,   0, 0,     "GET", lg_health_t, method),
+    ROW("path",     D_STRING,   0, 0,     "/", lg_health_t, path),
+    ROW("host",     D_STRING,   0, 0,     NULL, lg_health_t, host),
+    ROW("status",   D_STRING,   0, 0,     "200-399", lg_health_t, status),
+    ROW("body",     D_STRING,   0, 0,     NULL, lg_health_t, body),
+    ROW("rise",     D_INT,      1, 100,   "2", lg_health_t, rise),
+    ROW("fall",     D_INT,      1, 100,   "3", lg_health_t, fall),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -1192,6 +1207,38 @@ static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
         rc->rt->query_value = value;
     }
     return 0;
+}
+
+static int fn_health(ld_t *ld, const config_setting_t *s, void *base)
+{
+    lg_upstream_t *up = base;
+    if (!config_setting_is_group(s))
+        return ld_error(ld, s, "'health_check' must be a group { interval = ...; path = ...; }");
+    lg_health_t *h = ld_calloc(ld, 1, sizeof(*h));
+    if (h == NULL)
+        return ld_oom(ld, s);
+    table_unset(health_dirs, h);
+    int rc = parse_block(ld, s, "health_check", health_dirs, h, NULL, NULL);
+    rc |= table_defaults(ld, health_dirs, h);
+    if (rc == 0) {
+        int a = 0, b = 0, n = 0;
+        if (sscanf(h->status, "%d-%d%n", &a, &b, &n) == 2 && h->status[n] == '\0') {
+            /* a range */
+        } else if (sscanf(h->status, "%d%n", &a, &n) == 1 && h->status[n] == '\0') {
+            b = a;
+        } else {
+            a = 0;
+        }
+        const config_setting_t *st = config_setting_get_member(s, "status");
+        if (a < 100 || b > 599 || a > b)
+            return ld_error(ld, st ? st : s, "'status' must be a status or a range such as \"200-399\"");
+        h->status_min = a;
+        h->status_max = b;
+        if (h->path[0] != '/')
+            return ld_error(ld, s, "health_check 'path' must start with '/'");
+    }
+    up->health = h;
+    return rc;
 }
 
 /* split = ( { upstream = "stable"; weight = 90; }, { upstream = "canary"; weight = 10; } ) */

@@ -178,6 +178,8 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
 
     tick.cb = tick_cb;
     lg_timer_set(&lg_w.loop, &tick, 1000);
+    if (slot == 0)
+        lg_health_start();      /* once for the whole process tree */
 
     for (;;) {
         lg_loop_once(&lg_w.loop, 1000);
@@ -192,6 +194,7 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
         }
         if (sig_quit && !lg_w.quitting) {
             lg_w.quitting = 1;
+            lg_health_stop();
             stop_accepting();
             lg_sessions_close_idle();
         }

@@ -215,6 +215,10 @@ void        lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms);
 void        lg_upstream_release(lg_uconn_t *uc, int reusable);
 const char *lg_uconn_addr(const lg_uconn_t *uc);
 
+/* health.c: active health checks, run by worker slot 0 only */
+void lg_health_start(void);
+void lg_health_stop(void);
+
 /* route.c */
 const lg_server_t *lg_route_server(const lg_bind_t *b, lg_str_t host);
 const lg_route_t  *lg_route_find(const lg_server_t *srv, const lg_session_t *s,

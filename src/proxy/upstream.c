@@ -140,7 +140,8 @@ static int server_out(const lg_upstream_t *up, size_t i, lg_msec_t now)
     if (up->servers[i].down)
         return 1;
     lg_upstate_t *st = up->state;
-    return st && atomic_load_explicit(&st[i].down_until, memory_order_relaxed) > now;
+    return st && (atomic_load_explicit(&st[i].down_until, memory_order_relaxed) > now ||
+                  atomic_load_explicit(&st[i].hc_down, memory_order_relaxed));
 }
 
 static uint32_t active_sum(const lg_upstate_t *st)

@@ -1,0 +1,246 @@
+/*
+ * Active health checks.  One worker (slot 0 of the current generation)
+ * probes every server of every upstream that has a health_check, and
+ * writes the verdict into the shared upstream state, so the whole process
+ * tree acts on one set of checks instead of one per worker.
+ *
+ * A probe is a small state machine in the worker's event loop:
+ *   CONNECT -> SEND -> READ -> (verdict) -> idle until the next interval,
+ * with one timer for both the interval and the probe's timeout.  The probe
+ * sends "Connection: close" and reads until the peer closes, the head and
+ * the body match are decided, or its buffer is full.
+ */
+#include "proxy/proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "proxy/upstate.h"
+
+typedef enum hc_state {
+    HC_IDLE    = 0,             /* waiting for the next interval */
+    HC_CONNECT = 1,
+    HC_SEND    = 2,
+    HC_READ    = 3,
+} hc_state_t;
+
+typedef struct probe {
+    lg_io_t        io;
+    lg_timer_t     timer;
+    hc_state_t     state;
+    lg_upstream_t *up;          /* borrowed from the conf */
+    size_t         si;
+    char           req[1024];
+    size_t         req_len, sent;
+    char           buf[8192];
+    size_t         len;
+} probe_t;
+
+static probe_t *probes;         /* owned array */
+static size_t nprobes;
+
+static void probe_verdict(probe_t *p, int ok, const char *why);
+
+static void probe_close(probe_t *p)
+{
+    if (p->io.fd >= 0) {
+        lg_io_del(&lg_w.loop, &p->io);
+        close(p->io.fd);
+        p->io.fd = -1;
+    }
+}
+
+/* Did the response pass?  0 = not decided yet, 1 = pass, -1 = fail. */
+static int judge(probe_t *p, int eof, const char **why)
+{
+    const lg_health_t *h = p->up->health;
+    int major, minor, status;
+    char *end = memmem(p->buf, p->len, "\r\n\r\n", 4);
+    if (end == NULL) {
+        *why = "no complete response head";
+        return eof || p->len == sizeof(p->buf) ? -1 : 0;
+    }
+    if (sscanf(p->buf, "HTTP/%d.%d %d", &major, &minor, &status) != 3) {
+        *why = "not an HTTP response";
+        return -1;
+    }
+    if (status < h->status_min || status > h->status_max) {
+        *why = "unexpected status";
+        return -1;
+    }
+    if (h->body == NULL)
+        return 1;
+    const char *body = end + 4;
+    size_t blen = p->len - (size_t)(body - p->buf);
+    if (memmem(body, blen, h->body, strlen(h->body)))
+        return 1;
+    *why = "body does not match";
+    return eof || p->len == sizeof(p->buf) ? -1 : 0;
+}
+
+static void probe_io(lg_io_t *io, uint32_t ev)
+{
+    probe_t *p = io->data;
+    const char *why = NULL;
+    if (p->state == HC_CONNECT) {
+        int err = 0;
+        socklen_t l = sizeof(err);
+        getsockopt(p->io.fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        if (err || (ev & (EPOLLERR | EPOLLHUP)) == (EPOLLERR | EPOLLHUP)) {
+            probe_verdict(p, 0, "connect failed");
+            return;
+        }
+        if (!(ev & EPOLLOUT))
+            return;
+        p->state = HC_SEND;
+    }
+    if (p->state == HC_SEND) {
+        while (p->sent < p->req_len) {
+            ssize_t n = send(p->io.fd, p->req + p->sent, p->req_len - p->sent, MSG_NOSIGNAL);
+            if (n > 0) {
+                p->sent += (size_t)n;
+                continue;
+            }
+            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+            probe_verdict(p, 0, "send failed");
+            return;
+        }
+        p->state = HC_READ;
+    }
+    if (p->state == HC_READ) {
+        for (;;) {
+            ssize_t n = recv(p->io.fd, p->buf + p->len, sizeof(p->buf) - p->len, 0);
+            if (n > 0) {
+                p->len += (size_t)n;
+                int v = judge(p, 0, &why);
+                if (v) {
+                    probe_verdict(p, v > 0, why);
+                    return;
+                }
+                continue;
+            }
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && errno == EAGAIN)
+                return;
+            int v = judge(p, 1, &why);
+            probe_verdict(p, v > 0, n < 0 ? "read failed" : why);
+            return;
+        }
+    }
+}
+
+static void probe_start(probe_t *p)
+{
+    const lg_addr_t *a = &p->up->servers[p->si].addr;
+    p->len = p->sent = 0;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        probe_verdict(p, 0, "socket failed");
+        return;
+    }
+    if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        probe_verdict(p, 0, "connect failed");
+        return;
+    }
+    p->io.fd = fd;
+    p->io.cb = probe_io;
+    p->io.data = p;
+    p->state = HC_CONNECT;
+    if (lg_io_add(&lg_w.loop, &p->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
+        probe_close(p);
+        probe_verdict(p, 0, "epoll_ctl failed");
+        return;
+    }
+    lg_timer_set(&lg_w.loop, &p->timer, p->up->health->timeout);
+}
+
+static void probe_timer(lg_timer_t *t)
+{
+    probe_t *p = t->data;
+    if (p->state == HC_IDLE)
+        probe_start(p);
+    else
+        probe_verdict(p, 0, "timed out");
+}
+
+/* Count the result; flip the shared state after `rise` passes or `fall` failures in a row. */
+static void probe_verdict(probe_t *p, int ok, const char *why)
+{
+    probe_close(p);
+    lg_timer_del(&lg_w.loop, &p->timer);
+    p->state = HC_IDLE;
+    const lg_health_t *h = p->up->health;
+    lg_upstate_t *st = p->up->state ? &p->up->state[p->si] : NULL;
+    if (st) {
+        int32_t k = atomic_load_explicit(&st->hc_streak, memory_order_relaxed);
+        k = ok ? (k > 0 ? k + 1 : 1) : (k < 0 ? k - 1 : -1);
+        atomic_store_explicit(&st->hc_streak, k, memory_order_relaxed);
+        int down = atomic_load_explicit(&st->hc_down, memory_order_relaxed);
+        if (!down && k <= -h->fall) {
+            atomic_store_explicit(&st->hc_down, 1, memory_order_relaxed);
+            lg_warn("upstream \"%s\" server %s is down: health check failed %d times (%s)",
+                    p->up->name, p->up->servers[p->si].addr.text, -k, why ? why : "?");
+        } else if (down && k >= h->rise) {
+            atomic_store_explicit(&st->hc_down, 0, memory_order_relaxed);
+            lg_notice("upstream \"%s\" server %s is up: health check passed %d times",
+                      p->up->name, p->up->servers[p->si].addr.text, k);
+        }
+    }
+    if (!lg_w.quitting)
+        lg_timer_set(&lg_w.loop, &p->timer, h->interval);
+}
+
+void lg_health_start(void)
+{
+    const lg_conf_t *c = lg_w.conf;
+    size_t n = 0;
+    for (size_t u = 0; u < c->nupstreams; u++)
+        if (c->upstreams[u].health)
+            n += c->upstreams[u].nservers;
+    if (n == 0)
+        return;
+    probes = calloc(n, sizeof(*probes));
+    if (probes == NULL) {
+        lg_alert("no memory for health checks");
+        return;
+    }
+    for (size_t u = 0; u < c->nupstreams; u++) {
+        lg_upstream_t *up = &c->upstreams[u];
+        if (up->health == NULL)
+            continue;
+        for (size_t i = 0; i < up->nservers; i++) {
+            probe_t *p = &probes[nprobes++];
+            p->io.fd = -1;
+            p->up = up;
+            p->si = i;
+            p->timer.cb = probe_timer;
+            p->timer.data = p;
+            const char *host = up->health->host ? up->health->host : up->servers[i].addr.text;
+            int len = snprintf(p->req, sizeof(p->req),
+                               "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: legate-health-check\r\n"
+                               "Connection: close\r\n\r\n",
+                               up->health->method, up->health->path, host);
+            p->req_len = len > 0 && (size_t)len < sizeof(p->req) ? (size_t)len : 0;
+            /* spread the first probes over the interval */
+            lg_timer_set(&lg_w.loop, &p->timer,
+                         (lg_msec_t)(i * (size_t)up->health->interval / up->nservers) % 1000 + 1);
+        }
+    }
+    lg_info("health checks started for %zu servers", nprobes);
+}
+
+void lg_health_stop(void)
+{
+    for (size_t i = 0; i < nprobes; i++) {
+        probe_close(&probes[i]);
+        lg_timer_del(&lg_w.loop, &probes[i].timer);
+    }
+}
