@@ -87,6 +87,7 @@ typedef struct lg_common {
 typedef struct lg_upstream_server {
     lg_addr_t addr;
     int       weight;                   /* 1..1000, default 1 */
+    int       max_conns;                /* requests in flight over all workers, 0 = no limit */
     int       backup;                   /* bool: used only when every primary is down */
     int       down;                     /* bool: taken out by configuration */
     int       line;
@@ -102,6 +103,19 @@ typedef enum lg_balance {
 } lg_balance_t;
 
 struct lg_upstate;                      /* proxy/upstate.h: live state in shared memory */
+
+/* Failure conditions, for next_upstream (retry) and fail_on (passive health). */
+enum {
+    LG_COND_ERROR          = 1 << 0,    /* connect error, reset, early close */
+    LG_COND_TIMEOUT        = 1 << 1,    /* connect, send or read timeout */
+    LG_COND_INVALID_HEADER = 1 << 2,    /* invalid response head */
+    LG_COND_HTTP_500       = 1 << 3,
+    LG_COND_HTTP_502       = 1 << 4,
+    LG_COND_HTTP_503       = 1 << 5,
+    LG_COND_HTTP_504       = 1 << 6,
+    LG_COND_HTTP_429       = 1 << 7,
+    LG_COND_NON_IDEMPOTENT = 1 << 8,    /* next_upstream only: retry POST, PATCH... too */
+};
 
 /* Active health checks of an upstream's servers (run by one worker). */
 typedef struct lg_health {
@@ -126,6 +140,13 @@ typedef struct lg_upstream {
     lg_balance_t          balance;      /* derived from balance_name */
     char                 *hash_key;     /* LG_BAL_HASH: template, default "$request_uri" */
     int                   max_fails;    /* passive health: failures within fail_timeout; 0 = off; default 1 */
+    char                 *fail_on;      /* conditions that count as failures, default "error timeout invalid_header" */
+    unsigned              fail_mask;    /* derived from fail_on */
+    char                 *next_upstream; /* when to try the next server, default "error timeout" */
+    unsigned              next_mask;    /* derived */
+    int                   next_upstream_tries;      /* tries in all, 0 = one per server (default) */
+    lg_msec_t             next_upstream_timeout;    /* for all tries, 0 = no limit (default) */
+    lg_msec_t             slow_start;   /* ramp a returning server's weight over this, 0 = off */
     lg_msec_t             fail_timeout; /* default 10s: the window, and how long the server stays out */
     uint16_t             *maglev;       /* LG_BAL_HASH: lookup table (malloc'd; freed by lg_conf_free) */
     lg_health_t          *health;       /* active health checks, or NULL */

@@ -241,6 +241,11 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
     kv_str(out, ind + 1, "hash_key", up->hash_key);
     kv_int(out, ind + 1, "max_fails", up->max_fails);
     kv_msec(out, ind + 1, "fail_timeout", up->fail_timeout);
+    kv_str(out, ind + 1, "fail_on", up->fail_on);
+    kv_str(out, ind + 1, "next_upstream", up->next_upstream);
+    kv_int(out, ind + 1, "next_upstream_tries", up->next_upstream_tries);
+    kv_msec(out, ind + 1, "next_upstream_timeout", up->next_upstream_timeout);
+    kv_msec(out, ind + 1, "slow_start", up->slow_start);
     if (up->health) {
         const lg_health_t *h = up->health;
         IND(out, ind + 1);
@@ -265,7 +270,8 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
         IND(out, ind + 2);
         fputs("{ address = ", out);
         put_str(out, up->servers[i].addr.text);
-        fprintf(out, "; weight = %d; backup = %s; down = %s; }%s\n", up->servers[i].weight,
+        fprintf(out, "; weight = %d; max_conns = %d; backup = %s; down = %s; }%s\n",
+                up->servers[i].weight, up->servers[i].max_conns,
                 up->servers[i].backup ? "true" : "false", up->servers[i].down ? "true" : "false",
                 i + 1 < up->nservers ? "," : "");
     }

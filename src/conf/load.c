@@ -258,6 +258,11 @@ static const directive_t upstream_dirs[] = {
     ROW("max_fails",    D_INT,      0, 1000, "1",   lg_upstream_t, max_fails),
     ROW("fail_timeout", D_DURATION, 1, WEEK, "10s", lg_upstream_t, fail_timeout),
     CUSTOM("health_check", fn_health),
+    ROW("fail_on",       D_STRING,   0, 0,    "error timeout invalid_header", lg_upstream_t, fail_on),
+    ROW("next_upstream", D_STRING,   0, 0,    "error timeout", lg_upstream_t, next_upstream),
+    ROW("next_upstream_tries",   D_INT,      0, 100,  "0", lg_upstream_t, next_upstream_tries),
+    ROW("next_upstream_timeout", D_DURATION, 0, WEEK, "0", lg_upstream_t, next_upstream_timeout),
+    ROW("slow_start",    D_DURATION, 0, WEEK, "0", lg_upstream_t, slow_start),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -279,6 +284,7 @@ static const directive_t upstream_server_dirs[] = {
     ROW("weight", D_INT, 1, 1000, "1", lg_upstream_server_t, weight),
     ROW("backup", D_BOOL, 0, 1, "false", lg_upstream_server_t, backup),
     ROW("down",   D_BOOL, 0, 1, "false", lg_upstream_server_t, down),
+    ROW("max_conns", D_INT, 0, 1000000, "0", lg_upstream_server_t, max_conns),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -815,6 +821,40 @@ static const char *const balance_names[] = {
     [LG_BAL_RANDOM] = "random", [LG_BAL_PEAK_EWMA] = "peak_ewma",
 };
 
+/* "error timeout http_502" -> a mask; 0 and an error for an unknown word. */
+static int cond_mask(ld_t *ld, const config_setting_t *at, const char *list, int allow_ni,
+                     unsigned *out)
+{
+    static const struct { const char *name; unsigned bit; } words[] = {
+        { "error", LG_COND_ERROR }, { "timeout", LG_COND_TIMEOUT },
+        { "invalid_header", LG_COND_INVALID_HEADER }, { "http_500", LG_COND_HTTP_500 },
+        { "http_502", LG_COND_HTTP_502 }, { "http_503", LG_COND_HTTP_503 },
+        { "http_504", LG_COND_HTTP_504 }, { "http_429", LG_COND_HTTP_429 },
+        { "non_idempotent", LG_COND_NON_IDEMPOTENT }, { "off", 0 },
+    };
+    unsigned m = 0;
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, " ,");
+        if (n == 0)
+            break;
+        size_t i;
+        for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+            if (strlen(words[i].name) == n && strncmp(words[i].name, p, n) == 0)
+                break;
+        if (i == sizeof(words) / sizeof(words[0]) ||
+            (!allow_ni && words[i].bit == LG_COND_NON_IDEMPOTENT))
+            return ld_error(ld, at, "unknown condition '%.*s' (error, timeout, invalid_header, "
+                            "http_500, http_502, http_503, http_504, http_429%s, off)",
+                            (int)n, p, allow_ni ? ", non_idempotent" : "");
+        m |= words[i].bit;
+        p += n;
+    }
+    *out = m;
+    return 0;
+}
+
 /* balance name -> enum, and sanity of the server list. */
 static int check_balance(ld_t *ld, const config_setting_t *u, lg_upstream_t *up)
 {
@@ -829,6 +869,13 @@ static int check_balance(ld_t *ld, const config_setting_t *u, lg_upstream_t *up)
         return ld_error(ld, b ? b : u, "unknown balance '%s' (round_robin, least_conn, "
                         "ip_hash, hash, random, peak_ewma)", up->balance_name);
     up->balance = (lg_balance_t)i;
+    if (up->fail_on == NULL || up->next_upstream == NULL)
+        return -1;
+    const config_setting_t *fo = config_setting_get_member(u, "fail_on");
+    const config_setting_t *nu = config_setting_get_member(u, "next_upstream");
+    if (cond_mask(ld, fo ? fo : u, up->fail_on, 0, &up->fail_mask) < 0 ||
+        cond_mask(ld, nu ? nu : u, up->next_upstream, 1, &up->next_mask) < 0)
+        return -1;
     size_t primaries = 0;
     for (size_t k = 0; k < up->nservers; k++)
         primaries += !up->servers[k].backup;

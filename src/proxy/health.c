@@ -190,6 +190,7 @@ static void probe_verdict(probe_t *p, int ok, const char *why)
                     p->up->name, p->up->servers[p->si].addr.text, -k, why ? why : "?");
         } else if (down && k >= h->rise) {
             atomic_store_explicit(&st->hc_down, 0, memory_order_relaxed);
+            atomic_store_explicit(&st->back_at, lg_w.loop.now, memory_order_relaxed);
             lg_notice("upstream \"%s\" server %s is up: health check passed %d times",
                       p->up->name, p->up->servers[p->si].addr.text, k);
         }

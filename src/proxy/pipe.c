@@ -37,11 +37,16 @@ void lg_pipe_init(lg_pipe_t *p, lg_buf_t *buf, char *base, lg_body_kind_t in,
     p->dec = buf->pos;
     p->in = in;
     p->remaining = length;
+    p->length = length;
     p->out_chunked = out_chunked;
     if (in == LG_BODY_CHUNKED)
         http_chunked_init(&p->chunked);
     if (in == LG_BODY_NONE || (in == LG_BODY_LENGTH && length == 0))
         p->src_done = 1;
+    /* a Content-Length body that arrived with the head stays where it is
+     * while it is sent, so another server can be given it again */
+    p->kept = in == LG_BODY_LENGTH && base == buf->pos &&
+              (int64_t)(buf->last - buf->pos) >= length;
 }
 
 /* Decode the raw region.  Returns 0 or -1 on a framing error. */
@@ -106,6 +111,29 @@ int lg_pipe_set_codec(lg_pipe_t *p, struct lg_codec *c)
     if (p->zbuf == NULL)
         return -1;
     p->codec = c;
+    return 0;
+}
+
+int lg_pipe_rewind(lg_pipe_t *p)
+{
+    if (p->wire_bytes > p->hdr_len) {
+        if (!p->kept)
+            return -1;          /* part of the body is gone: it cannot be resent */
+        lg_buf_t *b = p->buf;
+        b->pos = p->dec = p->base;
+        if (b->last < p->base + p->length)
+            b->last = p->base + p->length;  /* the bytes are still there */
+        p->remaining = p->length;
+        p->decoded = 0;
+        p->src_done = p->length == 0;
+        p->body_bytes = 0;
+    }
+    p->done = 0;
+    p->hdr_sent = 0;
+    p->wire_bytes = 0;
+    p->fx_pos = p->fx_len = 0;
+    p->chunks = 0;
+    p->chunk_left = 0;
     return 0;
 }
 

@@ -34,6 +34,7 @@ typedef struct lg_pipe {
     char          *dec;         /* [buf->pos, dec) decoded, ready to send; [dec, buf->last) raw */
     lg_body_kind_t in;          /* framing of the source */
     int64_t        remaining;   /* LG_BODY_LENGTH: bytes still to come */
+    int64_t        length;      /* LG_BODY_LENGTH: the whole body */
     http_chunked_t chunked;
     int            out_chunked; /* re-encode as chunked towards dst */
     uint64_t       chunk_left;  /* bytes of the current output chunk still to send */
@@ -43,6 +44,7 @@ typedef struct lg_pipe {
     const char    *hdr;         /* borrowed (arena): head to send before the body */
     size_t         hdr_len, hdr_sent;
     int            src_done;    /* the whole body has been received and decoded */
+    int            kept;        /* the whole body sits at base, unchanged: it can be resent */
     int            done;        /* ...and everything has been written */
     int            src_eof;     /* the source closed */
     uint64_t       body_bytes;  /* payload bytes written */
@@ -126,6 +128,7 @@ struct lg_session {
     lg_timer_t      timer;
     lg_tkind_t      tkind;      /* what the timer is armed for */
     lg_sstate_t     state;
+    int             rerun;      /* run the state machine again even if the state is unchanged */
     const lg_bind_t *bind;      /* borrowed */
     struct sockaddr_storage peer;
     char            peer_text[64];
@@ -155,6 +158,9 @@ struct lg_session {
     const char     *set_cookie; /* canary cohort cookie to set (arena), or NULL */
     lg_uconn_t     *uc;         /* borrowed from the pool while in flight */
     size_t          tried;      /* bit mask of upstream servers tried */
+    unsigned        ntries;     /* tries counted against next_upstream_tries */
+    lg_msec_t       t_first_try;
+    int             attach_err; /* why no server could be had (EBUSY: max_conns) */
     int             abandoned;  /* response ended before the request body was sent */
     lg_msec_t       t_upstream; /* when the upstream try started */
     lg_pipe_t       reqp;       /* client -> upstream */
@@ -197,6 +203,8 @@ void lg_pipe_init(lg_pipe_t *p, lg_buf_t *buf, char *base, lg_body_kind_t in,
 lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst);
 /* Put a filter between source and destination (it is the pipe's from now). */
 int          lg_pipe_set_codec(lg_pipe_t *p, struct lg_codec *c);
+/* Send the head (and a kept body) again, to another server; -1 if the body is gone. */
+int          lg_pipe_rewind(lg_pipe_t *p);
 void         lg_pipe_release(lg_pipe_t *p);     /* idempotent */
 
 /* What the response goes through on its way to the client. */

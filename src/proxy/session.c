@@ -345,12 +345,17 @@ static void log_upstream_error(lg_session_t *s, int err, const char *what)
  * in the arena and only its send position is reset, so a retry costs no
  * rebuild.
  */
-static int attach_upstream(lg_session_t *s)
+static int attach_upstream(lg_session_t *s, int counted)
 {
     int err = 0;
     lg_uconn_t *uc = lg_upstream_get(s, s->up, &s->tried, &err);
-    if (uc == NULL)
+    if (uc == NULL) {
+        s->attach_err = err;
         return -1;
+    }
+    if (counted && s->ntries++ == 0)
+        s->t_first_try = lg_w.loop.now;
+    s->rerun = 1;               /* a new connection: drive the session again */
     s->uc = uc;
     uc->owner = s;
     uc->e.io.cb = upstream_cb;
@@ -366,12 +371,8 @@ static int attach_upstream(lg_session_t *s)
     }
     s->t_upstream = lg_w.loop.now;
     s->rsp_scanned = 0;
-    s->reqp.done = 0;           /* the head (and intact body) go out again */
-    s->reqp.hdr_sent = 0;
-    s->reqp.wire_bytes = 0;
-    s->reqp.fx_pos = s->reqp.fx_len = 0;
-    s->reqp.chunks = 0;
-    s->reqp.chunk_left = 0;
+    if (s->reqp.buf)
+        lg_pipe_rewind(&s->reqp);   /* the head (and a kept body) go out again */
     return 0;
 }
 
@@ -383,7 +384,13 @@ static void start_upstream(lg_session_t *s)
                  s->ri.body == LG_BODY_CHUNKED);
     /* a chunked body has no announced length: count it as it comes */
     s->reqp.limit = (uint64_t)s->route->common.client_max_body_size;
-    if (attach_upstream(s) < 0) {
+    if (attach_upstream(s, 1) < 0) {
+        if (s->attach_err == EBUSY) {
+            lg_error("upstream \"%s\": every server is at max_conns, client %s", s->up->name,
+                     s->peer_text);
+            respond_error(s, 503);
+            return;
+        }
         lg_error("no live upstreams in \"%s\" for client %s", s->up->name,
                  s->peer_text);
         respond_error(s, 502);
@@ -406,33 +413,52 @@ static void start_upstream(lg_session_t *s)
     }
 }
 
+/* May this request go to another server after a failure of kind `cond`? */
+static int may_retry(const lg_session_t *s, unsigned cond)
+{
+    const lg_upstream_t *up = s->up;
+    if (!(up->next_mask & cond))
+        return 0;
+    if (!s->ri.method_idempotent && !(up->next_mask & LG_COND_NON_IDEMPOTENT))
+        return 0;               /* a POST may have had its effect: not again */
+    unsigned limit = up->next_upstream_tries ? (unsigned)up->next_upstream_tries
+                                             : (unsigned)up->nservers;
+    if (s->ntries >= limit)
+        return 0;
+    if (up->next_upstream_timeout && lg_w.loop.now - s->t_first_try >= up->next_upstream_timeout)
+        return 0;
+    /* a body already (partly) sent is resent only if we still hold it whole */
+    return s->reqp.wire_bytes <= s->reqp.hdr_len || s->reqp.kept;
+}
+
 /*
- * The current upstream failed before a response head was complete.  Try
- * another server when that is safe (nothing of the body was sent, or the
- * connection was a reused one the upstream had closed), else answer 502/504.
+ * The current upstream failed before a response head was complete.  A
+ * pooled connection the server had closed is not a failure: the request
+ * simply goes out again on another.  Otherwise count the failure for
+ * passive health (fail_on), try the next server when next_upstream allows,
+ * else answer 502/504.
  */
-static void upstream_failed(lg_session_t *s, int status, int err, const char *what)
+static void upstream_failed(lg_session_t *s, int status, unsigned cond, int err, const char *what)
 {
     lg_uconn_t *uc = s->uc;
-    int stale = uc && uc->reused && s->rsp_scanned == 0 &&
+    int stale = cond == LG_COND_ERROR && uc && uc->reused && s->rsp_scanned == 0 &&
                 (uc->in == NULL || lg_buf_len(uc->in) == 0);
-    int body_intact = s->reqp.wire_bytes <= s->reqp.hdr_len;
+    int body_intact = s->reqp.wire_bytes <= s->reqp.hdr_len || s->reqp.kept;
     if (!stale) {
         log_upstream_error(s, err, what);
-        if (uc)
+        if (uc && (s->up->fail_mask & cond))
             lg_upstream_result(uc, 0, 0);   /* passive health */
     }
     lg_upstream_release(uc, 0);
     s->uc = NULL;
     if (stale && body_intact) {
-        /* an idle keep-alive connection the server had closed: not a failure */
         size_t bit = uc->server < 64 ? ((size_t)1 << uc->server) : 0;
         s->tried &= ~bit;
+        if (attach_upstream(s, 0) == 0)
+            return;
+    } else if (may_retry(s, cond) && attach_upstream(s, 1) == 0) {
+        return;
     }
-    if (body_intact && status != 504 && attach_upstream(s) == 0)
-        return;
-    if (body_intact && status == 504 && s->state == LG_S_CONNECT && attach_upstream(s) == 0)
-        return;
     s->upstream_status = status;
     respond_error(s, status);
 }
@@ -448,7 +474,7 @@ static void connect_step(lg_session_t *s)
     socklen_t len = sizeof(err);
     getsockopt(uc->e.io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err) {
-        upstream_failed(s, 502, err, "connect() failed");
+        upstream_failed(s, 502, LG_COND_ERROR, err, "connect() failed");
         return;
     }
     uc->connected = 1;
@@ -547,7 +573,7 @@ static int read_response_head(lg_session_t *s)
 {
     lg_uconn_t *uc = s->uc;
     if (uc->in == NULL && (uc->in = lg_buf_get()) == NULL) {
-        upstream_failed(s, 502, ENOMEM, "no buffer");
+        upstream_failed(s, 502, LG_COND_ERROR, ENOMEM, "no buffer");
         return 0;
     }
     lg_buf_t *b = uc->in;
@@ -558,7 +584,7 @@ static int read_response_head(lg_session_t *s)
         if (lg_buf_len(b)) {
             http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
             if (hs == NULL) {
-                upstream_failed(s, 502, ENOMEM, "out of memory");
+                upstream_failed(s, 502, LG_COND_ERROR, ENOMEM, "out of memory");
                 return 0;
             }
             http_response_t r = { .headers = hs };
@@ -573,8 +599,25 @@ static int read_response_head(lg_session_t *s)
                 lg_rsp_info_t ri;
                 if (lg_http_analyze_response(&r, s->ri.is_head, &ri) < 0) {
                     s->rsp_scanned = 1;
-                    upstream_failed(s, 502, 0, "upstream sent invalid response framing");
+                    upstream_failed(s, 502, LG_COND_INVALID_HEADER, 0, "upstream sent invalid response framing");
                     return 0;
+                }
+                unsigned sc = r.status == 500 ? LG_COND_HTTP_500 : r.status == 502 ? LG_COND_HTTP_502 :
+                              r.status == 503 ? LG_COND_HTTP_503 : r.status == 504 ? LG_COND_HTTP_504 :
+                              r.status == 429 ? LG_COND_HTTP_429 : 0;
+                if (sc && (s->up->fail_mask & sc))
+                    lg_upstream_result(uc, 0, 0);
+                if (sc && may_retry(s, sc)) {
+                    /* keep this answer until another server has been found */
+                    lg_uconn_t *old = s->uc;
+                    s->uc = NULL;
+                    if (attach_upstream(s, 1) == 0) {
+                        lg_info("upstream \"%s\" server %s answered %d: trying the next server",
+                                s->up->name, lg_uconn_addr(old), r.status);
+                        lg_upstream_release(old, 0);
+                        return 0;
+                    }
+                    s->uc = old;
                 }
                 b->pos += rc;
                 s->upstream_status = r.status;
@@ -599,7 +642,7 @@ static int read_response_head(lg_session_t *s)
                 size_t hl = 0;
                 const char *head = lg_build_client_head(s, &r, &ri, out_chunked, xf, &hl);
                 if (head == NULL) {
-                    upstream_failed(s, 502, ENOMEM, "out of memory");
+                    upstream_failed(s, 502, LG_COND_ERROR, ENOMEM, "out of memory");
                     return 0;
                 }
                 s->rspp.out_chunked = out_chunked;
@@ -610,12 +653,12 @@ static int read_response_head(lg_session_t *s)
             }
             if (rc != HTTP_AGAIN) {
                 s->rsp_scanned = 1;
-                upstream_failed(s, 502, 0, "upstream sent an invalid response head");
+                upstream_failed(s, 502, LG_COND_INVALID_HEADER, 0, "upstream sent an invalid response head");
                 return 0;
             }
         }
         if (b->last == b->end) {
-            upstream_failed(s, 502, 0, "upstream sent too big a header");
+            upstream_failed(s, 502, LG_COND_INVALID_HEADER, 0, "upstream sent too big a header");
             return 0;
         }
         if (!uc->e.r_ready) {
@@ -636,7 +679,7 @@ static int read_response_head(lg_session_t *s)
             uc->e.want_r = 1;
             return 0;
         }
-        upstream_failed(s, 502, n < 0 ? errno : 0,
+        upstream_failed(s, 502, LG_COND_ERROR, n < 0 ? errno : 0,
                         n == 0 ? "upstream prematurely closed connection while reading response header"
                                : "recv() failed while reading response header");
         return 0;
@@ -678,7 +721,7 @@ static void proxy_step(lg_session_t *s)
         }
         if (rc == LG_PIPE_ERR_DST) {
             if (!s->rsp_head_done) {
-                upstream_failed(s, 502, errno, "send() to upstream failed");
+                upstream_failed(s, 502, LG_COND_ERROR, errno, "send() to upstream failed");
                 return;
             }
             s->abandoned = 1;
@@ -824,6 +867,10 @@ static void session_run(lg_session_t *s)
         case LG_S_CLOSED:
             return;
         }
+        int rerun = s->rerun;   /* a step that changed what we wait on */
+        s->rerun = 0;
+        if (rerun && s->state != LG_S_CLOSED)
+            continue;
         if (s->state == before && s->state != LG_S_READ_HEAD)
             break;
         if (s->state == LG_S_READ_HEAD && before == LG_S_READ_HEAD)
@@ -906,7 +953,7 @@ static void session_timeout(lg_timer_t *tm)
         respond_error(s, 408);
         break;
     case LG_T_UP_CONNECT:
-        upstream_failed(s, 504, ETIMEDOUT, "upstream timed out while connecting");
+        upstream_failed(s, 504, LG_COND_TIMEOUT, ETIMEDOUT, "upstream timed out while connecting");
         break;
     case LG_T_UP_SEND:
     case LG_T_UP_READ:
@@ -915,7 +962,7 @@ static void session_timeout(lg_timer_t *tm)
             session_close(s, "upstream timeout");
             return;
         }
-        upstream_failed(s, 504, ETIMEDOUT, s->tkind == LG_T_UP_SEND
+        upstream_failed(s, 504, LG_COND_TIMEOUT, ETIMEDOUT, s->tkind == LG_T_UP_SEND
                         ? "upstream timed out while sending request"
                         : "upstream timed out while reading response header");
         break;

@@ -30,6 +30,8 @@ typedef struct lg_upstate {
     _Atomic uint32_t fails;                     /* failures in the current window */
     _Atomic int64_t  window_start;              /* ms, CLOCK_MONOTONIC (system-wide) */
     _Atomic int64_t  down_until;                /* ms; server out until then */
+    _Atomic int64_t  back_at;                   /* ms when it last came back (slow start) */
+    _Atomic uint32_t ejections;                 /* in a row: each one lasts longer */
     _Atomic int32_t  hc_down;                   /* active health check says down */
     _Atomic int32_t  hc_streak;                 /* >0 passes in a row, <0 failures */
 } lg_upstate_t;

@@ -158,25 +158,55 @@ static uint32_t active_sum(const lg_upstate_t *st)
  * Choose a server not in `tried` with the upstream's algorithm: primaries
  * first, backups only when no primary is usable.  -1 when none is.
  */
-static int pick_server(lg_session_t *s, lg_upstream_t *up, size_t tried)
+/* Slow start: a server that just came back gets a growing share of its weight. */
+#define SLOW_START_SCALE 100     /* so that a weight of 1 can still ramp */
+
+static uint32_t eff_weight(const lg_upstream_t *up, size_t i, lg_msec_t now)
+{
+    uint32_t w = (uint32_t)up->servers[i].weight;
+    if (up->slow_start == 0 || up->state == NULL)
+        return w;
+    w *= SLOW_START_SCALE;
+    int64_t back = atomic_load_explicit(&up->state[i].back_at, memory_order_relaxed);
+    if (back == 0 || now < back || now - back >= up->slow_start)
+        return w;
+    uint64_t e = (uint64_t)w * (uint64_t)(now - back) / (uint64_t)up->slow_start;
+    return e ? (uint32_t)e : 1;
+}
+
+/*
+ * Choose a server not in `tried` with the upstream's algorithm: primaries
+ * first, backups only when no primary is usable.  -1 when none is; *full
+ * says some were skipped only because they are at max_conns.
+ */
+static int pick_server(lg_session_t *s, lg_upstream_t *up, size_t tried, int *full)
 {
     lg_bal_server_t bs[64];
     size_t n = up->nservers;
     lg_msec_t now = mono_now();
     int need_load = up->balance == LG_BAL_LEAST_CONN || up->balance == LG_BAL_RANDOM ||
                     up->balance == LG_BAL_PEAK_EWMA;
+    *full = 0;
     for (int backups = 0; backups < 2; backups++) {
         int any = 0;
         for (size_t i = 0; i < n; i++) {
             int usable = !(tried & ((size_t)1 << i)) && up->servers[i].backup == backups &&
                          !server_out(up, i, now);
-            any |= usable;
-            bs[i] = (lg_bal_server_t){ .weight = (uint32_t)up->servers[i].weight,
-                                       .usable = usable };
-            if (need_load && up->state) {
+            bs[i] = (lg_bal_server_t){ .weight = (uint32_t)up->servers[i].weight *
+                                                 (up->slow_start ? SLOW_START_SCALE : 1),
+                                       .eff_weight = eff_weight(up, i, now) };
+            if ((need_load || up->servers[i].max_conns) && up->state) {
                 bs[i].active = active_sum(&up->state[i]);
                 bs[i].inflight = bs[i].active;
+                /* circuit breaking: a server at max_conns takes no more */
+                if (usable && up->servers[i].max_conns &&
+                    bs[i].active >= (uint32_t)up->servers[i].max_conns) {
+                    usable = 0;
+                    *full = 1;
+                }
             }
+            bs[i].usable = usable;
+            any |= usable;
             if (up->balance == LG_BAL_PEAK_EWMA)
                 bs[i].ewma_us = lg_ewma_get(&lg_w.ewma[lg_w.rr_base[up->index] + i],
                                             (uint64_t)now * 1000, LG_EWMA_TAU_US);
@@ -212,6 +242,9 @@ void lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms)
     lg_upstate_t *st = up->state ? &up->state[uc->server] : NULL;
     lg_msec_t now = mono_now();
     if (ok) {
+        if (st && atomic_load_explicit(&st->ejections, memory_order_relaxed) &&
+            now - atomic_load_explicit(&st->back_at, memory_order_relaxed) > 10 * up->fail_timeout)
+            atomic_store_explicit(&st->ejections, 0, memory_order_relaxed);
         if (up->balance == LG_BAL_PEAK_EWMA)
             lg_ewma_update(&lg_w.ewma[lg_w.rr_base[up->index] + uc->server],
                            (uint64_t)(latency_ms > 0 ? latency_ms : 0) * 1000 + 100,
@@ -232,10 +265,14 @@ void lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms)
     uint32_t f = atomic_fetch_add_explicit(&st->fails, 1, memory_order_relaxed) + 1;
     if (f >= (uint32_t)up->max_fails &&
         atomic_load_explicit(&st->down_until, memory_order_relaxed) <= now) {
-        atomic_store_explicit(&st->down_until, now + up->fail_timeout, memory_order_relaxed);
+        /* outlier ejection: each ejection in a row lasts longer, up to 10x */
+        uint32_t k = atomic_fetch_add_explicit(&st->ejections, 1, memory_order_relaxed);
+        lg_msec_t d = up->fail_timeout * (lg_msec_t)(1 + (k < 9 ? k : 9));
+        atomic_store_explicit(&st->down_until, now + d, memory_order_relaxed);
+        atomic_store_explicit(&st->back_at, now + d, memory_order_relaxed);
         atomic_store_explicit(&st->fails, 0, memory_order_relaxed);
         lg_warn("upstream \"%s\" server %s is out for %lld ms after %u failures",
-                up->name, up->servers[uc->server].addr.text, (long long)up->fail_timeout, f);
+                up->name, up->servers[uc->server].addr.text, (long long)d, f);
     }
 }
 
@@ -298,9 +335,12 @@ static lg_uconn_t *uconn_connect(lg_upstream_t *up, size_t si, int *err)
 lg_uconn_t *lg_upstream_get(lg_session_t *s, lg_upstream_t *up, size_t *tried, int *err)
 {
     for (;;) {
-        int si = pick_server(s, up, *tried);
-        if (si < 0)
+        int full = 0;
+        int si = pick_server(s, up, *tried, &full);
+        if (si < 0) {
+            *err = full ? EBUSY : 0;
             return NULL;
+        }
         if (si < 64)
             *tried |= (size_t)1 << si;
         size_t u = (size_t)up->index;
@@ -321,7 +361,8 @@ lg_uconn_t *lg_upstream_get(lg_session_t *s, lg_upstream_t *up, size_t *tried, i
             return uc;
         }
         lg_uconn_t tmp = { .up = up, .server = (size_t)si };
-        lg_upstream_result(&tmp, 0, 0);
+        if (up->fail_mask & LG_COND_ERROR)
+            lg_upstream_result(&tmp, 0, 0);
         lg_log_errno(LG_LOG_ERROR, *err, "connect() to upstream \"%s\" server %s failed",
                      up->name, up->servers[si].addr.text);
     }
