@@ -147,6 +147,8 @@ typedef struct lg_upstream {
     int                   next_upstream_tries;      /* tries in all, 0 = one per server (default) */
     lg_msec_t             next_upstream_timeout;    /* for all tries, 0 = no limit (default) */
     lg_msec_t             slow_start;   /* ramp a returning server's weight over this, 0 = off */
+    int                   queue;        /* requests per worker that may wait for max_conns room, 0 = none */
+    lg_msec_t             queue_timeout; /* how long one may wait, default 1s */
     lg_msec_t             fail_timeout; /* default 10s: the window, and how long the server stays out */
     uint16_t             *maglev;       /* LG_BAL_HASH: lookup table (malloc'd; freed by lg_conf_free) */
     lg_health_t          *health;       /* active health checks, or NULL */

@@ -246,6 +246,8 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
     kv_int(out, ind + 1, "next_upstream_tries", up->next_upstream_tries);
     kv_msec(out, ind + 1, "next_upstream_timeout", up->next_upstream_timeout);
     kv_msec(out, ind + 1, "slow_start", up->slow_start);
+    kv_int(out, ind + 1, "queue", up->queue);
+    kv_msec(out, ind + 1, "queue_timeout", up->queue_timeout);
     if (up->health) {
         const lg_health_t *h = up->health;
         IND(out, ind + 1);

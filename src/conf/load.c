@@ -263,6 +263,8 @@ static const directive_t upstream_dirs[] = {
     ROW("next_upstream_tries",   D_INT,      0, 100,  "0", lg_upstream_t, next_upstream_tries),
     ROW("next_upstream_timeout", D_DURATION, 0, WEEK, "0", lg_upstream_t, next_upstream_timeout),
     ROW("slow_start",    D_DURATION, 0, WEEK, "0", lg_upstream_t, slow_start),
+    ROW("queue",         D_INT,      0, 100000, "0", lg_upstream_t, queue),
+    ROW("queue_timeout", D_DURATION, 1, WEEK, "1s", lg_upstream_t, queue_timeout),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 

@@ -401,9 +401,9 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
 
     if (s->ri.authority.n)
         sb_header(&b, "Host", 4, s->ri.authority.p, s->ri.authority.n);
-    else
-        sb_header(&b, "Host", 4, s->uc ? lg_uconn_addr(s->uc) : "localhost",
-                  strlen(s->uc ? lg_uconn_addr(s->uc) : "localhost"));
+    else    /* an HTTP/1.0 request without Host: name the upstream's first server */
+        sb_header(&b, "Host", 4, s->up->servers[0].addr.text,
+                  strlen(s->up->servers[0].addr.text));
 
     const http_header_t *xff = NULL, *via = NULL, *fwd = NULL;
     for (size_t i = 0; i < s->req.num_headers; i++) {

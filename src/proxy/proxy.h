@@ -109,6 +109,7 @@ typedef enum lg_tkind {
     LG_T_UP_SEND = 5,           /* proxy_send_timeout */
     LG_T_UP_READ = 6,           /* proxy_read_timeout */
     LG_T_LINGER = 7,            /* lingering close */
+    LG_T_QUEUE = 8,             /* queued: next look for room (queue_timeout bounds it) */
 } lg_tkind_t;
 
 typedef enum lg_sstate {
@@ -118,6 +119,7 @@ typedef enum lg_sstate {
     LG_S_LOCAL      = 3,        /* writing a response made here */
     LG_S_DRAIN      = 4,        /* lingering close: reading and discarding */
     LG_S_CLOSED     = 5,
+    LG_S_QUEUED     = 6,        /* waiting for room under max_conns */
 } lg_sstate_t;
 
 const char *lg_sstate_name(lg_sstate_t s);
@@ -159,6 +161,7 @@ struct lg_session {
     lg_uconn_t     *uc;         /* borrowed from the pool while in flight */
     size_t          tried;      /* bit mask of upstream servers tried */
     unsigned        ntries;     /* tries counted against next_upstream_tries */
+    lg_msec_t       t_queued;   /* when it started waiting in the queue */
     lg_msec_t       t_first_try;
     int             attach_err; /* why no server could be had (EBUSY: max_conns) */
     int             abandoned;  /* response ended before the request body was sent */
@@ -189,6 +192,7 @@ typedef struct lg_worker {
     size_t        *rr_base;     /* where each upstream starts in the flattened arrays */
     struct lg_ewma *ewma;       /* peak EWMA latency, per worker, flattened like rr_current */
     uint64_t       rng;         /* xorshift state for the random choices */
+    int           *queued;      /* requests waiting per upstream (max_conns queue) */
 } lg_worker_t;
 
 extern lg_worker_t lg_w;

@@ -54,6 +54,7 @@ const char *lg_sstate_name(lg_sstate_t st)
     case LG_S_LOCAL:     return "sending response";
     case LG_S_DRAIN:     return "lingering close";
     case LG_S_CLOSED:    return "closed";
+    case LG_S_QUEUED:    return "queued for an upstream";
     }
     return "?";
 }
@@ -76,6 +77,8 @@ static void session_close(lg_session_t *s, const char *why)
         return;
     lg_debug("closing client %s connection %llu: %s", s->peer_text,
              (unsigned long long)s->id, why);
+    if (s->state == LG_S_QUEUED)
+        lg_w.queued[s->up->index]--;
     s->state = LG_S_CLOSED;
     if (s->uc) {
         lg_upstream_release(s->uc, 0);
@@ -384,7 +387,22 @@ static void start_upstream(lg_session_t *s)
                  s->ri.body == LG_BODY_CHUNKED);
     /* a chunked body has no announced length: count it as it comes */
     s->reqp.limit = (uint64_t)s->route->common.client_max_body_size;
+    size_t len = 0;
+    const char *head = lg_build_upstream_head(s, &len);
+    if (head == NULL) {
+        respond_error(s, 500);
+        return;
+    }
+    s->reqp.hdr = head;
+    s->reqp.hdr_len = len;
     if (attach_upstream(s, 1) < 0) {
+        if (s->attach_err == EBUSY && lg_w.queued[s->up->index] < s->up->queue) {
+            /* every server is at max_conns: wait for room, bounded */
+            lg_w.queued[s->up->index]++;
+            s->t_queued = lg_w.loop.now;
+            s->state = LG_S_QUEUED;
+            return;
+        }
         if (s->attach_err == EBUSY) {
             lg_error("upstream \"%s\": every server is at max_conns, client %s", s->up->name,
                      s->peer_text);
@@ -396,14 +414,6 @@ static void start_upstream(lg_session_t *s)
         respond_error(s, 502);
         return;
     }
-    size_t len = 0;
-    const char *head = lg_build_upstream_head(s, &len);
-    if (head == NULL) {
-        respond_error(s, 500);
-        return;
-    }
-    s->reqp.hdr = head;
-    s->reqp.hdr_len = len;
     if (s->ri.expect_continue && s->ri.body != LG_BODY_NONE && lg_buf_len(b) == 0) {
         /* we read the body ourselves, so we are the one to say "go on" */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -864,6 +874,8 @@ static void session_run(lg_session_t *s)
         case LG_S_DRAIN:
             drain_step(s);
             break;
+        case LG_S_QUEUED:
+            break;              /* the queue timer looks for room */
         case LG_S_CLOSED:
             return;
         }
@@ -912,6 +924,9 @@ static void session_arm(lg_session_t *s)
     case LG_S_LOCAL:
         CONSIDER(1, c->send_timeout, LG_T_SEND);
         break;
+    case LG_S_QUEUED:
+        CONSIDER(1, 10, LG_T_QUEUE);
+        break;
     case LG_S_DRAIN:
         if (lg_timer_armed(&s->timer))
             return;
@@ -951,6 +966,21 @@ static void session_timeout(lg_timer_t *tm)
         lg_upstream_release(s->uc, 0);
         s->uc = NULL;
         respond_error(s, 408);
+        break;
+    case LG_T_QUEUE:
+        if (attach_upstream(s, 1) == 0) {
+            lg_w.queued[s->up->index]--;
+            break;
+        }
+        if (lg_w.loop.now - s->t_queued < s->up->queue_timeout) {
+            session_arm(s);     /* look again shortly */
+            return;
+        }
+        lg_w.queued[s->up->index]--;
+        lg_error("upstream \"%s\": no room under max_conns within queue_timeout, client %s",
+                 s->up->name, s->peer_text);
+        s->keep_alive = 0;
+        respond_error(s, 503);
         break;
     case LG_T_UP_CONNECT:
         upstream_failed(s, 504, LG_COND_TIMEOUT, ETIMEDOUT, "upstream timed out while connecting");

@@ -47,6 +47,9 @@ int lg_upstream_init(void)
     }
     lg_w.rr_current = calloc(total ? total : 1, sizeof(int32_t));
     lg_w.ewma = calloc(total ? total : 1, sizeof(lg_ewma_t));
+    lg_w.queued = calloc(c->nupstreams ? c->nupstreams : 1, sizeof(int));
+    if (lg_w.queued == NULL)
+        return -1;
     lg_rand_seed(&lg_w.rng, (uint64_t)getpid() * 0x9e3779b97f4a7c15ull ^ (uint64_t)lg_w.loop.now);
     return lg_w.rr_current && lg_w.ewma ? 0 : -1;
 }

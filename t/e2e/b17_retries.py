@@ -114,6 +114,36 @@ def max_conns_answers_503_fast_when_full():
     eq(request(port, target="/after").status, 200, "room again")
 
 
+@test
+def queue_waits_for_room_then_gives_up():
+    a = Origin("a")
+    port = free_port()
+    lg = Legate(conf(port, ['{ address = "%s"; max_conns = 1; }' % a.address],
+                     'queue = 4; queue_timeout = "5s";'), workers=1)
+    first = threading.Thread(target=request, args=(port,),
+                             kwargs={"target": "/s?delay=800", "timeout": 20}, daemon=True)
+    first.start()
+    wait_until(lambda: a.stats()["active"] >= 1, 10, what="the first request in flight")
+    t0 = time.monotonic()
+    r = request(port, target="/queued", timeout=20)
+    waited = time.monotonic() - t0
+    eq(r.status, 200, "the queued request is served once there is room")
+    ok(0.2 < waited < 5, "it waited for the first (%.2fs)" % waited)
+    first.join(20)
+    port2 = free_port()
+    lg2 = Legate(conf(port2, ['{ address = "%s"; max_conns = 1; }' % a.address],
+                      'queue = 4; queue_timeout = "300ms";'), workers=1)
+    lg2.allow_log(r"queue_timeout")
+    slow = threading.Thread(target=request, args=(port2,),
+                            kwargs={"target": "/s?delay=2000", "timeout": 20}, daemon=True)
+    slow.start()
+    wait_until(lambda: a.stats()["active"] >= 1, 10, what="the slow request in flight")
+    t0 = time.monotonic()
+    eq(request(port2, target="/late", timeout=20).status, 503)
+    ok(time.monotonic() - t0 < 1.5, "503 after about queue_timeout")
+    slow.join(20)
+
+
 @test(timeout=60)
 def ejection_grows_and_slow_start_ramps():
     a, b = Origin("a"), Origin("b")
