@@ -17,6 +17,7 @@
 
 #include "conf/conf.h"
 #include "core/log.h"
+#include "net/tls.h"
 #include "proc/proc.h"
 
 #ifndef LEGATE_SYSCONFDIR
@@ -165,6 +166,12 @@ int main(int argc, char **argv)
 
     char err[16384];
     lg_conf_t *conf = lg_conf_load(file, pfx, err, sizeof(err));
+    /* certificates and keys are read here, by the master, before any
+     * privilege is dropped; with -t this checks every file they name */
+    if (conf && lg_tls_prepare(conf, err, sizeof(err)) < 0) {
+        lg_conf_free(conf);
+        conf = NULL;
+    }
     if (test) {
         if (conf == NULL) {
             fputs(err, stderr);

@@ -218,9 +218,33 @@ typedef struct lg_route {
 typedef struct lg_listen {
     lg_addr_t addr;
     int       backlog;                  /* default 511 */
+    int       tls;                      /* bool: TLS on this address */
     int       is_default;               /* default_server for this address */
     int       line;
 } lg_listen_t;
+
+typedef struct lg_cert {
+    char *cert;                         /* PEM chain, resolved path */
+    char *key;                          /* PEM private key, resolved path */
+    int   line;
+} lg_cert_t;
+
+/* TLS settings of a server (used when it listens with tls = true). */
+typedef struct lg_tls_conf {
+    lg_cert_t *certs;                   /* RSA and/or ECDSA pairs */
+    size_t     ncerts;
+    char      *protocols;               /* default "TLSv1.2 TLSv1.3" */
+    char      *ciphers;                 /* TLS 1.2 list, default Mozilla intermediate */
+    char      *ciphersuites;            /* TLS 1.3 list, default OpenSSL's */
+    char      *client_ca;               /* mutual TLS: CA file, or NULL */
+    char      *verify_client;           /* "off" (default), "on", "optional" */
+    int        verify_depth;            /* default 1 */
+    char      *ocsp_response;           /* DER OCSP response file to staple, or NULL */
+    char      *hsts;                    /* Strict-Transport-Security value, or NULL */
+    lg_msec_t  handshake_timeout;       /* default 10s */
+    int        session_tickets;         /* bool, default 1 */
+    int        line;                    /* the server's line, for errors */
+} lg_tls_conf_t;
 
 typedef struct lg_server {
     lg_listen_t      *listens;
@@ -230,6 +254,8 @@ typedef struct lg_server {
     lg_route_t       *routes;           /* config order */
     size_t            nroutes;
     lg_common_t       common;
+    lg_tls_conf_t     tls;
+    void             *ssl_ctx;          /* SSL_CTX *, built by net/tls.c; NULL without certificates */
     int               index;
     int               line;
 } lg_server_t;
@@ -241,6 +267,7 @@ typedef struct lg_bind {
     lg_server_t **servers;              /* borrowed */
     size_t        nservers;
     lg_server_t  *default_server;       /* borrowed: is_default, else first */
+    int           tls;                  /* TLS on this address */
 } lg_bind_t;
 
 typedef enum lg_log_level {
@@ -271,6 +298,8 @@ typedef struct lg_conf {
     size_t          nservers;
     lg_bind_t      *binds;              /* derived: distinct listen addresses */
     size_t          nbinds;
+    lg_msec_t       tls_ticket_rotate;  /* session ticket keys rotate this often, default 1h */
+    void          (*on_free)(struct lg_conf *); /* set by layers that hang state on the conf */
 } lg_conf_t;
 
 /*

@@ -194,6 +194,34 @@ static void dump_route(FILE *out, int ind, const lg_route_t *rt)
     fputc('}', out);
 }
 
+static void dump_tls(FILE *out, int ind, const lg_tls_conf_t *t)
+{
+    if (t->ncerts) {
+        IND(out, ind);
+        fputs("tls_certificates = (", out);
+        for (size_t i = 0; i < t->ncerts; i++) {
+            fputs(" { cert = ", out);
+            put_str(out, t->certs[i].cert ? t->certs[i].cert : "");
+            fputs("; key = ", out);
+            put_str(out, t->certs[i].key ? t->certs[i].key : "");
+            fputs(i + 1 < t->ncerts ? "; }," : "; } );\n", out);
+        }
+    }
+    kv_str(out, ind, "tls_protocols", t->protocols);
+    kv_str(out, ind, "tls_ciphers", t->ciphers);
+    kv_str(out, ind, "tls_ciphersuites", t->ciphersuites);
+    if (t->client_ca)
+        kv_str(out, ind, "tls_client_ca", t->client_ca);
+    kv_str(out, ind, "tls_verify_client", t->verify_client);
+    kv_int(out, ind, "tls_verify_depth", t->verify_depth);
+    if (t->ocsp_response)
+        kv_str(out, ind, "tls_ocsp_response", t->ocsp_response);
+    if (t->hsts)
+        kv_str(out, ind, "hsts", t->hsts);
+    kv_msec(out, ind, "tls_handshake_timeout", t->handshake_timeout);
+    kv_bool(out, ind, "tls_session_tickets", t->session_tickets);
+}
+
 static void dump_server(FILE *out, int ind, const lg_server_t *srv)
 {
     IND(out, ind);
@@ -205,8 +233,9 @@ static void dump_server(FILE *out, int ind, const lg_server_t *srv)
         IND(out, ind + 2);
         fputs("{ address = ", out);
         put_str(out, l->addr.text);
-        fprintf(out, "; backlog = %d; default = %s; }%s\n", l->backlog,
-                l->is_default ? "true" : "false", i + 1 < srv->nlistens ? "," : "");
+        fprintf(out, "; backlog = %d; default = %s; tls = %s; }%s\n", l->backlog,
+                l->is_default ? "true" : "false", l->tls ? "true" : "false",
+                i + 1 < srv->nlistens ? "," : "");
     }
     IND(out, ind + 1);
     fputs(");\n", out);
@@ -220,6 +249,7 @@ static void dump_server(FILE *out, int ind, const lg_server_t *srv)
         fputs(" ];\n", out);
     }
     dump_common(out, ind + 1, &srv->common);
+    dump_tls(out, ind + 1, &srv->tls);
     IND(out, ind + 1);
     fputs("routes = (\n", out);
     for (size_t i = 0; i < srv->nroutes; i++) {
@@ -300,6 +330,7 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_int(out, 0, "worker_rlimit_nofile", conf->worker_rlimit_nofile);
     kv_msec(out, 0, "shutdown_timeout", conf->shutdown_timeout);
     kv_int(out, 0, "shared_memory_size", conf->shared_memory_size);
+    kv_msec(out, 0, "tls_ticket_rotate", conf->tls_ticket_rotate);
 
     fputs("\nhttp = {\n", out);
     dump_common(out, 1, &conf->http);

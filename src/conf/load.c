@@ -209,6 +209,7 @@ static const directive_t global_dirs[] = {
     ROW("worker_rlimit_nofile", D_INT,      0, INT32_MAX,  "0",      lg_conf_t, worker_rlimit_nofile),
     ROW("shutdown_timeout",     D_DURATION, 0, WEEK,       "10s",    lg_conf_t, shutdown_timeout),
     ROW("shared_memory_size",   D_SIZE,     65536, (int64_t)1 << 34, "1m", lg_conf_t, shared_memory_size),
+    ROW("tls_ticket_rotate",    D_DURATION, 1000, WEEK,    "1h",     lg_conf_t, tls_ticket_rotate),
     CUSTOM("http", fn_http),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
@@ -290,6 +291,67 @@ static const directive_t upstream_server_dirs[] = {
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
+#define TLS_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:" \
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+
+static int fn_tls_certs(ld_t *, const config_setting_t *, void *);
+static const char *get_string(ld_t *ld, const config_setting_t *s);
+static char *resolve_path(ld_t *ld, const char *p);
+
+/* TLS settings of a server: rows on lg_tls_conf_t. */
+static const directive_t tls_dirs[] = {
+    CUSTOM("tls_certificates", fn_tls_certs),
+    ROW("tls_protocols",     D_STRING,   0, 0, "TLSv1.2 TLSv1.3", lg_tls_conf_t, protocols),
+    ROW("tls_ciphers",       D_STRING,   0, 0, TLS_CIPHERS, lg_tls_conf_t, ciphers),
+    ROW("tls_ciphersuites",  D_STRING,   0, 0, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256",
+        lg_tls_conf_t, ciphersuites),
+    PATH("tls_client_ca",    NULL, NULL, lg_tls_conf_t, client_ca),
+    ROW("tls_verify_client", D_STRING,   0, 0, "off", lg_tls_conf_t, verify_client),
+    ROW("tls_verify_depth",  D_INT,      1, 100, "1", lg_tls_conf_t, verify_depth),
+    PATH("tls_ocsp_response", NULL, NULL, lg_tls_conf_t, ocsp_response),
+    ROW("hsts",              D_STRING,   0, 0, NULL, lg_tls_conf_t, hsts),
+    ROW("tls_handshake_timeout", D_DURATION, 1, WEEK, "10s", lg_tls_conf_t, handshake_timeout),
+    ROW("tls_session_tickets", D_BOOL,   0, 1, "true", lg_tls_conf_t, session_tickets),
+    { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
+};
+
+static int fn_tls_certs(ld_t *ld, const config_setting_t *s, void *base)
+{
+    lg_tls_conf_t *t = base;
+    if (!config_setting_is_list(s) && !config_setting_is_group(s))
+        return ld_error(ld, s, "'tls_certificates' must be { cert = ...; key = ...; } or a list of them");
+    int one = config_setting_is_group(s);
+    int n = one ? 1 : config_setting_length(s);
+    if (n == 0)
+        return ld_error(ld, s, "'tls_certificates' is empty");
+    if ((t->certs = ld_calloc(ld, (size_t)n, sizeof(*t->certs))) == NULL)
+        return ld_oom(ld, s);
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *g = one ? s : config_setting_get_elem(s, (unsigned)i);
+        const config_setting_t *c = config_setting_get_member(g, "cert");
+        const config_setting_t *k = config_setting_get_member(g, "key");
+        lg_cert_t *ce = &t->certs[t->ncerts++];
+        ce->line = (int)config_setting_source_line(g);
+        if (!config_setting_is_group(g) || c == NULL || k == NULL || config_setting_length(g) != 2) {
+            rc = ld_error(ld, g, "a certificate is { cert = \"file.pem\"; key = \"file.key\"; }");
+            continue;
+        }
+        const char *cv = get_string(ld, c), *kv = get_string(ld, k);
+        if (cv == NULL || kv == NULL) {
+            rc = -1;
+            continue;
+        }
+        ce->cert = resolve_path(ld, cv);
+        ce->key = resolve_path(ld, kv);
+        if (ce->cert == NULL || ce->key == NULL)
+            rc = ld_oom(ld, g);
+    }
+    return rc;
+}
+
 static const directive_t server_dirs[] = {
     CUSTOM("listen",      fn_listen),
     CUSTOM("server_name", fn_server_name),
@@ -301,6 +363,7 @@ static const directive_t listen_dirs[] = {
     CUSTOM("address", fn_listen_address),
     ROW("backlog", D_INT,  1, 65535, "511",   lg_listen_t, backlog),
     ROW("default", D_BOOL, 0, 1,     "false", lg_listen_t, is_default),
+    ROW("tls",     D_BOOL, 0, 1,     "false", lg_listen_t, tls),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -701,8 +764,10 @@ static const directive_t *table_find(const directive_t *t, const char *name)
  * Apply every member of group g: its row is looked up in t1 (target b1),
  * then t2 (target b2).  Returns -1 if any member had an error.
  */
-static int parse_block(ld_t *ld, const config_setting_t *g, const char *level,
-                       const directive_t *t1, void *b1, const directive_t *t2, void *b2)
+/* Up to three tables may share one group (server: its own, common, TLS). */
+static int parse_block3(ld_t *ld, const config_setting_t *g, const char *level,
+                        const directive_t *t1, void *b1, const directive_t *t2, void *b2,
+                        const directive_t *t3, void *b3)
 {
     int rc = 0, n = config_setting_length(g);
 
@@ -716,6 +781,8 @@ static int parse_block(ld_t *ld, const config_setting_t *g, const char *level,
             base = b1;
         else if ((d = table_find(t2, name)) != NULL)
             base = b2;
+        else if ((d = table_find(t3, name)) != NULL)
+            base = b3;
         else {
             rc = ld_error(ld, s, "unknown setting '%s' in %s", name, level);
             continue;
@@ -724,6 +791,12 @@ static int parse_block(ld_t *ld, const config_setting_t *g, const char *level,
             rc = -1;
     }
     return rc;
+}
+
+static int parse_block(ld_t *ld, const config_setting_t *g, const char *level,
+                       const directive_t *t1, void *b1, const directive_t *t2, void *b2)
+{
+    return parse_block3(ld, g, level, t1, b1, t2, b2, NULL, NULL);
 }
 
 /* --- upstreams --------------------------------------------------------- */
@@ -1416,7 +1489,19 @@ static int server_parse(ld_t *ld, const config_setting_t *g, lg_server_t *srv)
     table_unset(common_dirs, &srv->common);
     if (!config_setting_is_group(g))
         return ld_error(ld, g, "a server must be a group { listen = ...; routes = (...); }");
-    rc = parse_block(ld, g, "server", server_dirs, srv, common_dirs, &srv->common);
+    table_unset(tls_dirs, &srv->tls);
+    srv->tls.line = srv->line;
+    rc = parse_block3(ld, g, "server", server_dirs, srv, common_dirs, &srv->common,
+                      tls_dirs, &srv->tls);
+    rc |= table_defaults(ld, tls_dirs, &srv->tls);
+    if (srv->tls.verify_client && strcmp(srv->tls.verify_client, "off") != 0 &&
+        strcmp(srv->tls.verify_client, "on") != 0 && strcmp(srv->tls.verify_client, "optional") != 0)
+        rc = ld_error(ld, config_setting_get_member(g, "tls_verify_client"),
+                      "'tls_verify_client' must be \"off\", \"on\" or \"optional\"");
+    else if (srv->tls.verify_client && strcmp(srv->tls.verify_client, "off") != 0 &&
+             srv->tls.client_ca == NULL)
+        rc = ld_error(ld, config_setting_get_member(g, "tls_verify_client"),
+                      "'tls_verify_client' needs 'tls_client_ca'");
     const config_setting_t *l = config_setting_get_member(g, "listen");
     if (l == NULL || is_empty_list(l))
         rc = ld_error(ld, g, "server has no 'listen'");
@@ -1541,11 +1626,19 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 conf->nbinds++;
                 b->addr = l->addr;
                 b->backlog = l->backlog;
+                b->tls = l->tls;
                 if ((b->servers = ld_calloc(ld, conf->nservers, sizeof(*b->servers))) == NULL)
                     return ld_oom(ld, where);
             }
             if (l->backlog > b->backlog)
                 b->backlog = l->backlog;
+            if (l->tls != b->tls)
+                rc = ld_error(ld, listen_setting(ld, i, j), "%s is listed with tls = %s here "
+                              "and tls = %s in another server", l->addr.text,
+                              l->tls ? "true" : "false", b->tls ? "true" : "false");
+            if (l->tls && srv->tls.ncerts == 0)
+                rc = ld_error(ld, listen_setting(ld, i, j), "tls = true on %s but the server has "
+                              "no 'tls_certificates'", l->addr.text);
             b->servers[b->nservers++] = srv;
             if (l->is_default == 1) {
                 const config_setting_t *ls = listen_setting(ld, i, j);
@@ -1695,6 +1788,8 @@ void lg_conf_free(lg_conf_t *conf)
 {
     if (conf == NULL)
         return;
+    if (conf->on_free)
+        conf->on_free(conf);
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
         for (size_t j = 0; j < srv->nnames; j++)

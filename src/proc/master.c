@@ -36,6 +36,7 @@
 #include "core/log.h"
 #include "core/shm.h"
 #include "net/listen.h"
+#include "net/tls.h"
 #include "proxy/upstate.h"
 
 #define MAX_CHILDREN 1024
@@ -119,7 +120,8 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
         lg_shm_t *n = lg_shm_create((size_t)c->shared_memory_size, err, errlen);
         if (n == NULL)
             return -1;
-        if (lg_upstreams_prepare(c, n, err, errlen) < 0) {
+        if (lg_upstreams_prepare(c, n, err, errlen) < 0 ||
+            lg_tls_attach_shm(n, err, errlen) < 0) {
             lg_shm_destroy(n);
             return -1;
         }
@@ -129,7 +131,7 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
         return 0;
     }
     unsigned g = lg_shm_mark_unused(shm);
-    if (lg_upstreams_prepare(c, shm, err, errlen) < 0)
+    if (lg_upstreams_prepare(c, shm, err, errlen) < 0 || lg_tls_attach_shm(shm, err, errlen) < 0)
         return -1;
     shm_sweep_gen = g;
     shm_sweep_after = generation + 1;   /* the generation about to start */
@@ -282,6 +284,14 @@ static void reload(void)
         for (char *l = strtok_r(err, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
             lg_error("%s", l);
         lg_error("reload failed: the configuration has errors, keeping the old one");
+        return;
+    }
+    if (lg_tls_prepare(nc, err, sizeof(err)) < 0) {
+        char *save = NULL;
+        for (char *l = strtok_r(err, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+            lg_error("%s", l);
+        lg_error("reload failed: TLS errors, keeping the old configuration");
+        lg_conf_free(nc);
         return;
     }
     if (lg_listeners_sync(nc, nc->worker_processes, err, sizeof(err)) < 0) {
@@ -523,6 +533,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
                 signal_workers(SIGQUIT, 0, now_ms() + conf->shutdown_timeout);
             }
             fill_slots();
+            lg_tls_rotate(conf->tls_ticket_rotate);
         }
         kill_overdue();
     }

@@ -21,6 +21,7 @@
 
 #include "core/log.h"
 #include "net/listen.h"
+#include "net/tls.h"
 #include "proxy/proxy.h"
 
 lg_worker_t lg_w;
@@ -74,6 +75,13 @@ void lg_worker_conn_closed(void)
             lg_io_mod(&lg_w.loop, &wl[k].io, EPOLLIN);
         accepting = 1;
     }
+}
+
+/* SNI: the server of this address whose server_name matches. */
+static const lg_server_t *sni_server(const lg_bind_t *b, const char *name)
+{
+    lg_str_t h = { name, strlen(name) };
+    return lg_route_server(b, h);
 }
 
 static void tick_cb(lg_timer_t *t)
@@ -174,6 +182,7 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
         }
     }
     accepting = 1;
+    lg_tls_set_sni(sni_server);
     drop_privileges(conf);
 
     tick.cb = tick_cb;

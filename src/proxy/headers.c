@@ -8,6 +8,7 @@
  * adds, so the arena's limit bounds them.
  */
 #include "proxy/proxy.h"
+#include "net/tls.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -238,7 +239,25 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
         else if (s->server && s->server->nnames)
             sb_str(b, s->server->names[0].name);
     } else if (IS("scheme")) {
-        sb_str(b, "http");
+        sb_str(b, s->e.ssl ? "https" : "http");
+    } else if (n > 4 && memcmp(name, "ssl_", 4) == 0) {
+        char tmp2[512];
+        tmp2[0] = '\0';
+        if (IS("ssl_protocol"))
+            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_protocol(s->e.ssl));
+        else if (IS("ssl_cipher"))
+            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_cipher(s->e.ssl));
+        else if (IS("ssl_server_name"))
+            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_server_name(s->e.ssl));
+        else if (IS("ssl_session_reused"))
+            snprintf(tmp2, sizeof(tmp2), "%s", s->e.ssl ? (lg_tls_session_reused(s->e.ssl) ? "r" : ".") : "");
+        else if (IS("ssl_client_s_dn"))
+            lg_tls_client_subject(s->e.ssl, tmp2, sizeof(tmp2));
+        else if (IS("ssl_client_fingerprint"))
+            lg_tls_client_fingerprint(s->e.ssl, tmp2, sizeof(tmp2));
+        else if (IS("ssl_client_verify") && s->e.ssl)
+            lg_tls_client_verify(s->e.ssl, tmp2, sizeof(tmp2));
+        RAW(tmp2, strlen(tmp2));
     } else if (IS("server_protocol")) {
         sb_printf(b, "HTTP/%d.%d", s->req.version / 10, s->req.version % 10);
     } else if (IS("status")) {
@@ -379,6 +398,17 @@ static void add_expanded(lg_session_t *s, sb_t *b, const lg_header_ops_t *ops)
     }
 }
 
+/* Strict-Transport-Security on responses over TLS, when the server asks. */
+static void add_hsts(const lg_session_t *s, sb_t *b)
+{
+    const lg_server_t *srv = s->server ? s->server : s->bind->default_server;
+    if (s->e.ssl && srv->tls.hsts) {
+        sb_str(b, "Strict-Transport-Security: ");
+        sb_str(b, srv->tls.hsts);
+        sb_add(b, "\r\n", 2);
+    }
+}
+
 char *lg_build_upstream_head(lg_session_t *s, size_t *len)
 {
     const lg_common_t *c = &s->route->common;
@@ -440,7 +470,7 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
     if (c->x_real_ip)
         sb_printf(&b, "X-Real-IP: %s\r\n", s->peer_text);
     if (c->x_forwarded_proto)
-        sb_str(&b, "X-Forwarded-Proto: http\r\n");
+        sb_str(&b, s->e.ssl ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     if (c->x_forwarded_host && s->ri.authority.n)
         sb_header(&b, "X-Forwarded-Host", 16, s->ri.authority.p, s->ri.authority.n);
     if (c->forwarded) {
@@ -449,10 +479,11 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
             sb_add(&b, fwd->value, fwd->value_len);
             sb_add(&b, ", ", 2);
         }
+        const char *proto = s->e.ssl ? "https" : "http";
         if (s->peer.ss_family == AF_INET6)
-            sb_printf(&b, "for=\"[%s]\";proto=http", s->peer_text);
+            sb_printf(&b, "for=\"[%s]\";proto=%s", s->peer_text, proto);
         else
-            sb_printf(&b, "for=%s;proto=http", s->peer_text);
+            sb_printf(&b, "for=%s;proto=%s", s->peer_text, proto);
         if (s->ri.authority.n) {
             sb_str(&b, ";host=\"");
             sb_add(&b, s->ri.authority.p, s->ri.authority.n);
@@ -525,6 +556,7 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
         }
         sb_header(&b, h->name, h->name_len, h->value, h->value_len);
     }
+    add_hsts(s, &b);
     if (s->set_cookie) {
         sb_str(&b, "Set-Cookie: ");
         sb_str(&b, s->set_cookie);
@@ -584,6 +616,7 @@ char *lg_build_local(lg_session_t *s, int status, const char *body,
     }
     if (s->route && s->route->action == LG_ACTION_RETURN)
         add_expanded(s, &b, s->route->common.add_response_headers);
+    add_hsts(s, &b);
     if (!s->keep_alive)
         sb_str(&b, "Connection: close\r\n");
     else if (s->req.version == 10)

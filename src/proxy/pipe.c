@@ -233,8 +233,7 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
                 dst->want_w = 1;
                 return LG_PIPE_AGAIN;
             }
-            struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
-            ssize_t n = sendmsg(dst->io.fd, &mh, MSG_NOSIGNAL);
+            ssize_t n = lg_end_writev(dst, iov, cnt);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -261,9 +260,11 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
             if (p->out_chunked)
                 p->chunk_left -= left;
             if ((size_t)n < total) {
-                dst->w_ready = 0;       /* the socket buffer is full */
-                dst->want_w = 1;
-                return LG_PIPE_AGAIN;
+                lg_end_short_write(dst);
+                if (!dst->w_ready) {    /* the socket buffer is full */
+                    dst->want_w = 1;
+                    return LG_PIPE_AGAIN;
+                }
             }
             continue;
         }
@@ -296,7 +297,7 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
             return LG_PIPE_AGAIN;
         }
         size_t room = (size_t)(b->end - b->last);
-        ssize_t n = recv(src->io.fd, b->last, room, 0);
+        ssize_t n = lg_end_recv(src, b->last, room);
         if (n > 0) {
             b->last += n;
             lg_end_short_read(src, (size_t)n, room);

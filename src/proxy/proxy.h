@@ -20,6 +20,7 @@
 #include "http/message.h"
 #include "http/parse.h"
 #include "net/buf.h"
+#include "net/io.h"
 
 #define LG_MAX_HEADERS 100
 #define LG_MAX_REQUEST_LINE 8192
@@ -65,25 +66,6 @@ typedef enum lg_pipe_rc {
     LG_PIPE_ERR_LIMIT = -3,     /* the body grew past p->limit */
 } lg_pipe_rc_t;
 
-/* Per-endpoint readiness, kept by the owner (edge-triggered epoll). */
-typedef struct lg_end {
-    lg_io_t io;
-    uint8_t r_ready, w_ready, rd_hup;
-    uint8_t want_r, want_w;     /* what the last step waited for */
-} lg_end_t;
-
-/*
- * With edge-triggered epoll a read that did not fill the buffer has drained
- * the socket (new bytes raise a new edge), so skip the recv() that would
- * only say EAGAIN: one system call less per request on each side.  Not when
- * the peer has half-closed: no edge will come for the EOF.
- */
-static inline void lg_end_short_read(lg_end_t *e, size_t got, size_t room)
-{
-    if (got < room && !e->rd_hup)
-        e->r_ready = 0;
-}
-
 struct lg_uconn {
     uint32_t        magic;
     lg_end_t        e;
@@ -110,6 +92,7 @@ typedef enum lg_tkind {
     LG_T_UP_READ = 6,           /* proxy_read_timeout */
     LG_T_LINGER = 7,            /* lingering close */
     LG_T_QUEUE = 8,             /* queued: next look for room (queue_timeout bounds it) */
+    LG_T_HANDSHAKE = 9,         /* tls_handshake_timeout, for the whole handshake */
 } lg_tkind_t;
 
 typedef enum lg_sstate {
@@ -120,6 +103,7 @@ typedef enum lg_sstate {
     LG_S_DRAIN      = 4,        /* lingering close: reading and discarding */
     LG_S_CLOSED     = 5,
     LG_S_QUEUED     = 6,        /* waiting for room under max_conns */
+    LG_S_HANDSHAKE  = 7,        /* TLS handshake with the client */
 } lg_sstate_t;
 
 const char *lg_sstate_name(lg_sstate_t s);

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "net/tls.h"
 #include "http/accept.h"
 #include "http/codec.h"
 #include "proxy/balance.h"
@@ -55,6 +56,7 @@ const char *lg_sstate_name(lg_sstate_t st)
     case LG_S_DRAIN:     return "lingering close";
     case LG_S_CLOSED:    return "closed";
     case LG_S_QUEUED:    return "queued for an upstream";
+    case LG_S_HANDSHAKE: return "TLS handshake";
     }
     return "?";
 }
@@ -85,6 +87,8 @@ static void session_close(lg_session_t *s, const char *why)
         s->uc = NULL;
     }
     lg_timer_del(&lg_w.loop, &s->timer);
+    lg_tls_close(s->e.ssl);
+    s->e.ssl = NULL;
     if (s->e.io.fd >= 0) {
         lg_io_del(&lg_w.loop, &s->e.io);
         close(s->e.io.fd);
@@ -218,7 +222,7 @@ static int read_head(lg_session_t *s)
             return 0;
         }
         size_t room = (size_t)(b->end - b->last);
-        ssize_t n = recv(s->e.io.fd, b->last, room, 0);
+        ssize_t n = lg_end_recv(&s->e, b->last, room);
         if (n > 0) {
             if (lg_buf_len(b) == 0)
                 s->t_start = lg_w.loop.now;
@@ -417,7 +421,7 @@ static void start_upstream(lg_session_t *s)
     if (s->ri.expect_continue && s->ri.body != LG_BODY_NONE && lg_buf_len(b) == 0) {
         /* we read the body ourselves, so we are the one to say "go on" */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        ssize_t n = send(s->e.io.fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL);
+        ssize_t n = lg_end_send(&s->e, cont, sizeof(cont) - 1);
         if (n != (ssize_t)sizeof(cont) - 1)
             s->keep_alive = 0;
     }
@@ -763,8 +767,7 @@ static void local_step(lg_session_t *s)
             s->e.want_w = 1;
             return;
         }
-        ssize_t n = send(s->e.io.fd, s->local + s->local_sent, s->local_len - s->local_sent,
-                         MSG_NOSIGNAL);
+        ssize_t n = lg_end_send(&s->e, s->local + s->local_sent, s->local_len - s->local_sent);
         if (n > 0) {
             s->local_sent += (size_t)n;
             continue;
@@ -783,13 +786,38 @@ static void local_step(lg_session_t *s)
     finish_request(s);
 }
 
+static void handshake_step(lg_session_t *s)
+{
+    int want_r = 0, want_w = 0;
+    char why[256];
+    int rc = lg_tls_handshake(s->e.ssl, &want_r, &want_w, why, sizeof(why));
+    if (rc == 1) {
+        s->state = LG_S_READ_HEAD;
+        s->t_start = lg_w.loop.now;
+        return;
+    }
+    if (rc == 0) {
+        if (want_r) {
+            s->e.r_ready = 0;
+            s->e.want_r = 1;
+        }
+        if (want_w) {
+            s->e.w_ready = 0;
+            s->e.want_w = 1;
+        }
+        return;
+    }
+    lg_info("TLS handshake with %s failed: %s", s->peer_text, why);
+    session_close(s, "TLS handshake failed");
+}
+
 /* Lingering close: the peer may still be sending; read and drop it so our
  * response is not destroyed by a reset, until EOF or the linger timer. */
 static void drain_step(lg_session_t *s)
 {
     char sink[4096];
     while (s->e.r_ready) {
-        ssize_t n = recv(s->e.io.fd, sink, sizeof(sink), 0);
+        ssize_t n = recv(s->e.io.fd, sink, sizeof(sink), 0);   /* raw: TLS is over */
         if (n > 0)
             continue;
         if (n < 0 && errno == EINTR)
@@ -823,6 +851,8 @@ static void finish_request(lg_session_t *s)
         s->in = NULL;
         lg_arena_destroy(&s->arena);
         memset(&s->req, 0, sizeof(s->req));
+        lg_tls_close(s->e.ssl);         /* close_notify first */
+        s->e.ssl = NULL;
         shutdown(s->e.io.fd, SHUT_WR);
         s->state = LG_S_DRAIN;
         s->e.r_ready = 1;
@@ -876,6 +906,9 @@ static void session_run(lg_session_t *s)
             break;
         case LG_S_QUEUED:
             break;              /* the queue timer looks for room */
+        case LG_S_HANDSHAKE:
+            handshake_step(s);
+            break;
         case LG_S_CLOSED:
             return;
         }
@@ -927,6 +960,12 @@ static void session_arm(lg_session_t *s)
     case LG_S_QUEUED:
         CONSIDER(1, 10, LG_T_QUEUE);
         break;
+    case LG_S_HANDSHAKE: {
+        /* one deadline for the whole handshake: a trickling client is cut off */
+        lg_msec_t left = s->t_start + s->bind->default_server->tls.handshake_timeout - lg_w.loop.now;
+        CONSIDER(1, left > 0 ? left : 0, LG_T_HANDSHAKE);
+        break;
+    }
     case LG_S_DRAIN:
         if (lg_timer_armed(&s->timer))
             return;
@@ -967,6 +1006,10 @@ static void session_timeout(lg_timer_t *tm)
         s->uc = NULL;
         respond_error(s, 408);
         break;
+    case LG_T_HANDSHAKE:
+        lg_info("TLS handshake with %s timed out", s->peer_text);
+        session_close(s, "TLS handshake timed out");
+        return;
     case LG_T_QUEUE:
         if (attach_upstream(s, 1) == 0) {
             lg_w.queued[s->up->index]--;
@@ -1056,6 +1099,14 @@ void lg_session_accept(int lfd, const lg_bind_t *bind)
     sessions = s;
     lg_w.nconns++;
     s->state = LG_S_READ_HEAD;
+    if (bind->tls) {
+        s->e.ssl = lg_tls_accept(bind, fd);
+        if (s->e.ssl == NULL) {
+            session_close(s, "cannot start TLS");
+            return;
+        }
+        s->state = LG_S_HANDSHAKE;
+    }
     s->e.r_ready = 1;           /* TCP_DEFER_ACCEPT: the request is likely here */
     s->e.w_ready = 1;
     session_run(s);

@@ -1,0 +1,100 @@
+#include "net/io.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* Map an OpenSSL result to the recv/send convention. */
+static ssize_t ssl_result(lg_end_t *e, int n, int is_read)
+{
+    if (n > 0)
+        return n;
+    int err = SSL_get_error(e->ssl, n);
+    switch (err) {
+    case SSL_ERROR_WANT_READ:
+        e->r_ready = 0;
+        if (!is_read)
+            e->want_r = 1;
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_WANT_WRITE:
+        e->w_ready = 0;
+        if (is_read)
+            e->want_w = 1;
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;               /* close_notify: a clean end */
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        if (errno == 0 || n == 0)
+            return 0;           /* EOF without close_notify: treat as an end */
+        return -1;
+    default:
+        ERR_clear_error();
+        errno = EPROTO;
+        return -1;
+    }
+}
+
+ssize_t lg_end_recv(lg_end_t *e, void *buf, size_t n)
+{
+    if (e->ssl == NULL)
+        return recv(e->io.fd, buf, n, 0);
+    errno = 0;
+    int r = SSL_read(e->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+    return ssl_result(e, r, 1);
+}
+
+ssize_t lg_end_send(lg_end_t *e, const void *buf, size_t n)
+{
+    struct iovec iov = { (void *)buf, n };
+    return lg_end_writev(e, &iov, 1);
+}
+
+/*
+ * TLS writes: small vectors are gathered into one record (head + chunk
+ * framing + body would otherwise be three records); larger ones go piece
+ * by piece.  A retry after EAGAIN always starts with the same bytes, as
+ * OpenSSL requires (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER is set).
+ */
+ssize_t lg_end_writev(lg_end_t *e, const struct iovec *iov, int cnt)
+{
+    if (e->ssl == NULL) {
+        struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
+        return sendmsg(e->io.fd, &mh, MSG_NOSIGNAL);
+    }
+    static char gather[16384];
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++)
+        total += iov[i].iov_len;
+    if (cnt > 1 && total <= sizeof(gather)) {
+        size_t off = 0;
+        for (int i = 0; i < cnt; i++) {
+            memcpy(gather + off, iov[i].iov_base, iov[i].iov_len);
+            off += iov[i].iov_len;
+        }
+        errno = 0;
+        return ssl_result(e, SSL_write(e->ssl, gather, (int)total), 0);
+    }
+    ssize_t done = 0;
+    for (int i = 0; i < cnt; i++) {
+        size_t len = iov[i].iov_len;
+        const char *p = iov[i].iov_base;
+        while (len) {
+            int chunk = len > (1 << 30) ? (1 << 30) : (int)len;
+            errno = 0;
+            ssize_t n = ssl_result(e, SSL_write(e->ssl, p, chunk), 0);
+            if (n <= 0)
+                return done ? done : n;
+            done += n;
+            if (n < chunk)
+                return done;
+            p += n;
+            len -= (size_t)n;
+        }
+    }
+    return done;
+}

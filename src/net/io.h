@@ -1,0 +1,54 @@
+/*
+ * One end of a relay: a non-blocking descriptor, maybe with TLS on it, and
+ * its readiness as edge-triggered epoll reported it (nginx's "ready" flags).
+ *
+ * Every read and write of the proxy goes through lg_end_recv() and
+ * lg_end_writev(), so plain TCP, unix sockets and TLS share one code path.
+ * They return what recv/sendmsg return; "would block" is -1 with errno
+ * EAGAIN, and the matching ready flag is cleared.
+ */
+#ifndef LEGATE_NET_IO_H
+#define LEGATE_NET_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "core/event.h"
+
+typedef struct ssl_st SSL;
+
+typedef struct lg_end {
+    lg_io_t io;
+    SSL    *ssl;                /* owned: TLS on this end, or NULL */
+    uint8_t r_ready, w_ready, rd_hup;
+    uint8_t want_r, want_w;     /* what the last step waited for */
+} lg_end_t;
+
+ssize_t lg_end_recv(lg_end_t *e, void *buf, size_t n);
+ssize_t lg_end_writev(lg_end_t *e, const struct iovec *iov, int cnt);
+ssize_t lg_end_send(lg_end_t *e, const void *buf, size_t n);
+
+/*
+ * With edge-triggered epoll a read that did not fill the buffer has drained
+ * the socket (new bytes raise a new edge), so skip the recv() that would
+ * only say EAGAIN: one system call less per request on each side.  Not when
+ * the peer has half-closed (no edge will come for the EOF), and not with
+ * TLS (a record may wait decrypted inside OpenSSL with no edge to come).
+ */
+static inline void lg_end_short_read(lg_end_t *e, size_t got, size_t room)
+{
+    if (got < room && !e->rd_hup && e->ssl == NULL)
+        e->r_ready = 0;
+}
+
+/* A write that took less than offered: on a plain socket its buffer is
+ * full (wait for EPOLLOUT); with TLS it may just be one record, so try again. */
+static inline void lg_end_short_write(lg_end_t *e)
+{
+    if (e->ssl == NULL)
+        e->w_ready = 0;
+}
+
+#endif

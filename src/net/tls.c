@@ -1,0 +1,534 @@
+/*
+ * TLS contexts, handshakes and shared session-ticket keys.
+ *
+ * Ticket keys live in one shared-memory zone ("tls-tickets"):
+ *
+ *   mutex | current | keys[3] = { name[16], aes[32], hmac[32], created_ms }
+ *
+ * The master makes a new key every tls_ticket_rotate and makes it current;
+ * the two before it still decrypt (a ticket renewed with the current key on
+ * use), so a ticket lives at most three rotations.  Workers take the robust
+ * mutex only to copy a key (tens of nanoseconds); a worker killed while
+ * holding it leaves the keys valid (they are written before `current`
+ * moves), and the next locker just marks the mutex consistent.
+ */
+#include "net/tls.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+
+#define NKEYS 3
+
+typedef struct ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+    int64_t       created_ms;
+} ticket_key_t;
+
+typedef struct ticket_zone {
+    lg_shm_mutex_t mx;
+    int            current;     /* index into keys; -1 before the first */
+    ticket_key_t   keys[NKEYS];
+} ticket_zone_t;
+
+static ticket_zone_t *tickets;  /* in shared memory (attached by the master) */
+static lg_tls_sni_fn sni_fn;
+static int ex_bind = -1;        /* SSL ex_data index: the lg_bind_t */
+static int ex_server = -1;      /* SSL_CTX ex_data index: the lg_server_t */
+
+typedef struct ocsp_blob {
+    unsigned char *der;
+    long           len;
+} ocsp_blob_t;
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- errors ---- */
+
+static void add_err(char *err, size_t errlen, size_t *used, const char *file, int line,
+                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void add_err(char *err, size_t errlen, size_t *used, const char *file, int line,
+                    const char *fmt, ...)
+{
+    if (*used >= errlen)
+        return;
+    int n = snprintf(err + *used, errlen - *used, "%s:%d: ", file, line);
+    if (n > 0)
+        *used += (size_t)n < errlen - *used ? (size_t)n : errlen - *used;
+    va_list ap;
+    va_start(ap, fmt);
+    n = vsnprintf(err + *used, errlen - *used, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *used += (size_t)n < errlen - *used ? (size_t)n : errlen - *used;
+    unsigned long e = ERR_peek_last_error();
+    if (e && *used < errlen) {
+        char buf[256];
+        ERR_error_string_n(e, buf, sizeof(buf));
+        n = snprintf(err + *used, errlen - *used, " (%s)", buf);
+        if (n > 0)
+            *used += (size_t)n < errlen - *used ? (size_t)n : errlen - *used;
+    }
+    ERR_clear_error();
+    if (*used < errlen - 1) {
+        err[(*used)++] = '\n';
+        err[*used] = '\0';
+    }
+}
+
+/* ---- callbacks ---- */
+
+static int sni_cb(SSL *ssl, int *alert, void *arg)
+{
+    (void)alert;
+    (void)arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    const lg_bind_t *b = SSL_get_ex_data(ssl, ex_bind);
+    if (name == NULL || b == NULL || sni_fn == NULL)
+        return SSL_TLSEXT_ERR_OK;
+    const lg_server_t *srv = sni_fn(b, name);
+    if (srv && srv->ssl_ctx && srv->ssl_ctx != SSL_get_SSL_CTX(ssl)) {
+        SSL_CTX *ctx = srv->ssl_ctx;
+        SSL_set_SSL_CTX(ssl, ctx);
+        /* the new context's verification settings apply to this handshake */
+        SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), SSL_CTX_get_verify_callback(ctx));
+        SSL_set_verify_depth(ssl, SSL_CTX_get_verify_depth(ctx));
+        SSL_set_client_CA_list(ssl, SSL_dup_CA_list(SSL_CTX_get_client_CA_list(ctx)));
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    /* what we speak, in order of preference; "h2" joins when it exists */
+    static const unsigned char ours[] = "\x08http/1.1";
+    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof(ours) - 1, in, inlen) ==
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_OK;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;      /* the client offers nothing we speak */
+}
+
+static int ocsp_cb(SSL *ssl, void *arg)
+{
+    const ocsp_blob_t *b = arg;
+    if (b == NULL || b->der == NULL)
+        return SSL_TLSEXT_ERR_NOACK;
+    unsigned char *copy = OPENSSL_malloc((size_t)b->len);
+    if (copy == NULL)
+        return SSL_TLSEXT_ERR_NOACK;
+    memcpy(copy, b->der, (size_t)b->len);
+    SSL_set_tlsext_status_ocsp_resp(ssl, copy, b->len);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
+                     EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx, int enc)
+{
+    (void)ssl;
+    if (tickets == NULL)
+        return 0;
+    ticket_key_t k;
+    int found = -1, cur;
+    lg_shm_lock(&tickets->mx);      /* 1 (owner died) is fine: keys are complete */
+    cur = tickets->current;
+    if (enc) {
+        if (cur >= 0)
+            k = tickets->keys[cur];
+        found = cur;
+    } else {
+        for (int i = 0; i < NKEYS; i++) {
+            if (tickets->keys[i].created_ms && memcmp(tickets->keys[i].name, name, 16) == 0) {
+                k = tickets->keys[i];
+                found = i;
+                break;
+            }
+        }
+    }
+    lg_shm_unlock(&tickets->mx);
+    if (found < 0)
+        return 0;                   /* unknown key: a full handshake */
+    OSSL_PARAM params[2] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (enc) {
+        memcpy(name, k.name, 16);
+        if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) <= 0 ||
+            EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1 ||
+            EVP_MAC_init(hctx, k.hmac, sizeof(k.hmac), params) != 1)
+            return -1;
+        return 1;
+    }
+    if (EVP_MAC_init(hctx, k.hmac, sizeof(k.hmac), params) != 1 ||
+        EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1)
+        return -1;
+    return found == cur ? 1 : 2;    /* 2: valid, but issue a fresh ticket */
+}
+
+/* ---- contexts ---- */
+
+static int parse_protocols(const char *s, int *min, int *max)
+{
+    static const struct { const char *name; int v; } known[] = {
+        { "TLSv1.2", TLS1_2_VERSION }, { "TLSv1.3", TLS1_3_VERSION },
+        { "TLSv1.1", TLS1_1_VERSION }, { "TLSv1", TLS1_VERSION },
+    };
+    *min = 0;
+    *max = 0;
+    for (const char *p = s; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, " ,");
+        if (n == 0)
+            break;
+        size_t i;
+        for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+            if (strlen(known[i].name) == n && strncmp(known[i].name, p, n) == 0)
+                break;
+        if (i == sizeof(known) / sizeof(known[0]))
+            return -1;
+        if (*min == 0 || known[i].v < *min)
+            *min = known[i].v;
+        if (known[i].v > *max)
+            *max = known[i].v;
+        p += n;
+    }
+    return *min ? 0 : -1;
+}
+
+static void free_ctx(SSL_CTX *ctx)
+{
+    ocsp_blob_t *b = NULL;
+    SSL_CTX_get_tlsext_status_arg(ctx, (void **)&b);
+    if (b) {
+        free(b->der);
+        free(b);
+    }
+    SSL_CTX_free(ctx);
+}
+
+static void tls_on_free(lg_conf_t *conf)
+{
+    for (size_t i = 0; i < conf->nservers; i++) {
+        if (conf->servers[i].ssl_ctx)
+            free_ctx(conf->servers[i].ssl_ctx);
+        conf->servers[i].ssl_ctx = NULL;
+    }
+}
+
+static SSL_CTX *server_ctx(lg_conf_t *conf, lg_server_t *srv, char *err, size_t errlen,
+                           size_t *used)
+{
+    const lg_tls_conf_t *t = &srv->tls;
+    const char *file = conf->file;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        add_err(err, errlen, used, file, srv->line, "SSL_CTX_new() failed");
+        return NULL;
+    }
+    int ok = 1, min, max;
+    if (parse_protocols(t->protocols, &min, &max) < 0) {
+        add_err(err, errlen, used, file, srv->line,
+                "'tls_protocols' must list TLSv1.2 and/or TLSv1.3 (got \"%s\")", t->protocols);
+        ok = 0;
+    } else {
+        SSL_CTX_set_min_proto_version(ctx, min);
+        SSL_CTX_set_max_proto_version(ctx, max);
+    }
+    if (SSL_CTX_set_cipher_list(ctx, t->ciphers) != 1) {
+        add_err(err, errlen, used, file, srv->line, "bad 'tls_ciphers' \"%s\"", t->ciphers);
+        ok = 0;
+    }
+    if (SSL_CTX_set_ciphersuites(ctx, t->ciphersuites) != 1) {
+        add_err(err, errlen, used, file, srv->line, "bad 'tls_ciphersuites' \"%s\"",
+                t->ciphersuites);
+        ok = 0;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                          SSL_MODE_RELEASE_BUFFERS);
+    for (size_t i = 0; i < t->ncerts; i++) {
+        const lg_cert_t *c = &t->certs[i];
+        if (c->cert == NULL || c->key == NULL)
+            continue;
+        /* both pairs (RSA and ECDSA) sit in one context; OpenSSL chooses by
+         * what the client can verify */
+        if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
+            add_err(err, errlen, used, file, c->line, "cannot load certificate \"%s\": %s",
+                    c->cert, errno ? strerror(errno) : "bad PEM");
+            ok = 0;
+            continue;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, c->key, SSL_FILETYPE_PEM) != 1) {
+            add_err(err, errlen, used, file, c->line, "cannot load key \"%s\": %s", c->key,
+                    errno ? strerror(errno) : "bad PEM");
+            ok = 0;
+            continue;
+        }
+        if (SSL_CTX_check_private_key(ctx) != 1) {
+            add_err(err, errlen, used, file, c->line, "key \"%s\" does not match certificate \"%s\"",
+                    c->key, c->cert);
+            ok = 0;
+        }
+    }
+    if (t->client_ca && strcmp(t->verify_client, "off") != 0) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(t->client_ca);
+        if (names == NULL || SSL_CTX_load_verify_locations(ctx, t->client_ca, NULL) != 1) {
+            add_err(err, errlen, used, file, srv->line, "cannot load 'tls_client_ca' \"%s\"",
+                    t->client_ca);
+            ok = 0;
+        } else {
+            SSL_CTX_set_client_CA_list(ctx, names);
+            names = NULL;
+        }
+        if (names)
+            sk_X509_NAME_pop_free(names, X509_NAME_free);
+        int mode = SSL_VERIFY_PEER;
+        if (strcmp(t->verify_client, "on") == 0)
+            mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        SSL_CTX_set_verify(ctx, mode, NULL);
+        SSL_CTX_set_verify_depth(ctx, t->verify_depth);
+    }
+    if (t->ocsp_response) {
+        FILE *f = fopen(t->ocsp_response, "rb");
+        ocsp_blob_t *b = calloc(1, sizeof(*b));
+        if (f == NULL || b == NULL) {
+            add_err(err, errlen, used, file, srv->line, "cannot read 'tls_ocsp_response' \"%s\": %s",
+                    t->ocsp_response, strerror(errno));
+            ok = 0;
+            free(b);
+        } else {
+            fseek(f, 0, SEEK_END);
+            b->len = ftell(f);
+            fseek(f, 0, SEEK_SET);
+            b->der = b->len > 0 ? malloc((size_t)b->len) : NULL;
+            if (b->der == NULL || fread(b->der, 1, (size_t)b->len, f) != (size_t)b->len) {
+                add_err(err, errlen, used, file, srv->line, "cannot read 'tls_ocsp_response' \"%s\"",
+                        t->ocsp_response);
+                ok = 0;
+                free(b->der);
+                free(b);
+            } else {
+                SSL_CTX_set_tlsext_status_cb(ctx, ocsp_cb);
+                SSL_CTX_set_tlsext_status_arg(ctx, b);
+            }
+        }
+        if (f)
+            fclose(f);
+    }
+    SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    if (t->session_tickets) {
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+    } else {
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    }
+    /* TLS 1.2 clients without tickets: a per-worker session cache */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_sess_set_cache_size(ctx, 20000);
+    static const unsigned char sid_ctx[] = "legate";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    SSL_CTX_set_ex_data(ctx, ex_server, srv);
+    if (!ok) {
+        free_ctx(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+int lg_tls_prepare(lg_conf_t *conf, char *err, size_t errlen)
+{
+    if (ex_bind < 0) {
+        ex_bind = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+        ex_server = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    }
+    size_t used = 0;
+    int rc = 0;
+    err[0] = '\0';
+    conf->on_free = tls_on_free;
+    for (size_t i = 0; i < conf->nservers; i++) {
+        lg_server_t *srv = &conf->servers[i];
+        if (srv->tls.ncerts == 0)
+            continue;
+        srv->ssl_ctx = server_ctx(conf, srv, err, errlen, &used);
+        if (srv->ssl_ctx == NULL)
+            rc = -1;
+    }
+    return rc;
+}
+
+void lg_tls_set_sni(lg_tls_sni_fn fn)
+{
+    sni_fn = fn;
+}
+
+/* ---- ticket keys ---- */
+
+static void new_key(void)
+{
+    int next = (tickets->current + 1) % NKEYS;
+    ticket_key_t k;
+    if (RAND_bytes(k.name, sizeof(k.name)) <= 0 || RAND_bytes(k.aes, sizeof(k.aes)) <= 0 ||
+        RAND_bytes(k.hmac, sizeof(k.hmac)) <= 0) {
+        lg_alert("RAND_bytes() failed: session ticket keys not rotated");
+        return;
+    }
+    k.created_ms = wall_ms();
+    lg_shm_lock(&tickets->mx);
+    tickets->keys[next] = k;
+    tickets->current = next;
+    lg_shm_unlock(&tickets->mx);
+}
+
+int lg_tls_attach_shm(lg_shm_t *shm, char *err, size_t errlen)
+{
+    int fresh = 0;
+    ticket_zone_t *z = lg_shm_zone(shm, "tls-tickets", sizeof(*z), &fresh);
+    if (z == NULL) {
+        snprintf(err, errlen, "shared memory is too small for TLS ticket keys");
+        return -1;
+    }
+    tickets = z;
+    if (fresh) {
+        lg_shm_mutex_init(&z->mx);
+        z->current = -1;
+        new_key();
+    }
+    return 0;
+}
+
+void lg_tls_rotate(lg_msec_t every)
+{
+    if (tickets == NULL || tickets->current < 0)
+        return;
+    if (wall_ms() - tickets->keys[tickets->current].created_ms >= every) {
+        new_key();
+        lg_info("TLS session ticket key rotated");
+    }
+}
+
+/* ---- connections ---- */
+
+SSL *lg_tls_accept(const lg_bind_t *b, int fd)
+{
+    const lg_server_t *srv = b->default_server;
+    SSL_CTX *ctx = srv->ssl_ctx;
+    for (size_t i = 0; ctx == NULL && i < b->nservers; i++)
+        ctx = b->servers[i]->ssl_ctx;
+    if (ctx == NULL)
+        return NULL;
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL)
+        return NULL;
+    SSL_set_fd(ssl, fd);
+    SSL_set_accept_state(ssl);
+    SSL_set_ex_data(ssl, ex_bind, (void *)b);
+    return ssl;
+}
+
+int lg_tls_handshake(SSL *ssl, int *want_r, int *want_w, char *why, size_t whylen)
+{
+    ERR_clear_error();
+    int rc = SSL_do_handshake(ssl);
+    if (rc == 1)
+        return 1;
+    int e = SSL_get_error(ssl, rc);
+    if (e == SSL_ERROR_WANT_READ) {
+        *want_r = 1;
+        errno = EAGAIN;
+        return 0;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        *want_w = 1;
+        errno = EAGAIN;
+        return 0;
+    }
+    unsigned long le = ERR_get_error();
+    if (le)
+        ERR_error_string_n(le, why, whylen);
+    else
+        snprintf(why, whylen, "%s", e == SSL_ERROR_SYSCALL ? "connection closed" : "handshake failed");
+    ERR_clear_error();
+    return -1;
+}
+
+void lg_tls_close(SSL *ssl)
+{
+    if (ssl == NULL)
+        return;
+    if (SSL_is_init_finished(ssl))
+        SSL_shutdown(ssl);          /* close_notify, not waiting for the peer's */
+    ERR_clear_error();
+    SSL_free(ssl);
+}
+
+const char *lg_tls_protocol(SSL *ssl) { return ssl ? SSL_get_version(ssl) : ""; }
+const char *lg_tls_cipher(SSL *ssl) { return ssl ? SSL_get_cipher_name(ssl) : ""; }
+int lg_tls_session_reused(SSL *ssl) { return ssl ? SSL_session_reused(ssl) : 0; }
+
+const char *lg_tls_server_name(SSL *ssl)
+{
+    const char *n = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+    return n ? n : "";
+}
+
+void lg_tls_client_subject(SSL *ssl, char *buf, size_t n)
+{
+    buf[0] = '\0';
+    X509 *x = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    if (x == NULL)
+        return;
+    BIO *b = BIO_new(BIO_s_mem());
+    if (b == NULL)
+        return;
+    X509_NAME_print_ex(b, X509_get_subject_name(x), 0, XN_FLAG_RFC2253);
+    int len = BIO_read(b, buf, (int)n - 1);
+    buf[len > 0 ? len : 0] = '\0';
+    BIO_free(b);
+}
+
+void lg_tls_client_fingerprint(SSL *ssl, char *buf, size_t n)
+{
+    buf[0] = '\0';
+    X509 *x = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (x == NULL || X509_digest(x, EVP_sha256(), md, &mdlen) != 1)
+        return;
+    for (unsigned int i = 0; i < mdlen && 2 * i + 2 < n; i++)
+        snprintf(buf + 2 * i, 3, "%02x", md[i]);
+}
+
+void lg_tls_client_verify(SSL *ssl, char *buf, size_t n)
+{
+    if (ssl == NULL || SSL_get0_peer_certificate(ssl) == NULL) {
+        snprintf(buf, n, "NONE");
+        return;
+    }
+    long r = SSL_get_verify_result(ssl);
+    if (r == X509_V_OK)
+        snprintf(buf, n, "SUCCESS");
+    else
+        snprintf(buf, n, "FAILED:%s", X509_verify_cert_error_string(r));
+}
