@@ -452,9 +452,10 @@ static void make_ready_status(lg_resolver_t *r, lg_resolve_t *h, int status)
 }
 
 /*
- * Delivers the lookups that were ready when the timer fired; those made
- * ready by callbacks wait for the next run (the timer is armed again), so a
- * callback that keeps resolving cannot starve the loop.
+ * Delivers the lookups that were ready when the timer fired.  Those made
+ * ready by the callbacks go into r->ready and a new run of the timer (still
+ * within this lg_loop_once(), the timer being due at once), so no callback
+ * ever runs inside another.
  */
 static void deliver(lg_timer_t *t)
 {
@@ -795,8 +796,8 @@ lg_resolve_t *lg_resolve(lg_resolver_t *r, const char *name, lg_resolve_cb cb, v
     htab_insert(&r->pending, &q->hn);
     r->st.queries++;
 
-    /* absolute unless search domains were asked for */
-    if (!r->o.search) {
+    /* absolute unless search domains were asked for and the name has no final dot */
+    if (!r->o.search || name[len - 1] == '.') {
         key[klen] = '.';
         key[klen + 1] = '\0';
     }
@@ -1048,7 +1049,8 @@ lg_resolver_t *lg_resolver_new(lg_loop_t *loop, const lg_resolver_opts_t *o,
     list_init(&r->ready);
     list_init(&r->lru);
 
-    if (htab_init(&r->cache, o->cache_size) < 0 || htab_init(&r->pending, 64) < 0 ||
+    if (htab_init(&r->cache, o->cache_size < 65536 ? o->cache_size : 65536) < 0 ||
+        htab_init(&r->pending, 64) < 0 ||
         htab_init(&r->hosts, 16) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;

@@ -130,7 +130,12 @@ void lg_resolver_free(lg_resolver_t *r);
  */
 lg_resolve_t *lg_resolve(lg_resolver_t *r, const char *name, lg_resolve_cb cb, void *arg);
 
-/* cb will not run.  Must be called before cb has run, never after. */
+/*
+ * cb will not run.  Call it while the lookup is pending; from inside the
+ * lookup's own callback it is a harmless no-op (a teardown path may get
+ * there), but once the callback has returned the handle is freed: clear
+ * your pointer to it first thing in the callback.  NULL is fine.
+ */
 void lg_resolve_cancel(lg_resolve_t *q);
 
 /* Forgets every cached answer (answers in flight are still cached). */

@@ -45,6 +45,7 @@ typedef struct ticket_zone {
 } ticket_zone_t;
 
 static ticket_zone_t *tickets;  /* in shared memory (attached by the master) */
+static EVP_CIPHER *ticket_cipher; /* fetched once: a fetch per ticket costs locks and lookups */
 static lg_tls_sni_fn sni_fn;
 static int ex_bind = -1;        /* SSL ex_data index: the lg_bind_t */
 static int ex_server = -1;      /* SSL_CTX ex_data index: the lg_server_t */
@@ -172,16 +173,18 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
         OSSL_PARAM_construct_end(),
     };
+    if (ticket_cipher == NULL && (ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL)) == NULL)
+        return -1;
     if (enc) {
         memcpy(name, k.name, 16);
-        if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) <= 0 ||
-            EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1 ||
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(ticket_cipher)) <= 0 ||
+            EVP_EncryptInit_ex(ectx, ticket_cipher, NULL, k.aes, iv) != 1 ||
             EVP_MAC_init(hctx, k.hmac, sizeof(k.hmac), params) != 1)
             return -1;
         return 1;
     }
     if (EVP_MAC_init(hctx, k.hmac, sizeof(k.hmac), params) != 1 ||
-        EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1)
+        EVP_DecryptInit_ex(ectx, ticket_cipher, NULL, k.aes, iv) != 1)
         return -1;
     return found == cur ? 1 : 2;    /* 2: valid, but issue a fresh ticket */
 }
@@ -341,6 +344,9 @@ static SSL_CTX *server_ctx(lg_conf_t *conf, lg_server_t *srv, char *err, size_t 
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     if (t->session_tickets) {
         SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+        /* one TLS 1.3 ticket per handshake (OpenSSL sends two): a client
+         * resumes with one, and each costs an encryption and a record */
+        SSL_CTX_set_num_tickets(ctx, 1);
     } else {
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     }
