@@ -18,6 +18,7 @@
 #include "conf/conf.h"
 #include "core/log.h"
 #include "net/tls.h"
+#include "proxy/proxy.h"
 #include "proc/proc.h"
 
 #ifndef LEGATE_SYSCONFDIR
@@ -168,7 +169,9 @@ int main(int argc, char **argv)
     lg_conf_t *conf = lg_conf_load(file, pfx, err, sizeof(err));
     /* certificates and keys are read here, by the master, before any
      * privilege is dropped; with -t this checks every file they name */
-    if (conf && lg_tls_prepare(conf, err, sizeof(err)) < 0) {
+    /* (both run, so every error of either is reported) */
+    if (conf && ((lg_tls_prepare(conf, err, sizeof(err)) < 0) |
+                 (lg_forward_prepare(conf, err, sizeof(err)) < 0))) {
         lg_conf_free(conf);
         conf = NULL;
     }

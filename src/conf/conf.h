@@ -153,6 +153,7 @@ typedef struct lg_upstream {
     uint16_t             *maglev;       /* LG_BAL_HASH: lookup table (malloc'd; freed by lg_conf_free) */
     lg_health_t          *health;       /* active health checks, or NULL */
     struct lg_upstate    *state;        /* set by the master: shared, per server */
+    struct lg_dynup      *dyn;          /* forward proxy: a destination made at run time, else NULL */
     int                   index;        /* position in conf->upstreams */
     int                   line;
 } lg_upstream_t;
@@ -246,6 +247,28 @@ typedef struct lg_tls_conf {
     int        line;                    /* the server's line, for errors */
 } lg_tls_conf_t;
 
+/* Forward proxying for clients that chose legate (a server's forward = { }). */
+typedef struct lg_forward {
+    lg_strv_t *allow_clients;           /* CIDRs; default "127.0.0.0/8 ::1/128" */
+    lg_strv_t *deny_clients;            /* CIDRs; default none */
+    char      *connect_ports;           /* CONNECT allowlist, default "443" */
+    int        allow_private;           /* bool: allow private/loopback destinations (SSRF); default 0 */
+    lg_strv_t *deny_destinations;       /* CIDRs of destination addresses; default none */
+    lg_strv_t *blocklists;              /* files: hosts format or one domain per line */
+    lg_strv_t *block_domains;           /* names, each also blocking its subdomains */
+    lg_strv_t *url_filters;             /* POSIX ERE, case-insensitive, on the absolute URL */
+    char      *anonymity;               /* "transparent" (default), "anonymous", "elite" */
+    lg_strv_t *strip_headers;           /* request headers removed; default none */
+    lg_strv_t *resolvers;               /* "ip:port"; default: the system's */
+    char      *hosts_file;              /* answered before DNS; default none */
+    char      *dns_family;              /* "ipv4_first" (default), "ipv6_first", "ipv4_only", "ipv6_only" */
+    lg_msec_t  tunnel_idle_timeout;     /* CONNECT tunnels, default 5m */
+    int        keepalive;               /* idle pooled connections per destination, default 8 */
+    int        line;
+    void      *rt;                      /* built by the proxy layer (ACLs, lists) */
+    void     (*rt_free)(void *rt);      /* and how to free it */
+} lg_forward_t;
+
 typedef struct lg_server {
     lg_listen_t      *listens;
     size_t            nlistens;
@@ -255,6 +278,7 @@ typedef struct lg_server {
     size_t            nroutes;
     lg_common_t       common;
     lg_tls_conf_t     tls;
+    lg_forward_t     *forward;          /* forward proxy settings, or NULL */
     void             *ssl_ctx;          /* SSL_CTX *, built by net/tls.c; NULL without certificates */
     int               index;
     int               line;

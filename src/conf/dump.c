@@ -222,6 +222,32 @@ static void dump_tls(FILE *out, int ind, const lg_tls_conf_t *t)
     kv_bool(out, ind, "tls_session_tickets", t->session_tickets);
 }
 
+static void dump_forward(FILE *out, int ind, const lg_forward_t *f)
+{
+    if (f == NULL)
+        return;
+    IND(out, ind);
+    fputs("forward = {\n", out);
+    kv_names(out, ind + 1, "allow_clients", f->allow_clients);
+    kv_names(out, ind + 1, "deny_clients", f->deny_clients);
+    kv_str(out, ind + 1, "connect_ports", f->connect_ports);
+    kv_bool(out, ind + 1, "allow_private", f->allow_private);
+    kv_names(out, ind + 1, "deny_destinations", f->deny_destinations);
+    kv_names(out, ind + 1, "blocklists", f->blocklists);
+    kv_names(out, ind + 1, "block_domains", f->block_domains);
+    kv_names(out, ind + 1, "url_filters", f->url_filters);
+    kv_str(out, ind + 1, "anonymity", f->anonymity);
+    kv_names(out, ind + 1, "strip_headers", f->strip_headers);
+    kv_names(out, ind + 1, "resolvers", f->resolvers);
+    if (f->hosts_file)
+        kv_str(out, ind + 1, "hosts_file", f->hosts_file);
+    kv_str(out, ind + 1, "dns_family", f->dns_family);
+    kv_msec(out, ind + 1, "tunnel_idle_timeout", f->tunnel_idle_timeout);
+    kv_int(out, ind + 1, "keepalive", f->keepalive);
+    IND(out, ind);
+    fputs("};\n", out);
+}
+
 static void dump_server(FILE *out, int ind, const lg_server_t *srv)
 {
     IND(out, ind);
@@ -250,6 +276,7 @@ static void dump_server(FILE *out, int ind, const lg_server_t *srv)
     }
     dump_common(out, ind + 1, &srv->common);
     dump_tls(out, ind + 1, &srv->tls);
+    dump_forward(out, ind + 1, srv->forward);
     IND(out, ind + 1);
     fputs("routes = (\n", out);
     for (size_t i = 0; i < srv->nroutes; i++) {

@@ -155,6 +155,8 @@ typedef enum dtype {
     D_HEADERS  = 9,     /* lg_header_ops_t *: group of Name = "value" */
     D_NAMES    = 10,    /* lg_strv_t *: header name or list of header names */
     D_CUSTOM   = 11,    /* handled by fn: structure, not a value; no default, not merged */
+    D_STRLIST  = 12,    /* lg_strv_t *: string or list of strings; keyword "paths": resolved;
+                           default: space-separated */
 } dtype_t;
 
 /* Rows of kind D_LEVEL write the enum through an int pointer. */
@@ -352,10 +354,68 @@ static int fn_tls_certs(ld_t *ld, const config_setting_t *s, void *base)
     return rc;
 }
 
+static int fn_forward(ld_t *, const config_setting_t *, void *);
+static void table_unset(const directive_t *t, void *base);
+static int table_defaults(ld_t *ld, const directive_t *t, void *base);
+static int parse_block(ld_t *ld, const config_setting_t *g, const char *level,
+                       const directive_t *t1, void *b1, const directive_t *t2, void *b2);
+
+static const directive_t forward_dirs[] = {
+    ROW("allow_clients",     D_STRLIST, 0, 0, "127.0.0.0/8 ::1/128", lg_forward_t, allow_clients),
+    ROW("deny_clients",      D_STRLIST, 0, 0, "", lg_forward_t, deny_clients),
+    ROW("connect_ports",     D_STRING,  0, 0, "443", lg_forward_t, connect_ports),
+    ROW("allow_private",     D_BOOL,    0, 1, "false", lg_forward_t, allow_private),
+    ROW("deny_destinations", D_STRLIST, 0, 0, "", lg_forward_t, deny_destinations),
+    { "blocklists", D_STRLIST, 0, 0, "", offsetof(lg_forward_t, blocklists), "paths", NULL },
+    ROW("block_domains",     D_STRLIST, 0, 0, "", lg_forward_t, block_domains),
+    ROW("url_filters",       D_STRLIST, 0, 0, "", lg_forward_t, url_filters),
+    ROW("anonymity",         D_STRING,  0, 0, "transparent", lg_forward_t, anonymity),
+    ROW("strip_headers",     D_NAMES,   0, 0, "", lg_forward_t, strip_headers),
+    ROW("resolvers",         D_STRLIST, 0, 0, "", lg_forward_t, resolvers),
+    PATH("hosts_file",       NULL, NULL, lg_forward_t, hosts_file),
+    ROW("dns_family",        D_STRING,  0, 0, "ipv4_first", lg_forward_t, dns_family),
+    ROW("tunnel_idle_timeout", D_DURATION, 1, WEEK, "5m", lg_forward_t, tunnel_idle_timeout),
+    ROW("keepalive",         D_INT,     0, 10000, "8", lg_forward_t, keepalive),
+    { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
+};
+
+static int fn_forward(ld_t *ld, const config_setting_t *s, void *base)
+{
+    lg_server_t *srv = base;
+    if (!config_setting_is_group(s))
+        return ld_error(ld, s, "'forward' must be a group { allow_clients = ...; }");
+    lg_forward_t *f = ld_calloc(ld, 1, sizeof(*f));
+    if (f == NULL)
+        return ld_oom(ld, s);
+    f->line = (int)config_setting_source_line(s);
+    table_unset(forward_dirs, f);
+    int rc = parse_block(ld, s, "forward", forward_dirs, f, NULL, NULL);
+    rc |= table_defaults(ld, forward_dirs, f);
+    if (rc == 0) {
+        static const char *const anon[] = { "transparent", "anonymous", "elite", NULL };
+        static const char *const fam[] = { "ipv4_first", "ipv6_first", "ipv4_only", "ipv6_only", NULL };
+        int ok = 0;
+        for (int i = 0; anon[i]; i++)
+            ok |= strcmp(f->anonymity, anon[i]) == 0;
+        if (!ok)
+            rc = ld_error(ld, config_setting_get_member(s, "anonymity"),
+                          "'anonymity' must be \"transparent\", \"anonymous\" or \"elite\"");
+        ok = 0;
+        for (int i = 0; fam[i]; i++)
+            ok |= strcmp(f->dns_family, fam[i]) == 0;
+        if (!ok)
+            rc = ld_error(ld, config_setting_get_member(s, "dns_family"),
+                          "'dns_family' must be ipv4_first, ipv6_first, ipv4_only or ipv6_only");
+    }
+    srv->forward = f;
+    return rc;
+}
+
 static const directive_t server_dirs[] = {
     CUSTOM("listen",      fn_listen),
     CUSTOM("server_name", fn_server_name),
     CUSTOM("routes",      fn_routes),
+    CUSTOM("forward",     fn_forward),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -574,8 +634,12 @@ static int set_headers(ld_t *ld, const directive_t *d, const config_setting_t *s
 static int set_names(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base)
 {
     int single = config_setting_type(s) == CONFIG_TYPE_STRING;
+    int plain = d->type == D_STRLIST;
+    int paths = plain && d->keyword && strcmp(d->keyword, "paths") == 0;
     if (!single && !config_setting_is_array(s) && !config_setting_is_list(s))
-        return ld_error(ld, s, "'%s' must be a header name or a list of header names", d->name);
+        return ld_error(ld, s, plain ? "'%s' must be a string or a list of strings"
+                                     : "'%s' must be a header name or a list of header names",
+                        d->name);
     int        n = single ? 1 : config_setting_length(s), bad = 0;
     lg_strv_t *sv = ld_calloc(ld, 1, sizeof(*sv));
     if (sv == NULL || (n > 0 && (sv->v = ld_calloc(ld, (size_t)n, sizeof(char *))) == NULL))
@@ -583,15 +647,17 @@ static int set_names(ld_t *ld, const directive_t *d, const config_setting_t *s, 
     for (int i = 0; i < n; i++) {
         const config_setting_t *e = single ? s : config_setting_get_elem(s, (unsigned)i);
         if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-            bad = ld_error(ld, e, "'%s' must be a header name or a list of header names", d->name);
+            bad = ld_error(ld, e, plain ? "'%s' must be a string or a list of strings"
+                                        : "'%s' must be a header name or a list of header names",
+                           d->name);
             continue;
         }
         const char *v = config_setting_get_string(e);
-        if (!is_token(v)) {
+        if (!plain && !is_token(v)) {
             bad = ld_error(ld, e, "'%s': '%s' is not a valid header name", d->name, v);
             continue;
         }
-        if ((sv->v[sv->n++] = ld_strdup(ld, v)) == NULL)
+        if ((sv->v[sv->n++] = paths ? resolve_path(ld, v) : ld_strdup(ld, v)) == NULL)
             return ld_oom(ld, s);
     }
     if (bad)
@@ -686,6 +752,7 @@ static int set_value(ld_t *ld, const directive_t *d, const config_setting_t *s, 
     case D_HEADERS:
         return set_headers(ld, d, s, base);
     case D_NAMES:
+    case D_STRLIST:
         return set_names(ld, d, s, base);
     case D_CUSTOM:
         return d->fn(ld, s, base);
@@ -737,6 +804,32 @@ static int table_defaults(ld_t *ld, const directive_t *t, void *base)
         case D_NAMES:
             p = ld_calloc(ld, 1, sizeof(lg_strv_t));
             break;
+        case D_STRLIST: {
+            /* the default is written space-separated: "127.0.0.0/8 ::1" */
+            lg_strv_t *sv = ld_calloc(ld, 1, sizeof(*sv));
+            size_t words = 0;
+            for (const char *q = t->def; *q; q++)
+                words += (q == t->def || q[-1] == ' ') && *q != ' ';
+            if (sv && words && (sv->v = ld_calloc(ld, words, sizeof(char *))) == NULL)
+                sv = NULL;
+            for (const char *q = t->def; sv && *q;) {
+                while (*q == ' ')
+                    q++;
+                size_t k = strcspn(q, " ");
+                if (k == 0)
+                    break;
+                char *w = ld_calloc(ld, 1, k + 1);
+                if (w == NULL) {
+                    sv = NULL;
+                    break;
+                }
+                memcpy(w, q, k);
+                sv->v[sv->n++] = w;
+                q += k;
+            }
+            p = sv;
+            break;
+        }
         case D_CUSTOM:
             break;
         }
@@ -1805,6 +1898,9 @@ void lg_conf_free(lg_conf_t *conf)
     }
     for (size_t i = 0; i < conf->nupstreams; i++)
         free(conf->upstreams[i].maglev);     /* built by the proxy layer */
+    for (size_t i = 0; i < conf->nservers; i++)
+        if (conf->servers[i].forward && conf->servers[i].forward->rt_free)
+            conf->servers[i].forward->rt_free(conf->servers[i].forward->rt);
     lg_arena_destroy(&conf->arena);
     free(conf);
 }

@@ -235,11 +235,30 @@ int lg_http_analyze_request(const http_request_t *r, lg_req_info_t *ri)
         ri->path.p = t;
         ri->path.n = 1;
         ri->uri = ri->path;
+    } else if (ieq(r->method, r->method_len, "CONNECT")) {
+        /* authority-form: host:port, the port required (RFC 9110 9.3.6) */
+        const char *colon = NULL;
+        for (size_t i = tn; i > 0; i--)
+            if (t[i - 1] == ':') {
+                colon = t + i - 1;
+                break;
+            }
+        if (colon == NULL || colon + 1 == t + tn || memchr(t, '@', tn) || memchr(t, '/', tn))
+            return 400;
+        if (split_authority(t, tn, &ri->host) < 0)
+            return 400;
+        ri->connect = 1;
+        ri->authority.p = t;
+        ri->authority.n = tn;
+        ri->path.p = ri->uri.p = t;
+        ri->path.n = ri->uri.n = tn;
     } else {
-        return 400;                     /* authority-form (CONNECT) or garbage */
+        return 400;                     /* garbage */
     }
+    if (ri->connect && ri->body != LG_BODY_NONE)
+        return 400;                     /* a CONNECT has no body: bytes after it are the tunnel's */
 
-    if (!ri->absolute_form) {
+    if (!ri->absolute_form && !ri->connect) {
         if (host_h) {
             ri->authority.p = host_h->value;
             ri->authority.n = host_h->value_len;
@@ -254,6 +273,15 @@ int lg_http_analyze_request(const http_request_t *r, lg_req_info_t *ri)
         ri->keep_alive = !(ri->connection.p && lg_http_list_has(ri->connection.p, ri->connection.n, "close"));
     else
         ri->keep_alive = ri->connection.p && lg_http_list_has(ri->connection.p, ri->connection.n, "keep-alive");
+    /* the port, if the authority names one */
+    if (ri->authority.n > ri->host.n && ri->authority.p[ri->host.n] == ':') {
+        int port = 0;
+        for (size_t i = ri->host.n + 1; i < ri->authority.n; i++)
+            port = port * 10 + (ri->authority.p[i] - '0');
+        if (port < 1 || port > 65535 || ri->authority.n - ri->host.n > 6)
+            return 400;
+        ri->port = port;
+    }
     if (ri->expect_continue && r->version < 11)
         ri->expect_continue = 0;
     return 0;

@@ -37,6 +37,8 @@ typedef struct lg_req_info {
     int            expect_continue; /* Expect: 100-continue */
     int            is_head;
     int            method_idempotent;
+    int            connect;         /* CONNECT host:port (authority-form) */
+    int            port;            /* from the target or Host, 0 if none given */
 } lg_req_info_t;
 
 /* Returns 0, or the status to answer with (400, 417, 501...). */

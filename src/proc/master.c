@@ -37,6 +37,7 @@
 #include "core/shm.h"
 #include "net/listen.h"
 #include "net/tls.h"
+#include "proxy/proxy.h"
 #include "proxy/upstate.h"
 
 #define MAX_CHILDREN 1024
@@ -286,11 +287,11 @@ static void reload(void)
         lg_error("reload failed: the configuration has errors, keeping the old one");
         return;
     }
-    if (lg_tls_prepare(nc, err, sizeof(err)) < 0) {
+    if ((lg_tls_prepare(nc, err, sizeof(err)) < 0) | (lg_forward_prepare(nc, err, sizeof(err)) < 0)) {
         char *save = NULL;
         for (char *l = strtok_r(err, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
             lg_error("%s", l);
-        lg_error("reload failed: TLS errors, keeping the old configuration");
+        lg_error("reload failed: errors in the files the configuration names, keeping the old one");
         lg_conf_free(nc);
         return;
     }

@@ -29,6 +29,11 @@ static const char fmt_json[] =
     "\"upstream_status\":\"$upstream_status\",\"upstream_response_time\":\"$upstream_response_time\","
     "\"http_referer\":\"$http_referer\",\"http_user_agent\":\"$http_user_agent\"}";
 
+/* For forward proxies: who went where, bytes each way, how long, and why not. */
+static const char fmt_forward[] =
+    "$time_iso8601 $remote_addr \"$request_method $proxy_host\" $status "
+    "$bytes_received $bytes_sent $request_time upstream=$upstream_addr blocked=\"$blocked\"";
+
 typedef struct alog {
     char   *path;               /* borrowed from the conf */
     int     fd;
@@ -130,6 +135,8 @@ void lg_accesslog_write(lg_session_t *s)
     int json = 0;
     if (strcmp(fmt, "combined") == 0) {
         fmt = fmt_combined;
+    } else if (strcmp(fmt, "forward") == 0) {
+        fmt = fmt_forward;
     } else if (strcmp(fmt, "json") == 0) {
         fmt = fmt_json;
         json = 1;

@@ -291,6 +291,16 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
         sb_printf(b, "%u", s->requests);
     } else if (IS("pid")) {
         sb_printf(b, "%d", (int)getpid());
+    } else if (IS("proxy_host")) {
+        if (s->ri.authority.n)
+            RAW(s->ri.authority.p, s->ri.authority.n);
+    } else if (IS("blocked")) {
+        if (s->blocked)
+            RAW(s->blocked, strlen(s->blocked));
+        else if (escape && !json)
+            sb_add(b, "-", 1);
+    } else if (IS("bytes_received")) {
+        sb_printf(b, "%llu", (unsigned long long)s->bytes_in);
     } else if (IS("server_name")) {
         if (s->server && s->server->nnames)
             sb_str(b, s->server->names[0].name);
@@ -409,15 +419,42 @@ static void add_hsts(const lg_session_t *s, sb_t *b)
     }
 }
 
+/* Headers that tell of a proxy or of the client (elite anonymity drops them). */
+static int reveals(const http_header_t *h)
+{
+    static const char *const names[] = {
+        "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+        "x-forwarded-port", "x-real-ip", "via", "from", "client-ip", "x-client-ip", NULL,
+    };
+    for (int i = 0; names[i]; i++)
+        if (name_is(h, names[i]))
+            return 1;
+    return h->name_len > 6 && strncasecmp(h->name, "proxy-", 6) == 0;
+}
+
 char *lg_build_upstream_head(lg_session_t *s, size_t *len)
 {
-    const lg_common_t *c = &s->route->common;
+    /* a forward-proxy request has no route: the server's settings apply */
+    const lg_common_t *c = s->route ? &s->route->common : &s->server->common;
+    const lg_forward_t *fw = s->up && s->up->dyn ? s->server->forward : NULL;
+    int anonymity = 0;      /* 0 transparent, 1 anonymous, 2 elite */
+    lg_common_t local;
+    if (fw) {
+        anonymity = strcmp(fw->anonymity, "elite") == 0 ? 2 :
+                    strcmp(fw->anonymity, "anonymous") == 0 ? 1 : 0;
+        local = *c;
+        local.x_forwarded_for = anonymity == 0;     /* transparent: the client's address */
+        local.via = anonymity < 2;                  /* anonymous: Via only */
+        local.x_forwarded_proto = local.x_forwarded_host = local.x_real_ip = 0;
+        local.forwarded = 0;
+        c = &local;
+    }
     sb_t b;
     sb_init(&b, &s->arena, s->head_len + 512);
 
     sb_add(&b, s->req.method, s->req.method_len);
     sb_add(&b, " ", 1);
-    if (s->route->rewrite) {
+    if (s->route && s->route->rewrite) {
         size_t before = b.n;
         expand(s, &b, s->route->rewrite, 0, 0);
         if (s->ri.query.p && memchr(b.p + before, '?', b.n - before) == NULL) {
@@ -441,6 +478,8 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
         if (lg_http_is_hop_by_hop(h, s->ri.connection) || name_is(h, "host") ||
             name_is(h, "content-length") || name_is(h, "expect") ||
             in_strv(c->remove_request_headers, h) || in_ops(c->add_request_headers, h))
+            continue;
+        if (fw && ((anonymity > 0 && reveals(h)) || in_strv(fw->strip_headers, h)))
             continue;
         if (c->x_forwarded_for && name_is(h, "x-forwarded-for")) { xff = h; continue; }
         if (c->via && name_is(h, "via")) { via = h; continue; }
@@ -508,7 +547,7 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
                            const lg_rsp_info_t *ri, int out_chunked, lg_xform_t xf,
                            size_t *len)
 {
-    const lg_common_t *c = &s->route->common;
+    const lg_common_t *c = s->route ? &s->route->common : &s->server->common;
     sb_t b;
     sb_init(&b, &s->arena, 1024);
     sb_printf(&b, "HTTP/1.1 %03d ", r->status);

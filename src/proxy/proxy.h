@@ -93,6 +93,8 @@ typedef enum lg_tkind {
     LG_T_LINGER = 7,            /* lingering close */
     LG_T_QUEUE = 8,             /* queued: next look for room (queue_timeout bounds it) */
     LG_T_HANDSHAKE = 9,         /* tls_handshake_timeout, for the whole handshake */
+    LG_T_RESOLVE = 10,          /* forward proxy: name resolution (proxy_connect_timeout) */
+    LG_T_TUNNEL = 11,           /* tunnel_idle_timeout */
 } lg_tkind_t;
 
 typedef enum lg_sstate {
@@ -104,6 +106,8 @@ typedef enum lg_sstate {
     LG_S_CLOSED     = 5,
     LG_S_QUEUED     = 6,        /* waiting for room under max_conns */
     LG_S_HANDSHAKE  = 7,        /* TLS handshake with the client */
+    LG_S_RESOLVE    = 8,        /* forward proxy: resolving the destination */
+    LG_S_TUNNEL     = 9,        /* CONNECT: bytes relayed both ways */
 } lg_sstate_t;
 
 const char *lg_sstate_name(lg_sstate_t s);
@@ -142,6 +146,10 @@ struct lg_session {
 
     lg_upstream_t  *up;         /* the upstream chosen for this request (route or split) */
     const char     *set_cookie; /* canary cohort cookie to set (arena), or NULL */
+    const char     *blocked;    /* forward proxy: the rule that refused it (arena) */
+    struct lg_resolve *resolving; /* forward proxy: lookup in flight, or NULL */
+    int             tunnel_up;  /* tunnel pipes set up */
+    int             half_up, half_down; /* each direction's end passed on */
     lg_uconn_t     *uc;         /* borrowed from the pool while in flight */
     size_t          tried;      /* bit mask of upstream servers tried */
     unsigned        ntries;     /* tries counted against next_upstream_tries */
@@ -160,6 +168,22 @@ struct lg_session {
     uint64_t        bytes_in;   /* from the client, this request */
     uint64_t        bytes_out;  /* to the client, this request */
     lg_session_t   *prev, *next; /* all sessions of the worker */
+};
+
+/*
+ * A forward-proxy destination: an upstream of one server made at run time
+ * (proxy/forward.c), with its own keep-alive pool.  Freed when nothing
+ * refers to it any more and the cache needs room.
+ */
+struct lg_dynup {
+    lg_upstream_t        up;            /* up.dyn points back here; up.index = -1 */
+    lg_upstream_server_t srv;
+    char                 key[80];       /* "ip:port" (+ "/t" for tunnels) */
+    char                 text[72];      /* "ip:port", for logs */
+    lg_uconn_t          *pool;          /* idle connections */
+    int                  npool;
+    int                  refs;          /* connections and sessions using it */
+    struct lg_dynup     *next;
 };
 
 /* The worker's state, one per process. */
@@ -210,6 +234,16 @@ void        lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms);
 #define LG_EWMA_TAU_US 10000000ull   /* peak EWMA time constant: 10 s */
 void        lg_upstream_release(lg_uconn_t *uc, int reusable);
 const char *lg_uconn_addr(const lg_uconn_t *uc);
+
+/* forward.c: the forward proxy */
+int  lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen);    /* master and -t */
+void lg_forward_start(lg_session_t *s);
+void lg_forward_cancel(lg_session_t *s);
+
+/* session.c, for forward.c's asynchronous steps */
+void lg_session_respond(lg_session_t *s, int status, const char *body);
+void lg_session_proxy_to(lg_session_t *s, lg_upstream_t *up);
+void lg_session_wake(lg_session_t *s);
 
 /* health.c: active health checks, run by worker slot 0 only */
 void lg_health_start(void);

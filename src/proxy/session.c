@@ -57,6 +57,8 @@ const char *lg_sstate_name(lg_sstate_t st)
     case LG_S_CLOSED:    return "closed";
     case LG_S_QUEUED:    return "queued for an upstream";
     case LG_S_HANDSHAKE: return "TLS handshake";
+    case LG_S_RESOLVE:   return "resolving the destination";
+    case LG_S_TUNNEL:    return "tunnel";
     }
     return "?";
 }
@@ -81,6 +83,7 @@ static void session_close(lg_session_t *s, const char *why)
              (unsigned long long)s->id, why);
     if (s->state == LG_S_QUEUED)
         lg_w.queued[s->up->index]--;
+    lg_forward_cancel(s);
     s->state = LG_S_CLOSED;
     if (s->uc) {
         lg_upstream_release(s->uc, 0);
@@ -293,6 +296,13 @@ static void process_request(lg_session_t *s)
     const lg_common_t *sc = &s->server->common;
     s->keep_alive = s->ri.keep_alive && sc->keepalive_timeout > 0 &&
                     s->requests + 1 < (unsigned)sc->keepalive_requests && !lg_w.quitting;
+    if (s->server->forward && (s->ri.absolute_form || s->ri.connect)) {
+        s->route = NULL;
+        if (s->ri.connect)
+            s->keep_alive = 0;  /* the connection becomes the tunnel */
+        lg_forward_start(s);
+        return;
+    }
 
     char *mp = lg_arena_alloc(&s->arena, s->ri.path.n + 2);
     if (mp == NULL) {
@@ -368,13 +378,14 @@ static int attach_upstream(lg_session_t *s, int counted)
     uc->e.io.cb = upstream_cb;
     uc->e.io.data = uc;
     uc->e.want_r = uc->e.want_w = 0;
+    lg_sstate_t ready = s->ri.connect ? LG_S_TUNNEL : LG_S_PROXY;
     if (uc->reused) {
         uc->e.w_ready = 1;
-        s->state = LG_S_PROXY;
+        s->state = ready;
     } else {
         uc->e.w_ready = uc->connected;
         uc->e.r_ready = 0;
-        s->state = uc->connected ? LG_S_PROXY : LG_S_CONNECT;
+        s->state = uc->connected ? ready : LG_S_CONNECT;
     }
     s->t_upstream = lg_w.loop.now;
     s->rsp_scanned = 0;
@@ -390,7 +401,7 @@ static void start_upstream(lg_session_t *s)
     lg_pipe_init(&s->reqp, b, b->pos, s->ri.body, s->ri.length,
                  s->ri.body == LG_BODY_CHUNKED);
     /* a chunked body has no announced length: count it as it comes */
-    s->reqp.limit = (uint64_t)s->route->common.client_max_body_size;
+    s->reqp.limit = (uint64_t)cur_common(s)->client_max_body_size;
     size_t len = 0;
     const char *head = lg_build_upstream_head(s, &len);
     if (head == NULL) {
@@ -493,7 +504,7 @@ static void connect_step(lg_session_t *s)
     }
     uc->connected = 1;
     uc->e.w_ready = 1;
-    s->state = LG_S_PROXY;
+    s->state = s->ri.connect ? LG_S_TUNNEL : LG_S_PROXY;
 }
 
 static const http_header_t *rsp_header(const http_response_t *r, const char *name)
@@ -533,7 +544,7 @@ static int type_listed(const char *list, const http_header_t *ct)
 static lg_xform_t choose_xform(lg_session_t *s, const http_response_t *r,
                                const lg_rsp_info_t *ri)
 {
-    const lg_common_t *c = &s->route->common;
+    const lg_common_t *c = cur_common(s);
     if (!c->gzip && !c->gunzip)
         return LG_XFORM_NONE;
     if (ri->body == LG_BODY_NONE || r->status < 200 || r->status == 204 ||
@@ -568,7 +579,7 @@ static lg_xform_t start_xform(lg_session_t *s, lg_xform_t xf, const lg_rsp_info_
         return xf;
     lg_codec_t *codec = lg_arena_calloc(&s->arena, sizeof(*codec));
     lg_codec_params_t prm = { 0 };
-    prm.level = s->route->common.gzip_level;
+    prm.level = cur_common(s)->gzip_level;
     if (ri->body == LG_BODY_LENGTH)
         prm.length_hint = (uint64_t)ri->length;
     if (codec == NULL ||
@@ -722,7 +733,7 @@ static void proxy_step(lg_session_t *s)
         }
         if (rc == LG_PIPE_ERR_LIMIT) {
             lg_error("client %s intended to send too large chunked body: more than %lld bytes",
-                     s->peer_text, (long long)s->route->common.client_max_body_size);
+                     s->peer_text, (long long)cur_common(s)->client_max_body_size);
             lg_upstream_release(s->uc, 0);
             s->uc = NULL;
             if (s->rspp.wire_bytes) {
@@ -784,6 +795,94 @@ static void local_step(lg_session_t *s)
     }
     s->bytes_out = s->local_len;
     finish_request(s);
+}
+
+/* ---- for the forward proxy (forward.c) ---- */
+
+void lg_session_respond(lg_session_t *s, int status, const char *body)
+{
+    if (s->ri.connect)
+        s->keep_alive = 0;
+    if (body)
+        respond_local(s, status, body, NULL);
+    else
+        respond_error(s, status);
+}
+
+static void start_tunnel(lg_session_t *s)
+{
+    if (attach_upstream(s, 1) < 0) {
+        lg_error("forward proxy: cannot connect to %s for client %s", s->up->name, s->peer_text);
+        respond_error(s, 502);
+    }
+}
+
+void lg_session_proxy_to(lg_session_t *s, lg_upstream_t *up)
+{
+    s->up = up;
+    if (s->ri.connect)
+        start_tunnel(s);
+    else
+        start_upstream(s);
+}
+
+void lg_session_wake(lg_session_t *s)
+{
+    if (s->state != LG_S_CLOSED)
+        session_run(s);
+}
+
+/*
+ * CONNECT: relay bytes both ways with the same pipes as bodies.  When one
+ * side ends, its end is passed on (shutdown for writing) and the other
+ * direction goes on; when both have ended the tunnel is logged and closed.
+ */
+static void tunnel_step(lg_session_t *s)
+{
+    lg_uconn_t *uc = s->uc;
+    if (!s->tunnel_up) {
+        static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+        lg_buf_t *b = s->in;
+        b->pos = b->start + s->head_len;    /* bytes sent after the head belong to the tunnel */
+        lg_pipe_init(&s->reqp, b, b->pos, LG_BODY_CLOSE, 0, 0);
+        if (uc->in == NULL && (uc->in = lg_buf_get()) == NULL) {
+            session_close(s, "no buffer for the tunnel");
+            return;
+        }
+        lg_pipe_init(&s->rspp, uc->in, uc->in->start, LG_BODY_CLOSE, 0, 0);
+        s->rspp.hdr = ok;
+        s->rspp.hdr_len = sizeof(ok) - 1;
+        s->status = 200;
+        s->upstream_status = 200;
+        s->tunnel_up = 1;
+    }
+    if (!s->half_up) {
+        lg_pipe_rc_t rc = lg_pipe_run(&s->reqp, &s->e, &uc->e);
+        if (rc == LG_PIPE_DONE) {
+            shutdown(uc->e.io.fd, SHUT_WR);
+            s->half_up = 1;
+        } else if (rc < 0) {
+            goto done;
+        }
+    }
+    if (!s->half_down) {
+        lg_pipe_rc_t rc = lg_pipe_run(&s->rspp, &uc->e, &s->e);
+        if (rc == LG_PIPE_DONE) {
+            lg_tls_close(s->e.ssl);     /* close_notify, then the TCP end */
+            s->e.ssl = NULL;
+            shutdown(s->e.io.fd, SHUT_WR);
+            s->half_down = 1;
+        } else if (rc < 0) {
+            goto done;
+        }
+    }
+    if (!(s->half_up && s->half_down))
+        return;
+done:
+    s->bytes_in = s->head_len + s->reqp.body_bytes;
+    s->bytes_out = s->rspp.wire_bytes;
+    lg_accesslog_write(s);
+    session_close(s, "tunnel ended");
 }
 
 static void handshake_step(lg_session_t *s)
@@ -861,8 +960,7 @@ static void finish_request(lg_session_t *s)
     /* keep-alive: the bytes after this request (pipelining) go to the front */
     lg_buf_t *b = s->in;
     if (b) {
-        char *next = s->route && s->route->action == LG_ACTION_PROXY && s->reqp.buf
-                     ? s->reqp.dec : b->start + s->head_len;
+        char *next = s->reqp.buf ? s->reqp.dec : b->start + s->head_len;
         size_t rest = (size_t)(b->last - next);
         if (rest) {
             memmove(b->start, next, rest);
@@ -908,6 +1006,11 @@ static void session_run(lg_session_t *s)
             break;              /* the queue timer looks for room */
         case LG_S_HANDSHAKE:
             handshake_step(s);
+            break;
+        case LG_S_RESOLVE:
+            break;              /* the resolver calls back */
+        case LG_S_TUNNEL:
+            tunnel_step(s);
             break;
         case LG_S_CLOSED:
             return;
@@ -960,6 +1063,13 @@ static void session_arm(lg_session_t *s)
     case LG_S_QUEUED:
         CONSIDER(1, 10, LG_T_QUEUE);
         break;
+    case LG_S_RESOLVE:
+        CONSIDER(1, c->proxy_connect_timeout, LG_T_RESOLVE);
+        break;
+    case LG_S_TUNNEL:
+        CONSIDER(1, s->server->forward ? s->server->forward->tunnel_idle_timeout : 300000,
+                 LG_T_TUNNEL);
+        break;
     case LG_S_HANDSHAKE: {
         /* one deadline for the whole handshake: a trickling client is cut off */
         lg_msec_t left = s->t_start + s->bind->default_server->tls.handshake_timeout - lg_w.loop.now;
@@ -1006,6 +1116,18 @@ static void session_timeout(lg_timer_t *tm)
         s->uc = NULL;
         respond_error(s, 408);
         break;
+    case LG_T_RESOLVE:
+        lg_forward_cancel(s);
+        lg_error("forward proxy: resolving \"%.*s\" timed out, client: %s", (int)s->ri.host.n,
+                 s->ri.host.p, s->peer_text);
+        respond_error(s, 504);
+        break;
+    case LG_T_TUNNEL:
+        s->bytes_in = s->head_len + s->reqp.body_bytes;
+        s->bytes_out = s->rspp.wire_bytes;
+        lg_accesslog_write(s);
+        session_close(s, "tunnel idle");
+        return;
     case LG_T_HANDSHAKE:
         lg_info("TLS handshake with %s timed out", s->peer_text);
         session_close(s, "TLS handshake timed out");

@@ -27,6 +27,18 @@
 
 static void count_active(lg_uconn_t *uc, int delta);
 
+/* The idle stack and its count for server si of up: configured upstreams in
+ * the worker's tables, forward-proxy destinations in their own record. */
+static lg_uconn_t **pool_head(lg_upstream_t *up, size_t si, int **count)
+{
+    if (up->dyn) {
+        *count = &up->dyn->npool;
+        return &up->dyn->pool;
+    }
+    *count = &lg_w.npool[up->index][si];
+    return &lg_w.pools[up->index][si];
+}
+
 int lg_upstream_init(void)
 {
     lg_conf_t *c = lg_w.conf;
@@ -69,19 +81,21 @@ static void uconn_free(lg_uconn_t *uc)
     lg_timer_del(&lg_w.loop, &uc->idle_timer);
     lg_buf_put(uc->in);
     uc->in = NULL;
+    if (uc->up->dyn)
+        uc->up->dyn->refs--;
     uc->magic = 0;
     lg_loop_defer_free(&lg_w.loop, uc);
 }
 
 static void pool_remove(lg_uconn_t *uc)
 {
-    size_t u = (size_t)uc->up->index;
-    lg_uconn_t **pp = &lg_w.pools[u][uc->server];
+    int *count;
+    lg_uconn_t **pp = pool_head(uc->up, uc->server, &count);
     while (*pp && *pp != uc)
         pp = &(*pp)->next;
     if (*pp) {
         *pp = uc->next;
-        lg_w.npool[u][uc->server]--;
+        (*count)--;
     }
     uc->next = NULL;
 }
@@ -112,9 +126,10 @@ void lg_upstream_release(lg_uconn_t *uc, int reusable)
         count_active(uc, -1);
         uc->counted = 0;
     }
-    size_t u = (size_t)uc->up->index;
+    int *count;
+    lg_uconn_t **head = pool_head(uc->up, uc->server, &count);
     if (!reusable || lg_w.quitting || uc->up->keepalive == 0 ||
-        lg_w.npool[u][uc->server] >= uc->up->keepalive ||
+        *count >= uc->up->keepalive ||
         (uc->in && lg_buf_len(uc->in) != 0)) {
         uconn_free(uc);
         return;
@@ -124,9 +139,9 @@ void lg_upstream_release(lg_uconn_t *uc, int reusable)
     uc->reused = 1;
     uc->e.io.cb = idle_cb;
     uc->e.io.data = uc;
-    uc->next = lg_w.pools[u][uc->server];
-    lg_w.pools[u][uc->server] = uc;
-    lg_w.npool[u][uc->server]++;
+    uc->next = *head;
+    *head = uc;
+    (*count)++;
     uc->idle_timer.cb = idle_timeout_cb;
     uc->idle_timer.data = uc;
     lg_timer_set(&lg_w.loop, &uc->idle_timer, POOL_IDLE_TIMEOUT);
@@ -282,7 +297,7 @@ void lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms)
 static void count_active(lg_uconn_t *uc, int delta)
 {
     if (uc->up->state == NULL || lg_w.slot >= LG_UPSTATE_SLOTS)
-        return;
+        return;     /* (forward-proxy destinations have no shared state) */
     _Atomic uint32_t *a = &uc->up->state[uc->server].active[lg_w.slot];
     if (delta > 0) {
         atomic_fetch_add_explicit(a, 1, memory_order_relaxed);
@@ -319,6 +334,8 @@ static lg_uconn_t *uconn_connect(lg_upstream_t *up, size_t si, int *err)
     uc->magic = UCONN_MAGIC;
     uc->e.io.fd = fd;
     uc->up = up;
+    if (up->dyn)
+        up->dyn->refs++;        /* the destination outlives its connections */
     uc->server = si;
     uc->connected = rc == 0;
     if (lg_io_add(&lg_w.loop, &uc->e.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
@@ -339,18 +356,20 @@ lg_uconn_t *lg_upstream_get(lg_session_t *s, lg_upstream_t *up, size_t *tried, i
 {
     for (;;) {
         int full = 0;
-        int si = pick_server(s, up, *tried, &full);
+        /* a forward-proxy destination has one server: no choice to make */
+        int si = up->dyn ? ((*tried & 1) ? -1 : 0) : pick_server(s, up, *tried, &full);
         if (si < 0) {
             *err = full ? EBUSY : 0;
             return NULL;
         }
         if (si < 64)
             *tried |= (size_t)1 << si;
-        size_t u = (size_t)up->index;
-        lg_uconn_t *uc = lg_w.pools[u][si];
+        int *count;
+        lg_uconn_t **head = pool_head(up, (size_t)si, &count);
+        lg_uconn_t *uc = *head;
         if (uc) {
-            lg_w.pools[u][si] = uc->next;
-            lg_w.npool[u][si]--;
+            *head = uc->next;
+            (*count)--;
             uc->next = NULL;
             lg_timer_del(&lg_w.loop, &uc->idle_timer);
             uc->counted = 1;

@@ -20,7 +20,11 @@ def register(path):
     def t():
         prefix = tempfile.mkdtemp(prefix="legate-ex-")
         try:
-            if '"certs/' in open(path).read():
+            text = open(path).read()
+            for extra in ("blocklist.txt",):     # files an example names, shipped beside it
+                if '"%s"' % extra in text:
+                    shutil.copy(os.path.join(REPO, "conf", "examples", extra), prefix)
+            if '"certs/' in text:
                 subprocess.run(["sh", os.path.join(REPO, "scripts", "mkcert"),
                                 os.path.join(prefix, "certs")], check=True,
                                capture_output=True, timeout=120)

@@ -1,0 +1,314 @@
+/*
+ * The forward proxy: requests from clients that chose legate as their
+ * proxy, in absolute form (GET http://host/path) or as CONNECT tunnels.
+ *
+ *   client ACL -> CONNECT port -> domain blocklists -> URL filters
+ *     -> resolve (c-ares, never blocking) -> destination address checks
+ *     (private ranges unless allow_private: server-side request forgery;
+ *     deny_destinations) -> a destination upstream made at run time
+ *     (its own keep-alive pool) -> the ordinary proxy path, or a tunnel.
+ *
+ * The lists are built once by the master (lg_forward_prepare, also run by
+ * legate -t so a bad file is a FILE:LINE error) and shared with the
+ * workers by fork.  Each worker has one resolver per forward server.
+ */
+#include "proxy/proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "fwd/acl.h"
+#include "fwd/resolve.h"
+
+typedef struct fwd_rt {
+    lg_cidr_set_t *allow, *deny, *deny_dst;
+    lg_domset_t   *block;
+    lg_urlre_t    *urlre;
+    lg_portset_t   ports;
+    lg_resolver_t *resolver;    /* per worker, made on first use */
+} fwd_rt_t;
+
+#define DYN_MAX 512             /* destinations cached per worker */
+
+static struct lg_dynup *dyns;   /* the worker's destination cache */
+static int ndyns;
+
+static void rt_free(void *p)
+{
+    fwd_rt_t *rt = p;
+    if (rt == NULL)
+        return;
+    lg_cidr_free(rt->allow);
+    lg_cidr_free(rt->deny);
+    lg_cidr_free(rt->deny_dst);
+    lg_domset_free(rt->block);
+    lg_urlre_free(rt->urlre);
+    free(rt);
+}
+
+static int cidrs(lg_cidr_set_t **out, const lg_strv_t *v, const char *file, int line,
+                 const char *what, char *err, size_t errlen, size_t *used)
+{
+    char msg[256];
+    *out = lg_cidr_new();
+    if (*out == NULL)
+        return -1;
+    for (size_t i = 0; v && i < v->n; i++) {
+        if (lg_cidr_add(*out, v->v[i], msg, sizeof(msg)) < 0) {
+            *used += (size_t)snprintf(err + *used, *used < errlen ? errlen - *used : 0,
+                                      "%s:%d: '%s': %s\n", file, line, what, msg);
+            return -1;
+        }
+    }
+    return lg_cidr_build(*out, msg, sizeof(msg));
+}
+
+int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
+{
+    size_t used = strlen(err);
+    int rc = 0;
+    for (size_t i = 0; i < conf->nservers; i++) {
+        lg_forward_t *f = conf->servers[i].forward;
+        if (f == NULL)
+            continue;
+        fwd_rt_t *rt = calloc(1, sizeof(*rt));
+        if (rt == NULL)
+            return -1;
+        f->rt = rt;
+        f->rt_free = rt_free;   /* lg_conf_free() calls it */
+        char msg[512];
+        const char *file = conf->file;
+        if (cidrs(&rt->allow, f->allow_clients, file, f->line, "allow_clients", err, errlen, &used) < 0 ||
+            cidrs(&rt->deny, f->deny_clients, file, f->line, "deny_clients", err, errlen, &used) < 0 ||
+            cidrs(&rt->deny_dst, f->deny_destinations, file, f->line, "deny_destinations", err,
+                  errlen, &used) < 0)
+            rc = -1;
+        lg_portset_clear(&rt->ports);
+        if (lg_portset_parse(&rt->ports, f->connect_ports, msg, sizeof(msg)) < 0) {
+            used += (size_t)snprintf(err + used, used < errlen ? errlen - used : 0,
+                                     "%s:%d: 'connect_ports': %s\n", file, f->line, msg);
+            rc = -1;
+        }
+        rt->block = lg_domset_new();
+        for (size_t k = 0; rt->block && f->block_domains && k < f->block_domains->n; k++)
+            lg_domset_add(rt->block, f->block_domains->v[k], strlen(f->block_domains->v[k]),
+                          "block_domains");
+        for (size_t k = 0; rt->block && f->blocklists && k < f->blocklists->n; k++) {
+            lg_domset_stats_t st;
+            if (lg_domset_load(rt->block, f->blocklists->v[k], LG_DOMSET_AUTO, &st, msg,
+                               sizeof(msg)) < 0) {
+                used += (size_t)snprintf(err + used, used < errlen ? errlen - used : 0,
+                                         "%s:%d: blocklist: %s\n", file, f->line, msg);
+                rc = -1;
+            }
+        }
+        rt->urlre = lg_urlre_new();
+        for (size_t k = 0; rt->urlre && f->url_filters && k < f->url_filters->n; k++) {
+            if (lg_urlre_add(rt->urlre, f->url_filters->v[k], msg, sizeof(msg)) < 0) {
+                used += (size_t)snprintf(err + used, used < errlen ? errlen - used : 0,
+                                         "%s:%d: 'url_filters': %s\n", file, f->line, msg);
+                rc = -1;
+            }
+        }
+    }
+    return rc;
+}
+
+/* ---- the worker side ---- */
+
+static lg_resolver_t *resolver_of(lg_forward_t *f)
+{
+    fwd_rt_t *rt = f->rt;
+    if (rt->resolver)
+        return rt->resolver;
+    lg_resolver_opts_t o;
+    lg_resolver_opts_init(&o);
+    o.servers = f->resolvers ? (const char *const *)f->resolvers->v : NULL;
+    o.nservers = f->resolvers ? f->resolvers->n : 0;
+    o.hosts_file = f->hosts_file;
+    o.family = strcmp(f->dns_family, "ipv6_first") == 0 ? LG_RESOLVE_V6_FIRST :
+               strcmp(f->dns_family, "ipv4_only") == 0 ? LG_RESOLVE_V4_ONLY :
+               strcmp(f->dns_family, "ipv6_only") == 0 ? LG_RESOLVE_V6_ONLY : LG_RESOLVE_V4_FIRST;
+    char err[256];
+    rt->resolver = lg_resolver_new(&lg_w.loop, &o, err, sizeof(err));
+    if (rt->resolver == NULL)
+        lg_alert("cannot start the resolver: %s", err);
+    return rt->resolver;
+}
+
+/* The destination record for addr, made or found. */
+static lg_upstream_t *destination(const struct sockaddr_storage *ss, int tunnel, const char *host,
+                                  int keepalive)
+{
+    char ip[64];
+    const void *a = ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                                              : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+    unsigned port = ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                                                    : ((const struct sockaddr_in *)ss)->sin_port);
+    inet_ntop(ss->ss_family, a, ip, sizeof(ip));
+    char key[80];
+    snprintf(key, sizeof(key), ss->ss_family == AF_INET6 ? "[%s]:%u%s" : "%s:%u%s", ip, port,
+             tunnel ? "/t" : "");
+    struct lg_dynup **pp = &dyns, *victim = NULL, **victim_pp = NULL;
+    for (; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->key, key) == 0)
+            return &(*pp)->up;
+        if ((*pp)->refs == 0 && (*pp)->npool == 0) {
+            victim = *pp;
+            victim_pp = pp;
+        }
+    }
+    if (ndyns >= DYN_MAX && victim) {
+        *victim_pp = victim->next;      /* nobody uses it: make room */
+        free(victim);
+        ndyns--;
+    }
+    struct lg_dynup *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return NULL;
+    snprintf(d->key, sizeof(d->key), "%s", key);
+    memcpy(&d->srv.addr.ss, ss, sizeof(*ss));
+    d->srv.addr.len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                : sizeof(struct sockaddr_in);
+    snprintf(d->text, sizeof(d->text), ss->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
+    d->srv.addr.text = d->text;
+    d->srv.weight = 1;
+    d->up.name = d->key;
+    (void)host;
+    d->up.servers = &d->srv;
+    d->up.nservers = 1;
+    d->up.keepalive = tunnel ? 0 : keepalive;
+    d->up.index = -1;
+    d->up.dyn = d;
+    d->up.fail_on = d->up.next_upstream = (char *)"error timeout";
+    d->up.next_mask = LG_COND_ERROR | LG_COND_TIMEOUT;
+    d->next = dyns;
+    dyns = d;
+    ndyns++;
+    return &d->up;
+}
+
+/* Why a request is refused, for the 403 page and the log. */
+static void refuse(lg_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void refuse(lg_session_t *s, const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    s->blocked = lg_arena_strdup(&s->arena, why);
+    lg_info("forward proxy: %s refused: %s", s->peer_text, why);
+    char *page = lg_arena_printf(&s->arena,
+        "<html><head><title>403 Forbidden</title></head><body>\r\n"
+        "<h1>403 Forbidden</h1>\r\n<p>legate refused this request: %s</p>\r\n</body></html>\r\n",
+        why);
+    lg_session_respond(s, 403, page);
+}
+
+static void resolved(void *arg, int status, const struct sockaddr_storage *addrs, size_t n)
+{
+    lg_session_t *s = arg;
+    s->resolving = NULL;
+    lg_forward_t *f = s->server->forward;
+    fwd_rt_t *rt = f->rt;
+    if (status != LG_RESOLVE_OK || n == 0) {
+        lg_error("forward proxy: cannot resolve \"%.*s\": %s, client: %s", (int)s->ri.host.n,
+                 s->ri.host.p, lg_resolve_strerror(status), s->peer_text);
+        lg_session_respond(s, 502, NULL);
+        lg_session_wake(s);
+        return;
+    }
+    struct sockaddr_storage ss = addrs[0];
+    unsigned port = s->ri.port ? (unsigned)s->ri.port : 80;
+    if (ss.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+    /* judged on the address we would connect to, not the name: DNS
+     * rebinding and odd literals cannot slip past */
+    const char *cls = f->allow_private ? NULL : lg_acl_private((const struct sockaddr *)&ss, 0);
+    int di = lg_cidr_lookup(rt->deny_dst, (const struct sockaddr *)&ss);
+    if (cls) {
+        refuse(s, "the destination is a %s address (allow_private is off)", cls);
+    } else if (di >= 0) {
+        refuse(s, "the destination address is in deny_destinations (%s)",
+               lg_cidr_rule(rt->deny_dst, di));
+    } else {
+        lg_upstream_t *up = destination(&ss, s->ri.connect, NULL, f->keepalive);
+        if (up == NULL)
+            lg_session_respond(s, 500, NULL);
+        else
+            lg_session_proxy_to(s, up);
+    }
+    lg_session_wake(s);
+}
+
+void lg_forward_start(lg_session_t *s)
+{
+    lg_forward_t *f = s->server->forward;
+    fwd_rt_t *rt = f->rt;
+    const struct sockaddr *peer = (const struct sockaddr *)&s->peer;
+    int d = lg_cidr_lookup(rt->deny, peer);
+    if (d >= 0) {
+        refuse(s, "the client address is in deny_clients (%s)", lg_cidr_rule(rt->deny, d));
+        return;
+    }
+    if (s->peer.ss_family != AF_UNIX && lg_cidr_lookup(rt->allow, peer) < 0) {
+        refuse(s, "the client address is not in allow_clients");
+        return;
+    }
+    if (s->ri.host.n == 0 || s->ri.host.n > 253) {
+        lg_session_respond(s, 400, NULL);
+        return;
+    }
+    char host[256];
+    size_t hn = s->ri.host.n;
+    const char *hp = s->ri.host.p;
+    if (hn >= 2 && hp[0] == '[') {      /* [v6] -> v6 */
+        hp++;
+        hn -= 2;
+    }
+    memcpy(host, hp, hn);
+    host[hn] = '\0';
+    if (s->ri.connect && !lg_portset_has(&rt->ports, (unsigned)s->ri.port)) {
+        refuse(s, "CONNECT to port %d is not allowed (connect_ports)", s->ri.port);
+        return;
+    }
+    lg_domset_hit_t hit;
+    if (lg_domset_match(rt->block, host, hn, &hit)) {
+        refuse(s, "%s is blocked by %s (%s)", host, hit.source, hit.rule);
+        return;
+    }
+    if (!s->ri.connect && lg_urlre_count(rt->urlre)) {
+        char *url = lg_arena_printf(&s->arena, "http://%.*s%.*s", (int)s->ri.authority.n,
+                                    s->ri.authority.p, (int)s->ri.uri.n, s->ri.uri.p);
+        int k = url ? lg_urlre_match(rt->urlre, url, strlen(url)) : -1;
+        if (k >= 0) {
+            refuse(s, "the URL matches the filter \"%s\"", lg_urlre_pattern(rt->urlre, k));
+            return;
+        }
+    }
+    lg_resolver_t *r = resolver_of(f);
+    if (r == NULL) {
+        lg_session_respond(s, 502, NULL);
+        return;
+    }
+    s->state = LG_S_RESOLVE;
+    s->resolving = lg_resolve(r, host, resolved, s);
+    if (s->resolving == NULL)
+        lg_session_respond(s, 502, NULL);
+}
+
+void lg_forward_cancel(lg_session_t *s)
+{
+    if (s->resolving) {
+        lg_resolve_cancel(s->resolving);
+        s->resolving = NULL;
+    }
+}
