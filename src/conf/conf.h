@@ -220,6 +220,7 @@ typedef struct lg_listen {
     lg_addr_t addr;
     int       backlog;                  /* default 511 */
     int       tls;                      /* bool: TLS on this address */
+    char     *protocol;                 /* "http" (default) or "socks5" */
     int       is_default;               /* default_server for this address */
     int       line;
 } lg_listen_t;
@@ -264,6 +265,8 @@ typedef struct lg_forward {
     char      *dns_family;              /* "ipv4_first" (default), "ipv6_first", "ipv4_only", "ipv6_only" */
     lg_msec_t  tunnel_idle_timeout;     /* CONNECT tunnels, default 5m */
     int        keepalive;               /* idle pooled connections per destination, default 8 */
+    char      *auth_file;               /* htpasswd file (bcrypt / SHA-crypt): Basic auth required; NULL = none */
+    char      *auth_realm;              /* default "legate" */
     int        line;
     void      *rt;                      /* built by the proxy layer (ACLs, lists) */
     void     (*rt_free)(void *rt);      /* and how to free it */
@@ -292,6 +295,7 @@ typedef struct lg_bind {
     size_t        nservers;
     lg_server_t  *default_server;       /* borrowed: is_default, else first */
     int           tls;                  /* TLS on this address */
+    int           socks;                /* SOCKS5 on this address (forward proxy) */
 } lg_bind_t;
 
 typedef enum lg_log_level {

@@ -244,6 +244,9 @@ static void dump_forward(FILE *out, int ind, const lg_forward_t *f)
     kv_str(out, ind + 1, "dns_family", f->dns_family);
     kv_msec(out, ind + 1, "tunnel_idle_timeout", f->tunnel_idle_timeout);
     kv_int(out, ind + 1, "keepalive", f->keepalive);
+    if (f->auth_file)
+        kv_str(out, ind + 1, "auth_file", f->auth_file);
+    kv_str(out, ind + 1, "auth_realm", f->auth_realm);
     IND(out, ind);
     fputs("};\n", out);
 }
@@ -259,9 +262,9 @@ static void dump_server(FILE *out, int ind, const lg_server_t *srv)
         IND(out, ind + 2);
         fputs("{ address = ", out);
         put_str(out, l->addr.text);
-        fprintf(out, "; backlog = %d; default = %s; tls = %s; }%s\n", l->backlog,
-                l->is_default ? "true" : "false", l->tls ? "true" : "false",
-                i + 1 < srv->nlistens ? "," : "");
+        fprintf(out, "; backlog = %d; default = %s; tls = %s; protocol = \"%s\"; }%s\n",
+                l->backlog, l->is_default ? "true" : "false", l->tls ? "true" : "false",
+                l->protocol ? l->protocol : "http", i + 1 < srv->nlistens ? "," : "");
     }
     IND(out, ind + 1);
     fputs(");\n", out);

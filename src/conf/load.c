@@ -376,6 +376,8 @@ static const directive_t forward_dirs[] = {
     ROW("dns_family",        D_STRING,  0, 0, "ipv4_first", lg_forward_t, dns_family),
     ROW("tunnel_idle_timeout", D_DURATION, 1, WEEK, "5m", lg_forward_t, tunnel_idle_timeout),
     ROW("keepalive",         D_INT,     0, 10000, "8", lg_forward_t, keepalive),
+    PATH("auth_file",        NULL, NULL, lg_forward_t, auth_file),
+    ROW("auth_realm",        D_STRING,  0, 0, "legate", lg_forward_t, auth_realm),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -424,6 +426,7 @@ static const directive_t listen_dirs[] = {
     ROW("backlog", D_INT,  1, 65535, "511",   lg_listen_t, backlog),
     ROW("default", D_BOOL, 0, 1,     "false", lg_listen_t, is_default),
     ROW("tls",     D_BOOL, 0, 1,     "false", lg_listen_t, tls),
+    ROW("protocol", D_STRING, 0, 0,  "http",  lg_listen_t, protocol),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -1720,6 +1723,7 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 b->addr = l->addr;
                 b->backlog = l->backlog;
                 b->tls = l->tls;
+                b->socks = l->protocol && strcmp(l->protocol, "socks5") == 0;
                 if ((b->servers = ld_calloc(ld, conf->nservers, sizeof(*b->servers))) == NULL)
                     return ld_oom(ld, where);
             }
@@ -1729,6 +1733,16 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 rc = ld_error(ld, listen_setting(ld, i, j), "%s is listed with tls = %s here "
                               "and tls = %s in another server", l->addr.text,
                               l->tls ? "true" : "false", b->tls ? "true" : "false");
+            if (l->protocol && strcmp(l->protocol, "http") != 0 && strcmp(l->protocol, "socks5") != 0)
+                rc = ld_error(ld, listen_setting(ld, i, j), "'protocol' must be \"http\" or \"socks5\"");
+            else if ((l->protocol && strcmp(l->protocol, "socks5") == 0) != b->socks)
+                rc = ld_error(ld, listen_setting(ld, i, j), "%s is socks5 in one server and not in "
+                              "another", l->addr.text);
+            else if (b->socks && srv->forward == NULL)
+                rc = ld_error(ld, listen_setting(ld, i, j), "a socks5 listener needs the server's "
+                              "'forward' settings");
+            else if (b->socks && l->tls)
+                rc = ld_error(ld, listen_setting(ld, i, j), "socks5 with tls is not supported");
             if (l->tls && srv->tls.ncerts == 0)
                 rc = ld_error(ld, listen_setting(ld, i, j), "tls = true on %s but the server has "
                               "no 'tls_certificates'", l->addr.text);

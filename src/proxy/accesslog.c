@@ -31,7 +31,7 @@ static const char fmt_json[] =
 
 /* For forward proxies: who went where, bytes each way, how long, and why not. */
 static const char fmt_forward[] =
-    "$time_iso8601 $remote_addr \"$request_method $proxy_host\" $status "
+    "$time_iso8601 $remote_addr $remote_user \"$request_method $proxy_host\" $status "
     "$bytes_received $bytes_sent $request_time upstream=$upstream_addr blocked=\"$blocked\"";
 
 typedef struct alog {

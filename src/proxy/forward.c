@@ -25,7 +25,28 @@
 #include "fwd/acl.h"
 #include "fwd/resolve.h"
 
+#include <crypt.h>
+#include <openssl/evp.h>
+#include <strings.h>
+
+typedef struct fwd_user {
+    char *name;                 /* owned */
+    char *hash;                 /* owned: crypt(3) string, $2b$ or $5$ / $6$ */
+} fwd_user_t;
+
+/* A password checked once is remembered for a while: bcrypt is made to be
+ * slow, and the check runs inside the event loop. */
+#define AUTH_CACHE 256
+#define AUTH_CACHE_MS (5 * 60 * 1000)
+typedef struct auth_ok {
+    unsigned char key[32];      /* SHA-256 of "user\0password" */
+    lg_msec_t     until;
+} auth_ok_t;
+
 typedef struct fwd_rt {
+    fwd_user_t    *users;
+    size_t         nusers;
+    auth_ok_t      cache[AUTH_CACHE];
     lg_cidr_set_t *allow, *deny, *deny_dst;
     lg_domset_t   *block;
     lg_urlre_t    *urlre;
@@ -48,6 +69,11 @@ static void rt_free(void *p)
     lg_cidr_free(rt->deny_dst);
     lg_domset_free(rt->block);
     lg_urlre_free(rt->urlre);
+    for (size_t i = 0; i < rt->nusers; i++) {
+        free(rt->users[i].name);
+        free(rt->users[i].hash);
+    }
+    free(rt->users);
     free(rt);
 }
 
@@ -66,6 +92,50 @@ static int cidrs(lg_cidr_set_t **out, const lg_strv_t *v, const char *file, int 
         }
     }
     return lg_cidr_build(*out, msg, sizeof(msg));
+}
+
+/* htpasswd: "user:hash" lines; bcrypt ($2a$ $2b$ $2y$) and SHA-crypt ($5$ $6$). */
+static int load_users(fwd_rt_t *rt, const char *path, char *err, size_t errlen, size_t *used)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        *used += (size_t)snprintf(err + *used, *used < errlen ? errlen - *used : 0,
+                                  "%s: cannot read: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    int lineno = 0, rc = 0;
+    size_t cap = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '\0' || line[0] == '#')
+            continue;
+        char *colon = strchr(line, ':');
+        const char *h = colon ? colon + 1 : "";
+        if (colon == NULL || colon == line ||
+            !(strncmp(h, "$2a$", 4) == 0 || strncmp(h, "$2b$", 4) == 0 || strncmp(h, "$2y$", 4) == 0 ||
+              strncmp(h, "$5$", 3) == 0 || strncmp(h, "$6$", 3) == 0)) {
+            *used += (size_t)snprintf(err + *used, *used < errlen ? errlen - *used : 0,
+                                      "%s:%d: expected user:hash with a bcrypt ($2b$) or "
+                                      "SHA-crypt ($5$, $6$) hash\n", path, lineno);
+            rc = -1;
+            continue;
+        }
+        *colon = '\0';
+        if (rt->nusers == cap) {
+            cap = cap ? cap * 2 : 16;
+            fwd_user_t *u = realloc(rt->users, cap * sizeof(*u));
+            if (u == NULL)
+                break;
+            rt->users = u;
+        }
+        rt->users[rt->nusers].name = strdup(line);
+        rt->users[rt->nusers].hash = strdup(h);
+        rt->nusers++;
+    }
+    fclose(f);
+    return rc;
 }
 
 int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
@@ -107,6 +177,8 @@ int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
                 rc = -1;
             }
         }
+        if (f->auth_file && load_users(rt, f->auth_file, err, errlen, &used) < 0)
+            rc = -1;
         rt->urlre = lg_urlre_new();
         for (size_t k = 0; rt->urlre && f->url_filters && k < f->url_filters->n; k++) {
             if (lg_urlre_add(rt->urlre, f->url_filters->v[k], msg, sizeof(msg)) < 0) {
@@ -193,6 +265,73 @@ static lg_upstream_t *destination(const struct sockaddr_storage *ss, int tunnel,
     return &d->up;
 }
 
+static int check_password(fwd_rt_t *rt, const char *user, const char *pass)
+{
+    unsigned char key[32];
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned int kl = 0;
+    if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(md, user, strlen(user) + 1) != 1 ||
+        EVP_DigestUpdate(md, pass, strlen(pass)) != 1 || EVP_DigestFinal_ex(md, key, &kl) != 1) {
+        EVP_MD_CTX_free(md);
+        return 0;
+    }
+    EVP_MD_CTX_free(md);
+    unsigned slot = (unsigned)(key[0] | key[1] << 8) % AUTH_CACHE;
+    if (rt->cache[slot].until > lg_w.loop.now && memcmp(rt->cache[slot].key, key, 32) == 0)
+        return 1;
+    for (size_t i = 0; i < rt->nusers; i++) {
+        if (strcmp(rt->users[i].name, user) != 0)
+            continue;
+        struct crypt_data cd;
+        memset(&cd, 0, sizeof(cd));
+        const char *h = crypt_r(pass, rt->users[i].hash, &cd);
+        if (h && strcmp(h, rt->users[i].hash) == 0) {
+            memcpy(rt->cache[slot].key, key, 32);
+            rt->cache[slot].until = lg_w.loop.now + AUTH_CACHE_MS;
+            return 1;
+        }
+        return 0;
+    }
+    return 0;
+}
+
+int lg_forward_check_user(lg_session_t *s, const char *user, const char *pass)
+{
+    fwd_rt_t *rt = s->bind->default_server->forward->rt;
+    if (!check_password(rt, user, pass))
+        return 0;
+    s->user = lg_arena_strdup(&s->arena, user);
+    return 1;
+}
+
+/* Proxy-Authorization: Basic; 1 and s->user set, or 0. */
+static int authenticate(lg_session_t *s, fwd_rt_t *rt)
+{
+    const http_header_t *h = lg_req_header(s, "proxy-authorization");
+    if (h == NULL || h->value_len < 7 || strncasecmp(h->value, "Basic ", 6) != 0 ||
+        h->value_len > 600)
+        return 0;
+    unsigned char dec[512];
+    size_t n = h->value_len - 6;
+    int dl = EVP_DecodeBlock(dec, (const unsigned char *)h->value + 6, (int)n);
+    if (dl <= 0)
+        return 0;
+    while (n && h->value[6 + n - 1] == '=') {   /* DecodeBlock counts the padding */
+        dl--;
+        n--;
+    }
+    dec[dl] = '\0';
+    char *colon = strchr((char *)dec, ':');
+    if (colon == NULL)
+        return 0;
+    *colon = '\0';
+    if (!check_password(rt, (char *)dec, colon + 1))
+        return 0;
+    s->user = lg_arena_strdup(&s->arena, (char *)dec);
+    return 1;
+}
+
 /* Why a request is refused, for the 403 page and the log. */
 static void refuse(lg_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void refuse(lg_session_t *s, const char *fmt, ...)
@@ -261,6 +400,12 @@ void lg_forward_start(lg_session_t *s)
     }
     if (s->peer.ss_family != AF_UNIX && lg_cidr_lookup(rt->allow, peer) < 0) {
         refuse(s, "the client address is not in allow_clients");
+        return;
+    }
+    if (f->auth_file && !s->socks && !authenticate(s, rt)) {
+        s->auth_realm = f->auth_realm;
+        s->blocked = "proxy authentication required";
+        lg_session_respond(s, 407, NULL);
         return;
     }
     if (s->ri.host.n == 0 || s->ri.host.n > 253) {

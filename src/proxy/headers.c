@@ -202,7 +202,10 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
     } else if (IS("remote_port")) {
         sb_printf(b, "%u", s->peer_port);
     } else if (IS("remote_user")) {
-        sb_str(b, json ? "" : "-");
+        if (s->user)
+            RAW(s->user, strlen(s->user));
+        else
+            sb_str(b, json ? "" : "-");
     } else if (IS("time_local") || IS("time_iso8601")) {
         struct tm tm;
         time_t now = (time_t)lg_w.loop.wall;
@@ -648,6 +651,8 @@ char *lg_build_local(lg_session_t *s, int status, const char *body,
     if (status >= 200 && status != 204 && status != 304) {
         sb_printf(&b, "Content-Type: %s\r\nContent-Length: %zu\r\n", ctype, blen);
     }
+    if (status == 407 && s->auth_realm)
+        sb_printf(&b, "Proxy-Authenticate: Basic realm=\"%s\"\r\n", s->auth_realm);
     if (location) {
         sb_str(&b, "Location: ");
         expand(s, &b, location, 0, 0);

@@ -108,6 +108,7 @@ typedef enum lg_sstate {
     LG_S_HANDSHAKE  = 7,        /* TLS handshake with the client */
     LG_S_RESOLVE    = 8,        /* forward proxy: resolving the destination */
     LG_S_TUNNEL     = 9,        /* CONNECT: bytes relayed both ways */
+    LG_S_SOCKS      = 10,       /* SOCKS5 negotiation */
 } lg_sstate_t;
 
 const char *lg_sstate_name(lg_sstate_t s);
@@ -147,8 +148,12 @@ struct lg_session {
     lg_upstream_t  *up;         /* the upstream chosen for this request (route or split) */
     const char     *set_cookie; /* canary cohort cookie to set (arena), or NULL */
     const char     *blocked;    /* forward proxy: the rule that refused it (arena) */
+    const char     *user;       /* forward proxy: the authenticated user (arena), or NULL */
+    const char     *auth_realm; /* a 407 asks for Basic credentials in this realm */
     struct lg_resolve *resolving; /* forward proxy: lookup in flight, or NULL */
     int             tunnel_up;  /* tunnel pipes set up */
+    int             socks;      /* a SOCKS5 connection (replies are SOCKS, not HTTP) */
+    int             socks_phase;
     int             half_up, half_down; /* each direction's end passed on */
     lg_uconn_t     *uc;         /* borrowed from the pool while in flight */
     size_t          tried;      /* bit mask of upstream servers tried */
@@ -244,6 +249,13 @@ void lg_forward_cancel(lg_session_t *s);
 void lg_session_respond(lg_session_t *s, int status, const char *body);
 void lg_session_proxy_to(lg_session_t *s, lg_upstream_t *up);
 void lg_session_wake(lg_session_t *s);
+void lg_session_close(lg_session_t *s, const char *why);
+int  lg_forward_check_user(lg_session_t *s, const char *user, const char *pass);
+
+/* socks.c */
+void          lg_socks_step(lg_session_t *s);
+void          lg_socks_fail(lg_session_t *s, int http_status);
+unsigned char lg_socks_code(int http_status);
 
 /* health.c: active health checks, run by worker slot 0 only */
 void lg_health_start(void);

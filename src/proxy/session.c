@@ -59,6 +59,7 @@ const char *lg_sstate_name(lg_sstate_t st)
     case LG_S_HANDSHAKE: return "TLS handshake";
     case LG_S_RESOLVE:   return "resolving the destination";
     case LG_S_TUNNEL:    return "tunnel";
+    case LG_S_SOCKS:     return "SOCKS5 negotiation";
     }
     return "?";
 }
@@ -159,6 +160,10 @@ static void respond_local(lg_session_t *s, int status, const char *body, const c
 
 static void respond_error(lg_session_t *s, int status)
 {
+    if (s->socks) {
+        lg_socks_fail(s, status);       /* a SOCKS reply, then close */
+        return;
+    }
     /* the request's body (if any) was not read: the connection cannot go on */
     if (s->ri.body != LG_BODY_NONE && !(s->reqp.buf && s->reqp.src_done))
         s->keep_alive = 0;
@@ -799,8 +804,17 @@ static void local_step(lg_session_t *s)
 
 /* ---- for the forward proxy (forward.c) ---- */
 
+void lg_session_close(lg_session_t *s, const char *why)
+{
+    session_close(s, why);
+}
+
 void lg_session_respond(lg_session_t *s, int status, const char *body)
 {
+    if (s->socks) {
+        lg_socks_fail(s, status);
+        return;
+    }
     if (s->ri.connect)
         s->keep_alive = 0;
     if (body)
@@ -842,6 +856,7 @@ static void tunnel_step(lg_session_t *s)
     lg_uconn_t *uc = s->uc;
     if (!s->tunnel_up) {
         static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+        static const char socks_ok[] = { 5, 0, 0, 1, 0, 0, 0, 0, 0, 0 };
         lg_buf_t *b = s->in;
         b->pos = b->start + s->head_len;    /* bytes sent after the head belong to the tunnel */
         lg_pipe_init(&s->reqp, b, b->pos, LG_BODY_CLOSE, 0, 0);
@@ -850,8 +865,8 @@ static void tunnel_step(lg_session_t *s)
             return;
         }
         lg_pipe_init(&s->rspp, uc->in, uc->in->start, LG_BODY_CLOSE, 0, 0);
-        s->rspp.hdr = ok;
-        s->rspp.hdr_len = sizeof(ok) - 1;
+        s->rspp.hdr = s->socks ? socks_ok : ok;
+        s->rspp.hdr_len = s->socks ? sizeof(socks_ok) : sizeof(ok) - 1;
         s->status = 200;
         s->upstream_status = 200;
         s->tunnel_up = 1;
@@ -1012,6 +1027,9 @@ static void session_run(lg_session_t *s)
         case LG_S_TUNNEL:
             tunnel_step(s);
             break;
+        case LG_S_SOCKS:
+            lg_socks_step(s);
+            break;
         case LG_S_CLOSED:
             return;
         }
@@ -1066,6 +1084,11 @@ static void session_arm(lg_session_t *s)
     case LG_S_RESOLVE:
         CONSIDER(1, c->proxy_connect_timeout, LG_T_RESOLVE);
         break;
+    case LG_S_SOCKS: {
+        lg_msec_t left = s->t_start + c->client_header_timeout - lg_w.loop.now;
+        CONSIDER(1, left > 0 ? left : 0, LG_T_HEADER);
+        break;
+    }
     case LG_S_TUNNEL:
         CONSIDER(1, s->server->forward ? s->server->forward->tunnel_idle_timeout : 300000,
                  LG_T_TUNNEL);
@@ -1221,7 +1244,11 @@ void lg_session_accept(int lfd, const lg_bind_t *bind)
     sessions = s;
     lg_w.nconns++;
     s->state = LG_S_READ_HEAD;
-    if (bind->tls) {
+    if (bind->socks) {
+        s->socks = 1;
+        s->server = bind->default_server;
+        s->state = LG_S_SOCKS;
+    } else if (bind->tls) {
         s->e.ssl = lg_tls_accept(bind, fd);
         if (s->e.ssl == NULL) {
             session_close(s, "cannot start TLS");
