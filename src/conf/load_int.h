@@ -1,0 +1,113 @@
+/*
+ * Internals shared by the configuration loader's files (load.c: the walk,
+ * values, defaults, merge and binds; load_upstream.c: upstreams and their
+ * health checks; load_route.c: routes; load_server.c: TLS and forward-proxy
+ * settings of servers).  Not for use outside src/conf.
+ */
+#ifndef LEGATE_CONF_LOAD_INT_H
+#define LEGATE_CONF_LOAD_INT_H
+
+#include <libconfig.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf/conf.h"
+
+#define SEC   INT64_C(1000)
+#define DAY   (86400 * SEC)
+#define WEEK  (7 * DAY)
+
+/* Loader state for one lg_conf_load() call. */
+typedef struct ld {
+    lg_conf_t              *conf;
+    const char             *file;       /* borrowed: main file as given */
+    const char             *incdir;     /* arena: @include base, NULL = cwd */
+    int                     has_prefix; /* resolve relative paths under conf->prefix */
+    char                   *err;        /* borrowed: caller's buffer */
+    size_t                  errlen;
+    size_t                  errused;
+    int                     nerr;
+    const config_setting_t *servers;    /* http.servers, parsed after upstreams */
+} ld_t;
+
+/* --- directive tables ---------------------------------------------------- */
+
+typedef enum dtype {
+    D_INT      = 0,     /* int: integer in [min, max] */
+    D_INT64    = 1,     /* int64_t: integer in [min, max] */
+    D_BOOL     = 2,     /* int: true / false */
+    D_DURATION = 3,     /* lg_msec_t: integer seconds or "500ms" "10s" "2m" "1h" "1d" */
+    D_SIZE     = 4,     /* int64_t: integer bytes or "512" "16k" "1m" "2g" */
+    D_STRING   = 5,     /* char *: non-empty string */
+    D_PATH     = 6,     /* char *: file, relative -> under prefix; `keyword` kept as is */
+    D_LEVEL    = 7,     /* lg_log_level_t: "debug" .. "emerg" */
+    D_WORKERS  = 8,     /* int: integer in [min, max] or "auto" (CPUs online) */
+    D_HEADERS  = 9,     /* lg_header_ops_t *: group of Name = "value" */
+    D_NAMES    = 10,    /* lg_strv_t *: header name or list of header names */
+    D_CUSTOM   = 11,    /* handled by fn: structure, not a value; no default, not merged */
+    D_STRLIST  = 12,    /* lg_strv_t *: string or list of strings; keyword "paths": resolved;
+                           default: space-separated */
+} dtype_t;
+
+/* Rows of kind D_LEVEL write the enum through an int pointer. */
+_Static_assert(sizeof(lg_log_level_t) == sizeof(int), "lg_log_level_t is not int-sized");
+
+typedef int (*dfn_t)(ld_t *ld, const config_setting_t *s, void *base);
+
+typedef struct directive {
+    const char *name;
+    dtype_t     type;
+    int64_t     min, max;   /* bounds in the stored unit (ms, bytes) */
+    const char *def;        /* default in config syntax ("" = empty list); NULL: stays unset */
+    size_t      off;        /* offset of the target field in the level's struct */
+    const char *keyword;    /* D_PATH: a value that is not a path ("stderr", "off") */
+    dfn_t       fn;         /* D_CUSTOM */
+} directive_t;
+
+#define ROW(name, type, min, max, def, st, f) \
+    { name, type, min, max, def, offsetof(st, f), NULL, NULL }
+#define PATH(name, def, kw, st, f) \
+    { name, D_PATH, 0, 0, def, offsetof(st, f), kw, NULL }
+#define CUSTOM(name, fn) \
+    { name, D_CUSTOM, 0, 0, NULL, 0, NULL, fn }
+
+/* errors: "FILE:LINE: message", collected, never stopping the walk */
+int         ld_error(ld_t *ld, const config_setting_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void        ld_error_at(ld_t *ld, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int         ld_oom(ld_t *ld, const config_setting_t *s);
+const char *ld_file_name(ld_t *ld, const char *f);
+
+/* memory from the generation's arena */
+void       *ld_calloc(ld_t *ld, size_t n, size_t size);
+char       *ld_strdup(ld_t *ld, const char *s);
+
+/* values */
+const char *ld_get_string(ld_t *ld, const config_setting_t *s);
+int         ld_get_int(const config_setting_t *s, int64_t *v);
+char       *ld_resolve_path(ld_t *ld, const char *p);
+int         ld_parse_addr(ld_t *ld, const config_setting_t *s, int default_port, lg_addr_t *out);
+int         ld_entry_count(ld_t *ld, const config_setting_t *s, int groups, const char *what);
+const config_setting_t *ld_entry_at(const config_setting_t *s, int i);
+int         ld_is_empty_list(const config_setting_t *s);
+
+/* tables */
+void        ld_table_unset(const directive_t *t, void *base);
+int         ld_table_defaults(ld_t *ld, const directive_t *t, void *base);
+int         ld_parse_block(ld_t *ld, const config_setting_t *g, const char *level,
+                           const directive_t *t1, void *b1, const directive_t *t2, void *b2);
+int         ld_parse_block3(ld_t *ld, const config_setting_t *g, const char *level,
+                            const directive_t *t1, void *b1, const directive_t *t2, void *b2,
+                            const directive_t *t3, void *b3);
+
+/* the parts in other files */
+int         ld_fn_upstreams(ld_t *ld, const config_setting_t *s, void *base);    /* load_upstream.c */
+lg_upstream_t *ld_upstream_find(const lg_conf_t *conf, const char *name);
+int         ld_fn_routes(ld_t *ld, const config_setting_t *s, void *base);       /* load_route.c */
+int         ld_fn_server_name(ld_t *ld, const config_setting_t *s, void *base);  /* load.c */
+extern const directive_t ld_tls_dirs[];                                          /* load_server.c */
+extern const directive_t ld_common_dirs[];                                       /* load.c */
+int         ld_fn_forward(ld_t *ld, const config_setting_t *s, void *base);
+
+#endif

@@ -1,0 +1,360 @@
+/*
+ * Routes: matchers, conditions, actions and canary splits (part of the
+ * configuration loader, see load.c).
+ */
+#include "conf/load_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <regex.h>
+
+static int fn_match(ld_t *, const config_setting_t *, void *);
+static int fn_proxy_pass(ld_t *, const config_setting_t *, void *);
+static int fn_return(ld_t *, const config_setting_t *, void *);
+static int fn_route_string(ld_t *, const config_setting_t *, void *);
+static int fn_route_hosts(ld_t *, const config_setting_t *, void *);
+static int fn_route_methods(ld_t *, const config_setting_t *, void *);
+static int fn_route_pair(ld_t *, const config_setting_t *, void *);
+static int fn_split(ld_t *, const config_setting_t *, void *);
+
+/* Route-level parse state: which settings appeared, for the checks at the end. */
+typedef struct route_ctx {
+    lg_route_t             *rt;
+    const config_setting_t *matcher;
+    const config_setting_t *action;
+    const config_setting_t *body;
+    const config_setting_t *location;
+    const config_setting_t *rewrite;
+    const config_setting_t *split;
+    const config_setting_t *split_key;
+    const config_setting_t *split_cookie;
+    int                     matcher_ok; /* pattern valid (and compiled) */
+    int                     status_ok;  /* 'return' status valid */
+} route_ctx_t;
+
+static const directive_t route_dirs[] = {
+    CUSTOM("exact",      fn_match),
+    CUSTOM("prefix",     fn_match),
+    CUSTOM("path",       fn_match),     /* synonym of prefix */
+    CUSTOM("regex",      fn_match),
+    CUSTOM("proxy_pass", fn_proxy_pass),
+    CUSTOM("return",     fn_return),
+    CUSTOM("body",       fn_route_string),
+    CUSTOM("location",   fn_route_string),
+    CUSTOM("rewrite",    fn_route_string),
+    CUSTOM("host",       fn_route_hosts),
+    CUSTOM("methods",    fn_route_methods),
+    CUSTOM("header",     fn_route_pair),
+    CUSTOM("query",      fn_route_pair),
+    CUSTOM("split",      fn_split),
+    CUSTOM("split_key",  fn_route_string),
+    CUSTOM("split_cookie", fn_route_string),
+    { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
+};
+
+static int fn_match(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    lg_route_t  *rt = rc->rt;
+    const char  *kind = config_setting_name(s);
+    const char  *v;
+
+    if (rc->matcher != NULL)
+        return ld_error(ld, s, "route has more than one of 'exact', 'prefix', 'regex' "
+                        "('%s' and '%s')", config_setting_name(rc->matcher), kind);
+    rc->matcher = s;
+    if ((v = ld_get_string(ld, s)) == NULL)
+        return -1;
+    if ((rt->pattern = ld_strdup(ld, v)) == NULL)
+        return ld_oom(ld, s);
+    rt->pattern_len = strlen(v);
+    if (strcmp(kind, "regex") == 0) {
+        regex_t *re = ld_calloc(ld, 1, sizeof(*re));
+        char     msg[256];
+        int      err;
+
+        if (re == NULL)
+            return ld_oom(ld, s);
+        rt->match = LG_MATCH_REGEX;
+        if ((err = regcomp(re, v, REG_EXTENDED)) != 0) {
+            regerror(err, re, msg, sizeof(msg));
+            return ld_error(ld, s, "bad regex '%s': %s", v, msg);
+        }
+        rt->re = re;
+        rc->matcher_ok = 1;
+        return 0;
+    }
+    rt->match = strcmp(kind, "exact") == 0 ? LG_MATCH_EXACT : LG_MATCH_PREFIX;
+    if (v[0] != '/')
+        return ld_error(ld, s, "'%s' must start with '/'", kind);
+    rc->matcher_ok = 1;
+    return 0;
+}
+
+static int route_action(ld_t *ld, route_ctx_t *rc, const config_setting_t *s)
+{
+    if (rc->action != NULL)
+        return ld_error(ld, s, "route has both 'proxy_pass' and 'return'");
+    rc->action = s;
+    return 0;
+}
+
+static int fn_proxy_pass(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    const char  *v;
+
+    if (route_action(ld, rc, s) < 0 || (v = ld_get_string(ld, s)) == NULL)
+        return -1;
+    rc->rt->action = LG_ACTION_PROXY;
+    if ((rc->rt->upstream = ld_upstream_find(ld->conf, v)) == NULL)
+        return ld_error(ld, s, "unknown upstream '%s' in 'proxy_pass'", v);
+    return 0;
+}
+
+static int fn_return(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    int64_t      v;
+
+    if (route_action(ld, rc, s) < 0)
+        return -1;
+    rc->rt->action = LG_ACTION_RETURN;
+    if (ld_get_int(s, &v) < 0)
+        return ld_error(ld, s, "'return' must be an integer");
+    if (v < 100 || v > 599)
+        return ld_error(ld, s, "'return' must be between 100 and 599");
+    rc->rt->status = (int)v;
+    rc->status_ok = 1;
+    return 0;
+}
+
+/* body, location, rewrite: strings whose validity depends on the action. */
+static int fn_route_string(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    const char  *name = config_setting_name(s), *v;
+    char        *p;
+
+    if (config_setting_type(s) != CONFIG_TYPE_STRING)
+        return ld_error(ld, s, "'%s' must be a string", name);
+    v = config_setting_get_string(s);
+    if (v[0] == '\0' && strcmp(name, "body") != 0)
+        return ld_error(ld, s, "'%s' must not be empty", name);
+    if ((p = ld_strdup(ld, v)) == NULL)
+        return ld_oom(ld, s);
+    if (strcmp(name, "split_key") == 0) {
+        rc->split_key = s;
+        rc->rt->split_key = p;
+    } else if (strcmp(name, "split_cookie") == 0) {
+        rc->split_cookie = s;
+        rc->rt->split_cookie = p;
+        for (const char *c = p; *c; c++)
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                  (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
+                return ld_error(ld, s, "'split_cookie' must be a cookie name (letters, digits, '_', '-')");
+    } else if (strcmp(name, "body") == 0) {
+        rc->body = s;
+        rc->rt->body = p;
+    } else if (strcmp(name, "location") == 0) {
+        rc->location = s;
+        rc->rt->location = p;
+    } else {
+        rc->rewrite = s;
+        rc->rt->rewrite = p;
+        if (v[0] != '/' && v[0] != '$')
+            return ld_error(ld, s, "'rewrite' must start with '/' or a $1..$9 capture");
+    }
+    return 0;
+}
+
+static int fn_route_hosts(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    lg_server_t  tmp = { 0 };       /* the same syntax and rules as server_name */
+    int          r = ld_fn_server_name(ld, s, &tmp);
+    rc->rt->hosts = tmp.names;
+    rc->rt->nhosts = tmp.nnames;
+    return r;
+}
+
+static int fn_route_methods(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    int          n = ld_entry_count(ld, s, 0, "a method or a list of methods");
+    if (n <= 0)
+        return n;
+    lg_strv_t *v = ld_calloc(ld, 1, sizeof(*v));
+    if (v == NULL || (v->v = ld_calloc(ld, (size_t)n, sizeof(char *))) == NULL)
+        return ld_oom(ld, s);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = ld_entry_at(s, i);
+        const char *m = ld_get_string(ld, e);
+        if (m == NULL)
+            return -1;
+        for (const char *c = m; *c; c++)
+            if (*c < 'A' || *c > 'Z')
+                return ld_error(ld, e, "method '%s' must be upper-case letters", m);
+        if ((v->v[v->n++] = ld_strdup(ld, m)) == NULL)
+            return ld_oom(ld, e);
+    }
+    rc->rt->methods = v;
+    return 0;
+}
+
+/* header = "Name" | "Name: value";  query = "name" | "name=value" */
+static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    int          is_header = strcmp(config_setting_name(s), "header") == 0;
+    const char  *v = ld_get_string(ld, s);
+    if (v == NULL)
+        return -1;
+    const char *sep = strchr(v, is_header ? ':' : '=');
+    size_t      nl = sep ? (size_t)(sep - v) : strlen(v);
+    if (nl == 0)
+        return ld_error(ld, s, "'%s' needs a name", config_setting_name(s));
+    char *name = ld_calloc(ld, 1, nl + 1);
+    if (name == NULL)
+        return ld_oom(ld, s);
+    memcpy(name, v, nl);
+    char *value = NULL;
+    if (sep) {
+        const char *p = sep + 1;
+        while (is_header && (*p == ' ' || *p == '\t'))
+            p++;
+        if ((value = ld_strdup(ld, p)) == NULL)
+            return ld_oom(ld, s);
+    }
+    if (is_header) {
+        for (size_t i = 0; i < nl; i++)
+            if (name[i] == ' ' || name[i] == '\t')
+                return ld_error(ld, s, "'header' must be \"Name\" or \"Name: value\"");
+        rc->rt->header_name = name;
+        rc->rt->header_value = value;
+    } else {
+        rc->rt->query_name = name;
+        rc->rt->query_value = value;
+    }
+    return 0;
+}
+
+/* split = ( { upstream = "stable"; weight = 90; }, { upstream = "canary"; weight = 10; } ) */
+static int fn_split(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    lg_route_t  *rt = rc->rt;
+    rc->split = s;
+    if (!config_setting_is_list(s) || config_setting_length(s) < 2)
+        return ld_error(ld, s, "'split' must be a list of at least two { upstream = ...; weight = ...; }");
+    int n = config_setting_length(s);
+    if ((rt->splits = ld_calloc(ld, (size_t)n, sizeof(*rt->splits))) == NULL)
+        return ld_oom(ld, s);
+    int err = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        lg_split_t *sp = &rt->splits[rt->nsplits++];
+        const config_setting_t *u = config_setting_get_member(e, "upstream");
+        const config_setting_t *w = config_setting_get_member(e, "weight");
+        int64_t wv = 0;
+        if (!config_setting_is_group(e) || u == NULL || w == NULL || config_setting_length(e) != 2) {
+            err = ld_error(ld, e, "each split entry is { upstream = \"name\"; weight = N; }");
+            continue;
+        }
+        const char *un = ld_get_string(ld, u);
+        if (un == NULL) {
+            err = -1;
+            continue;
+        }
+        if ((sp->upstream = ld_upstream_find(ld->conf, un)) == NULL)
+            err = ld_error(ld, u, "unknown upstream '%s' in 'split'", un);
+        if (ld_get_int(w, &wv) < 0 || wv < 1 || wv > 10000)
+            err = ld_error(ld, w, "'weight' must be between 1 and 10000");
+        sp->weight = (int)wv;
+    }
+    rt->action = LG_ACTION_PROXY;
+    return err;
+}
+
+/* $1..$9 (or ${1}..${9}) in a template must name a group of the route's regex. */
+static int check_captures(ld_t *ld, const route_ctx_t *rc, const config_setting_t *s,
+                          const char *tmpl)
+{
+    const lg_route_t *rt = rc->rt;
+    for (const char *p = tmpl; (p = strchr(p, '$')) != NULL; p++) {
+        const char *d = p[1] == '{' ? p + 2 : p + 1;
+        if (*d < '1' || *d > '9' || (p[1] == '{' && d[1] != '}'))
+            continue;
+        size_t want = (size_t)(*d - '0');
+        if (rt->match != LG_MATCH_REGEX)
+            return ld_error(ld, s, "'%s' uses $%zu but the route has no 'regex'",
+                            config_setting_name(s), want);
+        if (rt->re != NULL && want > rt->re->re_nsub)
+            return ld_error(ld, s, "'%s' uses $%zu but the regex has %zu group(s)",
+                            config_setting_name(s), want, rt->re->re_nsub);
+    }
+    return 0;
+}
+
+static int route_parse(ld_t *ld, const config_setting_t *g, lg_route_t *rt)
+{
+    route_ctx_t rc = { .rt = rt };
+    int         err;
+
+    rt->line = (int)config_setting_source_line(g);
+    ld_table_unset(ld_common_dirs, &rt->common);
+    if (!config_setting_is_group(g))
+        return ld_error(ld, g, "a route must be a group { prefix = ...; proxy_pass = ...; }");
+    err = ld_parse_block(ld, g, "route", route_dirs, &rc, ld_common_dirs, &rt->common);
+
+    if (rc.matcher == NULL)
+        err = ld_error(ld, g, "route has none of 'exact', 'prefix', 'regex'");
+    if (rc.split && rc.action)
+        err = ld_error(ld, rc.split, "route has both 'split' and '%s'", config_setting_name(rc.action));
+    if (rc.split)
+        rc.action = rc.split;
+    if (rc.action == NULL)
+        err = ld_error(ld, g, "route has neither 'proxy_pass' nor 'return'");
+    if ((rc.split_key || rc.split_cookie) && !rc.split)
+        err = ld_error(ld, rc.split_key ? rc.split_key : rc.split_cookie,
+                       "'%s' is only allowed with 'split'",
+                       rc.split_key ? "split_key" : "split_cookie");
+    if (rc.split && rt->split_key == NULL && (rt->split_key = ld_strdup(ld, "$remote_addr")) == NULL)
+        err = ld_oom(ld, g);
+    if (rc.split && rt->nsplits && rt->splits[0].upstream)
+        rt->upstream = rt->splits[0].upstream;  /* for logs before the choice */
+    int is_return = rc.action && rt->action == LG_ACTION_RETURN;
+    int is_proxy = rc.action && rt->action == LG_ACTION_PROXY;
+    if (rc.body && !is_return)
+        err = ld_error(ld, rc.body, "'body' is only allowed with 'return'");
+    if (rc.location && (is_proxy || (rc.status_ok && (rt->status < 300 || rt->status > 399))))
+        err = ld_error(ld, rc.location, "'location' is only allowed with a 3xx 'return'");
+    if (rc.rewrite && !is_proxy)
+        err = ld_error(ld, rc.rewrite, "'rewrite' is only allowed with 'proxy_pass'");
+    if (rc.matcher_ok) {
+        if (rc.rewrite && check_captures(ld, &rc, rc.rewrite, rt->rewrite) < 0)
+            err = -1;
+        if (rc.location && check_captures(ld, &rc, rc.location, rt->location) < 0)
+            err = -1;
+    }
+    return err;
+}
+
+int ld_fn_routes(ld_t *ld, const config_setting_t *s, void *base)
+{
+    lg_server_t *srv = base;
+    int          n, rc = 0;
+
+    if (!config_setting_is_list(s))
+        return ld_error(ld, s, "'routes' must be a list ( { ... }, { ... } )");
+    if ((n = config_setting_length(s)) == 0)
+        return 0;
+    if ((srv->routes = ld_calloc(ld, (size_t)n, sizeof(*srv->routes))) == NULL)
+        return ld_oom(ld, s);
+    srv->nroutes = (size_t)n;
+    for (int i = 0; i < n; i++)
+        rc |= route_parse(ld, config_setting_get_elem(s, (unsigned)i), &srv->routes[i]);
+    return rc;
+}

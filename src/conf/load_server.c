@@ -1,0 +1,122 @@
+/*
+ * Per-server TLS settings and forward-proxy settings (part of the
+ * configuration loader, see load.c).
+ */
+#include "conf/load_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fn_tls_certs(ld_t *, const config_setting_t *, void *);
+
+#define TLS_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:" \
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+
+
+/* TLS settings of a server: rows on lg_tls_conf_t. */
+const directive_t ld_tls_dirs[] = {
+    CUSTOM("tls_certificates", fn_tls_certs),
+    ROW("tls_protocols",     D_STRING,   0, 0, "TLSv1.2 TLSv1.3", lg_tls_conf_t, protocols),
+    ROW("tls_ciphers",       D_STRING,   0, 0, TLS_CIPHERS, lg_tls_conf_t, ciphers),
+    ROW("tls_ciphersuites",  D_STRING,   0, 0, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256",
+        lg_tls_conf_t, ciphersuites),
+    PATH("tls_client_ca",    NULL, NULL, lg_tls_conf_t, client_ca),
+    ROW("tls_verify_client", D_STRING,   0, 0, "off", lg_tls_conf_t, verify_client),
+    ROW("tls_verify_depth",  D_INT,      1, 100, "1", lg_tls_conf_t, verify_depth),
+    PATH("tls_ocsp_response", NULL, NULL, lg_tls_conf_t, ocsp_response),
+    ROW("hsts",              D_STRING,   0, 0, NULL, lg_tls_conf_t, hsts),
+    ROW("tls_handshake_timeout", D_DURATION, 1, WEEK, "10s", lg_tls_conf_t, handshake_timeout),
+    ROW("tls_session_tickets", D_BOOL,   0, 1, "true", lg_tls_conf_t, session_tickets),
+    { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
+};
+
+static const directive_t forward_dirs[] = {
+    ROW("allow_clients",     D_STRLIST, 0, 0, "127.0.0.0/8 ::1/128", lg_forward_t, allow_clients),
+    ROW("deny_clients",      D_STRLIST, 0, 0, "", lg_forward_t, deny_clients),
+    ROW("connect_ports",     D_STRING,  0, 0, "443", lg_forward_t, connect_ports),
+    ROW("allow_private",     D_BOOL,    0, 1, "false", lg_forward_t, allow_private),
+    ROW("deny_destinations", D_STRLIST, 0, 0, "", lg_forward_t, deny_destinations),
+    { "blocklists", D_STRLIST, 0, 0, "", offsetof(lg_forward_t, blocklists), "paths", NULL },
+    ROW("block_domains",     D_STRLIST, 0, 0, "", lg_forward_t, block_domains),
+    ROW("url_filters",       D_STRLIST, 0, 0, "", lg_forward_t, url_filters),
+    ROW("anonymity",         D_STRING,  0, 0, "transparent", lg_forward_t, anonymity),
+    ROW("strip_headers",     D_NAMES,   0, 0, "", lg_forward_t, strip_headers),
+    ROW("resolvers",         D_STRLIST, 0, 0, "", lg_forward_t, resolvers),
+    PATH("hosts_file",       NULL, NULL, lg_forward_t, hosts_file),
+    ROW("dns_family",        D_STRING,  0, 0, "ipv4_first", lg_forward_t, dns_family),
+    ROW("tunnel_idle_timeout", D_DURATION, 1, WEEK, "5m", lg_forward_t, tunnel_idle_timeout),
+    ROW("keepalive",         D_INT,     0, 10000, "8", lg_forward_t, keepalive),
+    PATH("auth_file",        NULL, NULL, lg_forward_t, auth_file),
+    ROW("auth_realm",        D_STRING,  0, 0, "legate", lg_forward_t, auth_realm),
+    { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
+};
+
+static int fn_tls_certs(ld_t *ld, const config_setting_t *s, void *base)
+{
+    lg_tls_conf_t *t = base;
+    if (!config_setting_is_list(s) && !config_setting_is_group(s))
+        return ld_error(ld, s, "'tls_certificates' must be { cert = ...; key = ...; } or a list of them");
+    int one = config_setting_is_group(s);
+    int n = one ? 1 : config_setting_length(s);
+    if (n == 0)
+        return ld_error(ld, s, "'tls_certificates' is empty");
+    if ((t->certs = ld_calloc(ld, (size_t)n, sizeof(*t->certs))) == NULL)
+        return ld_oom(ld, s);
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *g = one ? s : config_setting_get_elem(s, (unsigned)i);
+        const config_setting_t *c = config_setting_get_member(g, "cert");
+        const config_setting_t *k = config_setting_get_member(g, "key");
+        lg_cert_t *ce = &t->certs[t->ncerts++];
+        ce->line = (int)config_setting_source_line(g);
+        if (!config_setting_is_group(g) || c == NULL || k == NULL || config_setting_length(g) != 2) {
+            rc = ld_error(ld, g, "a certificate is { cert = \"file.pem\"; key = \"file.key\"; }");
+            continue;
+        }
+        const char *cv = ld_get_string(ld, c), *kv = ld_get_string(ld, k);
+        if (cv == NULL || kv == NULL) {
+            rc = -1;
+            continue;
+        }
+        ce->cert = ld_resolve_path(ld, cv);
+        ce->key = ld_resolve_path(ld, kv);
+        if (ce->cert == NULL || ce->key == NULL)
+            rc = ld_oom(ld, g);
+    }
+    return rc;
+}
+
+int ld_fn_forward(ld_t *ld, const config_setting_t *s, void *base)
+{
+    lg_server_t *srv = base;
+    if (!config_setting_is_group(s))
+        return ld_error(ld, s, "'forward' must be a group { allow_clients = ...; }");
+    lg_forward_t *f = ld_calloc(ld, 1, sizeof(*f));
+    if (f == NULL)
+        return ld_oom(ld, s);
+    f->line = (int)config_setting_source_line(s);
+    ld_table_unset(forward_dirs, f);
+    int rc = ld_parse_block(ld, s, "forward", forward_dirs, f, NULL, NULL);
+    rc |= ld_table_defaults(ld, forward_dirs, f);
+    if (rc == 0) {
+        static const char *const anon[] = { "transparent", "anonymous", "elite", NULL };
+        static const char *const fam[] = { "ipv4_first", "ipv6_first", "ipv4_only", "ipv6_only", NULL };
+        int ok = 0;
+        for (int i = 0; anon[i]; i++)
+            ok |= strcmp(f->anonymity, anon[i]) == 0;
+        if (!ok)
+            rc = ld_error(ld, config_setting_get_member(s, "anonymity"),
+                          "'anonymity' must be \"transparent\", \"anonymous\" or \"elite\"");
+        ok = 0;
+        for (int i = 0; fam[i]; i++)
+            ok |= strcmp(f->dns_family, fam[i]) == 0;
+        if (!ok)
+            rc = ld_error(ld, config_setting_get_member(s, "dns_family"),
+                          "'dns_family' must be ipv4_first, ipv6_first, ipv4_only or ipv6_only");
+    }
+    srv->forward = f;
+    return rc;
+}
