@@ -21,6 +21,7 @@
 #include "http/parse.h"
 #include "net/buf.h"
 #include "net/io.h"
+#include "net/splice.h"
 
 #define LG_MAX_HEADERS 100
 #define LG_MAX_REQUEST_LINE 8192
@@ -155,6 +156,8 @@ struct lg_session {
     int             socks;      /* a SOCKS5 connection (replies are SOCKS, not HTTP) */
     int             socks_phase;
     int             half_up, half_down; /* each direction's end passed on */
+    int             spliced;    /* the tunnel relays through kernel pipes now */
+    lg_splice_t     sp_up, sp_down;
     lg_uconn_t     *uc;         /* borrowed from the pool while in flight */
     size_t          tried;      /* bit mask of upstream servers tried */
     unsigned        ntries;     /* tries counted against next_upstream_tries */

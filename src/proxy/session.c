@@ -99,6 +99,10 @@ static void session_close(lg_session_t *s, const char *why)
         s->e.io.fd = -1;
     }
     lg_pipe_release(&s->rspp);
+    if (s->spliced) {
+        lg_splice_close(&s->sp_up);
+        lg_splice_close(&s->sp_down);
+    }
     lg_buf_put(s->in);
     s->in = NULL;
     lg_arena_destroy(&s->arena);
@@ -846,6 +850,41 @@ void lg_session_wake(lg_session_t *s)
         session_run(s);
 }
 
+static void tunnel_end(lg_session_t *s)
+{
+    s->bytes_in = s->head_len + s->reqp.body_bytes + s->sp_up.bytes;
+    s->bytes_out = s->rspp.wire_bytes + s->sp_down.bytes;
+    lg_accesslog_write(s);
+    session_close(s, "tunnel ended");
+}
+
+static void splice_step(lg_session_t *s)
+{
+    lg_uconn_t *uc = s->uc;
+    if (!s->half_up) {
+        int rc = lg_splice_run(&s->sp_up, &s->e, &uc->e);
+        if (rc == 0) {
+            shutdown(uc->e.io.fd, SHUT_WR);
+            s->half_up = 1;
+        } else if (rc < 0) {
+            tunnel_end(s);
+            return;
+        }
+    }
+    if (!s->half_down) {
+        int rc = lg_splice_run(&s->sp_down, &uc->e, &s->e);
+        if (rc == 0) {
+            shutdown(s->e.io.fd, SHUT_WR);
+            s->half_down = 1;
+        } else if (rc < 0) {
+            tunnel_end(s);
+            return;
+        }
+    }
+    if (s->half_up && s->half_down)
+        tunnel_end(s);
+}
+
 /*
  * CONNECT: relay bytes both ways with the same pipes as bodies.  When one
  * side ends, its end is passed on (shutdown for writing) and the other
@@ -871,6 +910,10 @@ static void tunnel_step(lg_session_t *s)
         s->upstream_status = 200;
         s->tunnel_up = 1;
     }
+    if (s->spliced) {
+        splice_step(s);
+        return;
+    }
     if (!s->half_up) {
         lg_pipe_rc_t rc = lg_pipe_run(&s->reqp, &s->e, &uc->e);
         if (rc == LG_PIPE_DONE) {
@@ -891,13 +934,23 @@ static void tunnel_step(lg_session_t *s)
             goto done;
         }
     }
-    if (!(s->half_up && s->half_down))
+    if (!(s->half_up && s->half_down)) {
+        /* plain sockets both ends, the reply out, nothing buffered: from
+         * here on the kernel moves the bytes (splice), not us */
+        if (!s->half_up && !s->half_down && s->e.ssl == NULL && uc->e.ssl == NULL &&
+            s->rspp.hdr_sent == s->rspp.hdr_len && lg_buf_len(s->in) == 0 &&
+            lg_buf_len(uc->in) == 0 && lg_splice_open(&s->sp_up) == 0) {
+            if (lg_splice_open(&s->sp_down) < 0) {
+                lg_splice_close(&s->sp_up);
+                return;
+            }
+            s->spliced = 1;
+            splice_step(s);
+        }
         return;
+    }
 done:
-    s->bytes_in = s->head_len + s->reqp.body_bytes;
-    s->bytes_out = s->rspp.wire_bytes;
-    lg_accesslog_write(s);
-    session_close(s, "tunnel ended");
+    tunnel_end(s);
 }
 
 static void handshake_step(lg_session_t *s)
@@ -1146,10 +1199,7 @@ static void session_timeout(lg_timer_t *tm)
         respond_error(s, 504);
         break;
     case LG_T_TUNNEL:
-        s->bytes_in = s->head_len + s->reqp.body_bytes;
-        s->bytes_out = s->rspp.wire_bytes;
-        lg_accesslog_write(s);
-        session_close(s, "tunnel idle");
+        tunnel_end(s);          /* idle for tunnel_idle_timeout */
         return;
     case LG_T_HANDSHAKE:
         lg_info("TLS handshake with %s timed out", s->peer_text);
