@@ -152,6 +152,13 @@ typedef struct lg_upstream {
     lg_msec_t             fail_timeout; /* default 10s: the window, and how long the server stays out */
     uint16_t             *maglev;       /* LG_BAL_HASH: lookup table (malloc'd; freed by lg_conf_free) */
     lg_health_t          *health;       /* active health checks, or NULL */
+    int                   tls;          /* bool: speak TLS to the servers */
+    int                   tls_verify;   /* bool, default 1: verify the server's certificate */
+    char                 *tls_ca;       /* CA file; NULL = the system's trust store */
+    char                 *tls_server_name; /* SNI and the name verified; NULL = the address's host */
+    char                 *tls_certificate; /* client certificate (upstream mutual TLS), or NULL */
+    char                 *tls_key;
+    void                 *ssl_ctx;      /* SSL_CTX *, built by net/tls.c */
     struct lg_upstate    *state;        /* set by the master: shared, per server */
     struct lg_dynup      *dyn;          /* forward proxy: a destination made at run time, else NULL */
     int                   index;        /* position in conf->upstreams */

@@ -306,6 +306,16 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
     kv_int(out, ind + 1, "next_upstream_tries", up->next_upstream_tries);
     kv_msec(out, ind + 1, "next_upstream_timeout", up->next_upstream_timeout);
     kv_msec(out, ind + 1, "slow_start", up->slow_start);
+    kv_bool(out, ind + 1, "tls", up->tls);
+    kv_bool(out, ind + 1, "tls_verify", up->tls_verify);
+    if (up->tls_ca)
+        kv_str(out, ind + 1, "tls_ca", up->tls_ca);
+    if (up->tls_server_name)
+        kv_str(out, ind + 1, "tls_server_name", up->tls_server_name);
+    if (up->tls_certificate) {
+        kv_str(out, ind + 1, "tls_certificate", up->tls_certificate);
+        kv_str(out, ind + 1, "tls_key", up->tls_key);
+    }
     kv_int(out, ind + 1, "queue", up->queue);
     kv_msec(out, ind + 1, "queue_timeout", up->queue_timeout);
     if (up->health) {

@@ -20,6 +20,12 @@ static const directive_t upstream_dirs[] = {
     ROW("max_fails",    D_INT,      0, 1000, "1",   lg_upstream_t, max_fails),
     ROW("fail_timeout", D_DURATION, 1, WEEK, "10s", lg_upstream_t, fail_timeout),
     CUSTOM("health_check", fn_health),
+    ROW("tls",             D_BOOL,   0, 1, "false", lg_upstream_t, tls),
+    ROW("tls_verify",      D_BOOL,   0, 1, "true",  lg_upstream_t, tls_verify),
+    PATH("tls_ca",         NULL, NULL, lg_upstream_t, tls_ca),
+    ROW("tls_server_name", D_STRING, 0, 0, NULL,    lg_upstream_t, tls_server_name),
+    PATH("tls_certificate", NULL, NULL, lg_upstream_t, tls_certificate),
+    PATH("tls_key",        NULL, NULL, lg_upstream_t, tls_key),
     ROW("fail_on",       D_STRING,   0, 0,    "error timeout invalid_header", lg_upstream_t, fail_on),
     ROW("next_upstream", D_STRING,   0, 0,    "error timeout", lg_upstream_t, next_upstream),
     ROW("next_upstream_tries",   D_INT,      0, 100,  "0", lg_upstream_t, next_upstream_tries),
@@ -145,6 +151,9 @@ static int check_balance(ld_t *ld, const config_setting_t *u, lg_upstream_t *up)
         return ld_error(ld, b ? b : u, "unknown balance '%s' (round_robin, least_conn, "
                         "ip_hash, hash, random, peak_ewma)", up->balance_name);
     up->balance = (lg_balance_t)i;
+    if ((up->tls_certificate == NULL) != (up->tls_key == NULL))
+        return ld_error(ld, u, "upstream '%s': 'tls_certificate' and 'tls_key' go together",
+                        up->name);
     if (up->fail_on == NULL || up->next_upstream == NULL)
         return -1;
     const config_setting_t *fo = config_setting_get_member(u, "fail_on");

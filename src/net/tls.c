@@ -22,6 +22,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,6 +234,11 @@ static void free_ctx(SSL_CTX *ctx)
 
 static void tls_on_free(lg_conf_t *conf)
 {
+    for (size_t i = 0; i < conf->nupstreams; i++) {
+        if (conf->upstreams[i].ssl_ctx)
+            SSL_CTX_free(conf->upstreams[i].ssl_ctx);
+        conf->upstreams[i].ssl_ctx = NULL;
+    }
     for (size_t i = 0; i < conf->nservers; i++) {
         if (conf->servers[i].ssl_ctx)
             free_ctx(conf->servers[i].ssl_ctx);
@@ -363,9 +369,140 @@ static SSL_CTX *server_ctx(lg_conf_t *conf, lg_server_t *srv, char *err, size_t 
     return ctx;
 }
 
+/* ---- towards upstreams ---- */
+
+static int ex_peer = -1;        /* SSL ex_data: the upstream session slot */
+
+typedef struct up_session {
+    const lg_upstream_t *up;
+    size_t               si;
+    SSL_SESSION         *sess;      /* owned: the last one the server gave */
+    struct up_session   *next;
+} up_session_t;
+
+static up_session_t *up_sessions;  /* per process (worker) */
+
+static up_session_t *session_slot(const lg_upstream_t *up, size_t si)
+{
+    for (up_session_t *p = up_sessions; p; p = p->next)
+        if (p->up == up && p->si == si)
+            return p;
+    up_session_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->up = up;
+    p->si = si;
+    p->next = up_sessions;
+    up_sessions = p;
+    return p;
+}
+
+/* A new session from an upstream (TLS 1.3: a ticket after the handshake). */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    up_session_t *slot = SSL_get_ex_data(ssl, ex_peer);
+    if (slot == NULL)
+        return 0;
+    if (slot->sess)
+        SSL_SESSION_free(slot->sess);
+    slot->sess = sess;
+    return 1;                   /* we keep the reference */
+}
+
+static SSL_CTX *upstream_ctx(const lg_conf_t *conf, lg_upstream_t *up, char *err, size_t errlen,
+                             size_t *used)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        add_err(err, errlen, used, conf->file, up->line, "SSL_CTX_new() failed");
+        return NULL;
+    }
+    int ok = 1;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                          SSL_MODE_RELEASE_BUFFERS);
+    if (up->tls_verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        int r = up->tls_ca ? SSL_CTX_load_verify_locations(ctx, up->tls_ca, NULL)
+                           : SSL_CTX_set_default_verify_paths(ctx);
+        if (r != 1) {
+            add_err(err, errlen, used, conf->file, up->line, "upstream \"%s\": cannot load 'tls_ca' \"%s\"",
+                    up->name, up->tls_ca ? up->tls_ca : "(system)");
+            ok = 0;
+        }
+    }
+    if (up->tls_certificate) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, up->tls_certificate) != 1 ||
+            SSL_CTX_use_PrivateKey_file(ctx, up->tls_key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            add_err(err, errlen, used, conf->file, up->line,
+                    "upstream \"%s\": cannot use 'tls_certificate' \"%s\" with 'tls_key' \"%s\"",
+                    up->name, up->tls_certificate, up->tls_key);
+            ok = 0;
+        }
+    }
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
+    if (!ok) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+SSL *lg_tls_connect(lg_upstream_t *up, size_t si, int fd)
+{
+    SSL *ssl = up->ssl_ctx ? SSL_new(up->ssl_ctx) : NULL;
+    if (ssl == NULL)
+        return NULL;
+    SSL_set_fd(ssl, fd);
+    SSL_set_connect_state(ssl);
+    /* the name to ask for (SNI) and to verify: configured, else the host of
+     * the server's address when it is a name */
+    char host[256];
+    const char *name = up->tls_server_name;
+    const char *text = up->servers[si].addr.text;
+    if (name == NULL && text[0] != '[' && strncmp(text, "unix:", 5) != 0) {
+        size_t n = strcspn(text, ":");
+        if (n < sizeof(host)) {
+            memcpy(host, text, n);
+            host[n] = '\0';
+            struct in_addr a4;
+            if (inet_pton(AF_INET, host, &a4) != 1)
+                name = host;
+        }
+    }
+    if (name) {
+        SSL_set_tlsext_host_name(ssl, name);
+        if (up->tls_verify)
+            SSL_set1_host(ssl, name);
+    } else if (up->tls_verify && text[0] != '[') {
+        size_t n = strcspn(text, ":");
+        if (n < sizeof(host)) {
+            memcpy(host, text, n);
+            host[n] = '\0';
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
+        }
+    }
+    up_session_t *slot = session_slot(up, si);
+    SSL_set_ex_data(ssl, ex_peer, slot);
+    if (slot && slot->sess)
+        SSL_set_session(ssl, slot->sess);
+    return ssl;
+}
+
+const char *lg_tls_verify_error(SSL *ssl)
+{
+    long r = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    return r == X509_V_OK ? NULL : X509_verify_cert_error_string(r);
+}
+
 int lg_tls_prepare(lg_conf_t *conf, char *err, size_t errlen)
 {
     if (ex_bind < 0) {
+        ex_peer = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
         ex_bind = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
         ex_server = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     }
@@ -373,6 +510,11 @@ int lg_tls_prepare(lg_conf_t *conf, char *err, size_t errlen)
     int rc = 0;
     err[0] = '\0';
     conf->on_free = tls_on_free;
+    for (size_t i = 0; i < conf->nupstreams; i++) {
+        lg_upstream_t *up = &conf->upstreams[i];
+        if (up->tls && (up->ssl_ctx = upstream_ctx(conf, up, err, errlen, &used)) == NULL)
+            rc = -1;
+    }
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
         if (srv->tls.ncerts == 0)

@@ -38,6 +38,15 @@ int   lg_tls_handshake(SSL *ssl, int *want_r, int *want_w, char *why, size_t why
 /* Send close_notify (best effort) and free. NULL-safe. */
 void  lg_tls_close(SSL *ssl);
 
+/*
+ * Towards upstreams: a client-side SSL for a connected socket to server si
+ * of up, with SNI, name verification and the last session of that server
+ * for resumption.  NULL on failure.
+ */
+SSL  *lg_tls_connect(lg_upstream_t *up, size_t si, int fd);
+/* Why the peer's certificate was refused, or NULL. */
+const char *lg_tls_verify_error(SSL *ssl);
+
 /* Facts for variables and logs; "" when not applicable. */
 const char *lg_tls_protocol(SSL *ssl);
 const char *lg_tls_cipher(SSL *ssl);

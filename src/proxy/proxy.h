@@ -79,6 +79,7 @@ struct lg_uconn {
     int             connected;
     int             reused;     /* served a request before */
     int             counted;    /* counted in the shared active connections */
+    int             tls_done;   /* TLS handshake with the upstream complete */
     unsigned        requests;
 };
 

@@ -394,7 +394,8 @@ static int attach_upstream(lg_session_t *s, int counted)
     } else {
         uc->e.w_ready = uc->connected;
         uc->e.r_ready = 0;
-        s->state = uc->connected ? ready : LG_S_CONNECT;
+        /* a TLS upstream still needs its handshake once TCP is up */
+        s->state = uc->connected && !uc->up->tls ? ready : LG_S_CONNECT;
     }
     s->t_upstream = lg_w.loop.now;
     s->rsp_scanned = 0;
@@ -500,19 +501,50 @@ static void upstream_failed(lg_session_t *s, int status, unsigned cond, int err,
 static void connect_step(lg_session_t *s)
 {
     lg_uconn_t *uc = s->uc;
-    if (!uc->e.w_ready && !uc->e.r_ready) {
-        uc->e.want_w = 1;
-        return;
+    if (!uc->connected) {
+        if (!uc->e.w_ready && !uc->e.r_ready) {
+            uc->e.want_w = 1;
+            return;
+        }
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(uc->e.io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) {
+            upstream_failed(s, 502, LG_COND_ERROR, err, "connect() failed");
+            return;
+        }
+        uc->connected = 1;
+        uc->e.w_ready = 1;
     }
-    int err = 0;
-    socklen_t len = sizeof(err);
-    getsockopt(uc->e.io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err) {
-        upstream_failed(s, 502, LG_COND_ERROR, err, "connect() failed");
-        return;
+    if (uc->up->tls && !uc->tls_done) {
+        if (uc->e.ssl == NULL &&
+            (uc->e.ssl = lg_tls_connect(uc->up, uc->server, uc->e.io.fd)) == NULL) {
+            upstream_failed(s, 502, LG_COND_ERROR, 0, "cannot start TLS");
+            return;
+        }
+        int want_r = 0, want_w = 0;
+        char why[256];
+        int rc = lg_tls_handshake(uc->e.ssl, &want_r, &want_w, why, sizeof(why));
+        if (rc == 0) {
+            if (want_r) {
+                uc->e.r_ready = 0;
+                uc->e.want_r = 1;
+            }
+            if (want_w) {
+                uc->e.w_ready = 0;
+                uc->e.want_w = 1;
+            }
+            return;
+        }
+        if (rc < 0) {
+            const char *v = lg_tls_verify_error(uc->e.ssl);
+            char what[400];
+            snprintf(what, sizeof(what), "TLS handshake with upstream failed: %s", v ? v : why);
+            upstream_failed(s, 502, LG_COND_ERROR, 0, what);
+            return;
+        }
+        uc->tls_done = 1;
     }
-    uc->connected = 1;
-    uc->e.w_ready = 1;
     s->state = s->ri.connect ? LG_S_TUNNEL : LG_S_PROXY;
 }
 
@@ -700,7 +732,7 @@ static int read_response_head(lg_session_t *s)
             return 0;
         }
         size_t room = (size_t)(b->end - b->last);
-        ssize_t n = recv(uc->e.io.fd, b->last, room, 0);
+        ssize_t n = lg_end_recv(&uc->e, b->last, room);
         if (n > 0) {
             b->last += n;
             lg_end_short_read(&uc->e, (size_t)n, room);

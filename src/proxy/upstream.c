@@ -19,6 +19,10 @@
 #include <netinet/tcp.h>
 
 #include "core/log.h"
+#include "net/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include "proxy/balance.h"
 #include "proxy/upstate.h"
 
@@ -73,6 +77,8 @@ const char *lg_uconn_addr(const lg_uconn_t *uc)
 
 static void uconn_free(lg_uconn_t *uc)
 {
+    lg_tls_close(uc->e.ssl);
+    uc->e.ssl = NULL;
     if (uc->e.io.fd >= 0) {
         lg_io_del(&lg_w.loop, &uc->e.io);
         close(uc->e.io.fd);
@@ -106,6 +112,17 @@ static void idle_cb(lg_io_t *io, uint32_t events)
     lg_uconn_t *uc = io->data;
     if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
         return;
+    if (uc->e.ssl && !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+        /* a TLS 1.3 session ticket may arrive on an idle connection: let
+         * OpenSSL take it, and keep the connection unless data or an end came */
+        char c;
+        int n = SSL_peek(uc->e.ssl, &c, 1);
+        if (n <= 0 && SSL_get_error(uc->e.ssl, n) == SSL_ERROR_WANT_READ) {
+            ERR_clear_error();
+            return;
+        }
+        ERR_clear_error();
+    }
     pool_remove(uc);
     uconn_free(uc);
 }
