@@ -78,6 +78,8 @@ typedef struct lg_common {
     int64_t  gzip_min_length;           /* bytes, default 20: shorter known bodies stay as they are */
     char    *gzip_types;                /* space-separated media types, "*" = any; default "text/html" */
     int      gunzip;                    /* bool, default 0: decompress for clients without gzip */
+    int      gunzip_request_bodies;     /* bool, default 0: decompress gzip request bodies */
+    int64_t  gunzip_request_max;        /* decompressed size limit, default 10m; past it 413 */
 
     char *access_log;                   /* path under prefix, or "off"; default "logs/access.log" */
     char *log_format;                   /* "combined" (default), "json", or a

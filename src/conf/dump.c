@@ -120,6 +120,8 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_int(out, ind, "gzip_min_length", c->gzip_min_length);
     kv_str(out, ind, "gzip_types", c->gzip_types);
     kv_bool(out, ind, "gunzip", c->gunzip);
+    kv_bool(out, ind, "gunzip_request_bodies", c->gunzip_request_bodies);
+    kv_int(out, ind, "gunzip_request_max", c->gunzip_request_max);
     kv_str(out, ind, "access_log", c->access_log);
     kv_str(out, ind, "log_format", c->log_format);
 }

@@ -169,6 +169,8 @@ const directive_t ld_common_dirs[] = {
     ROW("gzip_min_length",         D_SIZE,     0, INT64_MAX, "20", lg_common_t, gzip_min_length),
     ROW("gzip_types",              D_STRING,   0, 0,      "text/html", lg_common_t, gzip_types),
     ROW("gunzip",                  D_BOOL,     0, 1,      "false", lg_common_t, gunzip),
+    ROW("gunzip_request_bodies",   D_BOOL,     0, 1,      "false", lg_common_t, gunzip_request_bodies),
+    ROW("gunzip_request_max",      D_SIZE,     1, INT64_MAX, "10m", lg_common_t, gunzip_request_max),
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_STRING,   0, 0,      "combined", lg_common_t, log_format),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }

@@ -484,6 +484,8 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
             continue;
         if (fw && ((anonymity > 0 && reveals(h)) || in_strv(fw->strip_headers, h)))
             continue;
+        if (s->body_gunzip && name_is(h, "content-encoding"))
+            continue;           /* the body goes up decompressed */
         if (c->x_forwarded_for && name_is(h, "x-forwarded-for")) { xff = h; continue; }
         if (c->via && name_is(h, "via")) { via = h; continue; }
         if (c->forwarded && name_is(h, "forwarded")) { fwd = h; continue; }
@@ -493,7 +495,9 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
             continue;
         sb_header(&b, h->name, h->name_len, h->value, h->value_len);
     }
-    if (s->ri.body == LG_BODY_LENGTH)
+    if (s->body_gunzip)
+        sb_str(&b, "Transfer-Encoding: chunked\r\n");
+    else if (s->ri.body == LG_BODY_LENGTH)
         sb_printf(&b, "Content-Length: %lld\r\n", (long long)s->ri.length);
     else if (s->ri.body == LG_BODY_CHUNKED)
         sb_str(&b, "Transfer-Encoding: chunked\r\n");

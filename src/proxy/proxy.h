@@ -166,6 +166,7 @@ struct lg_session {
     lg_msec_t       t_first_try;
     int             attach_err; /* why no server could be had (EBUSY: max_conns) */
     int             abandoned;  /* response ended before the request body was sent */
+    int             body_gunzip; /* the request body is decompressed on its way up */
     lg_msec_t       t_upstream; /* when the upstream try started */
     lg_pipe_t       reqp;       /* client -> upstream */
     lg_pipe_t       rspp;       /* upstream -> client */

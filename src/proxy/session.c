@@ -20,6 +20,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -99,6 +100,7 @@ static void session_close(lg_session_t *s, const char *why)
         s->e.io.fd = -1;
     }
     lg_pipe_release(&s->rspp);
+    lg_pipe_release(&s->reqp);
     if (s->spliced) {
         lg_splice_close(&s->sp_up);
         lg_splice_close(&s->sp_down);
@@ -404,6 +406,34 @@ static int attach_upstream(lg_session_t *s, int counted)
     return 0;
 }
 
+/*
+ * gunzip_request_bodies: a gzip request body goes up decompressed (and
+ * chunked: its length is not known), bounded by gunzip_request_max so a
+ * compression bomb ends in 413, not in a flood towards the upstream.
+ */
+static void request_gunzip(lg_session_t *s)
+{
+    const lg_common_t *c = cur_common(s);
+    const http_header_t *ce;
+    if (!c->gunzip_request_bodies || s->ri.body == LG_BODY_NONE ||
+        (ce = lg_req_header(s, "content-encoding")) == NULL || ce->value_len != 4 ||
+        strncasecmp(ce->value, "gzip", 4) != 0)
+        return;
+    lg_codec_t *codec = lg_arena_calloc(&s->arena, sizeof(*codec));
+    lg_codec_params_t prm = { 0 };
+    prm.max_out = (uint64_t)c->gunzip_request_max;
+    if (codec == NULL || lg_codec_init(codec, LG_CODEC_GZIP_DECODE, &prm, &s->arena) < 0)
+        return;
+    if (lg_pipe_set_codec(&s->reqp, codec) < 0) {
+        lg_codec_end(codec);
+        return;
+    }
+    s->reqp.out_chunked = 1;
+    s->reqp.kept = 0;               /* the filter consumes what it reads */
+    s->body_gunzip = 1;
+    s->ri.method_idempotent = 0;    /* the body is not kept whole: never resent */
+}
+
 static void start_upstream(lg_session_t *s)
 {
     lg_buf_t *b = s->in;
@@ -412,6 +442,7 @@ static void start_upstream(lg_session_t *s)
                  s->ri.body == LG_BODY_CHUNKED);
     /* a chunked body has no announced length: count it as it comes */
     s->reqp.limit = (uint64_t)cur_common(s)->client_max_body_size;
+    request_gunzip(s);
     size_t len = 0;
     const char *head = lg_build_upstream_head(s, &len);
     if (head == NULL) {
@@ -759,6 +790,16 @@ static void proxy_step(lg_session_t *s)
     lg_uconn_t *uc = s->uc;
     if (!s->reqp.done && !s->abandoned) {
         lg_pipe_rc_t rc = lg_pipe_run(&s->reqp, &s->e, &uc->e);
+        if (rc == LG_PIPE_ERR_SRC && s->body_gunzip && s->reqp.codec &&
+            s->reqp.codec->err == LG_CODEC_EBOMB && !s->rspp.wire_bytes) {
+            lg_error("client %s sent a gzip body over gunzip_request_max once decompressed",
+                     s->peer_text);
+            s->keep_alive = 0;
+            lg_upstream_release(s->uc, 0);
+            s->uc = NULL;
+            respond_error(s, 413);
+            return;
+        }
         if (rc == LG_PIPE_ERR_SRC) {
             lg_info("client %s closed or sent a bad body while sending the request body",
                     s->peer_text);
@@ -1044,6 +1085,7 @@ static void finish_request(lg_session_t *s)
         s->uc = NULL;
     }
     lg_pipe_release(&s->rspp);
+    lg_pipe_release(&s->reqp);
     s->requests++;
     if (!s->keep_alive || lg_w.quitting) {
         lg_buf_put(s->in);
