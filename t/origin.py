@@ -26,6 +26,7 @@ received>".  Behaviour is chosen by query arguments on any path:
                 "body_len","body_sha256","peer"}
   ctype=TYPE    Content-Type (default text/plain)
   gz=1          send the body gzip-compressed, with Content-Encoding: gzip
+  etag=V        ETag "V"; a request with If-None-Match "V" gets 304
 
 GET /_stats returns {"requests", "connections", "active", "by_path",
 "incomplete", "bad"} and does not count itself (nor its connection, when it
@@ -352,6 +353,11 @@ class Origin:
             return False
 
         status = int(q.get("status", "200"))
+        # etag=V: send ETag "V", and answer 304 to a matching If-None-Match
+        if "etag" in q:
+            inm = dict((k.lower(), v) for k, v in req.headers).get("if-none-match", "")
+            if '"%s"' % q["etag"] in inm:
+                status = 304
         if q.get("echo") == "1":
             body = json.dumps({
                 "method": req.method, "target": req.target, "version": req.version,
@@ -388,6 +394,8 @@ class Origin:
                 "Content-Type: " + ctype]
         if gz:
             head.append("Content-Encoding: gzip")
+        if "etag" in q:
+            head.append('ETag: "%s"' % q["etag"])
         if status not in (204, 304) and status >= 200:
             if chunked:
                 head.append("Transfer-Encoding: chunked")

@@ -81,6 +81,16 @@ typedef struct lg_common {
     int      gunzip_request_bodies;     /* bool, default 0: decompress gzip request bodies */
     int64_t  gunzip_request_max;        /* decompressed size limit, default 10m; past it 413 */
 
+    int        cache;                   /* bool, default 0: use the shared cache */
+    char      *cache_key;               /* template, default "$scheme://$host$request_uri" */
+    lg_strv_t *cache_valid;             /* "200 301 10m", "404 1m", "any 1m": lifetimes when
+                                           the response gives none; default none */
+    lg_msec_t  cache_lock_timeout;      /* collapsed forwarding wait, default 5s */
+    char      *cache_bypass;            /* template: non-empty and not "0" = skip the cache */
+    lg_strv_t *cache_ignore_headers;    /* "Set-Cookie", "Cache-Control", "Expires", "Vary" */
+    lg_strv_t *cache_purge_allow;       /* CIDRs allowed to PURGE; default none */
+    int        cache_authorized;        /* bool: store answers to requests with Authorization */
+
     char *access_log;                   /* path under prefix, or "off"; default "logs/access.log" */
     char *log_format;                   /* "combined" (default), "json", or a
                                          * template with $variables */
@@ -327,6 +337,8 @@ typedef struct lg_conf {
     int             worker_rlimit_nofile; /* 0 = leave as is (default) */
     lg_msec_t       shutdown_timeout;   /* default 10s */
     int64_t         shared_memory_size; /* bytes, default 1m: the segment workers share */
+    int64_t         cache_size;         /* bytes of shared memory for the HTTP cache, 0 = none */
+    int64_t         cache_max_object;   /* default 1m */
 
     lg_common_t     http;               /* the http level's inheritable settings */
     lg_upstream_t  *upstreams;

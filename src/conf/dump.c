@@ -121,6 +121,14 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_str(out, ind, "gzip_types", c->gzip_types);
     kv_bool(out, ind, "gunzip", c->gunzip);
     kv_bool(out, ind, "gunzip_request_bodies", c->gunzip_request_bodies);
+    kv_bool(out, ind, "cache", c->cache);
+    kv_str(out, ind, "cache_key", c->cache_key);
+    kv_names(out, ind, "cache_valid", c->cache_valid);
+    kv_msec(out, ind, "cache_lock_timeout", c->cache_lock_timeout);
+    kv_str(out, ind, "cache_bypass", c->cache_bypass);
+    kv_names(out, ind, "cache_ignore_headers", c->cache_ignore_headers);
+    kv_names(out, ind, "cache_purge_allow", c->cache_purge_allow);
+    kv_bool(out, ind, "cache_authorized", c->cache_authorized);
     kv_int(out, ind, "gunzip_request_max", c->gunzip_request_max);
     kv_str(out, ind, "access_log", c->access_log);
     kv_str(out, ind, "log_format", c->log_format);
@@ -373,6 +381,8 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_msec(out, 0, "shutdown_timeout", conf->shutdown_timeout);
     kv_int(out, 0, "shared_memory_size", conf->shared_memory_size);
     kv_msec(out, 0, "tls_ticket_rotate", conf->tls_ticket_rotate);
+    kv_int(out, 0, "cache_size", conf->cache_size);
+    kv_int(out, 0, "cache_max_object", conf->cache_max_object);
 
     fputs("\nhttp = {\n", out);
     dump_common(out, 1, &conf->http);

@@ -139,6 +139,8 @@ static const directive_t global_dirs[] = {
     ROW("shutdown_timeout",     D_DURATION, 0, WEEK,       "10s",    lg_conf_t, shutdown_timeout),
     ROW("shared_memory_size",   D_SIZE,     65536, (int64_t)1 << 34, "1m", lg_conf_t, shared_memory_size),
     ROW("tls_ticket_rotate",    D_DURATION, 1000, WEEK,    "1h",     lg_conf_t, tls_ticket_rotate),
+    ROW("cache_size",           D_SIZE,     0, (int64_t)1 << 36, "0", lg_conf_t, cache_size),
+    ROW("cache_max_object",     D_SIZE,     1024, (int64_t)1 << 31, "1m", lg_conf_t, cache_max_object),
     CUSTOM("http", fn_http),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
@@ -171,6 +173,14 @@ const directive_t ld_common_dirs[] = {
     ROW("gunzip",                  D_BOOL,     0, 1,      "false", lg_common_t, gunzip),
     ROW("gunzip_request_bodies",   D_BOOL,     0, 1,      "false", lg_common_t, gunzip_request_bodies),
     ROW("gunzip_request_max",      D_SIZE,     1, INT64_MAX, "10m", lg_common_t, gunzip_request_max),
+    ROW("cache",                   D_BOOL,     0, 1,      "false", lg_common_t, cache),
+    ROW("cache_key",               D_STRING,   0, 0,      "$scheme://$host$request_uri", lg_common_t, cache_key),
+    ROW("cache_valid",             D_STRLIST,  0, 0,      "",      lg_common_t, cache_valid),
+    ROW("cache_lock_timeout",      D_DURATION, 0, WEEK,   "5s",    lg_common_t, cache_lock_timeout),
+    ROW("cache_bypass",            D_STRING,   0, 0,      "0",     lg_common_t, cache_bypass),
+    ROW("cache_ignore_headers",    D_NAMES,    0, 0,      "",      lg_common_t, cache_ignore_headers),
+    ROW("cache_purge_allow",       D_STRLIST,  0, 0,      "",      lg_common_t, cache_purge_allow),
+    ROW("cache_authorized",        D_BOOL,     0, 1,      "false", lg_common_t, cache_authorized),
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_STRING,   0, 0,      "combined", lg_common_t, log_format),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }

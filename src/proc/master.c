@@ -39,6 +39,7 @@
 #include "net/tls.h"
 #include "proxy/proxy.h"
 #include "proxy/upstate.h"
+#include "cache/store.h"
 
 #define MAX_CHILDREN 1024
 
@@ -115,24 +116,39 @@ static unsigned   shm_sweep_after;  /* ...the worker generation that must be the
  * Map the segment (again, if its configured size changed: workers already
  * forked keep the old mapping) and attach every zone of `c` to it.
  */
+static int cache_attach(lg_conf_t *c, lg_shm_t *s, char *err, size_t errlen)
+{
+    lg_cache = NULL;
+    if (c->cache_size == 0)
+        return 0;
+    lg_cache = lg_cache_attach(s, (size_t)c->cache_size, err, errlen);
+    if (lg_cache == NULL)
+        return -1;
+    lg_cache_set_max_object(lg_cache, (size_t)c->cache_max_object);
+    return 0;
+}
+
 static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
 {
-    if (shm == NULL || shm_size != (size_t)c->shared_memory_size) {
-        lg_shm_t *n = lg_shm_create((size_t)c->shared_memory_size, err, errlen);
+    /* the cache's zone comes on top of shared_memory_size */
+    size_t want = (size_t)c->shared_memory_size + (c->cache_size ? (size_t)c->cache_size + 65536 : 0);
+    if (shm == NULL || shm_size != want) {
+        lg_shm_t *n = lg_shm_create(want, err, errlen);
         if (n == NULL)
             return -1;
         if (lg_upstreams_prepare(c, n, err, errlen) < 0 ||
-            lg_tls_attach_shm(n, err, errlen) < 0) {
+            lg_tls_attach_shm(n, err, errlen) < 0 || cache_attach(c, n, err, errlen) < 0) {
             lg_shm_destroy(n);
             return -1;
         }
         lg_shm_destroy(shm);
         shm = n;
-        shm_size = (size_t)c->shared_memory_size;
+        shm_size = want;
         return 0;
     }
     unsigned g = lg_shm_mark_unused(shm);
-    if (lg_upstreams_prepare(c, shm, err, errlen) < 0 || lg_tls_attach_shm(shm, err, errlen) < 0)
+    if (lg_upstreams_prepare(c, shm, err, errlen) < 0 || lg_tls_attach_shm(shm, err, errlen) < 0 ||
+        cache_attach(c, shm, err, errlen) < 0)
         return -1;
     shm_sweep_gen = g;
     shm_sweep_after = generation + 1;   /* the generation about to start */

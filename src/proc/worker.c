@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "net/listen.h"
 #include "net/tls.h"
+#include "cache/store.h"
 #include "proxy/proxy.h"
 
 lg_worker_t lg_w;
@@ -86,7 +87,17 @@ static const lg_server_t *sni_server(const lg_bind_t *b, const char *name)
 
 static void tick_cb(lg_timer_t *t)
 {
+    static unsigned ticks;
     lg_accesslog_flush();
+    if (lg_w.slot == 0 && lg_cache && ++ticks % 60 == 0) {
+        lg_cache_stats_t st;
+        lg_cache_stats(lg_cache, &st);
+        lg_info("cache: %llu objects, %llu/%llu KiB used, hits %llu, misses %llu, stores %llu, "
+                "evictions %llu", (unsigned long long)st.objects,
+                (unsigned long long)(st.used / 1024), (unsigned long long)(st.capacity / 1024),
+                (unsigned long long)st.hits, (unsigned long long)st.misses,
+                (unsigned long long)st.stores, (unsigned long long)st.evictions);
+    }
     lg_timer_set(&lg_w.loop, t, 1000);
 }
 

@@ -83,6 +83,11 @@ static void sb_header(sb_t *b, const char *name, size_t nl, const char *val, siz
     sb_add(b, "\r\n", 2);
 }
 
+static void sb_header_cb(void *bv, const char *n, size_t nl, const char *v, size_t vl)
+{
+    sb_header(bv, n, nl, v, vl);
+}
+
 static char *sb_done(sb_t *b, size_t *len)
 {
     if (b->oom)
@@ -294,6 +299,8 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
         sb_printf(b, "%u", s->requests);
     } else if (IS("pid")) {
         sb_printf(b, "%d", (int)getpid());
+    } else if (IS("cache_status")) {
+        sb_str(b, lg_cache_status(s) ? lg_cache_status(s) : "-");
     } else if (IS("proxy_host")) {
         if (s->ri.authority.n)
             RAW(s->ri.authority.p, s->ri.authority.n);
@@ -486,6 +493,9 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
             continue;
         if (s->body_gunzip && name_is(h, "content-encoding"))
             continue;           /* the body goes up decompressed */
+        if (s->cache && (name_is(h, "if-none-match") || name_is(h, "if-modified-since") ||
+                         name_is(h, "if-range") || name_is(h, "range")))
+            continue;           /* the cache asks for the whole thing, and judges these itself */
         if (c->x_forwarded_for && name_is(h, "x-forwarded-for")) { xff = h; continue; }
         if (c->via && name_is(h, "via")) { via = h; continue; }
         if (c->forwarded && name_is(h, "forwarded")) { fwd = h; continue; }
@@ -546,6 +556,7 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
         sb_printf(&b, "%d.%d legate\r\n", s->req.version / 10, s->req.version % 10);
     }
     add_expanded(s, &b, c->add_request_headers);
+    lg_cache_conditional(s, &b, sb_header_cb);
     sb_add(&b, "\r\n", 2);
     return sb_done(&b, len);
 }
@@ -571,8 +582,11 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
             in_strv(c->remove_response_headers, h) || in_ops(c->add_response_headers, h))
             continue;
         if (name_is(h, "content-length") &&
-            (ri->body == LG_BODY_CHUNKED || ri->body == LG_BODY_CLOSE || xf != LG_XFORM_NONE))
+            (ri->body == LG_BODY_CHUNKED || ri->body == LG_BODY_CLOSE || xf != LG_XFORM_NONE ||
+             s->cache_serving))
             continue;
+        if (s->cache_serving && (name_is(h, "age") || name_is(h, "content-range")))
+            continue;           /* ours follow */
         if (xf != LG_XFORM_NONE) {
             if (xf == LG_XFORM_GUNZIP && name_is(h, "content-encoding"))
                 continue;
@@ -603,6 +617,16 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
         sb_header(&b, h->name, h->name_len, h->value, h->value_len);
     }
     add_hsts(s, &b);
+    if (s->cache_serving) {
+        sb_printf(&b, "Content-Length: %lld\r\nAge: %lld\r\n", (long long)s->cache_length,
+                  (long long)s->cache_age);
+        if (s->cache_range)
+            sb_printf(&b, "Content-Range: %s\r\n", s->cache_range);
+        if (r->status == 200)
+            sb_str(&b, "Accept-Ranges: bytes\r\n");
+    }
+    if (lg_cache_status(s))
+        sb_printf(&b, "X-Cache: %s\r\n", lg_cache_status(s));
     if (s->set_cookie) {
         sb_str(&b, "Set-Cookie: ");
         sb_str(&b, s->set_cookie);

@@ -58,6 +58,8 @@ static int pipe_decode(lg_pipe_t *p)
     if (pipe_decode_raw(p) < 0)
         return -1;
     p->decoded += (uint64_t)(p->dec - before);
+    if (p->tap && p->dec > before)
+        p->tap(p->tap_arg, before, (size_t)(p->dec - before));
     if (p->limit && p->decoded > p->limit)
         return -2;
     return 0;

@@ -55,6 +55,8 @@ typedef struct lg_pipe {
     lg_buf_t      *zbuf;        /* owned: the filter's output, while a filter is set */
     uint64_t       zpending;    /* bytes the encoder took since its last flush */
     int            want_flush;  /* the source went quiet: flush the encoder */
+    void         (*tap)(void *arg, const char *p, size_t n);  /* sees every decoded payload byte */
+    void          *tap_arg;
     uint64_t       limit;       /* max payload bytes, 0 = none (client_max_body_size) */
     uint64_t       wire_bytes;  /* bytes written, head and framing included */
 } lg_pipe_t;
@@ -97,6 +99,7 @@ typedef enum lg_tkind {
     LG_T_HANDSHAKE = 9,         /* tls_handshake_timeout, for the whole handshake */
     LG_T_RESOLVE = 10,          /* forward proxy: name resolution (proxy_connect_timeout) */
     LG_T_TUNNEL = 11,           /* tunnel_idle_timeout */
+    LG_T_CACHE_WAIT = 12,       /* look at the cache again (collapsed forwarding) */
 } lg_tkind_t;
 
 typedef enum lg_sstate {
@@ -111,6 +114,7 @@ typedef enum lg_sstate {
     LG_S_RESOLVE    = 8,        /* forward proxy: resolving the destination */
     LG_S_TUNNEL     = 9,        /* CONNECT: bytes relayed both ways */
     LG_S_SOCKS      = 10,       /* SOCKS5 negotiation */
+    LG_S_CACHE_WAIT = 11,       /* another worker is fetching this key: waiting for it */
 } lg_sstate_t;
 
 const char *lg_sstate_name(lg_sstate_t s);
@@ -167,6 +171,10 @@ struct lg_session {
     int             attach_err; /* why no server could be had (EBUSY: max_conns) */
     int             abandoned;  /* response ended before the request body was sent */
     int             body_gunzip; /* the request body is decompressed on its way up */
+    struct lg_cstate *cache;    /* arena: the cache's view of this request, or NULL */
+    int             cache_serving; /* the response comes from the cache */
+    int64_t         cache_age, cache_length;
+    const char     *cache_range;  /* Content-Range of a 206/416 from the cache */
     lg_msec_t       t_upstream; /* when the upstream try started */
     lg_pipe_t       reqp;       /* client -> upstream */
     lg_pipe_t       rspp;       /* upstream -> client */
@@ -261,6 +269,22 @@ int  lg_forward_check_user(lg_session_t *s, const char *user, const char *pass);
 void          lg_socks_step(lg_session_t *s);
 void          lg_socks_fail(lg_session_t *s, int http_status);
 unsigned char lg_socks_code(int http_status);
+
+/* cached.c: the HTTP cache on the proxy path */
+extern struct lg_cache *lg_cache;
+int  lg_cache_on_request(lg_session_t *s);     /* 1: handled here (hit, wait, purge) */
+int  lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp_info_t *ri,
+                          const char *raw, size_t rawlen);  /* 1: answered from the cache */
+int  lg_cache_on_error(lg_session_t *s, int status);        /* 1: stale served */
+void lg_cache_on_finish(lg_session_t *s, int complete);
+void lg_cache_on_close(lg_session_t *s);
+void lg_cache_tap(lg_session_t *s);            /* after the response pipe is set up */
+const char *lg_cache_status(const lg_session_t *s);
+void lg_cache_conditional(lg_session_t *s, void *sb,
+                          void (*add)(void *, const char *, size_t, const char *, size_t));
+void lg_session_send_raw(lg_session_t *s, int status, const char *buf, size_t len);
+lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
+                                   const lg_rsp_info_t *ri);
 
 /* health.c: active health checks, run by worker slot 0 only */
 void lg_health_start(void);

@@ -61,6 +61,7 @@ const char *lg_sstate_name(lg_sstate_t st)
     case LG_S_RESOLVE:   return "resolving the destination";
     case LG_S_TUNNEL:    return "tunnel";
     case LG_S_SOCKS:     return "SOCKS5 negotiation";
+    case LG_S_CACHE_WAIT: return "waiting for the cache";
     }
     return "?";
 }
@@ -86,6 +87,7 @@ static void session_close(lg_session_t *s, const char *why)
     if (s->state == LG_S_QUEUED)
         lg_w.queued[s->up->index]--;
     lg_forward_cancel(s);
+    lg_cache_on_close(s);
     s->state = LG_S_CLOSED;
     if (s->uc) {
         lg_upstream_release(s->uc, 0);
@@ -354,6 +356,8 @@ static void process_request(lg_session_t *s)
         return;
     }
     s->up = s->route->nsplits ? choose_split(s) : s->route->upstream;
+    if (lg_cache_on_request(s))
+        return;                 /* answered, or waiting, from the cache */
     start_upstream(s);
 }
 
@@ -526,6 +530,8 @@ static void upstream_failed(lg_session_t *s, int status, unsigned cond, int err,
         return;
     }
     s->upstream_status = status;
+    if (lg_cache_on_error(s, status))
+        return;                 /* stale-if-error */
     respond_error(s, status);
 }
 
@@ -613,6 +619,15 @@ static int type_listed(const char *list, const http_header_t *ct)
  * gunzip modules: never a body that has no room for it (HEAD, 1xx, 204,
  * 206, 304), never against Cache-Control: no-transform, never twice.
  */
+static lg_xform_t choose_xform(lg_session_t *s, const http_response_t *r,
+                               const lg_rsp_info_t *ri);
+
+lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
+                                   const lg_rsp_info_t *ri)
+{
+    return choose_xform(s, r, ri);
+}
+
 static lg_xform_t choose_xform(lg_session_t *s, const http_response_t *r,
                                const lg_rsp_info_t *ri)
 {
@@ -716,6 +731,13 @@ static int read_response_head(lg_session_t *s)
                     }
                     s->uc = old;
                 }
+                if (lg_cache_on_response(s, &r, &ri, b->pos, (size_t)rc)) {
+                    /* answered from the cache (revalidated, or stale on error) */
+                    s->upstream_status = r.status;
+                    lg_upstream_release(s->uc, 0);
+                    s->uc = NULL;
+                    return 0;
+                }
                 b->pos += rc;
                 s->upstream_status = r.status;
                 s->upstream_time = lg_w.loop.now - s->t_upstream;
@@ -723,6 +745,7 @@ static int read_response_head(lg_session_t *s)
                 s->status = r.status;
                 s->upstream_keep = ri.keep_alive;
                 lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, 0);
+                lg_cache_tap(s);
                 lg_xform_t xf = start_xform(s, choose_xform(s, &r, &ri), &ri);
                 /* a transformed body has a length nobody knows yet */
                 int unknown = ri.body == LG_BODY_CHUNKED || ri.body == LG_BODY_CLOSE ||
@@ -880,6 +903,15 @@ static void local_step(lg_session_t *s)
 }
 
 /* ---- for the forward proxy (forward.c) ---- */
+
+void lg_session_send_raw(lg_session_t *s, int status, const char *buf, size_t len)
+{
+    s->status = status;
+    s->local = buf;
+    s->local_len = len;
+    s->local_sent = 0;
+    s->state = LG_S_LOCAL;
+}
 
 void lg_session_close(lg_session_t *s, const char *why)
 {
@@ -1079,6 +1111,7 @@ static void finish_request(lg_session_t *s)
     s->bytes_in = s->head_len + s->reqp.body_bytes;
     if (s->status)
         lg_accesslog_write(s);
+    lg_cache_on_finish(s, 1);
     if (s->uc) {
         int reusable = s->upstream_keep && s->reqp.done && s->rspp.done && !s->abandoned;
         lg_upstream_release(s->uc, reusable);
@@ -1157,6 +1190,8 @@ static void session_run(lg_session_t *s)
         case LG_S_SOCKS:
             lg_socks_step(s);
             break;
+        case LG_S_CACHE_WAIT:
+            break;              /* the timer looks again */
         case LG_S_CLOSED:
             return;
         }
@@ -1210,6 +1245,9 @@ static void session_arm(lg_session_t *s)
         break;
     case LG_S_RESOLVE:
         CONSIDER(1, c->proxy_connect_timeout, LG_T_RESOLVE);
+        break;
+    case LG_S_CACHE_WAIT:
+        CONSIDER(1, 10, LG_T_CACHE_WAIT);
         break;
     case LG_S_SOCKS: {
         lg_msec_t left = s->t_start + c->client_header_timeout - lg_w.loop.now;
@@ -1279,6 +1317,11 @@ static void session_timeout(lg_timer_t *tm)
         lg_info("TLS handshake with %s timed out", s->peer_text);
         session_close(s, "TLS handshake timed out");
         return;
+    case LG_T_CACHE_WAIT:
+        s->state = LG_S_READ_HEAD;      /* (any state but WAIT: the lookup sets it again) */
+        if (!lg_cache_on_request(s))
+            start_upstream(s);
+        break;
     case LG_T_QUEUE:
         if (attach_upstream(s, 1) == 0) {
             lg_w.queued[s->up->index]--;

@@ -1,0 +1,350 @@
+#include "cache/store.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proxy/balance.h"      /* lg_hash64 */
+
+#define CMAGIC   0x4c474341u     /* "LGCA" */
+#define OMAGIC   0x4c474f42u     /* "LGOB" */
+#define STORE_VERSION  1
+#define WINDOW   8               /* index slots probed per key */
+#define ALIGN64(n) (((n) + 63) & ~(uint64_t)63)
+
+enum { E_EMPTY = 0, E_VALID = 1, E_FILLING = 2 };
+
+typedef struct centry {
+    uint64_t   hash;            /* 0: empty slot */
+    uint64_t   pos;             /* absolute ring position of the object */
+    uint32_t   len;             /* object bytes */
+    uint32_t   state;
+    pid_t      filler;
+    uint64_t   token;           /* which request of the filler */
+    int64_t    fill_until;      /* wall ms */
+    lg_cmeta_t meta;
+} centry_t;
+
+typedef struct cobj {
+    uint32_t   magic;
+    uint32_t   keylen;
+    uint64_t   hash;
+    uint64_t   pos;             /* where it was written: a check on read */
+    uint32_t   head_len;
+    uint32_t   body_len;
+    /* key, head, body follow */
+} cobj_t;
+
+typedef struct chdr {
+    uint32_t         magic, version;
+    lg_shm_mutex_t   mx;
+    uint64_t         capacity;  /* ring bytes */
+    uint64_t         nslots;
+    _Atomic uint64_t wpos;      /* absolute write position */
+    _Atomic uint64_t hits, misses, stores, evictions;
+    uint64_t         max_object;
+} chdr_t;
+
+struct lg_cache {
+    chdr_t   *h;
+    centry_t *idx;
+    char     *ring;
+};
+
+static lg_cache_t the_cache;    /* one per process: the zone's view */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+lg_cache_t *lg_cache_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen)
+{
+    if (size < 256 * 1024) {
+        snprintf(err, errlen, "cache_size must be at least 256k");
+        return NULL;
+    }
+    int fresh = 0;
+    char *z = lg_shm_zone(shm, "cache", size, &fresh);
+    if (z == NULL) {
+        snprintf(err, errlen, "shared memory is too small for the cache");
+        return NULL;
+    }
+    chdr_t *h = (chdr_t *)z;
+    uint64_t nslots = size / 4096 < 1024 ? 1024 : size / 4096;
+    uint64_t idx_off = ALIGN64(sizeof(chdr_t));
+    uint64_t ring_off = ALIGN64(idx_off + nslots * sizeof(centry_t));
+    if (ring_off + 64 * 1024 > size) {
+        snprintf(err, errlen, "cache_size is too small");
+        return NULL;
+    }
+    if (fresh || h->magic != CMAGIC || h->version != STORE_VERSION) {
+        memset(z, 0, ring_off);
+        lg_shm_mutex_init(&h->mx);
+        h->capacity = (size - ring_off) & ~(uint64_t)63;
+        h->nslots = nslots;
+        h->max_object = h->capacity / 8;
+        h->magic = CMAGIC;
+        h->version = STORE_VERSION;
+    }
+    the_cache.h = h;
+    the_cache.idx = (centry_t *)(z + idx_off);
+    the_cache.ring = z + ring_off;
+    return &the_cache;
+}
+
+void lg_cache_set_max_object(lg_cache_t *c, size_t n)
+{
+    c->h->max_object = n < c->h->capacity / 8 ? n : c->h->capacity / 8;
+}
+
+size_t lg_cache_max_object(const lg_cache_t *c)
+{
+    return c ? (size_t)c->h->max_object : 0;
+}
+
+static uint64_t key_hash(const char *key, size_t n)
+{
+    uint64_t h = lg_hash64(key, n, 0x6361636865ull);
+    return h ? h : 1;
+}
+
+static int intact(const lg_cache_t *c, uint64_t pos)
+{
+    uint64_t w = atomic_load_explicit(&c->h->wpos, memory_order_acquire);
+    return pos + c->h->capacity >= w;
+}
+
+/* The slot holding hash, or NULL; *free_slot gets a place to put it. */
+static centry_t *find(lg_cache_t *c, uint64_t hash, centry_t **free_slot)
+{
+    uint64_t n = c->h->nslots, base = hash % n;
+    centry_t *found = NULL, *empty = NULL, *oldest = NULL;
+    for (uint64_t i = 0; i < WINDOW; i++) {
+        centry_t *e = &c->idx[(base + i) % n];
+        if (e->hash == hash && e->state != E_EMPTY) {
+            found = e;
+            continue;
+        }
+        if (e->state == E_VALID && !intact(c, e->pos)) {
+            /* its object was overwritten: the slot is free again */
+            memset(e, 0, sizeof(*e));
+            atomic_fetch_add_explicit(&c->h->evictions, 1, memory_order_relaxed);
+        }
+        if (e->state == E_EMPTY) {
+            if (empty == NULL)
+                empty = e;
+        } else if (e->state == E_VALID && (oldest == NULL || e->pos < oldest->pos)) {
+            oldest = e;
+        }
+    }
+    if (free_slot)
+        *free_slot = empty ? empty : oldest;
+    return found;
+}
+
+static int filler_alive(const centry_t *e)
+{
+    return e->fill_until > wall_ms() && (kill(e->filler, 0) == 0 || errno == EPERM);
+}
+
+lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int may_fill,
+                             int64_t lock_ms, uint64_t token, char **obj, size_t *head_len,
+                             size_t *body_len, lg_cmeta_t *meta, int *filler)
+{
+    uint64_t hash = key_hash(key, keylen);
+    *filler = 0;
+    *obj = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        centry_t copy, *slot = NULL;
+        lg_shm_lock(&c->h->mx);
+        centry_t *e = find(c, hash, &slot);
+        if (e && e->state == E_VALID && !intact(c, e->pos)) {
+            memset(e, 0, sizeof(*e));
+            e = NULL;
+        }
+        if (e && e->state == E_FILLING) {
+            if ((e->filler != getpid() || e->token != token) && filler_alive(e)) {
+                lg_shm_unlock(&c->h->mx);
+                return LG_CACHE_WAIT;
+            }
+            memset(e, 0, sizeof(*e));      /* the filler is gone or late: take over */
+            slot = e;
+            e = NULL;
+        }
+        if (e == NULL) {
+            if (may_fill && slot) {
+                memset(slot, 0, sizeof(*slot));
+                slot->hash = hash;
+                slot->state = E_FILLING;
+                slot->filler = getpid();
+                slot->token = token;
+                slot->fill_until = wall_ms() + lock_ms;
+                *filler = 1;
+            }
+            lg_shm_unlock(&c->h->mx);
+            atomic_fetch_add_explicit(&c->h->misses, 1, memory_order_relaxed);
+            return LG_CACHE_MISS;
+        }
+        copy = *e;
+        lg_shm_unlock(&c->h->mx);
+
+        /* copy out without the lock, then check nobody overwrote it */
+        char *buf = malloc(copy.len);
+        if (buf == NULL)
+            return LG_CACHE_MISS;
+        memcpy(buf, c->ring + copy.pos % c->h->capacity, copy.len);
+        const cobj_t *o = (const cobj_t *)buf;
+        if (!intact(c, copy.pos) || o->magic != OMAGIC || o->hash != hash || o->pos != copy.pos ||
+            o->keylen != keylen || memcmp(buf + sizeof(*o), key, keylen) != 0) {
+            free(buf);
+            continue;                       /* overwritten or a collision: look again */
+        }
+        size_t off = sizeof(*o) + keylen;
+        size_t hl = o->head_len, bl = o->body_len;
+        memmove(buf, buf + off, hl + bl);
+        *head_len = hl;
+        *body_len = bl;
+        *obj = buf;
+        *meta = copy.meta;
+        atomic_fetch_add_explicit(&c->h->hits, 1, memory_order_relaxed);
+        return LG_CACHE_HIT;
+    }
+    atomic_fetch_add_explicit(&c->h->misses, 1, memory_order_relaxed);
+    return LG_CACHE_MISS;
+}
+
+int lg_cache_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t *meta,
+                 const char *head, size_t head_len, const char *body, size_t body_len)
+{
+    uint64_t total = ALIGN64(sizeof(cobj_t) + keylen + head_len + body_len);
+    uint64_t hash = key_hash(key, keylen);
+    if (total > c->h->max_object + 4096 || head_len > UINT32_MAX || body_len > UINT32_MAX) {
+        lg_cache_abandon(c, key, keylen);
+        return -1;
+    }
+    /* reserve: an object never wraps, the tail of the ring is skipped */
+    lg_shm_lock(&c->h->mx);
+    uint64_t w = atomic_load_explicit(&c->h->wpos, memory_order_relaxed);
+    uint64_t off = w % c->h->capacity;
+    if (off + total > c->h->capacity)
+        w += c->h->capacity - off;
+    uint64_t pos = w;
+    atomic_store_explicit(&c->h->wpos, w + total, memory_order_release);
+    lg_shm_unlock(&c->h->mx);
+
+    char *dst = c->ring + pos % c->h->capacity;
+    cobj_t o = { OMAGIC, (uint32_t)keylen, hash, pos, (uint32_t)head_len, (uint32_t)body_len };
+    memcpy(dst, &o, sizeof(o));
+    memcpy(dst + sizeof(o), key, keylen);
+    memcpy(dst + sizeof(o) + keylen, head, head_len);
+    if (body_len)
+        memcpy(dst + sizeof(o) + keylen + head_len, body, body_len);
+
+    /* publish */
+    lg_shm_lock(&c->h->mx);
+    centry_t *slot = NULL, *e = find(c, hash, &slot);
+    if (e == NULL)
+        e = slot;
+    if (e && intact(c, pos)) {
+        if (e->state == E_VALID && e->hash != hash)
+            atomic_fetch_add_explicit(&c->h->evictions, 1, memory_order_relaxed);
+        memset(e, 0, sizeof(*e));
+        e->hash = hash;
+        e->pos = pos;
+        e->len = (uint32_t)total;
+        e->state = E_VALID;
+        e->meta = *meta;
+        atomic_fetch_add_explicit(&c->h->stores, 1, memory_order_relaxed);
+    }
+    lg_shm_unlock(&c->h->mx);
+    return e ? 0 : -1;
+}
+
+void lg_cache_abandon(lg_cache_t *c, const char *key, size_t keylen)
+{
+    uint64_t hash = key_hash(key, keylen);
+    lg_shm_lock(&c->h->mx);
+    centry_t *e = find(c, hash, NULL);
+    if (e && e->state == E_FILLING && e->filler == getpid())
+        memset(e, 0, sizeof(*e));
+    lg_shm_unlock(&c->h->mx);
+}
+
+int lg_cache_delete(lg_cache_t *c, const char *key, size_t keylen)
+{
+    uint64_t hash = key_hash(key, keylen);
+    lg_shm_lock(&c->h->mx);
+    centry_t *e = find(c, hash, NULL);
+    int found = e && e->state == E_VALID;
+    if (e)
+        memset(e, 0, sizeof(*e));
+    lg_shm_unlock(&c->h->mx);
+    return found;
+}
+
+int lg_cache_expire(lg_cache_t *c, const char *key, size_t keylen)
+{
+    uint64_t hash = key_hash(key, keylen);
+    lg_shm_lock(&c->h->mx);
+    centry_t *e = find(c, hash, NULL);
+    int found = e && e->state == E_VALID;
+    if (found && e->meta.expires > wall_ms() - 1)
+        e->meta.expires = wall_ms() - 1;
+    lg_shm_unlock(&c->h->mx);
+    return found;
+}
+
+int lg_cache_purge_prefix(lg_cache_t *c, const char *prefix, size_t n, int soft)
+{
+    int count = 0;
+    int64_t now = wall_ms();
+    lg_shm_lock(&c->h->mx);
+    for (uint64_t i = 0; i < c->h->nslots; i++) {
+        centry_t *e = &c->idx[i];
+        if (e->state != E_VALID)
+            continue;
+        if (!intact(c, e->pos)) {
+            memset(e, 0, sizeof(*e));
+            continue;
+        }
+        const cobj_t *o = (const cobj_t *)(c->ring + e->pos % c->h->capacity);
+        if (o->magic != OMAGIC || o->keylen < n ||
+            memcmp((const char *)(o + 1), prefix, n) != 0)
+            continue;
+        if (soft) {
+            if (e->meta.expires > now - 1)
+                e->meta.expires = now - 1;
+        } else {
+            memset(e, 0, sizeof(*e));
+        }
+        count++;
+    }
+    lg_shm_unlock(&c->h->mx);
+    return count;
+}
+
+void lg_cache_stats(lg_cache_t *c, lg_cache_stats_t *st)
+{
+    memset(st, 0, sizeof(*st));
+    if (c == NULL)
+        return;
+    st->hits = atomic_load(&c->h->hits);
+    st->misses = atomic_load(&c->h->misses);
+    st->stores = atomic_load(&c->h->stores);
+    st->evictions = atomic_load(&c->h->evictions);
+    st->capacity = c->h->capacity;
+    uint64_t w = atomic_load(&c->h->wpos);
+    st->used = w < c->h->capacity ? w : c->h->capacity;
+    lg_shm_lock(&c->h->mx);
+    for (uint64_t i = 0; i < c->h->nslots; i++)
+        st->objects += c->idx[i].state == E_VALID && intact(c, c->idx[i].pos);
+    lg_shm_unlock(&c->h->mx);
+}

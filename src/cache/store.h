@@ -1,0 +1,94 @@
+/*
+ * The shared HTTP cache store: one zone of the shared-memory segment, so a
+ * response stored by one worker is a hit in every worker, a purge applies
+ * to all, and the cache survives a reload (same zone, same size).
+ *
+ * Layout (offsets from the zone's start, never pointers):
+ *
+ *   header | index[nslots] | ring[capacity]
+ *
+ * Objects are appended to the ring at an ever-growing absolute position
+ * `wpos` (the ring offset is wpos % capacity; an object never wraps: the
+ * tail is skipped).  An object at absolute position p is intact while
+ * p >= wpos - capacity, which is how a reader knows, after copying it out,
+ * that no writer overwrote it meanwhile: eviction is by age of storing
+ * (FIFO), and costs nothing.  The index is an open-addressed table of
+ * fixed windows; an entry names its object by key hash and position.
+ *
+ * Locking: one robust process-shared mutex guards the header and index, held
+ * for a few hundred nanoseconds (no copying under it).  Writers reserve
+ * space under the lock, copy outside it, then publish the entry under it.
+ * A worker killed while holding it leaves at worst one entry half-written:
+ * the next locker sees the owner died, and entries are validated against
+ * their object header on every read anyway.
+ *
+ * A key may also be in state FILLING: one worker is fetching it, others
+ * wait (collapsed forwarding) until it is VALID, the filler's deadline
+ * passes, or the filler is gone.
+ */
+#ifndef LEGATE_CACHE_STORE_H
+#define LEGATE_CACHE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/shm.h"
+
+typedef struct lg_cache lg_cache_t;
+
+/* What a stored response carries besides its bytes. */
+typedef struct lg_cmeta {
+    int64_t  stored;            /* wall ms when stored (or revalidated) */
+    int64_t  expires;           /* wall ms when it stops being fresh */
+    int64_t  stale_if_error;    /* ms after expires it may still serve on upstream errors */
+    int64_t  age0;              /* seconds of Age it already had when stored */
+    uint32_t flags;             /* LG_CF_* */
+    int      status;
+} lg_cmeta_t;
+
+#define LG_CF_MUST_REVALIDATE 0x1   /* no-cache / must-revalidate: check each time once stale */
+#define LG_CF_HAS_VALIDATOR   0x2   /* ETag or Last-Modified: revalidation possible */
+
+typedef enum lg_cache_look {
+    LG_CACHE_MISS    = 0,       /* nothing: go upstream (and *fill is set: you fill it) */
+    LG_CACHE_HIT     = 1,       /* found: meta, head and body copied out */
+    LG_CACHE_WAIT    = 2,       /* another worker is filling it: ask again soon */
+} lg_cache_look_t;
+
+/* Master: attach (and on first use format) the zone of `size` bytes. */
+lg_cache_t *lg_cache_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen);
+
+/*
+ * Look key up.  On HIT, *obj is a malloc'd copy of [head | body] with the
+ * head's and the body's lengths, and *meta.  On MISS with may_fill, the key
+ * is marked FILLING for this process until lock_ms from now (*filler = 1)
+ * unless another filler (another process, or another token of this one:
+ * each request has its own) fills it (then WAIT).  Fresh or not is the
+ * caller's decision from meta.
+ */
+lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int may_fill,
+                             int64_t lock_ms, uint64_t token, char **obj, size_t *head_len,
+                             size_t *body_len, lg_cmeta_t *meta, int *filler);
+
+/* Store (replacing): the head (HTTP response head, CRLF CRLF included) and body. */
+int  lg_cache_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t *meta,
+                  const char *head, size_t head_len, const char *body, size_t body_len);
+/* Give up a FILLING mark (the response was not storable, or failed). */
+void lg_cache_abandon(lg_cache_t *c, const char *key, size_t keylen);
+/* Remove one key; 1 if something was there. */
+int  lg_cache_delete(lg_cache_t *c, const char *key, size_t keylen);
+/* Every key starting with prefix: removed, or (soft) marked stale.  Returns how many. */
+int  lg_cache_purge_prefix(lg_cache_t *c, const char *prefix, size_t n, int soft);
+/* Mark one key stale (soft purge); 1 if it was there. */
+int  lg_cache_expire(lg_cache_t *c, const char *key, size_t keylen);
+
+typedef struct lg_cache_stats {
+    uint64_t hits, misses, stores, evictions, objects;
+    uint64_t capacity, used;
+} lg_cache_stats_t;
+void lg_cache_stats(lg_cache_t *c, lg_cache_stats_t *st);
+size_t lg_cache_max_object(const lg_cache_t *c);
+void   lg_cache_set_max_object(lg_cache_t *c, size_t n);   /* at most an eighth of the ring */
+
+#endif

@@ -1,0 +1,783 @@
+/*
+ * The HTTP cache on the proxy path (RFC 9111), on top of the shared store
+ * (cache/store.c) and the rules of cache/policy.c.
+ *
+ *   request  -> PURGE? bypass? lookup:
+ *               fresh hit         -> served here (304 / 206 / HEAD / gzip as asked)
+ *               stale, validators -> conditional request upstream (304 refreshes)
+ *               another worker is fetching it -> wait (collapsed forwarding)
+ *               miss              -> upstream, and this worker fills the key
+ *   response -> storable? capture the body as it streams to the client,
+ *               store it when complete (never a truncated object)
+ *   errors   -> stale-if-error serves the stale copy
+ *   unsafe methods that succeed invalidate the URI, Location, Content-Location
+ *
+ * A response with Vary is stored under a variant key (the base key plus the
+ * request's values of the varied fields, Accept-Encoding normalised), with
+ * a small marker under the base key naming the fields.
+ */
+#include "proxy/proxy.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "cache/policy.h"
+#include "cache/store.h"
+#include "core/log.h"
+#include "fwd/acl.h"
+#include "http/accept.h"
+#include "http/codec.h"
+
+lg_cache_t *lg_cache;           /* attached by the master before fork, or NULL */
+
+#define VARY_MARK "LEGATE-VARY:"
+
+typedef struct lg_cstate {
+    char       *base;           /* arena: the base key */
+    size_t      baselen;
+    char       *key;            /* arena: the key in use (variant or base) */
+    size_t      keylen;
+    int         filler;         /* we hold the FILLING mark of base */
+    const char *status;         /* X-Cache */
+    char       *obj;            /* malloc: a stored object (stale, kept for 304 / errors) */
+    size_t      hl, bl;
+    lg_cmeta_t  meta;
+    int         reval;          /* a conditional request went upstream */
+    int         stale_ok;       /* obj may serve on errors (stale-if-error) */
+    char       *cap;            /* malloc: the body captured for storing */
+    size_t      caplen, capmax;
+    int         capturing, cap_over;
+    char       *head;           /* malloc: the head to store */
+    size_t      headlen;
+    lg_cmeta_t  newmeta;
+    char       *vary;           /* arena: the varied fields, or NULL */
+    char       *out;            /* malloc: a response made here from the cache */
+    lg_cc_t     req_cc;
+} lg_cstate_t;
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const lg_common_t *common(const lg_session_t *s)
+{
+    return &s->route->common;
+}
+
+/* ---- keys ---- */
+
+static char *variant_key(lg_session_t *s, const char *base, const char *fields)
+{
+    char *k = lg_arena_printf(&s->arena, "%s\n", base);
+    for (const char *p = fields; k && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, " ,");
+        if (n == 0)
+            break;
+        char name[64];
+        snprintf(name, sizeof(name), "%.*s", (int)(n < 63 ? n : 63), p);
+        const http_header_t *h = lg_req_header(s, name);
+        char val[256] = "";
+        if (strcasecmp(name, "accept-encoding") == 0) {
+            lg_accept_t ae;
+            lg_accept_init(&ae);
+            if (h)
+                lg_accept_add(&ae, h->value, h->value_len);
+            lg_accept_normalise(&ae, LG_ENC_BUILTIN, val, sizeof(val));
+        } else if (h) {
+            snprintf(val, sizeof(val), "%.*s", (int)(h->value_len < 255 ? h->value_len : 255),
+                     h->value);
+        }
+        k = lg_arena_printf(&s->arena, "%s%s=%s\n", k, name, val);
+        p += n;
+    }
+    return k;
+}
+
+/* ---- serving from the cache ---- */
+
+static int etag_match(const char *list, size_t ln, const char *etag, size_t en)
+{
+    /* weak comparison (RFC 9110 13.1.2): W/ prefixes do not matter */
+    if (en >= 2 && etag[0] == 'W' && etag[1] == '/') {
+        etag += 2;
+        en -= 2;
+    }
+    if (ln == 1 && list[0] == '*')
+        return 1;
+    size_t i = 0;
+    while (i < ln) {
+        while (i < ln && (list[i] == ' ' || list[i] == ','))
+            i++;
+        size_t s = i;
+        if (i + 1 < ln && list[i] == 'W' && list[i + 1] == '/') {
+            i += 2;
+            s = i;
+        }
+        while (i < ln && list[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && list[e - 1] == ' ')
+            e--;
+        if (e - s == en && memcmp(list + s, etag, en) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static const http_header_t *find_h(const http_response_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->num_headers; i++)
+        if (http_name_eq(&r->headers[i], name))
+            return &r->headers[i];
+    return NULL;
+}
+
+/* One "bytes=a-b" range of len bytes: 1 and [*from, *to], 0 none/ignored, -1 unsatisfiable. */
+static int parse_range(const http_header_t *h, size_t len, size_t *from, size_t *to)
+{
+    if (h == NULL || h->value_len < 7 || strncmp(h->value, "bytes=", 6) != 0 ||
+        memchr(h->value, ',', h->value_len))
+        return 0;                       /* several ranges: the whole body instead */
+    const char *p = h->value + 6, *end = h->value + h->value_len;
+    const char *dash = memchr(p, '-', (size_t)(end - p));
+    if (dash == NULL)
+        return 0;
+    long long a = -1, b = -1;
+    if (dash > p)
+        a = strtoll(p, NULL, 10);
+    if (dash + 1 < end)
+        b = strtoll(dash + 1, NULL, 10);
+    if (a < 0 && b < 0)
+        return 0;
+    if (a < 0) {                        /* the last b bytes */
+        if (b == 0)
+            return -1;
+        *from = (size_t)b >= len ? 0 : len - (size_t)b;
+        *to = len - 1;
+    } else {
+        if ((size_t)a >= len)
+            return -1;
+        *from = (size_t)a;
+        *to = b < 0 || (size_t)b >= len ? len - 1 : (size_t)b;
+        if (*to < *from)
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * Answer from the stored object: a 304 for a matching conditional, a 206 for
+ * one range, HEAD without a body, gzip on the fly if the client asks and
+ * the route compresses.  X-Cache says how, Age how old.
+ */
+static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
+{
+    http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
+    http_response_t r = { .headers = hs };
+    http_limits_t lim = { 16384, cs->hl + 1, LG_MAX_HEADERS };
+    size_t scanned = 0;
+    if (hs == NULL || http_parse_response(cs->obj, cs->hl, &r, &lim, &scanned) <= 0) {
+        lg_session_respond(s, 500, NULL);
+        return;
+    }
+    const char *body = cs->obj + cs->hl;
+    size_t blen = cs->bl;
+    cs->status = xcache;
+    int64_t now = wall_ms();
+    s->cache_age = cs->meta.age0 + (now - cs->meta.stored) / 1000;
+    if (s->cache_age < 0)
+        s->cache_age = 0;
+
+    /* client conditionals (RFC 9110 13.1) */
+    const http_header_t *inm = lg_req_header(s, "if-none-match");
+    const http_header_t *ims = lg_req_header(s, "if-modified-since");
+    const http_header_t *etag = find_h(&r, "etag"), *lm = find_h(&r, "last-modified");
+    int not_modified = 0;
+    if (inm && etag)
+        not_modified = etag_match(inm->value, inm->value_len, etag->value, etag->value_len);
+    else if (!inm && ims && lm && r.status == 200) {
+        int64_t a = lg_http_date(ims->value, ims->value_len), b = lg_http_date(lm->value, lm->value_len);
+        not_modified = a >= 0 && b >= 0 && b <= a;
+    }
+    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)blen, .keep_alive = 1 };
+    int status = r.status;
+    lg_xform_t xf = LG_XFORM_NONE;
+    size_t from = 0, to = blen ? blen - 1 : 0;
+    int range = 0;
+    if (not_modified && (r.status == 200)) {
+        status = 304;
+        blen = 0;
+    } else {
+        xf = lg_session_choose_xform(s, &r, &ri);
+        if (xf == LG_XFORM_NONE && r.status == 200 &&
+            (range = parse_range(lg_req_header(s, "range"), blen, &from, &to)) != 0)
+            status = range > 0 ? 206 : 416;
+    }
+    char *gz = NULL;
+    size_t gzlen = 0;
+    if (xf == LG_XFORM_GZIP && blen) {
+        lg_codec_t codec;
+        lg_codec_params_t prm = { 0 };
+        prm.level = common(s)->gzip_level;
+        prm.length_hint = blen;
+        gz = malloc(blen + blen / 8 + 1024);
+        if (gz && lg_codec_init(&codec, LG_CODEC_GZIP_ENCODE, &prm, &s->arena) == 0) {
+            size_t used = 0;
+            ssize_t n = lg_codec_run(&codec, body, blen, &used, gz, blen + blen / 8 + 1024,
+                                     LG_CODEC_FINISH);
+            lg_codec_end(&codec);
+            if (n > 0 && codec.done) {
+                gzlen = (size_t)n;
+            } else {
+                free(gz);
+                gz = NULL;
+                xf = LG_XFORM_NONE;
+            }
+        } else {
+            free(gz);
+            gz = NULL;
+            xf = LG_XFORM_NONE;
+        }
+    } else if (xf == LG_XFORM_GUNZIP) {
+        xf = LG_XFORM_NONE;             /* stored as the origin sent it: no gunzip here */
+    }
+    const char *out_body = gz ? gz : body + from;
+    size_t out_len = gz ? gzlen : status == 206 ? to - from + 1 : status == 416 || status == 304 ? 0 : blen;
+    r.status = status;
+    r.reason = lg_http_reason(status);
+    r.reason_len = strlen(r.reason);
+    s->cache_length = (int64_t)out_len;
+    if (status == 206)
+        s->cache_range = lg_arena_printf(&s->arena, "bytes %zu-%zu/%zu", from, to, cs->bl);
+    else if (status == 416)
+        s->cache_range = lg_arena_printf(&s->arena, "bytes */%zu", cs->bl);
+    s->cache_serving = 1;
+    size_t hl = 0;
+    char *head = lg_build_client_head(s, &r, &ri, 0, xf, &hl);
+    if (head == NULL) {
+        free(gz);
+        lg_session_respond(s, 500, NULL);
+        return;
+    }
+    if (s->ri.is_head || status == 304 || status == 416)
+        out_len = 0;
+    free(cs->out);
+    cs->out = malloc(hl + out_len);
+    if (cs->out == NULL) {
+        free(gz);
+        lg_session_respond(s, 500, NULL);
+        return;
+    }
+    memcpy(cs->out, head, hl);
+    if (out_len)
+        memcpy(cs->out + hl, out_body, out_len);
+    free(gz);
+    s->upstream_status = 0;
+    lg_session_send_raw(s, status, cs->out, hl + out_len);
+}
+
+/* ---- the request ---- */
+
+static lg_cstate_t *state(lg_session_t *s)
+{
+    if (s->cache == NULL)
+        s->cache = lg_arena_calloc(&s->arena, sizeof(lg_cstate_t));
+    return s->cache;
+}
+
+static void drop_key(lg_session_t *s, const char *base, size_t n, int soft, int *count);
+
+static int purge(lg_session_t *s, lg_cstate_t *cs)
+{
+    const lg_common_t *c = common(s);
+    int allowed = 0;
+    if (c->cache_purge_allow && c->cache_purge_allow->n) {
+        lg_cidr_set_t *set = lg_cidr_new();
+        char err[128];
+        for (size_t i = 0; set && i < c->cache_purge_allow->n; i++)
+            lg_cidr_add(set, c->cache_purge_allow->v[i], err, sizeof(err));
+        if (set && lg_cidr_build(set, err, sizeof(err)) == 0)
+            allowed = s->peer.ss_family == AF_UNIX ||
+                      lg_cidr_lookup(set, (const struct sockaddr *)&s->peer) >= 0;
+        lg_cidr_free(set);
+    }
+    if (!allowed) {
+        lg_session_respond(s, 403, "PURGE is not allowed from this address\n");
+        return 1;
+    }
+    const http_header_t *mode = lg_req_header(s, "purge-mode");
+    int soft = mode && mode->value_len == 4 && strncasecmp(mode->value, "soft", 4) == 0;
+    int n = 0;
+    if (cs->baselen && cs->base[cs->baselen - 1] == '*')
+        n = lg_cache_purge_prefix(lg_cache, cs->base, cs->baselen - 1, soft);  /* a trailing star */
+    else
+        drop_key(s, cs->base, cs->baselen, soft, &n);
+    char *msg = lg_arena_printf(&s->arena, "{\"purged\": %d, \"soft\": %s}\n", n, soft ? "true" : "false");
+    lg_session_respond(s, n ? 200 : 404, msg);
+    return 1;
+}
+
+static int fresh_enough(lg_cstate_t *cs, int64_t now)
+{
+    const lg_cc_t *rc = &cs->req_cc;
+    if (rc->no_cache)
+        return 0;
+    int64_t age = cs->meta.age0 * 1000 + (now - cs->meta.stored);
+    int64_t left = cs->meta.expires - now;
+    if (rc->max_age != LG_CC_UNSET && age > rc->max_age * 1000)
+        return 0;
+    if (rc->min_fresh != LG_CC_UNSET && left < rc->min_fresh * 1000)
+        return 0;
+    if (left > 0)
+        return 1;
+    /* stale: max-stale lets the client accept it, unless the origin forbade */
+    if (rc->max_stale != LG_CC_UNSET && !(cs->meta.flags & LG_CF_MUST_REVALIDATE) &&
+        (rc->max_stale == INT64_MAX || -left <= rc->max_stale * 1000))
+        return 1;
+    return 0;
+}
+
+int lg_cache_on_request(lg_session_t *s)
+{
+    const lg_common_t *c = common(s);
+    if (lg_cache == NULL || !c->cache)
+        return 0;
+    lg_cstate_t *cs = state(s);
+    if (cs == NULL)
+        return 0;
+    if (cs->base == NULL) {
+        cs->base = lg_expand(s, c->cache_key, 0);
+        if (cs->base == NULL)
+            return 0;
+        cs->baselen = strlen(cs->base);
+        cs->key = cs->base;
+        cs->keylen = cs->baselen;
+        lg_cc_init(&cs->req_cc);
+        for (size_t i = 0; i < s->req.num_headers; i++)
+            if (http_name_eq(&s->req.headers[i], "cache-control"))
+                lg_cc_parse(&cs->req_cc, s->req.headers[i].value, s->req.headers[i].value_len);
+        const http_header_t *pragma = lg_req_header(s, "pragma");
+        if (pragma && pragma->value_len >= 8 && strncasecmp(pragma->value, "no-cache", 8) == 0 &&
+            lg_req_header(s, "cache-control") == NULL)
+            cs->req_cc.no_cache = 1;
+    }
+    int is_get = s->req.method_len == 3 && memcmp(s->req.method, "GET", 3) == 0;
+    if (s->req.method_len == 5 && memcmp(s->req.method, "PURGE", 5) == 0)
+        return purge(s, cs);
+    if (!is_get && !s->ri.is_head) {
+        cs->status = NULL;              /* unsafe methods: invalidation after the response */
+        return 0;
+    }
+    char *bypass = lg_expand(s, c->cache_bypass, 0);
+    if ((bypass && bypass[0] && strcmp(bypass, "0") != 0) || cs->req_cc.no_store ||
+        (lg_req_header(s, "authorization") && !c->cache_authorized)) {
+        cs->status = "BYPASS";
+        return 0;
+    }
+    int64_t now = wall_ms();
+    for (int hop = 0; hop < 2; hop++) {
+        free(cs->obj);
+        cs->obj = NULL;
+        int filler = 0;
+        /* the token tells this request's fill from the others of this worker */
+        uint64_t token = s->id << 20 | (s->requests & 0xfffff);
+        lg_cache_look_t look = lg_cache_get(lg_cache, cs->key, cs->keylen, hop == 0 && !cs->filler,
+                                            c->cache_lock_timeout, token, &cs->obj, &cs->hl,
+                                            &cs->bl, &cs->meta, &filler);
+        if (filler)
+            cs->filler = 1;
+        if (look == LG_CACHE_WAIT) {
+            if (lg_w.loop.now - s->t_start < c->cache_lock_timeout) {
+                s->state = LG_S_CACHE_WAIT;     /* collapsed forwarding: look again soon */
+                return 1;
+            }
+            look = LG_CACHE_MISS;               /* waited long enough: go ourselves */
+        }
+        if (look == LG_CACHE_MISS) {
+            if (cs->req_cc.only_if_cached) {
+                lg_session_respond(s, 504, NULL);
+                return 1;
+            }
+            cs->status = "MISS";
+            return 0;
+        }
+        /* a hit: a Vary marker sends us to the variant */
+        if (cs->hl >= sizeof(VARY_MARK) - 1 && memcmp(cs->obj, VARY_MARK, sizeof(VARY_MARK) - 1) == 0) {
+            char fields[256];
+            snprintf(fields, sizeof(fields), "%.*s", (int)(cs->hl - (sizeof(VARY_MARK) - 1)),
+                     cs->obj + sizeof(VARY_MARK) - 1);
+            cs->vary = lg_arena_strdup(&s->arena, fields);
+            cs->key = variant_key(s, cs->base, fields);
+            cs->keylen = cs->key ? strlen(cs->key) : 0;
+            if (cs->key == NULL)
+                return 0;
+            continue;
+        }
+        break;
+    }
+    if (cs->obj == NULL) {
+        cs->status = "MISS";
+        return 0;
+    }
+    if (fresh_enough(cs, now)) {
+        serve(s, cs, "HIT");
+        return 1;
+    }
+    if (cs->req_cc.only_if_cached) {
+        serve(s, cs, "STALE");
+        return 1;
+    }
+    /* stale: keep it for a 304 or for stale-if-error, and revalidate */
+    cs->stale_ok = cs->meta.stale_if_error > 0 &&
+                   now - cs->meta.expires <= cs->meta.stale_if_error;
+    cs->reval = (cs->meta.flags & LG_CF_HAS_VALIDATOR) != 0;
+    cs->status = "EXPIRED";
+    return 0;
+}
+
+/* Headers for a conditional request upstream (revalidation). */
+void lg_cache_conditional(lg_session_t *s, void *sbv, void (*add)(void *, const char *, size_t,
+                                                                  const char *, size_t))
+{
+    lg_cstate_t *cs = s->cache;
+    if (cs == NULL || !cs->reval || cs->obj == NULL)
+        return;
+    http_header_t hs[LG_MAX_HEADERS];
+    http_response_t r = { .headers = hs };
+    http_limits_t lim = { 16384, cs->hl + 1, LG_MAX_HEADERS };
+    size_t sc = 0;
+    if (http_parse_response(cs->obj, cs->hl, &r, &lim, &sc) <= 0)
+        return;
+    const http_header_t *etag = find_h(&r, "etag"), *lm = find_h(&r, "last-modified");
+    if (etag)
+        add(sbv, "If-None-Match", 13, etag->value, etag->value_len);
+    if (lm)
+        add(sbv, "If-Modified-Since", 17, lm->value, lm->value_len);
+}
+
+/* ---- the response ---- */
+
+static int ignored(const lg_common_t *c, const char *name)
+{
+    for (size_t i = 0; c->cache_ignore_headers && i < c->cache_ignore_headers->n; i++)
+        if (strcasecmp(c->cache_ignore_headers->v[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* cache_valid: "200 301 10m", "any 1m".  Lifetime in ms, or -1. */
+static int64_t valid_for(const lg_common_t *c, int status)
+{
+    for (size_t i = 0; c->cache_valid && i < c->cache_valid->n; i++) {
+        const char *e = c->cache_valid->v[i];
+        const char *last = strrchr(e, ' ');
+        if (last == NULL)
+            continue;
+        lg_msec_t ms;
+        if (lg_parse_duration(last + 1, &ms) < 0)
+            continue;
+        for (const char *p = e; p < last;) {
+            while (p < last && *p == ' ')
+                p++;
+            if (strncmp(p, "any", 3) == 0 || atoi(p) == status)
+                return ms;
+            while (p < last && *p != ' ')
+                p++;
+        }
+    }
+    return -1;
+}
+
+/* Is the field list (comma-separated, lower case) naming h? */
+static int in_fields(const char *fields, const http_header_t *h)
+{
+    for (const char *p = fields; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == h->name_len && strncasecmp(p, h->name, n) == 0)
+            return 1;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+static void cap_append(void *arg, const char *p, size_t n)
+{
+    lg_cstate_t *cs = arg;
+    if (!cs->capturing || cs->cap_over)
+        return;
+    if (cs->caplen + n > cs->capmax) {
+        cs->cap_over = 1;               /* too large: never stored */
+        return;
+    }
+    memcpy(cs->cap + cs->caplen, p, n);
+    cs->caplen += n;
+}
+
+int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp_info_t *ri,
+                         const char *raw, size_t rawlen)
+{
+    lg_cstate_t *cs = s->cache;
+    if (cs == NULL || cs->base == NULL)
+        return 0;
+    const lg_common_t *c = common(s);
+    int64_t now = wall_ms();
+    int is_get = s->req.method_len == 3 && memcmp(s->req.method, "GET", 3) == 0;
+
+    /* revalidated: the stored response is still good */
+    if (cs->reval && r->status == 304 && cs->obj) {
+        lg_cc_t cc;
+        lg_cc_init(&cc);
+        for (size_t i = 0; i < r->num_headers; i++)
+            if (http_name_eq(&r->headers[i], "cache-control"))
+                lg_cc_parse(&cc, r->headers[i].value, r->headers[i].value_len);
+        int64_t life = cc.s_maxage != LG_CC_UNSET ? cc.s_maxage * 1000
+                     : cc.max_age != LG_CC_UNSET ? cc.max_age * 1000
+                     : cs->meta.expires - cs->meta.stored;
+        cs->meta.stored = now;
+        cs->meta.age0 = 0;
+        cs->meta.expires = now + (life > 0 ? life : 0);
+        lg_cache_put(lg_cache, cs->key, cs->keylen, &cs->meta, cs->obj, cs->hl, cs->obj + cs->hl, cs->bl);
+        if (cs->filler)
+            cs->filler = 0;     /* the put released it */
+        serve(s, cs, "REVALIDATED");
+        return 1;
+    }
+    /* an error from the upstream, and a stale copy allowed to cover it */
+    if (r->status >= 500 && cs->stale_ok && cs->obj) {
+        serve(s, cs, "STALE");
+        return 1;
+    }
+    if (!is_get || cs->status == NULL || strcmp(cs->status, "BYPASS") == 0)
+        return 0;
+
+    lg_cc_t cc;
+    lg_cc_init(&cc);
+    const http_header_t *vary = NULL, *expires = NULL, *date = NULL, *lm = NULL, *etag = NULL,
+                        *age = NULL;
+    int cookie = 0;
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const http_header_t *h = &r->headers[i];
+        if (http_name_eq(h, "cache-control") && !ignored(c, "Cache-Control"))
+            lg_cc_parse(&cc, h->value, h->value_len);
+        else if (http_name_eq(h, "vary") && !ignored(c, "Vary"))
+            vary = h;
+        else if (http_name_eq(h, "expires") && !ignored(c, "Expires"))
+            expires = h;
+        else if (http_name_eq(h, "date"))
+            date = h;
+        else if (http_name_eq(h, "last-modified"))
+            lm = h;
+        else if (http_name_eq(h, "etag"))
+            etag = h;
+        else if (http_name_eq(h, "age"))
+            age = h;
+        else if (http_name_eq(h, "set-cookie"))
+            cookie = 1;
+    }
+    /* storable? (RFC 9111 3) */
+    int64_t life = -1;
+    int64_t d = date ? lg_http_date(date->value, date->value_len) : -1;
+    int64_t dnow = d >= 0 ? d : now / 1000;
+    if (cc.no_store || cs->req_cc.no_store || cc.private_ || (vary && vary->value_len == 1 &&
+        vary->value[0] == '*') || (cookie && !ignored(c, "Set-Cookie")) ||
+        ri->body == LG_BODY_CLOSE || r->status == 206)
+        goto not_stored;
+    if (lg_req_header(s, "authorization") && !c->cache_authorized && !cc.public_ &&
+        cc.s_maxage == LG_CC_UNSET && !cc.must_revalidate)
+        goto not_stored;
+    if (cc.s_maxage != LG_CC_UNSET)
+        life = cc.s_maxage * 1000;
+    else if (cc.max_age != LG_CC_UNSET)
+        life = cc.max_age * 1000;
+    else if (expires) {
+        int64_t e = lg_http_date(expires->value, expires->value_len);
+        life = e < 0 ? 0 : (e - dnow) * 1000;   /* an invalid Expires means already expired */
+    } else if ((life = valid_for(c, r->status)) >= 0) {
+        /* the route's default for this status */
+    } else if (lm && lg_status_heuristic(r->status)) {
+        int64_t l = lg_http_date(lm->value, lm->value_len);
+        if (l >= 0 && l < dnow) {
+            life = (dnow - l) * 100;            /* 10% of its age (RFC 9111 4.2.2) */
+            if (life > 86400 * 1000)
+                life = 86400 * 1000;
+        }
+    }
+    if (life < 0 && !(cc.no_cache && (etag || lm)))
+        goto not_stored;
+    if (life < 0)
+        life = 0;
+    if (!lg_status_heuristic(r->status) && cc.max_age == LG_CC_UNSET && cc.s_maxage == LG_CC_UNSET &&
+        !expires && !cc.public_ && valid_for(c, r->status) < 0)
+        goto not_stored;
+    if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_cache_max_object(lg_cache))
+        goto not_stored;
+
+    lg_cmeta_t *m = &cs->newmeta;
+    memset(m, 0, sizeof(*m));
+    m->status = r->status;
+    m->stored = now;
+    m->age0 = age ? strtoll(age->value, NULL, 10) : 0;
+    if (d >= 0 && now / 1000 > d && now / 1000 - d > m->age0)
+        m->age0 = now / 1000 - d;               /* apparent age */
+    m->expires = now + life - m->age0 * 1000;
+    if (cc.no_cache || cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage != LG_CC_UNSET)
+        m->flags |= LG_CF_MUST_REVALIDATE;
+    if (cc.no_cache)
+        m->expires = now - 1;                   /* stored, but checked each time */
+    if (etag || lm)
+        m->flags |= LG_CF_HAS_VALIDATOR;
+    if (cc.stale_if_error != LG_CC_UNSET)
+        m->stale_if_error = cc.stale_if_error * 1000;
+
+    /* the head to store: as received, less fields not to be stored */
+    free(cs->head);
+    cs->head = malloc(rawlen + 64);
+    if (cs->head == NULL)
+        goto not_stored;
+    {
+        const char *eol = memchr(raw, '\n', rawlen);
+        size_t first = eol ? (size_t)(eol - raw) + 1 : 0;
+        memcpy(cs->head, raw, first);
+        cs->headlen = first;
+        for (size_t i = 0; i < r->num_headers; i++) {
+            const http_header_t *h = &r->headers[i];
+            if (lg_http_is_hop_by_hop(h, ri->connection) || http_name_eq(h, "age") ||
+                http_name_eq(h, "set-cookie") ||
+                ((cc.no_cache_fields || cc.private_fields) && in_fields(cc.fields, h)))
+                continue;
+            size_t need = h->name_len + h->value_len + 4;
+            char *nh = realloc(cs->head, cs->headlen + need + 3);
+            if (nh == NULL)
+                goto not_stored;
+            cs->head = nh;
+            memcpy(cs->head + cs->headlen, h->name, h->name_len);
+            cs->headlen += h->name_len;
+            memcpy(cs->head + cs->headlen, ": ", 2);
+            cs->headlen += 2;
+            memcpy(cs->head + cs->headlen, h->value, h->value_len);
+            cs->headlen += h->value_len;
+            memcpy(cs->head + cs->headlen, "\r\n", 2);
+            cs->headlen += 2;
+        }
+        memcpy(cs->head + cs->headlen, "\r\n", 2);
+        cs->headlen += 2;
+    }
+    if (vary) {
+        /* the variant key, and a marker under the base naming the fields */
+        cs->vary = lg_arena_strndup(&s->arena, vary->value, vary->value_len);
+        char *vk = cs->vary ? variant_key(s, cs->base, cs->vary) : NULL;
+        if (vk == NULL)
+            goto not_stored;
+        cs->key = vk;
+        cs->keylen = strlen(vk);
+    } else {
+        cs->key = cs->base;
+        cs->keylen = cs->baselen;
+    }
+    cs->capmax = lg_cache_max_object(lg_cache);
+    cs->cap = malloc(ri->body == LG_BODY_LENGTH ? (size_t)ri->length + 1 : cs->capmax);
+    if (cs->cap == NULL)
+        goto not_stored;
+    cs->caplen = 0;
+    cs->capturing = 1;          /* lg_cache_tap() hooks it to the body pipe */
+    return 0;
+
+not_stored:
+    if (cs->filler) {
+        lg_cache_abandon(lg_cache, cs->base, cs->baselen);
+        cs->filler = 0;
+    }
+    return 0;
+}
+
+void lg_cache_tap(lg_session_t *s)
+{
+    lg_cstate_t *cs = s->cache;
+    if (cs && cs->capturing) {
+        s->rspp.tap = cap_append;
+        s->rspp.tap_arg = cs;
+    }
+}
+
+int lg_cache_on_error(lg_session_t *s, int status)
+{
+    (void)status;
+    lg_cstate_t *cs = s->cache;
+    if (cs == NULL || !cs->stale_ok || cs->obj == NULL)
+        return 0;
+    serve(s, cs, "STALE");
+    return 1;
+}
+
+/* An unsafe method that succeeded invalidates what it may have changed (RFC 9111 4.4). */
+static void drop_key(lg_session_t *s, const char *base, size_t n, int soft, int *count)
+{
+    /* the object (or its Vary marker) and every variant: "base\n..." */
+    *count += soft ? lg_cache_expire(lg_cache, base, n) : lg_cache_delete(lg_cache, base, n);
+    char *vp = lg_arena_printf(&s->arena, "%.*s\n", (int)n, base);
+    if (vp)
+        *count += lg_cache_purge_prefix(lg_cache, vp, n + 1, soft);
+}
+
+static void invalidate(lg_session_t *s, lg_cstate_t *cs)
+{
+    int n = 0;
+    drop_key(s, cs->base, cs->baselen, 0, &n);
+}
+
+void lg_cache_on_finish(lg_session_t *s, int complete)
+{
+    lg_cstate_t *cs = s->cache;
+    if (cs == NULL || lg_cache == NULL)
+        return;
+    int unsafe = cs->base && !(s->req.method_len == 3 && memcmp(s->req.method, "GET", 3) == 0) &&
+                 !s->ri.is_head && !(s->req.method_len == 5 && memcmp(s->req.method, "PURGE", 5) == 0);
+    if (unsafe && s->status >= 200 && s->status < 400)
+        invalidate(s, cs);
+    if (cs->capturing && complete && !cs->cap_over && s->rspp.done) {
+        if (cs->vary) {
+            char *mark = lg_arena_printf(&s->arena, VARY_MARK "%s", cs->vary);
+            lg_cmeta_t mm = cs->newmeta;
+            if (mark)
+                lg_cache_put(lg_cache, cs->base, cs->baselen, &mm, mark, strlen(mark), "", 0);
+        }
+        lg_cache_put(lg_cache, cs->key, cs->keylen, &cs->newmeta, cs->head, cs->headlen,
+                     cs->cap, cs->caplen);
+        cs->filler = 0;
+    }
+    lg_cache_on_close(s);
+}
+
+void lg_cache_on_close(lg_session_t *s)
+{
+    lg_cstate_t *cs = s->cache;
+    if (cs == NULL)
+        return;
+    if (cs->filler && lg_cache) {
+        lg_cache_abandon(lg_cache, cs->base, cs->baselen);
+        cs->filler = 0;
+    }
+    s->rspp.tap = NULL;
+    free(cs->obj);
+    free(cs->cap);
+    free(cs->head);
+    free(cs->out);
+    cs->obj = cs->cap = cs->head = cs->out = NULL;
+    cs->capturing = 0;
+}
+
+const char *lg_cache_status(const lg_session_t *s)
+{
+    return s->cache ? ((lg_cstate_t *)s->cache)->status : NULL;
+}

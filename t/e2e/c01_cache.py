@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""The HTTP cache (RFC 9111), one cache for all workers through shared
+memory: hits across workers, collapsed forwarding, purge and soft purge,
+freshness rules, Vary, revalidation, conditionals, HEAD and ranges from
+stored GETs, invalidation by unsafe methods, stale-if-error, survival of a
+reload, eviction, a worker killed mid-fill."""
+import os
+import re
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from legate_test import *  # noqa: E402,F401,F403
+
+
+def conf(port, o, route_extra="", glob='cache_size = "8m";'):
+    return """%s
+http = {
+    log_format = "$pid $request_method $request_uri $status $cache_status";
+    upstreams = { app = { servers = ( "%s" ); }; };
+    servers = ( { listen = "127.0.0.1:%d";
+        routes = ( { prefix = "/"; proxy_pass = "app"; cache = true;
+                     cache_purge_allow = [ "127.0.0.0/8" ]; %s } ); } );
+};
+""" % (glob, o.address, port, route_extra)
+
+
+def get(port, target, headers=(), method="GET"):
+    return request(port, method=method, target=target, headers=headers)
+
+
+def xc(r):
+    return r.headers.get("X-Cache")
+
+
+def hits(o, path):
+    return o.stats()["by_path"].get(path, 0)
+
+
+@test
+def hit_in_every_worker_after_one_fill():
+    o = Origin("o")
+    port = free_port()
+    lg = Legate(conf(port, o), workers=2)
+    t = "/a?size=3000&hdr=Cache-Control:max-age=60"
+    r = get(port, t)
+    eq((r.status, xc(r), len(r.body)), (200, "MISS", 3000))
+    for _ in range(20):
+        r = get(port, t)
+        eq((xc(r), len(r.body)), ("HIT", 3000))
+        ok(r.headers.get("Age") is not None, "Age on hits")
+    eq(hits(o, "/a"), 1, "one origin request for 21")
+    wait_until(lambda: len({l.split()[0] for l in open(lg.access_log).read().splitlines()
+                            if l.endswith(" HIT")}) >= 2, 5, what="hits served by both workers")
+
+
+@test(timeout=90)
+def collapsed_forwarding_across_workers():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=2)
+    t = "/slow?delay=1500&size=2000&hdr=Cache-Control:max-age=60"
+    results = []
+    lock = threading.Lock()
+
+    def one():
+        r = request(port, target=t, timeout=30)
+        with lock:
+            results.append((r.status, len(r.body)))
+    ths = [threading.Thread(target=one, daemon=True) for _ in range(50)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(30)
+    eq(len(results), 50)
+    eq(set(results), {(200, 2000)})
+    eq(hits(o, "/slow"), 1, "50 concurrent clients, 1 origin request")
+
+
+@test
+def purge_exact_prefix_and_soft():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=2)
+    paths = ["/p/1?hdr=Cache-Control:max-age=60", "/p/2?hdr=Cache-Control:max-age=60",
+             "/q?hdr=Cache-Control:max-age=60&etag=v1"]
+    for p in paths:
+        get(port, p)
+        eq(xc(get(port, p)), "HIT")
+    r = get(port, paths[0], method="PURGE")
+    eq(r.status, 200)
+    eq(xc(get(port, paths[0])), "MISS", "purged in every worker")
+    r = request(port, method="PURGE", target="/p/*")
+    eq(r.status, 200)
+    contains(r.body.decode(), '"purged": 2')
+    eq(xc(get(port, paths[1])), "MISS", "prefix purge")
+    r = get(port, paths[2], method="PURGE", headers=[("Purge-Mode", "soft")])
+    eq(r.status, 200)
+    r = get(port, paths[2])
+    eq(xc(r), "REVALIDATED", "soft purge: the next request revalidates (304 from the origin)")
+    eq(get(port, "/nothing-here", method="PURGE").status, 404)
+
+
+@test
+def purge_only_from_allowed_addresses():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o).replace('"127.0.0.0/8"', '"10.0.0.0/8"'), workers=1)
+    eq(get(port, "/x", method="PURGE").status, 403)
+
+
+@test
+def freshness_rules():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o, 'cache_valid = [ "200 30s", "404 30s" ];'), workers=2)
+    for t, stored in (("/f1?hdr=Cache-Control:no-store", False),
+                      ("/f2?hdr=Cache-Control:private", False),
+                      ("/f3?hdr=Set-Cookie:a=b", False),
+                      ("/f4?hdr=Vary:*", False),
+                      ("/f5", True),                                   # cache_valid
+                      ("/f6?status=404", True),
+                      ("/f7?hdr=Cache-Control:s-maxage=60,%20max-age=0", True),
+                      ("/f8?hdr=Expires:Thu,%2001%20Jan%202037%2000:00:00%20GMT", True),
+                      ("/f9?status=500", False)):
+        get(port, t)
+        r = get(port, t)
+        eq(xc(r) == "HIT", stored, "%s stored: %r" % (t, xc(r)))
+
+
+@test(timeout=60)
+def expiry_and_revalidation():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    t = "/e?hdr=Cache-Control:max-age=1&etag=x1"
+    eq(xc(get(port, t)), "MISS")
+    eq(xc(get(port, t)), "HIT")
+    wait_until(lambda: xc(get(port, t)) == "REVALIDATED", 5, interval=0.3,
+               what="a 304 refreshing the stale copy")
+    eq(xc(get(port, t)), "HIT", "fresh again after the 304")
+    t2 = "/e2?hdr=Cache-Control:max-age=1"
+    get(port, t2)
+    wait_until(lambda: xc(get(port, t2)) == "EXPIRED", 5, interval=0.3,
+               what="no validator: fetched again")
+    t3 = "/nc?hdr=Cache-Control:no-cache&etag=z"
+    get(port, t3)
+    eq(xc(get(port, t3)), "REVALIDATED", "no-cache: revalidated each time")
+
+
+@test
+def request_directives():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    t = "/r?hdr=Cache-Control:max-age=60&etag=r1"
+    get(port, t)
+    eq(xc(get(port, t, [("Cache-Control", "no-cache")])), "REVALIDATED")
+    ta = "/ra?hdr=Cache-Control:max-age=60&hdr=Age:5&etag=a1"       # stored already 5 s old
+    get(port, ta)
+    eq(xc(get(port, ta)), "HIT")
+    eq(xc(get(port, ta, [("Cache-Control", "max-age=2")])), "REVALIDATED", "older than the client accepts")
+    tm = "/rm?hdr=Cache-Control:max-age=6&hdr=Age:5&etag=m1"          # 1 s of freshness left
+    get(port, tm)
+    eq(xc(get(port, tm, [("Cache-Control", "min-fresh=3")])), "REVALIDATED", "min-fresh")
+    r = get(port, "/none?x", [("Cache-Control", "only-if-cached")])
+    eq(r.status, 504, "only-if-cached and nothing stored")
+    eq(xc(get(port, "/ns?hdr=Cache-Control:max-age=60", [("Cache-Control", "no-store")])), "BYPASS")
+    eq(xc(get(port, "/ns?hdr=Cache-Control:max-age=60")), "MISS", "no-store requests store nothing")
+    eq(xc(get(port, "/au?hdr=Cache-Control:max-age=60", [("Authorization", "Basic eDp5")])), "BYPASS")
+
+
+@test
+def vary_accept_encoding_variants():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=2)
+    t = "/v?hdr=Cache-Control:max-age=60&hdr=Vary:Accept-Encoding"
+    eq(xc(get(port, t, [("Accept-Encoding", "gzip")])), "MISS")
+    eq(xc(get(port, t, [("Accept-Encoding", "gzip")])), "HIT")
+    eq(xc(get(port, t, [("Accept-Encoding", "GZIP;q=1")])), "HIT", "normalised Accept-Encoding")
+    eq(xc(get(port, t)), "MISS", "another variant")
+    eq(xc(get(port, t)), "HIT")
+    eq(hits(o, "/v"), 2)
+
+
+@test
+def head_ranges_and_conditionals_from_the_cache():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    t = "/h?size=1000&hdr=Cache-Control:max-age=60&etag=h1"
+    full = get(port, t).body
+    r = get(port, t, method="HEAD")
+    eq((r.status, r.body, xc(r), r.headers.get("Content-Length")), (200, b"", "HIT", "1000"))
+    r = get(port, t, [("Range", "bytes=100-199")])
+    eq((r.status, r.body), (206, full[100:200]))
+    eq(r.headers.get("Content-Range"), "bytes 100-199/1000")
+    r = get(port, t, [("Range", "bytes=-10")])
+    eq(r.body, full[-10:])
+    r = get(port, t, [("Range", "bytes=5000-")])
+    eq((r.status, r.headers.get("Content-Range")), (416, "bytes */1000"))
+    r = get(port, t, [("If-None-Match", '"h1"')])
+    eq((r.status, r.body), (304, b""))
+    eq(hits(o, "/h"), 1)
+
+
+@test
+def unsafe_methods_invalidate():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=2)
+    t = "/u?hdr=Cache-Control:max-age=60"
+    get(port, t)
+    eq(xc(get(port, t)), "HIT")
+    eq(request(port, method="POST", target=t, body=b"x").status, 200)
+    eq(xc(get(port, t)), "MISS", "a successful POST invalidated it")
+
+
+@test
+def stale_if_error_covers_a_dead_origin():
+    o = Origin("o")
+    port = free_port()
+    lg = Legate(conf(port, o), workers=1)
+    lg.allow_log(r"connect\(\) failed|prematurely|no live upstreams")
+    t = "/s?hdr=Cache-Control:max-age=1,%20stale-if-error=60"
+    get(port, t)
+    o.stop()
+    wait_until(lambda: xc(get(port, t)) == "STALE", 5, interval=0.3,
+               what="the stale copy served while the origin is down")
+    t2 = "/s2?hdr=Cache-Control:max-age=1"
+    # (never fetched: nothing stale to serve)
+    eq(get(port, t2).status, 502)
+
+
+@test(timeout=60)
+def survives_a_reload():
+    o = Origin("o")
+    port = free_port()
+    lg = Legate(conf(port, o), workers=2)
+    t = "/k?hdr=Cache-Control:max-age=60"
+    get(port, t)
+    lg.reload(conf(port, o, 'add_response_headers = { X-Gen = "2"; };'))
+    r = get(port, t)
+    eq((xc(r), r.headers.get("X-Gen")), ("HIT", "2"), "the new generation hits the old cache")
+
+
+@test
+def eviction_under_a_small_cache():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o, glob='cache_size = "512k"; cache_max_object = "64k";'), workers=1)
+    for i in range(40):
+        get(port, "/big%d?size=30000&hdr=Cache-Control:max-age=60" % i)
+    eq(xc(get(port, "/big39?size=30000&hdr=Cache-Control:max-age=60")), "HIT", "the newest stays")
+    eq(xc(get(port, "/big0?size=30000&hdr=Cache-Control:max-age=60")), "MISS", "the oldest went")
+    eq(xc(get(port, "/huge?size=200000&hdr=Cache-Control:max-age=60")), "MISS")
+    eq(xc(get(port, "/huge?size=200000&hdr=Cache-Control:max-age=60")), "MISS",
+       "over cache_max_object: not stored")
+
+
+@test(timeout=90)
+def killed_worker_mid_fill_leaves_the_cache_usable():
+    o = Origin("o")
+    port = free_port()
+    lg = Legate(conf(port, o, 'cache_lock_timeout = "30s";'), workers=2)
+    lg.allow_log(r"exited on signal|prematurely|send\(\) to client failed")
+    t = "/m?delay=3000&size=5000&hdr=Cache-Control:max-age=60"
+    th = threading.Thread(target=lambda: request(port, target=t, timeout=30), daemon=True)
+    th.start()
+    wait_until(lambda: o.stats()["active"] >= 1, 10, what="the fill in flight")
+    for w in lg.workers():
+        os.kill(w, signal.SIGKILL)
+    lg.wait_workers(2, timeout=20)
+    t0 = time.monotonic()
+    r = get(port, t)
+    eq((r.status, len(r.body)), (200, 5000))
+    ok(time.monotonic() - t0 < 15, "no waiting for a dead filler's lock")
+    eq(xc(get(port, t)), "HIT", "stored whole by the new fill")
+
+
+if __name__ == "__main__":
+    main()
