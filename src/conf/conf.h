@@ -159,6 +159,7 @@ typedef struct lg_upstream {
     int                   next_upstream_tries;      /* tries in all, 0 = one per server (default) */
     lg_msec_t             next_upstream_timeout;    /* for all tries, 0 = no limit (default) */
     lg_msec_t             slow_start;   /* ramp a returning server's weight over this, 0 = off */
+    int                   max_conns;    /* requests in flight to the whole upstream, all workers; 0 = no limit */
     int                   queue;        /* requests per worker that may wait for max_conns room, 0 = none */
     lg_msec_t             queue_timeout; /* how long one may wait, default 1s */
     lg_msec_t             fail_timeout; /* default 10s: the window, and how long the server stays out */

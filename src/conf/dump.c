@@ -326,6 +326,7 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
         kv_str(out, ind + 1, "tls_certificate", up->tls_certificate);
         kv_str(out, ind + 1, "tls_key", up->tls_key);
     }
+    kv_int(out, ind + 1, "max_conns", up->max_conns);
     kv_int(out, ind + 1, "queue", up->queue);
     kv_msec(out, ind + 1, "queue_timeout", up->queue_timeout);
     if (up->health) {

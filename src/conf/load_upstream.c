@@ -32,6 +32,7 @@ static const directive_t upstream_dirs[] = {
     ROW("next_upstream_timeout", D_DURATION, 0, WEEK, "0", lg_upstream_t, next_upstream_timeout),
     ROW("slow_start",    D_DURATION, 0, WEEK, "0", lg_upstream_t, slow_start),
     ROW("queue",         D_INT,      0, 100000, "0", lg_upstream_t, queue),
+    ROW("max_conns",     D_INT,      0, 10000000, "0", lg_upstream_t, max_conns),
     ROW("queue_timeout", D_DURATION, 1, WEEK, "1s", lg_upstream_t, queue_timeout),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };

@@ -222,6 +222,16 @@ static int pick_server(lg_session_t *s, lg_upstream_t *up, size_t tried, int *fu
     int need_load = up->balance == LG_BAL_LEAST_CONN || up->balance == LG_BAL_RANDOM ||
                     up->balance == LG_BAL_PEAK_EWMA;
     *full = 0;
+    if (up->max_conns && up->state) {
+        /* circuit breaking for the whole upstream, over all workers */
+        uint32_t total = 0;
+        for (size_t i = 0; i < n; i++)
+            total += active_sum(&up->state[i]);
+        if (total >= (uint32_t)up->max_conns) {
+            *full = 1;
+            return -1;
+        }
+    }
     for (int backups = 0; backups < 2; backups++) {
         int any = 0;
         for (size_t i = 0; i < n; i++) {

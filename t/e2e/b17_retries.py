@@ -115,6 +115,26 @@ def max_conns_answers_503_fast_when_full():
 
 
 @test
+def upstream_max_conns_over_all_servers():
+    a, b = Origin("a"), Origin("b")
+    port = free_port()
+    lg = Legate(conf(port, [a.address, b.address], "max_conns = 2;").replace('"600ms"', '"10s"'),
+                workers=2)
+    lg.allow_log(r"max_conns")
+    slow = [threading.Thread(target=request, args=(port,), kwargs={"target": "/s?delay=2500",
+                                                                     "timeout": 20}, daemon=True)
+            for _ in range(2)]
+    for t in slow:
+        t.start()
+    wait_until(lambda: a.stats()["active"] + b.stats()["active"] >= 2, 10,
+               what="two requests in flight")
+    eq(request(port, target="/third").status, 503, "the upstream as a whole is full")
+    for t in slow:
+        t.join(20)
+    eq(request(port, target="/after").status, 200)
+
+
+@test
 def queue_waits_for_room_then_gives_up():
     a = Origin("a")
     port = free_port()
