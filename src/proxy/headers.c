@@ -493,6 +493,8 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
             continue;
         if (s->body_gunzip && name_is(h, "content-encoding"))
             continue;           /* the body goes up decompressed */
+        if (s->max_forwards && name_is(h, "max-forwards"))
+            continue;           /* sent on decremented, below */
         if (s->cache && (name_is(h, "if-none-match") || name_is(h, "if-modified-since") ||
                          name_is(h, "if-range") || name_is(h, "range")))
             continue;           /* the cache asks for the whole thing, and judges these itself */
@@ -557,6 +559,8 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
     }
     add_expanded(s, &b, c->add_request_headers);
     lg_cache_conditional(s, &b, sb_header_cb);
+    if (s->max_forwards)
+        sb_printf(&b, "Max-Forwards: %d\r\n", s->max_forwards - 1);
     sb_add(&b, "\r\n", 2);
     return sb_done(&b, len);
 }
@@ -677,7 +681,8 @@ char *lg_build_local(lg_session_t *s, int status, const char *body,
     sb_printf(&b, "HTTP/1.1 %03d %s\r\nServer: legate\r\nDate: %s\r\n",
               status, lg_http_reason(status), http_date());
     if (status >= 200 && status != 204 && status != 304) {
-        sb_printf(&b, "Content-Type: %s\r\nContent-Length: %zu\r\n", ctype, blen);
+        sb_printf(&b, "Content-Type: %s\r\nContent-Length: %zu\r\n",
+                  s->local_ctype ? s->local_ctype : ctype, blen);
     }
     if (status == 407 && s->auth_realm)
         sb_printf(&b, "Proxy-Authenticate: Basic realm=\"%s\"\r\n", s->auth_realm);
@@ -688,6 +693,8 @@ char *lg_build_local(lg_session_t *s, int status, const char *body,
     }
     if (s->route && s->route->action == LG_ACTION_RETURN)
         add_expanded(s, &b, s->route->common.add_response_headers);
+    if (s->local_extra)
+        sb_str(&b, s->local_extra);
     add_hsts(s, &b);
     if (!s->keep_alive)
         sb_str(&b, "Connection: close\r\n");

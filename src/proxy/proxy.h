@@ -171,6 +171,9 @@ struct lg_session {
     int             attach_err; /* why no server could be had (EBUSY: max_conns) */
     int             abandoned;  /* response ended before the request body was sent */
     int             body_gunzip; /* the request body is decompressed on its way up */
+    int             max_forwards; /* TRACE/OPTIONS: the Max-Forwards to send on, plus 1; 0 = none */
+    const char     *local_extra;  /* header lines added to a response made here */
+    const char     *local_ctype;  /* its Content-Type, if not the default */
     struct lg_cstate *cache;    /* arena: the cache's view of this request, or NULL */
     int             cache_serving; /* the response comes from the cache */
     int64_t         cache_age, cache_length;

@@ -297,6 +297,54 @@ static lg_upstream_t *choose_split(lg_session_t *s)
     return rt->splits[i].upstream;
 }
 
+/*
+ * Max-Forwards (RFC 9110 7.6.2) for TRACE and OPTIONS: at zero the request
+ * stops here and legate answers it; otherwise it goes on decremented.
+ */
+static int max_forwards(lg_session_t *s)
+{
+    int trace = s->req.method_len == 5 && memcmp(s->req.method, "TRACE", 5) == 0;
+    int options = s->req.method_len == 7 && memcmp(s->req.method, "OPTIONS", 7) == 0;
+    const http_header_t *h = (trace || options) ? lg_req_header(s, "max-forwards") : NULL;
+    s->max_forwards = 0;
+    if (h == NULL)
+        return 0;
+    long n = 0;
+    for (size_t i = 0; i < h->value_len; i++) {
+        if (h->value[i] < '0' || h->value[i] > '9' || n > 100000) {
+            respond_error(s, 400);
+            return 1;
+        }
+        n = n * 10 + (h->value[i] - '0');
+    }
+    if (n > 0) {
+        s->max_forwards = (int)n;       /* (n - 1) + 1 */
+        return 0;
+    }
+    if (options) {
+        s->route = NULL;
+        s->local_extra = "Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT\r\n";
+        respond_local(s, 200, "", NULL);
+        return 1;
+    }
+    /* TRACE: the request as received, without what would leak credentials */
+    char *msg = lg_arena_printf(&s->arena, "%.*s %.*s HTTP/%d.%d\r\n", (int)s->req.method_len,
+                                s->req.method, (int)s->req.target_len, s->req.target,
+                                s->req.version / 10, s->req.version % 10);
+    for (size_t i = 0; msg && i < s->req.num_headers; i++) {
+        const http_header_t *x = &s->req.headers[i];
+        if (http_name_eq(x, "authorization") || http_name_eq(x, "proxy-authorization") ||
+            http_name_eq(x, "cookie"))
+            continue;
+        msg = lg_arena_printf(&s->arena, "%s%.*s: %.*s\r\n", msg, (int)x->name_len, x->name,
+                              (int)x->value_len, x->value);
+    }
+    s->route = NULL;
+    s->local_ctype = "message/http";
+    respond_local(s, 200, msg ? msg : "", NULL);
+    return 1;
+}
+
 static void process_request(lg_session_t *s)
 {
     int st = lg_http_analyze_request(&s->req, &s->ri);
@@ -309,6 +357,8 @@ static void process_request(lg_session_t *s)
     const lg_common_t *sc = &s->server->common;
     s->keep_alive = s->ri.keep_alive && sc->keepalive_timeout > 0 &&
                     s->requests + 1 < (unsigned)sc->keepalive_requests && !lg_w.quitting;
+    if (max_forwards(s))
+        return;                 /* answered here: Max-Forwards reached zero */
     if (s->server->forward && (s->ri.absolute_form || s->ri.connect)) {
         s->route = NULL;
         if (s->ri.connect)
