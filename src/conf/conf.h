@@ -241,6 +241,7 @@ typedef struct lg_listen {
     int       backlog;                  /* default 511 */
     int       tls;                      /* bool: TLS on this address */
     char     *protocol;                 /* "http" (default) or "socks5" */
+    int       proxy_protocol;           /* bool: a PROXY v1/v2 header comes first */
     int       is_default;               /* default_server for this address */
     int       line;
 } lg_listen_t;
@@ -316,6 +317,7 @@ typedef struct lg_bind {
     lg_server_t  *default_server;       /* borrowed: is_default, else first */
     int           tls;                  /* TLS on this address */
     int           socks;                /* SOCKS5 on this address (forward proxy) */
+    int           proxy_protocol;       /* PROXY protocol header expected */
 } lg_bind_t;
 
 typedef enum lg_log_level {

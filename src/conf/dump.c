@@ -272,9 +272,11 @@ static void dump_server(FILE *out, int ind, const lg_server_t *srv)
         IND(out, ind + 2);
         fputs("{ address = ", out);
         put_str(out, l->addr.text);
-        fprintf(out, "; backlog = %d; default = %s; tls = %s; protocol = \"%s\"; }%s\n",
+        fprintf(out, "; backlog = %d; default = %s; tls = %s; protocol = \"%s\"; "
+                "proxy_protocol = %s; }%s\n",
                 l->backlog, l->is_default ? "true" : "false", l->tls ? "true" : "false",
-                l->protocol ? l->protocol : "http", i + 1 < srv->nlistens ? "," : "");
+                l->protocol ? l->protocol : "http", l->proxy_protocol ? "true" : "false",
+                i + 1 < srv->nlistens ? "," : "");
     }
     IND(out, ind + 1);
     fputs(");\n", out);

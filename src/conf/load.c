@@ -216,6 +216,7 @@ static const directive_t listen_dirs[] = {
     ROW("default", D_BOOL, 0, 1,     "false", lg_listen_t, is_default),
     ROW("tls",     D_BOOL, 0, 1,     "false", lg_listen_t, tls),
     ROW("protocol", D_STRING, 0, 0,  "http",  lg_listen_t, protocol),
+    ROW("proxy_protocol", D_BOOL, 0, 1, "false", lg_listen_t, proxy_protocol),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -1009,6 +1010,7 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 b->backlog = l->backlog;
                 b->tls = l->tls;
                 b->socks = l->protocol && strcmp(l->protocol, "socks5") == 0;
+                b->proxy_protocol = l->proxy_protocol;
                 if ((b->servers = ld_calloc(ld, conf->nservers, sizeof(*b->servers))) == NULL)
                     return ld_oom(ld, where);
             }
@@ -1028,6 +1030,9 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                               "'forward' settings");
             else if (b->socks && l->tls)
                 rc = ld_error(ld, listen_setting(ld, i, j), "socks5 with tls is not supported");
+            if (l->proxy_protocol != b->proxy_protocol)
+                rc = ld_error(ld, listen_setting(ld, i, j), "%s has proxy_protocol in one server "
+                              "and not in another", l->addr.text);
             if (l->tls && srv->tls.ncerts == 0)
                 rc = ld_error(ld, listen_setting(ld, i, j), "tls = true on %s but the server has "
                               "no 'tls_certificates'", l->addr.text);

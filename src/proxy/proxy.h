@@ -115,6 +115,7 @@ typedef enum lg_sstate {
     LG_S_TUNNEL     = 9,        /* CONNECT: bytes relayed both ways */
     LG_S_SOCKS      = 10,       /* SOCKS5 negotiation */
     LG_S_CACHE_WAIT = 11,       /* another worker is fetching this key: waiting for it */
+    LG_S_PROXYPROTO = 12,       /* reading the PROXY protocol header */
 } lg_sstate_t;
 
 const char *lg_sstate_name(lg_sstate_t s);
@@ -267,6 +268,10 @@ void lg_session_proxy_to(lg_session_t *s, lg_upstream_t *up);
 void lg_session_wake(lg_session_t *s);
 void lg_session_close(lg_session_t *s, const char *why);
 int  lg_forward_check_user(lg_session_t *s, const char *user, const char *pass);
+
+/* tunnel.c */
+void lg_tunnel_step(lg_session_t *s);
+void lg_tunnel_end(lg_session_t *s);
 
 /* socks.c */
 void          lg_socks_step(lg_session_t *s);

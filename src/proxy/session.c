@@ -28,6 +28,7 @@
 
 #include "core/log.h"
 #include "net/tls.h"
+#include "net/proxyproto.h"
 #include "http/accept.h"
 #include "http/codec.h"
 #include "proxy/balance.h"
@@ -62,11 +63,13 @@ const char *lg_sstate_name(lg_sstate_t st)
     case LG_S_TUNNEL:    return "tunnel";
     case LG_S_SOCKS:     return "SOCKS5 negotiation";
     case LG_S_CACHE_WAIT: return "waiting for the cache";
+    case LG_S_PROXYPROTO: return "reading the PROXY header";
     }
     return "?";
 }
 
 static void session_run(lg_session_t *s);
+static void proxyproto_step(lg_session_t *s);
 static void session_arm(lg_session_t *s);
 
 static const lg_common_t *cur_common(const lg_session_t *s)
@@ -1005,109 +1008,6 @@ void lg_session_wake(lg_session_t *s)
         session_run(s);
 }
 
-static void tunnel_end(lg_session_t *s)
-{
-    s->bytes_in = s->head_len + s->reqp.body_bytes + s->sp_up.bytes;
-    s->bytes_out = s->rspp.wire_bytes + s->sp_down.bytes;
-    lg_accesslog_write(s);
-    session_close(s, "tunnel ended");
-}
-
-static void splice_step(lg_session_t *s)
-{
-    lg_uconn_t *uc = s->uc;
-    if (!s->half_up) {
-        int rc = lg_splice_run(&s->sp_up, &s->e, &uc->e);
-        if (rc == 0) {
-            shutdown(uc->e.io.fd, SHUT_WR);
-            s->half_up = 1;
-        } else if (rc < 0) {
-            tunnel_end(s);
-            return;
-        }
-    }
-    if (!s->half_down) {
-        int rc = lg_splice_run(&s->sp_down, &uc->e, &s->e);
-        if (rc == 0) {
-            shutdown(s->e.io.fd, SHUT_WR);
-            s->half_down = 1;
-        } else if (rc < 0) {
-            tunnel_end(s);
-            return;
-        }
-    }
-    if (s->half_up && s->half_down)
-        tunnel_end(s);
-}
-
-/*
- * CONNECT: relay bytes both ways with the same pipes as bodies.  When one
- * side ends, its end is passed on (shutdown for writing) and the other
- * direction goes on; when both have ended the tunnel is logged and closed.
- */
-static void tunnel_step(lg_session_t *s)
-{
-    lg_uconn_t *uc = s->uc;
-    if (!s->tunnel_up) {
-        static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-        static const char socks_ok[] = { 5, 0, 0, 1, 0, 0, 0, 0, 0, 0 };
-        lg_buf_t *b = s->in;
-        b->pos = b->start + s->head_len;    /* bytes sent after the head belong to the tunnel */
-        lg_pipe_init(&s->reqp, b, b->pos, LG_BODY_CLOSE, 0, 0);
-        if (uc->in == NULL && (uc->in = lg_buf_get()) == NULL) {
-            session_close(s, "no buffer for the tunnel");
-            return;
-        }
-        lg_pipe_init(&s->rspp, uc->in, uc->in->start, LG_BODY_CLOSE, 0, 0);
-        s->rspp.hdr = s->socks ? socks_ok : ok;
-        s->rspp.hdr_len = s->socks ? sizeof(socks_ok) : sizeof(ok) - 1;
-        s->status = 200;
-        s->upstream_status = 200;
-        s->tunnel_up = 1;
-    }
-    if (s->spliced) {
-        splice_step(s);
-        return;
-    }
-    if (!s->half_up) {
-        lg_pipe_rc_t rc = lg_pipe_run(&s->reqp, &s->e, &uc->e);
-        if (rc == LG_PIPE_DONE) {
-            shutdown(uc->e.io.fd, SHUT_WR);
-            s->half_up = 1;
-        } else if (rc < 0) {
-            goto done;
-        }
-    }
-    if (!s->half_down) {
-        lg_pipe_rc_t rc = lg_pipe_run(&s->rspp, &uc->e, &s->e);
-        if (rc == LG_PIPE_DONE) {
-            lg_tls_close(s->e.ssl);     /* close_notify, then the TCP end */
-            s->e.ssl = NULL;
-            shutdown(s->e.io.fd, SHUT_WR);
-            s->half_down = 1;
-        } else if (rc < 0) {
-            goto done;
-        }
-    }
-    if (!(s->half_up && s->half_down)) {
-        /* plain sockets both ends, the reply out, nothing buffered: from
-         * here on the kernel moves the bytes (splice), not us */
-        if (!s->half_up && !s->half_down && s->e.ssl == NULL && uc->e.ssl == NULL &&
-            s->rspp.hdr_sent == s->rspp.hdr_len && lg_buf_len(s->in) == 0 &&
-            lg_buf_len(uc->in) == 0 && lg_splice_open(&s->sp_up) == 0) {
-            if (lg_splice_open(&s->sp_down) < 0) {
-                lg_splice_close(&s->sp_up);
-                return;
-            }
-            s->spliced = 1;
-            splice_step(s);
-        }
-        return;
-    }
-done:
-    tunnel_end(s);
-}
-
 static void handshake_step(lg_session_t *s)
 {
     int want_r = 0, want_w = 0;
@@ -1235,13 +1135,16 @@ static void session_run(lg_session_t *s)
         case LG_S_RESOLVE:
             break;              /* the resolver calls back */
         case LG_S_TUNNEL:
-            tunnel_step(s);
+            lg_tunnel_step(s);
             break;
         case LG_S_SOCKS:
             lg_socks_step(s);
             break;
         case LG_S_CACHE_WAIT:
             break;              /* the timer looks again */
+        case LG_S_PROXYPROTO:
+            proxyproto_step(s);
+            break;
         case LG_S_CLOSED:
             return;
         }
@@ -1299,6 +1202,11 @@ static void session_arm(lg_session_t *s)
     case LG_S_CACHE_WAIT:
         CONSIDER(1, 10, LG_T_CACHE_WAIT);
         break;
+    case LG_S_PROXYPROTO: {
+        lg_msec_t left = s->t_start + c->client_header_timeout - lg_w.loop.now;
+        CONSIDER(1, left > 0 ? left : 0, LG_T_HEADER);
+        break;
+    }
     case LG_S_SOCKS: {
         lg_msec_t left = s->t_start + c->client_header_timeout - lg_w.loop.now;
         CONSIDER(1, left > 0 ? left : 0, LG_T_HEADER);
@@ -1361,7 +1269,7 @@ static void session_timeout(lg_timer_t *tm)
         respond_error(s, 504);
         break;
     case LG_T_TUNNEL:
-        tunnel_end(s);          /* idle for tunnel_idle_timeout */
+        lg_tunnel_end(s);       /* idle for tunnel_idle_timeout */
         return;
     case LG_T_HANDSHAKE:
         lg_info("TLS handshake with %s timed out", s->peer_text);
@@ -1408,6 +1316,66 @@ static void session_timeout(lg_timer_t *tm)
 
 /* ---- accept ---- */
 
+static void set_peer(lg_session_t *s, const struct sockaddr_storage *ss)
+{
+    memcpy(&s->peer, ss, sizeof(*ss));
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, s->peer_text, sizeof(s->peer_text));
+        s->peer_port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, s->peer_text, sizeof(s->peer_text));
+        s->peer_port = ntohs(a->sin6_port);
+    } else {
+        strcpy(s->peer_text, "unix:");
+    }
+}
+
+/* What the listener speaks after any PROXY header: SOCKS5, TLS or HTTP. */
+static int start_protocol(lg_session_t *s)
+{
+    const lg_bind_t *bind = s->bind;
+    s->state = LG_S_READ_HEAD;
+    s->t_start = lg_w.loop.now;
+    if (bind->socks) {
+        s->socks = 1;
+        s->server = bind->default_server;
+        s->state = LG_S_SOCKS;
+    } else if (bind->tls) {
+        s->e.ssl = lg_tls_accept(bind, s->e.io.fd);
+        if (s->e.ssl == NULL) {
+            session_close(s, "cannot start TLS");
+            return -1;
+        }
+        s->state = LG_S_HANDSHAKE;
+    }
+    return 0;
+}
+
+static void proxyproto_step(lg_session_t *s)
+{
+    if (!s->e.r_ready) {
+        s->e.want_r = 1;
+        return;
+    }
+    struct sockaddr_storage src = s->peer;
+    char why[128];
+    int rc = lg_proxyproto_read(s->e.io.fd, &src, why, sizeof(why));
+    if (rc == 0) {
+        s->e.r_ready = 0;
+        s->e.want_r = 1;
+        return;
+    }
+    if (rc < 0) {
+        lg_info("client %s: %s", s->peer_text, why);
+        session_close(s, "bad PROXY protocol header");
+        return;
+    }
+    set_peer(s, &src);
+    start_protocol(s);
+}
+
 void lg_session_accept(int lfd, const lg_bind_t *bind)
 {
     struct sockaddr_storage ss;
@@ -1434,18 +1402,7 @@ void lg_session_accept(int lfd, const lg_bind_t *bind)
     s->id = ++lg_w.next_id;
     s->t_start = lg_w.loop.now;
     lg_arena_init(&s->arena, ARENA_BLOCK, ARENA_LIMIT);
-    memcpy(&s->peer, &ss, sizeof(ss));
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *a = (void *)&ss;
-        inet_ntop(AF_INET, &a->sin_addr, s->peer_text, sizeof(s->peer_text));
-        s->peer_port = ntohs(a->sin_port);
-    } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *a = (void *)&ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, s->peer_text, sizeof(s->peer_text));
-        s->peer_port = ntohs(a->sin6_port);
-    } else {
-        strcpy(s->peer_text, "unix:");
-    }
+    set_peer(s, &ss);
     if (ss.ss_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1460,21 +1417,12 @@ void lg_session_accept(int lfd, const lg_bind_t *bind)
         sessions->prev = s;
     sessions = s;
     lg_w.nconns++;
-    s->state = LG_S_READ_HEAD;
-    if (bind->socks) {
-        s->socks = 1;
-        s->server = bind->default_server;
-        s->state = LG_S_SOCKS;
-    } else if (bind->tls) {
-        s->e.ssl = lg_tls_accept(bind, fd);
-        if (s->e.ssl == NULL) {
-            session_close(s, "cannot start TLS");
-            return;
-        }
-        s->state = LG_S_HANDSHAKE;
-    }
     s->e.r_ready = 1;           /* TCP_DEFER_ACCEPT: the request is likely here */
     s->e.w_ready = 1;
+    if (bind->proxy_protocol)
+        s->state = LG_S_PROXYPROTO;
+    else if (start_protocol(s) < 0)
+        return;
     session_run(s);
 }
 
