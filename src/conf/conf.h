@@ -227,6 +227,7 @@ typedef struct lg_route {
     char          *header_value;        /*   exact value, or NULL for presence */
     char          *query_name;          /* query = "name" (present) or "name=value" */
     char          *query_value;
+    lg_strv_t     *countries;           /* countries = [ "FR", ... ]: the client's (geoip) */
     /* canary: split = ( { upstream = "stable"; weight = 90; }, ... ) */
     lg_split_t    *splits;
     size_t         nsplits;
@@ -288,6 +289,8 @@ typedef struct lg_forward {
     int        keepalive;               /* idle pooled connections per destination, default 8 */
     char      *auth_file;               /* htpasswd file (bcrypt / SHA-crypt): Basic auth required; NULL = none */
     char      *auth_realm;              /* default "legate" */
+    lg_strv_t *allow_countries;         /* ISO codes; non-empty: only these (unknown refused) */
+    lg_strv_t *deny_countries;
     int        line;
     void      *rt;                      /* built by the proxy layer (ACLs, lists) */
     void     (*rt_free)(void *rt);      /* and how to free it */
@@ -303,6 +306,9 @@ typedef struct lg_server {
     lg_common_t       common;
     lg_tls_conf_t     tls;
     lg_forward_t     *forward;          /* forward proxy settings, or NULL */
+    lg_strv_t        *real_ip_from;     /* CIDRs trusted to tell the client address */
+    char             *real_ip_header;   /* default "X-Forwarded-For" */
+    void             *real_ip_rt;       /* their CIDR set, built by the proxy layer */
     void             *ssl_ctx;          /* SSL_CTX *, built by net/tls.c; NULL without certificates */
     int               index;
     int               line;
@@ -342,6 +348,12 @@ typedef struct lg_conf {
     int64_t         shared_memory_size; /* bytes, default 1m: the segment workers share */
     int64_t         cache_size;         /* bytes of shared memory for the HTTP cache, 0 = none */
     int64_t         cache_max_object;   /* default 1m */
+    char           *geoip_mmdb;         /* MaxMind country database, or NULL */
+    lg_strv_t      *geoip_csv_blocks;   /* GeoLite2 CSV blocks files (IPv4, IPv6) */
+    char           *geoip_csv_locations; /* GeoLite2 CSV locations file */
+    int             geoip_line;         /* of geoip_mmdb or geoip_csv_blocks, for errors */
+    void           *geo;                /* lg_geo_t *, built by the proxy layer */
+    void          (*proxy_free)(struct lg_conf *); /* frees what the proxy layer hung here */
 
     lg_common_t     http;               /* the http level's inheritable settings */
     lg_upstream_t  *upstreams;

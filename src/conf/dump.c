@@ -177,6 +177,8 @@ static void dump_route(FILE *out, int ind, const lg_route_t *rt)
         fprintf(out, "query = \"%s%s%s\";\n", rt->query_name, rt->query_value ? "=" : "",
                 rt->query_value ? rt->query_value : "");
     }
+    if (rt->countries && rt->countries->n)
+        kv_names(out, ind + 1, "countries", rt->countries);
     if (rt->nsplits) {
         IND(out, ind + 1);
         fputs("split = (", out);
@@ -257,6 +259,8 @@ static void dump_forward(FILE *out, int ind, const lg_forward_t *f)
     if (f->auth_file)
         kv_str(out, ind + 1, "auth_file", f->auth_file);
     kv_str(out, ind + 1, "auth_realm", f->auth_realm);
+    kv_names(out, ind + 1, "allow_countries", f->allow_countries);
+    kv_names(out, ind + 1, "deny_countries", f->deny_countries);
     IND(out, ind);
     fputs("};\n", out);
 }
@@ -290,6 +294,8 @@ static void dump_server(FILE *out, int ind, const lg_server_t *srv)
         fputs(" ];\n", out);
     }
     dump_common(out, ind + 1, &srv->common);
+    kv_names(out, ind + 1, "real_ip_from", srv->real_ip_from);
+    kv_str(out, ind + 1, "real_ip_header", srv->real_ip_header);
     dump_tls(out, ind + 1, &srv->tls);
     dump_forward(out, ind + 1, srv->forward);
     IND(out, ind + 1);
@@ -386,6 +392,11 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_msec(out, 0, "tls_ticket_rotate", conf->tls_ticket_rotate);
     kv_int(out, 0, "cache_size", conf->cache_size);
     kv_int(out, 0, "cache_max_object", conf->cache_max_object);
+    if (conf->geoip_mmdb)
+        kv_str(out, 0, "geoip_mmdb", conf->geoip_mmdb);
+    kv_names(out, 0, "geoip_csv_blocks", conf->geoip_csv_blocks);
+    if (conf->geoip_csv_locations)
+        kv_str(out, 0, "geoip_csv_locations", conf->geoip_csv_locations);
 
     fputs("\nhttp = {\n", out);
     dump_common(out, 1, &conf->http);

@@ -141,6 +141,9 @@ static const directive_t global_dirs[] = {
     ROW("tls_ticket_rotate",    D_DURATION, 1000, WEEK,    "1h",     lg_conf_t, tls_ticket_rotate),
     ROW("cache_size",           D_SIZE,     0, (int64_t)1 << 36, "0", lg_conf_t, cache_size),
     ROW("cache_max_object",     D_SIZE,     1024, (int64_t)1 << 31, "1m", lg_conf_t, cache_max_object),
+    PATH("geoip_mmdb",          NULL, NULL, lg_conf_t, geoip_mmdb),
+    { "geoip_csv_blocks", D_STRLIST, 0, 0, "", offsetof(lg_conf_t, geoip_csv_blocks), "paths", NULL },
+    PATH("geoip_csv_locations", NULL, NULL, lg_conf_t, geoip_csv_locations),
     CUSTOM("http", fn_http),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
@@ -207,6 +210,8 @@ static const directive_t server_dirs[] = {
     CUSTOM("server_name", ld_fn_server_name),
     CUSTOM("routes",      ld_fn_routes),
     CUSTOM("forward",     ld_fn_forward),
+    ROW("real_ip_from",   D_STRLIST, 0, 0, "", lg_server_t, real_ip_from),
+    ROW("real_ip_header", D_STRING,  0, 0, "X-Forwarded-For", lg_server_t, real_ip_header),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -873,9 +878,11 @@ static int server_parse(ld_t *ld, const config_setting_t *g, lg_server_t *srv)
         return ld_error(ld, g, "a server must be a group { listen = ...; routes = (...); }");
     ld_table_unset(ld_tls_dirs, &srv->tls);
     srv->tls.line = srv->line;
+    ld_table_unset(server_dirs, srv);
     rc = ld_parse_block3(ld, g, "server", server_dirs, srv, ld_common_dirs, &srv->common,
                       ld_tls_dirs, &srv->tls);
     rc |= ld_table_defaults(ld, ld_tls_dirs, &srv->tls);
+    rc |= ld_table_defaults(ld, server_dirs, srv);
     if (srv->tls.verify_client && strcmp(srv->tls.verify_client, "off") != 0 &&
         strcmp(srv->tls.verify_client, "on") != 0 && strcmp(srv->tls.verify_client, "optional") != 0)
         rc = ld_error(ld, config_setting_get_member(g, "tls_verify_client"),
@@ -1090,6 +1097,12 @@ static void load_tree(ld_t *ld, const config_t *cfg)
     ld_table_unset(global_dirs, conf);
     ld_table_unset(ld_common_dirs, &conf->http);
     ld_parse_block(ld, root, "global", global_dirs, conf, NULL, NULL);
+    {   /* the database opens later (lg_forward_prepare): keep its line for errors */
+        const config_setting_t *gs = config_setting_get_member(root, "geoip_mmdb");
+        if (gs == NULL)
+            gs = config_setting_get_member(root, "geoip_csv_blocks");
+        conf->geoip_line = gs ? config_setting_source_line(gs) : 1;
+    }
 
     /* (an 'http' or 'servers' of the wrong type has been reported already) */
     http = config_setting_get_member(root, "http");
@@ -1205,6 +1218,8 @@ void lg_conf_free(lg_conf_t *conf)
     for (size_t i = 0; i < conf->nservers; i++)
         if (conf->servers[i].forward && conf->servers[i].forward->rt_free)
             conf->servers[i].forward->rt_free(conf->servers[i].forward->rt);
+    if (conf->proxy_free)
+        conf->proxy_free(conf);     /* the geo database and real-ip sets */
     lg_arena_destroy(&conf->arena);
     free(conf);
 }

@@ -18,6 +18,7 @@ static int fn_route_hosts(ld_t *, const config_setting_t *, void *);
 static int fn_route_methods(ld_t *, const config_setting_t *, void *);
 static int fn_route_pair(ld_t *, const config_setting_t *, void *);
 static int fn_split(ld_t *, const config_setting_t *, void *);
+static int fn_countries(ld_t *, const config_setting_t *, void *);
 
 /* Route-level parse state: which settings appeared, for the checks at the end. */
 typedef struct route_ctx {
@@ -49,6 +50,7 @@ static const directive_t route_dirs[] = {
     CUSTOM("header",     fn_route_pair),
     CUSTOM("query",      fn_route_pair),
     CUSTOM("split",      fn_split),
+    CUSTOM("countries",  fn_countries),
     CUSTOM("split_key",  fn_route_string),
     CUSTOM("split_cookie", fn_route_string),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
@@ -238,6 +240,30 @@ static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
         rc->rt->query_name = name;
         rc->rt->query_value = value;
     }
+    return 0;
+}
+
+/* countries = [ "FR", "DE" ]: ISO 3166 codes of the client's country */
+static int fn_countries(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    int n = ld_entry_count(ld, s, 0, "a country code or a list of them");
+    if (n <= 0)
+        return n;
+    lg_strv_t *v = ld_calloc(ld, 1, sizeof(*v));
+    if (v == NULL || (v->v = ld_calloc(ld, (size_t)n, sizeof(char *))) == NULL)
+        return ld_oom(ld, s);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = ld_entry_at(s, i);
+        const char *c = ld_get_string(ld, e);
+        if (c == NULL)
+            return -1;
+        if (strlen(c) != 2 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z')
+            return ld_error(ld, e, "'%s' is not an upper-case ISO 3166 country code", c);
+        if ((v->v[v->n++] = ld_strdup(ld, c)) == NULL)
+            return ld_oom(ld, e);
+    }
+    rc->rt->countries = v;
     return 0;
 }
 

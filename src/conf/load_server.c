@@ -51,6 +51,8 @@ static const directive_t forward_dirs[] = {
     ROW("keepalive",         D_INT,     0, 10000, "8", lg_forward_t, keepalive),
     PATH("auth_file",        NULL, NULL, lg_forward_t, auth_file),
     ROW("auth_realm",        D_STRING,  0, 0, "legate", lg_forward_t, auth_realm),
+    ROW("allow_countries",   D_STRLIST, 0, 0, "", lg_forward_t, allow_countries),
+    ROW("deny_countries",    D_STRLIST, 0, 0, "", lg_forward_t, deny_countries),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 

@@ -511,9 +511,35 @@ static int in_fields(const char *fields, const http_header_t *h)
     return 0;
 }
 
+/* The response came whole from upstream: store it (and its Vary marker). */
+static void store(lg_cstate_t *cs)
+{
+    if (!cs->capturing || cs->cap_over)
+        return;
+    cs->capturing = 0;
+    if (cs->vary) {
+        size_t ml = strlen(VARY_MARK) + strlen(cs->vary);
+        char *mark = malloc(ml + 1);
+        lg_cmeta_t mm = cs->newmeta;
+        if (mark) {
+            snprintf(mark, ml + 1, VARY_MARK "%s", cs->vary);
+            lg_cache_put(lg_cache, cs->base, cs->baselen, &mm, mark, ml, "", 0);
+            free(mark);
+        }
+    }
+    lg_cache_put(lg_cache, cs->key, cs->keylen, &cs->newmeta, cs->head, cs->headlen,
+                 cs->cap, cs->caplen);
+    cs->filler = 0;
+}
+
 static void cap_append(void *arg, const char *p, size_t n)
 {
     lg_cstate_t *cs = arg;
+    if (p == NULL) {                    /* the source is complete */
+        if (lg_cache)
+            store(cs);
+        return;
+    }
     if (!cs->capturing || cs->cap_over)
         return;
     if (cs->caplen + n > cs->capmax) {
@@ -745,17 +771,8 @@ void lg_cache_on_finish(lg_session_t *s, int complete)
                  !s->ri.is_head && !(s->req.method_len == 5 && memcmp(s->req.method, "PURGE", 5) == 0);
     if (unsafe && s->status >= 200 && s->status < 400)
         invalidate(s, cs);
-    if (cs->capturing && complete && !cs->cap_over && s->rspp.done) {
-        if (cs->vary) {
-            char *mark = lg_arena_printf(&s->arena, VARY_MARK "%s", cs->vary);
-            lg_cmeta_t mm = cs->newmeta;
-            if (mark)
-                lg_cache_put(lg_cache, cs->base, cs->baselen, &mm, mark, strlen(mark), "", 0);
-        }
-        lg_cache_put(lg_cache, cs->key, cs->keylen, &cs->newmeta, cs->head, cs->headlen,
-                     cs->cap, cs->caplen);
-        cs->filler = 0;
-    }
+    if (complete && s->rspp.done)
+        store(cs);                      /* a body the tap never saw end (empty, close-delimited) */
     lg_cache_on_close(s);
 }
 

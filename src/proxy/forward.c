@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "fwd/acl.h"
 #include "fwd/resolve.h"
+#include "fwd/geo.h"
 
 #include <crypt.h>
 #include <openssl/evp.h>
@@ -138,10 +139,44 @@ static int load_users(fwd_rt_t *rt, const char *path, char *err, size_t errlen, 
     return rc;
 }
 
+static void proxy_free(lg_conf_t *conf)
+{
+    lg_geo_free(conf->geo);
+    conf->geo = NULL;
+    for (size_t i = 0; i < conf->nservers; i++) {
+        lg_cidr_free(conf->servers[i].real_ip_rt);
+        conf->servers[i].real_ip_rt = NULL;
+    }
+}
+
 int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
 {
     size_t used = strlen(err);
     int rc = 0;
+    conf->proxy_free = proxy_free;
+    if (conf->geoip_mmdb || (conf->geoip_csv_blocks && conf->geoip_csv_blocks->n)) {
+        char msg[512];
+        if (conf->geoip_mmdb == NULL && conf->geoip_csv_locations == NULL) {
+            used += (size_t)snprintf(err + used, used < errlen ? errlen - used : 0,
+                                     "%s:%d: 'geoip_csv_blocks' needs 'geoip_csv_locations'\n",
+                                     conf->file, conf->geoip_line);
+            rc = -1;
+        } else if ((conf->geo = lg_geo_open(conf->geoip_mmdb,
+                                            conf->geoip_csv_blocks ? conf->geoip_csv_blocks->v : NULL,
+                                            conf->geoip_csv_blocks ? conf->geoip_csv_blocks->n : 0,
+                                            conf->geoip_csv_locations, msg, sizeof(msg))) == NULL) {
+            used += (size_t)snprintf(err + used, used < errlen ? errlen - used : 0,
+                                     "%s:%d: geoip: %s\n", conf->file, conf->geoip_line, msg);
+            rc = -1;
+        }
+    }
+    for (size_t i = 0; i < conf->nservers; i++) {
+        lg_server_t *srv = &conf->servers[i];
+        if (srv->real_ip_from && srv->real_ip_from->n &&
+            cidrs((lg_cidr_set_t **)&srv->real_ip_rt, srv->real_ip_from, conf->file, srv->line,
+                  "real_ip_from", err, errlen, &used) < 0)
+            rc = -1;
+    }
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_forward_t *f = conf->servers[i].forward;
         if (f == NULL)
@@ -401,6 +436,24 @@ void lg_forward_start(lg_session_t *s)
     if (s->peer.ss_family != AF_UNIX && lg_cidr_lookup(rt->allow, peer) < 0) {
         refuse(s, "the client address is not in allow_clients");
         return;
+    }
+    if ((f->allow_countries && f->allow_countries->n) || (f->deny_countries && f->deny_countries->n)) {
+        const char *cc = lg_session_country(s);
+        int listed = 0;
+        for (size_t i = 0; f->deny_countries && i < f->deny_countries->n; i++)
+            listed |= strcmp(f->deny_countries->v[i], cc) == 0;
+        if (listed) {
+            refuse(s, "clients from %s are in deny_countries", cc);
+            return;
+        }
+        if (f->allow_countries && f->allow_countries->n) {
+            for (size_t i = 0; i < f->allow_countries->n; i++)
+                listed |= strcmp(f->allow_countries->v[i], cc) == 0;
+            if (!listed) {
+                refuse(s, "the client's country (%s) is not in allow_countries", cc[0] ? cc : "unknown");
+                return;
+            }
+        }
     }
     if (f->auth_file && !s->socks && !authenticate(s, rt)) {
         s->auth_realm = f->auth_realm;

@@ -10,6 +10,7 @@
 #include "proxy/proxy.h"
 #include "net/tls.h"
 
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -197,6 +198,26 @@ static void esc_add(sb_t *b, const char *v, size_t n, int json)
  * escaped when escape is set (logs); header templates take them verbatim
  * (the parser has already refused CR, LF and NUL).
  */
+/*
+ * The address this hop received the request from: the connection's peer,
+ * which differs from the client's address when real_ip_from replaced it
+ * (X-Forwarded-For then already names the client; appending it again
+ * would name it twice and hide the load balancer).
+ */
+static const char *hop_text(const lg_session_t *s, char *buf, size_t len)
+{
+    const struct sockaddr_storage *ss = &s->conn_peer;
+    if (!s->peer_replaced)
+        return s->peer_text;
+    if (ss->ss_family == AF_INET &&
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf, (socklen_t)len))
+        return buf;
+    if (ss->ss_family == AF_INET6 &&
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, buf, (socklen_t)len))
+        return buf;
+    return s->peer_text;
+}
+
 static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int escape, int json)
 {
 #define IS(lit) (n == sizeof(lit) - 1 && memcmp(name, lit, n) == 0)
@@ -204,6 +225,9 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
     char tmp[64];
     if (IS("remote_addr")) {
         sb_str(b, s->peer_text);
+    } else if (IS("realip_remote_addr")) {
+        char hop[INET6_ADDRSTRLEN];
+        sb_str(b, hop_text(s, hop, sizeof(hop)));
     } else if (IS("remote_port")) {
         sb_printf(b, "%u", s->peer_port);
     } else if (IS("remote_user")) {
@@ -301,6 +325,8 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
         sb_printf(b, "%d", (int)getpid());
     } else if (IS("cache_status")) {
         sb_str(b, lg_cache_status(s) ? lg_cache_status(s) : "-");
+    } else if (IS("geo_country")) {
+        sb_str(b, lg_session_country(s));
     } else if (IS("proxy_host")) {
         if (s->ri.authority.n)
             RAW(s->ri.authority.p, s->ri.authority.n);
@@ -399,6 +425,18 @@ char *lg_expand(lg_session_t *s, const char *tpl, int json_escape)
     sb_t b;
     sb_init(&b, &s->arena, 256);
     expand(s, &b, tpl, 1, json_escape);
+    sb_add(&b, "", 1);
+    return b.oom ? NULL : b.p;
+}
+
+/* Variables in a 'return' body, as nginx's "return 200 text": no escaping. */
+const char *lg_expand_text(lg_session_t *s, const char *tpl)
+{
+    if (tpl == NULL || strchr(tpl, '$') == NULL)
+        return tpl;
+    sb_t b;
+    sb_init(&b, &s->arena, strlen(tpl) + 64);
+    expand(s, &b, tpl, 0, 0);
     sb_add(&b, "", 1);
     return b.oom ? NULL : b.p;
 }
@@ -517,12 +555,13 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
         sb_str(&b, "Content-Length: 0\r\n");
 
     if (c->x_forwarded_for) {
+        char hop[INET6_ADDRSTRLEN];
         sb_str(&b, "X-Forwarded-For: ");
         if (xff) {
             sb_add(&b, xff->value, xff->value_len);
             sb_add(&b, ", ", 2);
         }
-        sb_str(&b, s->peer_text);
+        sb_str(&b, hop_text(s, hop, sizeof(hop)));
         sb_add(&b, "\r\n", 2);
     }
     if (c->x_real_ip)

@@ -60,6 +60,10 @@ static int pipe_decode(lg_pipe_t *p)
     p->decoded += (uint64_t)(p->dec - before);
     if (p->tap && p->dec > before)
         p->tap(p->tap_arg, before, (size_t)(p->dec - before));
+    if (p->tap && p->src_done && !p->tap_ended) {
+        p->tap_ended = 1;
+        p->tap(p->tap_arg, NULL, 0);
+    }
     if (p->limit && p->decoded > p->limit)
         return -2;
     return 0;

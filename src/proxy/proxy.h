@@ -55,8 +55,12 @@ typedef struct lg_pipe {
     lg_buf_t      *zbuf;        /* owned: the filter's output, while a filter is set */
     uint64_t       zpending;    /* bytes the encoder took since its last flush */
     int            want_flush;  /* the source went quiet: flush the encoder */
-    void         (*tap)(void *arg, const char *p, size_t n);  /* sees every decoded payload byte */
+    /* sees every decoded payload byte, then (NULL, 0) once when the source
+     * is complete -- before the last bytes go out, so a cache fill is
+     * visible to the client's next request */
+    void         (*tap)(void *arg, const char *p, size_t n);
     void          *tap_arg;
+    int            tap_ended;
     uint64_t       limit;       /* max payload bytes, 0 = none (client_max_body_size) */
     uint64_t       wire_bytes;  /* bytes written, head and framing included */
 } lg_pipe_t;
@@ -128,7 +132,9 @@ struct lg_session {
     lg_sstate_t     state;
     int             rerun;      /* run the state machine again even if the state is unchanged */
     const lg_bind_t *bind;      /* borrowed */
-    struct sockaddr_storage peer;
+    struct sockaddr_storage peer;       /* the client: real_ip may replace it per request */
+    struct sockaddr_storage conn_peer;  /* who is connected (after any PROXY header) */
+    int             peer_replaced;      /* peer came from real_ip_header */
     char            peer_text[64];
     unsigned short  peer_port;
     uint64_t        id;
@@ -175,6 +181,8 @@ struct lg_session {
     int             max_forwards; /* TRACE/OPTIONS: the Max-Forwards to send on, plus 1; 0 = none */
     const char     *local_extra;  /* header lines added to a response made here */
     const char     *local_ctype;  /* its Content-Type, if not the default */
+    char            country[3];   /* geoip: the client's country, "" unknown */
+    int             country_done;
     struct lg_cstate *cache;    /* arena: the cache's view of this request, or NULL */
     int             cache_serving; /* the response comes from the cache */
     int64_t         cache_age, cache_length;
@@ -267,6 +275,7 @@ void lg_session_respond(lg_session_t *s, int status, const char *body);
 void lg_session_proxy_to(lg_session_t *s, lg_upstream_t *up);
 void lg_session_wake(lg_session_t *s);
 void lg_session_close(lg_session_t *s, const char *why);
+const char *lg_session_country(lg_session_t *s);    /* geoip, "" when unknown */
 int  lg_forward_check_user(lg_session_t *s, const char *user, const char *pass);
 
 /* tunnel.c */
@@ -312,6 +321,7 @@ char *lg_build_local(lg_session_t *s, int status, const char *body,
                      const char *location, size_t *len);
 /* Expand a template with $variables into the arena (NULL on no memory). */
 char *lg_expand(lg_session_t *s, const char *tpl, int json_escape);
+const char *lg_expand_text(lg_session_t *s, const char *tpl);     /* NULL: out of memory */
 /* Returns the header value for `name` from the request, or NULL. */
 const http_header_t *lg_req_header(const lg_session_t *s, const char *name);
 /* The value of cookie `name` in the request's Cookie headers, or {NULL,0}. */

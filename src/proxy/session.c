@@ -29,6 +29,8 @@
 #include "core/log.h"
 #include "net/tls.h"
 #include "net/proxyproto.h"
+#include "fwd/acl.h"
+#include "fwd/geo.h"
 #include "http/accept.h"
 #include "http/codec.h"
 #include "proxy/balance.h"
@@ -348,10 +350,66 @@ static int max_forwards(lg_session_t *s)
     return 1;
 }
 
+static void set_peer(lg_session_t *s, const struct sockaddr_storage *ss);
+
+/*
+ * real_ip_from: a trusted front end (a load balancer, a CDN) tells the
+ * client's address in real_ip_header; take the rightmost address there
+ * that is not itself trusted (nginx's realip with recursion).
+ */
+static void real_ip(lg_session_t *s)
+{
+    const lg_cidr_set_t *trust = s->server->real_ip_rt;
+    if (s->peer_replaced) {
+        /* keep-alive from a load balancer carries many clients: start over */
+        set_peer(s, &s->conn_peer);
+        s->peer_replaced = 0;
+        s->country_done = 0;
+    }
+    if (trust == NULL || lg_cidr_lookup(trust, (const struct sockaddr *)&s->peer) < 0)
+        return;
+    const http_header_t *h = lg_req_header(s, s->server->real_ip_header);
+    if (h == NULL)
+        return;
+    size_t end = h->value_len;
+    while (end > 0) {
+        size_t start = end;
+        while (start > 0 && h->value[start - 1] != ',')
+            start--;
+        size_t a = start, b = end;
+        while (a < b && (h->value[a] == ' ' || h->value[a] == '\t'))
+            a++;
+        while (b > a && (h->value[b - 1] == ' ' || h->value[b - 1] == '\t'))
+            b--;
+        char ip[64];
+        if (b - a > 0 && b - a < sizeof(ip)) {
+            memcpy(ip, h->value + a, b - a);
+            ip[b - a] = '\0';
+            struct sockaddr_storage ss;
+            memset(&ss, 0, sizeof(ss));
+            struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+            struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+            if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1)
+                ss.ss_family = AF_INET;
+            else if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1)
+                ss.ss_family = AF_INET6;
+            else
+                return;                 /* garbage: keep the connection's address */
+            set_peer(s, &ss);
+            s->peer_replaced = 1;
+            s->country_done = 0;
+            if (lg_cidr_lookup(trust, (const struct sockaddr *)&ss) < 0)
+                return;                 /* the first untrusted one is the client */
+        }
+        end = start > 0 ? start - 1 : 0;
+    }
+}
+
 static void process_request(lg_session_t *s)
 {
     int st = lg_http_analyze_request(&s->req, &s->ri);
     s->server = lg_route_server(s->bind, s->ri.host);
+    real_ip(s);
     if (st) {
         s->keep_alive = 0;
         respond_error(s, st);
@@ -405,7 +463,12 @@ static void process_request(lg_session_t *s)
     if (s->route->action == LG_ACTION_RETURN) {
         if (s->ri.body != LG_BODY_NONE)
             s->keep_alive = 0;  /* the body is not read: close after */
-        respond_local(s, s->route->status, s->route->body, s->route->location);
+        const char *body = lg_expand_text(s, s->route->body);
+        if (body == NULL && s->route->body) {
+            session_close(s, "out of memory expanding a body");
+            return;
+        }
+        respond_local(s, s->route->status, body, s->route->location);
         return;
     }
     s->up = s->route->nsplits ? choose_split(s) : s->route->upstream;
@@ -966,6 +1029,15 @@ void lg_session_send_raw(lg_session_t *s, int status, const char *buf, size_t le
     s->state = LG_S_LOCAL;
 }
 
+const char *lg_session_country(lg_session_t *s)
+{
+    if (!s->country_done) {
+        lg_geo_country(lg_w.conf->geo, (const struct sockaddr *)&s->peer, s->country);
+        s->country_done = 1;
+    }
+    return s->country;
+}
+
 void lg_session_close(lg_session_t *s, const char *why)
 {
     session_close(s, why);
@@ -1373,6 +1445,7 @@ static void proxyproto_step(lg_session_t *s)
         return;
     }
     set_peer(s, &src);
+    s->conn_peer = s->peer;
     start_protocol(s);
 }
 
@@ -1403,6 +1476,7 @@ void lg_session_accept(int lfd, const lg_bind_t *bind)
     s->t_start = lg_w.loop.now;
     lg_arena_init(&s->arena, ARENA_BLOCK, ARENA_LIMIT);
     set_peer(s, &ss);
+    s->conn_peer = ss;
     if (ss.ss_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -1114,13 +1114,15 @@ def _read_all(s, timeout):
     return b"".join(chunks)
 
 
-def _connect(port, host="127.0.0.1", timeout=5):
+def _connect(port, host="127.0.0.1", timeout=5, source=None):
+    """source: a local address to connect from (127.0.0.2 ...)."""
     if isinstance(port, str) and port.startswith("unix:"):
         s = socket.socket(socket.AF_UNIX)
         s.settimeout(timeout)
         s.connect(port[5:])
         return s
-    s = socket.create_connection((host, port), timeout=timeout)
+    s = socket.create_connection((host, port), timeout=timeout,
+                                 source_address=(source, 0) if source else None)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
 
@@ -1165,8 +1167,8 @@ def http_raw(port, data, timeout=5, host="127.0.0.1", responses=None, methods=No
 class Conn:
     """A client connection sending requests and reading responses one at a time."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10):
-        self.sock = _connect(port, host, timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=10, source=None):
+        self.sock = _connect(port, host, timeout, source)
         self.timeout = timeout
         self.buf = b""
         self.eof = False

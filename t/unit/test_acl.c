@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "fwd/acl.h"
+#include "fwd/geo.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -871,4 +872,56 @@ Test(acl, port_lists)
     cr_assert_eq(lg_portset_parse(&p, "80", err, sizeof(err)), 0);
     cr_expect(lg_portset_has(&p, 80) && lg_portset_has(&p, 443));
     cr_expect(!lg_portset_has(&p, 65536));
+}
+
+/* GeoLite2 CSV: quoted names holding commas, IPv4 and IPv6 blocks files,
+ * nested networks (the longest wins), the registered-country fallback,
+ * CRLF line ends, a location with no country code. */
+Test(acl, geo_csv)
+{
+    const char *loc = write_file("loc.csv",
+        "geoname_id,locale_code,continent_code,continent_name,country_iso_code,country_name,is_in_european_union\r\n"
+        "1835841,en,AS,Asia,KR,\"Korea, Republic of\",0\r\n"
+        "3017382,en,EU,Europe,FR,France,1\r\n"
+        "6255148,en,EU,Europe,,,0\r\n");
+    const char *b4 = write_file("b4.csv",
+        "network,geoname_id,registered_country_geoname_id,represented_country_geoname_id,is_anonymous_proxy,is_satellite_provider\r\n"
+        "1.0.0.0/8,3017382,3017382,,0,0\r\n"
+        "1.2.0.0/16,1835841,1835841,,0,0\r\n"
+        "5.0.0.0/24,,1835841,,0,0\r\n"
+        "6.0.0.0/24,6255148,6255148,,0,0\r\n");
+    const char *b6 = write_file("b6.csv",
+        "network,geoname_id,registered_country_geoname_id,represented_country_geoname_id,is_anonymous_proxy,is_satellite_provider\n"
+        "2001:db8::/32,3017382,3017382,,0,0\n");
+    char *const blocks[] = { (char *)b4, (char *)b6 };
+    char err[256] = "";
+    lg_geo_t *g = lg_geo_open(NULL, blocks, 2, loc, err, sizeof(err));
+    cr_assert_not_null(g, "%s", err);
+    static const struct { const char *addr, *cc; } t[] = {
+        { "1.1.1.1", "FR" }, { "1.2.3.4", "KR" }, { "1.3.0.0", "FR" },
+        { "5.0.0.9", "KR" },            /* registered country only */
+        { "6.0.0.1", "" },              /* a continent, no country */
+        { "7.0.0.1", "" }, { "2001:db8::1", "FR" }, { "2001:db9::1", "" },
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+        struct sockaddr_storage ss = sa_of(t[i].addr);
+        char cc[3];
+        cr_expect_str_eq(lg_geo_country(g, (const struct sockaddr *)&ss, cc), t[i].cc,
+                         "%s", t[i].addr);
+    }
+    lg_geo_free(g);
+
+    char *const bad[] = { (char *)write_file("bad.csv", "network,geoname_id,r\n1.2.3.0/33,3017382,\n") };
+    cr_expect_null(lg_geo_open(NULL, bad, 1, loc, err, sizeof(err)));
+    cr_expect(strstr(err, "bad.csv:2:") != NULL, "%s", err);
+    char *const shrt[] = { (char *)write_file("short.csv", "network,geoname_id,r\n\n1.2.3.0/24\n") };
+    cr_expect_null(lg_geo_open(NULL, shrt, 1, loc, err, sizeof(err)));
+    cr_expect(strstr(err, "short.csv:3: expected network") != NULL, "%s", err);
+    cr_expect_null(lg_geo_open(NULL, blocks, 2, "/nonexistent/loc.csv", err, sizeof(err)));
+    cr_expect(strstr(err, "/nonexistent/loc.csv") != NULL, "%s", err);
+    cr_expect_null(lg_geo_open("/nonexistent/x.mmdb", NULL, 0, NULL, err, sizeof(err)));
+    cr_expect(strstr(err, "No such file") != NULL, "%s", err);
+    char cc[3];
+    struct sockaddr_storage ss = sa_of("1.1.1.1");
+    cr_expect_str_eq(lg_geo_country(NULL, (const struct sockaddr *)&ss, cc), "", "no database");
 }
