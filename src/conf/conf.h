@@ -338,6 +338,7 @@ typedef struct lg_conf {
 
     int             worker_processes;   /* "auto" -> number of CPUs; default "auto" */
     char           *user;               /* NULL: do not change (default) */
+    char           *via_name;           /* received-by in Via, and the loop check; default the host name */
     char           *group;
     char           *pid_file;           /* default "logs/legate.pid" (resolved) */
     char           *error_log;          /* default "logs/error.log" (resolved); "stderr" allowed */

@@ -130,6 +130,7 @@ static int fn_listen_address(ld_t *, const config_setting_t *, void *);
 static const directive_t global_dirs[] = {
     ROW("worker_processes",     D_WORKERS,  1, 512,        "auto",   lg_conf_t, worker_processes),
     ROW("user",                 D_STRING,   0, 0,          NULL,     lg_conf_t, user),
+    ROW("via_name",             D_STRING,   0, 0,          NULL,     lg_conf_t, via_name),
     ROW("group",                D_STRING,   0, 0,          NULL,     lg_conf_t, group),
     PATH("pid",                 "logs/legate.pid", NULL,             lg_conf_t, pid_file),
     PATH("error_log",           "logs/error.log",  "stderr",         lg_conf_t, error_log),
@@ -1088,6 +1089,34 @@ static void merge_common(lg_common_t *child, const lg_common_t *parent)
 /* --- load / free ------------------------------------------------------- */
 
 /* Parse the tree libconfig read, derive the binds, fill defaults and merge. */
+
+/*
+ * via_name: the received-by of our Via entries, which is also how a
+ * request that comes back to us is recognised (a forwarding loop).  By
+ * default the host name, as Squid's visible_hostname, so that two legates
+ * on two machines in a chain do not mistake each other for a loop.
+ */
+static void check_via_name(ld_t *ld, const config_setting_t *root, lg_conf_t *conf)
+{
+    if (conf->via_name == NULL) {
+        char host[256];
+        if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+            strcpy(host, "legate");
+        host[sizeof(host) - 1] = '\0';
+        conf->via_name = ld_strdup(ld, host);
+        return;
+    }
+    for (const char *p = conf->via_name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              strchr("-._~!$&'*+^`|:[]", *p))) {
+            ld_error(ld, config_setting_get_member(root, "via_name"),
+                     "'via_name' must be a host name or a token (no spaces, commas or quotes)");
+            return;
+        }
+    if (conf->via_name[0] == '\0')
+        ld_error(ld, config_setting_get_member(root, "via_name"), "'via_name' is empty");
+}
+
 static void load_tree(ld_t *ld, const config_t *cfg)
 {
     lg_conf_t              *conf = ld->conf;
@@ -1115,6 +1144,7 @@ static void load_tree(ld_t *ld, const config_t *cfg)
 
     ld_table_defaults(ld, global_dirs, conf);
     ld_table_defaults(ld, ld_common_dirs, &conf->http);
+    check_via_name(ld, root, conf);
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
         merge_common(&srv->common, &conf->http);

@@ -131,6 +131,43 @@ const http_header_t *lg_req_header(const lg_session_t *s, const char *name)
     return NULL;
 }
 
+/*
+ * A forwarding loop: some Via entry of the request was added by us
+ * ("1.1 NAME", "HTTP/1.1 NAME:port (comment)", comma-separated, in any
+ * number of Via fields).  Its received-by is compared with via_name.
+ */
+int lg_via_loop(const lg_session_t *s)
+{
+    const char *me = lg_w.conf->via_name;
+    size_t ml = strlen(me);
+    for (size_t i = 0; i < s->req.num_headers; i++) {
+        const http_header_t *h = &s->req.headers[i];
+        if (!name_is(h, "via"))
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            const char *e = memchr(p, ',', (size_t)(end - p));
+            if (e == NULL)
+                e = end;
+            /* protocol, white space, received-by */
+            while (p < e && (*p == ' ' || *p == '\t'))
+                p++;
+            while (p < e && *p != ' ' && *p != '\t')
+                p++;
+            while (p < e && (*p == ' ' || *p == '\t'))
+                p++;
+            const char *b = p;
+            while (p < e && *p != ' ' && *p != '\t')
+                p++;
+            size_t n = (size_t)(p - b);
+            if (n == ml && strncasecmp(b, me, ml) == 0)
+                return 1;
+            p = e + 1;
+        }
+    }
+    return 0;
+}
+
 lg_str_t lg_req_cookie(const lg_session_t *s, const char *name)
 {
     size_t nl = strlen(name);
@@ -594,7 +631,8 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
             sb_add(&b, via->value, via->value_len);
             sb_add(&b, ", ", 2);
         }
-        sb_printf(&b, "%d.%d legate\r\n", s->req.version / 10, s->req.version % 10);
+        sb_printf(&b, "%d.%d %s\r\n", s->req.version / 10, s->req.version % 10,
+                  lg_w.conf->via_name);
     }
     add_expanded(s, &b, c->add_request_headers);
     lg_cache_conditional(s, &b, sb_header_cb);
@@ -687,7 +725,7 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
             sb_add(&b, via->value, via->value_len);
             sb_add(&b, ", ", 2);
         }
-        sb_printf(&b, "%d.%d legate\r\n", r->version / 10, r->version % 10);
+        sb_printf(&b, "%d.%d %s\r\n", r->version / 10, r->version % 10, lg_w.conf->via_name);
     }
     if (!s->keep_alive)
         sb_str(&b, "Connection: close\r\n");

@@ -324,6 +324,7 @@ char *lg_expand(lg_session_t *s, const char *tpl, int json_escape);
 const char *lg_expand_text(lg_session_t *s, const char *tpl);     /* NULL: out of memory */
 /* Returns the header value for `name` from the request, or NULL. */
 const http_header_t *lg_req_header(const lg_session_t *s, const char *name);
+int lg_via_loop(const lg_session_t *s);    /* our via_name is in the request's Via */
 /* The value of cookie `name` in the request's Cookie headers, or {NULL,0}. */
 lg_str_t lg_req_cookie(const lg_session_t *s, const char *name);
 

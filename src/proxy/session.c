@@ -405,6 +405,20 @@ static void real_ip(lg_session_t *s)
     }
 }
 
+/* The request carries our own Via entry: it went round; stop it here. */
+static int via_loop(lg_session_t *s)
+{
+    if (!lg_via_loop(s))
+        return 0;
+    const http_header_t *v = lg_req_header(s, "via");
+    lg_error("forwarding loop detected: Via \"%.*s\" names this proxy (via_name \"%s\"), "
+             "client: %s, request: \"%.*s\"", v ? (int)v->value_len : 0, v ? v->value : "",
+             lg_w.conf->via_name, s->peer_text, (int)s->ri.uri.n, s->ri.uri.p);
+    s->blocked = "forwarding loop (Via)";
+    respond_local(s, 508, NULL, NULL);
+    return 1;
+}
+
 static void process_request(lg_session_t *s)
 {
     int st = lg_http_analyze_request(&s->req, &s->ri);
@@ -424,6 +438,9 @@ static void process_request(lg_session_t *s)
         s->route = NULL;
         if (s->ri.connect)
             s->keep_alive = 0;  /* the connection becomes the tunnel */
+        /* elite adds no Via, so it cannot see a loop either */
+        if (strcmp(s->server->forward->anonymity, "elite") != 0 && via_loop(s))
+            return;
         lg_forward_start(s);
         return;
     }
@@ -471,6 +488,8 @@ static void process_request(lg_session_t *s)
         respond_local(s, s->route->status, body, s->route->location);
         return;
     }
+    if (c->via && via_loop(s))
+        return;
     s->up = s->route->nsplits ? choose_split(s) : s->route->upstream;
     if (lg_cache_on_request(s))
         return;                 /* answered, or waiting, from the cache */

@@ -228,5 +228,32 @@ def access_log_per_server_path():
                what="line in logs/other.log")
 
 
+@test
+def a_route_to_itself_is_a_loop_not_a_meltdown():
+    port = free_port()
+    lg = Legate(simple_conf(port, ["127.0.0.1:%d" % port]), workers=1)
+    fds = fd_count(lg.workers()[0])
+    r = request(port, target="/x")
+    eq(r.status, 508, "the second pass sees its own Via")
+    lg.wait_log(r"forwarding loop detected")
+    r = request(port, target="/x")
+    eq(r.status, 508)
+    wait_until(lambda: fd_count(lg.workers()[0]) <= fds + 2, what="no fds held after the loop")
+
+
+@test
+def a_chain_of_two_legates_with_their_own_via_names():
+    o = Origin("o")
+    inner = Legate('via_name = "inner";\n' + simple_conf(free_port(), [o]), workers=1)
+    edge = Legate('via_name = "edge";\n' +
+                  simple_conf(free_port(), ["127.0.0.1:%d" % inner.port]), workers=1)
+    h, j, r = seen(edge)
+    eq(", ".join(h.get_all("Via")), "1.1 edge, 1.1 inner")
+    eq(r.headers.get("Via"), "1.1 inner, 1.1 edge", "responses carry both too")
+    rc, err = check_config('via_name = "two words";\n' + simple_conf(1, [o]))
+    eq(rc, 1)
+    contains(err, "legate.conf:1: 'via_name' must be a host name or a token")
+
+
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -61,8 +62,8 @@ http = {
 """ % (port, listen_extra, server_extra, dns.port, extra)
 
 
-def via(proxy_port, url, *args):
-    return curl("-x", "http://127.0.0.1:%d" % proxy_port, url, *args)
+def via(proxy_port, url, *args, **kw):
+    return curl("-x", "http://127.0.0.1:%d" % proxy_port, url, *args, **kw)
 
 
 @test
@@ -78,7 +79,7 @@ def absolute_form_through_the_proxy_transparent():
     h = dict(j["headers"])
     eq(h.get("Host"), "origin.test:%d" % o.port)
     eq(h.get("X-Forwarded-For"), "127.0.0.1", "transparent: the client's address")
-    eq(h.get("Via"), "1.1 legate")
+    eq(h.get("Via"), "1.1 " + socket.gethostname(), "via_name defaults to the host name")
     ok("Proxy-Connection" not in h, "hop-by-hop Proxy-Connection removed")
     wait_until(lambda: "\"GET origin.test:%d\" 200" % o.port in open(lg.access_log).read(), 5,
                what="the forward log line")
@@ -88,7 +89,8 @@ def absolute_form_through_the_proxy_transparent():
 def anonymity_levels_seen_from_the_origin():
     o = Origin("o")
     dns = Dnsd("origin.test")
-    for level, want_xff, want_via in (("anonymous", None, "1.1 legate"), ("elite", None, None)):
+    for level, want_xff, want_via in (("anonymous", None, "1.1 " + socket.gethostname()),
+                                      ("elite", None, None)):
         port = free_port()
         lg = Legate(fwd_conf(port, dns, 'anonymity = "%s"; strip_headers = [ "User-Agent", "Referer" ];'
                              % level), workers=1)
@@ -248,6 +250,23 @@ def reverse_routes_still_work_on_a_forward_server():
     port = free_port()
     Legate(fwd_conf(port, dns), workers=1)
     eq(request(port, target="/").body, b"proxy\n")
+
+
+@test
+def forwarding_loop_through_via():
+    o = Origin("o")
+    dns = Dnsd("origin.test")
+    port = free_port()
+    lg = Legate('via_name = "proxy-a";\n' + fwd_conf(port, dns), workers=1)
+    st, _, _ = via(port, "http://origin.test:%d/a" % o.port, "-H", "Via: 1.1 upstream-x, 1.0 Proxy-A",
+                   check=False)
+    eq(st, 508, "our own via_name (any case) in Via: Loop Detected")
+    eq(o.stats()["by_path"].get("/a", 0), 0, "nothing forwarded")
+    lg.wait_log(r"forwarding loop detected: Via \"1\.1 upstream-x, 1\.0 Proxy-A\"")
+    st, hs, body = via(port, "http://origin.test:%d/e?echo=1" % o.port, "-H",
+                       "Via: 1.1 proxy-ab, 1.1 x-proxy-a")
+    eq(st, 200, "a name that only contains ours is another proxy")
+    eq(dict(json.loads(body)["headers"]).get("Via"), "1.1 proxy-ab, 1.1 x-proxy-a, 1.1 proxy-a")
 
 
 if __name__ == "__main__":
