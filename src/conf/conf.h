@@ -270,6 +270,15 @@ typedef struct lg_tls_conf {
     int        line;                    /* the server's line, for errors */
 } lg_tls_conf_t;
 
+/* A forward proxy's rule for some users: the first rule naming the user applies. */
+typedef struct lg_user_rule {
+    lg_strv_t *users;                   /* names, "@group", or "*" (any signed-in user) */
+    lg_strv_t *allow_domains;           /* non-empty: only these names and their subdomains */
+    lg_strv_t *block_domains;           /* and never these */
+    char      *connect_ports;           /* NULL: the forward's connect_ports */
+    int        line;
+} lg_user_rule_t;
+
 /* Forward proxying for clients that chose legate (a server's forward = { }). */
 typedef struct lg_forward {
     lg_strv_t *allow_clients;           /* CIDRs; default "127.0.0.0/8 ::1/128" */
@@ -291,6 +300,10 @@ typedef struct lg_forward {
     char      *auth_realm;              /* default "legate" */
     lg_strv_t *allow_countries;         /* ISO codes; non-empty: only these (unknown refused) */
     lg_strv_t *deny_countries;
+    char      *auth_groups_file;        /* "group: user user ..." lines; NULL = none */
+    lg_strv_t *allow_users;             /* names / "@group": who may use this listener; default any */
+    lg_user_rule_t *user_rules;         /* in order */
+    size_t     nuser_rules;
     int        line;
     void      *rt;                      /* built by the proxy layer (ACLs, lists) */
     void     (*rt_free)(void *rt);      /* and how to free it */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 static int fn_tls_certs(ld_t *, const config_setting_t *, void *);
+static int fn_user_rules(ld_t *, const config_setting_t *, void *);
 
 #define TLS_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
@@ -53,8 +54,43 @@ static const directive_t forward_dirs[] = {
     ROW("auth_realm",        D_STRING,  0, 0, "legate", lg_forward_t, auth_realm),
     ROW("allow_countries",   D_STRLIST, 0, 0, "", lg_forward_t, allow_countries),
     ROW("deny_countries",    D_STRLIST, 0, 0, "", lg_forward_t, deny_countries),
+    PATH("auth_groups_file", NULL, NULL, lg_forward_t, auth_groups_file),
+    ROW("allow_users",       D_STRLIST, 0, 0, "", lg_forward_t, allow_users),
+    CUSTOM("user_rules",     fn_user_rules),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
+
+static const directive_t user_rule_dirs[] = {
+    ROW("users",             D_STRLIST, 0, 0, NULL, lg_user_rule_t, users),
+    ROW("allow_domains",     D_STRLIST, 0, 0, "", lg_user_rule_t, allow_domains),
+    ROW("block_domains",     D_STRLIST, 0, 0, "", lg_user_rule_t, block_domains),
+    ROW("connect_ports",     D_STRING,  0, 0, NULL, lg_user_rule_t, connect_ports),
+    { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
+};
+
+/* user_rules = ( { users = [ "@interns" ]; allow_domains = [ ... ]; }, ... ) */
+static int fn_user_rules(ld_t *ld, const config_setting_t *s, void *base)
+{
+    lg_forward_t *f = base;
+    int n = ld_entry_count(ld, s, 1, "a list of groups { users = [ ... ]; ... }");
+    if (n <= 0)
+        return n;
+    if ((f->user_rules = ld_calloc(ld, (size_t)n, sizeof(*f->user_rules))) == NULL)
+        return ld_oom(ld, s);
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = ld_entry_at(s, i);
+        lg_user_rule_t *r = &f->user_rules[f->nuser_rules++];
+        r->line = (int)config_setting_source_line(e);
+        ld_table_unset(user_rule_dirs, r);
+        int erc = ld_parse_block(ld, e, "user rule", user_rule_dirs, r, NULL, NULL);
+        erc |= ld_table_defaults(ld, user_rule_dirs, r);
+        if (erc == 0 && (r->users == NULL || r->users->n == 0))
+            erc = ld_error(ld, e, "a user rule needs 'users' (names, \"@group\" or \"*\")");
+        rc |= erc;
+    }
+    return rc;
+}
 
 static int fn_tls_certs(ld_t *ld, const config_setting_t *s, void *base)
 {
@@ -118,6 +154,14 @@ int ld_fn_forward(ld_t *ld, const config_setting_t *s, void *base)
         if (!ok)
             rc = ld_error(ld, config_setting_get_member(s, "dns_family"),
                           "'dns_family' must be ipv4_first, ipv6_first, ipv4_only or ipv6_only");
+        /* rules about users need users */
+        static const char *const need_auth[] = { "allow_users", "user_rules", "auth_groups_file", NULL };
+        for (int i = 0; need_auth[i] && f->auth_file == NULL; i++) {
+            const config_setting_t *m = config_setting_get_member(s, need_auth[i]);
+            if (m)
+                rc = ld_error(ld, m, "'%s' needs 'auth_file' (users sign in to be told apart)",
+                              need_auth[i]);
+        }
     }
     srv->forward = f;
     return rc;

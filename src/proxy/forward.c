@@ -44,9 +44,25 @@ typedef struct auth_ok {
     lg_msec_t     until;
 } auth_ok_t;
 
+/* A group of auth_groups_file and, per user rule, its built lists. */
+typedef struct fwd_group {
+    char   *name;
+    char  **members;
+    size_t  n;
+} fwd_group_t;
+
+typedef struct fwd_urule {
+    lg_domset_t  *allow, *block;
+    lg_portset_t *ports;        /* NULL: the forward's */
+} fwd_urule_t;
+
 typedef struct fwd_rt {
     fwd_user_t    *users;
     size_t         nusers;
+    fwd_group_t   *groups;
+    size_t         ngroups;
+    fwd_urule_t   *urules;      /* parallel to lg_forward_t.user_rules */
+    size_t         nurules;
     auth_ok_t      cache[AUTH_CACHE];
     lg_cidr_set_t *allow, *deny, *deny_dst;
     lg_domset_t   *block;
@@ -75,7 +91,153 @@ static void rt_free(void *p)
         free(rt->users[i].hash);
     }
     free(rt->users);
+    for (size_t i = 0; i < rt->ngroups; i++) {
+        for (size_t k = 0; k < rt->groups[i].n; k++)
+            free(rt->groups[i].members[k]);
+        free(rt->groups[i].members);
+        free(rt->groups[i].name);
+    }
+    free(rt->groups);
+    for (size_t i = 0; i < rt->nurules; i++) {
+        lg_domset_free(rt->urules[i].allow);
+        lg_domset_free(rt->urules[i].block);
+        free(rt->urules[i].ports);
+    }
+    free(rt->urules);
     free(rt);
+}
+
+#define ERR(...) (*used += (size_t)snprintf(err + *used, *used < errlen ? errlen - *used : 0, \
+                                            __VA_ARGS__))
+
+/* auth_groups_file: "group: user user ..." (commas allowed), "#" comments, as
+ * Apache's AuthGroupFile. */
+static int load_groups(fwd_rt_t *rt, const char *path, char *err, size_t errlen, size_t *used)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        ERR("%s: cannot read: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        char *p = line + strspn(line, " \t");
+        if (*p == '\0' || *p == '#')
+            continue;
+        size_t nl = strcspn(p, " \t:");
+        char *colon = p + nl + strspn(p + nl, " \t");
+        if (nl == 0 || *colon != ':') {
+            ERR("%s:%d: expected \"group: user user ...\"\n", path, lineno);
+            rc = -1;
+            continue;
+        }
+        fwd_group_t *g = realloc(rt->groups, (rt->ngroups + 1) * sizeof(*g));
+        if (g == NULL)
+            break;
+        rt->groups = g;
+        g = &rt->groups[rt->ngroups++];
+        memset(g, 0, sizeof(*g));
+        g->name = strndup(p, nl);
+        for (char *save = NULL, *m = strtok_r(colon + 1, " \t,", &save); m;
+             m = strtok_r(NULL, " \t,", &save)) {
+            char **mm = realloc(g->members, (g->n + 1) * sizeof(*mm));
+            if (mm == NULL)
+                break;
+            g->members = mm;
+            g->members[g->n++] = strdup(m);
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+static const fwd_group_t *group_of(const fwd_rt_t *rt, const char *name)
+{
+    for (size_t i = 0; i < rt->ngroups; i++)
+        if (rt->groups[i].name && strcmp(rt->groups[i].name, name) == 0)
+            return &rt->groups[i];
+    return NULL;
+}
+
+/* "*" any signed-in user, "@group" its members, else the name itself. */
+static int user_is(const fwd_rt_t *rt, const char *user, const char *pat)
+{
+    if (user == NULL)
+        return 0;
+    if (strcmp(pat, "*") == 0)
+        return 1;
+    if (pat[0] != '@')
+        return strcmp(pat, user) == 0;
+    const fwd_group_t *g = group_of(rt, pat + 1);
+    for (size_t i = 0; g && i < g->n; i++)
+        if (g->members[i] && strcmp(g->members[i], user) == 0)
+            return 1;
+    return 0;
+}
+
+static int user_in(const fwd_rt_t *rt, const char *user, const lg_strv_t *pats)
+{
+    for (size_t i = 0; pats && i < pats->n; i++)
+        if (user_is(rt, user, pats->v[i]))
+            return 1;
+    return 0;
+}
+
+/* Every "@group" named must exist: a typo would silently match no one. */
+static int check_groups(const fwd_rt_t *rt, const lg_strv_t *pats, const char *file, int line,
+                        const char *what, char *err, size_t errlen, size_t *used)
+{
+    int rc = 0;
+    for (size_t i = 0; pats && i < pats->n; i++)
+        if (pats->v[i][0] == '@' && group_of(rt, pats->v[i] + 1) == NULL) {
+            ERR("%s:%d: '%s': no group \"%s\" in auth_groups_file\n", file, line, what,
+                pats->v[i] + 1);
+            rc = -1;
+        }
+    return rc;
+}
+
+static lg_domset_t *domains(const lg_strv_t *v, const char *what)
+{
+    lg_domset_t *d = lg_domset_new();
+    for (size_t k = 0; d && v && k < v->n; k++)
+        lg_domset_add(d, v->v[k], strlen(v->v[k]), what);
+    return d;
+}
+
+static int build_user_rules(fwd_rt_t *rt, const lg_forward_t *f, const char *file, char *err,
+                            size_t errlen, size_t *used)
+{
+    int rc = 0;
+    if (f->auth_groups_file && load_groups(rt, f->auth_groups_file, err, errlen, used) < 0)
+        rc = -1;
+    rc |= check_groups(rt, f->allow_users, file, f->line, "allow_users", err, errlen, used);
+    if (f->nuser_rules == 0)
+        return rc;
+    rt->urules = calloc(f->nuser_rules, sizeof(*rt->urules));
+    if (rt->urules == NULL)
+        return -1;
+    rt->nurules = f->nuser_rules;
+    for (size_t i = 0; i < f->nuser_rules; i++) {
+        const lg_user_rule_t *r = &f->user_rules[i];
+        fwd_urule_t *u = &rt->urules[i];
+        rc |= check_groups(rt, r->users, file, r->line, "users", err, errlen, used);
+        u->allow = domains(r->allow_domains, "allow_domains");
+        u->block = domains(r->block_domains, "block_domains");
+        if (r->connect_ports) {
+            char msg[256];
+            u->ports = calloc(1, sizeof(*u->ports));
+            if (u->ports == NULL || lg_portset_parse(u->ports, r->connect_ports, msg,
+                                                     sizeof(msg)) < 0) {
+                ERR("%s:%d: 'connect_ports': %s\n", file, r->line, u->ports ? msg : "out of memory");
+                rc = -1;
+            }
+        }
+    }
+    return rc;
 }
 
 static int cidrs(lg_cidr_set_t **out, const lg_strv_t *v, const char *file, int line,
@@ -213,6 +375,8 @@ int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
             }
         }
         if (f->auth_file && load_users(rt, f->auth_file, err, errlen, &used) < 0)
+            rc = -1;
+        if (build_user_rules(rt, f, file, err, errlen, &used) < 0)
             rc = -1;
         rt->urlre = lg_urlre_new();
         for (size_t k = 0; rt->urlre && f->url_filters && k < f->url_filters->n; k++) {
@@ -474,13 +638,40 @@ void lg_forward_start(lg_session_t *s)
     }
     memcpy(host, hp, hn);
     host[hn] = '\0';
-    if (s->ri.connect && !lg_portset_has(&rt->ports, (unsigned)s->ri.port)) {
-        refuse(s, "CONNECT to port %d is not allowed (connect_ports)", s->ri.port);
+    if (f->allow_users && f->allow_users->n && !user_in(rt, s->user, f->allow_users)) {
+        refuse(s, "user %s may not use this proxy (allow_users)", s->user ? s->user : "-");
+        return;
+    }
+    /* the first rule naming the user applies */
+    const fwd_urule_t *ur = NULL;
+    int urline = 0;
+    for (size_t i = 0; i < rt->nurules && ur == NULL; i++)
+        if (user_in(rt, s->user, f->user_rules[i].users)) {
+            ur = &rt->urules[i];
+            urline = f->user_rules[i].line;
+        }
+    const lg_portset_t *ports = ur && ur->ports ? ur->ports : &rt->ports;
+    if (s->ri.connect && !lg_portset_has(ports, (unsigned)s->ri.port)) {
+        if (ports == &rt->ports)
+            refuse(s, "CONNECT to port %d is not allowed (connect_ports)", s->ri.port);
+        else
+            refuse(s, "CONNECT to port %d is not allowed for %s (user rule at line %d)",
+                   s->ri.port, s->user, urline);
         return;
     }
     lg_domset_hit_t hit;
     if (lg_domset_match(rt->block, host, hn, &hit)) {
         refuse(s, "%s is blocked by %s (%s)", host, hit.source, hit.rule);
+        return;
+    }
+    if (ur && lg_domset_match(ur->block, host, hn, &hit)) {
+        refuse(s, "%s is blocked for %s by the user rule at line %d (%s)", host, s->user,
+               urline, hit.rule);
+        return;
+    }
+    if (ur && lg_domset_count(ur->allow) && !lg_domset_match(ur->allow, host, hn, NULL)) {
+        refuse(s, "%s is not in allow_domains for %s (user rule at line %d)", host, s->user,
+               urline);
         return;
     }
     if (!s->ri.connect && lg_urlre_count(rt->urlre)) {

@@ -18,7 +18,8 @@ from legate_test import *  # noqa: E402,F401,F403
 def setup(extra="", origin=None):
     d = tempfile.mkdtemp(prefix="legate-fwd-")
     with open(os.path.join(d, "hosts"), "w") as f:
-        f.write("127.0.0.1 origin.test blocked.test\n::1 origin6.test\n")
+        f.write("127.0.0.1 origin.test blocked.test wiki.test en.wiki.test news.test\n"
+                "::1 origin6.test\n")
     users = []
     for user, pw, alg in (("alice", "s3cret", "-6"), ("bob", "hunter2", "-5")):
         h = subprocess.run(["openssl", "passwd", alg, pw], capture_output=True, check=True,
@@ -194,6 +195,99 @@ def bad_htpasswd_is_a_config_error():
     rc, err = check_config(conf(free_port(), free_port(), d, 'auth_file = "%s/htpasswd";' % d))
     eq(rc, 1)
     ok(re.search(r"htpasswd:\d+: expected user:hash", err), err)
+
+
+def add_user(d, user, pw):
+    h = subprocess.run(["openssl", "passwd", "-6", pw], capture_output=True, check=True,
+                       timeout=30).stdout.decode().strip()
+    with open(os.path.join(d, "htpasswd"), "a") as f:
+        f.write("%s:%s\n" % (user, h))
+
+
+USER_RULES = """auth_file = "%(d)s/htpasswd"; auth_groups_file = "%(d)s/groups";
+    allow_users = [ "@staff", "@interns" ];
+    user_rules = (
+        { users = [ "@interns" ]; allow_domains = [ "wiki.test" ]; connect_ports = "443"; },
+        { users = "*"; block_domains = [ "news.test" ]; }
+    );"""
+
+
+@test
+def per_user_and_group_rules():
+    o = Origin("o")
+    d = setup()
+    add_user(d, "dave", "d4ve")
+    with open(os.path.join(d, "groups"), "w") as f:
+        f.write("# group: members\nstaff: alice, carol\ninterns:bob\n")
+    hport, sport = free_port(), free_port()
+    lg = Legate(conf(hport, sport, d, USER_RULES % {"d": d}), workers=1)
+
+    def get(user, host, path="/", *extra):
+        return curl("-x", "http://%s@127.0.0.1:%d" % (user, hport),
+                    "http://%s:%d%s" % (host, o.port, path), *extra, check=False)
+    # bob is an intern: the wiki and its subdomains only, CONNECT to 443 only
+    eq(get("bob:hunter2", "wiki.test", "/w")[0], 200)
+    eq(get("bob:hunter2", "en.wiki.test", "/w")[0], 200, "subdomains of an allowed name")
+    st, _, body = get("bob:hunter2", "origin.test", "/x")
+    eq(st, 403)
+    contains(body.decode(), "origin.test is not in allow_domains for bob")
+    st, _, body = curl("-p", "-x", "http://bob:hunter2@127.0.0.1:%d" % hport,
+                       "http://wiki.test:%d/t" % o.port, check=False)
+    ok(st != 200, "CONNECT outside the intern's ports: %r" % st)
+    # alice is staff: the "*" rule applies, news.test is blocked for her
+    eq(get("alice:s3cret", "origin.test", "/a")[0], 200)
+    st, _, body = get("alice:s3cret", "news.test", "/n")
+    eq(st, 403)
+    contains(body.decode(), "news.test is blocked for alice by the user rule")
+    st, _, _ = curl("-p", "-x", "http://alice:s3cret@127.0.0.1:%d" % hport,
+                    "http://wiki.test:%d/t" % o.port)
+    eq(st, 200, "the forward's connect_ports for alice")
+    # dave signs in but is in no allowed group
+    st, _, body = get("dave:d4ve", "origin.test", "/d")
+    eq(st, 403)
+    contains(body.decode(), "user dave may not use this proxy (allow_users)")
+    # the same rules over SOCKS5
+    code, s = socks_connect(sport, 3, "origin.test", o.port, methods=b"\x02",
+                            auth=(b"bob", b"hunter2"))
+    eq(code, 2, "SOCKS: not allowed by ruleset")
+    s.close()
+    code, s = socks_connect(sport, 3, "wiki.test", o.port, methods=b"\x02",
+                            auth=(b"alice", b"s3cret"))
+    eq(code, 0)
+    contains(http_over(s, "/s").decode(), "origin o /s")
+    eq(o.stats()["by_path"].get("/x", 0) + o.stats()["by_path"].get("/n", 0) +
+       o.stats()["by_path"].get("/d", 0), 0, "refused requests never reach the origin")
+    # a reload reads the groups file again: bob becomes staff
+    with open(os.path.join(d, "groups"), "w") as f:
+        f.write("staff: alice bob\ninterns:\n")
+    lg.reload()
+    eq(get("bob:hunter2", "origin.test", "/x2")[0], 200)
+
+
+@test
+def user_rule_config_errors():
+    d = setup()
+    with open(os.path.join(d, "groups"), "w") as f:
+        f.write("staff: alice\n")
+    rc, err = check_config(conf(free_port(), free_port(), d,
+                                (USER_RULES % {"d": d}).replace('"@interns" ];', '"@intern" ];', 1)))
+    eq(rc, 1)
+    contains(err, "'allow_users': no group \"intern\" in auth_groups_file")
+    contains(err, "'users': no group \"interns\" in auth_groups_file")
+    rc, err = check_config(conf(free_port(), free_port(), d,
+                                'user_rules = ( { users = "*"; block_domains = [ "x.test" ]; } );'))
+    eq(rc, 1)
+    contains(err, "'user_rules' needs 'auth_file'")
+    rc, err = check_config(conf(free_port(), free_port(), d,
+                                'auth_file = "%s/htpasswd"; user_rules = ( { allow_domains = [ "x" ]; } );' % d))
+    eq(rc, 1)
+    contains(err, "a user rule needs 'users'")
+    with open(os.path.join(d, "groups"), "w") as f:
+        f.write("staff: alice\nno colon here\n")
+    rc, err = check_config(conf(free_port(), free_port(), d,
+                                'auth_file = "%s/htpasswd"; auth_groups_file = "%s/groups";' % (d, d)))
+    eq(rc, 1)
+    contains(err, "groups:2: expected \"group: user user ...\"")
 
 
 if __name__ == "__main__":
