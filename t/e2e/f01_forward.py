@@ -253,6 +253,21 @@ def reverse_routes_still_work_on_a_forward_server():
 
 
 @test
+def user_agent_and_cookies_replaced():
+    o = Origin("o")
+    dns = Dnsd("origin.test")
+    port = free_port()
+    Legate(fwd_conf(port, dns, 'strip_headers = [ "Cookie" ];',
+                    server_extra='add_request_headers = { User-Agent = "Mozilla/5.0 (office)"; };'),
+           workers=1)
+    st, hs, body = via(port, "http://origin.test:%d/e?echo=1" % o.port, "-A", "secret-agent/1.0",
+                       "-H", "Cookie: session=abc")
+    h = json.loads(body)["headers"]
+    eq([v for k, v in h if k == "User-Agent"], ["Mozilla/5.0 (office)"], "replaced, not added")
+    eq([v for k, v in h if k == "Cookie"], [], "cookies removed")
+
+
+@test
 def forwarding_loop_through_via():
     o = Origin("o")
     dns = Dnsd("origin.test")
