@@ -199,6 +199,21 @@ def real_ip_header_can_be_another_header():
 
 
 @test
+def country_of_the_proxy_protocol_source():
+    g = GeoDir()
+    o = Origin("o")
+    port = free_port()
+    conf = reverse_conf(port, o, 'geoip_mmdb = "%s";' % g.mmdb).replace(
+        'listen = "127.0.0.1:%d";' % port,
+        'listen = ( { address = "127.0.0.1:%d"; proxy_protocol = true; } );' % port)
+    Legate(conf, workers=1)
+    with Conn(port) as c:
+        c.send("PROXY TCP4 203.0.113.9 127.0.0.1 40000 %d\r\n" % port)
+        r = c.request("GET", "/p")
+    contains(r.body.decode(), "bonjour from JP to 203.0.113.9")
+
+
+@test
 def reload_picks_up_a_new_database():
     g = GeoDir()
     o = Origin("o")
