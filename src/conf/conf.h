@@ -267,6 +267,7 @@ typedef struct lg_tls_conf {
     char      *hsts;                    /* Strict-Transport-Security value, or NULL */
     lg_msec_t  handshake_timeout;       /* default 10s */
     int        session_tickets;         /* bool, default 1 */
+    lg_msec_t  session_timeout;         /* resumable this long (IDs and tickets), default 5m */
     int        line;                    /* the server's line, for errors */
 } lg_tls_conf_t;
 
@@ -377,6 +378,7 @@ typedef struct lg_conf {
     lg_bind_t      *binds;              /* derived: distinct listen addresses */
     size_t          nbinds;
     lg_msec_t       tls_ticket_rotate;  /* session ticket keys rotate this often, default 1h */
+    int64_t         tls_session_cache;  /* bytes of the shared session-ID cache, default 1m; 0 off */
     void          (*on_free)(struct lg_conf *); /* set by layers that hang state on the conf */
 } lg_conf_t;
 

@@ -232,6 +232,7 @@ static void dump_tls(FILE *out, int ind, const lg_tls_conf_t *t)
         kv_str(out, ind, "hsts", t->hsts);
     kv_msec(out, ind, "tls_handshake_timeout", t->handshake_timeout);
     kv_bool(out, ind, "tls_session_tickets", t->session_tickets);
+    kv_msec(out, ind, "tls_session_timeout", t->session_timeout);
 }
 
 static void dump_forward(FILE *out, int ind, const lg_forward_t *f)
@@ -261,6 +262,28 @@ static void dump_forward(FILE *out, int ind, const lg_forward_t *f)
     kv_str(out, ind + 1, "auth_realm", f->auth_realm);
     kv_names(out, ind + 1, "allow_countries", f->allow_countries);
     kv_names(out, ind + 1, "deny_countries", f->deny_countries);
+    if (f->auth_groups_file)
+        kv_str(out, ind + 1, "auth_groups_file", f->auth_groups_file);
+    if (f->auth_file)
+        kv_names(out, ind + 1, "allow_users", f->allow_users);
+    if (f->nuser_rules) {
+        IND(out, ind + 1);
+        fputs("user_rules = (\n", out);
+        for (size_t i = 0; i < f->nuser_rules; i++) {
+            const lg_user_rule_t *r = &f->user_rules[i];
+            IND(out, ind + 2);
+            fputs("{\n", out);
+            kv_names(out, ind + 3, "users", r->users);
+            kv_names(out, ind + 3, "allow_domains", r->allow_domains);
+            kv_names(out, ind + 3, "block_domains", r->block_domains);
+            if (r->connect_ports)
+                kv_str(out, ind + 3, "connect_ports", r->connect_ports);
+            IND(out, ind + 2);
+            fputs(i + 1 < f->nuser_rules ? "},\n" : "}\n", out);
+        }
+        IND(out, ind + 1);
+        fputs(");\n", out);
+    }
     IND(out, ind);
     fputs("};\n", out);
 }
@@ -390,6 +413,8 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_msec(out, 0, "shutdown_timeout", conf->shutdown_timeout);
     kv_int(out, 0, "shared_memory_size", conf->shared_memory_size);
     kv_msec(out, 0, "tls_ticket_rotate", conf->tls_ticket_rotate);
+    kv_int(out, 0, "tls_session_cache", conf->tls_session_cache);
+    kv_str(out, 0, "via_name", conf->via_name);
     kv_int(out, 0, "cache_size", conf->cache_size);
     kv_int(out, 0, "cache_max_object", conf->cache_max_object);
     if (conf->geoip_mmdb)

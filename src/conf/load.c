@@ -140,6 +140,7 @@ static const directive_t global_dirs[] = {
     ROW("shutdown_timeout",     D_DURATION, 0, WEEK,       "10s",    lg_conf_t, shutdown_timeout),
     ROW("shared_memory_size",   D_SIZE,     65536, (int64_t)1 << 34, "1m", lg_conf_t, shared_memory_size),
     ROW("tls_ticket_rotate",    D_DURATION, 1000, WEEK,    "1h",     lg_conf_t, tls_ticket_rotate),
+    ROW("tls_session_cache",    D_SIZE,     0, (int64_t)1 << 32, "1m", lg_conf_t, tls_session_cache),
     ROW("cache_size",           D_SIZE,     0, (int64_t)1 << 36, "0", lg_conf_t, cache_size),
     ROW("cache_max_object",     D_SIZE,     1024, (int64_t)1 << 31, "1m", lg_conf_t, cache_max_object),
     PATH("geoip_mmdb",          NULL, NULL, lg_conf_t, geoip_mmdb),

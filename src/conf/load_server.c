@@ -31,6 +31,7 @@ const directive_t ld_tls_dirs[] = {
     ROW("hsts",              D_STRING,   0, 0, NULL, lg_tls_conf_t, hsts),
     ROW("tls_handshake_timeout", D_DURATION, 1, WEEK, "10s", lg_tls_conf_t, handshake_timeout),
     ROW("tls_session_tickets", D_BOOL,   0, 1, "true", lg_tls_conf_t, session_tickets),
+    ROW("tls_session_timeout", D_DURATION, 1000, WEEK, "5m", lg_tls_conf_t, session_timeout),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 

@@ -96,16 +96,41 @@ static void add_err(char *err, size_t errlen, size_t *used, const char *file, in
     }
 }
 
+/* SHA-256 of what makes a server a different TLS endpoint: names,
+ * certificates, client-certificate policy. */
+static void server_identity(const lg_server_t *srv, unsigned char out[32])
+{
+    const lg_tls_conf_t *t = &srv->tls;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    memset(out, 0, 32);
+    if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        return;
+    }
+    for (size_t i = 0; i < srv->nnames; i++)
+        if (srv->names[i].name)
+            EVP_DigestUpdate(md, srv->names[i].name, strlen(srv->names[i].name) + 1);
+    for (size_t i = 0; i < t->ncerts; i++)
+        if (t->certs[i].cert)
+            EVP_DigestUpdate(md, t->certs[i].cert, strlen(t->certs[i].cert) + 1);
+    EVP_DigestUpdate(md, "|", 1);
+    if (t->client_ca)
+        EVP_DigestUpdate(md, t->client_ca, strlen(t->client_ca) + 1);
+    if (t->verify_client)
+        EVP_DigestUpdate(md, t->verify_client, strlen(t->verify_client) + 1);
+    EVP_DigestFinal_ex(md, out, &n);
+    EVP_MD_CTX_free(md);
+}
+
 /* ---- callbacks ---- */
 
-static int sni_cb(SSL *ssl, int *alert, void *arg)
+/* The server (hence context) for an SNI name: certificate, verification. */
+static void switch_ctx(SSL *ssl, const char *name)
 {
-    (void)alert;
-    (void)arg;
-    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     const lg_bind_t *b = SSL_get_ex_data(ssl, ex_bind);
     if (name == NULL || b == NULL || sni_fn == NULL)
-        return SSL_TLSEXT_ERR_OK;
+        return;
     const lg_server_t *srv = sni_fn(b, name);
     if (srv && srv->ssl_ctx && srv->ssl_ctx != SSL_get_SSL_CTX(ssl)) {
         SSL_CTX *ctx = srv->ssl_ctx;
@@ -115,6 +140,45 @@ static int sni_cb(SSL *ssl, int *alert, void *arg)
         SSL_set_verify_depth(ssl, SSL_CTX_get_verify_depth(ctx));
         SSL_set_client_CA_list(ssl, SSL_dup_CA_list(SSL_CTX_get_client_CA_list(ctx)));
     }
+}
+
+/*
+ * The server is chosen here, from the raw ClientHello, before OpenSSL looks
+ * up a session to resume: the lookup then compares the session's context
+ * with the chosen server's, so a session (ID or ticket) made on one server
+ * never resumes on another one sharing the address -- which would skip
+ * that server's client-certificate check (nginx's CVE-2025-23419).  By the
+ * time the servername callback runs, a TLS 1.2 resumption is decided and
+ * SSL_get_servername() reports the old session's name.
+ */
+static int client_hello_cb(SSL *ssl, int *al, void *arg)
+{
+    (void)al;
+    (void)arg;
+    const unsigned char *p;
+    size_t n;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &n))
+        return SSL_CLIENT_HELLO_SUCCESS;
+    /* ServerNameList: u16 length, then { u8 type, u16 length, name } */
+    if (n < 5 || (size_t)(p[0] << 8 | p[1]) + 2 != n || p[2] != TLSEXT_NAMETYPE_host_name)
+        return SSL_CLIENT_HELLO_SUCCESS;
+    size_t len = (size_t)(p[3] << 8 | p[4]);
+    if (len == 0 || len > 255 || len + 5 > n || memchr(p + 5, '\0', len))
+        return SSL_CLIENT_HELLO_SUCCESS;
+    char name[256];
+    memcpy(name, p + 5, len);
+    name[len] = '\0';
+    switch_ctx(ssl, name);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* Still set: clients of old OpenSSL builds without the hello callback path. */
+static int sni_cb(SSL *ssl, int *alert, void *arg)
+{
+    (void)alert;
+    (void)arg;
+    if (!SSL_session_reused(ssl))
+        switch_ctx(ssl, SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
     return SSL_TLSEXT_ERR_OK;
 }
 
@@ -346,6 +410,7 @@ static SSL_CTX *server_ctx(lg_conf_t *conf, lg_server_t *srv, char *err, size_t 
         if (f)
             fclose(f);
     }
+    SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     if (t->session_tickets) {
@@ -356,11 +421,17 @@ static SSL_CTX *server_ctx(lg_conf_t *conf, lg_server_t *srv, char *err, size_t 
     } else {
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     }
-    /* TLS 1.2 clients without tickets: a per-worker session cache */
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-    SSL_CTX_sess_set_cache_size(ctx, 20000);
-    static const unsigned char sid_ctx[] = "legate";
-    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    /* TLS 1.2 clients without tickets: the shared session cache */
+    lg_tls_sess_setup(ctx, (long)(t->session_timeout / 1000), conf->tls_session_cache > 0);
+    /*
+     * Sessions (cached or in tickets, which all servers share the keys of)
+     * resume only on the server that made them: a session authenticated
+     * under one server's certificate or client CA must not skip the
+     * checks of another.  OpenSSL compares this context on resumption.
+     */
+    unsigned char sid_ctx[32];
+    server_identity(srv, sid_ctx);
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx));
     SSL_CTX_set_ex_data(ctx, ex_server, srv);
     if (!ok) {
         free_ctx(ctx);

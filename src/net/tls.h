@@ -9,6 +9,7 @@
 #define LEGATE_NET_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "conf/conf.h"
 #include "core/shm.h"
@@ -24,6 +25,15 @@ int   lg_tls_prepare(lg_conf_t *conf, char *err, size_t errlen);
 
 /* Master: attach the ticket-key zone (and make the first key). */
 int   lg_tls_attach_shm(lg_shm_t *shm, char *err, size_t errlen);
+/*
+ * Master: attach the shared session cache of `size` bytes (0: none, each
+ * worker keeps OpenSSL's own).  tls_sess.c.
+ */
+int   lg_tls_sess_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen);
+/* A server context's session-ID cache: the shared one if attached. */
+struct ssl_ctx_st;
+void  lg_tls_sess_setup(struct ssl_ctx_st *ctx, long timeout_s, int shared);
+void  lg_tls_sess_stats(uint64_t *stored, uint64_t *hits, uint64_t *misses, uint64_t *evicted);
 /* Master, from its loop: start a new ticket key when the current is old. */
 void  lg_tls_rotate(lg_msec_t every);
 

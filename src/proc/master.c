@@ -131,13 +131,15 @@ static int cache_attach(lg_conf_t *c, lg_shm_t *s, char *err, size_t errlen)
 static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
 {
     /* the cache's zone comes on top of shared_memory_size */
-    size_t want = (size_t)c->shared_memory_size + (c->cache_size ? (size_t)c->cache_size + 65536 : 0);
+    size_t want = (size_t)c->shared_memory_size + (c->cache_size ? (size_t)c->cache_size + 65536 : 0) +
+                  (c->tls_session_cache ? (size_t)c->tls_session_cache + 4096 : 0);
     if (shm == NULL || shm_size != want) {
         lg_shm_t *n = lg_shm_create(want, err, errlen);
         if (n == NULL)
             return -1;
         if (lg_upstreams_prepare(c, n, err, errlen) < 0 ||
-            lg_tls_attach_shm(n, err, errlen) < 0 || cache_attach(c, n, err, errlen) < 0) {
+            lg_tls_attach_shm(n, err, errlen) < 0 || cache_attach(c, n, err, errlen) < 0 ||
+            lg_tls_sess_attach(n, (size_t)c->tls_session_cache, err, errlen) < 0) {
             lg_shm_destroy(n);
             return -1;
         }
@@ -148,7 +150,8 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
     }
     unsigned g = lg_shm_mark_unused(shm);
     if (lg_upstreams_prepare(c, shm, err, errlen) < 0 || lg_tls_attach_shm(shm, err, errlen) < 0 ||
-        cache_attach(c, shm, err, errlen) < 0)
+        cache_attach(c, shm, err, errlen) < 0 ||
+        lg_tls_sess_attach(shm, (size_t)c->tls_session_cache, err, errlen) < 0)
         return -1;
     shm_sweep_gen = g;
     shm_sweep_after = generation + 1;   /* the generation about to start */

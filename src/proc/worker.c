@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -157,6 +158,15 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
+    /*
+     * Cache hits and streamed bodies allocate and free blocks of tens to
+     * hundreds of KiB per request.  glibc would mmap and munmap each (or
+     * trim the heap after each), and every request would fault its pages
+     * in again: measured, a third of the time of a 100 KiB cache hit.
+     * Keep such blocks in the heap, and up to 32 MiB of free heap mapped.
+     */
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
     lg_log_set_worker(slot + 1);
     memset(&lg_w, 0, sizeof(lg_w));
     lg_w.conf = conf;

@@ -270,19 +270,12 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
     }
     if (s->ri.is_head || status == 304 || status == 416)
         out_len = 0;
+    /* the head from the arena, the body where it lies (the object copied
+     * out of the cache, or the gzip output): one writev, no third copy */
     free(cs->out);
-    cs->out = malloc(hl + out_len);
-    if (cs->out == NULL) {
-        free(gz);
-        lg_session_respond(s, 500, NULL);
-        return;
-    }
-    memcpy(cs->out, head, hl);
-    if (out_len)
-        memcpy(cs->out + hl, out_body, out_len);
-    free(gz);
+    cs->out = gz;
     s->upstream_status = 0;
-    lg_session_send_raw(s, status, cs->out, hl + out_len);
+    lg_session_send_raw2(s, status, head, hl, out_body, out_len);
 }
 
 /* ---- the request ---- */

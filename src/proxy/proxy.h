@@ -157,6 +157,8 @@ struct lg_session {
     int             sent_continue;
     const char     *local;      /* local response (arena) */
     size_t          local_len, local_sent;
+    const char     *local_body; /* and a second piece sent after it (a cached body), or NULL */
+    size_t          local_body_len;
 
     lg_upstream_t  *up;         /* the upstream chosen for this request (route or split) */
     const char     *set_cookie; /* canary cohort cookie to set (arena), or NULL */
@@ -300,6 +302,9 @@ const char *lg_cache_status(const lg_session_t *s);
 void lg_cache_conditional(lg_session_t *s, void *sb,
                           void (*add)(void *, const char *, size_t, const char *, size_t));
 void lg_session_send_raw(lg_session_t *s, int status, const char *buf, size_t len);
+/* The same in two pieces (a head and a body), written with one writev. */
+void lg_session_send_raw2(lg_session_t *s, int status, const char *head, size_t hlen,
+                          const char *body, size_t blen);
 lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
                                    const lg_rsp_info_t *ri);
 

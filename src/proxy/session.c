@@ -167,6 +167,7 @@ static void respond_local(lg_session_t *s, int status, const char *body, const c
     }
     s->local = r;
     s->local_len = len;
+    s->local_body = NULL;
     s->local_sent = 0;
     s->state = LG_S_LOCAL;
 }
@@ -1013,12 +1014,24 @@ static void proxy_step(lg_session_t *s)
 
 static void local_step(lg_session_t *s)
 {
-    while (s->local_sent < s->local_len) {
+    size_t total = s->local_len + (s->local_body ? s->local_body_len : 0);
+    while (s->local_sent < total) {
         if (!s->e.w_ready) {
             s->e.want_w = 1;
             return;
         }
-        ssize_t n = lg_end_send(&s->e, s->local + s->local_sent, s->local_len - s->local_sent);
+        struct iovec iov[2];
+        int cnt = 0;
+        if (s->local_sent < s->local_len) {
+            iov[cnt].iov_base = (void *)(s->local + s->local_sent);
+            iov[cnt++].iov_len = s->local_len - s->local_sent;
+        }
+        if (s->local_body) {
+            size_t off = s->local_sent > s->local_len ? s->local_sent - s->local_len : 0;
+            iov[cnt].iov_base = (void *)(s->local_body + off);
+            iov[cnt++].iov_len = s->local_body_len - off;
+        }
+        ssize_t n = lg_end_writev(&s->e, iov, cnt);
         if (n > 0) {
             s->local_sent += (size_t)n;
             continue;
@@ -1033,7 +1046,8 @@ static void local_step(lg_session_t *s)
         session_close(s, "send() to client failed");
         return;
     }
-    s->bytes_out = s->local_len;
+    s->bytes_out = total;
+    s->local_body = NULL;
     finish_request(s);
 }
 
@@ -1041,9 +1055,17 @@ static void local_step(lg_session_t *s)
 
 void lg_session_send_raw(lg_session_t *s, int status, const char *buf, size_t len)
 {
+    lg_session_send_raw2(s, status, buf, len, NULL, 0);
+}
+
+void lg_session_send_raw2(lg_session_t *s, int status, const char *head, size_t hlen,
+                          const char *body, size_t blen)
+{
     s->status = status;
-    s->local = buf;
-    s->local_len = len;
+    s->local = head;
+    s->local_len = hlen;
+    s->local_body = blen ? body : NULL;
+    s->local_body_len = blen;
     s->local_sent = 0;
     s->state = LG_S_LOCAL;
 }

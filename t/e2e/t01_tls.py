@@ -138,6 +138,44 @@ def resumption_across_workers():
 
 
 @test(timeout=120)
+def tls12_session_ids_shared_by_workers_and_kept_per_server():
+    o = Origin("o")
+    port = free_port()
+    c = certs()
+    other = """, { listen = ( { address = "127.0.0.1:%d"; tls = true; } ); server_name = "other.test";
+        tls_certificates = { cert = "%s/other.pem"; key = "%s/other.key"; };
+        routes = ( { prefix = "/"; return = 200; body = "other $pid\\n"; } ); }""" % (port, c, c)
+    lg = Legate(tls_conf(port, o, extra_server='log_format = "$pid $ssl_session_reused $ssl_protocol";',
+                         second=other), workers=2)
+    f = os.path.join(tempfile.mkdtemp(prefix="legate-sess-"), "s.pem")
+    tls12 = ("-tls1_2", "-no_ticket", "-servername", "localhost")
+    out = s_client(port, *tls12, "-sess_out", f, "-ign_eof", data=b"GET / HTTP/1.0\r\n\r\n")
+    contains(out, "New, TLSv1.2")
+    ok("TLS session ticket:" not in out, "no ticket: resumption needs the session cache")
+    for i in range(12):
+        out = s_client(port, *tls12, "-sess_in", f, "-ign_eof",
+                       data=b"GET /r HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        contains(out, "Reused, TLSv1.2", "connection %d resumed by session ID" % i)
+    wait_until(lambda: open(lg.access_log).read().count(" r TLSv1.2") >= 12, 5,
+               what="12 resumed requests in the access log")
+    pids = {l.split()[0] for l in open(lg.access_log).read().split("\n") if " r TLSv1.2" in l}
+    ok(len(pids) >= 2, "a session made by one worker resumed by another: pids %r" % pids)
+    # the same session offered to another server (SNI) is not resumed there
+    out = s_client(port, "-tls1_2", "-no_ticket", "-servername", "other.test", "-sess_in", f)
+    contains(out, "New, TLSv1.2", "a session of localhost does not skip other.test's handshake")
+    t13 = session_file(port)            # a TLS 1.3 ticket: the same rule
+    contains(s_client(port, "-servername", "localhost", "-sess_in", t13), "Reused, TLSv1.3")
+    contains(s_client(port, "-servername", "other.test", "-sess_in", t13), "New, TLSv1.3",
+             "a ticket of localhost does not resume on other.test")
+    # and with the shared cache off, each worker keeps its own
+    port2 = free_port()
+    Legate(tls_conf(port2, o, extra_global='tls_session_cache = 0;'), workers=1)
+    out = s_client(port2, *tls12, "-sess_out", f, "-ign_eof", data=b"GET / HTTP/1.0\r\n\r\n")
+    out = s_client(port2, *tls12, "-sess_in", f)
+    contains(out, "Reused, TLSv1.2", "one worker: OpenSSL's own cache")
+
+
+@test(timeout=120)
 def ticket_keys_rotate():
     o = Origin("o")
     port = free_port()

@@ -1031,6 +1031,7 @@ static const char rich_conf[] =
     "user = \"nobody\"; group = \"nogroup\";\n"
     "pid = \"run/l.pid\"; error_log = \"stderr\"; error_log_level = \"warn\";\n"
     "worker_connections = 77; worker_rlimit_nofile = 4096; shutdown_timeout = \"1500ms\";\n"
+    "via_name = \"edge-1.example\"; tls_session_cache = \"2m\";\n"
     "http = {\n"
     "  client_header_timeout = \"1s\"; client_body_timeout = \"2s\"; send_timeout = \"3s\";\n"
     "  keepalive_timeout = 0; keepalive_requests = 7; proxy_connect_timeout = \"250ms\";\n"
@@ -1059,7 +1060,12 @@ static const char rich_conf[] =
     "        { prefix = \"/old/\"; return = 301; location = \"https://example.com/new/\"; }\n"
     "      ); },\n"
     "    { listen = ( \"*:8081\", \"127.0.0.1:8080\" ); server_name = \"two.example\";\n"
-    "      routes = ( ); }\n"
+    "      real_ip_from = [ \"10.0.0.0/8\" ]; real_ip_header = \"X-Real-IP\";\n"
+    "      forward = { auth_file = \"users\"; allow_users = [ \"@staff\", \"bob\" ];\n"
+    "        deny_countries = [ \"XX\" ];\n"
+    "        user_rules = ( { users = \"*\"; allow_domains = [ \"a.example\" ]; connect_ports = \"443\"; },\n"
+    "                       { users = [ \"bob\" ]; block_domains = [ \"b.example\" ]; } ); };\n"
+    "      routes = ( { prefix = \"/\"; countries = [ \"FR\" ]; return = 204; } ); }\n"
     "  );\n"
     "};\n";
 
@@ -1101,6 +1107,11 @@ Test(conf, dump_round_trip)
     cr_expect(strstr(t1, "pid = \"" PREFIX "/run/l.pid\";") != NULL);
     cr_expect(strstr(t1, "\"*.example.com\"") != NULL);
     cr_expect(strstr(t1, "\"www.example.*\"") != NULL);
+    cr_expect(strstr(t1, "via_name = \"edge-1.example\";") != NULL);
+    cr_expect(strstr(t1, "tls_session_cache = 2097152;") != NULL);
+    cr_expect(strstr(t1, "users = [ \"bob\" ];") != NULL, "%s", t1);
+    cr_expect(strstr(t1, "countries = [ \"FR\" ];") != NULL);
+    cr_expect(strstr(t1, "real_ip_header = \"X-Real-IP\";") != NULL);
     lg_conf_free(a);
     lg_conf_free(b);
     lg_conf_free(c);
