@@ -31,6 +31,7 @@ def https_origin(o, extra=""):
     c = certs("a")
     port = free_port()
     lg = Legate("""
+via_name = "https-origin";     # two legates on one host: their own names, or a loop is seen
 http = { log_format = "$ssl_session_reused $ssl_client_s_dn";
   upstreams = { o = { servers = ( "%s" ); }; };
   servers = ( { listen = ( { address = "127.0.0.1:%d"; tls = true; } );
