@@ -5,10 +5,14 @@
  * tree acts on one set of checks instead of one per worker.
  *
  * A probe is a small state machine in the worker's event loop:
- *   CONNECT -> SEND -> READ -> (verdict) -> idle until the next interval,
+ *   CONNECT -> [HANDSHAKE] -> SEND -> READ -> (verdict) -> idle until the
+ *   next interval,
  * with one timer for both the interval and the probe's timeout.  The probe
  * sends "Connection: close" and reads until the peer closes, the head and
- * the body match are decided, or its buffer is full.
+ * the body match are decided, or its buffer is full.  An upstream with
+ * `tls = true` is probed over TLS with the same verification, SNI and client
+ * certificate as its requests (lg_tls_connect), so a certificate that fails
+ * verification fails the check too.
  */
 #include "proxy/proxy.h"
 
@@ -20,6 +24,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "net/io.h"
+#include "net/tls.h"
 #include "proxy/upstate.h"
 
 typedef enum hc_state {
@@ -27,10 +33,11 @@ typedef enum hc_state {
     HC_CONNECT = 1,
     HC_SEND    = 2,
     HC_READ    = 3,
+    HC_HANDSHAKE = 4,
 } hc_state_t;
 
 typedef struct probe {
-    lg_io_t        io;
+    lg_end_t       e;           /* the socket, and its TLS when the upstream has tls */
     lg_timer_t     timer;
     hc_state_t     state;
     lg_upstream_t *up;          /* borrowed from the conf */
@@ -48,10 +55,12 @@ static void probe_verdict(probe_t *p, int ok, const char *why);
 
 static void probe_close(probe_t *p)
 {
-    if (p->io.fd >= 0) {
-        lg_io_del(&lg_w.loop, &p->io);
-        close(p->io.fd);
-        p->io.fd = -1;
+    lg_tls_close(p->e.ssl);
+    p->e.ssl = NULL;
+    if (p->e.io.fd >= 0) {
+        lg_io_del(&lg_w.loop, &p->e.io);
+        close(p->e.io.fd);
+        p->e.io.fd = -1;
     }
 }
 
@@ -90,7 +99,7 @@ static void probe_io(lg_io_t *io, uint32_t ev)
     if (p->state == HC_CONNECT) {
         int err = 0;
         socklen_t l = sizeof(err);
-        getsockopt(p->io.fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        getsockopt(p->e.io.fd, SOL_SOCKET, SO_ERROR, &err, &l);
         if (err || (ev & (EPOLLERR | EPOLLHUP)) == (EPOLLERR | EPOLLHUP)) {
             probe_verdict(p, 0, "connect failed");
             return;
@@ -98,10 +107,32 @@ static void probe_io(lg_io_t *io, uint32_t ev)
         if (!(ev & EPOLLOUT))
             return;
         p->state = HC_SEND;
+        if (p->up->tls) {
+            if ((p->e.ssl = lg_tls_connect(p->up, p->si, p->e.io.fd)) == NULL) {
+                probe_verdict(p, 0, "cannot start TLS");
+                return;
+            }
+            p->state = HC_HANDSHAKE;
+        }
+    }
+    if (p->state == HC_HANDSHAKE) {
+        int want_r = 0, want_w = 0;
+        char msg[256];
+        int rc = lg_tls_handshake(p->e.ssl, &want_r, &want_w, msg, sizeof(msg));
+        if (rc == 0)
+            return;             /* the next edge continues it */
+        if (rc < 0) {
+            const char *v = lg_tls_verify_error(p->e.ssl);
+            lg_info("health check of %s: TLS handshake failed: %s", p->up->servers[p->si].addr.text,
+                    v ? v : msg);
+            probe_verdict(p, 0, v ? "certificate verification failed" : "TLS handshake failed");
+            return;
+        }
+        p->state = HC_SEND;
     }
     if (p->state == HC_SEND) {
         while (p->sent < p->req_len) {
-            ssize_t n = send(p->io.fd, p->req + p->sent, p->req_len - p->sent, MSG_NOSIGNAL);
+            ssize_t n = lg_end_send(&p->e, p->req + p->sent, p->req_len - p->sent);
             if (n > 0) {
                 p->sent += (size_t)n;
                 continue;
@@ -115,7 +146,7 @@ static void probe_io(lg_io_t *io, uint32_t ev)
     }
     if (p->state == HC_READ) {
         for (;;) {
-            ssize_t n = recv(p->io.fd, p->buf + p->len, sizeof(p->buf) - p->len, 0);
+            ssize_t n = lg_end_recv(&p->e, p->buf + p->len, sizeof(p->buf) - p->len);
             if (n > 0) {
                 p->len += (size_t)n;
                 int v = judge(p, 0, &why);
@@ -150,11 +181,11 @@ static void probe_start(probe_t *p)
         probe_verdict(p, 0, "connect failed");
         return;
     }
-    p->io.fd = fd;
-    p->io.cb = probe_io;
-    p->io.data = p;
+    p->e.io.fd = fd;
+    p->e.io.cb = probe_io;
+    p->e.io.data = p;
     p->state = HC_CONNECT;
-    if (lg_io_add(&lg_w.loop, &p->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
+    if (lg_io_add(&lg_w.loop, &p->e.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
         probe_close(p);
         probe_verdict(p, 0, "epoll_ctl failed");
         return;
@@ -219,7 +250,7 @@ void lg_health_start(void)
             continue;
         for (size_t i = 0; i < up->nservers; i++) {
             probe_t *p = &probes[nprobes++];
-            p->io.fd = -1;
+            p->e.io.fd = -1;
             p->up = up;
             p->si = i;
             p->timer.cb = probe_timer;

@@ -117,6 +117,25 @@ def sessions_are_resumed():
     ok("r" in marks[1:], "later connections resume: %r" % marks)
 
 
+@test(timeout=60)
+def health_checks_speak_tls_and_verify():
+    o = Origin("o")
+    tport, olg = https_origin(o)
+    hc = 'health_check = { interval = "200ms"; timeout = "1s"; path = "/health"; rise = 1; fall = 1; };'
+    port, lg = front(tport, 'tls_ca = "%s/ca.pem"; tls_server_name = "localhost"; %s'
+                     % (certs("a"), hc))
+    wait_until(lambda: o.stats()["by_path"].get("/health", 0) >= 3, 10,
+               what="probes reaching the origin through the TLS upstream")
+    eq(request(port, target="/h").status, 200, "the server stays in rotation")
+    ok("is down" not in lg.log_text(), "no false alarm: %s" % lg.log_text()[-500:])
+    # a certificate the check cannot verify takes the server out
+    port2, lg2 = front(tport, 'tls_ca = "%s/ca.pem"; tls_server_name = "localhost"; %s'
+                       % (certs("b"), hc))
+    lg2.allow_log(r"is down|TLS handshake with upstream failed|no live upstream|all .* down")
+    lg2.wait_log(r"server 127\.0\.0\.1:%d is down: health check failed 1 times "
+                 r"\(certificate verification failed\)" % tport, 10)
+
+
 @test
 def config_errors():
     rc, err = check_config("""
