@@ -13,7 +13,7 @@
 
 #define CMAGIC   0x4c474341u     /* "LGCA" */
 #define OMAGIC   0x4c474f42u     /* "LGOB" */
-#define STORE_VERSION  1
+#define STORE_VERSION  2
 #define WINDOW   8               /* index slots probed per key */
 #define ALIGN64(n) (((n) + 63) & ~(uint64_t)63)
 
@@ -46,7 +46,7 @@ typedef struct chdr {
     uint64_t         capacity;  /* ring bytes */
     uint64_t         nslots;
     _Atomic uint64_t wpos;      /* absolute write position */
-    _Atomic uint64_t hits, misses, stores, evictions;
+    _Atomic uint64_t hits, misses, stores, evictions, promotions;
     uint64_t         max_object;
 } chdr_t;
 
@@ -155,6 +155,42 @@ static int filler_alive(const centry_t *e)
     return e->fill_until > wall_ms() && (kill(e->filler, 0) == 0 || errno == EPERM);
 }
 
+/* Room for len bytes at the front of the ring (an object never wraps). */
+static uint64_t reserve(lg_cache_t *c, uint64_t len)
+{
+    lg_shm_lock(&c->h->mx);
+    uint64_t w = atomic_load_explicit(&c->h->wpos, memory_order_relaxed);
+    uint64_t off = w % c->h->capacity;
+    if (off + len > c->h->capacity)
+        w += c->h->capacity - off;
+    atomic_store_explicit(&c->h->wpos, w + len, memory_order_release);
+    lg_shm_unlock(&c->h->mx);
+    return w;
+}
+
+/*
+ * A hit on an object in the oldest quarter of the ring moves it to the
+ * front: an object in use never reaches the end and is never evicted,
+ * while one nobody asked for leaves in storing order.  That is the CLOCK /
+ * FIFO-reinsertion approximation of LRU, paid once per lap of the ring by
+ * the objects that earn it.  buf holds the object exactly as stored.
+ */
+static void promote(lg_cache_t *c, uint64_t hash, char *buf, uint64_t len, uint64_t old)
+{
+    uint64_t pos = reserve(c, len);
+    cobj_t *o = (cobj_t *)buf;
+    o->pos = pos;
+    memcpy(c->ring + pos % c->h->capacity, buf, len);
+    o->pos = old;
+    lg_shm_lock(&c->h->mx);
+    centry_t *e = find(c, hash, NULL);
+    if (e && e->state == E_VALID && e->pos == old && intact(c, pos)) {
+        e->pos = pos;           /* unless someone stored a new version meanwhile */
+        atomic_fetch_add_explicit(&c->h->promotions, 1, memory_order_relaxed);
+    }
+    lg_shm_unlock(&c->h->mx);
+}
+
 lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int may_fill,
                              int64_t lock_ms, uint64_t token, char **obj, size_t *head_len,
                              size_t *body_len, lg_cmeta_t *meta, int *filler)
@@ -207,6 +243,9 @@ lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int 
             free(buf);
             continue;                       /* overwritten or a collision: look again */
         }
+        uint64_t w = atomic_load_explicit(&c->h->wpos, memory_order_relaxed);
+        if (copy.pos + c->h->capacity - c->h->capacity / 4 < w)
+            promote(c, hash, buf, copy.len, copy.pos);
         size_t off = sizeof(*o) + keylen;
         size_t hl = o->head_len, bl = o->body_len;
         memmove(buf, buf + off, hl + bl);
@@ -230,15 +269,7 @@ int lg_cache_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t
         lg_cache_abandon(c, key, keylen);
         return -1;
     }
-    /* reserve: an object never wraps, the tail of the ring is skipped */
-    lg_shm_lock(&c->h->mx);
-    uint64_t w = atomic_load_explicit(&c->h->wpos, memory_order_relaxed);
-    uint64_t off = w % c->h->capacity;
-    if (off + total > c->h->capacity)
-        w += c->h->capacity - off;
-    uint64_t pos = w;
-    atomic_store_explicit(&c->h->wpos, w + total, memory_order_release);
-    lg_shm_unlock(&c->h->mx);
+    uint64_t pos = reserve(c, total);
 
     char *dst = c->ring + pos % c->h->capacity;
     cobj_t o = { OMAGIC, (uint32_t)keylen, hash, pos, (uint32_t)head_len, (uint32_t)body_len };
@@ -340,6 +371,7 @@ void lg_cache_stats(lg_cache_t *c, lg_cache_stats_t *st)
     st->misses = atomic_load(&c->h->misses);
     st->stores = atomic_load(&c->h->stores);
     st->evictions = atomic_load(&c->h->evictions);
+    st->promotions = atomic_load(&c->h->promotions);
     st->capacity = c->h->capacity;
     uint64_t w = atomic_load(&c->h->wpos);
     st->used = w < c->h->capacity ? w : c->h->capacity;

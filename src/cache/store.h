@@ -12,7 +12,9 @@
  * tail is skipped).  An object at absolute position p is intact while
  * p >= wpos - capacity, which is how a reader knows, after copying it out,
  * that no writer overwrote it meanwhile: eviction is by age of storing
- * (FIFO), and costs nothing.  The index is an open-addressed table of
+ * (FIFO), and costs nothing, except that a hit on an object in the oldest
+ * quarter copies it to the front (FIFO with reinsertion, an LRU
+ * approximation: what is used stays, what is not leaves in order).  The index is an open-addressed table of
  * fixed windows; an entry names its object by key hash and position.
  *
  * Locking: one robust process-shared mutex guards the header and index, held
@@ -84,7 +86,7 @@ int  lg_cache_purge_prefix(lg_cache_t *c, const char *prefix, size_t n, int soft
 int  lg_cache_expire(lg_cache_t *c, const char *key, size_t keylen);
 
 typedef struct lg_cache_stats {
-    uint64_t hits, misses, stores, evictions, objects;
+    uint64_t hits, misses, stores, evictions, promotions, objects;
     uint64_t capacity, used;
 } lg_cache_stats_t;
 void lg_cache_stats(lg_cache_t *c, lg_cache_stats_t *st);

@@ -94,10 +94,11 @@ static void tick_cb(lg_timer_t *t)
         lg_cache_stats_t st;
         lg_cache_stats(lg_cache, &st);
         lg_info("cache: %llu objects, %llu/%llu KiB used, hits %llu, misses %llu, stores %llu, "
-                "evictions %llu", (unsigned long long)st.objects,
+                "evictions %llu, promotions %llu", (unsigned long long)st.objects,
                 (unsigned long long)(st.used / 1024), (unsigned long long)(st.capacity / 1024),
                 (unsigned long long)st.hits, (unsigned long long)st.misses,
-                (unsigned long long)st.stores, (unsigned long long)st.evictions);
+                (unsigned long long)st.stores, (unsigned long long)st.evictions,
+                (unsigned long long)st.promotions);
     }
     lg_timer_set(&lg_w.loop, t, 1000);
 }

@@ -57,6 +57,7 @@ typedef struct lg_cstate {
     char       *vary;           /* arena: the varied fields, or NULL */
     char       *out;            /* malloc: a response made here from the cache */
     lg_cc_t     req_cc;
+    char       *also[2];        /* arena: Location, Content-Location of an unsafe request's answer */
 } lg_cstate_t;
 
 static int64_t wall_ms(void)
@@ -553,6 +554,16 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
     int64_t now = wall_ms();
     int is_get = s->req.method_len == 3 && memcmp(s->req.method, "GET", 3) == 0;
 
+    if (!is_get && !s->ri.is_head) {
+        /* an unsafe method: what its answer points at is invalidated too */
+        for (size_t i = 0; i < r->num_headers; i++) {
+            const http_header_t *h = &r->headers[i];
+            int k = http_name_eq(h, "location") ? 0 : http_name_eq(h, "content-location") ? 1 : -1;
+            if (k >= 0 && cs->also[k] == NULL && h->value_len < 4096)
+                cs->also[k] = lg_arena_printf(&s->arena, "%.*s", (int)h->value_len, h->value);
+        }
+    }
+
     /* revalidated: the stored response is still good */
     if (cs->reval && r->status == 304 && cs->obj) {
         lg_cc_t cc;
@@ -749,10 +760,37 @@ static void drop_key(lg_session_t *s, const char *base, size_t n, int soft, int 
         *count += lg_cache_purge_prefix(lg_cache, vp, n + 1, soft);
 }
 
+/*
+ * RFC 9111 4.4: the target URI, and the URIs in Location and
+ * Content-Location when they are of the same origin (a path, or an absolute
+ * URI naming the request's own authority): their keys are made with the
+ * route's cache_key as if they had been requested.
+ */
 static void invalidate(lg_session_t *s, lg_cstate_t *cs)
 {
     int n = 0;
     drop_key(s, cs->base, cs->baselen, 0, &n);
+    for (int k = 0; k < 2; k++) {
+        const char *u = cs->also[k];
+        if (u == NULL)
+            continue;
+        if (strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0) {
+            const char *a = strstr(u, "://") + 3;
+            size_t al = strcspn(a, "/?#");
+            if (al != s->ri.authority.n || strncasecmp(a, s->ri.authority.p, al) != 0)
+                continue;               /* another origin: not ours to touch */
+            u = a + al;
+        }
+        if (u[0] != '/')
+            continue;
+        lg_str_t saved = s->ri.uri;
+        s->ri.uri.p = u;
+        s->ri.uri.n = strcspn(u, "#");
+        char *key = lg_expand(s, common(s)->cache_key, 0);
+        s->ri.uri = saved;
+        if (key && strcmp(key, cs->base) != 0)
+            drop_key(s, key, strlen(key), 0, &n);
+    }
 }
 
 void lg_cache_on_finish(lg_session_t *s, int complete)

@@ -220,6 +220,25 @@ def unsafe_methods_invalidate():
 
 
 @test
+def unsafe_methods_invalidate_location_and_content_location():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o, route_extra='cache_valid = [ "200 10m" ];'), workers=2)
+    for path in ("/la", "/lb", "/lc", "/ld"):
+        get(port, path)
+        eq(xc(get(port, path)), "HIT", path)
+    r = request(port, method="POST", target="/form?hdr=Location:/la&"
+                "hdr=Content-Location:http://LOCALHOST/lb", body=b"x")
+    eq(r.status, 200)
+    eq(xc(get(port, "/la")), "MISS", "Location (a path) invalidated")
+    eq(xc(get(port, "/lb")), "MISS", "Content-Location (same origin, any case) invalidated")
+    r = request(port, method="PUT", target="/form?hdr=Location:http://other.example/lc", body=b"x")
+    eq(xc(get(port, "/lc")), "HIT", "another origin's URI is left alone")
+    r = request(port, method="POST", target="/form?status=500&hdr=Location:/ld", body=b"x")
+    eq(xc(get(port, "/ld")), "HIT", "a failed POST invalidates nothing")
+
+
+@test
 def stale_if_error_covers_a_dead_origin():
     o = Origin("o")
     port = free_port()

@@ -177,3 +177,40 @@ Test(cache, purge_prefix_and_soft)
     free(obj);
     lg_shm_destroy(shm);
 }
+
+/* A key that keeps being asked for survives a stream of others through a
+ * small ring (FIFO alone would drop it after one lap); a key nobody asks
+ * for does not. */
+Test(cache, used_objects_are_kept_lru_like)
+{
+    lg_shm_t *shm;
+    lg_cache_t *c = mk(1 << 20, &shm);
+    char body[10000];
+    memset(body, 'y', sizeof(body));
+    lg_cmeta_t w = meta(200);
+    lg_cache_put(c, "hot", 3, &w, "h", 1, body, sizeof(body));
+    lg_cache_put(c, "cold", 4, &w, "h", 1, body, sizeof(body));
+    char key[32], *obj;
+    size_t hl, bl;
+    lg_cmeta_t m;
+    int filler, hot_hits = 0;
+    for (int i = 0; i < 500; i++) {          /* ~5 laps of the ring */
+        int n = snprintf(key, sizeof(key), "other%d", i);
+        lg_cache_put(c, key, (size_t)n, &w, "h", 1, body, sizeof(body));
+        if (i % 10 == 0 &&
+            lg_cache_get(c, "hot", 3, 0, 0, 7, &obj, &hl, &bl, &m, &filler) == LG_CACHE_HIT) {
+            cr_assert(bl == sizeof(body) && memcmp(obj + 1, body, sizeof(body)) == 0,
+                      "a promoted object is intact");
+            free(obj);
+            hot_hits++;
+        }
+    }
+    cr_expect_eq(hot_hits, 50, "every look at the hot key was a hit");
+    cr_expect_eq(lg_cache_get(c, "cold", 4, 0, 0, 7, &obj, &hl, &bl, &m, &filler), LG_CACHE_MISS,
+                 "the key nobody asked for was evicted");
+    lg_cache_stats_t st;
+    lg_cache_stats(c, &st);
+    cr_expect_gt(st.promotions, 3, "promoted about once a lap");
+    cr_expect_lt(st.promotions, 20, "but not on every hit");
+    lg_shm_destroy(shm);
+}
