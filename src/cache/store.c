@@ -54,9 +54,13 @@ struct lg_cache {
     chdr_t   *h;
     centry_t *idx;
     char     *ring;
+    size_t    size;             /* the zone's bytes */
+    int       fresh;            /* formatted by the last attach: empty */
 };
 
 static lg_cache_t the_cache;    /* one per process: the zone's view */
+
+static int intact(const lg_cache_t *c, uint64_t pos);
 
 static int64_t wall_ms(void)
 {
@@ -85,7 +89,8 @@ lg_cache_t *lg_cache_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen
         snprintf(err, errlen, "cache_size is too small");
         return NULL;
     }
-    if (fresh || h->magic != CMAGIC || h->version != STORE_VERSION) {
+    the_cache.fresh = fresh || h->magic != CMAGIC || h->version != STORE_VERSION;
+    if (the_cache.fresh) {
         memset(z, 0, ring_off);
         lg_shm_mutex_init(&h->mx);
         h->capacity = (size - ring_off) & ~(uint64_t)63;
@@ -97,7 +102,87 @@ lg_cache_t *lg_cache_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen
     the_cache.h = h;
     the_cache.idx = (centry_t *)(z + idx_off);
     the_cache.ring = z + ring_off;
+    the_cache.size = size;
     return &the_cache;
+}
+
+int lg_cache_fresh(const lg_cache_t *c)
+{
+    return c->fresh;
+}
+
+/* ---- a copy on disk, so that the cache survives a restart ---- */
+
+#define FILE_MAGIC "LGCACHE\0"
+
+typedef struct cfile {
+    char     magic[8];
+    uint32_t version, pad;
+    uint64_t size, capacity, nslots;
+} cfile_t;
+
+int lg_cache_save(lg_cache_t *c, const char *path, char *err, size_t errlen)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    cfile_t fh = { FILE_MAGIC, STORE_VERSION, 0, c->size, c->h->capacity, c->h->nslots };
+    /* the zone as it is: positions are offsets inside it, times are wall clock */
+    int ok = fwrite(&fh, sizeof(fh), 1, f) == 1 && fwrite(c->h, c->size, 1, f) == 1;
+    ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) < 0) {
+        snprintf(err, errlen, "%s: %s", ok ? path : tmp, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int lg_cache_load(lg_cache_t *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        if (errno == ENOENT)
+            return 0;           /* nothing saved yet */
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    cfile_t fh;
+    int rc = -1;
+    if (fread(&fh, sizeof(fh), 1, f) != 1 || memcmp(fh.magic, FILE_MAGIC, 8) != 0 ||
+        fh.version != STORE_VERSION) {
+        snprintf(err, errlen, "%s: not a cache file of this version", path);
+    } else if (fh.size != c->size || fh.capacity != c->h->capacity || fh.nslots != c->h->nslots) {
+        snprintf(err, errlen, "%s: saved with another cache_size", path);
+    } else if (fread(c->h, c->size, 1, f) != 1 || c->h->magic != CMAGIC ||
+               c->h->capacity != fh.capacity || c->h->nslots != fh.nslots) {
+        snprintf(err, errlen, "%s: truncated or damaged", path);
+        /* the zone may be half overwritten: format it again */
+        memset(c->h, 0, (size_t)(c->ring - (char *)c->h));
+        c->h->magic = CMAGIC;
+        c->h->version = STORE_VERSION;
+        c->h->capacity = fh.capacity;
+        c->h->nslots = fh.nslots;
+        c->h->max_object = fh.capacity / 8;
+    } else {
+        rc = 0;
+    }
+    fclose(f);
+    /* nobody holds the lock or fills anything in a new process tree */
+    lg_shm_mutex_init(&c->h->mx);
+    int objects = 0;
+    for (uint64_t i = 0; i < c->h->nslots; i++) {
+        if (c->idx[i].state == E_FILLING)
+            memset(&c->idx[i], 0, sizeof(c->idx[i]));
+        objects += c->idx[i].state == E_VALID && intact(c, c->idx[i].pos);
+    }
+    c->fresh = 0;
+    return rc < 0 ? -1 : objects;
 }
 
 void lg_cache_set_max_object(lg_cache_t *c, size_t n)

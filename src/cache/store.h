@@ -60,6 +60,17 @@ typedef enum lg_cache_look {
 
 /* Master: attach (and on first use format) the zone of `size` bytes. */
 lg_cache_t *lg_cache_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen);
+/* 1 if that attach made the zone empty (first use, or a new size). */
+int  lg_cache_fresh(const lg_cache_t *c);
+
+/*
+ * Master only, with no worker running: write the whole zone to path (via
+ * path.tmp and a rename), or read it back into a fresh zone of the same
+ * size.  load returns the objects found, 0 when there is no file, -1 with
+ * err when the file is unusable (the cache then starts empty).
+ */
+int  lg_cache_save(lg_cache_t *c, const char *path, char *err, size_t errlen);
+int  lg_cache_load(lg_cache_t *c, const char *path, char *err, size_t errlen);
 
 /*
  * Look key up.  On HIT, *obj is a malloc'd copy of [head | body] with the

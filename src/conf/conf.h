@@ -363,6 +363,7 @@ typedef struct lg_conf {
     int64_t         shared_memory_size; /* bytes, default 1m: the segment workers share */
     int64_t         cache_size;         /* bytes of shared memory for the HTTP cache, 0 = none */
     int64_t         cache_max_object;   /* default 1m */
+    char           *cache_path;         /* directory keeping the cache across restarts; NULL none */
     char           *geoip_mmdb;         /* MaxMind country database, or NULL */
     lg_strv_t      *geoip_csv_blocks;   /* GeoLite2 CSV blocks files (IPv4, IPv6) */
     char           *geoip_csv_locations; /* GeoLite2 CSV locations file */

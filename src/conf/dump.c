@@ -417,6 +417,8 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_str(out, 0, "via_name", conf->via_name);
     kv_int(out, 0, "cache_size", conf->cache_size);
     kv_int(out, 0, "cache_max_object", conf->cache_max_object);
+    if (conf->cache_path)
+        kv_str(out, 0, "cache_path", conf->cache_path);
     if (conf->geoip_mmdb)
         kv_str(out, 0, "geoip_mmdb", conf->geoip_mmdb);
     kv_names(out, 0, "geoip_csv_blocks", conf->geoip_csv_blocks);

@@ -26,6 +26,7 @@
 #include "conf/load_int.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <libconfig.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -143,6 +144,7 @@ static const directive_t global_dirs[] = {
     ROW("tls_session_cache",    D_SIZE,     0, (int64_t)1 << 32, "1m", lg_conf_t, tls_session_cache),
     ROW("cache_size",           D_SIZE,     0, (int64_t)1 << 36, "0", lg_conf_t, cache_size),
     ROW("cache_max_object",     D_SIZE,     1024, (int64_t)1 << 31, "1m", lg_conf_t, cache_max_object),
+    PATH("cache_path",          NULL, NULL, lg_conf_t, cache_path),
     PATH("geoip_mmdb",          NULL, NULL, lg_conf_t, geoip_mmdb),
     { "geoip_csv_blocks", D_STRLIST, 0, 0, "", offsetof(lg_conf_t, geoip_csv_blocks), "paths", NULL },
     PATH("geoip_csv_locations", NULL, NULL, lg_conf_t, geoip_csv_locations),
@@ -1146,6 +1148,17 @@ static void load_tree(ld_t *ld, const config_t *cfg)
     ld_table_defaults(ld, global_dirs, conf);
     ld_table_defaults(ld, ld_common_dirs, &conf->http);
     check_via_name(ld, root, conf);
+    if (conf->cache_path) {     /* saved there at exit: find out now, not then */
+        struct stat st;
+        const config_setting_t *cp = config_setting_get_member(root, "cache_path");
+        if (stat(conf->cache_path, &st) < 0 || !S_ISDIR(st.st_mode))
+            ld_error(ld, cp, "'cache_path' \"%s\" is not a directory", conf->cache_path);
+        else if (access(conf->cache_path, W_OK) < 0)
+            ld_error(ld, cp, "'cache_path' \"%s\" is not writable: %s", conf->cache_path,
+                     strerror(errno));
+        else if (conf->cache_size == 0)
+            ld_error(ld, cp, "'cache_path' needs 'cache_size'");
+    }
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
         merge_common(&srv->common, &conf->http);

@@ -124,8 +124,30 @@ static int cache_attach(lg_conf_t *c, lg_shm_t *s, char *err, size_t errlen)
     lg_cache = lg_cache_attach(s, (size_t)c->cache_size, err, errlen);
     if (lg_cache == NULL)
         return -1;
+    if (c->cache_path && lg_cache_fresh(lg_cache)) {
+        char path[4096], msg[512];
+        snprintf(path, sizeof(path), "%s/legate.cache", c->cache_path);
+        int n = lg_cache_load(lg_cache, path, msg, sizeof(msg));
+        if (n < 0)
+            lg_warn("cache: starting empty: %s", msg);
+        else if (n > 0)
+            lg_notice("cache: %d objects loaded from %s", n, path);
+    }
     lg_cache_set_max_object(lg_cache, (size_t)c->cache_max_object);
     return 0;
+}
+
+/* At exit, all workers gone: keep the cache for the next start. */
+static void cache_save(const lg_conf_t *c)
+{
+    if (lg_cache == NULL || c->cache_path == NULL)
+        return;
+    char path[4096], msg[512];
+    snprintf(path, sizeof(path), "%s/legate.cache", c->cache_path);
+    if (lg_cache_save(lg_cache, path, msg, sizeof(msg)) < 0)
+        lg_error("cache: cannot save: %s", msg);
+    else
+        lg_notice("cache: saved to %s", path);
 }
 
 static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
@@ -566,6 +588,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
         fclose(f);
     }
     lg_listeners_close_all();
+    cache_save(conf);
     lg_notice("exit");
     lg_conf_free(conf);
     conf = NULL;

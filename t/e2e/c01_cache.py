@@ -3,11 +3,14 @@
 memory: hits across workers, collapsed forwarding, purge and soft purge,
 freshness rules, Vary, revalidation, conditionals, HEAD and ranges from
 stored GETs, invalidation by unsafe methods, stale-if-error, survival of a
-reload, eviction, a worker killed mid-fill."""
+reload and (with cache_path) of a restart, eviction, a worker killed
+mid-fill."""
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 
@@ -298,6 +301,52 @@ def killed_worker_mid_fill_leaves_the_cache_usable():
     eq((r.status, len(r.body)), (200, 5000))
     ok(time.monotonic() - t0 < 15, "no waiting for a dead filler's lock")
     eq(xc(get(port, t)), "HIT", "stored whole by the new fill")
+
+
+@test(timeout=90)
+def survives_a_restart_with_cache_path():
+    o = Origin("o")
+    d = tempfile.mkdtemp(prefix="legate-cachedir-")
+    try:
+        port = free_port()
+        glob = 'cache_size = "8m"; cache_path = "%s";' % d
+        lg = Legate(conf(port, o, glob=glob), workers=2)
+        t = "/keep?size=5000&hdr=Cache-Control:max-age=600"
+        body = get(port, t).body
+        eq(xc(get(port, t)), "HIT")
+        get(port, "/gone?hdr=Cache-Control:max-age=600")
+        eq(request(port, method="DELETE", target="/gone?hdr=Cache-Control:max-age=600").status, 200)
+        lg.stop()
+        ok(os.path.exists(os.path.join(d, "legate.cache")), "saved at exit")
+        lg2 = Legate(conf(port, o, glob=glob), workers=2)
+        lg2.wait_log(r"cache: 1 objects loaded from .*legate\.cache")
+        n = hits(o, "/keep")
+        for i in range(4):
+            r = get(port, t)
+            eq((xc(r), r.body), ("HIT", body), "a hit in every worker after the restart")
+        eq(hits(o, "/keep"), n, "the origin was not asked again")
+        eq(xc(get(port, "/gone?hdr=Cache-Control:max-age=600")), "MISS",
+           "an invalidation before the restart still holds")
+        lg2.stop()
+        # another cache_size: the file does not fit, the cache starts empty
+        lg3 = Legate(conf(port, o, glob='cache_size = "4m"; cache_path = "%s";' % d), workers=1)
+        lg3.allow_log(r"starting empty")
+        lg3.wait_log(r"cache: starting empty: .*another cache_size")
+        eq(xc(get(port, t)), "MISS")
+        lg3.stop()
+        # a damaged file: the same
+        with open(os.path.join(d, "legate.cache"), "r+b") as f:
+            f.truncate(1000)
+        lg4 = Legate(conf(port, o, glob='cache_size = "4m"; cache_path = "%s";' % d), workers=1)
+        lg4.allow_log(r"starting empty")
+        lg4.wait_log(r"cache: starting empty: .*(truncated|damaged|not a cache file)")
+        eq(xc(get(port, t)), "MISS")
+        eq(xc(get(port, t)), "HIT", "and works")
+        rc, err = check_config(conf(free_port(), o, glob='cache_size = "4m"; cache_path = "/nonexistent/x";'))
+        eq(rc, 1)
+        contains(err, "legate.conf:1: 'cache_path' \"/nonexistent/x\" is not a directory")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
