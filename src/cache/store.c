@@ -13,7 +13,7 @@
 
 #define CMAGIC   0x4c474341u     /* "LGCA" */
 #define OMAGIC   0x4c474f42u     /* "LGOB" */
-#define STORE_VERSION  2
+#define STORE_VERSION  3
 #define WINDOW   8               /* index slots probed per key */
 #define ALIGN64(n) (((n) + 63) & ~(uint64_t)63)
 
@@ -27,6 +27,7 @@ typedef struct centry {
     pid_t      filler;
     uint64_t   token;           /* which request of the filler */
     int64_t    fill_until;      /* wall ms */
+    int64_t    updating_until;  /* a background refresh runs until then (wall ms) */
     lg_cmeta_t meta;
 } centry_t;
 
@@ -382,6 +383,19 @@ int lg_cache_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t
     }
     lg_shm_unlock(&c->h->mx);
     return e ? 0 : -1;
+}
+
+int lg_cache_try_update(lg_cache_t *c, const char *key, size_t keylen, int64_t until)
+{
+    uint64_t hash = key_hash(key, keylen);
+    int64_t now = wall_ms();
+    lg_shm_lock(&c->h->mx);
+    centry_t *e = find(c, hash, NULL);
+    int mine = e && e->state == E_VALID && e->updating_until <= now;
+    if (mine)
+        e->updating_until = until;
+    lg_shm_unlock(&c->h->mx);
+    return mine;
 }
 
 void lg_cache_abandon(lg_cache_t *c, const char *key, size_t keylen)

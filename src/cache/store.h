@@ -44,6 +44,7 @@ typedef struct lg_cmeta {
     int64_t  stored;            /* wall ms when stored (or revalidated) */
     int64_t  expires;           /* wall ms when it stops being fresh */
     int64_t  stale_if_error;    /* ms after expires it may still serve on upstream errors */
+    int64_t  stale_while_revalidate; /* ms after expires it may serve while one refresh runs */
     int64_t  age0;              /* seconds of Age it already had when stored */
     uint32_t flags;             /* LG_CF_* */
     int      status;
@@ -87,6 +88,12 @@ lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int 
 /* Store (replacing): the head (HTTP response head, CRLF CRLF included) and body. */
 int  lg_cache_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t *meta,
                   const char *head, size_t head_len, const char *body, size_t body_len);
+/*
+ * stale-while-revalidate: claim the refresh of a stored key until `until`
+ * (wall ms).  1: the caller starts it; 0: one is already running (or the
+ * key is gone).  Storing the key again ends the claim.
+ */
+int  lg_cache_try_update(lg_cache_t *c, const char *key, size_t keylen, int64_t until);
 /* Give up a FILLING mark (the response was not storable, or failed). */
 void lg_cache_abandon(lg_cache_t *c, const char *key, size_t keylen);
 /* Remove one key; 1 if something was there. */

@@ -359,6 +359,8 @@ int lg_cache_on_request(lg_session_t *s)
         for (size_t i = 0; i < s->req.num_headers; i++)
             if (http_name_eq(&s->req.headers[i], "cache-control"))
                 lg_cc_parse(&cs->req_cc, s->req.headers[i].value, s->req.headers[i].value_len);
+        if (s->refresh)
+            cs->req_cc.no_cache = 1;    /* a background refresh: ask the origin */
         const http_header_t *pragma = lg_req_header(s, "pragma");
         if (pragma && pragma->value_len >= 8 && strncasecmp(pragma->value, "no-cache", 8) == 0 &&
             lg_req_header(s, "cache-control") == NULL)
@@ -428,6 +430,24 @@ int lg_cache_on_request(lg_session_t *s)
     }
     if (cs->req_cc.only_if_cached) {
         serve(s, cs, "STALE");
+        return 1;
+    }
+    /*
+     * stale-while-revalidate (RFC 5861): within its window, answer with the
+     * stale copy at once and let one background request -- for all workers,
+     * the first to claim it -- refresh it.  Not when the origin said
+     * must-revalidate, nor for a client asking for a validated answer, nor
+     * for the refresh itself.
+     */
+    if (!s->refresh && cs->meta.stale_while_revalidate > 0 &&
+        now - cs->meta.expires <= cs->meta.stale_while_revalidate &&
+        !(cs->meta.flags & LG_CF_MUST_REVALIDATE) && !cs->req_cc.no_cache &&
+        cs->req_cc.max_age == LG_CC_UNSET) {
+        int64_t until = now + c->proxy_connect_timeout + c->proxy_read_timeout + 1000;
+        if (lg_cache_try_update(lg_cache, cs->key, cs->keylen, until) &&
+            lg_session_refresh(s) < 0)
+            lg_error("cache: cannot start the background refresh of \"%s\"", cs->key);
+        serve(s, cs, "UPDATING");
         return 1;
     }
     /* stale: keep it for a 304 or for stale-if-error, and revalidate */
@@ -669,6 +689,8 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
         m->flags |= LG_CF_HAS_VALIDATOR;
     if (cc.stale_if_error != LG_CC_UNSET)
         m->stale_if_error = cc.stale_if_error * 1000;
+    if (cc.stale_while_revalidate != LG_CC_UNSET)
+        m->stale_while_revalidate = cc.stale_while_revalidate * 1000;
 
     /* the head to store: as received, less fields not to be stored */
     free(cs->head);

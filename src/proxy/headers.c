@@ -308,7 +308,7 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
         else if (s->server && s->server->nnames)
             sb_str(b, s->server->names[0].name);
     } else if (IS("scheme")) {
-        sb_str(b, s->e.ssl ? "https" : "http");
+        sb_str(b, s->e.ssl || s->refresh_tls ? "https" : "http");
     } else if (n > 4 && memcmp(name, "ssl_", 4) == 0) {
         char tmp2[512];
         tmp2[0] = '\0';

@@ -186,6 +186,8 @@ struct lg_session {
     char            country[3];   /* geoip: the client's country, "" unknown */
     int             country_done;
     struct lg_cstate *cache;    /* arena: the cache's view of this request, or NULL */
+    int             refresh;    /* a background cache refresh (stale-while-revalidate) */
+    int             refresh_tls; /* ...for a request that came over TLS ($scheme) */
     int             cache_serving; /* the response comes from the cache */
     int64_t         cache_age, cache_length;
     const char     *cache_range;  /* Content-Range of a 206/416 from the cache */
@@ -302,6 +304,8 @@ const char *lg_cache_status(const lg_session_t *s);
 void lg_cache_conditional(lg_session_t *s, void *sb,
                           void (*add)(void *, const char *, size_t, const char *, size_t));
 void lg_session_send_raw(lg_session_t *s, int status, const char *buf, size_t len);
+/* stale-while-revalidate: the same GET again, in the background.  0 or -1. */
+int  lg_session_refresh(const lg_session_t *orig);
 /* The same in two pieces (a head and a body), written with one writev. */
 void lg_session_send_raw2(lg_session_t *s, int status, const char *head, size_t hlen,
                           const char *body, size_t blen);

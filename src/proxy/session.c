@@ -1175,6 +1175,7 @@ static void finish_request(lg_session_t *s)
     if (s->status)
         lg_accesslog_write(s);
     lg_cache_on_finish(s, 1);
+    s->cache = NULL;            /* it lives in the arena, about to go */
     if (s->uc) {
         int reusable = s->upstream_keep && s->reqp.done && s->rspp.done && !s->abandoned;
         lg_upstream_release(s->uc, reusable);
@@ -1539,6 +1540,134 @@ void lg_session_accept(int lfd, const lg_bind_t *bind)
     else if (start_protocol(s) < 0)
         return;
     session_run(s);
+}
+
+/*
+ * A background refresh (stale-while-revalidate) is an ordinary request on a
+ * socketpair: its session routes, revalidates and stores like any other,
+ * and a sink on the other end reads its answer into nothing.  The request
+ * repeats the client's GET (its headers, so that Vary picks the same
+ * variant), less what would make it conditional, partial or long-lived.
+ */
+typedef struct refresh_sink {
+    lg_io_t              io;
+    struct refresh_sink *prev, *next;   /* all of them: reachable until freed */
+} refresh_sink_t;
+
+static refresh_sink_t *sinks;
+
+static void sink_unlink(refresh_sink_t *k)
+{
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        sinks = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+}
+
+static void sink_cb(lg_io_t *io, uint32_t ev)
+{
+    (void)ev;
+    refresh_sink_t *k = io->data;
+    char buf[16384];
+    for (;;) {
+        ssize_t n = read(io->fd, buf, sizeof(buf));
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        break;                  /* EOF: the refresh is over */
+    }
+    lg_io_del(&lg_w.loop, io);
+    close(io->fd);
+    sink_unlink(k);
+    free(k);
+}
+
+int lg_session_refresh(const lg_session_t *orig)
+{
+    static const char *const drop[] = {
+        "cache-control", "pragma", "if-none-match", "if-modified-since", "if-match",
+        "if-unmodified-since", "if-range", "range", "connection", "keep-alive", "te",
+        "upgrade", "content-length", "transfer-encoding", "expect", "proxy-connection", NULL
+    };
+    char head[16384];
+    int n = snprintf(head, sizeof(head), "GET %.*s HTTP/1.1\r\n", (int)orig->ri.uri.n,
+                     orig->ri.uri.p);
+    for (size_t i = 0; i < orig->req.num_headers && n > 0 && (size_t)n < sizeof(head); i++) {
+        const http_header_t *h = &orig->req.headers[i];
+        int skip = 0;
+        for (int k = 0; drop[k] && !skip; k++)
+            skip = http_name_eq(h, drop[k]);
+        if (!skip)
+            n += snprintf(head + n, sizeof(head) - (size_t)n, "%.*s: %.*s\r\n",
+                          (int)h->name_len, h->name, (int)h->value_len, h->value);
+    }
+    if (n <= 0 || (size_t)n + 24 >= sizeof(head))
+        return -1;
+    n += snprintf(head + n, sizeof(head) - (size_t)n, "Connection: close\r\n\r\n");
+
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+        return -1;
+    refresh_sink_t *k = calloc(1, sizeof(*k));
+    lg_session_t *s = calloc(1, sizeof(*s));
+    if (k == NULL || s == NULL || write(sv[1], head, (size_t)n) != n) {
+        free(k);
+        free(s);
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    k->io.fd = sv[1];
+    k->io.cb = sink_cb;
+    k->io.data = k;
+    s->magic = SESSION_MAGIC;
+    s->e.io.fd = sv[0];
+    s->e.io.cb = client_cb;
+    s->e.io.data = s;
+    s->timer.cb = session_timeout;
+    s->timer.data = s;
+    s->bind = orig->bind;
+    s->id = ++lg_w.next_id;
+    s->t_start = lg_w.loop.now;
+    s->refresh = 1;
+    s->refresh_tls = orig->e.ssl != NULL || orig->refresh_tls;
+    lg_arena_init(&s->arena, ARENA_BLOCK, ARENA_LIMIT);
+    set_peer(s, &orig->peer);   /* the client's address: the same balancing and rules */
+    s->conn_peer = orig->peer;
+    if (lg_io_add(&lg_w.loop, &k->io, EPOLLIN | EPOLLRDHUP | EPOLLET) < 0) {
+        close(sv[0]);
+        close(sv[1]);
+        free(k);
+        free(s);
+        return -1;
+    }
+    if (lg_io_add(&lg_w.loop, &s->e.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
+        lg_io_del(&lg_w.loop, &k->io);
+        close(sv[0]);
+        close(sv[1]);
+        free(k);
+        free(s);
+        return -1;
+    }
+    k->next = sinks;
+    if (sinks)
+        sinks->prev = k;
+    sinks = k;
+    s->next = sessions;
+    if (sessions)
+        sessions->prev = s;
+    sessions = s;
+    lg_w.nconns++;
+    s->e.r_ready = 1;
+    s->e.w_ready = 1;
+    s->state = LG_S_READ_HEAD;
+    session_run(s);
+    return 0;
 }
 
 void lg_sessions_close_idle(void)

@@ -303,6 +303,44 @@ def killed_worker_mid_fill_leaves_the_cache_usable():
     eq(xc(get(port, t)), "HIT", "stored whole by the new fill")
 
 
+@test(timeout=60)
+def stale_while_revalidate_answers_at_once_and_refreshes_once():
+    o = Origin("o")
+    port = free_port()
+    lg = Legate(conf(port, o), workers=2)
+    t = "/swr?hdr=Cache-Control:max-age=1,%20stale-while-revalidate=30&etag=v1"
+    eq(xc(get(port, t)), "MISS")
+    wait_until(lambda: xc(get(port, t)) != "HIT", 5, interval=0.1, what="the object to go stale")
+    # the poll above made the first stale request: it was answered at once
+    # (UPDATING) and started one background refresh
+    wait_until(lambda: hits(o, "/swr") == 2, 5, what="the background refresh to reach the origin")
+    r = get(port, t)
+    eq(xc(r), "HIT", "refreshed: fresh again")
+    # stale again: many clients at once, on both workers, make one refresh
+    wait_until(lambda: xc(get(port, t)) != "HIT", 5, interval=0.1, what="stale again")
+    results = []
+    def one():
+        results.append(xc(get(port, t)))
+    threads = [threading.Thread(target=one) for _ in range(10)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(10)
+    ok(all(x in ("UPDATING", "HIT") for x in results), "nobody waited for the origin: %r" % results)
+    wait_until(lambda: hits(o, "/swr") == 3, 5, what="the second refresh")
+    eq(hits(o, "/swr"), 3, "one refresh for all of them")
+    wait_until(lambda: "- 200 REVALIDATED" in open(lg.access_log).read() or
+               " 200 REVALIDATED" in open(lg.access_log).read(), 5,
+               what="the refresh in the access log (a 304 upstream)")
+    # must-revalidate forbids serving stale
+    m = "/swr2?hdr=Cache-Control:max-age=1,%20stale-while-revalidate=30,%20must-revalidate&etag=v2"
+    get(port, m)
+    seen = []
+    wait_until(lambda: seen.append(xc(get(port, m))) or seen[-1] != "HIT", 5, interval=0.1,
+               what="stale")
+    eq(seen[-1], "REVALIDATED", "must-revalidate: checked before answering, never UPDATING")
+
+
 @test(timeout=90)
 def survives_a_restart_with_cache_path():
     o = Origin("o")
