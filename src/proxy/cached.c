@@ -69,7 +69,8 @@ static int64_t wall_ms(void)
 
 static const lg_common_t *common(const lg_session_t *s)
 {
-    return &s->route->common;
+    /* a forward-proxy request has no route: its server's settings apply */
+    return s->route ? &s->route->common : &s->server->common;
 }
 
 /* ---- keys ---- */
@@ -349,7 +350,10 @@ int lg_cache_on_request(lg_session_t *s)
     if (cs == NULL)
         return 0;
     if (cs->base == NULL) {
-        cs->base = lg_expand(s, c->cache_key, 0);
+        /* forward proxy: the key is the absolute URI, port included */
+        const char *tpl = s->route == NULL && strcmp(c->cache_key, "$scheme://$host$request_uri") == 0
+                        ? "$scheme://$proxy_host$request_uri" : c->cache_key;
+        cs->base = lg_expand(s, tpl, 0);
         if (cs->base == NULL)
             return 0;
         cs->baselen = strlen(cs->base);

@@ -683,7 +683,24 @@ void lg_forward_start(lg_session_t *s)
             return;
         }
     }
-    lg_resolver_t *r = resolver_of(f);
+    /* a cached answer needs no name lookup (the server's cache settings) */
+    if (!s->ri.connect && lg_cache_on_request(s))
+        return;                 /* answered, or waiting, from the cache */
+    lg_forward_resolve(s);
+}
+
+void lg_forward_resolve(lg_session_t *s)
+{
+    char host[256];
+    size_t hn = s->ri.host.n < sizeof(host) ? s->ri.host.n : sizeof(host) - 1;
+    const char *hp = s->ri.host.p;
+    if (hn >= 2 && hp[0] == '[') {      /* [v6] -> v6 */
+        hp++;
+        hn -= 2;
+    }
+    memcpy(host, hp, hn);
+    host[hn] = '\0';
+    lg_resolver_t *r = resolver_of(s->server->forward);
     if (r == NULL) {
         lg_session_respond(s, 502, NULL);
         return;

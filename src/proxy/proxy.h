@@ -271,6 +271,8 @@ const char *lg_uconn_addr(const lg_uconn_t *uc);
 
 /* forward.c: the forward proxy */
 int  lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen);    /* master and -t */
+/* After the rules (and a cache miss): look the destination up, then proxy. */
+void lg_forward_resolve(lg_session_t *s);
 void lg_forward_start(lg_session_t *s);
 void lg_forward_cancel(lg_session_t *s);
 

@@ -1391,7 +1391,11 @@ static void session_timeout(lg_timer_t *tm)
         return;
     case LG_T_CACHE_WAIT:
         s->state = LG_S_READ_HEAD;      /* (any state but WAIT: the lookup sets it again) */
-        if (!lg_cache_on_request(s))
+        if (lg_cache_on_request(s))
+            break;
+        if (s->route == NULL && s->server->forward)
+            lg_forward_resolve(s);      /* a forward-proxy miss: the name first */
+        else
             start_upstream(s);
         break;
     case LG_T_QUEUE:
@@ -1595,7 +1599,11 @@ int lg_session_refresh(const lg_session_t *orig)
         "upgrade", "content-length", "transfer-encoding", "expect", "proxy-connection", NULL
     };
     char head[16384];
-    int n = snprintf(head, sizeof(head), "GET %.*s HTTP/1.1\r\n", (int)orig->ri.uri.n,
+    int n = orig->route == NULL     /* a forward-proxy request: absolute form again */
+          ? snprintf(head, sizeof(head), "GET http://%.*s%.*s HTTP/1.1\r\n",
+                     (int)orig->ri.authority.n, orig->ri.authority.p, (int)orig->ri.uri.n,
+                     orig->ri.uri.p)
+          : snprintf(head, sizeof(head), "GET %.*s HTTP/1.1\r\n", (int)orig->ri.uri.n,
                      orig->ri.uri.p);
     for (size_t i = 0; i < orig->req.num_headers && n > 0 && (size_t)n < sizeof(head); i++) {
         const http_header_t *h = &orig->req.headers[i];

@@ -268,6 +268,32 @@ def user_agent_and_cookies_replaced():
 
 
 @test
+def forward_proxy_cache_keyed_by_absolute_uri():
+    o1, o2 = Origin("o1"), Origin("o2")
+    dns = Dnsd("origin.test")
+    port = free_port()
+    lg = Legate('cache_size = "4m";\n' + fwd_conf(port, dns, server_extra="cache = true;"),
+                workers=2)
+    u1 = "http://origin.test:%d/c?hdr=Cache-Control:max-age=60" % o1.port
+    u2 = "http://origin.test:%d/c?hdr=Cache-Control:max-age=60" % o2.port
+    st, hs, body = via(port, u1)
+    eq((st, hs.get("X-Cache")), (200, "MISS"))
+    lookups = dns.count("origin.test")
+    for i in range(4):
+        st, hs, b = via(port, u1)
+        eq((st, hs.get("X-Cache"), b), (200, "HIT", body), "a hit in either worker")
+    eq(o1.stats()["by_path"].get("/c", 0), 1, "the origin was asked once")
+    eq(dns.count("origin.test"), lookups, "hits needed no name lookup")
+    st, hs, b2 = via(port, u2)
+    eq(hs.get("X-Cache"), "MISS", "another port is another URI")
+    contains(b2.decode(), "origin o2")
+    st, _, _ = via(port, u1, "-X", "POST", "-d", "x")
+    eq(st, 200)
+    st, hs, _ = via(port, u1)
+    eq(hs.get("X-Cache"), "MISS", "a POST through the proxy invalidates it too")
+
+
+@test
 def forwarding_loop_through_via():
     o = Origin("o")
     dns = Dnsd("origin.test")
