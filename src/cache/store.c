@@ -17,7 +17,7 @@
 #define WINDOW   8               /* index slots probed per key */
 #define ALIGN64(n) (((n) + 63) & ~(uint64_t)63)
 
-enum { E_EMPTY = 0, E_VALID = 1, E_FILLING = 2 };
+enum { E_EMPTY = 0, E_VALID = 1, E_FILLING = 2, E_COUNT = 3 };   /* COUNT: uses, no object */
 
 typedef struct centry {
     uint64_t   hash;            /* 0: empty slot */
@@ -224,9 +224,10 @@ static centry_t *find(lg_cache_t *c, uint64_t hash, centry_t **free_slot)
             memset(e, 0, sizeof(*e));
             atomic_fetch_add_explicit(&c->h->evictions, 1, memory_order_relaxed);
         }
-        if (e->state == E_EMPTY) {
-            if (empty == NULL)
-                empty = e;
+        if (e->state == E_EMPTY || e->state == E_COUNT) {
+            /* a use count is worth less than any object: reusable */
+            if (empty == NULL || empty->state == E_COUNT)
+                empty = e->state == E_EMPTY || empty == NULL ? e : empty;
         } else if (e->state == E_VALID && (oldest == NULL || e->pos < oldest->pos)) {
             oldest = e;
         }
@@ -290,6 +291,10 @@ lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int 
         centry_t *e = find(c, hash, &slot);
         if (e && e->state == E_VALID && !intact(c, e->pos)) {
             memset(e, 0, sizeof(*e));
+            e = NULL;
+        }
+        if (e && e->state == E_COUNT) {
+            slot = e;           /* counted uses only: nothing stored */
             e = NULL;
         }
         if (e && e->state == E_FILLING) {
@@ -383,6 +388,33 @@ int lg_cache_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t
     }
     lg_shm_unlock(&c->h->mx);
     return e ? 0 : -1;
+}
+
+int lg_cache_count_use(lg_cache_t *c, const char *key, size_t keylen, int min_uses)
+{
+    if (min_uses <= 1)
+        return 1;
+    uint64_t hash = key_hash(key, keylen);
+    lg_shm_lock(&c->h->mx);
+    centry_t *slot = NULL, *e = find(c, hash, &slot);
+    int go = 1;
+    if (e && e->state == E_COUNT) {
+        e->len++;               /* (len counts uses in a COUNT entry) */
+        if ((int)e->len >= min_uses)
+            memset(e, 0, sizeof(*e));   /* enough: the fill takes the slot */
+        else
+            go = 0;
+    } else if (e == NULL) {
+        if (slot && slot->state != E_VALID) {
+            memset(slot, 0, sizeof(*slot));
+            slot->hash = hash;
+            slot->state = E_COUNT;
+            slot->len = 1;
+        }
+        go = 0;
+    }
+    lg_shm_unlock(&c->h->mx);
+    return go;
 }
 
 int lg_cache_try_update(lg_cache_t *c, const char *key, size_t keylen, int64_t until)

@@ -89,6 +89,14 @@ lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int 
 int  lg_cache_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t *meta,
                   const char *head, size_t head_len, const char *body, size_t body_len);
 /*
+ * cache_min_uses: count one request for key; 1 when it has now been asked
+ * for min_uses times (or is stored or being filled already): store its
+ * answer; 0: not yet (go upstream, store nothing).  Counts live in index
+ * slots and are the first thing given up when slots are short.
+ */
+int  lg_cache_count_use(lg_cache_t *c, const char *key, size_t keylen, int min_uses);
+
+/*
  * stale-while-revalidate: claim the refresh of a stored key until `until`
  * (wall ms).  1: the caller starts it; 0: one is already running (or the
  * key is gone).  Storing the key again ends the claim.

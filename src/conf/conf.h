@@ -87,6 +87,8 @@ typedef struct lg_common {
                                            the response gives none; default none */
     lg_msec_t  cache_lock_timeout;      /* collapsed forwarding wait, default 5s */
     char      *cache_bypass;            /* template: non-empty and not "0" = skip the cache */
+    char      *cache_no_store;          /* template: non-empty and not "0" = do not store the answer */
+    int        cache_min_uses;          /* requests for a key before its answer is stored, default 1 */
     lg_strv_t *cache_ignore_headers;    /* "Set-Cookie", "Cache-Control", "Expires", "Vary" */
     lg_strv_t *cache_purge_allow;       /* CIDRs allowed to PURGE; default none */
     int        cache_authorized;        /* bool: store answers to requests with Authorization */

@@ -126,6 +126,8 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_names(out, ind, "cache_valid", c->cache_valid);
     kv_msec(out, ind, "cache_lock_timeout", c->cache_lock_timeout);
     kv_str(out, ind, "cache_bypass", c->cache_bypass);
+    kv_str(out, ind, "cache_no_store", c->cache_no_store);
+    kv_int(out, ind, "cache_min_uses", c->cache_min_uses);
     kv_names(out, ind, "cache_ignore_headers", c->cache_ignore_headers);
     kv_names(out, ind, "cache_purge_allow", c->cache_purge_allow);
     kv_bool(out, ind, "cache_authorized", c->cache_authorized);

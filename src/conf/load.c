@@ -185,6 +185,8 @@ const directive_t ld_common_dirs[] = {
     ROW("cache_valid",             D_STRLIST,  0, 0,      "",      lg_common_t, cache_valid),
     ROW("cache_lock_timeout",      D_DURATION, 0, WEEK,   "5s",    lg_common_t, cache_lock_timeout),
     ROW("cache_bypass",            D_STRING,   0, 0,      "0",     lg_common_t, cache_bypass),
+    ROW("cache_no_store",          D_STRING,   0, 0,      "0",     lg_common_t, cache_no_store),
+    ROW("cache_min_uses",          D_INT,      1, 1000000, "1",    lg_common_t, cache_min_uses),
     ROW("cache_ignore_headers",    D_NAMES,    0, 0,      "",      lg_common_t, cache_ignore_headers),
     ROW("cache_purge_allow",       D_STRLIST,  0, 0,      "",      lg_common_t, cache_purge_allow),
     ROW("cache_authorized",        D_BOOL,     0, 1,      "false", lg_common_t, cache_authorized),

@@ -58,6 +58,7 @@ typedef struct lg_cstate {
     char       *out;            /* malloc: a response made here from the cache */
     lg_cc_t     req_cc;
     char       *also[2];        /* arena: Location, Content-Location of an unsafe request's answer */
+    int         not_yet;        /* cache_min_uses not reached: fetch, do not store */
 } lg_cstate_t;
 
 static int64_t wall_ms(void)
@@ -377,13 +378,19 @@ int lg_cache_on_request(lg_session_t *s)
         cs->status = NULL;              /* unsafe methods: invalidation after the response */
         return 0;
     }
-    char *bypass = lg_expand(s, c->cache_bypass, 0);
+    const char *bypass = lg_expand_text(s, c->cache_bypass);
     if ((bypass && bypass[0] && strcmp(bypass, "0") != 0) || cs->req_cc.no_store ||
         (lg_req_header(s, "authorization") && !c->cache_authorized)) {
         cs->status = "BYPASS";
         return 0;
     }
     int64_t now = wall_ms();
+    if (c->cache_min_uses > 1 && !cs->filler &&
+        !lg_cache_count_use(lg_cache, cs->key, cs->keylen, c->cache_min_uses)) {
+        cs->status = "MISS";            /* asked for too few times yet to be stored */
+        cs->not_yet = 1;
+        return 0;
+    }
     for (int hop = 0; hop < 2; hop++) {
         free(cs->obj);
         cs->obj = NULL;
@@ -639,7 +646,12 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
         else if (http_name_eq(h, "set-cookie"))
             cookie = 1;
     }
-    /* storable? (RFC 9111 3) */
+    /* storable? (RFC 9111 3), and what the configuration says */
+    if (cs->not_yet)
+        goto not_stored;
+    const char *ns = lg_expand_text(s, c->cache_no_store);
+    if (ns && ns[0] && strcmp(ns, "0") != 0)
+        goto not_stored;
     int64_t life = -1;
     int64_t d = date ? lg_http_date(date->value, date->value_len) : -1;
     int64_t dnow = d >= 0 ? d : now / 1000;

@@ -303,6 +303,27 @@ def killed_worker_mid_fill_leaves_the_cache_usable():
     eq(xc(get(port, t)), "HIT", "stored whole by the new fill")
 
 
+@test
+def min_uses_and_no_store_conditions():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o, route_extra='cache_min_uses = 3;'), workers=2)
+    t = "/mu?hdr=Cache-Control:max-age=60"
+    eq([xc(get(port, t)) for _ in range(4)], ["MISS", "MISS", "MISS", "HIT"],
+       "stored at the third request, counted across workers")
+    eq(hits(o, "/mu"), 3)
+    port2 = free_port()
+    Legate(conf(port2, o, route_extra='cache_no_store = "$http_x_nostore"; '
+                                      'cache_bypass = "$cookie_nocache";'), workers=1)
+    n = "/ns2?hdr=Cache-Control:max-age=60"
+    eq(xc(get(port2, n, [("X-NoStore", "1")])), "MISS")
+    eq(xc(get(port2, n, [("X-NoStore", "1")])), "MISS", "cache_no_store: not stored")
+    eq(xc(get(port2, n)), "MISS", "without the header: stored")
+    eq(xc(get(port2, n, [("X-NoStore", "1")])), "HIT", "and served to anyone")
+    eq(xc(get(port2, n, [("Cookie", "nocache=1")])), "BYPASS", "cache_bypass on a cookie")
+    eq(xc(get(port2, n, [("Cookie", "other=1")])), "HIT", "an absent cookie is empty, not \"-\"")
+
+
 @test(timeout=60)
 def stale_while_revalidate_answers_at_once_and_refreshes_once():
     o = Origin("o")

@@ -214,3 +214,25 @@ Test(cache, used_objects_are_kept_lru_like)
     cr_expect_lt(st.promotions, 20, "but not on every hit");
     lg_shm_destroy(shm);
 }
+
+Test(cache, min_uses_counts_then_stores)
+{
+    lg_shm_t *shm;
+    lg_cache_t *c = mk(1 << 20, &shm);
+    cr_expect_eq(lg_cache_count_use(c, "k", 1, 3), 0);
+    cr_expect_eq(lg_cache_count_use(c, "k", 1, 3), 0);
+    cr_expect_eq(lg_cache_count_use(c, "k", 1, 3), 1, "the third use");
+    char *obj;
+    size_t hl, bl;
+    lg_cmeta_t m;
+    int filler;
+    cr_expect_eq(lg_cache_get(c, "k", 1, 1, 1000, 7, &obj, &hl, &bl, &m, &filler), LG_CACHE_MISS);
+    cr_expect_eq(filler, 1);
+    lg_cmeta_t w = meta(200);
+    cr_expect_eq(lg_cache_put(c, "k", 1, &w, "h", 1, "b", 1), 0);
+    cr_expect_eq(lg_cache_count_use(c, "k", 1, 3), 1, "stored: always");
+    cr_expect_eq(lg_cache_get(c, "k", 1, 0, 1000, 7, &obj, &hl, &bl, &m, &filler), LG_CACHE_HIT);
+    free(obj);
+    cr_expect_eq(lg_cache_count_use(c, "other", 5, 1), 1, "min_uses 1: no counting");
+    lg_shm_destroy(shm);
+}
