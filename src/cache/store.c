@@ -13,7 +13,7 @@
 
 #define CMAGIC   0x4c474341u     /* "LGCA" */
 #define OMAGIC   0x4c474f42u     /* "LGOB" */
-#define STORE_VERSION  3
+#define STORE_VERSION  4
 #define WINDOW   8               /* index slots probed per key */
 #define ALIGN64(n) (((n) + 63) & ~(uint64_t)63)
 

@@ -45,6 +45,7 @@ typedef struct lg_cmeta {
     int64_t  expires;           /* wall ms when it stops being fresh */
     int64_t  stale_if_error;    /* ms after expires it may still serve on upstream errors */
     int64_t  stale_while_revalidate; /* ms after expires it may serve while one refresh runs */
+    int64_t  identity_len;      /* LG_CF_GZIPPED: the body's length before compression */
     int64_t  age0;              /* seconds of Age it already had when stored */
     uint32_t flags;             /* LG_CF_* */
     int      status;
@@ -52,6 +53,7 @@ typedef struct lg_cmeta {
 
 #define LG_CF_MUST_REVALIDATE 0x1   /* no-cache / must-revalidate: check each time once stale */
 #define LG_CF_HAS_VALIDATOR   0x2   /* ETag or Last-Modified: revalidation possible */
+#define LG_CF_GZIPPED         0x4   /* compressed here when stored: gunzip for other clients */
 
 typedef enum lg_cache_look {
     LG_CACHE_MISS    = 0,       /* nothing: go upstream (and *fill is set: you fill it) */

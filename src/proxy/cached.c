@@ -59,6 +59,8 @@ typedef struct lg_cstate {
     lg_cc_t     req_cc;
     char       *also[2];        /* arena: Location, Content-Location of an unsafe request's answer */
     int         not_yet;        /* cache_min_uses not reached: fetch, do not store */
+    int         gz_store;       /* store the body gzip-compressed (the route compresses) */
+    lg_session_t *s;            /* whose state this is */
 } lg_cstate_t;
 
 static int64_t wall_ms(void)
@@ -182,6 +184,52 @@ static int parse_range(const http_header_t *h, size_t len, size_t *from, size_t 
  * one range, HEAD without a body, gzip on the fly if the client asks and
  * the route compresses.  X-Cache says how, Age how old.
  */
+/* The whole body of an object stored compressed, for a client without gzip. */
+static char *gunzip_all(lg_session_t *s, const char *in, size_t n, size_t out_len)
+{
+    lg_codec_t codec;
+    lg_codec_params_t prm = { 0 };
+    prm.max_out = out_len;
+    char *out = malloc(out_len + 1);
+    if (out == NULL || lg_codec_init(&codec, LG_CODEC_GZIP_DECODE, &prm, &s->arena) != 0) {
+        free(out);
+        return NULL;
+    }
+    size_t used = 0;
+    ssize_t got = lg_codec_run(&codec, in, n, &used, out, out_len + 1, LG_CODEC_FINISH);
+    lg_codec_end(&codec);
+    if (got != (ssize_t)out_len || used != n) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* The whole body gzip-compressed at the route's level, or NULL. */
+static char *gzip_all(lg_session_t *s, const char *in, size_t n, size_t *out_len)
+{
+    lg_codec_t codec;
+    lg_codec_params_t prm = { 0 };
+    prm.level = common(s)->gzip_level;
+    prm.length_hint = n;
+    size_t room = n + n / 8 + 1024;
+    char *out = malloc(room);
+    if (out == NULL || lg_codec_init(&codec, LG_CODEC_GZIP_ENCODE, &prm, &s->arena) != 0) {
+        free(out);
+        return NULL;
+    }
+    size_t used = 0;
+    ssize_t got = lg_codec_run(&codec, in, n, &used, out, room, LG_CODEC_FINISH);
+    int done = codec.done;
+    lg_codec_end(&codec);
+    if (got <= 0 || !done || used != n) {
+        free(out);
+        return NULL;
+    }
+    *out_len = (size_t)got;
+    return out;
+}
+
 static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
 {
     http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
@@ -204,6 +252,27 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
     const http_header_t *inm = lg_req_header(s, "if-none-match");
     const http_header_t *ims = lg_req_header(s, "if-modified-since");
     const http_header_t *etag = find_h(&r, "etag"), *lm = find_h(&r, "last-modified");
+    /* stored compressed here: as is for gzip clients, gunzipped for the others
+     * (and for ranges, which are about the identity bytes) */
+    char *plain = NULL;
+    int gzipped = (cs->meta.flags & LG_CF_GZIPPED) != 0, gunz = 0;
+    if (gzipped) {
+        const http_header_t *ae = lg_req_header(s, "accept-encoding");
+        int gz_ok = ae && lg_accept_choose(ae->value, ae->value_len, LG_ENC_BIT(LG_ENC_GZIP)) ==
+                          LG_ENC_GZIP;
+        if (!gz_ok || lg_req_header(s, "range")) {
+            plain = gunzip_all(s, body, blen, (size_t)cs->meta.identity_len);
+            if (plain == NULL) {
+                lg_error("cache: a stored object of \"%s\" does not decompress", cs->key);
+                lg_session_respond(s, 500, NULL);
+                return;
+            }
+            body = plain;
+            blen = (size_t)cs->meta.identity_len;
+            gunz = 1;
+        }
+    }
+    size_t full = blen;                 /* for Content-Range */
     int not_modified = 0;
     if (inm && etag)
         not_modified = etag_match(inm->value, inm->value_len, etag->value, etag->value_len);
@@ -220,8 +289,8 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
         status = 304;
         blen = 0;
     } else {
-        xf = lg_session_choose_xform(s, &r, &ri);
-        if (xf == LG_XFORM_NONE && r.status == 200 &&
+        xf = gzipped ? LG_XFORM_NONE : lg_session_choose_xform(s, &r, &ri);
+        if (xf == LG_XFORM_NONE && r.status == 200 && (!gzipped || gunz) &&
             (range = parse_range(lg_req_header(s, "range"), blen, &from, &to)) != 0)
             status = range > 0 ? 206 : 416;
     }
@@ -253,6 +322,8 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
     } else if (xf == LG_XFORM_GUNZIP) {
         xf = LG_XFORM_NONE;             /* stored as the origin sent it: no gunzip here */
     }
+    if (gunz)
+        xf = LG_XFORM_GUNZIP;           /* the head loses its Content-Encoding */
     const char *out_body = gz ? gz : body + from;
     size_t out_len = gz ? gzlen : status == 206 ? to - from + 1 : status == 416 || status == 304 ? 0 : blen;
     r.status = status;
@@ -260,9 +331,9 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
     r.reason_len = strlen(r.reason);
     s->cache_length = (int64_t)out_len;
     if (status == 206)
-        s->cache_range = lg_arena_printf(&s->arena, "bytes %zu-%zu/%zu", from, to, cs->bl);
+        s->cache_range = lg_arena_printf(&s->arena, "bytes %zu-%zu/%zu", from, to, full);
     else if (status == 416)
-        s->cache_range = lg_arena_printf(&s->arena, "bytes */%zu", cs->bl);
+        s->cache_range = lg_arena_printf(&s->arena, "bytes */%zu", full);
     s->cache_serving = 1;
     size_t hl = 0;
     char *head = lg_build_client_head(s, &r, &ri, 0, xf, &hl);
@@ -276,7 +347,9 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
     /* the head from the arena, the body where it lies (the object copied
      * out of the cache, or the gzip output): one writev, no third copy */
     free(cs->out);
-    cs->out = gz;
+    cs->out = gz ? gz : plain;          /* freed with the state */
+    if (gz)
+        free(plain);
     s->upstream_status = 0;
     lg_session_send_raw2(s, status, head, hl, out_body, out_len);
 }
@@ -285,8 +358,8 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
 
 static lg_cstate_t *state(lg_session_t *s)
 {
-    if (s->cache == NULL)
-        s->cache = lg_arena_calloc(&s->arena, sizeof(lg_cstate_t));
+    if (s->cache == NULL && (s->cache = lg_arena_calloc(&s->arena, sizeof(lg_cstate_t))) != NULL)
+        s->cache->s = s;
     return s->cache;
 }
 
@@ -552,6 +625,23 @@ static void store(lg_cstate_t *cs)
             free(mark);
         }
     }
+    if (cs->gz_store) {
+        /* compressed once, here, for every later gzip client (no gzip per hit) */
+        size_t zl = 0;
+        char *z = gzip_all(cs->s, cs->cap, cs->caplen, &zl);
+        if (z == NULL) {
+            lg_cache_abandon(lg_cache, cs->base, cs->baselen);
+            cs->filler = 0;
+            return;
+        }
+        lg_cmeta_t m = cs->newmeta;
+        m.flags |= LG_CF_GZIPPED;
+        m.identity_len = (int64_t)cs->caplen;
+        lg_cache_put(lg_cache, cs->key, cs->keylen, &m, cs->head, cs->headlen, z, zl);
+        free(z);
+        cs->filler = 0;
+        return;
+    }
     lg_cache_put(lg_cache, cs->key, cs->keylen, &cs->newmeta, cs->head, cs->headlen,
                  cs->cap, cs->caplen);
     cs->filler = 0;
@@ -708,7 +798,10 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
     if (cc.stale_while_revalidate != LG_CC_UNSET)
         m->stale_while_revalidate = cc.stale_while_revalidate * 1000;
 
-    /* the head to store: as received, less fields not to be stored */
+    /* the head to store: as received, less fields not to be stored; for a
+     * body stored compressed, as a gzip response (weak ETag, Vary) */
+    cs->gz_store = lg_session_compressible(s, r, ri);
+    int vary_ae = 0;
     free(cs->head);
     cs->head = malloc(rawlen + 64);
     if (cs->head == NULL)
@@ -724,19 +817,45 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
                 http_name_eq(h, "set-cookie") ||
                 ((cc.no_cache_fields || cc.private_fields) && in_fields(cc.fields, h)))
                 continue;
-            size_t need = h->name_len + h->value_len + 4;
+            if (cs->gz_store && http_name_eq(h, "content-length"))
+                continue;
+            int weak = cs->gz_store && http_name_eq(h, "etag") && h->value_len && h->value[0] == '"';
+            int add_ae = 0;
+            if (cs->gz_store && http_name_eq(h, "vary")) {
+                vary_ae = 1;
+                add_ae = !lg_http_list_has(h->value, h->value_len, "accept-encoding") &&
+                         !lg_http_list_has(h->value, h->value_len, "*");
+            }
+            size_t need = h->name_len + h->value_len + 4 + 2 + 17;
             char *nh = realloc(cs->head, cs->headlen + need + 3);
             if (nh == NULL)
                 goto not_stored;
             cs->head = nh;
             memcpy(cs->head + cs->headlen, h->name, h->name_len);
             cs->headlen += h->name_len;
-            memcpy(cs->head + cs->headlen, ": ", 2);
-            cs->headlen += 2;
+            memcpy(cs->head + cs->headlen, weak ? ": W/" : ": ", weak ? 4 : 2);
+            cs->headlen += weak ? 4 : 2;
             memcpy(cs->head + cs->headlen, h->value, h->value_len);
             cs->headlen += h->value_len;
+            if (add_ae) {
+                memcpy(cs->head + cs->headlen, ", Accept-Encoding", 17);
+                cs->headlen += 17;
+            }
             memcpy(cs->head + cs->headlen, "\r\n", 2);
             cs->headlen += 2;
+        }
+        if (cs->gz_store) {
+            static const char ce[] = "Content-Encoding: gzip\r\n", va[] = "Vary: Accept-Encoding\r\n";
+            char *nh = realloc(cs->head, cs->headlen + sizeof(ce) + sizeof(va) + 3);
+            if (nh == NULL)
+                goto not_stored;
+            cs->head = nh;
+            memcpy(cs->head + cs->headlen, ce, sizeof(ce) - 1);
+            cs->headlen += sizeof(ce) - 1;
+            if (!vary_ae) {
+                memcpy(cs->head + cs->headlen, va, sizeof(va) - 1);
+                cs->headlen += sizeof(va) - 1;
+            }
         }
         memcpy(cs->head + cs->headlen, "\r\n", 2);
         cs->headlen += 2;

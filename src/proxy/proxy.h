@@ -311,6 +311,9 @@ int  lg_session_refresh(const lg_session_t *orig);
 /* The same in two pieces (a head and a body), written with one writev. */
 void lg_session_send_raw2(lg_session_t *s, int status, const char *head, size_t hlen,
                           const char *body, size_t blen);
+/* gzip would apply to this response, whatever the client accepts (the cache
+ * stores such answers compressed, once). */
+int lg_session_compressible(lg_session_t *s, const http_response_t *r, const lg_rsp_info_t *ri);
 lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
                                    const lg_rsp_info_t *ri);
 

@@ -304,6 +304,36 @@ def killed_worker_mid_fill_leaves_the_cache_usable():
 
 
 @test
+def compressed_once_for_gzip_clients_and_gunzipped_for_others():
+    import gzip as gz
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o, route_extra="gzip = true; gzip_level = 6;"), workers=2)
+    t = "/z?size=30000&ctype=text/html&hdr=Cache-Control:max-age=60&etag=z1"
+    plain = get(port, t).body                       # an identity client fills it
+    eq(len(plain), 30000)
+    r = get(port, t, [("Accept-Encoding", "gzip")])
+    eq((xc(r), r.headers.get("Content-Encoding")), ("HIT", "gzip"))
+    eq(gz.decompress(r.body), plain, "the stored compressed body")
+    ok(len(r.body) < 30000 / 4, "compressed: %d bytes" % len(r.body))
+    eq(r.headers.get("ETag"), 'W/"z1"', "a weak validator for changed bytes")
+    contains(r.headers.get("Vary", ""), "Accept-Encoding")
+    r2 = get(port, t, [("Accept-Encoding", "gzip")])
+    eq(r2.body, r.body, "the same bytes every time")
+    r = get(port, t)
+    eq((xc(r), r.headers.get("Content-Encoding"), r.body), ("HIT", None, plain),
+       "gunzipped for a client without gzip")
+    eq(r.headers.get("Content-Length"), "30000")
+    r = get(port, t, [("Accept-Encoding", "gzip"), ("Range", "bytes=100-199")])
+    eq((r.status, r.body, r.headers.get("Content-Encoding")), (206, plain[100:200], None),
+       "ranges are about the identity bytes")
+    eq(r.headers.get("Content-Range"), "bytes 100-199/30000")
+    r = get(port, t, [("Accept-Encoding", "gzip")], method="HEAD")
+    eq((r.status, r.body, r.headers.get("Content-Encoding")), (200, b"", "gzip"))
+    eq(hits(o, "/z"), 1, "one origin request for all of them")
+
+
+@test
 def min_uses_and_no_store_conditions():
     o = Origin("o")
     port = free_port()
