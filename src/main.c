@@ -14,6 +14,12 @@
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
+#ifdef LG_HAVE_BROTLI
+#include <brotli/encode.h>
+#endif
+#ifdef LG_HAVE_ZSTD
+#include <zstd.h>
+#endif
 
 #include "conf/conf.h"
 #include "core/log.h"
@@ -51,6 +57,16 @@ static void version(void)
     fprintf(stderr, "built with %s\n", OpenSSL_version(OPENSSL_VERSION));
     fprintf(stderr, "libconfig %d.%d.%d, zlib %s\n", LIBCONFIG_VER_MAJOR,
             LIBCONFIG_VER_MINOR, LIBCONFIG_VER_REVISION, zlibVersion());
+#ifdef LG_HAVE_BROTLI
+    uint32_t bv = BrotliEncoderVersion();
+    fprintf(stderr, "content codings: gzip, brotli %u.%u.%u", bv >> 24, (bv >> 12) & 0xfff, bv & 0xfff);
+#else
+    fprintf(stderr, "content codings: gzip");
+#endif
+#ifdef LG_HAVE_ZSTD
+    fprintf(stderr, ", zstd %s", ZSTD_versionString());
+#endif
+    fprintf(stderr, "\n");
     fprintf(stderr, "configure arguments: %s\n", LEGATE_CONFIGURE_ARGS);
 }
 

@@ -78,6 +78,10 @@ typedef struct lg_common {
     int64_t  gzip_min_length;           /* bytes, default 20: shorter known bodies stay as they are */
     char    *gzip_types;                /* space-separated media types, "*" = any; default "text/html" */
     int      gunzip;                    /* bool, default 0: decompress for clients without gzip */
+    int      brotli;                    /* bool, default 0: br for clients preferring it */
+    int      brotli_level;              /* 0..6, default 4 (past 6 the state grows past 4 MiB) */
+    int      zstd;                      /* bool, default 0: zstd for clients preferring it */
+    int      zstd_level;                /* 1..6, default 3 (likewise) */
     int      gunzip_request_bodies;     /* bool, default 0: decompress gzip request bodies */
     int64_t  gunzip_request_max;        /* decompressed size limit, default 10m; past it 413 */
 

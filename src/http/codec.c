@@ -12,6 +12,7 @@
  */
 #define ZLIB_CONST
 #include "http/codec.h"
+#include "http/codec_more.h"
 
 #include <limits.h>
 #include <string.h>
@@ -111,6 +112,9 @@ size_t lg_codec_memory(lg_codec_kind_t kind, const lg_codec_params_t *p)
                  + 2 * ALIGN16((size_t)1 << (memlevel + 8));
     case LG_CODEC_GZIP_DECODE:
         return n + ((size_t)1 << MAX_WBITS);
+    case LG_CODEC_BR_ENCODE:
+    case LG_CODEC_ZSTD_ENCODE:
+        return 0;               /* from malloc, not the arena: see codec_more.c */
     }
     return 0;
 }
@@ -123,6 +127,12 @@ int lg_codec_init(lg_codec_t *c, lg_codec_kind_t kind,
 
     memset(c, 0, sizeof(*c));
     c->kind = kind;
+    if (kind == LG_CODEC_BR_ENCODE || kind == LG_CODEC_ZSTD_ENCODE) {
+        if ((rc = lg_codec_more_init(c, p)) != 0)
+            return c->err = rc;
+        c->magic = LG_CODEC_MAGIC;
+        return 0;
+    }
     if (kind != LG_CODEC_GZIP_ENCODE && kind != LG_CODEC_GZIP_DECODE)
         return c->err = LG_CODEC_EINVAL;
     if (kind == LG_CODEC_GZIP_ENCODE &&
@@ -312,6 +322,8 @@ ssize_t lg_codec_run(lg_codec_t *c, const char *in, size_t in_len,
         out_len = SSIZE_MAX;
     if (c->kind == LG_CODEC_GZIP_ENCODE)
         return codec_deflate(c, in, in_len, in_used, out, out_len, flags);
+    if (c->more)
+        return lg_codec_more_run(c, in, in_len, in_used, out, out_len, flags);
     return codec_inflate(c, in, in_len, in_used, out, out_len, flags);
 }
 
@@ -323,12 +335,15 @@ void lg_codec_end(lg_codec_t *c)
         else
             inflateEnd(&c->zs->z);
     }
+    lg_codec_more_end(c);
     c->magic = 0;
     c->zs = NULL;
 }
 
 size_t lg_codec_mem(const lg_codec_t *c)
 {
+    if (c->more)
+        return c->more_mem;
     return c->zs ? ALIGN16(sizeof(*c->zs)) + c->zs->mem : 0;
 }
 
@@ -351,6 +366,8 @@ const char *lg_codec_kind_name(lg_codec_kind_t kind)
     switch (kind) {
     case LG_CODEC_GZIP_ENCODE: return "gzip";
     case LG_CODEC_GZIP_DECODE: return "gunzip";
+    case LG_CODEC_BR_ENCODE:   return "br";
+    case LG_CODEC_ZSTD_ENCODE: return "zstd";
     }
     return "?";
 }

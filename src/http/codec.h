@@ -37,6 +37,8 @@
 
 typedef enum lg_codec_kind {
     LG_CODEC_GZIP_ENCODE = 1,   /* compress into one gzip member (RFC 1952) */
+    LG_CODEC_BR_ENCODE   = 3,   /* brotli (RFC 7932), when built with it */
+    LG_CODEC_ZSTD_ENCODE = 4,   /* zstandard frame (RFC 8878), when built with it */
     LG_CODEC_GZIP_DECODE = 2,   /* gunzip: one or more gzip members, or one
                                    zlib stream (RFC 1950, which is what
                                    "Content-Encoding: deflate" means),
@@ -90,6 +92,8 @@ typedef struct lg_codec {
     uint32_t           magic;       /* LG_CODEC_MAGIC while live, else 0 */
     lg_codec_kind_t    kind;
     struct lg_codec_z *zs;          /* arena: zlib state */
+    void              *more;        /* malloc: the brotli or zstd encoder (codec_more.c) */
+    size_t             more_mem;    /* what it allocated, as far as we can tell */
     uint64_t           max_out;     /* decode: from params, 0 = none */
     uint64_t           total_in;    /* out: bytes consumed */
     uint64_t           total_out;   /* out: bytes produced */

@@ -205,16 +205,21 @@ static char *gunzip_all(lg_session_t *s, const char *in, size_t n, size_t out_le
     return out;
 }
 
-/* The whole body gzip-compressed at the route's level, or NULL. */
-static char *gzip_all(lg_session_t *s, const char *in, size_t n, size_t *out_len)
+/* The whole body compressed (gzip, br or zstd at the route's level), or NULL. */
+static char *compress_all(lg_session_t *s, lg_xform_t xf, const char *in, size_t n,
+                          size_t *out_len)
 {
+    const lg_common_t *c = common(s);
     lg_codec_t codec;
     lg_codec_params_t prm = { 0 };
-    prm.level = common(s)->gzip_level;
+    prm.level = xf == LG_XFORM_BR ? (c->brotli_level ? c->brotli_level : -1)
+              : xf == LG_XFORM_ZSTD ? c->zstd_level : c->gzip_level;
     prm.length_hint = n;
+    lg_codec_kind_t kind = xf == LG_XFORM_BR ? LG_CODEC_BR_ENCODE
+                         : xf == LG_XFORM_ZSTD ? LG_CODEC_ZSTD_ENCODE : LG_CODEC_GZIP_ENCODE;
     size_t room = n + n / 8 + 1024;
     char *out = malloc(room);
-    if (out == NULL || lg_codec_init(&codec, LG_CODEC_GZIP_ENCODE, &prm, &s->arena) != 0) {
+    if (out == NULL || lg_codec_init(&codec, kind, &prm, &s->arena) != 0) {
         free(out);
         return NULL;
     }
@@ -296,29 +301,11 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
     }
     char *gz = NULL;
     size_t gzlen = 0;
-    if (xf == LG_XFORM_GZIP && blen) {
-        lg_codec_t codec;
-        lg_codec_params_t prm = { 0 };
-        prm.level = common(s)->gzip_level;
-        prm.length_hint = blen;
-        gz = malloc(blen + blen / 8 + 1024);
-        if (gz && lg_codec_init(&codec, LG_CODEC_GZIP_ENCODE, &prm, &s->arena) == 0) {
-            size_t used = 0;
-            ssize_t n = lg_codec_run(&codec, body, blen, &used, gz, blen + blen / 8 + 1024,
-                                     LG_CODEC_FINISH);
-            lg_codec_end(&codec);
-            if (n > 0 && codec.done) {
-                gzlen = (size_t)n;
-            } else {
-                free(gz);
-                gz = NULL;
-                xf = LG_XFORM_NONE;
-            }
-        } else {
-            free(gz);
-            gz = NULL;
+    if ((xf == LG_XFORM_GZIP || xf == LG_XFORM_BR || xf == LG_XFORM_ZSTD) && blen) {
+        /* stored as the origin sent it: compressed for this client */
+        gz = compress_all(s, xf, body, blen, &gzlen);
+        if (gz == NULL)
             xf = LG_XFORM_NONE;
-        }
     } else if (xf == LG_XFORM_GUNZIP) {
         xf = LG_XFORM_NONE;             /* stored as the origin sent it: no gunzip here */
     }
@@ -628,7 +615,7 @@ static void store(lg_cstate_t *cs)
     if (cs->gz_store) {
         /* compressed once, here, for every later gzip client (no gzip per hit) */
         size_t zl = 0;
-        char *z = gzip_all(cs->s, cs->cap, cs->caplen, &zl);
+        char *z = compress_all(cs->s, LG_XFORM_GZIP, cs->cap, cs->caplen, &zl);
         if (z == NULL) {
             lg_cache_abandon(lg_cache, cs->base, cs->baselen);
             cs->filler = 0;

@@ -715,6 +715,10 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
     }
     if (xf == LG_XFORM_GZIP)
         sb_str(&b, "Content-Encoding: gzip\r\n");
+    else if (xf == LG_XFORM_BR)
+        sb_str(&b, "Content-Encoding: br\r\n");
+    else if (xf == LG_XFORM_ZSTD)
+        sb_str(&b, "Content-Encoding: zstd\r\n");
     if (xf != LG_XFORM_NONE && !vary_done)
         sb_str(&b, "Vary: Accept-Encoding\r\n");
     if (out_chunked)

@@ -172,7 +172,7 @@ static int filter_step(lg_pipe_t *p)
         return -1;
     b->pos += used;
     z->last += r;
-    if (p->codec->kind == LG_CODEC_GZIP_ENCODE)
+    if (p->codec->kind != LG_CODEC_GZIP_DECODE)     /* the encoders: gzip, br, zstd */
         p->zpending = (flags & LG_CODEC_FLUSH) ? 0 : p->zpending + used;
     if ((size_t)r < (size_t)(z->end - z->start))
         p->want_flush = 0;      /* everything asked for came out */

@@ -258,6 +258,8 @@ typedef enum lg_xform {
     LG_XFORM_NONE   = 0,
     LG_XFORM_GZIP   = 1,        /* compressed here */
     LG_XFORM_GUNZIP = 2,        /* decompressed here for a client without gzip */
+    LG_XFORM_BR     = 3,        /* compressed here with brotli */
+    LG_XFORM_ZSTD   = 4,        /* compressed here with zstd */
 } lg_xform_t;
 
 /* upstream.c */

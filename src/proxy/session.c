@@ -781,7 +781,7 @@ static lg_xform_t choose_xform(lg_session_t *s, const http_response_t *r,
                                const lg_rsp_info_t *ri)
 {
     const lg_common_t *c = cur_common(s);
-    if (!c->gzip && !c->gunzip)
+    if (!c->gzip && !c->gunzip && !c->brotli && !c->zstd)
         return LG_XFORM_NONE;
     if (ri->body == LG_BODY_NONE || r->status < 200 || r->status == 204 ||
         r->status == 206 || r->status == 304)
@@ -798,14 +798,21 @@ static lg_xform_t choose_xform(lg_session_t *s, const http_response_t *r,
             return LG_XFORM_GUNZIP;
         return LG_XFORM_NONE;
     }
-    if (!c->gzip || ae == NULL ||
-        lg_accept_choose(ae->value, ae->value_len, LG_ENC_BIT(LG_ENC_GZIP)) != LG_ENC_GZIP)
+    /* what we may produce here, and the client's preference among it */
+    unsigned avail = (c->gzip ? LG_ENC_BIT(LG_ENC_GZIP) : 0u) |
+                     (c->brotli ? LG_ENC_BIT(LG_ENC_BR) : 0u) |
+                     (c->zstd ? LG_ENC_BIT(LG_ENC_ZSTD) : 0u);
+    avail &= LG_ENC_BUILTIN;
+    if (avail == 0 || ae == NULL)
+        return LG_XFORM_NONE;
+    lg_enc_t e = lg_accept_choose(ae->value, ae->value_len, avail);
+    if (e != LG_ENC_GZIP && e != LG_ENC_BR && e != LG_ENC_ZSTD)
         return LG_XFORM_NONE;
     if (ri->body == LG_BODY_LENGTH && ri->length < c->gzip_min_length)
         return LG_XFORM_NONE;
     if (!type_listed(c->gzip_types, rsp_header(r, "content-type")))
         return LG_XFORM_NONE;
-    return LG_XFORM_GZIP;
+    return e == LG_ENC_BR ? LG_XFORM_BR : e == LG_ENC_ZSTD ? LG_XFORM_ZSTD : LG_XFORM_GZIP;
 }
 
 /* Set up the filter for xf; on failure the body goes through unchanged. */
@@ -815,12 +822,17 @@ static lg_xform_t start_xform(lg_session_t *s, lg_xform_t xf, const lg_rsp_info_
         return xf;
     lg_codec_t *codec = lg_arena_calloc(&s->arena, sizeof(*codec));
     lg_codec_params_t prm = { 0 };
-    prm.level = cur_common(s)->gzip_level;
+    const lg_common_t *c = cur_common(s);
+    prm.level = xf == LG_XFORM_BR ? c->brotli_level : xf == LG_XFORM_ZSTD ? c->zstd_level
+                                                                          : c->gzip_level;
+    if (xf == LG_XFORM_BR && prm.level == 0)
+        prm.level = -1;         /* brotli quality 0 is real; the codec's 0 means "default" */
     if (ri->body == LG_BODY_LENGTH)
         prm.length_hint = (uint64_t)ri->length;
-    if (codec == NULL ||
-        lg_codec_init(codec, xf == LG_XFORM_GZIP ? LG_CODEC_GZIP_ENCODE : LG_CODEC_GZIP_DECODE,
-                      &prm, &s->arena) < 0)
+    lg_codec_kind_t kind = xf == LG_XFORM_GZIP ? LG_CODEC_GZIP_ENCODE
+                         : xf == LG_XFORM_BR ? LG_CODEC_BR_ENCODE
+                         : xf == LG_XFORM_ZSTD ? LG_CODEC_ZSTD_ENCODE : LG_CODEC_GZIP_DECODE;
+    if (codec == NULL || lg_codec_init(codec, kind, &prm, &s->arena) < 0)
         return LG_XFORM_NONE;
     if (lg_pipe_set_codec(&s->rspp, codec) < 0) {
         lg_codec_end(codec);

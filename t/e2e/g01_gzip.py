@@ -218,5 +218,73 @@ def gzip_off_by_default():
     eq(get(port, "/d?size=5000&ctype=text/html").headers.get("Content-Encoding"), None)
 
 
+def have_coding(name):
+    """The build has it (legate -V) and the command-line tool to check it."""
+    rc, out, err = run_legate(["-V"])
+    return name in (out + err) and shutil.which("brotli" if name == "brotli" else "zstd")
+
+
+def decode_cli(tool, data):
+    p = subprocess.run([tool, "-d", "-c"], input=data, capture_output=True, timeout=30)
+    eq(p.returncode, 0, "%s -d: %s" % (tool, p.stderr.decode(errors="replace")))
+    return p.stdout
+
+
+@test
+def br_and_zstd_by_the_clients_preference():
+    if not (have_coding("brotli") and have_coding("zstd")):
+        skip("built without brotli or zstd (scripts/bootstrap installs them)")
+    o = Origin("o")
+    port, lg = gz_proxy(o, 'gzip = true; brotli = true; zstd = true; gzip_types = "text/html";')
+    for size in (21, 70000, 1000000):
+        r = get(port, "/b?size=%d&ctype=text/html" % size, ae="br")
+        eq(r.headers.get("Content-Encoding"), "br", "size %d" % size)
+        eq(decode_cli("brotli", r.body), pattern(size), "br round trip, %d bytes" % size)
+        r = get(port, "/z?size=%d&ctype=text/html" % size, ae="zstd")
+        eq(r.headers.get("Content-Encoding"), "zstd")
+        eq(decode_cli("zstd", r.body), pattern(size), "zstd round trip, %d bytes" % size)
+    for ae, want in (("gzip, br;q=0.5", "gzip"), ("br;q=0, gzip", "gzip"),
+                     ("gzip, deflate, br, zstd", "zstd"), ("gzip, br", "br"),
+                     ("zstd;q=0.1, br;q=0.2", "br"), ("identity", None), ("deflate", None)):
+        r = get(port, "/n?size=5000&ctype=text/html", ae=ae)
+        eq(r.headers.get("Content-Encoding"), want, "Accept-Encoding: %s" % ae)
+        if want:
+            contains(r.headers.get("Vary", ""), "Accept-Encoding")
+    r = get(port, "/c?size=100000&chunked=1&chunk=777&ctype=text/html", ae="br")
+    eq(decode_cli("brotli", r.body), pattern(100000), "a chunked upstream")
+    # only the codings switched on: gzip alone here
+    port2, _ = gz_proxy(o, 'gzip = true; gzip_types = "text/html";')
+    eq(get(port2, "/n?size=5000&ctype=text/html", ae="br, zstd, gzip;q=0.1")
+       .headers.get("Content-Encoding"), "gzip")
+
+
+@test
+def br_and_zstd_streams_are_flushed():
+    if not (have_coding("brotli") and have_coding("zstd")):
+        skip("built without brotli or zstd")
+    o = Origin("o")
+    port, lg = gz_proxy(o, 'brotli = true; zstd = true; gzip_types = "text/plain";')
+    for ae in ("br", "zstd"):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        t0 = time.monotonic()
+        s.sendall(b"GET /sse?size=40&chunked=1&chunk=10&drip=700&ctype=text/plain HTTP/1.1\r\n"
+                  b"Host: x\r\nAccept-Encoding: " + ae.encode() + b"\r\n\r\n")
+        buf, first_at = b"", None
+        while time.monotonic() - t0 < 10:
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+            head, sep, rest = buf.partition(b"\r\n\r\n")
+            if sep and rest and rest[:1] not in (b"0",) and first_at is None:
+                first_at = time.monotonic() - t0
+            if buf.endswith(b"\r\n0\r\n\r\n"):
+                break
+        s.close()
+        contains(head.decode(), "Content-Encoding: " + ae)
+        ok(first_at is not None and first_at < 1.0,
+           "%s: compressed bytes left before the next drip (%s)" % (ae, first_at))
+
+
 if __name__ == "__main__":
     main()

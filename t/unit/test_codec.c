@@ -1192,3 +1192,63 @@ Test(accept, names)
     cr_assert_str_eq(lg_enc_name(LG_ENC_NONE), "none");
     cr_assert(LG_ENC_BUILTIN & LG_ENC_BIT(LG_ENC_GZIP));
 }
+
+#if defined(LG_HAVE_BROTLI) || defined(LG_HAVE_ZSTD)
+/* br and zstd: streamed in pieces with flushes, the memory per stream
+ * bounded by the capped windows (printed for doc/legate.conf.5). */
+static void more_round(lg_codec_kind_t kind, int level)
+{
+    lg_arena_t a;
+    lg_arena_init(&a, 4096, 1 << 20);
+    lg_codec_t c;
+    lg_codec_params_t p = { 0 };
+    p.level = level;
+    cr_assert_eq(lg_codec_init(&c, kind, &p, &a), 0, "%s", lg_codec_kind_name(kind));
+    size_t n = 1 << 20, total = 0;
+    char *in = malloc(n), *out = malloc(2 * n);
+    for (size_t i = 0; i < n; i++)
+        in[i] = "abcdefghij klmnop\n"[(i * 7 + i / 13) % 18];
+    for (size_t off = 0; off < n; off += 65536) {
+        size_t used = 0;
+        ssize_t r = lg_codec_run(&c, in + off, 65536, &used, out + total, 2 * n - total,
+                                 off % (4 * 65536) == 0 ? LG_CODEC_FLUSH : 0);
+        cr_assert_geq(r, 0);
+        cr_assert_eq(used, 65536);
+        total += (size_t)r;
+    }
+    size_t used = 0;
+    ssize_t r = lg_codec_run(&c, "", 0, &used, out + total, 2 * n - total, LG_CODEC_FINISH);
+    cr_assert_geq(r, 0);
+    total += (size_t)r;
+    cr_expect(c.done, "finished");
+    cr_expect_lt(total, n / 4, "compresses");
+    size_t mem = lg_codec_mem(&c);
+    cr_log_info("%s level %d: 1 MiB -> %zu bytes, %zu KiB of state", lg_codec_kind_name(kind),
+                level, total, mem / 1024);
+    cr_expect_lt(mem, 6u << 20, "bounded memory per stream");
+    size_t u2 = 0;
+    cr_expect_eq(lg_codec_run(&c, "x", 1, &u2, out, 10, LG_CODEC_FINISH), LG_CODEC_EINVAL,
+                 "input after the end");
+    lg_codec_end(&c);
+    lg_codec_end(&c);               /* idempotent */
+    lg_arena_destroy(&a);
+    free(in);
+    free(out);
+}
+#endif
+
+#ifdef LG_HAVE_BROTLI
+Test(codec, brotli_streams_in_bounded_memory)
+{
+    for (int q = 0; q <= 6; q += 2)     /* the levels brotli_level allows */
+        more_round(LG_CODEC_BR_ENCODE, q ? q : -1);
+}
+#endif
+
+#ifdef LG_HAVE_ZSTD
+Test(codec, zstd_streams_in_bounded_memory)
+{
+    for (int l = 1; l <= 6; l++)        /* the levels zstd_level allows */
+        more_round(LG_CODEC_ZSTD_ENCODE, l);
+}
+#endif
