@@ -787,7 +787,7 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
 
     /* the head to store: as received, less fields not to be stored; for a
      * body stored compressed, as a gzip response (weak ETag, Vary) */
-    cs->gz_store = lg_session_compressible(s, r, ri);
+    cs->gz_store = common(s)->gzip && lg_session_compressible(s, r, ri);
     int vary_ae = 0;
     free(cs->head);
     cs->head = malloc(rawlen + 64);

@@ -657,11 +657,27 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
     sb_add(&b, "\r\n", 2);
     const http_header_t *via = NULL;
     int vary_done = 0;
+    /* what Accept-Encoding decides varies with it, compressed this time or
+     * not (nginx's gzip_vary): a shared cache downstream must not hand an
+     * identity copy to gzip clients, nor the reverse */
+    int vary_ae = xf != LG_XFORM_NONE || lg_session_compressible(s, r, ri);
     for (size_t i = 0; i < r->num_headers; i++) {
         const http_header_t *h = &r->headers[i];
         if (lg_http_is_hop_by_hop(h, ri->connection) ||
             in_strv(c->remove_response_headers, h) || in_ops(c->add_response_headers, h))
             continue;
+        if (vary_ae && xf == LG_XFORM_NONE && name_is(h, "vary")) {
+            if (lg_http_list_has(h->value, h->value_len, "accept-encoding") ||
+                lg_http_list_has(h->value, h->value_len, "*")) {
+                sb_header(&b, h->name, h->name_len, h->value, h->value_len);
+            } else {
+                sb_str(&b, "Vary: ");
+                sb_add(&b, h->value, h->value_len);
+                sb_str(&b, ", Accept-Encoding\r\n");
+            }
+            vary_done = 1;
+            continue;
+        }
         if (name_is(h, "content-length") &&
             (ri->body == LG_BODY_CHUNKED || ri->body == LG_BODY_CLOSE || xf != LG_XFORM_NONE ||
              s->cache_serving))
@@ -719,7 +735,7 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
         sb_str(&b, "Content-Encoding: br\r\n");
     else if (xf == LG_XFORM_ZSTD)
         sb_str(&b, "Content-Encoding: zstd\r\n");
-    if (xf != LG_XFORM_NONE && !vary_done)
+    if (vary_ae && !vary_done)
         sb_str(&b, "Vary: Accept-Encoding\r\n");
     if (out_chunked)
         sb_str(&b, "Transfer-Encoding: chunked\r\n");

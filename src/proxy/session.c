@@ -767,7 +767,8 @@ lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
 int lg_session_compressible(lg_session_t *s, const http_response_t *r, const lg_rsp_info_t *ri)
 {
     const lg_common_t *c = cur_common(s);
-    if (!c->gzip || r->status != 200 || ri->body == LG_BODY_NONE || rsp_header(r, "content-encoding"))
+    if (!(c->gzip || c->brotli || c->zstd) || r->status != 200 || ri->body == LG_BODY_NONE ||
+        rsp_header(r, "content-encoding"))
         return 0;
     const http_header_t *cc = rsp_header(r, "cache-control");
     if (cc && lg_http_list_has(cc->value, cc->value_len, "no-transform"))
