@@ -1,6 +1,7 @@
 #include "cache/store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -126,8 +127,12 @@ int lg_cache_save(lg_cache_t *c, const char *path, char *err, size_t errlen)
 {
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
+    /* the master may be root: never through a link planted in the directory */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (f == NULL) {
+        if (fd >= 0)
+            close(fd);
         snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
         return -1;
     }
@@ -174,12 +179,16 @@ int lg_cache_load(lg_cache_t *c, const char *path, char *err, size_t errlen)
         rc = 0;
     }
     fclose(f);
-    /* nobody holds the lock or fills anything in a new process tree */
+    /* nobody holds the lock or fills anything in a new process tree; an
+     * entry pointing outside the ring is from a damaged file */
     lg_shm_mutex_init(&c->h->mx);
     int objects = 0;
     for (uint64_t i = 0; i < c->h->nslots; i++) {
-        if (c->idx[i].state == E_FILLING)
-            memset(&c->idx[i], 0, sizeof(c->idx[i]));
+        centry_t *e = &c->idx[i];
+        if (e->state == E_FILLING || e->state > E_COUNT ||
+            (e->state == E_VALID && (e->len < sizeof(cobj_t) ||
+                                     e->pos % c->h->capacity + e->len > c->h->capacity)))
+            memset(e, 0, sizeof(*e));
         objects += c->idx[i].state == E_VALID && intact(c, c->idx[i].pos);
     }
     c->fresh = 0;
@@ -289,6 +298,11 @@ lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int 
         centry_t copy, *slot = NULL;
         lg_shm_lock(&c->h->mx);
         centry_t *e = find(c, hash, &slot);
+        if (e && e->state == E_VALID &&
+            (e->len < sizeof(cobj_t) || e->pos % c->h->capacity + e->len > c->h->capacity)) {
+            memset(e, 0, sizeof(*e));   /* not an object of this ring (a damaged file) */
+            e = NULL;
+        }
         if (e && e->state == E_VALID && !intact(c, e->pos)) {
             memset(e, 0, sizeof(*e));
             e = NULL;
@@ -329,8 +343,10 @@ lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int 
             return LG_CACHE_MISS;
         memcpy(buf, c->ring + copy.pos % c->h->capacity, copy.len);
         const cobj_t *o = (const cobj_t *)buf;
-        if (!intact(c, copy.pos) || o->magic != OMAGIC || o->hash != hash || o->pos != copy.pos ||
-            o->keylen != keylen || memcmp(buf + sizeof(*o), key, keylen) != 0) {
+        if (!intact(c, copy.pos) || copy.len < sizeof(*o) || o->magic != OMAGIC ||
+            o->hash != hash || o->pos != copy.pos || o->keylen != keylen ||
+            sizeof(*o) + (uint64_t)keylen + o->head_len + o->body_len > copy.len ||
+            memcmp(buf + sizeof(*o), key, keylen) != 0) {
             free(buf);
             continue;                       /* overwritten or a collision: look again */
         }
@@ -410,8 +426,10 @@ int lg_cache_count_use(lg_cache_t *c, const char *key, size_t keylen, int min_us
             slot->hash = hash;
             slot->state = E_COUNT;
             slot->len = 1;
+            go = 0;
         }
-        go = 0;
+        /* else: nowhere to keep a count (the window holds objects only):
+         * admit, rather than never storing this key */
     }
     lg_shm_unlock(&c->h->mx);
     return go;

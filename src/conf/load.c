@@ -1154,6 +1154,9 @@ static void load_tree(ld_t *ld, const config_t *cfg)
     ld_table_defaults(ld, global_dirs, conf);
     ld_table_defaults(ld, ld_common_dirs, &conf->http);
     check_via_name(ld, root, conf);
+    if (conf->tls_session_cache > 0 && conf->tls_session_cache < 16384)
+        ld_error(ld, config_setting_get_member(root, "tls_session_cache"),
+                 "'tls_session_cache' must be 0 (off) or at least 16k");
     if (conf->cache_path) {     /* saved there at exit: find out now, not then */
         struct stat st;
         const config_setting_t *cp = config_setting_get_member(root, "cache_path");

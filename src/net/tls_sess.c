@@ -107,7 +107,10 @@ static sess_slot_t *find(sess_slot_t *set, const unsigned char *id, unsigned len
 
 static int new_cb(SSL *ssl, SSL_SESSION *sess)
 {
-    (void)ssl;
+    /* TLS 1.3 with tickets: the ticket carries the session, nothing to keep
+     * (OpenSSL calls this for every ticket it sends) */
+    if (SSL_version(ssl) == TLS1_3_VERSION && !(SSL_get_options(ssl) & SSL_OP_NO_TICKET))
+        return 0;
     unsigned len = 0;
     const unsigned char *id = SSL_SESSION_get_id(sess, &len);
     int n = i2d_SSL_SESSION(sess, NULL);

@@ -116,6 +116,8 @@ static unsigned   shm_sweep_after;  /* ...the worker generation that must be the
  * Map the segment (again, if its configured size changed: workers already
  * forked keep the old mapping) and attach every zone of `c` to it.
  */
+static int started;              /* the first generation is running: no more cache loads */
+
 static int cache_attach(lg_conf_t *c, lg_shm_t *s, char *err, size_t errlen)
 {
     lg_cache = NULL;
@@ -124,7 +126,9 @@ static int cache_attach(lg_conf_t *c, lg_shm_t *s, char *err, size_t errlen)
     lg_cache = lg_cache_attach(s, (size_t)c->cache_size, err, errlen);
     if (lg_cache == NULL)
         return -1;
-    if (c->cache_path && lg_cache_fresh(lg_cache)) {
+    /* only when a master starts: a reload that remakes the segment must not
+     * bring back what was purged or invalidated since the file was written */
+    if (c->cache_path && lg_cache_fresh(lg_cache) && !started) {
         char path[4096], msg[512];
         snprintf(path, sizeof(path), "%s/legate.cache", c->cache_path);
         int n = lg_cache_load(lg_cache, path, msg, sizeof(msg));
@@ -163,6 +167,15 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
             lg_tls_attach_shm(n, err, errlen) < 0 || cache_attach(c, n, err, errlen) < 0 ||
             lg_tls_sess_attach(n, (size_t)c->tls_session_cache, err, errlen) < 0) {
             lg_shm_destroy(n);
+            /* the attaches that succeeded pointed our globals into n: point
+             * them back at the segment the running generation uses */
+            if (shm && conf) {
+                char e2[256];
+                if (lg_tls_attach_shm(shm, e2, sizeof(e2)) < 0 ||
+                    cache_attach(conf, shm, e2, sizeof(e2)) < 0 ||
+                    lg_tls_sess_attach(shm, (size_t)conf->tls_session_cache, e2, sizeof(e2)) < 0)
+                    lg_alert("cannot re-attach the shared memory after a failed reload: %s", e2);
+            }
             return -1;
         }
         lg_shm_destroy(shm);
@@ -512,6 +525,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
         lg_emerg("%s", err);
         return 1;
     }
+    started = 1;
     lg_listeners_import();
     if (lg_listeners_sync(conf, conf->worker_processes, err, sizeof(err)) < 0) {
         lg_emerg("%s", err);

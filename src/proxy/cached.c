@@ -59,6 +59,7 @@ typedef struct lg_cstate {
     lg_cc_t     req_cc;
     char       *also[2];        /* arena: Location, Content-Location of an unsafe request's answer */
     int         not_yet;        /* cache_min_uses not reached: fetch, do not store */
+    int         counted;        /* this request's use is counted (once, not per wait) */
     int         gz_store;       /* store the body gzip-compressed (the route compresses) */
     lg_session_t *s;            /* whose state this is */
 } lg_cstate_t;
@@ -70,10 +71,20 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The cache key template: a forward-proxy request keys on the absolute URI,
+ * port included, unless cache_key was set to something else. */
+static const char *key_template(const lg_session_t *s, const lg_common_t *c);
+
 static const lg_common_t *common(const lg_session_t *s)
 {
     /* a forward-proxy request has no route: its server's settings apply */
     return s->route ? &s->route->common : &s->server->common;
+}
+
+static const char *key_template(const lg_session_t *s, const lg_common_t *c)
+{
+    return s->route == NULL && strcmp(c->cache_key, "$scheme://$host$request_uri") == 0
+         ? "$scheme://$proxy_host$request_uri" : c->cache_key;
 }
 
 /* ---- keys ---- */
@@ -411,10 +422,7 @@ int lg_cache_on_request(lg_session_t *s)
     if (cs == NULL)
         return 0;
     if (cs->base == NULL) {
-        /* forward proxy: the key is the absolute URI, port included */
-        const char *tpl = s->route == NULL && strcmp(c->cache_key, "$scheme://$host$request_uri") == 0
-                        ? "$scheme://$proxy_host$request_uri" : c->cache_key;
-        cs->base = lg_expand(s, tpl, 0);
+        cs->base = lg_expand(s, key_template(s, c), 0);
         if (cs->base == NULL)
             return 0;
         cs->baselen = strlen(cs->base);
@@ -445,8 +453,8 @@ int lg_cache_on_request(lg_session_t *s)
         return 0;
     }
     int64_t now = wall_ms();
-    if (c->cache_min_uses > 1 && !cs->filler &&
-        !lg_cache_count_use(lg_cache, cs->key, cs->keylen, c->cache_min_uses)) {
+    if (c->cache_min_uses > 1 && !cs->filler && !cs->counted++ &&
+        !lg_cache_count_use(lg_cache, cs->base, cs->baselen, c->cache_min_uses)) {
         cs->status = "MISS";            /* asked for too few times yet to be stored */
         cs->not_yet = 1;
         return 0;
@@ -930,7 +938,7 @@ static void invalidate(lg_session_t *s, lg_cstate_t *cs)
         lg_str_t saved = s->ri.uri;
         s->ri.uri.p = u;
         s->ri.uri.n = strcspn(u, "#");
-        char *key = lg_expand(s, common(s)->cache_key, 0);
+        char *key = lg_expand(s, key_template(s, common(s)), 0);
         s->ri.uri = saved;
         if (key && strcmp(key, cs->base) != 0)
             drop_key(s, key, strlen(key), 0, &n);

@@ -369,40 +369,45 @@ static void real_ip(lg_session_t *s)
     }
     if (trust == NULL || lg_cidr_lookup(trust, (const struct sockaddr *)&s->peer) < 0)
         return;
-    const http_header_t *h = lg_req_header(s, s->server->real_ip_header);
-    if (h == NULL)
-        return;
-    size_t end = h->value_len;
-    while (end > 0) {
-        size_t start = end;
-        while (start > 0 && h->value[start - 1] != ',')
-            start--;
-        size_t a = start, b = end;
-        while (a < b && (h->value[a] == ' ' || h->value[a] == '\t'))
-            a++;
-        while (b > a && (h->value[b - 1] == ' ' || h->value[b - 1] == '\t'))
-            b--;
-        char ip[64];
-        if (b - a > 0 && b - a < sizeof(ip)) {
-            memcpy(ip, h->value + a, b - a);
-            ip[b - a] = '\0';
-            struct sockaddr_storage ss;
-            memset(&ss, 0, sizeof(ss));
-            struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-            struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-            if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1)
-                ss.ss_family = AF_INET;
-            else if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1)
-                ss.ss_family = AF_INET6;
-            else
-                return;                 /* garbage: keep the connection's address */
-            set_peer(s, &ss);
-            s->peer_replaced = 1;
-            s->country_done = 0;
-            if (lg_cidr_lookup(trust, (const struct sockaddr *)&ss) < 0)
-                return;                 /* the first untrusted one is the client */
+    /* every line of the header, last line first: together they are one list
+     * (a balancer may add its own line rather than append to the client's) */
+    const char *name = s->server->real_ip_header;
+    for (size_t li = s->req.num_headers; li-- > 0;) {
+        const http_header_t *h = &s->req.headers[li];
+        if (!http_name_eq(h, name))
+            continue;
+        size_t end = h->value_len;
+        while (end > 0) {
+            size_t start = end;
+            while (start > 0 && h->value[start - 1] != ',')
+                start--;
+            size_t a = start, b = end;
+            while (a < b && (h->value[a] == ' ' || h->value[a] == '\t'))
+                a++;
+            while (b > a && (h->value[b - 1] == ' ' || h->value[b - 1] == '\t'))
+                b--;
+            char ip[64];
+            if (b - a > 0 && b - a < sizeof(ip)) {
+                memcpy(ip, h->value + a, b - a);
+                ip[b - a] = '\0';
+                struct sockaddr_storage ss;
+                memset(&ss, 0, sizeof(ss));
+                struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+                struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+                if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1)
+                    ss.ss_family = AF_INET;
+                else if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1)
+                    ss.ss_family = AF_INET6;
+                else
+                    return;             /* garbage: keep what we have */
+                set_peer(s, &ss);
+                s->peer_replaced = 1;
+                s->country_done = 0;
+                if (lg_cidr_lookup(trust, (const struct sockaddr *)&ss) < 0)
+                    return;             /* the first untrusted one is the client */
+            }
+            end = start > 0 ? start - 1 : 0;
         }
-        end = start > 0 ? start - 1 : 0;
     }
 }
 

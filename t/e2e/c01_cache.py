@@ -416,8 +416,12 @@ def survives_a_restart_with_cache_path():
         eq(hits(o, "/keep"), n, "the origin was not asked again")
         eq(xc(get(port, "/gone?hdr=Cache-Control:max-age=600")), "MISS",
            "an invalidation before the restart still holds")
+        # a reload that remakes the segment (and an empty cache) does not read the file again
+        eq(request(port, method="PURGE", target=t).status, 200)
+        lg2.reload(conf(port, o, glob=glob + ' shared_memory_size = "2m";'))
+        eq(xc(get(port, t)), "MISS", "purged before the reload: not brought back from the file")
         lg2.stop()
-        # another cache_size: the file does not fit, the cache starts empty
+        # another cache_size: the file does not fit
         lg3 = Legate(conf(port, o, glob='cache_size = "4m"; cache_path = "%s";' % d), workers=1)
         lg3.allow_log(r"starting empty")
         lg3.wait_log(r"cache: starting empty: .*another cache_size")

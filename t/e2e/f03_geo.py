@@ -177,6 +177,11 @@ def real_ip_from_a_trusted_load_balancer():
            "no header on the next request: the connection's own address again")
         r = c.request("GET", "/d?echo=1", [("X-Forwarded-For", "not-an-address")])
         eq(dict(r.json()["headers"]).get("X-Country"), "", "garbage is ignored")
+        # a balancer that adds its own line: the client's own claim comes first
+        r = c.request("GET", "/f", [("X-Forwarded-For", "127.0.0.3"),
+                                    ("X-Forwarded-For", "203.0.113.8")])
+        contains(r.body.decode(), "bonjour from JP to 203.0.113.8",
+                 "the last line is the balancer's: the client cannot choose its address")
     # an untrusted client cannot claim another address
     r = from_("127.0.0.2", port, "/e", [("X-Forwarded-For", "127.0.0.3")])
     contains(r.body.decode(), "bonjour from FR to 127.0.0.2")

@@ -284,6 +284,9 @@ def config_errors_name_file_and_line():
     rc, err = check_config(tls_conf(port, o, 'tls_protocols = "SSLv3";'))
     eq(rc, 1)
     contains(err, "'tls_protocols' must list TLSv1.2 and/or TLSv1.3")
+    rc, err = check_config(tls_conf(port, o, extra_global='tls_session_cache = "1k";'))
+    eq(rc, 1)
+    contains(err, "'tls_session_cache' must be 0 (off) or at least 16k")
 
 
 @test(timeout=120)
