@@ -349,11 +349,33 @@ const char *ld_get_string(ld_t *ld, const config_setting_t *s)
     return v;
 }
 
-char *ld_resolve_path(ld_t *ld, const char *p)
+/*
+ * Where a relative path points, as nginx: what legate writes (pid file,
+ * logs, the cache directory) lives under the prefix (-p); what it reads
+ * (certificates, keys, CA files, lists, password files, databases) sits
+ * beside the configuration file that names it.
+ */
+static char *resolve_output(ld_t *ld, const char *p)
 {
     if (p[0] == '/' || !ld->has_prefix)
         return ld_strdup(ld, p);
     return lg_arena_printf(&ld->conf->arena, "%s/%s", ld->conf->prefix, p);
+}
+
+char *ld_resolve_path(ld_t *ld, const char *p)
+{
+    const char *slash = strrchr(ld->conf->file, '/');
+    if (p[0] == '/' || slash == NULL)
+        return ld_strdup(ld, p);
+    return lg_arena_printf(&ld->conf->arena, "%.*s/%s", (int)(slash - ld->conf->file),
+                           ld->conf->file, p);
+}
+
+/* The directives whose files legate writes. */
+static int is_output(const directive_t *d)
+{
+    return strcmp(d->name, "pid") == 0 || strcmp(d->name, "error_log") == 0 ||
+           strcmp(d->name, "access_log") == 0 || strcmp(d->name, "cache_path") == 0;
 }
 
 static int ncpus(void)
@@ -509,7 +531,7 @@ static int set_value(ld_t *ld, const directive_t *d, const config_setting_t *s, 
         if ((str = ld_get_string(ld, s)) == NULL)
             return -1;
         if (d->type == D_PATH && (d->keyword == NULL || strcmp(str, d->keyword) != 0))
-            p = ld_resolve_path(ld, str);
+            p = is_output(d) ? resolve_output(ld, str) : ld_resolve_path(ld, str);
         else
             p = ld_strdup(ld, str);
         if (p == NULL)
@@ -585,7 +607,7 @@ int ld_table_defaults(ld_t *ld, const directive_t *t, void *base)
             break;
         case D_PATH:
             p = t->keyword && strcmp(t->def, t->keyword) == 0 ? ld_strdup(ld, t->def)
-                                                               : ld_resolve_path(ld, t->def);
+                        : is_output(t) ? resolve_output(ld, t->def) : ld_resolve_path(ld, t->def);
             break;
         case D_HEADERS:
             p = ld_calloc(ld, 1, sizeof(lg_header_ops_t));

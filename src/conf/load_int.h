@@ -86,7 +86,7 @@ char       *ld_strdup(ld_t *ld, const char *s);
 /* values */
 const char *ld_get_string(ld_t *ld, const config_setting_t *s);
 int         ld_get_int(const config_setting_t *s, int64_t *v);
-char       *ld_resolve_path(ld_t *ld, const char *p);
+char       *ld_resolve_path(ld_t *ld, const char *p);     /* a file read: beside the config */
 int         ld_parse_addr(ld_t *ld, const config_setting_t *s, int default_port, lg_addr_t *out);
 int         ld_entry_count(ld_t *ld, const config_setting_t *s, int groups, const char *what);
 const config_setting_t *ld_entry_at(const config_setting_t *s, int i);

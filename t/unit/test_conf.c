@@ -413,6 +413,22 @@ Test(conf, prefix_forms)
     lg_conf_free(c);
 }
 
+/* Files legate writes go under the prefix; files it reads, beside the config. */
+Test(conf, written_under_prefix_read_beside_config)
+{
+    skel_t k = { .global = "geoip_mmdb = \"geo/c.mmdb\";",
+                 .http = "access_log = \"logs/a.log\";" };
+    const char *path = write_file("test.conf", skel_text(&k));
+    lg_conf_t *c = lg_conf_load(path, "/srv/l", errbuf, sizeof(errbuf));
+    cr_assert_not_null(c, "%s", errbuf);
+    char want[512];
+    snprintf(want, sizeof(want), "%s/geo/c.mmdb", tmpdir);
+    cr_expect_str_eq(c->geoip_mmdb, want, "read: beside the config");
+    cr_expect_str_eq(c->pid_file, "/srv/l/logs/legate.pid", "written: under the prefix");
+    cr_expect_str_eq(c->http.access_log, "/srv/l/logs/a.log");
+    lg_conf_free(c);
+}
+
 Test(conf, inheritance_route_server_http)
 {
     lg_conf_t *c = load_ok(
