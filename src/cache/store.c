@@ -1,4 +1,5 @@
 #include "cache/store.h"
+#include "core/event.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -63,13 +64,6 @@ struct lg_cache {
 static lg_cache_t the_cache;    /* one per process: the zone's view */
 
 static int intact(const lg_cache_t *c, uint64_t pos);
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 lg_cache_t *lg_cache_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen)
 {
@@ -248,7 +242,7 @@ static centry_t *find(lg_cache_t *c, uint64_t hash, centry_t **free_slot)
 
 static int filler_alive(const centry_t *e)
 {
-    return e->fill_until > wall_ms() && (kill(e->filler, 0) == 0 || errno == EPERM);
+    return e->fill_until > lg_wall_ms() && (kill(e->filler, 0) == 0 || errno == EPERM);
 }
 
 /* Room for len bytes at the front of the ring (an object never wraps). */
@@ -327,7 +321,7 @@ lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int 
                 slot->state = E_FILLING;
                 slot->filler = getpid();
                 slot->token = token;
-                slot->fill_until = wall_ms() + lock_ms;
+                slot->fill_until = lg_wall_ms() + lock_ms;
                 *filler = 1;
             }
             lg_shm_unlock(&c->h->mx);
@@ -438,7 +432,7 @@ int lg_cache_count_use(lg_cache_t *c, const char *key, size_t keylen, int min_us
 int lg_cache_try_update(lg_cache_t *c, const char *key, size_t keylen, int64_t until)
 {
     uint64_t hash = key_hash(key, keylen);
-    int64_t now = wall_ms();
+    int64_t now = lg_wall_ms();
     lg_shm_lock(&c->h->mx);
     centry_t *e = find(c, hash, NULL);
     int mine = e && e->state == E_VALID && e->updating_until <= now;
@@ -476,8 +470,8 @@ int lg_cache_expire(lg_cache_t *c, const char *key, size_t keylen)
     lg_shm_lock(&c->h->mx);
     centry_t *e = find(c, hash, NULL);
     int found = e && e->state == E_VALID;
-    if (found && e->meta.expires > wall_ms() - 1)
-        e->meta.expires = wall_ms() - 1;
+    if (found && e->meta.expires > lg_wall_ms() - 1)
+        e->meta.expires = lg_wall_ms() - 1;
     lg_shm_unlock(&c->h->mx);
     return found;
 }
@@ -485,7 +479,7 @@ int lg_cache_expire(lg_cache_t *c, const char *key, size_t keylen)
 int lg_cache_purge_prefix(lg_cache_t *c, const char *prefix, size_t n, int soft)
 {
     int count = 0;
-    int64_t now = wall_ms();
+    int64_t now = lg_wall_ms();
     lg_shm_lock(&c->h->mx);
     for (uint64_t i = 0; i < c->h->nslots; i++) {
         centry_t *e = &c->idx[i];

@@ -15,6 +15,7 @@
 
 #include <regex.h>
 #include <stddef.h>
+#include <string.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -41,6 +42,15 @@ typedef struct lg_strv {            /* arena array of arena strings */
     char  **v;
     size_t  n;
 } lg_strv_t;
+
+/* v lists s exactly (NULL is an empty list). */
+static inline int lg_strv_has(const lg_strv_t *v, const char *s)
+{
+    for (size_t i = 0; v && i < v->n; i++)
+        if (strcmp(v->v[i], s) == 0)
+            return 1;
+    return 0;
+}
 
 typedef struct lg_header_ops {
     lg_header_op_t *v;

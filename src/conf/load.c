@@ -371,6 +371,40 @@ char *ld_resolve_path(ld_t *ld, const char *p)
                            ld->conf->file, p);
 }
 
+int ld_string_list(ld_t *ld, const config_setting_t *s, const char *what,
+                   int (*ok)(const char *), const char *errfmt, lg_strv_t **out)
+{
+    int n = ld_entry_count(ld, s, 0, what);
+    if (n <= 0)
+        return n;
+    lg_strv_t *v = ld_calloc(ld, 1, sizeof(*v));
+    if (v == NULL || (v->v = ld_calloc(ld, (size_t)n, sizeof(char *))) == NULL)
+        return ld_oom(ld, s);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = ld_entry_at(s, i);
+        const char *str = ld_get_string(ld, e);
+        if (str == NULL)
+            return -1;
+        if (!ok(str))
+            return ld_error(ld, e, errfmt, str);
+        if ((v->v[v->n++] = ld_strdup(ld, str)) == NULL)
+            return ld_oom(ld, e);
+    }
+    *out = v;
+    return 0;
+}
+
+static int is_country(const char *c)
+{
+    return strlen(c) == 2 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z';
+}
+
+int ld_countries(ld_t *ld, const config_setting_t *s, lg_strv_t **out)
+{
+    return ld_string_list(ld, s, "a country code or a list of them", is_country,
+                          "'%s' is not an upper-case ISO 3166 country code", out);
+}
+
 /* The directives whose files legate writes. */
 static int is_output(const directive_t *d)
 {

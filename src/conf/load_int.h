@@ -86,7 +86,12 @@ char       *ld_strdup(ld_t *ld, const char *s);
 /* values */
 const char *ld_get_string(ld_t *ld, const config_setting_t *s);
 int         ld_get_int(const config_setting_t *s, int64_t *v);
-char       *ld_resolve_path(ld_t *ld, const char *p);     /* a file read: beside the config */
+char       *ld_resolve_path(ld_t *ld, const char *p);
+/* A string or a list of strings, each passing ok() (else errfmt with it). */
+int         ld_string_list(ld_t *ld, const config_setting_t *s, const char *what,
+                           int (*ok)(const char *), const char *errfmt, lg_strv_t **out);
+/* The same for upper-case ISO 3166 country codes. */
+int         ld_countries(ld_t *ld, const config_setting_t *s, lg_strv_t **out);     /* a file read: beside the config */
 int         ld_parse_addr(ld_t *ld, const config_setting_t *s, int default_port, lg_addr_t *out);
 int         ld_entry_count(ld_t *ld, const config_setting_t *s, int groups, const char *what);
 const config_setting_t *ld_entry_at(const config_setting_t *s, int i);

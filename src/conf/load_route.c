@@ -182,28 +182,19 @@ static int fn_route_hosts(ld_t *ld, const config_setting_t *s, void *base)
     return r;
 }
 
+static int is_method(const char *m)
+{
+    for (; *m; m++)
+        if (*m < 'A' || *m > 'Z')
+            return 0;
+    return 1;
+}
+
 static int fn_route_methods(ld_t *ld, const config_setting_t *s, void *base)
 {
     route_ctx_t *rc = base;
-    int          n = ld_entry_count(ld, s, 0, "a method or a list of methods");
-    if (n <= 0)
-        return n;
-    lg_strv_t *v = ld_calloc(ld, 1, sizeof(*v));
-    if (v == NULL || (v->v = ld_calloc(ld, (size_t)n, sizeof(char *))) == NULL)
-        return ld_oom(ld, s);
-    for (int i = 0; i < n; i++) {
-        const config_setting_t *e = ld_entry_at(s, i);
-        const char *m = ld_get_string(ld, e);
-        if (m == NULL)
-            return -1;
-        for (const char *c = m; *c; c++)
-            if (*c < 'A' || *c > 'Z')
-                return ld_error(ld, e, "method '%s' must be upper-case letters", m);
-        if ((v->v[v->n++] = ld_strdup(ld, m)) == NULL)
-            return ld_oom(ld, e);
-    }
-    rc->rt->methods = v;
-    return 0;
+    return ld_string_list(ld, s, "a method or a list of methods", is_method,
+                          "method '%s' must be upper-case letters", &rc->rt->methods);
 }
 
 /* header = "Name" | "Name: value";  query = "name" | "name=value" */
@@ -247,24 +238,7 @@ static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
 static int fn_countries(ld_t *ld, const config_setting_t *s, void *base)
 {
     route_ctx_t *rc = base;
-    int n = ld_entry_count(ld, s, 0, "a country code or a list of them");
-    if (n <= 0)
-        return n;
-    lg_strv_t *v = ld_calloc(ld, 1, sizeof(*v));
-    if (v == NULL || (v->v = ld_calloc(ld, (size_t)n, sizeof(char *))) == NULL)
-        return ld_oom(ld, s);
-    for (int i = 0; i < n; i++) {
-        const config_setting_t *e = ld_entry_at(s, i);
-        const char *c = ld_get_string(ld, e);
-        if (c == NULL)
-            return -1;
-        if (strlen(c) != 2 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z')
-            return ld_error(ld, e, "'%s' is not an upper-case ISO 3166 country code", c);
-        if ((v->v[v->n++] = ld_strdup(ld, c)) == NULL)
-            return ld_oom(ld, e);
-    }
-    rc->rt->countries = v;
-    return 0;
+    return ld_countries(ld, s, &rc->rt->countries);
 }
 
 /* split = ( { upstream = "stable"; weight = 90; }, { upstream = "canary"; weight = 10; } ) */

@@ -10,6 +10,7 @@
 
 static int fn_tls_certs(ld_t *, const config_setting_t *, void *);
 static int fn_user_rules(ld_t *, const config_setting_t *, void *);
+static int fn_countries(ld_t *, const config_setting_t *, void *);
 
 #define TLS_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
@@ -53,8 +54,8 @@ static const directive_t forward_dirs[] = {
     ROW("keepalive",         D_INT,     0, 10000, "8", lg_forward_t, keepalive),
     PATH("auth_file",        NULL, NULL, lg_forward_t, auth_file),
     ROW("auth_realm",        D_STRING,  0, 0, "legate", lg_forward_t, auth_realm),
-    ROW("allow_countries",   D_STRLIST, 0, 0, "", lg_forward_t, allow_countries),
-    ROW("deny_countries",    D_STRLIST, 0, 0, "", lg_forward_t, deny_countries),
+    CUSTOM("allow_countries", fn_countries),
+    CUSTOM("deny_countries",  fn_countries),
     PATH("auth_groups_file", NULL, NULL, lg_forward_t, auth_groups_file),
     ROW("allow_users",       D_STRLIST, 0, 0, "", lg_forward_t, allow_users),
     CUSTOM("user_rules",     fn_user_rules),
@@ -68,6 +69,14 @@ static const directive_t user_rule_dirs[] = {
     ROW("connect_ports",     D_STRING,  0, 0, NULL, lg_user_rule_t, connect_ports),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
+
+/* allow_countries / deny_countries: checked as the route's countries */
+static int fn_countries(ld_t *ld, const config_setting_t *s, void *base)
+{
+    lg_forward_t *f = base;
+    int deny = strcmp(config_setting_name(s), "deny_countries") == 0;
+    return ld_countries(ld, s, deny ? &f->deny_countries : &f->allow_countries);
+}
 
 /* user_rules = ( { users = [ "@interns" ]; allow_domains = [ ... ]; }, ... ) */
 static int fn_user_rules(ld_t *ld, const config_setting_t *s, void *base)

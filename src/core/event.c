@@ -163,6 +163,13 @@ static void run_deferred(lg_loop_t *l)
     l->ndefer = 0;
 }
 
+int64_t lg_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void lg_loop_once(lg_loop_t *l, lg_msec_t max_wait)
 {
     struct epoll_event evs[MAX_EVENTS];

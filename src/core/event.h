@@ -54,6 +54,10 @@ int  lg_loop_init(lg_loop_t *l);
 void lg_loop_destroy(lg_loop_t *l);
 /* Run one batch: wait at most max_wait ms (or until the next timer). */
 void lg_loop_once(lg_loop_t *l, lg_msec_t max_wait);
+
+/* The wall clock in ms, now (not cached): for times shared between
+ * processes or stored (cache entries, TLS sessions and tickets). */
+int64_t lg_wall_ms(void);
 void lg_loop_update_time(lg_loop_t *l);
 
 int  lg_io_add(lg_loop_t *l, lg_io_t *io, uint32_t events);

@@ -13,6 +13,7 @@
  * moves), and the next locker just marks the mutex consistent.
  */
 #include "net/tls.h"
+#include "core/event.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -55,13 +56,6 @@ typedef struct ocsp_blob {
     unsigned char *der;
     long           len;
 } ocsp_blob_t;
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- errors ---- */
 
@@ -619,7 +613,7 @@ static void new_key(void)
         lg_alert("RAND_bytes() failed: session ticket keys not rotated");
         return;
     }
-    k.created_ms = wall_ms();
+    k.created_ms = lg_wall_ms();
     lg_shm_lock(&tickets->mx);
     tickets->keys[next] = k;
     tickets->current = next;
@@ -647,7 +641,7 @@ void lg_tls_rotate(lg_msec_t every)
 {
     if (tickets == NULL || tickets->current < 0)
         return;
-    if (wall_ms() - tickets->keys[tickets->current].created_ms >= every) {
+    if (lg_wall_ms() - tickets->keys[tickets->current].created_ms >= every) {
         new_key();
         lg_info("TLS session ticket key rotated");
     }

@@ -21,6 +21,7 @@
  * handshakes.
  */
 #include "net/tls.h"
+#include "core/event.h"
 
 #include <openssl/ssl.h>
 #include <stdint.h>
@@ -49,13 +50,6 @@ typedef struct sess_zone {
 } sess_zone_t;
 
 static sess_zone_t *zone;       /* in shared memory (attached by the master) */
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int lg_tls_sess_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen)
 {
@@ -119,7 +113,7 @@ static int new_cb(SSL *ssl, SSL_SESSION *sess)
     unsigned char der[SLOT_DER], *p = der;
     if (i2d_SSL_SESSION(sess, &p) != n)
         return 0;
-    int64_t now = wall_ms();
+    int64_t now = lg_wall_ms();
     int64_t expires = (int64_t)(SSL_SESSION_get_time(sess) + SSL_SESSION_get_timeout(sess)) * 1000;
     if (expires <= now)
         return 0;
@@ -154,7 +148,7 @@ static SSL_SESSION *get_cb(SSL *ssl, const unsigned char *id, int len, int *copy
     unsigned char der[SLOT_DER];
     int n = 0;
     lock();
-    sess_slot_t *s = find(set_of(id, (unsigned)len), id, (unsigned)len, wall_ms());
+    sess_slot_t *s = find(set_of(id, (unsigned)len), id, (unsigned)len, lg_wall_ms());
     if (s) {
         n = s->der_len;
         memcpy(der, s->der, (size_t)n);
@@ -178,7 +172,7 @@ static void remove_cb(SSL_CTX *ctx, SSL_SESSION *sess)
     if (zone == NULL || len == 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH)
         return;
     lock();
-    sess_slot_t *s = find(set_of(id, len), id, len, wall_ms());
+    sess_slot_t *s = find(set_of(id, len), id, len, lg_wall_ms());
     if (s)
         s->expires_ms = 0;
     lg_shm_unlock(&zone->mx);

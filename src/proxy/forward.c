@@ -361,10 +361,7 @@ int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
                                      "%s:%d: 'connect_ports': %s\n", file, f->line, msg);
             rc = -1;
         }
-        rt->block = lg_domset_new();
-        for (size_t k = 0; rt->block && f->block_domains && k < f->block_domains->n; k++)
-            lg_domset_add(rt->block, f->block_domains->v[k], strlen(f->block_domains->v[k]),
-                          "block_domains");
+        rt->block = domains(f->block_domains, "block_domains");
         for (size_t k = 0; rt->block && f->blocklists && k < f->blocklists->n; k++) {
             lg_domset_stats_t st;
             if (lg_domset_load(rt->block, f->blocklists->v[k], LG_DOMSET_AUTO, &st, msg,
@@ -601,22 +598,15 @@ void lg_forward_start(lg_session_t *s)
         refuse(s, "the client address is not in allow_clients");
         return;
     }
-    if ((f->allow_countries && f->allow_countries->n) || (f->deny_countries && f->deny_countries->n)) {
+    if (f->allow_countries || f->deny_countries) {
         const char *cc = lg_session_country(s);
-        int listed = 0;
-        for (size_t i = 0; f->deny_countries && i < f->deny_countries->n; i++)
-            listed |= strcmp(f->deny_countries->v[i], cc) == 0;
-        if (listed) {
+        if (lg_strv_has(f->deny_countries, cc)) {
             refuse(s, "clients from %s are in deny_countries", cc);
             return;
         }
-        if (f->allow_countries && f->allow_countries->n) {
-            for (size_t i = 0; i < f->allow_countries->n; i++)
-                listed |= strcmp(f->allow_countries->v[i], cc) == 0;
-            if (!listed) {
-                refuse(s, "the client's country (%s) is not in allow_countries", cc[0] ? cc : "unknown");
-                return;
-            }
+        if (f->allow_countries && !lg_strv_has(f->allow_countries, cc)) {
+            refuse(s, "the client's country (%s) is not in allow_countries", cc[0] ? cc : "unknown");
+            return;
         }
     }
     if (f->auth_file && !s->socks && !authenticate(s, rt)) {

@@ -128,14 +128,8 @@ static int conditions_hold(const lg_route_t *r, const lg_session_t *s)
     }
     if (r->query_name && !query_has(s->ri.query, r->query_name, r->query_value))
         return 0;
-    if (r->countries && r->countries->n) {
-        const char *cc = lg_session_country((lg_session_t *)s);
-        int any = 0;
-        for (size_t i = 0; i < r->countries->n && !any; i++)
-            any = strcmp(r->countries->v[i], cc) == 0;
-        if (!any)
-            return 0;
-    }
+    if (r->countries && !lg_strv_has(r->countries, lg_session_country((lg_session_t *)s)))
+        return 0;
     return 1;
 }
 
