@@ -17,6 +17,7 @@
  * a small marker under the base key naming the fields.
  */
 #include "proxy/proxy.h"
+#include "core/event.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -64,23 +65,8 @@ typedef struct lg_cstate {
     lg_session_t *s;            /* whose state this is */
 } lg_cstate_t;
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The cache key template: a forward-proxy request keys on the absolute URI,
  * port included, unless cache_key was set to something else. */
-static const char *key_template(const lg_session_t *s, const lg_common_t *c);
-
-static const lg_common_t *common(const lg_session_t *s)
-{
-    /* a forward-proxy request has no route: its server's settings apply */
-    return s->route ? &s->route->common : &s->server->common;
-}
-
 static const char *key_template(const lg_session_t *s, const lg_common_t *c)
 {
     return s->route == NULL && strcmp(c->cache_key, "$scheme://$host$request_uri") == 0
@@ -220,7 +206,7 @@ static char *gunzip_all(lg_session_t *s, const char *in, size_t n, size_t out_le
 static char *compress_all(lg_session_t *s, lg_xform_t xf, const char *in, size_t n,
                           size_t *out_len)
 {
-    const lg_common_t *c = common(s);
+    const lg_common_t *c = lg_session_common(s);
     lg_codec_t codec;
     lg_codec_params_t prm = { 0 };
     prm.level = xf == LG_XFORM_BR ? (c->brotli_level ? c->brotli_level : -1)
@@ -259,7 +245,7 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
     const char *body = cs->obj + cs->hl;
     size_t blen = cs->bl;
     cs->status = xcache;
-    int64_t now = wall_ms();
+    int64_t now = lg_wall_ms();
     s->cache_age = cs->meta.age0 + (now - cs->meta.stored) / 1000;
     if (s->cache_age < 0)
         s->cache_age = 0;
@@ -365,7 +351,7 @@ static void drop_key(lg_session_t *s, const char *base, size_t n, int soft, int 
 
 static int purge(lg_session_t *s, lg_cstate_t *cs)
 {
-    const lg_common_t *c = common(s);
+    const lg_common_t *c = lg_session_common(s);
     int allowed = 0;
     if (c->cache_purge_allow && c->cache_purge_allow->n) {
         lg_cidr_set_t *set = lg_cidr_new();
@@ -415,7 +401,7 @@ static int fresh_enough(lg_cstate_t *cs, int64_t now)
 
 int lg_cache_on_request(lg_session_t *s)
 {
-    const lg_common_t *c = common(s);
+    const lg_common_t *c = lg_session_common(s);
     if (lg_cache == NULL || !c->cache)
         return 0;
     lg_cstate_t *cs = state(s);
@@ -452,7 +438,7 @@ int lg_cache_on_request(lg_session_t *s)
         cs->status = "BYPASS";
         return 0;
     }
-    int64_t now = wall_ms();
+    int64_t now = lg_wall_ms();
     if (c->cache_min_uses > 1 && !cs->filler && !cs->counted++ &&
         !lg_cache_count_use(lg_cache, cs->base, cs->baselen, c->cache_min_uses)) {
         cs->status = "MISS";            /* asked for too few times yet to be stored */
@@ -666,8 +652,8 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
     lg_cstate_t *cs = s->cache;
     if (cs == NULL || cs->base == NULL)
         return 0;
-    const lg_common_t *c = common(s);
-    int64_t now = wall_ms();
+    const lg_common_t *c = lg_session_common(s);
+    int64_t now = lg_wall_ms();
     int is_get = s->req.method_len == 3 && memcmp(s->req.method, "GET", 3) == 0;
 
     if (!is_get && !s->ri.is_head) {
@@ -795,7 +781,7 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
 
     /* the head to store: as received, less fields not to be stored; for a
      * body stored compressed, as a gzip response (weak ETag, Vary) */
-    cs->gz_store = common(s)->gzip && lg_session_compressible(s, r, ri);
+    cs->gz_store = lg_session_common(s)->gzip && lg_session_compressible(s, r, ri);
     int vary_ae = 0;
     free(cs->head);
     cs->head = malloc(rawlen + 64);
@@ -938,7 +924,7 @@ static void invalidate(lg_session_t *s, lg_cstate_t *cs)
         lg_str_t saved = s->ri.uri;
         s->ri.uri.p = u;
         s->ri.uri.n = strcspn(u, "#");
-        char *key = lg_expand(s, key_template(s, common(s)), 0);
+        char *key = lg_expand(s, key_template(s, lg_session_common(s)), 0);
         s->ri.uri = saved;
         if (key && strcmp(key, cs->base) != 0)
             drop_key(s, key, strlen(key), 0, &n);

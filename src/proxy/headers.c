@@ -520,7 +520,7 @@ static int reveals(const http_header_t *h)
 char *lg_build_upstream_head(lg_session_t *s, size_t *len)
 {
     /* a forward-proxy request has no route: the server's settings apply */
-    const lg_common_t *c = s->route ? &s->route->common : &s->server->common;
+    const lg_common_t *c = lg_session_common(s);
     const lg_forward_t *fw = s->up && s->up->dyn ? s->server->forward : NULL;
     int anonymity = 0;      /* 0 transparent, 1 anonymous, 2 elite */
     lg_common_t local;
@@ -646,7 +646,7 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
                            const lg_rsp_info_t *ri, int out_chunked, lg_xform_t xf,
                            size_t *len)
 {
-    const lg_common_t *c = s->route ? &s->route->common : &s->server->common;
+    const lg_common_t *c = lg_session_common(s);
     sb_t b;
     sb_init(&b, &s->arena, 1024);
     sb_printf(&b, "HTTP/1.1 %03d ", r->status);
@@ -666,7 +666,7 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
         if (lg_http_is_hop_by_hop(h, ri->connection) ||
             in_strv(c->remove_response_headers, h) || in_ops(c->add_response_headers, h))
             continue;
-        if (vary_ae && xf == LG_XFORM_NONE && name_is(h, "vary")) {
+        if (vary_ae && name_is(h, "vary")) {      /* merged with ours */
             if (lg_http_list_has(h->value, h->value_len, "accept-encoding") ||
                 lg_http_list_has(h->value, h->value_len, "*")) {
                 sb_header(&b, h->name, h->name_len, h->value, h->value_len);
@@ -692,18 +692,6 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
                 sb_str(&b, "ETag: W/");
                 sb_add(&b, h->value, h->value_len);
                 sb_add(&b, "\r\n", 2);
-                continue;
-            }
-            if (name_is(h, "vary")) {
-                if (lg_http_list_has(h->value, h->value_len, "accept-encoding") ||
-                    lg_http_list_has(h->value, h->value_len, "*")) {
-                    sb_header(&b, h->name, h->name_len, h->value, h->value_len);
-                } else {
-                    sb_str(&b, "Vary: ");
-                    sb_add(&b, h->value, h->value_len);
-                    sb_str(&b, ", Accept-Encoding\r\n");
-                }
-                vary_done = 1;
                 continue;
             }
         }

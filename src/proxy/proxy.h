@@ -308,14 +308,30 @@ const char *lg_cache_status(const lg_session_t *s);
 void lg_cache_conditional(lg_session_t *s, void *sb,
                           void (*add)(void *, const char *, size_t, const char *, size_t));
 void lg_session_send_raw(lg_session_t *s, int status, const char *buf, size_t len);
-/* stale-while-revalidate: the same GET again, in the background.  0 or -1. */
+/* stale-while-revalidate: the same GET again, in the background.  0 or -1
+ * (refresh.c). */
 int  lg_session_refresh(const lg_session_t *orig);
+/* A session on a connected fd, registered and counted (its fd is the
+ * caller's to close on NULL); then HTTP from the first byte. */
+lg_session_t *lg_session_new(int fd, const lg_bind_t *bind, const struct sockaddr_storage *peer);
+void lg_session_begin_http(lg_session_t *s);
+/* client_addr.c: the client's address (peer, peer_text, peer_port), and
+ * real_ip_from applied to the request just parsed. */
+void lg_session_set_peer(lg_session_t *s, const struct sockaddr_storage *ss);
+void lg_session_real_ip(lg_session_t *s);
 /* The same in two pieces (a head and a body), written with one writev. */
 void lg_session_send_raw2(lg_session_t *s, int status, const char *head, size_t hlen,
                           const char *body, size_t blen);
 /* gzip would apply to this response, whatever the client accepts (the cache
  * stores such answers compressed, once). */
 int lg_session_compressible(lg_session_t *s, const http_response_t *r, const lg_rsp_info_t *ri);
+/* xform.c: set up the response's filter for xf (NONE if it cannot); the
+ * request body's gunzip when configured. */
+lg_xform_t lg_session_start_xform(lg_session_t *s, lg_xform_t xf, const lg_rsp_info_t *ri);
+void lg_session_request_gunzip(lg_session_t *s);
+/* The settings that apply: the route's, or (forward proxy, before routing)
+ * the server's, or the listener's default server's. */
+const lg_common_t *lg_session_common(const lg_session_t *s);
 lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
                                    const lg_rsp_info_t *ri);
 

@@ -74,7 +74,7 @@ static void session_run(lg_session_t *s);
 static void proxyproto_step(lg_session_t *s);
 static void session_arm(lg_session_t *s);
 
-static const lg_common_t *cur_common(const lg_session_t *s)
+const lg_common_t *lg_session_common(const lg_session_t *s)
 {
     if (s->route)
         return &s->route->common;
@@ -351,65 +351,6 @@ static int max_forwards(lg_session_t *s)
     return 1;
 }
 
-static void set_peer(lg_session_t *s, const struct sockaddr_storage *ss);
-
-/*
- * real_ip_from: a trusted front end (a load balancer, a CDN) tells the
- * client's address in real_ip_header; take the rightmost address there
- * that is not itself trusted (nginx's realip with recursion).
- */
-static void real_ip(lg_session_t *s)
-{
-    const lg_cidr_set_t *trust = s->server->real_ip_rt;
-    if (s->peer_replaced) {
-        /* keep-alive from a load balancer carries many clients: start over */
-        set_peer(s, &s->conn_peer);
-        s->peer_replaced = 0;
-        s->country_done = 0;
-    }
-    if (trust == NULL || lg_cidr_lookup(trust, (const struct sockaddr *)&s->peer) < 0)
-        return;
-    /* every line of the header, last line first: together they are one list
-     * (a balancer may add its own line rather than append to the client's) */
-    const char *name = s->server->real_ip_header;
-    for (size_t li = s->req.num_headers; li-- > 0;) {
-        const http_header_t *h = &s->req.headers[li];
-        if (!http_name_eq(h, name))
-            continue;
-        size_t end = h->value_len;
-        while (end > 0) {
-            size_t start = end;
-            while (start > 0 && h->value[start - 1] != ',')
-                start--;
-            size_t a = start, b = end;
-            while (a < b && (h->value[a] == ' ' || h->value[a] == '\t'))
-                a++;
-            while (b > a && (h->value[b - 1] == ' ' || h->value[b - 1] == '\t'))
-                b--;
-            char ip[64];
-            if (b - a > 0 && b - a < sizeof(ip)) {
-                memcpy(ip, h->value + a, b - a);
-                ip[b - a] = '\0';
-                struct sockaddr_storage ss;
-                memset(&ss, 0, sizeof(ss));
-                struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-                struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-                if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1)
-                    ss.ss_family = AF_INET;
-                else if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1)
-                    ss.ss_family = AF_INET6;
-                else
-                    return;             /* garbage: keep what we have */
-                set_peer(s, &ss);
-                s->peer_replaced = 1;
-                s->country_done = 0;
-                if (lg_cidr_lookup(trust, (const struct sockaddr *)&ss) < 0)
-                    return;             /* the first untrusted one is the client */
-            }
-            end = start > 0 ? start - 1 : 0;
-        }
-    }
-}
 
 /* The request carries our own Via entry: it went round; stop it here. */
 static int via_loop(lg_session_t *s)
@@ -429,7 +370,7 @@ static void process_request(lg_session_t *s)
 {
     int st = lg_http_analyze_request(&s->req, &s->ri);
     s->server = lg_route_server(s->bind, s->ri.host);
-    real_ip(s);
+    lg_session_real_ip(s);
     if (st) {
         s->keep_alive = 0;
         respond_error(s, st);
@@ -551,33 +492,6 @@ static int attach_upstream(lg_session_t *s, int counted)
     return 0;
 }
 
-/*
- * gunzip_request_bodies: a gzip request body goes up decompressed (and
- * chunked: its length is not known), bounded by gunzip_request_max so a
- * compression bomb ends in 413, not in a flood towards the upstream.
- */
-static void request_gunzip(lg_session_t *s)
-{
-    const lg_common_t *c = cur_common(s);
-    const http_header_t *ce;
-    if (!c->gunzip_request_bodies || s->ri.body == LG_BODY_NONE ||
-        (ce = lg_req_header(s, "content-encoding")) == NULL || ce->value_len != 4 ||
-        strncasecmp(ce->value, "gzip", 4) != 0)
-        return;
-    lg_codec_t *codec = lg_arena_calloc(&s->arena, sizeof(*codec));
-    lg_codec_params_t prm = { 0 };
-    prm.max_out = (uint64_t)c->gunzip_request_max;
-    if (codec == NULL || lg_codec_init(codec, LG_CODEC_GZIP_DECODE, &prm, &s->arena) < 0)
-        return;
-    if (lg_pipe_set_codec(&s->reqp, codec) < 0) {
-        lg_codec_end(codec);
-        return;
-    }
-    s->reqp.out_chunked = 1;
-    s->reqp.kept = 0;               /* the filter consumes what it reads */
-    s->body_gunzip = 1;
-    s->ri.method_idempotent = 0;    /* the body is not kept whole: never resent */
-}
 
 static void start_upstream(lg_session_t *s)
 {
@@ -586,8 +500,8 @@ static void start_upstream(lg_session_t *s)
     lg_pipe_init(&s->reqp, b, b->pos, s->ri.body, s->ri.length,
                  s->ri.body == LG_BODY_CHUNKED);
     /* a chunked body has no announced length: count it as it comes */
-    s->reqp.limit = (uint64_t)cur_common(s)->client_max_body_size;
-    request_gunzip(s);
+    s->reqp.limit = (uint64_t)lg_session_common(s)->client_max_body_size;
+    lg_session_request_gunzip(s);
     size_t len = 0;
     const char *head = lg_build_upstream_head(s, &len);
     if (head == NULL) {
@@ -726,127 +640,6 @@ static void connect_step(lg_session_t *s)
     s->state = s->ri.connect ? LG_S_TUNNEL : LG_S_PROXY;
 }
 
-static const http_header_t *rsp_header(const http_response_t *r, const char *name)
-{
-    for (size_t i = 0; i < r->num_headers; i++)
-        if (http_name_eq(&r->headers[i], name))
-            return &r->headers[i];
-    return NULL;
-}
-
-/* Is the media type of Content-Type `ct` in the space-separated list? */
-static int type_listed(const char *list, const http_header_t *ct)
-{
-    if (strcmp(list, "*") == 0)
-        return 1;
-    if (ct == NULL)
-        return 0;
-    size_t n = 0;
-    while (n < ct->value_len && ct->value[n] != ';' && ct->value[n] != ' ' && ct->value[n] != '\t')
-        n++;
-    for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        size_t k = strcspn(p, " ,");
-        if (k && k == n && strncasecmp(p, ct->value, n) == 0)
-            return 1;
-        p += k;
-    }
-    return 0;
-}
-
-/*
- * Compress, decompress or pass the body as it is?  As nginx's gzip and
- * gunzip modules: never a body that has no room for it (HEAD, 1xx, 204,
- * 206, 304), never against Cache-Control: no-transform, never twice.
- */
-static lg_xform_t choose_xform(lg_session_t *s, const http_response_t *r,
-                               const lg_rsp_info_t *ri);
-
-lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
-                                   const lg_rsp_info_t *ri)
-{
-    return choose_xform(s, r, ri);
-}
-
-int lg_session_compressible(lg_session_t *s, const http_response_t *r, const lg_rsp_info_t *ri)
-{
-    const lg_common_t *c = cur_common(s);
-    if (!(c->gzip || c->brotli || c->zstd) || r->status != 200 || ri->body == LG_BODY_NONE ||
-        rsp_header(r, "content-encoding"))
-        return 0;
-    const http_header_t *cc = rsp_header(r, "cache-control");
-    if (cc && lg_http_list_has(cc->value, cc->value_len, "no-transform"))
-        return 0;
-    if (ri->body == LG_BODY_LENGTH && ri->length < c->gzip_min_length)
-        return 0;
-    return type_listed(c->gzip_types, rsp_header(r, "content-type"));
-}
-
-static lg_xform_t choose_xform(lg_session_t *s, const http_response_t *r,
-                               const lg_rsp_info_t *ri)
-{
-    const lg_common_t *c = cur_common(s);
-    if (!c->gzip && !c->gunzip && !c->brotli && !c->zstd)
-        return LG_XFORM_NONE;
-    if (ri->body == LG_BODY_NONE || r->status < 200 || r->status == 204 ||
-        r->status == 206 || r->status == 304)
-        return LG_XFORM_NONE;
-    const http_header_t *cc = rsp_header(r, "cache-control");
-    if (cc && lg_http_list_has(cc->value, cc->value_len, "no-transform"))
-        return LG_XFORM_NONE;
-    const http_header_t *ae = lg_req_header(s, "accept-encoding");
-    const http_header_t *ce = rsp_header(r, "content-encoding");
-    if (ce) {
-        /* an absent Accept-Encoding counts as "no gzip" here, as nginx */
-        if (c->gunzip && ce->value_len == 4 && strncasecmp(ce->value, "gzip", 4) == 0 &&
-            !(ae && lg_accepts_gzip(ae->value, ae->value_len)))
-            return LG_XFORM_GUNZIP;
-        return LG_XFORM_NONE;
-    }
-    /* what we may produce here, and the client's preference among it */
-    unsigned avail = (c->gzip ? LG_ENC_BIT(LG_ENC_GZIP) : 0u) |
-                     (c->brotli ? LG_ENC_BIT(LG_ENC_BR) : 0u) |
-                     (c->zstd ? LG_ENC_BIT(LG_ENC_ZSTD) : 0u);
-    avail &= LG_ENC_BUILTIN;
-    if (avail == 0 || ae == NULL)
-        return LG_XFORM_NONE;
-    lg_enc_t e = lg_accept_choose(ae->value, ae->value_len, avail);
-    if (e != LG_ENC_GZIP && e != LG_ENC_BR && e != LG_ENC_ZSTD)
-        return LG_XFORM_NONE;
-    if (ri->body == LG_BODY_LENGTH && ri->length < c->gzip_min_length)
-        return LG_XFORM_NONE;
-    if (!type_listed(c->gzip_types, rsp_header(r, "content-type")))
-        return LG_XFORM_NONE;
-    return e == LG_ENC_BR ? LG_XFORM_BR : e == LG_ENC_ZSTD ? LG_XFORM_ZSTD : LG_XFORM_GZIP;
-}
-
-/* Set up the filter for xf; on failure the body goes through unchanged. */
-static lg_xform_t start_xform(lg_session_t *s, lg_xform_t xf, const lg_rsp_info_t *ri)
-{
-    if (xf == LG_XFORM_NONE)
-        return xf;
-    lg_codec_t *codec = lg_arena_calloc(&s->arena, sizeof(*codec));
-    lg_codec_params_t prm = { 0 };
-    const lg_common_t *c = cur_common(s);
-    prm.level = xf == LG_XFORM_BR ? c->brotli_level : xf == LG_XFORM_ZSTD ? c->zstd_level
-                                                                          : c->gzip_level;
-    if (xf == LG_XFORM_BR && prm.level == 0)
-        prm.level = -1;         /* brotli quality 0 is real; the codec's 0 means "default" */
-    if (ri->body == LG_BODY_LENGTH)
-        prm.length_hint = (uint64_t)ri->length;
-    lg_codec_kind_t kind = xf == LG_XFORM_GZIP ? LG_CODEC_GZIP_ENCODE
-                         : xf == LG_XFORM_BR ? LG_CODEC_BR_ENCODE
-                         : xf == LG_XFORM_ZSTD ? LG_CODEC_ZSTD_ENCODE : LG_CODEC_GZIP_DECODE;
-    if (codec == NULL || lg_codec_init(codec, kind, &prm, &s->arena) < 0)
-        return LG_XFORM_NONE;
-    if (lg_pipe_set_codec(&s->rspp, codec) < 0) {
-        lg_codec_end(codec);
-        return LG_XFORM_NONE;
-    }
-    return xf;
-}
-
 /* Read and parse the upstream's response head.  1: done, 0: waiting/failed. */
 static int read_response_head(lg_session_t *s)
 {
@@ -913,7 +706,7 @@ static int read_response_head(lg_session_t *s)
                 s->upstream_keep = ri.keep_alive;
                 lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, 0);
                 lg_cache_tap(s);
-                lg_xform_t xf = start_xform(s, choose_xform(s, &r, &ri), &ri);
+                lg_xform_t xf = lg_session_start_xform(s, lg_session_choose_xform(s, &r, &ri), &ri);
                 /* a transformed body has a length nobody knows yet */
                 int unknown = ri.body == LG_BODY_CHUNKED || ri.body == LG_BODY_CLOSE ||
                               xf != LG_XFORM_NONE;
@@ -1005,7 +798,7 @@ static void proxy_step(lg_session_t *s)
         }
         if (rc == LG_PIPE_ERR_LIMIT) {
             lg_error("client %s intended to send too large chunked body: more than %lld bytes",
-                     s->peer_text, (long long)cur_common(s)->client_max_body_size);
+                     s->peer_text, (long long)lg_session_common(s)->client_max_body_size);
             lg_upstream_release(s->uc, 0);
             s->uc = NULL;
             if (s->rspp.wire_bytes) {
@@ -1101,14 +894,6 @@ void lg_session_send_raw2(lg_session_t *s, int status, const char *head, size_t 
     s->state = LG_S_LOCAL;
 }
 
-const char *lg_session_country(lg_session_t *s)
-{
-    if (!s->country_done) {
-        lg_geo_country(lg_w.conf->geo, (const struct sockaddr *)&s->peer, s->country);
-        s->country_done = 1;
-    }
-    return s->country;
-}
 
 void lg_session_close(lg_session_t *s, const char *why)
 {
@@ -1309,7 +1094,7 @@ static void session_run(lg_session_t *s)
 
 static void session_arm(lg_session_t *s)
 {
-    const lg_common_t *c = cur_common(s);
+    const lg_common_t *c = lg_session_common(s);
     lg_msec_t t = -1;
     lg_tkind_t k = LG_T_SEND;
 #define CONSIDER(cond, val, kind) \
@@ -1465,21 +1250,6 @@ static void session_timeout(lg_timer_t *tm)
 
 /* ---- accept ---- */
 
-static void set_peer(lg_session_t *s, const struct sockaddr_storage *ss)
-{
-    memcpy(&s->peer, ss, sizeof(*ss));
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const void *)ss;
-        inet_ntop(AF_INET, &a->sin_addr, s->peer_text, sizeof(s->peer_text));
-        s->peer_port = ntohs(a->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const void *)ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, s->peer_text, sizeof(s->peer_text));
-        s->peer_port = ntohs(a->sin6_port);
-    } else {
-        strcpy(s->peer_text, "unix:");
-    }
-}
 
 /* What the listener speaks after any PROXY header: SOCKS5, TLS or HTTP. */
 static int start_protocol(lg_session_t *s)
@@ -1521,9 +1291,46 @@ static void proxyproto_step(lg_session_t *s)
         session_close(s, "bad PROXY protocol header");
         return;
     }
-    set_peer(s, &src);
+    lg_session_set_peer(s, &src);
     s->conn_peer = s->peer;
     start_protocol(s);
+}
+
+lg_session_t *lg_session_new(int fd, const lg_bind_t *bind, const struct sockaddr_storage *peer)
+{
+    lg_session_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->magic = SESSION_MAGIC;
+    s->e.io.fd = fd;
+    s->e.io.cb = client_cb;
+    s->e.io.data = s;
+    s->timer.cb = session_timeout;
+    s->timer.data = s;
+    s->bind = bind;
+    s->id = ++lg_w.next_id;
+    s->t_start = lg_w.loop.now;
+    lg_arena_init(&s->arena, ARENA_BLOCK, ARENA_LIMIT);
+    lg_session_set_peer(s, peer);
+    s->conn_peer = *peer;
+    if (lg_io_add(&lg_w.loop, &s->e.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
+        free(s);
+        return NULL;
+    }
+    s->next = sessions;
+    if (sessions)
+        sessions->prev = s;
+    sessions = s;
+    lg_w.nconns++;
+    s->e.r_ready = 1;           /* TCP_DEFER_ACCEPT (or a socketpair): the request is likely here */
+    s->e.w_ready = 1;
+    return s;
+}
+
+void lg_session_begin_http(lg_session_t *s)
+{
+    s->state = LG_S_READ_HEAD;
+    session_run(s);
 }
 
 void lg_session_accept(int lfd, const lg_bind_t *bind)
@@ -1537,39 +1344,15 @@ void lg_session_accept(int lfd, const lg_bind_t *bind)
                          errno, "accept() on %s failed", bind->addr.text);
         return;
     }
-    lg_session_t *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        close(fd);
-        return;
-    }
-    s->magic = SESSION_MAGIC;
-    s->e.io.fd = fd;
-    s->e.io.cb = client_cb;
-    s->e.io.data = s;
-    s->timer.cb = session_timeout;
-    s->timer.data = s;
-    s->bind = bind;
-    s->id = ++lg_w.next_id;
-    s->t_start = lg_w.loop.now;
-    lg_arena_init(&s->arena, ARENA_BLOCK, ARENA_LIMIT);
-    set_peer(s, &ss);
-    s->conn_peer = ss;
     if (ss.ss_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
-    if (lg_io_add(&lg_w.loop, &s->e.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
+    lg_session_t *s = lg_session_new(fd, bind, &ss);
+    if (s == NULL) {
         close(fd);
-        free(s);
         return;
     }
-    s->next = sessions;
-    if (sessions)
-        sessions->prev = s;
-    sessions = s;
-    lg_w.nconns++;
-    s->e.r_ready = 1;           /* TCP_DEFER_ACCEPT: the request is likely here */
-    s->e.w_ready = 1;
     if (bind->proxy_protocol)
         s->state = LG_S_PROXYPROTO;
     else if (start_protocol(s) < 0)
@@ -1577,137 +1360,7 @@ void lg_session_accept(int lfd, const lg_bind_t *bind)
     session_run(s);
 }
 
-/*
- * A background refresh (stale-while-revalidate) is an ordinary request on a
- * socketpair: its session routes, revalidates and stores like any other,
- * and a sink on the other end reads its answer into nothing.  The request
- * repeats the client's GET (its headers, so that Vary picks the same
- * variant), less what would make it conditional, partial or long-lived.
- */
-typedef struct refresh_sink {
-    lg_io_t              io;
-    struct refresh_sink *prev, *next;   /* all of them: reachable until freed */
-} refresh_sink_t;
 
-static refresh_sink_t *sinks;
-
-static void sink_unlink(refresh_sink_t *k)
-{
-    if (k->prev)
-        k->prev->next = k->next;
-    else
-        sinks = k->next;
-    if (k->next)
-        k->next->prev = k->prev;
-}
-
-static void sink_cb(lg_io_t *io, uint32_t ev)
-{
-    (void)ev;
-    refresh_sink_t *k = io->data;
-    char buf[16384];
-    for (;;) {
-        ssize_t n = read(io->fd, buf, sizeof(buf));
-        if (n > 0)
-            continue;
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return;
-        break;                  /* EOF: the refresh is over */
-    }
-    lg_io_del(&lg_w.loop, io);
-    close(io->fd);
-    sink_unlink(k);
-    free(k);
-}
-
-int lg_session_refresh(const lg_session_t *orig)
-{
-    static const char *const drop[] = {
-        "cache-control", "pragma", "if-none-match", "if-modified-since", "if-match",
-        "if-unmodified-since", "if-range", "range", "connection", "keep-alive", "te",
-        "upgrade", "content-length", "transfer-encoding", "expect", "proxy-connection", NULL
-    };
-    char head[16384];
-    int n = orig->route == NULL     /* a forward-proxy request: absolute form again */
-          ? snprintf(head, sizeof(head), "GET http://%.*s%.*s HTTP/1.1\r\n",
-                     (int)orig->ri.authority.n, orig->ri.authority.p, (int)orig->ri.uri.n,
-                     orig->ri.uri.p)
-          : snprintf(head, sizeof(head), "GET %.*s HTTP/1.1\r\n", (int)orig->ri.uri.n,
-                     orig->ri.uri.p);
-    for (size_t i = 0; i < orig->req.num_headers && n > 0 && (size_t)n < sizeof(head); i++) {
-        const http_header_t *h = &orig->req.headers[i];
-        int skip = 0;
-        for (int k = 0; drop[k] && !skip; k++)
-            skip = http_name_eq(h, drop[k]);
-        if (!skip)
-            n += snprintf(head + n, sizeof(head) - (size_t)n, "%.*s: %.*s\r\n",
-                          (int)h->name_len, h->name, (int)h->value_len, h->value);
-    }
-    if (n <= 0 || (size_t)n + 24 >= sizeof(head))
-        return -1;
-    n += snprintf(head + n, sizeof(head) - (size_t)n, "Connection: close\r\n\r\n");
-
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
-        return -1;
-    refresh_sink_t *k = calloc(1, sizeof(*k));
-    lg_session_t *s = calloc(1, sizeof(*s));
-    if (k == NULL || s == NULL || write(sv[1], head, (size_t)n) != n) {
-        free(k);
-        free(s);
-        close(sv[0]);
-        close(sv[1]);
-        return -1;
-    }
-    k->io.fd = sv[1];
-    k->io.cb = sink_cb;
-    k->io.data = k;
-    s->magic = SESSION_MAGIC;
-    s->e.io.fd = sv[0];
-    s->e.io.cb = client_cb;
-    s->e.io.data = s;
-    s->timer.cb = session_timeout;
-    s->timer.data = s;
-    s->bind = orig->bind;
-    s->id = ++lg_w.next_id;
-    s->t_start = lg_w.loop.now;
-    s->refresh = 1;
-    s->refresh_tls = orig->e.ssl != NULL || orig->refresh_tls;
-    lg_arena_init(&s->arena, ARENA_BLOCK, ARENA_LIMIT);
-    set_peer(s, &orig->peer);   /* the client's address: the same balancing and rules */
-    s->conn_peer = orig->peer;
-    if (lg_io_add(&lg_w.loop, &k->io, EPOLLIN | EPOLLRDHUP | EPOLLET) < 0) {
-        close(sv[0]);
-        close(sv[1]);
-        free(k);
-        free(s);
-        return -1;
-    }
-    if (lg_io_add(&lg_w.loop, &s->e.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
-        lg_io_del(&lg_w.loop, &k->io);
-        close(sv[0]);
-        close(sv[1]);
-        free(k);
-        free(s);
-        return -1;
-    }
-    k->next = sinks;
-    if (sinks)
-        sinks->prev = k;
-    sinks = k;
-    s->next = sessions;
-    if (sessions)
-        sessions->prev = s;
-    sessions = s;
-    lg_w.nconns++;
-    s->e.r_ready = 1;
-    s->e.w_ready = 1;
-    s->state = LG_S_READ_HEAD;
-    session_run(s);
-    return 0;
-}
 
 void lg_sessions_close_idle(void)
 {
