@@ -262,6 +262,11 @@ def config_errors_name_file_and_line():
     eq(rc, 1)
     contains(err, "legate.conf:2: 'fr' is not an upper-case ISO 3166 country code")
     rc, err = check_config('http = { servers = ( { listen = "127.0.0.1:1";\n'
+                           'forward = { deny_countries = [ "DE", "jp" ]; };\n'
+                           'routes = ( ); } ); };\n')
+    eq(rc, 1, "the forward proxy's lists are checked the same way")
+    contains(err, "legate.conf:2: 'jp' is not an upper-case ISO 3166 country code")
+    rc, err = check_config('http = { servers = ( { listen = "127.0.0.1:1";\n'
                            'real_ip_from = [ "300.1.1.1" ];\n'
                            'routes = ( { prefix = "/"; return = 200; } ); } ); };\n')
     eq(rc, 1)
