@@ -26,11 +26,6 @@ void    lg_cc_init(lg_cc_t *cc);
 /* Add one Cache-Control field value (call for each line). */
 void    lg_cc_parse(lg_cc_t *cc, const char *v, size_t n);
 
-/* IMF-fixdate, RFC 850 and asctime dates: seconds since the epoch, or -1. */
-int64_t lg_http_date(const char *s, size_t n);
-/* IMF-fixdate into buf (at least 30 bytes). */
-void    lg_http_date_fmt(int64_t t, char *buf);
-
 /* Heuristically cacheable statuses (RFC 9110 15.1). */
 int     lg_status_heuristic(int status);
 

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "proxy/balance.h"      /* lg_hash64 */
+#include "core/hash.h"      /* lg_hash64 */
 
 #define CMAGIC   0x4c474341u     /* "LGCA" */
 #define OMAGIC   0x4c474f42u     /* "LGOB" */

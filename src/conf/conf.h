@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #include "core/arena.h"
+#include "core/log.h"
 
 #define LG_UNSET (-1)
 
@@ -356,11 +357,6 @@ typedef struct lg_bind {
     int           proxy_protocol;       /* PROXY protocol header expected */
 } lg_bind_t;
 
-typedef enum lg_log_level {
-    LG_LOG_DEBUG = 0, LG_LOG_INFO = 1, LG_LOG_NOTICE = 2, LG_LOG_WARN = 3,
-    LG_LOG_ERROR = 4, LG_LOG_CRIT = 5, LG_LOG_ALERT = 6, LG_LOG_EMERG = 7,
-} lg_log_level_t;
-
 typedef struct lg_conf {
     lg_arena_t      arena;
     char           *file;               /* as given (absolute after -p resolution) */
@@ -418,7 +414,5 @@ int  lg_parse_duration(const char *s, lg_msec_t *out);  /* "10s" "500ms" "2m" "1
 int  lg_parse_size(const char *s, int64_t *out);        /* "512" "16k" "1m" "2g" */
 int  lg_parse_addr(const char *s, int default_port, lg_addr_t *out, lg_arena_t *a,
                    char *err, size_t errlen);           /* host:port, [v6]:port, unix:/path, *:port */
-const char *lg_log_level_name(lg_log_level_t l);
-int  lg_log_level_parse(const char *s, lg_log_level_t *out);
 
 #endif

@@ -89,28 +89,6 @@ int lg_parse_size(const char *s, int64_t *out)
     return mul_checked(n, mult, out);
 }
 
-static const char *const level_names[] = {
-    "debug", "info", "notice", "warn", "error", "crit", "alert", "emerg",
-};
-
-const char *lg_log_level_name(lg_log_level_t l)
-{
-    if ((unsigned)l >= sizeof(level_names) / sizeof(level_names[0]))
-        return "unknown";
-    return level_names[l];
-}
-
-int lg_log_level_parse(const char *s, lg_log_level_t *out)
-{
-    for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
-        if (s != NULL && strcmp(s, level_names[i]) == 0) {
-            *out = (lg_log_level_t)i;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 static int addr_fail(char *err, size_t errlen, const char *s, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

@@ -17,7 +17,7 @@ static struct {
     int            slot;
 } L = { -1, NULL, LG_LOG_NOTICE, 1, 0 };
 
-static const char *level_names[] = {
+static const char *const level_names[] = {
     "debug", "info", "notice", "warn", "error", "crit", "alert", "emerg",
 };
 
@@ -123,4 +123,22 @@ void lg_bug(const char *file, int line, const char *what)
 {
     lg_log(LG_LOG_ALERT, "BUG at %s:%d: %s", file, line, what);
     abort();
+}
+
+const char *lg_log_level_name(lg_log_level_t l)
+{
+    if ((unsigned)l >= sizeof(level_names) / sizeof(level_names[0]))
+        return "unknown";
+    return level_names[l];
+}
+
+int lg_log_level_parse(const char *s, lg_log_level_t *out)
+{
+    for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+        if (s != NULL && strcmp(s, level_names[i]) == 0) {
+            *out = (lg_log_level_t)i;
+            return 0;
+        }
+    }
+    return -1;
 }

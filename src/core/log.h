@@ -11,7 +11,13 @@
 #ifndef LEGATE_CORE_LOG_H
 #define LEGATE_CORE_LOG_H
 
-#include "conf/conf.h"
+typedef enum lg_log_level {
+    LG_LOG_DEBUG = 0, LG_LOG_INFO = 1, LG_LOG_NOTICE = 2, LG_LOG_WARN = 3,
+    LG_LOG_ERROR = 4, LG_LOG_CRIT = 5, LG_LOG_ALERT = 6, LG_LOG_EMERG = 7,
+} lg_log_level_t;
+
+const char *lg_log_level_name(lg_log_level_t l);
+int  lg_log_level_parse(const char *s, lg_log_level_t *out);     /* 0, or -1 unknown */
 
 int  lg_log_open(const char *path, lg_log_level_t level, int also_stderr);
 int  lg_log_reopen(void);               /* returns 0 or -1 (old fd kept) */

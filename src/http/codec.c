@@ -12,7 +12,7 @@
  */
 #define ZLIB_CONST
 #include "http/codec.h"
-#include "http/codec_more.h"
+#include "http/codec_brzstd.h"
 
 #include <limits.h>
 #include <string.h>
@@ -114,7 +114,7 @@ size_t lg_codec_memory(lg_codec_kind_t kind, const lg_codec_params_t *p)
         return n + ((size_t)1 << MAX_WBITS);
     case LG_CODEC_BR_ENCODE:
     case LG_CODEC_ZSTD_ENCODE:
-        return 0;               /* from malloc, not the arena: see codec_more.c */
+        return 0;               /* from malloc, not the arena: see codec_brzstd.c */
     }
     return 0;
 }
@@ -128,7 +128,7 @@ int lg_codec_init(lg_codec_t *c, lg_codec_kind_t kind,
     memset(c, 0, sizeof(*c));
     c->kind = kind;
     if (kind == LG_CODEC_BR_ENCODE || kind == LG_CODEC_ZSTD_ENCODE) {
-        if ((rc = lg_codec_more_init(c, p)) != 0)
+        if ((rc = lg_codec_brzstd_init(c, p)) != 0)
             return c->err = rc;
         c->magic = LG_CODEC_MAGIC;
         return 0;
@@ -323,7 +323,7 @@ ssize_t lg_codec_run(lg_codec_t *c, const char *in, size_t in_len,
     if (c->kind == LG_CODEC_GZIP_ENCODE)
         return codec_deflate(c, in, in_len, in_used, out, out_len, flags);
     if (c->more)
-        return lg_codec_more_run(c, in, in_len, in_used, out, out_len, flags);
+        return lg_codec_brzstd_run(c, in, in_len, in_used, out, out_len, flags);
     return codec_inflate(c, in, in_len, in_used, out, out_len, flags);
 }
 
@@ -335,7 +335,7 @@ void lg_codec_end(lg_codec_t *c)
         else
             inflateEnd(&c->zs->z);
     }
-    lg_codec_more_end(c);
+    lg_codec_brzstd_end(c);
     c->magic = 0;
     c->zs = NULL;
 }

@@ -92,7 +92,7 @@ typedef struct lg_codec {
     uint32_t           magic;       /* LG_CODEC_MAGIC while live, else 0 */
     lg_codec_kind_t    kind;
     struct lg_codec_z *zs;          /* arena: zlib state */
-    void              *more;        /* malloc: the brotli or zstd encoder (codec_more.c) */
+    void              *more;        /* malloc: the brotli or zstd encoder (codec_brzstd.c) */
     size_t             more_mem;    /* what it allocated, as far as we can tell */
     uint64_t           max_out;     /* decode: from params, 0 = none */
     uint64_t           total_in;    /* out: bytes consumed */

@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/hash.h"
+
 typedef struct lg_bal_server {
     uint32_t weight;            /* configured, 1..1000 */
     uint32_t eff_weight;        /* in use now, 1..weight (slow start, after failures); 0 = weight */
@@ -29,16 +31,6 @@ typedef struct lg_bal_server {
     uint64_t ewma_us;           /* peak-EWMA latency now (lg_ewma_get); 0 = no sample yet */
     int      usable;            /* 0: down, ejected, or already tried for this request */
 } lg_bal_server_t;
-
-/* ---- hashing and randomness ---- */
-
-/* A fast 64-bit hash of n bytes (8 bytes per step, xxHash-style mixing). */
-uint64_t lg_hash64(const void *p, size_t n, uint64_t seed);
-
-/* xorshift64* state, per worker.  Seeding maps any value, 0 included, to a valid state. */
-void     lg_rand_seed(uint64_t *rng, uint64_t seed);
-uint64_t lg_rand_next(uint64_t *rng);
-uint32_t lg_rand_below(uint64_t *rng, uint32_t bound);  /* uniform in [0, bound), bound > 0 */
 
 /* ---- pickers: each returns an index in [0, n) or -1 ---- */
 

@@ -1,5 +1,5 @@
 /*
- * Unit tests of the allow/deny building blocks (fwd/acl.c): CIDR sets and
+ * Unit tests of the allow/deny building blocks (net/acl.c): CIDR sets and
  * the private-address classification as tables of address -> expected
  * rule, domain-set semantics as tables of name -> expected rule, both file
  * formats from files written into a temporary directory (so the
@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fwd/acl.h"
-#include "fwd/geo.h"
+#include "net/acl.h"
+#include "net/geo.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/http/codec.c and src/http/accept.c.
+ * Unit tests for src/http/codec.c and src/http/negotiate.c.
  *
  * Compression round trips are table driven: each size is fed whole, one byte
  * at a time (small sizes) and in random pieces, with and without a FLUSH
@@ -26,7 +26,7 @@
 #include <zlib.h>
 
 #include "core/arena.h"
-#include "http/accept.h"
+#include "http/negotiate.h"
 #include "http/codec.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -1011,8 +1011,8 @@ typedef struct {
     const char *value;          /* NULL: no Accept-Encoding field */
     unsigned    avail;
     lg_enc_t    want;
-    int         gzip_ok;        /* lg_accepts_gzip() */
-    const char *norm;           /* lg_accept_normalise(..., LG_ENC_KNOWN) */
+    int         gzip_ok;        /* lg_negotiate_gzip() */
+    const char *norm;           /* lg_negotiate_normalise(..., LG_ENC_KNOWN) */
 } ae_case_t;
 
 static const ae_case_t ae_cases[] = {
@@ -1109,17 +1109,17 @@ ParameterizedTest(size_t *ip, accept, table)
         v = guarded(tc->value, &map, &map_len);
         len = strlen(tc->value);
     }
-    lg_enc_t got = lg_accept_choose(v, len, tc->avail);
+    lg_enc_t got = lg_negotiate_choose(v, len, tc->avail);
     cr_assert_eq(got, tc->want, "[%s] avail %x: %s, want %s", show, tc->avail,
                  lg_enc_name(got), lg_enc_name(tc->want));
-    cr_assert_eq(lg_accepts_gzip(v, len), tc->gzip_ok, "[%s] accepts gzip", show);
+    cr_assert_eq(lg_negotiate_gzip(v, len), tc->gzip_ok, "[%s] accepts gzip", show);
 
     lg_accept_t ae;
     char norm[LG_ACCEPT_NORM_SIZE];
-    lg_accept_init(&ae);
+    lg_negotiate_init(&ae);
     if (v)
-        lg_accept_add(&ae, v, len);
-    size_t nl = lg_accept_normalise(&ae, LG_ENC_KNOWN, norm, sizeof(norm));
+        lg_negotiate_add(&ae, v, len);
+    size_t nl = lg_negotiate_normalise(&ae, LG_ENC_KNOWN, norm, sizeof(norm));
     cr_assert_str_eq(norm, tc->norm, "[%s] normalised", show);
     cr_assert_eq(nl, strlen(norm));
 
@@ -1127,7 +1127,7 @@ ParameterizedTest(size_t *ip, accept, table)
     for (unsigned m = 0; m <= LG_ENC_KNOWN; m++) {
         if (m & ~LG_ENC_KNOWN)
             continue;
-        lg_enc_t want = LG_ENC_IDENTITY, pick = lg_accept_pick(&ae, m);
+        lg_enc_t want = LG_ENC_IDENTITY, pick = lg_negotiate_pick(&ae, m);
         static const lg_enc_t all[] = { LG_ENC_GZIP, LG_ENC_BR, LG_ENC_ZSTD };
         const char *p = norm;
         while (*p) {
@@ -1154,19 +1154,19 @@ Test(accept, several_lines)
     lg_accept_t ae;
     char norm[LG_ACCEPT_NORM_SIZE];
 
-    lg_accept_init(&ae);
-    cr_assert_eq(lg_accept_pick(&ae, ALL), LG_ENC_IDENTITY);     /* absent */
-    cr_assert(lg_accept_ok(&ae, LG_ENC_BR));
-    lg_accept_add(&ae, "gzip;q=0.5", 10);
-    lg_accept_add(&ae, "br", 2);
-    cr_assert_eq(lg_accept_pick(&ae, ALL), LG_ENC_BR);
-    cr_assert_eq(lg_accept_pick(&ae, G), LG_ENC_GZIP);
-    cr_assert(!lg_accept_ok(&ae, LG_ENC_ZSTD));
-    cr_assert(!lg_accept_ok(&ae, LG_ENC_NONE));
-    lg_accept_add(&ae, "", 0);                                 /* adds nothing */
-    lg_accept_normalise(&ae, LG_ENC_KNOWN, norm, sizeof(norm));
+    lg_negotiate_init(&ae);
+    cr_assert_eq(lg_negotiate_pick(&ae, ALL), LG_ENC_IDENTITY);     /* absent */
+    cr_assert(lg_negotiate_ok(&ae, LG_ENC_BR));
+    lg_negotiate_add(&ae, "gzip;q=0.5", 10);
+    lg_negotiate_add(&ae, "br", 2);
+    cr_assert_eq(lg_negotiate_pick(&ae, ALL), LG_ENC_BR);
+    cr_assert_eq(lg_negotiate_pick(&ae, G), LG_ENC_GZIP);
+    cr_assert(!lg_negotiate_ok(&ae, LG_ENC_ZSTD));
+    cr_assert(!lg_negotiate_ok(&ae, LG_ENC_NONE));
+    lg_negotiate_add(&ae, "", 0);                                 /* adds nothing */
+    lg_negotiate_normalise(&ae, LG_ENC_KNOWN, norm, sizeof(norm));
     cr_assert_str_eq(norm, "br,gzip");
-    lg_accept_normalise(&ae, G, norm, sizeof(norm));
+    lg_negotiate_normalise(&ae, G, norm, sizeof(norm));
     cr_assert_str_eq(norm, "gzip");
 }
 
@@ -1175,12 +1175,12 @@ Test(accept, normalise_truncates)
     lg_accept_t ae;
     char small[5];
 
-    lg_accept_init(&ae);
-    lg_accept_add(&ae, "*", 1);
-    cr_assert_eq(lg_accept_normalise(&ae, LG_ENC_KNOWN, small, sizeof(small)),
+    lg_negotiate_init(&ae);
+    lg_negotiate_add(&ae, "*", 1);
+    cr_assert_eq(lg_negotiate_normalise(&ae, LG_ENC_KNOWN, small, sizeof(small)),
                  strlen("zstd,br,gzip"));
     cr_assert_str_eq(small, "zstd");
-    cr_assert_eq(lg_accept_normalise(&ae, LG_ENC_KNOWN, NULL, 0), 12);
+    cr_assert_eq(lg_negotiate_normalise(&ae, LG_ENC_KNOWN, NULL, 0), 12);
 }
 
 Test(accept, names)

@@ -1,5 +1,5 @@
 /*
- * Unit tests of the asynchronous resolver (fwd/resolve.c) against a real
+ * Unit tests of the asynchronous resolver (net/resolve.c) against a real
  * name server: every test starts t/dnsd.py on a free port of 127.0.0.1
  * with the zone below and reads its per-name query counts from the file
  * it rewrites before each answer, so "no query was sent" is checked on the
@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "core/event.h"
-#include "fwd/resolve.h"
+#include "net/resolve.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

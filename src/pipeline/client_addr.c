@@ -7,8 +7,8 @@
 #include <arpa/inet.h>
 #include <string.h>
 
-#include "fwd/acl.h"
-#include "fwd/geo.h"
+#include "net/acl.h"
+#include "net/geo.h"
 
 void lg_session_set_peer(lg_session_t *s, const struct sockaddr_storage *ss)
 {

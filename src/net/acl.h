@@ -14,8 +14,8 @@
  * Matching returns which rule matched, so the 403 page and the log can say
  * "blocked by blocklist /etc/x.txt (ads.example.com)".
  */
-#ifndef LEGATE_FWD_ACL_H
-#define LEGATE_FWD_ACL_H
+#ifndef LEGATE_NET_ACL_H
+#define LEGATE_NET_ACL_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -22,9 +22,9 @@
 #include <string.h>
 
 #include "core/log.h"
-#include "fwd/acl.h"
-#include "fwd/resolve.h"
-#include "fwd/geo.h"
+#include "net/acl.h"
+#include "net/resolve.h"
+#include "net/geo.h"
 
 #include <crypt.h>
 #include <openssl/evp.h>

@@ -4,8 +4,8 @@
  * and shared with the workers by fork), or from the GeoLite2 CSV files
  * (blocks and locations), loaded into a longest-prefix table.
  */
-#ifndef LEGATE_FWD_GEO_H
-#define LEGATE_FWD_GEO_H
+#ifndef LEGATE_NET_GEO_H
+#define LEGATE_NET_GEO_H
 
 #include <stddef.h>
 #include <sys/socket.h>

@@ -12,7 +12,7 @@
  * boundary it probes the table once.  The same walk over a listed name
  * gives the hash it was stored under.
  */
-#include "fwd/acl.h"
+#include "net/acl.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -5,7 +5,7 @@
  * that an identity which is acceptable without being listed can rank 1: above
  * "not acceptable" (0) and below every listed q > 0 (at least 2).
  */
-#include "http/accept.h"
+#include "http/negotiate.h"
 
 #include <string.h>
 
@@ -127,7 +127,7 @@ static void accept_element(lg_accept_t *ae, const char *s, size_t n)
         *slot = (int16_t)q;
 }
 
-void lg_accept_init(lg_accept_t *ae)
+void lg_negotiate_init(lg_accept_t *ae)
 {
     ae->present = 0;
     for (int e = 0; e < LG_ENC_COUNT; e++)
@@ -135,7 +135,7 @@ void lg_accept_init(lg_accept_t *ae)
     ae->star = Q_UNLISTED;
 }
 
-void lg_accept_add(lg_accept_t *ae, const char *value, size_t len)
+void lg_negotiate_add(lg_accept_t *ae, const char *value, size_t len)
 {
     ae->present = 1;
     if (len == 0)
@@ -170,14 +170,14 @@ static int accept_rank(const lg_accept_t *ae, lg_enc_t e)
     return ae->star > 0 ? 2 * ae->star : 0;
 }
 
-int lg_accept_ok(const lg_accept_t *ae, lg_enc_t e)
+int lg_negotiate_ok(const lg_accept_t *ae, lg_enc_t e)
 {
     if (e < 0 || e >= LG_ENC_COUNT)
         return 0;
     return !ae->present || accept_rank(ae, e) > 0;
 }
 
-lg_enc_t lg_accept_pick(const lg_accept_t *ae, unsigned available)
+lg_enc_t lg_negotiate_pick(const lg_accept_t *ae, unsigned available)
 {
     if (!ae->present)
         return LG_ENC_IDENTITY;
@@ -198,7 +198,7 @@ lg_enc_t lg_accept_pick(const lg_accept_t *ae, unsigned available)
     return best;
 }
 
-size_t lg_accept_normalise(const lg_accept_t *ae, unsigned codings, char *out,
+size_t lg_negotiate_normalise(const lg_accept_t *ae, unsigned codings, char *out,
                            size_t out_len)
 {
     lg_enc_t list[ENC_ORDER_N];
@@ -242,24 +242,24 @@ size_t lg_accept_normalise(const lg_accept_t *ae, unsigned codings, char *out,
     return len;
 }
 
-lg_enc_t lg_accept_choose(const char *value, size_t len, unsigned available)
+lg_enc_t lg_negotiate_choose(const char *value, size_t len, unsigned available)
 {
     lg_accept_t ae;
 
-    lg_accept_init(&ae);
+    lg_negotiate_init(&ae);
     if (value)
-        lg_accept_add(&ae, value, len);
-    return lg_accept_pick(&ae, available);
+        lg_negotiate_add(&ae, value, len);
+    return lg_negotiate_pick(&ae, available);
 }
 
-int lg_accepts_gzip(const char *value, size_t len)
+int lg_negotiate_gzip(const char *value, size_t len)
 {
     lg_accept_t ae;
 
-    lg_accept_init(&ae);
+    lg_negotiate_init(&ae);
     if (value)
-        lg_accept_add(&ae, value, len);
-    return lg_accept_ok(&ae, LG_ENC_GZIP);
+        lg_negotiate_add(&ae, value, len);
+    return lg_negotiate_ok(&ae, LG_ENC_GZIP);
 }
 
 const char *lg_enc_name(lg_enc_t e)

@@ -27,10 +27,11 @@
 #include <time.h>
 
 #include "cache/policy.h"
+#include "http/date.h"
 #include "cache/store.h"
 #include "core/log.h"
-#include "fwd/acl.h"
-#include "http/accept.h"
+#include "net/acl.h"
+#include "http/negotiate.h"
 #include "http/codec.h"
 
 lg_cache_t *lg_cache;           /* attached by the master before fork, or NULL */
@@ -90,10 +91,10 @@ static char *variant_key(lg_session_t *s, const char *base, const char *fields)
         char val[256] = "";
         if (strcasecmp(name, "accept-encoding") == 0) {
             lg_accept_t ae;
-            lg_accept_init(&ae);
+            lg_negotiate_init(&ae);
             if (h)
-                lg_accept_add(&ae, h->value, h->value_len);
-            lg_accept_normalise(&ae, LG_ENC_BUILTIN, val, sizeof(val));
+                lg_negotiate_add(&ae, h->value, h->value_len);
+            lg_negotiate_normalise(&ae, LG_ENC_BUILTIN, val, sizeof(val));
         } else if (h) {
             snprintf(val, sizeof(val), "%.*s", (int)(h->value_len < 255 ? h->value_len : 255),
                      h->value);
@@ -260,7 +261,7 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
     int gzipped = (cs->meta.flags & LG_CF_GZIPPED) != 0, gunz = 0;
     if (gzipped) {
         const http_header_t *ae = lg_req_header(s, "accept-encoding");
-        int gz_ok = ae && lg_accept_choose(ae->value, ae->value_len, LG_ENC_BIT(LG_ENC_GZIP)) ==
+        int gz_ok = ae && lg_negotiate_choose(ae->value, ae->value_len, LG_ENC_BIT(LG_ENC_GZIP)) ==
                           LG_ENC_GZIP;
         if (!gz_ok || lg_req_header(s, "range")) {
             plain = gunzip_all(s, body, blen, (size_t)cs->meta.identity_len);

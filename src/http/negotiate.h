@@ -9,7 +9,7 @@
  * The rules:
  *
  *  - No Accept-Encoding field at all: every coding is acceptable
- *    (lg_accept_ok() and lg_accepts_gzip() say yes), but legate chooses
+ *    (lg_negotiate_ok() and lg_negotiate_gzip() say yes), but legate chooses
  *    identity, as every deployed server does: a client that did not ask is
  *    rarely ready to decode.
  *  - An empty field value: only identity is acceptable.
@@ -29,8 +29,8 @@
  * Nothing here allocates; value need not be NUL-terminated and is only read
  * within [value, value + len).
  */
-#ifndef LEGATE_HTTP_ACCEPT_H
-#define LEGATE_HTTP_ACCEPT_H
+#ifndef LEGATE_HTTP_NEGOTIATE_H
+#define LEGATE_HTTP_NEGOTIATE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -76,11 +76,11 @@ typedef struct lg_accept {
  * line's value (the list is their concatenation), then pick.  Without any
  * add() the header counts as absent.
  */
-void     lg_accept_init(lg_accept_t *ae);
-void     lg_accept_add(lg_accept_t *ae, const char *value, size_t len);
+void     lg_negotiate_init(lg_accept_t *ae);
+void     lg_negotiate_add(lg_accept_t *ae, const char *value, size_t len);
 
 /* Is coding e acceptable to the client?  (LG_ENC_NONE: never.) */
-int      lg_accept_ok(const lg_accept_t *ae, lg_enc_t e);
+int      lg_negotiate_ok(const lg_accept_t *ae, lg_enc_t e);
 
 /*
  * The coding to send: the one the client prefers among those in `available`
@@ -89,33 +89,33 @@ int      lg_accept_ok(const lg_accept_t *ae, lg_enc_t e);
  * well.  On LG_ENC_NONE send the response uncompressed all the same, as
  * nginx does; a 415/406 helps nobody.
  */
-lg_enc_t lg_accept_pick(const lg_accept_t *ae, unsigned available);
+lg_enc_t lg_negotiate_pick(const lg_accept_t *ae, unsigned available);
 
 /*
  * The normalised Accept-Encoding used in cache keys (RFC 9111 4.1, Vary):
  * the codings of `codings` (mask) that could ever be chosen, most preferred
  * first and ties in the order zstd, br, gzip, comma-separated with no spaces:
  * "gzip", "br,gzip", "zstd,br,gzip", or "" when identity would be sent.
- * Two values with the same normalised form get the same lg_accept_pick() for
+ * Two values with the same normalised form get the same lg_negotiate_pick() for
  * every `available` within `codings`: the first listed coding that is
  * available, else identity (or LG_ENC_NONE, which also sends identity), so
  * one cached variant serves both.  Writes a NUL-terminated string into out
  * (truncated if out_len < LG_ACCEPT_NORM_SIZE) and returns its untruncated
  * length.
  */
-size_t   lg_accept_normalise(const lg_accept_t *ae, unsigned codings, char *out,
+size_t   lg_negotiate_normalise(const lg_accept_t *ae, unsigned codings, char *out,
                              size_t out_len);
 
 /* One-shot forms over a single field value; value NULL = no header. */
-lg_enc_t lg_accept_choose(const char *value, size_t len, unsigned available);
+lg_enc_t lg_negotiate_choose(const char *value, size_t len, unsigned available);
 
 /*
  * Whether a gzip-coded response may be passed as is (otherwise gunzip it).
  * Per RFC 9110 an absent header (NULL) accepts gzip; nginx's gunzip module
  * instead decompresses for clients that sent no Accept-Encoding, so a caller
- * wanting that test `value != NULL && lg_accepts_gzip(value, len)`.
+ * wanting that test `value != NULL && lg_negotiate_gzip(value, len)`.
  */
-int      lg_accepts_gzip(const char *value, size_t len);
+int      lg_negotiate_gzip(const char *value, size_t len);
 
 /* "identity", "gzip", "br", "zstd" or "none": for logs and the
  * Content-Encoding field (never emit it for identity). */

@@ -1,4 +1,4 @@
-#include "fwd/geo.h"
+#include "net/geo.h"
 
 #include <errno.h>
 #include <maxminddb.h>
@@ -8,7 +8,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "fwd/acl.h"
+#include "net/acl.h"
 
 struct lg_geo {
     int            is_mmdb;

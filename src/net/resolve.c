@@ -17,7 +17,7 @@
  * c-ares call, so a callback may do anything with the resolver, freeing it
  * included (deliver() then stops: see r->alive).
  */
-#include "fwd/resolve.h"
+#include "net/resolve.h"
 
 #include <ares.h>
 #include <arpa/inet.h>

@@ -12,7 +12,7 @@
  * fixed-size reservation.
  */
 #include "http/codec.h"
-#include "http/codec_more.h"
+#include "http/codec_brzstd.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +24,7 @@
 #include <zstd.h>
 #endif
 
-int lg_codec_more_available(lg_codec_kind_t kind)
+int lg_codec_brzstd_available(lg_codec_kind_t kind)
 {
 #ifdef LG_HAVE_BROTLI
     if (kind == LG_CODEC_BR_ENCODE)
@@ -170,7 +170,7 @@ static ssize_t zstd_run(lg_codec_t *c, const char *in, size_t in_len, size_t *in
 }
 #endif
 
-int lg_codec_more_init(lg_codec_t *c, const lg_codec_params_t *p)
+int lg_codec_brzstd_init(lg_codec_t *c, const lg_codec_params_t *p)
 {
 #ifdef LG_HAVE_BROTLI
     if (c->kind == LG_CODEC_BR_ENCODE)
@@ -184,7 +184,7 @@ int lg_codec_more_init(lg_codec_t *c, const lg_codec_params_t *p)
     return LG_CODEC_EINVAL;
 }
 
-ssize_t lg_codec_more_run(lg_codec_t *c, const char *in, size_t in_len, size_t *in_used,
+ssize_t lg_codec_brzstd_run(lg_codec_t *c, const char *in, size_t in_len, size_t *in_used,
                           char *out, size_t out_len, int flags)
 {
     if (c->done && in_len) {
@@ -203,7 +203,7 @@ ssize_t lg_codec_more_run(lg_codec_t *c, const char *in, size_t in_len, size_t *
     return LG_CODEC_EINVAL;
 }
 
-void lg_codec_more_end(lg_codec_t *c)
+void lg_codec_brzstd_end(lg_codec_t *c)
 {
     if (c->more == NULL)
         return;

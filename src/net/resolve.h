@@ -42,8 +42,8 @@
  * with n name servers (c-ares doubles the timeout every round).  With both
  * families c-ares waits for both answers before reporting.
  */
-#ifndef LEGATE_FWD_RESOLVE_H
-#define LEGATE_FWD_RESOLVE_H
+#ifndef LEGATE_NET_RESOLVE_H
+#define LEGATE_NET_RESOLVE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -29,9 +29,9 @@
 #include "core/log.h"
 #include "net/tls.h"
 #include "net/proxyproto.h"
-#include "fwd/acl.h"
-#include "fwd/geo.h"
-#include "http/accept.h"
+#include "net/acl.h"
+#include "net/geo.h"
+#include "http/negotiate.h"
 #include "http/codec.h"
 #include "proxy/balance.h"
 

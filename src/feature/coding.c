@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "http/accept.h"
+#include "http/negotiate.h"
 #include "http/codec.h"
 
 /*
@@ -107,7 +107,7 @@ lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
     if (ce) {
         /* an absent Accept-Encoding counts as "no gzip" here, as nginx */
         if (c->gunzip && ce->value_len == 4 && strncasecmp(ce->value, "gzip", 4) == 0 &&
-            !(ae && lg_accepts_gzip(ae->value, ae->value_len)))
+            !(ae && lg_negotiate_gzip(ae->value, ae->value_len)))
             return LG_XFORM_GUNZIP;
         return LG_XFORM_NONE;
     }
@@ -118,7 +118,7 @@ lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
     avail &= LG_ENC_BUILTIN;
     if (avail == 0 || ae == NULL)
         return LG_XFORM_NONE;
-    lg_enc_t e = lg_accept_choose(ae->value, ae->value_len, avail);
+    lg_enc_t e = lg_negotiate_choose(ae->value, ae->value_len, avail);
     if (e != LG_ENC_GZIP && e != LG_ENC_BR && e != LG_ENC_ZSTD)
         return LG_XFORM_NONE;
     if (ri->body == LG_BODY_LENGTH && ri->length < c->gzip_min_length)
