@@ -24,6 +24,7 @@
 #include "conf/conf.h"
 #include "core/log.h"
 #include "net/tls.h"
+#include "forward/forward.h"
 #include "proxy/proxy.h"
 #include "proc/proc.h"
 
@@ -148,6 +149,7 @@ int main(int argc, char **argv)
     const char *sig = NULL;
     int test = 0, dump = 0, fg = 0;
     int opt;
+    lg_features_setup();
     while ((opt = getopt(argc, argv, "hVtTFc:p:s:")) != -1) {
         switch (opt) {
         case 'h': usage(stdout); return 0;

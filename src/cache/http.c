@@ -16,7 +16,10 @@
  * request's values of the varied fields, Accept-Encoding normalised), with
  * a small marker under the base key naming the fields.
  */
-#include "proxy/proxy.h"
+#include "cache/http.h"
+
+#include "feature/coding.h"
+#include "pipeline/headers.h"
 #include "core/event.h"
 
 #include <arpa/inet.h>
@@ -37,6 +40,12 @@
 lg_cache_t *lg_cache;           /* attached by the master before fork, or NULL */
 
 #define VARY_MARK "LEGATE-VARY:"
+
+/* The request's view of the cache lives in its context slot. */
+static int cache_slot;
+#define CS(s) ((lg_cstate_t *)(s)->ctx[cache_slot])
+
+static const lg_stage_t wait_stage;
 
 typedef struct lg_cstate {
     char       *base;           /* arena: the base key */
@@ -63,12 +72,15 @@ typedef struct lg_cstate {
     int         not_yet;        /* cache_min_uses not reached: fetch, do not store */
     int         counted;        /* this request's use is counted (once, not per wait) */
     int         gz_store;       /* store the body gzip-compressed (the route compresses) */
-    lg_session_t *s;            /* whose state this is */
+    lg_req_t *s;            /* whose state this is */
 } lg_cstate_t;
+
+static void invalidate(lg_req_t *s, lg_cstate_t *cs);
+static const char *conditional(lg_req_t *s, lg_cstate_t *cs);
 
 /* The cache key template: a forward-proxy request keys on the absolute URI,
  * port included, unless cache_key was set to something else. */
-static const char *key_template(const lg_session_t *s, const lg_common_t *c)
+static const char *key_template(const lg_req_t *s, const lg_common_t *c)
 {
     return s->route == NULL && strcmp(c->cache_key, "$scheme://$host$request_uri") == 0
          ? "$scheme://$proxy_host$request_uri" : c->cache_key;
@@ -76,7 +88,7 @@ static const char *key_template(const lg_session_t *s, const lg_common_t *c)
 
 /* ---- keys ---- */
 
-static char *variant_key(lg_session_t *s, const char *base, const char *fields)
+static char *variant_key(lg_req_t *s, const char *base, const char *fields)
 {
     char *k = lg_arena_printf(&s->arena, "%s\n", base);
     for (const char *p = fields; k && *p;) {
@@ -87,7 +99,7 @@ static char *variant_key(lg_session_t *s, const char *base, const char *fields)
             break;
         char name[64];
         snprintf(name, sizeof(name), "%.*s", (int)(n < 63 ? n : 63), p);
-        const http_header_t *h = lg_req_header(s, name);
+        const http_header_t *h = lg_headers_get(s, name);
         char val[256] = "";
         if (strcasecmp(name, "accept-encoding") == 0) {
             lg_accept_t ae;
@@ -183,7 +195,7 @@ static int parse_range(const http_header_t *h, size_t len, size_t *from, size_t 
  * the route compresses.  X-Cache says how, Age how old.
  */
 /* The whole body of an object stored compressed, for a client without gzip. */
-static char *gunzip_all(lg_session_t *s, const char *in, size_t n, size_t out_len)
+static char *gunzip_all(lg_req_t *s, const char *in, size_t n, size_t out_len)
 {
     lg_codec_t codec;
     lg_codec_params_t prm = { 0 };
@@ -204,10 +216,10 @@ static char *gunzip_all(lg_session_t *s, const char *in, size_t n, size_t out_le
 }
 
 /* The whole body compressed (gzip, br or zstd at the route's level), or NULL. */
-static char *compress_all(lg_session_t *s, lg_xform_t xf, const char *in, size_t n,
+static char *compress_all(lg_req_t *s, lg_xform_t xf, const char *in, size_t n,
                           size_t *out_len)
 {
-    const lg_common_t *c = lg_session_common(s);
+    const lg_common_t *c = lg_req_common(s);
     lg_codec_t codec;
     lg_codec_params_t prm = { 0 };
     prm.level = xf == LG_XFORM_BR ? (c->brotli_level ? c->brotli_level : -1)
@@ -233,41 +245,41 @@ static char *compress_all(lg_session_t *s, lg_xform_t xf, const char *in, size_t
     return out;
 }
 
-static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
+static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
 {
     http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
     http_response_t r = { .headers = hs };
     http_limits_t lim = { 16384, cs->hl + 1, LG_MAX_HEADERS };
     size_t scanned = 0;
     if (hs == NULL || http_parse_response(cs->obj, cs->hl, &r, &lim, &scanned) <= 0) {
-        lg_session_respond(s, 500, NULL);
+        lg_req_error(s, 500);
         return;
     }
     const char *body = cs->obj + cs->hl;
     size_t blen = cs->bl;
-    cs->status = xcache;
+    cs->s->cache_status = xcache;
     int64_t now = lg_wall_ms();
     s->cache_age = cs->meta.age0 + (now - cs->meta.stored) / 1000;
     if (s->cache_age < 0)
         s->cache_age = 0;
 
     /* client conditionals (RFC 9110 13.1) */
-    const http_header_t *inm = lg_req_header(s, "if-none-match");
-    const http_header_t *ims = lg_req_header(s, "if-modified-since");
+    const http_header_t *inm = lg_headers_get(s, "if-none-match");
+    const http_header_t *ims = lg_headers_get(s, "if-modified-since");
     const http_header_t *etag = find_h(&r, "etag"), *lm = find_h(&r, "last-modified");
     /* stored compressed here: as is for gzip clients, gunzipped for the others
      * (and for ranges, which are about the identity bytes) */
     char *plain = NULL;
     int gzipped = (cs->meta.flags & LG_CF_GZIPPED) != 0, gunz = 0;
     if (gzipped) {
-        const http_header_t *ae = lg_req_header(s, "accept-encoding");
+        const http_header_t *ae = lg_headers_get(s, "accept-encoding");
         int gz_ok = ae && lg_negotiate_choose(ae->value, ae->value_len, LG_ENC_BIT(LG_ENC_GZIP)) ==
                           LG_ENC_GZIP;
-        if (!gz_ok || lg_req_header(s, "range")) {
+        if (!gz_ok || lg_headers_get(s, "range")) {
             plain = gunzip_all(s, body, blen, (size_t)cs->meta.identity_len);
             if (plain == NULL) {
                 lg_error("cache: a stored object of \"%s\" does not decompress", cs->key);
-                lg_session_respond(s, 500, NULL);
+                lg_req_error(s, 500);
                 return;
             }
             body = plain;
@@ -292,9 +304,9 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
         status = 304;
         blen = 0;
     } else {
-        xf = gzipped ? LG_XFORM_NONE : lg_session_choose_xform(s, &r, &ri);
+        xf = gzipped ? LG_XFORM_NONE : lg_coding_choose(s, &r, &ri);
         if (xf == LG_XFORM_NONE && r.status == 200 && (!gzipped || gunz) &&
-            (range = parse_range(lg_req_header(s, "range"), blen, &from, &to)) != 0)
+            (range = parse_range(lg_headers_get(s, "range"), blen, &from, &to)) != 0)
             status = range > 0 ? 206 : 416;
     }
     char *gz = NULL;
@@ -321,10 +333,11 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
         s->cache_range = lg_arena_printf(&s->arena, "bytes */%zu", full);
     s->cache_serving = 1;
     size_t hl = 0;
-    char *head = lg_build_client_head(s, &r, &ri, 0, xf, &hl);
+    char *head = lg_headers_client(s, &r, &ri, 0, xf,
+                                   xf != LG_XFORM_NONE || lg_coding_compressible(s, &r, &ri), &hl);
     if (head == NULL) {
         free(gz);
-        lg_session_respond(s, 500, NULL);
+        lg_req_error(s, 500);
         return;
     }
     if (s->ri.is_head || status == 304 || status == 416)
@@ -336,23 +349,28 @@ static void serve(lg_session_t *s, lg_cstate_t *cs, const char *xcache)
     if (gz)
         free(plain);
     s->upstream_status = 0;
-    lg_session_send_raw2(s, status, head, hl, out_body, out_len);
+    lg_req_send_raw(s, status, head, hl, out_body, out_len);
 }
 
 /* ---- the request ---- */
 
-static lg_cstate_t *state(lg_session_t *s)
+static void on_close(void *arg);
+
+static lg_cstate_t *state(lg_req_t *s)
 {
-    if (s->cache == NULL && (s->cache = lg_arena_calloc(&s->arena, sizeof(lg_cstate_t))) != NULL)
-        s->cache->s = s;
-    return s->cache;
+    if (CS(s) == NULL && (s->ctx[cache_slot] = lg_arena_calloc(&s->arena, sizeof(lg_cstate_t)))) {
+        CS(s)->s = s;
+        s->own_conditionals = 1;        /* the client's go nowhere: the cache answers them */
+        lg_req_cleanup(s, on_close, s);
+    }
+    return CS(s);
 }
 
-static void drop_key(lg_session_t *s, const char *base, size_t n, int soft, int *count);
+static void drop_key(lg_req_t *s, const char *base, size_t n, int soft, int *count);
 
-static int purge(lg_session_t *s, lg_cstate_t *cs)
+static int purge(lg_req_t *s, lg_cstate_t *cs)
 {
-    const lg_common_t *c = lg_session_common(s);
+    const lg_common_t *c = lg_req_common(s);
     int allowed = 0;
     if (c->cache_purge_allow && c->cache_purge_allow->n) {
         lg_cidr_set_t *set = lg_cidr_new();
@@ -365,10 +383,10 @@ static int purge(lg_session_t *s, lg_cstate_t *cs)
         lg_cidr_free(set);
     }
     if (!allowed) {
-        lg_session_respond(s, 403, "PURGE is not allowed from this address\n");
+        lg_req_respond(s, 403, "PURGE is not allowed from this address\n", NULL);
         return 1;
     }
-    const http_header_t *mode = lg_req_header(s, "purge-mode");
+    const http_header_t *mode = lg_headers_get(s, "purge-mode");
     int soft = mode && mode->value_len == 4 && strncasecmp(mode->value, "soft", 4) == 0;
     int n = 0;
     if (cs->baselen && cs->base[cs->baselen - 1] == '*')
@@ -376,7 +394,7 @@ static int purge(lg_session_t *s, lg_cstate_t *cs)
     else
         drop_key(s, cs->base, cs->baselen, soft, &n);
     char *msg = lg_arena_printf(&s->arena, "{\"purged\": %d, \"soft\": %s}\n", n, soft ? "true" : "false");
-    lg_session_respond(s, n ? 200 : 404, msg);
+    lg_req_respond(s, n ? 200 : 404, msg, NULL);
     return 1;
 }
 
@@ -400,9 +418,9 @@ static int fresh_enough(lg_cstate_t *cs, int64_t now)
     return 0;
 }
 
-int lg_cache_on_request(lg_session_t *s)
+static int on_request(lg_req_t *s)
 {
-    const lg_common_t *c = lg_session_common(s);
+    const lg_common_t *c = lg_req_common(s);
     if (lg_cache == NULL || !c->cache)
         return 0;
     lg_cstate_t *cs = state(s);
@@ -419,30 +437,30 @@ int lg_cache_on_request(lg_session_t *s)
         for (size_t i = 0; i < s->req.num_headers; i++)
             if (http_name_eq(&s->req.headers[i], "cache-control"))
                 lg_cc_parse(&cs->req_cc, s->req.headers[i].value, s->req.headers[i].value_len);
-        if (s->refresh)
+        if (s->conn->refresh)
             cs->req_cc.no_cache = 1;    /* a background refresh: ask the origin */
-        const http_header_t *pragma = lg_req_header(s, "pragma");
+        const http_header_t *pragma = lg_headers_get(s, "pragma");
         if (pragma && pragma->value_len >= 8 && strncasecmp(pragma->value, "no-cache", 8) == 0 &&
-            lg_req_header(s, "cache-control") == NULL)
+            lg_headers_get(s, "cache-control") == NULL)
             cs->req_cc.no_cache = 1;
     }
     int is_get = s->req.method_len == 3 && memcmp(s->req.method, "GET", 3) == 0;
     if (s->req.method_len == 5 && memcmp(s->req.method, "PURGE", 5) == 0)
         return purge(s, cs);
     if (!is_get && !s->ri.is_head) {
-        cs->status = NULL;              /* unsafe methods: invalidation after the response */
+        cs->s->cache_status = NULL;              /* unsafe methods: invalidation after the response */
         return 0;
     }
     const char *bypass = lg_expand_text(s, c->cache_bypass);
     if ((bypass && bypass[0] && strcmp(bypass, "0") != 0) || cs->req_cc.no_store ||
-        (lg_req_header(s, "authorization") && !c->cache_authorized)) {
-        cs->status = "BYPASS";
+        (lg_headers_get(s, "authorization") && !c->cache_authorized)) {
+        cs->s->cache_status = "BYPASS";
         return 0;
     }
     int64_t now = lg_wall_ms();
     if (c->cache_min_uses > 1 && !cs->filler && !cs->counted++ &&
         !lg_cache_count_use(lg_cache, cs->base, cs->baselen, c->cache_min_uses)) {
-        cs->status = "MISS";            /* asked for too few times yet to be stored */
+        cs->s->cache_status = "MISS";            /* asked for too few times yet to be stored */
         cs->not_yet = 1;
         return 0;
     }
@@ -451,7 +469,7 @@ int lg_cache_on_request(lg_session_t *s)
         cs->obj = NULL;
         int filler = 0;
         /* the token tells this request's fill from the others of this worker */
-        uint64_t token = s->id << 20 | (s->requests & 0xfffff);
+        uint64_t token = s->conn->id << 20 | (s->conn->requests & 0xfffff);
         lg_cache_look_t look = lg_cache_get(lg_cache, cs->key, cs->keylen, hop == 0 && !cs->filler,
                                             c->cache_lock_timeout, token, &cs->obj, &cs->hl,
                                             &cs->bl, &cs->meta, &filler);
@@ -459,17 +477,17 @@ int lg_cache_on_request(lg_session_t *s)
             cs->filler = 1;
         if (look == LG_CACHE_WAIT) {
             if (lg_w.loop.now - s->t_start < c->cache_lock_timeout) {
-                s->state = LG_S_CACHE_WAIT;     /* collapsed forwarding: look again soon */
+                lg_req_suspend(s, &wait_stage); /* collapsed forwarding: look again soon */
                 return 1;
             }
             look = LG_CACHE_MISS;               /* waited long enough: go ourselves */
         }
         if (look == LG_CACHE_MISS) {
             if (cs->req_cc.only_if_cached) {
-                lg_session_respond(s, 504, NULL);
+                lg_req_error(s, 504);
                 return 1;
             }
-            cs->status = "MISS";
+            cs->s->cache_status = "MISS";
             return 0;
         }
         /* a hit: a Vary marker sends us to the variant */
@@ -487,7 +505,7 @@ int lg_cache_on_request(lg_session_t *s)
         break;
     }
     if (cs->obj == NULL) {
-        cs->status = "MISS";
+        cs->s->cache_status = "MISS";
         return 0;
     }
     if (fresh_enough(cs, now)) {
@@ -505,13 +523,13 @@ int lg_cache_on_request(lg_session_t *s)
      * must-revalidate, nor for a client asking for a validated answer, nor
      * for the refresh itself.
      */
-    if (!s->refresh && cs->meta.stale_while_revalidate > 0 &&
+    if (!s->conn->refresh && cs->meta.stale_while_revalidate > 0 &&
         now - cs->meta.expires <= cs->meta.stale_while_revalidate &&
         !(cs->meta.flags & LG_CF_MUST_REVALIDATE) && !cs->req_cc.no_cache &&
         cs->req_cc.max_age == LG_CC_UNSET) {
         int64_t until = now + c->proxy_connect_timeout + c->proxy_read_timeout + 1000;
         if (lg_cache_try_update(lg_cache, cs->key, cs->keylen, until) &&
-            lg_session_refresh(s) < 0)
+            lg_cache_refresh(s) < 0)
             lg_error("cache: cannot start the background refresh of \"%s\"", cs->key);
         serve(s, cs, "UPDATING");
         return 1;
@@ -520,28 +538,29 @@ int lg_cache_on_request(lg_session_t *s)
     cs->stale_ok = cs->meta.stale_if_error > 0 &&
                    now - cs->meta.expires <= cs->meta.stale_if_error;
     cs->reval = (cs->meta.flags & LG_CF_HAS_VALIDATOR) != 0;
-    cs->status = "EXPIRED";
+    cs->s->cache_status = "EXPIRED";
+    if (cs->reval)
+        s->upstream_extra = conditional(s, cs);
     return 0;
 }
 
-/* Headers for a conditional request upstream (revalidation). */
-void lg_cache_conditional(lg_session_t *s, void *sbv, void (*add)(void *, const char *, size_t,
-                                                                  const char *, size_t))
+/* Header lines for a conditional request upstream (revalidation), or NULL. */
+static const char *conditional(lg_req_t *s, lg_cstate_t *cs)
 {
-    lg_cstate_t *cs = s->cache;
-    if (cs == NULL || !cs->reval || cs->obj == NULL)
-        return;
+    if (cs->obj == NULL)
+        return NULL;
     http_header_t hs[LG_MAX_HEADERS];
     http_response_t r = { .headers = hs };
     http_limits_t lim = { 16384, cs->hl + 1, LG_MAX_HEADERS };
     size_t sc = 0;
     if (http_parse_response(cs->obj, cs->hl, &r, &lim, &sc) <= 0)
-        return;
+        return NULL;
     const http_header_t *etag = find_h(&r, "etag"), *lm = find_h(&r, "last-modified");
-    if (etag)
-        add(sbv, "If-None-Match", 13, etag->value, etag->value_len);
-    if (lm)
-        add(sbv, "If-Modified-Since", 17, lm->value, lm->value_len);
+    return lg_arena_printf(&s->arena, "%s%.*s%s%s%.*s%s",
+                           etag ? "If-None-Match: " : "", etag ? (int)etag->value_len : 0,
+                           etag ? etag->value : "", etag ? "\r\n" : "",
+                           lm ? "If-Modified-Since: " : "", lm ? (int)lm->value_len : 0,
+                           lm ? lm->value : "", lm ? "\r\n" : "");
 }
 
 /* ---- the response ---- */
@@ -647,13 +666,13 @@ static void cap_append(void *arg, const char *p, size_t n)
     cs->caplen += n;
 }
 
-int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp_info_t *ri,
+static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_t *ri,
                          const char *raw, size_t rawlen)
 {
-    lg_cstate_t *cs = s->cache;
+    lg_cstate_t *cs = CS(s);
     if (cs == NULL || cs->base == NULL)
         return 0;
-    const lg_common_t *c = lg_session_common(s);
+    const lg_common_t *c = lg_req_common(s);
     int64_t now = lg_wall_ms();
     int is_get = s->req.method_len == 3 && memcmp(s->req.method, "GET", 3) == 0;
 
@@ -665,6 +684,10 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
             if (k >= 0 && cs->also[k] == NULL && h->value_len < 4096)
                 cs->also[k] = lg_arena_printf(&s->arena, "%.*s", (int)h->value_len, h->value);
         }
+        /* now, before a byte of the answer reaches the client: its next
+         * request, on any worker, must not find what this one changed */
+        if (r->status >= 200 && r->status < 400)
+            invalidate(s, cs);
     }
 
     /* revalidated: the stored response is still good */
@@ -691,7 +714,7 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
         serve(s, cs, "STALE");
         return 1;
     }
-    if (!is_get || cs->status == NULL || strcmp(cs->status, "BYPASS") == 0)
+    if (!is_get || cs->s->cache_status == NULL || strcmp(cs->s->cache_status, "BYPASS") == 0)
         return 0;
 
     lg_cc_t cc;
@@ -731,7 +754,7 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
         vary->value[0] == '*') || (cookie && !ignored(c, "Set-Cookie")) ||
         ri->body == LG_BODY_CLOSE || r->status == 206)
         goto not_stored;
-    if (lg_req_header(s, "authorization") && !c->cache_authorized && !cc.public_ &&
+    if (lg_headers_get(s, "authorization") && !c->cache_authorized && !cc.public_ &&
         cc.s_maxage == LG_CC_UNSET && !cc.must_revalidate)
         goto not_stored;
     if (cc.s_maxage != LG_CC_UNSET)
@@ -782,7 +805,7 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
 
     /* the head to store: as received, less fields not to be stored; for a
      * body stored compressed, as a gzip response (weak ETag, Vary) */
-    cs->gz_store = lg_session_common(s)->gzip && lg_session_compressible(s, r, ri);
+    cs->gz_store = lg_req_common(s)->gzip && lg_coding_compressible(s, r, ri);
     int vary_ae = 0;
     free(cs->head);
     cs->head = malloc(rawlen + 64);
@@ -870,27 +893,8 @@ not_stored:
     return 0;
 }
 
-void lg_cache_tap(lg_session_t *s)
-{
-    lg_cstate_t *cs = s->cache;
-    if (cs && cs->capturing) {
-        s->rspp.tap = cap_append;
-        s->rspp.tap_arg = cs;
-    }
-}
-
-int lg_cache_on_error(lg_session_t *s, int status)
-{
-    (void)status;
-    lg_cstate_t *cs = s->cache;
-    if (cs == NULL || !cs->stale_ok || cs->obj == NULL)
-        return 0;
-    serve(s, cs, "STALE");
-    return 1;
-}
-
 /* An unsafe method that succeeded invalidates what it may have changed (RFC 9111 4.4). */
-static void drop_key(lg_session_t *s, const char *base, size_t n, int soft, int *count)
+static void drop_key(lg_req_t *s, const char *base, size_t n, int soft, int *count)
 {
     /* the object (or its Vary marker) and every variant: "base\n..." */
     *count += soft ? lg_cache_expire(lg_cache, base, n) : lg_cache_delete(lg_cache, base, n);
@@ -905,7 +909,7 @@ static void drop_key(lg_session_t *s, const char *base, size_t n, int soft, int 
  * URI naming the request's own authority): their keys are made with the
  * route's cache_key as if they had been requested.
  */
-static void invalidate(lg_session_t *s, lg_cstate_t *cs)
+static void invalidate(lg_req_t *s, lg_cstate_t *cs)
 {
     int n = 0;
     drop_key(s, cs->base, cs->baselen, 0, &n);
@@ -925,30 +929,27 @@ static void invalidate(lg_session_t *s, lg_cstate_t *cs)
         lg_str_t saved = s->ri.uri;
         s->ri.uri.p = u;
         s->ri.uri.n = strcspn(u, "#");
-        char *key = lg_expand(s, key_template(s, lg_session_common(s)), 0);
+        char *key = lg_expand(s, key_template(s, lg_req_common(s)), 0);
         s->ri.uri = saved;
         if (key && strcmp(key, cs->base) != 0)
             drop_key(s, key, strlen(key), 0, &n);
     }
 }
 
-void lg_cache_on_finish(lg_session_t *s, int complete)
+static void on_finish(lg_req_t *s, int complete)
 {
-    lg_cstate_t *cs = s->cache;
+    lg_cstate_t *cs = CS(s);
     if (cs == NULL || lg_cache == NULL)
         return;
-    int unsafe = cs->base && !(s->req.method_len == 3 && memcmp(s->req.method, "GET", 3) == 0) &&
-                 !s->ri.is_head && !(s->req.method_len == 5 && memcmp(s->req.method, "PURGE", 5) == 0);
-    if (unsafe && s->status >= 200 && s->status < 400)
-        invalidate(s, cs);
     if (complete && s->rspp.done)
         store(cs);                      /* a body the tap never saw end (empty, close-delimited) */
-    lg_cache_on_close(s);
+    on_close(s);
 }
 
-void lg_cache_on_close(lg_session_t *s)
+static void on_close(void *arg)
 {
-    lg_cstate_t *cs = s->cache;
+    lg_req_t *s = arg;
+    lg_cstate_t *cs = CS(s);
     if (cs == NULL)
         return;
     if (cs->filler && lg_cache) {
@@ -964,7 +965,90 @@ void lg_cache_on_close(lg_session_t *s)
     cs->capturing = 0;
 }
 
-const char *lg_cache_status(const lg_session_t *s)
+/* ---- the phases ---- */
+
+/* CACHE: a stored answer, a purge, or a wait for another worker's fill. */
+static int cache_lookup(lg_req_t *s)
 {
-    return s->cache ? ((lg_cstate_t *)s->cache)->status : NULL;
+    if (s->ri.connect || (s->route == NULL && !lg_req_is_forward(s)))
+        return LG_DECLINED;
+    if (!on_request(s))
+        return LG_OK;
+    return s->stage == &wait_stage ? LG_AGAIN : LG_DONE;
 }
+
+static lg_msec_t wait_arm(lg_req_t *s, lg_tkind_t *kind)
+{
+    (void)s;
+    *kind = LG_T_WAIT;
+    return 10;
+}
+
+static void wait_step(lg_req_t *s)
+{
+    (void)s;                    /* the timer looks again */
+}
+
+/* Look again: answered, still waiting, or fetch it ourselves after all. */
+static void wait_timeout(lg_req_t *s, lg_tkind_t kind)
+{
+    (void)kind;
+    if (on_request(s))
+        return;
+    lg_req_resume(s);
+}
+
+static const lg_stage_t wait_stage = {
+    .name = "waiting for the cache", .step = wait_step, .arm = wait_arm, .timeout = wait_timeout,
+};
+
+/* RESPONSE: store it, or answer from the cache instead (a 304, stale on error). */
+static int cache_response(lg_req_t *s)
+{
+    return on_response(s, s->rsp, s->rsp_ri, s->rsp_raw, s->rsp_raw_len)
+           ? LG_DONE : LG_OK;
+}
+
+/* BODY: the fill sees every byte of the body. */
+static int cache_body(lg_req_t *s)
+{
+    lg_cstate_t *cs = CS(s);
+    if (cs && cs->capturing) {
+        s->rspp.tap = cap_append;
+        s->rspp.tap_arg = cs;
+    }
+    return LG_OK;
+}
+
+/* UPSTREAM_ERROR: stale-if-error. */
+static int cache_error(lg_req_t *s)
+{
+    lg_cstate_t *cs = CS(s);
+    if (cs == NULL || !cs->stale_ok || cs->obj == NULL)
+        return LG_DECLINED;
+    serve(s, cs, "STALE");
+    return LG_DONE;
+}
+
+static int cache_log(lg_req_t *s)
+{
+    on_finish(s, 1);
+    return LG_OK;
+}
+
+const lg_feature_t lg_feature_cache = {
+    .name = "cache",
+    .handlers = {
+        { LG_PH_CACHE, cache_lookup },
+        { LG_PH_RESPONSE, cache_response },
+        { LG_PH_BODY, cache_body },
+        { LG_PH_UPSTREAM_ERROR, cache_error },
+    },
+    .ctx_slot = &cache_slot,
+};
+
+/* After the access log, so the log still sees the cache's view. */
+const lg_feature_t lg_feature_cache_log = {
+    .name = "cache bookkeeping",
+    .handlers = { { LG_PH_LOG, cache_log } },
+};

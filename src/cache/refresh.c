@@ -1,7 +1,7 @@
 /*
  * stale-while-revalidate's background request (see cached.c).
  */
-#include "proxy/proxy.h"
+#include "cache/http.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -56,8 +56,9 @@ static void sink_cb(lg_io_t *io, uint32_t ev)
     free(k);
 }
 
-int lg_session_refresh(const lg_session_t *orig)
-{    static const char *const drop[] = {
+int lg_cache_refresh(const lg_req_t *orig)
+{
+    static const char *const drop[] = {
         "cache-control", "pragma", "if-none-match", "if-modified-since", "if-match",
         "if-unmodified-since", "if-range", "range", "connection", "keep-alive", "te",
         "upgrade", "content-length", "transfer-encoding", "expect", "proxy-connection", NULL
@@ -86,7 +87,7 @@ int lg_session_refresh(const lg_session_t *orig)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
         return -1;
     refresh_sink_t *k = calloc(1, sizeof(*k));
-    lg_session_t *s = NULL;
+    lg_conn_t *c = NULL;
     if (k == NULL || write(sv[1], head, (size_t)n) != n)
         goto fail;
     k->io.fd = sv[1];
@@ -95,7 +96,7 @@ int lg_session_refresh(const lg_session_t *orig)
     if (lg_io_add(&lg_w.loop, &k->io, EPOLLIN | EPOLLRDHUP | EPOLLET) < 0)
         goto fail;
     /* the client's address: the same balancing and rules */
-    if ((s = lg_session_new(sv[0], orig->bind, &orig->peer)) == NULL) {
+    if ((c = lg_conn_new(sv[0], orig->conn->bind, &orig->peer)) == NULL) {
         lg_io_del(&lg_w.loop, &k->io);
         goto fail;
     }
@@ -103,9 +104,9 @@ int lg_session_refresh(const lg_session_t *orig)
     if (sinks)
         sinks->prev = k;
     sinks = k;
-    s->refresh = 1;
-    s->refresh_tls = orig->e.ssl != NULL || orig->refresh_tls;
-    lg_session_begin_http(s);
+    c->refresh = 1;
+    c->refresh_tls = orig->conn->e.ssl != NULL || orig->conn->refresh_tls;
+    lg_conn_begin(c);
     return 0;
 
 fail:

@@ -46,5 +46,12 @@ void lg_log_errno(lg_log_level_t level, int err, const char *fmt, ...)
 #define LG_BUG_ON(cond) do { if (__builtin_expect(!!(cond), 0)) \
     lg_bug(__FILE__, __LINE__, #cond); } while (0)
 void lg_bug(const char *file, int line, const char *what) __attribute__((noreturn));
+/* Checks too costly for every request in production (magic numbers on
+ * entry): on in debug and sanitizer builds (configure defines LG_DEBUG). */
+#ifdef LG_DEBUG
+#define LG_DEBUG_BUG_ON(cond) LG_BUG_ON(cond)
+#else
+#define LG_DEBUG_BUG_ON(cond) do { (void)sizeof(cond); } while (0)
+#endif
 
 #endif

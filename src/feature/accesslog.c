@@ -5,7 +5,9 @@
  * not wait for the network; with O_APPEND, lines from several workers never
  * interleave because each write holds whole lines.
  */
-#include "proxy/proxy.h"
+#include "feature/accesslog.h"
+
+#include "pipeline/headers.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -121,11 +123,11 @@ void lg_accesslog_reopen(void)
     }
 }
 
-void lg_accesslog_write(lg_session_t *s)
+void lg_accesslog_write(lg_req_t *s)
 {
     const lg_common_t *c = s->route ? &s->route->common
                          : s->server ? &s->server->common
-                         : &s->bind->default_server->common;
+                         : &s->conn->bind->default_server->common;
     if (strcmp(c->access_log, "off") == 0)
         return;
     alog_t *l = find_log(c->access_log);
@@ -155,3 +157,16 @@ void lg_accesslog_write(lg_session_t *s)
     if (l->len > LOG_BUF / 4 * 3)
         flush_one(l);
 }
+
+/* The LOG phase: one line per request that got an answer. */
+static int accesslog_phase(lg_req_t *r)
+{
+    if (r->status)
+        lg_accesslog_write(r);
+    return LG_OK;
+}
+
+const lg_feature_t lg_feature_accesslog = {
+    .name = "access log",
+    .handlers = { { LG_PH_LOG, accesslog_phase } },
+};

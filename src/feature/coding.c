@@ -4,7 +4,9 @@
  * filter on the body pipe; and gunzip of request bodies.  The choice
  * follows nginx's gzip module; see legate.conf(5), "Compression".
  */
-#include "proxy/proxy.h"
+#include "feature/coding.h"
+
+#include "pipeline/headers.h"
 
 #include <string.h>
 #include <strings.h>
@@ -17,12 +19,12 @@
  * chunked: its length is not known), bounded by gunzip_request_max so a
  * compression bomb ends in 413, not in a flood towards the upstream.
  */
-void lg_session_request_gunzip(lg_session_t *s)
+void lg_coding_request_gunzip(lg_req_t *s)
 {
-    const lg_common_t *c = lg_session_common(s);
+    const lg_common_t *c = lg_req_common(s);
     const http_header_t *ce;
     if (!c->gunzip_request_bodies || s->ri.body == LG_BODY_NONE ||
-        (ce = lg_req_header(s, "content-encoding")) == NULL || ce->value_len != 4 ||
+        (ce = lg_headers_get(s, "content-encoding")) == NULL || ce->value_len != 4 ||
         strncasecmp(ce->value, "gzip", 4) != 0)
         return;
     lg_codec_t *codec = lg_arena_calloc(&s->arena, sizeof(*codec));
@@ -76,9 +78,9 @@ static int type_listed(const char *list, const http_header_t *ct)
  */
 
 
-int lg_session_compressible(lg_session_t *s, const http_response_t *r, const lg_rsp_info_t *ri)
+int lg_coding_compressible(lg_req_t *s, const http_response_t *r, const lg_rsp_info_t *ri)
 {
-    const lg_common_t *c = lg_session_common(s);
+    const lg_common_t *c = lg_req_common(s);
     if (!(c->gzip || c->brotli || c->zstd) || r->status != 200 || ri->body == LG_BODY_NONE ||
         rsp_header(r, "content-encoding"))
         return 0;
@@ -90,10 +92,10 @@ int lg_session_compressible(lg_session_t *s, const http_response_t *r, const lg_
     return type_listed(c->gzip_types, rsp_header(r, "content-type"));
 }
 
-lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
+lg_xform_t lg_coding_choose(lg_req_t *s, const http_response_t *r,
                                    const lg_rsp_info_t *ri)
 {
-    const lg_common_t *c = lg_session_common(s);
+    const lg_common_t *c = lg_req_common(s);
     if (!c->gzip && !c->gunzip && !c->brotli && !c->zstd)
         return LG_XFORM_NONE;
     if (ri->body == LG_BODY_NONE || r->status < 200 || r->status == 204 ||
@@ -102,7 +104,7 @@ lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
     const http_header_t *cc = rsp_header(r, "cache-control");
     if (cc && lg_http_list_has(cc->value, cc->value_len, "no-transform"))
         return LG_XFORM_NONE;
-    const http_header_t *ae = lg_req_header(s, "accept-encoding");
+    const http_header_t *ae = lg_headers_get(s, "accept-encoding");
     const http_header_t *ce = rsp_header(r, "content-encoding");
     if (ce) {
         /* an absent Accept-Encoding counts as "no gzip" here, as nginx */
@@ -129,13 +131,13 @@ lg_xform_t lg_session_choose_xform(lg_session_t *s, const http_response_t *r,
 }
 
 /* Set up the filter for xf; on failure the body goes through unchanged. */
-lg_xform_t lg_session_start_xform(lg_session_t *s, lg_xform_t xf, const lg_rsp_info_t *ri)
+lg_xform_t lg_coding_start(lg_req_t *s, lg_xform_t xf, const lg_rsp_info_t *ri)
 {
     if (xf == LG_XFORM_NONE)
         return xf;
     lg_codec_t *codec = lg_arena_calloc(&s->arena, sizeof(*codec));
     lg_codec_params_t prm = { 0 };
-    const lg_common_t *c = lg_session_common(s);
+    const lg_common_t *c = lg_req_common(s);
     prm.level = xf == LG_XFORM_BR ? c->brotli_level : xf == LG_XFORM_ZSTD ? c->zstd_level
                                                                           : c->gzip_level;
     if (xf == LG_XFORM_BR && prm.level == 0)
@@ -154,3 +156,34 @@ lg_xform_t lg_session_start_xform(lg_session_t *s, lg_xform_t xf, const lg_rsp_i
     return xf;
 }
 
+/* ---- the phases ---- */
+
+static int coding_request_body(lg_req_t *r)
+{
+    lg_coding_request_gunzip(r);
+    return LG_OK;
+}
+
+/* RESPONSE: which coding; Vary: Accept-Encoding on whatever could have had one. */
+static int coding_response(lg_req_t *r)
+{
+    r->xform = lg_coding_choose(r, r->rsp, r->rsp_ri);
+    r->vary_ae = r->xform != LG_XFORM_NONE || lg_coding_compressible(r, r->rsp, r->rsp_ri);
+    return LG_OK;
+}
+
+/* BODY: the filter on the response pipe (none if it cannot be had). */
+static int coding_body(lg_req_t *r)
+{
+    r->xform = lg_coding_start(r, (lg_xform_t)r->xform, r->rsp_ri);
+    return LG_OK;
+}
+
+const lg_feature_t lg_feature_coding = {
+    .name = "content codings",
+    .handlers = {
+        { LG_PH_REQUEST_BODY, coding_request_body },
+        { LG_PH_RESPONSE, coding_response },
+        { LG_PH_BODY, coding_body },
+    },
+};

@@ -12,6 +12,9 @@
  * legate -t so a bad file is a FILE:LINE error) and shared with the
  * workers by fork.  Each worker has one resolver per forward server.
  */
+#include "forward/forward.h"
+
+#include "pipeline/headers.h"
 #include "proxy/proxy.h"
 
 #include <arpa/inet.h>
@@ -492,9 +495,9 @@ static int check_password(fwd_rt_t *rt, const char *user, const char *pass)
     return 0;
 }
 
-int lg_forward_check_user(lg_session_t *s, const char *user, const char *pass)
+int lg_forward_check_user(lg_req_t *s, const char *user, const char *pass)
 {
-    fwd_rt_t *rt = s->bind->default_server->forward->rt;
+    fwd_rt_t *rt = s->conn->bind->default_server->forward->rt;
     if (!check_password(rt, user, pass))
         return 0;
     s->user = lg_arena_strdup(&s->arena, user);
@@ -502,9 +505,9 @@ int lg_forward_check_user(lg_session_t *s, const char *user, const char *pass)
 }
 
 /* Proxy-Authorization: Basic; 1 and s->user set, or 0. */
-static int authenticate(lg_session_t *s, fwd_rt_t *rt)
+static int authenticate(lg_req_t *s, fwd_rt_t *rt)
 {
-    const http_header_t *h = lg_req_header(s, "proxy-authorization");
+    const http_header_t *h = lg_headers_get(s, "proxy-authorization");
     if (h == NULL || h->value_len < 7 || strncasecmp(h->value, "Basic ", 6) != 0 ||
         h->value_len > 600)
         return 0;
@@ -529,8 +532,8 @@ static int authenticate(lg_session_t *s, fwd_rt_t *rt)
 }
 
 /* Why a request is refused, for the 403 page and the log. */
-static void refuse(lg_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void refuse(lg_session_t *s, const char *fmt, ...)
+static void refuse(lg_req_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void refuse(lg_req_t *s, const char *fmt, ...)
 {
     char why[512];
     va_list ap;
@@ -543,20 +546,27 @@ static void refuse(lg_session_t *s, const char *fmt, ...)
         "<html><head><title>403 Forbidden</title></head><body>\r\n"
         "<h1>403 Forbidden</h1>\r\n<p>legate refused this request: %s</p>\r\n</body></html>\r\n",
         why);
-    lg_session_respond(s, 403, page);
+    lg_req_respond(s, 403, page, NULL);
 }
+
+/* The lookup in flight for a request, or NULL (its context slot). */
+static int fwd_slot;
+#define LOOKUP(s) ((struct lg_resolve *)(s)->ctx[fwd_slot])
+
+static const lg_stage_t resolve_stage;
 
 static void resolved(void *arg, int status, const struct sockaddr_storage *addrs, size_t n)
 {
-    lg_session_t *s = arg;
-    s->resolving = NULL;
+    lg_req_t *s = arg;
+    s->ctx[fwd_slot] = NULL;
     lg_forward_t *f = s->server->forward;
     fwd_rt_t *rt = f->rt;
+    lg_conn_t *c = s->conn;
     if (status != LG_RESOLVE_OK || n == 0) {
         lg_error("forward proxy: cannot resolve \"%.*s\": %s, client: %s", (int)s->ri.host.n,
                  s->ri.host.p, lg_resolve_strerror(status), s->peer_text);
-        lg_session_respond(s, 502, NULL);
-        lg_session_wake(s);
+        lg_req_error(s, 502);
+        lg_conn_run(c);
         return;
     }
     struct sockaddr_storage ss = addrs[0];
@@ -577,47 +587,57 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
     } else {
         lg_upstream_t *up = destination(&ss, s->ri.connect, NULL, f->keepalive);
         if (up == NULL)
-            lg_session_respond(s, 500, NULL);
+            lg_req_error(s, 500);
         else
-            lg_session_proxy_to(s, up);
+            lg_reverse_proxy_to(s, up);
     }
-    lg_session_wake(s);
+    lg_conn_run(c);
 }
 
-void lg_forward_start(lg_session_t *s)
+/*
+ * The ACCESS phase for forward-proxy requests: who the client is and
+ * whether it may go where it asks.  A refusal answers here (403, 407).
+ */
+static int forward_access(lg_req_t *s)
 {
+    if (!lg_req_is_forward(s))
+        return LG_DECLINED;
     lg_forward_t *f = s->server->forward;
     fwd_rt_t *rt = f->rt;
+    /* elite adds no Via, so it cannot see a loop either */
+    if (strcmp(f->anonymity, "elite") != 0 && lg_headers_via_refuse(s))
+        return LG_DONE;
     const struct sockaddr *peer = (const struct sockaddr *)&s->peer;
     int d = lg_cidr_lookup(rt->deny, peer);
     if (d >= 0) {
         refuse(s, "the client address is in deny_clients (%s)", lg_cidr_rule(rt->deny, d));
-        return;
+        return LG_DONE;
     }
     if (s->peer.ss_family != AF_UNIX && lg_cidr_lookup(rt->allow, peer) < 0) {
         refuse(s, "the client address is not in allow_clients");
-        return;
+        return LG_DONE;
     }
     if (f->allow_countries || f->deny_countries) {
-        const char *cc = lg_session_country(s);
+        const char *cc = lg_req_country(s);
         if (lg_strv_has(f->deny_countries, cc)) {
             refuse(s, "clients from %s are in deny_countries", cc);
-            return;
+            return LG_DONE;
         }
         if (f->allow_countries && !lg_strv_has(f->allow_countries, cc)) {
             refuse(s, "the client's country (%s) is not in allow_countries", cc[0] ? cc : "unknown");
-            return;
+            return LG_DONE;
         }
     }
-    if (f->auth_file && !s->socks && !authenticate(s, rt)) {
+    /* SOCKS5 authenticated during its negotiation (s->user set there) */
+    if (f->auth_file && !s->conn->bind->socks && !authenticate(s, rt)) {
         s->auth_realm = f->auth_realm;
         s->blocked = "proxy authentication required";
-        lg_session_respond(s, 407, NULL);
-        return;
+        lg_req_error(s, 407);
+        return LG_DONE;
     }
     if (s->ri.host.n == 0 || s->ri.host.n > 253) {
-        lg_session_respond(s, 400, NULL);
-        return;
+        lg_req_error(s, 400);
+        return LG_DONE;
     }
     char host[256];
     size_t hn = s->ri.host.n;
@@ -630,7 +650,7 @@ void lg_forward_start(lg_session_t *s)
     host[hn] = '\0';
     if (f->allow_users && f->allow_users->n && !user_in(rt, s->user, f->allow_users)) {
         refuse(s, "user %s may not use this proxy (allow_users)", s->user ? s->user : "-");
-        return;
+        return LG_DONE;
     }
     /* the first rule naming the user applies */
     const fwd_urule_t *ur = NULL;
@@ -647,22 +667,22 @@ void lg_forward_start(lg_session_t *s)
         else
             refuse(s, "CONNECT to port %d is not allowed for %s (user rule at line %d)",
                    s->ri.port, s->user, urline);
-        return;
+        return LG_DONE;
     }
     lg_domset_hit_t hit;
     if (lg_domset_match(rt->block, host, hn, &hit)) {
         refuse(s, "%s is blocked by %s (%s)", host, hit.source, hit.rule);
-        return;
+        return LG_DONE;
     }
     if (ur && lg_domset_match(ur->block, host, hn, &hit)) {
         refuse(s, "%s is blocked for %s by the user rule at line %d (%s)", host, s->user,
                urline, hit.rule);
-        return;
+        return LG_DONE;
     }
     if (ur && lg_domset_count(ur->allow) && !lg_domset_match(ur->allow, host, hn, NULL)) {
         refuse(s, "%s is not in allow_domains for %s (user rule at line %d)", host, s->user,
                urline);
-        return;
+        return LG_DONE;
     }
     if (!s->ri.connect && lg_urlre_count(rt->urlre)) {
         char *url = lg_arena_printf(&s->arena, "http://%.*s%.*s", (int)s->ri.authority.n,
@@ -670,17 +690,26 @@ void lg_forward_start(lg_session_t *s)
         int k = url ? lg_urlre_match(rt->urlre, url, strlen(url)) : -1;
         if (k >= 0) {
             refuse(s, "the URL matches the filter \"%s\"", lg_urlre_pattern(rt->urlre, k));
-            return;
+            return LG_DONE;
         }
     }
-    /* a cached answer needs no name lookup (the server's cache settings) */
-    if (!s->ri.connect && lg_cache_on_request(s))
-        return;                 /* answered, or waiting, from the cache */
-    lg_forward_resolve(s);
+    return LG_OK;               /* a cached answer (CACHE) needs no name lookup */
 }
 
-void lg_forward_resolve(lg_session_t *s)
+static void cancel_lookup(void *arg)
 {
+    lg_req_t *s = arg;
+    if (LOOKUP(s)) {
+        lg_resolve_cancel(LOOKUP(s));
+        s->ctx[fwd_slot] = NULL;
+    }
+}
+
+/* The CONTENT phase: look the destination up; resolved() goes on. */
+static int forward_content(lg_req_t *s)
+{
+    if (!lg_req_is_forward(s))
+        return LG_DECLINED;
     char host[256];
     size_t hn = s->ri.host.n < sizeof(host) ? s->ri.host.n : sizeof(host) - 1;
     const char *hp = s->ri.host.p;
@@ -692,19 +721,51 @@ void lg_forward_resolve(lg_session_t *s)
     host[hn] = '\0';
     lg_resolver_t *r = resolver_of(s->server->forward);
     if (r == NULL) {
-        lg_session_respond(s, 502, NULL);
-        return;
+        lg_req_error(s, 502);
+        return LG_DONE;
     }
-    s->state = LG_S_RESOLVE;
-    s->resolving = lg_resolve(r, host, resolved, s);
-    if (s->resolving == NULL)
-        lg_session_respond(s, 502, NULL);
+    lg_req_suspend(s, &resolve_stage);
+    lg_req_cleanup(s, cancel_lookup, s);
+    struct lg_resolve *lk = lg_resolve(r, host, resolved, s);
+    if (lk == NULL) {
+        s->stage = NULL;
+        lg_req_error(s, 502);
+        return LG_DONE;
+    }
+    s->ctx[fwd_slot] = lk;
+    return LG_AGAIN;
 }
 
-void lg_forward_cancel(lg_session_t *s)
+static void resolve_step(lg_req_t *s)
 {
-    if (s->resolving) {
-        lg_resolve_cancel(s->resolving);
-        s->resolving = NULL;
-    }
+    (void)s;                    /* the resolver calls back */
 }
+
+static lg_msec_t resolve_arm(lg_req_t *s, lg_tkind_t *kind)
+{
+    *kind = LG_T_RESOLVE;
+    return lg_req_common(s)->proxy_connect_timeout;
+}
+
+static void resolve_timeout(lg_req_t *s, lg_tkind_t kind)
+{
+    (void)kind;
+    cancel_lookup(s);
+    lg_error("forward proxy: resolving \"%.*s\" timed out, client: %s", (int)s->ri.host.n,
+             s->ri.host.p, s->peer_text);
+    lg_req_error(s, 504);
+}
+
+static const lg_stage_t resolve_stage = {
+    .name = "resolving the destination", .step = resolve_step, .arm = resolve_arm,
+    .timeout = resolve_timeout,
+};
+
+const lg_feature_t lg_feature_forward = {
+    .name = "forward proxy",
+    .handlers = {
+        { LG_PH_ACCESS, forward_access },
+        { LG_PH_CONTENT, forward_content },
+    },
+    .ctx_slot = &fwd_slot,
+};

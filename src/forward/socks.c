@@ -9,7 +9,7 @@
  *
  * BIND and UDP ASSOCIATE are answered "command not supported".
  */
-#include "proxy/proxy.h"
+#include "forward/forward.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -26,7 +26,7 @@ enum {
 };
 
 /* Reply codes of RFC 1928 section 6. */
-unsigned char lg_socks_code(int http_status)
+static unsigned char socks_code(int http_status)
 {
     switch (http_status) {
     case 200: return 0x00;      /* succeeded */
@@ -40,39 +40,45 @@ unsigned char lg_socks_code(int http_status)
     }
 }
 
-static int reply(lg_session_t *s, const unsigned char *p, size_t n)
+static int reply(lg_req_t *s, const unsigned char *p, size_t n)
 {
-    return lg_end_send(&s->e, p, n) == (ssize_t)n ? 0 : -1;
+    return lg_end_send(&s->conn->e, p, n) == (ssize_t)n ? 0 : -1;
 }
 
-/* A failure reply to the request, then the connection closes. */
-void lg_socks_fail(lg_session_t *s, int http_status)
+/* The front end's error hook: a failure reply, logged; then the
+ * connection closes (socks_done). */
+static int socks_error(lg_conn_t *c, lg_req_t *s, int http_status)
 {
-    unsigned char r[10] = { 5, lg_socks_code(http_status), 0, 1, 0, 0, 0, 0, 0, 0 };
+    (void)c;
+    unsigned char r[10] = { 5, socks_code(http_status), 0, 1, 0, 0, 0, 0, 0, 0 };
     s->status = http_status;
     reply(s, r, sizeof(r));
-    if (s->req.method)
-        lg_accesslog_write(s);
-    lg_session_close(s, "SOCKS request refused");
+    lg_req_finish(s);
+    return 1;
+}
+
+static void socks_fail(lg_req_t *s, int http_status)
+{
+    socks_error(s->conn, s, http_status);
 }
 
 /*
  * Decode what has arrived.  1: a CONNECT request is complete (s->ri filled),
  * 0: waiting for bytes, -1: closed.
  */
-static int parse(lg_session_t *s)
+static int parse(lg_req_t *s)
 {
-    lg_buf_t *b = s->in;
-    lg_forward_t *f = s->bind->default_server->forward;
+    lg_buf_t *b = s->conn->in;
+    lg_forward_t *f = s->conn->bind->default_server->forward;
     for (;;) {
         const unsigned char *p = (const unsigned char *)b->start + s->head_len;
         size_t n = (size_t)(b->last - (char *)p);
-        switch (s->socks_phase) {
+        switch (s->conn->socks_phase) {
         case SOCKS_GREETING: {
             if (n < 2)
                 return 0;
             if (p[0] != 5) {
-                lg_session_close(s, "not SOCKS5");
+                lg_conn_close(s->conn, "not SOCKS5");
                 return -1;
             }
             if (n < 2u + p[1])
@@ -84,10 +90,10 @@ static int parse(lg_session_t *s)
             unsigned char r[2] = { 5, chosen };
             s->head_len += 2u + p[1];
             if (reply(s, r, 2) < 0 || chosen == 0xff) {
-                lg_session_close(s, "no acceptable SOCKS method");
+                lg_conn_close(s->conn, "no acceptable SOCKS method");
                 return -1;
             }
-            s->socks_phase = chosen == 2 ? SOCKS_AUTH : SOCKS_REQUEST;
+            s->conn->socks_phase = chosen == 2 ? SOCKS_AUTH : SOCKS_REQUEST;
             continue;
         }
         case SOCKS_AUTH: {
@@ -108,10 +114,10 @@ static int parse(lg_session_t *s)
             unsigned char r[2] = { 1, ok ? 0 : 1 };
             if (reply(s, r, 2) < 0 || !ok) {
                 lg_info("SOCKS5: authentication of \"%s\" from %s failed", user, s->peer_text);
-                lg_session_close(s, "SOCKS authentication failed");
+                lg_conn_close(s->conn, "SOCKS authentication failed");
                 return -1;
             }
-            s->socks_phase = SOCKS_REQUEST;
+            s->conn->socks_phase = SOCKS_REQUEST;
             continue;
         }
         case SOCKS_REQUEST: {
@@ -119,7 +125,7 @@ static int parse(lg_session_t *s)
                 return 0;
             size_t alen = p[3] == 1 ? 4 : p[3] == 4 ? 16 : p[3] == 3 ? 1u + p[4] : 0;
             if (alen == 0 || p[0] != 5) {
-                lg_socks_fail(s, 400);
+                socks_fail(s, 400);
                 return -1;
             }
             if (n < 4 + alen + 2)
@@ -140,7 +146,7 @@ static int parse(lg_session_t *s)
             s->head_len += 4 + alen + 2;     /* what follows belongs to the tunnel */
             char *auth = lg_arena_printf(&s->arena, "%s:%d", host, port);
             if (auth == NULL) {
-                lg_socks_fail(s, 500);
+                socks_fail(s, 500);
                 return -1;
             }
             s->req.method = "CONNECT";
@@ -155,13 +161,13 @@ static int parse(lg_session_t *s)
             s->ri.host.n = strlen(host);
             s->ri.port = port;
             s->ri.path = s->ri.uri = s->ri.authority;
-            s->socks_phase = SOCKS_DONE;
+            s->conn->socks_phase = SOCKS_DONE;
             if (cmd != 1) {
-                lg_socks_fail(s, 501);
+                socks_fail(s, 501);
                 return -1;
             }
             if (port == 0 || s->ri.host.n == 0) {
-                lg_socks_fail(s, 400);
+                socks_fail(s, 400);
                 return -1;
             }
             return 1;
@@ -172,45 +178,107 @@ static int parse(lg_session_t *s)
     }
 }
 
-void lg_socks_step(lg_session_t *s)
+static void socks_step(lg_conn_t *c)
 {
-    if (s->in == NULL && (s->in = lg_buf_get()) == NULL) {
-        lg_session_close(s, "out of memory");
+    lg_req_t *s = c->req;
+    if (s == NULL || s->phase != LG_PH_NONE || s->stage) {
+        if (s && s->stage)
+            s->stage->step(s);
+        return;                 /* negotiated: the request's stage has it */
+    }
+    if (s->conn->in == NULL && (s->conn->in = lg_buf_get()) == NULL) {
+        lg_conn_close(s->conn, "out of memory");
         return;
     }
-    lg_buf_t *b = s->in;
+    lg_buf_t *b = s->conn->in;
     for (;;) {
         int rc = parse(s);
         if (rc < 0)
             return;
         if (rc > 0) {
-            s->server = s->bind->default_server;
+            s->server = s->conn->bind->default_server;
             s->keep_alive = 0;
             s->t_start = lg_w.loop.now;
-            lg_forward_start(s);
+            lg_req_start(s, 0);
             return;
         }
         if (b->last == b->end) {
-            lg_session_close(s, "SOCKS request too large");
+            lg_conn_close(s->conn, "SOCKS request too large");
             return;
         }
-        if (!s->e.r_ready) {
-            s->e.want_r = 1;
+        if (!s->conn->e.r_ready) {
+            s->conn->e.want_r = 1;
             return;
         }
-        ssize_t n = lg_end_recv(&s->e, b->last, (size_t)(b->end - b->last));
+        ssize_t n = lg_end_recv(&s->conn->e, b->last, (size_t)(b->end - b->last));
         if (n > 0) {
             b->last += n;
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            s->e.r_ready = 0;
-            s->e.want_r = 1;
+        if (n == LG_AGAIN)
             return;
-        }
-        lg_session_close(s, "client closed during SOCKS negotiation");
+        lg_conn_close(s->conn, "client closed during SOCKS negotiation");
         return;
     }
+}
+
+/* The request exists from the greeting on: authentication fills its user. */
+static void socks_start(lg_conn_t *c)
+{
+    if (lg_req_new(c) == NULL)
+        lg_conn_close(c, "out of memory");
+}
+
+static void socks_arm(lg_conn_t *c)
+{
+    lg_req_t *r = c->req;
+    lg_msec_t t;
+    if (r && r->stage) {
+        t = r->stage->arm(r, &r->tkind);
+    } else {
+        lg_msec_t left = c->t_start + c->bind->default_server->common.client_header_timeout -
+                         lg_w.loop.now;
+        t = left > 0 ? left : 0;
+    }
+    lg_timer_set(&lg_w.loop, &c->timer, t);
+}
+
+static void socks_timeout(lg_conn_t *c)
+{
+    lg_req_t *r = c->req;
+    if (r && r->stage)
+        r->stage->timeout(r, r->tkind);
+    else
+        lg_conn_close(c, "client timed out during SOCKS negotiation");
+}
+
+static int socks_idle(const lg_conn_t *c)
+{
+    return c->req == NULL || (c->req->phase == LG_PH_NONE && c->req->stage == NULL);
+}
+
+static void socks_done(lg_conn_t *c, lg_req_t *r)
+{
+    (void)r;
+    lg_conn_close(c, r->status == 200 ? "tunnel ended" : "SOCKS request refused");
+}
+
+static const unsigned char socks_ok[] = { 5, 0, 0, 1, 0, 0, 0, 0, 0, 0 };
+
+static const lg_frontend_t socks_frontend = {
+    .name = "SOCKS5",
+    .start = socks_start,
+    .step = socks_step,
+    .arm = socks_arm,
+    .timeout = socks_timeout,
+    .idle = socks_idle,
+    .done = socks_done,
+    .error = socks_error,
+    .tunnel_ok = (const char *)socks_ok,
+    .tunnel_ok_len = sizeof(socks_ok),
+};
+
+void lg_socks_register(void)
+{
+    lg_frontend_register(LG_PROTO_SOCKS5, &socks_frontend);
 }

@@ -5,8 +5,11 @@
 #include <openssl/ssl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
-/* Map an OpenSSL result to the recv/send convention. */
+#include "net/tls.h"
+
+/* Map an OpenSSL result to the end's convention. */
 static ssize_t ssl_result(lg_end_t *e, int n, int is_read)
 {
     if (n > 0)
@@ -15,34 +18,54 @@ static ssize_t ssl_result(lg_end_t *e, int n, int is_read)
     switch (err) {
     case SSL_ERROR_WANT_READ:
         e->r_ready = 0;
-        if (!is_read)
-            e->want_r = 1;
-        errno = EAGAIN;
-        return -1;
+        e->want_r = 1;
+        (void)is_read;
+        return LG_AGAIN;
     case SSL_ERROR_WANT_WRITE:
         e->w_ready = 0;
-        if (is_read)
-            e->want_w = 1;
-        errno = EAGAIN;
-        return -1;
+        e->want_w = 1;
+        return LG_AGAIN;
     case SSL_ERROR_ZERO_RETURN:
         return 0;               /* close_notify: a clean end */
     case SSL_ERROR_SYSCALL:
         ERR_clear_error();
         if (errno == 0 || n == 0)
             return 0;           /* EOF without close_notify: treat as an end */
-        return -1;
+        return LG_ERROR;
     default:
         ERR_clear_error();
         errno = EPROTO;
-        return -1;
+        return LG_ERROR;
     }
+}
+
+/* A plain socket's result in the end's convention. */
+static ssize_t sock_result(lg_end_t *e, ssize_t n, int is_read)
+{
+    if (n >= 0)
+        return n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (is_read) {
+            e->r_ready = 0;
+            e->want_r = 1;
+        } else {
+            e->w_ready = 0;
+            e->want_w = 1;
+        }
+        return LG_AGAIN;
+    }
+    return LG_ERROR;
 }
 
 ssize_t lg_end_recv(lg_end_t *e, void *buf, size_t n)
 {
-    if (e->ssl == NULL)
-        return recv(e->io.fd, buf, n, 0);
+    if (e->ssl == NULL) {
+        ssize_t r;
+        do
+            r = recv(e->io.fd, buf, n, 0);
+        while (r < 0 && errno == EINTR);
+        return sock_result(e, r, 1);
+    }
     errno = 0;
     int r = SSL_read(e->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
     return ssl_result(e, r, 1);
@@ -64,7 +87,11 @@ ssize_t lg_end_writev(lg_end_t *e, const struct iovec *iov, int cnt)
 {
     if (e->ssl == NULL) {
         struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
-        return sendmsg(e->io.fd, &mh, MSG_NOSIGNAL);
+        ssize_t r;
+        do
+            r = sendmsg(e->io.fd, &mh, MSG_NOSIGNAL);
+        while (r < 0 && errno == EINTR);
+        return sock_result(e, r, 0);
     }
     static char gather[16384];
     size_t total = 0;
@@ -97,4 +124,34 @@ ssize_t lg_end_writev(lg_end_t *e, const struct iovec *iov, int cnt)
         }
     }
     return done;
+}
+
+int lg_end_handshake(lg_end_t *e, char *why, size_t whylen)
+{
+    int want_r = 0, want_w = 0;
+    int rc = lg_tls_handshake(e->ssl, &want_r, &want_w, why, whylen);
+    if (rc == 1)
+        return LG_OK;
+    if (rc < 0)
+        return LG_ERROR;
+    if (want_r) {
+        e->r_ready = 0;
+        e->want_r = 1;
+    }
+    if (want_w) {
+        e->w_ready = 0;
+        e->want_w = 1;
+    }
+    return LG_AGAIN;
+}
+
+void lg_end_close(lg_end_t *e, lg_loop_t *loop)
+{
+    lg_tls_close(e->ssl);
+    e->ssl = NULL;
+    if (e->io.fd >= 0) {
+        lg_io_del(loop, &e->io);
+        close(e->io.fd);
+        e->io.fd = -1;
+    }
 }

@@ -4,8 +4,10 @@
  *
  * Every read and write of the proxy goes through lg_end_recv() and
  * lg_end_writev(), so plain TCP, unix sockets and TLS share one code path.
- * They return what recv/sendmsg return; "would block" is -1 with errno
- * EAGAIN, and the matching ready flag is cleared.
+ * They return the bytes moved (0 from recv: the peer closed), LG_AGAIN when
+ * the call would block -- the ready flag it needs is cleared and the want
+ * flag set, whichever way TLS needs it (a read may wait for writability) --
+ * or LG_ERROR with errno set.  EINTR is retried inside.
  */
 #ifndef LEGATE_NET_IO_H
 #define LEGATE_NET_IO_H
@@ -16,6 +18,7 @@
 #include <sys/uio.h>
 
 #include "core/event.h"
+#include "core/rc.h"
 
 typedef struct ssl_st SSL;
 
@@ -29,6 +32,12 @@ typedef struct lg_end {
 ssize_t lg_end_recv(lg_end_t *e, void *buf, size_t n);
 ssize_t lg_end_writev(lg_end_t *e, const struct iovec *iov, int cnt);
 ssize_t lg_end_send(lg_end_t *e, const void *buf, size_t n);
+/* The TLS handshake on e (client or server side, as e->ssl was made):
+ * LG_OK, LG_AGAIN (flags set as for a read), or LG_ERROR with why filled. */
+int     lg_end_handshake(lg_end_t *e, char *why, size_t whylen);
+/* TLS close_notify (if the handshake finished), out of epoll, close(2).
+ * Idempotent: the one teardown of an end. */
+void    lg_end_close(lg_end_t *e, lg_loop_t *loop);
 
 /*
  * With edge-triggered epoll a read that did not fill the buffer has drained

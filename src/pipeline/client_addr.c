@@ -1,8 +1,10 @@
 /*
- * Who the client is: the connection's address, or the one a PROXY protocol
- * header or a trusted load balancer (real_ip_from) gives, and its country.
+ * Who the client of a request is: the connection's address (after any
+ * PROXY header), or the one a trusted load balancer gives (real_ip_from),
+ * and its country.  real_ip runs in the POST_READ phase, so every later
+ * phase -- rules, routes by country, limits, logs -- sees the same address.
  */
-#include "proxy/proxy.h"
+#include "pipeline/request.h"
 
 #include <arpa/inet.h>
 #include <string.h>
@@ -10,43 +12,38 @@
 #include "net/acl.h"
 #include "net/geo.h"
 
-void lg_session_set_peer(lg_session_t *s, const struct sockaddr_storage *ss)
+static void set_peer(lg_req_t *r, const struct sockaddr_storage *ss)
 {
-    memcpy(&s->peer, ss, sizeof(*ss));
+    memcpy(&r->peer, ss, sizeof(*ss));
     if (ss->ss_family == AF_INET) {
         const struct sockaddr_in *a = (const void *)ss;
-        inet_ntop(AF_INET, &a->sin_addr, s->peer_text, sizeof(s->peer_text));
-        s->peer_port = ntohs(a->sin_port);
+        inet_ntop(AF_INET, &a->sin_addr, r->peer_text, sizeof(r->peer_text));
+        r->peer_port = ntohs(a->sin_port);
     } else if (ss->ss_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const void *)ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, s->peer_text, sizeof(s->peer_text));
-        s->peer_port = ntohs(a->sin6_port);
-    } else {
-        strcpy(s->peer_text, "unix:");
+        inet_ntop(AF_INET6, &a->sin6_addr, r->peer_text, sizeof(r->peer_text));
+        r->peer_port = ntohs(a->sin6_port);
     }
+    r->country_done = 0;
 }
 
 /*
  * real_ip_from: a trusted front end (a load balancer, a CDN) tells the
  * client's address in real_ip_header; take the rightmost address there
- * that is not itself trusted (nginx's realip with recursion).
+ * that is not itself trusted (nginx's realip with recursion).  Each
+ * request starts from the connection's address: keep-alive from a load
+ * balancer carries many clients.
  */
-void lg_session_real_ip(lg_session_t *s)
+static int real_ip(lg_req_t *r)
 {
-    const lg_cidr_set_t *trust = s->server->real_ip_rt;
-    if (s->peer_replaced) {
-        /* keep-alive from a load balancer carries many clients: start over */
-        lg_session_set_peer(s, &s->conn_peer);
-        s->peer_replaced = 0;
-        s->country_done = 0;
-    }
-    if (trust == NULL || lg_cidr_lookup(trust, (const struct sockaddr *)&s->peer) < 0)
-        return;
+    const lg_cidr_set_t *trust = r->server->real_ip_rt;
+    if (trust == NULL || lg_cidr_lookup(trust, (const struct sockaddr *)&r->peer) < 0)
+        return LG_DECLINED;
     /* every line of the header, last line first: together they are one list
      * (a balancer may add its own line rather than append to the client's) */
-    const char *name = s->server->real_ip_header;
-    for (size_t li = s->req.num_headers; li-- > 0;) {
-        const http_header_t *h = &s->req.headers[li];
+    const char *name = r->server->real_ip_header;
+    for (size_t li = r->req.num_headers; li-- > 0;) {
+        const http_header_t *h = &r->req.headers[li];
         if (!http_name_eq(h, name))
             continue;
         size_t end = h->value_len;
@@ -72,23 +69,27 @@ void lg_session_real_ip(lg_session_t *s)
                 else if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1)
                     ss.ss_family = AF_INET6;
                 else
-                    return;             /* garbage: keep what we have */
-                lg_session_set_peer(s, &ss);
-                s->peer_replaced = 1;
-                s->country_done = 0;
+                    return LG_DECLINED;     /* garbage: keep what we have */
+                set_peer(r, &ss);
                 if (lg_cidr_lookup(trust, (const struct sockaddr *)&ss) < 0)
-                    return;             /* the first untrusted one is the client */
+                    return LG_DECLINED;     /* the first untrusted one is the client */
             }
             end = start > 0 ? start - 1 : 0;
         }
     }
+    return LG_DECLINED;
 }
 
-const char *lg_session_country(lg_session_t *s)
+const char *lg_req_country(lg_req_t *r)
 {
-    if (!s->country_done) {
-        lg_geo_country(lg_w.conf->geo, (const struct sockaddr *)&s->peer, s->country);
-        s->country_done = 1;
+    if (!r->country_done) {
+        lg_geo_country(lg_w.conf->geo, (const struct sockaddr *)&r->peer, r->country);
+        r->country_done = 1;
     }
-    return s->country;
+    return r->country;
 }
+
+const lg_feature_t lg_feature_realip = {
+    .name = "real_ip",
+    .handlers = { { LG_PH_POST_READ, real_ip } },
+};

@@ -7,7 +7,7 @@
  * are never longer than the head they come from plus what the configuration
  * adds, so the arena's limit bounds them.
  */
-#include "proxy/proxy.h"
+#include "pipeline/headers.h"
 #include "net/tls.h"
 
 #include <arpa/inet.h>
@@ -84,11 +84,6 @@ static void sb_header(sb_t *b, const char *name, size_t nl, const char *val, siz
     sb_add(b, "\r\n", 2);
 }
 
-static void sb_header_cb(void *bv, const char *n, size_t nl, const char *v, size_t vl)
-{
-    sb_header(bv, n, nl, v, vl);
-}
-
 static char *sb_done(sb_t *b, size_t *len)
 {
     if (b->oom)
@@ -123,7 +118,7 @@ static int in_ops(const lg_header_ops_t *o, const http_header_t *h)
     return 0;
 }
 
-const http_header_t *lg_req_header(const lg_session_t *s, const char *name)
+const http_header_t *lg_headers_get(const lg_req_t *s, const char *name)
 {
     for (size_t i = 0; i < s->req.num_headers; i++)
         if (name_is(&s->req.headers[i], name))
@@ -136,7 +131,7 @@ const http_header_t *lg_req_header(const lg_session_t *s, const char *name)
  * ("1.1 NAME", "HTTP/1.1 NAME:port (comment)", comma-separated, in any
  * number of Via fields).  Its received-by is compared with via_name.
  */
-int lg_via_loop(const lg_session_t *s)
+int lg_headers_via_loop(const lg_req_t *s)
 {
     const char *me = lg_w.conf->via_name;
     size_t ml = strlen(me);
@@ -168,7 +163,7 @@ int lg_via_loop(const lg_session_t *s)
     return 0;
 }
 
-lg_str_t lg_req_cookie(const lg_session_t *s, const char *name)
+lg_str_t lg_headers_cookie(const lg_req_t *s, const char *name)
 {
     size_t nl = strlen(name);
     for (size_t i = 0; i < s->req.num_headers; i++) {
@@ -241,21 +236,12 @@ static void esc_add(sb_t *b, const char *v, size_t n, int json)
  * (X-Forwarded-For then already names the client; appending it again
  * would name it twice and hide the load balancer).
  */
-static const char *hop_text(const lg_session_t *s, char *buf, size_t len)
+static const char *hop_text(const lg_req_t *s)
 {
-    const struct sockaddr_storage *ss = &s->conn_peer;
-    if (!s->peer_replaced)
-        return s->peer_text;
-    if (ss->ss_family == AF_INET &&
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf, (socklen_t)len))
-        return buf;
-    if (ss->ss_family == AF_INET6 &&
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, buf, (socklen_t)len))
-        return buf;
-    return s->peer_text;
+    return s->conn->peer_text;
 }
 
-static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int escape, int json)
+static void var_add(lg_req_t *s, sb_t *b, const char *name, size_t n, int escape, int json)
 {
 #define IS(lit) (n == sizeof(lit) - 1 && memcmp(name, lit, n) == 0)
 #define RAW(p, l) do { if (escape) esc_add(b, (p), (l), json); else sb_add(b, (p), (l)); } while (0)
@@ -263,8 +249,7 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
     if (IS("remote_addr")) {
         sb_str(b, s->peer_text);
     } else if (IS("realip_remote_addr")) {
-        char hop[INET6_ADDRSTRLEN];
-        sb_str(b, hop_text(s, hop, sizeof(hop)));
+        sb_str(b, hop_text(s));
     } else if (IS("remote_port")) {
         sb_printf(b, "%u", s->peer_port);
     } else if (IS("remote_user")) {
@@ -308,24 +293,24 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
         else if (s->server && s->server->nnames)
             sb_str(b, s->server->names[0].name);
     } else if (IS("scheme")) {
-        sb_str(b, s->e.ssl || s->refresh_tls ? "https" : "http");
+        sb_str(b, s->conn->e.ssl || s->conn->refresh_tls ? "https" : "http");
     } else if (n > 4 && memcmp(name, "ssl_", 4) == 0) {
         char tmp2[512];
         tmp2[0] = '\0';
         if (IS("ssl_protocol"))
-            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_protocol(s->e.ssl));
+            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_protocol(s->conn->e.ssl));
         else if (IS("ssl_cipher"))
-            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_cipher(s->e.ssl));
+            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_cipher(s->conn->e.ssl));
         else if (IS("ssl_server_name"))
-            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_server_name(s->e.ssl));
+            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_server_name(s->conn->e.ssl));
         else if (IS("ssl_session_reused"))
-            snprintf(tmp2, sizeof(tmp2), "%s", s->e.ssl ? (lg_tls_session_reused(s->e.ssl) ? "r" : ".") : "");
+            snprintf(tmp2, sizeof(tmp2), "%s", s->conn->e.ssl ? (lg_tls_session_reused(s->conn->e.ssl) ? "r" : ".") : "");
         else if (IS("ssl_client_s_dn"))
-            lg_tls_client_subject(s->e.ssl, tmp2, sizeof(tmp2));
+            lg_tls_client_subject(s->conn->e.ssl, tmp2, sizeof(tmp2));
         else if (IS("ssl_client_fingerprint"))
-            lg_tls_client_fingerprint(s->e.ssl, tmp2, sizeof(tmp2));
-        else if (IS("ssl_client_verify") && s->e.ssl)
-            lg_tls_client_verify(s->e.ssl, tmp2, sizeof(tmp2));
+            lg_tls_client_fingerprint(s->conn->e.ssl, tmp2, sizeof(tmp2));
+        else if (IS("ssl_client_verify") && s->conn->e.ssl)
+            lg_tls_client_verify(s->conn->e.ssl, tmp2, sizeof(tmp2));
         RAW(tmp2, strlen(tmp2));
     } else if (IS("server_protocol")) {
         sb_printf(b, "HTTP/%d.%d", s->req.version / 10, s->req.version % 10);
@@ -342,7 +327,7 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
         lg_msec_t d = lg_w.loop.now - s->t_start;
         sb_printf(b, "%lld.%03lld", (long long)(d / 1000), (long long)(d % 1000));
     } else if (IS("upstream_addr")) {
-        sb_str(b, s->uc ? lg_uconn_addr(s->uc) : (s->upstream_status ? "" : "-"));
+        sb_str(b, s->upstream_addr ? s->upstream_addr : (s->upstream_status ? "" : "-"));
     } else if (IS("upstream_status")) {
         if (s->upstream_status)
             sb_printf(b, "%d", s->upstream_status);
@@ -355,15 +340,15 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
         else
             sb_str(b, "-");
     } else if (IS("connection")) {
-        sb_printf(b, "%llu", (unsigned long long)s->id);
+        sb_printf(b, "%llu", (unsigned long long)s->conn->id);
     } else if (IS("connection_requests")) {
-        sb_printf(b, "%u", s->requests);
+        sb_printf(b, "%u", s->conn->requests);
     } else if (IS("pid")) {
         sb_printf(b, "%d", (int)getpid());
     } else if (IS("cache_status")) {
-        sb_str(b, lg_cache_status(s) ? lg_cache_status(s) : "-");
+        sb_str(b, s->cache_status ? s->cache_status : "-");
     } else if (IS("geo_country")) {
-        sb_str(b, lg_session_country(s));
+        sb_str(b, lg_req_country(s));
     } else if (IS("proxy_host")) {
         if (s->ri.authority.n)
             RAW(s->ri.authority.p, s->ri.authority.n);
@@ -382,7 +367,7 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
         if (n - 7 < sizeof(cname)) {
             memcpy(cname, name + 7, n - 7);
             cname[n - 7] = '\0';
-            lg_str_t v = lg_req_cookie(s, cname);
+            lg_str_t v = lg_headers_cookie(s, cname);
             if (v.p)
                 RAW(v.p, v.n);
         }
@@ -417,7 +402,7 @@ static void var_add(lg_session_t *s, sb_t *b, const char *name, size_t n, int es
 #undef RAW
 }
 
-static char *expand(lg_session_t *s, sb_t *b, const char *tpl, int escape, int json)
+static char *expand(lg_req_t *s, sb_t *b, const char *tpl, int escape, int json)
 {
     for (const char *p = tpl; *p;) {
         if (*p != '$') {
@@ -457,7 +442,7 @@ static char *expand(lg_session_t *s, sb_t *b, const char *tpl, int escape, int j
     return b->oom ? NULL : b->p;
 }
 
-char *lg_expand(lg_session_t *s, const char *tpl, int json_escape)
+char *lg_expand(lg_req_t *s, const char *tpl, int json_escape)
 {
     sb_t b;
     sb_init(&b, &s->arena, 256);
@@ -467,7 +452,7 @@ char *lg_expand(lg_session_t *s, const char *tpl, int json_escape)
 }
 
 /* Variables in a 'return' body, as nginx's "return 200 text": no escaping. */
-const char *lg_expand_text(lg_session_t *s, const char *tpl)
+const char *lg_expand_text(lg_req_t *s, const char *tpl)
 {
     if (tpl == NULL || strchr(tpl, '$') == NULL)
         return tpl;
@@ -478,7 +463,7 @@ const char *lg_expand_text(lg_session_t *s, const char *tpl)
     return b.oom ? NULL : b.p;
 }
 
-static void add_expanded(lg_session_t *s, sb_t *b, const lg_header_ops_t *ops)
+static void add_expanded(lg_req_t *s, sb_t *b, const lg_header_ops_t *ops)
 {
     if (ops == NULL)
         return;
@@ -494,10 +479,10 @@ static void add_expanded(lg_session_t *s, sb_t *b, const lg_header_ops_t *ops)
 }
 
 /* Strict-Transport-Security on responses over TLS, when the server asks. */
-static void add_hsts(const lg_session_t *s, sb_t *b)
+static void add_hsts(const lg_req_t *s, sb_t *b)
 {
-    const lg_server_t *srv = s->server ? s->server : s->bind->default_server;
-    if (s->e.ssl && srv->tls.hsts) {
+    const lg_server_t *srv = s->server ? s->server : s->conn->bind->default_server;
+    if (s->conn->e.ssl && srv->tls.hsts) {
         sb_str(b, "Strict-Transport-Security: ");
         sb_str(b, srv->tls.hsts);
         sb_add(b, "\r\n", 2);
@@ -517,10 +502,10 @@ static int reveals(const http_header_t *h)
     return h->name_len > 6 && strncasecmp(h->name, "proxy-", 6) == 0;
 }
 
-char *lg_build_upstream_head(lg_session_t *s, size_t *len)
+char *lg_headers_upstream(lg_req_t *s, size_t *len)
 {
     /* a forward-proxy request has no route: the server's settings apply */
-    const lg_common_t *c = lg_session_common(s);
+    const lg_common_t *c = lg_req_common(s);
     const lg_forward_t *fw = s->up && s->up->dyn ? s->server->forward : NULL;
     int anonymity = 0;      /* 0 transparent, 1 anonymous, 2 elite */
     lg_common_t local;
@@ -570,7 +555,7 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
             continue;           /* the body goes up decompressed */
         if (s->max_forwards && name_is(h, "max-forwards"))
             continue;           /* sent on decremented, below */
-        if (s->cache && (name_is(h, "if-none-match") || name_is(h, "if-modified-since") ||
+        if (s->own_conditionals && (name_is(h, "if-none-match") || name_is(h, "if-modified-since") ||
                          name_is(h, "if-range") || name_is(h, "range")))
             continue;           /* the cache asks for the whole thing, and judges these itself */
         if (c->x_forwarded_for && name_is(h, "x-forwarded-for")) { xff = h; continue; }
@@ -588,23 +573,22 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
         sb_printf(&b, "Content-Length: %lld\r\n", (long long)s->ri.length);
     else if (s->ri.body == LG_BODY_CHUNKED)
         sb_str(&b, "Transfer-Encoding: chunked\r\n");
-    else if (s->ri.length == 0 && lg_req_header(s, "content-length"))
+    else if (s->ri.length == 0 && lg_headers_get(s, "content-length"))
         sb_str(&b, "Content-Length: 0\r\n");
 
     if (c->x_forwarded_for) {
-        char hop[INET6_ADDRSTRLEN];
         sb_str(&b, "X-Forwarded-For: ");
         if (xff) {
             sb_add(&b, xff->value, xff->value_len);
             sb_add(&b, ", ", 2);
         }
-        sb_str(&b, hop_text(s, hop, sizeof(hop)));
+        sb_str(&b, hop_text(s));
         sb_add(&b, "\r\n", 2);
     }
     if (c->x_real_ip)
         sb_printf(&b, "X-Real-IP: %s\r\n", s->peer_text);
     if (c->x_forwarded_proto)
-        sb_str(&b, s->e.ssl ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+        sb_str(&b, s->conn->e.ssl ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     if (c->x_forwarded_host && s->ri.authority.n)
         sb_header(&b, "X-Forwarded-Host", 16, s->ri.authority.p, s->ri.authority.n);
     if (c->forwarded) {
@@ -613,7 +597,7 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
             sb_add(&b, fwd->value, fwd->value_len);
             sb_add(&b, ", ", 2);
         }
-        const char *proto = s->e.ssl ? "https" : "http";
+        const char *proto = s->conn->e.ssl ? "https" : "http";
         if (s->peer.ss_family == AF_INET6)
             sb_printf(&b, "for=\"[%s]\";proto=%s", s->peer_text, proto);
         else
@@ -635,18 +619,19 @@ char *lg_build_upstream_head(lg_session_t *s, size_t *len)
                   lg_w.conf->via_name);
     }
     add_expanded(s, &b, c->add_request_headers);
-    lg_cache_conditional(s, &b, sb_header_cb);
+    if (s->upstream_extra)
+        sb_add(&b, s->upstream_extra, strlen(s->upstream_extra));
     if (s->max_forwards)
         sb_printf(&b, "Max-Forwards: %d\r\n", s->max_forwards - 1);
     sb_add(&b, "\r\n", 2);
     return sb_done(&b, len);
 }
 
-char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
-                           const lg_rsp_info_t *ri, int out_chunked, lg_xform_t xf,
+char *lg_headers_client(lg_req_t *s, const http_response_t *r,
+                           const lg_rsp_info_t *ri, int out_chunked, lg_xform_t xf, int vary_ae,
                            size_t *len)
 {
-    const lg_common_t *c = lg_session_common(s);
+    const lg_common_t *c = lg_req_common(s);
     sb_t b;
     sb_init(&b, &s->arena, 1024);
     sb_printf(&b, "HTTP/1.1 %03d ", r->status);
@@ -660,7 +645,6 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
     /* what Accept-Encoding decides varies with it, compressed this time or
      * not (nginx's gzip_vary): a shared cache downstream must not hand an
      * identity copy to gzip clients, nor the reverse */
-    int vary_ae = xf != LG_XFORM_NONE || lg_session_compressible(s, r, ri);
     for (size_t i = 0; i < r->num_headers; i++) {
         const http_header_t *h = &r->headers[i];
         if (lg_http_is_hop_by_hop(h, ri->connection) ||
@@ -710,8 +694,8 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
         if (r->status == 200)
             sb_str(&b, "Accept-Ranges: bytes\r\n");
     }
-    if (lg_cache_status(s))
-        sb_printf(&b, "X-Cache: %s\r\n", lg_cache_status(s));
+    if (s->cache_status)
+        sb_printf(&b, "X-Cache: %s\r\n", s->cache_status);
     if (s->set_cookie) {
         sb_str(&b, "Set-Cookie: ");
         sb_str(&b, s->set_cookie);
@@ -744,7 +728,7 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
     return sb_done(&b, len);
 }
 
-char *lg_build_local(lg_session_t *s, int status, const char *body,
+char *lg_headers_local(lg_req_t *s, int status, const char *body,
                      const char *location, size_t *len)
 {
     sb_t b;
@@ -789,4 +773,17 @@ char *lg_build_local(lg_session_t *s, int status, const char *body,
     if (blen && !s->ri.is_head)
         sb_add(&b, body, blen);
     return sb_done(&b, len);
+}
+
+int lg_headers_via_refuse(lg_req_t *s)
+{
+    if (!lg_headers_via_loop(s))
+        return 0;
+    const http_header_t *v = lg_headers_get(s, "via");
+    lg_error("forwarding loop detected: Via \"%.*s\" names this proxy (via_name \"%s\"), "
+             "client: %s, request: \"%.*s\"", v ? (int)v->value_len : 0, v ? v->value : "",
+             lg_w.conf->via_name, s->peer_text, (int)s->ri.uri.n, s->ri.uri.p);
+    s->blocked = "forwarding loop (Via)";
+    lg_req_respond(s, 508, NULL, NULL);
+    return 1;
 }

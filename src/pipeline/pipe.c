@@ -240,16 +240,10 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
                 return LG_PIPE_AGAIN;
             }
             ssize_t n = lg_end_writev(dst, iov, cnt);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN) {
-                    dst->w_ready = 0;
-                    dst->want_w = 1;
-                    return LG_PIPE_AGAIN;
-                }
+            if (n == LG_AGAIN)
+                return LG_PIPE_AGAIN;
+            if (n < 0)
                 return LG_PIPE_ERR_DST;
-            }
             size_t left = (size_t)n;
             p->wire_bytes += left;
             size_t k = left < hdr_n ? left : hdr_n;
@@ -321,15 +315,12 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
             }
             return LG_PIPE_ERR_SRC;
         }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN) {
-            src->r_ready = 0;
+        if (n == LG_AGAIN) {
             if (p->codec && p->zpending) {
+                src->want_r = 0;
                 p->want_flush = 1;      /* quiet source: let the client have it */
                 continue;
             }
-            src->want_r = 1;
             return LG_PIPE_AGAIN;
         }
         return LG_PIPE_ERR_SRC;

@@ -1,114 +1,149 @@
 /*
- * CONNECT and SOCKS5 tunnels: after the reply, bytes relayed both ways,
- * each direction's end passed on with a half-close, through the body pipes
- * at first and through kernel pipes (splice) once nothing is buffered.
+ * The tunnel relay (see tunnel.h).  When one side ends, its end is passed
+ * on (shutdown for writing) and the other direction goes on; when both
+ * have ended, or the tunnel sat idle for its timeout, the request is
+ * finished (logged with its bytes both ways) and the connection closed.
  */
-#include "proxy/proxy.h"
+#include "pipeline/tunnel.h"
 
 #include <sys/socket.h>
 
 #include "net/tls.h"
 
-void lg_tunnel_end(lg_session_t *s)
+static const lg_stage_t tunnel_stage;
+
+static void tunnel_end(lg_req_t *r, const char *why)
 {
-    s->bytes_in = s->head_len + s->reqp.body_bytes + s->sp_up.bytes;
-    s->bytes_out = s->rspp.wire_bytes + s->sp_down.bytes;
-    lg_accesslog_write(s);
-    lg_session_close(s, "tunnel ended");
+    lg_tunnel_t *t = r->tunnel;
+    lg_conn_t *c = r->conn;
+    r->bytes_in = r->head_len + r->reqp.body_bytes + t->sp_up.bytes;
+    r->bytes_out = r->rspp.wire_bytes + t->sp_down.bytes;
+    lg_req_finish(r);
+    lg_conn_close(c, why);
 }
 
-static void splice_step(lg_session_t *s)
+/* The request goes away with its connection: the kernel pipes too. */
+static void tunnel_cleanup(void *arg)
 {
-    lg_uconn_t *uc = s->uc;
-    if (!s->half_up) {
-        int rc = lg_splice_run(&s->sp_up, &s->e, &uc->e);
-        if (rc == 0) {
-            shutdown(uc->e.io.fd, SHUT_WR);
-            s->half_up = 1;
-        } else if (rc < 0) {
-            lg_tunnel_end(s);
-            return;
-        }
+    lg_tunnel_t *t = arg;
+    if (t->spliced) {
+        lg_splice_close(&t->sp_up);
+        lg_splice_close(&t->sp_down);
+        t->spliced = 0;
     }
-    if (!s->half_down) {
-        int rc = lg_splice_run(&s->sp_down, &uc->e, &s->e);
-        if (rc == 0) {
-            shutdown(s->e.io.fd, SHUT_WR);
-            s->half_down = 1;
-        } else if (rc < 0) {
-            lg_tunnel_end(s);
-            return;
-        }
-    }
-    if (s->half_up && s->half_down)
-        lg_tunnel_end(s);
 }
 
-/*
- * CONNECT: relay bytes both ways with the same pipes as bodies.  When one
- * side ends, its end is passed on (shutdown for writing) and the other
- * direction goes on; when both have ended the tunnel is logged and closed.
- */
-void lg_tunnel_step(lg_session_t *s)
+void lg_tunnel_start(lg_req_t *r, const char *ok, size_t ok_len, lg_buf_t *ub)
 {
-    lg_uconn_t *uc = s->uc;
-    if (!s->tunnel_up) {
-        static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-        static const char socks_ok[] = { 5, 0, 0, 1, 0, 0, 0, 0, 0, 0 };
-        lg_buf_t *b = s->in;
-        b->pos = b->start + s->head_len;    /* bytes sent after the head belong to the tunnel */
-        lg_pipe_init(&s->reqp, b, b->pos, LG_BODY_CLOSE, 0, 0);
-        if (uc->in == NULL && (uc->in = lg_buf_get()) == NULL) {
-            lg_session_close(s, "no buffer for the tunnel");
-            return;
-        }
-        lg_pipe_init(&s->rspp, uc->in, uc->in->start, LG_BODY_CLOSE, 0, 0);
-        s->rspp.hdr = s->socks ? socks_ok : ok;
-        s->rspp.hdr_len = s->socks ? sizeof(socks_ok) : sizeof(ok) - 1;
-        s->status = 200;
-        s->upstream_status = 200;
-        s->tunnel_up = 1;
-    }
-    if (s->spliced) {
-        splice_step(s);
+    lg_conn_t *c = r->conn;
+    lg_tunnel_t *t = lg_arena_calloc(&r->arena, sizeof(*t));
+    lg_buf_t *b = c->in;
+    if (t == NULL || b == NULL || ub == NULL) {
+        lg_conn_close(c, "no memory for the tunnel");
         return;
     }
-    if (!s->half_up) {
-        lg_pipe_rc_t rc = lg_pipe_run(&s->reqp, &s->e, &uc->e);
-        if (rc == LG_PIPE_DONE) {
-            shutdown(uc->e.io.fd, SHUT_WR);
-            s->half_up = 1;
-        } else if (rc < 0) {
-            goto done;
-        }
-    }
-    if (!s->half_down) {
-        lg_pipe_rc_t rc = lg_pipe_run(&s->rspp, &uc->e, &s->e);
-        if (rc == LG_PIPE_DONE) {
-            lg_tls_close(s->e.ssl);     /* close_notify, then the TCP end */
-            s->e.ssl = NULL;
-            shutdown(s->e.io.fd, SHUT_WR);
-            s->half_down = 1;
-        } else if (rc < 0) {
-            goto done;
-        }
-    }
-    if (!(s->half_up && s->half_down)) {
-        /* plain sockets both ends, the reply out, nothing buffered: from
-         * here on the kernel moves the bytes (splice), not us */
-        if (!s->half_up && !s->half_down && s->e.ssl == NULL && uc->e.ssl == NULL &&
-            s->rspp.hdr_sent == s->rspp.hdr_len && lg_buf_len(s->in) == 0 &&
-            lg_buf_len(uc->in) == 0 && lg_splice_open(&s->sp_up) == 0) {
-            if (lg_splice_open(&s->sp_down) < 0) {
-                lg_splice_close(&s->sp_up);
-                return;
-            }
-            s->spliced = 1;
-            splice_step(s);
-        }
-        return;
-    }
-done:
-    lg_tunnel_end(s);
+    t->idle_timeout = r->server && r->server->forward ? r->server->forward->tunnel_idle_timeout
+                                                      : 300000;
+    r->tunnel = t;
+    lg_req_cleanup(r, tunnel_cleanup, t);
+    b->pos = b->start + r->head_len;    /* bytes sent after the head belong to the tunnel */
+    lg_pipe_init(&r->reqp, b, b->pos, LG_BODY_CLOSE, 0, 0);
+    lg_pipe_init(&r->rspp, ub, ub->start, LG_BODY_CLOSE, 0, 0);
+    r->rspp.hdr = ok;
+    r->rspp.hdr_len = ok_len;
+    r->status = 200;
+    r->upstream_status = 200;
+    lg_req_set_stage(r, &tunnel_stage);
 }
 
+static void splice_step(lg_req_t *r)
+{
+    lg_tunnel_t *t = r->tunnel;
+    lg_end_t *ce = &r->conn->e, *ue = r->uend;
+    if (!t->half_up) {
+        int rc = lg_splice_run(&t->sp_up, ce, ue);
+        if (rc == 0) {
+            shutdown(ue->io.fd, SHUT_WR);
+            t->half_up = 1;
+        } else if (rc < 0) {
+            tunnel_end(r, "tunnel ended");
+            return;
+        }
+    }
+    if (!t->half_down) {
+        int rc = lg_splice_run(&t->sp_down, ue, ce);
+        if (rc == 0) {
+            shutdown(ce->io.fd, SHUT_WR);
+            t->half_down = 1;
+        } else if (rc < 0) {
+            tunnel_end(r, "tunnel ended");
+            return;
+        }
+    }
+    if (t->half_up && t->half_down)
+        tunnel_end(r, "tunnel ended");
+}
+
+static void tunnel_step(lg_req_t *r)
+{
+    lg_tunnel_t *t = r->tunnel;
+    lg_end_t *ce = &r->conn->e, *ue = r->uend;
+    if (t->spliced) {
+        splice_step(r);
+        return;
+    }
+    if (!t->half_up) {
+        lg_pipe_rc_t rc = lg_pipe_run(&r->reqp, ce, ue);
+        if (rc == LG_PIPE_DONE) {
+            shutdown(ue->io.fd, SHUT_WR);
+            t->half_up = 1;
+        } else if (rc < 0) {
+            tunnel_end(r, "tunnel ended");
+            return;
+        }
+    }
+    if (!t->half_down) {
+        lg_pipe_rc_t rc = lg_pipe_run(&r->rspp, ue, ce);
+        if (rc == LG_PIPE_DONE) {
+            lg_tls_close(ce->ssl);      /* close_notify, then the TCP end */
+            ce->ssl = NULL;
+            shutdown(ce->io.fd, SHUT_WR);
+            t->half_down = 1;
+        } else if (rc < 0) {
+            tunnel_end(r, "tunnel ended");
+            return;
+        }
+    }
+    if (t->half_up && t->half_down) {
+        tunnel_end(r, "tunnel ended");
+        return;
+    }
+    /* plain sockets both ends, the reply out, nothing buffered: from here
+     * on the kernel moves the bytes (splice), not us */
+    if (!t->half_up && !t->half_down && ce->ssl == NULL && ue->ssl == NULL &&
+        r->rspp.hdr_sent == r->rspp.hdr_len && lg_buf_len(r->reqp.buf) == 0 &&
+        lg_buf_len(r->rspp.buf) == 0 && lg_splice_open(&t->sp_up) == 0) {
+        if (lg_splice_open(&t->sp_down) < 0) {
+            lg_splice_close(&t->sp_up);
+            return;
+        }
+        t->spliced = 1;
+        splice_step(r);
+    }
+}
+
+static lg_msec_t tunnel_arm(lg_req_t *r, lg_tkind_t *kind)
+{
+    *kind = LG_T_TUNNEL;
+    return r->tunnel->idle_timeout;
+}
+
+static void tunnel_timeout(lg_req_t *r, lg_tkind_t kind)
+{
+    (void)kind;
+    tunnel_end(r, "tunnel idle timeout");
+}
+
+static const lg_stage_t tunnel_stage = {
+    .name = "tunnel", .step = tunnel_step, .arm = tunnel_arm, .timeout = tunnel_timeout,
+};

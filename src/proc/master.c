@@ -37,6 +37,8 @@
 #include "core/shm.h"
 #include "net/listen.h"
 #include "net/tls.h"
+#include "cache/http.h"
+#include "forward/forward.h"
 #include "proxy/proxy.h"
 #include "proxy/upstate.h"
 #include "cache/store.h"

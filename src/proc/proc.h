@@ -18,6 +18,10 @@ int  lg_master_run(lg_conf_t *conf, const lg_opts_t *opts);
 /* Runs a worker; never returns. */
 void lg_worker_run(lg_conf_t *conf, int slot, int nworkers) __attribute__((noreturn));
 
+/* The front ends and features of the pipeline, registered once per
+ * process before any configuration is used (features.c). */
+void lg_features_setup(void);
+
 /* mkdir -p of the directory holding `path`; 0 or -1 with errno. */
 int  lg_mkdir_parent(const char *path);
 

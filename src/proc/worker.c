@@ -24,6 +24,9 @@
 #include "net/listen.h"
 #include "net/tls.h"
 #include "cache/store.h"
+#include "cache/http.h"
+#include "feature/accesslog.h"
+#include "pipeline/conn.h"
 #include "proxy/proxy.h"
 
 lg_worker_t lg_w;
@@ -63,7 +66,7 @@ static void accept_cb(lg_io_t *io, uint32_t ev)
      */
     for (int i = 0; i < 4 && accepting; i++) {
         int before = lg_w.nconns;
-        lg_session_accept(io->fd, l->bind);
+        lg_conn_accept(io->fd, l->bind);
         if (lg_w.nconns == before)
             break;              /* EAGAIN or an error */
         if (lg_w.nconns >= lg_w.conf->worker_connections) {
@@ -182,7 +185,7 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
         lg_log_errno(LG_LOG_EMERG, errno, "epoll_create1() failed");
         exit(2);
     }
-    if (lg_accesslog_open_all(conf) < 0 || lg_upstream_init() < 0)
+    if (lg_accesslog_open_all(conf) < 0 || lg_upstream_init() < 0 || lg_features_init() < 0)
         exit(2);
 
     lg_listeners_close_except(conf, slot, nworkers);
@@ -233,7 +236,7 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
             lg_w.quitting = 1;
             lg_health_stop();
             stop_accepting();
-            lg_sessions_close_idle();
+            lg_conns_close_idle();
         }
         if (lg_w.quitting && lg_w.nconns == 0) {
             lg_accesslog_flush();

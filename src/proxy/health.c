@@ -55,13 +55,7 @@ static void probe_verdict(probe_t *p, int ok, const char *why);
 
 static void probe_close(probe_t *p)
 {
-    lg_tls_close(p->e.ssl);
-    p->e.ssl = NULL;
-    if (p->e.io.fd >= 0) {
-        lg_io_del(&lg_w.loop, &p->e.io);
-        close(p->e.io.fd);
-        p->e.io.fd = -1;
-    }
+    lg_end_close(&p->e, &lg_w.loop);
 }
 
 /* Did the response pass?  0 = not decided yet, 1 = pass, -1 = fail. */
@@ -116,12 +110,11 @@ static void probe_io(lg_io_t *io, uint32_t ev)
         }
     }
     if (p->state == HC_HANDSHAKE) {
-        int want_r = 0, want_w = 0;
         char msg[256];
-        int rc = lg_tls_handshake(p->e.ssl, &want_r, &want_w, msg, sizeof(msg));
-        if (rc == 0)
+        int rc = lg_end_handshake(&p->e, msg, sizeof(msg));
+        if (rc == LG_AGAIN)
             return;             /* the next edge continues it */
-        if (rc < 0) {
+        if (rc == LG_ERROR) {
             const char *v = lg_tls_verify_error(p->e.ssl);
             lg_info("health check of %s: TLS handshake failed: %s", p->up->servers[p->si].addr.text,
                     v ? v : msg);
@@ -137,7 +130,7 @@ static void probe_io(lg_io_t *io, uint32_t ev)
                 p->sent += (size_t)n;
                 continue;
             }
-            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            if (n == LG_AGAIN)
                 return;
             probe_verdict(p, 0, "send failed");
             return;
@@ -156,9 +149,7 @@ static void probe_io(lg_io_t *io, uint32_t ev)
                 }
                 continue;
             }
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && errno == EAGAIN)
+            if (n == LG_AGAIN)
                 return;
             int v = judge(p, 1, &why);
             probe_verdict(p, v > 0, n < 0 ? "read failed" : why);

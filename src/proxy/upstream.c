@@ -8,6 +8,7 @@
  * instead of failing the next request that would have picked it.
  */
 #include "proxy/proxy.h"
+#include "pipeline/headers.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,7 +27,6 @@
 #include "proxy/balance.h"
 #include "proxy/upstate.h"
 
-#define UCONN_MAGIC 0x55434f4eu
 #define POOL_IDLE_TIMEOUT 60000
 
 static void count_active(lg_uconn_t *uc, int delta);
@@ -77,13 +77,7 @@ const char *lg_uconn_addr(const lg_uconn_t *uc)
 
 static void uconn_free(lg_uconn_t *uc)
 {
-    lg_tls_close(uc->e.ssl);
-    uc->e.ssl = NULL;
-    if (uc->e.io.fd >= 0) {
-        lg_io_del(&lg_w.loop, &uc->e.io);
-        close(uc->e.io.fd);
-        uc->e.io.fd = -1;
-    }
+    lg_end_close(&uc->e, &lg_w.loop);
     lg_timer_del(&lg_w.loop, &uc->idle_timer);
     lg_buf_put(uc->in);
     uc->in = NULL;
@@ -214,7 +208,7 @@ static uint32_t eff_weight(const lg_upstream_t *up, size_t i, lg_msec_t now)
  * first, backups only when no primary is usable.  -1 when none is; *full
  * says some were skipped only because they are at max_conns.
  */
-static int pick_server(lg_session_t *s, lg_upstream_t *up, size_t tried, int *full)
+static int pick_server(lg_req_t *s, lg_upstream_t *up, size_t tried, int *full)
 {
     lg_bal_server_t bs[64];
     size_t n = up->nservers;
@@ -358,7 +352,7 @@ static lg_uconn_t *uconn_connect(lg_upstream_t *up, size_t si, int *err)
         close(fd);
         return NULL;
     }
-    uc->magic = UCONN_MAGIC;
+    uc->magic = LG_UCONN_MAGIC;
     uc->e.io.fd = fd;
     uc->up = up;
     if (up->dyn)
@@ -379,7 +373,7 @@ static lg_uconn_t *uconn_connect(lg_upstream_t *up, size_t si, int *err)
  * there is one, else a new one (connect in progress).  On failure to even
  * start a connect, that server is marked tried and the next is attempted.
  */
-lg_uconn_t *lg_upstream_get(lg_session_t *s, lg_upstream_t *up, size_t *tried, int *err)
+lg_uconn_t *lg_upstream_get(lg_req_t *s, lg_upstream_t *up, size_t *tried, int *err)
 {
     for (;;) {
         int full = 0;

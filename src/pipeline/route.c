@@ -11,7 +11,7 @@
  * at once; otherwise regexes in config order, first match wins; otherwise
  * the longest matching prefix (the first of equal ones).
  */
-#include "proxy/proxy.h"
+#include "pipeline/headers.h"
 
 #include <string.h>
 #include <strings.h>
@@ -99,7 +99,7 @@ static int query_has(lg_str_t q, const char *name, const char *value)
 }
 
 /* The route's host, methods, header and query conditions, all of them. */
-static int conditions_hold(const lg_route_t *r, const lg_session_t *s)
+static int conditions_hold(const lg_route_t *r, const lg_req_t *s)
 {
     if (r->nhosts) {
         char name[256];
@@ -119,7 +119,7 @@ static int conditions_hold(const lg_route_t *r, const lg_session_t *s)
             return 0;
     }
     if (r->header_name) {
-        const http_header_t *h = lg_req_header(s, r->header_name);
+        const http_header_t *h = lg_headers_get(s, r->header_name);
         if (h == NULL)
             return 0;
         if (r->header_value && (strlen(r->header_value) != h->value_len ||
@@ -128,12 +128,12 @@ static int conditions_hold(const lg_route_t *r, const lg_session_t *s)
     }
     if (r->query_name && !query_has(s->ri.query, r->query_name, r->query_value))
         return 0;
-    if (r->countries && !lg_strv_has(r->countries, lg_session_country((lg_session_t *)s)))
+    if (r->countries && !lg_strv_has(r->countries, lg_req_country((lg_req_t *)s)))
         return 0;
     return 1;
 }
 
-const lg_route_t *lg_route_find(const lg_server_t *srv, const lg_session_t *s,
+const lg_route_t *lg_route_find(const lg_server_t *srv, const lg_req_t *s,
                                 const char *path, size_t n, regmatch_t caps[10])
 {
     const lg_route_t *prefix = NULL;

@@ -1,0 +1,20 @@
+/*
+ * The forward proxy (forward.c): absolute-form requests and CONNECT on a
+ * server with a `forward` block -- client rules and authentication in the
+ * ACCESS phase, the destination looked up and proxied in CONTENT -- and
+ * the SOCKS5 front end (socks.c) whose requests go the same way.
+ */
+#ifndef LEGATE_FORWARD_FORWARD_H
+#define LEGATE_FORWARD_FORWARD_H
+
+#include "pipeline/request.h"
+
+extern const lg_feature_t lg_feature_forward;
+/* Build the rules' lookup structures (master and -t): 0, or -1 with err. */
+int  lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen);
+/* A user and password against the forward proxy's password file; on
+ * success r->user is set. */
+int  lg_forward_check_user(lg_req_t *r, const char *user, const char *pass);
+void lg_socks_register(void);  /* the SOCKS5 front end (socks.c) */
+
+#endif

@@ -1,0 +1,368 @@
+/*
+ * Client connections: accept, the PROXY protocol header, the TLS
+ * handshake, then the front end of the listener's protocol; lingering
+ * close; the one teardown.  See conn.h for the states and ownership.
+ *
+ * lg_conn_run() is the one driver: every event on the client, and on the
+ * upstream of its request, lands there; it loops while a step changes the
+ * state, then arms the connection's timer for whatever it now waits on.
+ * Timeouts are "between two successive operations", as nginx counts them.
+ */
+#include "pipeline/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "net/proxyproto.h"
+#include "net/tls.h"
+#include "pipeline/request.h"
+
+#define LINGER_MS 5000
+
+static lg_conn_t *conns;        /* all open connections, for a graceful stop */
+static const lg_frontend_t *frontends[LG_PROTO_MAX];
+
+extern void lg_worker_conn_closed(void);
+
+const char *lg_connstate_name(lg_connstate_t st)
+{
+    switch (st) {
+    case LG_C_PROXYPROTO: return "reading the PROXY header";
+    case LG_C_HANDSHAKE:  return "TLS handshake";
+    case LG_C_FRONT:      return "serving";
+    case LG_C_DRAIN:      return "lingering close";
+    case LG_C_CLOSED:     return "closed";
+    }
+    return "?";
+}
+
+void lg_frontend_register(lg_proto_t p, const lg_frontend_t *fe)
+{
+    LG_BUG_ON(p >= LG_PROTO_MAX);
+    frontends[p] = fe;
+}
+
+void lg_conn_set_peer(lg_conn_t *c, const struct sockaddr_storage *ss)
+{
+    memcpy(&c->peer, ss, sizeof(*ss));
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, c->peer_text, sizeof(c->peer_text));
+        c->peer_port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, c->peer_text, sizeof(c->peer_text));
+        c->peer_port = ntohs(a->sin6_port);
+    } else {
+        strcpy(c->peer_text, "unix:");
+        c->peer_port = 0;
+    }
+}
+
+void lg_conn_close(lg_conn_t *c, const char *why)
+{
+    if (c->state == LG_C_CLOSED)
+        return;
+    LG_CHECK_CONN(c);
+    lg_debug("closing client %s connection %llu: %s", c->peer_text,
+             (unsigned long long)c->id, why);
+    c->state = LG_C_CLOSED;
+    lg_req_free(c->req);        /* its cleanups, its upstream, its arena */
+    lg_timer_del(&lg_w.loop, &c->timer);
+    lg_end_close(&c->e, &lg_w.loop);
+    lg_buf_put(c->in);
+    c->in = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->magic = 0;
+    lg_w.nconns--;
+    lg_loop_defer_free(&lg_w.loop, c);
+    lg_worker_conn_closed();
+}
+
+/* ---- before the front end ---- */
+
+static void enter_front(lg_conn_t *c)
+{
+    c->state = LG_C_FRONT;
+    c->t_start = lg_w.loop.now;
+    c->fe->start(c);
+}
+
+/* What the listener speaks after any PROXY header: TLS first, if it says so. */
+static void start_protocol(lg_conn_t *c)
+{
+    if (c->bind->tls && !c->bind->socks) {
+        c->e.ssl = lg_tls_accept(c->bind, c->e.io.fd);
+        if (c->e.ssl == NULL) {
+            lg_conn_close(c, "cannot start TLS");
+            return;
+        }
+        c->state = LG_C_HANDSHAKE;
+        c->t_start = lg_w.loop.now;
+        return;
+    }
+    enter_front(c);
+}
+
+static void proxyproto_step(lg_conn_t *c)
+{
+    if (!c->e.r_ready) {
+        c->e.want_r = 1;
+        return;
+    }
+    struct sockaddr_storage src = c->peer;
+    char why[128];
+    int rc = lg_proxyproto_read(c->e.io.fd, &src, why, sizeof(why));
+    if (rc == 0) {
+        c->e.r_ready = 0;
+        c->e.want_r = 1;
+        return;
+    }
+    if (rc < 0) {
+        lg_info("client %s: %s", c->peer_text, why);
+        lg_conn_close(c, "bad PROXY protocol header");
+        return;
+    }
+    lg_conn_set_peer(c, &src);
+    start_protocol(c);
+}
+
+static void handshake_step(lg_conn_t *c)
+{
+    char why[256];
+    int rc = lg_end_handshake(&c->e, why, sizeof(why));
+    if (rc == LG_OK) {
+        enter_front(c);
+        return;
+    }
+    if (rc == LG_AGAIN)
+        return;
+    lg_info("TLS handshake with %s failed: %s", c->peer_text, why);
+    lg_conn_close(c, "TLS handshake failed");
+}
+
+/* ---- the end ---- */
+
+void lg_conn_linger(lg_conn_t *c)
+{
+    lg_buf_put(c->in);
+    c->in = NULL;
+    lg_tls_close(c->e.ssl);     /* close_notify first */
+    c->e.ssl = NULL;
+    shutdown(c->e.io.fd, SHUT_WR);
+    c->state = LG_C_DRAIN;
+    c->e.r_ready = 1;
+    lg_timer_del(&lg_w.loop, &c->timer);
+}
+
+/* Lingering close: the peer may still be sending; read and drop it so our
+ * response is not destroyed by a reset, until EOF or the linger timer. */
+static void drain_step(lg_conn_t *c)
+{
+    char sink[4096];
+    while (c->e.r_ready) {
+        ssize_t n = lg_end_recv(&c->e, sink, sizeof(sink));   /* TLS is over: plain */
+        if (n > 0)
+            continue;
+        if (n == LG_AGAIN)
+            break;
+        lg_conn_close(c, "lingering close done");
+        return;
+    }
+    c->e.want_r = 1;
+}
+
+/* ---- the driver ---- */
+
+static void conn_arm(lg_conn_t *c)
+{
+    lg_msec_t t = -1;
+    switch (c->state) {
+    case LG_C_PROXYPROTO: {
+        lg_msec_t left = c->t_start + c->bind->default_server->common.client_header_timeout -
+                         lg_w.loop.now;
+        t = left > 0 ? left : 0;
+        break;
+    }
+    case LG_C_HANDSHAKE: {
+        /* one deadline for the whole handshake: a trickling client is cut off */
+        lg_msec_t left = c->t_start + c->bind->default_server->tls.handshake_timeout -
+                         lg_w.loop.now;
+        t = left > 0 ? left : 0;
+        break;
+    }
+    case LG_C_FRONT:
+        c->fe->arm(c);
+        return;
+    case LG_C_DRAIN:
+        if (lg_timer_armed(&c->timer))
+            return;
+        t = LINGER_MS;
+        break;
+    case LG_C_CLOSED:
+        return;
+    }
+    lg_timer_set(&lg_w.loop, &c->timer, t);
+}
+
+void lg_conn_run(lg_conn_t *c)
+{
+    LG_CHECK_CONN(c);
+    /* each step says again what it waits on; the timer follows from that */
+    c->e.want_r = c->e.want_w = 0;
+    if (c->req && c->req->uend)
+        c->req->uend->want_r = c->req->uend->want_w = 0;
+    for (int round = 0; round < 64; round++) {
+        lg_connstate_t before = c->state;
+        c->rerun = 0;
+        switch (c->state) {
+        case LG_C_PROXYPROTO:
+            proxyproto_step(c);
+            break;
+        case LG_C_HANDSHAKE:
+            handshake_step(c);
+            break;
+        case LG_C_FRONT:
+            c->fe->step(c);
+            break;
+        case LG_C_DRAIN:
+            drain_step(c);
+            break;
+        case LG_C_CLOSED:
+            return;
+        }
+        if (c->state == LG_C_CLOSED)
+            return;
+        if (c->state == before && !c->rerun)
+            break;
+    }
+    conn_arm(c);
+}
+
+static void conn_timeout(lg_timer_t *tm)
+{
+    lg_conn_t *c = tm->data;
+    LG_CHECK_CONN(c);
+    switch (c->state) {
+    case LG_C_PROXYPROTO:
+        lg_conn_close(c, "client timed out sending the PROXY header");
+        return;
+    case LG_C_HANDSHAKE:
+        lg_info("TLS handshake with %s timed out", c->peer_text);
+        lg_conn_close(c, "TLS handshake timed out");
+        return;
+    case LG_C_FRONT:
+        c->fe->timeout(c);
+        break;
+    case LG_C_DRAIN:
+        lg_conn_close(c, "lingering close timed out");
+        return;
+    case LG_C_CLOSED:
+        return;
+    }
+    if (c->state != LG_C_CLOSED)
+        lg_conn_run(c);
+}
+
+static void client_cb(lg_io_t *io, uint32_t ev)
+{
+    lg_conn_t *c = io->data;
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->e.r_ready = 1;
+    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        c->e.w_ready = 1;
+    if (ev & (EPOLLRDHUP | EPOLLHUP))
+        c->e.rd_hup = 1;
+    lg_conn_run(c);
+}
+
+/* ---- accept ---- */
+
+lg_conn_t *lg_conn_new(int fd, const lg_bind_t *bind, const struct sockaddr_storage *peer)
+{
+    lg_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->magic = LG_CONN_MAGIC;
+    c->e.io.fd = fd;
+    c->e.io.cb = client_cb;
+    c->e.io.data = c;
+    c->timer.cb = conn_timeout;
+    c->timer.data = c;
+    c->bind = bind;
+    c->fe = frontends[bind->socks ? LG_PROTO_SOCKS5 : LG_PROTO_HTTP1];
+    LG_BUG_ON(c->fe == NULL);
+    c->id = ++lg_w.next_id;
+    c->t_start = lg_w.loop.now;
+    lg_conn_set_peer(c, peer);
+    if (lg_io_add(&lg_w.loop, &c->e.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
+        free(c);
+        return NULL;
+    }
+    c->next = conns;
+    if (conns)
+        conns->prev = c;
+    conns = c;
+    lg_w.nconns++;
+    c->e.r_ready = 1;           /* TCP_DEFER_ACCEPT (or a socketpair): the request is likely here */
+    c->e.w_ready = 1;
+    c->state = LG_C_PROXYPROTO; /* the caller says what comes first */
+    return c;
+}
+
+void lg_conn_begin(lg_conn_t *c)
+{
+    enter_front(c);
+    lg_conn_run(c);
+}
+
+void lg_conn_accept(int lfd, const lg_bind_t *bind)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            lg_log_errno(errno == EMFILE || errno == ENFILE ? LG_LOG_CRIT : LG_LOG_ERROR,
+                         errno, "accept() on %s failed", bind->addr.text);
+        return;
+    }
+    if (ss.ss_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    lg_conn_t *c = lg_conn_new(fd, bind, &ss);
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    if (bind->proxy_protocol)
+        c->state = LG_C_PROXYPROTO;
+    else
+        start_protocol(c);
+    if (c->state != LG_C_CLOSED)
+        lg_conn_run(c);
+}
+
+void lg_conns_close_idle(void)
+{
+    lg_conn_t *c = conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state == LG_C_FRONT && c->fe->idle(c))
+            lg_conn_close(c, "shutting down");
+    }
+}

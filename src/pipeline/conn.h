@@ -1,0 +1,115 @@
+/*
+ * A client connection (conn.c) and the front end that speaks its protocol.
+ *
+ * Ownership: the worker owns connections (the list in conn.c); a
+ * connection owns the requests it lists (HTTP/1.1: at most one at a time,
+ * c->req) and its read buffer, which is NULL while idle so an idle
+ * keep-alive connection holds no buffer.  A connection outlives its
+ * requests; lg_conn_close() ends the requests it still has first.
+ *
+ *   accept -> [PROXYPROTO] -> [HANDSHAKE] -> front end (HTTP/1.1 or SOCKS5)
+ *                                             |            ^
+ *                                             v            | keep-alive
+ *                                          request(s) -----+
+ *                                             |
+ *                                             v
+ *                                     DRAIN (lingering close) -> CLOSED
+ *
+ * The front end is chosen by the listener and reached through a table of
+ * function pointers, so this file names no protocol beyond TLS and PROXY.
+ */
+#ifndef LEGATE_PIPELINE_CONN_H
+#define LEGATE_PIPELINE_CONN_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "conf/conf.h"
+#include "core/event.h"
+#include "net/buf.h"
+#include "net/io.h"
+#include "pipeline/worker.h"
+
+typedef struct lg_conn lg_conn_t;
+typedef struct lg_req lg_req_t;
+
+typedef enum lg_connstate {
+    LG_C_PROXYPROTO = 0,        /* reading the PROXY protocol header */
+    LG_C_HANDSHAKE  = 1,        /* TLS handshake with the client */
+    LG_C_FRONT      = 2,        /* the front end has it (idle, reading, requests) */
+    LG_C_DRAIN      = 3,        /* lingering close: reading and discarding */
+    LG_C_CLOSED     = 4,
+} lg_connstate_t;
+
+const char *lg_connstate_name(lg_connstate_t s);
+
+/* A protocol spoken on accepted connections once TLS (if any) is up. */
+typedef struct lg_frontend {
+    const char *name;                           /* "HTTP/1.1", "SOCKS5" */
+    void      (*start)(lg_conn_t *c);           /* first time in LG_C_FRONT */
+    void      (*step)(lg_conn_t *c);            /* an event on the connection */
+    void      (*arm)(lg_conn_t *c);             /* set c->timer for what it waits on */
+    void      (*timeout)(lg_conn_t *c);         /* that timer fired */
+    int       (*idle)(const lg_conn_t *c);      /* may be closed now (graceful stop) */
+    void      (*done)(lg_conn_t *c, lg_req_t *r); /* r was logged: free it, keep-alive or close */
+    /* optional: answer an error the protocol's own way (1), or let HTTP do it (0) */
+    int       (*error)(lg_conn_t *c, lg_req_t *r, int status);
+    /* what the client is sent when its request becomes a tunnel */
+    const char *tunnel_ok;
+    size_t      tunnel_ok_len;
+} lg_frontend_t;
+
+typedef enum lg_proto {
+    LG_PROTO_HTTP1 = 0,
+    LG_PROTO_SOCKS5 = 1,
+    LG_PROTO_MAX
+} lg_proto_t;
+
+/* A front end makes itself known before any connection is accepted. */
+void lg_frontend_register(lg_proto_t p, const lg_frontend_t *fe);
+void lg_h1_register(void);     /* h1.c */
+
+struct lg_conn {
+    uint32_t        magic;
+    lg_end_t        e;
+    lg_timer_t      timer;      /* one timer: what it counts is the state's business */
+    lg_connstate_t     state;
+    const lg_frontend_t *fe;    /* borrowed: static */
+    const lg_bind_t *bind;      /* borrowed: the conf generation */
+    struct sockaddr_storage peer;   /* who is connected (after any PROXY header) */
+    char            peer_text[64];
+    unsigned short  peer_port;
+    uint64_t        id;
+    unsigned        requests;   /* requests finished on it */
+    lg_msec_t       t_start;    /* accept, then first byte of the head being read */
+    lg_buf_t       *in;         /* owned: client bytes; NULL while idle */
+    lg_req_t       *req;        /* owned: the request in progress, or NULL */
+    int             rerun;      /* run again even if the state is unchanged */
+    int             refresh;    /* an internal connection: a background cache refresh */
+    int             refresh_tls; /* ...for a request that came over TLS ($scheme) */
+    int             socks_phase; /* SOCKS5 front end: negotiation step */
+    lg_conn_t      *prev, *next; /* all connections of the worker */
+};
+
+#define LG_CONN_MAGIC 0x434f4e4eu
+/* On entry of every function a connection's events reach, in debug and
+ * sanitizer builds: a freed or foreign pointer stops loudly. */
+#define LG_CHECK_CONN(c) LG_DEBUG_BUG_ON((c) == NULL || (c)->magic != LG_CONN_MAGIC)
+
+void lg_conn_accept(int lfd, const lg_bind_t *bind);
+/* A connection on a connected fd, registered and counted (its fd is the
+ * caller's to close on NULL); lg_conn_begin() starts its front end at once
+ * (an internal connection: no PROXY header, no TLS). */
+lg_conn_t *lg_conn_new(int fd, const lg_bind_t *bind, const struct sockaddr_storage *peer);
+void lg_conn_begin(lg_conn_t *c);
+void lg_conn_close(lg_conn_t *c, const char *why);       /* idempotent */
+/* Run the connection's driver (after an event that the loop did not deliver). */
+void lg_conn_run(lg_conn_t *c);
+/* Send what was written, close_notify, then read and drop until EOF. */
+void lg_conn_linger(lg_conn_t *c);
+/* Graceful stop: close every connection whose front end says it is idle. */
+void lg_conns_close_idle(void);
+/* The connection's address, as text and port. */
+void lg_conn_set_peer(lg_conn_t *c, const struct sockaddr_storage *ss);
+
+#endif

@@ -1,0 +1,251 @@
+/*
+ * The HTTP/1.1 front end: reads request heads from a connection, makes one
+ * request at a time from them, hands each to the pipeline, and when it is
+ * over keeps the connection for the next (pipelined bytes moved to the
+ * front of the buffer) or closes it.
+ *
+ *   idle (no request, no buffer) --first byte--> head being read
+ *        ^                                            |
+ *        | keep-alive                         head complete: phases, stage
+ *        +------------- done <-------------------------+
+ *
+ * A request comes into existence at its head's first byte and goes when it
+ * ends, so an idle keep-alive connection holds neither a request nor a
+ * buffer.
+ */
+#include "pipeline/request.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "net/buf.h"
+
+static const http_limits_t limits = {
+    .max_line = LG_MAX_REQUEST_LINE,
+    .max_head = LG_BUF_SIZE / 2,
+    .max_headers = LG_MAX_HEADERS,
+};
+
+/* The request on c whose head is still being read, or NULL. */
+static lg_req_t *reading(const lg_conn_t *c)
+{
+    lg_req_t *r = c->req;
+    return r && r->head_len == 0 && r->stage == NULL && r->phase == LG_PH_NONE ? r : NULL;
+}
+
+/* An invalid head: nothing in it is trustworthy, log it as such. */
+static void bad_head(lg_req_t *r, int st)
+{
+    r->keep_alive = 0;
+    lg_info("client %s sent an invalid request head (%d)", r->peer_text, st);
+    r->req.method = NULL;
+    r->req.num_headers = 0;
+    r->server = r->conn->bind->default_server;
+    lg_req_error(r, st);
+}
+
+/* Returns 1 with a complete head in c->req, 0 when waiting or closed. */
+static int read_head(lg_conn_t *c)
+{
+    for (;;) {
+        if (c->in == NULL) {
+            if (!c->e.r_ready) {
+                c->e.want_r = 1;
+                return 0;
+            }
+            c->in = lg_buf_get();
+            if (c->in == NULL) {
+                lg_conn_close(c, "out of memory");
+                return 0;
+            }
+        }
+        lg_buf_t *b = c->in;
+        size_t have = lg_buf_len(b);
+        if (have) {
+            lg_req_t *r = c->req;
+            if (r == NULL) {
+                if ((r = lg_req_new(c)) == NULL) {
+                    lg_conn_close(c, "out of memory");
+                    return 0;
+                }
+                r->t_start = c->t_start;
+            }
+            if (r->req.headers == NULL) {
+                r->req.headers = lg_arena_alloc(&r->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
+                if (r->req.headers == NULL) {
+                    lg_conn_close(c, "out of memory");
+                    return 0;
+                }
+            }
+            ssize_t rc = http_parse_request(b->pos, have, &r->req, &limits, &r->scanned);
+            if (rc > 0) {
+                r->head_len = (size_t)rc;
+                r->bytes_in = (uint64_t)rc;
+                return 1;
+            }
+            if (rc != HTTP_AGAIN) {
+                bad_head(r, rc == HTTP_URI_TOO_LONG ? 414 : rc == HTTP_HEAD_TOO_LARGE ? 431 :
+                            rc == HTTP_BAD_VERSION ? 505 : 400);
+                return 0;
+            }
+        }
+        if (b->last == b->end) {
+            /* cannot happen: the parser gives up at max_head < buffer size */
+            bad_head(c->req, 431);
+            return 0;
+        }
+        if (!c->e.r_ready) {
+            c->e.want_r = 1;
+            if (lg_buf_len(b) == 0) {
+                lg_buf_put(b);  /* idle: hold no buffer */
+                c->in = NULL;
+            }
+            return 0;
+        }
+        size_t room = (size_t)(b->end - b->last);
+        ssize_t n = lg_end_recv(&c->e, b->last, room);
+        if (n > 0) {
+            if (lg_buf_len(b) == 0)
+                c->t_start = lg_w.loop.now;
+            b->last += n;
+            lg_end_short_read(&c->e, (size_t)n, room);
+            continue;
+        }
+        if (n == 0) {
+            lg_conn_close(c, lg_buf_len(b) ? "client closed mid-request" : "client closed");
+            return 0;
+        }
+        if (n == LG_AGAIN)
+            continue;           /* the check above puts the idle buffer back */
+        lg_conn_close(c, "recv() from client failed");
+        return 0;
+    }
+}
+
+/* The head is complete: what HTTP/1.1 itself says about it, then the phases. */
+static void begin(lg_conn_t *c, lg_req_t *r)
+{
+    int st = lg_http_analyze_request(&r->req, &r->ri);
+    r->server = lg_route_server(c->bind, r->ri.host);
+    const lg_common_t *sc = &r->server->common;
+    r->keep_alive = !st && r->ri.keep_alive && sc->keepalive_timeout > 0 &&
+                    c->requests + 1 < (unsigned)sc->keepalive_requests && !lg_w.quitting;
+    if (r->ri.connect)
+        r->keep_alive = 0;      /* the connection becomes the tunnel */
+    lg_req_start(r, st);
+}
+
+static void h1_start(lg_conn_t *c)
+{
+    (void)c;
+}
+
+static void h1_step(lg_conn_t *c)
+{
+    for (int round = 0; round < 64 && c->state == LG_C_FRONT; round++) {
+        lg_req_t *r = c->req;
+        if (r == NULL || reading(c)) {
+            if (!read_head(c))
+                return;
+            begin(c, c->req);
+            continue;
+        }
+        if (r->stage == NULL)
+            return;             /* suspended in a phase: its handler resumes it */
+        unsigned done = c->requests;
+        const lg_stage_t *st = r->stage;
+        c->rerun = 0;
+        st->step(r);
+        if (c->state != LG_C_FRONT)
+            return;
+        if (c->requests != done)
+            continue;           /* finished: a pipelined head may be waiting */
+        if (r->stage == st && !c->rerun)
+            return;             /* waiting for an event */
+    }
+}
+
+static void h1_arm(lg_conn_t *c)
+{
+    lg_req_t *r = c->req;
+    lg_msec_t t;
+    if (r && r->stage) {
+        t = r->stage->arm(r, &r->tkind);
+    } else if (r && r->phase != LG_PH_NONE) {
+        return;                 /* suspended without a stage: nothing to count */
+    } else {
+        const lg_common_t *sc = &c->bind->default_server->common;
+        if ((c->in && lg_buf_len(c->in)) || c->requests == 0) {
+            /* the whole head must arrive within client_header_timeout of its
+             * first byte: a client trickling a byte at a time is cut off */
+            lg_msec_t left = c->t_start + sc->client_header_timeout - lg_w.loop.now;
+            t = left > 0 ? left : 0;
+        } else {
+            t = sc->keepalive_timeout;
+        }
+    }
+    lg_timer_set(&lg_w.loop, &c->timer, t);
+}
+
+static void h1_timeout(lg_conn_t *c)
+{
+    lg_req_t *r = c->req;
+    if (r && r->stage) {
+        r->stage->timeout(r, r->tkind);
+        return;
+    }
+    if ((c->in && lg_buf_len(c->in)) || c->requests == 0)
+        lg_conn_close(c, "client timed out sending the request head");
+    else
+        lg_conn_close(c, "keep-alive timeout");
+}
+
+static int h1_idle(const lg_conn_t *c)
+{
+    return c->req == NULL && (c->in == NULL || lg_buf_len(c->in) == 0);
+}
+
+static void h1_done(lg_conn_t *c, lg_req_t *r)
+{
+    c->requests++;
+    int keep = r->keep_alive && !lg_w.quitting;
+    lg_buf_t *b = c->in;
+    char *next = b ? (r->reqp.buf ? r->reqp.dec : b->start + r->head_len) : NULL;
+    lg_req_free(r);
+    if (!keep) {
+        lg_conn_linger(c);
+        return;
+    }
+    /* keep-alive: the bytes after this request (pipelining) go to the front */
+    if (b) {
+        size_t rest = (size_t)(b->last - next);
+        if (rest) {
+            memmove(b->start, next, rest);
+            b->pos = b->start;
+            b->last = b->start + rest;
+            c->t_start = lg_w.loop.now;
+        } else {
+            lg_buf_put(b);
+            c->in = NULL;
+        }
+    }
+}
+
+static const lg_frontend_t h1_frontend = {
+    .name = "HTTP/1.1",
+    .start = h1_start,
+    .step = h1_step,
+    .arm = h1_arm,
+    .timeout = h1_timeout,
+    .idle = h1_idle,
+    .done = h1_done,
+    .error = NULL,
+    .tunnel_ok = "HTTP/1.1 200 Connection established\r\n\r\n",
+    .tunnel_ok_len = sizeof("HTTP/1.1 200 Connection established\r\n\r\n") - 1,
+};
+
+void lg_h1_register(void)
+{
+    lg_frontend_register(LG_PROTO_HTTP1, &h1_frontend);
+}

@@ -1,0 +1,29 @@
+/*
+ * Heads legate writes (headers.c): the request head to an upstream, the
+ * response head to the client, and the head of an answer made here; and
+ * lookups in the request's head.  Everything is built in the request's
+ * arena; NULL means it ran out (the caller fails that request).
+ */
+#ifndef LEGATE_PIPELINE_HEADERS_H
+#define LEGATE_PIPELINE_HEADERS_H
+
+#include "pipeline/request.h"
+
+char *lg_headers_upstream(lg_req_t *r, size_t *len);
+char *lg_headers_client(lg_req_t *r, const http_response_t *rsp, const lg_rsp_info_t *ri,
+                        int out_chunked, lg_xform_t xf, int vary_ae, size_t *len);
+char *lg_headers_local(lg_req_t *r, int status, const char *body, const char *location,
+                       size_t *len);
+/* The request's header `name` (lower case), or NULL. */
+const http_header_t *lg_headers_get(const lg_req_t *r, const char *name);
+/* The value of cookie `name` in the request's Cookie headers, or {NULL,0}. */
+lg_str_t lg_headers_cookie(const lg_req_t *r, const char *name);
+/* Our via_name is in the request's Via: it went round. */
+int lg_headers_via_loop(const lg_req_t *r);
+/* ...and if so, log it and answer 508 Loop Detected: 1, else 0. */
+int lg_headers_via_refuse(lg_req_t *r);
+/* Expand a template with $variables into the arena (NULL on no memory). */
+char *lg_expand(lg_req_t *r, const char *tpl, int json_escape);
+const char *lg_expand_text(lg_req_t *r, const char *tpl);     /* NULL: out of memory */
+
+#endif

@@ -1,0 +1,70 @@
+/*
+ * A one-way body relay between two ends (pipe.c): framing in (length,
+ * chunked, until close) and out (as is, or re-chunked), an optional filter
+ * (a content coding) and a tap that sees every payload byte (a cache fill).
+ * The request owns its two pipes; the buffers are borrowed from the ends.
+ */
+#ifndef LEGATE_PIPELINE_PIPE_H
+#define LEGATE_PIPELINE_PIPE_H
+
+#include <stdint.h>
+
+#include "http/message.h"
+#include "http/parse.h"
+#include "net/buf.h"
+#include "net/io.h"
+
+/* A one-way body relay from a source descriptor to a destination. */
+typedef struct lg_pipe {
+    lg_buf_t      *buf;         /* borrowed: holds the source's bytes */
+    char          *base;        /* compaction target inside buf (after a head kept for the request) */
+    char          *dec;         /* [buf->pos, dec) decoded, ready to send; [dec, buf->last) raw */
+    lg_body_kind_t in;          /* framing of the source */
+    int64_t        remaining;   /* LG_BODY_LENGTH: bytes still to come */
+    int64_t        length;      /* LG_BODY_LENGTH: the whole body */
+    http_chunked_t chunked;
+    int            out_chunked; /* re-encode as chunked towards dst */
+    uint64_t       chunk_left;  /* bytes of the current output chunk still to send */
+    char           fx[32];      /* framing bytes pending: "\r\n%x\r\n" or the last chunk */
+    uint8_t        fx_pos, fx_len;
+    int            chunks;      /* output chunks started */
+    const char    *hdr;         /* borrowed (arena): head to send before the body */
+    size_t         hdr_len, hdr_sent;
+    int            src_done;    /* the whole body has been received and decoded */
+    int            kept;        /* the whole body sits at base, unchanged: it can be resent */
+    int            done;        /* ...and everything has been written */
+    int            src_eof;     /* the source closed */
+    uint64_t       body_bytes;  /* payload bytes written */
+    uint64_t       decoded;     /* payload bytes received and decoded */
+    struct lg_codec *codec;     /* optional filter (gzip, gunzip) in the request arena */
+    lg_buf_t      *zbuf;        /* owned: the filter's output, while a filter is set */
+    uint64_t       zpending;    /* bytes the encoder took since its last flush */
+    int            want_flush;  /* the source went quiet: flush the encoder */
+    /* sees every decoded payload byte, then (NULL, 0) once when the source
+     * is complete -- before the last bytes go out, so a cache fill is
+     * visible to the client's next request */
+    void         (*tap)(void *arg, const char *p, size_t n);
+    void          *tap_arg;
+    int            tap_ended;
+    uint64_t       limit;       /* max payload bytes, 0 = none (client_max_body_size) */
+    uint64_t       wire_bytes;  /* bytes written, head and framing included */
+} lg_pipe_t;
+
+typedef enum lg_pipe_rc {
+    LG_PIPE_DONE  = 0,          /* everything received and written */
+    LG_PIPE_AGAIN = 1,          /* waiting: see the want_* flags */
+    LG_PIPE_ERR_SRC = -1,       /* source failed or closed too early */
+    LG_PIPE_ERR_DST = -2,       /* destination failed */
+    LG_PIPE_ERR_LIMIT = -3,     /* the body grew past p->limit */
+} lg_pipe_rc_t;
+
+void lg_pipe_init(lg_pipe_t *p, lg_buf_t *buf, char *base, lg_body_kind_t in,
+                  int64_t length, int out_chunked);
+lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst);
+/* Put a filter between source and destination (it is the pipe's from now). */
+int          lg_pipe_set_codec(lg_pipe_t *p, struct lg_codec *c);
+/* Send the head (and a kept body) again, to another server; -1 if the body is gone. */
+int          lg_pipe_rewind(lg_pipe_t *p);
+void         lg_pipe_release(lg_pipe_t *p);     /* idempotent */
+
+#endif

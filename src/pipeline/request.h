@@ -1,0 +1,281 @@
+/*
+ * A request and the phases it passes (request.c).
+ *
+ * A front end (HTTP/1.1 today) makes a request when the first byte of its
+ * head arrives, parses the head into it and calls lg_req_start().  The
+ * request then passes the phases below in this order; in each, the
+ * handlers that features registered run in registration order:
+ *
+ *   POST_READ  the head is read: the client's real address (real_ip_from)
+ *   ACCESS     may the client ask this: forward-proxy rules and auth
+ *   ROUTE      server and route, rewrite, local returns, upstream choice
+ *   CACHE      a stored answer, a collapsed wait, a purge
+ *   CONTENT    who answers: an upstream (reverse or forward), a tunnel
+ *   REQUEST_BODY  the request body's pipe is set up: filters (a gunzip)
+ *   ----- the answer's head arrives (lg_req_response_head) -----
+ *   RESPONSE   the response head: store in the cache, choose a coding
+ *   BODY       the response body's pipe is set up: filters and taps
+ *   ----- the request ends (lg_req_finish) -----
+ *   LOG        the access log, cache bookkeeping
+ *
+ *   UPSTREAM_ERROR runs instead of RESPONSE when no upstream answered
+ *   (a stale cached answer may be served instead of the error).
+ *
+ * A handler returns LG_DECLINED or LG_OK (go on), LG_DONE (the request has
+ * been answered or handed to a stage: skip the rest of its phases),
+ * LG_AGAIN (suspended: the handler resumes it later with lg_req_resume(),
+ * which carries on with the next handler, or it answers it), or LG_ERROR
+ * (a 500).  A request is in exactly one phase at a time (r->phase).
+ *
+ * After the phases, a request is driven by its stage: whatever owns it now
+ * (an upstream attempt, a tunnel, a local answer being written) gets the
+ * connection's events through r->stage and arms its timer.
+ *
+ * Memory: the request and everything it holds come from its own arena,
+ * made when it starts and destroyed when it ends; cleanups registered with
+ * lg_req_cleanup() run first (a resolver lookup cancelled, a cache fill
+ * abandoned).  A feature keeps its own state in r->ctx[its slot].
+ */
+#ifndef LEGATE_PIPELINE_REQUEST_H
+#define LEGATE_PIPELINE_REQUEST_H
+
+#include <regex.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "conf/conf.h"
+#include "core/arena.h"
+#include "core/event.h"
+#include "core/log.h"
+#include "core/rc.h"
+#include "http/message.h"
+#include "http/parse.h"
+#include "pipeline/conn.h"
+#include "pipeline/pipe.h"
+
+#define LG_MAX_HEADERS 100
+#define LG_MAX_REQUEST_LINE 8192
+
+typedef enum lg_phase {
+    LG_PH_POST_READ = 0,        /* head read: the client's address */
+    LG_PH_ACCESS = 1,           /* rules, authentication (later: limits) */
+    LG_PH_ROUTE = 2,            /* server, route, rewrite, returns, upstream choice */
+    LG_PH_CACHE = 3,            /* cache lookup */
+    LG_PH_CONTENT = 4,          /* who answers */
+    LG_PH_REQUEST_BODY = 5,     /* the request body's pipe is set up: its filters */
+    LG_PH_RESPONSE = 6,         /* the response head */
+    LG_PH_BODY = 7,             /* the response body's filters and taps */
+    LG_PH_UPSTREAM_ERROR = 8,   /* no upstream answer: a substitute? */
+    LG_PH_LOG = 9,              /* the request ended */
+    LG_PH_MAX,
+    LG_PH_NONE = LG_PH_MAX,     /* not in the phases (head being read, or a stage) */
+} lg_phase_t;
+
+const char *lg_phase_name(lg_phase_t p);
+
+/* What the one timer of the connection is counting for a request stage. */
+typedef enum lg_tkind {
+    LG_T_SEND = 0,              /* send_timeout: between two writes to the client */
+    LG_T_BODY = 1,              /* client_body_timeout: between two reads of the body */
+    LG_T_UP_CONNECT = 2,        /* proxy_connect_timeout */
+    LG_T_UP_SEND = 3,           /* proxy_send_timeout */
+    LG_T_UP_READ = 4,           /* proxy_read_timeout */
+    LG_T_QUEUE = 5,             /* queued: next look for room (queue_timeout bounds it) */
+    LG_T_RESOLVE = 6,           /* forward proxy: name resolution (proxy_connect_timeout) */
+    LG_T_TUNNEL = 7,            /* tunnel_idle_timeout */
+    LG_T_WAIT = 8,              /* a suspended handler looks again */
+} lg_tkind_t;
+
+/*
+ * Whoever drives a request once its phases are over.  step() gets every
+ * event of the client connection and of the request's upstream; arm()
+ * returns the next timeout in ms (or -1) and sets *kind; timeout() is
+ * called when it fires.  Stages are static and named for logs.
+ */
+typedef struct lg_stage {
+    const char *name;
+    void      (*step)(lg_req_t *r);
+    lg_msec_t (*arm)(lg_req_t *r, lg_tkind_t *kind);
+    void      (*timeout)(lg_req_t *r, lg_tkind_t kind);
+} lg_stage_t;
+
+typedef int (*lg_handler_t)(lg_req_t *r);
+
+/* What the response goes through on its way to the client. */
+typedef enum lg_xform {
+    LG_XFORM_NONE   = 0,
+    LG_XFORM_GZIP   = 1,        /* compressed here */
+    LG_XFORM_GUNZIP = 2,        /* decompressed here for a client without gzip */
+    LG_XFORM_BR     = 3,        /* compressed here with brotli */
+    LG_XFORM_ZSTD   = 4,        /* compressed here with zstd */
+} lg_xform_t;
+
+/* A feature: handlers for some phases, and optionally a context slot. */
+typedef struct lg_feature {
+    const char *name;
+    struct { lg_phase_t phase; lg_handler_t fn; } handlers[6];  /* fn NULL ends */
+    int        *ctx_slot;      /* set at registration to the feature's r->ctx index, or NULL */
+    int       (*init)(void);   /* in each worker, before requests: 0 or -1 */
+} lg_feature_t;
+
+void lg_feature_register(const lg_feature_t *f);
+int  lg_features_init(void);   /* in the worker */
+
+#define LG_CTX_MAX 8
+
+typedef struct lg_cleanup {
+    void             (*fn)(void *arg);
+    void              *arg;
+    struct lg_cleanup *next;
+} lg_cleanup_t;
+
+struct lg_uconn;
+struct lg_tunnel;
+
+struct lg_req {
+    uint32_t        magic;
+    lg_conn_t      *conn;       /* borrowed: the connection that owns it */
+    lg_arena_t      arena;      /* everything below that is not inline */
+    lg_phase_t      phase;      /* where in the phases, LG_PH_NONE outside them */
+    unsigned        ph_next;    /* the next handler to run in phase */
+    const lg_stage_t *stage;    /* borrowed (static): who drives it now, or NULL */
+    lg_tkind_t      tkind;      /* what the timer counts for the stage */
+    lg_cleanup_t   *cleanups;
+    void           *ctx[LG_CTX_MAX];    /* features' own state (arena) */
+
+    /* the client, for this request (real_ip_from may replace the connection's) */
+    struct sockaddr_storage peer;
+    char            peer_text[64];
+    unsigned short  peer_port;
+    char            country[3]; /* geoip: the client's country, "" unknown */
+    int             country_done;
+
+    /* the head */
+    http_request_t  req;        /* req.headers: arena array of LG_MAX_HEADERS */
+    lg_req_info_t   ri;
+    size_t          head_len;   /* bytes of the head at conn->in->start */
+    size_t          scanned;
+    lg_msec_t       t_start;    /* first byte of the request */
+
+    /* routing */
+    const lg_server_t *server;
+    const lg_route_t  *route;
+    const char     *mpath;      /* normalised path the route matched (arena) */
+    regmatch_t      caps[10];   /* regex captures into mpath */
+    lg_upstream_t  *up;         /* the upstream chosen (route, split, forward destination) */
+    int             max_forwards; /* TRACE/OPTIONS: the Max-Forwards to send on, plus 1; 0 = none */
+    int             keep_alive;
+
+    /* a response made here */
+    int             status;
+    const char     *local;      /* local response (arena) */
+    size_t          local_len, local_sent;
+    const char     *local_body; /* and a second piece sent after it (a cached body), or NULL */
+    size_t          local_body_len;
+    const char     *local_extra;  /* header lines added to a response made here */
+    const char     *local_ctype;  /* its Content-Type, if not the default */
+    const char     *auth_realm; /* a 407 asks for Basic credentials in this realm */
+    const char     *set_cookie; /* canary cohort cookie to set (arena), or NULL */
+
+    /* the upstream attempt (proxy/reverse.c) */
+    struct lg_uconn *uc;        /* borrowed from the pool while in flight */
+    lg_end_t       *uend;       /* borrowed: uc's end, for the stages that relay to it */
+    size_t          tried;      /* bit mask of upstream servers tried */
+    unsigned        ntries;     /* tries counted against next_upstream_tries */
+    lg_msec_t       t_queued;   /* when it started waiting in the queue */
+    lg_msec_t       t_first_try;
+    lg_msec_t       t_upstream; /* when the current try started */
+    int             attach_err; /* why no server could be had (EBUSY: max_conns) */
+    int             abandoned;  /* response ended before the request body was sent */
+    int             body_gunzip; /* the request body is decompressed on its way up */
+    http_header_t  *rsp_headers; /* arena: parse room for the response head, made once */
+    lg_pipe_t       reqp;       /* client -> upstream */
+    lg_pipe_t       rspp;       /* upstream -> client */
+    int             rsp_head_done;
+    size_t          rsp_scanned;
+    int             upstream_status;
+    int             upstream_keep;
+    lg_msec_t       upstream_time;
+    struct lg_tunnel *tunnel;   /* arena: a tunnel relay, once the request became one */
+
+    const char     *upstream_extra;  /* header lines features add to the upstream head */
+    int             own_conditionals; /* a feature (the cache) asks its own: drop the client's */
+
+    /* the response head as features see it (RESPONSE phase), on the stack
+     * of whoever read it: valid during that phase only */
+    const http_response_t *rsp;
+    const lg_rsp_info_t   *rsp_ri;
+    const char     *rsp_raw;    /* the head as received */
+    size_t          rsp_raw_len;
+    int             xform;      /* lg_xform_t: the coding the response goes through */
+    int             vary_ae;    /* Vary: Accept-Encoding (it could have had a coding) */
+    /* an answer served from the cache: what the head says instead of the upstream's */
+    int             cache_serving;
+    int64_t         cache_age, cache_length;
+    const char     *cache_range;  /* Content-Range of a 206/416 from the cache */
+
+    /* log fields */
+    const char     *user;       /* the authenticated user (arena), or NULL */
+    const char     *blocked;    /* the rule that refused it (arena) */
+    const char     *cache_status; /* X-Cache / $cache_status, or NULL */
+    const char     *upstream_addr; /* the server that answered ($upstream_addr), or NULL */
+    uint64_t        bytes_in;   /* from the client, this request */
+    uint64_t        bytes_out;  /* to the client, this request */
+};
+
+#define LG_REQ_MAGIC 0x52455155u
+#define LG_CHECK_REQ(r) LG_DEBUG_BUG_ON((r) == NULL || (r)->magic != LG_REQ_MAGIC || \
+                                        (r)->conn == NULL || (r)->conn->req != (r))
+
+/* A request on c, its arena made; c->req points to it.  NULL: no memory. */
+lg_req_t *lg_req_new(lg_conn_t *c);
+/* Run the phases from the first; then the stage it was handed to drives it.
+ * head_status: the front end found the head unacceptable (400, 501...):
+ * answered so once the client's address is known (POST_READ). */
+void lg_req_start(lg_req_t *r, int head_status);
+/* A suspended handler is done waiting: carry on with the next handler. */
+void lg_req_resume(lg_req_t *r);
+/* Hand the request to a stage, ending its phases. */
+void lg_req_set_stage(lg_req_t *r, const lg_stage_t *st);
+/* A handler waits (it returns LG_AGAIN): the stage gets the events and
+ * the timer meanwhile; the phases go on at lg_req_resume(). */
+void lg_req_suspend(lg_req_t *r, const lg_stage_t *st);
+/* A forward-proxy request (absolute form or CONNECT on a forward server). */
+static inline int lg_req_is_forward(const lg_req_t *r)
+{
+    return r->server && r->server->forward && (r->ri.absolute_form || r->ri.connect);
+}
+
+/* route.c: the server a Host names on a listener, the route of a path. */
+const lg_server_t *lg_route_server(const lg_bind_t *b, lg_str_t host);
+const lg_route_t  *lg_route_find(const lg_server_t *srv, const lg_req_t *r,
+                                 const char *path, size_t n, regmatch_t caps[10]);
+/* The response head is in r->rsp / r->rsp_ri: the RESPONSE phase.  LG_OK,
+ * or LG_DONE when a handler answered instead (a cache revalidation). */
+int  lg_req_response_head(lg_req_t *r);
+/* The response pipe is set up: the BODY phase installs filters and taps. */
+void lg_req_response_body(lg_req_t *r);
+/* The request body's pipe is set up: REQUEST_BODY installs its filters. */
+void lg_req_request_body(lg_req_t *r);
+/* No upstream answered with status: LG_DONE if a handler answered instead. */
+int  lg_req_upstream_error(lg_req_t *r, int status);
+/* The request is over: the LOG phase, then the front end takes the
+ * connection back (keep-alive or close).  complete: the whole answer went out. */
+void lg_req_finish(lg_req_t *r);
+/* Run the cleanups and free the arena (the connection is closing). */
+void lg_req_free(lg_req_t *r);
+void lg_req_cleanup(lg_req_t *r, void (*fn)(void *), void *arg);
+
+/* Answers made here (respond.c).  They hand the request to the local stage. */
+void lg_req_respond(lg_req_t *r, int status, const char *body, const char *location);
+void lg_req_error(lg_req_t *r, int status);
+void lg_req_send_raw(lg_req_t *r, int status, const char *head, size_t hlen,
+                     const char *body, size_t blen);
+/* The settings that apply: the route's, or (before routing) the server's,
+ * or the listener's default server's. */
+const lg_common_t *lg_req_common(const lg_req_t *r);
+
+/* client_addr.c: real_ip_from applied to the head just parsed; the country. */
+const char *lg_req_country(lg_req_t *r);
+
+#endif

@@ -1,0 +1,36 @@
+/*
+ * The worker's state, one per process: its event loop, the configuration
+ * generation it serves, and the per-worker tables of the upstream layer.
+ * Everything in a worker reaches it through lg_w.
+ */
+#ifndef LEGATE_PIPELINE_WORKER_H
+#define LEGATE_PIPELINE_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf/conf.h"
+#include "core/event.h"
+
+struct lg_uconn;
+struct lg_ewma;
+
+typedef struct lg_worker {
+    lg_loop_t      loop;
+    lg_conf_t     *conf;        /* borrowed: inherited from the master */
+    int            slot;
+    int            quitting;    /* graceful: no accept, close idle */
+    int            nconns;      /* client connections open */
+    uint64_t       next_id;
+    struct lg_uconn ***pools;   /* [upstream][server] -> idle stack */
+    int          **npool;
+    int32_t       *rr_current;  /* smooth WRR state, [upstream][server] flattened */
+    size_t        *rr_base;     /* where each upstream starts in the flattened arrays */
+    struct lg_ewma *ewma;       /* peak EWMA latency, per worker, flattened like rr_current */
+    uint64_t       rng;         /* xorshift state for the random choices */
+    int           *queued;      /* requests waiting per upstream (max_conns queue) */
+} lg_worker_t;
+
+extern lg_worker_t lg_w;
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * What the pipeline is made of: the front ends, and the features in the
+ * order their handlers run within each phase.  A new feature is one file
+ * exporting an lg_feature_t and one line here.
+ */
+#include "proc/proc.h"
+
+#include "cache/http.h"
+#include "feature/accesslog.h"
+#include "feature/coding.h"
+#include "forward/forward.h"
+#include "pipeline/request.h"
+#include "proxy/proxy.h"
+
+extern const lg_feature_t lg_feature_realip, lg_feature_max_forwards;
+
+static const lg_feature_t *const features[] = {
+    &lg_feature_realip,         /* POST_READ: the client's address first */
+    &lg_feature_max_forwards,   /* POST_READ: TRACE/OPTIONS answered here */
+    &lg_feature_forward,        /* ACCESS, CONTENT: forward-proxy requests */
+    &lg_feature_reverse,        /* ROUTE, CONTENT, LOG: routes and upstreams */
+    &lg_feature_cache,          /* CACHE, RESPONSE, BODY, UPSTREAM_ERROR */
+    &lg_feature_coding,         /* REQUEST_BODY, RESPONSE, BODY: after the cache's tap */
+    &lg_feature_accesslog,      /* LOG */
+    &lg_feature_cache_log,      /* LOG: after the access line */
+};
+
+void lg_features_setup(void)
+{
+    static int done;
+    if (done++)
+        return;
+    lg_h1_register();
+    lg_socks_register();
+    for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++)
+        lg_feature_register(features[i]);
+}

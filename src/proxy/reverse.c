@@ -1,0 +1,707 @@
+/*
+ * The reverse proxy: routing a request to an upstream (the ROUTE phase)
+ * and the upstream attempt that answers it (the CONTENT phase): a pooled
+ * or new connection to a server the balancer picks, the request head and
+ * body sent through one pipe, the response head read and handed to the
+ * RESPONSE phase, the body relayed through the other pipe.  Failures
+ * before a response head try the next server where next_upstream allows.
+ *
+ * Stages (who drives the request after its phases):
+ *   queued   every server is at max_conns: look for room, bounded
+ *   connect  TCP (and TLS) to the upstream
+ *   proxy    bodies flowing both ways
+ * A CONNECT request ends in the tunnel relay (pipeline/tunnel.c) instead.
+ */
+#include "proxy/proxy.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "core/hash.h"
+#include "core/log.h"
+#include "http/codec.h"
+#include "net/tls.h"
+#include "pipeline/headers.h"
+#include "pipeline/tunnel.h"
+
+static const lg_stage_t connect_stage, proxy_stage, queued_stage;
+
+static void start_upstream(lg_req_t *s);
+
+static void upstream_cb(lg_io_t *io, uint32_t ev)
+{
+    lg_uconn_t *uc = io->data;
+    LG_CHECK_UCONN(uc);
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        uc->e.r_ready = 1;
+    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        uc->e.w_ready = 1;
+    if (ev & (EPOLLRDHUP | EPOLLHUP))
+        uc->e.rd_hup = 1;
+    if (uc->owner)
+        lg_conn_run(uc->owner->conn);
+}
+
+/* Give the upstream connection back, not for reuse. */
+static void detach(lg_req_t *s)
+{
+    lg_upstream_release(s->uc, 0);
+    s->uc = NULL;
+    s->upstream_addr = NULL;
+    s->uend = NULL;
+}
+
+/* The request goes away with its connection (a client that left). */
+static void cleanup(void *arg)
+{
+    lg_req_t *s = arg;
+    if (s->stage == &queued_stage)
+        lg_w.queued[s->up->index]--;
+    if (s->uc)
+        detach(s);
+}
+
+/* Connected (and TLS up): a CONNECT becomes a tunnel, the rest are proxied. */
+static void connected(lg_req_t *s)
+{
+    if (s->ri.connect) {
+        lg_uconn_t *uc = s->uc;
+        if (uc->in == NULL && (uc->in = lg_buf_get()) == NULL) {
+            lg_conn_close(s->conn, "no buffer for the tunnel");
+            return;
+        }
+        lg_tunnel_start(s, s->conn->fe->tunnel_ok, s->conn->fe->tunnel_ok_len, uc->in);
+    } else
+        lg_req_set_stage(s, &proxy_stage);
+}
+
+/* ---- routing (the ROUTE phase) ---- */
+
+/*
+ * Canary: which upstream of the route's split serves this request.  A
+ * cohort cookie set earlier wins; otherwise the split key (a cookie, a
+ * header, the client address) is hashed onto the weights, so a user stays
+ * in the same cohort; a request without a key is placed at random and, if
+ * the route names a cookie, told its cohort so it stays there.
+ */
+static lg_upstream_t *choose_split(lg_req_t *s)
+{
+    const lg_route_t *rt = s->route;
+    if (rt->split_cookie) {
+        lg_str_t v = lg_headers_cookie(s, rt->split_cookie);
+        for (size_t i = 0; v.p && i < rt->nsplits; i++)
+            if (strlen(rt->splits[i].upstream->name) == v.n &&
+                memcmp(rt->splits[i].upstream->name, v.p, v.n) == 0)
+                return rt->splits[i].upstream;
+    }
+    uint32_t total = 0;
+    for (size_t i = 0; i < rt->nsplits; i++)
+        total += (uint32_t)rt->splits[i].weight;
+    const char *key = lg_expand(s, rt->split_key, 0);
+    uint32_t x = key && *key ? (uint32_t)(lg_hash64(key, strlen(key), 0x63616e61ull) % total)
+                             : lg_rand_below(&lg_w.rng, total);
+    size_t i = 0;
+    for (; i + 1 < rt->nsplits && x >= (uint32_t)rt->splits[i].weight; i++)
+        x -= (uint32_t)rt->splits[i].weight;
+    if (rt->split_cookie)
+        s->set_cookie = lg_arena_printf(&s->arena, "%s=%s; Path=/", rt->split_cookie,
+                                        rt->splits[i].upstream->name);
+    return rt->splits[i].upstream;
+}
+
+/* Server, route, and what the route says: a return, an upstream, a split. */
+static int route_phase(lg_req_t *s)
+{
+    if (lg_req_is_forward(s)) {
+        s->route = NULL;        /* the forward proxy's: no routes */
+        return LG_DECLINED;
+    }
+    char *mp = lg_arena_alloc(&s->arena, s->ri.path.n + 2);
+    if (mp == NULL) {
+        lg_req_error(s, 500);
+        return LG_DONE;
+    }
+    ssize_t mn;
+    if (s->ri.path.n == 1 && s->ri.path.p[0] == '*') {
+        mp[0] = '*';
+        mp[1] = '\0';
+        mn = 1;
+    } else {
+        mn = lg_http_normalize_path(s->ri.path.p, s->ri.path.n, mp);
+    }
+    if (mn < 0) {
+        lg_req_error(s, 400);
+        return LG_DONE;
+    }
+    s->mpath = mp;
+    s->route = lg_route_find(s->server, s, mp, (size_t)mn, s->caps);
+    if (s->route == NULL) {
+        lg_req_error(s, 404);
+        return LG_DONE;
+    }
+    const lg_common_t *c = &s->route->common;
+    s->keep_alive = s->keep_alive && c->keepalive_timeout > 0;
+    if (c->client_max_body_size && s->ri.body == LG_BODY_LENGTH &&
+        s->ri.length > c->client_max_body_size) {
+        lg_error("client %s intended to send too large body: %lld bytes",
+                 s->peer_text, (long long)s->ri.length);
+        lg_req_error(s, 413);
+        return LG_DONE;
+    }
+    if (s->route->action == LG_ACTION_RETURN) {
+        if (s->ri.body != LG_BODY_NONE)
+            s->keep_alive = 0;  /* the body is not read: close after */
+        const char *body = lg_expand_text(s, s->route->body);
+        if (body == NULL && s->route->body) {
+            lg_conn_close(s->conn, "out of memory expanding a body");
+            return LG_DONE;
+        }
+        lg_req_respond(s, s->route->status, body, s->route->location);
+        return LG_DONE;
+    }
+    if (c->via && lg_headers_via_refuse(s))
+        return LG_DONE;
+    s->up = s->route->nsplits ? choose_split(s) : s->route->upstream;
+    return LG_OK;
+}
+
+/* ---- the upstream attempt ---- */
+
+static void log_upstream_error(lg_req_t *s, int err, const char *what)
+{
+    lg_log_errno(LG_LOG_ERROR, err,
+                 "upstream \"%s\" server %s: %s, client: %s, request: \"%.*s %.*s\"",
+                 s->up->name, s->uc ? lg_uconn_addr(s->uc) : "-", what,
+                 s->peer_text, (int)s->req.method_len, s->req.method,
+                 (int)s->req.target_len, s->req.target);
+}
+
+/*
+ * Attach a connection to a server not tried yet.  The request head is kept
+ * in the arena and only its send position is reset, so a retry costs no
+ * rebuild.
+ */
+static int attach_upstream(lg_req_t *s, int counted)
+{
+    int err = 0;
+    lg_uconn_t *uc = lg_upstream_get(s, s->up, &s->tried, &err);
+    if (uc == NULL) {
+        s->attach_err = err;
+        return -1;
+    }
+    if (counted && s->ntries++ == 0)
+        s->t_first_try = lg_w.loop.now;
+    s->uc = uc;
+    s->upstream_addr = lg_uconn_addr(uc);
+    uc->owner = s;
+    uc->e.io.cb = upstream_cb;
+    uc->e.io.data = uc;
+    uc->e.want_r = uc->e.want_w = 0;
+    s->uend = &uc->e;
+    if (uc->reused) {
+        uc->e.w_ready = 1;
+        connected(s);
+    } else {
+        uc->e.w_ready = uc->connected;
+        uc->e.r_ready = 0;
+        /* a TLS upstream still needs its handshake once TCP is up */
+        if (uc->connected && !uc->up->tls)
+            connected(s);
+        else
+            lg_req_set_stage(s, &connect_stage);
+    }
+    s->t_upstream = lg_w.loop.now;
+    s->rsp_scanned = 0;
+    if (s->reqp.buf)
+        lg_pipe_rewind(&s->reqp);   /* the head (and a kept body) go out again */
+    return 0;
+}
+
+
+/* The CONTENT phase: the route's upstream answers. */
+static int content_phase(lg_req_t *s)
+{
+    if (s->up == NULL || lg_req_is_forward(s))
+        return LG_DECLINED;
+    start_upstream(s);
+    return LG_DONE;
+}
+
+void lg_reverse_proxy_to(lg_req_t *s, lg_upstream_t *up)
+{
+    s->up = up;
+    if (!s->ri.connect) {
+        start_upstream(s);
+        return;
+    }
+    lg_req_cleanup(s, cleanup, s);
+    if (attach_upstream(s, 1) < 0) {
+        lg_error("forward proxy: cannot connect to %s for client %s", s->up->name, s->peer_text);
+        lg_req_error(s, 502);
+    }
+}
+
+static void start_upstream(lg_req_t *s)
+{
+    lg_buf_t *b = s->conn->in;
+    lg_req_cleanup(s, cleanup, s);
+    b->pos = b->start + s->head_len;
+    lg_pipe_init(&s->reqp, b, b->pos, s->ri.body, s->ri.length,
+                 s->ri.body == LG_BODY_CHUNKED);
+    /* a chunked body has no announced length: count it as it comes */
+    s->reqp.limit = (uint64_t)lg_req_common(s)->client_max_body_size;
+    lg_req_request_body(s);     /* its filters (a gunzip) */
+    size_t len = 0;
+    const char *head = lg_headers_upstream(s, &len);
+    if (head == NULL) {
+        lg_req_error(s, 500);
+        return;
+    }
+    s->reqp.hdr = head;
+    s->reqp.hdr_len = len;
+    if (attach_upstream(s, 1) < 0) {
+        if (s->attach_err == EBUSY && lg_w.queued[s->up->index] < s->up->queue) {
+            /* every server is at max_conns: wait for room, bounded */
+            lg_w.queued[s->up->index]++;
+            s->t_queued = lg_w.loop.now;
+            lg_req_set_stage(s, &queued_stage);
+            return;
+        }
+        if (s->attach_err == EBUSY) {
+            lg_error("upstream \"%s\": every server is at max_conns, client %s", s->up->name,
+                     s->peer_text);
+            lg_req_error(s, 503);
+            return;
+        }
+        lg_error("no live upstreams in \"%s\" for client %s", s->up->name,
+                 s->peer_text);
+        lg_req_error(s, 502);
+        return;
+    }
+    if (s->ri.expect_continue && s->ri.body != LG_BODY_NONE && lg_buf_len(b) == 0) {
+        /* we read the body ourselves, so we are the one to say "go on" */
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        ssize_t n = lg_end_send(&s->conn->e, cont, sizeof(cont) - 1);
+        if (n != (ssize_t)sizeof(cont) - 1)
+            s->keep_alive = 0;
+    }
+}
+
+/* May this request go to another server after a failure of kind `cond`? */
+static int may_retry(const lg_req_t *s, unsigned cond)
+{
+    const lg_upstream_t *up = s->up;
+    if (!(up->next_mask & cond))
+        return 0;
+    if (!s->ri.method_idempotent && !(up->next_mask & LG_COND_NON_IDEMPOTENT))
+        return 0;               /* a POST may have had its effect: not again */
+    unsigned limit = up->next_upstream_tries ? (unsigned)up->next_upstream_tries
+                                             : (unsigned)up->nservers;
+    if (s->ntries >= limit)
+        return 0;
+    if (up->next_upstream_timeout && lg_w.loop.now - s->t_first_try >= up->next_upstream_timeout)
+        return 0;
+    /* a body already (partly) sent is resent only if we still hold it whole */
+    return s->reqp.wire_bytes <= s->reqp.hdr_len || s->reqp.kept;
+}
+
+/*
+ * The current upstream failed before a response head was complete.  A
+ * pooled connection the server had closed is not a failure: the request
+ * simply goes out again on another.  Otherwise count the failure for
+ * passive health (fail_on), try the next server when next_upstream allows,
+ * else answer 502/504.
+ */
+static void upstream_failed(lg_req_t *s, int status, unsigned cond, int err, const char *what)
+{
+    lg_uconn_t *uc = s->uc;
+    int stale = cond == LG_COND_ERROR && uc && uc->reused && s->rsp_scanned == 0 &&
+                (uc->in == NULL || lg_buf_len(uc->in) == 0);
+    int body_intact = s->reqp.wire_bytes <= s->reqp.hdr_len || s->reqp.kept;
+    if (!stale) {
+        log_upstream_error(s, err, what);
+        if (uc && (s->up->fail_mask & cond))
+            lg_upstream_result(uc, 0, 0);   /* passive health */
+    }
+    lg_upstream_release(uc, 0);
+    s->uc = NULL;
+    s->upstream_addr = NULL;
+    s->uend = NULL;
+    if (stale && body_intact) {
+        size_t bit = uc->server < 64 ? ((size_t)1 << uc->server) : 0;
+        s->tried &= ~bit;
+        if (attach_upstream(s, 0) == 0)
+            return;
+    } else if (may_retry(s, cond) && attach_upstream(s, 1) == 0) {
+        return;
+    }
+    if (lg_req_upstream_error(s, status) == LG_DONE)
+        return;                 /* answered otherwise (stale-if-error) */
+    lg_req_error(s, status);
+}
+
+static void connect_step(lg_req_t *s)
+{
+    lg_uconn_t *uc = s->uc;
+    if (!uc->connected) {
+        if (!uc->e.w_ready && !uc->e.r_ready) {
+            uc->e.want_w = 1;
+            return;
+        }
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(uc->e.io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) {
+            upstream_failed(s, 502, LG_COND_ERROR, err, "connect() failed");
+            return;
+        }
+        uc->connected = 1;
+        uc->e.w_ready = 1;
+    }
+    if (uc->up->tls && !uc->tls_done) {
+        if (uc->e.ssl == NULL &&
+            (uc->e.ssl = lg_tls_connect(uc->up, uc->server, uc->e.io.fd)) == NULL) {
+            upstream_failed(s, 502, LG_COND_ERROR, 0, "cannot start TLS");
+            return;
+        }
+        char why[256];
+        int rc = lg_end_handshake(&uc->e, why, sizeof(why));
+        if (rc == LG_AGAIN)
+            return;
+        if (rc == LG_ERROR) {
+            const char *v = lg_tls_verify_error(uc->e.ssl);
+            char what[400];
+            snprintf(what, sizeof(what), "TLS handshake with upstream failed: %s", v ? v : why);
+            upstream_failed(s, 502, LG_COND_ERROR, 0, what);
+            return;
+        }
+        uc->tls_done = 1;
+    }
+    connected(s);
+}
+
+/* Read and parse the upstream's response head.  1: done, 0: waiting/failed. */
+static int read_response_head(lg_req_t *s)
+{
+    lg_uconn_t *uc = s->uc;
+    if (uc->in == NULL && (uc->in = lg_buf_get()) == NULL) {
+        upstream_failed(s, 502, LG_COND_ERROR, ENOMEM, "no buffer");
+        return 0;
+    }
+    lg_buf_t *b = uc->in;
+    static const http_limits_t ul = {
+        .max_line = LG_BUF_SIZE / 2, .max_head = LG_BUF_SIZE / 2, .max_headers = LG_MAX_HEADERS,
+    };
+    /* one parse room per request, however many reads the head takes */
+    if (s->rsp_headers == NULL &&
+        (s->rsp_headers = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS)) == NULL) {
+        upstream_failed(s, 502, LG_COND_ERROR, ENOMEM, "out of memory");
+        return 0;
+    }
+    for (;;) {
+        if (lg_buf_len(b)) {
+            http_response_t r = { .headers = s->rsp_headers };
+            ssize_t rc = http_parse_response(b->pos, lg_buf_len(b), &r, &ul, &s->rsp_scanned);
+            if (rc > 0) {
+                if (r.status < 200) {
+                    /* 1xx: interim, not forwarded (we answered 100 ourselves) */
+                    b->pos += rc;
+                    s->rsp_scanned = 0;
+                    continue;
+                }
+                lg_rsp_info_t ri;
+                if (lg_http_analyze_response(&r, s->ri.is_head, &ri) < 0) {
+                    s->rsp_scanned = 1;
+                    upstream_failed(s, 502, LG_COND_INVALID_HEADER, 0, "upstream sent invalid response framing");
+                    return 0;
+                }
+                unsigned sc = r.status == 500 ? LG_COND_HTTP_500 : r.status == 502 ? LG_COND_HTTP_502 :
+                              r.status == 503 ? LG_COND_HTTP_503 : r.status == 504 ? LG_COND_HTTP_504 :
+                              r.status == 429 ? LG_COND_HTTP_429 : 0;
+                if (sc && (s->up->fail_mask & sc))
+                    lg_upstream_result(uc, 0, 0);
+                if (sc && may_retry(s, sc)) {
+                    /* keep this answer until another server has been found */
+                    lg_uconn_t *old = s->uc;
+                    s->uc = NULL;
+                    s->upstream_addr = NULL;
+                    if (attach_upstream(s, 1) == 0) {
+                        lg_info("upstream \"%s\" server %s answered %d: trying the next server",
+                                s->up->name, lg_uconn_addr(old), r.status);
+                        lg_upstream_release(old, 0);
+                        return 0;
+                    }
+                    s->uc = old;
+                }
+                s->rsp = &r;
+                s->rsp_ri = &ri;
+                s->rsp_raw = b->pos;
+                s->rsp_raw_len = (size_t)rc;
+                s->upstream_status = r.status;
+                if (lg_req_response_head(s) == LG_DONE) {
+                    /* answered otherwise (the cache: revalidated, or stale on error) */
+                    s->rsp = NULL;
+                    s->rsp_ri = NULL;
+                    lg_upstream_release(s->uc, 0);
+                    s->uc = NULL;
+                    s->upstream_addr = NULL;
+                    s->uend = NULL;
+                    return 0;
+                }
+                b->pos += rc;
+                s->upstream_time = lg_w.loop.now - s->t_upstream;
+                lg_upstream_result(uc, 1, s->upstream_time);
+                s->status = r.status;
+                s->upstream_keep = ri.keep_alive;
+                lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, 0);
+                lg_req_response_body(s);        /* taps and filters: r->xform may change */
+                lg_xform_t xf = (lg_xform_t)s->xform;
+                /* a transformed body has a length nobody knows yet */
+                int unknown = ri.body == LG_BODY_CHUNKED || ri.body == LG_BODY_CLOSE ||
+                              xf != LG_XFORM_NONE;
+                int out_chunked = unknown && s->req.version >= 11;
+                if (unknown && !out_chunked)
+                    s->keep_alive = 0;  /* HTTP/1.0 client: the close delimits */
+                if (!s->reqp.done) {
+                    /* answered before the whole body was sent (e.g. 413):
+                     * stop sending it and close both sides afterwards */
+                    s->abandoned = 1;
+                    s->keep_alive = 0;
+                }
+                size_t hl = 0;
+                const char *head = lg_headers_client(s, &r, &ri, out_chunked, xf, s->vary_ae, &hl);
+                s->rsp = NULL;          /* they were on this stack frame */
+                s->rsp_ri = NULL;
+                if (head == NULL) {
+                    upstream_failed(s, 502, LG_COND_ERROR, ENOMEM, "out of memory");
+                    return 0;
+                }
+                s->rspp.out_chunked = out_chunked;
+                s->rspp.hdr = head;
+                s->rspp.hdr_len = hl;
+                s->rsp_head_done = 1;
+                return 1;
+            }
+            if (rc != HTTP_AGAIN) {
+                s->rsp_scanned = 1;
+                upstream_failed(s, 502, LG_COND_INVALID_HEADER, 0, "upstream sent an invalid response head");
+                return 0;
+            }
+        }
+        if (b->last == b->end) {
+            upstream_failed(s, 502, LG_COND_INVALID_HEADER, 0, "upstream sent too big a header");
+            return 0;
+        }
+        if (!uc->e.r_ready) {
+            uc->e.want_r = 1;
+            return 0;
+        }
+        size_t room = (size_t)(b->end - b->last);
+        ssize_t n = lg_end_recv(&uc->e, b->last, room);
+        if (n > 0) {
+            b->last += n;
+            lg_end_short_read(&uc->e, (size_t)n, room);
+            continue;
+        }
+        if (n == LG_AGAIN)
+            return 0;
+        upstream_failed(s, 502, LG_COND_ERROR, n == LG_ERROR ? errno : 0,
+                        n == 0 ? "upstream prematurely closed connection while reading response header"
+                               : "recv() failed while reading response header");
+        return 0;
+    }
+}
+
+
+static void proxy_step(lg_req_t *s)
+{
+    lg_uconn_t *uc = s->uc;
+    LG_CHECK_UCONN(uc);
+    if (!s->reqp.done && !s->abandoned) {
+        lg_pipe_rc_t rc = lg_pipe_run(&s->reqp, &s->conn->e, &uc->e);
+        if (rc == LG_PIPE_ERR_SRC && s->body_gunzip && s->reqp.codec &&
+            s->reqp.codec->err == LG_CODEC_EBOMB && !s->rspp.wire_bytes) {
+            lg_error("client %s sent a gzip body over gunzip_request_max once decompressed",
+                     s->peer_text);
+            s->keep_alive = 0;
+            detach(s);
+            lg_req_error(s, 413);
+            return;
+        }
+        if (rc == LG_PIPE_ERR_SRC) {
+            lg_info("client %s closed or sent a bad body while sending the request body",
+                    s->peer_text);
+            if (s->reqp.src_eof || s->rspp.wire_bytes) {
+                lg_conn_close(s->conn, "client body failed");
+            } else {
+                s->keep_alive = 0;
+                lg_upstream_release(s->uc, 0);
+                s->uc = NULL;
+                s->upstream_addr = NULL;
+                lg_req_error(s, 400);
+            }
+            return;
+        }
+        if (rc == LG_PIPE_ERR_LIMIT) {
+            lg_error("client %s intended to send too large chunked body: more than %lld bytes",
+                     s->peer_text, (long long)lg_req_common(s)->client_max_body_size);
+            detach(s);
+            if (s->rspp.wire_bytes) {
+                lg_conn_close(s->conn, "body too large");
+            } else {
+                s->keep_alive = 0;
+                lg_req_error(s, 413);
+            }
+            return;
+        }
+        if (rc == LG_PIPE_ERR_DST) {
+            if (!s->rsp_head_done) {
+                upstream_failed(s, 502, LG_COND_ERROR, errno, "send() to upstream failed");
+                return;
+            }
+            s->abandoned = 1;
+        }
+    }
+    if (s->stage != &proxy_stage)
+        return;
+    if (!s->rsp_head_done && !read_response_head(s))
+        return;
+    lg_pipe_rc_t rc = lg_pipe_run(&s->rspp, &uc->e, &s->conn->e);
+    if (rc == LG_PIPE_AGAIN)
+        return;
+    if (rc == LG_PIPE_ERR_SRC) {
+        log_upstream_error(s, errno, "upstream prematurely closed connection while reading response body");
+        lg_conn_close(s->conn, "upstream body failed");
+        return;
+    }
+    if (rc == LG_PIPE_ERR_DST) {
+        lg_conn_close(s->conn, "send() to client failed");
+        return;
+    }
+    lg_req_finish(s);
+}
+
+
+/* ---- the stages ---- */
+
+static lg_msec_t connect_arm(lg_req_t *s, lg_tkind_t *kind)
+{
+    *kind = LG_T_UP_CONNECT;
+    return lg_req_common(s)->proxy_connect_timeout;
+}
+
+/* The shortest of the timeouts for what the proxy stage waits on. */
+static lg_msec_t proxy_arm(lg_req_t *s, lg_tkind_t *kind)
+{
+    const lg_common_t *c = lg_req_common(s);
+    const lg_end_t *ce = &s->conn->e, *ue = s->uend;
+    lg_msec_t t = -1;
+    *kind = LG_T_UP_READ;
+#define CONSIDER(cond, val, k) \
+    do { if ((cond) && (t < 0 || (val) < t)) { t = (val); *kind = (k); } } while (0)
+    CONSIDER(ce->want_r, c->client_body_timeout, LG_T_BODY);
+    CONSIDER(ce->want_w, c->send_timeout, LG_T_SEND);
+    CONSIDER(ue && ue->want_w, c->proxy_send_timeout, LG_T_UP_SEND);
+    CONSIDER(ue && ue->want_r, c->proxy_read_timeout, LG_T_UP_READ);
+    CONSIDER(t < 0, c->proxy_read_timeout, LG_T_UP_READ);
+#undef CONSIDER
+    return t;
+}
+
+static lg_msec_t queued_arm(lg_req_t *s, lg_tkind_t *kind)
+{
+    (void)s;
+    *kind = LG_T_QUEUE;
+    return 10;                  /* look for room again shortly */
+}
+
+static void queued_step(lg_req_t *s)
+{
+    (void)s;                    /* the timer looks for room */
+}
+
+static void upstream_timeout(lg_req_t *s, lg_tkind_t kind)
+{
+    switch (kind) {
+    case LG_T_SEND:
+        lg_conn_close(s->conn, "client timed out receiving the response");
+        return;
+    case LG_T_BODY:
+        lg_info("client %s timed out sending the request body", s->peer_text);
+        if (s->rspp.wire_bytes) {
+            lg_conn_close(s->conn, "client body timeout");
+            return;
+        }
+        s->keep_alive = 0;
+        detach(s);
+        lg_req_error(s, 408);
+        return;
+    case LG_T_UP_CONNECT:
+        upstream_failed(s, 504, LG_COND_TIMEOUT, ETIMEDOUT, "upstream timed out while connecting");
+        return;
+    case LG_T_UP_SEND:
+    case LG_T_UP_READ:
+        if (s->rsp_head_done) {
+            log_upstream_error(s, ETIMEDOUT, "upstream timed out while reading response body");
+            lg_conn_close(s->conn, "upstream timeout");
+            return;
+        }
+        upstream_failed(s, 504, LG_COND_TIMEOUT, ETIMEDOUT, kind == LG_T_UP_SEND
+                        ? "upstream timed out while sending request"
+                        : "upstream timed out while reading response header");
+        return;
+    case LG_T_QUEUE:
+        if (attach_upstream(s, 1) == 0) {
+            lg_w.queued[s->up->index]--;
+            return;
+        }
+        if (lg_w.loop.now - s->t_queued < s->up->queue_timeout)
+            return;             /* look again shortly */
+        lg_w.queued[s->up->index]--;
+        s->stage = NULL;
+        lg_error("upstream \"%s\": no room under max_conns within queue_timeout, client %s",
+                 s->up->name, s->peer_text);
+        s->keep_alive = 0;
+        lg_req_error(s, 503);
+        return;
+    default:
+        LG_BUG_ON(1);           /* not a timer of these stages */
+    }
+}
+
+static const lg_stage_t connect_stage = {
+    .name = "connecting to upstream", .step = connect_step, .arm = connect_arm,
+    .timeout = upstream_timeout,
+};
+static const lg_stage_t proxy_stage = {
+    .name = "proxying", .step = proxy_step, .arm = proxy_arm, .timeout = upstream_timeout,
+};
+static const lg_stage_t queued_stage = {
+    .name = "queued for an upstream", .step = queued_step, .arm = queued_arm,
+    .timeout = upstream_timeout,
+};
+
+/* The LOG phase: the connection goes back to the pool if it may be reused. */
+static int log_phase(lg_req_t *s)
+{
+    if (s->uc) {
+        int reusable = s->upstream_keep && s->reqp.done && s->rspp.done && !s->abandoned;
+        lg_upstream_release(s->uc, reusable);
+        s->uc = NULL;
+        s->upstream_addr = NULL;
+        s->uend = NULL;
+    }
+    return LG_OK;
+}
+
+const lg_feature_t lg_feature_reverse = {
+    .name = "reverse proxy",
+    .handlers = {
+        { LG_PH_ROUTE, route_phase },
+        { LG_PH_CONTENT, content_phase },
+        { LG_PH_LOG, log_phase },
+    },
+};
