@@ -34,6 +34,9 @@ def get(port, target, headers=(), method="GET"):
     return request(port, method=method, target=target, headers=headers)
 
 
+ROUNDS = 25     # repetitions of a sequence that a race between workers would break
+
+
 def xc(r):
     return r.headers.get("X-Cache")
 
@@ -216,29 +219,112 @@ def unsafe_methods_invalidate():
     port = free_port()
     Legate(conf(port, o), workers=2)
     t = "/u?hdr=Cache-Control:max-age=60"
-    get(port, t)
-    eq(xc(get(port, t)), "HIT")
-    eq(request(port, method="POST", target=t, body=b"x").status, 200)
-    eq(xc(get(port, t)), "MISS", "a successful POST invalidated it")
+    for i in range(ROUNDS):
+        get(port, t)
+        eq(xc(get(port, t)), "HIT", "round %d" % i)
+        with Conn(port) as nxt:     # another connection, at once: either worker
+            eq(request(port, method="POST", target=t, body=b"x").status, 200)
+            eq(xc(nxt.request("GET", t)), "MISS", "round %d: a successful POST invalidated it" % i)
 
 
-@test
+@test(timeout=90)
 def unsafe_methods_invalidate_location_and_content_location():
+    # RFC 9111 4.4: the target URI and the same-origin Location and
+    # Content-Location of a successful unsafe request's answer are gone for
+    # every worker before that answer reaches the client.  So each check
+    # follows the answer at once, on a new connection (either worker), and
+    # the sequence runs ROUNDS times: a check that could overtake the
+    # invalidation would show.
     o = Origin("o")
     port = free_port()
     Legate(conf(port, o, route_extra='cache_valid = [ "200 10m" ];'), workers=2)
-    for path in ("/la", "/lb", "/lc", "/ld"):
-        get(port, path)
-        eq(xc(get(port, path)), "HIT", path)
-    r = request(port, method="POST", target="/form?hdr=Location:/la&"
-                "hdr=Content-Location:http://LOCALHOST/lb", body=b"x")
-    eq(r.status, 200)
-    eq(xc(get(port, "/la")), "MISS", "Location (a path) invalidated")
-    eq(xc(get(port, "/lb")), "MISS", "Content-Location (same origin, any case) invalidated")
-    r = request(port, method="PUT", target="/form?hdr=Location:http://other.example/lc", body=b"x")
-    eq(xc(get(port, "/lc")), "HIT", "another origin's URI is left alone")
-    r = request(port, method="POST", target="/form?status=500&hdr=Location:/ld", body=b"x")
-    eq(xc(get(port, "/ld")), "HIT", "a failed POST invalidates nothing")
+    form = "/form?hdr=Location:/la&hdr=Content-Location:http://LOCALHOST/lb"
+    for i in range(ROUNDS):
+        for path in (form, "/la", "/lb", "/lc", "/ld"):
+            get(port, path)
+            eq(xc(get(port, path)), "HIT", "round %d: %s stored" % (i, path))
+        with Conn(port) as nxt:     # open before the POST is answered: no delay after it
+            r = request(port, method="POST", target=form, body=b"x")
+            eq(r.status, 200)
+            eq(xc(nxt.request("GET", "/la")), "MISS", "round %d: Location (a path) invalidated" % i)
+        eq(xc(get(port, "/lb")), "MISS",
+           "round %d: Content-Location (same origin, any case) invalidated" % i)
+        eq(xc(get(port, form)), "MISS", "round %d: the target URI invalidated" % i)
+        r = request(port, method="PUT", target="/form?hdr=Location:http://other.example/lc", body=b"x")
+        eq(r.status, 200)
+        eq(xc(get(port, "/lc")), "HIT", "round %d: another origin's URI is left alone" % i)
+        r = request(port, method="POST", target="/form?status=500&hdr=Location:/ld", body=b"x")
+        eq(r.status, 500)
+        eq(xc(get(port, "/ld")), "HIT", "round %d: a failed POST invalidates nothing" % i)
+
+
+def held_origin(release):
+    """An origin whose answer to a POST carries Location: /ha and
+    Content-Location: /hb, its head sent at once and its body held back until
+    release is set; any other request gets a small 200."""
+    def handler(sock, peer):
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                x = sock.recv(65536)
+                if not x:
+                    return
+                buf += x
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, target = lines[0].split(" ")[:2]
+            clen = 0
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                if k.strip().lower() == "content-length":
+                    clen = int(v)
+            while len(buf) < clen:
+                x = sock.recv(65536)
+                if not x:
+                    return
+                buf += x
+            buf = buf[clen:]
+            if method == "POST":
+                sock.sendall(b"HTTP/1.1 200 OK\r\nLocation: /ha\r\nContent-Location: /hb\r\n"
+                             b"Content-Length: 5\r\n\r\n")
+                release.wait(20)
+                sock.sendall(b"done\n")
+            else:
+                body = target.encode() + b"\n"
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    return ScriptedServer(handler)
+
+
+@test(timeout=60)
+def unsafe_methods_invalidate_before_the_answer_reaches_the_client():
+    # The origin holds the POST answer's body back: the client has its head,
+    # the request is not finished, and the invalidations must already hold
+    # for both workers (checked on new connections).
+    release = threading.Event()
+    srv = held_origin(release)
+    port = free_port()
+    Legate(conf(port, srv, route_extra='cache_valid = [ "200 10m" ];'), workers=2)
+    try:
+        for i in range(5):
+            for path in ("/held", "/ha", "/hb"):
+                get(port, path)
+                eq(xc(get(port, path)), "HIT", "round %d: %s stored" % (i, path))
+            release.clear()
+            with Conn(port) as c:
+                c.send(b"POST /held HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\nx")
+                while b"\r\n\r\n" not in c.buf:
+                    x = c.sock.recv(65536)
+                    ok(x, "round %d: the POST answer's head arrives" % i)
+                    c.buf += x
+                ok(c.buf.startswith(b"HTTP/1.1 200 "), "round %d: %r" % (i, c.buf[:40]))
+                for path in ("/ha", "/hb", "/held"):
+                    eq(xc(get(port, path)), "MISS",
+                       "round %d: %s invalidated before the answer's body came" % (i, path))
+                release.set()
+                r = c.read_response("POST")
+                eq((r.status, r.body), (200, b"done\n"), "round %d: the POST answer completes" % i)
+    finally:
+        release.set()
 
 
 @test
