@@ -56,7 +56,8 @@ static int sb_grow(sb_t *b, size_t need)
 
 static void sb_add(sb_t *b, const char *s, size_t n)
 {
-    if (b->n + n > b->cap && sb_grow(b, n) < 0)
+    /* out of memory once is out for good: nothing is copied into NULL */
+    if (b->oom || (b->n + n > b->cap && sb_grow(b, n) < 0))
         return;
     memcpy(b->p + b->n, s, n);
     b->n += n;
