@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "net/tls.h"
 #include "proxy/proxy.h"
+#include "pipeline/vars.h"
 #include "proc/proc.h"
 
 #ifndef LEGATE_SYSCONFDIR
@@ -148,6 +149,7 @@ int main(int argc, char **argv)
     const char *sig = NULL;
     int test = 0, dump = 0, fg = 0;
     int opt;
+    lg_vars_init();     /* every load, -t's and the master's reloads, checks variable names */
     while ((opt = getopt(argc, argv, "hVtTFc:p:s:")) != -1) {
         switch (opt) {
         case 'h': usage(stdout); return 0;

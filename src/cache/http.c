@@ -33,15 +33,16 @@
 #include "net/acl.h"
 #include "http/negotiate.h"
 #include "http/codec.h"
+#include "pipeline/vars.h"
 
 lg_cache_t *lg_cache;           /* attached by the master before fork, or NULL */
 
 #define VARY_MARK "LEGATE-VARY:"
 
 typedef struct lg_cstate {
-    char       *base;           /* arena: the base key */
+    const char *base;           /* arena, or the configuration's: the base key */
     size_t      baselen;
-    char       *key;            /* arena: the key in use (variant or base) */
+    const char *key;            /* the key in use (variant or base) */
     size_t      keylen;
     int         filler;         /* we hold the FILLING mark of base */
     const char *status;         /* X-Cache */
@@ -68,10 +69,14 @@ typedef struct lg_cstate {
 
 /* The cache key template: a forward-proxy request keys on the absolute URI,
  * port included, unless cache_key was set to something else. */
-static const char *key_template(const lg_session_t *s, const lg_common_t *c)
+static const lg_tpl_t *key_template(const lg_session_t *s, const lg_common_t *c)
 {
-    return s->route == NULL && strcmp(c->cache_key, "$scheme://$host$request_uri") == 0
-         ? "$scheme://$proxy_host$request_uri" : c->cache_key;
+    static const lg_tpl_t *forward;
+    if (s->route != NULL || strcmp(c->cache_key->src, "$scheme://$host$request_uri") != 0)
+        return c->cache_key;
+    if (forward == NULL)
+        forward = lg_vars_builtin("$scheme://$proxy_host$request_uri");
+    return forward;
 }
 
 /* ---- keys ---- */
@@ -409,7 +414,7 @@ int lg_cache_on_request(lg_session_t *s)
     if (cs == NULL)
         return 0;
     if (cs->base == NULL) {
-        cs->base = lg_expand(s, key_template(s, c), 0);
+        cs->base = lg_vars_expand(s, key_template(s, c), LG_VARS_ESCAPE, NULL);
         if (cs->base == NULL)
             return 0;
         cs->baselen = strlen(cs->base);
@@ -433,7 +438,7 @@ int lg_cache_on_request(lg_session_t *s)
         cs->status = NULL;              /* unsafe methods: invalidation after the response */
         return 0;
     }
-    const char *bypass = lg_expand_text(s, c->cache_bypass);
+    const char *bypass = lg_vars_expand(s, c->cache_bypass, LG_VARS_RAW, NULL);
     if ((bypass && bypass[0] && strcmp(bypass, "0") != 0) || cs->req_cc.no_store ||
         (lg_req_header(s, "authorization") && !c->cache_authorized)) {
         cs->status = "BYPASS";
@@ -721,7 +726,7 @@ int lg_cache_on_response(lg_session_t *s, const http_response_t *r, const lg_rsp
     /* storable? (RFC 9111 3), and what the configuration says */
     if (cs->not_yet)
         goto not_stored;
-    const char *ns = lg_expand_text(s, c->cache_no_store);
+    const char *ns = lg_vars_expand(s, c->cache_no_store, LG_VARS_RAW, NULL);
     if (ns && ns[0] && strcmp(ns, "0") != 0)
         goto not_stored;
     int64_t life = -1;
@@ -925,7 +930,7 @@ static void invalidate(lg_session_t *s, lg_cstate_t *cs)
         lg_str_t saved = s->ri.uri;
         s->ri.uri.p = u;
         s->ri.uri.n = strcspn(u, "#");
-        char *key = lg_expand(s, key_template(s, lg_session_common(s)), 0);
+        const char *key = lg_vars_expand(s, key_template(s, lg_session_common(s)), LG_VARS_ESCAPE, NULL);
         s->ri.uri = saved;
         if (key && strcmp(key, cs->base) != 0)
             drop_key(s, key, strlen(key), 0, &n);

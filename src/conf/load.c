@@ -185,17 +185,17 @@ const directive_t ld_common_dirs[] = {
     ROW("gunzip_request_bodies",   D_BOOL,     0, 1,      "false", lg_common_t, gunzip_request_bodies),
     ROW("gunzip_request_max",      D_SIZE,     1, INT64_MAX, "10m", lg_common_t, gunzip_request_max),
     ROW("cache",                   D_BOOL,     0, 1,      "false", lg_common_t, cache),
-    ROW("cache_key",               D_STRING,   0, 0,      "$scheme://$host$request_uri", lg_common_t, cache_key),
+    ROW("cache_key",               D_TPL,      0, 0,      "$scheme://$host$request_uri", lg_common_t, cache_key),
     ROW("cache_valid",             D_STRLIST,  0, 0,      "",      lg_common_t, cache_valid),
     ROW("cache_lock_timeout",      D_DURATION, 0, WEEK,   "5s",    lg_common_t, cache_lock_timeout),
-    ROW("cache_bypass",            D_STRING,   0, 0,      "0",     lg_common_t, cache_bypass),
-    ROW("cache_no_store",          D_STRING,   0, 0,      "0",     lg_common_t, cache_no_store),
+    ROW("cache_bypass",            D_TPL,      0, 0,      "0",     lg_common_t, cache_bypass),
+    ROW("cache_no_store",          D_TPL,      0, 0,      "0",     lg_common_t, cache_no_store),
     ROW("cache_min_uses",          D_INT,      1, 1000000, "1",    lg_common_t, cache_min_uses),
     ROW("cache_ignore_headers",    D_NAMES,    0, 0,      "",      lg_common_t, cache_ignore_headers),
     ROW("cache_purge_allow",       D_STRLIST,  0, 0,      "",      lg_common_t, cache_purge_allow),
     ROW("cache_authorized",        D_BOOL,     0, 1,      "false", lg_common_t, cache_authorized),
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
-    ROW("log_format",              D_STRING,   0, 0,      "combined", lg_common_t, log_format),
+    ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -394,6 +394,17 @@ int ld_string_list(ld_t *ld, const config_setting_t *s, const char *what,
     return 0;
 }
 
+int ld_tpl(ld_t *ld, const config_setting_t *s, const char *what, const char *src,
+           lg_tpl_t **out)
+{
+    char msg[256];
+    lg_tpl_t *t = lg_tpl_compile(&ld->conf->arena, src, msg, sizeof(msg));
+    if (t == NULL)
+        return ld_error(ld, s, "%s in '%s'", msg, what);
+    *out = t;
+    return 0;
+}
+
 static int is_country(const char *c)
 {
     return strlen(c) == 2 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z';
@@ -464,11 +475,14 @@ static int set_headers(ld_t *ld, const directive_t *d, const config_setting_t *s
                            name, d->name);
             continue;
         }
-        lg_header_op_t *op = &ops->v[ops->n++];
-        op->name = ld_strdup(ld, name);
-        op->value = ld_strdup(ld, value);
-        if (op->name == NULL || op->value == NULL)
+        lg_header_op_t *op = &ops->v[ops->n];
+        if ((op->name = ld_strdup(ld, name)) == NULL)
             return ld_oom(ld, s);
+        if (ld_tpl(ld, h, d->name, value, &op->value) < 0) {
+            bad = -1;
+            continue;
+        }
+        ops->n++;
     }
     if (bad)
         return -1;
@@ -599,6 +613,10 @@ static int set_value(ld_t *ld, const directive_t *d, const config_setting_t *s, 
     case D_NAMES:
     case D_STRLIST:
         return set_names(ld, d, s, base);
+    case D_TPL:
+        if ((str = ld_get_string(ld, s)) == NULL)
+            return -1;
+        return ld_tpl(ld, s, name, str, (lg_tpl_t **)FIELD(d, base));
     case D_CUSTOM:
         return d->fn(ld, s, base);
     }
@@ -639,6 +657,11 @@ int ld_table_defaults(ld_t *ld, const directive_t *t, void *base)
         case D_STRING:
             p = ld_strdup(ld, t->def);
             break;
+        case D_TPL: {
+            char msg[128];
+            p = lg_tpl_compile(&ld->conf->arena, t->def, msg, sizeof(msg));
+            break;
+        }
         case D_PATH:
             p = t->keyword && strcmp(t->def, t->keyword) == 0 ? ld_strdup(ld, t->def)
                         : is_output(t) ? resolve_output(ld, t->def) : ld_resolve_path(ld, t->def);

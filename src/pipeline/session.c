@@ -34,6 +34,7 @@
 #include "http/negotiate.h"
 #include "http/codec.h"
 #include "proxy/balance.h"
+#include "pipeline/vars.h"
 
 #define SESSION_MAGIC 0x5345534eu
 #define LINGER_MS 5000
@@ -291,7 +292,7 @@ static lg_upstream_t *choose_split(lg_session_t *s)
     uint32_t total = 0;
     for (size_t i = 0; i < rt->nsplits; i++)
         total += (uint32_t)rt->splits[i].weight;
-    const char *key = lg_expand(s, rt->split_key, 0);
+    const char *key = lg_vars_expand(s, rt->split_key, LG_VARS_ESCAPE, NULL);
     uint32_t x = key && *key ? (uint32_t)(lg_hash64(key, strlen(key), 0x63616e61ull) % total)
                              : lg_rand_below(&lg_w.rng, total);
     size_t i = 0;
@@ -427,12 +428,13 @@ static void process_request(lg_session_t *s)
     if (s->route->action == LG_ACTION_RETURN) {
         if (s->ri.body != LG_BODY_NONE)
             s->keep_alive = 0;  /* the body is not read: close after */
-        const char *body = lg_expand_text(s, s->route->body);
-        if (body == NULL && s->route->body) {
+        const char *body = lg_vars_expand(s, s->route->body, LG_VARS_RAW, NULL);
+        const char *location = lg_vars_expand(s, s->route->location, LG_VARS_RAW, NULL);
+        if ((body == NULL && s->route->body) || (location == NULL && s->route->location)) {
             session_close(s, "out of memory expanding a body");
             return;
         }
-        respond_local(s, s->route->status, body, s->route->location);
+        respond_local(s, s->route->status, body, location);
         return;
     }
     if (c->via && via_loop(s))

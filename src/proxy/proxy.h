@@ -351,9 +351,6 @@ char *lg_build_client_head(lg_session_t *s, const http_response_t *r,
                            size_t *len);
 char *lg_build_local(lg_session_t *s, int status, const char *body,
                      const char *location, size_t *len);
-/* Expand a template with $variables into the arena (NULL on no memory). */
-char *lg_expand(lg_session_t *s, const char *tpl, int json_escape);
-const char *lg_expand_text(lg_session_t *s, const char *tpl);     /* NULL: out of memory */
 /* Returns the header value for `name` from the request, or NULL. */
 const http_header_t *lg_req_header(const lg_session_t *s, const char *name);
 int lg_via_loop(const lg_session_t *s);    /* our via_name is in the request's Via */
