@@ -125,7 +125,7 @@ typedef struct lg_common {
     int      gzip;                      /* bool, default 0: compress responses */
     int      gzip_level;                /* 1..9, default 1 */
     int64_t  gzip_min_length;           /* bytes, default 20: shorter known bodies stay as they are */
-    char    *gzip_types;                /* space-separated media types, "*" = any; default "text/html" */
+    lg_strv_t *gzip_types;              /* media types, "*" = any; default "text/html" */
     int      gunzip;                    /* bool, default 0: decompress for clients without gzip */
     int      brotli;                    /* bool, default 0: br for clients preferring it */
     int      brotli_level;              /* 0..6, default 4 (past 6 the state grows past 4 MiB) */

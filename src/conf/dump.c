@@ -118,7 +118,7 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_bool(out, ind, "gzip", c->gzip);
     kv_int(out, ind, "gzip_level", c->gzip_level);
     kv_int(out, ind, "gzip_min_length", c->gzip_min_length);
-    kv_str(out, ind, "gzip_types", c->gzip_types);
+    kv_names(out, ind, "gzip_types", c->gzip_types);
     kv_bool(out, ind, "brotli", c->brotli);
     kv_int(out, ind, "brotli_level", c->brotli_level);
     kv_bool(out, ind, "zstd", c->zstd);

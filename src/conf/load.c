@@ -176,7 +176,7 @@ const directive_t ld_common_dirs[] = {
     ROW("gzip",                    D_BOOL,     0, 1,      "false", lg_common_t, gzip),
     ROW("gzip_level",              D_INT,      1, 9,      "1",     lg_common_t, gzip_level),
     ROW("gzip_min_length",         D_SIZE,     0, INT64_MAX, "20", lg_common_t, gzip_min_length),
-    ROW("gzip_types",              D_STRING,   0, 0,      "text/html", lg_common_t, gzip_types),
+    { "gzip_types", D_STRLIST, 0, 0, "text/html", offsetof(lg_common_t, gzip_types), "words", NULL },
     ROW("gunzip",                  D_BOOL,     0, 1,      "false", lg_common_t, gunzip),
     ROW("brotli",                  D_BOOL,     0, 1,      "false", lg_common_t, brotli),
     ROW("brotli_level",            D_INT,      0, 6,      "4",     lg_common_t, brotli_level),
@@ -499,9 +499,17 @@ static int set_names(ld_t *ld, const directive_t *d, const config_setting_t *s, 
         return ld_error(ld, s, plain ? "'%s' must be a string or a list of strings"
                                      : "'%s' must be a header name or a list of header names",
                         d->name);
+    int words = plain && d->keyword && strcmp(d->keyword, "words") == 0;
     int        n = single ? 1 : config_setting_length(s), bad = 0;
+    size_t     cap = (size_t)n;
+    /* "text/html text/css" names two, so that run time never splits it */
+    for (int i = 0; words && i < n; i++) {
+        const char *v = config_setting_get_string(single ? s : config_setting_get_elem(s, (unsigned)i));
+        for (; v && *v; v++)
+            cap += *v == ' ' || *v == ',';
+    }
     lg_strv_t *sv = ld_calloc(ld, 1, sizeof(*sv));
-    if (sv == NULL || (n > 0 && (sv->v = ld_calloc(ld, (size_t)n, sizeof(char *))) == NULL))
+    if (sv == NULL || (cap > 0 && (sv->v = ld_calloc(ld, cap, sizeof(char *))) == NULL))
         return ld_oom(ld, s);
     for (int i = 0; i < n; i++) {
         const config_setting_t *e = single ? s : config_setting_get_elem(s, (unsigned)i);
@@ -514,6 +522,16 @@ static int set_names(ld_t *ld, const directive_t *d, const config_setting_t *s, 
         const char *v = config_setting_get_string(e);
         if (!plain && !is_token(v)) {
             bad = ld_error(ld, e, "'%s': '%s' is not a valid header name", d->name, v);
+            continue;
+        }
+        if (words) {
+            for (const char *p = v; *p;) {
+                size_t k = strcspn(p, " ,");
+                if (k && (sv->v[sv->n++] = lg_arena_strndup(&ld->conf->arena, p, k)) == NULL)
+                    return ld_oom(ld, s);
+                p += k;
+                p += *p != '\0';
+            }
             continue;
         }
         if ((sv->v[sv->n++] = paths ? ld_resolve_path(ld, v) : ld_strdup(ld, v)) == NULL)

@@ -46,6 +46,7 @@ typedef enum dtype {
     D_NAMES    = 10,    /* lg_strv_t *: header name or list of header names */
     D_CUSTOM   = 11,    /* handled by fn: structure, not a value; no default, not merged */
     D_STRLIST  = 12,    /* lg_strv_t *: string or list of strings; keyword "paths": resolved;
+                           keyword "words": each string is also split at spaces and commas;
                            default: space-separated */
     D_TPL      = 13,    /* lg_tpl_t *: non-empty string with $variables, compiled */
 } dtype_t;
