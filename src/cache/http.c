@@ -358,17 +358,9 @@ static void drop_key(lg_session_t *s, const char *base, size_t n, int soft, int 
 static int purge(lg_session_t *s, lg_cstate_t *cs)
 {
     const lg_common_t *c = lg_session_common(s);
-    int allowed = 0;
-    if (c->cache_purge_allow && c->cache_purge_allow->n) {
-        lg_cidr_set_t *set = lg_cidr_new();
-        char err[128];
-        for (size_t i = 0; set && i < c->cache_purge_allow->n; i++)
-            lg_cidr_add(set, c->cache_purge_allow->v[i], err, sizeof(err));
-        if (set && lg_cidr_build(set, err, sizeof(err)) == 0)
-            allowed = s->peer.ss_family == AF_UNIX ||
-                      lg_cidr_lookup(set, (const struct sockaddr *)&s->peer) >= 0;
-        lg_cidr_free(set);
-    }
+    const lg_cidr_set_t *set = c->cache_purge_rt;
+    int allowed = set && (s->peer.ss_family == AF_UNIX ||
+                          lg_cidr_lookup(set, (const struct sockaddr *)&s->peer) >= 0);
     if (!allowed) {
         lg_session_respond(s, 403, "PURGE is not allowed from this address\n");
         return 1;
@@ -559,25 +551,16 @@ static int ignored(const lg_common_t *c, const char *name)
     return 0;
 }
 
-/* cache_valid: "200 301 10m", "any 1m".  Lifetime in ms, or -1. */
+/* cache_valid: lifetime in ms, or -1. */
 static int64_t valid_for(const lg_common_t *c, int status)
 {
     for (size_t i = 0; c->cache_valid && i < c->cache_valid->n; i++) {
-        const char *e = c->cache_valid->v[i];
-        const char *last = strrchr(e, ' ');
-        if (last == NULL)
-            continue;
-        lg_msec_t ms;
-        if (lg_parse_duration(last + 1, &ms) < 0)
-            continue;
-        for (const char *p = e; p < last;) {
-            while (p < last && *p == ' ')
-                p++;
-            if (strncmp(p, "any", 3) == 0 || atoi(p) == status)
-                return ms;
-            while (p < last && *p != ' ')
-                p++;
-        }
+        const lg_valid_rule_t *r = &c->cache_valid->v[i];
+        if (r->any)
+            return r->ms;
+        for (size_t k = 0; k < r->nstatus; k++)
+            if (r->status[k] == status)
+                return r->ms;
     }
     return -1;
 }

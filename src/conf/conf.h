@@ -96,6 +96,20 @@ typedef struct lg_header_ops {
     size_t          n;
 } lg_header_ops_t;
 
+/* cache_valid = [ "200 301 10m", "any 1m" ], parsed at load. */
+typedef struct lg_valid_rule {
+    char      *text;                /* as written */
+    int       *status;              /* the codes it names (arena) */
+    size_t     nstatus;
+    int        any;                 /* "any": every status */
+    lg_msec_t  ms;
+} lg_valid_rule_t;
+
+typedef struct lg_valid {
+    lg_valid_rule_t *v;
+    size_t           n;
+} lg_valid_t;
+
 /* Settings inherited http -> server -> route. */
 typedef struct lg_common {
     lg_msec_t client_header_timeout;    /* default 60s */
@@ -136,14 +150,15 @@ typedef struct lg_common {
 
     int        cache;                   /* bool, default 0: use the shared cache */
     lg_tpl_t  *cache_key;               /* default "$scheme://$host$request_uri" */
-    lg_strv_t *cache_valid;             /* "200 301 10m", "404 1m", "any 1m": lifetimes when
-                                           the response gives none; default none */
+    lg_valid_t *cache_valid;            /* lifetimes when the response gives none; default none */
     lg_msec_t  cache_lock_timeout;      /* collapsed forwarding wait, default 5s */
     lg_tpl_t  *cache_bypass;            /* non-empty and not "0" = skip the cache */
     lg_tpl_t  *cache_no_store;          /* non-empty and not "0" = do not store the answer */
     int        cache_min_uses;          /* requests for a key before its answer is stored, default 1 */
     lg_strv_t *cache_ignore_headers;    /* "Set-Cookie", "Cache-Control", "Expires", "Vary" */
     lg_strv_t *cache_purge_allow;       /* CIDRs allowed to PURGE; default none */
+    void      *cache_purge_rt;          /* their set, built by the proxy layer (shared with the
+                                           parent level when inherited); not a setting */
     int        cache_authorized;        /* bool: store answers to requests with Authorization */
 
     char *access_log;                   /* path under prefix, or "off"; default "logs/access.log" */
@@ -422,6 +437,7 @@ typedef struct lg_conf {
     void          (*proxy_free)(struct lg_conf *); /* frees what the proxy layer hung here */
 
     lg_common_t     http;               /* the http level's inheritable settings */
+    int             http_line;          /* of the http group, for errors found after loading */
     lg_upstream_t  *upstreams;
     size_t          nupstreams;
     lg_server_t    *servers;

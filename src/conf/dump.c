@@ -127,7 +127,13 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_bool(out, ind, "gunzip_request_bodies", c->gunzip_request_bodies);
     kv_bool(out, ind, "cache", c->cache);
     kv_str(out, ind, "cache_key", c->cache_key->src);
-    kv_names(out, ind, "cache_valid", c->cache_valid);
+    IND(out, ind);
+    fputs("cache_valid = [", out);
+    for (size_t i = 0; c->cache_valid && i < c->cache_valid->n; i++) {
+        fputs(i ? ", " : " ", out);
+        put_str(out, c->cache_valid->v[i].text);
+    }
+    fputs(" ];\n", out);
     kv_msec(out, ind, "cache_lock_timeout", c->cache_lock_timeout);
     kv_str(out, ind, "cache_bypass", c->cache_bypass->src);
     kv_str(out, ind, "cache_no_store", c->cache_no_store->src);

@@ -186,7 +186,7 @@ const directive_t ld_common_dirs[] = {
     ROW("gunzip_request_max",      D_SIZE,     1, INT64_MAX, "10m", lg_common_t, gunzip_request_max),
     ROW("cache",                   D_BOOL,     0, 1,      "false", lg_common_t, cache),
     ROW("cache_key",               D_TPL,      0, 0,      "$scheme://$host$request_uri", lg_common_t, cache_key),
-    ROW("cache_valid",             D_STRLIST,  0, 0,      "",      lg_common_t, cache_valid),
+    ROW("cache_valid",             D_VALID,    0, 0,      "",      lg_common_t, cache_valid),
     ROW("cache_lock_timeout",      D_DURATION, 0, WEEK,   "5s",    lg_common_t, cache_lock_timeout),
     ROW("cache_bypass",            D_TPL,      0, 0,      "0",     lg_common_t, cache_bypass),
     ROW("cache_no_store",          D_TPL,      0, 0,      "0",     lg_common_t, cache_no_store),
@@ -543,6 +543,57 @@ static int set_names(ld_t *ld, const directive_t *d, const config_setting_t *s, 
     return 0;
 }
 
+/* cache_valid: "200 301 10m", "any 1m"; the first rule naming a status applies. */
+static int set_valid(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base)
+{
+    directive_t as_list = *d;
+    lg_strv_t  *sv = NULL;
+    as_list.type = D_STRLIST;
+    as_list.off = 0;
+    if (set_names(ld, &as_list, s, &sv) < 0)
+        return -1;
+    lg_valid_t *vl = ld_calloc(ld, 1, sizeof(*vl));
+    if (vl == NULL || (sv->n && (vl->v = ld_calloc(ld, sv->n, sizeof(*vl->v))) == NULL))
+        return ld_oom(ld, s);
+    int bad = 0;
+    for (size_t i = 0; i < sv->n; i++) {
+        const config_setting_t *e = ld_entry_at(s, (int)i);
+        lg_valid_rule_t *r = &vl->v[vl->n];
+        const char *text = sv->v[i], *last = strrchr(text, ' ');
+        r->text = sv->v[i];
+        if (last == NULL || lg_parse_duration(last + 1, &r->ms) < 0) {
+            bad = ld_error(ld, e, "'%s': \"%s\" must be status codes (or any) and a duration",
+                           d->name, text);
+            continue;
+        }
+        if ((r->status = ld_calloc(ld, strlen(text) / 2 + 1, sizeof(int))) == NULL)
+            return ld_oom(ld, e);
+        for (const char *p = text; p < last;) {
+            size_t k = strcspn(p, " ");
+            if (k > (size_t)(last - p))
+                k = (size_t)(last - p);
+            if (k == 3 && strncmp(p, "any", 3) == 0) {
+                r->any = 1;
+            } else if (k == 3 && p[0] >= '1' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' &&
+                       p[2] >= '0' && p[2] <= '9') {
+                r->status[r->nstatus++] = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+            } else if (k) {
+                bad = ld_error(ld, e, "'%s': '%.*s' in \"%s\" is not a status code or any",
+                               d->name, (int)k, p, text);
+                break;
+            }
+            p += k + 1;
+        }
+        if (!r->any && r->nstatus == 0 && !bad)
+            bad = ld_error(ld, e, "'%s': \"%s\" names no status code (or any)", d->name, text);
+        vl->n++;
+    }
+    if (bad)
+        return -1;
+    *(lg_valid_t **)FIELD(d, base) = vl;
+    return 0;
+}
+
 /* Convert setting s according to row d and store it into base. */
 static int set_value(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base)
 {
@@ -631,6 +682,8 @@ static int set_value(ld_t *ld, const directive_t *d, const config_setting_t *s, 
     case D_NAMES:
     case D_STRLIST:
         return set_names(ld, d, s, base);
+    case D_VALID:
+        return set_valid(ld, d, s, base);
     case D_TPL:
         if ((str = ld_get_string(ld, s)) == NULL)
             return -1;
@@ -689,6 +742,9 @@ int ld_table_defaults(ld_t *ld, const directive_t *t, void *base)
             break;
         case D_NAMES:
             p = ld_calloc(ld, 1, sizeof(lg_strv_t));
+            break;
+        case D_VALID:
+            p = ld_calloc(ld, 1, sizeof(lg_valid_t));
             break;
         case D_STRLIST: {
             /* the default is written space-separated: "127.0.0.0/8 ::1" */
@@ -1036,6 +1092,7 @@ static int fn_http(ld_t *ld, const config_setting_t *s, void *base)
     lg_conf_t *conf = base;
     int        rc;
 
+    conf->http_line = (int)config_setting_source_line(s);
     if (!config_setting_is_group(s))
         return ld_error(ld, s, "'http' must be a group { servers = (...); }");
     rc = ld_parse_block(ld, s, "http", http_dirs, conf, ld_common_dirs, &conf->http);

@@ -49,6 +49,7 @@ typedef enum dtype {
                            keyword "words": each string is also split at spaces and commas;
                            default: space-separated */
     D_TPL      = 13,    /* lg_tpl_t *: non-empty string with $variables, compiled */
+    D_VALID    = 14,    /* lg_valid_t *: "status ... duration" strings (cache_valid) */
 } dtype_t;
 
 /* Rows of kind D_LEVEL write the enum through an int pointer. */

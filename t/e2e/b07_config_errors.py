@@ -414,5 +414,13 @@ def reload_with_an_unknown_variable_keeps_the_old_config():
     eq(request(port).headers.get("x-v"), "new GET")
 
 
+@test
+def bad_cache_lists_are_errors():
+    expect_error(with_route('{ prefix = "/"; proxy_pass = "app";\n          cache_valid = [ "200 10q" ]; }'),
+                 'cache_valid', rx=r"'cache_valid': \"200 10q\" must be status codes")
+    expect_error(with_route('{ prefix = "/"; proxy_pass = "app"; cache_purge_allow = [ "10.0.0.0/99" ]; }'),
+                 'cache_purge_allow', rx=r"'cache_purge_allow': .*10\.0\.0\.0/99")
+
+
 if __name__ == "__main__":
     main()

@@ -271,3 +271,40 @@ Test(tpl, gzip_types_are_split_at_load)
     lg_conf_free(c);
     unlink(path);
 }
+
+Test(tpl, cache_valid_is_parsed_at_load)
+{
+    const char *text =
+        "http = {\n"
+        "  cache_valid = [ \"200 301 10m\", \"any 1m\" ];\n"
+        "  servers = ( { listen = \"127.0.0.1:8080\"; routes = ( { prefix = \"/\"; return = 204; },\n"
+        "    { prefix = \"/x\"; return = 204; cache_valid = [ \"20x 1m\", \"404\" ]; } ); } );\n"
+        "};\n";
+    char *path = write_conf(text);
+    char err[4096], want[512];
+    cr_expect_null(lg_conf_load(path, "/tmp", err, sizeof(err)));
+    snprintf(want, sizeof(want), "%s:4: 'cache_valid': '20x' in \"20x 1m\" is not a status code or any\n", path);
+    cr_expect_not_null(strstr(err, want), "%s", err);
+    snprintf(want, sizeof(want), "%s:4: 'cache_valid': \"404\" must be status codes (or any) and a duration\n", path);
+    cr_expect_not_null(strstr(err, want), "%s", err);
+    unlink(path);
+
+    path = write_conf("http = {\n"
+        "  cache_valid = [ \"200 301 10m\", \"any 1m\" ];\n"
+        "  servers = ( { listen = \"127.0.0.1:8080\"; routes = ( { prefix = \"/\"; return = 204; } ); } );\n"
+        "};\n");
+    lg_conf_t *c = lg_conf_load(path, "/tmp", err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    const lg_valid_t *v = c->servers[0].routes[0].common.cache_valid;
+    cr_assert_eq(v->n, 2);
+    cr_expect_str_eq(v->v[0].text, "200 301 10m");
+    cr_assert_eq(v->v[0].nstatus, 2);
+    cr_expect_eq(v->v[0].status[0], 200);
+    cr_expect_eq(v->v[0].status[1], 301);
+    cr_expect_eq(v->v[0].ms, 600000);
+    cr_expect_eq(v->v[0].any, 0);
+    cr_expect_eq(v->v[1].any, 1);
+    cr_expect_eq(v->v[1].ms, 60000);
+    lg_conf_free(c);
+    unlink(path);
+}
