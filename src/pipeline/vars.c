@@ -185,7 +185,7 @@ static void out_esc(out_t *b, const char *v, size_t n, int json)
 
 /* ---- the getters ---- */
 
-/* Not a field of the session's own, but the one place that knows. */
+/* One definition for $realip_remote_addr and X-Forwarded-For (headers.c), which must agree. */
 const char *lg_vars_hop_addr(const lg_session_t *s, char *buf, size_t len)
 {
     const struct sockaddr_storage *ss = &s->conn_peer;
