@@ -26,6 +26,7 @@
 #include "net/tls.h"
 #include "forward/forward.h"
 #include "proxy/proxy.h"
+#include "pipeline/vars.h"
 #include "proc/proc.h"
 
 #ifndef LEGATE_SYSCONFDIR
@@ -150,6 +151,7 @@ int main(int argc, char **argv)
     int test = 0, dump = 0, fg = 0;
     int opt;
     lg_features_setup();
+    lg_vars_init();     /* every load, -t's and the master's reloads, checks variable names */
     while ((opt = getopt(argc, argv, "hVtTFc:p:s:")) != -1) {
         switch (opt) {
         case 'h': usage(stdout); return 0;

@@ -36,6 +36,7 @@
 #include "net/acl.h"
 #include "http/negotiate.h"
 #include "http/codec.h"
+#include "pipeline/vars.h"
 
 lg_cache_t *lg_cache;           /* attached by the master before fork, or NULL */
 
@@ -48,9 +49,9 @@ static int cache_slot;
 static const lg_stage_t wait_stage;
 
 typedef struct lg_cstate {
-    char       *base;           /* arena: the base key */
+    const char *base;           /* arena, or the configuration's: the base key */
     size_t      baselen;
-    char       *key;            /* arena: the key in use (variant or base) */
+    const char *key;            /* the key in use (variant or base) */
     size_t      keylen;
     int         filler;         /* we hold the FILLING mark of base */
     const char *status;         /* X-Cache */
@@ -80,10 +81,14 @@ static const char *conditional(lg_req_t *s, lg_cstate_t *cs);
 
 /* The cache key template: a forward-proxy request keys on the absolute URI,
  * port included, unless cache_key was set to something else. */
-static const char *key_template(const lg_req_t *s, const lg_common_t *c)
+static const lg_tpl_t *key_template(const lg_req_t *s, const lg_common_t *c)
 {
-    return s->route == NULL && strcmp(c->cache_key, "$scheme://$host$request_uri") == 0
-         ? "$scheme://$proxy_host$request_uri" : c->cache_key;
+    static const lg_tpl_t *forward;
+    if (s->route != NULL || strcmp(c->cache_key->src, "$scheme://$host$request_uri") != 0)
+        return c->cache_key;
+    if (forward == NULL)
+        forward = lg_vars_builtin("$scheme://$proxy_host$request_uri");
+    return forward;
 }
 
 /* ---- keys ---- */
@@ -371,17 +376,9 @@ static void drop_key(lg_req_t *s, const char *base, size_t n, int soft, int *cou
 static int purge(lg_req_t *s, lg_cstate_t *cs)
 {
     const lg_common_t *c = lg_req_common(s);
-    int allowed = 0;
-    if (c->cache_purge_allow && c->cache_purge_allow->n) {
-        lg_cidr_set_t *set = lg_cidr_new();
-        char err[128];
-        for (size_t i = 0; set && i < c->cache_purge_allow->n; i++)
-            lg_cidr_add(set, c->cache_purge_allow->v[i], err, sizeof(err));
-        if (set && lg_cidr_build(set, err, sizeof(err)) == 0)
-            allowed = s->peer.ss_family == AF_UNIX ||
-                      lg_cidr_lookup(set, (const struct sockaddr *)&s->peer) >= 0;
-        lg_cidr_free(set);
-    }
+    const lg_cidr_set_t *set = c->cache_purge_rt;
+    int allowed = set && (s->peer.ss_family == AF_UNIX ||
+                          lg_cidr_lookup(set, (const struct sockaddr *)&s->peer) >= 0);
     if (!allowed) {
         lg_req_respond(s, 403, "PURGE is not allowed from this address\n", NULL);
         return 1;
@@ -427,7 +424,7 @@ static int on_request(lg_req_t *s)
     if (cs == NULL)
         return 0;
     if (cs->base == NULL) {
-        cs->base = lg_expand(s, key_template(s, c), 0);
+        cs->base = lg_vars_expand(s, key_template(s, c), LG_VARS_ESCAPE, NULL);
         if (cs->base == NULL)
             return 0;
         cs->baselen = strlen(cs->base);
@@ -451,7 +448,7 @@ static int on_request(lg_req_t *s)
         cs->s->cache_status = NULL;              /* unsafe methods: invalidation after the response */
         return 0;
     }
-    const char *bypass = lg_expand_text(s, c->cache_bypass);
+    const char *bypass = lg_vars_expand(s, c->cache_bypass, LG_VARS_RAW, NULL);
     if ((bypass && bypass[0] && strcmp(bypass, "0") != 0) || cs->req_cc.no_store ||
         (lg_headers_get(s, "authorization") && !c->cache_authorized)) {
         cs->s->cache_status = "BYPASS";
@@ -573,25 +570,16 @@ static int ignored(const lg_common_t *c, const char *name)
     return 0;
 }
 
-/* cache_valid: "200 301 10m", "any 1m".  Lifetime in ms, or -1. */
+/* cache_valid: lifetime in ms, or -1. */
 static int64_t valid_for(const lg_common_t *c, int status)
 {
     for (size_t i = 0; c->cache_valid && i < c->cache_valid->n; i++) {
-        const char *e = c->cache_valid->v[i];
-        const char *last = strrchr(e, ' ');
-        if (last == NULL)
-            continue;
-        lg_msec_t ms;
-        if (lg_parse_duration(last + 1, &ms) < 0)
-            continue;
-        for (const char *p = e; p < last;) {
-            while (p < last && *p == ' ')
-                p++;
-            if (strncmp(p, "any", 3) == 0 || atoi(p) == status)
-                return ms;
-            while (p < last && *p != ' ')
-                p++;
-        }
+        const lg_valid_rule_t *r = &c->cache_valid->v[i];
+        if (r->any)
+            return r->ms;
+        for (size_t k = 0; k < r->nstatus; k++)
+            if (r->status[k] == status)
+                return r->ms;
     }
     return -1;
 }
@@ -744,7 +732,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
     /* storable? (RFC 9111 3), and what the configuration says */
     if (cs->not_yet)
         goto not_stored;
-    const char *ns = lg_expand_text(s, c->cache_no_store);
+    const char *ns = lg_vars_expand(s, c->cache_no_store, LG_VARS_RAW, NULL);
     if (ns && ns[0] && strcmp(ns, "0") != 0)
         goto not_stored;
     int64_t life = -1;
@@ -929,7 +917,7 @@ static void invalidate(lg_req_t *s, lg_cstate_t *cs)
         lg_str_t saved = s->ri.uri;
         s->ri.uri.p = u;
         s->ri.uri.n = strcspn(u, "#");
-        char *key = lg_expand(s, key_template(s, lg_req_common(s)), 0);
+        const char *key = lg_vars_expand(s, key_template(s, lg_req_common(s)), LG_VARS_ESCAPE, NULL);
         s->ri.uri = saved;
         if (key && strcmp(key, cs->base) != 0)
             drop_key(s, key, strlen(key), 0, &n);

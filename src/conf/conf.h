@@ -34,9 +34,47 @@ typedef struct lg_addr {
     char                   *text;   /* arena: "127.0.0.1:8080", "[::1]:80", "unix:/p" */
 } lg_addr_t;
 
+/*
+ * A template with $variables, compiled when the configuration loads into
+ * literal slices and references to variables by index, so that expanding it
+ * for a request walks its parts and never looks a name up.  The indexes are
+ * pipeline/vars.c's; this layer only asks the registered lookup (see
+ * lg_conf_set_var_lookup) what a name is, so conf/ stays below pipeline/.
+ */
+#define LG_TPL_LITERAL   (-1)       /* part.var of a literal slice */
+#define LG_TPL_UNCHECKED (-2)       /* part.var when no lookup was registered: expands to nothing */
+
+typedef struct lg_tpl_part {
+    const char *text;               /* literal: a slice of src; variable: its argument, NUL-ended
+                                       ("user_agent" of $http_user_agent, "1" of $1, "" if none) */
+    size_t      len;
+    int         var;                /* LG_TPL_LITERAL, or the variable's index */
+} lg_tpl_part_t;
+
+typedef struct lg_tpl {
+    const char    *src;             /* arena: as written (dumps, comparisons, the plain value) */
+    lg_tpl_part_t *parts;
+    size_t         nparts;
+    size_t         nvars;           /* 0: src is the value, no expansion needed */
+} lg_tpl_t;
+
+/*
+ * What the name name[0..n) (without '$' and braces) is: the variable's index
+ * (>= 0), with *arg set to where its argument starts in name (n when none);
+ * or -1 for an unknown name.
+ */
+typedef int (*lg_var_lookup_t)(const char *name, size_t n, size_t *arg);
+
+/* Set before any configuration loads (main, unit tests). */
+void lg_conf_set_var_lookup(lg_var_lookup_t fn);
+
+/* Compile src into arena a.  NULL on an unknown variable (the message, such
+ * as "unknown variable "$foo"", in err) or on no memory (err "out of memory"). */
+lg_tpl_t *lg_tpl_compile(lg_arena_t *a, const char *src, char *err, size_t errlen);
+
 typedef struct lg_header_op {       /* one add_*_headers entry */
-    char *name;                     /* arena */
-    char *value;                    /* arena; may contain $variables */
+    char     *name;                 /* arena */
+    lg_tpl_t *value;
 } lg_header_op_t;
 
 typedef struct lg_strv {            /* arena array of arena strings */
@@ -57,6 +95,20 @@ typedef struct lg_header_ops {
     lg_header_op_t *v;
     size_t          n;
 } lg_header_ops_t;
+
+/* cache_valid = [ "200 301 10m", "any 1m" ], parsed at load. */
+typedef struct lg_valid_rule {
+    char      *text;                /* as written */
+    int       *status;              /* the codes it names (arena) */
+    size_t     nstatus;
+    int        any;                 /* "any": every status */
+    lg_msec_t  ms;
+} lg_valid_rule_t;
+
+typedef struct lg_valid {
+    lg_valid_rule_t *v;
+    size_t           n;
+} lg_valid_t;
 
 /* Settings inherited http -> server -> route. */
 typedef struct lg_common {
@@ -87,7 +139,7 @@ typedef struct lg_common {
     int      gzip;                      /* bool, default 0: compress responses */
     int      gzip_level;                /* 1..9, default 1 */
     int64_t  gzip_min_length;           /* bytes, default 20: shorter known bodies stay as they are */
-    char    *gzip_types;                /* space-separated media types, "*" = any; default "text/html" */
+    lg_strv_t *gzip_types;              /* media types, "*" = any; default "text/html" */
     int      gunzip;                    /* bool, default 0: decompress for clients without gzip */
     int      brotli;                    /* bool, default 0: br for clients preferring it */
     int      brotli_level;              /* 0..6, default 4 (past 6 the state grows past 4 MiB) */
@@ -97,19 +149,20 @@ typedef struct lg_common {
     int64_t  gunzip_request_max;        /* decompressed size limit, default 10m; past it 413 */
 
     int        cache;                   /* bool, default 0: use the shared cache */
-    char      *cache_key;               /* template, default "$scheme://$host$request_uri" */
-    lg_strv_t *cache_valid;             /* "200 301 10m", "404 1m", "any 1m": lifetimes when
-                                           the response gives none; default none */
+    lg_tpl_t  *cache_key;               /* default "$scheme://$host$request_uri" */
+    lg_valid_t *cache_valid;            /* lifetimes when the response gives none; default none */
     lg_msec_t  cache_lock_timeout;      /* collapsed forwarding wait, default 5s */
-    char      *cache_bypass;            /* template: non-empty and not "0" = skip the cache */
-    char      *cache_no_store;          /* template: non-empty and not "0" = do not store the answer */
+    lg_tpl_t  *cache_bypass;            /* non-empty and not "0" = skip the cache */
+    lg_tpl_t  *cache_no_store;          /* non-empty and not "0" = do not store the answer */
     int        cache_min_uses;          /* requests for a key before its answer is stored, default 1 */
     lg_strv_t *cache_ignore_headers;    /* "Set-Cookie", "Cache-Control", "Expires", "Vary" */
     lg_strv_t *cache_purge_allow;       /* CIDRs allowed to PURGE; default none */
+    void      *cache_purge_rt;          /* their set, built by the proxy layer (shared with the
+                                           parent level when inherited); not a setting */
     int        cache_authorized;        /* bool: store answers to requests with Authorization */
 
     char *access_log;                   /* path under prefix, or "off"; default "logs/access.log" */
-    char *log_format;                   /* "combined" (default), "json", or a
+    lg_tpl_t *log_format;               /* "combined" (default), "json", "forward", or a
                                          * template with $variables */
 } lg_common_t;
 
@@ -167,7 +220,7 @@ typedef struct lg_upstream {
     int                   keepalive;    /* idle pooled connections per worker per server, default 32 */
     char                 *balance_name; /* "round_robin" (default) ... */
     lg_balance_t          balance;      /* derived from balance_name */
-    char                 *hash_key;     /* LG_BAL_HASH: template, default "$request_uri" */
+    lg_tpl_t             *hash_key;     /* LG_BAL_HASH: default "$request_uri" */
     int                   max_fails;    /* passive health: failures within fail_timeout; 0 = off; default 1 */
     char                 *fail_on;      /* conditions that count as failures, default "error timeout invalid_header" */
     unsigned              fail_mask;    /* derived from fail_on */
@@ -232,10 +285,10 @@ typedef struct lg_route {
     regex_t       *re;                  /* arena-held, regcomp'd; freed by lg_conf_free */
     lg_action_t    action;
     lg_upstream_t *upstream;            /* borrowed from conf->upstreams */
-    char          *rewrite;             /* proxy: new path template ($1..$9 from regex), or NULL */
+    lg_tpl_t      *rewrite;             /* proxy: new path ($1..$9 from regex), or NULL */
     int            status;              /* return: 100..599 */
-    char          *body;                /* return: body, or NULL */
-    char          *location;            /* return 3xx: Location template, or NULL */
+    lg_tpl_t      *body;                /* return: body, or NULL */
+    lg_tpl_t      *location;            /* return 3xx: Location, or NULL */
     /* extra conditions, all must hold for the route to match */
     lg_server_name_t *hosts;            /* host = name | [ names ]: as server_name */
     size_t         nhosts;
@@ -248,7 +301,7 @@ typedef struct lg_route {
     /* canary: split = ( { upstream = "stable"; weight = 90; }, ... ) */
     lg_split_t    *splits;
     size_t         nsplits;
-    char          *split_key;           /* template; empty value -> random; default "$remote_addr" */
+    lg_tpl_t      *split_key;           /* empty value -> random; default "$remote_addr" */
     char          *split_cookie;        /* sticky cohort cookie legate sets, or NULL */
     lg_common_t    common;
     int            line;
@@ -384,6 +437,7 @@ typedef struct lg_conf {
     void          (*proxy_free)(struct lg_conf *); /* frees what the proxy layer hung here */
 
     lg_common_t     http;               /* the http level's inheritable settings */
+    int             http_line;          /* of the http group, for errors found after loading */
     lg_upstream_t  *upstreams;
     size_t          nupstreams;
     lg_server_t    *servers;

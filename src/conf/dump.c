@@ -77,7 +77,7 @@ static void kv_headers(FILE *out, int ind, const char *name, const lg_header_ops
     fprintf(out, "%s = {", name);
     for (size_t i = 0; h != NULL && i < h->n; i++) {
         fprintf(out, " %s = ", h->v[i].name);
-        put_str(out, h->v[i].value);
+        put_str(out, h->v[i].value->src);
         fputc(';', out);
     }
     fputs(" };\n", out);
@@ -118,7 +118,7 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_bool(out, ind, "gzip", c->gzip);
     kv_int(out, ind, "gzip_level", c->gzip_level);
     kv_int(out, ind, "gzip_min_length", c->gzip_min_length);
-    kv_str(out, ind, "gzip_types", c->gzip_types);
+    kv_names(out, ind, "gzip_types", c->gzip_types);
     kv_bool(out, ind, "brotli", c->brotli);
     kv_int(out, ind, "brotli_level", c->brotli_level);
     kv_bool(out, ind, "zstd", c->zstd);
@@ -126,18 +126,24 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_bool(out, ind, "gunzip", c->gunzip);
     kv_bool(out, ind, "gunzip_request_bodies", c->gunzip_request_bodies);
     kv_bool(out, ind, "cache", c->cache);
-    kv_str(out, ind, "cache_key", c->cache_key);
-    kv_names(out, ind, "cache_valid", c->cache_valid);
+    kv_str(out, ind, "cache_key", c->cache_key->src);
+    IND(out, ind);
+    fputs("cache_valid = [", out);
+    for (size_t i = 0; c->cache_valid && i < c->cache_valid->n; i++) {
+        fputs(i ? ", " : " ", out);
+        put_str(out, c->cache_valid->v[i].text);
+    }
+    fputs(" ];\n", out);
     kv_msec(out, ind, "cache_lock_timeout", c->cache_lock_timeout);
-    kv_str(out, ind, "cache_bypass", c->cache_bypass);
-    kv_str(out, ind, "cache_no_store", c->cache_no_store);
+    kv_str(out, ind, "cache_bypass", c->cache_bypass->src);
+    kv_str(out, ind, "cache_no_store", c->cache_no_store->src);
     kv_int(out, ind, "cache_min_uses", c->cache_min_uses);
     kv_names(out, ind, "cache_ignore_headers", c->cache_ignore_headers);
     kv_names(out, ind, "cache_purge_allow", c->cache_purge_allow);
     kv_bool(out, ind, "cache_authorized", c->cache_authorized);
     kv_int(out, ind, "gunzip_request_max", c->gunzip_request_max);
     kv_str(out, ind, "access_log", c->access_log);
-    kv_str(out, ind, "log_format", c->log_format);
+    kv_str(out, ind, "log_format", c->log_format->src);
 }
 
 /* Back to the written form: ".example.com" -> "*.example.com" and so on. */
@@ -191,21 +197,21 @@ static void dump_route(FILE *out, int ind, const lg_route_t *rt)
         for (size_t i = 0; i < rt->nsplits; i++)
             fprintf(out, " { upstream = \"%s\"; weight = %d; }%s", rt->splits[i].upstream->name,
                     rt->splits[i].weight, i + 1 < rt->nsplits ? "," : " );\n");
-        kv_str(out, ind + 1, "split_key", rt->split_key);
+        kv_str(out, ind + 1, "split_key", rt->split_key->src);
         if (rt->split_cookie)
             kv_str(out, ind + 1, "split_cookie", rt->split_cookie);
         if (rt->rewrite != NULL)
-            kv_str(out, ind + 1, "rewrite", rt->rewrite);
+            kv_str(out, ind + 1, "rewrite", rt->rewrite->src);
     } else if (rt->action == LG_ACTION_PROXY) {
         kv_str(out, ind + 1, "proxy_pass", rt->upstream->name);
         if (rt->rewrite != NULL)
-            kv_str(out, ind + 1, "rewrite", rt->rewrite);
+            kv_str(out, ind + 1, "rewrite", rt->rewrite->src);
     } else {
         kv_int(out, ind + 1, "return", rt->status);
         if (rt->body != NULL)
-            kv_str(out, ind + 1, "body", rt->body);
+            kv_str(out, ind + 1, "body", rt->body->src);
         if (rt->location != NULL)
-            kv_str(out, ind + 1, "location", rt->location);
+            kv_str(out, ind + 1, "location", rt->location->src);
     }
     dump_common(out, ind + 1, &rt->common);
     IND(out, ind);
@@ -345,7 +351,7 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
     fprintf(out, "%s = {\n", up->name);
     kv_int(out, ind + 1, "keepalive", up->keepalive);
     kv_str(out, ind + 1, "balance", up->balance_name);
-    kv_str(out, ind + 1, "hash_key", up->hash_key);
+    kv_str(out, ind + 1, "hash_key", up->hash_key->src);
     kv_int(out, ind + 1, "max_fails", up->max_fails);
     kv_msec(out, ind + 1, "fail_timeout", up->fail_timeout);
     kv_str(out, ind + 1, "fail_on", up->fail_on);

@@ -176,7 +176,7 @@ const directive_t ld_common_dirs[] = {
     ROW("gzip",                    D_BOOL,     0, 1,      "false", lg_common_t, gzip),
     ROW("gzip_level",              D_INT,      1, 9,      "1",     lg_common_t, gzip_level),
     ROW("gzip_min_length",         D_SIZE,     0, INT64_MAX, "20", lg_common_t, gzip_min_length),
-    ROW("gzip_types",              D_STRING,   0, 0,      "text/html", lg_common_t, gzip_types),
+    { "gzip_types", D_STRLIST, 0, 0, "text/html", offsetof(lg_common_t, gzip_types), "words", NULL },
     ROW("gunzip",                  D_BOOL,     0, 1,      "false", lg_common_t, gunzip),
     ROW("brotli",                  D_BOOL,     0, 1,      "false", lg_common_t, brotli),
     ROW("brotli_level",            D_INT,      0, 6,      "4",     lg_common_t, brotli_level),
@@ -185,17 +185,17 @@ const directive_t ld_common_dirs[] = {
     ROW("gunzip_request_bodies",   D_BOOL,     0, 1,      "false", lg_common_t, gunzip_request_bodies),
     ROW("gunzip_request_max",      D_SIZE,     1, INT64_MAX, "10m", lg_common_t, gunzip_request_max),
     ROW("cache",                   D_BOOL,     0, 1,      "false", lg_common_t, cache),
-    ROW("cache_key",               D_STRING,   0, 0,      "$scheme://$host$request_uri", lg_common_t, cache_key),
-    ROW("cache_valid",             D_STRLIST,  0, 0,      "",      lg_common_t, cache_valid),
+    ROW("cache_key",               D_TPL,      0, 0,      "$scheme://$host$request_uri", lg_common_t, cache_key),
+    ROW("cache_valid",             D_VALID,    0, 0,      "",      lg_common_t, cache_valid),
     ROW("cache_lock_timeout",      D_DURATION, 0, WEEK,   "5s",    lg_common_t, cache_lock_timeout),
-    ROW("cache_bypass",            D_STRING,   0, 0,      "0",     lg_common_t, cache_bypass),
-    ROW("cache_no_store",          D_STRING,   0, 0,      "0",     lg_common_t, cache_no_store),
+    ROW("cache_bypass",            D_TPL,      0, 0,      "0",     lg_common_t, cache_bypass),
+    ROW("cache_no_store",          D_TPL,      0, 0,      "0",     lg_common_t, cache_no_store),
     ROW("cache_min_uses",          D_INT,      1, 1000000, "1",    lg_common_t, cache_min_uses),
     ROW("cache_ignore_headers",    D_NAMES,    0, 0,      "",      lg_common_t, cache_ignore_headers),
     ROW("cache_purge_allow",       D_STRLIST,  0, 0,      "",      lg_common_t, cache_purge_allow),
     ROW("cache_authorized",        D_BOOL,     0, 1,      "false", lg_common_t, cache_authorized),
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
-    ROW("log_format",              D_STRING,   0, 0,      "combined", lg_common_t, log_format),
+    ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -394,6 +394,17 @@ int ld_string_list(ld_t *ld, const config_setting_t *s, const char *what,
     return 0;
 }
 
+int ld_tpl(ld_t *ld, const config_setting_t *s, const char *what, const char *src,
+           lg_tpl_t **out)
+{
+    char msg[256];
+    lg_tpl_t *t = lg_tpl_compile(&ld->conf->arena, src, msg, sizeof(msg));
+    if (t == NULL)
+        return ld_error(ld, s, "%s in '%s'", msg, what);
+    *out = t;
+    return 0;
+}
+
 static int is_country(const char *c)
 {
     return strlen(c) == 2 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z';
@@ -464,11 +475,14 @@ static int set_headers(ld_t *ld, const directive_t *d, const config_setting_t *s
                            name, d->name);
             continue;
         }
-        lg_header_op_t *op = &ops->v[ops->n++];
-        op->name = ld_strdup(ld, name);
-        op->value = ld_strdup(ld, value);
-        if (op->name == NULL || op->value == NULL)
+        lg_header_op_t *op = &ops->v[ops->n];
+        if ((op->name = ld_strdup(ld, name)) == NULL)
             return ld_oom(ld, s);
+        if (ld_tpl(ld, h, d->name, value, &op->value) < 0) {
+            bad = -1;
+            continue;
+        }
+        ops->n++;
     }
     if (bad)
         return -1;
@@ -485,9 +499,17 @@ static int set_names(ld_t *ld, const directive_t *d, const config_setting_t *s, 
         return ld_error(ld, s, plain ? "'%s' must be a string or a list of strings"
                                      : "'%s' must be a header name or a list of header names",
                         d->name);
+    int words = plain && d->keyword && strcmp(d->keyword, "words") == 0;
     int        n = single ? 1 : config_setting_length(s), bad = 0;
+    size_t     cap = (size_t)n;
+    /* "text/html text/css" names two, so that run time never splits it */
+    for (int i = 0; words && i < n; i++) {
+        const char *v = config_setting_get_string(single ? s : config_setting_get_elem(s, (unsigned)i));
+        for (; v && *v; v++)
+            cap += *v == ' ' || *v == ',';
+    }
     lg_strv_t *sv = ld_calloc(ld, 1, sizeof(*sv));
-    if (sv == NULL || (n > 0 && (sv->v = ld_calloc(ld, (size_t)n, sizeof(char *))) == NULL))
+    if (sv == NULL || (cap > 0 && (sv->v = ld_calloc(ld, cap, sizeof(char *))) == NULL))
         return ld_oom(ld, s);
     for (int i = 0; i < n; i++) {
         const config_setting_t *e = single ? s : config_setting_get_elem(s, (unsigned)i);
@@ -502,12 +524,73 @@ static int set_names(ld_t *ld, const directive_t *d, const config_setting_t *s, 
             bad = ld_error(ld, e, "'%s': '%s' is not a valid header name", d->name, v);
             continue;
         }
+        if (words) {
+            for (const char *p = v; *p;) {
+                size_t k = strcspn(p, " ,");
+                if (k && (sv->v[sv->n++] = lg_arena_strndup(&ld->conf->arena, p, k)) == NULL)
+                    return ld_oom(ld, s);
+                p += k;
+                p += *p != '\0';
+            }
+            continue;
+        }
         if ((sv->v[sv->n++] = paths ? ld_resolve_path(ld, v) : ld_strdup(ld, v)) == NULL)
             return ld_oom(ld, s);
     }
     if (bad)
         return -1;
     *(lg_strv_t **)FIELD(d, base) = sv;
+    return 0;
+}
+
+/* cache_valid: "200 301 10m", "any 1m"; the first rule naming a status applies. */
+static int set_valid(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base)
+{
+    directive_t as_list = *d;
+    lg_strv_t  *sv = NULL;
+    as_list.type = D_STRLIST;
+    as_list.off = 0;
+    if (set_names(ld, &as_list, s, &sv) < 0)
+        return -1;
+    lg_valid_t *vl = ld_calloc(ld, 1, sizeof(*vl));
+    if (vl == NULL || (sv->n && (vl->v = ld_calloc(ld, sv->n, sizeof(*vl->v))) == NULL))
+        return ld_oom(ld, s);
+    int bad = 0;
+    for (size_t i = 0; i < sv->n; i++) {
+        const config_setting_t *e = ld_entry_at(s, (int)i);
+        lg_valid_rule_t *r = &vl->v[vl->n];
+        const char *text = sv->v[i], *last = strrchr(text, ' ');
+        r->text = sv->v[i];
+        if (last == NULL || lg_parse_duration(last + 1, &r->ms) < 0) {
+            bad = ld_error(ld, e, "'%s': \"%s\" must be status codes (or any) and a duration",
+                           d->name, text);
+            continue;
+        }
+        if ((r->status = ld_calloc(ld, strlen(text) / 2 + 1, sizeof(int))) == NULL)
+            return ld_oom(ld, e);
+        for (const char *p = text; p < last;) {
+            size_t k = strcspn(p, " ");
+            if (k > (size_t)(last - p))
+                k = (size_t)(last - p);
+            if (k == 3 && strncmp(p, "any", 3) == 0) {
+                r->any = 1;
+            } else if (k == 3 && p[0] >= '1' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' &&
+                       p[2] >= '0' && p[2] <= '9') {
+                r->status[r->nstatus++] = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+            } else if (k) {
+                bad = ld_error(ld, e, "'%s': '%.*s' in \"%s\" is not a status code or any",
+                               d->name, (int)k, p, text);
+                break;
+            }
+            p += k + 1;
+        }
+        if (!r->any && r->nstatus == 0 && !bad)
+            bad = ld_error(ld, e, "'%s': \"%s\" names no status code (or any)", d->name, text);
+        vl->n++;
+    }
+    if (bad)
+        return -1;
+    *(lg_valid_t **)FIELD(d, base) = vl;
     return 0;
 }
 
@@ -599,6 +682,12 @@ static int set_value(ld_t *ld, const directive_t *d, const config_setting_t *s, 
     case D_NAMES:
     case D_STRLIST:
         return set_names(ld, d, s, base);
+    case D_VALID:
+        return set_valid(ld, d, s, base);
+    case D_TPL:
+        if ((str = ld_get_string(ld, s)) == NULL)
+            return -1;
+        return ld_tpl(ld, s, name, str, (lg_tpl_t **)FIELD(d, base));
     case D_CUSTOM:
         return d->fn(ld, s, base);
     }
@@ -639,6 +728,11 @@ int ld_table_defaults(ld_t *ld, const directive_t *t, void *base)
         case D_STRING:
             p = ld_strdup(ld, t->def);
             break;
+        case D_TPL: {
+            char msg[128];
+            p = lg_tpl_compile(&ld->conf->arena, t->def, msg, sizeof(msg));
+            break;
+        }
         case D_PATH:
             p = t->keyword && strcmp(t->def, t->keyword) == 0 ? ld_strdup(ld, t->def)
                         : is_output(t) ? resolve_output(ld, t->def) : ld_resolve_path(ld, t->def);
@@ -648,6 +742,9 @@ int ld_table_defaults(ld_t *ld, const directive_t *t, void *base)
             break;
         case D_NAMES:
             p = ld_calloc(ld, 1, sizeof(lg_strv_t));
+            break;
+        case D_VALID:
+            p = ld_calloc(ld, 1, sizeof(lg_valid_t));
             break;
         case D_STRLIST: {
             /* the default is written space-separated: "127.0.0.0/8 ::1" */
@@ -995,6 +1092,7 @@ static int fn_http(ld_t *ld, const config_setting_t *s, void *base)
     lg_conf_t *conf = base;
     int        rc;
 
+    conf->http_line = (int)config_setting_source_line(s);
     if (!config_setting_is_group(s))
         return ld_error(ld, s, "'http' must be a group { servers = (...); }");
     rc = ld_parse_block(ld, s, "http", http_dirs, conf, ld_common_dirs, &conf->http);

@@ -46,7 +46,10 @@ typedef enum dtype {
     D_NAMES    = 10,    /* lg_strv_t *: header name or list of header names */
     D_CUSTOM   = 11,    /* handled by fn: structure, not a value; no default, not merged */
     D_STRLIST  = 12,    /* lg_strv_t *: string or list of strings; keyword "paths": resolved;
+                           keyword "words": each string is also split at spaces and commas;
                            default: space-separated */
+    D_TPL      = 13,    /* lg_tpl_t *: non-empty string with $variables, compiled */
+    D_VALID    = 14,    /* lg_valid_t *: "status ... duration" strings (cache_valid) */
 } dtype_t;
 
 /* Rows of kind D_LEVEL write the enum through an int pointer. */
@@ -90,6 +93,9 @@ char       *ld_resolve_path(ld_t *ld, const char *p);
 /* A string or a list of strings, each passing ok() (else errfmt with it). */
 int         ld_string_list(ld_t *ld, const config_setting_t *s, const char *what,
                            int (*ok)(const char *), const char *errfmt, lg_strv_t **out);
+/* Compile template src, written at s for `what`; an unknown variable is reported at s. */
+int         ld_tpl(ld_t *ld, const config_setting_t *s, const char *what, const char *src,
+                   lg_tpl_t **out);
 /* The same for upper-case ISO 3166 country codes. */
 int         ld_countries(ld_t *ld, const config_setting_t *s, lg_strv_t **out);     /* a file read: beside the config */
 int         ld_parse_addr(ld_t *ld, const config_setting_t *s, int default_port, lg_addr_t *out);

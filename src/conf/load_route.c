@@ -145,31 +145,38 @@ static int fn_route_string(ld_t *ld, const config_setting_t *s, void *base)
     v = config_setting_get_string(s);
     if (v[0] == '\0' && strcmp(name, "body") != 0)
         return ld_error(ld, s, "'%s' must not be empty", name);
-    if ((p = ld_strdup(ld, v)) == NULL)
-        return ld_oom(ld, s);
-    if (strcmp(name, "split_key") == 0) {
-        rc->split_key = s;
-        rc->rt->split_key = p;
-    } else if (strcmp(name, "split_cookie") == 0) {
+    if (strcmp(name, "split_cookie") == 0) {
+        if ((p = ld_strdup(ld, v)) == NULL)
+            return ld_oom(ld, s);
         rc->split_cookie = s;
         rc->rt->split_cookie = p;
         for (const char *c = p; *c; c++)
             if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
                   (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
                 return ld_error(ld, s, "'split_cookie' must be a cookie name (letters, digits, '_', '-')");
-    } else if (strcmp(name, "body") == 0) {
-        rc->body = s;
-        rc->rt->body = p;
-    } else if (strcmp(name, "location") == 0) {
-        rc->location = s;
-        rc->rt->location = p;
-    } else {
-        rc->rewrite = s;
-        rc->rt->rewrite = p;
-        if (v[0] != '/' && v[0] != '$')
-            return ld_error(ld, s, "'rewrite' must start with '/' or a $1..$9 capture");
+        return 0;
     }
-    return 0;
+    const config_setting_t **at;
+    lg_tpl_t               **t;
+    if (strcmp(name, "split_key") == 0) {
+        at = &rc->split_key;
+        t = &rc->rt->split_key;
+    } else if (strcmp(name, "body") == 0) {
+        at = &rc->body;
+        t = &rc->rt->body;
+    } else if (strcmp(name, "location") == 0) {
+        at = &rc->location;
+        t = &rc->rt->location;
+    } else {
+        at = &rc->rewrite;
+        t = &rc->rt->rewrite;
+        if (v[0] != '/' && v[0] != '$') {
+            *at = s;
+            return ld_error(ld, s, "'rewrite' must start with '/' or a $1..$9 capture");
+        }
+    }
+    *at = s;
+    return ld_tpl(ld, s, name, v, t);
 }
 
 static int fn_route_hosts(ld_t *ld, const config_setting_t *s, void *base)
@@ -321,8 +328,8 @@ static int route_parse(ld_t *ld, const config_setting_t *g, lg_route_t *rt)
         err = ld_error(ld, rc.split_key ? rc.split_key : rc.split_cookie,
                        "'%s' is only allowed with 'split'",
                        rc.split_key ? "split_key" : "split_cookie");
-    if (rc.split && rt->split_key == NULL && (rt->split_key = ld_strdup(ld, "$remote_addr")) == NULL)
-        err = ld_oom(ld, g);
+    if (rc.split && rt->split_key == NULL && ld_tpl(ld, g, "split_key", "$remote_addr", &rt->split_key) < 0)
+        err = -1;
     if (rc.split && rt->nsplits && rt->splits[0].upstream)
         rt->upstream = rt->splits[0].upstream;  /* for logs before the choice */
     int is_return = rc.action && rt->action == LG_ACTION_RETURN;
@@ -334,9 +341,9 @@ static int route_parse(ld_t *ld, const config_setting_t *g, lg_route_t *rt)
     if (rc.rewrite && !is_proxy)
         err = ld_error(ld, rc.rewrite, "'rewrite' is only allowed with 'proxy_pass'");
     if (rc.matcher_ok) {
-        if (rc.rewrite && check_captures(ld, &rc, rc.rewrite, rt->rewrite) < 0)
+        if (rc.rewrite && rt->rewrite && check_captures(ld, &rc, rc.rewrite, rt->rewrite->src) < 0)
             err = -1;
-        if (rc.location && check_captures(ld, &rc, rc.location, rt->location) < 0)
+        if (rc.location && rt->location && check_captures(ld, &rc, rc.location, rt->location->src) < 0)
             err = -1;
     }
     return err;

@@ -16,7 +16,7 @@ static const directive_t upstream_dirs[] = {
     CUSTOM("servers", fn_upstream_servers),
     ROW("keepalive", D_INT, 0, 10000, "32", lg_upstream_t, keepalive),
     ROW("balance",      D_STRING,   0, 0,    "round_robin", lg_upstream_t, balance_name),
-    ROW("hash_key",     D_STRING,   0, 0,    "$request_uri", lg_upstream_t, hash_key),
+    ROW("hash_key",     D_TPL,      0, 0,    "$request_uri", lg_upstream_t, hash_key),
     ROW("max_fails",    D_INT,      0, 1000, "1",   lg_upstream_t, max_fails),
     ROW("fail_timeout", D_DURATION, 1, WEEK, "10s", lg_upstream_t, fail_timeout),
     CUSTOM("health_check", fn_health),

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "pipeline/vars.h"
 
 #define LOG_BUF 65536
 #define MAX_LOGS 64
@@ -133,17 +134,18 @@ void lg_accesslog_write(lg_req_t *s)
     alog_t *l = find_log(c->access_log);
     if (l == NULL)
         return;
-    const char *fmt = c->log_format;
+    static const lg_tpl_t *combined, *forward, *json_fmt;
+    const lg_tpl_t *fmt = c->log_format;
     int json = 0;
-    if (strcmp(fmt, "combined") == 0) {
-        fmt = fmt_combined;
-    } else if (strcmp(fmt, "forward") == 0) {
-        fmt = fmt_forward;
-    } else if (strcmp(fmt, "json") == 0) {
-        fmt = fmt_json;
+    if (strcmp(fmt->src, "combined") == 0) {
+        fmt = combined ? combined : (combined = lg_vars_builtin(fmt_combined));
+    } else if (strcmp(fmt->src, "forward") == 0) {
+        fmt = forward ? forward : (forward = lg_vars_builtin(fmt_forward));
+    } else if (strcmp(fmt->src, "json") == 0) {
+        fmt = json_fmt ? json_fmt : (json_fmt = lg_vars_builtin(fmt_json));
         json = 1;
     }
-    const char *line = lg_expand(s, fmt, json);
+    const char *line = lg_vars_expand(s, fmt, json ? LG_VARS_JSON : LG_VARS_ESCAPE, NULL);
     if (line == NULL)
         return;
     size_t n = strlen(line);

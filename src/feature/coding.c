@@ -50,24 +50,19 @@ static const http_header_t *rsp_header(const http_response_t *r, const char *nam
     return NULL;
 }
 
-/* Is the media type of Content-Type `ct` in the space-separated list? */
-static int type_listed(const char *list, const http_header_t *ct)
+/* Is the media type of Content-Type `ct` in the list? */
+static int type_listed(const lg_strv_t *list, const http_header_t *ct)
 {
-    if (strcmp(list, "*") == 0)
+    if (list->n == 1 && strcmp(list->v[0], "*") == 0)
         return 1;
     if (ct == NULL)
         return 0;
     size_t n = 0;
     while (n < ct->value_len && ct->value[n] != ';' && ct->value[n] != ' ' && ct->value[n] != '\t')
         n++;
-    for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        size_t k = strcspn(p, " ,");
-        if (k && k == n && strncasecmp(p, ct->value, n) == 0)
+    for (size_t i = 0; i < list->n; i++)
+        if (strlen(list->v[i]) == n && strncasecmp(list->v[i], ct->value, n) == 0)
             return 1;
-        p += k;
-    }
     return 0;
 }
 

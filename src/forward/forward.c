@@ -304,14 +304,39 @@ static int load_users(fwd_rt_t *rt, const char *path, char *err, size_t errlen, 
     return rc;
 }
 
+/*
+ * cache_purge_allow: a set per list as written; a level that inherited its
+ * parent's list (the merge copies the pointer) shares the parent's set.
+ */
+static int purge_set(lg_common_t *c, const lg_common_t *parent, const char *file, int line,
+                     char *err, size_t errlen, size_t *used)
+{
+    if (parent && c->cache_purge_allow == parent->cache_purge_allow) {
+        c->cache_purge_rt = parent->cache_purge_rt;
+        return 0;
+    }
+    if (c->cache_purge_allow == NULL || c->cache_purge_allow->n == 0)
+        return 0;
+    return cidrs((lg_cidr_set_t **)&c->cache_purge_rt, c->cache_purge_allow, file, line,
+                 "cache_purge_allow", err, errlen, used);
+}
+
 static void proxy_free(lg_conf_t *conf)
 {
     lg_geo_free(conf->geo);
     conf->geo = NULL;
     for (size_t i = 0; i < conf->nservers; i++) {
-        lg_cidr_free(conf->servers[i].real_ip_rt);
-        conf->servers[i].real_ip_rt = NULL;
+        lg_server_t *srv = &conf->servers[i];
+        lg_cidr_free(srv->real_ip_rt);
+        srv->real_ip_rt = NULL;
+        for (size_t j = 0; j < srv->nroutes; j++)
+            if (srv->routes[j].common.cache_purge_rt != srv->common.cache_purge_rt)
+                lg_cidr_free(srv->routes[j].common.cache_purge_rt);
+        if (srv->common.cache_purge_rt != conf->http.cache_purge_rt)
+            lg_cidr_free(srv->common.cache_purge_rt);
     }
+    lg_cidr_free(conf->http.cache_purge_rt);
+    conf->http.cache_purge_rt = NULL;
 }
 
 int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
@@ -335,8 +360,16 @@ int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
             rc = -1;
         }
     }
+    if (purge_set(&conf->http, NULL, conf->file, conf->http_line, err, errlen, &used) < 0)
+        rc = -1;
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
+        if (purge_set(&srv->common, &conf->http, conf->file, srv->line, err, errlen, &used) < 0)
+            rc = -1;
+        for (size_t j = 0; j < srv->nroutes; j++)
+            if (purge_set(&srv->routes[j].common, &srv->common, conf->file, srv->routes[j].line,
+                          err, errlen, &used) < 0)
+                rc = -1;
         if (srv->real_ip_from && srv->real_ip_from->n &&
             cidrs((lg_cidr_set_t **)&srv->real_ip_rt, srv->real_ip_from, conf->file, srv->line,
                   "real_ip_from", err, errlen, &used) < 0)

@@ -1,14 +1,13 @@
 /*
  * Building message heads: the request sent upstream, the response sent to
- * the client, and responses made here (errors, `return`).  Also the
- * $variable expander that header values and access-log formats share.
+ * the client, and responses made here (errors, `return`).
  *
  * Heads are written into the request arena by a small string builder; they
  * are never longer than the head they come from plus what the configuration
  * adds, so the arena's limit bounds them.
  */
 #include "pipeline/headers.h"
-#include "net/tls.h"
+#include "pipeline/vars.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -16,7 +15,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <unistd.h>
 
 typedef struct sb {
     lg_arena_t *a;
@@ -203,265 +201,15 @@ static const char *http_date(void)
     return buf;
 }
 
-/* ---- variables ---- */
-
-static void esc_add(sb_t *b, const char *v, size_t n, int json)
+/* A template's value, verbatim: header values, rewrite. */
+static void sb_tpl(lg_req_t *s, sb_t *b, const lg_tpl_t *t)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if (json) {
-            if (c == '"' || c == '\\') {
-                char e[2] = { '\\', (char)c };
-                sb_add(b, e, 2);
-            } else if (c < 0x20 || c >= 0x7f) {
-                sb_printf(b, "\\u%04x", c);
-            } else {
-                sb_add(b, (const char *)&c, 1);
-            }
-        } else if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) {
-            sb_printf(b, "\\x%02X", c);
-        } else {
-            sb_add(b, (const char *)&c, 1);
-        }
-    }
-}
-
-/*
- * Append the value of variable name[0..n) to b.  Values from the client are
- * escaped when escape is set (logs); header templates take them verbatim
- * (the parser has already refused CR, LF and NUL).
- */
-/*
- * The address this hop received the request from: the connection's peer,
- * which differs from the client's address when real_ip_from replaced it
- * (X-Forwarded-For then already names the client; appending it again
- * would name it twice and hide the load balancer).
- */
-static const char *hop_text(const lg_req_t *s)
-{
-    return s->conn->peer_text;
-}
-
-static void var_add(lg_req_t *s, sb_t *b, const char *name, size_t n, int escape, int json)
-{
-#define IS(lit) (n == sizeof(lit) - 1 && memcmp(name, lit, n) == 0)
-#define RAW(p, l) do { if (escape) esc_add(b, (p), (l), json); else sb_add(b, (p), (l)); } while (0)
-    char tmp[64];
-    if (IS("remote_addr")) {
-        sb_str(b, s->peer_text);
-    } else if (IS("realip_remote_addr")) {
-        sb_str(b, hop_text(s));
-    } else if (IS("remote_port")) {
-        sb_printf(b, "%u", s->peer_port);
-    } else if (IS("remote_user")) {
-        if (s->user)
-            RAW(s->user, strlen(s->user));
-        else
-            sb_str(b, json ? "" : "-");
-    } else if (IS("time_local") || IS("time_iso8601")) {
-        struct tm tm;
-        time_t now = (time_t)lg_w.loop.wall;
-        localtime_r(&now, &tm);
-        strftime(tmp, sizeof(tmp), IS("time_local") ? "%d/%b/%Y:%H:%M:%S %z"
-                                                   : "%Y-%m-%dT%H:%M:%S%z", &tm);
-        sb_str(b, tmp);
-    } else if (IS("msec")) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        sb_printf(b, "%lld.%03ld", (long long)ts.tv_sec, ts.tv_nsec / 1000000);
-    } else if (IS("request")) {
-        if (s->req.method) {
-            RAW(s->req.method, s->req.method_len);
-            sb_add(b, " ", 1);
-            RAW(s->req.target, s->req.target_len);
-            sb_printf(b, " HTTP/%d.%d", s->req.version / 10, s->req.version % 10);
-        }
-    } else if (IS("request_method")) {
-        if (s->req.method)
-            RAW(s->req.method, s->req.method_len);
-    } else if (IS("request_uri")) {
-        if (s->ri.uri.p)
-            RAW(s->ri.uri.p, s->ri.uri.n);
-    } else if (IS("uri")) {
-        if (s->ri.path.p)
-            RAW(s->ri.path.p, s->ri.path.n);
-    } else if (IS("args") || IS("query_string")) {
-        if (s->ri.query.p)
-            RAW(s->ri.query.p, s->ri.query.n);
-    } else if (IS("host")) {
-        if (s->ri.host.n)
-            RAW(s->ri.host.p, s->ri.host.n);
-        else if (s->server && s->server->nnames)
-            sb_str(b, s->server->names[0].name);
-    } else if (IS("scheme")) {
-        sb_str(b, s->conn->e.ssl || s->conn->refresh_tls ? "https" : "http");
-    } else if (n > 4 && memcmp(name, "ssl_", 4) == 0) {
-        char tmp2[512];
-        tmp2[0] = '\0';
-        if (IS("ssl_protocol"))
-            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_protocol(s->conn->e.ssl));
-        else if (IS("ssl_cipher"))
-            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_cipher(s->conn->e.ssl));
-        else if (IS("ssl_server_name"))
-            snprintf(tmp2, sizeof(tmp2), "%s", lg_tls_server_name(s->conn->e.ssl));
-        else if (IS("ssl_session_reused"))
-            snprintf(tmp2, sizeof(tmp2), "%s", s->conn->e.ssl ? (lg_tls_session_reused(s->conn->e.ssl) ? "r" : ".") : "");
-        else if (IS("ssl_client_s_dn"))
-            lg_tls_client_subject(s->conn->e.ssl, tmp2, sizeof(tmp2));
-        else if (IS("ssl_client_fingerprint"))
-            lg_tls_client_fingerprint(s->conn->e.ssl, tmp2, sizeof(tmp2));
-        else if (IS("ssl_client_verify") && s->conn->e.ssl)
-            lg_tls_client_verify(s->conn->e.ssl, tmp2, sizeof(tmp2));
-        RAW(tmp2, strlen(tmp2));
-    } else if (IS("server_protocol")) {
-        sb_printf(b, "HTTP/%d.%d", s->req.version / 10, s->req.version % 10);
-    } else if (IS("status")) {
-        sb_printf(b, "%03d", s->status);
-    } else if (IS("body_bytes_sent")) {
-        sb_printf(b, "%llu", (unsigned long long)(s->local ? (s->status ? s->bytes_out : 0)
-                                                          : s->rspp.body_bytes));
-    } else if (IS("bytes_sent")) {
-        sb_printf(b, "%llu", (unsigned long long)s->bytes_out);
-    } else if (IS("request_length")) {
-        sb_printf(b, "%llu", (unsigned long long)s->bytes_in);
-    } else if (IS("request_time")) {
-        lg_msec_t d = lg_w.loop.now - s->t_start;
-        sb_printf(b, "%lld.%03lld", (long long)(d / 1000), (long long)(d % 1000));
-    } else if (IS("upstream_addr")) {
-        sb_str(b, s->upstream_addr ? s->upstream_addr : (s->upstream_status ? "" : "-"));
-    } else if (IS("upstream_status")) {
-        if (s->upstream_status)
-            sb_printf(b, "%d", s->upstream_status);
-        else
-            sb_str(b, "-");
-    } else if (IS("upstream_response_time")) {
-        if (s->upstream_status)
-            sb_printf(b, "%lld.%03lld", (long long)(s->upstream_time / 1000),
-                      (long long)(s->upstream_time % 1000));
-        else
-            sb_str(b, "-");
-    } else if (IS("connection")) {
-        sb_printf(b, "%llu", (unsigned long long)s->conn->id);
-    } else if (IS("connection_requests")) {
-        sb_printf(b, "%u", s->conn->requests);
-    } else if (IS("pid")) {
-        sb_printf(b, "%d", (int)getpid());
-    } else if (IS("cache_status")) {
-        sb_str(b, s->cache_status ? s->cache_status : "-");
-    } else if (IS("geo_country")) {
-        sb_str(b, lg_req_country(s));
-    } else if (IS("proxy_host")) {
-        if (s->ri.authority.n)
-            RAW(s->ri.authority.p, s->ri.authority.n);
-    } else if (IS("blocked")) {
-        if (s->blocked)
-            RAW(s->blocked, strlen(s->blocked));
-        else if (escape && !json)
-            sb_add(b, "-", 1);
-    } else if (IS("bytes_received")) {
-        sb_printf(b, "%llu", (unsigned long long)s->bytes_in);
-    } else if (IS("server_name")) {
-        if (s->server && s->server->nnames)
-            sb_str(b, s->server->names[0].name);
-    } else if (n > 7 && memcmp(name, "cookie_", 7) == 0) {
-        char cname[128];
-        if (n - 7 < sizeof(cname)) {
-            memcpy(cname, name + 7, n - 7);
-            cname[n - 7] = '\0';
-            lg_str_t v = lg_headers_cookie(s, cname);
-            if (v.p)
-                RAW(v.p, v.n);
-        }
-    } else if (n > 5 && memcmp(name, "http_", 5) == 0) {
-        /* $http_user_agent: the request header User-Agent */
-        for (size_t i = 0; i < s->req.num_headers; i++) {
-            const http_header_t *h = &s->req.headers[i];
-            if (h->name_len != n - 5)
-                continue;
-            size_t k = 0;
-            for (; k < h->name_len; k++) {
-                char c = h->name[k];
-                c = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : (c == '-' ? '_' : c);
-                if (c != name[5 + k])
-                    break;
-            }
-            if (k == h->name_len) {
-                RAW(h->value, h->value_len);
-                return;
-            }
-        }
-        if (escape && !json)
-            sb_add(b, "-", 1);
-    } else if (n == 1 && name[0] >= '1' && name[0] <= '9') {
-        /* a regex capture of the route */
-        const regmatch_t *m = &s->caps[name[0] - '0'];
-        const char *src = s->mpath;         /* captures refer to the matched path */
-        if (m->rm_so >= 0 && src)
-            sb_add(b, src + m->rm_so, (size_t)(m->rm_eo - m->rm_so));
-    }
-#undef IS
-#undef RAW
-}
-
-static char *expand(lg_req_t *s, sb_t *b, const char *tpl, int escape, int json)
-{
-    for (const char *p = tpl; *p;) {
-        if (*p != '$') {
-            const char *q = strchr(p, '$');
-            size_t n = q ? (size_t)(q - p) : strlen(p);
-            sb_add(b, p, n);
-            p += n;
-            continue;
-        }
-        p++;
-        const char *name = p;
-        size_t n = 0;
-        if (*p == '{') {
-            const char *e = strchr(p, '}');
-            if (e == NULL) {
-                sb_add(b, "${", 2);
-                p++;
-                continue;
-            }
-            name = p + 1;
-            n = (size_t)(e - name);
-            p = e + 1;
-        } else {
-            while ((p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z') ||
-                   (p[n] >= '0' && p[n] <= '9') || p[n] == '_')
-                n++;
-            if (n && name[0] >= '1' && name[0] <= '9')
-                n = 1;          /* "$1abc": capture 1, then "abc" */
-            p += n;
-        }
-        if (n == 0) {
-            sb_add(b, "$", 1);
-            continue;
-        }
-        var_add(s, b, name, n, escape, json);
-    }
-    return b->oom ? NULL : b->p;
-}
-
-char *lg_expand(lg_req_t *s, const char *tpl, int json_escape)
-{
-    sb_t b;
-    sb_init(&b, &s->arena, 256);
-    expand(s, &b, tpl, 1, json_escape);
-    sb_add(&b, "", 1);
-    return b.oom ? NULL : b.p;
-}
-
-/* Variables in a 'return' body, as nginx's "return 200 text": no escaping. */
-const char *lg_expand_text(lg_req_t *s, const char *tpl)
-{
-    if (tpl == NULL || strchr(tpl, '$') == NULL)
-        return tpl;
-    sb_t b;
-    sb_init(&b, &s->arena, strlen(tpl) + 64);
-    expand(s, &b, tpl, 0, 0);
-    sb_add(&b, "", 1);
-    return b.oom ? NULL : b.p;
+    size_t n;
+    const char *v = lg_vars_expand(s, t, LG_VARS_RAW, &n);
+    if (v == NULL)
+        b->oom = 1;
+    else
+        sb_add(b, v, n);
 }
 
 static void add_expanded(lg_req_t *s, sb_t *b, const lg_header_ops_t *ops)
@@ -471,10 +219,7 @@ static void add_expanded(lg_req_t *s, sb_t *b, const lg_header_ops_t *ops)
     for (size_t i = 0; i < ops->n; i++) {
         sb_str(b, ops->v[i].name);
         sb_add(b, ": ", 2);
-        if (strchr(ops->v[i].value, '$'))
-            expand(s, b, ops->v[i].value, 0, 0);
-        else
-            sb_str(b, ops->v[i].value);
+        sb_tpl(s, b, ops->v[i].value);
         sb_add(b, "\r\n", 2);
     }
 }
@@ -527,7 +272,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
     sb_add(&b, " ", 1);
     if (s->route && s->route->rewrite) {
         size_t before = b.n;
-        expand(s, &b, s->route->rewrite, 0, 0);
+        sb_tpl(s, &b, s->route->rewrite);
         if (s->ri.query.p && memchr(b.p + before, '?', b.n - before) == NULL) {
             sb_add(&b, "?", 1);
             sb_add(&b, s->ri.query.p, s->ri.query.n);
@@ -583,7 +328,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
             sb_add(&b, xff->value, xff->value_len);
             sb_add(&b, ", ", 2);
         }
-        sb_str(&b, hop_text(s));
+        sb_str(&b, lg_vars_hop_addr(s));
         sb_add(&b, "\r\n", 2);
     }
     if (c->x_real_ip)
@@ -758,7 +503,7 @@ char *lg_headers_local(lg_req_t *s, int status, const char *body,
         sb_printf(&b, "Proxy-Authenticate: Basic realm=\"%s\"\r\n", s->auth_realm);
     if (location) {
         sb_str(&b, "Location: ");
-        expand(s, &b, location, 0, 0);
+        sb_str(&b, location);
         sb_add(&b, "\r\n", 2);
     }
     if (s->route && s->route->action == LG_ACTION_RETURN)

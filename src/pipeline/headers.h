@@ -22,8 +22,5 @@ lg_str_t lg_headers_cookie(const lg_req_t *r, const char *name);
 int lg_headers_via_loop(const lg_req_t *r);
 /* ...and if so, log it and answer 508 Loop Detected: 1, else 0. */
 int lg_headers_via_refuse(lg_req_t *r);
-/* Expand a template with $variables into the arena (NULL on no memory). */
-char *lg_expand(lg_req_t *r, const char *tpl, int json_escape);
-const char *lg_expand_text(lg_req_t *r, const char *tpl);     /* NULL: out of memory */
 
 #endif

@@ -26,6 +26,7 @@
 #include "net/tls.h"
 #include "pipeline/headers.h"
 #include "pipeline/tunnel.h"
+#include "pipeline/vars.h"
 
 static const lg_stage_t connect_stage, proxy_stage, queued_stage;
 
@@ -100,7 +101,7 @@ static lg_upstream_t *choose_split(lg_req_t *s)
     uint32_t total = 0;
     for (size_t i = 0; i < rt->nsplits; i++)
         total += (uint32_t)rt->splits[i].weight;
-    const char *key = lg_expand(s, rt->split_key, 0);
+    const char *key = lg_vars_expand(s, rt->split_key, LG_VARS_ESCAPE, NULL);
     uint32_t x = key && *key ? (uint32_t)(lg_hash64(key, strlen(key), 0x63616e61ull) % total)
                              : lg_rand_below(&lg_w.rng, total);
     size_t i = 0;
@@ -154,12 +155,13 @@ static int route_phase(lg_req_t *s)
     if (s->route->action == LG_ACTION_RETURN) {
         if (s->ri.body != LG_BODY_NONE)
             s->keep_alive = 0;  /* the body is not read: close after */
-        const char *body = lg_expand_text(s, s->route->body);
-        if (body == NULL && s->route->body) {
+        const char *body = lg_vars_expand(s, s->route->body, LG_VARS_RAW, NULL);
+        const char *location = lg_vars_expand(s, s->route->location, LG_VARS_RAW, NULL);
+        if ((body == NULL && s->route->body) || (location == NULL && s->route->location)) {
             lg_conn_close(s->conn, "out of memory expanding a body");
             return LG_DONE;
         }
-        lg_req_respond(s, s->route->status, body, s->route->location);
+        lg_req_respond(s, s->route->status, body, location);
         return LG_DONE;
     }
     if (c->via && lg_headers_via_refuse(s))

@@ -8,7 +8,7 @@
  * instead of failing the next request that would have picked it.
  */
 #include "proxy/proxy.h"
-#include "pipeline/headers.h"
+#include "pipeline/vars.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -265,7 +265,7 @@ static int pick_server(lg_req_t *s, lg_upstream_t *up, size_t tried, int *full)
         case LG_BAL_IP_HASH:
             return lg_bal_ip_hash(bs, n, (const struct sockaddr *)&s->peer);
         case LG_BAL_HASH: {
-            const char *key = lg_expand(s, up->hash_key, 0);
+            const char *key = lg_vars_expand(s, up->hash_key, LG_VARS_ESCAPE, NULL);
             if (key == NULL || up->maglev == NULL)
                 return lg_bal_wrr(bs, n, cur);
             return lg_bal_maglev(up->maglev, LG_MAGLEV_M, bs, n, key, strlen(key));

@@ -335,5 +335,92 @@ def starting_with_bad_config_fails_fast():
     contains(err, "%s:%d:" % (path, 2))
 
 
+# ---- variables: names are checked when the configuration loads ----
+
+VARS_GOOD = """worker_processes = 1;
+http = {
+  log_format = "$remote_addr ${request} $status $http_user_agent $cookie_sid $upstream_addr $$";
+  cache_key = "$scheme://$host$request_uri";
+  upstreams = {
+    app = { servers = ( "127.0.0.1:9001" ); balance = "hash"; hash_key = "$cookie_uid"; };
+  };
+  servers = (
+    {
+      listen = "127.0.0.1:8080";
+      add_response_headers = { X-Host = "${host}"; X-Price = "5$"; X-Open = "${x"; };
+      routes = (
+        { regex = "^/u/(.*)$"; proxy_pass = "app"; rewrite = "/user/$1"; },
+        { prefix = "/"; proxy_pass = "app"; }
+      );
+    }
+  );
+};
+"""
+
+
+@test
+def known_variables_are_accepted():
+    expect_ok(VARS_GOOD)
+
+
+@test
+def unknown_variable_in_a_header_value():
+    text = GOOD.replace('listen = "127.0.0.1:8080";',
+                        'listen = "127.0.0.1:8080";\n      add_request_headers = { X-Who = "$remote_adr"; };')
+    expect_error(text, 'X-Who', rx=r'unknown variable "\$remote_adr"')
+
+
+@test
+def unknown_variable_in_a_log_format():
+    text = GOOD.replace('http = {', 'http = {\n  log_format = "$remote_addr ${no_such} $status";')
+    expect_error(text, 'log_format', rx=r'unknown variable "\$no_such" in .log_format.')
+
+
+@test
+def unknown_variable_in_a_cache_key():
+    text = GOOD.replace('{ prefix = "/"; proxy_pass = "app"; }',
+                        '{ prefix = "/"; proxy_pass = "app";\n          cache_key = "$host$requst_uri"; }')
+    expect_error(text, 'cache_key', rx=r'unknown variable "\$requst_uri" in .cache_key.')
+
+
+@test
+def every_unknown_variable_is_reported_at_its_line():
+    text = GOOD.replace('http = {', 'http = {\n  log_format = "$nope1";\n  cache_key = "$nope2";') \
+               .replace('listen = "127.0.0.1:8080";',
+                        'listen = "127.0.0.1:8080";\n      add_response_headers = { X-A = "$nope3"; };')
+    err = expect_error(text, 'log_format')
+    path = check_config.last_path
+    for needle, name in (('log_format', 'nope1'), ('cache_key', 'nope2'), ('X-A', 'nope3')):
+        contains(err, '%s:%d: unknown variable "$%s"' % (path, line_of(text, needle), name))
+
+
+def vars_conf(port, o, header):
+    return simple_conf(port, [o], server_extra='add_response_headers = { X-V = "%s"; };' % header)
+
+
+@test
+def reload_with_an_unknown_variable_keeps_the_old_config():
+    o = Origin("o1")
+    port = free_port()
+    lg = Legate(vars_conf(port, o, "old $request_method"))
+    eq(request(port).headers.get("x-v"), "old GET")
+    lg.allow_log(r"legate\.conf")
+    lg.reload(vars_conf(port, o, "new $no_such_var"), expect_ok=False)
+    lg.wait_log(r'legate\.conf:\d+: unknown variable "\$no_such_var"', 5)
+    r = request(port)
+    eq(r.status, 200)
+    eq(r.headers.get("x-v"), "old GET", "the old configuration still serves")
+    lg.reload(vars_conf(port, o, "new $request_method"))
+    eq(request(port).headers.get("x-v"), "new GET")
+
+
+@test
+def bad_cache_lists_are_errors():
+    expect_error(with_route('{ prefix = "/"; proxy_pass = "app";\n          cache_valid = [ "200 10q" ]; }'),
+                 'cache_valid', rx=r"'cache_valid': \"200 10q\" must be status codes")
+    expect_error(with_route('{ prefix = "/"; proxy_pass = "app"; cache_purge_allow = [ "10.0.0.0/99" ]; }'),
+                 'cache_purge_allow', rx=r"'cache_purge_allow': .*10\.0\.0\.0/99")
+
+
 if __name__ == "__main__":
     main()

@@ -311,7 +311,7 @@ static void assert_common_defaults(const lg_common_t *c)
     cr_expect_eq(c->forwarded, 0);
     cr_expect_eq(c->via, 1);
     cr_expect_str_eq(c->access_log, PREFIX "/logs/access.log");
-    cr_expect_str_eq(c->log_format, "combined");
+    cr_expect_str_eq(c->log_format->src, "combined");
 }
 
 Test(conf, minimal_config_gets_every_default)
@@ -465,7 +465,7 @@ Test(conf, inheritance_route_server_http)
     cr_expect_str_eq(sc->access_log, "off");
     cr_expect_str_eq(r0->access_log, PREFIX "/logs/a.log");
     cr_expect_str_eq(r1->access_log, "off");
-    cr_expect_str_eq(r1->log_format, "json");
+    cr_expect_str_eq(r1->log_format->src, "json");
 
     cr_expect_eq(h->client_max_body_size, 1048576);
     cr_expect_eq(sc->client_max_body_size, 16384);
@@ -475,9 +475,9 @@ Test(conf, inheritance_route_server_http)
     /* a level that sets a header list replaces the inherited one */
     cr_assert_eq(r1->add_request_headers->n, 2);
     cr_expect_str_eq(r1->add_request_headers->v[0].name, "X-A");
-    cr_expect_str_eq(r1->add_request_headers->v[0].value, "1");
+    cr_expect_str_eq(r1->add_request_headers->v[0].value->src, "1");
     cr_expect_str_eq(r1->add_request_headers->v[1].name, "X-B");
-    cr_expect_str_eq(r1->add_request_headers->v[1].value, "two");
+    cr_expect_str_eq(r1->add_request_headers->v[1].value->src, "two");
     cr_expect_eq(r0->add_request_headers->n, 0);
     cr_assert_eq(r0->remove_response_headers->n, 1);
     cr_expect_str_eq(r0->remove_response_headers->v[0], "Server");
@@ -503,14 +503,14 @@ Test(conf, routes_of_every_kind)
     cr_expect_eq(s->routes[1].match, LG_MATCH_EXACT);
     cr_expect_eq(s->routes[1].action, LG_ACTION_RETURN);
     cr_expect_eq(s->routes[1].status, 200);
-    cr_expect_str_eq(s->routes[1].body, "ok\n");
+    cr_expect_str_eq(s->routes[1].body->src, "ok\n");
     cr_expect_null(s->routes[1].location);
 
     const lg_route_t *r = &s->routes[2];
     cr_expect_eq(r->match, LG_MATCH_REGEX);
     cr_assert_not_null(r->re);
     cr_expect_eq(r->re->re_nsub, 1);
-    cr_expect_str_eq(r->rewrite, "/user?id=$1");
+    cr_expect_str_eq(r->rewrite->src, "/user?id=$1");
     cr_expect_eq(r->upstream, &c->upstreams[0]);
     regmatch_t m[2];
     cr_assert_eq(regexec(r->re, "/u/42", 2, m, 0), 0);
@@ -519,11 +519,11 @@ Test(conf, routes_of_every_kind)
     cr_expect_neq(regexec(r->re, "/u/x", 2, m, 0), 0);
 
     cr_expect_eq(s->routes[3].status, 301);
-    cr_expect_str_eq(s->routes[3].location, "https://example.com/new/");
+    cr_expect_str_eq(s->routes[3].location->src, "https://example.com/new/");
     cr_expect_eq(s->routes[4].match, LG_MATCH_PREFIX);      /* path = synonym */
     cr_expect_str_eq(s->routes[4].pattern, "/p/");
-    cr_expect_str_eq(s->routes[5].location, "/new/$1");
-    cr_expect_str_eq(s->routes[5].body, "");
+    cr_expect_str_eq(s->routes[5].location->src, "/new/$1");
+    cr_expect_str_eq(s->routes[5].body->src, "");
     lg_conf_free(c);
 }
 
@@ -940,7 +940,7 @@ static void assert_common_eq(const lg_common_t *a, const lg_common_t *b)
         cr_assert_eq(ha[k]->n, hb[k]->n);
         for (size_t i = 0; i < ha[k]->n; i++) {
             cr_expect_str_eq(ha[k]->v[i].name, hb[k]->v[i].name);
-            cr_expect_str_eq(ha[k]->v[i].value, hb[k]->v[i].value);
+            cr_expect_str_eq(ha[k]->v[i].value->src, hb[k]->v[i].value->src);
         }
     }
     const lg_strv_t *sa[] = { a->remove_request_headers, a->remove_response_headers };
@@ -957,7 +957,7 @@ static void assert_common_eq(const lg_common_t *a, const lg_common_t *b)
     cr_expect_eq(a->forwarded, b->forwarded);
     cr_expect_eq(a->via, b->via);
     cr_expect_str_eq(a->access_log, b->access_log);
-    cr_expect_str_eq(a->log_format, b->log_format);
+    cr_expect_str_eq(a->log_format->src, b->log_format->src);
 }
 
 static void assert_addr_eq(const lg_addr_t *a, const lg_addr_t *b)
@@ -965,6 +965,11 @@ static void assert_addr_eq(const lg_addr_t *a, const lg_addr_t *b)
     cr_expect_eq(a->len, b->len);
     cr_expect_eq(memcmp(&a->ss, &b->ss, a->len), 0, "%s vs %s", a->text, b->text);
     cr_expect_str_eq(a->text, b->text);
+}
+
+static const char *tpl_src(const lg_tpl_t *t)
+{
+    return t ? t->src : NULL;
 }
 
 static void assert_str_or_null_eq(const char *a, const char *b)
@@ -1025,10 +1030,10 @@ static void assert_conf_eq(const lg_conf_t *a, const lg_conf_t *b)
             cr_expect_eq(r->action, q->action);
             if (r->action == LG_ACTION_PROXY)
                 cr_expect_str_eq(r->upstream->name, q->upstream->name);
-            assert_str_or_null_eq(r->rewrite, q->rewrite);
+            assert_str_or_null_eq(tpl_src(r->rewrite), tpl_src(q->rewrite));
             cr_expect_eq(r->status, q->status);
-            assert_str_or_null_eq(r->body, q->body);
-            assert_str_or_null_eq(r->location, q->location);
+            assert_str_or_null_eq(tpl_src(r->body), tpl_src(q->body));
+            assert_str_or_null_eq(tpl_src(r->location), tpl_src(q->location));
             assert_common_eq(&r->common, &q->common);
         }
     }
@@ -1173,10 +1178,10 @@ Test(conf, fixture_full)
     cr_expect_eq(r->common.client_max_body_size, INT64_C(2147483648));
     cr_expect_eq(r->common.client_header_timeout, 500);
     cr_expect_eq(r->common.proxy_connect_timeout, 86400000);
-    cr_expect_str_eq(r->common.add_request_headers->v[1].value, "$remote_addr");
+    cr_expect_str_eq(r->common.add_request_headers->v[1].value->src, "$remote_addr");
     cr_expect_eq(c->servers[0].routes[1].common.client_max_body_size, 1048576);
     cr_expect_eq(c->servers[1].routes[0].common.client_max_body_size, 16384);
-    cr_expect_str_eq(c->servers[1].routes[0].common.log_format, "json");
+    cr_expect_str_eq(c->servers[1].routes[0].common.log_format->src, "json");
     lg_conf_free(c);
 }
 
@@ -1246,7 +1251,7 @@ Test(conf, shipped_demo_config)
             seen_health = 1;
             cr_expect_eq(r->action, LG_ACTION_RETURN);
             cr_expect_eq(r->status, 200);
-            cr_expect_str_eq(r->body, "ok\n");
+            cr_expect_str_eq(r->body->src, "ok\n");
         }
         if (r->match == LG_MATCH_PREFIX && strcmp(r->pattern, "/") == 0) {
             seen_root = 1;

@@ -1,0 +1,451 @@
+/*
+ * The variables of templates.  Names are looked up here only while a
+ * configuration loads; a request's expansion selects each getter by the index
+ * the template was compiled with.  A new variable is one enum entry, one row
+ * of the table and one case of var_get(), plus its line in the VARIABLES
+ * section of doc/legate.conf.5.
+ *
+ * The getters read the session's fields and nothing more, so that they
+ * follow the session wherever its fields move.
+ */
+#include "pipeline/vars.h"
+
+#include "pipeline/headers.h"
+#include "net/tls.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+    V_REMOTE_ADDR, V_REALIP_REMOTE_ADDR, V_REMOTE_PORT, V_REMOTE_USER,
+    V_TIME_LOCAL, V_TIME_ISO8601, V_MSEC,
+    V_REQUEST, V_REQUEST_METHOD, V_REQUEST_URI, V_URI, V_ARGS, V_QUERY_STRING,
+    V_HOST, V_SCHEME, V_SERVER_PROTOCOL, V_SERVER_NAME, V_PROXY_HOST,
+    V_SSL_PROTOCOL, V_SSL_CIPHER, V_SSL_SERVER_NAME, V_SSL_SESSION_REUSED,
+    V_SSL_CLIENT_S_DN, V_SSL_CLIENT_FINGERPRINT, V_SSL_CLIENT_VERIFY,
+    V_STATUS, V_BODY_BYTES_SENT, V_BYTES_SENT, V_REQUEST_LENGTH, V_BYTES_RECEIVED,
+    V_REQUEST_TIME,
+    V_UPSTREAM_ADDR, V_UPSTREAM_STATUS, V_UPSTREAM_RESPONSE_TIME,
+    V_CONNECTION, V_CONNECTION_REQUESTS, V_PID,
+    V_CACHE_STATUS, V_GEO_COUNTRY, V_BLOCKED,
+    V_HTTP, V_COOKIE, V_CAPTURE,
+    V_COUNT
+};
+
+enum {
+    F_PREFIX = 1,           /* the name is a prefix, the rest of it the argument */
+    F_DIGIT  = 2,           /* one digit 1..9, which is the argument */
+};
+
+static const struct {
+    const char *name;
+    unsigned    flags;
+} vars[V_COUNT] = {
+    [V_REMOTE_ADDR]              = { "remote_addr", 0 },
+    [V_REALIP_REMOTE_ADDR]       = { "realip_remote_addr", 0 },
+    [V_REMOTE_PORT]              = { "remote_port", 0 },
+    [V_REMOTE_USER]              = { "remote_user", 0 },
+    [V_TIME_LOCAL]               = { "time_local", 0 },
+    [V_TIME_ISO8601]             = { "time_iso8601", 0 },
+    [V_MSEC]                     = { "msec", 0 },
+    [V_REQUEST]                  = { "request", 0 },
+    [V_REQUEST_METHOD]           = { "request_method", 0 },
+    [V_REQUEST_URI]              = { "request_uri", 0 },
+    [V_URI]                      = { "uri", 0 },
+    [V_ARGS]                     = { "args", 0 },
+    [V_QUERY_STRING]             = { "query_string", 0 },
+    [V_HOST]                     = { "host", 0 },
+    [V_SCHEME]                   = { "scheme", 0 },
+    [V_SERVER_PROTOCOL]          = { "server_protocol", 0 },
+    [V_SERVER_NAME]              = { "server_name", 0 },
+    [V_PROXY_HOST]               = { "proxy_host", 0 },
+    [V_SSL_PROTOCOL]             = { "ssl_protocol", 0 },
+    [V_SSL_CIPHER]               = { "ssl_cipher", 0 },
+    [V_SSL_SERVER_NAME]          = { "ssl_server_name", 0 },
+    [V_SSL_SESSION_REUSED]       = { "ssl_session_reused", 0 },
+    [V_SSL_CLIENT_S_DN]          = { "ssl_client_s_dn", 0 },
+    [V_SSL_CLIENT_FINGERPRINT]   = { "ssl_client_fingerprint", 0 },
+    [V_SSL_CLIENT_VERIFY]        = { "ssl_client_verify", 0 },
+    [V_STATUS]                   = { "status", 0 },
+    [V_BODY_BYTES_SENT]          = { "body_bytes_sent", 0 },
+    [V_BYTES_SENT]               = { "bytes_sent", 0 },
+    [V_REQUEST_LENGTH]           = { "request_length", 0 },
+    [V_BYTES_RECEIVED]           = { "bytes_received", 0 },
+    [V_REQUEST_TIME]             = { "request_time", 0 },
+    [V_UPSTREAM_ADDR]            = { "upstream_addr", 0 },
+    [V_UPSTREAM_STATUS]          = { "upstream_status", 0 },
+    [V_UPSTREAM_RESPONSE_TIME]   = { "upstream_response_time", 0 },
+    [V_CONNECTION]               = { "connection", 0 },
+    [V_CONNECTION_REQUESTS]      = { "connection_requests", 0 },
+    [V_PID]                      = { "pid", 0 },
+    [V_CACHE_STATUS]             = { "cache_status", 0 },
+    [V_GEO_COUNTRY]              = { "geo_country", 0 },
+    [V_BLOCKED]                  = { "blocked", 0 },
+    [V_HTTP]                     = { "http_", F_PREFIX },
+    [V_COOKIE]                   = { "cookie_", F_PREFIX },
+    [V_CAPTURE]                  = { "1", F_DIGIT },     /* $1 .. $9 */
+};
+
+int lg_vars_lookup(const char *name, size_t n, size_t *arg)
+{
+    for (int i = 0; i < V_COUNT; i++) {
+        size_t k = strlen(vars[i].name);
+        if (vars[i].flags & F_DIGIT) {
+            if (n == 1 && name[0] >= '1' && name[0] <= '9') {
+                *arg = 0;
+                return i;
+            }
+        } else if (vars[i].flags & F_PREFIX) {
+            if (n > k && memcmp(name, vars[i].name, k) == 0) {
+                *arg = k;
+                return i;
+            }
+        } else if (n == k && memcmp(name, vars[i].name, k) == 0) {
+            *arg = n;
+            return i;
+        }
+    }
+    return -1;
+}
+
+void lg_vars_init(void)
+{
+    lg_conf_set_var_lookup(lg_vars_lookup);
+}
+
+/* ---- the value being built, in the request's arena ---- */
+
+typedef struct out {
+    lg_arena_t *a;
+    char       *p;
+    size_t      n, cap;
+    int         oom;
+} out_t;
+
+static void out_add(out_t *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap * 2;
+        while (cap < b->n + n)
+            cap *= 2;
+        char *p = lg_arena_alloc(b->a, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        memcpy(p, b->p, b->n);
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+static void out_str(out_t *b, const char *s) { out_add(b, s, strlen(s)); }
+
+static void out_printf(out_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(out_t *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        out_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+/* Bytes from the client, escaped for a log line or a key. */
+static void out_esc(out_t *b, const char *v, size_t n, int json)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (json) {
+            if (c == '"' || c == '\\') {
+                char e[2] = { '\\', (char)c };
+                out_add(b, e, 2);
+            } else if (c < 0x20 || c >= 0x7f) {
+                out_printf(b, "\\u%04x", c);
+            } else {
+                out_add(b, (const char *)&c, 1);
+            }
+        } else if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) {
+            out_printf(b, "\\x%02X", c);
+        } else {
+            out_add(b, (const char *)&c, 1);
+        }
+    }
+}
+
+/* ---- the getters ---- */
+
+/* One definition for $realip_remote_addr and X-Forwarded-For (headers.c),
+ * which must agree: the connection's peer (after any PROXY header), which
+ * differs from the client's address when real_ip_from replaced it. */
+const char *lg_vars_hop_addr(const lg_req_t *s)
+{
+    return s->conn->peer_text;
+}
+
+/* $http_user_agent is the request header User-Agent: lower case, '-' as '_'. */
+static const http_header_t *header_named(const lg_req_t *s, const char *name, size_t n)
+{
+    for (size_t i = 0; i < s->req.num_headers; i++) {
+        const http_header_t *h = &s->req.headers[i];
+        if (h->name_len != n)
+            continue;
+        size_t k = 0;
+        for (; k < n; k++) {
+            char c = h->name[k];
+            c = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : (c == '-' ? '_' : c);
+            if (c != name[k])
+                break;
+        }
+        if (k == n)
+            return h;
+    }
+    return NULL;
+}
+
+/*
+ * Append variable part->var to b.  Values from the client are escaped unless
+ * esc is LG_VARS_RAW: header templates take them verbatim, as the parser has
+ * already refused CR, LF and NUL in them.
+ */
+static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_esc_t esc)
+{
+    int escape = esc != LG_VARS_RAW, json = esc == LG_VARS_JSON;
+#define RAW(p, l) do { if (escape) out_esc(b, (p), (l), json); else out_add(b, (p), (l)); } while (0)
+    char tmp[512];
+    tmp[0] = '\0';
+    switch (part->var) {
+    case V_REMOTE_ADDR:
+        out_str(b, s->peer_text);
+        break;
+    case V_REALIP_REMOTE_ADDR:
+        out_str(b, lg_vars_hop_addr(s));
+        break;
+    case V_REMOTE_PORT:
+        out_printf(b, "%u", s->peer_port);
+        break;
+    case V_REMOTE_USER:
+        if (s->user)
+            RAW(s->user, strlen(s->user));
+        else
+            out_str(b, json ? "" : "-");
+        break;
+    case V_TIME_LOCAL:
+    case V_TIME_ISO8601: {
+        struct tm tm;
+        time_t now = (time_t)lg_w.loop.wall;
+        localtime_r(&now, &tm);
+        strftime(tmp, sizeof(tmp), part->var == V_TIME_LOCAL ? "%d/%b/%Y:%H:%M:%S %z"
+                                                            : "%Y-%m-%dT%H:%M:%S%z", &tm);
+        out_str(b, tmp);
+        break;
+    }
+    case V_MSEC: {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        out_printf(b, "%lld.%03ld", (long long)ts.tv_sec, ts.tv_nsec / 1000000);
+        break;
+    }
+    case V_REQUEST:
+        if (s->req.method) {
+            RAW(s->req.method, s->req.method_len);
+            out_add(b, " ", 1);
+            RAW(s->req.target, s->req.target_len);
+            out_printf(b, " HTTP/%d.%d", s->req.version / 10, s->req.version % 10);
+        }
+        break;
+    case V_REQUEST_METHOD:
+        if (s->req.method)
+            RAW(s->req.method, s->req.method_len);
+        break;
+    case V_REQUEST_URI:
+        if (s->ri.uri.p)
+            RAW(s->ri.uri.p, s->ri.uri.n);
+        break;
+    case V_URI:
+        if (s->ri.path.p)
+            RAW(s->ri.path.p, s->ri.path.n);
+        break;
+    case V_ARGS:
+    case V_QUERY_STRING:
+        if (s->ri.query.p)
+            RAW(s->ri.query.p, s->ri.query.n);
+        break;
+    case V_HOST:
+        if (s->ri.host.n)
+            RAW(s->ri.host.p, s->ri.host.n);
+        else if (s->server && s->server->nnames)
+            out_str(b, s->server->names[0].name);
+        break;
+    case V_SCHEME:
+        out_str(b, s->conn->e.ssl || s->conn->refresh_tls ? "https" : "http");
+        break;
+    case V_SERVER_PROTOCOL:
+        out_printf(b, "HTTP/%d.%d", s->req.version / 10, s->req.version % 10);
+        break;
+    case V_SERVER_NAME:
+        if (s->server && s->server->nnames)
+            out_str(b, s->server->names[0].name);
+        break;
+    case V_PROXY_HOST:
+        if (s->ri.authority.n)
+            RAW(s->ri.authority.p, s->ri.authority.n);
+        break;
+    case V_SSL_PROTOCOL:
+        RAW(lg_tls_protocol(s->conn->e.ssl), strlen(lg_tls_protocol(s->conn->e.ssl)));
+        break;
+    case V_SSL_CIPHER:
+        RAW(lg_tls_cipher(s->conn->e.ssl), strlen(lg_tls_cipher(s->conn->e.ssl)));
+        break;
+    case V_SSL_SERVER_NAME:
+        RAW(lg_tls_server_name(s->conn->e.ssl), strlen(lg_tls_server_name(s->conn->e.ssl)));
+        break;
+    case V_SSL_SESSION_REUSED:
+        if (s->conn->e.ssl)
+            out_str(b, lg_tls_session_reused(s->conn->e.ssl) ? "r" : ".");
+        break;
+    case V_SSL_CLIENT_S_DN:
+        lg_tls_client_subject(s->conn->e.ssl, tmp, sizeof(tmp));
+        RAW(tmp, strlen(tmp));
+        break;
+    case V_SSL_CLIENT_FINGERPRINT:
+        lg_tls_client_fingerprint(s->conn->e.ssl, tmp, sizeof(tmp));
+        RAW(tmp, strlen(tmp));
+        break;
+    case V_SSL_CLIENT_VERIFY:
+        if (s->conn->e.ssl)
+            lg_tls_client_verify(s->conn->e.ssl, tmp, sizeof(tmp));
+        RAW(tmp, strlen(tmp));
+        break;
+    case V_STATUS:
+        out_printf(b, "%03d", s->status);
+        break;
+    case V_BODY_BYTES_SENT:
+        out_printf(b, "%llu", (unsigned long long)(s->local ? (s->status ? s->bytes_out : 0)
+                                                          : s->rspp.body_bytes));
+        break;
+    case V_BYTES_SENT:
+        out_printf(b, "%llu", (unsigned long long)s->bytes_out);
+        break;
+    case V_REQUEST_LENGTH:
+    case V_BYTES_RECEIVED:
+        out_printf(b, "%llu", (unsigned long long)s->bytes_in);
+        break;
+    case V_REQUEST_TIME: {
+        lg_msec_t d = lg_w.loop.now - s->t_start;
+        out_printf(b, "%lld.%03lld", (long long)(d / 1000), (long long)(d % 1000));
+        break;
+    }
+    case V_UPSTREAM_ADDR:
+        out_str(b, s->upstream_addr ? s->upstream_addr : (s->upstream_status ? "" : "-"));
+        break;
+    case V_UPSTREAM_STATUS:
+        if (s->upstream_status)
+            out_printf(b, "%d", s->upstream_status);
+        else
+            out_str(b, "-");
+        break;
+    case V_UPSTREAM_RESPONSE_TIME:
+        if (s->upstream_status)
+            out_printf(b, "%lld.%03lld", (long long)(s->upstream_time / 1000),
+                       (long long)(s->upstream_time % 1000));
+        else
+            out_str(b, "-");
+        break;
+    case V_CONNECTION:
+        out_printf(b, "%llu", (unsigned long long)s->conn->id);
+        break;
+    case V_CONNECTION_REQUESTS:
+        out_printf(b, "%u", s->conn->requests);
+        break;
+    case V_PID:
+        out_printf(b, "%d", (int)getpid());
+        break;
+    case V_CACHE_STATUS:
+        out_str(b, s->cache_status ? s->cache_status : "-");
+        break;
+    case V_GEO_COUNTRY:
+        out_str(b, lg_req_country(s));
+        break;
+    case V_BLOCKED:
+        if (s->blocked)
+            RAW(s->blocked, strlen(s->blocked));
+        else if (escape && !json)
+            out_add(b, "-", 1);
+        break;
+    case V_HTTP: {
+        const http_header_t *h = header_named(s, part->text, part->len);
+        if (h)
+            RAW(h->value, h->value_len);
+        else if (escape && !json)
+            out_add(b, "-", 1);
+        break;
+    }
+    case V_COOKIE: {
+        lg_str_t v = lg_headers_cookie(s, part->text);
+        if (v.p)
+            RAW(v.p, v.n);
+        break;
+    }
+    case V_CAPTURE: {
+        /* captures refer to the path the route matched */
+        const regmatch_t *m = &s->caps[part->text[0] - '0'];
+        if (m->rm_so >= 0 && s->mpath)
+            out_add(b, s->mpath + m->rm_so, (size_t)(m->rm_eo - m->rm_so));
+        break;
+    }
+    default:            /* LG_TPL_UNCHECKED: compiled without the table */
+        break;
+    }
+#undef RAW
+}
+
+const char *lg_vars_expand(lg_req_t *s, const lg_tpl_t *t, lg_vars_esc_t esc, size_t *len)
+{
+    if (t == NULL)
+        return NULL;
+    if (t->nvars == 0) {
+        if (len)
+            *len = strlen(t->src);
+        return t->src;
+    }
+    out_t b = { .a = &s->arena, .cap = strlen(t->src) + 256 };
+    if ((b.p = lg_arena_alloc(b.a, b.cap)) == NULL)
+        return NULL;
+    for (size_t i = 0; i < t->nparts; i++) {
+        const lg_tpl_part_t *part = &t->parts[i];
+        if (part->var == LG_TPL_LITERAL)
+            out_add(&b, part->text, part->len);
+        else
+            var_get(s, &b, part, esc);
+    }
+    out_add(&b, "", 1);
+    if (b.oom)
+        return NULL;
+    if (len)
+        *len = b.n - 1;
+    return b.p;
+}
+
+const lg_tpl_t *lg_vars_builtin(const char *src)
+{
+    static lg_arena_t arena;
+    static int ready;
+    char err[128];
+    if (!ready) {
+        lg_arena_init(&arena, 4096, 0);
+        lg_vars_init();
+        ready = 1;
+    }
+    return lg_tpl_compile(&arena, src, err, sizeof(err));
+}
