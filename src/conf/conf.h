@@ -135,6 +135,7 @@ typedef struct lg_common {
     int x_real_ip;                      /* 0 */
     int forwarded;                      /* 0: RFC 7239 header */
     int via;                            /* 1 */
+    int server_timing;                  /* 0: Server-Timing on proxied answers (feature/server_timing.c) */
 
     int      gzip;                      /* bool, default 0: compress responses */
     int      gzip_level;                /* 1..9, default 1 */

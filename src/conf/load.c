@@ -173,6 +173,7 @@ const directive_t ld_common_dirs[] = {
     ROW("x_real_ip",               D_BOOL,     0, 1,      "false", lg_common_t, x_real_ip),
     ROW("forwarded",               D_BOOL,     0, 1,      "false", lg_common_t, forwarded),
     ROW("via",                     D_BOOL,     0, 1,      "true",  lg_common_t, via),
+    ROW("server_timing",           D_BOOL,     0, 1,      "false", lg_common_t, server_timing),
     ROW("gzip",                    D_BOOL,     0, 1,      "false", lg_common_t, gzip),
     ROW("gzip_level",              D_INT,      1, 9,      "1",     lg_common_t, gzip_level),
     ROW("gzip_min_length",         D_SIZE,     0, INT64_MAX, "20", lg_common_t, gzip_min_length),

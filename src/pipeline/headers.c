@@ -442,6 +442,8 @@ char *lg_headers_client(lg_req_t *s, const http_response_t *r,
     }
     if (s->cache_status)
         sb_printf(&b, "X-Cache: %s\r\n", s->cache_status);
+    if (s->response_extra)
+        sb_str(&b, s->response_extra);
     if (s->set_cookie) {
         sb_str(&b, "Set-Cookie: ");
         sb_str(&b, s->set_cookie);

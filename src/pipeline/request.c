@@ -10,6 +10,8 @@
  */
 #include "pipeline/request.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,6 +131,23 @@ const lg_common_t *lg_req_common(const lg_req_t *r)
     if (r->server)
         return &r->server->common;
     return &r->conn->bind->default_server->common;
+}
+
+int lg_req_add_header(lg_req_t *r, const char *name, const char *fmt, ...)
+{
+    char val[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(val, sizeof(val), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(val))
+        return -1;
+    const char *was = r->response_extra ? r->response_extra : "";
+    char *s = lg_arena_printf(&r->arena, "%s%s: %s\r\n", was, name, val);
+    if (s == NULL)
+        return -1;
+    r->response_extra = s;
+    return 0;
 }
 
 /* ---- the phase engine ---- */

@@ -199,6 +199,7 @@ struct lg_req {
     struct lg_tunnel *tunnel;   /* arena: a tunnel relay, once the request became one */
 
     const char     *upstream_extra;  /* header lines features add to the upstream head */
+    const char     *response_extra;  /* ...and to the client's response head (lg_req_add_header) */
     int             own_conditionals; /* a feature (the cache) asks its own: drop the client's */
 
     /* the response head as features see it (RESPONSE phase), on the stack
@@ -274,6 +275,11 @@ void lg_req_send_raw(lg_req_t *r, int status, const char *head, size_t hlen,
 /* The settings that apply: the route's, or (before routing) the server's,
  * or the listener's default server's. */
 const lg_common_t *lg_req_common(const lg_req_t *r);
+
+/* A header line for the client's response head (RESPONSE phase handlers):
+ * appended in the arena; 0, or -1 out of memory. */
+int lg_req_add_header(lg_req_t *r, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* client_addr.c: real_ip_from applied to the head just parsed; the country. */
 const char *lg_req_country(lg_req_t *r);

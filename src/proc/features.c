@@ -12,7 +12,7 @@
 #include "pipeline/request.h"
 #include "proxy/proxy.h"
 
-extern const lg_feature_t lg_feature_realip, lg_feature_max_forwards;
+extern const lg_feature_t lg_feature_realip, lg_feature_max_forwards, lg_feature_server_timing;
 
 static const lg_feature_t *const features[] = {
     &lg_feature_realip,         /* POST_READ: the client's address first */
@@ -21,6 +21,7 @@ static const lg_feature_t *const features[] = {
     &lg_feature_reverse,        /* ROUTE, CONTENT, LOG: routes and upstreams */
     &lg_feature_cache,          /* CACHE, RESPONSE, BODY, UPSTREAM_ERROR */
     &lg_feature_coding,         /* REQUEST_BODY, RESPONSE, BODY: after the cache's tap */
+    &lg_feature_server_timing,  /* RESPONSE */
     &lg_feature_accesslog,      /* LOG */
     &lg_feature_cache_log,      /* LOG: after the access line */
 };

@@ -255,5 +255,28 @@ def a_chain_of_two_legates_with_their_own_via_names():
     contains(err, "legate.conf:1: 'via_name' must be a host name or a token")
 
 
+
+@test
+def server_timing_on_a_route_only():
+    """server_timing (feature/server_timing.c): the upstream's head time and
+    legate's time so far on proxied answers of the routes that ask for it."""
+    o = Origin("o1")
+    lg = Legate(simple_conf(free_port(), [o], routes=(
+        '{ prefix = "/timed/"; proxy_pass = "app"; server_timing = true; },'
+        '{ prefix = "/"; proxy_pass = "app"; }')))
+    r = request(lg.port, target="/timed/x?delay=150")
+    eq(r.status, 200)
+    st = r.headers.get("Server-Timing")
+    ok(st is not None, "no Server-Timing: %r" % r.headers)
+    m = re.fullmatch(r"upstream;dur=(\d+), proxy;dur=(\d+)", st)
+    ok(m, "Server-Timing %r" % st)
+    up, px = int(m.group(1)), int(m.group(2))
+    ok(150 <= up < 5000, "upstream took %d ms for a 150 ms delay" % up)
+    ok(px >= up, "proxy time %d below the upstream's %d" % (px, up))
+    r = request(lg.port, target="/other")
+    eq(r.status, 200)
+    ok("Server-Timing" not in r.headers, "Server-Timing where it is off: %r" % r.headers)
+
+
 if __name__ == "__main__":
     main()
