@@ -106,7 +106,8 @@ static int v2(int fd, const unsigned char *b, size_t n, struct sockaddr_storage 
     return consume(fd, 16 + len) < 0 ? -1 : 1;
 }
 
-int lg_proxyproto_read(int fd, struct sockaddr_storage *src, char *why, size_t whylen)
+/* 1 read, 0 not all here yet, -1 invalid. */
+static int read_header(int fd, struct sockaddr_storage *src, char *why, size_t whylen)
 {
     unsigned char b[536];
     ssize_t n = recv(fd, b, sizeof(b), MSG_PEEK);
@@ -124,4 +125,10 @@ int lg_proxyproto_read(int fd, struct sockaddr_storage *src, char *why, size_t w
         return v1(fd, (const char *)b, (size_t)n, src, why, whylen);
     snprintf(why, whylen, "no PROXY header");
     return -1;
+}
+
+int lg_proxyproto_read(int fd, struct sockaddr_storage *src, char *why, size_t whylen)
+{
+    int rc = read_header(fd, src, why, whylen);
+    return rc > 0 ? LG_OK : rc == 0 ? LG_AGAIN : LG_ERROR;
 }

@@ -11,8 +11,11 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-/* 1: header read, *src set (unchanged for LOCAL / UNKNOWN); 0: not all
- * here yet (wait for readable); -1: not a valid header (why says). */
+#include "core/rc.h"
+
+/* LG_OK: header read, *src set (unchanged for LOCAL / UNKNOWN); LG_AGAIN:
+ * not all here yet (wait for readable); LG_ERROR: not a valid header (why
+ * says). */
 int lg_proxyproto_read(int fd, struct sockaddr_storage *src, char *why, size_t whylen);
 
 #endif

@@ -126,12 +126,12 @@ static void proxyproto_step(lg_conn_t *c)
     struct sockaddr_storage src = c->peer;
     char why[128];
     int rc = lg_proxyproto_read(c->e.io.fd, &src, why, sizeof(why));
-    if (rc == 0) {
+    if (rc == LG_AGAIN) {
         c->e.r_ready = 0;
         c->e.want_r = 1;
         return;
     }
-    if (rc < 0) {
+    if (rc == LG_ERROR) {
         lg_info("client %s: %s", c->peer_text, why);
         lg_conn_close(c, "bad PROXY protocol header");
         return;

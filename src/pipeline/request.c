@@ -267,10 +267,11 @@ void lg_req_finish(lg_req_t *r)
 {
     LG_CHECK_REQ(r);
     r->stage = NULL;
-    if (r->local == NULL)
-        r->bytes_out = r->rspp.wire_bytes;
-    if (r->tunnel == NULL)
+    if (r->tunnel == NULL) {    /* a tunnel counts its spliced bytes too */
+        if (r->local == NULL)
+            r->bytes_out = r->rspp.wire_bytes;
         r->bytes_in = r->head_len + r->reqp.body_bytes;
+    }
     run_one(r, LG_PH_LOG);
     r->conn->fe->done(r->conn, r);
 }

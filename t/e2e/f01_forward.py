@@ -5,6 +5,7 @@ access, blocklists (100,000 names), URL filters, SSRF defaults, the CONNECT
 port allowlist, DNS through a test resolver with a cache, the forward log."""
 import json
 import os
+import re
 import random
 import shutil
 import socket
@@ -151,6 +152,16 @@ http = { upstreams = { o = { servers = ( "%s" ); }; };
     eq(len(big[2]), 3000000, "a large body through the tunnel")
     wait_until(lambda: "\"CONNECT origin.test:%d\" 200" % o.port in open(lg.access_log).read(), 5,
                what="the tunnel in the forward log")
+    # the tunnel's line counts what went through it, spliced bytes included
+    def tunnel_bytes():
+        for line in open(lg.access_log):
+            m = re.search(r'"CONNECT origin\.test:%d" 200 (\d+) (\d+) ' % o.port, line)
+            if m and int(m.group(2)) >= 3000000:
+                return int(m.group(1)), int(m.group(2))
+        return None
+    wait_until(tunnel_bytes, 5, what="a tunnel line with the 3 MB body in $bytes_sent")
+    rcvd, sent = tunnel_bytes()
+    ok(rcvd > 60, "bytes received %d: at least the CONNECT head and the GET in the tunnel" % rcvd)
     shutil.rmtree(certs, ignore_errors=True)
 
 
