@@ -220,6 +220,10 @@ static void conn_arm(lg_conn_t *c)
 
 void lg_conn_run(lg_conn_t *c)
 {
+    /* closed in this loop round by whoever calls (its memory goes after
+     * the round): nothing to run */
+    if (c->state == LG_C_CLOSED)
+        return;
     LG_CHECK_CONN(c);
     /* each step says again what it waits on; the timer follows from that */
     c->e.want_r = c->e.want_w = 0;
