@@ -1,5 +1,5 @@
 /*
- * Max-Forwards (RFC 9110 7.6.2), a feature in the POST_READ phase so it
+ * Max-Forwards (RFC 9110 7.6.2), a feature first in the ACCESS phase so it
  * holds for the reverse and the forward proxy alike: TRACE and OPTIONS
  * with Max-Forwards 0 are answered here, others go on decremented
  * (headers.c writes r->max_forwards - 1).
@@ -60,5 +60,5 @@ static int max_forwards(lg_req_t *s)
 
 const lg_feature_t lg_feature_max_forwards = {
     .name = "max_forwards",
-    .handlers = { { LG_PH_POST_READ, max_forwards } },
+    .handlers = { { LG_PH_ACCESS, max_forwards } },
 };

@@ -51,8 +51,9 @@ static int socks_error(lg_conn_t *c, lg_req_t *s, int http_status)
 {
     (void)c;
     unsigned char r[10] = { 5, socks_code(http_status), 0, 1, 0, 0, 0, 0, 0, 0 };
-    s->status = http_status;
     reply(s, r, sizeof(r));
+    /* logged once it was a request (a destination named), not before */
+    s->status = s->req.method ? http_status : 0;
     lg_req_finish(s);
     return 1;
 }
@@ -252,9 +253,11 @@ static void socks_timeout(lg_conn_t *c)
         lg_conn_close(c, "client timed out during SOCKS negotiation");
 }
 
-static int socks_idle(const lg_conn_t *c)
+/* Graceful stop: negotiations and tunnels go on (shutdown_timeout bounds
+ * them); a SOCKS5 client has no way to be told to go elsewhere. */
+static void socks_drain(lg_conn_t *c)
 {
-    return c->req == NULL || (c->req->phase == LG_PH_NONE && c->req->stage == NULL);
+    (void)c;
 }
 
 static void socks_done(lg_conn_t *c, lg_req_t *r)
@@ -271,7 +274,7 @@ static const lg_frontend_t socks_frontend = {
     .step = socks_step,
     .arm = socks_arm,
     .timeout = socks_timeout,
-    .idle = socks_idle,
+    .drain = socks_drain,
     .done = socks_done,
     .error = socks_error,
     .tunnel_ok = (const char *)socks_ok,

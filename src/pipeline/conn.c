@@ -30,8 +30,6 @@
 static lg_conn_t *conns;        /* all open connections, for a graceful stop */
 static const lg_frontend_t *frontends[LG_PROTO_MAX];
 
-extern void lg_worker_conn_closed(void);
-
 const char *lg_connstate_name(lg_connstate_t st)
 {
     switch (st) {
@@ -89,7 +87,8 @@ void lg_conn_close(lg_conn_t *c, const char *why)
     c->magic = 0;
     lg_w.nconns--;
     lg_loop_defer_free(&lg_w.loop, c);
-    lg_worker_conn_closed();
+    if (lg_w.conn_closed)
+        lg_w.conn_closed();
 }
 
 /* ---- before the front end ---- */
@@ -97,7 +96,7 @@ void lg_conn_close(lg_conn_t *c, const char *why)
 static void enter_front(lg_conn_t *c)
 {
     c->state = LG_C_FRONT;
-    c->t_start = lg_w.loop.now;
+    c->t_start = c->t_idle = lg_w.loop.now;
     c->fe->start(c);
 }
 
@@ -361,12 +360,12 @@ void lg_conn_accept(int lfd, const lg_bind_t *bind)
         lg_conn_run(c);
 }
 
-void lg_conns_close_idle(void)
+void lg_conns_drain(void)
 {
     lg_conn_t *c = conns, *next;
     for (; c; c = next) {
         next = c->next;
-        if (c->state == LG_C_FRONT && c->fe->idle(c))
-            lg_conn_close(c, "shutting down");
+        if (c->state == LG_C_FRONT)
+            c->fe->drain(c);
     }
 }

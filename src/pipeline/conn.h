@@ -50,7 +50,9 @@ typedef struct lg_frontend {
     void      (*step)(lg_conn_t *c);            /* an event on the connection */
     void      (*arm)(lg_conn_t *c);             /* set c->timer for what it waits on */
     void      (*timeout)(lg_conn_t *c);         /* that timer fired */
-    int       (*idle)(const lg_conn_t *c);      /* may be closed now (graceful stop) */
+    /* graceful stop begins: close what no request can be on, tell the rest
+     * to end after their next answer */
+    void      (*drain)(lg_conn_t *c);
     void      (*done)(lg_conn_t *c, lg_req_t *r); /* r was logged: free it, keep-alive or close */
     /* optional: answer an error the protocol's own way (1), or let HTTP do it (0) */
     int       (*error)(lg_conn_t *c, lg_req_t *r, int status);
@@ -82,6 +84,7 @@ struct lg_conn {
     uint64_t        id;
     unsigned        requests;   /* requests finished on it */
     lg_msec_t       t_start;    /* accept, then first byte of the head being read */
+    lg_msec_t       t_idle;     /* since when no request has been on it */
     lg_buf_t       *in;         /* owned: client bytes; NULL while idle */
     lg_req_t       *req;        /* owned: the request in progress, or NULL */
     int             rerun;      /* run again even if the state is unchanged */
@@ -107,8 +110,8 @@ void lg_conn_close(lg_conn_t *c, const char *why);       /* idempotent */
 void lg_conn_run(lg_conn_t *c);
 /* Send what was written, close_notify, then read and drop until EOF. */
 void lg_conn_linger(lg_conn_t *c);
-/* Graceful stop: close every connection whose front end says it is idle. */
-void lg_conns_close_idle(void);
+/* Graceful stop: every connection's front end drains it. */
+void lg_conns_drain(void);
 /* The connection's address, as text and port. */
 void lg_conn_set_peer(lg_conn_t *c, const struct sockaddr_storage *ss);
 

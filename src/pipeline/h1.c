@@ -21,6 +21,8 @@
 #include "core/log.h"
 #include "net/buf.h"
 
+#define DRAIN_GRACE_MS 1000
+
 static const http_limits_t limits = {
     .max_line = LG_MAX_REQUEST_LINE,
     .max_head = LG_BUF_SIZE / 2,
@@ -32,6 +34,12 @@ static lg_req_t *reading(const lg_conn_t *c)
 {
     lg_req_t *r = c->req;
     return r && r->head_len == 0 && r->stage == NULL && r->phase == LG_PH_NONE ? r : NULL;
+}
+
+/* No request on it, and no byte of one. */
+static int idle(const lg_conn_t *c)
+{
+    return c->req == NULL && (c->in == NULL || lg_buf_len(c->in) == 0);
 }
 
 /* An invalid head: nothing in it is trustworthy, log it as such. */
@@ -176,7 +184,10 @@ static void h1_arm(lg_conn_t *c)
         return;                 /* suspended without a stage: nothing to count */
     } else {
         const lg_common_t *sc = &c->bind->default_server->common;
-        if ((c->in && lg_buf_len(c->in)) || c->requests == 0) {
+        if (lg_w.quitting && idle(c)) {
+            lg_msec_t left = c->t_idle + DRAIN_GRACE_MS - lg_w.loop.now;
+            t = left > 0 ? left : 0;
+        } else if ((c->in && lg_buf_len(c->in)) || c->requests == 0) {
             /* the whole head must arrive within client_header_timeout of its
              * first byte: a client trickling a byte at a time is cut off */
             lg_msec_t left = c->t_start + sc->client_header_timeout - lg_w.loop.now;
@@ -195,21 +206,42 @@ static void h1_timeout(lg_conn_t *c)
         r->stage->timeout(r, r->tkind);
         return;
     }
-    if ((c->in && lg_buf_len(c->in)) || c->requests == 0)
+    if (lg_w.quitting && idle(c))
+        lg_conn_close(c, "shutting down");
+    else if ((c->in && lg_buf_len(c->in)) || c->requests == 0)
         lg_conn_close(c, "client timed out sending the request head");
     else
         lg_conn_close(c, "keep-alive timeout");
 }
 
-static int h1_idle(const lg_conn_t *c)
+/*
+ * Graceful stop (reload, upgrade, QUIT).  A keep-alive client may have
+ * sent its next request already, or be about to, so a connection is not
+ * closed under it: an answer not yet begun says Connection: close; one
+ * already begun with keep-alive leaves the connection open for one more
+ * request, which is answered with close (h1_done, begin).  A connection
+ * that has been idle for DRAIN_GRACE_MS is closed: no request is coming
+ * that its client has not had time to see refused by a new connection.
+ */
+static void h1_drain(lg_conn_t *c)
 {
-    return c->req == NULL && (c->in == NULL || lg_buf_len(c->in) == 0);
+    lg_req_t *r = c->req;
+    if (r && !r->rsp_head_done && r->local == NULL)
+        r->keep_alive = 0;
+    if (idle(c) && lg_w.loop.now - c->t_idle >= DRAIN_GRACE_MS) {
+        lg_conn_close(c, "shutting down");
+        return;
+    }
+    lg_conn_run(c);             /* the timer now counts the grace */
 }
 
 static void h1_done(lg_conn_t *c, lg_req_t *r)
 {
     c->requests++;
-    int keep = r->keep_alive && !lg_w.quitting;
+    c->t_idle = lg_w.loop.now;
+    /* while draining, r->keep_alive is still 1 only if the client was told
+     * so: it may send one more request, which will be told to close */
+    int keep = r->keep_alive;
     lg_buf_t *b = c->in;
     char *next = b ? (r->reqp.buf ? r->reqp.dec : b->start + r->head_len) : NULL;
     lg_req_free(r);
@@ -238,7 +270,7 @@ static const lg_frontend_t h1_frontend = {
     .step = h1_step,
     .arm = h1_arm,
     .timeout = h1_timeout,
-    .idle = h1_idle,
+    .drain = h1_drain,
     .done = h1_done,
     .error = NULL,
     .tunnel_ok = "HTTP/1.1 200 Connection established\r\n\r\n",

@@ -18,7 +18,7 @@
  * the first), and the end is "\r\n0\r\n\r\n".  Deferring each chunk's CRLF to
  * the next prefix lets head, prefix and payload go out in one sendmsg.
  */
-#include "proxy/proxy.h"
+#include "pipeline/pipe.h"
 
 #include "http/codec.h"
 

@@ -29,6 +29,7 @@ typedef struct lg_worker {
     struct lg_ewma *ewma;       /* peak EWMA latency, per worker, flattened like rr_current */
     uint64_t       rng;         /* xorshift state for the random choices */
     int           *queued;      /* requests waiting per upstream (max_conns queue) */
+    void         (*conn_closed)(void);  /* the process layer's: room to accept again */
 } lg_worker_t;
 
 extern lg_worker_t lg_w;

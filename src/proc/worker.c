@@ -2,9 +2,10 @@
  * A worker: one epoll loop serving the listening sockets of its slots.
  *
  * Signals only set flags; the loop acts on them between batches (epoll_wait
- * returns EINTR when one arrives).  QUIT: stop accepting, close idle
- * keep-alive connections, let in-flight requests finish, exit when none is
- * left (the master kills us at shutdown_timeout).  TERM/INT: exit now.
+ * returns EINTR when one arrives).  QUIT: stop accepting, drain every
+ * connection (pipeline/h1.c: idle ones after a short grace, busy ones after
+ * their next answer, which says Connection: close), let in-flight requests
+ * finish, exit when none is left (the master kills us at shutdown_timeout).  TERM/INT: exit now.
  * USR1: reopen the log files.
  */
 #include "proc/proc.h"
@@ -78,8 +79,8 @@ static void accept_cb(lg_io_t *io, uint32_t ev)
     }
 }
 
-/* Called by the session layer when a connection closes. */
-void lg_worker_conn_closed(void)
+/* lg_w.conn_closed: a connection closed, there may be room to accept again. */
+static void conn_closed(void)
 {
     if (!accepting && !lg_w.quitting && lg_w.nconns < lg_w.conf->worker_connections) {
         for (size_t k = 0; k < nwl; k++)
@@ -181,6 +182,7 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
     memset(&lg_w, 0, sizeof(lg_w));
     lg_w.conf = conf;
     lg_w.slot = slot;
+    lg_w.conn_closed = conn_closed;
     if (lg_loop_init(&lg_w.loop) < 0) {
         lg_log_errno(LG_LOG_EMERG, errno, "epoll_create1() failed");
         exit(2);
@@ -236,7 +238,7 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
             lg_w.quitting = 1;
             lg_health_stop();
             stop_accepting();
-            lg_conns_close_idle();
+            lg_conns_drain();
         }
         if (lg_w.quitting && lg_w.nconns == 0) {
             lg_accesslog_flush();

@@ -437,6 +437,7 @@ static int read_response_head(lg_req_t *s)
                         return 0;
                     }
                     s->uc = old;
+                    s->upstream_addr = lg_uconn_addr(old);
                 }
                 s->rsp = &r;
                 s->rsp_ri = &ri;
@@ -447,10 +448,8 @@ static int read_response_head(lg_req_t *s)
                     /* answered otherwise (the cache: revalidated, or stale on error) */
                     s->rsp = NULL;
                     s->rsp_ri = NULL;
-                    lg_upstream_release(s->uc, 0);
-                    s->uc = NULL;
-                    s->upstream_addr = NULL;
-                    s->uend = NULL;
+                    detach(s);
+                    s->upstream_status = r.status;      /* the cache's answer cleared it */
                     return 0;
                 }
                 b->pos += rc;
@@ -540,9 +539,7 @@ static void proxy_step(lg_req_t *s)
                 lg_conn_close(s->conn, "client body failed");
             } else {
                 s->keep_alive = 0;
-                lg_upstream_release(s->uc, 0);
-                s->uc = NULL;
-                s->upstream_addr = NULL;
+                detach(s);
                 lg_req_error(s, 400);
             }
             return;
@@ -686,14 +683,14 @@ static const lg_stage_t queued_stage = {
     .timeout = upstream_timeout,
 };
 
-/* The LOG phase: the connection goes back to the pool if it may be reused. */
+/* The LOG phase: the connection goes back to the pool if it may be
+ * reused.  $upstream_addr stays: it names the configuration's text. */
 static int log_phase(lg_req_t *s)
 {
     if (s->uc) {
         int reusable = s->upstream_keep && s->reqp.done && s->rspp.done && !s->abandoned;
         lg_upstream_release(s->uc, reusable);
         s->uc = NULL;
-        s->upstream_addr = NULL;
         s->uend = NULL;
     }
     return LG_OK;
