@@ -423,7 +423,7 @@ typedef struct lg_conf {
     char           *pid_file;           /* default "logs/legate.pid" (resolved) */
     char           *error_log;          /* default "logs/error.log" (resolved); "stderr" allowed */
     lg_log_level_t  error_log_level;    /* default notice */
-    int             worker_connections; /* default 1024 */
+    int             worker_connections; /* client connections per worker; 0 (default): from the open-file limit */
     int             worker_rlimit_nofile; /* 0 = leave as is (default) */
     lg_msec_t       shutdown_timeout;   /* default 10s */
     int64_t         shared_memory_size; /* bytes, default 1m: the segment workers share */

@@ -136,7 +136,7 @@ static const directive_t global_dirs[] = {
     PATH("pid",                 "logs/legate.pid", NULL,             lg_conf_t, pid_file),
     PATH("error_log",           "logs/error.log",  "stderr",         lg_conf_t, error_log),
     ROW("error_log_level",      D_LEVEL,    0, 0,          "notice", lg_conf_t, error_log_level),
-    ROW("worker_connections",   D_INT,      1, 1000000,    "1024",   lg_conf_t, worker_connections),
+    ROW("worker_connections",   D_INT,      0, 1000000,    "0",      lg_conf_t, worker_connections),
     ROW("worker_rlimit_nofile", D_INT,      0, INT32_MAX,  "0",      lg_conf_t, worker_rlimit_nofile),
     ROW("shutdown_timeout",     D_DURATION, 0, WEEK,       "10s",    lg_conf_t, shutdown_timeout),
     ROW("shared_memory_size",   D_SIZE,     65536, (int64_t)1 << 34, "1m", lg_conf_t, shared_memory_size),

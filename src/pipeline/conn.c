@@ -28,6 +28,7 @@
 #define LINGER_MS 5000
 
 static lg_conn_t *conns;        /* all open connections, for a graceful stop */
+static lg_conn_t *idle_head, *idle_tail;   /* waiting keep-alive ones, oldest first */
 static const lg_frontend_t *frontends[LG_PROTO_MAX];
 
 const char *lg_connstate_name(lg_connstate_t st)
@@ -73,6 +74,7 @@ void lg_conn_close(lg_conn_t *c, const char *why)
     lg_debug("closing client %s connection %llu: %s", c->peer_text,
              (unsigned long long)c->id, why);
     c->state = LG_C_CLOSED;
+    lg_conn_set_idle(c, 0);
     lg_req_free(c->req);        /* its cleanups, its upstream, its arena */
     lg_timer_del(&lg_w.loop, &c->timer);
     lg_end_close(&c->e, &lg_w.loop);
@@ -358,6 +360,51 @@ void lg_conn_accept(int lfd, const lg_bind_t *bind)
         start_protocol(c);
     if (c->state != LG_C_CLOSED)
         lg_conn_run(c);
+}
+
+void lg_conn_set_idle(lg_conn_t *c, int idle)
+{
+    if (idle == c->in_idle)
+        return;
+    c->in_idle = idle;
+    if (idle) {
+        c->idle_next = NULL;
+        c->idle_prev = idle_tail;
+        if (idle_tail)
+            idle_tail->idle_next = c;
+        else
+            idle_head = c;
+        idle_tail = c;
+        return;
+    }
+    if (c->idle_prev)
+        c->idle_prev->idle_next = c->idle_next;
+    else
+        idle_head = c->idle_next;
+    if (c->idle_next)
+        c->idle_next->idle_prev = c->idle_prev;
+    else
+        idle_tail = c->idle_prev;
+    c->idle_prev = c->idle_next = NULL;
+}
+
+int lg_conns_reclaim(void)
+{
+    static lg_msec_t last_said;
+    static unsigned since;
+    lg_conn_t *c = idle_head;
+    if (c == NULL)
+        return 0;
+    since++;
+    if (lg_w.loop.now - last_said >= 1000) {
+        /* at most once a second: a busy edge at its limit would flood the log */
+        lg_warn("%d worker_connections reached: closed %u idle keep-alive connection%s "
+                "to make room", lg_w.conf->worker_connections, since, since == 1 ? "" : "s");
+        last_said = lg_w.loop.now;
+        since = 0;
+    }
+    lg_conn_close(c, "idle, closed to make room for a new connection");
+    return 1;
 }
 
 void lg_conns_drain(void)

@@ -92,6 +92,8 @@ struct lg_conn {
     int             refresh_tls; /* ...for a request that came over TLS ($scheme) */
     int             socks_phase; /* SOCKS5 front end: negotiation step */
     lg_conn_t      *prev, *next; /* all connections of the worker */
+    lg_conn_t      *idle_prev, *idle_next; /* keep-alive connections waiting, oldest first */
+    int             in_idle;
 };
 
 #define LG_CONN_MAGIC 0x434f4e4eu
@@ -112,6 +114,13 @@ void lg_conn_run(lg_conn_t *c);
 void lg_conn_linger(lg_conn_t *c);
 /* Graceful stop: every connection's front end drains it. */
 void lg_conns_drain(void);
+/* A keep-alive connection waits for its next request (1) or has one (0):
+ * the waiting ones may be closed to make room (lg_conns_reclaim). */
+void lg_conn_set_idle(lg_conn_t *c, int idle);
+/* At worker_connections: close the connection that has waited longest for
+ * its next request, as nginx does with reusable connections.  1 if one was
+ * closed, 0 if none waits. */
+int  lg_conns_reclaim(void);
 /* The connection's address, as text and port. */
 void lg_conn_set_peer(lg_conn_t *c, const struct sockaddr_storage *ss);
 

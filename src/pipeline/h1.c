@@ -73,6 +73,7 @@ static int read_head(lg_conn_t *c)
         if (have) {
             lg_req_t *r = c->req;
             if (r == NULL) {
+                lg_conn_set_idle(c, 0);
                 if ((r = lg_req_new(c)) == NULL) {
                     lg_conn_close(c, "out of memory");
                     return 0;
@@ -262,6 +263,8 @@ static void h1_done(lg_conn_t *c, lg_req_t *r)
             c->in = NULL;
         }
     }
+    if (c->in == NULL)
+        lg_conn_set_idle(c, 1);     /* waiting for its next request */
 }
 
 static const lg_frontend_t h1_frontend = {

@@ -267,11 +267,26 @@ static int write_pid_file(const char *path)
     return 0;
 }
 
-static void apply_rlimit(const lg_conf_t *c)
+/*
+ * The open-file limit the workers get, and worker_connections when it is 0
+ * (the default): as many client connections as the limit allows with one
+ * upstream connection each.  Without worker_rlimit_nofile the soft limit is
+ * raised to the hard one, so the default follows what the system allows
+ * rather than a fixed number that refused clients with thousands of idle
+ * keep-alive connections.
+ */
+static void apply_rlimit(lg_conf_t *c)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
         return;
+    if (c->worker_rlimit_nofile == 0 && rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = { rl.rlim_max, rl.rlim_max };
+        if (rl.rlim_max == RLIM_INFINITY)
+            up.rlim_cur = 1 << 20;
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
     if (c->worker_rlimit_nofile > 0) {
         rlim_t want = (rlim_t)c->worker_rlimit_nofile;
         if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max) {
@@ -285,6 +300,15 @@ static void apply_rlimit(const lg_conf_t *c)
             lg_log_errno(LG_LOG_WARN, errno, "setrlimit(RLIMIT_NOFILE, %llu) failed",
                          (unsigned long long)want);
         getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (c->worker_connections == 0) {
+        rlim_t n = rl.rlim_cur > 128 + 32 ? (rl.rlim_cur - 128) / 2 : 16;
+        c->worker_connections = n > 1000000 ? 1000000 : (int)n;
+        if (rl.rlim_cur < 4096)
+            lg_warn("the open-file limit is %llu: worker_connections is %d; raise the limit "
+                    "(ulimit -n, LimitNOFILE=, worker_rlimit_nofile) for more",
+                    (unsigned long long)rl.rlim_cur, c->worker_connections);
+        return;
     }
     /* a proxied request needs two descriptors */
     if ((rlim_t)c->worker_connections * 2 + 64 > rl.rlim_cur)

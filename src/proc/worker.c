@@ -70,8 +70,12 @@ static void accept_cb(lg_io_t *io, uint32_t ev)
         lg_conn_accept(io->fd, l->bind);
         if (lg_w.nconns == before)
             break;              /* EAGAIN or an error */
-        if (lg_w.nconns >= lg_w.conf->worker_connections) {
-            lg_warn("%d worker_connections are not enough", lg_w.conf->worker_connections);
+        /* at the limit: make room from connections waiting between
+         * requests; only when none waits, pause until one closes (every
+         * connection has a timeout, so accepting always resumes) */
+        if (lg_w.nconns >= lg_w.conf->worker_connections && !lg_conns_reclaim()) {
+            lg_warn("%d worker_connections are busy: not accepting until one closes",
+                    lg_w.conf->worker_connections);
             for (size_t k = 0; k < nwl; k++)
                 lg_io_mod(&lg_w.loop, &wl[k].io, 0);
             accepting = 0;

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Size limits (414, 431, 413), concurrency, and no descriptor leaks."""
 import os
+import socket
 import sys
 import threading
 
@@ -165,6 +166,67 @@ def concurrent_connections():
         t.join(40)
     eq(errors[:5], [], "%d of 200 clients failed" % len(errors))
     eq(o.stats()["requests"], 1000)
+
+
+
+@test
+def at_worker_connections_idle_keepalive_connections_make_room():
+    """nginx's reusable connections: at the limit the longest-idle keep-alive
+    connection is closed for a new client, and the log says so (not once per
+    connection); connections busy with a request are never the ones closed."""
+    o = Origin("o1")
+    lg = Legate(simple_conf(free_port(), [o], workers=1,
+                            global_extra="worker_connections = 20;"))
+    idle = []
+    for i in range(20):
+        c = Conn(lg.port, timeout=10)
+        eq(c.request(target="/i%d" % i).status, 200)
+        idle.append(c)
+    # one busy with a slow request: it must survive what follows
+    busy = Conn(lg.port, timeout=15)
+    res = {}
+    th = threading.Thread(target=lambda: res.update(r=busy.request(target="/slow?delay=1500")))
+    th.start()
+    fresh = []
+    for i in range(10):         # new clients that stay: each needs a place
+        c = Conn(lg.port, timeout=5)
+        r = c.request(target="/new%d" % i)
+        ok(r is not None and r.status == 200, "new client %d at the limit: %r" % (i, r))
+        fresh.append(c)
+    th.join(10)
+    ok(res.get("r") is not None and res["r"].status == 200 and res["r"].complete,
+       "the busy connection's request: %r" % res.get("r"))
+    gone = [i for i, c in enumerate(idle) if c.closed(0.3)]
+    ok(len(gone) >= 10, "only %d idle connections made room for 10 new ones" % len(gone))
+    eq(gone, list(range(len(gone))), "the longest-idle ones go first")
+    lines = [l for l in lg.log_text().splitlines() if "to make room" in l]
+    ok(1 <= len(lines) <= 3, "room-making said %d times: %r" % (len(lines), lines[:4]))
+    for c in idle + fresh:
+        c.close()
+    busy.close()
+
+
+@test
+def default_worker_connections_follow_the_open_file_limit():
+    o = Origin("o1")
+    lg = proxy([o], workers=1)
+    # about 3,200 idle keep-alive connections refused new clients with the
+    # old fixed 1024; the default now follows the descriptor limit
+    conns = []
+    try:
+        for i in range(1500):
+            c = socket.create_connection(("127.0.0.1", lg.port), timeout=10)
+            c.sendall(b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n")
+            conns.append(c)
+        for c in conns:
+            c.settimeout(10)
+            ok(c.recv(65536).startswith(b"HTTP/1.1 200"), "a keep-alive answer")
+        r = request(lg.port, target="/probe", timeout=5)
+        ok(r is not None and r.status == 200, "a probe with 1,500 idle connections open: %r" % r)
+        ok("to make room" not in lg.log_text(), "connections closed well below the fd limit")
+    finally:
+        for c in conns:
+            c.close()
 
 
 @test
