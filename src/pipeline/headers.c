@@ -63,6 +63,28 @@ static void sb_add(sb_t *b, const char *s, size_t n)
 
 static void sb_str(sb_t *b, const char *s) { sb_add(b, s, strlen(s)); }
 
+/* "1.1 via_name\r\n": on every proxied request and response when via is on,
+ * so without printf (whose machinery a callgrind profile showed first). */
+static void sb_via(sb_t *b, int version)
+{
+    char v[4] = { (char)('0' + version / 10 % 10), '.', (char)('0' + version % 10), ' ' };
+    sb_add(b, v, 4);
+    sb_str(b, lg_w.conf->via_name);
+    sb_add(b, "\r\n", 2);
+}
+
+/* "HTTP/1.1 NNN " */
+static void sb_status(sb_t *b, int status)
+{
+    char l[13] = "HTTP/1.1 000 ";
+    if (status < 0 || status > 999)
+        status = 500;
+    l[9] = (char)('0' + status / 100);
+    l[10] = (char)('0' + status / 10 % 10);
+    l[11] = (char)('0' + status % 10);
+    sb_add(b, l, sizeof(l));
+}
+
 static void sb_printf(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sb_printf(sb_t *b, const char *fmt, ...)
 {
@@ -361,8 +383,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
             sb_add(&b, via->value, via->value_len);
             sb_add(&b, ", ", 2);
         }
-        sb_printf(&b, "%d.%d %s\r\n", s->req.version / 10, s->req.version % 10,
-                  lg_w.conf->via_name);
+        sb_via(&b, s->req.version);
     }
     add_expanded(s, &b, c->add_request_headers);
     if (s->upstream_extra)
@@ -380,7 +401,7 @@ char *lg_headers_client(lg_req_t *s, const http_response_t *r,
     const lg_common_t *c = lg_req_common(s);
     sb_t b;
     sb_init(&b, &s->arena, 1024);
-    sb_printf(&b, "HTTP/1.1 %03d ", r->status);
+    sb_status(&b, r->status);
     if (r->reason_len)
         sb_add(&b, r->reason, r->reason_len);
     else
@@ -465,7 +486,7 @@ char *lg_headers_client(lg_req_t *s, const http_response_t *r,
             sb_add(&b, via->value, via->value_len);
             sb_add(&b, ", ", 2);
         }
-        sb_printf(&b, "%d.%d %s\r\n", r->version / 10, r->version % 10, lg_w.conf->via_name);
+        sb_via(&b, r->version);
     }
     if (!s->keep_alive)
         sb_str(&b, "Connection: close\r\n");

@@ -140,7 +140,7 @@ def wrong_type_bool():
 
 @test
 def out_of_range():
-    for bad in ("worker_connections = 0;", "worker_connections = 1000001;",
+    for bad in ("worker_connections = -1;", "worker_connections = 1000001;",
                 "worker_processes = 0;", "worker_processes = 513;"):
         expect_error(GOOD.replace("worker_processes = 1;", "worker_processes = 1;\n" + bad)
                      .replace("worker_processes = 1;\nworker_processes", "worker_processes"),

@@ -326,7 +326,7 @@ Test(conf, minimal_config_gets_every_default)
     cr_expect_str_eq(c->pid_file, PREFIX "/logs/legate.pid");
     cr_expect_str_eq(c->error_log, PREFIX "/logs/error.log");
     cr_expect_eq(c->error_log_level, LG_LOG_NOTICE);
-    cr_expect_eq(c->worker_connections, 1024);
+    cr_expect_eq(c->worker_connections, 0);     /* from the open-file limit, set by the master */
     cr_expect_eq(c->worker_rlimit_nofile, 0);
     cr_expect_eq(c->shutdown_timeout, 10000);
     cr_expect_str_eq(c->prefix, PREFIX);
@@ -711,10 +711,10 @@ static bad_t bad_cases[] = {
     { { .server = "server_name = 5;" }, 7, "'server_name' must be a name or a list of names" },
     { { .listen = "listen = 8080;" }, 6, "'listen' must be an address, a group" },
     /* out of range */
-    { { .global = "worker_connections = 0;" }, 1,
-      "'worker_connections' must be between 1 and 1000000" },
+    { { .global = "worker_connections = -1;" }, 1,
+      "'worker_connections' must be between 0 and 1000000" },
     { { .global = "worker_connections = 1000001;" }, 1,
-      "'worker_connections' must be between 1 and 1000000" },
+      "'worker_connections' must be between 0 and 1000000" },
     { { .global = "worker_processes = 513;" }, 1, "'worker_processes' must be between 1 and 512" },
     { { .global = "worker_rlimit_nofile = -1;" }, 1,
       "'worker_rlimit_nofile' must be between 0 and 2147483647" },
@@ -860,7 +860,7 @@ Test(conf, no_servers)
 Test(conf, all_errors_are_collected)
 {
     lg_conf_t *c = load_text(skel_text(&(skel_t){
-        .global = "foo = 1; worker_connections = 0;",
+        .global = "foo = 1; worker_connections = -1;",
         .http = "via = 1;",
         .userv = "( \"127.0.0.1:x\" )",
         .listen = "listen = \"127.0.0.1\";",
@@ -868,7 +868,7 @@ Test(conf, all_errors_are_collected)
         .routes = "{ prefix = \"/\"; proxy_pass = \"nope\"; }, { prefix = \"/\"; }" }));
     cr_assert_null(c);
     assert_error(1, "unknown setting 'foo' in global");
-    assert_error(1, "'worker_connections' must be between 1 and 1000000");
+    assert_error(1, "'worker_connections' must be between 0 and 1000000");
     assert_error(3, "'via' must be a boolean");
     assert_error(4, "invalid address '127.0.0.1:x'");
     assert_error(6, "invalid address '127.0.0.1': missing port");
@@ -1188,7 +1188,7 @@ Test(conf, fixture_full)
 Test(conf, fixture_many_errors)
 {
     static const struct { int line; const char *msg; } want[] = {
-        { 3,  "'worker_connections' must be between 1 and 1000000" },
+        { 3,  "'worker_connections' must be between 0 and 1000000" },
         { 5,  "'send_timeout' must be a duration" },
         { 14, "unknown upstream 'api' in 'proxy_pass'" },
         { 16, "'rewrite' is only allowed with 'proxy_pass'" },
