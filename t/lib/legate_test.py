@@ -1297,3 +1297,57 @@ def curl(*args, timeout=30, out=None, check=True):
         return status, hdrs, body
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class StrictKeepalive:
+    """Clients that never retry, for zero-drop checks: each keeps one
+    connection busy with back-to-back requests and counts every request
+    without a whole 200 answer as failed.  Only an answer that says
+    Connection: close lets it open another connection.  Bounded by count."""
+
+    def __init__(self, port, clients=8, per_client=20000):
+        self.port = port
+        self.ok = 0
+        self.fail = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(per_client,), daemon=True)
+                        for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, n):
+        c = None
+        for i in range(n):
+            if self.stop.is_set():
+                break
+            target = "/v" if i % 2 else "/s%d?size=3000" % i
+            try:
+                if c is None:
+                    c = Conn(self.port, timeout=10)
+                r = c.request(target=target)
+            except Exception as e:      # noqa: BLE001 - every failure is counted
+                r = e
+            good = isinstance(r, Response) and r.status == 200 and r.complete
+            with self.lock:
+                if good:
+                    self.ok += 1
+                else:
+                    self.fail.append("%s -> %r" % (target, r))
+            if not good or "close" in r.headers.get("Connection", "").lower():
+                if c is not None:
+                    c.close()
+                c = None
+        if c is not None:
+            c.close()
+
+    def more(self, n=100, timeout=10, what="requests"):
+        """Wait until n more requests have succeeded."""
+        before = self.ok
+        wait_until(lambda: self.ok >= before + n, timeout, what=what)
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+__all__.append("StrictKeepalive")
