@@ -86,6 +86,7 @@ struct lg_conn {
     lg_msec_t       t_start;    /* accept, then first byte of the head being read */
     lg_msec_t       t_idle;     /* since when no request has been on it */
     lg_buf_t       *in;         /* owned: client bytes; NULL while idle */
+    size_t          scanned;    /* how far the head being read was searched */
     lg_req_t       *req;        /* owned: the request in progress, or NULL */
     int             rerun;      /* run again even if the state is unchanged */
     int             refresh;    /* an internal connection: a background cache refresh */

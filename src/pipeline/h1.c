@@ -29,12 +29,6 @@ static const http_limits_t limits = {
     .max_headers = LG_MAX_HEADERS,
 };
 
-/* The request on c whose head is still being read, or NULL. */
-static lg_req_t *reading(const lg_conn_t *c)
-{
-    lg_req_t *r = c->req;
-    return r && r->head_len == 0 && r->stage == NULL && r->phase == LG_PH_NONE ? r : NULL;
-}
 
 /* No request on it, and no byte of one. */
 static int idle(const lg_conn_t *c)
@@ -51,6 +45,52 @@ static void bad_head(lg_req_t *r, int st)
     r->req.num_headers = 0;
     r->server = r->conn->bind->default_server;
     lg_req_error(r, st);
+}
+
+/*
+ * Until its head is complete a request is only bytes: they are parsed into
+ * this worker-wide scratch room (the parser does not allocate), and the
+ * request object with its arena is made when the head is whole -- so a
+ * client trickling a head holds its bytes and nothing else.
+ */
+static http_header_t scratch_headers[LG_MAX_HEADERS];
+
+/* The request for a head whose bytes are in c->in: made now. */
+static lg_req_t *make_request(lg_conn_t *c, const http_request_t *head)
+{
+    lg_req_t *r = lg_req_new(c);
+    if (r == NULL)
+        return NULL;
+    r->t_start = c->t_start;
+    size_t n = head->num_headers ? head->num_headers : 1;
+    r->req = *head;
+    r->req.headers = lg_arena_alloc(&r->arena, sizeof(http_header_t) * n);
+    if (r->req.headers == NULL) {
+        lg_req_free(r);
+        return NULL;
+    }
+    memcpy(r->req.headers, head->headers, sizeof(http_header_t) * head->num_headers);
+    return r;
+}
+
+/*
+ * A client that stopped in the middle of a head keeps only its bytes: the
+ * 32 KiB buffer goes back for a small one while it waits, and comes back
+ * before the next read (slowloris costs a kilobyte, not 32).
+ */
+static void shrink_while_waiting(lg_conn_t *c)
+{
+    lg_buf_t *b = c->in;
+    size_t n = lg_buf_len(b);
+    if (lg_buf_is_small(b) || n > LG_BUF_SMALL || b->pos != b->start)
+        return;
+    lg_buf_t *s = lg_buf_get_small();
+    if (s == NULL)
+        return;
+    memcpy(s->start, b->start, n);
+    s->last = s->start + n;
+    lg_buf_put(b);
+    c->in = s;
 }
 
 /* Returns 1 with a complete head in c->req, 0 when waiting or closed. */
@@ -71,37 +111,39 @@ static int read_head(lg_conn_t *c)
         lg_buf_t *b = c->in;
         size_t have = lg_buf_len(b);
         if (have) {
-            lg_req_t *r = c->req;
-            if (r == NULL) {
-                lg_conn_set_idle(c, 0);
-                if ((r = lg_req_new(c)) == NULL) {
-                    lg_conn_close(c, "out of memory");
-                    return 0;
-                }
-                r->t_start = c->t_start;
-            }
-            if (r->req.headers == NULL) {
-                r->req.headers = lg_arena_alloc(&r->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
-                if (r->req.headers == NULL) {
-                    lg_conn_close(c, "out of memory");
-                    return 0;
-                }
-            }
-            ssize_t rc = http_parse_request(b->pos, have, &r->req, &limits, &r->scanned);
+            lg_conn_set_idle(c, 0);
+            http_request_t head = { .headers = scratch_headers };
+            ssize_t rc = http_parse_request(b->pos, have, &head, &limits, &c->scanned);
             if (rc > 0) {
+                c->scanned = 0;
+                lg_req_t *r = make_request(c, &head);
+                if (r == NULL) {
+                    lg_conn_close(c, "out of memory");
+                    return 0;
+                }
                 r->head_len = (size_t)rc;
                 r->bytes_in = (uint64_t)rc;
                 return 1;
             }
             if (rc != HTTP_AGAIN) {
+                c->scanned = 0;
+                lg_req_t *r = make_request(c, &(http_request_t){ .headers = scratch_headers });
+                if (r == NULL) {
+                    lg_conn_close(c, "out of memory");
+                    return 0;
+                }
                 bad_head(r, rc == HTTP_URI_TOO_LONG ? 414 : rc == HTTP_HEAD_TOO_LARGE ? 431 :
                             rc == HTTP_BAD_VERSION ? 505 : 400);
                 return 0;
             }
         }
-        if (b->last == b->end) {
+        if (b->last == b->end && !lg_buf_is_small(b)) {
             /* cannot happen: the parser gives up at max_head < buffer size */
-            bad_head(c->req, 431);
+            lg_req_t *r = make_request(c, &(http_request_t){ .headers = scratch_headers });
+            if (r == NULL)
+                lg_conn_close(c, "out of memory");
+            else
+                bad_head(r, 431);
             return 0;
         }
         if (!c->e.r_ready) {
@@ -109,8 +151,17 @@ static int read_head(lg_conn_t *c)
             if (lg_buf_len(b) == 0) {
                 lg_buf_put(b);  /* idle: hold no buffer */
                 c->in = NULL;
+            } else {
+                shrink_while_waiting(c);
             }
             return 0;
+        }
+        if (lg_buf_is_small(b)) {
+            if (lg_buf_grow(&c->in) < 0) {
+                lg_conn_close(c, "out of memory");
+                return 0;
+            }
+            b = c->in;
         }
         size_t room = (size_t)(b->end - b->last);
         ssize_t n = lg_end_recv(&c->e, b->last, room);
@@ -154,7 +205,7 @@ static void h1_step(lg_conn_t *c)
 {
     for (int round = 0; round < 64 && c->state == LG_C_FRONT; round++) {
         lg_req_t *r = c->req;
-        if (r == NULL || reading(c)) {
+        if (r == NULL) {
             if (!read_head(c))
                 return;
             begin(c, c->req);

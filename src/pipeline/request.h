@@ -154,7 +154,6 @@ struct lg_req {
     http_request_t  req;        /* req.headers: arena array of LG_MAX_HEADERS */
     lg_req_info_t   ri;
     size_t          head_len;   /* bytes of the head at conn->in->start */
-    size_t          scanned;
     lg_msec_t       t_start;    /* first byte of the request */
 
     /* routing */
