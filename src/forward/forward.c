@@ -627,6 +627,20 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
     lg_conn_run(c);
 }
 
+/* The destination's name as rules and the resolver see it ("[v6]" -> "v6"). */
+static size_t dest_host(const lg_req_t *s, char host[256])
+{
+    size_t hn = s->ri.host.n < 256 ? s->ri.host.n : 255;
+    const char *hp = s->ri.host.p;
+    if (hn >= 2 && hp[0] == '[') {
+        hp++;
+        hn -= 2;
+    }
+    memcpy(host, hp, hn);
+    host[hn] = '\0';
+    return hn;
+}
+
 /*
  * The ACCESS phase for forward-proxy requests: who the client is and
  * whether it may go where it asks.  A refusal answers here (403, 407).
@@ -673,14 +687,7 @@ static int forward_access(lg_req_t *s)
         return LG_DONE;
     }
     char host[256];
-    size_t hn = s->ri.host.n;
-    const char *hp = s->ri.host.p;
-    if (hn >= 2 && hp[0] == '[') {      /* [v6] -> v6 */
-        hp++;
-        hn -= 2;
-    }
-    memcpy(host, hp, hn);
-    host[hn] = '\0';
+    size_t hn = dest_host(s, host);
     if (f->allow_users && f->allow_users->n && !user_in(rt, s->user, f->allow_users)) {
         refuse(s, "user %s may not use this proxy (allow_users)", s->user ? s->user : "-");
         return LG_DONE;
@@ -744,14 +751,7 @@ static int forward_content(lg_req_t *s)
     if (!lg_req_is_forward(s))
         return LG_DECLINED;
     char host[256];
-    size_t hn = s->ri.host.n < sizeof(host) ? s->ri.host.n : sizeof(host) - 1;
-    const char *hp = s->ri.host.p;
-    if (hn >= 2 && hp[0] == '[') {      /* [v6] -> v6 */
-        hp++;
-        hn -= 2;
-    }
-    memcpy(host, hp, hn);
-    host[hn] = '\0';
+    dest_host(s, host);
     lg_resolver_t *r = resolver_of(s->server->forward);
     if (r == NULL) {
         lg_req_error(s, 502);

@@ -355,37 +355,6 @@ def reload_under_load_no_failed_requests():
 
 
 
-def strict_keepalive_clients(port, n, stop, stats, lock):
-    """Clients that never retry: each keeps one connection busy with
-    back-to-back requests and counts any request without a whole answer as
-    failed.  Only an answer saying Connection: close lets it open another."""
-    def run():
-        c = None
-        i = 0
-        while not stop.is_set() and i < 20000:
-            i += 1
-            target = "/v" if i % 2 else "/s%d?size=3000" % i
-            try:
-                if c is None:
-                    c = Conn(port, timeout=10)
-                r = c.request(target=target)
-            except Exception as e:
-                r = e
-            good = isinstance(r, Response) and r.status == 200 and r.complete
-            with lock:
-                if good:
-                    stats["ok"] += 1
-                else:
-                    stats["fail"].append("%s -> %r" % (target, r))
-            if not good or "close" in r.headers.get("Connection", "").lower():
-                if c is not None:
-                    c.close()
-                c = None
-        if c is not None:
-            c.close()
-    return [threading.Thread(target=run) for _ in range(n)]
-
-
 @test
 def reloads_drop_no_request_of_a_client_that_never_retries():
     """A draining worker answers a busy keep-alive connection's next request
@@ -393,24 +362,15 @@ def reloads_drop_no_request_of_a_client_that_never_retries():
     o = Origin("o1")
     port = free_port()
     lg = Legate(conf(port, o, "A"), workers=2)
-    stop = threading.Event()
-    stats = {"ok": 0, "fail": []}
-    lock = threading.Lock()
-    threads = strict_keepalive_clients(port, 8, stop, stats, lock)
-    for t in threads:
-        t.start()
+    load = StrictKeepalive(port, clients=8)
     try:
-        wait_until(lambda: stats["ok"] > 100, 10, what="load to start")
+        load.more(100, what="load to start")
         for k in range(10):
-            before = stats["ok"]
             lg.reload(conf(port, o, "v%d" % k))
-            wait_until(lambda: stats["ok"] > before + 100, 10, what="requests after reload %d" % k)
+            load.more(100, what="requests after reload %d" % k)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-    eq(stats["fail"][:10], [], "failed requests (%d failed, %d ok)"
-       % (len(stats["fail"]), stats["ok"]))
+        load.finish()
+    eq(load.fail[:10], [], "failed requests (%d failed, %d ok)" % (len(load.fail), load.ok))
     eq(version(lg), "v9")
 
 
