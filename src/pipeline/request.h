@@ -176,7 +176,7 @@ struct lg_req {
     size_t          local_body_len;
     const char     *local_extra;  /* header lines added to a response made here */
     const char     *local_ctype;  /* its Content-Type, if not the default */
-    const char     *auth_realm; /* a 407 asks for Basic credentials in this realm */
+    const char     *auth_realm; /* a 401 / 407 asks for Basic credentials in this realm */
     const char     *set_cookie; /* canary cohort cookie to set (arena), or NULL */
 
     /* the upstream attempt (proxy/reverse.c) */
