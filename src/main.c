@@ -24,6 +24,7 @@
 #include "conf/conf.h"
 #include "core/log.h"
 #include "net/tls.h"
+#include "feature/access.h"
 #include "forward/forward.h"
 #include "proxy/proxy.h"
 #include "pipeline/vars.h"
@@ -191,7 +192,8 @@ int main(int argc, char **argv)
      * privilege is dropped; with -t this checks every file they name */
     /* (both run, so every error of either is reported) */
     if (conf && ((lg_tls_prepare(conf, err, sizeof(err)) < 0) |
-                 (lg_forward_prepare(conf, err, sizeof(err)) < 0))) {
+                 (lg_forward_prepare(conf, err, sizeof(err)) < 0) |
+                 (lg_access_prepare(conf, err, sizeof(err)) < 0))) {
         lg_conf_free(conf);
         conf = NULL;
     }

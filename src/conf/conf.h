@@ -162,6 +162,17 @@ typedef struct lg_common {
                                            parent level when inherited); not a setting */
     int        cache_authorized;        /* bool: store answers to requests with Authorization */
 
+    /* access rules and Basic authentication (feature/access.c), as nginx's
+     * allow/deny, auth_basic, auth_basic_user_file and satisfy */
+    lg_strv_t *access_rules;            /* "allow CIDR ..." / "deny CIDR ..." / "allow all" / "deny all",
+                                           first match wins; default none (everyone) */
+    char      *auth_basic;              /* realm, or "off" (default) */
+    char      *auth_basic_user_file;    /* htpasswd file, or NULL (default) */
+    char      *satisfy;                 /* "all" (default) or "any" */
+    void      *access_rt;               /* the rules built by feature/access.c (shared with the
+                                           parent level when inherited); not a setting */
+    void      *auth_rt;                 /* the htpasswd file read (likewise); not a setting */
+
     char *access_log;                   /* path under prefix, or "off"; default "logs/access.log" */
     lg_tpl_t *log_format;               /* "combined" (default), "json", "forward", or a
                                          * template with $variables */
@@ -448,6 +459,7 @@ typedef struct lg_conf {
     lg_msec_t       tls_ticket_rotate;  /* session ticket keys rotate this often, default 1h */
     int64_t         tls_session_cache;  /* bytes of the shared session-ID cache, default 1m; 0 off */
     void          (*on_free)(struct lg_conf *); /* set by layers that hang state on the conf */
+    void          (*access_free)(struct lg_conf *); /* frees what feature/access.c built */
 } lg_conf_t;
 
 /*

@@ -143,6 +143,11 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_names(out, ind, "cache_purge_allow", c->cache_purge_allow);
     kv_bool(out, ind, "cache_authorized", c->cache_authorized);
     kv_int(out, ind, "gunzip_request_max", c->gunzip_request_max);
+    kv_names(out, ind, "access_rules", c->access_rules);
+    kv_str(out, ind, "auth_basic", c->auth_basic);
+    if (c->auth_basic_user_file)
+        kv_str(out, ind, "auth_basic_user_file", c->auth_basic_user_file);
+    kv_str(out, ind, "satisfy", c->satisfy);
     kv_str(out, ind, "access_log", c->access_log);
     kv_str(out, ind, "log_format", c->log_format->src);
 }

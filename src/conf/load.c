@@ -195,6 +195,10 @@ const directive_t ld_common_dirs[] = {
     ROW("cache_ignore_headers",    D_NAMES,    0, 0,      "",      lg_common_t, cache_ignore_headers),
     ROW("cache_purge_allow",       D_STRLIST,  0, 0,      "",      lg_common_t, cache_purge_allow),
     ROW("cache_authorized",        D_BOOL,     0, 1,      "false", lg_common_t, cache_authorized),
+    ROW("access_rules",            D_STRLIST,  0, 0,      "",      lg_common_t, access_rules),
+    ROW("auth_basic",              D_STRING,   0, 0,      "off",   lg_common_t, auth_basic),
+    PATH("auth_basic_user_file",   NULL, NULL,                      lg_common_t, auth_basic_user_file),
+    ROW("satisfy",                 D_STRING,   0, 0,      "all",   lg_common_t, satisfy),
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
@@ -1428,6 +1432,8 @@ void lg_conf_free(lg_conf_t *conf)
             conf->servers[i].forward->rt_free(conf->servers[i].forward->rt);
     if (conf->proxy_free)
         conf->proxy_free(conf);     /* the geo database and real-ip sets */
+    if (conf->access_free)
+        conf->access_free(conf);    /* access rules, htpasswd files */
     lg_arena_destroy(&conf->arena);
     free(conf);
 }

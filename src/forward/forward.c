@@ -28,24 +28,9 @@
 #include "net/acl.h"
 #include "net/resolve.h"
 #include "net/geo.h"
+#include "net/htpasswd.h"
 
-#include <crypt.h>
-#include <openssl/evp.h>
-#include <strings.h>
-
-typedef struct fwd_user {
-    char *name;                 /* owned */
-    char *hash;                 /* owned: crypt(3) string, $2b$ or $5$ / $6$ */
-} fwd_user_t;
-
-/* A password checked once is remembered for a while: bcrypt is made to be
- * slow, and the check runs inside the event loop. */
-#define AUTH_CACHE 256
-#define AUTH_CACHE_MS (5 * 60 * 1000)
-typedef struct auth_ok {
-    unsigned char key[32];      /* SHA-256 of "user\0password" */
-    lg_msec_t     until;
-} auth_ok_t;
+#include <openssl/crypto.h>
 
 /* A group of auth_groups_file and, per user rule, its built lists. */
 typedef struct fwd_group {
@@ -60,13 +45,11 @@ typedef struct fwd_urule {
 } fwd_urule_t;
 
 typedef struct fwd_rt {
-    fwd_user_t    *users;
-    size_t         nusers;
+    lg_htpasswd_t *users;       /* auth_file (every htpasswd format, net/htpasswd.c) */
     fwd_group_t   *groups;
     size_t         ngroups;
     fwd_urule_t   *urules;      /* parallel to lg_forward_t.user_rules */
     size_t         nurules;
-    auth_ok_t      cache[AUTH_CACHE];
     lg_cidr_set_t *allow, *deny, *deny_dst;
     lg_domset_t   *block;
     lg_urlre_t    *urlre;
@@ -89,11 +72,7 @@ static void rt_free(void *p)
     lg_cidr_free(rt->deny_dst);
     lg_domset_free(rt->block);
     lg_urlre_free(rt->urlre);
-    for (size_t i = 0; i < rt->nusers; i++) {
-        free(rt->users[i].name);
-        free(rt->users[i].hash);
-    }
-    free(rt->users);
+    lg_htpasswd_free(rt->users);
     for (size_t i = 0; i < rt->ngroups; i++) {
         for (size_t k = 0; k < rt->groups[i].n; k++)
             free(rt->groups[i].members[k]);
@@ -260,50 +239,6 @@ static int cidrs(lg_cidr_set_t **out, const lg_strv_t *v, const char *file, int 
     return lg_cidr_build(*out, msg, sizeof(msg));
 }
 
-/* htpasswd: "user:hash" lines; bcrypt ($2a$ $2b$ $2y$) and SHA-crypt ($5$ $6$). */
-static int load_users(fwd_rt_t *rt, const char *path, char *err, size_t errlen, size_t *used)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        *used += (size_t)snprintf(err + *used, *used < errlen ? errlen - *used : 0,
-                                  "%s: cannot read: %s\n", path, strerror(errno));
-        return -1;
-    }
-    char line[1024];
-    int lineno = 0, rc = 0;
-    size_t cap = 0;
-    while (fgets(line, sizeof(line), f)) {
-        lineno++;
-        line[strcspn(line, "\r\n")] = '\0';
-        if (line[0] == '\0' || line[0] == '#')
-            continue;
-        char *colon = strchr(line, ':');
-        const char *h = colon ? colon + 1 : "";
-        if (colon == NULL || colon == line ||
-            !(strncmp(h, "$2a$", 4) == 0 || strncmp(h, "$2b$", 4) == 0 || strncmp(h, "$2y$", 4) == 0 ||
-              strncmp(h, "$5$", 3) == 0 || strncmp(h, "$6$", 3) == 0)) {
-            *used += (size_t)snprintf(err + *used, *used < errlen ? errlen - *used : 0,
-                                      "%s:%d: expected user:hash with a bcrypt ($2b$) or "
-                                      "SHA-crypt ($5$, $6$) hash\n", path, lineno);
-            rc = -1;
-            continue;
-        }
-        *colon = '\0';
-        if (rt->nusers == cap) {
-            cap = cap ? cap * 2 : 16;
-            fwd_user_t *u = realloc(rt->users, cap * sizeof(*u));
-            if (u == NULL)
-                break;
-            rt->users = u;
-        }
-        rt->users[rt->nusers].name = strdup(line);
-        rt->users[rt->nusers].hash = strdup(h);
-        rt->nusers++;
-    }
-    fclose(f);
-    return rc;
-}
-
 /*
  * cache_purge_allow: a set per list as written; a level that inherited its
  * parent's list (the merge copies the pointer) shares the parent's set.
@@ -407,8 +342,11 @@ int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
                 rc = -1;
             }
         }
-        if (f->auth_file && load_users(rt, f->auth_file, err, errlen, &used) < 0)
-            rc = -1;
+        if (f->auth_file) {
+            if ((rt->users = lg_htpasswd_load(f->auth_file, err, errlen)) == NULL)
+                rc = -1;
+            used = strlen(err);
+        }
         if (build_user_rules(rt, f, file, err, errlen, &used) < 0)
             rc = -1;
         rt->urlre = lg_urlre_new();
@@ -497,41 +435,10 @@ static lg_upstream_t *destination(const struct sockaddr_storage *ss, int tunnel,
     return &d->up;
 }
 
-static int check_password(fwd_rt_t *rt, const char *user, const char *pass)
-{
-    unsigned char key[32];
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    unsigned int kl = 0;
-    if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-        EVP_DigestUpdate(md, user, strlen(user) + 1) != 1 ||
-        EVP_DigestUpdate(md, pass, strlen(pass)) != 1 || EVP_DigestFinal_ex(md, key, &kl) != 1) {
-        EVP_MD_CTX_free(md);
-        return 0;
-    }
-    EVP_MD_CTX_free(md);
-    unsigned slot = (unsigned)(key[0] | key[1] << 8) % AUTH_CACHE;
-    if (rt->cache[slot].until > lg_w.loop.now && memcmp(rt->cache[slot].key, key, 32) == 0)
-        return 1;
-    for (size_t i = 0; i < rt->nusers; i++) {
-        if (strcmp(rt->users[i].name, user) != 0)
-            continue;
-        struct crypt_data cd;
-        memset(&cd, 0, sizeof(cd));
-        const char *h = crypt_r(pass, rt->users[i].hash, &cd);
-        if (h && strcmp(h, rt->users[i].hash) == 0) {
-            memcpy(rt->cache[slot].key, key, 32);
-            rt->cache[slot].until = lg_w.loop.now + AUTH_CACHE_MS;
-            return 1;
-        }
-        return 0;
-    }
-    return 0;
-}
-
 int lg_forward_check_user(lg_req_t *s, const char *user, const char *pass)
 {
     fwd_rt_t *rt = s->conn->bind->default_server->forward->rt;
-    if (!check_password(rt, user, pass))
+    if (!lg_htpasswd_check(rt->users, user, pass, lg_w.loop.now))
         return 0;
     s->user = lg_arena_strdup(&s->arena, user);
     return 1;
@@ -541,27 +448,15 @@ int lg_forward_check_user(lg_req_t *s, const char *user, const char *pass)
 static int authenticate(lg_req_t *s, fwd_rt_t *rt)
 {
     const http_header_t *h = lg_headers_get(s, "proxy-authorization");
-    if (h == NULL || h->value_len < 7 || strncasecmp(h->value, "Basic ", 6) != 0 ||
-        h->value_len > 600)
+    char buf[512];
+    const char *user, *pass;
+    if (h == NULL || lg_htpasswd_basic(h->value, h->value_len, buf, sizeof(buf), &user, &pass) < 0)
         return 0;
-    unsigned char dec[512];
-    size_t n = h->value_len - 6;
-    int dl = EVP_DecodeBlock(dec, (const unsigned char *)h->value + 6, (int)n);
-    if (dl <= 0)
-        return 0;
-    while (n && h->value[6 + n - 1] == '=') {   /* DecodeBlock counts the padding */
-        dl--;
-        n--;
-    }
-    dec[dl] = '\0';
-    char *colon = strchr((char *)dec, ':');
-    if (colon == NULL)
-        return 0;
-    *colon = '\0';
-    if (!check_password(rt, (char *)dec, colon + 1))
-        return 0;
-    s->user = lg_arena_strdup(&s->arena, (char *)dec);
-    return 1;
+    int ok = lg_htpasswd_check(rt->users, user, pass, lg_w.loop.now);
+    if (ok)
+        s->user = lg_arena_strdup(&s->arena, user);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return ok;
 }
 
 /* Why a request is refused, for the 403 page and the log. */

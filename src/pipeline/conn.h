@@ -92,6 +92,10 @@ struct lg_conn {
     int             refresh;    /* an internal connection: a background cache refresh */
     int             refresh_tls; /* ...for a request that came over TLS ($scheme) */
     int             socks_phase; /* SOCKS5 front end: negotiation step */
+    /* the Authorization last accepted on this connection (feature/access.c):
+     * a digest of it and the password file, so the next request with the
+     * same credentials costs no second hash; all zero = none */
+    unsigned char   auth_ok[16];
     lg_conn_t      *prev, *next; /* all connections of the worker */
     lg_conn_t      *idle_prev, *idle_next; /* keep-alive connections waiting, oldest first */
     int             in_idle;

@@ -524,6 +524,8 @@ char *lg_headers_local(lg_req_t *s, int status, const char *body,
     }
     if (status == 407 && s->auth_realm)
         sb_printf(&b, "Proxy-Authenticate: Basic realm=\"%s\"\r\n", s->auth_realm);
+    if (status == 401 && s->auth_realm)
+        sb_printf(&b, "WWW-Authenticate: Basic realm=\"%s\"\r\n", s->auth_realm);
     if (location) {
         sb_str(&b, "Location: ");
         sb_str(&b, location);

@@ -160,6 +160,8 @@ struct lg_req {
     const lg_server_t *server;
     const lg_route_t  *route;
     const char     *mpath;      /* normalised path the route matched (arena) */
+    const lg_route_t *route_found; /* lg_req_route's answer, once routed is set */
+    int             routed;     /* lg_req_route: 0 not yet, 1 done, or its error (400, 500) */
     regmatch_t      caps[10];   /* regex captures into mpath */
     lg_upstream_t  *up;         /* the upstream chosen (route, split, forward destination) */
     int             max_forwards; /* TRACE/OPTIONS: the Max-Forwards to send on, plus 1; 0 = none */
@@ -173,7 +175,7 @@ struct lg_req {
     size_t          local_body_len;
     const char     *local_extra;  /* header lines added to a response made here */
     const char     *local_ctype;  /* its Content-Type, if not the default */
-    const char     *auth_realm; /* a 407 asks for Basic credentials in this realm */
+    const char     *auth_realm; /* a 401 / 407 asks for Basic credentials in this realm */
     const char     *set_cookie; /* canary cohort cookie to set (arena), or NULL */
 
     /* the upstream attempt (proxy/reverse.c) */
@@ -250,6 +252,14 @@ static inline int lg_req_is_forward(const lg_req_t *r)
 const lg_server_t *lg_route_server(const lg_bind_t *b, lg_str_t host);
 const lg_route_t  *lg_route_find(const lg_server_t *srv, const lg_req_t *r,
                                  const char *path, size_t n, regmatch_t caps[10]);
+/*
+ * The route the request's path (normalised into r->mpath) and conditions
+ * select, found once and remembered: the ACCESS phase asks it to know
+ * which route's settings apply before the ROUTE phase sets r->route from
+ * it.  NULL with *status 0: no route matches (404); 400: a path that
+ * cannot be normalised; 500: out of memory.
+ */
+const lg_route_t  *lg_req_route(lg_req_t *r, int *status);
 /* The response head is in r->rsp / r->rsp_ri: the RESPONSE phase.  LG_OK,
  * or LG_DONE when a handler answered instead (a cache revalidation). */
 int  lg_req_response_head(lg_req_t *r);

@@ -170,3 +170,33 @@ const lg_route_t *lg_route_find(const lg_server_t *srv, const lg_req_t *s,
     memset(caps, -1, sizeof(regmatch_t) * 10);
     return prefix;
 }
+
+const lg_route_t *lg_req_route(lg_req_t *r, int *status)
+{
+    if (r->routed) {
+        *status = r->routed == 1 ? 0 : r->routed;
+        return r->route_found;
+    }
+    *status = 0;
+    char *mp = lg_arena_alloc(&r->arena, r->ri.path.n + 2);
+    if (mp == NULL) {
+        r->routed = *status = 500;      /* another try would fail the same way */
+        return NULL;
+    }
+    ssize_t mn;
+    if (r->ri.path.n == 1 && r->ri.path.p[0] == '*') {
+        mp[0] = '*';
+        mp[1] = '\0';
+        mn = 1;
+    } else {
+        mn = lg_http_normalize_path(r->ri.path.p, r->ri.path.n, mp);
+    }
+    if (mn < 0) {
+        r->routed = *status = 400;
+        return NULL;
+    }
+    r->mpath = mp;
+    r->route_found = r->server ? lg_route_find(r->server, r, mp, (size_t)mn, r->caps) : NULL;
+    r->routed = 1;
+    return r->route_found;
+}

@@ -6,6 +6,7 @@
 #include "proc/proc.h"
 
 #include "cache/http.h"
+#include "feature/access.h"
 #include "feature/accesslog.h"
 #include "feature/coding.h"
 #include "forward/forward.h"
@@ -17,6 +18,7 @@ extern const lg_feature_t lg_feature_realip, lg_feature_max_forwards, lg_feature
 static const lg_feature_t *const features[] = {
     &lg_feature_realip,         /* POST_READ: the client's address first */
     &lg_feature_max_forwards,   /* ACCESS: TRACE/OPTIONS with Max-Forwards 0 answered here */
+    &lg_feature_access,         /* ACCESS: access_rules, auth_basic, satisfy (reverse proxy) */
     &lg_feature_forward,        /* ACCESS, CONTENT: forward-proxy requests */
     &lg_feature_reverse,        /* ROUTE, CONTENT, LOG: routes and upstreams */
     &lg_feature_cache,          /* CACHE, RESPONSE, BODY, UPSTREAM_ERROR */

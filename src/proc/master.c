@@ -38,6 +38,7 @@
 #include "net/listen.h"
 #include "net/tls.h"
 #include "cache/http.h"
+#include "feature/access.h"
 #include "forward/forward.h"
 #include "proxy/proxy.h"
 #include "proxy/upstate.h"
@@ -367,7 +368,8 @@ static void reload(void)
         lg_error("reload failed: the configuration has errors, keeping the old one");
         return;
     }
-    if ((lg_tls_prepare(nc, err, sizeof(err)) < 0) | (lg_forward_prepare(nc, err, sizeof(err)) < 0)) {
+    if ((lg_tls_prepare(nc, err, sizeof(err)) < 0) | (lg_forward_prepare(nc, err, sizeof(err)) < 0) |
+        (lg_access_prepare(nc, err, sizeof(err)) < 0)) {
         char *save = NULL;
         for (char *l = strtok_r(err, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
             lg_error("%s", l);

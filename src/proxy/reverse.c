@@ -120,25 +120,12 @@ static int route_phase(lg_req_t *s)
         s->route = NULL;        /* the forward proxy's: no routes */
         return LG_DECLINED;
     }
-    char *mp = lg_arena_alloc(&s->arena, s->ri.path.n + 2);
-    if (mp == NULL) {
-        lg_req_error(s, 500);
+    int status = 0;
+    s->route = lg_req_route(s, &status);
+    if (status) {
+        lg_req_error(s, status);
         return LG_DONE;
     }
-    ssize_t mn;
-    if (s->ri.path.n == 1 && s->ri.path.p[0] == '*') {
-        mp[0] = '*';
-        mp[1] = '\0';
-        mn = 1;
-    } else {
-        mn = lg_http_normalize_path(s->ri.path.p, s->ri.path.n, mp);
-    }
-    if (mn < 0) {
-        lg_req_error(s, 400);
-        return LG_DONE;
-    }
-    s->mpath = mp;
-    s->route = lg_route_find(s->server, s, mp, (size_t)mn, s->caps);
     if (s->route == NULL) {
         lg_req_error(s, 404);
         return LG_DONE;

@@ -194,7 +194,7 @@ def bad_htpasswd_is_a_config_error():
         f.write("mallory:plaintext\n")
     rc, err = check_config(conf(free_port(), free_port(), d, 'auth_file = "%s/htpasswd";' % d))
     eq(rc, 1)
-    ok(re.search(r"htpasswd:\d+: expected user:hash", err), err)
+    ok(re.search(r"htpasswd:\d+: user \"mallory\": a plain-text password is refused", err), err)
 
 
 def add_user(d, user, pw):
