@@ -517,6 +517,22 @@ static int read_response_head(lg_req_t *s)
 }
 
 
+/*
+ * The client closed its end once its request was sent: EOF seen, nothing
+ * pipelined behind it (a peek finds no byte, only the end, as nginx
+ * checks a broken connection).  A TLS client's close_notify is a byte:
+ * such a client is not taken for gone, its next write failing instead.
+ */
+static int client_gone(lg_req_t *s)
+{
+    lg_conn_t *c = s->conn;
+    if (!c->e.rd_hup || !s->reqp.done || (c->in && c->in->last > c->in->pos))
+        return 0;
+    char b;
+    ssize_t n = recv(c->e.io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static void proxy_step(lg_req_t *s)
 {
     lg_uconn_t *uc = s->uc;
@@ -566,6 +582,14 @@ static void proxy_step(lg_req_t *s)
     }
     if (s->stage != &proxy_stage)
         return;
+    if (!s->rsp_head_done && client_gone(s)) {
+        /* as nginx without proxy_ignore_client_abort: nobody will read the
+         * answer, so what the request holds -- an upstream connection, a
+         * limit_conn slot -- goes now, not when the upstream answers */
+        lg_info("client %s closed the connection while waiting for the upstream", s->peer_text);
+        lg_conn_close(s->conn, "client closed while waiting for the upstream");
+        return;
+    }
     if (!s->rsp_head_done && !read_response_head(s))
         return;
     lg_pipe_rc_t rc = lg_pipe_run(&s->rspp, &uc->e, &s->conn->e);
