@@ -83,6 +83,13 @@ int lg_limits_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
     return 0;
 }
 
+void lg_limits_clear_slot(const lg_conf_t *conf, int slot)
+{
+    for (size_t i = 0; i < conf->nlimit_zones; i++)
+        if (conf->limit_zones[i].conn && conf->limit_zones[i].table)
+            lg_lz_conn_clear_slot(conf->limit_zones[i].table, slot);
+}
+
 /* ---- the worker ---- */
 
 static int limit_slot;
@@ -94,6 +101,7 @@ typedef struct lim_ctx {
 typedef struct lim_hold {       /* one request counted in a concurrency zone */
     lg_lz_t *z;
     uint64_t h;
+    int      slot;              /* the worker's, whose lane counted it */
 } lim_hold_t;
 
 static int64_t now_us(void)
@@ -128,7 +136,7 @@ static void note_full(const lg_limit_zone_t *lz, lg_lz_t *z)
 static void release(void *arg)
 {
     lim_hold_t *hd = arg;
-    lg_lz_conn_release(hd->z, hd->h);
+    lg_lz_conn_release(hd->z, hd->h, hd->slot);
 }
 
 /* The settings of the request's route, found ahead of the ROUTE phase when
@@ -185,7 +193,7 @@ static int check_conn(lg_req_t *r, const lg_common_t *c, int64_t now)
             continue;
         lg_lz_t *z = lz->table;
         uint64_t h = lg_lz_hash(z, key, n);
-        int rc = lg_lz_conn_acquire(z, h, now, rule->max, c->limit_conn_dry_run);
+        int rc = lg_lz_conn_acquire(z, h, now, rule->max, c->limit_conn_dry_run, lg_w.slot);
         if (rc == LG_LZ_FULL) {
             note_full(lz, z);
             continue;
@@ -193,11 +201,12 @@ static int check_conn(lg_req_t *r, const lg_common_t *c, int64_t now)
         if (rc == LG_LZ_PASS || c->limit_conn_dry_run) {
             lim_hold_t *hd = lg_arena_alloc(&r->arena, sizeof(*hd));
             if (hd == NULL) {
-                lg_lz_conn_release(z, h);
+                lg_lz_conn_release(z, h, lg_w.slot);
                 return LG_ERROR;
             }
             hd->z = z;
             hd->h = h;
+            hd->slot = lg_w.slot;
             lg_req_cleanup(r, release, hd);
         }
         if (rc == LG_LZ_PASS) {

@@ -17,4 +17,7 @@ size_t lg_limits_shm_size(const lg_conf_t *conf);
  * 0, or -1 with err. */
 int    lg_limits_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen);
 
+/* Master: a worker of this slot died; forget its requests in flight. */
+void   lg_limits_clear_slot(const lg_conf_t *conf, int slot);
+
 #endif

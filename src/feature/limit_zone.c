@@ -5,6 +5,8 @@
  */
 #include "feature/limit_zone.h"
 
+#include <string.h>
+
 #include "core/hash.h"
 
 size_t lg_lz_bytes(size_t size)
@@ -40,10 +42,18 @@ static lg_lz_set_t *set_of(lg_lz_t *z, uint64_t h)
     return &z->sets[lg_scale64(h, z->nsets)];
 }
 
+static int64_t in_flight(const lg_lz_entry_t *e)
+{
+    int64_t n = 0;
+    for (int i = 0; i < LG_LZ_LANES; i++)
+        n += e->u.lane[i];
+    return n;
+}
+
 /* An entry whose state is the same as no state at all. */
 static int idle(const lg_lz_t *z, const lg_lz_entry_t *e, int64_t now)
 {
-    return e->hash == 0 || (z->conn ? e->val <= 0 : e->val <= now);
+    return e->hash == 0 || (z->conn ? in_flight(e) == 0 : e->u.tat <= now);
 }
 
 /*
@@ -74,7 +84,7 @@ static lg_lz_entry_t *entry(lg_lz_t *z, lg_lz_set_t *s, uint64_t h, int64_t now,
         lg_shm_add(&z->evictions, 1);
     }
     e->hash = h;
-    e->val = 0;
+    memset(&e->u, 0, sizeof(e->u));
     e->last = now;
     return e;
 }
@@ -104,40 +114,46 @@ int lg_lz_rate(lg_lz_t *z, uint64_t h, int64_t now, int64_t interval, int64_t bu
     lg_lz_set_t *s = set_of(z, h);
     lg_shm_lock(&s->mx);        /* owner died: go on, see LOCKING */
     lg_lz_entry_t *e = entry(z, s, h, now, evicted);
-    int rc = lg_gcra(&e->val, now, interval, burst, delay, wait_us);
+    int rc = lg_gcra(&e->u.tat, now, interval, burst, delay, wait_us);
     e->last = now;
     lg_shm_unlock(&s->mx);
     return rc;
 }
 
-int lg_lz_conn_acquire(lg_lz_t *z, uint64_t h, int64_t now, int64_t max, int dry)
+int lg_lz_conn_acquire(lg_lz_t *z, uint64_t h, int64_t now, int64_t max, int dry, int slot)
 {
     lg_lz_set_t *s = set_of(z, h);
-    int evicted = 0, rc;
+    int evicted = 0, rc, lane = slot % LG_LZ_LANES;
     lg_shm_lock(&s->mx);
     lg_lz_entry_t *e = entry(z, s, h, now, &evicted);
     if (e == NULL) {
         rc = LG_LZ_FULL;
         lg_shm_add(&z->full, 1);
-    } else if (e->val >= max && !dry) {
-        rc = LG_LZ_REJECT;
     } else {
-        rc = e->val >= max ? LG_LZ_REJECT : LG_LZ_PASS;
-        e->val++;
-        e->last = now;
+        int64_t n = in_flight(e);
+        if ((n >= max && !dry) || e->u.lane[lane] == UINT16_MAX) {
+            rc = LG_LZ_REJECT;
+            if (e->u.lane[lane] == UINT16_MAX)
+                rc = LG_LZ_FULL;    /* 65535 of one key in one worker: not counted */
+        } else {
+            rc = n >= max ? LG_LZ_REJECT : LG_LZ_PASS;
+            e->u.lane[lane]++;
+            e->last = now;
+        }
     }
     lg_shm_unlock(&s->mx);
     return rc;
 }
 
-void lg_lz_conn_release(lg_lz_t *z, uint64_t h)
+void lg_lz_conn_release(lg_lz_t *z, uint64_t h, int slot)
 {
     lg_lz_set_t *s = set_of(z, h);
+    int lane = slot % LG_LZ_LANES;
     lg_shm_lock(&s->mx);
     for (int i = 0; i < LG_LZ_WAYS; i++)
         if (s->e[i].hash == h) {
-            if (s->e[i].val > 0)
-                s->e[i].val--;
+            if (s->e[i].u.lane[lane] > 0)   /* 0: the master zeroed it, see LAYOUT */
+                s->e[i].u.lane[lane]--;
             break;
         }
     lg_shm_unlock(&s->mx);
@@ -150,7 +166,19 @@ int64_t lg_lz_conn_count(lg_lz_t *z, uint64_t h)
     lg_shm_lock(&s->mx);
     for (int i = 0; i < LG_LZ_WAYS; i++)
         if (s->e[i].hash == h)
-            n = s->e[i].val;
+            n = in_flight(&s->e[i]);
     lg_shm_unlock(&s->mx);
     return n;
+}
+
+void lg_lz_conn_clear_slot(lg_lz_t *z, int slot)
+{
+    int lane = slot % LG_LZ_LANES;
+    for (uint64_t i = 0; z->conn && i < z->nsets; i++) {
+        lg_lz_set_t *s = &z->sets[i];
+        lg_shm_lock(&s->mx);
+        for (int k = 0; k < LG_LZ_WAYS; k++)
+            s->e[k].u.lane[lane] = 0;
+        lg_shm_unlock(&s->mx);
+    }
 }

@@ -9,9 +9,15 @@
  *         eviction counters and the time of the last "zone is full" line
  *   64    nsets x lg_lz_set_t, 320 bytes each: a robust mutex (padded to
  *         64 bytes) and LG_LZ_WAYS entries of 32 bytes
- *         { key hash, last use (us), value, spare }; the value is the GCRA
- *         theoretical arrival time (us) of a rate zone, or the number of
- *         requests in flight of a concurrency zone
+ *         { key hash, last use (us), 16 bytes of state }; the state is the
+ *         GCRA theoretical arrival time (us) of a rate zone, or, in a
+ *         concurrency zone, the requests in flight counted in LG_LZ_LANES
+ *         lanes, one per worker slot modulo LG_LZ_LANES: when a worker dies
+ *         with requests in flight the master zeroes its lane, so that its
+ *         requests do not stay counted for ever (with more than 8 workers,
+ *         or while an old generation drains, a lane is shared and zeroing
+ *         it forgets live requests too: the limit is then briefly looser,
+ *         never stricter)
  *
  * A key lives in the set its hash chooses (a set-associative table, as a
  * CPU cache): lookups and updates touch one set, never a list shared by
@@ -51,12 +57,18 @@
 #define LG_LZ_WAYS  8
 #define LG_LZ_MAGIC 0x4c4c5a31u        /* "LLZ1" */
 
+#define LG_LZ_LANES 8
+
 typedef struct lg_lz_entry {
     uint64_t hash;                      /* 0: empty */
     int64_t  last;                      /* last use, us */
-    int64_t  val;                       /* rate: TAT in us; conn: requests in flight */
-    int64_t  spare;
+    union {
+        int64_t  tat;                   /* rate zones: theoretical arrival time, us */
+        uint16_t lane[LG_LZ_LANES];     /* concurrency zones: in flight per slot % LANES */
+    } u;
 } lg_lz_entry_t;
+
+_Static_assert(sizeof(lg_lz_entry_t) == 32, "an entry is half a cache line");
 
 typedef struct lg_lz_set {
     _Alignas(64) lg_shm_mutex_t mx;
@@ -112,9 +124,11 @@ int      lg_gcra(int64_t *tat, int64_t now, int64_t interval, int64_t burst, int
  * LG_LZ_FULL: no room to count it (not counted: do not release).  dry:
  * count it even past max, returning LG_LZ_REJECT (release it later too).
  */
-int      lg_lz_conn_acquire(lg_lz_t *z, uint64_t h, int64_t now, int64_t max, int dry);
-void     lg_lz_conn_release(lg_lz_t *z, uint64_t h);
+int      lg_lz_conn_acquire(lg_lz_t *z, uint64_t h, int64_t now, int64_t max, int dry, int slot);
+void     lg_lz_conn_release(lg_lz_t *z, uint64_t h, int slot);
 /* Requests in flight for h (tests, logs). */
 int64_t  lg_lz_conn_count(lg_lz_t *z, uint64_t h);
+/* The master: worker `slot` died; forget what it had in flight. */
+void     lg_lz_conn_clear_slot(lg_lz_t *z, int slot);
 
 #endif

@@ -440,6 +440,8 @@ static void reap(void)
             continue;
         child_t k = kids[i];
         kids[i] = kids[--nkids];
+        if (WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0))
+            lg_limits_clear_slot(conf, k.slot);     /* its requests will never release */
         if (k.exiting) {
             lg_info("worker process %d exited", (int)pid);
             continue;

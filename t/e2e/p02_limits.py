@@ -282,6 +282,29 @@ def concurrency_released_when_clients_vanish():
     ok(time.monotonic() - t0 < 5, "released long before the origin would have answered")
 
 
+@test(timeout=60)
+def concurrency_released_when_a_worker_dies():
+    """A worker killed with requests in flight: the master forgets them
+    (its lane of the zone), so the key is not locked out for ever."""
+    o = Origin("o")
+    port = free_port()
+    lg = Legate(simple_conf(port, [o], http_extra=zones(
+        conn='{ name = "perip"; key = "$remote_addr"; }'),
+        route_extra='limit_conn = { zone = "perip"; max = 2; };'), workers=1)
+    lg.allow_log(r"exited on signal 9")
+    cs = [Conn(port) for _ in range(2)]
+    for c in cs:
+        c.send("GET /slow?delay=20000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_until(lambda: o.stats()["active"] >= 2, 5, what="both slow requests at the origin")
+    eq(request(port, target="/x").status, 503, "the limit is reached")
+    old = lg.workers()
+    os.kill(old[0], 9)
+    wait_until(lambda: lg.workers() and lg.workers() != old, 10, what="a new worker")
+    eq(request(port, target="/x").status, 200, "the dead worker's requests are forgotten")
+    for c in cs:
+        c.close()
+
+
 @test
 def forward_proxy_requests_are_limited():
     o = Origin("o")

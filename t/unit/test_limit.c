@@ -143,24 +143,40 @@ Test(lz, conn_counts_and_full_set)
 {
     lg_lz_t *z = zone(sizeof(lg_lz_t) + sizeof(lg_lz_set_t), 1);
     int64_t now = SEC;
-    cr_assert_eq(lg_lz_conn_acquire(z, 7, now, 2, 0), LG_LZ_PASS);
-    cr_assert_eq(lg_lz_conn_acquire(z, 7, now, 2, 0), LG_LZ_PASS);
-    cr_assert_eq(lg_lz_conn_acquire(z, 7, now, 2, 0), LG_LZ_REJECT);
+    cr_assert_eq(lg_lz_conn_acquire(z, 7, now, 2, 0, 0), LG_LZ_PASS);
+    cr_assert_eq(lg_lz_conn_acquire(z, 7, now, 2, 0, 0), LG_LZ_PASS);
+    cr_assert_eq(lg_lz_conn_acquire(z, 7, now, 2, 0, 0), LG_LZ_REJECT);
     cr_assert_eq(lg_lz_conn_count(z, 7), 2, "a refusal is not counted");
-    cr_assert_eq(lg_lz_conn_acquire(z, 7, now, 2, 1), LG_LZ_REJECT, "dry run: would refuse");
+    cr_assert_eq(lg_lz_conn_acquire(z, 7, now, 2, 1, 0), LG_LZ_REJECT, "dry run: would refuse");
     cr_assert_eq(lg_lz_conn_count(z, 7), 3, "...but counts it");
-    lg_lz_conn_release(z, 7);
+    lg_lz_conn_release(z, 7, 0);
     /* fill the other seven entries: busy entries are never evicted */
     for (uint64_t k = 100; k < 107; k++)
-        cr_assert_eq(lg_lz_conn_acquire(z, k, now, 1, 0), LG_LZ_PASS);
-    cr_assert_eq(lg_lz_conn_acquire(z, 555, now, 1, 0), LG_LZ_FULL);
+        cr_assert_eq(lg_lz_conn_acquire(z, k, now, 1, 0, 0), LG_LZ_PASS);
+    cr_assert_eq(lg_lz_conn_acquire(z, 555, now, 1, 0, 0), LG_LZ_FULL);
     cr_assert_eq(lg_lz_conn_count(z, 7), 2, "key 7 kept");
-    lg_lz_conn_release(z, 100);
-    cr_assert_eq(lg_lz_conn_acquire(z, 555, now, 1, 0), LG_LZ_PASS, "a released entry is reused");
-    lg_lz_conn_release(z, 7);
-    lg_lz_conn_release(z, 7);
-    lg_lz_conn_release(z, 7);   /* one too many: stops at 0 */
+    lg_lz_conn_release(z, 100, 0);
+    cr_assert_eq(lg_lz_conn_acquire(z, 555, now, 1, 0, 0), LG_LZ_PASS, "a released entry is reused");
+    lg_lz_conn_release(z, 7, 0);
+    lg_lz_conn_release(z, 7, 0);
+    lg_lz_conn_release(z, 7, 0);   /* one too many: stops at 0 */
     cr_assert_eq(lg_lz_conn_count(z, 7), 0);
+}
+
+/* A dead worker's lane is forgotten; the others' stay. */
+Test(lz, clear_a_dead_workers_slot)
+{
+    lg_lz_t *z = zone(1 << 16, 1);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(lg_lz_conn_acquire(z, 5, SEC, 10, 0, 1), LG_LZ_PASS);
+    cr_assert_eq(lg_lz_conn_acquire(z, 5, SEC, 10, 0, 2), LG_LZ_PASS);
+    cr_assert_eq(lg_lz_conn_count(z, 5), 4);
+    lg_lz_conn_clear_slot(z, 1);
+    cr_assert_eq(lg_lz_conn_count(z, 5), 1, "slot 2's request still counted");
+    lg_lz_conn_release(z, 5, 1);    /* a late release of the dead slot: stays at 0 */
+    cr_assert_eq(lg_lz_conn_count(z, 5), 1);
+    lg_lz_conn_release(z, 5, 2);
+    cr_assert_eq(lg_lz_conn_count(z, 5), 0);
 }
 
 /* Another process sees and updates the same counts (the workers' case). */
@@ -171,11 +187,11 @@ Test(lz, shared_with_a_child)
     if (pid == 0) {
         int bad = 0;
         for (int i = 0; i < 1000; i++)
-            bad |= lg_lz_conn_acquire(z, 9, SEC, 1000000, 0) != LG_LZ_PASS;
+            bad |= lg_lz_conn_acquire(z, 9, SEC, 1000000, 0, 0) != LG_LZ_PASS;
         _exit(bad);
     }
     for (int i = 0; i < 1000; i++)
-        cr_assert_eq(lg_lz_conn_acquire(z, 9, SEC, 1000000, 0), LG_LZ_PASS);
+        cr_assert_eq(lg_lz_conn_acquire(z, 9, SEC, 1000000, 0, 0), LG_LZ_PASS);
     int st;
     cr_assert_eq(waitpid(pid, &st, 0), pid);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
