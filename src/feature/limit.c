@@ -17,6 +17,11 @@
  * from this phase until it is freed (lg_req_cleanup), however it ends --
  * answered, refused, or its client gone.
  *
+ * Place: after the forward proxy's ACCESS handler, so that a key of
+ * $remote_user is the user that signed in; a request its client rules or
+ * sign-in refuse (403, 407) is not counted.  (nginx counts before auth,
+ * keying on the user name claimed, unchecked; legate keys on a checked one.)
+ *
  * Order: concurrency first, then rate, so that a request refused for
  * concurrency spends none of its key's rate; a request delayed by the rate
  * holds its concurrency slot while it waits (it holds a connection here).

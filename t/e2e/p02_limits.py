@@ -5,9 +5,12 @@ Retry-After and the configurable status, dry run, keys from a header, a zone
 with more keys than it holds, a reload that keeps the counts, the
 concurrency limit across two workers and its release when clients vanish,
 forward-proxy requests, and configuration errors."""
+import base64
 import os
 import re
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -322,6 +325,41 @@ http = {
     url = "http://127.0.0.1:%d/x" % o.port
     eq(request(port, target=url, host="127.0.0.1:%d" % o.port).status, 200)
     eq(request(port, target=url, host="127.0.0.1:%d" % o.port).status, 429)
+
+
+@test
+def forward_proxy_keys_on_the_signed_in_user():
+    """$remote_user is the user the forward proxy checked: alice and bob
+    are counted apart, and a refused sign-in is not counted."""
+    o = Origin("o")
+    port = free_port()
+    d = tempfile.mkdtemp(prefix="legate-lim-")
+    users = []
+    for user, pw in (("alice", "s3cret"), ("bob", "hunter2")):
+        h = subprocess.run(["openssl", "passwd", "-6", pw], capture_output=True, check=True,
+                           timeout=30).stdout.decode().strip()
+        users.append("%s:%s" % (user, h))
+    with open(os.path.join(d, "htpasswd"), "w") as f:
+        f.write("\n".join(users) + "\n")
+    Legate("""
+http = {
+    %s
+    limit_req_zones = ( { name = "user"; key = "$remote_user"; rate = "1r/m"; } );
+    servers = ( { listen = "127.0.0.1:%d";
+        forward = { allow_private = true; auth_file = "%s/htpasswd"; };
+        limit_req = { zone = "user"; nodelay = true; };
+        routes = ( { exact = "/"; return = 200; body = "proxy\\n"; } ); } );
+};
+""" % (LOG, port, d), workers=2)
+    url = "http://127.0.0.1:%d/x" % o.port
+    basic = lambda u, p: [("Proxy-Authorization", "Basic " + base64.b64encode(
+        ("%s:%s" % (u, p)).encode()).decode())]
+    get = lambda hs: request(port, target=url, host="127.0.0.1:%d" % o.port, headers=hs).status
+    eq(get(basic("alice", "wrong")), 407)
+    eq(get(basic("alice", "s3cret")), 200, "the refused sign-in was not counted")
+    eq(get(basic("alice", "s3cret")), 429)
+    eq(get(basic("bob", "hunter2")), 200, "bob is another key")
+    eq(get(basic("bob", "hunter2")), 429)
 
 
 @test
