@@ -201,6 +201,8 @@ typedef struct lg_common {
     lg_limits_t *limit_conn;            /* concurrency limits, NULL = none */
     int        limit_conn_status;       /* default 503 */
     int        limit_conn_dry_run;      /* bool */
+    int64_t    limit_rate;              /* bytes a second of a proxied response body, 0 = none */
+    int64_t    limit_rate_after;        /* ...after the first this many, default 0 */
 
     char *access_log;                   /* path under prefix, or "off"; default "logs/access.log" */
     lg_tpl_t *log_format;               /* "combined" (default), "json", "forward", or a

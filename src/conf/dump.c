@@ -167,6 +167,8 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_limits(out, ind, "limit_conn", c->limit_conn, 1);
     kv_int(out, ind, "limit_conn_status", c->limit_conn_status);
     kv_bool(out, ind, "limit_conn_dry_run", c->limit_conn_dry_run);
+    kv_int(out, ind, "limit_rate", c->limit_rate);
+    kv_int(out, ind, "limit_rate_after", c->limit_rate_after);
     kv_str(out, ind, "access_log", c->access_log);
     kv_str(out, ind, "log_format", c->log_format->src);
 }

@@ -202,6 +202,8 @@ const directive_t ld_common_dirs[] = {
     { "limit_conn", D_CUSTOM, 0, 0, NULL, offsetof(lg_common_t, limit_conn), NULL, ld_fn_limit_conn },
     ROW("limit_conn_status",       D_INT,      400, 599,  "503",   lg_common_t, limit_conn_status),
     ROW("limit_conn_dry_run",      D_BOOL,     0, 1,      "false", lg_common_t, limit_conn_dry_run),
+    ROW("limit_rate",              D_SIZE,     0, (int64_t)1 << 40, "0", lg_common_t, limit_rate),
+    ROW("limit_rate_after",        D_SIZE,     0, INT64_MAX, "0",  lg_common_t, limit_rate_after),
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }

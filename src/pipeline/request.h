@@ -84,6 +84,7 @@ typedef enum lg_tkind {
     LG_T_RESOLVE = 6,           /* forward proxy: name resolution (proxy_connect_timeout) */
     LG_T_TUNNEL = 7,            /* tunnel_idle_timeout */
     LG_T_WAIT = 8,              /* a suspended handler looks again */
+    LG_T_RATE = 9,              /* limit_rate: the response body may go on */
 } lg_tkind_t;
 
 /*

@@ -458,6 +458,9 @@ static int read_response_head(lg_req_t *s)
                 s->status = r.status;
                 s->upstream_keep = ri.keep_alive;
                 lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, 0);
+                s->rspp.rate = (uint64_t)lg_req_common(s)->limit_rate;     /* limit_rate */
+                s->rspp.rate_after = (uint64_t)lg_req_common(s)->limit_rate_after;
+                s->rspp.rate_t0 = lg_w.loop.now;
                 lg_req_response_body(s);        /* taps and filters: r->xform may change */
                 lg_xform_t xf = (lg_xform_t)s->xform;
                 /* a transformed body has a length nobody knows yet */
@@ -630,6 +633,9 @@ static lg_msec_t proxy_arm(lg_req_t *s, lg_tkind_t *kind)
     CONSIDER(ue && ue->want_w, c->proxy_send_timeout, LG_T_UP_SEND);
     CONSIDER(ue && ue->want_r, c->proxy_read_timeout, LG_T_UP_READ);
     CONSIDER(t < 0, c->proxy_read_timeout, LG_T_UP_READ);
+    /* limit_rate held the body back: nothing else is awaited meanwhile */
+    CONSIDER(s->rspp.rate_wait, s->rspp.rate_wait > lg_w.loop.now ? s->rspp.rate_wait - lg_w.loop.now : 0,
+             LG_T_RATE);
 #undef CONSIDER
     return t;
 }
@@ -675,6 +681,9 @@ static void upstream_timeout(lg_req_t *s, lg_tkind_t kind)
         upstream_failed(s, 504, LG_COND_TIMEOUT, ETIMEDOUT, kind == LG_T_UP_SEND
                         ? "upstream timed out while sending request"
                         : "upstream timed out while reading response header");
+        return;
+    case LG_T_RATE:
+        s->rspp.rate_wait = 0;  /* the driver runs the step again: the pipe goes on */
         return;
     case LG_T_QUEUE:
         if (attach_upstream(s, 1) == 0) {

@@ -362,6 +362,31 @@ http = {
     eq(get(basic("bob", "hunter2")), 429)
 
 
+@test(timeout=60)
+def limit_rate_paces_downloads():
+    """limit_rate 200k: 600 KB take about 3 s; limit_rate_after 400k: the
+    first 400 KB go at once, the rest in about 1 s; without it, at once."""
+    o = Origin("o")
+    port = free_port()
+    routes = ('{ prefix = "/slow"; proxy_pass = "app"; limit_rate = "200k"; }, '
+              '{ prefix = "/after"; proxy_pass = "app"; limit_rate = "200k"; limit_rate_after = "400k"; }, '
+              '{ prefix = "/"; proxy_pass = "app"; }')
+    Legate(simple_conf(port, [o], routes=routes), workers=2)
+    size = 600 * 1024
+
+    def timed(path):
+        t0 = time.monotonic()
+        r = request(port, target=path + "?size=%d" % size, timeout=20)
+        eq(len(r.body), size, "the whole body arrived")
+        return time.monotonic() - t0
+    t_free, t_slow, t_after = timed("/x"), timed("/slow"), timed("/after")
+    print("# 600 KB: %.2f s unlimited, %.2f s at 200k, %.2f s at 200k after 400k"
+          % (t_free, t_slow, t_after))
+    ok(t_free < 1.0, "unlimited: %.2f s" % t_free)
+    ok(2.6 <= t_slow <= 4.5, "600 KB at 200 KB/s: %.2f s" % t_slow)
+    ok(0.8 <= t_after <= 2.0, "400 KB free then 200 KB at 200 KB/s: %.2f s" % t_after)
+
+
 @test
 def configuration_errors():
     cases = [
