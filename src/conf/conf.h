@@ -110,6 +110,39 @@ typedef struct lg_valid {
     size_t           n;
 } lg_valid_t;
 
+/*
+ * Request-rate and concurrency limits (feature/limit.c), nginx's
+ * limit_req_zone / limit_conn_zone: a zone is declared once at http level
+ * and its table lives in shared memory; rules at any level name a zone.
+ */
+typedef struct lg_limit_zone {
+    char      *name;                    /* arena, unique among zones of its kind */
+    int        conn;                    /* 0: a rate zone (limit_req), 1: a concurrency zone */
+    lg_tpl_t  *key;                     /* what is counted: "$remote_addr", "$http_x_api_key" */
+    int64_t    size;                    /* bytes of shared memory, default 1m */
+    char      *rate;                    /* rate zones: as written, "20r/s" or "30r/m" */
+    int64_t    interval_us;             /* rate zones: one request's share of time, 1 s / rate */
+    void      *table;                   /* its table in the shared segment, set by the master */
+    int        index;
+    int        line;
+} lg_limit_zone_t;
+
+typedef struct lg_limit_rule {          /* one limit_req or limit_conn entry */
+    char            *zone_name;         /* as written */
+    lg_limit_zone_t *zone;              /* borrowed: resolved once loading is done */
+    int              burst;             /* limit_req: requests past the rate allowed, default 0 */
+    int              delay;             /* limit_req: of those, how many go without delay;
+                                           nodelay = burst; default 0 (all delayed) */
+    int              nodelay;           /* limit_req: bool, as written */
+    int              max;               /* limit_conn: requests in flight per key */
+    int              line;
+} lg_limit_rule_t;
+
+typedef struct lg_limits {              /* arena array; n = 0 is "no limits here" */
+    lg_limit_rule_t *v;
+    size_t           n;
+} lg_limits_t;
+
 /* Settings inherited http -> server -> route. */
 typedef struct lg_common {
     lg_msec_t client_header_timeout;    /* default 60s */
@@ -172,6 +205,14 @@ typedef struct lg_common {
     void      *access_rt;               /* the rules built by feature/access.c (shared with the
                                            parent level when inherited); not a setting */
     void      *auth_rt;                 /* the htpasswd file read (likewise); not a setting */
+    lg_limits_t *limit_req;             /* rate limits, NULL = none (feature/limit.c) */
+    int        limit_req_status;        /* default 429 */
+    int        limit_req_dry_run;       /* bool: log what would be refused, refuse nothing */
+    lg_limits_t *limit_conn;            /* concurrency limits, NULL = none */
+    int        limit_conn_status;       /* default 503 */
+    int        limit_conn_dry_run;      /* bool */
+    int64_t    limit_rate;              /* bytes a second of a proxied response body, 0 = none */
+    int64_t    limit_rate_after;        /* ...after the first this many, default 0 */
 
     char *access_log;                   /* path under prefix, or "off"; default "logs/access.log" */
     lg_tpl_t *log_format;               /* "combined" (default), "json", "forward", or a
@@ -405,6 +446,8 @@ typedef struct lg_server {
     lg_strv_t        *real_ip_from;     /* CIDRs trusted to tell the client address */
     char             *real_ip_header;   /* default "X-Forwarded-For" */
     void             *real_ip_rt;       /* their CIDR set, built by the proxy layer */
+    int               limit_routes;     /* a route's limits differ from the server's: the
+                                           ACCESS phase finds the route (feature/limit.c) */
     void             *ssl_ctx;          /* SSL_CTX *, built by net/tls.c; NULL without certificates */
     int               index;
     int               line;
@@ -460,6 +503,8 @@ typedef struct lg_conf {
     int64_t         tls_session_cache;  /* bytes of the shared session-ID cache, default 1m; 0 off */
     void          (*on_free)(struct lg_conf *); /* set by layers that hang state on the conf */
     void          (*access_free)(struct lg_conf *); /* frees what feature/access.c built */
+    lg_limit_zone_t *limit_zones;       /* limit_req_zones then limit_conn_zones */
+    size_t          nlimit_zones;
 } lg_conf_t;
 
 /*

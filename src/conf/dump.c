@@ -94,6 +94,24 @@ static void kv_names(FILE *out, int ind, const char *name, const lg_strv_t *sv)
     fputs(" ];\n", out);
 }
 
+/* limit_req / limit_conn: a list of groups, () when turned off here */
+static void kv_limits(FILE *out, int ind, const char *name, const lg_limits_t *l, int conn)
+{
+    if (l == NULL)
+        return;
+    IND(out, ind);
+    fprintf(out, "%s = (", name);
+    for (size_t i = 0; i < l->n; i++) {
+        fputs(i ? ", { zone = " : " { zone = ", out);
+        put_str(out, l->v[i].zone_name);
+        if (conn)
+            fprintf(out, "; max = %d; }", l->v[i].max);
+        else
+            fprintf(out, "; burst = %d; delay = %d; }", l->v[i].burst, l->v[i].delay);
+    }
+    fputs(" );\n", out);
+}
+
 static void dump_common(FILE *out, int ind, const lg_common_t *c)
 {
     kv_msec(out, ind, "client_header_timeout", c->client_header_timeout);
@@ -148,6 +166,14 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     if (c->auth_basic_user_file)
         kv_str(out, ind, "auth_basic_user_file", c->auth_basic_user_file);
     kv_str(out, ind, "satisfy", c->satisfy);
+    kv_limits(out, ind, "limit_req", c->limit_req, 0);
+    kv_int(out, ind, "limit_req_status", c->limit_req_status);
+    kv_bool(out, ind, "limit_req_dry_run", c->limit_req_dry_run);
+    kv_limits(out, ind, "limit_conn", c->limit_conn, 1);
+    kv_int(out, ind, "limit_conn_status", c->limit_conn_status);
+    kv_bool(out, ind, "limit_conn_dry_run", c->limit_conn_dry_run);
+    kv_int(out, ind, "limit_rate", c->limit_rate);
+    kv_int(out, ind, "limit_rate_after", c->limit_rate_after);
     kv_str(out, ind, "access_log", c->access_log);
     kv_str(out, ind, "log_format", c->log_format->src);
 }
@@ -445,6 +471,28 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
 
     fputs("\nhttp = {\n", out);
     dump_common(out, 1, &conf->http);
+    for (int conn = 0; conn < 2; conn++) {
+        int any = 0;
+        for (size_t i = 0; i < conf->nlimit_zones; i++) {
+            const lg_limit_zone_t *z = &conf->limit_zones[i];
+            if (z->conn != conn)
+                continue;
+            fputs(any++ ? ",\n        { name = " : conn ? "    limit_conn_zones = (\n        { name = "
+                                                        : "    limit_req_zones = (\n        { name = ", out);
+            put_str(out, z->name);
+            fputs("; key = ", out);
+            put_str(out, z->key->src);
+            fprintf(out, "; size = %lld;", (long long)z->size);
+            if (!conn) {
+                fputs(" rate = ", out);
+                put_str(out, z->rate);
+                fputs(";", out);
+            }
+            fputs(" }", out);
+        }
+        if (any)
+            fputs("\n    );\n", out);
+    }
     fputs("\n    upstreams = {\n", out);
     for (size_t i = 0; i < conf->nupstreams; i++)
         dump_upstream(out, 2, &conf->upstreams[i]);

@@ -199,6 +199,15 @@ const directive_t ld_common_dirs[] = {
     ROW("auth_basic",              D_STRING,   0, 0,      "off",   lg_common_t, auth_basic),
     PATH("auth_basic_user_file",   NULL, NULL,                      lg_common_t, auth_basic_user_file),
     ROW("satisfy",                 D_STRING,   0, 0,      "all",   lg_common_t, satisfy),
+    /* limits (load_limit.c): a custom row with an offset is merged as a pointer */
+    { "limit_req", D_CUSTOM, 0, 0, NULL, offsetof(lg_common_t, limit_req), NULL, ld_fn_limit_req },
+    ROW("limit_req_status",        D_INT,      400, 599,  "429",   lg_common_t, limit_req_status),
+    ROW("limit_req_dry_run",       D_BOOL,     0, 1,      "false", lg_common_t, limit_req_dry_run),
+    { "limit_conn", D_CUSTOM, 0, 0, NULL, offsetof(lg_common_t, limit_conn), NULL, ld_fn_limit_conn },
+    ROW("limit_conn_status",       D_INT,      400, 599,  "503",   lg_common_t, limit_conn_status),
+    ROW("limit_conn_dry_run",      D_BOOL,     0, 1,      "false", lg_common_t, limit_conn_dry_run),
+    ROW("limit_rate",              D_SIZE,     0, (int64_t)1 << 40, "0", lg_common_t, limit_rate),
+    ROW("limit_rate_after",        D_SIZE,     0, INT64_MAX, "0",  lg_common_t, limit_rate_after),
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
@@ -207,6 +216,8 @@ const directive_t ld_common_dirs[] = {
 static const directive_t http_dirs[] = {
     CUSTOM("upstreams", ld_fn_upstreams),
     CUSTOM("servers",   fn_servers),
+    CUSTOM("limit_req_zones",  ld_fn_limit_req_zones),
+    CUSTOM("limit_conn_zones", ld_fn_limit_conn_zones),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -1333,6 +1344,7 @@ static void load_tree(ld_t *ld, const config_t *cfg)
         for (size_t j = 0; j < srv->nroutes; j++)
             merge_common(&srv->routes[j].common, &srv->common);
     }
+    ld_limits_finish(ld);
 }
 
 static char *dir_of(lg_arena_t *a, const char *file)

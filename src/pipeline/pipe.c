@@ -21,6 +21,7 @@
 #include "pipeline/pipe.h"
 
 #include "http/codec.h"
+#include "pipeline/worker.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -228,6 +229,26 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
         data_n = avail;
         if (p->out_chunked && data_n > p->chunk_left)
             data_n = (size_t)p->chunk_left;
+        p->rate_wait = 0;
+        if (p->rate && data_n) {
+            /* limit_rate: what the time since rate_t0 allows past rate_after;
+             * out of budget, wait for a twentieth of a second's worth (at
+             * most 16 KiB) rather than trickle tiny writes */
+            int64_t now = lg_w.loop.now;
+            int64_t allowed = (int64_t)p->rate_after - (int64_t)p->body_bytes +
+                              (int64_t)p->rate * (now - p->rate_t0) / 1000;
+            if (allowed <= 0) {
+                data_n = 0;
+                if (hdr_n == 0 && !fx_pending) {
+                    int64_t step = (int64_t)(p->rate / 20 < 16384 ? p->rate / 20 : 16384) + 1;
+                    p->rate_wait = now + ((step - allowed) * 1000 + (int64_t)p->rate - 1) /
+                                         (int64_t)p->rate;
+                    return LG_PIPE_AGAIN;
+                }
+            } else if ((uint64_t)allowed < data_n) {
+                data_n = (size_t)allowed;
+            }
+        }
         if (data_n) {
             iov[cnt].iov_base = from;
             iov[cnt++].iov_len = data_n;

@@ -48,6 +48,11 @@ typedef struct lg_pipe {
     int            tap_ended;
     uint64_t       limit;       /* max payload bytes, 0 = none (client_max_body_size) */
     uint64_t       wire_bytes;  /* bytes written, head and framing included */
+    /* bandwidth (limit_rate): payload bytes a second, 0 = none; the first
+     * rate_after go unthrottled; counted from rate_t0 (ms) */
+    uint64_t       rate, rate_after;
+    int64_t        rate_t0;
+    int64_t        rate_wait;   /* throttled: the owner's timer should run the pipe then (ms), 0 none */
 } lg_pipe_t;
 
 typedef enum lg_pipe_rc {

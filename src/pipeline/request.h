@@ -58,7 +58,7 @@
 
 typedef enum lg_phase {
     LG_PH_POST_READ = 0,        /* head read: the client's address */
-    LG_PH_ACCESS = 1,           /* rules, authentication (later: limits) */
+    LG_PH_ACCESS = 1,           /* rules, authentication, limits */
     LG_PH_ROUTE = 2,            /* server, route, rewrite, returns, upstream choice */
     LG_PH_CACHE = 3,            /* cache lookup */
     LG_PH_CONTENT = 4,          /* who answers */
@@ -84,6 +84,7 @@ typedef enum lg_tkind {
     LG_T_RESOLVE = 6,           /* forward proxy: name resolution (proxy_connect_timeout) */
     LG_T_TUNNEL = 7,            /* tunnel_idle_timeout */
     LG_T_WAIT = 8,              /* a suspended handler looks again */
+    LG_T_RATE = 9,              /* limit_rate: the response body may go on */
 } lg_tkind_t;
 
 /*
@@ -219,6 +220,8 @@ struct lg_req {
     /* log fields */
     const char     *user;       /* the authenticated user (arena), or NULL */
     const char     *blocked;    /* the rule that refused it (arena) */
+    const char     *limit_req_status;  /* $limit_req_status: PASSED, DELAYED, REJECTED... or NULL */
+    const char     *limit_conn_status; /* $limit_conn_status (feature/limit.c) */
     const char     *cache_status; /* X-Cache / $cache_status, or NULL */
     const char     *upstream_addr; /* the server that answered ($upstream_addr), or NULL */
     uint64_t        bytes_in;   /* from the client, this request */

@@ -32,7 +32,7 @@ enum {
     V_REQUEST_TIME,
     V_UPSTREAM_ADDR, V_UPSTREAM_STATUS, V_UPSTREAM_RESPONSE_TIME,
     V_CONNECTION, V_CONNECTION_REQUESTS, V_PID,
-    V_CACHE_STATUS, V_GEO_COUNTRY, V_BLOCKED,
+    V_CACHE_STATUS, V_GEO_COUNTRY, V_BLOCKED, V_LIMIT_REQ_STATUS, V_LIMIT_CONN_STATUS,
     V_HTTP, V_COOKIE, V_CAPTURE,
     V_COUNT
 };
@@ -86,6 +86,8 @@ static const struct {
     [V_CACHE_STATUS]             = { "cache_status", 0 },
     [V_GEO_COUNTRY]              = { "geo_country", 0 },
     [V_BLOCKED]                  = { "blocked", 0 },
+    [V_LIMIT_REQ_STATUS]         = { "limit_req_status", 0 },
+    [V_LIMIT_CONN_STATUS]        = { "limit_conn_status", 0 },
     [V_HTTP]                     = { "http_", F_PREFIX },
     [V_COOKIE]                   = { "cookie_", F_PREFIX },
     [V_CAPTURE]                  = { "1", F_DIGIT },     /* $1 .. $9 */
@@ -416,6 +418,15 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
         else if (escape && !json)
             out_add(b, "-", 1);
         break;
+    case V_LIMIT_REQ_STATUS:
+    case V_LIMIT_CONN_STATUS: {
+        const char *v = part->var == V_LIMIT_REQ_STATUS ? s->limit_req_status : s->limit_conn_status;
+        if (v)
+            out_str(b, v);
+        else if (escape && !json)
+            out_add(b, "-", 1);
+        break;
+    }
     case V_HTTP: {
         const http_header_t *h = header_named(s, part->text, part->len);
         if (h)

@@ -13,13 +13,16 @@
 #include "pipeline/request.h"
 #include "proxy/proxy.h"
 
-extern const lg_feature_t lg_feature_realip, lg_feature_max_forwards, lg_feature_server_timing;
+extern const lg_feature_t lg_feature_realip, lg_feature_max_forwards, lg_feature_server_timing,
+                          lg_feature_limit;
 
 static const lg_feature_t *const features[] = {
     &lg_feature_realip,         /* POST_READ: the client's address first */
     &lg_feature_max_forwards,   /* ACCESS: TRACE/OPTIONS with Max-Forwards 0 answered here */
     &lg_feature_access,         /* ACCESS: access_rules, auth_basic, satisfy (reverse proxy) */
     &lg_feature_forward,        /* ACCESS, CONTENT: forward-proxy requests */
+    &lg_feature_limit,          /* ACCESS: limit_req / limit_conn, reverse and forward alike;
+                                   after the forward proxy's sign-in, so $remote_user is known */
     &lg_feature_reverse,        /* ROUTE, CONTENT, LOG: routes and upstreams */
     &lg_feature_cache,          /* CACHE, RESPONSE, BODY, UPSTREAM_ERROR */
     &lg_feature_coding,         /* REQUEST_BODY, RESPONSE, BODY: after the cache's tap */

@@ -445,6 +445,9 @@ static int read_response_head(lg_req_t *s)
                 s->status = r.status;
                 s->upstream_keep = ri.keep_alive;
                 lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, 0);
+                s->rspp.rate = (uint64_t)lg_req_common(s)->limit_rate;     /* limit_rate */
+                s->rspp.rate_after = (uint64_t)lg_req_common(s)->limit_rate_after;
+                s->rspp.rate_t0 = lg_w.loop.now;
                 lg_req_response_body(s);        /* taps and filters: r->xform may change */
                 lg_xform_t xf = (lg_xform_t)s->xform;
                 /* a transformed body has a length nobody knows yet */
@@ -504,6 +507,22 @@ static int read_response_head(lg_req_t *s)
 }
 
 
+/*
+ * The client closed its end once its request was sent: EOF seen, nothing
+ * pipelined behind it (a peek finds no byte, only the end, as nginx
+ * checks a broken connection).  A TLS client's close_notify is a byte:
+ * such a client is not taken for gone, its next write failing instead.
+ */
+static int client_gone(lg_req_t *s)
+{
+    lg_conn_t *c = s->conn;
+    if (!c->e.rd_hup || !s->reqp.done || (c->in && c->in->last > c->in->pos))
+        return 0;
+    char b;
+    ssize_t n = recv(c->e.io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static void proxy_step(lg_req_t *s)
 {
     lg_uconn_t *uc = s->uc;
@@ -553,6 +572,14 @@ static void proxy_step(lg_req_t *s)
     }
     if (s->stage != &proxy_stage)
         return;
+    if (!s->rsp_head_done && client_gone(s)) {
+        /* as nginx without proxy_ignore_client_abort: nobody will read the
+         * answer, so what the request holds -- an upstream connection, a
+         * limit_conn slot -- goes now, not when the upstream answers */
+        lg_info("client %s closed the connection while waiting for the upstream", s->peer_text);
+        lg_conn_close(s->conn, "client closed while waiting for the upstream");
+        return;
+    }
     if (!s->rsp_head_done && !read_response_head(s))
         return;
     lg_pipe_rc_t rc = lg_pipe_run(&s->rspp, &uc->e, &s->conn->e);
@@ -593,6 +620,9 @@ static lg_msec_t proxy_arm(lg_req_t *s, lg_tkind_t *kind)
     CONSIDER(ue && ue->want_w, c->proxy_send_timeout, LG_T_UP_SEND);
     CONSIDER(ue && ue->want_r, c->proxy_read_timeout, LG_T_UP_READ);
     CONSIDER(t < 0, c->proxy_read_timeout, LG_T_UP_READ);
+    /* limit_rate held the body back: nothing else is awaited meanwhile */
+    CONSIDER(s->rspp.rate_wait, s->rspp.rate_wait > lg_w.loop.now ? s->rspp.rate_wait - lg_w.loop.now : 0,
+             LG_T_RATE);
 #undef CONSIDER
     return t;
 }
@@ -638,6 +668,9 @@ static void upstream_timeout(lg_req_t *s, lg_tkind_t kind)
         upstream_failed(s, 504, LG_COND_TIMEOUT, ETIMEDOUT, kind == LG_T_UP_SEND
                         ? "upstream timed out while sending request"
                         : "upstream timed out while reading response header");
+        return;
+    case LG_T_RATE:
+        s->rspp.rate_wait = 0;  /* the driver runs the step again: the pipe goes on */
         return;
     case LG_T_QUEUE:
         if (attach_upstream(s, 1) == 0) {
