@@ -459,6 +459,14 @@ def edge_policy_example_admin():
     eq(get(port, "/admin/x", [basic("admin", "legate")], source="127.0.0.2").status, 200,
        "127.0.0.0/8 is allowed")
     eq(get(port, "/other").status, 200, "everything else is open")
+    # /api/: 20 r/s with a burst of 10, refused at once: of 40 requests sent
+    # back to back (well under a second), about 11 pass and the rest get 429
+    t0 = time.monotonic()
+    codes = [get(port, "/api/x%d" % i).status for i in range(40)]
+    most = 11 + int(20 * (time.monotonic() - t0)) + 1   # the burst, plus what the rate refills
+    passed = codes.count(200)
+    ok(10 <= passed <= most, "/api/ let %d of 40 through (at most %d): %r" % (passed, most, codes))
+    ok(set(codes) <= {200, 429}, "the refusals are 429: %r" % codes)
 
 
 if __name__ == "__main__":
