@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "net/tls.h"
 #include "feature/access.h"
+#include "feature/auth_request.h"
 #include "forward/forward.h"
 #include "proxy/proxy.h"
 #include "pipeline/vars.h"
@@ -193,7 +194,8 @@ int main(int argc, char **argv)
     /* (both run, so every error of either is reported) */
     if (conf && ((lg_tls_prepare(conf, err, sizeof(err)) < 0) |
                  (lg_forward_prepare(conf, err, sizeof(err)) < 0) |
-                 (lg_access_prepare(conf, err, sizeof(err)) < 0))) {
+                 (lg_access_prepare(conf, err, sizeof(err)) < 0) |
+                 (lg_auth_request_prepare(conf, err, sizeof(err)) < 0))) {
         lg_conf_free(conf);
         conf = NULL;
     }

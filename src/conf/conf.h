@@ -205,6 +205,13 @@ typedef struct lg_common {
     void      *access_rt;               /* the rules built by feature/access.c (shared with the
                                            parent level when inherited); not a setting */
     void      *auth_rt;                 /* the htpasswd file read (likewise); not a setting */
+    /* subrequest authorisation (feature/auth_request.c), as nginx's auth_request */
+    char      *auth_request;            /* the upstream that authorises, or NULL (default) */
+    char      *auth_request_uri;        /* the path asked there, default "/" */
+    lg_strv_t *auth_request_headers;    /* request headers passed to it, default Authorization Cookie */
+    lg_strv_t *auth_request_set;        /* its answer's headers put into the proxied request */
+    lg_msec_t  auth_request_timeout;    /* default 5s */
+    void      *auth_request_up;         /* lg_upstream_t *, resolved at load; not a setting */
     lg_limits_t *limit_req;             /* rate limits, NULL = none (feature/limit.c) */
     int        limit_req_status;        /* default 429 */
     int        limit_req_dry_run;       /* bool: log what would be refused, refuse nothing */

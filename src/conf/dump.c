@@ -166,6 +166,12 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     if (c->auth_basic_user_file)
         kv_str(out, ind, "auth_basic_user_file", c->auth_basic_user_file);
     kv_str(out, ind, "satisfy", c->satisfy);
+    if (c->auth_request)
+        kv_str(out, ind, "auth_request", c->auth_request);
+    kv_str(out, ind, "auth_request_uri", c->auth_request_uri);
+    kv_names(out, ind, "auth_request_headers", c->auth_request_headers);
+    kv_names(out, ind, "auth_request_set", c->auth_request_set);
+    kv_msec(out, ind, "auth_request_timeout", c->auth_request_timeout);
     kv_limits(out, ind, "limit_req", c->limit_req, 0);
     kv_int(out, ind, "limit_req_status", c->limit_req_status);
     kv_bool(out, ind, "limit_req_dry_run", c->limit_req_dry_run);

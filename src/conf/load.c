@@ -199,6 +199,11 @@ const directive_t ld_common_dirs[] = {
     ROW("auth_basic",              D_STRING,   0, 0,      "off",   lg_common_t, auth_basic),
     PATH("auth_basic_user_file",   NULL, NULL,                      lg_common_t, auth_basic_user_file),
     ROW("satisfy",                 D_STRING,   0, 0,      "all",   lg_common_t, satisfy),
+    ROW("auth_request",            D_STRING,   0, 0,      NULL,    lg_common_t, auth_request),
+    ROW("auth_request_uri",        D_STRING,   0, 0,      "/",     lg_common_t, auth_request_uri),
+    ROW("auth_request_headers",    D_STRLIST,  0, 0,      "Authorization Cookie", lg_common_t, auth_request_headers),
+    ROW("auth_request_set",        D_STRLIST,  0, 0,      "",      lg_common_t, auth_request_set),
+    ROW("auth_request_timeout",    D_DURATION, 1, WEEK,   "5s",    lg_common_t, auth_request_timeout),
     /* limits (load_limit.c): a custom row with an offset is merged as a pointer */
     { "limit_req", D_CUSTOM, 0, 0, NULL, offsetof(lg_common_t, limit_req), NULL, ld_fn_limit_req },
     ROW("limit_req_status",        D_INT,      400, 599,  "429",   lg_common_t, limit_req_status),

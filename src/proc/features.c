@@ -8,6 +8,7 @@
 #include "cache/http.h"
 #include "feature/access.h"
 #include "feature/accesslog.h"
+#include "feature/auth_request.h"
 #include "feature/coding.h"
 #include "forward/forward.h"
 #include "pipeline/request.h"
@@ -20,6 +21,7 @@ static const lg_feature_t *const features[] = {
     &lg_feature_realip,         /* POST_READ: the client's address first */
     &lg_feature_max_forwards,   /* ACCESS: TRACE/OPTIONS with Max-Forwards 0 answered here */
     &lg_feature_access,         /* ACCESS: access_rules, auth_basic, satisfy (reverse proxy) */
+    &lg_feature_auth_request,   /* ACCESS: an authentication service asked (reverse proxy) */
     &lg_feature_forward,        /* ACCESS, CONTENT: forward-proxy requests */
     &lg_feature_limit,          /* ACCESS: limit_req / limit_conn, reverse and forward alike;
                                    after the forward proxy's sign-in, so $remote_user is known */

@@ -39,6 +39,7 @@
 #include "net/tls.h"
 #include "cache/http.h"
 #include "feature/access.h"
+#include "feature/auth_request.h"
 #include "forward/forward.h"
 #include "proxy/proxy.h"
 #include "proxy/upstate.h"
@@ -372,7 +373,8 @@ static void reload(void)
         return;
     }
     if ((lg_tls_prepare(nc, err, sizeof(err)) < 0) | (lg_forward_prepare(nc, err, sizeof(err)) < 0) |
-        (lg_access_prepare(nc, err, sizeof(err)) < 0)) {
+        (lg_access_prepare(nc, err, sizeof(err)) < 0) |
+        (lg_auth_request_prepare(nc, err, sizeof(err)) < 0)) {
         char *save = NULL;
         for (char *l = strtok_r(err, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
             lg_error("%s", l);
