@@ -36,6 +36,10 @@ static int v1(int fd, const char *b, size_t n, struct sockaddr_storage *src, cha
     }
     char line[108];
     size_t len = (size_t)(crlf - b);
+    if (len >= sizeof(line)) {          /* the CRLF came, but past the longest line */
+        snprintf(why, wl, "PROXY v1 line too long");
+        return -1;
+    }
     memcpy(line, b, len);
     line[len] = '\0';
     char proto[8], sa[64], da[64];
@@ -84,18 +88,19 @@ static int v2(int fd, const unsigned char *b, size_t n, struct sockaddr_storage 
         return len > 520 ? -1 : 0;
     int cmd = b[12] & 0x0f, fam = b[13];
     if (cmd == 0x1) {                           /* PROXY: take the source */
-        memset(src, 0, sizeof(*src));
         if (fam == 0x11 && len >= 12) {         /* TCP over IPv4 */
+            memset(src, 0, sizeof(*src));
             struct sockaddr_in *a = (struct sockaddr_in *)src;
             a->sin_family = AF_INET;
             memcpy(&a->sin_addr, b + 16, 4);
             memcpy(&a->sin_port, b + 24, 2);
         } else if (fam == 0x21 && len >= 36) {  /* TCP over IPv6 */
+            memset(src, 0, sizeof(*src));
             struct sockaddr_in6 *a = (struct sockaddr_in6 *)src;
             a->sin6_family = AF_INET6;
             memcpy(&a->sin6_addr, b + 16, 16);
             memcpy(&a->sin6_port, b + 48, 2);
-        } else if (fam != 0x00) {
+        } else if (fam != 0x00) {               /* UNSPEC: the connection's own, as LOCAL */
             snprintf(why, wl, "unsupported PROXY v2 address family");
             return -1;
         }

@@ -61,6 +61,25 @@ def v1_and_v2_set_the_client_address():
 
 
 @test
+def hostile_headers_are_refused_and_the_worker_goes_on():
+    """Found by t/fuzz/fuzz_proxyproto.c: a v1 line whose CRLF comes after
+    the longest allowed line overran a stack buffer; a v2 PROXY header of
+    family UNSPEC wiped the connection's address."""
+    o = Origin("o")
+    port = free_port()
+    lg = Legate(conf(port, o), workers=1)
+    req = b"GET /a?echo=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    long_line = b"PROXY TCP4 " + b"1" * 300 + b" 10.0.0.1 51000 80\r\n"
+    eq(http_raw(port, long_line + req, timeout=5), b"", "a too long v1 line: closed")
+    unspec = SIG + bytes([0x21, 0x00]) + struct.pack(">H", 0)
+    raw = http_raw(port, unspec + req, timeout=10)
+    eq(xff_of(raw), "127.0.0.1", "v2 PROXY with AF_UNSPEC keeps the connection's address")
+    raw = http_raw(port, b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 80\r\n" + req, timeout=10)
+    eq(xff_of(raw), "203.0.113.7", "the worker still serves")
+    ok("exited on signal" not in lg.log_text(), "no worker died")
+
+
+@test
 def without_a_header_the_connection_is_closed():
     o = Origin("o")
     port = free_port()

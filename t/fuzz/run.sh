@@ -1,8 +1,13 @@
 #!/bin/sh
-# Build the libFuzzer harness with clang and run it briefly over the seed
-# corpus (in a scratch copy, so the tree is not changed).  A crash fails.
+# Build the libFuzzer harnesses with clang and run each briefly over its
+# seed corpus (in a scratch copy, so the tree is not changed).  A crash,
+# a sanitizer report or a leak of legate's fails.
+#   parse       src/http/parse.c: request/response heads, chunked bodies
+#   conf        src/conf/: libconfig text through the directive tables
+#   proxyproto  src/net/proxyproto.c: PROXY protocol v1 and v2
 set -u
 SRC=${LEGATE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+BLD=${LEGATE_BUILDDIR:-$(pwd)}
 CC=${CLANG:-clang}
 SECS=${FUZZ_SECONDS:-20}
 if ! command -v "$CC" >/dev/null 2>&1; then
@@ -11,18 +16,38 @@ if ! command -v "$CC" >/dev/null 2>&1; then
 fi
 W=$(mktemp -d /tmp/legate-fuzz.XXXXXX)
 trap 'rm -rf "$W"' EXIT
-cp -r "$SRC/t/fuzz/corpus" "$W/corpus"
-if ! "$CC" -g -O1 -fsanitize=fuzzer,address,undefined -I"$SRC/src" \
-        "$SRC/src/http/parse.c" "$SRC/t/fuzz/fuzz_parse.c" -o "$W/fuzz" 2>"$W/cc.log"; then
-    cat "$W/cc.log"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-if "$W/fuzz" -max_total_time="$SECS" -artifact_prefix="$W/" "$W/corpus" >"$W/run.log" 2>&1; then
-    tail -n 3 "$W/run.log"
-    echo "1 passed, 0 failed"
-    exit 0
-fi
-tail -n 40 "$W/run.log"
-echo "0 passed, 1 failed"
-exit 1
+# config.h is configure's; in a VPATH build it is in the build tree
+CFG=$BLD/config.h
+[ -f "$CFG" ] || CFG=$SRC/config.h
+export LSAN_OPTIONS="suppressions=$SRC/t/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+passed=0 failed=0
+for h in parse conf proxyproto; do
+    case $h in
+    parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
+    conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c
+                      src/conf/load_server.c src/conf/load_upstream.c src/conf/parse_util.c
+                      src/conf/tpl.c src/core/arena.c src/core/log.c src/core/hash.c"
+                libs="-lconfig"; corpus=corpus-conf; secs=$(( (SECS + 1) / 2 )) ;;
+    proxyproto) srcs="src/net/proxyproto.c"; libs=""; corpus=corpus-proxyproto; secs=$(( (SECS + 1) / 2 )) ;;
+    esac
+    cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
+    set --
+    for s in $srcs; do set -- "$@" "$SRC/$s"; done
+    if ! "$CC" -g -O1 -fsanitize=fuzzer,address,undefined -include "$CFG" -I"$SRC/src" -I"$BLD" \
+            "$@" "$SRC/t/fuzz/fuzz_$h.c" $libs -o "$W/fuzz_$h" 2>"$W/cc_$h.log"; then
+        echo "fuzz_$h: does not build"
+        cat "$W/cc_$h.log"
+        failed=$((failed + 1))
+        continue
+    fi
+    if "$W/fuzz_$h" -max_total_time="$secs" -artifact_prefix="$W/" "$W/corpus-$h" >"$W/run_$h.log" 2>&1; then
+        echo "fuzz_$h: $(grep -E "^Done" "$W/run_$h.log" | tail -n 1)"
+        passed=$((passed + 1))
+    else
+        echo "fuzz_$h: FAILED"
+        tail -n 40 "$W/run_$h.log"
+        failed=$((failed + 1))
+    fi
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
