@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -70,6 +71,21 @@ static void sb_via(sb_t *b, int version)
     char v[4] = { (char)('0' + version / 10 % 10), '.', (char)('0' + version % 10), ' ' };
     sb_add(b, v, 4);
     sb_str(b, lg_w.conf->via_name);
+    sb_add(b, "\r\n", 2);
+}
+
+/* name, a decimal number, CRLF: the lengths and ages of every head */
+static void sb_num_header(sb_t *b, const char *name, int64_t v)
+{
+    char d[24];
+    size_t i = sizeof(d);
+    uint64_t u = v < 0 ? 0 : (uint64_t)v;
+    do {
+        d[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    sb_str(b, name);
+    sb_add(b, d + i, sizeof(d) - i);
     sb_add(b, "\r\n", 2);
 }
 
@@ -338,7 +354,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
     if (s->body_gunzip)
         sb_str(&b, "Transfer-Encoding: chunked\r\n");
     else if (s->ri.body == LG_BODY_LENGTH)
-        sb_printf(&b, "Content-Length: %lld\r\n", (long long)s->ri.length);
+        sb_num_header(&b, "Content-Length: ", s->ri.length);
     else if (s->ri.body == LG_BODY_CHUNKED)
         sb_str(&b, "Transfer-Encoding: chunked\r\n");
     else if (s->ri.length == 0 && lg_headers_get(s, "content-length"))
@@ -454,8 +470,8 @@ char *lg_headers_client(lg_req_t *s, const http_response_t *r,
     }
     add_hsts(s, &b);
     if (s->cache_serving) {
-        sb_printf(&b, "Content-Length: %lld\r\nAge: %lld\r\n", (long long)s->cache_length,
-                  (long long)s->cache_age);
+        sb_num_header(&b, "Content-Length: ", s->cache_length);
+        sb_num_header(&b, "Age: ", s->cache_age);
         if (s->cache_range)
             sb_printf(&b, "Content-Range: %s\r\n", s->cache_range);
         if (r->status == 200)
