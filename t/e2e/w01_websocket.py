@@ -672,6 +672,47 @@ def chromium_opens_a_websocket():
     log_lines(lg, "GET /ws/echo HTTP/1.1\" 101")
 
 
+@test(timeout=150)
+def wss_on_a_tls_listener():
+    """TLS on the client side: the tunnel relays through TLS, not splice,
+    and still closes cleanly both ways."""
+    import ssl
+    if shutil.which("openssl") is None:
+        skip("openssl not installed")
+    o = WSOrigin()
+    d = tempfile.mkdtemp(prefix="legate-certs-ws-")
+    try:
+        subprocess.run(["sh", os.path.join(REPO, "scripts", "mkcert"), d], check=True,
+                       capture_output=True, timeout=120)
+        port = free_port()
+        lg = Legate("""
+http = {
+    log_format = "$request|$status|$request_length|$bytes_sent";
+    upstreams = { app = { servers = ( "%s" ); }; };
+    servers = ( { listen = ( { address = "127.0.0.1:%d"; tls = true; } );
+        tls_certificates = ( { cert = "%s/server-ecdsa.pem"; key = "%s/server-ecdsa.key"; } );
+        routes = ( { prefix = "/"; proxy_pass = "app"; } ); } );
+};
+""" % (o.address, port, d, d))
+        ctx = ssl.create_default_context(cafile=os.path.join(d, "ca.pem"))
+        blob = os.urandom(300000)
+
+        async def go():
+            async with websockets.connect("wss://localhost:%d/ws/echo" % port, ssl=ctx,
+                                          max_size=None) as ws:
+                for i in range(5):
+                    await ws.send(blob)
+                    eq(await ws.recv(), blob, "echo %d over TLS" % i)
+                await ws.close(4003, "tls done")
+                eq(ws.close_code, 4003)
+        run(go())
+        wait_until(lambda: ("/ws/echo", 4003) in o.closes, 10, what="the origin to see 4003")
+        line = log_lines(lg, "GET /ws/echo HTTP/1.1|101|")[0].strip()
+        ok(int(line.split("|")[-1]) >= 5 * 300000, "bytes through TLS counted: %s" % line)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------
 # the shipped example
 # --------------------------------------------------------------------------
