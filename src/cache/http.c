@@ -418,7 +418,9 @@ static int fresh_enough(lg_cstate_t *cs, int64_t now)
 static int on_request(lg_req_t *s)
 {
     const lg_common_t *c = lg_req_common(s);
-    if (lg_cache == NULL || !c->cache)
+    /* a request that may switch protocols opens a conversation, not a
+     * representation: nothing to serve it from, nothing to store */
+    if (lg_cache == NULL || !c->cache || s->upgrade)
         return 0;
     lg_cstate_t *cs = state(s);
     if (cs == NULL)

@@ -154,6 +154,8 @@ typedef struct lg_common {
     lg_msec_t proxy_send_timeout;       /* default 60s */
     lg_msec_t proxy_read_timeout;       /* default 60s */
     int64_t   client_max_body_size;     /* bytes, default 1m; 0 = unlimited */
+    int       websocket;                /* bool, default 1: pass WebSocket upgrades (proxy/reverse.c) */
+    lg_msec_t websocket_idle_timeout;   /* an open WebSocket tunnel with no traffic, default 1h */
 
     /* headers to upstream / to client; NULL = unset (inherit) */
     lg_header_ops_t *add_request_headers;

@@ -123,6 +123,8 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_msec(out, ind, "proxy_send_timeout", c->proxy_send_timeout);
     kv_msec(out, ind, "proxy_read_timeout", c->proxy_read_timeout);
     kv_int(out, ind, "client_max_body_size", c->client_max_body_size);
+    kv_bool(out, ind, "websocket", c->websocket);
+    kv_msec(out, ind, "websocket_idle_timeout", c->websocket_idle_timeout);
     kv_headers(out, ind, "add_request_headers", c->add_request_headers);
     kv_names(out, ind, "remove_request_headers", c->remove_request_headers);
     kv_headers(out, ind, "add_response_headers", c->add_response_headers);

@@ -163,6 +163,8 @@ const directive_t ld_common_dirs[] = {
     ROW("proxy_send_timeout",      D_DURATION, 1, WEEK,   "60s",  lg_common_t, proxy_send_timeout),
     ROW("proxy_read_timeout",      D_DURATION, 1, WEEK,   "60s",  lg_common_t, proxy_read_timeout),
     ROW("client_max_body_size",    D_SIZE,     0, INT64_MAX, "1m", lg_common_t, client_max_body_size),
+    ROW("websocket",               D_BOOL,     0, 1,      "true", lg_common_t, websocket),
+    ROW("websocket_idle_timeout",  D_DURATION, 1, WEEK,   "1h",   lg_common_t, websocket_idle_timeout),
     ROW("add_request_headers",     D_HEADERS,  0, 0,      "",     lg_common_t, add_request_headers),
     ROW("remove_request_headers",  D_NAMES,    0, 0,      "",     lg_common_t, remove_request_headers),
     ROW("add_response_headers",    D_HEADERS,  0, 0,      "",     lg_common_t, add_response_headers),

@@ -401,6 +401,8 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
         }
         sb_via(&b, s->req.version);
     }
+    if (s->upgrade)     /* the client's own Upgrade/Connection were dropped above */
+        sb_printf(&b, "Connection: upgrade\r\nUpgrade: %s\r\n", s->upgrade);
     add_expanded(s, &b, c->add_request_headers);
     if (s->upstream_extra)
         sb_add(&b, s->upstream_extra, strlen(s->upstream_extra));
@@ -504,7 +506,9 @@ char *lg_headers_client(lg_req_t *s, const http_response_t *r,
         }
         sb_via(&b, r->version);
     }
-    if (!s->keep_alive)
+    if (s->upgrade && r->status == 101)     /* the switch we asked for on the client's behalf */
+        sb_printf(&b, "Connection: upgrade\r\nUpgrade: %s\r\n", s->upgrade);
+    else if (!s->keep_alive)
         sb_str(&b, "Connection: close\r\n");
     else if (s->req.version == 10)
         sb_str(&b, "Connection: keep-alive\r\n");

@@ -82,7 +82,7 @@ typedef enum lg_tkind {
     LG_T_UP_READ = 4,           /* proxy_read_timeout */
     LG_T_QUEUE = 5,             /* queued: next look for room (queue_timeout bounds it) */
     LG_T_RESOLVE = 6,           /* forward proxy: name resolution (proxy_connect_timeout) */
-    LG_T_TUNNEL = 7,            /* tunnel_idle_timeout */
+    LG_T_TUNNEL = 7,            /* a tunnel's idle timeout (its opener's setting) */
     LG_T_WAIT = 8,              /* a suspended handler looks again */
     LG_T_RATE = 9,              /* limit_rate: the response body may go on */
 } lg_tkind_t;
@@ -166,6 +166,11 @@ struct lg_req {
     regmatch_t      caps[10];   /* regex captures into mpath */
     lg_upstream_t  *up;         /* the upstream chosen (route, split, forward destination) */
     int             max_forwards; /* TRACE/OPTIONS: the Max-Forwards to send on, plus 1; 0 = none */
+    /* the protocol this request may switch to: sent upstream as Upgrade
+     * (with Connection: upgrade), and the 101 that accepts it is passed
+     * back with it.  NULL: Upgrade is hop-by-hop like any other (a feature
+     * sets it when the route allows the switch) */
+    const char     *upgrade;
     int             keep_alive;
 
     /* a response made here */

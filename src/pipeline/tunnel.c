@@ -33,7 +33,8 @@ static void tunnel_cleanup(void *arg)
     }
 }
 
-void lg_tunnel_start(lg_req_t *r, const char *ok, size_t ok_len, lg_buf_t *ub)
+void lg_tunnel_start(lg_req_t *r, int status, const char *open, size_t open_len, lg_buf_t *ub,
+                     lg_msec_t idle_timeout)
 {
     lg_conn_t *c = r->conn;
     lg_tunnel_t *t = lg_arena_calloc(&r->arena, sizeof(*t));
@@ -42,17 +43,17 @@ void lg_tunnel_start(lg_req_t *r, const char *ok, size_t ok_len, lg_buf_t *ub)
         lg_conn_close(c, "no memory for the tunnel");
         return;
     }
-    t->idle_timeout = r->server && r->server->forward ? r->server->forward->tunnel_idle_timeout
-                                                      : 300000;
+    t->idle_timeout = idle_timeout;
     r->tunnel = t;
     lg_req_cleanup(r, tunnel_cleanup, t);
     b->pos = b->start + r->head_len;    /* bytes sent after the head belong to the tunnel */
     lg_pipe_init(&r->reqp, b, b->pos, LG_BODY_CLOSE, 0, 0);
     lg_pipe_init(&r->rspp, ub, ub->start, LG_BODY_CLOSE, 0, 0);
-    r->rspp.hdr = ok;
-    r->rspp.hdr_len = ok_len;
-    r->status = 200;
-    r->upstream_status = 200;
+    r->rspp.hdr = open;
+    r->rspp.hdr_len = open_len;
+    r->status = status;
+    r->upstream_status = status;
+    r->keep_alive = 0;          /* the connection is the tunnel's now */
     lg_req_set_stage(r, &tunnel_stage);
 }
 

@@ -1,11 +1,13 @@
 /*
- * The tunnel relay (tunnel.c): what a CONNECT, a SOCKS5 request -- and,
- * later, a WebSocket upgrade -- become once their upstream is connected.
+ * The tunnel relay (tunnel.c): what a CONNECT, a SOCKS5 request or a
+ * request whose upstream switched protocols (101) become.
  * Bytes go both ways between the client's end and r->uend, each
  * direction's end passed on with a half-close, through the body pipes at
  * first and through kernel pipes (splice) once nothing is buffered and
  * both ends are plain sockets.  It names no protocol: the opener passes
- * the bytes that tell the client the tunnel is open.
+ * the bytes that tell the client the tunnel is open, the status the log
+ * shows, and how long the tunnel may sit idle (each kind of tunnel has its
+ * own setting for it).
  */
 #ifndef LEGATE_PIPELINE_TUNNEL_H
 #define LEGATE_PIPELINE_TUNNEL_H
@@ -20,8 +22,11 @@ typedef struct lg_tunnel {
     lg_msec_t   idle_timeout;
 } lg_tunnel_t;
 
-/* r->uend is connected: send `ok` to the client and relay, reading the
- * upstream into ub (the upstream end's buffer, borrowed). */
-void lg_tunnel_start(lg_req_t *r, const char *ok, size_t ok_len, lg_buf_t *ub);
+/* r->uend is connected: send `open` to the client and relay, reading the
+ * upstream into ub (the upstream end's buffer, borrowed; bytes already in
+ * it from ub->pos on are relayed first).  Bytes the client sent after the
+ * request head belong to the tunnel.  status: r->status for the log. */
+void lg_tunnel_start(lg_req_t *r, int status, const char *open, size_t open_len, lg_buf_t *ub,
+                     lg_msec_t idle_timeout);
 
 #endif

@@ -10,13 +10,23 @@
  *   queued   every server is at max_conns: look for room, bounded
  *   connect  TCP (and TLS) to the upstream
  *   proxy    bodies flowing both ways
- * A CONNECT request ends in the tunnel relay (pipeline/tunnel.c) instead.
+ * A CONNECT request ends in the tunnel relay (pipeline/tunnel.c) instead,
+ * and so does a WebSocket request once its upstream answers 101.
+ *
+ * WebSocket (RFC 6455 over HTTP/1.1): a GET asking to upgrade to
+ * "websocket", on a route with websocket on, goes upstream with its
+ * Upgrade and Connection headers like any request; only a 101 whose
+ * Upgrade names websocket makes it a tunnel.  Any other answer is an
+ * ordinary response, and whatever the client sent after its head is read
+ * as its next HTTP request, never relayed raw: an upstream that refuses
+ * the upgrade cannot be made to carry smuggled bytes.
  */
 #include "proxy/proxy.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
@@ -65,6 +75,9 @@ static void cleanup(void *arg)
         detach(s);
 }
 
+/* CONNECT tunnels without a forward block (none today) keep the old bound. */
+#define CONNECT_IDLE_DEFAULT 300000
+
 /* Connected (and TLS up): a CONNECT becomes a tunnel, the rest are proxied. */
 static void connected(lg_req_t *s)
 {
@@ -74,7 +87,9 @@ static void connected(lg_req_t *s)
             lg_conn_close(s->conn, "no buffer for the tunnel");
             return;
         }
-        lg_tunnel_start(s, s->conn->fe->tunnel_ok, s->conn->fe->tunnel_ok_len, uc->in);
+        lg_msec_t idle = s->server && s->server->forward ? s->server->forward->tunnel_idle_timeout
+                                                         : CONNECT_IDLE_DEFAULT;
+        lg_tunnel_start(s, 200, s->conn->fe->tunnel_ok, s->conn->fe->tunnel_ok_len, uc->in, idle);
     } else
         lg_req_set_stage(s, &proxy_stage);
 }
@@ -111,6 +126,22 @@ static lg_upstream_t *choose_split(lg_req_t *s)
         s->set_cookie = lg_arena_printf(&s->arena, "%s=%s; Path=/", rt->split_cookie,
                                         rt->splits[i].upstream->name);
     return rt->splits[i].upstream;
+}
+
+/*
+ * A WebSocket opening handshake (RFC 6455 4.1): GET, HTTP/1.1 or later,
+ * Upgrade naming websocket and Connection naming upgrade.  With a body it
+ * is not one: the bytes after the head would be both the body and the
+ * first frames, and two hops could disagree on which.
+ */
+static int wants_websocket(const lg_req_t *s)
+{
+    if (s->req.version < 11 || s->ri.body != LG_BODY_NONE || s->req.method_len != 3 ||
+        memcmp(s->req.method, "GET", 3) != 0)
+        return 0;
+    const http_header_t *u = lg_headers_get(s, "upgrade");
+    return u && lg_http_list_has(u->value, u->value_len, "websocket") && s->ri.connection.p &&
+           lg_http_list_has(s->ri.connection.p, s->ri.connection.n, "upgrade");
 }
 
 /* Server, route, and what the route says: a return, an upstream, a split. */
@@ -154,6 +185,11 @@ static int route_phase(lg_req_t *s)
     if (c->via && lg_headers_via_refuse(s))
         return LG_DONE;
     s->up = s->route->nsplits ? choose_split(s) : s->route->upstream;
+    /* refused (websocket off): Upgrade stays hop-by-hop and is dropped, so
+     * the upstream sees a plain GET and answers it as such, as behind an
+     * nginx location without the Upgrade/Connection lines */
+    if (c->websocket && wants_websocket(s))
+        s->upgrade = "websocket";
     return LG_OK;
 }
 
@@ -372,6 +408,50 @@ static void connect_step(lg_req_t *s)
     connected(s);
 }
 
+/* The 101's Upgrade names the protocol the request asked for. */
+static int switches_to(const http_response_t *r, const char *proto)
+{
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const http_header_t *h = &r->headers[i];
+        if (h->name_len == 7 && strncasecmp(h->name, "upgrade", 7) == 0 &&
+            lg_http_list_has(h->value, h->value_len, proto))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * The upstream accepted the upgrade with the head r (hlen bytes at
+ * uc->in->pos): the 101 goes to the client as the tunnel's first bytes,
+ * and from here on both connections carry the new protocol.  The RESPONSE
+ * and BODY phases do not run: there is no response body to cache, code or
+ * time, as for a CONNECT.  The upstream connection ends with the tunnel
+ * (upstream_keep 0, and log_phase never pools a tunnel's).
+ */
+static void switch_protocols(lg_req_t *s, const http_response_t *r, size_t hlen)
+{
+    lg_uconn_t *uc = s->uc;
+    lg_rsp_info_t ri;
+    if (lg_http_analyze_response(r, 0, &ri) < 0) {
+        s->rsp_scanned = 1;
+        upstream_failed(s, 502, LG_COND_INVALID_HEADER, 0, "upstream sent invalid response framing");
+        return;
+    }
+    size_t hl = 0;
+    const char *head = lg_headers_client(s, r, &ri, 0, LG_XFORM_NONE, 0, &hl);
+    if (head == NULL) {
+        upstream_failed(s, 502, LG_COND_ERROR, ENOMEM, "out of memory");
+        return;
+    }
+    uc->in->pos += hlen;        /* what follows the 101 is the new protocol's */
+    s->upstream_time = lg_w.loop.now - s->t_upstream;
+    lg_upstream_result(uc, 1, s->upstream_time);
+    s->upstream_keep = 0;
+    s->rsp_head_done = 1;
+    const lg_common_t *c = lg_req_common(s);
+    lg_tunnel_start(s, 101, head, hl, uc->in, c->websocket_idle_timeout);
+}
+
 /* Read and parse the upstream's response head.  1: done, 0: waiting/failed. */
 static int read_response_head(lg_req_t *s)
 {
@@ -395,6 +475,18 @@ static int read_response_head(lg_req_t *s)
             http_response_t r = { .headers = s->rsp_headers };
             ssize_t rc = http_parse_response(b->pos, lg_buf_len(b), &r, &ul, &s->rsp_scanned);
             if (rc > 0) {
+                if (r.status == 101) {
+                    /* only the switch we asked for, and only once the
+                     * whole request head is out: the tunnel starts right
+                     * after what was sent */
+                    s->rsp_scanned = 1;
+                    if (s->upgrade && s->reqp.done && switches_to(&r, s->upgrade))
+                        switch_protocols(s, &r, (size_t)rc);
+                    else
+                        upstream_failed(s, 502, LG_COND_INVALID_HEADER, 0,
+                                        "upstream switched protocols without being asked to");
+                    return 0;
+                }
                 if (r.status < 200) {
                     /* 1xx: interim, not forwarded (we answered 100 ourselves) */
                     b->pos += rc;
@@ -708,7 +800,8 @@ static const lg_stage_t queued_stage = {
 static int log_phase(lg_req_t *s)
 {
     if (s->uc) {
-        int reusable = s->upstream_keep && s->reqp.done && s->rspp.done && !s->abandoned;
+        int reusable = s->upstream_keep && s->reqp.done && s->rspp.done && !s->abandoned &&
+                       s->tunnel == NULL;       /* it spoke another protocol: never pooled */
         lg_upstream_release(s->uc, reusable);
         s->uc = NULL;
         s->uend = NULL;

@@ -296,6 +296,8 @@ static void assert_common_defaults(const lg_common_t *c)
     cr_expect_eq(c->proxy_send_timeout, 60000);
     cr_expect_eq(c->proxy_read_timeout, 60000);
     cr_expect_eq(c->client_max_body_size, 1048576);
+    cr_expect_eq(c->websocket, 1);
+    cr_expect_eq(c->websocket_idle_timeout, 3600000);
     cr_assert_not_null(c->add_request_headers);
     cr_expect_eq(c->add_request_headers->n, 0);
     cr_assert_not_null(c->remove_request_headers);
@@ -934,6 +936,8 @@ static void assert_common_eq(const lg_common_t *a, const lg_common_t *b)
     cr_expect_eq(a->proxy_send_timeout, b->proxy_send_timeout);
     cr_expect_eq(a->proxy_read_timeout, b->proxy_read_timeout);
     cr_expect_eq(a->client_max_body_size, b->client_max_body_size);
+    cr_expect_eq(a->websocket, b->websocket);
+    cr_expect_eq(a->websocket_idle_timeout, b->websocket_idle_timeout);
     const lg_header_ops_t *ha[] = { a->add_request_headers, a->add_response_headers };
     const lg_header_ops_t *hb[] = { b->add_request_headers, b->add_response_headers };
     for (int k = 0; k < 2; k++) {
@@ -1179,7 +1183,10 @@ Test(conf, fixture_full)
     cr_expect_eq(r->common.client_header_timeout, 500);
     cr_expect_eq(r->common.proxy_connect_timeout, 86400000);
     cr_expect_str_eq(r->common.add_request_headers->v[1].value->src, "$remote_addr");
+    cr_expect_eq(r->common.websocket, 0);
+    cr_expect_eq(r->common.websocket_idle_timeout, 1800000);
     cr_expect_eq(c->servers[0].routes[1].common.client_max_body_size, 1048576);
+    cr_expect_eq(c->servers[0].routes[1].common.websocket, 1);
     cr_expect_eq(c->servers[1].routes[0].common.client_max_body_size, 16384);
     cr_expect_str_eq(c->servers[1].routes[0].common.log_format->src, "json");
     lg_conf_free(c);
