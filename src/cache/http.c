@@ -257,7 +257,7 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
     http_limits_t lim = { 16384, cs->hl + 1, LG_MAX_HEADERS };
     size_t scanned = 0;
     if (hs == NULL || http_parse_response(cs->obj, cs->hl, &r, &lim, &scanned) <= 0) {
-        lg_req_error(s, 500);
+        lg_respond_error(s, 500);
         return;
     }
     const char *body = cs->obj + cs->hl;
@@ -284,7 +284,7 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
             plain = gunzip_all(s, body, blen, (size_t)cs->meta.identity_len);
             if (plain == NULL) {
                 lg_error("cache: a stored object of \"%s\" does not decompress", cs->key);
-                lg_req_error(s, 500);
+                lg_respond_error(s, 500);
                 return;
             }
             body = plain;
@@ -342,7 +342,7 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
                                    xf != LG_XFORM_NONE || lg_coding_compressible(s, &r, &ri), &hl);
     if (head == NULL) {
         free(gz);
-        lg_req_error(s, 500);
+        lg_respond_error(s, 500);
         return;
     }
     if (s->ri.is_head || status == 304 || status == 416)
@@ -354,7 +354,7 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
     if (gz)
         free(plain);
     s->upstream_status = 0;
-    lg_req_send_raw(s, status, head, hl, out_body, out_len);
+    lg_respond_raw(s, status, head, hl, out_body, out_len);
 }
 
 /* ---- the request ---- */
@@ -380,18 +380,18 @@ static int purge(lg_req_t *s, lg_cstate_t *cs)
     int allowed = set && (s->peer.ss_family == AF_UNIX ||
                           lg_cidr_lookup(set, (const struct sockaddr *)&s->peer) >= 0);
     if (!allowed) {
-        lg_req_respond(s, 403, "PURGE is not allowed from this address\n", NULL);
+        lg_respond(s, 403, "PURGE is not allowed from this address\n", NULL);
         return 1;
     }
     const http_header_t *mode = lg_headers_get(s, "purge-mode");
     int soft = mode && mode->value_len == 4 && strncasecmp(mode->value, "soft", 4) == 0;
     int n = 0;
     if (cs->baselen && cs->base[cs->baselen - 1] == '*')
-        n = lg_cache_purge_prefix(lg_cache, cs->base, cs->baselen - 1, soft);  /* a trailing star */
+        n = lg_store_purge_prefix(lg_cache, cs->base, cs->baselen - 1, soft);  /* a trailing star */
     else
         drop_key(s, cs->base, cs->baselen, soft, &n);
     char *msg = lg_arena_printf(&s->arena, "{\"purged\": %d, \"soft\": %s}\n", n, soft ? "true" : "false");
-    lg_req_respond(s, n ? 200 : 404, msg, NULL);
+    lg_respond(s, n ? 200 : 404, msg, NULL);
     return 1;
 }
 
@@ -458,7 +458,7 @@ static int on_request(lg_req_t *s)
     }
     int64_t now = lg_wall_ms();
     if (c->cache_min_uses > 1 && !cs->filler && !cs->counted++ &&
-        !lg_cache_count_use(lg_cache, cs->base, cs->baselen, c->cache_min_uses)) {
+        !lg_store_count_use(lg_cache, cs->base, cs->baselen, c->cache_min_uses)) {
         cs->s->cache_status = "MISS";            /* asked for too few times yet to be stored */
         cs->not_yet = 1;
         return 0;
@@ -469,7 +469,7 @@ static int on_request(lg_req_t *s)
         int filler = 0;
         /* the token tells this request's fill from the others of this worker */
         uint64_t token = s->conn->id << 20 | (s->conn->requests & 0xfffff);
-        lg_cache_look_t look = lg_cache_get(lg_cache, cs->key, cs->keylen, hop == 0 && !cs->filler,
+        lg_cache_look_t look = lg_store_get(lg_cache, cs->key, cs->keylen, hop == 0 && !cs->filler,
                                             c->cache_lock_timeout, token, &cs->obj, &cs->hl,
                                             &cs->bl, &cs->meta, &filler);
         if (filler)
@@ -483,7 +483,7 @@ static int on_request(lg_req_t *s)
         }
         if (look == LG_CACHE_MISS) {
             if (cs->req_cc.only_if_cached) {
-                lg_req_error(s, 504);
+                lg_respond_error(s, 504);
                 return 1;
             }
             cs->s->cache_status = "MISS";
@@ -527,8 +527,8 @@ static int on_request(lg_req_t *s)
         !(cs->meta.flags & LG_CF_MUST_REVALIDATE) && !cs->req_cc.no_cache &&
         cs->req_cc.max_age == LG_CC_UNSET) {
         int64_t until = now + c->proxy_connect_timeout + c->proxy_read_timeout + 1000;
-        if (lg_cache_try_update(lg_cache, cs->key, cs->keylen, until) &&
-            lg_cache_refresh(s) < 0)
+        if (lg_store_try_update(lg_cache, cs->key, cs->keylen, until) &&
+            lg_refresh_start(s) < 0)
             lg_error("cache: cannot start the background refresh of \"%s\"", cs->key);
         serve(s, cs, "UPDATING");
         return 1;
@@ -612,7 +612,7 @@ static void store(lg_cstate_t *cs)
         lg_cmeta_t mm = cs->newmeta;
         if (mark) {
             snprintf(mark, ml + 1, VARY_MARK "%s", cs->vary);
-            lg_cache_put(lg_cache, cs->base, cs->baselen, &mm, mark, ml, "", 0);
+            lg_store_put(lg_cache, cs->base, cs->baselen, &mm, mark, ml, "", 0);
             free(mark);
         }
     }
@@ -621,19 +621,19 @@ static void store(lg_cstate_t *cs)
         size_t zl = 0;
         char *z = compress_all(cs->s, LG_XFORM_GZIP, cs->cap, cs->caplen, &zl);
         if (z == NULL) {
-            lg_cache_abandon(lg_cache, cs->base, cs->baselen);
+            lg_store_abandon(lg_cache, cs->base, cs->baselen);
             cs->filler = 0;
             return;
         }
         lg_cmeta_t m = cs->newmeta;
         m.flags |= LG_CF_GZIPPED;
         m.identity_len = (int64_t)cs->caplen;
-        lg_cache_put(lg_cache, cs->key, cs->keylen, &m, cs->head, cs->headlen, z, zl);
+        lg_store_put(lg_cache, cs->key, cs->keylen, &m, cs->head, cs->headlen, z, zl);
         free(z);
         cs->filler = 0;
         return;
     }
-    lg_cache_put(lg_cache, cs->key, cs->keylen, &cs->newmeta, cs->head, cs->headlen,
+    lg_store_put(lg_cache, cs->key, cs->keylen, &cs->newmeta, cs->head, cs->headlen,
                  cs->cap, cs->caplen);
     cs->filler = 0;
 }
@@ -693,7 +693,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         cs->meta.stored = now;
         cs->meta.age0 = 0;
         cs->meta.expires = now + (life > 0 ? life : 0);
-        lg_cache_put(lg_cache, cs->key, cs->keylen, &cs->meta, cs->obj, cs->hl, cs->obj + cs->hl, cs->bl);
+        lg_store_put(lg_cache, cs->key, cs->keylen, &cs->meta, cs->obj, cs->hl, cs->obj + cs->hl, cs->bl);
         if (cs->filler)
             cs->filler = 0;     /* the put released it */
         serve(s, cs, "REVALIDATED");
@@ -771,7 +771,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
     if (!lg_status_heuristic(r->status) && cc.max_age == LG_CC_UNSET && cc.s_maxage == LG_CC_UNSET &&
         !expires && !cc.public_ && valid_for(c, r->status) < 0)
         goto not_stored;
-    if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_cache_max_object(lg_cache))
+    if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_store_max_object(lg_cache))
         goto not_stored;
 
     lg_cmeta_t *m = &cs->newmeta;
@@ -867,7 +867,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         cs->key = cs->base;
         cs->keylen = cs->baselen;
     }
-    cs->capmax = lg_cache_max_object(lg_cache);
+    cs->capmax = lg_store_max_object(lg_cache);
     cs->cap = malloc(ri->body == LG_BODY_LENGTH ? (size_t)ri->length + 1 : cs->capmax);
     if (cs->cap == NULL)
         goto not_stored;
@@ -877,7 +877,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
 
 not_stored:
     if (cs->filler) {
-        lg_cache_abandon(lg_cache, cs->base, cs->baselen);
+        lg_store_abandon(lg_cache, cs->base, cs->baselen);
         cs->filler = 0;
     }
     return 0;
@@ -887,10 +887,10 @@ not_stored:
 static void drop_key(lg_req_t *s, const char *base, size_t n, int soft, int *count)
 {
     /* the object (or its Vary marker) and every variant: "base\n..." */
-    *count += soft ? lg_cache_expire(lg_cache, base, n) : lg_cache_delete(lg_cache, base, n);
+    *count += soft ? lg_store_expire(lg_cache, base, n) : lg_store_delete(lg_cache, base, n);
     char *vp = lg_arena_printf(&s->arena, "%.*s\n", (int)n, base);
     if (vp)
-        *count += lg_cache_purge_prefix(lg_cache, vp, n + 1, soft);
+        *count += lg_store_purge_prefix(lg_cache, vp, n + 1, soft);
 }
 
 /*
@@ -943,7 +943,7 @@ static void on_close(void *arg)
     if (cs == NULL)
         return;
     if (cs->filler && lg_cache) {
-        lg_cache_abandon(lg_cache, cs->base, cs->baselen);
+        lg_store_abandon(lg_cache, cs->base, cs->baselen);
         cs->filler = 0;
     }
     s->rspp.tap = NULL;

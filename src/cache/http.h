@@ -15,6 +15,6 @@ extern const lg_feature_t lg_feature_cache;
 extern const lg_feature_t lg_feature_cache_log;
 /* stale-while-revalidate: the same GET again, in the background, on an
  * internal connection.  0 or -1. */
-int lg_cache_refresh(const lg_req_t *orig);
+int lg_refresh_start(const lg_req_t *orig);
 
 #endif

@@ -56,7 +56,7 @@ static void sink_cb(lg_io_t *io, uint32_t ev)
     free(k);
 }
 
-int lg_cache_refresh(const lg_req_t *orig)
+int lg_refresh_start(const lg_req_t *orig)
 {
     static const char *const drop[] = {
         "cache-control", "pragma", "if-none-match", "if-modified-since", "if-match",

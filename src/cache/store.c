@@ -65,7 +65,7 @@ static lg_cache_t the_cache;    /* one per process: the zone's view */
 
 static int intact(const lg_cache_t *c, uint64_t pos);
 
-lg_cache_t *lg_cache_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen)
+lg_cache_t *lg_store_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen)
 {
     if (size < 256 * 1024) {
         snprintf(err, errlen, "cache_size must be at least 256k");
@@ -102,7 +102,7 @@ lg_cache_t *lg_cache_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen
     return &the_cache;
 }
 
-int lg_cache_fresh(const lg_cache_t *c)
+int lg_store_fresh(const lg_cache_t *c)
 {
     return c->fresh;
 }
@@ -117,7 +117,7 @@ typedef struct cfile {
     uint64_t size, capacity, nslots;
 } cfile_t;
 
-int lg_cache_save(lg_cache_t *c, const char *path, char *err, size_t errlen)
+int lg_store_save(lg_cache_t *c, const char *path, char *err, size_t errlen)
 {
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -143,7 +143,7 @@ int lg_cache_save(lg_cache_t *c, const char *path, char *err, size_t errlen)
     return 0;
 }
 
-int lg_cache_load(lg_cache_t *c, const char *path, char *err, size_t errlen)
+int lg_store_load(lg_cache_t *c, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
@@ -189,12 +189,12 @@ int lg_cache_load(lg_cache_t *c, const char *path, char *err, size_t errlen)
     return rc < 0 ? -1 : objects;
 }
 
-void lg_cache_set_max_object(lg_cache_t *c, size_t n)
+void lg_store_set_max_object(lg_cache_t *c, size_t n)
 {
     c->h->max_object = n < c->h->capacity / 8 ? n : c->h->capacity / 8;
 }
 
-size_t lg_cache_max_object(const lg_cache_t *c)
+size_t lg_store_max_object(const lg_cache_t *c)
 {
     return c ? (size_t)c->h->max_object : 0;
 }
@@ -281,7 +281,7 @@ static void promote(lg_cache_t *c, uint64_t hash, char *buf, uint64_t len, uint6
     lg_shm_unlock(&c->h->mx);
 }
 
-lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int may_fill,
+lg_cache_look_t lg_store_get(lg_cache_t *c, const char *key, size_t keylen, int may_fill,
                              int64_t lock_ms, uint64_t token, char **obj, size_t *head_len,
                              size_t *body_len, lg_cmeta_t *meta, int *filler)
 {
@@ -361,13 +361,13 @@ lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int 
     return LG_CACHE_MISS;
 }
 
-int lg_cache_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t *meta,
+int lg_store_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t *meta,
                  const char *head, size_t head_len, const char *body, size_t body_len)
 {
     uint64_t total = ALIGN64(sizeof(cobj_t) + keylen + head_len + body_len);
     uint64_t hash = key_hash(key, keylen);
     if (total > c->h->max_object + 4096 || head_len > UINT32_MAX || body_len > UINT32_MAX) {
-        lg_cache_abandon(c, key, keylen);
+        lg_store_abandon(c, key, keylen);
         return -1;
     }
     uint64_t pos = reserve(c, total);
@@ -400,7 +400,7 @@ int lg_cache_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t
     return e ? 0 : -1;
 }
 
-int lg_cache_count_use(lg_cache_t *c, const char *key, size_t keylen, int min_uses)
+int lg_store_count_use(lg_cache_t *c, const char *key, size_t keylen, int min_uses)
 {
     if (min_uses <= 1)
         return 1;
@@ -429,7 +429,7 @@ int lg_cache_count_use(lg_cache_t *c, const char *key, size_t keylen, int min_us
     return go;
 }
 
-int lg_cache_try_update(lg_cache_t *c, const char *key, size_t keylen, int64_t until)
+int lg_store_try_update(lg_cache_t *c, const char *key, size_t keylen, int64_t until)
 {
     uint64_t hash = key_hash(key, keylen);
     int64_t now = lg_wall_ms();
@@ -442,7 +442,7 @@ int lg_cache_try_update(lg_cache_t *c, const char *key, size_t keylen, int64_t u
     return mine;
 }
 
-void lg_cache_abandon(lg_cache_t *c, const char *key, size_t keylen)
+void lg_store_abandon(lg_cache_t *c, const char *key, size_t keylen)
 {
     uint64_t hash = key_hash(key, keylen);
     lg_shm_lock(&c->h->mx);
@@ -452,7 +452,7 @@ void lg_cache_abandon(lg_cache_t *c, const char *key, size_t keylen)
     lg_shm_unlock(&c->h->mx);
 }
 
-int lg_cache_delete(lg_cache_t *c, const char *key, size_t keylen)
+int lg_store_delete(lg_cache_t *c, const char *key, size_t keylen)
 {
     uint64_t hash = key_hash(key, keylen);
     lg_shm_lock(&c->h->mx);
@@ -464,7 +464,7 @@ int lg_cache_delete(lg_cache_t *c, const char *key, size_t keylen)
     return found;
 }
 
-int lg_cache_expire(lg_cache_t *c, const char *key, size_t keylen)
+int lg_store_expire(lg_cache_t *c, const char *key, size_t keylen)
 {
     uint64_t hash = key_hash(key, keylen);
     lg_shm_lock(&c->h->mx);
@@ -476,7 +476,7 @@ int lg_cache_expire(lg_cache_t *c, const char *key, size_t keylen)
     return found;
 }
 
-int lg_cache_purge_prefix(lg_cache_t *c, const char *prefix, size_t n, int soft)
+int lg_store_purge_prefix(lg_cache_t *c, const char *prefix, size_t n, int soft)
 {
     int count = 0;
     int64_t now = lg_wall_ms();
@@ -505,7 +505,7 @@ int lg_cache_purge_prefix(lg_cache_t *c, const char *prefix, size_t n, int soft)
     return count;
 }
 
-void lg_cache_stats(lg_cache_t *c, lg_cache_stats_t *st)
+void lg_store_stats(lg_cache_t *c, lg_cache_stats_t *st)
 {
     memset(st, 0, sizeof(*st));
     if (c == NULL)

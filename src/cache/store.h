@@ -62,9 +62,9 @@ typedef enum lg_cache_look {
 } lg_cache_look_t;
 
 /* Master: attach (and on first use format) the zone of `size` bytes. */
-lg_cache_t *lg_cache_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen);
+lg_cache_t *lg_store_attach(lg_shm_t *shm, size_t size, char *err, size_t errlen);
 /* 1 if that attach made the zone empty (first use, or a new size). */
-int  lg_cache_fresh(const lg_cache_t *c);
+int  lg_store_fresh(const lg_cache_t *c);
 
 /*
  * Master only, with no worker running: write the whole zone to path (via
@@ -72,8 +72,8 @@ int  lg_cache_fresh(const lg_cache_t *c);
  * size.  load returns the objects found, 0 when there is no file, -1 with
  * err when the file is unusable (the cache then starts empty).
  */
-int  lg_cache_save(lg_cache_t *c, const char *path, char *err, size_t errlen);
-int  lg_cache_load(lg_cache_t *c, const char *path, char *err, size_t errlen);
+int  lg_store_save(lg_cache_t *c, const char *path, char *err, size_t errlen);
+int  lg_store_load(lg_cache_t *c, const char *path, char *err, size_t errlen);
 
 /*
  * Look key up.  On HIT, *obj is a malloc'd copy of [head | body] with the
@@ -83,12 +83,12 @@ int  lg_cache_load(lg_cache_t *c, const char *path, char *err, size_t errlen);
  * each request has its own) fills it (then WAIT).  Fresh or not is the
  * caller's decision from meta.
  */
-lg_cache_look_t lg_cache_get(lg_cache_t *c, const char *key, size_t keylen, int may_fill,
+lg_cache_look_t lg_store_get(lg_cache_t *c, const char *key, size_t keylen, int may_fill,
                              int64_t lock_ms, uint64_t token, char **obj, size_t *head_len,
                              size_t *body_len, lg_cmeta_t *meta, int *filler);
 
 /* Store (replacing): the head (HTTP response head, CRLF CRLF included) and body. */
-int  lg_cache_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t *meta,
+int  lg_store_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_t *meta,
                   const char *head, size_t head_len, const char *body, size_t body_len);
 /*
  * cache_min_uses: count one request for key; 1 when it has now been asked
@@ -96,29 +96,29 @@ int  lg_cache_put(lg_cache_t *c, const char *key, size_t keylen, const lg_cmeta_
  * answer; 0: not yet (go upstream, store nothing).  Counts live in index
  * slots and are the first thing given up when slots are short.
  */
-int  lg_cache_count_use(lg_cache_t *c, const char *key, size_t keylen, int min_uses);
+int  lg_store_count_use(lg_cache_t *c, const char *key, size_t keylen, int min_uses);
 
 /*
  * stale-while-revalidate: claim the refresh of a stored key until `until`
  * (wall ms).  1: the caller starts it; 0: one is already running (or the
  * key is gone).  Storing the key again ends the claim.
  */
-int  lg_cache_try_update(lg_cache_t *c, const char *key, size_t keylen, int64_t until);
+int  lg_store_try_update(lg_cache_t *c, const char *key, size_t keylen, int64_t until);
 /* Give up a FILLING mark (the response was not storable, or failed). */
-void lg_cache_abandon(lg_cache_t *c, const char *key, size_t keylen);
+void lg_store_abandon(lg_cache_t *c, const char *key, size_t keylen);
 /* Remove one key; 1 if something was there. */
-int  lg_cache_delete(lg_cache_t *c, const char *key, size_t keylen);
+int  lg_store_delete(lg_cache_t *c, const char *key, size_t keylen);
 /* Every key starting with prefix: removed, or (soft) marked stale.  Returns how many. */
-int  lg_cache_purge_prefix(lg_cache_t *c, const char *prefix, size_t n, int soft);
+int  lg_store_purge_prefix(lg_cache_t *c, const char *prefix, size_t n, int soft);
 /* Mark one key stale (soft purge); 1 if it was there. */
-int  lg_cache_expire(lg_cache_t *c, const char *key, size_t keylen);
+int  lg_store_expire(lg_cache_t *c, const char *key, size_t keylen);
 
-typedef struct lg_cache_stats {
+typedef struct lg_store_stats {
     uint64_t hits, misses, stores, evictions, promotions, objects;
     uint64_t capacity, used;
 } lg_cache_stats_t;
-void lg_cache_stats(lg_cache_t *c, lg_cache_stats_t *st);
-size_t lg_cache_max_object(const lg_cache_t *c);
-void   lg_cache_set_max_object(lg_cache_t *c, size_t n);   /* at most an eighth of the ring */
+void lg_store_stats(lg_cache_t *c, lg_cache_stats_t *st);
+size_t lg_store_max_object(const lg_cache_t *c);
+void   lg_store_set_max_object(lg_cache_t *c, size_t n);   /* at most an eighth of the ring */
 
 #endif

@@ -220,7 +220,7 @@ int lg_access_prepare(lg_conf_t *conf, char *err, size_t errlen)
 static const lg_common_t *settings(lg_req_t *r)
 {
     int status;
-    const lg_route_t *rt = lg_req_route(r, &status);
+    const lg_route_t *rt = lg_route_request(r, &status);
     return rt ? &rt->common : lg_req_common(r);
 }
 
@@ -269,13 +269,13 @@ static int authenticate(lg_req_t *r, const lg_common_t *c)
     r->auth_realm = c->auth_basic;
     if (a == NULL) {
         r->blocked = "auth_basic: no credentials";
-        lg_req_error(r, 401);
+        lg_respond_error(r, 401);
         return 0;
     }
     if (lg_htpasswd_basic(a->value, a->value_len, buf, sizeof(buf), &user, &pass) < 0) {
         r->blocked = "auth_basic: credentials are not Basic user:password";
         lg_info("auth_basic: malformed Authorization from %s", r->peer_text);
-        lg_req_error(r, 401);
+        lg_respond_error(r, 401);
         return 0;
     }
     unsigned char k[16];
@@ -292,7 +292,7 @@ static int authenticate(lg_req_t *r, const lg_common_t *c)
         r->blocked = "auth_basic: too many failed attempts from this address";
         r->local_extra = lg_arena_printf(&r->arena, "Retry-After: %lld\r\n",
                                          (long long)((wait + 999) / 1000));
-        lg_req_error(r, 429);
+        lg_respond_error(r, 429);
         return 0;
     }
     int ok = lg_htpasswd_check(h, user, pass, lg_w.loop.now);
@@ -302,7 +302,7 @@ static int authenticate(lg_req_t *r, const lg_common_t *c)
         r->blocked = "auth_basic: wrong user or password";
         lg_info("auth_basic: user \"%s\" from %s: wrong user or password (%s)", user,
                 r->peer_text, lg_htpasswd_path(h));
-        lg_req_error(r, 401);
+        lg_respond_error(r, 401);
         return 0;
     }
     lg_debug("auth_basic: user \"%s\" from %s: password checked", user, r->peer_text);
@@ -317,7 +317,7 @@ static void forbid(lg_req_t *r, const char *why)
     r->blocked = why;
     lg_info("access forbidden by %s, client: %s, request: \"%.*s %.*s\"", why, r->peer_text,
             (int)r->req.method_len, r->req.method, (int)r->req.target_len, r->req.target);
-    lg_req_error(r, 403);
+    lg_respond_error(r, 403);
 }
 
 static int access_phase(lg_req_t *r)

@@ -149,12 +149,12 @@ static void ar_fail(ar_t *a, int err, const char *what)
     lg_req_t *r = a->r;
     lg_log_errno(LG_LOG_ERROR, err, "auth_request to \"%s\" server %s: %s, client: %s, "
                  "request: \"%.*s %.*s\"", a->c->auth_request,
-                 a->uc ? lg_uconn_addr(a->uc) : "-", what, r->peer_text,
+                 a->uc ? lg_upstream_addr(a->uc) : "-", what, r->peer_text,
                  (int)r->req.method_len, r->req.method, (int)r->ri.uri.n, r->ri.uri.p);
     ar_release(a);
     r->stage = NULL;
     r->blocked = "auth_request: the service failed";
-    lg_req_error(r, 500);
+    lg_respond_error(r, 500);
 }
 
 /* The service's answer is in: let the request go on, or answer for it. */
@@ -195,7 +195,7 @@ static void ar_decide(ar_t *a, const http_response_t *rsp)
         ar_release(a);
         r->stage = NULL;
         r->blocked = st == 401 ? "auth_request: 401" : "auth_request: 403";
-        lg_req_respond(r, st, NULL, NULL);
+        lg_respond(r, st, NULL, NULL);
         return;
     }
     char what[64];
@@ -311,7 +311,7 @@ static int auth_request_phase(lg_req_t *r)
     if (lg_req_is_forward(r) || r->conn->refresh)
         return LG_DECLINED;     /* a refresh repeats a request that passed already */
     int status;
-    const lg_route_t *rt = lg_req_route(r, &status);
+    const lg_route_t *rt = lg_route_request(r, &status);
     const lg_common_t *c = rt ? &rt->common : lg_req_common(r);
     if (c->auth_request_up == NULL)
         return LG_DECLINED;

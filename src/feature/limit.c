@@ -155,7 +155,7 @@ static const lg_common_t *settings(lg_req_t *r)
         return &srv->common;
     /* found once for the request: the access rules and ROUTE use it too */
     int st;
-    const lg_route_t *rt = lg_req_route(r, &st);
+    const lg_route_t *rt = lg_route_request(r, &st);
     return rt ? &rt->common : &srv->common;     /* st: the ROUTE phase answers it */
 }
 
@@ -178,7 +178,7 @@ static int refuse(lg_req_t *r, int status, const char *what, const lg_limit_zone
         r->local_extra = lg_arena_printf(&r->arena, "%sRetry-After: %lld\r\n",
                                          r->local_extra ? r->local_extra : "",
                                          (long long)((retry_us + 999999) / 1000000));
-    lg_req_error(r, status);
+    lg_respond_error(r, status);
     return LG_DONE;
 }
 

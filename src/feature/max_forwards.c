@@ -25,7 +25,7 @@ static int max_forwards(lg_req_t *s)
     long n = 0;
     for (size_t i = 0; i < h->value_len; i++) {
         if (h->value[i] < '0' || h->value[i] > '9' || n > 100000) {
-            lg_req_error(s, 400);
+            lg_respond_error(s, 400);
             return LG_DONE;
         }
         n = n * 10 + (h->value[i] - '0');
@@ -37,7 +37,7 @@ static int max_forwards(lg_req_t *s)
     if (options) {
         s->route = NULL;
         s->local_extra = "Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT\r\n";
-        lg_req_respond(s, 200, "", NULL);
+        lg_respond(s, 200, "", NULL);
         return LG_DONE;
     }
     /* TRACE: the request as received, without what would leak credentials */
@@ -54,7 +54,7 @@ static int max_forwards(lg_req_t *s)
     }
     s->route = NULL;
     s->local_ctype = "message/http";
-    lg_req_respond(s, 200, msg ? msg : "", NULL);
+    lg_respond(s, 200, msg ? msg : "", NULL);
     return LG_DONE;
 }
 

@@ -474,7 +474,7 @@ static void refuse(lg_req_t *s, const char *fmt, ...)
         "<html><head><title>403 Forbidden</title></head><body>\r\n"
         "<h1>403 Forbidden</h1>\r\n<p>legate refused this request: %s</p>\r\n</body></html>\r\n",
         why);
-    lg_req_respond(s, 403, page, NULL);
+    lg_respond(s, 403, page, NULL);
 }
 
 /* The lookup in flight for a request, or NULL (its context slot). */
@@ -493,7 +493,7 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
     if (status != LG_RESOLVE_OK || n == 0) {
         lg_error("forward proxy: cannot resolve \"%.*s\": %s, client: %s", (int)s->ri.host.n,
                  s->ri.host.p, lg_resolve_strerror(status), s->peer_text);
-        lg_req_error(s, 502);
+        lg_respond_error(s, 502);
         lg_conn_run(c);
         return;
     }
@@ -505,7 +505,7 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
         ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
     /* judged on the address we would connect to, not the name: DNS
      * rebinding and odd literals cannot slip past */
-    const char *cls = f->allow_private ? NULL : lg_acl_private((const struct sockaddr *)&ss, 0);
+    const char *cls = f->allow_private ? NULL : lg_cidr_private((const struct sockaddr *)&ss, 0);
     int di = lg_cidr_lookup(rt->deny_dst, (const struct sockaddr *)&ss);
     if (cls) {
         refuse(s, "the destination is a %s address (allow_private is off)", cls);
@@ -515,7 +515,7 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
     } else {
         lg_upstream_t *up = destination(&ss, s->ri.connect, NULL, f->keepalive);
         if (up == NULL)
-            lg_req_error(s, 500);
+            lg_respond_error(s, 500);
         else
             lg_reverse_proxy_to(s, up);
     }
@@ -560,7 +560,7 @@ static int forward_access(lg_req_t *s)
         return LG_DONE;
     }
     if (f->allow_countries || f->deny_countries) {
-        const char *cc = lg_req_country(s);
+        const char *cc = lg_realip_country(s);
         if (lg_strv_has(f->deny_countries, cc)) {
             refuse(s, "clients from %s are in deny_countries", cc);
             return LG_DONE;
@@ -574,11 +574,11 @@ static int forward_access(lg_req_t *s)
     if (f->auth_file && !s->conn->bind->socks && !authenticate(s, rt)) {
         s->auth_realm = f->auth_realm;
         s->blocked = "proxy authentication required";
-        lg_req_error(s, 407);
+        lg_respond_error(s, 407);
         return LG_DONE;
     }
     if (s->ri.host.n == 0 || s->ri.host.n > 253) {
-        lg_req_error(s, 400);
+        lg_respond_error(s, 400);
         return LG_DONE;
     }
     char host[256];
@@ -649,7 +649,7 @@ static int forward_content(lg_req_t *s)
     dest_host(s, host);
     lg_resolver_t *r = resolver_of(s->server->forward);
     if (r == NULL) {
-        lg_req_error(s, 502);
+        lg_respond_error(s, 502);
         return LG_DONE;
     }
     lg_req_suspend(s, &resolve_stage);
@@ -657,7 +657,7 @@ static int forward_content(lg_req_t *s)
     struct lg_resolve *lk = lg_resolve(r, host, resolved, s);
     if (lk == NULL) {
         s->stage = NULL;
-        lg_req_error(s, 502);
+        lg_respond_error(s, 502);
         return LG_DONE;
     }
     s->ctx[fwd_slot] = lk;
@@ -681,7 +681,7 @@ static void resolve_timeout(lg_req_t *s, lg_tkind_t kind)
     cancel_lookup(s);
     lg_error("forward proxy: resolving \"%.*s\" timed out, client: %s", (int)s->ri.host.n,
              s->ri.host.p, s->peer_text);
-    lg_req_error(s, 504);
+    lg_respond_error(s, 504);
 }
 
 static const lg_stage_t resolve_stage = {

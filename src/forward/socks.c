@@ -283,5 +283,5 @@ static const lg_frontend_t socks_frontend = {
 
 void lg_socks_register(void)
 {
-    lg_frontend_register(LG_PROTO_SOCKS5, &socks_frontend);
+    lg_conn_frontend_register(LG_PROTO_SOCKS5, &socks_frontend);
 }

@@ -1,7 +1,10 @@
 /*
- * Allow/deny building blocks for the forward proxy: address sets (CIDR),
- * the built-in "private address" classification (SSRF defence), domain
- * blocklists, URL regex filters and port lists.
+ * Allow/deny building blocks: address sets and the built-in "private
+ * address" classification (SSRF defence) in cidr.c, domain blocklists in
+ * domset.c, URL regex filters in urlre.c and port lists in portset.c; each
+ * file's functions carry its name (lg_cidr_*, lg_domset_*, lg_urlre_*,
+ * lg_portset_*).  The reverse proxy's access rules, real_ip_from and purge
+ * ACLs use the CIDR sets too.
  *
  * Everything is built once per configuration generation (in the master,
  * before fork, so workers share the pages copy-on-write) and never changed
@@ -65,7 +68,7 @@ size_t      lg_cidr_count(const lg_cidr_set_t *s);             /* rules added */
 /* ---- private addresses (SSRF defence) ---- */
 
 /*
- * lg_acl_private() names the special-purpose range sa is in, or returns
+ * lg_cidr_private() names the special-purpose range sa is in, or returns
  * NULL for an ordinary public address.  The list (from the IANA special-
  * purpose registries, the ranges a forward proxy must not let clients
  * reach by default):
@@ -89,7 +92,7 @@ size_t      lg_cidr_count(const lg_cidr_set_t *s);             /* rules added */
  *         fe80::/10        "link-local"
  *         fec0::/10        "site-local (deprecated)"
  *         ff00::/8         "multicast"
- *   with LG_ACL_PRIV_DOC also the documentation ranges 192.0.2.0/24,
+ *   with LG_CIDR_PRIV_DOC also the documentation ranges 192.0.2.0/24,
  *   198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32 and 3fff::/20
  *   ("documentation"); they are not routed, but a lab network may use them.
  *
@@ -98,9 +101,9 @@ size_t      lg_cidr_count(const lg_cidr_set_t *s);             /* rules added */
  * 64:ff9b::7f00:1 is "loopback").  Families other than AF_INET and
  * AF_INET6 are "not an IP address": refuse them too.
  */
-#define LG_ACL_PRIV_DOC 0x1u
+#define LG_CIDR_PRIV_DOC 0x1u
 
-const char *lg_acl_private(const struct sockaddr *sa, unsigned flags);
+const char *lg_cidr_private(const struct sockaddr *sa, unsigned flags);
 
 /* ---- domain sets (blocklists) ---- */
 

@@ -31,7 +31,7 @@ static lg_conn_t *conns;        /* all open connections, for a graceful stop */
 static lg_conn_t *idle_head, *idle_tail;   /* waiting keep-alive ones, oldest first */
 static const lg_frontend_t *frontends[LG_PROTO_MAX];
 
-const char *lg_connstate_name(lg_connstate_t st)
+const char *lg_conn_state_name(lg_connstate_t st)
 {
     switch (st) {
     case LG_C_PROXYPROTO: return "reading the PROXY header";
@@ -43,7 +43,7 @@ const char *lg_connstate_name(lg_connstate_t st)
     return "?";
 }
 
-void lg_frontend_register(lg_proto_t p, const lg_frontend_t *fe)
+void lg_conn_frontend_register(lg_proto_t p, const lg_frontend_t *fe)
 {
     LG_BUG_ON(p >= LG_PROTO_MAX);
     frontends[p] = fe;
@@ -388,7 +388,7 @@ void lg_conn_set_idle(lg_conn_t *c, int idle)
     c->idle_prev = c->idle_next = NULL;
 }
 
-int lg_conns_reclaim(void)
+int lg_conn_reclaim(void)
 {
     static lg_msec_t last_said;
     static unsigned since;
@@ -407,7 +407,7 @@ int lg_conns_reclaim(void)
     return 1;
 }
 
-void lg_conns_drain(void)
+void lg_conn_drain_all(void)
 {
     lg_conn_t *c = conns, *next;
     for (; c; c = next) {

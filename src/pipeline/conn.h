@@ -41,7 +41,7 @@ typedef enum lg_connstate {
     LG_C_CLOSED     = 4,
 } lg_connstate_t;
 
-const char *lg_connstate_name(lg_connstate_t s);
+const char *lg_conn_state_name(lg_connstate_t s);
 
 /* A protocol spoken on accepted connections once TLS (if any) is up. */
 typedef struct lg_frontend {
@@ -68,7 +68,7 @@ typedef enum lg_proto {
 } lg_proto_t;
 
 /* A front end makes itself known before any connection is accepted. */
-void lg_frontend_register(lg_proto_t p, const lg_frontend_t *fe);
+void lg_conn_frontend_register(lg_proto_t p, const lg_frontend_t *fe);
 void lg_h1_register(void);     /* h1.c */
 
 struct lg_conn {
@@ -118,14 +118,14 @@ void lg_conn_run(lg_conn_t *c);
 /* Send what was written, close_notify, then read and drop until EOF. */
 void lg_conn_linger(lg_conn_t *c);
 /* Graceful stop: every connection's front end drains it. */
-void lg_conns_drain(void);
+void lg_conn_drain_all(void);
 /* A keep-alive connection waits for its next request (1) or has one (0):
- * the waiting ones may be closed to make room (lg_conns_reclaim). */
+ * the waiting ones may be closed to make room (lg_conn_reclaim). */
 void lg_conn_set_idle(lg_conn_t *c, int idle);
 /* At worker_connections: close the connection that has waited longest for
  * its next request, as nginx does with reusable connections.  1 if one was
  * closed, 0 if none waits. */
-int  lg_conns_reclaim(void);
+int  lg_conn_reclaim(void);
 /* The connection's address, as text and port. */
 void lg_conn_set_peer(lg_conn_t *c, const struct sockaddr_storage *ss);
 

@@ -44,7 +44,7 @@ static void bad_head(lg_req_t *r, int st)
     r->req.method = NULL;
     r->req.num_headers = 0;
     r->server = r->conn->bind->default_server;
-    lg_req_error(r, st);
+    lg_respond_error(r, st);
 }
 
 /*
@@ -333,5 +333,5 @@ static const lg_frontend_t h1_frontend = {
 
 void lg_h1_register(void)
 {
-    lg_frontend_register(LG_PROTO_HTTP1, &h1_frontend);
+    lg_conn_frontend_register(LG_PROTO_HTTP1, &h1_frontend);
 }

@@ -575,6 +575,6 @@ int lg_headers_via_refuse(lg_req_t *s)
              "client: %s, request: \"%.*s\"", v ? (int)v->value_len : 0, v ? v->value : "",
              lg_w.conf->via_name, s->peer_text, (int)s->ri.uri.n, s->ri.uri.p);
     s->blocked = "forwarding loop (Via)";
-    lg_req_respond(s, 508, NULL, NULL);
+    lg_respond(s, 508, NULL, NULL);
     return 1;
 }

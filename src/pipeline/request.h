@@ -71,7 +71,7 @@ typedef enum lg_phase {
     LG_PH_NONE = LG_PH_MAX,     /* not in the phases (head being read, or a stage) */
 } lg_phase_t;
 
-const char *lg_phase_name(lg_phase_t p);
+const char *lg_feature_phase_name(lg_phase_t p);
 
 /* What the one timer of the connection is counting for a request stage. */
 typedef enum lg_tkind {
@@ -119,8 +119,15 @@ typedef struct lg_feature {
     int       (*init)(void);   /* in each worker, before requests: 0 or -1 */
 } lg_feature_t;
 
+/* feature.c: the registry, and the phase engine request.c drives. */
 void lg_feature_register(const lg_feature_t *f);
-int  lg_features_init(void);   /* in the worker */
+int  lg_feature_init_all(void);    /* in the worker */
+/* Handlers from (r->phase, r->ph_next) through `last`: LG_OK all ran (r->phase
+ * is the one after last), LG_AGAIN one suspended it, LG_DONE answered or
+ * handed to a stage (r->phase NONE). */
+int  lg_feature_run_phases(lg_req_t *r, lg_phase_t last);
+/* Every handler of a response-side phase: LG_OK, or LG_DONE / LG_ERROR. */
+int  lg_feature_run_one(lg_req_t *r, lg_phase_t p);
 
 #define LG_CTX_MAX 8
 
@@ -161,8 +168,8 @@ struct lg_req {
     const lg_server_t *server;
     const lg_route_t  *route;
     const char     *mpath;      /* normalised path the route matched (arena) */
-    const lg_route_t *route_found; /* lg_req_route's answer, once routed is set */
-    int             routed;     /* lg_req_route: 0 not yet, 1 done, or its error (400, 500) */
+    const lg_route_t *route_found; /* lg_route_request's answer, once routed is set */
+    int             routed;     /* lg_route_request: 0 not yet, 1 done, or its error (400, 500) */
     regmatch_t      caps[10];   /* regex captures into mpath */
     lg_upstream_t  *up;         /* the upstream chosen (route, split, forward destination) */
     int             max_forwards; /* TRACE/OPTIONS: the Max-Forwards to send on, plus 1; 0 = none */
@@ -267,7 +274,7 @@ const lg_route_t  *lg_route_find(const lg_server_t *srv, const lg_req_t *r,
  * it.  NULL with *status 0: no route matches (404); 400: a path that
  * cannot be normalised; 500: out of memory.
  */
-const lg_route_t  *lg_req_route(lg_req_t *r, int *status);
+const lg_route_t  *lg_route_request(lg_req_t *r, int *status);
 /* The response head is in r->rsp / r->rsp_ri: the RESPONSE phase.  LG_OK,
  * or LG_DONE when a handler answered instead (a cache revalidation). */
 int  lg_req_response_head(lg_req_t *r);
@@ -285,9 +292,9 @@ void lg_req_free(lg_req_t *r);
 void lg_req_cleanup(lg_req_t *r, void (*fn)(void *), void *arg);
 
 /* Answers made here (respond.c).  They hand the request to the local stage. */
-void lg_req_respond(lg_req_t *r, int status, const char *body, const char *location);
-void lg_req_error(lg_req_t *r, int status);
-void lg_req_send_raw(lg_req_t *r, int status, const char *head, size_t hlen,
+void lg_respond(lg_req_t *r, int status, const char *body, const char *location);
+void lg_respond_error(lg_req_t *r, int status);
+void lg_respond_raw(lg_req_t *r, int status, const char *head, size_t hlen,
                      const char *body, size_t blen);
 /* The settings that apply: the route's, or (before routing) the server's,
  * or the listener's default server's. */
@@ -298,7 +305,7 @@ const lg_common_t *lg_req_common(const lg_req_t *r);
 int lg_req_add_header(lg_req_t *r, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* client_addr.c: real_ip_from applied to the head just parsed; the country. */
-const char *lg_req_country(lg_req_t *r);
+/* realip.c: the country of the request's client (real_ip_from runs in POST_READ). */
+const char *lg_realip_country(lg_req_t *r);
 
 #endif

@@ -61,7 +61,7 @@ static const lg_stage_t local_stage = {
     .name = "sending response", .step = local_step, .arm = local_arm, .timeout = local_timeout,
 };
 
-void lg_req_send_raw(lg_req_t *r, int status, const char *head, size_t hlen,
+void lg_respond_raw(lg_req_t *r, int status, const char *head, size_t hlen,
                      const char *body, size_t blen)
 {
     r->status = status;
@@ -73,7 +73,7 @@ void lg_req_send_raw(lg_req_t *r, int status, const char *head, size_t hlen,
     lg_req_set_stage(r, &local_stage);
 }
 
-void lg_req_respond(lg_req_t *r, int status, const char *body, const char *location)
+void lg_respond(lg_req_t *r, int status, const char *body, const char *location)
 {
     lg_conn_t *c = r->conn;
     if (c->fe->error && c->fe->error(c, r, status))
@@ -86,15 +86,15 @@ void lg_req_respond(lg_req_t *r, int status, const char *body, const char *locat
         lg_conn_close(c, "out of memory building a response");
         return;
     }
-    lg_req_send_raw(r, status, h, len, NULL, 0);
+    lg_respond_raw(r, status, h, len, NULL, 0);
 }
 
-void lg_req_error(lg_req_t *r, int status)
+void lg_respond_error(lg_req_t *r, int status)
 {
     /* the request's body (if any) was not read: the connection cannot go on */
     if (r->ri.body != LG_BODY_NONE && !(r->reqp.buf && r->reqp.src_done))
         r->keep_alive = 0;
     if (status == 400 || status == 414 || status == 431 || status == 505 || status == 413)
         r->keep_alive = 0;
-    lg_req_respond(r, status, NULL, NULL);
+    lg_respond(r, status, NULL, NULL);
 }

@@ -128,7 +128,7 @@ static int conditions_hold(const lg_route_t *r, const lg_req_t *s)
     }
     if (r->query_name && !query_has(s->ri.query, r->query_name, r->query_value))
         return 0;
-    if (r->countries && !lg_strv_has(r->countries, lg_req_country((lg_req_t *)s)))
+    if (r->countries && !lg_strv_has(r->countries, lg_realip_country((lg_req_t *)s)))
         return 0;
     return 1;
 }
@@ -171,7 +171,7 @@ const lg_route_t *lg_route_find(const lg_server_t *srv, const lg_req_t *s,
     return prefix;
 }
 
-const lg_route_t *lg_req_route(lg_req_t *r, int *status)
+const lg_route_t *lg_route_request(lg_req_t *r, int *status)
 {
     if (r->routed) {
         *status = r->routed == 1 ? 0 : r->routed;

@@ -410,7 +410,7 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
         out_str(b, s->cache_status ? s->cache_status : "-");
         break;
     case V_GEO_COUNTRY:
-        out_str(b, lg_req_country(s));
+        out_str(b, lg_realip_country(s));
         break;
     case V_BLOCKED:
         if (s->blocked)

@@ -128,21 +128,21 @@ static int cache_attach(lg_conf_t *c, lg_shm_t *s, char *err, size_t errlen)
     lg_cache = NULL;
     if (c->cache_size == 0)
         return 0;
-    lg_cache = lg_cache_attach(s, (size_t)c->cache_size, err, errlen);
+    lg_cache = lg_store_attach(s, (size_t)c->cache_size, err, errlen);
     if (lg_cache == NULL)
         return -1;
     /* only when a master starts: a reload that remakes the segment must not
      * bring back what was purged or invalidated since the file was written */
-    if (c->cache_path && lg_cache_fresh(lg_cache) && !started) {
+    if (c->cache_path && lg_store_fresh(lg_cache) && !started) {
         char path[4096], msg[512];
         snprintf(path, sizeof(path), "%s/legate.cache", c->cache_path);
-        int n = lg_cache_load(lg_cache, path, msg, sizeof(msg));
+        int n = lg_store_load(lg_cache, path, msg, sizeof(msg));
         if (n < 0)
             lg_warn("cache: starting empty: %s", msg);
         else if (n > 0)
             lg_notice("cache: %d objects loaded from %s", n, path);
     }
-    lg_cache_set_max_object(lg_cache, (size_t)c->cache_max_object);
+    lg_store_set_max_object(lg_cache, (size_t)c->cache_max_object);
     return 0;
 }
 
@@ -153,7 +153,7 @@ static void cache_save(const lg_conf_t *c)
         return;
     char path[4096], msg[512];
     snprintf(path, sizeof(path), "%s/legate.cache", c->cache_path);
-    if (lg_cache_save(lg_cache, path, msg, sizeof(msg)) < 0)
+    if (lg_store_save(lg_cache, path, msg, sizeof(msg)) < 0)
         lg_error("cache: cannot save: %s", msg);
     else
         lg_notice("cache: saved to %s", path);

@@ -73,7 +73,7 @@ static void accept_cb(lg_io_t *io, uint32_t ev)
         /* at the limit: make room from connections waiting between
          * requests; only when none waits, pause until one closes (every
          * connection has a timeout, so accepting always resumes) */
-        if (lg_w.nconns >= lg_w.conf->worker_connections && !lg_conns_reclaim()) {
+        if (lg_w.nconns >= lg_w.conf->worker_connections && !lg_conn_reclaim()) {
             lg_warn("%d worker_connections are busy: not accepting until one closes",
                     lg_w.conf->worker_connections);
             for (size_t k = 0; k < nwl; k++)
@@ -106,7 +106,7 @@ static void tick_cb(lg_timer_t *t)
     lg_accesslog_flush();
     if (lg_w.slot == 0 && lg_cache && ++ticks % 60 == 0) {
         lg_cache_stats_t st;
-        lg_cache_stats(lg_cache, &st);
+        lg_store_stats(lg_cache, &st);
         lg_info("cache: %llu objects, %llu/%llu KiB used, hits %llu, misses %llu, stores %llu, "
                 "evictions %llu, promotions %llu", (unsigned long long)st.objects,
                 (unsigned long long)(st.used / 1024), (unsigned long long)(st.capacity / 1024),
@@ -191,7 +191,7 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
         lg_log_errno(LG_LOG_EMERG, errno, "epoll_create1() failed");
         exit(2);
     }
-    if (lg_accesslog_open_all(conf) < 0 || lg_upstream_init() < 0 || lg_features_init() < 0)
+    if (lg_accesslog_open_all(conf) < 0 || lg_upstream_init() < 0 || lg_feature_init_all() < 0)
         exit(2);
 
     lg_listeners_close_except(conf, slot, nworkers);
@@ -242,7 +242,7 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
             lg_w.quitting = 1;
             lg_health_stop();
             stop_accepting();
-            lg_conns_drain();
+            lg_conn_drain_all();
         }
         if (lg_w.quitting && lg_w.nconns == 0) {
             lg_accesslog_flush();

@@ -65,7 +65,7 @@ lg_uconn_t *lg_upstream_get(lg_req_t *r, lg_upstream_t *up, size_t *tried_mask, 
 void        lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms);
 #define LG_EWMA_TAU_US 10000000ull   /* peak EWMA time constant: 10 s */
 void        lg_upstream_release(lg_uconn_t *uc, int reusable);
-const char *lg_uconn_addr(const lg_uconn_t *uc);
+const char *lg_upstream_addr(const lg_uconn_t *uc);
 
 /* reverse.c: the route's upstream answers; and, for the forward proxy,
  * a destination it resolved (a CONNECT becomes a tunnel). */

@@ -152,13 +152,13 @@ static int route_phase(lg_req_t *s)
         return LG_DECLINED;
     }
     int status = 0;
-    s->route = lg_req_route(s, &status);
+    s->route = lg_route_request(s, &status);
     if (status) {
-        lg_req_error(s, status);
+        lg_respond_error(s, status);
         return LG_DONE;
     }
     if (s->route == NULL) {
-        lg_req_error(s, 404);
+        lg_respond_error(s, 404);
         return LG_DONE;
     }
     const lg_common_t *c = &s->route->common;
@@ -167,7 +167,7 @@ static int route_phase(lg_req_t *s)
         s->ri.length > c->client_max_body_size) {
         lg_error("client %s intended to send too large body: %lld bytes",
                  s->peer_text, (long long)s->ri.length);
-        lg_req_error(s, 413);
+        lg_respond_error(s, 413);
         return LG_DONE;
     }
     if (s->route->action == LG_ACTION_RETURN) {
@@ -179,7 +179,7 @@ static int route_phase(lg_req_t *s)
             lg_conn_close(s->conn, "out of memory expanding a body");
             return LG_DONE;
         }
-        lg_req_respond(s, s->route->status, body, location);
+        lg_respond(s, s->route->status, body, location);
         return LG_DONE;
     }
     if (c->via && lg_headers_via_refuse(s))
@@ -199,7 +199,7 @@ static void log_upstream_error(lg_req_t *s, int err, const char *what)
 {
     lg_log_errno(LG_LOG_ERROR, err,
                  "upstream \"%s\" server %s: %s, client: %s, request: \"%.*s %.*s\"",
-                 s->up->name, s->uc ? lg_uconn_addr(s->uc) : "-", what,
+                 s->up->name, s->uc ? lg_upstream_addr(s->uc) : "-", what,
                  s->peer_text, (int)s->req.method_len, s->req.method,
                  (int)s->req.target_len, s->req.target);
 }
@@ -220,7 +220,7 @@ static int attach_upstream(lg_req_t *s, int counted)
     if (counted && s->ntries++ == 0)
         s->t_first_try = lg_w.loop.now;
     s->uc = uc;
-    s->upstream_addr = lg_uconn_addr(uc);
+    s->upstream_addr = lg_upstream_addr(uc);
     uc->owner = s;
     uc->e.io.cb = upstream_cb;
     uc->e.io.data = uc;
@@ -265,7 +265,7 @@ void lg_reverse_proxy_to(lg_req_t *s, lg_upstream_t *up)
     lg_req_cleanup(s, cleanup, s);
     if (attach_upstream(s, 1) < 0) {
         lg_error("forward proxy: cannot connect to %s for client %s", s->up->name, s->peer_text);
-        lg_req_error(s, 502);
+        lg_respond_error(s, 502);
     }
 }
 
@@ -282,7 +282,7 @@ static void start_upstream(lg_req_t *s)
     size_t len = 0;
     const char *head = lg_headers_upstream(s, &len);
     if (head == NULL) {
-        lg_req_error(s, 500);
+        lg_respond_error(s, 500);
         return;
     }
     s->reqp.hdr = head;
@@ -298,12 +298,12 @@ static void start_upstream(lg_req_t *s)
         if (s->attach_err == EBUSY) {
             lg_error("upstream \"%s\": every server is at max_conns, client %s", s->up->name,
                      s->peer_text);
-            lg_req_error(s, 503);
+            lg_respond_error(s, 503);
             return;
         }
         lg_error("no live upstreams in \"%s\" for client %s", s->up->name,
                  s->peer_text);
-        lg_req_error(s, 502);
+        lg_respond_error(s, 502);
         return;
     }
     if (s->ri.expect_continue && s->ri.body != LG_BODY_NONE && lg_buf_len(b) == 0) {
@@ -365,7 +365,7 @@ static void upstream_failed(lg_req_t *s, int status, unsigned cond, int err, con
     }
     if (lg_req_upstream_error(s, status) == LG_DONE)
         return;                 /* answered otherwise (stale-if-error) */
-    lg_req_error(s, status);
+    lg_respond_error(s, status);
 }
 
 static void connect_step(lg_req_t *s)
@@ -511,12 +511,12 @@ static int read_response_head(lg_req_t *s)
                     s->upstream_addr = NULL;
                     if (attach_upstream(s, 1) == 0) {
                         lg_info("upstream \"%s\" server %s answered %d: trying the next server",
-                                s->up->name, lg_uconn_addr(old), r.status);
+                                s->up->name, lg_upstream_addr(old), r.status);
                         lg_upstream_release(old, 0);
                         return 0;
                     }
                     s->uc = old;
-                    s->upstream_addr = lg_uconn_addr(old);
+                    s->upstream_addr = lg_upstream_addr(old);
                 }
                 s->rsp = &r;
                 s->rsp_ri = &ri;
@@ -627,7 +627,7 @@ static void proxy_step(lg_req_t *s)
                      s->peer_text);
             s->keep_alive = 0;
             detach(s);
-            lg_req_error(s, 413);
+            lg_respond_error(s, 413);
             return;
         }
         if (rc == LG_PIPE_ERR_SRC) {
@@ -638,7 +638,7 @@ static void proxy_step(lg_req_t *s)
             } else {
                 s->keep_alive = 0;
                 detach(s);
-                lg_req_error(s, 400);
+                lg_respond_error(s, 400);
             }
             return;
         }
@@ -650,7 +650,7 @@ static void proxy_step(lg_req_t *s)
                 lg_conn_close(s->conn, "body too large");
             } else {
                 s->keep_alive = 0;
-                lg_req_error(s, 413);
+                lg_respond_error(s, 413);
             }
             return;
         }
@@ -745,7 +745,7 @@ static void upstream_timeout(lg_req_t *s, lg_tkind_t kind)
         }
         s->keep_alive = 0;
         detach(s);
-        lg_req_error(s, 408);
+        lg_respond_error(s, 408);
         return;
     case LG_T_UP_CONNECT:
         upstream_failed(s, 504, LG_COND_TIMEOUT, ETIMEDOUT, "upstream timed out while connecting");
@@ -776,7 +776,7 @@ static void upstream_timeout(lg_req_t *s, lg_tkind_t kind)
         lg_error("upstream \"%s\": no room under max_conns within queue_timeout, client %s",
                  s->up->name, s->peer_text);
         s->keep_alive = 0;
-        lg_req_error(s, 503);
+        lg_respond_error(s, 503);
         return;
     default:
         LG_BUG_ON(1);           /* not a timer of these stages */

@@ -70,7 +70,7 @@ int lg_upstream_init(void)
     return lg_w.rr_current && lg_w.ewma ? 0 : -1;
 }
 
-const char *lg_uconn_addr(const lg_uconn_t *uc)
+const char *lg_upstream_addr(const lg_uconn_t *uc)
 {
     return uc->up->servers[uc->server].addr.text;
 }

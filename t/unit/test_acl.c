@@ -1,5 +1,5 @@
 /*
- * Unit tests of the allow/deny building blocks (net/acl.c): CIDR sets and
+ * Unit tests of the allow/deny building blocks (net/cidr.c, domset.c, urlre.c, portset.c): CIDR sets and
  * the private-address classification as tables of address -> expected
  * rule, domain-set semantics as tables of name -> expected rule, both file
  * formats from files written into a temporary directory (so the
@@ -303,7 +303,7 @@ Test(acl, private_ranges)
     static const struct {
         const char *addr;
         const char *cls;            /* NULL: public */
-        const char *with_doc;       /* with LG_ACL_PRIV_DOC */
+        const char *with_doc;       /* with LG_CIDR_PRIV_DOC */
     } cases[] = {
         { "0.0.0.0",          "this network", "this network" },
         { "0.255.255.255",    "this network", "this network" },
@@ -368,8 +368,8 @@ Test(acl, private_ranges)
     };
     for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
         struct sockaddr_storage ss = sa_of(cases[i].addr);
-        const char *got = lg_acl_private((struct sockaddr *)&ss, 0);
-        const char *doc = lg_acl_private((struct sockaddr *)&ss, LG_ACL_PRIV_DOC);
+        const char *got = lg_cidr_private((struct sockaddr *)&ss, 0);
+        const char *doc = lg_cidr_private((struct sockaddr *)&ss, LG_CIDR_PRIV_DOC);
         if (cases[i].cls == NULL)
             cr_expect_null(got, "%s: \"%s\"", cases[i].addr, got);
         else
@@ -383,7 +383,7 @@ Test(acl, private_ranges)
                       cases[i].with_doc);
     }
     struct sockaddr sa = { .sa_family = AF_UNIX };
-    cr_expect_str_eq(lg_acl_private(&sa, 0), "not an IP address");
+    cr_expect_str_eq(lg_cidr_private(&sa, 0), "not an IP address");
 }
 
 /* ================================================================== */

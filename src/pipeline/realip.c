@@ -80,7 +80,7 @@ static int real_ip(lg_req_t *r)
     return LG_DECLINED;
 }
 
-const char *lg_req_country(lg_req_t *r)
+const char *lg_realip_country(lg_req_t *r)
 {
     if (!r->country_done) {
         lg_geo_country(lg_w.conf->geo, (const struct sockaddr *)&r->peer, r->country);
