@@ -15,6 +15,29 @@ struct lg_arena_block {
 
 #define ALIGN16(n) (((n) + 15) & ~(size_t)15)
 
+/*
+ * Blocks of the common size (4 KiB: every request's first) are kept on a
+ * short free list of the process instead of going back to malloc: a
+ * request's arena is made and destroyed once per request, and malloc/free
+ * of its block was a visible part of a request's cost.  Processes are
+ * single-threaded, so the list needs no lock.
+ */
+#define SPARE_SIZE 4096
+#define SPARE_MAX 64
+static lg_arena_block_t *spare;
+static unsigned nspare;
+
+static void block_free(lg_arena_block_t *b)
+{
+    if (b->size == SPARE_SIZE && nspare < SPARE_MAX) {
+        b->prev = spare;
+        spare = b;
+        nspare++;
+        return;
+    }
+    free(b);
+}
+
 void lg_arena_init(lg_arena_t *a, size_t block_size, size_t limit)
 {
     a->head = NULL;
@@ -30,9 +53,14 @@ static lg_arena_block_t *arena_grow(lg_arena_t *a, size_t need)
         size = ALIGN16(need);
     if (a->limit && a->total + size > a->limit)
         return NULL;
-    lg_arena_block_t *b = malloc(sizeof(*b) + size);
-    if (b == NULL)
+    lg_arena_block_t *b;
+    if (size == SPARE_SIZE && spare) {
+        b = spare;
+        spare = b->prev;
+        nspare--;
+    } else if ((b = malloc(sizeof(*b) + size)) == NULL) {
         return NULL;
+    }
     b->prev = a->head;
     b->size = size;
     b->used = 0;
@@ -103,13 +131,13 @@ void lg_arena_reset(lg_arena_t *a)
     while (b->prev) {
         lg_arena_block_t *prev = b->prev;
         a->total -= b->size;
-        free(b);
+        block_free(b);
         b = prev;
     }
     /* keep the oldest block only if it is the standard size */
     if (b->size != a->block_size) {
         a->total -= b->size;
-        free(b);
+        block_free(b);
         b = NULL;
     } else {
         b->used = 0;
@@ -122,7 +150,7 @@ void lg_arena_destroy(lg_arena_t *a)
     lg_arena_block_t *b = a->head;
     while (b) {
         lg_arena_block_t *prev = b->prev;
-        free(b);
+        block_free(b);
         b = prev;
     }
     a->head = NULL;

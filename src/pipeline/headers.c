@@ -479,8 +479,11 @@ char *lg_headers_client(lg_req_t *s, const http_response_t *r,
         if (r->status == 200)
             sb_str(&b, "Accept-Ranges: bytes\r\n");
     }
-    if (s->cache_status)
-        sb_printf(&b, "X-Cache: %s\r\n", s->cache_status);
+    if (s->cache_status) {
+        sb_str(&b, "X-Cache: ");
+        sb_str(&b, s->cache_status);
+        sb_add(&b, "\r\n", 2);
+    }
     if (s->response_extra)
         sb_str(&b, s->response_extra);
     if (s->set_cookie) {
