@@ -567,6 +567,12 @@ static const char *check(lg_req_t *r, const lg_common_t *c, const char *tok, siz
         const char *val = x->type == LG_JSON_STRING || x->type == LG_JSON_NUMBER ? x->s
                           : x->type == LG_JSON_TRUE ? "true" : x->type == LG_JSON_FALSE ? "false"
                           : NULL;
+        /* a claim may hold any character JSON can escape; one with a control
+         * character (CR, LF...) would split a header it is put into, so it
+         * is left out of the variables */
+        for (const char *q = val; val && *q; q++)
+            if ((unsigned char)*q < 0x20 || *q == 0x7f)
+                val = NULL;
         if (val == NULL)
             continue;
         const char *nm = lg_arena_strndup(&r->arena, x->key, x->keylen);

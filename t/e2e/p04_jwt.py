@@ -157,6 +157,11 @@ def hs256_valid_expired_nbf_and_forgeries():
         seen = {a.lower(): b for a, b in r.json()["headers"]}
         eq(seen.get("x-user"), "alice", "$jwt_claim_sub in a proxied header")
         eq(seen.get("x-n"), "42", "a number claim as written")
+        r = get(lg.port, hs256(claims(sub="eve\r\nX-Admin: 1")))
+        eq(r.status, 200)
+        seen = {a.lower(): b for a, b in r.json()["headers"]}
+        ok("x-admin" not in seen, "a claim with CR LF does not split a header")
+        ok(seen.get("x-user") in (None, ""), "and is left out: %r" % seen.get("x-user"))
         r = get(lg.port)
         eq(r.status, 401)
         eq(r.headers.get("WWW-Authenticate"), 'Bearer realm="api"')
@@ -291,6 +296,21 @@ def reload_with_a_bad_key_keeps_the_old_config():
         lg.reload(simple_conf(port, [o], route_extra='auth_jwt = "api"; auth_jwt_key_file = "%s";'
                               % badp), expect_ok=False)
         eq(get(lg.port, hs256(claims())).status, 200, "the old keys still serve")
+
+
+@test
+def claim_keys_a_rate_limit():
+    """$jwt_claim_sub as a limit_req key: each user has their own budget."""
+    k = keys()
+    with Origin("o") as o:
+        lg = Legate(simple_conf(free_port(), [o], workers=1, http_extra=
+                    'limit_req_zones = ( { name = "u"; key = "$jwt_claim_sub"; rate = "1r/m"; } );',
+                    route_extra='auth_jwt = "api"; auth_jwt_secret_file = "%s";'
+                    'limit_req = { zone = "u"; nodelay = true; };' % k.secret))
+        eq(get(lg.port, hs256(claims(sub="alice"))).status, 200)
+        eq(get(lg.port, hs256(claims(sub="alice"))).status, 429, "alice's second in a minute")
+        eq(get(lg.port, hs256(claims(sub="bob"))).status, 200, "bob has his own budget")
+        eq(get(lg.port).status, 401, "no token: refused before the limit counts it")
 
 
 if __name__ == "__main__":
