@@ -26,6 +26,7 @@
 #include "net/tls.h"
 #include "feature/access.h"
 #include "feature/auth_request.h"
+#include "feature/jwt.h"
 #include "forward/forward.h"
 #include "proxy/proxy.h"
 #include "pipeline/vars.h"
@@ -195,7 +196,8 @@ int main(int argc, char **argv)
     if (conf && ((lg_tls_prepare(conf, err, sizeof(err)) < 0) |
                  (lg_forward_prepare(conf, err, sizeof(err)) < 0) |
                  (lg_access_prepare(conf, err, sizeof(err)) < 0) |
-                 (lg_auth_request_prepare(conf, err, sizeof(err)) < 0))) {
+                 (lg_auth_request_prepare(conf, err, sizeof(err)) < 0) |
+        (lg_jwt_prepare(conf, err, sizeof(err)) < 0))) {
         lg_conf_free(conf);
         conf = NULL;
     }

@@ -214,6 +214,16 @@ typedef struct lg_common {
     lg_strv_t *auth_request_set;        /* its answer's headers put into the proxied request */
     lg_msec_t  auth_request_timeout;    /* default 5s */
     void      *auth_request_up;         /* lg_upstream_t *, resolved at load; not a setting */
+    /* JSON Web Tokens (feature/jwt.c), as nginx Plus's auth_jwt */
+    char      *auth_jwt;                /* realm, or "off" (default) */
+    char      *auth_jwt_key_file;       /* PEM public key or JWKS file, or NULL */
+    char      *auth_jwt_secret_file;    /* HS256 shared secret file, or NULL */
+    char      *auth_jwt_cookie;         /* read the token from this cookie, or NULL (Authorization) */
+    lg_msec_t  auth_jwt_leeway;         /* clock skew allowed for exp / nbf, default 60s */
+    char      *auth_jwt_issuer;         /* required "iss", or NULL */
+    char      *auth_jwt_audience;       /* required in "aud", or NULL */
+    void      *jwt_rt;                  /* the keys read by feature/jwt.c (shared with the
+                                           parent level when inherited); not a setting */
     lg_limits_t *limit_req;             /* rate limits, NULL = none (feature/limit.c) */
     int        limit_req_status;        /* default 429 */
     int        limit_req_dry_run;       /* bool: log what would be refused, refuse nothing */
@@ -512,6 +522,7 @@ typedef struct lg_conf {
     int64_t         tls_session_cache;  /* bytes of the shared session-ID cache, default 1m; 0 off */
     void          (*on_free)(struct lg_conf *); /* set by layers that hang state on the conf */
     void          (*access_free)(struct lg_conf *); /* frees what feature/access.c built */
+    void          (*jwt_free)(struct lg_conf *);    /* frees what feature/jwt.c built */
     lg_limit_zone_t *limit_zones;       /* limit_req_zones then limit_conn_zones */
     size_t          nlimit_zones;
 } lg_conf_t;

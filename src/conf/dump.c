@@ -174,6 +174,18 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_names(out, ind, "auth_request_headers", c->auth_request_headers);
     kv_names(out, ind, "auth_request_set", c->auth_request_set);
     kv_msec(out, ind, "auth_request_timeout", c->auth_request_timeout);
+    kv_str(out, ind, "auth_jwt", c->auth_jwt);
+    if (c->auth_jwt_key_file)
+        kv_str(out, ind, "auth_jwt_key_file", c->auth_jwt_key_file);
+    if (c->auth_jwt_secret_file)
+        kv_str(out, ind, "auth_jwt_secret_file", c->auth_jwt_secret_file);
+    if (c->auth_jwt_cookie)
+        kv_str(out, ind, "auth_jwt_cookie", c->auth_jwt_cookie);
+    kv_msec(out, ind, "auth_jwt_leeway", c->auth_jwt_leeway);
+    if (c->auth_jwt_issuer)
+        kv_str(out, ind, "auth_jwt_issuer", c->auth_jwt_issuer);
+    if (c->auth_jwt_audience)
+        kv_str(out, ind, "auth_jwt_audience", c->auth_jwt_audience);
     kv_limits(out, ind, "limit_req", c->limit_req, 0);
     kv_int(out, ind, "limit_req_status", c->limit_req_status);
     kv_bool(out, ind, "limit_req_dry_run", c->limit_req_dry_run);

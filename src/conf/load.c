@@ -206,6 +206,13 @@ const directive_t ld_common_dirs[] = {
     ROW("auth_request_headers",    D_STRLIST,  0, 0,      "Authorization Cookie", lg_common_t, auth_request_headers),
     ROW("auth_request_set",        D_STRLIST,  0, 0,      "",      lg_common_t, auth_request_set),
     ROW("auth_request_timeout",    D_DURATION, 1, WEEK,   "5s",    lg_common_t, auth_request_timeout),
+    ROW("auth_jwt",                D_STRING,   0, 0,      "off",   lg_common_t, auth_jwt),
+    PATH("auth_jwt_key_file",      NULL, NULL,                      lg_common_t, auth_jwt_key_file),
+    PATH("auth_jwt_secret_file",   NULL, NULL,                      lg_common_t, auth_jwt_secret_file),
+    ROW("auth_jwt_cookie",         D_STRING,   0, 0,      NULL,    lg_common_t, auth_jwt_cookie),
+    ROW("auth_jwt_leeway",         D_DURATION, 0, WEEK,   "60s",   lg_common_t, auth_jwt_leeway),
+    ROW("auth_jwt_issuer",         D_STRING,   0, 0,      NULL,    lg_common_t, auth_jwt_issuer),
+    ROW("auth_jwt_audience",       D_STRING,   0, 0,      NULL,    lg_common_t, auth_jwt_audience),
     /* limits (load_limit.c): a custom row with an offset is merged as a pointer */
     { "limit_req", D_CUSTOM, 0, 0, NULL, offsetof(lg_common_t, limit_req), NULL, ld_fn_limit_req },
     ROW("limit_req_status",        D_INT,      400, 599,  "429",   lg_common_t, limit_req_status),
@@ -1453,6 +1460,8 @@ void lg_conf_free(lg_conf_t *conf)
         conf->proxy_free(conf);     /* the geo database and real-ip sets */
     if (conf->access_free)
         conf->access_free(conf);    /* access rules, htpasswd files */
+    if (conf->jwt_free)
+        conf->jwt_free(conf);       /* JWT keys */
     lg_arena_destroy(&conf->arena);
     free(conf);
 }

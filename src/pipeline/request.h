@@ -232,6 +232,10 @@ struct lg_req {
     /* log fields */
     const char     *user;       /* the authenticated user (arena), or NULL */
     const char     *blocked;    /* the rule that refused it (arena) */
+    /* claims of a verified token ($jwt_claim_NAME), set by feature/jwt.c:
+     * names[i] = values[i], both arena strings; pipeline/vars.c reads them */
+    const char    **claim_names, **claim_values;
+    size_t          nclaims;
     const char     *limit_req_status;  /* $limit_req_status: PASSED, DELAYED, REJECTED... or NULL */
     const char     *limit_conn_status; /* $limit_conn_status (feature/limit.c) */
     const char     *cache_status; /* X-Cache / $cache_status, or NULL */

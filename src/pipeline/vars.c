@@ -33,7 +33,7 @@ enum {
     V_UPSTREAM_ADDR, V_UPSTREAM_STATUS, V_UPSTREAM_RESPONSE_TIME,
     V_CONNECTION, V_CONNECTION_REQUESTS, V_PID,
     V_CACHE_STATUS, V_GEO_COUNTRY, V_BLOCKED, V_LIMIT_REQ_STATUS, V_LIMIT_CONN_STATUS,
-    V_HTTP, V_COOKIE, V_CAPTURE,
+    V_HTTP, V_COOKIE, V_JWT_CLAIM, V_CAPTURE,
     V_COUNT
 };
 
@@ -90,6 +90,7 @@ static const struct {
     [V_LIMIT_CONN_STATUS]        = { "limit_conn_status", 0 },
     [V_HTTP]                     = { "http_", F_PREFIX },
     [V_COOKIE]                   = { "cookie_", F_PREFIX },
+    [V_JWT_CLAIM]                = { "jwt_claim_", F_PREFIX },
     [V_CAPTURE]                  = { "1", F_DIGIT },     /* $1 .. $9 */
 };
 
@@ -441,6 +442,14 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
             RAW(v.p, v.n);
         break;
     }
+    case V_JWT_CLAIM:
+        /* a verified token's claim; unverified tokens never set any */
+        for (size_t i = 0; i < s->nclaims; i++)
+            if (strcmp(s->claim_names[i], part->text) == 0) {
+                RAW(s->claim_values[i], strlen(s->claim_values[i]));
+                break;
+            }
+        break;
     case V_CAPTURE: {
         /* captures refer to the path the route matched */
         const regmatch_t *m = &s->caps[part->text[0] - '0'];

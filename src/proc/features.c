@@ -9,6 +9,7 @@
 #include "feature/access.h"
 #include "feature/accesslog.h"
 #include "feature/auth_request.h"
+#include "feature/jwt.h"
 #include "feature/coding.h"
 #include "forward/forward.h"
 #include "pipeline/request.h"
@@ -22,6 +23,8 @@ static const lg_feature_t *const features[] = {
     &lg_feature_max_forwards,   /* ACCESS: TRACE/OPTIONS with Max-Forwards 0 answered here */
     &lg_feature_access,         /* ACCESS: access_rules, auth_basic, satisfy (reverse proxy) */
     &lg_feature_auth_request,   /* ACCESS: an authentication service asked (reverse proxy) */
+    &lg_feature_jwt,            /* ACCESS: JSON Web Tokens (reverse proxy); before the limits,
+                                   so a claim can key a rate limit */
     &lg_feature_forward,        /* ACCESS, CONTENT: forward-proxy requests */
     &lg_feature_limit,          /* ACCESS: limit_req / limit_conn, reverse and forward alike;
                                    after the forward proxy's sign-in, so $remote_user is known */

@@ -40,6 +40,7 @@
 #include "cache/http.h"
 #include "feature/access.h"
 #include "feature/auth_request.h"
+#include "feature/jwt.h"
 #include "forward/forward.h"
 #include "proxy/proxy.h"
 #include "proxy/upstate.h"
@@ -374,7 +375,8 @@ static void reload(void)
     }
     if ((lg_tls_prepare(nc, err, sizeof(err)) < 0) | (lg_forward_prepare(nc, err, sizeof(err)) < 0) |
         (lg_access_prepare(nc, err, sizeof(err)) < 0) |
-        (lg_auth_request_prepare(nc, err, sizeof(err)) < 0)) {
+        (lg_auth_request_prepare(nc, err, sizeof(err)) < 0) |
+        (lg_jwt_prepare(nc, err, sizeof(err)) < 0)) {
         char *save = NULL;
         for (char *l = strtok_r(err, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
             lg_error("%s", l);
