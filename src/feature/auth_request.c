@@ -54,9 +54,22 @@ static const lg_stage_t wait_stage;
 
 /* ---- at load ---- */
 
-static int prepare_level(lg_common_t *c, const lg_conf_t *conf, int line, char *err,
-                         size_t errlen)
+/* Where a level's errors go (lg_conf_each_level's argument). */
+typedef struct prep {
+    const lg_conf_t *conf;
+    char            *err;
+    size_t           errlen;
+} prep_t;
+
+static int prepare_level(lg_common_t *c, const lg_common_t *parent, int line, int serves,
+                         void *arg)
 {
+    const prep_t *pp = arg;
+    const lg_conf_t *conf = pp->conf;
+    char *err = pp->err;
+    size_t errlen = pp->errlen;
+    (void)parent;
+    (void)serves;
     c->auth_request_up = NULL;
     if (c->auth_request == NULL || c->auth_request[0] == '\0')
         return 0;
@@ -84,14 +97,8 @@ static int prepare_level(lg_common_t *c, const lg_conf_t *conf, int line, char *
 
 int lg_auth_request_prepare(lg_conf_t *conf, char *err, size_t errlen)
 {
-    int rc = prepare_level(&conf->http, conf, conf->http_line, err, errlen);
-    for (size_t i = 0; i < conf->nservers; i++) {
-        lg_server_t *srv = &conf->servers[i];
-        rc |= prepare_level(&srv->common, conf, srv->line, err, errlen);
-        for (size_t j = 0; j < srv->nroutes; j++)
-            rc |= prepare_level(&srv->routes[j].common, conf, srv->routes[j].line, err, errlen);
-    }
-    return rc < 0 ? -1 : 0;
+    prep_t pp = { conf, err, errlen };
+    return lg_conf_each_level(conf, prepare_level, &pp);
 }
 
 /* ---- the subrequest ---- */

@@ -362,9 +362,20 @@ static int realm_ok(const char *s)
     return 1;
 }
 
-static int prepare_level(lg_common_t *c, const lg_common_t *parent, const char *file, int line,
-                         int serves, char *err, size_t errlen)
+/* Where a level's errors go (lg_conf_each_level's argument). */
+typedef struct prep {
+    const char *file;
+    char       *err;
+    size_t      errlen;
+} prep_t;
+
+static int prepare_level(lg_common_t *c, const lg_common_t *parent, int line, int serves,
+                         void *arg)
 {
+    const prep_t *pp = arg;
+    const char *file = pp->file;
+    char *err = pp->err;
+    size_t errlen = pp->errlen;
     int rc = 0;
     c->jwt_rt = NULL;
     if (parent && c->auth_jwt_key_file == parent->auth_jwt_key_file &&
@@ -406,17 +417,9 @@ static void jwt_free(lg_conf_t *conf)
 
 int lg_jwt_prepare(lg_conf_t *conf, char *err, size_t errlen)
 {
-    int rc = 0;
     conf->jwt_free = jwt_free;
-    rc |= prepare_level(&conf->http, NULL, conf->file, conf->http_line, 0, err, errlen);
-    for (size_t i = 0; i < conf->nservers; i++) {
-        lg_server_t *srv = &conf->servers[i];
-        rc |= prepare_level(&srv->common, &conf->http, conf->file, srv->line, 1, err, errlen);
-        for (size_t j = 0; j < srv->nroutes; j++)
-            rc |= prepare_level(&srv->routes[j].common, &srv->common, conf->file,
-                                srv->routes[j].line, 1, err, errlen);
-    }
-    return rc;
+    prep_t pp = { conf->file, err, errlen };
+    return lg_conf_each_level(conf, prepare_level, &pp);
 }
 
 /* ---- the worker side ---- */
