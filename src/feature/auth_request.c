@@ -300,12 +300,7 @@ static void ar_io(lg_io_t *io, uint32_t ev)
     ar_t *a = io->data;
     lg_uconn_t *uc = a->uc;
     LG_CHECK_UCONN(uc);
-    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        uc->e.r_ready = 1;
-    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-        uc->e.w_ready = 1;
-    if (ev & (EPOLLRDHUP | EPOLLHUP))
-        uc->e.rd_hup = 1;
+    lg_end_on_event(&uc->e, ev);
     lg_conn_t *c = a->r->conn;
     ar_step(a);
     lg_conn_run(c);

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/epoll.h>
 #include <sys/uio.h>
 
 #include "core/event.h"
@@ -38,6 +39,18 @@ int     lg_end_handshake(lg_end_t *e, char *why, size_t whylen);
 /* TLS close_notify (if the handshake finished), out of epoll, close(2).
  * Idempotent: the one teardown of an end. */
 void    lg_end_close(lg_end_t *e, lg_loop_t *loop);
+
+/* What an epoll event says about the end: ready to read (data, EOF or an
+ * error to read), ready to write, the peer half-closed. */
+static inline void lg_end_on_event(lg_end_t *e, uint32_t ev)
+{
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        e->r_ready = 1;
+    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        e->w_ready = 1;
+    if (ev & (EPOLLRDHUP | EPOLLHUP))
+        e->rd_hup = 1;
+}
 
 /*
  * With edge-triggered epoll a read that did not fill the buffer has drained

@@ -285,12 +285,7 @@ static void conn_timeout(lg_timer_t *tm)
 static void client_cb(lg_io_t *io, uint32_t ev)
 {
     lg_conn_t *c = io->data;
-    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        c->e.r_ready = 1;
-    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-        c->e.w_ready = 1;
-    if (ev & (EPOLLRDHUP | EPOLLHUP))
-        c->e.rd_hup = 1;
+    lg_end_on_event(&c->e, ev);
     lg_conn_run(c);
 }
 

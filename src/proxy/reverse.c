@@ -46,12 +46,7 @@ static void upstream_cb(lg_io_t *io, uint32_t ev)
 {
     lg_uconn_t *uc = io->data;
     LG_CHECK_UCONN(uc);
-    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        uc->e.r_ready = 1;
-    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-        uc->e.w_ready = 1;
-    if (ev & (EPOLLRDHUP | EPOLLHUP))
-        uc->e.rd_hup = 1;
+    lg_end_on_event(&uc->e, ev);
     if (uc->owner)
         lg_conn_run(uc->owner->conn);
 }
