@@ -541,13 +541,17 @@ lg_conf_t *lg_conf_load(const char *file, const char *prefix, char *err, size_t 
  * routes: fn gets the level, the one it inherits from (NULL for http), the
  * line it starts at and whether it serves requests (servers and routes do;
  * http only gives defaults).  What features build from settings once per
- * generation (access rules, key files) is made this way.  0, or -1 if any
- * call returned -1 (every level is visited all the same, so every error
+ * generation (access rules, key files) is made this way; fn appends its
+ * FILE:LINE messages to err.  0, or -1 if any call returned -1 (every level is visited all the same, so every error
  * is reported).
  */
-typedef int (*lg_conf_level_fn)(lg_common_t *c, const lg_common_t *parent, int line,
-                                int serves, void *arg);
-int        lg_conf_each_level(lg_conf_t *conf, lg_conf_level_fn fn, void *arg);
+typedef int (*lg_conf_level_fn)(lg_common_t *c, const lg_common_t *parent,
+                                const lg_conf_t *conf, int line, int serves,
+                                char *err, size_t errlen);
+int        lg_conf_each_level(lg_conf_t *conf, lg_conf_level_fn fn, char *err, size_t errlen);
+/* s can stand inside a quoted header parameter (a realm): no quotes,
+ * backslashes or control characters.  1 or 0. */
+int        lg_parse_quotable(const char *s);
 void       lg_conf_free(lg_conf_t *conf);         /* NULL-safe */
 
 /* Write the effective configuration (after merging) in libconfig syntax. */

@@ -1466,14 +1466,15 @@ void lg_conf_free(lg_conf_t *conf)
     free(conf);
 }
 
-int lg_conf_each_level(lg_conf_t *conf, lg_conf_level_fn fn, void *arg)
+int lg_conf_each_level(lg_conf_t *conf, lg_conf_level_fn fn, char *err, size_t errlen)
 {
-    int rc = fn(&conf->http, NULL, conf->http_line, 0, arg);
+    int rc = fn(&conf->http, NULL, conf, conf->http_line, 0, err, errlen);
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
-        rc |= fn(&srv->common, &conf->http, srv->line, 1, arg);
+        rc |= fn(&srv->common, &conf->http, conf, srv->line, 1, err, errlen);
         for (size_t j = 0; j < srv->nroutes; j++)
-            rc |= fn(&srv->routes[j].common, &srv->common, srv->routes[j].line, 1, arg);
+            rc |= fn(&srv->routes[j].common, &srv->common, conf, srv->routes[j].line, 1,
+                     err, errlen);
     }
     return rc < 0 ? -1 : 0;
 }

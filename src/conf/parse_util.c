@@ -252,3 +252,11 @@ int lg_parse_addr(const char *s, int default_port, lg_addr_t *out, lg_arena_t *a
         out->text = lg_arena_printf(a, "%s:%d", num, port);
     return out->text ? 0 : addr_fail(err, errlen, s, "out of memory");
 }
+
+int lg_parse_quotable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f || *s == '"' || *s == '\\')
+            return 0;
+    return 1;
+}

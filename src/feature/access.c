@@ -134,29 +134,12 @@ static acc_rules_t *rules_build(const lg_strv_t *v, const char *file, int line, 
     return a;
 }
 
-static int realm_ok(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f || *s == '"' || *s == '\\')
-            return 0;
-    return 1;
-}
 
 /* One level's build; parent: the level it inherits from, or NULL (http). */
-/* Where a level's errors go (lg_conf_each_level's argument). */
-typedef struct prep {
-    const char *file;
-    char       *err;
-    size_t      errlen;
-} prep_t;
-
-static int prepare_level(lg_common_t *c, const lg_common_t *parent, int line, int serves,
-                         void *arg)
+static int prepare_level(lg_common_t *c, const lg_common_t *parent, const lg_conf_t *conf,
+                         int line, int serves, char *err, size_t errlen)
 {
-    const prep_t *pp = arg;
-    const char *file = pp->file;
-    char *err = pp->err;
-    size_t errlen = pp->errlen;
+    const char *file = conf->file;
     int rc = 0;
     if (parent && c->access_rules == parent->access_rules)
         c->access_rt = parent->access_rt;
@@ -174,7 +157,7 @@ static int prepare_level(lg_common_t *c, const lg_common_t *parent, int line, in
         ERR("%s:%d: 'satisfy' must be \"all\" or \"any\"\n", file, line);
         rc = -1;
     }
-    if (!realm_ok(c->auth_basic) && (parent == NULL || c->auth_basic != parent->auth_basic)) {
+    if (!lg_parse_quotable(c->auth_basic) && (parent == NULL || c->auth_basic != parent->auth_basic)) {
         ERR("%s:%d: 'auth_basic' (the realm) must not hold quotes, backslashes or control "
             "characters\n", file, line);
         rc = -1;
@@ -213,8 +196,7 @@ static void access_free(lg_conf_t *conf)
 int lg_access_prepare(lg_conf_t *conf, char *err, size_t errlen)
 {
     conf->access_free = access_free;
-    prep_t pp = { conf->file, err, errlen };
-    return lg_conf_each_level(conf, prepare_level, &pp);
+    return lg_conf_each_level(conf, prepare_level, err, errlen);
 }
 
 /* ---- the worker side ---- */

@@ -54,20 +54,9 @@ static const lg_stage_t wait_stage;
 
 /* ---- at load ---- */
 
-/* Where a level's errors go (lg_conf_each_level's argument). */
-typedef struct prep {
-    const lg_conf_t *conf;
-    char            *err;
-    size_t           errlen;
-} prep_t;
-
-static int prepare_level(lg_common_t *c, const lg_common_t *parent, int line, int serves,
-                         void *arg)
+static int prepare_level(lg_common_t *c, const lg_common_t *parent, const lg_conf_t *conf,
+                         int line, int serves, char *err, size_t errlen)
 {
-    const prep_t *pp = arg;
-    const lg_conf_t *conf = pp->conf;
-    char *err = pp->err;
-    size_t errlen = pp->errlen;
     (void)parent;
     (void)serves;
     c->auth_request_up = NULL;
@@ -97,8 +86,7 @@ static int prepare_level(lg_common_t *c, const lg_common_t *parent, int line, in
 
 int lg_auth_request_prepare(lg_conf_t *conf, char *err, size_t errlen)
 {
-    prep_t pp = { conf, err, errlen };
-    return lg_conf_each_level(conf, prepare_level, &pp);
+    return lg_conf_each_level(conf, prepare_level, err, errlen);
 }
 
 /* ---- the subrequest ---- */

@@ -354,28 +354,11 @@ static jwt_keys_t *keys_load(const lg_common_t *c, const char *file, int line, c
     return ks;
 }
 
-static int realm_ok(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f || *s == '"' || *s == '\\')
-            return 0;
-    return 1;
-}
 
-/* Where a level's errors go (lg_conf_each_level's argument). */
-typedef struct prep {
-    const char *file;
-    char       *err;
-    size_t      errlen;
-} prep_t;
-
-static int prepare_level(lg_common_t *c, const lg_common_t *parent, int line, int serves,
-                         void *arg)
+static int prepare_level(lg_common_t *c, const lg_common_t *parent, const lg_conf_t *conf,
+                         int line, int serves, char *err, size_t errlen)
 {
-    const prep_t *pp = arg;
-    const char *file = pp->file;
-    char *err = pp->err;
-    size_t errlen = pp->errlen;
+    const char *file = conf->file;
     int rc = 0;
     c->jwt_rt = NULL;
     if (parent && c->auth_jwt_key_file == parent->auth_jwt_key_file &&
@@ -384,7 +367,7 @@ static int prepare_level(lg_common_t *c, const lg_common_t *parent, int line, in
     else if ((c->auth_jwt_key_file || c->auth_jwt_secret_file) &&
              (c->jwt_rt = keys_load(c, file, line, err, errlen)) == NULL)
         rc = -1;
-    if (!realm_ok(c->auth_jwt) && (parent == NULL || c->auth_jwt != parent->auth_jwt)) {
+    if (!lg_parse_quotable(c->auth_jwt) && (parent == NULL || c->auth_jwt != parent->auth_jwt)) {
         ERR("%s:%d: 'auth_jwt' (the realm) must not hold quotes, backslashes or control "
             "characters\n", file, line);
         rc = -1;
@@ -418,8 +401,7 @@ static void jwt_free(lg_conf_t *conf)
 int lg_jwt_prepare(lg_conf_t *conf, char *err, size_t errlen)
 {
     conf->jwt_free = jwt_free;
-    prep_t pp = { conf->file, err, errlen };
-    return lg_conf_each_level(conf, prepare_level, &pp);
+    return lg_conf_each_level(conf, prepare_level, err, errlen);
 }
 
 /* ---- the worker side ---- */
