@@ -385,6 +385,7 @@ typedef struct lg_listen {
     int       tls;                      /* bool: TLS on this address */
     char     *protocol;                 /* "http" (default) or "socks5" */
     int       proxy_protocol;           /* bool: a PROXY v1/v2 header comes first */
+    int       http2;                    /* bool: HTTP/2 (ALPN h2 with TLS, h2c prior knowledge without) */
     int       is_default;               /* default_server for this address */
     int       line;
 } lg_listen_t;
@@ -482,6 +483,7 @@ typedef struct lg_bind {
     int           tls;                  /* TLS on this address */
     int           socks;                /* SOCKS5 on this address (forward proxy) */
     int           proxy_protocol;       /* PROXY protocol header expected */
+    int           http2;                /* HTTP/2 spoken here as well as HTTP/1.1 */
 } lg_bind_t;
 
 typedef struct lg_conf {
@@ -499,6 +501,11 @@ typedef struct lg_conf {
     int             worker_connections; /* client connections per worker; 0 (default): from the open-file limit */
     int             worker_rlimit_nofile; /* 0 = leave as is (default) */
     lg_msec_t       shutdown_timeout;   /* default 10s */
+    /* HTTP/2 connections (pipeline/h2.c) */
+    int             http2_max_concurrent_streams;   /* default 128 */
+    int64_t         http2_max_header_list_size;     /* decoded bytes of one head, default 16k */
+    int             http2_reset_rate;       /* resets a second a connection may cause, default 100 */
+    int             http2_control_rate;     /* SETTINGS/PING/empty frames a second, default 100 */
     int64_t         shared_memory_size; /* bytes, default 1m: the segment workers share */
     int64_t         cache_size;         /* bytes of shared memory for the HTTP cache, 0 = none */
     int64_t         cache_max_object;   /* default 1m */

@@ -364,9 +364,10 @@ static void dump_server(FILE *out, int ind, const lg_server_t *srv)
         fputs("{ address = ", out);
         put_str(out, l->addr.text);
         fprintf(out, "; backlog = %d; default = %s; tls = %s; protocol = \"%s\"; "
-                "proxy_protocol = %s; }%s\n",
+                "proxy_protocol = %s; http2 = %s; }%s\n",
                 l->backlog, l->is_default ? "true" : "false", l->tls ? "true" : "false",
                 l->protocol ? l->protocol : "http", l->proxy_protocol ? "true" : "false",
+                l->http2 ? "true" : "false",
                 i + 1 < srv->nlistens ? "," : "");
     }
     IND(out, ind + 1);
@@ -475,6 +476,10 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_int(out, 0, "worker_connections", conf->worker_connections);
     kv_int(out, 0, "worker_rlimit_nofile", conf->worker_rlimit_nofile);
     kv_msec(out, 0, "shutdown_timeout", conf->shutdown_timeout);
+    kv_int(out, 0, "http2_max_concurrent_streams", conf->http2_max_concurrent_streams);
+    kv_int(out, 0, "http2_max_header_list_size", conf->http2_max_header_list_size);
+    kv_int(out, 0, "http2_reset_rate", conf->http2_reset_rate);
+    kv_int(out, 0, "http2_control_rate", conf->http2_control_rate);
     kv_int(out, 0, "shared_memory_size", conf->shared_memory_size);
     kv_msec(out, 0, "tls_ticket_rotate", conf->tls_ticket_rotate);
     kv_int(out, 0, "tls_session_cache", conf->tls_session_cache);

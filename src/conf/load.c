@@ -139,6 +139,10 @@ static const directive_t global_dirs[] = {
     ROW("worker_connections",   D_INT,      0, 1000000,    "0",      lg_conf_t, worker_connections),
     ROW("worker_rlimit_nofile", D_INT,      0, INT32_MAX,  "0",      lg_conf_t, worker_rlimit_nofile),
     ROW("shutdown_timeout",     D_DURATION, 0, WEEK,       "10s",    lg_conf_t, shutdown_timeout),
+    ROW("http2_max_concurrent_streams", D_INT, 1, 65535,  "128",    lg_conf_t, http2_max_concurrent_streams),
+    ROW("http2_max_header_list_size", D_SIZE, 1024, 1 << 20, "16k", lg_conf_t, http2_max_header_list_size),
+    ROW("http2_reset_rate",     D_INT,      1, 1000000,    "100",    lg_conf_t, http2_reset_rate),
+    ROW("http2_control_rate",   D_INT,      1, 1000000,    "100",    lg_conf_t, http2_control_rate),
     ROW("shared_memory_size",   D_SIZE,     65536, (int64_t)1 << 34, "1m", lg_conf_t, shared_memory_size),
     ROW("tls_ticket_rotate",    D_DURATION, 1000, WEEK,    "1h",     lg_conf_t, tls_ticket_rotate),
     ROW("tls_session_cache",    D_SIZE,     0, (int64_t)1 << 32, "1m", lg_conf_t, tls_session_cache),
@@ -262,6 +266,7 @@ static const directive_t listen_dirs[] = {
     ROW("tls",     D_BOOL, 0, 1,     "false", lg_listen_t, tls),
     ROW("protocol", D_STRING, 0, 0,  "http",  lg_listen_t, protocol),
     ROW("proxy_protocol", D_BOOL, 0, 1, "false", lg_listen_t, proxy_protocol),
+    ROW("http2",   D_BOOL, 0, 1,     "false", lg_listen_t, http2),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -1212,6 +1217,7 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 b->tls = l->tls;
                 b->socks = l->protocol && strcmp(l->protocol, "socks5") == 0;
                 b->proxy_protocol = l->proxy_protocol;
+                b->http2 = l->http2;
                 if ((b->servers = ld_calloc(ld, conf->nservers, sizeof(*b->servers))) == NULL)
                     return ld_oom(ld, where);
             }
@@ -1231,6 +1237,11 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                               "'forward' settings");
             else if (b->socks && l->tls)
                 rc = ld_error(ld, listen_setting(ld, i, j), "socks5 with tls is not supported");
+            if (l->http2 != b->http2)
+                rc = ld_error(ld, listen_setting(ld, i, j), "%s has http2 in one server "
+                              "and not in another", l->addr.text);
+            else if (l->http2 && b->socks)
+                rc = ld_error(ld, listen_setting(ld, i, j), "http2 on a socks5 listener");
             if (l->proxy_protocol != b->proxy_protocol)
                 rc = ld_error(ld, listen_setting(ld, i, j), "%s has proxy_protocol in one server "
                               "and not in another", l->addr.text);

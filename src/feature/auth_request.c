@@ -289,9 +289,9 @@ static void ar_io(lg_io_t *io, uint32_t ev)
     lg_uconn_t *uc = a->uc;
     LG_CHECK_UCONN(uc);
     lg_end_on_event(&uc->e, ev);
-    lg_conn_t *c = a->r->conn;
+    lg_req_t *r = a->r;
     ar_step(a);
-    lg_conn_run(c);
+    lg_req_run(r);
 }
 
 /* ---- the ACCESS phase ---- */

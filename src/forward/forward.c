@@ -489,12 +489,11 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
     s->ctx[fwd_slot] = NULL;
     lg_forward_t *f = s->server->forward;
     fwd_rt_t *rt = f->rt;
-    lg_conn_t *c = s->conn;
     if (status != LG_RESOLVE_OK || n == 0) {
         lg_error("forward proxy: cannot resolve \"%.*s\": %s, client: %s", (int)s->ri.host.n,
                  s->ri.host.p, lg_resolve_strerror(status), s->peer_text);
         lg_respond_error(s, 502);
-        lg_conn_run(c);
+        lg_req_run(s);
         return;
     }
     struct sockaddr_storage ss = addrs[0];
@@ -519,7 +518,7 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
         else
             lg_reverse_proxy_to(s, up);
     }
-    lg_conn_run(c);
+    lg_req_run(s);
 }
 
 /* The destination's name as rules and the resolver see it ("[v6]" -> "v6"). */

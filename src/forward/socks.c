@@ -192,6 +192,7 @@ static void socks_step(lg_conn_t *c)
         return;
     }
     lg_buf_t *b = s->conn->in;
+    s->in = b;                  /* the request was made before the buffer */
     for (;;) {
         int rc = parse(s);
         if (rc < 0)

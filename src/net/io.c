@@ -59,6 +59,8 @@ static ssize_t sock_result(lg_end_t *e, ssize_t n, int is_read)
 
 ssize_t lg_end_recv(lg_end_t *e, void *buf, size_t n)
 {
+    if (__builtin_expect(e->ops != NULL, 0))
+        return e->ops->recv(e, buf, n);
     if (e->ssl == NULL) {
         ssize_t r;
         do
@@ -85,6 +87,8 @@ ssize_t lg_end_send(lg_end_t *e, const void *buf, size_t n)
  */
 ssize_t lg_end_writev(lg_end_t *e, const struct iovec *iov, int cnt)
 {
+    if (__builtin_expect(e->ops != NULL, 0))
+        return e->ops->writev(e, iov, cnt);
     if (e->ssl == NULL) {
         struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
         ssize_t r;
@@ -143,6 +147,17 @@ int lg_end_handshake(lg_end_t *e, char *why, size_t whylen)
         e->want_w = 1;
     }
     return LG_AGAIN;
+}
+
+void lg_end_shutdown(lg_end_t *e)
+{
+    if (e->ops) {
+        e->ops->shutdown(e);
+        return;
+    }
+    lg_tls_close(e->ssl);       /* close_notify, then the TCP end */
+    e->ssl = NULL;
+    shutdown(e->io.fd, SHUT_WR);
 }
 
 void lg_end_close(lg_end_t *e, lg_loop_t *loop)

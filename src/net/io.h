@@ -22,13 +22,28 @@
 #include "core/rc.h"
 
 typedef struct ssl_st SSL;
+typedef struct lg_end lg_end_t;
 
-typedef struct lg_end {
-    lg_io_t io;
+/*
+ * An end that is not a descriptor: an HTTP/2 stream presents itself to the
+ * stages as one (pipeline/h2.c), so a relay needs no second code path.
+ * Same contract as the functions below: bytes, 0 for the end, LG_AGAIN
+ * with the ready flag cleared, LG_ERROR.  shutdown: nothing more will be
+ * written.
+ */
+typedef struct lg_end_ops {
+    ssize_t (*recv)(lg_end_t *e, void *buf, size_t n);
+    ssize_t (*writev)(lg_end_t *e, const struct iovec *iov, int cnt);
+    void    (*shutdown)(lg_end_t *e);
+} lg_end_ops_t;
+
+struct lg_end {
+    lg_io_t io;                 /* io.fd -1 for a virtual end */
     SSL    *ssl;                /* owned: TLS on this end, or NULL */
+    const lg_end_ops_t *ops;    /* borrowed: a virtual end's, or NULL for a descriptor */
     uint8_t r_ready, w_ready, rd_hup;
     uint8_t want_r, want_w;     /* what the last step waited for */
-} lg_end_t;
+};
 
 ssize_t lg_end_recv(lg_end_t *e, void *buf, size_t n);
 ssize_t lg_end_writev(lg_end_t *e, const struct iovec *iov, int cnt);
@@ -36,6 +51,9 @@ ssize_t lg_end_send(lg_end_t *e, const void *buf, size_t n);
 /* The TLS handshake on e (client or server side, as e->ssl was made):
  * LG_OK, LG_AGAIN (flags set as for a read), or LG_ERROR with why filled. */
 int     lg_end_handshake(lg_end_t *e, char *why, size_t whylen);
+/* No more writes on e: close_notify and shutdown(SHUT_WR), or the virtual
+ * end's own (an HTTP/2 stream's END_STREAM). */
+void    lg_end_shutdown(lg_end_t *e);
 /* TLS close_notify (if the handshake finished), out of epoll, close(2).
  * Idempotent: the one teardown of an end. */
 void    lg_end_close(lg_end_t *e, lg_loop_t *loop);
@@ -61,7 +79,7 @@ static inline void lg_end_on_event(lg_end_t *e, uint32_t ev)
  */
 static inline void lg_end_short_read(lg_end_t *e, size_t got, size_t room)
 {
-    if (got < room && !e->rd_hup && e->ssl == NULL)
+    if (got < room && !e->rd_hup && e->ssl == NULL && e->ops == NULL)
         e->r_ready = 0;
 }
 
@@ -69,7 +87,7 @@ static inline void lg_end_short_read(lg_end_t *e, size_t got, size_t room)
  * full (wait for EPOLLOUT); with TLS it may just be one record, so try again. */
 static inline void lg_end_short_write(lg_end_t *e)
 {
-    if (e->ssl == NULL)
+    if (e->ssl == NULL && e->ops == NULL)
         e->w_ready = 0;
 }
 

@@ -179,14 +179,25 @@ static int sni_cb(SSL *ssl, int *alert, void *arg)
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
-    (void)ssl;
     (void)arg;
-    /* what we speak, in order of preference; "h2" joins when it exists */
-    static const unsigned char ours[] = "\x08http/1.1";
-    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof(ours) - 1, in, inlen) ==
+    /* what we speak, in order of preference: h2 where the listener has it */
+    static const unsigned char h2[] = "\x02h2\x08http/1.1";
+    static const unsigned char h1[] = "\x08http/1.1";
+    const lg_bind_t *b = SSL_get_ex_data(ssl, ex_bind);
+    const unsigned char *ours = b && b->http2 ? h2 : h1;
+    unsigned n = b && b->http2 ? sizeof(h2) - 1 : sizeof(h1) - 1;
+    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, n, in, inlen) ==
         OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_OK;
     return SSL_TLSEXT_ERR_ALERT_FATAL;      /* the client offers nothing we speak */
+}
+
+int lg_tls_alpn_h2(SSL *ssl)
+{
+    const unsigned char *p = NULL;
+    unsigned n = 0;
+    SSL_get0_alpn_selected(ssl, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
 }
 
 static int ocsp_cb(SSL *ssl, void *arg)

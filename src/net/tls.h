@@ -59,6 +59,8 @@ const char *lg_tls_verify_error(SSL *ssl);
 
 /* Facts for variables and logs; "" when not applicable. */
 const char *lg_tls_protocol(SSL *ssl);
+/* The handshake chose HTTP/2 by ALPN. */
+int   lg_tls_alpn_h2(SSL *ssl);
 const char *lg_tls_cipher(SSL *ssl);
 const char *lg_tls_server_name(SSL *ssl);
 int   lg_tls_session_reused(SSL *ssl);

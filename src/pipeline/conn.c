@@ -49,6 +49,14 @@ void lg_conn_frontend_register(lg_proto_t p, const lg_frontend_t *fe)
     frontends[p] = fe;
 }
 
+void lg_conn_switch(lg_conn_t *c, lg_proto_t p)
+{
+    LG_BUG_ON(c->req != NULL || frontends[p] == NULL);
+    c->fe = frontends[p];
+    c->fe->start(c);
+    c->rerun = 1;
+}
+
 void lg_conn_set_peer(lg_conn_t *c, const struct sockaddr_storage *ss)
 {
     memcpy(&c->peer, ss, sizeof(*ss));
@@ -76,6 +84,8 @@ void lg_conn_close(lg_conn_t *c, const char *why)
     c->state = LG_C_CLOSED;
     lg_conn_set_idle(c, 0);
     lg_req_free(c->req);        /* its cleanups, its upstream, its arena */
+    if (c->fe->close)
+        c->fe->close(c);        /* a multiplexing front end's requests, likewise */
     lg_timer_del(&lg_w.loop, &c->timer);
     lg_end_close(&c->e, &lg_w.loop);
     lg_buf_put(c->in);
@@ -99,6 +109,9 @@ static void enter_front(lg_conn_t *c)
 {
     c->state = LG_C_FRONT;
     c->t_start = c->t_idle = lg_w.loop.now;
+    /* ALPN chose HTTP/2 in the handshake */
+    if (c->e.ssl && c->bind->http2 && lg_tls_alpn_h2(c->e.ssl) && frontends[LG_PROTO_HTTP2])
+        c->fe = frontends[LG_PROTO_HTTP2];
     c->fe->start(c);
 }
 

@@ -59,17 +59,28 @@ typedef struct lg_frontend {
     /* what the client is sent when its request becomes a tunnel */
     const char *tunnel_ok;
     size_t      tunnel_ok_len;
+    /* many requests at once (HTTP/2): c->req is unused, each request is
+     * run, aborted and timed on its own through these */
+    int         multiplexed;
+    void      (*run)(lg_conn_t *c, lg_req_t *r);
+    void      (*abort)(lg_conn_t *c, lg_req_t *r, const char *why);
+    void      (*close)(lg_conn_t *c);   /* optional: the connection is closing */
 } lg_frontend_t;
 
 typedef enum lg_proto {
     LG_PROTO_HTTP1 = 0,
     LG_PROTO_SOCKS5 = 1,
+    LG_PROTO_HTTP2 = 2,
     LG_PROTO_MAX
 } lg_proto_t;
 
 /* A front end makes itself known before any connection is accepted. */
 void lg_conn_frontend_register(lg_proto_t p, const lg_frontend_t *fe);
+/* The connection speaks p from now on (ALPN chose h2; an h2c preface):
+ * the new front end starts with whatever is in c->in. */
+void lg_conn_switch(lg_conn_t *c, lg_proto_t p);
 void lg_h1_register(void);     /* h1.c */
+void lg_h2_register(void);     /* h2.c */
 
 struct lg_conn {
     uint32_t        magic;
@@ -92,6 +103,7 @@ struct lg_conn {
     int             refresh;    /* an internal connection: a background cache refresh */
     int             refresh_tls; /* ...for a request that came over TLS ($scheme) */
     int             socks_phase; /* SOCKS5 front end: negotiation step */
+    void           *fe_data;    /* owned by the front end (HTTP/2: its session) */
     /* the Authorization last accepted on this connection (feature/access.c):
      * a digest of it and the password file, so the next request with the
      * same credentials costs no second hash; all zero = none */

@@ -110,6 +110,15 @@ static int read_head(lg_conn_t *c)
         }
         lg_buf_t *b = c->in;
         size_t have = lg_buf_len(b);
+        /* HTTP/2 by prior knowledge (h2c) where the listener speaks it: the
+         * preface's first line is no HTTP/1.1 request; the rest is checked
+         * by the HTTP/2 front end */
+        if (have >= 16 && c->requests == 0 && c->bind->http2 &&
+            memcmp(b->pos, "PRI * HTTP/2.0\r\n", 16) == 0) {
+            c->scanned = 0;
+            lg_conn_switch(c, LG_PROTO_HTTP2);
+            return 0;
+        }
         if (have) {
             lg_conn_set_idle(c, 0);
             http_request_t head = { .headers = scratch_headers };

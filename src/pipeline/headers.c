@@ -355,7 +355,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
         sb_str(&b, "Transfer-Encoding: chunked\r\n");
     else if (s->ri.body == LG_BODY_LENGTH)
         sb_num_header(&b, "Content-Length: ", s->ri.length);
-    else if (s->ri.body == LG_BODY_CHUNKED)
+    else if (s->ri.body == LG_BODY_CHUNKED || s->ri.body == LG_BODY_CLOSE)
         sb_str(&b, "Transfer-Encoding: chunked\r\n");
     else if (s->ri.length == 0 && lg_headers_get(s, "content-length"))
         sb_str(&b, "Content-Length: 0\r\n");

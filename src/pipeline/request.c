@@ -18,6 +18,7 @@ lg_req_t *lg_req_new(lg_conn_t *c)
 {
     LG_CHECK_CONN(c);
     LG_BUG_ON(c->req != NULL);          /* HTTP/1.1: one request at a time */
+    int listed = !c->fe->multiplexed;
     lg_req_t *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
@@ -29,8 +30,31 @@ lg_req_t *lg_req_new(lg_conn_t *c)
     memcpy(r->peer_text, c->peer_text, sizeof(r->peer_text));
     r->peer_port = c->peer_port;
     r->t_start = lg_w.loop.now;
-    c->req = r;
+    r->cend = &c->e;
+    r->in = c->in;
+    if (listed)
+        c->req = r;
     return r;
+}
+
+void lg_req_run(lg_req_t *r)
+{
+    /* r may have ended in this loop round (its memory goes after it): its
+     * connection still wants its turn */
+    lg_conn_t *c = r->conn;
+    if (c->fe->run)
+        c->fe->run(c, r->magic == LG_REQ_MAGIC ? r : NULL);
+    else
+        lg_conn_run(c);
+}
+
+void lg_req_abort(lg_req_t *r, const char *why)
+{
+    lg_conn_t *c = r->conn;
+    if (c->fe->abort)
+        c->fe->abort(c, r, why);
+    else
+        lg_conn_close(c, why);
 }
 
 void lg_req_cleanup(lg_req_t *r, void (*fn)(void *), void *arg)
@@ -56,7 +80,8 @@ void lg_req_free(lg_req_t *r)
     lg_pipe_release(&r->rspp);
     lg_pipe_release(&r->reqp);
     lg_arena_destroy(&r->arena);
-    r->conn->req = NULL;
+    if (r->conn->req == r)
+        r->conn->req = NULL;
     r->magic = 0;
     /* events for it may still be queued in this loop round */
     lg_loop_defer_free(&lg_w.loop, r);

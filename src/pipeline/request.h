@@ -143,6 +143,14 @@ struct lg_tunnel;
 struct lg_req {
     uint32_t        magic;
     lg_conn_t      *conn;       /* borrowed: the connection that owns it */
+    /* borrowed: where the client's bytes of this request come from and its
+     * answer goes -- the connection's own end (HTTP/1.1), or an HTTP/2
+     * stream posing as one; stages read and write nothing else */
+    lg_end_t       *cend;
+    /* borrowed: the buffer holding the head (head_len bytes at start) and
+     * the body's first bytes: the connection's (HTTP/1.1) or the stream's */
+    lg_buf_t       *in;
+    void           *stream;     /* the front end's own per-request state (HTTP/2), or NULL */
     lg_arena_t      arena;      /* everything below that is not inline */
     lg_phase_t      phase;      /* where in the phases, LG_PH_NONE outside them */
     unsigned        ph_next;    /* the next handler to run in phase */
@@ -246,10 +254,19 @@ struct lg_req {
 
 #define LG_REQ_MAGIC 0x52455155u
 #define LG_CHECK_REQ(r) LG_DEBUG_BUG_ON((r) == NULL || (r)->magic != LG_REQ_MAGIC || \
-                                        (r)->conn == NULL || (r)->conn->req != (r))
+                                        (r)->conn == NULL || \
+                                        ((r)->conn->req != (r) && !(r)->conn->fe->multiplexed))
 
-/* A request on c, its arena made; c->req points to it.  NULL: no memory. */
+/* A request on c, its arena made; c->req points to it unless the front
+ * end multiplexes (HTTP/2 lists its own).  NULL: no memory. */
 lg_req_t *lg_req_new(lg_conn_t *c);
+/* Run the request's stage now (an event of its upstream, a wait over).
+ * r may have ended earlier in this loop round. */
+void lg_req_run(lg_req_t *r);
+/* The request cannot go on: HTTP/1.1 closes its connection, HTTP/2 resets
+ * its stream.  r is gone afterwards. */
+void lg_req_abort(lg_req_t *r, const char *why);
+static inline lg_buf_t *lg_req_in(const lg_req_t *r) { return r->in; }
 /* Run the phases from the first; then the stage it was handed to drives it.
  * head_status: the front end found the head unacceptable (400, 501...):
  * answered so once the client's address is known (POST_READ). */

@@ -12,11 +12,11 @@
 
 static void local_step(lg_req_t *r)
 {
-    lg_conn_t *c = r->conn;
+    lg_end_t *ce = r->cend;
     size_t total = r->local_len + (r->local_body ? r->local_body_len : 0);
     while (r->local_sent < total) {
-        if (!c->e.w_ready) {
-            c->e.want_w = 1;
+        if (!ce->w_ready) {
+            ce->want_w = 1;
             return;
         }
         struct iovec iov[2];
@@ -30,14 +30,14 @@ static void local_step(lg_req_t *r)
             iov[cnt].iov_base = (void *)(r->local_body + off);
             iov[cnt++].iov_len = r->local_body_len - off;
         }
-        ssize_t n = lg_end_writev(&c->e, iov, cnt);
+        ssize_t n = lg_end_writev(ce, iov, cnt);
         if (n > 0) {
             r->local_sent += (size_t)n;
             continue;
         }
         if (n == LG_AGAIN)
             return;
-        lg_conn_close(c, "send() to client failed");
+        lg_req_abort(r, "send() to client failed");
         return;
     }
     r->bytes_out = total;
@@ -54,7 +54,7 @@ static lg_msec_t local_arm(lg_req_t *r, lg_tkind_t *kind)
 static void local_timeout(lg_req_t *r, lg_tkind_t kind)
 {
     (void)kind;
-    lg_conn_close(r->conn, "client timed out receiving the response");
+    lg_req_abort(r, "client timed out receiving the response");
 }
 
 static const lg_stage_t local_stage = {
@@ -83,7 +83,7 @@ void lg_respond(lg_req_t *r, int status, const char *body, const char *location)
     size_t len = 0;
     const char *h = lg_headers_local(r, status, body, location, &len);
     if (h == NULL) {
-        lg_conn_close(c, "out of memory building a response");
+        lg_req_abort(r, "out of memory building a response");
         return;
     }
     lg_respond_raw(r, status, h, len, NULL, 0);

@@ -19,7 +19,8 @@ static void tunnel_end(lg_req_t *r, const char *why)
     r->bytes_in = r->head_len + r->reqp.body_bytes + t->sp_up.bytes;
     r->bytes_out = r->rspp.wire_bytes + t->sp_down.bytes;
     lg_req_finish(r);
-    lg_conn_close(c, why);
+    if (!c->fe->multiplexed)
+        lg_conn_close(c, why);  /* the connection was the tunnel */
 }
 
 /* The request goes away with its connection: the kernel pipes too. */
@@ -36,11 +37,10 @@ static void tunnel_cleanup(void *arg)
 void lg_tunnel_start(lg_req_t *r, int status, const char *open, size_t open_len, lg_buf_t *ub,
                      lg_msec_t idle_timeout)
 {
-    lg_conn_t *c = r->conn;
     lg_tunnel_t *t = lg_arena_calloc(&r->arena, sizeof(*t));
-    lg_buf_t *b = c->in;
+    lg_buf_t *b = lg_req_in(r);
     if (t == NULL || b == NULL || ub == NULL) {
-        lg_conn_close(c, "no memory for the tunnel");
+        lg_req_abort(r, "no memory for the tunnel");
         return;
     }
     t->idle_timeout = idle_timeout;
@@ -60,11 +60,11 @@ void lg_tunnel_start(lg_req_t *r, int status, const char *open, size_t open_len,
 static void splice_step(lg_req_t *r)
 {
     lg_tunnel_t *t = r->tunnel;
-    lg_end_t *ce = &r->conn->e, *ue = r->uend;
+    lg_end_t *ce = r->cend, *ue = r->uend;
     if (!t->half_up) {
         int rc = lg_splice_run(&t->sp_up, ce, ue);
         if (rc == 0) {
-            shutdown(ue->io.fd, SHUT_WR);
+            lg_end_shutdown(ue);
             t->half_up = 1;
         } else if (rc < 0) {
             tunnel_end(r, "tunnel ended");
@@ -74,7 +74,7 @@ static void splice_step(lg_req_t *r)
     if (!t->half_down) {
         int rc = lg_splice_run(&t->sp_down, ue, ce);
         if (rc == 0) {
-            shutdown(ce->io.fd, SHUT_WR);
+            lg_end_shutdown(ce);
             t->half_down = 1;
         } else if (rc < 0) {
             tunnel_end(r, "tunnel ended");
@@ -88,7 +88,7 @@ static void splice_step(lg_req_t *r)
 static void tunnel_step(lg_req_t *r)
 {
     lg_tunnel_t *t = r->tunnel;
-    lg_end_t *ce = &r->conn->e, *ue = r->uend;
+    lg_end_t *ce = r->cend, *ue = r->uend;
     if (t->spliced) {
         splice_step(r);
         return;
@@ -96,7 +96,7 @@ static void tunnel_step(lg_req_t *r)
     if (!t->half_up) {
         lg_pipe_rc_t rc = lg_pipe_run(&r->reqp, ce, ue);
         if (rc == LG_PIPE_DONE) {
-            shutdown(ue->io.fd, SHUT_WR);
+            lg_end_shutdown(ue);
             t->half_up = 1;
         } else if (rc < 0) {
             tunnel_end(r, "tunnel ended");
@@ -106,9 +106,7 @@ static void tunnel_step(lg_req_t *r)
     if (!t->half_down) {
         lg_pipe_rc_t rc = lg_pipe_run(&r->rspp, ue, ce);
         if (rc == LG_PIPE_DONE) {
-            lg_tls_close(ce->ssl);      /* close_notify, then the TCP end */
-            ce->ssl = NULL;
-            shutdown(ce->io.fd, SHUT_WR);
+            lg_end_shutdown(ce);
             t->half_down = 1;
         } else if (rc < 0) {
             tunnel_end(r, "tunnel ended");
@@ -122,6 +120,7 @@ static void tunnel_step(lg_req_t *r)
     /* plain sockets both ends, the reply out, nothing buffered: from here
      * on the kernel moves the bytes (splice), not us */
     if (!t->half_up && !t->half_down && ce->ssl == NULL && ue->ssl == NULL &&
+        ce->ops == NULL && ue->ops == NULL &&
         r->rspp.hdr_sent == r->rspp.hdr_len && lg_buf_len(r->reqp.buf) == 0 &&
         lg_buf_len(r->rspp.buf) == 0 && lg_splice_open(&t->sp_up) == 0) {
         if (lg_splice_open(&t->sp_down) < 0) {

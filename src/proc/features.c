@@ -42,6 +42,7 @@ void lg_features_setup(void)
     if (done++)
         return;
     lg_h1_register();
+    lg_h2_register();
     lg_socks_register();
     for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++)
         lg_feature_register(features[i]);

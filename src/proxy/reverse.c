@@ -48,7 +48,7 @@ static void upstream_cb(lg_io_t *io, uint32_t ev)
     LG_CHECK_UCONN(uc);
     lg_end_on_event(&uc->e, ev);
     if (uc->owner)
-        lg_conn_run(uc->owner->conn);
+        lg_req_run(uc->owner);
 }
 
 /* Give the upstream connection back, not for reuse. */
@@ -79,7 +79,7 @@ static void connected(lg_req_t *s)
     if (s->ri.connect) {
         lg_uconn_t *uc = s->uc;
         if (uc->in == NULL && (uc->in = lg_buf_get()) == NULL) {
-            lg_conn_close(s->conn, "no buffer for the tunnel");
+            lg_req_abort(s, "no buffer for the tunnel");
             return;
         }
         lg_msec_t idle = s->server && s->server->forward ? s->server->forward->tunnel_idle_timeout
@@ -171,7 +171,7 @@ static int route_phase(lg_req_t *s)
         const char *body = lg_vars_expand(s, s->route->body, LG_VARS_RAW, NULL);
         const char *location = lg_vars_expand(s, s->route->location, LG_VARS_RAW, NULL);
         if ((body == NULL && s->route->body) || (location == NULL && s->route->location)) {
-            lg_conn_close(s->conn, "out of memory expanding a body");
+            lg_req_abort(s, "out of memory expanding a body");
             return LG_DONE;
         }
         lg_respond(s, s->route->status, body, location);
@@ -266,11 +266,13 @@ void lg_reverse_proxy_to(lg_req_t *s, lg_upstream_t *up)
 
 static void start_upstream(lg_req_t *s)
 {
-    lg_buf_t *b = s->conn->in;
+    lg_buf_t *b = lg_req_in(s);
     lg_req_cleanup(s, cleanup, s);
     b->pos = b->start + s->head_len;
+    /* a body of no announced length (chunked, or an HTTP/2 stream's DATA
+     * without content-length) goes up chunked */
     lg_pipe_init(&s->reqp, b, b->pos, s->ri.body, s->ri.length,
-                 s->ri.body == LG_BODY_CHUNKED);
+                 s->ri.body == LG_BODY_CHUNKED || s->ri.body == LG_BODY_CLOSE);
     /* a chunked body has no announced length: count it as it comes */
     s->reqp.limit = (uint64_t)lg_req_common(s)->client_max_body_size;
     lg_req_request_body(s);     /* its filters (a gunzip) */
@@ -304,7 +306,7 @@ static void start_upstream(lg_req_t *s)
     if (s->ri.expect_continue && s->ri.body != LG_BODY_NONE && lg_buf_len(b) == 0) {
         /* we read the body ourselves, so we are the one to say "go on" */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        ssize_t n = lg_end_send(&s->conn->e, cont, sizeof(cont) - 1);
+        ssize_t n = lg_end_send(s->cend, cont, sizeof(cont) - 1);
         if (n != (ssize_t)sizeof(cont) - 1)
             s->keep_alive = 0;
     }
@@ -540,7 +542,8 @@ static int read_response_head(lg_req_t *s)
                 /* a transformed body has a length nobody knows yet */
                 int unknown = ri.body == LG_BODY_CHUNKED || ri.body == LG_BODY_CLOSE ||
                               xf != LG_XFORM_NONE;
-                int out_chunked = unknown && s->req.version >= 11;
+                /* HTTP/2 frames the body itself: never chunked there */
+                int out_chunked = unknown && s->req.version == 11;
                 if (unknown && !out_chunked)
                     s->keep_alive = 0;  /* HTTP/1.0 client: the close delimits */
                 if (!s->reqp.done) {
@@ -603,6 +606,8 @@ static int read_response_head(lg_req_t *s)
 static int client_gone(lg_req_t *s)
 {
     lg_conn_t *c = s->conn;
+    if (s->cend->ops)
+        return 0;               /* an HTTP/2 client resets the stream: the front end knows */
     if (!c->e.rd_hup || !s->reqp.done || (c->in && c->in->last > c->in->pos))
         return 0;
     char b;
@@ -615,7 +620,7 @@ static void proxy_step(lg_req_t *s)
     lg_uconn_t *uc = s->uc;
     LG_CHECK_UCONN(uc);
     if (!s->reqp.done && !s->abandoned) {
-        lg_pipe_rc_t rc = lg_pipe_run(&s->reqp, &s->conn->e, &uc->e);
+        lg_pipe_rc_t rc = lg_pipe_run(&s->reqp, s->cend, &uc->e);
         if (rc == LG_PIPE_ERR_SRC && s->body_gunzip && s->reqp.codec &&
             s->reqp.codec->err == LG_CODEC_EBOMB && !s->rspp.wire_bytes) {
             lg_error("client %s sent a gzip body over gunzip_request_max once decompressed",
@@ -629,7 +634,7 @@ static void proxy_step(lg_req_t *s)
             lg_info("client %s closed or sent a bad body while sending the request body",
                     s->peer_text);
             if (s->reqp.src_eof || s->rspp.wire_bytes) {
-                lg_conn_close(s->conn, "client body failed");
+                lg_req_abort(s, "client body failed");
             } else {
                 s->keep_alive = 0;
                 detach(s);
@@ -642,7 +647,7 @@ static void proxy_step(lg_req_t *s)
                      s->peer_text, (long long)lg_req_common(s)->client_max_body_size);
             detach(s);
             if (s->rspp.wire_bytes) {
-                lg_conn_close(s->conn, "body too large");
+                lg_req_abort(s, "body too large");
             } else {
                 s->keep_alive = 0;
                 lg_respond_error(s, 413);
@@ -664,21 +669,21 @@ static void proxy_step(lg_req_t *s)
          * answer, so what the request holds -- an upstream connection, a
          * limit_conn slot -- goes now, not when the upstream answers */
         lg_info("client %s closed the connection while waiting for the upstream", s->peer_text);
-        lg_conn_close(s->conn, "client closed while waiting for the upstream");
+        lg_req_abort(s, "client closed while waiting for the upstream");
         return;
     }
     if (!s->rsp_head_done && !read_response_head(s))
         return;
-    lg_pipe_rc_t rc = lg_pipe_run(&s->rspp, &uc->e, &s->conn->e);
+    lg_pipe_rc_t rc = lg_pipe_run(&s->rspp, &uc->e, s->cend);
     if (rc == LG_PIPE_AGAIN)
         return;
     if (rc == LG_PIPE_ERR_SRC) {
         log_upstream_error(s, errno, "upstream prematurely closed connection while reading response body");
-        lg_conn_close(s->conn, "upstream body failed");
+        lg_req_abort(s, "upstream body failed");
         return;
     }
     if (rc == LG_PIPE_ERR_DST) {
-        lg_conn_close(s->conn, "send() to client failed");
+        lg_req_abort(s, "send() to client failed");
         return;
     }
     lg_req_finish(s);
@@ -697,7 +702,7 @@ static lg_msec_t connect_arm(lg_req_t *s, lg_tkind_t *kind)
 static lg_msec_t proxy_arm(lg_req_t *s, lg_tkind_t *kind)
 {
     const lg_common_t *c = lg_req_common(s);
-    const lg_end_t *ce = &s->conn->e, *ue = s->uend;
+    const lg_end_t *ce = s->cend, *ue = s->uend;
     lg_msec_t t = -1;
     *kind = LG_T_UP_READ;
 #define CONSIDER(cond, val, k) \
@@ -730,12 +735,12 @@ static void upstream_timeout(lg_req_t *s, lg_tkind_t kind)
 {
     switch (kind) {
     case LG_T_SEND:
-        lg_conn_close(s->conn, "client timed out receiving the response");
+        lg_req_abort(s, "client timed out receiving the response");
         return;
     case LG_T_BODY:
         lg_info("client %s timed out sending the request body", s->peer_text);
         if (s->rspp.wire_bytes) {
-            lg_conn_close(s->conn, "client body timeout");
+            lg_req_abort(s, "client body timeout");
             return;
         }
         s->keep_alive = 0;
@@ -749,7 +754,7 @@ static void upstream_timeout(lg_req_t *s, lg_tkind_t kind)
     case LG_T_UP_READ:
         if (s->rsp_head_done) {
             log_upstream_error(s, ETIMEDOUT, "upstream timed out while reading response body");
-            lg_conn_close(s->conn, "upstream timeout");
+            lg_req_abort(s, "upstream timeout");
             return;
         }
         upstream_failed(s, 504, LG_COND_TIMEOUT, ETIMEDOUT, kind == LG_T_UP_SEND

@@ -1,0 +1,1257 @@
+/*
+ * The HTTP/2 front end (RFC 9113), on libnghttp2: one session per client
+ * connection, one request per stream, made from the stream's HEADERS and
+ * handed to the same phases and stages as an HTTP/1.1 request.
+ *
+ * A stream poses as the request's client end (r->cend, a virtual lg_end_t):
+ *   recv    gives the DATA the client sent (flow control is the
+ *           backpressure: the window opens only as the request reads)
+ *   writev  takes what the stages write for an HTTP/1.1 client -- a
+ *           response head, then the body -- turns the head into HEADERS
+ *           (1xx as informational HEADERS, a WebSocket 101 as the 200 of
+ *           RFC 8441) and queues the body for DATA frames, at most one
+ *           buffer ahead of the client's window
+ * so the reverse proxy, the cache, the codings, tunnels and local answers
+ * need no HTTP/2 code.  When the request finishes, END_STREAM follows the
+ * last queued byte; the request is freed at once, the stream when nghttp2
+ * closes it.
+ *
+ * Driving: the connection's events read frames into the session and send
+ * what it has queued; streams whose request can go on (data arrived, room
+ * for output, a head complete) wait in a run queue that is served between
+ * the two, never inside nghttp2's callbacks.  Each stream has its own
+ * timer for its request's stage; the connection's timer counts idleness
+ * (no streams) or a client that stopped reading.
+ *
+ * Defences, beyond what nghttp2 checks itself (the frame and stream state
+ * machine, pseudo-headers, connection-specific fields, content-length):
+ *   - resets the client sends, and the ones it makes us send, share a
+ *     token bucket (http2_reset_rate a second, twice that as burst): the
+ *     rapid-reset and MadeYouReset attacks end in GOAWAY ENHANCE_YOUR_CALM;
+ *     a reset stream's request is freed at once, with its upstream attempt;
+ *   - SETTINGS, PING, PRIORITY and empty frames share another bucket
+ *     (http2_control_rate); queued ACKs are capped by nghttp2;
+ *   - a header block may have at most MAX_CONTINUATIONS frames, and its
+ *     decoded size and count are capped (http2_max_header_list_size,
+ *     LG_MAX_HEADERS): past them the request is answered 431, and a block
+ *     far past them resets the stream (HPACK bombs);
+ *   - the streams a client may open are SETTINGS_MAX_CONCURRENT_STREAMS;
+ *   - a stream whose client never opens its window meets send_timeout.
+ */
+#include "pipeline/request.h"
+
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/hash.h"
+#include "core/log.h"
+#include "net/buf.h"
+
+#define DRAIN_GRACE_MS 1000
+#define MAX_CONTINUATIONS 32
+#define STREAM_WINDOW 65535             /* the protocol's initial window: no SETTINGS race */
+#define CONN_WINDOW (1 << 20)
+#define RUN_ROUNDS 16
+
+typedef struct h2s h2s_t;
+
+typedef enum h2_out {
+    OUT_HEAD = 0,               /* waiting for the response head */
+    OUT_BODY = 1,               /* head submitted: bytes are DATA */
+    OUT_NONE = 2,               /* head submitted with END_STREAM: bytes are dropped */
+} h2_out_t;
+
+typedef struct h2c {
+    nghttp2_session *ses;
+    lg_conn_t   *c;
+    h2s_t       *streams;       /* every stream with state here */
+    h2s_t       *runq, *runq_tail;
+    unsigned     nstreams;
+    lg_buf_t    *out;           /* owned: frames serialized, not yet written */
+    int          busy;          /* inside step: run requests later, not now */
+    int          goaway;        /* GOAWAY sent: the connection ends once streams do */
+    int          dead;          /* a fatal error: close once the GOAWAY is out */
+    /* token buckets, in thousandths of a token, refilled by elapsed ms */
+    int64_t      rst_tokens, ctl_tokens;
+    lg_msec_t    rst_t, ctl_t;
+    unsigned     conts;         /* CONTINUATION frames of the header block being read */
+} h2c_t;
+
+struct h2s {
+    lg_end_t     end;           /* first: the request's client end */
+    uint32_t     magic;
+    h2c_t       *h;
+    int32_t      id;
+    lg_req_t    *r;             /* the request, until it finishes or is aborted */
+    lg_timer_t   timer;
+    h2s_t       *prev, *next;   /* h->streams */
+    h2s_t       *rnext;         /* h->runq */
+    int          queued;
+    int          start;         /* the head is complete: start the request when run */
+    int          status;        /* the head is not acceptable: answer this (431, 400) */
+    /* the request head as it arrives (arena of r) */
+    http_header_t *hdrs;
+    size_t       nh, hsize, nfields;
+    int          cookie;        /* index of the joined cookie field + 1, or 0 */
+    lg_str_t     method, path, authority, scheme, protocol;
+    /* the request body: DATA received, not yet read by the request */
+    char        *in;            /* owned: STREAM_WINDOW bytes */
+    size_t       in_pos, in_len;
+    int          in_eof;        /* END_STREAM received */
+    lg_buf_t    *rbuf;          /* owned: what r->in points to */
+    /* the response */
+    h2_out_t     ostate;
+    int          is_head, ws;   /* a HEAD request; an RFC 8441 WebSocket */
+    lg_buf_t    *ohead;         /* owned: response head bytes being gathered */
+    size_t       oscan;
+    lg_buf_t    *obody;         /* owned: body bytes waiting for DATA frames */
+    int          out_eof;       /* the request finished: END_STREAM after obody */
+    int          deferred;      /* nghttp2 waits for us to resume the data */
+    lg_msec_t    t_progress;    /* the last DATA that went out */
+};
+
+#define H2S_MAGIC 0x48325354u
+
+static http_header_t scratch_headers[LG_MAX_HEADERS];
+static nghttp2_nv scratch_nv[LG_MAX_HEADERS + 1];
+static char scratch_names[LG_BUF_SIZE];
+
+static void h2_flush(h2c_t *h);
+static void h2_run_queue(h2c_t *h);
+static const lg_end_ops_t stream_ops;
+
+/* ---- buckets ---- */
+
+/* Take one token of a bucket refilled at rate a second (burst 2 * rate):
+ * 0, or -1 when it is empty. */
+static int bucket_take(int64_t *tokens, lg_msec_t *t, int rate)
+{
+    lg_msec_t now = lg_w.loop.now;
+    int64_t cap = (int64_t)rate * 2000;
+    if (*t == 0) {
+        *tokens = cap;
+        *t = now;
+    }
+    *tokens += (now - *t) * (int64_t)rate;
+    *t = now;
+    if (*tokens > cap)
+        *tokens = cap;
+    if (*tokens < 1000)
+        return -1;
+    *tokens -= 1000;
+    return 0;
+}
+
+/* The client misbehaves: GOAWAY ENHANCE_YOUR_CALM, then close. */
+static void calm(h2c_t *h, const char *what)
+{
+    if (h->dead)
+        return;
+    lg_warn("HTTP/2 client %s: %s: GOAWAY", h->c->peer_text, what);
+    nghttp2_session_terminate_session(h->ses, NGHTTP2_ENHANCE_YOUR_CALM);
+    h->dead = 1;
+}
+
+/* ---- streams ---- */
+
+static void stream_timer_cb(lg_timer_t *tm);
+
+static h2s_t *stream_new(h2c_t *h, int32_t id)
+{
+    h2s_t *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return NULL;
+    st->magic = H2S_MAGIC;
+    st->h = h;
+    st->id = id;
+    st->end.io.fd = -1;
+    st->end.ops = &stream_ops;
+    st->end.w_ready = 1;
+    st->timer.cb = stream_timer_cb;
+    st->timer.data = st;
+    st->next = h->streams;
+    if (h->streams)
+        h->streams->prev = st;
+    h->streams = st;
+    h->nstreams++;
+    return st;
+}
+
+static void runq_add(h2s_t *st)
+{
+    h2c_t *h = st->h;
+    if (st->queued)
+        return;
+    st->queued = 1;
+    st->rnext = NULL;
+    if (h->runq_tail)
+        h->runq_tail->rnext = st;
+    else
+        h->runq = st;
+    h->runq_tail = st;
+}
+
+static void runq_remove(h2s_t *st)
+{
+    h2c_t *h = st->h;
+    if (!st->queued)
+        return;
+    h2s_t **pp = &h->runq, *prev = NULL;
+    while (*pp && *pp != st) {
+        prev = *pp;
+        pp = &(*pp)->rnext;
+    }
+    if (*pp)
+        *pp = st->rnext;
+    if (h->runq_tail == st)
+        h->runq_tail = prev;
+    st->queued = 0;
+}
+
+/* The request goes without a log line (as an HTTP/1.1 one whose client left). */
+static void stream_drop_request(h2s_t *st)
+{
+    lg_req_t *r = st->r;
+    if (r == NULL)
+        return;
+    st->r = NULL;
+    lg_req_free(r);
+}
+
+static void stream_free(h2s_t *st)
+{
+    h2c_t *h = st->h;
+    stream_drop_request(st);
+    runq_remove(st);
+    lg_timer_del(&lg_w.loop, &st->timer);
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        h->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    h->nstreams--;
+    if (h->nstreams == 0)
+        h->c->t_idle = lg_w.loop.now;
+    free(st->in);
+    lg_buf_put(st->rbuf);
+    lg_buf_put(st->ohead);
+    lg_buf_put(st->obody);
+    st->magic = 0;
+    lg_loop_defer_free(&lg_w.loop, st);
+}
+
+static void stream_reset(h2s_t *st, uint32_t code)
+{
+    nghttp2_submit_rst_stream(st->h->ses, NGHTTP2_FLAG_NONE, st->id, code);
+}
+
+/* ---- the stream as the request's client end ---- */
+
+static ssize_t stream_recv(lg_end_t *e, void *buf, size_t n)
+{
+    h2s_t *st = (h2s_t *)e;
+    if (st->in_len == 0) {
+        if (st->in_eof)
+            return 0;
+        e->r_ready = 0;
+        e->want_r = 1;
+        return LG_AGAIN;
+    }
+    size_t k = st->in_len < n ? st->in_len : n;
+    memcpy(buf, st->in + st->in_pos, k);
+    st->in_pos += k;
+    st->in_len -= k;
+    if (st->in_len == 0)
+        st->in_pos = 0;
+    /* the window opens by what was read: the client sends no faster than
+     * the request (its upstream) takes it */
+    nghttp2_session_consume(st->h->ses, st->id, k);
+    e->r_ready = st->in_len > 0 || st->in_eof;
+    return (ssize_t)k;
+}
+
+static ssize_t data_source_read_cb(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t length,
+                                   uint32_t *flags, nghttp2_data_source *src, void *ud);
+
+/* Lowercase the name into scratch room (HTTP/2 field names are lowercase). */
+static const char *lower(const char *p, size_t n, size_t *used)
+{
+    if (*used + n > sizeof(scratch_names))
+        return NULL;
+    char *d = scratch_names + *used;
+    for (size_t i = 0; i < n; i++)
+        d[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
+    *used += n;
+    return d;
+}
+
+static int name_is(const http_header_t *h, const char *s)
+{
+    return h->name_len == strlen(s) && strncasecmp(h->name, s, h->name_len) == 0;
+}
+
+/*
+ * A complete HTTP/1.1 response head in st->ohead (hlen bytes): HEADERS.
+ * Returns 0, or -1 when it cannot be sent.
+ */
+static int submit_head(h2s_t *st, const http_response_t *rsp)
+{
+    h2c_t *h = st->h;
+    int status = rsp->status;
+    if (status == 101 && st->ws)
+        status = 200;           /* RFC 8441 5: the tunnel is open */
+    char code[4] = { (char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
+                     (char)('0' + status % 10), 0 };
+    size_t n = 0, used = 0;
+    scratch_nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE };
+    for (size_t i = 0; i < rsp->num_headers && n < LG_MAX_HEADERS + 1; i++) {
+        const http_header_t *f = &rsp->headers[i];
+        /* connection-specific fields have no place in HTTP/2 (RFC 9113 8.2.2) */
+        if (name_is(f, "connection") || name_is(f, "keep-alive") || name_is(f, "proxy-connection") ||
+            name_is(f, "transfer-encoding") || name_is(f, "upgrade"))
+            continue;
+        if (st->ws && name_is(f, "sec-websocket-accept"))
+            continue;
+        const char *nm = lower(f->name, f->name_len, &used);
+        if (nm == NULL)
+            return -1;
+        scratch_nv[n++] = (nghttp2_nv){ (uint8_t *)nm, (uint8_t *)f->value, f->name_len,
+                                        f->value_len, NGHTTP2_NV_FLAG_NONE };
+    }
+    if (status < 200) {
+        /* interim (100 Continue, 103 Early Hints): more heads follow */
+        return nghttp2_submit_headers(h->ses, NGHTTP2_FLAG_NONE, st->id, NULL, scratch_nv, n,
+                                      NULL) < 0 ? -1 : 0;
+    }
+    int bodyless = st->is_head || status == 204 || status == 304;
+    if (bodyless) {
+        st->ostate = OUT_NONE;
+        return nghttp2_submit_response(h->ses, st->id, scratch_nv, n, NULL) < 0 ? -1 : 0;
+    }
+    if (st->obody == NULL && (st->obody = lg_buf_get()) == NULL)
+        return -1;
+    nghttp2_data_provider dp = { .source.ptr = st, .read_callback = data_source_read_cb };
+    st->ostate = OUT_BODY;
+    st->t_progress = lg_w.loop.now;
+    return nghttp2_submit_response(h->ses, st->id, scratch_nv, n, &dp) < 0 ? -1 : 0;
+}
+
+/* Take bytes of a response head; 1 when a final head was submitted (the
+ * rest of what was taken, *extra bytes at *rest, is body), 0 taken and
+ * waiting for more, -1 a broken head. */
+static int take_head(h2s_t *st, const char *p, size_t n, size_t *took, const char **rest,
+                     size_t *extra)
+{
+    if (st->ohead == NULL && (st->ohead = lg_buf_get()) == NULL)
+        return -1;
+    lg_buf_t *b = st->ohead;
+    size_t room = (size_t)(b->end - b->last);
+    size_t k = n < room ? n : room;
+    memcpy(b->last, p, k);
+    b->last += k;
+    *took = k;
+    static const http_limits_t lim = {
+        .max_line = LG_BUF_SIZE / 2, .max_head = LG_BUF_SIZE, .max_headers = LG_MAX_HEADERS,
+    };
+    for (;;) {
+        http_response_t rsp = { .headers = scratch_headers };
+        ssize_t rc = http_parse_response(b->pos, lg_buf_len(b), &rsp, &lim, &st->oscan);
+        if (rc == HTTP_AGAIN) {
+            if (b->last == b->end)
+                return -1;
+            return 0;
+        }
+        if (rc < 0)
+            return -1;
+        st->oscan = 0;
+        if (submit_head(st, &rsp) < 0)
+            return -1;
+        b->pos += rc;
+        if (st->ostate == OUT_HEAD) {
+            if (lg_buf_len(b) == 0)
+                return 0;
+            continue;           /* an interim head: the final one may follow */
+        }
+        *rest = b->pos;
+        *extra = lg_buf_len(b);
+        return 1;
+    }
+}
+
+/* Queue body bytes for DATA frames: how many fit. */
+static size_t queue_body(h2s_t *st, const char *p, size_t n)
+{
+    lg_buf_t *b = st->obody;
+    if (b->pos == b->last)
+        b->pos = b->last = b->start;
+    else if (b->pos > b->start && (size_t)(b->end - b->last) < n) {
+        size_t len = lg_buf_len(b);
+        memmove(b->start, b->pos, len);
+        b->pos = b->start;
+        b->last = b->start + len;
+    }
+    size_t room = (size_t)(b->end - b->last);
+    size_t k = n < room ? n : room;
+    memcpy(b->last, p, k);
+    b->last += k;
+    if (k && st->deferred) {
+        st->deferred = 0;
+        nghttp2_session_resume_data(st->h->ses, st->id);
+    }
+    return k;
+}
+
+static ssize_t stream_writev(lg_end_t *e, const struct iovec *iov, int cnt)
+{
+    h2s_t *st = (h2s_t *)e;
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        const char *p = iov[i].iov_base;
+        size_t n = iov[i].iov_len;
+        while (n) {
+            if (st->ostate == OUT_HEAD) {
+                size_t took = 0, extra = 0;
+                const char *rest = NULL;
+                int rc = take_head(st, p, n, &took, &rest, &extra);
+                if (rc < 0) {
+                    errno = EPROTO;
+                    return LG_ERROR;
+                }
+                total += took;
+                p += took;
+                n -= took;
+                if (rc == 1 && extra) {
+                    /* bytes taken with the head that are body: they fit,
+                     * the body buffer is as large as the head's and empty */
+                    if (st->ostate == OUT_BODY)
+                        queue_body(st, rest, extra);
+                    st->ohead->pos = st->ohead->last = st->ohead->start;
+                }
+                if (rc == 1) {
+                    lg_buf_put(st->ohead);
+                    st->ohead = NULL;
+                }
+                if (took == 0)
+                    goto full;
+                continue;
+            }
+            if (st->ostate == OUT_NONE) {
+                total += n;     /* a HEAD's or a 304's: nothing to send */
+                p += n;
+                n = 0;
+                continue;
+            }
+            size_t k = queue_body(st, p, n);
+            total += k;
+            p += k;
+            n -= k;
+            if (k == 0)
+                goto full;
+        }
+    }
+    return (ssize_t)total;      /* the step that wrote is followed by a flush */
+full:
+    if (total)
+        return (ssize_t)total;
+    e->w_ready = 0;
+    e->want_w = 1;
+    return LG_AGAIN;
+}
+
+static void stream_shutdown(lg_end_t *e)
+{
+    h2s_t *st = (h2s_t *)e;
+    /* a tunnel's downstream half ended: END_STREAM after what is queued */
+    st->out_eof = 1;
+    if (st->deferred) {
+        st->deferred = 0;
+        nghttp2_session_resume_data(st->h->ses, st->id);
+    }
+}
+
+static const lg_end_ops_t stream_ops = {
+    .recv = stream_recv, .writev = stream_writev, .shutdown = stream_shutdown,
+};
+
+static ssize_t data_source_read_cb(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t length,
+                                   uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    (void)ses;
+    (void)id;
+    (void)ud;
+    h2s_t *st = src->ptr;
+    lg_buf_t *b = st->obody;
+    size_t have = b ? lg_buf_len(b) : 0;
+    if (have == 0) {
+        if (st->out_eof) {
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+            return 0;
+        }
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    size_t k = have < length ? have : length;
+    memcpy(buf, b->pos, k);
+    b->pos += k;
+    st->t_progress = lg_w.loop.now;
+    if (lg_buf_len(b) == 0 && st->out_eof)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    /* room again: the request may write more */
+    if (st->r && !st->end.w_ready) {
+        st->end.w_ready = 1;
+        runq_add(st);
+    }
+    return (ssize_t)k;
+}
+
+/* ---- building the request from HEADERS ---- */
+
+static int keep_str(lg_req_t *r, lg_str_t *dst, const uint8_t *p, size_t n)
+{
+    char *s = lg_arena_alloc(&r->arena, n + 1);
+    if (s == NULL)
+        return -1;
+    memcpy(s, p, n);
+    s[n] = 0;
+    dst->p = s;
+    dst->n = n;
+    return 0;
+}
+
+static int add_field(h2s_t *st, const char *name, size_t nl, const char *value, size_t vl)
+{
+    if (st->nh >= LG_MAX_HEADERS) {
+        st->status = 431;
+        return 0;
+    }
+    http_header_t *f = &st->hdrs[st->nh++];
+    f->name = name;
+    f->name_len = nl;
+    f->value = value;
+    f->value_len = vl;
+    return 0;
+}
+
+static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
+{
+    h2c_t *h = ud;
+    h->conts = 0;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    if (h->goaway || h->dead)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    h2s_t *st = stream_new(h, frame->hd.stream_id);
+    if (st == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    lg_req_t *r = lg_req_new(h->c);
+    if (r == NULL ||
+        (st->hdrs = lg_arena_calloc(&r->arena, sizeof(http_header_t) * (LG_MAX_HEADERS + 1))) == NULL) {
+        lg_req_free(r);
+        stream_free(st);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    st->r = r;
+    r->stream = st;
+    r->cend = &st->end;
+    r->in = NULL;
+    st->nh = 1;                 /* room for Host, first */
+    nghttp2_session_set_stream_user_data(ses, st->id, st);
+    return 0;
+}
+
+static int on_header(nghttp2_session *ses, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+{
+    (void)flags;
+    h2c_t *h = ud;
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    h2s_t *st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
+    if (st == NULL || st->r == NULL)
+        return 0;               /* trailers of a request already answered */
+    lg_req_t *r = st->r;
+    st->hsize += nl + vl + 32;          /* as SETTINGS_MAX_HEADER_LIST_SIZE counts */
+    st->nfields++;
+    if (st->hsize > (size_t)lg_w.conf->http2_max_header_list_size || st->status) {
+        st->status = 431;
+        /* far past the limit: an HPACK bomb, not a big cookie */
+        if (st->hsize > (size_t)lg_w.conf->http2_max_header_list_size * 4 ||
+            st->nfields > LG_MAX_HEADERS * 4)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return 0;
+    }
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;               /* trailers: not passed on (HTTP/1.1 upstreams) */
+    (void)h;
+    if (nl && name[0] == ':') {
+        lg_str_t *dst = nl == 7 && memcmp(name, ":method", 7) == 0 ? &st->method :
+                        nl == 5 && memcmp(name, ":path", 5) == 0 ? &st->path :
+                        nl == 10 && memcmp(name, ":authority", 10) == 0 ? &st->authority :
+                        nl == 7 && memcmp(name, ":scheme", 7) == 0 ? &st->scheme :
+                        nl == 9 && memcmp(name, ":protocol", 9) == 0 ? &st->protocol : NULL;
+        if (dst && keep_str(r, dst, value, vl) < 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return 0;
+    }
+    if (nl == 6 && memcmp(name, "cookie", 6) == 0 && st->cookie) {
+        /* cookie crumbs (RFC 9113 8.2.3) become one field for HTTP/1.1 */
+        http_header_t *f = &st->hdrs[st->cookie - 1];
+        char *v = lg_arena_alloc(&r->arena, f->value_len + 2 + vl + 1);
+        if (v == NULL)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        memcpy(v, f->value, f->value_len);
+        memcpy(v + f->value_len, "; ", 2);
+        memcpy(v + f->value_len + 2, value, vl);
+        v[f->value_len + 2 + vl] = 0;
+        f->value = v;
+        f->value_len += 2 + vl;
+        return 0;
+    }
+    lg_str_t n, v;
+    if (keep_str(r, &n, name, nl) < 0 || keep_str(r, &v, value, vl) < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (nl == 6 && memcmp(name, "cookie", 6) == 0)
+        st->cookie = (int)st->nh + 1;
+    if (nl == 4 && memcmp(name, "host", 4) == 0) {
+        st->hdrs[0] = (http_header_t){ n.p, n.n, v.p, v.n };   /* Host stays first */
+        return 0;
+    }
+    return add_field(st, n.p, n.n, v.p, v.n);
+}
+
+/* A random Sec-WebSocket-Key for the HTTP/1.1 upstream of an RFC 8441 stream. */
+static const char *ws_key(lg_req_t *r)
+{
+    unsigned char raw[16];
+    for (int i = 0; i < 16; i += 8) {
+        uint64_t x = lg_rand_next(&lg_w.rng);
+        memcpy(raw + i, &x, 8);
+    }
+    char *k = lg_arena_alloc(&r->arena, 25);
+    if (k)
+        EVP_EncodeBlock((unsigned char *)k, raw, 16);
+    return k;
+}
+
+/* The head is complete: an HTTP/1.1-shaped request (version 2.0) from it. */
+static void build_request(h2s_t *st, int end_stream)
+{
+    lg_req_t *r = st->r;
+    http_request_t *q = &r->req;
+    /* Host: the client's, else :authority (RFC 9113 8.3.1) */
+    if (st->hdrs[0].name == NULL) {
+        if (st->authority.n)
+            st->hdrs[0] = (http_header_t){ "host", 4, st->authority.p, st->authority.n };
+        else
+            st->hdrs[0] = (http_header_t){ "x-legate-no-host", 16, "", 0 };
+    } else if (st->authority.n && (st->hdrs[0].value_len != st->authority.n ||
+               strncasecmp(st->hdrs[0].value, st->authority.p, st->authority.n) != 0)) {
+        st->status = 400;       /* two different authorities: malformed */
+    }
+    int connect = st->method.n == 7 && memcmp(st->method.p, "CONNECT", 7) == 0;
+    if (connect && st->protocol.n) {
+        /* extended CONNECT (RFC 8441): a WebSocket to an HTTP/1.1 upstream is
+         * its GET with Upgrade; only a 101 opens the stream's tunnel */
+        if (!(st->protocol.n == 9 && strncasecmp(st->protocol.p, "websocket", 9) == 0)) {
+            st->status = 501;
+        } else {
+            const char *key = ws_key(r);
+            if (key == NULL) {
+                st->status = 500;
+            } else {
+                st->ws = 1;
+                add_field(st, "upgrade", 7, "websocket", 9);
+                add_field(st, "connection", 10, "upgrade", 7);
+                add_field(st, "sec-websocket-key", 17, key, strlen(key));
+            }
+        }
+        q->method = "GET";
+        q->method_len = 3;
+        q->target = st->path.p ? st->path.p : "/";
+        q->target_len = st->path.p ? st->path.n : 1;
+    } else {
+        q->method = st->method.p ? st->method.p : "GET";
+        q->method_len = st->method.p ? st->method.n : 3;
+        q->target = connect ? st->authority.p : st->path.p;
+        q->target_len = connect ? st->authority.n : st->path.n;
+        if (q->target == NULL) {
+            q->target = "/";
+            q->target_len = 1;
+            st->status = 400;
+        }
+    }
+    if (st->hdrs[0].name_len == 16)     /* no authority at all */
+        st->hdrs[0] = st->hdrs[--st->nh];
+    q->version = 20;
+    q->headers = st->hdrs;
+    q->num_headers = st->nh;
+    int bad = lg_http_analyze_request(q, &r->ri);
+    if (!st->status)
+        st->status = bad;
+    st->is_head = r->ri.is_head;
+    /* the framing is the stream's: END_STREAM ends the body */
+    if (end_stream || st->ws || r->ri.connect)
+        r->ri.body = LG_BODY_NONE;
+    else if (r->ri.body != LG_BODY_LENGTH)
+        r->ri.body = LG_BODY_CLOSE;
+    if (end_stream)
+        st->in_eof = 1;
+    r->server = lg_route_server(st->h->c->bind, r->ri.host);
+    r->keep_alive = 1;          /* the connection's business, not the request's */
+    r->t_start = lg_w.loop.now;
+    /* where the body's first bytes would be, for the stages that expect a
+     * buffer: large enough for a tunnel's or a body's reads */
+    int big = r->ri.body != LG_BODY_NONE || st->ws || r->ri.connect;
+    st->rbuf = big ? lg_buf_get() : lg_buf_get_small();
+    r->in = st->rbuf;
+    st->start = 1;
+    if (r->in == NULL)
+        st->status = 500;
+}
+
+static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
+{
+    h2c_t *h = ud;
+    h2s_t *st = frame->hd.stream_id ? nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id)
+                                    : NULL;
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+        if (st == NULL || st->r == NULL)
+            break;
+        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            build_request(st, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
+            runq_add(st);
+        } else if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+            st->in_eof = 1;     /* trailers end the body */
+            st->end.r_ready = st->end.rd_hup = 1;
+            runq_add(st);
+        }
+        break;
+    case NGHTTP2_DATA:
+        if (st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+            st->in_eof = 1;
+            st->end.r_ready = st->end.rd_hup = 1;
+            if (st->r)
+                runq_add(st);
+        }
+        break;
+    case NGHTTP2_RST_STREAM:
+        if (bucket_take(&h->rst_tokens, &h->rst_t, lg_w.conf->http2_reset_rate) < 0)
+            calm(h, "resets streams faster than http2_reset_rate");
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ses, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *ud)
+{
+    (void)flags;
+    (void)ud;
+    h2s_t *st = nghttp2_session_get_stream_user_data(ses, id);
+    if (st == NULL || st->r == NULL || st->status) {
+        nghttp2_session_consume(ses, id, len);  /* nobody reads it: let more come */
+        return 0;
+    }
+    if (st->in == NULL && (st->in = malloc(STREAM_WINDOW)) == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (st->in_pos && st->in_pos + st->in_len + len > STREAM_WINDOW) {
+        memmove(st->in, st->in + st->in_pos, st->in_len);
+        st->in_pos = 0;
+    }
+    /* cannot overflow: the stream's window is what was read out */
+    if (st->in_pos + st->in_len + len > STREAM_WINDOW)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    memcpy(st->in + st->in_pos + st->in_len, data, len);
+    st->in_len += len;
+    st->end.r_ready = 1;
+    runq_add(st);
+    return 0;
+}
+
+static int on_begin_frame(nghttp2_session *ses, const nghttp2_frame_hd *hd, void *ud)
+{
+    (void)ses;
+    h2c_t *h = ud;
+    int control = hd->type == NGHTTP2_SETTINGS || hd->type == NGHTTP2_PING ||
+                  hd->type == NGHTTP2_PRIORITY ||
+                  /* empty frames that end nothing cost us work and the client none */
+                  (hd->length == 0 && (hd->type == NGHTTP2_DATA || hd->type == NGHTTP2_CONTINUATION) &&
+                   !(hd->flags & (NGHTTP2_FLAG_END_STREAM | NGHTTP2_FLAG_END_HEADERS)));
+    if (control && bucket_take(&h->ctl_tokens, &h->ctl_t, lg_w.conf->http2_control_rate) < 0)
+        calm(h, "sends control frames faster than http2_control_rate");
+    if (hd->type == NGHTTP2_CONTINUATION && ++h->conts > MAX_CONTINUATIONS)
+        calm(h, "a header block of too many CONTINUATION frames");
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
+{
+    h2c_t *h = ud;
+    if (frame->hd.type == NGHTTP2_RST_STREAM && !h->dead &&
+        bucket_take(&h->rst_tokens, &h->rst_t, lg_w.conf->http2_reset_rate) < 0)
+        calm(h, "makes us reset streams faster than http2_reset_rate");
+    if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        h2s_t *st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
+        /* answered before the whole body came: ask the client to stop
+         * (RFC 9113 8.1) rather than read what nobody wants */
+        if (st && st->r == NULL && !st->in_eof)
+            stream_reset(st, NGHTTP2_NO_ERROR);
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void *ud)
+{
+    (void)ud;
+    (void)code;
+    h2s_t *st = nghttp2_session_get_stream_user_data(ses, id);
+    if (st == NULL || st->magic != H2S_MAGIC)
+        return 0;
+    nghttp2_session_set_stream_user_data(ses, id, NULL);
+    if (st->r)
+        lg_debug("HTTP/2 client %s closed stream %d before its answer ended (%u)",
+                 st->h->c->peer_text, id, code);
+    stream_free(st);
+    return 0;
+}
+
+/* ---- running requests ---- */
+
+static void stream_arm(h2s_t *st)
+{
+    lg_req_t *r = st->r;
+    lg_msec_t t = -1;
+    if (r && r->stage)
+        t = r->stage->arm(r, &r->tkind);
+    else if (r == NULL && st->obody && lg_buf_len(st->obody))
+        t = st->h->c->bind->default_server->common.send_timeout;     /* a stalled window */
+    if (t < 0)
+        lg_timer_del(&lg_w.loop, &st->timer);
+    else
+        lg_timer_set(&lg_w.loop, &st->timer, t);
+}
+
+/* The stream's request goes on as far as it can. */
+static void stream_run(h2s_t *st)
+{
+    lg_conn_t *c = st->h->c;
+    if (st->start) {
+        st->start = 0;
+        lg_req_start(st->r, st->status);
+    }
+    for (int round = 0; round < 64; round++) {
+        lg_req_t *r = st->r;
+        if (r == NULL || r->stage == NULL || c->state != LG_C_FRONT)
+            break;
+        const lg_stage_t *sg = r->stage;
+        r->cend->want_r = r->cend->want_w = 0;
+        if (r->uend)
+            r->uend->want_r = r->uend->want_w = 0;
+        c->rerun = 0;
+        sg->step(r);
+        if (st->r != r || c->state != LG_C_FRONT)
+            break;              /* finished or aborted */
+        if (r->stage == sg && !c->rerun)
+            break;
+    }
+    if (c->state == LG_C_FRONT && st->magic == H2S_MAGIC)
+        stream_arm(st);
+}
+
+static void h2_run_queue(h2c_t *h)
+{
+    /* streams queued while these run wait for the next round */
+    h2s_t *q = h->runq;
+    h->runq = h->runq_tail = NULL;
+    while (q && h->c->state == LG_C_FRONT) {
+        h2s_t *st = q;
+        q = st->rnext;
+        st->queued = 0;
+        if (st->magic == H2S_MAGIC)
+            stream_run(st);
+    }
+}
+
+static void stream_timer_cb(lg_timer_t *tm)
+{
+    h2s_t *st = tm->data;
+    h2c_t *h = st->h;
+    lg_conn_t *c = h->c;
+    lg_req_t *r = st->r;
+    if (r && r->stage) {
+        r->stage->timeout(r, r->tkind);
+        if (st->magic == H2S_MAGIC && st->r == r)
+            runq_add(st);
+    } else if (r == NULL && st->obody && lg_buf_len(st->obody) &&
+               lg_w.loop.now - st->t_progress >= c->bind->default_server->common.send_timeout) {
+        lg_info("HTTP/2 client %s: stream %d sat with a closed window for send_timeout",
+                c->peer_text, st->id);
+        stream_reset(st, NGHTTP2_CANCEL);
+    } else if (st->magic == H2S_MAGIC) {
+        stream_arm(st);
+    }
+    if (c->state == LG_C_FRONT)
+        lg_conn_run(c);
+}
+
+/* ---- the connection ---- */
+
+/* nghttp2 hands its frames here: into h->out, as much as fits (it keeps
+ * the rest of a frame for the next call). */
+static ssize_t send_cb(nghttp2_session *ses, const uint8_t *data, size_t len, int flags, void *ud)
+{
+    (void)ses;
+    (void)flags;
+    h2c_t *h = ud;
+    lg_buf_t *b = h->out;
+    size_t room = (size_t)(b->end - b->last);
+    if (room == 0)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    size_t k = len < room ? len : room;
+    memcpy(b->last, data, k);
+    b->last += k;
+    return (ssize_t)k;
+}
+
+/* Serialize what the session has into h->out and write it: many small
+ * frames go out in one write. */
+static void h2_flush(h2c_t *h)
+{
+    lg_conn_t *c = h->c;
+    for (int round = 0; round < 64 && c->state == LG_C_FRONT; round++) {
+        if (h->out == NULL && (h->out = lg_buf_get()) == NULL) {
+            lg_conn_close(c, "out of memory");
+            return;
+        }
+        lg_buf_t *b = h->out;
+        if (b->pos == b->last)
+            b->pos = b->last = b->start;
+        else if (b->pos > b->start) {
+            size_t len = lg_buf_len(b);
+            memmove(b->start, b->pos, len);
+            b->pos = b->start;
+            b->last = b->start + len;
+        }
+        if (b->last < b->end && nghttp2_session_send(h->ses) != 0) {
+            lg_conn_close(c, "HTTP/2 session failed");
+            return;
+        }
+        if (lg_buf_len(b) == 0) {
+            lg_buf_put(b);
+            h->out = NULL;
+            return;
+        }
+        if (!c->e.w_ready) {
+            c->e.want_w = 1;
+            return;
+        }
+        ssize_t n = lg_end_send(&c->e, b->pos, lg_buf_len(b));
+        if (n == LG_AGAIN)
+            return;
+        if (n < 0) {
+            lg_conn_close(c, "send() to client failed");
+            return;
+        }
+        b->pos += n;
+        if (lg_buf_len(b))
+            lg_end_short_write(&c->e);
+        /* frames went: streams whose data was taken may write again */
+        if (h->runq)
+            h2_run_queue(h);
+    }
+}
+
+/* Read what the client sent into the session. */
+static void h2_read(h2c_t *h)
+{
+    lg_conn_t *c = h->c;
+    for (int round = 0; round < 16 && c->state == LG_C_FRONT; round++) {
+        /* the client must read our answers before we read its next frames */
+        if (h->out && lg_buf_len(h->out) > LG_BUF_SIZE / 2)
+            return;
+        if (h->dead)
+            return;
+        if (c->in == NULL || lg_buf_len(c->in) == 0) {
+            if (!c->e.r_ready) {
+                c->e.want_r = 1;
+                return;
+            }
+            if (c->in == NULL && (c->in = lg_buf_get()) == NULL) {
+                lg_conn_close(c, "out of memory");
+                return;
+            }
+            lg_buf_t *b = c->in;
+            b->pos = b->last = b->start;
+            size_t room = (size_t)(b->end - b->last);
+            ssize_t n = lg_end_recv(&c->e, b->last, room);
+            if (n == 0) {
+                lg_conn_close(c, "client closed");
+                return;
+            }
+            if (n == LG_AGAIN) {
+                lg_buf_put(c->in);      /* an idle connection holds no buffer */
+                c->in = NULL;
+                return;
+            }
+            if (n < 0) {
+                lg_conn_close(c, "recv() from client failed");
+                return;
+            }
+            b->last += n;
+            lg_end_short_read(&c->e, (size_t)n, room);
+        }
+        lg_buf_t *b = c->in;
+        ssize_t rv = nghttp2_session_mem_recv(h->ses, (const uint8_t *)b->pos, lg_buf_len(b));
+        if (rv < 0) {
+            lg_info("HTTP/2 client %s: %s", c->peer_text, nghttp2_strerror((int)rv));
+            if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+                lg_conn_close(c, "not an HTTP/2 connection preface");
+                return;
+            }
+            nghttp2_session_terminate_session(h->ses, NGHTTP2_PROTOCOL_ERROR);
+            h->dead = 1;
+            lg_buf_put(c->in);
+            c->in = NULL;
+            return;
+        }
+        b->pos += rv;
+        if (lg_buf_len(b) == 0) {
+            lg_buf_put(c->in);
+            c->in = NULL;
+        }
+    }
+}
+
+static void h2_step(lg_conn_t *c)
+{
+    h2c_t *h = c->fe_data;
+    h->busy++;
+    for (int round = 0; round < RUN_ROUNDS && c->state == LG_C_FRONT; round++) {
+        h2_read(h);
+        if (c->state != LG_C_FRONT)
+            break;
+        h2_run_queue(h);
+        if (c->state != LG_C_FRONT)
+            break;
+        h2_flush(h);
+        if (c->state != LG_C_FRONT)
+            break;
+        int more_in = c->e.r_ready && !h->dead && !(h->out && lg_buf_len(h->out) > LG_BUF_SIZE / 2);
+        int more_out = c->e.w_ready && nghttp2_session_want_write(h->ses);
+        if (!more_in && !more_out && h->runq == NULL)
+            break;
+    }
+    h->busy--;
+    if (c->state != LG_C_FRONT)
+        return;
+    /* work left after the rounds (a stream made ready late): go again
+     * rather than wait for an event that may not come */
+    c->rerun = h->runq != NULL || (c->e.w_ready && nghttp2_session_want_write(h->ses));
+    int pending = h->out && lg_buf_len(h->out);
+    if (!pending && !nghttp2_session_want_read(h->ses) && !nghttp2_session_want_write(h->ses)) {
+        lg_conn_close(c, h->dead ? "HTTP/2 connection error" : "HTTP/2 session over");
+        return;
+    }
+    if (h->goaway && h->nstreams == 0 && !pending && !nghttp2_session_want_write(h->ses))
+        lg_conn_close(c, "HTTP/2 connection drained");
+}
+
+/* An event of one request's upstream (or a wait over): that stream runs. */
+static void h2_run(lg_conn_t *c, lg_req_t *r)
+{
+    if (c->state != LG_C_FRONT)
+        return;
+    h2c_t *h = c->fe_data;
+    if (r)
+        runq_add(r->stream);
+    if (h->busy)
+        return;                 /* the step in progress runs it */
+    lg_conn_run(c);
+}
+
+static void h2_abort(lg_conn_t *c, lg_req_t *r, const char *why)
+{
+    h2s_t *st = r->stream;
+    lg_debug("HTTP/2 client %s stream %d reset: %s", c->peer_text, st->id, why);
+    stream_drop_request(st);
+    stream_reset(st, NGHTTP2_INTERNAL_ERROR);
+    runq_add(st);               /* the RST goes out with the next flush */
+}
+
+static void h2_done(lg_conn_t *c, lg_req_t *r)
+{
+    h2s_t *st = r->stream;
+    c->requests++;
+    st->r = NULL;
+    if (st->ostate == OUT_HEAD) {
+        stream_reset(st, NGHTTP2_INTERNAL_ERROR);   /* no answer was made */
+    } else {
+        st->out_eof = 1;
+        if (st->deferred) {
+            st->deferred = 0;
+            nghttp2_session_resume_data(st->h->ses, st->id);
+        }
+    }
+    lg_req_free(r);
+    runq_add(st);
+}
+
+static void *h2_malloc(size_t size, void *ud) { (void)ud; return malloc(size); }
+static void h2_free(void *p, void *ud) { (void)ud; free(p); }
+static void *h2_calloc(size_t n, size_t size, void *ud) { (void)ud; return calloc(n, size); }
+static void *h2_realloc(void *p, size_t size, void *ud) { (void)ud; return realloc(p, size); }
+
+static nghttp2_session_callbacks *callbacks;
+static nghttp2_option *options;
+
+static int h2_setup(void)
+{
+    if (callbacks)
+        return 0;
+    if (nghttp2_session_callbacks_new(&callbacks) != 0 || nghttp2_option_new(&options) != 0)
+        return -1;
+    nghttp2_session_callbacks_set_send_callback(callbacks, send_cb);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, on_begin_frame);
+    nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+    nghttp2_option_set_no_auto_window_update(options, 1);
+    nghttp2_option_set_max_outbound_ack(options, 1000);
+#ifdef HAVE_NGHTTP2_OPTION_SET_MAX_SETTINGS
+    nghttp2_option_set_max_settings(options, 32);
+#endif
+#ifdef HAVE_NGHTTP2_OPTION_SET_MAX_CONTINUATIONS
+    nghttp2_option_set_max_continuations(options, MAX_CONTINUATIONS);
+#endif
+    return 0;
+}
+
+static void h2_start(lg_conn_t *c)
+{
+    h2c_t *h = calloc(1, sizeof(*h));
+    if (h == NULL || h2_setup() < 0) {
+        free(h);
+        lg_conn_close(c, "out of memory");
+        return;
+    }
+    h->c = c;
+    c->fe_data = h;
+#ifdef HAVE_NGHTTP2_OPTION_SET_STREAM_RESET_RATE_LIMIT
+    /* nghttp2's own rapid-reset guard, at our rate (set per session: the
+     * rate is the configuration's) */
+    nghttp2_option_set_stream_reset_rate_limit(options, (uint64_t)lg_w.conf->http2_reset_rate * 2,
+                                               (uint64_t)lg_w.conf->http2_reset_rate);
+#endif
+    nghttp2_mem mem = { NULL, h2_malloc, h2_free, h2_calloc, h2_realloc };
+    if (nghttp2_session_server_new3(&h->ses, callbacks, h, options, &mem) != 0) {
+        lg_conn_close(c, "out of memory");
+        return;
+    }
+    nghttp2_settings_entry iv[] = {
+        { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)lg_w.conf->http2_max_concurrent_streams },
+        { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)lg_w.conf->http2_max_header_list_size },
+        { NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1 },
+    };
+    nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_session_set_local_window_size(h->ses, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
+    c->t_idle = lg_w.loop.now;
+    lg_conn_set_idle(c, 0);
+    c->rerun = 1;
+}
+
+static void h2_arm(lg_conn_t *c)
+{
+    h2c_t *h = c->fe_data;
+    const lg_common_t *sc = &c->bind->default_server->common;
+    lg_msec_t t = -1;
+    if (h->out && lg_buf_len(h->out) && !c->e.w_ready) {
+        t = sc->send_timeout;   /* a client that stopped reading */
+    } else if (h->nstreams == 0) {
+        lg_msec_t idle = lg_w.quitting ? DRAIN_GRACE_MS : sc->keepalive_timeout;
+        lg_msec_t left = c->t_idle + idle - lg_w.loop.now;
+        t = left > 0 ? left : 0;
+    }
+    if (t < 0)
+        lg_timer_del(&lg_w.loop, &c->timer);
+    else
+        lg_timer_set(&lg_w.loop, &c->timer, t);
+}
+
+static void h2_timeout(lg_conn_t *c)
+{
+    h2c_t *h = c->fe_data;
+    if (h->out && lg_buf_len(h->out) && !c->e.w_ready) {
+        lg_conn_close(c, "client timed out receiving");
+        return;
+    }
+    if (h->nstreams == 0) {
+        /* idle: say so, then go (the GOAWAY is best effort) */
+        nghttp2_submit_goaway(h->ses, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ses),
+                              NGHTTP2_NO_ERROR, NULL, 0);
+        h2_flush(h);
+        lg_conn_close(c, lg_w.quitting ? "shutting down" : "HTTP/2 idle timeout");
+    }
+}
+
+/* Graceful stop: GOAWAY with the last stream taken; those finish. */
+static void h2_drain(lg_conn_t *c)
+{
+    h2c_t *h = c->fe_data;
+    if (!h->goaway) {
+        h->goaway = 1;
+        nghttp2_submit_goaway(h->ses, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ses),
+                              NGHTTP2_NO_ERROR, NULL, 0);
+    }
+    lg_conn_run(c);
+}
+
+static void h2_close(lg_conn_t *c)
+{
+    h2c_t *h = c->fe_data;
+    if (h == NULL)
+        return;
+    c->fe_data = NULL;
+    while (h->streams)
+        stream_free(h->streams);
+    if (h->ses) {
+        /* its close callbacks find no streams: they are gone */
+        nghttp2_session_del(h->ses);
+    }
+    lg_buf_put(h->out);
+    /* whoever closed may be inside this connection's step: it goes after the round */
+    lg_loop_defer_free(&lg_w.loop, h);
+}
+
+static const lg_frontend_t h2_frontend = {
+    .name = "HTTP/2",
+    .start = h2_start,
+    .step = h2_step,
+    .arm = h2_arm,
+    .timeout = h2_timeout,
+    .drain = h2_drain,
+    .done = h2_done,
+    .error = NULL,
+    .tunnel_ok = "HTTP/1.1 200 Connection established\r\n\r\n",
+    .tunnel_ok_len = sizeof("HTTP/1.1 200 Connection established\r\n\r\n") - 1,
+    .multiplexed = 1,
+    .run = h2_run,
+    .abort = h2_abort,
+    .close = h2_close,
+};
+
+void lg_h2_register(void)
+{
+    lg_conn_frontend_register(LG_PROTO_HTTP2, &h2_frontend);
+}
