@@ -79,6 +79,9 @@ typedef struct h2c {
     int64_t      rst_tokens, ctl_tokens;
     lg_msec_t    rst_t, ctl_t;
     unsigned     conts;         /* CONTINUATION frames of the header block being read */
+    int32_t      last_sid;      /* the highest stream a client's HEADERS named */
+    int32_t      closed[32];    /* streams closed lately: their trailers may still come */
+    unsigned     nclosed;
 } h2c_t;
 
 struct h2s {
@@ -789,6 +792,26 @@ static int on_begin_frame(nghttp2_session *ses, const nghttp2_frame_hd *hd, void
         calm(h, "sends control frames faster than http2_control_rate");
     if (hd->type == NGHTTP2_CONTINUATION && ++h->conts > MAX_CONTINUATIONS)
         calm(h, "a header block of too many CONTINUATION frames");
+    if (hd->type == NGHTTP2_HEADERS && hd->stream_id > h->last_sid) {
+        h->last_sid = hd->stream_id;
+    } else if (hd->type == NGHTTP2_HEADERS && hd->stream_id < h->last_sid && !h->dead &&
+               nghttp2_session_find_stream(ses, hd->stream_id) == NULL) {
+        /*
+         * A stream ID lower than one already used, for a stream that is
+         * not open: RFC 9113 5.1.1 makes that a connection error.
+         * nghttp2 lets it pass, because trailers may cross a reset of
+         * ours; those are the streams closed lately, remembered here.
+         */
+        int recent = 0;
+        for (unsigned i = 0; i < sizeof(h->closed) / sizeof(h->closed[0]); i++)
+            recent |= h->closed[i] == hd->stream_id;
+        if (!recent) {
+            lg_info("HTTP/2 client %s: HEADERS on stream %d after stream %d", h->c->peer_text,
+                    hd->stream_id, h->last_sid);
+            nghttp2_session_terminate_session(ses, NGHTTP2_PROTOCOL_ERROR);
+            h->dead = 1;
+        }
+    }
     return 0;
 }
 
@@ -801,10 +824,12 @@ static int on_frame_send(nghttp2_session *ses, const nghttp2_frame *frame, void 
     if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         h2s_t *st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
-        /* answered before the whole body came: ask the client to stop
-         * (RFC 9113 8.1) rather than read what nobody wants */
+        /* answered before the whole body came (a 413): what still comes is
+         * read and dropped for client_body_timeout, then the stream is
+         * reset (RFC 9113 8.1).  Not at once: clients (curl 7.88) take a
+         * RST_STREAM right after a complete answer for a failure */
         if (st && st->r == NULL && !st->in_eof)
-            stream_reset(st, NGHTTP2_NO_ERROR);
+            runq_add(st);       /* stream_arm counts the timeout */
     }
     return 0;
 }
@@ -817,6 +842,8 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
     if (st == NULL || st->magic != H2S_MAGIC)
         return 0;
     nghttp2_session_set_stream_user_data(ses, id, NULL);
+    h2c_t *h = st->h;
+    h->closed[h->nclosed++ % (sizeof(h->closed) / sizeof(h->closed[0]))] = id;
     if (st->r)
         lg_debug("HTTP/2 client %s closed stream %d before its answer ended (%u)",
                  st->h->c->peer_text, id, code);
@@ -830,10 +857,13 @@ static void stream_arm(h2s_t *st)
 {
     lg_req_t *r = st->r;
     lg_msec_t t = -1;
+    const lg_common_t *sc = &st->h->c->bind->default_server->common;
     if (r && r->stage)
         t = r->stage->arm(r, &r->tkind);
     else if (r == NULL && st->obody && lg_buf_len(st->obody))
-        t = st->h->c->bind->default_server->common.send_timeout;     /* a stalled window */
+        t = sc->send_timeout;           /* a stalled window */
+    else if (r == NULL && !st->in_eof && st->ostate != OUT_HEAD)
+        t = sc->client_body_timeout;    /* a body nobody reads any more */
     if (t < 0)
         lg_timer_del(&lg_w.loop, &st->timer);
     else
@@ -896,6 +926,8 @@ static void stream_timer_cb(lg_timer_t *tm)
         lg_info("HTTP/2 client %s: stream %d sat with a closed window for send_timeout",
                 c->peer_text, st->id);
         stream_reset(st, NGHTTP2_CANCEL);
+    } else if (r == NULL && !st->in_eof && !(st->obody && lg_buf_len(st->obody))) {
+        stream_reset(st, NGHTTP2_NO_ERROR);     /* answered; the rest of its body is not wanted */
     } else if (st->magic == H2S_MAGIC) {
         stream_arm(st);
     }

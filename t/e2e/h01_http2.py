@@ -1,0 +1,812 @@
+#!/usr/bin/env python3
+"""HTTP/2 to clients (RFC 9113): h2 by ALPN and h2c by prior knowledge,
+the features of the pipeline over HTTP/2, the mapping to HTTP/1.1
+upstreams, the defences against the known HTTP/2 attacks sent as raw
+frames (rapid reset, CONTINUATION flood, HPACK bomb, SETTINGS/PING floods,
+zero windows, too many streams, provoked resets, idle connections), the
+stream and connection errors RFC 9113 names, GOAWAY on reload, and
+WebSocket over HTTP/2 (RFC 8441).
+
+Clients: curl, h2load and nghttp (Debian's nghttp2-client) for ordinary
+traffic; hyperframe + hpack (Debian's python3-hyperframe, python3-hpack)
+for the raw frames ordinary clients refuse to send."""
+import base64
+import gzip
+import hashlib
+import os
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from legate_test import *  # noqa: E402,F401,F403
+
+try:
+    import hpack
+    import hyperframe.frame as hf
+except ImportError:
+    sys.path.append("/usr/lib/python3/dist-packages")
+    try:
+        import hpack
+        import hyperframe.frame as hf
+    except ImportError:
+        hpack = hf = None
+
+H2LOAD = shutil.which("h2load")
+NGHTTP = shutil.which("nghttp")
+CERTS = os.path.join(REPO, "conf", "examples", "certs")
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 1, 2, 3
+FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, ENHANCE_YOUR_CALM = 6, 7, 8, 11
+
+
+def need_frames():
+    if hf is None:
+        raise Skip("python3-hyperframe / python3-hpack not installed")
+
+
+def conf(port, origin, tls_port=None, http_extra="", server_extra="", route_extra="",
+         global_extra="", routes=None):
+    listen = '{ address = "127.0.0.1:%d"; http2 = true; }' % port
+    tls = ""
+    if tls_port:
+        listen += ', { address = "127.0.0.1:%d"; http2 = true; tls = true; }' % tls_port
+        tls = ('tls_certificates = ( { cert = "%s/server-rsa.pem"; key = "%s/server-rsa.key"; } );'
+               % (CERTS, CERTS))
+    if routes is None:
+        routes = '{ prefix = "/"; proxy_pass = "app"; %s }' % route_extra
+    return """%s
+http = {
+  access_log = "logs/access.log";
+  log_format = "$request|$status|$server_protocol|$body_bytes_sent";
+  %s
+  upstreams = { app = { servers = ( "%s" ); }; };
+  servers = ( {
+      listen = ( %s );
+      %s
+      %s
+      routes = ( %s );
+  } );
+};
+""" % (global_extra, http_extra, origin.address, listen, tls, server_extra, routes)
+
+
+def h2c(*args, **kw):
+    return curl("--http2-prior-knowledge", *args, **kw)
+
+
+# ---- a raw HTTP/2 client ----
+
+class Raw:
+    """One HTTP/2 connection spoken frame by frame."""
+
+    def __init__(self, port, settings=None, preface=True, tls=False, timeout=5):
+        need_frames()
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.set_alpn_protocols(["h2"])
+            s = ctx.wrap_socket(s)
+        self.s = s
+        self.enc = hpack.Encoder()
+        self.dec = hpack.Decoder()
+        self.buf = b""
+        self.closed = False
+        self.held = []          # frames of other streams, read while waiting for one
+        if preface:
+            self.raw(PREFACE)
+            self.send(hf.SettingsFrame(0, settings=settings or {}))
+
+    def raw(self, data):
+        try:
+            self.s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.closed = True
+
+    def send(self, *frames):
+        self.raw(b"".join(f.serialize() for f in frames))
+
+    def block(self, hdrs):
+        return self.enc.encode(hdrs)
+
+    def headers_frame(self, sid, hdrs, end_stream=True, end_headers=True):
+        f = hf.HeadersFrame(sid)
+        f.data = self.block(hdrs)
+        if end_stream:
+            f.flags.add("END_STREAM")
+        if end_headers:
+            f.flags.add("END_HEADERS")
+        return f
+
+    def request(self, sid, path="/", method="GET", extra=(), end_stream=True, authority="x"):
+        hdrs = [(":method", method), (":path", path), (":scheme", "http"),
+                (":authority", authority)] + list(extra)
+        self.send(self.headers_frame(sid, hdrs, end_stream))
+
+    def read_frame(self, timeout=5):
+        """The next frame, or None when the connection closed."""
+        deadline = time.time() + timeout
+        while True:
+            if len(self.buf) >= 9:
+                length = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) >= 9 + length:
+                    f, _ = hf.Frame.parse_frame_header(memoryview(self.buf[:9]))
+                    f.parse_body(memoryview(self.buf[9:9 + length]))
+                    self.buf = self.buf[9 + length:]
+                    if isinstance(f, hf.SettingsFrame) and "ACK" not in f.flags:
+                        self.send(hf.SettingsFrame(0, flags=["ACK"]))
+                    return f
+            left = deadline - time.time()
+            if left <= 0:
+                raise TestFailure("no frame within %.1fs" % timeout)
+            self.s.settimeout(left)
+            try:
+                data = self.s.recv(65536)
+            except socket.timeout:
+                continue
+            except (ConnectionResetError, ssl.SSLError, OSError):
+                data = b""
+            if not data:
+                self.closed = True
+                return None
+            self.buf += data
+
+    def goaway(self, timeout=10):
+        """The GOAWAY's error code, then the connection's end; None: closed without one."""
+        deadline = time.time() + timeout
+        code = None
+        for f in self.held:
+            if isinstance(f, hf.GoAwayFrame):
+                code = f.error_code
+        while time.time() < deadline:
+            f = self.read_frame(max(0.1, deadline - time.time()))
+            if f is None:
+                return code
+            if isinstance(f, hf.GoAwayFrame):
+                code = f.error_code
+        raise TestFailure("the connection stayed open after %.1fs" % timeout)
+
+    def response(self, sid, timeout=10):
+        """(status, headers dict, body, rst code or None) of stream sid."""
+        status, hdrs, body = None, {}, b""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            mine = [x for x in self.held if x.stream_id == sid]
+            if mine:
+                f = mine[0]
+                self.held.remove(f)
+            else:
+                f = self.read_frame(max(0.1, deadline - time.time()))
+            if f is None:
+                raise TestFailure("connection closed before stream %d ended" % sid)
+            if f.stream_id != sid:
+                if f.stream_id or isinstance(f, hf.GoAwayFrame):
+                    self.held.append(f)
+                continue
+            if isinstance(f, hf.HeadersFrame):
+                for k, v in self.dec.decode(f.data):
+                    k = k.decode() if isinstance(k, bytes) else k
+                    v = v.decode() if isinstance(v, bytes) else v
+                    if k == ":status":
+                        status = int(v)
+                    else:
+                        hdrs[k] = v
+            elif isinstance(f, hf.DataFrame):
+                body += f.data
+                if f.flow_controlled_length:
+                    self.send(hf.WindowUpdateFrame(0, window_increment=f.flow_controlled_length),
+                              hf.WindowUpdateFrame(sid, window_increment=f.flow_controlled_length))
+            elif isinstance(f, hf.RstStreamFrame):
+                return status, hdrs, body, f.error_code
+            if "END_STREAM" in f.flags:
+                return status, hdrs, body, None
+        raise TestFailure("stream %d did not end within %.1fs" % (sid, timeout))
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+def still_serves(lg):
+    """Another client is served meanwhile: the attack hurt one connection."""
+    st, _, body = h2c(lg.url("/alive?size=10"))
+    eq(st, 200, "another client's request")
+    eq(len(body), 10)
+
+
+# ---- ordinary traffic ----
+
+@test
+def h2c_and_h2_over_tls_with_the_bytes_of_the_origin():
+    with Origin("o1") as o:
+        tp, pp = free_port(), free_port()
+        lg = Legate(conf(pp, o, tls_port=tp))
+        lg.url = lambda path: "http://127.0.0.1:%d%s" % (pp, path)
+        st, h, body = h2c(lg.url("/a?size=70000"))
+        eq(st, 200)
+        eq(body, pattern(70000))
+        eq(h.get("x-origin"), "o1")
+        ok(h.get("connection") is None, "no connection-specific field in HTTP/2")
+        out = subprocess.run(["curl", "-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}",
+                              "https://127.0.0.1:%d/b" % tp], capture_output=True, timeout=20)
+        eq(out.stdout, b"2", "ALPN chose h2")
+        # the same listener still speaks HTTP/1.1
+        st, h, body = curl(lg.url("/c?size=5"))
+        eq((st, body), (200, pattern(5)))
+        log = lg.wait_log_access(3)
+        contains(log, "GET /a?size=70000 HTTP/2.0|200|HTTP/2.0|70000")
+        contains(log, "GET /c?size=5 HTTP/1.1|200|HTTP/1.1|5")
+
+
+def _wait_access(self, n, timeout=10):
+    def text():
+        try:
+            with open(self.access_log, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+    wait_until(lambda: len(text().splitlines()) >= n, timeout, what="%d log lines" % n)
+    return text()
+
+
+Legate.wait_log_access = _wait_access
+
+
+@test
+def http2_off_offers_only_http11_by_alpn():
+    with Origin("o1") as o:
+        tp = free_port()
+        text = conf(free_port(), o, tls_port=tp).replace("http2 = true; tls", "tls")
+        lg = Legate(text)
+        out = subprocess.run(["curl", "-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}",
+                              "https://127.0.0.1:%d/b" % tp], capture_output=True, timeout=20)
+        eq(out.stdout, b"1.1")
+        ok(lg.alive(), "legate runs")
+
+
+@test
+def request_bodies_with_and_without_length_reach_the_origin_whole():
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, route_extra='client_max_body_size = "10m";'))
+        data = os.urandom(3 * 1024 * 1024 + 7)
+        want = hashlib.sha256(data).hexdigest()
+        tmp = os.path.join(lg.prefix, "up.bin")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        import json
+        st, _, body = h2c("--data-binary", "@" + tmp, lg.url("/p?echo=1"))
+        eq(st, 200)
+        d = json.loads(body)
+        eq((d["body_len"], d["body_sha256"]), (len(data), want))
+        # no content-length: END_STREAM delimits it; it goes up chunked
+        st, _, body = h2c("-H", "Content-Length:", "-T", tmp, lg.url("/p?echo=1"))
+        eq(st, 200)
+        d = json.loads(body)
+        eq((d["body_len"], d["body_sha256"]), (len(data), want))
+        ok(["Transfer-Encoding", "chunked"] in d["headers"], "chunked upstream: %r" % d["headers"])
+
+
+@test
+def too_large_a_body_is_413():
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, route_extra='client_max_body_size = "1k";'))
+        tmp = os.path.join(lg.prefix, "up.bin")
+        with open(tmp, "wb") as f:
+            f.write(b"x" * 5000)
+        st, _, _ = h2c("--data-binary", "@" + tmp, lg.url("/p"))
+        eq(st, 413)
+        st, _, _ = h2c("-H", "Content-Length:", "-T", tmp, lg.url("/p"))
+        eq(st, 413)
+        still_serves(lg)
+
+
+@test(timeout=120)
+def large_download_in_flat_memory():
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o), workers=1)
+        w = lg.workers()[0]
+        before = rss_kb(w)
+        n = 200 * 1024 * 1024
+        h = hashlib.sha256()
+        p = subprocess.Popen(["curl", "-s", "--http2-prior-knowledge", "--limit-rate", "100M",
+                              lg.url("/big?size=%d&chunked=1" % n)], stdout=subprocess.PIPE)
+        peak = 0
+        got = 0
+        while True:
+            chunk = p.stdout.read(1 << 20)
+            if not chunk:
+                break
+            got += len(chunk)
+            h.update(chunk)
+            peak = max(peak, rss_kb(w))
+        p.wait(30)
+        eq(got, n)
+        want = hashlib.sha256()
+        for blk in pattern_blocks(n):
+            want.update(blk)
+        eq(h.hexdigest(), want.hexdigest())
+        ok(peak - before < 16 * 1024, "worker RSS grew by %d KiB for a 200 MiB body" % (peak - before))
+
+
+@test
+def many_streams_on_few_connections_all_answered():
+    if H2LOAD is None:
+        skip("h2load not installed")
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o))
+        out = subprocess.run([H2LOAD, "-n", "2000", "-c", "4", "-m", "32",
+                              lg.url("/m?size=2048")], capture_output=True, timeout=120).stdout.decode()
+        contains(out, "2000 succeeded, 0 failed, 0 errored")
+        contains(out, "status codes: 2000 2xx")
+
+
+@test
+def bodyless_answers_end_with_their_headers():
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o))
+        c = Raw(lg.port)
+        c.request(1, "/h?size=100", method="HEAD")
+        st, h, body, rst = c.response(1)
+        eq((st, body, rst), (200, b"", None))
+        eq(h.get("content-length"), "100")
+        c.request(3, "/n?status=204")
+        eq(c.response(3)[0::2], (204, b""))
+        c.request(5, "/e?etag=v1", extra=[("if-none-match", '"v1"')])
+        eq(c.response(5)[0::2], (304, b""))
+        c.close()
+
+
+@test
+def cookie_crumbs_become_one_field_and_host_comes_from_authority():
+    need_frames()
+    import json
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o))
+        c = Raw(lg.port)
+        c.request(1, "/c?echo=1", authority="site.example",
+                  extra=[("cookie", "a=1"), ("accept", "*/*"), ("cookie", "b=2")])
+        st, _, body, _ = c.response(1)
+        eq(st, 200)
+        d = dict((k.lower(), v) for k, v in json.loads(body)["headers"])
+        eq(d.get("cookie"), "a=1; b=2")
+        eq(d.get("host"), "site.example")
+        eq(json.loads(body)["version"], "HTTP/1.1")
+        c.close()
+
+
+@test
+def connection_specific_fields_are_malformed():
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o))
+        c = Raw(lg.port)
+        c.request(1, "/x", extra=[("connection", "keep-alive")])
+        eq(c.response(1)[3], PROTOCOL_ERROR, "RST_STREAM for a connection field")
+        c.request(3, "/x", extra=[("te", "gzip")])
+        eq(c.response(3)[3], PROTOCOL_ERROR, "RST_STREAM for te other than trailers")
+        c.request(5, "/x", extra=[("te", "trailers")])
+        eq(c.response(5)[0], 200, "te: trailers is fine, and the connection lives on")
+        c.close()
+        eq(o.stats()["requests"], 1)
+
+
+@test
+def routes_access_rules_cache_and_gzip_apply_to_http2_requests():
+    with Origin("o1") as o:
+        routes = ('{ prefix = "/deny"; access_rules = "deny all"; proxy_pass = "app"; },'
+                  '{ prefix = "/ret"; return = 302; location = "/elsewhere"; },'
+                  '{ prefix = "/c"; cache = true; cache_valid = "200 1m"; proxy_pass = "app"; },'
+                  '{ prefix = "/z"; gzip = true; gzip_types = "text/plain"; proxy_pass = "app"; }')
+        lg = Legate(conf(free_port(), o, routes=routes, global_extra='cache_size = "4m";'))
+        eq(h2c(lg.url("/deny"), check=False)[0], 403)
+        st, h, _ = h2c(lg.url("/ret"))
+        eq((st, h.get("location")), (302, "/elsewhere"))
+        eq(h2c(lg.url("/nothing"))[0], 404)
+        st, h, b1 = h2c(lg.url("/c/1?size=3000"))
+        eq(h.get("x-cache"), "MISS")
+        st, h, b2 = h2c(lg.url("/c/1?size=3000"))
+        eq((st, h.get("x-cache"), b2), (200, "HIT", b1))
+        st, h, body = h2c("-H", "Accept-Encoding: gzip", lg.url("/z?size=20000&ctype=text/plain"))
+        eq(h.get("content-encoding"), "gzip")
+        eq(gzip.decompress(body), pattern(20000))
+
+
+@test
+def tls_client_certificates_over_h2():
+    with Origin("o1") as o:
+        tp = free_port()
+        extra = ('tls_verify_client = "optional"; tls_client_ca = "%s/ca.pem";' % CERTS)
+        text = conf(free_port(), o, tls_port=tp, server_extra=extra).replace(
+            '"$request|$status|$server_protocol|$body_bytes_sent"', '"$server_protocol|$ssl_client_verify"')
+        rc, err = check_config(text)
+        eq(rc, 0, err)
+        lg = Legate(text)
+        out = subprocess.run(["curl", "-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}",
+                              "https://127.0.0.1:%d/b" % tp], capture_output=True, timeout=20)
+        eq(out.stdout, b"2")
+        log = lg.wait_log_access(1)
+        contains(log, "HTTP/2.0|NONE")
+
+
+# ---- defences ----
+
+@test
+def rapid_reset_ends_in_goaway_and_frees_the_upstream_work():
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o), workers=1)
+        lg.allow_log(r"resets streams faster|makes us reset")
+        # a few resets of slow requests: their upstream attempts go at once
+        c = Raw(lg.port)
+        for i in range(10):
+            sid = 1 + 2 * i
+            c.request(sid, "/slow?hang=1")
+        wait_until(lambda: o.stats()["active"] >= 10, 10, what="10 upstream requests")
+        c.send(*[hf.RstStreamFrame(1 + 2 * i, error_code=CANCEL) for i in range(10)])
+        wait_until(lambda: o.stats()["active"] == 0, 10, what="upstream attempts cancelled")
+        # then the attack: opened and reset as fast as the client can
+        frames = []
+        for i in range(10, 1000):
+            sid = 1 + 2 * i
+            frames.append(c.headers_frame(sid, [(":method", "GET"), (":path", "/r"),
+                                                (":scheme", "http"), (":authority", "x")], True))
+            frames.append(hf.RstStreamFrame(sid, error_code=CANCEL))
+        c.send(*frames)
+        code = c.goaway()
+        ok(code in (ENHANCE_YOUR_CALM, INTERNAL_ERROR), "GOAWAY code %r" % code)
+        still_serves(lg)
+        ok(o.stats()["requests"] < 600, "the attack reached the origin %d times" % o.stats()["requests"])
+
+
+@test
+def continuation_flood_ends_in_goaway():
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o), workers=1)
+        lg.allow_log(r"CONTINUATION|control frames")
+        c = Raw(lg.port)
+        h = hf.HeadersFrame(1)
+        h.data = c.block([(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "x")])
+        frames = [h]
+        for i in range(2000):
+            cf = hf.ContinuationFrame(1)
+            cf.data = c.block([("x-a%d" % i, "b")])
+            frames.append(cf)
+        c.send(*frames)
+        code = c.goaway()
+        ok(code is not None and code != 0, "GOAWAY with an error, got %r" % code)
+        still_serves(lg)
+
+
+@test
+def hpack_bomb_is_431_or_a_stream_error():
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o))
+        c = Raw(lg.port)
+        # one 4000-byte field in the dynamic table, then referenced 60 times:
+        # a few hundred bytes on the wire, 240 KB decoded
+        big = "v" * 4000
+        c.request(1, "/a", extra=[("x-big", big)])
+        eq(c.response(1)[0], 200, "one 4000-byte field is within 16k")
+        hdrs = [(":method", "GET"), (":path", "/b"), (":scheme", "http"), (":authority", "x")] + \
+               [("x-big", big)] * 60
+        c.send(c.headers_frame(3, hdrs))
+        st, _, _, rst = c.response(3)
+        ok(st == 431 or rst is not None, "431 or RST_STREAM, got %r %r" % (st, rst))
+        c.request(5, "/c?size=3")
+        eq(c.response(5)[0], 200, "the connection goes on")
+        c.close()
+
+
+@test
+def settings_and_ping_floods_end_in_goaway():
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o), workers=1)
+        lg.allow_log(r"control frames")
+        for kind in ("ping", "settings"):
+            c = Raw(lg.port)
+            if kind == "ping":
+                c.send(*[hf.PingFrame(0, opaque_data=struct.pack(">Q", i)) for i in range(1000)])
+            else:
+                c.send(*[hf.SettingsFrame(0, settings={hf.SettingsFrame.ENABLE_PUSH: 0})
+                         for _ in range(1000)])
+            eq(c.goaway(), ENHANCE_YOUR_CALM, kind)
+            c.close()
+        still_serves(lg)
+
+
+@test(timeout=60)
+def a_client_that_never_opens_its_window_is_timed_out():
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, http_extra='send_timeout = "1s";'), workers=1)
+        c = Raw(lg.port, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+        c.request(1, "/big?size=5000000")
+        t0 = time.time()
+        rst = None
+        while time.time() - t0 < 15:
+            f = c.read_frame(15)
+            if f is None:
+                break
+            if isinstance(f, hf.RstStreamFrame) and f.stream_id == 1:
+                rst = f.error_code
+                break
+        ok(rst is not None, "the stalled stream was reset")
+        ok(time.time() - t0 < 10, "within about send_timeout")
+        wait_until(lambda: o.stats()["active"] == 0, 10, what="the upstream connection closed")
+        still_serves(lg)
+
+
+@test
+def streams_beyond_max_concurrent_streams_are_refused():
+    """Before the client acknowledged SETTINGS: REFUSED_STREAM (it may retry);
+    after: nghttp2 makes it a connection error (PROTOCOL_ERROR), never
+    serving more than the limit at once."""
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, global_extra="http2_max_concurrent_streams = 4;"))
+        # the client has not seen (nor acknowledged) our SETTINGS yet
+        c = Raw(lg.port)
+        for i in range(5):
+            c.request(1 + 2 * i, "/slow?delay=500")
+        codes = {}
+        for i in range(5):
+            sid = 1 + 2 * i
+            codes[sid] = c.response(sid, timeout=15)
+        eq(sorted((s, r[0], r[3]) for s, r in codes.items()),
+           [(1, 200, None), (3, 200, None), (5, 200, None), (7, 200, None), (9, None, REFUSED_STREAM)])
+        c.close()
+        eq(o.stats()["requests"], 4, "the refused stream never reached the origin")
+        # acknowledged: the limit is the client's to keep
+        c = Raw(lg.port)
+        while True:
+            f = c.read_frame()
+            if isinstance(f, hf.SettingsFrame) and "ACK" not in f.flags:
+                eq(f.settings.get(hf.SettingsFrame.MAX_CONCURRENT_STREAMS), 4)
+                break
+        o.reset_stats()
+        for i in range(6):
+            c.request(1 + 2 * i, "/slow?delay=500")
+        eq(c.goaway(), PROTOCOL_ERROR)
+        ok(o.stats()["requests"] <= 4, "at most 4 at the origin, got %d" % o.stats()["requests"])
+        still_serves(lg)
+
+
+@test(timeout=60)
+def idle_connection_gets_goaway():
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, http_extra='keepalive_timeout = "1s";'))
+        c = Raw(lg.port)
+        c.request(1, "/x")
+        eq(c.response(1)[0], 200)
+        t0 = time.time()
+        eq(c.goaway(10), 0, "GOAWAY NO_ERROR")
+        ok(0.5 < time.time() - t0 < 8, "after keepalive_timeout")
+
+
+@test
+def provoked_resets_end_in_goaway():
+    """MadeYouReset: requests legate must reset, sent faster than the rate."""
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, global_extra="http2_reset_rate = 20;"), workers=1)
+        lg.allow_log(r"reset streams faster")
+        c = Raw(lg.port)
+        frames = []
+        for i in range(200):
+            frames.append(c.headers_frame(1 + 2 * i, [(":method", "GET"), (":path", "/"),
+                                                      (":scheme", "http"), (":authority", "x"),
+                                                      ("connection", "close")]))
+        c.send(*frames)
+        eq(c.goaway(), ENHANCE_YOUR_CALM)
+        still_serves(lg)
+
+
+# ---- conformance: the errors RFC 9113 names ----
+
+def conn_error(lg, frames_fn, settings=None):
+    c = Raw(lg.port, settings=settings)
+    frames_fn(c)
+    code = c.goaway()
+    c.close()
+    return code
+
+
+@test
+def connection_errors_as_rfc9113_names_them():
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o))
+        # DATA on an idle stream (5.1)
+        eq(conn_error(lg, lambda c: c.send(hf.DataFrame(1, data=b"x"))), PROTOCOL_ERROR, "idle DATA")
+        # stream IDs must increase (5.1.1)
+
+        def down(c):
+            c.request(5, "/a")
+            c.request(3, "/b")
+        eq(conn_error(lg, down), PROTOCOL_ERROR, "stream ID going down")
+        # an even stream ID from a client (5.1.1)
+        eq(conn_error(lg, lambda c: c.request(2, "/a")), PROTOCOL_ERROR, "even stream ID")
+        # a frame larger than SETTINGS_MAX_FRAME_SIZE (4.2)
+
+        def big(c):
+            c.raw(struct.pack(">I", 20000)[1:] + b"\x00\x00" + struct.pack(">I", 1) + b"x" * 20000)
+        eq(conn_error(lg, big), FRAME_SIZE_ERROR, "oversized frame")
+        # padding as long as the frame (6.1)
+
+        def pad(c):
+            c.request(1, "/a", method="POST", end_stream=False)
+            c.raw(b"\x00\x00\x05" + b"\x00" + b"\x08" + struct.pack(">I", 1) + b"\x05abcd")
+        eq(conn_error(lg, pad), PROTOCOL_ERROR, "padding error")
+        # a WINDOW_UPDATE of 0 on the connection (6.9)
+        eq(conn_error(lg, lambda c: c.raw(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00" + b"\x00" * 4)),
+           PROTOCOL_ERROR, "zero window increment")
+        # HEADERS on a closed stream (5.1)
+
+        def closed(c):
+            c.request(1, "/a")
+            c.response(1)
+            c.request(1, "/a")
+        eq(conn_error(lg, closed), 5, "STREAM_CLOSED")   # STREAM_CLOSED
+        still_serves(lg)
+
+
+@test
+def bad_preface_closes_the_connection():
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, server_extra=""))
+        tp = free_port()
+        lg2 = Legate(conf(free_port(), o, tls_port=tp))
+        c = Raw(tp, preface=False, tls=True)
+        c.raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")   # not a preface, on h2 by ALPN
+        code = c.goaway()
+        ok(code in (None, PROTOCOL_ERROR), "closed (GOAWAY %r)" % code)
+        still_serves(lg)
+        ok(lg2.alive(), "legate runs")
+
+
+# ---- reloads ----
+
+@test(timeout=60)
+def reload_sends_goaway_and_streams_in_flight_finish():
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o), workers=1)
+        c = Raw(lg.port)
+        c.request(1, "/slow?delay=1500&size=1000")
+        wait_until(lambda: o.stats()["active"] >= 1, 10, what="request at the origin")
+        lg.signal(1)    # SIGHUP
+        st, _, body, rst = c.response(1, timeout=20)
+        eq((st, len(body), rst), (200, 1000, None), "the stream in flight finished")
+        eq(c.goaway(20), 0, "GOAWAY NO_ERROR")
+
+
+# ---- WebSocket over HTTP/2 (RFC 8441) ----
+
+def ws_frame(payload, opcode=1):
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    n = len(payload)
+    head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else b"\xfe" + struct.pack(">H", n))
+    return head + mask + masked
+
+
+class WsEcho:
+    """An HTTP/1.1 WebSocket origin: accepts the upgrade, echoes one text frame."""
+
+    def __init__(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        self.address = "127.0.0.1:%d" % self.port
+        self.heads = []
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while True:
+            try:
+                s, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.one, args=(s,), daemon=True).start()
+
+    def one(self, s):
+        s.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            d = s.recv(4096)
+            if not d:
+                return
+            data += d
+        head, rest = data.split(b"\r\n\r\n", 1)
+        self.heads.append(head.decode())
+        key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key")]
+        acc = base64.b64encode(hashlib.sha1(key[0] + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+        buf = rest
+        while len(buf) < 6:
+            buf += s.recv(4096)
+        n = buf[1] & 0x7f
+        while len(buf) < 6 + n:
+            buf += s.recv(4096)
+        mask = buf[2:6]
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[6:6 + n]))
+        s.sendall(bytes([0x81, len(payload)]) + payload)
+        s.close()
+
+    def stop(self):
+        self.srv.close()
+
+    teardown = stop
+
+
+@test
+def websocket_over_http2_extended_connect():
+    need_frames()
+    ws = WsEcho()
+    try:
+        lg = Legate(conf(free_port(), ws))
+        c = Raw(lg.port)
+        settings = None
+        while settings is None:
+            f = c.read_frame()
+            if isinstance(f, hf.SettingsFrame) and "ACK" not in f.flags:
+                settings = f.settings
+        eq(settings.get(8), 1, "SETTINGS_ENABLE_CONNECT_PROTOCOL")
+        c.send(c.headers_frame(1, [(":method", "CONNECT"), (":protocol", "websocket"),
+                                   (":scheme", "http"), (":path", "/chat"), (":authority", "x"),
+                                   ("sec-websocket-version", "13")], end_stream=False))
+        status = None
+        while status is None:
+            f = c.read_frame()
+            if isinstance(f, hf.HeadersFrame) and f.stream_id == 1:
+                status = dict(c.dec.decode(f.data)).get(":status")
+        eq(status, "200", "the tunnel is open")
+        c.send(hf.DataFrame(1, data=ws_frame(b"hello over h2")))
+        got = b""
+        while len(got) < 2 + 13:
+            f = c.read_frame()
+            ok(f is not None, "connection open")
+            if isinstance(f, hf.DataFrame) and f.stream_id == 1:
+                got += f.data
+        eq(got, b"\x81\x0dhello over h2")
+        contains(ws.heads[0].lower(), "upgrade: websocket")
+        contains(ws.heads[0], "GET /chat HTTP/1.1")
+    finally:
+        ws.stop()
+
+
+@test
+def shipped_http2_example_serves_h2():
+    """conf/examples/http2.conf as shipped (its fixed ports 8443 and 9001)."""
+    ex = os.path.join(REPO, "conf", "examples")
+    with Origin("o1", port=9001) as o:
+        text = open(os.path.join(ex, "http2.conf")).read().replace('"certs/', '"%s/' % CERTS)
+        lg = Legate(text)
+        out = subprocess.run(["curl", "-s", "--http2", "--cacert", os.path.join(CERTS, "ca.pem"),
+                              "--resolve", "localhost:8443:127.0.0.1", "-o", "/dev/null", "-w",
+                              "%{http_version} %{http_code}", "https://localhost:8443/x"],
+                             capture_output=True, timeout=20)
+        eq(out.stdout, b"2 200")
+        contains(lg.wait_log_access(1), "HTTP/2.0")
+
+
+if __name__ == "__main__":
+    main()
