@@ -113,6 +113,7 @@ struct h2s {
     size_t       oscan;
     lg_buf_t    *obody;         /* owned: body bytes waiting for DATA frames */
     int          out_eof;       /* the request finished: END_STREAM after obody */
+    char        *trailers;      /* owned: r->trailers, sent after obody */
     int          deferred;      /* nghttp2 waits for us to resume the data */
     lg_msec_t    t_progress;    /* the last DATA that went out */
 };
@@ -241,6 +242,7 @@ static void stream_free(h2s_t *st)
     if (h->nstreams == 0)
         h->c->t_idle = lg_w.loop.now;
     free(st->in);
+    free(st->trailers);
     lg_buf_put(st->rbuf);
     lg_buf_put(st->ohead);
     lg_buf_put(st->obody);
@@ -481,10 +483,35 @@ static const lg_end_ops_t stream_ops = {
     .recv = stream_recv, .writev = stream_writev, .shutdown = stream_shutdown,
 };
 
+/* The body is over: END_STREAM, or the trailer fields carry it. */
+static void end_body(nghttp2_session *ses, h2s_t *st, uint32_t *flags)
+{
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (st->trailers == NULL)
+        return;
+    size_t n = 0, used = 0;
+    for (char *p = st->trailers; *p && n < LG_MAX_HEADERS;) {
+        char *eol = strstr(p, "\r\n"), *colon = strchr(p, ':');
+        if (eol == NULL)
+            break;
+        if (colon && colon < eol) {
+            const char *nm = lower(p, (size_t)(colon - p), &used);
+            const char *v = colon + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            if (nm)
+                scratch_nv[n++] = (nghttp2_nv){ (uint8_t *)nm, (uint8_t *)v, (size_t)(colon - p),
+                                                (size_t)(eol - v), NGHTTP2_NV_FLAG_NONE };
+        }
+        p = eol + 2;
+    }
+    if (n && nghttp2_submit_trailer(ses, st->id, scratch_nv, n) == 0)
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+}
+
 static ssize_t data_source_read_cb(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t length,
                                    uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
-    (void)ses;
     (void)id;
     (void)ud;
     h2s_t *st = src->ptr;
@@ -492,7 +519,7 @@ static ssize_t data_source_read_cb(nghttp2_session *ses, int32_t id, uint8_t *bu
     size_t have = b ? lg_buf_len(b) : 0;
     if (have == 0) {
         if (st->out_eof) {
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
+            end_body(ses, st, flags);
             return 0;
         }
         st->deferred = 1;
@@ -503,7 +530,7 @@ static ssize_t data_source_read_cb(nghttp2_session *ses, int32_t id, uint8_t *bu
     b->pos += k;
     st->t_progress = lg_w.loop.now;
     if (lg_buf_len(b) == 0 && st->out_eof)
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        end_body(ses, st, flags);
     /* room again: the request may write more */
     if (st->r && !st->end.w_ready) {
         st->end.w_ready = 1;
@@ -1128,6 +1155,8 @@ static void h2_done(lg_conn_t *c, lg_req_t *r)
         stream_reset(st, NGHTTP2_INTERNAL_ERROR);   /* no answer was made */
     } else {
         st->out_eof = 1;
+        if (r->trailers && *r->trailers)
+            st->trailers = strdup(r->trailers);
         if (st->deferred) {
             st->deferred = 0;
             nghttp2_session_resume_data(st->h->ses, st->id);

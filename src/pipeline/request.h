@@ -220,6 +220,10 @@ struct lg_req {
     lg_msec_t       upstream_time;
     struct lg_tunnel *tunnel;   /* arena: a tunnel relay, once the request became one */
 
+    /* trailer fields of the response, "Name: value\r\n" lines (arena), set
+     * by whoever read them; an HTTP/2 client gets them as a trailing
+     * HEADERS after the body (gRPC's grpc-status) */
+    const char     *trailers;
     const char     *upstream_extra;  /* header lines features add to the upstream head */
     const char     *response_extra;  /* ...and to the client's response head (lg_req_add_header) */
     int             own_conditionals; /* a feature (the cache) asks its own: drop the client's */
