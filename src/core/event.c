@@ -170,6 +170,30 @@ int64_t lg_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void lg_loop_post(lg_loop_t *l, lg_post_t *p)
+{
+    if (p->queued)
+        return;
+    p->queued = 1;
+    p->next = l->posted;
+    l->posted = p;
+}
+
+static void run_posted(lg_loop_t *l)
+{
+    /* what a posted function posts runs in the same pass, boundedly */
+    for (int round = 0; round < 64 && l->posted; round++) {
+        lg_post_t *p = l->posted;
+        l->posted = NULL;
+        while (p) {
+            lg_post_t *next = p->next;
+            p->queued = 0;
+            p->fn(p);
+            p = next;
+        }
+    }
+}
+
 void lg_loop_once(lg_loop_t *l, lg_msec_t max_wait)
 {
     struct epoll_event evs[MAX_EVENTS];
@@ -181,6 +205,8 @@ void lg_loop_once(lg_loop_t *l, lg_msec_t max_wait)
         if (wait < 0 || d < wait)
             wait = d;
     }
+    if (l->posted)
+        wait = 0;
     int n = epoll_wait(l->epfd, evs, MAX_EVENTS, (int)wait);
     if (n < 0 && errno != EINTR)
         lg_log_errno(LG_LOG_ALERT, errno, "epoll_wait() failed");
@@ -191,6 +217,7 @@ void lg_loop_once(lg_loop_t *l, lg_msec_t max_wait)
             continue;
         io->cb(io, evs[i].events);
     }
+    run_posted(l);
     run_deferred(l);
     /* expired timers, earliest first; a callback may arm or delete others */
     while (l->nheap && l->heap[0]->when <= l->now) {
@@ -198,5 +225,6 @@ void lg_loop_once(lg_loop_t *l, lg_msec_t max_wait)
         lg_timer_del(l, t);
         t->cb(t);
     }
+    run_posted(l);
     run_deferred(l);
 }

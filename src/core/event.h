@@ -39,6 +39,17 @@ struct lg_timer {
     void       *data;
 };
 
+/*
+ * Work posted to run once the current batch of events (or of timers) has
+ * been handled, as nginx's posted events: many events that each make a
+ * little output for one connection are answered by one write.
+ */
+typedef struct lg_post {
+    void          (*fn)(struct lg_post *p);
+    struct lg_post *next;
+    int             queued;
+} lg_post_t;
+
 struct lg_loop {
     int          epfd;
     lg_msec_t    now;           /* cached monotonic ms, updated per batch */
@@ -46,6 +57,7 @@ struct lg_loop {
     lg_timer_t **heap;          /* owned array */
     size_t       nheap, capheap;
     void       **defer;         /* owned array of malloc'd blocks to free */
+    lg_post_t   *posted;        /* run after this batch (borrowed) */
     size_t       ndefer, capdefer;
     int          stop;
 };
@@ -69,5 +81,8 @@ void lg_timer_del(lg_loop_t *l, lg_timer_t *t);
 static inline int lg_timer_armed(const lg_timer_t *t) { return t->idx != 0; }
 
 void lg_loop_defer_free(lg_loop_t *l, void *p);
+/* p->fn runs after this batch's events, before deferred frees (so what
+ * p belongs to may have been closed, not freed, meanwhile). */
+void lg_loop_post(lg_loop_t *l, lg_post_t *p);
 
 #endif

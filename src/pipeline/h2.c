@@ -66,6 +66,7 @@ typedef enum h2_out {
 } h2_out_t;
 
 typedef struct h2c {
+    lg_post_t    post;          /* first: streams to run and frames to send after the batch */
     nghttp2_session *ses;
     lg_conn_t   *c;
     h2s_t       *streams;       /* every stream with state here */
@@ -126,6 +127,7 @@ static char scratch_names[LG_BUF_SIZE];
 
 static void h2_flush(h2c_t *h);
 static void h2_run_queue(h2c_t *h);
+static void h2_settle(h2c_t *h);
 static const lg_end_ops_t stream_ops;
 
 /* ---- buckets ---- */
@@ -1115,6 +1117,13 @@ static void h2_step(lg_conn_t *c)
     /* work left after the rounds (a stream made ready late): go again
      * rather than wait for an event that may not come */
     c->rerun = h->runq != NULL || (c->e.w_ready && nghttp2_session_want_write(h->ses));
+    h2_settle(h);
+}
+
+/* After a step: a session that is over, or drained, ends the connection. */
+static void h2_settle(h2c_t *h)
+{
+    lg_conn_t *c = h->c;
     int pending = h->out && lg_buf_len(h->out);
     if (!pending && !nghttp2_session_want_read(h->ses) && !nghttp2_session_want_write(h->ses)) {
         lg_conn_close(c, h->dead ? "HTTP/2 connection error" : "HTTP/2 session over");
@@ -1124,7 +1133,28 @@ static void h2_step(lg_conn_t *c)
         lg_conn_close(c, "HTTP/2 connection drained");
 }
 
-/* An event of one request's upstream (or a wait over): that stream runs. */
+/* Posted: the streams made ready by this batch's events run, and what
+ * they wrote goes out in one write, not one a stream. */
+static void h2_posted(lg_post_t *p)
+{
+    h2c_t *h = (h2c_t *)p;
+    lg_conn_t *c = h->c;
+    if (c->state != LG_C_FRONT || c->fe_data != h)
+        return;                 /* closed meanwhile (its memory goes after this) */
+    h->busy++;
+    h2_run_queue(h);
+    if (c->state == LG_C_FRONT)
+        h2_flush(h);
+    h->busy--;
+    if (c->state != LG_C_FRONT)
+        return;
+    h2_settle(h);
+    if (c->state == LG_C_FRONT)
+        c->fe->arm(c);
+}
+
+/* An event of one request's upstream (or a wait over): that stream runs
+ * once this batch of events is handled. */
 static void h2_run(lg_conn_t *c, lg_req_t *r)
 {
     if (c->state != LG_C_FRONT)
@@ -1132,9 +1162,8 @@ static void h2_run(lg_conn_t *c, lg_req_t *r)
     h2c_t *h = c->fe_data;
     if (r)
         runq_add(r->stream);
-    if (h->busy)
-        return;                 /* the step in progress runs it */
-    lg_conn_run(c);
+    if (!h->busy)
+        lg_loop_post(&lg_w.loop, &h->post);
 }
 
 static void h2_abort(lg_conn_t *c, lg_req_t *r, const char *why)
@@ -1208,6 +1237,7 @@ static void h2_start(lg_conn_t *c)
         return;
     }
     h->c = c;
+    h->post.fn = h2_posted;
     c->fe_data = h;
 #ifdef HAVE_NGHTTP2_OPTION_SET_STREAM_RESET_RATE_LIMIT
     /* nghttp2's own rapid-reset guard, at our rate (set per session: the
