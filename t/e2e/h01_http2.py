@@ -338,6 +338,55 @@ def large_download_in_flat_memory():
         ok(peak - before < 16 * 1024, "worker RSS grew by %d KiB for a 200 MiB body" % (peak - before))
 
 
+@test(timeout=90)
+def a_slow_upstream_holds_the_upload_back_by_flow_control():
+    """An upstream that stops reading: the client's window stays shut, so
+    legate holds a window's worth, not the upload."""
+    need_frames()
+    stop = threading.Event()
+
+    def never_reads(sock, peer):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        stop.wait(40)
+    up = ScriptedServer(never_reads)
+    lg = Legate(conf(free_port(), up, route_extra='client_max_body_size = "1g";'), workers=1)
+    w = lg.workers()[0]
+    before = rss_kb(w)
+    c = Raw(lg.port)
+    c.request(1, "/up", method="POST", end_stream=False)
+    # the client side of flow control: send while the windows allow
+    conn_win, stream_win, sent = 65535, 65535, 0
+    chunk = b"x" * 16384
+    deadline = time.time() + 8
+    while time.time() < deadline and sent < 256 << 20:
+        k = min(len(chunk), conn_win, stream_win)
+        if k > 0:
+            c.send(hf.DataFrame(1, data=chunk[:k]))
+            sent += k
+            conn_win -= k
+            stream_win -= k
+            continue
+        try:
+            f = c.read_frame(0.5)
+        except TestFailure:
+            continue
+        if f is None:
+            break
+        if isinstance(f, hf.WindowUpdateFrame):
+            if f.stream_id == 0:
+                conn_win += f.window_increment
+            elif f.stream_id == 1:
+                stream_win += f.window_increment
+        if isinstance(f, hf.SettingsFrame) and hf.SettingsFrame.INITIAL_WINDOW_SIZE in f.settings:
+            pass
+    grown = rss_kb(w) - before
+    ok(sent < 32 << 20, "the client could send %d bytes into a stalled upstream" % sent)
+    ok(grown < 4096, "worker RSS grew by %d KiB" % grown)
+    stop.set()
+    c.close()
+    up.stop()
+
+
 @test
 def many_streams_on_few_connections_all_answered():
     if H2LOAD is None:
