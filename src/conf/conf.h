@@ -329,6 +329,7 @@ typedef enum lg_match {
 typedef enum lg_action {
     LG_ACTION_PROXY  = 0,               /* proxy_pass = "upstream" */
     LG_ACTION_RETURN = 1,               /* return = status (+ body or location) */
+    LG_ACTION_STATUS = 2,               /* status = "metrics" | "json" | "html": legate's own state */
 } lg_action_t;
 
 typedef enum lg_name_kind {
@@ -375,6 +376,8 @@ typedef struct lg_route {
     size_t         nsplits;
     lg_tpl_t      *split_key;           /* empty value -> random; default "$remote_addr" */
     char          *split_cookie;        /* sticky cohort cookie legate sets, or NULL */
+    char          *status_page;         /* status: "metrics", "json" or "html" */
+    int            mx;                  /* its metrics series (feature/metrics.c), + 1; 0 none */
     lg_common_t    common;
     int            line;
 } lg_route_t;
@@ -469,6 +472,7 @@ typedef struct lg_server {
     int               limit_routes;     /* a route's limits differ from the server's: the
                                            ACCESS phase finds the route (feature/limit.c) */
     void             *ssl_ctx;          /* SSL_CTX *, built by net/tls.c; NULL without certificates */
+    int               mx;               /* metrics series of requests no route took, + 1 */
     int               index;
     int               line;
 } lg_server_t;
@@ -506,6 +510,8 @@ typedef struct lg_conf {
     int64_t         http2_max_header_list_size;     /* decoded bytes of one head, default 16k */
     int             http2_reset_rate;       /* resets a second a connection may cause, default 100 */
     int             http2_control_rate;     /* SETTINGS/PING/empty frames a second, default 100 */
+    lg_strv_t      *metrics_buckets;        /* request duration histogram bounds, durations */
+#define LG_METRICS_BUCKETS 16
     int64_t         shared_memory_size; /* bytes, default 1m: the segment workers share */
     int64_t         cache_size;         /* bytes of shared memory for the HTTP cache, 0 = none */
     int64_t         cache_max_object;   /* default 1m */

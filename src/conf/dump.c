@@ -254,6 +254,8 @@ static void dump_route(FILE *out, int ind, const lg_route_t *rt)
             kv_str(out, ind + 1, "split_cookie", rt->split_cookie);
         if (rt->rewrite != NULL)
             kv_str(out, ind + 1, "rewrite", rt->rewrite->src);
+    } else if (rt->action == LG_ACTION_STATUS) {
+        kv_str(out, ind + 1, "status", rt->status_page);
     } else if (rt->action == LG_ACTION_PROXY) {
         kv_str(out, ind + 1, "proxy_pass", rt->upstream->name);
         if (rt->rewrite != NULL)
@@ -480,6 +482,7 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_int(out, 0, "http2_max_header_list_size", conf->http2_max_header_list_size);
     kv_int(out, 0, "http2_reset_rate", conf->http2_reset_rate);
     kv_int(out, 0, "http2_control_rate", conf->http2_control_rate);
+    kv_names(out, 0, "metrics_buckets", conf->metrics_buckets);
     kv_int(out, 0, "shared_memory_size", conf->shared_memory_size);
     kv_msec(out, 0, "tls_ticket_rotate", conf->tls_ticket_rotate);
     kv_int(out, 0, "tls_session_cache", conf->tls_session_cache);

@@ -124,6 +124,29 @@ static const char *sname(const config_setting_t *s)
 
 
 static int fn_http(ld_t *, const config_setting_t *, void *);
+
+/* metrics_buckets: durations in increasing order, at most LG_METRICS_BUCKETS */
+static void check_metrics_buckets(ld_t *ld, const config_setting_t *root, const lg_conf_t *conf)
+{
+    const lg_strv_t *b = conf->metrics_buckets;
+    const config_setting_t *s = config_setting_get_member(root, "metrics_buckets");
+    lg_msec_t last = -1;
+    if (b == NULL || s == NULL)
+        return;
+    if (b->n == 0 || b->n > LG_METRICS_BUCKETS) {
+        ld_error(ld, s, "'metrics_buckets' must have 1 to %d durations", LG_METRICS_BUCKETS);
+        return;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        lg_msec_t ms;
+        if (lg_parse_duration(b->v[i], &ms) < 0 || ms <= last) {
+            ld_error(ld, s, "'metrics_buckets': \"%s\" is not a duration larger than the one before",
+                     b->v[i]);
+            return;
+        }
+        last = ms;
+    }
+}
 static int fn_servers(ld_t *, const config_setting_t *, void *);
 static int fn_listen(ld_t *, const config_setting_t *, void *);
 static int fn_listen_address(ld_t *, const config_setting_t *, void *);
@@ -143,6 +166,8 @@ static const directive_t global_dirs[] = {
     ROW("http2_max_header_list_size", D_SIZE, 1024, 1 << 20, "16k", lg_conf_t, http2_max_header_list_size),
     ROW("http2_reset_rate",     D_INT,      1, 1000000,    "100",    lg_conf_t, http2_reset_rate),
     ROW("http2_control_rate",   D_INT,      1, 1000000,    "100",    lg_conf_t, http2_control_rate),
+    ROW("metrics_buckets",      D_STRLIST,  0, 0, "5ms 10ms 25ms 50ms 100ms 250ms 500ms 1s 2500ms 5s 10s",
+        lg_conf_t, metrics_buckets),
     ROW("shared_memory_size",   D_SIZE,     65536, (int64_t)1 << 34, "1m", lg_conf_t, shared_memory_size),
     ROW("tls_ticket_rotate",    D_DURATION, 1000, WEEK,    "1h",     lg_conf_t, tls_ticket_rotate),
     ROW("tls_session_cache",    D_SIZE,     0, (int64_t)1 << 32, "1m", lg_conf_t, tls_session_cache),
@@ -1349,6 +1374,7 @@ static void load_tree(ld_t *ld, const config_t *cfg)
     ld_table_defaults(ld, global_dirs, conf);
     ld_table_defaults(ld, ld_common_dirs, &conf->http);
     check_via_name(ld, root, conf);
+    check_metrics_buckets(ld, root, conf);
     if (conf->tls_session_cache > 0 && conf->tls_session_cache < 16384)
         ld_error(ld, config_setting_get_member(root, "tls_session_cache"),
                  "'tls_session_cache' must be 0 (off) or at least 16k");

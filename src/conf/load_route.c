@@ -13,6 +13,7 @@
 static int fn_match(ld_t *, const config_setting_t *, void *);
 static int fn_proxy_pass(ld_t *, const config_setting_t *, void *);
 static int fn_return(ld_t *, const config_setting_t *, void *);
+static int fn_status(ld_t *, const config_setting_t *, void *);
 static int fn_route_string(ld_t *, const config_setting_t *, void *);
 static int fn_route_hosts(ld_t *, const config_setting_t *, void *);
 static int fn_route_methods(ld_t *, const config_setting_t *, void *);
@@ -42,6 +43,7 @@ static const directive_t route_dirs[] = {
     CUSTOM("regex",      fn_match),
     CUSTOM("proxy_pass", fn_proxy_pass),
     CUSTOM("return",     fn_return),
+    CUSTOM("status",     fn_status),
     CUSTOM("body",       fn_route_string),
     CUSTOM("location",   fn_route_string),
     CUSTOM("rewrite",    fn_route_string),
@@ -98,7 +100,8 @@ static int fn_match(ld_t *ld, const config_setting_t *s, void *base)
 static int route_action(ld_t *ld, route_ctx_t *rc, const config_setting_t *s)
 {
     if (rc->action != NULL)
-        return ld_error(ld, s, "route has both 'proxy_pass' and 'return'");
+        return ld_error(ld, s, "route has both '%s' and '%s'", config_setting_name(rc->action),
+                        config_setting_name(s));
     rc->action = s;
     return 0;
 }
@@ -113,6 +116,21 @@ static int fn_proxy_pass(ld_t *ld, const config_setting_t *s, void *base)
     rc->rt->action = LG_ACTION_PROXY;
     if ((rc->rt->upstream = ld_upstream_find(ld->conf, v)) == NULL)
         return ld_error(ld, s, "unknown upstream '%s' in 'proxy_pass'", v);
+    return 0;
+}
+
+static int fn_status(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    const char  *v;
+
+    if (route_action(ld, rc, s) < 0 || (v = ld_get_string(ld, s)) == NULL)
+        return -1;
+    if (strcmp(v, "metrics") != 0 && strcmp(v, "json") != 0 && strcmp(v, "html") != 0)
+        return ld_error(ld, s, "'status' must be \"metrics\", \"json\" or \"html\"");
+    rc->rt->action = LG_ACTION_STATUS;
+    if ((rc->rt->status_page = ld_strdup(ld, v)) == NULL)
+        return ld_oom(ld, s);
     return 0;
 }
 
@@ -323,7 +341,7 @@ static int route_parse(ld_t *ld, const config_setting_t *g, lg_route_t *rt)
     if (rc.split)
         rc.action = rc.split;
     if (rc.action == NULL)
-        err = ld_error(ld, g, "route has neither 'proxy_pass' nor 'return'");
+        err = ld_error(ld, g, "route has none of 'proxy_pass', 'return', 'status'");
     if ((rc.split_key || rc.split_cookie) && !rc.split)
         err = ld_error(ld, rc.split_key ? rc.split_key : rc.split_cookie,
                        "'%s' is only allowed with 'split'",

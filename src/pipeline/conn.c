@@ -49,6 +49,13 @@ void lg_conn_frontend_register(lg_proto_t p, const lg_frontend_t *fe)
     frontends[p] = fe;
 }
 
+lg_lstats_t *lg_conn_stats(const lg_conn_t *c)
+{
+    if (lg_w.lstats == NULL || c->refresh || c->bind == NULL)
+        return NULL;
+    return &lg_w.lstats[c->bind - lg_w.conf->binds];
+}
+
 void lg_conn_switch(lg_conn_t *c, lg_proto_t p)
 {
     LG_BUG_ON(c->req != NULL || frontends[p] == NULL);
@@ -98,6 +105,9 @@ void lg_conn_close(lg_conn_t *c, const char *why)
         c->next->prev = c->prev;
     c->magic = 0;
     lg_w.nconns--;
+    lg_lstats_t *ls = lg_conn_stats(c);
+    if (ls)
+        ls->closed++;
     lg_loop_defer_free(&lg_w.loop, c);
     if (lg_w.conn_closed)
         lg_w.conn_closed();
@@ -158,12 +168,19 @@ static void handshake_step(lg_conn_t *c)
 {
     char why[256];
     int rc = lg_end_handshake(&c->e, why, sizeof(why));
+    lg_lstats_t *ls = lg_conn_stats(c);
     if (rc == LG_OK) {
+        if (ls) {
+            ls->tls_ok++;
+            ls->tls_resumed += lg_tls_session_reused(c->e.ssl) != 0;
+        }
         enter_front(c);
         return;
     }
     if (rc == LG_AGAIN)
         return;
+    if (ls)
+        ls->tls_failed++;
     lg_info("TLS handshake with %s failed: %s", c->peer_text, why);
     lg_conn_close(c, "TLS handshake failed");
 }
@@ -362,6 +379,9 @@ void lg_conn_accept(int lfd, const lg_bind_t *bind)
         close(fd);
         return;
     }
+    lg_lstats_t *ls = lg_conn_stats(c);
+    if (ls)
+        ls->accepted++;
     if (bind->proxy_protocol)
         c->state = LG_C_PROXYPROTO;
     else

@@ -138,6 +138,9 @@ void lg_conn_set_idle(lg_conn_t *c, int idle);
  * its next request, as nginx does with reusable connections.  1 if one was
  * closed, 0 if none waits. */
 int  lg_conn_reclaim(void);
+/* The counters of the connection's listener, or NULL (none kept, or an
+ * internal connection). */
+lg_lstats_t *lg_conn_stats(const lg_conn_t *c);
 /* The connection's address, as text and port. */
 void lg_conn_set_peer(lg_conn_t *c, const struct sockaddr_storage *ss);
 

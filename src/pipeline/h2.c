@@ -589,6 +589,9 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, vo
     }
     st->r = r;
     r->stream = st;
+    lg_lstats_t *ls = lg_conn_stats(h->c);
+    if (ls)
+        ls->h2_streams++;
     r->cend = &st->end;
     r->in = NULL;
     st->nh = 1;                 /* room for Host, first */
@@ -773,6 +776,8 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
         }
         break;
     case NGHTTP2_RST_STREAM:
+        if (lg_conn_stats(h->c))
+            lg_conn_stats(h->c)->h2_resets_in++;
         if (bucket_take(&h->rst_tokens, &h->rst_t, lg_w.conf->http2_reset_rate) < 0)
             calm(h, "resets streams faster than http2_reset_rate");
         break;
@@ -847,6 +852,11 @@ static int on_begin_frame(nghttp2_session *ses, const nghttp2_frame_hd *hd, void
 static int on_frame_send(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
 {
     h2c_t *h = ud;
+    lg_lstats_t *ls = lg_conn_stats(h->c);
+    if (ls && frame->hd.type == NGHTTP2_RST_STREAM)
+        ls->h2_resets_out++;
+    if (ls && frame->hd.type == NGHTTP2_GOAWAY)
+        ls->h2_goaways++;
     if (frame->hd.type == NGHTTP2_RST_STREAM && !h->dead &&
         bucket_take(&h->rst_tokens, &h->rst_t, lg_w.conf->http2_reset_rate) < 0)
         calm(h, "makes us reset streams faster than http2_reset_rate");
@@ -1260,6 +1270,9 @@ static void h2_start(lg_conn_t *c)
     c->t_idle = lg_w.loop.now;
     lg_conn_set_idle(c, 0);
     c->rerun = 1;
+    lg_lstats_t *ls = lg_conn_stats(c);
+    if (ls)
+        ls->h2_conns++;
 }
 
 static void h2_arm(lg_conn_t *c)

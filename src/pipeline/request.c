@@ -31,6 +31,7 @@ lg_req_t *lg_req_new(lg_conn_t *c)
     r->peer_port = c->peer_port;
     r->t_start = lg_w.loop.now;
     r->cend = &c->e;
+    r->upstream_connect_time = -1;
     r->in = c->in;
     if (listed)
         c->req = r;

@@ -217,7 +217,9 @@ struct lg_req {
     size_t          rsp_scanned;
     int             upstream_status;
     int             upstream_keep;
-    lg_msec_t       upstream_time;
+    lg_msec_t       upstream_time;  /* until the response head (ms) */
+    lg_msec_t       upstream_connect_time; /* TCP (and TLS) connect of the try that answered, -1 */
+    char            request_id[33]; /* $request_id, made when first used; "" until then */
     struct lg_tunnel *tunnel;   /* arena: a tunnel relay, once the request became one */
 
     /* trailer fields of the response, "Name: value\r\n" lines (arena), set

@@ -11,6 +11,7 @@
 #include "pipeline/vars.h"
 
 #include "pipeline/headers.h"
+#include "core/hash.h"
 #include "net/tls.h"
 
 #include <arpa/inet.h>
@@ -31,6 +32,7 @@ enum {
     V_STATUS, V_BODY_BYTES_SENT, V_BYTES_SENT, V_REQUEST_LENGTH, V_BYTES_RECEIVED,
     V_REQUEST_TIME,
     V_UPSTREAM_ADDR, V_UPSTREAM_STATUS, V_UPSTREAM_RESPONSE_TIME,
+    V_UPSTREAM_CONNECT_TIME, V_UPSTREAM_HEADER_TIME, V_REQUEST_ID,
     V_CONNECTION, V_CONNECTION_REQUESTS, V_PID,
     V_CACHE_STATUS, V_GEO_COUNTRY, V_BLOCKED, V_LIMIT_REQ_STATUS, V_LIMIT_CONN_STATUS,
     V_HTTP, V_COOKIE, V_JWT_CLAIM, V_CAPTURE,
@@ -80,6 +82,9 @@ static const struct {
     [V_UPSTREAM_ADDR]            = { "upstream_addr", 0 },
     [V_UPSTREAM_STATUS]          = { "upstream_status", 0 },
     [V_UPSTREAM_RESPONSE_TIME]   = { "upstream_response_time", 0 },
+    [V_UPSTREAM_CONNECT_TIME]    = { "upstream_connect_time", 0 },
+    [V_UPSTREAM_HEADER_TIME]     = { "upstream_header_time", 0 },
+    [V_REQUEST_ID]               = { "request_id", 0 },
     [V_CONNECTION]               = { "connection", 0 },
     [V_CONNECTION_REQUESTS]      = { "connection_requests", 0 },
     [V_PID]                      = { "pid", 0 },
@@ -393,10 +398,30 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
             out_str(b, "-");
         break;
     case V_UPSTREAM_RESPONSE_TIME:
+    case V_UPSTREAM_HEADER_TIME:
         if (s->upstream_status)
             out_ms(b, s->upstream_time);
         else
             out_str(b, "-");
+        break;
+    case V_UPSTREAM_CONNECT_TIME:
+        if (s->upstream_connect_time >= 0 && s->upstream_addr)
+            out_ms(b, s->upstream_connect_time);
+        else
+            out_str(b, "-");
+        break;
+    case V_REQUEST_ID:
+        if (s->request_id[0] == 0) {
+            /* 128 random bits, made when first asked for, the same after */
+            static const char hex[] = "0123456789abcdef";
+            for (int i = 0; i < 2; i++) {
+                uint64_t x = lg_rand_next(&lg_w.rng);
+                for (int j = 0; j < 16; j++, x >>= 4)
+                    s->request_id[i * 16 + j] = hex[x & 15];
+            }
+            s->request_id[32] = 0;
+        }
+        RAW(s->request_id, 32);
         break;
     case V_CONNECTION:
         out_u64(b, s->conn->id);

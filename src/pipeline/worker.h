@@ -15,6 +15,16 @@
 struct lg_uconn;
 struct lg_ewma;
 
+/* What the front ends count per listener, for the metrics feature to
+ * publish (plain counters: one worker writes them). */
+typedef struct lg_lstats {
+    uint64_t accepted, closed;          /* client connections */
+    uint64_t tls_ok, tls_failed;        /* handshakes */
+    uint64_t tls_resumed;
+    uint64_t h2_conns, h2_streams;      /* HTTP/2 connections and the streams they opened */
+    uint64_t h2_resets_in, h2_resets_out, h2_goaways;
+} lg_lstats_t;
+
 typedef struct lg_worker {
     lg_loop_t      loop;
     lg_conf_t     *conf;        /* borrowed: inherited from the master */
@@ -30,6 +40,7 @@ typedef struct lg_worker {
     uint64_t       rng;         /* xorshift state for the random choices */
     int           *queued;      /* requests waiting per upstream (max_conns queue) */
     void         (*conn_closed)(void);  /* the process layer's: room to accept again */
+    lg_lstats_t   *lstats;      /* [conf->nbinds], or NULL: what nobody publishes is not counted */
 } lg_worker_t;
 
 extern lg_worker_t lg_w;

@@ -10,6 +10,7 @@
 #include "feature/accesslog.h"
 #include "feature/auth_request.h"
 #include "feature/jwt.h"
+#include "feature/metrics.h"
 #include "feature/coding.h"
 #include "forward/forward.h"
 #include "pipeline/request.h"
@@ -28,6 +29,7 @@ static const lg_feature_t *const features[] = {
     &lg_feature_forward,        /* ACCESS, CONTENT: forward-proxy requests */
     &lg_feature_limit,          /* ACCESS: limit_req / limit_conn, reverse and forward alike;
                                    after the forward proxy's sign-in, so $remote_user is known */
+    &lg_feature_metrics,        /* CONTENT: status routes; LOG: the request's series */
     &lg_feature_reverse,        /* ROUTE, CONTENT, LOG: routes and upstreams */
     &lg_feature_cache,          /* CACHE, RESPONSE, BODY, UPSTREAM_ERROR */
     &lg_feature_coding,         /* REQUEST_BODY, RESPONSE, BODY: after the cache's tap */

@@ -46,6 +46,7 @@
 #include "proxy/upstate.h"
 #include "cache/store.h"
 #include "feature/limit.h"
+#include "feature/metrics.h"
 
 #define MAX_CHILDREN 1024
 
@@ -165,13 +166,14 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
     /* the cache's zone comes on top of shared_memory_size */
     size_t want = (size_t)c->shared_memory_size + (c->cache_size ? (size_t)c->cache_size + 65536 : 0) +
                   (c->tls_session_cache ? (size_t)c->tls_session_cache + 4096 : 0) +
-                  lg_limits_shm_size(c);   /* the limit zones too */
+                  lg_limits_shm_size(c) +  /* the limit zones too */
+                  lg_metrics_shm_size(c);
     if (shm == NULL || shm_size != want) {
         lg_shm_t *n = lg_shm_create(want, err, errlen);
         if (n == NULL)
             return -1;
         if (lg_upstreams_prepare(c, n, err, errlen) < 0 || lg_limits_prepare(c, n, err, errlen) < 0 ||
-            lg_tls_attach_shm(n, err, errlen) < 0 || cache_attach(c, n, err, errlen) < 0 ||
+            lg_metrics_prepare(c, n, err, errlen) < 0 || lg_tls_attach_shm(n, err, errlen) < 0 || cache_attach(c, n, err, errlen) < 0 ||
             lg_tls_sess_attach(n, (size_t)c->tls_session_cache, err, errlen) < 0) {
             lg_shm_destroy(n);
             /* the attaches that succeeded pointed our globals into n: point
@@ -192,7 +194,7 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
     }
     unsigned g = lg_shm_mark_unused(shm);
     if (lg_upstreams_prepare(c, shm, err, errlen) < 0 || lg_limits_prepare(c, shm, err, errlen) < 0 ||
-        lg_tls_attach_shm(shm, err, errlen) < 0 ||
+        lg_metrics_prepare(c, shm, err, errlen) < 0 || lg_tls_attach_shm(shm, err, errlen) < 0 ||
         cache_attach(c, shm, err, errlen) < 0 ||
         lg_tls_sess_attach(shm, (size_t)c->tls_session_cache, err, errlen) < 0)
         return -1;

@@ -27,6 +27,7 @@
 #include "cache/store.h"
 #include "cache/http.h"
 #include "feature/accesslog.h"
+#include "feature/metrics.h"
 #include "pipeline/conn.h"
 #include "proxy/proxy.h"
 
@@ -104,6 +105,7 @@ static void tick_cb(lg_timer_t *t)
 {
     static unsigned ticks;
     lg_accesslog_flush();
+    lg_metrics_flush();
     if (lg_w.slot == 0 && lg_cache && ++ticks % 60 == 0) {
         lg_cache_stats_t st;
         lg_store_stats(lg_cache, &st);
@@ -231,6 +233,7 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
         lg_loop_once(&lg_w.loop, 1000);
         if (sig_term) {
             lg_accesslog_flush();
+            lg_metrics_flush();
             exit(0);
         }
         if (sig_reopen) {
@@ -246,6 +249,7 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
         }
         if (lg_w.quitting && lg_w.nconns == 0) {
             lg_accesslog_flush();
+            lg_metrics_flush();
             exit(0);
         }
     }

@@ -76,6 +76,7 @@ static void cleanup(void *arg)
 /* Connected (and TLS up): a CONNECT becomes a tunnel, the rest are proxied. */
 static void connected(lg_req_t *s)
 {
+    s->upstream_connect_time = s->uc->reused ? 0 : lg_w.loop.now - s->t_upstream;
     if (s->ri.connect) {
         lg_uconn_t *uc = s->uc;
         if (uc->in == NULL && (uc->in = lg_buf_get()) == NULL) {
@@ -221,6 +222,7 @@ static int attach_upstream(lg_req_t *s, int counted)
     uc->e.io.data = uc;
     uc->e.want_r = uc->e.want_w = 0;
     s->uend = &uc->e;
+    s->t_upstream = lg_w.loop.now;
     if (uc->reused) {
         uc->e.w_ready = 1;
         connected(s);
@@ -233,7 +235,6 @@ static int attach_upstream(lg_req_t *s, int counted)
         else
             lg_req_set_stage(s, &connect_stage);
     }
-    s->t_upstream = lg_w.loop.now;
     s->rsp_scanned = 0;
     if (s->reqp.buf)
         lg_pipe_rewind(&s->reqp);   /* the head (and a kept body) go out again */

@@ -844,14 +844,18 @@ def websocket_over_http2_extended_connect():
 
 @test
 def shipped_http2_example_serves_h2():
-    """conf/examples/http2.conf as shipped (its fixed ports 8443 and 9001)."""
+    """conf/examples/http2.conf as shipped, on free ports instead of 8443 and 9001."""
     ex = os.path.join(REPO, "conf", "examples")
-    with Origin("o1", port=9001) as o:
-        text = open(os.path.join(ex, "http2.conf")).read().replace('"certs/', '"%s/' % CERTS)
+    with Origin("o1") as o:
+        text = open(os.path.join(ex, "http2.conf")).read()
+        ok("127.0.0.1:8443" in text and "127.0.0.1:9001" in text, "the example's addresses")
+        port = free_port()
+        text = (text.replace('"certs/', '"%s/' % CERTS).replace("127.0.0.1:8443", "127.0.0.1:%d" % port)
+                .replace("127.0.0.1:9001", o.address).replace('worker_processes = "auto";', "worker_processes = 2;"))
         lg = Legate(text)
         out = subprocess.run(["curl", "-s", "--http2", "--cacert", os.path.join(CERTS, "ca.pem"),
-                              "--resolve", "localhost:8443:127.0.0.1", "-o", "/dev/null", "-w",
-                              "%{http_version} %{http_code}", "https://localhost:8443/x"],
+                              "--resolve", "localhost:%d:127.0.0.1" % port, "-o", "/dev/null", "-w",
+                              "%{http_version} %{http_code}", "https://localhost:%d/x" % port],
                              capture_output=True, timeout=20)
         eq(out.stdout, b"2 200")
         contains(lg.wait_log_access(1), "HTTP/2.0")

@@ -759,7 +759,7 @@ static bad_t bad_cases[] = {
       "route has more than one of 'exact', 'prefix', 'regex' ('prefix' and 'exact')" },
     { ROUTE("{ regex = \"^/\"; path = \"/x\"; proxy_pass = \"app\"; }"), 8,
       "route has more than one of 'exact', 'prefix', 'regex' ('regex' and 'path')" },
-    { ROUTE("{ prefix = \"/\"; }"), 8, "route has neither 'proxy_pass' nor 'return'" },
+    { ROUTE("{ prefix = \"/\"; }"), 8, "route has none of 'proxy_pass', 'return', 'status'" },
     { ROUTE("{ prefix = \"/\"; proxy_pass = \"app\"; return = 200; }"), 8,
       "route has both 'proxy_pass' and 'return'" },
     { ROUTE("{ prefix = \"x\"; proxy_pass = \"app\"; }"), 8, "'prefix' must start with '/'" },
@@ -876,7 +876,7 @@ Test(conf, all_errors_are_collected)
     assert_error(6, "invalid address '127.0.0.1': missing port");
     assert_error(7, "invalid server name 'a*b'");
     assert_error(8, "unknown upstream 'nope'");
-    assert_error(8, "route has neither 'proxy_pass' nor 'return'");
+    assert_error(8, "route has none of 'proxy_pass', 'return', 'status'");
     int lines = 0;
     for (const char *p = errbuf; (p = strchr(p, '\n')) != NULL; p++)
         lines++;

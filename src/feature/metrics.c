@@ -1,0 +1,607 @@
+/*
+ * Metrics and status pages: what every worker did, counted once.
+ *
+ * Counting costs no lock and no shared cache line on the hot path: each
+ * worker adds into its own plain counters (the request's series in the LOG
+ * phase; the front ends' per-listener counters in lg_w.lstats) and moves
+ * them into the shared-memory zone "metrics" once a second, when it
+ * answers a scrape, and before it exits -- so a page is at most a second
+ * behind another worker, and a reload loses nothing.
+ *
+ * The zone has a fixed size and keeps its series by their labels (a hash
+ * of the text), so counters survive reloads: a route that keeps its
+ * server and pattern keeps its series; a new one gets a new series.
+ * Labels come from the configuration only (server names, route patterns,
+ * listener addresses, upstream and server names), never from a request,
+ * so no client can grow the page.  At most MX_SERIES series: routes past
+ * that are counted in their server's.
+ *
+ * A route with status = "metrics" answers in the Prometheus text format
+ * (0.0.4); "json" with the same figures for scripts; "html" a page that
+ * draws them, refreshing from the JSON (see status_html below).
+ */
+#include "feature/metrics.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache/http.h"
+#include "cache/store.h"
+#include "core/hash.h"
+#include "core/log.h"
+#include "pipeline/request.h"
+#include "proxy/proxy.h"
+#include "proxy/upstate.h"
+
+#define MX_SERIES 512
+#define MX_LISTENERS 64
+#define MX_MAGIC 0x4d455452u
+#define MX_NSTAT (sizeof(lg_lstats_t) / sizeof(uint64_t))
+
+typedef struct mx_series {
+    _Atomic uint64_t key;                       /* hash of labels; 0 = free */
+    char             labels[112];               /* server="...",route="..." */
+    _Atomic uint64_t codes[5];                  /* 1xx .. 5xx */
+    _Atomic uint64_t hist[LG_METRICS_BUCKETS + 1]; /* per bucket; the last is +Inf */
+    _Atomic uint64_t dur_ms;
+    _Atomic uint64_t bytes_in, bytes_out;
+} mx_series_t;
+
+typedef struct mx_listener {
+    _Atomic uint64_t key;
+    char             label[72];                 /* listener="...",tls="..." */
+    _Atomic uint64_t v[MX_NSTAT];               /* lg_lstats_t, field by field */
+} mx_listener_t;
+
+typedef struct mx_zone {
+    uint32_t         magic;
+    _Atomic uint64_t reloads;
+    int64_t          start_time;                /* wall seconds */
+    _Atomic int32_t  workers;
+    uint32_t         nbuckets;
+    int64_t          bucket_ms[LG_METRICS_BUCKETS];
+    mx_series_t      s[MX_SERIES];
+    mx_listener_t    l[MX_LISTENERS];
+} mx_zone_t;
+
+static mx_zone_t *zone;         /* the master's, inherited by workers */
+
+/* ---- master: series for the configuration ---- */
+
+static void esc(char *dst, size_t n, const char *src)
+{
+    size_t j = 0;
+    for (; *src && j + 2 < n; src++) {
+        if (*src == '"' || *src == '\\')
+            dst[j++] = '\\';
+        dst[j++] = *src == '\n' ? ' ' : *src;
+    }
+    dst[j] = 0;
+}
+
+/* The series of labels, found or made: its index + 1, or 0 when full. */
+static int series_of(const char *labels)
+{
+    uint64_t k = lg_hash64(labels, strlen(labels), 0x6d78) | 1;
+    unsigned i = (unsigned)(k % MX_SERIES);
+    for (unsigned n = 0; n < MX_SERIES; n++, i = (i + 1) % MX_SERIES) {
+        mx_series_t *s = &zone->s[i];
+        uint64_t have = atomic_load(&s->key);
+        if (have == k && strcmp(s->labels, labels) == 0)
+            return (int)i + 1;
+        if (have == 0) {
+            snprintf(s->labels, sizeof(s->labels), "%s", labels);
+            atomic_store(&s->key, k);
+            return (int)i + 1;
+        }
+    }
+    return 0;
+}
+
+static const char *server_label(const lg_server_t *srv)
+{
+    if (srv->nnames && srv->names[0].name)
+        return srv->names[0].name;
+    return srv->nlistens ? srv->listens[0].addr.text : "-";
+}
+
+size_t lg_metrics_shm_size(const lg_conf_t *conf)
+{
+    (void)conf;
+    return sizeof(mx_zone_t) + 4096;
+}
+
+int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
+{
+    int fresh = 0;
+    zone = lg_shm_zone(shm, "metrics", sizeof(mx_zone_t), &fresh);
+    if (zone == NULL) {
+        snprintf(err, errlen, "no room in shared memory for the metrics (shared_memory_size)");
+        return -1;
+    }
+    if (fresh || zone->magic != MX_MAGIC) {
+        memset(zone, 0, sizeof(*zone));
+        zone->magic = MX_MAGIC;
+        zone->start_time = (int64_t)time(NULL);
+    } else {
+        atomic_fetch_add(&zone->reloads, 1);
+    }
+    atomic_store(&zone->workers, conf->worker_processes);
+    /* other bounds than the running ones: the old counts mean nothing */
+    int64_t b[LG_METRICS_BUCKETS];
+    uint32_t nb = 0;
+    for (size_t i = 0; conf->metrics_buckets && i < conf->metrics_buckets->n && nb < LG_METRICS_BUCKETS; i++) {
+        lg_msec_t ms;
+        if (lg_parse_duration(conf->metrics_buckets->v[i], &ms) == 0)
+            b[nb++] = ms;
+    }
+    if (nb != zone->nbuckets || memcmp(b, zone->bucket_ms, nb * sizeof(b[0])) != 0) {
+        for (unsigned i = 0; i < MX_SERIES; i++) {
+            for (unsigned j = 0; j <= LG_METRICS_BUCKETS; j++)
+                atomic_store(&zone->s[i].hist[j], 0);
+            atomic_store(&zone->s[i].dur_ms, 0);
+        }
+        memcpy(zone->bucket_ms, b, nb * sizeof(b[0]));
+        zone->nbuckets = nb;
+    }
+    char sl[64], rl[64], labels[160];
+    for (size_t i = 0; i < conf->nservers; i++) {
+        lg_server_t *srv = &conf->servers[i];
+        esc(sl, sizeof(sl), server_label(srv));
+        snprintf(labels, sizeof(labels), "server=\"%s\",route=\"-\"", sl);
+        srv->mx = series_of(labels);
+        for (size_t j = 0; j < srv->nroutes; j++) {
+            lg_route_t *rt = &srv->routes[j];
+            esc(rl, sizeof(rl), rt->pattern ? rt->pattern : "-");
+            snprintf(labels, sizeof(labels), "server=\"%s\",route=\"%s\"", sl, rl);
+            rt->mx = series_of(labels);
+            if (rt->mx == 0)
+                rt->mx = srv->mx;       /* full: counted in the server's */
+        }
+    }
+    for (size_t i = 0; i < conf->nbinds && i < MX_LISTENERS; i++) {
+        const lg_bind_t *bd = &conf->binds[i];
+        char label[72], a[48];
+        esc(a, sizeof(a), bd->addr.text);
+        snprintf(label, sizeof(label), "listener=\"%s\",tls=\"%s\"", a, bd->tls ? "yes" : "no");
+        uint64_t k = lg_hash64(label, strlen(label), 0x6c73) | 1;
+        unsigned slot = (unsigned)(k % MX_LISTENERS), n = 0;
+        for (; n < MX_LISTENERS; n++, slot = (slot + 1) % MX_LISTENERS) {
+            uint64_t have = atomic_load(&zone->l[slot].key);
+            if (have == k || have == 0)
+                break;
+        }
+        if (n < MX_LISTENERS && atomic_load(&zone->l[slot].key) == 0) {
+            snprintf(zone->l[slot].label, sizeof(zone->l[slot].label), "%s", label);
+            atomic_store(&zone->l[slot].key, k);
+        }
+    }
+    return 0;
+}
+
+/* ---- worker: local counts, moved to the zone ---- */
+
+typedef struct mx_local {
+    uint64_t codes[5];
+    uint64_t hist[LG_METRICS_BUCKETS + 1];
+    uint64_t dur_ms, bytes_in, bytes_out;
+    int      dirty;
+} mx_local_t;
+
+static mx_local_t *local;       /* [MX_SERIES] */
+static lg_lstats_t *sent;       /* [nbinds]: what was moved already */
+static int *bind_slot;          /* [nbinds]: the zone's listener entry, or -1 */
+
+static int metrics_init(void)
+{
+    if (zone == NULL)
+        return 0;               /* -t, a test without the master */
+    const lg_conf_t *c = lg_w.conf;
+    local = calloc(MX_SERIES, sizeof(*local));
+    lg_w.lstats = calloc(c->nbinds ? c->nbinds : 1, sizeof(lg_lstats_t));
+    sent = calloc(c->nbinds ? c->nbinds : 1, sizeof(lg_lstats_t));
+    bind_slot = calloc(c->nbinds ? c->nbinds : 1, sizeof(int));
+    if (local == NULL || lg_w.lstats == NULL || sent == NULL || bind_slot == NULL)
+        return -1;
+    for (size_t i = 0; i < c->nbinds; i++) {
+        char label[72], a[48];
+        esc(a, sizeof(a), c->binds[i].addr.text);
+        snprintf(label, sizeof(label), "listener=\"%s\",tls=\"%s\"", a, c->binds[i].tls ? "yes" : "no");
+        uint64_t k = lg_hash64(label, strlen(label), 0x6c73) | 1;
+        bind_slot[i] = -1;
+        for (unsigned n = 0, s = (unsigned)(k % MX_LISTENERS); n < MX_LISTENERS;
+             n++, s = (s + 1) % MX_LISTENERS)
+            if (atomic_load(&zone->l[s].key) == k) {
+                bind_slot[i] = (int)s;
+                break;
+            }
+    }
+    return 0;
+}
+
+void lg_metrics_flush(void)
+{
+    if (zone == NULL || local == NULL)
+        return;
+    for (unsigned i = 0; i < MX_SERIES; i++) {
+        mx_local_t *l = &local[i];
+        if (!l->dirty)
+            continue;
+        mx_series_t *s = &zone->s[i];
+        for (int j = 0; j < 5; j++)
+            if (l->codes[j])
+                atomic_fetch_add_explicit(&s->codes[j], l->codes[j], memory_order_relaxed);
+        for (unsigned j = 0; j <= LG_METRICS_BUCKETS; j++)
+            if (l->hist[j])
+                atomic_fetch_add_explicit(&s->hist[j], l->hist[j], memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->dur_ms, l->dur_ms, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->bytes_in, l->bytes_in, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->bytes_out, l->bytes_out, memory_order_relaxed);
+        memset(l, 0, sizeof(*l));
+    }
+    for (size_t i = 0; lg_w.lstats && i < lg_w.conf->nbinds; i++) {
+        if (bind_slot[i] < 0)
+            continue;
+        const uint64_t *now = (const uint64_t *)&lg_w.lstats[i];
+        uint64_t *was = (uint64_t *)&sent[i];
+        for (size_t f = 0; f < MX_NSTAT; f++)
+            if (now[f] != was[f]) {
+                atomic_fetch_add_explicit(&zone->l[bind_slot[i]].v[f], now[f] - was[f],
+                                          memory_order_relaxed);
+                was[f] = now[f];
+            }
+    }
+}
+
+/* The LOG phase: the request in its route's series. */
+static int log_phase(lg_req_t *r)
+{
+    if (local == NULL || r->server == NULL)
+        return LG_OK;
+    int mx = r->route ? r->route->mx : r->server->mx;
+    if (mx <= 0 || mx > MX_SERIES)
+        return LG_OK;
+    mx_local_t *l = &local[mx - 1];
+    int cls = r->status / 100 - 1;
+    if (cls >= 0 && cls < 5)
+        l->codes[cls]++;
+    lg_msec_t d = lg_w.loop.now - r->t_start;
+    if (d < 0)
+        d = 0;
+    unsigned b = 0;
+    while (b < zone->nbuckets && d > zone->bucket_ms[b])
+        b++;
+    l->hist[b]++;
+    l->dur_ms += (uint64_t)d;
+    l->bytes_in += r->bytes_in;
+    l->bytes_out += r->bytes_out;
+    l->dirty = 1;
+    return LG_OK;
+}
+
+/* ---- the pages ---- */
+
+typedef struct out {
+    lg_arena_t *a;
+    char       *p;
+    size_t      n, cap;
+    int         oom;
+} out_t;
+
+static void put(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(out_t *o, const char *fmt, ...)
+{
+    for (int tries = 0; tries < 2 && !o->oom; tries++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(o->p + o->n, o->cap - o->n, fmt, ap);
+        va_end(ap);
+        if (k < 0) {
+            o->oom = 1;
+            return;
+        }
+        if ((size_t)k < o->cap - o->n) {
+            o->n += (size_t)k;
+            return;
+        }
+        size_t cap = (o->cap + (size_t)k) * 2;
+        char *np = lg_arena_alloc(o->a, cap);
+        if (np == NULL) {
+            o->oom = 1;
+            return;
+        }
+        memcpy(np, o->p, o->n);
+        o->p = np;
+        o->cap = cap;
+    }
+}
+
+static uint64_t ld(_Atomic uint64_t *v) { return atomic_load_explicit(v, memory_order_relaxed); }
+
+static const char *const lnames[MX_NSTAT] = {
+    "connections_accepted_total", "connections_closed_total", "tls_handshakes_total",
+    "tls_handshake_failures_total", "tls_resumptions_total", "http2_connections_total",
+    "http2_streams_total", "http2_resets_received_total", "http2_resets_sent_total",
+    "http2_goaways_sent_total",
+};
+
+static void page_metrics(out_t *o)
+{
+    static const char *const cls[5] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+    put(o, "# HELP legate_build_info legate's version.\n# TYPE legate_build_info gauge\n"
+           "legate_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
+    put(o, "# HELP legate_start_time_seconds When the master started (Unix time).\n"
+           "# TYPE legate_start_time_seconds gauge\nlegate_start_time_seconds %lld\n",
+        (long long)zone->start_time);
+    put(o, "# HELP legate_reloads_total Configuration reloads.\n# TYPE legate_reloads_total counter\n"
+           "legate_reloads_total %llu\n", (unsigned long long)ld(&zone->reloads));
+    put(o, "# HELP legate_workers Worker processes configured.\n# TYPE legate_workers gauge\n"
+           "legate_workers %d\n", atomic_load(&zone->workers));
+    put(o, "# HELP legate_connections_active Client connections open.\n"
+           "# TYPE legate_connections_active gauge\n");
+    for (unsigned i = 0; i < MX_LISTENERS; i++)
+        if (ld(&zone->l[i].key)) {
+            uint64_t a = ld(&zone->l[i].v[0]), c = ld(&zone->l[i].v[1]);
+            put(o, "legate_connections_active{%s} %llu\n", zone->l[i].label,
+                (unsigned long long)(a > c ? a - c : 0));
+        }
+    for (size_t f = 0; f < MX_NSTAT; f++) {
+        put(o, "# TYPE legate_%s counter\n", lnames[f]);
+        for (unsigned i = 0; i < MX_LISTENERS; i++)
+            if (ld(&zone->l[i].key))
+                put(o, "legate_%s{%s} %llu\n", lnames[f], zone->l[i].label,
+                    (unsigned long long)ld(&zone->l[i].v[f]));
+    }
+    put(o, "# HELP legate_http_requests_total Requests answered, by status class.\n"
+           "# TYPE legate_http_requests_total counter\n");
+    for (unsigned i = 0; i < MX_SERIES; i++)
+        if (ld(&zone->s[i].key))
+            for (int c = 0; c < 5; c++)
+                put(o, "legate_http_requests_total{%s,code=\"%s\"} %llu\n", zone->s[i].labels, cls[c],
+                    (unsigned long long)ld(&zone->s[i].codes[c]));
+    put(o, "# HELP legate_http_request_duration_seconds Time from the first byte of a request "
+           "to its log line.\n# TYPE legate_http_request_duration_seconds histogram\n");
+    for (unsigned i = 0; i < MX_SERIES; i++) {
+        mx_series_t *s = &zone->s[i];
+        if (!ld(&s->key))
+            continue;
+        uint64_t cum = 0;
+        for (unsigned b = 0; b < zone->nbuckets; b++) {
+            cum += ld(&s->hist[b]);
+            put(o, "legate_http_request_duration_seconds_bucket{%s,le=\"%g\"} %llu\n", s->labels,
+                (double)zone->bucket_ms[b] / 1000.0, (unsigned long long)cum);
+        }
+        cum += ld(&s->hist[zone->nbuckets]);
+        put(o, "legate_http_request_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n", s->labels,
+            (unsigned long long)cum);
+        put(o, "legate_http_request_duration_seconds_sum{%s} %.3f\n", s->labels,
+            (double)ld(&s->dur_ms) / 1000.0);
+        put(o, "legate_http_request_duration_seconds_count{%s} %llu\n", s->labels,
+            (unsigned long long)cum);
+    }
+    put(o, "# TYPE legate_http_request_bytes_total counter\n");
+    for (unsigned i = 0; i < MX_SERIES; i++)
+        if (ld(&zone->s[i].key))
+            put(o, "legate_http_request_bytes_total{%s} %llu\n", zone->s[i].labels,
+                (unsigned long long)ld(&zone->s[i].bytes_in));
+    put(o, "# TYPE legate_http_response_bytes_total counter\n");
+    for (unsigned i = 0; i < MX_SERIES; i++)
+        if (ld(&zone->s[i].key))
+            put(o, "legate_http_response_bytes_total{%s} %llu\n", zone->s[i].labels,
+                (unsigned long long)ld(&zone->s[i].bytes_out));
+    /* upstream servers: their shared state, as the balancers see it */
+    const lg_conf_t *c = lg_w.conf;
+    put(o, "# HELP legate_upstream_server_up 1 when the server takes requests (not ejected, "
+           "health checks pass).\n# TYPE legate_upstream_server_up gauge\n");
+    for (size_t u = 0; u < c->nupstreams; u++)
+        for (size_t i = 0; c->upstreams[u].state && i < c->upstreams[u].nservers; i++) {
+            lg_upstate_t *st = &(c->upstreams[u].state)[i];
+            int down = atomic_load(&st->hc_down) || atomic_load(&st->down_until) > lg_w.loop.now;
+            put(o, "legate_upstream_server_up{upstream=\"%s\",server=\"%s\"} %d\n",
+                c->upstreams[u].name, c->upstreams[u].servers[i].addr.text, !down);
+        }
+    put(o, "# TYPE legate_upstream_requests_total counter\n");
+    for (size_t u = 0; u < c->nupstreams; u++)
+        for (size_t i = 0; c->upstreams[u].state && i < c->upstreams[u].nservers; i++) {
+            lg_upstate_t *st = &(c->upstreams[u].state)[i];
+            put(o, "legate_upstream_requests_total{upstream=\"%s\",server=\"%s\"} %llu\n",
+                c->upstreams[u].name, c->upstreams[u].servers[i].addr.text,
+                (unsigned long long)lg_shm_get(&st->requests));
+        }
+    put(o, "# TYPE legate_upstream_failures_total counter\n");
+    for (size_t u = 0; u < c->nupstreams; u++)
+        for (size_t i = 0; c->upstreams[u].state && i < c->upstreams[u].nservers; i++) {
+            lg_upstate_t *st = &(c->upstreams[u].state)[i];
+            put(o, "legate_upstream_failures_total{upstream=\"%s\",server=\"%s\"} %llu\n",
+                c->upstreams[u].name, c->upstreams[u].servers[i].addr.text,
+                (unsigned long long)lg_shm_get(&st->failures));
+        }
+    put(o, "# TYPE legate_upstream_active_requests gauge\n");
+    for (size_t u = 0; u < c->nupstreams; u++)
+        for (size_t i = 0; c->upstreams[u].state && i < c->upstreams[u].nservers; i++) {
+            lg_upstate_t *st = &(c->upstreams[u].state)[i];
+            uint64_t a = 0;
+            for (int w = 0; w < LG_UPSTATE_SLOTS; w++)
+                a += atomic_load(&st->active[w]);
+            put(o, "legate_upstream_active_requests{upstream=\"%s\",server=\"%s\"} %llu\n",
+                c->upstreams[u].name, c->upstreams[u].servers[i].addr.text, (unsigned long long)a);
+        }
+    if (lg_cache) {
+        lg_cache_stats_t cs;
+        lg_store_stats(lg_cache, &cs);
+        put(o, "# TYPE legate_cache_hits_total counter\nlegate_cache_hits_total %llu\n"
+               "# TYPE legate_cache_misses_total counter\nlegate_cache_misses_total %llu\n"
+               "# TYPE legate_cache_stores_total counter\nlegate_cache_stores_total %llu\n"
+               "# TYPE legate_cache_evictions_total counter\nlegate_cache_evictions_total %llu\n"
+               "# TYPE legate_cache_objects gauge\nlegate_cache_objects %llu\n"
+               "# TYPE legate_cache_bytes gauge\nlegate_cache_bytes %llu\n"
+               "# TYPE legate_cache_capacity_bytes gauge\nlegate_cache_capacity_bytes %llu\n",
+            (unsigned long long)cs.hits, (unsigned long long)cs.misses, (unsigned long long)cs.stores,
+            (unsigned long long)cs.evictions, (unsigned long long)cs.objects,
+            (unsigned long long)cs.used, (unsigned long long)cs.capacity);
+    }
+}
+
+static void page_json(out_t *o)
+{
+    static const char *const cls[5] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+    uint64_t total[5] = { 0 }, active = 0, accepted = 0;
+    for (unsigned i = 0; i < MX_SERIES; i++)
+        for (int c = 0; c < 5; c++)
+            total[c] += ld(&zone->s[i].codes[c]);
+    for (unsigned i = 0; i < MX_LISTENERS; i++)
+        if (ld(&zone->l[i].key)) {
+            uint64_t a = ld(&zone->l[i].v[0]), c = ld(&zone->l[i].v[1]);
+            accepted += a;
+            active += a > c ? a - c : 0;
+        }
+    put(o, "{\"version\":\"%s\",\"start_time\":%lld,\"now\":%lld,\"reloads\":%llu,\"workers\":%d,"
+           "\"connections\":{\"active\":%llu,\"accepted\":%llu},\"requests\":{",
+        PACKAGE_VERSION, (long long)zone->start_time, (long long)time(NULL),
+        (unsigned long long)ld(&zone->reloads), atomic_load(&zone->workers),
+        (unsigned long long)active, (unsigned long long)accepted);
+    for (int c = 0; c < 5; c++)
+        put(o, "%s\"%s\":%llu", c ? "," : "", cls[c], (unsigned long long)total[c]);
+    put(o, "},\"series\":[");
+    int first = 1;
+    for (unsigned i = 0; i < MX_SERIES; i++) {
+        mx_series_t *s = &zone->s[i];
+        if (!ld(&s->key))
+            continue;
+        /* labels are server="a",route="b": JSON wants "server":"a" */
+        char lab[160];
+        size_t j = 0;
+        for (const char *p = s->labels; *p && j + 2 < sizeof(lab); p++) {
+            if (*p == '=') {
+                lab[j++] = '"';
+                lab[j++] = ':';
+            } else if (*p == ',' && p[-1] == '"') {
+                lab[j++] = ',';
+                lab[j++] = '"';
+            } else {
+                lab[j++] = *p;
+            }
+        }
+        lab[j] = 0;
+        uint64_t n = 0;
+        for (int c = 0; c < 5; c++)
+            n += ld(&s->codes[c]);
+        put(o, "%s{\"%s,\"requests\":%llu,\"5xx\":%llu,\"4xx\":%llu,\"duration_ms\":%llu}",
+            first ? "" : ",", lab, (unsigned long long)n, (unsigned long long)ld(&s->codes[4]),
+            (unsigned long long)ld(&s->codes[3]), (unsigned long long)ld(&s->dur_ms));
+        first = 0;
+    }
+    put(o, "],\"upstreams\":[");
+    const lg_conf_t *c = lg_w.conf;
+    first = 1;
+    for (size_t u = 0; u < c->nupstreams; u++)
+        for (size_t i = 0; c->upstreams[u].state && i < c->upstreams[u].nservers; i++) {
+            lg_upstate_t *st = &(c->upstreams[u].state)[i];
+            int down = atomic_load(&st->hc_down) || atomic_load(&st->down_until) > lg_w.loop.now;
+            put(o, "%s{\"upstream\":\"%s\",\"server\":\"%s\",\"up\":%s,\"requests\":%llu,\"failures\":%llu}",
+                first ? "" : ",", c->upstreams[u].name, c->upstreams[u].servers[i].addr.text,
+                down ? "false" : "true", (unsigned long long)lg_shm_get(&st->requests),
+                (unsigned long long)lg_shm_get(&st->failures));
+            first = 0;
+        }
+    put(o, "]");
+    if (lg_cache) {
+        lg_cache_stats_t cs;
+        lg_store_stats(lg_cache, &cs);
+        put(o, ",\"cache\":{\"hits\":%llu,\"misses\":%llu,\"objects\":%llu,\"used\":%llu,\"capacity\":%llu}",
+            (unsigned long long)cs.hits, (unsigned long long)cs.misses, (unsigned long long)cs.objects,
+            (unsigned long long)cs.used, (unsigned long long)cs.capacity);
+    }
+    put(o, "}\n");
+}
+
+/*
+ * A self-contained page (no external script, style or font: admin
+ * networks are often offline) that polls status.json beside it every
+ * second and draws the request and error rates and the active connections
+ * of the last five minutes as small SVG charts.
+ */
+static const char status_html[] =
+    "<!doctype html><html><head><meta charset=utf-8><title>legate status</title>"
+    "<style>body{font:14px sans-serif;margin:2em;color:#222}h1{font-size:18px}"
+    ".c{display:inline-block;margin:0 2em 2em 0}.c svg{border:1px solid #ccc;background:#fafafa}"
+    "table{border-collapse:collapse}td,th{padding:2px 10px;border-bottom:1px solid #eee;text-align:left}"
+    ".down{color:#b00}</style></head><body><h1>legate <span id=ver></span></h1>"
+    "<div id=sum></div>"
+    "<div class=c><div>requests/s</div><svg id=rps width=300 height=80></svg></div>"
+    "<div class=c><div>errors/s (5xx)</div><svg id=err width=300 height=80></svg></div>"
+    "<div class=c><div>active connections</div><svg id=act width=300 height=80></svg></div>"
+    "<h2>upstream servers</h2><table id=ups></table>"
+    "<script>\n"
+    "var H={rps:[],err:[],act:[]},last=null;\n"
+    "function draw(id,v){var s=document.getElementById(id),m=Math.max(1,Math.max.apply(null,v)),"
+    "p=v.map(function(x,i){return (i*300/Math.max(1,v.length-1)).toFixed(1)+','+(78-x*74/m).toFixed(1)})"
+    ".join(' ');s.innerHTML='<polyline fill=none stroke=#36c stroke-width=2 points=\"'+p+'\"/>'+"
+    "'<text x=4 y=12 font-size=11>'+m.toFixed(0)+'</text>';s.setAttribute('data-points',v.length);"
+    "s.setAttribute('data-max',m)}\n"
+    "function tick(){fetch('status.json',{cache:'no-store'}).then(function(r){return r.json()})"
+    ".then(function(d){var n=0,e=d.requests['5xx'];for(var k in d.requests)n+=d.requests[k];"
+    "if(last){var dt=Math.max(1,d.now-last.now);H.rps.push((n-last.n)/dt);H.err.push((e-last.e)/dt)}"
+    "H.act.push(d.connections.active);for(var k in H)if(H[k].length>300)H[k].shift();"
+    "last={n:n,e:e,now:d.now};document.getElementById('ver').textContent=d.version;"
+    "document.getElementById('sum').textContent='requests '+n+', 5xx '+e+', reloads '+d.reloads+"
+    "', workers '+d.workers+(d.cache?', cache hits '+d.cache.hits+' misses '+d.cache.misses:'');"
+    "draw('rps',H.rps);draw('err',H.err);draw('act',H.act);"
+    "document.getElementById('ups').innerHTML='<tr><th>upstream<th>server<th>state<th>requests<th>failures'+"
+    "d.upstreams.map(function(u){return '<tr><td>'+u.upstream+'<td>'+u.server+'<td class='+(u.up?'up':'down')+"
+    "'>'+(u.up?'up':'down')+'<td>'+u.requests+'<td>'+u.failures}).join('')})}\n"
+    "tick();setInterval(tick,1000);\n"
+    "</script></body></html>\n";
+
+/* The CONTENT phase: a status route answers with the figures. */
+static int content_phase(lg_req_t *r)
+{
+    if (r->route == NULL || r->route->action != LG_ACTION_STATUS)
+        return LG_DECLINED;
+    if (zone == NULL) {
+        lg_respond_error(r, 503);
+        return LG_DONE;
+    }
+    lg_metrics_flush();         /* this worker's own, up to now */
+    const char *kind = r->route->status_page;
+    if (strcmp(kind, "html") == 0) {
+        r->local_ctype = "text/html; charset=utf-8";
+        lg_respond(r, 200, status_html, NULL);
+        return LG_DONE;
+    }
+    out_t o = { &r->arena, NULL, 0, 0, 0 };
+    o.cap = 16384;
+    o.p = lg_arena_alloc(&r->arena, o.cap);
+    if (o.p == NULL) {
+        lg_respond_error(r, 500);
+        return LG_DONE;
+    }
+    o.p[0] = 0;
+    if (strcmp(kind, "json") == 0) {
+        page_json(&o);
+        r->local_ctype = "application/json";
+    } else {
+        page_metrics(&o);
+        r->local_ctype = "text/plain; version=0.0.4; charset=utf-8";
+    }
+    if (o.oom) {
+        lg_respond_error(r, 500);
+        return LG_DONE;
+    }
+    r->local_extra = "Cache-Control: no-store\r\n";
+    lg_respond(r, 200, o.p, NULL);
+    return LG_DONE;
+}
+
+const lg_feature_t lg_feature_metrics = {
+    .name = "metrics",
+    .handlers = {
+        { LG_PH_CONTENT, content_phase },
+        { LG_PH_LOG, log_phase },
+    },
+    .init = metrics_init,
+};

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Observability: Prometheus metrics, status.json and the HTML status page
+(in headless Chromium), counted once across workers and reloads, with
+label sets bounded by the configuration; $request_id and the upstream
+timing variables."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from legate_test import *  # noqa: E402,F401,F403
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def conf(port, mport, origin, http_extra="", global_extra=""):
+    return """%s
+http = {
+  access_log = "logs/access.log";
+  log_format = "$request_id|$upstream_connect_time|$upstream_header_time|$status";
+  %s
+  upstreams = { app = { servers = ( "%s" ); }; };
+  servers = (
+    { listen = ( { address = "127.0.0.1:%d"; http2 = true; } );
+      server_name = "www.example";
+      routes = (
+        { prefix = "/api/"; proxy_pass = "app";
+          add_request_headers = { X-Request-ID = "$request_id"; }; },
+        { prefix = "/"; proxy_pass = "app"; }
+      ); },
+    { listen = "127.0.0.1:%d";
+      routes = (
+        { exact = "/metrics"; status = "metrics"; },
+        { exact = "/status.json"; status = "json"; },
+        { exact = "/status"; status = "html"; }
+      ); }
+  );
+};
+""" % (global_extra, http_extra, origin.address, port, mport)
+
+
+def scrape(mport):
+    st, h, body = curl("http://127.0.0.1:%d/metrics" % mport)
+    eq(st, 200)
+    contains(h.get("Content-Type", ""), "text/plain; version=0.0.4")
+    return body.decode()
+
+
+def value(text, name, **labels):
+    """The sample of name whose labels include these, or None."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name + "{"):
+            continue
+        if all('%s="%s"' % (k, v) in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@test
+def requests_are_counted_once_across_workers_and_a_reload():
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        text = conf(port, mport, o)
+        lg = Legate(text, workers=2)
+        for _ in range(40):
+            eq(request(port, "GET", "/a").status, 200)
+        for _ in range(3):
+            eq(request(port, "GET", "/a?status=503").status, 503)
+
+        def counted(n2, n5):
+            t = scrape(mport)
+            return (value(t, "legate_http_requests_total", server="www.example", route="/", code="2xx") == n2
+                    and value(t, "legate_http_requests_total", server="www.example", route="/", code="5xx") == n5)
+        wait_until(lambda: counted(40, 3), 10, what="40 2xx and 3 5xx counted")
+        lg.reload(text.replace('log_format', 'keepalive_timeout = "30s";\n  log_format'))
+        for _ in range(10):
+            eq(request(port, "GET", "/a").status, 200)
+        wait_until(lambda: counted(50, 3), 10, what="the counts kept across the reload")
+        t = scrape(mport)
+        eq(re.search(r"^legate_reloads_total (\d+)$", t, re.M).group(1), "1", "reloads")
+        # the histogram adds up
+        cnt = value(t, "legate_http_request_duration_seconds_count", server="www.example", route="/")
+        inf = value(t, "legate_http_request_duration_seconds_bucket", server="www.example", route="/", le="+Inf")
+        eq((cnt, inf), (53.0, 53.0))
+        ok(value(t, "legate_upstream_requests_total", upstream="app") >= 53, "upstream requests")
+        eq(value(t, "legate_upstream_server_up", upstream="app"), 1.0)
+        ok(value(t, "legate_connections_accepted_total", listener="127.0.0.1:%d" % port) >= 53,
+           "connections accepted")
+
+
+@test
+def clients_cannot_grow_the_page():
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        lg = Legate(conf(port, mport, o), workers=1)
+        eq(request(port, "GET", "/x").status, 200)
+        wait_until(lambda: value(scrape(mport), "legate_http_requests_total", route="/", code="2xx") == 1, 10)
+        before = len(scrape(mport).splitlines())
+        for i in range(200):
+            eq(request(port, "GET", "/p%d?q=%d" % (i, i), headers=[("X-Junk-%d" % i, "1")],
+                       host="h%d.example" % i).status, 200)
+        wait_until(lambda: value(scrape(mport), "legate_http_requests_total", route="/", code="2xx") == 201, 10)
+        eq(len(scrape(mport).splitlines()), before, "lines on the page")
+
+
+@test
+def http2_streams_and_status_json():
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        lg = Legate(conf(port, mport, o), workers=1)
+        for _ in range(5):
+            st, _, _ = curl("--http2-prior-knowledge", "http://127.0.0.1:%d/h2" % port)
+            eq(st, 200)
+        wait_until(lambda: value(scrape(mport), "legate_http2_streams_total",
+                                 listener="127.0.0.1:%d" % port) == 5, 10, what="5 HTTP/2 streams")
+        t = scrape(mport)
+        eq(value(t, "legate_http2_connections_total", listener="127.0.0.1:%d" % port), 5.0)
+        st, h, body = curl("http://127.0.0.1:%d/status.json" % mport)
+        eq(st, 200)
+        d = json.loads(body)
+        ok(d["requests"]["2xx"] >= 5, "2xx in status.json: %r" % d["requests"])
+        eq([u["up"] for u in d["upstreams"]], [True])
+        ok(any(s["server"] == "www.example" and s["route"] == "/" for s in d["series"]), "series")
+
+
+@test
+def request_id_reaches_the_upstream_and_the_log():
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        lg = Legate(conf(port, mport, o), workers=1)
+        ids = []
+        for _ in range(3):
+            r = request(port, "GET", "/api/x?echo=1")
+            eq(r.status, 200)
+            hd = dict((k.lower(), v) for k, v in json.loads(r.body)["headers"])
+            ids.append(hd.get("x-request-id"))
+        for i in ids:
+            ok(i is not None and re.fullmatch(r"[0-9a-f]{32}", i), "request id %r" % i)
+        eq(len(set(ids)), 3, "distinct")
+
+        def logged():
+            try:
+                return open(lg.access_log).read()
+            except FileNotFoundError:
+                return ""
+        wait_until(lambda: len(logged().splitlines()) >= 3, 10)
+        lines = logged().splitlines()
+        for i, line in zip(ids, lines):
+            rid, conn_t, head_t, st = line.split("|")
+            eq((rid, st), (i, "200"))
+            ok(re.fullmatch(r"\d+\.\d{3}", conn_t) and re.fullmatch(r"\d+\.\d{3}", head_t),
+               "timings %r %r" % (conn_t, head_t))
+
+
+@test
+def bad_buckets_are_a_config_error():
+    rc, err = check_config(conf(free_port(), free_port(), Origin("o1"),
+                                global_extra='metrics_buckets = [ "1s", "10ms" ];'))
+    ok(rc != 0, "rejected")
+    contains(err, "metrics_buckets")
+    contains(err, "legate.conf:1:")
+
+
+@test(timeout=150)
+def status_page_draws_in_chromium():
+    if CHROMIUM is None:
+        skip("chromium not installed (scripts/bootstrap installs it)")
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        lg = Legate(conf(port, mport, o), workers=1)
+        st, h, body = curl("http://127.0.0.1:%d/status" % mport)
+        eq(st, 200)
+        contains(h.get("Content-Type", ""), "text/html")
+        ok(b"src=" not in body and b"href=" not in body, "no external resources")
+        for _ in range(30):
+            request(port, "GET", "/t")
+        d = tempfile.mkdtemp(prefix="legate-chromium-status-")
+        dom = ""
+        try:
+            for attempt in range(3):
+                cmd = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+                       "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
+                       "--disable-background-networking", "--disable-component-update",
+                       "--user-data-dir=" + os.path.join(d, "p%d" % attempt),
+                       "--virtual-time-budget=4000", "--dump-dom",
+                       "http://127.0.0.1:%d/status" % mport]
+                p = subprocess.run(cmd, capture_output=True, timeout=40, stdin=subprocess.DEVNULL)
+                dom = p.stdout.decode(errors="replace")
+                if "<polyline" in dom and "127.0.0.1" in dom:
+                    break
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        contains(dom, "<polyline", "a chart was drawn")
+        ok(re.search(r"requests (\d+)", dom) and int(re.search(r"requests (\d+)", dom).group(1)) >= 30,
+           "the summary counts the traffic: %r" % re.findall(r"requests \d+[^<]*", dom))
+        contains(dom, '<td class="up">up</td>', "the upstream server's state")
+        with open(os.path.join(lg.prefix, "status-dom.html"), "w") as f:
+            f.write(dom)       # kept with the prefix as the test's artifact on failure
+
+
+@test
+def shipped_observability_example():
+    """conf/examples/observability.conf, on free ports instead of 8080, 9001, 9145."""
+    with Origin("o1") as o:
+        text = open(os.path.join(REPO, "conf", "examples", "observability.conf")).read()
+        for a in ("127.0.0.1:8080", "127.0.0.1:9001", "127.0.0.1:9145"):
+            ok(a in text, "the example's address " + a)
+        port, mport = free_port(), free_port()
+        text = (text.replace("127.0.0.1:8080", "127.0.0.1:%d" % port).replace("127.0.0.1:9001", o.address)
+                .replace("127.0.0.1:9145", "127.0.0.1:%d" % mport)
+                .replace('worker_processes = "auto";', "worker_processes = 2;"))
+        lg = Legate(text)
+        r = request(port, "GET", "/e?echo=1")
+        eq(r.status, 200)
+        rid = dict((k.lower(), v) for k, v in json.loads(r.body)["headers"]).get("x-request-id")
+        ok(rid and re.fullmatch(r"[0-9a-f]{32}", rid), "X-Request-ID %r" % rid)
+        wait_until(lambda: value(scrape(mport), "legate_http_requests_total", route="/", code="2xx") == 1,
+                   10, what="the request counted")
+        st, _, body = curl("http://127.0.0.1:%d/status.json" % mport)
+        eq(st, 200)
+        json.loads(body)
+
+
+if __name__ == "__main__":
+    main()
