@@ -120,8 +120,9 @@ typedef struct lg_limit_zone {
     int        conn;                    /* 0: a rate zone (limit_req), 1: a concurrency zone */
     lg_tpl_t  *key;                     /* what is counted: "$remote_addr", "$http_x_api_key" */
     int64_t    size;                    /* bytes of shared memory, default 1m */
-    char      *rate;                    /* rate zones: as written, "20r/s" or "30r/m" */
+    char      *rate;                    /* rate zones: as written, "20r/s", "30r/m", or bytes "512k/s" */
     int64_t    interval_us;             /* rate zones: one request's share of time, 1 s / rate */
+    int64_t    bytes_rate;              /* a bandwidth zone ("512k/s"): bytes a second, else 0 */
     void      *table;                   /* its table in the shared segment, set by the master */
     int        index;
     int        line;
@@ -232,6 +233,8 @@ typedef struct lg_common {
     int        limit_conn_dry_run;      /* bool */
     int64_t    limit_rate;              /* bytes a second of a proxied response body, 0 = none */
     int64_t    limit_rate_after;        /* ...after the first this many, default 0 */
+    char      *limit_rate_zone;         /* a bandwidth zone shared by the key's requests, or NULL */
+    lg_limit_zone_t *limit_rate_z;      /* ...resolved once loading is done */
 
     char *access_log;                   /* path under prefix, or "off"; default "logs/access.log" */
     lg_tpl_t *log_format;               /* "combined" (default), "json", "forward", or a

@@ -85,12 +85,24 @@ static int zones(ld_t *ld, const config_setting_t *s, int conn)
         if (conn && z->rate)
             bad = ld_error(ld, config_setting_get_member(g, "rate"),
                            "'rate' belongs to limit_req_zones, not limit_conn_zones");
-        if (!conn && z->rate == NULL)
+        size_t rl = z->rate ? strlen(z->rate) : 0;
+        if (!conn && z->rate == NULL) {
             bad = ld_error(ld, g, "a zone of 'limit_req_zones' has no 'rate'");
-        else if (!conn && parse_rate(z->rate, &z->interval_us) < 0)
+        } else if (!conn && rl > 2 && strcmp(z->rate + rl - 2, "/s") == 0 &&
+                   z->rate[rl - 3] != 'r') {
+            /* bytes a second: a bandwidth zone, for limit_rate_zone */
+            char num[32];
+            snprintf(num, sizeof(num), "%.*s", (int)(rl - 2), z->rate);
+            if (lg_parse_size(num, &z->bytes_rate) < 0 || z->bytes_rate < 1024 ||
+                z->bytes_rate > ((int64_t)1 << 40))
+                bad = ld_error(ld, config_setting_get_member(g, "rate"),
+                               "'rate' of a bandwidth zone must be bytes a second, such as "
+                               "\"512k/s\" or \"10m/s\" (1k/s to 1t/s)");
+        } else if (!conn && parse_rate(z->rate, &z->interval_us) < 0) {
             bad = ld_error(ld, config_setting_get_member(g, "rate"),
                            "'rate' must be requests per second or minute, such as \"20r/s\" "
-                           "or \"30r/m\" (1 to 1000000)");
+                           "or \"30r/m\" (1 to 1000000), or bytes a second such as \"512k/s\"");
+        }
         for (size_t k = 0; z->name && k < conf->nlimit_zones; k++)
             if (conf->limit_zones[k].conn == conn && strcmp(conf->limit_zones[k].name, z->name) == 0)
                 bad = ld_error(ld, g, "%s \"%s\" is declared twice (also at line %d)", what,
@@ -196,7 +208,29 @@ static void resolve(ld_t *ld, lg_limits_t *l, int conn)
             ld_error_at(ld, ld->file, r->line, "'%s' names zone \"%s\", which %s does not declare",
                         conn ? "limit_conn" : "limit_req", r->zone_name,
                         conn ? "limit_conn_zones" : "limit_req_zones");
+        else if (!conn && r->zone->bytes_rate)
+            ld_error_at(ld, ld->file, r->line, "'limit_req' names zone \"%s\", a bandwidth zone "
+                        "(its rate is bytes a second): that is for 'limit_rate_zone'", r->zone_name);
     }
+}
+
+/* limit_rate_zone = "name": a bandwidth zone of limit_req_zones. */
+static void resolve_rate(ld_t *ld, lg_common_t *c, int line)
+{
+    if (c->limit_rate_zone == NULL || c->limit_rate_z)
+        return;
+    for (size_t k = 0; k < ld->conf->nlimit_zones; k++) {
+        lg_limit_zone_t *z = &ld->conf->limit_zones[k];
+        if (!z->conn && strcmp(z->name, c->limit_rate_zone) == 0) {
+            if (z->bytes_rate == 0)
+                ld_error_at(ld, ld->file, line, "'limit_rate_zone' names zone \"%s\", whose rate "
+                            "is requests, not bytes a second", z->name);
+            c->limit_rate_z = z;
+            return;
+        }
+    }
+    ld_error_at(ld, ld->file, line, "'limit_rate_zone' names zone \"%s\", which limit_req_zones "
+                "does not declare", c->limit_rate_zone);
 }
 
 /* After the merge: zone names resolved, and which servers must find the
@@ -206,19 +240,23 @@ void ld_limits_finish(ld_t *ld)
     lg_conf_t *conf = ld->conf;
     resolve(ld, conf->http.limit_req, 0);
     resolve(ld, conf->http.limit_conn, 1);
+    resolve_rate(ld, &conf->http, conf->http_line);
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
         resolve(ld, srv->common.limit_req, 0);
         resolve(ld, srv->common.limit_conn, 1);
+        resolve_rate(ld, &srv->common, srv->line);
         for (size_t j = 0; j < srv->nroutes; j++) {
-            const lg_common_t *c = &srv->routes[j].common;
+            lg_common_t *c = &srv->routes[j].common;
             resolve(ld, c->limit_req, 0);
             resolve(ld, c->limit_conn, 1);
+            resolve_rate(ld, c, srv->routes[j].line);
             if (c->limit_req != srv->common.limit_req || c->limit_conn != srv->common.limit_conn ||
                 c->limit_req_status != srv->common.limit_req_status ||
                 c->limit_req_dry_run != srv->common.limit_req_dry_run ||
                 c->limit_conn_status != srv->common.limit_conn_status ||
-                c->limit_conn_dry_run != srv->common.limit_conn_dry_run)
+                c->limit_conn_dry_run != srv->common.limit_conn_dry_run ||
+                c->limit_rate_z != srv->common.limit_rate_z)
                 srv->limit_routes = 1;
         }
     }

@@ -274,10 +274,49 @@ static int check_rate(lg_req_t *r, const lg_common_t *c, int64_t now)
     return LG_AGAIN;
 }
 
+/* limit_rate_zone: the key's share of the zone's bandwidth, drawn by the
+ * response pipe as it writes. */
+typedef struct lim_rate {
+    lg_lz_t *z;
+    uint64_t h;
+    int64_t  rate;
+} lim_rate_t;
+
+static size_t rate_take(void *arg, size_t n, int64_t now_ms, int64_t *wait_ms)
+{
+    lim_rate_t *x = arg;
+    int64_t wait_us = 0;
+    (void)now_ms;               /* the zone counts on the system-wide clock, finer */
+    size_t k = lg_lz_bandwidth(x->z, x->h, now_us(), x->rate, n, &wait_us);
+    if (k == 0)
+        *wait_ms = lg_w.loop.now + (wait_us + 999) / 1000;
+    return k;
+}
+
+static int rate_zone(lg_req_t *r, const lg_common_t *c)
+{
+    const lg_limit_zone_t *lz = c->limit_rate_z;
+    size_t n;
+    const char *key = key_of(r, lz, &n);
+    if (key == NULL || lz->table == NULL)
+        return LG_OK;           /* no key: not limited, as limit_req */
+    lim_rate_t *x = lg_arena_alloc(&r->arena, sizeof(*x));
+    if (x == NULL)
+        return LG_ERROR;
+    x->z = lz->table;
+    x->h = lg_lz_hash(x->z, key, n);
+    x->rate = lz->bytes_rate;
+    r->rate_fn = rate_take;
+    r->rate_arg = x;
+    return LG_OK;
+}
+
 static int limit_access(lg_req_t *r)
 {
     const lg_common_t *c = settings(r);
     int has_conn = c->limit_conn && c->limit_conn->n, has_req = c->limit_req && c->limit_req->n;
+    if (c->limit_rate_z && rate_zone(r, c) != LG_OK)
+        return LG_ERROR;
     if (!has_conn && !has_req)
         return LG_DECLINED;
     int64_t now = now_us();

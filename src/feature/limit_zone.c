@@ -120,6 +120,37 @@ int lg_lz_rate(lg_lz_t *z, uint64_t h, int64_t now, int64_t interval, int64_t bu
     return rc;
 }
 
+size_t lg_lz_bandwidth(lg_lz_t *z, uint64_t h, int64_t now, int64_t rate, size_t n, int64_t *wait_us)
+{
+    /* GCRA over bytes: the arrival time advances by each byte's share of a
+     * second; a tenth of a second's worth (at least 16 KiB) may go ahead */
+    int64_t burst = rate / 10 > 16384 ? rate / 10 : 16384;
+    int64_t burst_us = burst * 1000000 / rate;
+    int evicted = 0;
+    size_t grant = 0;
+    lg_lz_set_t *s = set_of(z, h);
+    lg_shm_lock(&s->mx);
+    lg_lz_entry_t *e = entry(z, s, h, now, &evicted);
+    int64_t tat = e->u.tat > now ? e->u.tat : now;
+    int64_t credit = now + burst_us - tat;      /* µs of sending left */
+    if (credit > 0) {
+        int64_t k = credit * rate / 1000000;
+        grant = k < (int64_t)n ? (size_t)k : n;
+        tat += (int64_t)grant * 1000000 / rate;
+        e->u.tat = tat;
+    }
+    e->last = now;
+    lg_shm_unlock(&s->mx);
+    if (grant == 0) {
+        /* wait for a twentieth of a second's worth, at most 16 KiB */
+        int64_t step = rate / 20 < 16384 ? rate / 20 + 1 : 16384;
+        *wait_us = tat + step * 1000000 / rate - burst_us - now;
+        if (*wait_us < 1000)
+            *wait_us = 1000;
+    }
+    return grant;
+}
+
 int lg_lz_conn_acquire(lg_lz_t *z, uint64_t h, int64_t now, int64_t max, int dry, int slot)
 {
     lg_lz_set_t *s = set_of(z, h);

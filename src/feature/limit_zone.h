@@ -119,6 +119,13 @@ int      lg_gcra(int64_t *tat, int64_t now, int64_t interval, int64_t burst, int
                  int64_t *wait_us);
 
 /*
+ * Bandwidth: of n bytes key h wants to send at `now` (us), how many it may,
+ * at rate bytes a second shared by every request of the key; 0 with
+ * *wait_us until some may.
+ */
+size_t   lg_lz_bandwidth(lg_lz_t *z, uint64_t h, int64_t now, int64_t rate, size_t n, int64_t *wait_us);
+
+/*
  * Concurrency: count one more request of key h if fewer than max are in
  * flight (LG_LZ_PASS; release it later), refuse it (LG_LZ_REJECT), or
  * LG_LZ_FULL: no room to count it (not counted: do not release).  dry:

@@ -249,6 +249,19 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
                 data_n = (size_t)allowed;
             }
         }
+        if (p->rate_fn && data_n) {
+            int64_t wait = 0;
+            size_t k = p->rate_fn(p->rate_arg, data_n, lg_w.loop.now, &wait);
+            if (k == 0) {
+                data_n = 0;
+                if (hdr_n == 0 && !fx_pending) {
+                    p->rate_wait = wait > lg_w.loop.now ? wait : lg_w.loop.now + 1;
+                    return LG_PIPE_AGAIN;
+                }
+            } else {
+                data_n = k;
+            }
+        }
         if (data_n) {
             iov[cnt].iov_base = from;
             iov[cnt++].iov_len = data_n;

@@ -53,6 +53,10 @@ typedef struct lg_pipe {
     uint64_t       rate, rate_after;
     int64_t        rate_t0;
     int64_t        rate_wait;   /* throttled: the owner's timer should run the pipe then (ms), 0 none */
+    /* a budget shared with other requests (limit_rate_zone): of n payload
+     * bytes, how many may go at now (ms); 0 with *wait_ms until some may */
+    size_t       (*rate_fn)(void *arg, size_t n, int64_t now, int64_t *wait_ms);
+    void          *rate_arg;
 } lg_pipe_t;
 
 typedef enum lg_pipe_rc {

@@ -213,6 +213,10 @@ struct lg_req {
     http_header_t  *rsp_headers; /* arena: parse room for the response head, made once */
     lg_pipe_t       reqp;       /* client -> upstream */
     lg_pipe_t       rspp;       /* upstream -> client */
+    /* limit_rate_zone: the budget the response pipe (or a tunnel's
+     * downstream half) draws from, set in ACCESS by the limits feature */
+    size_t        (*rate_fn)(void *arg, size_t n, int64_t now, int64_t *wait_ms);
+    void           *rate_arg;
     int             rsp_head_done;
     size_t          rsp_scanned;
     int             upstream_status;

@@ -51,6 +51,14 @@ void lg_tunnel_start(lg_req_t *r, int status, const char *open, size_t open_len,
     lg_pipe_init(&r->rspp, ub, ub->start, LG_BODY_CLOSE, 0, 0);
     r->rspp.hdr = open;
     r->rspp.hdr_len = open_len;
+    /* limit_rate holds what goes to the client, as for a response body
+     * (Squid's delay pools on CONNECT); the kernel cannot splice at a rate */
+    const lg_common_t *c = lg_req_common(r);
+    r->rspp.rate = (uint64_t)c->limit_rate;
+    r->rspp.rate_after = (uint64_t)c->limit_rate_after;
+    r->rspp.rate_t0 = lg_w.loop.now;
+    r->rspp.rate_fn = r->rate_fn;
+    r->rspp.rate_arg = r->rate_arg;
     r->status = status;
     r->upstream_status = status;
     r->keep_alive = 0;          /* the connection is the tunnel's now */
@@ -120,7 +128,7 @@ static void tunnel_step(lg_req_t *r)
     /* plain sockets both ends, the reply out, nothing buffered: from here
      * on the kernel moves the bytes (splice), not us */
     if (!t->half_up && !t->half_down && ce->ssl == NULL && ue->ssl == NULL &&
-        ce->ops == NULL && ue->ops == NULL &&
+        ce->ops == NULL && ue->ops == NULL && r->rspp.rate == 0 && r->rspp.rate_fn == NULL &&
         r->rspp.hdr_sent == r->rspp.hdr_len && lg_buf_len(r->reqp.buf) == 0 &&
         lg_buf_len(r->rspp.buf) == 0 && lg_splice_open(&t->sp_up) == 0) {
         if (lg_splice_open(&t->sp_down) < 0) {
@@ -134,13 +142,21 @@ static void tunnel_step(lg_req_t *r)
 
 static lg_msec_t tunnel_arm(lg_req_t *r, lg_tkind_t *kind)
 {
+    if (r->rspp.rate_wait) {
+        /* held back by limit_rate: the timer lets it go on */
+        *kind = LG_T_RATE;
+        return r->rspp.rate_wait > lg_w.loop.now ? r->rspp.rate_wait - lg_w.loop.now : 0;
+    }
     *kind = LG_T_TUNNEL;
     return r->tunnel->idle_timeout;
 }
 
 static void tunnel_timeout(lg_req_t *r, lg_tkind_t kind)
 {
-    (void)kind;
+    if (kind == LG_T_RATE) {
+        r->rspp.rate_wait = 0;  /* the driver runs the step again: the relay goes on */
+        return;
+    }
     tunnel_end(r, "tunnel idle timeout");
 }
 

@@ -538,6 +538,8 @@ static int read_response_head(lg_req_t *s)
                 s->rspp.rate = (uint64_t)lg_req_common(s)->limit_rate;     /* limit_rate */
                 s->rspp.rate_after = (uint64_t)lg_req_common(s)->limit_rate_after;
                 s->rspp.rate_t0 = lg_w.loop.now;
+                s->rspp.rate_fn = s->rate_fn;           /* limit_rate_zone */
+                s->rspp.rate_arg = s->rate_arg;
                 lg_req_response_body(s);        /* taps and filters: r->xform may change */
                 lg_xform_t xf = (lg_xform_t)s->xform;
                 /* a transformed body has a length nobody knows yet */

@@ -387,9 +387,85 @@ def limit_rate_paces_downloads():
     ok(0.8 <= t_after <= 2.0, "400 KB free then 200 KB at 200 KB/s: %.2f s" % t_after)
 
 
+@test(timeout=90)
+def a_bandwidth_zone_is_shared_by_the_key_across_connections_and_workers():
+    """limit_rate_zone: a key's downloads share the zone's rate, however
+    many connections and workers carry them; another key has its own."""
+    o = Origin("o")
+    port = free_port()
+    extra = ('limit_req_zones = ( { name = "bw"; key = "$http_x_api_key"; rate = "300k/s"; } );')
+    routes = '{ prefix = "/"; proxy_pass = "app"; limit_rate_zone = "bw"; }'
+    Legate(simple_conf(port, [o], routes=routes, http_extra=extra), workers=2)
+    size = 450 * 1024
+    results = {}
+
+    def fetch(i, key):
+        t0 = time.monotonic()
+        r = request(port, target="/d%d?size=%d" % (i, size), headers=[("X-Api-Key", key)], timeout=30)
+        results[i] = (len(r.body), time.monotonic() - t0)
+    # four downloads of key a at once: 1800 KB at 300 KB/s, about 6 s in all
+    ts = [threading.Thread(target=fetch, args=(i, "a")) for i in range(4)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(40)
+    total = time.monotonic() - t0
+    eq(sorted(v[0] for v in results.values()), [size] * 4, "every body whole")
+    print("# 4 x 450 KB of one key at 300 KB/s: %.2f s" % total)
+    ok(5.0 <= total <= 9.0, "the key's 1800 KB took %.2f s at 300 KB/s" % total)
+    # another key is not slowed by the first: 450 KB in about 1.5 s
+    results.clear()
+    fetch(9, "b")
+    ok(1.0 <= results[9][1] <= 3.0, "key b alone: %.2f s" % results[9][1])
+
+
+@test(timeout=60)
+def limit_rate_paces_connect_tunnels():
+    """limit_rate on a forward proxy's CONNECT: the tunnel's downstream
+    bytes are paced (no splice), as Squid's delay pools do."""
+    port = free_port()
+    blob = os.urandom(400 * 1024)
+
+    def serve(sock, peer):
+        sock.sendall(blob)
+    up = ScriptedServer(serve)
+    Legate("""
+http = {
+    servers = ( { listen = "127.0.0.1:%d";
+        forward = { allow_private = true; connect_ports = "1-65535"; };
+        limit_rate = "200k";
+        routes = ( ); } );
+};
+""" % port, workers=1)
+    import socket as so
+    s = so.create_connection(("127.0.0.1", port), timeout=20)
+    t0 = time.monotonic()
+    s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (up.port, up.port))
+    data = b""
+    while len(data) < 400 * 1024 + 100:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    took = time.monotonic() - t0
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    contains(head.decode(), "200")
+    eq(body, blob, "the tunnel's bytes")
+    print("# 400 KB through CONNECT at 200k: %.2f s" % took)
+    ok(1.5 <= took <= 4.0, "400 KB at 200 KB/s took %.2f s" % took)
+
+
 @test
 def configuration_errors():
     cases = [
+        ('limit_req_zones = ( { name = "bw"; key = "$remote_addr"; rate = "1m/s"; } ); '
+         'limit_req = { zone = "bw"; };', r"a bandwidth zone"),
+        ('limit_req_zones = ( { name = "rq"; key = "$remote_addr"; rate = "5r/s"; } ); '
+         'limit_rate_zone = "rq";', r"whose rate is requests"),
+        ('limit_rate_zone = "nope";', r"'limit_rate_zone' names zone \"nope\""),
+        ('limit_req_zones = ( { name = "bw"; key = "$remote_addr"; rate = "10/s"; } );', r"'rate' of a bandwidth zone"),
         ('limit_req = { zone = "nope"; };', r"names zone \"nope\""),
         ('limit_req_zones = ( { name = "a"; key = "$remote_addr"; rate = "fast"; } );', r"'rate' must be"),
         ('limit_req_zones = ( { name = "a"; key = "$remote_addr"; } );', r"has no 'rate'"),
