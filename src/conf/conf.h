@@ -214,6 +214,8 @@ typedef struct lg_common {
     lg_strv_t *auth_request_headers;    /* request headers passed to it, default Authorization Cookie */
     lg_strv_t *auth_request_set;        /* its answer's headers put into the proxied request */
     lg_msec_t  auth_request_timeout;    /* default 5s */
+    lg_msec_t  auth_request_cache_time; /* how long an answer is kept per key, 0 (default): not */
+    lg_tpl_t  *auth_request_cache_key;  /* default "$request_method $request_uri $http_authorization $http_cookie" */
     void      *auth_request_up;         /* lg_upstream_t *, resolved at load; not a setting */
     /* JSON Web Tokens (feature/jwt.c), as nginx Plus's auth_jwt */
     char      *auth_jwt;                /* realm, or "off" (default) */

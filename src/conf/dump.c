@@ -174,6 +174,8 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_names(out, ind, "auth_request_headers", c->auth_request_headers);
     kv_names(out, ind, "auth_request_set", c->auth_request_set);
     kv_msec(out, ind, "auth_request_timeout", c->auth_request_timeout);
+    kv_msec(out, ind, "auth_request_cache_time", c->auth_request_cache_time);
+    kv_str(out, ind, "auth_request_cache_key", c->auth_request_cache_key->src);
     kv_str(out, ind, "auth_jwt", c->auth_jwt);
     if (c->auth_jwt_key_file)
         kv_str(out, ind, "auth_jwt_key_file", c->auth_jwt_key_file);

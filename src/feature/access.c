@@ -317,13 +317,30 @@ static int access_phase(lg_req_t *r)
     const char *why = NULL;
     int v = rules_verdict(r, rules, &why);
     if (c->satisfy[1] == 'n') {         /* "any" */
-        if (v > 0 || (!auth && v == 0))
+        if (v > 0) {
+            r->satisfied = 1;   /* an allowed address: no password, token or service asked */
+            return LG_OK;
+        }
+        if (!auth && v == 0)
             return LG_OK;
         if (!auth) {
+            if (strcmp(c->auth_jwt, "off") != 0 || c->auth_request)
+                return LG_OK;   /* denied here, but a token or the service may still let it in */
             forbid(r, why);
             return LG_DONE;
         }
-        return authenticate(r, c) ? LG_OK : LG_DONE;
+        /* a token instead of a password: the JWT check decides (it asks
+         * for either when both are missing) */
+        const http_header_t *a = lg_headers_get(r, "authorization");
+        int basic = a && a->value_len > 6 && strncasecmp(a->value, "Basic ", 6) == 0;
+        if (!basic && strcmp(c->auth_jwt, "off") != 0) {
+            r->auth_realm = c->auth_basic;
+            return LG_OK;
+        }
+        if (!authenticate(r, c))
+            return LG_DONE;
+        r->satisfied = 1;
+        return LG_OK;
     }
     if (v < 0) {
         forbid(r, why);

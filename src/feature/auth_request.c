@@ -18,6 +18,11 @@
  * The request is suspended meanwhile (a stage counts the timeout); the
  * subrequest runs on an upstream connection of its own, driven by its own
  * event callback, and resumes the request when the service has answered.
+ *
+ * With auth_request_cache_time, a 2xx, 401 or 403 is remembered for that
+ * long under auth_request_cache_key (by default the method, URI and
+ * credentials), in each worker: the next request with the same key gets
+ * the same decision, and the same auth_request_set headers, without asking.
  */
 #include "feature/auth_request.h"
 
@@ -28,8 +33,12 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include <stdlib.h>
+
+#include "core/hash.h"
 #include "net/tls.h"
 #include "pipeline/headers.h"
+#include "pipeline/vars.h"
 #include "proxy/proxy.h"
 
 typedef enum ar_state {
@@ -87,6 +96,51 @@ static int prepare_level(lg_common_t *c, const lg_common_t *parent, const lg_con
 int lg_auth_request_prepare(lg_conf_t *conf, char *err, size_t errlen)
 {
     return lg_conf_each_level(conf, prepare_level, err, errlen);
+}
+
+/* ---- remembered answers (per worker) ---- */
+
+#define AR_CACHE 1024           /* entries; a full table replaces what it finds */
+
+typedef struct ar_entry {
+    uint64_t   hash;            /* of the settings' level and the key; 0 free */
+    char      *key;             /* malloc'd */
+    lg_msec_t  until;
+    int        status;          /* 2xx, 401, 403 */
+    char      *lines;           /* malloc'd: auth_request_set lines (2xx) or WWW-Authenticate */
+} ar_entry_t;
+
+static ar_entry_t ar_cache[AR_CACHE];
+
+static ar_entry_t *cache_slot(const lg_common_t *c, const char *key, uint64_t *hp)
+{
+    uint64_t h = lg_hash64(key, strlen(key), (uint64_t)(uintptr_t)c) | 1;
+    *hp = h;
+    return &ar_cache[h % AR_CACHE];
+}
+
+static const ar_entry_t *cache_find(const lg_common_t *c, const char *key)
+{
+    uint64_t h;
+    ar_entry_t *e = cache_slot(c, key, &h);
+    if (e->hash != h || e->until <= lg_w.loop.now || strcmp(e->key, key) != 0)
+        return NULL;
+    return e;
+}
+
+static void cache_put(const lg_common_t *c, const char *key, int status, const char *lines)
+{
+    uint64_t h;
+    ar_entry_t *e = cache_slot(c, key, &h);
+    char *k = strdup(key), *l = strdup(lines ? lines : "");
+    if (k == NULL || l == NULL) {
+        free(k);
+        free(l);
+        return;
+    }
+    free(e->key);
+    free(e->lines);
+    *e = (ar_entry_t){ h, k, lg_w.loop.now + c->auth_request_cache_time, status, l };
 }
 
 /* ---- the subrequest ---- */
@@ -153,11 +207,11 @@ static void ar_fail(ar_t *a, int err, const char *what)
 }
 
 /* The service's answer is in: let the request go on, or answer for it. */
-static void ar_decide(ar_t *a, const http_response_t *rsp)
+/* The decision, from the service or remembered: 2xx lets r go on with the
+ * service's lines (auth_request_set); 401 / 403 answer it.  0, or -1 out
+ * of memory. */
+static int apply(lg_req_t *r, const lg_common_t *c, int st, const char *lines)
 {
-    lg_req_t *r = a->r;
-    const lg_common_t *c = a->c;
-    int st = rsp->status;
     if (st >= 200 && st < 300) {
         /* the client's own lines under those names go: the service says */
         size_t k = 0;
@@ -165,32 +219,58 @@ static void ar_decide(ar_t *a, const http_response_t *rsp)
             if (!listed(c->auth_request_set, r->req.headers[i].name, r->req.headers[i].name_len))
                 r->req.headers[k++] = r->req.headers[i];
         r->req.num_headers = k;
-        const char *extra = r->upstream_extra ? r->upstream_extra : "";
-        for (size_t i = 0; i < rsp->num_headers && extra; i++) {
+        if (lines && *lines) {
+            const char *extra = lg_arena_printf(&r->arena, "%s%s",
+                                                r->upstream_extra ? r->upstream_extra : "", lines);
+            if (extra == NULL)
+                return -1;
+            r->upstream_extra = extra;
+        }
+        return 0;
+    }
+    if (lines && *lines)
+        r->local_extra = lines;
+    r->blocked = st == 401 ? "auth_request: 401" : "auth_request: 403";
+    lg_respond(r, st, NULL, NULL);
+    return 0;
+}
+
+static void ar_decide(ar_t *a, const http_response_t *rsp)
+{
+    lg_req_t *r = a->r;
+    const lg_common_t *c = a->c;
+    int st = rsp->status;
+    if ((st >= 200 && st < 300) || st == 401 || st == 403) {
+        /* the lines the decision carries: auth_request_set's, or the challenge */
+        const char *lines = "";
+        for (size_t i = 0; i < rsp->num_headers && lines; i++) {
             const http_header_t *x = &rsp->headers[i];
-            if (listed(c->auth_request_set, x->name, x->name_len))
-                extra = lg_arena_printf(&r->arena, "%s%.*s: %.*s\r\n", extra, (int)x->name_len,
+            int take = st < 300 ? listed(c->auth_request_set, x->name, x->name_len)
+                                : http_name_eq(x, "www-authenticate");
+            if (take)
+                lines = lg_arena_printf(&r->arena, "%s%.*s: %.*s\r\n", lines, (int)x->name_len,
                                         x->name, (int)x->value_len, x->value);
         }
-        if (extra == NULL) {
+        if (lines == NULL) {
             ar_fail(a, ENOMEM, "out of memory");
             return;
         }
-        r->upstream_extra = extra[0] ? extra : NULL;
+        if (c->auth_request_cache_time > 0) {
+            const char *key = lg_vars_expand(r, c->auth_request_cache_key, LG_VARS_RAW, NULL);
+            if (key)
+                cache_put(c, key, st, lines);
+        }
         ar_release(a);
-        lg_req_resume(r);
-        return;
-    }
-    if (st == 401 || st == 403) {
-        for (size_t i = 0; i < rsp->num_headers; i++)
-            if (http_name_eq(&rsp->headers[i], "www-authenticate"))
-                r->local_extra = lg_arena_printf(&r->arena, "WWW-Authenticate: %.*s\r\n",
-                                                 (int)rsp->headers[i].value_len,
-                                                 rsp->headers[i].value);
-        ar_release(a);
+        if (st < 300) {
+            if (apply(r, c, st, lines) < 0) {
+                lg_respond_error(r, 500);
+                return;
+            }
+            lg_req_resume(r);
+            return;
+        }
         r->stage = NULL;
-        r->blocked = st == 401 ? "auth_request: 401" : "auth_request: 403";
-        lg_respond(r, st, NULL, NULL);
+        apply(r, c, st, lines);
         return;
     }
     char what[64];
@@ -298,13 +378,24 @@ static void ar_io(lg_io_t *io, uint32_t ev)
 
 static int auth_request_phase(lg_req_t *r)
 {
-    if (lg_req_is_forward(r) || r->conn->refresh)
-        return LG_DECLINED;     /* a refresh repeats a request that passed already */
+    if (lg_req_is_forward(r) || r->conn->refresh || r->satisfied)
+        return LG_DECLINED;     /* a refresh repeats a request that passed already; satisfy
+                                   "any" and another check let it in */
     int status;
     const lg_route_t *rt = lg_route_request(r, &status);
     const lg_common_t *c = rt ? &rt->common : lg_req_common(r);
     if (c->auth_request_up == NULL)
         return LG_DECLINED;
+    if (c->auth_request_cache_time > 0) {
+        const char *key = lg_vars_expand(r, c->auth_request_cache_key, LG_VARS_RAW, NULL);
+        const ar_entry_t *e = key ? cache_find(c, key) : NULL;
+        if (e) {
+            const char *lines = lg_arena_printf(&r->arena, "%s", e->lines);
+            if (lines == NULL || apply(r, c, e->status, lines) < 0)
+                return LG_ERROR;
+            return e->status < 300 ? LG_OK : LG_DONE;
+        }
+    }
     ar_t *a = lg_arena_calloc(&r->arena, sizeof(*a));
     if (a == NULL)
         return LG_ERROR;

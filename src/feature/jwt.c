@@ -577,8 +577,8 @@ static int jwt_phase(lg_req_t *r)
     if (lg_req_is_forward(r))
         return LG_DECLINED;
     const lg_common_t *c = settings(r);
-    if (strcmp(c->auth_jwt, "off") == 0 || c->jwt_rt == NULL)
-        return LG_DECLINED;
+    if (strcmp(c->auth_jwt, "off") == 0 || c->jwt_rt == NULL || r->satisfied)
+        return LG_DECLINED;     /* satisfy = "any" and another check let it in */
     const char *tok = NULL;
     size_t len = 0;
     if (c->auth_jwt_cookie) {
@@ -606,6 +606,10 @@ static int jwt_phase(lg_req_t *r)
     /* RFC 6750 3: no error code when the request carried no token */
     r->local_extra = lg_arena_printf(&r->arena, "WWW-Authenticate: Bearer realm=\"%s\"%s\r\n",
                                      c->auth_jwt, tok && len ? ", error=\"invalid_token\"" : "");
+    /* satisfy = "any" with auth_basic too: the 401 offers both (r->auth_realm
+     * adds the Basic challenge); under "all" the password was checked first */
+    if (!(c->satisfy[1] == 'n' && strcmp(c->auth_basic, "off") != 0))
+        r->auth_realm = NULL;
     lg_respond_error(r, 401);
     return LG_DONE;
 }

@@ -197,6 +197,9 @@ struct lg_req {
     const char     *local_extra;  /* header lines added to a response made here */
     const char     *local_ctype;  /* its Content-Type, if not the default */
     const char     *auth_realm; /* a 401 / 407 asks for Basic credentials in this realm */
+    /* satisfy = "any": a check already let the request through (its address,
+     * its password), so the others (auth_request, JWT) are not asked */
+    int             satisfied;
     const char     *set_cookie; /* canary cohort cookie to set (arena), or NULL */
 
     /* the upstream attempt (proxy/reverse.c) */

@@ -139,6 +139,33 @@ def a_service_down_or_slow_is_500_and_nothing_proxied():
     lg2.wait_log(r"auth_request .*timed out", 5)
 
 
+@test(timeout=60)
+def answers_are_remembered_per_key_for_auth_request_cache_time():
+    o = Origin("o")
+    svc = AuthService()
+    port = free_port()
+    extra = 'auth_request_cache_time = "2s"; auth_request_cache_key = "$http_authorization";'
+    lg = Legate(conf(port, o, "127.0.0.1:%d" % svc.port, extra).replace(
+        "worker_processes = 2;", "worker_processes = 1;"))
+    for _ in range(5):
+        r = ask(port, "/private/a?echo=1", "good")
+        eq(r.status, 200)
+        seen = {k.lower(): v for k, v in r.json()["headers"]}
+        eq(seen.get("x-user"), "alice", "the remembered X-User")
+    eq(len(svc.seen), 1, "one question for five requests of one key")
+    for _ in range(3):
+        r = ask(port, "/private/b", "nobody")
+        eq((r.status, r.headers.get("WWW-Authenticate")), (401, 'Bearer realm="legate"'))
+    eq(len(svc.seen), 2, "a 401 is remembered too, under its own key")
+    eq(ask(port, "/private/c", "forbidden").status, 403)
+    eq(len(svc.seen), 3)
+    eq(ask(port, "/private/d", "broken").status, 500)
+    eq(ask(port, "/private/d", "broken").status, 500)
+    eq(len(svc.seen), 5, "an error is never remembered")
+    wait_until(lambda: ask(port, "/private/a", "good").status == 200 and len(svc.seen) == 6,
+               6, interval=0.5, what="asked again once the answer expired")
+
+
 @test
 def an_unknown_service_is_a_config_error():
     o = Origin("o")

@@ -261,6 +261,38 @@ def inherited_from_server_and_off_in_a_route():
 
 
 @test
+def satisfy_any_lets_an_address_a_password_or_a_token_in():
+    """satisfy = "any" across access_rules, auth_basic and auth_jwt: one
+    passing check is enough; none gives a 401 offering Basic and Bearer.
+    satisfy = "all": each must pass."""
+    k = keys()
+    d = tempfile.mkdtemp(prefix="legate-jwt-any-")
+    h = run("openssl", "passwd", "-6", "pw").decode().strip()
+    with open(os.path.join(d, "htpasswd"), "w") as f:
+        f.write("bob:%s\n" % h)
+    basic = [("Authorization", "Basic " + base64.b64encode(b"bob:pw").decode())]
+    with Origin("o") as o:
+        jwt = 'auth_jwt = "api"; auth_jwt_secret_file = "%s";' % k.secret
+        routes = ('{ prefix = "/any-net/"; proxy_pass = "app"; satisfy = "any"; %s '
+                  'access_rules = [ "allow 127.0.0.1" ]; },'
+                  '{ prefix = "/any/"; proxy_pass = "app"; satisfy = "any"; %s '
+                  'access_rules = [ "deny all" ]; auth_basic = "site"; auth_basic_user_file = "%s/htpasswd"; },'
+                  '{ prefix = "/all/"; proxy_pass = "app"; satisfy = "all"; %s '
+                  'access_rules = [ "deny all" ]; }') % (jwt, jwt, d, jwt)
+        lg = Legate(simple_conf(free_port(), [o], routes=routes))
+        eq(get(lg.port, target="/any-net/x").status, 200, "an allowed address, no token")
+        eq(get(lg.port, hs256(claims()), target="/any/x").status, 200, "a token, address denied")
+        eq(request(lg.port, target="/any/x", headers=basic).status, 200, "a password instead")
+        r = get(lg.port, target="/any/x")
+        eq(r.status, 401, "nothing that passes")
+        raw = r.raw.decode(errors="replace")
+        contains(raw, 'Basic realm="site"')
+        contains(raw, 'Bearer realm="api"')
+        eq(get(lg.port, hs256(claims(), secret=b"x" * 32), target="/any/x").status, 401, "a forged token")
+        eq(get(lg.port, hs256(claims()), target="/all/x").status, 403, "all: the address must pass too")
+
+
+@test
 def bad_key_files_refused_with_file_line():
     k = keys()
     bad = {
