@@ -8,6 +8,7 @@ forward-proxy requests, and configuration errors."""
 import base64
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -385,6 +386,22 @@ def limit_rate_paces_downloads():
     ok(t_free < 1.0, "unlimited: %.2f s" % t_free)
     ok(2.6 <= t_slow <= 4.5, "600 KB at 200 KB/s: %.2f s" % t_slow)
     ok(0.8 <= t_after <= 2.0, "400 KB free then 200 KB at 200 KB/s: %.2f s" % t_after)
+
+
+@test
+def http2_requests_are_limited_alike():
+    """Streams of one HTTP/2 connection count as requests of their key."""
+    if shutil.which("h2load") is None:
+        skip("h2load not installed")
+    o = Origin("o")
+    port = free_port()
+    extra = ('limit_req_zones = ( { name = "rq"; key = "$remote_addr"; rate = "1r/m"; } );')
+    text = simple_conf(port, [o], http_extra=extra, route_extra='limit_req = { zone = "rq"; burst = 4; nodelay = true; };')
+    text = text.replace('listen = "127.0.0.1:%d";' % port, 'listen = ( { address = "127.0.0.1:%d"; http2 = true; } );' % port)
+    Legate(text, workers=2)
+    out = subprocess.run(["h2load", "-n", "20", "-c", "1", "-m", "20", "http://127.0.0.1:%d/x" % port],
+                         capture_output=True, timeout=60).stdout.decode()
+    contains(out, "status codes: 5 2xx, 0 3xx, 15 4xx", "burst 4 + 1 through, the rest 429")
 
 
 @test(timeout=90)
