@@ -32,6 +32,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -534,6 +535,20 @@ static int set_headers(ld_t *ld, const directive_t *d, const config_setting_t *s
             continue;
         }
         const char *value = config_setting_get_string(h);
+        static const char *const framing[] = {
+            "Connection", "Content-Length", "Transfer-Encoding", "Keep-Alive", "Upgrade", "TE",
+            "Trailer", "Proxy-Connection", NULL,
+        };
+        int refused = 0;
+        for (int f = 0; framing[f]; f++)
+            refused |= strcasecmp(name, framing[f]) == 0;
+        if (refused) {
+            /* legate frames each message itself: a second opinion would
+             * be a smuggling vector */
+            bad = ld_error(ld, h, "'%s' cannot be set in '%s': legate writes the framing and "
+                           "hop-by-hop headers itself", name, d->name);
+            continue;
+        }
         if (!is_field_value(value)) {   /* names: libconfig allows only tchars */
             bad = ld_error(ld, h, "header '%s' in '%s' has a control character in its value",
                            name, d->name);

@@ -145,6 +145,15 @@ static int in_strv(const lg_strv_t *v, const http_header_t *h)
     return 0;
 }
 
+/* Does the configuration set this header (lower-case name)? */
+static int ops_has(const lg_header_ops_t *o, const char *lname)
+{
+    for (size_t i = 0; o && i < o->n; i++)
+        if (strcasecmp(o->v[i].name, lname) == 0)
+            return 1;
+    return 0;
+}
+
 static int in_ops(const lg_header_ops_t *o, const http_header_t *h)
 {
     if (o == NULL)
@@ -320,7 +329,11 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
     }
     sb_str(&b, " HTTP/1.1\r\n");
 
-    if (s->ri.authority.n)
+    /* a header the configuration sets replaces legate's own (nginx's
+     * proxy_set_header Host / X-Forwarded-For), never a second one */
+    if (ops_has(c->add_request_headers, "host"))
+        ;
+    else if (s->ri.authority.n)
         sb_header(&b, "Host", 4, s->ri.authority.p, s->ri.authority.n);
     else    /* an HTTP/1.0 request without Host: name the upstream's first server */
         sb_header(&b, "Host", 4, s->up->servers[0].addr.text,
@@ -360,7 +373,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
     else if (s->ri.length == 0 && lg_headers_get(s, "content-length"))
         sb_str(&b, "Content-Length: 0\r\n");
 
-    if (c->x_forwarded_for) {
+    if (c->x_forwarded_for && !ops_has(c->add_request_headers, "x-forwarded-for")) {
         sb_str(&b, "X-Forwarded-For: ");
         if (xff) {
             sb_add(&b, xff->value, xff->value_len);
@@ -369,13 +382,13 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
         sb_str(&b, lg_vars_hop_addr(s));
         sb_add(&b, "\r\n", 2);
     }
-    if (c->x_real_ip)
+    if (c->x_real_ip && !ops_has(c->add_request_headers, "x-real-ip"))
         sb_printf(&b, "X-Real-IP: %s\r\n", s->peer_text);
-    if (c->x_forwarded_proto)
+    if (c->x_forwarded_proto && !ops_has(c->add_request_headers, "x-forwarded-proto"))
         sb_str(&b, s->conn->e.ssl ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
-    if (c->x_forwarded_host && s->ri.authority.n)
+    if (c->x_forwarded_host && s->ri.authority.n && !ops_has(c->add_request_headers, "x-forwarded-host"))
         sb_header(&b, "X-Forwarded-Host", 16, s->ri.authority.p, s->ri.authority.n);
-    if (c->forwarded) {
+    if (c->forwarded && !ops_has(c->add_request_headers, "forwarded")) {
         sb_str(&b, "Forwarded: ");
         if (fwd) {
             sb_add(&b, fwd->value, fwd->value_len);
@@ -393,7 +406,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
         }
         sb_add(&b, "\r\n", 2);
     }
-    if (c->via) {
+    if (c->via && !ops_has(c->add_request_headers, "via")) {
         sb_str(&b, "Via: ");
         if (via) {
             sb_add(&b, via->value, via->value_len);

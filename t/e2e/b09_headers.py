@@ -44,6 +44,31 @@ def add_request_header_replaces_client_value():
 
 
 @test
+def setting_host_or_forwarding_headers_replaces_legates_own():
+    """nginx's proxy_set_header Host / X-Forwarded-For: one header, the
+    configured one, never legate's beside it."""
+    o = Origin("o1")
+    lg = proxy([o], http_extra='add_request_headers = { Host = "backend.internal"; '
+                               'X-Forwarded-For = "$remote_addr"; Via = "1.1 edge"; '
+                               'X-Real-IP = "$remote_addr"; };')
+    h, j, r = seen(lg, headers={"X-Forwarded-For": "10.9.9.9"})
+    eq(h.get_all("Host"), ["backend.internal"])
+    eq(h.get_all("X-Forwarded-For"), ["127.0.0.1"], "the client's chain replaced, not appended to")
+    eq(h.get_all("Via"), ["1.1 edge"])
+    eq(h.get_all("X-Real-IP"), ["127.0.0.1"])
+
+
+@test
+def framing_and_hop_by_hop_headers_cannot_be_set():
+    for lvl, name in (("add_request_headers", "Content-Length"), ("add_response_headers", "Transfer-Encoding"),
+                      ("add_request_headers", "Connection"), ("add_response_headers", "upgrade")):
+        rc, err = check_config(simple_conf(free_port(), ["127.0.0.1:1"],
+                                           http_extra='%s = { %s = "x"; };' % (lvl, name)))
+        ok(rc != 0 and re.search(r"legate\.conf:\d+: '%s' cannot be set in '%s'" % (name, lvl), err),
+           "%s in %s: %r" % (name, lvl, err))
+
+
+@test
 def add_and_remove_response_headers():
     o = Origin("o1")
     lg = proxy([o], http_extra='add_response_headers = { X-Frame-Options = "DENY"; };'
@@ -238,7 +263,7 @@ def a_route_to_itself_is_a_loop_not_a_meltdown():
     lg.wait_log(r"forwarding loop detected")
     r = request(port, target="/x")
     eq(r.status, 508)
-    wait_until(lambda: fd_count(lg.workers()[0]) <= fds + 2, what="no fds held after the loop")
+    wait_until(lambda: fd_count(lg.workers()[0]) <= fds + 2, 30, what="no fds held after the loop")
 
 
 @test
