@@ -382,6 +382,8 @@ typedef struct lg_route {
     lg_tpl_t      *split_key;           /* empty value -> random; default "$remote_addr" */
     char          *split_cookie;        /* sticky cohort cookie legate sets, or NULL */
     char          *status_page;         /* status: "metrics", "json" or "html" */
+    int            no_regex;            /* a prefix that, as the longest match, skips the regexes (^~) */
+    int            icase;               /* iregex: the regex ignores case (~*) */
     int            mx;                  /* its metrics series (feature/metrics.c), + 1; 0 none */
     lg_common_t    common;
     int            line;

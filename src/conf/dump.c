@@ -224,7 +224,9 @@ static void dump_route(FILE *out, int ind, const lg_route_t *rt)
 
     IND(out, ind);
     fputs("{\n", out);
-    kv_str(out, ind + 1, match[rt->match], rt->pattern);
+    kv_str(out, ind + 1, rt->icase ? "iregex" : match[rt->match], rt->pattern);
+    if (rt->no_regex)
+        kv_bool(out, ind + 1, "no_regex", 1);
     if (rt->nhosts) {
         IND(out, ind + 1);
         fputs("host = [ ", out);

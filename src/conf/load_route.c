@@ -14,6 +14,7 @@ static int fn_match(ld_t *, const config_setting_t *, void *);
 static int fn_proxy_pass(ld_t *, const config_setting_t *, void *);
 static int fn_return(ld_t *, const config_setting_t *, void *);
 static int fn_status(ld_t *, const config_setting_t *, void *);
+static int fn_no_regex(ld_t *, const config_setting_t *, void *);
 static int fn_route_string(ld_t *, const config_setting_t *, void *);
 static int fn_route_hosts(ld_t *, const config_setting_t *, void *);
 static int fn_route_methods(ld_t *, const config_setting_t *, void *);
@@ -32,6 +33,7 @@ typedef struct route_ctx {
     const config_setting_t *split;
     const config_setting_t *split_key;
     const config_setting_t *split_cookie;
+    const config_setting_t *no_regex;
     int                     matcher_ok; /* pattern valid (and compiled) */
     int                     status_ok;  /* 'return' status valid */
 } route_ctx_t;
@@ -41,6 +43,8 @@ static const directive_t route_dirs[] = {
     CUSTOM("prefix",     fn_match),
     CUSTOM("path",       fn_match),     /* synonym of prefix */
     CUSTOM("regex",      fn_match),
+    CUSTOM("iregex",     fn_match),     /* case-insensitive: nginx's ~* */
+    CUSTOM("no_regex",   fn_no_regex),  /* a prefix that skips the regexes: nginx's ^~ */
     CUSTOM("proxy_pass", fn_proxy_pass),
     CUSTOM("return",     fn_return),
     CUSTOM("status",     fn_status),
@@ -66,7 +70,7 @@ static int fn_match(ld_t *ld, const config_setting_t *s, void *base)
     const char  *v;
 
     if (rc->matcher != NULL)
-        return ld_error(ld, s, "route has more than one of 'exact', 'prefix', 'regex' "
+        return ld_error(ld, s, "route has more than one of 'exact', 'prefix', 'regex', 'iregex' "
                         "('%s' and '%s')", config_setting_name(rc->matcher), kind);
     rc->matcher = s;
     if ((v = ld_get_string(ld, s)) == NULL)
@@ -74,7 +78,7 @@ static int fn_match(ld_t *ld, const config_setting_t *s, void *base)
     if ((rt->pattern = ld_strdup(ld, v)) == NULL)
         return ld_oom(ld, s);
     rt->pattern_len = strlen(v);
-    if (strcmp(kind, "regex") == 0) {
+    if (strcmp(kind, "regex") == 0 || strcmp(kind, "iregex") == 0) {
         regex_t *re = ld_calloc(ld, 1, sizeof(*re));
         char     msg[256];
         int      err;
@@ -82,11 +86,12 @@ static int fn_match(ld_t *ld, const config_setting_t *s, void *base)
         if (re == NULL)
             return ld_oom(ld, s);
         rt->match = LG_MATCH_REGEX;
-        if ((err = regcomp(re, v, REG_EXTENDED)) != 0) {
+        if ((err = regcomp(re, v, REG_EXTENDED | (kind[0] == 'i' ? REG_ICASE : 0))) != 0) {
             regerror(err, re, msg, sizeof(msg));
             return ld_error(ld, s, "bad regex '%s': %s", v, msg);
         }
         rt->re = re;
+        rt->icase = kind[0] == 'i';
         rc->matcher_ok = 1;
         return 0;
     }
@@ -116,6 +121,16 @@ static int fn_proxy_pass(ld_t *ld, const config_setting_t *s, void *base)
     rc->rt->action = LG_ACTION_PROXY;
     if ((rc->rt->upstream = ld_upstream_find(ld->conf, v)) == NULL)
         return ld_error(ld, s, "unknown upstream '%s' in 'proxy_pass'", v);
+    return 0;
+}
+
+static int fn_no_regex(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        return ld_error(ld, s, "'no_regex' must be true or false");
+    rc->rt->no_regex = config_setting_get_bool(s);
+    rc->no_regex = s;
     return 0;
 }
 
@@ -356,6 +371,8 @@ static int route_parse(ld_t *ld, const config_setting_t *g, lg_route_t *rt)
         err = ld_error(ld, rc.body, "'body' is only allowed with 'return'");
     if (rc.location && (is_proxy || (rc.status_ok && (rt->status < 300 || rt->status > 399))))
         err = ld_error(ld, rc.location, "'location' is only allowed with a 3xx 'return'");
+    if (rc.no_regex && rt->no_regex && rt->match != LG_MATCH_PREFIX)
+        err = ld_error(ld, rc.no_regex, "'no_regex' is only for 'prefix' routes");
     if (rc.rewrite && !is_proxy)
         err = ld_error(ld, rc.rewrite, "'rewrite' is only allowed with 'proxy_pass'");
     if (rc.matcher_ok) {

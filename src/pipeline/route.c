@@ -165,7 +165,9 @@ const lg_route_t *lg_route_find(const lg_server_t *srv, const lg_req_t *s,
             break;
         }
     }
-    if (regex)
+    /* nginx's order: exact; then the longest prefix if it says no_regex
+     * (^~); then the first regex in the file; then the longest prefix */
+    if (regex && !(prefix && prefix->no_regex))
         return regex;
     memset(caps, -1, sizeof(regmatch_t) * 10);
     return prefix;

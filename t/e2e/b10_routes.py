@@ -32,7 +32,9 @@ http = {
       { regex = "^/r/(x)(y)"; proxy_pass = "two"; rewrite = "/cap/$2/$1"; },
       { prefix = "/old/"; return = 301; location = "https://example.com/new/"; },
       { exact = "/down"; return = 503; body = "down\\n"; },
-      { exact = "/teapot"; return = 418; }
+      { exact = "/teapot"; return = 418; },
+      { iregex = "\\.(png|jpg)$"; return = 200; body = "image\n"; },
+      { prefix = "/static/"; no_regex = true; return = 200; body = "static\n"; }
     );
   } );
 };
@@ -53,6 +55,21 @@ def exact_wins_over_prefix():
     eq((r.status, r.body), (200, b"ok\n"))
     r = get("/healthz/more")
     eq((r.status, r.body), (500, b"prefix\n"))
+
+
+@test
+def iregex_ignores_case_and_no_regex_prefixes_skip_regexes():
+    """nginx's ~* and ^~: /a/X.PNG matches the case-insensitive regex before
+    the /a/ prefix; under /static/ (no_regex) the regexes are not tried."""
+    r = get("/a/X.PNG")
+    eq((r.status, r.body), (200, b"image\n"))
+    r = get("/static/logo.png")
+    eq((r.status, r.body), (200, b"static\n"))
+    r = get("/elsewhere/logo.Jpg")
+    eq((r.status, r.body), (200, b"image\n"))
+    rc, err = check_config(simple_conf(free_port(), ["127.0.0.1:1"],
+                                       routes='{ regex = "^/x"; no_regex = true; return = 200; }'))
+    ok(rc != 0 and "'no_regex' is only for 'prefix' routes" in err, err)
 
 
 @test

@@ -756,9 +756,9 @@ static bad_t bad_cases[] = {
     /* routes: matchers and actions */
     { ROUTE("{ proxy_pass = \"app\"; }"), 8, "route has none of 'exact', 'prefix', 'regex'" },
     { ROUTE("{ prefix = \"/\"; exact = \"/x\"; proxy_pass = \"app\"; }"), 8,
-      "route has more than one of 'exact', 'prefix', 'regex' ('prefix' and 'exact')" },
+      "route has more than one of 'exact', 'prefix', 'regex', 'iregex' ('prefix' and 'exact')" },
     { ROUTE("{ regex = \"^/\"; path = \"/x\"; proxy_pass = \"app\"; }"), 8,
-      "route has more than one of 'exact', 'prefix', 'regex' ('regex' and 'path')" },
+      "route has more than one of 'exact', 'prefix', 'regex', 'iregex' ('regex' and 'path')" },
     { ROUTE("{ prefix = \"/\"; }"), 8, "route has none of 'proxy_pass', 'return', 'status'" },
     { ROUTE("{ prefix = \"/\"; proxy_pass = \"app\"; return = 200; }"), 8,
       "route has both 'proxy_pass' and 'return'" },
