@@ -235,6 +235,7 @@ typedef struct lg_common {
     int        limit_conn_dry_run;      /* bool */
     int64_t    limit_rate;              /* bytes a second of a proxied response body, 0 = none */
     int64_t    limit_rate_after;        /* ...after the first this many, default 0 */
+    char      *default_type;            /* Content-Type of a return's body, default "text/plain" */
     char      *limit_rate_zone;         /* a bandwidth zone shared by the key's requests, or NULL */
     lg_limit_zone_t *limit_rate_z;      /* ...resolved once loading is done */
 

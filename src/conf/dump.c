@@ -198,6 +198,7 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_int(out, ind, "limit_rate_after", c->limit_rate_after);
     if (c->limit_rate_zone)
         kv_str(out, ind, "limit_rate_zone", c->limit_rate_zone);
+    kv_str(out, ind, "default_type", c->default_type);
     kv_str(out, ind, "access_log", c->access_log);
     kv_str(out, ind, "log_format", c->log_format->src);
 }

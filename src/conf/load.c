@@ -256,6 +256,7 @@ const directive_t ld_common_dirs[] = {
     ROW("limit_rate",              D_SIZE,     0, (int64_t)1 << 40, "0", lg_common_t, limit_rate),
     ROW("limit_rate_after",        D_SIZE,     0, INT64_MAX, "0",  lg_common_t, limit_rate_after),
     ROW("limit_rate_zone",         D_STRING,   0, 0,      NULL,    lg_common_t, limit_rate_zone),
+    ROW("default_type",            D_STRING,   0, 0,      "text/plain", lg_common_t, default_type),
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }

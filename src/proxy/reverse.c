@@ -175,6 +175,8 @@ static int route_phase(lg_req_t *s)
             lg_req_abort(s, "out of memory expanding a body");
             return LG_DONE;
         }
+        if (body)
+            s->local_ctype = c->default_type;   /* nginx's default_type */
         lg_respond(s, s->route->status, body, location);
         return LG_DONE;
     }

@@ -73,6 +73,17 @@ def iregex_ignores_case_and_no_regex_prefixes_skip_regexes():
 
 
 @test
+def a_return_body_has_the_routes_default_type():
+    port = free_port()
+    lg = Legate(simple_conf(port, ["127.0.0.1:1"], routes=
+        '{ exact = "/j"; return = 200; body = "{\\"ok\\":true}"; default_type = "application/json"; },'
+        '{ exact = "/t"; return = 200; body = "plain"; }'))
+    r = request(port, target="/j")
+    eq((r.status, r.headers.get("Content-Type"), r.body), (200, "application/json", b'{"ok":true}'))
+    eq(request(port, target="/t").headers.get("Content-Type"), "text/plain")
+
+
+@test
 def exact_ignores_query():
     r = get("/healthz?x=1")
     eq((r.status, r.body), (200, b"ok\n"))
