@@ -35,7 +35,8 @@ enum {
     V_UPSTREAM_CONNECT_TIME, V_UPSTREAM_HEADER_TIME, V_REQUEST_ID,
     V_CONNECTION, V_CONNECTION_REQUESTS, V_PID,
     V_CACHE_STATUS, V_GEO_COUNTRY, V_BLOCKED, V_LIMIT_REQ_STATUS, V_LIMIT_CONN_STATUS,
-    V_HTTP, V_COOKIE, V_JWT_CLAIM, V_CAPTURE,
+    V_SERVER_PORT,
+    V_HTTP, V_COOKIE, V_ARG, V_JWT_CLAIM, V_CAPTURE,
     V_COUNT
 };
 
@@ -95,6 +96,8 @@ static const struct {
     [V_LIMIT_CONN_STATUS]        = { "limit_conn_status", 0 },
     [V_HTTP]                     = { "http_", F_PREFIX },
     [V_COOKIE]                   = { "cookie_", F_PREFIX },
+    [V_ARG]                      = { "arg_", F_PREFIX },
+    [V_SERVER_PORT]              = { "server_port", 0 },
     [V_JWT_CLAIM]                = { "jwt_claim_", F_PREFIX },
     [V_CAPTURE]                  = { "1", F_DIGIT },     /* $1 .. $9 */
 };
@@ -465,6 +468,29 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
         lg_str_t v = lg_headers_cookie(s, part->text);
         if (v.p)
             RAW(v.p, v.n);
+        break;
+    }
+    case V_ARG: {
+        /* the first NAME=value of the query string, as sent (not decoded) */
+        const char *q = s->ri.query.p, *end = q ? q + s->ri.query.n : NULL;
+        size_t nl = part->len;
+        while (q && q < end) {
+            const char *amp = memchr(q, '&', (size_t)(end - q));
+            const char *stop = amp ? amp : end;
+            if ((size_t)(stop - q) > nl && q[nl] == '=' && memcmp(q, part->text, nl) == 0) {
+                RAW(q + nl + 1, (size_t)(stop - q - nl - 1));
+                break;
+            }
+            q = amp ? amp + 1 : NULL;
+        }
+        break;
+    }
+    case V_SERVER_PORT: {
+        const struct sockaddr_storage *ss = &s->conn->bind->addr.ss;
+        if (ss->ss_family == AF_INET)
+            out_u64(b, ntohs(((const struct sockaddr_in *)ss)->sin_port));
+        else if (ss->ss_family == AF_INET6)
+            out_u64(b, ntohs(((const struct sockaddr_in6 *)ss)->sin6_port));
         break;
     }
     case V_JWT_CLAIM:

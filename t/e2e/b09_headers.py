@@ -59,6 +59,15 @@ def setting_host_or_forwarding_headers_replaces_legates_own():
 
 
 @test
+def arg_and_server_port_variables():
+    o = Origin("o1")
+    lg = proxy([o], http_extra='add_request_headers = { X-Page = "$arg_page"; X-Port = "$server_port"; };')
+    h, j, r = seen(lg, target="/e?echo=1&pagex=9&page=3&z")
+    eq(h.get("X-Page"), "3")
+    eq(h.get("X-Port"), str(lg.port))
+
+
+@test
 def framing_and_hop_by_hop_headers_cannot_be_set():
     for lvl, name in (("add_request_headers", "Content-Length"), ("add_response_headers", "Transfer-Encoding"),
                       ("add_request_headers", "Connection"), ("add_response_headers", "upgrade")):
