@@ -110,6 +110,25 @@ typedef struct lg_valid {
     size_t           n;
 } lg_valid_t;
 
+/* error_pages = [ "404 errors/404.html", "502 503 504 errors/5xx.html" ]:
+ * each file read when the configuration loads (nginx's error_page) */
+typedef struct lg_errpage {
+    int       *status;
+    size_t     nstatus;
+    char      *body;                    /* arena: the file's bytes, NUL-ended */
+    size_t     len;
+    const char *ctype;                  /* from the file's suffix */
+    const char *text;                   /* as written */
+} lg_errpage_t;
+
+typedef struct lg_errpages {
+    lg_errpage_t *v;
+    size_t        n;
+} lg_errpages_t;
+
+/* The page for status, or NULL. */
+const lg_errpage_t *lg_errpage_find(const lg_errpages_t *p, int status);
+
 /*
  * Request-rate and concurrency limits (feature/limit.c), nginx's
  * limit_req_zone / limit_conn_zone: a zone is declared once at http level
@@ -236,6 +255,8 @@ typedef struct lg_common {
     int64_t    limit_rate;              /* bytes a second of a proxied response body, 0 = none */
     int64_t    limit_rate_after;        /* ...after the first this many, default 0 */
     char      *default_type;            /* Content-Type of a return's body, default "text/plain" */
+    lg_errpages_t *error_pages;         /* pages for legate's own errors; default none */
+    int        intercept_errors;        /* bool: an upstream's error status gets the page too */
     char      *limit_rate_zone;         /* a bandwidth zone shared by the key's requests, or NULL */
     lg_limit_zone_t *limit_rate_z;      /* ...resolved once loading is done */
 

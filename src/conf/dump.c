@@ -199,6 +199,16 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     if (c->limit_rate_zone)
         kv_str(out, ind, "limit_rate_zone", c->limit_rate_zone);
     kv_str(out, ind, "default_type", c->default_type);
+    if (c->error_pages && c->error_pages->n) {
+        IND(out, ind);
+        fputs("error_pages = [", out);
+        for (size_t i = 0; i < c->error_pages->n; i++) {
+            fputs(i ? ", " : " ", out);
+            put_str(out, c->error_pages->v[i].text);
+        }
+        fputs(" ];\n", out);
+    }
+    kv_bool(out, ind, "intercept_errors", c->intercept_errors);
     kv_str(out, ind, "access_log", c->access_log);
     kv_str(out, ind, "log_format", c->log_format->src);
 }

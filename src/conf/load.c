@@ -31,6 +31,7 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/un.h>
@@ -257,6 +258,8 @@ const directive_t ld_common_dirs[] = {
     ROW("limit_rate_after",        D_SIZE,     0, INT64_MAX, "0",  lg_common_t, limit_rate_after),
     ROW("limit_rate_zone",         D_STRING,   0, 0,      NULL,    lg_common_t, limit_rate_zone),
     ROW("default_type",            D_STRING,   0, 0,      "text/plain", lg_common_t, default_type),
+    ROW("error_pages",             D_ERRPAGES, 0, 0,      "",      lg_common_t, error_pages),
+    ROW("intercept_errors",        D_BOOL,     0, 1,      "false", lg_common_t, intercept_errors),
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
@@ -624,6 +627,89 @@ static int set_names(ld_t *ld, const directive_t *d, const config_setting_t *s, 
 }
 
 /* cache_valid: "200 301 10m", "any 1m"; the first rule naming a status applies. */
+const lg_errpage_t *lg_errpage_find(const lg_errpages_t *p, int status)
+{
+    for (size_t i = 0; p && i < p->n; i++)
+        for (size_t k = 0; k < p->v[i].nstatus; k++)
+            if (p->v[i].status[k] == status)
+                return &p->v[i];
+    return NULL;
+}
+
+#define ERRPAGE_MAX (256 * 1024)
+
+static int set_errpages(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base)
+{
+    directive_t as_list = *d;
+    lg_strv_t  *sv = NULL;
+    as_list.type = D_STRLIST;
+    as_list.off = 0;
+    if (set_names(ld, &as_list, s, &sv) < 0)
+        return -1;
+    lg_errpages_t *ep = ld_calloc(ld, 1, sizeof(*ep));
+    if (ep == NULL || (sv->n && (ep->v = ld_calloc(ld, sv->n, sizeof(*ep->v))) == NULL))
+        return ld_oom(ld, s);
+    int bad = 0;
+    for (size_t i = 0; i < sv->n; i++) {
+        const config_setting_t *e = ld_entry_at(s, (int)i);
+        lg_errpage_t *pg = &ep->v[ep->n];
+        const char *text = sv->v[i], *last = strrchr(text, ' ');
+        pg->text = text;
+        if (last == NULL || last[1] == 0) {
+            bad = ld_error(ld, e, "'%s': \"%s\" must be status codes and a file", d->name, text);
+            continue;
+        }
+        if ((pg->status = ld_calloc(ld, strlen(text) / 2 + 1, sizeof(int))) == NULL)
+            return ld_oom(ld, e);
+        for (const char *p = text; p < last && !bad;) {
+            size_t k = strcspn(p, " ");
+            if (k > (size_t)(last - p))
+                k = (size_t)(last - p);
+            if (k == 3 && p[0] >= '3' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' &&
+                p[2] >= '0' && p[2] <= '9')
+                pg->status[pg->nstatus++] = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+            else if (k)
+                bad = ld_error(ld, e, "'%s': '%.*s' in \"%s\" is not a status code from 300 to 599",
+                               d->name, (int)k, p, text);
+            p += k + 1;
+        }
+        if (bad)
+            continue;
+        if (pg->nstatus == 0) {
+            bad = ld_error(ld, e, "'%s': \"%s\" names no status code", d->name, text);
+            continue;
+        }
+        char *path = ld_resolve_path(ld, last + 1);
+        FILE *f = path ? fopen(path, "rb") : NULL;
+        if (f == NULL) {
+            bad = ld_error(ld, e, "'%s': cannot read \"%s\": %s", d->name, path ? path : last + 1,
+                           strerror(errno));
+            continue;
+        }
+        char *buf = lg_arena_alloc(&ld->conf->arena, ERRPAGE_MAX + 1);
+        size_t n = buf ? fread(buf, 1, ERRPAGE_MAX + 1, f) : 0;
+        fclose(f);
+        if (buf == NULL)
+            return ld_oom(ld, e);
+        if (n > ERRPAGE_MAX) {
+            bad = ld_error(ld, e, "'%s': \"%s\" is larger than 256k", d->name, path);
+            continue;
+        }
+        buf[n] = 0;
+        pg->body = buf;
+        pg->len = n;
+        const char *dot = strrchr(path, '.');
+        pg->ctype = dot && (strcmp(dot, ".html") == 0 || strcmp(dot, ".htm") == 0)
+                        ? "text/html; charset=utf-8"
+                    : dot && strcmp(dot, ".json") == 0 ? "application/json" : "text/plain; charset=utf-8";
+        ep->n++;
+    }
+    if (bad)
+        return -1;
+    *(lg_errpages_t **)FIELD(d, base) = ep;
+    return 0;
+}
+
 static int set_valid(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base)
 {
     directive_t as_list = *d;
@@ -764,6 +850,8 @@ static int set_value(ld_t *ld, const directive_t *d, const config_setting_t *s, 
         return set_names(ld, d, s, base);
     case D_VALID:
         return set_valid(ld, d, s, base);
+    case D_ERRPAGES:
+        return set_errpages(ld, d, s, base);
     case D_TPL:
         if ((str = ld_get_string(ld, s)) == NULL)
             return -1;
@@ -822,6 +910,9 @@ int ld_table_defaults(ld_t *ld, const directive_t *t, void *base)
             break;
         case D_NAMES:
             p = ld_calloc(ld, 1, sizeof(lg_strv_t));
+            break;
+        case D_ERRPAGES:
+            p = ld_calloc(ld, 1, sizeof(lg_errpages_t));
             break;
         case D_VALID:
             p = ld_calloc(ld, 1, sizeof(lg_valid_t));

@@ -50,6 +50,7 @@ typedef enum dtype {
                            default: space-separated */
     D_TPL      = 13,    /* lg_tpl_t *: non-empty string with $variables, compiled */
     D_VALID    = 14,    /* lg_valid_t *: "status ... duration" strings (cache_valid) */
+    D_ERRPAGES = 15,    /* lg_errpages_t *: "status ... file" strings, files read at load */
 } dtype_t;
 
 /* Rows of kind D_LEVEL write the enum through an int pointer. */

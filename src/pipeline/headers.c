@@ -550,13 +550,21 @@ char *lg_headers_local(lg_req_t *s, int status, const char *body,
         ctype = "text/html";
     }
     size_t blen = body ? strlen(body) : 0;
+    /* the configuration's page for this status (nginx's error_page) */
+    const lg_errpage_t *pg = body == page || body == NULL
+                             ? lg_errpage_find(lg_req_common(s)->error_pages, status) : NULL;
+    if (pg) {
+        body = pg->body;
+        blen = pg->len;
+        ctype = pg->ctype;
+    }
     if (status < 200 || status == 204 || status == 304)
         blen = 0;
     sb_printf(&b, "HTTP/1.1 %03d %s\r\nServer: legate\r\nDate: %s\r\n",
               status, lg_http_reason(status), http_date());
     if (status >= 200 && status != 204 && status != 304) {
         sb_printf(&b, "Content-Type: %s\r\nContent-Length: %zu\r\n",
-                  s->local_ctype ? s->local_ctype : ctype, blen);
+                  s->local_ctype && !pg ? s->local_ctype : ctype, blen);
     }
     if (status == 407 && s->auth_realm)
         sb_printf(&b, "Proxy-Authenticate: Basic realm=\"%s\"\r\n", s->auth_realm);

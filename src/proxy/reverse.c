@@ -518,6 +518,20 @@ static int read_response_head(lg_req_t *s)
                     s->uc = old;
                     s->upstream_addr = lg_upstream_addr(old);
                 }
+                const lg_common_t *cc = lg_req_common(s);
+                if (cc->intercept_errors && r.status >= 300 && r.status != 304 &&
+                    lg_errpage_find(cc->error_pages, r.status)) {
+                    /* nginx's proxy_intercept_errors: the configured page, not the
+                     * upstream's body (which stays unread: not reused) */
+                    s->upstream_status = r.status;
+                    s->upstream_time = lg_w.loop.now - s->t_upstream;
+                    lg_upstream_result(uc, 1, s->upstream_time);
+                    if (!s->reqp.done)
+                        s->keep_alive = 0;
+                    detach(s);
+                    lg_respond(s, r.status, NULL, NULL);
+                    return 0;
+                }
                 s->rsp = &r;
                 s->rsp_ri = &ri;
                 s->rsp_raw = b->pos;

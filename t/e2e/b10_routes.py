@@ -2,6 +2,7 @@
 """Route precedence (exact > regex in order > longest prefix > 404), return,
 rewrite, and server selection by Host."""
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -81,6 +82,51 @@ def a_return_body_has_the_routes_default_type():
     r = request(port, target="/j")
     eq((r.status, r.headers.get("Content-Type"), r.body), (200, "application/json", b'{"ok":true}'))
     eq(request(port, target="/t").headers.get("Content-Type"), "text/plain")
+
+
+@test
+def error_pages_for_legates_own_answers_and_intercepted_ones():
+    """nginx's error_page and proxy_intercept_errors."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="legate-errpages-")
+    with open(os.path.join(d, "404.html"), "w") as f:
+        f.write("<h1>nothing here</h1>\n")
+    with open(os.path.join(d, "5xx.html"), "w") as f:
+        f.write("<h1>back soon</h1>\n")
+    with Origin("o") as o:
+        port = free_port()
+        pages = 'error_pages = [ "404 %s/404.html", "502 503 504 %s/5xx.html" ];' % (d, d)
+        text = """
+http = {
+  %s
+  upstreams = { app = { servers = ( "%s" ); }; dead = { servers = ( "127.0.0.1:1" ); }; };
+  servers = ( { listen = "127.0.0.1:%d";
+    routes = (
+      { prefix = "/dead/"; proxy_pass = "dead"; },
+      { prefix = "/icpt/"; proxy_pass = "app"; intercept_errors = true; },
+      { prefix = "/app/"; proxy_pass = "app"; },
+      { exact = "/gone"; return = 404; }
+    ); } );
+};
+""" % (pages, o.address, port)
+        Legate(text)
+        for target, st, body in (("/nothing", 404, b"<h1>nothing here</h1>\n"),
+                                 ("/gone", 404, b"<h1>nothing here</h1>\n"),
+                                 ("/dead/x", 502, b"<h1>back soon</h1>\n"),
+                                 ("/icpt/x?status=503", 503, b"<h1>back soon</h1>\n")):
+            r = request(port, target=target)
+            eq((r.status, r.body), (st, body), target)
+            contains(r.headers.get("Content-Type"), "text/html")
+        r = request(port, target="/app/x?status=503")
+        eq(r.status, 503)
+        ok(b"back soon" not in r.body, "without intercept_errors the upstream's own body")
+        eq(request(port, target="/icpt/x?status=500").status, 500, "no page for 500: the upstream's")
+    rc, err = check_config(simple_conf(free_port(), ["127.0.0.1:1"],
+                                       http_extra='error_pages = [ "404 /nonexistent/x.html" ];'))
+    ok(rc != 0 and re.search(r"legate\.conf:\d+: 'error_pages': cannot read", err), err)
+    rc, err = check_config(simple_conf(free_port(), ["127.0.0.1:1"],
+                                       http_extra='error_pages = [ "200 %s/404.html" ];' % d))
+    ok(rc != 0 and "is not a status code from 300 to 599" in err, err)
 
 
 @test
