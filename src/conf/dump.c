@@ -209,6 +209,7 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
         fputs(" ];\n", out);
     }
     kv_bool(out, ind, "intercept_errors", c->intercept_errors);
+    kv_names(out, ind, "proxy_redirect", c->proxy_redirect);
     kv_str(out, ind, "access_log", c->access_log);
     kv_str(out, ind, "log_format", c->log_format->src);
 }

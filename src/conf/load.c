@@ -260,6 +260,7 @@ const directive_t ld_common_dirs[] = {
     ROW("default_type",            D_STRING,   0, 0,      "text/plain", lg_common_t, default_type),
     ROW("error_pages",             D_ERRPAGES, 0, 0,      "",      lg_common_t, error_pages),
     ROW("intercept_errors",        D_BOOL,     0, 1,      "false", lg_common_t, intercept_errors),
+    { "proxy_redirect", D_STRLIST, 0, 0, "default", offsetof(lg_common_t, proxy_redirect), NULL, NULL },
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }

@@ -425,6 +425,81 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
     return sb_done(&b, len);
 }
 
+/*
+ * proxy_redirect: a Location (or a Refresh's url=) naming the upstream
+ * server itself is rewritten to name what the client asked ("default",
+ * as nginx's), and "FROM TO" rules replace a prefix.  1 when written.
+ */
+static int redirect(lg_req_t *s, const lg_common_t *c, sb_t *b, const http_header_t *h)
+{
+    const lg_strv_t *rules = c->proxy_redirect;
+    if (rules == NULL || rules->n == 0 || s->up == NULL || s->up->dyn)
+        return 0;
+    const char *v = h->value;
+    size_t n = h->value_len, skip = 0;
+    if (name_is(h, "refresh")) {
+        const char *u = NULL;
+        for (size_t i = 0; i + 4 <= n && !u; i++)
+            if (strncasecmp(v + i, "url=", 4) == 0)
+                u = v + i + 4;
+        if (u == NULL)
+            return 0;
+        skip = (size_t)(u - v);
+    }
+    const char *url = v + skip;
+    size_t un = n - skip;
+    for (size_t i = 0; i < rules->n; i++) {
+        const char *rule = rules->v[i];
+        if (strcmp(rule, "off") == 0)
+            return 0;
+        const char *from = rule, *to = NULL;
+        size_t fl = 0;
+        char base[300];
+        if (strcmp(rule, "default") == 0) {
+            const char *scheme = s->conn->e.ssl || s->conn->refresh_tls ? "https" : "http";
+            if (s->ri.authority.n == 0 || s->ri.authority.n > 200)
+                continue;
+            snprintf(base, sizeof(base), "%s://%.*s", scheme, (int)s->ri.authority.n, s->ri.authority.p);
+            /* each server of the upstream, by the address the configuration names */
+            for (size_t k = 0; k < s->up->nservers; k++) {
+                const char *a = s->up->servers[k].addr.text;
+                size_t al = strlen(a);
+                for (int sch = 0; sch < 2; sch++) {
+                    const char *p = sch ? "https://" : "http://";
+                    size_t pl = strlen(p);
+                    if (un >= pl + al && strncasecmp(url, p, pl) == 0 &&
+                        strncasecmp(url + pl, a, al) == 0 &&
+                        (un == pl + al || url[pl + al] == '/' || url[pl + al] == '?')) {
+                        sb_add(b, h->name, h->name_len);
+                        sb_add(b, ": ", 2);
+                        sb_add(b, v, skip);
+                        sb_str(b, base);
+                        sb_add(b, url + pl + al, un - pl - al);
+                        sb_add(b, "\r\n", 2);
+                        return 1;
+                    }
+                }
+            }
+            continue;
+        }
+        to = strchr(rule, ' ');
+        if (to == NULL)
+            continue;
+        fl = (size_t)(to - from);
+        to++;
+        if (un >= fl && strncmp(url, from, fl) == 0) {
+            sb_add(b, h->name, h->name_len);
+            sb_add(b, ": ", 2);
+            sb_add(b, v, skip);
+            sb_str(b, to);
+            sb_add(b, url + fl, un - fl);
+            sb_add(b, "\r\n", 2);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 char *lg_headers_client(lg_req_t *s, const http_response_t *r,
                            const lg_rsp_info_t *ri, int out_chunked, lg_xform_t xf, int vary_ae,
                            size_t *len)
@@ -481,6 +556,8 @@ char *lg_headers_client(lg_req_t *s, const http_response_t *r,
             via = h;
             continue;
         }
+        if ((name_is(h, "location") || name_is(h, "refresh")) && redirect(s, c, &b, h))
+            continue;
         sb_header(&b, h->name, h->name_len, h->value, h->value_len);
     }
     add_hsts(s, &b);

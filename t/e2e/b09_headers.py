@@ -68,6 +68,29 @@ def arg_and_server_port_variables():
 
 
 @test
+def proxy_redirect_maps_the_upstreams_own_address_back():
+    """nginx's proxy_redirect default: a Location naming the upstream server
+    names what the client asked instead; "FROM TO" rules; off."""
+    o = Origin("o1")
+    port = free_port()
+    routes = ('{ prefix = "/off/"; proxy_pass = "app"; proxy_redirect = "off"; },'
+              '{ prefix = "/rule/"; proxy_pass = "app"; proxy_redirect = [ "http://old.example/ /new/" ]; },'
+              '{ prefix = "/"; proxy_pass = "app"; }')
+    Legate(simple_conf(port, [o], routes=routes))
+    up = "http://%s/next?a=1" % o.address
+    r = request(port, target="/x?status=302&hdr=Location:" + up, host="www.example:8080")
+    eq(r.headers.get("Location"), "http://www.example:8080/next?a=1")
+    r = request(port, target="/x?hdr=Refresh:5;%20url=" + up, host="www.example")
+    eq(r.headers.get("Refresh"), "5; url=http://www.example/next?a=1")
+    r = request(port, target="/x?status=302&hdr=Location:http://elsewhere.example/", host="www.example")
+    eq(r.headers.get("Location"), "http://elsewhere.example/", "another host is left alone")
+    r = request(port, target="/off/x?status=302&hdr=Location:" + up, host="www.example")
+    eq(r.headers.get("Location"), up)
+    r = request(port, target="/rule/x?status=302&hdr=Location:http://old.example/a/b", host="www.example")
+    eq(r.headers.get("Location"), "/new/a/b")
+
+
+@test
 def framing_and_hop_by_hop_headers_cannot_be_set():
     for lvl, name in (("add_request_headers", "Content-Length"), ("add_response_headers", "Transfer-Encoding"),
                       ("add_request_headers", "Connection"), ("add_response_headers", "upgrade")):
