@@ -258,6 +258,7 @@ typedef struct lg_common {
     lg_errpages_t *error_pages;         /* pages for legate's own errors; default none */
     int        intercept_errors;        /* bool: an upstream's error status gets the page too */
     lg_strv_t *proxy_redirect;          /* "default", "off", or "FROM TO" rewrites of Location/Refresh */
+    lg_tpl_t  *access_log_if;           /* log only when this is neither empty nor "0"; NULL: always */
     char      *limit_rate_zone;         /* a bandwidth zone shared by the key's requests, or NULL */
     lg_limit_zone_t *limit_rate_z;      /* ...resolved once loading is done */
 

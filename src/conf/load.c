@@ -25,6 +25,8 @@
  */
 #include "conf/load_int.h"
 
+#include "core/syslog.h"
+
 #include <errno.h>
 #include <sys/stat.h>
 #include <libconfig.h>
@@ -126,6 +128,33 @@ static const char *sname(const config_setting_t *s)
 
 
 static int fn_http(ld_t *, const config_setting_t *, void *);
+
+/* error_log and access_log "syslog:..." targets parse */
+static void check_one_syslog(ld_t *ld, const config_setting_t *where, const char *name,
+                             const char *target, int line)
+{
+    lg_syslog_t s;
+    char err[256];
+    if (!lg_is_syslog(target) || lg_syslog_parse(target, &s, err, sizeof(err)) == 0)
+        return;
+    if (where)
+        ld_error(ld, where, "'%s': %s", name, err);
+    else
+        ld_error_at(ld, ld->file, line, "'%s': %s", name, err);
+}
+
+static void check_syslog(ld_t *ld, const config_setting_t *root, const lg_conf_t *conf)
+{
+    check_one_syslog(ld, config_setting_get_member(root, "error_log"), "error_log", conf->error_log, 0);
+    check_one_syslog(ld, NULL, "access_log", conf->http.access_log, conf->http_line);
+    for (size_t i = 0; i < conf->nservers; i++) {
+        const lg_server_t *srv = &conf->servers[i];
+        check_one_syslog(ld, NULL, "access_log", srv->common.access_log, srv->line);
+        for (size_t j = 0; j < srv->nroutes; j++)
+            check_one_syslog(ld, NULL, "access_log", srv->routes[j].common.access_log,
+                             srv->routes[j].line);
+    }
+}
 
 /* metrics_buckets: durations in increasing order, at most LG_METRICS_BUCKETS */
 static void check_metrics_buckets(ld_t *ld, const config_setting_t *root, const lg_conf_t *conf)
@@ -263,6 +292,7 @@ const directive_t ld_common_dirs[] = {
     { "proxy_redirect", D_STRLIST, 0, 0, "default", offsetof(lg_common_t, proxy_redirect), NULL, NULL },
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
+    ROW("access_log_if",           D_TPL,      0, 0,      NULL,    lg_common_t, access_log_if),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -427,7 +457,7 @@ const char *ld_get_string(ld_t *ld, const config_setting_t *s)
  */
 static char *resolve_output(ld_t *ld, const char *p)
 {
-    if (p[0] == '/' || !ld->has_prefix)
+    if (p[0] == '/' || !ld->has_prefix || lg_is_syslog(p))
         return ld_strdup(ld, p);
     return lg_arena_printf(&ld->conf->arena, "%s/%s", ld->conf->prefix, p);
 }
@@ -1508,6 +1538,7 @@ static void load_tree(ld_t *ld, const config_t *cfg)
             merge_common(&srv->routes[j].common, &srv->common);
     }
     ld_limits_finish(ld);
+    check_syslog(ld, root, conf);
 }
 
 static char *dir_of(lg_arena_t *a, const char *file)

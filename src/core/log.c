@@ -1,5 +1,7 @@
 #include "core/log.h"
 
+#include "core/syslog.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -15,7 +17,9 @@ static struct {
     lg_log_level_t level;
     int            also_stderr;
     int            slot;
-} L = { -1, NULL, LG_LOG_NOTICE, 1, 0 };
+    lg_syslog_t    sys;         /* error_log = "syslog:...": lines go there instead */
+    int            use_sys;
+} L = { -1, NULL, LG_LOG_NOTICE, 1, 0, { .fd = -1 }, 0 };
 
 static const char *const level_names[] = {
     "debug", "info", "notice", "warn", "error", "crit", "alert", "emerg",
@@ -40,12 +44,30 @@ int lg_log_open(const char *path, lg_log_level_t level, int also_stderr)
         L.also_stderr = 1;
         return 0;
     }
+    if (lg_is_syslog(path)) {
+        char err[256];
+        lg_syslog_t sys;
+        if (lg_syslog_parse(path, &sys, err, sizeof(err)) < 0 || lg_syslog_open(&sys) < 0)
+            return -1;
+        if (L.use_sys && L.sys.fd >= 0)
+            close(L.sys.fd);
+        L.sys = sys;
+        L.use_sys = 1;
+        if (L.fd >= 0)
+            close(L.fd);
+        L.fd = -1;
+        L.also_stderr = also_stderr;
+        free(L.path);
+        L.path = NULL;          /* nothing to reopen */
+        return 0;
+    }
     int fd = open_log(path);
     if (fd < 0)
         return -1;
     if (L.fd >= 0)
         close(L.fd);
     L.fd = fd;
+    L.use_sys = 0;
     free(L.path);
     L.path = strdup(path);
     return 0;
@@ -93,6 +115,24 @@ static void vlog(lg_log_level_t level, int err, const char *fmt, va_list ap)
     if (err)
         n += snprintf(line + n, sizeof(line) - (size_t)n, " (%d: %s)", err, strerror(err));
     line[n++] = '\n';
+    if (L.use_sys) {
+        /* the syslog line carries its own time and pid: the message only */
+        const char *msg = strchr(line, ':');
+        msg = msg ? strchr(msg + 1, ':') : NULL;
+        msg = msg ? strchr(msg + 1, ':') : NULL;    /* past HH:MM:SS */
+        msg = msg ? strstr(msg, ": ") : NULL;       /* past "pid#slot" */
+        static const int sev[] = { 7, 6, 5, 4, 3, 2, 1, 0 };
+        const char *m = msg ? msg + 2 : line;
+        char tagged[2100];
+        int k = snprintf(tagged, sizeof(tagged), "[%s] %.*s", level_names[level],
+                         (int)(line + n - m), m);
+        lg_syslog_send(&L.sys, sev[level], tagged, k > 0 ? (size_t)k : 0);
+        if (L.also_stderr) {
+            ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+            (void)w;
+        }
+        return;
+    }
     if (L.fd >= 0) {
         ssize_t w = write(L.fd, line, (size_t)n);
         (void)w;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/syslog.h"
 #include "pipeline/vars.h"
 
 #define LOG_BUF 65536
@@ -39,6 +40,7 @@ static const char fmt_forward[] =
 
 typedef struct alog {
     char   *path;               /* borrowed from the conf */
+    lg_syslog_t *sys;           /* owned: a "syslog:" target, each line a datagram; or NULL */
     int     fd;
     size_t  len;
     char    buf[LOG_BUF];
@@ -64,6 +66,20 @@ static int open_one(char *path)
         return -1;
     l->path = path;
     l->len = 0;
+    l->sys = NULL;
+    if (lg_is_syslog(path)) {
+        char err[256];
+        l->fd = -1;
+        if ((l->sys = calloc(1, sizeof(*l->sys))) == NULL ||
+            lg_syslog_parse(path, l->sys, err, sizeof(err)) < 0 || lg_syslog_open(l->sys) < 0) {
+            lg_log_errno(LG_LOG_ALERT, errno, "cannot open access log \"%s\"", path);
+            free(l->sys);
+            free(l);
+            return -1;
+        }
+        logs[nlogs++] = l;
+        return 0;
+    }
     l->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (l->fd < 0) {
         lg_log_errno(LG_LOG_ALERT, errno, "cannot open access log \"%s\"", path);
@@ -112,6 +128,8 @@ void lg_accesslog_reopen(void)
 {
     for (size_t i = 0; i < nlogs; i++) {
         alog_t *l = logs[i];
+        if (l->sys)
+            continue;           /* a socket: nothing to reopen */
         if (l->len)
             flush_one(l);
         int fd = open(l->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -145,10 +163,20 @@ void lg_accesslog_write(lg_req_t *s)
         fmt = json_fmt ? json_fmt : (json_fmt = lg_vars_builtin(fmt_json));
         json = 1;
     }
+    if (c->access_log_if) {
+        /* nginx's access_log ... if=: an empty or "0" value skips the line */
+        const char *v = lg_vars_expand(s, c->access_log_if, LG_VARS_RAW, NULL);
+        if (v == NULL || v[0] == 0 || strcmp(v, "0") == 0)
+            return;
+    }
     const char *line = lg_vars_expand(s, fmt, json ? LG_VARS_JSON : LG_VARS_ESCAPE, NULL);
     if (line == NULL)
         return;
     size_t n = strlen(line);
+    if (l->sys) {
+        lg_syslog_send(l->sys, 6, line, n);     /* informational */
+        return;
+    }
     if (n + 1 > LOG_BUF - l->len)
         flush_one(l);
     if (n + 1 > LOG_BUF)

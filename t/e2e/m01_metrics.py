@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
@@ -154,6 +155,55 @@ def request_id_reaches_the_upstream_and_the_log():
             eq((rid, st), (i, "200"))
             ok(re.fullmatch(r"\d+\.\d{3}", conn_t) and re.fullmatch(r"\d+\.\d{3}", head_t),
                "timings %r %r" % (conn_t, head_t))
+
+
+@test
+def logs_to_syslog_and_conditional_access_logging():
+    """access_log and error_log = "syslog:server=...": RFC 5424 datagrams
+    to a test listener; access_log_if skips the lines it says to."""
+    import socket as so
+    rx = so.socket(so.AF_INET, so.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(10)
+    sport = rx.getsockname()[1]
+    with Origin("o1") as o:
+        port = free_port()
+        text = """
+error_log = "syslog:server=127.0.0.1:%d,facility=local3,tag=edge";
+error_log_level = "info";
+http = {
+  access_log = "syslog:server=127.0.0.1:%d,tag=edge-access";
+  access_log_if = "$arg_log";
+  log_format = "$request $status";
+  upstreams = { app = { servers = ( "%s" ); }; };
+  servers = ( { listen = "127.0.0.1:%d"; routes = ( { prefix = "/"; proxy_pass = "app"; } ); } );
+};
+""" % (sport, sport, o.address, port)
+        lg = Legate(text, workers=1)
+        eq(request(port, target="/quiet").status, 200)
+        eq(request(port, target="/quiet?log=0").status, 200)
+        eq(request(port, target="/loud?log=1").status, 200)
+        got = []
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(b"GET /loud?log=1" in g for g in got):
+            try:
+                got.append(rx.recv(65536))
+            except so.timeout:
+                break
+        access = [g for g in got if b" edge-access " in g]
+        ok(any(b"GET /loud?log=1 HTTP/1.1 200" in g for g in access), "the logged line: %r" % got)
+        ok(not any(b"/quiet" in g for g in access), "skipped by access_log_if: %r" % access)
+        line = [g for g in access if b"/loud" in g][0]
+        ok(re.match(rb"<190>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+ edge-access \d+ - - ", line),
+           "RFC 5424, local7.info: %r" % line)
+        # the error log's lines: local3 (19), and a notice at startup
+        ok(any(re.match(rb"<\d+>1 \S+ \S+ edge \d+ - - \[", g) and
+               int(re.match(rb"<(\d+)>", g).group(1)) // 8 == 19 for g in got),
+           "error log lines as local3: %r" % got[:3])
+    rx.close()
+    rc, err = check_config(conf(free_port(), free_port(), Origin("o2")).replace(
+        'access_log = "logs/access.log";', 'access_log = "syslog:server=nowhere.example";'))
+    ok(rc != 0 and re.search(r"legate\.conf:\d+: 'access_log': syslog server", err), err)
 
 
 @test
