@@ -212,6 +212,7 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_names(out, ind, "proxy_redirect", c->proxy_redirect);
     if (c->access_log_if)
         kv_str(out, ind, "access_log_if", c->access_log_if->src);
+    kv_bool(out, ind, "traceparent", c->traceparent);
     kv_str(out, ind, "access_log", c->access_log);
     kv_str(out, ind, "log_format", c->log_format->src);
 }

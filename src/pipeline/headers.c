@@ -7,6 +7,8 @@
  * adds, so the arena's limit bounds them.
  */
 #include "pipeline/headers.h"
+
+#include "core/hash.h"
 #include "pipeline/vars.h"
 
 #include <arpa/inet.h>
@@ -143,6 +145,51 @@ static int in_strv(const lg_strv_t *v, const http_header_t *h)
         if (name_is(h, v->v[i]))
             return 1;
     return 0;
+}
+
+static int hex_ok(const char *p, size_t n)
+{
+    int nonzero = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return 0;
+        nonzero |= p[i] != '0';
+    }
+    return nonzero;
+}
+
+/*
+ * W3C Trace Context: the client's traceparent, if valid (version 00, a
+ * non-zero trace and parent id), keeps its trace id and flags and gets our
+ * span as its parent; else a trace starts here, sampled.  $trace_id names it.
+ */
+static void add_traceparent(lg_req_t *s, sb_t *b)
+{
+    static const char hex[] = "0123456789abcdef";
+    const http_header_t *tp = lg_headers_get(s, "traceparent");
+    const char *flags = "01";
+    char f[3];
+    if (tp && tp->value_len == 55 && memcmp(tp->value, "00-", 3) == 0 && tp->value[35] == '-' &&
+        tp->value[52] == '-' && hex_ok(tp->value + 3, 32) && hex_ok(tp->value + 36, 16) &&
+        (hex_ok(tp->value + 53, 2) || memcmp(tp->value + 53, "00", 2) == 0)) {
+        memcpy(s->trace_id, tp->value + 3, 32);
+        memcpy(f, tp->value + 53, 2);
+        f[2] = 0;
+        flags = f;
+    } else if (s->trace_id[0] == 0) {
+        for (int i = 0; i < 2; i++) {
+            uint64_t x = lg_rand_next(&lg_w.rng);
+            for (int j = 0; j < 16; j++, x >>= 4)
+                s->trace_id[i * 16 + j] = hex[x & 15];
+        }
+    }
+    s->trace_id[32] = 0;
+    char span[17];
+    uint64_t x = lg_rand_next(&lg_w.rng) | 1;
+    for (int j = 0; j < 16; j++, x >>= 4)
+        span[j] = hex[x & 15];
+    span[16] = 0;
+    sb_printf(b, "traceparent: 00-%s-%s-%s\r\n", s->trace_id, span, flags);
 }
 
 /* Does the configuration set this header (lower-case name)? */
@@ -352,6 +399,8 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
             continue;           /* the body goes up decompressed */
         if (s->max_forwards && name_is(h, "max-forwards"))
             continue;           /* sent on decremented, below */
+        if (c->traceparent && name_is(h, "traceparent"))
+            continue;           /* ours, with the same trace id, below */
         if (s->own_conditionals && (name_is(h, "if-none-match") || name_is(h, "if-modified-since") ||
                          name_is(h, "if-range") || name_is(h, "range")))
             continue;           /* the cache asks for the whole thing, and judges these itself */
@@ -417,6 +466,8 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
     if (s->upgrade)     /* the client's own Upgrade/Connection were dropped above */
         sb_printf(&b, "Connection: upgrade\r\nUpgrade: %s\r\n", s->upgrade);
     add_expanded(s, &b, c->add_request_headers);
+    if (c->traceparent)
+        add_traceparent(s, &b);
     if (s->upstream_extra)
         sb_add(&b, s->upstream_extra, strlen(s->upstream_extra));
     if (s->max_forwards)

@@ -227,6 +227,7 @@ struct lg_req {
     lg_msec_t       upstream_time;  /* until the response head (ms) */
     lg_msec_t       upstream_connect_time; /* TCP (and TLS) connect of the try that answered, -1 */
     char            request_id[33]; /* $request_id, made when first used; "" until then */
+    char            trace_id[33];   /* $trace_id (traceparent): the client's or a new one; "" none */
     struct lg_tunnel *tunnel;   /* arena: a tunnel relay, once the request became one */
 
     /* trailer fields of the response, "Name: value\r\n" lines (arena), set

@@ -32,7 +32,7 @@ enum {
     V_STATUS, V_BODY_BYTES_SENT, V_BYTES_SENT, V_REQUEST_LENGTH, V_BYTES_RECEIVED,
     V_REQUEST_TIME,
     V_UPSTREAM_ADDR, V_UPSTREAM_STATUS, V_UPSTREAM_RESPONSE_TIME,
-    V_UPSTREAM_CONNECT_TIME, V_UPSTREAM_HEADER_TIME, V_REQUEST_ID,
+    V_UPSTREAM_CONNECT_TIME, V_UPSTREAM_HEADER_TIME, V_REQUEST_ID, V_TRACE_ID,
     V_CONNECTION, V_CONNECTION_REQUESTS, V_PID,
     V_CACHE_STATUS, V_GEO_COUNTRY, V_BLOCKED, V_LIMIT_REQ_STATUS, V_LIMIT_CONN_STATUS,
     V_SERVER_PORT,
@@ -86,6 +86,7 @@ static const struct {
     [V_UPSTREAM_CONNECT_TIME]    = { "upstream_connect_time", 0 },
     [V_UPSTREAM_HEADER_TIME]     = { "upstream_header_time", 0 },
     [V_REQUEST_ID]               = { "request_id", 0 },
+    [V_TRACE_ID]                 = { "trace_id", 0 },
     [V_CONNECTION]               = { "connection", 0 },
     [V_CONNECTION_REQUESTS]      = { "connection_requests", 0 },
     [V_PID]                      = { "pid", 0 },
@@ -412,6 +413,10 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
             out_ms(b, s->upstream_connect_time);
         else
             out_str(b, "-");
+        break;
+    case V_TRACE_ID:
+        if (s->trace_id[0])
+            RAW(s->trace_id, 32);
         break;
     case V_REQUEST_ID:
         if (s->request_id[0] == 0) {

@@ -207,6 +207,35 @@ http = {
 
 
 @test
+def traceparent_is_propagated_or_started():
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        text = conf(port, mport, o, http_extra="traceparent = true;").replace(
+            '"$request_id|$upstream_connect_time|$upstream_header_time|$status"', '"$trace_id"')
+        lg = Legate(text, workers=1)
+        tid = "4bf92f3577b34da6a3ce929d0e0e4736"
+        r = request(port, target="/x?echo=1",
+                    headers=[("traceparent", "00-%s-00f067aa0ba902b7-01" % tid)])
+        hd = dict((k.lower(), v) for k, v in r.json()["headers"])
+        m = re.fullmatch(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01", hd.get("traceparent", ""))
+        ok(m and m.group(1) == tid and m.group(2) != "00f067aa0ba902b7",
+           "the trace kept, a new parent: %r" % hd.get("traceparent"))
+        r = request(port, target="/y?echo=1", headers=[("traceparent", "garbage")])
+        hd = dict((k.lower(), v) for k, v in r.json()["headers"])
+        m2 = re.fullmatch(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01", hd.get("traceparent", ""))
+        ok(m2 and m2.group(1) != tid, "a new trace for an invalid header: %r" % hd)
+        eq(sum(1 for k, _ in r.json()["headers"] if k.lower() == "traceparent"), 1)
+
+        def lines():
+            try:
+                return open(lg.access_log).read().split()
+            except FileNotFoundError:
+                return []
+        wait_until(lambda: len(lines()) >= 2, 10)
+        eq(lines()[:2], [tid, m2.group(1)], "$trace_id in the log")
+
+
+@test
 def bad_buckets_are_a_config_error():
     rc, err = check_config(conf(free_port(), free_port(), Origin("o1"),
                                 global_extra='metrics_buckets = [ "1s", "10ms" ];'))
