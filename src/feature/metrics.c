@@ -57,8 +57,40 @@ typedef struct mx_listener {
     _Atomic uint64_t v[MX_NSTAT];               /* lg_lstats_t, field by field */
 } mx_listener_t;
 
+/* Outcomes with a fixed set of labels: counted from what a request's log
+ * fields say, in the LOG phase.  One family's entries are adjacent. */
+static const struct { const char *family, *label, *match; } evs[] = {
+    { "legate_cache_requests_total", "status=\"HIT\"", "HIT" },
+    { "legate_cache_requests_total", "status=\"MISS\"", "MISS" },
+    { "legate_cache_requests_total", "status=\"EXPIRED\"", "EXPIRED" },
+    { "legate_cache_requests_total", "status=\"STALE\"", "STALE" },
+    { "legate_cache_requests_total", "status=\"UPDATING\"", "UPDATING" },
+    { "legate_cache_requests_total", "status=\"REVALIDATED\"", "REVALIDATED" },
+    { "legate_cache_requests_total", "status=\"BYPASS\"", "BYPASS" },
+    { "legate_cache_requests_total", "status=\"OTHER\"", NULL },
+    { "legate_limit_req_total", "result=\"PASSED\"", "PASSED" },
+    { "legate_limit_req_total", "result=\"DELAYED\"", "DELAYED" },
+    { "legate_limit_req_total", "result=\"REJECTED\"", "REJECTED" },
+    { "legate_limit_req_total", "result=\"DRY_RUN\"", NULL },
+    { "legate_limit_conn_total", "result=\"PASSED\"", "PASSED" },
+    { "legate_limit_conn_total", "result=\"REJECTED\"", "REJECTED" },
+    { "legate_limit_conn_total", "result=\"DRY_RUN\"", NULL },
+    { "legate_compressed_responses_total", "coding=\"gzip\"", "gzip" },
+    { "legate_compressed_responses_total", "coding=\"br\"", "br" },
+    { "legate_compressed_responses_total", "coding=\"zstd\"", "zstd" },
+    { "legate_tunnels_total", "kind=\"upgrade\"", "upgrade" },
+    { "legate_tunnels_total", "kind=\"connect\"", "connect" },
+    { "legate_refused_requests_total", "by=\"policy\"", NULL },
+};
+enum {
+    EV_CACHE = 0, EV_LIMIT_REQ = 8, EV_LIMIT_CONN = 12, EV_CODING = 15, EV_TUNNEL = 18,
+    EV_REFUSED = 20, EV_N = 21,
+};
+_Static_assert(sizeof(evs) / sizeof(evs[0]) == EV_N, "an entry a counter");
+
 typedef struct mx_zone {
     uint32_t         magic;
+    _Atomic uint64_t ev[EV_N];
     _Atomic uint64_t reloads;
     int64_t          start_time;                /* wall seconds */
     _Atomic int32_t  workers;
@@ -193,6 +225,7 @@ typedef struct mx_local {
 } mx_local_t;
 
 static mx_local_t *local;       /* [MX_SERIES] */
+static uint64_t ev_local[EV_N];
 static lg_lstats_t *sent;       /* [nbinds]: what was moved already */
 static int *bind_slot;          /* [nbinds]: the zone's listener entry, or -1 */
 
@@ -243,6 +276,11 @@ void lg_metrics_flush(void)
         atomic_fetch_add_explicit(&s->bytes_out, l->bytes_out, memory_order_relaxed);
         memset(l, 0, sizeof(*l));
     }
+    for (int i = 0; i < EV_N; i++)
+        if (ev_local[i]) {
+            atomic_fetch_add_explicit(&zone->ev[i], ev_local[i], memory_order_relaxed);
+            ev_local[i] = 0;
+        }
     for (size_t i = 0; lg_w.lstats && i < lg_w.conf->nbinds; i++) {
         if (bind_slot[i] < 0)
             continue;
@@ -257,11 +295,36 @@ void lg_metrics_flush(void)
     }
 }
 
-/* The LOG phase: the request in its route's series. */
+/* The entry of family [first, first + n) whose match is s (the last: any other). */
+static void count_ev(int first, int n, const char *s)
+{
+    if (s == NULL)
+        return;
+    int i = first;
+    while (i < first + n - 1 && evs[i].match && strcmp(evs[i].match, s) != 0)
+        i++;
+    if (evs[i].match && strcmp(evs[i].match, s) != 0)
+        return;                 /* the family has no catch-all */
+    ev_local[i]++;
+}
+
+/* The LOG phase: the request in its route's series, and its outcomes. */
 static int log_phase(lg_req_t *r)
 {
     if (local == NULL || r->server == NULL)
         return LG_OK;
+    count_ev(EV_CACHE, 8, r->cache_status);
+    if (r->limit_req_status)
+        count_ev(EV_LIMIT_REQ, 4, strstr(r->limit_req_status, "DRY_RUN") ? "DRY" : r->limit_req_status);
+    if (r->limit_conn_status)
+        count_ev(EV_LIMIT_CONN, 3, strstr(r->limit_conn_status, "DRY_RUN") ? "DRY" : r->limit_conn_status);
+    static const char *const coding[] = { NULL, "gzip", NULL, "br", "zstd" };
+    if (r->xform > 0 && r->xform < 5 && coding[r->xform])
+        count_ev(EV_CODING, 3, coding[r->xform]);
+    if (r->tunnel)
+        count_ev(EV_TUNNEL, 2, r->ri.connect ? "connect" : "upgrade");
+    if (r->blocked)
+        ev_local[EV_REFUSED]++;
     int mx = r->route ? r->route->mx : r->server->mx;
     if (mx <= 0 || mx > MX_SERIES)
         return LG_OK;
@@ -355,6 +418,11 @@ static void page_metrics(out_t *o)
             if (ld(&zone->l[i].key))
                 put(o, "legate_%s{%s} %llu\n", lnames[f], zone->l[i].label,
                     (unsigned long long)ld(&zone->l[i].v[f]));
+    }
+    for (int i = 0; i < EV_N; i++) {
+        if (i == 0 || strcmp(evs[i].family, evs[i - 1].family) != 0)
+            put(o, "# TYPE %s counter\n", evs[i].family);
+        put(o, "%s{%s} %llu\n", evs[i].family, evs[i].label, (unsigned long long)ld(&zone->ev[i]));
     }
     put(o, "# HELP legate_http_requests_total Requests answered, by status class.\n"
            "# TYPE legate_http_requests_total counter\n");

@@ -236,6 +236,38 @@ def traceparent_is_propagated_or_started():
 
 
 @test
+def outcomes_cache_limits_codings_refusals():
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        text = conf(port, mport, o, global_extra='cache_size = "4m";',
+                    http_extra='limit_req_zones = ( { name = "z"; key = "$remote_addr"; rate = "1r/m"; } );')
+        text = text.replace('{ prefix = "/"; proxy_pass = "app"; }',
+                            '{ prefix = "/c/"; proxy_pass = "app"; cache = true; cache_valid = "200 1m"; },'
+                            '{ prefix = "/l/"; proxy_pass = "app"; limit_req = { zone = "z"; nodelay = true; }; },'
+                            '{ prefix = "/z/"; proxy_pass = "app"; gzip = true; gzip_types = "text/plain"; },'
+                            '{ prefix = "/deny/"; proxy_pass = "app"; access_rules = "deny all"; },'
+                            '{ prefix = "/"; proxy_pass = "app"; }')
+        lg = Legate(text, workers=1)
+        for _ in range(3):
+            eq(request(port, target="/c/a").status, 200)
+        eq([request(port, target="/l/a").status for _ in range(3)], [200, 429, 429])
+        eq(request(port, target="/z/a?size=5000&ctype=text/plain", headers=[("Accept-Encoding", "gzip")]).status, 200)
+        eq(request(port, target="/deny/a").status, 403)
+
+        def want():
+            t = scrape(mport)
+            return (value(t, "legate_cache_requests_total", status="MISS"),
+                    value(t, "legate_cache_requests_total", status="HIT"),
+                    value(t, "legate_limit_req_total", result="PASSED"),
+                    value(t, "legate_limit_req_total", result="REJECTED"),
+                    value(t, "legate_compressed_responses_total", coding="gzip"),
+                    value(t, "legate_refused_requests_total", by="policy"))
+        got = []
+        wait_until(lambda: got.append(want()) or got[-1] == (1.0, 2.0, 1.0, 2.0, 1.0, 3.0), 10,
+                   what="the outcomes counted")
+
+
+@test
 def bad_buckets_are_a_config_error():
     rc, err = check_config(conf(free_port(), free_port(), Origin("o1"),
                                 global_extra='metrics_buckets = [ "1s", "10ms" ];'))
