@@ -274,6 +274,7 @@ typedef struct lg_upstream_server {
     int       max_conns;                /* requests in flight over all workers, 0 = no limit */
     int       backup;                   /* bool: used only when every primary is down */
     int       down;                     /* bool: taken out by configuration */
+    int       mx;                       /* its metrics series (feature/metrics.c), + 1; 0 none */
     int       line;
 } lg_upstream_server_t;
 

@@ -51,6 +51,16 @@ typedef struct mx_series {
     _Atomic uint64_t bytes_in, bytes_out;
 } mx_series_t;
 
+/* an upstream server as requests saw it */
+typedef struct mx_useries {
+    _Atomic uint64_t key;
+    char             labels[112];               /* upstream="...",server="..." */
+    _Atomic uint64_t hist[LG_METRICS_BUCKETS + 1]; /* time to the response head */
+    _Atomic uint64_t head_ms, connect_ms, connects, retries;
+} mx_useries_t;
+
+#define MX_USERIES 256
+
 typedef struct mx_listener {
     _Atomic uint64_t key;
     char             label[72];                 /* listener="...",tls="..." */
@@ -98,6 +108,7 @@ typedef struct mx_zone {
     int64_t          bucket_ms[LG_METRICS_BUCKETS];
     mx_series_t      s[MX_SERIES];
     mx_listener_t    l[MX_LISTENERS];
+    mx_useries_t     u[MX_USERIES];
 } mx_zone_t;
 
 static mx_zone_t *zone;         /* the master's, inherited by workers */
@@ -177,6 +188,11 @@ int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
                 atomic_store(&zone->s[i].hist[j], 0);
             atomic_store(&zone->s[i].dur_ms, 0);
         }
+        for (unsigned i = 0; i < MX_USERIES; i++) {
+            for (unsigned j = 0; j <= LG_METRICS_BUCKETS; j++)
+                atomic_store(&zone->u[i].hist[j], 0);
+            atomic_store(&zone->u[i].head_ms, 0);
+        }
         memcpy(zone->bucket_ms, b, nb * sizeof(b[0]));
         zone->nbuckets = nb;
     }
@@ -193,6 +209,31 @@ int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
             rt->mx = series_of(labels);
             if (rt->mx == 0)
                 rt->mx = srv->mx;       /* full: counted in the server's */
+        }
+    }
+    for (size_t u = 0; u < conf->nupstreams; u++) {
+        lg_upstream_t *up = &conf->upstreams[u];
+        for (size_t k = 0; k < up->nservers; k++) {
+            char un[64], sa[64];
+            esc(un, sizeof(un), up->name);
+            esc(sa, sizeof(sa), up->servers[k].addr.text);
+            snprintf(labels, sizeof(labels), "upstream=\"%s\",server=\"%s\"", un, sa);
+            uint64_t key = lg_hash64(labels, strlen(labels), 0x7573) | 1;
+            unsigned slot = (unsigned)(key % MX_USERIES), n = 0;
+            up->servers[k].mx = 0;
+            for (; n < MX_USERIES; n++, slot = (slot + 1) % MX_USERIES) {
+                mx_useries_t *e = &zone->u[slot];
+                uint64_t have = atomic_load(&e->key);
+                if (have == key && strcmp(e->labels, labels) == 0)
+                    break;
+                if (have == 0) {
+                    snprintf(e->labels, sizeof(e->labels), "%s", labels);
+                    atomic_store(&e->key, key);
+                    break;
+                }
+            }
+            if (n < MX_USERIES)
+                up->servers[k].mx = (int)slot + 1;
         }
     }
     for (size_t i = 0; i < conf->nbinds && i < MX_LISTENERS; i++) {
@@ -226,6 +267,14 @@ typedef struct mx_local {
 
 static mx_local_t *local;       /* [MX_SERIES] */
 static uint64_t ev_local[EV_N];
+
+typedef struct mx_ulocal {
+    uint64_t hist[LG_METRICS_BUCKETS + 1];
+    uint64_t head_ms, connect_ms, connects, retries;
+    int      dirty;
+} mx_ulocal_t;
+
+static mx_ulocal_t ulocal[MX_USERIES];
 static lg_lstats_t *sent;       /* [nbinds]: what was moved already */
 static int *bind_slot;          /* [nbinds]: the zone's listener entry, or -1 */
 
@@ -274,6 +323,20 @@ void lg_metrics_flush(void)
         atomic_fetch_add_explicit(&s->dur_ms, l->dur_ms, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->bytes_in, l->bytes_in, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->bytes_out, l->bytes_out, memory_order_relaxed);
+        memset(l, 0, sizeof(*l));
+    }
+    for (unsigned i = 0; i < MX_USERIES; i++) {
+        mx_ulocal_t *l = &ulocal[i];
+        if (!l->dirty)
+            continue;
+        mx_useries_t *u = &zone->u[i];
+        for (unsigned j = 0; j <= LG_METRICS_BUCKETS; j++)
+            if (l->hist[j])
+                atomic_fetch_add_explicit(&u->hist[j], l->hist[j], memory_order_relaxed);
+        atomic_fetch_add_explicit(&u->head_ms, l->head_ms, memory_order_relaxed);
+        atomic_fetch_add_explicit(&u->connect_ms, l->connect_ms, memory_order_relaxed);
+        atomic_fetch_add_explicit(&u->connects, l->connects, memory_order_relaxed);
+        atomic_fetch_add_explicit(&u->retries, l->retries, memory_order_relaxed);
         memset(l, 0, sizeof(*l));
     }
     for (int i = 0; i < EV_N; i++)
@@ -325,6 +388,30 @@ static int log_phase(lg_req_t *r)
         count_ev(EV_TUNNEL, 2, r->ri.connect ? "connect" : "upgrade");
     if (r->blocked)
         ev_local[EV_REFUSED]++;
+    /* the upstream server that answered: its series, found by the address
+     * text the configuration gave it (configured upstreams only: a forward
+     * proxy's destinations are not labels) */
+    if (r->up && r->up->index >= 0 && r->upstream_addr && r->upstream_status) {
+        for (size_t k = 0; k < r->up->nservers; k++) {
+            if (r->up->servers[k].addr.text != r->upstream_addr || r->up->servers[k].mx <= 0)
+                continue;
+            mx_ulocal_t *u = &ulocal[r->up->servers[k].mx - 1];
+            unsigned b = 0;
+            while (b < zone->nbuckets && r->upstream_time > zone->bucket_ms[b])
+                b++;
+            u->hist[b]++;
+            u->head_ms += (uint64_t)(r->upstream_time > 0 ? r->upstream_time : 0);
+            /* a new connection, not one from the pool (metrics logs before
+             * the reverse proxy gives the connection back) */
+            if (r->uc && !r->uc->reused && r->upstream_connect_time >= 0) {
+                u->connect_ms += (uint64_t)r->upstream_connect_time;
+                u->connects++;
+            }
+            u->retries += r->ntries > 1 ? r->ntries - 1 : 0;
+            u->dirty = 1;
+            break;
+        }
+    }
     int mx = r->route ? r->route->mx : r->server->mx;
     if (mx <= 0 || mx > MX_SERIES)
         return LG_OK;
@@ -461,6 +548,42 @@ static void page_metrics(out_t *o)
         if (ld(&zone->s[i].key))
             put(o, "legate_http_response_bytes_total{%s} %llu\n", zone->s[i].labels,
                 (unsigned long long)ld(&zone->s[i].bytes_out));
+    put(o, "# HELP legate_upstream_header_duration_seconds Time from the try to the response head "
+           "(time to first byte), per upstream server.\n"
+           "# TYPE legate_upstream_header_duration_seconds histogram\n");
+    for (unsigned i = 0; i < MX_USERIES; i++) {
+        mx_useries_t *u = &zone->u[i];
+        if (!ld(&u->key))
+            continue;
+        uint64_t cum = 0;
+        for (unsigned b = 0; b < zone->nbuckets; b++) {
+            cum += ld(&u->hist[b]);
+            put(o, "legate_upstream_header_duration_seconds_bucket{%s,le=\"%g\"} %llu\n", u->labels,
+                (double)zone->bucket_ms[b] / 1000.0, (unsigned long long)cum);
+        }
+        cum += ld(&u->hist[zone->nbuckets]);
+        put(o, "legate_upstream_header_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n"
+               "legate_upstream_header_duration_seconds_sum{%s} %.3f\n"
+               "legate_upstream_header_duration_seconds_count{%s} %llu\n",
+            u->labels, (unsigned long long)cum, u->labels, (double)ld(&u->head_ms) / 1000.0,
+            u->labels, (unsigned long long)cum);
+    }
+    put(o, "# TYPE legate_upstream_connects_total counter\n");
+    for (unsigned i = 0; i < MX_USERIES; i++)
+        if (ld(&zone->u[i].key))
+            put(o, "legate_upstream_connects_total{%s} %llu\n", zone->u[i].labels,
+                (unsigned long long)ld(&zone->u[i].connects));
+    put(o, "# TYPE legate_upstream_connect_seconds_total counter\n");
+    for (unsigned i = 0; i < MX_USERIES; i++)
+        if (ld(&zone->u[i].key))
+            put(o, "legate_upstream_connect_seconds_total{%s} %.3f\n", zone->u[i].labels,
+                (double)ld(&zone->u[i].connect_ms) / 1000.0);
+    put(o, "# HELP legate_upstream_retries_total Tries before this server answered.\n"
+           "# TYPE legate_upstream_retries_total counter\n");
+    for (unsigned i = 0; i < MX_USERIES; i++)
+        if (ld(&zone->u[i].key))
+            put(o, "legate_upstream_retries_total{%s} %llu\n", zone->u[i].labels,
+                (unsigned long long)ld(&zone->u[i].retries));
     /* upstream servers: their shared state, as the balancers see it */
     const lg_conf_t *c = lg_w.conf;
     put(o, "# HELP legate_upstream_server_up 1 when the server takes requests (not ejected, "

@@ -268,6 +268,30 @@ def outcomes_cache_limits_codings_refusals():
 
 
 @test
+def upstream_servers_time_to_first_byte_connects_and_retries():
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        text = conf(port, mport, o).replace('upstreams = { app = { servers = ( "%s" ); }; };' % o.address,
+            'upstreams = { app = { servers = ( "%s" ); keepalive = 8; }; };' % o.address)
+        lg = Legate(text, workers=1)
+        for _ in range(4):
+            eq(request(port, target="/x?delay=30").status, 200)
+
+        def sample():
+            t = scrape(mport)
+            return (value(t, "legate_upstream_header_duration_seconds_count", upstream="app"),
+                    value(t, "legate_upstream_header_duration_seconds_bucket", upstream="app", le="0.025"),
+                    value(t, "legate_upstream_connects_total", upstream="app"),
+                    value(t, "legate_upstream_retries_total", upstream="app"))
+        got = []
+        wait_until(lambda: got.append(sample()) or got[-1][0] == 4.0, 10, what="4 answers counted")
+        cnt, fast, conns, retries = got[-1]
+        eq(fast, 0.0, "none answered within 25 ms (each waited 30)")
+        eq(conns, 1.0, "one connection, reused for the rest")
+        eq(retries, 0.0)
+
+
+@test
 def bad_buckets_are_a_config_error():
     rc, err = check_config(conf(free_port(), free_port(), Origin("o1"),
                                 global_extra='metrics_buckets = [ "1s", "10ms" ];'))
