@@ -103,6 +103,7 @@ typedef struct mx_zone {
     _Atomic uint64_t ev[EV_N];
     _Atomic uint64_t reloads;
     int64_t          start_time;                /* wall seconds */
+    _Atomic int64_t  loaded_at;                 /* wall seconds: the running configuration's load */
     _Atomic int32_t  workers;
     uint32_t         nbuckets;
     int64_t          bucket_ms[LG_METRICS_BUCKETS];
@@ -174,6 +175,7 @@ int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
         atomic_fetch_add(&zone->reloads, 1);
     }
     atomic_store(&zone->workers, conf->worker_processes);
+    atomic_store(&zone->loaded_at, (int64_t)time(NULL));
     /* other bounds than the running ones: the old counts mean nothing */
     int64_t b[LG_METRICS_BUCKETS];
     uint32_t nb = 0;
@@ -657,7 +659,18 @@ static void page_json(out_t *o)
         (unsigned long long)active, (unsigned long long)accepted);
     for (int c = 0; c < 5; c++)
         put(o, "%s\"%s\":%llu", c ? "," : "", cls[c], (unsigned long long)total[c]);
-    put(o, "},\"series\":[");
+    /* the request durations of every series together, for percentiles */
+    put(o, "},\"loaded_at\":%lld,\"latency\":{\"le_ms\":[", (long long)atomic_load(&zone->loaded_at));
+    for (unsigned b = 0; b < zone->nbuckets; b++)
+        put(o, "%s%lld", b ? "," : "", (long long)zone->bucket_ms[b]);
+    put(o, "],\"counts\":[");
+    for (unsigned b = 0; b <= zone->nbuckets; b++) {
+        uint64_t n = 0;
+        for (unsigned i = 0; i < MX_SERIES; i++)
+            n += ld(&zone->s[i].hist[b]);
+        put(o, "%s%llu", b ? "," : "", (unsigned long long)n);
+    }
+    put(o, "]},\"series\":[");
     int first = 1;
     for (unsigned i = 0; i < MX_SERIES; i++) {
         mx_series_t *s = &zone->s[i];
@@ -726,9 +739,13 @@ static const char status_html[] =
     "<div class=c><div>requests/s</div><svg id=rps width=300 height=80></svg></div>"
     "<div class=c><div>errors/s (5xx)</div><svg id=err width=300 height=80></svg></div>"
     "<div class=c><div>active connections</div><svg id=act width=300 height=80></svg></div>"
+    "<div class=c><div>latency p50 / p95 / p99 (ms, last interval)</div><svg id=lat width=300 height=80></svg>"
+    "<div id=pct></div></div>"
     "<h2>upstream servers</h2><table id=ups></table>"
     "<script>\n"
-    "var H={rps:[],err:[],act:[]},last=null;\n"
+    "var H={rps:[],err:[],act:[],lat:[]},last=null;\n"
+    "function pct(le,d,q){var n=0,t=0;for(var i=0;i<d.length;i++)t+=d[i];if(!t)return 0;"
+    "for(var i=0;i<d.length;i++){n+=d[i];if(n>=q*t)return i<le.length?le[i]:le[le.length-1]*2}return 0}\n"
     "function draw(id,v){var s=document.getElementById(id),m=Math.max(1,Math.max.apply(null,v)),"
     "p=v.map(function(x,i){return (i*300/Math.max(1,v.length-1)).toFixed(1)+','+(78-x*74/m).toFixed(1)})"
     ".join(' ');s.innerHTML='<polyline fill=none stroke=#36c stroke-width=2 points=\"'+p+'\"/>'+"
@@ -736,12 +753,18 @@ static const char status_html[] =
     "s.setAttribute('data-max',m)}\n"
     "function tick(){fetch('status.json',{cache:'no-store'}).then(function(r){return r.json()})"
     ".then(function(d){var n=0,e=d.requests['5xx'];for(var k in d.requests)n+=d.requests[k];"
+    "var c=d.latency.counts,dc=last?c.map(function(x,i){return x-last.c[i]}):c;"
+    "var p50=pct(d.latency.le_ms,dc,.5),p95=pct(d.latency.le_ms,dc,.95),p99=pct(d.latency.le_ms,dc,.99);"
+    "document.getElementById('pct').textContent=p50+' / '+p95+' / '+p99+' ms';H.lat.push(p99);"
     "if(last){var dt=Math.max(1,d.now-last.now);H.rps.push((n-last.n)/dt);H.err.push((e-last.e)/dt)}"
     "H.act.push(d.connections.active);for(var k in H)if(H[k].length>300)H[k].shift();"
-    "last={n:n,e:e,now:d.now};document.getElementById('ver').textContent=d.version;"
+    "last={n:n,e:e,now:d.now,c:c};document.getElementById('ver').textContent=d.version;"
     "document.getElementById('sum').textContent='requests '+n+', 5xx '+e+', reloads '+d.reloads+"
-    "', workers '+d.workers+(d.cache?', cache hits '+d.cache.hits+' misses '+d.cache.misses:'');"
-    "draw('rps',H.rps);draw('err',H.err);draw('act',H.act);"
+    "', workers '+d.workers+', configuration loaded '+new Date(d.loaded_at*1000).toISOString()+"
+    "(d.cache?', cache hits '+d.cache.hits+' misses '+d.cache.misses+' (hit ratio '+"
+    "(d.cache.hits+d.cache.misses?(100*d.cache.hits/(d.cache.hits+d.cache.misses)).toFixed(1):'-')+"
+    "'%), cache fill '+(100*d.cache.used/Math.max(1,d.cache.capacity)).toFixed(1)+'%':'');"
+    "draw('rps',H.rps);draw('err',H.err);draw('act',H.act);draw('lat',H.lat);"
     "document.getElementById('ups').innerHTML='<tr><th>upstream<th>server<th>state<th>requests<th>failures'+"
     "d.upstreams.map(function(u){return '<tr><td>'+u.upstream+'<td>'+u.server+'<td class='+(u.up?'up':'down')+"
     "'>'+(u.up?'up':'down')+'<td>'+u.requests+'<td>'+u.failures}).join('')})}\n"

@@ -333,8 +333,25 @@ def status_page_draws_in_chromium():
         ok(re.search(r"requests (\d+)", dom) and int(re.search(r"requests (\d+)", dom).group(1)) >= 30,
            "the summary counts the traffic: %r" % re.findall(r"requests \d+[^<]*", dom))
         contains(dom, '<td class="up">up</td>', "the upstream server's state")
-        with open(os.path.join(lg.prefix, "status-dom.html"), "w") as f:
-            f.write(dom)       # kept with the prefix as the test's artifact on failure
+        ok(re.search(r'id="pct">\d+ / \d+ / \d+ ms<', dom), "latency percentiles shown")
+        contains(dom, "configuration loaded ")
+        # a screenshot, kept as the test's artifact (LEGATE_TEST_ARTIFACTS, or the prefix)
+        art = os.environ.get("LEGATE_TEST_ARTIFACTS") or lg.prefix
+        os.makedirs(art, exist_ok=True)
+        shot = os.path.join(art, "status-page.png")
+        d2 = tempfile.mkdtemp(prefix="legate-chromium-shot-")
+        try:
+            subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+                            "--disable-dev-shm-usage", "--no-first-run", "--user-data-dir=" + d2,
+                            "--virtual-time-budget=3000", "--window-size=1000,700",
+                            "--screenshot=" + shot, "http://127.0.0.1:%d/status" % mport],
+                           capture_output=True, timeout=40, stdin=subprocess.DEVNULL)
+        finally:
+            shutil.rmtree(d2, ignore_errors=True)
+        ok(os.path.exists(shot) and os.path.getsize(shot) > 1000, "a screenshot at %s" % shot)
+        print("# status page screenshot: %s" % shot)
+        with open(os.path.join(art, "status-dom.html"), "w") as f:
+            f.write(dom)
 
 
 @test
