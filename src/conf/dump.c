@@ -213,6 +213,8 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     if (c->access_log_if)
         kv_str(out, ind, "access_log_if", c->access_log_if->src);
     kv_bool(out, ind, "traceparent", c->traceparent);
+    if (c->request_id_header)
+        kv_str(out, ind, "request_id_header", c->request_id_header);
     kv_str(out, ind, "access_log", c->access_log);
     kv_str(out, ind, "log_format", c->log_format->src);
 }

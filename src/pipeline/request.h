@@ -226,7 +226,7 @@ struct lg_req {
     int             upstream_keep;
     lg_msec_t       upstream_time;  /* until the response head (ms) */
     lg_msec_t       upstream_connect_time; /* TCP (and TLS) connect of the try that answered, -1 */
-    char            request_id[33]; /* $request_id, made when first used; "" until then */
+    char            request_id[65]; /* $request_id, made (or a trusted front end's) when first used */
     char            trace_id[33];   /* $trace_id (traceparent): the client's or a new one; "" none */
     struct lg_tunnel *tunnel;   /* arena: a tunnel relay, once the request became one */
 

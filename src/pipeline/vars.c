@@ -12,6 +12,7 @@
 
 #include "pipeline/headers.h"
 #include "core/hash.h"
+#include "net/acl.h"
 #include "net/tls.h"
 
 #include <arpa/inet.h>
@@ -271,6 +272,31 @@ static const http_header_t *header_named(const lg_req_t *s, const char *name, si
  * esc is LG_VARS_RAW: header templates take them verbatim, as the parser has
  * already refused CR, LF and NUL in them.
  */
+/*
+ * request_id_header: a request ID a trusted front end (real_ip_from) set
+ * is kept, so one ID follows the request through every hop; 1 to 64 of
+ * [A-Za-z0-9._-], anything else is not an ID.
+ */
+static int trusted_request_id(lg_req_t *s)
+{
+    const lg_common_t *c = lg_req_common(s);
+    if (c->request_id_header == NULL || s->server == NULL || s->server->real_ip_rt == NULL ||
+        lg_cidr_lookup(s->server->real_ip_rt, (const struct sockaddr *)&s->conn->peer) < 0)
+        return 0;
+    const http_header_t *h = lg_headers_get(s, c->request_id_header);
+    if (h == NULL || h->value_len == 0 || h->value_len > 64)
+        return 0;
+    for (size_t i = 0; i < h->value_len; i++) {
+        char ch = h->value[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.'))
+            return 0;
+    }
+    memcpy(s->request_id, h->value, h->value_len);
+    s->request_id[h->value_len] = 0;
+    return 1;
+}
+
 static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_esc_t esc)
 {
     int escape = esc != LG_VARS_RAW, json = esc == LG_VARS_JSON;
@@ -419,7 +445,7 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
             RAW(s->trace_id, 32);
         break;
     case V_REQUEST_ID:
-        if (s->request_id[0] == 0) {
+        if (s->request_id[0] == 0 && !trusted_request_id(s)) {
             /* 128 random bits, made when first asked for, the same after */
             static const char hex[] = "0123456789abcdef";
             for (int i = 0; i < 2; i++) {
@@ -429,7 +455,7 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
             }
             s->request_id[32] = 0;
         }
-        RAW(s->request_id, 32);
+        RAW(s->request_id, strlen(s->request_id));
         break;
     case V_CONNECTION:
         out_u64(b, s->conn->id);

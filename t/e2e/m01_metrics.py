@@ -292,6 +292,26 @@ def upstream_servers_time_to_first_byte_connects_and_retries():
 
 
 @test
+def a_trusted_front_ends_request_id_is_kept():
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        text = conf(port, mport, o, http_extra='request_id_header = "X-Request-ID";').replace(
+            'server_name = "www.example";', 'server_name = "www.example"; real_ip_from = [ "127.0.0.1" ];')
+        Legate(text, workers=1)
+        hd = lambda r: dict((k.lower(), v) for k, v in r.json()["headers"])
+        r = request(port, target="/api/x?echo=1", headers=[("X-Request-ID", "edge-42.a_b")])
+        eq(hd(r).get("x-request-id"), "edge-42.a_b", "kept from a trusted front end")
+        r = request(port, target="/api/x?echo=1", headers=[("X-Request-ID", "bad id!")])
+        ok(re.fullmatch(r"[0-9a-f]{32}", hd(r).get("x-request-id", "")), "not an ID: a new one")
+    with Origin("o2") as o:
+        port, mport = free_port(), free_port()
+        Legate(conf(port, mport, o, http_extra='request_id_header = "X-Request-ID";'), workers=1)
+        r = request(port, target="/api/x?echo=1", headers=[("X-Request-ID", "edge-42")])
+        got = dict((k.lower(), v) for k, v in r.json()["headers"]).get("x-request-id", "")
+        ok(re.fullmatch(r"[0-9a-f]{32}", got), "an untrusted client's is not taken: %r" % got)
+
+
+@test
 def bad_buckets_are_a_config_error():
     rc, err = check_config(conf(free_port(), free_port(), Origin("o1"),
                                 global_extra='metrics_buckets = [ "1s", "10ms" ];'))
