@@ -474,11 +474,15 @@ static void put(out_t *o, const char *fmt, ...)
 
 static uint64_t ld(_Atomic uint64_t *v) { return atomic_load_explicit(v, memory_order_relaxed); }
 
+/* lg_lstats_t's fields in order: a family each, but the handshake
+ * failures, one family with a reason label */
+#define MX_TLS_FAIL 9
 static const char *const lnames[MX_NSTAT] = {
     "connections_accepted_total", "connections_closed_total", "tls_handshakes_total",
-    "tls_handshake_failures_total", "tls_resumptions_total", "http2_connections_total",
+    "tls_resumptions_total", "http2_connections_total",
     "http2_streams_total", "http2_resets_received_total", "http2_resets_sent_total",
     "http2_goaways_sent_total",
+    "timeout", "version", "cipher", "certificate", "closed", "other",
 };
 
 static void page_metrics(out_t *o)
@@ -501,13 +505,20 @@ static void page_metrics(out_t *o)
             put(o, "legate_connections_active{%s} %llu\n", zone->l[i].label,
                 (unsigned long long)(a > c ? a - c : 0));
         }
-    for (size_t f = 0; f < MX_NSTAT; f++) {
+    for (size_t f = 0; f < MX_TLS_FAIL; f++) {
         put(o, "# TYPE legate_%s counter\n", lnames[f]);
         for (unsigned i = 0; i < MX_LISTENERS; i++)
             if (ld(&zone->l[i].key))
                 put(o, "legate_%s{%s} %llu\n", lnames[f], zone->l[i].label,
                     (unsigned long long)ld(&zone->l[i].v[f]));
     }
+    put(o, "# HELP legate_tls_handshake_failures_total Failed TLS handshakes with clients, by why.\n"
+           "# TYPE legate_tls_handshake_failures_total counter\n");
+    for (unsigned i = 0; i < MX_LISTENERS; i++)
+        if (ld(&zone->l[i].key))
+            for (size_t f = MX_TLS_FAIL; f < MX_NSTAT; f++)
+                put(o, "legate_tls_handshake_failures_total{%s,reason=\"%s\"} %llu\n",
+                    zone->l[i].label, lnames[f], (unsigned long long)ld(&zone->l[i].v[f]));
     for (int i = 0; i < EV_N; i++) {
         if (i == 0 || strcmp(evs[i].family, evs[i - 1].family) != 0)
             put(o, "# TYPE %s counter\n", evs[i].family);

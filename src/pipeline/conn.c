@@ -179,8 +179,19 @@ static void handshake_step(lg_conn_t *c)
     }
     if (rc == LG_AGAIN)
         return;
-    if (ls)
-        ls->tls_failed++;
+    if (ls) {
+        /* a reason an operator can act on, from OpenSSL's words */
+        if (strstr(why, "version") || strstr(why, "protocol"))
+            ls->tls_fail_version++;
+        else if (strstr(why, "cipher") || strstr(why, "sigalg") || strstr(why, "group"))
+            ls->tls_fail_cipher++;
+        else if (strstr(why, "certificate") || strstr(why, "verify"))
+            ls->tls_fail_certificate++;
+        else if (strstr(why, "closed") || strstr(why, "EOF") || strstr(why, "reset"))
+            ls->tls_fail_closed++;
+        else
+            ls->tls_fail_other++;
+    }
     lg_info("TLS handshake with %s failed: %s", c->peer_text, why);
     lg_conn_close(c, "TLS handshake failed");
 }
@@ -297,6 +308,8 @@ static void conn_timeout(lg_timer_t *tm)
         return;
     case LG_C_HANDSHAKE:
         lg_info("TLS handshake with %s timed out", c->peer_text);
+        if (lg_conn_stats(c))
+            lg_conn_stats(c)->tls_fail_timeout++;
         lg_conn_close(c, "TLS handshake timed out");
         return;
     case LG_C_FRONT:

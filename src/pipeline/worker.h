@@ -19,10 +19,13 @@ struct lg_ewma;
  * publish (plain counters: one worker writes them). */
 typedef struct lg_lstats {
     uint64_t accepted, closed;          /* client connections */
-    uint64_t tls_ok, tls_failed;        /* handshakes */
+    uint64_t tls_ok;                    /* handshakes */
     uint64_t tls_resumed;
     uint64_t h2_conns, h2_streams;      /* HTTP/2 connections and the streams they opened */
     uint64_t h2_resets_in, h2_resets_out, h2_goaways;
+    /* failed handshakes by why (keep together, in this order) */
+    uint64_t tls_fail_timeout, tls_fail_version, tls_fail_cipher, tls_fail_certificate,
+             tls_fail_closed, tls_fail_other;
 } lg_lstats_t;
 
 typedef struct lg_worker {
