@@ -709,26 +709,31 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
 
     lg_cc_t cc;
     lg_cc_init(&cc);
-    const http_header_t *vary = NULL, *expires = NULL, *date = NULL, *lm = NULL, *etag = NULL,
-                        *age = NULL;
-    int cookie = 0;
+    lg_vary_t vary;
+    lg_vary_init(&vary);
+    const http_header_t *expires = NULL, *date = NULL, *lm = NULL, *etag = NULL;
+    int cookie = 0, nvary = 0, nexpires = 0;
+    int64_t age = -1;
     for (size_t i = 0; i < r->num_headers; i++) {
         const http_header_t *h = &r->headers[i];
         if (http_name_eq(h, "cache-control") && !ignored(c, "Cache-Control"))
             lg_cc_parse(&cc, h->value, h->value_len);
-        else if (http_name_eq(h, "vary") && !ignored(c, "Vary"))
-            vary = h;
-        else if (http_name_eq(h, "expires") && !ignored(c, "Expires"))
+        else if (http_name_eq(h, "vary") && !ignored(c, "Vary")) {
+            lg_vary_add(&vary, h->value, h->value_len);     /* every line, "*" anywhere */
+            nvary++;
+        } else if (http_name_eq(h, "expires") && !ignored(c, "Expires")) {
             expires = h;
-        else if (http_name_eq(h, "date"))
+            nexpires++;
+        } else if (http_name_eq(h, "date"))
             date = h;
         else if (http_name_eq(h, "last-modified"))
             lm = h;
         else if (http_name_eq(h, "etag"))
             etag = h;
-        else if (http_name_eq(h, "age"))
-            age = h;
-        else if (http_name_eq(h, "set-cookie"))
+        else if (http_name_eq(h, "age")) {
+            if (age < 0)                /* the first valid line (RFC 9111 5.1) */
+                age = lg_cache_age(h->value, h->value_len);
+        } else if (http_name_eq(h, "set-cookie"))
             cookie = 1;
     }
     /* storable? (RFC 9111 3), and what the configuration says */
@@ -737,39 +742,32 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
     const char *ns = lg_vars_expand(s, c->cache_no_store, LG_VARS_RAW, NULL);
     if (ns && ns[0] && strcmp(ns, "0") != 0)
         goto not_stored;
-    int64_t life = -1;
-    int64_t d = date ? lg_http_date(date->value, date->value_len) : -1;
-    int64_t dnow = d >= 0 ? d : now / 1000;
-    if (cc.no_store || cs->req_cc.no_store || cc.private_ || (vary && vary->value_len == 1 &&
-        vary->value[0] == '*') || (cookie && !ignored(c, "Set-Cookie")) ||
+    int shared = !c->cache_private;
+    int64_t d = date ? lg_cache_date(date->value, date->value_len) : -1;
+    if (cc.no_store || cs->req_cc.no_store || (cc.private_ && shared) || vary.star ||
+        vary.overflow || (cookie && !ignored(c, "Set-Cookie")) ||
         ri->body == LG_BODY_CLOSE || r->status == 206)
         goto not_stored;
     if (lg_headers_get(s, "authorization") && !c->cache_authorized && !cc.public_ &&
         cc.s_maxage == LG_CC_UNSET && !cc.must_revalidate)
         goto not_stored;
-    if (cc.s_maxage != LG_CC_UNSET)
-        life = cc.s_maxage * 1000;
-    else if (cc.max_age != LG_CC_UNSET)
-        life = cc.max_age * 1000;
-    else if (expires) {
-        int64_t e = lg_http_date(expires->value, expires->value_len);
-        life = e < 0 ? 0 : (e - dnow) * 1000;   /* an invalid Expires means already expired */
-    } else if ((life = valid_for(c, r->status)) >= 0) {
-        /* the route's default for this status */
-    } else if (lm && lg_status_heuristic(r->status)) {
-        int64_t l = lg_http_date(lm->value, lm->value_len);
-        if (l >= 0 && l < dnow) {
-            life = (dnow - l) * 100;            /* 10% of its age (RFC 9111 4.2.2) */
-            if (life > 86400 * 1000)
-                life = 86400 * 1000;
-        }
-    }
-    if (life < 0 && !(cc.no_cache && (etag || lm)))
+    lg_fresh_in_t fin = {
+        .cc = &cc, .shared = shared, .status = r->status, .now = now / 1000, .date = d,
+        .nexpires = nexpires,
+        .expires = expires ? lg_cache_date(expires->value, expires->value_len) : -1,
+        .last_modified = lm ? lg_cache_date(lm->value, lm->value_len) : -1,
+        .configured = valid_for(c, r->status),
+    };
+    int explicit_ = 0;
+    int64_t life = lg_cache_lifetime(&fin, &explicit_);
+    int validator = etag != NULL || lm != NULL;
+    if (life < 0 && !(cc.no_cache && validator))
         goto not_stored;
+    if (life <= 0 && !validator)
+        goto not_stored;                        /* stale at once, and nothing to revalidate with */
     if (life < 0)
         life = 0;
-    if (!lg_status_heuristic(r->status) && cc.max_age == LG_CC_UNSET && cc.s_maxage == LG_CC_UNSET &&
-        !expires && !cc.public_ && valid_for(c, r->status) < 0)
+    if (!lg_status_heuristic(r->status) && !explicit_ && !cc.public_ && fin.configured < 0)
         goto not_stored;
     if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_store_max_object(lg_cache))
         goto not_stored;
@@ -778,15 +776,17 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
     memset(m, 0, sizeof(*m));
     m->status = r->status;
     m->stored = now;
-    m->age0 = age ? strtoll(age->value, NULL, 10) : 0;
+    m->age0 = age > 0 ? age : 0;
     if (d >= 0 && now / 1000 > d && now / 1000 - d > m->age0)
         m->age0 = now / 1000 - d;               /* apparent age */
+    if (m->age0 > LG_DELTA_MAX)
+        m->age0 = LG_DELTA_MAX;
     m->expires = now + life - m->age0 * 1000;
-    if (cc.no_cache || cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage != LG_CC_UNSET)
+    if (lg_cache_must_revalidate(&cc, shared))
         m->flags |= LG_CF_MUST_REVALIDATE;
     if (cc.no_cache)
         m->expires = now - 1;                   /* stored, but checked each time */
-    if (etag || lm)
+    if (validator)
         m->flags |= LG_CF_HAS_VALIDATOR;
     if (cc.stale_if_error != LG_CC_UNSET)
         m->stale_if_error = cc.stale_if_error * 1000;
@@ -817,9 +817,9 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
             int weak = cs->gz_store && http_name_eq(h, "etag") && h->value_len && h->value[0] == '"';
             int add_ae = 0;
             if (cs->gz_store && http_name_eq(h, "vary")) {
+                /* once, on the first line, if no line names it */
+                add_ae = !vary_ae && !lg_vary_has(&vary, "accept-encoding");
                 vary_ae = 1;
-                add_ae = !lg_http_list_has(h->value, h->value_len, "accept-encoding") &&
-                         !lg_http_list_has(h->value, h->value_len, "*");
             }
             size_t need = h->name_len + h->value_len + 4 + 2 + 17;
             char *nh = realloc(cs->head, cs->headlen + need + 3);
@@ -855,9 +855,9 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         memcpy(cs->head + cs->headlen, "\r\n", 2);
         cs->headlen += 2;
     }
-    if (vary) {
+    if (nvary && vary.len) {
         /* the variant key, and a marker under the base naming the fields */
-        cs->vary = lg_arena_strndup(&s->arena, vary->value, vary->value_len);
+        cs->vary = lg_arena_strndup(&s->arena, vary.fields, vary.len);
         char *vk = cs->vary ? variant_key(s, cs->base, cs->vary) : NULL;
         if (vk == NULL)
             goto not_stored;

@@ -135,3 +135,219 @@ int lg_status_heuristic(int status)
         return 0;
     }
 }
+
+/* ---- HTTP-date, strictly ---- */
+
+static int digits(const char *s, int n, int *out)
+{
+    int x = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        x = x * 10 + (s[i] - '0');
+    }
+    *out = x;
+    return 1;
+}
+
+static int name_of(const char *s, size_t n, const char *const *names, int count)
+{
+    for (int i = 0; i < count; i++)
+        if (strlen(names[i]) == n && strncasecmp(s, names[i], n) == 0)
+            return i;
+    return -1;
+}
+
+static const char *const months[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+static const char *const days[] = { "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun" };
+static const char *const days_l[] = { "Monday", "Tuesday", "Wednesday", "Thursday",
+                                      "Friday", "Saturday", "Sunday" };
+
+/* "HH:MM:SS" */
+static int time_of(const char *s, int *hh, int *mm, int *ss)
+{
+    return digits(s, 2, hh) && s[2] == ':' && digits(s + 3, 2, mm) && s[5] == ':' &&
+           digits(s + 6, 2, ss) && *hh <= 23 && *mm <= 59 && *ss <= 60;
+}
+
+static int64_t civil(int y, int m, int d, int hh, int mm, int ss)
+{
+    static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (m < 0 || d < 1 || d > mdays[m] || (m == 1 && d == 29 && !leap))
+        return -1;
+    /* days from civil (Howard Hinnant's algorithm), no time zone involved */
+    int yy = y - (m < 2), mo = m + 1;
+    int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
+    int64_t yoe = yy - era * 400;
+    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days_ = era * 146097 + doe - 719468;
+    return days_ * 86400 + hh * 3600 + mm * 60 + ss;
+}
+
+int64_t lg_cache_date(const char *s, size_t n)
+{
+    int d, y, hh, mm, ss, m;
+    if (n == 29 && s[3] == ',' && s[4] == ' ') {
+        /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
+        if (name_of(s, 3, days, 7) < 0 || !digits(s + 5, 2, &d) || s[7] != ' ' ||
+            (m = name_of(s + 8, 3, months, 12)) < 0 || s[11] != ' ' || !digits(s + 12, 4, &y) ||
+            s[16] != ' ' || !time_of(s + 17, &hh, &mm, &ss) || s[25] != ' ' ||
+            strncasecmp(s + 26, "GMT", 3) != 0)
+            return -1;
+        return civil(y, m, d, hh, mm, ss);
+    }
+    if (n == 24 && s[3] == ' ') {
+        /* asctime: Sun Nov  6 08:49:37 1994 */
+        if (name_of(s, 3, days, 7) < 0 || (m = name_of(s + 4, 3, months, 12)) < 0 ||
+            s[7] != ' ' || s[10] != ' ' || !time_of(s + 11, &hh, &mm, &ss) || s[19] != ' ' ||
+            !digits(s + 20, 4, &y))
+            return -1;
+        if (s[8] == ' ') {
+            if (!digits(s + 9, 1, &d))
+                return -1;
+        } else if (!digits(s + 8, 2, &d)) {
+            return -1;
+        }
+        return civil(y, m, d, hh, mm, ss);
+    }
+    /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT */
+    const char *comma = memchr(s, ',', n < 10 ? n : 10);
+    if (comma == NULL || name_of(s, (size_t)(comma - s), days_l, 7) < 0)
+        return -1;
+    size_t off = (size_t)(comma - s) + 1;
+    if (n - off != 23)
+        return -1;
+    const char *p = s + off;
+    if (p[0] != ' ' || !digits(p + 1, 2, &d) || p[3] != '-' ||
+        (m = name_of(p + 4, 3, months, 12)) < 0 || p[7] != '-' || !digits(p + 8, 2, &y) ||
+        p[10] != ' ' || !time_of(p + 11, &hh, &mm, &ss) || p[19] != ' ' ||
+        strncasecmp(p + 20, "GMT", 3) != 0)
+        return -1;
+    y += y < 70 ? 2000 : 1900;
+    return civil(y, m, d, hh, mm, ss);
+}
+
+/* ---- Age ---- */
+
+int64_t lg_cache_age(const char *v, size_t n)
+{
+    while (n && (*v == ' ' || *v == '\t')) {
+        v++;
+        n--;
+    }
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (n == 0)
+        return -1;
+    int64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        if (x < LG_DELTA_MAX)
+            x = x * 10 + (v[i] - '0');
+    }
+    return x > LG_DELTA_MAX ? LG_DELTA_MAX : x;
+}
+
+/* ---- Vary ---- */
+
+void lg_vary_init(lg_vary_t *v)
+{
+    memset(v, 0, sizeof(*v));
+}
+
+static int vary_has_n(const lg_vary_t *v, const char *name, size_t n)
+{
+    for (const char *p = v->fields; *p;) {
+        size_t k = strcspn(p, ",");
+        if (k == n && strncasecmp(p, name, n) == 0)
+            return 1;
+        p += k;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+int lg_vary_has(const lg_vary_t *v, const char *name)
+{
+    return vary_has_n(v, name, strlen(name));
+}
+
+void lg_vary_add(lg_vary_t *v, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == ','))
+            i++;
+        size_t b = i;
+        while (i < n && s[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t'))
+            e--;
+        if (e == b)
+            continue;
+        if (e - b == 1 && s[b] == '*') {
+            v->star = 1;
+            continue;
+        }
+        for (size_t k = b; k < e; k++) {
+            unsigned char c = (unsigned char)s[k];
+            /* a token (RFC 9110 5.6.2), or the list is not one we can key on */
+            if (c <= ' ' || c >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", c)) {
+                v->overflow = 1;
+                return;
+            }
+        }
+        if (vary_has_n(v, s + b, e - b))
+            continue;
+        if (v->len + (e - b) + 2 > sizeof(v->fields)) {
+            v->overflow = 1;
+            return;
+        }
+        if (v->len)
+            v->fields[v->len++] = ',';
+        for (size_t k = b; k < e; k++)
+            v->fields[v->len++] = (char)tolower((unsigned char)s[k]);
+        v->fields[v->len] = '\0';
+    }
+}
+
+/* ---- freshness ---- */
+
+int64_t lg_cache_lifetime(const lg_fresh_in_t *in, int *explicit_)
+{
+    const lg_cc_t *cc = in->cc;
+    int64_t base = in->date >= 0 ? in->date : in->now;
+    *explicit_ = 1;
+    if (in->shared && cc->s_maxage != LG_CC_UNSET)
+        return cc->s_maxage * 1000;
+    if (cc->max_age != LG_CC_UNSET)
+        return cc->max_age * 1000;
+    if (in->nexpires > 0) {
+        /* not one valid HTTP-date: already expired (RFC 9111 5.3) */
+        if (in->nexpires > 1 || in->expires < 0 || in->expires <= base)
+            return 0;
+        int64_t d = in->expires - base;
+        return (d > LG_DELTA_MAX ? LG_DELTA_MAX : d) * 1000;
+    }
+    *explicit_ = 0;
+    if (in->configured >= 0)
+        return in->configured;
+    if ((lg_status_heuristic(in->status) || cc->public_) && in->last_modified >= 0 &&
+        in->last_modified < base) {
+        int64_t life = (base - in->last_modified) * 100;    /* 10% of its age (RFC 9111 4.2.2) */
+        return life > 86400 * 1000 ? 86400 * 1000 : life;
+    }
+    return -1;
+}
+
+int lg_cache_must_revalidate(const lg_cc_t *cc, int shared)
+{
+    return cc->no_cache || cc->must_revalidate ||
+           (shared && (cc->proxy_revalidate || cc->s_maxage != LG_CC_UNSET));
+}

@@ -29,4 +29,57 @@ void    lg_cc_parse(lg_cc_t *cc, const char *v, size_t n);
 /* Heuristically cacheable statuses (RFC 9110 15.1). */
 int     lg_status_heuristic(int status);
 
+/*
+ * An HTTP-date read strictly (RFC 9110 5.6.7): IMF-fixdate, or one of the
+ * two obsolete forms a recipient must accept (RFC 850 with its full day
+ * name and two-digit year, asctime), exactly as the grammar spells them
+ * but for the case of the names.  Seconds since the epoch, or -1 for
+ * anything else (another time zone, one-digit fields, extra spaces, a
+ * day the month does not have).
+ */
+int64_t lg_cache_date(const char *s, size_t n);
+
+/* The largest Age and delta-seconds kept (RFC 9111 1.2.2): 2^31. */
+#define LG_DELTA_MAX INT64_C(2147483648)
+/* One Age field line: its delta-seconds (capped at LG_DELTA_MAX), or -1
+ * when it is not one (the caller takes the first line that is). */
+int64_t lg_cache_age(const char *v, size_t n);
+
+/* The fields of every Vary line of a response, lower case, each once. */
+typedef struct lg_vary {
+    int     star;               /* "*" anywhere: never reused (RFC 9111 4.1) */
+    int     overflow;           /* more than fits: treated as "*" */
+    size_t  len;
+    char    fields[256];        /* "accept-encoding,accept-language" */
+} lg_vary_t;
+void    lg_vary_init(lg_vary_t *v);
+void    lg_vary_add(lg_vary_t *v, const char *s, size_t n);     /* one Vary line */
+int     lg_vary_has(const lg_vary_t *v, const char *name);      /* name in lower case */
+
+/* What decides a stored response's freshness lifetime (RFC 9111 4.2.1). */
+typedef struct lg_fresh_in {
+    const lg_cc_t *cc;          /* the response's directives */
+    int     shared;             /* a shared cache: s-maxage and proxy-revalidate apply */
+    int     status;
+    int64_t now;                /* seconds */
+    int64_t date;               /* Date (strict), or -1 */
+    int     nexpires;           /* Expires field lines */
+    int64_t expires;            /* the Expires date (strict), or -1 */
+    int64_t last_modified;      /* Last-Modified (strict), or -1 */
+    int64_t configured;         /* ms the configuration gives this status (cache_valid), or -1 */
+} lg_fresh_in_t;
+
+/*
+ * The freshness lifetime in ms: s-maxage (shared caches only), max-age,
+ * Expires minus Date (an Expires that is not one valid date, or several
+ * lines of it, is 0: already stale), the configured lifetime, then the
+ * heuristic (10% of the time since Last-Modified, at most a day) for a
+ * heuristically cacheable status or one marked public.  -1 when nothing
+ * gives one: the response may only be stored to be revalidated.
+ * *explicit_ is set when the origin itself gave the lifetime.
+ */
+int64_t lg_cache_lifetime(const lg_fresh_in_t *in, int *explicit_);
+/* Stale means ask the origin (no serving stale, not even on max-stale)? */
+int     lg_cache_must_revalidate(const lg_cc_t *cc, int shared);
+
 #endif

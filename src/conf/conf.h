@@ -196,6 +196,7 @@ typedef struct lg_common {
     void      *cache_purge_rt;          /* their set, built by the proxy layer (shared with the
                                            parent level when inherited); not a setting */
     int        cache_authorized;        /* bool: store answers to requests with Authorization */
+    int        cache_private;           /* bool: a private cache (s-maxage, proxy-revalidate ignored) */
 
     /* access rules and Basic authentication (feature/access.c), as nginx's
      * allow/deny, auth_basic, auth_basic_user_file and satisfy */

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""The cache's RFC 9111 rules one by one, against the real binary: strict
+freshness inputs (Expires, Age, Vary, s-maxage for shared caches only), what
+is stored and how a 304 updates it, Set-Cookie and Authorization, heuristic
+freshness, immutable, must-understand, targeted cache control (RFC 9213)."""
+import os
+import sys
+from urllib.parse import quote
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from legate_test import *  # noqa: E402,F401,F403
+
+
+def conf(port, o, route_extra="", glob='cache_size = "8m";'):
+    return """%s
+http = {
+    log_format = "$pid $request_method $request_uri $status $cache_status";
+    upstreams = { app = { servers = ( "%s" ); }; };
+    servers = ( { listen = "127.0.0.1:%d";
+        routes = ( { prefix = "/"; proxy_pass = "app"; cache = true; %s } ); } );
+};
+""" % (glob, o.address, port, route_extra)
+
+
+def url(path, *hdrs, **q):
+    """path?k=v&hdr=Name:Value... with the values escaped."""
+    parts = ["%s=%s" % (k, quote(str(v), safe="")) for k, v in q.items()]
+    parts += ["hdr=" + quote(h, safe="") for h in hdrs]
+    return path + ("?" + "&".join(parts) if parts else "")
+
+
+def get(port, target, headers=(), method="GET"):
+    return request(port, method=method, target=target, headers=headers)
+
+
+def xc(r):
+    return r.headers.get("X-Cache")
+
+
+def hits(o, path):
+    return o.stats()["by_path"].get(path, 0)
+
+
+def twice(port, target, headers=()):
+    """The cache's view of the second request for target."""
+    get(port, target, headers)
+    return get(port, target, headers)
+
+
+# ---- parsing the freshness inputs strictly ----
+
+FUTURE = "Fri, 01 Jan 2037 00:00:00 GMT"
+
+
+@test
+def expires_that_is_not_a_valid_date_is_stale():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    bad = ["Fri, 01 Jan 2037 00:00:00 UTC",             # another time zone
+           "Fri, 01 Jan 2037 00:00:00 +0000",
+           "Fri, 01-Jan-2037 00:00:00 GMT",             # dashes in IMF-fixdate
+           "Fri, 01 Jan 2037 0:00:00 GMT",              # one-digit hour
+           "Fri,  01 Jan 2037 00:00:00 GMT",            # extra space
+           "Fri, 01 Jan 2037  00:00:00 GMT",
+           "0"]
+    for i, e in enumerate(bad):
+        t = url("/bad%d" % i, "Expires:" + e, etag="b%d" % i)
+        r = twice(port, t)
+        eq(xc(r), "REVALIDATED", "Expires %r must be stale" % e)
+    t = url("/two", "Expires:" + FUTURE, "Expires:" + FUTURE, etag="two")
+    eq(xc(twice(port, t)), "REVALIDATED", "several Expires lines are stale")
+    for i, e in enumerate([FUTURE, "fri, 01 JAN 2037 00:00:00 gmt",
+                           "Friday, 01-Jan-37 00:00:00 GMT", "Fri Jan  1 00:00:00 2037"]):
+        t = url("/good%d" % i, "Expires:" + e, etag="g%d" % i)
+        eq(xc(twice(port, t)), "HIT", "Expires %r is a valid date" % e)
+
+
+@test
+def age_first_valid_line_and_capped():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    t = url("/a1", "Cache-Control:max-age=600", "Age:abc", "Age:300", "Age:5")
+    r = twice(port, t)
+    eq(xc(r), "HIT")
+    age = int(r.headers.get("Age"))
+    ok(300 <= age <= 305, "the first valid Age line counts (got Age %d)" % age)
+    t = url("/a2", "Cache-Control:max-age=600", "Age:-5")
+    r = twice(port, t)
+    eq(xc(r), "HIT")
+    ok(int(r.headers.get("Age")) <= 5, "a negative Age is not an integer: ignored")
+    t = url("/a3", "Cache-Control:max-age=600", "Age:99999999999999999999", etag="a3")
+    r = twice(port, t)
+    eq(xc(r), "REVALIDATED", "an Age past 2^31 is capped, not wrapped: older than max-age")
+    t = url("/a4", "Cache-Control:max-age=600", "Age:1.5")
+    r = twice(port, t)
+    ok(int(r.headers.get("Age")) <= 5, "1.5 is not delta-seconds")
+
+
+@test
+def vary_star_anywhere_is_never_reused():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    for i, hs in enumerate((["Vary:Accept, *"], ["Vary:*, Accept"], ["Vary:*", "Vary:Accept"],
+                            ["Vary:Accept", "Vary:*"], ["Vary:Accept,*,Origin"])):
+        t = url("/v%d" % i, "Cache-Control:max-age=60", *hs)
+        ok(xc(twice(port, t)) != "HIT", "%r is never reused" % hs)
+        eq(hits(o, "/v%d" % i), 2)
+
+
+@test
+def vary_lines_are_combined():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    t = url("/vc", "Cache-Control:max-age=60", "Vary:X-A", "Vary:X-B")
+    eq(xc(get(port, t, [("X-A", "1"), ("X-B", "1")])), "MISS")
+    eq(xc(get(port, t, [("X-A", "1"), ("X-B", "1")])), "HIT")
+    eq(xc(get(port, t, [("X-A", "1"), ("X-B", "2")])), "MISS", "the second Vary line counts")
+    eq(xc(get(port, t, [("X-A", "2"), ("X-B", "1")])), "MISS", "and the first")
+
+
+@test
+def s_maxage_for_shared_caches_only():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    eq(xc(twice(port, url("/s1", "Cache-Control:s-maxage=60, max-age=0", etag="s1"))), "HIT",
+       "shared: s-maxage gives the lifetime")
+    o2 = Origin("o2")
+    port2 = free_port()
+    Legate(conf(port2, o2, "cache_private = true;"), workers=1)
+    eq(xc(twice(port2, url("/s1", "Cache-Control:s-maxage=60, max-age=0", etag="s1"))),
+       "REVALIDATED", "private: s-maxage ignored, max-age=0 stale")
+    eq(xc(twice(port2, url("/s2", "Cache-Control:s-maxage=60", etag="s2"))), "MISS",
+       "private: s-maxage alone gives no lifetime")
+    eq(xc(twice(port2, url("/s3", "Cache-Control:private, max-age=60"))), "HIT",
+       "private: a private response is stored")
+    eq(xc(twice(port, url("/s3", "Cache-Control:private, max-age=60"))), "MISS",
+       "shared: never")
+
+
+@test
+def cache_private_is_checked():
+    rc, err = check_config('cache_size = "1m"; http = { cache_private = 3; servers = ( '
+                           '{ listen = "127.0.0.1:1"; routes = ( { prefix = "/"; '
+                           'return = "200 x"; } ); } ); };')
+    ok(rc != 0, "a bad value fails")
+    contains(err, check_config.last_path + ":1:")
+    contains(err, "cache_private")
+
+
+if __name__ == "__main__":
+    main()

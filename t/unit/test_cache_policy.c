@@ -1,0 +1,193 @@
+/* RFC 9111 policy (cache/policy.c): strict HTTP-dates, Age, Vary, and the
+ * freshness lifetime, as pure functions. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "cache/policy.h"
+
+#define DATE(lit) lg_cache_date(lit, sizeof(lit) - 1)
+#define AGE(lit) lg_cache_age(lit, sizeof(lit) - 1)
+
+/* Sun, 06 Nov 1994 08:49:37 GMT */
+#define T1994 INT64_C(784111777)
+
+Test(cache_policy, date_the_three_forms)
+{
+    cr_assert_eq(DATE("Sun, 06 Nov 1994 08:49:37 GMT"), T1994);
+    cr_assert_eq(DATE("Sunday, 06-Nov-94 08:49:37 GMT"), T1994);
+    cr_assert_eq(DATE("Sun Nov  6 08:49:37 1994"), T1994);
+    cr_assert_eq(DATE("Thu, 01 Jan 1970 00:00:00 GMT"), 0);
+    cr_assert_eq(DATE("Fri, 01 Jan 2037 00:00:00 GMT"), INT64_C(2114380800));
+    cr_assert_eq(DATE("Thu, 29 Feb 2024 12:00:00 GMT"), INT64_C(1709208000));
+    /* odd case is a recipient's choice: accepted */
+    cr_assert_eq(DATE("sun, 06 NOV 1994 08:49:37 gmt"), T1994);
+}
+
+Test(cache_policy, date_anything_else_is_invalid)
+{
+    cr_assert_eq(DATE("Sun, 06 Nov 1994 08:49:37 UTC"), -1, "another time zone");
+    cr_assert_eq(DATE("Sun, 06 Nov 1994 08:49:37 +0000"), -1);
+    cr_assert_eq(DATE("Sun, 06-Nov-1994 08:49:37 GMT"), -1, "dashes in IMF-fixdate");
+    cr_assert_eq(DATE("Sun, 06 Nov 1994 8:49:37 GMT"), -1, "one-digit hour");
+    cr_assert_eq(DATE("Sun, 6 Nov 1994 08:49:37 GMT"), -1, "one-digit day");
+    cr_assert_eq(DATE("Sun,  06 Nov 1994 08:49:37 GMT"), -1, "extra space");
+    cr_assert_eq(DATE("Sun, 06 Nov 1994  08:49:37 GMT"), -1);
+    cr_assert_eq(DATE("Sun, 06 Nov 1994 08:49:37 GMT "), -1, "trailing space");
+    cr_assert_eq(DATE("Sun, 06 Nov 1994 08:49:37 GMTX"), -1);
+    cr_assert_eq(DATE("Sun, 31 Feb 1994 08:49:37 GMT"), -1, "no such day");
+    cr_assert_eq(DATE("Sun, 29 Feb 2023 08:49:37 GMT"), -1, "not a leap year");
+    cr_assert_eq(DATE("Sun, 06 Nov 1994 24:00:00 GMT"), -1);
+    cr_assert_eq(DATE("Xyz, 06 Nov 1994 08:49:37 GMT"), -1);
+    cr_assert_eq(DATE("Sun, 06 Foo 1994 08:49:37 GMT"), -1);
+    cr_assert_eq(DATE("Sun, 06-Nov-94 08:49:37 GMT"), -1, "RFC 850 wants the full day name");
+    cr_assert_eq(DATE("Sun Nov 6 08:49:37 1994"), -1, "asctime pads the day with a space");
+    cr_assert_eq(DATE("0"), -1);
+    cr_assert_eq(DATE("-1"), -1);
+    cr_assert_eq(DATE(""), -1);
+    cr_assert_eq(DATE("Sun, 06 Nov 1994 08:49:37 GMT, Mon, 07 Nov 1994 08:49:37 GMT"), -1,
+                 "two dates in one line");
+}
+
+Test(cache_policy, age_delta_seconds)
+{
+    cr_assert_eq(AGE("0"), 0);
+    cr_assert_eq(AGE("120"), 120);
+    cr_assert_eq(AGE(" 7 "), 7, "OWS around the value");
+    cr_assert_eq(AGE("abc"), -1, "not an integer: ignored");
+    cr_assert_eq(AGE("-5"), -1);
+    cr_assert_eq(AGE("5.5"), -1);
+    cr_assert_eq(AGE("5, 6"), -1);
+    cr_assert_eq(AGE(""), -1);
+    cr_assert_eq(AGE("2147483647"), INT64_C(2147483647));
+    cr_assert_eq(AGE("2147483649"), LG_DELTA_MAX, "capped at 2^31");
+    cr_assert_eq(AGE("99999999999999999999999999"), LG_DELTA_MAX, "overflow is capped");
+}
+
+Test(cache_policy, vary_lists)
+{
+    lg_vary_t v;
+    lg_vary_init(&v);
+    lg_vary_add(&v, "Accept-Encoding, ACCEPT-language", 32);
+    lg_vary_add(&v, "accept-encoding,Origin", 22);
+    cr_assert_str_eq(v.fields, "accept-encoding,accept-language,origin");
+    cr_assert(!v.star);
+    cr_assert(lg_vary_has(&v, "origin"));
+    cr_assert(!lg_vary_has(&v, "accept"));
+
+    lg_vary_init(&v);
+    lg_vary_add(&v, "Accept, *", 9);
+    cr_assert(v.star, "* anywhere in the list");
+    lg_vary_init(&v);
+    lg_vary_add(&v, "Accept", 6);
+    lg_vary_add(&v, " * ", 3);
+    cr_assert(v.star, "* in a second line");
+    lg_vary_init(&v);
+    lg_vary_add(&v, "Accept, \"x\"", 11);
+    cr_assert(v.overflow, "not a token");
+    lg_vary_init(&v);
+    char big[300];
+    memset(big, 'a', sizeof(big));
+    lg_vary_add(&v, big, sizeof(big));
+    cr_assert(v.overflow, "too long to key on");
+}
+
+static lg_fresh_in_t fin(const lg_cc_t *cc, int status)
+{
+    lg_fresh_in_t in = {
+        .cc = cc, .shared = 1, .status = status, .now = 100000000, .date = 100000000,
+        .nexpires = 0, .expires = -1, .last_modified = -1, .configured = -1,
+    };
+    return in;
+}
+
+Test(cache_policy, lifetime_explicit)
+{
+    lg_cc_t cc;
+    int ex;
+    lg_cc_init(&cc);
+    lg_cc_parse(&cc, "max-age=60, s-maxage=600", 24);
+    lg_fresh_in_t in = fin(&cc, 200);
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 600000, "s-maxage for a shared cache");
+    cr_assert(ex);
+    in.shared = 0;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 60000, "a private cache ignores s-maxage");
+
+    lg_cc_init(&cc);
+    lg_cc_parse(&cc, "s-maxage=600", 12);
+    in = fin(&cc, 200);
+    in.shared = 0;
+    in.configured = 5000;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 5000, "only s-maxage, private: not explicit");
+    cr_assert(!ex);
+    cr_assert(lg_cache_must_revalidate(&cc, 1), "s-maxage implies proxy-revalidate");
+    cr_assert(!lg_cache_must_revalidate(&cc, 0));
+    lg_cc_init(&cc);
+    lg_cc_parse(&cc, "proxy-revalidate", 16);
+    cr_assert(lg_cache_must_revalidate(&cc, 1));
+    cr_assert(!lg_cache_must_revalidate(&cc, 0));
+    lg_cc_init(&cc);
+    lg_cc_parse(&cc, "must-revalidate", 15);
+    cr_assert(lg_cache_must_revalidate(&cc, 0));
+}
+
+Test(cache_policy, lifetime_expires)
+{
+    lg_cc_t cc;
+    int ex;
+    lg_cc_init(&cc);
+    lg_fresh_in_t in = fin(&cc, 200);
+    in.nexpires = 1;
+    in.expires = in.date + 300;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 300000, "Expires minus Date");
+    in.date = -1;
+    in.now = in.expires - 100;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 100000, "no Date: now");
+    in = fin(&cc, 200);
+    in.nexpires = 1;
+    in.expires = -1;                    /* not a valid date */
+    in.last_modified = in.date - 100000;
+    in.configured = 60000;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 0, "an invalid Expires is already stale");
+    cr_assert(ex, "and no heuristic or configured lifetime replaces it");
+    in.expires = in.date + 300;
+    in.nexpires = 2;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 0, "several Expires lines: stale");
+    in.nexpires = 1;
+    in.expires = in.date - 5;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 0, "in the past");
+    lg_cc_parse(&cc, "max-age=10", 10);
+    in.nexpires = 2;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 10000, "max-age wins over Expires");
+}
+
+Test(cache_policy, lifetime_heuristic)
+{
+    lg_cc_t cc;
+    int ex;
+    lg_cc_init(&cc);
+    lg_fresh_in_t in = fin(&cc, 200);
+    in.last_modified = in.date - 1000;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 100000, "10%% of the time since Last-Modified");
+    cr_assert(!ex);
+    in.last_modified = in.date - 100 * 86400;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 86400000, "at most a day");
+    in.last_modified = in.date - 1000;
+    in.configured = 7000;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 7000, "cache_valid before the heuristic");
+    in.configured = -1;
+    for (int i = 0; i < 12; i++) {
+        static const int heur[] = { 200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501 };
+        in.status = heur[i];
+        cr_assert_eq(lg_cache_lifetime(&in, &ex), 100000, "status %d", heur[i]);
+    }
+    in.status = 302;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), -1, "302 is not heuristically cacheable");
+    in.status = 299;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), -1);
+    lg_cc_parse(&cc, "public", 6);
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 100000, "an unknown status marked public");
+    in.status = 302;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), 100000);
+    in.last_modified = -1;
+    cr_assert_eq(lg_cache_lifetime(&in, &ex), -1, "no Last-Modified: no heuristic");
+}
