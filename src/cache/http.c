@@ -600,6 +600,172 @@ static int in_fields(const char *fields, const http_header_t *h)
     return 0;
 }
 
+/* What a response head says about caching it. */
+typedef struct facts {
+    lg_cc_t     cc;
+    lg_vary_t   vary;
+    int         nexpires, cookie;
+    const http_header_t *expires, *date, *lm, *etag;
+    int64_t     age;            /* the first valid Age line, or -1 */
+} facts_t;
+
+static void facts_of(const lg_common_t *c, const http_response_t *r, facts_t *f)
+{
+    memset(f, 0, sizeof(*f));
+    lg_cc_init(&f->cc);
+    lg_vary_init(&f->vary);
+    f->age = -1;
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const http_header_t *h = &r->headers[i];
+        if (http_name_eq(h, "cache-control") && !ignored(c, "Cache-Control"))
+            lg_cc_parse(&f->cc, h->value, h->value_len);
+        else if (http_name_eq(h, "vary") && !ignored(c, "Vary"))
+            lg_vary_add(&f->vary, h->value, h->value_len);  /* every line, "*" anywhere */
+        else if (http_name_eq(h, "expires") && !ignored(c, "Expires")) {
+            f->expires = h;
+            f->nexpires++;
+        } else if (http_name_eq(h, "date"))
+            f->date = h;
+        else if (http_name_eq(h, "last-modified"))
+            f->lm = h;
+        else if (http_name_eq(h, "etag"))
+            f->etag = h;
+        else if (http_name_eq(h, "age")) {
+            if (f->age < 0)             /* the first valid line (RFC 9111 5.1) */
+                f->age = lg_cache_age(h->value, h->value_len);
+        } else if (http_name_eq(h, "set-cookie"))
+            f->cookie = 1;
+    }
+}
+
+/*
+ * The stored object's freshness from those facts: lifetime, age when
+ * stored, revalidation flags, stale windows.  Returns the lifetime in ms
+ * (-1: none; m->expires is then "now", stale).
+ */
+static int64_t fill_meta(const lg_common_t *c, const facts_t *f, int status, int64_t now,
+                         lg_cmeta_t *m, int *explicit_)
+{
+    int shared = !c->cache_private;
+    int64_t d = f->date ? lg_cache_date(f->date->value, f->date->value_len) : -1;
+    lg_fresh_in_t fin = {
+        .cc = &f->cc, .shared = shared, .status = status, .now = now / 1000, .date = d,
+        .nexpires = f->nexpires,
+        .expires = f->expires ? lg_cache_date(f->expires->value, f->expires->value_len) : -1,
+        .last_modified = f->lm ? lg_cache_date(f->lm->value, f->lm->value_len) : -1,
+        .configured = valid_for(c, status),
+    };
+    int64_t life = lg_cache_lifetime(&fin, explicit_);
+    memset(m, 0, sizeof(*m));
+    m->status = status;
+    m->stored = now;
+    m->age0 = f->age > 0 ? f->age : 0;
+    if (d >= 0 && now / 1000 > d && now / 1000 - d > m->age0)
+        m->age0 = now / 1000 - d;               /* apparent age */
+    if (m->age0 > LG_DELTA_MAX)
+        m->age0 = LG_DELTA_MAX;
+    m->expires = now + (life > 0 ? life : 0) - m->age0 * 1000;
+    if (lg_cache_must_revalidate(&f->cc, shared))
+        m->flags |= LG_CF_MUST_REVALIDATE;
+    if (f->cc.no_cache)
+        m->expires = now - 1;                   /* stored, but checked each time */
+    if (f->etag || f->lm)
+        m->flags |= LG_CF_HAS_VALIDATOR;
+    if (f->cc.stale_if_error != LG_CC_UNSET)
+        m->stale_if_error = f->cc.stale_if_error * 1000;
+    if (f->cc.stale_while_revalidate != LG_CC_UNSET)
+        m->stale_while_revalidate = f->cc.stale_while_revalidate * 1000;
+    return life;
+}
+
+/*
+ * RFC 9111 3.2 and 4.3.4: a 304 to our conditional request.  Its fields
+ * replace the stored ones of the same name, except those a 304 must not
+ * change: framing and hop-by-hop fields, Content-Encoding / Content-Range
+ * (they describe the stored bytes), Vary (the key depends on it), Age and
+ * Set-Cookie (never stored), and for a body compressed here its ETag (the
+ * stored one is the weak form).  The freshness is worked out again from
+ * the merged head, as for a new response.  0, or -1 (out of memory: the
+ * old object is served as it was).
+ */
+static int no_update(const http_header_t *h, const lg_rsp_info_t *ri, int gzipped)
+{
+    return lg_http_is_hop_by_hop(h, ri->connection) ||
+           !lg_cache_304_updates(h->name, h->name_len, gzipped);
+}
+
+static int refresh_from_304(lg_req_t *s, lg_cstate_t *cs, const http_response_t *r,
+                            const lg_rsp_info_t *ri, int64_t now)
+{
+    const lg_common_t *c = lg_req_common(s);
+    int gzipped = (cs->meta.flags & LG_CF_GZIPPED) != 0;
+    http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
+    http_response_t old = { .headers = hs };
+    http_limits_t lim = { 16384, cs->hl + 1, LG_MAX_HEADERS };
+    size_t sc = 0;
+    if (hs == NULL || http_parse_response(cs->obj, cs->hl, &old, &lim, &sc) <= 0)
+        return -1;
+    size_t room = cs->hl + 4;
+    for (size_t i = 0; i < r->num_headers; i++)
+        room += r->headers[i].name_len + r->headers[i].value_len + 4;
+    char *obj = malloc(room + cs->bl);
+    if (obj == NULL)
+        return -1;
+    const char *eol = memchr(cs->obj, '\n', cs->hl);
+    size_t hl = eol ? (size_t)(eol - cs->obj) + 1 : 0;
+    memcpy(obj, cs->obj, hl);
+#define PUT(h) do {                                                     \
+        memcpy(obj + hl, (h)->name, (h)->name_len);                     \
+        hl += (h)->name_len;                                            \
+        memcpy(obj + hl, ": ", 2);                                      \
+        hl += 2;                                                        \
+        memcpy(obj + hl, (h)->value, (h)->value_len);                   \
+        hl += (h)->value_len;                                           \
+        memcpy(obj + hl, "\r\n", 2);                                    \
+        hl += 2;                                                        \
+    } while (0)
+    for (size_t i = 0; i < old.num_headers; i++) {
+        const http_header_t *h = &old.headers[i];
+        int replaced = 0;
+        for (size_t k = 0; k < r->num_headers && !replaced; k++)
+            replaced = !no_update(&r->headers[k], ri, gzipped) &&
+                       r->headers[k].name_len == h->name_len &&
+                       strncasecmp(r->headers[k].name, h->name, h->name_len) == 0;
+        if (!replaced)
+            PUT(h);
+    }
+    for (size_t k = 0; k < r->num_headers; k++)
+        if (!no_update(&r->headers[k], ri, gzipped))
+            PUT(&r->headers[k]);
+#undef PUT
+    memcpy(obj + hl, "\r\n", 2);
+    hl += 2;
+    memcpy(obj + hl, cs->obj + cs->hl, cs->bl);
+
+    /* the freshness of the merged head (its Age is the 304's) */
+    http_response_t merged = { .headers = hs };
+    lim.max_head = hl + 1;
+    sc = 0;
+    if (http_parse_response(obj, hl, &merged, &lim, &sc) <= 0) {
+        free(obj);
+        return -1;
+    }
+    facts_t f, f304;
+    facts_of(c, &merged, &f);
+    facts_of(c, r, &f304);
+    f.age = f304.age;
+    lg_cmeta_t m;
+    int explicit_;
+    fill_meta(c, &f, cs->meta.status, now, &m, &explicit_);
+    m.flags |= cs->meta.flags & LG_CF_GZIPPED;
+    m.identity_len = cs->meta.identity_len;
+    free(cs->obj);
+    cs->obj = obj;
+    cs->hl = hl;
+    cs->meta = m;
+    return 0;
+}
+
 /* The response came whole from upstream: store it (and its Vary marker). */
 static void store(lg_cstate_t *cs)
 {
@@ -680,20 +846,11 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
             invalidate(s, cs);
     }
 
-    /* revalidated: the stored response is still good */
+    /* revalidated: the stored response is still good, with the 304's fields */
     if (cs->reval && r->status == 304 && cs->obj) {
-        lg_cc_t cc;
-        lg_cc_init(&cc);
-        for (size_t i = 0; i < r->num_headers; i++)
-            if (http_name_eq(&r->headers[i], "cache-control"))
-                lg_cc_parse(&cc, r->headers[i].value, r->headers[i].value_len);
-        int64_t life = cc.s_maxage != LG_CC_UNSET ? cc.s_maxage * 1000
-                     : cc.max_age != LG_CC_UNSET ? cc.max_age * 1000
-                     : cs->meta.expires - cs->meta.stored;
-        cs->meta.stored = now;
-        cs->meta.age0 = 0;
-        cs->meta.expires = now + (life > 0 ? life : 0);
-        lg_store_put(lg_cache, cs->key, cs->keylen, &cs->meta, cs->obj, cs->hl, cs->obj + cs->hl, cs->bl);
+        if (refresh_from_304(s, cs, r, ri, now) == 0)
+            lg_store_put(lg_cache, cs->key, cs->keylen, &cs->meta, cs->obj, cs->hl,
+                         cs->obj + cs->hl, cs->bl);
         if (cs->filler)
             cs->filler = 0;     /* the put released it */
         serve(s, cs, "REVALIDATED");
@@ -707,35 +864,9 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
     if (!is_get || cs->s->cache_status == NULL || strcmp(cs->s->cache_status, "BYPASS") == 0)
         return 0;
 
-    lg_cc_t cc;
-    lg_cc_init(&cc);
-    lg_vary_t vary;
-    lg_vary_init(&vary);
-    const http_header_t *expires = NULL, *date = NULL, *lm = NULL, *etag = NULL;
-    int cookie = 0, nvary = 0, nexpires = 0;
-    int64_t age = -1;
-    for (size_t i = 0; i < r->num_headers; i++) {
-        const http_header_t *h = &r->headers[i];
-        if (http_name_eq(h, "cache-control") && !ignored(c, "Cache-Control"))
-            lg_cc_parse(&cc, h->value, h->value_len);
-        else if (http_name_eq(h, "vary") && !ignored(c, "Vary")) {
-            lg_vary_add(&vary, h->value, h->value_len);     /* every line, "*" anywhere */
-            nvary++;
-        } else if (http_name_eq(h, "expires") && !ignored(c, "Expires")) {
-            expires = h;
-            nexpires++;
-        } else if (http_name_eq(h, "date"))
-            date = h;
-        else if (http_name_eq(h, "last-modified"))
-            lm = h;
-        else if (http_name_eq(h, "etag"))
-            etag = h;
-        else if (http_name_eq(h, "age")) {
-            if (age < 0)                /* the first valid line (RFC 9111 5.1) */
-                age = lg_cache_age(h->value, h->value_len);
-        } else if (http_name_eq(h, "set-cookie"))
-            cookie = 1;
-    }
+    facts_t f;
+    facts_of(c, r, &f);
+    const lg_cc_t *cc = &f.cc;
     /* storable? (RFC 9111 3), and what the configuration says */
     if (cs->not_yet)
         goto not_stored;
@@ -743,55 +874,26 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
     if (ns && ns[0] && strcmp(ns, "0") != 0)
         goto not_stored;
     int shared = !c->cache_private;
-    int64_t d = date ? lg_cache_date(date->value, date->value_len) : -1;
-    if (cc.no_store || cs->req_cc.no_store || (cc.private_ && shared) || vary.star ||
-        vary.overflow || (cookie && !ignored(c, "Set-Cookie")) ||
+    if (cc->no_store || cs->req_cc.no_store || (cc->private_ && shared) || f.vary.star ||
+        f.vary.overflow || (f.cookie && !ignored(c, "Set-Cookie")) ||
         ri->body == LG_BODY_CLOSE || r->status == 206)
         goto not_stored;
-    if (lg_headers_get(s, "authorization") && !c->cache_authorized && !cc.public_ &&
-        cc.s_maxage == LG_CC_UNSET && !cc.must_revalidate)
+    if (lg_headers_get(s, "authorization") && !c->cache_authorized && !cc->public_ &&
+        cc->s_maxage == LG_CC_UNSET && !cc->must_revalidate)
         goto not_stored;
-    lg_fresh_in_t fin = {
-        .cc = &cc, .shared = shared, .status = r->status, .now = now / 1000, .date = d,
-        .nexpires = nexpires,
-        .expires = expires ? lg_cache_date(expires->value, expires->value_len) : -1,
-        .last_modified = lm ? lg_cache_date(lm->value, lm->value_len) : -1,
-        .configured = valid_for(c, r->status),
-    };
     int explicit_ = 0;
-    int64_t life = lg_cache_lifetime(&fin, &explicit_);
-    int validator = etag != NULL || lm != NULL;
-    if (life < 0 && !(cc.no_cache && validator))
+    lg_cmeta_t *m = &cs->newmeta;
+    int64_t life = fill_meta(c, &f, r->status, now, m, &explicit_);
+    int validator = (m->flags & LG_CF_HAS_VALIDATOR) != 0;
+    if (life < 0 && !(cc->no_cache && validator))
         goto not_stored;
     if (life <= 0 && !validator)
         goto not_stored;                        /* stale at once, and nothing to revalidate with */
-    if (life < 0)
-        life = 0;
-    if (!lg_status_heuristic(r->status) && !explicit_ && !cc.public_ && fin.configured < 0)
+    if (!lg_status_heuristic(r->status) && !explicit_ && !cc->public_ &&
+        valid_for(c, r->status) < 0)
         goto not_stored;
     if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_store_max_object(lg_cache))
         goto not_stored;
-
-    lg_cmeta_t *m = &cs->newmeta;
-    memset(m, 0, sizeof(*m));
-    m->status = r->status;
-    m->stored = now;
-    m->age0 = age > 0 ? age : 0;
-    if (d >= 0 && now / 1000 > d && now / 1000 - d > m->age0)
-        m->age0 = now / 1000 - d;               /* apparent age */
-    if (m->age0 > LG_DELTA_MAX)
-        m->age0 = LG_DELTA_MAX;
-    m->expires = now + life - m->age0 * 1000;
-    if (lg_cache_must_revalidate(&cc, shared))
-        m->flags |= LG_CF_MUST_REVALIDATE;
-    if (cc.no_cache)
-        m->expires = now - 1;                   /* stored, but checked each time */
-    if (validator)
-        m->flags |= LG_CF_HAS_VALIDATOR;
-    if (cc.stale_if_error != LG_CC_UNSET)
-        m->stale_if_error = cc.stale_if_error * 1000;
-    if (cc.stale_while_revalidate != LG_CC_UNSET)
-        m->stale_while_revalidate = cc.stale_while_revalidate * 1000;
 
     /* the head to store: as received, less fields not to be stored; for a
      * body stored compressed, as a gzip response (weak ETag, Vary) */
@@ -810,7 +912,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
             const http_header_t *h = &r->headers[i];
             if (lg_http_is_hop_by_hop(h, ri->connection) || http_name_eq(h, "age") ||
                 http_name_eq(h, "set-cookie") ||
-                ((cc.no_cache_fields || cc.private_fields) && in_fields(cc.fields, h)))
+                ((cc->no_cache_fields || cc->private_fields) && in_fields(cc->fields, h)))
                 continue;
             if (cs->gz_store && http_name_eq(h, "content-length"))
                 continue;
@@ -818,7 +920,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
             int add_ae = 0;
             if (cs->gz_store && http_name_eq(h, "vary")) {
                 /* once, on the first line, if no line names it */
-                add_ae = !vary_ae && !lg_vary_has(&vary, "accept-encoding");
+                add_ae = !vary_ae && !lg_vary_has(&f.vary, "accept-encoding");
                 vary_ae = 1;
             }
             size_t need = h->name_len + h->value_len + 4 + 2 + 17;
@@ -855,9 +957,9 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         memcpy(cs->head + cs->headlen, "\r\n", 2);
         cs->headlen += 2;
     }
-    if (nvary && vary.len) {
+    if (f.vary.len) {
         /* the variant key, and a marker under the base naming the fields */
-        cs->vary = lg_arena_strndup(&s->arena, vary.fields, vary.len);
+        cs->vary = lg_arena_strndup(&s->arena, f.vary.fields, f.vary.len);
         char *vk = cs->vary ? variant_key(s, cs->base, cs->vary) : NULL;
         if (vk == NULL)
             goto not_stored;

@@ -351,3 +351,15 @@ int lg_cache_must_revalidate(const lg_cc_t *cc, int shared)
     return cc->no_cache || cc->must_revalidate ||
            (shared && (cc->proxy_revalidate || cc->s_maxage != LG_CC_UNSET));
 }
+
+int lg_cache_304_updates(const char *name, size_t n, int gzipped)
+{
+    static const char *const keep[] = {
+        "content-length", "transfer-encoding", "content-encoding", "content-range", "vary",
+        "age", "set-cookie", "x-cache", NULL,
+    };
+    for (int i = 0; keep[i]; i++)
+        if (strlen(keep[i]) == n && strncasecmp(name, keep[i], n) == 0)
+            return 0;
+    return !(gzipped && n == 4 && strncasecmp(name, "etag", 4) == 0);
+}

@@ -79,6 +79,16 @@ typedef struct lg_fresh_in {
  * *explicit_ is set when the origin itself gave the lifetime.
  */
 int64_t lg_cache_lifetime(const lg_fresh_in_t *in, int *explicit_);
+/*
+ * May a 304 (or a HEAD's 200) replace the stored field of this name (RFC
+ * 9111 3.2)?  Not framing fields (Content-Length, Transfer-Encoding),
+ * those that describe the stored bytes (Content-Encoding, Content-Range),
+ * Vary (the stored variant depends on it), nor Age, Set-Cookie and X-Cache
+ * (never stored); for a body compressed by the cache (gzipped), not its
+ * ETag either.  Hop-by-hop fields are the caller's to drop.
+ */
+int     lg_cache_304_updates(const char *name, size_t n, int gzipped);
+
 /* Stale means ask the origin (no serving stale, not even on max-stale)? */
 int     lg_cache_must_revalidate(const lg_cc_t *cc, int shared);
 

@@ -47,6 +47,32 @@ def twice(port, target, headers=()):
     return get(port, target, headers)
 
 
+def scripted(answer):
+    """An origin whose answer(head, n) gives the raw response (bytes) to its
+    n-th request (from 1, over all connections); keep-alive, no request bodies."""
+    count = [0]
+
+    def handler(sock, peer):
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                x = sock.recv(65536)
+                if not x:
+                    return
+                buf += x
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            count[0] += 1
+            sock.sendall(answer(head.decode("latin-1"), count[0]))
+    srv = ScriptedServer(handler)
+    srv.count = count
+    return srv
+
+
+def raw(status, headers, body=b""):
+    lines = ["HTTP/1.1 %s" % status] + ["%s: %s" % h for h in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 # ---- parsing the freshness inputs strictly ----
 
 FUTURE = "Fri, 01 Jan 2037 00:00:00 GMT"
@@ -140,6 +166,63 @@ def s_maxage_for_shared_caches_only():
        "private: a private response is stored")
     eq(xc(twice(port, url("/s3", "Cache-Control:private, max-age=60"))), "MISS",
        "shared: never")
+
+
+# ---- what is stored and how it is updated ----
+
+@test(timeout=60)
+def a_304_updates_the_stored_headers_and_freshness():
+    def answer(head, n):
+        if "if-none-match" in head.lower():
+            return raw("304 Not Modified", [("ETag", '"v1"'), ("Cache-Control", "max-age=60"),
+                                           ("X-Version", "2"), ("Content-Length", "0"),
+                                           ("Age", "0"), ("Connection", "keep-alive")])
+        return raw("200 OK", [("ETag", '"v1"'), ("Cache-Control", "max-age=1"),
+                              ("X-Version", "1"), ("X-Kept", "yes"),
+                              ("Content-Length", "5")], b"hello")
+    o = scripted(answer)
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    r = get(port, "/u")
+    eq((xc(r), r.headers.get("X-Version")), ("MISS", "1"))
+    eq(xc(get(port, "/u")), "HIT")
+    r = wait_until(lambda: (lambda r: r if xc(r) == "REVALIDATED" else None)(get(port, "/u")),
+                   10, interval=0.2, what="the stale copy revalidated")
+    eq(r.headers.get("X-Version"), "2", "the client gets the 304's fields")
+    eq(r.headers.get("X-Kept"), "yes", "fields the 304 did not send stay")
+    eq(r.body, b"hello", "the stored body, whole (the 304's Content-Length: 0 not taken)")
+    eq(r.headers.get("Cache-Control"), "max-age=60")
+    n = o.count[0]
+    r = get(port, "/u")
+    eq((xc(r), r.headers.get("X-Version"), r.body), ("HIT", "2", b"hello"),
+       "stored updated, fresh for the 304's max-age")
+    eq(o.count[0], n)
+    eq(len(r.headers.get_all("X-Version")), 1, "replaced, not added")
+
+
+@test
+def chunked_responses_are_stored_dechunked():
+    bodies = {"/k1": b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+              "/k2": b"0\r\n\r\n"}
+
+    def answer(head, n):
+        return raw("200 OK", [("Cache-Control", "max-age=60"), ("Transfer-Encoding", "chunked"),
+                              ("ETag", '"k"')], bodies[head.split()[1]])
+    o = scripted(answer)
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    for path, want in (("/k1", b"hello world"), ("/k2", b"")):
+        r = get(port, path)
+        eq((r.status, xc(r), r.body), (200, "MISS", want))
+        r = get(port, path)
+        eq((r.status, xc(r), r.body), (200, "HIT", want), path)
+        eq(r.headers.get("Content-Length"), str(len(want)), "stored de-chunked")
+        eq(r.headers.get("Transfer-Encoding"), None)
+        eq(r.headers.get("X-Trailer"), None, "trailers are not header fields")
+    n = o.count[0]
+    r = get(port, "/k1", [("Range", "bytes=6-")])
+    eq((r.status, r.body), (206, b"world"))
+    eq(o.count[0], n)
 
 
 @test

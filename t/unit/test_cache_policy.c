@@ -191,3 +191,25 @@ Test(cache_policy, lifetime_heuristic)
     in.last_modified = -1;
     cr_assert_eq(lg_cache_lifetime(&in, &ex), -1, "no Last-Modified: no heuristic");
 }
+
+#define UPD(lit, gz) lg_cache_304_updates(lit, sizeof(lit) - 1, gz)
+
+Test(cache_policy, what_a_304_updates)
+{
+    cr_assert(UPD("Cache-Control", 0));
+    cr_assert(UPD("Expires", 0));
+    cr_assert(UPD("Date", 0));
+    cr_assert(UPD("X-Version", 0));
+    cr_assert(UPD("ETag", 0));
+    cr_assert(UPD("Content-Type", 0));
+    cr_assert(!UPD("Content-Length", 0), "framing of the stored body");
+    cr_assert(!UPD("content-length", 0));
+    cr_assert(!UPD("Transfer-Encoding", 0));
+    cr_assert(!UPD("Content-Encoding", 0), "describes the stored bytes");
+    cr_assert(!UPD("Content-Range", 0));
+    cr_assert(!UPD("Vary", 0), "the stored variant depends on it");
+    cr_assert(!UPD("Age", 0));
+    cr_assert(!UPD("Set-Cookie", 0));
+    cr_assert(!UPD("ETag", 1), "compressed here: the stored weak ETag stays");
+    cr_assert(UPD("Last-Modified", 1));
+}
