@@ -397,22 +397,9 @@ static int purge(lg_req_t *s, lg_cstate_t *cs)
 
 static int fresh_enough(lg_cstate_t *cs, int64_t now)
 {
-    const lg_cc_t *rc = &cs->req_cc;
-    if (rc->no_cache)
-        return 0;
-    int64_t age = cs->meta.age0 * 1000 + (now - cs->meta.stored);
-    int64_t left = cs->meta.expires - now;
-    if (rc->max_age != LG_CC_UNSET && age > rc->max_age * 1000)
-        return 0;
-    if (rc->min_fresh != LG_CC_UNSET && left < rc->min_fresh * 1000)
-        return 0;
-    if (left > 0)
-        return 1;
-    /* stale: max-stale lets the client accept it, unless the origin forbade */
-    if (rc->max_stale != LG_CC_UNSET && !(cs->meta.flags & LG_CF_MUST_REVALIDATE) &&
-        (rc->max_stale == INT64_MAX || -left <= rc->max_stale * 1000))
-        return 1;
-    return 0;
+    return lg_cache_usable(&cs->req_cc, cs->meta.age0 * 1000 + (now - cs->meta.stored),
+                           cs->meta.expires - now, (cs->meta.flags & LG_CF_MUST_REVALIDATE) != 0,
+                           (cs->meta.flags & LG_CF_IMMUTABLE) != 0);
 }
 
 static int on_request(lg_req_t *s)
@@ -451,8 +438,7 @@ static int on_request(lg_req_t *s)
         return 0;
     }
     const char *bypass = lg_vars_expand(s, c->cache_bypass, LG_VARS_RAW, NULL);
-    if ((bypass && bypass[0] && strcmp(bypass, "0") != 0) || cs->req_cc.no_store ||
-        (lg_headers_get(s, "authorization") && !c->cache_authorized)) {
+    if ((bypass && bypass[0] && strcmp(bypass, "0") != 0) || cs->req_cc.no_store) {
         cs->s->cache_status = "BYPASS";
         return 0;
     }
@@ -671,6 +657,8 @@ static int64_t fill_meta(const lg_common_t *c, const facts_t *f, int status, int
         m->expires = now - 1;                   /* stored, but checked each time */
     if (f->etag || f->lm)
         m->flags |= LG_CF_HAS_VALIDATOR;
+    if (f->cc.immutable)
+        m->flags |= LG_CF_IMMUTABLE;
     if (f->cc.stale_if_error != LG_CC_UNSET)
         m->stale_if_error = f->cc.stale_if_error * 1000;
     if (f->cc.stale_while_revalidate != LG_CC_UNSET)
@@ -873,13 +861,16 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
     const char *ns = lg_vars_expand(s, c->cache_no_store, LG_VARS_RAW, NULL);
     if (ns && ns[0] && strcmp(ns, "0") != 0)
         goto not_stored;
-    int shared = !c->cache_private;
-    if (cc->no_store || cs->req_cc.no_store || (cc->private_ && shared) || f.vary.star ||
-        f.vary.overflow || (f.cookie && !ignored(c, "Set-Cookie")) ||
+    lg_store_in_t sin = {
+        .cc = cc, .status = r->status, .shared = !c->cache_private,
+        .req_no_store = cs->req_cc.no_store,
+        .authorized = lg_headers_get(s, "authorization") != NULL,
+        .store_authorized = c->cache_authorized, .set_cookie = f.cookie,
+        .cookie_ignored = ignored(c, "Set-Cookie"), .store_set_cookie = c->cache_store_set_cookie,
+    };
+    int rule = lg_cache_store_rule(&sin);
+    if (rule == LG_STORE_NO || f.vary.star || f.vary.overflow ||
         ri->body == LG_BODY_CLOSE || r->status == 206)
-        goto not_stored;
-    if (lg_headers_get(s, "authorization") && !c->cache_authorized && !cc->public_ &&
-        cc->s_maxage == LG_CC_UNSET && !cc->must_revalidate)
         goto not_stored;
     int explicit_ = 0;
     lg_cmeta_t *m = &cs->newmeta;
@@ -911,7 +902,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         for (size_t i = 0; i < r->num_headers; i++) {
             const http_header_t *h = &r->headers[i];
             if (lg_http_is_hop_by_hop(h, ri->connection) || http_name_eq(h, "age") ||
-                http_name_eq(h, "set-cookie") ||
+                (http_name_eq(h, "set-cookie") && rule != LG_STORE_YES) ||
                 ((cc->no_cache_fields || cc->private_fields) && in_fields(cc->fields, h)))
                 continue;
             if (cs->gz_store && http_name_eq(h, "content-length"))

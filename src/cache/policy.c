@@ -109,6 +109,10 @@ void lg_cc_parse(lg_cc_t *cc, const char *v, size_t n)
             cc->only_if_cached = 1;
         else if (D("no-transform"))
             cc->no_transform = 1;
+        else if (D("immutable"))
+            cc->immutable = 1;
+        else if (D("must-understand"))
+            cc->must_understand = 1;
         else if (D("max-age") && arg)
             cc->max_age = num(arg, al);
         else if (D("s-maxage") && arg)
@@ -362,4 +366,57 @@ int lg_cache_304_updates(const char *name, size_t n, int gzipped)
         if (strlen(keep[i]) == n && strncasecmp(name, keep[i], n) == 0)
             return 0;
     return !(gzipped && n == 4 && strncasecmp(name, "etag", 4) == 0);
+}
+
+int lg_status_understood(int status)
+{
+    switch (status) {
+    case 200: case 203: case 204: case 300: case 301: case 302: case 307: case 308:
+    case 404: case 405: case 410: case 414: case 501:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+int lg_cache_store_rule(const lg_store_in_t *in)
+{
+    const lg_cc_t *cc = in->cc;
+    if (in->req_no_store)
+        return LG_STORE_NO;
+    if (cc->must_understand) {
+        if (!lg_status_understood(in->status))
+            return LG_STORE_NO;
+    } else if (cc->no_store) {
+        return LG_STORE_NO;
+    }
+    if (cc->private_ && in->shared)
+        return LG_STORE_NO;
+    if (in->authorized && in->shared && !in->store_authorized && !cc->public_ &&
+        !cc->must_revalidate && cc->s_maxage == LG_CC_UNSET)
+        return LG_STORE_NO;
+    if (in->set_cookie) {
+        if (in->cookie_ignored)
+            return LG_STORE_NO_COOKIE;
+        if (!in->store_set_cookie)
+            return LG_STORE_NO;
+    }
+    return LG_STORE_YES;
+}
+
+int lg_cache_usable(const lg_cc_t *rc, int64_t age_ms, int64_t left_ms, int must_revalidate,
+                    int immutable)
+{
+    int reload_ok = immutable && left_ms > 0;   /* RFC 8246: no revalidation while fresh */
+    if (rc->no_cache && !reload_ok)
+        return 0;
+    if (rc->max_age != LG_CC_UNSET && age_ms > rc->max_age * 1000 && !reload_ok)
+        return 0;
+    if (rc->min_fresh != LG_CC_UNSET && left_ms < rc->min_fresh * 1000)
+        return 0;
+    if (left_ms > 0)
+        return 1;
+    /* stale: max-stale lets the client accept it, unless the origin forbade */
+    return rc->max_stale != LG_CC_UNSET && !must_revalidate &&
+           (rc->max_stale == INT64_MAX || -left_ms <= rc->max_stale * 1000);
 }

@@ -13,6 +13,7 @@
 typedef struct lg_cc {
     int     no_store, no_cache, private_, public_, must_revalidate, proxy_revalidate;
     int     only_if_cached, no_transform;
+    int     immutable, must_understand;
     int     no_cache_fields;    /* no-cache="A, B": those fields, not the response */
     int     private_fields;     /* private="A": likewise */
     char    fields[256];        /* the field names of both, comma-separated, lower case */
@@ -88,6 +89,45 @@ int64_t lg_cache_lifetime(const lg_fresh_in_t *in, int *explicit_);
  * ETag either.  Hop-by-hop fields are the caller's to drop.
  */
 int     lg_cache_304_updates(const char *name, size_t n, int gzipped);
+
+/* Statuses whose caching rules legate implements (for must-understand). */
+int     lg_status_understood(int status);
+
+/* What the request's Authorization and the response's Set-Cookie allow. */
+typedef struct lg_store_in {
+    const lg_cc_t *cc;          /* the response's directives */
+    int     status;
+    int     shared;             /* not cache_private */
+    int     req_no_store;       /* the request said no-store */
+    int     authorized;         /* the request had Authorization */
+    int     store_authorized;   /* cache_authorized */
+    int     set_cookie;         /* the response has Set-Cookie */
+    int     cookie_ignored;     /* Set-Cookie in cache_ignore_headers */
+    int     store_set_cookie;   /* cache_store_set_cookie */
+} lg_store_in_t;
+
+#define LG_STORE_NO         0
+#define LG_STORE_YES        1   /* as received (less the fields no-cache= / private= name) */
+#define LG_STORE_NO_COOKIE  2   /* stored without its Set-Cookie lines */
+/*
+ * RFC 9111 3, 3.5, 5.2.2: no-store (unless must-understand with a status
+ * understood), private (shared caches), must-understand with a status not
+ * understood; a request with Authorization only with public,
+ * must-revalidate or s-maxage (shared caches, unless store_authorized);
+ * Set-Cookie: not stored (as nginx) unless store_set_cookie, or stored
+ * without it when ignored.
+ */
+int     lg_cache_store_rule(const lg_store_in_t *in);
+
+/*
+ * May a stored response answer this request without asking the origin?
+ * age_ms its current age, left_ms its freshness left (<= 0 stale).  The
+ * request's no-cache, max-age, min-fresh and max-stale; must_revalidate
+ * forbids max-stale; immutable (RFC 8246) lets a fresh response answer a
+ * no-cache or max-age=0 reload, never a stale one.
+ */
+int     lg_cache_usable(const lg_cc_t *req, int64_t age_ms, int64_t left_ms,
+                        int must_revalidate, int immutable);
 
 /* Stale means ask the origin (no serving stale, not even on max-stale)? */
 int     lg_cache_must_revalidate(const lg_cc_t *cc, int shared);

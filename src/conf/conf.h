@@ -197,6 +197,7 @@ typedef struct lg_common {
                                            parent level when inherited); not a setting */
     int        cache_authorized;        /* bool: store answers to requests with Authorization */
     int        cache_private;           /* bool: a private cache (s-maxage, proxy-revalidate ignored) */
+    int        cache_store_set_cookie;  /* bool: store responses with Set-Cookie, the cookie included */
 
     /* access rules and Basic authentication (feature/access.c), as nginx's
      * allow/deny, auth_basic, auth_basic_user_file and satisfy */

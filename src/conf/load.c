@@ -198,6 +198,7 @@ const directive_t ld_common_dirs[] = {
     ROW("cache_purge_allow",       D_STRLIST,  0, 0,      "",      lg_common_t, cache_purge_allow),
     ROW("cache_authorized",        D_BOOL,     0, 1,      "false", lg_common_t, cache_authorized),
     ROW("cache_private",           D_BOOL,     0, 1,      "false", lg_common_t, cache_private),
+    ROW("cache_store_set_cookie",  D_BOOL,     0, 1,      "false", lg_common_t, cache_store_set_cookie),
     ROW("access_rules",            D_STRLIST,  0, 0,      "",      lg_common_t, access_rules),
     ROW("auth_basic",              D_STRING,   0, 0,      "off",   lg_common_t, auth_basic),
     PATH("auth_basic_user_file",   NULL, NULL,                      lg_common_t, auth_basic_user_file),

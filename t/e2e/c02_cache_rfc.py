@@ -226,6 +226,103 @@ def chunked_responses_are_stored_dechunked():
 
 
 @test
+def set_cookie_not_stored_by_default_and_as_configured():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    t = url("/sc", "Cache-Control:max-age=60", "Set-Cookie:id=1")
+    eq(xc(twice(port, t)), "MISS", "as nginx: a response with Set-Cookie is not stored")
+    o2 = Origin("o2")
+    port2 = free_port()
+    Legate(conf(port2, o2, "cache_store_set_cookie = true;"), workers=1)
+    r = twice(port2, t)
+    eq((xc(r), r.headers.get("Set-Cookie")), ("HIT", "id=1"), "stored with its cookie")
+    t = url("/sc2", 'Cache-Control:no-cache="Set-Cookie", max-age=60', "Set-Cookie:id=2")
+    r = twice(port2, t)
+    eq((xc(r), r.headers.get("Set-Cookie")), ("HIT", None),
+       'no-cache="Set-Cookie": reused, never with the cookie')
+    t = url("/sc3", "Cache-Control:private, max-age=60", "Set-Cookie:id=3")
+    eq(xc(twice(port2, t)), "MISS", "private: never")
+    o3 = Origin("o3")
+    port3 = free_port()
+    Legate(conf(port3, o3, 'cache_ignore_headers = [ "Set-Cookie" ];'), workers=1)
+    r = twice(port3, url("/sc", "Cache-Control:max-age=60", "Set-Cookie:id=1"))
+    eq((xc(r), r.headers.get("Set-Cookie")), ("HIT", None), "ignored: stored without it")
+
+
+@test
+def authorization_needs_public_s_maxage_or_must_revalidate():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    au = [("Authorization", "Basic eDp5")]
+    eq(xc(twice(port, url("/z1", "Cache-Control:max-age=60"), au)), "MISS")
+    eq(hits(o, "/z1"), 2)
+    for i, cc in enumerate(("public, max-age=60", "s-maxage=60", "must-revalidate, max-age=60")):
+        t = url("/y%d" % i, "Cache-Control:" + cc)
+        eq(xc(twice(port, t, au)), "HIT", cc)
+        eq(xc(get(port, t)), "HIT", "and for requests without Authorization")
+    eq(xc(twice(port, url("/z2", "Cache-Control:proxy-revalidate, max-age=60"), au)), "MISS")
+    o2 = Origin("o2")
+    port2 = free_port()
+    Legate(conf(port2, o2, "cache_authorized = true;"), workers=1)
+    eq(xc(twice(port2, url("/z1", "Cache-Control:max-age=60"), au)), "HIT", "cache_authorized")
+    o3 = Origin("o3")
+    port3 = free_port()
+    Legate(conf(port3, o3, "cache_private = true;"), workers=1)
+    eq(xc(twice(port3, url("/z1", "Cache-Control:max-age=60"), au)), "HIT", "a private cache")
+
+
+OLD = "Mon, 01 Jan 2024 00:00:00 GMT"
+
+
+@test
+def heuristic_freshness():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    for st in (200, 404, 410, 501):
+        eq(xc(twice(port, url("/h%d" % st, "Last-Modified:" + OLD, status=st))), "HIT",
+           "%d is heuristically cacheable" % st)
+    eq(xc(twice(port, url("/h302", "Last-Modified:" + OLD, status=302))), "MISS",
+       "302 is not, without public")
+    for st in (302, 299):
+        r = twice(port, url("/hp%d" % st, "Last-Modified:" + OLD, "Cache-Control:public", status=st))
+        eq((r.status, xc(r)), (st, "HIT"), "%d marked public: heuristic freshness" % st)
+    eq(xc(twice(port, url("/hn", "Cache-Control:public"))), "MISS", "no Last-Modified: nothing")
+
+
+@test(timeout=60)
+def immutable_skips_revalidation_only_while_fresh():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    t = url("/im", "Cache-Control:max-age=60, immutable", etag="im")
+    get(port, t)
+    for cc in ("no-cache", "max-age=0"):
+        eq(xc(get(port, t, [("Cache-Control", cc)])), "HIT", "a reload (%s) of a fresh immutable" % cc)
+    t2 = url("/mu", "Cache-Control:max-age=60", etag="mu")
+    get(port, t2)
+    eq(xc(get(port, t2, [("Cache-Control", "no-cache")])), "REVALIDATED", "without immutable")
+    t3 = url("/im1", "Cache-Control:max-age=1, immutable", etag="im1")
+    get(port, t3)
+    wait_until(lambda: xc(get(port, t3, [("Cache-Control", "no-cache")])) == "REVALIDATED", 10,
+               interval=0.3, what="a stale immutable revalidated")
+
+
+@test
+def must_understand_with_no_store():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    eq(xc(twice(port, url("/mu1", "Cache-Control:must-understand, no-store, max-age=60"))), "HIT",
+       "200 is understood: no-store is for caches that do not")
+    eq(xc(twice(port, url("/mu2", "Cache-Control:must-understand, no-store, max-age=60",
+                          status=299))), "MISS", "an unknown status is not understood")
+    eq(xc(twice(port, url("/mu3", "Cache-Control:no-store, max-age=60"))), "MISS")
+
+
+@test
 def cache_private_is_checked():
     rc, err = check_config('cache_size = "1m"; http = { cache_private = 3; servers = ( '
                            '{ listen = "127.0.0.1:1"; routes = ( { prefix = "/"; '

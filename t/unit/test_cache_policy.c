@@ -213,3 +213,109 @@ Test(cache_policy, what_a_304_updates)
     cr_assert(!UPD("ETag", 1), "compressed here: the stored weak ETag stays");
     cr_assert(UPD("Last-Modified", 1));
 }
+
+static lg_store_in_t store_in(const lg_cc_t *cc, int status)
+{
+    lg_store_in_t in = { .cc = cc, .status = status, .shared = 1 };
+    return in;
+}
+
+#define CC(cc, lit) (lg_cc_init(cc), lg_cc_parse(cc, lit, sizeof(lit) - 1))
+
+Test(cache_policy, store_rule_directives)
+{
+    lg_cc_t cc;
+    CC(&cc, "max-age=60");
+    lg_store_in_t in = store_in(&cc, 200);
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_YES);
+    in.req_no_store = 1;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO, "the request's no-store");
+    CC(&cc, "no-store, max-age=60");
+    in = store_in(&cc, 200);
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO);
+    CC(&cc, "private, max-age=60");
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO, "private: not in a shared cache");
+    in.shared = 0;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_YES, "a private cache may");
+    /* must-understand (RFC 9111 5.2.2.3) */
+    CC(&cc, "must-understand, no-store, max-age=60");
+    in = store_in(&cc, 200);
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_YES, "understood status: no-store ignored");
+    in.status = 302;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_YES);
+    in.status = 206;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO, "partial content is not understood");
+    in.status = 299;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO);
+    CC(&cc, "must-understand, max-age=60");
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO, "even without no-store");
+    in.status = 200;
+    in.req_no_store = 1;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO, "the request's no-store still counts");
+}
+
+Test(cache_policy, store_rule_authorization)
+{
+    lg_cc_t cc;
+    CC(&cc, "max-age=60");
+    lg_store_in_t in = store_in(&cc, 200);
+    in.authorized = 1;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO);
+    in.store_authorized = 1;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_YES, "cache_authorized");
+    in.store_authorized = 0;
+    in.shared = 0;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_YES, "a private cache");
+    in.shared = 1;
+    CC(&cc, "public, max-age=60");
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_YES);
+    CC(&cc, "s-maxage=60");
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_YES);
+    CC(&cc, "must-revalidate, max-age=60");
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_YES);
+    CC(&cc, "proxy-revalidate, max-age=60");
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO, "not among the three");
+}
+
+Test(cache_policy, store_rule_set_cookie)
+{
+    lg_cc_t cc;
+    CC(&cc, "max-age=60");
+    lg_store_in_t in = store_in(&cc, 200);
+    in.set_cookie = 1;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO, "by default, as nginx");
+    in.cookie_ignored = 1;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO_COOKIE, "ignored: stored without it");
+    in.cookie_ignored = 0;
+    in.store_set_cookie = 1;
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_YES, "cache_store_set_cookie: with it");
+    CC(&cc, "private, max-age=60");
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_NO, "never a private one");
+    CC(&cc, "no-cache=\"Set-Cookie\", max-age=60");
+    cr_assert_eq(lg_cache_store_rule(&in), LG_STORE_YES, "stored, the field dropped by the caller");
+    cr_assert(cc.no_cache_fields && !cc.no_cache);
+    cr_assert_str_eq(cc.fields, "set-cookie");
+}
+
+Test(cache_policy, usable_request_directives_and_immutable)
+{
+    lg_cc_t rq;
+    lg_cc_init(&rq);
+    cr_assert(lg_cache_usable(&rq, 1000, 5000, 0, 0), "fresh");
+    cr_assert(!lg_cache_usable(&rq, 1000, 0, 0, 0), "stale");
+    CC(&rq, "no-cache");
+    cr_assert(!lg_cache_usable(&rq, 1000, 5000, 0, 0));
+    cr_assert(lg_cache_usable(&rq, 1000, 5000, 0, 1), "immutable and fresh: a reload is served");
+    cr_assert(!lg_cache_usable(&rq, 1000, -1, 0, 1), "immutable but stale: revalidated");
+    CC(&rq, "max-age=0");
+    cr_assert(!lg_cache_usable(&rq, 1000, 5000, 0, 0));
+    cr_assert(lg_cache_usable(&rq, 1000, 5000, 0, 1));
+    CC(&rq, "min-fresh=10");
+    cr_assert(!lg_cache_usable(&rq, 1000, 5000, 0, 1), "min-fresh still counts");
+    CC(&rq, "max-stale=10");
+    cr_assert(lg_cache_usable(&rq, 1000, -5000, 0, 0));
+    cr_assert(!lg_cache_usable(&rq, 1000, -11000, 0, 0));
+    cr_assert(!lg_cache_usable(&rq, 1000, -5000, 1, 0), "must-revalidate forbids max-stale");
+    CC(&rq, "max-stale");
+    cr_assert(lg_cache_usable(&rq, 1000, -999999, 0, 0));
+}
