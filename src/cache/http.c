@@ -93,6 +93,14 @@ static const lg_tpl_t *key_template(const lg_req_t *s, const lg_common_t *c)
 
 /* ---- keys ---- */
 
+static int in_strv(const lg_strv_t *v, const char *name)
+{
+    for (size_t i = 0; v && i < v->n; i++)
+        if (strcasecmp(v->v[i], name) == 0)
+            return 1;
+    return 0;
+}
+
 static char *variant_key(lg_req_t *s, const char *base, const char *fields)
 {
     char *k = lg_arena_printf(&s->arena, "%s\n", base);
@@ -112,6 +120,8 @@ static char *variant_key(lg_req_t *s, const char *base, const char *fields)
             if (h)
                 lg_negotiate_add(&ae, h->value, h->value_len);
             lg_negotiate_normalise(&ae, LG_ENC_BUILTIN, val, sizeof(val));
+        } else if (h && in_strv(lg_req_common(s)->cache_vary_normalize, name)) {
+            lg_vary_normalise(h->value, h->value_len, val, sizeof(val));
         } else if (h) {
             snprintf(val, sizeof(val), "%.*s", (int)(h->value_len < 255 ? h->value_len : 255),
                      h->value);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <stdlib.h>
 #include <time.h>
 
 void lg_cc_init(lg_cc_t *cc)
@@ -419,4 +420,110 @@ int lg_cache_usable(const lg_cc_t *rc, int64_t age_ms, int64_t left_ms, int must
     /* stale: max-stale lets the client accept it, unless the origin forbade */
     return rc->max_stale != LG_CC_UNSET && !must_revalidate &&
            (rc->max_stale == INT64_MAX || -left_ms <= rc->max_stale * 1000);
+}
+
+/* ---- Vary: normalised request fields ---- */
+
+typedef struct vel {
+    char    text[96];           /* the element without its q parameter */
+    int     q;                  /* thousandths */
+} vel_t;
+
+static int vel_cmp(const void *a, const void *b)
+{
+    const vel_t *x = a, *y = b;
+    if (x->q != y->q)
+        return y->q - x->q;
+    return strcmp(x->text, y->text);
+}
+
+/* "0.8", "1", "1.000": thousandths, or -1 */
+static int qvalue(const char *v, size_t n)
+{
+    if (n == 0 || (v[0] != '0' && v[0] != '1'))
+        return -1;
+    int q = (v[0] - '0') * 1000, scale = 100;
+    if (n > 1) {
+        if (v[1] != '.' || n > 5)
+            return -1;
+        for (size_t i = 2; i < n; i++, scale /= 10) {
+            if (v[i] < '0' || v[i] > '9')
+                return -1;
+            q += (v[i] - '0') * scale;
+        }
+    }
+    return q > 1000 ? -1 : q;
+}
+
+size_t lg_vary_normalise(const char *v, size_t n, char *out, size_t outlen)
+{
+    vel_t el[32];
+    size_t ne = 0, i = 0;
+    while (i < n && ne < sizeof(el) / sizeof(el[0])) {
+        size_t b = i;
+        while (i < n && v[i] != ',')
+            i++;
+        size_t e = i++;
+        /* the element, lower case, no whitespace; its q parameter apart */
+        vel_t *x = &el[ne];
+        size_t tl = 0;
+        x->q = 1000;
+        for (size_t k = b; k < e;) {
+            size_t pe = k;
+            while (pe < e && v[pe] != ';')
+                pe++;
+            char part[96];
+            size_t pl = 0;
+            for (size_t j = k; j < pe && pl + 1 < sizeof(part); j++)
+                if (v[j] != ' ' && v[j] != '\t')
+                    part[pl++] = (char)tolower((unsigned char)v[j]);
+            part[pl] = '\0';
+            if (k > b && pl > 2 && part[0] == 'q' && part[1] == '=') {
+                int q = qvalue(part + 2, pl - 2);
+                x->q = q < 0 ? 1000 : q;
+            } else if (pl && tl + pl + 2 < sizeof(x->text)) {
+                if (k > b)
+                    x->text[tl++] = ';';
+                memcpy(x->text + tl, part, pl);
+                tl += pl;
+            }
+            k = pe + 1;
+        }
+        x->text[tl] = '\0';
+        if (tl == 0)
+            continue;
+        int dup = 0;
+        for (size_t k = 0; k < ne && !dup; k++)
+            dup = strcmp(el[k].text, x->text) == 0;
+        if (!dup)
+            ne++;
+    }
+    qsort(el, ne, sizeof(el[0]), vel_cmp);
+    size_t used = 0;
+    if (outlen == 0)
+        return 0;
+    out[0] = '\0';
+    for (size_t k = 0; k < ne; k++) {
+        char one[112];
+        int m;
+        if (el[k].q == 1000) {
+            m = snprintf(one, sizeof(one), "%s", el[k].text);
+        } else {
+            char qs[24];
+            snprintf(qs, sizeof(qs), "%d.%03d", el[k].q / 1000, el[k].q % 1000);
+            size_t ql = strlen(qs);
+            while (ql > 3 && qs[ql - 1] == '0')
+                qs[--ql] = '\0';
+            if (qs[ql - 1] == '0' && ql == 3)
+                qs[1] = '\0';      /* "0.0" -> "0" */
+            m = snprintf(one, sizeof(one), "%s;q=%s", el[k].text, qs);
+        }
+        if (m < 0 || used + (size_t)m + (used ? 1 : 0) + 1 > outlen)
+            break;
+        if (used)
+            out[used++] = ',';
+        memcpy(out + used, one, (size_t)m + 1);
+        used += (size_t)m;
+    }
+    return used;
 }

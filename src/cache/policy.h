@@ -57,6 +57,16 @@ void    lg_vary_init(lg_vary_t *v);
 void    lg_vary_add(lg_vary_t *v, const char *s, size_t n);     /* one Vary line */
 int     lg_vary_has(const lg_vary_t *v, const char *name);      /* name in lower case */
 
+/*
+ * A request field's value as a Vary comparison sees it (Accept,
+ * Accept-Language and the like): elements lower case without whitespace,
+ * q-values in one spelling (absent for 1, "q=0.8" for 0.80), duplicates
+ * dropped, ordered by q-value and then by name.  Writes at most outlen
+ * bytes (NUL included; a value that does not fit is cut at an element)
+ * and returns the length.
+ */
+size_t  lg_vary_normalise(const char *v, size_t n, char *out, size_t outlen);
+
 /* What decides a stored response's freshness lifetime (RFC 9111 4.2.1). */
 typedef struct lg_fresh_in {
     const lg_cc_t *cc;          /* the response's directives */

@@ -323,6 +323,28 @@ def must_understand_with_no_store():
 
 
 @test
+def vary_accept_language_normalised():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    t = url("/al", "Cache-Control:max-age=60", "Vary:Accept-Language")
+    eq(xc(get(port, t, [("Accept-Language", "en-US, fr;q=0.8")])), "MISS")
+    for v in ("fr;q=0.80 , EN-us", "en-us,fr; q=0.800", "en-US;q=1, fr;q=0.8"):
+        eq(xc(get(port, t, [("Accept-Language", v)])), "HIT", "%r is the same variant" % v)
+    eq(xc(get(port, t, [("Accept-Language", "fr, en-US;q=0.8")])), "MISS", "another preference")
+    t = url("/ac", "Cache-Control:max-age=60", "Vary:Accept")
+    eq(xc(get(port, t, [("Accept", "text/html, application/json")])), "MISS")
+    eq(xc(get(port, t, [("Accept", "application/json,TEXT/HTML")])), "HIT", "Accept too")
+    o2 = Origin("o2")
+    port2 = free_port()
+    Legate(conf(port2, o2, "cache_vary_normalize = [ ];"), workers=1)
+    t = url("/al", "Cache-Control:max-age=60", "Vary:Accept-Language")
+    eq(xc(get(port2, t, [("Accept-Language", "en-US, fr;q=0.8")])), "MISS")
+    eq(xc(get(port2, t, [("Accept-Language", "fr;q=0.8, en-US")])), "MISS", "normalising off")
+    eq(xc(get(port2, t, [("Accept-Language", "en-US, fr;q=0.8")])), "HIT")
+
+
+@test
 def cache_private_is_checked():
     rc, err = check_config('cache_size = "1m"; http = { cache_private = 3; servers = ( '
                            '{ listen = "127.0.0.1:1"; routes = ( { prefix = "/"; '
@@ -330,6 +352,12 @@ def cache_private_is_checked():
     ok(rc != 0, "a bad value fails")
     contains(err, check_config.last_path + ":1:")
     contains(err, "cache_private")
+    rc, err = check_config('cache_size = "1m"; http = {\n cache_vary_normalize = [ "Accept Language" ]; '
+                           'servers = ( { listen = "127.0.0.1:1"; routes = ( { prefix = "/"; '
+                           'return = "200 x"; } ); } ); };')
+    ok(rc != 0, "not a header name")
+    contains(err, check_config.last_path + ":2:")
+    contains(err, "cache_vary_normalize")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
  * Invariants checked (abort() when broken): a date that parses formats
  * back (IMF-fixdate) to a string that parses to the same time; an Age is
  * -1 or within [0, 2^31]; a Vary list is lower case tokens, each once,
- * NUL-terminated within its buffer; lifetimes are -1 or non-negative.
+ * NUL-terminated within its buffer; a normalised Vary value normalises to
+ * itself; lifetimes are -1 or non-negative.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
  *       src/cache/policy.c t/fuzz/fuzz_cache.c -o fuzz_cache
@@ -50,6 +51,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(v.len < sizeof(v.fields) && strlen(v.fields) == v.len);
     for (size_t i = 0; i < v.len; i++)
         CHECK(v.fields[i] > ' ' && v.fields[i] < 0x7f && !(v.fields[i] >= 'A' && v.fields[i] <= 'Z'));
+
+    char norm[256];
+    size_t nl = lg_vary_normalise(p, size, norm, sizeof(norm));
+    CHECK(nl < sizeof(norm) && strlen(norm) == nl);
+    char again[256];
+    /* normalising is idempotent when nothing was cut */
+    if (nl + 1 < sizeof(norm) / 2)
+        CHECK(lg_vary_normalise(norm, nl, again, sizeof(again)) == nl && memcmp(again, norm, nl) == 0);
 
     lg_cc_t cc;
     lg_cc_init(&cc);

@@ -319,3 +319,28 @@ Test(cache_policy, usable_request_directives_and_immutable)
     CC(&rq, "max-stale");
     cr_assert(lg_cache_usable(&rq, 1000, -999999, 0, 0));
 }
+
+static const char *norm(const char *v)
+{
+    static char out[256];
+    lg_vary_normalise(v, strlen(v), out, sizeof(out));
+    return out;
+}
+
+Test(cache_policy, vary_normalise)
+{
+    cr_assert_str_eq(norm("en-US, fr;q=0.8"), "en-us,fr;q=0.8");
+    cr_assert_str_eq(norm("fr;q=0.80 , EN-us"), "en-us,fr;q=0.8", "order, case, spaces, q spelling");
+    cr_assert_str_eq(norm("fr; q=0.800,en-us;q=1"), "en-us,fr;q=0.8");
+    cr_assert_str_eq(norm("de, en"), "de,en", "equal q: by name");
+    cr_assert_str_eq(norm("en, de"), "de,en");
+    cr_assert_str_eq(norm("en,en,EN"), "en", "duplicates");
+    cr_assert_str_eq(norm("*;q=0, en"), "en,*;q=0");
+    cr_assert_str_eq(norm("text/html;level=1;q=0.5, text/*"), "text/*,text/html;level=1;q=0.5");
+    cr_assert_str_eq(norm("en;q=x"), "en", "a bad q-value counts as 1");
+    cr_assert_str_eq(norm(" , ,"), "");
+    cr_assert_str_eq(norm(""), "");
+    char small[8];
+    cr_assert_eq(lg_vary_normalise("en, fr, de", 10, small, sizeof(small)), 5, "cut at an element");
+    cr_assert_str_eq(small, "de,en");
+}
