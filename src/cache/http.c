@@ -78,6 +78,7 @@ typedef struct lg_cstate {
 
 static void invalidate(lg_req_t *s, lg_cstate_t *cs);
 static const char *conditional(lg_req_t *s, lg_cstate_t *cs);
+static const char *key_of_uri(lg_req_t *s, const char *u);
 
 /* The cache key template: a forward-proxy request keys on the absolute URI,
  * port included, unless cache_key was set to something else. */
@@ -859,7 +860,13 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         serve(s, cs, "STALE");
         return 1;
     }
-    if (!is_get || cs->s->cache_status == NULL || strcmp(cs->s->cache_status, "BYPASS") == 0)
+    /* RFC 9110 9.3.3: a POST answer naming its own URI in Content-Location,
+     * with explicit freshness, may answer later GETs of it */
+    int is_post = s->req.method_len == 4 && memcmp(s->req.method, "POST", 4) == 0;
+    const char *cl_key = is_post && cs->also[1] ? key_of_uri(s, cs->also[1]) : NULL;
+    int post_store = cl_key && strcmp(cl_key, cs->base) == 0;
+    if (!post_store && (!is_get || cs->s->cache_status == NULL ||
+                        strcmp(cs->s->cache_status, "BYPASS") == 0))
         return 0;
 
     facts_t f;
@@ -892,6 +899,8 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         goto not_stored;                        /* stale at once, and nothing to revalidate with */
     if (!lg_status_heuristic(r->status) && !explicit_ && !cc->public_ &&
         valid_for(c, r->status) < 0)
+        goto not_stored;
+    if (post_store && !lg_cache_post_storable(r->status, cc, f.nexpires, !c->cache_private))
         goto not_stored;
     if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_store_max_object(lg_cache))
         goto not_stored;
@@ -1002,28 +1011,34 @@ static void drop_key(lg_req_t *s, const char *base, size_t n, int soft, int *cou
  * URI naming the request's own authority): their keys are made with the
  * route's cache_key as if they had been requested.
  */
+/* The key a same-origin URI (a path, or an absolute URI with the request's
+ * authority) would have, made with the route's cache_key; NULL for another
+ * origin. */
+static const char *key_of_uri(lg_req_t *s, const char *u)
+{
+    if (strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0) {
+        const char *a = strstr(u, "://") + 3;
+        size_t al = strcspn(a, "/?#");
+        if (al != s->ri.authority.n || strncasecmp(a, s->ri.authority.p, al) != 0)
+            return NULL;                /* another origin: not ours to touch */
+        u = a + al;
+    }
+    if (u[0] != '/')
+        return NULL;
+    lg_str_t saved = s->ri.uri;
+    s->ri.uri.p = u;
+    s->ri.uri.n = strcspn(u, "#");
+    const char *key = lg_vars_expand(s, key_template(s, lg_req_common(s)), LG_VARS_ESCAPE, NULL);
+    s->ri.uri = saved;
+    return key;
+}
+
 static void invalidate(lg_req_t *s, lg_cstate_t *cs)
 {
     int n = 0;
     drop_key(s, cs->base, cs->baselen, 0, &n);
     for (int k = 0; k < 2; k++) {
-        const char *u = cs->also[k];
-        if (u == NULL)
-            continue;
-        if (strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0) {
-            const char *a = strstr(u, "://") + 3;
-            size_t al = strcspn(a, "/?#");
-            if (al != s->ri.authority.n || strncasecmp(a, s->ri.authority.p, al) != 0)
-                continue;               /* another origin: not ours to touch */
-            u = a + al;
-        }
-        if (u[0] != '/')
-            continue;
-        lg_str_t saved = s->ri.uri;
-        s->ri.uri.p = u;
-        s->ri.uri.n = strcspn(u, "#");
-        const char *key = lg_vars_expand(s, key_template(s, lg_req_common(s)), LG_VARS_ESCAPE, NULL);
-        s->ri.uri = saved;
+        const char *key = cs->also[k] ? key_of_uri(s, cs->also[k]) : NULL;
         if (key && strcmp(key, cs->base) != 0)
             drop_key(s, key, strlen(key), 0, &n);
     }

@@ -527,3 +527,10 @@ size_t lg_vary_normalise(const char *v, size_t n, char *out, size_t outlen)
     }
     return used;
 }
+
+int lg_cache_post_storable(int status, const lg_cc_t *cc, int nexpires, int shared)
+{
+    if (!lg_status_understood(status))
+        return 0;
+    return cc->max_age != LG_CC_UNSET || (shared && cc->s_maxage != LG_CC_UNSET) || nexpires > 0;
+}

@@ -139,6 +139,14 @@ int     lg_cache_store_rule(const lg_store_in_t *in);
 int     lg_cache_usable(const lg_cc_t *req, int64_t age_ms, int64_t left_ms,
                         int must_revalidate, int immutable);
 
+/*
+ * A POST answer whose Content-Location is its own target URI (the
+ * caller's comparison) may be stored for later GETs (RFC 9110 9.3.3)
+ * when its status is understood and it has explicit freshness: max-age,
+ * s-maxage (shared), or Expires.
+ */
+int     lg_cache_post_storable(int status, const lg_cc_t *cc, int nexpires, int shared);
+
 /* Stale means ask the origin (no serving stale, not even on max-stale)? */
 int     lg_cache_must_revalidate(const lg_cc_t *cc, int shared);
 

@@ -4,6 +4,7 @@ freshness inputs (Expires, Age, Vary, s-maxage for shared caches only), what
 is stored and how a 304 updates it, Set-Cookie and Authorization, heuristic
 freshness, immutable, must-understand, targeted cache control (RFC 9213)."""
 import os
+import re
 import sys
 from urllib.parse import quote
 
@@ -49,7 +50,8 @@ def twice(port, target, headers=()):
 
 def scripted(answer):
     """An origin whose answer(head, n) gives the raw response (bytes) to its
-    n-th request (from 1, over all connections); keep-alive, no request bodies."""
+    n-th request (from 1, over all connections); keep-alive, request bodies
+    with Content-Length skipped."""
     count = [0]
 
     def handler(sock, peer):
@@ -61,6 +63,14 @@ def scripted(answer):
                     return
                 buf += x
             head, buf = buf.split(b"\r\n\r\n", 1)
+            m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            need = int(m.group(1)) if m else 0
+            while len(buf) < need:
+                x = sock.recv(65536)
+                if not x:
+                    return
+                buf += x
+            buf = buf[need:]
             count[0] += 1
             sock.sendall(answer(head.decode("latin-1"), count[0]))
     srv = ScriptedServer(handler)
@@ -342,6 +352,33 @@ def vary_accept_language_normalised():
     eq(xc(get(port2, t, [("Accept-Language", "en-US, fr;q=0.8")])), "MISS")
     eq(xc(get(port2, t, [("Accept-Language", "fr;q=0.8, en-US")])), "MISS", "normalising off")
     eq(xc(get(port2, t, [("Accept-Language", "en-US, fr;q=0.8")])), "HIT")
+
+
+@test
+def post_with_its_own_content_location_answers_later_gets():
+    def answer(head, n):
+        method, path = head.split()[:2]
+        if method == "GET":
+            return raw("200 OK", [("Cache-Control", "max-age=60"), ("Content-Length", "3")], b"get")
+        cl = {"/p1": "/p1", "/p2": "/elsewhere", "/p3": "/p3", "/p4": "http://localhost/p4"}[path]
+        cc = "public" if path == "/p3" else "max-age=60"
+        return raw("200 OK", [("Cache-Control", cc), ("Content-Location", cl),
+                              ("Content-Length", "6")], b"posted")
+    o = scripted(answer)
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    for path in ("/p1", "/p2", "/p3", "/p4"):
+        eq(request(port, method="POST", target=path, body=b"x=1").body, b"posted")
+    n = o.count[0]
+    r = get(port, "/p1")
+    eq((xc(r), r.body), ("HIT", b"posted"), "Content-Location is the target, max-age")
+    eq(o.count[0], n)
+    r = get(port, "/p2")
+    eq((xc(r), r.body), ("MISS", b"get"), "Content-Location elsewhere: not stored")
+    r = get(port, "/p3")
+    eq((xc(r), r.body), ("MISS", b"get"), "no explicit freshness: not stored")
+    r = get(port, "/p4")
+    eq((xc(r), r.body), ("HIT", b"posted"), "an absolute Content-Location of this origin")
 
 
 @test

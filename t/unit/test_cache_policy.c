@@ -344,3 +344,18 @@ Test(cache_policy, vary_normalise)
     cr_assert_eq(lg_vary_normalise("en, fr, de", 10, small, sizeof(small)), 5, "cut at an element");
     cr_assert_str_eq(small, "de,en");
 }
+
+Test(cache_policy, post_with_content_location)
+{
+    lg_cc_t cc;
+    CC(&cc, "max-age=60");
+    cr_assert(lg_cache_post_storable(200, &cc, 0, 1));
+    cr_assert(!lg_cache_post_storable(206, &cc, 0, 1));
+    cr_assert(!lg_cache_post_storable(299, &cc, 0, 1));
+    CC(&cc, "s-maxage=60");
+    cr_assert(lg_cache_post_storable(200, &cc, 0, 1));
+    cr_assert(!lg_cache_post_storable(200, &cc, 0, 0), "s-maxage: shared caches only");
+    CC(&cc, "public");
+    cr_assert(!lg_cache_post_storable(200, &cc, 0, 1), "no explicit freshness");
+    cr_assert(lg_cache_post_storable(200, &cc, 1, 1), "Expires");
+}
