@@ -79,6 +79,7 @@ typedef struct lg_cstate {
 static void invalidate(lg_req_t *s, lg_cstate_t *cs);
 static const char *conditional(lg_req_t *s, lg_cstate_t *cs);
 static const char *key_of_uri(lg_req_t *s, const char *u);
+static void drop_targeted(const lg_common_t *c, http_response_t *r);
 
 /* The cache key template: a forward-proxy request keys on the absolute URI,
  * port included, unless cache_key was set to something else. */
@@ -271,6 +272,7 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
         lg_respond_error(s, 500);
         return;
     }
+    drop_targeted(lg_req_common(s), &r);
     const char *body = cs->obj + cs->hl;
     size_t blen = cs->bl;
     cs->s->cache_status = xcache;
@@ -606,16 +608,47 @@ typedef struct facts {
     int64_t     age;            /* the first valid Age line, or -1 */
 } facts_t;
 
+/*
+ * RFC 9213: the first field of cache_targeted_fields present with only
+ * valid lines gives the directives, instead of Cache-Control and Expires.
+ * 1 if one did.
+ */
+static int targeted(const lg_common_t *c, const http_response_t *r, lg_cc_t *cc)
+{
+    for (size_t t = 0; c->cache_targeted_fields && t < c->cache_targeted_fields->n; t++) {
+        const char *name = c->cache_targeted_fields->v[t];
+        int lines = 0, bad = 0;
+        for (size_t i = 0; i < r->num_headers && !bad; i++) {
+            const http_header_t *h = &r->headers[i];
+            if (!http_name_eq(h, name))
+                continue;
+            lines++;
+            bad = !lg_sf_dictionary_valid(h->value, h->value_len);
+        }
+        if (lines == 0 || bad)
+            continue;                   /* absent, or not one to obey: the next */
+        for (size_t i = 0; i < r->num_headers; i++)
+            if (http_name_eq(&r->headers[i], name))
+                lg_cc_parse(cc, r->headers[i].value, r->headers[i].value_len);
+        return 1;
+    }
+    return 0;
+}
+
 static void facts_of(const lg_common_t *c, const http_response_t *r, facts_t *f)
 {
     memset(f, 0, sizeof(*f));
     lg_cc_init(&f->cc);
     lg_vary_init(&f->vary);
     f->age = -1;
+    int tcc = targeted(c, r, &f->cc);
     for (size_t i = 0; i < r->num_headers; i++) {
         const http_header_t *h = &r->headers[i];
-        if (http_name_eq(h, "cache-control") && !ignored(c, "Cache-Control"))
-            lg_cc_parse(&f->cc, h->value, h->value_len);
+        if (http_name_eq(h, "cache-control")) {
+            if (!tcc && !ignored(c, "Cache-Control"))
+                lg_cc_parse(&f->cc, h->value, h->value_len);
+        } else if (tcc && http_name_eq(h, "expires"))
+            continue;
         else if (http_name_eq(h, "vary") && !ignored(c, "Vary"))
             lg_vary_add(&f->vary, h->value, h->value_len);  /* every line, "*" anywhere */
         else if (http_name_eq(h, "expires") && !ignored(c, "Expires")) {
@@ -1110,11 +1143,32 @@ static const lg_stage_t wait_stage = {
     .name = "waiting for the cache", .step = wait_step, .arm = wait_arm, .timeout = wait_timeout,
 };
 
+/* cache_targeted_remove: the targeted fields are this cache's, not the client's */
+static void drop_targeted(const lg_common_t *c, http_response_t *r)
+{
+    if (!c->cache_targeted_remove || c->cache_targeted_fields == NULL)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < r->num_headers; i++) {
+        int drop = 0;
+        for (size_t t = 0; t < c->cache_targeted_fields->n && !drop; t++)
+            drop = http_name_eq(&r->headers[i], c->cache_targeted_fields->v[t]);
+        if (!drop)
+            r->headers[k++] = r->headers[i];
+    }
+    r->num_headers = k;
+}
+
 /* RESPONSE: store it, or answer from the cache instead (a 304, stale on error). */
 static int cache_response(lg_req_t *s)
 {
-    return on_response(s, s->rsp, s->rsp_ri, s->rsp_raw, s->rsp_raw_len)
-           ? LG_DONE : LG_OK;
+    if (on_response(s, s->rsp, s->rsp_ri, s->rsp_raw, s->rsp_raw_len))
+        return LG_DONE;
+    /* what was stored keeps them; what the client gets does not.  The head
+     * is the reader's (non-const, on its stack) for this phase. */
+    if (CS(s) && CS(s)->base)
+        drop_targeted(lg_req_common(s), (http_response_t *)s->rsp);
+    return LG_OK;
 }
 
 /* BODY: the fill sees every byte of the body. */

@@ -534,3 +534,174 @@ int lg_cache_post_storable(int status, const lg_cc_t *cc, int nexpires, int shar
         return 0;
     return cc->max_age != LG_CC_UNSET || (shared && cc->s_maxage != LG_CC_UNSET) || nexpires > 0;
 }
+
+/* ---- Structured Fields dictionaries (RFC 8941), validated only ---- */
+
+static int sf_lcalpha(char c)
+{
+    return c >= 'a' && c <= 'z';
+}
+
+static int sf_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int sf_key(const char *v, size_t n, size_t *i)
+{
+    if (*i >= n || !(sf_lcalpha(v[*i]) || v[*i] == '*'))
+        return 0;
+    while (*i < n && (sf_lcalpha(v[*i]) || sf_digit(v[*i]) || strchr("_-.*", v[*i])))
+        (*i)++;
+    return 1;
+}
+
+static int sf_tchar(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || sf_digit(c) ||
+           (c && strchr("!#$%&'*+-.^_`|~:/", c));
+}
+
+static int sf_bare(const char *v, size_t n, size_t *i)
+{
+    if (*i >= n)
+        return 0;
+    char c = v[*i];
+    if (c == '-' || sf_digit(c)) {
+        size_t k = *i + (c == '-'), d = 0;
+        while (k < n && sf_digit(v[k]))
+            k++, d++;
+        if (d == 0)
+            return 0;
+        if (k < n && v[k] == '.') {
+            size_t f = 0;
+            k++;
+            while (k < n && sf_digit(v[k]))
+                k++, f++;
+            if (d > 12 || f == 0 || f > 3)
+                return 0;
+        } else if (d > 15) {
+            return 0;
+        }
+        *i = k;
+        return 1;
+    }
+    if (c == '"') {
+        size_t k = *i + 1;
+        while (k < n && v[k] != '"') {
+            if (v[k] == '\\') {
+                if (k + 1 >= n || (v[k + 1] != '"' && v[k + 1] != '\\'))
+                    return 0;
+                k++;
+            } else if ((unsigned char)v[k] < 0x20 || (unsigned char)v[k] > 0x7e) {
+                return 0;
+            }
+            k++;
+        }
+        if (k >= n)
+            return 0;
+        *i = k + 1;
+        return 1;
+    }
+    if (c == '?') {
+        if (*i + 1 >= n || (v[*i + 1] != '0' && v[*i + 1] != '1'))
+            return 0;
+        *i += 2;
+        return 1;
+    }
+    if (c == ':') {
+        size_t k = *i + 1;
+        while (k < n && v[k] != ':') {
+            char b = v[k];
+            if (!((b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || sf_digit(b) ||
+                  b == '+' || b == '/' || b == '='))
+                return 0;
+            k++;
+        }
+        if (k >= n)
+            return 0;
+        *i = k + 1;
+        return 1;
+    }
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '*') {
+        size_t k = *i + 1;
+        while (k < n && sf_tchar(v[k]))
+            k++;
+        *i = k;
+        return 1;
+    }
+    return 0;
+}
+
+static int sf_params(const char *v, size_t n, size_t *i)
+{
+    while (*i < n && v[*i] == ';') {
+        (*i)++;
+        while (*i < n && v[*i] == ' ')
+            (*i)++;
+        if (!sf_key(v, n, i))
+            return 0;
+        if (*i < n && v[*i] == '=') {
+            (*i)++;
+            if (!sf_bare(v, n, i))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+static int sf_item_or_list(const char *v, size_t n, size_t *i)
+{
+    if (*i < n && v[*i] == '(') {
+        (*i)++;
+        for (;;) {
+            while (*i < n && v[*i] == ' ')
+                (*i)++;
+            if (*i >= n)
+                return 0;
+            if (v[*i] == ')') {
+                (*i)++;
+                break;
+            }
+            if (!sf_bare(v, n, i) || !sf_params(v, n, i))
+                return 0;
+            if (*i < n && v[*i] != ' ' && v[*i] != ')')
+                return 0;
+        }
+        return sf_params(v, n, i);
+    }
+    return sf_bare(v, n, i) && sf_params(v, n, i);
+}
+
+int lg_sf_dictionary_valid(const char *v, size_t n)
+{
+    size_t i = 0;
+    while (i < n && v[i] == ' ')
+        i++;
+    while (n > i && v[n - 1] == ' ')
+        n--;
+    if (i >= n)
+        return 0;                       /* empty: not a value to obey */
+    for (;;) {
+        if (!sf_key(v, n, &i))
+            return 0;
+        if (i < n && v[i] == '=') {
+            i++;
+            if (!sf_item_or_list(v, n, &i))
+                return 0;
+        } else if (!sf_params(v, n, &i)) {
+            return 0;
+        }
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        if (i >= n)
+            return 1;
+        if (v[i] != ',')
+            return 0;
+        i++;
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        if (i >= n)
+            return 0;                   /* a trailing comma */
+    }
+}

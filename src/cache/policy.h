@@ -67,6 +67,14 @@ int     lg_vary_has(const lg_vary_t *v, const char *name);      /* name in lower
  */
 size_t  lg_vary_normalise(const char *v, size_t n, char *out, size_t outlen);
 
+/*
+ * Targeted cache control (RFC 9213): is one line of a field such as
+ * CDN-Cache-Control a valid, non-empty Structured Fields Dictionary (RFC
+ * 8941 3.2)?  A cache obeys the first targeted field whose every line is,
+ * instead of Cache-Control and Expires; an invalid one is ignored.
+ */
+int     lg_sf_dictionary_valid(const char *v, size_t n);
+
 /* What decides a stored response's freshness lifetime (RFC 9111 4.2.1). */
 typedef struct lg_fresh_in {
     const lg_cc_t *cc;          /* the response's directives */

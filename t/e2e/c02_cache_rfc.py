@@ -381,6 +381,55 @@ def post_with_its_own_content_location_answers_later_gets():
     eq((xc(r), r.body), ("HIT", b"posted"), "an absolute Content-Location of this origin")
 
 
+# ---- targeted cache control (RFC 9213) ----
+
+@test
+def cdn_cache_control_takes_precedence():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    for path, hs, want in (
+            ("/t1", ["CDN-Cache-Control:max-age=60", "Cache-Control:no-store"], "HIT"),
+            ("/t2", ["CDN-Cache-Control:no-store", "Cache-Control:max-age=60"], "MISS"),
+            ("/t3", ["CDN-Cache-Control:private", "Cache-Control:public, max-age=60"], "MISS"),
+            ("/t4", ["CDN-Cache-Control:no-cache, max-age=60", "Cache-Control:max-age=60"],
+             "REVALIDATED"),
+            ("/t5", ["CDN-Cache-Control:max-age=60, x-unknown=1;a=2", "Cache-Control:no-store"],
+             "HIT"),
+            ("/t6", ["CDN-Cache-Control:must-revalidate", "Expires:" + FUTURE], "MISS"),
+            ("/t7", ["CDN-Cache-Control:max-age=0", "Cache-Control:max-age=60"], "REVALIDATED"),
+            ("/t8", ["CDN-Cache-Control:Max-Age=60", "Cache-Control:no-store"], "MISS"),
+            ("/t9", ["CDN-Cache-Control:", "Cache-Control:max-age=60"], "HIT"),
+            ("/t10", ["CDN-Cache-Control:max-age=60", "CDN-Cache-Control:no-store"], "MISS")):
+        eq(xc(twice(port, url(path, *hs, etag=path[1:]))), want, "%s %r" % (path, hs))
+    r = get(port, url("/t1", "CDN-Cache-Control:max-age=60", "Cache-Control:no-store", etag="t1"))
+    eq(r.headers.get("CDN-Cache-Control"), "max-age=60", "passed on unless removal is asked")
+
+
+@test
+def targeted_field_name_is_configurable_and_removable():
+    o = Origin("o")
+    port = free_port()
+    Legate(conf(port, o, 'cache_targeted_fields = [ "Legate-Cache-Control", '
+                         '"CDN-Cache-Control" ]; cache_targeted_remove = true;'), workers=1)
+    t = url("/n1", "Legate-Cache-Control:max-age=60", "CDN-Cache-Control:no-store",
+            "Cache-Control:no-store")
+    r = get(port, t)
+    eq((xc(r), r.headers.get("Legate-Cache-Control"), r.headers.get("CDN-Cache-Control")),
+       ("MISS", None, None), "removed from what the client gets")
+    r = get(port, t)
+    eq((xc(r), r.headers.get("Legate-Cache-Control"), r.headers.get("CDN-Cache-Control")),
+       ("HIT", None, None), "the first of the list obeyed; removed from hits too")
+    eq(r.headers.get("Cache-Control"), "no-store", "Cache-Control is for the caches after us")
+    t = url("/n2", "CDN-Cache-Control:max-age=60", "Cache-Control:no-store")
+    eq(xc(twice(port, t)), "HIT", "the second when the first is absent")
+    o2 = Origin("o2")
+    port2 = free_port()
+    Legate(conf(port2, o2, "cache_targeted_fields = [ ];"), workers=1)
+    eq(xc(twice(port2, url("/n3", "CDN-Cache-Control:max-age=60", "Cache-Control:no-store"))),
+       "MISS", "an empty list: Cache-Control only")
+
+
 @test
 def cache_private_is_checked():
     rc, err = check_config('cache_size = "1m"; http = { cache_private = 3; servers = ( '

@@ -1,6 +1,6 @@
 /*
  * libFuzzer harness for src/cache/policy.c: the strict HTTP-date reader,
- * Age, Vary lists and Cache-Control, on exact-size heap copies so ASan
+ * Age, Vary lists, Cache-Control and Structured Fields dictionaries, on exact-size heap copies so ASan
  * sees any read past len.
  *
  * Invariants checked (abort() when broken): a date that parses formats
@@ -59,6 +59,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* normalising is idempotent when nothing was cut */
     if (nl + 1 < sizeof(norm) / 2)
         CHECK(lg_vary_normalise(norm, nl, again, sizeof(again)) == nl && memcmp(again, norm, nl) == 0);
+
+    (void)lg_sf_dictionary_valid(p, size);
 
     lg_cc_t cc;
     lg_cc_init(&cc);

@@ -359,3 +359,28 @@ Test(cache_policy, post_with_content_location)
     cr_assert(!lg_cache_post_storable(200, &cc, 0, 1), "no explicit freshness");
     cr_assert(lg_cache_post_storable(200, &cc, 1, 1), "Expires");
 }
+
+#define SF(lit) lg_sf_dictionary_valid(lit, sizeof(lit) - 1)
+
+Test(cache_policy, structured_dictionary)
+{
+    cr_assert(SF("max-age=60"));
+    cr_assert(SF("max-age=60, no-store"));
+    cr_assert(SF(" no-cache ,private "));
+    cr_assert(SF("private=\"set-cookie\""));
+    cr_assert(SF("a=?1, b=?0, c=:aGk=:, d=1.5, e=tok/x, f=(1 2 \"x\");p=1, g;q=2"));
+    cr_assert(SF("ext-123_.*=-5"));
+    cr_assert(!SF(""), "empty: not obeyed");
+    cr_assert(!SF("   "));
+    cr_assert(!SF("Max-Age=60"), "keys are lower case");
+    cr_assert(!SF("max-age=60,"), "a trailing comma");
+    cr_assert(!SF(",max-age=60"));
+    cr_assert(!SF("max-age=60 no-store"), "no comma");
+    cr_assert(!SF("max-age="));
+    cr_assert(!SF("max-age=\"60"), "an open string");
+    cr_assert(!SF("a=?2"));
+    cr_assert(!SF("a=1234567890123456"), "an integer of 16 digits");
+    cr_assert(!SF("a=1.2345"), "a decimal of 4 places");
+    cr_assert(!SF("1a=1"));
+    cr_assert(!SF("a=(1 2"), "an open inner list");
+}
