@@ -73,6 +73,8 @@ typedef struct lg_cstate {
     int         not_yet;        /* cache_min_uses not reached: fetch, do not store */
     int         counted;        /* this request's use is counted (once, not per wait) */
     int         gz_store;       /* store the body gzip-compressed (the route compresses) */
+    int         range_up;       /* cache_partial: the client's Range went upstream */
+    int         have_partial;   /* obj is a stored 206 that the answer may complete */
     lg_req_t *s;            /* whose state this is */
 } lg_cstate_t;
 
@@ -80,6 +82,9 @@ static void invalidate(lg_req_t *s, lg_cstate_t *cs);
 static const char *conditional(lg_req_t *s, lg_cstate_t *cs);
 static const char *key_of_uri(lg_req_t *s, const char *u);
 static void drop_targeted(const lg_common_t *c, http_response_t *r);
+static void forward_range(lg_req_t *s, lg_cstate_t *cs);
+static int partial_covers(lg_req_t *s, lg_cstate_t *cs);
+static void serve_partial(lg_req_t *s, lg_cstate_t *cs, http_response_t *r, const char *xcache);
 
 /* The cache key template: a forward-proxy request keys on the absolute URI,
  * port included, unless cache_key was set to something else. */
@@ -273,6 +278,10 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
         return;
     }
     drop_targeted(lg_req_common(s), &r);
+    if (r.status == 206) {
+        serve_partial(s, cs, &r, xcache);
+        return;
+    }
     const char *body = cs->obj + cs->hl;
     size_t blen = cs->bl;
     cs->s->cache_status = xcache;
@@ -486,6 +495,7 @@ static int on_request(lg_req_t *s)
                 return 1;
             }
             cs->s->cache_status = "MISS";
+            forward_range(s, cs);
             return 0;
         }
         /* a hit: a Vary marker sends us to the variant */
@@ -504,6 +514,19 @@ static int on_request(lg_req_t *s)
     }
     if (cs->obj == NULL) {
         cs->s->cache_status = "MISS";
+        forward_range(s, cs);
+        return 0;
+    }
+    if (cs->meta.status == 206) {
+        /* a stored part: it answers ranges inside it while fresh; anything
+         * else goes upstream, and what comes back may complete it */
+        if (fresh_enough(cs, now) && partial_covers(s, cs)) {
+            serve(s, cs, "HIT");
+            return 1;
+        }
+        cs->have_partial = 1;
+        cs->s->cache_status = "MISS";
+        forward_range(s, cs);
         return 0;
     }
     if (fresh_enough(cs, now)) {
@@ -798,12 +821,162 @@ static int refresh_from_304(lg_req_t *s, lg_cstate_t *cs, const http_response_t 
     return 0;
 }
 
+/* ---- partial content (cache_partial) ---- */
+
+/* The stored head's Content-Range. */
+static int stored_range(const char *head, size_t hl, int64_t *a, int64_t *b, int64_t *c)
+{
+    for (const char *p = head, *end = head + hl; p < end;) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t n = eol ? (size_t)(eol - p) : (size_t)(end - p);
+        if (n > 14 && strncasecmp(p, "content-range:", 14) == 0) {
+            const char *v = p + 14;
+            size_t vl = n - 14;
+            while (vl && (*v == ' ' || *v == '\t'))
+                v++, vl--;
+            while (vl && (v[vl - 1] == '\r' || v[vl - 1] == ' '))
+                vl--;
+            return lg_content_range(v, vl, a, b, c);
+        }
+        p += n + 1;
+    }
+    return 0;
+}
+
+/* The client's one range, inside the stored part? */
+static int partial_covers(lg_req_t *s, lg_cstate_t *cs)
+{
+    const http_header_t *rg = lg_headers_get(s, "range");
+    int64_t a, b, c, from, to;
+    if (rg == NULL || lg_headers_get(s, "if-range") ||
+        !stored_range(cs->obj, cs->hl, &a, &b, &c) ||
+        lg_range_one(rg->value, rg->value_len, c, &from, &to) != 1)
+        return 0;
+    return from >= a && to <= b && (size_t)(b - a + 1) == cs->bl;
+}
+
+/* cache_partial: on a miss, ask the upstream for the client's range only. */
+static void forward_range(lg_req_t *s, lg_cstate_t *cs)
+{
+    const http_header_t *rg = lg_headers_get(s, "range");
+    if (!lg_req_common(s)->cache_partial || rg == NULL || lg_headers_get(s, "if-range") ||
+        rg->value_len > 1024 || rg->value_len < 7 || strncasecmp(rg->value, "bytes=", 6) != 0 ||
+        memchr(rg->value, ',', rg->value_len) || memchr(rg->value, '\r', rg->value_len))
+        return;
+    s->upstream_extra = lg_arena_printf(&s->arena, "Range: %.*s\r\n", (int)rg->value_len,
+                                        rg->value);
+    cs->range_up = s->upstream_extra != NULL;
+}
+
+/* A 206 from the cache: the client's range, cut from the stored part. */
+static void serve_partial(lg_req_t *s, lg_cstate_t *cs, http_response_t *r, const char *xcache)
+{
+    int64_t a, b, c, from, to;
+    const http_header_t *rg = lg_headers_get(s, "range");
+    if (rg == NULL || !stored_range(cs->obj, cs->hl, &a, &b, &c) ||
+        lg_range_one(rg->value, rg->value_len, c, &from, &to) != 1 || from < a || to > b) {
+        lg_respond_error(s, 500);
+        return;
+    }
+    cs->s->cache_status = xcache;
+    int64_t now = lg_wall_ms();
+    s->cache_age = cs->meta.age0 + (now - cs->meta.stored) / 1000;
+    if (s->cache_age < 0)
+        s->cache_age = 0;
+    size_t out_len = (size_t)(to - from + 1);
+    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)out_len, .keep_alive = 1 };
+    s->cache_length = (int64_t)out_len;
+    s->cache_range = lg_arena_printf(&s->arena, "bytes %lld-%lld/%lld", (long long)from,
+                                     (long long)to, (long long)c);
+    s->cache_serving = 1;
+    size_t hl = 0;
+    char *head = lg_headers_client(s, r, &ri, 0, LG_XFORM_NONE, 0, &hl);
+    if (head == NULL) {
+        lg_respond_error(s, 500);
+        return;
+    }
+    s->upstream_status = 0;
+    lg_respond_raw(s, 206, head, hl, cs->obj + cs->hl + (from - a), s->ri.is_head ? 0 : out_len);
+}
+
+/*
+ * A stored part and a new one of the same representation (same complete
+ * length, same strong ETag) that overlap or touch: one part, or the whole
+ * response (a 200) once nothing is missing.  Replaces cs->head / cs->cap
+ * and cs->newmeta.status; 0, or -1 to store the new part as it is.
+ */
+static int complete_partial(lg_cstate_t *cs)
+{
+    int64_t a1, b1, c1, a2, b2, c2, a, b;
+    if (!cs->have_partial || cs->obj == NULL ||
+        !stored_range(cs->obj, cs->hl, &a1, &b1, &c1) ||
+        !stored_range(cs->head, cs->headlen, &a2, &b2, &c2) || c1 != c2 ||
+        (size_t)(b1 - a1 + 1) != cs->bl || (size_t)(b2 - a2 + 1) != cs->caplen ||
+        !lg_range_union(a1, b1, a2, b2, &a, &b))
+        return -1;
+    /* the same strong validator, or the parts may be of two versions */
+    http_header_t h1[LG_MAX_HEADERS], h2[LG_MAX_HEADERS];
+    http_response_t r1 = { .headers = h1 }, r2 = { .headers = h2 };
+    http_limits_t l1 = { 16384, cs->hl + 1, LG_MAX_HEADERS }, l2 = { 16384, cs->headlen + 1, LG_MAX_HEADERS };
+    size_t sc1 = 0, sc2 = 0;
+    if (http_parse_response(cs->obj, cs->hl, &r1, &l1, &sc1) <= 0 ||
+        http_parse_response(cs->head, cs->headlen, &r2, &l2, &sc2) <= 0)
+        return -1;
+    const http_header_t *e1 = find_h(&r1, "etag"), *e2 = find_h(&r2, "etag");
+    if (e1 == NULL || e2 == NULL || e1->value_len != e2->value_len || e1->value_len < 2 ||
+        e1->value[0] != '"' || memcmp(e1->value, e2->value, e1->value_len) != 0)
+        return -1;
+    size_t len = (size_t)(b - a + 1);
+    if (len > cs->capmax)
+        return -1;
+    char *body = malloc(len ? len : 1);
+    int full = a == 0 && b == c1 - 1;
+    char *head = malloc(cs->headlen + 64);
+    if (body == NULL || head == NULL) {
+        free(body);
+        free(head);
+        return -1;
+    }
+    memcpy(body + (a1 - a), cs->obj + cs->hl, cs->bl);
+    memcpy(body + (a2 - a), cs->cap, cs->caplen);      /* the newer bytes win */
+    /* the new part's head, its Content-Range (and status) made the union's */
+    size_t hl = 0;
+    for (const char *p = cs->head, *end = cs->head + cs->headlen; p < end;) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t n = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
+        if (p == cs->head && full) {
+            hl += (size_t)snprintf(head + hl, 64, "HTTP/1.1 200 OK\r\n");
+        } else if (n > 14 && strncasecmp(p, "content-range:", 14) == 0) {
+            if (!full)
+                hl += (size_t)snprintf(head + hl, 64, "Content-Range: bytes %lld-%lld/%lld\r\n",
+                                       (long long)a, (long long)b, (long long)c1);
+        } else if (n > 15 && strncasecmp(p, "content-length:", 15) == 0) {
+            /* the length of the whole: served ones get their own */
+        } else {
+            memcpy(head + hl, p, n);
+            hl += n;
+        }
+        p += n;
+    }
+    free(cs->cap);
+    free(cs->head);
+    cs->cap = body;
+    cs->caplen = len;
+    cs->head = head;
+    cs->headlen = hl;
+    if (full)
+        cs->newmeta.status = 200;
+    return 0;
+}
+
 /* The response came whole from upstream: store it (and its Vary marker). */
 static void store(lg_cstate_t *cs)
 {
     if (!cs->capturing || cs->cap_over)
         return;
     cs->capturing = 0;
+    if (cs->newmeta.status == 206)
+        complete_partial(cs);           /* or stored as the part it is */
     if (cs->vary) {
         size_t ml = strlen(VARY_MARK) + strlen(cs->vary);
         char *mark = malloc(ml + 1);
@@ -919,8 +1092,13 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         .cookie_ignored = ignored(c, "Set-Cookie"), .store_set_cookie = c->cache_store_set_cookie,
     };
     int rule = lg_cache_store_rule(&sin);
+    int64_t pa, pb, pc;
+    const http_header_t *crh = r->status == 206 ? find_h(r, "content-range") : NULL;
+    int part_ok = crh && cs->range_up && ri->body == LG_BODY_LENGTH &&
+                  lg_content_range(crh->value, crh->value_len, &pa, &pb, &pc) &&
+                  ri->length == pb - pa + 1;
     if (rule == LG_STORE_NO || f.vary.star || f.vary.overflow ||
-        ri->body == LG_BODY_CLOSE || r->status == 206)
+        ri->body == LG_BODY_CLOSE || (r->status == 206 && !part_ok))
         goto not_stored;
     int explicit_ = 0;
     lg_cmeta_t *m = &cs->newmeta;
@@ -940,7 +1118,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
 
     /* the head to store: as received, less fields not to be stored; for a
      * body stored compressed, as a gzip response (weak ETag, Vary) */
-    cs->gz_store = lg_req_common(s)->gzip && lg_coding_compressible(s, r, ri);
+    cs->gz_store = r->status != 206 && lg_req_common(s)->gzip && lg_coding_compressible(s, r, ri);
     int vary_ae = 0;
     free(cs->head);
     cs->head = malloc(rawlen + 64);

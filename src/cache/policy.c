@@ -475,7 +475,7 @@ size_t lg_vary_normalise(const char *v, size_t n, char *out, size_t outlen)
             char part[96];
             size_t pl = 0;
             for (size_t j = k; j < pe && pl + 1 < sizeof(part); j++)
-                if (v[j] != ' ' && v[j] != '\t')
+                if ((unsigned char)v[j] > ' ' && (unsigned char)v[j] < 0x7f)    /* visible only */
                     part[pl++] = (char)tolower((unsigned char)v[j]);
             part[pl] = '\0';
             if (k > b && pl > 2 && part[0] == 'q' && part[1] == '=') {
@@ -704,4 +704,86 @@ int lg_sf_dictionary_valid(const char *v, size_t n)
         if (i >= n)
             return 0;                   /* a trailing comma */
     }
+}
+
+/* ---- partial content ---- */
+
+/* digits at v[*i..]: the number, or -1 (none, or past 2^62) */
+static int64_t dnum(const char *v, size_t n, size_t *i)
+{
+    size_t b = *i;
+    int64_t x = 0;
+    while (*i < n && v[*i] >= '0' && v[*i] <= '9') {
+        if (x > (INT64_C(1) << 62) / 10)
+            return -1;
+        x = x * 10 + (v[(*i)++] - '0');
+    }
+    return *i > b ? x : -1;
+}
+
+int lg_content_range(const char *v, size_t n, int64_t *first, int64_t *last, int64_t *complete)
+{
+    size_t i = 0;
+    if (n < 6 || strncasecmp(v, "bytes ", 6) != 0)
+        return 0;
+    i = 6;
+    while (i < n && v[i] == ' ')
+        i++;
+    int64_t a = dnum(v, n, &i);
+    if (a < 0 || i >= n || v[i++] != '-')
+        return 0;
+    int64_t b = dnum(v, n, &i);
+    if (b < 0 || i >= n || v[i++] != '/')
+        return 0;
+    int64_t c = dnum(v, n, &i);
+    if (c < 0 || i != n || a > b || b >= c)
+        return 0;
+    *first = a;
+    *last = b;
+    *complete = c;
+    return 1;
+}
+
+int lg_range_one(const char *v, size_t n, int64_t len, int64_t *from, int64_t *to)
+{
+    size_t i = 0;
+    if (v == NULL || n < 7 || strncasecmp(v, "bytes=", 6) != 0 || memchr(v, ',', n))
+        return 0;                       /* several ranges: the whole body instead */
+    i = 6;
+    while (i < n && v[i] == ' ')
+        i++;
+    int64_t a = -1, b = -1;
+    if (i < n && v[i] != '-' && (a = dnum(v, n, &i)) < 0)
+        return 0;
+    if (i >= n || v[i++] != '-')
+        return 0;
+    if (i < n && (b = dnum(v, n, &i)) < 0)
+        return 0;
+    while (i < n && v[i] == ' ')
+        i++;
+    if (i != n || (a < 0 && b < 0))
+        return 0;
+    if (a < 0) {                        /* the last b bytes */
+        if (b == 0 || len == 0)
+            return -1;
+        *from = b >= len ? 0 : len - b;
+        *to = len - 1;
+        return 1;
+    }
+    if (b >= 0 && b < a)
+        return 0;                       /* invalid: ignored (RFC 9110 14.1.1) */
+    if (a >= len)
+        return -1;
+    *from = a;
+    *to = b < 0 || b >= len ? len - 1 : b;
+    return 1;
+}
+
+int lg_range_union(int64_t a1, int64_t b1, int64_t a2, int64_t b2, int64_t *a, int64_t *b)
+{
+    if (a2 > b1 + 1 || a1 > b2 + 1)
+        return 0;                       /* a gap between them */
+    *a = a1 < a2 ? a1 : a2;
+    *b = b1 > b2 ? b1 : b2;
+    return 1;
 }

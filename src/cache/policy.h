@@ -75,6 +75,24 @@ size_t  lg_vary_normalise(const char *v, size_t n, char *out, size_t outlen);
  */
 int     lg_sf_dictionary_valid(const char *v, size_t n);
 
+/*
+ * Partial content.  A Content-Range "bytes FIRST-LAST/COMPLETE" with a
+ * known complete length: 1 and the three, or 0 for anything else ("*"
+ * lengths, other units, LAST past the end).
+ */
+int     lg_content_range(const char *v, size_t n, int64_t *first, int64_t *last,
+                         int64_t *complete);
+/*
+ * One byte range of a Range header ("bytes=a-b", "bytes=a-", "bytes=-n")
+ * against a representation of len bytes: 1 and [*from, *to]; 0 when there
+ * is none to honour (absent, several, another unit, malformed); -1 when
+ * unsatisfiable.
+ */
+int     lg_range_one(const char *v, size_t n, int64_t len, int64_t *from, int64_t *to);
+/* Two stored ranges of one representation that overlap or touch: 1 and
+ * their union. */
+int     lg_range_union(int64_t a1, int64_t b1, int64_t a2, int64_t b2, int64_t *a, int64_t *b);
+
 /* What decides a stored response's freshness lifetime (RFC 9111 4.2.1). */
 typedef struct lg_fresh_in {
     const lg_cc_t *cc;          /* the response's directives */

@@ -201,6 +201,7 @@ typedef struct lg_common {
     lg_strv_t *cache_vary_normalize;    /* request fields normalised for Vary; default Accept, Accept-Language, Accept-Charset */
     lg_strv_t *cache_targeted_fields;   /* RFC 9213 fields obeyed first; default CDN-Cache-Control */
     int        cache_targeted_remove;   /* bool: not passed to clients */
+    int        cache_partial;           /* bool: Range on a miss goes upstream, 206s stored */
 
     /* access rules and Basic authentication (feature/access.c), as nginx's
      * allow/deny, auth_basic, auth_basic_user_file and satisfy */

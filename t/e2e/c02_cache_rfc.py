@@ -430,6 +430,98 @@ def targeted_field_name_is_configurable_and_removable():
        "MISS", "an empty list: Cache-Control only")
 
 
+# ---- partial content ----
+
+BODY = bytes(range(256)) * 4        # 1024 bytes
+
+
+def range_origin(seen):
+    """Answers Range with a 206 (strong ETag), anything else with the whole."""
+    def answer(head, n):
+        m = re.search(r"(?im)^range:\s*bytes=(\d*)-(\d*)\s*$", head)
+        seen.append(m.group(0).split(":", 1)[1].strip() if m else None)
+        common = [("Cache-Control", "max-age=60"), ("ETag", '"p1"'), ("Accept-Ranges", "bytes")]
+        if not m:
+            return raw("200 OK", common + [("Content-Length", str(len(BODY)))], BODY)
+        a, b = m.group(1), m.group(2)
+        if a == "":
+            first, last = len(BODY) - int(b), len(BODY) - 1
+        else:
+            first, last = int(a), min(int(b), len(BODY) - 1) if b else len(BODY) - 1
+        part = BODY[first:last + 1]
+        return raw("206 Partial Content", common + [
+            ("Content-Range", "bytes %d-%d/%d" % (first, last, len(BODY))),
+            ("Content-Length", str(len(part)))], part)
+    return scripted(answer)
+
+
+def rng(port, spec):
+    return get(port, "/big", [("Range", "bytes=" + spec)])
+
+
+@test
+def partial_content_stored_served_and_completed():
+    seen = []
+    o = range_origin(seen)
+    port = free_port()
+    Legate(conf(port, o, "cache_partial = true;"), workers=1)
+    r = rng(port, "0-99")
+    eq((r.status, xc(r), r.body), (206, "MISS", BODY[0:100]))
+    eq(seen, ["bytes=0-99"], "the range went upstream")
+    for spec, a, b in (("10-49", 10, 49), ("0-99", 0, 99)):
+        r = rng(port, spec)
+        eq((r.status, xc(r), r.body), (206, "HIT", BODY[a:b + 1]), spec)
+        eq(r.headers.get("Content-Range"), "bytes %d-%d/%d" % (a, b, len(BODY)))
+    eq(len(seen), 1, "smaller ranges from the stored part")
+    r = rng(port, "50-199")
+    eq((r.status, xc(r), r.body), (206, "MISS", BODY[50:200]), "not all inside: upstream")
+    for spec, a, b in (("150-199", 150, 199), ("90-160", 90, 160), ("0-199", 0, 199)):
+        r = rng(port, spec)
+        eq((r.status, xc(r), r.body), (206, "HIT", BODY[a:b + 1]), "the parts joined: " + spec)
+    eq(len(seen), 2)
+    r = rng(port, "200-")
+    eq((r.status, r.body), (206, BODY[200:]), "the missing rest")
+    eq(len(seen), 3)
+    r = get(port, "/big")
+    eq((r.status, xc(r), r.body), (200, "HIT", BODY), "completed: a whole 200")
+    eq(r.headers.get("Content-Range"), None)
+    r = rng(port, "-24")
+    eq((r.status, xc(r), r.body), (206, "HIT", BODY[-24:]), "suffix ranges of the whole")
+    eq(len(seen), 3, "no more upstream requests")
+
+
+@test
+def partial_content_suffix_and_open_ended_parts():
+    seen = []
+    o = range_origin(seen)
+    port = free_port()
+    Legate(conf(port, o, "cache_partial = true;"), workers=1)
+    r = rng(port, "-100")
+    eq((r.status, xc(r), r.body), (206, "MISS", BODY[-100:]))
+    r = rng(port, "950-")
+    eq((r.status, xc(r), r.body), (206, "HIT", BODY[950:]), "open-ended inside the suffix part")
+    r = rng(port, "-50")
+    eq((r.status, xc(r), r.body), (206, "HIT", BODY[-50:]))
+    r = get(port, "/big")
+    eq((r.status, xc(r), r.body), (200, "MISS", BODY), "no range: a part does not answer")
+    eq(seen, ["bytes=-100", None])
+    r = rng(port, "0-9")
+    eq((r.status, xc(r), r.body), (206, "HIT", BODY[:10]), "the whole replaced the part")
+
+
+@test
+def without_cache_partial_the_whole_is_fetched():
+    seen = []
+    o = range_origin(seen)
+    port = free_port()
+    Legate(conf(port, o), workers=1)
+    r = rng(port, "0-99")
+    eq((r.status, r.body), (200, BODY), "as before: the whole, from the upstream")
+    eq(seen, [None])
+    r = rng(port, "0-99")
+    eq((r.status, xc(r), r.body), (206, "HIT", BODY[:100]))
+
+
 @test
 def cache_private_is_checked():
     rc, err = check_config('cache_size = "1m"; http = { cache_private = 3; servers = ( '

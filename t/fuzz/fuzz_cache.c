@@ -1,6 +1,7 @@
 /*
  * libFuzzer harness for src/cache/policy.c: the strict HTTP-date reader,
- * Age, Vary lists, Cache-Control and Structured Fields dictionaries, on exact-size heap copies so ASan
+ * Age, Vary lists, Cache-Control, Structured Fields dictionaries and
+ * Content-Range / Range, on exact-size heap copies so ASan
  * sees any read past len.
  *
  * Invariants checked (abort() when broken): a date that parses formats
@@ -61,6 +62,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(lg_vary_normalise(norm, nl, again, sizeof(again)) == nl && memcmp(again, norm, nl) == 0);
 
     (void)lg_sf_dictionary_valid(p, size);
+
+    int64_t ra, rb, rc, from, to;
+    if (lg_content_range(p, size, &ra, &rb, &rc))
+        CHECK(0 <= ra && ra <= rb && rb < rc);
+    int64_t len = (int64_t)(size * 7);
+    int rr = lg_range_one(p, size, len, &from, &to);
+    CHECK(rr >= -1 && rr <= 1);
+    if (rr == 1)
+        CHECK(0 <= from && from <= to && to < len);
 
     lg_cc_t cc;
     lg_cc_init(&cc);

@@ -384,3 +384,44 @@ Test(cache_policy, structured_dictionary)
     cr_assert(!SF("1a=1"));
     cr_assert(!SF("a=(1 2"), "an open inner list");
 }
+
+#define CR(lit, a, b, c) lg_content_range(lit, sizeof(lit) - 1, a, b, c)
+#define RG(lit, len, f, t) lg_range_one(lit, sizeof(lit) - 1, len, f, t)
+
+Test(cache_policy, partial_content)
+{
+    int64_t a, b, c;
+    cr_assert(CR("bytes 0-99/1000", &a, &b, &c));
+    cr_assert(a == 0 && b == 99 && c == 1000);
+    cr_assert(CR("bytes 900-999/1000", &a, &b, &c));
+    cr_assert(!CR("bytes 0-99/*", &a, &b, &c), "unknown complete length");
+    cr_assert(!CR("bytes */1000", &a, &b, &c));
+    cr_assert(!CR("bytes 0-1000/1000", &a, &b, &c), "past the end");
+    cr_assert(!CR("bytes 5-4/1000", &a, &b, &c));
+    cr_assert(!CR("items 0-9/10", &a, &b, &c));
+    cr_assert(!CR("bytes 0-9/10x", &a, &b, &c));
+
+    cr_assert_eq(RG("bytes=0-99", 1000, &a, &b), 1);
+    cr_assert(a == 0 && b == 99);
+    cr_assert_eq(RG("bytes=900-", 1000, &a, &b), 1, "open-ended");
+    cr_assert(a == 900 && b == 999);
+    cr_assert_eq(RG("bytes=-100", 1000, &a, &b), 1, "suffix");
+    cr_assert(a == 900 && b == 999);
+    cr_assert_eq(RG("bytes=-5000", 1000, &a, &b), 1);
+    cr_assert(a == 0 && b == 999);
+    cr_assert_eq(RG("bytes=500-5000", 1000, &a, &b), 1);
+    cr_assert(a == 500 && b == 999);
+    cr_assert_eq(RG("bytes=1000-", 1000, &a, &b), -1, "unsatisfiable");
+    cr_assert_eq(RG("bytes=-0", 1000, &a, &b), -1);
+    cr_assert_eq(RG("bytes=0-1,5-6", 1000, &a, &b), 0, "several: the whole");
+    cr_assert_eq(RG("bytes=5-1", 1000, &a, &b), 0);
+    cr_assert_eq(RG("bytes=x-1", 1000, &a, &b), 0);
+    cr_assert_eq(RG("bytes=-", 1000, &a, &b), 0);
+    cr_assert_eq(RG("items=0-1", 1000, &a, &b), 0);
+
+    cr_assert(lg_range_union(0, 99, 100, 199, &a, &b), "touching");
+    cr_assert(a == 0 && b == 199);
+    cr_assert(lg_range_union(50, 150, 0, 99, &a, &b), "overlapping");
+    cr_assert(a == 0 && b == 150);
+    cr_assert(!lg_range_union(0, 99, 101, 199, &a, &b), "a gap");
+}
