@@ -98,6 +98,20 @@ static const lg_tpl_t *key_template(const lg_req_t *s, const lg_common_t *c)
     return forward;
 }
 
+/* Header lines for the upstream request, after those earlier phases gave
+ * (auth_request_set): 1, or 0 if there was nothing to add. */
+static int upstream_add(lg_req_t *s, const char *lines)
+{
+    if (lines == NULL || lines[0] == '\0')
+        return 0;
+    const char *all = s->upstream_extra
+                      ? lg_arena_printf(&s->arena, "%s%s", s->upstream_extra, lines) : lines;
+    if (all == NULL)
+        return 0;
+    s->upstream_extra = all;
+    return 1;
+}
+
 /* ---- keys ---- */
 
 static int in_strv(const lg_strv_t *v, const char *name)
@@ -561,7 +575,7 @@ static int on_request(lg_req_t *s)
     cs->reval = (cs->meta.flags & LG_CF_HAS_VALIDATOR) != 0;
     cs->s->cache_status = "EXPIRED";
     if (cs->reval)
-        s->upstream_extra = conditional(s, cs);
+        upstream_add(s, conditional(s, cs));
     return 0;
 }
 
@@ -863,9 +877,8 @@ static void forward_range(lg_req_t *s, lg_cstate_t *cs)
         rg->value_len > 1024 || rg->value_len < 7 || strncasecmp(rg->value, "bytes=", 6) != 0 ||
         memchr(rg->value, ',', rg->value_len) || memchr(rg->value, '\r', rg->value_len))
         return;
-    s->upstream_extra = lg_arena_printf(&s->arena, "Range: %.*s\r\n", (int)rg->value_len,
-                                        rg->value);
-    cs->range_up = s->upstream_extra != NULL;
+    cs->range_up = upstream_add(s, lg_arena_printf(&s->arena, "Range: %.*s\r\n",
+                                                   (int)rg->value_len, rg->value));
 }
 
 /* A 206 from the cache: the client's range, cut from the stored part. */

@@ -523,6 +523,46 @@ def without_cache_partial_the_whole_is_fetched():
 
 
 @test
+def auth_request_set_fields_survive_the_caches_own_upstream_fields():
+    """The cache's conditional and Range lines go up beside the fields
+    auth_request_set added, not instead of them."""
+    heads = []
+
+    def answer(head, n):
+        heads.append(head.lower())
+        if "if-none-match" in head.lower():
+            return raw("304 Not Modified", [("ETag", '"a"'), ("Cache-Control", "max-age=1")])
+        if "range:" in head.lower():
+            return raw("206 Partial Content", [("ETag", '"a"'), ("Cache-Control", "max-age=60"),
+                                               ("Content-Range", "bytes 0-1/4"),
+                                               ("Content-Length", "2")], b"ab")
+        return raw("200 OK", [("ETag", '"a"'), ("Cache-Control", "max-age=1"),
+                              ("Content-Length", "4")], b"abcd")
+    app = scripted(answer)
+    auth = Origin("auth")
+    port = free_port()
+    Legate("""cache_size = "8m";
+http = {
+    upstreams = { app = { servers = ( "%s" ); }; auth = { servers = ( "%s" ); }; };
+    servers = ( { listen = "127.0.0.1:%d";
+        routes = ( { prefix = "/"; proxy_pass = "app"; cache = true; cache_partial = true;
+                     auth_request = "auth"; auth_request_uri = "/check?hdr=X-User:alice";
+                     auth_request_set = [ "X-User" ]; } ); } );
+};
+""" % (app.address, auth.address, port), workers=1)
+    eq(get(port, "/r").status, 200)
+    ok("x-user: alice" in heads[-1], "the fill has X-User")
+    wait_until(lambda: xc(get(port, "/r")) == "REVALIDATED", 10, interval=0.3,
+               what="a revalidation")
+    ok("if-none-match" in heads[-1] and "x-user: alice" in heads[-1],
+       "the conditional request keeps X-User: %r" % heads[-1])
+    r = get(port, "/q", [("Range", "bytes=0-1")])
+    eq((r.status, r.body), (206, b"ab"))
+    ok("range: bytes=0-1" in heads[-1] and "x-user: alice" in heads[-1],
+       "the ranged request keeps X-User: %r" % heads[-1])
+
+
+@test
 def cache_private_is_checked():
     rc, err = check_config('cache_size = "1m"; http = { cache_private = 3; servers = ( '
                            '{ listen = "127.0.0.1:1"; routes = ( { prefix = "/"; '
