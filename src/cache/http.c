@@ -774,7 +774,7 @@ static int refresh_from_304(lg_req_t *s, lg_cstate_t *cs, const http_response_t 
     size_t sc = 0;
     if (hs == NULL || http_parse_response(cs->obj, cs->hl, &old, &lim, &sc) <= 0)
         return -1;
-    size_t room = cs->hl + 4;
+    size_t room = cs->hl + 2 * old.num_headers + 64;
     for (size_t i = 0; i < r->num_headers; i++)
         room += r->headers[i].name_len + r->headers[i].value_len + 4;
     char *obj = malloc(room + cs->bl);
@@ -944,7 +944,8 @@ static int complete_partial(lg_cstate_t *cs)
         return -1;
     char *body = malloc(len ? len : 1);
     int full = a == 0 && b == c1 - 1;
-    char *head = malloc(cs->headlen + 64);
+    size_t room = cs->headlen + 256;    /* a longer status line and Content-Range */
+    char *head = malloc(room);
     if (body == NULL || head == NULL) {
         free(body);
         free(head);
@@ -958,10 +959,10 @@ static int complete_partial(lg_cstate_t *cs)
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         size_t n = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
         if (p == cs->head && full) {
-            hl += (size_t)snprintf(head + hl, 64, "HTTP/1.1 200 OK\r\n");
+            hl += (size_t)snprintf(head + hl, room - hl, "HTTP/1.1 200 OK\r\n");
         } else if (n > 14 && strncasecmp(p, "content-range:", 14) == 0) {
             if (!full)
-                hl += (size_t)snprintf(head + hl, 64, "Content-Range: bytes %lld-%lld/%lld\r\n",
+                hl += (size_t)snprintf(head + hl, room - hl, "Content-Range: bytes %lld-%lld/%lld\r\n",
                                        (long long)a, (long long)b, (long long)c1);
         } else if (n > 15 && strncasecmp(p, "content-length:", 15) == 0) {
             /* the length of the whole: served ones get their own */
