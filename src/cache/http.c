@@ -73,11 +73,18 @@ typedef struct lg_cstate {
     int         not_yet;        /* cache_min_uses not reached: fetch, do not store */
     int         counted;        /* this request's use is counted (once, not per wait) */
     int         gz_store;       /* store the body gzip-compressed (the route compresses) */
+    int         range_up;       /* cache_partial: the client's Range went upstream */
+    int         have_partial;   /* obj is a stored 206 that the answer may complete */
     lg_req_t *s;            /* whose state this is */
 } lg_cstate_t;
 
 static void invalidate(lg_req_t *s, lg_cstate_t *cs);
 static const char *conditional(lg_req_t *s, lg_cstate_t *cs);
+static const char *key_of_uri(lg_req_t *s, const char *u);
+static void drop_targeted(const lg_common_t *c, http_response_t *r);
+static void forward_range(lg_req_t *s, lg_cstate_t *cs);
+static int partial_covers(lg_req_t *s, lg_cstate_t *cs);
+static void serve_partial(lg_req_t *s, lg_cstate_t *cs, http_response_t *r, const char *xcache);
 
 /* The cache key template: a forward-proxy request keys on the absolute URI,
  * port included, unless cache_key was set to something else. */
@@ -91,7 +98,29 @@ static const lg_tpl_t *key_template(const lg_req_t *s, const lg_common_t *c)
     return forward;
 }
 
+/* Header lines for the upstream request, after those earlier phases gave
+ * (auth_request_set): 1, or 0 if there was nothing to add. */
+static int upstream_add(lg_req_t *s, const char *lines)
+{
+    if (lines == NULL || lines[0] == '\0')
+        return 0;
+    const char *all = s->upstream_extra
+                      ? lg_arena_printf(&s->arena, "%s%s", s->upstream_extra, lines) : lines;
+    if (all == NULL)
+        return 0;
+    s->upstream_extra = all;
+    return 1;
+}
+
 /* ---- keys ---- */
+
+static int in_strv(const lg_strv_t *v, const char *name)
+{
+    for (size_t i = 0; v && i < v->n; i++)
+        if (strcasecmp(v->v[i], name) == 0)
+            return 1;
+    return 0;
+}
 
 static char *variant_key(lg_req_t *s, const char *base, const char *fields)
 {
@@ -112,6 +141,8 @@ static char *variant_key(lg_req_t *s, const char *base, const char *fields)
             if (h)
                 lg_negotiate_add(&ae, h->value, h->value_len);
             lg_negotiate_normalise(&ae, LG_ENC_BUILTIN, val, sizeof(val));
+        } else if (h && in_strv(lg_req_common(s)->cache_vary_normalize, name)) {
+            lg_vary_normalise(h->value, h->value_len, val, sizeof(val));
         } else if (h) {
             snprintf(val, sizeof(val), "%.*s", (int)(h->value_len < 255 ? h->value_len : 255),
                      h->value);
@@ -260,6 +291,11 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
         lg_respond_error(s, 500);
         return;
     }
+    drop_targeted(lg_req_common(s), &r);
+    if (r.status == 206) {
+        serve_partial(s, cs, &r, xcache);
+        return;
+    }
     const char *body = cs->obj + cs->hl;
     size_t blen = cs->bl;
     cs->s->cache_status = xcache;
@@ -397,22 +433,9 @@ static int purge(lg_req_t *s, lg_cstate_t *cs)
 
 static int fresh_enough(lg_cstate_t *cs, int64_t now)
 {
-    const lg_cc_t *rc = &cs->req_cc;
-    if (rc->no_cache)
-        return 0;
-    int64_t age = cs->meta.age0 * 1000 + (now - cs->meta.stored);
-    int64_t left = cs->meta.expires - now;
-    if (rc->max_age != LG_CC_UNSET && age > rc->max_age * 1000)
-        return 0;
-    if (rc->min_fresh != LG_CC_UNSET && left < rc->min_fresh * 1000)
-        return 0;
-    if (left > 0)
-        return 1;
-    /* stale: max-stale lets the client accept it, unless the origin forbade */
-    if (rc->max_stale != LG_CC_UNSET && !(cs->meta.flags & LG_CF_MUST_REVALIDATE) &&
-        (rc->max_stale == INT64_MAX || -left <= rc->max_stale * 1000))
-        return 1;
-    return 0;
+    return lg_cache_usable(&cs->req_cc, cs->meta.age0 * 1000 + (now - cs->meta.stored),
+                           cs->meta.expires - now, (cs->meta.flags & LG_CF_MUST_REVALIDATE) != 0,
+                           (cs->meta.flags & LG_CF_IMMUTABLE) != 0);
 }
 
 static int on_request(lg_req_t *s)
@@ -451,8 +474,7 @@ static int on_request(lg_req_t *s)
         return 0;
     }
     const char *bypass = lg_vars_expand(s, c->cache_bypass, LG_VARS_RAW, NULL);
-    if ((bypass && bypass[0] && strcmp(bypass, "0") != 0) || cs->req_cc.no_store ||
-        (lg_headers_get(s, "authorization") && !c->cache_authorized)) {
+    if ((bypass && bypass[0] && strcmp(bypass, "0") != 0) || cs->req_cc.no_store) {
         cs->s->cache_status = "BYPASS";
         return 0;
     }
@@ -487,6 +509,7 @@ static int on_request(lg_req_t *s)
                 return 1;
             }
             cs->s->cache_status = "MISS";
+            forward_range(s, cs);
             return 0;
         }
         /* a hit: a Vary marker sends us to the variant */
@@ -505,6 +528,19 @@ static int on_request(lg_req_t *s)
     }
     if (cs->obj == NULL) {
         cs->s->cache_status = "MISS";
+        forward_range(s, cs);
+        return 0;
+    }
+    if (cs->meta.status == 206) {
+        /* a stored part: it answers ranges inside it while fresh; anything
+         * else goes upstream, and what comes back may complete it */
+        if (fresh_enough(cs, now) && partial_covers(s, cs)) {
+            serve(s, cs, "HIT");
+            return 1;
+        }
+        cs->have_partial = 1;
+        cs->s->cache_status = "MISS";
+        forward_range(s, cs);
         return 0;
     }
     if (fresh_enough(cs, now)) {
@@ -539,7 +575,7 @@ static int on_request(lg_req_t *s)
     cs->reval = (cs->meta.flags & LG_CF_HAS_VALIDATOR) != 0;
     cs->s->cache_status = "EXPIRED";
     if (cs->reval)
-        s->upstream_extra = conditional(s, cs);
+        upstream_add(s, conditional(s, cs));
     return 0;
 }
 
@@ -600,12 +636,361 @@ static int in_fields(const char *fields, const http_header_t *h)
     return 0;
 }
 
+/* What a response head says about caching it. */
+typedef struct facts {
+    lg_cc_t     cc;
+    lg_vary_t   vary;
+    int         nexpires, cookie;
+    const http_header_t *expires, *date, *lm, *etag;
+    int64_t     age;            /* the first valid Age line, or -1 */
+} facts_t;
+
+/*
+ * RFC 9213: the first field of cache_targeted_fields present with only
+ * valid lines gives the directives, instead of Cache-Control and Expires.
+ * 1 if one did.
+ */
+static int targeted(const lg_common_t *c, const http_response_t *r, lg_cc_t *cc)
+{
+    for (size_t t = 0; c->cache_targeted_fields && t < c->cache_targeted_fields->n; t++) {
+        const char *name = c->cache_targeted_fields->v[t];
+        int lines = 0, bad = 0;
+        for (size_t i = 0; i < r->num_headers && !bad; i++) {
+            const http_header_t *h = &r->headers[i];
+            if (!http_name_eq(h, name))
+                continue;
+            lines++;
+            bad = !lg_sf_dictionary_valid(h->value, h->value_len);
+        }
+        if (lines == 0 || bad)
+            continue;                   /* absent, or not one to obey: the next */
+        for (size_t i = 0; i < r->num_headers; i++)
+            if (http_name_eq(&r->headers[i], name))
+                lg_cc_parse(cc, r->headers[i].value, r->headers[i].value_len);
+        return 1;
+    }
+    return 0;
+}
+
+static void facts_of(const lg_common_t *c, const http_response_t *r, facts_t *f)
+{
+    memset(f, 0, sizeof(*f));
+    lg_cc_init(&f->cc);
+    lg_vary_init(&f->vary);
+    f->age = -1;
+    int tcc = targeted(c, r, &f->cc);
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const http_header_t *h = &r->headers[i];
+        if (http_name_eq(h, "cache-control")) {
+            if (!tcc && !ignored(c, "Cache-Control"))
+                lg_cc_parse(&f->cc, h->value, h->value_len);
+        } else if (tcc && http_name_eq(h, "expires"))
+            continue;
+        else if (http_name_eq(h, "vary") && !ignored(c, "Vary"))
+            lg_vary_add(&f->vary, h->value, h->value_len);  /* every line, "*" anywhere */
+        else if (http_name_eq(h, "expires") && !ignored(c, "Expires")) {
+            f->expires = h;
+            f->nexpires++;
+        } else if (http_name_eq(h, "date"))
+            f->date = h;
+        else if (http_name_eq(h, "last-modified"))
+            f->lm = h;
+        else if (http_name_eq(h, "etag"))
+            f->etag = h;
+        else if (http_name_eq(h, "age")) {
+            if (f->age < 0)             /* the first valid line (RFC 9111 5.1) */
+                f->age = lg_cache_age(h->value, h->value_len);
+        } else if (http_name_eq(h, "set-cookie"))
+            f->cookie = 1;
+    }
+}
+
+/*
+ * The stored object's freshness from those facts: lifetime, age when
+ * stored, revalidation flags, stale windows.  Returns the lifetime in ms
+ * (-1: none; m->expires is then "now", stale).
+ */
+static int64_t fill_meta(const lg_common_t *c, const facts_t *f, int status, int64_t now,
+                         lg_cmeta_t *m, int *explicit_)
+{
+    int shared = !c->cache_private;
+    int64_t d = f->date ? lg_cache_date(f->date->value, f->date->value_len) : -1;
+    lg_fresh_in_t fin = {
+        .cc = &f->cc, .shared = shared, .status = status, .now = now / 1000, .date = d,
+        .nexpires = f->nexpires,
+        .expires = f->expires ? lg_cache_date(f->expires->value, f->expires->value_len) : -1,
+        .last_modified = f->lm ? lg_cache_date(f->lm->value, f->lm->value_len) : -1,
+        .configured = valid_for(c, status),
+    };
+    int64_t life = lg_cache_lifetime(&fin, explicit_);
+    memset(m, 0, sizeof(*m));
+    m->status = status;
+    m->stored = now;
+    m->age0 = f->age > 0 ? f->age : 0;
+    if (d >= 0 && now / 1000 > d && now / 1000 - d > m->age0)
+        m->age0 = now / 1000 - d;               /* apparent age */
+    if (m->age0 > LG_DELTA_MAX)
+        m->age0 = LG_DELTA_MAX;
+    m->expires = now + (life > 0 ? life : 0) - m->age0 * 1000;
+    if (lg_cache_must_revalidate(&f->cc, shared))
+        m->flags |= LG_CF_MUST_REVALIDATE;
+    if (f->cc.no_cache)
+        m->expires = now - 1;                   /* stored, but checked each time */
+    if (f->etag || f->lm)
+        m->flags |= LG_CF_HAS_VALIDATOR;
+    if (f->cc.immutable)
+        m->flags |= LG_CF_IMMUTABLE;
+    if (f->cc.stale_if_error != LG_CC_UNSET)
+        m->stale_if_error = f->cc.stale_if_error * 1000;
+    if (f->cc.stale_while_revalidate != LG_CC_UNSET)
+        m->stale_while_revalidate = f->cc.stale_while_revalidate * 1000;
+    return life;
+}
+
+/*
+ * RFC 9111 3.2 and 4.3.4: a 304 to our conditional request.  Its fields
+ * replace the stored ones of the same name, except those a 304 must not
+ * change: framing and hop-by-hop fields, Content-Encoding / Content-Range
+ * (they describe the stored bytes), Vary (the key depends on it), Age and
+ * Set-Cookie (never stored), and for a body compressed here its ETag (the
+ * stored one is the weak form).  The freshness is worked out again from
+ * the merged head, as for a new response.  0, or -1 (out of memory: the
+ * old object is served as it was).
+ */
+static int no_update(const http_header_t *h, const lg_rsp_info_t *ri, int gzipped)
+{
+    return lg_http_is_hop_by_hop(h, ri->connection) ||
+           !lg_cache_304_updates(h->name, h->name_len, gzipped);
+}
+
+static int refresh_from_304(lg_req_t *s, lg_cstate_t *cs, const http_response_t *r,
+                            const lg_rsp_info_t *ri, int64_t now)
+{
+    const lg_common_t *c = lg_req_common(s);
+    int gzipped = (cs->meta.flags & LG_CF_GZIPPED) != 0;
+    http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
+    http_response_t old = { .headers = hs };
+    http_limits_t lim = { 16384, cs->hl + 1, LG_MAX_HEADERS };
+    size_t sc = 0;
+    if (hs == NULL || http_parse_response(cs->obj, cs->hl, &old, &lim, &sc) <= 0)
+        return -1;
+    size_t room = cs->hl + 2 * old.num_headers + 64;
+    for (size_t i = 0; i < r->num_headers; i++)
+        room += r->headers[i].name_len + r->headers[i].value_len + 4;
+    char *obj = malloc(room + cs->bl);
+    if (obj == NULL)
+        return -1;
+    const char *eol = memchr(cs->obj, '\n', cs->hl);
+    size_t hl = eol ? (size_t)(eol - cs->obj) + 1 : 0;
+    memcpy(obj, cs->obj, hl);
+#define PUT(h) do {                                                     \
+        memcpy(obj + hl, (h)->name, (h)->name_len);                     \
+        hl += (h)->name_len;                                            \
+        memcpy(obj + hl, ": ", 2);                                      \
+        hl += 2;                                                        \
+        memcpy(obj + hl, (h)->value, (h)->value_len);                   \
+        hl += (h)->value_len;                                           \
+        memcpy(obj + hl, "\r\n", 2);                                    \
+        hl += 2;                                                        \
+    } while (0)
+    for (size_t i = 0; i < old.num_headers; i++) {
+        const http_header_t *h = &old.headers[i];
+        int replaced = 0;
+        for (size_t k = 0; k < r->num_headers && !replaced; k++)
+            replaced = !no_update(&r->headers[k], ri, gzipped) &&
+                       r->headers[k].name_len == h->name_len &&
+                       strncasecmp(r->headers[k].name, h->name, h->name_len) == 0;
+        if (!replaced)
+            PUT(h);
+    }
+    for (size_t k = 0; k < r->num_headers; k++)
+        if (!no_update(&r->headers[k], ri, gzipped))
+            PUT(&r->headers[k]);
+#undef PUT
+    memcpy(obj + hl, "\r\n", 2);
+    hl += 2;
+    memcpy(obj + hl, cs->obj + cs->hl, cs->bl);
+
+    /* the freshness of the merged head (its Age is the 304's) */
+    http_response_t merged = { .headers = hs };
+    lim.max_head = hl + 1;
+    sc = 0;
+    if (http_parse_response(obj, hl, &merged, &lim, &sc) <= 0) {
+        free(obj);
+        return -1;
+    }
+    facts_t f, f304;
+    facts_of(c, &merged, &f);
+    facts_of(c, r, &f304);
+    f.age = f304.age;
+    lg_cmeta_t m;
+    int explicit_;
+    fill_meta(c, &f, cs->meta.status, now, &m, &explicit_);
+    m.flags |= cs->meta.flags & LG_CF_GZIPPED;
+    m.identity_len = cs->meta.identity_len;
+    free(cs->obj);
+    cs->obj = obj;
+    cs->hl = hl;
+    cs->meta = m;
+    return 0;
+}
+
+/* ---- partial content (cache_partial) ---- */
+
+/* The stored head's Content-Range. */
+static int stored_range(const char *head, size_t hl, int64_t *a, int64_t *b, int64_t *c)
+{
+    for (const char *p = head, *end = head + hl; p < end;) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t n = eol ? (size_t)(eol - p) : (size_t)(end - p);
+        if (n > 14 && strncasecmp(p, "content-range:", 14) == 0) {
+            const char *v = p + 14;
+            size_t vl = n - 14;
+            while (vl && (*v == ' ' || *v == '\t'))
+                v++, vl--;
+            while (vl && (v[vl - 1] == '\r' || v[vl - 1] == ' '))
+                vl--;
+            return lg_content_range(v, vl, a, b, c);
+        }
+        p += n + 1;
+    }
+    return 0;
+}
+
+/* The client's one range, inside the stored part? */
+static int partial_covers(lg_req_t *s, lg_cstate_t *cs)
+{
+    const http_header_t *rg = lg_headers_get(s, "range");
+    int64_t a, b, c, from, to;
+    if (rg == NULL || lg_headers_get(s, "if-range") ||
+        !stored_range(cs->obj, cs->hl, &a, &b, &c) ||
+        lg_range_one(rg->value, rg->value_len, c, &from, &to) != 1)
+        return 0;
+    return from >= a && to <= b && (size_t)(b - a + 1) == cs->bl;
+}
+
+/* cache_partial: on a miss, ask the upstream for the client's range only. */
+static void forward_range(lg_req_t *s, lg_cstate_t *cs)
+{
+    const http_header_t *rg = lg_headers_get(s, "range");
+    if (!lg_req_common(s)->cache_partial || rg == NULL || lg_headers_get(s, "if-range") ||
+        rg->value_len > 1024 || rg->value_len < 7 || strncasecmp(rg->value, "bytes=", 6) != 0 ||
+        memchr(rg->value, ',', rg->value_len) || memchr(rg->value, '\r', rg->value_len))
+        return;
+    cs->range_up = upstream_add(s, lg_arena_printf(&s->arena, "Range: %.*s\r\n",
+                                                   (int)rg->value_len, rg->value));
+}
+
+/* A 206 from the cache: the client's range, cut from the stored part. */
+static void serve_partial(lg_req_t *s, lg_cstate_t *cs, http_response_t *r, const char *xcache)
+{
+    int64_t a, b, c, from, to;
+    const http_header_t *rg = lg_headers_get(s, "range");
+    if (rg == NULL || !stored_range(cs->obj, cs->hl, &a, &b, &c) ||
+        lg_range_one(rg->value, rg->value_len, c, &from, &to) != 1 || from < a || to > b) {
+        lg_respond_error(s, 500);
+        return;
+    }
+    cs->s->cache_status = xcache;
+    int64_t now = lg_wall_ms();
+    s->cache_age = cs->meta.age0 + (now - cs->meta.stored) / 1000;
+    if (s->cache_age < 0)
+        s->cache_age = 0;
+    size_t out_len = (size_t)(to - from + 1);
+    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)out_len, .keep_alive = 1 };
+    s->cache_length = (int64_t)out_len;
+    s->cache_range = lg_arena_printf(&s->arena, "bytes %lld-%lld/%lld", (long long)from,
+                                     (long long)to, (long long)c);
+    s->cache_serving = 1;
+    size_t hl = 0;
+    char *head = lg_headers_client(s, r, &ri, 0, LG_XFORM_NONE, 0, &hl);
+    if (head == NULL) {
+        lg_respond_error(s, 500);
+        return;
+    }
+    s->upstream_status = 0;
+    lg_respond_raw(s, 206, head, hl, cs->obj + cs->hl + (from - a), s->ri.is_head ? 0 : out_len);
+}
+
+/*
+ * A stored part and a new one of the same representation (same complete
+ * length, same strong ETag) that overlap or touch: one part, or the whole
+ * response (a 200) once nothing is missing.  Replaces cs->head / cs->cap
+ * and cs->newmeta.status; 0, or -1 to store the new part as it is.
+ */
+static int complete_partial(lg_cstate_t *cs)
+{
+    int64_t a1, b1, c1, a2, b2, c2, a, b;
+    if (!cs->have_partial || cs->obj == NULL ||
+        !stored_range(cs->obj, cs->hl, &a1, &b1, &c1) ||
+        !stored_range(cs->head, cs->headlen, &a2, &b2, &c2) || c1 != c2 ||
+        (size_t)(b1 - a1 + 1) != cs->bl || (size_t)(b2 - a2 + 1) != cs->caplen ||
+        !lg_range_union(a1, b1, a2, b2, &a, &b))
+        return -1;
+    /* the same strong validator, or the parts may be of two versions */
+    http_header_t h1[LG_MAX_HEADERS], h2[LG_MAX_HEADERS];
+    http_response_t r1 = { .headers = h1 }, r2 = { .headers = h2 };
+    http_limits_t l1 = { 16384, cs->hl + 1, LG_MAX_HEADERS }, l2 = { 16384, cs->headlen + 1, LG_MAX_HEADERS };
+    size_t sc1 = 0, sc2 = 0;
+    if (http_parse_response(cs->obj, cs->hl, &r1, &l1, &sc1) <= 0 ||
+        http_parse_response(cs->head, cs->headlen, &r2, &l2, &sc2) <= 0)
+        return -1;
+    const http_header_t *e1 = find_h(&r1, "etag"), *e2 = find_h(&r2, "etag");
+    if (e1 == NULL || e2 == NULL || e1->value_len != e2->value_len || e1->value_len < 2 ||
+        e1->value[0] != '"' || memcmp(e1->value, e2->value, e1->value_len) != 0)
+        return -1;
+    size_t len = (size_t)(b - a + 1);
+    if (len > cs->capmax)
+        return -1;
+    char *body = malloc(len ? len : 1);
+    int full = a == 0 && b == c1 - 1;
+    size_t room = cs->headlen + 256;    /* a longer status line and Content-Range */
+    char *head = malloc(room);
+    if (body == NULL || head == NULL) {
+        free(body);
+        free(head);
+        return -1;
+    }
+    memcpy(body + (a1 - a), cs->obj + cs->hl, cs->bl);
+    memcpy(body + (a2 - a), cs->cap, cs->caplen);      /* the newer bytes win */
+    /* the new part's head, its Content-Range (and status) made the union's */
+    size_t hl = 0;
+    for (const char *p = cs->head, *end = cs->head + cs->headlen; p < end;) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t n = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
+        if (p == cs->head && full) {
+            hl += (size_t)snprintf(head + hl, room - hl, "HTTP/1.1 200 OK\r\n");
+        } else if (n > 14 && strncasecmp(p, "content-range:", 14) == 0) {
+            if (!full)
+                hl += (size_t)snprintf(head + hl, room - hl, "Content-Range: bytes %lld-%lld/%lld\r\n",
+                                       (long long)a, (long long)b, (long long)c1);
+        } else if (n > 15 && strncasecmp(p, "content-length:", 15) == 0) {
+            /* the length of the whole: served ones get their own */
+        } else {
+            memcpy(head + hl, p, n);
+            hl += n;
+        }
+        p += n;
+    }
+    free(cs->cap);
+    free(cs->head);
+    cs->cap = body;
+    cs->caplen = len;
+    cs->head = head;
+    cs->headlen = hl;
+    if (full)
+        cs->newmeta.status = 200;
+    return 0;
+}
+
 /* The response came whole from upstream: store it (and its Vary marker). */
 static void store(lg_cstate_t *cs)
 {
     if (!cs->capturing || cs->cap_over)
         return;
     cs->capturing = 0;
+    if (cs->newmeta.status == 206)
+        complete_partial(cs);           /* or stored as the part it is */
     if (cs->vary) {
         size_t ml = strlen(VARY_MARK) + strlen(cs->vary);
         char *mark = malloc(ml + 1);
@@ -680,20 +1065,11 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
             invalidate(s, cs);
     }
 
-    /* revalidated: the stored response is still good */
+    /* revalidated: the stored response is still good, with the 304's fields */
     if (cs->reval && r->status == 304 && cs->obj) {
-        lg_cc_t cc;
-        lg_cc_init(&cc);
-        for (size_t i = 0; i < r->num_headers; i++)
-            if (http_name_eq(&r->headers[i], "cache-control"))
-                lg_cc_parse(&cc, r->headers[i].value, r->headers[i].value_len);
-        int64_t life = cc.s_maxage != LG_CC_UNSET ? cc.s_maxage * 1000
-                     : cc.max_age != LG_CC_UNSET ? cc.max_age * 1000
-                     : cs->meta.expires - cs->meta.stored;
-        cs->meta.stored = now;
-        cs->meta.age0 = 0;
-        cs->meta.expires = now + (life > 0 ? life : 0);
-        lg_store_put(lg_cache, cs->key, cs->keylen, &cs->meta, cs->obj, cs->hl, cs->obj + cs->hl, cs->bl);
+        if (refresh_from_304(s, cs, r, ri, now) == 0)
+            lg_store_put(lg_cache, cs->key, cs->keylen, &cs->meta, cs->obj, cs->hl,
+                         cs->obj + cs->hl, cs->bl);
         if (cs->filler)
             cs->filler = 0;     /* the put released it */
         serve(s, cs, "REVALIDATED");
@@ -704,98 +1080,59 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         serve(s, cs, "STALE");
         return 1;
     }
-    if (!is_get || cs->s->cache_status == NULL || strcmp(cs->s->cache_status, "BYPASS") == 0)
+    /* RFC 9110 9.3.3: a POST answer naming its own URI in Content-Location,
+     * with explicit freshness, may answer later GETs of it */
+    int is_post = s->req.method_len == 4 && memcmp(s->req.method, "POST", 4) == 0;
+    const char *cl_key = is_post && cs->also[1] ? key_of_uri(s, cs->also[1]) : NULL;
+    int post_store = cl_key && strcmp(cl_key, cs->base) == 0;
+    if (!post_store && (!is_get || cs->s->cache_status == NULL ||
+                        strcmp(cs->s->cache_status, "BYPASS") == 0))
         return 0;
 
-    lg_cc_t cc;
-    lg_cc_init(&cc);
-    const http_header_t *vary = NULL, *expires = NULL, *date = NULL, *lm = NULL, *etag = NULL,
-                        *age = NULL;
-    int cookie = 0;
-    for (size_t i = 0; i < r->num_headers; i++) {
-        const http_header_t *h = &r->headers[i];
-        if (http_name_eq(h, "cache-control") && !ignored(c, "Cache-Control"))
-            lg_cc_parse(&cc, h->value, h->value_len);
-        else if (http_name_eq(h, "vary") && !ignored(c, "Vary"))
-            vary = h;
-        else if (http_name_eq(h, "expires") && !ignored(c, "Expires"))
-            expires = h;
-        else if (http_name_eq(h, "date"))
-            date = h;
-        else if (http_name_eq(h, "last-modified"))
-            lm = h;
-        else if (http_name_eq(h, "etag"))
-            etag = h;
-        else if (http_name_eq(h, "age"))
-            age = h;
-        else if (http_name_eq(h, "set-cookie"))
-            cookie = 1;
-    }
+    facts_t f;
+    facts_of(c, r, &f);
+    const lg_cc_t *cc = &f.cc;
     /* storable? (RFC 9111 3), and what the configuration says */
     if (cs->not_yet)
         goto not_stored;
     const char *ns = lg_vars_expand(s, c->cache_no_store, LG_VARS_RAW, NULL);
     if (ns && ns[0] && strcmp(ns, "0") != 0)
         goto not_stored;
-    int64_t life = -1;
-    int64_t d = date ? lg_http_date(date->value, date->value_len) : -1;
-    int64_t dnow = d >= 0 ? d : now / 1000;
-    if (cc.no_store || cs->req_cc.no_store || cc.private_ || (vary && vary->value_len == 1 &&
-        vary->value[0] == '*') || (cookie && !ignored(c, "Set-Cookie")) ||
-        ri->body == LG_BODY_CLOSE || r->status == 206)
+    lg_store_in_t sin = {
+        .cc = cc, .status = r->status, .shared = !c->cache_private,
+        .req_no_store = cs->req_cc.no_store,
+        .authorized = lg_headers_get(s, "authorization") != NULL,
+        .store_authorized = c->cache_authorized, .set_cookie = f.cookie,
+        .cookie_ignored = ignored(c, "Set-Cookie"), .store_set_cookie = c->cache_store_set_cookie,
+    };
+    int rule = lg_cache_store_rule(&sin);
+    int64_t pa, pb, pc;
+    const http_header_t *crh = r->status == 206 ? find_h(r, "content-range") : NULL;
+    int part_ok = crh && cs->range_up && ri->body == LG_BODY_LENGTH &&
+                  lg_content_range(crh->value, crh->value_len, &pa, &pb, &pc) &&
+                  ri->length == pb - pa + 1;
+    if (rule == LG_STORE_NO || f.vary.star || f.vary.overflow ||
+        ri->body == LG_BODY_CLOSE || (r->status == 206 && !part_ok))
         goto not_stored;
-    if (lg_headers_get(s, "authorization") && !c->cache_authorized && !cc.public_ &&
-        cc.s_maxage == LG_CC_UNSET && !cc.must_revalidate)
+    int explicit_ = 0;
+    lg_cmeta_t *m = &cs->newmeta;
+    int64_t life = fill_meta(c, &f, r->status, now, m, &explicit_);
+    int validator = (m->flags & LG_CF_HAS_VALIDATOR) != 0;
+    if (life < 0 && !(cc->no_cache && validator))
         goto not_stored;
-    if (cc.s_maxage != LG_CC_UNSET)
-        life = cc.s_maxage * 1000;
-    else if (cc.max_age != LG_CC_UNSET)
-        life = cc.max_age * 1000;
-    else if (expires) {
-        int64_t e = lg_http_date(expires->value, expires->value_len);
-        life = e < 0 ? 0 : (e - dnow) * 1000;   /* an invalid Expires means already expired */
-    } else if ((life = valid_for(c, r->status)) >= 0) {
-        /* the route's default for this status */
-    } else if (lm && lg_status_heuristic(r->status)) {
-        int64_t l = lg_http_date(lm->value, lm->value_len);
-        if (l >= 0 && l < dnow) {
-            life = (dnow - l) * 100;            /* 10% of its age (RFC 9111 4.2.2) */
-            if (life > 86400 * 1000)
-                life = 86400 * 1000;
-        }
-    }
-    if (life < 0 && !(cc.no_cache && (etag || lm)))
+    if (life <= 0 && !validator)
+        goto not_stored;                        /* stale at once, and nothing to revalidate with */
+    if (!lg_status_heuristic(r->status) && !explicit_ && !cc->public_ &&
+        valid_for(c, r->status) < 0)
         goto not_stored;
-    if (life < 0)
-        life = 0;
-    if (!lg_status_heuristic(r->status) && cc.max_age == LG_CC_UNSET && cc.s_maxage == LG_CC_UNSET &&
-        !expires && !cc.public_ && valid_for(c, r->status) < 0)
+    if (post_store && !lg_cache_post_storable(r->status, cc, f.nexpires, !c->cache_private))
         goto not_stored;
     if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_store_max_object(lg_cache))
         goto not_stored;
 
-    lg_cmeta_t *m = &cs->newmeta;
-    memset(m, 0, sizeof(*m));
-    m->status = r->status;
-    m->stored = now;
-    m->age0 = age ? strtoll(age->value, NULL, 10) : 0;
-    if (d >= 0 && now / 1000 > d && now / 1000 - d > m->age0)
-        m->age0 = now / 1000 - d;               /* apparent age */
-    m->expires = now + life - m->age0 * 1000;
-    if (cc.no_cache || cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage != LG_CC_UNSET)
-        m->flags |= LG_CF_MUST_REVALIDATE;
-    if (cc.no_cache)
-        m->expires = now - 1;                   /* stored, but checked each time */
-    if (etag || lm)
-        m->flags |= LG_CF_HAS_VALIDATOR;
-    if (cc.stale_if_error != LG_CC_UNSET)
-        m->stale_if_error = cc.stale_if_error * 1000;
-    if (cc.stale_while_revalidate != LG_CC_UNSET)
-        m->stale_while_revalidate = cc.stale_while_revalidate * 1000;
-
     /* the head to store: as received, less fields not to be stored; for a
      * body stored compressed, as a gzip response (weak ETag, Vary) */
-    cs->gz_store = lg_req_common(s)->gzip && lg_coding_compressible(s, r, ri);
+    cs->gz_store = r->status != 206 && lg_req_common(s)->gzip && lg_coding_compressible(s, r, ri);
     int vary_ae = 0;
     free(cs->head);
     cs->head = malloc(rawlen + 64);
@@ -809,17 +1146,17 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         for (size_t i = 0; i < r->num_headers; i++) {
             const http_header_t *h = &r->headers[i];
             if (lg_http_is_hop_by_hop(h, ri->connection) || http_name_eq(h, "age") ||
-                http_name_eq(h, "set-cookie") ||
-                ((cc.no_cache_fields || cc.private_fields) && in_fields(cc.fields, h)))
+                (http_name_eq(h, "set-cookie") && rule != LG_STORE_YES) ||
+                ((cc->no_cache_fields || cc->private_fields) && in_fields(cc->fields, h)))
                 continue;
             if (cs->gz_store && http_name_eq(h, "content-length"))
                 continue;
             int weak = cs->gz_store && http_name_eq(h, "etag") && h->value_len && h->value[0] == '"';
             int add_ae = 0;
             if (cs->gz_store && http_name_eq(h, "vary")) {
+                /* once, on the first line, if no line names it */
+                add_ae = !vary_ae && !lg_vary_has(&f.vary, "accept-encoding");
                 vary_ae = 1;
-                add_ae = !lg_http_list_has(h->value, h->value_len, "accept-encoding") &&
-                         !lg_http_list_has(h->value, h->value_len, "*");
             }
             size_t need = h->name_len + h->value_len + 4 + 2 + 17;
             char *nh = realloc(cs->head, cs->headlen + need + 3);
@@ -855,9 +1192,9 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         memcpy(cs->head + cs->headlen, "\r\n", 2);
         cs->headlen += 2;
     }
-    if (vary) {
+    if (f.vary.len) {
         /* the variant key, and a marker under the base naming the fields */
-        cs->vary = lg_arena_strndup(&s->arena, vary->value, vary->value_len);
+        cs->vary = lg_arena_strndup(&s->arena, f.vary.fields, f.vary.len);
         char *vk = cs->vary ? variant_key(s, cs->base, cs->vary) : NULL;
         if (vk == NULL)
             goto not_stored;
@@ -899,28 +1236,34 @@ static void drop_key(lg_req_t *s, const char *base, size_t n, int soft, int *cou
  * URI naming the request's own authority): their keys are made with the
  * route's cache_key as if they had been requested.
  */
+/* The key a same-origin URI (a path, or an absolute URI with the request's
+ * authority) would have, made with the route's cache_key; NULL for another
+ * origin. */
+static const char *key_of_uri(lg_req_t *s, const char *u)
+{
+    if (strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0) {
+        const char *a = strstr(u, "://") + 3;
+        size_t al = strcspn(a, "/?#");
+        if (al != s->ri.authority.n || strncasecmp(a, s->ri.authority.p, al) != 0)
+            return NULL;                /* another origin: not ours to touch */
+        u = a + al;
+    }
+    if (u[0] != '/')
+        return NULL;
+    lg_str_t saved = s->ri.uri;
+    s->ri.uri.p = u;
+    s->ri.uri.n = strcspn(u, "#");
+    const char *key = lg_vars_expand(s, key_template(s, lg_req_common(s)), LG_VARS_ESCAPE, NULL);
+    s->ri.uri = saved;
+    return key;
+}
+
 static void invalidate(lg_req_t *s, lg_cstate_t *cs)
 {
     int n = 0;
     drop_key(s, cs->base, cs->baselen, 0, &n);
     for (int k = 0; k < 2; k++) {
-        const char *u = cs->also[k];
-        if (u == NULL)
-            continue;
-        if (strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0) {
-            const char *a = strstr(u, "://") + 3;
-            size_t al = strcspn(a, "/?#");
-            if (al != s->ri.authority.n || strncasecmp(a, s->ri.authority.p, al) != 0)
-                continue;               /* another origin: not ours to touch */
-            u = a + al;
-        }
-        if (u[0] != '/')
-            continue;
-        lg_str_t saved = s->ri.uri;
-        s->ri.uri.p = u;
-        s->ri.uri.n = strcspn(u, "#");
-        const char *key = lg_vars_expand(s, key_template(s, lg_req_common(s)), LG_VARS_ESCAPE, NULL);
-        s->ri.uri = saved;
+        const char *key = cs->also[k] ? key_of_uri(s, cs->also[k]) : NULL;
         if (key && strcmp(key, cs->base) != 0)
             drop_key(s, key, strlen(key), 0, &n);
     }
@@ -992,11 +1335,32 @@ static const lg_stage_t wait_stage = {
     .name = "waiting for the cache", .step = wait_step, .arm = wait_arm, .timeout = wait_timeout,
 };
 
+/* cache_targeted_remove: the targeted fields are this cache's, not the client's */
+static void drop_targeted(const lg_common_t *c, http_response_t *r)
+{
+    if (!c->cache_targeted_remove || c->cache_targeted_fields == NULL)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < r->num_headers; i++) {
+        int drop = 0;
+        for (size_t t = 0; t < c->cache_targeted_fields->n && !drop; t++)
+            drop = http_name_eq(&r->headers[i], c->cache_targeted_fields->v[t]);
+        if (!drop)
+            r->headers[k++] = r->headers[i];
+    }
+    r->num_headers = k;
+}
+
 /* RESPONSE: store it, or answer from the cache instead (a 304, stale on error). */
 static int cache_response(lg_req_t *s)
 {
-    return on_response(s, s->rsp, s->rsp_ri, s->rsp_raw, s->rsp_raw_len)
-           ? LG_DONE : LG_OK;
+    if (on_response(s, s->rsp, s->rsp_ri, s->rsp_raw, s->rsp_raw_len))
+        return LG_DONE;
+    /* what was stored keeps them; what the client gets does not.  The head
+     * is the reader's (non-const, on its stack) for this phase. */
+    if (CS(s) && CS(s)->base)
+        drop_targeted(lg_req_common(s), (http_response_t *)s->rsp);
+    return LG_OK;
 }
 
 /* BODY: the fill sees every byte of the body. */

@@ -54,6 +54,7 @@ typedef struct lg_cmeta {
 #define LG_CF_MUST_REVALIDATE 0x1   /* no-cache / must-revalidate: check each time once stale */
 #define LG_CF_HAS_VALIDATOR   0x2   /* ETag or Last-Modified: revalidation possible */
 #define LG_CF_GZIPPED         0x4   /* compressed here when stored: gunzip for other clients */
+#define LG_CF_IMMUTABLE       0x8   /* immutable: a reload does not revalidate it while fresh */
 
 typedef enum lg_cache_look {
     LG_CACHE_MISS    = 0,       /* nothing: go upstream (and *fill is set: you fill it) */

@@ -216,6 +216,12 @@ typedef struct lg_common {
     void      *cache_purge_rt;          /* their set, built by the proxy layer (shared with the
                                            parent level when inherited); not a setting */
     int        cache_authorized;        /* bool: store answers to requests with Authorization */
+    int        cache_private;           /* bool: a private cache (s-maxage, proxy-revalidate ignored) */
+    int        cache_store_set_cookie;  /* bool: store responses with Set-Cookie, the cookie included */
+    lg_strv_t *cache_vary_normalize;    /* request fields normalised for Vary; default Accept, Accept-Language, Accept-Charset */
+    lg_strv_t *cache_targeted_fields;   /* RFC 9213 fields obeyed first; default CDN-Cache-Control */
+    int        cache_targeted_remove;   /* bool: not passed to clients */
+    int        cache_partial;           /* bool: Range on a miss goes upstream, 206s stored */
 
     /* access rules and Basic authentication (feature/access.c), as nginx's
      * allow/deny, auth_basic, auth_basic_user_file and satisfy */

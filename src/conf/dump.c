@@ -162,6 +162,12 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_names(out, ind, "cache_ignore_headers", c->cache_ignore_headers);
     kv_names(out, ind, "cache_purge_allow", c->cache_purge_allow);
     kv_bool(out, ind, "cache_authorized", c->cache_authorized);
+    kv_bool(out, ind, "cache_private", c->cache_private);
+    kv_bool(out, ind, "cache_store_set_cookie", c->cache_store_set_cookie);
+    kv_names(out, ind, "cache_vary_normalize", c->cache_vary_normalize);
+    kv_names(out, ind, "cache_targeted_fields", c->cache_targeted_fields);
+    kv_bool(out, ind, "cache_targeted_remove", c->cache_targeted_remove);
+    kv_bool(out, ind, "cache_partial", c->cache_partial);
     kv_int(out, ind, "gunzip_request_max", c->gunzip_request_max);
     kv_names(out, ind, "access_rules", c->access_rules);
     kv_str(out, ind, "auth_basic", c->auth_basic);

@@ -257,6 +257,12 @@ const directive_t ld_common_dirs[] = {
     ROW("cache_ignore_headers",    D_NAMES,    0, 0,      "",      lg_common_t, cache_ignore_headers),
     ROW("cache_purge_allow",       D_STRLIST,  0, 0,      "",      lg_common_t, cache_purge_allow),
     ROW("cache_authorized",        D_BOOL,     0, 1,      "false", lg_common_t, cache_authorized),
+    ROW("cache_private",           D_BOOL,     0, 1,      "false", lg_common_t, cache_private),
+    ROW("cache_store_set_cookie",  D_BOOL,     0, 1,      "false", lg_common_t, cache_store_set_cookie),
+    ROW("cache_vary_normalize",    D_NAMES,    0, 0,      "Accept Accept-Language Accept-Charset", lg_common_t, cache_vary_normalize),
+    ROW("cache_targeted_fields",   D_NAMES,    0, 0,      "CDN-Cache-Control", lg_common_t, cache_targeted_fields),
+    ROW("cache_targeted_remove",   D_BOOL,     0, 1,      "false", lg_common_t, cache_targeted_remove),
+    ROW("cache_partial",           D_BOOL,     0, 1,      "false", lg_common_t, cache_partial),
     ROW("access_rules",            D_STRLIST,  0, 0,      "",      lg_common_t, access_rules),
     ROW("auth_basic",              D_STRING,   0, 0,      "off",   lg_common_t, auth_basic),
     PATH("auth_basic_user_file",   NULL, NULL,                      lg_common_t, auth_basic_user_file),
@@ -941,15 +947,13 @@ int ld_table_defaults(ld_t *ld, const directive_t *t, void *base)
         case D_HEADERS:
             p = ld_calloc(ld, 1, sizeof(lg_header_ops_t));
             break;
-        case D_NAMES:
-            p = ld_calloc(ld, 1, sizeof(lg_strv_t));
-            break;
         case D_ERRPAGES:
             p = ld_calloc(ld, 1, sizeof(lg_errpages_t));
             break;
         case D_VALID:
             p = ld_calloc(ld, 1, sizeof(lg_valid_t));
             break;
+        case D_NAMES:
         case D_STRLIST: {
             /* the default is written space-separated: "127.0.0.0/8 ::1" */
             lg_strv_t *sv = ld_calloc(ld, 1, sizeof(*sv));

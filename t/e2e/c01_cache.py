@@ -175,7 +175,10 @@ def request_directives():
     eq(r.status, 504, "only-if-cached and nothing stored")
     eq(xc(get(port, "/ns?hdr=Cache-Control:max-age=60", [("Cache-Control", "no-store")])), "BYPASS")
     eq(xc(get(port, "/ns?hdr=Cache-Control:max-age=60")), "MISS", "no-store requests store nothing")
-    eq(xc(get(port, "/au?hdr=Cache-Control:max-age=60", [("Authorization", "Basic eDp5")])), "BYPASS")
+    au = [("Authorization", "Basic eDp5")]
+    eq(xc(get(port, "/au?hdr=Cache-Control:max-age=60", au)), "MISS")
+    eq(xc(get(port, "/au?hdr=Cache-Control:max-age=60", au)), "MISS",
+       "an answer to Authorization is not stored without public, s-maxage or must-revalidate")
 
 
 @test

@@ -7,6 +7,7 @@
 #   proxyproto  src/net/proxyproto.c: PROXY protocol v1 and v2
 #   htpasswd    src/net/htpasswd.c: password files, every hash scheme
 #   json        src/net/json.c: JSON, base64url, JWS (for JWT)
+#   cache       src/cache/policy.c: strict HTTP-dates, Age, Vary, Cache-Control
 #   h2          src/pipeline/h2.c through libnghttp2's callbacks: frames from a
 #               client into requests and back, on the whole worker (all of src/)
 set -u
@@ -25,7 +26,7 @@ CFG=$BLD/config.h
 [ -f "$CFG" ] || CFG=$SRC/config.h
 export LSAN_OPTIONS="suppressions=$SRC/t/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 passed=0 failed=0
-for h in parse conf proxyproto htpasswd json h2; do
+for h in parse conf proxyproto htpasswd json cache h2; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
     conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c
@@ -36,6 +37,7 @@ for h in parse conf proxyproto htpasswd json h2; do
     htpasswd)   srcs="src/net/htpasswd.c src/core/hash.c"; libs="-lcrypto -lcrypt"
                 corpus=corpus-htpasswd; secs=$(( (SECS + 1) / 2 )) ;;
     json)       srcs="src/net/json.c"; libs=""; corpus=corpus_json; secs=$(( (SECS + 1) / 2 )) ;;
+    cache)      srcs="src/cache/policy.c"; libs=""; corpus=corpus-cache; secs=$(( (SECS + 1) / 2 )) ;;
     h2)         srcs=$(cd "$SRC" && ls src/*/*.c)
                 libs="$(pkg-config --libs openssl libconfig zlib libcares libmaxminddb libnghttp2 \
                         libbrotlienc libzstd 2>/dev/null) -lcrypt"
