@@ -68,6 +68,7 @@ class Conn:
         self.goaway_last = None
         self.pending = 0        # handlers running
         self.closed = False
+        self.shut = False
 
     def send_pending(self):
         data = self.h2.data_to_send()
@@ -79,16 +80,20 @@ class Conn:
 
     def run(self):
         with self.lock:
-            self.h2.initiate_connection()
             if self.args.max_streams:
-                self.h2.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS:
-                                         self.args.max_streams})
+                # in the first SETTINGS frame (the server's preface)
+                self.h2.local_settings = h2.settings.Settings(
+                    client=False, initial_values={
+                        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.args.max_streams})
+            self.h2.initiate_connection()
             self.send_pending()
         try:
             while not self.closed:
                 data = self.sock.recv(65536)
                 if not data:
                     break
+                if self.shut:
+                    continue    # GOAWAY sent: what still comes is dropped
                 with self.lock:
                     try:
                         events = self.h2.receive_data(data)
@@ -98,8 +103,7 @@ class Conn:
                         self.event(ev)
                     self.send_pending()
                     self.lock.notify_all()
-                    if self.goaway_last is not None and self.pending == 0:
-                        break
+                    self.maybe_goaway()
         finally:
             with self.lock:
                 self.closed = True
@@ -114,6 +118,20 @@ class Conn:
             except OSError:
                 pass
 
+    def maybe_goaway(self):
+        """(Under the lock.)  Once every stream up to goaway_last is answered:
+        GOAWAY naming it, and our end closes; we read on until the client
+        closes (closing with unread bytes would reset what we sent)."""
+        if self.goaway_last is None or self.pending or self.shut:
+            return
+        self.shut = True
+        self.h2.close_connection(last_stream_id=self.goaway_last)
+        self.send_pending()
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
     def event(self, ev):
         if isinstance(ev, h2.events.RequestReceived):
             sid = ev.stream_id
@@ -127,8 +145,7 @@ class Conn:
                 STATS["max_active"] = max(STATS["max_active"], self.active)
             self.nreq += 1
             if self.args.goaway_after and self.nreq == self.args.goaway_after:
-                self.goaway_last = sid
-                self.h2.close_connection(last_stream_id=sid)
+                self.goaway_last = sid      # the GOAWAY goes once the streams up to it are answered
             if ev.stream_ended:
                 self.dispatch(sid)
         elif isinstance(ev, h2.events.DataReceived):
@@ -141,8 +158,8 @@ class Conn:
             if ev.stream_id in self.streams:
                 self.dispatch(ev.stream_id)
         elif isinstance(ev, h2.events.StreamReset):
-            if self.streams.pop(ev.stream_id, None) is not None:
-                self.active -= 1
+            self.finish(ev.stream_id)
+            self.streams.pop(ev.stream_id, None)
 
     def dispatch(self, sid):
         st = self.streams[sid]
@@ -173,9 +190,17 @@ class Conn:
                 pos += n
                 self.send_pending()
             if end:
+                self.finish(sid)
                 self.h2.end_stream(sid)
                 self.send_pending()
         return True
+
+    def finish(self, sid):
+        """The stream's last frame goes now (under the lock): not active."""
+        st = self.streams.get(sid)
+        if st is not None and not st.get("finished"):
+            st["finished"] = True
+            self.active -= 1
 
     def handle(self, sid, st):
         try:
@@ -184,15 +209,11 @@ class Conn:
             pass
         finally:
             with self.lock:
-                if self.streams.pop(sid, None) is not None:
-                    self.active -= 1
+                self.finish(sid)
+                self.streams.pop(sid, None)
                 self.pending -= 1
                 self.lock.notify_all()
-                if self.goaway_last is not None and self.pending == 0:
-                    try:
-                        self.sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                self.maybe_goaway()
 
     def _handle(self, sid, st):
         hd = st["headers"]
@@ -239,6 +260,8 @@ class Conn:
             if self.closed or sid not in self.streams:
                 return
             end = (not body or head) and not trailers
+            if end:
+                self.finish(sid)
             self.h2.send_headers(sid, [(":status", str(status))] + headers, end_stream=end)
             self.send_pending()
         if end:
@@ -250,6 +273,7 @@ class Conn:
         if trailers:
             with self.lock:
                 if sid in self.streams and not self.closed:
+                    self.finish(sid)
                     self.h2.send_headers(sid, trailers, end_stream=True)
                     self.send_pending()
 

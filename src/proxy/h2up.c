@@ -25,9 +25,8 @@
  * there are fewer than h2_connections.  A GOAWAY takes the session out of
  * the choice; the streams above its last-stream-id were not processed
  * (REFUSED_STREAM), so the request goes again on another connection, as
- * over a stale pooled HTTP/1.1 connection (uc->reused) -- only on a
- * session that has answered before, so a server that refuses everything
- * cannot loop a request.
+ * over a stale pooled HTTP/1.1 connection (uc->reused) -- while the
+ * server answers some: one that refuses everything cannot loop requests.
  *
  * Driving: the session's socket events and a zero-delay "kick" timer read
  * frames, write what nghttp2 queued, and then run the requests whose
@@ -78,7 +77,7 @@ struct h2sess {
     size_t           si;
     h2sess_t        *next;              /* the server's sessions that take streams */
     int              listed;
-    int              connected, tls_done, dead, goaway, proven, busy;
+    int              connected, tls_done, dead, goaway, busy;
     int32_t          goaway_last;
     const char      *why;               /* why it died */
     h2ust_t         *streams;           /* every stream with state here */
@@ -119,7 +118,16 @@ struct lg_h2ust {
 
 #define UST_MAGIC 0x48325554u
 
-static h2sess_t ***tab;                 /* [upstream index][server]: sessions taking streams */
+/* per upstream server: the sessions that take streams, and how many
+ * refused streams went again since one was last answered there */
+typedef struct h2srv {
+    h2sess_t *list;
+    unsigned  streak;
+} h2srv_t;
+
+#define MAX_REFUSED_STREAK 64
+
+static h2srv_t **tab;                   /* [upstream index][server] */
 static size_t ntab;
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *options;
@@ -187,18 +195,39 @@ int lg_h2up_init(void)
     for (size_t u = 0; u < ntab; u++) {
         if (!c->upstreams[u].h2)
             continue;
-        tab[u] = calloc(c->upstreams[u].nservers, sizeof(h2sess_t *));
+        tab[u] = calloc(c->upstreams[u].nservers, sizeof(h2srv_t));
         if (tab[u] == NULL)
             return -1;
     }
     return 0;
 }
 
-static h2sess_t **sess_head(lg_upstream_t *up, size_t si)
+static h2srv_t *srv_of(lg_upstream_t *up, size_t si)
 {
     if (up->dyn || up->index < 0 || (size_t)up->index >= ntab || tab[up->index] == NULL)
         return NULL;
     return &tab[up->index][si];
+}
+
+static h2sess_t **sess_head(lg_upstream_t *up, size_t si)
+{
+    h2srv_t *v = srv_of(up, si);
+    return v ? &v->list : NULL;
+}
+
+/*
+ * A stream the server did not process (refused, or above its GOAWAY's
+ * last stream): the request may go again at once, as over a stale pooled
+ * connection -- unless the server refused MAX_REFUSED_STREAK in a row
+ * without answering any: then it counts as the failure it is.
+ */
+static void stream_refused(h2sess_t *s, h2ust_t *st)
+{
+    h2srv_t *v = srv_of(s->up, s->si);
+    if (st->uc == NULL || st->rstate != R_HEAD || gb_n(&st->rb) || v == NULL)
+        return;
+    if (v->streak++ < MAX_REFUSED_STREAK)
+        st->uc->reused = 1;
 }
 
 /* No more streams for this session (GOAWAY, an error, its end). */
@@ -330,6 +359,12 @@ static const char *reason(int status)
 static int emit_head(h2ust_t *st, int end_stream)
 {
     char line[64];
+    if (gb_n(&st->tr) && !end_stream) {
+        /* grpc-status in a head that does not end the stream: a field */
+        if (gb_add(&st->rh, st->tr.p + st->tr.pos, gb_n(&st->tr), HEAD_MAX) < 0)
+            return -1;
+        gb_free(&st->tr);
+    }
     int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", st->status, reason(st->status));
     if (gb_add(&st->rb, line, (size_t)n, RB_MAX) < 0 ||
         (gb_n(&st->rh) && gb_add(&st->rb, st->rh.p + st->rh.pos, gb_n(&st->rh), RB_MAX) < 0))
@@ -338,7 +373,7 @@ static int emit_head(h2ust_t *st, int end_stream)
     const char *framing = "";
     if (st->nobody || st->has_len)
         framing = "";
-    else if (end_stream)
+    else if (end_stream && gb_n(&st->tr) == 0)
         framing = "content-length: 0\r\n";
     else {
         framing = "transfer-encoding: chunked\r\n";
@@ -409,7 +444,13 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *frame, const uin
     }
     if (nl && name[0] == ':')
         return 0;
-    gbuf_t *g = st->rstate == R_HEAD ? &st->rh : &st->tr;
+    /* gRPC's "trailers-only" answer has grpc-status in its one HEADERS:
+     * kept aside, to go as the trailer section it stands for */
+    int grpc = nl > 5 && memcmp(name, "grpc-", 5) == 0 &&
+               ((nl == 11 && memcmp(name, "grpc-status", 11) == 0) ||
+                (nl == 12 && memcmp(name, "grpc-message", 12) == 0) ||
+                (nl == 23 && memcmp(name, "grpc-status-details-bin", 23) == 0));
+    gbuf_t *g = st->rstate == R_HEAD && !grpc ? &st->rh : &st->tr;
     if (st->rstate == R_HEAD && nl == 14 && memcmp(name, "content-length", 14) == 0)
         st->has_len = 1;
     if (gb_add(g, name, nl, HEAD_MAX) < 0 || gb_add(g, ": ", 2, HEAD_MAX) < 0 ||
@@ -438,6 +479,7 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
         if (st->rstate == R_HEAD) {
             if (st->status < 200) {
                 gb_free(&st->rh);   /* interim (100, 103): not passed on */
+                gb_free(&st->tr);
                 st->status = 0;
                 st->has_len = 0;
                 return 0;
@@ -489,15 +531,17 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
     nghttp2_session_set_stream_user_data(ses, id, NULL);
     st->closed = 1;
     if (st->rstate == R_DONE) {
-        s->proven = 1;
+        h2srv_t *v = srv_of(s->up, s->si);
+        if (v)
+            v->streak = 0;
     } else {
         /* not processed (a GOAWAY above it, REFUSED_STREAM, or HEADERS
          * nghttp2 could not send): safe to send again elsewhere, once the
          * session has shown it works */
         int refused = code == NGHTTP2_REFUSED_STREAM || (s->goaway && id > s->goaway_last);
         st->err = refused ? ECONNREFUSED : ECONNRESET;
-        if (refused && st->uc && s->proven && st->rstate == R_HEAD && gb_n(&st->rb) == 0)
-            st->uc->reused = 1;
+        if (refused)
+            stream_refused(s, st);
         if (st->uc)
             lg_debug("HTTP/2 upstream %s: stream %d closed (%u) before its response ended",
                      s->up->servers[s->si].addr.text, id, code);
@@ -879,8 +923,8 @@ static void sess_teardown(h2sess_t *s)
         if (!st->closed && st->rstate != R_DONE) {
             int refused = st->id == 0 || (s->goaway && st->id > s->goaway_last);
             st->err = refused ? ECONNREFUSED : ECONNRESET;
-            if (refused && st->uc && s->proven && gb_n(&st->rb) == 0)
-                st->uc->reused = 1;
+            if (refused)
+                stream_refused(s, st);
         }
         stream_unlink(st);
         st->closed = 1;
@@ -1063,6 +1107,10 @@ static int setup(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
     nghttp2_option_set_no_auto_window_update(options, 1);
+    /* until the server's SETTINGS say how many streams it takes, one: a
+     * burst of requests on a new connection must not run past a limit it
+     * is about to announce (the SETTINGS come first, one round trip) */
+    nghttp2_option_set_peer_max_concurrent_streams(options, 1);
     return 0;
 }
 

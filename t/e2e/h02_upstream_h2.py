@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""HTTP/2 to upstreams (protocol = "h2c"): one multiplexed connection per
+server per worker for HTTP/1.1 clients (curl) and HTTP/2 clients (curl
+--http2-prior-knowledge, h2load); the upstream's
+SETTINGS_MAX_CONCURRENT_STREAMS respected, h2_connections; a GOAWAY from
+the upstream and the streams above its last-stream-id sent again on a new
+connection; request and response bodies intact (sha256) with and without
+a length; trailer fields passed to both kinds of client; and gRPC end to
+end with Debian's python3-grpcio (unary, server streaming, bidirectional
+streaming, an error's grpc-status, deadlines, proxy_read_timeout), and
+conf/examples/grpc.conf.
+
+The origin is t/h2origin.py (python3-h2)."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from legate_test import *  # noqa: E402,F401,F403
+from legate_test import _track  # noqa: E402
+
+try:
+    import h2.connection
+    import h2.config
+    import h2.events
+except ImportError:
+    sys.path.append("/usr/lib/python3/dist-packages")
+    try:
+        import h2.connection
+        import h2.config
+        import h2.events
+    except ImportError:
+        h2 = None
+
+try:
+    import grpc
+except ImportError:
+    if "/usr/lib/python3/dist-packages" not in sys.path:
+        sys.path.append("/usr/lib/python3/dist-packages")
+    try:
+        import grpc
+    except ImportError:
+        grpc = None
+
+H2LOAD = shutil.which("h2load")
+H2ORIGIN = os.path.join(REPO, "t", "h2origin.py")
+
+
+class H2Origin(Origin):
+    """A t/h2origin.py process: h2c only; .stats() over a plain HTTP/1.1 GET."""
+
+    def __init__(self, *args):
+        if h2 is None:
+            raise Skip("python3-h2 not installed")
+        self.name = "h2"
+        self.host = "127.0.0.1"
+        self.unix_path = None
+        self._tmp = None
+        self.proc = subprocess.Popen([sys.executable, H2ORIGIN, "--port", "0"] + list(args),
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL)
+        _track(self)
+        line = self._read_line(10.0)
+        m = re.match(r"PORT (\d+)", line)
+        if not m:
+            self.stop()
+            fail("h2 origin did not start (got %r)" % line)
+        self.port = int(m.group(1))
+
+
+def conf(port, origin_addr, up_extra="", route_extra="", http_extra=""):
+    return """
+http = {
+  client_max_body_size = "100m";
+  %s
+  upstreams = { app = { servers = ( "%s" ); protocol = "h2c"; %s }; };
+  servers = ( {
+      listen = ( { address = "127.0.0.1:%d"; http2 = true; } );
+      routes = ( { prefix = "/"; proxy_pass = "app"; %s } );
+  } );
+};
+""" % (http_extra, origin_addr, up_extra, port, route_extra)
+
+
+def start(up_extra="", origin_args=(), workers=1, **kw):
+    o = H2Origin(*origin_args)
+    lg = Legate(conf(free_port(), o.address, up_extra, **kw), workers=workers)
+    return o, lg
+
+
+def pattern(n):
+    base = b"0123456789abcdefghijklmnopqrstuvwxyz"
+    return (base * (n // len(base) + 1))[:n]
+
+
+def h2c(*args, **kw):
+    return curl("--http2-prior-knowledge", *args, **kw)
+
+
+def h2load(*args):
+    if H2LOAD is None:
+        raise Skip("h2load (nghttp2-client) not installed")
+    p = subprocess.run([H2LOAD] + [str(a) for a in args], capture_output=True, timeout=120)
+    out = p.stdout.decode(errors="replace")
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    ok(m, "h2load said: %s" % out[-500:])
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    return int(m.group(1)), int(m.group(3)), int(codes.group(1)), out
+
+
+# ---- plain HTTP through an h2c upstream ----
+
+@test
+def http1_clients_share_one_connection():
+    o, lg = start()
+    for i in range(20):
+        st, hd, body = curl(lg.url("/x?size=%d" % (100 + i)))
+        eq(st, 200)
+        eq(body, pattern(100 + i))
+        eq(hd.get("x-request-te"), "trailers", "te: trailers goes to an HTTP/2 upstream")
+        eq(hd.get("x-request-method"), "GET")
+        contains(hd.get("x-request-authority"), "127.0.0.1", ":authority from Host")
+        ok(hd.get("x-origin-conn") == "1", "every request on the first connection")
+    # keep-alive clients, several at once
+    threads, res = [], []
+    for _ in range(8):
+        t = threading.Thread(target=lambda: res.append(
+            (curl(lg.url("/y?size=5000&delay=50")), curl(lg.url("/y?size=7&nolen=1")))))
+        threads.append(t)
+        t.start()
+    for t in threads:
+        t.join(60)
+    eq(len(res), 8)
+    for (st, _, body), (st2, _, body2) in res:
+        eq((st, st2), (200, 200))
+        eq(body, pattern(5000))
+        eq(body2, pattern(7))
+    # HEAD, 204 and 304 have no body
+    st, hd, body = curl("-I", lg.url("/h?size=100"))
+    eq(st, 200)
+    eq(hd.get("content-length"), "100")
+    st, _, body = curl(lg.url("/n?status=204"))
+    eq((st, body), (204, b""))
+    s = o.stats()
+    eq(s["connections"], 1, "one TCP connection to the upstream")
+    eq(s["requests"], 20 + 16 + 2)
+
+
+@test
+def http2_clients_share_one_connection():
+    o, lg = start()
+    total, succeeded, ok2xx, out = h2load("-n", 400, "-c", 4, "-m", 10, lg.url("/x?size=1000"))
+    eq((total, succeeded, ok2xx), (400, 400, 400), out)
+    st, hd, body = h2c(lg.url("/z?size=70000&nolen=1"))
+    eq((st, body), (200, pattern(70000)))
+    s = o.stats()
+    eq(s["connections"], 1, "one TCP connection to the upstream")
+    eq(s["requests"], 401)
+    ok(s["max_active"] > 1, "streams were multiplexed (max %d at once)" % s["max_active"])
+
+
+@test
+def bodies_intact():
+    o, lg = start()
+    data = os.urandom(3 * 1000 * 1000 + 17)
+    want = hashlib.sha256(data).hexdigest()
+    path = os.path.join(lg.prefix, "up.bin")
+    with open(path, "wb") as f:
+        f.write(data)
+    cases = [
+        ("HTTP/1.1 Content-Length", []),
+        ("HTTP/1.1 chunked", ["-H", "Transfer-Encoding: chunked"]),
+        ("HTTP/2", ["--http2-prior-knowledge"]),
+    ]
+    for what, args in cases:
+        for nolen in (0, 1):
+            out = os.path.join(lg.prefix, "down.bin")
+            st, hd, _ = curl(*args, "--data-binary", "@" + path, "-o", out,
+                             lg.url("/echo?echo=1&nolen=%d" % nolen), out=out)
+            eq(st, 200, what)
+            eq(hd.get("x-body-sha256"), want, "%s: the upstream got the body intact" % what)
+            with open(out, "rb") as f:
+                eq(hashlib.sha256(f.read()).hexdigest(), want, "%s: the echo came back intact" % what)
+    # downloads, with and without a content-length, through both clients
+    n = 5 * 1000 * 1000 + 3
+    for args in ([], ["--http2-prior-knowledge"]):
+        for nolen in (0, 1):
+            st, hd, body = curl(*args, lg.url("/d?size=%d&nolen=%d" % (n, nolen)))
+            eq(st, 200)
+            eq(hashlib.sha256(body).hexdigest(), hashlib.sha256(pattern(n)).hexdigest())
+    eq(o.stats()["connections"], 1)
+
+
+def h2_get(port, path, timeout=10):
+    """One request over h2c with python3-h2: (headers, body, trailers)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                             header_encoding="utf-8"))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "GET"), (":path", path), (":scheme", "http"),
+                       (":authority", "localhost"), ("te", "trailers")], end_stream=True)
+    s.sendall(c.data_to_send())
+    hdrs, body, trailers, done = None, b"", None, False
+    deadline = time.time() + timeout
+    while not done and time.time() < deadline:
+        data = s.recv(65536)
+        if not data:
+            break
+        for ev in c.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                hdrs = dict(ev.headers)
+            elif isinstance(ev, h2.events.DataReceived):
+                body += ev.data
+                c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.TrailersReceived):
+                trailers = dict(ev.headers)
+            elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                done = True
+        s.sendall(c.data_to_send())
+    s.close()
+    ok(done, "the stream ended")
+    return hdrs, body, trailers
+
+
+@test
+def trailers_reach_both_clients():
+    o, lg = start()
+    want = hashlib.sha256(pattern(3000)).hexdigest()
+    # HTTP/2 client: a trailing HEADERS
+    hdrs, body, trailers = h2_get(lg.port, "/t?size=3000&nolen=1&trailers=1")
+    eq(hdrs.get(":status"), "200")
+    eq(body, pattern(3000))
+    ok(trailers is not None, "trailers arrived")
+    eq(trailers.get("x-trailer-a"), "one")
+    eq(trailers.get("x-body-sha256"), want)
+    # HTTP/1.1 client: in the last chunk
+    raw = http_raw(lg.port, b"GET /t?size=3000&nolen=1&trailers=1 HTTP/1.1\r\nHost: x\r\n"
+                   b"TE: trailers\r\nConnection: close\r\n\r\n", timeout=10)
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    contains(head.lower(), b"transfer-encoding: chunked")
+    ok(rest.endswith(b"0\r\nx-trailer-a: one\r\nx-body-sha256: " + want.encode() + b"\r\n\r\n"),
+       "the trailer section ends the chunked body: %r" % rest[-120:])
+
+
+@test
+def max_concurrent_streams_respected():
+    o, lg = start(origin_args=["--max-streams", "3"])
+    total, succeeded, ok2xx, out = h2load("-n", 24, "-c", 2, "-m", 12, lg.url("/s?delay=100"))
+    eq((total, succeeded, ok2xx), (24, 24, 24), out)
+    s = o.stats()
+    eq(s["connections"], 1, "h2_connections = 1: one connection, the requests wait for a stream")
+    ok(s["max_active"] <= 3, "at most 3 streams at once (saw %d)" % s["max_active"])
+    eq(s["requests"], 24)
+
+
+@test
+def h2_connections_spreads_over_connections():
+    o, lg = start(up_extra="h2_connections = 3;", origin_args=["--max-streams", "2"])
+    total, succeeded, ok2xx, out = h2load("-n", 30, "-c", 1, "-m", 30, lg.url("/s?delay=150"))
+    eq((total, succeeded, ok2xx), (30, 30, 30), out)
+    s = o.stats()
+    eq(s["connections"], 3, "a new connection while every one is at its stream limit, up to 3")
+    ok(s["max_active"] <= 2, "at most 2 streams at once per connection (saw %d)" % s["max_active"])
+
+
+@test
+def goaway_streams_go_again():
+    # every connection takes 5 requests, then GOAWAY names the 5th as the
+    # last: the streams already sent above it go again on a new connection
+    o, lg = start(origin_args=["--goaway-after", "5"])
+    total, succeeded, ok2xx, out = h2load("-n", 120, "-c", 3, "-m", 10, lg.url("/g?size=10"))
+    eq((total, succeeded, ok2xx), (120, 120, 120), out)
+    for i in range(10):
+        st, _, body = curl(lg.url("/g1?size=5"))
+        eq((st, body), (200, pattern(5)))
+    s = o.stats()
+    eq(s["requests"], 130, "each request answered once")
+    ok(s["refused"] > 0, "some streams were above a GOAWAY's last stream")
+    ok(s["connections"] >= 26, "a new connection after each GOAWAY (%d)" % s["connections"])
+    lg.allow_log(r"GOAWAY")
+
+
+@test
+def upstream_down_is_502():
+    port = free_port()
+    lg = Legate(conf(free_port(), "127.0.0.1:%d" % port), workers=1)
+    st, _, _ = curl(lg.url("/x"), check=False)
+    eq(st, 502)
+    st, _, _ = h2c(lg.url("/x"), check=False)
+    eq(st, 502)
+    lg.allow_log(r"connect\(\) to HTTP/2 upstream|HTTP/2 upstream")
+
+
+# ---- gRPC ----
+
+SVC = "legate.test.Echo"
+
+
+def need_grpc():
+    if grpc is None:
+        raise Skip("python3-grpcio not installed")
+
+
+class GrpcServer:
+    def __init__(self, port=0):
+        need_grpc()
+        from concurrent import futures
+        self.cancelled = threading.Event()
+
+        def unary(req, ctx):
+            if req.startswith(b"fail"):
+                ctx.abort(grpc.StatusCode.PERMISSION_DENIED, "no: " + req.decode())
+            if req.startswith(b"sleep"):
+                end = time.time() + float(req[5:].decode())
+                while time.time() < end:
+                    if not ctx.is_active():
+                        self.cancelled.set()
+                        return b""
+                    time.sleep(0.02)
+            ctx.set_trailing_metadata((("x-echo-len", str(len(req))),))
+            return b"echo:" + req
+
+        def server_stream(req, ctx):
+            n = int(req.decode())
+            for i in range(n):
+                yield b"%d:" % i + pattern(i * 37 % 5000)
+
+        def bidi(reqs, ctx):
+            for r in reqs:
+                yield b"re:" + r
+
+        handler = grpc.method_handlers_generic_handler(SVC, {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+        })
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:%d" % port)
+        ok(self.port, "the gRPC server has a port")
+        self.server.start()
+        _track(self)
+
+    def teardown(self):
+        self.server.stop(0)
+
+
+def channel(port):
+    ch = grpc.insecure_channel("127.0.0.1:%d" % port)
+    _track(Closer(ch.close))
+    return ch
+
+
+class Closer:
+    def __init__(self, fn):
+        self.teardown = fn
+
+
+def grpc_setup(route_extra=""):
+    srv = GrpcServer()
+    lg = Legate(conf(free_port(), "127.0.0.1:%d" % srv.port, route_extra=route_extra), workers=1)
+    return srv, lg, channel(lg.port)
+
+
+@test
+def grpc_unary_and_errors():
+    srv, lg, ch = grpc_setup()
+    call = ch.unary_unary("/%s/Unary" % SVC)
+    for n in (0, 1, 1000, 300000):
+        msg = pattern(n)
+        resp, c = call.with_call(msg, timeout=10)
+        eq(resp, b"echo:" + msg)
+        eq(c.code(), grpc.StatusCode.OK)
+        eq(dict(c.trailing_metadata()).get("x-echo-len"), str(n), "trailing metadata passed")
+    try:
+        call(b"fail please", timeout=10)
+        fail("the call should have failed")
+    except grpc.RpcError as e:
+        eq(e.code(), grpc.StatusCode.PERMISSION_DENIED, "grpc-status of the error passed")
+        eq(e.details(), "no: fail please", "grpc-message passed")
+
+
+@test
+def grpc_server_streaming():
+    srv, lg, ch = grpc_setup()
+    call = ch.unary_stream("/%s/ServerStream" % SVC)
+    got = list(call(b"200", timeout=20))
+    eq(len(got), 200)
+    for i, m in enumerate(got):
+        eq(m, b"%d:" % i + pattern(i * 37 % 5000))
+
+
+@test
+def grpc_bidirectional_streaming():
+    srv, lg, ch = grpc_setup()
+    call = ch.stream_stream("/%s/Bidi" % SVC)
+    # lock-step: each answer arrives before the next message is sent, so the
+    # two directions really stream at the same time through the proxy
+    q = []
+    cv = threading.Condition()
+    done = []
+
+    def gen():
+        for i in range(50):
+            with cv:
+                q.append(b"m%d" % i)
+            yield b"m%d" % i + pattern(i * 101)
+            with cv:
+                ok(cv.wait_for(lambda: len(done) > i, 10), "answer %d came before message %d" % (i, i + 1))
+    it = call(gen(), timeout=30)
+    for i, r in enumerate(it):
+        eq(r, b"re:m%d" % i + pattern(i * 101))
+        with cv:
+            done.append(r)
+            cv.notify_all()
+    eq(len(done), 50)
+
+
+@test
+def grpc_deadlines():
+    srv, lg, ch = grpc_setup()
+    call = ch.unary_unary("/%s/Unary" % SVC)
+    t0 = time.time()
+    try:
+        call(b"sleep3", timeout=0.5)
+        fail("the deadline should have passed")
+    except grpc.RpcError as e:
+        eq(e.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+    ok(time.time() - t0 < 2.5, "the deadline ended the call")
+    wait_until(srv.cancelled.is_set, 10, what="the server saw the call cancelled")
+    # the proxy's read timeout bounds a call with a longer deadline
+    srv2, lg2, ch2 = grpc_setup(route_extra='proxy_read_timeout = "1s";')
+    t0 = time.time()
+    try:
+        ch2.unary_unary("/%s/Unary" % SVC)(b"sleep4", timeout=30)
+        fail("proxy_read_timeout should have ended the call")
+    except grpc.RpcError as e:
+        ok(e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL,
+                        grpc.StatusCode.UNKNOWN), "failed: %s" % e.code())
+    ok(time.time() - t0 < 3.5, "ended by proxy_read_timeout, not the 30 s deadline")
+    lg2.allow_log(r"upstream timed out")
+
+
+@test
+def grpc_example_conf():
+    need_grpc()
+    ports_free = True
+    for p in (8080, 9001):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            ports_free = False
+        finally:
+            s.close()
+    if not ports_free:
+        raise Skip("127.0.0.1:8080 or :9001 is taken")
+    srv = GrpcServer(9001)
+    with open(os.path.join(REPO, "conf", "examples", "grpc.conf")) as f:
+        text = f.read()
+    lg = Legate(text, workers=1)
+    ch = channel(8080)
+    eq(ch.unary_unary("/%s/Unary" % SVC)(b"hello", timeout=10), b"echo:hello")
+    got = list(ch.unary_stream("/%s/ServerStream" % SVC)(b"5", timeout=10))
+    eq(len(got), 5)
+    (srv, lg)
+
+
+if __name__ == "__main__":
+    main()
