@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An HTTP/2 (h2c, prior knowledge) origin for the e2e tests, on python3-h2.
 
-    python3 t/h2origin.py [--port N] [--max-streams N] [--goaway-after N]
+    python3 t/h2origin.py [--port N] [--max-streams N] [--goaway-after N] [--tls CERT KEY]
 
 Prints "PORT <n>" once listening.  Paths and query arguments:
 
@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -284,7 +285,14 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--max-streams", type=int, default=0)
     ap.add_argument("--goaway-after", type=int, default=0)
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"),
+                    help="TLS, h2 by ALPN (a plain GET /_stats still works)")
     args = ap.parse_args()
+    ctx = None
+    if args.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls[0], args.tls[1])
+        ctx.set_alpn_protocols(["h2"])
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((args.host, args.port))
@@ -307,6 +315,15 @@ def main():
                       b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
             s.close()
             continue
+        if ctx:
+            try:
+                s = ctx.wrap_socket(s, server_side=True)
+            except (ssl.SSLError, OSError):
+                s.close()
+                continue
+            if s.selected_alpn_protocol() != "h2":
+                s.close()
+                continue
         n += 1
         with STATS_LOCK:
             STATS["connections"] += 1

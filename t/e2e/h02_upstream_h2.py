@@ -288,6 +288,42 @@ def goaway_streams_go_again():
 
 
 @test
+def h2_over_tls_by_alpn():
+    certs = os.path.join(REPO, "conf", "examples", "certs")
+    o = H2Origin("--tls", os.path.join(certs, "server-rsa.pem"), os.path.join(certs, "server-rsa.key"))
+    text = conf(free_port(), o.address, 'tls = true; tls_verify = false;').replace(
+        'protocol = "h2c"', 'protocol = "h2"')
+    lg = Legate(text, workers=1)
+    for i in range(5):
+        st, hd, body = curl(lg.url("/tls?size=%d" % (3000 + i)))
+        eq((st, body), (200, pattern(3000 + i)))
+    total, succeeded, ok2xx, out = h2load("-n", 100, "-c", 2, "-m", 10, lg.url("/tls?size=100"))
+    eq((total, succeeded, ok2xx), (100, 100, 100), out)
+    eq(o.stats()["connections"], 1, "one TLS connection")
+    # a server that does not choose h2 by ALPN: a connect error (502)
+    plain = Origin("plain-tls-less")
+    text = conf(free_port(), plain.address, 'tls = true; tls_verify = false;').replace(
+        'protocol = "h2c"', 'protocol = "h2"')
+    lg2 = Legate(text, workers=1)
+    st, _, _ = curl(lg2.url("/x"), check=False)
+    eq(st, 502)
+    lg2.allow_log(r"TLS handshake|HTTP/2 upstream|connect")
+
+
+@test
+def protocol_setting_checked():
+    for bad, msg in (('protocol = "h3";', "unknown upstream protocol"),
+                     ('protocol = "h2";', "over TLS"),
+                     ('protocol = "h2c"; tls = true;', "without TLS")):
+        text = """http = { upstreams = { app = { servers = ( "127.0.0.1:1" ); %s }; };
+  servers = ( { listen = "127.0.0.1:%d"; routes = ( { prefix = "/"; proxy_pass = "app"; } ); } ); };
+""" % (bad, free_port())
+        rc, err = check_config(text)
+        ok(rc != 0, "%s is refused" % bad)
+        contains(err, msg)
+
+
+@test
 def upstream_down_is_502():
     port = free_port()
     lg = Legate(conf(free_port(), "127.0.0.1:%d" % port), workers=1)
