@@ -14,6 +14,8 @@ Prints "PORT <n>" once listening.  Paths and query arguments:
                          status=N
     echo=1               the request body back; x-body-sha256 and
                          x-body-length say what arrived
+    early=1              answered as soon as the head arrives, the body never
+                         read (its window stays shut)
 
 Every response has x-origin-stream (the stream ID) and x-origin-conn (the
 connection's number).  --max-streams sets SETTINGS_MAX_CONCURRENT_STREAMS
@@ -147,11 +149,12 @@ class Conn:
             self.nreq += 1
             if self.args.goaway_after and self.nreq == self.args.goaway_after:
                 self.goaway_last = sid      # the GOAWAY goes once the streams up to it are answered
-            if ev.stream_ended:
+            if ev.stream_ended or "early=1" in self.streams[sid]["headers"].get(":path", ""):
                 self.dispatch(sid)
         elif isinstance(ev, h2.events.DataReceived):
             st = self.streams.get(ev.stream_id)
-            if ev.flow_controlled_length:
+            early = st is not None and "early=1" in st["headers"].get(":path", "")
+            if ev.flow_controlled_length and not early:
                 self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             if st is not None:
                 st["body"] += ev.data

@@ -696,6 +696,13 @@ static void proxy_step(lg_req_t *s)
         lg_req_abort(s, "send() to client failed");
         return;
     }
+    if (!s->reqp.done) {
+        /* an HTTP/2 upstream answered before it took the whole body: the
+         * rest of it is never read, so the client's connection cannot
+         * carry another request */
+        s->abandoned = 1;
+        s->keep_alive = 0;
+    }
     size_t tn = 0;
     const char *tr = lg_pipe_trailers(&s->rspp, &tn);
     if (tr && (s->trailers = lg_arena_alloc(&s->arena, tn + 1)) != NULL) {

@@ -198,6 +198,24 @@ def bodies_intact():
     eq(o.stats()["connections"], 1)
 
 
+@test
+def early_answer_closes_http1_client():
+    # the upstream answers before it reads the body (and never does): the
+    # client's connection ends after the answer, its unsent body is never
+    # taken for a next request
+    o, lg = start()
+    c = Conn(lg.port)
+    body = b"x" * 1000000
+    c.send(b"POST /e?early=1&status=413 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+           % len(body) + body[:200000])
+    r = c.read_response()
+    eq(r.status, 413)
+    ok(c.closed(10), "the connection closed after the early answer")
+    st, _, b = curl(lg.url("/after?size=3"))
+    eq((st, b), (200, pattern(3)))
+    eq(o.stats()["connections"], 1)
+
+
 def h2_get(port, path, timeout=10):
     """One request over h2c with python3-h2: (headers, body, trailers)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
