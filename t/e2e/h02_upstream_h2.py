@@ -268,6 +268,26 @@ def trailers_reach_both_clients():
 
 
 @test
+def http1_upstream_trailers_reach_both_clients():
+    # the response pipe keeps a chunked body's trailer section whatever the
+    # upstream's protocol: an HTTP/1.1 origin's trailers reach an HTTP/2
+    # client as a trailing HEADERS and an HTTP/1.1 client in the last chunk
+    def handler(sock, peer):
+        read_request_head(sock)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                     b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nX-Two: 2\r\n\r\n")
+    srv = ScriptedServer(handler)
+    text = conf(free_port(), srv.address).replace('protocol = "h2c";', "")
+    lg = Legate(text, workers=1)
+    hdrs, body, trailers = h2_get(lg.port, "/")
+    eq((hdrs.get(":status"), body), ("200", b"hello"))
+    eq(trailers, {"x-checksum": "abc", "x-two": "2"})
+    raw = http_raw(lg.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=10)
+    ok(raw.endswith(b"\r\n0\r\nX-Checksum: abc\r\nX-Two: 2\r\n\r\n"), "got %r" % raw[-80:])
+
+
+@test
 def max_concurrent_streams_respected():
     o, lg = start(origin_args=["--max-streams", "3"])
     total, succeeded, ok2xx, out = h2load("-n", 24, "-c", 2, "-m", 12, lg.url("/s?delay=100"))
