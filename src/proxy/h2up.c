@@ -59,6 +59,7 @@
 #define RB_MAX (4 * STREAM_WINDOW + LG_BUF_SIZE)   /* response bytes waiting for the request */
 #define HEAD_MAX (64 * 1024)
 #define IDLE_TIMEOUT 60000
+#define STREAM_ID_LAST 0x7fff0000u         /* a session opens no stream past this: a new one does */
 
 typedef struct h2sess h2sess_t;
 typedef struct lg_h2ust h2ust_t;
@@ -131,8 +132,10 @@ static h2srv_t **tab;                   /* [upstream index][server] */
 static size_t ntab;
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *options;
-static http_header_t scratch_headers[LG_MAX_HEADERS];
-static nghttp2_nv scratch_nv[LG_MAX_HEADERS + 8];
+/* the upstream head has the client's fields and the ones the proxy adds */
+#define MAX_FIELDS (2 * LG_MAX_HEADERS)
+static http_header_t scratch_headers[MAX_FIELDS];
+static nghttp2_nv scratch_nv[MAX_FIELDS + 8];
 static char scratch_names[LG_BUF_SIZE];
 
 static void sess_drive(h2sess_t *s);
@@ -650,7 +653,7 @@ static int submit_head(h2ust_t *st, const http_request_t *q)
             break;
         }
     NV(":path", 5, q->target, q->target_len);
-    for (size_t i = 0; i < q->num_headers && n < LG_MAX_HEADERS + 6; i++) {
+    for (size_t i = 0; i < q->num_headers && n < MAX_FIELDS + 6; i++) {
         const http_header_t *f = &q->headers[i];
         if (skip_field(f))
             continue;
@@ -732,7 +735,7 @@ static ssize_t stream_writev(lg_end_t *e, const struct iovec *iov, int cnt)
         return LG_ERROR;
     }
     static const http_limits_t lim = {
-        .max_line = LG_BUF_SIZE / 2, .max_head = LG_BUF_SIZE, .max_headers = LG_MAX_HEADERS,
+        .max_line = LG_BUF_SIZE / 2, .max_head = LG_BUF_SIZE, .max_headers = MAX_FIELDS,
     };
     size_t total = 0;
     for (int i = 0; i < cnt; i++) {
@@ -1200,7 +1203,17 @@ lg_uconn_t *lg_h2up_get(lg_req_t *r, lg_upstream_t *up, size_t si, int *err)
      * HEADERS back until a stream closes) */
     h2sess_t *best = NULL, *least = NULL;
     int count = 0;
-    for (h2sess_t *s = *head; s; s = s->next) {
+    for (h2sess_t *s = *head, *next; s; s = next) {
+        next = s->next;
+        if (nghttp2_session_get_next_stream_id(s->ses) > STREAM_ID_LAST) {
+            /* out of stream IDs: it takes no more, and goes when its
+             * streams are done (none of them refused) */
+            sess_unlist(s);
+            s->goaway = 1;
+            s->goaway_last = INT32_MAX;
+            kick(s);
+            continue;
+        }
         count++;
         uint32_t limit = nghttp2_session_get_remote_settings(s->ses,
                                                              NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
