@@ -466,20 +466,27 @@ def grpc_deadlines():
 @test
 def grpc_example_conf():
     grpc_python()
+    with open(os.path.join(REPO, "conf", "examples", "grpc.conf")) as f:
+        text = f.read()
+    contains(text, '"127.0.0.1:8080"')
+    contains(text, '"127.0.0.1:9001"')
+    # its own ports, unless another test (the WebSocket example's) has them:
+    # then the same file on free ones
+    lport, uport = 8080, 9001
     for p in (8080, 9001):
         s = socket.socket()
         try:
             s.bind(("127.0.0.1", p))
         except OSError:
-            raise Skip("127.0.0.1:%d is taken" % p)
+            lport, uport = free_port(), free_port()
         finally:
             s.close()
-    GrpcServer(9001)
-    with open(os.path.join(REPO, "conf", "examples", "grpc.conf")) as f:
-        text = f.read()
+    text = text.replace('"127.0.0.1:8080"', '"127.0.0.1:%d"' % lport).replace(
+        '"127.0.0.1:9001"', '"127.0.0.1:%d"' % uport)
+    GrpcServer(uport)
     Legate(text, workers=1)
-    grpc_client(8080, "unary")
-    grpc_client(8080, "bidi")
+    grpc_client(lport, "unary")
+    grpc_client(lport, "bidi")
 
 
 if __name__ == "__main__":
