@@ -346,6 +346,9 @@ typedef struct lg_upstream {
     uint16_t             *maglev;       /* LG_BAL_HASH: lookup table (malloc'd; freed by lg_conf_free) */
     lg_health_t          *health;       /* active health checks, or NULL */
     int                   tls;          /* bool: speak TLS to the servers */
+    char                 *protocol;     /* "http/1.1" (default), "h2c" (prior knowledge), "h2" (TLS, ALPN) */
+    int                   h2;           /* derived: 0 HTTP/1.1, 1 HTTP/2 (h2c or h2) */
+    int                   h2_connections; /* HTTP/2: connections per server per worker, default 1 */
     int                   tls_verify;   /* bool, default 1: verify the server's certificate */
     char                 *tls_ca;       /* CA file; NULL = the system's trust store */
     char                 *tls_server_name; /* SNI and the name verified; NULL = the address's host */

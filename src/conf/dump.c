@@ -444,6 +444,8 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
     kv_msec(out, ind + 1, "next_upstream_timeout", up->next_upstream_timeout);
     kv_msec(out, ind + 1, "slow_start", up->slow_start);
     kv_bool(out, ind + 1, "tls", up->tls);
+    kv_str(out, ind + 1, "protocol", up->protocol);
+    kv_int(out, ind + 1, "h2_connections", up->h2_connections);
     kv_bool(out, ind + 1, "tls_verify", up->tls_verify);
     if (up->tls_ca)
         kv_str(out, ind + 1, "tls_ca", up->tls_ca);

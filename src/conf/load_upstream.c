@@ -21,6 +21,8 @@ static const directive_t upstream_dirs[] = {
     ROW("fail_timeout", D_DURATION, 1, WEEK, "10s", lg_upstream_t, fail_timeout),
     CUSTOM("health_check", fn_health),
     ROW("tls",             D_BOOL,   0, 1, "false", lg_upstream_t, tls),
+    ROW("protocol",        D_STRING, 0, 0, "http/1.1", lg_upstream_t, protocol),
+    ROW("h2_connections",  D_INT,    1, 64, "1",    lg_upstream_t, h2_connections),
     ROW("tls_verify",      D_BOOL,   0, 1, "true",  lg_upstream_t, tls_verify),
     PATH("tls_ca",         NULL, NULL, lg_upstream_t, tls_ca),
     ROW("tls_server_name", D_STRING, 0, 0, NULL,    lg_upstream_t, tls_server_name),
@@ -155,8 +157,25 @@ static int check_balance(ld_t *ld, const config_setting_t *u, lg_upstream_t *up)
     if ((up->tls_certificate == NULL) != (up->tls_key == NULL))
         return ld_error(ld, u, "upstream '%s': 'tls_certificate' and 'tls_key' go together",
                         up->name);
-    if (up->fail_on == NULL || up->next_upstream == NULL)
+    if (up->fail_on == NULL || up->next_upstream == NULL || up->protocol == NULL)
         return -1;
+    const config_setting_t *pr = config_setting_get_member(u, "protocol");
+    if (strcmp(up->protocol, "http/1.1") == 0) {
+        up->h2 = 0;
+    } else if (strcmp(up->protocol, "h2c") == 0) {
+        up->h2 = 1;
+        if (up->tls)
+            return ld_error(ld, pr, "upstream '%s': protocol \"h2c\" is HTTP/2 without TLS; "
+                            "with tls = true use \"h2\"", up->name);
+    } else if (strcmp(up->protocol, "h2") == 0) {
+        up->h2 = 1;
+        if (!up->tls)
+            return ld_error(ld, pr, "upstream '%s': protocol \"h2\" is HTTP/2 over TLS "
+                            "(tls = true); without TLS use \"h2c\"", up->name);
+    } else {
+        return ld_error(ld, pr ? pr : u, "unknown upstream protocol '%s' (http/1.1, h2c, h2)",
+                        up->protocol);
+    }
     const config_setting_t *fo = config_setting_get_member(u, "fail_on");
     const config_setting_t *nu = config_setting_get_member(u, "next_upstream");
     if (cond_mask(ld, fo ? fo : u, up->fail_on, 0, &up->fail_mask) < 0 ||

@@ -349,6 +349,9 @@ ssize_t http_chunked_decode(http_chunked_t *c, char *buf, size_t len,
         if (st >= CH_TR_LINE && st <= CH_FINAL_LF
             && ++c->trailer_bytes > HTTP_CHUNKED_MAX_TRAILER)
             goto bad;
+        if (st >= CH_TR_LINE && st <= CH_TR_LF && c->tr && c->tr_len < c->tr_cap &&
+            !(st == CH_TR_LINE && ch == '\r'))
+            c->tr[c->tr_len++] = (char)ch;  /* a field line of the trailer section */
 
         switch (st) {
         case CH_DATA: {

@@ -85,7 +85,10 @@ ssize_t http_parse_response(const char *buf, size_t len, http_response_t *rsp,
  * consumed (always == len unless the body ended inside buf, in which case the
  * bytes after the last CRLF of the message are not consumed and belong to the
  * next message), or HTTP_BAD.  `done` becomes 1 once the last-chunk and the
- * (discarded) trailer section have been read.
+ * trailer section have been read.  The trailer section is discarded, or,
+ * when the caller points `tr` at tr_cap bytes after http_chunked_init(),
+ * kept there as its field lines ("Name: value\r\n"..., without the final
+ * CRLF; tr_len bytes, at most tr_cap, HTTP_CHUNKED_MAX_TRAILER is enough).
  *
  * Chunk sizes over 16 hex digits or overflowing 2^63, chunk extensions with
  * bytes outside the grammar, bare CR/LF, and trailer lines that are not valid
@@ -97,6 +100,8 @@ typedef struct {
     size_t   hex_digits;        /* private */
     size_t   trailer_bytes;     /* private */
     int      done;              /* out: message body complete */
+    char    *tr;                /* borrowed, optional: room for the trailer section */
+    size_t   tr_len, tr_cap;
 } http_chunked_t;
 
 #define HTTP_CHUNKED_MAX_TRAILER 8192

@@ -112,6 +112,23 @@ static int pipe_decode_raw(lg_pipe_t *p)
     return 0;
 }
 
+void lg_pipe_keep_trailers(lg_pipe_t *p, char *room, size_t cap)
+{
+    if (p->in != LG_BODY_CHUNKED)
+        return;
+    p->chunked.tr = room;
+    p->chunked.tr_cap = cap;
+    p->tr_room = room + cap;
+}
+
+const char *lg_pipe_trailers(const lg_pipe_t *p, size_t *n)
+{
+    if (p->chunked.tr == NULL || p->chunked.tr_len == 0 || !p->chunked.done)
+        return NULL;
+    *n = p->chunked.tr_len;
+    return p->chunked.tr;
+}
+
 int lg_pipe_set_codec(lg_pipe_t *p, struct lg_codec *c)
 {
     p->zbuf = lg_buf_get();
@@ -139,6 +156,7 @@ int lg_pipe_rewind(lg_pipe_t *p)
     p->hdr_sent = 0;
     p->wire_bytes = 0;
     p->fx_pos = p->fx_len = 0;
+    p->fxb = NULL;
     p->chunks = 0;
     p->chunk_left = 0;
     return 0;
@@ -198,15 +216,28 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
 
         if (p->out_chunked && !fx_pending) {
             if (avail > 0 && p->chunk_left == 0) {
-                p->fx_len = (uint8_t)snprintf(p->fx, sizeof(p->fx), "%s%zx\r\n",
+                p->fxb = NULL;
+                p->fx_len = (uint16_t)snprintf(p->fx, sizeof(p->fx), "%s%zx\r\n",
                                               p->chunks ? "\r\n" : "", avail);
                 p->fx_pos = 0;
                 p->chunk_left = avail;
                 p->chunks++;
                 fx_pending = 1;
             } else if (avail == 0 && p->src_done && p->chunks >= 0) {
-                p->fx_len = (uint8_t)snprintf(p->fx, sizeof(p->fx), "%s0\r\n\r\n",
-                                              p->chunks ? "\r\n" : "");
+                size_t tn = 0;
+                const char *tr = lg_pipe_trailers(p, &tn);
+                if (tr) {
+                    /* the last chunk carries the trailer section */
+                    char *d = p->tr_room;
+                    size_t k = (size_t)snprintf(d, 8, "%s0\r\n", p->chunks ? "\r\n" : "");
+                    memcpy(d + k, tr, tn);
+                    memcpy(d + k + tn, "\r\n", 2);
+                    p->fxb = d;
+                    p->fx_len = (uint16_t)(k + tn + 2);
+                } else {
+                    p->fx_len = (uint16_t)snprintf(p->fx, sizeof(p->fx), "%s0\r\n\r\n",
+                                                   p->chunks ? "\r\n" : "");
+                }
                 p->fx_pos = 0;
                 p->chunks = -1;             /* terminator queued */
                 fx_pending = 1;
@@ -223,7 +254,7 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
         }
         if (fx_pending) {
             fx_n = (size_t)(p->fx_len - p->fx_pos);
-            iov[cnt].iov_base = p->fx + p->fx_pos;
+            iov[cnt].iov_base = (p->fxb ? p->fxb : p->fx) + p->fx_pos;
             iov[cnt++].iov_len = fx_n;
         }
         data_n = avail;
@@ -284,7 +315,7 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
             p->hdr_sent += k;
             left -= k;
             k = left < fx_n ? left : fx_n;
-            p->fx_pos = (uint8_t)(p->fx_pos + k);
+            p->fx_pos = (uint16_t)(p->fx_pos + k);
             left -= k;
             if (p->codec)
                 p->zbuf->pos += left;

@@ -26,7 +26,9 @@ typedef struct lg_pipe {
     int            out_chunked; /* re-encode as chunked towards dst */
     uint64_t       chunk_left;  /* bytes of the current output chunk still to send */
     char           fx[32];      /* framing bytes pending: "\r\n%x\r\n" or the last chunk */
-    uint8_t        fx_pos, fx_len;
+    char          *fxb;         /* or, the last chunk with a trailer section: tr_room's */
+    uint16_t       fx_pos, fx_len;
+    char          *tr_room;     /* borrowed (lg_pipe_keep_trailers): where fxb is built */
     int            chunks;      /* output chunks started */
     const char    *hdr;         /* borrowed (arena): head to send before the body */
     size_t         hdr_len, hdr_sent;
@@ -72,6 +74,16 @@ void lg_pipe_init(lg_pipe_t *p, lg_buf_t *buf, char *base, lg_body_kind_t in,
 lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst);
 /* Put a filter between source and destination (it is the pipe's from now). */
 int          lg_pipe_set_codec(lg_pipe_t *p, struct lg_codec *c);
+/*
+ * Keep the trailer section of a chunked source (room: 2 * cap + 16 bytes,
+ * cap at least HTTP_CHUNKED_MAX_TRAILER, the owner's): lg_pipe_trailers()
+ * gives it once the source is done, and chunked output carries it in its
+ * last chunk.  Call after lg_pipe_init.
+ */
+void         lg_pipe_keep_trailers(lg_pipe_t *p, char *room, size_t cap);
+/* The trailer section kept ("Name: value\r\n" lines, not terminated): its
+ * bytes and *n, or NULL when there was none. */
+const char  *lg_pipe_trailers(const lg_pipe_t *p, size_t *n);
 /* Send the head (and a kept body) again, to another server; -1 if the body is gone. */
 int          lg_pipe_rewind(lg_pipe_t *p);
 void         lg_pipe_release(lg_pipe_t *p);     /* idempotent */

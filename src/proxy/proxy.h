@@ -37,6 +37,8 @@ struct lg_uconn {
     int             counted;    /* counted in the shared active connections */
     int             tls_done;   /* TLS handshake with the upstream complete */
     unsigned        requests;
+    /* an HTTP/2 upstream: e is a stream of a shared session (h2up.c), or NULL */
+    struct lg_h2ust *h2;
 };
 
 #define LG_UCONN_MAGIC 0x55434f4eu
@@ -66,6 +68,19 @@ void        lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms);
 #define LG_EWMA_TAU_US 10000000ull   /* peak EWMA time constant: 10 s */
 void        lg_upstream_release(lg_uconn_t *uc, int reusable);
 const char *lg_upstream_addr(const lg_uconn_t *uc);
+
+/*
+ * h2up.c: HTTP/2 upstreams.  A request's "connection" is a stream of a
+ * session shared per server per worker (up to h2_connections of them):
+ * uc->e is a virtual end that takes the HTTP/1.1 request the stages write
+ * and gives back the response as HTTP/1.1 bytes (chunked, trailers in the
+ * last chunk).  lg_h2up_get: a stream on server si, or NULL with *err;
+ * lg_h2up_release: the stream ends (reset if still open), uc is freed by
+ * the caller.
+ */
+int         lg_h2up_init(void);
+lg_uconn_t *lg_h2up_get(lg_req_t *r, lg_upstream_t *up, size_t si, int *err);
+void        lg_h2up_release(lg_uconn_t *uc);
 
 /* reverse.c: the route's upstream answers; and, for the forward proxy,
  * a destination it resolved (a CONNECT becomes a tunnel). */

@@ -551,6 +551,14 @@ static int read_response_head(lg_req_t *s)
                 s->status = r.status;
                 s->upstream_keep = ri.keep_alive;
                 lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, 0);
+                if (ri.body == LG_BODY_CHUNKED) {
+                    /* its trailer section goes on: to an HTTP/2 client as
+                     * r->trailers (gRPC's grpc-status), in the last chunk
+                     * to an HTTP/1.1 one */
+                    char *room = lg_arena_alloc(&s->arena, 2 * HTTP_CHUNKED_MAX_TRAILER + 16);
+                    if (room)
+                        lg_pipe_keep_trailers(&s->rspp, room, HTTP_CHUNKED_MAX_TRAILER);
+                }
                 s->rspp.rate = (uint64_t)lg_req_common(s)->limit_rate;     /* limit_rate */
                 s->rspp.rate_after = (uint64_t)lg_req_common(s)->limit_rate_after;
                 s->rspp.rate_t0 = lg_w.loop.now;
@@ -565,9 +573,11 @@ static int read_response_head(lg_req_t *s)
                 int out_chunked = unknown && s->req.version == 11;
                 if (unknown && !out_chunked)
                     s->keep_alive = 0;  /* HTTP/1.0 client: the close delimits */
-                if (!s->reqp.done) {
+                if (!s->reqp.done && !uc->h2) {
                     /* answered before the whole body was sent (e.g. 413):
-                     * stop sending it and close both sides afterwards */
+                     * stop sending it and close both sides afterwards.  Not
+                     * on an HTTP/2 stream: there the two directions are
+                     * independent (gRPC streams both ways at once) */
                     s->abandoned = 1;
                     s->keep_alive = 0;
                 }
@@ -704,6 +714,19 @@ static void proxy_step(lg_req_t *s)
     if (rc == LG_PIPE_ERR_DST) {
         lg_req_abort(s, "send() to client failed");
         return;
+    }
+    if (!s->reqp.done) {
+        /* an HTTP/2 upstream answered before it took the whole body: the
+         * rest of it is never read, so the client's connection cannot
+         * carry another request */
+        s->abandoned = 1;
+        s->keep_alive = 0;
+    }
+    size_t tn = 0;
+    const char *tr = lg_pipe_trailers(&s->rspp, &tn);
+    if (tr && (s->trailers = lg_arena_alloc(&s->arena, tn + 1)) != NULL) {
+        memcpy((char *)s->trailers, tr, tn);
+        ((char *)s->trailers)[tn] = 0;
     }
     lg_req_finish(s);
 }

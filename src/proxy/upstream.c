@@ -66,6 +66,8 @@ int lg_upstream_init(void)
     lg_w.queued = calloc(c->nupstreams ? c->nupstreams : 1, sizeof(int));
     if (lg_w.queued == NULL)
         return -1;
+    if (lg_h2up_init() < 0)
+        return -1;
     lg_rand_seed(&lg_w.rng, (uint64_t)getpid() * 0x9e3779b97f4a7c15ull ^ (uint64_t)lg_w.loop.now);
     return lg_w.rr_current && lg_w.ewma ? 0 : -1;
 }
@@ -136,6 +138,11 @@ void lg_upstream_release(lg_uconn_t *uc, int reusable)
     if (uc->counted) {
         count_active(uc, -1);
         uc->counted = 0;
+    }
+    if (uc->h2) {
+        lg_h2up_release(uc);   /* the stream ends; the session stays */
+        uconn_free(uc);
+        return;
     }
     int *count;
     lg_uconn_t **head = pool_head(uc->up, uc->server, &count);
@@ -385,6 +392,21 @@ lg_uconn_t *lg_upstream_get(lg_req_t *s, lg_upstream_t *up, size_t *tried, int *
         }
         if (si < 64)
             *tried |= (size_t)1 << si;
+        if (up->h2) {
+            /* a stream of the server's shared HTTP/2 session */
+            lg_uconn_t *uc = lg_h2up_get(s, up, (size_t)si, err);
+            if (uc) {
+                uc->counted = 1;
+                count_active(uc, +1);
+                return uc;
+            }
+            lg_uconn_t tmp = { .up = up, .server = (size_t)si };
+            if (up->fail_mask & LG_COND_ERROR)
+                lg_upstream_result(&tmp, 0, 0);
+            lg_log_errno(LG_LOG_ERROR, *err, "connect() to HTTP/2 upstream \"%s\" server %s failed",
+                         up->name, up->servers[si].addr.text);
+            continue;
+        }
         int *count;
         lg_uconn_t **head = pool_head(up, (size_t)si, &count);
         lg_uconn_t *uc = *head;

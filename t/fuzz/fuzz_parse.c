@@ -4,7 +4,7 @@
  * Input: one control byte, then the message.  Bit 7 of the control byte
  * picks small or large limits; bits 0-6 pick where the message is split for
  * the two-call feeding.  Every input goes through the request parser, the
- * response parser and the chunked decoder, each fed whole and in two calls;
+ * response parser and the chunked decoder (keeping trailer sections), each fed whole and in two calls;
  * the two feedings must agree exactly, and every result must lie inside the
  * buffer.  Broken invariants abort().
  *
@@ -167,11 +167,18 @@ static void run_chunked(const uint8_t *data, size_t n, size_t cut)
     size_t len1 = 0, len2 = 0;
     http_chunked_t c1, c2;
 
+    static char tr1[HTTP_CHUNKED_MAX_TRAILER], tr2[HTTP_CHUNKED_MAX_TRAILER];
+
     CHECK(out1 && out2);
+    /* the trailer section is kept, the same whole or in two pieces */
     http_chunked_init(&c1);
+    c1.tr = tr1;
+    c1.tr_cap = sizeof(tr1);
     ssize_t whole = decode_piece(&c1, data, n, out1, &len1);
 
     http_chunked_init(&c2);
+    c2.tr = tr2;
+    c2.tr_cap = sizeof(tr2);
     ssize_t rc = decode_piece(&c2, data, cut, out2, &len2);
     if (rc >= 0 && !c2.done) {
         ssize_t rc2 = decode_piece(&c2, data + cut, n - cut, out2, &len2);
@@ -181,6 +188,12 @@ static void run_chunked(const uint8_t *data, size_t n, size_t cut)
     if (whole >= 0) {
         CHECK(c1.done == c2.done);
         CHECK(len1 == len2 && memcmp(out1, out2, len1) == 0);
+        CHECK(c1.tr_len == c2.tr_len && memcmp(tr1, tr2, c1.tr_len) == 0);
+        /* field lines, each ended by CRLF, none empty */
+        if (c1.done && c1.tr_len) {
+            CHECK(c1.tr_len >= 4 && memcmp(tr1 + c1.tr_len - 2, "\r\n", 2) == 0);
+            CHECK(tr1[0] != '\r' && memchr(tr1, ':', c1.tr_len) != NULL);
+        }
         /* payload plus at least "0\r\n\r\n" framing */
         if (c1.done)
             CHECK(len1 + 5 <= (size_t)whole);

@@ -759,6 +759,40 @@ Test(chunked, sticky_end_and_error)
     cr_assert_eq(http_chunked_decode(&c, a, 5, &out), HTTP_BAD);
 }
 
+/* The trailer section is kept when the caller gives room, across calls. */
+Test(chunked, trailers_kept)
+{
+    char in[] = "3\r\nabc\r\n0\r\ngrpc-status: 0\r\nX-A: b c\r\n\r\n";
+    char tr[HTTP_CHUNKED_MAX_TRAILER];
+    http_chunked_t c;
+    size_t out, total = 0;
+
+    for (size_t cut = 0; cut < sizeof(in) - 1; cut++) {
+        char buf[sizeof(in)];
+        memcpy(buf, in, sizeof(in));
+        http_chunked_init(&c);
+        c.tr = tr;
+        c.tr_cap = sizeof(tr);
+        ssize_t a = http_chunked_decode(&c, buf, cut, &out);
+        cr_assert_eq(a, (ssize_t)cut);
+        total = out;
+        ssize_t b = http_chunked_decode(&c, buf + cut, sizeof(in) - 1 - cut, &out);
+        cr_assert_eq(b, (ssize_t)(sizeof(in) - 1 - cut));
+        total += out;
+        cr_assert(c.done);
+        cr_assert_eq(total, 3);
+        cr_assert_eq(c.tr_len, strlen("grpc-status: 0\r\nX-A: b c\r\n"));
+        cr_assert(memcmp(tr, "grpc-status: 0\r\nX-A: b c\r\n", c.tr_len) == 0);
+    }
+    /* no room given: discarded as before */
+    char buf[sizeof(in)];
+    memcpy(buf, in, sizeof(in));
+    http_chunked_init(&c);
+    cr_assert_eq(http_chunked_decode(&c, buf, sizeof(in) - 1, &out), (ssize_t)sizeof(in) - 1);
+    cr_assert(c.done);
+    cr_assert_eq(c.tr_len, 0);
+}
+
 /* Largest size: 2^63 - 1 is accepted and kept in `remaining`. */
 Test(chunked, max_size)
 {
