@@ -438,11 +438,20 @@ static int log_phase(lg_req_t *r)
 /* ---- the pages ---- */
 
 typedef struct out {
-    lg_arena_t *a;
-    char       *p;
+    char       *p;              /* malloc'd: the page being written */
     size_t      n, cap;
     int         oom;
 } out_t;
+
+/*
+ * A page is made at most every PAGE_TTL_MS in a worker and served from
+ * there meanwhile: a scraper that asks a thousand times a second costs a
+ * copy per request, not the whole page (figures that old are a tenth of
+ * the flush interval).
+ */
+#define PAGE_TTL_MS 100
+static out_t page_cache[2];     /* [0] metrics, [1] json */
+static lg_msec_t page_at[2] = { -1000000, -1000000 };
 
 static void put(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(out_t *o, const char *fmt, ...)
@@ -461,12 +470,11 @@ static void put(out_t *o, const char *fmt, ...)
             return;
         }
         size_t cap = (o->cap + (size_t)k) * 2;
-        char *np = lg_arena_alloc(o->a, cap);
+        char *np = realloc(o->p, cap);
         if (np == NULL) {
             o->oom = 1;
             return;
         }
-        memcpy(np, o->p, o->n);
         o->p = np;
         o->cap = cap;
     }
@@ -791,34 +799,48 @@ static int content_phase(lg_req_t *r)
         lg_respond_error(r, 503);
         return LG_DONE;
     }
-    lg_metrics_flush();         /* this worker's own, up to now */
     const char *kind = r->route->status_page;
     if (strcmp(kind, "html") == 0) {
         r->local_ctype = "text/html; charset=utf-8";
         lg_respond(r, 200, status_html, NULL);
         return LG_DONE;
     }
-    out_t o = { &r->arena, NULL, 0, 0, 0 };
-    o.cap = 16384;
-    o.p = lg_arena_alloc(&r->arena, o.cap);
-    if (o.p == NULL) {
+    int json = strcmp(kind, "json") == 0;
+    out_t *o = &page_cache[json];
+    if (lg_w.loop.now - page_at[json] >= PAGE_TTL_MS || o->p == NULL) {
+        lg_metrics_flush();     /* this worker's own, up to now */
+        if (o->p == NULL && (o->p = malloc(o->cap = 16384)) == NULL) {
+            lg_respond_error(r, 500);
+            return LG_DONE;
+        }
+        o->n = 0;
+        o->oom = 0;
+        if (json)
+            page_json(o);
+        else
+            page_metrics(o);
+        if (o->oom) {
+            page_at[json] = -1000000;
+            lg_respond_error(r, 500);
+            return LG_DONE;
+        }
+        page_at[json] = lg_w.loop.now;
+    }
+    /* the head here, the page beside it: no second copy into the head */
+    size_t blen = r->ri.is_head ? 0 : o->n;
+    char *body = blen ? lg_arena_alloc(&r->arena, blen) : NULL;
+    const char *head = lg_arena_printf(&r->arena,
+        "HTTP/1.1 200 OK\r\nServer: legate\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+        "Cache-Control: no-store\r\n%s\r\n",
+        json ? "application/json" : "text/plain; version=0.0.4; charset=utf-8", o->n,
+        r->keep_alive ? "" : "Connection: close\r\n");
+    if (head == NULL || (blen && body == NULL)) {
         lg_respond_error(r, 500);
         return LG_DONE;
     }
-    o.p[0] = 0;
-    if (strcmp(kind, "json") == 0) {
-        page_json(&o);
-        r->local_ctype = "application/json";
-    } else {
-        page_metrics(&o);
-        r->local_ctype = "text/plain; version=0.0.4; charset=utf-8";
-    }
-    if (o.oom) {
-        lg_respond_error(r, 500);
-        return LG_DONE;
-    }
-    r->local_extra = "Cache-Control: no-store\r\n";
-    lg_respond(r, 200, o.p, NULL);
+    if (blen)
+        memcpy(body, o->p, blen);
+    lg_respond_raw(r, 200, head, strlen(head), body, blen);
     return LG_DONE;
 }
 
