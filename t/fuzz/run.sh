@@ -28,7 +28,7 @@ for h in parse conf proxyproto htpasswd json; do
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
     conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c
                       src/conf/load_server.c src/conf/load_upstream.c src/conf/parse_util.c
-                      src/conf/tpl.c src/core/arena.c src/core/log.c src/core/hash.c"
+                      src/conf/tpl.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c"
                 libs="-lconfig"; corpus=corpus-conf; secs=$(( (SECS + 1) / 2 )) ;;
     proxyproto) srcs="src/net/proxyproto.c"; libs=""; corpus=corpus-proxyproto; secs=$(( (SECS + 1) / 2 )) ;;
     htpasswd)   srcs="src/net/htpasswd.c src/core/hash.c"; libs="-lcrypto -lcrypt"
