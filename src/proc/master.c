@@ -46,6 +46,9 @@
 #include "proxy/upstate.h"
 #include "cache/store.h"
 #include "feature/limit.h"
+#ifdef LG_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #define MAX_CHILDREN 1024
 
@@ -214,6 +217,25 @@ static void shm_maybe_sweep(void)
 }
 static const lg_opts_t *opts;
 
+/*
+ * Readiness for systemd's Type=notify (a no-op without $NOTIFY_SOCKET or
+ * without libsystemd at build time: then the unit waits for the pid file).
+ * MAINPID is sent with READY so a master started by a binary upgrade takes
+ * over as the service's main process (the unit has NotifyAccess=all).
+ */
+static void notify(const char *state)
+{
+#ifdef LG_HAVE_SYSTEMD
+    if (strcmp(state, "READY=1") == 0)
+        sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=generation %u, %d workers", (int)getpid(),
+                   generation, conf ? conf->worker_processes : 0);
+    else
+        sd_notify(0, state);
+#else
+    (void)state;
+#endif
+}
+
 static void spawn(int slot, int nworkers)
 {
     if (nkids == MAX_CHILDREN) {
@@ -324,7 +346,8 @@ static void apply_rlimit(lg_conf_t *c)
 }
 
 /* Create log files (and their directories) as the master, owned by the
- * worker user, so workers can open and reopen them after dropping root. */
+ * worker user, so workers can open and reopen them after dropping root:
+ * the error log and every access log. */
 static void prepare_logs(const lg_conf_t *c)
 {
     uid_t uid = (uid_t)-1;
@@ -336,12 +359,15 @@ static void prepare_logs(const lg_conf_t *c)
             gid = pw->pw_gid;
         }
     }
-    const char *paths[1 + 64];
+    const char *paths[2 + 64];
     size_t n = 0;
+    /* the workers reopen the error log too (USR1) */
+    if (strcmp(c->error_log, "stderr") != 0)
+        paths[n++] = c->error_log;
     paths[n++] = c->http.access_log;
-    for (size_t s = 0; s < c->nservers && n < 64; s++) {
+    for (size_t s = 0; s < c->nservers && n < 65; s++) {
         paths[n++] = c->servers[s].common.access_log;
-        for (size_t r = 0; r < c->servers[s].nroutes && n < 64; r++)
+        for (size_t r = 0; r < c->servers[s].nroutes && n < 65; r++)
             paths[n++] = c->servers[s].routes[r].common.access_log;
     }
     for (size_t i = 0; i < n; i++) {
@@ -360,10 +386,11 @@ static void prepare_logs(const lg_conf_t *c)
     }
 }
 
-static void reload(void)
+static void reload_conf(void)
 {
     char err[8192];
     lg_notice("reloading configuration from %s", opts->conf_file);
+    notify("RELOADING=1");
     lg_conf_t *nc = lg_conf_load(opts->conf_file, opts->prefix, err, sizeof(err));
     if (nc == NULL) {
         /* one line per error so each stays greppable */
@@ -410,6 +437,12 @@ static void reload(void)
     /* the old workers have their own copy (fork); ours can go */
     lg_conf_free(old);
     lg_notice("reload done, generation %u with %d workers", generation, conf->worker_processes);
+}
+
+static void reload(void)
+{
+    reload_conf();
+    notify("READY=1");     /* whether it took or not, the service goes on */
 }
 
 static void binary_upgrade(void)
@@ -576,6 +609,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
     }
     start_workers();
     lg_notice("legate %s started, %d workers", PACKAGE_VERSION, conf->worker_processes);
+    notify("READY=1");     /* the master listens already: connections queue */
 
     lg_msec_t stop_deadline = 0;
     int stopping = 0;
@@ -590,6 +624,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
         }
         if (sig_term && stopping != 2) {
             lg_notice("fast shutdown");
+            notify("STOPPING=1");
             stopping = 2;
             signal_workers(SIGTERM, 0, 0);
             stop_deadline = now_ms() + 3000;
@@ -598,6 +633,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
         }
         if (sig_quit && !stopping) {
             lg_notice("graceful shutdown");
+            notify("STOPPING=1");
             stopping = 1;
             signal_workers(SIGQUIT, 0, now_ms() + conf->shutdown_timeout);
         }
