@@ -7,6 +7,7 @@
 #   proxyproto  src/net/proxyproto.c: PROXY protocol v1 and v2
 #   htpasswd    src/net/htpasswd.c: password files, every hash scheme
 #   json        src/net/json.c: JSON, base64url, JWS (for JWT)
+#   nginx       src/import/nginx_parse.c: nginx.conf tokens and blocks (--import-nginx)
 set -u
 SRC=${LEGATE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BLD=${LEGATE_BUILDDIR:-$(pwd)}
@@ -23,7 +24,7 @@ CFG=$BLD/config.h
 [ -f "$CFG" ] || CFG=$SRC/config.h
 export LSAN_OPTIONS="suppressions=$SRC/t/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 passed=0 failed=0
-for h in parse conf proxyproto htpasswd json; do
+for h in parse conf proxyproto htpasswd json nginx; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
     conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c
@@ -34,6 +35,7 @@ for h in parse conf proxyproto htpasswd json; do
     htpasswd)   srcs="src/net/htpasswd.c src/core/hash.c"; libs="-lcrypto -lcrypt"
                 corpus=corpus-htpasswd; secs=$(( (SECS + 1) / 2 )) ;;
     json)       srcs="src/net/json.c"; libs=""; corpus=corpus_json; secs=$(( (SECS + 1) / 2 )) ;;
+    nginx)      srcs="src/import/nginx_parse.c"; libs=""; corpus=corpus-nginx; secs=$(( (SECS + 1) / 2 )) ;;
     esac
     cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
     set --
