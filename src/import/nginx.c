@@ -627,7 +627,11 @@ static const struct { const char *name, *why; } ignored[] = {
     { "map_hash_bucket_size", "no maps in legate" },
     { "variables_hash_max_size", "legate's variables are fixed" },
     { "variables_hash_bucket_size", "legate's variables are fixed" },
-    { "access_log_off",      "" },
+    { "client_body_temp_path", "legate never buffers to disk" },
+    { "proxy_temp_path",     "legate never buffers to disk" },
+    { "fastcgi_temp_path",   "legate speaks HTTP only" },
+    { "uwsgi_temp_path",     "legate speaks HTTP only" },
+    { "scgi_temp_path",      "legate speaks HTTP only" },
 };
 
 static const char *ignored_why(const char *name)
@@ -650,8 +654,7 @@ static const char *const handled_common[] = {
     "ssl_verify_depth", "ssl_session_timeout", "ssl_session_tickets", "ssl_stapling_file",
     "log_format", "limit_req_zone", "limit_conn_zone", "upstream", "server", "location",
     "proxy_cache_path", "map", "split_clients", "listen", "server_name", "proxy_pass",
-    "return", "rewrite", "include", "proxy_ssl_verify", "proxy_ssl_trusted_certificate",
-    "proxy_ssl_server_name", "proxy_ssl_name", "proxy_ssl_certificate", "proxy_ssl_certificate_key",
+    "return", "rewrite", "include",
     NULL,
 };
 
@@ -1326,6 +1329,8 @@ static const char *upstream_for(imp_t *im, const ngx_dir_t *d, const char *url, 
 
 /* ---------------------------------------------------------------- servers */
 
+static const ngx_dir_t *inherited(const level_t *lv, const char *name);
+
 typedef struct route_ctx {
     const ngx_dir_t *split;         /* split_clients of the $variable proxied to */
 } route_ctx_t;
@@ -1389,6 +1394,59 @@ static int emit_split(imp_t *im, sb_t *b, int n, const ngx_dir_t *pp, const char
     free(key);
     free(s.p);
     return 1;
+}
+
+/* proxy_next_upstream* of a location: settings of the upstream in legate */
+static void next_upstream(imp_t *im, const level_t *lv, const char *name)
+{
+    upstream_out_t *u = find_upstream(im, name);
+    const ngx_dir_t *nu = inherited(lv, "proxy_next_upstream");
+    const ngx_dir_t *tries = inherited(lv, "proxy_next_upstream_tries");
+    const ngx_dir_t *tmo = inherited(lv, "proxy_next_upstream_timeout");
+    if (u == NULL || (!nu && !tries && !tmo))
+        return;
+    if (u->has_next) {
+        const ngx_dir_t *d = nu ? nu : tries ? tries : tmo;
+        if (u->has_next != d->line)
+            report(im, d, "legate retries per upstream: the first location's setting for "
+                          "\"%s\" is used", name);
+        return;
+    }
+    const ngx_dir_t *first = nu ? nu : tries ? tries : tmo;
+    u->has_next = first->line;
+    if (nu) {
+        sb_t w = { 0 };
+        sb_add(&w, "", 0);
+        for (int i = 1; i < nu->nargs; i++) {
+            const char *a = nu->args[i];
+            if (strcmp(a, "error") == 0 || strcmp(a, "timeout") == 0 ||
+                strcmp(a, "invalid_header") == 0 || strcmp(a, "non_idempotent") == 0 ||
+                strcmp(a, "http_500") == 0 || strcmp(a, "http_502") == 0 ||
+                strcmp(a, "http_503") == 0 || strcmp(a, "http_504") == 0 ||
+                strcmp(a, "http_429") == 0) {
+                if (w.n)
+                    sb_str(&w, " ");
+                sb_str(&w, a);
+            } else
+                report(im, nu, "\"%s\" is not in legate's next_upstream: left out", a);
+        }
+        if (w.n)
+            kv_quoted(&u->body, 3, "next_upstream", w.p);
+        free(w.p);
+    }
+    if (tries && tries->nargs == 2) {
+        ind(&u->body, 3);
+        sb_printf(&u->body, "next_upstream_tries = %ld;\n", atol(tries->args[1]));
+    }
+    if (tmo && tmo->nargs == 2) {
+        long long ms = ngx_time_ms(tmo->args[1]);
+        if (ms > 0) {
+            ind(&u->body, 3);
+            sb_str(&u->body, "next_upstream_timeout = ");
+            sb_duration(&u->body, ms);
+            sb_str(&u->body, ";\n");
+        }
+    }
 }
 
 /* the action of a location; 0 when it has none legate can take */
@@ -1456,6 +1514,7 @@ static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char 
     if (up == NULL)
         return 0;
     kv_quoted(b, n, "proxy_pass", up);
+    next_upstream(im, lv, up);
     if (uri) {
         /* nginx replaces the matched prefix by the URI: a capture of the rest */
         if (strcmp(match_kind, "prefix") == 0 && strcmp(uri, path) != 0) {

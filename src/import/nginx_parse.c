@@ -2,8 +2,9 @@
  * The nginx configuration language, as nginx's ngx_conf_read_token reads it:
  * words separated by white space, ';' ending a directive, '{' '}' around a
  * block, '#' starting a comment where a word could start, "..." and '...'
- * quoting (with \" \' \\ \n \r \t escapes), a backslash escaping the next
- * character elsewhere, and ${name} kept inside a word.  No allocation but
+ * quoting, a backslash making the next character ordinary (and kept, but
+ * before a quote or a backslash; \n \r \t are control characters, as in
+ * nginx), and ${name} kept inside a word.  No allocation but
  * the word buffer and the tree; bounded depth.  Fuzzed by t/fuzz/fuzz_nginx.c.
  */
 #include "import/nginx.h"
@@ -147,9 +148,18 @@ ngx_tok_kind_t ngx_lex_next(ngx_lexer_t *lx)
         }
         lx->p++;
         if (c == '\\' && lx->p < lx->end) {
-            c = *lx->p++;
-            if (c == '\n')
+            /* the next character is not special; as in nginx the backslash
+             * stays but before a quote, a backslash and n r t */
+            char e = *lx->p++;
+            if (e == '\n')
                 lx->line++;
+            if (e == '"' || e == '\'' || e == '\\' || e == 'n' || e == 'r' || e == 't')
+                c = unescape(e);
+            else {
+                if (put(lx, '\\') < 0)
+                    return NGX_TOK_ERROR;
+                c = e;
+            }
         }
         if (put(lx, c) < 0)
             return NGX_TOK_ERROR;
