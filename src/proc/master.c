@@ -216,6 +216,7 @@ static void shm_maybe_sweep(void)
     shm_sweep_gen = 0;
 }
 static const lg_opts_t *opts;
+int lg_ready_pipe[2] = { -1, -1 };
 
 /*
  * Readiness for systemd's Type=notify (a no-op without $NOTIFY_SOCKET or
@@ -607,15 +608,36 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
         lg_listeners_close_all();
         return 1;
     }
+    /* READY=1 once every first worker accepts (or has died trying) */
+    int *ready_pipe = lg_ready_pipe;
+    int ready_left = 0;
+    if (pipe2(ready_pipe, O_CLOEXEC) < 0)
+        ready_pipe[0] = ready_pipe[1] = -1;
     start_workers();
+    if (ready_pipe[1] >= 0) {
+        close(ready_pipe[1]);   /* respawned workers have nothing to say */
+        ready_pipe[1] = -1;
+        ready_left = conf->worker_processes;
+    } else
+        notify("READY=1");
     lg_notice("legate %s started, %d workers", PACKAGE_VERSION, conf->worker_processes);
-    notify("READY=1");     /* the master listens already: connections queue */
 
     lg_msec_t stop_deadline = 0;
     int stopping = 0;
     for (;;) {
         struct timespec ts = { .tv_sec = 0, .tv_nsec = 200 * 1000000 };
-        ppoll(NULL, 0, &ts, &none);
+        struct pollfd rp = { .fd = ready_pipe[0], .events = POLLIN };
+        if (ppoll(&rp, ready_pipe[0] >= 0 ? 1 : 0, &ts, &none) > 0 && rp.revents) {
+            char buf[64];
+            ssize_t rn = read(ready_pipe[0], buf, sizeof(buf));
+            if (rn > 0)
+                ready_left -= (int)rn;
+            if (rn == 0 || (rn < 0 && errno != EINTR && errno != EAGAIN) || ready_left <= 0) {
+                close(ready_pipe[0]);
+                ready_pipe[0] = -1;
+                notify("READY=1");
+            }
+        }
 
         if (sig_chld) {
             sig_chld = 0;
