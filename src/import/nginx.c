@@ -140,6 +140,9 @@ typedef struct imp {
     int             nservers;
     int             cache_size_mb;
     char           *files[256];     /* read, for the parse tree's file names */
+    const ngx_dir_t *said[256];     /* inheritance remarks made */
+    int             nsaid;
+    const ngx_dir_t *server;        /* being translated */
     int             nfiles;
 } imp_t;
 
@@ -274,6 +277,9 @@ static ngx_dir_t *load(imp_t *im, const char *path, int depth, int *failed)
     }
     return expand(im, tree, depth, failed);
 }
+
+static const char *upstream_for(imp_t *im, const ngx_dir_t *d, const char *url,
+                                const char **uri, int *tls);
 
 /* ---------------------------------------------------------------- values */
 
@@ -676,6 +682,8 @@ typedef struct level {
     const ngx_dir_t    *self;       /* the server/location directive, NULL for http */
 } level_t;
 
+static const ngx_dir_t *inherited(const level_t *lv, const char *name);
+
 /* The innermost level that has any of the names; nginx's array inheritance. */
 static const level_t *array_level(const level_t *lv, const char *const *names)
 {
@@ -884,6 +892,71 @@ static void emit_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
     }
 }
 
+/* nginx's quirk, said where it bites: a level with any of these drops the
+ * outer levels' (once per directive and level) */
+static void said_not_inherited(imp_t *im, const level_t *l, const char *const *names)
+{
+    if (l == NULL || l->self == NULL)
+        return;
+    const level_t *outer = array_level(l->up, names);
+    if (outer == NULL)
+        return;
+    const ngx_dir_t *mine = NULL, *theirs = NULL;
+    for (const ngx_dir_t *d = l->block; d && !mine; d = d->next)
+        for (size_t i = 0; names[i]; i++)
+            if (is(d, names[i]))
+                mine = d;
+    for (const ngx_dir_t *d = outer->block; d && !theirs; d = d->next)
+        for (size_t i = 0; names[i]; i++)
+            if (is(d, names[i]))
+                theirs = d;
+    for (int i = 0; i < im->nsaid; i++)
+        if (im->said[i] == mine)
+            return;
+    if (im->nsaid < (int)(sizeof(im->said) / sizeof(im->said[0])))
+        im->said[im->nsaid++] = mine;
+    report(im, mine, "nginx does not inherit the %s of %s:%d here (a level with its own "
+                     "replaces them all); the translation does the same", theirs->args[0],
+           theirs->file, theirs->line);
+}
+
+/* auth_request URI: the (internal) location of the server with that path
+ * and a proxy_pass to an upstream -> auth_request, auth_request_uri */
+static void emit_auth_request(imp_t *im, sb_t *b, int n, const level_t *lv)
+{
+    const ngx_dir_t *ar = inherited(lv, "auth_request");
+    if (ar == NULL || ar->nargs != 2)
+        return;
+    if (strcmp(ar->args[1], "off") == 0)
+        return;
+    const char *uri = ar->args[1];
+    const ngx_dir_t *target = NULL;
+    for (const ngx_dir_t *d = im->server ? im->server->block : NULL; d; d = d->next) {
+        if (!is(d, "location") || !d->has_block)
+            continue;
+        const char *p = d->nargs == 3 && strcmp(d->args[1], "=") == 0 ? d->args[2]
+                      : d->nargs == 2 ? d->args[1] : NULL;
+        if (p && strcmp(p, uri) == 0)
+            target = d;
+    }
+    const ngx_dir_t *pp = target ? child(target->block, "proxy_pass") : NULL;
+    if (pp == NULL || pp->nargs != 2) {
+        report(im, ar, "no location \"%s\" with a proxy_pass in this server: left out", uri);
+        return;
+    }
+    const char *path;
+    int tls;
+    const char *up = upstream_for(im, pp, pp->args[1], &path, &tls);
+    if (up == NULL)
+        return;
+    kv_quoted(b, n, "auth_request", up);
+    kv_quoted(b, n, "auth_request_uri", path && strcmp(path, "/") != 0 ? path : uri);
+    for (const ngx_dir_t *d = target->block; d; d = d->next)
+        if (is(d, "proxy_set_header") || is(d, "proxy_pass_request_body"))
+            report(im, d, "legate sends the auth service the request's head without a body "
+                          "(auth_request_headers chooses the headers): not translated");
+}
+
 /* proxy_set_header, add_header, allow/deny, limit_req, limit_conn: per location */
 static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
 {
@@ -894,6 +967,7 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
     static const char *const lc[] = { "limit_conn", NULL };
     const level_t *l;
 
+    said_not_inherited(im, array_level(lv, psh), psh);
     if ((l = array_level(lv, psh)) != NULL) {
         sb_t h = { 0 };
         int xff = -1, xrip = -1, xproto = -1;
@@ -961,6 +1035,7 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
         (void)xff;
         (void)xproto;
     }
+    said_not_inherited(im, array_level(lv, ah), ah);
     if ((l = array_level(lv, ah)) != NULL) {
         sb_t h = { 0 };
         for (const ngx_dir_t *d = l->block; d; d = d->next) {
@@ -997,6 +1072,7 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
         }
         free(h.p);
     }
+    said_not_inherited(im, array_level(lv, ad), ad);
     if ((l = array_level(lv, ad)) != NULL) {
         ind(b, n);
         sb_str(b, "access_rules = [");
@@ -1019,6 +1095,7 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
         }
         sb_str(b, " ];\n");
     }
+    said_not_inherited(im, array_level(lv, lr), lr);
     if ((l = array_level(lv, lr)) != NULL) {
         sb_t r = { 0 };
         int k = 0;
@@ -1057,6 +1134,7 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
         }
         free(r.p);
     }
+    said_not_inherited(im, array_level(lv, lc), lc);
     if ((l = array_level(lv, lc)) != NULL) {
         sb_t r = { 0 };
         int k = 0;
@@ -1329,8 +1407,6 @@ static const char *upstream_for(imp_t *im, const ngx_dir_t *d, const char *url, 
 
 /* ---------------------------------------------------------------- servers */
 
-static const ngx_dir_t *inherited(const level_t *lv, const char *name);
-
 typedef struct route_ctx {
     const ngx_dir_t *split;         /* split_clients of the $variable proxied to */
 } route_ctx_t;
@@ -1574,6 +1650,10 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         report(im, loc, "cannot read its match: left out");
         return;
     }
+    int internal = child(loc->block, "internal") != NULL;
+    if (internal)
+        report(im, child(loc->block, "internal"), "an internal location is not a route in "
+               "legate (auth_request asks its upstream directly): it answers 404, as in nginx");
     char *ere = NULL;
     if (strcmp(kind, "regex") == 0) {
         const char *why = NULL;
@@ -1586,7 +1666,7 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         report(im, loc, "a path that does not start with / is not in legate: left out");
         return;
     }
-    for (const ngx_dir_t *d = loc->block; d; d = d->next) {
+    for (const ngx_dir_t *d = internal ? NULL : loc->block; d; d = d->next) {
         const char *why = ignored_why(d->args[0]);
         if (is(d, "location") || is(d, "return") || is(d, "proxy_pass"))
             continue;
@@ -1596,8 +1676,9 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
             report(im, d, "rewrite inside a location is not translated (use rewrite = on the route)");
         else if (is(d, "if"))
             report(im, d, "\"if\" is not in legate: the block is left out");
-        else if (is(d, "auth_request"))
-            report(im, d, "write auth_request = \"upstream\"; auth_request_uri = ... by hand");
+        else if (is(d, "internal")) {
+            /* handled above */
+        }
         else if (!is_handled(d->args[0]))
             report(im, d, "not translated: legate has no such setting");
         else if (is(d, "ssl_certificate") || is(d, "listen") || is(d, "server_name"))
@@ -1605,10 +1686,19 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
     }
     sb_t body = { 0 };
     sb_add(&body, "", 0);
-    int act = emit_action(im, &body, 5, &lv, kind, path);
-    if (act) {
+    int act;
+    if (internal) {
+        ind(&body, 5);
+        sb_str(&body, "return = 404;\n");
+        act = 1;
+    } else
+        act = emit_action(im, &body, 5, &lv, kind, path);
+    if (act && !internal) {
         emit_scalars(im, &body, 5, loc->block, 1);
         emit_arrays(im, &body, 5, &lv);
+        emit_auth_request(im, &body, 5, &lv);
+    }
+    if (act) {
         sb_str(routes, *nroutes ? ",\n" : "\n");
         ind(routes, 4);
         sb_str(routes, "{\n");
@@ -1735,6 +1825,7 @@ static void translate_server(imp_t *im, sb_t *out, const level_t *http, const ng
     level_t lv = { .up = http, .block = srv->block, .self = srv };
     sb_t b = { 0 };
     sb_add(&b, "", 0);
+    im->server = srv;
     /* TLS first: a server whose certificates cannot be read loses its ssl listens */
     tls_conf_t tls = { 0 };
     if (http)
@@ -1991,8 +2082,6 @@ static void translate_server(imp_t *im, sb_t *out, const level_t *http, const ng
             report(im, d, "\"if\" is not in legate: the block is left out");
         else if (is(d, "proxy_pass"))
             report(im, d, "not allowed here in nginx either: left out");
-        else if (is(d, "auth_request"))
-            report(im, d, "write auth_request = \"upstream\"; auth_request_uri = ... by hand");
         else if (!is_handled(d->args[0]))
             report(im, d, "not translated: legate has no such setting");
     }

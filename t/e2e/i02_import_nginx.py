@@ -308,6 +308,30 @@ def admin_area_side_by_side():
     eq(rl.headers.get("X-Frame-Options"), "DENY")
 
 
+@test(timeout=120)
+def auth_request_side_by_side():
+    np, lp, on, ol, lg, err = pair("auth-request.conf", origins=2)
+    contains(err, "auth-request.conf:13: internal: an internal location is not a route")
+    # nginx's array quirk: the location's add_header drops the server's
+    ok(re.search(r"auth-request\.conf:20: add_header: nginx does not inherit the add_header of "
+                 r"\S+/auth-request\.conf:11 here", err), err)
+    for o in on + ol:
+        o.reset_stats()
+    rn, rl = same(np["PORT"], lp["PORT"], "/private/doc?size=12")
+    eq(rn.status, 200)
+    for h in ("X-Area", "X-Site"):
+        eq(rl.headers.get(h), rn.headers.get(h), h)
+    eq(rl.headers.get("X-Site"), None, "X-Site is not inherited by /private/")
+    eq(rl.headers.get("X-Origin-Target"), rn.headers.get("X-Origin-Target"))
+    for o, who in ((on[1], "nginx"), (ol[1], "legate")):
+        eq(o.stats()["by_path"].get("/check", 0), 1, "%s asked the auth service" % who)
+    rn, rl = same(np["PORT"], lp["PORT"], "/_auth")
+    eq(rn.status, 404, "the internal location is not reachable")
+    rn, rl = same(np["PORT"], lp["PORT"], "/pub?size=3")
+    eq(rl.headers.get("X-Site"), rn.headers.get("X-Site"))
+    eq(rl.headers.get("X-Site"), "edge")
+
+
 # ---------------------------------------------------------------- reading and reporting
 
 @test
