@@ -142,6 +142,10 @@ typedef struct imp {
     char           *files[256];     /* read, for the parse tree's file names */
     const ngx_dir_t *said[256];     /* inheritance remarks made */
     int             nsaid;
+    char           *said_msgs[1024]; /* remarks made */
+    int             nsaid_msgs;
+    char           *zones[128];      /* limit_req_zone, limit_conn_zone names */
+    int             nzones;
     const ngx_dir_t *server;        /* being translated */
     int             nfiles;
 } imp_t;
@@ -150,12 +154,23 @@ static void report(imp_t *im, const ngx_dir_t *d, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void report(imp_t *im, const ngx_dir_t *d, const char *fmt, ...)
 {
+    char msg[1024];
+    int k = snprintf(msg, sizeof(msg), "%s:%d: %s: ", d->file, d->line, d->args[0]);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(im->diag, "%s:%d: %s: ", d->file, d->line, d->args[0]);
-    vfprintf(im->diag, fmt, ap);
-    fputc('\n', im->diag);
+    if (k > 0 && (size_t)k < sizeof(msg))
+        vsnprintf(msg + k, sizeof(msg) - (size_t)k, fmt, ap);
     va_end(ap);
+    /* a server's directive resolved for each of its locations: said once */
+    for (int i = 0; i < im->nsaid_msgs; i++)
+        if (strcmp(im->said_msgs[i], msg) == 0)
+            return;
+    if (im->nsaid_msgs < (int)(sizeof(im->said_msgs) / sizeof(im->said_msgs[0]))) {
+        char *c = strdup(msg);
+        if (c)
+            im->said_msgs[im->nsaid_msgs++] = c;
+    }
+    fprintf(im->diag, "%s\n", msg);
     im->ndiag++;
 }
 
@@ -957,6 +972,27 @@ static void emit_auth_request(imp_t *im, sb_t *b, int n, const level_t *lv)
                           "(auth_request_headers chooses the headers): not translated");
 }
 
+static int zone_known(const imp_t *im, char kind, const char *name)
+{
+    for (int i = 0; i < im->nzones; i++)
+        if (im->zones[i][0] == kind && strcmp(im->zones[i] + 2, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* a header set twice in one group would be a libconfig error: the first wins */
+static int header_seen(imp_t *im, const ngx_dir_t *d, const char **names, int *n, const char *name)
+{
+    for (int i = 0; i < *n; i++)
+        if (strcasecmp(names[i], name) == 0) {
+            report(im, d, "legate sets a header once: only the first %s is kept", name);
+            return 1;
+        }
+    if (*n < 64)
+        names[(*n)++] = name;
+    return 0;
+}
+
 /* proxy_set_header, add_header, allow/deny, limit_req, limit_conn: per location */
 static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
 {
@@ -968,6 +1004,8 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
     const level_t *l;
 
     said_not_inherited(im, array_level(lv, psh), psh);
+    const char *seen[64];
+    int nseen = 0;
     if ((l = array_level(lv, psh)) != NULL) {
         sb_t h = { 0 };
         int xff = -1, xrip = -1, xproto = -1;
@@ -1014,6 +1052,10 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
                 report(im, d, "%s: left out", why);
                 continue;
             }
+            if (header_seen(im, d, seen, &nseen, name)) {
+                free(t);
+                continue;
+            }
             char key[128];
             setting_name(key, sizeof(key), name);
             if (h.n == 0)
@@ -1036,6 +1078,7 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
         (void)xproto;
     }
     said_not_inherited(im, array_level(lv, ah), ah);
+    nseen = 0;
     if ((l = array_level(lv, ah)) != NULL) {
         sb_t h = { 0 };
         for (const ngx_dir_t *d = l->block; d; d = d->next) {
@@ -1052,6 +1095,10 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
             char *t = template_of(d->args[2], &why);
             if (t == NULL) {
                 report(im, d, "%s: left out", why);
+                continue;
+            }
+            if (header_seen(im, d, seen, &nseen, d->args[1])) {
+                free(t);
                 continue;
             }
             if (d->nargs == 3)
@@ -1117,6 +1164,10 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
             }
             char zn[128];
             setting_name(zn, sizeof(zn), zone);
+            if (!zone_known(im, 'r', zn)) {
+                report(im, d, "no limit_req_zone \"%s\": left out", zone);
+                continue;
+            }
             if (k++)
                 sb_str(&r, ", ");
             sb_printf(&r, "{ zone = \"%s\";", zn);
@@ -1147,6 +1198,10 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
             }
             char zn[128];
             setting_name(zn, sizeof(zn), d->args[1]);
+            if (!zone_known(im, 'c', zn)) {
+                report(im, d, "no limit_conn_zone \"%s\": left out", d->args[1]);
+                continue;
+            }
             if (k++)
                 sb_str(&r, ", ");
             sb_printf(&r, "{ zone = \"%s\"; max = %ld; }", zn, atol(d->args[2]));
@@ -1174,7 +1229,10 @@ static upstream_out_t *new_upstream(imp_t *im, const char *name)
     upstream_out_t *u = calloc(1, sizeof(*u));
     if (u == NULL)
         abort();
-    setting_name(u->name, sizeof(u->name), name);
+    setting_name(u->name, sizeof(u->name) - 8, name);
+    size_t base = strlen(u->name);
+    for (int k = 2; find_upstream(im, u->name); k++)     /* app.v1 and app_v1 */
+        snprintf(u->name + base, sizeof(u->name) - base, "_%d", k);
     upstream_out_t **t = &im->ups;
     while (*t)
         t = &(*t)->next;
@@ -1525,6 +1583,14 @@ static void next_upstream(imp_t *im, const level_t *lv, const char *name)
     }
 }
 
+static int re_capture(const char *s)
+{
+    for (const char *p = strchr(s, '$'); p; p = strchr(p + 1, '$'))
+        if (p[1] >= '1' && p[1] <= '9')
+            return 1;
+    return 0;
+}
+
 /* the action of a location; 0 when it has none legate can take */
 static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char *match_kind,
                        const char *path)
@@ -1546,7 +1612,7 @@ static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char 
             report(im, ret, "cannot read it: left out");
             return 0;
         }
-        if (code < 100 || code > 599) {
+        if (code < 100 || code > 599 || code == 444) {
             if (code == 444)
                 report(im, ret, "444 (close without an answer) is not in legate: 403 instead");
             else {
@@ -1558,6 +1624,11 @@ static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char 
         }
         ind(b, n);
         sb_printf(b, "return = %d;\n", code);
+        if (text && strcmp(match_kind, "regex") != 0 && strpbrk(text, "$") &&
+            re_capture(text)) {
+            report(im, ret, "$1..$9 without a regex location: the text is left out");
+            text = NULL;
+        }
         if (text) {
             const char *why = NULL;
             char *t = template_of(text, &why);
@@ -2167,6 +2238,13 @@ static void translate_zones(imp_t *im, const ngx_dir_t *d)
         report(im, d, "%s: left out", why);
         return;
     }
+    if (im->nzones < (int)(sizeof(im->zones) / sizeof(im->zones[0]))) {
+        char *z = malloc(strlen(zn) + 3);
+        if (z == NULL)
+            abort();
+        sprintf(z, "%c:%s", is(d, "limit_req_zone") ? 'r' : 'c', zn);
+        im->zones[im->nzones++] = z;
+    }
     sb_t *b = is(d, "limit_req_zone") ? &im->zones_req : &im->zones_conn;
     sb_str(b, b->n ? ",\n" : "\n");
     ind(b, 2);
@@ -2384,5 +2462,9 @@ done:
     free(im.zones_conn.p);
     for (int i = 0; i < im.nfiles; i++)
         free(im.files[i]);
+    for (int i = 0; i < im.nsaid_msgs; i++)
+        free(im.said_msgs[i]);
+    for (int i = 0; i < im.nzones; i++)
+        free(im.zones[i]);
     return rc;
 }

@@ -371,6 +371,39 @@ def includes_with_globs_and_reports():
 
 
 @test
+def odd_directives_are_reported_and_the_rest_loads():
+    d = tmpdir()
+    path = os.path.join(d, "odd.conf")
+    shutil.copy(os.path.join(TEMPLATES, "odd.conf"), path)
+    rc, out, err = importer(path)
+    eq(rc, 0, err)
+    check_remarks(err)
+    lines = err.splitlines()
+    eq(len(lines), len(set(lines)), "each remark once:\n" + err)
+    for want in [":2: user: no user \"nosuchuser\" here: left out",
+                 ":4: error_log: legate logs to a file or stderr",
+                 ":10: server: \"nosuchhost.invalid:80\" does not resolve",
+                 ":12: upstream: no server left",
+                 ":16: ssl_certificate: cannot read \"/nonexistent.pem\"",
+                 ":15: listen: ssl without certificates legate can read",
+                 ":18: server_name: \"~^(?<sub>.+)\\.example\\.net$\": (?...) groups",
+                 ":23: proxy_set_header: legate sets a header once: only the first x-a",
+                 ":20: add_header: legate sets a header once: only the first Set-Cookie",
+                 ":25: return: $1..$9 without a regex location",
+                 ":27: proxy_next_upstream: \"http_404\" is not in legate's next_upstream",
+                 ":32: limit_req: no limit_req_zone \"nozone\"",
+                 ":33: return: 444 (close without an answer) is not in legate: 403 instead",
+                 ":36: server: no listen: nginx's default *:80 is written",
+                 ":7: log_format: legate has no variable $upstream_connect_time"]:
+        contains(err, path + want)
+    rc, terr = check_config(out)
+    eq(rc, 0, "%s\n%s" % (terr, out))
+    contains(out, 'app_v1_2 = {')
+    contains(out, 'regex = "^/r/([0-9]+)/([A-Za-z0-9_]+)$";')
+    contains(out, 'proxy_read_timeout = "5400s";')
+
+
+@test
 def syntax_errors_fail_with_file_and_line():
     d = tmpdir()
     main = os.path.join(d, "nginx.conf")
