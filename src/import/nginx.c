@@ -1690,6 +1690,8 @@ static void regex_escape(sb_t *b, const char *s)
     }
 }
 
+static void translate_rewrite(imp_t *im, sb_t *routes, int *nroutes, const ngx_dir_t *d);
+
 /* a location and its nested ones -> routes */
 static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const level_t *up,
                                const ngx_dir_t *loc)
@@ -1737,14 +1739,58 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         report(im, loc, "a path that does not start with / is not in legate: left out");
         return;
     }
+    /* the common rewrites of a location: "rewrite RE /path break;" before a
+     * proxy_pass (the route becomes that regex, the path sent upstream its
+     * replacement), and redirecting ones (a route of their own) */
+    const ngx_dir_t *loc_rw = NULL, *loc_redirect = NULL;
+    char *rw_re = NULL, *rw_to = NULL;
+    int nrw = 0;
+    for (const ngx_dir_t *d = internal ? NULL : loc->block; d; d = d->next)
+        if (is(d, "rewrite"))
+            nrw++;
+    for (const ngx_dir_t *d = nrw == 1 ? loc->block : NULL; d; d = d->next) {
+        if (!is(d, "rewrite") || d->nargs < 3)
+            continue;
+        const char *flag = d->nargs >= 4 ? d->args[3] : "";
+        const char *rep = d->args[2];
+        int url = strncmp(rep, "http://", 7) == 0 || strncmp(rep, "https://", 8) == 0 ||
+                  strncmp(rep, "$scheme", 7) == 0;
+        if (strcmp(flag, "permanent") == 0 || strcmp(flag, "redirect") == 0 || url) {
+            loc_redirect = d;
+            translate_rewrite(im, routes, nroutes, d);
+            report(im, d, "a redirect of this location is a regex route of its own: legate tries "
+                          "it for every path the regex matches");
+        } else if ((strcmp(flag, "break") == 0 || strcmp(flag, "last") == 0) &&
+                   child(loc->block, "proxy_pass") && !child(loc->block, "return")) {
+            const char *why = NULL;
+            rw_re = ere_of(d->args[1], 0, &why);
+            if (rw_re == NULL) {
+                report(im, d, "\"%s\": %s: left out", d->args[1], why);
+                continue;
+            }
+            rw_to = template_of(rep, &why);
+            if (rw_to == NULL) {
+                report(im, d, "%s: left out", why);
+                free(rw_re);
+                rw_re = NULL;
+                continue;
+            }
+            loc_rw = d;
+            report(im, d, "the route is this regex, with the replacement as the path sent "
+                          "upstream: paths of the location it does not match go to other "
+                          "routes%s", strcmp(flag, "last") == 0 ? " (and legate does not "
+                          "search the locations again, as last does)" : "");
+        }
+    }
     for (const ngx_dir_t *d = internal ? NULL : loc->block; d; d = d->next) {
         const char *why = ignored_why(d->args[0]);
         if (is(d, "location") || is(d, "return") || is(d, "proxy_pass"))
             continue;
         if (why)
             report(im, d, "not translated: %s", why);
-        else if (is(d, "rewrite"))
-            report(im, d, "rewrite inside a location is not translated (use rewrite = on the route)");
+        else if (is(d, "rewrite") && d != loc_rw && d != loc_redirect)
+            report(im, d, "only one rewrite ... break|last with a proxy_pass, or a redirecting "
+                          "one, is translated in a location: left out");
         else if (is(d, "if"))
             report(im, d, "\"if\" is not in legate: the block is left out");
         else if (is(d, "internal")) {
@@ -1764,6 +1810,17 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         act = 1;
     } else
         act = emit_action(im, &body, 5, &lv, kind, path);
+    if (act == 2 && loc_rw) {
+        report(im, loc_rw, "with a proxy_pass URI as well: left out");
+        free(rw_re);
+        free(rw_to);
+        rw_re = rw_to = NULL;
+        loc_rw = NULL;
+    }
+    if (act == 1 && loc_rw) {
+        kv_quoted(&body, 5, "rewrite", rw_to);
+        act = 3;
+    }
     if (act && !internal) {
         emit_scalars(im, &body, 5, loc->block, 1);
         emit_arrays(im, &body, 5, &lv);
@@ -1774,7 +1831,10 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         ind(routes, 4);
         sb_str(routes, "{\n");
         ind(routes, 5);
-        if (act == 2) {
+        if (act == 3) {
+            sb_str(routes, "regex = ");
+            sb_quote(routes, rw_re);
+        } else if (act == 2) {
             sb_t r = { 0 };
             sb_add(&r, "", 0);
             sb_str(&r, "^");
@@ -1797,6 +1857,8 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
     }
     free(body.p);
     free(ere);
+    free(rw_re);
+    free(rw_to);
     for (const ngx_dir_t *d = loc->block; d; d = d->next)
         if (is(d, "location") && d->has_block)
             translate_location(im, routes, nroutes, &lv, d);

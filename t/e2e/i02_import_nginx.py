@@ -130,8 +130,8 @@ def _port_open(port):
 
 def pair(name, origins=1, tls=False):
     """nginx and legate from the same template, each with its own origins."""
-    on = [Origin("n%d" % i) for i in range(origins)]
-    ol = [Origin("l%d" % i) for i in range(origins)]
+    on = [Origin("o%d" % i) for i in range(origins)]
+    ol = [Origin("o%d" % i) for i in range(origins)]     # the same names: equal bodies
     np, lp = free_port(), free_port()
     nports = {"PORT": np, "ORIGIN": on[0].address}
     lports = {"PORT": lp, "ORIGIN": ol[0].address}
@@ -330,6 +330,21 @@ def auth_request_side_by_side():
     rn, rl = same(np["PORT"], lp["PORT"], "/pub?size=3")
     eq(rl.headers.get("X-Site"), rn.headers.get("X-Site"))
     eq(rl.headers.get("X-Site"), "edge")
+
+
+@test(timeout=120)
+def location_rewrites_side_by_side():
+    np, lp, on, ol, lg, err = pair("api-rewrite.conf")
+    contains(err, "api-rewrite.conf:11: rewrite: the route is this regex")
+    contains(err, "api-rewrite.conf:15: rewrite: a redirect of this location")
+    for path in ("/api/v1/users?id=3", "/api/other", "/else"):
+        rn, rl = same(np["PORT"], lp["PORT"], path)
+        eq(rl.headers.get("X-Origin-Target"), rn.headers.get("X-Origin-Target"), path)
+    eq(request(lp["PORT"], target="/api/v1/users?id=3").headers.get("X-Origin-Target"),
+       "/users?id=3")
+    rn, rl = same(np["PORT"], lp["PORT"], "/legacy/a")
+    eq(rn.status, 301)
+    ok(rl.headers.get("Location").endswith("/new/a"), rl.headers.get("Location"))
 
 
 # ---------------------------------------------------------------- reading and reporting
