@@ -36,6 +36,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net/htpasswd.h"
 #include "pipeline/vars.h"
 
 /* ---------------------------------------------------------------- text */
@@ -724,9 +725,30 @@ static int file_readable(imp_t *im, const ngx_dir_t *d, const char *path, char *
 }
 
 /* The settings of one level that legate inherits the same way. */
+/* nginx refuses most directives given twice at one level; legate's libconfig
+ * would too: the first is kept */
+static int repeated(imp_t *im, const ngx_dir_t *block, const ngx_dir_t *d)
+{
+    static const char *const many[] = { "proxy_cache_valid", "access_log", "add_header",
+        "proxy_set_header", "allow", "deny", "limit_req", "limit_conn", "proxy_hide_header",
+        "proxy_ignore_headers", "log_format", "ssl_certificate", "ssl_certificate_key", NULL };
+    for (size_t i = 0; many[i]; i++)
+        if (is(d, many[i]))
+            return 0;
+    for (const ngx_dir_t *e = block; e && e != d; e = e->next)
+        if (strcmp(e->args[0], d->args[0]) == 0) {
+            report(im, d, "given twice at this level (nginx refuses it): the first, at line %d, "
+                          "is kept", e->line);
+            return 1;
+        }
+    return 0;
+}
+
 static void emit_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int is_location)
 {
     for (const ngx_dir_t *d = block; d; d = d->next) {
+        if (repeated(im, block, d))
+            continue;
         for (size_t i = 0; i < sizeof(simple) / sizeof(simple[0]); i++) {
             if (!is(d, simple[i].ngx))
                 continue;
@@ -768,12 +790,6 @@ static void emit_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
                     sb_quote(b, d->args[i]);
                 }
             sb_str(b, " ];\n");
-        } else if (is(d, "auth_basic") && d->nargs == 2) {
-            kv_quoted(b, n, "auth_basic", d->args[1]);
-        } else if (is(d, "auth_basic_user_file") && d->nargs == 2) {
-            char path[PATH_MAX];
-            if (file_readable(im, d, d->args[1], path, sizeof(path)))
-                kv_quoted(b, n, "auth_basic_user_file", path);
         } else if (is(d, "satisfy") && d->nargs == 2) {
             kv_quoted(b, n, "satisfy", d->args[1]);
         } else if (is(d, "proxy_cache") && d->nargs == 2) {
@@ -993,9 +1009,42 @@ static int header_seen(imp_t *im, const ngx_dir_t *d, const char **names, int *n
     return 0;
 }
 
+/* auth_basic with its file, as they apply to a location: nginx checks
+ * nothing without a file, legate refuses auth_basic without one */
+static void emit_auth_basic(imp_t *im, sb_t *b, int n, const level_t *lv)
+{
+    const ngx_dir_t *ab = inherited(lv, "auth_basic");
+    if (ab == NULL || ab->nargs != 2)
+        return;
+    if (strcmp(ab->args[1], "off") == 0) {
+        kv_quoted(b, n, "auth_basic", "off");
+        return;
+    }
+    const ngx_dir_t *uf = inherited(lv, "auth_basic_user_file");
+    if (uf == NULL || uf->nargs != 2) {
+        report(im, ab, "no auth_basic_user_file: nginx asks for nothing, nor does the translation");
+        return;
+    }
+    char path[PATH_MAX], err[512];
+    if (!file_readable(im, uf, uf->args[1], path, sizeof(path)))
+        return;
+    lg_htpasswd_t *h = lg_htpasswd_load(path, err, sizeof(err));
+    if (h == NULL) {
+        char *nl = strchr(err, '\n');
+        if (nl)
+            *nl = '\0';
+        report(im, uf, "legate refuses this file (%s): authentication left out", err);
+        return;
+    }
+    lg_htpasswd_free(h);
+    kv_quoted(b, n, "auth_basic", ab->args[1]);
+    kv_quoted(b, n, "auth_basic_user_file", path);
+}
+
 /* proxy_set_header, add_header, allow/deny, limit_req, limit_conn: per location */
 static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
 {
+    emit_auth_basic(im, b, n, lv);
     static const char *const psh[] = { "proxy_set_header", NULL };
     static const char *const ah[] = { "add_header", NULL };
     static const char *const ad[] = { "allow", "deny", NULL };
@@ -1982,6 +2031,7 @@ static void translate_server(imp_t *im, sb_t *out, const level_t *http, const ng
     sb_t ls = { 0 };
     sb_add(&ls, "", 0);
     int nlisten = 0, any_tls = 0;
+    char seen_addr[32][300];
     for (const ngx_dir_t *d = srv->block; d; d = d->next) {
         if (!is(d, "listen"))
             continue;
@@ -2026,6 +2076,19 @@ static void translate_server(imp_t *im, sb_t *out, const level_t *http, const ng
             continue;
         if (ssl && !tls_ok) {
             report(im, d, "ssl without certificates legate can read: this address is left out");
+            continue;
+        }
+        int dup = 0;
+        for (int k = 0; k < nlisten && !dup; k++)
+            dup = strcmp(seen_addr[k], addr) == 0;
+        if (dup) {
+            report(im, d, "%s is listed twice in this server (nginx refuses it): left out", addr);
+            continue;
+        }
+        if (nlisten < 32)
+            snprintf(seen_addr[nlisten], sizeof(seen_addr[0]), "%s", addr);
+        else {
+            report(im, d, "more than 32 addresses: left out");
             continue;
         }
         any_tls |= ssl;
@@ -2298,6 +2361,11 @@ static void translate_zones(imp_t *im, const ngx_dir_t *d)
     char *key = template_of(d->args[1], &why);
     if (key == NULL) {
         report(im, d, "%s: left out", why);
+        return;
+    }
+    if (zone_known(im, is(d, "limit_req_zone") ? 'r' : 'c', zn)) {
+        report(im, d, "zone \"%s\" is declared twice (nginx refuses it): the first is kept", zn);
+        free(key);
         return;
     }
     if (im->nzones < (int)(sizeof(im->zones) / sizeof(im->zones[0]))) {

@@ -418,6 +418,76 @@ def odd_directives_are_reported_and_the_rest_loads():
     contains(out, 'proxy_read_timeout = "5400s";')
 
 
+@test(timeout=300)
+def random_configurations_always_load():
+    """The importer's promise: whatever it writes passes legate -t.  Random
+    nginx configurations from a pool of directives (valid, invalid, and
+    what legate refuses), seeded so a failure repeats."""
+    import random
+    d = tmpdir()
+    HTTP = ["gzip on;", "gzip off;", "gzip_types text/css application/json;", "gzip_comp_level 5;", "gzip_min_length 1k;",
+            "keepalive_timeout 30s 20s;", "client_max_body_size 10m;", "proxy_read_timeout 90;", "proxy_connect_timeout 500ms;",
+            "access_log off;", "access_log @D@/a.log main;", "log_format main '$remote_addr $request $status $foo';",
+            "log_format main2 escape=json '{\"a\":\"$remote_addr\"}';", "access_log @D@/b.log main2;",
+            "limit_req_zone $binary_remote_addr zone=z1:10m rate=5r/s;", "limit_conn_zone $server_name zone=c1:1m;",
+            "proxy_cache_path @D@/c keys_zone=cc:1m max_size=20g;", "set_real_ip_from 10.0.0.0/8;", "real_ip_header X-Forwarded-For;",
+            "add_header X-H1 v1;", "add_header X-H1 v2 always;", "proxy_set_header X-P $remote_addr;", "proxy_set_header Host $proxy_host;",
+            "allow 10.0.0.0/8;", "deny all;", "allow ::1;", "resolver 1.1.1.1;", "ssl_protocols TLSv1.2;", "map $a $b { default 0; }",
+            "split_clients $remote_addr $v { 50% up1; * up2; }", "server_tokens off;", "geo $g { default 0; }", "weird_directive 1 2;",
+            "proxy_cache cc;", "proxy_cache_valid 5m;", "proxy_cache_valid 404 any 1m;", "proxy_cache_key $scheme$host$uri;",
+            "proxy_cache_bypass $cookie_x $arg_y;", "auth_basic \"r\";", "auth_basic_user_file /etc/passwd;", "satisfy any;",
+            "limit_req zone=z1 burst=3;", "limit_req zone=zz;", "limit_conn c1 5;", "limit_rate 100k;", "if ($x) { return 403; }"]
+    LOC = HTTP + ["proxy_pass http://up1;", "proxy_pass http://127.0.0.1:9009/;", "proxy_pass http://up2/x/;", "proxy_pass https://localhost:8443;",
+            "proxy_pass http://$v;", "return 200 ok;", "return 301 https://$host$request_uri;", "return 404;", "return 302 /a/$1;",
+            "rewrite ^/(.*)$ /z/$1 break;", "rewrite ^/q$ /r permanent;", "rewrite ^ /x last;", "try_files $uri =404;", "internal;",
+            "proxy_next_upstream error timeout http_500;", "proxy_next_upstream_tries 3;", "auth_request /auth;", "add_header Strict-Transport-Security max-age=1;",
+            "proxy_hide_header X-Powered-By;", "proxy_redirect off;", "error_page 404 /404.html;"]
+    LOCS = ["/", "/a/", "= /auth", "= /x", "^~ /s/", "~ ^/r/(\\d+)$", "~* \\.(gif|jpg)$", "@n", "~ (?i)x", "/b"]
+    SRV = ["listen 127.0.0.1:%d;", "listen 127.0.0.1:%d ssl;", "listen 127.0.0.1:%d default_server;", "listen %d proxy_protocol;", "server_name a.test .b.test ~^c\\d+\\.test$ _;",
+           "ssl_certificate %s/server-rsa.pem;" % CERTS, "ssl_certificate_key %s/server-rsa.key;" % CERTS,
+           "ssl_certificate /nope.pem;", "return 444;", "rewrite ^/old$ /new redirect;"]
+    bad = []
+    for seed in range(int(os.environ.get("LEGATE_IMPORT_RANDOM", "150"))):
+        rnd = random.Random(seed)
+        port = 30000 + rnd.randrange(20000)
+        out = ["events {}", "http {",
+               "upstream up1 { server 127.0.0.1:9001 weight=2; server 127.0.0.1:9002 backup; least_conn; }",
+               "upstream up2 { server localhost:9003 max_fails=1; keepalive 4; hash $uri; }"]
+        for _ in range(rnd.randrange(4)):
+            out.append(rnd.choice(HTTP))
+        for srv in range(rnd.randrange(1, 4)):
+            out.append("server {")
+            for _ in range(rnd.randrange(5)):
+                x = rnd.choice(SRV)
+                out.append(x % (port + srv) if "%d" in x else x)
+            for _ in range(rnd.randrange(3)):
+                out.append(rnd.choice(HTTP))
+            for _ in range(rnd.randrange(5)):
+                out.append("location %s {" % rnd.choice(LOCS))
+                for _ in range(rnd.randrange(4)):
+                    out.append(rnd.choice(LOC))
+                if rnd.random() < 0.2:
+                    out.append("location %s { %s }" % (rnd.choice(LOCS), rnd.choice(LOC)))
+                out.append("}")
+            out.append("}")
+        out.append("}")
+        path = os.path.join(d, "n%d.conf" % seed)
+        with open(path, "w") as f:
+            f.write("\n".join(out).replace("@D@", d) + "\n")
+        rc, text, err = importer(path)
+        if rc != 0:
+            if "nothing written" not in err:
+                bad.append("seed %d: import failed: %s" % (seed, err[-300:]))
+            continue
+        check_remarks(err)
+        with open(path + ".lg", "w") as f:
+            f.write(text)
+        rc, _, terr = run_legate(["-t", "-q", "-p", d, "-c", path + ".lg"], prefix=d)
+        if rc != 0:
+            bad.append("seed %d: %s" % (seed, terr[:400]))
+    eq(bad, [], "imports that fail legate -t")
+
+
 @test
 def syntax_errors_fail_with_file_and_line():
     d = tmpdir()
