@@ -5,6 +5,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
+#include <ares.h>
+#include <maxminddb.h>
 #include <libconfig.h>
 #include <limits.h>
 #include <openssl/crypto.h>
@@ -14,6 +17,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
+#ifdef LG_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 #ifdef LG_HAVE_BROTLI
 #include <brotli/encode.h>
 #endif
@@ -31,6 +37,7 @@
 #include "proxy/proxy.h"
 #include "pipeline/vars.h"
 #include "proc/proc.h"
+#include "import/nginx.h"
 
 #ifndef LEGATE_SYSCONFDIR
 #define LEGATE_SYSCONFDIR "/etc"
@@ -42,37 +49,64 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-        "Usage: legate [-hVtTF] [-c file] [-p prefix] [-s signal]\n"
+        "Usage: legate [-hVtTqF] [-c file] [-p prefix] [-s signal]\n"
+        "       legate --import-nginx nginx.conf > legate.conf\n"
         "\n"
         "Options:\n"
-        "  -h         this help\n"
-        "  -V         show version, build options and library versions\n"
-        "  -t         test the configuration and exit\n"
-        "  -T         test the configuration, print it and exit\n"
-        "  -F         stay in the foreground, log to stderr as well\n"
-        "  -c file    configuration file (default: %s/legate/legate.conf)\n"
-        "  -p prefix  prefix for relative paths (default: %s)\n"
-        "  -s signal  send a signal to the master: stop, quit, reload, reopen\n",
+        "  -h, --help     this help\n"
+        "  -V, --version  show version, build options and library versions\n"
+        "  -t             test the configuration and exit\n"
+        "  -T             test the configuration, print it and exit\n"
+        "  -q             with -t: print errors only\n"
+        "  -F             stay in the foreground, log to stderr as well\n"
+        "  -c file        configuration file (default: %s/legate/legate.conf)\n"
+        "  -p prefix      prefix for relative paths (default: %s)\n"
+        "  -s signal      send a signal to the master: stop, quit, reload, reopen\n"
+        "  --import-nginx file\n"
+        "                 translate an nginx configuration to stdout; what cannot be\n"
+        "                 translated is reported on stderr as file:line (legate-nginx(7))\n"
+        "\n"
+        "Signals: HUP reload, QUIT graceful stop, TERM fast stop, USR1 reopen logs,\n"
+        "USR2 binary upgrade, WINCH stop the workers.  See legate(8), legate.conf(5).\n",
         LEGATE_SYSCONFDIR, LEGATE_PREFIX);
 }
 
 static void version(void)
 {
-    fprintf(stderr, "legate version %s\n", PACKAGE_VERSION);
-    fprintf(stderr, "built with %s\n", OpenSSL_version(OPENSSL_VERSION));
-    fprintf(stderr, "libconfig %d.%d.%d, zlib %s\n", LIBCONFIG_VER_MAJOR,
-            LIBCONFIG_VER_MINOR, LIBCONFIG_VER_REVISION, zlibVersion());
+    FILE *o = stderr;
+    fprintf(o, "legate version %s\n", PACKAGE_VERSION);
+    fprintf(o, "built with %s (running %s)\n", OPENSSL_VERSION_TEXT,
+            OpenSSL_version(OPENSSL_VERSION));
+    fprintf(o, "libconfig %d.%d.%d, zlib %s, c-ares %s, libmaxminddb %s\n",
+            LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR, LIBCONFIG_VER_REVISION, zlibVersion(),
+            ares_version(NULL), MMDB_lib_version());
 #ifdef LG_HAVE_BROTLI
     uint32_t bv = BrotliEncoderVersion();
-    fprintf(stderr, "content codings: gzip, brotli %u.%u.%u", bv >> 24, (bv >> 12) & 0xfff, bv & 0xfff);
+    fprintf(o, "content codings: gzip, brotli %u.%u.%u", bv >> 24, (bv >> 12) & 0xfff, bv & 0xfff);
 #else
-    fprintf(stderr, "content codings: gzip");
+    fprintf(o, "content codings: gzip");
 #endif
 #ifdef LG_HAVE_ZSTD
-    fprintf(stderr, ", zstd %s", ZSTD_versionString());
+    fprintf(o, ", zstd %s", ZSTD_versionString());
 #endif
-    fprintf(stderr, "\n");
-    fprintf(stderr, "configure arguments: %s\n", LEGATE_CONFIGURE_ARGS);
+    fprintf(o, "\n");
+#ifdef LG_HAVE_SYSTEMD
+    fprintf(o, "systemd: sd_notify readiness (Type=notify)\n");
+#else
+    fprintf(o, "systemd: no libsystemd, readiness by pid file (Type=forking)\n");
+#endif
+    const char *bopts = ""
+#ifdef LG_DEBUG
+        " debug-checks"
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+        " sanitizers"
+#endif
+        ;
+    fprintf(o, "build options: %s\n", bopts[0] ? bopts + 1 : "release");
+    fprintf(o, "configuration file: %s/legate/legate.conf, prefix: %s\n", LEGATE_SYSCONFDIR,
+            LEGATE_PREFIX);
+    fprintf(o, "configure arguments: %s\n", LEGATE_CONFIGURE_ARGS);
 }
 
 static char *absolute(const char *path)
@@ -151,16 +185,25 @@ int main(int argc, char **argv)
     const char *conf_file = LEGATE_SYSCONFDIR "/legate/legate.conf";
     const char *prefix = LEGATE_PREFIX;
     const char *sig = NULL;
-    int test = 0, dump = 0, fg = 0;
+    int test = 0, dump = 0, fg = 0, quiet = 0;
+    const char *import_nginx = NULL;
     int opt;
+    static const struct option longopts[] = {
+        { "help",         no_argument,       NULL, 'h' },
+        { "version",      no_argument,       NULL, 'V' },
+        { "import-nginx", required_argument, NULL, 'N' },
+        { NULL, 0, NULL, 0 },
+    };
     lg_features_setup();
     lg_vars_init();     /* every load, -t's and the master's reloads, checks variable names */
-    while ((opt = getopt(argc, argv, "hVtTFc:p:s:")) != -1) {
+    while ((opt = getopt_long(argc, argv, "hVtTqFc:p:s:", longopts, NULL)) != -1) {
         switch (opt) {
         case 'h': usage(stdout); return 0;
         case 'V': version(); return 0;
+        case 'N': import_nginx = optarg; break;
         case 't': test = 1; break;
         case 'T': test = 1; dump = 1; break;
+        case 'q': quiet = 1; break;
         case 'F': fg = 1; break;
         case 'c': conf_file = optarg; break;
         case 'p': prefix = optarg; break;
@@ -173,6 +216,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 1;
     }
+    if (import_nginx)
+        return lg_import_nginx(import_nginx, stdout, stderr) < 0 ? 1 : 0;
     char *file = absolute(conf_file);
     char *pfx = absolute(prefix);
     if (file == NULL || pfx == NULL)
@@ -211,8 +256,10 @@ int main(int argc, char **argv)
             free(pfx);
             return 1;
         }
-        fprintf(stderr, "legate: the configuration file %s syntax is ok\n", file);
-        fprintf(stderr, "legate: configuration file %s test is successful\n", file);
+        if (!quiet) {
+            fprintf(stderr, "legate: the configuration file %s syntax is ok\n", file);
+            fprintf(stderr, "legate: configuration file %s test is successful\n", file);
+        }
         if (dump)
             lg_conf_dump(conf, stdout);
         lg_conf_free(conf);

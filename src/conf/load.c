@@ -28,6 +28,8 @@
 #include "core/syslog.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <libconfig.h>
 #include <netinet/in.h>
@@ -1494,6 +1496,22 @@ static void check_via_name(ld_t *ld, const config_setting_t *root, lg_conf_t *co
         ld_error(ld, config_setting_get_member(root, "via_name"), "'via_name' is empty");
 }
 
+/* As nginx: the worker user must exist when the master is root (else it is
+ * not used, see legate.conf(5)); found by -t rather than by each worker. */
+static void check_user(ld_t *ld, const config_setting_t *root, const lg_conf_t *conf)
+{
+    if (geteuid() != 0)
+        return;
+    if (conf->user && getpwnam(conf->user) == NULL)
+        ld_error(ld, config_setting_get_member(root, "user"), "'user': no user \"%s\"",
+                 conf->user);
+    if (conf->group && getgrnam(conf->group) == NULL)
+        ld_error(ld, config_setting_get_member(root, "group"), "'group': no group \"%s\"",
+                 conf->group);
+    if (conf->group && conf->user == NULL)
+        ld_error(ld, config_setting_get_member(root, "group"), "'group' needs 'user'");
+}
+
 static void load_tree(ld_t *ld, const config_t *cfg)
 {
     lg_conf_t              *conf = ld->conf;
@@ -1523,6 +1541,7 @@ static void load_tree(ld_t *ld, const config_t *cfg)
     ld_table_defaults(ld, ld_common_dirs, &conf->http);
     check_via_name(ld, root, conf);
     check_metrics_buckets(ld, root, conf);
+    check_user(ld, root, conf);
     if (conf->tls_session_cache > 0 && conf->tls_session_cache < 16384)
         ld_error(ld, config_setting_get_member(root, "tls_session_cache"),
                  "'tls_session_cache' must be 0 (off) or at least 16k");
@@ -1608,6 +1627,7 @@ lg_conf_t *lg_conf_load(const char *file, const char *prefix, char *err, size_t 
         goto done;
     }
 
+    ld_include_globs(&ld, &cfg);
     load_tree(&ld, &cfg);
 done:
     config_destroy(&cfg);

@@ -82,6 +82,8 @@ void        ld_error_at(ld_t *ld, const char *file, int line, const char *fmt, .
     __attribute__((format(printf, 4, 5)));
 int         ld_oom(ld_t *ld, const config_setting_t *s);
 const char *ld_file_name(ld_t *ld, const char *f);
+/* include.c: merge the files of a top-level 'include' into cfg, then drop it */
+void        ld_include_globs(ld_t *ld, config_t *cfg);
 
 /* memory from the generation's arena */
 void       *ld_calloc(ld_t *ld, size_t n, size_t size);

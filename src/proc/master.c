@@ -47,6 +47,9 @@
 #include "cache/store.h"
 #include "feature/limit.h"
 #include "feature/metrics.h"
+#ifdef LG_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 #define MAX_CHILDREN 1024
 
@@ -215,6 +218,26 @@ static void shm_maybe_sweep(void)
     shm_sweep_gen = 0;
 }
 static const lg_opts_t *opts;
+int lg_ready_pipe[2] = { -1, -1 };
+
+/*
+ * Readiness for systemd's Type=notify (a no-op without $NOTIFY_SOCKET or
+ * without libsystemd at build time: then the unit waits for the pid file).
+ * MAINPID is sent with READY so a master started by a binary upgrade takes
+ * over as the service's main process (the unit has NotifyAccess=all).
+ */
+static void notify(const char *state)
+{
+#ifdef LG_HAVE_SYSTEMD
+    if (strcmp(state, "READY=1") == 0)
+        sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=generation %u, %d workers", (int)getpid(),
+                   generation, conf ? conf->worker_processes : 0);
+    else
+        sd_notify(0, state);
+#else
+    (void)state;
+#endif
+}
 
 static void spawn(int slot, int nworkers)
 {
@@ -326,7 +349,8 @@ static void apply_rlimit(lg_conf_t *c)
 }
 
 /* Create log files (and their directories) as the master, owned by the
- * worker user, so workers can open and reopen them after dropping root. */
+ * worker user, so workers can open and reopen them after dropping root:
+ * the error log and every access log. */
 static void prepare_logs(const lg_conf_t *c)
 {
     uid_t uid = (uid_t)-1;
@@ -338,12 +362,15 @@ static void prepare_logs(const lg_conf_t *c)
             gid = pw->pw_gid;
         }
     }
-    const char *paths[1 + 64];
+    const char *paths[2 + 64];
     size_t n = 0;
+    /* the workers reopen the error log too (USR1) */
+    if (strcmp(c->error_log, "stderr") != 0)
+        paths[n++] = c->error_log;
     paths[n++] = c->http.access_log;
-    for (size_t s = 0; s < c->nservers && n < 64; s++) {
+    for (size_t s = 0; s < c->nservers && n < 65; s++) {
         paths[n++] = c->servers[s].common.access_log;
-        for (size_t r = 0; r < c->servers[s].nroutes && n < 64; r++)
+        for (size_t r = 0; r < c->servers[s].nroutes && n < 65; r++)
             paths[n++] = c->servers[s].routes[r].common.access_log;
     }
     for (size_t i = 0; i < n; i++) {
@@ -362,10 +389,11 @@ static void prepare_logs(const lg_conf_t *c)
     }
 }
 
-static void reload(void)
+static void reload_conf(void)
 {
     char err[8192];
     lg_notice("reloading configuration from %s", opts->conf_file);
+    notify("RELOADING=1");
     lg_conf_t *nc = lg_conf_load(opts->conf_file, opts->prefix, err, sizeof(err));
     if (nc == NULL) {
         /* one line per error so each stays greppable */
@@ -412,6 +440,12 @@ static void reload(void)
     /* the old workers have their own copy (fork); ours can go */
     lg_conf_free(old);
     lg_notice("reload done, generation %u with %d workers", generation, conf->worker_processes);
+}
+
+static void reload(void)
+{
+    reload_conf();
+    notify("READY=1");     /* whether it took or not, the service goes on */
 }
 
 static void binary_upgrade(void)
@@ -576,14 +610,36 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
         lg_listeners_close_all();
         return 1;
     }
+    /* READY=1 once every first worker accepts (or has died trying) */
+    int *ready_pipe = lg_ready_pipe;
+    int ready_left = 0;
+    if (pipe2(ready_pipe, O_CLOEXEC) < 0)
+        ready_pipe[0] = ready_pipe[1] = -1;
     start_workers();
+    if (ready_pipe[1] >= 0) {
+        close(ready_pipe[1]);   /* respawned workers have nothing to say */
+        ready_pipe[1] = -1;
+        ready_left = conf->worker_processes;
+    } else
+        notify("READY=1");
     lg_notice("legate %s started, %d workers", PACKAGE_VERSION, conf->worker_processes);
 
     lg_msec_t stop_deadline = 0;
     int stopping = 0;
     for (;;) {
         struct timespec ts = { .tv_sec = 0, .tv_nsec = 200 * 1000000 };
-        ppoll(NULL, 0, &ts, &none);
+        struct pollfd rp = { .fd = ready_pipe[0], .events = POLLIN };
+        if (ppoll(&rp, ready_pipe[0] >= 0 ? 1 : 0, &ts, &none) > 0 && rp.revents) {
+            char buf[64];
+            ssize_t rn = read(ready_pipe[0], buf, sizeof(buf));
+            if (rn > 0)
+                ready_left -= (int)rn;
+            if (rn == 0 || (rn < 0 && errno != EINTR && errno != EAGAIN) || ready_left <= 0) {
+                close(ready_pipe[0]);
+                ready_pipe[0] = -1;
+                notify("READY=1");
+            }
+        }
 
         if (sig_chld) {
             sig_chld = 0;
@@ -592,6 +648,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
         }
         if (sig_term && stopping != 2) {
             lg_notice("fast shutdown");
+            notify("STOPPING=1");
             stopping = 2;
             signal_workers(SIGTERM, 0, 0);
             stop_deadline = now_ms() + 3000;
@@ -600,6 +657,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
         }
         if (sig_quit && !stopping) {
             lg_notice("graceful shutdown");
+            notify("STOPPING=1");
             stopping = 1;
             signal_workers(SIGQUIT, 0, now_ms() + conf->shutdown_timeout);
         }

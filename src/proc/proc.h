@@ -17,6 +17,12 @@ typedef struct lg_opts {
 int  lg_master_run(lg_conf_t *conf, const lg_opts_t *opts);
 /* Runs a worker; never returns. */
 void lg_worker_run(lg_conf_t *conf, int slot, int nworkers) __attribute__((noreturn));
+/* The master's readiness pipe ({ -1, -1 } when none): while the first
+ * workers start, a worker writes one byte to [1] once it accepts (after
+ * dropping privileges); every worker closes its copies of both ends.  The
+ * master tells systemd READY=1 when every first worker has written (or the
+ * pipe's write ends are all gone). */
+extern int lg_ready_pipe[2];
 
 /* The front ends and features of the pipeline, registered once per
  * process before any configuration is used (features.c). */

@@ -223,6 +223,14 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
     accepting = 1;
     lg_tls_set_sni(sni_server);
     drop_privileges(conf);
+    if (lg_ready_pipe[1] >= 0) {
+        ssize_t wn = write(lg_ready_pipe[1], "r", 1);
+        (void)wn;               /* a master that stopped reading does not care */
+        close(lg_ready_pipe[1]);
+    }
+    if (lg_ready_pipe[0] >= 0)
+        close(lg_ready_pipe[0]);
+    lg_ready_pipe[0] = lg_ready_pipe[1] = -1;
 
     tick.cb = tick_cb;
     lg_timer_set(&lg_w.loop, &tick, 1000);

@@ -10,6 +10,7 @@
 #   cache       src/cache/policy.c: strict HTTP-dates, Age, Vary, Cache-Control
 #   h2          src/pipeline/h2.c through libnghttp2's callbacks: frames from a
 #               client into requests and back, on the whole worker (all of src/)
+#   nginx       src/import/nginx_parse.c: nginx.conf tokens and blocks (--import-nginx)
 set -u
 SRC=${LEGATE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BLD=${LEGATE_BUILDDIR:-$(pwd)}
@@ -26,12 +27,13 @@ CFG=$BLD/config.h
 [ -f "$CFG" ] || CFG=$SRC/config.h
 export LSAN_OPTIONS="suppressions=$SRC/t/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 passed=0 failed=0
-for h in parse conf proxyproto htpasswd json cache h2; do
+for h in parse conf proxyproto htpasswd json cache h2 nginx; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
     conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c
                       src/conf/load_server.c src/conf/load_upstream.c src/conf/parse_util.c
-                      src/conf/tpl.c src/core/arena.c src/core/log.c src/core/hash.c src/core/syslog.c"
+                      src/conf/tpl.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
+                      src/core/syslog.c"
                 libs="-lconfig"; corpus=corpus-conf; secs=$(( (SECS + 1) / 2 )) ;;
     proxyproto) srcs="src/net/proxyproto.c"; libs=""; corpus=corpus-proxyproto; secs=$(( (SECS + 1) / 2 )) ;;
     htpasswd)   srcs="src/net/htpasswd.c src/core/hash.c"; libs="-lcrypto -lcrypt"
@@ -40,8 +42,9 @@ for h in parse conf proxyproto htpasswd json cache h2; do
     cache)      srcs="src/cache/policy.c"; libs=""; corpus=corpus-cache; secs=$(( (SECS + 1) / 2 )) ;;
     h2)         srcs=$(cd "$SRC" && ls src/*/*.c)
                 libs="$(pkg-config --libs openssl libconfig zlib libcares libmaxminddb libnghttp2 \
-                        libbrotlienc libzstd 2>/dev/null) -lcrypt"
+                        libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) -lcrypt"
                 corpus=corpus-h2; secs=$SECS ;;
+    nginx)      srcs="src/import/nginx_parse.c"; libs=""; corpus=corpus-nginx; secs=$(( (SECS + 1) / 2 )) ;;
     esac
     cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
     set --

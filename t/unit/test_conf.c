@@ -376,12 +376,12 @@ Test(conf, minimal_config_gets_every_default)
 Test(conf, global_settings)
 {
     lg_conf_t *c = load_ok(skel_text(&(skel_t){ .global =
-        "worker_processes = 3; user = \"www\"; group = \"web\"; pid = \"/run/l.pid\"; "
+        "worker_processes = 3; user = \"nobody\"; group = \"nogroup\"; pid = \"/run/l.pid\"; "
         "error_log = \"stderr\"; error_log_level = \"debug\"; worker_connections = 1000000; "
         "worker_rlimit_nofile = 65536; shutdown_timeout = \"1m\";" }));
     cr_expect_eq(c->worker_processes, 3);
-    cr_expect_str_eq(c->user, "www");
-    cr_expect_str_eq(c->group, "web");
+    cr_expect_str_eq(c->user, "nobody");
+    cr_expect_str_eq(c->group, "nogroup");
     cr_expect_str_eq(c->pid_file, "/run/l.pid");
     cr_expect_str_eq(c->error_log, "stderr");
     cr_expect_eq(c->error_log_level, LG_LOG_DEBUG);

@@ -1,0 +1,537 @@
+#!/usr/bin/env python3
+"""legate --import-nginx: Debian's own nginx.conf (with sites-enabled/default),
+and the typical edge configurations of t/nginx/ (TLS with HSTS, WebSocket,
+cache with stale serving, canary split, rate-limited API, admin area with
+Basic auth), each imported and checked with legate -t, then run side by
+side with nginx on the same requests (status, key headers, bodies).  Also:
+include globs, what is reported (FILE:LINE: directive: why), syntax errors."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from legate_test import *  # noqa: E402,F401,F403
+
+TEMPLATES = os.path.join(REPO, "t", "nginx")
+CERTS = os.path.join(REPO, "conf", "examples", "certs")
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+_tmps = []
+_procs = []
+
+
+def tmpdir():
+    d = tempfile.mkdtemp(prefix="legate-ngx-")
+    os.chmod(d, 0o755)      # nginx's workers (nobody) read and write under it
+    _tmps.append(d)
+    return d
+
+
+def cleanup():
+    for p in _procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    del _procs[:]
+    if not os.environ.get("LEGATE_TEST_KEEP"):
+        for d in _tmps:
+            shutil.rmtree(d, ignore_errors=True)
+    del _tmps[:]
+
+
+def importer(path):
+    p = subprocess.run([LEGATE_BIN, "--import-nginx", path], capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def check_remarks(err):
+    """Every remark is FILE:LINE: directive: why (the last line sums up)."""
+    lines = [l for l in err.splitlines() if l.strip()]
+    ok(lines, "a summary line")
+    ok(re.search(r": translated, \d+ remarks?$", lines[-1]), "summary: %r" % lines[-1])
+    for l in lines[:-1]:
+        ok(re.match(r"^/\S+:\d+: [a-z_0-9]+: \S", l), "remark without FILE:LINE: directive: %r" % l)
+
+
+def render(name, d, **ports):
+    text = open(os.path.join(TEMPLATES, name)).read()
+    for k, v in ports.items():
+        text = text.replace("@%s@" % k, str(v))
+    text = text.replace("@CERTS@", CERTS).replace("@DIR@", d)
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    shutil.copy(os.path.join(TEMPLATES, "common.inc"), d)
+    for sub in ("logs", "tmp"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+        os.chmod(os.path.join(d, sub), 0o777)
+    return path
+
+
+def imported(name, **ports):
+    """Render the template for legate's ports, import it, check it; the text."""
+    d = tmpdir()
+    write_htpasswd(d)
+    path = render(name, d, **ports)
+    rc, out, err = importer(path)
+    eq(rc, 0, err)
+    check_remarks(err)
+    rc, terr = check_config(out)
+    eq(rc, 0, "legate -t on the import of %s:\n%s\n%s" % (name, terr, out))
+    return out, err
+
+
+def write_htpasswd(d):
+    h = subprocess.run(["openssl", "passwd", "-apr1", "secret"], capture_output=True, timeout=30,
+                       check=True).stdout.decode().strip()
+    with open(os.path.join(d, "htpasswd"), "w") as f:
+        f.write("admin:%s\n" % h)
+    os.chmod(os.path.join(d, "htpasswd"), 0o644)
+
+
+def start_nginx(name, **ports):
+    if NGINX is None:
+        skip("nginx is not installed: no side-by-side run")
+    d = tmpdir()
+    write_htpasswd(d)
+    path = render(name, d, **ports)
+    p = subprocess.Popen([NGINX, "-p", d, "-c", path, "-g", "daemon off;"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=open(os.path.join(d, "stderr.log"), "wb"))
+    _procs.append(p)
+
+    def up():
+        if p.poll() is not None:
+            raise TestFailure("nginx exited: %s" % open(os.path.join(d, "stderr.log")).read())
+        return all(_port_open(ports[k]) for k in ports if k.endswith("PORT"))
+    wait_until(up, 15, what="nginx to listen")
+    return p
+
+
+def _port_open(port):
+    import socket
+    s = socket.socket()
+    s.settimeout(0.5)
+    try:
+        s.connect(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def pair(name, origins=1, tls=False):
+    """nginx and legate from the same template, each with its own origins."""
+    on = [Origin("o%d" % i) for i in range(origins)]
+    ol = [Origin("o%d" % i) for i in range(origins)]     # the same names: equal bodies
+    np, lp = free_port(), free_port()
+    nports = {"PORT": np, "ORIGIN": on[0].address}
+    lports = {"PORT": lp, "ORIGIN": ol[0].address}
+    if origins > 1:
+        nports["ORIGIN2"], lports["ORIGIN2"] = on[1].address, ol[1].address
+    if tls:
+        nports["TLSPORT"], lports["TLSPORT"] = free_port(), free_port()
+    start_nginx(name, **nports)
+    text, err = imported(name, **lports)
+    # the harness waits for the "started" notice: log at notice level
+    lg = Legate(re.sub(r'^error_log_level = .*\n', '', text, flags=re.M), workers=None)
+    return nports, lports, on, ol, lg, err
+
+
+def same(np, lp, path, headers=(), what=None):
+    rn = request(np, target=path, headers=headers, host="localhost")
+    rl = request(lp, target=path, headers=headers, host="localhost")
+    eq(rl.status, rn.status, "status of %s (nginx %d)" % (path, rn.status))
+    if rn.status == 200:
+        eq(rl.body, rn.body, "body of %s" % path)
+    return rn, rl
+
+
+# ---------------------------------------------------------------- Debian's
+
+@test
+def debian_default_nginx_conf():
+    main = "/etc/nginx/nginx.conf"
+    if not os.path.exists(main):
+        skip("no /etc/nginx/nginx.conf (scripts/bootstrap installs nginx)")
+    rc, out, err = importer(main)
+    eq(rc, 0, err)
+    check_remarks(err)
+    rc, terr = check_config(out)
+    eq(rc, 0, "%s\n%s" % (terr, out))
+    contains(out, 'worker_processes = "auto";')
+    site = "/etc/nginx/sites-enabled/default"
+    if os.path.exists(site):
+        # the site comes in through include /etc/nginx/sites-enabled/*
+        contains(out, '{ address = "0.0.0.0:80"; default = true; }')
+        contains(out, '{ address = "[::]:80"; default = true; }')
+        ok(re.search(r"^%s:\d+: try_files: not translated: legate serves no files$"
+                     % re.escape(site), err, re.M), "try_files reported:\n" + err)
+        ok(re.search(r"^%s:\d+: location: no proxy_pass or return" % re.escape(site), err, re.M),
+           "the location without an action reported")
+    ok(re.search(r"^/etc/nginx/nginx.conf:\d+: sendfile: not translated", err, re.M),
+       "sendfile reported")
+
+
+@test
+def debian_default_site_with_a_proxy():
+    """sites-available/default as a sysadmin turns it into a reverse proxy."""
+    src = "/etc/nginx/sites-available/default"
+    if not os.path.exists(src):
+        skip("no %s" % src)
+    d = tmpdir()
+    o = Origin("app")
+    port = free_port()
+    site = open(src).read()
+    site = re.sub(r"listen 80 default_server;", "listen 127.0.0.1:%d default_server;" % port, site)
+    site = re.sub(r"\n\s*listen \[::\]:80 default_server;", "", site)
+    site = site.replace("try_files $uri $uri/ =404;",
+                        "proxy_pass http://%s;\n\t\tproxy_set_header Host $host;" % o.address)
+    os.makedirs(os.path.join(d, "sites-enabled"))
+    with open(os.path.join(d, "sites-enabled", "default"), "w") as f:
+        f.write(site)
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write("events { }\nhttp {\n    include sites-enabled/*;\n}\n")
+    rc, out, err = importer(os.path.join(d, "nginx.conf"))
+    eq(rc, 0, err)
+    check_remarks(err)
+    lg = Legate(out.replace("http = {", 'http = {\n    access_log = "{prefix}/logs/access.log";', 1))
+    r = request(port, target="/x?size=7")
+    eq(r.status, 200)
+    eq(r.body, pattern(7))
+    eq(r.headers.get("X-Origin"), "app")
+    lg.stop()
+
+
+# ---------------------------------------------------------------- edge configs, side by side
+
+@test(timeout=120)
+def tls_with_hsts_side_by_side():
+    if not have_curl():
+        skip("curl is not installed")
+    np, lp, on, ol, lg, err = pair("tls-hsts.conf", tls=True)
+    contains(err, "tls-hsts.conf:24: proxy_http_version: not translated")
+    # the plain port redirects to https, the same way
+    rn = request(np["PORT"], target="/a?b=1", host="localhost")
+    rl = request(lp["PORT"], target="/a?b=1", host="localhost")
+    eq(rn.status, 301)
+    eq(rl.status, 301)
+    eq(rl.headers.get("Location"), "https://localhost:%d/a?b=1" % lp["TLSPORT"])
+    eq(rn.headers.get("Location"), "https://localhost:%d/a?b=1" % np["TLSPORT"])
+    sn, hn, bn = curl("-sk", "--resolve", "localhost:%d:127.0.0.1" % np["TLSPORT"],
+                      "https://localhost:%d/x?size=300" % np["TLSPORT"])
+    sl, hl, bl = curl("-sk", "--resolve", "localhost:%d:127.0.0.1" % lp["TLSPORT"],
+                      "https://localhost:%d/x?size=300" % lp["TLSPORT"])
+    eq((sl, bl), (sn, bn), "status and body over TLS")
+    eq(hl.get("Strict-Transport-Security"), hn.get("Strict-Transport-Security"))
+    eq(hl.get("Strict-Transport-Security"), "max-age=63072000")
+
+
+@test(timeout=120)
+def websocket_idiom_side_by_side():
+    np, lp, on, ol, lg, err = pair("websocket.conf")
+    ok("map" not in err, "the $http_upgrade map is not reported:\n" + err)
+    for path in ("/ws/chat?size=10", "/other?size=20"):
+        rn, rl = same(np["PORT"], lp["PORT"], path)
+        eq(rl.headers.get("X-Origin-Target"), rn.headers.get("X-Origin-Target"))
+
+
+@test(timeout=120)
+def cache_with_stale_side_by_side():
+    np, lp, on, ol, lg, err = pair("cache-stale.conf")
+    contains(err, "cache-stale.conf:19: add_header: legate has no variable $upstream_cache_status")
+    contains(err, "cache-stale.conf:16: proxy_cache_use_stale: not translated")
+    path = "/c?size=100&hdr=Cache-Control:max-age=60"
+    for _ in range(3):
+        same(np["PORT"], lp["PORT"], path)
+    for o, who in ((on[0], "nginx"), (ol[0], "legate")):
+        eq(o.stats()["by_path"].get("/c", 0), 1, "%s asked its origin once" % who)
+    rn, rl = same(np["PORT"], lp["PORT"], "/healthz")
+    eq(rl.body, b"ok\n")
+
+
+@test(timeout=120)
+def canary_split_side_by_side():
+    np, lp, on, ol, lg, err = pair("canary.conf", origins=2)
+    contains(err, "canary.conf:9: split_clients:")
+    for port, origins in ((np["PORT"], on), (lp["PORT"], ol)):
+        seen = set()
+        for _ in range(10):
+            r = request(port, target="/x?size=5")
+            eq(r.status, 200)
+            seen.add(r.headers.get("X-Origin"))
+        eq(len(seen), 1, "one client stays in one cohort: %s" % seen)
+        ok(seen <= {origins[0].name, origins[1].name}, "%s" % seen)
+        eq(request(port, target="/stable/y").headers.get("X-Origin"), origins[0].name)
+
+
+@test(timeout=120)
+def rate_limited_api_side_by_side():
+    np, lp, on, ol, lg, err = pair("ratelimit-api.conf", origins=2)
+    for port, who in ((np["PORT"], "nginx"), (lp["PORT"], "legate")):
+        st = [request(port, target="/api/q").status for _ in range(8)]
+        eq(st[:3], [200, 200, 200], "%s: the rate and the burst: %s" % (who, st))
+        ok(429 in st, "%s refuses past the burst with 429: %s" % (who, st))
+        eq(request(port, target="/free").status, 200, "%s: / is not limited" % who)
+    eq(on[1].stats()["requests"], 0, "the backup stays idle (nginx)")
+    eq(ol[1].stats()["requests"], 0, "the backup stays idle (legate)")
+
+
+@test(timeout=120)
+def admin_area_side_by_side():
+    np, lp, on, ol, lg, err = pair("admin-basic.conf")
+    import base64
+    auth = ("Authorization", "Basic " + base64.b64encode(b"admin:secret").decode())
+    rn, rl = same(np["PORT"], lp["PORT"], "/admin/x")
+    eq(rn.status, 401)
+    contains(rl.headers.get("WWW-Authenticate", ""), 'realm="Admin area"')
+    rn, rl = same(np["PORT"], lp["PORT"], "/admin/x?size=9", headers=[auth])
+    eq(rn.status, 200)
+    eq(rl.headers.get("X-Origin-Target"), rn.headers.get("X-Origin-Target"))
+    eq(rl.headers.get("X-Origin-Target"), "/x?size=9", "the prefix replaced by proxy_pass's URI")
+    rn, rl = same(np["PORT"], lp["PORT"], "/pics/a.PNG")
+    eq(rn.status, 403)
+    rn, rl = same(np["PORT"], lp["PORT"], "/old/page")
+    eq(rn.status, 301)
+    ok(rn.headers.get("Location").endswith("/new/page"), rn.headers.get("Location"))
+    ok(rl.headers.get("Location").endswith("/new/page"), rl.headers.get("Location"))
+    rn, rl = same(np["PORT"], lp["PORT"], "/home?size=4")
+    eq(rl.headers.get("X-Frame-Options"), rn.headers.get("X-Frame-Options"))
+    eq(rl.headers.get("X-Frame-Options"), "DENY")
+
+
+@test(timeout=120)
+def auth_request_side_by_side():
+    np, lp, on, ol, lg, err = pair("auth-request.conf", origins=2)
+    contains(err, "auth-request.conf:13: internal: an internal location is not a route")
+    # nginx's array quirk: the location's add_header drops the server's
+    ok(re.search(r"auth-request\.conf:20: add_header: nginx does not inherit the add_header of "
+                 r"\S+/auth-request\.conf:11 here", err), err)
+    for o in on + ol:
+        o.reset_stats()
+    rn, rl = same(np["PORT"], lp["PORT"], "/private/doc?size=12")
+    eq(rn.status, 200)
+    for h in ("X-Area", "X-Site"):
+        eq(rl.headers.get(h), rn.headers.get(h), h)
+    eq(rl.headers.get("X-Site"), None, "X-Site is not inherited by /private/")
+    eq(rl.headers.get("X-Origin-Target"), rn.headers.get("X-Origin-Target"))
+    for o, who in ((on[1], "nginx"), (ol[1], "legate")):
+        eq(o.stats()["by_path"].get("/check", 0), 1, "%s asked the auth service" % who)
+    rn, rl = same(np["PORT"], lp["PORT"], "/_auth")
+    eq(rn.status, 404, "the internal location is not reachable")
+    rn, rl = same(np["PORT"], lp["PORT"], "/pub?size=3")
+    eq(rl.headers.get("X-Site"), rn.headers.get("X-Site"))
+    eq(rl.headers.get("X-Site"), "edge")
+
+
+@test(timeout=120)
+def location_rewrites_side_by_side():
+    np, lp, on, ol, lg, err = pair("api-rewrite.conf")
+    contains(err, "api-rewrite.conf:11: rewrite: the route is this regex")
+    contains(err, "api-rewrite.conf:15: rewrite: a redirect of this location")
+    for path in ("/api/v1/users?id=3", "/api/other", "/else"):
+        rn, rl = same(np["PORT"], lp["PORT"], path)
+        eq(rl.headers.get("X-Origin-Target"), rn.headers.get("X-Origin-Target"), path)
+    eq(request(lp["PORT"], target="/api/v1/users?id=3").headers.get("X-Origin-Target"),
+       "/users?id=3")
+    rn, rl = same(np["PORT"], lp["PORT"], "/legacy/a")
+    eq(rn.status, 301)
+    ok(rl.headers.get("Location").endswith("/new/a"), rl.headers.get("Location"))
+
+
+# ---------------------------------------------------------------- reading and reporting
+
+@test
+def includes_with_globs_and_reports():
+    d = tmpdir()
+    os.makedirs(os.path.join(d, "sites"))
+    p1, p2 = free_port(), free_port()
+    with open(os.path.join(d, "sites", "a.conf"), "w") as f:
+        f.write("server {\n    listen 127.0.0.1:%d;\n    location / { return 200 'a'; }\n}\n" % p1)
+    with open(os.path.join(d, "sites", "b.conf"), "w") as f:
+        f.write("server {\n    listen 127.0.0.1:%d;\n"
+                "    if ($http_x = 1) { return 403; }\n"
+                "    location @fallback { return 200; }\n"
+                "    location /v { proxy_pass http://$backend/x; }\n"
+                "    location /h { return 200 'h'; add_header X-A $upstream_cache_status; }\n"
+                "    location ~ ^/(?:a|b) { return 200; }\n"
+                "}\n" % p2)
+    main = os.path.join(d, "nginx.conf")
+    with open(main, "w") as f:
+        f.write("events {}\nhttp {\n    map $a $b { default 1; }\n    include sites/*.conf;\n"
+                "    include missing.conf;\n}\n")
+    rc, out, err = importer(main)
+    eq(rc, 0, err)
+    check_remarks(err)
+    b = os.path.join(d, "sites", "b.conf")
+    contains(err, "%s:3: if: \"if\" is not in legate" % b)
+    contains(err, "%s:4: location: named locations are not in legate" % b)
+    contains(err, "%s:5: proxy_pass: a proxy_pass with variables is not in legate" % b)
+    contains(err, "%s:6: add_header: legate has no variable $upstream_cache_status" % b)
+    contains(err, "%s:7: location: \"^/(?:a|b)\": (?...) groups are PCRE only" % b)
+    contains(err, "%s:3: map: maps are not in legate" % main)
+    contains(err, "%s:5: include: \"%s/missing.conf\" does not exist" % (main, d))
+    lg = Legate(out)
+    eq(request(p1).body, b"a")
+    eq(request(p2, target="/h").body, b"h")
+    eq(request(p2, target="/v").status, 404)
+
+
+@test
+def odd_directives_are_reported_and_the_rest_loads():
+    d = tmpdir()
+    path = os.path.join(d, "odd.conf")
+    shutil.copy(os.path.join(TEMPLATES, "odd.conf"), path)
+    rc, out, err = importer(path)
+    eq(rc, 0, err)
+    check_remarks(err)
+    lines = err.splitlines()
+    eq(len(lines), len(set(lines)), "each remark once:\n" + err)
+    for want in [":2: user: no user \"nosuchuser\" here: left out",
+                 ":4: error_log: legate logs to a file or stderr",
+                 ":10: server: \"nosuchhost.invalid:80\" does not resolve",
+                 ":12: upstream: no server left",
+                 ":16: ssl_certificate: cannot read \"/nonexistent.pem\"",
+                 ":15: listen: ssl without certificates legate can read",
+                 ":18: server_name: \"~^(?<sub>.+)\\.example\\.net$\": (?...) groups",
+                 ":23: proxy_set_header: legate sets a header once: only the first x-a",
+                 ":20: add_header: legate sets a header once: only the first Set-Cookie",
+                 ":25: return: $1..$9 without a regex location",
+                 ":27: proxy_next_upstream: \"http_404\" is not in legate's next_upstream",
+                 ":32: limit_req: no limit_req_zone \"nozone\"",
+                 ":33: return: 444 (close without an answer) is not in legate: 403 instead",
+                 ":36: server: no listen: nginx's default *:80 is written",
+                 ":7: log_format: legate has no variable $upstream_connect_time"]:
+        contains(err, path + want)
+    rc, terr = check_config(out)
+    eq(rc, 0, "%s\n%s" % (terr, out))
+    contains(out, 'app_v1_2 = {')
+    contains(out, 'regex = "^/r/([0-9]+)/([A-Za-z0-9_]+)$";')
+    contains(out, 'proxy_read_timeout = "5400s";')
+
+
+@test(timeout=300)
+def random_configurations_always_load():
+    """The importer's promise: whatever it writes passes legate -t.  Random
+    nginx configurations from a pool of directives (valid, invalid, and
+    what legate refuses), seeded so a failure repeats."""
+    import random
+    d = tmpdir()
+    HTTP = ["gzip on;", "gzip off;", "gzip_types text/css application/json;", "gzip_comp_level 5;", "gzip_min_length 1k;",
+            "keepalive_timeout 30s 20s;", "client_max_body_size 10m;", "proxy_read_timeout 90;", "proxy_connect_timeout 500ms;",
+            "access_log off;", "access_log @D@/a.log main;", "log_format main '$remote_addr $request $status $foo';",
+            "log_format main2 escape=json '{\"a\":\"$remote_addr\"}';", "access_log @D@/b.log main2;",
+            "limit_req_zone $binary_remote_addr zone=z1:10m rate=5r/s;", "limit_conn_zone $server_name zone=c1:1m;",
+            "proxy_cache_path @D@/c keys_zone=cc:1m max_size=20g;", "set_real_ip_from 10.0.0.0/8;", "real_ip_header X-Forwarded-For;",
+            "add_header X-H1 v1;", "add_header X-H1 v2 always;", "proxy_set_header X-P $remote_addr;", "proxy_set_header Host $proxy_host;",
+            "allow 10.0.0.0/8;", "deny all;", "allow ::1;", "resolver 1.1.1.1;", "ssl_protocols TLSv1.2;", "map $a $b { default 0; }",
+            "split_clients $remote_addr $v { 50% up1; * up2; }", "server_tokens off;", "geo $g { default 0; }", "weird_directive 1 2;",
+            "proxy_cache cc;", "proxy_cache_valid 5m;", "proxy_cache_valid 404 any 1m;", "proxy_cache_key $scheme$host$uri;",
+            "proxy_cache_bypass $cookie_x $arg_y;", "auth_basic \"r\";", "auth_basic_user_file /etc/passwd;", "satisfy any;",
+            "limit_req zone=z1 burst=3;", "limit_req zone=zz;", "limit_conn c1 5;", "limit_rate 100k;", "if ($x) { return 403; }"]
+    LOC = HTTP + ["proxy_pass http://up1;", "proxy_pass http://127.0.0.1:9009/;", "proxy_pass http://up2/x/;", "proxy_pass https://localhost:8443;",
+            "proxy_pass http://$v;", "return 200 ok;", "return 301 https://$host$request_uri;", "return 404;", "return 302 /a/$1;",
+            "rewrite ^/(.*)$ /z/$1 break;", "rewrite ^/q$ /r permanent;", "rewrite ^ /x last;", "try_files $uri =404;", "internal;",
+            "proxy_next_upstream error timeout http_500;", "proxy_next_upstream_tries 3;", "auth_request /auth;", "add_header Strict-Transport-Security max-age=1;",
+            "proxy_hide_header X-Powered-By;", "proxy_redirect off;", "error_page 404 /404.html;"]
+    LOCS = ["/", "/a/", "= /auth", "= /x", "^~ /s/", "~ ^/r/(\\d+)$", "~* \\.(gif|jpg)$", "@n", "~ (?i)x", "/b"]
+    SRV = ["listen 127.0.0.1:%d;", "listen 127.0.0.1:%d ssl;", "listen 127.0.0.1:%d default_server;", "listen %d proxy_protocol;", "server_name a.test .b.test ~^c\\d+\\.test$ _;",
+           "ssl_certificate %s/server-rsa.pem;" % CERTS, "ssl_certificate_key %s/server-rsa.key;" % CERTS,
+           "ssl_certificate /nope.pem;", "return 444;", "rewrite ^/old$ /new redirect;"]
+    bad = []
+    for seed in range(int(os.environ.get("LEGATE_IMPORT_RANDOM", "150"))):
+        rnd = random.Random(seed)
+        port = 30000 + rnd.randrange(20000)
+        out = ["events {}", "http {",
+               "upstream up1 { server 127.0.0.1:9001 weight=2; server 127.0.0.1:9002 backup; least_conn; }",
+               "upstream up2 { server localhost:9003 max_fails=1; keepalive 4; hash $uri; }"]
+        for _ in range(rnd.randrange(4)):
+            out.append(rnd.choice(HTTP))
+        for srv in range(rnd.randrange(1, 4)):
+            out.append("server {")
+            for _ in range(rnd.randrange(5)):
+                x = rnd.choice(SRV)
+                out.append(x % (port + srv) if "%d" in x else x)
+            for _ in range(rnd.randrange(3)):
+                out.append(rnd.choice(HTTP))
+            for _ in range(rnd.randrange(5)):
+                out.append("location %s {" % rnd.choice(LOCS))
+                for _ in range(rnd.randrange(4)):
+                    out.append(rnd.choice(LOC))
+                if rnd.random() < 0.2:
+                    out.append("location %s { %s }" % (rnd.choice(LOCS), rnd.choice(LOC)))
+                out.append("}")
+            out.append("}")
+        out.append("}")
+        path = os.path.join(d, "n%d.conf" % seed)
+        with open(path, "w") as f:
+            f.write("\n".join(out).replace("@D@", d) + "\n")
+        rc, text, err = importer(path)
+        if rc != 0:
+            if "nothing written" not in err:
+                bad.append("seed %d: import failed: %s" % (seed, err[-300:]))
+            continue
+        check_remarks(err)
+        with open(path + ".lg", "w") as f:
+            f.write(text)
+        rc, _, terr = run_legate(["-t", "-q", "-p", d, "-c", path + ".lg"], prefix=d)
+        if rc != 0:
+            bad.append("seed %d: %s" % (seed, terr[:400]))
+    eq(bad, [], "imports that fail legate -t")
+
+
+@test
+def syntax_errors_fail_with_file_and_line():
+    d = tmpdir()
+    main = os.path.join(d, "nginx.conf")
+    for text, line, msg in [
+            ("http {\n  server {\n    listen 80;\n", 4, "unexpected end of file, expecting \"}\""),
+            ("events {}\n}\n", 2, "unexpected \"}\""),
+            ("http {\n  server_name \"unterminated;\n}\n", 4, "unterminated quoted string"),
+            ("http {\n  listen 80\n}\n", 3, "unexpected \"}\"")]:
+        with open(main, "w") as f:
+            f.write(text)
+        rc, out, err = importer(main)
+        eq(rc, 1, "%r: %s" % (text, err))
+        eq(out, "", "nothing written")
+        contains(err, "%s:%d: %s" % (main, line, msg))
+    rc, out, err = importer(os.path.join(d, "nope.conf"))
+    eq(rc, 1)
+    contains(err, "nope.conf: cannot read: No such file or directory")
+
+
+@test
+def quotes_escapes_and_regex_case():
+    d = tmpdir()
+    port = free_port()
+    main = os.path.join(d, "nginx.conf")
+    with open(main, "w") as f:
+        f.write("events {}\nhttp {\n  server {\n    listen 127.0.0.1:%d;\n"
+                "    location ~* \\.(PNG|jpe?g)$ { return 200 \"img \\\"q\\\"\"; }\n"
+                "    location = /e { return 200 'x\\'y'; }\n"
+                "    location ^~ /static/ { return 204; }\n"
+                "  }\n}\n" % port)
+    rc, out, err = importer(main)
+    eq(rc, 0, err)
+    contains(err, "nginx.conf:7: location: ^~")
+    lg = Legate(out)
+    eq(request(port, target="/a.png").body, b'img "q"')
+    eq(request(port, target="/a.JPG").body, b'img "q"')
+    eq(request(port, target="/a.gif").status, 404)
+    eq(request(port, target="/e").body, b"x'y")
+    eq(request(port, target="/static/s").status, 204)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        cleanup()
