@@ -637,14 +637,15 @@ static const struct { const char *name, *why; } ignored[] = {
     { "proxy_cache_use_stale", "legate serves stale by the origin's Cache-Control "
                                "(stale-while-revalidate, stale-if-error)" },
     { "proxy_cache_methods", "legate caches GET and HEAD" },
-    { "proxy_intercept_errors", "legate has no custom error pages" },
+    { "proxy_intercept_errors", "legate's intercept_errors needs error_pages with files: "
+                                "set both by hand" },
     { "proxy_ssl_session_reuse", "legate resumes upstream TLS sessions" },
     { "proxy_pass_header",   "not in legate" },
     { "real_ip_recursive",   "legate walks real_ip_header from the right past trusted addresses" },
     { "underscores_in_headers", "not in legate" },
     { "ignore_invalid_headers", "legate refuses invalid headers (400)" },
-    { "http2",               "HTTP/2 is not in this legate yet" },
-    { "http2_max_concurrent_streams", "HTTP/2 is not in this legate yet" },
+    { "http2_max_concurrent_streams", "legate's is a top-level setting "
+                                      "(http2_max_concurrent_streams): set it there by hand" },
     { "auth_request_set",    "use auth_request_set = [ header names ] by hand" },
     { "map_hash_bucket_size", "no maps in legate" },
     { "variables_hash_max_size", "legate's variables are fixed" },
@@ -676,7 +677,7 @@ static const char *const handled_common[] = {
     "ssl_verify_depth", "ssl_session_timeout", "ssl_session_tickets", "ssl_stapling_file",
     "log_format", "limit_req_zone", "limit_conn_zone", "upstream", "server", "location",
     "proxy_cache_path", "map", "split_clients", "listen", "server_name", "proxy_pass",
-    "return", "rewrite", "include",
+    "return", "rewrite", "include", "http2",
     NULL,
 };
 
@@ -731,7 +732,8 @@ static int repeated(imp_t *im, const ngx_dir_t *block, const ngx_dir_t *d)
 {
     static const char *const many[] = { "proxy_cache_valid", "access_log", "add_header",
         "proxy_set_header", "allow", "deny", "limit_req", "limit_conn", "proxy_hide_header",
-        "proxy_ignore_headers", "log_format", "ssl_certificate", "ssl_certificate_key", NULL };
+        "proxy_ignore_headers", "log_format", "ssl_certificate", "ssl_certificate_key", "listen",
+        "server_name", "location", "rewrite", "include", "server", NULL };
     for (size_t i = 0; many[i]; i++)
         if (is(d, many[i]))
             return 0;
@@ -2032,6 +2034,9 @@ static void translate_server(imp_t *im, sb_t *out, const level_t *http, const ng
     sb_add(&ls, "", 0);
     int nlisten = 0, any_tls = 0;
     char seen_addr[32][300];
+    /* nginx 1.25's "http2 on;" turns HTTP/2 on for every address of the server */
+    const ngx_dir_t *h2d = child(srv->block, "http2");
+    int srv_h2 = h2d && h2d->nargs >= 2 && strcmp(h2d->args[1], "on") == 0;
     for (const ngx_dir_t *d = srv->block; d; d = d->next) {
         if (!is(d, "listen"))
             continue;
@@ -2051,7 +2056,7 @@ static void translate_server(imp_t *im, sb_t *out, const level_t *http, const ng
             snprintf(addr, sizeof(addr), "%s:80", a);
         else
             snprintf(addr, sizeof(addr), "%s", a);
-        int ssl = 0, pp = 0, def = 0;
+        int ssl = 0, pp = 0, def = 0, h2 = srv_h2;
         long backlog = 0;
         for (int i = 2; i < d->nargs; i++) {
             const char *o = d->args[i];
@@ -2060,7 +2065,7 @@ static void translate_server(imp_t *im, sb_t *out, const level_t *http, const ng
             else if (strcmp(o, "default_server") == 0 || strcmp(o, "default") == 0) def = 1;
             else if (strncmp(o, "backlog=", 8) == 0) backlog = atol(o + 8);
             else if (strcmp(o, "http2") == 0)
-                report(im, d, "http2: legate speaks HTTP/1.1 on this address (ALPN http/1.1)");
+                h2 = 1;
             else if (strcmp(o, "reuseport") == 0 || strcmp(o, "deferred") == 0 ||
                      strcmp(o, "bind") == 0 || strncmp(o, "ipv6only=", 9) == 0 ||
                      strncmp(o, "so_keepalive", 12) == 0 || strncmp(o, "fastopen", 8) == 0 ||
@@ -2093,7 +2098,7 @@ static void translate_server(imp_t *im, sb_t *out, const level_t *http, const ng
         }
         any_tls |= ssl;
         sb_str(&ls, nlisten++ ? ", " : "");
-        if (!ssl && !pp && !def && !backlog)
+        if (!ssl && !pp && !def && !backlog && !h2)
             sb_quote(&ls, addr);
         else {
             sb_str(&ls, "{ address = ");
@@ -2103,6 +2108,7 @@ static void translate_server(imp_t *im, sb_t *out, const level_t *http, const ng
             if (pp) sb_str(&ls, " proxy_protocol = true;");
             if (def) sb_str(&ls, " default = true;");
             if (backlog > 0) sb_printf(&ls, " backlog = %ld;", backlog);
+            if (h2) sb_str(&ls, " http2 = true;");
             sb_str(&ls, " }");
         }
     }

@@ -409,7 +409,7 @@ def odd_directives_are_reported_and_the_rest_loads():
                  ":32: limit_req: no limit_req_zone \"nozone\"",
                  ":33: return: 444 (close without an answer) is not in legate: 403 instead",
                  ":36: server: no listen: nginx's default *:80 is written",
-                 ":7: log_format: legate has no variable $upstream_connect_time"]:
+                 ":7: log_format: legate has no variable $upstream_bytes_received"]:
         contains(err, path + want)
     rc, terr = check_config(out)
     eq(rc, 0, "%s\n%s" % (terr, out))
