@@ -17,6 +17,10 @@
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <nghttp2/nghttp2.h>
+#include "net/json.h"
+#include <sys/time.h>
+#include <sys/socket.h>
 #ifdef LG_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
@@ -61,7 +65,8 @@ static void usage(FILE *out)
         "  -F             stay in the foreground, log to stderr as well\n"
         "  -c file        configuration file (default: %s/legate/legate.conf)\n"
         "  -p prefix      prefix for relative paths (default: %s)\n"
-        "  -s signal      send a signal to the master: stop, quit, reload, reopen\n"
+        "  -s signal      send a signal to the master: stop, quit, reload, reopen;\n"
+        "                 status: print the running figures (a status = \"json\" route)\n"
         "  --import-nginx file\n"
         "                 translate an nginx configuration to stdout; what cannot be\n"
         "                 translated is reported on stderr as file:line (legate-nginx(7))\n"
@@ -90,6 +95,20 @@ static void version(void)
     fprintf(o, ", zstd %s", ZSTD_versionString());
 #endif
     fprintf(o, "\n");
+    /* the HTTP/2 hardening found by the link test at build time */
+    fprintf(o, "libnghttp2 %s (rapid-reset rate limit: %s, CONTINUATION limit: %s)\n",
+            nghttp2_version(0)->version_str,
+#ifdef HAVE_NGHTTP2_OPTION_SET_STREAM_RESET_RATE_LIMIT
+            "yes",
+#else
+            "no, legate's own",
+#endif
+#ifdef HAVE_NGHTTP2_OPTION_SET_MAX_CONTINUATIONS
+            "yes"
+#else
+            "no, legate's own"
+#endif
+            );
 #ifdef LG_HAVE_SYSTEMD
     fprintf(o, "systemd: sd_notify readiness (Type=notify)\n");
 #else
@@ -123,9 +142,128 @@ static char *absolute(const char *path)
     return p;
 }
 
+/* A number member of object obj, or 0. */
+static double jnum(const lg_json_t *j, size_t obj, const char *key)
+{
+    const lg_json_node_t *n = lg_json_get(j, obj, key);
+    return n && n->type == LG_JSON_NUMBER ? n->num : 0;
+}
+
+/*
+ * legate -s status: the running legate's figures, asked from the first
+ * route with status = "json" in the configuration (through its listener,
+ * as any client would), and printed for an operator on the box.
+ */
+static int print_status(const char *file, const char *prefix)
+{
+    char err[4096];
+    lg_conf_t *c = lg_conf_load(file, prefix, err, sizeof(err));
+    if (c == NULL) {
+        fprintf(stderr, "%s", err);
+        return 1;
+    }
+    const lg_route_t *rt = NULL;
+    const lg_server_t *srv = NULL;
+    for (size_t i = 0; i < c->nservers && rt == NULL; i++)
+        for (size_t k = 0; k < c->servers[i].nroutes; k++) {
+            const lg_route_t *r = &c->servers[i].routes[k];
+            if (r->action == LG_ACTION_STATUS && strcmp(r->status_page, "json") == 0 &&
+                r->match == LG_MATCH_EXACT) {
+                rt = r;
+                srv = &c->servers[i];
+                break;
+            }
+        }
+    const lg_listen_t *l = NULL;
+    for (size_t i = 0; srv && i < srv->nlistens && l == NULL; i++)
+        if (!srv->listens[i].tls)
+            l = &srv->listens[i];
+    if (rt == NULL || l == NULL) {
+        fprintf(stderr, "legate: no route with status = \"json\" (exact path, a listener "
+                        "without TLS) in %s: nothing to ask\n", c->file);
+        lg_conf_free(c);
+        return 1;
+    }
+    int fd = socket(l->addr.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = { 5, 0 };
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    }
+    if (fd < 0 || connect(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) < 0) {
+        fprintf(stderr, "legate: cannot connect to %s: %s (is legate running?)\n", l->addr.text,
+                strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        lg_conf_free(c);
+        return 1;
+    }
+    char req[600];
+    int rl = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                      rt->pattern);
+    size_t cap = 1 << 20, n = 0;
+    char *buf = malloc(cap + 1);
+    if (buf == NULL || write(fd, req, (size_t)rl) != rl) {
+        fprintf(stderr, "legate: cannot ask %s\n", l->addr.text);
+        free(buf);
+        close(fd);
+        lg_conf_free(c);
+        return 1;
+    }
+    for (ssize_t k; n < cap && (k = read(fd, buf + n, cap - n)) > 0;)
+        n += (size_t)k;
+    close(fd);
+    buf[n] = 0;
+    char *body = strstr(buf, "\r\n\r\n");
+    lg_json_t j = { 0 };
+    if (strncmp(buf, "HTTP/1.1 200", 12) != 0 || body == NULL ||
+        lg_json_parse(&j, body + 4, n - (size_t)(body + 4 - buf), 100000, 8, err, sizeof(err)) < 0 ||
+        j.nodes[0].type != LG_JSON_OBJECT) {
+        fprintf(stderr, "legate: %s%s answered no status: %.60s\n", l->addr.text, rt->pattern, buf);
+        lg_json_free(&j);
+        free(buf);
+        lg_conf_free(c);
+        return 1;
+    }
+    const lg_json_node_t *v = lg_json_get(&j, 0, "version");
+    printf("legate %s, %d workers, up since %.0f (Unix time), %.0f reloads\n",
+           v && v->s ? v->s : "?", (int)jnum(&j, 0, "workers"), jnum(&j, 0, "start_time"),
+           jnum(&j, 0, "reloads"));
+    for (size_t i = 1; i < j.n; i = j.nodes[i].next) {
+        const lg_json_node_t *m = &j.nodes[i];
+        if (m->key && strcmp(m->key, "connections") == 0 && m->type == LG_JSON_OBJECT)
+            printf("connections: %.0f active, %.0f accepted\n", jnum(&j, i, "active"),
+                   jnum(&j, i, "accepted"));
+        if (m->key && strcmp(m->key, "requests") == 0 && m->type == LG_JSON_OBJECT)
+            printf("requests: 1xx %.0f, 2xx %.0f, 3xx %.0f, 4xx %.0f, 5xx %.0f\n",
+                   jnum(&j, i, "1xx"), jnum(&j, i, "2xx"), jnum(&j, i, "3xx"), jnum(&j, i, "4xx"),
+                   jnum(&j, i, "5xx"));
+        if (m->key && strcmp(m->key, "cache") == 0 && m->type == LG_JSON_OBJECT)
+            printf("cache: %.0f hits, %.0f misses, %.0f objects, %.0f of %.0f bytes\n",
+                   jnum(&j, i, "hits"), jnum(&j, i, "misses"), jnum(&j, i, "objects"),
+                   jnum(&j, i, "used"), jnum(&j, i, "capacity"));
+        if (m->key && strcmp(m->key, "upstreams") == 0 && m->type == LG_JSON_ARRAY) {
+            for (size_t u = i + 1; u < m->next; u = j.nodes[u].next) {
+                const lg_json_node_t *un = lg_json_get(&j, u, "upstream"), *sn = lg_json_get(&j, u, "server"),
+                                     *up = lg_json_get(&j, u, "up");
+                printf("upstream %s server %s: %s, %.0f requests, %.0f failures\n",
+                       un && un->s ? un->s : "?", sn && sn->s ? sn->s : "?",
+                       up && up->type == LG_JSON_TRUE ? "up" : "DOWN", jnum(&j, u, "requests"),
+                       jnum(&j, u, "failures"));
+            }
+        }
+    }
+    lg_json_free(&j);
+    free(buf);
+    lg_conf_free(c);
+    return 0;
+}
+
 static int send_signal(const char *name, const char *file, const char *prefix)
 {
     int sig;
+    if (strcmp(name, "status") == 0)
+        return print_status(file, prefix);
     if (strcmp(name, "stop") == 0) sig = SIGTERM;
     else if (strcmp(name, "quit") == 0) sig = SIGQUIT;
     else if (strcmp(name, "reload") == 0) sig = SIGHUP;

@@ -319,6 +319,30 @@ def a_trusted_front_ends_request_id_is_kept():
 
 
 @test
+def legate_s_status_prints_the_running_figures():
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        lg = Legate(conf(port, mport, o), workers=1)
+        for _ in range(3):
+            eq(request(port, target="/s").status, 200)
+
+        def out():
+            p = subprocess.run([LEGATE_BIN, "-s", "status", "-p", lg.prefix, "-c", lg.conf_path],
+                               capture_output=True, timeout=20)
+            return p.returncode, p.stdout.decode()
+        got = []
+        wait_until(lambda: got.append(out()) or "2xx 3," in got[-1][1], 10, what="3 requests shown")
+        rc, text = got[-1]
+        eq(rc, 0)
+        contains(text, "legate ")
+        contains(text, "upstream app server %s: up" % o.address)
+        lg.stop()
+    p = subprocess.run([LEGATE_BIN, "-s", "status", "-p", lg.prefix, "-c", lg.conf_path],
+                       capture_output=True, timeout=20)
+    ok(p.returncode != 0, "legate is gone: a failure")
+
+
+@test
 def bad_buckets_are_a_config_error():
     rc, err = check_config(conf(free_port(), free_port(), Origin("o1"),
                                 global_extra='metrics_buckets = [ "1s", "10ms" ];'))
