@@ -47,7 +47,7 @@ PAGE = b"""<!doctype html>
 <body><div id="out">waiting</div>
 <script>
 const out = document.getElementById("out");
-const ws = new WebSocket("ws://" + location.host + "/ws/echo");
+const ws = new WebSocket((location.protocol == "https:" ? "wss://" : "ws://") + location.host + "/ws/echo");
 ws.onopen = () => ws.send("from chromium");
 ws.onmessage = (e) => { out.textContent = "echo:" + e.data; ws.close(1000); };
 ws.onerror = () => { out.textContent = "error"; };
@@ -670,6 +670,58 @@ def chromium_opens_a_websocket():
              % ([h[0] for h in o.heads], err[-300:]))
     ok("from chromium" in o.messages, "the origin got Chromium's message")
     log_lines(lg, "GET /ws/echo HTTP/1.1\" 101")
+
+
+@test(timeout=150)
+def chromium_opens_a_websocket_over_http2():
+    """RFC 8441 with a real browser: the page comes over h2 (TLS, ALPN), and
+    Chromium opens its WebSocket as an extended CONNECT stream on the same
+    connection (the access log says HTTP/2.0 for it); the origin sees an
+    ordinary HTTP/1.1 upgrade."""
+    if CHROMIUM is None:
+        skip("chromium not installed (scripts/bootstrap installs it)")
+    o = WSOrigin()
+    port = free_port()
+    certs = os.path.join(REPO, "conf", "examples", "certs")
+    text = """
+worker_processes = 1;
+http = {
+    access_log = "logs/access.log";
+    log_format = "$request $status $server_protocol";
+    upstreams = { app = { servers = ( "127.0.0.1:%d" ); }; };
+    servers = ( { listen = ( { address = "127.0.0.1:%d"; tls = true; http2 = true; } );
+        tls_certificates = ( { cert = "%s/server-rsa.pem"; key = "%s/server-rsa.key"; } );
+        routes = ( { prefix = "/"; proxy_pass = "app"; } ); } );
+};
+""" % (o.port, port, certs, certs)
+    lg = Legate(text, workers=None)
+    d = tempfile.mkdtemp(prefix="legate-chromium-ws-h2-")
+    dom, err = "", b""
+    try:
+        for attempt in range(3):
+            cmd = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+                   "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
+                   "--disable-background-networking", "--disable-component-update",
+                   "--ignore-certificate-errors",
+                   "--user-data-dir=" + os.path.join(d, "profile%d" % attempt),
+                   "--virtual-time-budget=10000", "--dump-dom", "https://localhost:%d/page" % port]
+            p = subprocess.run(cmd, capture_output=True, timeout=40, stdin=subprocess.DEVNULL)
+            dom, err = p.stdout.decode(errors="replace"), p.stderr
+            if "echo:from chromium" in dom:
+                break
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    contains(dom, '<div id="out">echo:from chromium</div>',
+             "the echo in Chromium's DOM (stderr tail %r)" % err[-300:])
+    log = open(lg.access_log).read() if os.path.exists(lg.access_log) else ""
+    wait_until(lambda: "/ws/echo" in open(lg.access_log).read(), 10, what="the tunnel's log line")
+    log = open(lg.access_log).read()
+    contains(log, "GET /page HTTP/2.0 200 HTTP/2.0", "the page over HTTP/2")
+    ok(re.search(r"GET /ws/echo HTTP/2\.0 (101|200) HTTP/2\.0", log),
+       "the WebSocket on an HTTP/2 stream (RFC 8441): %r" % log)
+    ws_heads = [h for path, h in o.heads if path == "/ws/echo"]
+    ok(ws_heads and ws_heads[-1].get("upgrade", "").lower() == "websocket",
+       "the origin saw an HTTP/1.1 upgrade: %r" % ws_heads)
 
 
 @test(timeout=150)
