@@ -33,6 +33,7 @@
 #include "cache/store.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "pipeline/headers.h"
 #include "pipeline/request.h"
 #include "proxy/proxy.h"
 #include "proxy/upstate.h"
@@ -450,8 +451,10 @@ typedef struct out {
  * the flush interval).
  */
 #define PAGE_TTL_MS 100
-static out_t page_cache[2];     /* [0] metrics, [1] json */
-static lg_msec_t page_at[2] = { -1000000, -1000000 };
+static out_t page_cache[3];     /* [0] Prometheus text, [1] json, [2] OpenMetrics */
+static lg_msec_t page_at[3] = { -1000000, -1000000, -1000000 };
+
+
 
 static void put(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void put(out_t *o, const char *fmt, ...)
@@ -478,6 +481,33 @@ static void put(out_t *o, const char *fmt, ...)
         o->p = np;
         o->cap = cap;
     }
+}
+
+/*
+ * OpenMetrics 1.0 from the Prometheus text: a counter family is named
+ * without its _total (its samples keep it), and the page ends with # EOF.
+ */
+static void to_openmetrics(out_t *om, const out_t *prom)
+{
+    const char *p = prom->p, *end = prom->p + prom->n;
+    while (p < end && !om->oom) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+        int help = len > 7 && memcmp(p, "# HELP ", 7) == 0;
+        int type = len > 7 && memcmp(p, "# TYPE ", 7) == 0;
+        if (help || type) {
+            const char *name = p + 7, *sp = memchr(name, ' ', len - 7);
+            size_t nlen = sp ? (size_t)(sp - name) : 0;
+            if (nlen > 6 && memcmp(name + nlen - 6, "_total", 6) == 0) {
+                put(om, "%.*s%.*s", (int)(7 + nlen - 6), p, (int)(len - 7 - nlen), sp);
+                p += len;
+                continue;
+            }
+        }
+        put(om, "%.*s", (int)len, p);
+        p += len;
+    }
+    put(om, "# EOF\n");
 }
 
 static uint64_t ld(_Atomic uint64_t *v) { return atomic_load_explicit(v, memory_order_relaxed); }
@@ -806,8 +836,44 @@ static int content_phase(lg_req_t *r)
         return LG_DONE;
     }
     int json = strcmp(kind, "json") == 0;
-    out_t *o = &page_cache[json];
-    if (lg_w.loop.now - page_at[json] >= PAGE_TTL_MS || o->p == NULL) {
+    /* OpenMetrics when the scraper asks for it (Prometheus does, first) */
+    const http_header_t *acc = json ? NULL : lg_headers_get(r, "accept");
+    int om = acc && memmem(acc->value, acc->value_len, "application/openmetrics-text", 28) != NULL;
+    if (om) {
+        out_t *prom = &page_cache[0];
+        if (lg_w.loop.now - page_at[0] >= PAGE_TTL_MS || prom->p == NULL)
+            page_at[2] = -1000000;      /* made again below from a fresh one */
+    }
+    int slot = om ? 2 : json;
+    out_t *o = &page_cache[slot];
+    if (om && (lg_w.loop.now - page_at[2] >= PAGE_TTL_MS || o->p == NULL)) {
+        out_t *prom = &page_cache[0];
+        if (lg_w.loop.now - page_at[0] >= PAGE_TTL_MS || prom->p == NULL) {
+            lg_metrics_flush();
+            if (prom->p == NULL && (prom->p = malloc(prom->cap = 16384)) == NULL) {
+                lg_respond_error(r, 500);
+                return LG_DONE;
+            }
+            prom->n = 0;
+            prom->oom = 0;
+            page_metrics(prom);
+            page_at[0] = prom->oom ? -1000000 : lg_w.loop.now;
+        }
+        if (o->p == NULL && (o->p = malloc(o->cap = 16384)) == NULL) {
+            lg_respond_error(r, 500);
+            return LG_DONE;
+        }
+        o->n = 0;
+        o->oom = prom->oom;
+        if (!o->oom)
+            to_openmetrics(o, prom);
+        if (o->oom) {
+            lg_respond_error(r, 500);
+            return LG_DONE;
+        }
+        page_at[2] = lg_w.loop.now;
+    }
+    if (!om && (lg_w.loop.now - page_at[json] >= PAGE_TTL_MS || o->p == NULL)) {
         lg_metrics_flush();     /* this worker's own, up to now */
         if (o->p == NULL && (o->p = malloc(o->cap = 16384)) == NULL) {
             lg_respond_error(r, 500);
@@ -832,7 +898,8 @@ static int content_phase(lg_req_t *r)
     const char *head = lg_arena_printf(&r->arena,
         "HTTP/1.1 200 OK\r\nServer: legate\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
         "Cache-Control: no-store\r\n%s\r\n",
-        json ? "application/json" : "text/plain; version=0.0.4; charset=utf-8", o->n,
+        json ? "application/json" : om ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                                       : "text/plain; version=0.0.4; charset=utf-8", o->n,
         r->keep_alive ? "" : "Connection: close\r\n");
     if (head == NULL || (blen && body == NULL)) {
         lg_respond_error(r, 500);

@@ -343,6 +343,26 @@ def legate_s_status_prints_the_running_figures():
 
 
 @test
+def openmetrics_when_asked_by_accept():
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        Legate(conf(port, mport, o), workers=1)
+        eq(request(port, target="/a").status, 200)
+        st, h, body = curl("-H", "Accept: application/openmetrics-text; version=1.0.0,text/plain;q=0.5",
+                           "http://127.0.0.1:%d/metrics" % mport)
+        eq(st, 200)
+        contains(h.get("Content-Type", ""), "application/openmetrics-text; version=1.0.0")
+        text = body.decode()
+        ok(text.endswith("# EOF\n"), "ends with # EOF")
+        contains(text, "# TYPE legate_http_requests counter\n")
+        ok("# TYPE legate_http_requests_total" not in text, "counter families without _total")
+        contains(text, "legate_http_requests_total{")
+        st, h, body = curl("http://127.0.0.1:%d/metrics" % mport)
+        contains(h.get("Content-Type", ""), "text/plain; version=0.0.4")
+        ok(b"# EOF" not in body, "the Prometheus text otherwise")
+
+
+@test
 def bad_buckets_are_a_config_error():
     rc, err = check_config(conf(free_port(), free_port(), Origin("o1"),
                                 global_extra='metrics_buckets = [ "1s", "10ms" ];'))
