@@ -514,12 +514,13 @@ static uint64_t ld(_Atomic uint64_t *v) { return atomic_load_explicit(v, memory_
 
 /* lg_lstats_t's fields in order: a family each, but the handshake
  * failures, one family with a reason label */
-#define MX_TLS_FAIL 9
+#define MX_TLS_FAIL 12
+#define MX_IDLE_IN 9            /* idle_in, idle_out: the idle gauge, not families */
 static const char *const lnames[MX_NSTAT] = {
     "connections_accepted_total", "connections_closed_total", "tls_handshakes_total",
     "tls_resumptions_total", "http2_connections_total",
     "http2_streams_total", "http2_resets_received_total", "http2_resets_sent_total",
-    "http2_goaways_sent_total",
+    "http2_goaways_sent_total", NULL, NULL, "connections_reclaimed_total",
     "timeout", "version", "cipher", "certificate", "closed", "other",
 };
 
@@ -543,7 +544,17 @@ static void page_metrics(out_t *o)
             put(o, "legate_connections_active{%s} %llu\n", zone->l[i].label,
                 (unsigned long long)(a > c ? a - c : 0));
         }
+    put(o, "# HELP legate_connections_idle Keep-alive connections waiting for their next request.\n"
+           "# TYPE legate_connections_idle gauge\n");
+    for (unsigned i = 0; i < MX_LISTENERS; i++)
+        if (ld(&zone->l[i].key)) {
+            uint64_t a = ld(&zone->l[i].v[MX_IDLE_IN]), b = ld(&zone->l[i].v[MX_IDLE_IN + 1]);
+            put(o, "legate_connections_idle{%s} %llu\n", zone->l[i].label,
+                (unsigned long long)(a > b ? a - b : 0));
+        }
     for (size_t f = 0; f < MX_TLS_FAIL; f++) {
+        if (lnames[f] == NULL)
+            continue;
         put(o, "# TYPE legate_%s counter\n", lnames[f]);
         for (unsigned i = 0; i < MX_LISTENERS; i++)
             if (ld(&zone->l[i].key))

@@ -408,6 +408,13 @@ void lg_conn_set_idle(lg_conn_t *c, int idle)
     if (idle == c->in_idle)
         return;
     c->in_idle = idle;
+    lg_lstats_t *ls = lg_conn_stats(c);
+    if (ls) {
+        if (idle)
+            ls->idle_in++;
+        else
+            ls->idle_out++;
+    }
     if (idle) {
         c->idle_next = NULL;
         c->idle_prev = idle_tail;
@@ -444,6 +451,8 @@ int lg_conn_reclaim(void)
         last_said = lg_w.loop.now;
         since = 0;
     }
+    if (lg_conn_stats(c))
+        lg_conn_stats(c)->reclaimed++;
     lg_conn_close(c, "idle, closed to make room for a new connection");
     return 1;
 }

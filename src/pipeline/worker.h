@@ -23,6 +23,8 @@ typedef struct lg_lstats {
     uint64_t tls_resumed;
     uint64_t h2_conns, h2_streams;      /* HTTP/2 connections and the streams they opened */
     uint64_t h2_resets_in, h2_resets_out, h2_goaways;
+    uint64_t idle_in, idle_out;         /* keep-alive waits begun and ended: idle = in - out */
+    uint64_t reclaimed;                 /* idle ones closed to make room (worker_connections) */
     /* failed handshakes by why (keep together, in this order) */
     uint64_t tls_fail_timeout, tls_fail_version, tls_fail_cipher, tls_fail_certificate,
              tls_fail_closed, tls_fail_other;

@@ -363,6 +363,29 @@ def openmetrics_when_asked_by_accept():
 
 
 @test
+def idle_keepalive_connections_are_a_gauge():
+    import socket as so
+    with Origin("o1") as o:
+        port, mport = free_port(), free_port()
+        Legate(conf(port, mport, o), workers=1)
+        socks = []
+        for _ in range(3):
+            s = so.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(65536)
+            socks.append(s)
+        lab = 'listener="127.0.0.1:%d"' % port
+        wait_until(lambda: value(scrape(mport), "legate_connections_idle", listener="127.0.0.1:%d" % port) == 3,
+                   10, what="3 idle keep-alive connections")
+        for s in socks:
+            s.close()
+        wait_until(lambda: value(scrape(mport), "legate_connections_idle", listener="127.0.0.1:%d" % port) == 0,
+                   10, what="none idle once they closed")
+
+
+@test
 def bad_buckets_are_a_config_error():
     rc, err = check_config(conf(free_port(), free_port(), Origin("o1"),
                                 global_extra='metrics_buckets = [ "1s", "10ms" ];'))
