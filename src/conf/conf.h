@@ -261,6 +261,7 @@ typedef struct lg_common {
     int64_t    limit_rate;              /* bytes a second of a proxied response body, 0 = none */
     int64_t    limit_rate_after;        /* ...after the first this many, default 0 */
     char      *default_type;            /* Content-Type of a return's body, default "text/plain" */
+    int        headers_always;          /* bool: add_response_headers on legate's own answers too */
     lg_errpages_t *error_pages;         /* pages for legate's own errors; default none */
     int        intercept_errors;        /* bool: an upstream's error status gets the page too */
     lg_strv_t *proxy_redirect;          /* "default", "off", or "FROM TO" rewrites of Location/Refresh */

@@ -205,6 +205,7 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     if (c->limit_rate_zone)
         kv_str(out, ind, "limit_rate_zone", c->limit_rate_zone);
     kv_str(out, ind, "default_type", c->default_type);
+    kv_bool(out, ind, "add_response_headers_always", c->headers_always);
     if (c->error_pages && c->error_pages->n) {
         IND(out, ind);
         fputs("error_pages = [", out);

@@ -295,6 +295,7 @@ const directive_t ld_common_dirs[] = {
     ROW("limit_rate_after",        D_SIZE,     0, INT64_MAX, "0",  lg_common_t, limit_rate_after),
     ROW("limit_rate_zone",         D_STRING,   0, 0,      NULL,    lg_common_t, limit_rate_zone),
     ROW("default_type",            D_STRING,   0, 0,      "text/plain", lg_common_t, default_type),
+    ROW("add_response_headers_always", D_BOOL, 0, 1,      "false", lg_common_t, headers_always),
     ROW("error_pages",             D_ERRPAGES, 0, 0,      "",      lg_common_t, error_pages),
     ROW("intercept_errors",        D_BOOL,     0, 1,      "false", lg_common_t, intercept_errors),
     { "proxy_redirect", D_STRLIST, 0, 0, "default", offsetof(lg_common_t, proxy_redirect), NULL, NULL },

@@ -705,6 +705,8 @@ char *lg_headers_local(lg_req_t *s, int status, const char *body,
     }
     if (s->route && s->route->action == LG_ACTION_RETURN)
         add_expanded(s, &b, s->route->common.add_response_headers);
+    else if (lg_req_common(s)->headers_always)   /* nginx's add_header ... always */
+        add_expanded(s, &b, lg_req_common(s)->add_response_headers);
     if (s->local_extra)
         sb_str(&b, s->local_extra);
     add_hsts(s, &b);

@@ -91,6 +91,21 @@ def proxy_redirect_maps_the_upstreams_own_address_back():
 
 
 @test
+def response_headers_on_legates_own_answers_with_always():
+    """nginx's add_header ... always: errors legate makes get them too."""
+    port = free_port()
+    Legate(simple_conf(port, ["127.0.0.1:1"], http_extra=
+        'add_response_headers = { X-Frame-Options = "DENY"; }; add_response_headers_always = true;'))
+    r = request(port, target="/x")
+    eq(r.status, 502)
+    eq(r.headers.get("X-Frame-Options"), "DENY")
+    port2 = free_port()
+    Legate(simple_conf(port2, ["127.0.0.1:1"], http_extra='add_response_headers = { X-Frame-Options = "DENY"; };'))
+    r = request(port2, target="/x")
+    eq((r.status, r.headers.get("X-Frame-Options")), (502, None), "without always: not on errors")
+
+
+@test
 def framing_and_hop_by_hop_headers_cannot_be_set():
     for lvl, name in (("add_request_headers", "Content-Length"), ("add_response_headers", "Transfer-Encoding"),
                       ("add_request_headers", "Connection"), ("add_response_headers", "upgrade")):
