@@ -50,6 +50,7 @@
 #include "core/hash.h"
 #include "core/log.h"
 #include "net/buf.h"
+#include "net/h2io.h"
 
 #define DRAIN_GRACE_MS 1000
 #define MAX_CONTINUATIONS 32
@@ -976,66 +977,21 @@ static void stream_timer_cb(lg_timer_t *tm)
 
 /* ---- the connection ---- */
 
-/* nghttp2 hands its frames here: into h->out, as much as fits (it keeps
- * the rest of a frame for the next call). */
-static ssize_t send_cb(nghttp2_session *ses, const uint8_t *data, size_t len, int flags, void *ud)
-{
-    (void)ses;
-    (void)flags;
-    h2c_t *h = ud;
-    lg_buf_t *b = h->out;
-    size_t room = (size_t)(b->end - b->last);
-    if (room == 0)
-        return NGHTTP2_ERR_WOULDBLOCK;
-    size_t k = len < room ? len : room;
-    memcpy(b->last, data, k);
-    b->last += k;
-    return (ssize_t)k;
-}
-
-/* Serialize what the session has into h->out and write it: many small
- * frames go out in one write. */
+/* Serialize what the session has and write it: many small frames go out
+ * in one write (net/h2io.c); between writes, streams whose data nghttp2
+ * took may write again. */
 static void h2_flush(h2c_t *h)
 {
     lg_conn_t *c = h->c;
     for (int round = 0; round < 64 && c->state == LG_C_FRONT; round++) {
-        if (h->out == NULL && (h->out = lg_buf_get()) == NULL) {
-            lg_conn_close(c, "out of memory");
+        const char *why = NULL;
+        lg_h2io_rc_t rc = lg_h2io_round(h->ses, &h->out, &c->e, &why);
+        if (rc == LG_H2IO_ERROR) {
+            lg_conn_close(c, strcmp(why, "send() failed") == 0 ? "send() to client failed" : why);
             return;
         }
-        lg_buf_t *b = h->out;
-        if (b->pos == b->last)
-            b->pos = b->last = b->start;
-        else if (b->pos > b->start) {
-            size_t len = lg_buf_len(b);
-            memmove(b->start, b->pos, len);
-            b->pos = b->start;
-            b->last = b->start + len;
-        }
-        if (b->last < b->end && nghttp2_session_send(h->ses) != 0) {
-            lg_conn_close(c, "HTTP/2 session failed");
+        if (rc != LG_H2IO_WROTE)
             return;
-        }
-        if (lg_buf_len(b) == 0) {
-            lg_buf_put(b);
-            h->out = NULL;
-            return;
-        }
-        if (!c->e.w_ready) {
-            c->e.want_w = 1;
-            return;
-        }
-        ssize_t n = lg_end_send(&c->e, b->pos, lg_buf_len(b));
-        if (n == LG_AGAIN)
-            return;
-        if (n < 0) {
-            lg_conn_close(c, "send() to client failed");
-            return;
-        }
-        b->pos += n;
-        if (lg_buf_len(b))
-            lg_end_short_write(&c->e);
-        /* frames went: streams whose data was taken may write again */
         if (h->runq)
             h2_run_queue(h);
     }
@@ -1219,7 +1175,7 @@ static int h2_setup(void)
         return 0;
     if (nghttp2_session_callbacks_new(&callbacks) != 0 || nghttp2_option_new(&options) != 0)
         return -1;
-    nghttp2_session_callbacks_set_send_callback(callbacks, send_cb);
+    nghttp2_session_callbacks_set_send_callback(callbacks, lg_h2io_send_cb);
     nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);

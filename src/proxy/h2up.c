@@ -36,6 +36,8 @@
  */
 #include "proxy/proxy.h"
 
+#include "net/h2io.h"
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -406,21 +408,6 @@ static int emit_end(h2ust_t *st)
 }
 
 /* ---- nghttp2's callbacks: they note and queue, never run a request ---- */
-
-static ssize_t send_cb(nghttp2_session *ses, const uint8_t *data, size_t len, int flags, void *ud)
-{
-    (void)ses;
-    (void)flags;
-    h2sess_t *s = ud;
-    lg_buf_t *b = s->out;
-    size_t room = (size_t)(b->end - b->last);
-    if (room == 0)
-        return NGHTTP2_ERR_WOULDBLOCK;
-    size_t k = len < room ? len : room;
-    memcpy(b->last, data, k);
-    b->last += k;
-    return (ssize_t)k;
-}
 
 static h2ust_t *stream_of(nghttp2_session *ses, int32_t id)
 {
@@ -831,42 +818,14 @@ static void sess_flush(h2sess_t *s)
     if (s->dead || !s->connected || (s->up->tls && !s->tls_done))
         return;
     for (int round = 0; round < 64; round++) {
-        if (s->out == NULL && (s->out = lg_buf_get()) == NULL) {
-            sess_fail(s, "out of memory");
+        const char *why = NULL;
+        lg_h2io_rc_t rc = lg_h2io_round(s->ses, &s->out, &s->e, &why);
+        if (rc == LG_H2IO_ERROR) {
+            sess_fail(s, strcmp(why, "send() failed") == 0 ? "send() to upstream failed" : why);
             return;
         }
-        lg_buf_t *b = s->out;
-        if (b->pos == b->last)
-            b->pos = b->last = b->start;
-        else if (b->pos > b->start) {
-            size_t len = lg_buf_len(b);
-            memmove(b->start, b->pos, len);
-            b->pos = b->start;
-            b->last = b->start + len;
-        }
-        if (b->last < b->end && nghttp2_session_send(s->ses) != 0) {
-            sess_fail(s, "HTTP/2 session failed");
+        if (rc != LG_H2IO_WROTE)
             return;
-        }
-        if (lg_buf_len(b) == 0) {
-            lg_buf_put(b);
-            s->out = NULL;
-            return;
-        }
-        if (!s->e.w_ready) {
-            s->e.want_w = 1;
-            return;
-        }
-        ssize_t n = lg_end_send(&s->e, b->pos, lg_buf_len(b));
-        if (n == LG_AGAIN)
-            return;
-        if (n < 0) {
-            sess_fail(s, "send() to upstream failed");
-            return;
-        }
-        b->pos += n;
-        if (lg_buf_len(b))
-            lg_end_short_write(&s->e);
     }
     kick(s);                    /* more to write: go on in a moment */
 }
@@ -1104,7 +1063,7 @@ static int setup(void)
         return 0;
     if (nghttp2_session_callbacks_new(&callbacks) != 0 || nghttp2_option_new(&options) != 0)
         return -1;
-    nghttp2_session_callbacks_set_send_callback(callbacks, send_cb);
+    nghttp2_session_callbacks_set_send_callback(callbacks, lg_h2io_send_cb);
     nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
