@@ -678,15 +678,54 @@ const lg_errpage_t *lg_errpage_find(const lg_errpages_t *p, int status)
     return NULL;
 }
 
-#define ERRPAGE_MAX (256 * 1024)
-
-static int set_errpages(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base)
+/* A string-or-list setting read as a list of strings (cache_valid, error_pages). */
+static lg_strv_t *strings_of(ld_t *ld, const directive_t *d, const config_setting_t *s)
 {
     directive_t as_list = *d;
     lg_strv_t  *sv = NULL;
     as_list.type = D_STRLIST;
     as_list.off = 0;
-    if (set_names(ld, &as_list, s, &sv) < 0)
+    return set_names(ld, &as_list, s, &sv) < 0 ? NULL : sv;
+}
+
+/*
+ * The status codes of "404 500 ... REST" up to last (the REST is the
+ * caller's), from min00 to 599, and "any" where allowed.  0, or -1 with the
+ * error reported at e.
+ */
+static int statuses_of(ld_t *ld, const directive_t *d, const config_setting_t *e, const char *text,
+                       const char *last, int min_class, int *any, int **out, size_t *n)
+{
+    if ((*out = ld_calloc(ld, strlen(text) / 2 + 1, sizeof(int))) == NULL)
+        return ld_oom(ld, e);
+    *n = 0;
+    for (const char *p = text; p < last;) {
+        size_t k = strcspn(p, " ");
+        if (k > (size_t)(last - p))
+            k = (size_t)(last - p);
+        if (k == 3 && any && strncmp(p, "any", 3) == 0)
+            *any = 1;
+        else if (k == 3 && p[0] >= '0' + min_class && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' &&
+                 p[2] >= '0' && p[2] <= '9')
+            (*out)[(*n)++] = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+        else if (k)
+            return ld_error(ld, e, any ? "'%s': '%.*s' in \"%s\" is not a status code or any"
+                                       : "'%s': '%.*s' in \"%s\" is not a status code from %d00 to 599",
+                            d->name, (int)k, p, text, min_class);
+        p += k + 1;
+    }
+    if ((any == NULL || !*any) && *n == 0)
+        return ld_error(ld, e, any ? "'%s': \"%s\" names no status code (or any)"
+                                   : "'%s': \"%s\" names no status code", d->name, text);
+    return 0;
+}
+
+#define ERRPAGE_MAX (256 * 1024)
+
+static int set_errpages(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base)
+{
+    lg_strv_t *sv = strings_of(ld, d, s);
+    if (sv == NULL)
         return -1;
     lg_errpages_t *ep = ld_calloc(ld, 1, sizeof(*ep));
     if (ep == NULL || (sv->n && (ep->v = ld_calloc(ld, sv->n, sizeof(*ep->v))) == NULL))
@@ -701,24 +740,8 @@ static int set_errpages(ld_t *ld, const directive_t *d, const config_setting_t *
             bad = ld_error(ld, e, "'%s': \"%s\" must be status codes and a file", d->name, text);
             continue;
         }
-        if ((pg->status = ld_calloc(ld, strlen(text) / 2 + 1, sizeof(int))) == NULL)
-            return ld_oom(ld, e);
-        for (const char *p = text; p < last && !bad;) {
-            size_t k = strcspn(p, " ");
-            if (k > (size_t)(last - p))
-                k = (size_t)(last - p);
-            if (k == 3 && p[0] >= '3' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' &&
-                p[2] >= '0' && p[2] <= '9')
-                pg->status[pg->nstatus++] = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
-            else if (k)
-                bad = ld_error(ld, e, "'%s': '%.*s' in \"%s\" is not a status code from 300 to 599",
-                               d->name, (int)k, p, text);
-            p += k + 1;
-        }
-        if (bad)
-            continue;
-        if (pg->nstatus == 0) {
-            bad = ld_error(ld, e, "'%s': \"%s\" names no status code", d->name, text);
+        if (statuses_of(ld, d, e, text, last, 3, NULL, &pg->status, &pg->nstatus) < 0) {
+            bad = -1;
             continue;
         }
         char *path = ld_resolve_path(ld, last + 1);
@@ -754,11 +777,8 @@ static int set_errpages(ld_t *ld, const directive_t *d, const config_setting_t *
 
 static int set_valid(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base)
 {
-    directive_t as_list = *d;
-    lg_strv_t  *sv = NULL;
-    as_list.type = D_STRLIST;
-    as_list.off = 0;
-    if (set_names(ld, &as_list, s, &sv) < 0)
+    lg_strv_t *sv = strings_of(ld, d, s);
+    if (sv == NULL)
         return -1;
     lg_valid_t *vl = ld_calloc(ld, 1, sizeof(*vl));
     if (vl == NULL || (sv->n && (vl->v = ld_calloc(ld, sv->n, sizeof(*vl->v))) == NULL))
@@ -774,26 +794,8 @@ static int set_valid(ld_t *ld, const directive_t *d, const config_setting_t *s, 
                            d->name, text);
             continue;
         }
-        if ((r->status = ld_calloc(ld, strlen(text) / 2 + 1, sizeof(int))) == NULL)
-            return ld_oom(ld, e);
-        for (const char *p = text; p < last;) {
-            size_t k = strcspn(p, " ");
-            if (k > (size_t)(last - p))
-                k = (size_t)(last - p);
-            if (k == 3 && strncmp(p, "any", 3) == 0) {
-                r->any = 1;
-            } else if (k == 3 && p[0] >= '1' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' &&
-                       p[2] >= '0' && p[2] <= '9') {
-                r->status[r->nstatus++] = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
-            } else if (k) {
-                bad = ld_error(ld, e, "'%s': '%.*s' in \"%s\" is not a status code or any",
-                               d->name, (int)k, p, text);
-                break;
-            }
-            p += k + 1;
-        }
-        if (!r->any && r->nstatus == 0 && !bad)
-            bad = ld_error(ld, e, "'%s': \"%s\" names no status code (or any)", d->name, text);
+        if (statuses_of(ld, d, e, text, last, 1, &r->any, &r->status, &r->nstatus) < 0)
+            bad = -1;
         vl->n++;
     }
     if (bad)
