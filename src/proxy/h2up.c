@@ -812,6 +812,8 @@ static void sess_fail(h2sess_t *s, const char *why)
     kick(s);
 }
 
+static void sess_read(h2sess_t *s);
+
 /* Serialize what nghttp2 has and write it. */
 static void sess_flush(h2sess_t *s)
 {
@@ -821,7 +823,16 @@ static void sess_flush(h2sess_t *s)
         const char *why = NULL;
         lg_h2io_rc_t rc = lg_h2io_round(s->ses, &s->out, &s->e, &why);
         if (rc == LG_H2IO_ERROR) {
-            sess_fail(s, strcmp(why, "send() failed") == 0 ? "send() to upstream failed" : why);
+            if (strcmp(why, "send() failed") == 0) {
+                /* a server that sent GOAWAY and closed resets what we were
+                 * still writing; its GOAWAY (and answers) may wait unread:
+                 * read them first, so the streams it never took go again
+                 * rather than fail */
+                s->e.r_ready = 1;
+                sess_read(s);
+                why = "send() to upstream failed";
+            }
+            sess_fail(s, why);
             return;
         }
         if (rc != LG_H2IO_WROTE)
