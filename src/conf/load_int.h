@@ -104,6 +104,14 @@ int         ld_countries(ld_t *ld, const config_setting_t *s, lg_strv_t **out); 
 int         ld_parse_addr(ld_t *ld, const config_setting_t *s, int default_port, lg_addr_t *out);
 int         ld_entry_count(ld_t *ld, const config_setting_t *s, int groups, const char *what);
 const config_setting_t *ld_entry_at(const config_setting_t *s, int i);
+
+#define FIELD(d, base) ((char *)(base) + (d)->off)
+
+/* load_value.c: structured values, by directive type */
+int ld_set_headers(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base);   /* D_HEADERS */
+int ld_set_names(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base);     /* D_NAMES, D_STRLIST */
+int ld_set_valid(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base);     /* D_VALID */
+int ld_set_errpages(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base);  /* D_ERRPAGES */
 int         ld_is_empty_list(const config_setting_t *s);
 
 /* tables */

@@ -30,7 +30,7 @@ passed=0 failed=0
 for h in parse conf proxyproto htpasswd json cache h2 nginx; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
-    conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c
+    conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c
                       src/conf/load_server.c src/conf/load_upstream.c src/conf/parse_util.c
                       src/conf/tpl.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
                       src/core/syslog.c"
