@@ -64,7 +64,11 @@ static size_t span64(const char *s)
     return n;
 }
 
-/* "$5$[rounds=N$]salt$hash" with hash of hlen characters. */
+/* What one password check may cost at most (it runs in the event loop). */
+#define MAX_BCRYPT_COST 15
+#define MAX_SHA_ROUNDS  1000000
+
+/* "$5$[rounds=N$]salt$hash" with hash of hlen characters, N at most MAX_SHA_ROUNDS. */
 static int sha_crypt_shape(const char *h, size_t hlen)
 {
     const char *p = h + 3;
@@ -73,6 +77,8 @@ static int sha_crypt_shape(const char *h, size_t hlen)
         size_t d = strspn(p, "0123456789");
         if (d == 0 || d > 10 || p[d] != '$')
             return 0;
+        if (strtoll(p, NULL, 10) > MAX_SHA_ROUNDS)
+            return 0;           /* glibc allows 999,999,999: minutes a check */
         p += d + 1;
     }
     size_t s = strcspn(p, "$");
@@ -112,10 +118,17 @@ const char *lg_htpasswd_scheme(const char *h, const char **why)
     }
     if (h[0] == '$' && h[1] == '2' && (h[2] == 'a' || h[2] == 'b' || h[2] == 'y') && h[3] == '$') {
         /* $2y$NN$ + 22 salt + 31 hash characters */
+        int cost = (h[4] - '0') * 10 + (h[5] - '0');
         if (n == 60 && h[4] >= '0' && h[4] <= '3' && h[5] >= '0' && h[5] <= '9' && h[6] == '$' &&
-            (h[4] - '0') * 10 + (h[5] - '0') >= 4 && (h[4] - '0') * 10 + (h[5] - '0') <= 31 &&
-            span64(h + 7) == 53)
+            cost >= 4 && cost <= 31 && span64(h + 7) == 53) {
+            /* one check must not hold the event loop for seconds: cost 16
+             * is about 5 s here, htpasswd -B writes 5 unless told */
+            if (cost > MAX_BCRYPT_COST) {
+                *why = "bcrypt cost above 15: each check would stall a worker (rehash with a lower -C)";
+                return NULL;
+            }
             return "bcrypt";
+        }
         *why = "malformed bcrypt hash (expected $2y$NN$ and 53 characters)";
         return NULL;
     }
