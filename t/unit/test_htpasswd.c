@@ -62,6 +62,9 @@ Test(htpasswd, refused_hashes_say_why)
         { "abJnggxhB/yWI", "DES" },
         { "$2y$05$tooshort", "malformed bcrypt" },
         { "$2y$99$abcdefghijklmnopqrstuuLk3bgemofh5P5YZDkl/mJuV0xSTGapG", "malformed bcrypt" },
+        /* a check that would stall a worker for seconds or minutes */
+        { "$2y$16$abcdefghijklmnopqrstuuLk3bgemofh5P5YZDkl/mJuV0xSTGapG", "bcrypt cost above 15" },
+        { "$5$rounds=999999999$salt$abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ", "malformed SHA-256-crypt" },
         { "$6$salt", "malformed SHA-512" },
         { "$5$saltsalt$short", "malformed SHA-256" },
         { "$apr1$saltsalt$eb4gsOJgQU63dF3hZvPOr", "malformed Apache MD5" },
