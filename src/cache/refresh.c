@@ -105,7 +105,7 @@ int lg_refresh_start(const lg_req_t *orig)
         sinks->prev = k;
     sinks = k;
     c->refresh = 1;
-    c->refresh_tls = orig->conn->e.ssl != NULL || orig->conn->refresh_tls;
+    c->refresh_tls = lg_conn_tls(orig->conn);
     lg_conn_begin(c);
     return 0;
 

@@ -433,6 +433,7 @@ typedef struct lg_listen {
     char     *protocol;                 /* "http" (default) or "socks5" */
     int       proxy_protocol;           /* bool: a PROXY v1/v2 header comes first */
     int       http2;                    /* bool: HTTP/2 (ALPN h2 with TLS, h2c prior knowledge without) */
+    int       quic;                     /* bool: HTTP/3 over QUIC on the same UDP port (needs tls) */
     int       is_default;               /* default_server for this address */
     int       line;
 } lg_listen_t;
@@ -532,6 +533,7 @@ typedef struct lg_bind {
     int           socks;                /* SOCKS5 on this address (forward proxy) */
     int           proxy_protocol;       /* PROXY protocol header expected */
     int           http2;                /* HTTP/2 spoken here as well as HTTP/1.1 */
+    int           quic;                 /* HTTP/3 on the UDP port of the same address */
 } lg_bind_t;
 
 typedef struct lg_conf {
@@ -554,6 +556,7 @@ typedef struct lg_conf {
     int64_t         http2_max_header_list_size;     /* decoded bytes of one head, default 16k */
     int             http2_reset_rate;       /* resets a second a connection may cause, default 100 */
     int             http2_control_rate;     /* SETTINGS/PING/empty frames a second, default 100 */
+    int             quic_max_connections_per_address; /* QUIC connections from one client address, default 64 */
     lg_strv_t      *metrics_buckets;        /* request duration histogram bounds, durations */
 #define LG_METRICS_BUCKETS 16
     int64_t         shared_memory_size; /* bytes, default 1m: the segment workers share */

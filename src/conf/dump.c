@@ -396,10 +396,10 @@ static void dump_server(FILE *out, int ind, const lg_server_t *srv)
         fputs("{ address = ", out);
         put_str(out, l->addr.text);
         fprintf(out, "; backlog = %d; default = %s; tls = %s; protocol = \"%s\"; "
-                "proxy_protocol = %s; http2 = %s; }%s\n",
+                "proxy_protocol = %s; http2 = %s; quic = %s; }%s\n",
                 l->backlog, l->is_default ? "true" : "false", l->tls ? "true" : "false",
                 l->protocol ? l->protocol : "http", l->proxy_protocol ? "true" : "false",
-                l->http2 ? "true" : "false",
+                l->http2 ? "true" : "false", l->quic ? "true" : "false",
                 i + 1 < srv->nlistens ? "," : "");
     }
     IND(out, ind + 1);
@@ -514,6 +514,7 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_int(out, 0, "http2_max_header_list_size", conf->http2_max_header_list_size);
     kv_int(out, 0, "http2_reset_rate", conf->http2_reset_rate);
     kv_int(out, 0, "http2_control_rate", conf->http2_control_rate);
+    kv_int(out, 0, "quic_max_connections_per_address", conf->quic_max_connections_per_address);
     kv_names(out, 0, "metrics_buckets", conf->metrics_buckets);
     kv_int(out, 0, "shared_memory_size", conf->shared_memory_size);
     kv_msec(out, 0, "tls_ticket_rotate", conf->tls_ticket_rotate);

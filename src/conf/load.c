@@ -199,6 +199,7 @@ static const directive_t global_dirs[] = {
     ROW("http2_max_header_list_size", D_SIZE, 1024, 1 << 20, "16k", lg_conf_t, http2_max_header_list_size),
     ROW("http2_reset_rate",     D_INT,      1, 1000000,    "100",    lg_conf_t, http2_reset_rate),
     ROW("http2_control_rate",   D_INT,      1, 1000000,    "100",    lg_conf_t, http2_control_rate),
+    ROW("quic_max_connections_per_address", D_INT, 1, 1000000, "64", lg_conf_t, quic_max_connections_per_address),
     ROW("metrics_buckets",      D_STRLIST,  0, 0, "5ms 10ms 25ms 50ms 100ms 250ms 500ms 1s 2500ms 5s 10s",
         lg_conf_t, metrics_buckets),
     ROW("shared_memory_size",   D_SIZE,     65536, (int64_t)1 << 34, "1m", lg_conf_t, shared_memory_size),
@@ -343,6 +344,7 @@ static const directive_t listen_dirs[] = {
     ROW("protocol", D_STRING, 0, 0,  "http",  lg_listen_t, protocol),
     ROW("proxy_protocol", D_BOOL, 0, 1, "false", lg_listen_t, proxy_protocol),
     ROW("http2",   D_BOOL, 0, 1,     "false", lg_listen_t, http2),
+    ROW("quic",    D_BOOL, 0, 1,     "false", lg_listen_t, quic),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -1131,6 +1133,7 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 b->socks = l->protocol && strcmp(l->protocol, "socks5") == 0;
                 b->proxy_protocol = l->proxy_protocol;
                 b->http2 = l->http2;
+                b->quic = l->quic;
                 if ((b->servers = ld_calloc(ld, conf->nservers, sizeof(*b->servers))) == NULL)
                     return ld_oom(ld, where);
             }
@@ -1155,6 +1158,19 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                               "and not in another", l->addr.text);
             else if (l->http2 && b->socks)
                 rc = ld_error(ld, listen_setting(ld, i, j), "http2 on a socks5 listener");
+            if (l->quic != b->quic)
+                rc = ld_error(ld, listen_setting(ld, i, j), "%s has quic in one server "
+                              "and not in another", l->addr.text);
+            else if (l->quic && !l->tls)
+                rc = ld_error(ld, listen_setting(ld, i, j), "quic = true needs tls = true "
+                              "(QUIC is always encrypted)");
+            else if (l->quic && l->addr.ss.ss_family == AF_UNIX)
+                rc = ld_error(ld, listen_setting(ld, i, j), "quic on a unix socket");
+#ifndef LG_HAVE_HTTP3
+            else if (l->quic)
+                rc = ld_error(ld, listen_setting(ld, i, j), "quic = true, but this legate was "
+                              "built without HTTP/3 (see legate -V)");
+#endif
             if (l->proxy_protocol != b->proxy_protocol)
                 rc = ld_error(ld, listen_setting(ld, i, j), "%s has proxy_protocol in one server "
                               "and not in another", l->addr.text);

@@ -89,6 +89,40 @@ static int open_socket(const lg_listener_t *l, int backlog, char *err, size_t er
     return fd;
 }
 
+/*
+ * A UDP socket on the listener's address for QUIC, one per slot as for TCP:
+ * SO_REUSEPORT spreads clients over them by address and port, so a
+ * connection's packets keep reaching the same worker while its address
+ * does not change.
+ */
+static int open_udp(const lg_listener_t *l, char *err, size_t errlen)
+{
+    int fd = socket(l->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket() for QUIC on %s failed: %s", l->text, strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        snprintf(err, errlen, "SO_REUSEPORT on %s (QUIC) failed: %s", l->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (l->ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    /* a full buffer drops packets, which QUIC sends again: room for bursts */
+    int sz = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    if (bind(fd, (const struct sockaddr *)&l->ss, l->len) < 0) {
+        snprintf(err, errlen, "bind() to %s (QUIC, UDP) failed: %s", l->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen)
 {
     if (slots > 512)
@@ -115,7 +149,7 @@ int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen
             l->len = bd->addr.len;
             snprintf(l->text, sizeof(l->text), "%s", bd->addr.text);
             for (int s = 0; s < 512; s++)
-                l->fds[s] = -1;
+                l->fds[s] = l->qfds[s] = -1;
             created[ncreated++] = l;
             ls[nls + ncreated - 1] = l;     /* adopted by "nls += ncreated" */
         }
@@ -134,6 +168,19 @@ int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen
             }
             l->nfds = want;
         }
+        if (bd->quic && l->nqfds < want) {
+            for (int s = l->nqfds; s < want; s++) {
+                l->qfds[s] = open_udp(l, err, errlen);
+                if (l->qfds[s] < 0) {
+                    for (int k = l->nqfds; k < s; k++) {
+                        close(l->qfds[k]);
+                        l->qfds[k] = -1;
+                    }
+                    goto fail;
+                }
+            }
+            l->nqfds = want;
+        }
     }
     nls += ncreated;
     /* pass 2: close listeners no longer configured */
@@ -146,6 +193,8 @@ int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen
         lg_notice("closing listener %s", ls[i]->text);
         for (int s = 0; s < ls[i]->nfds; s++)
             close(ls[i]->fds[s]);
+        for (int s = 0; s < ls[i]->nqfds; s++)
+            close(ls[i]->qfds[s]);
         if (ls[i]->ss.ss_family == AF_UNIX)
             unlink(((struct sockaddr_un *)&ls[i]->ss)->sun_path);
         free(ls[i]);
@@ -158,6 +207,8 @@ fail:
     for (size_t i = 0; i < ncreated; i++) {
         for (int s = 0; s < created[i]->nfds; s++)
             close(created[i]->fds[s]);
+        for (int s = 0; s < created[i]->nqfds; s++)
+            close(created[i]->qfds[s]);
         free(created[i]);
         ls[nls + i] = NULL;
     }
@@ -174,6 +225,14 @@ int lg_listener_fd(const lg_conf_t *conf, size_t b, int slot)
     return slot < l->nfds ? l->fds[slot] : -1;
 }
 
+int lg_listener_quic_fd(const lg_conf_t *conf, size_t b, int slot)
+{
+    lg_listener_t *l = lg_listener_find(&conf->binds[b].addr);
+    if (l == NULL || !conf->binds[b].quic)
+        return -1;
+    return slot < l->nqfds ? l->qfds[slot] : -1;
+}
+
 void lg_listeners_close_except(const lg_conf_t *conf, int worker, int nworkers)
 {
     (void)conf;
@@ -186,6 +245,12 @@ void lg_listeners_close_except(const lg_conf_t *conf, int worker, int nworkers)
                 ls[i]->fds[s] = -1;
             }
         }
+        for (int s = 0; s < ls[i]->nqfds; s++) {
+            if (s % nworkers != worker && ls[i]->qfds[s] >= 0) {
+                close(ls[i]->qfds[s]);
+                ls[i]->qfds[s] = -1;
+            }
+        }
     }
 }
 
@@ -195,6 +260,9 @@ void lg_listeners_close_all(void)
         for (int s = 0; s < ls[i]->nfds; s++)
             if (ls[i]->fds[s] >= 0)
                 close(ls[i]->fds[s]);
+        for (int s = 0; s < ls[i]->nqfds; s++)
+            if (ls[i]->qfds[s] >= 0)
+                close(ls[i]->qfds[s]);
         free(ls[i]);
     }
     nls = 0;
@@ -203,7 +271,9 @@ void lg_listeners_close_all(void)
 /* LEGATE_LISTEN_FDS="fd,slot,text;fd,slot,text;..."  (text has no ';') */
 int lg_listeners_export(void)
 {
-    size_t cap = 64 + nls * 512 * 24;
+    size_t cap = 64;
+    for (size_t i = 0; i < nls; i++)    /* "fd,slot,text;" each: exact room */
+        cap += (size_t)(ls[i]->nfds + ls[i]->nqfds) * (26 + strlen(ls[i]->text));
     char *env = malloc(cap);
     if (env == NULL)
         return -1;
@@ -217,6 +287,15 @@ int lg_listeners_export(void)
             int fl = fcntl(fd, F_GETFD);
             fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
             n += (size_t)snprintf(env + n, cap - n, "%d,%d,%s;", fd, s, ls[i]->text);
+        }
+        for (int s = 0; s < ls[i]->nqfds; s++) {
+            int fd = ls[i]->qfds[s];
+            if (fd < 0)
+                continue;
+            int fl = fcntl(fd, F_GETFD);
+            fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
+            /* a UDP twin: slot written as -1 - slot */
+            n += (size_t)snprintf(env + n, cap - n, "%d,%d,%s;", fd, -1 - s, ls[i]->text);
         }
     }
     int rc = setenv("LEGATE_LISTEN_FDS", env, 1);
@@ -236,8 +315,11 @@ void lg_listeners_import(void)
     char *save = NULL;
     for (char *tok = strtok_r(copy, ";", &save); tok; tok = strtok_r(NULL, ";", &save)) {
         int fd, slot, off = 0;
-        if (sscanf(tok, "%d,%d,%n", &fd, &slot, &off) != 2 || slot < 0 || slot >= 512)
+        if (sscanf(tok, "%d,%d,%n", &fd, &slot, &off) != 2 || slot < -512 || slot >= 512)
             continue;
+        int udp = slot < 0;
+        if (udp)
+            slot = -1 - slot;
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
@@ -261,12 +343,18 @@ void lg_listeners_import(void)
             l->len = len;
             snprintf(l->text, sizeof(l->text), "%s", tok + off);
             for (int s = 0; s < 512; s++)
-                l->fds[s] = -1;
+                l->fds[s] = l->qfds[s] = -1;
             ls[nls++] = l;
         }
-        l->fds[slot] = fd;
-        if (slot + 1 > l->nfds)
-            l->nfds = slot + 1;
+        if (udp) {
+            l->qfds[slot] = fd;
+            if (slot + 1 > l->nqfds)
+                l->nqfds = slot + 1;
+        } else {
+            l->fds[slot] = fd;
+            if (slot + 1 > l->nfds)
+                l->nfds = slot + 1;
+        }
     }
     free(copy);
 }

@@ -366,6 +366,32 @@ lg_conn_t *lg_conn_new(int fd, const lg_bind_t *bind, const struct sockaddr_stor
     return c;
 }
 
+lg_conn_t *lg_conn_new_virtual(const lg_bind_t *bind, const struct sockaddr_storage *peer, lg_proto_t p)
+{
+    if (frontends[p] == NULL || lg_w.nconns >= lg_w.conf->worker_connections)
+        return NULL;
+    lg_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->magic = LG_CONN_MAGIC;
+    c->e.io.fd = -1;
+    c->timer.cb = conn_timeout;
+    c->timer.data = c;
+    c->bind = bind;
+    c->fe = frontends[p];
+    c->id = ++lg_w.next_id;
+    c->t_start = c->t_idle = lg_w.loop.now;
+    lg_conn_set_peer(c, peer);
+    c->next = conns;
+    if (conns)
+        conns->prev = c;
+    conns = c;
+    lg_w.nconns++;
+    c->state = LG_C_FRONT;
+    c->fe->start(c);
+    return c;
+}
+
 void lg_conn_begin(lg_conn_t *c)
 {
     enter_front(c);

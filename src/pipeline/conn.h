@@ -71,6 +71,7 @@ typedef enum lg_proto {
     LG_PROTO_HTTP1 = 0,
     LG_PROTO_SOCKS5 = 1,
     LG_PROTO_HTTP2 = 2,
+    LG_PROTO_HTTP3 = 3,
     LG_PROTO_MAX
 } lg_proto_t;
 
@@ -81,6 +82,7 @@ void lg_conn_frontend_register(lg_proto_t p, const lg_frontend_t *fe);
 void lg_conn_switch(lg_conn_t *c, lg_proto_t p);
 void lg_h1_register(void);     /* h1.c */
 void lg_h2_register(void);     /* h2.c */
+void lg_h3_register(void);     /* h3.c, when built with HTTP/3 */
 
 struct lg_conn {
     uint32_t        magic;
@@ -102,6 +104,7 @@ struct lg_conn {
     int             rerun;      /* run again even if the state is unchanged */
     int             refresh;    /* an internal connection: a background cache refresh */
     int             refresh_tls; /* ...for a request that came over TLS ($scheme) */
+    int             quic;       /* a QUIC connection (TLS inside QUIC, not on c->e) */
     int             socks_phase; /* SOCKS5 front end: negotiation step */
     void           *fe_data;    /* owned by the front end (HTTP/2: its session) */
     /* the Authorization last accepted on this connection (feature/access.c):
@@ -114,6 +117,12 @@ struct lg_conn {
 };
 
 #define LG_CONN_MAGIC 0x434f4e4eu
+
+/* The client's bytes came encrypted: $scheme https, HSTS, X-Forwarded-Proto. */
+static inline int lg_conn_tls(const lg_conn_t *c)
+{
+    return c->e.ssl != NULL || c->refresh_tls || c->quic;
+}
 /* On entry of every function a connection's events reach, in debug and
  * sanitizer builds: a freed or foreign pointer stops loudly. */
 #define LG_CHECK_CONN(c) LG_DEBUG_BUG_ON((c) == NULL || (c)->magic != LG_CONN_MAGIC)
@@ -124,6 +133,10 @@ void lg_conn_accept(int lfd, const lg_bind_t *bind);
  * (an internal connection: no PROXY header, no TLS). */
 lg_conn_t *lg_conn_new(int fd, const lg_bind_t *bind, const struct sockaddr_storage *peer);
 void lg_conn_begin(lg_conn_t *c);
+/* A connection without a descriptor of its own, speaking p from the start:
+ * a QUIC connection, whose packets arrive through its endpoint.  NULL when
+ * out of memory or at worker_connections. */
+lg_conn_t *lg_conn_new_virtual(const lg_bind_t *bind, const struct sockaddr_storage *peer, lg_proto_t p);
 void lg_conn_close(lg_conn_t *c, const char *why);       /* idempotent */
 /* Run the connection's driver (after an event that the loop did not deliver). */
 void lg_conn_run(lg_conn_t *c);

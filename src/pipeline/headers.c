@@ -322,10 +322,19 @@ static void add_expanded(lg_req_t *s, sb_t *b, const lg_header_ops_t *ops)
 static void add_hsts(const lg_req_t *s, sb_t *b)
 {
     const lg_server_t *srv = s->server ? s->server : s->conn->bind->default_server;
-    if (s->conn->e.ssl && srv->tls.hsts) {
+    if (lg_conn_tls(s->conn) && srv->tls.hsts) {
         sb_str(b, "Strict-Transport-Security: ");
         sb_str(b, srv->tls.hsts);
         sb_add(b, "\r\n", 2);
+    }
+    /* the same address answers HTTP/3 over UDP: browsers learn it here
+     * (RFC 7838), on HTTP/1.1 and HTTP/2 answers */
+    const lg_bind_t *bd = s->conn->bind;
+    if (bd && bd->quic && !s->conn->quic) {
+        const struct sockaddr_storage *ss = &bd->addr.ss;
+        unsigned port = ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                                                        : ((const struct sockaddr_in *)ss)->sin_port);
+        sb_printf(b, "Alt-Svc: h3=\":%u\"; ma=86400\r\n", port);
     }
 }
 
@@ -434,7 +443,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
     if (c->x_real_ip && !ops_has(c->add_request_headers, "x-real-ip"))
         sb_printf(&b, "X-Real-IP: %s\r\n", s->peer_text);
     if (c->x_forwarded_proto && !ops_has(c->add_request_headers, "x-forwarded-proto"))
-        sb_str(&b, s->conn->e.ssl ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+        sb_str(&b, lg_conn_tls(s->conn) ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     if (c->x_forwarded_host && s->ri.authority.n && !ops_has(c->add_request_headers, "x-forwarded-host"))
         sb_header(&b, "X-Forwarded-Host", 16, s->ri.authority.p, s->ri.authority.n);
     if (c->forwarded && !ops_has(c->add_request_headers, "forwarded")) {
@@ -443,7 +452,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
             sb_add(&b, fwd->value, fwd->value_len);
             sb_add(&b, ", ", 2);
         }
-        const char *proto = s->conn->e.ssl ? "https" : "http";
+        const char *proto = lg_conn_tls(s->conn) ? "https" : "http";
         if (s->peer.ss_family == AF_INET6)
             sb_printf(&b, "for=\"[%s]\";proto=%s", s->peer_text, proto);
         else
@@ -507,7 +516,7 @@ static int redirect(lg_req_t *s, const lg_common_t *c, sb_t *b, const http_heade
         size_t fl = 0;
         char base[300];
         if (strcmp(rule, "default") == 0) {
-            const char *scheme = s->conn->e.ssl || s->conn->refresh_tls ? "https" : "http";
+            const char *scheme = lg_conn_tls(s->conn) ? "https" : "http";
             if (s->ri.authority.n == 0 || s->ri.authority.n > 200)
                 continue;
             snprintf(base, sizeof(base), "%s://%.*s", scheme, (int)s->ri.authority.n, s->ri.authority.p);

@@ -361,7 +361,7 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
             out_str(b, s->server->names[0].name);
         break;
     case V_SCHEME:
-        out_str(b, s->conn->e.ssl || s->conn->refresh_tls ? "https" : "http");
+        out_str(b, lg_conn_tls(s->conn) ? "https" : "http");
         break;
     case V_SERVER_PROTOCOL:
         out_printf(b, "HTTP/%d.%d", s->req.version / 10, s->req.version % 10);

@@ -45,6 +45,9 @@ void lg_features_setup(void)
         return;
     lg_h1_register();
     lg_h2_register();
+#ifdef LG_HAVE_HTTP3
+    lg_h3_register();
+#endif
     lg_socks_register();
     for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++)
         lg_feature_register(features[i]);

@@ -29,6 +29,10 @@
 #include "feature/accesslog.h"
 #include "feature/metrics.h"
 #include "pipeline/conn.h"
+#ifdef LG_HAVE_HTTP3
+#include "net/quic.h"
+#include "pipeline/h3.h"
+#endif
 #include "proxy/proxy.h"
 
 lg_worker_t lg_w;
@@ -39,6 +43,59 @@ typedef struct wlistener {
 } wlistener_t;
 
 static wlistener_t *wl;         /* owned array */
+#ifdef LG_HAVE_HTTP3
+static lg_quic_ep_t **qeps;     /* owned: QUIC endpoints of this worker */
+static size_t nqeps;
+
+/* The QUIC endpoints of this worker's slots: the same certificates as the
+ * TCP listener's (loaded into GnuTLS), the server's timeouts. */
+static void quic_start(const lg_conf_t *conf, int slot, int nworkers)
+{
+    qeps = calloc(conf->nbinds * 512 + 1, sizeof(*qeps));
+    if (qeps == NULL)
+        exit(2);
+    for (size_t b = 0; b < conf->nbinds; b++) {
+        const lg_bind_t *bd = &conf->binds[b];
+        if (!bd->quic)
+            continue;
+        const lg_server_t *srv = bd->default_server;
+        const lg_tls_conf_t *t = &srv->tls;
+        lg_quic_conf_t qc = {
+            .cert = t->certs[0].cert, .key = t->certs[0].key,
+            .cert2 = t->ncerts > 1 ? t->certs[1].cert : NULL,
+            .key2 = t->ncerts > 1 ? t->certs[1].key : NULL,
+            .idle_timeout = srv->common.keepalive_timeout,
+            .handshake_timeout = t->handshake_timeout,
+            .max_streams_bidi = (uint64_t)conf->http2_max_concurrent_streams,
+            .stream_window = LG_H3_STREAM_WINDOW,
+            .conn_window = 1024 * 1024,
+            .max_conns = (unsigned)conf->worker_connections,
+            .max_per_addr = (unsigned)conf->quic_max_connections_per_address,
+        };
+        for (int s = slot; s < 512; s += nworkers) {
+            int fd = lg_listener_quic_fd(conf, b, s);
+            if (fd < 0)
+                continue;
+            char why[256];
+            lg_quic_ep_t *ep = lg_quic_ep_new(&lg_w.loop, fd, &qc, lg_h3_app(), (void *)bd, why,
+                                              sizeof(why));
+            if (ep == NULL) {
+                lg_emerg("%s", why);
+                exit(2);
+            }
+            qeps[nqeps++] = ep;
+        }
+    }
+}
+
+/* Graceful stop: no new QUIC connections; the open ones get GOAWAY (their
+ * lg_conn_t drains with the rest) and keep their packets coming. */
+static void quic_drain(void)
+{
+    for (size_t i = 0; i < nqeps; i++)
+        lg_quic_ep_drain(qeps[i]);
+}
+#endif
 static size_t nwl;
 static int accepting;
 static lg_timer_t tick;
@@ -221,6 +278,9 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
         }
     }
     accepting = 1;
+#ifdef LG_HAVE_HTTP3
+    quic_start(conf, slot, nworkers);
+#endif
     lg_tls_set_sni(sni_server);
     drop_privileges(conf);
     if (lg_ready_pipe[1] >= 0) {
@@ -253,6 +313,9 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
             lg_w.quitting = 1;
             lg_health_stop();
             stop_accepting();
+#ifdef LG_HAVE_HTTP3
+            quic_drain();
+#endif
             lg_conn_drain_all();
         }
         if (lg_w.quitting && lg_w.nconns == 0) {
