@@ -18,6 +18,11 @@
 #include <unistd.h>
 #include <zlib.h>
 #include <nghttp2/nghttp2.h>
+#ifdef LG_HAVE_HTTP3
+#include <gnutls/gnutls.h>
+#include <nghttp3/nghttp3.h>
+#include <ngtcp2/ngtcp2.h>
+#endif
 #include "net/json.h"
 #include <sys/time.h>
 #include <sys/socket.h>
@@ -109,6 +114,12 @@ static void version(void)
             "no, legate's own"
 #endif
             );
+#ifdef LG_HAVE_HTTP3
+    fprintf(o, "HTTP/3: libngtcp2 %s, libnghttp3 %s, GnuTLS %s (QUIC's TLS)\n",
+            ngtcp2_version(0)->version_str, nghttp3_version(0)->version_str, gnutls_check_version(NULL));
+#else
+    fprintf(o, "HTTP/3: off (built without libngtcp2-crypto-gnutls-dev, libnghttp3-dev)\n");
+#endif
 #ifdef LG_HAVE_SYSTEMD
     fprintf(o, "systemd: sd_notify readiness (Type=notify)\n");
 #else

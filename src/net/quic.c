@@ -9,6 +9,8 @@
  */
 #include "net/quic.h"
 
+#ifdef LG_HAVE_HTTP3   /* the whole file: configure found ngtcp2, nghttp3, GnuTLS */
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stddef.h>
@@ -641,6 +643,26 @@ static void version_negotiation(lg_quic_ep_t *ep, const ngtcp2_version_cid *vc,
         (void)sendto(ep->io.fd, buf, (size_t)n, MSG_DONTWAIT, (const struct sockaddr *)from, flen);
 }
 
+void lg_quic_ep_input(lg_quic_ep_t *ep, const uint8_t *pkt, size_t n,
+                      const struct sockaddr_storage *from, socklen_t flen)
+{
+    if (n == 0)
+        return;                 /* ngtcp2 asserts on an empty datagram */
+    ngtcp2_version_cid vc;
+    int rc = ngtcp2_pkt_decode_version_cid(&vc, pkt, n, SCID_LEN);
+    if (rc == NGTCP2_ERR_VERSION_NEGOTIATION) {
+        version_negotiation(ep, &vc, from, flen);
+        return;
+    }
+    if (rc != 0)
+        return;                 /* not QUIC: dropped */
+    lg_quic_t *q = cid_find(ep, vc.dcid, vc.dcidlen);
+    if (q == NULL && (q = q_accept(ep, pkt, n, from, flen)) == NULL)
+        return;
+    if (q->state != Q_CLOSING)
+        q_read(q, pkt, n, from, flen);
+}
+
 static void ep_read(lg_io_t *io, uint32_t events)
 {
     lg_quic_ep_t *ep = io->data;
@@ -656,19 +678,7 @@ static void ep_read(lg_io_t *io, uint32_t events)
                 continue;
             return;             /* EAGAIN: all read (edge-triggered: drained) */
         }
-        ngtcp2_version_cid vc;
-        int rc = ngtcp2_pkt_decode_version_cid(&vc, pkt, (size_t)n, SCID_LEN);
-        if (rc == NGTCP2_ERR_VERSION_NEGOTIATION) {
-            version_negotiation(ep, &vc, &from, flen);
-            continue;
-        }
-        if (rc != 0)
-            continue;           /* not QUIC: dropped */
-        lg_quic_t *q = cid_find(ep, vc.dcid, vc.dcidlen);
-        if (q == NULL && (q = q_accept(ep, pkt, (size_t)n, &from, flen)) == NULL)
-            continue;
-        if (q->state != Q_CLOSING)
-            q_read(q, pkt, (size_t)n, &from, flen);
+        lg_quic_ep_input(ep, pkt, (size_t)n, &from, flen);
     }
     /* more may be queued (edge-triggered: no new event for them): come
      * back after the others had their turn */
@@ -814,3 +824,5 @@ void lg_quic_close(lg_quic_t *q, uint64_t code, const char *why)
     q->close_pending = 1;
     lg_loop_post(q->ep->loop, &q->post);
 }
+
+#endif /* LG_HAVE_HTTP3 */

@@ -74,6 +74,10 @@ void lg_quic_ep_free(lg_quic_ep_t *ep);
  * endpoint takes no new connections.  Returns the connections left. */
 unsigned lg_quic_ep_drain(lg_quic_ep_t *ep);
 unsigned lg_quic_ep_count(const lg_quic_ep_t *ep);
+/* One datagram from `from`, as the socket's reader hands it on (and the
+ * fuzz harness, without a socket in between). */
+void     lg_quic_ep_input(lg_quic_ep_t *ep, const uint8_t *pkt, size_t n,
+                          const struct sockaddr_storage *from, socklen_t flen);
 void    *lg_quic_ep_data(const lg_quic_ep_t *ep);
 
 /* The connection's application state (set by the application in open). */

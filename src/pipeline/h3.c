@@ -22,6 +22,8 @@
  */
 #include "pipeline/request.h"
 
+#ifdef LG_HAVE_HTTP3   /* the whole file: configure found ngtcp2, nghttp3, GnuTLS */
+
 #include <errno.h>
 #include <nghttp3/nghttp3.h>
 #include <stdlib.h>
@@ -1095,3 +1097,5 @@ void lg_h3_register(void)
 {
     lg_conn_frontend_register(LG_PROTO_HTTP3, &h3_frontend);
 }
+
+#endif /* LG_HAVE_HTTP3 */

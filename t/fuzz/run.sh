@@ -11,6 +11,8 @@
 #   h2          src/pipeline/h2.c through libnghttp2's callbacks: frames from a
 #               client into requests and back, on the whole worker (all of src/)
 #   nginx       src/import/nginx_parse.c: nginx.conf tokens and blocks (--import-nginx)
+#   quic        src/net/quic.c: client datagrams into a QUIC endpoint (ngtcp2, GnuTLS);
+#               skipped when legate is built without HTTP/3
 set -u
 SRC=${LEGATE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BLD=${LEGATE_BUILDDIR:-$(pwd)}
@@ -27,7 +29,14 @@ CFG=$BLD/config.h
 [ -f "$CFG" ] || CFG=$SRC/config.h
 export LSAN_OPTIONS="suppressions=$SRC/t/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 passed=0 failed=0
-for h in parse conf proxyproto htpasswd json cache h2 nginx; do
+QUIC_LIBS=""
+if grep -q "define LG_HAVE_HTTP3 1" "$CFG"; then
+    QUIC_LIBS=$(pkg-config --libs libngtcp2 libngtcp2_crypto_gnutls libnghttp3 gnutls)
+    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx quic"
+else
+    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx"
+fi
+for h in $HARNESSES; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
     conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c
@@ -42,9 +51,11 @@ for h in parse conf proxyproto htpasswd json cache h2 nginx; do
     cache)      srcs="src/cache/policy.c"; libs=""; corpus=corpus-cache; secs=$(( (SECS + 1) / 2 )) ;;
     h2)         srcs=$(cd "$SRC" && ls src/*/*.c)
                 libs="$(pkg-config --libs openssl libconfig zlib libcares libmaxminddb libnghttp2 \
-                        libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) -lcrypt"
+                        libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) -lcrypt $QUIC_LIBS"
                 corpus=corpus-h2; secs=$SECS ;;
     nginx)      srcs="src/import/nginx_parse.c"; libs=""; corpus=corpus-nginx; secs=$(( (SECS + 1) / 2 )) ;;
+    quic)       srcs="src/net/quic.c src/core/event.c src/core/hash.c src/core/log.c src/core/syslog.c"
+                libs="$QUIC_LIBS"; corpus=corpus-quic; secs=$(( (SECS + 1) / 2 )) ;;
     esac
     cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
     set --
