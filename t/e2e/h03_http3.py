@@ -1,0 +1,475 @@
+#!/usr/bin/env python3
+"""HTTP/3 over QUIC to clients (RFC 9114, RFC 9000): GETs, uploads and
+downloads with ngtcp2's own client (Debian's ngtcp2-client, `gtlsclient`),
+many requests on one connection, the pipeline's features over HTTP/3
+(routes, the access log's $server_protocol, X-Forwarded-Proto), Alt-Svc
+on the TCP answers, Chromium forced onto QUIC loading a page, hostile
+datagrams (garbage, short, unknown versions, an Initial flood from one
+address) that neither crash a worker nor keep others out, graceful stop
+with a request in flight, a reload, and `legate -t` errors."""
+import hashlib
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from legate_test import *  # noqa: E402,F401,F403
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import origin as origin_mod  # noqa: E402  (the body pattern)
+
+CLIENT = shutil.which("gtlsclient")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CERTS = os.path.join(REPO, "conf", "examples", "certs")
+
+
+def need_h3():
+    if CLIENT is None:
+        skip_all("gtlsclient not installed (Debian ngtcp2-client; scripts/bootstrap installs it)")
+    out = subprocess.run([LEGATE_BIN, "-V"], capture_output=True, text=True).stdout + \
+        subprocess.run([LEGATE_BIN, "-V"], capture_output=True, text=True).stderr
+    if "HTTP/3: off" in out:
+        skip_all("legate built without HTTP/3")
+
+
+def conf(port, o, http_extra="", global_extra="", routes=None, quic=True):
+    if routes is None:
+        routes = '{ prefix = "/"; proxy_pass = "app"; }'
+    return """%s
+http = {
+  access_log = "logs/access.log";
+  log_format = "$request|$status|$server_protocol|$body_bytes_sent";
+  client_max_body_size = "64m";
+  %s
+  upstreams = { app = { servers = ( "%s" ); }; };
+  servers = ( {
+      listen = ( { address = "127.0.0.1:%d"; tls = true; http2 = true; quic = %s; } );
+      server_name = ( "localhost" );
+      tls_certificates = ( { cert = "%s/server-rsa.pem"; key = "%s/server-rsa.key"; } );
+      routes = ( { prefix = "/local"; return = 200; body = "local answer"; }, %s );
+  } );
+};
+""" % (global_extra, http_extra, o.address, port, "true" if quic else "false", CERTS, CERTS, routes)
+
+
+def h3(port, *urls, data=None, n=None, timeout=30):
+    """One QUIC connection with gtlsclient: the bodies, by URL path+query."""
+    d = tempfile.mkdtemp(prefix="legate-h3-dl-")
+    try:
+        cmd = [CLIENT, "-q", "--exit-on-all-streams-close", "--download=" + d, "--timeout=10s"]
+        if data is not None:
+            cmd += ["-d", data]
+        if n is not None:
+            cmd += ["-n", str(n)]
+        cmd += ["127.0.0.1", str(port)]
+        cmd += ["https://localhost:%d%s" % (port, u) for u in urls]
+        p = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        bodies = {}
+        for name in os.listdir(d):
+            with open(os.path.join(d, name), "rb") as f:
+                bodies[name] = f.read()
+        return p.returncode, bodies, p.stderr.decode(errors="replace")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def log_lines(lg, n, timeout=10):
+    """The access log once it has n lines (it is flushed once a second)."""
+    def have():
+        try:
+            with open(lg.access_log) as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return None
+        return lines if len(lines) >= n else None
+    return wait_until(have, timeout, what="%d access log lines" % n)
+
+
+@test
+def get_over_http3():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        rc, bodies, err = h3(port, "/hello?size=5000")
+        eq(rc, 0, "client exit: " + err[-500:])
+        eq(bodies.get("hello?size=5000"), origin_mod.pattern(5000), "the body as the origin sent it")
+        lines = log_lines(lg, 1)
+        eq(lines[0], "GET /hello?size=5000 HTTP/3.0|200|HTTP/3.0|5000")
+
+
+@test
+def the_upstream_sees_https_and_the_client():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        Legate(conf(port, o), workers=1)
+        rc, bodies, err = h3(port, "/e?echo=1")
+        eq(rc, 0, err[-500:])
+        import json
+        j = json.loads(bodies["e?echo=1"])
+        hdrs = {k.lower(): v for k, v in j["headers"]}
+        eq(hdrs.get("x-forwarded-proto"), "https")
+        eq(hdrs.get("x-forwarded-for"), "127.0.0.1")
+        eq(hdrs.get("host"), "localhost:%d" % port, ":authority becomes Host")
+        eq(j["version"], "HTTP/1.1")
+
+
+@test
+def local_answers_and_routes_work_over_http3():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        Legate(conf(port, o), workers=1)
+        rc, bodies, err = h3(port, "/local")
+        eq(rc, 0, err[-500:])
+        eq(bodies.get("local"), b"local answer")
+
+
+@test(timeout=90)
+def large_download_is_whole_and_memory_flat():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        size = 64 << 20
+        with RssSampler(lambda: lg.workers()) as rss:
+            rc, bodies, err = h3(port, "/big?size=%d" % size, timeout=80)
+        eq(rc, 0, err[-500:])
+        body = bodies.get("big?size=%d" % size, b"")
+        eq(len(body), size)
+        ok(body == origin_mod.pattern(size), "the body's bytes are the origin's")
+        ok(rss.max_kb < 64 * 1024, "worker RSS peaked at %d KiB for a 64 MiB download" % rss.max_kb)
+
+
+@test(timeout=90)
+def upload_reaches_the_origin_whole():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        Legate(conf(port, o), workers=1)
+        d = tempfile.mkdtemp(prefix="legate-h3-up-")
+        try:
+            path = os.path.join(d, "up.bin")
+            data = os.urandom(8 << 20)
+            with open(path, "wb") as f:
+                f.write(data)
+            rc, bodies, err = h3(port, "/up?echo=1", data=path, timeout=80)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        eq(rc, 0, err[-500:])
+        import json
+        j = json.loads(bodies["up?echo=1"])
+        eq(j["body_len"], len(data))
+        eq(j["body_sha256"], hashlib.sha256(data).hexdigest())
+
+
+@test
+def too_large_upload_gets_413_and_the_answer():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o).replace('client_max_body_size = "64m"', 'client_max_body_size = "1m"'),
+                    workers=1)
+        d = tempfile.mkdtemp(prefix="legate-h3-up-")
+        try:
+            path = os.path.join(d, "up.bin")
+            with open(path, "wb") as f:
+                f.write(b"x" * (3 << 20))
+            rc, bodies, err = h3(port, "/up", data=path)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        lines = log_lines(lg, 1)
+        contains(lines[0], "|413|HTTP/3.0|")
+        ok(b"413" in bodies.get("up", b""), "the 413 page reached the client: %r" % bodies.get("up"))
+        eq(o.stats()["requests"], 0, "the origin saw nothing")
+
+
+@test
+def many_requests_share_one_connection():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        rc, bodies, err = h3(port, *["/m%d?size=%d" % (i, 1000 + i) for i in range(40)])
+        eq(rc, 0, err[-500:])
+        eq(len(bodies), 40)
+        for i in range(40):
+            eq(bodies["m%d?size=%d" % (i, 1000 + i)], origin_mod.pattern(1000 + i))
+        lines = log_lines(lg, 40)
+        eq(sum("|200|HTTP/3.0|" in l for l in lines), 40)
+
+
+@test
+def alt_svc_on_tcp_answers():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        Legate(conf(port, o), workers=1)
+        for flag in ("--http1.1", "--http2"):
+            p = subprocess.run(["curl", "-sk", flag, "-D-", "-o", "/dev/null",
+                                "https://127.0.0.1:%d/x" % port],
+                               capture_output=True, text=True, timeout=20)
+            contains(p.stdout.lower(), 'alt-svc: h3=":%d"; ma=86400' % port, flag)
+
+
+@test
+def no_alt_svc_without_quic():
+    with Origin("o1") as o:
+        port = free_port()
+        Legate(conf(port, o, quic=False), workers=1)
+        p = subprocess.run(["curl", "-sk", "-D-", "-o", "/dev/null", "https://127.0.0.1:%d/x" % port],
+                           capture_output=True, text=True, timeout=20)
+        ok("alt-svc" not in p.stdout.lower(), p.stdout)
+
+
+def udp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def long_header(version, dcid, scid, payload_len=1200, ptype=0):
+    first = 0xc0 | (ptype << 4)
+    return bytes([first]) + struct.pack(">I", version) + bytes([len(dcid)]) + dcid + \
+        bytes([len(scid)]) + scid + os.urandom(payload_len)
+
+
+@test
+def unknown_version_gets_version_negotiation():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        Legate(conf(port, o), workers=1)
+        s = udp(port)
+        dcid, scid = os.urandom(8), os.urandom(8)
+        s.send(long_header(0x1a2a3a4a, dcid, scid))
+        data = s.recv(2048)
+        ok(data[0] & 0x80, "a long header")
+        eq(data[1:5], b"\0\0\0\0", "version 0: Version Negotiation")
+        # its DCID is our SCID, its SCID our DCID (RFC 9000 17.2.1)
+        eq(data[5], 8)
+        eq(data[6:14], scid)
+        versions = data[6 + 8 + 1 + 8:]
+        ok(b"\0\0\0\x01" in [versions[i:i + 4] for i in range(0, len(versions), 4)],
+           "QUIC v1 offered: %r" % versions)
+
+
+@test(timeout=90)
+def hostile_datagrams_leave_service_intact():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        pids = lg.workers()
+        s = udp(port)
+        rnd = random.Random(7)
+        for i in range(3000):
+            kind = i % 5
+            if kind == 0:
+                pkt = b""
+            elif kind == 1:
+                pkt = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 40)))
+            elif kind == 2:
+                # Initial packets with garbage where the crypto should be: each
+                # makes a connection attempt that fails to decrypt
+                pkt = long_header(1, os.urandom(8), os.urandom(8), 1200)
+            elif kind == 3:
+                pkt = bytes([0x40 | rnd.getrandbits(6)]) + os.urandom(rnd.randint(20, 1400))  # short header
+            else:
+                pkt = long_header(1, os.urandom(21), os.urandom(8), 100)   # CID too long
+            try:
+                s.send(pkt)
+            except OSError:
+                pass
+        # a real client is still served, by the same worker
+        rc, bodies, err = h3(port, "/after?size=100")
+        eq(rc, 0, err[-500:])
+        eq(bodies.get("after?size=100"), origin_mod.pattern(100))
+        eq(lg.workers(), pids, "no worker died")
+
+
+def real_initials(n):
+    """n Initial datagrams of real handshakes (gtlsclient's first packets,
+    caught on a socket that never answers): valid cryptography, distinct
+    connection IDs."""
+    catcher = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    catcher.bind(("127.0.0.1", 0))
+    catcher.settimeout(5)
+    port = catcher.getsockname()[1]
+    out = []
+    try:
+        for _ in range(n):
+            p = subprocess.Popen([CLIENT, "-q", "--timeout=3s", "127.0.0.1", str(port), "https://localhost/"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                d, _ = catcher.recvfrom(65536)
+                out.append(d)
+            finally:
+                p.kill()
+                p.wait()
+            # what else that client sent (retransmissions) is not wanted
+            catcher.settimeout(0.05)
+            try:
+                while True:
+                    catcher.recvfrom(65536)
+            except socket.timeout:
+                pass
+            catcher.settimeout(5)
+    finally:
+        catcher.close()
+    return out
+
+
+@test(timeout=90)
+def one_address_cannot_hold_every_connection():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o, global_extra="quic_max_connections_per_address = 4;"), workers=1)
+        # ten handshakes begun from ten ports of 127.0.0.1 and never finished:
+        # the first four get the server's handshake, the rest nothing
+        socks = []
+        for pkt in real_initials(10):
+            s = udp(port)
+            s.send(pkt)
+            socks.append(s)
+        answered = 0
+        for s in socks:
+            s.settimeout(1.5)
+            try:
+                s.recv(65536)
+                answered += 1
+            except socket.timeout:
+                pass
+        eq(answered, 4, "handshakes answered")
+        for s in socks:
+            s.close()
+        lg.allow_log(r"over 4 connections from one address")
+
+
+@test(timeout=60)
+def graceful_stop_finishes_the_request_in_flight():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        import threading
+        res = {}
+
+        def get():
+            res["r"] = h3(port, "/slow?delay=1500&size=3000")
+        t = threading.Thread(target=get)
+        t.start()
+        wait_until(lambda: o.stats()["active"] >= 1 or o.stats()["requests"] >= 1, 10,
+                   what="the request to reach the origin")
+        lg.signal(signal.SIGQUIT)
+        t.join(30)
+        rc, bodies, err = res["r"]
+        eq(rc, 0, err[-500:])
+        eq(bodies.get("slow?delay=1500&size=3000"), origin_mod.pattern(3000))
+        lg.wait_exit(20)
+
+
+@test(timeout=60)
+def reload_keeps_serving_http3():
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        eq(h3(port, "/a?size=10")[0], 0)
+        lg.reload(conf(port, o, routes='{ prefix = "/"; proxy_pass = "app"; add_response_headers = { X-Gen = "2"; }; }'))
+        # the new generation's worker answers on the same UDP port
+        for _ in range(3):
+            rc, bodies, err = h3(port, "/b?size=10")
+            eq(rc, 0, err[-500:])
+            eq(bodies.get("b?size=10"), origin_mod.pattern(10))
+
+
+@test
+def chromium_loads_a_page_over_quic():
+    need_h3()
+    if CHROMIUM is None:
+        skip("chromium not installed (scripts/bootstrap installs it)")
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        spki = subprocess.run(
+            "openssl x509 -in %s/server-rsa.pem -pubkey -noout | openssl pkey -pubin -outform der"
+            " | openssl dgst -sha256 -binary | base64" % CERTS,
+            shell=True, capture_output=True, text=True).stdout.strip()
+        d = tempfile.mkdtemp(prefix="legate-chromium-h3-")
+        dom = ""
+        try:
+            for attempt in range(3):
+                cmd = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+                       "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
+                       "--disable-background-networking", "--disable-component-update",
+                       "--user-data-dir=" + os.path.join(d, "p%d" % attempt),
+                       "--enable-quic", "--origin-to-force-quic-on=localhost:%d" % port,
+                       "--ignore-certificate-errors-spki-list=" + spki,
+                       "--host-resolver-rules=MAP localhost 127.0.0.1",
+                       "--virtual-time-budget=3000", "--dump-dom",
+                       "https://localhost:%d/page?ctype=text/html&size=300" % port]
+                p = subprocess.run(cmd, capture_output=True, timeout=40, stdin=subprocess.DEVNULL)
+                dom = p.stdout.decode(errors="replace")
+                if "ABCDEFGH" in dom:
+                    break
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        contains(dom, "ABCDEFGH", "the page's body in the DOM")
+        lines = log_lines(lg, 1)
+        ok(any(l.startswith("GET /page?ctype=text/html&size=300 HTTP/3.0|200|HTTP/3.0") for l in lines),
+           "Chromium's request came over HTTP/3: %r" % lines)
+
+
+@test
+def config_errors_name_file_and_line():
+    p_dir = tempfile.mkdtemp(prefix="legate-h3-conf-")
+    try:
+        path = os.path.join(p_dir, "legate.conf")
+        with open(path, "w") as f:
+            f.write("""http = {
+  servers = ( {
+      listen = ( { address = "127.0.0.1:%d"; quic = true; } );
+      routes = ( { prefix = "/"; return = 200; } );
+  } );
+};
+""" % free_port())
+        p = subprocess.run([LEGATE_BIN, "-t", "-p", p_dir, "-c", path], capture_output=True, text=True)
+        ok(p.returncode != 0, "rejected")
+        ok(re.search(r"legate\.conf:3: .*quic = true needs tls = true", p.stderr), p.stderr)
+    finally:
+        shutil.rmtree(p_dir, ignore_errors=True)
+
+
+@test
+def shipped_example_serves_http3():
+    """conf/examples/http3.conf as shipped, on free ports instead of 8443 and 9001."""
+    need_h3()
+    ex = os.path.join(REPO, "conf", "examples")
+    with Origin("o1") as o:
+        text = open(os.path.join(ex, "http3.conf")).read()
+        ok("127.0.0.1:8443" in text and "127.0.0.1:9001" in text, "the example's addresses")
+        port = free_port()
+        text = (text.replace('"certs/', '"%s/' % CERTS).replace("127.0.0.1:8443", "127.0.0.1:%d" % port)
+                .replace("127.0.0.1:9001", o.address).replace('worker_processes = "auto";', "worker_processes = 2;"))
+        lg = Legate(text)
+        for i in range(4):      # each a new connection: both workers' sockets
+            rc, bodies, err = h3(port, "/ex%d?size=64" % i)
+            eq(rc, 0, err[-500:])
+            eq(bodies.get("ex%d?size=64" % i), origin_mod.pattern(64))
+        lines = log_lines(lg, 4)
+        eq(sum(" HTTP/3.0" in l for l in lines), 4)
+
+
+if __name__ == "__main__":
+    main()
