@@ -394,6 +394,61 @@ def reload_keeps_serving_http3():
             eq(bodies.get("b?size=10"), origin_mod.pattern(10))
 
 
+def udp_inodes(port):
+    """The inodes of the UDP sockets bound to 127.0.0.1:port."""
+    want = "0100007F:%04X" % port
+    out = set()
+    with open("/proc/net/udp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if parts[1] == want:
+                out.add(parts[9])
+    return out
+
+
+def read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+@test(timeout=90)
+def binary_upgrade_hands_over_the_udp_sockets():
+    """USR2 then QUIT to the old master: the new binary inherits the UDP
+    sockets with the TCP ones (LEGATE_LISTEN_FDS) and answers HTTP/3."""
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        pidfile = os.path.join(lg.prefix, "logs", "legate.pid")
+        old = lg.pid
+        eq(h3(port, "/before?size=10")[0], 0)
+        before = udp_inodes(port)
+        ok(before, "UDP sockets on the port")
+        lg.signal(signal.SIGUSR2)
+        wait_until(lambda: read_pid(pidfile) not in (0, old), 15, what="the new master's pid file")
+        new = read_pid(pidfile)
+        try:
+            lg.exit_expected = True
+            lg.signal(signal.SIGQUIT)
+            lg.wait_exit(20)
+            for _ in range(3):
+                rc, bodies, err = h3(port, "/after?size=10")
+                eq(rc, 0, err[-500:])
+                eq(bodies.get("after?size=10"), origin_mod.pattern(10))
+            eq(udp_inodes(port), before, "the same UDP sockets, inherited, not bound anew")
+        finally:
+            try:
+                os.kill(new, signal.SIGQUIT)
+                wait_until(lambda: not os.path.exists("/proc/%d" % new) or
+                           open("/proc/%d/stat" % new).read().split()[2] == "Z", 15,
+                           what="the new master to stop")
+            except ProcessLookupError:
+                pass
+
+
 @test
 def chromium_loads_a_page_over_quic():
     need_h3()
