@@ -467,6 +467,7 @@ typedef struct lg_user_rule {
     lg_strv_t *allow_domains;           /* non-empty: only these names and their subdomains */
     lg_strv_t *block_domains;           /* and never these */
     char      *connect_ports;           /* NULL: the forward's connect_ports */
+    char      *socks_ports;             /* NULL: the forward's socks_ports */
     int        line;
 } lg_user_rule_t;
 
@@ -474,7 +475,10 @@ typedef struct lg_user_rule {
 typedef struct lg_forward {
     lg_strv_t *allow_clients;           /* CIDRs; default "127.0.0.0/8 ::1/128" */
     lg_strv_t *deny_clients;            /* CIDRs; default none */
-    char      *connect_ports;           /* CONNECT allowlist, default "443" */
+    char      *connect_ports;           /* CONNECT allowlist, default "443" (Squid's SSL_ports) */
+    char      *socks_ports;             /* SOCKS5 CONNECT allowlist, default Squid's Safe_ports */
+    char      *http_ports;              /* absolute-form (http://) destinations, default Safe_ports */
+    lg_strv_t *anonymous_domains;       /* what clients that did not sign in may reach; empty: anything */
     int        allow_private;           /* bool: allow private/loopback destinations (SSRF); default 0 */
     lg_strv_t *deny_destinations;       /* CIDRs of destination addresses; default none */
     lg_strv_t *blocklists;              /* files: hosts format or one domain per line */
@@ -487,6 +491,8 @@ typedef struct lg_forward {
     char      *dns_family;              /* "ipv4_first" (default), "ipv6_first", "ipv4_only", "ipv6_only" */
     lg_msec_t  tunnel_idle_timeout;     /* CONNECT tunnels, default 5m */
     int        keepalive;               /* idle pooled connections per destination, default 8 */
+    int        keepalive_total;         /* ... and over all destinations, per worker, default 256 */
+    lg_msec_t  keepalive_timeout;       /* how long one stays idle, default 1m */
     char      *auth_file;               /* htpasswd file (bcrypt / SHA-crypt): Basic auth required; NULL = none */
     char      *auth_realm;              /* default "legate" */
     lg_strv_t *allow_countries;         /* ISO codes; non-empty: only these (unknown refused) */

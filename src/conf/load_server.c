@@ -36,10 +36,17 @@ const directive_t ld_tls_dirs[] = {
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
+/* Squid's default Safe_ports: http, ftp, https, gopher, wais, unregistered
+ * ports, http-mgmt, gss-http, filemaker, multiling http */
+#define SAFE_PORTS "80 21 443 70 210 1025-65535 280 488 591 777"
+
 static const directive_t forward_dirs[] = {
     ROW("allow_clients",     D_STRLIST, 0, 0, "127.0.0.0/8 ::1/128", lg_forward_t, allow_clients),
     ROW("deny_clients",      D_STRLIST, 0, 0, "", lg_forward_t, deny_clients),
     ROW("connect_ports",     D_STRING,  0, 0, "443", lg_forward_t, connect_ports),
+    ROW("socks_ports",       D_STRING,  0, 0, SAFE_PORTS, lg_forward_t, socks_ports),
+    ROW("http_ports",        D_STRING,  0, 0, SAFE_PORTS, lg_forward_t, http_ports),
+    ROW("anonymous_domains", D_STRLIST, 0, 0, "", lg_forward_t, anonymous_domains),
     ROW("allow_private",     D_BOOL,    0, 1, "false", lg_forward_t, allow_private),
     ROW("deny_destinations", D_STRLIST, 0, 0, "", lg_forward_t, deny_destinations),
     { "blocklists", D_STRLIST, 0, 0, "", offsetof(lg_forward_t, blocklists), "paths", NULL },
@@ -52,6 +59,8 @@ static const directive_t forward_dirs[] = {
     ROW("dns_family",        D_STRING,  0, 0, "ipv4_first", lg_forward_t, dns_family),
     ROW("tunnel_idle_timeout", D_DURATION, 1, WEEK, "5m", lg_forward_t, tunnel_idle_timeout),
     ROW("keepalive",         D_INT,     0, 10000, "8", lg_forward_t, keepalive),
+    ROW("keepalive_total",   D_INT,     0, 1000000, "256", lg_forward_t, keepalive_total),
+    ROW("keepalive_timeout", D_DURATION, 1, WEEK, "1m", lg_forward_t, keepalive_timeout),
     PATH("auth_file",        NULL, NULL, lg_forward_t, auth_file),
     ROW("auth_realm",        D_STRING,  0, 0, "legate", lg_forward_t, auth_realm),
     CUSTOM("allow_countries", fn_countries),
@@ -67,6 +76,7 @@ static const directive_t user_rule_dirs[] = {
     ROW("allow_domains",     D_STRLIST, 0, 0, "", lg_user_rule_t, allow_domains),
     ROW("block_domains",     D_STRLIST, 0, 0, "", lg_user_rule_t, block_domains),
     ROW("connect_ports",     D_STRING,  0, 0, NULL, lg_user_rule_t, connect_ports),
+    ROW("socks_ports",       D_STRING,  0, 0, NULL, lg_user_rule_t, socks_ports),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 

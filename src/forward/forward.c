@@ -13,6 +13,7 @@
  * workers by fork.  Each worker has one resolver per forward server.
  */
 #include "forward/forward.h"
+#include "forward/dest_pool.h"
 
 #include "pipeline/headers.h"
 #include "proxy/proxy.h"
@@ -41,7 +42,8 @@ typedef struct fwd_group {
 
 typedef struct fwd_urule {
     lg_domset_t  *allow, *block;
-    lg_portset_t *ports;        /* NULL: the forward's */
+    lg_portset_t *cports;       /* CONNECT; NULL: the forward's */
+    lg_portset_t *sports;       /* SOCKS5; NULL: the forward's */
 } fwd_urule_t;
 
 typedef struct fwd_rt {
@@ -52,15 +54,14 @@ typedef struct fwd_rt {
     size_t         nurules;
     lg_cidr_set_t *allow, *deny, *deny_dst;
     lg_domset_t   *block;
+    lg_domset_t   *anon;        /* anonymous_domains */
     lg_urlre_t    *urlre;
-    lg_portset_t   ports;
+    /* one port policy per way in, as Squid's SSL_ports and Safe_ports */
+    lg_portset_t   cports;      /* connect_ports: CONNECT */
+    lg_portset_t   sports;      /* socks_ports: SOCKS5 */
+    lg_portset_t   hports;      /* http_ports: absolute-form http:// */
     lg_resolver_t *resolver;    /* per worker, made on first use */
 } fwd_rt_t;
-
-#define DYN_MAX 512             /* destinations cached per worker */
-
-static struct lg_dynup *dyns;   /* the worker's destination cache */
-static int ndyns;
 
 static void rt_free(void *p)
 {
@@ -71,6 +72,7 @@ static void rt_free(void *p)
     lg_cidr_free(rt->deny);
     lg_cidr_free(rt->deny_dst);
     lg_domset_free(rt->block);
+    lg_domset_free(rt->anon);
     lg_urlre_free(rt->urlre);
     lg_htpasswd_free(rt->users);
     for (size_t i = 0; i < rt->ngroups; i++) {
@@ -83,7 +85,8 @@ static void rt_free(void *p)
     for (size_t i = 0; i < rt->nurules; i++) {
         lg_domset_free(rt->urules[i].allow);
         lg_domset_free(rt->urules[i].block);
-        free(rt->urules[i].ports);
+        free(rt->urules[i].cports);
+        free(rt->urules[i].sports);
     }
     free(rt->urules);
     free(rt);
@@ -190,6 +193,21 @@ static lg_domset_t *domains(const lg_strv_t *v, const char *what)
     return d;
 }
 
+/* A user rule's own port list, if it has one: 0, or -1 with err. */
+static int user_ports(lg_portset_t **out, const char *text, const char *file, int line,
+                      const char *what, char *err, size_t errlen, size_t *used)
+{
+    char msg[256];
+    if (text == NULL)
+        return 0;
+    *out = calloc(1, sizeof(**out));
+    if (*out == NULL || lg_portset_parse(*out, text, msg, sizeof(msg)) < 0) {
+        ERR("%s:%d: '%s': %s\n", file, line, what, *out ? msg : "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 static int build_user_rules(fwd_rt_t *rt, const lg_forward_t *f, const char *file, char *err,
                             size_t errlen, size_t *used)
 {
@@ -209,15 +227,10 @@ static int build_user_rules(fwd_rt_t *rt, const lg_forward_t *f, const char *fil
         rc |= check_groups(rt, r->users, file, r->line, "users", err, errlen, used);
         u->allow = domains(r->allow_domains, "allow_domains");
         u->block = domains(r->block_domains, "block_domains");
-        if (r->connect_ports) {
-            char msg[256];
-            u->ports = calloc(1, sizeof(*u->ports));
-            if (u->ports == NULL || lg_portset_parse(u->ports, r->connect_ports, msg,
-                                                     sizeof(msg)) < 0) {
-                ERR("%s:%d: 'connect_ports': %s\n", file, r->line, u->ports ? msg : "out of memory");
-                rc = -1;
-            }
-        }
+        rc |= user_ports(&u->cports, r->connect_ports, file, r->line, "connect_ports", err,
+                         errlen, used);
+        rc |= user_ports(&u->sports, r->socks_ports, file, r->line, "socks_ports", err, errlen,
+                         used);
     }
     return rc;
 }
@@ -326,12 +339,20 @@ int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
             cidrs(&rt->deny_dst, f->deny_destinations, file, f->line, "deny_destinations", err,
                   errlen, &used) < 0)
             rc = -1;
-        lg_portset_clear(&rt->ports);
-        if (lg_portset_parse(&rt->ports, f->connect_ports, msg, sizeof(msg)) < 0) {
-            used += (size_t)snprintf(err + used, used < errlen ? errlen - used : 0,
-                                     "%s:%d: 'connect_ports': %s\n", file, f->line, msg);
-            rc = -1;
+        const struct { lg_portset_t *set; const char *text, *name; } pol[] = {
+            { &rt->cports, f->connect_ports, "connect_ports" },
+            { &rt->sports, f->socks_ports, "socks_ports" },
+            { &rt->hports, f->http_ports, "http_ports" },
+        };
+        for (size_t k = 0; k < sizeof(pol) / sizeof(pol[0]); k++) {
+            lg_portset_clear(pol[k].set);
+            if (lg_portset_parse(pol[k].set, pol[k].text, msg, sizeof(msg)) < 0) {
+                used += (size_t)snprintf(err + used, used < errlen ? errlen - used : 0,
+                                         "%s:%d: '%s': %s\n", file, f->line, pol[k].name, msg);
+                rc = -1;
+            }
         }
+        rt->anon = domains(f->anonymous_domains, "anonymous_domains");
         rt->block = domains(f->block_domains, "block_domains");
         for (size_t k = 0; rt->block && f->blocklists && k < f->blocklists->n; k++) {
             lg_domset_stats_t st;
@@ -383,58 +404,6 @@ static lg_resolver_t *resolver_of(lg_forward_t *f)
     return rt->resolver;
 }
 
-/* The destination record for addr, made or found. */
-static lg_upstream_t *destination(const struct sockaddr_storage *ss, int tunnel, const char *host,
-                                  int keepalive)
-{
-    char ip[64];
-    const void *a = ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
-                                              : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
-    unsigned port = ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
-                                                    : ((const struct sockaddr_in *)ss)->sin_port);
-    inet_ntop(ss->ss_family, a, ip, sizeof(ip));
-    char key[80];
-    snprintf(key, sizeof(key), ss->ss_family == AF_INET6 ? "[%s]:%u%s" : "%s:%u%s", ip, port,
-             tunnel ? "/t" : "");
-    struct lg_dynup **pp = &dyns, *victim = NULL, **victim_pp = NULL;
-    for (; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->key, key) == 0)
-            return &(*pp)->up;
-        if ((*pp)->refs == 0 && (*pp)->npool == 0) {
-            victim = *pp;
-            victim_pp = pp;
-        }
-    }
-    if (ndyns >= DYN_MAX && victim) {
-        *victim_pp = victim->next;      /* nobody uses it: make room */
-        free(victim);
-        ndyns--;
-    }
-    struct lg_dynup *d = calloc(1, sizeof(*d));
-    if (d == NULL)
-        return NULL;
-    snprintf(d->key, sizeof(d->key), "%s", key);
-    memcpy(&d->srv.addr.ss, ss, sizeof(*ss));
-    d->srv.addr.len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                : sizeof(struct sockaddr_in);
-    snprintf(d->text, sizeof(d->text), ss->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
-    d->srv.addr.text = d->text;
-    d->srv.weight = 1;
-    d->up.name = d->key;
-    (void)host;
-    d->up.servers = &d->srv;
-    d->up.nservers = 1;
-    d->up.keepalive = tunnel ? 0 : keepalive;
-    d->up.index = -1;
-    d->up.dyn = d;
-    d->up.fail_on = d->up.next_upstream = (char *)"error timeout";
-    d->up.next_mask = LG_COND_ERROR | LG_COND_TIMEOUT;
-    d->next = dyns;
-    dyns = d;
-    ndyns++;
-    return &d->up;
-}
-
 int lg_forward_check_user(lg_req_t *s, const char *user, const char *pass)
 {
     fwd_rt_t *rt = s->conn->bind->default_server->forward->rt;
@@ -477,6 +446,20 @@ static void refuse(lg_req_t *s, const char *fmt, ...)
     lg_respond(s, 403, page, NULL);
 }
 
+/* The destination's name as rules and the resolver see it ("[v6]" -> "v6"). */
+static size_t dest_host(const lg_req_t *s, char host[256])
+{
+    size_t hn = s->ri.host.n < 256 ? s->ri.host.n : 255;
+    const char *hp = s->ri.host.p;
+    if (hn >= 2 && hp[0] == '[') {
+        hp++;
+        hn -= 2;
+    }
+    memcpy(host, hp, hn);
+    host[hn] = '\0';
+    return hn;
+}
+
 /* The lookup in flight for a request, or NULL (its context slot). */
 static int fwd_slot;
 #define LOOKUP(s) ((struct lg_resolve *)(s)->ctx[fwd_slot])
@@ -512,27 +495,15 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
         refuse(s, "the destination address is in deny_destinations (%s)",
                lg_cidr_rule(rt->deny_dst, di));
     } else {
-        lg_upstream_t *up = destination(&ss, s->ri.connect, NULL, f->keepalive);
+        char host[256];
+        dest_host(s, host);
+        lg_upstream_t *up = lg_dest_get(f, host, port, &ss, s->ri.connect);
         if (up == NULL)
             lg_respond_error(s, 500);
         else
             lg_reverse_proxy_to(s, up);
     }
     lg_req_run(s);
-}
-
-/* The destination's name as rules and the resolver see it ("[v6]" -> "v6"). */
-static size_t dest_host(const lg_req_t *s, char host[256])
-{
-    size_t hn = s->ri.host.n < 256 ? s->ri.host.n : 255;
-    const char *hp = s->ri.host.p;
-    if (hn >= 2 && hp[0] == '[') {
-        hp++;
-        hn -= 2;
-    }
-    memcpy(host, hp, hn);
-    host[hn] = '\0';
-    return hn;
 }
 
 /*
@@ -569,19 +540,29 @@ static int forward_access(lg_req_t *s)
             return LG_DONE;
         }
     }
-    /* SOCKS5 authenticated during its negotiation (s->user set there) */
-    if (f->auth_file && !s->conn->bind->socks && !authenticate(s, rt)) {
-        s->auth_realm = f->auth_realm;
-        s->blocked = "proxy authentication required";
-        lg_respond_error(s, 407);
-        return LG_DONE;
-    }
     if (s->ri.host.n == 0 || s->ri.host.n > 253) {
         lg_respond_error(s, 400);
         return LG_DONE;
     }
     char host[256];
     size_t hn = dest_host(s, host);
+    /* anonymous_domains: where a client that did not sign in may go --
+     * without signing in when there is an auth_file, and nowhere else
+     * when there is none */
+    int anon_ok = lg_domset_count(rt->anon) == 0 || lg_domset_match(rt->anon, host, hn, NULL);
+    /* SOCKS5 authenticated during its negotiation (s->user set there) */
+    if (f->auth_file && !s->conn->bind->socks && !authenticate(s, rt) &&
+        !(lg_domset_count(rt->anon) && anon_ok)) {
+        s->auth_realm = f->auth_realm;
+        s->blocked = "proxy authentication required";
+        lg_respond_error(s, 407);
+        return LG_DONE;
+    }
+    if (s->user == NULL && !anon_ok) {
+        refuse(s, "%s is not in anonymous_domains (clients that do not sign in may reach only "
+               "those)", host);
+        return LG_DONE;
+    }
     if (f->allow_users && f->allow_users->n && !user_in(rt, s->user, f->allow_users)) {
         refuse(s, "user %s may not use this proxy (allow_users)", s->user ? s->user : "-");
         return LG_DONE;
@@ -594,13 +575,20 @@ static int forward_access(lg_req_t *s)
             ur = &rt->urules[i];
             urline = f->user_rules[i].line;
         }
-    const lg_portset_t *ports = ur && ur->ports ? ur->ports : &rt->ports;
-    if (s->ri.connect && !lg_portset_has(ports, (unsigned)s->ri.port)) {
-        if (ports == &rt->ports)
-            refuse(s, "CONNECT to port %d is not allowed (connect_ports)", s->ri.port);
+    /* the port policy of the way the request came in */
+    int socks = s->conn->bind->socks;
+    const lg_portset_t *own = socks ? (ur ? ur->sports : NULL) : s->ri.connect && ur ? ur->cports : NULL;
+    const lg_portset_t *ports = own ? own : socks ? &rt->sports : s->ri.connect ? &rt->cports
+                                                                             : &rt->hports;
+    const char *what = socks ? "SOCKS5 CONNECT" : s->ri.connect ? "CONNECT" : "a request";
+    unsigned port = s->ri.port ? (unsigned)s->ri.port : 80;
+    if (!lg_portset_has(ports, port)) {
+        if (own == NULL)
+            refuse(s, "%s to port %u is not allowed (%s)", what, port,
+                   socks ? "socks_ports" : s->ri.connect ? "connect_ports" : "http_ports");
         else
-            refuse(s, "CONNECT to port %d is not allowed for %s (user rule at line %d)",
-                   s->ri.port, s->user, urline);
+            refuse(s, "%s to port %u is not allowed for %s (user rule at line %d)", what, port,
+                   s->user, urline);
         return LG_DONE;
     }
     lg_domset_hit_t hit;
@@ -646,6 +634,15 @@ static int forward_content(lg_req_t *s)
         return LG_DECLINED;
     char host[256];
     dest_host(s, host);
+    /* a destination with an idle connection needs no name lookup: its
+     * address was judged (private ranges, deny_destinations) when that
+     * connection was made */
+    lg_upstream_t *idle = s->ri.connect || !s->ri.method_idempotent ? NULL :
+                          lg_dest_idle(host, s->ri.port ? (unsigned)s->ri.port : 80);
+    if (idle) {
+        lg_reverse_proxy_to(s, idle);
+        return LG_DONE;
+    }
     lg_resolver_t *r = resolver_of(s->server->forward);
     if (r == NULL) {
         lg_respond_error(s, 502);
