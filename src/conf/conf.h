@@ -471,6 +471,17 @@ typedef struct lg_user_rule {
     int        line;
 } lg_user_rule_t;
 
+/* A forward proxy's parent rule (Squid's cache_peer ... parent with
+ * cache_peer_domain): the first rule whose domains match applies. */
+typedef struct lg_parent_rule {
+    lg_strv_t *domains;                 /* names and their subdomains; empty: every destination */
+    char      *upstream_name;           /* an upstream of http.upstreams: the parent proxies */
+    struct lg_upstream *upstream;       /* found by the forward proxy's prepare (borrowed) */
+    char      *login;                   /* "user:password" for the parent (Proxy-Authorization), or NULL */
+    int        never_direct;            /* bool, default false: no failover to direct */
+    int        line;
+} lg_parent_rule_t;
+
 /* Forward proxying for clients that chose legate (a server's forward = { }). */
 typedef struct lg_forward {
     lg_strv_t *allow_clients;           /* CIDRs; default "127.0.0.0/8 ::1/128" */
@@ -501,6 +512,10 @@ typedef struct lg_forward {
     lg_strv_t *allow_users;             /* names / "@group": who may use this listener; default any */
     lg_user_rule_t *user_rules;         /* in order */
     size_t     nuser_rules;
+    lg_parent_rule_t *parents;          /* in order; none: every destination direct */
+    size_t     nparents;
+    lg_strv_t *always_direct;           /* names never sent to a parent (Squid's always_direct) */
+    int        never_direct;            /* bool, default false: as a rule's, for every rule */
     int        line;
     void      *rt;                      /* built by the proxy layer (ACLs, lists) */
     void     (*rt_free)(void *rt);      /* and how to free it */

@@ -11,6 +11,7 @@
 static int fn_tls_certs(ld_t *, const config_setting_t *, void *);
 static int fn_user_rules(ld_t *, const config_setting_t *, void *);
 static int fn_countries(ld_t *, const config_setting_t *, void *);
+static int fn_parents(ld_t *, const config_setting_t *, void *);
 
 #define TLS_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
@@ -68,6 +69,17 @@ static const directive_t forward_dirs[] = {
     PATH("auth_groups_file", NULL, NULL, lg_forward_t, auth_groups_file),
     ROW("allow_users",       D_STRLIST, 0, 0, "", lg_forward_t, allow_users),
     CUSTOM("user_rules",     fn_user_rules),
+    CUSTOM("parents",        fn_parents),
+    ROW("always_direct",     D_STRLIST, 0, 0, "", lg_forward_t, always_direct),
+    ROW("never_direct",      D_BOOL,    0, 1, "false", lg_forward_t, never_direct),
+    { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
+};
+
+static const directive_t parent_dirs[] = {
+    ROW("domains",           D_STRLIST, 0, 0, "", lg_parent_rule_t, domains),
+    ROW("upstream",          D_STRING,  0, 0, NULL, lg_parent_rule_t, upstream_name),
+    ROW("login",             D_STRING,  0, 0, NULL, lg_parent_rule_t, login),
+    ROW("never_direct",      D_BOOL,    0, 1, "false", lg_parent_rule_t, never_direct),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -107,6 +119,33 @@ static int fn_user_rules(ld_t *ld, const config_setting_t *s, void *base)
         erc |= ld_table_defaults(ld, user_rule_dirs, r);
         if (erc == 0 && (r->users == NULL || r->users->n == 0))
             erc = ld_error(ld, e, "a user rule needs 'users' (names, \"@group\" or \"*\")");
+        rc |= erc;
+    }
+    return rc;
+}
+
+/* parents = ( { domains = [ ... ]; upstream = "corp"; login = "u:p"; }, ... ) */
+static int fn_parents(ld_t *ld, const config_setting_t *s, void *base)
+{
+    lg_forward_t *f = base;
+    int n = ld_entry_count(ld, s, 1, "a list of groups { upstream = \"name\"; ... }");
+    if (n <= 0)
+        return n;
+    if ((f->parents = ld_calloc(ld, (size_t)n, sizeof(*f->parents))) == NULL)
+        return ld_oom(ld, s);
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = ld_entry_at(s, i);
+        lg_parent_rule_t *r = &f->parents[f->nparents++];
+        r->line = (int)config_setting_source_line(e);
+        ld_table_unset(parent_dirs, r);
+        int erc = ld_parse_block(ld, e, "parent rule", parent_dirs, r, NULL, NULL);
+        erc |= ld_table_defaults(ld, parent_dirs, r);
+        if (erc == 0 && r->upstream_name == NULL)
+            erc = ld_error(ld, e, "a parent rule needs 'upstream' (the upstream of the parent proxies)");
+        if (erc == 0 && r->login && strchr(r->login, ':') == NULL)
+            erc = ld_error(ld, config_setting_get_member(e, "login"),
+                           "'login' is \"user:password\"");
         rc |= erc;
     }
     return rc;

@@ -14,6 +14,7 @@
  */
 #include "forward/forward.h"
 #include "forward/dest_pool.h"
+#include "forward/parent.h"
 
 #include "pipeline/headers.h"
 #include "proxy/proxy.h"
@@ -60,6 +61,7 @@ typedef struct fwd_rt {
     lg_portset_t   cports;      /* connect_ports: CONNECT */
     lg_portset_t   sports;      /* socks_ports: SOCKS5 */
     lg_portset_t   hports;      /* http_ports: absolute-form http:// */
+    lg_parents_t  *parents;     /* parent proxy rules (parent.c), or NULL */
     lg_resolver_t *resolver;    /* per worker, made on first use */
 } fwd_rt_t;
 
@@ -74,6 +76,7 @@ static void rt_free(void *p)
     lg_domset_free(rt->block);
     lg_domset_free(rt->anon);
     lg_urlre_free(rt->urlre);
+    lg_parents_free(rt->parents);
     lg_htpasswd_free(rt->users);
     for (size_t i = 0; i < rt->ngroups; i++) {
         for (size_t k = 0; k < rt->groups[i].n; k++)
@@ -370,6 +373,8 @@ int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
         }
         if (build_user_rules(rt, f, file, err, errlen, &used) < 0)
             rc = -1;
+        rt->parents = lg_parents_build(conf, f, err, errlen, &rc);
+        used = strlen(err);
         rt->urlre = lg_urlre_new();
         for (size_t k = 0; rt->urlre && f->url_filters && k < f->url_filters->n; k++) {
             if (lg_urlre_add(rt->urlre, f->url_filters->v[k], msg, sizeof(msg)) < 0) {
@@ -460,16 +465,22 @@ static size_t dest_host(const lg_req_t *s, char host[256])
     return hn;
 }
 
-/* The lookup in flight for a request, or NULL (its context slot). */
+/* A request's state (its context slot; arena, made by CONTENT). */
+typedef struct fwd_req {
+    struct lg_resolve *lookup;  /* in flight, or NULL */
+    int                parent;  /* the parent rule it went by, or -1 */
+    int                direct;  /* failed over to direct: no parent again */
+} fwd_req_t;
+
 static int fwd_slot;
-#define LOOKUP(s) ((struct lg_resolve *)(s)->ctx[fwd_slot])
+#define FREQ(s) ((fwd_req_t *)(s)->ctx[fwd_slot])
 
 static const lg_stage_t resolve_stage;
 
 static void resolved(void *arg, int status, const struct sockaddr_storage *addrs, size_t n)
 {
     lg_req_t *s = arg;
-    s->ctx[fwd_slot] = NULL;
+    FREQ(s)->lookup = NULL;
     lg_forward_t *f = s->server->forward;
     fwd_rt_t *rt = f->rt;
     if (status != LG_RESOLVE_OK || n == 0) {
@@ -621,10 +632,68 @@ static int forward_access(lg_req_t *s)
 static void cancel_lookup(void *arg)
 {
     lg_req_t *s = arg;
-    if (LOOKUP(s)) {
-        lg_resolve_cancel(LOOKUP(s));
-        s->ctx[fwd_slot] = NULL;
+    if (FREQ(s) && FREQ(s)->lookup) {
+        lg_resolve_cancel(FREQ(s)->lookup);
+        FREQ(s)->lookup = NULL;
     }
+}
+
+/* A parent proxy's failure as the client sees it: 502/503 and why. */
+static void parent_fail(lg_req_t *s, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void parent_fail(lg_req_t *s, int status, const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    lg_error("forward proxy: %s, client: %s", why, s->peer_text);
+    s->blocked = lg_arena_strdup(&s->arena, why);
+    char *page = lg_arena_printf(&s->arena,
+        "<html><head><title>%d</title></head><body>\r\n<h1>%d %s</h1>\r\n"
+        "<p>legate could not forward this request: %s</p>\r\n</body></html>\r\n",
+        status, status, status == 503 ? "Service Unavailable" : "Bad Gateway", why);
+    lg_respond(s, status, page, NULL);
+}
+
+static char *parent_head(lg_req_t *s, size_t *len)
+{
+    return lg_parents_head(s, ((fwd_rt_t *)s->server->forward->rt)->parents, FREQ(s)->parent, len);
+}
+
+static int never_direct(const lg_forward_t *f, int k)
+{
+    return f->never_direct || f->parents[k].never_direct;
+}
+
+/*
+ * A parent rule for the destination: through its upstream when one of its
+ * proxies is up (LG_DONE), else a 503 under never_direct (LG_DONE), else
+ * direct (LG_DECLINED).
+ */
+static int via_parent(lg_req_t *s, const char *host, size_t hn)
+{
+    lg_forward_t *f = s->server->forward;
+    fwd_rt_t *rt = f->rt;
+    fwd_req_t *st = FREQ(s);
+    int k = st->direct ? -1 : lg_parents_pick(rt->parents, host, hn);
+    if (k < 0)
+        return LG_DECLINED;
+    lg_upstream_t *up = f->parents[k].upstream;
+    if (lg_upstream_usable(up)) {
+        st->parent = k;
+        lg_reverse_proxy_via(s, up, parent_head);
+        return LG_DONE;
+    }
+    if (never_direct(f, k)) {
+        parent_fail(s, 503, "no parent proxy of \"%s\" is up, and never_direct forbids going "
+                    "direct to %s", up->name, host);
+        return LG_DONE;
+    }
+    lg_warn("forward proxy: no parent proxy of \"%s\" is up: %s goes direct", up->name, host);
+    st->direct = 1;
+    return LG_DECLINED;
 }
 
 /* The CONTENT phase: look the destination up; resolved() goes on. */
@@ -633,7 +702,19 @@ static int forward_content(lg_req_t *s)
     if (!lg_req_is_forward(s))
         return LG_DECLINED;
     char host[256];
-    dest_host(s, host);
+    size_t hn = dest_host(s, host);
+    if (FREQ(s) == NULL) {
+        fwd_req_t *st = lg_arena_alloc(&s->arena, sizeof(*st));
+        if (st == NULL) {
+            lg_respond_error(s, 500);
+            return LG_DONE;
+        }
+        *st = (fwd_req_t){ .lookup = NULL, .parent = -1, .direct = 0 };
+        s->ctx[fwd_slot] = st;
+        lg_req_cleanup(s, cancel_lookup, s);
+    }
+    if (via_parent(s, host, hn) == LG_DONE)
+        return LG_DONE;
     /* a destination with an idle connection needs no name lookup: its
      * address was judged (private ranges, deny_destinations) when that
      * connection was made */
@@ -648,16 +729,68 @@ static int forward_content(lg_req_t *s)
         lg_respond_error(s, 502);
         return LG_DONE;
     }
-    lg_req_suspend(s, &resolve_stage);
-    lg_req_cleanup(s, cancel_lookup, s);
+    if (s->phase == LG_PH_NONE)
+        lg_req_set_stage(s, &resolve_stage);    /* a failover: past the phases already */
+    else
+        lg_req_suspend(s, &resolve_stage);
     struct lg_resolve *lk = lg_resolve(r, host, resolved, s);
     if (lk == NULL) {
         s->stage = NULL;
         lg_respond_error(s, 502);
         return LG_DONE;
     }
-    s->ctx[fwd_slot] = lk;
+    FREQ(s)->lookup = lk;
     return LG_AGAIN;
+}
+
+/*
+ * UPSTREAM_ERROR: the parents of the rule failed (every proxy tried, or
+ * none answered in time).  Direct instead, when the rule allows it and
+ * the request has no body that may have gone up already; else the 502
+ * says why.
+ */
+static int forward_upstream_error(lg_req_t *s)
+{
+    if (!lg_req_is_forward(s) || FREQ(s) == NULL || FREQ(s)->parent < 0)
+        return LG_DECLINED;
+    lg_forward_t *f = s->server->forward;
+    fwd_req_t *st = FREQ(s);
+    int k = st->parent;
+    const char *name = f->parents[k].upstream->name;
+    if (never_direct(f, k)) {
+        parent_fail(s, s->upstream_status == 504 ? 504 : 502, "the parent proxies of \"%s\" "
+                    "failed, and never_direct forbids going direct", name);
+        return LG_DONE;
+    }
+    if (s->ri.body != LG_BODY_NONE)
+        return LG_DECLINED;     /* its body may be half sent: not again */
+    lg_warn("forward proxy: the parent proxies of \"%s\" failed: %.*s goes direct", name,
+            (int)s->ri.host.n, s->ri.host.p);
+    st->parent = -1;
+    st->direct = 1;
+    s->up = NULL;
+    s->tried = 0;
+    s->ntries = 0;
+    s->upstream_status = 0;
+    s->reqp.hdr = NULL;
+    s->reqp.hdr_len = 0;
+    forward_content(s);         /* answers, proxies, or resolves (resolved() goes on) */
+    return LG_DONE;
+}
+
+/* RESPONSE: a parent that wants credentials (407) means legate's login for
+ * it is missing or wrong -- the operator's to fix, not the client's, who
+ * must not be asked for a password for the parent. */
+static int forward_response(lg_req_t *s)
+{
+    if (!lg_req_is_forward(s) || FREQ(s) == NULL || FREQ(s)->parent < 0 ||
+        s->upstream_status != 407)
+        return LG_DECLINED;
+    const lg_parent_rule_t *r = &s->server->forward->parents[FREQ(s)->parent];
+    parent_fail(s, 502, "the parent proxy %s of \"%s\" refused legate's credentials (407)%s",
+                s->upstream_addr ? s->upstream_addr : "-", r->upstream->name,
+                r->login ? ": check 'login' of the parent rule" : ": the parent rule has no 'login'");
+    return LG_DONE;
 }
 
 static void resolve_step(lg_req_t *s)
@@ -690,6 +823,8 @@ const lg_feature_t lg_feature_forward = {
     .handlers = {
         { LG_PH_ACCESS, forward_access },
         { LG_PH_CONTENT, forward_content },
+        { LG_PH_UPSTREAM_ERROR, forward_upstream_error },
+        { LG_PH_RESPONSE, forward_response },
     },
     .ctx_slot = &fwd_slot,
 };

@@ -96,6 +96,13 @@ void        lg_h2up_release(lg_uconn_t *uc);
  * a destination it resolved (a CONNECT becomes a tunnel). */
 extern const lg_feature_t lg_feature_reverse;
 void lg_reverse_proxy_to(lg_req_t *r, lg_upstream_t *up);
+/* The same through a proxy (the forward proxy's parents): the head sent
+ * up is head_fn's (absolute form, Proxy-Authorization), and a CONNECT goes
+ * up as a request, becoming the tunnel when the parent answers 2xx. */
+typedef char *(*lg_head_fn)(lg_req_t *r, size_t *len);
+void lg_reverse_proxy_via(lg_req_t *r, lg_upstream_t *up, lg_head_fn head_fn);
+/* upstream.c: has up a server that is not down (configuration, health)? */
+int  lg_upstream_usable(const lg_upstream_t *up);
 
 /* health.c: active health checks, run by worker slot 0 only */
 void lg_health_start(void);

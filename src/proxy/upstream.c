@@ -205,6 +205,15 @@ static int server_out(const lg_upstream_t *up, size_t i, lg_msec_t now)
                   atomic_load_explicit(&st[i].hc_down, memory_order_relaxed));
 }
 
+int lg_upstream_usable(const lg_upstream_t *up)
+{
+    lg_msec_t now = mono_now();
+    for (size_t i = 0; i < up->nservers; i++)
+        if (!server_out(up, i, now))
+            return 1;
+    return 0;
+}
+
 static uint32_t active_sum(const lg_upstate_t *st)
 {
     uint32_t n = 0;
