@@ -61,7 +61,7 @@ static void squid_field(char *out, size_t *n, size_t cap, const char *p, size_t 
     }
     for (size_t i = 0; i < len && *n + 4 < cap; i++) {
         unsigned char c = (unsigned char)p[i];
-        if (c <= ' ' || c >= 0x7f || c == '%') {    /* one field: no blanks inside */
+        if (c <= ' ' || c >= 0x7f) {    /* one field: no blanks inside */
             out[(*n)++] = '%';
             out[(*n)++] = hex[c >> 4];
             out[(*n)++] = hex[c & 15];

@@ -12,7 +12,9 @@
  * all of them, keepalive_timeout).  A tunnel's record is never pooled.
  *
  * The table is a hash on "scheme://host:port", so lg_dest_idle finds a
- * destination with an idle connection before any name lookup.
+ * destination with an idle connection before any name lookup.  Records
+ * belong to one forward block: another block's address rules
+ * (allow_private, deny_destinations) may differ.
  */
 #include "forward/dest_pool.h"
 
@@ -37,13 +39,13 @@ static size_t hostkey(char *out, size_t len, const char *host, unsigned port)
     return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
 }
 
-lg_upstream_t *lg_dest_idle(const char *host, unsigned port)
+lg_upstream_t *lg_dest_idle(const lg_forward_t *f, const char *host, unsigned port)
 {
     char hk[300];
     size_t hn = hostkey(hk, sizeof(hk), host, port);
     uint64_t h = lg_hash64(hk, hn, 0);
     for (struct lg_dynup *d = table[h & (DEST_BUCKETS - 1)]; d; d = d->next)
-        if (d->npool > 0 && d->hash == h && d->hostkey_len == hn &&
+        if (d->npool > 0 && d->hash == h && d->owner == f && d->hostkey_len == hn &&
             memcmp(d->key, hk, hn) == 0 && d->key[hn] == '|')
             return &d->up;
     return NULL;
@@ -79,7 +81,7 @@ lg_upstream_t *lg_dest_get(const lg_forward_t *f, const char *host, unsigned por
              ip, aport, tunnel ? "/t" : "");
     struct lg_dynup **bucket = &table[h & (DEST_BUCKETS - 1)];
     for (struct lg_dynup *d = *bucket; d; d = d->next)
-        if (d->hash == h && strcmp(d->key, key) == 0)
+        if (d->hash == h && d->owner == f && strcmp(d->key, key) == 0)
             return &d->up;
     if (ndests >= DEST_MAX)
         evict_one();            /* (when every record is busy, the table grows past it) */
@@ -103,6 +105,7 @@ lg_upstream_t *lg_dest_get(const lg_forward_t *f, const char *host, unsigned por
     d->up.dyn = d;
     d->up.fail_on = d->up.next_upstream = (char *)"error timeout";
     d->up.next_mask = LG_COND_ERROR | LG_COND_TIMEOUT;
+    d->owner = f;
     d->idle_total = &idle_total;
     d->idle_max = f->keepalive_total;
     d->idle_timeout = f->keepalive_timeout;

@@ -17,9 +17,10 @@
  * memory. */
 lg_upstream_t *lg_dest_get(const lg_forward_t *f, const char *host, unsigned port,
                            const struct sockaddr_storage *ss, int tunnel);
-/* A record for http://host:port holding an idle connection now, or NULL:
- * a request for it needs no name lookup (its address was judged when the
- * connection was made). */
-lg_upstream_t *lg_dest_idle(const char *host, unsigned port);
+/* A record of f's for http://host:port holding an idle connection now, or
+ * NULL: a request for it needs no name lookup (its address was judged by
+ * f's rules when the connection was made -- another forward block's
+ * records never count, their rules may differ). */
+lg_upstream_t *lg_dest_idle(const lg_forward_t *f, const char *host, unsigned port);
 
 #endif

@@ -719,7 +719,8 @@ static int forward_content(lg_req_t *s)
      * address was judged (private ranges, deny_destinations) when that
      * connection was made */
     lg_upstream_t *idle = s->ri.connect || !s->ri.method_idempotent ? NULL :
-                          lg_dest_idle(host, s->ri.port ? (unsigned)s->ri.port : 80);
+                          lg_dest_idle(s->server->forward, host,
+                                       s->ri.port ? (unsigned)s->ri.port : 80);
     if (idle) {
         lg_reverse_proxy_to(s, idle);
         return LG_DONE;

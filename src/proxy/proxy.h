@@ -57,6 +57,7 @@ struct lg_dynup {
     char                 key[320];      /* "http://host:port|ip:port" (+ "/t" for tunnels) */
     size_t               hostkey_len;   /* the "http://host:port" prefix of key */
     uint64_t             hash;          /* of that prefix */
+    const void          *owner;         /* the forward block it was made for (borrowed) */
     char                 text[72];      /* "ip:port", for logs */
     lg_uconn_t          *pool;          /* idle connections */
     int                  npool;

@@ -71,6 +71,27 @@ def reused_connections_and_idle_limits():
 
 
 @test
+def pooled_connections_stay_with_their_forward_block():
+    # a connection pooled for a block that allows private destinations
+    # must not carry a request of one that does not (no lookup, no check)
+    o = Origin("o")
+    open_port, strict_port = free_port(), free_port()
+    d = tempfile.mkdtemp(prefix="legate-fwdpool-")
+    with open(os.path.join(d, "hosts"), "w") as f:
+        f.write("127.0.0.1 %s\n" % NAMES)
+    block = """{ listen = "127.0.0.1:%%d"; forward = { allow_private = %%s; hosts_file = "%s/hosts";
+                  resolvers = [ "127.0.0.1:9" ]; }; routes = ( ); }""" % d
+    Legate("http = { servers = ( %s, %s ); };" % (block % (open_port, "true"),
+                                                  block % (strict_port, "false")), workers=1)
+    eq(via(open_port, "http://origin.test:%d/p" % o.port)[0], 200)
+    eq(o.stats()["active"], 1, "pooled")
+    st, _, body = via(strict_port, "http://origin.test:%d/p" % o.port, check=False)
+    eq(st, 403)
+    contains(body.decode(), "the destination is a loopback address")
+    eq(o.stats()["by_path"].get("/p"), 1)
+
+
+@test
 def idle_timeout_closes_pooled_connections():
     o = Origin("o")
     port = free_port()
