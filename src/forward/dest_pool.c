@@ -33,10 +33,32 @@ static struct lg_dynup *table[DEST_BUCKETS];
 static int ndests;
 static int idle_total;          /* idle connections over every destination */
 
+/* "http://host:port" ("[v6]" bracketed) into out, by hand: it is made for
+ * every request, and printf's machinery would be most of its cost. */
 static size_t hostkey(char *out, size_t len, const char *host, unsigned port)
 {
-    int n = snprintf(out, len, strchr(host, ':') ? "http://[%s]:%u" : "http://%s:%u", host, port);
-    return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
+    size_t hn = strlen(host), n = 0;
+    int v6 = memchr(host, ':', hn) != NULL;
+    if (hn + 16 > len)
+        hn = len - 16;
+    memcpy(out, "http://", 7);
+    n = 7;
+    if (v6)
+        out[n++] = '[';
+    memcpy(out + n, host, hn);
+    n += hn;
+    if (v6)
+        out[n++] = ']';
+    out[n++] = ':';
+    char digits[6];
+    size_t k = 0;
+    do
+        digits[k++] = (char)('0' + port % 10);
+    while ((port /= 10) != 0 && k < sizeof(digits));
+    while (k)
+        out[n++] = digits[--k];
+    out[n] = '\0';
+    return n;
 }
 
 lg_upstream_t *lg_dest_idle(const lg_forward_t *f, const char *host, unsigned port)
