@@ -364,14 +364,15 @@ static void upstream_failed(lg_req_t *s, int status, unsigned cond, int err, con
     s->uc = NULL;
     s->upstream_addr = NULL;
     s->uend = NULL;
-    if (stale && body_intact && s->up->dyn && s->ri.method_idempotent) {
-        /* a forward-proxy destination: once, on a new connection (the
-         * others it left idle are likely closed as well) */
+    int careful = s->up->dyn || lg_req_is_forward(s);  /* a destination or a parent */
+    if (stale && body_intact && careful && s->ri.method_idempotent) {
+        /* the forward proxy's: once, on a new connection (the others the
+         * server left idle are likely closed as well) */
         lg_upstream_flush(s->up, uc->server);
-        s->tried = 0;
+        s->tried &= ~(uc->server < 64 ? ((size_t)1 << uc->server) : 0);
         if (attach_upstream(s, 0) == 0)
             return;
-    } else if (stale && body_intact && s->up->dyn == NULL) {
+    } else if (stale && body_intact && !careful) {
         size_t bit = uc->server < 64 ? ((size_t)1 << uc->server) : 0;
         s->tried &= ~bit;
         if (attach_upstream(s, 0) == 0)

@@ -443,10 +443,12 @@ lg_uconn_t *lg_upstream_get(lg_req_t *s, lg_upstream_t *up, size_t *tried, int *
         }
         int *count;
         lg_uconn_t **head = pool_head(up, (size_t)si, &count);
-        /* as Squid: a request that may not be sent twice (a POST) never
-         * goes on a reused connection to a destination, where a close
-         * racing it would leave no way to know whether it took effect */
-        lg_uconn_t *uc = up->dyn && s && !s->ri.method_idempotent ? NULL : *head;
+        /* as Squid: a forward-proxy request that may not be sent twice
+         * (a POST) never goes on a reused connection to a destination or a
+         * parent, where a close racing it would leave no way to know
+         * whether it took effect */
+        int careful = up->dyn || (s && lg_req_is_forward(s));
+        lg_uconn_t *uc = careful && !s->ri.method_idempotent ? NULL : *head;
         if (uc) {
             *head = uc->next;
             pool_count(up, count, -1);

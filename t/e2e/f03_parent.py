@@ -103,6 +103,49 @@ def example_child_through_parent():
 
 
 @test
+def what_the_parent_is_sent():
+    # a scripted parent: records each request head and its connection
+    import base64
+    seen = []
+
+    def handler(sock, peer):
+        n = fake.connections
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                x = sock.recv(65536)
+                if not x:
+                    return
+                buf += x
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head + b"\r\n")
+            need = int(m.group(1)) if m else 0
+            while len(buf) < need:
+                buf += sock.recv(65536)
+            buf = buf[need:]
+            seen.append((n, head.decode()))
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nparent\n")
+
+    fake = ScriptedServer(handler)
+    port = free_port()
+    Legate(child_conf(port, [fake.port], '{ upstream = "parents"; login = "admin:legate"; }',
+                      'anonymity = "anonymous";'), workers=1)
+    for path in ("/g1", "/g2"):
+        eq(via(port, "http://origin.test:8080%s?q=1" % path)[2], b"parent\n")
+    eq(via(port, "http://origin.test:8080/post", "-d", "x=1")[2], b"parent\n")
+    eq(len(seen), 3)
+    lines = [h.split("\r\n")[0] for _, h in seen]
+    eq(lines, ["GET http://origin.test:8080/g1?q=1 HTTP/1.1", "GET http://origin.test:8080/g2?q=1 HTTP/1.1",
+               "POST http://origin.test:8080/post HTTP/1.1"], "absolute form to the parent")
+    auth = "Proxy-Authorization: Basic " + base64.b64encode(b"admin:legate").decode()
+    ok(all(auth in h.split("\r\n") for _, h in seen), "the rule's login on each: %r" % seen)
+    ok(all("Host: origin.test:8080" in h.split("\r\n") for _, h in seen), "Host")
+    ok(all(re.search(r"\r\nVia: 1\.1 child", h) for _, h in seen), "Via by the child's via_name")
+    ok(not any("X-Forwarded-For" in h for _, h in seen), "anonymity applies as to a destination")
+    eq([n for n, _ in seen], [1, 1, 2], "the GETs share a kept connection, the POST gets a new one")
+
+
+@test
 def domain_rules_and_balancing():
     o = Origin("o")
     p1, p2 = free_port(), free_port()
