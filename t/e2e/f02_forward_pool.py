@@ -279,6 +279,35 @@ def port_policies_for_connect_socks_and_http():
 
 
 @test
+def user_rule_socks_ports():
+    o = Origin("o")
+    d = tempfile.mkdtemp(prefix="legate-fwdpool-")
+    h = subprocess.run(["openssl", "passwd", "-6", "pw"], capture_output=True, check=True,
+                       timeout=30).stdout.decode().strip()
+    with open(os.path.join(d, "htpasswd"), "w") as f:
+        f.write("ann:%s\nbob:%s\n" % (h, h))
+    port, sport = free_port(), free_port()
+    _, c = fwd_conf(port, 'auth_file = "%s/htpasswd"; connect_ports = "%d"; user_rules = ( '
+                    '{ users = [ "ann" ]; socks_ports = "554"; } );' % (d, o.port), sport=sport)
+    Legate(c, workers=1)
+
+    def socks_as(user):
+        s = socket.create_connection(("127.0.0.1", sport), timeout=10)
+        s.sendall(b"\x05\x01\x02")
+        eq(s.recv(2), b"\x05\x02")
+        s.sendall(b"\x01" + bytes([len(user)]) + user + b"\x02pw")
+        eq(s.recv(2), b"\x01\x00")
+        s.sendall(b"\x05\x01\x00\x03\x0borigin.test" + struct.pack(">H", o.port))
+        r = s.recv(10)
+        s.close()
+        return r[1]
+    eq(socks_as(b"bob"), 0, "bob: the server's socks_ports")
+    eq(socks_as(b"ann"), 2, "ann: her rule's socks_ports only")
+    st, _, _ = curl("-p", "-x", "http://ann:pw@127.0.0.1:%d" % port, "http://origin.test:%d/c" % o.port)
+    eq(st, 200, "ann's CONNECT follows connect_ports, not her socks_ports")
+
+
+@test
 def anonymous_domains_allowlist():
     o = Origin("o")
     port = free_port()

@@ -7,6 +7,8 @@ the reason, wrong or missing credentials for the parent, config errors."""
 import os
 import re
 import shutil
+import socket
+import struct
 import sys
 import tempfile
 
@@ -38,17 +40,19 @@ http = { log_format = "squid";
     return lg
 
 
-def child_conf(port, parents, rules, extra="", upstream_extra=""):
+def child_conf(port, parents, rules, extra="", upstream_extra="", socks=None):
     d = hosts_dir()
+    listen = '( "127.0.0.1:%d", { address = "127.0.0.1:%d"; protocol = "socks5"; } )' % (port, socks) \
+        if socks else '"127.0.0.1:%d"' % port
     return """
 via_name = "child";
 http = { log_format = "squid";
   upstreams = { parents = { servers = ( %s ); %s }; };
-  servers = ( { listen = "127.0.0.1:%d";
+  servers = ( { listen = %s;
     forward = { allow_private = true; hosts_file = "%s/hosts"; resolvers = [ "127.0.0.1:9" ];
                 connect_ports = "1024-65535"; parents = ( %s ); %s };
     routes = ( ); } ); };
-""" % (", ".join('"127.0.0.1:%d"' % p for p in parents), upstream_extra, port, d, rules, extra)
+""" % (", ".join('"127.0.0.1:%d"' % p for p in parents), upstream_extra, listen, d, rules, extra)
 
 
 def via(port, url, *args, **kw):
@@ -150,10 +154,10 @@ def domain_rules_and_balancing():
     o = Origin("o")
     p1, p2 = free_port(), free_port()
     par1, par2 = parent_legate(p1), parent_legate(p2)
-    port = free_port()
+    port, sport = free_port(), free_port()
     Legate(child_conf(port, [p1, p2],
                       '{ domains = [ "via.test" ]; upstream = "parents"; login = "admin:legate"; }',
-                      'always_direct = [ "direct.via.test" ];'), workers=1)
+                      'always_direct = [ "direct.via.test" ];', socks=sport), workers=1)
     for i in range(6):
         eq(via(port, "http://via.test:%d/v%d" % (o.port, i))[0], 200)
     eq(via(port, "http://origin.test:%d/o" % o.port)[0], 200)
@@ -163,6 +167,30 @@ def domain_rules_and_balancing():
     eq(o.stats()["by_path"].get("/o"), 1, "origin.test went direct")
     ok(all("via.test" in x for x in open(par1.access_log).read().splitlines()),
        "only via.test went through the parents")
+    # a SOCKS5 CONNECT by name goes through a parent as a CONNECT too
+    s = socket.create_connection(("127.0.0.1", sport), timeout=10)
+    s.sendall(b"\x05\x01\x00")
+    eq(s.recv(2), b"\x05\x00")
+    s.sendall(b"\x05\x01\x00\x03\x08via.test" + struct.pack(">H", o.port))
+    r = b""
+    while len(r) < 10:
+        x = s.recv(10 - len(r))
+        if not x:
+            break
+        r += x
+    eq(r[:2], b"\x05\x00", "SOCKS5 succeeded")
+    s.sendall(b"GET /socks HTTP/1.1\r\nHost: via.test\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        x = s.recv(65536)
+        if not x:
+            break
+        data += x
+    s.close()
+    contains(data.decode(), "origin o /socks")
+    wait_until(lambda: "CONNECT via.test:%d admin" % o.port in
+               open(par1.access_log).read() + open(par2.access_log).read(), 10,
+               what="the parent's tunnel line")
 
 
 @test
