@@ -2,11 +2,15 @@
  * The forward proxy: requests from clients that chose legate as their
  * proxy, in absolute form (GET http://host/path) or as CONNECT tunnels.
  *
- *   client ACL -> CONNECT port -> domain blocklists -> URL filters
- *     -> resolve (c-ares, never blocking) -> destination address checks
- *     (private ranges unless allow_private: server-side request forgery;
- *     deny_destinations) -> a destination upstream made at run time
- *     (its own keep-alive pool) -> the ordinary proxy path, or a tunnel.
+ *   client ACL -> sign-in / anonymous_domains -> the port policy of the
+ *     way in (connect_ports, socks_ports, http_ports) -> domain blocklists
+ *     -> URL filters -> a parent rule (parent.c: through an upstream of
+ *     parent proxies, or direct) -> an idle connection to the destination
+ *     (dest_pool.c), else resolve (c-ares, never blocking) -> destination
+ *     address checks (private ranges unless allow_private: server-side
+ *     request forgery; deny_destinations) -> a destination upstream made
+ *     at run time, pooled as any upstream -> the ordinary proxy path, or
+ *     a tunnel.  The parents failing: direct, unless never_direct.
  *
  * The lists are built once by the master (lg_forward_prepare, also run by
  * legate -t so a bad file is a FILE:LINE error) and shared with the
