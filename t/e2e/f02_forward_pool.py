@@ -67,7 +67,10 @@ def reused_connections_and_idle_limits():
     eq(via(port, "http://origin.test:%d/c" % o2.port)[0], 200)
     wait_until(lambda: o2.stats()["active"] == 0, 10,
                what="o2's connection closed (keepalive_total reached)")
-    eq(o1.stats()["active"], 1, "the first idle connection stays")
+    # other.test's connection was closed the same way; origin.test's stays
+    wait_until(lambda: o1.stats()["active"] == 1, 10, what="one idle connection left at o1")
+    eq(via(port, "http://origin.test:%d/last" % o1.port)[0], 200)
+    eq(o1.stats()["connections"], 2, "the idle connection kept was origin.test's")
 
 
 @test
