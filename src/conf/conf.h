@@ -468,14 +468,29 @@ typedef struct lg_user_rule {
     lg_strv_t *allow_domains;           /* non-empty: only these names and their subdomains */
     lg_strv_t *block_domains;           /* and never these */
     char      *connect_ports;           /* NULL: the forward's connect_ports */
+    char      *socks_ports;             /* NULL: the forward's socks_ports */
     int        line;
 } lg_user_rule_t;
+
+/* A forward proxy's parent rule (Squid's cache_peer ... parent with
+ * cache_peer_domain): the first rule whose domains match applies. */
+typedef struct lg_parent_rule {
+    lg_strv_t *domains;                 /* names and their subdomains; empty: every destination */
+    char      *upstream_name;           /* an upstream of http.upstreams: the parent proxies */
+    struct lg_upstream *upstream;       /* found by the forward proxy's prepare (borrowed) */
+    char      *login;                   /* "user:password" for the parent (Proxy-Authorization), or NULL */
+    int        never_direct;            /* bool, default false: no failover to direct */
+    int        line;
+} lg_parent_rule_t;
 
 /* Forward proxying for clients that chose legate (a server's forward = { }). */
 typedef struct lg_forward {
     lg_strv_t *allow_clients;           /* CIDRs; default "127.0.0.0/8 ::1/128" */
     lg_strv_t *deny_clients;            /* CIDRs; default none */
-    char      *connect_ports;           /* CONNECT allowlist, default "443" */
+    char      *connect_ports;           /* CONNECT allowlist, default "443" (Squid's SSL_ports) */
+    char      *socks_ports;             /* SOCKS5 CONNECT allowlist, default Squid's Safe_ports */
+    char      *http_ports;              /* absolute-form (http://) destinations, default Safe_ports */
+    lg_strv_t *anonymous_domains;       /* what clients that did not sign in may reach; empty: anything */
     int        allow_private;           /* bool: allow private/loopback destinations (SSRF); default 0 */
     lg_strv_t *deny_destinations;       /* CIDRs of destination addresses; default none */
     lg_strv_t *blocklists;              /* files: hosts format or one domain per line */
@@ -488,6 +503,8 @@ typedef struct lg_forward {
     char      *dns_family;              /* "ipv4_first" (default), "ipv6_first", "ipv4_only", "ipv6_only" */
     lg_msec_t  tunnel_idle_timeout;     /* CONNECT tunnels, default 5m */
     int        keepalive;               /* idle pooled connections per destination, default 8 */
+    int        keepalive_total;         /* ... and over all destinations, per worker, default 256 */
+    lg_msec_t  keepalive_timeout;       /* how long one stays idle, default 1m */
     char      *auth_file;               /* htpasswd file (bcrypt / SHA-crypt): Basic auth required; NULL = none */
     char      *auth_realm;              /* default "legate" */
     lg_strv_t *allow_countries;         /* ISO codes; non-empty: only these (unknown refused) */
@@ -496,6 +513,10 @@ typedef struct lg_forward {
     lg_strv_t *allow_users;             /* names / "@group": who may use this listener; default any */
     lg_user_rule_t *user_rules;         /* in order */
     size_t     nuser_rules;
+    lg_parent_rule_t *parents;          /* in order; none: every destination direct */
+    size_t     nparents;
+    lg_strv_t *always_direct;           /* names never sent to a parent (Squid's always_direct) */
+    int        never_direct;            /* bool, default false: as a rule's, for every rule */
     int        line;
     void      *rt;                      /* built by the proxy layer (ACLs, lists) */
     void     (*rt_free)(void *rt);      /* and how to free it */

@@ -340,6 +340,9 @@ static void dump_forward(FILE *out, int ind, const lg_forward_t *f)
     kv_names(out, ind + 1, "allow_clients", f->allow_clients);
     kv_names(out, ind + 1, "deny_clients", f->deny_clients);
     kv_str(out, ind + 1, "connect_ports", f->connect_ports);
+    kv_str(out, ind + 1, "socks_ports", f->socks_ports);
+    kv_str(out, ind + 1, "http_ports", f->http_ports);
+    kv_names(out, ind + 1, "anonymous_domains", f->anonymous_domains);
     kv_bool(out, ind + 1, "allow_private", f->allow_private);
     kv_names(out, ind + 1, "deny_destinations", f->deny_destinations);
     kv_names(out, ind + 1, "blocklists", f->blocklists);
@@ -353,6 +356,28 @@ static void dump_forward(FILE *out, int ind, const lg_forward_t *f)
     kv_str(out, ind + 1, "dns_family", f->dns_family);
     kv_msec(out, ind + 1, "tunnel_idle_timeout", f->tunnel_idle_timeout);
     kv_int(out, ind + 1, "keepalive", f->keepalive);
+    kv_int(out, ind + 1, "keepalive_total", f->keepalive_total);
+    kv_msec(out, ind + 1, "keepalive_timeout", f->keepalive_timeout);
+    kv_names(out, ind + 1, "always_direct", f->always_direct);
+    kv_bool(out, ind + 1, "never_direct", f->never_direct);
+    if (f->nparents) {
+        IND(out, ind + 1);
+        fputs("parents = (\n", out);
+        for (size_t i = 0; i < f->nparents; i++) {
+            const lg_parent_rule_t *r = &f->parents[i];
+            IND(out, ind + 2);
+            fputs("{\n", out);
+            kv_names(out, ind + 3, "domains", r->domains);
+            kv_str(out, ind + 3, "upstream", r->upstream_name);
+            if (r->login)
+                kv_str(out, ind + 3, "login", "hidden:hidden");  /* -T output is shared in bug reports */
+            kv_bool(out, ind + 3, "never_direct", r->never_direct);
+            IND(out, ind + 2);
+            fputs(i + 1 < f->nparents ? "},\n" : "}\n", out);
+        }
+        IND(out, ind + 1);
+        fputs(");\n", out);
+    }
     if (f->auth_file)
         kv_str(out, ind + 1, "auth_file", f->auth_file);
     kv_str(out, ind + 1, "auth_realm", f->auth_realm);
@@ -374,6 +399,8 @@ static void dump_forward(FILE *out, int ind, const lg_forward_t *f)
             kv_names(out, ind + 3, "block_domains", r->block_domains);
             if (r->connect_ports)
                 kv_str(out, ind + 3, "connect_ports", r->connect_ports);
+            if (r->socks_ports)
+                kv_str(out, ind + 3, "socks_ports", r->socks_ports);
             IND(out, ind + 2);
             fputs(i + 1 < f->nuser_rules ? "},\n" : "}\n", out);
         }

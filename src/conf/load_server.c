@@ -11,6 +11,7 @@
 static int fn_tls_certs(ld_t *, const config_setting_t *, void *);
 static int fn_user_rules(ld_t *, const config_setting_t *, void *);
 static int fn_countries(ld_t *, const config_setting_t *, void *);
+static int fn_parents(ld_t *, const config_setting_t *, void *);
 
 #define TLS_CIPHERS "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
@@ -36,10 +37,17 @@ const directive_t ld_tls_dirs[] = {
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
+/* Squid's default Safe_ports: http, ftp, https, gopher, wais, unregistered
+ * ports, http-mgmt, gss-http, filemaker, multiling http */
+#define SAFE_PORTS "80 21 443 70 210 1025-65535 280 488 591 777"
+
 static const directive_t forward_dirs[] = {
     ROW("allow_clients",     D_STRLIST, 0, 0, "127.0.0.0/8 ::1/128", lg_forward_t, allow_clients),
     ROW("deny_clients",      D_STRLIST, 0, 0, "", lg_forward_t, deny_clients),
     ROW("connect_ports",     D_STRING,  0, 0, "443", lg_forward_t, connect_ports),
+    ROW("socks_ports",       D_STRING,  0, 0, SAFE_PORTS, lg_forward_t, socks_ports),
+    ROW("http_ports",        D_STRING,  0, 0, SAFE_PORTS, lg_forward_t, http_ports),
+    ROW("anonymous_domains", D_STRLIST, 0, 0, "", lg_forward_t, anonymous_domains),
     ROW("allow_private",     D_BOOL,    0, 1, "false", lg_forward_t, allow_private),
     ROW("deny_destinations", D_STRLIST, 0, 0, "", lg_forward_t, deny_destinations),
     { "blocklists", D_STRLIST, 0, 0, "", offsetof(lg_forward_t, blocklists), "paths", NULL },
@@ -52,6 +60,8 @@ static const directive_t forward_dirs[] = {
     ROW("dns_family",        D_STRING,  0, 0, "ipv4_first", lg_forward_t, dns_family),
     ROW("tunnel_idle_timeout", D_DURATION, 1, WEEK, "5m", lg_forward_t, tunnel_idle_timeout),
     ROW("keepalive",         D_INT,     0, 10000, "8", lg_forward_t, keepalive),
+    ROW("keepalive_total",   D_INT,     0, 1000000, "256", lg_forward_t, keepalive_total),
+    ROW("keepalive_timeout", D_DURATION, 1, WEEK, "1m", lg_forward_t, keepalive_timeout),
     PATH("auth_file",        NULL, NULL, lg_forward_t, auth_file),
     ROW("auth_realm",        D_STRING,  0, 0, "legate", lg_forward_t, auth_realm),
     CUSTOM("allow_countries", fn_countries),
@@ -59,6 +69,17 @@ static const directive_t forward_dirs[] = {
     PATH("auth_groups_file", NULL, NULL, lg_forward_t, auth_groups_file),
     ROW("allow_users",       D_STRLIST, 0, 0, "", lg_forward_t, allow_users),
     CUSTOM("user_rules",     fn_user_rules),
+    CUSTOM("parents",        fn_parents),
+    ROW("always_direct",     D_STRLIST, 0, 0, "", lg_forward_t, always_direct),
+    ROW("never_direct",      D_BOOL,    0, 1, "false", lg_forward_t, never_direct),
+    { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
+};
+
+static const directive_t parent_dirs[] = {
+    ROW("domains",           D_STRLIST, 0, 0, "", lg_parent_rule_t, domains),
+    ROW("upstream",          D_STRING,  0, 0, NULL, lg_parent_rule_t, upstream_name),
+    ROW("login",             D_STRING,  0, 0, NULL, lg_parent_rule_t, login),
+    ROW("never_direct",      D_BOOL,    0, 1, "false", lg_parent_rule_t, never_direct),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -67,6 +88,7 @@ static const directive_t user_rule_dirs[] = {
     ROW("allow_domains",     D_STRLIST, 0, 0, "", lg_user_rule_t, allow_domains),
     ROW("block_domains",     D_STRLIST, 0, 0, "", lg_user_rule_t, block_domains),
     ROW("connect_ports",     D_STRING,  0, 0, NULL, lg_user_rule_t, connect_ports),
+    ROW("socks_ports",       D_STRING,  0, 0, NULL, lg_user_rule_t, socks_ports),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -97,6 +119,33 @@ static int fn_user_rules(ld_t *ld, const config_setting_t *s, void *base)
         erc |= ld_table_defaults(ld, user_rule_dirs, r);
         if (erc == 0 && (r->users == NULL || r->users->n == 0))
             erc = ld_error(ld, e, "a user rule needs 'users' (names, \"@group\" or \"*\")");
+        rc |= erc;
+    }
+    return rc;
+}
+
+/* parents = ( { domains = [ ... ]; upstream = "corp"; login = "u:p"; }, ... ) */
+static int fn_parents(ld_t *ld, const config_setting_t *s, void *base)
+{
+    lg_forward_t *f = base;
+    int n = ld_entry_count(ld, s, 1, "a list of groups { upstream = \"name\"; ... }");
+    if (n <= 0)
+        return n;
+    if ((f->parents = ld_calloc(ld, (size_t)n, sizeof(*f->parents))) == NULL)
+        return ld_oom(ld, s);
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = ld_entry_at(s, i);
+        lg_parent_rule_t *r = &f->parents[f->nparents++];
+        r->line = (int)config_setting_source_line(e);
+        ld_table_unset(parent_dirs, r);
+        int erc = ld_parse_block(ld, e, "parent rule", parent_dirs, r, NULL, NULL);
+        erc |= ld_table_defaults(ld, parent_dirs, r);
+        if (erc == 0 && r->upstream_name == NULL)
+            erc = ld_error(ld, e, "a parent rule needs 'upstream' (the upstream of the parent proxies)");
+        if (erc == 0 && r->login && strchr(r->login, ':') == NULL)
+            erc = ld_error(ld, config_setting_get_member(e, "login"),
+                           "'login' is \"user:password\"");
         rc |= erc;
     }
     return rc;

@@ -11,8 +11,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -37,6 +39,104 @@ static const char fmt_json[] =
 static const char fmt_forward[] =
     "$time_iso8601 $remote_addr $remote_user \"$request_method $proxy_host\" $status "
     "$bytes_received $bytes_sent $request_time upstream=$upstream_addr blocked=\"$blocked\"";
+
+/*
+ * Squid's native access.log line ("squid"), for the report tools that read
+ * it (calamaris, sarg, squidanalyzer):
+ *
+ *   time.ms elapsed-ms client result/status bytes method URL user hierarchy/peer type
+ *   1286536308.779    180 192.0.2.7 TCP_MISS/200 411 GET http://example.com/ - HIER_DIRECT/198.51.100.1 -
+ *
+ * As Squid's "%ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt".
+ * Built here rather than from a template: the result and hierarchy codes
+ * are Squid's vocabulary, not variables of legate's own.  The content type
+ * is not kept after the response head went out, so it is always "-".
+ */
+static void squid_field(char *out, size_t *n, size_t cap, const char *p, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    if (len == 0) {
+        p = "-";
+        len = 1;
+    }
+    for (size_t i = 0; i < len && *n + 4 < cap; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c <= ' ' || c >= 0x7f) {    /* one field: no blanks inside */
+            out[(*n)++] = '%';
+            out[(*n)++] = hex[c >> 4];
+            out[(*n)++] = hex[c & 15];
+        } else {
+            out[(*n)++] = (char)c;
+        }
+    }
+    if (*n + 1 < cap)
+        out[(*n)++] = ' ';
+}
+
+static const char *squid_result(const lg_req_t *s)
+{
+    if (s->blocked || s->status == 407)
+        return "TCP_DENIED";
+    if (s->ri.connect)
+        return "TCP_TUNNEL";
+    const char *cs = s->cache_status;
+    if (cs == NULL)
+        return s->status == 0 || (s->upstream_addr == NULL && s->status >= 400) ? "NONE_NONE"
+                                                                              : "TCP_MISS";
+    if (strcmp(cs, "HIT") == 0)
+        return "TCP_HIT";
+    if (strcmp(cs, "REVALIDATED") == 0)
+        return "TCP_REFRESH_UNMODIFIED";
+    if (strcmp(cs, "EXPIRED") == 0)
+        return "TCP_REFRESH_MODIFIED";
+    if (strcmp(cs, "STALE") == 0 || strcmp(cs, "UPDATING") == 0)
+        return "TCP_REFRESH_FAIL_OLD";
+    return "TCP_MISS";
+}
+
+static char *squid_line(lg_req_t *s)
+{
+    size_t cap = 8192, n = 0;
+    char *out = lg_arena_alloc(&s->arena, cap);
+    if (out == NULL)
+        return NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    n += (size_t)snprintf(out, cap, "%lld.%03ld %6lld %s %s/%03d %llu ", (long long)ts.tv_sec,
+                          ts.tv_nsec / 1000000, (long long)(lg_w.loop.now - s->t_start),
+                          s->peer_text, squid_result(s), s->status,
+                          (unsigned long long)s->bytes_out);
+    squid_field(out, &n, cap, s->req.method, s->req.method ? s->req.method_len : 0);
+    if (s->req.target && !s->ri.connect && !s->ri.absolute_form && s->ri.host.n) {
+        /* an origin-form request (a reverse proxy's): the URL it stands for */
+        char *url = lg_arena_printf(&s->arena, "%s://%.*s%.*s", s->conn->e.ssl ? "https" : "http",
+                                    (int)s->ri.host.n, s->ri.host.p, (int)s->req.target_len,
+                                    s->req.target);
+        squid_field(out, &n, cap, url, url ? strlen(url) : 0);
+    } else {
+        squid_field(out, &n, cap, s->req.target, s->req.target ? s->req.target_len : 0);
+    }
+    squid_field(out, &n, cap, s->user, s->user ? strlen(s->user) : 0);
+    /* the peer as Squid names it: its address without the port */
+    const char *peer = s->upstream_addr;
+    size_t pl = peer ? strlen(peer) : 0;
+    if (pl && peer[0] == '[') {
+        peer++;
+        pl = strcspn(peer, "]");
+    } else if (pl && strchr(peer, ':') == strrchr(peer, ':')) {
+        pl = strcspn(peer, ":");
+    }
+    const char *hier = peer == NULL ? "HIER_NONE" :
+                       s->up && s->up->dyn == NULL && lg_req_is_forward(s) ? "FIRSTUP_PARENT" :
+                       "HIER_DIRECT";
+    n += (size_t)snprintf(out + n, cap - n, "%s/", hier);
+    squid_field(out, &n, cap, peer, pl);
+    if (n + 2 < cap) {
+        out[n++] = '-';
+    }
+    out[n < cap ? n : cap - 1] = '\0';
+    return out;
+}
 
 typedef struct alog {
     char   *path;               /* borrowed from the conf */
@@ -154,7 +254,7 @@ void lg_accesslog_write(lg_req_t *s)
         return;
     static const lg_tpl_t *combined, *forward, *json_fmt;
     const lg_tpl_t *fmt = c->log_format;
-    int json = 0;
+    int json = 0, squid = 0;
     if (strcmp(fmt->src, "combined") == 0) {
         fmt = combined ? combined : (combined = lg_vars_builtin(fmt_combined));
     } else if (strcmp(fmt->src, "forward") == 0) {
@@ -162,6 +262,8 @@ void lg_accesslog_write(lg_req_t *s)
     } else if (strcmp(fmt->src, "json") == 0) {
         fmt = json_fmt ? json_fmt : (json_fmt = lg_vars_builtin(fmt_json));
         json = 1;
+    } else if (strcmp(fmt->src, "squid") == 0) {
+        squid = 1;
     }
     if (c->access_log_if) {
         /* nginx's access_log ... if=: an empty or "0" value skips the line */
@@ -169,7 +271,8 @@ void lg_accesslog_write(lg_req_t *s)
         if (v == NULL || v[0] == 0 || strcmp(v, "0") == 0)
             return;
     }
-    const char *line = lg_vars_expand(s, fmt, json ? LG_VARS_JSON : LG_VARS_ESCAPE, NULL);
+    const char *line = squid ? squid_line(s)
+                             : lg_vars_expand(s, fmt, json ? LG_VARS_JSON : LG_VARS_ESCAPE, NULL);
     if (line == NULL)
         return;
     size_t n = strlen(line);

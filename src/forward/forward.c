@@ -2,17 +2,23 @@
  * The forward proxy: requests from clients that chose legate as their
  * proxy, in absolute form (GET http://host/path) or as CONNECT tunnels.
  *
- *   client ACL -> CONNECT port -> domain blocklists -> URL filters
- *     -> resolve (c-ares, never blocking) -> destination address checks
- *     (private ranges unless allow_private: server-side request forgery;
- *     deny_destinations) -> a destination upstream made at run time
- *     (its own keep-alive pool) -> the ordinary proxy path, or a tunnel.
+ *   client ACL -> sign-in / anonymous_domains -> the port policy of the
+ *     way in (connect_ports, socks_ports, http_ports) -> domain blocklists
+ *     -> URL filters -> a parent rule (parent.c: through an upstream of
+ *     parent proxies, or direct) -> an idle connection to the destination
+ *     (dest_pool.c), else resolve (c-ares, never blocking) -> destination
+ *     address checks (private ranges unless allow_private: server-side
+ *     request forgery; deny_destinations) -> a destination upstream made
+ *     at run time, pooled as any upstream -> the ordinary proxy path, or
+ *     a tunnel.  The parents failing: direct, unless never_direct.
  *
  * The lists are built once by the master (lg_forward_prepare, also run by
  * legate -t so a bad file is a FILE:LINE error) and shared with the
  * workers by fork.  Each worker has one resolver per forward server.
  */
 #include "forward/forward.h"
+#include "forward/dest_pool.h"
+#include "forward/parent.h"
 
 #include "pipeline/headers.h"
 #include "proxy/proxy.h"
@@ -41,7 +47,8 @@ typedef struct fwd_group {
 
 typedef struct fwd_urule {
     lg_domset_t  *allow, *block;
-    lg_portset_t *ports;        /* NULL: the forward's */
+    lg_portset_t *cports;       /* CONNECT; NULL: the forward's */
+    lg_portset_t *sports;       /* SOCKS5; NULL: the forward's */
 } fwd_urule_t;
 
 typedef struct fwd_rt {
@@ -52,15 +59,15 @@ typedef struct fwd_rt {
     size_t         nurules;
     lg_cidr_set_t *allow, *deny, *deny_dst;
     lg_domset_t   *block;
+    lg_domset_t   *anon;        /* anonymous_domains */
     lg_urlre_t    *urlre;
-    lg_portset_t   ports;
+    /* one port policy per way in, as Squid's SSL_ports and Safe_ports */
+    lg_portset_t   cports;      /* connect_ports: CONNECT */
+    lg_portset_t   sports;      /* socks_ports: SOCKS5 */
+    lg_portset_t   hports;      /* http_ports: absolute-form http:// */
+    lg_parents_t  *parents;     /* parent proxy rules (parent.c), or NULL */
     lg_resolver_t *resolver;    /* per worker, made on first use */
 } fwd_rt_t;
-
-#define DYN_MAX 512             /* destinations cached per worker */
-
-static struct lg_dynup *dyns;   /* the worker's destination cache */
-static int ndyns;
 
 static void rt_free(void *p)
 {
@@ -71,7 +78,9 @@ static void rt_free(void *p)
     lg_cidr_free(rt->deny);
     lg_cidr_free(rt->deny_dst);
     lg_domset_free(rt->block);
+    lg_domset_free(rt->anon);
     lg_urlre_free(rt->urlre);
+    lg_parents_free(rt->parents);
     lg_htpasswd_free(rt->users);
     for (size_t i = 0; i < rt->ngroups; i++) {
         for (size_t k = 0; k < rt->groups[i].n; k++)
@@ -83,7 +92,8 @@ static void rt_free(void *p)
     for (size_t i = 0; i < rt->nurules; i++) {
         lg_domset_free(rt->urules[i].allow);
         lg_domset_free(rt->urules[i].block);
-        free(rt->urules[i].ports);
+        free(rt->urules[i].cports);
+        free(rt->urules[i].sports);
     }
     free(rt->urules);
     free(rt);
@@ -190,6 +200,21 @@ static lg_domset_t *domains(const lg_strv_t *v, const char *what)
     return d;
 }
 
+/* A user rule's own port list, if it has one: 0, or -1 with err. */
+static int user_ports(lg_portset_t **out, const char *text, const char *file, int line,
+                      const char *what, char *err, size_t errlen, size_t *used)
+{
+    char msg[256];
+    if (text == NULL)
+        return 0;
+    *out = calloc(1, sizeof(**out));
+    if (*out == NULL || lg_portset_parse(*out, text, msg, sizeof(msg)) < 0) {
+        ERR("%s:%d: '%s': %s\n", file, line, what, *out ? msg : "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 static int build_user_rules(fwd_rt_t *rt, const lg_forward_t *f, const char *file, char *err,
                             size_t errlen, size_t *used)
 {
@@ -209,15 +234,10 @@ static int build_user_rules(fwd_rt_t *rt, const lg_forward_t *f, const char *fil
         rc |= check_groups(rt, r->users, file, r->line, "users", err, errlen, used);
         u->allow = domains(r->allow_domains, "allow_domains");
         u->block = domains(r->block_domains, "block_domains");
-        if (r->connect_ports) {
-            char msg[256];
-            u->ports = calloc(1, sizeof(*u->ports));
-            if (u->ports == NULL || lg_portset_parse(u->ports, r->connect_ports, msg,
-                                                     sizeof(msg)) < 0) {
-                ERR("%s:%d: 'connect_ports': %s\n", file, r->line, u->ports ? msg : "out of memory");
-                rc = -1;
-            }
-        }
+        rc |= user_ports(&u->cports, r->connect_ports, file, r->line, "connect_ports", err,
+                         errlen, used);
+        rc |= user_ports(&u->sports, r->socks_ports, file, r->line, "socks_ports", err, errlen,
+                         used);
     }
     return rc;
 }
@@ -326,12 +346,20 @@ int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
             cidrs(&rt->deny_dst, f->deny_destinations, file, f->line, "deny_destinations", err,
                   errlen, &used) < 0)
             rc = -1;
-        lg_portset_clear(&rt->ports);
-        if (lg_portset_parse(&rt->ports, f->connect_ports, msg, sizeof(msg)) < 0) {
-            used += (size_t)snprintf(err + used, used < errlen ? errlen - used : 0,
-                                     "%s:%d: 'connect_ports': %s\n", file, f->line, msg);
-            rc = -1;
+        const struct { lg_portset_t *set; const char *text, *name; } pol[] = {
+            { &rt->cports, f->connect_ports, "connect_ports" },
+            { &rt->sports, f->socks_ports, "socks_ports" },
+            { &rt->hports, f->http_ports, "http_ports" },
+        };
+        for (size_t k = 0; k < sizeof(pol) / sizeof(pol[0]); k++) {
+            lg_portset_clear(pol[k].set);
+            if (lg_portset_parse(pol[k].set, pol[k].text, msg, sizeof(msg)) < 0) {
+                used += (size_t)snprintf(err + used, used < errlen ? errlen - used : 0,
+                                         "%s:%d: '%s': %s\n", file, f->line, pol[k].name, msg);
+                rc = -1;
+            }
         }
+        rt->anon = domains(f->anonymous_domains, "anonymous_domains");
         rt->block = domains(f->block_domains, "block_domains");
         for (size_t k = 0; rt->block && f->blocklists && k < f->blocklists->n; k++) {
             lg_domset_stats_t st;
@@ -349,6 +377,8 @@ int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
         }
         if (build_user_rules(rt, f, file, err, errlen, &used) < 0)
             rc = -1;
+        rt->parents = lg_parents_build(conf, f, err, errlen, &rc);
+        used = strlen(err);
         rt->urlre = lg_urlre_new();
         for (size_t k = 0; rt->urlre && f->url_filters && k < f->url_filters->n; k++) {
             if (lg_urlre_add(rt->urlre, f->url_filters->v[k], msg, sizeof(msg)) < 0) {
@@ -381,58 +411,6 @@ static lg_resolver_t *resolver_of(lg_forward_t *f)
     if (rt->resolver == NULL)
         lg_alert("cannot start the resolver: %s", err);
     return rt->resolver;
-}
-
-/* The destination record for addr, made or found. */
-static lg_upstream_t *destination(const struct sockaddr_storage *ss, int tunnel, const char *host,
-                                  int keepalive)
-{
-    char ip[64];
-    const void *a = ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
-                                              : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
-    unsigned port = ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
-                                                    : ((const struct sockaddr_in *)ss)->sin_port);
-    inet_ntop(ss->ss_family, a, ip, sizeof(ip));
-    char key[80];
-    snprintf(key, sizeof(key), ss->ss_family == AF_INET6 ? "[%s]:%u%s" : "%s:%u%s", ip, port,
-             tunnel ? "/t" : "");
-    struct lg_dynup **pp = &dyns, *victim = NULL, **victim_pp = NULL;
-    for (; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->key, key) == 0)
-            return &(*pp)->up;
-        if ((*pp)->refs == 0 && (*pp)->npool == 0) {
-            victim = *pp;
-            victim_pp = pp;
-        }
-    }
-    if (ndyns >= DYN_MAX && victim) {
-        *victim_pp = victim->next;      /* nobody uses it: make room */
-        free(victim);
-        ndyns--;
-    }
-    struct lg_dynup *d = calloc(1, sizeof(*d));
-    if (d == NULL)
-        return NULL;
-    snprintf(d->key, sizeof(d->key), "%s", key);
-    memcpy(&d->srv.addr.ss, ss, sizeof(*ss));
-    d->srv.addr.len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                : sizeof(struct sockaddr_in);
-    snprintf(d->text, sizeof(d->text), ss->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
-    d->srv.addr.text = d->text;
-    d->srv.weight = 1;
-    d->up.name = d->key;
-    (void)host;
-    d->up.servers = &d->srv;
-    d->up.nservers = 1;
-    d->up.keepalive = tunnel ? 0 : keepalive;
-    d->up.index = -1;
-    d->up.dyn = d;
-    d->up.fail_on = d->up.next_upstream = (char *)"error timeout";
-    d->up.next_mask = LG_COND_ERROR | LG_COND_TIMEOUT;
-    d->next = dyns;
-    dyns = d;
-    ndyns++;
-    return &d->up;
 }
 
 int lg_forward_check_user(lg_req_t *s, const char *user, const char *pass)
@@ -477,16 +455,36 @@ static void refuse(lg_req_t *s, const char *fmt, ...)
     lg_respond(s, 403, page, NULL);
 }
 
-/* The lookup in flight for a request, or NULL (its context slot). */
+/* The destination's name as rules and the resolver see it ("[v6]" -> "v6"). */
+static size_t dest_host(const lg_req_t *s, char host[256])
+{
+    size_t hn = s->ri.host.n < 256 ? s->ri.host.n : 255;
+    const char *hp = s->ri.host.p;
+    if (hn >= 2 && hp[0] == '[') {
+        hp++;
+        hn -= 2;
+    }
+    memcpy(host, hp, hn);
+    host[hn] = '\0';
+    return hn;
+}
+
+/* A request's state (its context slot; arena, made by CONTENT). */
+typedef struct fwd_req {
+    struct lg_resolve *lookup;  /* in flight, or NULL */
+    int                parent;  /* the parent rule it went by, or -1 */
+    int                direct;  /* failed over to direct: no parent again */
+} fwd_req_t;
+
 static int fwd_slot;
-#define LOOKUP(s) ((struct lg_resolve *)(s)->ctx[fwd_slot])
+#define FREQ(s) ((fwd_req_t *)(s)->ctx[fwd_slot])
 
 static const lg_stage_t resolve_stage;
 
 static void resolved(void *arg, int status, const struct sockaddr_storage *addrs, size_t n)
 {
     lg_req_t *s = arg;
-    s->ctx[fwd_slot] = NULL;
+    FREQ(s)->lookup = NULL;
     lg_forward_t *f = s->server->forward;
     fwd_rt_t *rt = f->rt;
     if (status != LG_RESOLVE_OK || n == 0) {
@@ -512,27 +510,15 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
         refuse(s, "the destination address is in deny_destinations (%s)",
                lg_cidr_rule(rt->deny_dst, di));
     } else {
-        lg_upstream_t *up = destination(&ss, s->ri.connect, NULL, f->keepalive);
+        char host[256];
+        dest_host(s, host);
+        lg_upstream_t *up = lg_dest_get(f, host, port, &ss, s->ri.connect);
         if (up == NULL)
             lg_respond_error(s, 500);
         else
             lg_reverse_proxy_to(s, up);
     }
     lg_req_run(s);
-}
-
-/* The destination's name as rules and the resolver see it ("[v6]" -> "v6"). */
-static size_t dest_host(const lg_req_t *s, char host[256])
-{
-    size_t hn = s->ri.host.n < 256 ? s->ri.host.n : 255;
-    const char *hp = s->ri.host.p;
-    if (hn >= 2 && hp[0] == '[') {
-        hp++;
-        hn -= 2;
-    }
-    memcpy(host, hp, hn);
-    host[hn] = '\0';
-    return hn;
 }
 
 /*
@@ -569,19 +555,29 @@ static int forward_access(lg_req_t *s)
             return LG_DONE;
         }
     }
-    /* SOCKS5 authenticated during its negotiation (s->user set there) */
-    if (f->auth_file && !s->conn->bind->socks && !authenticate(s, rt)) {
-        s->auth_realm = f->auth_realm;
-        s->blocked = "proxy authentication required";
-        lg_respond_error(s, 407);
-        return LG_DONE;
-    }
     if (s->ri.host.n == 0 || s->ri.host.n > 253) {
         lg_respond_error(s, 400);
         return LG_DONE;
     }
     char host[256];
     size_t hn = dest_host(s, host);
+    /* anonymous_domains: where a client that did not sign in may go --
+     * without signing in when there is an auth_file, and nowhere else
+     * when there is none */
+    int anon_ok = lg_domset_count(rt->anon) == 0 || lg_domset_match(rt->anon, host, hn, NULL);
+    /* SOCKS5 authenticated during its negotiation (s->user set there) */
+    if (f->auth_file && !s->conn->bind->socks && !authenticate(s, rt) &&
+        !(lg_domset_count(rt->anon) && anon_ok)) {
+        s->auth_realm = f->auth_realm;
+        s->blocked = "proxy authentication required";
+        lg_respond_error(s, 407);
+        return LG_DONE;
+    }
+    if (s->user == NULL && !anon_ok) {
+        refuse(s, "%s is not in anonymous_domains (clients that do not sign in may reach only "
+               "those)", host);
+        return LG_DONE;
+    }
     if (f->allow_users && f->allow_users->n && !user_in(rt, s->user, f->allow_users)) {
         refuse(s, "user %s may not use this proxy (allow_users)", s->user ? s->user : "-");
         return LG_DONE;
@@ -594,13 +590,20 @@ static int forward_access(lg_req_t *s)
             ur = &rt->urules[i];
             urline = f->user_rules[i].line;
         }
-    const lg_portset_t *ports = ur && ur->ports ? ur->ports : &rt->ports;
-    if (s->ri.connect && !lg_portset_has(ports, (unsigned)s->ri.port)) {
-        if (ports == &rt->ports)
-            refuse(s, "CONNECT to port %d is not allowed (connect_ports)", s->ri.port);
+    /* the port policy of the way the request came in */
+    int socks = s->conn->bind->socks;
+    const lg_portset_t *own = socks ? (ur ? ur->sports : NULL) : s->ri.connect && ur ? ur->cports : NULL;
+    const lg_portset_t *ports = own ? own : socks ? &rt->sports : s->ri.connect ? &rt->cports
+                                                                             : &rt->hports;
+    const char *what = socks ? "SOCKS5 CONNECT" : s->ri.connect ? "CONNECT" : "a request";
+    unsigned port = s->ri.port ? (unsigned)s->ri.port : 80;
+    if (!lg_portset_has(ports, port)) {
+        if (own == NULL)
+            refuse(s, "%s to port %u is not allowed (%s)", what, port,
+                   socks ? "socks_ports" : s->ri.connect ? "connect_ports" : "http_ports");
         else
-            refuse(s, "CONNECT to port %d is not allowed for %s (user rule at line %d)",
-                   s->ri.port, s->user, urline);
+            refuse(s, "%s to port %u is not allowed for %s (user rule at line %d)", what, port,
+                   s->user, urline);
         return LG_DONE;
     }
     lg_domset_hit_t hit;
@@ -633,10 +636,68 @@ static int forward_access(lg_req_t *s)
 static void cancel_lookup(void *arg)
 {
     lg_req_t *s = arg;
-    if (LOOKUP(s)) {
-        lg_resolve_cancel(LOOKUP(s));
-        s->ctx[fwd_slot] = NULL;
+    if (FREQ(s) && FREQ(s)->lookup) {
+        lg_resolve_cancel(FREQ(s)->lookup);
+        FREQ(s)->lookup = NULL;
     }
+}
+
+/* A parent proxy's failure as the client sees it: 502/503 and why. */
+static void parent_fail(lg_req_t *s, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void parent_fail(lg_req_t *s, int status, const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    lg_error("forward proxy: %s, client: %s", why, s->peer_text);
+    s->blocked = lg_arena_strdup(&s->arena, why);
+    char *page = lg_arena_printf(&s->arena,
+        "<html><head><title>%d</title></head><body>\r\n<h1>%d %s</h1>\r\n"
+        "<p>legate could not forward this request: %s</p>\r\n</body></html>\r\n",
+        status, status, status == 503 ? "Service Unavailable" : "Bad Gateway", why);
+    lg_respond(s, status, page, NULL);
+}
+
+static char *parent_head(lg_req_t *s, size_t *len)
+{
+    return lg_parents_head(s, ((fwd_rt_t *)s->server->forward->rt)->parents, FREQ(s)->parent, len);
+}
+
+static int never_direct(const lg_forward_t *f, int k)
+{
+    return f->never_direct || f->parents[k].never_direct;
+}
+
+/*
+ * A parent rule for the destination: through its upstream when one of its
+ * proxies is up (LG_DONE), else a 503 under never_direct (LG_DONE), else
+ * direct (LG_DECLINED).
+ */
+static int via_parent(lg_req_t *s, const char *host, size_t hn)
+{
+    lg_forward_t *f = s->server->forward;
+    fwd_rt_t *rt = f->rt;
+    fwd_req_t *st = FREQ(s);
+    int k = st->direct ? -1 : lg_parents_pick(rt->parents, host, hn);
+    if (k < 0)
+        return LG_DECLINED;
+    lg_upstream_t *up = f->parents[k].upstream;
+    if (lg_upstream_usable(up)) {
+        st->parent = k;
+        lg_reverse_proxy_via(s, up, parent_head);
+        return LG_DONE;
+    }
+    if (never_direct(f, k)) {
+        parent_fail(s, 503, "no parent proxy of \"%s\" is up, and never_direct forbids going "
+                    "direct to %s", up->name, host);
+        return LG_DONE;
+    }
+    lg_warn("forward proxy: no parent proxy of \"%s\" is up: %s goes direct", up->name, host);
+    st->direct = 1;
+    return LG_DECLINED;
 }
 
 /* The CONTENT phase: look the destination up; resolved() goes on. */
@@ -645,22 +706,96 @@ static int forward_content(lg_req_t *s)
     if (!lg_req_is_forward(s))
         return LG_DECLINED;
     char host[256];
-    dest_host(s, host);
+    size_t hn = dest_host(s, host);
+    if (FREQ(s) == NULL) {
+        fwd_req_t *st = lg_arena_alloc(&s->arena, sizeof(*st));
+        if (st == NULL) {
+            lg_respond_error(s, 500);
+            return LG_DONE;
+        }
+        *st = (fwd_req_t){ .lookup = NULL, .parent = -1, .direct = 0 };
+        s->ctx[fwd_slot] = st;
+        lg_req_cleanup(s, cancel_lookup, s);
+    }
+    if (via_parent(s, host, hn) == LG_DONE)
+        return LG_DONE;
+    /* a destination with an idle connection needs no name lookup: its
+     * address was judged (private ranges, deny_destinations) when that
+     * connection was made */
+    lg_upstream_t *idle = s->ri.connect || !s->ri.method_idempotent ? NULL :
+                          lg_dest_idle(s->server->forward, host,
+                                       s->ri.port ? (unsigned)s->ri.port : 80);
+    if (idle) {
+        lg_reverse_proxy_to(s, idle);
+        return LG_DONE;
+    }
     lg_resolver_t *r = resolver_of(s->server->forward);
     if (r == NULL) {
         lg_respond_error(s, 502);
         return LG_DONE;
     }
-    lg_req_suspend(s, &resolve_stage);
-    lg_req_cleanup(s, cancel_lookup, s);
+    if (s->phase == LG_PH_NONE)
+        lg_req_set_stage(s, &resolve_stage);    /* a failover: past the phases already */
+    else
+        lg_req_suspend(s, &resolve_stage);
     struct lg_resolve *lk = lg_resolve(r, host, resolved, s);
     if (lk == NULL) {
         s->stage = NULL;
         lg_respond_error(s, 502);
         return LG_DONE;
     }
-    s->ctx[fwd_slot] = lk;
+    FREQ(s)->lookup = lk;
     return LG_AGAIN;
+}
+
+/*
+ * UPSTREAM_ERROR: the parents of the rule failed (every proxy tried, or
+ * none answered in time).  Direct instead, when the rule allows it and
+ * the request has no body that may have gone up already; else the 502
+ * says why.
+ */
+static int forward_upstream_error(lg_req_t *s)
+{
+    if (!lg_req_is_forward(s) || FREQ(s) == NULL || FREQ(s)->parent < 0)
+        return LG_DECLINED;
+    lg_forward_t *f = s->server->forward;
+    fwd_req_t *st = FREQ(s);
+    int k = st->parent;
+    const char *name = f->parents[k].upstream->name;
+    if (never_direct(f, k)) {
+        parent_fail(s, s->upstream_status == 504 ? 504 : 502, "the parent proxies of \"%s\" "
+                    "failed, and never_direct forbids going direct", name);
+        return LG_DONE;
+    }
+    if (s->ri.body != LG_BODY_NONE)
+        return LG_DECLINED;     /* its body may be half sent: not again */
+    lg_warn("forward proxy: the parent proxies of \"%s\" failed: %.*s goes direct", name,
+            (int)s->ri.host.n, s->ri.host.p);
+    st->parent = -1;
+    st->direct = 1;
+    s->up = NULL;
+    s->tried = 0;
+    s->ntries = 0;
+    s->upstream_status = 0;
+    s->reqp.hdr = NULL;
+    s->reqp.hdr_len = 0;
+    forward_content(s);         /* answers, proxies, or resolves (resolved() goes on) */
+    return LG_DONE;
+}
+
+/* RESPONSE: a parent that wants credentials (407) means legate's login for
+ * it is missing or wrong -- the operator's to fix, not the client's, who
+ * must not be asked for a password for the parent. */
+static int forward_response(lg_req_t *s)
+{
+    if (!lg_req_is_forward(s) || FREQ(s) == NULL || FREQ(s)->parent < 0 ||
+        s->upstream_status != 407)
+        return LG_DECLINED;
+    const lg_parent_rule_t *r = &s->server->forward->parents[FREQ(s)->parent];
+    parent_fail(s, 502, "the parent proxy %s of \"%s\" refused legate's credentials (407)%s",
+                s->upstream_addr ? s->upstream_addr : "-", r->upstream->name,
+                r->login ? ": check 'login' of the parent rule" : ": the parent rule has no 'login'");
+    return LG_DONE;
 }
 
 static void resolve_step(lg_req_t *s)
@@ -693,6 +828,8 @@ const lg_feature_t lg_feature_forward = {
     .handlers = {
         { LG_PH_ACCESS, forward_access },
         { LG_PH_CONTENT, forward_content },
+        { LG_PH_UPSTREAM_ERROR, forward_upstream_error },
+        { LG_PH_RESPONSE, forward_response },
     },
     .ctx_slot = &fwd_slot,
 };

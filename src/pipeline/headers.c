@@ -355,7 +355,8 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
 {
     /* a forward-proxy request has no route: the server's settings apply */
     const lg_common_t *c = lg_req_common(s);
-    const lg_forward_t *fw = s->up && s->up->dyn ? s->server->forward : NULL;
+    /* (a destination, or a parent proxy the forward proxy chose) */
+    const lg_forward_t *fw = lg_req_is_forward(s) ? s->server->forward : NULL;
     int anonymity = 0;      /* 0 transparent, 1 anonymous, 2 elite */
     lg_common_t local;
     if (fw) {
@@ -493,7 +494,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
 static int redirect(lg_req_t *s, const lg_common_t *c, sb_t *b, const http_header_t *h)
 {
     const lg_strv_t *rules = c->proxy_redirect;
-    if (rules == NULL || rules->n == 0 || s->up == NULL || s->up->dyn)
+    if (rules == NULL || rules->n == 0 || s->up == NULL || s->up->dyn || lg_req_is_forward(s))
         return 0;
     const char *v = h->value;
     size_t n = h->value_len, skip = 0;

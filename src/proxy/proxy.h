@@ -46,18 +46,26 @@ struct lg_uconn {
 
 /*
  * A forward-proxy destination: an upstream of one server made at run time
- * (proxy/forward.c), with its own keep-alive pool.  Freed when nothing
- * refers to it any more and the cache needs room.
+ * (forward/dest_pool.c) for a (scheme, host, port, address), whose idle
+ * connections sit in the same keep-alive pool as a configured upstream's
+ * (upstream.c: pool_head).  Freed when nothing refers to it any more and
+ * the table needs room.
  */
 struct lg_dynup {
     lg_upstream_t        up;            /* up.dyn points back here; up.index = -1 */
     lg_upstream_server_t srv;
-    char                 key[80];       /* "ip:port" (+ "/t" for tunnels) */
+    char                 key[320];      /* "http://host:port|ip:port" (+ "/t" for tunnels) */
+    size_t               hostkey_len;   /* the "http://host:port" prefix of key */
+    uint64_t             hash;          /* of that prefix */
+    const void          *owner;         /* the forward block it was made for (borrowed) */
     char                 text[72];      /* "ip:port", for logs */
     lg_uconn_t          *pool;          /* idle connections */
     int                  npool;
     int                  refs;          /* connections and sessions using it */
-    struct lg_dynup     *next;
+    int                 *idle_total;    /* the worker's idle destination connections */
+    int                  idle_max;      /* ... and their bound (keepalive_total) */
+    lg_msec_t            idle_timeout;  /* how long one stays idle (keepalive_timeout) */
+    struct lg_dynup     *next;          /* hash chain */
 };
 
 /* upstream.c */
@@ -67,6 +75,9 @@ lg_uconn_t *lg_upstream_get(lg_req_t *r, lg_upstream_t *up, size_t *tried_mask, 
 void        lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms);
 #define LG_EWMA_TAU_US 10000000ull   /* peak EWMA time constant: 10 s */
 void        lg_upstream_release(lg_uconn_t *uc, int reusable);
+/* Close every idle connection to server si of up (a destination that
+ * dropped one has most likely dropped them all). */
+void        lg_upstream_flush(lg_upstream_t *up, size_t si);
 const char *lg_upstream_addr(const lg_uconn_t *uc);
 
 /*
@@ -86,6 +97,13 @@ void        lg_h2up_release(lg_uconn_t *uc);
  * a destination it resolved (a CONNECT becomes a tunnel). */
 extern const lg_feature_t lg_feature_reverse;
 void lg_reverse_proxy_to(lg_req_t *r, lg_upstream_t *up);
+/* The same through a proxy (the forward proxy's parents): the head sent
+ * up is head_fn's (absolute form, Proxy-Authorization), and a CONNECT goes
+ * up as a request, becoming the tunnel when the parent answers 2xx. */
+typedef char *(*lg_head_fn)(lg_req_t *r, size_t *len);
+void lg_reverse_proxy_via(lg_req_t *r, lg_upstream_t *up, lg_head_fn head_fn);
+/* upstream.c: has up a server that is not down (configuration, health)? */
+int  lg_upstream_usable(const lg_upstream_t *up);
 
 /* health.c: active health checks, run by worker slot 0 only */
 void lg_health_start(void);

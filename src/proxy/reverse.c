@@ -40,7 +40,7 @@
 
 static const lg_stage_t connect_stage, proxy_stage, queued_stage;
 
-static void start_upstream(lg_req_t *s);
+static void start_upstream(lg_req_t *s, lg_head_fn head_fn);
 
 static void upstream_cb(lg_io_t *io, uint32_t ev)
 {
@@ -77,7 +77,8 @@ static void cleanup(void *arg)
 static void connected(lg_req_t *s)
 {
     s->upstream_connect_time = s->uc->reused ? 0 : lg_w.loop.now - s->t_upstream;
-    if (s->ri.connect) {
+    /* (a CONNECT with a head to send goes to a parent proxy, as a request) */
+    if (s->ri.connect && s->reqp.hdr == NULL) {
         lg_uconn_t *uc = s->uc;
         if (uc->in == NULL && (uc->in = lg_buf_get()) == NULL) {
             lg_req_abort(s, "no buffer for the tunnel");
@@ -249,7 +250,7 @@ static int content_phase(lg_req_t *s)
 {
     if (s->up == NULL || lg_req_is_forward(s))
         return LG_DECLINED;
-    start_upstream(s);
+    start_upstream(s, NULL);
     return LG_DONE;
 }
 
@@ -257,17 +258,25 @@ void lg_reverse_proxy_to(lg_req_t *s, lg_upstream_t *up)
 {
     s->up = up;
     if (!s->ri.connect) {
-        start_upstream(s);
+        start_upstream(s, NULL);
         return;
     }
     lg_req_cleanup(s, cleanup, s);
+    s->reqp.hdr = NULL;         /* a tunnel from the start: nothing to send first */
+    s->reqp.hdr_len = 0;
     if (attach_upstream(s, 1) < 0) {
         lg_error("forward proxy: cannot connect to %s for client %s", s->up->name, s->peer_text);
         lg_respond_error(s, 502);
     }
 }
 
-static void start_upstream(lg_req_t *s)
+void lg_reverse_proxy_via(lg_req_t *s, lg_upstream_t *up, lg_head_fn head_fn)
+{
+    s->up = up;
+    start_upstream(s, head_fn);
+}
+
+static void start_upstream(lg_req_t *s, lg_head_fn head_fn)
 {
     lg_buf_t *b = lg_req_in(s);
     lg_req_cleanup(s, cleanup, s);
@@ -280,7 +289,7 @@ static void start_upstream(lg_req_t *s)
     s->reqp.limit = (uint64_t)lg_req_common(s)->client_max_body_size;
     lg_req_request_body(s);     /* its filters (a gunzip) */
     size_t len = 0;
-    const char *head = lg_headers_upstream(s, &len);
+    const char *head = head_fn ? head_fn(s, &len) : lg_headers_upstream(s, &len);
     if (head == NULL) {
         lg_respond_error(s, 500);
         return;
@@ -355,7 +364,15 @@ static void upstream_failed(lg_req_t *s, int status, unsigned cond, int err, con
     s->uc = NULL;
     s->upstream_addr = NULL;
     s->uend = NULL;
-    if (stale && body_intact) {
+    int careful = s->up->dyn || lg_req_is_forward(s);  /* a destination or a parent */
+    if (stale && body_intact && careful && s->ri.method_idempotent) {
+        /* the forward proxy's: once, on a new connection (the others the
+         * server left idle are likely closed as well) */
+        lg_upstream_flush(s->up, uc->server);
+        s->tried &= ~(uc->server < 64 ? ((size_t)1 << uc->server) : 0);
+        if (attach_upstream(s, 0) == 0)
+            return;
+    } else if (stale && body_intact && !careful) {
         size_t bit = uc->server < 64 ? ((size_t)1 << uc->server) : 0;
         s->tried &= ~bit;
         if (attach_upstream(s, 0) == 0)
@@ -452,6 +469,26 @@ static void switch_protocols(lg_req_t *s, const http_response_t *r, size_t hlen)
     lg_tunnel_start(s, 101, head, hl, uc->in, c->websocket_idle_timeout);
 }
 
+/*
+ * A CONNECT that went up as a request (to a parent proxy, through
+ * lg_reverse_proxy_via) got its 2xx: from here the connection is the
+ * client's tunnel, as a direct CONNECT's is once connected.  Bytes after
+ * the 2xx head are the destination's first.
+ */
+static void connect_opened(lg_req_t *s, const http_response_t *r, size_t hlen)
+{
+    lg_uconn_t *uc = s->uc;
+    uc->in->pos += hlen;
+    s->upstream_time = lg_w.loop.now - s->t_upstream;
+    s->upstream_status = r->status;
+    lg_upstream_result(uc, 1, s->upstream_time);
+    s->upstream_keep = 0;
+    s->rsp_head_done = 1;
+    lg_msec_t idle = s->server && s->server->forward ? s->server->forward->tunnel_idle_timeout
+                                                     : CONNECT_IDLE_DEFAULT;
+    lg_tunnel_start(s, 200, s->conn->fe->tunnel_ok, s->conn->fe->tunnel_ok_len, uc->in, idle);
+}
+
 /* Read and parse the upstream's response head.  1: done, 0: waiting/failed. */
 static int read_response_head(lg_req_t *s)
 {
@@ -475,6 +512,12 @@ static int read_response_head(lg_req_t *s)
             http_response_t r = { .headers = s->rsp_headers };
             ssize_t rc = http_parse_response(b->pos, lg_buf_len(b), &r, &ul, &s->rsp_scanned);
             if (rc > 0) {
+                if (s->ri.connect && r.status >= 200 && r.status < 300) {
+                    /* a CONNECT sent on to a parent proxy, which opened it */
+                    s->rsp_scanned = 1;
+                    connect_opened(s, &r, (size_t)rc);
+                    return 0;
+                }
                 if (r.status == 101) {
                     /* only the switch we asked for, and only once the
                      * whole request head is out: the tunnel starts right

@@ -43,6 +43,15 @@ static lg_uconn_t **pool_head(lg_upstream_t *up, size_t si, int **count)
     return &lg_w.pools[up->index][si];
 }
 
+/* One more (+1) or one less (-1) idle connection in *count; a destination
+ * also counts it in the worker's total (keepalive_total). */
+static void pool_count(lg_upstream_t *up, int *count, int delta)
+{
+    *count += delta;
+    if (up->dyn && up->dyn->idle_total)
+        *up->dyn->idle_total += delta;
+}
+
 int lg_upstream_init(void)
 {
     lg_conf_t *c = lg_w.conf;
@@ -97,7 +106,7 @@ static void pool_remove(lg_uconn_t *uc)
         pp = &(*pp)->next;
     if (*pp) {
         *pp = uc->next;
-        (*count)--;
+        pool_count(uc->up, count, -1);
     }
     uc->next = NULL;
 }
@@ -146,8 +155,10 @@ void lg_upstream_release(lg_uconn_t *uc, int reusable)
     }
     int *count;
     lg_uconn_t **head = pool_head(uc->up, uc->server, &count);
+    const struct lg_dynup *d = uc->up->dyn;
     if (!reusable || lg_w.quitting || uc->up->keepalive == 0 ||
         *count >= uc->up->keepalive ||
+        (d && d->idle_total && *d->idle_total >= d->idle_max) ||
         (uc->in && lg_buf_len(uc->in) != 0)) {
         uconn_free(uc);
         return;
@@ -159,10 +170,24 @@ void lg_upstream_release(lg_uconn_t *uc, int reusable)
     uc->e.io.data = uc;
     uc->next = *head;
     *head = uc;
-    (*count)++;
+    pool_count(uc->up, count, +1);
     uc->idle_timer.cb = idle_timeout_cb;
     uc->idle_timer.data = uc;
-    lg_timer_set(&lg_w.loop, &uc->idle_timer, POOL_IDLE_TIMEOUT);
+    lg_timer_set(&lg_w.loop, &uc->idle_timer,
+                 d && d->idle_timeout ? d->idle_timeout : POOL_IDLE_TIMEOUT);
+}
+
+void lg_upstream_flush(lg_upstream_t *up, size_t si)
+{
+    int *count;
+    lg_uconn_t **head = pool_head(up, si, &count);
+    while (*head) {
+        lg_uconn_t *uc = *head;
+        *head = uc->next;
+        pool_count(up, count, -1);
+        uc->next = NULL;
+        uconn_free(uc);
+    }
 }
 
 static lg_msec_t mono_now(void)
@@ -178,6 +203,15 @@ static int server_out(const lg_upstream_t *up, size_t i, lg_msec_t now)
     lg_upstate_t *st = up->state;
     return st && (atomic_load_explicit(&st[i].down_until, memory_order_relaxed) > now ||
                   atomic_load_explicit(&st[i].hc_down, memory_order_relaxed));
+}
+
+int lg_upstream_usable(const lg_upstream_t *up)
+{
+    lg_msec_t now = mono_now();
+    for (size_t i = 0; i < up->nservers; i++)
+        if (!server_out(up, i, now))
+            return 1;
+    return 0;
 }
 
 static uint32_t active_sum(const lg_upstate_t *st)
@@ -409,10 +443,15 @@ lg_uconn_t *lg_upstream_get(lg_req_t *s, lg_upstream_t *up, size_t *tried, int *
         }
         int *count;
         lg_uconn_t **head = pool_head(up, (size_t)si, &count);
-        lg_uconn_t *uc = *head;
+        /* as Squid: a forward-proxy request that may not be sent twice
+         * (a POST) never goes on a reused connection to a destination or a
+         * parent, where a close racing it would leave no way to know
+         * whether it took effect */
+        int careful = up->dyn || (s && lg_req_is_forward(s));
+        lg_uconn_t *uc = careful && !s->ri.method_idempotent ? NULL : *head;
         if (uc) {
             *head = uc->next;
-            (*count)--;
+            pool_count(up, count, -1);
             uc->next = NULL;
             lg_timer_del(&lg_w.loop, &uc->idle_timer);
             uc->counted = 1;
