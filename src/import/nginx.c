@@ -22,6 +22,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
 #include <netdb.h>
@@ -34,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include "net/htpasswd.h"
@@ -149,6 +152,12 @@ typedef struct imp {
     int             nzones;
     const ngx_dir_t *server;        /* being translated */
     int             nfiles;
+    /* the parts of the output, for a directory (--out): the http group's
+     * own settings, the upstreams, and each server's text with its name */
+    sb_t            part_http, part_ups;
+    char           *srv_text[512];
+    char            srv_name[512][64];
+    int             nsrv_text;
 } imp_t;
 
 static void report(imp_t *im, const ngx_dir_t *d, const char *fmt, ...)
@@ -588,14 +597,12 @@ static const struct { const char *name, *why; } ignored[] = {
     { "server_names_hash_bucket_size", "legate sizes its tables itself" },
     { "server_names_hash_max_size", "legate sizes its tables itself" },
     { "types",               "legate serves no files: no MIME types" },
-    { "default_type",        "legate serves no files: no MIME types" },
     { "root",                "legate serves no files" },
     { "alias",               "legate serves no files" },
     { "index",               "legate serves no files" },
     { "autoindex",           "legate serves no files" },
     { "try_files",           "legate serves no files" },
     { "expires",             "not in legate: set Cache-Control with add_header at the origin" },
-    { "error_page",          "legate has no custom error pages" },
     { "server_tokens",       "legate's Server header is not configurable" },
     { "proxy_http_version",  "legate always speaks HTTP/1.1 to upstreams" },
     { "proxy_buffering",     "legate always streams with backpressure (no disk buffering)" },
@@ -630,15 +637,12 @@ static const struct { const char *name, *why; } ignored[] = {
     { "log_not_found",       "legate serves no files" },
     { "open_file_cache",     "legate serves no files" },
     { "charset",             "not in legate" },
-    { "proxy_redirect",      "legate does not rewrite Location (as proxy_redirect off)" },
     { "proxy_cache_revalidate", "legate always revalidates with ETag/Last-Modified" },
     { "proxy_cache_lock",    "legate always collapses concurrent misses" },
     { "proxy_cache_background_update", "legate refreshes in the background by Cache-Control" },
     { "proxy_cache_use_stale", "legate serves stale by the origin's Cache-Control "
                                "(stale-while-revalidate, stale-if-error)" },
     { "proxy_cache_methods", "legate caches GET and HEAD" },
-    { "proxy_intercept_errors", "legate's intercept_errors needs error_pages with files: "
-                                "set both by hand" },
     { "proxy_ssl_session_reuse", "legate resumes upstream TLS sessions" },
     { "proxy_pass_header",   "not in legate" },
     { "real_ip_recursive",   "legate walks real_ip_header from the right past trusted addresses" },
@@ -677,7 +681,8 @@ static const char *const handled_common[] = {
     "ssl_verify_depth", "ssl_session_timeout", "ssl_session_tickets", "ssl_stapling_file",
     "log_format", "limit_req_zone", "limit_conn_zone", "upstream", "server", "location",
     "proxy_cache_path", "map", "split_clients", "listen", "server_name", "proxy_pass",
-    "return", "rewrite", "include", "http2",
+    "return", "rewrite", "include", "http2", "error_page", "proxy_intercept_errors",
+    "proxy_redirect", "default_type",
     NULL,
 };
 
@@ -725,6 +730,195 @@ static int file_readable(imp_t *im, const ngx_dir_t *d, const char *path, char *
     return 1;
 }
 
+
+/* ---------------------------------------------------------------- error pages, redirects */
+
+/* The root that serves URI in this server: the location "= URI" (or the
+ * prefix location equal to it) with a root, else the level's, the server's
+ * or http's root.  NULL if none. */
+static const char *root_for(imp_t *im, const ngx_dir_t *block, const char *uri)
+{
+    for (const ngx_dir_t *d = im->server ? im->server->block : NULL; d; d = d->next) {
+        if (!is(d, "location") || !d->has_block)
+            continue;
+        const char *p = d->nargs == 3 && strcmp(d->args[1], "=") == 0 ? d->args[2]
+                      : d->nargs == 2 ? d->args[1] : NULL;
+        const ngx_dir_t *r = p && strcmp(p, uri) == 0 ? child(d->block, "root") : NULL;
+        if (r && r->nargs == 2)
+            return r->args[1];
+    }
+    const ngx_dir_t *levels[] = { block, im->server ? im->server->block : NULL,
+                                  im->http ? im->http->block : NULL };
+    for (size_t i = 0; i < 3; i++) {
+        const ngx_dir_t *r = levels[i] ? child(levels[i], "root") : NULL;
+        if (r && r->nargs == 2)
+            return r->args[1];
+    }
+    return NULL;
+}
+
+/* error_page CODE ... [=CODE] URI -> error_pages = [ "CODE ... FILE" ]: the
+ * file the URI names under its root (legate reads it when it loads). */
+static void emit_error_pages(imp_t *im, sb_t *b, int n, const ngx_dir_t *block)
+{
+    int first = 1;
+    for (const ngx_dir_t *d = block; d; d = d->next) {
+        if (!is(d, "error_page"))
+            continue;
+        if (d->nargs < 3) {
+            report(im, d, "takes statuses and a URI: left out");
+            continue;
+        }
+        const char *uri = d->args[d->nargs - 1];
+        int last = d->nargs - 1;
+        if (d->args[last - 1][0] == '=') {
+            report(im, d, "%s: legate answers with the error's own status: left out",
+                   d->args[last - 1]);
+            continue;
+        }
+        if (uri[0] == '@') {
+            report(im, d, "a named location is not in legate: left out");
+            continue;
+        }
+        if (uri[0] != '/') {
+            report(im, d, "a redirect to \"%s\" is not in legate's error_pages (files only): "
+                          "left out", uri);
+            continue;
+        }
+        if (strpbrk(uri, "$?")) {
+            report(im, d, "a URI with variables or arguments is not a file: left out");
+            continue;
+        }
+        sb_t codes = { 0 };
+        sb_add(&codes, "", 0);
+        int bad = 0;
+        for (int i = 1; i < last && !bad; i++) {
+            char *end;
+            long c = strtol(d->args[i], &end, 10);
+            if (*end || c < 300 || c > 599)
+                bad = 1;
+            else
+                sb_printf(&codes, "%s%ld", codes.n ? " " : "", c);
+        }
+        if (bad) {
+            report(im, d, "statuses are 300 to 599: left out");
+            free(codes.p);
+            continue;
+        }
+        const char *root = root_for(im, block, uri);
+        if (root == NULL) {
+            report(im, d, "no root serves \"%s\": left out", uri);
+            free(codes.p);
+            continue;
+        }
+        char rel[PATH_MAX], path[PATH_MAX];
+        snprintf(rel, sizeof(rel), "%s%s%s", root,
+                 root[0] && root[strlen(root) - 1] == '/' ? "" : "", uri);
+        if (!file_readable(im, d, rel, path, sizeof(path))) {
+            free(codes.p);
+            continue;
+        }
+        struct stat st;
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 256 * 1024) {
+            report(im, d, "\"%s\" is not a file of at most 256k: left out", path);
+            free(codes.p);
+            continue;
+        }
+        sb_printf(&codes, " %s", path);
+        if (first) {
+            ind(b, n);
+            sb_str(b, "error_pages = [ ");
+        } else
+            sb_str(b, ", ");
+        sb_quote(b, codes.p);
+        free(codes.p);
+        first = 0;
+    }
+    if (!first)
+        sb_str(b, " ];\n");
+}
+
+/* proxy_redirect off | default | FROM TO -> proxy_redirect (literal URLs) */
+static void emit_proxy_redirect(imp_t *im, sb_t *b, int n, const ngx_dir_t *block)
+{
+    int first = 1;
+    for (const ngx_dir_t *d = block; d; d = d->next) {
+        if (!is(d, "proxy_redirect"))
+            continue;
+        char rule[2048];
+        if (d->nargs == 2 && (strcmp(d->args[1], "off") == 0 || strcmp(d->args[1], "default") == 0))
+            snprintf(rule, sizeof(rule), "%s", d->args[1]);
+        else if (d->nargs == 3 && d->args[1][0] != '~' && !strchr(d->args[1], '$') &&
+                 !strchr(d->args[2], '$') && !strchr(d->args[1], ' ') && !strchr(d->args[2], ' ')) {
+            snprintf(rule, sizeof(rule), "%s %s", d->args[1], d->args[2]);
+            if (d->args[2][0] == '/')
+                report(im, d, "nginx makes a relative Location absolute (the client's Host and "
+                              "port, absolute_redirect); legate sends \"%s...\" as it is",
+                       d->args[2]);
+        }
+        else {
+            report(im, d, "a regex or variables: legate's rules are literal URL prefixes; left out");
+            continue;
+        }
+        if (first) {
+            ind(b, n);
+            sb_str(b, "proxy_redirect = [ ");
+        } else
+            sb_str(b, ", ");
+        sb_quote(b, rule);
+        first = 0;
+    }
+    if (!first)
+        sb_str(b, " ];\n");
+}
+
+/* a syslog: target of nginx as legate's: server=, facility=, tag= kept
+ * (severity=, nohostname left with a remark); NULL if legate cannot send to
+ * it (a host name: legate takes an address) */
+static char *syslog_target(imp_t *im, const ngx_dir_t *d, const char *target)
+{
+    sb_t t = { 0 };
+    sb_str(&t, "syslog:");
+    char *copy = strdup(target + 7);
+    if (copy == NULL)
+        abort();
+    int have_server = 0, ok = 1;
+    for (char *save = NULL, *p = strtok_r(copy, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        if (strncmp(p, "server=", 7) == 0) {
+            const char *a = p + 7;
+            if (strncmp(a, "unix:", 5) != 0) {
+                char host[256];
+                snprintf(host, sizeof(host), "%s", a[0] == '[' ? a + 1 : a);
+                char *end = a[0] == '[' ? strchr(host, ']') : strrchr(host, ':');
+                if (end && (a[0] == '[' || strchr(host, ':') == end))
+                    *end = '\0';
+                unsigned char buf[16];
+                if (inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1) {
+                    report(im, d, "syslog server \"%s\": legate takes an IP address or unix:path; "
+                                  "left out", a);
+                    ok = 0;
+                    break;
+                }
+            }
+            have_server = 1;
+            sb_printf(&t, "%s%s", t.n > 7 ? "," : "", p);
+        } else if (strncmp(p, "facility=", 9) == 0 || strncmp(p, "tag=", 4) == 0)
+            sb_printf(&t, "%s%s", t.n > 7 ? "," : "", p);
+        else
+            report(im, d, "syslog \"%s\" is not in legate: ignored", p);
+    }
+    free(copy);
+    if (ok && !have_server) {
+        report(im, d, "a syslog target needs server=: left out");
+        ok = 0;
+    }
+    if (!ok) {
+        free(t.p);
+        return NULL;
+    }
+    return t.p;
+}
+
 /* The settings of one level that legate inherits the same way. */
 /* nginx refuses most directives given twice at one level; legate's libconfig
  * would too: the first is kept */
@@ -733,7 +927,8 @@ static int repeated(imp_t *im, const ngx_dir_t *block, const ngx_dir_t *d)
     static const char *const many[] = { "proxy_cache_valid", "access_log", "add_header",
         "proxy_set_header", "allow", "deny", "limit_req", "limit_conn", "proxy_hide_header",
         "proxy_ignore_headers", "log_format", "ssl_certificate", "ssl_certificate_key", "listen",
-        "server_name", "location", "rewrite", "include", "server", NULL };
+        "server_name", "location", "rewrite", "include", "server", "error_page",
+        "proxy_redirect", NULL };
     for (size_t i = 0; many[i]; i++)
         if (is(d, many[i]))
             return 0;
@@ -830,11 +1025,19 @@ static void emit_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
             sb_str(b, " ];\n");
         } else if (is(d, "proxy_hide_header") && d->nargs == 2) {
             kv_quoted(b, n, "remove_response_headers", d->args[1]);
+        } else if (is(d, "proxy_intercept_errors") && d->nargs == 2) {
+            ind(b, n);
+            sb_printf(b, "intercept_errors = %s;\n", strcmp(d->args[1], "on") == 0 ? "true"
+                                                                                  : "false");
+        } else if (is(d, "default_type") && d->nargs == 2) {
+            kv_quoted(b, n, "default_type", d->args[1]);
         } else if (is(d, "access_log")) {
             /* below, with log_format */
         }
         (void)is_location;
     }
+    emit_error_pages(im, b, n, block);
+    emit_proxy_redirect(im, b, n, block);
     /* proxy_cache_valid: all of the level in one list */
     int first = 1;
     for (const ngx_dir_t *d = block; d; d = d->next) {
@@ -881,15 +1084,30 @@ static void emit_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
             report(im, al, "legate writes one access log per level: only this one is kept");
         if (al->nargs >= 2 && strcmp(al->args[1], "off") == 0)
             kv_quoted(b, n, "access_log", "off");
-        else if (al->nargs >= 2 && strncmp(al->args[1], "syslog:", 7) == 0)
-            report(im, al, "legate does not log to syslog: left out");
         else if (al->nargs >= 2) {
-            if (strchr(al->args[1], '$'))
+            char *target = NULL;
+            if (strncmp(al->args[1], "syslog:", 7) == 0)
+                target = syslog_target(im, al, al->args[1]);
+            else if (strchr(al->args[1], '$'))
                 report(im, al, "a log file name with variables is not in legate: left out");
-            else {
-                kv_quoted(b, n, "access_log", al->args[1]);
-                for (int i = 3; i < al->nargs; i++)
-                    report(im, al, "\"%s\" is not in legate: ignored", al->args[i]);
+            else
+                target = strdup(al->args[1]);
+            if (target) {
+                kv_quoted(b, n, "access_log", target);
+                free(target);
+                for (int i = 3; i < al->nargs; i++) {
+                    if (strncmp(al->args[i], "if=", 3) == 0) {
+                        const char *why = NULL;
+                        char *t = template_of(al->args[i] + 3, &why);
+                        if (t == NULL)
+                            report(im, al, "if=: %s: every request is logged", why);
+                        else {
+                            kv_quoted(b, n, "access_log_if", t);
+                            free(t);
+                        }
+                    } else
+                        report(im, al, "\"%s\" is not in legate: ignored", al->args[i]);
+                }
                 if (al->nargs >= 3 && strcmp(al->args[2], "combined") != 0) {
                     const ngx_dir_t *lf = NULL;
                     for (int i = 0; i < im->nlog_formats; i++)
@@ -1132,6 +1350,7 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
     nseen = 0;
     if ((l = array_level(lv, ah)) != NULL) {
         sb_t h = { 0 };
+        const ngx_dir_t *always = NULL, *plain = NULL;
         for (const ngx_dir_t *d = l->block; d; d = d->next) {
             if (!is(d, "add_header"))
                 continue;
@@ -1152,9 +1371,12 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
                 free(t);
                 continue;
             }
-            if (d->nargs == 3)
-                report(im, d, "legate adds it to every response, nginx only to 2xx and 3xx "
-                              "without \"always\"");
+            if (d->nargs == 3) {
+                report(im, d, "legate adds it to every proxied response, nginx only to 2xx and "
+                              "3xx without \"always\"");
+                plain = d;
+            } else
+                always = d;
             char key[128];
             setting_name(key, sizeof(key), d->args[1]);
             if (h.n == 0)
@@ -1169,6 +1391,15 @@ static void emit_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
             sb_printf(b, "add_response_headers = {%s };\n", h.p);
         }
         free(h.p);
+        /* legate's "always" is one switch for the level's headers */
+        if (always) {
+            ind(b, n);
+            sb_str(b, "add_response_headers_always = true;\n");
+            if (plain)
+                report(im, plain, "without \"always\" beside one with it (%s:%d): legate adds "
+                                  "all of this level's headers to its own answers too",
+                       always->file, always->line);
+        }
     }
     said_not_inherited(im, array_level(lv, ad), ad);
     if ((l = array_level(lv, ad)) != NULL) {
@@ -1675,7 +1906,7 @@ static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char 
         }
         ind(b, n);
         sb_printf(b, "return = %d;\n", code);
-        if (text && strcmp(match_kind, "regex") != 0 && strpbrk(text, "$") &&
+        if (text && strstr(match_kind, "regex") == NULL && strpbrk(text, "$") &&
             re_capture(text)) {
             report(im, ret, "$1..$9 without a regex location: the text is left out");
             text = NULL;
@@ -1764,8 +1995,8 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
                         "prefixes whatever the prefix");
     } else if (loc->nargs == 3 && (strcmp(loc->args[1], "~") == 0 ||
                                    strcmp(loc->args[1], "~*") == 0)) {
-        kind = "regex";
         icase = loc->args[1][1] == '*';
+        kind = icase ? "iregex" : "regex";      /* legate's iregex: nginx's ~* */
         path = loc->args[2];
     } else if (loc->nargs == 2) {
         kind = "prefix";
@@ -1779,9 +2010,9 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         report(im, child(loc->block, "internal"), "an internal location is not a route in "
                "legate (auth_request asks its upstream directly): it answers 404, as in nginx");
     char *ere = NULL;
-    if (strcmp(kind, "regex") == 0) {
+    if (strstr(kind, "regex")) {
         const char *why = NULL;
-        ere = ere_of(path, icase, &why);
+        ere = ere_of(path, 0, &why);
         if (ere == NULL) {
             report(im, loc, "\"%s\": %s: left out", path, why);
             return;
@@ -2449,26 +2680,49 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
     }
     sb_t servers = { 0 };
     sb_add(&servers, "", 0);
-    for (const ngx_dir_t *d = http->block; d; d = d->next)
-        if (is(d, "server") && d->has_block)
-            translate_server(im, &servers, &lv, d);
-
-    sb_str(out, "http = {\n");
-    sb_t common = { 0 };
-    sb_add(&common, "", 0);
-    emit_scalars(im, &common, 1, http->block, 0);
-    sb_str(out, common.p);
-    free(common.p);
-    if (im->zones_req.n)
-        sb_printf(out, "    limit_req_zones = (%s\n    );\n", im->zones_req.p);
-    if (im->zones_conn.n)
-        sb_printf(out, "    limit_conn_zones = (%s\n    );\n", im->zones_conn.p);
-    if (im->ups) {
-        sb_str(out, "    upstreams = {\n");
-        for (upstream_out_t *u = im->ups; u; u = u->next)
-            sb_printf(out, "        %s = {\n%s        };\n", u->name, u->body.p ? u->body.p : "");
-        sb_str(out, "    };\n");
+    for (const ngx_dir_t *d = http->block; d; d = d->next) {
+        if (!is(d, "server") || !d->has_block)
+            continue;
+        size_t at = servers.n;
+        int before = im->nservers;
+        translate_server(im, &servers, &lv, d);
+        if (im->nservers == before || im->nsrv_text >= (int)(sizeof(im->srv_text) /
+                                                              sizeof(im->srv_text[0])))
+            continue;
+        /* the server's own text, without the separator before it */
+        const char *t = servers.p + at;
+        t += strspn(t, ",\n ");
+        char *copy = strdup(t);
+        if (copy == NULL)
+            abort();
+        const ngx_dir_t *sn = child(d->block, "server_name");
+        const char *name = sn && sn->nargs >= 2 && sn->args[1][0] ? sn->args[1] : "server";
+        if (strcmp(name, "_") == 0 || name[0] == '~')
+            name = "default";
+        snprintf(im->srv_name[im->nsrv_text], sizeof(im->srv_name[0]), "%02d-", im->nsrv_text + 1);
+        setting_name(im->srv_name[im->nsrv_text] + 3, sizeof(im->srv_name[0]) - 3,
+                     name[0] == '*' || name[0] == '.' ? name + 1 + (name[1] == '.') : name);
+        im->srv_text[im->nsrv_text++] = copy;
     }
+
+    sb_t *common = &im->part_http;
+    sb_add(common, "", 0);
+    emit_scalars(im, common, 1, http->block, 0);
+    if (im->zones_req.n)
+        sb_printf(common, "    limit_req_zones = (%s\n    );\n", im->zones_req.p);
+    if (im->zones_conn.n)
+        sb_printf(common, "    limit_conn_zones = (%s\n    );\n", im->zones_conn.p);
+    sb_add(&im->part_ups, "", 0);
+    if (im->ups) {
+        sb_str(&im->part_ups, "    upstreams = {\n");
+        for (upstream_out_t *u = im->ups; u; u = u->next)
+            sb_printf(&im->part_ups, "        %s = {\n%s        };\n", u->name,
+                      u->body.p ? u->body.p : "");
+        sb_str(&im->part_ups, "    };\n");
+    }
+    sb_str(out, "http = {\n");
+    sb_str(out, common->p);
+    sb_str(out, im->part_ups.p);
     sb_printf(out, "    servers = (%s\n    );\n};\n", servers.p);
     free(servers.p);
 }
@@ -2498,12 +2752,19 @@ static void translate_main(imp_t *im, sb_t *out, const ngx_dir_t *root, const ng
         } else if (is(d, "pid") && d->nargs == 2) {
             kv_quoted(out, 0, "pid", d->args[1]);
         } else if (is(d, "error_log") && d->nargs >= 2) {
-            if (strncmp(d->args[1], "syslog:", 7) == 0 || strncmp(d->args[1], "memory:", 7) == 0) {
-                report(im, d, "legate logs to a file or stderr: left out");
+            if (strncmp(d->args[1], "memory:", 7) == 0) {
+                report(im, d, "legate logs to a file, syslog or stderr: left out");
                 continue;
             }
-            kv_quoted(out, 0, "error_log", strcmp(d->args[1], "/dev/stderr") == 0 ? "stderr"
-                                                                                : d->args[1]);
+            if (strncmp(d->args[1], "syslog:", 7) == 0) {
+                char *target = syslog_target(im, d, d->args[1]);
+                if (target == NULL)
+                    continue;
+                kv_quoted(out, 0, "error_log", target);
+                free(target);
+            } else
+                kv_quoted(out, 0, "error_log", strcmp(d->args[1], "/dev/stderr") == 0 ? "stderr"
+                                                                                    : d->args[1]);
             if (d->nargs == 3)
                 kv_quoted(out, 0, "error_log_level", d->args[2]);
         } else if (is(d, "worker_rlimit_nofile") && d->nargs == 2) {
@@ -2542,7 +2803,85 @@ static void translate_main(imp_t *im, sb_t *out, const ngx_dir_t *root, const ng
     }
 }
 
+/* FILE's text into DIR/NAME (DIR/conf.d made as needed); never over a file
+ * that exists.  0 or -1 with a message on diag. */
+static int write_new(FILE *diag, const char *dir, const char *name, const char *text)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) {
+        fprintf(diag, "%s: %s%s\n", path, strerror(errno),
+                errno == EEXIST ? ": not overwritten (import into a new directory)" : "");
+        return -1;
+    }
+    FILE *f = fdopen(fd, "w");
+    if (f == NULL) {
+        close(fd);
+        return -1;
+    }
+    fputs(text, f);
+    if (fclose(f) != 0) {
+        fprintf(diag, "%s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* --out DIR: legate.conf (the global settings, the http group's, and an
+ * include of conf.d/), conf.d/upstreams.conf, and a file per server */
+static int write_dir(imp_t *im, const char *dir, const char *file, const sb_t *head)
+{
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        fprintf(im->diag, "%s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    char cd[PATH_MAX];
+    snprintf(cd, sizeof(cd), "%s/conf.d", dir);
+    if (mkdir(cd, 0755) < 0 && errno != EEXIST) {
+        fprintf(im->diag, "%s: %s\n", cd, strerror(errno));
+        return -1;
+    }
+    sb_t m = { 0 };
+    sb_str(&m, head->p);
+    sb_str(&m, "\n# the upstreams and one file per nginx server\ninclude = \"conf.d/*.conf\";\n\n");
+    sb_printf(&m, "http = {\n%s};\n", im->part_http.p ? im->part_http.p : "");
+    int rc = write_new(im->diag, dir, "legate.conf", m.p);
+    free(m.p);
+    if (rc < 0)
+        return -1;
+    if (im->part_ups.n) {
+        sb_t u = { 0 };
+        sb_printf(&u, "# Translated from %s: the upstream groups.\nhttp = {\n%s};\n", file,
+                  im->part_ups.p);
+        rc = write_new(im->diag, dir, "conf.d/upstreams.conf", u.p);
+        free(u.p);
+        if (rc < 0)
+            return -1;
+    }
+    for (int i = 0; i < im->nsrv_text; i++) {
+        sb_t t = { 0 };
+        char name[96];
+        snprintf(name, sizeof(name), "conf.d/%s.conf", im->srv_name[i]);
+        sb_printf(&t, "# Translated from %s.\nhttp = {\n    servers = (\n        %s\n    );\n};\n",
+                  file, im->srv_text[i]);
+        rc = write_new(im->diag, dir, name, t.p);
+        free(t.p);
+        if (rc < 0)
+            return -1;
+    }
+    fprintf(im->diag, "%s: written to %s/legate.conf and %d file%s in %s/\n", file, dir,
+            im->nsrv_text + (im->part_ups.n > 0), im->nsrv_text + (im->part_ups.n > 0) == 1 ? ""
+                                                                                          : "s", cd);
+    return 0;
+}
+
 int lg_import_nginx(const char *file, FILE *out, FILE *diag)
+{
+    return lg_import_nginx_to(file, out, NULL, diag);
+}
+
+int lg_import_nginx_to(const char *file, FILE *out, const char *outdir, FILE *diag)
 {
     imp_t im;
     memset(&im, 0, sizeof(im));
@@ -2579,13 +2918,18 @@ int lg_import_nginx(const char *file, FILE *out, FILE *diag)
     }
     if (im.cache_size_mb)
         sb_printf(&head, "cache_size = \"%dm\";\n", im.cache_size_mb);
-    fputs(head.p, out);
-    fputc('\n', out);
-    fputs(body.p, out);
+    if (outdir) {
+        rc = write_dir(&im, outdir, file, &head);
+    } else {
+        fputs(head.p, out);
+        fputc('\n', out);
+        fputs(body.p, out);
+        rc = 0;
+    }
     free(head.p);
     free(body.p);
-    fprintf(diag, "%s: translated, %d remark%s\n", file, im.ndiag, im.ndiag == 1 ? "" : "s");
-    rc = 0;
+    if (rc == 0)
+        fprintf(diag, "%s: translated, %d remark%s\n", file, im.ndiag, im.ndiag == 1 ? "" : "s");
 done:
     ngx_free(root);
     for (upstream_out_t *u = im.ups; u;) {
@@ -2595,6 +2939,10 @@ done:
         u = n;
     }
     free(im.zones_req.p);
+    free(im.part_http.p);
+    free(im.part_ups.p);
+    for (int i = 0; i < im.nsrv_text; i++)
+        free(im.srv_text[i]);
     free(im.zones_conn.p);
     for (int i = 0; i < im.nfiles; i++)
         free(im.files[i]);
