@@ -117,7 +117,6 @@ static const struct { const char *name, *why; } ignored[] = {
     { "ignore_invalid_headers", "legate refuses invalid headers (400)" },
     { "http2_max_concurrent_streams", "legate's is a top-level setting "
                                       "(http2_max_concurrent_streams): set it there by hand" },
-    { "auth_request_set",    "use auth_request_set = [ header names ] by hand" },
     { "map_hash_bucket_size", "no maps in legate" },
     { "variables_hash_max_size", "legate's variables are fixed" },
     { "variables_hash_bucket_size", "legate's variables are fixed" },
@@ -149,7 +148,8 @@ static const char *const handled_common[] = {
     "log_format", "limit_req_zone", "limit_conn_zone", "upstream", "server", "location",
     "proxy_cache_path", "map", "split_clients", "listen", "server_name", "proxy_pass",
     "return", "rewrite", "include", "http2", "error_page", "proxy_intercept_errors",
-    "proxy_redirect", "default_type",
+    "proxy_redirect", "default_type", "limit_req_dry_run", "limit_conn_dry_run",
+    "auth_request_set",
     NULL,
 };
 
@@ -371,7 +371,9 @@ static int repeated(imp_t *im, const ngx_dir_t *block, const ngx_dir_t *d)
     static const char *const many[] = { "proxy_cache_valid", "access_log", "add_header",
         "proxy_set_header", "allow", "deny", "limit_req", "limit_conn", "proxy_hide_header",
         "proxy_ignore_headers", "log_format", "ssl_certificate", "ssl_certificate_key", "listen",
-        "server_name", "location", "rewrite", "include", "server", "error_page",
+        "server_name", "location", "rewrite", "include", "server", "error_page", "upstream",
+        "limit_req_zone", "limit_conn_zone", "proxy_cache_path", "map", "split_clients", "geo",
+        "set_real_ip_from", "auth_request_set",
         "proxy_redirect", NULL };
     for (size_t i = 0; many[i]; i++)
         if (imp_is(d, many[i]))
@@ -419,7 +421,11 @@ void nginx_level_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
             imp_sb_str(b, ";\n");
             break;
         }
-        if (imp_is(d, "gzip") && d->nargs == 2) {
+        if ((imp_is(d, "limit_req_dry_run") || imp_is(d, "limit_conn_dry_run")) && d->nargs == 2) {
+            imp_ind(b, n);
+            imp_sb_printf(b, "%s = %s;\n", d->args[0], strcmp(d->args[1], "on") == 0 ? "true"
+                                                                                   : "false");
+        } else if (imp_is(d, "gzip") && d->nargs == 2) {
             imp_ind(b, n);
             imp_sb_printf(b, "gzip = %s;\n", strcmp(d->args[1], "on") == 0 ? "true" : "false");
         } else if (imp_is(d, "gzip_types") && d->nargs >= 2) {
@@ -615,6 +621,32 @@ static void said_not_inherited(imp_t *im, const level_t *l, const char *const *n
                theirs->file, theirs->line);
 }
 
+/* "proxy_set_header NAME $var" where an auth_request_set of the level
+ * gives $var the service's header of that same name: legate's
+ * auth_request_set = [ NAME ] does both.  The auth_request_set, or NULL. */
+static const ngx_dir_t *auth_set_for(const level_t *lv, const char *name, const char *val)
+{
+    static const char *const ars[] = { "auth_request_set", NULL };
+    const level_t *l = nginx_level_array(lv, ars);
+    if (l == NULL || val[0] != '$')
+        return NULL;
+    for (const ngx_dir_t *d = l->block; d; d = d->next) {
+        if (!imp_is(d, "auth_request_set") || d->nargs != 3 || strcmp(d->args[1], val) != 0 ||
+            strncmp(d->args[2], "$upstream_http_", 15) != 0)
+            continue;
+        const char *h = d->args[2] + 15;
+        size_t i = 0;
+        for (; h[i] && name[i]; i++) {
+            char a = h[i] == '_' ? '-' : (char)tolower((unsigned char)h[i]);
+            if (a != tolower((unsigned char)name[i]))
+                break;
+        }
+        if (h[i] == '\0' && name[i] == '\0')
+            return d;
+    }
+    return NULL;
+}
+
 /* auth_request URI: the (internal) location of the server with that path
  * and a proxy_pass to an upstream -> auth_request, auth_request_uri */
 void nginx_level_auth_request(imp_t *im, sb_t *b, int n, const level_t *lv)
@@ -646,6 +678,75 @@ void nginx_level_auth_request(imp_t *im, sb_t *b, int n, const level_t *lv)
         return;
     imp_kv_quoted(b, n, "auth_request", up);
     imp_kv_quoted(b, n, "auth_request_uri", path && strcmp(path, "/") != 0 ? path : uri);
+    /* auth_request_set $v $upstream_http_x_user + proxy_set_header X-User $v */
+    static const char *const ars[] = { "auth_request_set", NULL };
+    static const char *const psh[] = { "proxy_set_header", NULL };
+    const level_t *al = nginx_level_array(lv, ars), *pl = nginx_level_array(lv, psh);
+    sb_t names = { 0 };
+    for (const ngx_dir_t *d = al ? al->block : NULL; d; d = d->next) {
+        if (!imp_is(d, "auth_request_set"))
+            continue;
+        const ngx_dir_t *used = NULL;
+        for (const ngx_dir_t *h = pl ? pl->block : NULL; h && !used; h = h->next)
+            if (imp_is(h, "proxy_set_header") && h->nargs == 3 &&
+                auth_set_for(lv, h->args[1], h->args[2]) == d)
+                used = h;
+        if (used == NULL) {
+            imp_report(im, d, "legate passes a header of the service's answer under its own name "
+                              "(auth_request_set = [ name ]) only: left out");
+            continue;
+        }
+        imp_sb_str(&names, names.n ? ", " : "");
+        imp_sb_quote(&names, used->args[1]);
+    }
+    if (names.n) {
+        imp_ind(b, n);
+        imp_sb_printf(b, "auth_request_set = [ %s ];\n", names.p);
+    }
+    free(names.p);
+    /* a proxy_cache on the auth location: legate remembers decisions */
+    const ngx_dir_t *pc = imp_child(target->block, "proxy_cache");
+    if (pc && pc->nargs == 2 && strcmp(pc->args[1], "off") != 0) {
+        long long ms = -1;
+        for (const ngx_dir_t *d = target->block; d; d = d->next) {
+            if (!imp_is(d, "proxy_cache_valid") || d->nargs < 2)
+                continue;
+            int for200 = d->nargs == 2;
+            for (int i = 1; i < d->nargs - 1; i++)
+                if (strcmp(d->args[i], "200") == 0 || strcmp(d->args[i], "any") == 0)
+                    for200 = 1;
+            if (for200)
+                ms = imp_time_ms(d->args[d->nargs - 1]);
+        }
+        if (ms <= 0) {
+            imp_report(im, pc, "no proxy_cache_valid for 200 on the auth location: legate asks "
+                               "the service for each request");
+        } else {
+            if (ms > 7 * 86400000LL) {
+                imp_report(im, pc, "legate remembers a decision for 7 days at most");
+                ms = 7 * 86400000LL;
+            }
+            imp_ind(b, n);
+            imp_sb_str(b, "auth_request_cache_time = ");
+            imp_sb_duration(b, ms);
+            imp_sb_str(b, ";\n");
+            imp_report(im, pc, "legate remembers the service's decisions (2xx, 401, 403) in each "
+                               "worker, not in a shared cache");
+            const ngx_dir_t *key = imp_child(target->block, "proxy_cache_key");
+            if (key && key->nargs == 2) {
+                const char *why = NULL;
+                char *t = imp_template(key->args[1], &why);
+                if (t == NULL)
+                    imp_report(im, key, "%s: legate's default key is used", why);
+                else {
+                    imp_kv_quoted(b, n, "auth_request_cache_key", t);
+                    free(t);
+                }
+            } else
+                imp_report(im, pc, "nginx's default key ($scheme$proxy_host$request_uri) does not "
+                                   "tell credentials apart; legate's does");
+        }
+    }
     for (const ngx_dir_t *d = target->block; d; d = d->next)
         if (imp_is(d, "proxy_set_header") || imp_is(d, "proxy_pass_request_body"))
             imp_report(im, d, "legate sends the auth service the request's head without a body "
@@ -730,6 +831,8 @@ void nginx_level_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
                 continue;
             }
             const char *name = d->args[1], *val = d->args[2];
+            if (nginx_level_inherited(lv, "auth_request") && auth_set_for(lv, name, val))
+                continue;   /* auth_request_set = [ name ], with auth_request */
             if (strcasecmp(name, "Host") == 0 && (strcmp(val, "$host") == 0 ||
                                                   strcmp(val, "$http_host") == 0))
                 continue;   /* legate passes the client's Host */

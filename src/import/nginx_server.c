@@ -228,6 +228,16 @@ static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char 
         return 0;
     imp_kv_quoted(b, n, "proxy_pass", up);
     next_upstream(im, lv, up);
+    /* nginx's default Host upstream is $proxy_host; legate passes the client's */
+    static const char *const psh[] = { "proxy_set_header", NULL };
+    const level_t *hl = nginx_level_array(lv, psh);
+    int host_set = 0;
+    for (const ngx_dir_t *d = hl ? hl->block : NULL; d; d = d->next)
+        if (imp_is(d, "proxy_set_header") && d->nargs >= 2 && strcasecmp(d->args[1], "Host") == 0)
+            host_set = 1;
+    if (!host_set)
+        imp_report(im, pp, "without proxy_set_header Host nginx sends Host: $proxy_host (the "
+                           "upstream's name); legate passes the client's Host");
     if (uri) {
         /* nginx replaces the matched prefix by the URI: a capture of the rest */
         if (strcmp(match_kind, "prefix") == 0 && strcmp(uri, path) != 0) {

@@ -335,6 +335,46 @@ def auth_request_side_by_side():
 
 
 @test(timeout=120)
+def auth_request_cache_and_set_side_by_side():
+    """proxy_cache on the auth location -> auth_request_cache_time/_key;
+    auth_request_set + proxy_set_header -> auth_request_set = [ name ]."""
+    on = [Origin("o0"), Origin("auth")]
+    ol = [Origin("o0"), Origin("auth")]
+    np, lp = free_port(), free_port()
+    start_nginx("auth-cache.conf", PORT=np, ORIGIN=on[0].address, ORIGIN2=on[1].address)
+    text, err = imported("auth-cache.conf", PORT=lp, ORIGIN=ol[0].address, ORIGIN2=ol[1].address)
+    contains(text, 'auth_request_set = [ "X-User" ];')
+    contains(text, 'auth_request_cache_time = "300s";')
+    contains(text, 'auth_request_cache_key = "auth $http_authorization";')
+    contains(err, "auth-cache.conf:16: proxy_cache: legate remembers the service's decisions")
+    ok("twice" not in err, "two upstreams are not a repeated directive: " + err)
+    # one worker: legate remembers decisions per worker
+    text = re.sub(r'^worker_processes = .*\n', 'worker_processes = 1;\n', text, flags=re.M)
+    Legate(re.sub(r'^error_log_level = .*\n', '', text, flags=re.M), workers=None)
+    import json
+    for o in on + ol:
+        o.reset_stats()
+    def both(path, headers=()):
+        rn = request(np, target=path, headers=headers, host="localhost")
+        rl = request(lp, target=path, headers=headers, host="localhost")
+        eq(rn.status, 200, "nginx: %s" % path)
+        eq(rl.status, rn.status, "legate: %s" % path)
+        return rn, rl
+    for i in range(3):
+        rn, rl = both("/private/doc?echo=1&n=%d" % i)
+        hn = {k.lower(): v for k, v in json.loads(rn.body)["headers"]}
+        hl = {k.lower(): v for k, v in json.loads(rl.body)["headers"]}
+        eq(hn.get("x-user"), "alice", "nginx passes the service's X-User")
+        eq(hl.get("x-user"), hn.get("x-user"), "legate passes the service's X-User")
+    for o, who in ((on[1], "nginx"), (ol[1], "legate")):
+        eq(o.stats()["by_path"].get("/check", 0), 1, "%s asked the auth service once" % who)
+    # a client's own X-User does not get through
+    rn, rl = both("/private/doc?echo=1&n=9", headers=[("X-User", "mallory")])
+    hl = {k.lower(): v for k, v in json.loads(rl.body)["headers"]}
+    eq(hl.get("x-user"), "alice")
+
+
+@test(timeout=120)
 def location_rewrites_side_by_side():
     np, lp, on, ol, lg, err = pair("api-rewrite.conf")
     contains(err, "api-rewrite.conf:11: rewrite: the route is this regex")
@@ -496,6 +536,7 @@ http {
     error_page 410 http://example.com/gone;
     error_page 418 /missing.html;
     limit_rate 100k;
+    limit_req_dry_run on;
     location / {
       proxy_pass http://app;
       proxy_intercept_errors on;
@@ -526,7 +567,7 @@ http {
                  'X-Forwarded-For = "$remote_addr";',
                  'add_response_headers_always = true;',
                  'iregex = "^/IMG/";',
-                 'http2 = true;']:
+                 'http2 = true;', 'limit_req_dry_run = true;']:
         contains(out, want)
     for want in [":2: error_log: syslog \"nohostname\" is not in legate: ignored",
                  ":5: access_log: \"buffer=32k\" is not in legate: ignored",
@@ -534,7 +575,8 @@ http {
                  ":12: error_page: a named location is not in legate",
                  ":13: error_page: a redirect to \"http://example.com/gone\"",
                  ":14: error_page: cannot read \"%s/missing.html\"" % html,
-                 ":21: proxy_redirect: a regex or variables"]:
+                 ":22: proxy_redirect: a regex or variables",
+                 ":27: proxy_pass: without proxy_set_header Host nginx sends Host: $proxy_host"]:
         contains(err, path + want)
     rc, terr = check_config(out)
     eq(rc, 0, "%s\n%s" % (terr, out))
@@ -613,11 +655,16 @@ def random_configurations_always_load():
             "proxy_pass http://$v;", "return 200 ok;", "return 301 https://$host$request_uri;", "return 404;", "return 302 /a/$1;",
             "rewrite ^/(.*)$ /z/$1 break;", "rewrite ^/q$ /r permanent;", "rewrite ^ /x last;", "try_files $uri =404;", "internal;",
             "proxy_next_upstream error timeout http_500;", "proxy_next_upstream_tries 3;", "auth_request /auth;", "add_header Strict-Transport-Security max-age=1;",
-            "proxy_hide_header X-Powered-By;", "proxy_redirect off;", "error_page 404 /404.html;"]
+            "proxy_hide_header X-Powered-By;", "proxy_redirect off;", "error_page 404 /404.html;",
+            "proxy_redirect http://up1/ /;", "proxy_redirect ~^(.*)$ $1;", "proxy_intercept_errors on;",
+            "default_type application/json;", "error_page 502 =200 /x.html;", "add_header X-A 1 always;",
+            "access_log syslog:server=127.0.0.1:5140,tag=t combined if=$arg_x;", "limit_conn_dry_run on;",
+            "auth_request_set $u $upstream_http_x_u;", "proxy_set_header X-U $u;"]
     LOCS = ["/", "/a/", "= /auth", "= /x", "^~ /s/", "~ ^/r/(\\d+)$", "~* \\.(gif|jpg)$", "@n", "~ (?i)x", "/b"]
     SRV = ["listen 127.0.0.1:%d;", "listen 127.0.0.1:%d ssl;", "listen 127.0.0.1:%d default_server;", "listen %d proxy_protocol;", "server_name a.test .b.test ~^c\\d+\\.test$ _;",
            "ssl_certificate %s/server-rsa.pem;" % CERTS, "ssl_certificate_key %s/server-rsa.key;" % CERTS,
-           "ssl_certificate /nope.pem;", "return 444;", "rewrite ^/old$ /new redirect;"]
+           "ssl_certificate /nope.pem;", "return 444;", "rewrite ^/old$ /new redirect;", "http2 on;",
+           "listen 127.0.0.1:%d http2;"]
     bad = []
     for seed in range(int(os.environ.get("LEGATE_IMPORT_RANDOM", "150"))):
         rnd = random.Random(seed)
