@@ -388,6 +388,24 @@ static int write_new(FILE *diag, const char *dir, const char *name, const char *
  * include of conf.d/), conf.d/upstreams.conf, and a file per server */
 static int write_dir(imp_t *im, const char *dir, const char *file, const sb_t *head)
 {
+    /* all or nothing: no file is written when one of them is there already */
+    int there = 0;
+    for (int i = -2; i < im->nsrv_text; i++) {
+        char path[PATH_MAX];
+        if (i == -2)
+            snprintf(path, sizeof(path), "%s/legate.conf", dir);
+        else if (i == -1)
+            snprintf(path, sizeof(path), "%s/conf.d/upstreams.conf", dir);
+        else
+            snprintf(path, sizeof(path), "%s/conf.d/%s.conf", dir, im->srv_name[i]);
+        if (access(path, F_OK) == 0) {
+            fprintf(im->diag, "%s: %s: not overwritten (import into a new directory)\n", path,
+                    strerror(EEXIST));
+            there = 1;
+        }
+    }
+    if (there)
+        return -1;
     if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
         fprintf(im->diag, "%s: %s\n", dir, strerror(errno));
         return -1;

@@ -626,6 +626,13 @@ http {
     ok(p.returncode != 0, "a second import into the same directory fails")
     contains(p.stderr.decode(), "legate.conf: File exists: not overwritten")
     eq(open(os.path.join(d, "legate.conf")).read(), main, "legate.conf untouched")
+    # nor when only one of them is there: nothing is written
+    os.remove(os.path.join(d, "legate.conf"))
+    p = subprocess.run([LEGATE_BIN, "--import-nginx", path, "--out", d], capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    ok(p.returncode != 0, "an import over conf.d/ files fails")
+    contains(p.stderr.decode(), "conf.d/upstreams.conf: File exists: not overwritten")
+    ok(not os.path.exists(os.path.join(d, "legate.conf")), "no legate.conf written")
     p = subprocess.run([LEGATE_BIN, "--out", d], capture_output=True, timeout=30,
                        stdin=subprocess.DEVNULL)
     ok(p.returncode != 0, "--out alone is refused")
@@ -704,6 +711,18 @@ def random_configurations_always_load():
         rc, _, terr = run_legate(["-t", "-q", "-p", d, "-c", path + ".lg"], prefix=d)
         if rc != 0:
             bad.append("seed %d: %s" % (seed, terr[:400]))
+        if seed % 5 == 0:
+            # the same as a directory: legate.conf and conf.d/
+            out_dir = path + ".d"
+            p = subprocess.run([LEGATE_BIN, "--import-nginx", path, "--out", out_dir],
+                               capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+            if p.returncode != 0:
+                bad.append("seed %d: --out failed: %s" % (seed, p.stderr.decode()[-300:]))
+                continue
+            rc, _, terr = run_legate(["-t", "-q", "-p", d, "-c", out_dir + "/legate.conf"],
+                                     prefix=d)
+            if rc != 0:
+                bad.append("seed %d (--out): %s" % (seed, terr[:400]))
     eq(bad, [], "imports that fail legate -t")
 
 
