@@ -164,11 +164,19 @@ def master_pid():
 
 
 def workers_of(pid):
-    try:
-        kids = open("/proc/%d/task/%d/children" % (pid, pid)).read().split()
-    except OSError:
-        return []
-    return [int(k) for k in kids]
+    """The children of pid, from /proc/*/stat (their parent is field 4)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open("/proc/%s/stat" % d).read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[0] != "Z" and int(fields[1]) == pid:
+            kids.append(int(d))
+    return kids
 
 
 def uid_of(pid):
