@@ -2,7 +2,8 @@
 """Installing legate like a daemon (issue 20): include = "conf.d/*.conf",
 the worker user, make install DESTDIR=, the systemd unit (checked with
 systemd-analyze, its reload lines run as systemd runs them), sd_notify
-readiness, the logrotate snippet.  The Debian package (make deb) is built
+readiness, the logrotate snippet, a binary upgrade after the binary was
+replaced (as a package upgrade does).  The Debian package (make deb) is built
 and installed, upgraded and purged by i03_deb_lifecycle.py."""
 import os
 import pwd
@@ -15,6 +16,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import legate_test  # noqa: E402
 from legate_test import *  # noqa: E402,F401,F403
 
 BUILD = os.path.dirname(os.path.dirname(os.path.abspath(LEGATE_BIN)))
@@ -352,6 +354,57 @@ def sd_notify_readiness():
     lg.signal(signal.SIGQUIT)
     eq(next_msg(), "STOPPING=1")
     lg.wait_exit()
+
+
+# ---------------------------------------------------------------- binary upgrade
+
+def read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+@test(timeout=120)
+def binary_upgrade_runs_the_binary_now_installed():
+    """A package upgrade renames the new binary over the old one: USR2 must
+    start the file now at the path (not /proc/self/exe, the old inode)."""
+    d = tmpdir("bin")
+    path = os.path.join(d, "legate")
+    shutil.copy(LEGATE_BIN, path)
+    saved = legate_test.LEGATE_BIN
+    legate_test.LEGATE_BIN = path
+    o = Origin("app")
+    port = free_port()
+    new = 0
+    try:
+        lg = Legate(simple_conf(port, [o]))
+    finally:
+        legate_test.LEGATE_BIN = saved
+    try:
+        pidfile = os.path.join(lg.prefix, "logs", "legate.pid")
+        eq(read_pid(pidfile), lg.pid)
+        shutil.copy(LEGATE_BIN, path + ".new")
+        os.rename(path + ".new", path)      # as dpkg puts a new file in place
+        ok(os.readlink("/proc/%d/exe" % lg.pid).endswith("(deleted)"), "the old binary replaced")
+        lg.signal(signal.SIGUSR2)
+        wait_until(lambda: read_pid(pidfile) not in (0, lg.pid), 15, what="the new master")
+        new = read_pid(pidfile)
+        eq(os.readlink("/proc/%d/exe" % new), path, "the new master runs the new file")
+        wait_until(lambda: get(port, "/x?size=2").status == 200, 10, what="answers")
+    finally:
+        if new:
+            try:
+                os.kill(new, signal.SIGQUIT)
+                wait_until(lambda: not os.path.exists("/proc/%d" % new) or
+                           open("/proc/%d/stat" % new).read().split()[2] == "Z", 15,
+                           what="the new master to stop")
+            except ProcessLookupError:
+                pass
+        lg.exit_expected = True
+        lg.signal(signal.SIGQUIT)
+        lg.wait_exit(15)
 
 
 # ---------------------------------------------------------------- logrotate
