@@ -219,11 +219,21 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
         } else if (imp_is(d, "geo"))
             imp_report(im, d, "geo is not in legate (it has allow_countries/countries by GeoIP): "
                               "left out");
-        else if (imp_is(d, "split_clients")) {
+        else if (imp_is(d, "http2_max_concurrent_streams") && d->nargs == 2) {
+            /* legate's is global: the http level's, the one nginx's servers inherit */
+            char *end;
+            long v = strtol(d->args[1], &end, 10);
+            if (*end || v < 1 || v > 65535)
+                imp_report(im, d, "1 to 65535 in legate: left out");
+            else
+                im->h2_streams = (int)v;
+        } else if (imp_is(d, "split_clients")) {
             /* with the proxy_pass that uses it */
         }
     }
     for (const ngx_dir_t *d = http->block; d; d = d->next) {
+        if (imp_is(d, "http2_max_concurrent_streams"))
+            continue;   /* above */
         const char *why = nginx_level_ignored(d->args[0]);
         if (why)
             imp_report(im, d, "not translated: %s", why);
@@ -492,6 +502,8 @@ int lg_import_nginx_to(const char *file, FILE *out, const char *outdir, FILE *di
     }
     if (im.cache_size_mb)
         imp_sb_printf(&head, "cache_size = \"%dm\";\n", im.cache_size_mb);
+    if (im.h2_streams)
+        imp_sb_printf(&head, "http2_max_concurrent_streams = %d;\n", im.h2_streams);
     if (outdir) {
         rc = write_dir(&im, outdir, file, &head);
     } else {

@@ -41,6 +41,7 @@ typedef struct imp {
     int             nlog_formats;
     int             nservers;
     int             cache_size_mb;
+    int             h2_streams;     /* http2_max_concurrent_streams of http, 0 if none */
     char           *files[256];     /* read, for the parse tree's file names */
     const ngx_dir_t *said[256];     /* inheritance remarks made */
     int             nsaid;

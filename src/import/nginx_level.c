@@ -115,8 +115,8 @@ static const struct { const char *name, *why; } ignored[] = {
     { "real_ip_recursive",   "legate walks real_ip_header from the right past trusted addresses" },
     { "underscores_in_headers", "not in legate" },
     { "ignore_invalid_headers", "legate refuses invalid headers (400)" },
-    { "http2_max_concurrent_streams", "legate's is a top-level setting "
-                                      "(http2_max_concurrent_streams): set it there by hand" },
+    { "http2_max_concurrent_streams", "legate's is one for all servers: the http level's is "
+                                      "translated" },
     { "map_hash_bucket_size", "no maps in legate" },
     { "variables_hash_max_size", "legate's variables are fixed" },
     { "variables_hash_bucket_size", "legate's variables are fixed" },

@@ -525,6 +525,7 @@ def recent_directives_translate():
 error_log syslog:server=127.0.0.1:5514,facility=local1,tag=edge,nohostname warn;
 http {
   default_type text/html;
+  http2_max_concurrent_streams 64;
   access_log syslog:server=unix:/dev/log,tag=edge combined if=$arg_log buffer=32k;
   upstream app { server 127.0.0.1:9; }
   server {
@@ -554,6 +555,7 @@ http {
     eq(rc, 0, err)
     check_remarks(err)
     for want in ['error_log = "syslog:server=127.0.0.1:5514,facility=local1,tag=edge";',
+                 'http2_max_concurrent_streams = 64;',
                  'error_log_level = "warn";',
                  'default_type = "text/html";',
                  'access_log = "syslog:server=unix:/dev/log,tag=edge";',
@@ -570,13 +572,13 @@ http {
                  'http2 = true;', 'limit_req_dry_run = true;']:
         contains(out, want)
     for want in [":2: error_log: syslog \"nohostname\" is not in legate: ignored",
-                 ":5: access_log: \"buffer=32k\" is not in legate: ignored",
-                 ":11: error_page: =200: legate answers with the error's own status",
-                 ":12: error_page: a named location is not in legate",
-                 ":13: error_page: a redirect to \"http://example.com/gone\"",
-                 ":14: error_page: cannot read \"%s/missing.html\"" % html,
-                 ":22: proxy_redirect: a regex or variables",
-                 ":27: proxy_pass: without proxy_set_header Host nginx sends Host: $proxy_host"]:
+                 ":6: access_log: \"buffer=32k\" is not in legate: ignored",
+                 ":12: error_page: =200: legate answers with the error's own status",
+                 ":13: error_page: a named location is not in legate",
+                 ":14: error_page: a redirect to \"http://example.com/gone\"",
+                 ":15: error_page: cannot read \"%s/missing.html\"" % html,
+                 ":23: proxy_redirect: a regex or variables",
+                 ":28: proxy_pass: without proxy_set_header Host nginx sends Host: $proxy_host"]:
         contains(err, path + want)
     rc, terr = check_config(out)
     eq(rc, 0, "%s\n%s" % (terr, out))
