@@ -72,9 +72,10 @@ static void usage(FILE *out)
         "  -p prefix      prefix for relative paths (default: %s)\n"
         "  -s signal      send a signal to the master: stop, quit, reload, reopen;\n"
         "                 status: print the running figures (a status = \"json\" route)\n"
-        "  --import-nginx file\n"
-        "                 translate an nginx configuration to stdout; what cannot be\n"
-        "                 translated is reported on stderr as file:line (legate-nginx(7))\n"
+        "  --import-nginx file [--out dir]\n"
+        "                 translate an nginx configuration to stdout (or to dir/legate.conf\n"
+        "                 and dir/conf.d/); what cannot be translated is reported on\n"
+        "                 stderr as file:line (legate-nginx(7))\n"
         "\n"
         "Signals: HUP reload, QUIT graceful stop, TERM fast stop, USR1 reopen logs,\n"
         "USR2 binary upgrade, WINCH stop the workers.  See legate(8), legate.conf(5).\n",
@@ -335,12 +336,13 @@ int main(int argc, char **argv)
     const char *prefix = LEGATE_PREFIX;
     const char *sig = NULL;
     int test = 0, dump = 0, fg = 0, quiet = 0;
-    const char *import_nginx = NULL;
+    const char *import_nginx = NULL, *import_out = NULL;
     int opt;
     static const struct option longopts[] = {
         { "help",         no_argument,       NULL, 'h' },
         { "version",      no_argument,       NULL, 'V' },
         { "import-nginx", required_argument, NULL, 'N' },
+        { "out",          required_argument, NULL, 'O' },
         { NULL, 0, NULL, 0 },
     };
     lg_features_setup();
@@ -350,6 +352,7 @@ int main(int argc, char **argv)
         case 'h': usage(stdout); return 0;
         case 'V': version(); return 0;
         case 'N': import_nginx = optarg; break;
+        case 'O': import_out = optarg; break;
         case 't': test = 1; break;
         case 'T': test = 1; dump = 1; break;
         case 'q': quiet = 1; break;
@@ -365,8 +368,12 @@ int main(int argc, char **argv)
         usage(stderr);
         return 1;
     }
+    if (import_out && !import_nginx) {
+        fprintf(stderr, "legate: --out goes with --import-nginx\n");
+        return 1;
+    }
     if (import_nginx)
-        return lg_import_nginx(import_nginx, stdout, stderr) < 0 ? 1 : 0;
+        return lg_import_nginx_to(import_nginx, stdout, import_out, stderr) < 0 ? 1 : 0;
     char *file = absolute(conf_file);
     char *pfx = absolute(prefix);
     if (file == NULL || pfx == NULL)

@@ -47,5 +47,9 @@ void       ngx_free(ngx_dir_t *d);
  * out and what could not be translated to diag.  0, or -1 if FILE could not
  * be read or parsed. */
 int lg_import_nginx(const char *file, FILE *out, FILE *diag);
+/* The same into a directory when outdir is set (out unused): outdir/legate.conf
+ * including the conf.d directory, conf.d/upstreams.conf and one conf.d file per
+ * server.  Files that exist are never overwritten (-1). */
+int lg_import_nginx_to(const char *file, FILE *out, const char *outdir, FILE *diag);
 
 #endif

@@ -218,6 +218,11 @@ static void shm_maybe_sweep(void)
     shm_sweep_gen = 0;
 }
 static const lg_opts_t *opts;
+/* The binary's path when this master started.  A binary upgrade (USR2)
+ * executes the file that is at this path now: after a package upgrade that
+ * is the new binary, while /proc/self/exe would still be the old, deleted
+ * inode and the upgrade would start the old code again. */
+static char exe_path[4096];
 int lg_ready_pipe[2] = { -1, -1 };
 
 /*
@@ -470,7 +475,8 @@ static void binary_upgrade(void)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        execv("/proc/self/exe", opts->argv);
+        if (exe_path[0])
+            execv(exe_path, opts->argv);
         execvp(opts->argv[0], opts->argv);
         lg_log_errno(LG_LOG_ALERT, errno, "execv(\"%s\") failed", opts->argv[0]);
         _exit(2);
@@ -577,6 +583,12 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
     conf = c;
     opts = o;
     char err[1024];
+    ssize_t xn = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
+    exe_path[xn > 0 ? xn : 0] = '\0';
+    static const char deleted[] = " (deleted)";
+    size_t xl = strlen(exe_path);
+    if (xl >= sizeof(deleted) - 1 && strcmp(exe_path + xl - (sizeof(deleted) - 1), deleted) == 0)
+        exe_path[0] = '\0';    /* replaced already: argv[0] by PATH, below */
 
     int sigs[] = { SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD };
     sigset_t block, none;

@@ -2,7 +2,9 @@
 """Installing legate like a daemon (issue 20): include = "conf.d/*.conf",
 the worker user, make install DESTDIR=, the systemd unit (checked with
 systemd-analyze, its reload lines run as systemd runs them), sd_notify
-readiness, the logrotate snippet, and make deb into a throwaway root."""
+readiness, the logrotate snippet, a binary upgrade after the binary was
+replaced (as a package upgrade does).  The Debian package (make deb) is built
+and installed, upgraded and purged by i03_deb_lifecycle.py."""
 import os
 import pwd
 import re
@@ -354,6 +356,57 @@ def sd_notify_readiness():
     lg.wait_exit()
 
 
+# ---------------------------------------------------------------- binary upgrade
+
+def read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+@test(timeout=120)
+def binary_upgrade_runs_the_binary_now_installed():
+    """A package upgrade renames the new binary over the old one: USR2 must
+    start the file now at the path (not /proc/self/exe, the old inode)."""
+    d = tmpdir("bin")
+    path = os.path.join(d, "legate")
+    shutil.copy(LEGATE_BIN, path)
+    saved = legate_test.LEGATE_BIN
+    legate_test.LEGATE_BIN = path
+    o = Origin("app")
+    port = free_port()
+    new = 0
+    try:
+        lg = Legate(simple_conf(port, [o]))
+    finally:
+        legate_test.LEGATE_BIN = saved
+    try:
+        pidfile = os.path.join(lg.prefix, "logs", "legate.pid")
+        eq(read_pid(pidfile), lg.pid)
+        shutil.copy(LEGATE_BIN, path + ".new")
+        os.rename(path + ".new", path)      # as dpkg puts a new file in place
+        ok(os.readlink("/proc/%d/exe" % lg.pid).endswith("(deleted)"), "the old binary replaced")
+        lg.signal(signal.SIGUSR2)
+        wait_until(lambda: read_pid(pidfile) not in (0, lg.pid), 15, what="the new master")
+        new = read_pid(pidfile)
+        eq(os.readlink("/proc/%d/exe" % new), path, "the new master runs the new file")
+        wait_until(lambda: get(port, "/x?size=2").status == 200, 10, what="answers")
+    finally:
+        if new:
+            try:
+                os.kill(new, signal.SIGQUIT)
+                wait_until(lambda: not os.path.exists("/proc/%d" % new) or
+                           open("/proc/%d/stat" % new).read().split()[2] == "Z", 15,
+                           what="the new master to stop")
+            except ProcessLookupError:
+                pass
+        lg.exit_expected = True
+        lg.signal(signal.SIGQUIT)
+        lg.wait_exit(15)
+
+
 # ---------------------------------------------------------------- logrotate
 
 @test
@@ -383,96 +436,6 @@ def logrotate_snippet_reopens_logs():
     eq(get(lg.port, "/after").status, 200)
     wait_until(lambda: "/after" in open(lg.access_log).read(), 10, what="/after in the new log")
     ok("/after" not in open(lg.access_log + ".1").read(), "nothing written to the old file")
-
-
-# ---------------------------------------------------------------- make deb
-
-@test(timeout=900)
-def deb_builds_and_runs_from_a_throwaway_root():
-    need_build_tree()
-    if not shutil.which("dh") or not shutil.which("dpkg-buildpackage"):
-        skip("debhelper is not installed (scripts/bootstrap installs it): no package built")
-    if "sanitizers" in version_text():
-        skip("sanitizer build: the package is built and checked by the plain build")
-    for f in os.listdir(BUILD):
-        if re.match(r"legate_.*\.deb$", f):
-            os.remove(os.path.join(BUILD, f))
-    rc, out = make("deb", timeout=850)
-    eq(rc, 0, out[-4000:])
-    debs = [f for f in os.listdir(BUILD) if re.match(r"legate_.*\.deb$", f)]
-    eq(len(debs), 1, "one package: %s" % debs)
-    d = tmpdir("deb")
-    deb = os.path.join(d, debs[0])
-    shutil.move(os.path.join(BUILD, debs[0]), deb)
-
-    def dpkg_deb(*args):
-        p = subprocess.run(["dpkg-deb"] + list(args), capture_output=True, timeout=60,
-                           stdin=subprocess.DEVNULL)
-        eq(p.returncode, 0, p.stderr.decode(errors="replace"))
-        return p.stdout.decode(errors="replace")
-    info = dpkg_deb("-I", deb)
-    contains(info, "Package: legate")
-    ok(re.search(r"Depends:.*adduser", info), "depends on adduser")
-    ctl = os.path.join(d, "control")
-    dpkg_deb("-e", deb, ctl)
-    contains(open(os.path.join(ctl, "conffiles")).read(), "/etc/legate/legate.conf")
-    post = open(os.path.join(ctl, "postinst")).read()
-    contains(post, "adduser --system")
-    contains(post, "deb-systemd-helper")
-    contains(open(os.path.join(ctl, "postrm")).read(), "purge")
-    root = os.path.join(d, "root")
-    dpkg_deb("-x", deb, root)
-    for p in ["usr/sbin/legate", "etc/legate/legate.conf", "etc/legate/conf.d/default.conf",
-              "etc/logrotate.d/legate", "lib/systemd/system/legate.service",
-              "usr/share/man/man5/legate.conf.5.gz", "usr/share/man/man8/legate.8.gz",
-              "usr/share/man/man7/legate-nginx.7.gz", "usr/share/man/man7/legate-squid.7.gz",
-              "usr/share/doc/legate/examples/reverse-proxy.conf"]:
-        ok(os.path.isfile(os.path.join(root, p)), "in the package: /%s" % p)
-    for p in ["var/log/legate", "var/cache/legate"]:
-        ok(os.path.isdir(os.path.join(root, p)), "in the package: /%s/" % p)
-    ok(not os.path.exists(os.path.join(root, "run")), "no /run in the package")
-    pkgbin = os.path.join(root, "usr/sbin/legate")
-    v = version_text(pkgbin)
-    contains(v, "configuration file: /etc/legate/legate.conf, prefix: /usr")
-    unit = open(os.path.join(root, "lib/systemd/system/legate.service")).read()
-    contains(unit, "ExecStartPre=/usr/sbin/legate -t -q -c /etc/legate/legate.conf")
-    if shutil.which("systemd-analyze"):
-        write(os.path.join(d, "unit", "legate.service"), unit.replace("/usr/sbin/legate", pkgbin))
-        p = subprocess.run(["systemd-analyze", "verify", "--man=no",
-                            os.path.join(d, "unit", "legate.service")],
-                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-        eq(p.returncode, 0, (p.stdout + p.stderr).decode(errors="replace"))
-    else:
-        print("# systemd-analyze is not installed: the packaged unit is not verified")
-    # the packaged binary with the packaged configuration (its paths moved
-    # into a prefix, the default site on a free port) answers
-    main = open(os.path.join(root, "etc/legate/legate.conf")).read()
-    try:
-        pwd.getpwnam("legate")
-        user = "legate"
-    except KeyError:
-        user = "nobody"
-    main = main.replace('user = "legate";', 'user = "%s";' % user if os.geteuid() == 0 else "")
-    main = main.replace("/run/legate/", "{prefix}/logs/").replace("/var/log/legate/", "{prefix}/logs/")
-    port = free_port()
-    site = open(os.path.join(root, "etc/legate/conf.d/default.conf")).read()
-    ok('listen = "80";' in site, "the default site listens on port 80")
-    saved = legate_test.LEGATE_BIN
-    legate_test.LEGATE_BIN = pkgbin
-    try:
-        lg = Legate(main, start=False)
-        os.chmod(lg.prefix, 0o755)
-        write(os.path.join(lg.prefix, "conf.d", "default.conf"),
-              site.replace('listen = "80";', 'listen = "127.0.0.1:%d";' % port))
-        lg.start()
-        wait_until(lambda: get(port).status == 200, 10, what="the default site")
-        contains(get(port).body.decode(), "legate is running")
-        lg.reload()
-        eq(get(port, "/healthz").body, b"ok\n")
-        lg.signal(signal.SIGQUIT)
-        lg.wait_exit()
-    finally:
-        legate_test.LEGATE_BIN = saved
 
 
 if __name__ == "__main__":

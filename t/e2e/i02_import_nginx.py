@@ -69,6 +69,8 @@ def render(name, d, **ports):
     with open(path, "w") as f:
         f.write(text)
     shutil.copy(os.path.join(TEMPLATES, "common.inc"), d)
+    if not os.path.isdir(os.path.join(d, "html")):
+        shutil.copytree(os.path.join(TEMPLATES, "html"), os.path.join(d, "html"))
     for sub in ("logs", "tmp"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
         os.chmod(os.path.join(d, sub), 0o777)
@@ -333,6 +335,46 @@ def auth_request_side_by_side():
 
 
 @test(timeout=120)
+def auth_request_cache_and_set_side_by_side():
+    """proxy_cache on the auth location -> auth_request_cache_time/_key;
+    auth_request_set + proxy_set_header -> auth_request_set = [ name ]."""
+    on = [Origin("o0"), Origin("auth")]
+    ol = [Origin("o0"), Origin("auth")]
+    np, lp = free_port(), free_port()
+    start_nginx("auth-cache.conf", PORT=np, ORIGIN=on[0].address, ORIGIN2=on[1].address)
+    text, err = imported("auth-cache.conf", PORT=lp, ORIGIN=ol[0].address, ORIGIN2=ol[1].address)
+    contains(text, 'auth_request_set = [ "X-User" ];')
+    contains(text, 'auth_request_cache_time = "300s";')
+    contains(text, 'auth_request_cache_key = "auth $http_authorization";')
+    contains(err, "auth-cache.conf:16: proxy_cache: legate remembers the service's decisions")
+    ok("twice" not in err, "two upstreams are not a repeated directive: " + err)
+    # one worker: legate remembers decisions per worker
+    text = re.sub(r'^worker_processes = .*\n', 'worker_processes = 1;\n', text, flags=re.M)
+    Legate(re.sub(r'^error_log_level = .*\n', '', text, flags=re.M), workers=None)
+    import json
+    for o in on + ol:
+        o.reset_stats()
+    def both(path, headers=()):
+        rn = request(np, target=path, headers=headers, host="localhost")
+        rl = request(lp, target=path, headers=headers, host="localhost")
+        eq(rn.status, 200, "nginx: %s" % path)
+        eq(rl.status, rn.status, "legate: %s" % path)
+        return rn, rl
+    for i in range(3):
+        rn, rl = both("/private/doc?echo=1&n=%d" % i)
+        hn = {k.lower(): v for k, v in json.loads(rn.body)["headers"]}
+        hl = {k.lower(): v for k, v in json.loads(rl.body)["headers"]}
+        eq(hn.get("x-user"), "alice", "nginx passes the service's X-User")
+        eq(hl.get("x-user"), hn.get("x-user"), "legate passes the service's X-User")
+    for o, who in ((on[1], "nginx"), (ol[1], "legate")):
+        eq(o.stats()["by_path"].get("/check", 0), 1, "%s asked the auth service once" % who)
+    # a client's own X-User does not get through
+    rn, rl = both("/private/doc?echo=1&n=9", headers=[("X-User", "mallory")])
+    hl = {k.lower(): v for k, v in json.loads(rl.body)["headers"]}
+    eq(hl.get("x-user"), "alice")
+
+
+@test(timeout=120)
 def location_rewrites_side_by_side():
     np, lp, on, ol, lg, err = pair("api-rewrite.conf")
     contains(err, "api-rewrite.conf:11: rewrite: the route is this regex")
@@ -396,7 +438,8 @@ def odd_directives_are_reported_and_the_rest_loads():
     lines = err.splitlines()
     eq(len(lines), len(set(lines)), "each remark once:\n" + err)
     for want in [":2: user: no user \"nosuchuser\" here: left out",
-                 ":4: error_log: legate logs to a file or stderr",
+                 ":4: error_log: syslog server \"logs.example.invalid\": legate takes an IP "
+                 "address",
                  ":10: server: \"nosuchhost.invalid:80\" does not resolve",
                  ":12: upstream: no server left",
                  ":16: ssl_certificate: cannot read \"/nonexistent.pem\"",
@@ -416,6 +459,186 @@ def odd_directives_are_reported_and_the_rest_loads():
     contains(out, 'app_v1_2 = {')
     contains(out, 'regex = "^/r/([0-9]+)/([A-Za-z0-9_]+)$";')
     contains(out, 'proxy_read_timeout = "5400s";')
+
+
+@test(timeout=120)
+def error_pages_redirects_always_side_by_side():
+    np, lp, on, ol, lg, err = pair("error-pages.conf")
+    page50x = open(os.path.join(TEMPLATES, "html", "50x.html"), "rb").read()
+    page404 = open(os.path.join(TEMPLATES, "html", "404.html"), "rb").read()
+    # an upstream's 502 and 404 replaced by the pages (proxy_intercept_errors)
+    for st, page in ((502, page50x), (404, page404)):
+        rn, rl = same(np["PORT"], lp["PORT"], "/api/x?status=%d" % st)
+        eq(rn.status, st)
+        eq(rn.body, page, "nginx's page for %d" % st)
+        eq(rl.body, rn.body, "legate's page for %d" % st)
+    # a status without a page goes through as the upstream sent it
+    rn, rl = same(np["PORT"], lp["PORT"], "/api/x?status=500&size=7")
+    eq(rn.status, 500)
+    eq(rl.body, rn.body, "the upstream's own 500 body")
+    # a return 404 gets the page too
+    rn, rl = same(np["PORT"], lp["PORT"], "/gone")
+    eq(rn.status, 404)
+    eq(rl.body, page404)
+    eq(rl.body, rn.body)
+    # proxy_redirect FROM TO on an upstream's Location
+    rn, rl = same(np["PORT"], lp["PORT"], "/api/login?status=302&hdr=Location:"
+                  "http://backend.internal/login/form")
+    eq(rn.status, 302)
+    # nginx makes the relative result absolute with the client's Host and its
+    # port; legate sends it as the rule writes it, and the import says so
+    eq(rn.headers.get("Location"), "http://localhost:%d/login/form" % np["PORT"])
+    eq(rl.headers.get("Location"), "/login/form")
+    contains(err, "error-pages.conf:21: proxy_redirect: nginx makes a relative Location absolute")
+    # add_header ... always on a ~* location: on the 404 from upstream too
+    for path in ("/pics/A.JPG?size=5", "/pics/b.png?status=404&size=3"):
+        rn, rl = same(np["PORT"], lp["PORT"], path)
+        eq(rn.headers.get("X-Img"), "yes", "nginx: %s" % path)
+        eq(rl.headers.get("X-Img"), rn.headers.get("X-Img"), "legate: %s" % path)
+    rn, rl = same(np["PORT"], lp["PORT"], "/pics/b.gif?size=3")
+    eq(rn.headers.get("X-Img"), None)
+    eq(rl.headers.get("X-Img"), None)
+    # default_type: the Content-Type of a return's body
+    rn, rl = same(np["PORT"], lp["PORT"], "/j")
+    eq(rn.headers.get("Content-Type"), "application/json")
+    eq(rl.headers.get("Content-Type"), rn.headers.get("Content-Type"))
+
+
+def translated(conf_text):
+    """Import an nginx configuration text: (rc, legate text, remarks)."""
+    d = tmpdir()
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf_text)
+    rc, out, err = importer(path)
+    return path, rc, out, err
+
+
+@test
+def recent_directives_translate():
+    d = tmpdir()
+    html = os.path.join(d, "html")
+    os.makedirs(html)
+    with open(os.path.join(html, "oops.html"), "w") as f:
+        f.write("oops\n")
+    path, rc, out, err = translated("""events {}
+error_log syslog:server=127.0.0.1:5514,facility=local1,tag=edge,nohostname warn;
+http {
+  default_type text/html;
+  http2_max_concurrent_streams 64;
+  access_log syslog:server=unix:/dev/log,tag=edge combined if=$arg_log buffer=32k;
+  upstream app { server 127.0.0.1:9; }
+  server {
+    listen 127.0.0.1:9080 http2;
+    root %s;
+    error_page 500 502 /oops.html;
+    error_page 404 =200 /empty.gif;
+    error_page 403 @denied;
+    error_page 410 http://example.com/gone;
+    error_page 418 /missing.html;
+    limit_rate 100k;
+    limit_req_dry_run on;
+    location / {
+      proxy_pass http://app;
+      proxy_intercept_errors on;
+      proxy_redirect default;
+      proxy_redirect http://app/ https://www.example.com/;
+      proxy_redirect ~^http://(.*)$ /$1;
+      proxy_set_header Host backend.internal;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      add_header X-A 1 always;
+    }
+    location ~* ^/IMG/ { proxy_pass http://app; proxy_redirect off; }
+  }
+}
+""" % html)
+    eq(rc, 0, err)
+    check_remarks(err)
+    for want in ['error_log = "syslog:server=127.0.0.1:5514,facility=local1,tag=edge";',
+                 'http2_max_concurrent_streams = 64;',
+                 'error_log_level = "warn";',
+                 'default_type = "text/html";',
+                 'access_log = "syslog:server=unix:/dev/log,tag=edge";',
+                 'access_log_if = "$arg_log";',
+                 'error_pages = [ "500 502 %s/oops.html" ];' % html,
+                 'limit_rate = 102400;',
+                 'intercept_errors = true;',
+                 'proxy_redirect = [ "default", "http://app/ https://www.example.com/" ];',
+                 'proxy_redirect = [ "off" ];',
+                 'Host = "backend.internal";',
+                 'X-Forwarded-For = "$remote_addr";',
+                 'add_response_headers_always = true;',
+                 'iregex = "^/IMG/";',
+                 'http2 = true;', 'limit_req_dry_run = true;']:
+        contains(out, want)
+    for want in [":2: error_log: syslog \"nohostname\" is not in legate: ignored",
+                 ":6: access_log: \"buffer=32k\" is not in legate: ignored",
+                 ":12: error_page: =200: legate answers with the error's own status",
+                 ":13: error_page: a named location is not in legate",
+                 ":14: error_page: a redirect to \"http://example.com/gone\"",
+                 ":15: error_page: cannot read \"%s/missing.html\"" % html,
+                 ":23: proxy_redirect: a regex or variables",
+                 ":28: proxy_pass: without proxy_set_header Host nginx sends Host: $proxy_host"]:
+        contains(err, path + want)
+    rc, terr = check_config(out)
+    eq(rc, 0, "%s\n%s" % (terr, out))
+
+
+@test
+def output_to_a_directory():
+    o = Origin("app")
+    port = free_port()
+    path, rc, out, err = translated("""events {}
+http {
+  upstream app { server %s; }
+  server { listen 127.0.0.1:%d; server_name www.example.test;
+           location / { proxy_pass http://app; } }
+  server { listen 127.0.0.1:%d default_server; server_name _;
+           location / { return 200 "other\\n"; } }
+}
+""" % (o.address, port, port))
+    eq(rc, 0, err)
+    d = os.path.join(os.path.dirname(path), "out")
+    p = subprocess.run([LEGATE_BIN, "--import-nginx", path, "--out", d], capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    derr = p.stderr.decode()
+    eq(p.returncode, 0, derr)
+    contains(derr, "written to %s/legate.conf and 3 files" % d)
+    eq(sorted(os.listdir(os.path.join(d, "conf.d"))),
+       ["01-www_example_test.conf", "02-default.conf", "upstreams.conf"])
+    main = open(os.path.join(d, "legate.conf")).read()
+    contains(main, 'include = "conf.d/*.conf";')
+    ok("servers = (" not in main and "upstreams = {" not in main, "servers and upstreams in conf.d/")
+    contains(open(os.path.join(d, "conf.d", "01-www_example_test.conf")).read(),
+             'server_name = [ "www.example.test" ];')
+    p = subprocess.run([LEGATE_BIN, "-t", "-c", os.path.join(d, "legate.conf")],
+                       capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    eq(p.returncode, 0, p.stderr.decode())
+    # the directory's configuration serves what the single file does
+    lg = Legate(main.replace('include = "conf.d/*.conf";',
+                             'include = "%s/conf.d/*.conf";' % d), workers=None)
+    r = request(port, target="/x?size=4", host="www.example.test")
+    eq(r.status, 200)
+    eq(r.headers.get("X-Origin"), "app")
+    r = request(port, target="/", host="other.example")
+    eq(r.body, b"other\n")
+    # never over files that are there
+    p = subprocess.run([LEGATE_BIN, "--import-nginx", path, "--out", d], capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    ok(p.returncode != 0, "a second import into the same directory fails")
+    contains(p.stderr.decode(), "legate.conf: File exists: not overwritten")
+    eq(open(os.path.join(d, "legate.conf")).read(), main, "legate.conf untouched")
+    # nor when only one of them is there: nothing is written
+    os.remove(os.path.join(d, "legate.conf"))
+    p = subprocess.run([LEGATE_BIN, "--import-nginx", path, "--out", d], capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    ok(p.returncode != 0, "an import over conf.d/ files fails")
+    contains(p.stderr.decode(), "conf.d/upstreams.conf: File exists: not overwritten")
+    ok(not os.path.exists(os.path.join(d, "legate.conf")), "no legate.conf written")
+    p = subprocess.run([LEGATE_BIN, "--out", d], capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    ok(p.returncode != 0, "--out alone is refused")
+    contains(p.stderr.decode(), "--out goes with --import-nginx")
 
 
 @test(timeout=300)
@@ -441,11 +664,16 @@ def random_configurations_always_load():
             "proxy_pass http://$v;", "return 200 ok;", "return 301 https://$host$request_uri;", "return 404;", "return 302 /a/$1;",
             "rewrite ^/(.*)$ /z/$1 break;", "rewrite ^/q$ /r permanent;", "rewrite ^ /x last;", "try_files $uri =404;", "internal;",
             "proxy_next_upstream error timeout http_500;", "proxy_next_upstream_tries 3;", "auth_request /auth;", "add_header Strict-Transport-Security max-age=1;",
-            "proxy_hide_header X-Powered-By;", "proxy_redirect off;", "error_page 404 /404.html;"]
+            "proxy_hide_header X-Powered-By;", "proxy_redirect off;", "error_page 404 /404.html;",
+            "proxy_redirect http://up1/ /;", "proxy_redirect ~^(.*)$ $1;", "proxy_intercept_errors on;",
+            "default_type application/json;", "error_page 502 =200 /x.html;", "add_header X-A 1 always;",
+            "access_log syslog:server=127.0.0.1:5140,tag=t combined if=$arg_x;", "limit_conn_dry_run on;",
+            "auth_request_set $u $upstream_http_x_u;", "proxy_set_header X-U $u;"]
     LOCS = ["/", "/a/", "= /auth", "= /x", "^~ /s/", "~ ^/r/(\\d+)$", "~* \\.(gif|jpg)$", "@n", "~ (?i)x", "/b"]
     SRV = ["listen 127.0.0.1:%d;", "listen 127.0.0.1:%d ssl;", "listen 127.0.0.1:%d default_server;", "listen %d proxy_protocol;", "server_name a.test .b.test ~^c\\d+\\.test$ _;",
            "ssl_certificate %s/server-rsa.pem;" % CERTS, "ssl_certificate_key %s/server-rsa.key;" % CERTS,
-           "ssl_certificate /nope.pem;", "return 444;", "rewrite ^/old$ /new redirect;"]
+           "ssl_certificate /nope.pem;", "return 444;", "rewrite ^/old$ /new redirect;", "http2 on;",
+           "listen 127.0.0.1:%d http2;"]
     bad = []
     for seed in range(int(os.environ.get("LEGATE_IMPORT_RANDOM", "150"))):
         rnd = random.Random(seed)
@@ -485,6 +713,18 @@ def random_configurations_always_load():
         rc, _, terr = run_legate(["-t", "-q", "-p", d, "-c", path + ".lg"], prefix=d)
         if rc != 0:
             bad.append("seed %d: %s" % (seed, terr[:400]))
+        if seed % 5 == 0:
+            # the same as a directory: legate.conf and conf.d/
+            out_dir = path + ".d"
+            p = subprocess.run([LEGATE_BIN, "--import-nginx", path, "--out", out_dir],
+                               capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+            if p.returncode != 0:
+                bad.append("seed %d: --out failed: %s" % (seed, p.stderr.decode()[-300:]))
+                continue
+            rc, _, terr = run_legate(["-t", "-q", "-p", d, "-c", out_dir + "/legate.conf"],
+                                     prefix=d)
+            if rc != 0:
+                bad.append("seed %d (--out): %s" % (seed, terr[:400]))
     eq(bad, [], "imports that fail legate -t")
 
 
