@@ -495,6 +495,9 @@ typedef struct lg_forward {
     lg_strv_t *allow_users;             /* names / "@group": who may use this listener; default any */
     lg_user_rule_t *user_rules;         /* in order */
     size_t     nuser_rules;
+    char      *ftp_user;                /* ftp:// login without credentials, default "anonymous" */
+    char      *ftp_password;            /* ...and its password, default "legate@" (Squid's ftp_user) */
+    int        ftp_epsv;                /* bool: EPSV before PASV, default 1 (Squid's ftp_epsv) */
     int        line;
     void      *rt;                      /* built by the proxy layer (ACLs, lists) */
     void     (*rt_free)(void *rt);      /* and how to free it */

@@ -59,6 +59,9 @@ static const directive_t forward_dirs[] = {
     PATH("auth_groups_file", NULL, NULL, lg_forward_t, auth_groups_file),
     ROW("allow_users",       D_STRLIST, 0, 0, "", lg_forward_t, allow_users),
     CUSTOM("user_rules",     fn_user_rules),
+    ROW("ftp_user",          D_STRING,  0, 0, "anonymous", lg_forward_t, ftp_user),
+    ROW("ftp_password",      D_STRING,  0, 0, "legate@", lg_forward_t, ftp_password),
+    ROW("ftp_epsv",          D_BOOL,    0, 1, "true", lg_forward_t, ftp_epsv),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 

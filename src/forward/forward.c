@@ -13,6 +13,7 @@
  * workers by fork.  Each worker has one resolver per forward server.
  */
 #include "forward/forward.h"
+#include "forward/gateway.h"
 
 #include "pipeline/headers.h"
 #include "proxy/proxy.h"
@@ -497,7 +498,9 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
         return;
     }
     struct sockaddr_storage ss = addrs[0];
-    unsigned port = s->ri.port ? (unsigned)s->ri.port : 80;
+    static const unsigned dport[] = { [LG_SCHEME_HTTP] = 80, [LG_SCHEME_FTP] = 21,
+                                      [LG_SCHEME_GOPHER] = 70 };
+    unsigned port = s->ri.port ? (unsigned)s->ri.port : dport[s->ri.scheme];
     if (ss.ss_family == AF_INET6)
         ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
     else
@@ -511,6 +514,10 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
     } else if (di >= 0) {
         refuse(s, "the destination address is in deny_destinations (%s)",
                lg_cidr_rule(rt->deny_dst, di));
+    } else if (s->ri.scheme == LG_SCHEME_FTP) {
+        lg_ftp_start(s, &ss);           /* the gateways (gateway.h) */
+    } else if (s->ri.scheme == LG_SCHEME_GOPHER) {
+        lg_gopher_start(s, &ss);
     } else {
         lg_upstream_t *up = destination(&ss, s->ri.connect, NULL, f->keepalive);
         if (up == NULL)
@@ -541,6 +548,10 @@ static size_t dest_host(const lg_req_t *s, char host[256])
  */
 static int forward_access(lg_req_t *s)
 {
+    if (s->ri.scheme != LG_SCHEME_HTTP && !lg_req_is_forward(s)) {
+        lg_respond_error(s, 400);       /* ftp:// and gopher:// only where a forward proxy is */
+        return LG_DONE;
+    }
     if (!lg_req_is_forward(s))
         return LG_DECLINED;
     lg_forward_t *f = s->server->forward;
@@ -619,7 +630,9 @@ static int forward_access(lg_req_t *s)
         return LG_DONE;
     }
     if (!s->ri.connect && lg_urlre_count(rt->urlre)) {
-        char *url = lg_arena_printf(&s->arena, "http://%.*s%.*s", (int)s->ri.authority.n,
+        static const char *const sch[] = { "http", "ftp", "gopher" };
+        char *url = lg_arena_printf(&s->arena, "%s://%.*s%.*s", sch[s->ri.scheme],
+                                    (int)s->ri.authority.n,
                                     s->ri.authority.p, (int)s->ri.uri.n, s->ri.uri.p);
         int k = url ? lg_urlre_match(rt->urlre, url, strlen(url)) : -1;
         if (k >= 0) {
@@ -637,6 +650,17 @@ static void cancel_lookup(void *arg)
         lg_resolve_cancel(LOOKUP(s));
         s->ctx[fwd_slot] = NULL;
     }
+}
+
+static int forward_content(lg_req_t *s);
+
+/* ftp:// and gopher:// go to their gateway from ROUTE, before the cache
+ * (whose keys are HTTP URLs) could answer them. */
+static int forward_gateway(lg_req_t *s)
+{
+    if (!lg_req_is_forward(s) || s->ri.scheme == LG_SCHEME_HTTP)
+        return LG_DECLINED;
+    return forward_content(s);
 }
 
 /* The CONTENT phase: look the destination up; resolved() goes on. */
@@ -692,6 +716,7 @@ const lg_feature_t lg_feature_forward = {
     .name = "forward proxy",
     .handlers = {
         { LG_PH_ACCESS, forward_access },
+        { LG_PH_ROUTE, forward_gateway },
         { LG_PH_CONTENT, forward_content },
     },
     .ctx_slot = &fwd_slot,
