@@ -122,7 +122,8 @@ static int status_of(int code, int at_login)
 
 static void fail_reply(lg_gw_t *g, const char *why, int at_login)
 {
-    int st = status_of(g->code, at_login);
+    /* a transfer that failed (426, 451) is the server's failure: 502 */
+    int st = g->state == FTP_XFER || g->state == FTP_FINAL ? 502 : status_of(g->code, at_login);
     if (st == 401) {
         g->r->auth_realm = lg_arena_printf(&g->r->arena, "FTP %.*s", (int)g->r->ri.host.n,
                                            g->r->ri.host.p);
