@@ -342,6 +342,8 @@ static void list_line(lg_gw_text_t *t, const char *l, size_t n)
     } else if (fl == 8 && digit(f0[0]) && f0[2] == '-') {
         /* DOS: 01-31-24  10:00AM  <DIR>|size  name */
         const char *sz = field(l, n, 2, &sl, &rest);
+        while (rest && rest < l + n && (*rest == ' ' || *rest == '\t'))
+            rest++;             /* the name is after the column's padding */
         if (sz && rest && rest < l + n) {
             int dir = sl == 5 && memcmp(sz, "<DIR>", 5) == 0;
             entry(t, rest, (size_t)(l + n - rest), dir, sz, sl, f0, fl);

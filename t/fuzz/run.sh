@@ -11,6 +11,8 @@
 #   h2          src/pipeline/h2.c through libnghttp2's callbacks: frames from a
 #               client into requests and back, on the whole worker (all of src/)
 #   nginx       src/import/nginx_parse.c: nginx.conf tokens and blocks (--import-nginx)
+#   ftp         src/forward/gw_parse.c: FTP replies, EPSV/PASV/SIZE answers, MLSD
+#               and LIST listings and Gopher menus as HTML (a mode byte chooses)
 set -u
 SRC=${LEGATE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BLD=${LEGATE_BUILDDIR:-$(pwd)}
@@ -27,7 +29,7 @@ CFG=$BLD/config.h
 [ -f "$CFG" ] || CFG=$SRC/config.h
 export LSAN_OPTIONS="suppressions=$SRC/t/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 passed=0 failed=0
-for h in parse conf proxyproto htpasswd json cache h2 nginx; do
+for h in parse conf proxyproto htpasswd json cache h2 nginx ftp; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
     conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c
@@ -45,6 +47,7 @@ for h in parse conf proxyproto htpasswd json cache h2 nginx; do
                         libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) -lcrypt"
                 corpus=corpus-h2; secs=$SECS ;;
     nginx)      srcs="src/import/nginx_parse.c"; libs=""; corpus=corpus-nginx; secs=$(( (SECS + 1) / 2 )) ;;
+    ftp)        srcs="src/forward/gw_parse.c"; libs=""; corpus=corpus-ftp; secs=$(( (SECS + 1) / 2 )) ;;
     esac
     cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
     set --
