@@ -483,13 +483,13 @@ static int fwd_slot;
 #define LOOKUP(s) ((struct lg_resolve *)(s)->ctx[fwd_slot])
 
 static const lg_stage_t resolve_stage;
+static int addr_refusal(lg_forward_t *f, const struct sockaddr_storage *ss, char *why, size_t wl);
 
 static void resolved(void *arg, int status, const struct sockaddr_storage *addrs, size_t n)
 {
     lg_req_t *s = arg;
     s->ctx[fwd_slot] = NULL;
     lg_forward_t *f = s->server->forward;
-    fwd_rt_t *rt = f->rt;
     if (status != LG_RESOLVE_OK || n == 0) {
         lg_error("forward proxy: cannot resolve \"%.*s\": %s, client: %s", (int)s->ri.host.n,
                  s->ri.host.p, lg_resolve_strerror(status), s->peer_text);
@@ -507,13 +507,9 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
         ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
     /* judged on the address we would connect to, not the name: DNS
      * rebinding and odd literals cannot slip past */
-    const char *cls = f->allow_private ? NULL : lg_cidr_private((const struct sockaddr *)&ss, 0);
-    int di = lg_cidr_lookup(rt->deny_dst, (const struct sockaddr *)&ss);
-    if (cls) {
-        refuse(s, "the destination is a %s address (allow_private is off)", cls);
-    } else if (di >= 0) {
-        refuse(s, "the destination address is in deny_destinations (%s)",
-               lg_cidr_rule(rt->deny_dst, di));
+    char why[256];
+    if (addr_refusal(f, &ss, why, sizeof(why))) {
+        refuse(s, "%s", why);
     } else if (s->ri.scheme == LG_SCHEME_FTP) {
         lg_ftp_start(s, &ss);           /* the gateways (gateway.h) */
     } else if (s->ri.scheme == LG_SCHEME_GOPHER) {
@@ -540,6 +536,76 @@ static size_t dest_host(const lg_req_t *s, char host[256])
     memcpy(host, hp, hn);
     host[hn] = '\0';
     return hn;
+}
+
+/*
+ * May the request's user go to host:port: the user's rule (the first
+ * naming the user), the port list of a tunnel (CONNECT, SOCKS5 CONNECT,
+ * SOCKS5 UDP datagrams: `tunnel` set), the blocklists.  0, or 1 with the
+ * reason in why.
+ */
+static int dest_refusal(lg_req_t *s, const char *host, size_t hn, int tunnel, unsigned port,
+                        char *why, size_t wl)
+{
+    lg_forward_t *f = s->server->forward;
+    fwd_rt_t *rt = f->rt;
+    const fwd_urule_t *ur = NULL;
+    int urline = 0;
+    for (size_t i = 0; i < rt->nurules && ur == NULL; i++)
+        if (user_in(rt, s->user, f->user_rules[i].users)) {
+            ur = &rt->urules[i];
+            urline = f->user_rules[i].line;
+        }
+    const lg_portset_t *ports = ur && ur->ports ? ur->ports : &rt->ports;
+    const char *what = s->ri.udp_associate ? "UDP" : "CONNECT";
+    lg_domset_hit_t hit;
+    if (tunnel && !lg_portset_has(ports, port)) {
+        if (ports == &rt->ports)
+            snprintf(why, wl, "%s to port %u is not allowed (connect_ports)", what, port);
+        else
+            snprintf(why, wl, "%s to port %u is not allowed for %s (user rule at line %d)",
+                     what, port, s->user, urline);
+    } else if (lg_domset_match(rt->block, host, hn, &hit)) {
+        snprintf(why, wl, "%s is blocked by %s (%s)", host, hit.source, hit.rule);
+    } else if (ur && lg_domset_match(ur->block, host, hn, &hit)) {
+        snprintf(why, wl, "%s is blocked for %s by the user rule at line %d (%s)", host, s->user,
+                 urline, hit.rule);
+    } else if (ur && lg_domset_count(ur->allow) && !lg_domset_match(ur->allow, host, hn, NULL)) {
+        snprintf(why, wl, "%s is not in allow_domains for %s (user rule at line %d)", host,
+                 s->user, urline);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* The destination address: private ranges (unless allow_private) and
+ * deny_destinations.  0, or 1 with the reason in why. */
+static int addr_refusal(lg_forward_t *f, const struct sockaddr_storage *ss, char *why, size_t wl)
+{
+    fwd_rt_t *rt = f->rt;
+    const char *cls = f->allow_private ? NULL : lg_cidr_private((const struct sockaddr *)ss, 0);
+    int di = lg_cidr_lookup(rt->deny_dst, (const struct sockaddr *)ss);
+    if (cls)
+        snprintf(why, wl, "the destination is a %s address (allow_private is off)", cls);
+    else if (di >= 0)
+        snprintf(why, wl, "the destination address is in deny_destinations (%s)",
+                 lg_cidr_rule(rt->deny_dst, di));
+    else
+        return 0;
+    return 1;
+}
+
+int lg_forward_udp_refusal(lg_req_t *s, const struct sockaddr_storage *ss, char *why, size_t wl)
+{
+    char host[64];
+    const void *a = ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                                              : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+    unsigned port = ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                                                    : ((const struct sockaddr_in *)ss)->sin_port);
+    inet_ntop(ss->ss_family, a, host, sizeof(host));
+    return dest_refusal(s, host, strlen(host), 1, port, why, wl) ||
+           addr_refusal(s->server->forward, ss, why, wl);
 }
 
 /*
@@ -587,46 +653,23 @@ static int forward_access(lg_req_t *s)
         lg_respond_error(s, 407);
         return LG_DONE;
     }
+    if (f->allow_users && f->allow_users->n && !user_in(rt, s->user, f->allow_users)) {
+        refuse(s, "user %s may not use this proxy (allow_users)", s->user ? s->user : "-");
+        return LG_DONE;
+    }
+    if (s->ri.udp_associate) {
+        lg_socks_udp_start(s);  /* each datagram's destination is judged there */
+        return LG_DONE;
+    }
     if (s->ri.host.n == 0 || s->ri.host.n > 253) {
         lg_respond_error(s, 400);
         return LG_DONE;
     }
     char host[256];
     size_t hn = dest_host(s, host);
-    if (f->allow_users && f->allow_users->n && !user_in(rt, s->user, f->allow_users)) {
-        refuse(s, "user %s may not use this proxy (allow_users)", s->user ? s->user : "-");
-        return LG_DONE;
-    }
-    /* the first rule naming the user applies */
-    const fwd_urule_t *ur = NULL;
-    int urline = 0;
-    for (size_t i = 0; i < rt->nurules && ur == NULL; i++)
-        if (user_in(rt, s->user, f->user_rules[i].users)) {
-            ur = &rt->urules[i];
-            urline = f->user_rules[i].line;
-        }
-    const lg_portset_t *ports = ur && ur->ports ? ur->ports : &rt->ports;
-    if (s->ri.connect && !lg_portset_has(ports, (unsigned)s->ri.port)) {
-        if (ports == &rt->ports)
-            refuse(s, "CONNECT to port %d is not allowed (connect_ports)", s->ri.port);
-        else
-            refuse(s, "CONNECT to port %d is not allowed for %s (user rule at line %d)",
-                   s->ri.port, s->user, urline);
-        return LG_DONE;
-    }
-    lg_domset_hit_t hit;
-    if (lg_domset_match(rt->block, host, hn, &hit)) {
-        refuse(s, "%s is blocked by %s (%s)", host, hit.source, hit.rule);
-        return LG_DONE;
-    }
-    if (ur && lg_domset_match(ur->block, host, hn, &hit)) {
-        refuse(s, "%s is blocked for %s by the user rule at line %d (%s)", host, s->user,
-               urline, hit.rule);
-        return LG_DONE;
-    }
-    if (ur && lg_domset_count(ur->allow) && !lg_domset_match(ur->allow, host, hn, NULL)) {
-        refuse(s, "%s is not in allow_domains for %s (user rule at line %d)", host, s->user,
-               urline);
+    char why[512];
+    if (dest_refusal(s, host, hn, s->ri.connect, (unsigned)s->ri.port, why, sizeof(why))) {
+        refuse(s, "%s", why);
         return LG_DONE;
     }
     if (!s->ri.connect && lg_urlre_count(rt->urlre)) {

@@ -48,6 +48,7 @@ typedef struct lg_req_info {
     int            is_head;
     int            method_idempotent;
     int            connect;         /* CONNECT host:port (authority-form) */
+    int            udp_associate;   /* SOCKS5 UDP ASSOCIATE (forward/socks.c), with connect */
     int            port;            /* from the target or Host, 0 if none given */
 } lg_req_info_t;
 
