@@ -347,6 +347,51 @@ def data_dropped_mid_file_is_never_complete():
 
 
 @test
+def backpressure_holds_the_server_back():
+    """A client that stops reading: legate stops reading the data
+    connection, so the server is held back and the worker does not grow."""
+    total = 256 * 1024 * 1024
+    sent = [0]
+
+    def retr(ctl, data):
+        ctl.sendall(b"150 here it comes\r\n")
+        chunk = b"y" * 65536
+        try:
+            while sent[0] < total:
+                data.sendall(chunk)
+                sent[0] += len(chunk)
+        except OSError:
+            pass
+        data.close()
+    srv = FakeFtp(size=total, retr=retr)
+    port = free_port()
+    lg = Legate(conf(port), workers=1)
+    lg.allow_log(r"cut short|send\(\) to client")
+    rss0 = sum(rss_kb(p) for p in lg.workers())
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(("GET ftp://127.0.0.1:%d/huge HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n"
+               % (srv.port, srv.port)).encode())
+    got = 0
+    while got < 1024 * 1024:
+        x = s.recv(65536)
+        ok(x, "the transfer began")
+        got += len(x)
+    # the client stops reading: the server's sending must stop too
+    wait_until(lambda: sent[0] > 0, 10, what="the server sends")
+    last = [-1]
+
+    def stalled():
+        before, last[0] = last[0], sent[0]
+        return before == sent[0]
+    wait_until(stalled, 20, interval=0.5, what="the server held back")
+    ok(sent[0] < 64 * 1024 * 1024, "held back after %d bytes of %d" % (sent[0], total))
+    grown = sum(rss_kb(p) for p in lg.workers()) - rss0
+    ok(grown < 16 * 1024, "the worker grew %d KiB, not by the file" % grown)
+    s.close()
+
+
+@test
 def pasv_fallback_ignores_the_address_it_names():
     srv = FakeFtp(epsv=False, size=5, pasv_host="10.9.8.7",
                   retr=drop_after(5, b"226 done\r\n"))

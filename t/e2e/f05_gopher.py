@@ -111,6 +111,28 @@ def search_sends_the_words():
 
 
 @test
+def a_reset_mid_item_is_never_complete():
+    import socket
+    import struct
+
+    def reset_after(s, peer):
+        s.recv(1024)
+        s.sendall(b"z" * 50000)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()                       # RST, not FIN: the item was cut
+    srv = ScriptedServer(reset_after)
+    port = free_port()
+    lg = Legate(conf(port))
+    lg.allow_log(r"recv\(\) from the server failed|cut short")
+    url = "gopher://127.0.0.1:%d/9/cut" % srv.port
+    p = subprocess.run(["curl", "-sS", "--max-time", "30", "--request-target", url,
+                        "-H", "Host: 127.0.0.1:%d" % srv.port, "http://127.0.0.1:%d/" % port],
+                       capture_output=True, timeout=40, stdin=subprocess.DEVNULL)
+    ok(p.returncode != 0, "curl reports a failed transfer (rc %d)" % p.returncode)
+    ok(len(p.stdout) <= 50000, "no more than was sent: %d" % len(p.stdout))
+
+
+@test
 def empty_and_missing_servers_are_502():
     g = Gopherd()
     port = free_port()
