@@ -251,6 +251,34 @@ def rules_as_for_connect():
     ctl3.close()
 
 
+@test
+def ipv6_association():
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).bind(("::1", 0))
+    except OSError:
+        raise Skip("no IPv6 loopback")
+    echo = UdpEcho("::1")
+    sport = free_port("::1")
+    Legate(conf(sport, "%d" % echo.port).replace('"127.0.0.1:%d"' % sport, '"[::1]:%d"' % sport))
+    s = socket.create_connection(("::1", sport), timeout=10)
+    s.sendall(b"\x05\x01\x00")
+    eq(recv_exact(s, 2), b"\x05\x00")
+    s.sendall(b"\x05\x03\x00\x04" + bytes(16) + b"\x00\x00")
+    r = recv_exact(s, 22)
+    eq(r[:4], b"\x05\x00\x00\x04", "an IPv6 relay address")
+    relay = (socket.inet_ntop(socket.AF_INET6, r[4:20]), struct.unpack(">H", r[20:22])[0])
+    eq(relay[0], "::1")
+    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    u.bind(("::1", 0))
+    u.settimeout(5)
+    dgram = (b"\x00\x00\x00\x04" + socket.inet_pton(socket.AF_INET6, "::1") +
+             struct.pack(">H", echo.port) + b"six")
+    u.sendto(dgram, relay)
+    data, peer = u.recvfrom(65535)
+    eq(data, dgram[:22] + b"echo:six")
+    s.close()
+
+
 class Rtsp:
     """A tiny RTSP responder: OPTIONS and DESCRIBE answered."""
 
