@@ -193,6 +193,23 @@ def directories_as_html_escaped():
 
 
 @test
+def forward_rules_apply():
+    d = Ftpd()
+    port = free_port()
+    lg = Legate(conf(port, 'url_filters = [ "big\\\\.bin$" ];'))
+    st, _, body = via(port, d.url("/big.bin"), check=False)
+    eq(st, 403, "url_filters see the ftp:// URL")
+    contains(body.decode(), "the URL matches the filter")
+    st, _, _ = via(port, d.url("/hello.txt"))
+    eq(st, 200)
+    port2 = free_port()
+    Legate(conf(port2).replace("allow_private = true;", ""))
+    st, _, body = via(port2, d.url("/hello.txt"), check=False)
+    eq(st, 403, "a loopback FTP server without allow_private")
+    contains(body.decode(), "allow_private is off")
+
+
+@test
 def logins_from_url_header_and_config():
     d = Ftpd()
     port = free_port()
