@@ -596,7 +596,13 @@ static int addr_refusal(lg_forward_t *f, const struct sockaddr_storage *ss, char
     return 1;
 }
 
-int lg_forward_udp_refusal(lg_req_t *s, const struct sockaddr_storage *ss, char *why, size_t wl)
+struct lg_resolver *lg_forward_resolver(lg_req_t *s)
+{
+    return resolver_of(s->server->forward);
+}
+
+int lg_forward_udp_refusal(lg_req_t *s, const char *name, const struct sockaddr_storage *ss,
+                           char *why, size_t wl)
 {
     char host[64];
     const void *a = ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
@@ -604,7 +610,9 @@ int lg_forward_udp_refusal(lg_req_t *s, const struct sockaddr_storage *ss, char 
     unsigned port = ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
                                                     : ((const struct sockaddr_in *)ss)->sin_port);
     inet_ntop(ss->ss_family, a, host, sizeof(host));
-    return dest_refusal(s, host, strlen(host), 1, port, why, wl) ||
+    if (name == NULL)
+        name = host;
+    return dest_refusal(s, name, strlen(name), 1, port, why, wl) ||
            addr_refusal(s->server->forward, ss, why, wl);
 }
 

@@ -10,12 +10,12 @@
  *
  * UDP ASSOCIATE (RFC 1928 section 7): the client is given a UDP port on
  * the address it reached us at; a datagram from it (its address, and its
- * port once known) with FRAG 0 and an IPv4 or IPv6 destination goes on if
- * that destination passes what a SOCKS5 CONNECT to it would (the port
- * list, the user's rules, the destination address checks); the answers of
- * the destinations it sent to come back wrapped.  Anything else --
- * fragments, other senders, names to resolve, strangers answering -- is
- * dropped and counted.  The association lasts as long as its TCP
+ * port once known) with FRAG 0 goes on if its destination passes what a
+ * SOCKS5 CONNECT to it would (the port list, the user's rules and
+ * blocklists, the destination address checks; a name is resolved first,
+ * a few datagrams at a time); the answers of the destinations it sent to
+ * come back wrapped.  Anything else -- fragments, other senders,
+ * strangers answering -- is dropped and counted.  The association lasts as long as its TCP
  * connection (and tunnel_idle_timeout without traffic).
  *
  * BIND is answered "command not supported".
@@ -31,6 +31,7 @@
 #include <netinet/in.h>
 
 #include "core/log.h"
+#include "net/resolve.h"
 
 enum {
     SOCKS_GREETING = 0,
@@ -295,6 +296,19 @@ static void socks_done(lg_conn_t *c, lg_req_t *r)
 #define UDP_PEERS  32           /* destinations a client's answers may come from */
 #define UDP_ROUNDS 64           /* datagrams a step moves each way before others have a turn */
 #define UDP_MAX    65535
+#define UDP_LOOKUPS 8           /* datagrams to names waiting for their lookup */
+
+struct socks_udp;
+
+/* A datagram whose destination is a name being looked up. */
+typedef struct udp_lookup {
+    struct socks_udp *u;        /* borrowed: its association */
+    lg_resolve_t     *lk;       /* in flight, or NULL (the slot is free) */
+    char              name[256];
+    unsigned          port;
+    unsigned char    *data;     /* owned (malloc): the payload */
+    size_t            n;
+} udp_lookup_t;
 
 typedef struct socks_udp {
     uint32_t   magic;
@@ -308,6 +322,7 @@ typedef struct socks_udp {
     size_t     npeers, next_peer;
     uint64_t   relayed, answered, dropped;
     int        warned;          /* drops logged (a few, not a flood) */
+    udp_lookup_t lookups[UDP_LOOKUPS];
 } socks_udp_t;
 
 static const lg_stage_t udp_stage;
@@ -345,6 +360,13 @@ static void udp_close_io(lg_io_t *io)
 static void udp_cleanup(void *arg)
 {
     socks_udp_t *u = arg;
+    for (size_t i = 0; i < UDP_LOOKUPS; i++) {
+        if (u->lookups[i].lk)
+            lg_resolve_cancel(u->lookups[i].lk);
+        u->lookups[i].lk = NULL;
+        free(u->lookups[i].data);
+        u->lookups[i].data = NULL;
+    }
     udp_close_io(&u->cio);
     udp_close_io(&u->oio[0]);
     udp_close_io(&u->oio[1]);
@@ -404,6 +426,62 @@ static void udp_drop(socks_udp_t *u, const char *why)
     }
 }
 
+static void send_on(socks_udp_t *u, const char *name, const struct sockaddr_storage *dst,
+                    const unsigned char *p, size_t n);
+
+static void looked_up(void *arg, int status, const struct sockaddr_storage *addrs, size_t n)
+{
+    udp_lookup_t *l = arg;
+    socks_udp_t *u = l->u;
+    l->lk = NULL;
+    if (u->magic == UDP_MAGIC && u->r) {
+        if (status != LG_RESOLVE_OK || n == 0) {
+            udp_drop(u, "the destination's name does not resolve");
+        } else if (l->port == 0) {
+            udp_drop(u, "destination port 0");
+        } else {
+            struct sockaddr_storage dst = addrs[0];
+            if (dst.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *)&dst)->sin6_port = htons((uint16_t)l->port);
+            else
+                ((struct sockaddr_in *)&dst)->sin_port = htons((uint16_t)l->port);
+            send_on(u, l->name, &dst, l->data, l->n);
+        }
+    }
+    free(l->data);
+    l->data = NULL;
+}
+
+/* A datagram to a name: held (a few at a time) while the name is looked up. */
+static void lookup(socks_udp_t *u, const char *name, size_t nl, unsigned port,
+                   const unsigned char *p, size_t n)
+{
+    udp_lookup_t *l = NULL;
+    for (size_t i = 0; i < UDP_LOOKUPS && l == NULL; i++)
+        if (u->lookups[i].lk == NULL && u->lookups[i].data == NULL)
+            l = &u->lookups[i];
+    struct lg_resolver *res = lg_forward_resolver(u->r);
+    if (l == NULL || res == NULL) {
+        udp_drop(u, l ? "no resolver" : "too many names being looked up");
+        return;
+    }
+    memcpy(l->name, name, nl);
+    l->name[nl] = '\0';
+    l->port = port;
+    l->u = u;
+    l->n = n;
+    if ((l->data = malloc(n ? n : 1)) == NULL) {
+        udp_drop(u, "out of memory");
+        return;
+    }
+    memcpy(l->data, p, n);
+    if ((l->lk = lg_resolve(res, l->name, looked_up, l)) == NULL) {
+        free(l->data);
+        l->data = NULL;
+        udp_drop(u, "cannot look the name up");
+    }
+}
+
 /* A datagram from the client: checked, unwrapped, sent on. */
 static void from_client(socks_udp_t *u, const unsigned char *p, size_t n,
                         const struct sockaddr_storage *from)
@@ -435,37 +513,57 @@ static void from_client(socks_udp_t *u, const unsigned char *p, size_t n,
         memcpy(&a->sin6_addr, p + 4, 16);
         memcpy(&a->sin6_port, p + 20, 2);
         hl = 22;
+    } else if (p[3] == 3 && n >= 7 && p[4] > 0 && n >= 7u + p[4]) {
+        /* a name: looked up (the resolver's cache answers most), then on */
+        size_t nl = p[4];
+        if (memchr(p + 5, '\0', nl)) {
+            udp_drop(u, "a bad name");
+            return;
+        }
+        if (!u->client_port)
+            u->client_port = (int)ss_port(from);
+        lookup(u, (const char *)p + 5, nl, (unsigned)(p[5 + nl] << 8 | p[6 + nl]), p + 7 + nl,
+               n - 7 - nl);
+        return;
     } else {
-        udp_drop(u, p[3] == 3 ? "a destination by name (send its address)" : "a bad address");
+        udp_drop(u, "a bad address");
         return;
     }
     if (ss_port(&dst) == 0) {
         udp_drop(u, "destination port 0");
         return;
     }
+    if (!u->client_port)
+        u->client_port = (int)ss_port(from);   /* the first sender's port from now on */
+    send_on(u, NULL, &dst, p + hl, n - hl);
+}
+
+/* The payload to dst (named name, or NULL), if the rules allow it. */
+static void send_on(socks_udp_t *u, const char *name, const struct sockaddr_storage *dst0,
+                    const unsigned char *p, size_t n)
+{
+    struct sockaddr_storage d = *dst0, *dst = &d;
     char why[512];
-    if (lg_forward_udp_refusal(u->r, &dst, why, sizeof(why))) {
+    if (lg_forward_udp_refusal(u->r, name, dst, why, sizeof(why))) {
         udp_drop(u, why);
         return;
     }
-    if (!u->client_port)
-        u->client_port = (int)ss_port(from);   /* the first sender's port from now on */
-    int v6 = dst.ss_family == AF_INET6;
-    if (u->oio[v6].fd < 0 && udp_socket(u, &u->oio[v6], dst.ss_family, NULL) < 0) {
+    int v6 = dst->ss_family == AF_INET6;
+    if (u->oio[v6].fd < 0 && udp_socket(u, &u->oio[v6], dst->ss_family, NULL) < 0) {
         udp_drop(u, "cannot open a socket towards the destination");
         return;
     }
     socklen_t dl = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    if (sendto(u->oio[v6].fd, p + hl, n - hl, 0, (const struct sockaddr *)&dst, dl) < 0) {
+    if (sendto(u->oio[v6].fd, p, n, 0, (const struct sockaddr *)dst, dl) < 0) {
         udp_drop(u, strerror(errno));  /* UDP: a full buffer loses the datagram */
         return;
     }
     u->relayed++;
-    u->r->bytes_in += n - hl;
+    u->r->bytes_in += n;
     for (size_t i = 0; i < u->npeers; i++)
-        if (memcmp(&u->peers[i], &dst, sizeof(dst)) == 0)
+        if (same_ip(&u->peers[i], dst) && ss_port(&u->peers[i]) == ss_port(dst))
             return;
-    u->peers[u->next_peer] = dst;
+    u->peers[u->next_peer] = *dst;
     u->next_peer = (u->next_peer + 1) % UDP_PEERS;
     if (u->npeers < UDP_PEERS)
         u->npeers++;

@@ -3,18 +3,19 @@
 python sockets as the client: datagrams relayed to a UDP echo origin and
 back, a DNS query through the association to t/dnsd.py, the same rules as
 SOCKS5 CONNECT (a port outside connect_ports, a private address without
-allow_private, an authenticated user), and what is dropped: a datagram
-with FRAG set, one from another address or port than the client's, one
-naming its destination by name.  The association ends with its TCP
-connection.  Also RTSP (OPTIONS, DESCRIBE to a tiny responder) through a
+allow_private, an authenticated user, a blocked name), destinations by
+name looked up, and what is dropped: a datagram with FRAG set, one from
+another address or port than the client's.  The association ends with its
+TCP connection.  Also RTSP (OPTIONS, DESCRIBE to a tiny responder) through a
 SOCKS5 CONNECT and an HTTP CONNECT tunnel."""
 import os
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
@@ -185,7 +186,7 @@ def dns_through_the_association():
 
 
 @test
-def dropped_fragments_strangers_names_and_ports():
+def dropped_fragments_strangers_and_ports():
     echo = UdpEcho()
     other = UdpEcho()           # a port not in connect_ports
     sport = free_port()
@@ -195,8 +196,6 @@ def dropped_fragments_strangers_names_and_ports():
     u = udp_client()
     u.sendto(wrap(echo.port, b"fragment", frag=1), relay)
     u.sendto(wrap(other.port, b"wrong port"), relay)
-    named = b"\x00\x00\x00\x03\x09localhost" + struct.pack(">H", echo.port) + b"by name"
-    u.sendto(named, relay)
     eq(exchange(u, relay, wrap(echo.port, b"first"))[10:], b"echo:first",
        "a good one after them is relayed: the client's port is fixed now")
     # the same address, another port; and another address of this host
@@ -212,10 +211,36 @@ def dropped_fragments_strangers_names_and_ports():
     eq(other.got, [], "nothing reached a port outside connect_ports")
     lg.wait_log(r"FRAG is not 0", what="the fragment logged")
     lg.wait_log(r"UDP to port %d is not allowed \(connect_ports\)" % other.port, what="the port rule")
-    lg.wait_log(r"a destination by name", what="the name")
     lg.wait_log(r"not from the client's address", what="the stranger")
     ctl.close()
-    lg.wait_log(r"2 datagrams relayed, 2 answers, %d dropped" % (5 if u3 else 4), what="counted")
+    lg.wait_log(r"2 datagrams relayed, 2 answers, %d dropped" % (4 if u3 else 3), what="counted")
+
+
+def named(name, port, data):
+    return b"\x00\x00\x00\x03" + bytes([len(name)]) + name + struct.pack(">H", port) + data
+
+
+@test
+def destinations_by_name():
+    echo = UdpEcho()
+    d = tempfile.mkdtemp(prefix="legate-udp-")
+    with open(os.path.join(d, "hosts"), "w") as f:
+        f.write("127.0.0.1 echo.test blocked.test\n")
+    sport = free_port()
+    lg = Legate(conf(sport, "%d" % echo.port,
+                     'hosts_file = "%s/hosts"; resolvers = [ "127.0.0.1:9" ]; '
+                     'block_domains = [ "blocked.test" ];' % d))
+    rc, ctl, relay = associate(sport)
+    eq(rc, 0)
+    u = udp_client()
+    u.sendto(named(b"blocked.test", echo.port, b"blocked"), relay)
+    got = exchange(u, relay, named(b"echo.test", echo.port, b"by name"))
+    eq(got[10:], b"echo:by name", "a name looked up, then relayed")
+    eq(got[3], 1, "the answer names the address")
+    lg.wait_log(r"blocked\.test is blocked by block_domains", what="the blocklist on the name")
+    eq(echo.got, [b"by name"])
+    ctl.close()
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @test
