@@ -9,8 +9,9 @@
  *               transfer cut short signalled as such, never as complete
  *   gw_parse.c  the parsers of bytes from those servers (FTP replies,
  *               passive-mode answers, listings; Gopher menus) and the HTML
- *               they become: pure functions, unit-tested and fuzzed
- *               (t/unit/test_ftp.c, t/fuzz/fuzz_ftp.c)
+ *               they become, and the SOCKS5 UDP header (socks.c): pure
+ *               functions, unit-tested and fuzzed (t/unit/test_ftp.c,
+ *               t/fuzz/fuzz_ftp.c)
  */
 #ifndef LEGATE_FORWARD_GATEWAY_H
 #define LEGATE_FORWARD_GATEWAY_H
@@ -70,6 +71,15 @@ void lg_ftp_render_listing(lg_gw_text_t *t, const char *path, size_t pn,
  * links only to well-formed hosts and ports. */
 void lg_gopher_render_menu(lg_gw_text_t *t, const char *title, size_t tn,
                            const char *menu, size_t n);
+
+/* A SOCKS5 UDP request header (RFC 1928 section 7: RSV RSV FRAG ATYP
+ * DST.ADDR DST.PORT) at p, for socks.c: its length, with *frag, *port
+ * and either *dst (an IPv4 or IPv6 destination, port set) or name (a
+ * domain name, NUL-terminated; dst->ss_family AF_UNSPEC); -1 malformed
+ * (reserved bytes not 0, an unknown ATYP, an empty name or one with a NUL,
+ * too short). */
+ssize_t lg_socks_udp_header(const unsigned char *p, size_t n, int *frag,
+                            struct sockaddr_storage *dst, char name[256], unsigned *port);
 
 /* ---- ftp.c, gopher.c: the gateways (forward.c hands requests to them) ---- */
 

@@ -6,6 +6,7 @@
  */
 #include "forward/gateway.h"
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -498,4 +499,53 @@ void lg_gopher_render_menu(lg_gw_text_t *t, const char *title, size_t tn, const 
         i = e + 1;
     }
     lg_gw_text_str(t, "<hr><address>legate</address>\n</body></html>\n");
+}
+
+/* ---- SOCKS5 UDP ---- */
+
+ssize_t lg_socks_udp_header(const unsigned char *p, size_t n, int *frag,
+                            struct sockaddr_storage *dst, char name[256], unsigned *port)
+{
+    memset(dst, 0, sizeof(*dst));
+    name[0] = '\0';
+    if (n < 4 || p[0] != 0 || p[1] != 0)
+        return -1;
+    *frag = p[2];
+    size_t al;
+    switch (p[3]) {
+    case 1:
+        al = 4;
+        break;
+    case 4:
+        al = 16;
+        break;
+    case 3:
+        if (n < 5 || p[4] == 0)
+            return -1;
+        al = 1u + p[4];
+        break;
+    default:
+        return -1;
+    }
+    if (n < 4 + al + 2)
+        return -1;
+    *port = (unsigned)(p[4 + al] << 8 | p[5 + al]);
+    if (p[3] == 1) {
+        struct sockaddr_in *a = (struct sockaddr_in *)dst;
+        a->sin_family = AF_INET;
+        memcpy(&a->sin_addr, p + 4, 4);
+        a->sin_port = htons((uint16_t)*port);
+    } else if (p[3] == 4) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)dst;
+        a->sin6_family = AF_INET6;
+        memcpy(&a->sin6_addr, p + 4, 16);
+        a->sin6_port = htons((uint16_t)*port);
+    } else {
+        if (memchr(p + 5, '\0', p[4]))
+            return -1;
+        memcpy(name, p + 5, p[4]);
+        name[p[4]] = '\0';
+        dst->ss_family = AF_UNSPEC;
+    }
+    return (ssize_t)(4 + al + 2);
 }

@@ -31,6 +31,7 @@
 #include <netinet/in.h>
 
 #include "core/log.h"
+#include "forward/gateway.h"
 #include "net/resolve.h"
 
 enum {
@@ -490,52 +491,33 @@ static void from_client(socks_udp_t *u, const unsigned char *p, size_t n,
         udp_drop(u, "not from the client's address");
         return;
     }
-    if (n < 4 || p[0] != 0 || p[1] != 0) {
+    struct sockaddr_storage dst;
+    char name[256];
+    unsigned port = 0;
+    int frag = 0;
+    ssize_t hl = lg_socks_udp_header(p, n, &frag, &dst, name, &port);
+    if (hl < 0) {
         udp_drop(u, "no SOCKS5 UDP header");
         return;
     }
-    if (p[2] != 0) {
+    if (frag) {
         udp_drop(u, "a fragment (FRAG is not 0): fragments are not reassembled");
         return;
     }
-    struct sockaddr_storage dst;
-    memset(&dst, 0, sizeof(dst));
-    size_t hl;
-    if (p[3] == 1 && n >= 10) {
-        struct sockaddr_in *a = (struct sockaddr_in *)&dst;
-        a->sin_family = AF_INET;
-        memcpy(&a->sin_addr, p + 4, 4);
-        memcpy(&a->sin_port, p + 8, 2);
-        hl = 10;
-    } else if (p[3] == 4 && n >= 22) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&dst;
-        a->sin6_family = AF_INET6;
-        memcpy(&a->sin6_addr, p + 4, 16);
-        memcpy(&a->sin6_port, p + 20, 2);
-        hl = 22;
-    } else if (p[3] == 3 && n >= 7 && p[4] > 0 && n >= 7u + p[4]) {
-        /* a name: looked up (the resolver's cache answers most), then on */
-        size_t nl = p[4];
-        if (memchr(p + 5, '\0', nl)) {
-            udp_drop(u, "a bad name");
-            return;
-        }
-        if (!u->client_port)
-            u->client_port = (int)ss_port(from);
-        lookup(u, (const char *)p + 5, nl, (unsigned)(p[5 + nl] << 8 | p[6 + nl]), p + 7 + nl,
-               n - 7 - nl);
-        return;
-    } else {
-        udp_drop(u, "a bad address");
+    if (port == 0) {
+        udp_drop(u, "destination port 0");
         return;
     }
-    if (ss_port(&dst) == 0) {
-        udp_drop(u, "destination port 0");
+    if (dst.ss_family == AF_UNSPEC) {
+        /* a name: looked up (the resolver's cache answers most), then on */
+        if (!u->client_port)
+            u->client_port = (int)ss_port(from);
+        lookup(u, name, strlen(name), port, p + hl, n - (size_t)hl);
         return;
     }
     if (!u->client_port)
         u->client_port = (int)ss_port(from);   /* the first sender's port from now on */
-    send_on(u, NULL, &dst, p + hl, n - hl);
+    send_on(u, NULL, &dst, p + hl, n - (size_t)hl);
 }
 
 /* The payload to dst (named name, or NULL), if the rules allow it. */

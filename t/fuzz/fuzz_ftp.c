@@ -1,6 +1,7 @@
 /*
  * libFuzzer harness for src/forward/gw_parse.c: what FTP and Gopher
- * servers send the gateways.  The first byte chooses the parser (mod 8),
+ * servers send the gateways, and SOCKS5 UDP headers from clients.  The
+ * first byte chooses the parser (mod 9),
  * the rest is the server's bytes, on an exact-size heap copy so ASan sees
  * any read past the end.
  *
@@ -8,13 +9,15 @@
  *   1 the port of an EPSV reply          5 a LIST listing as HTML
  *   2 the port of a PASV reply           6 a Gopher menu as HTML
  *   3 the size of a SIZE reply           7 percent-decoding a path
+ *   8 a SOCKS5 UDP datagram's header
  *
  * Invariants checked (abort() when broken): a reply is taken whole or not
  * at all, never more than was given, and with a code from 100 to 599;
  * ports are 1..65535; no page holds a '<' the renderer did not write
  * itself (every tag it writes is one of a known few) and no raw '"'
  * inside an attribute; decoding never grows and never lets CR, LF or NUL
- * through.
+ * through; a UDP header is never longer than the datagram, its name a
+ * string of at most 255 bytes.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
  *       src/forward/gw_parse.c t/fuzz/fuzz_ftp.c -o fuzz_ftp
@@ -22,6 +25,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "forward/gateway.h"
 
@@ -63,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 {
     if (n < 1 || n > 65536)
         return 0;
-    int mode = data[0] % 8;
+    int mode = data[0] % 9;
     size_t len = n - 1;
     char *b = malloc(len ? len : 1);
     CHECK(b != NULL);
@@ -116,6 +120,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
         for (ssize_t i = 0; i < k; i++)
             CHECK(out[i] != '\r' && out[i] != '\n' && out[i] != '\0');
         free(out);
+        break;
+    }
+    case 8: {
+        struct sockaddr_storage dst;
+        char name[256];
+        unsigned port = 0;
+        int frag = 0;
+        ssize_t hl = lg_socks_udp_header((const unsigned char *)b, len, &frag, &dst, name, &port);
+        CHECK(hl == -1 || (hl >= 7 && (size_t)hl <= len));
+        if (hl > 0) {
+            CHECK(port <= 65535 && frag >= 0 && frag <= 255);
+            CHECK(dst.ss_family == AF_INET || dst.ss_family == AF_INET6 ||
+                  (dst.ss_family == AF_UNSPEC && strlen(name) >= 1 && strlen(name) <= 255));
+        }
         break;
     }
     }

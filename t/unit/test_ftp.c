@@ -2,10 +2,13 @@
  * Unit tests of forward/gw_parse.c: FTP control replies (single and
  * multi-line, split anywhere, refused when they are no FTP), the passive
  * mode and SIZE answers, listings and Gopher menus as HTML, decoding of
- * paths and selectors.  Table driven where the cases are one line each.
+ * paths and selectors, SOCKS5 UDP headers.  Table driven where the cases
+ * are one line each.
  */
 #include <criterion/criterion.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,4 +185,40 @@ Test(gopher, text_is_bounded)
     cr_expect(t.full);
     cr_expect(t.n < 64);
     lg_gw_text_free(&t);
+}
+
+Test(socks_udp, headers)
+{
+    static const struct { const char *in; size_t n; ssize_t hl; int family, frag; unsigned port; } t[] = {
+        { "\0\0\0\x01\x7f\0\0\x01\x00\x35" "dns", 13, 10, AF_INET, 0, 53 },
+        { "\0\0\x01\x01\x7f\0\0\x01\x00\x35", 10, 10, AF_INET, 1, 53 },
+        { "\0\0\0\x04\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01\x1f\x90", 22, 22, AF_INET6, 0, 8080 },
+        { "\0\0\0\x03\x04test\x00\x07" "x", 12, 11, AF_UNSPEC, 0, 7 },
+        { "\0\0\0\x03\x00\x00\x07", 7, -1, 0, 0, 0 },           /* an empty name */
+        { "\0\0\0\x03\x04te\0t\x00\x07", 11, -1, 0, 0, 0 },    /* a NUL in it */
+        { "\0\0\0\x03\x09test\x00\x07", 11, -1, 0, 0, 0 },      /* longer than the datagram */
+        { "\0\x01\0\x01\x7f\0\0\x01\x00\x35", 10, -1, 0, 0, 0 }, /* RSV not 0 */
+        { "\0\0\0\x02\x7f\0\0\x01\x00\x35", 10, -1, 0, 0, 0 },   /* ATYP 2 */
+        { "\0\0\0\x01\x7f\0\0", 7, -1, 0, 0, 0 },                  /* short */
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(t); i++) {
+        unsigned char *b = malloc(t[i].n);
+        memcpy(b, t[i].in, t[i].n);
+        struct sockaddr_storage dst;
+        char name[256];
+        unsigned port = 0;
+        int frag = -1;
+        ssize_t hl = lg_socks_udp_header(b, t[i].n, &frag, &dst, name, &port);
+        cr_expect_eq(hl, t[i].hl, "%zu: %zd", i, hl);
+        if (hl > 0) {
+            cr_expect_eq(dst.ss_family, t[i].family, "%zu", i);
+            cr_expect_eq(frag, t[i].frag, "%zu", i);
+            cr_expect_eq(port, t[i].port, "%zu", i);
+            if (t[i].family == AF_UNSPEC)
+                cr_expect_str_eq(name, "test");
+            if (t[i].family == AF_INET)
+                cr_expect_eq(ntohs(((struct sockaddr_in *)&dst)->sin_port), t[i].port);
+        }
+        free(b);
+    }
 }
