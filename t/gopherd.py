@@ -19,6 +19,7 @@ line, then closes (Gopher's end of an answer):
   /search<TAB>words
                a menu saying "You searched for: words" (type 7)
   /empty       nothing at all
+  /huge        a menu of 2 MB (more than a gateway should read whole)
   anything else: a type-3 error line menu
 
 With --exit-on-eof it exits when its standard input reaches end of file,
@@ -73,6 +74,10 @@ def answer(conn, host, port):
         conn.sendall(("iYou searched for: %s\tfake\t(NULL)\t0\r\n.\r\n" % words).encode())
     elif sel == "/empty":
         pass
+    elif sel == "/huge":
+        line = ("0Item number %%06d\t/about.txt\t%s\t%d\r\n" % (host, port)).encode()
+        for i in range(0, 50000):
+            conn.sendall(line % i)
     else:
         conn.sendall(("3No such selector: %s\t\terror.host\t1\r\n.\r\n" % sel).encode())
 

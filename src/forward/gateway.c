@@ -60,7 +60,7 @@ lg_gw_t *lg_gw_new(lg_req_t *r, const lg_stage_t *st, const struct sockaddr_stor
     g->length = -1;
     g->addr = *ss;
     g->read_timeout = lg_req_common(r)->proxy_read_timeout;
-    g->text.max = LG_GW_LIST_MAX * 4;
+    g->text.max = LG_GW_LIST_MAX * 12;   /* escaping makes a page up to ~10 times its source */
     g->raw.max = LG_GW_LIST_MAX;
     g->is_head = r->ri.is_head;
     lg_req_cleanup(r, gw_cleanup, g);
@@ -334,8 +334,10 @@ void lg_gw_page(lg_gw_t *g, int status, const char *ctype)
 {
     lg_req_t *r = g->r;
     lg_gw_close(g);
-    if (g->text.full && g->text.n == 0) {
-        lg_gw_fail(g, 502, "the answer is too large", NULL, 0);
+    if (g->raw.full || g->text.full) {
+        /* a page cut anywhere would pass for the whole listing */
+        lg_gw_fail(g, 502, "the listing or menu is larger than legate reads whole (1 MiB)",
+                   NULL, 0);
         return;
     }
     if (lg_gw_head(g, status, ctype, (int64_t)g->text.n) < 0) {

@@ -144,6 +144,10 @@ def empty_and_missing_servers_are_502():
     eq(st, 502, "an empty menu")
     st, _, _ = via(port, "gopher://127.0.0.1:%d/" % free_port(), check=False)
     eq(st, 502, "connection refused")
+    lg.allow_log(r"larger than legate reads whole")
+    st, _, body = via(port, g.url("/1/huge"), check=False)
+    eq(st, 502, "a 2 MB menu is not cut into a page that looks whole")
+    contains(body.decode(), "larger than")
     # no gateway on a server without forward = { }
     port2 = free_port()
     Legate(simple_conf(port2, origins=["127.0.0.1:%d" % free_port()]))
