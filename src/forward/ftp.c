@@ -145,9 +145,10 @@ static int reply(lg_gw_t *g, int want_prelim)
             return LG_ERROR;
         }
         if (took > 0) {
-            size_t ln = strcspn(g->cin, "\r\n");
-            if (ln > (size_t)took)
-                ln = (size_t)took;
+            const char *eol = memchr(g->cin, '\n', (size_t)took);   /* took ends in one */
+            size_t ln = eol ? (size_t)(eol - g->cin) : (size_t)took;
+            if (ln && g->cin[ln - 1] == '\r')
+                ln--;
             g->rtext_len = ln < sizeof(g->rtext) ? ln : sizeof(g->rtext) - 1;
             memcpy(g->rtext, g->cin, g->rtext_len);
             g->rtext[g->rtext_len] = '\0';
@@ -416,12 +417,16 @@ static int ftp_advance(lg_gw_t *g)
                     lg_gw_fail(g, 502, "recv() from the server failed", NULL, 0);
                     return LG_ERROR;
                 }
-                if (n == 0 || g->raw.full) {
+                if (n == 0) {
                     g->src_eof = 1;
                     break;
                 }
                 lg_end_short_read(&g->dat, (size_t)n, LG_GW_BUF);
                 lg_gw_text_add(&g->raw, g->wbuf, (size_t)n);
+                if (g->raw.full) {
+                    lg_gw_page(g, 200, "text/html");    /* the 502 for a listing too large */
+                    return LG_ERROR;
+                }
             }
             if (!g->src_eof) {
                 r->conn->rerun = 1;

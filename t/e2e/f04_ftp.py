@@ -257,8 +257,11 @@ def ipv6_through_epsv():
 class FakeFtp:
     """A scripted FTP server: how it answers RETR is the test's."""
 
-    def __init__(self, greet=b"220 fake\r\n", epsv=True, size=None, retr=None, pasv_host=None):
+    def __init__(self, greet=b"220 fake\r\n", epsv=True, size=None, retr=None, pasv_host=None,
+                 listing=None):
         self.greet, self.epsv, self.size, self.retr = greet, epsv, size, retr
+        self.listing = listing          # LIST's answer (MLSD is "not understood")
+        self.commands = []
         self.pasv_host = pasv_host
         self.data_peers = []
         self.srv = ScriptedServer(self.session)
@@ -277,6 +280,7 @@ class FakeFtp:
                 return
             cmd = line.decode(errors="replace").strip().split(" ", 1)
             verb = cmd[0].upper()
+            self.commands.append(verb)
             if verb == "USER":
                 s.sendall(b"331 password please\r\n")
             elif verb == "PASS":
@@ -306,6 +310,18 @@ class FakeFtp:
                 self.data_peers.append(dpeer[0])
                 self.retr(s, ds)
                 lsock.close()
+            elif verb == "CWD":
+                s.sendall(b"250 ok\r\n")
+            elif verb == "LIST" and self.listing is not None:
+                ds, _ = lsock.accept()
+                s.sendall(b"150 listing\r\n")
+                try:
+                    ds.sendall(self.listing)
+                except OSError:
+                    pass
+                ds.close()
+                lsock.close()
+                s.sendall(b"226 done\r\n")
             elif verb == "QUIT":
                 s.sendall(b"221 bye\r\n")
                 return
@@ -406,6 +422,29 @@ def backpressure_holds_the_server_back():
     grown = sum(rss_kb(p) for p in lg.workers()) - rss0
     ok(grown < 16 * 1024, "the worker grew %d KiB, not by the file" % grown)
     s.close()
+
+
+@test
+def list_when_no_mlsd_and_listings_too_large():
+    listing = (b"220-not a reply line\r\n"
+               b"drwxr-xr-x   2 u g 4096 Jan  1 00:00 docs\r\n"
+               b"-rw-r--r--   1 u g 1234 Jan  1  2024 read <me>.txt\r\n")
+    srv = FakeFtp(greet=b"220-Welcome\r\n to a server\r\n220 that says a lot\r\n",
+                  listing=listing)
+    port = free_port()
+    lg = Legate(conf(port))
+    st, _, body = via(port, "ftp://127.0.0.1:%d/pub/" % srv.port)
+    eq(st, 200, "a multi-line greeting, then LIST after MLSD was refused")
+    text = body.decode()
+    contains(text, '<a href="docs/">docs/</a>')
+    contains(text, '<a href="read%20%3Cme%3E.txt">read &lt;me&gt;.txt</a>')
+    contains(text, "1234")
+    ok(srv.commands.count("EPSV") == 2 and "MLSD" in srv.commands and "LIST" in srv.commands,
+       "a new data connection for LIST: %s" % srv.commands)
+    big = FakeFtp(listing=b"-rw-r--r--   1 u g 1 Jan  1  2024 f\r\n" * 60000)
+    lg.allow_log(r"larger than legate reads whole")
+    st, _, _ = via(port, "ftp://127.0.0.1:%d/" % big.port, check=False)
+    eq(st, 502, "a listing over 1 MiB is not cut into a page that looks whole")
 
 
 @test
