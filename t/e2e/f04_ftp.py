@@ -5,11 +5,15 @@ free port with a temporary root): files streamed (a 3 MB file byte for
 byte, Content-Length from SIZE), HEAD, directories as HTML (hostile names
 escaped), logins from the URL, from Authorization and from ftp_user /
 ftp_password, 550 -> 404, 530 -> 401, a directory without its "/" -> 301,
-IPv6 through EPSV.  Scripted bad servers: one that answers garbage (502),
+IPv6 through EPSV, the forward rules (url_filters, private addresses),
+HTTP/1.0 clients, backpressure (a client that stops reading holds the
+server back).  Scripted servers: a multi-line greeting and LIST after MLSD
+is refused, a listing over 1 MiB (502), one that answers garbage (502),
 one that drops the data connection mid-file (with and without SIZE: the
 client sees a failed transfer, never a complete one), one that drops it
-before any byte (502), one without EPSV whose PASV names another host
-(the data still goes to the control connection's server), one that never
+before any byte (502), one that stalls mid-file (cut at
+proxy_read_timeout), one without EPSV whose PASV names another host (the
+data still goes to the control connection's server), one that never
 greets (504), and no server at all (502)."""
 import base64
 import re
@@ -471,6 +475,37 @@ def no_server_and_silent_server():
     eq(st, 504, "no greeting within proxy_read_timeout")
     st, _, _ = via(port, "ftp://127.0.0.1:%d/f" % srv.port, "-X", "DELETE", check=False)
     eq(st, 405, "GET and HEAD only")
+    # a data connection that stalls mid-file: cut at proxy_read_timeout, never complete
+    stop = threading.Event()
+
+    def stall(ctl, data):
+        ctl.sendall(b"150 here it comes\r\n")
+        data.sendall(b"s" * 10000)
+        stop.wait(20)
+        data.close()
+    srv2 = FakeFtp(size=None, retr=stall)
+    lg.allow_log(r"cut short")
+    rc, out, err = raw_curl(port, "ftp://127.0.0.1:%d/slow" % srv2.port)
+    stop.set()
+    ok(rc != 0, "a stalled transfer fails (rc %d)" % rc)
+    eq(len(out), 10000, "what came was relayed")
+
+
+@test
+def http10_client_gets_the_close():
+    d = Ftpd()
+    port = free_port()
+    Legate(conf(port))
+    got = http_raw(port, "GET %s HTTP/1.0\r\n\r\n" % d.url("/hello.txt"))
+    ok(got.startswith(b"HTTP/1.1 200"), got[:40])
+    ok(b"Content-Length: 10\r\n" in got, "SIZE gave the length")
+    ok(got.endswith(b"\r\n\r\nhello ftp\n"), got)
+    # an HTTP/1.0 client and an unknown length: the close delimits, no chunks
+    srv = FakeFtp(size=None, retr=drop_after(3000, b"226 Transfer complete\r\n"))
+    got = http_raw(port, "GET ftp://127.0.0.1:%d/x HTTP/1.0\r\n\r\n" % srv.port)
+    head, _, body = got.partition(b"\r\n\r\n")
+    ok(b"chunked" not in head and b"Connection: close" in head, head)
+    eq(body, b"x" * 3000)
 
 
 if __name__ == "__main__":
