@@ -517,6 +517,9 @@ typedef struct lg_forward {
     size_t     nparents;
     lg_strv_t *always_direct;           /* names never sent to a parent (Squid's always_direct) */
     int        never_direct;            /* bool, default false: as a rule's, for every rule */
+    char      *ftp_user;                /* ftp:// login without credentials, default "anonymous" */
+    char      *ftp_password;            /* ...and its password, default "legate@" (Squid's ftp_user) */
+    int        ftp_epsv;                /* bool: EPSV before PASV, default 1 (Squid's ftp_epsv) */
     int        line;
     void      *rt;                      /* built by the proxy layer (ACLs, lists) */
     void     (*rt_free)(void *rt);      /* and how to free it */

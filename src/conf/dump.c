@@ -387,6 +387,9 @@ static void dump_forward(FILE *out, int ind, const lg_forward_t *f)
         kv_str(out, ind + 1, "auth_groups_file", f->auth_groups_file);
     if (f->auth_file)
         kv_names(out, ind + 1, "allow_users", f->allow_users);
+    kv_str(out, ind + 1, "ftp_user", f->ftp_user);
+    kv_str(out, ind + 1, "ftp_password", f->ftp_password);
+    kv_bool(out, ind + 1, "ftp_epsv", f->ftp_epsv);
     if (f->nuser_rules) {
         IND(out, ind + 1);
         fputs("user_rules = (\n", out);

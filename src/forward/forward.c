@@ -18,6 +18,7 @@
  */
 #include "forward/forward.h"
 #include "forward/dest_pool.h"
+#include "forward/gateway.h"
 #include "forward/parent.h"
 
 #include "pipeline/headers.h"
@@ -480,13 +481,13 @@ static int fwd_slot;
 #define FREQ(s) ((fwd_req_t *)(s)->ctx[fwd_slot])
 
 static const lg_stage_t resolve_stage;
+static int addr_refusal(lg_forward_t *f, const struct sockaddr_storage *ss, char *why, size_t wl);
 
 static void resolved(void *arg, int status, const struct sockaddr_storage *addrs, size_t n)
 {
     lg_req_t *s = arg;
     FREQ(s)->lookup = NULL;
     lg_forward_t *f = s->server->forward;
-    fwd_rt_t *rt = f->rt;
     if (status != LG_RESOLVE_OK || n == 0) {
         lg_error("forward proxy: cannot resolve \"%.*s\": %s, client: %s", (int)s->ri.host.n,
                  s->ri.host.p, lg_resolve_strerror(status), s->peer_text);
@@ -495,20 +496,22 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
         return;
     }
     struct sockaddr_storage ss = addrs[0];
-    unsigned port = s->ri.port ? (unsigned)s->ri.port : 80;
+    static const unsigned dport[] = { [LG_SCHEME_HTTP] = 80, [LG_SCHEME_FTP] = 21,
+                                      [LG_SCHEME_GOPHER] = 70 };
+    unsigned port = s->ri.port ? (unsigned)s->ri.port : dport[s->ri.scheme];
     if (ss.ss_family == AF_INET6)
         ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
     else
         ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
     /* judged on the address we would connect to, not the name: DNS
      * rebinding and odd literals cannot slip past */
-    const char *cls = f->allow_private ? NULL : lg_cidr_private((const struct sockaddr *)&ss, 0);
-    int di = lg_cidr_lookup(rt->deny_dst, (const struct sockaddr *)&ss);
-    if (cls) {
-        refuse(s, "the destination is a %s address (allow_private is off)", cls);
-    } else if (di >= 0) {
-        refuse(s, "the destination address is in deny_destinations (%s)",
-               lg_cidr_rule(rt->deny_dst, di));
+    char why[256];
+    if (addr_refusal(f, &ss, why, sizeof(why))) {
+        refuse(s, "%s", why);
+    } else if (s->ri.scheme == LG_SCHEME_FTP) {
+        lg_ftp_start(s, &ss);           /* the gateways (gateway.h) */
+    } else if (s->ri.scheme == LG_SCHEME_GOPHER) {
+        lg_gopher_start(s, &ss);
     } else {
         char host[256];
         dest_host(s, host);
@@ -522,11 +525,98 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
 }
 
 /*
+ * May the request's user go to host:port: the user's rule (the first
+ * naming the user), the port policy of the way the request came in
+ * (socks_ports for SOCKS5 CONNECT and SOCKS5 UDP datagrams, connect_ports
+ * for CONNECT, http_ports for the rest; a user rule's own list first), the
+ * blocklists.  0, or 1 with the reason in why.
+ */
+static int dest_refusal(lg_req_t *s, const char *host, size_t hn, unsigned port, char *why, size_t wl)
+{
+    lg_forward_t *f = s->server->forward;
+    fwd_rt_t *rt = f->rt;
+    const fwd_urule_t *ur = NULL;
+    int urline = 0;
+    for (size_t i = 0; i < rt->nurules && ur == NULL; i++)
+        if (user_in(rt, s->user, f->user_rules[i].users)) {
+            ur = &rt->urules[i];
+            urline = f->user_rules[i].line;
+        }
+    int socks = s->conn->bind->socks;
+    const lg_portset_t *own = socks ? (ur ? ur->sports : NULL) : s->ri.connect && ur ? ur->cports : NULL;
+    const lg_portset_t *ports = own ? own : socks ? &rt->sports : s->ri.connect ? &rt->cports
+                                                                             : &rt->hports;
+    const char *what = s->ri.udp_associate ? "SOCKS5 UDP" : socks ? "SOCKS5 CONNECT"
+                     : s->ri.connect ? "CONNECT" : "a request";
+    lg_domset_hit_t hit;
+    if (!lg_portset_has(ports, port)) {
+        if (own == NULL)
+            snprintf(why, wl, "%s to port %u is not allowed (%s)", what, port,
+                     socks ? "socks_ports" : s->ri.connect ? "connect_ports" : "http_ports");
+        else
+            snprintf(why, wl, "%s to port %u is not allowed for %s (user rule at line %d)", what,
+                     port, s->user, urline);
+    } else if (lg_domset_match(rt->block, host, hn, &hit)) {
+        snprintf(why, wl, "%s is blocked by %s (%s)", host, hit.source, hit.rule);
+    } else if (ur && lg_domset_match(ur->block, host, hn, &hit)) {
+        snprintf(why, wl, "%s is blocked for %s by the user rule at line %d (%s)", host, s->user,
+                 urline, hit.rule);
+    } else if (ur && lg_domset_count(ur->allow) && !lg_domset_match(ur->allow, host, hn, NULL)) {
+        snprintf(why, wl, "%s is not in allow_domains for %s (user rule at line %d)", host,
+                 s->user, urline);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* The destination address: private ranges (unless allow_private) and
+ * deny_destinations.  0, or 1 with the reason in why. */
+static int addr_refusal(lg_forward_t *f, const struct sockaddr_storage *ss, char *why, size_t wl)
+{
+    fwd_rt_t *rt = f->rt;
+    const char *cls = f->allow_private ? NULL : lg_cidr_private((const struct sockaddr *)ss, 0);
+    int di = lg_cidr_lookup(rt->deny_dst, (const struct sockaddr *)ss);
+    if (cls)
+        snprintf(why, wl, "the destination is a %s address (allow_private is off)", cls);
+    else if (di >= 0)
+        snprintf(why, wl, "the destination address is in deny_destinations (%s)",
+                 lg_cidr_rule(rt->deny_dst, di));
+    else
+        return 0;
+    return 1;
+}
+
+struct lg_resolver *lg_forward_resolver(lg_req_t *s)
+{
+    return resolver_of(s->server->forward);
+}
+
+int lg_forward_udp_refusal(lg_req_t *s, const char *name, const struct sockaddr_storage *ss,
+                           char *why, size_t wl)
+{
+    char host[64];
+    const void *a = ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                                              : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+    unsigned port = ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                                                    : ((const struct sockaddr_in *)ss)->sin_port);
+    inet_ntop(ss->ss_family, a, host, sizeof(host));
+    if (name == NULL)
+        name = host;
+    return dest_refusal(s, name, strlen(name), port, why, wl) ||
+           addr_refusal(s->server->forward, ss, why, wl);
+}
+
+/*
  * The ACCESS phase for forward-proxy requests: who the client is and
  * whether it may go where it asks.  A refusal answers here (403, 407).
  */
 static int forward_access(lg_req_t *s)
 {
+    if (s->ri.scheme != LG_SCHEME_HTTP && !lg_req_is_forward(s)) {
+        lg_respond_error(s, 400);       /* ftp:// and gopher:// only where a forward proxy is */
+        return LG_DONE;
+    }
     if (!lg_req_is_forward(s))
         return LG_DECLINED;
     lg_forward_t *f = s->server->forward;
@@ -555,6 +645,16 @@ static int forward_access(lg_req_t *s)
             return LG_DONE;
         }
     }
+    if (s->ri.udp_associate) {
+        /* SOCKS5 signed in during its negotiation; each datagram's
+         * destination is judged as it comes (lg_forward_udp_refusal) */
+        if (f->allow_users && f->allow_users->n && !user_in(rt, s->user, f->allow_users)) {
+            refuse(s, "user %s may not use this proxy (allow_users)", s->user ? s->user : "-");
+            return LG_DONE;
+        }
+        lg_socks_udp_start(s);
+        return LG_DONE;
+    }
     if (s->ri.host.n == 0 || s->ri.host.n > 253) {
         lg_respond_error(s, 400);
         return LG_DONE;
@@ -582,47 +682,17 @@ static int forward_access(lg_req_t *s)
         refuse(s, "user %s may not use this proxy (allow_users)", s->user ? s->user : "-");
         return LG_DONE;
     }
-    /* the first rule naming the user applies */
-    const fwd_urule_t *ur = NULL;
-    int urline = 0;
-    for (size_t i = 0; i < rt->nurules && ur == NULL; i++)
-        if (user_in(rt, s->user, f->user_rules[i].users)) {
-            ur = &rt->urules[i];
-            urline = f->user_rules[i].line;
-        }
-    /* the port policy of the way the request came in */
-    int socks = s->conn->bind->socks;
-    const lg_portset_t *own = socks ? (ur ? ur->sports : NULL) : s->ri.connect && ur ? ur->cports : NULL;
-    const lg_portset_t *ports = own ? own : socks ? &rt->sports : s->ri.connect ? &rt->cports
-                                                                             : &rt->hports;
-    const char *what = socks ? "SOCKS5 CONNECT" : s->ri.connect ? "CONNECT" : "a request";
-    unsigned port = s->ri.port ? (unsigned)s->ri.port : 80;
-    if (!lg_portset_has(ports, port)) {
-        if (own == NULL)
-            refuse(s, "%s to port %u is not allowed (%s)", what, port,
-                   socks ? "socks_ports" : s->ri.connect ? "connect_ports" : "http_ports");
-        else
-            refuse(s, "%s to port %u is not allowed for %s (user rule at line %d)", what, port,
-                   s->user, urline);
-        return LG_DONE;
-    }
-    lg_domset_hit_t hit;
-    if (lg_domset_match(rt->block, host, hn, &hit)) {
-        refuse(s, "%s is blocked by %s (%s)", host, hit.source, hit.rule);
-        return LG_DONE;
-    }
-    if (ur && lg_domset_match(ur->block, host, hn, &hit)) {
-        refuse(s, "%s is blocked for %s by the user rule at line %d (%s)", host, s->user,
-               urline, hit.rule);
-        return LG_DONE;
-    }
-    if (ur && lg_domset_count(ur->allow) && !lg_domset_match(ur->allow, host, hn, NULL)) {
-        refuse(s, "%s is not in allow_domains for %s (user rule at line %d)", host, s->user,
-               urline);
+    char why[512];
+    unsigned port = s->ri.port ? (unsigned)s->ri.port : s->ri.scheme == LG_SCHEME_FTP ? 21
+                  : s->ri.scheme == LG_SCHEME_GOPHER ? 70 : 80;
+    if (dest_refusal(s, host, hn, port, why, sizeof(why))) {
+        refuse(s, "%s", why);
         return LG_DONE;
     }
     if (!s->ri.connect && lg_urlre_count(rt->urlre)) {
-        char *url = lg_arena_printf(&s->arena, "http://%.*s%.*s", (int)s->ri.authority.n,
+        static const char *const sch[] = { "http", "ftp", "gopher" };
+        char *url = lg_arena_printf(&s->arena, "%s://%.*s%.*s", sch[s->ri.scheme],
+                                    (int)s->ri.authority.n,
                                     s->ri.authority.p, (int)s->ri.uri.n, s->ri.uri.p);
         int k = url ? lg_urlre_match(rt->urlre, url, strlen(url)) : -1;
         if (k >= 0) {
@@ -698,6 +768,17 @@ static int via_parent(lg_req_t *s, const char *host, size_t hn)
     lg_warn("forward proxy: no parent proxy of \"%s\" is up: %s goes direct", up->name, host);
     st->direct = 1;
     return LG_DECLINED;
+}
+
+static int forward_content(lg_req_t *s);
+
+/* ftp:// and gopher:// go to their gateway from ROUTE, before the cache
+ * (whose keys are HTTP URLs) could answer them. */
+static int forward_gateway(lg_req_t *s)
+{
+    if (!lg_req_is_forward(s) || s->ri.scheme == LG_SCHEME_HTTP)
+        return LG_DECLINED;
+    return forward_content(s);
 }
 
 /* The CONTENT phase: look the destination up; resolved() goes on. */
@@ -827,6 +908,7 @@ const lg_feature_t lg_feature_forward = {
     .name = "forward proxy",
     .handlers = {
         { LG_PH_ACCESS, forward_access },
+        { LG_PH_ROUTE, forward_gateway },
         { LG_PH_CONTENT, forward_content },
         { LG_PH_UPSTREAM_ERROR, forward_upstream_error },
         { LG_PH_RESPONSE, forward_response },

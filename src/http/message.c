@@ -202,12 +202,29 @@ int lg_http_analyze_request(const http_request_t *r, lg_req_info_t *ri)
     /* the request-target */
     const char *t = r->target;
     size_t tn = r->target_len;
-    if (tn >= 7 && strncasecmp(t, "http://", 7) == 0) {
-        const char *a = t + 7;
-        size_t rest = tn - 7;
+    size_t sl = tn >= 7 && strncasecmp(t, "http://", 7) == 0 ? 7 :
+                tn >= 6 && strncasecmp(t, "ftp://", 6) == 0 ? 6 :
+                tn >= 9 && strncasecmp(t, "gopher://", 9) == 0 ? 9 : 0;
+    if (sl) {
+        ri->scheme = sl == 7 ? LG_SCHEME_HTTP : sl == 6 ? LG_SCHEME_FTP : LG_SCHEME_GOPHER;
+        const char *a = t + sl;
+        size_t rest = tn - sl;
         size_t an = 0;
         while (an < rest && a[an] != '/' && a[an] != '?')
             an++;
+        /* ftp:// alone may carry a user and password (RFC 1738 3.1), as
+         * Squid takes them; any other target with userinfo is refused */
+        const char *at = NULL;
+        for (size_t i = 0; i < an; i++)
+            if (a[i] == '@')
+                at = a + i;
+        if (at && ri->scheme == LG_SCHEME_FTP && at > a) {
+            ri->userinfo.p = a;
+            ri->userinfo.n = (size_t)(at - a);
+            an -= (size_t)(at + 1 - a);
+            rest -= (size_t)(at + 1 - a);
+            a = at + 1;
+        }
         if (an == 0 || memchr(a, '@', an))
             return 400;                 /* no userinfo in a target */
         ri->absolute_form = 1;

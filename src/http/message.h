@@ -23,6 +23,14 @@ typedef struct lg_str {
     size_t      n;
 } lg_str_t;
 
+/* The scheme of an absolute-form target: the forward proxy's gateways
+ * (forward/ftp.c, forward/gopher.c) answer the two that are not HTTP. */
+typedef enum lg_scheme {
+    LG_SCHEME_HTTP   = 0,       /* http:// (and every other form of target) */
+    LG_SCHEME_FTP    = 1,       /* ftp:// */
+    LG_SCHEME_GOPHER = 2,       /* gopher:// */
+} lg_scheme_t;
+
 typedef struct lg_req_info {
     lg_body_kind_t body;
     int64_t        length;          /* LG_BODY_LENGTH */
@@ -32,12 +40,15 @@ typedef struct lg_req_info {
     lg_str_t       query;           /* after '?', or {NULL,0} */
     lg_str_t       uri;             /* path[?query]: the origin-form target */
     lg_str_t       connection;      /* Connection field value (combined first) */
-    int            absolute_form;   /* target was http://... */
+    int            absolute_form;   /* target was http://... (or ftp://, gopher://) */
+    int            scheme;          /* lg_scheme_t of an absolute-form target */
+    lg_str_t       userinfo;        /* ftp://user:pass@host/: "user:pass", else {NULL,0} */
     int            keep_alive;      /* client wants the connection kept */
     int            expect_continue; /* Expect: 100-continue */
     int            is_head;
     int            method_idempotent;
     int            connect;         /* CONNECT host:port (authority-form) */
+    int            udp_associate;   /* SOCKS5 UDP ASSOCIATE (forward/socks.c), with connect */
     int            port;            /* from the target or Host, 0 if none given */
 } lg_req_info_t;
 

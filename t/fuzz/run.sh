@@ -11,6 +11,8 @@
 #   h2          src/pipeline/h2.c through libnghttp2's callbacks: frames from a
 #               client into requests and back, on the whole worker (all of src/)
 #   nginx       src/import/nginx_parse.c: nginx.conf tokens and blocks (--import-nginx)
+#   ftp         src/forward/gw_parse.c: FTP replies, EPSV/PASV/SIZE answers, MLSD
+#               and LIST listings and Gopher menus as HTML (a mode byte chooses)
 #   quic        src/net/quic.c: client datagrams into a QUIC endpoint (ngtcp2, GnuTLS);
 #               skipped when legate is built without HTTP/3
 set -u
@@ -32,9 +34,9 @@ passed=0 failed=0
 QUIC_LIBS=""
 if grep -q "define LG_HAVE_HTTP3 1" "$CFG"; then
     QUIC_LIBS=$(pkg-config --libs libngtcp2 libngtcp2_crypto_gnutls libnghttp3 gnutls)
-    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx quic"
+    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp quic"
 else
-    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx"
+    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp"
 fi
 for h in $HARNESSES; do
     case $h in
@@ -54,6 +56,7 @@ for h in $HARNESSES; do
                         libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) -lcrypt $QUIC_LIBS"
                 corpus=corpus-h2; secs=$SECS ;;
     nginx)      srcs="src/import/nginx_parse.c"; libs=""; corpus=corpus-nginx; secs=$(( (SECS + 1) / 2 )) ;;
+    ftp)        srcs="src/forward/gw_parse.c"; libs=""; corpus=corpus-ftp; secs=$(( (SECS + 1) / 2 )) ;;
     quic)       srcs="src/net/quic.c src/core/event.c src/core/hash.c src/core/log.c src/core/syslog.c"
                 libs="$QUIC_LIBS"; corpus=corpus-quic; secs=$(( (SECS + 1) / 2 )) ;;
     esac
