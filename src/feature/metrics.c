@@ -31,6 +31,7 @@
 
 #include "cache/http.h"
 #include "cache/store.h"
+#include "cluster/cluster.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "pipeline/headers.h"
@@ -696,6 +697,11 @@ static void page_metrics(out_t *o)
             (unsigned long long)cs.hits, (unsigned long long)cs.misses, (unsigned long long)cs.stores,
             (unsigned long long)cs.evictions, (unsigned long long)cs.objects,
             (unsigned long long)cs.used, (unsigned long long)cs.capacity);
+    }
+    {   /* the fleet (src/cluster): its own block, nothing without a cluster */
+        char cl[4096];
+        if (lg_cluster_metrics(cl, sizeof(cl)))
+            put(o, "%s", cl);
     }
 }
 

@@ -1,0 +1,395 @@
+#!/usr/bin/env python3
+"""A fleet of legate nodes sharing state through one real redis-server
+(issue 19): purge and soft purge fan-out with the count of nodes that
+applied it, TLS session tickets that resume on another node, AUTH (a
+password and an ACL user), and the failure behaviour -- Redis killed,
+stopped (slow) and restarted mid-test, bad data planted in Redis -- where
+requests never wait on Redis beyond the budget, a warning is logged at
+most once a second, the metrics count it and the nodes recover alone."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from legate_test import *  # noqa: E402,F401,F403
+from legate_test import _track  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MKCERT = os.path.join(HERE, "..", "..", "scripts", "mkcert")
+CERTS = None
+
+if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+    raise SkipFile("redis-server / redis-cli not installed (Debian redis-server)")
+
+
+class Redis:
+    """A redis-server of its own: free port, own directory, nothing saved."""
+
+    def __init__(self, port=None, password=None, acl_user=None):
+        self.dir = tempfile.mkdtemp(prefix="legate-redis-")
+        self.port = port or free_port()
+        self.password = password
+        self.acl_user = acl_user        # (user, password)
+        self.proc = None
+        _track(self)
+        self.start()
+
+    def start(self):
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--save", "", "--appendonly", "no",
+                "--logfile", os.path.join(self.dir, "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.acl_user:
+            u, p = self.acl_user
+            args += ["--user", "%s on >%s ~* &* +@all" % (u, p)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL)
+        wait_until(lambda: self.cli("PING", check=False).strip() in ("PONG", "NOAUTH"), 10,
+                   what="redis-server answering")
+
+    def cli(self, *args, check=True):
+        cmd = ["redis-cli", "-p", str(self.port), "--no-auth-warning"]
+        if self.acl_user:
+            cmd += ["--user", self.acl_user[0], "--pass", self.acl_user[1]]
+        elif self.password:
+            cmd += ["-a", self.password]
+        p = subprocess.run(cmd + list(args), capture_output=True, timeout=10)
+        out = p.stdout.decode(errors="replace")
+        if check and p.returncode != 0:
+            fail("redis-cli %r: %s" % (args, p.stderr.decode(errors="replace")))
+        return out
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def teardown(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def certs():
+    global CERTS
+    if CERTS is None:
+        if shutil.which("openssl") is None:
+            raise Skip("openssl not installed")
+        d = tempfile.mkdtemp(prefix="legate-certs-")
+        subprocess.run(["sh", MKCERT, d], check=True, capture_output=True, timeout=120)
+        CERTS = d
+    return CERTS
+
+
+def node_conf(port, o, redis, node, cluster_extra="", tls=False, glob=""):
+    listen = '"127.0.0.1:%d"' % port
+    tls_lines = ""
+    if tls:
+        c = certs()
+        listen = '( { address = "127.0.0.1:%d"; tls = true; } )' % port
+        tls_lines = 'tls_certificates = { cert = "%s/server-ecdsa.pem"; key = "%s/server-ecdsa.key"; };' % (c, c)
+    return """
+error_log_level = "info";
+cache_size = "4m";
+%s
+cluster = { redis = "%s"; node = "%s"; redis_timeout = "200ms"; %s };
+http = {
+    log_format = "$request_method $request_uri $status $cache_status";
+    upstreams = { app = { servers = ( "%s" ); }; };
+    servers = ( { listen = %s; %s
+        routes = ( { prefix = "/metrics"; status = "metrics"; },
+                   { prefix = "/"; proxy_pass = "app"; cache = true;
+                     cache_purge_allow = [ "127.0.0.0/8" ]; } ); } );
+};
+""" % (glob, redis.address, node, cluster_extra, o.address, listen, tls_lines)
+
+
+def fleet(n, redis, o, cluster_extra="", tls=False, glob="", workers=2):
+    nodes = []
+    for i in range(n):
+        port = free_port()
+        lg = Legate(node_conf(port, o, redis, "node%d" % (i + 1), cluster_extra, tls, glob),
+                    workers=workers)
+        lg.allow_log(r"cluster: ")      # warnings are the point of some cases
+        nodes.append((lg, port))
+    return nodes
+
+
+def metric(port, name):
+    r = request(port, target="/metrics")
+    m = re.search(r"^%s (\d+)$" % re.escape(name), r.body.decode(errors="replace"), re.M)
+    return int(m.group(1)) if m else None
+
+
+def wait_subscribed(nodes, timeout=15):
+    for lg, port in nodes:
+        wait_until(lambda: metric(port, "legate_cluster_purge_subscribed") == 1, timeout,
+                   what="node on %d subscribed to purges" % port)
+        wait_until(lambda: metric(port, "legate_cluster_redis_up") == 1, timeout,
+                   what="node on %d connected to redis" % port)
+
+
+def xc(r):
+    return r.headers.get("X-Cache")
+
+
+def cached_everywhere(nodes, path):
+    for lg, port in nodes:
+        request(port, target=path)
+        eq(xc(request(port, target=path)), "HIT", "cached on the node on %d" % port)
+
+
+def timed(fn):
+    t0 = time.monotonic()
+    r = fn()
+    return r, time.monotonic() - t0
+
+
+P = "?hdr=Cache-Control:max-age=600"
+
+
+@test
+def config_errors_name_the_line():
+    o = None
+    bad = [
+        ('cluster = { redis = "localhost:6379"; };', r"legate\.conf:\d+: .*must name an IP address"),
+        ('cluster = { node = "a"; };', r"legate\.conf:\d+: 'cluster' has no 'redis'"),
+        ('cluster = { redis = "127.0.0.1"; };', r"legate\.conf:\d+: 'redis' must be IP:port"),
+        ('cluster = { redis = "127.0.0.1:6379"; redis_user = "u"; };',
+         r"legate\.conf:\d+: 'redis_user' needs 'redis_password'"),
+        ('cluster = { redis = "127.0.0.1:6379"; redis_timeout = "0ms"; };', r"legate\.conf:\d+: "),
+        ('cluster = { redis = "127.0.0.1:6379"; nodes = 3; };', r"legate\.conf:\d+: .*nodes"),
+    ]
+    for text, want in bad:
+        rc, err = check_config(text + '\nhttp = { servers = ( { listen = "127.0.0.1:1"; } ); };')
+        ok(rc != 0, "refused: %s" % text)
+        ok(re.search(want, err), "%s -> %r, got %r" % (text, want, err))
+    rc, err = check_config('cluster = { redis = "127.0.0.1:6379"; node = "n1"; };\n'
+                           'http = { servers = ( { listen = "127.0.0.1:1"; } ); };')
+    eq(rc, 0, "a good cluster section passes: %s" % err)
+    del o
+
+
+@test(timeout=120)
+def purge_reaches_every_node_with_the_count():
+    redis = Redis()
+    o = Origin("o")
+    nodes = fleet(3, redis, o)
+    wait_subscribed(nodes)
+    path = "/obj" + P
+    cached_everywhere(nodes, path)
+    r, took = timed(lambda: request(nodes[0][1], method="PURGE", target=path))
+    eq(r.status, 200)
+    eq(r.headers.get("X-Purge-Nodes"), "3", "three nodes applied it")
+    ok(r.headers.get("X-Purge-Cluster") is None, "not local-only")
+    for lg, port in nodes:
+        wait_until(lambda: xc(request(port, target=path)) == "MISS", 5,
+                   what="purged on the node on %d" % port)
+    # soft purge from another node: the others revalidate
+    path = "/soft" + P + "&etag=v1"
+    cached_everywhere(nodes, path)
+    r = request(nodes[1][1], method="PURGE", target=path, headers=[("Purge-Mode", "soft")])
+    eq((r.status, r.headers.get("X-Purge-Nodes")), (200, "3"))
+    for lg, port in nodes:
+        seen = []
+        wait_until(lambda: seen.append(xc(request(port, target=path))) or seen[-1] == "REVALIDATED",
+                   5, what="soft-purged on %d (saw %r)" % (port, seen[-1:]))
+    # prefix purge from the third node
+    for p in ("/pre/a" + P, "/pre/b" + P):
+        cached_everywhere(nodes, p)
+    r = request(nodes[2][1], method="PURGE", target="/pre/*")
+    eq(r.headers.get("X-Purge-Nodes"), "3")
+    for lg, port in nodes:
+        for p in ("/pre/a" + P, "/pre/b" + P):
+            wait_until(lambda: xc(request(port, target=p)) == "MISS", 5, what="prefix purge on %d" % port)
+    for lg, port in nodes:
+        got = []
+        wait_until(lambda: got.append(metric(port, "legate_cluster_purges_applied_total")) or got[-1] == 2,
+                   5, what="two purges from the others counted on %d (%r)" % (port, got[-1:]))
+    # a node that stops is not counted
+    nodes[2][0].stop()
+    wait_until(lambda: request(nodes[0][1], method="PURGE", target="/x").headers.get("X-Purge-Nodes") == "2",
+               10, what="two nodes left")
+
+
+@test(timeout=120)
+def redis_killed_then_restarted():
+    redis = Redis()
+    o = Origin("o")
+    nodes = fleet(2, redis, o)
+    wait_subscribed(nodes)
+    a, b = nodes[0][1], nodes[1][1]
+    redis.kill()
+    # requests keep being served, PURGE answers at once, applied locally
+    for i in range(20):
+        eq(request(a, target="/k%d" % (i % 3) + P).status, 200)
+    cached_everywhere(nodes, "/down" + P)
+    r, took = timed(lambda: request(a, method="PURGE", target="/down" + P))
+    eq((r.status, r.headers.get("X-Purge-Nodes"), r.headers.get("X-Purge-Cluster")),
+       (200, "1", "local-only"))
+    ok(took < 1.0, "PURGE with Redis down took %.3fs" % took)
+    eq(xc(request(a, target="/down" + P)), "MISS", "applied on its own node")
+    eq(xc(request(b, target="/down" + P)), "HIT", "the other node did not hear it")
+    nodes[0][0].wait_log(r"\[warn\].*cluster: .*serving from this node alone", 10)
+    ok(metric(a, "legate_cluster_degraded_total") >= 1, "degraded operations counted")
+    wait_until(lambda: metric(a, "legate_cluster_redis_up") == 0, 10, what="redis_up 0")
+    # at most one cluster warning a second for the node, however many fail
+    for i in range(30):
+        request(a, method="PURGE", target="/many%d" % i)
+    time.sleep(1.5)   # the window the rate limit counts in, not a wait for an event
+    text = open(nodes[0][0].error_log).read()
+    stamps = re.findall(r"^(\S+ \S+) \[warn\].*cluster: ", text, re.M)
+    per_second = {}
+    for s in stamps:
+        per_second[s[:19]] = per_second.get(s[:19], 0) + 1
+    ok(max(per_second.values()) <= 1, "cluster warnings per second: %r" % per_second)
+    # Redis back on the same port: recovery without help
+    redis.start()
+    wait_subscribed(nodes, timeout=20)
+    nodes[0][0].wait_log(r"cluster: redis .* connection to .* is back", 10)
+    cached_everywhere(nodes, "/back" + P)
+    r = request(b, method="PURGE", target="/back" + P)
+    eq(r.headers.get("X-Purge-Nodes"), "2", "fan-out again after the restart")
+    wait_until(lambda: xc(request(a, target="/back" + P)) == "MISS", 5, what="purge heard again")
+
+
+@test(timeout=120)
+def redis_stopped_requests_do_not_wait():
+    redis = Redis()
+    o = Origin("o")
+    nodes = fleet(2, redis, o)
+    wait_subscribed(nodes)
+    a = nodes[0][1]
+    os.kill(redis.proc.pid, signal.SIGSTOP)     # accepts nothing, answers nothing: "slow"
+    try:
+        for i in range(5):
+            r, took = timed(lambda: request(a, method="PURGE", target="/slow%d" % i))
+            eq(r.headers.get("X-Purge-Cluster"), "local-only")
+            ok(took < 1.0, "PURGE with a stopped Redis took %.3fs (budget 200ms)" % took)
+        r, took = timed(lambda: request(a, target="/plain" + P))
+        eq(r.status, 200)
+        ok(took < 1.0, "a GET took %.3fs" % took)
+        ok(metric(a, "legate_cluster_redis_timeouts_total") >= 1, "timeouts counted")
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    wait_subscribed(nodes, timeout=20)
+    wait_until(lambda: request(a, method="PURGE", target="/again").headers.get("X-Purge-Nodes") == "2",
+               15, what="fan-out after Redis woke up")
+
+
+@test(timeout=120)
+def bad_data_in_redis_is_ignored():
+    redis = Redis()
+    o = Origin("o")
+    nodes = fleet(2, redis, o, glob='tls_ticket_rotate = "4s";')
+    wait_subscribed(nodes)
+    a, b = nodes[0][1], nodes[1][1]
+    for msg in ("garbage", "v1\tnodeX", "v9\tnodeX\t0\t/x", "v1\tnodeX\t7\t/x", "v1\t\t0\t/x", "\x00\xff" * 50):
+        redis.cli("PUBLISH", "legate:purge", msg)
+    nodes[0][0].wait_log(r"ignored a message on legate:purge", 10)
+    wait_until(lambda: metric(a, "legate_cluster_bad_data_total") >= 6, 10, what="six bad messages counted")
+    # ticket keys: garbled -> replaced; wrong type -> refused, keys kept
+    wait_until(lambda: metric(a, "legate_cluster_ticket_syncs_total") >= 1, 15, what="a ticket sync")
+    redis.cli("SET", "legate:tls-tickets", "v0 garbled")
+    nodes[0][0].wait_log(r"legate:tls-tickets in redis held something unreadable: replaced", 15)
+    ok(redis.cli("GET", "legate:tls-tickets").startswith("v1 "), "a readable set written back")
+    redis.cli("DEL", "legate:tls-tickets")
+    redis.cli("HSET", "legate:tls-tickets", "a", "b")
+    wait_until(lambda: "WRONGTYPE" in nodes[0][0].log_text() or "WRONGTYPE" in nodes[1][0].log_text(),
+               15, what="WRONGTYPE logged")
+    # the nodes still serve and still fan out
+    cached_everywhere(nodes, "/still" + P)
+    r = request(a, method="PURGE", target="/still" + P)
+    eq(r.headers.get("X-Purge-Nodes"), "2")
+    wait_until(lambda: xc(request(b, target="/still" + P)) == "MISS", 5, what="purge heard")
+    redis.cli("DEL", "legate:tls-tickets")
+    redis.cli("SCRIPT", "FLUSH")        # EVALSHA answers NOSCRIPT: EVAL follows
+    n = metric(a, "legate_cluster_ticket_syncs_total") + metric(b, "legate_cluster_ticket_syncs_total")
+    wait_until(lambda: metric(a, "legate_cluster_ticket_syncs_total") +
+               metric(b, "legate_cluster_ticket_syncs_total") > n + 1, 15, what="syncs after SCRIPT FLUSH")
+    ok(redis.cli("GET", "legate:tls-tickets").startswith("v1 "), "the set made again")
+
+
+def s_client(port, *args, data=b"GET / HTTP/1.0\r\n\r\n", timeout=15):
+    cmd = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-servername", "localhost",
+           "-ign_eof"] + list(args)
+    p = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout)
+    return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+
+
+@test(timeout=150)
+def tls_sessions_resume_on_another_node():
+    redis = Redis()
+    o = Origin("o")
+    nodes = fleet(2, redis, o, tls=True, glob='tls_ticket_rotate = "4s";')
+    a, b = nodes[0][1], nodes[1][1]
+    for lg, port in nodes:
+        lg.wait_log(r"TLS session ticket keys from redis installed", 15)
+    d = tempfile.mkdtemp(prefix="legate-sess-")
+    try:
+        for proto in ("-tls1_3", "-tls1_2"):
+            f = os.path.join(d, "s%s.pem" % proto)
+            out = s_client(a, proto, "-sess_out", f)
+            contains(out, "New,", "first handshake %s" % proto)
+            ok(os.path.exists(f), "a session was saved")
+            out = s_client(b, proto, "-sess_in", f)
+            contains(out, "Reused,", "a ticket from node 1 resumes on node 2 (%s)" % proto)
+        # rotation: the fleet rotates in Redis, a new ticket still resumes anywhere
+        v0 = redis.cli("GET", "legate:tls-tickets")
+        wait_until(lambda: redis.cli("GET", "legate:tls-tickets") != v0, 15, what="a rotation in redis")
+        for lg, port in nodes:
+            wait_until(lambda: metric(port, "legate_cluster_ticket_changes_total") >= 2, 15,
+                       what="node %d took the rotated keys" % port)
+        f = os.path.join(d, "after.pem")
+        s_client(b, "-tls1_3", "-sess_out", f)
+        contains(s_client(a, "-tls1_3", "-sess_in", f), "Reused,", "after a rotation")
+        # Redis gone: the nodes keep their keys, tickets still open on both
+        redis.kill()
+        f = os.path.join(d, "down.pem")
+        s_client(a, "-tls1_3", "-sess_out", f)
+        contains(s_client(b, "-tls1_3", "-sess_in", f), "Reused,", "keys kept without Redis")
+        eq(request_tls_ok(a), True)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def request_tls_ok(port):
+    out = s_client(port, "-tls1_3", data=b"GET /ok HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    return "HTTP/1.1 200" in out
+
+
+@test(timeout=120)
+def auth_with_password_and_acl_user():
+    o = Origin("o")
+    r1 = Redis(password="s3cret")
+    nodes = fleet(2, r1, o, cluster_extra='redis_password = "s3cret";')
+    wait_subscribed(nodes)
+    eq(request(nodes[0][1], method="PURGE", target="/p").headers.get("X-Purge-Nodes"), "2")
+    r2 = Redis(acl_user=("legate", "pw2"))
+    nodes2 = fleet(2, r2, o, cluster_extra='redis_user = "legate"; redis_password = "pw2";')
+    wait_subscribed(nodes2)
+    eq(request(nodes2[1][1], method="PURGE", target="/p").headers.get("X-Purge-Nodes"), "2")
+    # a wrong password: refused, logged, local behaviour
+    port = free_port()
+    lg = Legate(node_conf(port, o, r2, "wrong", 'redis_user = "legate"; redis_password = "nope";'),
+                workers=1)
+    lg.allow_log(r"cluster: ")
+    lg.wait_log(r"cluster: redis at .* refused AUTH", 10)
+    r, took = timed(lambda: request(port, method="PURGE", target="/p"))
+    eq(r.headers.get("X-Purge-Cluster"), "local-only")
+    ok(took < 1.0, "took %.3fs" % took)
+
+
+if __name__ == "__main__":
+    main()
