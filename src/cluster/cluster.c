@@ -155,6 +155,8 @@ int lg_cluster_worker_init(const lg_conf_t *conf, lg_loop_t *loop, int slot)
     lg_redis_start(&lg_cl.cmd, lg_cl.cf, loop, "commands");
     if (lg_cl.cf->purge && lg_cluster_purge_init() < 0)
         return -1;
+    if (lg_cluster_ratelimit_init() < 0)
+        return -1;
     if (slot == 0 && lg_cl.cf->tls_tickets && lg_cluster_tickets_init() < 0)
         return -1;
     return 0;

@@ -28,10 +28,11 @@
 #include <string.h>
 
 #include "cache/http.h"
+#include "cluster/wire.h"
 #include "core/log.h"
 #include "pipeline/request.h"
 
-#define MAX_KEY 8192
+#define MAX_KEY LG_PURGE_MAX_KEY
 
 typedef struct fanout {
     lg_req_t      *s;           /* borrowed: the PURGE waiting */
@@ -161,26 +162,24 @@ static void on_message(void *arg, redisReply *rep)
         return;                 /* (un)subscribe confirmations */
     const char *p = rep->element[2]->str;
     size_t len = rep->element[2]->len;
-    const char *t1 = memchr(p, '\t', len);
-    const char *t2 = t1 ? memchr(t1 + 1, '\t', len - (size_t)(t1 + 1 - p)) : NULL;
-    const char *t3 = t2 ? memchr(t2 + 1, '\t', len - (size_t)(t2 + 1 - p)) : NULL;
-    if (t1 == NULL || t1 - p != 2 || memcmp(p, "v1", 2) != 0 || t2 == NULL || t2 == t1 + 1 ||
-        t3 != t2 + 2 || (t2[1] != '0' && t2[1] != '1') || (size_t)(t3 + 1 - p) >= len ||
-        len - (size_t)(t3 + 1 - p) > MAX_KEY) {
+    lg_purge_msg_t m;
+    if (lg_purge_msg_parse(p, len, &m) < 0) {
         lg_cluster_count(LG_CM_BAD_DATA);
+        char shown[41];
+        size_t k = 0;
+        for (; k < len && k < sizeof(shown) - 1; k++)
+            shown[k] = p[k] >= ' ' && p[k] < 127 ? p[k] : '?';
+        shown[k] = '\0';
         lg_warn("cluster: ignored a message on %s that is not a purge of this version (%zu bytes: "
-                "\"%.40s\")", channel, len, p);
+                "\"%s\")", channel, len, shown);
         return;
     }
-    size_t nl = (size_t)(t2 - t1 - 1);
-    if (nl == strlen(lg_cl.node) && memcmp(t1 + 1, lg_cl.node, nl) == 0)
+    if (m.node_len == strlen(lg_cl.node) && memcmp(m.node, lg_cl.node, m.node_len) == 0)
         return;                 /* ours: applied when it was accepted */
-    const char *key = t3 + 1;
-    size_t klen = len - (size_t)(key - p);
-    int n = lg_cache_purge_key(key, klen, t2[1] == '1');
+    int n = lg_cache_purge_key(m.key, m.key_len, m.soft);
     lg_cluster_count(LG_CM_PURGES_APPLIED);
-    lg_info("cluster: applied a %spurge from %.*s: %.*s (%d objects)", t2[1] == '1' ? "soft " : "",
-            (int)nl, t1 + 1, (int)(klen > 200 ? 200 : klen), key, n);
+    lg_info("cluster: applied a %spurge from %.*s: %.*s (%d objects)", m.soft ? "soft " : "",
+            (int)m.node_len, m.node, (int)(m.key_len > 200 ? 200 : m.key_len), m.key, n);
 }
 
 static void sub_state(lg_redis_t *r)

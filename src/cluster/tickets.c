@@ -24,15 +24,17 @@
  */
 #include "cluster/cluster_int.h"
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/wire.h"
 #include "core/log.h"
 #include "net/tls.h"
 
-#define KEYHEX 160
+#define KEYHEX LG_TICKET_KEYHEX
 
 static const char SCRIPT[] =
     "local t = redis.call('TIME')\n"
@@ -70,60 +72,26 @@ static lg_timer_t timer;
 static lg_rcmd_t *pending;
 static lg_msec_t every;
 
-static int unhex(const char *h, unsigned char *out, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        int v = 0;
-        for (int k = 0; k < 2; k++) {
-            char c = h[2 * i + k];
-            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
-                    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-            if (d < 0)
-                return -1;
-            v = v * 16 + d;
-        }
-        out[i] = (unsigned char)v;
-    }
-    return 0;
-}
-
 /* "v1 created next current [previous]" into this node's keys. */
 static void install(const char *v, size_t len)
 {
     unsigned char keys[3 * 80];
-    char created[24];
-    const char *p = v, *end = v + len;
-    int n = 0;
-    if (len < 3 || memcmp(p, "v1 ", 3) != 0)
-        goto bad;
-    p += 3;
-    const char *sp = memchr(p, ' ', (size_t)(end - p));
-    if (sp == NULL || sp == p || (size_t)(sp - p) >= sizeof(created))
-        goto bad;
-    memcpy(created, p, (size_t)(sp - p));
-    created[sp - p] = '\0';
-    p = sp + 1;
-    while (p < end && n < 3) {
-        if (end - p < KEYHEX || (end - p > KEYHEX && p[KEYHEX] != ' ') ||
-            unhex(p, keys + 80 * n, 80) < 0)
-            goto bad;
-        n++;
-        p += KEYHEX + (end - p > KEYHEX);
+    int64_t created = 0;
+    int n = lg_ticket_set_parse(v, len, keys, &created);
+    if (n < 0) {
+        lg_cluster_count(LG_CM_BAD_DATA);
+        lg_warn("cluster: ignored TLS ticket keys from redis in a form this legate cannot read "
+                "(%zu bytes); this node keeps its keys", len);
+        return;
     }
-    if (n < 2 || p != end)
-        goto bad;
     /* stored newest first: next, current, previous -- current makes tickets */
-    int rc = lg_tls_tickets_install(keys, n, 1, strtoll(created, NULL, 10));
+    int rc = lg_tls_tickets_install(keys, n, 1, created);
+    OPENSSL_cleanse(keys, sizeof(keys));
     lg_cluster_count(LG_CM_TICKET_SYNCS);
     if (rc == 1) {
         lg_cluster_count(LG_CM_TICKET_CHANGES);
         lg_info("cluster: TLS session ticket keys from redis installed (%d keys)", n);
     }
-    return;
-bad:
-    lg_cluster_count(LG_CM_BAD_DATA);
-    lg_warn("cluster: ignored TLS ticket keys from redis in a form this legate cannot read "
-            "(%zu bytes); this node keeps its keys", len);
 }
 
 static void synced(void *arg, redisReply *rep)

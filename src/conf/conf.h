@@ -142,6 +142,7 @@ typedef struct lg_limit_zone {
     char      *rate;                    /* rate zones: as written, "20r/s", "30r/m", or bytes "512k/s" */
     int64_t    interval_us;             /* rate zones: one request's share of time, 1 s / rate */
     int64_t    bytes_rate;              /* a bandwidth zone ("512k/s"): bytes a second, else 0 */
+    int        cluster;                 /* rate zones: counted by the fleet in Redis, default false */
     void      *table;                   /* its table in the shared segment, set by the master */
     int        index;
     int        line;

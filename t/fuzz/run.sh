@@ -11,6 +11,7 @@
 #   h2          src/pipeline/h2.c through libnghttp2's callbacks: frames from a
 #               client into requests and back, on the whole worker (all of src/)
 #   nginx       src/import/nginx_parse.c: nginx.conf tokens and blocks (--import-nginx)
+#   cluster     src/cluster/wire.c: purge messages and TLS ticket key sets read from Redis
 set -u
 SRC=${LEGATE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BLD=${LEGATE_BUILDDIR:-$(pwd)}
@@ -27,10 +28,11 @@ CFG=$BLD/config.h
 [ -f "$CFG" ] || CFG=$SRC/config.h
 export LSAN_OPTIONS="suppressions=$SRC/t/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 passed=0 failed=0
-for h in parse conf proxyproto htpasswd json cache h2 nginx; do
+# sh t/fuzz/run.sh [NAME ...]: only those harnesses
+for h in ${*:-parse conf proxyproto htpasswd json cache h2 nginx cluster}; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
-    conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c
+    conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c src/conf/load_cluster.c
                       src/conf/load_server.c src/conf/load_upstream.c src/conf/parse_util.c
                       src/conf/tpl.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
                       src/core/syslog.c"
@@ -40,11 +42,16 @@ for h in parse conf proxyproto htpasswd json cache h2 nginx; do
                 corpus=corpus-htpasswd; secs=$(( (SECS + 1) / 2 )) ;;
     json)       srcs="src/net/json.c"; libs=""; corpus=corpus_json; secs=$(( (SECS + 1) / 2 )) ;;
     cache)      srcs="src/cache/policy.c"; libs=""; corpus=corpus-cache; secs=$(( (SECS + 1) / 2 )) ;;
-    h2)         srcs=$(cd "$SRC" && ls src/*/*.c)
+    h2)         # src/cluster: the hiredis files or their stand-in, as configure chose
+                if grep -q "define LG_HAVE_HIREDIS" "$CFG"; then nocl='^src/cluster/none\.c$'
+                else nocl='^src/cluster/(redis|cluster|purge|tickets|ratelimit)\.c$'; fi
+                srcs=$(cd "$SRC" && ls src/*/*.c | grep -Ev "$nocl")
                 libs="$(pkg-config --libs openssl libconfig zlib libcares libmaxminddb libnghttp2 \
-                        libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) -lcrypt"
+                        libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) \
+                        $(pkg-config --libs hiredis 2>/dev/null) -lcrypt"
                 corpus=corpus-h2; secs=$SECS ;;
     nginx)      srcs="src/import/nginx_parse.c"; libs=""; corpus=corpus-nginx; secs=$(( (SECS + 1) / 2 )) ;;
+    cluster)    srcs="src/cluster/wire.c"; libs=""; corpus=corpus-cluster; secs=$(( (SECS + 1) / 2 )) ;;
     esac
     cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
     set --
