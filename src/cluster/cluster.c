@@ -159,6 +159,8 @@ int lg_cluster_worker_init(const lg_conf_t *conf, lg_loop_t *loop, int slot)
         return -1;
     if (slot == 0 && lg_cl.cf->tls_tickets && lg_cluster_tickets_init() < 0)
         return -1;
+    if (slot == 0 && lg_cl.cf->health_votes > 0 && lg_cluster_votes_init() < 0)
+        return -1;
     return 0;
 }
 

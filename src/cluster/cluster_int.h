@@ -24,5 +24,6 @@ int  lg_cluster_sub_up(void);
 int  lg_cluster_purge_init(void);       /* purge.c */
 int  lg_cluster_tickets_init(void);     /* tickets.c, worker 0 */
 int  lg_cluster_ratelimit_init(void);   /* ratelimit.c */
+int  lg_cluster_votes_init(void);       /* votes.c, worker 0 */
 
 #endif

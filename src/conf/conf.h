@@ -549,6 +549,7 @@ typedef struct lg_cluster_conf {
     char      *node;                /* this node's name, default via_name */
     int        purge;               /* PURGE fan-out, default true */
     int        tls_tickets;         /* ticket keys from Redis, default true */
+    int        health_votes;        /* nodes whose checks eject a server for all, default 2; 0 off */
     int        line;                /* of the group, for errors */
     /* derived at load */
     char       host[64];            /* the IP of redis, or "" for a unix socket */

@@ -29,6 +29,7 @@ static const directive_t cluster_dirs[] = {
     ROW("node",                  D_STRING,   0, 0, NULL, lg_cluster_conf_t, node),
     ROW("purge",                 D_BOOL,     0, 1, "true", lg_cluster_conf_t, purge),
     ROW("tls_tickets",           D_BOOL,     0, 1, "true", lg_cluster_conf_t, tls_tickets),
+    ROW("health_votes",          D_INT,      0, 1000, "2", lg_cluster_conf_t, health_votes),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 

@@ -116,7 +116,8 @@ def certs():
     return CERTS
 
 
-def node_conf(port, o, redis, node, cluster_extra="", tls=False, glob="", http_extra="", route_extra=""):
+def node_conf(port, o, redis, node, cluster_extra="", tls=False, glob="", http_extra="", route_extra="",
+              upstream_extra=""):
     listen = '"127.0.0.1:%d"' % port
     tls_lines = ""
     if tls:
@@ -130,14 +131,15 @@ cache_size = "4m";
 cluster = { redis = "%s"; node = "%s"; redis_timeout = "200ms"; %s };
 http = {
     log_format = "$request_method $request_uri $status $cache_status";
-    upstreams = { app = { servers = ( "%s" ); }; };
+    upstreams = { app = { servers = ( "%s" ); %s }; };
     %s
     servers = ( { listen = %s; %s
         routes = ( { prefix = "/metrics"; status = "metrics"; },
                    { prefix = "/"; proxy_pass = "app"; cache = true;
                      cache_purge_allow = [ "127.0.0.0/8" ]; %s } ); } );
 };
-""" % (glob, redis.address, node, cluster_extra, o.address, http_extra, listen, tls_lines, route_extra)
+""" % (glob, redis.address, node, cluster_extra, o.address, upstream_extra, http_extra, listen, tls_lines,
+       route_extra)
 
 
 def fleet(n, redis, o, cluster_extra="", tls=False, glob="", workers=2, http_extra="", route_extra=""):
@@ -508,6 +510,59 @@ def cluster_zone_without_cluster_section_is_refused():
     rc, err = check_config('cluster = { redis = "127.0.0.1:1"; };\nhttp = { limit_conn_zones = ( { name = "c"; '
                            'key = "$remote_addr"; cluster = true; } ); servers = ( { listen = "127.0.0.1:1"; } ); };')
     ok(rc != 0 and "'cluster' is for request-rate zones" in err, err)
+
+
+def hc(path):
+    return 'health_check = { interval = "200ms"; timeout = "1s"; path = "%s"; rise = 2; fall = 2; };' % path
+
+
+@test(timeout=150)
+def upstream_health_by_vote():
+    """health_votes = 2: one node's failing checks eject the server on that
+    node only; a second node's make every node eject it; passing checks
+    bring it back everywhere."""
+    redis = Redis()
+    o = Origin("o")
+    nodes = []
+    for i, path in enumerate(("/hc?status=500", "/hc", "/hc")):
+        port = free_port()
+        lg = Legate(node_conf(port, o, redis, "node%d" % (i + 1), upstream_extra=hc(path)), workers=2)
+        lg.allow_log(r"cluster: ")
+        nodes.append((lg, port))
+    wait_subscribed(nodes)
+    key = "legate:hc:app:" + o.address
+    n1, n2, n3 = nodes
+    n1[0].wait_log(r'upstream "app" server \S+ is down: health checks of 1 of \d nodes say down \(2 needed\), '
+                   r"this one's among them", 15)
+
+    def votes():
+        v = redis.cli("HGETALL", key).splitlines()
+        return dict(zip(v[0::2], [x[0] for x in v[1::2]]))
+    wait_until(lambda: votes() == {"node1": "1", "node2": "0", "node3": "0"}, 15, what="three votes")
+    for lg, port in (n2, n3):
+        eq(request(port, target="/up").status, 200, "one node's bad checks eject nothing elsewhere")
+        ok("is down" not in open(lg.error_log).read(), "not ejected on %d" % port)
+    eq(request(n1[1], target="/up").status // 100, 5, "ejected on the node whose checks fail")
+    # a second node's checks fail: every node ejects it
+    n2[0].reload(node_conf(n2[1], o, redis, "node2", upstream_extra=hc("/hc?status=503")))
+    n3[0].wait_log(r'upstream "app" server \S+ is down: health checks of 2 of 3 nodes say down', 15)
+    wait_until(lambda: request(n3[1], target="/up").status // 100 == 5, 10,
+               what="node 3 ejects a server its own checks pass")
+    # Redis gone: node 3 goes by its own checks and takes the server back
+    redis.kill()
+    n3[0].wait_log(r'upstream "app" server \S+ is up: this node.s health checks', 15)
+    wait_until(lambda: request(n3[1], target="/up").status == 200, 10, what="node 3 serving again")
+    # Redis back, checks pass again everywhere: up on every node
+    redis.start()
+    n1[0].reload(node_conf(n1[1], o, redis, "node1", upstream_extra=hc("/hc")))
+    n2[0].reload(node_conf(n2[1], o, redis, "node2", upstream_extra=hc("/hc")))
+    for lg, port in nodes:
+        wait_until(lambda: request(port, target="/up").status == 200, 20, what="serving on %d" % port)
+    # garbage votes are not counted
+    redis.cli("HSET", key, "intruder", "1 not-a-time", "x", "garbage")
+    n1[0].wait_log(r"holds 2 votes this legate cannot read", 15)
+    for lg, port in nodes:
+        eq(request(port, target="/up").status, 200)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ for h in ${*:-parse conf proxyproto htpasswd json cache h2 nginx cluster}; do
     cache)      srcs="src/cache/policy.c"; libs=""; corpus=corpus-cache; secs=$(( (SECS + 1) / 2 )) ;;
     h2)         # src/cluster: the hiredis files or their stand-in, as configure chose
                 if grep -q "define LG_HAVE_HIREDIS" "$CFG"; then nocl='^src/cluster/none\.c$'
-                else nocl='^src/cluster/(redis|cluster|purge|tickets|ratelimit)\.c$'; fi
+                else nocl='^src/cluster/(redis|cluster|purge|tickets|ratelimit|votes)\.c$'; fi
                 srcs=$(cd "$SRC" && ls src/*/*.c | grep -Ev "$nocl")
                 libs="$(pkg-config --libs openssl libconfig zlib libcares libmaxminddb libnghttp2 \
                         libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) \
