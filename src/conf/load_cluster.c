@@ -37,6 +37,10 @@ static const directive_t cluster_dirs[] = {
 static int redis_addr(ld_t *ld, const config_setting_t *at, lg_cluster_conf_t *cf)
 {
     const char *a = cf->redis;
+    if (strncmp(a, "rediss://", 9) == 0 || strncmp(a, "tls:", 4) == 0)
+        return ld_error(ld, at, "TLS to Redis needs hiredis 1.0 (hiredis_ssl) and Debian 12 ships "
+                        "hiredis 0.14 without it: reach a remote Redis through a TLS tunnel "
+                        "(stunnel, spiped) on 127.0.0.1, or a unix socket");
     if (strncmp(a, "unix:", 5) == 0) {
         if (a[5] != '/')
             return ld_error(ld, at, "'redis' unix socket must be an absolute path (unix:/run/redis.sock)");
