@@ -6,6 +6,7 @@ password and an ACL user), and the failure behaviour -- Redis killed,
 stopped (slow) and restarted mid-test, bad data planted in Redis -- where
 requests never wait on Redis beyond the budget, a warning is logged at
 most once a second, the metrics count it and the nodes recover alone."""
+import glob
 import os
 import re
 import shutil
@@ -563,6 +564,21 @@ def upstream_health_by_vote():
     n1[0].wait_log(r"holds 2 votes this legate cannot read", 15)
     for lg, port in nodes:
         eq(request(port, target="/up").status, 200)
+
+
+@test
+def example_configs_pass_t():
+    """conf/examples/cluster/node*.conf (b11_examples covers conf/examples/*.conf only)."""
+    confs = sorted(glob.glob(os.path.join(REPO, "conf", "examples", "cluster", "node*.conf")))
+    eq(len(confs), 3, "three node configurations")
+    for path in confs:
+        prefix = tempfile.mkdtemp(prefix="legate-ex-")
+        try:
+            rc, out, err = run_legate(["-t", "-p", prefix, "-c", path], prefix=prefix)
+            eq(rc, 0, "legate -t -c %s\n%s" % (path, err))
+            contains(err, "test is successful")
+        finally:
+            shutil.rmtree(prefix, ignore_errors=True)
 
 
 if __name__ == "__main__":
