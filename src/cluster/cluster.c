@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "feature/metrics.h"
 
 #define CL_MAGIC 0x434c5553u
 
@@ -152,6 +153,7 @@ int lg_cluster_worker_init(const lg_conf_t *conf, lg_loop_t *loop, int slot)
     lg_cl.slot = slot;
     lg_cl.node = conf->cluster->node ? conf->cluster->node : conf->via_name;
     lg_cl.cmd.on_state = cmd_state;
+    lg_metrics_cluster = lg_cluster_metrics;
     lg_redis_start(&lg_cl.cmd, lg_cl.cf, loop, "commands");
     if (lg_cl.cf->purge && lg_cluster_purge_init() < 0)
         return -1;
