@@ -422,9 +422,9 @@ static void delay_timeout(lg_req_t *r, lg_tkind_t kind)
     lg_req_resume(r);
 }
 
-/* The fleet answered (from Redis's callback, outside this connection's
- * events): check again with the answer, then drive the connection on. */
-static void cluster_done(lg_req_t *r, int verdict)
+/* The fleet answered: check again with the answer.  run: from Redis's
+ * callback, outside this connection's events, so drive it on here. */
+static void cluster_verdict(lg_req_t *r, int verdict, int run)
 {
     lim_ctx_t *x = r->ctx[limit_slot];
     const lg_common_t *c = settings(r);
@@ -439,7 +439,13 @@ static void cluster_done(lg_req_t *r, int verdict)
         lg_req_resume(r);
     else if (rc == LG_ERROR)
         lg_respond_error(r, 500);
-    lg_req_run(r);              /* LG_DONE answered; LG_AGAIN waits again */
+    if (run)
+        lg_req_run(r);          /* LG_DONE answered; LG_AGAIN waits again */
+}
+
+static void cluster_done(lg_req_t *r, int verdict)
+{
+    cluster_verdict(r, verdict, 1);
 }
 
 static lg_msec_t cluster_arm(lg_req_t *r, lg_tkind_t *kind)
@@ -454,7 +460,7 @@ static void cluster_timeout(lg_req_t *r, lg_tkind_t kind)
     (void)kind;
     if (lg_limit_cluster_cancel)
         lg_limit_cluster_cancel(r);
-    cluster_done(r, -1);
+    cluster_verdict(r, -1, 0);  /* the connection runs after its timeout */
 }
 
 static const lg_stage_t cluster_stage = {

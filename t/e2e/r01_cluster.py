@@ -381,6 +381,12 @@ def tls_sessions_resume_on_another_node():
             ok(os.path.exists(f), "a session was saved")
             out = s_client(b, proto, "-sess_in", f)
             contains(out, "Reused,", "a ticket from node 1 resumes on node 2 (%s)" % proto)
+        # control: a node with the same certificates but not in the fleet does not resume it
+        cport = free_port()
+        alone = node_conf(cport, o, redis, "alone", tls=True, glob='tls_ticket_rotate = "4s";')
+        Legate(re.sub(r"^cluster = .*$", "", alone, flags=re.M), workers=1)
+        contains(s_client(cport, "-tls1_3", "-sess_in", os.path.join(d, "s-tls1_3.pem")), "New,",
+                 "a node outside the fleet has other keys")
         # rotation: the fleet rotates in Redis, a new ticket still resumes anywhere
         v0 = redis.cli("GET", "legate:tls-tickets")
         wait_until(lambda: redis.cli("GET", "legate:tls-tickets") != v0, 15, what="a rotation in redis")
