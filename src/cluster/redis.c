@@ -257,14 +257,6 @@ lg_rcmd_t *lg_redis_eval(lg_redis_t *r, const char *script, const char *sha, int
     }
     /* the EVAL form, kept for NOSCRIPT: one block of pointers, lengths, bytes */
     int n = argc + 3;
-    size_t bytes = strlen(script) + 4 + strlen(nk) + 1;
-    for (int i = 0; i < argc; i++)
-        bytes += lens[i] + 1;
-    char **ev = malloc((size_t)n * (sizeof(char *) + sizeof(size_t)) + bytes);
-    if (ev == NULL)
-        return NULL;
-    size_t *el = (size_t *)(ev + n);
-    char *p = (char *)(el + n);
     const char *src[MAXARG];
     size_t sl[MAXARG];
     src[0] = "EVAL"; sl[0] = 4;
@@ -274,6 +266,14 @@ lg_rcmd_t *lg_redis_eval(lg_redis_t *r, const char *script, const char *sha, int
         src[3 + i] = argv[i];
         sl[3 + i] = lens[i];
     }
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++)
+        bytes += sl[i] + 1;     /* each NUL-terminated */
+    char **ev = malloc((size_t)n * (sizeof(char *) + sizeof(size_t)) + bytes);
+    if (ev == NULL)
+        return NULL;
+    size_t *el = (size_t *)(ev + n);
+    char *p = (char *)(el + n);
     for (int i = 0; i < n; i++) {
         memcpy(p, src[i], sl[i]);
         p[sl[i]] = '\0';
