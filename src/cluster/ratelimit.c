@@ -12,10 +12,10 @@
  * Accuracy: every request let through was granted by the script, so the
  * fleet never passes more than rate x time + burst + 1 (the bound of one
  * GCRA) -- leasing can only make it stricter: a grant a worker does not use
- * within LEASE_MS is lost, at most LEASE requests per worker per LEASE_MS
- * when the key's traffic stops or moves to other workers.  LEASE is a
+ * within LEASE_MS is lost, at most one lease per worker when the key's
+ * traffic stops or moves to other workers.  LEASE, the largest lease, is a
  * twentieth of a second of the rate (at least 1, at most burst + 1), so at
- * 100 r/s a worker leases 5 requests.  While waiting for a lease (one Redis
+ * 100 r/s a worker leases up to 5 requests.  While waiting for a lease (one Redis
  * round trip, bounded by redis_timeout) requests of that key in that worker
  * queue on the same lease.  Redis unreachable, slow, or answering nonsense:
  * the zone counts on this node alone (its local shared table: the fleet
@@ -33,7 +33,7 @@
 #include "pipeline/request.h"
 
 #define LEASES    1024          /* per worker, direct-mapped by key */
-#define LEASE_MS  100
+#define LEASE_MS  200
 
 static const char SCRIPT[] =
     "local t = redis.call('TIME')\n"
@@ -63,6 +63,7 @@ typedef struct lease {
     const lg_limit_zone_t *lz;
     int         burst;
     int         tokens;         /* requests granted, not yet used */
+    int         size;           /* the next lease: grows while leases run out, shrinks when they expire */
     lg_msec_t   until;          /* tokens good until */
     lg_rcmd_t  *c;              /* the lease being asked for */
     int         want;
@@ -134,7 +135,7 @@ static int ask(lease_t *l)
     int n = 0;
     for (waiter_t *w = l->head; w; w = w->next)
         n++;
-    l->want = lease_size(l->lz, l->burst);
+    l->want = l->size > 0 ? l->size : 1;
     if (n > l->want)
         l->want = n;
     char iv[24], bu[16], wa[16];
@@ -201,6 +202,16 @@ static int take(lg_req_t *r, const lg_limit_zone_t *lz, const char *key, size_t 
         l->tokens--;
         return 1;
     }
+    /* size the next lease to this worker's own demand: doubled when the
+     * last ran out in time, halved when it expired unused, so what a
+     * worker holds and may waste follows the share of the key it sees */
+    int max = lease_size(lz, burst);
+    if (l->tokens > 0)
+        l->size = l->size / 2 > 1 ? l->size / 2 : 1;
+    else if (l->until && lg_cl.loop->now < l->until)
+        l->size = l->size * 2 < max ? l->size * 2 : max;
+    if (l->size < 1 || l->size > max)
+        l->size = l->size < 1 ? 1 : max;
     l->tokens = 0;
     if (!lg_redis_ready(&lg_cl.cmd)) {
         lg_cluster_count(LG_CM_DEGRADED);
