@@ -586,6 +586,17 @@ def example_configs_pass_t():
             rc, out, err = run_legate(["-t", "-p", prefix, "-c", path], prefix=prefix)
             eq(rc, 0, "legate -t -c %s\n%s" % (path, err))
             contains(err, "test is successful")
+            # -T writes the cluster section, and what it writes loads to the same
+            rc, dump1, err = run_legate(["-T", "-p", prefix, "-c", path], prefix=prefix)
+            eq(rc, 0, err)
+            contains(dump1, 'cluster = {\n    redis = "127.0.0.1:6379";')
+            contains(dump1, "cluster = true;")
+            again = os.path.join(prefix, "dump.conf")
+            with open(again, "w") as f:
+                f.write(dump1)
+            rc, dump2, err = run_legate(["-T", "-p", prefix, "-c", again], prefix=prefix)
+            eq(rc, 0, err)
+            eq(dump2.split("\n", 2)[2], dump1.split("\n", 2)[2], "the dump of the dump (after its header)")
         finally:
             shutil.rmtree(prefix, ignore_errors=True)
 
