@@ -409,6 +409,27 @@ static lg_cstate_t *state(lg_req_t *s)
 
 static void drop_key(lg_req_t *s, const char *base, size_t n, int soft, int *count);
 
+int (*lg_cache_purge_fanout)(lg_req_t *s, const char *key, size_t n, int soft,
+                             int status, const char *body);
+
+int lg_cache_purge_key(const char *key, size_t n, int soft)
+{
+    if (lg_cache == NULL || n == 0)
+        return 0;
+    if (key[n - 1] == '*')
+        return lg_store_purge_prefix(lg_cache, key, n - 1, soft);
+    /* as drop_key(): the object (or its Vary marker) and every variant */
+    int count = soft ? lg_store_expire(lg_cache, key, n) : lg_store_delete(lg_cache, key, n);
+    char *vp = malloc(n + 1);
+    if (vp) {
+        memcpy(vp, key, n);
+        vp[n] = '\n';
+        count += lg_store_purge_prefix(lg_cache, vp, n + 1, soft);
+        free(vp);
+    }
+    return count;
+}
+
 static int purge(lg_req_t *s, lg_cstate_t *cs)
 {
     const lg_common_t *c = lg_req_common(s);
@@ -427,6 +448,9 @@ static int purge(lg_req_t *s, lg_cstate_t *cs)
     else
         drop_key(s, cs->base, cs->baselen, soft, &n);
     char *msg = lg_arena_printf(&s->arena, "{\"purged\": %d, \"soft\": %s}\n", n, soft ? "true" : "false");
+    if (lg_cache_purge_fanout && msg &&
+        lg_cache_purge_fanout(s, cs->base, cs->baselen, soft, n ? 200 : 404, msg))
+        return 1;
     lg_respond(s, n ? 200 : 404, msg, NULL);
     return 1;
 }

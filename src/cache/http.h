@@ -17,4 +17,17 @@ extern const lg_feature_t lg_feature_cache_log;
  * internal connection.  0 or -1. */
 int lg_refresh_start(const lg_req_t *orig);
 
+/*
+ * Purges for a fleet (src/cluster sets and calls these; the cache does not
+ * know the cluster).  lg_cache_purge_fanout, when set, is called after a
+ * PURGE was applied here, with the answer made for it: it answers the
+ * request itself (later, once the other nodes were told) and returns 1,
+ * or returns 0 and the answer goes out as it is.  lg_cache_purge_key
+ * applies a purge another node accepted: the key as the cache makes it
+ * (a trailing '*' a prefix); returns how many objects it touched.
+ */
+extern int (*lg_cache_purge_fanout)(lg_req_t *s, const char *key, size_t n, int soft,
+                                    int status, const char *body);
+int lg_cache_purge_key(const char *key, size_t n, int soft);
+
 #endif

@@ -142,6 +142,7 @@ typedef struct lg_limit_zone {
     char      *rate;                    /* rate zones: as written, "20r/s", "30r/m", or bytes "512k/s" */
     int64_t    interval_us;             /* rate zones: one request's share of time, 1 s / rate */
     int64_t    bytes_rate;              /* a bandwidth zone ("512k/s"): bytes a second, else 0 */
+    int        cluster;                 /* rate zones: counted by the fleet in Redis, default false */
     void      *table;                   /* its table in the shared segment, set by the master */
     int        index;
     int        line;
@@ -560,6 +561,28 @@ typedef struct lg_bind {
     int           quic;                 /* HTTP/3 on the UDP port of the same address */
 } lg_bind_t;
 
+/*
+ * cluster = { ... }: the nodes of a fleet share purges and TLS ticket keys
+ * through one Redis (src/cluster).  NULL in lg_conf_t when absent.
+ */
+typedef struct lg_cluster_conf {
+    char      *redis;               /* "IP:port" or "unix:/path"; required */
+    char      *redis_user;          /* ACL user (AUTH user password), or NULL */
+    char      *redis_password;      /* AUTH password, or NULL */
+    lg_msec_t  redis_timeout;       /* budget of one command, default 100ms */
+    lg_msec_t  redis_connect_timeout; /* connect and AUTH, default 1s */
+    char      *name;                /* key and channel prefix, default "legate" */
+    char      *node;                /* this node's name, default via_name */
+    int        purge;               /* PURGE fan-out, default true */
+    int        tls_tickets;         /* ticket keys from Redis, default true */
+    int        health_votes;        /* nodes whose checks eject a server for all, default 2; 0 off */
+    int        line;                /* of the group, for errors */
+    /* derived at load */
+    char       host[64];            /* the IP of redis, or "" for a unix socket */
+    int        port;
+    char      *unix_path;           /* arena, or NULL */
+} lg_cluster_conf_t;
+
 typedef struct lg_conf {
     lg_arena_t      arena;
     char           *file;               /* as given (absolute after -p resolution) */
@@ -609,6 +632,7 @@ typedef struct lg_conf {
     void          (*jwt_free)(struct lg_conf *);    /* frees what feature/jwt.c built */
     lg_limit_zone_t *limit_zones;       /* limit_req_zones then limit_conn_zones */
     size_t          nlimit_zones;
+    lg_cluster_conf_t *cluster;         /* NULL: a node on its own */
 } lg_conf_t;
 
 /*

@@ -559,6 +559,23 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_names(out, 0, "geoip_csv_blocks", conf->geoip_csv_blocks);
     if (conf->geoip_csv_locations)
         kv_str(out, 0, "geoip_csv_locations", conf->geoip_csv_locations);
+    if (conf->cluster) {
+        const lg_cluster_conf_t *cl = conf->cluster;
+        fputs("\ncluster = {\n", out);
+        kv_str(out, 1, "redis", cl->redis);
+        if (cl->redis_user)
+            kv_str(out, 1, "redis_user", cl->redis_user);
+        if (cl->redis_password)
+            kv_str(out, 1, "redis_password", cl->redis_password);
+        kv_msec(out, 1, "redis_timeout", cl->redis_timeout);
+        kv_msec(out, 1, "redis_connect_timeout", cl->redis_connect_timeout);
+        kv_str(out, 1, "name", cl->name);
+        kv_str(out, 1, "node", cl->node ? cl->node : conf->via_name);
+        kv_bool(out, 1, "purge", cl->purge);
+        kv_bool(out, 1, "tls_tickets", cl->tls_tickets);
+        kv_int(out, 1, "health_votes", cl->health_votes);
+        fputs("};\n", out);
+    }
 
     fputs("\nhttp = {\n", out);
     dump_common(out, 1, &conf->http);
@@ -578,6 +595,8 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
                 fputs(" rate = ", out);
                 put_str(out, z->rate);
                 fputs(";", out);
+                if (z->cluster)
+                    fputs(" cluster = true;", out);
             }
             fputs(" }", out);
         }

@@ -212,6 +212,7 @@ static const directive_t global_dirs[] = {
     { "geoip_csv_blocks", D_STRLIST, 0, 0, "", offsetof(lg_conf_t, geoip_csv_blocks), "paths", NULL },
     PATH("geoip_csv_locations", NULL, NULL, lg_conf_t, geoip_csv_locations),
     CUSTOM("http", fn_http),
+    CUSTOM("cluster", ld_fn_cluster),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 

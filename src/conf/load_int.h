@@ -131,6 +131,7 @@ int         ld_fn_server_name(ld_t *ld, const config_setting_t *s, void *base); 
 extern const directive_t ld_tls_dirs[];                                          /* load_server.c */
 extern const directive_t ld_common_dirs[];                                       /* load.c */
 int         ld_fn_forward(ld_t *ld, const config_setting_t *s, void *base);
+int         ld_fn_cluster(ld_t *ld, const config_setting_t *s, void *base);         /* load_cluster.c */
 int         ld_fn_limit_req_zones(ld_t *ld, const config_setting_t *s, void *base);  /* load_limit.c */
 int         ld_fn_limit_conn_zones(ld_t *ld, const config_setting_t *s, void *base);
 int         ld_fn_limit_req(ld_t *ld, const config_setting_t *s, void *base);        /* lg_common_t */

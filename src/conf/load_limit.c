@@ -24,6 +24,7 @@ static const directive_t zone_dirs[] = {
     ROW("key",  D_TPL,    0, 0, NULL, lg_limit_zone_t, key),
     ROW("size", D_SIZE,   4096, (int64_t)1 << 32, "1m", lg_limit_zone_t, size),
     ROW("rate", D_STRING, 0, 0, NULL, lg_limit_zone_t, rate),
+    ROW("cluster", D_BOOL, 0, 1, "false", lg_limit_zone_t, cluster),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -103,6 +104,9 @@ static int zones(ld_t *ld, const config_setting_t *s, int conn)
                            "'rate' must be requests per second or minute, such as \"20r/s\" "
                            "or \"30r/m\" (1 to 1000000), or bytes a second such as \"512k/s\"");
         }
+        if (z->cluster && (conn || z->bytes_rate))
+            bad = ld_error(ld, config_setting_get_member(g, "cluster"),
+                           "'cluster' is for request-rate zones (limit_req_zones with r/s or r/m)");
         for (size_t k = 0; z->name && k < conf->nlimit_zones; k++)
             if (conf->limit_zones[k].conn == conn && strcmp(conf->limit_zones[k].name, z->name) == 0)
                 bad = ld_error(ld, g, "%s \"%s\" is declared twice (also at line %d)", what,
@@ -238,6 +242,11 @@ static void resolve_rate(ld_t *ld, lg_common_t *c, int line)
 void ld_limits_finish(ld_t *ld)
 {
     lg_conf_t *conf = ld->conf;
+    for (size_t i = 0; i < conf->nlimit_zones; i++)
+        if (conf->limit_zones[i].cluster && conf->cluster == NULL)
+            ld_error_at(ld, ld->file, conf->limit_zones[i].line,
+                        "limit_req zone \"%s\" has cluster = true but there is no 'cluster' section "
+                        "(the Redis the nodes share)", conf->limit_zones[i].name);
     resolve(ld, conf->http.limit_req, 0);
     resolve(ld, conf->http.limit_conn, 1);
     resolve_rate(ld, &conf->http, conf->http_line);

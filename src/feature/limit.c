@@ -99,9 +99,16 @@ void lg_limits_clear_slot(const lg_conf_t *conf, int slot)
 
 static int limit_slot;
 
+#define LIM_MAX_RULES 16       /* cluster verdicts kept per request */
+
 typedef struct lim_ctx {
     lg_msec_t due;              /* a delayed request goes on at this time */
+    signed char verdict[LIM_MAX_RULES];  /* cluster zones: the fleet's answer + 2; 0 not asked */
 } lim_ctx_t;
+
+int  (*lg_limit_cluster_take)(lg_req_t *r, const lg_limit_zone_t *lz, const char *key, size_t n,
+                              int burst, lg_limit_done_t done);
+void (*lg_limit_cluster_cancel)(lg_req_t *r);
 
 typedef struct lim_hold {       /* one request counted in a concurrency zone */
     lg_lz_t *z;
@@ -228,10 +235,75 @@ static int check_conn(lg_req_t *r, const lg_common_t *c, int64_t now)
 
 static const lg_stage_t delay_stage;
 
+static const lg_stage_t cluster_stage;
+static void cluster_done(lg_req_t *r, int verdict);
+
+static lim_ctx_t *ctx_of(lg_req_t *r)
+{
+    lim_ctx_t *x = r->ctx[limit_slot];
+    if (x == NULL)
+        x = r->ctx[limit_slot] = lg_arena_calloc(&r->arena, sizeof(*x));
+    return x;
+}
+
+/*
+ * A cluster-scoped zone asks the fleet first (src/cluster: a local budget
+ * leased from Redis).  Cluster zones are checked before local ones, so a
+ * request suspended for the fleet's answer has counted nothing locally
+ * yet, and the whole check runs again when the answer is in.  Returns
+ * LG_OK (on to the local zones), LG_DONE (refused), LG_AGAIN (waiting).
+ */
+static int check_cluster(lg_req_t *r, const lg_common_t *c, const char **skip)
+{
+    for (size_t i = 0; i < c->limit_req->n && i < LIM_MAX_RULES; i++) {
+        const lg_limit_rule_t *rule = &c->limit_req->v[i];
+        const lg_limit_zone_t *lz = rule->zone;
+        skip[i] = NULL;
+        if (!lz->cluster || lg_limit_cluster_take == NULL)
+            continue;
+        size_t n;
+        const char *key = key_of(r, lz, &n);
+        if (key == NULL)
+            continue;
+        lim_ctx_t *x = ctx_of(r);
+        if (x == NULL)
+            return LG_ERROR;
+        int v = x->verdict[i] ? x->verdict[i] - 2 : lg_limit_cluster_take(r, lz, key, n, rule->burst,
+                                                                          cluster_done);
+        if (v == 2) {
+            x->verdict[i] = 0;
+            lg_req_suspend(r, &cluster_stage);
+            return LG_AGAIN;
+        }
+        x->verdict[i] = (signed char)(v + 2);
+        if (v == 1) {
+            skip[i] = "cluster";        /* the fleet counted it */
+            if (r->limit_req_status == NULL)
+                r->limit_req_status = "PASSED";
+        } else if (v == 0) {
+            if (c->limit_req_dry_run) {
+                r->limit_req_status = "REJECTED_DRY_RUN";
+                skip[i] = "cluster";
+                continue;
+            }
+            r->limit_req_status = "REJECTED";
+            return refuse(r, c->limit_req_status, "limit_req", lz, key, lz->interval_us);
+        }
+        /* -1: no answer from the fleet: this node counts it alone */
+    }
+    return LG_OK;
+}
+
 static int check_rate(lg_req_t *r, const lg_common_t *c, int64_t now)
 {
+    const char *skip[LIM_MAX_RULES] = { 0 };
+    int crc = check_cluster(r, c, skip);
+    if (crc != LG_OK)
+        return crc;
     int64_t wait = 0;
     for (size_t i = 0; i < c->limit_req->n; i++) {
+        if (i < LIM_MAX_RULES && skip[i])
+            continue;
         const lg_limit_rule_t *rule = &c->limit_req->v[i];
         const lg_limit_zone_t *lz = rule->zone;
         size_t n;
@@ -266,8 +338,8 @@ static int check_rate(lg_req_t *r, const lg_common_t *c, int64_t now)
     }
     if (wait == 0)
         return LG_OK;
-    lim_ctx_t *x = r->ctx[limit_slot];
-    if (x == NULL && (x = r->ctx[limit_slot] = lg_arena_calloc(&r->arena, sizeof(*x))) == NULL)
+    lim_ctx_t *x = ctx_of(r);
+    if (x == NULL)
         return LG_ERROR;
     x->due = lg_w.loop.now + (wait + 999) / 1000;
     lg_req_suspend(r, &delay_stage);
@@ -349,6 +421,52 @@ static void delay_timeout(lg_req_t *r, lg_tkind_t kind)
         return;                 /* early: armed again for the rest */
     lg_req_resume(r);
 }
+
+/* The fleet answered: check again with the answer.  run: from Redis's
+ * callback, outside this connection's events, so drive it on here. */
+static void cluster_verdict(lg_req_t *r, int verdict, int run)
+{
+    lim_ctx_t *x = r->ctx[limit_slot];
+    const lg_common_t *c = settings(r);
+    for (size_t i = 0; x && i < c->limit_req->n && i < LIM_MAX_RULES; i++)
+        if (c->limit_req->v[i].zone->cluster && x->verdict[i] == 0) {
+            x->verdict[i] = (signed char)(verdict + 2);
+            break;
+        }
+    r->stage = NULL;            /* no longer waiting on the fleet */
+    int rc = check_rate(r, c, now_us());
+    if (rc == LG_OK)
+        lg_req_resume(r);
+    else if (rc == LG_ERROR)
+        lg_respond_error(r, 500);
+    if (run)
+        lg_req_run(r);          /* LG_DONE answered; LG_AGAIN waits again */
+}
+
+static void cluster_done(lg_req_t *r, int verdict)
+{
+    cluster_verdict(r, verdict, 1);
+}
+
+static lg_msec_t cluster_arm(lg_req_t *r, lg_tkind_t *kind)
+{
+    (void)r;
+    *kind = LG_T_WAIT;
+    return 2000;                /* a backstop: src/cluster answers within redis_timeout */
+}
+
+static void cluster_timeout(lg_req_t *r, lg_tkind_t kind)
+{
+    (void)kind;
+    if (lg_limit_cluster_cancel)
+        lg_limit_cluster_cancel(r);
+    cluster_verdict(r, -1, 0);  /* the connection runs after its timeout */
+}
+
+static const lg_stage_t cluster_stage = {
+    .name = "asking the fleet (limit_req)", .step = delay_step, .arm = cluster_arm,
+    .timeout = cluster_timeout,
+};
 
 static const lg_stage_t delay_stage = {
     .name = "delayed by limit_req", .step = delay_step, .arm = delay_arm, .timeout = delay_timeout,

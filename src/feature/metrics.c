@@ -524,6 +524,8 @@ static const char *const lnames[MX_NSTAT] = {
     "timeout", "version", "cipher", "certificate", "closed", "other",
 };
 
+size_t (*lg_metrics_cluster)(char *buf, size_t n);
+
 static void page_metrics(out_t *o)
 {
     static const char *const cls[5] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
@@ -696,6 +698,11 @@ static void page_metrics(out_t *o)
             (unsigned long long)cs.hits, (unsigned long long)cs.misses, (unsigned long long)cs.stores,
             (unsigned long long)cs.evictions, (unsigned long long)cs.objects,
             (unsigned long long)cs.used, (unsigned long long)cs.capacity);
+    }
+    if (lg_metrics_cluster) {   /* the fleet (src/cluster sets it): its own block */
+        char cl[4096];
+        if (lg_metrics_cluster(cl, sizeof(cl)))
+            put(o, "%s", cl);
     }
 }
 

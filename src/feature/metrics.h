@@ -17,5 +17,7 @@ size_t lg_metrics_shm_size(const lg_conf_t *conf);
 int    lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen);
 /* Worker: move its counts into the zone (each second, and before exiting). */
 void   lg_metrics_flush(void);
+/* Set by src/cluster in a worker with a cluster: its counters as Prometheus text. */
+extern size_t (*lg_metrics_cluster)(char *buf, size_t n);
 
 #endif

@@ -43,6 +43,7 @@ typedef struct ticket_key {
 typedef struct ticket_zone {
     lg_shm_mutex_t mx;
     int            current;     /* index into keys; -1 before the first */
+    int64_t        external_ms; /* keys last installed by the cluster (wall ms); 0 never */
     ticket_key_t   keys[NKEYS];
 } ticket_zone_t;
 
@@ -648,9 +649,42 @@ int lg_tls_attach_shm(lg_shm_t *shm, char *err, size_t errlen)
     return 0;
 }
 
+int lg_tls_tickets_install(const unsigned char *keys, int n, int cur, int64_t created_ms)
+{
+    if (tickets == NULL || n < 1 || n > NKEYS || cur < 0 || cur >= n)
+        return -1;
+    ticket_key_t k[NKEYS];
+    memset(k, 0, sizeof(k));
+    for (int i = 0; i < n; i++) {
+        memcpy(k[i].name, keys + 80 * i, 16);
+        memcpy(k[i].aes, keys + 80 * i + 16, 32);
+        memcpy(k[i].hmac, keys + 80 * i + 48, 32);
+        k[i].created_ms = created_ms > 0 ? created_ms : 1;
+    }
+    int changed = 0;
+    lg_shm_lock(&tickets->mx);
+    for (int i = 0; i < NKEYS && !changed; i++)
+        changed = memcmp(tickets->keys[i].name, k[i].name, 16) != 0 ||
+                  memcmp(tickets->keys[i].aes, k[i].aes, 32) != 0 ||
+                  (tickets->keys[i].created_ms != 0) != (k[i].created_ms != 0);
+    changed |= tickets->current != cur;
+    if (changed) {
+        memcpy(tickets->keys, k, sizeof(k));
+        tickets->current = cur;
+    }
+    tickets->external_ms = lg_wall_ms();
+    lg_shm_unlock(&tickets->mx);
+    OPENSSL_cleanse(k, sizeof(k));
+    return changed;
+}
+
 void lg_tls_rotate(lg_msec_t every)
 {
     if (tickets == NULL || tickets->current < 0)
+        return;
+    /* the fleet rotates; a node cut off from it keeps the fleet's keys for
+     * as long as they live in the fleet (three rotations), then goes on alone */
+    if (tickets->external_ms && lg_wall_ms() - tickets->external_ms < 3 * every)
         return;
     if (lg_wall_ms() - tickets->keys[tickets->current].created_ms >= every) {
         new_key();

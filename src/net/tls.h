@@ -36,6 +36,14 @@ void  lg_tls_sess_setup(struct ssl_ctx_st *ctx, long timeout_s, int shared);
 void  lg_tls_sess_stats(uint64_t *stored, uint64_t *hits, uint64_t *misses, uint64_t *evicted);
 /* Master, from its loop: start a new ticket key when the current is old. */
 void  lg_tls_rotate(lg_msec_t every);
+/*
+ * A fleet's keys, made and rotated in Redis (src/cluster/tickets.c): n keys
+ * of 80 bytes (name 16, AES 32, HMAC 32); keys[cur] makes tickets, every
+ * one opens them.  The master leaves rotation to the fleet until no
+ * install came for three rotation periods.
+ * 1: the keys changed, 0: they were these already, -1: bad arguments.
+ */
+int   lg_tls_tickets_install(const unsigned char *keys, int n, int cur, int64_t created_ms);
 
 /* Chooses the server (hence certificate) for an SNI name; set by the proxy layer. */
 typedef const lg_server_t *(*lg_tls_sni_fn)(const lg_bind_t *b, const char *name);

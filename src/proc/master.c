@@ -38,6 +38,7 @@
 #include "net/listen.h"
 #include "net/tls.h"
 #include "cache/http.h"
+#include "cluster/cluster.h"
 #include "feature/access.h"
 #include "feature/auth_request.h"
 #include "feature/jwt.h"
@@ -176,7 +177,8 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
         if (n == NULL)
             return -1;
         if (lg_upstreams_prepare(c, n, err, errlen) < 0 || lg_limits_prepare(c, n, err, errlen) < 0 ||
-            lg_metrics_prepare(c, n, err, errlen) < 0 || lg_tls_attach_shm(n, err, errlen) < 0 || cache_attach(c, n, err, errlen) < 0 ||
+            lg_metrics_prepare(c, n, err, errlen) < 0 || lg_tls_attach_shm(n, err, errlen) < 0 ||
+            lg_cluster_attach(c, n, err, errlen) < 0 || cache_attach(c, n, err, errlen) < 0 ||
             lg_tls_sess_attach(n, (size_t)c->tls_session_cache, err, errlen) < 0) {
             lg_shm_destroy(n);
             /* the attaches that succeeded pointed our globals into n: point
@@ -184,6 +186,7 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
             if (shm && conf) {
                 char e2[256];
                 if (lg_tls_attach_shm(shm, e2, sizeof(e2)) < 0 ||
+                    lg_cluster_attach(conf, shm, e2, sizeof(e2)) < 0 ||
                     cache_attach(conf, shm, e2, sizeof(e2)) < 0 ||
                     lg_tls_sess_attach(shm, (size_t)conf->tls_session_cache, e2, sizeof(e2)) < 0)
                     lg_alert("cannot re-attach the shared memory after a failed reload: %s", e2);
@@ -198,6 +201,7 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
     unsigned g = lg_shm_mark_unused(shm);
     if (lg_upstreams_prepare(c, shm, err, errlen) < 0 || lg_limits_prepare(c, shm, err, errlen) < 0 ||
         lg_metrics_prepare(c, shm, err, errlen) < 0 || lg_tls_attach_shm(shm, err, errlen) < 0 ||
+        lg_cluster_attach(c, shm, err, errlen) < 0 ||
         cache_attach(c, shm, err, errlen) < 0 ||
         lg_tls_sess_attach(shm, (size_t)c->tls_session_cache, err, errlen) < 0)
         return -1;

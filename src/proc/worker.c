@@ -26,6 +26,7 @@
 #include "net/tls.h"
 #include "cache/store.h"
 #include "cache/http.h"
+#include "cluster/cluster.h"
 #include "feature/accesslog.h"
 #include "feature/metrics.h"
 #include "pipeline/conn.h"
@@ -250,7 +251,8 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
         lg_log_errno(LG_LOG_EMERG, errno, "epoll_create1() failed");
         exit(2);
     }
-    if (lg_accesslog_open_all(conf) < 0 || lg_upstream_init() < 0 || lg_feature_init_all() < 0)
+    if (lg_accesslog_open_all(conf) < 0 || lg_upstream_init() < 0 || lg_feature_init_all() < 0 ||
+        lg_cluster_worker_init(conf, &lg_w.loop, slot) < 0)
         exit(2);
 
     lg_listeners_close_except(conf, slot, nworkers);

@@ -46,6 +46,7 @@ typedef struct probe {
     size_t         req_len, sent;
     char           buf[8192];
     size_t         len;
+    int            local_down;  /* this node's own verdict (rise/fall applied) */
 } probe_t;
 
 static probe_t *probes;         /* owned array */
@@ -193,7 +194,30 @@ static void probe_timer(lg_timer_t *t)
         probe_verdict(p, 0, "timed out");
 }
 
-/* Count the result; flip the shared state after `rise` passes or `fall` failures in a row. */
+void (*lg_health_cluster_vote)(lg_upstream_t *up, size_t si, int local_down);
+
+void lg_health_apply(lg_upstream_t *up, size_t si, int down, const char *why)
+{
+    lg_upstate_t *st = up->state ? &up->state[si] : NULL;
+    if (st == NULL)
+        return;
+    int was = atomic_load_explicit(&st->hc_down, memory_order_relaxed);
+    if (down && !was) {
+        atomic_store_explicit(&st->hc_down, 1, memory_order_relaxed);
+        lg_warn("upstream \"%s\" server %s is down: %s", up->name, up->servers[si].addr.text, why);
+    } else if (!down && was) {
+        atomic_store_explicit(&st->hc_down, 0, memory_order_relaxed);
+        atomic_store_explicit(&st->back_at, lg_w.loop.now, memory_order_relaxed);
+        lg_notice("upstream \"%s\" server %s is up: %s", up->name, up->servers[si].addr.text, why);
+    }
+}
+
+/*
+ * Count the result; this node's verdict flips after `rise` passes or
+ * `fall` failures in a row.  Without a cluster it is the shared state;
+ * with one (lg_health_cluster_vote set by src/cluster) it is this node's
+ * vote, and the fleet's count of votes decides (lg_health_apply).
+ */
 static void probe_verdict(probe_t *p, int ok, const char *why)
 {
     probe_close(p);
@@ -205,17 +229,23 @@ static void probe_verdict(probe_t *p, int ok, const char *why)
         int32_t k = atomic_load_explicit(&st->hc_streak, memory_order_relaxed);
         k = ok ? (k > 0 ? k + 1 : 1) : (k < 0 ? k - 1 : -1);
         atomic_store_explicit(&st->hc_streak, k, memory_order_relaxed);
-        int down = atomic_load_explicit(&st->hc_down, memory_order_relaxed);
-        if (!down && k <= -h->fall) {
-            atomic_store_explicit(&st->hc_down, 1, memory_order_relaxed);
-            lg_warn("upstream \"%s\" server %s is down: health check failed %d times (%s)",
-                    p->up->name, p->up->servers[p->si].addr.text, -k, why ? why : "?");
-        } else if (down && k >= h->rise) {
-            atomic_store_explicit(&st->hc_down, 0, memory_order_relaxed);
-            atomic_store_explicit(&st->back_at, lg_w.loop.now, memory_order_relaxed);
-            lg_notice("upstream \"%s\" server %s is up: health check passed %d times",
-                      p->up->name, p->up->servers[p->si].addr.text, k);
+        char msg[160];
+        if (!p->local_down && k <= -h->fall) {
+            p->local_down = 1;
+            snprintf(msg, sizeof(msg), "health check failed %d times (%s)", -k, why ? why : "?");
+            if (!lg_health_cluster_vote)
+                lg_health_apply(p->up, p->si, 1, msg);
+            else
+                lg_info("upstream \"%s\" server %s: this node's health check failed %d times (%s)",
+                        p->up->name, p->up->servers[p->si].addr.text, -k, why ? why : "?");
+        } else if (p->local_down && k >= h->rise) {
+            p->local_down = 0;
+            snprintf(msg, sizeof(msg), "health check passed %d times", k);
+            if (!lg_health_cluster_vote)
+                lg_health_apply(p->up, p->si, 0, msg);
         }
+        if (lg_health_cluster_vote)
+            lg_health_cluster_vote(p->up, p->si, p->local_down);   /* each interval: votes expire */
     }
     if (!lg_w.quitting)
         lg_timer_set(&lg_w.loop, &p->timer, h->interval);
@@ -246,6 +276,8 @@ void lg_health_start(void)
             p->si = i;
             p->timer.cb = probe_timer;
             p->timer.data = p;
+            /* a reload keeps the shared verdict: start from it */
+            p->local_down = up->state ? atomic_load(&up->state[i].hc_down) : 0;
             const char *host = up->health->host ? up->health->host : up->servers[i].addr.text;
             int len = snprintf(p->req, sizeof(p->req),
                                "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: legate-health-check\r\n"

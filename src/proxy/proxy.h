@@ -108,5 +108,9 @@ int  lg_upstream_usable(const lg_upstream_t *up);
 /* health.c: active health checks, run by worker slot 0 only */
 void lg_health_start(void);
 void lg_health_stop(void);
+/* The shared verdict on server si of up (logged when it changes). */
+void lg_health_apply(lg_upstream_t *up, size_t si, int down, const char *why);
+/* Set by src/cluster: this node's verdict is a vote, sent after every probe. */
+extern void (*lg_health_cluster_vote)(lg_upstream_t *up, size_t si, int local_down);
 
 #endif

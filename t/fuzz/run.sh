@@ -15,6 +15,7 @@
 #               and LIST listings and Gopher menus as HTML (a mode byte chooses)
 #   quic        src/net/quic.c: client datagrams into a QUIC endpoint (ngtcp2, GnuTLS);
 #               skipped when legate is built without HTTP/3
+#   cluster     src/cluster/wire.c: purge messages and TLS ticket key sets read from Redis
 set -u
 SRC=${LEGATE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BLD=${LEGATE_BUILDDIR:-$(pwd)}
@@ -34,14 +35,15 @@ passed=0 failed=0
 QUIC_LIBS=""
 if grep -q "define LG_HAVE_HTTP3 1" "$CFG"; then
     QUIC_LIBS=$(pkg-config --libs libngtcp2 libngtcp2_crypto_gnutls libnghttp3 gnutls)
-    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp quic"
+    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp cluster quic"
 else
-    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp"
+    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp cluster"
 fi
-for h in $HARNESSES; do
+# sh t/fuzz/run.sh [NAME ...]: only those harnesses
+for h in ${*:-$HARNESSES}; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
-    conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c
+    conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c src/conf/load_cluster.c
                       src/conf/load_server.c src/conf/load_upstream.c src/conf/parse_util.c
                       src/conf/tpl.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
                       src/core/syslog.c"
@@ -51,14 +53,19 @@ for h in $HARNESSES; do
                 corpus=corpus-htpasswd; secs=$(( (SECS + 1) / 2 )) ;;
     json)       srcs="src/net/json.c"; libs=""; corpus=corpus_json; secs=$(( (SECS + 1) / 2 )) ;;
     cache)      srcs="src/cache/policy.c"; libs=""; corpus=corpus-cache; secs=$(( (SECS + 1) / 2 )) ;;
-    h2)         srcs=$(cd "$SRC" && ls src/*/*.c)
+    h2)         # src/cluster: the hiredis files or their stand-in, as configure chose
+                if grep -q "define LG_HAVE_HIREDIS" "$CFG"; then nocl='^src/cluster/none\.c$'
+                else nocl='^src/cluster/(redis|cluster|purge|tickets|ratelimit|votes)\.c$'; fi
+                srcs=$(cd "$SRC" && ls src/*/*.c | grep -Ev "$nocl")
                 libs="$(pkg-config --libs openssl libconfig zlib libcares libmaxminddb libnghttp2 \
-                        libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) -lcrypt $QUIC_LIBS"
+                        libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) \
+                        $(pkg-config --libs hiredis 2>/dev/null) -lcrypt $QUIC_LIBS"
                 corpus=corpus-h2; secs=$SECS ;;
     nginx)      srcs="src/import/nginx_parse.c"; libs=""; corpus=corpus-nginx; secs=$(( (SECS + 1) / 2 )) ;;
     ftp)        srcs="src/forward/gw_parse.c"; libs=""; corpus=corpus-ftp; secs=$(( (SECS + 1) / 2 )) ;;
     quic)       srcs="src/net/quic.c src/core/event.c src/core/hash.c src/core/log.c src/core/syslog.c"
                 libs="$QUIC_LIBS"; corpus=corpus-quic; secs=$(( (SECS + 1) / 2 )) ;;
+    cluster)    srcs="src/cluster/wire.c"; libs=""; corpus=corpus-cluster; secs=$(( (SECS + 1) / 2 )) ;;
     esac
     cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
     set --

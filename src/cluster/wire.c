@@ -1,0 +1,84 @@
+/*
+ * The formats of src/cluster in Redis: a purge message on the channel,
+ * the TLS ticket key set.  Each parser checks every byte it uses against
+ * the length it was given (a Redis string is not NUL-terminated data).
+ */
+#include "cluster/wire.h"
+
+#include <string.h>
+
+int lg_purge_msg_parse(const char *p, size_t len, lg_purge_msg_t *out)
+{
+    const char *end = p + len;
+    if (len < 3 || memcmp(p, "v1\t", 3) != 0)
+        return -1;
+    const char *node = p + 3;
+    const char *t = memchr(node, '\t', (size_t)(end - node));
+    if (t == NULL || t == node)
+        return -1;
+    /* soft flag, one digit, then a tab and at least one byte of key */
+    if (end - t < 4 || (t[1] != '0' && t[1] != '1') || t[2] != '\t')
+        return -1;
+    const char *key = t + 3;
+    if ((size_t)(end - key) > LG_PURGE_MAX_KEY)
+        return -1;
+    for (const char *q = node; q < t; q++)
+        if ((unsigned char)*q <= ' ' || (unsigned char)*q >= 127)
+            return -1;          /* node names are printable tokens (conf/load_cluster.c) */
+    out->node = node;
+    out->node_len = (size_t)(t - node);
+    out->soft = t[1] == '1';
+    out->key = key;
+    out->key_len = (size_t)(end - key);
+    return 0;
+}
+
+static int unhex(const char *h, unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int v = 0;
+        for (int k = 0; k < 2; k++) {
+            char c = h[2 * i + k];
+            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+                    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            if (d < 0)
+                return -1;
+            v = v * 16 + d;
+        }
+        out[i] = (unsigned char)v;
+    }
+    return 0;
+}
+
+int lg_ticket_set_parse(const char *v, size_t len, unsigned char keys[3 * 80], int64_t *created_ms)
+{
+    const char *p = v, *end = v + len;
+    if (len < 3 || memcmp(p, "v1 ", 3) != 0)
+        return -1;
+    p += 3;
+    int64_t created = 0;
+    int digits = 0;
+    while (p < end && *p >= '0' && *p <= '9' && digits < 18) {
+        created = created * 10 + (*p++ - '0');
+        digits++;
+    }
+    if (digits == 0 || p >= end || *p != ' ')
+        return -1;
+    p++;
+    int n = 0;
+    while (p < end && n < 3) {
+        if (end - p < LG_TICKET_KEYHEX || (end - p > LG_TICKET_KEYHEX && p[LG_TICKET_KEYHEX] != ' ') ||
+            unhex(p, keys + 80 * n, 80) < 0)
+            return -1;
+        n++;
+        p += LG_TICKET_KEYHEX;
+        if (p < end)
+            p++;                /* the space; a trailing one leaves p == end: refused below */
+        else
+            break;
+    }
+    if (n < 2 || p != end || (len > 0 && v[len - 1] == ' '))
+        return -1;
+    *created_ms = created;
+    return n;
+}

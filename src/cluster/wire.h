@@ -1,0 +1,33 @@
+/*
+ * What the nodes write into Redis and read back (wire.c): pure parsers,
+ * no Redis and no I/O, so a fuzzer can hammer them.  Bytes from Redis are
+ * untrusted: anyone with access to it may have written them.
+ */
+#ifndef LEGATE_CLUSTER_WIRE_H
+#define LEGATE_CLUSTER_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LG_PURGE_MAX_KEY 8192
+#define LG_TICKET_KEYHEX 160    /* one key as hex: name 16, AES 32, HMAC 32 bytes */
+
+/* "v1 TAB node TAB soft(0|1) TAB key": pointers into the message. */
+typedef struct lg_purge_msg {
+    const char *node;
+    size_t      node_len;
+    int         soft;
+    const char *key;            /* a trailing '*': a prefix */
+    size_t      key_len;
+} lg_purge_msg_t;
+
+/* 0, or -1 for anything else (an old or future version, garbage). */
+int lg_purge_msg_parse(const char *p, size_t len, lg_purge_msg_t *out);
+
+/*
+ * "v1 SP created_ms SP next SP current [SP previous]", keys as hex: into
+ * keys (3 x 80 bytes), newest first.  The count (2 or 3), or -1.
+ */
+int lg_ticket_set_parse(const char *v, size_t len, unsigned char keys[3 * 80], int64_t *created_ms);
+
+#endif

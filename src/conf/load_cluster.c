@@ -1,0 +1,114 @@
+/*
+ * The fleet's shared state (part of the configuration loader, see load.c;
+ * the run time is src/cluster):
+ *
+ *   cluster = {
+ *     redis = "127.0.0.1:6379";          # or "unix:/run/redis/redis.sock"
+ *     redis_user = "legate";  redis_password = "secret";   # AUTH, optional
+ *     redis_timeout = "100ms";           # no request waits longer on Redis
+ *     node = "edge-1";                   # default: via_name
+ *     purge = true;  tls_tickets = true;
+ *   };
+ *
+ * Redis is named by an IP address, never a host name: hiredis resolves
+ * names with a blocking getaddrinfo(), and a worker must never block.
+ */
+#include "conf/load_int.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const directive_t cluster_dirs[] = {
+    ROW("redis",                 D_STRING,   0, 0, NULL, lg_cluster_conf_t, redis),
+    ROW("redis_user",            D_STRING,   0, 0, NULL, lg_cluster_conf_t, redis_user),
+    ROW("redis_password",        D_STRING,   0, 0, NULL, lg_cluster_conf_t, redis_password),
+    ROW("redis_timeout",         D_DURATION, 1, 10 * SEC, "100ms", lg_cluster_conf_t, redis_timeout),
+    ROW("redis_connect_timeout", D_DURATION, 1, 60 * SEC, "1s", lg_cluster_conf_t, redis_connect_timeout),
+    ROW("name",                  D_STRING,   0, 0, "legate", lg_cluster_conf_t, name),
+    ROW("node",                  D_STRING,   0, 0, NULL, lg_cluster_conf_t, node),
+    ROW("purge",                 D_BOOL,     0, 1, "true", lg_cluster_conf_t, purge),
+    ROW("tls_tickets",           D_BOOL,     0, 1, "true", lg_cluster_conf_t, tls_tickets),
+    ROW("health_votes",          D_INT,      0, 1000, "2", lg_cluster_conf_t, health_votes),
+    { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
+};
+
+/* "IP:port", "[IPv6]:port" or "unix:/path" into cf's derived fields. */
+static int redis_addr(ld_t *ld, const config_setting_t *at, lg_cluster_conf_t *cf)
+{
+    const char *a = cf->redis;
+    if (strncmp(a, "rediss://", 9) == 0 || strncmp(a, "tls:", 4) == 0)
+        return ld_error(ld, at, "TLS to Redis needs hiredis 1.0 (hiredis_ssl) and Debian 12 ships "
+                        "hiredis 0.14 without it: reach a remote Redis through a TLS tunnel "
+                        "(stunnel, spiped) on 127.0.0.1, or a unix socket");
+    if (strncmp(a, "unix:", 5) == 0) {
+        if (a[5] != '/')
+            return ld_error(ld, at, "'redis' unix socket must be an absolute path (unix:/run/redis.sock)");
+        cf->unix_path = ld_strdup(ld, a + 5);
+        return cf->unix_path ? 0 : ld_oom(ld, at);
+    }
+    const char *colon = strrchr(a, ':');
+    const char *h = a, *he = colon;
+    if (a[0] == '[') {
+        const char *rb = strchr(a, ']');
+        if (rb == NULL || rb[1] != ':')
+            colon = NULL;
+        h = a + 1;
+        he = rb;
+    }
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (colon == NULL || end == colon + 1 || *end != '\0' || port < 1 || port > 65535 ||
+        he == NULL || he <= h || (size_t)(he - h) >= sizeof(cf->host))
+        return ld_error(ld, at, "'redis' must be IP:port (such as \"127.0.0.1:6379\") or unix:/path");
+    memcpy(cf->host, h, (size_t)(he - h));
+    cf->host[he - h] = '\0';
+    unsigned char buf[16];
+    if (inet_pton(AF_INET, cf->host, buf) != 1 && inet_pton(AF_INET6, cf->host, buf) != 1)
+        return ld_error(ld, at, "'redis' must name an IP address, not \"%s\": resolving a name "
+                        "would block the workers", cf->host);
+    cf->port = (int)port;
+    return 0;
+}
+
+int ld_fn_cluster(ld_t *ld, const config_setting_t *s, void *base)
+{
+    (void)base;
+    lg_conf_t *conf = ld->conf;
+    if (!config_setting_is_group(s))
+        return ld_error(ld, s, "'cluster' must be a group { redis = \"IP:port\"; ... }");
+#ifndef LG_HAVE_HIREDIS
+    (void)conf;
+    (void)cluster_dirs;
+    (void)redis_addr;
+    return ld_error(ld, s, "'cluster' needs a legate built with hiredis (Debian libhiredis-dev); "
+                    "this one was built without it, so it cannot share state through Redis");
+#else
+    lg_cluster_conf_t *cf = ld_calloc(ld, 1, sizeof(*cf));
+    if (cf == NULL)
+        return ld_oom(ld, s);
+    ld_table_unset(cluster_dirs, cf);
+    cf->line = (int)config_setting_source_line(s);
+    int bad = ld_parse_block(ld, s, "cluster", cluster_dirs, cf, NULL, NULL);
+    bad |= ld_table_defaults(ld, cluster_dirs, cf);
+    if (bad)
+        return -1;
+    if (cf->redis == NULL)
+        return ld_error(ld, s, "'cluster' has no 'redis' (the address of the Redis the nodes share)");
+    if (redis_addr(ld, config_setting_get_member(s, "redis"), cf) < 0)
+        return -1;
+    if (cf->redis_user && cf->redis_password == NULL)
+        return ld_error(ld, config_setting_get_member(s, "redis_user"),
+                        "'redis_user' needs 'redis_password' (AUTH user password)");
+    for (const char *p = cf->name; *p; p++)
+        if (*p <= ' ' || *p >= 127)
+            return ld_error(ld, config_setting_get_member(s, "name"),
+                            "cluster 'name' must be printable without spaces: it prefixes Redis keys");
+    for (const char *p = cf->node ? cf->node : ""; *p; p++)
+        if (*p <= ' ' || *p >= 127)
+            return ld_error(ld, config_setting_get_member(s, "node"),
+                            "cluster 'node' must be printable without spaces");
+    conf->cluster = cf;
+    return 0;
+#endif
+}
