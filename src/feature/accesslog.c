@@ -38,6 +38,14 @@ static const char fmt_forward[] =
     "$time_iso8601 $remote_addr $remote_user \"$request_method $proxy_host\" $status "
     "$bytes_received $bytes_sent $request_time upstream=$upstream_addr blocked=\"$blocked\"";
 
+/* For stream sessions (a stream server's default): who, which listener, how
+ * it ended ($status: 200 relayed, 400 not TLS / bad hello, 403 refused, 502
+ * no upstream, 503 over a limit, 504 connect timed out), bytes from and to
+ * the client, seconds, the upstream tried last, the ClientHello's name. */
+static const char fmt_stream[] =
+    "$remote_addr [$time_local] $server_port $status $bytes_received $bytes_sent $request_time "
+    "upstream=$upstream_addr connect=$upstream_connect_time sni=\"$host\"";
+
 typedef struct alog {
     char   *path;               /* borrowed from the conf */
     lg_syslog_t *sys;           /* owned: a "syslog:" target, each line a datagram; or NULL */
@@ -152,13 +160,15 @@ void lg_accesslog_write(lg_req_t *s)
     alog_t *l = find_log(c->access_log);
     if (l == NULL)
         return;
-    static const lg_tpl_t *combined, *forward, *json_fmt;
+    static const lg_tpl_t *combined, *forward, *json_fmt, *stream_fmt;
     const lg_tpl_t *fmt = c->log_format;
     int json = 0;
     if (strcmp(fmt->src, "combined") == 0) {
         fmt = combined ? combined : (combined = lg_vars_builtin(fmt_combined));
     } else if (strcmp(fmt->src, "forward") == 0) {
         fmt = forward ? forward : (forward = lg_vars_builtin(fmt_forward));
+    } else if (strcmp(fmt->src, "stream") == 0) {
+        fmt = stream_fmt ? stream_fmt : (stream_fmt = lg_vars_builtin(fmt_stream));
     } else if (strcmp(fmt->src, "json") == 0) {
         fmt = json_fmt ? json_fmt : (json_fmt = lg_vars_builtin(fmt_json));
         json = 1;

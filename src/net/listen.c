@@ -134,6 +134,13 @@ int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen
             }
             l->nfds = want;
         }
+        /* a stream server's protocol may have the server speak first
+         * (SMTP, MySQL): no waiting for the client's bytes to accept.  Set
+         * on every socket, as an address may change sides on a reload. */
+        int secs = bd->stream ? 0 : 1;
+        for (int s = 0; s < l->nfds && l->ss.ss_family != AF_UNIX; s++)
+            if (l->fds[s] >= 0)
+                setsockopt(l->fds[s], IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
     }
     nls += ncreated;
     /* pass 2: close listeners no longer configured */

@@ -346,7 +346,7 @@ lg_conn_t *lg_conn_new(int fd, const lg_bind_t *bind, const struct sockaddr_stor
     c->timer.cb = conn_timeout;
     c->timer.data = c;
     c->bind = bind;
-    c->fe = frontends[bind->socks ? LG_PROTO_SOCKS5 : LG_PROTO_HTTP1];
+    c->fe = frontends[bind->socks ? LG_PROTO_SOCKS5 : bind->stream ? LG_PROTO_STREAM : LG_PROTO_HTTP1];
     LG_BUG_ON(c->fe == NULL);
     c->id = ++lg_w.next_id;
     c->t_start = lg_w.loop.now;

@@ -71,6 +71,7 @@ typedef enum lg_proto {
     LG_PROTO_HTTP1 = 0,
     LG_PROTO_SOCKS5 = 1,
     LG_PROTO_HTTP2 = 2,
+    LG_PROTO_STREAM = 3,        /* stream servers' bytes (stream/stream.c) */
     LG_PROTO_MAX
 } lg_proto_t;
 

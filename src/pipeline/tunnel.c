@@ -43,7 +43,9 @@ void lg_tunnel_start(lg_req_t *r, int status, const char *open, size_t open_len,
         lg_req_abort(r, "no memory for the tunnel");
         return;
     }
-    t->idle_timeout = idle_timeout;
+    /* a stream server's session: its own proxy_timeout (nginx's), whoever opened it */
+    t->idle_timeout = r->server && r->server->stream ? r->server->stream->proxy_timeout
+                                                     : idle_timeout;
     r->tunnel = t;
     lg_req_cleanup(r, tunnel_cleanup, t);
     b->pos = b->start + r->head_len;    /* bytes sent after the head belong to the tunnel */

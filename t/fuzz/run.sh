@@ -11,6 +11,8 @@
 #   h2          src/pipeline/h2.c through libnghttp2's callbacks: frames from a
 #               client into requests and back, on the whole worker (all of src/)
 #   nginx       src/import/nginx_parse.c: nginx.conf tokens and blocks (--import-nginx)
+#   clienthello src/net/clienthello.c: TLS ClientHello records, SNI and ALPN (ssl_preread)
+# Names as arguments run only those: sh t/fuzz/run.sh clienthello
 set -u
 SRC=${LEGATE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BLD=${LEGATE_BUILDDIR:-$(pwd)}
@@ -27,11 +29,11 @@ CFG=$BLD/config.h
 [ -f "$CFG" ] || CFG=$SRC/config.h
 export LSAN_OPTIONS="suppressions=$SRC/t/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 passed=0 failed=0
-for h in parse conf proxyproto htpasswd json cache h2 nginx; do
+for h in ${*:-parse conf proxyproto htpasswd json cache h2 nginx clienthello}; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
     conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c
-                      src/conf/load_server.c src/conf/load_upstream.c src/conf/parse_util.c
+                      src/conf/load_server.c src/conf/load_upstream.c src/conf/load_stream.c src/conf/parse_util.c
                       src/conf/tpl.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
                       src/core/syslog.c"
                 libs="-lconfig"; corpus=corpus-conf; secs=$(( (SECS + 1) / 2 )) ;;
@@ -45,6 +47,8 @@ for h in parse conf proxyproto htpasswd json cache h2 nginx; do
                         libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) -lcrypt"
                 corpus=corpus-h2; secs=$SECS ;;
     nginx)      srcs="src/import/nginx_parse.c"; libs=""; corpus=corpus-nginx; secs=$(( (SECS + 1) / 2 )) ;;
+    clienthello) srcs="src/net/clienthello.c"; libs=""; corpus=corpus-clienthello; secs=$(( (SECS + 1) / 2 )) ;;
+    *)          echo "no fuzz harness \"$h\""; failed=$((failed + 1)); continue ;;
     esac
     cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
     set --
