@@ -1,0 +1,657 @@
+#!/usr/bin/env python3
+"""Stream servers (layer 4, nginx's stream {} / HAProxy's mode tcp): TCP to
+an upstream group over IPv4, IPv6 and a unix socket, balancing (round
+robin, hash of the client address), half-close, retries on a refused
+connect, idle and preread timeouts, limits per client and per server,
+passive and active (tcp send/expect) health, a backend that dies in the
+middle, a large transfer through splice with flat memory, the PROXY
+protocol towards upstreams, TLS pass-through routed by SNI and ALPN (a
+ClientHello split into single bytes too), TLS termination with a client
+certificate and TLS to upstreams, the session's access log line, a
+reload that lets a session go on, and `legate -t` errors."""
+import errno
+import os
+import re
+import signal
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from legate_test import *  # noqa: E402,F401,F403
+import legate_test  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MKCERT = os.path.join(HERE, "..", "..", "scripts", "mkcert")
+CERTS = None
+
+
+def certs():
+    global CERTS
+    if CERTS is None:
+        if shutil.which("openssl") is None:
+            raise SkipFile("openssl not installed")
+        d = tempfile.mkdtemp(prefix="legate-certs-")
+        subprocess.run(["sh", MKCERT, d], check=True, capture_output=True, timeout=120)
+        CERTS = d
+    return CERTS
+
+
+# ---- backends ----
+
+def tagged_echo(tag):
+    """Echo every read back with tag in front; on EOF from the client, end too."""
+    def h(s, peer):
+        s.sendall(b"")
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            s.sendall(tag + d)
+        s.shutdown(socket.SHUT_WR)
+    return h
+
+
+def collect_then_answer(tag):
+    """Read until the client's EOF (its half-close), then answer: the reply
+    can only come if the half-close was passed on and the other way stayed open."""
+    def h(s, peer):
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        s.sendall(tag + b" got %d bytes: " % len(got) + got[:64])
+        s.shutdown(socket.SHUT_WR)
+    return h
+
+
+def recv_all(s, timeout=15, limit=1 << 30):
+    s.settimeout(timeout)
+    out = b""
+    while len(out) < limit:
+        d = s.recv(65536)
+        if not d:
+            break
+        out += d
+    return out
+
+
+def session(port, data, host="127.0.0.1", family=socket.AF_INET, source=None, timeout=15):
+    """Connect, send data, half-close, read to EOF."""
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if source:
+        s.bind((source, 0))
+    s.connect((host, port) if family != socket.AF_UNIX else host)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    try:
+        return recv_all(s, timeout)
+    finally:
+        s.close()
+
+
+def refused(port, source=None):
+    """A session closed by legate before any byte came back (EOF or, with the
+    client's bytes unread, a reset)."""
+    try:
+        return session(port, b"x", source=source) == b""
+    except OSError as e:        # reset, or already closed when we half-close
+        return e.errno in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN)
+
+
+def stream_conf(servers, upstreams, top=""):
+    return """
+%s
+error_log_level = "info";
+stream = {
+    upstreams = { %s };
+    servers = ( %s );
+};
+""" % (top, upstreams, servers)
+
+
+def access_lines(lg, n, timeout=10):
+    """The stream access log once it has n lines (the worker writes each second)."""
+    path = os.path.join(lg.prefix, "logs", "stream.log")
+
+    def have():
+        if not os.path.exists(path):
+            return None
+        lines = open(path).read().splitlines()
+        return lines if len(lines) >= n else None
+    return wait_until(have, timeout=timeout, what="%d access log lines" % n)
+
+
+# ---- TCP ----
+
+@test
+def tcp_round_robin_half_close_ipv4_ipv6_unix():
+    a = ScriptedServer(collect_then_answer(b"A"))
+    b = ScriptedServer(collect_then_answer(b"B"))
+    port, port6 = free_port(), free_port("::1")
+    sock = os.path.join(tempfile.mkdtemp(prefix="legate-s01-"), "s.sock")
+    lg = Legate(stream_conf(
+        """{ listen = ( "127.0.0.1:%d", "[::1]:%d", "unix:%s" ); proxy_pass = "pair";
+             access_log = "logs/stream.log"; }""" % (port, port6, sock),
+        """pair = { servers = ( "%s", "%s" ); };""" % (a.address, b.address)), workers=1)
+    seen = []
+    for i in range(4):
+        r = session(port, b"hello %d" % i)
+        ok(r.endswith(b" got 7 bytes: hello %d" % i), "half-close relayed: %r" % r)
+        seen.append(r[:1])
+    # smooth round robin over two equal servers alternates
+    ok(seen in ([b"A", b"B"] * 2, [b"B", b"A"] * 2), "alternates: %r" % seen)
+    r6 = session(port6, b"six", host="::1", family=socket.AF_INET6)
+    contains(r6, b"got 3 bytes: six")
+    ru = session(port, b"x") and session(sock, b"unix!", host=sock, family=socket.AF_UNIX)
+    contains(ru, b"got 5 bytes: unix!")
+    lines = access_lines(lg, 7)
+    # client, port, status 200, bytes from and to the client, upstream
+    m = [l for l in lines if " %d 200 7 " % port in l]
+    ok(len(m) >= 4, "session lines: %r" % lines)
+    ok(re.search(r"^127\.0\.0\.1 \[.*\] %d 200 7 \d+ [0-9.]+ upstream=127\.0\.0\.1:\d+ " % port,
+                 m[0]), m[0])
+    lg.stop()
+
+
+@test
+def hash_by_client_address_is_sticky():
+    a = ScriptedServer(tagged_echo(b"A"))
+    b = ScriptedServer(tagged_echo(b"B"))
+    port = free_port()
+    Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "sticky"; }""" % port,
+        """sticky = { balance = "hash"; servers = ( "%s", "%s" ); };""" % (a.address, b.address)),
+        workers=2)
+    where = {}
+    for i in range(2, 26):
+        src = "127.0.0.%d" % i
+        first = session(port, b"x", source=src)[:1]
+        for _ in range(2):
+            eq(session(port, b"y", source=src)[:1], first, "same server for %s" % src)
+        where[src] = first
+    ok(set(where.values()) == {b"A", b"B"}, "both servers get clients: %r" % where)
+
+
+@test
+def retry_on_refused_connect_and_passive_health():
+    live = ScriptedServer(tagged_echo(b"L"))
+    dead = free_port()          # nothing listens
+    port = free_port()
+    lg = Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "two"; access_log = "logs/stream.log"; }""" % port,
+        """two = { max_fails = 1; fail_timeout = "30s";
+                   servers = ( "127.0.0.1:%d", "%s" ); };""" % (dead, live.address)), workers=1)
+    for i in range(6):
+        eq(session(port, b"ping"), b"Lping", "session %d" % i)
+    log = lg.log_text()
+    contains(log, "127.0.0.1:%d" % dead)
+    contains(log, "is out for")     # passive health: ejected after the failure
+    # once out, it is not tried again: one refused connect at most (the probe
+    # at start-up may have been the one)
+    n = len(re.findall(r"connect\(\) failed.*upstream \"two\"|upstream \"two\" server 127\.0\.0\.1:%d: connect"
+                       % dead, log))
+    ok(n <= 2, "the dead server is left out after its failure (%d tries)" % n)
+
+
+@test
+def no_live_upstream_is_logged_502():
+    port = free_port()
+    lg = Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "none"; access_log = "logs/stream.log"; }""" % port,
+        """none = { servers = ( "127.0.0.1:%d" ); };""" % free_port()), workers=1)
+    ok(refused(port), "closed without a byte")
+    lines = access_lines(lg, 1)
+    ok(any(" %d 502 " % port in l for l in lines), "502 logged: %r" % lines)
+
+
+@test
+def idle_timeout_closes_a_silent_session():
+    held = threading.Event()
+
+    def silent(s, peer):
+        held.wait(20)
+    srv = ScriptedServer(silent)
+    port = free_port()
+    Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "s"; proxy_timeout = "1s"; }""" % port,
+        """s = { servers = ( "%s" ); };""" % srv.address), workers=1)
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    t0 = time.monotonic()
+    eq(recv_all(c, timeout=10), b"", "closed by legate")
+    dt = time.monotonic() - t0
+    held.set()
+    ok(0.8 <= dt < 6, "closed after proxy_timeout (%.2f s)" % dt)
+
+
+@test
+def limits_per_client_and_per_server():
+    hold = threading.Event()
+
+    def holder(s, peer):
+        s.sendall(b"hi")
+        s.settimeout(20)
+        try:
+            s.recv(10)          # until the client ends (the harness's probes do at once)
+        except OSError:
+            pass
+    srv = ScriptedServer(holder)
+    port, port2 = free_port(), free_port()
+    lg = Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "h"; access_log = "logs/stream.log";
+             limit_conn = { zone = "perclient"; max = 2; }; },
+           { listen = "127.0.0.1:%d"; proxy_pass = "one"; access_log = "logs/stream.log"; }"""
+        % (port, port2),
+        """h = { servers = ( "%s" ); };
+           one = { servers = ( { address = "%s"; max_conns = 1; } ); };""" % (srv.address, srv.address),
+        top="""http = { limit_conn_zones = ( { name = "perclient"; key = "$remote_addr"; } );
+                        servers = ( { listen = "127.0.0.1:%d"; routes = ( { prefix = "/"; return = 204; } ); } ); };"""
+            % free_port()), workers=1)
+    held = []
+    try:
+        for i in range(2):
+            c = socket.create_connection(("127.0.0.1", port), timeout=10)
+            c.settimeout(10)
+            eq(c.recv(2), b"hi")
+            held.append(c)
+        # a third from the same address: over limit_conn, closed at once
+        ok(refused(port), "third session refused")
+        # from another address: its own count
+        c = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.9", 0))
+        c.settimeout(10)
+        eq(c.recv(2), b"hi")
+        held.append(c)
+        # max_conns = 1 on the only server of "one"
+        c = socket.create_connection(("127.0.0.1", port2), timeout=10)
+        c.settimeout(10)
+        eq(c.recv(2), b"hi")
+        held.append(c)
+        ok(refused(port2), "over the server's max_conns")
+        lines = access_lines(lg, 2)
+        ok(any(" %d 503 " % port in l for l in lines), "limit_conn logged 503: %r" % lines)
+        ok(any(" %d 50" % port2 in l for l in lines), "max_conns logged: %r" % lines)
+    finally:
+        hold.set()
+        for c in held:
+            c.close()
+
+
+@test
+def active_tcp_health_check_send_expect():
+    def good(s, peer):
+        d = s.recv(100)
+        if d == b"PING\r\n":
+            s.sendall(b"+PONG\r\n")
+        elif d:
+            s.sendall(b"G" + d)
+            tagged_echo(b"G")(s, peer)
+
+    def bad(s, peer):
+        d = s.recv(100)
+        if d == b"PING\r\n":
+            s.sendall(b"-ERR\r\n")
+    g, b = ScriptedServer(good), ScriptedServer(bad)
+    port = free_port()
+    lg = Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "hc"; }""" % port,
+        """hc = { servers = ( "%s", "%s" );
+                  health_check = { type = "tcp"; send = "PING\\r\\n"; expect = "+PONG";
+                                   interval = "200ms"; timeout = "1s"; fall = 1; rise = 1; }; };"""
+        % (g.address, b.address)), workers=1)
+    lg.wait_log(r"server %s is down: health check failed" % re.escape(b.address), timeout=15)
+    for _ in range(4):
+        eq(session(port, b"q"), b"Gq", "only the healthy server")
+    ok("server %s is down" % g.address not in lg.log_text(), "the good one stays up")
+
+
+@test
+def backend_dies_mid_session():
+    def dies(s, peer):
+        s.sendall(b"partial")
+        time.sleep(0.2)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()               # a reset, not a clean end
+    srv = ScriptedServer(dies)
+    port = free_port()
+    lg = Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "d"; access_log = "logs/stream.log"; }""" % port,
+        """d = { servers = ( "%s" ); };""" % srv.address), workers=1)
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    got = b""
+    try:
+        got = recv_all(c, timeout=10)
+    except ConnectionResetError:
+        pass
+    c.close()
+    ok(got in (b"partial", b""), got)
+    # the worker goes on serving
+    srv2 = ScriptedServer(tagged_echo(b"E"))
+    del srv2
+    ok(lg.alive(), "legate still runs")
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    eq(c.recv(7), b"partial")
+    c.close()
+
+
+@test(timeout=180)
+def large_transfer_spliced_with_flat_memory():
+    total = 256 << 20
+
+    def source(s, peer):
+        chunk = b"\0" * (1 << 20)
+        d = s.recv(10)
+        if d != b"go":
+            return
+        for _ in range(total >> 20):
+            s.sendall(chunk)
+        s.shutdown(socket.SHUT_WR)
+    srv = ScriptedServer(source)
+    port = free_port()
+    lg = Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "big"; }""" % port,
+        """big = { servers = ( "%s" ); };""" % srv.address), workers=1)
+    workers = lg.workers()
+    base = max(rss_kb(p) for p in workers)
+    with RssSampler(lambda: workers) as rs:
+        c = socket.create_connection(("127.0.0.1", port), timeout=30)
+        c.sendall(b"go")
+        n = 0
+        c.settimeout(60)
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            n += len(d)
+            time.sleep(0) if n % (16 << 20) else time.sleep(0.01)   # a slowish reader
+        c.close()
+    eq(n, total, "every byte")
+    ok(rs.max_kb - base < 16 * 1024, "worker RSS grew %d KiB moving 256 MiB" % (rs.max_kb - base))
+
+
+@test
+def proxy_protocol_towards_upstream_v1_v2():
+    got = {}
+
+    def record(tag):
+        def h(s, peer):
+            d = b""
+            s.settimeout(10)
+            while b"PAYLOAD" not in d:
+                x = s.recv(4096)
+                if not x:
+                    break
+                d += x
+            got[tag] = d
+            s.sendall(b"ok")
+        return h
+    v1, v2 = ScriptedServer(record("v1")), ScriptedServer(record("v2"))
+    p1, p2 = free_port(), free_port()
+    Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "u1"; send_proxy_protocol = "v1"; },
+           { listen = "127.0.0.1:%d"; proxy_pass = "u2"; send_proxy_protocol = "v2"; }""" % (p1, p2),
+        """u1 = { servers = ( "%s" ); }; u2 = { servers = ( "%s" ); };""" % (v1.address, v2.address)),
+        workers=1)
+    c = socket.create_connection(("127.0.0.1", p1), timeout=10)
+    cport = c.getsockname()[1]
+    c.sendall(b"PAYLOAD")
+    eq(c.recv(2), b"ok")
+    c.close()
+    eq(got["v1"], b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\nPAYLOAD" % (cport, p1))
+    c = socket.create_connection(("127.0.0.1", p2), timeout=10)
+    cport = c.getsockname()[1]
+    c.sendall(b"PAYLOAD")
+    eq(c.recv(2), b"ok")
+    c.close()
+    d = got["v2"]
+    eq(d[:12], b"\r\n\r\n\0\r\nQUIT\n")
+    eq(d[12:16], b"\x21\x11\x00\x0c")
+    eq(d[16:20], socket.inet_aton("127.0.0.1"))
+    eq(struct.unpack("!HH", d[24:28]), (cport, p2))
+    eq(d[28:], b"PAYLOAD")
+
+
+# ---- TLS ----
+
+class TlsBackend:
+    """openssl s_server with a certificate: who answered shows in the
+    certificate the client sees."""
+
+    def __init__(self, cert, key, alpn=None):
+        self.port = free_port()
+        cmd = ["openssl", "s_server", "-accept", "127.0.0.1:%d" % self.port, "-cert", cert,
+               "-key", key, "-www", "-quiet"]
+        if alpn:
+            cmd += ["-alpn", alpn]
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  stdin=subprocess.DEVNULL)
+        wait_until(lambda: _tcp_open(self.port), timeout=10, what="s_server up")
+        self.address = "127.0.0.1:%d" % self.port
+        legate_test._track(self)
+
+    def teardown(self):
+        self.p.kill()
+        self.p.wait(5)
+
+
+def _tcp_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def s_client(port, *args, data=b"", timeout=20):
+    cmd = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port] + list(args)
+    p = subprocess.run(cmd, input=data, capture_output=True, timeout=timeout)
+    return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+
+
+def preread_conf(port, a, b, default, extra=""):
+    return stream_conf(
+        """{ listen = "127.0.0.1:%d"; ssl_preread = true; preread_timeout = "1s";
+             access_log = "logs/stream.log"; %s
+             routes = ( { server_name = "a.test"; proxy_pass = "a"; },
+                        { server_name = [ "b.test", "*.b.test" ]; proxy_pass = "b"; },
+                        { alpn = "imap"; proxy_pass = "b"; } );
+             proxy_pass = "dflt"; }""" % (port, extra),
+        """a = { servers = ( "%s" ); }; b = { servers = ( "%s" ); }; dflt = { servers = ( "%s" ); };"""
+        % (a, b, default))
+
+
+@test
+def tls_passthrough_by_sni_and_alpn():
+    c = certs()
+    a = TlsBackend(c + "/server-rsa.pem", c + "/server-rsa.key")   # CN localhost
+    b = TlsBackend(c + "/other.pem", c + "/other.key")              # CN other.test
+    dflt = ScriptedServer(tagged_echo(b"D"))
+    port = free_port()
+    lg = Legate(preread_conf(port, a.address, b.address, dflt.address), workers=1)
+    out = s_client(port, "-servername", "a.test", data=b"GET / HTTP/1.0\r\n\r\n")
+    contains(out, "CN = localhost", "a.test went to the backend with its own certificate")
+    out = s_client(port, "-servername", "x.b.test", data=b"GET / HTTP/1.0\r\n\r\n")
+    contains(out, "CN = other.test", "*.b.test")
+    out = s_client(port, "-servername", "c.test", "-alpn", "imap", data=b"GET / HTTP/1.0\r\n\r\n")
+    contains(out, "CN = other.test", "ALPN imap")
+    # not TLS at all: the default upstream, bytes untouched
+    eq(session(port, b"plain text"), b"Dplain text")
+    lines = access_lines(lg, 4)
+    ok(any('sni="a.test"' in l for l in lines), lines)
+
+
+@test
+def clienthello_split_into_single_bytes():
+    got = []
+
+    def rec(s, peer):
+        d = b""
+        s.settimeout(10)
+        while True:
+            x = s.recv(65536)
+            if not x:
+                break
+            d += x
+        got.append(d)
+        s.sendall(b"A-side")
+    a = ScriptedServer(rec)
+    dflt = ScriptedServer(tagged_echo(b"D"))
+    port = free_port()
+    Legate(preread_conf(port, a.address, dflt.address, dflt.address), workers=1)
+    # a real ClientHello from Python's TLS, through memory
+    ctx = ssl.create_default_context()
+    bio_in, bio_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(bio_in, bio_out, server_hostname="a.test")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = bio_out.read()
+    ok(len(hello) > 100 and hello[0] == 0x16, "a ClientHello")
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(len(hello)):
+        c.send(hello[i:i + 1])
+        if i % 16 == 0:
+            time.sleep(0.002)
+    c.shutdown(socket.SHUT_WR)
+    eq(recv_all(c), b"A-side", "routed by the name read from many segments")
+    c.close()
+    eq(got, [hello], "the hello reached the backend byte for byte")
+
+
+@test
+def client_that_sends_nothing_times_out():
+    dflt = ScriptedServer(tagged_echo(b"D"))
+    port = free_port()
+    lg = Legate(preread_conf(port, dflt.address, dflt.address, dflt.address), workers=1)
+    n0 = dflt.connections
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    t0 = time.monotonic()
+    eq(recv_all(c, timeout=10), b"")
+    dt = time.monotonic() - t0
+    c.close()
+    ok(0.8 <= dt < 6, "closed after preread_timeout (%.2f s)" % dt)
+    eq(dflt.connections, n0, "no upstream was connected")
+    ok(lg.alive())
+
+
+@test
+def tls_termination_client_cert_and_tls_upstream():
+    c = certs()
+    plain = ScriptedServer(tagged_echo(b"P"))
+    tls_up = TlsBackend(c + "/other.pem", c + "/other.key")
+    p1, p2 = free_port(), free_port()
+    Legate(stream_conf(
+        """{ listen = ( { address = "127.0.0.1:%d"; tls = true; } ); proxy_pass = "plain";
+             tls_certificates = ( { cert = "%s/server-rsa.pem"; key = "%s/server-rsa.key"; } );
+             tls_client_ca = "%s/ca.pem"; tls_verify_client = "on"; },
+           { listen = "127.0.0.1:%d"; proxy_pass = "secure"; }"""
+        % (p1, c, c, c, p2),
+        """plain = { servers = ( "%s" ); };
+           secure = { tls = true; tls_ca = "%s/ca.pem"; tls_server_name = "other.test";
+                      servers = ( "%s" ); };""" % (plain.address, c, tls_up.address)), workers=1)
+    ctx = ssl.create_default_context(cafile=c + "/ca.pem")
+    ctx.load_cert_chain(c + "/client.pem", c + "/client.key")
+    with socket.create_connection(("127.0.0.1", p1), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as t:
+            t.sendall(b"inside")
+            eq(t.recv(100), b"Pinside", "decrypted and relayed in the clear")
+    # without a client certificate: refused in the handshake
+    ctx2 = ssl.create_default_context(cafile=c + "/ca.pem")
+    refused = False
+    try:
+        with socket.create_connection(("127.0.0.1", p1), timeout=10) as raw:
+            with ctx2.wrap_socket(raw, server_hostname="localhost") as t:
+                t.sendall(b"x")
+                refused = t.recv(10) == b""
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        refused = True
+    ok(refused, "no client certificate, no session")
+    # TLS towards the upstream: plain bytes in, s_server's page out
+    r = session(p2, b"GET / HTTP/1.0\r\n\r\n")
+    contains(r, b"HTTP/1.0 200 ok", "TLS to the upstream, verified against the CA")
+
+
+# ---- lifecycle and config ----
+
+@test
+def reload_lets_a_session_go_on():
+    srv = ScriptedServer(tagged_echo(b"R"))
+    port = free_port()
+    conf = stream_conf("""{ listen = "127.0.0.1:%d"; proxy_pass = "r"; }""" % port,
+                       """r = { servers = ( "%s" ); };""" % srv.address)
+    lg = Legate(conf, workers=1)
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.settimeout(10)
+    c.sendall(b"1")
+    eq(c.recv(10), b"R1")
+    old = set(lg.workers())
+    lg.signal(signal.SIGHUP)
+    new = wait_until(lambda: set(lg.workers()) - old, timeout=20, what="a new worker")
+    c.sendall(b"2")
+    eq(c.recv(10), b"R2", "the session goes on in the old worker")
+    eq(session(port, b"3"), b"R3", "new sessions in the new worker")
+    ok(set(lg.workers()) & old, "the old worker waits for its session")
+    t0 = time.monotonic()
+    c.shutdown(socket.SHUT_WR)
+    eq(recv_all(c), b"")
+    c.close()
+    # its last session over, the old worker goes (long before shutdown_timeout, 10 s)
+    wait_until(lambda: not (set(lg.workers()) & old), timeout=8, what="the old worker to exit")
+    ok(time.monotonic() - t0 < 8)
+    ok(new)
+
+
+@test
+def config_errors_name_file_and_line():
+    up = """u = { servers = ( "127.0.0.1:1" ); };"""
+    cases = [
+        ("""{ listen = "127.0.0.1:1"; }""", up, "stream server has no 'proxy_pass'"),
+        ("""{ listen = "127.0.0.1:1"; proxy_pass = "nope"; }""", up, "no upstream \"nope\" in stream.upstreams"),
+        ("""{ listen = "127.0.0.1:1"; proxy_pass = "u"; send_proxy_protocol = "v3"; }""", up,
+         "'send_proxy_protocol' must be"),
+        ("""{ listen = "127.0.0.1:1"; proxy_pass = "u"; routes = ( { server_name = "a"; proxy_pass = "u"; } ); }""",
+         up, "need ssl_preread = true"),
+        ("""{ listen = "127.0.0.1:1"; proxy_pass = "u"; gzip = true; }""", up, "gzip"),
+        ("""{ listen = "127.0.0.1:1"; proxy_pass = "u"; }""",
+         """u = { servers = ( "127.0.0.1:1" ); health_check = { type = "udp"; }; };""",
+         "health_check 'type' must be"),
+        ("""{ listen = "127.0.0.1:1"; proxy_pass = "u"; ssl_preread = true;
+              routes = ( { alpn = "h 2"; proxy_pass = "u"; } ); }""", up, "invalid ALPN"),
+    ]
+    for servers, ups, msg in cases:
+        text = stream_conf(servers, ups)
+        rc, err = check_config(text)
+        ok(rc != 0, "refused: %s" % msg)
+        contains(err, msg)
+        ok(re.search(r"legate\.conf:\d+: ", err), "file:line in %r" % err)
+    # the line is the offending one
+    text = stream_conf("""{ listen = "127.0.0.1:1";\n proxy_pass = "zz"; }""", up)
+    rc, err = check_config(text)
+    contains(err, "legate.conf:%d:" % line_of(text, 'proxy_pass = "zz"'))
+    # an HTTP server and a stream server on one address
+    text = """http = { servers = ( { listen = "127.0.0.1:7"; routes = ( { prefix = "/"; return = 204; } ); } ); };
+stream = { upstreams = { %s }; servers = ( { listen = "127.0.0.1:7"; proxy_pass = "u"; } ); };""" % up
+    rc, err = check_config(text)
+    ok(rc != 0)
+    contains(err, "is a stream server's address and an HTTP server's too")
+    # stream upstreams and http upstreams share their names
+    text = """http = { upstreams = { u = { servers = ( "127.0.0.1:2" ); }; };
+  servers = ( { listen = "127.0.0.1:8"; routes = ( { prefix = "/"; proxy_pass = "u"; } ); } ); };
+stream = { upstreams = { %s }; servers = ( { listen = "127.0.0.1:9"; proxy_pass = "u"; } ); };""" % up
+    rc, err = check_config(text)
+    ok(rc != 0)
+    contains(err, "upstream 'u' is defined twice")
+
+
+if __name__ == "__main__":
+    main()
