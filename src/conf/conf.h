@@ -521,6 +521,9 @@ typedef struct lg_stream_route {        /* routes = ( { server_name = ...; proxy
     int               no_sni;           /* server_name = "": only a ClientHello without SNI */
     char             *proxy_pass;       /* upstream name, as written */
     lg_upstream_t    *upstream;         /* borrowed, resolved after loading */
+    lg_addr_t         http;             /* or http = "addr": the HTTP servers legate has there
+                                           take the connection over (len 0: none) */
+    const struct lg_bind *http_bind;    /* borrowed: that listen address's, once binds are made */
     int               line;
 } lg_stream_route_t;
 

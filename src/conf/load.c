@@ -1300,6 +1300,7 @@ static void load_tree(ld_t *ld, const config_t *cfg)
              && (ld->servers == NULL || config_setting_is_list(ld->servers)))
         ld_error(ld, ld->servers ? ld->servers : http, "no servers defined");
     derive_binds(ld, root);
+    ld_stream_finish(ld);
 
     ld_table_defaults(ld, global_dirs, conf);
     ld_table_defaults(ld, ld_common_dirs, &conf->http);

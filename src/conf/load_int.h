@@ -133,6 +133,7 @@ int         ld_fn_listen(ld_t *ld, const config_setting_t *s, void *base);     /
 int         ld_fn_stream(ld_t *ld, const config_setting_t *s, void *base);     /* load_stream.c */
 size_t      ld_stream_count_upstreams(const config_setting_t *root);
 void        ld_stream_parse(ld_t *ld);      /* after http: stream servers join conf->servers */
+void        ld_stream_finish(ld_t *ld);     /* after the binds: routes to HTTP listeners found */
 lg_upstream_t *ld_upstream_find(const lg_conf_t *conf, const char *name);
 int         ld_fn_routes(ld_t *ld, const config_setting_t *s, void *base);       /* load_route.c */
 int         ld_fn_server_name(ld_t *ld, const config_setting_t *s, void *base);  /* load.c */

@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/un.h>
 
 static lg_server_t *cur_srv;    /* the server being parsed (the listen row's base) */
 
@@ -141,13 +143,19 @@ static int fn_stream_routes(ld_t *ld, const config_setting_t *s, void *base)
             const config_setting_t *m = config_setting_get_elem(g, (unsigned)k);
             const char *nm = config_setting_name(m);
             if (strcmp(nm, "server_name") != 0 && strcmp(nm, "proxy_pass") != 0 &&
-                strcmp(nm, "alpn") != 0)
+                strcmp(nm, "alpn") != 0 && strcmp(nm, "http") != 0)
                 rc = ld_error(ld, m, "unknown setting '%s' in a stream route (server_name, "
-                              "alpn, proxy_pass)", nm);
+                              "alpn, proxy_pass, http)", nm);
         }
         const config_setting_t *pp = config_setting_get_member(g, "proxy_pass");
         const config_setting_t *al = config_setting_get_member(g, "alpn");
-        if (pp) {
+        const config_setting_t *hs = config_setting_get_member(g, "http");
+        if (hs && pp) {
+            rc = ld_error(ld, hs, "a stream route has 'proxy_pass' or 'http', not both");
+        } else if (hs) {
+            if (ld_parse_addr(ld, hs, 443, &rt->http) < 0)
+                rc = -1;
+        } else if (pp) {
             const char *v = ld_get_string(ld, pp);
             if (v == NULL)
                 rc = -1;
@@ -156,7 +164,8 @@ static int fn_stream_routes(ld_t *ld, const config_setting_t *s, void *base)
             else if ((rt->upstream = stream_upstream(ld, pp, v)) == NULL)
                 rc = -1;
         } else {
-            rc = ld_error(ld, g, "a stream route needs 'proxy_pass'");
+            rc = ld_error(ld, g, "a stream route needs 'proxy_pass' (an upstream) or 'http' "
+                          "(the listen address of legate's HTTP servers that take it over)");
         }
         if (al && ld_string_list(ld, al, "a protocol name or a list of them", alpn_ok,
                                  "invalid ALPN protocol name \"%s\"", &rt->alpn) < 0)
@@ -254,5 +263,53 @@ void ld_stream_parse(ld_t *ld)
         lg_server_t *srv = &conf->servers[conf->nservers];
         srv->index = (int)conf->nservers++;
         stream_server_parse(ld, config_setting_get_elem(sv, (unsigned)i), srv);
+    }
+}
+
+static int same_addr(const lg_addr_t *a, const lg_addr_t *b)
+{
+    if (a->ss.ss_family != b->ss.ss_family)
+        return 0;
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+    }
+    if (a->ss.ss_family == AF_UNIX) {
+        const struct sockaddr_un *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        return strcmp(x->sun_path, y->sun_path) == 0;
+    }
+    return 0;
+}
+
+void ld_stream_finish(ld_t *ld)
+{
+    /* http = "addr": one of the binds just derived, an HTTP one */
+    lg_conf_t *conf = ld->conf;
+    const config_setting_t *sv = ld->stream ? config_setting_get_member(ld->stream, "servers") : NULL;
+    size_t first = 0;
+    while (first < conf->nservers && conf->servers[first].stream == NULL)
+        first++;
+    for (size_t i = first; i < conf->nservers; i++) {
+        lg_stream_t *st = conf->servers[i].stream;
+        for (size_t k = 0; st && k < st->nroutes; k++) {
+            lg_stream_route_t *rt = &st->routes[k];
+            if (rt->http.len == 0)
+                continue;
+            for (size_t b = 0; b < conf->nbinds && rt->http_bind == NULL; b++)
+                if (same_addr(&conf->binds[b].addr, &rt->http))
+                    rt->http_bind = &conf->binds[b];
+            const config_setting_t *g = sv ? config_setting_get_elem(sv, (unsigned)(i - first)) : NULL;
+            const config_setting_t *rs = g ? config_setting_get_member(g, "routes") : NULL;
+            const config_setting_t *at = rs ? config_setting_get_elem(rs, (unsigned)k) : NULL;
+            at = at ? config_setting_get_member(at, "http") : NULL;
+            if (rt->http_bind == NULL)
+                ld_error(ld, at, "'http': no HTTP server listens on %s", rt->http.text);
+            else if (rt->http_bind->stream || rt->http_bind->socks)
+                ld_error(ld, at, "'http': %s is not an HTTP listener", rt->http.text);
+        }
     }
 }

@@ -64,6 +64,17 @@ void lg_conn_switch(lg_conn_t *c, lg_proto_t p)
     c->rerun = 1;
 }
 
+static void start_protocol(lg_conn_t *c);
+
+void lg_conn_rebind(lg_conn_t *c, const lg_bind_t *bind)
+{
+    LG_BUG_ON(c->req != NULL || c->state != LG_C_FRONT);
+    c->bind = bind;
+    c->fe = frontends[bind->socks ? LG_PROTO_SOCKS5 : bind->stream ? LG_PROTO_STREAM : LG_PROTO_HTTP1];
+    start_protocol(c);          /* TLS reads the ClientHello still in the socket */
+    c->rerun = 1;
+}
+
 void lg_conn_set_peer(lg_conn_t *c, const struct sockaddr_storage *ss)
 {
     memcpy(&c->peer, ss, sizeof(*ss));

@@ -17,6 +17,8 @@
 #include "stream/stream.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/socket.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -145,8 +147,9 @@ static int name_match(const lg_server_name_t *sn, const char *name, size_t n)
     return 0;
 }
 
-/* The first route whose conditions all hold; else the server's proxy_pass. */
-static lg_upstream_t *choose(const lg_stream_t *st, lg_ch_rc_t rc, const lg_clienthello_t *ch)
+/* The first route whose conditions all hold, or NULL (the server's proxy_pass). */
+static const lg_stream_route_t *choose(const lg_stream_t *st, lg_ch_rc_t rc,
+                                       const lg_clienthello_t *ch)
 {
     int tls = rc == LG_CH_OK;
     for (size_t i = 0; i < st->nroutes; i++) {
@@ -167,9 +170,9 @@ static lg_upstream_t *choose(const lg_stream_t *st, lg_ch_rc_t rc, const lg_clie
             if (!ok)
                 continue;
         }
-        return rt->upstream;
+        return rt;
     }
-    return st->upstream;
+    return NULL;
 }
 
 /* ---- the session ---- */
@@ -204,77 +207,97 @@ static void begin(lg_req_t *s, lg_upstream_t *up)
     lg_req_start(s, up ? 0 : 502);
 }
 
-/* ssl_preread: read until the ClientHello is whole (or is not one). */
-static void preread(lg_req_t *s)
+/*
+ * ssl_preread: look at the client's first bytes until the ClientHello is
+ * whole (or is not one).  They are only peeked at (MSG_PEEK, as the PROXY
+ * protocol reader does): they stay in the socket, so the relay sends them
+ * upstream untouched, or an HTTP server's TLS handshake reads them itself.
+ * No request exists until the choice is made.
+ */
+static void preread(lg_conn_t *c)
 {
-    lg_conn_t *c = s->conn;
+    const lg_stream_t *st = stream_of(c);
     if (c->in == NULL && (c->in = lg_buf_get()) == NULL) {
         lg_conn_close(c, "out of memory");
         return;
     }
     lg_buf_t *b = c->in;
-    s->in = b;
-    for (;;) {
-        lg_clienthello_t ch;
-        lg_ch_rc_t rc = lg_clienthello_parse((const unsigned char *)b->start,
-                                             (size_t)(b->last - b->start), &ch);
-        if (rc == LG_CH_MORE && (size_t)(b->end - b->last) <= PP_ROOM)
-            rc = LG_CH_MALFORMED;   /* larger than any real one: do not wait for more */
-        if (rc != LG_CH_MORE) {
-            if (rc == LG_CH_OK && ch.has_sni) {
-                char *sni = lg_arena_strdup(&s->arena, ch.sni);
-                if (sni) {                  /* $host in the log is the name asked for */
-                    s->ri.host.p = sni;
-                    s->ri.host.n = ch.sni_len;
-                }
-            }
-            lg_upstream_t *up = choose(stream_of(c), rc, &ch);
-            if (up == NULL)
-                lg_info("stream %s: client %s: %s%s%s matches no route", c->bind->addr.text,
-                        s->peer_text, lg_clienthello_rc_name(rc), ch.has_sni ? " for " : "",
-                        ch.has_sni ? ch.sni : "");
-            begin(s, up);
-            return;
-        }
-        if (!c->e.r_ready) {
-            c->e.want_r = 1;
-            return;
-        }
-        ssize_t n = lg_end_recv(&c->e, b->last, (size_t)(b->end - b->last) - PP_ROOM);
-        if (n > 0) {
-            b->last += n;
-            lg_end_short_read(&c->e, (size_t)n, (size_t)(b->end - b->last) + (size_t)n - PP_ROOM);
-            continue;
-        }
-        if (n == LG_AGAIN)
-            return;
+    size_t room = (size_t)(b->end - b->start) - PP_ROOM;
+    if (!c->e.r_ready) {
+        c->e.want_r = 1;
+        return;
+    }
+    ssize_t n = recv(c->e.io.fd, b->start, room, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        c->e.r_ready = 0;
+        c->e.want_r = 1;
+        return;
+    }
+    if (n <= 0) {
         lg_conn_close(c, "client closed before its ClientHello was read");
         return;
     }
-}
-
-static void stream_start(lg_conn_t *c)
-{
+    lg_clienthello_t ch;
+    lg_ch_rc_t rc = lg_clienthello_parse((const unsigned char *)b->start, (size_t)n, &ch);
+    if (rc == LG_CH_MORE && (size_t)n < room && !c->e.rd_hup) {
+        c->e.r_ready = 0;       /* all there is was seen: the next segment raises an edge */
+        c->e.want_r = 1;
+        return;
+    }
+    if (rc == LG_CH_MORE)
+        rc = LG_CH_MALFORMED;   /* larger than any real one, or the client stopped sending */
+    c->e.r_ready = 1;           /* the bytes are still to be read, by whoever takes them */
+    const lg_stream_route_t *rt = choose(st, rc, &ch);
+    if (rt && rt->http_bind) {
+        /* one port for both: legate's HTTP servers there take it, with TLS */
+        lg_buf_put(c->in);
+        c->in = NULL;
+        lg_conn_rebind(c, rt->http_bind);
+        return;
+    }
     lg_req_t *s = lg_req_new(c);
     if (s == NULL) {
         lg_conn_close(c, "out of memory");
         return;
     }
-    if (!stream_of(c)->ssl_preread)
-        begin(s, stream_of(c)->upstream);
+    b->last = b->start;         /* (peeked only: nothing was taken) */
+    if (rc == LG_CH_OK && ch.has_sni) {
+        char *sni = lg_arena_strdup(&s->arena, ch.sni);
+        if (sni) {              /* $host in the log is the name asked for */
+            s->ri.host.p = sni;
+            s->ri.host.n = ch.sni_len;
+        }
+    }
+    lg_upstream_t *up = rt ? rt->upstream : st->upstream;
+    if (up == NULL)
+        lg_info("stream %s: client %s: %s%s%s matches no route", c->bind->addr.text,
+                s->peer_text, lg_clienthello_rc_name(rc), ch.has_sni ? " for " : "",
+                ch.has_sni ? ch.sni : "");
+    begin(s, up);
+}
+
+static void stream_start(lg_conn_t *c)
+{
+    if (stream_of(c)->ssl_preread)
+        return;                 /* the request is made once the ClientHello chose */
+    lg_req_t *s = lg_req_new(c);
+    if (s == NULL) {
+        lg_conn_close(c, "out of memory");
+        return;
+    }
+    begin(s, stream_of(c)->upstream);
 }
 
 static void stream_step(lg_conn_t *c)
 {
     lg_req_t *s = c->req;
-    if (s == NULL)
-        return;
-    if (s->req.method || s->stage || s->phase != LG_PH_NONE) {
-        if (s->stage)
-            s->stage->step(s);  /* the session's: connect, tunnel */
+    if (s == NULL) {
+        if (stream_of(c)->ssl_preread)
+            preread(c);
         return;
     }
-    preread(s);
+    if (s->stage)
+        s->stage->step(s);      /* the session's: connect, tunnel */
 }
 
 static void stream_arm(lg_conn_t *c)

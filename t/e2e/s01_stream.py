@@ -489,6 +489,44 @@ def tls_passthrough_by_sni_and_alpn():
 
 
 @test
+def one_port_for_passthrough_and_legates_own_https():
+    c = certs()
+    other = TlsBackend(c + "/other.pem", c + "/other.key")     # keeps its own key
+    origin = Origin("web")
+    port, hport = free_port(), free_port()
+    lg = Legate("""
+error_log_level = "info";
+http = {
+    upstreams = { web = { servers = ( "%s" ); }; };
+    servers = ( { listen = ( { address = "127.0.0.1:%d"; tls = true; http2 = true; } );
+                  server_name = "localhost";
+                  tls_certificates = ( { cert = "%s/server-ecdsa.pem"; key = "%s/server-ecdsa.key"; } );
+                  routes = ( { prefix = "/"; proxy_pass = "web"; } ); } );
+};
+stream = {
+    upstreams = { other = { servers = ( "%s" ); }; };
+    servers = ( { listen = "127.0.0.1:%d"; ssl_preread = true;
+                  routes = ( { server_name = "localhost"; http = "127.0.0.1:%d"; },
+                             { server_name = "other.test"; proxy_pass = "other"; } ); } );
+};
+""" % (origin.address, hport, c, c, other.address, port, hport), workers=1)
+    # localhost: legate's own HTTPS server on the same connection (HTTP/2 by ALPN)
+    st, h, body = curl("--cacert", c + "/ca.pem", "--http2",
+                       "--resolve", "localhost:%d:127.0.0.1" % port,
+                       "https://localhost:%d/hello" % port)
+    eq(st, 200)
+    contains(body.decode(errors="replace"), "/hello")
+    v = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_version}", "--cacert",
+                        c + "/ca.pem", "--http2", "--resolve", "localhost:%d:127.0.0.1" % port,
+                        "https://localhost:%d/" % port], capture_output=True, timeout=30)
+    eq(v.stdout, b"2", "HTTP/2 chosen by ALPN in the handshake legate's server did")
+    # other.test: passed through untouched to the backend with its own certificate
+    out = s_client(port, "-servername", "other.test", data=b"GET / HTTP/1.0\r\n\r\n")
+    contains(out, "CN = other.test")
+    ok(lg.alive())
+
+
+@test
 def clienthello_split_into_single_bytes():
     got = []
 
