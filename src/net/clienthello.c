@@ -170,17 +170,20 @@ lg_ch_rc_t lg_clienthello_parse(const unsigned char *p, size_t n, lg_clienthello
             return LG_CH_MALFORMED;
         memcpy(hs + have, rec + 5, k);
         have += k;
+        size_t excess = 0;
         if (need == 0 && have >= 4) {
             if (hs[0] != HS_CLIENTHELLO)
                 return LG_CH_MALFORMED;
             need = (size_t)hs[1] << 16 | (size_t)hs[2] << 8 | hs[3];
             if (need > LG_CLIENTHELLO_MAX || need < 38)
                 return LG_CH_MALFORMED;
-            if (have > 4 + need)
-                have = 4 + need;    /* (the record held more than the hello: not read) */
+            if (have > 4 + need) {
+                excess = have - (4 + need);     /* the record holds more than the hello */
+                have = 4 + need;
+            }
         }
         if (need && have >= 4 + need) {
-            out->consumed = off + 5 + len;
+            out->consumed = off + 5 + k - excess;
             return read_hello(hs + 4, need, out);
         }
         if (avail < len)

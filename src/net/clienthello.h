@@ -37,7 +37,7 @@ typedef struct lg_clienthello {
     int           has_alpn;     /* the ALPN extension was sent */
     unsigned char alpn[512];    /* its protocol list as sent: length byte, name, ... */
     size_t        alpn_len;
-    size_t        consumed;     /* bytes of records that held the hello */
+    size_t        consumed;     /* bytes from the first up to the hello's last one */
 } lg_clienthello_t;
 
 lg_ch_rc_t lg_clienthello_parse(const unsigned char *p, size_t n, lg_clienthello_t *out);
