@@ -660,6 +660,49 @@ def the_shipped_example_works():
         eq(session(ports["8443"], hello), tag + hello, "%s by its SNI, bytes untouched" % name)
 
 
+@test
+def metrics_count_sessions():
+    srv = ScriptedServer(tagged_echo(b"M"))
+    port, dead_port, mport = free_port(), free_port(), free_port()
+    lg = Legate("""
+http = { servers = ( { listen = "127.0.0.1:%d"; routes = ( { exact = "/metrics"; status = "metrics"; } ); } ); };
+stream = {
+    upstreams = { m = { servers = ( "%s" ); }; gone = { servers = ( "127.0.0.1:%d" ); }; };
+    servers = ( { listen = "127.0.0.1:%d"; proxy_pass = "m"; },
+                { listen = "127.0.0.1:%d"; proxy_pass = "gone"; } );
+};
+""" % (mport, srv.address, free_port(), port, dead_port), workers=2)
+
+    def value(text, name, **labels):
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all('%s="%s"' % kv in line for kv in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def scrape():
+        st, h, body = curl("http://127.0.0.1:%d/metrics" % mport)
+        eq(st, 200)
+        return body.decode()
+    before = scrape()
+    ok2 = value(before, "legate_stream_sessions_total", server="127.0.0.1:%d" % port, status="2xx") or 0
+    bad = value(before, "legate_stream_sessions_total", server="127.0.0.1:%d" % dead_port, status="5xx") or 0
+    for _ in range(3):
+        eq(session(port, b"12345"), b"M12345")
+    for _ in range(2):
+        ok(refused(dead_port))
+
+    def counted():
+        t = scrape()
+        a = value(t, "legate_stream_sessions_total", server="127.0.0.1:%d" % port, status="2xx")
+        b = value(t, "legate_stream_sessions_total", server="127.0.0.1:%d" % dead_port, status="5xx")
+        return t if a == ok2 + 3 and b == bad + 2 else None
+    t = wait_until(counted, timeout=10, what="the sessions in the metrics")
+    ok(value(t, "legate_stream_received_bytes_total", server="127.0.0.1:%d" % port) >= 15)
+    ok(value(t, "legate_stream_sent_bytes_total", server="127.0.0.1:%d" % port) >= 18)
+    contains(t, "# TYPE legate_stream_session_seconds_total counter")
+    ok(lg.alive())
+
+
 # ---- lifecycle and config ----
 
 @test
