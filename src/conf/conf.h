@@ -441,6 +441,7 @@ typedef struct lg_listen {
     int       proxy_protocol;           /* bool: a PROXY v1/v2 header comes first */
     int       http2;                    /* bool: HTTP/2 (ALPN h2 with TLS, h2c prior knowledge without) */
     int       is_default;               /* default_server for this address */
+    int       udp;                      /* bool: datagrams (stream servers only) */
     int       line;
 } lg_listen_t;
 
@@ -537,6 +538,9 @@ typedef struct lg_stream {
     lg_msec_t          preread_timeout; /* default 30s (nginx preread_timeout) */
     lg_stream_route_t *routes;          /* ssl_preread: first match wins */
     size_t             nroutes;
+    int                proxy_responses; /* udp: answers a datagram gets, then its session may
+                                           end; 0 (default): any number, until proxy_timeout */
+    int                udp_sessions;    /* udp: sessions per worker, default 4096 */
     int                line;
 } lg_stream_t;
 
@@ -572,6 +576,7 @@ typedef struct lg_bind {
     int           tls;                  /* TLS on this address */
     int           socks;                /* SOCKS5 on this address (forward proxy) */
     int           stream;               /* a stream server's address (layer 4) */
+    int           udp;                  /* ...for datagrams (its own sockets beside a TCP one) */
     int           proxy_protocol;       /* PROXY protocol header expected */
     int           http2;                /* HTTP/2 spoken here as well as HTTP/1.1 */
 } lg_bind_t;

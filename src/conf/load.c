@@ -343,6 +343,7 @@ static const directive_t listen_dirs[] = {
     ROW("protocol", D_STRING, 0, 0,  "http",  lg_listen_t, protocol),
     ROW("proxy_protocol", D_BOOL, 0, 1, "false", lg_listen_t, proxy_protocol),
     ROW("http2",   D_BOOL, 0, 1,     "false", lg_listen_t, http2),
+    ROW("udp",     D_BOOL, 0, 1,     "false", lg_listen_t, udp),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -1117,7 +1118,8 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
 
             if (l->addr.len == 0)
                 continue;   /* bad address, already reported */
-            for (k = 0; k < j && !addr_equal(&srv->listens[k].addr, &l->addr); k++)
+            for (k = 0; k < j && !(addr_equal(&srv->listens[k].addr, &l->addr) &&
+                                   srv->listens[k].udp == l->udp); k++)
                 ;
             if (k < j) {
                 rc = ld_error(ld, listen_setting(ld, i, j), "duplicate listen address %s "
@@ -1126,7 +1128,7 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 continue;
             }
             for (k = 0; k < conf->nbinds; k++)
-                if (addr_equal(&conf->binds[k].addr, &l->addr))
+                if (addr_equal(&conf->binds[k].addr, &l->addr) && conf->binds[k].udp == l->udp)
                     break;
             b = &conf->binds[k];
             if (k == conf->nbinds) {
@@ -1136,6 +1138,7 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 b->tls = l->tls;
                 b->socks = l->protocol && strcmp(l->protocol, "socks5") == 0;
                 b->stream = srv->stream != NULL;
+                b->udp = l->udp;
                 b->proxy_protocol = l->proxy_protocol;
                 b->http2 = l->http2;
                 if ((b->servers = ld_calloc(ld, conf->nservers, sizeof(*b->servers))) == NULL)
@@ -1147,7 +1150,9 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 rc = ld_error(ld, listen_setting(ld, i, j), "%s is listed with tls = %s here "
                               "and tls = %s in another server", l->addr.text,
                               l->tls ? "true" : "false", b->tls ? "true" : "false");
-            if ((srv->stream != NULL) != b->stream)
+            if (l->udp && srv->stream == NULL)
+                rc = ld_error(ld, listen_setting(ld, i, j), "udp listens are for stream servers");
+            else if ((srv->stream != NULL) != b->stream)
                 rc = ld_error(ld, listen_setting(ld, i, j), "%s is a stream server's address and "
                               "an HTTP server's too", l->addr.text);
             else if (b->stream && b->nservers > 0)

@@ -40,6 +40,8 @@ static const directive_t stream_dirs[] = {
     ROW("send_proxy_protocol", D_STRING,   0, 0,    "off", lg_stream_t, proxy_protocol),
     ROW("ssl_preread",         D_BOOL,     0, 1,    "false", lg_stream_t, ssl_preread),
     ROW("preread_timeout",     D_DURATION, 1, WEEK, "30s", lg_stream_t, preread_timeout),
+    ROW("proxy_responses",     D_INT,      0, 1000000, "0", lg_stream_t, proxy_responses),
+    ROW("udp_sessions",        D_INT,      1, 1000000, "4096", lg_stream_t, udp_sessions),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -217,6 +219,15 @@ static int stream_server_parse(ld_t *ld, const config_setting_t *g, lg_server_t 
     if (st->pp_version < 0)
         rc = ld_error(ld, config_setting_get_member(g, "send_proxy_protocol"),
                       "'send_proxy_protocol' must be \"off\", \"v1\" or \"v2\"");
+    for (size_t i = 0; i < srv->nlistens; i++) {
+        const lg_listen_t *li = &srv->listens[i];
+        const char *what = li->tls ? "tls" : li->proxy_protocol ? "proxy_protocol"
+                         : st->ssl_preread ? "ssl_preread" : st->pp_version ? "send_proxy_protocol"
+                         : srv->common.limit_conn ? "limit_conn" : NULL;
+        if (li->udp && what)
+            rc = ld_error(ld, l, "%s does not apply to a udp listen (datagrams are relayed as "
+                          "they are)", what);
+    }
     for (size_t i = 0; i < srv->nlistens; i++)
         if (srv->listens[i].tls && st->ssl_preread)
             rc = ld_error(ld, config_setting_get_member(g, "ssl_preread"),

@@ -150,6 +150,8 @@ void lg_accesslog_reopen(void)
     }
 }
 
+static void put_line(alog_t *l, const char *line);
+
 void lg_accesslog_write(lg_req_t *s)
 {
     const lg_common_t *c = s->route ? &s->route->common
@@ -182,6 +184,19 @@ void lg_accesslog_write(lg_req_t *s)
     const char *line = lg_vars_expand(s, fmt, json ? LG_VARS_JSON : LG_VARS_ESCAPE, NULL);
     if (line == NULL)
         return;
+    put_line(l, line);
+}
+
+void lg_accesslog_line(const char *path, const char *line)
+{
+    alog_t *l = strcmp(path, "off") == 0 ? NULL : find_log(path);
+    if (l)
+        put_line(l, line);
+}
+
+/* One line into l's buffer (or its syslog target). */
+static void put_line(alog_t *l, const char *line)
+{
     size_t n = strlen(line);
     if (l->sys) {
         lg_syslog_send(l->sys, 6, line, n);     /* informational */

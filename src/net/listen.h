@@ -22,6 +22,7 @@ typedef struct lg_listener {
     int                     fds[512];   /* per slot; -1 = not created yet */
     int                     nfds;       /* slots created */
     int                     used;       /* seen in the current conf (mark) */
+    int                     udp;        /* datagram sockets (a stream server's udp listen) */
 } lg_listener_t;
 
 /*
@@ -43,6 +44,6 @@ void lg_listeners_close_except(const lg_conf_t *conf, int worker, int nworkers);
 /* Number of listeners, and access for workers. */
 size_t         lg_listeners_count(void);
 lg_listener_t *lg_listener_at(size_t i);
-lg_listener_t *lg_listener_find(const lg_addr_t *a);
+lg_listener_t *lg_listener_find(const lg_addr_t *a, int udp);
 
 #endif

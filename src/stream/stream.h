@@ -24,6 +24,13 @@ void lg_stream_register(void);
  * Before the reverse proxy in the feature list. */
 extern const lg_feature_t lg_feature_stream;
 
+/* udp.c: a worker reads datagrams of a udp listen on fd (its socket for
+ * this slot); on a graceful stop it reads no more but keeps the sockets for
+ * the replies of the sessions left, and exits once none is (0 or -1). */
+int  lg_udp_listen(int fd, const lg_bind_t *bind);
+void lg_udp_quit(void);
+int  lg_udp_sessions(void);
+
 /* The PROXY protocol header (version 1 or 2) saying the connection came
  * from src to dst, written into out (at least 108 bytes); its length,
  * or 0 when the families differ or are not IP (v1 "UNKNOWN" / v2 LOCAL

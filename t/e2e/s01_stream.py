@@ -703,6 +703,158 @@ stream = {
     ok(lg.alive())
 
 
+# ---- UDP ----
+
+class DnsResponder:
+    """A tiny DNS server on UDP: every A query is answered with `ip`, or
+    (answer=False) nothing is sent back (a syslog-like sink)."""
+
+    def __init__(self, ip, answer=True):
+        self.ip = ip
+        self.answer = answer
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.address = "127.0.0.1:%d" % self.port
+        self.got = []
+        self._stop = False
+        threading.Thread(target=self._run, daemon=True).start()
+        legate_test._track(self)
+
+    def _run(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                q, peer = self.sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.got.append(q)
+            if not self.answer or len(q) < 12:
+                continue
+            # the header with QR, RD, RA, one question and one answer; the question as asked
+            qend = 12
+            while q[qend] != 0:
+                qend += 1 + q[qend]
+            qend += 5
+            r = q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q[12:qend]
+            r += b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(self.ip)
+            self.sock.sendto(r, peer)
+
+    def teardown(self):
+        self._stop = True
+        self.sock.close()
+
+
+def dns_query(name, qid):
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\x00\x00\x01\x00\x01"
+
+
+def dns_answer_ip(r, qid):
+    eq(struct.unpack("!H", r[:2])[0], qid, "the answer's ID")
+    eq(r[3] & 0x0f, 0, "rcode")
+    return socket.inet_ntoa(r[-4:])
+
+
+def udp_conf(port, ups, extra="", upextra=""):
+    # the same port on TCP too, to its own upstream (DNS over TCP; the
+    # harness sees the address accept)
+    tcp = ScriptedServer(tagged_echo(b"T"))
+    return stream_conf(
+        """{ listen = { address = "127.0.0.1:%d"; udp = true; };
+             proxy_pass = "dns"; access_log = "logs/stream.log"; %s },
+           { listen = "127.0.0.1:%d"; proxy_pass = "dnstcp"; }""" % (port, extra, port),
+        """dns = { servers = ( %s ); %s }; dnstcp = { servers = ( "%s" ); };"""
+        % (", ".join('"%s"' % u for u in ups), upextra, tcp.address))
+
+
+def ask(port, name="example.test", qid=7, sock=None, timeout=5):
+    c = sock or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(timeout)
+    try:
+        c.sendto(dns_query(name, qid), ("127.0.0.1", port))
+        r, _ = c.recvfrom(65536)
+        return dns_answer_ip(r, qid)
+    finally:
+        if sock is None:
+            c.close()
+
+
+@test
+def udp_dns_balanced_with_sessions():
+    d1, d2 = DnsResponder("10.0.0.1"), DnsResponder("10.0.0.2")
+    port = free_port()
+    lg = Legate(udp_conf(port, [d1.address, d2.address], 'proxy_timeout = "1s";'), workers=1)
+    # one client socket is one session: its queries stay on one server
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    first = ask(port, qid=1, sock=c)
+    for i in range(2, 5):
+        eq(ask(port, qid=i, sock=c), first, "the session's server")
+    c.close()
+    # new clients (new source ports) are balanced over both servers
+    seen = {ask(port, qid=100 + i) for i in range(6)}
+    eq(seen, {"10.0.0.1", "10.0.0.2"}, "round robin over sessions")
+    eq(session(port, b"tcp"), b"Ttcp", "the same port over TCP, its own server")
+    # the sessions end after proxy_timeout, each with its line
+    lines = wait_until(lambda: [l for l in (access_lines(lg, 1) or []) if " udp " in l and
+                                "proxy_timeout" in l] if len([l for l in access_lines(lg, 1)
+                                if " udp " in l]) >= 7 else None, timeout=15, what="7 udp lines")
+    ok(any("datagrams=4/4" in l for l in lines), lines)
+    ok(re.search(r'^127\.0\.0\.1 \[.*\] 127\.0\.0\.1:%d udp 200 \d+ \d+ [0-9.]+ upstream=127\.0\.0\.1:\d+ '
+                 r'datagrams=1/1 ended="proxy_timeout"$' % port, lines[-1]), lines[-1])
+
+
+@test
+def udp_proxy_responses_ends_sessions_and_refusals_count():
+    live = DnsResponder("10.0.0.9")
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))
+    dead_addr = "127.0.0.1:%d" % dead.getsockname()[1]
+    dead.close()                # nothing there: ICMP port unreachable
+    port = free_port()
+    lg = Legate(udp_conf(port, [dead_addr, live.address], "proxy_responses = 1;",
+                         'max_fails = 1; fail_timeout = "30s";'), workers=1)
+    answers = []
+    for i in range(8):
+        try:
+            answers.append(ask(port, qid=i, timeout=1))
+        except socket.timeout:
+            answers.append(None)        # the one sent to the dead server
+    ok(answers.count(None) <= 1, "a refusing server is left out after its failure: %r" % answers)
+    ok(answers[-4:] == ["10.0.0.9"] * 4, answers)
+    lines = wait_until(lambda: [l for l in access_lines(lg, 1) if 'ended="answered"' in l] or None,
+                       timeout=10, what="answered sessions")
+    ok(all("datagrams=1/1" in l for l in lines), lines)
+    log = lg.log_text()
+    contains(log, dead_addr)
+
+
+@test
+def udp_datagrams_one_way_and_the_session_limit():
+    sink = DnsResponder("0.0.0.0", answer=False)
+    port = free_port()
+    lg = Legate(udp_conf(port, [sink.address], 'proxy_timeout = "1s"; udp_sessions = 2;'), workers=1)
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    for i, c in enumerate(clients):
+        for k in range(3):
+            c.sendto(b"<13>syslog line %d.%d" % (i, k), ("127.0.0.1", port))
+        time.sleep(0.05)
+    wait_until(lambda: len(sink.got) >= 6, timeout=10, what="two clients' datagrams")
+    time.sleep(0.3)
+    eq(sorted(sink.got)[:6], sorted(b"<13>syslog line %d.%d" % (i, k) for i in range(2) for k in range(3)))
+    eq(len(sink.got), 6, "the third client is over udp_sessions: dropped")
+    for c in clients:
+        c.close()
+    lg.wait_log(r"udp_sessions allows", timeout=5)
+    lines = wait_until(lambda: [l for l in access_lines(lg, 1) if " udp " in l] or None,
+                       timeout=10, what="udp lines")
+    ok(all("datagrams=3/0" in l for l in lines), lines)
+
+
 # ---- lifecycle and config ----
 
 @test
@@ -749,6 +901,11 @@ def config_errors_name_file_and_line():
          "health_check 'type' must be"),
         ("""{ listen = "127.0.0.1:1"; proxy_pass = "u"; ssl_preread = true;
               routes = ( { alpn = "h 2"; proxy_pass = "u"; } ); }""", up, "invalid ALPN"),
+        ("""{ listen = { address = "127.0.0.1:1"; udp = true; }; proxy_pass = "u"; ssl_preread = true; }""",
+         up, "ssl_preread does not apply to a udp listen"),
+        ("""{ listen = "127.0.0.1:1"; proxy_pass = "u"; ssl_preread = true;
+              routes = ( { server_name = "a"; http = "127.0.0.1:2"; } ); }""", up,
+         "'http': no HTTP server listens on 127.0.0.1:2"),
     ]
     for servers, ups, msg in cases:
         text = stream_conf(servers, ups)
