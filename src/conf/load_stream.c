@@ -49,7 +49,7 @@ static const directive_t stream_dirs[] = {
  * rows of ld_common_dirs by these names (filled in on first use). */
 static const char *const common_names[] = {
     "proxy_connect_timeout", "access_log", "log_format", "access_log_if", "access_rules",
-    "limit_conn", "limit_conn_dry_run",
+    "limit_conn", "limit_conn_dry_run", "limit_rate", "limit_rate_after",
 };
 static directive_t stream_common[sizeof(common_names) / sizeof(common_names[0]) + 1];
 
@@ -223,7 +223,8 @@ static int stream_server_parse(ld_t *ld, const config_setting_t *g, lg_server_t 
         const lg_listen_t *li = &srv->listens[i];
         const char *what = li->tls ? "tls" : li->proxy_protocol ? "proxy_protocol"
                          : st->ssl_preread ? "ssl_preread" : st->pp_version ? "send_proxy_protocol"
-                         : srv->common.limit_conn ? "limit_conn" : NULL;
+                         : srv->common.limit_conn ? "limit_conn"
+                         : srv->common.limit_rate > 0 ? "limit_rate" : NULL;
         if (li->udp && what)
             rc = ld_error(ld, l, "%s does not apply to a udp listen (datagrams are relayed as "
                           "they are)", what);

@@ -286,6 +286,27 @@ def limits_per_client_and_per_server():
 
 
 @test
+def bandwidth_limit_towards_the_client():
+    size = 300 * 1024
+
+    def source(s, peer):
+        if s.recv(10) == b"go":
+            s.sendall(b"z" * size)
+        s.shutdown(socket.SHUT_WR)
+    srv = ScriptedServer(source)
+    port = free_port()
+    Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "slow"; limit_rate = "100k"; limit_rate_after = "100k"; }""" % port,
+        """slow = { servers = ( "%s" ); };""" % srv.address), workers=1)
+    t0 = time.monotonic()
+    got = session(port, b"go", timeout=30)
+    dt = time.monotonic() - t0
+    eq(len(got), size)
+    # 100 KiB at once, then 200 KiB at 100 KiB/s
+    ok(1.5 <= dt < 10, "limit_rate held the session to 100 KiB/s after 100 KiB (%.2f s)" % dt)
+
+
+@test
 def active_tcp_health_check_send_expect():
     def good(s, peer):
         d = s.recv(100)
