@@ -69,7 +69,12 @@ static void start_protocol(lg_conn_t *c);
 void lg_conn_rebind(lg_conn_t *c, const lg_bind_t *bind)
 {
     LG_BUG_ON(c->req != NULL || c->state != LG_C_FRONT);
+    lg_lstats_t *ls = lg_conn_stats(c);
+    if (ls)
+        ls->closed++;           /* it leaves this listener's count for the other's */
     c->bind = bind;
+    if ((ls = lg_conn_stats(c)) != NULL)
+        ls->accepted++;
     c->fe = frontends[bind->socks ? LG_PROTO_SOCKS5 : bind->stream ? LG_PROTO_STREAM : LG_PROTO_HTTP1];
     start_protocol(c);          /* TLS reads the ClientHello still in the socket */
     c->rerun = 1;

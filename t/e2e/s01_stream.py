@@ -953,5 +953,21 @@ stream = { upstreams = { %s }; servers = ( { listen = "127.0.0.1:9"; proxy_pass 
     contains(err, "upstream 'u' is defined twice")
 
 
+@test
+def effective_config_T_round_trips():
+    text = open(os.path.join(REPO, "conf", "examples", "stream.conf")).read()
+    text += """
+"""
+    rc, err = check_config(text, extra_args=["-T"])
+    eq(rc, 0, err)
+    out = check_config.last_stdout
+    contains(out, "\nstream = {")
+    contains(out, 'type = "tcp";')
+    contains(out, 'server_name = [ "a.test" ]; proxy_pass = "a";')
+    ok("8443" not in out.split("\nstream = {")[0], "stream servers are not dumped as HTTP servers")
+    rc, err = check_config(out)
+    eq(rc, 0, "the dump is a configuration legate takes: %s" % err)
+
+
 if __name__ == "__main__":
     main()
