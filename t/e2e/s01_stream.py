@@ -204,6 +204,52 @@ def retry_on_refused_connect_and_passive_health():
 
 
 @test
+def connect_timeout_then_the_next_server():
+    # a server that never accepts, its accept queue full: SYNs go unanswered
+    bh = socket.socket()
+    bh.bind(("127.0.0.1", 0))
+    bh.listen(0)
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        try:
+            f.connect(bh.getsockname())
+        except BlockingIOError:
+            pass
+        fillers.append(f)
+    time.sleep(0.2)
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    try:
+        probe.connect(bh.getsockname())
+        skip("this kernel answers connects beyond a full accept queue")
+    except (socket.timeout, OSError):
+        pass
+    finally:
+        probe.close()
+    live = ScriptedServer(tagged_echo(b"L"))
+    port = free_port()
+    lg = Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "t"; proxy_connect_timeout = "500ms";
+             access_log = "logs/stream.log"; }""" % port,
+        """t = { servers = ( "127.0.0.1:%d", "%s" ); };""" % (bh.getsockname()[1], live.address)),
+        workers=1)
+    try:
+        for i in range(3):
+            t0 = time.monotonic()
+            eq(session(port, b"x%d" % i), b"Lx%d" % i, "relayed by the next server")
+            ok(time.monotonic() - t0 < 5)
+        log = lg.wait_log(r"127\.0\.0\.1:%d.*timed out|timed out.*127\.0\.0\.1:%d"
+                          % (bh.getsockname()[1], bh.getsockname()[1]), timeout=5)
+        ok(log)
+    finally:
+        for f in fillers:
+            f.close()
+        bh.close()
+
+
+@test
 def no_live_upstream_is_logged_502():
     port = free_port()
     lg = Legate(stream_conf(
