@@ -926,6 +926,22 @@ def udp_datagrams_one_way_and_the_session_limit():
     ok(all("datagrams=3/0" in l for l in lines), lines)
 
 
+@test
+def udp_reload_old_worker_ends_with_its_sessions():
+    d = DnsResponder("10.0.0.5")
+    port = free_port()
+    lg = Legate(udp_conf(port, [d.address], 'proxy_timeout = "2s";'), workers=1)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    eq(ask(port, qid=1, sock=c), "10.0.0.5")
+    old = set(lg.workers())
+    lg.signal(signal.SIGHUP)
+    wait_until(lambda: set(lg.workers()) - old, timeout=20, what="a new worker")
+    eq(ask(port, qid=2, sock=c), "10.0.0.5", "answered across the reload")
+    c.close()
+    # the old worker's session times out, then it goes (long before shutdown_timeout)
+    wait_until(lambda: not (set(lg.workers()) & old), timeout=8, what="the old worker to exit")
+
+
 # ---- lifecycle and config ----
 
 @test
