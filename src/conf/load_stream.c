@@ -307,6 +307,17 @@ void ld_stream_finish(ld_t *ld)
         first++;
     for (size_t i = first; i < conf->nservers; i++) {
         lg_stream_t *st = conf->servers[i].stream;
+        const lg_server_t *srv = &conf->servers[i];
+        int udp = 0;
+        for (size_t k = 0; k < srv->nlistens; k++)
+            udp |= srv->listens[k].udp;
+        const lg_strv_t *rules = srv->common.access_rules ? srv->common.access_rules
+                                                          : conf->http.access_rules;
+        if (udp && rules && rules->n) {
+            /* datagrams are not filtered: say so rather than let them through */
+            const config_setting_t *g = sv ? config_setting_get_elem(sv, (unsigned)(i - first)) : NULL;
+            ld_error(ld, g, "access_rules do not apply to a udp listen: firewall the port instead");
+        }
         for (size_t k = 0; st && k < st->nroutes; k++) {
             lg_stream_route_t *rt = &st->routes[k];
             if (rt->http.len == 0)

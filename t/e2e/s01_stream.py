@@ -993,6 +993,9 @@ def config_errors_name_file_and_line():
         ("""{ listen = "127.0.0.1:1"; proxy_pass = "u"; ssl_preread = true;
               routes = ( { server_name = "a"; http = "127.0.0.1:2"; } ); }""", up,
          "'http': no HTTP server listens on 127.0.0.1:2"),
+        ("""{ listen = { address = "127.0.0.1:1"; udp = true; }; proxy_pass = "u";
+              access_rules = [ "allow 127.0.0.1", "deny all" ]; }""", up,
+         "access_rules do not apply to a udp listen"),
     ]
     for servers, ups, msg in cases:
         text = stream_conf(servers, ups)
