@@ -44,7 +44,7 @@ static const char fmt_forward[] =
  * the client, seconds, the upstream tried last, the ClientHello's name. */
 static const char fmt_stream[] =
     "$remote_addr [$time_local] $server_port $status $bytes_received $bytes_sent $request_time "
-    "upstream=$upstream_addr connect=$upstream_connect_time sni=\"$host\"";
+    "upstream=$upstream_addr connect=$upstream_connect_time sni=\"$host\" ended=$tunnel_end";
 
 typedef struct alog {
     char   *path;               /* borrowed from the conf */

@@ -159,8 +159,8 @@ def tcp_round_robin_half_close_ipv4_ipv6_unix():
     # client, port, status 200, bytes from and to the client, upstream
     m = [l for l in lines if " %d 200 7 " % port in l]
     ok(len(m) >= 8, "session lines: %r" % lines)
-    ok(re.search(r"^127\.0\.0\.1 \[.*\] %d 200 7 \d+ [0-9.]+ upstream=127\.0\.0\.1:\d+ " % port,
-                 m[0]), m[0])
+    ok(re.search(r"^127\.0\.0\.1 \[.*\] %d 200 7 \d+ [0-9.]+ upstream=127\.0\.0\.1:\d+ .* ended=closed$"
+                 % port, m[0]), m[0])
     lg.stop()
 
 
@@ -269,8 +269,9 @@ def idle_timeout_closes_a_silent_session():
         held.wait(20)
     srv = ScriptedServer(silent)
     port = free_port()
-    Legate(stream_conf(
-        """{ listen = "127.0.0.1:%d"; proxy_pass = "s"; proxy_timeout = "1s"; }""" % port,
+    lg = Legate(stream_conf(
+        """{ listen = "127.0.0.1:%d"; proxy_pass = "s"; proxy_timeout = "1s";
+             access_log = "logs/stream.log"; }""" % port,
         """s = { servers = ( "%s" ); };""" % srv.address), workers=1)
     c = socket.create_connection(("127.0.0.1", port), timeout=10)
     t0 = time.monotonic()
@@ -278,6 +279,8 @@ def idle_timeout_closes_a_silent_session():
     dt = time.monotonic() - t0
     held.set()
     ok(0.8 <= dt < 6, "closed after proxy_timeout (%.2f s)" % dt)
+    wait_until(lambda: any(l.endswith("ended=idle") for l in access_lines(lg, 1)), timeout=10,
+               what="the session logged as ended by its idle timeout")
 
 
 @test
@@ -410,6 +413,8 @@ def backend_dies_mid_session():
     c = socket.create_connection(("127.0.0.1", port), timeout=10)
     eq(c.recv(7), b"partial")
     c.close()
+    wait_until(lambda: any(l.endswith("ended=upstream error") for l in access_lines(lg, 1)),
+               timeout=10, what="a session logged as ended by the upstream's reset")
 
 
 def count_pipes(pid):
