@@ -522,10 +522,12 @@ class TlsBackend:
         if alpn:
             cmd += ["-alpn", alpn]
         self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  stdin=subprocess.DEVNULL)
-        wait_until(lambda: _tcp_open(self.port), timeout=10, what="s_server up")
+                                  stdin=subprocess.DEVNULL,
+                                  preexec_fn=legate_test._die_with_parent(signal.SIGKILL))
+        legate_test._all_procs.append(self.p)
+        legate_test._track(self)        # before the wait: stopped even if it never comes up
         self.address = "127.0.0.1:%d" % self.port
-        legate_test._track(self)
+        wait_until(lambda: _tcp_open(self.port), timeout=10, what="s_server up")
 
     def teardown(self):
         self.p.kill()
