@@ -323,6 +323,12 @@ typedef struct lg_health {
     char     *body;                     /* substring the body must contain, or NULL */
     int       rise;                     /* passes in a row to come back, default 2 */
     int       fall;                     /* failures in a row to go out, default 3 */
+    char     *type;                     /* "http" (default) or "tcp": connect, maybe send/expect */
+    char     *send;                     /* tcp: bytes sent once connected (C escapes), or NULL */
+    size_t    send_len;
+    char     *expect;                   /* tcp: bytes the answer must contain, or NULL */
+    size_t    expect_len;
+    int       tcp;                      /* derived: type is "tcp" */
 } lg_health_t;
 
 typedef struct lg_upstream {
@@ -360,6 +366,7 @@ typedef struct lg_upstream {
     struct lg_upstate    *state;        /* set by the master: shared, per server */
     struct lg_dynup      *dyn;          /* forward proxy: a destination made at run time, else NULL */
     int                   index;        /* position in conf->upstreams */
+    int                   stream;       /* declared in stream.upstreams (layer 4) */
     int                   line;
 } lg_upstream_t;
 
@@ -431,11 +438,12 @@ typedef struct lg_listen {
     lg_addr_t addr;
     int       backlog;                  /* default 511 */
     int       tls;                      /* bool: TLS on this address */
-    char     *protocol;                 /* "http" (default) or "socks5" */
+    char     *protocol;                 /* "http" (default), "socks5", or "stream" (set for stream servers) */
     int       proxy_protocol;           /* bool: a PROXY v1/v2 header comes first */
     int       http2;                    /* bool: HTTP/2 (ALPN h2 with TLS, h2c prior knowledge without) */
     int       quic;                     /* bool: HTTP/3 over QUIC on the same UDP port (needs tls) */
     int       is_default;               /* default_server for this address */
+    int       udp;                      /* bool: datagrams (stream servers only) */
     int       line;
 } lg_listen_t;
 
@@ -526,6 +534,42 @@ typedef struct lg_forward {
     void     (*rt_free)(void *rt);      /* and how to free it */
 } lg_forward_t;
 
+/*
+ * A stream (layer 4) server's own settings (stream.servers, load_stream.c):
+ * nginx's stream { server { } }, HAProxy's mode tcp.  The server is an
+ * lg_server_t like any other, so its connections get the PROXY protocol,
+ * TLS termination, access rules, limits and the access log of the HTTP
+ * side; this says where its bytes go.
+ */
+typedef struct lg_stream_route {        /* routes = ( { server_name = ...; proxy_pass = ...; } ) */
+    lg_server_name_t *names;            /* the ClientHello's SNI, as server_name; NULL: any */
+    size_t            nnames;
+    lg_strv_t        *alpn;             /* any of these ALPN protocols; NULL: any */
+    int               no_sni;           /* server_name = "": only a ClientHello without SNI */
+    char             *proxy_pass;       /* upstream name, as written */
+    lg_upstream_t    *upstream;         /* borrowed, resolved after loading */
+    lg_addr_t         http;             /* or http = "addr": the HTTP servers legate has there
+                                           take the connection over (len 0: none) */
+    const struct lg_bind *http_bind;    /* borrowed: that listen address's, once binds are made */
+    int               line;
+} lg_stream_route_t;
+
+typedef struct lg_stream {
+    char              *proxy_pass;      /* upstream name, or NULL when routes decide */
+    lg_upstream_t     *upstream;        /* borrowed, resolved after loading */
+    lg_msec_t          proxy_timeout;   /* idle both ways, default 10m (nginx proxy_timeout) */
+    char              *proxy_protocol;  /* towards the upstream: "off" (default), "v1", "v2" */
+    int                pp_version;      /* derived: 0, 1, 2 */
+    int                ssl_preread;     /* bool: read the ClientHello (SNI, ALPN), do not decrypt */
+    lg_msec_t          preread_timeout; /* default 30s (nginx preread_timeout) */
+    lg_stream_route_t *routes;          /* ssl_preread: first match wins */
+    size_t             nroutes;
+    int                proxy_responses; /* udp: answers a datagram gets, then its session may
+                                           end; 0 (default): any number, until proxy_timeout */
+    int                udp_sessions;    /* udp: sessions per worker, default 4096 */
+    int                line;
+} lg_stream_t;
+
 typedef struct lg_server {
     lg_listen_t      *listens;
     size_t            nlistens;
@@ -536,6 +580,7 @@ typedef struct lg_server {
     lg_common_t       common;
     lg_tls_conf_t     tls;
     lg_forward_t     *forward;          /* forward proxy settings, or NULL */
+    lg_stream_t      *stream;           /* a stream server (stream.servers), or NULL */
     lg_strv_t        *real_ip_from;     /* CIDRs trusted to tell the client address */
     char             *real_ip_header;   /* default "X-Forwarded-For" */
     void             *real_ip_rt;       /* their CIDR set, built by the proxy layer */
@@ -556,6 +601,8 @@ typedef struct lg_bind {
     lg_server_t  *default_server;       /* borrowed: is_default, else first */
     int           tls;                  /* TLS on this address */
     int           socks;                /* SOCKS5 on this address (forward proxy) */
+    int           stream;               /* a stream server's address (layer 4) */
+    int           udp;                  /* ...for datagrams (its own sockets beside a TCP one) */
     int           proxy_protocol;       /* PROXY protocol header expected */
     int           http2;                /* HTTP/2 spoken here as well as HTTP/1.1 */
     int           quic;                 /* HTTP/3 on the UDP port of the same address */

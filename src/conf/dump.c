@@ -504,6 +504,11 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
             kv_str(out, ind + 2, "body", h->body);
         kv_int(out, ind + 2, "rise", h->rise);
         kv_int(out, ind + 2, "fall", h->fall);
+        kv_str(out, ind + 2, "type", h->type);
+        if (h->send)
+            kv_str(out, ind + 2, "send", h->send);
+        if (h->expect)
+            kv_str(out, ind + 2, "expect", h->expect);
         IND(out, ind + 1);
         fputs("};\n", out);
     }
@@ -522,6 +527,83 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
     fputs(");\n", out);
     IND(out, ind);
     fputs("};\n", out);
+}
+
+/* ---- stream servers (issue 21) ---- */
+static void dump_stream(FILE *out, const lg_conf_t *conf, size_t first)
+{
+    fputs("\nstream = {\n    upstreams = {\n", out);
+    for (size_t i = 0; i < conf->nupstreams; i++)
+        if (conf->upstreams[i].stream)
+            dump_upstream(out, 2, &conf->upstreams[i]);
+    fputs("    };\n\n    servers = (\n", out);
+    for (size_t i = first; i < conf->nservers; i++) {
+        const lg_server_t *srv = &conf->servers[i];
+        const lg_stream_t *st = srv->stream;
+        fputs("        {\n            listen = (\n", out);
+        for (size_t k = 0; k < srv->nlistens; k++) {
+            const lg_listen_t *l = &srv->listens[k];
+            fputs("                { address = ", out);
+            put_str(out, l->addr.text);
+            fprintf(out, "; backlog = %d; tls = %s; proxy_protocol = %s; udp = %s; }%s\n",
+                    l->backlog, l->tls ? "true" : "false", l->proxy_protocol ? "true" : "false",
+                    l->udp ? "true" : "false", k + 1 < srv->nlistens ? "," : "");
+        }
+        fputs("            );\n", out);
+        if (st->proxy_pass)
+            kv_str(out, 3, "proxy_pass", st->proxy_pass);
+        kv_msec(out, 3, "proxy_connect_timeout", srv->common.proxy_connect_timeout);
+        kv_msec(out, 3, "proxy_timeout", st->proxy_timeout);
+        kv_str(out, 3, "send_proxy_protocol", st->proxy_protocol);
+        kv_bool(out, 3, "ssl_preread", st->ssl_preread);
+        kv_msec(out, 3, "preread_timeout", st->preread_timeout);
+        kv_int(out, 3, "proxy_responses", st->proxy_responses);
+        kv_int(out, 3, "udp_sessions", st->udp_sessions);
+        kv_str(out, 3, "access_log", srv->common.access_log);
+        kv_str(out, 3, "log_format", srv->common.log_format->src);
+        kv_int(out, 3, "limit_rate", srv->common.limit_rate);
+        kv_int(out, 3, "limit_rate_after", srv->common.limit_rate_after);
+        if (srv->tls.ncerts)
+            dump_tls(out, 3, &srv->tls);
+        if (st->nroutes) {
+            fputs("            routes = (\n", out);
+            for (size_t k = 0; k < st->nroutes; k++) {
+                const lg_stream_route_t *rt = &st->routes[k];
+                fputs("                {", out);
+                if (rt->no_sni)
+                    fputs(" server_name = \"\";", out);
+                else if (rt->nnames) {
+                    fputs(" server_name = [", out);
+                    for (size_t j = 0; j < rt->nnames; j++) {
+                        fputs(j ? ", " : " ", out);
+                        put_server_name(out, &rt->names[j]);
+                    }
+                    fputs(" ];", out);
+                }
+                if (rt->alpn) {
+                    fputs(" alpn = [", out);
+                    for (size_t j = 0; j < rt->alpn->n; j++) {
+                        fputs(j ? ", " : " ", out);
+                        put_str(out, rt->alpn->v[j]);
+                    }
+                    fputs(" ];", out);
+                }
+                if (rt->proxy_pass) {
+                    fputs(" proxy_pass = ", out);
+                    put_str(out, rt->proxy_pass);
+                    fputs(";", out);
+                } else {
+                    fputs(" http = ", out);
+                    put_str(out, rt->http.text);
+                    fputs(";", out);
+                }
+                fputs(k + 1 < st->nroutes ? " },\n" : " }\n", out);
+            }
+            fputs("            );\n", out);
+        }
+        fputs(i + 1 < conf->nservers ? "        },\n" : "        }\n", out);
+    }
+    fputs("    );\n};\n", out);
 }
 
 void lg_conf_dump(const lg_conf_t *conf, FILE *out)
@@ -605,11 +687,17 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     }
     fputs("\n    upstreams = {\n", out);
     for (size_t i = 0; i < conf->nupstreams; i++)
-        dump_upstream(out, 2, &conf->upstreams[i]);
+        if (!conf->upstreams[i].stream)
+            dump_upstream(out, 2, &conf->upstreams[i]);
     fputs("    };\n\n    servers = (\n", out);
-    for (size_t i = 0; i < conf->nservers; i++) {
+    size_t nhttp = 0;
+    while (nhttp < conf->nservers && conf->servers[nhttp].stream == NULL)
+        nhttp++;                /* (stream servers come after the http ones) */
+    for (size_t i = 0; i < nhttp; i++) {
         dump_server(out, 2, &conf->servers[i]);
-        fputs(i + 1 < conf->nservers ? ",\n" : "\n", out);
+        fputs(i + 1 < nhttp ? ",\n" : "\n", out);
     }
     fputs("    );\n};\n", out);
+    if (nhttp < conf->nservers)
+        dump_stream(out, conf, nhttp);
 }

@@ -181,7 +181,6 @@ static void check_metrics_buckets(ld_t *ld, const config_setting_t *root, const 
     }
 }
 static int fn_servers(ld_t *, const config_setting_t *, void *);
-static int fn_listen(ld_t *, const config_setting_t *, void *);
 static int fn_listen_address(ld_t *, const config_setting_t *, void *);
 
 static const directive_t global_dirs[] = {
@@ -213,6 +212,7 @@ static const directive_t global_dirs[] = {
     PATH("geoip_csv_locations", NULL, NULL, lg_conf_t, geoip_csv_locations),
     CUSTOM("http", fn_http),
     CUSTOM("cluster", ld_fn_cluster),
+    CUSTOM("stream", ld_fn_stream),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -328,7 +328,7 @@ static const directive_t http_dirs[] = {
 
 
 static const directive_t server_dirs[] = {
-    CUSTOM("listen",      fn_listen),
+    CUSTOM("listen",      ld_fn_listen),
     CUSTOM("server_name", ld_fn_server_name),
     CUSTOM("routes",      ld_fn_routes),
     CUSTOM("forward",     ld_fn_forward),
@@ -346,6 +346,7 @@ static const directive_t listen_dirs[] = {
     ROW("proxy_protocol", D_BOOL, 0, 1, "false", lg_listen_t, proxy_protocol),
     ROW("http2",   D_BOOL, 0, 1,     "false", lg_listen_t, http2),
     ROW("quic",    D_BOOL, 0, 1,     "false", lg_listen_t, quic),
+    ROW("udp",     D_BOOL, 0, 1,     "false", lg_listen_t, udp),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -846,7 +847,7 @@ const config_setting_t *ld_entry_at(const config_setting_t *s, int i)
 
 /* --- servers ----------------------------------------------------------- */
 
-static int fn_listen(ld_t *ld, const config_setting_t *s, void *base)
+int ld_fn_listen(ld_t *ld, const config_setting_t *s, void *base)
 {
     static const char what[] = "an address, a group { address = ...; backlog = ...; "
                                "default = ...; }, or a list of them";
@@ -1079,7 +1080,13 @@ static int addr_equal(const lg_addr_t *a, const lg_addr_t *b)
 /* The setting of servers[i].listens[j]: entries and slots correspond one to one. */
 static const config_setting_t *listen_setting(ld_t *ld, size_t i, size_t j)
 {
-    const config_setting_t *g = config_setting_get_elem(ld->servers, (unsigned)i);
+    const config_setting_t *list = ld->servers;
+    size_t nhttp = list && config_setting_is_list(list) ? (size_t)config_setting_length(list) : 0;
+    if (i >= nhttp) {           /* stream servers come after the http ones */
+        list = ld->stream ? config_setting_get_member(ld->stream, "servers") : NULL;
+        i -= nhttp;
+    }
+    const config_setting_t *g = list ? config_setting_get_elem(list, (unsigned)i) : NULL;
     const config_setting_t *l = g ? config_setting_get_member(g, "listen") : NULL;
     return l ? ld_entry_at(l, (int)j) : NULL;
 }
@@ -1114,7 +1121,8 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
 
             if (l->addr.len == 0)
                 continue;   /* bad address, already reported */
-            for (k = 0; k < j && !addr_equal(&srv->listens[k].addr, &l->addr); k++)
+            for (k = 0; k < j && !(addr_equal(&srv->listens[k].addr, &l->addr) &&
+                                   srv->listens[k].udp == l->udp); k++)
                 ;
             if (k < j) {
                 rc = ld_error(ld, listen_setting(ld, i, j), "duplicate listen address %s "
@@ -1123,7 +1131,7 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 continue;
             }
             for (k = 0; k < conf->nbinds; k++)
-                if (addr_equal(&conf->binds[k].addr, &l->addr))
+                if (addr_equal(&conf->binds[k].addr, &l->addr) && conf->binds[k].udp == l->udp)
                     break;
             b = &conf->binds[k];
             if (k == conf->nbinds) {
@@ -1132,6 +1140,8 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 b->backlog = l->backlog;
                 b->tls = l->tls;
                 b->socks = l->protocol && strcmp(l->protocol, "socks5") == 0;
+                b->stream = srv->stream != NULL;
+                b->udp = l->udp;
                 b->proxy_protocol = l->proxy_protocol;
                 b->http2 = l->http2;
                 b->quic = l->quic;
@@ -1144,7 +1154,22 @@ static int derive_binds(ld_t *ld, const config_setting_t *where)
                 rc = ld_error(ld, listen_setting(ld, i, j), "%s is listed with tls = %s here "
                               "and tls = %s in another server", l->addr.text,
                               l->tls ? "true" : "false", b->tls ? "true" : "false");
-            if (l->protocol && strcmp(l->protocol, "http") != 0 && strcmp(l->protocol, "socks5") != 0)
+            if (l->udp && srv->stream == NULL)
+                rc = ld_error(ld, listen_setting(ld, i, j), "udp listens are for stream servers");
+            else if ((srv->stream != NULL) != b->stream)
+                rc = ld_error(ld, listen_setting(ld, i, j), "%s is a stream server's address and "
+                              "an HTTP server's too", l->addr.text);
+            else if (b->stream && b->nservers > 0)
+                rc = ld_error(ld, listen_setting(ld, i, j), "%s is the address of two stream "
+                              "servers", l->addr.text);
+            else if (srv->stream && l->http2)
+                rc = ld_error(ld, listen_setting(ld, i, j), "http2 on a stream listener");
+            else if (srv->stream && l->protocol && strcmp(l->protocol, "stream") != 0)
+                rc = ld_error(ld, listen_setting(ld, i, j), "a stream server's listen has no "
+                              "'protocol'");
+            else if (srv->stream)
+                ;   /* (its own checks are in load_stream.c) */
+            else if (l->protocol && strcmp(l->protocol, "http") != 0 && strcmp(l->protocol, "socks5") != 0)
                 rc = ld_error(ld, listen_setting(ld, i, j), "'protocol' must be \"http\" or \"socks5\"");
             else if ((l->protocol && strcmp(l->protocol, "socks5") == 0) != b->socks)
                 rc = ld_error(ld, listen_setting(ld, i, j), "%s is socks5 in one server and not in "
@@ -1275,7 +1300,13 @@ static void load_tree(ld_t *ld, const config_t *cfg)
 
     ld_table_unset(global_dirs, conf);
     ld_table_unset(ld_common_dirs, &conf->http);
+    {   /* routes borrow upstreams as they are parsed: one array for http and stream */
+        const config_setting_t *hu = config_lookup(cfg, "http.upstreams");
+        ld->upstreams_room = (hu && config_setting_is_group(hu) ? (size_t)config_setting_length(hu) : 0) +
+                             ld_stream_count_upstreams(root);
+    }
     ld_parse_block(ld, root, "global", global_dirs, conf, NULL, NULL);
+    ld_stream_parse(ld);        /* its servers join conf->servers */
     {   /* the database opens later (lg_forward_prepare): keep its line for errors */
         const config_setting_t *gs = config_setting_get_member(root, "geoip_mmdb");
         if (gs == NULL)
@@ -1285,12 +1316,13 @@ static void load_tree(ld_t *ld, const config_t *cfg)
 
     /* (an 'http' or 'servers' of the wrong type has been reported already) */
     http = config_setting_get_member(root, "http");
-    if (http == NULL)
+    if (http == NULL && ld->stream == NULL)
         ld_error_at(ld, ld->file, 1, "no servers defined");
-    else if (conf->nservers == 0 && config_setting_is_group(http)
+    else if (http && conf->nservers == 0 && config_setting_is_group(http)
              && (ld->servers == NULL || config_setting_is_list(ld->servers)))
         ld_error(ld, ld->servers ? ld->servers : http, "no servers defined");
     derive_binds(ld, root);
+    ld_stream_finish(ld);
 
     ld_table_defaults(ld, global_dirs, conf);
     ld_table_defaults(ld, ld_common_dirs, &conf->http);

@@ -28,6 +28,8 @@ typedef struct ld {
     size_t                  errused;
     int                     nerr;
     const config_setting_t *servers;    /* http.servers, parsed after upstreams */
+    const config_setting_t *stream;     /* the stream group, parsed after http */
+    size_t                  upstreams_room; /* conf->upstreams is made this long (http + stream) */
 } ld_t;
 
 /* --- directive tables ---------------------------------------------------- */
@@ -125,6 +127,13 @@ int         ld_parse_block3(ld_t *ld, const config_setting_t *g, const char *lev
 
 /* the parts in other files */
 int         ld_fn_upstreams(ld_t *ld, const config_setting_t *s, void *base);    /* load_upstream.c */
+int         ld_stream_upstreams(ld_t *ld, const config_setting_t *s);          /* stream.upstreams */
+size_t      ld_unescape(char *s);       /* C escapes in place; the byte count */
+int         ld_fn_listen(ld_t *ld, const config_setting_t *s, void *base);     /* load.c */
+int         ld_fn_stream(ld_t *ld, const config_setting_t *s, void *base);     /* load_stream.c */
+size_t      ld_stream_count_upstreams(const config_setting_t *root);
+void        ld_stream_parse(ld_t *ld);      /* after http: stream servers join conf->servers */
+void        ld_stream_finish(ld_t *ld);     /* after the binds: routes to HTTP listeners found */
 lg_upstream_t *ld_upstream_find(const lg_conf_t *conf, const char *name);
 int         ld_fn_routes(ld_t *ld, const config_setting_t *s, void *base);       /* load_route.c */
 int         ld_fn_server_name(ld_t *ld, const config_setting_t *s, void *base);  /* load.c */

@@ -4,6 +4,7 @@
  */
 #include "conf/load_int.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,9 @@ static const directive_t health_dirs[] = {
     ROW("body",     D_STRING,   0, 0,     NULL, lg_health_t, body),
     ROW("rise",     D_INT,      1, 100,   "2", lg_health_t, rise),
     ROW("fall",     D_INT,      1, 100,   "3", lg_health_t, fall),
+    ROW("type",     D_STRING,   0, 0,     "http", lg_health_t, type),
+    ROW("send",     D_STRING,   0, 0,     NULL, lg_health_t, send),
+    ROW("expect",   D_STRING,   0, 0,     NULL, lg_health_t, expect),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -191,9 +195,15 @@ static int check_balance(ld_t *ld, const config_setting_t *u, lg_upstream_t *up)
     return 0;
 }
 
-int ld_fn_upstreams(ld_t *ld, const config_setting_t *s, void *base)
+/*
+ * Parse a group of upstreams into conf->upstreams after the ones already
+ * there.  The array is made once with room for both http.upstreams and
+ * stream.upstreams (ld->upstreams_room, counted before the walk), because
+ * routes borrow pointers into it as soon as they are parsed.
+ */
+static int upstreams_add(ld_t *ld, const config_setting_t *s, int stream)
 {
-    lg_conf_t *conf = base;
+    lg_conf_t *conf = ld->conf;
     int        rc = 0, n;
 
     if (!config_setting_is_group(s))
@@ -201,17 +211,32 @@ int ld_fn_upstreams(ld_t *ld, const config_setting_t *s, void *base)
     n = config_setting_length(s);
     if (n == 0)
         return 0;
-    if ((conf->upstreams = ld_calloc(ld, (size_t)n, sizeof(*conf->upstreams))) == NULL)
-        return ld_oom(ld, s);
-    /* libconfig rejects a duplicate name in a group: names are unique here. */
+    if (conf->upstreams == NULL) {
+        size_t room = ld->upstreams_room > (size_t)n ? ld->upstreams_room : (size_t)n;
+        if ((conf->upstreams = ld_calloc(ld, room, sizeof(*conf->upstreams))) == NULL)
+            return ld_oom(ld, s);
+        ld->upstreams_room = room;
+    }
+    if (conf->nupstreams + (size_t)n > ld->upstreams_room)
+        return ld_error(ld, s, "too many upstreams");  /* (counted before: cannot happen) */
     for (int i = 0; i < n; i++) {
         const config_setting_t *u = config_setting_get_elem(s, (unsigned)i);
-        lg_upstream_t          *up = &conf->upstreams[conf->nupstreams++];
+        const char             *name = config_setting_name(u);
+        lg_upstream_t          *other = ld_upstream_find(conf, name);
+        lg_upstream_t          *up = &conf->upstreams[conf->nupstreams];
 
-        up->index = i;
+        if (other) {
+            /* (libconfig refuses a name twice in one group: this is http and stream) */
+            rc = ld_error(ld, u, "upstream '%s' is defined twice (also at line %d)", name,
+                          other->line);
+            continue;
+        }
+        conf->nupstreams++;
+        up->index = (int)(up - conf->upstreams);
+        up->stream = stream;
         up->line = (int)config_setting_source_line(u);
         ld_table_unset(upstream_dirs, up);
-        if ((up->name = ld_strdup(ld, config_setting_name(u))) == NULL)
+        if ((up->name = ld_strdup(ld, name)) == NULL)
             return ld_oom(ld, u);
         if (!config_setting_is_group(u)) {
             rc = ld_error(ld, u, "upstream '%s' must be a group", up->name);
@@ -221,10 +246,27 @@ int ld_fn_upstreams(ld_t *ld, const config_setting_t *s, void *base)
         rc |= ld_parse_block(ld, u, "upstream", upstream_dirs, up, NULL, NULL);
         if (ss == NULL || ld_is_empty_list(ss))
             rc = ld_error(ld, u, "upstream '%s' has no servers", up->name);
+        if (stream && config_setting_get_member(u, "hash_key") == NULL &&
+            ld_tpl(ld, u, "hash_key", "$remote_addr", &up->hash_key) < 0)
+            rc = -1;    /* a stream has no URI: hash the client address by default */
         rc |= ld_table_defaults(ld, upstream_dirs, up);
         rc |= check_balance(ld, u, up);
+        if (stream && up->protocol && strcmp(up->protocol, "http/1.1") != 0)
+            rc = ld_error(ld, config_setting_get_member(u, "protocol"),
+                          "a stream upstream carries bytes, not HTTP: 'protocol' does not apply");
     }
     return rc;
+}
+
+int ld_fn_upstreams(ld_t *ld, const config_setting_t *s, void *base)
+{
+    (void)base;
+    return upstreams_add(ld, s, 0);
+}
+
+int ld_stream_upstreams(ld_t *ld, const config_setting_t *s)
+{
+    return upstreams_add(ld, s, 1);
 }
 
 static int fn_health(ld_t *ld, const config_setting_t *s, void *base)
@@ -254,9 +296,56 @@ static int fn_health(ld_t *ld, const config_setting_t *s, void *base)
         h->status_max = b;
         if (h->path[0] != '/')
             return ld_error(ld, s, "health_check 'path' must start with '/'");
+        const config_setting_t *ty = config_setting_get_member(s, "type");
+        h->tcp = strcmp(h->type, "tcp") == 0;
+        if (!h->tcp && strcmp(h->type, "http") != 0)
+            return ld_error(ld, ty, "health_check 'type' must be \"http\" or \"tcp\"");
+        if (!h->tcp && (h->send || h->expect))
+            return ld_error(ld, config_setting_get_member(s, h->send ? "send" : "expect"),
+                            "health_check 'send' and 'expect' need type = \"tcp\"");
+        if (h->send && (h->send_len = ld_unescape(h->send)) == 0)
+            return ld_error(ld, config_setting_get_member(s, "send"), "'send' is empty");
+        if (h->send_len > 1024)
+            return ld_error(ld, config_setting_get_member(s, "send"), "'send' is longer than 1024 bytes");
+        if (h->expect_len > 4096)
+            return ld_error(ld, config_setting_get_member(s, "expect"), "'expect' is longer than 4096 bytes");
+        if (h->expect && (h->expect_len = ld_unescape(h->expect)) == 0)
+            return ld_error(ld, config_setting_get_member(s, "expect"), "'expect' is empty");
     }
     up->health = h;
     return rc;
+}
+
+/* C escapes in place (\r \n \t \0 \\ \xHH): the bytes a TCP check sends or
+ * expects; returns their count (they may hold NUL bytes after this). */
+size_t ld_unescape(char *s)
+{
+    char *o = s;
+    for (const char *p = s; *p; p++) {
+        if (*p != '\\' || p[1] == '\0') {
+            *o++ = *p;
+            continue;
+        }
+        p++;
+        switch (*p) {
+        case 'r': *o++ = '\r'; break;
+        case 'n': *o++ = '\n'; break;
+        case 't': *o++ = '\t'; break;
+        case '0': *o++ = '\0'; break;
+        case 'x': {
+            unsigned v = 0;
+            int k = 0;
+            for (; k < 2 && isxdigit((unsigned char)p[1]); k++, p++)
+                v = v * 16 + (unsigned)(isdigit((unsigned char)p[1]) ? p[1] - '0'
+                                                                   : (p[1] | 32) - 'a' + 10);
+            *o++ = k ? (char)v : 'x';
+            break;
+        }
+        default: *o++ = *p; break;
+        }
+    }
+    *o = '\0';
+    return (size_t)(o - s);
 }
 
 lg_upstream_t *ld_upstream_find(const lg_conf_t *conf, const char *name)

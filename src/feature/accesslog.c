@@ -137,6 +137,13 @@ static char *squid_line(lg_req_t *s)
     out[n < cap ? n : cap - 1] = '\0';
     return out;
 }
+/* For stream sessions (a stream server's default): who, which listener, how
+ * it ended ($status: 200 relayed, 400 not TLS / bad hello, 403 refused, 502
+ * no upstream, 503 over a limit, 504 connect timed out), bytes from and to
+ * the client, seconds, the upstream tried last, the ClientHello's name. */
+static const char fmt_stream[] =
+    "$remote_addr [$time_local] $server_port $status $bytes_received $bytes_sent $request_time "
+    "upstream=$upstream_addr connect=$upstream_connect_time sni=\"$host\" ended=$tunnel_end";
 
 typedef struct alog {
     char   *path;               /* borrowed from the conf */
@@ -242,6 +249,8 @@ void lg_accesslog_reopen(void)
     }
 }
 
+static void put_line(alog_t *l, const char *line);
+
 void lg_accesslog_write(lg_req_t *s)
 {
     const lg_common_t *c = s->route ? &s->route->common
@@ -252,13 +261,15 @@ void lg_accesslog_write(lg_req_t *s)
     alog_t *l = find_log(c->access_log);
     if (l == NULL)
         return;
-    static const lg_tpl_t *combined, *forward, *json_fmt;
+    static const lg_tpl_t *combined, *forward, *json_fmt, *stream_fmt;
     const lg_tpl_t *fmt = c->log_format;
     int json = 0, squid = 0;
     if (strcmp(fmt->src, "combined") == 0) {
         fmt = combined ? combined : (combined = lg_vars_builtin(fmt_combined));
     } else if (strcmp(fmt->src, "forward") == 0) {
         fmt = forward ? forward : (forward = lg_vars_builtin(fmt_forward));
+    } else if (strcmp(fmt->src, "stream") == 0) {
+        fmt = stream_fmt ? stream_fmt : (stream_fmt = lg_vars_builtin(fmt_stream));
     } else if (strcmp(fmt->src, "json") == 0) {
         fmt = json_fmt ? json_fmt : (json_fmt = lg_vars_builtin(fmt_json));
         json = 1;
@@ -275,6 +286,19 @@ void lg_accesslog_write(lg_req_t *s)
                              : lg_vars_expand(s, fmt, json ? LG_VARS_JSON : LG_VARS_ESCAPE, NULL);
     if (line == NULL)
         return;
+    put_line(l, line);
+}
+
+void lg_accesslog_line(const char *path, const char *line)
+{
+    alog_t *l = strcmp(path, "off") == 0 ? NULL : find_log(path);
+    if (l)
+        put_line(l, line);
+}
+
+/* One line into l's buffer (or its syslog target). */
+static void put_line(alog_t *l, const char *line)
+{
     size_t n = strlen(line);
     if (l->sys) {
         lg_syslog_send(l->sys, 6, line, n);     /* informational */

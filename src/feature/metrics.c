@@ -525,6 +525,58 @@ static const char *const lnames[MX_NSTAT] = {
 };
 
 size_t (*lg_metrics_cluster)(char *buf, size_t n);
+/* ---- stream servers (issue 21) -------------------------------------------
+ * Their sessions are requests of their server's series (the LOG phase above
+ * counts them like any request); here they get families of their own, by
+ * how they ended: 2xx relayed, 4xx refused (not TLS, access rules), 5xx no
+ * upstream or over a limit.  Self-contained: only page_metrics() calls it. */
+static void page_stream(out_t *o)
+{
+    const lg_conf_t *c = lg_w.conf;
+    static const char *const cls[5] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+    int any = 0;
+    for (size_t i = 0; c && i < c->nservers; i++)
+        any |= c->servers[i].stream && c->servers[i].mx > 0;
+    if (!any)
+        return;
+    put(o, "# HELP legate_stream_sessions_total Stream sessions ended, by status class.\n"
+           "# TYPE legate_stream_sessions_total counter\n");
+    for (size_t i = 0; i < c->nservers; i++) {
+        const lg_server_t *srv = &c->servers[i];
+        if (!srv->stream || srv->mx <= 0 || srv->mx > MX_SERIES)
+            continue;
+        mx_series_t *se = &zone->s[srv->mx - 1];
+        for (int k = 1; k < 5; k++)
+            if (k != 2)
+                put(o, "legate_stream_sessions_total{%s,status=\"%s\"} %llu\n", se->labels, cls[k],
+                    (unsigned long long)ld(&se->codes[k]));
+    }
+    put(o, "# HELP legate_stream_received_bytes_total Bytes stream clients sent.\n"
+           "# TYPE legate_stream_received_bytes_total counter\n");
+    for (size_t i = 0; i < c->nservers; i++) {
+        const lg_server_t *srv = &c->servers[i];
+        if (srv->stream && srv->mx > 0 && srv->mx <= MX_SERIES)
+            put(o, "legate_stream_received_bytes_total{%s} %llu\n", zone->s[srv->mx - 1].labels,
+                (unsigned long long)ld(&zone->s[srv->mx - 1].bytes_in));
+    }
+    put(o, "# HELP legate_stream_sent_bytes_total Bytes sent to stream clients.\n"
+           "# TYPE legate_stream_sent_bytes_total counter\n");
+    for (size_t i = 0; i < c->nservers; i++) {
+        const lg_server_t *srv = &c->servers[i];
+        if (srv->stream && srv->mx > 0 && srv->mx <= MX_SERIES)
+            put(o, "legate_stream_sent_bytes_total{%s} %llu\n", zone->s[srv->mx - 1].labels,
+                (unsigned long long)ld(&zone->s[srv->mx - 1].bytes_out));
+    }
+    put(o, "# HELP legate_stream_session_seconds_total Time stream sessions lasted, summed.\n"
+           "# TYPE legate_stream_session_seconds_total counter\n");
+    for (size_t i = 0; i < c->nservers; i++) {
+        const lg_server_t *srv = &c->servers[i];
+        if (srv->stream && srv->mx > 0 && srv->mx <= MX_SERIES)
+            put(o, "legate_stream_session_seconds_total{%s} %.3f\n", zone->s[srv->mx - 1].labels,
+                (double)ld(&zone->s[srv->mx - 1].dur_ms) / 1000.0);
+    }
+}
+/* ---- end of stream servers ---- */
 
 static void page_metrics(out_t *o)
 {
@@ -704,6 +756,7 @@ static void page_metrics(out_t *o)
         if (lg_metrics_cluster(cl, sizeof(cl)))
             put(o, "%s", cl);
     }
+    page_stream(o);             /* stream servers (issue 21) */
 }
 
 static void page_json(out_t *o)

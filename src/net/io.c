@@ -155,8 +155,11 @@ void lg_end_shutdown(lg_end_t *e)
         e->ops->shutdown(e);
         return;
     }
-    lg_tls_close(e->ssl);       /* close_notify, then the TCP end */
-    e->ssl = NULL;
+    /* close_notify, then the TCP end; the TLS stays for reading, as the
+     * other direction of a tunnel may go on (a half-close through TLS) */
+    if (e->ssl && SSL_is_init_finished(e->ssl))
+        SSL_shutdown(e->ssl);
+    ERR_clear_error();
     shutdown(e->io.fd, SHUT_WR);
 }
 

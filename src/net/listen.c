@@ -42,17 +42,17 @@ static int same_addr(const struct sockaddr_storage *a, socklen_t alen,
     return alen == blen && memcmp(a, b, alen) == 0;
 }
 
-lg_listener_t *lg_listener_find(const lg_addr_t *a)
+lg_listener_t *lg_listener_find(const lg_addr_t *a, int udp)
 {
     for (size_t i = 0; i < nls; i++)
-        if (same_addr(&ls[i]->ss, ls[i]->len, &a->ss, a->len))
+        if (ls[i]->udp == udp && same_addr(&ls[i]->ss, ls[i]->len, &a->ss, a->len))
             return ls[i];
     return NULL;
 }
 
 static int open_socket(const lg_listener_t *l, int backlog, char *err, size_t errlen)
 {
-    int fd = socket(l->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(l->ss.ss_family, (l->udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket() for %s failed: %s", l->text, strerror(errno));
         return -1;
@@ -69,7 +69,8 @@ static int open_socket(const lg_listener_t *l, int backlog, char *err, size_t er
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
         /* accept only once the request's first bytes have arrived */
         int secs = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
+        if (!l->udp)
+            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
     } else {
         const struct sockaddr_un *sun = (const void *)&l->ss;
         struct stat st;
@@ -81,7 +82,7 @@ static int open_socket(const lg_listener_t *l, int backlog, char *err, size_t er
         close(fd);
         return -1;
     }
-    if (listen(fd, backlog) < 0) {
+    if (!l->udp && listen(fd, backlog) < 0) {
         snprintf(err, errlen, "listen() on %s failed: %s", l->text, strerror(errno));
         close(fd);
         return -1;
@@ -134,7 +135,7 @@ int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen
         ls[i]->used = 0;
     for (size_t b = 0; b < conf->nbinds; b++) {
         const lg_bind_t *bd = &conf->binds[b];
-        lg_listener_t *l = lg_listener_find(&bd->addr);
+        lg_listener_t *l = lg_listener_find(&bd->addr, bd->udp);
         if (l == NULL) {
             if (nls + ncreated >= MAX_LISTENERS) {
                 snprintf(err, errlen, "too many listen addresses");
@@ -147,6 +148,7 @@ int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen
             }
             memcpy(&l->ss, &bd->addr.ss, sizeof(l->ss));
             l->len = bd->addr.len;
+            l->udp = bd->udp;
             snprintf(l->text, sizeof(l->text), "%s", bd->addr.text);
             for (int s = 0; s < 512; s++)
                 l->fds[s] = l->qfds[s] = -1;
@@ -181,6 +183,13 @@ int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen
             }
             l->nqfds = want;
         }
+        /* a stream server's protocol may have the server speak first
+         * (SMTP, MySQL): no waiting for the client's bytes to accept.  Set
+         * on every socket, as an address may change sides on a reload. */
+        int secs = bd->stream ? 0 : 1;
+        for (int s = 0; s < l->nfds && l->ss.ss_family != AF_UNIX && !l->udp; s++)
+            if (l->fds[s] >= 0)
+                setsockopt(l->fds[s], IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
     }
     nls += ncreated;
     /* pass 2: close listeners no longer configured */
@@ -217,7 +226,7 @@ fail:
 
 int lg_listener_fd(const lg_conf_t *conf, size_t b, int slot)
 {
-    lg_listener_t *l = lg_listener_find(&conf->binds[b].addr);
+    lg_listener_t *l = lg_listener_find(&conf->binds[b].addr, conf->binds[b].udp);
     if (l == NULL)
         return -1;
     if (l->ss.ss_family == AF_UNIX)
@@ -227,7 +236,7 @@ int lg_listener_fd(const lg_conf_t *conf, size_t b, int slot)
 
 int lg_listener_quic_fd(const lg_conf_t *conf, size_t b, int slot)
 {
-    lg_listener_t *l = lg_listener_find(&conf->binds[b].addr);
+    lg_listener_t *l = lg_listener_find(&conf->binds[b].addr, 0);    /* the TCP listener's twin */
     if (l == NULL || !conf->binds[b].quic)
         return -1;
     return slot < l->nqfds ? l->qfds[slot] : -1;
@@ -317,17 +326,21 @@ void lg_listeners_import(void)
         int fd, slot, off = 0;
         if (sscanf(tok, "%d,%d,%n", &fd, &slot, &off) != 2 || slot < -512 || slot >= 512)
             continue;
-        int udp = slot < 0;
-        if (udp)
+        int twin = slot < 0;    /* a QUIC socket: the UDP twin of a TCP listener */
+        if (twin)
             slot = -1 - slot;
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
             continue;
         fcntl(fd, F_SETFD, FD_CLOEXEC);
+        int type = SOCK_STREAM;
+        socklen_t tl = sizeof(type);
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl);
+        int udp = type == SOCK_DGRAM && !twin;      /* a UDP stream listener's own socket */
         lg_listener_t *l = NULL;
         for (size_t i = 0; i < nls; i++)
-            if (same_addr(&ls[i]->ss, ls[i]->len, &ss, len))
+            if (ls[i]->udp == udp && same_addr(&ls[i]->ss, ls[i]->len, &ss, len))
                 l = ls[i];
         if (l == NULL) {
             if (nls >= MAX_LISTENERS) {
@@ -341,12 +354,13 @@ void lg_listeners_import(void)
             }
             memcpy(&l->ss, &ss, sizeof(ss));
             l->len = len;
+            l->udp = udp;
             snprintf(l->text, sizeof(l->text), "%s", tok + off);
             for (int s = 0; s < 512; s++)
                 l->fds[s] = l->qfds[s] = -1;
             ls[nls++] = l;
         }
-        if (udp) {
+        if (twin) {
             l->qfds[slot] = fd;
             if (slot + 1 > l->nqfds)
                 l->nqfds = slot + 1;

@@ -24,6 +24,7 @@ typedef struct lg_listener {
     int                     qfds[512];  /* UDP sockets of the same address (QUIC), per slot */
     int                     nqfds;
     int                     used;       /* seen in the current conf (mark) */
+    int                     udp;        /* datagram sockets (a stream server's udp listen) */
 } lg_listener_t;
 
 /*
@@ -47,6 +48,6 @@ void lg_listeners_close_except(const lg_conf_t *conf, int worker, int nworkers);
 /* Number of listeners, and access for workers. */
 size_t         lg_listeners_count(void);
 lg_listener_t *lg_listener_at(size_t i);
-lg_listener_t *lg_listener_find(const lg_addr_t *a);
+lg_listener_t *lg_listener_find(const lg_addr_t *a, int udp);
 
 #endif

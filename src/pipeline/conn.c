@@ -64,6 +64,22 @@ void lg_conn_switch(lg_conn_t *c, lg_proto_t p)
     c->rerun = 1;
 }
 
+static void start_protocol(lg_conn_t *c);
+
+void lg_conn_rebind(lg_conn_t *c, const lg_bind_t *bind)
+{
+    LG_BUG_ON(c->req != NULL || c->state != LG_C_FRONT);
+    lg_lstats_t *ls = lg_conn_stats(c);
+    if (ls)
+        ls->closed++;           /* it leaves this listener's count for the other's */
+    c->bind = bind;
+    if ((ls = lg_conn_stats(c)) != NULL)
+        ls->accepted++;
+    c->fe = frontends[bind->socks ? LG_PROTO_SOCKS5 : bind->stream ? LG_PROTO_STREAM : LG_PROTO_HTTP1];
+    start_protocol(c);          /* TLS reads the ClientHello still in the socket */
+    c->rerun = 1;
+}
+
 void lg_conn_set_peer(lg_conn_t *c, const struct sockaddr_storage *ss)
 {
     memcpy(&c->peer, ss, sizeof(*ss));
@@ -346,7 +362,7 @@ lg_conn_t *lg_conn_new(int fd, const lg_bind_t *bind, const struct sockaddr_stor
     c->timer.cb = conn_timeout;
     c->timer.data = c;
     c->bind = bind;
-    c->fe = frontends[bind->socks ? LG_PROTO_SOCKS5 : LG_PROTO_HTTP1];
+    c->fe = frontends[bind->socks ? LG_PROTO_SOCKS5 : bind->stream ? LG_PROTO_STREAM : LG_PROTO_HTTP1];
     LG_BUG_ON(c->fe == NULL);
     c->id = ++lg_w.next_id;
     c->t_start = lg_w.loop.now;

@@ -72,6 +72,7 @@ typedef enum lg_proto {
     LG_PROTO_SOCKS5 = 1,
     LG_PROTO_HTTP2 = 2,
     LG_PROTO_HTTP3 = 3,
+    LG_PROTO_STREAM = 4,        /* stream servers' bytes (stream/stream.c) */
     LG_PROTO_MAX
 } lg_proto_t;
 
@@ -80,6 +81,11 @@ void lg_conn_frontend_register(lg_proto_t p, const lg_frontend_t *fe);
 /* The connection speaks p from now on (ALPN chose h2; an h2c preface):
  * the new front end starts with whatever is in c->in. */
 void lg_conn_switch(lg_conn_t *c, lg_proto_t p);
+/* The connection belongs to another listener's servers from now on, as if
+ * accepted there after any PROXY header (a stream server's ssl_preread
+ * hands a name to an HTTP server: its TLS handshake starts now, reading
+ * the ClientHello the stream server only peeked at). */
+void lg_conn_rebind(lg_conn_t *c, const lg_bind_t *bind);
 void lg_h1_register(void);     /* h1.c */
 void lg_h2_register(void);     /* h2.c */
 void lg_h3_register(void);     /* h3.c, when built with HTTP/3 */

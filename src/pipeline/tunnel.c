@@ -16,6 +16,8 @@ static void tunnel_end(lg_req_t *r, const char *why)
 {
     lg_tunnel_t *t = r->tunnel;
     lg_conn_t *c = r->conn;
+    if (t->ended == NULL)
+        t->ended = "closed";
     r->bytes_in = r->head_len + r->reqp.body_bytes + t->sp_up.bytes;
     r->bytes_out = r->rspp.wire_bytes + t->sp_down.bytes;
     lg_req_finish(r);
@@ -43,7 +45,9 @@ void lg_tunnel_start(lg_req_t *r, int status, const char *open, size_t open_len,
         lg_req_abort(r, "no memory for the tunnel");
         return;
     }
-    t->idle_timeout = idle_timeout;
+    /* a stream server's session: its own proxy_timeout (nginx's), whoever opened it */
+    t->idle_timeout = r->server && r->server->stream ? r->server->stream->proxy_timeout
+                                                     : idle_timeout;
     r->tunnel = t;
     lg_req_cleanup(r, tunnel_cleanup, t);
     b->pos = b->start + r->head_len;    /* bytes sent after the head belong to the tunnel */
@@ -75,6 +79,7 @@ static void splice_step(lg_req_t *r)
             lg_end_shutdown(ue);
             t->half_up = 1;
         } else if (rc < 0) {
+            t->ended = rc == -1 ? "client error" : "upstream error";
             tunnel_end(r, "tunnel ended");
             return;
         }
@@ -85,6 +90,7 @@ static void splice_step(lg_req_t *r)
             lg_end_shutdown(ce);
             t->half_down = 1;
         } else if (rc < 0) {
+            t->ended = rc == -1 ? "upstream error" : "client error";
             tunnel_end(r, "tunnel ended");
             return;
         }
@@ -107,6 +113,7 @@ static void tunnel_step(lg_req_t *r)
             lg_end_shutdown(ue);
             t->half_up = 1;
         } else if (rc < 0) {
+            t->ended = rc == LG_PIPE_ERR_DST ? "upstream error" : "client error";
             tunnel_end(r, "tunnel ended");
             return;
         }
@@ -117,6 +124,7 @@ static void tunnel_step(lg_req_t *r)
             lg_end_shutdown(ce);
             t->half_down = 1;
         } else if (rc < 0) {
+            t->ended = rc == LG_PIPE_ERR_DST ? "client error" : "upstream error";
             tunnel_end(r, "tunnel ended");
             return;
         }
@@ -157,6 +165,7 @@ static void tunnel_timeout(lg_req_t *r, lg_tkind_t kind)
         r->rspp.rate_wait = 0;  /* the driver runs the step again: the relay goes on */
         return;
     }
+    r->tunnel->ended = "idle";
     tunnel_end(r, "tunnel idle timeout");
 }
 

@@ -20,6 +20,8 @@ typedef struct lg_tunnel {
     int         spliced;                /* the kernel relays now */
     lg_splice_t sp_up, sp_down;
     lg_msec_t   idle_timeout;
+    const char *ended;                  /* $tunnel_end: "closed" (both sides ended), "idle",
+                                           "client error", "upstream error"; NULL while open */
 } lg_tunnel_t;
 
 /* r->uend is connected: send `open` to the client and relay, reading the

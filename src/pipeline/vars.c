@@ -11,6 +11,7 @@
 #include "pipeline/vars.h"
 
 #include "pipeline/headers.h"
+#include "pipeline/tunnel.h"
 #include "core/hash.h"
 #include "net/acl.h"
 #include "net/tls.h"
@@ -36,7 +37,7 @@ enum {
     V_UPSTREAM_CONNECT_TIME, V_UPSTREAM_HEADER_TIME, V_REQUEST_ID, V_TRACE_ID,
     V_CONNECTION, V_CONNECTION_REQUESTS, V_PID,
     V_CACHE_STATUS, V_GEO_COUNTRY, V_BLOCKED, V_LIMIT_REQ_STATUS, V_LIMIT_CONN_STATUS,
-    V_SERVER_PORT,
+    V_SERVER_PORT, V_TUNNEL_END,
     V_HTTP, V_COOKIE, V_ARG, V_JWT_CLAIM, V_CAPTURE,
     V_COUNT
 };
@@ -100,6 +101,7 @@ static const struct {
     [V_COOKIE]                   = { "cookie_", F_PREFIX },
     [V_ARG]                      = { "arg_", F_PREFIX },
     [V_SERVER_PORT]              = { "server_port", 0 },
+    [V_TUNNEL_END]               = { "tunnel_end", 0 },
     [V_JWT_CLAIM]                = { "jwt_claim_", F_PREFIX },
     [V_CAPTURE]                  = { "1", F_DIGIT },     /* $1 .. $9 */
 };
@@ -468,6 +470,9 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
         break;
     case V_CACHE_STATUS:
         out_str(b, s->cache_status ? s->cache_status : "-");
+        break;
+    case V_TUNNEL_END:          /* how a tunnel (CONNECT, WebSocket, stream session) ended */
+        out_str(b, s->tunnel && s->tunnel->ended ? s->tunnel->ended : "-");
         break;
     case V_GEO_COUNTRY:
         out_str(b, lg_realip_country(s));

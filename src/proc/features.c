@@ -15,6 +15,7 @@
 #include "forward/forward.h"
 #include "pipeline/request.h"
 #include "proxy/proxy.h"
+#include "stream/stream.h"
 
 extern const lg_feature_t lg_feature_realip, lg_feature_max_forwards, lg_feature_server_timing,
                           lg_feature_limit;
@@ -30,6 +31,8 @@ static const lg_feature_t *const features[] = {
     &lg_feature_limit,          /* ACCESS: limit_req / limit_conn, reverse and forward alike;
                                    after the forward proxy's sign-in, so $remote_user is known */
     &lg_feature_metrics,        /* CONTENT: status routes; LOG: the request's series */
+    &lg_feature_stream,         /* ROUTE: a stream session to its upstream (before the
+                                   reverse proxy's routes); LOG: its byte counts */
     &lg_feature_reverse,        /* ROUTE, CONTENT, LOG: routes and upstreams */
     &lg_feature_cache,          /* CACHE, RESPONSE, BODY, UPSTREAM_ERROR */
     &lg_feature_coding,         /* REQUEST_BODY, RESPONSE, BODY: after the cache's tap */
@@ -49,6 +52,7 @@ void lg_features_setup(void)
     lg_h3_register();
 #endif
     lg_socks_register();
+    lg_stream_register();
     for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++)
         lg_feature_register(features[i]);
 }

@@ -35,6 +35,7 @@
 #include "pipeline/h3.h"
 #endif
 #include "proxy/proxy.h"
+#include "stream/stream.h"
 
 lg_worker_t lg_w;
 
@@ -261,12 +262,17 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
     if (wl == NULL)
         exit(2);
     for (size_t b = 0; b < conf->nbinds; b++) {
-        lg_listener_t *l = lg_listener_find(&conf->binds[b].addr);
+        lg_listener_t *l = lg_listener_find(&conf->binds[b].addr, conf->binds[b].udp);
         if (l == NULL)
             continue;
         for (int s = 0; s < l->nfds; s++) {
             if (l->fds[s] < 0)
                 continue;
+            if (conf->binds[b].udp) {   /* datagrams: stream/udp.c reads them */
+                if (lg_udp_listen(l->fds[s], &conf->binds[b]) < 0)
+                    lg_log_errno(LG_LOG_ALERT, errno, "udp listener %s", l->text);
+                continue;
+            }
             wlistener_t *w = &wl[nwl++];
             w->io.fd = l->fds[s];
             w->io.cb = accept_cb;
@@ -318,9 +324,10 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
 #ifdef LG_HAVE_HTTP3
             quic_drain();
 #endif
+            lg_udp_quit();
             lg_conn_drain_all();
         }
-        if (lg_w.quitting && lg_w.nconns == 0) {
+        if (lg_w.quitting && lg_w.nconns == 0 && lg_udp_sessions() == 0) {
             lg_accesslog_flush();
             lg_metrics_flush();
             exit(0);

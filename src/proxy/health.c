@@ -13,6 +13,10 @@
  * `tls = true` is probed over TLS with the same verification, SNI and client
  * certificate as its requests (lg_tls_connect), so a certificate that fails
  * verification fails the check too.
+ *
+ * A check of type "tcp" (stream upstreams, HAProxy's tcp-check) skips the
+ * HTTP: connecting passes, or, with `send` / `expect`, those bytes are
+ * sent and the answer must contain the expected ones.
  */
 #include "proxy/proxy.h"
 
@@ -64,6 +68,12 @@ static int judge(probe_t *p, int eof, const char **why)
 {
     const lg_health_t *h = p->up->health;
     int major, minor, status;
+    if (h->tcp) {               /* type "tcp": the expected bytes somewhere in the answer */
+        if (memmem(p->buf, p->len, h->expect, h->expect_len))
+            return 1;
+        *why = eof ? "closed before the expected bytes" : "the expected bytes did not come";
+        return eof || p->len == sizeof(p->buf) ? -1 : 0;
+    }
     char *end = memmem(p->buf, p->len, "\r\n\r\n", 4);
     if (end == NULL) {
         *why = "no complete response head";
@@ -134,6 +144,10 @@ static void probe_io(lg_io_t *io, uint32_t ev)
             if (n == LG_AGAIN)
                 return;
             probe_verdict(p, 0, "send failed");
+            return;
+        }
+        if (p->up->health->tcp && p->up->health->expect == NULL) {
+            probe_verdict(p, 1, NULL);  /* type "tcp" without expect: connecting is the check */
             return;
         }
         p->state = HC_READ;
@@ -278,6 +292,16 @@ void lg_health_start(void)
             p->timer.data = p;
             /* a reload keeps the shared verdict: start from it */
             p->local_down = up->state ? atomic_load(&up->state[i].hc_down) : 0;
+            if (up->health->tcp) {
+                /* type "tcp": connect, send `send` if any, find `expect` if any */
+                size_t k = up->health->send_len <= sizeof(p->req) ? up->health->send_len : 0;
+                if (k)
+                    memcpy(p->req, up->health->send, k);
+                p->req_len = k;
+                lg_timer_set(&lg_w.loop, &p->timer,
+                             (lg_msec_t)(i * (size_t)up->health->interval / up->nservers) % 1000 + 1);
+                continue;
+            }
             const char *host = up->health->host ? up->health->host : up->servers[i].addr.text;
             int len = snprintf(p->req, sizeof(p->req),
                                "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: legate-health-check\r\n"

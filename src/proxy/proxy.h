@@ -71,6 +71,12 @@ struct lg_dynup {
 /* upstream.c */
 int         lg_upstream_init(void);
 lg_uconn_t *lg_upstream_get(lg_req_t *r, lg_upstream_t *up, size_t *tried_mask, int *err);
+/* The balancer's choice among up's servers not in `tried` (a bit a server),
+ * for a client at peer (ip_hash) with this hash key (hash; NULL: round
+ * robin): an index, or -1 (*full: some were at max_conns).  For callers
+ * without a request (UDP sessions). */
+int         lg_upstream_pick(lg_upstream_t *up, const struct sockaddr *peer, const char *key,
+                             size_t tried, int *full);
 /* Passive health and latency: a try succeeded (response head) or failed. */
 void        lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms);
 #define LG_EWMA_TAU_US 10000000ull   /* peak EWMA time constant: 10 s */

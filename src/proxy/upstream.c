@@ -249,7 +249,8 @@ static uint32_t eff_weight(const lg_upstream_t *up, size_t i, lg_msec_t now)
  * first, backups only when no primary is usable.  -1 when none is; *full
  * says some were skipped only because they are at max_conns.
  */
-static int pick_server(lg_req_t *s, lg_upstream_t *up, size_t tried, int *full)
+int lg_upstream_pick(lg_upstream_t *up, const struct sockaddr *peer, const char *key,
+                     size_t tried, int *full)
 {
     lg_bal_server_t bs[64];
     size_t n = up->nservers;
@@ -304,16 +305,22 @@ static int pick_server(lg_req_t *s, lg_upstream_t *up, size_t tried, int *full)
         case LG_BAL_PEAK_EWMA:
             return lg_bal_peak_ewma(bs, n, &lg_w.rng);
         case LG_BAL_IP_HASH:
-            return lg_bal_ip_hash(bs, n, (const struct sockaddr *)&s->peer);
-        case LG_BAL_HASH: {
-            const char *key = lg_vars_expand(s, up->hash_key, LG_VARS_ESCAPE, NULL);
+            return lg_bal_ip_hash(bs, n, peer);
+        case LG_BAL_HASH:
             if (key == NULL || up->maglev == NULL)
                 return lg_bal_wrr(bs, n, cur);
             return lg_bal_maglev(up->maglev, LG_MAGLEV_M, bs, n, key, strlen(key));
         }
-        }
     }
     return -1;
+}
+
+/* A request's choice: its hash key is its template expanded. */
+static int pick_server(lg_req_t *s, lg_upstream_t *up, size_t tried, int *full)
+{
+    const char *key = up->balance == LG_BAL_HASH
+                      ? lg_vars_expand(s, up->hash_key, LG_VARS_ESCAPE, NULL) : NULL;
+    return lg_upstream_pick(up, (const struct sockaddr *)&s->peer, key, tried, full);
 }
 
 void lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms)

@@ -16,6 +16,8 @@
 #   quic        src/net/quic.c: client datagrams into a QUIC endpoint (ngtcp2, GnuTLS);
 #               skipped when legate is built without HTTP/3
 #   cluster     src/cluster/wire.c: purge messages and TLS ticket key sets read from Redis
+#   clienthello src/net/clienthello.c: TLS ClientHello records, SNI and ALPN (ssl_preread)
+# Names as arguments run only those: sh t/fuzz/run.sh clienthello
 set -u
 SRC=${LEGATE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BLD=${LEGATE_BUILDDIR:-$(pwd)}
@@ -35,16 +37,16 @@ passed=0 failed=0
 QUIC_LIBS=""
 if grep -q "define LG_HAVE_HTTP3 1" "$CFG"; then
     QUIC_LIBS=$(pkg-config --libs libngtcp2 libngtcp2_crypto_gnutls libnghttp3 gnutls)
-    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp cluster quic"
+    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp cluster clienthello quic"
 else
-    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp cluster"
+    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp cluster clienthello"
 fi
 # sh t/fuzz/run.sh [NAME ...]: only those harnesses
 for h in ${*:-$HARNESSES}; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
     conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c src/conf/load_cluster.c
-                      src/conf/load_server.c src/conf/load_upstream.c src/conf/parse_util.c
+                      src/conf/load_server.c src/conf/load_upstream.c src/conf/load_stream.c src/conf/parse_util.c
                       src/conf/tpl.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
                       src/core/syslog.c"
                 libs="-lconfig"; corpus=corpus-conf; secs=$(( (SECS + 1) / 2 )) ;;
@@ -66,6 +68,8 @@ for h in ${*:-$HARNESSES}; do
     quic)       srcs="src/net/quic.c src/core/event.c src/core/hash.c src/core/log.c src/core/syslog.c"
                 libs="$QUIC_LIBS"; corpus=corpus-quic; secs=$(( (SECS + 1) / 2 )) ;;
     cluster)    srcs="src/cluster/wire.c"; libs=""; corpus=corpus-cluster; secs=$(( (SECS + 1) / 2 )) ;;
+    clienthello) srcs="src/net/clienthello.c"; libs=""; corpus=corpus-clienthello; secs=$(( (SECS + 1) / 2 )) ;;
+    *)          echo "no fuzz harness \"$h\""; failed=$((failed + 1)); continue ;;
     esac
     cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
     set --
