@@ -266,6 +266,7 @@ typedef struct lg_common {
     int        intercept_errors;        /* bool: an upstream's error status gets the page too */
     lg_strv_t *proxy_redirect;          /* "default", "off", or "FROM TO" rewrites of Location/Refresh */
     lg_tpl_t  *access_log_if;           /* log only when this is neither empty nor "0"; NULL: always */
+    int        access_log_sample;       /* log one request in this many (per worker and log); default 1 */
     int        traceparent;             /* bool: W3C trace context propagated or started upstream */
     char      *request_id_header;       /* a trusted front end's request ID header, or NULL */
     char      *limit_rate_zone;         /* a bandwidth zone shared by the key's requests, or NULL */

@@ -219,6 +219,8 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_names(out, ind, "proxy_redirect", c->proxy_redirect);
     if (c->access_log_if)
         kv_str(out, ind, "access_log_if", c->access_log_if->src);
+    if (c->access_log_sample > 1)
+        kv_int(out, ind, "access_log_sample", c->access_log_sample);
     kv_bool(out, ind, "traceparent", c->traceparent);
     if (c->request_id_header)
         kv_str(out, ind, "request_id_header", c->request_id_header);

@@ -302,6 +302,7 @@ const directive_t ld_common_dirs[] = {
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     ROW("access_log_if",           D_TPL,      0, 0,      NULL,    lg_common_t, access_log_if),
+    ROW("access_log_sample",       D_INT,      1, 1000000, "1",    lg_common_t, access_log_sample),
     ROW("traceparent",             D_BOOL,     0, 1,      "false", lg_common_t, traceparent),
     ROW("request_id_header",       D_STRING,   0, 0,      NULL,    lg_common_t, request_id_header),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }

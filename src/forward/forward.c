@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "feature/metrics.h"
 #include "net/acl.h"
 #include "net/resolve.h"
 #include "net/geo.h"
@@ -489,6 +490,7 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
     s->ctx[fwd_slot] = NULL;
     lg_forward_t *f = s->server->forward;
     fwd_rt_t *rt = f->rt;
+    lg_mx_count(LG_MX_DNS, NULL, NULL, status == LG_RESOLVE_OK && n ? "ok" : "failed", 1);
     if (status != LG_RESOLVE_OK || n == 0) {
         lg_error("forward proxy: cannot resolve \"%.*s\": %s, client: %s", (int)s->ri.host.n,
                  s->ri.host.p, lg_resolve_strerror(status), s->peer_text);
@@ -678,6 +680,7 @@ static void resolve_timeout(lg_req_t *s, lg_tkind_t kind)
 {
     (void)kind;
     cancel_lookup(s);
+    lg_mx_count(LG_MX_DNS, NULL, NULL, "timeout", 1);
     lg_error("forward proxy: resolving \"%.*s\" timed out, client: %s", (int)s->ri.host.n,
              s->ri.host.p, s->peer_text);
     lg_respond_error(s, 504);

@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 
 #include "core/log.h"
+#include "feature/metrics.h"
 
 enum {
     SOCKS_GREETING = 0,
@@ -79,6 +80,7 @@ static int parse(lg_req_t *s)
             if (n < 2)
                 return 0;
             if (p[0] != 5) {
+                lg_mx_count(LG_MX_SOCKS, NULL, NULL, "bad_handshake", 1);
                 lg_conn_close(s->conn, "not SOCKS5");
                 return -1;
             }
@@ -91,6 +93,7 @@ static int parse(lg_req_t *s)
             unsigned char r[2] = { 5, chosen };
             s->head_len += 2u + p[1];
             if (reply(s, r, 2) < 0 || chosen == 0xff) {
+                lg_mx_count(LG_MX_SOCKS, NULL, NULL, "bad_handshake", 1);
                 lg_conn_close(s->conn, "no acceptable SOCKS method");
                 return -1;
             }
@@ -115,6 +118,7 @@ static int parse(lg_req_t *s)
             unsigned char r[2] = { 1, ok ? 0 : 1 };
             if (reply(s, r, 2) < 0 || !ok) {
                 lg_info("SOCKS5: authentication of \"%s\" from %s failed", user, s->peer_text);
+                lg_mx_count(LG_MX_SOCKS, NULL, NULL, "auth_failed", 1);
                 lg_conn_close(s->conn, "SOCKS authentication failed");
                 return -1;
             }
@@ -263,7 +267,7 @@ static void socks_drain(lg_conn_t *c)
 
 static void socks_done(lg_conn_t *c, lg_req_t *r)
 {
-    (void)r;
+    lg_mx_count(LG_MX_SOCKS, NULL, NULL, r->status == 200 ? "tunnel" : "refused", 1);
     lg_conn_close(c, r->status == 200 ? "tunnel ended" : "SOCKS request refused");
 }
 
