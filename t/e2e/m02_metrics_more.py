@@ -368,7 +368,7 @@ http = {
   upstreams = {
     app = { servers = ( "%s", "%s" ); max_fails = 0; keepalive = 8;
             health_check = { interval = "100ms"; timeout = "500ms"; path = "/health"; }; };
-    one = { servers = ( { address = "%s"; max_conns = 1; } ); queue = 1; queue_timeout = "300ms"; };
+    one = { servers = ( { address = "%s"; max_conns = 1; } ); queue = 1; queue_timeout = "3s"; };
   };
   servers = (
     { listen = "127.0.0.1:%d"; routes = ( { prefix = "/"; proxy_pass = "app"; } ); },
@@ -400,7 +400,7 @@ http = {
 
         # max_conns 1, queue 1: one in flight, one queued (times out), one refused
         slow = threading.Thread(target=request, args=(qport,),
-                                kwargs={"target": "/s?delay=2000", "timeout": 20}, daemon=True)
+                                kwargs={"target": "/s?delay=6000", "timeout": 20}, daemon=True)
         slow.start()
         wait_until(lambda: a.stats()["active"] >= 1, 10, what="the slow request in flight")
         queued = []
@@ -408,7 +408,7 @@ http = {
                              daemon=True)
         q.start()
         settle(mport, lambda t: value(t, "legate_upstream_queue_depth", upstream="one") == 1,
-               "one waits in the queue", timeout=5)
+               "one waits in the queue", timeout=2.5)
         eq(request(qport, target="/full").status, 503, "the queue is full")
         q.join(20)
         eq(queued, [503], "the queued one gave up after queue_timeout")
@@ -437,7 +437,7 @@ http = {
 """ % (o.address, port, METRICS_SERVER % mport)
         Legate(text, workers=1)
         got = []
-        ts = [threading.Thread(target=lambda: got.append(request(port, target="/slow?delay=800",
+        ts = [threading.Thread(target=lambda: got.append(request(port, target="/slow?delay=1500",
                                                                  timeout=20).status), daemon=True)
               for _ in range(3)]
         for th in ts:
@@ -446,7 +446,7 @@ http = {
             th.join(20)
         eq(got, [200, 200, 200])
         eq(o.stats()["by_path"].get("/slow", 0), 1, "one fill reached the origin")
-        eq(request(port, method="PURGE", target="/slow?delay=800").status, 200)
+        eq(request(port, method="PURGE", target="/slow?delay=1500").status, 200)
         eq(request(port, method="PURGE", target="/never").status, 404)
         t = settle(mport, lambda t: value(t, "legate_cache_purges_total", result="purged") == 1,
                    "the purge counted")
@@ -480,6 +480,37 @@ http = {
                    and value(t, "legate_http_requests_by_protocol_total", listener=l, protocol="HTTP/1.1") == 4
                    and value(t, "legate_http_requests_by_protocol_total", listener=l, protocol="HTTP/1.0") == 3,
                    "requests by protocol")
+
+
+@test
+def limit_rate_zone_responses_and_waits_kept_across_a_reload():
+    with Origin("o") as o:
+        port, mport = free_port(), free_port()
+        text = """
+http = {
+  limit_req_zones = ( { name = "bw"; key = "$remote_addr"; rate = "256k/s"; } );
+  upstreams = { app = { servers = ( "%s" ); }; };
+  servers = (
+    { listen = "127.0.0.1:%d";
+      routes = ( { prefix = "/"; proxy_pass = "app"; limit_rate_zone = "bw"; } ); },%s
+  );
+};
+""" % (o.address, port, METRICS_SERVER % mport)
+        lg = Legate(text, workers=2)
+        r = request(port, target="/big?size=300000", timeout=30)
+        eq((r.status, len(r.body)), (200, 300000))
+        t = settle(mport, lambda t: value(t, "legate_limit_rate_responses_total", zone="bw") == 1
+                   and (value(t, "legate_limit_rate_waits_total", zone="bw") or 0) >= 1,
+                   "one response, which waited for its share")
+        waits = value(t, "legate_limit_rate_waits_total", zone="bw")
+        lg.reload(text.replace("servers = (\n", "servers = (\n    # reloaded\n", 1))
+        eq(request(port, target="/small").status, 200)
+        # the waits may still be moving in (the serving worker moves its counts
+        # each second): kept means not below what was seen before
+        settle(mport, lambda t: value(t, "legate_limit_rate_responses_total", zone="bw") == 2
+               and value(t, "legate_limit_rate_waits_total", zone="bw") >= waits
+               and re.search(r"^legate_reloads_total 1$", t, re.M) is not None,
+               "the counts kept across the reload")
 
 
 @test
