@@ -371,7 +371,7 @@ static const struct { const char *prefix, *rule; } fwd_rules[] = {
     { "the URL matches the filter", "url_filters" },
     { "the destination is a ", "private_destination" },
     { "the destination address is in deny_destinations", "deny_destinations" },
-    { "Max-Forwards", "loop" },
+    { "forwarding loop", "loop" },
 };
 /* reasons that name the host first: "HOST is blocked by ...", ... */
 static const struct { const char *infix, *rule; } fwd_rules_in[] = {

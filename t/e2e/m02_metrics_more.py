@@ -513,6 +513,57 @@ http = {
                "the counts kept across the reload")
 
 
+def ws_origin(s, peer):
+    """Accepts a WebSocket handshake, then echoes bytes until EOF."""
+    head = read_request_head(s)
+    m = re.search(rb"(?im)^sec-websocket-key:[ \t]*(\S+)", head or b"")
+    if not m:
+        return
+    acc = base64.b64encode(hashlib.sha1(m.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+    while True:
+        x = s.recv(65536)
+        if not x:
+            return
+        s.sendall(x)
+
+
+@test
+def websocket_tunnels_are_counted():
+    ws = ScriptedServer(ws_origin)
+    port, mport = free_port(), free_port()
+    text = """
+http = {
+  upstreams = { app = { servers = ( "%s" ); }; };
+  servers = (
+    { listen = "127.0.0.1:%d"; routes = ( { prefix = "/"; proxy_pass = "app"; } ); },%s
+  );
+};
+""" % (ws.address, port, METRICS_SERVER % mport)
+    Legate(text, workers=2)
+    for i in range(3):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      b"Sec-WebSocket-Version: 13\r\n\r\n")
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                x = c.recv(4096)
+                ok(x, "closed before the 101")
+                buf += x
+            ok(buf.startswith(b"HTTP/1.1 101"), "switched: %r" % buf[:60])
+            rest = buf.split(b"\r\n\r\n", 1)[1]
+            c.sendall(b"ping%d" % i)
+            while len(rest) < 5:
+                x = c.recv(4096)
+                ok(x, "closed before the echo")
+                rest += x
+            eq(rest, b"ping%d" % i, "the tunnel echoes")
+    settle(mport, lambda t: value(t, "legate_tunnels_total", kind="upgrade") == 3
+           and value(t, "legate_tunnels_total", kind="connect") == 0, "three WebSocket tunnels")
+
+
 @test
 def access_log_sample_keeps_one_line_in_n():
     with Origin("o") as o:
