@@ -556,7 +556,9 @@ typedef struct lg_conf {
     int             http2_reset_rate;       /* resets a second a connection may cause, default 100 */
     int             http2_control_rate;     /* SETTINGS/PING/empty frames a second, default 100 */
     lg_strv_t      *metrics_buckets;        /* request duration histogram bounds, durations */
+    lg_strv_t      *metrics_status_codes;   /* codes counted as themselves, not their class; default none */
 #define LG_METRICS_BUCKETS 16
+#define LG_METRICS_CODES 8              /* metrics_status_codes: at most this many */
     int64_t         shared_memory_size; /* bytes, default 1m: the segment workers share */
     int64_t         cache_size;         /* bytes of shared memory for the HTTP cache, 0 = none */
     int64_t         cache_max_object;   /* default 1m */

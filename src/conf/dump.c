@@ -517,6 +517,8 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_int(out, 0, "http2_reset_rate", conf->http2_reset_rate);
     kv_int(out, 0, "http2_control_rate", conf->http2_control_rate);
     kv_names(out, 0, "metrics_buckets", conf->metrics_buckets);
+    if (conf->metrics_status_codes && conf->metrics_status_codes->n)
+        kv_names(out, 0, "metrics_status_codes", conf->metrics_status_codes);
     kv_int(out, 0, "shared_memory_size", conf->shared_memory_size);
     kv_msec(out, 0, "tls_ticket_rotate", conf->tls_ticket_rotate);
     kv_int(out, 0, "tls_session_cache", conf->tls_session_cache);

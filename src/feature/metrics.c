@@ -45,10 +45,17 @@
 #define MX_MAGIC 0x4d455452u
 #define MX_NSTAT (sizeof(lg_lstats_t) / sizeof(uint64_t))
 
+/* method_class: the methods by name, any other as "other" */
+static const char *const mx_methods[] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "other",
+};
+#define MX_METH ((int)(sizeof(mx_methods) / sizeof(mx_methods[0])))
+#define MX_NCODE (5 + LG_METRICS_CODES)         /* 1xx .. 5xx, then metrics_status_codes */
+
 typedef struct mx_series {
     _Atomic uint64_t key;                       /* hash of labels; 0 = free */
     char             labels[112];               /* server="...",route="..." */
-    _Atomic uint64_t codes[5];                  /* 1xx .. 5xx */
+    _Atomic uint64_t codes[MX_METH][MX_NCODE];  /* by method, by class or listed code */
     _Atomic uint64_t hist[LG_METRICS_BUCKETS + 1]; /* per bucket; the last is +Inf */
     _Atomic uint64_t dur_ms;
     _Atomic uint64_t bytes_in, bytes_out;
@@ -111,6 +118,8 @@ typedef struct mx_zone {
     _Atomic int32_t  workers;
     uint32_t         nbuckets;
     int64_t          bucket_ms[LG_METRICS_BUCKETS];
+    uint32_t         ncodes;                    /* metrics_status_codes */
+    int32_t          code[LG_METRICS_CODES];
     mx_series_t      s[MX_SERIES];
     mx_listener_t    l[MX_LISTENERS];
     mx_useries_t     u[MX_USERIES];
@@ -205,6 +214,32 @@ int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
         memcpy(zone->bucket_ms, b, nb * sizeof(b[0]));
         zone->nbuckets = nb;
     }
+    /* other listed codes: a code still listed keeps its count, one no
+     * longer listed moves it to its class */
+    int32_t codes[LG_METRICS_CODES];
+    uint32_t nc = 0;
+    for (size_t i = 0; conf->metrics_status_codes && i < conf->metrics_status_codes->n &&
+         nc < LG_METRICS_CODES; i++)
+        codes[nc++] = (int32_t)strtol(conf->metrics_status_codes->v[i], NULL, 10);
+    if (nc != zone->ncodes || memcmp(codes, zone->code, nc * sizeof(codes[0])) != 0) {
+        for (unsigned i = 0; i < MX_SERIES; i++)
+            for (int m = 0; m < MX_METH; m++) {
+                _Atomic uint64_t *v = zone->s[i].codes[m];
+                uint64_t was[LG_METRICS_CODES];
+                for (uint32_t k = 0; k < zone->ncodes; k++)
+                    was[k] = atomic_exchange(&v[5 + k], 0);
+                for (uint32_t k = 0; k < zone->ncodes; k++) {
+                    int to = zone->code[k] / 100 - 1;
+                    for (uint32_t j = 0; j < nc; j++)
+                        if (codes[j] == zone->code[k])
+                            to = 5 + (int)j;
+                    if (to >= 0 && to < MX_NCODE)
+                        atomic_fetch_add(&v[to], was[k]);
+                }
+            }
+        memcpy(zone->code, codes, nc * sizeof(codes[0]));
+        zone->ncodes = nc;
+    }
     char sl[64], rl[64], labels[160];
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
@@ -269,7 +304,7 @@ int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
 /* ---- worker: local counts, moved to the zone ---- */
 
 typedef struct mx_local {
-    uint64_t codes[5];
+    uint64_t codes[MX_METH][MX_NCODE];
     uint64_t hist[LG_METRICS_BUCKETS + 1];
     uint64_t dur_ms, bytes_in, bytes_out;
     int      dirty;
@@ -697,9 +732,10 @@ void lg_metrics_flush(void)
         if (!l->dirty)
             continue;
         mx_series_t *s = &zone->s[i];
-        for (int j = 0; j < 5; j++)
-            if (l->codes[j])
-                atomic_fetch_add_explicit(&s->codes[j], l->codes[j], memory_order_relaxed);
+        for (int m = 0; m < MX_METH; m++)
+            for (int j = 0; j < MX_NCODE; j++)
+                if (l->codes[m][j])
+                    atomic_fetch_add_explicit(&s->codes[m][j], l->codes[m][j], memory_order_relaxed);
         for (unsigned j = 0; j <= LG_METRICS_BUCKETS; j++)
             if (l->hist[j])
                 atomic_fetch_add_explicit(&s->hist[j], l->hist[j], memory_order_relaxed);
@@ -779,6 +815,15 @@ static void count_forward(const lg_req_t *r)
     kv_add(kv_find(MX_FWD_REFUSED, NULL, NULL, w), 1);
 }
 
+static int method_of(const lg_req_t *r)
+{
+    for (int m = 0; m < MX_METH - 1; m++)
+        if (r->req.method && strlen(mx_methods[m]) == r->req.method_len &&
+            memcmp(mx_methods[m], r->req.method, r->req.method_len) == 0)
+            return m;
+    return MX_METH - 1;
+}
+
 /* The LOG phase: the request in its route's series, and its outcomes. */
 static int log_phase(lg_req_t *r)
 {
@@ -843,8 +888,11 @@ static int log_phase(lg_req_t *r)
         return LG_OK;
     mx_local_t *l = &local[mx - 1];
     int cls = r->status / 100 - 1;
-    if (cls >= 0 && cls < 5)
-        l->codes[cls]++;
+    for (uint32_t k = 0; k < zone->ncodes; k++)
+        if (zone->code[k] == r->status)
+            cls = 5 + (int)k;   /* listed: its own */
+    if (cls >= 0 && cls < MX_NCODE)
+        l->codes[method_of(r)][cls]++;
     lg_msec_t d = lg_w.loop.now - r->t_start;
     if (d < 0)
         d = 0;
@@ -996,13 +1044,28 @@ static void page_metrics(out_t *o)
             put(o, "# TYPE %s counter\n", evs[i].family);
         put(o, "%s{%s} %llu\n", evs[i].family, evs[i].label, (unsigned long long)ld(&zone->ev[i]));
     }
-    put(o, "# HELP legate_http_requests_total Requests answered, by status class.\n"
-           "# TYPE legate_http_requests_total counter\n");
-    for (unsigned i = 0; i < MX_SERIES; i++)
-        if (ld(&zone->s[i].key))
-            for (int c = 0; c < 5; c++)
-                put(o, "legate_http_requests_total{%s,code=\"%s\"} %llu\n", zone->s[i].labels, cls[c],
-                    (unsigned long long)ld(&zone->s[i].codes[c]));
+    put(o, "# HELP legate_http_requests_total Requests answered, by method and status class "
+           "(or code, metrics_status_codes).\n# TYPE legate_http_requests_total counter\n");
+    for (unsigned i = 0; i < MX_SERIES; i++) {
+        mx_series_t *s = &zone->s[i];
+        if (!ld(&s->key))
+            continue;
+        for (int m = 0; m < MX_METH; m++) {
+            uint64_t any = 0;
+            for (int c = 0; c < MX_NCODE; c++)
+                any |= ld(&s->codes[m][c]);
+            if (m > 0 && any == 0)
+                continue;       /* GET always; the others once they came */
+            for (int c = 0; c < 5 + (int)zone->ncodes; c++) {
+                char code[8];
+                snprintf(code, sizeof(code), "%s", c < 5 ? cls[c] : "");
+                if (c >= 5)
+                    snprintf(code, sizeof(code), "%d", (int)zone->code[c - 5]);
+                put(o, "legate_http_requests_total{%s,method_class=\"%s\",code=\"%s\"} %llu\n",
+                    s->labels, mx_methods[m], code, (unsigned long long)ld(&s->codes[m][c]));
+            }
+        }
+    }
     put(o, "# HELP legate_http_request_duration_seconds Time from the first byte of a request "
            "to its log line.\n# TYPE legate_http_request_duration_seconds histogram\n");
     for (unsigned i = 0; i < MX_SERIES; i++) {
@@ -1123,13 +1186,26 @@ static void page_metrics(out_t *o)
     }
 }
 
+/* A series' requests of class c (0: 1xx), every method, listed codes included. */
+static uint64_t class_total(mx_series_t *s, int c)
+{
+    uint64_t n = 0;
+    for (int m = 0; m < MX_METH; m++) {
+        n += ld(&s->codes[m][c]);
+        for (uint32_t k = 0; k < zone->ncodes; k++)
+            if (zone->code[k] / 100 - 1 == c)
+                n += ld(&s->codes[m][5 + k]);
+    }
+    return n;
+}
+
 static void page_json(out_t *o)
 {
     static const char *const cls[5] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
     uint64_t total[5] = { 0 }, active = 0, accepted = 0;
     for (unsigned i = 0; i < MX_SERIES; i++)
         for (int c = 0; c < 5; c++)
-            total[c] += ld(&zone->s[i].codes[c]);
+            total[c] += class_total(&zone->s[i], c);
     for (unsigned i = 0; i < MX_LISTENERS; i++)
         if (ld(&zone->l[i].key)) {
             uint64_t a = ld(&zone->l[i].v[0]), c = ld(&zone->l[i].v[1]);
@@ -1177,10 +1253,10 @@ static void page_json(out_t *o)
         lab[j] = 0;
         uint64_t n = 0;
         for (int c = 0; c < 5; c++)
-            n += ld(&s->codes[c]);
+            n += class_total(s, c);
         put(o, "%s{\"%s,\"requests\":%llu,\"5xx\":%llu,\"4xx\":%llu,\"duration_ms\":%llu}",
-            first ? "" : ",", lab, (unsigned long long)n, (unsigned long long)ld(&s->codes[4]),
-            (unsigned long long)ld(&s->codes[3]), (unsigned long long)ld(&s->dur_ms));
+            first ? "" : ",", lab, (unsigned long long)n, (unsigned long long)class_total(s, 4),
+            (unsigned long long)class_total(s, 3), (unsigned long long)ld(&s->dur_ms));
         first = 0;
     }
     put(o, "],\"upstreams\":[");

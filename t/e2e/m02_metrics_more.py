@@ -565,6 +565,62 @@ http = {
 
 
 @test
+def requests_by_method_class_and_listed_status_codes():
+    with Origin("o") as o:
+        port, mport = free_port(), free_port()
+        text = """
+metrics_status_codes = [ "404", "503" ];
+http = {
+  upstreams = { app = { servers = ( "%s" ); }; };
+  servers = (
+    { listen = "127.0.0.1:%d"; server_name = "www.example";
+      routes = ( { prefix = "/"; proxy_pass = "app"; } ); },%s,
+    { listen = "127.0.0.1:%d";
+      routes = ( { exact = "/status.json"; status = "json"; } ); }
+  );
+};
+""" % (o.address, port, METRICS_SERVER % mport, free_port())
+        jport = int(re.findall(r'listen = "127\.0\.0\.1:(\d+)";\n      routes = \( \{ exact = "/status.json"', text)[0])
+        lg = Legate(text, workers=2)
+        for _ in range(6):
+            eq(request(port, target="/a").status, 200)
+        for _ in range(2):
+            eq(request(port, method="HEAD", target="/a").status, 200)
+        for _ in range(3):
+            eq(request(port, method="POST", target="/a", body=b"x").status, 200)
+        for _ in range(4):
+            eq(request(port, target="/a?status=404").status, 404)
+        for _ in range(2):
+            eq(request(port, target="/a?status=403").status, 403)
+        eq(request(port, target="/a?status=503").status, 503)
+        eq(request(port, method="BREW", target="/a").status, 200)
+
+        def n(t, m, c):
+            return value(t, "legate_http_requests_total", server="www.example", route="/",
+                         method_class=m, code=c)
+        want = {("GET", "2xx"): 6, ("GET", "404"): 4, ("GET", "4xx"): 2, ("GET", "503"): 1,
+                ("GET", "5xx"): 0, ("HEAD", "2xx"): 2, ("POST", "2xx"): 3, ("other", "2xx"): 1}
+        t = settle(mport, lambda t: all(n(t, m, c) == v for (m, c), v in want.items()),
+                   "by method and code")
+        eq(n(t, "PUT", "2xx"), None, "a method that never came has no lines")
+        st, _, body = curl("http://127.0.0.1:%d/status.json" % jport)
+        d = json.loads(body)
+        www = [x for x in d["series"] if x["server"] == "www.example" and x["route"] == "/"]
+        eq([(x["requests"], x["4xx"], x["5xx"]) for x in www], [(19, 6, 1)],
+           "status.json: listed codes in their class")
+        # a reload without 404 in the list: those counts join 4xx
+        lg.reload(text.replace('[ "404", "503" ]', '[ "503" ]'))
+        t = settle(mport, lambda t: n(t, "GET", "4xx") == 6 and n(t, "GET", "404") is None
+                   and n(t, "GET", "503") == 1, "404 folded into 4xx")
+        for bad, why in (('[ "99" ]', "not a status code"), ('[ "404", "404" ]', "listed once"),
+                         ("[ %s ]" % ", ".join('"%d"' % c for c in range(400, 409)), "at most 8")):
+            rc, err = check_config(text.replace('[ "404", "503" ]', bad))
+            ok(rc != 0, "refused: %s" % bad)
+            contains(err, "metrics_status_codes")
+            contains(err, why)
+
+
+@test
 def access_log_sample_keeps_one_line_in_n():
     with Origin("o") as o:
         port = free_port()
