@@ -52,6 +52,10 @@ static const char *const mx_methods[] = {
 #define MX_METH ((int)(sizeof(mx_methods) / sizeof(mx_methods[0])))
 #define MX_NCODE (5 + LG_METRICS_CODES)         /* 1xx .. 5xx, then metrics_status_codes */
 
+/* request and response size histograms: bounds in bytes, powers of ten */
+static const uint64_t mx_size_le[] = { 100, 1000, 10000, 100000, 1000000, 10000000, 100000000 };
+#define MX_NSIZE ((int)(sizeof(mx_size_le) / sizeof(mx_size_le[0])))
+
 typedef struct mx_series {
     _Atomic uint64_t key;                       /* hash of labels; 0 = free */
     char             labels[112];               /* server="...",route="..." */
@@ -59,6 +63,7 @@ typedef struct mx_series {
     _Atomic uint64_t hist[LG_METRICS_BUCKETS + 1]; /* per bucket; the last is +Inf */
     _Atomic uint64_t dur_ms;
     _Atomic uint64_t bytes_in, bytes_out;
+    _Atomic uint64_t qsize[MX_NSIZE + 1], rsize[MX_NSIZE + 1];     /* the last: +Inf */
 } mx_series_t;
 
 /* an upstream server as requests saw it */
@@ -307,6 +312,7 @@ typedef struct mx_local {
     uint64_t codes[MX_METH][MX_NCODE];
     uint64_t hist[LG_METRICS_BUCKETS + 1];
     uint64_t dur_ms, bytes_in, bytes_out;
+    uint64_t qsize[MX_NSIZE + 1], rsize[MX_NSIZE + 1];
     int      dirty;
 } mx_local_t;
 
@@ -742,6 +748,12 @@ void lg_metrics_flush(void)
         atomic_fetch_add_explicit(&s->dur_ms, l->dur_ms, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->bytes_in, l->bytes_in, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->bytes_out, l->bytes_out, memory_order_relaxed);
+        for (int j = 0; j <= MX_NSIZE; j++) {
+            if (l->qsize[j])
+                atomic_fetch_add_explicit(&s->qsize[j], l->qsize[j], memory_order_relaxed);
+            if (l->rsize[j])
+                atomic_fetch_add_explicit(&s->rsize[j], l->rsize[j], memory_order_relaxed);
+        }
         memset(l, 0, sizeof(*l));
     }
     for (unsigned i = 0; i < MX_USERIES; i++) {
@@ -813,6 +825,14 @@ static void count_forward(const lg_req_t *r)
     while (fams[MX_FWD_REFUSED].wfix[w] && strcmp(fams[MX_FWD_REFUSED].wfix[w], rule) != 0)
         w++;
     kv_add(kv_find(MX_FWD_REFUSED, NULL, NULL, w), 1);
+}
+
+static int size_bucket(uint64_t n)
+{
+    int b = 0;
+    while (b < MX_NSIZE && n > mx_size_le[b])
+        b++;
+    return b;
 }
 
 static int method_of(const lg_req_t *r)
@@ -903,6 +923,8 @@ static int log_phase(lg_req_t *r)
     l->dur_ms += (uint64_t)d;
     l->bytes_in += r->bytes_in;
     l->bytes_out += r->bytes_out;
+    l->qsize[size_bucket(r->bytes_in)]++;
+    l->rsize[size_bucket(r->bytes_out)]++;
     l->dirty = 1;
     return LG_OK;
 }
@@ -994,6 +1016,29 @@ static const char *const lnames[MX_NSTAT] = {
     "http2_goaways_sent_total", NULL, NULL, "connections_reclaimed_total",
     "timeout", "version", "cipher", "certificate", "closed", "other",
 };
+
+static void size_hist(out_t *o, const char *name, const char *help, int rsp)
+{
+    put(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (unsigned i = 0; i < MX_SERIES; i++) {
+        mx_series_t *s = &zone->s[i];
+        if (!ld(&s->key))
+            continue;
+        _Atomic uint64_t *h = rsp ? s->rsize : s->qsize;
+        uint64_t cum = 0;
+        for (int b = 0; b <= MX_NSIZE; b++) {
+            cum += ld(&h[b]);
+            if (b < MX_NSIZE)
+                put(o, "%s_bucket{%s,le=\"%llu\"} %llu\n", name, s->labels,
+                    (unsigned long long)mx_size_le[b], (unsigned long long)cum);
+            else
+                put(o, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, s->labels, (unsigned long long)cum);
+        }
+        put(o, "%s_sum{%s} %llu\n%s_count{%s} %llu\n", name, s->labels,
+            (unsigned long long)ld(rsp ? &s->bytes_out : &s->bytes_in), name, s->labels,
+            (unsigned long long)cum);
+    }
+}
 
 static void page_metrics(out_t *o)
 {
@@ -1096,6 +1141,8 @@ static void page_metrics(out_t *o)
         if (ld(&zone->s[i].key))
             put(o, "legate_http_response_bytes_total{%s} %llu\n", zone->s[i].labels,
                 (unsigned long long)ld(&zone->s[i].bytes_out));
+    size_hist(o, "legate_http_request_size_bytes", "Request sizes: head and body as received.", 0);
+    size_hist(o, "legate_http_response_size_bytes", "Response sizes: bytes sent to the client.", 1);
     put(o, "# HELP legate_upstream_header_duration_seconds Time from the try to the response head "
            "(time to first byte), per upstream server.\n"
            "# TYPE legate_upstream_header_duration_seconds histogram\n");
@@ -1142,6 +1189,21 @@ static void page_metrics(out_t *o)
             int down = atomic_load(&st->hc_down) || atomic_load(&st->down_until) > lg_w.loop.now;
             put(o, "legate_upstream_server_up{upstream=\"%s\",server=\"%s\"} %d\n",
                 c->upstreams[u].name, c->upstreams[u].servers[i].addr.text, !down);
+        }
+    /* the same, one-hot by why: a failing health check outranks an ejection */
+    put(o, "# HELP legate_upstream_server_state 1 for the state the server is in: up, ejected "
+           "(passive health: max_fails), down (active health checks).\n"
+           "# TYPE legate_upstream_server_state gauge\n");
+    for (size_t u = 0; u < c->nupstreams; u++)
+        for (size_t i = 0; c->upstreams[u].state && i < c->upstreams[u].nservers; i++) {
+            lg_upstate_t *st = &(c->upstreams[u].state)[i];
+            int hc = atomic_load(&st->hc_down) != 0;
+            int ej = !hc && atomic_load(&st->down_until) > lg_w.loop.now;
+            static const char *const states[3] = { "up", "ejected", "down" };
+            for (int k = 0; k < 3; k++)
+                put(o, "legate_upstream_server_state{upstream=\"%s\",server=\"%s\",state=\"%s\"} %d\n",
+                    c->upstreams[u].name, c->upstreams[u].servers[i].addr.text, states[k],
+                    k == (hc ? 2 : ej ? 1 : 0));
         }
     put(o, "# TYPE legate_upstream_requests_total counter\n");
     for (size_t u = 0; u < c->nupstreams; u++)

@@ -387,6 +387,8 @@ http = {
         t = scrape(mport)
         eq(value(t, "legate_upstream_health_checks_total", result="fail", **lab), 0.0)
         eq(value(t, "legate_upstream_health_checks_total", result="pass", **deadlab), 0.0)
+        eq(value(t, "legate_upstream_server_state", state="down", **deadlab), 1.0)
+        eq(value(t, "legate_upstream_server_state", state="up", **lab), 1.0)
 
         # keep-alive towards the origin: one connect, then the pool
         with Conn(port) as c:
@@ -618,6 +620,83 @@ http = {
             ok(rc != 0, "refused: %s" % bad)
             contains(err, "metrics_status_codes")
             contains(err, why)
+
+
+def raw_exchange(port, data):
+    """Send data on a new connection, read to EOF: the bytes received."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(data)
+        got = b""
+        while True:
+            x = c.recv(65536)
+            if not x:
+                return got
+            got += x
+
+
+@test
+def request_and_response_size_histograms():
+    with Origin("o") as o:
+        port, mport = free_port(), free_port()
+        text = """
+http = {
+  upstreams = { app = { servers = ( "%s" ); }; };
+  servers = (
+    { listen = "127.0.0.1:%d"; server_name = "sizes";
+      routes = ( { prefix = "/"; proxy_pass = "app"; } ); },%s
+  );
+};
+""" % (o.address, port, METRICS_SERVER % mport)
+        Legate(text, workers=2)
+        sent, got, big = 0, 0, 0
+        for i in range(5):
+            size = 50000 if i < 3 else 10
+            body = b"x" * (2000 if i == 0 else 0)
+            req = (b"POST /s?size=%d HTTP/1.1\r\nHost: sizes\r\nConnection: close\r\n"
+                   b"Content-Length: %d\r\n\r\n" % (size, len(body))) + body
+            rsp = raw_exchange(port, req)
+            ok(rsp.startswith(b"HTTP/1.1 200"), "answered: %r" % rsp[:40])
+            sent += len(req)
+            got += len(rsp)
+            big += len(rsp) > 10000
+        eq(big, 3)
+        lab = dict(server="sizes", route="/")
+        t = settle(mport, lambda t: value(t, "legate_http_response_size_bytes_count", **lab) == 5,
+                   "five responses")
+        eq(value(t, "legate_http_response_size_bytes_sum", **lab), float(got), "the bytes the client got")
+        eq(value(t, "legate_http_request_size_bytes_sum", **lab), float(sent), "the bytes it sent")
+        eq(value(t, "legate_http_response_size_bytes_bucket", le="1000", **lab), 2.0)
+        eq(value(t, "legate_http_response_size_bytes_bucket", le="10000", **lab), 2.0)
+        eq(value(t, "legate_http_response_size_bytes_bucket", le="100000", **lab), 5.0)
+        eq(value(t, "legate_http_request_size_bytes_bucket", le="1000", **lab), 4.0)
+        eq(value(t, "legate_http_request_size_bytes_bucket", le="10000", **lab), 5.0)
+        eq(value(t, "legate_http_request_size_bytes_bucket", le="+Inf", **lab), 5.0)
+
+
+@test
+def upstream_server_state_up_ejected_down():
+    with Origin("a") as a:
+        dead = "127.0.0.1:%d" % free_port()
+        port, mport = free_port(), free_port()
+        text = """
+http = {
+  upstreams = { app = { servers = ( "%s", "%s" ); max_fails = 1; fail_timeout = "30s"; }; };
+  servers = (
+    { listen = "127.0.0.1:%d"; routes = ( { prefix = "/"; proxy_pass = "app"; } ); },%s
+  );
+};
+""" % (a.address, dead, port, METRICS_SERVER % mport)
+        lg = Legate(text, workers=1)
+        lg.allow_log(r"connect\(\) failed|upstream|ejected|max_fails")
+        for i in range(4):
+            eq(request(port, target="/e%d" % i).status, 200, "retried on the live one")
+
+        def state(t, srv, st):
+            return value(t, "legate_upstream_server_state", upstream="app", server=srv, state=st)
+        t = settle(mport, lambda t: state(t, dead, "ejected") == 1, "the dead one ejected")
+        eq((state(t, dead, "up"), state(t, dead, "down")), (0.0, 0.0))
+        eq((state(t, a.address, "up"), state(t, a.address, "ejected")), (1.0, 0.0))
+        eq(value(t, "legate_upstream_server_up", upstream="app", server=dead), 0.0)
 
 
 @test
