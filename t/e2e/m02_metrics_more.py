@@ -188,6 +188,40 @@ http = {
 
 
 @test
+def auth_request_passed_rejected_failed():
+    with Origin("o") as o:
+        port, mport = free_port(), free_port()
+        text = """
+http = {
+  upstreams = { app = { servers = ( "%s" ); }; auth = { servers = ( "%s" ); };
+                gone = { servers = ( "127.0.0.1:%d" ); }; };
+  servers = (
+    { listen = "127.0.0.1:%d";
+      routes = (
+        { prefix = "/yes/"; proxy_pass = "app"; auth_request = "auth"; auth_request_uri = "/check"; },
+        { prefix = "/no/"; proxy_pass = "app"; auth_request = "auth";
+          auth_request_uri = "/check?status=403"; },
+        { prefix = "/down/"; proxy_pass = "app"; auth_request = "gone"; auth_request_uri = "/check"; }
+      ); },%s
+  );
+};
+""" % (o.address, o.address, free_port(), port, METRICS_SERVER % mport)
+        lg = Legate(text, workers=2)
+        lg.allow_log(r"auth_request|connect\(\) failed|no live")
+        for _ in range(4):
+            eq(request(port, target="/yes/a").status, 200)
+        for _ in range(3):
+            eq(request(port, target="/no/a").status, 403)
+        for _ in range(2):
+            eq(request(port, target="/down/a").status, 500)
+
+        def n(t, r):
+            return value(t, "legate_auth_total", method="request", result=r)
+        settle(mport, lambda t: (n(t, "passed"), n(t, "rejected"), n(t, "failed")) == (4, 3, 2),
+               "auth_request outcomes")
+
+
+@test
 def compression_bytes_in_and_out_per_coding():
     with Origin("o") as o:
         port, mport = free_port(), free_port()
