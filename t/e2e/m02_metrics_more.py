@@ -377,17 +377,19 @@ http = {
         fport = int(re.findall(r'listen = "127\.0\.0\.1:(\d+)";\n      forward', text)[0])
         Legate(text, workers=1)
         eq(request(port, target="/a", headers=[("X-Key", "k")]).status, 200)
+        eq(request(port, method="BREW", target="/a", headers=[("X-Key", "k")]).status, 200)
         before = series(settle(mport, lambda t: value(t, "legate_limit_req_total", zone="z",
-                                                      result="PASSED") == 1, "one counted"))
+                                                      result="PASSED") == 2, "two counted"))
         for i in range(150):
-            eq(request(port, target="/p%d?ctype=text/plain" % i, host="h%d.example" % i,
+            eq(request(port, method="M%d" % i if i % 3 == 0 else "GET",
+                       target="/p%d?ctype=text/plain" % i, host="h%d.example" % i,
                        headers=[("X-Key", "key%d" % i), ("Accept-Encoding", "gzip, x%d" % i),
                                 ("Authorization", "Basic " + base64.b64encode(b"u%d:p" % i).decode())]
                        ).status, 200)
         for i in range(20):
             st, _, _ = curl("-x", "http://127.0.0.1:%d" % fport, "http://n%d.test:%d/" % (i, o.port))
             eq(st, 502, "not in the zone: does not resolve")
-        t = settle(mport, lambda t: value(t, "legate_limit_req_total", zone="z", result="PASSED") == 151
+        t = settle(mport, lambda t: value(t, "legate_limit_req_total", zone="z", result="PASSED") == 152
                    and value(t, "legate_dns_lookups_total", result="failed") == 20, "the flood counted")
         eq(series(t), before, "the same series: none named by a client")
 
