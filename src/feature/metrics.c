@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache/http.h"
 #include "cache/store.h"
@@ -651,6 +652,25 @@ static void kv_flush(void)
     }
 }
 
+/* A worker that exits takes its share of the gauges with it (its pools
+ * and queues go with it); one that dies without exit() leaves it. */
+static pid_t gauge_pid;
+
+static void kv_retract(void)
+{
+    if (getpid() != gauge_pid || gauge_sent == NULL || zone == NULL)
+        return;                 /* a child forked from the worker: not its share */
+    const lg_conf_t *c = lg_w.conf;
+    size_t g = 0;
+    for (size_t u = 0; u < c->nupstreams; u++) {
+        const lg_upstream_t *up = &c->upstreams[u];
+        kv_gauge(kv_find(MX_UP_QUEUE, up->name, NULL, 0), 0, &gauge_sent[g++]);
+        for (size_t k = 0; k < up->nservers; k++)
+            kv_gauge(kv_find(MX_UP_IDLE, up->name, up->servers[k].addr.text, 0), 0,
+                     &gauge_sent[g++]);
+    }
+}
+
 static size_t kv_ngauges(const lg_conf_t *c)
 {
     size_t n = 0;
@@ -710,6 +730,8 @@ static int metrics_init(void)
     sent = calloc(c->nbinds ? c->nbinds : 1, sizeof(lg_lstats_t));
     bind_slot = calloc(c->nbinds ? c->nbinds : 1, sizeof(int));
     gauge_sent = calloc(kv_ngauges(c) + 1, sizeof(*gauge_sent));
+    gauge_pid = getpid();
+    atexit(kv_retract);
     if (local == NULL || lg_w.lstats == NULL || sent == NULL || bind_slot == NULL ||
         gauge_sent == NULL)
         return -1;

@@ -435,6 +435,14 @@ http = {
                    "every request on a new or a pooled connection")
         ok(value(t, "legate_upstream_reused_connections_total", **lab) >= 10, "reused")
         eq(value(t, "legate_upstream_idle_connections", **lab), 1.0, "one waits in the pool")
+        # a reload: the old worker's pool goes with it, the new one fills its own
+        lg.reload(text.replace("servers = (\n", "servers = (\n    # reloaded\n", 1))
+        eq(request(port, target="/after").status, 200)
+        settle(mport, lambda t: len(lg.workers()) == 1
+               and value(t, "legate_upstream_idle_connections", **lab) == 1
+               and value(t, "legate_upstream_connects_total", **lab)
+               + value(t, "legate_upstream_reused_connections_total", **lab) == 13,
+               "the old worker's idle connection gone from the gauge")
 
         # max_conns 1, queue 1: one in flight, one queued (times out), one refused
         slow = threading.Thread(target=request, args=(qport,),
