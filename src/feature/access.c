@@ -301,7 +301,8 @@ static int check_basic(lg_req_t *r, const lg_common_t *c)
 static int authenticate(lg_req_t *r, const lg_common_t *c)
 {
     int ok = check_basic(r, c);
-    lg_mx_count(LG_MX_AUTH, "basic", NULL, ok ? "passed" : r->status == 429 ? "throttled" : "rejected", 1);
+    lg_mx_count(LG_MX_AUTH, "basic", NULL,
+                ok ? "passed" : r->status == 429 ? "throttled" : "rejected", 1);
     return ok;
 }
 

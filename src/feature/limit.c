@@ -199,7 +199,8 @@ static int check_conn(lg_req_t *r, const lg_common_t *c, int64_t now)
             note_full(lz, z);
             continue;
         }
-        lg_mx_count(LG_MX_LIMIT_CONN, lz->name, NULL, rc == LG_LZ_PASS ? "PASSED" : c->limit_conn_dry_run ? "REJECTED_DRY_RUN" : "REJECTED", 1);
+        lg_mx_count(LG_MX_LIMIT_CONN, lz->name, NULL, rc == LG_LZ_PASS ? "PASSED"
+                    : c->limit_conn_dry_run ? "REJECTED_DRY_RUN" : "REJECTED", 1);
         if (rc == LG_LZ_PASS || c->limit_conn_dry_run) {
             lim_hold_t *hd = lg_arena_alloc(&r->arena, sizeof(*hd));
             if (hd == NULL) {
@@ -247,7 +248,9 @@ static int check_rate(lg_req_t *r, const lg_common_t *c, int64_t now)
                             rule->delay, &w, &evicted);
         if (evicted)
             note_full(lz, z);
-        lg_mx_count(LG_MX_LIMIT_REQ, lz->name, NULL, rc == LG_LZ_PASS ? "PASSED" : rc == LG_LZ_REJECT ? (c->limit_req_dry_run ? "REJECTED_DRY_RUN" : "REJECTED") : (c->limit_req_dry_run ? "DELAYED_DRY_RUN" : "DELAYED"), 1);
+        lg_mx_count(LG_MX_LIMIT_REQ, lz->name, NULL, rc == LG_LZ_PASS ? "PASSED"
+                    : rc == LG_LZ_REJECT ? (c->limit_req_dry_run ? "REJECTED_DRY_RUN" : "REJECTED")
+                    : (c->limit_req_dry_run ? "DELAYED_DRY_RUN" : "DELAYED"), 1);
         if (rc == LG_LZ_PASS) {
             if (r->limit_req_status == NULL)
                 r->limit_req_status = "PASSED";
