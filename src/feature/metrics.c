@@ -21,6 +21,7 @@
  * draws them, refreshing from the JSON (see status_html below).
  */
 #include "feature/metrics.h"
+#include "feature/metrics_kv.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -29,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "cache/http.h"
 #include "cache/store.h"
@@ -106,14 +106,6 @@ enum {
 };
 _Static_assert(sizeof(evs) / sizeof(evs[0]) == EV_N, "an entry a counter");
 
-#define MX_KV 4096
-
-typedef struct mx_kv {
-    _Atomic uint64_t key;               /* 0: free; stored last */
-    uint16_t         fam, w;
-    char             a[64], b[64];      /* as the configuration wrote them (cut at 63) */
-    _Atomic int64_t  v;
-} mx_kv_t;
 
 typedef struct mx_zone {
     uint32_t         magic;
@@ -129,7 +121,6 @@ typedef struct mx_zone {
     mx_series_t      s[MX_SERIES];
     mx_listener_t    l[MX_LISTENERS];
     mx_useries_t     u[MX_USERIES];
-    mx_kv_t          kv[MX_KV];
 } mx_zone_t;
 
 static mx_zone_t *zone;         /* the master's, inherited by workers */
@@ -173,12 +164,10 @@ static const char *server_label(const lg_server_t *srv)
     return srv->nlistens ? srv->listens[0].addr.text : "-";
 }
 
-static void kv_prepare(const lg_conf_t *c);
-
 size_t lg_metrics_shm_size(const lg_conf_t *conf)
 {
     (void)conf;
-    return sizeof(mx_zone_t) + 4096;
+    return sizeof(mx_zone_t) + 4096 + mx_kv_shm_size() + 64;
 }
 
 int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
@@ -303,8 +292,7 @@ int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
             atomic_store(&zone->l[slot].key, k);
         }
     }
-    kv_prepare(conf);
-    return 0;
+    return mx_kv_prepare(conf, shm, err, errlen);
 }
 
 /* ---- worker: local counts, moved to the zone ---- */
@@ -330,396 +318,6 @@ static mx_ulocal_t ulocal[MX_USERIES];
 static lg_lstats_t *sent;       /* [nbinds]: what was moved already */
 static int *bind_slot;          /* [nbinds]: the zone's listener entry, or -1 */
 
-/* ---- families counted by key: a row of fams[] each ----
- *
- * A family's series are the configuration's values of its labels a and b
- * (each(): zones, upstream servers, listeners) or a fixed list (afix),
- * times the fixed values of its outcome label w (wfix).  The master makes
- * every series when it loads a configuration (kv_prepare); workers only
- * find them (kv_find), so a value no configuration named is never counted.
- * A page lists a family's series in the running configuration's order.
- * Adding a family: an entry in lg_mx_family_t (metrics.h) or mx_own_t
- * below, a row here, and its lines in legate.conf(5).
- */
-typedef void (*mx_emit_fn)(void *arg, const char *a, const char *b);
-typedef void (*mx_each_fn)(const lg_conf_t *c, mx_emit_fn emit, void *arg);
-
-typedef struct mx_family {
-    const char        *name, *type, *help;
-    const char        *ka, *kb, *kw;    /* label names, NULL: none */
-    mx_each_fn         each;            /* a (and b) from the configuration */
-    const char *const *afix;            /* or a's fixed values */
-    const char *const *wfix;            /* w's values */
-} mx_family_t;
-
-/* families no other file counts: after the shared ones */
-enum mx_own {
-    MX_FWD = LG_MX_NCOUNTED,    /* kind; outcome */
-    MX_FWD_REFUSED,             /* rule */
-    MX_CODING_IN,               /* coding: bytes before compression */
-    MX_CODING_OUT,              /* coding: bytes after */
-    MX_UP_REUSED,               /* upstream, server: requests on a pooled connection */
-    MX_UP_IDLE,                 /* upstream, server: idle pooled connections (gauge) */
-    MX_UP_QUEUED,               /* upstream: requests that waited in its max_conns queue */
-    MX_UP_QUEUE,                /* upstream: waiting now (gauge) */
-    MX_UP_REJECTED,             /* upstream; queue_full queue_timeout */
-    MX_PROTO,                   /* listener; protocol */
-    MX_NFAM,
-};
-
-static void each_zone_of(const lg_conf_t *c, mx_emit_fn emit, void *arg, int conn, int bytes)
-{
-    for (size_t i = 0; i < c->nlimit_zones; i++) {
-        const lg_limit_zone_t *z = &c->limit_zones[i];
-        if (z->conn == conn && (z->bytes_rate > 0) == bytes)
-            emit(arg, z->name, NULL);
-    }
-}
-static void each_req_zone(const lg_conf_t *c, mx_emit_fn e, void *a) { each_zone_of(c, e, a, 0, 0); }
-static void each_conn_zone(const lg_conf_t *c, mx_emit_fn e, void *a) { each_zone_of(c, e, a, 1, 0); }
-static void each_rate_zone(const lg_conf_t *c, mx_emit_fn e, void *a) { each_zone_of(c, e, a, 0, 1); }
-
-static void each_upstream(const lg_conf_t *c, mx_emit_fn emit, void *arg)
-{
-    for (size_t u = 0; u < c->nupstreams; u++)
-        emit(arg, c->upstreams[u].name, NULL);
-}
-
-static void each_server(const lg_conf_t *c, mx_emit_fn emit, void *arg)
-{
-    for (size_t u = 0; u < c->nupstreams; u++)
-        for (size_t k = 0; k < c->upstreams[u].nservers; k++)
-            emit(arg, c->upstreams[u].name, c->upstreams[u].servers[k].addr.text);
-}
-
-static void each_listener(const lg_conf_t *c, mx_emit_fn emit, void *arg)
-{
-    for (size_t i = 0; i < c->nbinds; i++)
-        emit(arg, c->binds[i].addr.text, NULL);
-}
-
-#define FIX(...) ((const char *const[]){ __VA_ARGS__, NULL })
-
-/* why the forward proxy refused, from the start of its reason ($blocked):
- * a fixed set, never the reason's text */
-static const struct { const char *prefix, *rule; } fwd_rules[] = {
-    { "the client address is in deny_clients", "deny_clients" },
-    { "the client address is not in allow_clients", "allow_clients" },
-    { "clients from ", "deny_countries" },
-    { "the client's country", "allow_countries" },
-    { "proxy authentication required", "auth" },
-    { "user ", "allow_users" },
-    { "CONNECT to port", "connect_ports" },
-    { "the URL matches the filter", "url_filters" },
-    { "the destination is a ", "private_destination" },
-    { "the destination address is in deny_destinations", "deny_destinations" },
-    { "forwarding loop", "loop" },
-};
-/* reasons that name the host first: "HOST is blocked by ...", ... */
-static const struct { const char *infix, *rule; } fwd_rules_in[] = {
-    { " is blocked for ", "user_rule" },
-    { " is blocked by ", "block_domains" },
-    { " is not in allow_domains ", "allow_domains" },
-};
-
-static const mx_family_t fams[MX_NFAM] = {
-    [LG_MX_LIMIT_REQ] = { "legate_limit_req_total", "counter",
-        "Requests judged by a limit_req zone, by result ($limit_req_status).",
-        "zone", NULL, "result", each_req_zone, NULL,
-        FIX("PASSED", "DELAYED", "REJECTED", "DELAYED_DRY_RUN", "REJECTED_DRY_RUN") },
-    [LG_MX_LIMIT_CONN] = { "legate_limit_conn_total", "counter",
-        "Requests judged by a limit_conn zone, by result ($limit_conn_status).",
-        "zone", NULL, "result", each_conn_zone, NULL, FIX("PASSED", "REJECTED", "REJECTED_DRY_RUN") },
-    [LG_MX_LIMIT_RATE] = { "legate_limit_rate_responses_total", "counter",
-        "Responses sent under a limit_rate zone's shared bandwidth.",
-        "zone", NULL, NULL, each_rate_zone, NULL, NULL },
-    [LG_MX_LIMIT_RATE_WAIT] = { "legate_limit_rate_waits_total", "counter",
-        "Times a response waited for its share of a limit_rate zone.",
-        "zone", NULL, NULL, each_rate_zone, NULL, NULL },
-    [LG_MX_ACCESS] = { "legate_access_rules_total", "counter",
-        "Verdicts of access_rules on client addresses.",
-        NULL, NULL, "result", NULL, NULL, FIX("allowed", "denied") },
-    [LG_MX_AUTH] = { "legate_auth_total", "counter",
-        "Authentication outcomes: auth_basic, auth_jwt, auth_request.",
-        "method", NULL, "result", NULL, FIX("basic", "jwt", "request"),
-        FIX("passed", "rejected", "throttled", "failed") },
-    [LG_MX_SOCKS] = { "legate_socks_sessions_total", "counter",
-        "SOCKS5 sessions, by how they ended.",
-        NULL, NULL, "result", NULL, NULL, FIX("tunnel", "refused", "auth_failed", "bad_handshake") },
-    [LG_MX_DNS] = { "legate_dns_lookups_total", "counter",
-        "Names the forward proxy looked up, by result.",
-        NULL, NULL, "result", NULL, NULL, FIX("ok", "failed", "timeout") },
-    [LG_MX_HEALTH] = { "legate_upstream_health_checks_total", "counter",
-        "Active health checks, by result.",
-        "upstream", "server", "result", each_server, NULL, FIX("pass", "fail") },
-    [LG_MX_CACHE_COLLAPSED] = { "legate_cache_collapsed_waits_total", "counter",
-        "Requests that waited for another request's fill of the same object (cache_lock).",
-        NULL, NULL, NULL, NULL, NULL, NULL },
-    [LG_MX_CACHE_PURGE] = { "legate_cache_purges_total", "counter",
-        "PURGE requests, by result.",
-        NULL, NULL, "result", NULL, NULL, FIX("purged", "not_found", "refused") },
-    [MX_FWD] = { "legate_forward_requests_total", "counter",
-        "Forward-proxy requests (kind \"request\") and CONNECT or SOCKS5 tunnels, by outcome.",
-        "kind", NULL, "outcome", NULL, FIX("request", "tunnel"), FIX("passed", "refused", "failed") },
-    [MX_FWD_REFUSED] = { "legate_forward_refused_total", "counter",
-        "Forward-proxy requests and tunnels refused, by the rule that refused them.",
-        NULL, NULL, "rule", NULL, NULL,
-        FIX("deny_clients", "allow_clients", "deny_countries", "allow_countries", "auth",
-            "allow_users", "connect_ports", "url_filters", "private_destination",
-            "deny_destinations", "loop", "user_rule", "block_domains", "allow_domains", "other") },
-    [MX_CODING_IN] = { "legate_compression_bytes_in_total", "counter",
-        "Response bytes before compression here, per coding.",
-        "coding", NULL, NULL, NULL, FIX("gzip", "br", "zstd"), NULL },
-    [MX_CODING_OUT] = { "legate_compression_bytes_out_total", "counter",
-        "Response bytes after compression here, per coding (saved: in - out).",
-        "coding", NULL, NULL, NULL, FIX("gzip", "br", "zstd"), NULL },
-    [MX_UP_REUSED] = { "legate_upstream_reused_connections_total", "counter",
-        "Requests sent on a kept-alive connection from the pool.",
-        "upstream", "server", NULL, each_server, NULL, NULL },
-    [MX_UP_IDLE] = { "legate_upstream_idle_connections", "gauge",
-        "Kept-alive connections waiting in the pools of all workers.",
-        "upstream", "server", NULL, each_server, NULL, NULL },
-    [MX_UP_QUEUED] = { "legate_upstream_queued_total", "counter",
-        "Requests that waited because every server was at max_conns.",
-        "upstream", NULL, NULL, each_upstream, NULL, NULL },
-    [MX_UP_QUEUE] = { "legate_upstream_queue_depth", "gauge",
-        "Requests waiting now because every server is at max_conns.",
-        "upstream", NULL, NULL, each_upstream, NULL, NULL },
-    [MX_UP_REJECTED] = { "legate_upstream_rejected_total", "counter",
-        "Requests answered 503 by the circuit breaker: the queue was full, or no room came in "
-        "queue_timeout.",
-        "upstream", NULL, "reason", each_upstream, NULL, FIX("queue_full", "queue_timeout") },
-    [MX_PROTO] = { "legate_http_requests_by_protocol_total", "counter",
-        "Requests per listener and HTTP version.",
-        "listener", NULL, "protocol", each_listener, NULL, FIX("HTTP/1.0", "HTTP/1.1", "HTTP/2", "other") },
-};
-
-static uint64_t kv_hash(int fam, const char *a, const char *b, int w)
-{
-    uint64_t h = lg_hash64(a, strlen(a), 0x6b76u + (uint64_t)fam * 977u + (uint64_t)w);
-    return lg_hash64(b, strlen(b), h) | 1;
-}
-
-static int kv_same(const mx_kv_t *e, int fam, const char *a, const char *b, int w)
-{
-    return e->fam == fam && e->w == w && strncmp(e->a, a, sizeof(e->a) - 1) == 0 &&
-           strncmp(e->b, b, sizeof(e->b) - 1) == 0;
-}
-
-static mx_kv_t *kv_table(void) { return zone->kv; }
-
-/* The series' index, or -1: none (not made from the configuration). */
-static int kv_find(int fam, const char *a, const char *b, int w)
-{
-    mx_kv_t *t = kv_table();
-    a = a ? a : "";
-    b = b ? b : "";
-    uint64_t k = kv_hash(fam, a, b, w);
-    for (unsigned n = 0, i = (unsigned)(k % MX_KV); n < MX_KV; n++, i = (i + 1) % MX_KV) {
-        uint64_t have = atomic_load_explicit(&t[i].key, memory_order_acquire);
-        if (have == 0)
-            return -1;
-        if (have == k && kv_same(&t[i], fam, a, b, w))
-            return (int)i;
-    }
-    return -1;
-}
-
-static int kv_full_warned;
-
-/* Master: the series, found or made. */
-static void kv_make(int fam, const char *a, const char *b, int w)
-{
-    mx_kv_t *t = kv_table();
-    a = a ? a : "";
-    b = b ? b : "";
-    uint64_t k = kv_hash(fam, a, b, w);
-    for (unsigned n = 0, i = (unsigned)(k % MX_KV); n < MX_KV; n++, i = (i + 1) % MX_KV) {
-        uint64_t have = atomic_load(&t[i].key);
-        if (have == k && kv_same(&t[i], fam, a, b, w))
-            return;
-        if (have == 0) {
-            t[i].fam = (uint16_t)fam;
-            t[i].w = (uint16_t)w;
-            snprintf(t[i].a, sizeof(t[i].a), "%s", a);
-            snprintf(t[i].b, sizeof(t[i].b), "%s", b);
-            atomic_store_explicit(&t[i].key, k, memory_order_release);
-            return;
-        }
-    }
-    if (!kv_full_warned++)
-        lg_warn("metrics: no room for more series (%d); %s{%s} and others are not counted",
-                MX_KV, fams[fam].name, a);
-}
-
-/* Each (a, b) of a family: from the configuration, the fixed list, or one empty. */
-static void kv_each(const lg_conf_t *c, int fam, mx_emit_fn emit, void *arg)
-{
-    const mx_family_t *f = &fams[fam];
-    if (f->each)
-        f->each(c, emit, arg);
-    else if (f->afix)
-        for (const char *const *v = f->afix; *v; v++)
-            emit(arg, *v, NULL);
-    else
-        emit(arg, NULL, NULL);
-}
-
-static int kv_nw(int fam)
-{
-    int n = 0;
-    for (const char *const *v = fams[fam].wfix; v && *v; v++)
-        n++;
-    return n ? n : 1;
-}
-
-typedef struct { int fam; } kv_mk_t;
-
-static void kv_make_all(void *arg, const char *a, const char *b)
-{
-    int fam = ((kv_mk_t *)arg)->fam;
-    for (int w = 0; w < kv_nw(fam); w++)
-        kv_make(fam, a, b, w);
-}
-
-static void kv_prepare(const lg_conf_t *c)
-{
-    for (int f = 0; f < MX_NFAM; f++) {
-        kv_mk_t m = { f };
-        kv_each(c, f, kv_make_all, &m);
-    }
-}
-
-static int64_t kv_local[MX_KV];         /* this worker's counts, not yet moved */
-static int kv_dirty;
-
-static void kv_add(int i, int64_t n)
-{
-    if (i >= 0) {
-        kv_local[i] += n;
-        kv_dirty = 1;
-    }
-}
-
-void lg_mx_count(lg_mx_family_t fam, const char *a, const char *b, const char *what, uint64_t n)
-{
-    if (zone == NULL || local == NULL || (int)fam < 0 || fam >= LG_MX_NCOUNTED)
-        return;                 /* -t, or a process that publishes nothing */
-    int w = 0;
-    if (fams[fam].wfix) {
-        while (fams[fam].wfix[w] && (what == NULL || strcmp(fams[fam].wfix[w], what) != 0))
-            w++;
-        if (fams[fam].wfix[w] == NULL)
-            return;             /* not one of its outcomes */
-    }
-    kv_add(kv_find((int)fam, a, b, w), (int64_t)n);
-}
-
-/* The gauges a worker holds as state (its pools, its queues): what it
- * published last, so the next flush moves only the change. */
-static int64_t *gauge_sent;             /* [2][nupstreams * max servers] */
-
-static void kv_gauge(int i, int64_t now, int64_t *was)
-{
-    if (i >= 0 && now != *was) {
-        atomic_fetch_add_explicit(&kv_table()[i].v, now - *was, memory_order_relaxed);
-        *was = now;
-    }
-}
-
-static void kv_flush(void)
-{
-    mx_kv_t *t = kv_table();
-    if (kv_dirty) {
-        for (unsigned i = 0; i < MX_KV; i++)
-            if (kv_local[i]) {
-                atomic_fetch_add_explicit(&t[i].v, kv_local[i], memory_order_relaxed);
-                kv_local[i] = 0;
-            }
-        kv_dirty = 0;
-    }
-    const lg_conf_t *c = lg_w.conf;
-    if (gauge_sent == NULL)
-        return;
-    size_t g = 0;
-    for (size_t u = 0; u < c->nupstreams; u++) {
-        const lg_upstream_t *up = &c->upstreams[u];
-        kv_gauge(kv_find(MX_UP_QUEUE, up->name, NULL, 0), lg_w.queued ? lg_w.queued[u] : 0,
-                 &gauge_sent[g++]);
-        for (size_t k = 0; k < up->nservers; k++)
-            kv_gauge(kv_find(MX_UP_IDLE, up->name, up->servers[k].addr.text, 0),
-                     lg_w.npool && lg_w.npool[u] ? lg_w.npool[u][k] : 0, &gauge_sent[g++]);
-    }
-}
-
-/* A worker that exits takes its share of the gauges with it (its pools
- * and queues go with it); one that dies without exit() leaves it. */
-static pid_t gauge_pid;
-
-static void kv_retract(void)
-{
-    if (getpid() != gauge_pid || gauge_sent == NULL || zone == NULL)
-        return;                 /* a child forked from the worker: not its share */
-    const lg_conf_t *c = lg_w.conf;
-    size_t g = 0;
-    for (size_t u = 0; u < c->nupstreams; u++) {
-        const lg_upstream_t *up = &c->upstreams[u];
-        kv_gauge(kv_find(MX_UP_QUEUE, up->name, NULL, 0), 0, &gauge_sent[g++]);
-        for (size_t k = 0; k < up->nservers; k++)
-            kv_gauge(kv_find(MX_UP_IDLE, up->name, up->servers[k].addr.text, 0), 0,
-                     &gauge_sent[g++]);
-    }
-}
-
-static size_t kv_ngauges(const lg_conf_t *c)
-{
-    size_t n = 0;
-    for (size_t u = 0; u < c->nupstreams; u++)
-        n += 1 + c->upstreams[u].nservers;
-    return n;
-}
-
-/* The page: a family's lines, in the configuration's order. */
-typedef struct out out_t;
-static void put(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void esc(char *dst, size_t n, const char *src);
-
-typedef struct { out_t *o; int fam; } kv_pg_t;
-
-static void kv_put_all(void *arg, const char *a, const char *b)
-{
-    kv_pg_t *p = arg;
-    const mx_family_t *f = &fams[p->fam];
-    for (int w = 0; w < kv_nw(p->fam); w++) {
-        int i = kv_find(p->fam, a, b, w);
-        if (i < 0)
-            continue;
-        char ea[136], eb[136], lab[400];
-        esc(ea, sizeof(ea), a ? a : "");
-        esc(eb, sizeof(eb), b ? b : "");
-        size_t n = 0;
-        lab[0] = 0;
-        if (f->ka)
-            n += (size_t)snprintf(lab + n, sizeof(lab) - n, "%s=\"%s\"", f->ka, ea);
-        if (f->kb && n < sizeof(lab))
-            n += (size_t)snprintf(lab + n, sizeof(lab) - n, "%s%s=\"%s\"", n ? "," : "", f->kb, eb);
-        if (f->kw && n < sizeof(lab))
-            snprintf(lab + n, sizeof(lab) - n, "%s%s=\"%s\"", n ? "," : "", f->kw, f->wfix[w]);
-        int64_t v = atomic_load_explicit(&kv_table()[i].v, memory_order_relaxed);
-        put(p->o, lab[0] ? "%s{%s} %lld\n" : "%s%s %lld\n", f->name, lab,
-            (long long)(v > 0 ? v : 0));
-    }
-}
-
-static void kv_page(out_t *o)
-{
-    for (int f = 0; f < MX_NFAM; f++) {
-        put(o, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help, fams[f].name, fams[f].type);
-        kv_pg_t p = { o, f };
-        kv_each(lg_w.conf, f, kv_put_all, &p);
-    }
-}
-
 static int metrics_init(void)
 {
     if (zone == NULL)
@@ -729,11 +327,8 @@ static int metrics_init(void)
     lg_w.lstats = calloc(c->nbinds ? c->nbinds : 1, sizeof(lg_lstats_t));
     sent = calloc(c->nbinds ? c->nbinds : 1, sizeof(lg_lstats_t));
     bind_slot = calloc(c->nbinds ? c->nbinds : 1, sizeof(int));
-    gauge_sent = calloc(kv_ngauges(c) + 1, sizeof(*gauge_sent));
-    gauge_pid = getpid();
-    atexit(kv_retract);
     if (local == NULL || lg_w.lstats == NULL || sent == NULL || bind_slot == NULL ||
-        gauge_sent == NULL)
+        mx_kv_init() < 0)
         return -1;
     for (size_t i = 0; i < c->nbinds; i++) {
         char label[72], a[48];
@@ -792,7 +387,7 @@ void lg_metrics_flush(void)
         atomic_fetch_add_explicit(&u->retries, l->retries, memory_order_relaxed);
         memset(l, 0, sizeof(*l));
     }
-    kv_flush();
+    mx_kv_flush();
     for (int i = 0; i < EV_N; i++)
         if (ev_local[i]) {
             atomic_fetch_add_explicit(&zone->ev[i], ev_local[i], memory_order_relaxed);
@@ -825,6 +420,28 @@ static void count_ev(int first, int n, const char *s)
     ev_local[i]++;
 }
 
+/* why the forward proxy refused, from the start of its reason ($blocked):
+ * a fixed set, never the reason's text */
+static const struct { const char *prefix, *rule; } fwd_rules[] = {
+    { "the client address is in deny_clients", "deny_clients" },
+    { "the client address is not in allow_clients", "allow_clients" },
+    { "clients from ", "deny_countries" },
+    { "the client's country", "allow_countries" },
+    { "proxy authentication required", "auth" },
+    { "user ", "allow_users" },
+    { "CONNECT to port", "connect_ports" },
+    { "the URL matches the filter", "url_filters" },
+    { "the destination is a ", "private_destination" },
+    { "the destination address is in deny_destinations", "deny_destinations" },
+    { "forwarding loop", "loop" },
+};
+/* reasons that name the host first: "HOST is blocked by ...", ... */
+static const struct { const char *infix, *rule; } fwd_rules_in[] = {
+    { " is blocked for ", "user_rule" },
+    { " is blocked by ", "block_domains" },
+    { " is not in allow_domains ", "allow_domains" },
+};
+
 /* A forward-proxy request or tunnel: its outcome, and the rule that
  * refused it (from its reason's fixed start, never the reason's text). */
 static void count_forward(const lg_req_t *r)
@@ -832,7 +449,8 @@ static void count_forward(const lg_req_t *r)
     int kind = r->ri.connect ? 1 : 0;
     int refused = r->blocked != NULL || r->status == 403 || r->status == 407;
     int failed = !refused && (r->status >= 500 || r->status == 0);
-    kv_add(kv_find(MX_FWD, fams[MX_FWD].afix[kind], NULL, refused ? 1 : failed ? 2 : 0), 1);
+    mx_kv_count(MX_FWD, kind ? "tunnel" : "request", NULL,
+                refused ? "refused" : failed ? "failed" : "passed", 1);
     if (!refused)
         return;
     const char *why = r->blocked ? r->blocked : "";
@@ -843,10 +461,7 @@ static void count_forward(const lg_req_t *r)
     for (size_t i = 0; i < sizeof(fwd_rules_in) / sizeof(fwd_rules_in[0]) && !strcmp(rule, "other"); i++)
         if (strstr(why, fwd_rules_in[i].infix))
             rule = fwd_rules_in[i].rule;
-    int w = 0;
-    while (fams[MX_FWD_REFUSED].wfix[w] && strcmp(fams[MX_FWD_REFUSED].wfix[w], rule) != 0)
-        w++;
-    kv_add(kv_find(MX_FWD_REFUSED, NULL, NULL, w), 1);
+    mx_kv_count(MX_FWD_REFUSED, NULL, NULL, rule, 1);
 }
 
 static int size_bucket(uint64_t n)
@@ -877,23 +492,24 @@ static int log_phase(lg_req_t *r)
         count_ev(EV_CODING, 3, coding[r->xform]);
         const lg_codec_t *cd = r->rspp.codec;
         if (cd) {               /* still live: the pipe is released after the LOG phase */
-            kv_add(kv_find(MX_CODING_IN, coding[r->xform], NULL, 0), (int64_t)cd->total_in);
-            kv_add(kv_find(MX_CODING_OUT, coding[r->xform], NULL, 0), (int64_t)cd->total_out);
+            mx_kv_count(MX_CODING_IN, coding[r->xform], NULL, NULL, (int64_t)cd->total_in);
+            mx_kv_count(MX_CODING_OUT, coding[r->xform], NULL, NULL, (int64_t)cd->total_out);
         }
     }
     if (lg_req_is_forward(r))
         count_forward(r);
     if (r->conn && r->conn->bind) {
         int v = r->req.version;
-        kv_add(kv_find(MX_PROTO, r->conn->bind->addr.text, NULL,
-                       v == 10 ? 0 : v == 11 ? 1 : v == 20 ? 2 : 3), 1);
+        mx_kv_count(MX_PROTO, r->conn->bind->addr.text, NULL,
+                    v == 10 ? "HTTP/1.0" : v == 11 ? "HTTP/1.1" : v == 20 ? "HTTP/2" : "other", 1);
     }
     /* the circuit breaker (max_conns and its queue, proxy/reverse.c) */
     if (r->up && r->up->index >= 0) {
         if (r->t_queued)
-            kv_add(kv_find(MX_UP_QUEUED, r->up->name, NULL, 0), 1);
+            mx_kv_count(MX_UP_QUEUED, r->up->name, NULL, NULL, 1);
         if (r->attach_err == EBUSY && r->status == 503 && r->upstream_status == 0)
-            kv_add(kv_find(MX_UP_REJECTED, r->up->name, NULL, r->t_queued ? 1 : 0), 1);
+            mx_kv_count(MX_UP_REJECTED, r->up->name, NULL,
+                        r->t_queued ? "queue_timeout" : "queue_full", 1);
     }
     if (r->tunnel)
         count_ev(EV_TUNNEL, 2, r->ri.connect ? "connect" : "upgrade");
@@ -920,7 +536,7 @@ static int log_phase(lg_req_t *r)
             }
             u->retries += r->ntries > 1 ? r->ntries - 1 : 0;
             if (r->uc && r->uc->reused)
-                kv_add(kv_find(MX_UP_REUSED, r->up->name, r->upstream_addr, 0), 1);
+                mx_kv_count(MX_UP_REUSED, r->up->name, r->upstream_addr, NULL, 1);
             u->dirty = 1;
             break;
         }
@@ -1038,6 +654,11 @@ static const char *const lnames[MX_NSTAT] = {
     "http2_goaways_sent_total", NULL, NULL, "connections_reclaimed_total",
     "timeout", "version", "cipher", "certificate", "closed", "other",
 };
+
+static void put_line(void *o, const char *text)
+{
+    put(o, "%s", text);
+}
 
 static void size_hist(out_t *o, const char *name, const char *help, int rsp)
 {
@@ -1253,7 +874,7 @@ static void page_metrics(out_t *o)
             put(o, "legate_upstream_active_requests{upstream=\"%s\",server=\"%s\"} %llu\n",
                 c->upstreams[u].name, c->upstreams[u].servers[i].addr.text, (unsigned long long)a);
         }
-    kv_page(o);
+    mx_kv_page(o, put_line);
     if (lg_cache) {
         lg_cache_stats_t cs;
         lg_store_stats(lg_cache, &cs);

@@ -27,7 +27,7 @@ void   lg_metrics_flush(void);
  * none; what is one of the family's fixed outcomes, or NULL.  Only series
  * the master made from the configuration are counted: a value it did not
  * make (one a client chose) is dropped, so no client can grow the page.
- * The families and their labels: the table fams[] in metrics.c.
+ * The families and their labels: the table fams[] in metrics_kv.c.
  */
 typedef enum lg_mx_family {
     LG_MX_LIMIT_REQ = 0,        /* zone; PASSED DELAYED REJECTED *_DRY_RUN */
