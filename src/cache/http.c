@@ -19,6 +19,7 @@
 #include "cache/http.h"
 
 #include "feature/coding.h"
+#include "feature/metrics.h"
 #include "pipeline/headers.h"
 #include "core/event.h"
 
@@ -437,6 +438,7 @@ static int purge(lg_req_t *s, lg_cstate_t *cs)
     int allowed = set && (s->peer.ss_family == AF_UNIX ||
                           lg_cidr_lookup(set, (const struct sockaddr *)&s->peer) >= 0);
     if (!allowed) {
+        lg_mx_count(LG_MX_CACHE_PURGE, NULL, NULL, "refused", 1);
         lg_respond(s, 403, "PURGE is not allowed from this address\n", NULL);
         return 1;
     }
@@ -448,6 +450,7 @@ static int purge(lg_req_t *s, lg_cstate_t *cs)
     else
         drop_key(s, cs->base, cs->baselen, soft, &n);
     char *msg = lg_arena_printf(&s->arena, "{\"purged\": %d, \"soft\": %s}\n", n, soft ? "true" : "false");
+    lg_mx_count(LG_MX_CACHE_PURGE, NULL, NULL, n ? "purged" : "not_found", 1);
     if (lg_cache_purge_fanout && msg &&
         lg_cache_purge_fanout(s, cs->base, cs->baselen, soft, n ? 200 : 404, msg))
         return 1;
@@ -522,6 +525,8 @@ static int on_request(lg_req_t *s)
             cs->filler = 1;
         if (look == LG_CACHE_WAIT) {
             if (lg_w.loop.now - s->t_start < c->cache_lock_timeout) {
+                if (s->stage != &wait_stage)    /* the first wait, not a look again */
+                    lg_mx_count(LG_MX_CACHE_COLLAPSED, NULL, NULL, NULL, 1);
                 lg_req_suspend(s, &wait_stage); /* collapsed forwarding: look again soon */
                 return 1;
             }

@@ -267,6 +267,7 @@ typedef struct lg_common {
     int        intercept_errors;        /* bool: an upstream's error status gets the page too */
     lg_strv_t *proxy_redirect;          /* "default", "off", or "FROM TO" rewrites of Location/Refresh */
     lg_tpl_t  *access_log_if;           /* log only when this is neither empty nor "0"; NULL: always */
+    int        access_log_sample;       /* log one request in N (per worker and log); default 1 */
     int        traceparent;             /* bool: W3C trace context propagated or started upstream */
     char      *request_id_header;       /* a trusted front end's request ID header, or NULL */
     char      *limit_rate_zone;         /* a bandwidth zone shared by the key's requests, or NULL */
@@ -652,7 +653,9 @@ typedef struct lg_conf {
     int             http2_control_rate;     /* SETTINGS/PING/empty frames a second, default 100 */
     int             quic_max_connections_per_address; /* QUIC connections from one client address, default 64 */
     lg_strv_t      *metrics_buckets;        /* request duration histogram bounds, durations */
+    lg_strv_t      *metrics_status_codes;   /* codes counted as themselves, not as a class */
 #define LG_METRICS_BUCKETS 16
+#define LG_METRICS_CODES 8              /* metrics_status_codes: at most this many */
     int64_t         shared_memory_size; /* bytes, default 1m: the segment workers share */
     int64_t         cache_size;         /* bytes of shared memory for the HTTP cache, 0 = none */
     int64_t         cache_max_object;   /* default 1m */

@@ -219,6 +219,8 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_names(out, ind, "proxy_redirect", c->proxy_redirect);
     if (c->access_log_if)
         kv_str(out, ind, "access_log_if", c->access_log_if->src);
+    if (c->access_log_sample > 1)
+        kv_int(out, ind, "access_log_sample", c->access_log_sample);
     kv_bool(out, ind, "traceparent", c->traceparent);
     if (c->request_id_header)
         kv_str(out, ind, "request_id_header", c->request_id_header);
@@ -628,6 +630,8 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_int(out, 0, "http2_control_rate", conf->http2_control_rate);
     kv_int(out, 0, "quic_max_connections_per_address", conf->quic_max_connections_per_address);
     kv_names(out, 0, "metrics_buckets", conf->metrics_buckets);
+    if (conf->metrics_status_codes && conf->metrics_status_codes->n)
+        kv_names(out, 0, "metrics_status_codes", conf->metrics_status_codes);
     kv_int(out, 0, "shared_memory_size", conf->shared_memory_size);
     kv_msec(out, 0, "tls_ticket_rotate", conf->tls_ticket_rotate);
     kv_int(out, 0, "tls_session_cache", conf->tls_session_cache);

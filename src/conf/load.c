@@ -158,6 +158,31 @@ static void check_syslog(ld_t *ld, const config_setting_t *root, const lg_conf_t
     }
 }
 
+/* metrics_status_codes: distinct codes 100..599, at most LG_METRICS_CODES */
+static void check_metrics_codes(ld_t *ld, const config_setting_t *root, const lg_conf_t *conf)
+{
+    const lg_strv_t *c = conf->metrics_status_codes;
+    const config_setting_t *s = config_setting_get_member(root, "metrics_status_codes");
+    if (c == NULL || s == NULL)
+        return;
+    if (c->n > LG_METRICS_CODES) {
+        ld_error(ld, s, "'metrics_status_codes' may list at most %d codes", LG_METRICS_CODES);
+        return;
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        char *end;
+        long v = strtol(c->v[i], &end, 10);
+        int again = 0;
+        for (size_t j = 0; j < i; j++)
+            again |= strtol(c->v[j], NULL, 10) == v;
+        if (end == c->v[i] || *end || v < 100 || v > 599 || again) {
+            ld_error(ld, s, "'metrics_status_codes': \"%s\" is not a status code from 100 to 599 "
+                     "listed once", c->v[i]);
+            return;
+        }
+    }
+}
+
 /* metrics_buckets: durations in increasing order, at most LG_METRICS_BUCKETS */
 static void check_metrics_buckets(ld_t *ld, const config_setting_t *root, const lg_conf_t *conf)
 {
@@ -199,6 +224,7 @@ static const directive_t global_dirs[] = {
     ROW("http2_reset_rate",     D_INT,      1, 1000000,    "100",    lg_conf_t, http2_reset_rate),
     ROW("http2_control_rate",   D_INT,      1, 1000000,    "100",    lg_conf_t, http2_control_rate),
     ROW("quic_max_connections_per_address", D_INT, 1, 1000000, "64", lg_conf_t, quic_max_connections_per_address),
+    ROW("metrics_status_codes", D_STRLIST,  0, 0, NULL, lg_conf_t, metrics_status_codes),
     ROW("metrics_buckets",      D_STRLIST,  0, 0, "5ms 10ms 25ms 50ms 100ms 250ms 500ms 1s 2500ms 5s 10s",
         lg_conf_t, metrics_buckets),
     ROW("shared_memory_size",   D_SIZE,     65536, (int64_t)1 << 34, "1m", lg_conf_t, shared_memory_size),
@@ -304,6 +330,7 @@ const directive_t ld_common_dirs[] = {
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     ROW("access_log_if",           D_TPL,      0, 0,      NULL,    lg_common_t, access_log_if),
+    ROW("access_log_sample",       D_INT,      1, 1000000, "1",    lg_common_t, access_log_sample),
     ROW("traceparent",             D_BOOL,     0, 1,      "false", lg_common_t, traceparent),
     ROW("request_id_header",       D_STRING,   0, 0,      NULL,    lg_common_t, request_id_header),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
@@ -1328,6 +1355,7 @@ static void load_tree(ld_t *ld, const config_t *cfg)
     ld_table_defaults(ld, ld_common_dirs, &conf->http);
     check_via_name(ld, root, conf);
     check_metrics_buckets(ld, root, conf);
+    check_metrics_codes(ld, root, conf);
     check_user(ld, root, conf);
     if (conf->tls_session_cache > 0 && conf->tls_session_cache < 16384)
         ld_error(ld, config_setting_get_member(root, "tls_session_cache"),

@@ -40,6 +40,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "feature/metrics.h"
 #include "net/acl.h"
 #include "net/htpasswd.h"
 #include "pipeline/headers.h"
@@ -245,7 +246,7 @@ static int memo_hit(const lg_conn_t *c, const unsigned char k[16])
 }
 
 /* 1: r->user set; 0: answered (401, 429). */
-static int authenticate(lg_req_t *r, const lg_common_t *c)
+static int check_basic(lg_req_t *r, const lg_common_t *c)
 {
     lg_htpasswd_t *h = c->auth_rt;
     const http_header_t *a = lg_headers_get(r, "authorization");
@@ -297,6 +298,14 @@ static int authenticate(lg_req_t *r, const lg_common_t *c)
     return 1;
 }
 
+static int authenticate(lg_req_t *r, const lg_common_t *c)
+{
+    int ok = check_basic(r, c);
+    lg_mx_count(LG_MX_AUTH, "basic", NULL,
+                ok ? "passed" : r->status == 429 ? "throttled" : "rejected", 1);
+    return ok;
+}
+
 static void forbid(lg_req_t *r, const char *why)
 {
     r->blocked = why;
@@ -316,6 +325,8 @@ static int access_phase(lg_req_t *r)
         return LG_DECLINED;
     const char *why = NULL;
     int v = rules_verdict(r, rules, &why);
+    if (rules)
+        lg_mx_count(LG_MX_ACCESS, NULL, NULL, v < 0 ? "denied" : "allowed", 1);
     if (c->satisfy[1] == 'n') {         /* "any" */
         if (v > 0) {
             r->satisfied = 1;   /* an allowed address: no password, token or service asked */

@@ -150,6 +150,7 @@ typedef struct alog {
     lg_syslog_t *sys;           /* owned: a "syslog:" target, each line a datagram; or NULL */
     int     fd;
     size_t  len;
+    uint64_t seen;              /* lines that reached sampling (access_log_sample) */
     char    buf[LOG_BUF];
 } alog_t;
 
@@ -282,6 +283,10 @@ void lg_accesslog_write(lg_req_t *s)
         if (v == NULL || v[0] == 0 || strcmp(v, "0") == 0)
             return;
     }
+    /* HAProxy's "log ... sample 1:N": the first line of every N, counted
+     * per worker and log, after access_log_if */
+    if (c->access_log_sample > 1 && l->seen++ % (uint64_t)c->access_log_sample != 0)
+        return;
     const char *line = squid ? squid_line(s)
                              : lg_vars_expand(s, fmt, json ? LG_VARS_JSON : LG_VARS_ESCAPE, NULL);
     if (line == NULL)

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 
 #include "core/hash.h"
+#include "feature/metrics.h"
 #include "net/tls.h"
 #include "pipeline/headers.h"
 #include "pipeline/vars.h"
@@ -203,6 +204,7 @@ static void ar_fail(ar_t *a, int err, const char *what)
     ar_release(a);
     r->stage = NULL;
     r->blocked = "auth_request: the service failed";
+    lg_mx_count(LG_MX_AUTH, "request", NULL, "failed", 1);
     lg_respond_error(r, 500);
 }
 
@@ -212,6 +214,7 @@ static void ar_fail(ar_t *a, int err, const char *what)
  * of memory. */
 static int apply(lg_req_t *r, const lg_common_t *c, int st, const char *lines)
 {
+    lg_mx_count(LG_MX_AUTH, "request", NULL, st < 300 ? "passed" : "rejected", 1);
     if (st >= 200 && st < 300) {
         /* the client's own lines under those names go: the service says */
         size_t k = 0;

@@ -39,6 +39,7 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 
+#include "feature/metrics.h"
 #include "net/json.h"
 #include "pipeline/headers.h"
 
@@ -597,6 +598,7 @@ static int jwt_phase(lg_req_t *r)
         }
     }
     const char *why = tok && len ? check(r, c, tok, len) : "no token";
+    lg_mx_count(LG_MX_AUTH, "jwt", NULL, why ? "rejected" : "passed", 1);
     if (why == NULL)
         return LG_OK;
     r->nclaims = 0;

@@ -39,6 +39,7 @@
 
 #include "core/hash.h"
 #include "feature/limit_zone.h"
+#include "feature/metrics.h"
 #include "http/message.h"
 #include "pipeline/request.h"
 #include "pipeline/vars.h"
@@ -205,6 +206,8 @@ static int check_conn(lg_req_t *r, const lg_common_t *c, int64_t now)
             note_full(lz, z);
             continue;
         }
+        lg_mx_count(LG_MX_LIMIT_CONN, lz->name, NULL, rc == LG_LZ_PASS ? "PASSED"
+                    : c->limit_conn_dry_run ? "REJECTED_DRY_RUN" : "REJECTED", 1);
         if (rc == LG_LZ_PASS || c->limit_conn_dry_run) {
             lim_hold_t *hd = lg_arena_alloc(&r->arena, sizeof(*hd));
             if (hd == NULL) {
@@ -317,6 +320,9 @@ static int check_rate(lg_req_t *r, const lg_common_t *c, int64_t now)
                             rule->delay, &w, &evicted);
         if (evicted)
             note_full(lz, z);
+        lg_mx_count(LG_MX_LIMIT_REQ, lz->name, NULL, rc == LG_LZ_PASS ? "PASSED"
+                    : rc == LG_LZ_REJECT ? (c->limit_req_dry_run ? "REJECTED_DRY_RUN" : "REJECTED")
+                    : (c->limit_req_dry_run ? "DELAYED_DRY_RUN" : "DELAYED"), 1);
         if (rc == LG_LZ_PASS) {
             if (r->limit_req_status == NULL)
                 r->limit_req_status = "PASSED";
@@ -352,6 +358,7 @@ typedef struct lim_rate {
     lg_lz_t *z;
     uint64_t h;
     int64_t  rate;
+    const char *zone;   /* its name, for the metrics */
 } lim_rate_t;
 
 static size_t rate_take(void *arg, size_t n, int64_t now_ms, int64_t *wait_ms)
@@ -360,8 +367,10 @@ static size_t rate_take(void *arg, size_t n, int64_t now_ms, int64_t *wait_ms)
     int64_t wait_us = 0;
     (void)now_ms;               /* the zone counts on the system-wide clock, finer */
     size_t k = lg_lz_bandwidth(x->z, x->h, now_us(), x->rate, n, &wait_us);
-    if (k == 0)
+    if (k == 0) {
         *wait_ms = lg_w.loop.now + (wait_us + 999) / 1000;
+        lg_mx_count(LG_MX_LIMIT_RATE_WAIT, x->zone, NULL, NULL, 1);
+    }
     return k;
 }
 
@@ -378,6 +387,8 @@ static int rate_zone(lg_req_t *r, const lg_common_t *c)
     x->z = lz->table;
     x->h = lg_lz_hash(x->z, key, n);
     x->rate = lz->bytes_rate;
+    x->zone = lz->name;
+    lg_mx_count(LG_MX_LIMIT_RATE, lz->name, NULL, NULL, 1);
     r->rate_fn = rate_take;
     r->rate_arg = x;
     return LG_OK;

@@ -21,7 +21,9 @@
  * draws them, refreshing from the JSON (see status_html below).
  */
 #include "feature/metrics.h"
+#include "feature/metrics_kv.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,6 +35,7 @@
 #include "cache/store.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "http/codec.h"
 #include "pipeline/headers.h"
 #include "pipeline/request.h"
 #include "proxy/proxy.h"
@@ -43,13 +46,25 @@
 #define MX_MAGIC 0x4d455452u
 #define MX_NSTAT (sizeof(lg_lstats_t) / sizeof(uint64_t))
 
+/* method_class: the methods by name, any other as "other" */
+static const char *const mx_methods[] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "other",
+};
+#define MX_METH ((int)(sizeof(mx_methods) / sizeof(mx_methods[0])))
+#define MX_NCODE (5 + LG_METRICS_CODES)         /* 1xx .. 5xx, then metrics_status_codes */
+
+/* request and response size histograms: bounds in bytes, powers of ten */
+static const uint64_t mx_size_le[] = { 100, 1000, 10000, 100000, 1000000, 10000000, 100000000 };
+#define MX_NSIZE ((int)(sizeof(mx_size_le) / sizeof(mx_size_le[0])))
+
 typedef struct mx_series {
     _Atomic uint64_t key;                       /* hash of labels; 0 = free */
     char             labels[112];               /* server="...",route="..." */
-    _Atomic uint64_t codes[5];                  /* 1xx .. 5xx */
+    _Atomic uint64_t codes[MX_METH][MX_NCODE];  /* by method, by class or listed code */
     _Atomic uint64_t hist[LG_METRICS_BUCKETS + 1]; /* per bucket; the last is +Inf */
     _Atomic uint64_t dur_ms;
     _Atomic uint64_t bytes_in, bytes_out;
+    _Atomic uint64_t qsize[MX_NSIZE + 1], rsize[MX_NSIZE + 1];     /* the last: +Inf */
 } mx_series_t;
 
 /* an upstream server as requests saw it */
@@ -79,13 +94,6 @@ static const struct { const char *family, *label, *match; } evs[] = {
     { "legate_cache_requests_total", "status=\"REVALIDATED\"", "REVALIDATED" },
     { "legate_cache_requests_total", "status=\"BYPASS\"", "BYPASS" },
     { "legate_cache_requests_total", "status=\"OTHER\"", NULL },
-    { "legate_limit_req_total", "result=\"PASSED\"", "PASSED" },
-    { "legate_limit_req_total", "result=\"DELAYED\"", "DELAYED" },
-    { "legate_limit_req_total", "result=\"REJECTED\"", "REJECTED" },
-    { "legate_limit_req_total", "result=\"DRY_RUN\"", NULL },
-    { "legate_limit_conn_total", "result=\"PASSED\"", "PASSED" },
-    { "legate_limit_conn_total", "result=\"REJECTED\"", "REJECTED" },
-    { "legate_limit_conn_total", "result=\"DRY_RUN\"", NULL },
     { "legate_compressed_responses_total", "coding=\"gzip\"", "gzip" },
     { "legate_compressed_responses_total", "coding=\"br\"", "br" },
     { "legate_compressed_responses_total", "coding=\"zstd\"", "zstd" },
@@ -94,10 +102,10 @@ static const struct { const char *family, *label, *match; } evs[] = {
     { "legate_refused_requests_total", "by=\"policy\"", NULL },
 };
 enum {
-    EV_CACHE = 0, EV_LIMIT_REQ = 8, EV_LIMIT_CONN = 12, EV_CODING = 15, EV_TUNNEL = 18,
-    EV_REFUSED = 20, EV_N = 21,
+    EV_CACHE = 0, EV_CODING = 8, EV_TUNNEL = 11, EV_REFUSED = 13, EV_N = 14,
 };
 _Static_assert(sizeof(evs) / sizeof(evs[0]) == EV_N, "an entry a counter");
+
 
 typedef struct mx_zone {
     uint32_t         magic;
@@ -108,6 +116,8 @@ typedef struct mx_zone {
     _Atomic int32_t  workers;
     uint32_t         nbuckets;
     int64_t          bucket_ms[LG_METRICS_BUCKETS];
+    uint32_t         ncodes;                    /* metrics_status_codes */
+    int32_t          code[LG_METRICS_CODES];
     mx_series_t      s[MX_SERIES];
     mx_listener_t    l[MX_LISTENERS];
     mx_useries_t     u[MX_USERIES];
@@ -157,7 +167,7 @@ static const char *server_label(const lg_server_t *srv)
 size_t lg_metrics_shm_size(const lg_conf_t *conf)
 {
     (void)conf;
-    return sizeof(mx_zone_t) + 4096;
+    return sizeof(mx_zone_t) + 4096 + mx_kv_shm_size() + 64;
 }
 
 int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
@@ -198,6 +208,32 @@ int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
         }
         memcpy(zone->bucket_ms, b, nb * sizeof(b[0]));
         zone->nbuckets = nb;
+    }
+    /* other listed codes: a code still listed keeps its count, one no
+     * longer listed moves it to its class */
+    int32_t codes[LG_METRICS_CODES];
+    uint32_t nc = 0;
+    for (size_t i = 0; conf->metrics_status_codes && i < conf->metrics_status_codes->n &&
+         nc < LG_METRICS_CODES; i++)
+        codes[nc++] = (int32_t)strtol(conf->metrics_status_codes->v[i], NULL, 10);
+    if (nc != zone->ncodes || memcmp(codes, zone->code, nc * sizeof(codes[0])) != 0) {
+        for (unsigned i = 0; i < MX_SERIES; i++)
+            for (int m = 0; m < MX_METH; m++) {
+                _Atomic uint64_t *v = zone->s[i].codes[m];
+                uint64_t was[LG_METRICS_CODES];
+                for (uint32_t k = 0; k < zone->ncodes; k++)
+                    was[k] = atomic_exchange(&v[5 + k], 0);
+                for (uint32_t k = 0; k < zone->ncodes; k++) {
+                    int to = zone->code[k] / 100 - 1;
+                    for (uint32_t j = 0; j < nc; j++)
+                        if (codes[j] == zone->code[k])
+                            to = 5 + (int)j;
+                    if (to >= 0 && to < MX_NCODE)
+                        atomic_fetch_add(&v[to], was[k]);
+                }
+            }
+        memcpy(zone->code, codes, nc * sizeof(codes[0]));
+        zone->ncodes = nc;
     }
     char sl[64], rl[64], labels[160];
     for (size_t i = 0; i < conf->nservers; i++) {
@@ -256,15 +292,16 @@ int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
             atomic_store(&zone->l[slot].key, k);
         }
     }
-    return 0;
+    return mx_kv_prepare(conf, shm, err, errlen);
 }
 
 /* ---- worker: local counts, moved to the zone ---- */
 
 typedef struct mx_local {
-    uint64_t codes[5];
+    uint64_t codes[MX_METH][MX_NCODE];
     uint64_t hist[LG_METRICS_BUCKETS + 1];
     uint64_t dur_ms, bytes_in, bytes_out;
+    uint64_t qsize[MX_NSIZE + 1], rsize[MX_NSIZE + 1];
     int      dirty;
 } mx_local_t;
 
@@ -290,7 +327,8 @@ static int metrics_init(void)
     lg_w.lstats = calloc(c->nbinds ? c->nbinds : 1, sizeof(lg_lstats_t));
     sent = calloc(c->nbinds ? c->nbinds : 1, sizeof(lg_lstats_t));
     bind_slot = calloc(c->nbinds ? c->nbinds : 1, sizeof(int));
-    if (local == NULL || lg_w.lstats == NULL || sent == NULL || bind_slot == NULL)
+    if (local == NULL || lg_w.lstats == NULL || sent == NULL || bind_slot == NULL ||
+        mx_kv_init() < 0)
         return -1;
     for (size_t i = 0; i < c->nbinds; i++) {
         char label[72], a[48];
@@ -317,15 +355,22 @@ void lg_metrics_flush(void)
         if (!l->dirty)
             continue;
         mx_series_t *s = &zone->s[i];
-        for (int j = 0; j < 5; j++)
-            if (l->codes[j])
-                atomic_fetch_add_explicit(&s->codes[j], l->codes[j], memory_order_relaxed);
+        for (int m = 0; m < MX_METH; m++)
+            for (int j = 0; j < MX_NCODE; j++)
+                if (l->codes[m][j])
+                    atomic_fetch_add_explicit(&s->codes[m][j], l->codes[m][j], memory_order_relaxed);
         for (unsigned j = 0; j <= LG_METRICS_BUCKETS; j++)
             if (l->hist[j])
                 atomic_fetch_add_explicit(&s->hist[j], l->hist[j], memory_order_relaxed);
         atomic_fetch_add_explicit(&s->dur_ms, l->dur_ms, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->bytes_in, l->bytes_in, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->bytes_out, l->bytes_out, memory_order_relaxed);
+        for (int j = 0; j <= MX_NSIZE; j++) {
+            if (l->qsize[j])
+                atomic_fetch_add_explicit(&s->qsize[j], l->qsize[j], memory_order_relaxed);
+            if (l->rsize[j])
+                atomic_fetch_add_explicit(&s->rsize[j], l->rsize[j], memory_order_relaxed);
+        }
         memset(l, 0, sizeof(*l));
     }
     for (unsigned i = 0; i < MX_USERIES; i++) {
@@ -342,6 +387,7 @@ void lg_metrics_flush(void)
         atomic_fetch_add_explicit(&u->retries, l->retries, memory_order_relaxed);
         memset(l, 0, sizeof(*l));
     }
+    mx_kv_flush();
     for (int i = 0; i < EV_N; i++)
         if (ev_local[i]) {
             atomic_fetch_add_explicit(&zone->ev[i], ev_local[i], memory_order_relaxed);
@@ -374,19 +420,97 @@ static void count_ev(int first, int n, const char *s)
     ev_local[i]++;
 }
 
+/* why the forward proxy refused, from the start of its reason ($blocked):
+ * a fixed set, never the reason's text */
+static const struct { const char *prefix, *rule; } fwd_rules[] = {
+    { "the client address is in deny_clients", "deny_clients" },
+    { "the client address is not in allow_clients", "allow_clients" },
+    { "clients from ", "deny_countries" },
+    { "the client's country", "allow_countries" },
+    { "proxy authentication required", "auth" },
+    { "user ", "allow_users" },
+    { "CONNECT to port", "connect_ports" },
+    { "the URL matches the filter", "url_filters" },
+    { "the destination is a ", "private_destination" },
+    { "the destination address is in deny_destinations", "deny_destinations" },
+    { "forwarding loop", "loop" },
+};
+/* reasons that name the host first: "HOST is blocked by ...", ... */
+static const struct { const char *infix, *rule; } fwd_rules_in[] = {
+    { " is blocked for ", "user_rule" },
+    { " is blocked by ", "block_domains" },
+    { " is not in allow_domains ", "allow_domains" },
+};
+
+/* A forward-proxy request or tunnel: its outcome, and the rule that
+ * refused it (from its reason's fixed start, never the reason's text). */
+static void count_forward(const lg_req_t *r)
+{
+    int kind = r->ri.connect ? 1 : 0;
+    int refused = r->blocked != NULL || r->status == 403 || r->status == 407;
+    int failed = !refused && (r->status >= 500 || r->status == 0);
+    mx_kv_count(MX_FWD, kind ? "tunnel" : "request", NULL,
+                refused ? "refused" : failed ? "failed" : "passed", 1);
+    if (!refused)
+        return;
+    const char *why = r->blocked ? r->blocked : "";
+    const char *rule = "other";
+    for (size_t i = 0; i < sizeof(fwd_rules) / sizeof(fwd_rules[0]) && !strcmp(rule, "other"); i++)
+        if (strncmp(why, fwd_rules[i].prefix, strlen(fwd_rules[i].prefix)) == 0)
+            rule = fwd_rules[i].rule;
+    for (size_t i = 0; i < sizeof(fwd_rules_in) / sizeof(fwd_rules_in[0]) && !strcmp(rule, "other"); i++)
+        if (strstr(why, fwd_rules_in[i].infix))
+            rule = fwd_rules_in[i].rule;
+    mx_kv_count(MX_FWD_REFUSED, NULL, NULL, rule, 1);
+}
+
+static int size_bucket(uint64_t n)
+{
+    int b = 0;
+    while (b < MX_NSIZE && n > mx_size_le[b])
+        b++;
+    return b;
+}
+
+static int method_of(const lg_req_t *r)
+{
+    for (int m = 0; m < MX_METH - 1; m++)
+        if (r->req.method && strlen(mx_methods[m]) == r->req.method_len &&
+            memcmp(mx_methods[m], r->req.method, r->req.method_len) == 0)
+            return m;
+    return MX_METH - 1;
+}
+
 /* The LOG phase: the request in its route's series, and its outcomes. */
 static int log_phase(lg_req_t *r)
 {
     if (local == NULL || r->server == NULL)
         return LG_OK;
     count_ev(EV_CACHE, 8, r->cache_status);
-    if (r->limit_req_status)
-        count_ev(EV_LIMIT_REQ, 4, strstr(r->limit_req_status, "DRY_RUN") ? "DRY" : r->limit_req_status);
-    if (r->limit_conn_status)
-        count_ev(EV_LIMIT_CONN, 3, strstr(r->limit_conn_status, "DRY_RUN") ? "DRY" : r->limit_conn_status);
     static const char *const coding[] = { NULL, "gzip", NULL, "br", "zstd" };
-    if (r->xform > 0 && r->xform < 5 && coding[r->xform])
+    if (r->xform > 0 && r->xform < 5 && coding[r->xform]) {
         count_ev(EV_CODING, 3, coding[r->xform]);
+        const lg_codec_t *cd = r->rspp.codec;
+        if (cd) {               /* still live: the pipe is released after the LOG phase */
+            mx_kv_count(MX_CODING_IN, coding[r->xform], NULL, NULL, (int64_t)cd->total_in);
+            mx_kv_count(MX_CODING_OUT, coding[r->xform], NULL, NULL, (int64_t)cd->total_out);
+        }
+    }
+    if (lg_req_is_forward(r))
+        count_forward(r);
+    if (r->conn && r->conn->bind) {
+        int v = r->req.version;
+        mx_kv_count(MX_PROTO, r->conn->bind->addr.text, NULL,
+                    v == 10 ? "HTTP/1.0" : v == 11 ? "HTTP/1.1" : v == 20 ? "HTTP/2" : "other", 1);
+    }
+    /* the circuit breaker (max_conns and its queue, proxy/reverse.c) */
+    if (r->up && r->up->index >= 0) {
+        if (r->t_queued)
+            mx_kv_count(MX_UP_QUEUED, r->up->name, NULL, NULL, 1);
+        if (r->attach_err == EBUSY && r->status == 503 && r->upstream_status == 0)
+            mx_kv_count(MX_UP_REJECTED, r->up->name, NULL,
+                        r->t_queued ? "queue_timeout" : "queue_full", 1);
+    }
     if (r->tunnel)
         count_ev(EV_TUNNEL, 2, r->ri.connect ? "connect" : "upgrade");
     if (r->blocked)
@@ -411,6 +535,8 @@ static int log_phase(lg_req_t *r)
                 u->connects++;
             }
             u->retries += r->ntries > 1 ? r->ntries - 1 : 0;
+            if (r->uc && r->uc->reused)
+                mx_kv_count(MX_UP_REUSED, r->up->name, r->upstream_addr, NULL, 1);
             u->dirty = 1;
             break;
         }
@@ -420,8 +546,11 @@ static int log_phase(lg_req_t *r)
         return LG_OK;
     mx_local_t *l = &local[mx - 1];
     int cls = r->status / 100 - 1;
-    if (cls >= 0 && cls < 5)
-        l->codes[cls]++;
+    for (uint32_t k = 0; k < zone->ncodes; k++)
+        if (zone->code[k] == r->status)
+            cls = 5 + (int)k;   /* listed: its own */
+    if (cls >= 0 && cls < MX_NCODE)
+        l->codes[method_of(r)][cls]++;
     lg_msec_t d = lg_w.loop.now - r->t_start;
     if (d < 0)
         d = 0;
@@ -432,6 +561,8 @@ static int log_phase(lg_req_t *r)
     l->dur_ms += (uint64_t)d;
     l->bytes_in += r->bytes_in;
     l->bytes_out += r->bytes_out;
+    l->qsize[size_bucket(r->bytes_in)]++;
+    l->rsize[size_bucket(r->bytes_out)]++;
     l->dirty = 1;
     return LG_OK;
 }
@@ -525,6 +656,8 @@ static const char *const lnames[MX_NSTAT] = {
 };
 
 size_t (*lg_metrics_cluster)(char *buf, size_t n);
+static uint64_t class_total(mx_series_t *s, int c);
+
 /* ---- stream servers (issue 21) -------------------------------------------
  * Their sessions are requests of their server's series (the LOG phase above
  * counts them like any request); here they get families of their own, by
@@ -549,7 +682,7 @@ static void page_stream(out_t *o)
         for (int k = 1; k < 5; k++)
             if (k != 2)
                 put(o, "legate_stream_sessions_total{%s,status=\"%s\"} %llu\n", se->labels, cls[k],
-                    (unsigned long long)ld(&se->codes[k]));
+                    (unsigned long long)class_total(se, k));
     }
     put(o, "# HELP legate_stream_received_bytes_total Bytes stream clients sent.\n"
            "# TYPE legate_stream_received_bytes_total counter\n");
@@ -577,6 +710,33 @@ static void page_stream(out_t *o)
     }
 }
 /* ---- end of stream servers ---- */
+static void put_line(void *o, const char *text)
+{
+    put(o, "%s", text);
+}
+
+static void size_hist(out_t *o, const char *name, const char *help, int rsp)
+{
+    put(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (unsigned i = 0; i < MX_SERIES; i++) {
+        mx_series_t *s = &zone->s[i];
+        if (!ld(&s->key))
+            continue;
+        _Atomic uint64_t *h = rsp ? s->rsize : s->qsize;
+        uint64_t cum = 0;
+        for (int b = 0; b <= MX_NSIZE; b++) {
+            cum += ld(&h[b]);
+            if (b < MX_NSIZE)
+                put(o, "%s_bucket{%s,le=\"%llu\"} %llu\n", name, s->labels,
+                    (unsigned long long)mx_size_le[b], (unsigned long long)cum);
+            else
+                put(o, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, s->labels, (unsigned long long)cum);
+        }
+        put(o, "%s_sum{%s} %llu\n%s_count{%s} %llu\n", name, s->labels,
+            (unsigned long long)ld(rsp ? &s->bytes_out : &s->bytes_in), name, s->labels,
+            (unsigned long long)cum);
+    }
+}
 
 static void page_metrics(out_t *o)
 {
@@ -627,13 +787,28 @@ static void page_metrics(out_t *o)
             put(o, "# TYPE %s counter\n", evs[i].family);
         put(o, "%s{%s} %llu\n", evs[i].family, evs[i].label, (unsigned long long)ld(&zone->ev[i]));
     }
-    put(o, "# HELP legate_http_requests_total Requests answered, by status class.\n"
-           "# TYPE legate_http_requests_total counter\n");
-    for (unsigned i = 0; i < MX_SERIES; i++)
-        if (ld(&zone->s[i].key))
-            for (int c = 0; c < 5; c++)
-                put(o, "legate_http_requests_total{%s,code=\"%s\"} %llu\n", zone->s[i].labels, cls[c],
-                    (unsigned long long)ld(&zone->s[i].codes[c]));
+    put(o, "# HELP legate_http_requests_total Requests answered, by method and status class "
+           "(or code, metrics_status_codes).\n# TYPE legate_http_requests_total counter\n");
+    for (unsigned i = 0; i < MX_SERIES; i++) {
+        mx_series_t *s = &zone->s[i];
+        if (!ld(&s->key))
+            continue;
+        for (int m = 0; m < MX_METH; m++) {
+            uint64_t any = 0;
+            for (int c = 0; c < MX_NCODE; c++)
+                any |= ld(&s->codes[m][c]);
+            if (m > 0 && any == 0)
+                continue;       /* GET always; the others once they came */
+            for (int c = 0; c < 5 + (int)zone->ncodes; c++) {
+                char code[8];
+                snprintf(code, sizeof(code), "%s", c < 5 ? cls[c] : "");
+                if (c >= 5)
+                    snprintf(code, sizeof(code), "%d", (int)zone->code[c - 5]);
+                put(o, "legate_http_requests_total{%s,method_class=\"%s\",code=\"%s\"} %llu\n",
+                    s->labels, mx_methods[m], code, (unsigned long long)ld(&s->codes[m][c]));
+            }
+        }
+    }
     put(o, "# HELP legate_http_request_duration_seconds Time from the first byte of a request "
            "to its log line.\n# TYPE legate_http_request_duration_seconds histogram\n");
     for (unsigned i = 0; i < MX_SERIES; i++) {
@@ -664,6 +839,8 @@ static void page_metrics(out_t *o)
         if (ld(&zone->s[i].key))
             put(o, "legate_http_response_bytes_total{%s} %llu\n", zone->s[i].labels,
                 (unsigned long long)ld(&zone->s[i].bytes_out));
+    size_hist(o, "legate_http_request_size_bytes", "Request sizes: head and body as received.", 0);
+    size_hist(o, "legate_http_response_size_bytes", "Response sizes: bytes sent to the client.", 1);
     put(o, "# HELP legate_upstream_header_duration_seconds Time from the try to the response head "
            "(time to first byte), per upstream server.\n"
            "# TYPE legate_upstream_header_duration_seconds histogram\n");
@@ -711,6 +888,21 @@ static void page_metrics(out_t *o)
             put(o, "legate_upstream_server_up{upstream=\"%s\",server=\"%s\"} %d\n",
                 c->upstreams[u].name, c->upstreams[u].servers[i].addr.text, !down);
         }
+    /* the same, one-hot by why: a failing health check outranks an ejection */
+    put(o, "# HELP legate_upstream_server_state 1 for the state the server is in: up, ejected "
+           "(passive health: max_fails), down (active health checks).\n"
+           "# TYPE legate_upstream_server_state gauge\n");
+    for (size_t u = 0; u < c->nupstreams; u++)
+        for (size_t i = 0; c->upstreams[u].state && i < c->upstreams[u].nservers; i++) {
+            lg_upstate_t *st = &(c->upstreams[u].state)[i];
+            int hc = atomic_load(&st->hc_down) != 0;
+            int ej = !hc && atomic_load(&st->down_until) > lg_w.loop.now;
+            static const char *const states[3] = { "up", "ejected", "down" };
+            for (int k = 0; k < 3; k++)
+                put(o, "legate_upstream_server_state{upstream=\"%s\",server=\"%s\",state=\"%s\"} %d\n",
+                    c->upstreams[u].name, c->upstreams[u].servers[i].addr.text, states[k],
+                    k == (hc ? 2 : ej ? 1 : 0));
+        }
     put(o, "# TYPE legate_upstream_requests_total counter\n");
     for (size_t u = 0; u < c->nupstreams; u++)
         for (size_t i = 0; c->upstreams[u].state && i < c->upstreams[u].nservers; i++) {
@@ -737,6 +929,7 @@ static void page_metrics(out_t *o)
             put(o, "legate_upstream_active_requests{upstream=\"%s\",server=\"%s\"} %llu\n",
                 c->upstreams[u].name, c->upstreams[u].servers[i].addr.text, (unsigned long long)a);
         }
+    mx_kv_page(o, put_line);
     if (lg_cache) {
         lg_cache_stats_t cs;
         lg_store_stats(lg_cache, &cs);
@@ -759,13 +952,26 @@ static void page_metrics(out_t *o)
     page_stream(o);             /* stream servers (issue 21) */
 }
 
+/* A series' requests of class c (0: 1xx), every method, listed codes included. */
+static uint64_t class_total(mx_series_t *s, int c)
+{
+    uint64_t n = 0;
+    for (int m = 0; m < MX_METH; m++) {
+        n += ld(&s->codes[m][c]);
+        for (uint32_t k = 0; k < zone->ncodes; k++)
+            if (zone->code[k] / 100 - 1 == c)
+                n += ld(&s->codes[m][5 + k]);
+    }
+    return n;
+}
+
 static void page_json(out_t *o)
 {
     static const char *const cls[5] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
     uint64_t total[5] = { 0 }, active = 0, accepted = 0;
     for (unsigned i = 0; i < MX_SERIES; i++)
         for (int c = 0; c < 5; c++)
-            total[c] += ld(&zone->s[i].codes[c]);
+            total[c] += class_total(&zone->s[i], c);
     for (unsigned i = 0; i < MX_LISTENERS; i++)
         if (ld(&zone->l[i].key)) {
             uint64_t a = ld(&zone->l[i].v[0]), c = ld(&zone->l[i].v[1]);
@@ -813,10 +1019,10 @@ static void page_json(out_t *o)
         lab[j] = 0;
         uint64_t n = 0;
         for (int c = 0; c < 5; c++)
-            n += ld(&s->codes[c]);
+            n += class_total(s, c);
         put(o, "%s{\"%s,\"requests\":%llu,\"5xx\":%llu,\"4xx\":%llu,\"duration_ms\":%llu}",
-            first ? "" : ",", lab, (unsigned long long)n, (unsigned long long)ld(&s->codes[4]),
-            (unsigned long long)ld(&s->codes[3]), (unsigned long long)ld(&s->dur_ms));
+            first ? "" : ",", lab, (unsigned long long)n, (unsigned long long)class_total(s, 4),
+            (unsigned long long)class_total(s, 3), (unsigned long long)ld(&s->dur_ms));
         first = 0;
     }
     put(o, "],\"upstreams\":[");

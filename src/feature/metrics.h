@@ -20,4 +20,32 @@ void   lg_metrics_flush(void);
 /* Set by src/cluster in a worker with a cluster: its counters as Prometheus text. */
 extern size_t (*lg_metrics_cluster)(char *buf, size_t n);
 
+/*
+ * Counting from other features: lg_mx_count(family, a, b, what, n) adds n
+ * to one series, in this worker's memory (no lock; moved to the zone with
+ * the rest).  a and b are the values of the family's labels that come
+ * from the configuration (a zone's name, an upstream and a server
+ * address) or from a fixed set (an auth method), NULL where the family has
+ * none; what is one of the family's fixed outcomes, or NULL.  Only series
+ * the master made from the configuration are counted: a value it did not
+ * make (one a client chose) is dropped, so no client can grow the page.
+ * The families and their labels: the table fams[] in metrics_kv.c.
+ */
+typedef enum lg_mx_family {
+    LG_MX_LIMIT_REQ = 0,        /* zone; PASSED DELAYED REJECTED *_DRY_RUN */
+    LG_MX_LIMIT_CONN = 1,       /* zone; PASSED REJECTED REJECTED_DRY_RUN */
+    LG_MX_LIMIT_RATE = 2,       /* zone: responses drawn from a limit_rate zone */
+    LG_MX_LIMIT_RATE_WAIT = 3,  /* zone: times one waited for its share */
+    LG_MX_ACCESS = 4,           /* access_rules verdicts: allowed denied */
+    LG_MX_AUTH = 5,             /* method basic jwt request; passed rejected throttled failed */
+    LG_MX_SOCKS = 6,            /* SOCKS5 sessions: tunnel refused auth_failed bad_handshake */
+    LG_MX_DNS = 7,              /* forward proxy lookups: ok failed timeout */
+    LG_MX_HEALTH = 8,           /* upstream, server; pass fail */
+    LG_MX_CACHE_COLLAPSED = 9,  /* requests that waited for another's fill */
+    LG_MX_CACHE_PURGE = 10,     /* PURGE requests: purged not_found refused */
+    LG_MX_NCOUNTED = 11,        /* families past this are counted inside metrics.c only */
+} lg_mx_family_t;
+
+void lg_mx_count(lg_mx_family_t fam, const char *a, const char *b, const char *what, uint64_t n);
+
 #endif

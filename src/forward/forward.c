@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "feature/metrics.h"
 #include "net/acl.h"
 #include "net/resolve.h"
 #include "net/geo.h"
@@ -488,6 +489,7 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
     lg_req_t *s = arg;
     FREQ(s)->lookup = NULL;
     lg_forward_t *f = s->server->forward;
+    lg_mx_count(LG_MX_DNS, NULL, NULL, status == LG_RESOLVE_OK && n ? "ok" : "failed", 1);
     if (status != LG_RESOLVE_OK || n == 0) {
         lg_error("forward proxy: cannot resolve \"%.*s\": %s, client: %s", (int)s->ri.host.n,
                  s->ri.host.p, lg_resolve_strerror(status), s->peer_text);
@@ -894,6 +896,7 @@ static void resolve_timeout(lg_req_t *s, lg_tkind_t kind)
 {
     (void)kind;
     cancel_lookup(s);
+    lg_mx_count(LG_MX_DNS, NULL, NULL, "timeout", 1);
     lg_error("forward proxy: resolving \"%.*s\" timed out, client: %s", (int)s->ri.host.n,
              s->ri.host.p, s->peer_text);
     lg_respond_error(s, 504);

@@ -31,6 +31,7 @@
 #include <netinet/in.h>
 
 #include "core/log.h"
+#include "feature/metrics.h"
 #include "forward/gateway.h"
 #include "net/resolve.h"
 
@@ -95,6 +96,7 @@ static int parse(lg_req_t *s)
             if (n < 2)
                 return 0;
             if (p[0] != 5) {
+                lg_mx_count(LG_MX_SOCKS, NULL, NULL, "bad_handshake", 1);
                 lg_conn_close(s->conn, "not SOCKS5");
                 return -1;
             }
@@ -107,6 +109,7 @@ static int parse(lg_req_t *s)
             unsigned char r[2] = { 5, chosen };
             s->head_len += 2u + p[1];
             if (reply(s, r, 2) < 0 || chosen == 0xff) {
+                lg_mx_count(LG_MX_SOCKS, NULL, NULL, "bad_handshake", 1);
                 lg_conn_close(s->conn, "no acceptable SOCKS method");
                 return -1;
             }
@@ -131,6 +134,7 @@ static int parse(lg_req_t *s)
             unsigned char r[2] = { 1, ok ? 0 : 1 };
             if (reply(s, r, 2) < 0 || !ok) {
                 lg_info("SOCKS5: authentication of \"%s\" from %s failed", user, s->peer_text);
+                lg_mx_count(LG_MX_SOCKS, NULL, NULL, "auth_failed", 1);
                 lg_conn_close(s->conn, "SOCKS authentication failed");
                 return -1;
             }
@@ -287,7 +291,7 @@ static void socks_drain(lg_conn_t *c)
 
 static void socks_done(lg_conn_t *c, lg_req_t *r)
 {
-    (void)r;
+    lg_mx_count(LG_MX_SOCKS, NULL, NULL, r->status == 200 ? "tunnel" : "refused", 1);
     lg_conn_close(c, r->status == 200 ? "tunnel ended" : "SOCKS request refused");
 }
 

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "feature/metrics.h"
 #include "net/io.h"
 #include "net/tls.h"
 #include "proxy/upstate.h"
@@ -238,6 +239,8 @@ static void probe_verdict(probe_t *p, int ok, const char *why)
     lg_timer_del(&lg_w.loop, &p->timer);
     p->state = HC_IDLE;
     const lg_health_t *h = p->up->health;
+    lg_mx_count(LG_MX_HEALTH, p->up->name, p->up->servers[p->si].addr.text,
+                ok ? "pass" : "fail", 1);
     lg_upstate_t *st = p->up->state ? &p->up->state[p->si] : NULL;
     if (st) {
         int32_t k = atomic_load_explicit(&st->hc_streak, memory_order_relaxed);
