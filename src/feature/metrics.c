@@ -429,7 +429,6 @@ static const struct { const char *prefix, *rule; } fwd_rules[] = {
     { "the client's country", "allow_countries" },
     { "proxy authentication required", "auth" },
     { "user ", "allow_users" },
-    { "CONNECT to port", "connect_ports" },
     { "the URL matches the filter", "url_filters" },
     { "the destination is a ", "private_destination" },
     { "the destination address is in deny_destinations", "deny_destinations" },
@@ -437,6 +436,11 @@ static const struct { const char *prefix, *rule; } fwd_rules[] = {
 };
 /* reasons that name the host first: "HOST is blocked by ...", ... */
 static const struct { const char *infix, *rule; } fwd_rules_in[] = {
+    { " is not allowed (connect_ports)", "connect_ports" },
+    { " is not allowed (socks_ports)", "socks_ports" },
+    { " is not allowed (http_ports)", "http_ports" },
+    { " is not allowed for ", "user_rule" },      /* a user rule's own port list */
+    { " is not in anonymous_domains ", "anonymous_domains" },
     { " is blocked for ", "user_rule" },
     { " is blocked by ", "block_domains" },
     { " is not in allow_domains ", "allow_domains" },

@@ -293,6 +293,7 @@ http = {
     { listen = ( "127.0.0.1:%d", { address = "127.0.0.1:%d"; protocol = "socks5"; } );
       forward = { resolvers = [ "127.0.0.1:%d" ]; allow_private = true;
                   block_domains = [ "blocked.test" ]; connect_ports = "%d";
+                  keepalive = 0;    # no idle destination connections: every request looks up
                   url_filters = [ "/forbidden" ]; };
       routes = ( ); },%s
   );
