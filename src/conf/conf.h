@@ -72,6 +72,58 @@ void lg_conf_set_var_lookup(lg_var_lookup_t fn);
  * as "unknown variable "$foo"", in err) or on no memory (err "out of memory"). */
 lg_tpl_t *lg_tpl_compile(lg_arena_t *a, const char *src, char *err, size_t errlen);
 
+/*
+ * Variables the configuration declares ($name of a map or of a set): their
+ * parts carry LG_TPL_USER + the index into conf->uvars.  The loader
+ * registers the names (lg_tpl_set_user_vars) before any template compiles,
+ * so a map can be used above the place it is declared.
+ */
+#define LG_TPL_USER 100000
+
+void lg_tpl_set_user_vars(char *const *names, size_t n);
+/* The built-in lookup alone (a declared name must not hide a built-in). */
+int lg_tpl_lookup_builtin(const char *name, size_t n, size_t *arg);
+
+typedef enum lg_map_kind {
+    LG_MAPK_EXACT    = 0,               /* "example.com" (case-insensitive) */
+    LG_MAPK_LEADING  = 1,               /* "*.example.com", stored as ".example.com" */
+    LG_MAPK_TRAILING = 2,               /* "www.example.*", stored as "www.example." */
+    LG_MAPK_REGEX    = 3,               /* "~re" (case-sensitive) or "~*re" */
+} lg_map_kind_t;
+
+typedef struct lg_map_entry {
+    lg_map_kind_t kind;
+    char         *key;                  /* arena, lower case unless a regex */
+    size_t        len;
+    regex_t      *re;                   /* LG_MAPK_REGEX; freed by lg_conf_free */
+    lg_tpl_t     *value;                /* may use $1..$9 of its own regex */
+} lg_map_entry_t;
+
+/* maps = ( { variable = "pool"; source = "$host"; default = "a"; values = ( [ "k", "v" ] ); } ) */
+typedef struct lg_map {
+    lg_tpl_t       *source;
+    lg_tpl_t       *dflt;               /* NULL: empty */
+    lg_map_entry_t *v;                  /* config order */
+    size_t          n;
+    int             line;
+} lg_map_t;
+
+typedef struct lg_uvar {
+    char     *name;                     /* arena, without '$' */
+    lg_map_t *map;                      /* NULL: only set's give it a value */
+} lg_uvar_t;
+
+/* set = { name = "template"; }: at http, server or route level */
+typedef struct lg_set {
+    int       var;                      /* index into conf->uvars */
+    lg_tpl_t *value;
+} lg_set_t;
+
+typedef struct lg_sets {
+    lg_set_t *v;
+    size_t    n;
+} lg_sets_t;
+
 typedef struct lg_header_op {       /* one add_*_headers entry */
     char     *name;                 /* arena */
     lg_tpl_t *value;
@@ -265,6 +317,10 @@ typedef struct lg_common {
     lg_errpages_t *error_pages;         /* pages for legate's own errors; default none */
     int        intercept_errors;        /* bool: an upstream's error status gets the page too */
     lg_strv_t *proxy_redirect;          /* "default", "off", or "FROM TO" rewrites of Location/Refresh */
+    lg_strv_t *proxy_cookie_domain;     /* "FROM TO" rewrites of Set-Cookie's Domain; default none */
+    lg_strv_t *proxy_cookie_path;       /* "FROM TO" rewrites of Set-Cookie's Path; default none */
+    lg_sets_t *sets;                    /* set = { var = "template"; }: this level's own (a custom
+                                           row: a level without one shares its parent's) */
     lg_tpl_t  *access_log_if;           /* log only when this is neither empty nor "0"; NULL: always */
     int        traceparent;             /* bool: W3C trace context propagated or started upstream */
     char      *request_id_header;       /* a trusted front end's request ID header, or NULL */
@@ -393,6 +449,22 @@ typedef struct lg_split {
     int            weight;              /* 1..10000 */
 } lg_split_t;
 
+/* One condition of a route's "if": $var, !$var, or $var OP value. */
+typedef enum lg_cond_op {
+    LG_COND_TRUE    = 0,                /* "$v": neither empty nor "0" */
+    LG_COND_EQ      = 1,                /* "$v = text" */
+    LG_COND_REGEX   = 2,                /* "$v ~ re", "$v ~* re" */
+} lg_cond_op_t;
+
+typedef struct lg_cond {
+    lg_tpl_t     *left;                 /* the variable (or template) tested */
+    lg_cond_op_t  op;
+    int           negate;               /* "!$v", "!=", "!~", "!~*" */
+    lg_tpl_t     *right;                /* LG_COND_EQ: compared with */
+    regex_t      *re;                   /* LG_COND_REGEX; freed by lg_conf_free */
+    const char   *text;                 /* as written */
+} lg_cond_t;
+
 typedef struct lg_route {
     lg_match_t     match;
     char          *pattern;             /* arena */
@@ -413,6 +485,11 @@ typedef struct lg_route {
     char          *query_name;          /* query = "name" (present) or "name=value" */
     char          *query_value;
     lg_strv_t     *countries;           /* countries = [ "FR", ... ]: the client's (geoip) */
+    int            header_not;          /* header = "!Name...": the condition is negated */
+    int            query_not;           /* query = "!name...": likewise */
+    regex_t       *header_re;           /* header = "Name ~ re" / "Name ~* re" */
+    struct lg_cond *conds;              /* if = [ "$var OP value", ... ]: all must hold */
+    size_t         nconds;
     /* canary: split = ( { upstream = "stable"; weight = 90; }, ... ) */
     lg_split_t    *splits;
     size_t         nsplits;
@@ -582,6 +659,8 @@ typedef struct lg_conf {
     void          (*jwt_free)(struct lg_conf *);    /* frees what feature/jwt.c built */
     lg_limit_zone_t *limit_zones;       /* limit_req_zones then limit_conn_zones */
     size_t          nlimit_zones;
+    lg_uvar_t      *uvars;              /* declared variables (maps, set) */
+    size_t          nuvars;
 } lg_conf_t;
 
 /*

@@ -299,6 +299,10 @@ const directive_t ld_common_dirs[] = {
     ROW("error_pages",             D_ERRPAGES, 0, 0,      "",      lg_common_t, error_pages),
     ROW("intercept_errors",        D_BOOL,     0, 1,      "false", lg_common_t, intercept_errors),
     { "proxy_redirect", D_STRLIST, 0, 0, "default", offsetof(lg_common_t, proxy_redirect), NULL, NULL },
+    { "proxy_cookie_domain", D_STRLIST, 0, 0, "", offsetof(lg_common_t, proxy_cookie_domain), NULL, NULL },
+    { "proxy_cookie_path", D_STRLIST, 0, 0, "", offsetof(lg_common_t, proxy_cookie_path), NULL, NULL },
+    /* declared variables (load_map.c): a custom row with an offset is merged as a pointer */
+    { "set", D_CUSTOM, 0, 0, NULL, offsetof(lg_common_t, sets), NULL, ld_fn_set },
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     ROW("access_log_if",           D_TPL,      0, 0,      NULL,    lg_common_t, access_log_if),
@@ -312,6 +316,7 @@ static const directive_t http_dirs[] = {
     CUSTOM("servers",   fn_servers),
     CUSTOM("limit_req_zones",  ld_fn_limit_req_zones),
     CUSTOM("limit_conn_zones", ld_fn_limit_conn_zones),
+    CUSTOM("maps",      ld_fn_maps),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -1366,8 +1371,10 @@ lg_conf_t *lg_conf_load(const char *file, const char *prefix, char *err, size_t 
     }
 
     ld_include_globs(&ld, &cfg);
+    ld_uvars_prescan(&ld, &cfg);
     load_tree(&ld, &cfg);
 done:
+    lg_tpl_set_user_vars(NULL, 0);
     config_destroy(&cfg);
     if (ld.nerr > 0) {
         lg_conf_free(conf);
@@ -1393,8 +1400,14 @@ void lg_conf_free(lg_conf_t *conf)
             for (size_t k = 0; k < srv->routes[j].nhosts; k++)
                 if (srv->routes[j].hosts[k].re != NULL)
                     regfree(srv->routes[j].hosts[k].re);
+            if (srv->routes[j].header_re != NULL)
+                regfree(srv->routes[j].header_re);
+            for (size_t k = 0; k < srv->routes[j].nconds; k++)
+                if (srv->routes[j].conds[k].re != NULL)
+                    regfree(srv->routes[j].conds[k].re);
         }
     }
+    ld_uvars_free(conf);
     for (size_t i = 0; i < conf->nupstreams; i++)
         free(conf->upstreams[i].maglev);     /* built by the proxy layer */
     for (size_t i = 0; i < conf->nservers; i++)

@@ -135,6 +135,10 @@ int         ld_fn_limit_req_zones(ld_t *ld, const config_setting_t *s, void *bas
 int         ld_fn_limit_conn_zones(ld_t *ld, const config_setting_t *s, void *base);
 int         ld_fn_limit_req(ld_t *ld, const config_setting_t *s, void *base);        /* lg_common_t */
 int         ld_fn_limit_conn(ld_t *ld, const config_setting_t *s, void *base);
-void        ld_limits_finish(ld_t *ld);     /* after the merge: zone names resolved */
+void        ld_limits_finish(ld_t *ld);
+void        ld_uvars_prescan(ld_t *ld, const config_t *cfg);                  /* load_map.c */
+int         ld_fn_maps(ld_t *ld, const config_setting_t *s, void *base);
+int         ld_fn_set(ld_t *ld, const config_setting_t *s, void *base);       /* lg_common_t */
+void        ld_uvars_free(lg_conf_t *conf);     /* after the merge: zone names resolved */
 
 #endif

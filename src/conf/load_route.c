@@ -21,6 +21,7 @@ static int fn_route_methods(ld_t *, const config_setting_t *, void *);
 static int fn_route_pair(ld_t *, const config_setting_t *, void *);
 static int fn_split(ld_t *, const config_setting_t *, void *);
 static int fn_countries(ld_t *, const config_setting_t *, void *);
+static int fn_route_if(ld_t *, const config_setting_t *, void *);
 
 /* Route-level parse state: which settings appeared, for the checks at the end. */
 typedef struct route_ctx {
@@ -55,6 +56,7 @@ static const directive_t route_dirs[] = {
     CUSTOM("methods",    fn_route_methods),
     CUSTOM("header",     fn_route_pair),
     CUSTOM("query",      fn_route_pair),
+    CUSTOM("if",         fn_route_if),
     CUSTOM("split",      fn_split),
     CUSTOM("countries",  fn_countries),
     CUSTOM("split_key",  fn_route_string),
@@ -237,7 +239,31 @@ static int fn_route_methods(ld_t *ld, const config_setting_t *s, void *base)
                           "method '%s' must be upper-case letters", &rc->rt->methods);
 }
 
-/* header = "Name" | "Name: value";  query = "name" | "name=value" */
+static regex_t *compile_re(ld_t *ld, const config_setting_t *s, const char *src, int icase)
+{
+    regex_t *re = ld_calloc(ld, 1, sizeof(*re));
+    char     msg[256];
+    int      err;
+    if (re == NULL) {
+        ld_oom(ld, s);
+        return NULL;
+    }
+    if (src[0] == '\0') {
+        ld_error(ld, s, "'%s' has an empty regex", config_setting_name(s));
+        return NULL;
+    }
+    if ((err = regcomp(re, src, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0))) != 0) {
+        regerror(err, re, msg, sizeof(msg));
+        ld_error(ld, s, "bad regex '%s' in '%s': %s", src, config_setting_name(s), msg);
+        return NULL;
+    }
+    return re;
+}
+
+/*
+ * header = "Name" | "Name: value" | "Name ~ re" | "Name ~* re";
+ * query = "name" | "name=value"; either negated by a leading '!'.
+ */
 static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
 {
     route_ctx_t *rc = base;
@@ -245,6 +271,30 @@ static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
     const char  *v = ld_get_string(ld, s);
     if (v == NULL)
         return -1;
+    int negate = v[0] == '!';
+    if (negate)
+        v++;
+    if (is_header) {
+        rc->rt->header_not = negate;
+        const char *sp = strpbrk(v, " \t"), *colon = strchr(v, ':');
+        if (sp && (colon == NULL || sp < colon)) {
+            const char *op = sp;
+            while (*op == ' ' || *op == '\t')
+                op++;
+            if (op[0] != '~')
+                return ld_error(ld, s, "'header' must be \"Name\", \"Name: value\" or "
+                                "\"Name ~ regex\" (\"~*\" ignores case), '!' first to negate");
+            int icase = op[1] == '*';
+            const char *re = op + 1 + icase;
+            while (*re == ' ' || *re == '\t')
+                re++;
+            if ((rc->rt->header_name = lg_arena_strndup(&ld->conf->arena, v, (size_t)(sp - v))) == NULL)
+                return ld_oom(ld, s);
+            return (rc->rt->header_re = compile_re(ld, s, re, icase)) ? 0 : -1;
+        }
+    } else {
+        rc->rt->query_not = negate;
+    }
     const char *sep = strchr(v, is_header ? ':' : '=');
     size_t      nl = sep ? (size_t)(sep - v) : strlen(v);
     if (nl == 0)
@@ -272,6 +322,87 @@ static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
         rc->rt->query_value = value;
     }
     return 0;
+}
+
+/*
+ * if = [ "$var", "!$var", "$var = text", "$var != text", "$var ~ re",
+ * "$var ~* re", "$var !~ re", "$var !~* re" ]: all must hold (nginx's if,
+ * as a condition of the route rather than a block).
+ */
+static int cond_parse(ld_t *ld, const config_setting_t *s, const char *v, lg_cond_t *c)
+{
+    const char *p = v;
+    if ((c->text = ld_strdup(ld, v)) == NULL)
+        return ld_oom(ld, s);
+    if (*p == '!') {
+        c->negate = 1;
+        p++;
+    }
+    if (*p != '$')
+        return ld_error(ld, s, "'if' condition \"%s\" must start with a $variable "
+                        "(\"$var\", \"!$var\", \"$var = text\", \"$var ~ regex\")", v);
+    const char *le = strpbrk(p, " \t");
+    char *left = lg_arena_strndup(&ld->conf->arena, p, le ? (size_t)(le - p) : strlen(p));
+    if (left == NULL)
+        return ld_oom(ld, s);
+    if (ld_tpl(ld, s, "if", left, &c->left) < 0)
+        return -1;
+    if (le == NULL)
+        return 0;                               /* "$var": true when not "" nor "0" */
+    if (c->negate)
+        return ld_error(ld, s, "'if' condition \"%s\": a leading '!' only negates a lone "
+                        "$variable; write \"$var != text\" or \"$var !~ regex\"", v);
+    const char *op = le;
+    while (*op == ' ' || *op == '\t')
+        op++;
+    size_t ol = strcspn(op, " \t");
+    const char *rhs = op + ol;
+    while (*rhs == ' ' || *rhs == '\t')
+        rhs++;
+    if (ol == 1 && op[0] == '=') {
+        c->op = LG_COND_EQ;
+    } else if (ol == 2 && op[0] == '!' && op[1] == '=') {
+        c->op = LG_COND_EQ;
+        c->negate = 1;
+    } else if ((ol == 1 || ol == 2) && op[0] == '~') {
+        c->op = LG_COND_REGEX;
+    } else if ((ol == 2 || ol == 3) && op[0] == '!' && op[1] == '~') {
+        c->op = LG_COND_REGEX;
+        c->negate = 1;
+    } else {
+        return ld_error(ld, s, "'if' condition \"%s\": unknown operator \"%.*s\" (=, !=, ~, ~*, "
+                        "!~, !~*)", v, (int)ol, op);
+    }
+    if (c->op == LG_COND_EQ)
+        return ld_tpl(ld, s, "if", rhs, &c->right);
+    if (*rhs == '\0')
+        return ld_error(ld, s, "'if' condition \"%s\" has no regex", v);
+    return (c->re = compile_re(ld, s, rhs, op[ol - 1] == '*')) ? 0 : -1;
+}
+
+static int fn_route_if(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    int n = ld_entry_count(ld, s, 0, "a condition or a list of conditions"), err = 0;
+    if (n <= 0)
+        return n;
+    if ((rc->rt->conds = ld_calloc(ld, (size_t)n, sizeof(*rc->rt->conds))) == NULL)
+        return ld_oom(ld, s);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = ld_entry_at(s, i);
+        const char *v = ld_get_string(ld, e);
+        lg_cond_t *c = &rc->rt->conds[rc->rt->nconds];
+        if (v == NULL || cond_parse(ld, e, v, c) < 0) {
+            if (c->re) {
+                regfree(c->re);
+                c->re = NULL;
+            }
+            err = -1;
+            continue;
+        }
+        rc->rt->nconds++;
+    }
+    return err;
 }
 
 /* countries = [ "FR", "DE" ]: ISO 3166 codes of the client's country */
