@@ -428,6 +428,7 @@ typedef enum lg_action {
     LG_ACTION_PROXY  = 0,               /* proxy_pass = "upstream" */
     LG_ACTION_RETURN = 1,               /* return = status (+ body or location) */
     LG_ACTION_STATUS = 2,               /* status = "metrics" | "json" | "html": legate's own state */
+    LG_ACTION_STATIC = 3,               /* root = "/dir" | alias = "/dir/": files (feature/static.c) */
 } lg_action_t;
 
 typedef enum lg_name_kind {
@@ -465,6 +466,12 @@ typedef struct lg_cond {
     const char   *text;                 /* as written */
 } lg_cond_t;
 
+enum {
+    LG_SYMLINKS_OFF    = 0,             /* no symlink followed (nginx: disable_symlinks on) */
+    LG_SYMLINKS_INSIDE = 1,             /* followed while they stay below the root */
+    LG_SYMLINKS_ON     = 2,             /* followed anywhere (nginx's default) */
+};
+
 typedef struct lg_route {
     lg_match_t     match;
     char          *pattern;             /* arena */
@@ -499,6 +506,18 @@ typedef struct lg_route {
     int            no_regex;            /* a prefix that, as the longest match, skips the regexes (^~) */
     int            icase;               /* iregex: the regex ignores case (~*) */
     int            mx;                  /* its metrics series (feature/metrics.c), + 1; 0 none */
+    /* static files (feature/static.c) */
+    char          *root;                /* root = "/dir": the path is appended (nginx's root) */
+    char          *alias;               /* alias = "/dir/": replaces the matched prefix */
+    lg_strv_t     *index;               /* default [ "index.html" ] */
+    lg_tpl_t     **try_files;           /* try_files = [ "$uri", "$uri/", "@name" | "=404" ]: */
+    size_t         ntry_files;          /*   the candidates, without the last entry */
+    char          *try_fallback;        /*   "@name": that route's name, or NULL */
+    int            try_status;          /*   "=code", or 0 */
+    const struct lg_route *fallback;    /*   the route "@name" names (same server) */
+    int            symlinks;            /* LG_SYMLINKS_*, default inside */
+    char          *name;                /* name = "app": a target of try_files' "@app" */
+    int            named_only;          /* no path matcher: only reached by its name */
     lg_common_t    common;
     int            line;
 } lg_route_t;

@@ -833,6 +833,32 @@ char *lg_headers_local(lg_req_t *s, int status, const char *body,
     return sb_done(&b, len);
 }
 
+char *lg_headers_file(lg_req_t *s, int status, const char *ctype, int64_t length,
+                      const char *extra, size_t *len)
+{
+    sb_t b;
+    sb_init(&b, &s->arena, 1024);
+    sb_printf(&b, "HTTP/1.1 %03d %s\r\nServer: legate\r\nDate: %s\r\n",
+              status, lg_http_reason(status), http_date());
+    if (status != 304) {
+        if (ctype)
+            sb_printf(&b, "Content-Type: %s\r\n", ctype);
+        sb_printf(&b, "Content-Length: %lld\r\n", (long long)length);
+    }
+    if (extra)
+        sb_str(&b, extra);
+    /* the route's add_response_headers, as on a return's answer */
+    if (s->route)
+        add_expanded(s, &b, s->route->common.add_response_headers);
+    add_hsts(s, &b);
+    if (!s->keep_alive)
+        sb_str(&b, "Connection: close\r\n");
+    else if (s->req.version == 10)
+        sb_str(&b, "Connection: keep-alive\r\n");
+    sb_add(&b, "\r\n", 2);
+    return sb_done(&b, len);
+}
+
 int lg_headers_via_refuse(lg_req_t *s)
 {
     if (!lg_headers_via_loop(s))

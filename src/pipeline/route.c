@@ -178,7 +178,7 @@ const lg_route_t *lg_route_find(const lg_server_t *srv, const lg_req_t *s,
     const lg_route_t *regex = NULL;
     for (size_t i = 0; i < srv->nroutes; i++) {
         const lg_route_t *r = &srv->routes[i];
-        if (!conditions_hold(r, s))
+        if (r->named_only || !conditions_hold(r, s))
             continue;           /* a route whose conditions fail does not match */
         switch (r->match) {
         case LG_MATCH_EXACT:
