@@ -339,6 +339,9 @@ typedef struct lg_upstream_server {
     int       backup;                   /* bool: used only when every primary is down */
     int       down;                     /* bool: taken out by configuration */
     int       mx;                       /* its metrics series (feature/metrics.c), + 1; 0 none */
+    char     *host;                     /* the name written ("app.internal"), NULL for an address */
+    int       port;
+    int       unresolved;               /* resolve: no address yet (the name failed at load) */
     int       line;
 } lg_upstream_server_t;
 
@@ -413,6 +416,10 @@ typedef struct lg_upstream {
     char                 *tls_key;
     void                 *ssl_ctx;      /* SSL_CTX *, built by net/tls.c */
     struct lg_upstate    *state;        /* set by the master: shared, per server */
+    int                   resolve;      /* bool: server names looked up again as they expire
+                                           (proxy/reresolve.c; nginx: server ... resolve) */
+    lg_strv_t            *resolvers;    /* "ip[:port]"; empty: /etc/resolv.conf's */
+    lg_msec_t             resolve_valid; /* an answer is used this long; 0: its TTL */
     struct lg_dynup      *dyn;          /* forward proxy: a destination made at run time, else NULL */
     int                   index;        /* position in conf->upstreams */
     int                   line;

@@ -28,6 +28,7 @@ typedef struct ld {
     size_t                  errused;
     int                     nerr;
     const config_setting_t *servers;    /* http.servers, parsed after upstreams */
+    int                     resolving;  /* the upstream being read has resolve = true */
 } ld_t;
 
 /* --- directive tables ---------------------------------------------------- */

@@ -68,6 +68,11 @@ void        lg_upstream_result(lg_uconn_t *uc, int ok, lg_msec_t latency_ms);
 #define LG_EWMA_TAU_US 10000000ull   /* peak EWMA time constant: 10 s */
 void        lg_upstream_release(lg_uconn_t *uc, int reusable);
 const char *lg_upstream_addr(const lg_uconn_t *uc);
+/* Close the idle pooled connections to server si (its address changed). */
+void        lg_upstream_drop_idle(lg_upstream_t *up, size_t si);
+/* resolve = true: each worker looks its servers' names up again as their
+ * answers expire (proxy/reresolve.c); called by lg_upstream_init. */
+int         lg_reresolve_init(void);
 
 /*
  * h2up.c: HTTP/2 upstreams.  A request's "connection" is a stream of a
