@@ -38,6 +38,8 @@
 #include "pipeline/headers.h"
 #include "pipeline/vars.h"
 
+#include "feature/static.h"
+
 #define CHUNK (128 * 1024)      /* one sendfile or read: other connections get their turn between */
 
 /* ---- MIME types: /etc/mime.types, else a small table ---- */
@@ -344,9 +346,7 @@ static void make_etag(const struct stat *sb, char *out, size_t n)
              (unsigned long long)sb->st_size);
 }
 
-/* etag is in the list v (If-None-Match / If-Match), or v is "*".  weak:
- * W/ prefixes ignored (If-None-Match's weak comparison). */
-static int etag_listed(const char *v, size_t n, const char *etag, int weak)
+int lg_static_etag_listed(const char *v, size_t n, const char *etag, int weak)
 {
     size_t el = strlen(etag);
     const char *p = v, *end = v + n;
@@ -382,7 +382,7 @@ static int conditional(lg_req_t *r, const struct stat *sb, const char *etag)
 {
     const http_header_t *h;
     if ((h = lg_headers_get(r, "if-match")) != NULL) {
-        if (!etag_listed(h->value, h->value_len, etag, 0))
+        if (!lg_static_etag_listed(h->value, h->value_len, etag, 0))
             return 412;
     } else if ((h = lg_headers_get(r, "if-unmodified-since")) != NULL) {
         int64_t t = lg_http_date(h->value, h->value_len);
@@ -390,7 +390,7 @@ static int conditional(lg_req_t *r, const struct stat *sb, const char *etag)
             return 412;
     }
     if ((h = lg_headers_get(r, "if-none-match")) != NULL) {
-        if (etag_listed(h->value, h->value_len, etag, 1))
+        if (lg_static_etag_listed(h->value, h->value_len, etag, 1))
             return 304;
     } else if ((h = lg_headers_get(r, "if-modified-since")) != NULL) {
         int64_t t = lg_http_date(h->value, h->value_len);
@@ -400,24 +400,10 @@ static int conditional(lg_req_t *r, const struct stat *sb, const char *etag)
     return 0;
 }
 
-/*
- * One "bytes=" range of a file of size n: 1 with [*from, *to) set, 0 to
- * serve it whole (no Range, several ranges, a stale If-Range, a unit that
- * is not bytes, a syntax error -- all ignored, RFC 9110 14.2), -1 when
- * unsatisfiable (416).
- */
-static int byte_range(lg_req_t *r, int64_t n, const char *etag, const char *lastmod,
-                      int64_t *from, int64_t *to)
+int lg_static_range(const char *v, size_t vn, int64_t n, int64_t *from, int64_t *to)
 {
-    const http_header_t *h = lg_headers_get(r, "range");
-    if (h == NULL)
-        return 0;
-    const http_header_t *ir = lg_headers_get(r, "if-range");
-    if (ir && !((ir->value_len == strlen(etag) && memcmp(ir->value, etag, ir->value_len) == 0) ||
-                (ir->value_len == strlen(lastmod) && memcmp(ir->value, lastmod, ir->value_len) == 0)))
-        return 0;               /* changed since: the whole file */
-    const char *p = h->value, *end = h->value + h->value_len;
-    if (h->value_len < 7 || strncasecmp(p, "bytes=", 6) != 0)
+    const char *p = v, *end = v + vn;
+    if (vn < 7 || strncasecmp(p, "bytes=", 6) != 0)
         return 0;
     p += 6;
     while (p < end && *p == ' ')
@@ -442,6 +428,8 @@ static int byte_range(lg_req_t *r, int64_t n, const char *etag, const char *last
         p++;
     if (p != end || (a < 0 && b < 0))
         return 0;
+    if (n == 0)
+        return -1;              /* no byte of an empty file can be sent */
     if (a < 0) {                /* "-N": the last N bytes */
         if (b == 0)
             return -1;
@@ -456,6 +444,19 @@ static int byte_range(lg_req_t *r, int64_t n, const char *etag, const char *last
         *to = b < 0 || b >= n ? n : b + 1;
     }
     return 1;
+}
+
+static int byte_range(lg_req_t *r, int64_t n, const char *etag, const char *lastmod,
+                      int64_t *from, int64_t *to)
+{
+    const http_header_t *h = lg_headers_get(r, "range");
+    if (h == NULL)
+        return 0;
+    const http_header_t *ir = lg_headers_get(r, "if-range");
+    if (ir && !((ir->value_len == strlen(etag) && memcmp(ir->value, etag, ir->value_len) == 0) ||
+                (ir->value_len == strlen(lastmod) && memcmp(ir->value, lastmod, ir->value_len) == 0)))
+        return 0;               /* changed since: the whole file */
+    return lg_static_range(h->value, h->value_len, n, from, to);
 }
 
 /* ---- answering ---- */

@@ -651,6 +651,17 @@ static int cookie_rewrite(const lg_common_t *c, sb_t *b, const http_header_t *h)
     return 1;
 }
 
+char *lg_headers_set_cookie(lg_arena_t *a, const lg_common_t *c, const char *value, size_t n,
+                            size_t *len)
+{
+    sb_t b;
+    http_header_t h = { .name = "Set-Cookie", .name_len = 10, .value = value, .value_len = n };
+    sb_init(&b, a, 256);
+    if (!cookie_rewrite(c, &b, &h))
+        return NULL;
+    return sb_done(&b, len);
+}
+
 char *lg_headers_client(lg_req_t *s, const http_response_t *r,
                            const lg_rsp_info_t *ri, int out_chunked, lg_xform_t xf, int vary_ae,
                            size_t *len)

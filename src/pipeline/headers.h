@@ -19,6 +19,11 @@ char *lg_headers_local(lg_req_t *r, int status, const char *body, const char *lo
  * route's add_response_headers, HSTS and Connection. */
 char *lg_headers_file(lg_req_t *r, int status, const char *ctype, int64_t length,
                       const char *extra, size_t *len);
+/* proxy_cookie_domain / proxy_cookie_path on one Set-Cookie value: the
+ * rewritten "Set-Cookie: ...\r\n" line in a, or NULL when no rule applies
+ * (or out of memory).  For the fuzz harness; lg_headers_client uses it. */
+char *lg_headers_set_cookie(lg_arena_t *a, const lg_common_t *c, const char *value, size_t n,
+                            size_t *len);
 /* The request's header `name` (lower case), or NULL. */
 const http_header_t *lg_headers_get(const lg_req_t *r, const char *name);
 /* The value of cookie `name` in the request's Cookie headers, or {NULL,0}. */

@@ -11,6 +11,8 @@
 #   h2          src/pipeline/h2.c through libnghttp2's callbacks: frames from a
 #               client into requests and back, on the whole worker (all of src/)
 #   nginx       src/import/nginx_parse.c: nginx.conf tokens and blocks (--import-nginx)
+#   edge        Range and If-None-Match (feature/static.c), Set-Cookie rewriting
+#               (pipeline/headers.c), map lookups (pipeline/vars.c); all of src/
 set -u
 SRC=${LEGATE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BLD=${LEGATE_BUILDDIR:-$(pwd)}
@@ -27,12 +29,13 @@ CFG=$BLD/config.h
 [ -f "$CFG" ] || CFG=$SRC/config.h
 export LSAN_OPTIONS="suppressions=$SRC/t/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 passed=0 failed=0
-for h in parse conf proxyproto htpasswd json cache h2 nginx; do
+# one harness: sh t/fuzz/run.sh NAME (or FUZZ_ONLY="NAME NAME")
+for h in ${1:-${FUZZ_ONLY:-parse conf proxyproto htpasswd json cache h2 nginx edge}}; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
     conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c
                       src/conf/load_server.c src/conf/load_upstream.c src/conf/parse_util.c
-                      src/conf/tpl.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
+                      src/conf/tpl.c src/conf/load_map.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
                       src/core/syslog.c"
                 libs="-lconfig"; corpus=corpus-conf; secs=$(( (SECS + 1) / 2 )) ;;
     proxyproto) srcs="src/net/proxyproto.c"; libs=""; corpus=corpus-proxyproto; secs=$(( (SECS + 1) / 2 )) ;;
@@ -45,6 +48,10 @@ for h in parse conf proxyproto htpasswd json cache h2 nginx; do
                         libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) -lcrypt"
                 corpus=corpus-h2; secs=$SECS ;;
     nginx)      srcs="src/import/nginx_parse.c"; libs=""; corpus=corpus-nginx; secs=$(( (SECS + 1) / 2 )) ;;
+    edge)       srcs=$(cd "$SRC" && ls src/*/*.c)
+                libs="$(pkg-config --libs openssl libconfig zlib libcares libmaxminddb libnghttp2 \
+                        libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) -lcrypt"
+                corpus=corpus-edge; secs=$(( (SECS + 1) / 2 )) ;;
     esac
     cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
     set --
