@@ -499,6 +499,8 @@ typedef struct lg_route {
     char          *query_name;          /* query = "name" (present) or "name=value" */
     char          *query_value;
     lg_strv_t     *countries;           /* countries = [ "FR", ... ]: the client's (geoip) */
+    const char    *header_text;         /* header and query as written (dumps) */
+    const char    *query_text;
     int            header_not;          /* header = "!Name...": the condition is negated */
     int            query_not;           /* query = "!name...": likewise */
     regex_t       *header_re;           /* header = "Name ~ re" / "Name ~* re" */

@@ -286,6 +286,10 @@ static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
     const char  *v = ld_get_string(ld, s);
     if (v == NULL)
         return -1;
+    if (is_header)
+        rc->rt->header_text = ld_strdup(ld, v);
+    else
+        rc->rt->query_text = ld_strdup(ld, v);
     int negate = v[0] == '!';
     if (negate)
         v++;

@@ -231,6 +231,24 @@ def declared_variable_errors_name_the_line():
 
 
 @test
+def dump_shows_maps_sets_and_conditions_and_loads_again():
+    """legate -T writes what was read, and what it writes loads the same."""
+    lg = mapped()[0]
+    rc, err = check_config(lg.conf_text, extra_args=["-T"])
+    eq(rc, 0, err)
+    out = check_config.last_stdout
+    for want in ['variable = "pool"; source = "$host"; default = "main"',
+                 '[ "*.example.com", "sub" ]', '[ "www.example.*", "www" ]',
+                 'set = { tier = "server-$pool"; who = "server"; }', 'who = "route $uri"',
+                 'if = [ "$http_user_agent ~* (bot|crawler)" ]', 'header = "!X-Debug"',
+                 'header = "X-Debug ~* ^(yes|on)$"', 'query = "!preview"',
+                 'proxy_cookie_domain = [ "backend.internal example.com" ]']:
+        contains(out, want)
+    rc, err = check_config(out)
+    eq(rc, 0, err)
+
+
+@test
 def a_map_naming_itself_expands_to_nothing_instead_of_looping():
     port = free_port()
     o = Origin("o")

@@ -288,6 +288,19 @@ def try_files_uri_then_directory_then_route():
 
 
 @test
+def dump_shows_file_routes_and_loads_again():
+    lg = site()[0]
+    rc, err = check_config(lg.conf_text, extra_args=["-T"])
+    eq(rc, 0, err)
+    out = check_config.last_stdout
+    for want in ['try_files = [ "$uri", "=404" ];', 'try_files = [ "/maintenance.html", "@backend" ];',
+                 'name = "backend";', 'symlinks = "off";', 'index = [ "index.html" ];']:
+        contains(out, want)
+    rc, err = check_config(out)
+    eq(rc, 0, err)
+
+
+@test
 def configuration_errors():
     cases = [
         ('{ prefix = "/"; root = "/tmp"; try_files = [ "$uri" ]; }', "'try_files' needs at least"),
