@@ -83,6 +83,10 @@ void        ld_error_at(ld_t *ld, const char *file, int line, const char *fmt, .
     __attribute__((format(printf, 4, 5)));
 int         ld_oom(ld_t *ld, const config_setting_t *s);
 const char *ld_file_name(ld_t *ld, const char *f);
+/* What a libconfig "syntax error" at path:line is likely to be, or NULL. */
+const char *ld_syntax_hint(const char *path, int line);
+/* The same for the error cfg reports (its file and line), if a syntax error. */
+const char *ld_syntax_hint_of(ld_t *ld, const config_t *cfg);
 /* include.c: merge the files of a top-level 'include' into cfg, then drop it */
 void        ld_include_globs(ld_t *ld, config_t *cfg);
 

@@ -249,6 +249,29 @@ def dump_shows_maps_sets_and_conditions_and_loads_again():
 
 
 @test
+def syntax_errors_say_what_to_write():
+    """libconfig's bare "syntax error" gets the likely mistake and its fix."""
+    one = 'http = { servers = ( { listen = "127.0.0.1:%d"; %%s } ); };\n' % free_port()
+    cases = [
+        (one % 'routes = ( { prefix = "/"; return = 200; }, );', 1, "no comma before ')' or ']'"),
+        (one % 'routes = ( { prefix = "/"; return = 200; }; { prefix = "/a"; return = 200; } );', 1,
+         "separated by ','; ';' ends a setting inside a group"),
+        (one % 'routes = ( { prefix = "/"; proxy_pass = app; } );', 1,
+         'a string value is written in double quotes'),
+        ('http = {\n  servers = (\n    { listen = "127.0.0.1:1"; routes = ( { prefix = "/"; return = 200; } ); },\n'
+         '  );\n};\n', 4, "(on the line before)"),
+        ('http = {\n servers = (\n  { listen = "127.0.0.1:1"; routes = ( { prefix = "/"; return = 200; } ); }\n'
+         '  { listen = "127.0.0.1:2"; routes = ( { prefix = "/"; return = 200; } ); }\n );\n};\n', 4,
+         "put one after the '}' on the line before"),
+    ]
+    for text, line, want in cases:
+        rc, err = check_config(text)
+        ok(rc != 0, text)
+        contains(err, "legate.conf:%d: syntax error: " % line)
+        contains(err, want)
+
+
+@test
 def a_map_naming_itself_expands_to_nothing_instead_of_looping():
     port = free_port()
     o = Origin("o")
