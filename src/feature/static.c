@@ -567,6 +567,14 @@ static found_t try_path(lg_req_t *r, const lg_route_t *rt, const char *path, int
     }
     while (*rel == '/')
         rel++;
+    /* the path is normalised, but cutting an alias's prefix off "/img../x"
+     * leaves "../x" (nginx's alias traversal): never a ".." segment, whatever
+     * symlinks says */
+    for (const char *q = rel; *q; q = strchr(q, '/') ? strchr(q, '/') + 1 : q + strlen(q))
+        if (q[0] == '.' && q[1] == '.' && (q[2] == '/' || q[2] == '\0')) {
+            *err = 404;
+            return F_NONE;
+        }
     int dirfd = open(base, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0 && errno == ENOTDIR && rel[0] == '\0') {
         /* alias naming a file: open its directory, then it */

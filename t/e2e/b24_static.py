@@ -68,6 +68,7 @@ http = {
         try_files = [ "$uri", "=404" ]; },
       { prefix = "/nolinks/"; alias = "%(root)s"; symlinks = "off"; },
       { prefix = "/anylinks/"; alias = "%(root)s"; symlinks = "on"; },
+      { prefix = "/img"; alias = "%(root)s"; symlinks = "on"; },
       { prefix = "/app/"; root = "%(maint)s"; try_files = [ "/maintenance.html", "@backend" ]; },
       { prefix = "/spa/"; root = "%(root)s"; try_files = [ "$uri", "$uri/", "@backend" ]; },
       { prefix = "/gone/"; root = "%(root)s"; try_files = [ "$uri", "@teapot" ]; },
@@ -214,6 +215,8 @@ TRAVERSALS = [
     "/.well-known/acme-challenge/%2e%2e/secret.txt",
     "/nolinks/../secret.txt", "/nolinks/%2e%2e/secret.txt", "/nolinks/outside-link.txt",
     "/nolinks/linked/up/secret.txt", "/spa/..%2f..%2fsecret.txt", "/app/..%2f..%2fsecret.txt",
+    "/img../secret.txt", "/img../../secret.txt", "/img..%2fsecret.txt", "/img/../../secret.txt",
+    "/anylinks/../secret.txt", "/anylinks/..%2f..%2fsecret.txt",
 ]
 
 
@@ -227,6 +230,8 @@ def no_way_out_of_the_root():
         ok(SECRET not in data, "%s served the file outside the root" % t)
         ok(r.status in (400, 403, 404) or (r.status == 200 and b"%2e%2e" in r.body),
            "%s: %d %r" % (t, r.status, r.body[:80]))
+    # an alias prefix without its '/' still serves what is below it
+    eq(curl(site()[0].url("/img/a.txt"))[2], b"0123456789abcdefghij\n")
     # the literal file named "%2e%2e" is reached only double-encoded
     r = parse_responses(raw_get("/%252e%252e"))[0]
     eq((r.status, r.body), (200, b"a file named %2e%2e\n"))
