@@ -6,6 +6,7 @@ sendfile and the buffered path (HTTP/2), and no way out of the root."""
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -14,6 +15,7 @@ from legate_test import *  # noqa: E402,F401,F403
 from legate_test import _track  # noqa: E402
 
 SECRET = b"SECRET-OUTSIDE-THE-ROOT\n"
+MKCERT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "mkcert")
 
 
 class TmpDir:
@@ -56,12 +58,17 @@ def site():
     put(os.path.join(acme, "tok123"), b"tok123.thumbprint\n")
     put(os.path.join(maint, "maintenance.html"), b"<p>down for maintenance</p>\n")
     o = Origin("app")
-    port, h2port = free_port(), free_port()
+    port, h2port, tlsport = free_port(), free_port(), free_port()
+    certs = os.path.join(top, "certs")
+    os.makedirs(certs)
+    subprocess.run(["sh", MKCERT, certs], check=True, capture_output=True, timeout=120)
     lg = Legate("""
 http = {
   upstreams = { app = { servers = ( "%(o)s" ); }; };
   servers = ( {
-    listen = ( "127.0.0.1:%(port)d", { address = "127.0.0.1:%(h2)d"; http2 = true; } );
+    listen = ( "127.0.0.1:%(port)d", { address = "127.0.0.1:%(h2)d"; http2 = true; },
+               { address = "127.0.0.1:%(tls)d"; tls = true; } );
+    tls_certificates = { cert = "%(certs)s/server-rsa.pem"; key = "%(certs)s/server-rsa.key"; };
     routes = (
       { prefix = "/"; root = "%(root)s"; default_type = "application/octet-stream"; },
       { prefix = "/.well-known/acme-challenge/"; alias = "%(acme)s/";
@@ -77,8 +84,10 @@ http = {
     );
   } );
 };
-""" % dict(o=o.address, port=port, h2=h2port, root=root, acme=acme, maint=maint))
-    return lg, dict(top=top, root=root, acme=acme, maint=maint, big=big, origin=o, h2port=h2port)
+""" % dict(o=o.address, port=port, h2=h2port, tls=tlsport, certs=certs, root=root, acme=acme,
+           maint=maint))
+    return lg, dict(top=top, root=root, acme=acme, maint=maint, big=big, origin=o, h2port=h2port,
+                    tlsport=tlsport)
 
 
 def raw_get(target, extra=""):
@@ -172,7 +181,7 @@ def head_and_other_methods():
 
 
 @test
-def large_files_by_sendfile_and_over_http2():
+def large_files_by_sendfile_and_over_http2_and_tls():
     lg, d = site()
     want = hashlib.sha256(d["big"]).hexdigest()
     tmp = tempfile.mkdtemp(prefix="legate-static-out-")
@@ -195,6 +204,9 @@ def large_files_by_sendfile_and_over_http2():
         eq(sorted(res), [(200, want)] * 4)
         h2port = d["h2port"]
         st, h, _ = curl("--http2-prior-knowledge", "http://127.0.0.1:%d/big.bin" % h2port, out=out)
+        eq(st, 200)
+        eq(hashlib.sha256(open(out, "rb").read()).hexdigest(), want)
+        st, h, _ = curl("-k", "https://127.0.0.1:%d/big.bin" % d["tlsport"], out=out)
         eq(st, 200)
         eq(hashlib.sha256(open(out, "rb").read()).hexdigest(), want)
         st, h, body = curl("--http2-prior-knowledge", "-H", "Range: bytes=3-6",
