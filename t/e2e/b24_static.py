@@ -57,11 +57,13 @@ def site():
     os.symlink(top, os.path.join(root, "linked", "up"))
     put(os.path.join(acme, "tok123"), b"tok123.thumbprint\n")
     put(os.path.join(maint, "maintenance.html"), b"<p>down for maintenance</p>\n")
-    o = Origin("app")
-    port, h2port, tlsport = free_port(), free_port(), free_port()
     certs = os.path.join(top, "certs")
     os.makedirs(certs)
     subprocess.run(["sh", MKCERT, certs], check=True, capture_output=True, timeout=120)
+    o = Origin("app")
+    # the ports last, right before legate binds them: the certificates take
+    # seconds, and a port found free is only free until someone takes it
+    port, h2port, tlsport = free_port(), free_port(), free_port()
     lg = Legate("""
 http = {
   upstreams = { app = { servers = ( "%(o)s" ); }; };
