@@ -311,17 +311,9 @@ static void add_expanded(lg_req_t *s, sb_t *b, const lg_header_ops_t *ops)
     if (ops == NULL)
         return;
     for (size_t i = 0; i < ops->n; i++) {
-        size_t mark = b->n;
         sb_str(b, ops->v[i].name);
         sb_add(b, ": ", 2);
-        size_t at = b->n;
         sb_tpl(s, b, ops->v[i].value);
-        if (b->n == at && !b->oom) {
-            /* an empty value sends no field, as nginx's proxy_set_header
-             * and add_header: with the field it replaces, a removal */
-            b->n = mark;
-            continue;
-        }
         sb_add(b, "\r\n", 2);
     }
 }

@@ -38,7 +38,7 @@ enum {
     V_CACHE_STATUS, V_GEO_COUNTRY, V_BLOCKED, V_LIMIT_REQ_STATUS, V_LIMIT_CONN_STATUS,
     V_SERVER_PORT,
     V_IS_ARGS, V_DOCUMENT_URI, V_CONTENT_TYPE, V_CONTENT_LENGTH, V_HTTPS, V_HOSTNAME,
-    V_SERVER_ADDR, V_UPSTREAM_CACHE_STATUS,
+    V_SERVER_ADDR,
     V_HTTP, V_COOKIE, V_ARG, V_JWT_CLAIM, V_CAPTURE, V_SENT_HTTP, V_UPSTREAM_HTTP,
     V_COUNT
 };
@@ -109,7 +109,6 @@ static const struct {
     [V_HTTPS]                    = { "https", 0 },
     [V_HOSTNAME]                 = { "hostname", 0 },
     [V_SERVER_ADDR]              = { "server_addr", 0 },
-    [V_UPSTREAM_CACHE_STATUS]    = { "upstream_cache_status", 0 },
     [V_SENT_HTTP]                = { "sent_http_", F_PREFIX },
     [V_UPSTREAM_HTTP]            = { "upstream_http_", F_PREFIX },
     [V_JWT_CLAIM]                = { "jwt_claim_", F_PREFIX },
@@ -746,10 +745,6 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
         out_str(b, a);
         break;
     }
-    case V_UPSTREAM_CACHE_STATUS:
-        if (s->cache_status)
-            out_str(b, s->cache_status);
-        break;
     case V_SENT_HTTP: {
         /* the head sent (or being sent) to the client */
         const char *head = s->rsp_head_done ? s->rspp.hdr : s->local;

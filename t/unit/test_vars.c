@@ -118,7 +118,7 @@ Test(tpl, every_documented_variable_is_known)
         "connection_requests", "pid", "cache_status", "geo_country", "blocked",
         "http_x", "cookie_x", "1", "9", "arg_x", "server_port", "is_args", "document_uri",
         "content_type", "content_length", "https", "hostname", "server_addr",
-        "upstream_cache_status", "sent_http_x", "upstream_http_x", "request_id",
+        "sent_http_x", "upstream_http_x", "request_id",
         "upstream_connect_time", "upstream_header_time",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
