@@ -88,6 +88,9 @@ http = {
 };
 """ % dict(o=o.address, port=port, h2=h2port, tls=tlsport, certs=certs, root=root, acme=acme,
            maint=maint))
+    # lg.port is the lowest of the listen ports: make it the plain HTTP one
+    lg.addrs = [("tcp", "127.0.0.1", port)] + [x for x in lg.addrs if x != ("tcp", "127.0.0.1", port)]
+    eq(lg.port, port)
     return lg, dict(top=top, root=root, acme=acme, maint=maint, big=big, origin=o, h2port=h2port,
                     tlsport=tlsport)
 
