@@ -22,7 +22,9 @@ The zone comes from the command line (NAME=ADDR,ADDR/TTL, e.g.
     {"ttl": 60, "names": {"a.test": ["192.0.2.1"],
                           "b.test": {"addrs": ["2001:db8::2"], "ttl": 1}}}
 Names are case-insensitive; a trailing dot does not matter.  The default
-TTL is --ttl (300).
+TTL is --ttl (300).  The zone file is read again when its modification time
+or size changes (checked at each query; write it by rename), so a test can
+change an answer while the server runs; command-line entries stay on top.
 
 Query counts.  Every query received is counted per (name, type), dropped
 and delayed ones included, before it is answered, so a client that has its
@@ -103,12 +105,9 @@ def read_name(msg, off):
 
 class Server:
     def __init__(self, args):
-        self.zone = {}
-        if args.zone:
-            self.zone.update(load_zone(args.zone, args.ttl))
-        for e in args.entries:
-            name, rec = parse_entry(e, args.ttl)
-            self.zone[name] = rec
+        self.args = args
+        self.zone_stamp = None
+        self.reload_zone()
         self.drop = {norm(n) for n in args.drop}
         self.servfail = {norm(n) for n in args.servfail}
         self.delay = {}
@@ -121,6 +120,27 @@ class Server:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", args.port))
         self.exit_on_eof = args.exit_on_eof
+
+    def reload_zone(self):
+        args = self.args
+        if self.zone_stamp is not None and args.zone:
+            try:
+                st = os.stat(args.zone)
+            except OSError:
+                return
+            if (st.st_mtime_ns, st.st_size, st.st_ino) == self.zone_stamp:
+                return
+        zone = {}
+        if args.zone:
+            st = os.stat(args.zone)
+            self.zone_stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            zone.update(load_zone(args.zone, args.ttl))
+        else:
+            self.zone_stamp = ()
+        for e in args.entries:
+            name, rec = parse_entry(e, args.ttl)
+            zone[name] = rec
+        self.zone = zone
 
     def stats_lines(self):
         return ["%s %s %d" % (n, t, c) for (n, t), c in sorted(self.counts.items())]
@@ -145,6 +165,7 @@ class Server:
         qtype, qclass = struct.unpack("!HH", msg[off:off + 4])
         question = msg[12:off + 4]
         name = norm(qname)
+        self.reload_zone()
         rd = flags & 0x0100
         opcode = flags & 0x7800
 

@@ -72,6 +72,58 @@ void lg_conf_set_var_lookup(lg_var_lookup_t fn);
  * as "unknown variable "$foo"", in err) or on no memory (err "out of memory"). */
 lg_tpl_t *lg_tpl_compile(lg_arena_t *a, const char *src, char *err, size_t errlen);
 
+/*
+ * Variables the configuration declares ($name of a map or of a set): their
+ * parts carry LG_TPL_USER + the index into conf->uvars.  The loader
+ * registers the names (lg_tpl_set_user_vars) before any template compiles,
+ * so a map can be used above the place it is declared.
+ */
+#define LG_TPL_USER 100000
+
+void lg_tpl_set_user_vars(char *const *names, size_t n);
+/* The built-in lookup alone (a declared name must not hide a built-in). */
+int lg_tpl_lookup_builtin(const char *name, size_t n, size_t *arg);
+
+typedef enum lg_map_kind {
+    LG_MAPK_EXACT    = 0,               /* "example.com" (case-insensitive) */
+    LG_MAPK_LEADING  = 1,               /* "*.example.com", stored as ".example.com" */
+    LG_MAPK_TRAILING = 2,               /* "www.example.*", stored as "www.example." */
+    LG_MAPK_REGEX    = 3,               /* "~re" (case-sensitive) or "~*re" */
+} lg_map_kind_t;
+
+typedef struct lg_map_entry {
+    lg_map_kind_t kind;
+    char         *key;                  /* arena, lower case unless a regex */
+    size_t        len;
+    regex_t      *re;                   /* LG_MAPK_REGEX; freed by lg_conf_free */
+    lg_tpl_t     *value;                /* may use $1..$9 of its own regex */
+} lg_map_entry_t;
+
+/* maps = ( { variable = "pool"; source = "$host"; default = "a"; values = ( [ "k", "v" ] ); } ) */
+typedef struct lg_map {
+    lg_tpl_t       *source;
+    lg_tpl_t       *dflt;               /* NULL: empty */
+    lg_map_entry_t *v;                  /* config order */
+    size_t          n;
+    int             line;
+} lg_map_t;
+
+typedef struct lg_uvar {
+    char     *name;                     /* arena, without '$' */
+    lg_map_t *map;                      /* NULL: only set's give it a value */
+} lg_uvar_t;
+
+/* set = { name = "template"; }: at http, server or route level */
+typedef struct lg_set {
+    int       var;                      /* index into conf->uvars */
+    lg_tpl_t *value;
+} lg_set_t;
+
+typedef struct lg_sets {
+    lg_set_t *v;
+    size_t    n;
+} lg_sets_t;
+
 typedef struct lg_header_op {       /* one add_*_headers entry */
     char     *name;                 /* arena */
     lg_tpl_t *value;
@@ -266,6 +318,10 @@ typedef struct lg_common {
     lg_errpages_t *error_pages;         /* pages for legate's own errors; default none */
     int        intercept_errors;        /* bool: an upstream's error status gets the page too */
     lg_strv_t *proxy_redirect;          /* "default", "off", or "FROM TO" rewrites of Location/Refresh */
+    lg_strv_t *proxy_cookie_domain;     /* "FROM TO" rewrites of Set-Cookie's Domain; default none */
+    lg_strv_t *proxy_cookie_path;       /* "FROM TO" rewrites of Set-Cookie's Path; default none */
+    lg_sets_t *sets;                    /* set = { var = "template"; }: this level's own (a custom
+                                           row: a level without one shares its parent's) */
     lg_tpl_t  *access_log_if;           /* log only when this is neither empty nor "0"; NULL: always */
     int        access_log_sample;       /* log one request in N (per worker and log); default 1 */
     int        traceparent;             /* bool: W3C trace context propagated or started upstream */
@@ -285,6 +341,9 @@ typedef struct lg_upstream_server {
     int       backup;                   /* bool: used only when every primary is down */
     int       down;                     /* bool: taken out by configuration */
     int       mx;                       /* its metrics series (feature/metrics.c), + 1; 0 none */
+    char     *host;                     /* the name written ("app.internal"), NULL for an address */
+    int       port;
+    int       unresolved;               /* resolve: no address yet (the name failed at load) */
     int       line;
 } lg_upstream_server_t;
 
@@ -365,6 +424,10 @@ typedef struct lg_upstream {
     char                 *tls_key;
     void                 *ssl_ctx;      /* SSL_CTX *, built by net/tls.c */
     struct lg_upstate    *state;        /* set by the master: shared, per server */
+    int                   resolve;      /* bool: server names looked up again as they expire
+                                           (proxy/reresolve.c; nginx: server ... resolve) */
+    lg_strv_t            *resolvers;    /* "ip[:port]"; empty: /etc/resolv.conf's */
+    lg_msec_t             resolve_valid; /* an answer is used this long; 0: its TTL */
     struct lg_dynup      *dyn;          /* forward proxy: a destination made at run time, else NULL */
     int                   index;        /* position in conf->upstreams */
     int                   stream;       /* declared in stream.upstreams (layer 4) */
@@ -381,6 +444,7 @@ typedef enum lg_action {
     LG_ACTION_PROXY  = 0,               /* proxy_pass = "upstream" */
     LG_ACTION_RETURN = 1,               /* return = status (+ body or location) */
     LG_ACTION_STATUS = 2,               /* status = "metrics" | "json" | "html": legate's own state */
+    LG_ACTION_STATIC = 3,               /* root = "/dir" | alias = "/dir/": files (feature/static.c) */
 } lg_action_t;
 
 typedef enum lg_name_kind {
@@ -402,6 +466,28 @@ typedef struct lg_split {
     int            weight;              /* 1..10000 */
 } lg_split_t;
 
+/* One condition of a route's "if": $var, !$var, or $var OP value. */
+typedef enum lg_cond_op {
+    LG_COND_TRUE    = 0,                /* "$v": neither empty nor "0" */
+    LG_COND_EQ      = 1,                /* "$v = text" */
+    LG_COND_REGEX   = 2,                /* "$v ~ re", "$v ~* re" */
+} lg_cond_op_t;
+
+typedef struct lg_cond {
+    lg_tpl_t     *left;                 /* the variable (or template) tested */
+    lg_cond_op_t  op;
+    int           negate;               /* "!$v", "!=", "!~", "!~*" */
+    lg_tpl_t     *right;                /* LG_COND_EQ: compared with */
+    regex_t      *re;                   /* LG_COND_REGEX; freed by lg_conf_free */
+    const char   *text;                 /* as written */
+} lg_cond_t;
+
+enum {
+    LG_SYMLINKS_OFF    = 0,             /* no symlink followed (nginx: disable_symlinks on) */
+    LG_SYMLINKS_INSIDE = 1,             /* followed while they stay below the root */
+    LG_SYMLINKS_ON     = 2,             /* followed anywhere (nginx's default) */
+};
+
 typedef struct lg_route {
     lg_match_t     match;
     char          *pattern;             /* arena */
@@ -422,6 +508,13 @@ typedef struct lg_route {
     char          *query_name;          /* query = "name" (present) or "name=value" */
     char          *query_value;
     lg_strv_t     *countries;           /* countries = [ "FR", ... ]: the client's (geoip) */
+    const char    *header_text;         /* header and query as written (dumps) */
+    const char    *query_text;
+    int            header_not;          /* header = "!Name...": the condition is negated */
+    int            query_not;           /* query = "!name...": likewise */
+    regex_t       *header_re;           /* header = "Name ~ re" / "Name ~* re" */
+    struct lg_cond *conds;              /* if = [ "$var OP value", ... ]: all must hold */
+    size_t         nconds;
     /* canary: split = ( { upstream = "stable"; weight = 90; }, ... ) */
     lg_split_t    *splits;
     size_t         nsplits;
@@ -431,6 +524,18 @@ typedef struct lg_route {
     int            no_regex;            /* a prefix that, as the longest match, skips the regexes (^~) */
     int            icase;               /* iregex: the regex ignores case (~*) */
     int            mx;                  /* its metrics series (feature/metrics.c), + 1; 0 none */
+    /* static files (feature/static.c) */
+    char          *root;                /* root = "/dir": the path is appended (nginx's root) */
+    char          *alias;               /* alias = "/dir/": replaces the matched prefix */
+    lg_strv_t     *index;               /* default [ "index.html" ] */
+    lg_tpl_t     **try_files;           /* try_files = [ "$uri", "$uri/", "@name" | "=404" ]: */
+    size_t         ntry_files;          /*   the candidates, without the last entry */
+    char          *try_fallback;        /*   "@name": that route's name, or NULL */
+    int            try_status;          /*   "=code", or 0 */
+    const struct lg_route *fallback;    /*   the route "@name" names (same server) */
+    int            symlinks;            /* LG_SYMLINKS_*, default inside */
+    char          *name;                /* name = "app": a target of try_files' "@app" */
+    int            named_only;          /* no path matcher: only reached by its name */
     lg_common_t    common;
     int            line;
 } lg_route_t;
@@ -683,6 +788,8 @@ typedef struct lg_conf {
     lg_limit_zone_t *limit_zones;       /* limit_req_zones then limit_conn_zones */
     size_t          nlimit_zones;
     lg_cluster_conf_t *cluster;         /* NULL: a node on its own */
+    lg_uvar_t      *uvars;              /* declared variables (maps, set) */
+    size_t          nuvars;
 } lg_conf_t;
 
 /*

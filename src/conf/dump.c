@@ -112,6 +112,8 @@ static void kv_limits(FILE *out, int ind, const char *name, const lg_limits_t *l
     fputs(" );\n", out);
 }
 
+static const lg_uvar_t *uvars;     /* the configuration being dumped's (set names) */
+
 static void dump_common(FILE *out, int ind, const lg_common_t *c)
 {
     kv_msec(out, ind, "client_header_timeout", c->client_header_timeout);
@@ -217,6 +219,18 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     }
     kv_bool(out, ind, "intercept_errors", c->intercept_errors);
     kv_names(out, ind, "proxy_redirect", c->proxy_redirect);
+    kv_names(out, ind, "proxy_cookie_domain", c->proxy_cookie_domain);
+    kv_names(out, ind, "proxy_cookie_path", c->proxy_cookie_path);
+    if (c->sets && c->sets->n && uvars) {
+        IND(out, ind);
+        fputs("set = {", out);
+        for (size_t i = 0; i < c->sets->n; i++) {
+            fprintf(out, " %s = ", uvars[c->sets->v[i].var].name);
+            put_str(out, c->sets->v[i].value->src);
+            fputc(';', out);
+        }
+        fputs(" };\n", out);
+    }
     if (c->access_log_if)
         kv_str(out, ind, "access_log_if", c->access_log_if->src);
     if (c->access_log_sample > 1)
@@ -250,7 +264,12 @@ static void dump_route(FILE *out, int ind, const lg_route_t *rt)
 
     IND(out, ind);
     fputs("{\n", out);
-    kv_str(out, ind + 1, rt->icase ? "iregex" : match[rt->match], rt->pattern);
+    if (rt->named_only)
+        kv_str(out, ind + 1, "name", rt->name);
+    else
+        kv_str(out, ind + 1, rt->icase ? "iregex" : match[rt->match], rt->pattern);
+    if (rt->name && !rt->named_only)
+        kv_str(out, ind + 1, "name", rt->name);
     if (rt->no_regex)
         kv_bool(out, ind + 1, "no_regex", 1);
     if (rt->nhosts) {
@@ -263,15 +282,18 @@ static void dump_route(FILE *out, int ind, const lg_route_t *rt)
     }
     if (rt->methods && rt->methods->n)
         kv_names(out, ind + 1, "methods", rt->methods);
-    if (rt->header_name) {
+    if (rt->header_text)
+        kv_str(out, ind + 1, "header", rt->header_text);
+    if (rt->query_text)
+        kv_str(out, ind + 1, "query", rt->query_text);
+    if (rt->nconds) {
         IND(out, ind + 1);
-        fprintf(out, "header = \"%s%s%s\";\n", rt->header_name, rt->header_value ? ": " : "",
-                rt->header_value ? rt->header_value : "");
-    }
-    if (rt->query_name) {
-        IND(out, ind + 1);
-        fprintf(out, "query = \"%s%s%s\";\n", rt->query_name, rt->query_value ? "=" : "",
-                rt->query_value ? rt->query_value : "");
+        fputs("if = [", out);
+        for (size_t i = 0; i < rt->nconds; i++) {
+            fputs(i ? ", " : " ", out);
+            put_str(out, rt->conds[i].text);
+        }
+        fputs(" ];\n", out);
     }
     if (rt->countries && rt->countries->n)
         kv_names(out, ind + 1, "countries", rt->countries);
@@ -288,6 +310,23 @@ static void dump_route(FILE *out, int ind, const lg_route_t *rt)
             kv_str(out, ind + 1, "rewrite", rt->rewrite->src);
     } else if (rt->action == LG_ACTION_STATUS) {
         kv_str(out, ind + 1, "status", rt->status_page);
+    } else if (rt->action == LG_ACTION_STATIC) {
+        kv_str(out, ind + 1, rt->root ? "root" : "alias", rt->root ? rt->root : rt->alias);
+        kv_names(out, ind + 1, "index", rt->index);
+        kv_str(out, ind + 1, "symlinks", rt->symlinks == LG_SYMLINKS_OFF ? "off" :
+                                         rt->symlinks == LG_SYMLINKS_ON ? "on" : "inside");
+        if (rt->ntry_files) {
+            IND(out, ind + 1);
+            fputs("try_files = [", out);
+            for (size_t i = 0; i < rt->ntry_files; i++) {
+                fputs(i ? ", " : " ", out);
+                put_str(out, rt->try_files[i]->src);
+            }
+            if (rt->try_fallback)
+                fprintf(out, ", \"@%s\" ];\n", rt->try_fallback);
+            else
+                fprintf(out, ", \"=%d\" ];\n", rt->try_status);
+        }
     } else if (rt->action == LG_ACTION_PROXY) {
         kv_str(out, ind + 1, "proxy_pass", rt->upstream->name);
         if (rt->rewrite != NULL)
@@ -491,6 +530,11 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
     kv_int(out, ind + 1, "max_conns", up->max_conns);
     kv_int(out, ind + 1, "queue", up->queue);
     kv_msec(out, ind + 1, "queue_timeout", up->queue_timeout);
+    if (up->resolve) {
+        kv_bool(out, ind + 1, "resolve", 1);
+        kv_names(out, ind + 1, "resolvers", up->resolvers);
+        kv_msec(out, ind + 1, "resolve_valid", up->resolve_valid);
+    }
     if (up->health) {
         const lg_health_t *h = up->health;
         IND(out, ind + 1);
@@ -664,7 +708,43 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     }
 
     fputs("\nhttp = {\n", out);
+    uvars = conf->uvars;
     dump_common(out, 1, &conf->http);
+    int nmaps = 0;
+    for (size_t i = 0; i < conf->nuvars; i++) {
+        const lg_map_t *m = conf->uvars[i].map;
+        if (m == NULL)
+            continue;
+        fputs(nmaps++ ? ",\n        { variable = " : "    maps = (\n        { variable = ", out);
+        put_str(out, conf->uvars[i].name);
+        fputs("; source = ", out);
+        put_str(out, m->source->src);
+        if (m->dflt) {
+            fputs("; default = ", out);
+            put_str(out, m->dflt->src);
+        }
+        fputs(";\n          values = (", out);
+        for (size_t k = 0; k < m->n; k++) {
+            const lg_map_entry_t *e = &m->v[k];
+            char key[1024];
+            if (e->kind == LG_MAPK_LEADING)
+                snprintf(key, sizeof(key), "*%s", e->key);
+            else if (e->kind == LG_MAPK_TRAILING)
+                snprintf(key, sizeof(key), "%s*", e->key);
+            else if (e->kind == LG_MAPK_EXACT && (e->key[0] == '~' || e->key[0] == '*'))
+                snprintf(key, sizeof(key), "\\%s", e->key);
+            else
+                snprintf(key, sizeof(key), "%s", e->key);
+            fputs(k ? ", [ " : " [ ", out);
+            put_str(out, key);
+            fputs(", ", out);
+            put_str(out, e->value->src);
+            fputs(" ]", out);
+        }
+        fputs(" ); }", out);
+    }
+    if (nmaps)
+        fputs("\n    );\n", out);
     for (int conn = 0; conn < 2; conn++) {
         int any = 0;
         for (size_t i = 0; i < conf->nlimit_zones; i++) {

@@ -97,7 +97,9 @@ static void merge_file(ld_t *ld, config_t *cfg, const char *path)
                         errno ? strerror(errno) : "I/O error");
         else
             ld_error_at(ld, ld_file_name(ld, config_error_file(&sub)),
-                        config_error_line(&sub), "%s", config_error_text(&sub));
+                        config_error_line(&sub), "%s%s%s", config_error_text(&sub),
+                        ld_syntax_hint_of(ld, &sub) ? ": " : "",
+                        ld_syntax_hint_of(ld, &sub) ? ld_syntax_hint_of(ld, &sub) : "");
         config_destroy(&sub);
         return;
     }

@@ -89,6 +89,102 @@ const char *ld_file_name(ld_t *ld, const char *f)
     return p ? p : f;
 }
 
+/* Line `want` of path (without its newline) into buf; 0 or -1. */
+static int file_line(const char *path, int want, char *buf, size_t n)
+{
+    FILE *f = fopen(path, "re");
+    int line = 1;
+    if (f == NULL || want < 1)
+        goto fail;
+    while (line < want) {
+        int c = fgetc(f);
+        if (c == EOF)
+            goto fail;
+        line += c == '\n';
+    }
+    if (fgets(buf, (int)n, f) == NULL)
+        goto fail;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    fclose(f);
+    return 0;
+fail:
+    if (f)
+        fclose(f);
+    buf[0] = '\0';
+    return -1;
+}
+
+static const char *skip_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return p;
+}
+
+/*
+ * libconfig says "syntax error" and nothing more: what the line (and the
+ * one before) shows, in words that say what to write.  NULL: no idea.
+ */
+const char *ld_syntax_hint(const char *path, int line)
+{
+    char cur[1024], prev[1024] = "";
+    if (file_line(path, line, cur, sizeof(cur)) < 0)
+        return NULL;
+    for (int l = line - 1; l >= 1 && l >= line - 20 && prev[0] == '\0'; l--) {
+        if (file_line(path, l, prev, sizeof(prev)) < 0)
+            break;
+        char *hash = strchr(prev, '#');
+        if (hash && !memchr(prev, '"', (size_t)(hash - prev)))
+            *hash = '\0';
+        size_t k = strlen(prev);
+        while (k && (prev[k - 1] == ' ' || prev[k - 1] == '\t'))
+            prev[--k] = '\0';
+        if (skip_ws(prev)[0] == '\0')
+            prev[0] = '\0';
+    }
+    const char *c = skip_ws(cur);
+    size_t pl = strlen(prev);
+    for (const char *p = cur; *p; p++) {
+        if (*p == '"') {                        /* skip strings */
+            for (p++; *p && *p != '"'; p++)
+                if (*p == '\\' && p[1])
+                    p++;
+            if (*p == '\0')
+                break;
+            continue;
+        }
+        if (*p == ',' && (skip_ws(p + 1)[0] == ')' || skip_ws(p + 1)[0] == ']'))
+            return "a ',' after the last element of a list or array: libconfig takes no "
+                   "comma before ')' or ']'; remove it";
+        /* never valid: a setting starts with a name */
+        if (*p == ';' && (skip_ws(p + 1)[0] == '{' || skip_ws(p + 1)[0] == '"'))
+            return "elements of a list ( ... ) or an array [ ... ] are separated by ','; "
+                   "';' ends a setting inside a group { ... }";
+        if (*p == '=' || *p == ':') {
+            const char *v = skip_ws(p + 1);
+            if ((*v >= 'a' && *v <= 'z') || (*v >= 'A' && *v <= 'Z') || *v == '/' || *v == '$') {
+                size_t w = strcspn(v, " \t;,)}]");
+                if (!((w == 4 && strncasecmp(v, "true", 4) == 0) ||
+                      (w == 5 && strncasecmp(v, "false", 5) == 0)))
+                    return "a string value is written in double quotes: name = \"value\";";
+            }
+        }
+    }
+    if ((c[0] == ')' || c[0] == ']') && pl && prev[pl - 1] == ',')
+        return "a ',' after the last element of a list or array (on the line before): "
+               "libconfig takes no comma before ')' or ']'; remove it";
+    if (c[0] == '{' && pl && prev[pl - 1] == '}')
+        return "elements of a list are separated by ',': put one after the '}' on the line before";
+    return NULL;
+}
+
+const char *ld_syntax_hint_of(ld_t *ld, const config_t *cfg)
+{
+    if (config_error_text(cfg) == NULL || strcmp(config_error_text(cfg), "syntax error") != 0)
+        return NULL;
+    return ld_syntax_hint(ld_file_name(ld, config_error_file(cfg)), config_error_line(cfg));
+}
+
 /* Report an error at setting s; returns -1 so handlers can "return ld_error()". */
 int ld_error(ld_t *ld, const config_setting_t *s, const char *fmt, ...)
 {
@@ -327,6 +423,10 @@ const directive_t ld_common_dirs[] = {
     ROW("error_pages",             D_ERRPAGES, 0, 0,      "",      lg_common_t, error_pages),
     ROW("intercept_errors",        D_BOOL,     0, 1,      "false", lg_common_t, intercept_errors),
     { "proxy_redirect", D_STRLIST, 0, 0, "default", offsetof(lg_common_t, proxy_redirect), NULL, NULL },
+    { "proxy_cookie_domain", D_STRLIST, 0, 0, "", offsetof(lg_common_t, proxy_cookie_domain), NULL, NULL },
+    { "proxy_cookie_path", D_STRLIST, 0, 0, "", offsetof(lg_common_t, proxy_cookie_path), NULL, NULL },
+    /* declared variables (load_map.c): a custom row with an offset is merged as a pointer */
+    { "set", D_CUSTOM, 0, 0, NULL, offsetof(lg_common_t, sets), NULL, ld_fn_set },
     PATH("access_log",             "logs/access.log", "off",        lg_common_t, access_log),
     ROW("log_format",              D_TPL,      0, 0,      "combined", lg_common_t, log_format),
     ROW("access_log_if",           D_TPL,      0, 0,      NULL,    lg_common_t, access_log_if),
@@ -341,6 +441,7 @@ static const directive_t http_dirs[] = {
     CUSTOM("servers",   fn_servers),
     CUSTOM("limit_req_zones",  ld_fn_limit_req_zones),
     CUSTOM("limit_conn_zones", ld_fn_limit_conn_zones),
+    CUSTOM("maps",      ld_fn_maps),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -1438,13 +1539,17 @@ lg_conf_t *lg_conf_load(const char *file, const char *prefix, char *err, size_t 
                         errno ? strerror(errno) : "I/O error");
         else
             ld_error_at(&ld, ld_file_name(&ld, config_error_file(&cfg)),
-                        config_error_line(&cfg), "%s", config_error_text(&cfg));
+                        config_error_line(&cfg), "%s%s%s", config_error_text(&cfg),
+                        ld_syntax_hint_of(&ld, &cfg) ? ": " : "", ld_syntax_hint_of(&ld, &cfg) ?
+                        ld_syntax_hint_of(&ld, &cfg) : "");
         goto done;
     }
 
     ld_include_globs(&ld, &cfg);
+    ld_uvars_prescan(&ld, &cfg);
     load_tree(&ld, &cfg);
 done:
+    lg_tpl_set_user_vars(NULL, 0);
     config_destroy(&cfg);
     if (ld.nerr > 0) {
         lg_conf_free(conf);
@@ -1470,8 +1575,14 @@ void lg_conf_free(lg_conf_t *conf)
             for (size_t k = 0; k < srv->routes[j].nhosts; k++)
                 if (srv->routes[j].hosts[k].re != NULL)
                     regfree(srv->routes[j].hosts[k].re);
+            if (srv->routes[j].header_re != NULL)
+                regfree(srv->routes[j].header_re);
+            for (size_t k = 0; k < srv->routes[j].nconds; k++)
+                if (srv->routes[j].conds[k].re != NULL)
+                    regfree(srv->routes[j].conds[k].re);
         }
     }
+    ld_uvars_free(conf);
     for (size_t i = 0; i < conf->nupstreams; i++)
         free(conf->upstreams[i].maglev);     /* built by the proxy layer */
     for (size_t i = 0; i < conf->nservers; i++)

@@ -30,6 +30,7 @@ typedef struct ld {
     const config_setting_t *servers;    /* http.servers, parsed after upstreams */
     const config_setting_t *stream;     /* the stream group, parsed after http */
     size_t                  upstreams_room; /* conf->upstreams is made this long (http + stream) */
+    int                     resolving;  /* the upstream being read has resolve = true */
 } ld_t;
 
 /* --- directive tables ---------------------------------------------------- */
@@ -84,6 +85,10 @@ void        ld_error_at(ld_t *ld, const char *file, int line, const char *fmt, .
     __attribute__((format(printf, 4, 5)));
 int         ld_oom(ld_t *ld, const config_setting_t *s);
 const char *ld_file_name(ld_t *ld, const char *f);
+/* What a libconfig "syntax error" at path:line is likely to be, or NULL. */
+const char *ld_syntax_hint(const char *path, int line);
+/* The same for the error cfg reports (its file and line), if a syntax error. */
+const char *ld_syntax_hint_of(ld_t *ld, const config_t *cfg);
 /* include.c: merge the files of a top-level 'include' into cfg, then drop it */
 void        ld_include_globs(ld_t *ld, config_t *cfg);
 
@@ -145,6 +150,10 @@ int         ld_fn_limit_req_zones(ld_t *ld, const config_setting_t *s, void *bas
 int         ld_fn_limit_conn_zones(ld_t *ld, const config_setting_t *s, void *base);
 int         ld_fn_limit_req(ld_t *ld, const config_setting_t *s, void *base);        /* lg_common_t */
 int         ld_fn_limit_conn(ld_t *ld, const config_setting_t *s, void *base);
-void        ld_limits_finish(ld_t *ld);     /* after the merge: zone names resolved */
+void        ld_limits_finish(ld_t *ld);
+void        ld_uvars_prescan(ld_t *ld, const config_t *cfg);                  /* load_map.c */
+int         ld_fn_maps(ld_t *ld, const config_setting_t *s, void *base);
+int         ld_fn_set(ld_t *ld, const config_setting_t *s, void *base);       /* lg_common_t */
+void        ld_uvars_free(lg_conf_t *conf);     /* after the merge: zone names resolved */
 
 #endif

@@ -21,6 +21,12 @@ static int fn_route_methods(ld_t *, const config_setting_t *, void *);
 static int fn_route_pair(ld_t *, const config_setting_t *, void *);
 static int fn_split(ld_t *, const config_setting_t *, void *);
 static int fn_countries(ld_t *, const config_setting_t *, void *);
+static int fn_route_if(ld_t *, const config_setting_t *, void *);
+static int fn_root(ld_t *, const config_setting_t *, void *);
+static int fn_try_files(ld_t *, const config_setting_t *, void *);
+static int fn_route_name(ld_t *, const config_setting_t *, void *);
+static int fn_symlinks(ld_t *, const config_setting_t *, void *);
+static int fn_index(ld_t *, const config_setting_t *, void *);
 
 /* Route-level parse state: which settings appeared, for the checks at the end. */
 typedef struct route_ctx {
@@ -34,6 +40,10 @@ typedef struct route_ctx {
     const config_setting_t *split_key;
     const config_setting_t *split_cookie;
     const config_setting_t *no_regex;
+    const config_setting_t *try_files;
+    const config_setting_t *index;
+    const config_setting_t *symlinks;
+    const config_setting_t *name;
     int                     matcher_ok; /* pattern valid (and compiled) */
     int                     status_ok;  /* 'return' status valid */
 } route_ctx_t;
@@ -55,6 +65,13 @@ static const directive_t route_dirs[] = {
     CUSTOM("methods",    fn_route_methods),
     CUSTOM("header",     fn_route_pair),
     CUSTOM("query",      fn_route_pair),
+    CUSTOM("if",         fn_route_if),
+    CUSTOM("root",       fn_root),
+    CUSTOM("alias",      fn_root),
+    CUSTOM("index",      fn_index),
+    CUSTOM("try_files",  fn_try_files),
+    CUSTOM("name",       fn_route_name),
+    CUSTOM("symlinks",   fn_symlinks),
     CUSTOM("split",      fn_split),
     CUSTOM("countries",  fn_countries),
     CUSTOM("split_key",  fn_route_string),
@@ -237,7 +254,31 @@ static int fn_route_methods(ld_t *ld, const config_setting_t *s, void *base)
                           "method '%s' must be upper-case letters", &rc->rt->methods);
 }
 
-/* header = "Name" | "Name: value";  query = "name" | "name=value" */
+static regex_t *compile_re(ld_t *ld, const config_setting_t *s, const char *src, int icase)
+{
+    regex_t *re = ld_calloc(ld, 1, sizeof(*re));
+    char     msg[256];
+    int      err;
+    if (re == NULL) {
+        ld_oom(ld, s);
+        return NULL;
+    }
+    if (src[0] == '\0') {
+        ld_error(ld, s, "'%s' has an empty regex", config_setting_name(s));
+        return NULL;
+    }
+    if ((err = regcomp(re, src, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0))) != 0) {
+        regerror(err, re, msg, sizeof(msg));
+        ld_error(ld, s, "bad regex '%s' in '%s': %s", src, config_setting_name(s), msg);
+        return NULL;
+    }
+    return re;
+}
+
+/*
+ * header = "Name" | "Name: value" | "Name ~ re" | "Name ~* re";
+ * query = "name" | "name=value"; either negated by a leading '!'.
+ */
 static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
 {
     route_ctx_t *rc = base;
@@ -245,6 +286,34 @@ static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
     const char  *v = ld_get_string(ld, s);
     if (v == NULL)
         return -1;
+    if (is_header)
+        rc->rt->header_text = ld_strdup(ld, v);
+    else
+        rc->rt->query_text = ld_strdup(ld, v);
+    int negate = v[0] == '!';
+    if (negate)
+        v++;
+    if (is_header) {
+        rc->rt->header_not = negate;
+        const char *sp = strpbrk(v, " \t"), *colon = strchr(v, ':');
+        if (sp && (colon == NULL || sp < colon)) {
+            const char *op = sp;
+            while (*op == ' ' || *op == '\t')
+                op++;
+            if (op[0] != '~')
+                return ld_error(ld, s, "'header' must be \"Name\", \"Name: value\" or "
+                                "\"Name ~ regex\" (\"~*\" ignores case), '!' first to negate");
+            int icase = op[1] == '*';
+            const char *re = op + 1 + icase;
+            while (*re == ' ' || *re == '\t')
+                re++;
+            if ((rc->rt->header_name = lg_arena_strndup(&ld->conf->arena, v, (size_t)(sp - v))) == NULL)
+                return ld_oom(ld, s);
+            return (rc->rt->header_re = compile_re(ld, s, re, icase)) ? 0 : -1;
+        }
+    } else {
+        rc->rt->query_not = negate;
+    }
     const char *sep = strchr(v, is_header ? ':' : '=');
     size_t      nl = sep ? (size_t)(sep - v) : strlen(v);
     if (nl == 0)
@@ -271,6 +340,204 @@ static int fn_route_pair(ld_t *ld, const config_setting_t *s, void *base)
         rc->rt->query_name = name;
         rc->rt->query_value = value;
     }
+    return 0;
+}
+
+/*
+ * if = [ "$var", "!$var", "$var = text", "$var != text", "$var ~ re",
+ * "$var ~* re", "$var !~ re", "$var !~* re" ]: all must hold (nginx's if,
+ * as a condition of the route rather than a block).
+ */
+static int cond_parse(ld_t *ld, const config_setting_t *s, const char *v, lg_cond_t *c)
+{
+    const char *p = v;
+    if ((c->text = ld_strdup(ld, v)) == NULL)
+        return ld_oom(ld, s);
+    if (*p == '!') {
+        c->negate = 1;
+        p++;
+    }
+    if (*p != '$')
+        return ld_error(ld, s, "'if' condition \"%s\" must start with a $variable "
+                        "(\"$var\", \"!$var\", \"$var = text\", \"$var ~ regex\")", v);
+    const char *le = strpbrk(p, " \t");
+    char *left = lg_arena_strndup(&ld->conf->arena, p, le ? (size_t)(le - p) : strlen(p));
+    if (left == NULL)
+        return ld_oom(ld, s);
+    if (ld_tpl(ld, s, "if", left, &c->left) < 0)
+        return -1;
+    if (le == NULL)
+        return 0;                               /* "$var": true when not "" nor "0" */
+    if (c->negate)
+        return ld_error(ld, s, "'if' condition \"%s\": a leading '!' only negates a lone "
+                        "$variable; write \"$var != text\" or \"$var !~ regex\"", v);
+    const char *op = le;
+    while (*op == ' ' || *op == '\t')
+        op++;
+    size_t ol = strcspn(op, " \t");
+    const char *rhs = op + ol;
+    while (*rhs == ' ' || *rhs == '\t')
+        rhs++;
+    if (ol == 1 && op[0] == '=') {
+        c->op = LG_COND_EQ;
+    } else if (ol == 2 && op[0] == '!' && op[1] == '=') {
+        c->op = LG_COND_EQ;
+        c->negate = 1;
+    } else if ((ol == 1 || ol == 2) && op[0] == '~') {
+        c->op = LG_COND_REGEX;
+    } else if ((ol == 2 || ol == 3) && op[0] == '!' && op[1] == '~') {
+        c->op = LG_COND_REGEX;
+        c->negate = 1;
+    } else {
+        return ld_error(ld, s, "'if' condition \"%s\": unknown operator \"%.*s\" (=, !=, ~, ~*, "
+                        "!~, !~*)", v, (int)ol, op);
+    }
+    if (c->op == LG_COND_EQ)
+        return ld_tpl(ld, s, "if", rhs, &c->right);
+    if (*rhs == '\0')
+        return ld_error(ld, s, "'if' condition \"%s\" has no regex", v);
+    return (c->re = compile_re(ld, s, rhs, op[ol - 1] == '*')) ? 0 : -1;
+}
+
+static int fn_route_if(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    int n = ld_entry_count(ld, s, 0, "a condition or a list of conditions"), err = 0;
+    if (n <= 0)
+        return n;
+    if ((rc->rt->conds = ld_calloc(ld, (size_t)n, sizeof(*rc->rt->conds))) == NULL)
+        return ld_oom(ld, s);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = ld_entry_at(s, i);
+        const char *v = ld_get_string(ld, e);
+        lg_cond_t *c = &rc->rt->conds[rc->rt->nconds];
+        if (v == NULL || cond_parse(ld, e, v, c) < 0) {
+            if (c->re) {
+                regfree(c->re);
+                c->re = NULL;
+            }
+            err = -1;
+            continue;
+        }
+        rc->rt->nconds++;
+    }
+    return err;
+}
+
+/* root = "/srv/www"; alias = "/srv/acme/": the route serves files */
+static int fn_root(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    const char  *v;
+    char        *p;
+    if (route_action(ld, rc, s) < 0 || (v = ld_get_string(ld, s)) == NULL)
+        return -1;
+    rc->rt->action = LG_ACTION_STATIC;
+    if (v[0] == '\0')
+        return ld_error(ld, s, "'%s' must not be empty", config_setting_name(s));
+    if ((p = ld_resolve_path(ld, v)) == NULL)
+        return ld_oom(ld, s);
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/')
+        p[--n] = '\0';          /* the path that follows brings its own '/' */
+    if (strcmp(config_setting_name(s), "root") == 0)
+        rc->rt->root = p;
+    else
+        rc->rt->alias = p;
+    return 0;
+}
+
+static int no_slash(const char *v)
+{
+    return v[0] != '\0' && strchr(v, '/') == NULL && strcmp(v, "..") != 0 && strcmp(v, ".") != 0;
+}
+
+static int fn_index(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    rc->index = s;
+    return ld_string_list(ld, s, "a file name or a list of them", no_slash,
+                          "index file '%s' must be a file name (no '/')", &rc->rt->index);
+}
+
+/* try_files = [ "$uri", "$uri/", "/maintenance.html", "@app" | "=404" ] */
+static int fn_try_files(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    lg_route_t  *rt = rc->rt;
+    int n = ld_entry_count(ld, s, 0, "a list of paths ending with \"@route\" or \"=code\""), err = 0;
+    rc->try_files = s;
+    if (n < 0)
+        return -1;
+    if (n < 2)
+        return ld_error(ld, s, "'try_files' needs at least one path and, last, a fallback "
+                        "(\"@route\" or \"=code\"), as [ \"$uri\", \"=404\" ]");
+    if ((rt->try_files = ld_calloc(ld, (size_t)n, sizeof(*rt->try_files))) == NULL)
+        return ld_oom(ld, s);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = ld_entry_at(s, i);
+        const char *v = ld_get_string(ld, e);
+        if (v == NULL) {
+            err = -1;
+            continue;
+        }
+        if (i == n - 1) {
+            if (v[0] == '@' && v[1] != '\0') {
+                if ((rt->try_fallback = ld_strdup(ld, v + 1)) == NULL)
+                    return ld_oom(ld, e);
+            } else if (v[0] == '=' && v[1] >= '1' && v[1] <= '9') {
+                char *end;
+                long code = strtol(v + 1, &end, 10);
+                if (*end != '\0' || code < 200 || code > 599)
+                    err = ld_error(ld, e, "'try_files' fallback '%s': the status must be 200 to 599", v);
+                rt->try_status = (int)code;
+            } else {
+                err = ld_error(ld, e, "the last of 'try_files' is the fallback: \"@route\" (a route's "
+                               "'name') or \"=code\" (such as \"=404\"), not '%s'", v);
+            }
+            continue;
+        }
+        if (v[0] != '/' && v[0] != '$')
+            err = ld_error(ld, e, "'try_files' entry '%s' must start with '/' or a $variable", v);
+        else if (ld_tpl(ld, e, "try_files", v, &rt->try_files[rt->ntry_files]) == 0)
+            rt->ntry_files++;
+        else
+            err = -1;
+    }
+    return err;
+}
+
+static int fn_route_name(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    const char *v = ld_get_string(ld, s);
+    rc->name = s;
+    if (v == NULL)
+        return -1;
+    for (const char *p = v; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-'))
+            return ld_error(ld, s, "route 'name' must be letters, digits, '_' and '-'");
+    if (v[0] == '\0')
+        return ld_error(ld, s, "route 'name' must not be empty");
+    return (rc->rt->name = ld_strdup(ld, v)) ? 0 : ld_oom(ld, s);
+}
+
+static int fn_symlinks(ld_t *ld, const config_setting_t *s, void *base)
+{
+    route_ctx_t *rc = base;
+    const char *v = ld_get_string(ld, s);
+    rc->symlinks = s;
+    if (v == NULL)
+        return -1;
+    if (strcmp(v, "off") == 0)
+        rc->rt->symlinks = LG_SYMLINKS_OFF;
+    else if (strcmp(v, "inside") == 0)
+        rc->rt->symlinks = LG_SYMLINKS_INSIDE;
+    else if (strcmp(v, "on") == 0)
+        rc->rt->symlinks = LG_SYMLINKS_ON;
+    else
+        return ld_error(ld, s, "'symlinks' must be \"off\", \"inside\" or \"on\"");
     return 0;
 }
 
@@ -344,19 +611,38 @@ static int route_parse(ld_t *ld, const config_setting_t *g, lg_route_t *rt)
     int         err;
 
     rt->line = (int)config_setting_source_line(g);
+    rt->symlinks = LG_SYMLINKS_INSIDE;
     ld_table_unset(ld_common_dirs, &rt->common);
     if (!config_setting_is_group(g))
         return ld_error(ld, g, "a route must be a group { prefix = ...; proxy_pass = ...; }");
     err = ld_parse_block(ld, g, "route", route_dirs, &rc, ld_common_dirs, &rt->common);
 
-    if (rc.matcher == NULL)
-        err = ld_error(ld, g, "route has none of 'exact', 'prefix', 'regex'");
+    if (rc.matcher == NULL && rt->name != NULL)
+        rt->named_only = 1;     /* reached only by try_files' "@name" */
+    else if (rc.matcher == NULL)
+        err = ld_error(ld, g, "route has none of 'exact', 'prefix', 'regex' (or a 'name' for "
+                       "try_files' \"@name\")");
     if (rc.split && rc.action)
         err = ld_error(ld, rc.split, "route has both 'split' and '%s'", config_setting_name(rc.action));
     if (rc.split)
         rc.action = rc.split;
     if (rc.action == NULL)
-        err = ld_error(ld, g, "route has none of 'proxy_pass', 'return', 'status'");
+        err = ld_error(ld, g, "route has none of 'proxy_pass', 'return', 'status', 'root', 'alias'");
+    int is_static = rc.action && rt->action == LG_ACTION_STATIC;
+    if ((rc.try_files || rc.index || rc.symlinks) && !is_static)
+        err = ld_error(ld, rc.try_files ? rc.try_files : rc.index ? rc.index : rc.symlinks,
+                       "'%s' is only allowed with 'root' or 'alias'",
+                       config_setting_name(rc.try_files ? rc.try_files : rc.index ? rc.index : rc.symlinks));
+    if (is_static && rt->alias && rt->match == LG_MATCH_REGEX)
+        err = ld_error(ld, rc.action, "'alias' replaces a prefix: use it with 'prefix' or "
+                       "'exact' (a regex route takes 'root')");
+    if (is_static && rt->index == NULL) {
+        if ((rt->index = ld_calloc(ld, 1, sizeof(*rt->index))) == NULL ||
+            (rt->index->v = ld_calloc(ld, 1, sizeof(char *))) == NULL ||
+            (rt->index->v[0] = ld_strdup(ld, "index.html")) == NULL)
+            return ld_oom(ld, g);
+        rt->index->n = 1;
+    }
     if ((rc.split_key || rc.split_cookie) && !rc.split)
         err = ld_error(ld, rc.split_key ? rc.split_key : rc.split_cookie,
                        "'%s' is only allowed with 'split'",
@@ -398,5 +684,27 @@ int ld_fn_routes(ld_t *ld, const config_setting_t *s, void *base)
     srv->nroutes = (size_t)n;
     for (int i = 0; i < n; i++)
         rc |= route_parse(ld, config_setting_get_elem(s, (unsigned)i), &srv->routes[i]);
+    /* names are the server's: "@name" finds a route of the same server */
+    for (int i = 0; i < n; i++) {
+        lg_route_t *rt = &srv->routes[i];
+        for (int j = 0; rt->name && j < i; j++)
+            if (srv->routes[j].name && strcmp(srv->routes[j].name, rt->name) == 0)
+                rc = ld_error(ld, config_setting_get_elem(s, (unsigned)i),
+                              "two routes named '%s' (the other at line %d)", rt->name,
+                              srv->routes[j].line);
+        if (rt->try_fallback == NULL)
+            continue;
+        for (int j = 0; j < n && rt->fallback == NULL; j++)
+            if (srv->routes[j].name && strcmp(srv->routes[j].name, rt->try_fallback) == 0)
+                rt->fallback = &srv->routes[j];
+        if (rt->fallback == NULL)
+            rc = ld_error(ld, config_setting_get_elem(s, (unsigned)i),
+                          "'try_files' falls back to '@%s' but no route of this server has "
+                          "name = \"%s\"", rt->try_fallback, rt->try_fallback);
+        else if (rt->fallback->action == LG_ACTION_STATIC && rt->fallback->try_fallback)
+            rc = ld_error(ld, config_setting_get_elem(s, (unsigned)i),
+                          "'try_files' falls back to '@%s', which has a fallback of its own: "
+                          "one step only", rt->try_fallback);
+    }
     return rc;
 }

@@ -37,6 +37,9 @@ static const directive_t upstream_dirs[] = {
     ROW("queue",         D_INT,      0, 100000, "0", lg_upstream_t, queue),
     ROW("max_conns",     D_INT,      0, 10000000, "0", lg_upstream_t, max_conns),
     ROW("queue_timeout", D_DURATION, 1, WEEK, "1s", lg_upstream_t, queue_timeout),
+    ROW("resolve",       D_BOOL,     0, 1, "false", lg_upstream_t, resolve),
+    ROW("resolvers",     D_STRLIST,  0, 0, "", lg_upstream_t, resolvers),
+    ROW("resolve_valid", D_DURATION, 0, WEEK, "0", lg_upstream_t, resolve_valid),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -71,9 +74,32 @@ static const char *const balance_names[] = {
     [LG_BAL_RANDOM] = "random", [LG_BAL_PEAK_EWMA] = "peak_ewma",
 };
 
+/*
+ * A name ("app.internal:8080") is kept beside its address.  With resolve =
+ * true the address comes from the workers' own lookups only: the server
+ * starts without one (out of the balancing until the first answer).
+ */
 static int fn_upstream_address(ld_t *ld, const config_setting_t *s, void *base)
 {
     lg_upstream_server_t *us = base;
+    const char *v = config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
+    if (v && v[0] != '[' && strncmp(v, "unix:", 5) != 0 && strspn(v, "0123456789.:") != strlen(v)) {
+        const char *colon = strchr(v, ':');
+        us->host = lg_arena_strndup(&ld->conf->arena, v, colon ? (size_t)(colon - v) : strlen(v));
+        us->port = colon ? atoi(colon + 1) : 80;
+        if (us->host == NULL)
+            return ld_oom(ld, s);
+        if (ld->resolving) {
+            /* the upstream's resolvers give its address, not the system's:
+             * none is asked here (legate -t stays quick without a network) */
+            if (us->port <= 0 || us->port > 65535 || (colon && strspn(colon + 1, "0123456789") != strlen(colon + 1)))
+                return ld_error(ld, s, "'%s': bad port (must be 1..65535)", v);
+            memset(&us->addr, 0, sizeof(us->addr));
+            us->addr.text = lg_arena_strdup(&ld->conf->arena, v);
+            us->unresolved = 1;
+            return us->addr.text ? 0 : ld_oom(ld, s);
+        }
+    }
     return ld_parse_addr(ld, s, 80, &us->addr);
 }
 
@@ -243,7 +269,10 @@ static int upstreams_add(ld_t *ld, const config_setting_t *s, int stream)
             continue;
         }
         const config_setting_t *ss = config_setting_get_member(u, "servers");
+        const config_setting_t *rs = config_setting_get_member(u, "resolve");
+        ld->resolving = rs && config_setting_type(rs) == CONFIG_TYPE_BOOL && config_setting_get_bool(rs);
         rc |= ld_parse_block(ld, u, "upstream", upstream_dirs, up, NULL, NULL);
+        ld->resolving = 0;
         if (ss == NULL || ld_is_empty_list(ss))
             rc = ld_error(ld, u, "upstream '%s' has no servers", up->name);
         if (stream && config_setting_get_member(u, "hash_key") == NULL &&

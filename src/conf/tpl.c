@@ -27,6 +27,32 @@ void lg_conf_set_var_lookup(lg_var_lookup_t fn)
     lookup = fn ? fn : unchecked;
 }
 
+/* The configuration being loaded declares these (maps, set); a load runs in
+ * one process at a time, which sets them before and clears them after. */
+static char *const *user_names;
+static size_t       nuser_names;
+
+void lg_tpl_set_user_vars(char *const *names, size_t n)
+{
+    user_names = names;
+    nuser_names = names ? n : 0;
+}
+
+int lg_tpl_lookup_builtin(const char *name, size_t n, size_t *arg)
+{
+    return lookup(name, n, arg);
+}
+
+static int lookup_any(const char *name, size_t n, size_t *arg)
+{
+    for (size_t i = 0; i < nuser_names; i++)
+        if (strlen(user_names[i]) == n && memcmp(user_names[i], name, n) == 0) {
+            *arg = n;
+            return LG_TPL_USER + (int)i;
+        }
+    return lookup(name, n, arg);
+}
+
 static int is_name_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
@@ -91,7 +117,7 @@ lg_tpl_t *lg_tpl_compile(lg_arena_t *a, const char *src, char *err, size_t errle
             continue;
         }
         size_t arg = n;
-        int v = lookup(name, n, &arg);
+        int v = lookup_any(name, n, &arg);
         if (v == -1) {
             snprintf(err, errlen, "unknown variable \"$%.*s\"", (int)n, name);
             return NULL;

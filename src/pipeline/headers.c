@@ -561,12 +561,126 @@ static int redirect(lg_req_t *s, const lg_common_t *c, sb_t *b, const http_heade
     return 0;
 }
 
+/* A "FROM TO" rule of proxy_cookie_domain / proxy_cookie_path. */
+static int cookie_rule(const char *rule, const char **to, size_t *fl)
+{
+    const char *sp = strchr(rule, ' ');
+    if (sp == NULL)
+        return 0;       /* "off" */
+    *fl = (size_t)(sp - rule);
+    *to = sp + 1;
+    return 1;
+}
+
+/*
+ * proxy_cookie_domain / proxy_cookie_path, as nginx's: a Set-Cookie whose
+ * Domain is FROM (ignoring case and a leading dot) gets TO, one whose Path
+ * starts with FROM gets that prefix replaced by TO; the first rule that
+ * matches applies.  1 when written.
+ */
+static int cookie_rewrite(const lg_common_t *c, sb_t *b, const http_header_t *h)
+{
+    const lg_strv_t *dom = c->proxy_cookie_domain, *path = c->proxy_cookie_path;
+    if ((dom == NULL || dom->n == 0) && (path == NULL || path->n == 0))
+        return 0;
+    const char *v = h->value, *end = h->value + h->value_len;
+    const char *semi = memchr(v, ';', h->value_len);
+    if (semi == NULL)
+        return 0;               /* no attributes */
+    int changed = 0;
+    size_t mark = b->n;         /* kept only if something changed */
+    sb_add(b, h->name, h->name_len);
+    sb_add(b, ": ", 2);
+    sb_add(b, v, (size_t)(semi - v));
+    for (const char *p = semi; p < end;) {
+        const char *next = memchr(p + 1, ';', (size_t)(end - p - 1));
+        const char *ae = next ? next : end;
+        const char *a = p + 1;
+        while (a < ae && (*a == ' ' || *a == '\t'))
+            a++;
+        const lg_strv_t *rules = NULL;
+        size_t al = 0;
+        if ((size_t)(ae - a) > 7 && strncasecmp(a, "domain=", 7) == 0) {
+            rules = dom;
+            al = 7;
+        } else if ((size_t)(ae - a) >= 5 && strncasecmp(a, "path=", 5) == 0) {
+            rules = path;
+            al = 5;
+        }
+        int done = 0;
+        if (rules) {
+            const char *val = a + al;
+            size_t vn = (size_t)(ae - val);
+            while (vn && (val[vn - 1] == ' ' || val[vn - 1] == '\t'))
+                vn--;
+            size_t dot = rules == dom && vn && val[0] == '.' ? 1 : 0;
+            for (size_t i = 0; i < rules->n && !done; i++) {
+                const char *to;
+                size_t fl;
+                if (!cookie_rule(rules->v[i], &to, &fl))
+                    break;      /* "off" */
+                const char *from = rules->v[i];
+                if (rules == dom) {
+                    if (fl && from[0] == '.') {
+                        from++;
+                        fl--;
+                    }
+                    if (vn - dot != fl || strncasecmp(val + dot, from, fl) != 0)
+                        continue;
+                    sb_add(b, p, (size_t)(val - p));
+                    sb_add(b, val, dot);
+                    sb_str(b, to[0] == '.' && dot ? to + 1 : to);
+                } else {
+                    if (vn < fl || strncmp(val, from, fl) != 0)
+                        continue;
+                    sb_add(b, p, (size_t)(val - p));
+                    sb_str(b, to);
+                    sb_add(b, val + fl, vn - fl);
+                }
+                sb_add(b, val + vn, (size_t)(ae - val - vn));
+                done = changed = 1;
+            }
+        }
+        if (!done)
+            sb_add(b, p, (size_t)(ae - p));
+        p = ae;
+    }
+    if (!changed) {
+        b->n = mark;            /* as it came: written by the caller */
+        return 0;
+    }
+    sb_add(b, "\r\n", 2);
+    return 1;
+}
+
+char *lg_headers_set_cookie(lg_arena_t *a, const lg_common_t *c, const char *value, size_t n,
+                            size_t *len)
+{
+    sb_t b;
+    http_header_t h = { .name = "Set-Cookie", .name_len = 10, .value = value, .value_len = n };
+    sb_init(&b, a, 256);
+    if (!cookie_rewrite(c, &b, &h))
+        return NULL;
+    return sb_done(&b, len);
+}
+
 char *lg_headers_client(lg_req_t *s, const http_response_t *r,
                            const lg_rsp_info_t *ri, int out_chunked, lg_xform_t xf, int vary_ae,
                            size_t *len)
 {
     const lg_common_t *c = lg_req_common(s);
     sb_t b;
+    if (lg_vars_keep_upstream_head && s->rsp_raw && s->rsp_raw_len) {
+        /* $upstream_http_* after this phase (the access log): the buffer
+         * holding the head is the body's next */
+        char *copy = lg_arena_alloc(&s->arena, s->rsp_raw_len);
+        if (copy) {
+            memcpy(copy, s->rsp_raw, s->rsp_raw_len);
+            s->rsp_raw = copy;
+        } else {
+            s->rsp_raw = NULL;
+        }
+    }
     sb_init(&b, &s->arena, 1024);
     sb_status(&b, r->status);
     if (r->reason_len)
@@ -618,6 +732,8 @@ char *lg_headers_client(lg_req_t *s, const http_response_t *r,
             continue;
         }
         if ((name_is(h, "location") || name_is(h, "refresh")) && redirect(s, c, &b, h))
+            continue;
+        if (name_is(h, "set-cookie") && cookie_rewrite(c, &b, h))
             continue;
         sb_header(&b, h->name, h->name_len, h->value, h->value_len);
     }
@@ -727,6 +843,32 @@ char *lg_headers_local(lg_req_t *s, int status, const char *body,
     sb_add(&b, "\r\n", 2);
     if (blen && !s->ri.is_head)
         sb_add(&b, body, blen);
+    return sb_done(&b, len);
+}
+
+char *lg_headers_file(lg_req_t *s, int status, const char *ctype, int64_t length,
+                      const char *extra, size_t *len)
+{
+    sb_t b;
+    sb_init(&b, &s->arena, 1024);
+    sb_printf(&b, "HTTP/1.1 %03d %s\r\nServer: legate\r\nDate: %s\r\n",
+              status, lg_http_reason(status), http_date());
+    if (status != 304) {
+        if (ctype)
+            sb_printf(&b, "Content-Type: %s\r\n", ctype);
+        sb_printf(&b, "Content-Length: %lld\r\n", (long long)length);
+    }
+    if (extra)
+        sb_str(&b, extra);
+    /* the route's add_response_headers, as on a return's answer */
+    if (s->route)
+        add_expanded(s, &b, s->route->common.add_response_headers);
+    add_hsts(s, &b);
+    if (!s->keep_alive)
+        sb_str(&b, "Connection: close\r\n");
+    else if (s->req.version == 10)
+        sb_str(&b, "Connection: keep-alive\r\n");
+    sb_add(&b, "\r\n", 2);
     return sb_done(&b, len);
 }
 

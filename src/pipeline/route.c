@@ -12,6 +12,7 @@
  * the longest matching prefix (the first of equal ones).
  */
 #include "pipeline/headers.h"
+#include "pipeline/vars.h"
 
 #include <string.h>
 #include <strings.h>
@@ -98,7 +99,32 @@ static int query_has(lg_str_t q, const char *name, const char *value)
     return 0;
 }
 
-/* The route's host, methods, header and query conditions, all of them. */
+/* One condition of a route's "if": its variables expanded for this request. */
+static int cond_holds(const lg_cond_t *c, lg_req_t *s)
+{
+    size_t n = 0;
+    const char *v = lg_vars_expand(s, c->left, LG_VARS_RAW, &n);
+    int ok;
+    if (v == NULL)
+        return 0;               /* out of memory: the route is not taken */
+    switch (c->op) {
+    case LG_COND_EQ: {
+        size_t rn = 0;
+        const char *r = lg_vars_expand(s, c->right, LG_VARS_RAW, &rn);
+        ok = r != NULL && rn == n && memcmp(r, v, n) == 0;
+        break;
+    }
+    case LG_COND_REGEX:
+        ok = regexec(c->re, v, 0, NULL, 0) == 0;
+        break;
+    default:
+        ok = n > 0 && !(n == 1 && v[0] == '0');
+        break;
+    }
+    return ok != c->negate;
+}
+
+/* The route's host, methods, header, query, countries and if conditions, all of them. */
 static int conditions_hold(const lg_route_t *r, const lg_req_t *s)
 {
     if (r->nhosts) {
@@ -120,16 +146,27 @@ static int conditions_hold(const lg_route_t *r, const lg_req_t *s)
     }
     if (r->header_name) {
         const http_header_t *h = lg_headers_get(s, r->header_name);
-        if (h == NULL)
-            return 0;
-        if (r->header_value && (strlen(r->header_value) != h->value_len ||
-                                memcmp(r->header_value, h->value, h->value_len) != 0))
+        int ok = h != NULL;
+        if (ok && r->header_value)
+            ok = strlen(r->header_value) == h->value_len &&
+                 memcmp(r->header_value, h->value, h->value_len) == 0;
+        if (ok && r->header_re) {
+            char v[1024];           /* a longer value is matched on its first 1023 bytes */
+            size_t n = h->value_len < sizeof(v) - 1 ? h->value_len : sizeof(v) - 1;
+            memcpy(v, h->value, n);
+            v[n] = '\0';
+            ok = regexec(r->header_re, v, 0, NULL, 0) == 0;
+        }
+        if (ok == r->header_not)
             return 0;
     }
-    if (r->query_name && !query_has(s->ri.query, r->query_name, r->query_value))
+    if (r->query_name && query_has(s->ri.query, r->query_name, r->query_value) == r->query_not)
         return 0;
     if (r->countries && !lg_strv_has(r->countries, lg_realip_country((lg_req_t *)s)))
         return 0;
+    for (size_t i = 0; i < r->nconds; i++)
+        if (!cond_holds(&r->conds[i], (lg_req_t *)s))
+            return 0;
     return 1;
 }
 
@@ -141,7 +178,7 @@ const lg_route_t *lg_route_find(const lg_server_t *srv, const lg_req_t *s,
     const lg_route_t *regex = NULL;
     for (size_t i = 0; i < srv->nroutes; i++) {
         const lg_route_t *r = &srv->routes[i];
-        if (!conditions_hold(r, s))
+        if (r->named_only || !conditions_hold(r, s))
             continue;           /* a route whose conditions fail does not match */
         switch (r->match) {
         case LG_MATCH_EXACT:

@@ -38,7 +38,9 @@ enum {
     V_CONNECTION, V_CONNECTION_REQUESTS, V_PID,
     V_CACHE_STATUS, V_GEO_COUNTRY, V_BLOCKED, V_LIMIT_REQ_STATUS, V_LIMIT_CONN_STATUS,
     V_SERVER_PORT, V_TUNNEL_END,
-    V_HTTP, V_COOKIE, V_ARG, V_JWT_CLAIM, V_CAPTURE,
+    V_IS_ARGS, V_DOCUMENT_URI, V_CONTENT_TYPE, V_CONTENT_LENGTH, V_HTTPS, V_HOSTNAME,
+    V_SERVER_ADDR,
+    V_HTTP, V_COOKIE, V_ARG, V_JWT_CLAIM, V_CAPTURE, V_SENT_HTTP, V_UPSTREAM_HTTP,
     V_COUNT
 };
 
@@ -102,9 +104,20 @@ static const struct {
     [V_ARG]                      = { "arg_", F_PREFIX },
     [V_SERVER_PORT]              = { "server_port", 0 },
     [V_TUNNEL_END]               = { "tunnel_end", 0 },
+    [V_IS_ARGS]                  = { "is_args", 0 },
+    [V_DOCUMENT_URI]             = { "document_uri", 0 },
+    [V_CONTENT_TYPE]             = { "content_type", 0 },
+    [V_CONTENT_LENGTH]           = { "content_length", 0 },
+    [V_HTTPS]                    = { "https", 0 },
+    [V_HOSTNAME]                 = { "hostname", 0 },
+    [V_SERVER_ADDR]              = { "server_addr", 0 },
+    [V_SENT_HTTP]                = { "sent_http_", F_PREFIX },
+    [V_UPSTREAM_HTTP]            = { "upstream_http_", F_PREFIX },
     [V_JWT_CLAIM]                = { "jwt_claim_", F_PREFIX },
     [V_CAPTURE]                  = { "1", F_DIGIT },     /* $1 .. $9 */
 };
+
+int lg_vars_keep_upstream_head;
 
 int lg_vars_lookup(const char *name, size_t n, size_t *arg)
 {
@@ -117,6 +130,8 @@ int lg_vars_lookup(const char *name, size_t n, size_t *arg)
             }
         } else if (vars[i].flags & F_PREFIX) {
             if (n > k && memcmp(name, vars[i].name, k) == 0) {
+                if (i == V_UPSTREAM_HTTP)   /* the access log may ask after the head is gone */
+                    lg_vars_keep_upstream_head = 1;
                 *arg = k;
                 return i;
             }
@@ -299,8 +314,171 @@ static int trusted_request_id(lg_req_t *s)
     return 1;
 }
 
+/* A field of a head as text ("HTTP/1.1 200 OK\r\nName: value\r\n..."),
+ * name as in $sent_http_content_type; 1 with its value in *v, *vn. */
+static int text_field(const char *head, size_t n, const char *name, size_t nl,
+                      const char **v, size_t *vn)
+{
+    const char *p = head, *end = head + n;
+    const char *eol = memchr(p, '\n', n);
+    p = eol ? eol + 1 : end;                       /* the status line */
+    while (p < end) {
+        eol = memchr(p, '\n', (size_t)(end - p));
+        const char *le = eol ? eol : end;
+        if (le > p && le[-1] == '\r')
+            le--;
+        if (le == p)
+            break;                                  /* the empty line ends the head */
+        const char *colon = memchr(p, ':', (size_t)(le - p));
+        if (colon && (size_t)(colon - p) == nl) {
+            size_t k = 0;
+            for (; k < nl; k++) {
+                char c = p[k];
+                c = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : (c == '-' ? '_' : c);
+                if (c != name[k])
+                    break;
+            }
+            if (k == nl) {
+                const char *q = colon + 1;
+                while (q < le && (*q == ' ' || *q == '\t'))
+                    q++;
+                *v = q;
+                *vn = (size_t)(le - q);
+                return 1;
+            }
+        }
+        p = eol ? eol + 1 : end;
+    }
+    return 0;
+}
+
+static int name_eq_var(const char *hn, size_t hl, const char *name, size_t nl)
+{
+    if (hl != nl)
+        return 0;
+    for (size_t k = 0; k < nl; k++) {
+        char c = hn[k];
+        c = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : (c == '-' ? '_' : c);
+        if (c != name[k])
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- maps (nginx's map) ---- */
+
+static int ieq(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char x = a[i], y = b[i];
+        if (x >= 'A' && x <= 'Z')
+            x = (char)(x + 32);
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
+
+const lg_map_entry_t *lg_map_match(const lg_map_t *m, const char *v, size_t n, regmatch_t caps[10])
+{
+    const lg_map_entry_t *lead = NULL, *trail = NULL;
+    for (size_t i = 0; i < m->n; i++) {
+        const lg_map_entry_t *e = &m->v[i];
+        switch (e->kind) {
+        case LG_MAPK_EXACT:
+            if (e->len == n && ieq(v, e->key, n))
+                return e;
+            break;
+        case LG_MAPK_LEADING:       /* ".example.com": a longer name ending so */
+            if (n > e->len && ieq(v + n - e->len, e->key, e->len) &&
+                (lead == NULL || e->len > lead->len))
+                lead = e;
+            break;
+        case LG_MAPK_TRAILING:      /* "www.example.": a longer name starting so */
+            if (n > e->len && ieq(v, e->key, e->len) && (trail == NULL || e->len > trail->len))
+                trail = e;
+            break;
+        case LG_MAPK_REGEX:
+            break;
+        }
+    }
+    if (lead || trail)
+        return lead ? lead : trail;
+    for (size_t i = 0; i < m->n; i++)       /* v is NUL-terminated by the caller */
+        if (m->v[i].kind == LG_MAPK_REGEX && regexec(m->v[i].re, v, 10, caps, 0) == 0)
+            return &m->v[i];
+    return NULL;
+}
+
+/* A declared variable's depth of expansion: a map whose source names the
+ * map (directly or through others) ends here, empty, instead of looping. */
+static int uvar_depth;
+
+static const lg_set_t *set_find(const lg_sets_t *sets, int idx)
+{
+    for (size_t i = 0; sets && i < sets->n; i++)
+        if (sets->v[i].var == idx)
+            return &sets->v[i];
+    return NULL;
+}
+
+/*
+ * $name of a map or a set: the nearest set (route, then server, then http
+ * level) wins; else the map; else empty.  Evaluated each time it is used,
+ * as its source may change during the request ($status, $upstream_http_*).
+ */
+static void user_var(lg_req_t *s, out_t *b, int idx, lg_vars_esc_t esc)
+{
+    const lg_conf_t *conf = lg_w.conf;
+    if (conf == NULL || idx < 0 || (size_t)idx >= conf->nuvars || uvar_depth >= 8)
+        return;
+    const lg_set_t *st = set_find(lg_req_common(s)->sets, idx);
+    if (st == NULL && s->server)
+        st = set_find(s->server->common.sets, idx);
+    if (st == NULL)
+        st = set_find(conf->http.sets, idx);
+    const lg_map_t *m = conf->uvars[idx].map;
+    const char *val = NULL;
+    size_t n = 0;
+    uvar_depth++;
+    if (st) {
+        val = lg_vars_expand(s, st->value, LG_VARS_RAW, &n);
+    } else if (m) {
+        size_t sn = 0;
+        const char *src = lg_vars_expand(s, m->source, LG_VARS_RAW, &sn);
+        regmatch_t caps[10];
+        const lg_map_entry_t *e = src ? lg_map_match(m, src, sn, caps) : NULL;
+        if (e && e->kind == LG_MAPK_REGEX) {
+            /* $1..$9 in the value are this regex's groups, not the route's */
+            regmatch_t saved[10];
+            const char *saved_path = s->mpath;
+            memcpy(saved, s->caps, sizeof(saved));
+            memcpy(s->caps, caps, sizeof(saved));
+            s->mpath = src;
+            val = lg_vars_expand(s, e->value, LG_VARS_RAW, &n);
+            memcpy(s->caps, saved, sizeof(saved));
+            s->mpath = saved_path;
+        } else if (e) {
+            val = lg_vars_expand(s, e->value, LG_VARS_RAW, &n);
+        } else if (m->dflt) {
+            val = lg_vars_expand(s, m->dflt, LG_VARS_RAW, &n);
+        }
+    }
+    uvar_depth--;
+    if (val == NULL || n == 0)
+        return;
+    if (esc != LG_VARS_RAW)
+        out_esc(b, val, n, esc == LG_VARS_JSON);
+    else
+        out_add(b, val, n);
+}
+
 static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_esc_t esc)
 {
+    if (part->var >= LG_TPL_USER) {
+        user_var(s, b, part->var - LG_TPL_USER, esc);
+        return;
+    }
     int escape = esc != LG_VARS_RAW, json = esc == LG_VARS_JSON;
 #define RAW(p, l) do { if (escape) out_esc(b, (p), (l), json); else out_add(b, (p), (l)); } while (0)
     char tmp[512];
@@ -527,6 +705,85 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
             out_u64(b, ntohs(((const struct sockaddr_in *)ss)->sin_port));
         else if (ss->ss_family == AF_INET6)
             out_u64(b, ntohs(((const struct sockaddr_in6 *)ss)->sin6_port));
+        break;
+    }
+    case V_IS_ARGS:
+        if (s->ri.query.p)
+            out_add(b, "?", 1);
+        break;
+    case V_DOCUMENT_URI:
+        if (s->ri.path.p)
+            RAW(s->ri.path.p, s->ri.path.n);
+        break;
+    case V_CONTENT_TYPE:
+    case V_CONTENT_LENGTH: {
+        int ct = part->var == V_CONTENT_TYPE;
+        const http_header_t *h = header_named(s, ct ? "content_type" : "content_length",
+                                              ct ? 12 : 14);
+        if (h)
+            RAW(h->value, h->value_len);
+        break;
+    }
+    case V_HTTPS:
+        if (s->conn->e.ssl || s->conn->refresh_tls)
+            out_add(b, "on", 2);
+        break;
+    case V_HOSTNAME: {
+        static char host[256];
+        if (host[0] == '\0' && (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0'))
+            strcpy(host, "localhost");
+        out_str(b, host);
+        break;
+    }
+    case V_SERVER_ADDR: {
+        /* the address the client reached, not the wildcard the listener bound */
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        char a[INET6_ADDRSTRLEN] = "";
+        if (s->conn->e.io.fd >= 0 &&
+            getsockname(s->conn->e.io.fd, (struct sockaddr *)&ss, &sl) == 0) {
+            if (ss.ss_family == AF_INET)
+                inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, a, sizeof(a));
+            else if (ss.ss_family == AF_INET6)
+                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, a, sizeof(a));
+        }
+        out_str(b, a);
+        break;
+    }
+    case V_SENT_HTTP: {
+        /* the head sent (or being sent) to the client */
+        const char *head = s->rsp_head_done ? s->rspp.hdr : s->local;
+        size_t hn = s->rsp_head_done ? s->rspp.hdr_len : s->local_len;
+        const char *v;
+        size_t vn;
+        if (head && text_field(head, hn, part->text, part->len, &v, &vn))
+            RAW(v, vn);
+        else if (escape && !json)
+            out_add(b, "-", 1);
+        break;
+    }
+    case V_UPSTREAM_HTTP: {
+        /* the upstream's head: parsed while it is handled, else the copy
+         * headers.c keeps once a template asks for one */
+        const char *v = NULL;
+        size_t vn = 0;
+        int found = 0;
+        if (s->rsp) {
+            for (size_t i = 0; i < s->rsp->num_headers && !found; i++) {
+                const http_header_t *h = &s->rsp->headers[i];
+                if (name_eq_var(h->name, h->name_len, part->text, part->len)) {
+                    v = h->value;
+                    vn = h->value_len;
+                    found = 1;
+                }
+            }
+        } else if (s->rsp_head_done && s->upstream_status && s->rsp_raw && lg_vars_keep_upstream_head) {
+            found = text_field(s->rsp_raw, s->rsp_raw_len, part->text, part->len, &v, &vn);
+        }
+        if (found)
+            RAW(v, vn);
+        else if (escape && !json)
+            out_add(b, "-", 1);
         break;
     }
     case V_JWT_CLAIM:

@@ -41,6 +41,15 @@ const char *lg_vars_expand(struct lg_req *s, const lg_tpl_t *t, lg_vars_esc_t es
  * built-in does. */
 const lg_tpl_t *lg_vars_builtin(const char *src);
 
+/* Set when a template names $upstream_http_*: headers.c then keeps a copy
+ * of the upstream's head for the rest of the request (the access log). */
+extern int lg_vars_keep_upstream_head;
+
+/* nginx's map: the entry a value selects (exact, then the longest
+ * "*.x" wildcard, then the longest "x.*", then the first regex), or NULL
+ * for the default.  v[n] must be NUL; a regex's groups go to caps. */
+const lg_map_entry_t *lg_map_match(const lg_map_t *m, const char *v, size_t n, regmatch_t caps[10]);
+
 /*
  * The address this hop received the request from: the connection's peer,
  * which differs from the client's address when real_ip_from replaced it.

@@ -18,7 +18,7 @@
 #include "stream/stream.h"
 
 extern const lg_feature_t lg_feature_realip, lg_feature_max_forwards, lg_feature_server_timing,
-                          lg_feature_limit;
+                          lg_feature_limit, lg_feature_static;
 
 static const lg_feature_t *const features[] = {
     &lg_feature_realip,         /* POST_READ: the client's address first */
@@ -30,6 +30,8 @@ static const lg_feature_t *const features[] = {
     &lg_feature_forward,        /* ACCESS, CONTENT: forward-proxy requests */
     &lg_feature_limit,          /* ACCESS: limit_req / limit_conn, reverse and forward alike;
                                    after the forward proxy's sign-in, so $remote_user is known */
+    &lg_feature_static,         /* CONTENT: files (root, alias); a try_files fallback to a
+                                   status or proxied route goes on to the two below */
     &lg_feature_metrics,        /* CONTENT: status routes; LOG: the request's series */
     &lg_feature_stream,         /* ROUTE: a stream session to its upstream (before the
                                    reverse proxy's routes); LOG: its byte counts */

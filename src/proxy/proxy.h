@@ -85,6 +85,11 @@ void        lg_upstream_release(lg_uconn_t *uc, int reusable);
  * dropped one has most likely dropped them all). */
 void        lg_upstream_flush(lg_upstream_t *up, size_t si);
 const char *lg_upstream_addr(const lg_uconn_t *uc);
+/* Close the idle pooled connections to server si (its address changed). */
+void        lg_upstream_drop_idle(lg_upstream_t *up, size_t si);
+/* resolve = true: each worker looks its servers' names up again as their
+ * answers expire (proxy/reresolve.c); called by lg_upstream_init. */
+int         lg_reresolve_init(void);
 
 /*
  * h2up.c: HTTP/2 upstreams.  A request's "connection" is a stream of a

@@ -75,7 +75,7 @@ int lg_upstream_init(void)
     lg_w.queued = calloc(c->nupstreams ? c->nupstreams : 1, sizeof(int));
     if (lg_w.queued == NULL)
         return -1;
-    if (lg_h2up_init() < 0)
+    if (lg_h2up_init() < 0 || lg_reresolve_init() < 0)
         return -1;
     lg_rand_seed(&lg_w.rng, (uint64_t)getpid() * 0x9e3779b97f4a7c15ull ^ (uint64_t)lg_w.loop.now);
     return lg_w.rr_current && lg_w.ewma ? 0 : -1;
@@ -130,6 +130,19 @@ static void idle_cb(lg_io_t *io, uint32_t events)
     }
     pool_remove(uc);
     uconn_free(uc);
+}
+
+void lg_upstream_drop_idle(lg_upstream_t *up, size_t si)
+{
+    int *count;
+    lg_uconn_t **pp = pool_head(up, si, &count);
+    while (*pp) {
+        lg_uconn_t *uc = *pp;
+        *pp = uc->next;
+        (*count)--;
+        uc->next = NULL;
+        uconn_free(uc);
+    }
 }
 
 static void idle_timeout_cb(lg_timer_t *t)
@@ -198,8 +211,8 @@ static lg_msec_t mono_now(void)
 /* Is server i out: down by configuration or ejected by passive health? */
 static int server_out(const lg_upstream_t *up, size_t i, lg_msec_t now)
 {
-    if (up->servers[i].down)
-        return 1;
+    if (up->servers[i].down || up->servers[i].unresolved)
+        return 1;           /* resolve: a name with no address yet */
     lg_upstate_t *st = up->state;
     return st && (atomic_load_explicit(&st[i].down_until, memory_order_relaxed) > now ||
                   atomic_load_explicit(&st[i].hc_down, memory_order_relaxed));

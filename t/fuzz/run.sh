@@ -18,6 +18,8 @@
 #   cluster     src/cluster/wire.c: purge messages and TLS ticket key sets read from Redis
 #   clienthello src/net/clienthello.c: TLS ClientHello records, SNI and ALPN (ssl_preread)
 # Names as arguments run only those: sh t/fuzz/run.sh clienthello
+#   edge        Range and If-None-Match (feature/static.c), Set-Cookie rewriting
+#               (pipeline/headers.c), map lookups (pipeline/vars.c); all of src/
 set -u
 SRC=${LEGATE_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BLD=${LEGATE_BUILDDIR:-$(pwd)}
@@ -37,17 +39,25 @@ passed=0 failed=0
 QUIC_LIBS=""
 if grep -q "define LG_HAVE_HTTP3 1" "$CFG"; then
     QUIC_LIBS=$(pkg-config --libs libngtcp2 libngtcp2_crypto_gnutls libnghttp3 gnutls)
-    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp cluster clienthello quic"
+    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp cluster clienthello edge quic"
 else
-    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp cluster clienthello"
+    HARNESSES="parse conf proxyproto htpasswd json cache h2 nginx ftp cluster clienthello edge"
 fi
+# the harnesses of the whole worker (h2, edge): all of src/, with src/cluster's
+# hiredis files or their stand-in as configure chose
+if grep -q "define LG_HAVE_HIREDIS" "$CFG"; then nocl='^src/cluster/none\.c$'
+else nocl='^src/cluster/(redis|cluster|purge|tickets|ratelimit|votes)\.c$'; fi
+ALL_SRCS=$(cd "$SRC" && ls src/*/*.c | grep -Ev "$nocl")
+ALL_LIBS="$(pkg-config --libs openssl libconfig zlib libcares libmaxminddb libnghttp2 \
+            libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) \
+            $(pkg-config --libs hiredis 2>/dev/null) -lcrypt $QUIC_LIBS"
 # sh t/fuzz/run.sh [NAME ...]: only those harnesses
 for h in ${*:-$HARNESSES}; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
     conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c src/conf/load_cluster.c
                       src/conf/load_server.c src/conf/load_upstream.c src/conf/load_stream.c src/conf/parse_util.c
-                      src/conf/tpl.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
+                      src/conf/tpl.c src/conf/load_map.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
                       src/core/syslog.c"
                 libs="-lconfig"; corpus=corpus-conf; secs=$(( (SECS + 1) / 2 )) ;;
     proxyproto) srcs="src/net/proxyproto.c"; libs=""; corpus=corpus-proxyproto; secs=$(( (SECS + 1) / 2 )) ;;
@@ -55,14 +65,7 @@ for h in ${*:-$HARNESSES}; do
                 corpus=corpus-htpasswd; secs=$(( (SECS + 1) / 2 )) ;;
     json)       srcs="src/net/json.c"; libs=""; corpus=corpus_json; secs=$(( (SECS + 1) / 2 )) ;;
     cache)      srcs="src/cache/policy.c"; libs=""; corpus=corpus-cache; secs=$(( (SECS + 1) / 2 )) ;;
-    h2)         # src/cluster: the hiredis files or their stand-in, as configure chose
-                if grep -q "define LG_HAVE_HIREDIS" "$CFG"; then nocl='^src/cluster/none\.c$'
-                else nocl='^src/cluster/(redis|cluster|purge|tickets|ratelimit|votes)\.c$'; fi
-                srcs=$(cd "$SRC" && ls src/*/*.c | grep -Ev "$nocl")
-                libs="$(pkg-config --libs openssl libconfig zlib libcares libmaxminddb libnghttp2 \
-                        libbrotlienc libzstd 2>/dev/null) $(pkg-config --libs libsystemd 2>/dev/null) \
-                        $(pkg-config --libs hiredis 2>/dev/null) -lcrypt $QUIC_LIBS"
-                corpus=corpus-h2; secs=$SECS ;;
+    h2)         srcs=$ALL_SRCS; libs=$ALL_LIBS; corpus=corpus-h2; secs=$SECS ;;
     nginx)      srcs="src/import/nginx_parse.c"; libs=""; corpus=corpus-nginx; secs=$(( (SECS + 1) / 2 )) ;;
     ftp)        srcs="src/forward/gw_parse.c"; libs=""; corpus=corpus-ftp; secs=$(( (SECS + 1) / 2 )) ;;
     quic)       srcs="src/net/quic.c src/core/event.c src/core/hash.c src/core/log.c src/core/syslog.c"
@@ -70,6 +73,7 @@ for h in ${*:-$HARNESSES}; do
     cluster)    srcs="src/cluster/wire.c"; libs=""; corpus=corpus-cluster; secs=$(( (SECS + 1) / 2 )) ;;
     clienthello) srcs="src/net/clienthello.c"; libs=""; corpus=corpus-clienthello; secs=$(( (SECS + 1) / 2 )) ;;
     *)          echo "no fuzz harness \"$h\""; failed=$((failed + 1)); continue ;;
+    edge)       srcs=$ALL_SRCS; libs=$ALL_LIBS; corpus=corpus-edge; secs=$(( (SECS + 1) / 2 )) ;;
     esac
     cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
     set --

@@ -116,7 +116,10 @@ Test(tpl, every_documented_variable_is_known)
         "body_bytes_sent", "bytes_sent", "request_length", "bytes_received", "request_time",
         "upstream_addr", "upstream_status", "upstream_response_time", "connection",
         "connection_requests", "pid", "cache_status", "geo_country", "blocked",
-        "http_x", "cookie_x", "1", "9",
+        "http_x", "cookie_x", "1", "9", "arg_x", "server_port", "is_args", "document_uri",
+        "content_type", "content_length", "https", "hostname", "server_addr",
+        "sent_http_x", "upstream_http_x", "request_id",
+        "upstream_connect_time", "upstream_header_time",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         size_t arg;
@@ -311,6 +314,60 @@ Test(tpl, cache_valid_is_parsed_at_load)
     cr_expect_eq(v->v[0].any, 0);
     cr_expect_eq(v->v[1].any, 1);
     cr_expect_eq(v->v[1].ms, 60000);
+    lg_conf_free(c);
+    unlink(path);
+}
+
+/* ---- maps: nginx's order of matching ---- */
+
+static const char *map_pick(const lg_map_t *m, const char *v, char *buf, size_t n)
+{
+    regmatch_t caps[10];
+    const lg_map_entry_t *e = lg_map_match(m, v, strlen(v), caps);
+    if (e == NULL)
+        return "(default)";
+    snprintf(buf, n, "%s", e->value->src);
+    if (e->kind == LG_MAPK_REGEX && caps[1].rm_so >= 0)
+        snprintf(buf + strlen(buf), n - strlen(buf), "|%.*s", (int)(caps[1].rm_eo - caps[1].rm_so),
+                 v + caps[1].rm_so);
+    return buf;
+}
+
+Test(tpl, map_matching_order)
+{
+    const char *text =
+        "http = {\n"
+        "  maps = ( { variable = \"m\"; source = \"$host\"; default = \"d\";\n"
+        "    values = ( [ \"~^re(.*)\", \"regex1\" ], [ \"*.example.com\", \"lead\" ],\n"
+        "               [ \"*.a.example.com\", \"longer-lead\" ], [ \"www.*\", \"trail\" ],\n"
+        "               [ \"www.example.*\", \"longer-trail\" ], [ \"Exact.example.com\", \"exact\" ],\n"
+        "               [ \"~*^RE2\", \"regex2\" ], [ \"\\\\~tilde\", \"literal\" ] ); } );\n"
+        "  servers = ( { listen = \"127.0.0.1:8080\"; routes = ( { prefix = \"/\"; return = 204; } ); } );\n"
+        "};\n";
+    char *path = write_conf(text);
+    char err[4096], buf[128];
+    lg_conf_t *c = lg_conf_load(path, "/tmp", err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_eq(c->nuvars, 1);
+    const lg_map_t *m = c->uvars[0].map;
+    cr_assert_not_null(m);
+    static const struct { const char *in, *want; } cases[] = {
+        { "exact.example.com", "exact" },           /* exact beats every wildcard */
+        { "EXACT.Example.COM", "exact" },           /* ignoring case */
+        { "x.example.com", "lead" },
+        { "x.a.example.com", "longer-lead" },       /* the longest leading wildcard */
+        { "example.com", "(default)" },             /* "*.x" needs a label before */
+        { "www.other", "trail" },
+        { "www.example.org", "longer-trail" },
+        { "www.b.example.com", "lead" },            /* leading before trailing */
+        { "rest", "regex1|st" },                    /* then regexes, in order, with groups */
+        { "RE2x", "regex2" },
+        { "re2", "regex1|2" },                      /* the first regex that matches */
+        { "~tilde", "literal" },                    /* "\\~" is a literal '~' */
+        { "nothing", "(default)" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        cr_expect_str_eq(map_pick(m, cases[i].in, buf, sizeof(buf)), cases[i].want, "%s", cases[i].in);
     lg_conf_free(c);
     unlink(path);
 }
