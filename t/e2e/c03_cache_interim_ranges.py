@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""The rest of the cache issue, against the real binary: interim (1xx)
+responses passed to HTTP/1.1 clients (raw sockets and curl) and HTTP/2
+clients (python3-h2), from HTTP/1.1 and HTTP/2 upstreams, before the final
+answer and never stored; multi-range requests (multipart/byteranges) from
+stored and fresh responses, with overlapping ranges coalesced and too many
+refused; cache_use_stale for upstream errors, timeouts, 5xx answers and
+updates in progress."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import quote
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from legate_test import *  # noqa: E402,F401,F403
+
+try:
+    import h2.config
+    import h2.connection
+    import h2.events
+except ImportError:
+    sys.path.append("/usr/lib/python3/dist-packages")
+    try:
+        import h2.config
+        import h2.connection
+        import h2.events
+    except ImportError:
+        h2 = None
+
+
+def conf(port, address, route_extra="", up_extra="", glob='cache_size = "8m";'):
+    return """%s
+http = {
+    log_format = "$pid $request_method $request_uri $status $cache_status";
+    upstreams = { app = { servers = ( "%s" ); %s }; };
+    servers = ( { listen = ( { address = "127.0.0.1:%d"; http2 = true; } );
+        routes = ( { prefix = "/"; proxy_pass = "app"; cache = true; %s } ); } );
+};
+""" % (glob, address, up_extra, port, route_extra)
+
+
+def raw(status, headers, body=b""):
+    lines = ["HTTP/1.1 %s" % status] + ["%s: %s" % h for h in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def read_head(sock, buf, deadline):
+    """One head (through CRLF CRLF) from sock: (head text, rest of buf)."""
+    while b"\r\n\r\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            fail("no complete head within the deadline; got %r" % buf[:300])
+        sock.settimeout(left)
+        try:
+            x = sock.recv(65536)
+        except socket.timeout:
+            continue
+        if not x:
+            fail("connection closed before a complete head; got %r" % buf[:300])
+        buf += x
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head.decode("latin-1"), rest
+
+
+def held_origin(interims, final):
+    """An HTTP/1.1 origin that, per request, sends the interim heads, then
+    waits until the test sets .go (or 20 s) before the final answer.
+    .count counts requests; .heads keeps the request heads."""
+    state = {"n": 0}
+    go = threading.Event()
+    heads = []
+
+    def handler(sock, peer):
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                x = sock.recv(65536)
+                if not x:
+                    return
+                buf += x
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            text = head.decode("latin-1")
+            heads.append(text)
+            m = re.search(r"(?im)^content-length:\s*(\d+)", text)
+            need = int(m.group(1)) if m else 0
+            while len(buf) < need:
+                x = sock.recv(65536)
+                if not x:
+                    return
+                buf += x
+            buf = buf[need:]
+            state["n"] += 1
+            for i in interims:
+                sock.sendall(i)
+            go.wait(20)
+            sock.sendall(final)
+    srv = ScriptedServer(handler)
+    srv.go = go
+    srv.heads = heads
+    srv.count = lambda: state["n"]
+    return srv
+
+
+EARLY = raw("103 Early Hints", [("Link", "</style.css>; rel=preload; as=style"),
+                                ("X-Hint", "early")])
+PROCESSING = raw("102 Processing", [("X-Hint", "processing")])
+FINAL = raw("200 OK", [("Cache-Control", "max-age=60"), ("Content-Length", "5"),
+                       ("Content-Type", "text/plain")], b"final")
+
+
+# ---- interim responses ----
+
+@test
+def early_hints_reach_an_http11_client_before_the_final_answer():
+    o = held_origin([PROCESSING, EARLY], FINAL)
+    port = free_port()
+    Legate(conf(port, o.address), workers=1)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"GET /page HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 15
+        # the origin holds the final answer: what arrives now was passed on
+        h1, rest = read_head(s, b"", deadline)
+        h2_, rest = read_head(s, rest, deadline)
+        ok(h1.startswith("HTTP/1.1 102 "), "102 first: %r" % h1)
+        ok(h2_.startswith("HTTP/1.1 103 "), "then 103: %r" % h2_)
+        contains(h2_, "Link: </style.css>; rel=preload; as=style", "the 103 keeps its Link")
+        o.go.set()
+        final, rest = read_head(s, rest, deadline)
+        ok(final.startswith("HTTP/1.1 200 "), "the final answer: %r" % final)
+        ok("x-hint" not in final.lower(), "interim fields stay out of the final head: %r" % final)
+    finally:
+        s.close()
+    # stored without them: a hit has no interim answer and no X-Hint
+    with Conn(port) as c:
+        c.send(b"GET /page HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = c.read_response(interim=True)
+        eq(r.status, 200, "a hit starts with the final answer")
+        eq(r.headers.get("X-Cache"), "HIT")
+        eq(r.headers.get("X-Hint"), None, "interim fields were not stored")
+        eq(r.body, b"final")
+    eq(o.count(), 1, "one fetch")
+
+
+@test
+def curl_sees_the_early_hints():
+    if not have_curl():
+        raise Skip("curl not installed")
+    o = held_origin([EARLY], FINAL)
+    o.go.set()
+    port = free_port()
+    Legate(conf(port, o.address), workers=1)
+    p = subprocess.run(["curl", "-sv", "--max-time", "20", "http://127.0.0.1:%d/c" % port],
+                       capture_output=True, timeout=30)
+    err = p.stderr.decode("latin-1")
+    eq(p.returncode, 0, "curl: %s" % err[-500:])
+    ok(re.search(r"(?m)^< HTTP/1.1 103 ", err), "curl saw the 103: %s" % err[-800:])
+    ok(re.search(r"(?mi)^< link: </style.css>", err), "with its Link")
+    ok(err.index("103") < err.index("HTTP/1.1 200"), "103 before 200")
+    eq(p.stdout, b"final")
+
+
+@test
+def no_interim_answers_for_http10_clients():
+    o = held_origin([EARLY], FINAL)
+    o.go.set()
+    port = free_port()
+    Legate(conf(port, o.address), workers=1)
+    data = http_raw(port, b"GET /ten HTTP/1.0\r\nHost: x\r\n\r\n", timeout=10)
+    ok(data.startswith(b"HTTP/1.1 200 "), "an HTTP/1.0 client gets the final answer only: %r"
+       % data[:200])
+    ok(b" 103 " not in data.split(b"\r\n")[0] and b"Early Hints" not in data, "no 103")
+
+
+@test
+def continue_only_where_the_client_asked_and_only_once():
+    cont = b"HTTP/1.1 100 Continue\r\n\r\n"
+    o = held_origin([cont, EARLY], raw("201 Created", [("Content-Length", "2")], b"ok"))
+    o.go.set()
+    port = free_port()
+    Legate(conf(port, o.address), workers=1)
+    # no Expect: the upstream's 100 is not the client's to read
+    data = http_raw(port, b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                    b"Connection: close\r\n\r\nabc", timeout=10)
+    rs = parse_responses(data, with_interim=True)
+    eq([r.status for r in rs], [103, 201], "no 100 without Expect: %r" % data[:300])
+    # Expect and the body at once: legate did not say 100, the upstream's passes
+    data = http_raw(port, b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                    b"Expect: 100-continue\r\nConnection: close\r\n\r\nabc", timeout=10)
+    rs = parse_responses(data, with_interim=True)
+    eq([r.status for r in rs], [100, 103, 201], "the upstream's 100 once: %r" % data[:300])
+    # Expect, the body held back: legate says 100 itself, the upstream's is dropped
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                  b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        deadline = time.monotonic() + 15
+        h, rest = read_head(s, b"", deadline)
+        ok(h.startswith("HTTP/1.1 100 "), "legate's own 100: %r" % h)
+        s.sendall(b"abc")
+        data = rest
+        while time.monotonic() < deadline:
+            x = s.recv(65536)
+            if not x:
+                break
+            data += x
+    finally:
+        s.close()
+    rs = parse_responses(data, with_interim=True)
+    eq([r.status for r in rs], [103, 201], "no second 100: %r" % data[:300])
+
+
+def h2_client(port, path, timeout=15, on_info=None):
+    """One GET over h2c (prior knowledge) with python3-h2: (informational
+    [(status, headers)], final status, final headers, body).  on_info()
+    runs when an informational response arrives."""
+    cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+    c = h2.connection.H2Connection(config=cfg)
+    c.initiate_connection()
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(c.data_to_send())
+        c.send_headers(1, [(":method", "GET"), (":path", path), (":scheme", "http"),
+                           (":authority", "x")], end_stream=True)
+        s.sendall(c.data_to_send())
+        infos, status, hdrs, body = [], None, {}, b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                break
+            for ev in c.receive_data(data):
+                if isinstance(ev, h2.events.InformationalResponseReceived):
+                    d = dict(ev.headers)
+                    infos.append((int(d[":status"]), d))
+                    if on_info:
+                        on_info()
+                elif isinstance(ev, h2.events.ResponseReceived):
+                    d = dict(ev.headers)
+                    status, hdrs = int(d[":status"]), d
+                elif isinstance(ev, h2.events.DataReceived):
+                    body += ev.data
+                    c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    return infos, status, hdrs, body
+            out = c.data_to_send()
+            if out:
+                s.sendall(out)
+        fail("stream did not end within %ss" % timeout)
+    finally:
+        s.close()
+
+
+@test
+def early_hints_reach_an_http2_client():
+    if h2 is None:
+        raise Skip("python3-h2 not installed")
+    o = held_origin([EARLY], FINAL)
+    port = free_port()
+    Legate(conf(port, o.address), workers=1)
+    # the origin holds its final answer until the client has the 103
+    infos, status, hdrs, body = h2_client(port, "/h2", on_info=o.go.set)
+    eq([i[0] for i in infos], [103], "one informational response")
+    eq(infos[0][1].get("link"), "</style.css>; rel=preload; as=style")
+    eq((status, body), (200, b"final"))
+    eq(hdrs.get("x-hint"), None, "interim fields stay out of the final head")
+    infos, status, hdrs, body = h2_client(port, "/h2")
+    eq((infos, status, hdrs.get("x-cache"), hdrs.get("x-hint")), ([], 200, "HIT", None),
+       "a hit has no interim answer")
+
+
+def h2_origin_with_hints():
+    """An h2c origin (python3-h2) answering every stream with a 103 (Link)
+    and then a 200.  .requests counts streams."""
+    state = {"n": 0}
+
+    def handler(sock, peer):
+        cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        c = h2.connection.H2Connection(config=cfg)
+        c.initiate_connection()
+        sock.sendall(c.data_to_send())
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return
+            for ev in c.receive_data(data):
+                if isinstance(ev, h2.events.RequestReceived):
+                    state["n"] += 1
+                    sid = ev.stream_id
+                    c.send_headers(sid, [(":status", "103"), ("link", "</h2.js>; rel=preload"),
+                                         ("x-hint", "h2")])
+                    c.send_headers(sid, [(":status", "200"), ("content-length", "4"),
+                                         ("cache-control", "max-age=60")])
+                    c.send_data(sid, b"h2up", end_stream=True)
+            out = c.data_to_send()
+            if out:
+                sock.sendall(out)
+    srv = ScriptedServer(handler)
+    srv.requests = lambda: state["n"]
+    return srv
+
+
+@test
+def early_hints_through_an_http2_upstream():
+    if h2 is None:
+        raise Skip("python3-h2 not installed")
+    o = h2_origin_with_hints()
+    port = free_port()
+    Legate(conf(port, o.address, up_extra='protocol = "h2c";'), workers=1)
+    with Conn(port) as c:
+        c.send(b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n")
+        r1 = c.read_response(interim=True)
+        r2 = c.read_response(interim=True)
+    eq(r1.status, 103, "the upstream's 103 passed to an HTTP/1.1 client")
+    eq(r1.headers.get("Link"), "</h2.js>; rel=preload")
+    eq((r2.status, r2.body, r2.headers.get("X-Hint")), (200, b"h2up", None))
+    infos, status, hdrs, body = h2_client(port, "/up2")
+    eq([i[0] for i in infos], [103], "and to an HTTP/2 client")
+    eq((status, body, hdrs.get("x-hint")), (200, b"h2up", None))
+
+
+@test
+def an_endless_run_of_interim_answers_is_bounded():
+    many = [raw("103 Early Hints", [("Link", "</%d.css>; rel=preload" % i)]) for i in range(40)]
+    o = held_origin(many, FINAL)
+    o.go.set()
+    port = free_port()
+    Legate(conf(port, o.address), workers=1)
+    data = http_raw(port, b"GET /many HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    timeout=10)
+    rs = parse_responses(data, with_interim=True)
+    eq(rs[-1].status, 200, "the final answer still comes")
+    eq(len(rs) - 1, 16, "16 interim answers passed, the rest dropped")
+
+
+if __name__ == "__main__":
+    main()
