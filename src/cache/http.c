@@ -32,6 +32,7 @@
 #include "cache/policy.h"
 #include "http/date.h"
 #include "cache/store.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "net/acl.h"
 #include "http/negotiate.h"
@@ -192,43 +193,117 @@ static const http_header_t *find_h(const http_response_t *r, const char *name)
     return NULL;
 }
 
-/* One "bytes=a-b" range of len bytes: 1 and [*from, *to], 0 none/ignored, -1 unsatisfiable. */
-static int parse_range(const http_header_t *h, size_t len, size_t *from, size_t *to)
+/*
+ * The client's ranges of a representation of len bytes (lg_range_parse,
+ * at most cache_max_ranges of them): n >= 1 in *rs (arena), 0 none (or
+ * to be ignored: the whole is sent), -1 unsatisfiable.
+ */
+static int client_ranges(lg_req_t *s, int64_t len, lg_range_t **rs)
 {
-    if (h == NULL || h->value_len < 7 || strncmp(h->value, "bytes=", 6) != 0 ||
-        memchr(h->value, ',', h->value_len))
-        return 0;                       /* several ranges: the whole body instead */
-    const char *p = h->value + 6, *end = h->value + h->value_len;
-    const char *dash = memchr(p, '-', (size_t)(end - p));
-    if (dash == NULL)
+    const http_header_t *h = lg_headers_get(s, "range");
+    int max = lg_req_common(s)->cache_max_ranges;
+    if (h == NULL || max <= 0)
         return 0;
-    long long a = -1, b = -1;
-    if (dash > p)
-        a = strtoll(p, NULL, 10);
-    if (dash + 1 < end)
-        b = strtoll(dash + 1, NULL, 10);
-    if (a < 0 && b < 0)
+    if (max > LG_RANGES_LIMIT)
+        max = LG_RANGES_LIMIT;
+    lg_range_t *out = lg_arena_alloc(&s->arena, sizeof(lg_range_t) * (size_t)max);
+    if (out == NULL)
         return 0;
-    if (a < 0) {                        /* the last b bytes */
-        if (b == 0)
-            return -1;
-        *from = (size_t)b >= len ? 0 : len - (size_t)b;
-        *to = len - 1;
-    } else {
-        if ((size_t)a >= len)
-            return -1;
-        *from = (size_t)a;
-        *to = b < 0 || (size_t)b >= len ? len - 1 : (size_t)b;
-        if (*to < *from)
-            return 0;
+    *rs = out;
+    return lg_range_parse(h->value, h->value_len, len, out, max);
+}
+
+/*
+ * If-Range (RFC 9110 13.1.5): the Range applies only to the representation
+ * the client already has part of -- an entity tag that matches the stored
+ * one strongly, or a date equal to its Last-Modified.  Otherwise the whole.
+ */
+static int if_range_holds(lg_req_t *s, const http_header_t *etag, const http_header_t *lm)
+{
+    const http_header_t *ir = lg_headers_get(s, "if-range");
+    if (ir == NULL)
+        return 1;
+    if (ir->value_len && (ir->value[0] == '"' || ir->value[0] == 'W'))
+        return ir->value[0] == '"' && etag && etag->value_len == ir->value_len &&
+               etag->value[0] == '"' && memcmp(etag->value, ir->value, ir->value_len) == 0;
+    return lm && lm->value_len == ir->value_len &&
+           memcmp(lm->value, ir->value, ir->value_len) == 0 &&
+           lg_http_date(ir->value, ir->value_len) >= 0;
+}
+
+/*
+ * A multipart/byteranges body (RFC 9110 14.6) with the ranges rs[n] of a
+ * representation of `complete` bytes, whose bytes from `first` on are at
+ * `bytes`; each part says the Content-Type ct (or none).  malloc'd, *outlen.
+ */
+static char *multipart(const char *bytes, int64_t first, int64_t complete, const lg_range_t *rs,
+                       int n, const http_header_t *ct, const char *boundary, size_t *outlen)
+{
+    size_t bl = strlen(boundary), room = bl + 8;
+    for (int i = 0; i < n; i++)
+        room += bl + 8 + (ct ? ct->value_len + 16 : 0) + 80 + (size_t)(rs[i].to - rs[i].from + 1);
+    char *out = malloc(room);
+    if (out == NULL)
+        return NULL;
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        k += (size_t)snprintf(out + k, room - k, "--%s\r\n", boundary);
+        if (ct)
+            k += (size_t)snprintf(out + k, room - k, "Content-Type: %.*s\r\n", (int)ct->value_len,
+                                  ct->value);
+        k += (size_t)snprintf(out + k, room - k, "Content-Range: bytes %lld-%lld/%lld\r\n\r\n",
+                              (long long)rs[i].from, (long long)rs[i].to, (long long)complete);
+        size_t len = (size_t)(rs[i].to - rs[i].from + 1);
+        memcpy(out + k, bytes + (rs[i].from - first), len);
+        k += len;
+        memcpy(out + k, "\r\n", 2);
+        k += 2;
     }
-    return 1;
+    k += (size_t)snprintf(out + k, room - k, "--%s--\r\n", boundary);
+    *outlen = k;
+    return out;
+}
+
+/*
+ * The head of a multipart answer: its Content-Type names the boundary
+ * (replacing the representation's, which each part carries).  The old
+ * field in *ct; 0, or -1 when there is no room for the field.
+ */
+static int multipart_type(lg_req_t *s, http_response_t *r, const http_header_t **ct,
+                          char *boundary, size_t blen)
+{
+    snprintf(boundary, blen, "legate-%016llx",
+             (unsigned long long)lg_rand_next(&lg_w.rng));
+    const char *v = lg_arena_printf(&s->arena, "multipart/byteranges; boundary=%s", boundary);
+    if (v == NULL)
+        return -1;
+    *ct = NULL;
+    for (size_t i = 0; i < r->num_headers; i++)
+        if (http_name_eq(&r->headers[i], "content-type")) {
+            http_header_t *old = lg_arena_alloc(&s->arena, sizeof(*old));
+            if (old == NULL)
+                return -1;
+            *old = r->headers[i];
+            *ct = old;
+            r->headers[i].value = v;
+            r->headers[i].value_len = strlen(v);
+            return 0;
+        }
+    if (r->num_headers >= LG_MAX_HEADERS)
+        return -1;
+    r->headers[r->num_headers].name = "Content-Type";
+    r->headers[r->num_headers].name_len = 12;
+    r->headers[r->num_headers].value = v;
+    r->headers[r->num_headers].value_len = strlen(v);
+    r->num_headers++;
+    return 0;
 }
 
 /*
  * Answer from the stored object: a 304 for a matching conditional, a 206 for
- * one range, HEAD without a body, gzip on the fly if the client asks and
- * the route compresses.  X-Cache says how, Age how old.
+ * one range or several (multipart/byteranges), HEAD without a body, gzip on
+ * the fly if the client asks and the route compresses.  X-Cache says how,
+ * Age how old.
  */
 /* The whole body of an object stored compressed, for a client without gzip. */
 static char *gunzip_all(lg_req_t *s, const char *in, size_t n, size_t out_len)
@@ -341,14 +416,33 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
     lg_xform_t xf = LG_XFORM_NONE;
     size_t from = 0, to = blen ? blen - 1 : 0;
     int range = 0;
+    lg_range_t *rs = NULL;
     if (not_modified && (r.status == 200)) {
         status = 304;
         blen = 0;
     } else {
         xf = gzipped ? LG_XFORM_NONE : lg_coding_choose(s, &r, &ri);
         if (xf == LG_XFORM_NONE && r.status == 200 && (!gzipped || gunz) &&
-            (range = parse_range(lg_headers_get(s, "range"), blen, &from, &to)) != 0)
+            if_range_holds(s, etag, lm) &&
+            (range = client_ranges(s, (int64_t)blen, &rs)) != 0)
             status = range > 0 ? 206 : 416;
+        if (range == 1) {
+            from = (size_t)rs[0].from;
+            to = (size_t)rs[0].to;
+        }
+    }
+    char *mp = NULL;
+    size_t mplen = 0;
+    if (range > 1) {
+        /* several ranges: one body of parts, each with its own Content-Range */
+        char boundary[32];
+        const http_header_t *ct = NULL;
+        if (multipart_type(s, &r, &ct, boundary, sizeof(boundary)) < 0 ||
+            (mp = multipart(body, 0, (int64_t)full, rs, range, ct, boundary, &mplen)) == NULL) {
+            free(plain);
+            lg_respond_error(s, 500);
+            return;
+        }
     }
     char *gz = NULL;
     size_t gzlen = 0;
@@ -362,13 +456,14 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
     }
     if (gunz)
         xf = LG_XFORM_GUNZIP;           /* the head loses its Content-Encoding */
-    const char *out_body = gz ? gz : body + from;
-    size_t out_len = gz ? gzlen : status == 206 ? to - from + 1 : status == 416 || status == 304 ? 0 : blen;
+    const char *out_body = gz ? gz : mp ? mp : body + from;
+    size_t out_len = gz ? gzlen : mp ? mplen : status == 206 ? to - from + 1
+                   : status == 416 || status == 304 ? 0 : blen;
     r.status = status;
     r.reason = lg_http_reason(status);
     r.reason_len = strlen(r.reason);
     s->cache_length = (int64_t)out_len;
-    if (status == 206)
+    if (status == 206 && mp == NULL)
         s->cache_range = lg_arena_printf(&s->arena, "bytes %zu-%zu/%zu", from, to, full);
     else if (status == 416)
         s->cache_range = lg_arena_printf(&s->arena, "bytes */%zu", full);
@@ -378,16 +473,18 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
                                    xf != LG_XFORM_NONE || lg_coding_compressible(s, &r, &ri), &hl);
     if (head == NULL) {
         free(gz);
+        free(mp);
+        free(plain);
         lg_respond_error(s, 500);
         return;
     }
     if (s->ri.is_head || status == 304 || status == 416)
         out_len = 0;
     /* the head from the arena, the body where it lies (the object copied
-     * out of the cache, or the gzip output): one writev, no third copy */
+     * out of the cache, the gzip output, the parts): one writev, no third copy */
     free(cs->out);
-    cs->out = gz ? gz : plain;          /* freed with the state */
-    if (gz)
+    cs->out = gz ? gz : mp ? mp : plain;        /* freed with the state */
+    if (gz || mp)
         free(plain);
     s->upstream_status = 0;
     lg_respond_raw(s, status, head, hl, out_body, out_len);
@@ -857,16 +954,19 @@ static int stored_range(const char *head, size_t hl, int64_t *a, int64_t *b, int
     return 0;
 }
 
-/* The client's one range, inside the stored part? */
+/* The client's ranges (one or several), all inside the stored part? */
 static int partial_covers(lg_req_t *s, lg_cstate_t *cs)
 {
-    const http_header_t *rg = lg_headers_get(s, "range");
-    int64_t a, b, c, from, to;
-    if (rg == NULL || lg_headers_get(s, "if-range") ||
-        !stored_range(cs->obj, cs->hl, &a, &b, &c) ||
-        lg_range_one(rg->value, rg->value_len, c, &from, &to) != 1)
+    int64_t a, b, c;
+    lg_range_t *rs = NULL;
+    if (lg_headers_get(s, "if-range") || !stored_range(cs->obj, cs->hl, &a, &b, &c) ||
+        (size_t)(b - a + 1) != cs->bl)
         return 0;
-    return from >= a && to <= b && (size_t)(b - a + 1) == cs->bl;
+    int n = client_ranges(s, c, &rs);
+    for (int i = 0; i < n; i++)
+        if (rs[i].from < a || rs[i].to > b)
+            return 0;
+    return n > 0;
 }
 
 /* cache_partial: on a miss, ask the upstream for the client's range only. */
@@ -881,14 +981,51 @@ static void forward_range(lg_req_t *s, lg_cstate_t *cs)
                                                    (int)rg->value_len, rg->value));
 }
 
-/* A 206 from the cache: the client's range, cut from the stored part. */
+/* A 206 from the cache: the client's ranges, cut from the stored part
+ * (partial_covers said they are in it). */
 static void serve_partial(lg_req_t *s, lg_cstate_t *cs, http_response_t *r, const char *xcache)
 {
     int64_t a, b, c, from, to;
-    const http_header_t *rg = lg_headers_get(s, "range");
-    if (rg == NULL || !stored_range(cs->obj, cs->hl, &a, &b, &c) ||
-        lg_range_one(rg->value, rg->value_len, c, &from, &to) != 1 || from < a || to > b) {
+    lg_range_t *rs = NULL;
+    int n = 0;
+    int inside = stored_range(cs->obj, cs->hl, &a, &b, &c) && (n = client_ranges(s, c, &rs)) >= 1;
+    for (int i = 0; inside && i < n; i++)
+        inside = rs[i].from >= a && rs[i].to <= b;
+    if (!inside) {
         lg_respond_error(s, 500);
+        return;
+    }
+    from = rs[0].from;
+    to = rs[0].to;
+    if (n > 1) {
+        char boundary[32];
+        const http_header_t *ct = NULL;
+        size_t mplen = 0;
+        char *mp = NULL;
+        if (multipart_type(s, r, &ct, boundary, sizeof(boundary)) < 0 ||
+            (mp = multipart(cs->obj + cs->hl, a, c, rs, n, ct, boundary, &mplen)) == NULL) {
+            lg_respond_error(s, 500);
+            return;
+        }
+        free(cs->out);
+        cs->out = mp;                   /* freed with the state */
+        cs->s->cache_status = xcache;
+        int64_t now = lg_wall_ms();
+        s->cache_age = cs->meta.age0 + (now - cs->meta.stored) / 1000;
+        if (s->cache_age < 0)
+            s->cache_age = 0;
+        lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)mplen, .keep_alive = 1 };
+        s->cache_length = (int64_t)mplen;
+        s->cache_range = NULL;
+        s->cache_serving = 1;
+        size_t hl = 0;
+        char *head = lg_headers_client(s, r, &ri, 0, LG_XFORM_NONE, 0, &hl);
+        if (head == NULL) {
+            lg_respond_error(s, 500);
+            return;
+        }
+        s->upstream_status = 0;
+        lg_respond_raw(s, 206, head, hl, mp, s->ri.is_head ? 0 : mplen);
         return;
     }
     cs->s->cache_status = xcache;

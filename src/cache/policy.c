@@ -779,6 +779,84 @@ int lg_range_one(const char *v, size_t n, int64_t len, int64_t *from, int64_t *t
     return 1;
 }
 
+static int range_cmp(const void *x, const void *y)
+{
+    const lg_range_t *a = x, *b = y;
+    return a->from < b->from ? -1 : a->from > b->from ? 1 : 0;
+}
+
+int lg_range_parse(const char *v, size_t n, int64_t len, lg_range_t *out, int max)
+{
+    size_t i = 0;
+    if (v == NULL || max < 1 || max > LG_RANGES_LIMIT || n < 6 || strncasecmp(v, "bytes", 5) != 0)
+        return 0;
+    i = 5;
+    while (i < n && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    if (i >= n || v[i++] != '=')
+        return 0;
+    int specs = 0, k = 0;
+    for (;;) {
+        /* 1#range-spec: empty elements and whitespace around commas */
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        if (i >= n)
+            break;
+        int64_t a = -1, b = -1;
+        if (v[i] != '-' && (a = dnum(v, n, &i)) < 0)
+            return 0;
+        if (i >= n || v[i++] != '-')
+            return 0;
+        if (i < n && v[i] >= '0' && v[i] <= '9' && (b = dnum(v, n, &i)) < 0)
+            return 0;
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        if (i < n && v[i] != ',')
+            return 0;
+        if (a < 0 && b < 0)
+            return 0;                   /* "-" alone */
+        if (a >= 0 && b >= 0 && b < a)
+            return 0;                   /* invalid: the field is ignored (14.1.1) */
+        if (++specs > max)
+            return 0;                   /* too many: the whole instead */
+        int64_t f, t;
+        if (a < 0) {                    /* the last b bytes */
+            if (b == 0 || len == 0)
+                continue;
+            f = b >= len ? 0 : len - b;
+            t = len - 1;
+        } else {
+            if (a >= len)
+                continue;               /* not satisfiable: left out */
+            f = a;
+            t = b < 0 || b >= len ? len - 1 : b;
+        }
+        out[k].from = f;
+        out[k].to = t;
+        k++;
+    }
+    if (specs == 0)
+        return 0;
+    if (k == 0)
+        return -1;
+    /* coalesce what overlaps or touches; keep the order asked otherwise */
+    lg_range_t sorted[LG_RANGES_LIMIT];
+    memcpy(sorted, out, sizeof(lg_range_t) * (size_t)k);
+    qsort(sorted, (size_t)k, sizeof(lg_range_t), range_cmp);
+    int m = 0;
+    for (int j = 0; j < k; j++) {
+        if (m && sorted[j].from <= sorted[m - 1].to + 1) {
+            if (sorted[j].to > sorted[m - 1].to)
+                sorted[m - 1].to = sorted[j].to;
+        } else {
+            sorted[m++] = sorted[j];
+        }
+    }
+    if (m < k)
+        memcpy(out, sorted, sizeof(lg_range_t) * (size_t)m);
+    return m;
+}
+
 int lg_range_union(int64_t a1, int64_t b1, int64_t a2, int64_t b2, int64_t *a, int64_t *b)
 {
     if (a2 > b1 + 1 || a1 > b2 + 1)

@@ -89,6 +89,27 @@ int     lg_content_range(const char *v, size_t n, int64_t *first, int64_t *last,
  * unsatisfiable.
  */
 int     lg_range_one(const char *v, size_t n, int64_t len, int64_t *from, int64_t *to);
+/*
+ * The byte ranges of a Range field (RFC 9110 14.1.2, 14.2) against a
+ * representation of len bytes, for an answer of one or more parts:
+ * "bytes=" (the unit in any case) and a list of "a-b", "a-" and "-n", with
+ * optional whitespace and empty elements as the list rule allows.  Ranges
+ * that are not satisfiable (starting at or past len, "-0") are left out;
+ * overlapping and touching ones are coalesced (RFC 9110 14.2 allows it: a
+ * client asking "0-999,0-999,..." gets the bytes once).  The rest stay in
+ * the order asked when nothing was coalesced, in ascending order else.
+ * Returns how many were written to out (1 <= n <= max); 0 when the field
+ * is to be ignored and the whole sent instead (absent, another unit,
+ * malformed, or more than max ranges -- a defence: a list of thousands of
+ * small ranges costs the sender far more than the asker); -1 when none is
+ * satisfiable (416).  1 <= max <= LG_RANGES_LIMIT and out has room for max.
+ */
+#define LG_RANGES_LIMIT 256
+typedef struct lg_range {
+    int64_t from, to;           /* inclusive */
+} lg_range_t;
+int     lg_range_parse(const char *v, size_t n, int64_t len, lg_range_t *out, int max);
+
 /* Two stored ranges of one representation that overlap or touch: 1 and
  * their union. */
 int     lg_range_union(int64_t a1, int64_t b1, int64_t a2, int64_t b2, int64_t *a, int64_t *b);

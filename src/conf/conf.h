@@ -222,6 +222,9 @@ typedef struct lg_common {
     lg_strv_t *cache_targeted_fields;   /* RFC 9213 fields obeyed first; default CDN-Cache-Control */
     int        cache_targeted_remove;   /* bool: not passed to clients */
     int        cache_partial;           /* bool: Range on a miss goes upstream, 206s stored */
+    int        cache_max_ranges;        /* ranges of one request served (multipart past 1), default 16;
+                                           0: Range ignored (nginx's max_ranges) */
+    lg_strv_t *cache_use_stale;         /* conditions a stale object covers (nginx's proxy_cache_use_stale) */
 
     /* access rules and Basic authentication (feature/access.c), as nginx's
      * allow/deny, auth_basic, auth_basic_user_file and satisfy */

@@ -168,6 +168,8 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_names(out, ind, "cache_targeted_fields", c->cache_targeted_fields);
     kv_bool(out, ind, "cache_targeted_remove", c->cache_targeted_remove);
     kv_bool(out, ind, "cache_partial", c->cache_partial);
+    kv_int(out, ind, "cache_max_ranges", c->cache_max_ranges);
+    kv_names(out, ind, "cache_use_stale", c->cache_use_stale);
     kv_int(out, ind, "gunzip_request_max", c->gunzip_request_max);
     kv_names(out, ind, "access_rules", c->access_rules);
     kv_str(out, ind, "auth_basic", c->auth_basic);

@@ -265,6 +265,8 @@ const directive_t ld_common_dirs[] = {
     ROW("cache_targeted_fields",   D_NAMES,    0, 0,      "CDN-Cache-Control", lg_common_t, cache_targeted_fields),
     ROW("cache_targeted_remove",   D_BOOL,     0, 1,      "false", lg_common_t, cache_targeted_remove),
     ROW("cache_partial",           D_BOOL,     0, 1,      "false", lg_common_t, cache_partial),
+    ROW("cache_max_ranges",        D_INT,      0, 256,    "16",    lg_common_t, cache_max_ranges),
+    { "cache_use_stale", D_CUSTOM, 0, 0, NULL, offsetof(lg_common_t, cache_use_stale), NULL, ld_fn_cache_use_stale },
     ROW("access_rules",            D_STRLIST,  0, 0,      "",      lg_common_t, access_rules),
     ROW("auth_basic",              D_STRING,   0, 0,      "off",   lg_common_t, auth_basic),
     PATH("auth_basic_user_file",   NULL, NULL,                      lg_common_t, auth_basic_user_file),

@@ -341,5 +341,202 @@ def an_endless_run_of_interim_answers_is_bounded():
     eq(len(rs) - 1, 16, "16 interim answers passed, the rest dropped")
 
 
+# ---- several ranges (multipart/byteranges) ----
+
+BODY = bytes(range(256)) * 4        # 1024 bytes
+
+
+def scripted(answer):
+    """An origin whose answer(head, n) gives the raw response to its n-th
+    request; keep-alive.  .seen keeps the Range of each request (or None)."""
+    count = [0]
+    seen = []
+
+    def handler(sock, peer):
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                x = sock.recv(65536)
+                if not x:
+                    return
+                buf += x
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            text = head.decode("latin-1")
+            m = re.search(r"(?im)^range:\s*(.*?)\s*$", text)
+            seen.append(m.group(1) if m else None)
+            count[0] += 1
+            sock.sendall(answer(text, count[0]))
+    srv = ScriptedServer(handler)
+    srv.count = count
+    srv.seen = seen
+    return srv
+
+
+def whole_origin(headers=()):
+    common = [("Cache-Control", "max-age=60"), ("ETag", '"m1"'), ("Content-Type", "text/plain"),
+              ("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")] + list(headers)
+
+    def answer(head, n):
+        m = re.search(r"(?im)^range:\s*bytes=(\d*)-(\d*)\s*$", head)
+        if m:
+            a, b = m.group(1), m.group(2)
+            if a == "":
+                first, last = len(BODY) - int(b), len(BODY) - 1
+            else:
+                first, last = int(a), min(int(b), len(BODY) - 1) if b else len(BODY) - 1
+            part = BODY[first:last + 1]
+            return raw("206 Partial Content", common + [
+                ("Content-Range", "bytes %d-%d/%d" % (first, last, len(BODY))),
+                ("Content-Length", str(len(part)))], part)
+        return raw("200 OK", common + [("Content-Length", str(len(BODY)))], BODY)
+    return scripted(answer)
+
+
+def parts_of(r):
+    """The parts of a multipart/byteranges response: [(headers dict, bytes)]."""
+    ct = r.headers.get("Content-Type") or ""
+    m = re.match(r"multipart/byteranges;\s*boundary=(\S+)$", ct)
+    ok(m, "a multipart/byteranges answer: %r" % ct)
+    b = ("--" + m.group(1)).encode()
+    body = r.body
+    ok(body.endswith(b + b"--\r\n"), "the closing delimiter: %r" % body[-60:])
+    out = []
+    for chunk in body[:-len(b + b"--\r\n")].split(b)[1:]:
+        ok(chunk.startswith(b"\r\n") and chunk.endswith(b"\r\n"), "a part: %r" % chunk[:80])
+        head, data = chunk[2:-2].split(b"\r\n\r\n", 1)
+        hdrs = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            k, v = line.split(":", 1)
+            hdrs[k.strip().lower()] = v.strip()
+        out.append((hdrs, data))
+    return out
+
+
+def ranged(port, spec, extra=(), method="GET", target="/m"):
+    return request(port, method=method, target=target, headers=[("Range", spec)] + list(extra))
+
+
+@test
+def several_ranges_from_a_stored_response():
+    o = whole_origin()
+    port = free_port()
+    Legate(conf(port, o.address), workers=1)
+    eq(request(port, target="/m").status, 200)
+    r = ranged(port, "bytes=0-9, 100-109,-5")
+    eq((r.status, r.headers.get("X-Cache")), (206, "HIT"))
+    eq(r.headers.get("Content-Range"), None, "no Content-Range on the whole")
+    eq(int(r.headers.get("Content-Length")), len(r.body))
+    parts = parts_of(r)
+    eq([p[0].get("content-range") for p in parts],
+       ["bytes 0-9/1024", "bytes 100-109/1024", "bytes 1019-1023/1024"], "in the order asked")
+    eq([p[1] for p in parts], [BODY[0:10], BODY[100:110], BODY[1019:]])
+    eq({p[0].get("content-type") for p in parts}, {"text/plain"}, "each part its type")
+    # HEAD: the length of that body, no body
+    r2 = ranged(port, "bytes=0-9,100-109,-5", method="HEAD")
+    eq(r2.status, 206)
+    eq(r2.body, b"")
+    ok(r2.headers.get("Content-Type", "").startswith("multipart/byteranges; boundary="))
+    eq(o.count[0], 1, "all from the one fetch")
+
+
+@test
+def overlapping_ranges_are_coalesced_and_too_many_refused():
+    o = whole_origin()
+    port = free_port()
+    Legate(conf(port, o.address, "cache_max_ranges = 4;"), workers=1)
+    eq(request(port, target="/m").status, 200)
+    r = ranged(port, "bytes=0-99,50-149,150-199")
+    eq((r.status, r.headers.get("Content-Range"), r.body), (206, "bytes 0-199/1024", BODY[:200]),
+       "overlapping and touching ranges: one part")
+    r = ranged(port, "bytes=0-0,0-0,0-0,0-0")
+    eq((r.status, r.headers.get("Content-Range"), r.body), (206, "bytes 0-0/1024", BODY[:1]),
+       "the same range four times: once")
+    r = ranged(port, "bytes=500-509,0-9,5-19")
+    parts = parts_of(r)
+    eq([p[0].get("content-range") for p in parts], ["bytes 0-19/1024", "bytes 500-509/1024"],
+       "coalesced: in ascending order")
+    r = ranged(port, "bytes=0-1,3-4,6-7,9-10,12-13")
+    eq((r.status, r.headers.get("X-Cache"), r.body), (200, "HIT", BODY),
+       "more than cache_max_ranges: the whole")
+    r = ranged(port, "bytes=2000-,3000-3001")
+    eq((r.status, r.headers.get("Content-Range")), (416, "bytes */1024"), "none satisfiable")
+    r = ranged(port, "bytes=0-1,2000-")
+    eq((r.status, r.headers.get("Content-Range"), r.body), (206, "bytes 0-1/1024", BODY[:2]),
+       "the unsatisfiable one left out")
+    r = ranged(port, "bytes=5-1,7-9")
+    eq((r.status, r.body), (200, BODY), "an invalid range: the field is ignored")
+
+
+@test
+def max_ranges_zero_turns_ranges_off():
+    o = whole_origin()
+    port = free_port()
+    Legate(conf(port, o.address, "cache_max_ranges = 0;"), workers=1)
+    eq(request(port, target="/m").status, 200)
+    r = ranged(port, "bytes=0-9")
+    eq((r.status, r.headers.get("X-Cache"), r.body), (200, "HIT", BODY))
+
+
+@test
+def if_range_that_does_not_match_gets_the_whole():
+    o = whole_origin()
+    port = free_port()
+    Legate(conf(port, o.address), workers=1)
+    eq(request(port, target="/m").status, 200)
+    for ir, want in (('"m1"', 206), ('"other"', 200), ('W/"m1"', 200),
+                     ("Mon, 01 Jan 2024 00:00:00 GMT", 206), ("Tue, 02 Jan 2024 00:00:00 GMT", 200)):
+        r = ranged(port, "bytes=0-9,20-29", [("If-Range", ir)])
+        eq(r.status, want, "If-Range %s" % ir)
+        if want == 200:
+            eq(r.body, BODY)
+        else:
+            eq([p[1] for p in parts_of(r)], [BODY[0:10], BODY[20:30]])
+
+
+@test
+def curl_reads_several_ranges():
+    if not have_curl():
+        raise Skip("curl not installed")
+    o = whole_origin()
+    port = free_port()
+    Legate(conf(port, o.address), workers=1)
+    url = "http://127.0.0.1:%d/m" % port
+    eq(curl(url)[0], 200)              # stored under curl's Host
+    p = subprocess.run(["curl", "-sS", "-D", "-", "--max-time", "20", "-r", "0-3,8-11",
+                        url], capture_output=True, timeout=30)
+    eq(p.returncode, 0, p.stderr)
+    head, body = p.stdout.split(b"\r\n\r\n", 1)
+    ok(head.startswith(b"HTTP/1.1 206"), head[:100])
+    m = re.search(rb"(?i)boundary=(\S+)", head)
+    ok(m, "a boundary in %r" % head)
+    chunks = body.split(b"--" + m.group(1))
+    eq(len(chunks), 4, "two parts and the end: %r" % body[:300])
+    ok(chunks[1].endswith(b"\r\n\r\n" + BODY[0:4] + b"\r\n"), chunks[1])
+    ok(chunks[2].endswith(b"\r\n\r\n" + BODY[8:12] + b"\r\n"), chunks[2])
+
+
+@test
+def several_ranges_from_a_stored_part():
+    o = whole_origin()
+    port = free_port()
+    Legate(conf(port, o.address, "cache_partial = true;"), workers=1)
+    r = ranged(port, "bytes=0-199")
+    eq((r.status, r.body), (206, BODY[:200]))
+    eq(o.seen, ["bytes=0-199"])
+    r = ranged(port, "bytes=0-9,150-159")
+    eq((r.status, r.headers.get("X-Cache")), (206, "HIT"))
+    parts = parts_of(r)
+    eq([p[0].get("content-range") for p in parts], ["bytes 0-9/1024", "bytes 150-159/1024"])
+    eq([p[1] for p in parts], [BODY[0:10], BODY[150:160]])
+    eq(len(o.seen), 1, "both inside the part: no upstream request")
+    # one outside the part: the whole is fetched (a multi-range is never sent
+    # upstream) and answers them
+    r = ranged(port, "bytes=0-9,900-909")
+    eq(o.seen[-1], None, "the whole went upstream")
+    r = ranged(port, "bytes=0-9,900-909")
+    eq([p[1] for p in parts_of(r)], [BODY[0:10], BODY[900:910]])
+    eq(r.headers.get("X-Cache"), "HIT")
+
+
 if __name__ == "__main__":
     main()

@@ -72,6 +72,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rr == 1)
         CHECK(0 <= from && from <= to && to < len);
 
+    /* several ranges: each inside the representation, none overlapping or
+     * touching another, at most max of them */
+    lg_range_t rs[LG_RANGES_LIMIT];
+    int max = 1 + (int)(size % 40);
+    int nr = lg_range_parse(p, size, len, rs, max);
+    CHECK(nr >= -1 && nr <= max);
+    for (int k = 0; k < nr; k++) {
+        CHECK(0 <= rs[k].from && rs[k].from <= rs[k].to && rs[k].to < len);
+        for (int j = 0; j < k; j++)
+            CHECK(rs[j].to + 1 < rs[k].from || rs[k].to + 1 < rs[j].from);
+    }
+    /* one range: the same answer as the one-range reader */
+    if (rr == 1 && nr == 1)
+        CHECK(rs[0].from == from && rs[0].to == to);
+
     lg_cc_t cc;
     lg_cc_init(&cc);
     lg_cc_parse(&cc, p, size);

@@ -1,6 +1,7 @@
 /* RFC 9111 policy (cache/policy.c): strict HTTP-dates, Age, Vary, and the
  * freshness lifetime, as pure functions. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cache/policy.h"
@@ -424,4 +425,62 @@ Test(cache_policy, partial_content)
     cr_assert(lg_range_union(50, 150, 0, 99, &a, &b), "overlapping");
     cr_assert(a == 0 && b == 150);
     cr_assert(!lg_range_union(0, 99, 101, 199, &a, &b), "a gap");
+}
+
+/* lg_range_parse: one case a row, the ranges as "a-b a-b" or a code. */
+static const struct {
+    const char *field;
+    int64_t     len;
+    int         max;
+    int         rc;
+    const char *want;           /* the ranges written, in order */
+} range_cases[] = {
+    { "bytes=0-99", 1000, 16, 1, "0-99" },
+    { "bytes=0-9,20-29", 1000, 16, 2, "0-9 20-29" },
+    { "bytes=20-29,0-9", 1000, 16, 2, "20-29 0-9" },            /* order asked kept */
+    { "bytes=900-,-50", 1000, 16, 1, "900-999" },               /* overlapping: one */
+    { "bytes=0-9,10-19", 1000, 16, 1, "0-19" },                 /* touching: one */
+    { "bytes=50-60,0-99,200-", 1000, 16, 2, "0-99 200-999" },   /* coalesced: ascending */
+    { "bytes=0-0,0-0,0-0,0-0", 1000, 16, 1, "0-0" },
+    { "BYTES = 0-1 , 5-6", 1000, 16, 2, "0-1 5-6" },            /* unit in any case, OWS */
+    { "bytes=0-1,,5-6,", 1000, 16, 2, "0-1 5-6" },              /* empty list elements */
+    { "bytes=-100", 1000, 16, 1, "900-999" },
+    { "bytes=-5000", 1000, 16, 1, "0-999" },
+    { "bytes=500-5000", 1000, 16, 1, "500-999" },
+    { "bytes=0-1,2000-3000", 1000, 16, 1, "0-1" },              /* unsatisfiable left out */
+    { "bytes=1000-,2000-", 1000, 16, -1, "" },
+    { "bytes=-0", 1000, 16, -1, "" },
+    { "bytes=0-", 0, 16, -1, "" },                              /* an empty representation */
+    { "bytes=0-1,2-3,4-5", 1000, 2, 0, "" },                    /* more than max: the whole */
+    { "bytes=0-1,2-3", 1000, 2, 1, "0-3" },
+    { "bytes=5-1", 1000, 16, 0, "" },                           /* invalid: ignored */
+    { "bytes=0-1,5-1", 1000, 16, 0, "" },
+    { "bytes=x-1", 1000, 16, 0, "" },
+    { "bytes=-", 1000, 16, 0, "" },
+    { "bytes=", 1000, 16, 0, "" },
+    { "bytes=,", 1000, 16, 0, "" },
+    { "bytes=0-1;5-6", 1000, 16, 0, "" },
+    { "bytes=0-1 2-3", 1000, 16, 0, "" },
+    { "items=0-1", 1000, 16, 0, "" },
+    { "bytes0-1", 1000, 16, 0, "" },
+    { "bytes=99999999999999999999-", 1000, 16, 0, "" },         /* overflow: malformed */
+};
+
+Test(cache_policy, range_parse)
+{
+    for (size_t i = 0; i < sizeof(range_cases) / sizeof(range_cases[0]); i++) {
+        lg_range_t out[LG_RANGES_LIMIT];
+        int rc = lg_range_parse(range_cases[i].field, strlen(range_cases[i].field),
+                                range_cases[i].len, out, range_cases[i].max);
+        cr_assert_eq(rc, range_cases[i].rc, "%s: %d", range_cases[i].field, rc);
+        char got[256] = "";
+        size_t gl = 0;
+        for (int k = 0; k < rc; k++)
+            gl += (size_t)snprintf(got + gl, sizeof(got) - gl, "%s%lld-%lld", k ? " " : "",
+                                   (long long)out[k].from, (long long)out[k].to);
+        cr_assert_str_eq(got, range_cases[i].want, "%s", range_cases[i].field);
+    }
+    lg_range_t out[LG_RANGES_LIMIT];
+    cr_assert_eq(lg_range_parse("bytes=0-1", 9, 10, out, 0), 0, "max 0: ranges off");
+    cr_assert_eq(lg_range_parse("bytes=0-1", 9, 10, out, LG_RANGES_LIMIT + 1), 0);
 }
