@@ -76,6 +76,7 @@ typedef struct lg_cstate {
     int         gz_store;       /* store the body gzip-compressed (the route compresses) */
     int         range_up;       /* cache_partial: the client's Range went upstream */
     int         have_partial;   /* obj is a stored 206 that the answer may complete */
+    int         use_stale;      /* obj is stale and may cover what cache_use_stale names */
     lg_req_t *s;            /* whose state this is */
 } lg_cstate_t;
 
@@ -528,6 +529,38 @@ static int purge(lg_req_t *s, lg_cstate_t *cs)
     return 1;
 }
 
+/*
+ * cache_use_stale: does the route let a stale object cover this condition
+ * (nginx's proxy_cache_use_stale words)?  "off" anywhere turns it off, so
+ * a route can undo what it inherits.
+ */
+static int use_stale(const lg_common_t *c, const char *word)
+{
+    int on = 0;
+    for (size_t i = 0; c->cache_use_stale && i < c->cache_use_stale->n; i++) {
+        if (strcmp(c->cache_use_stale->v[i], "off") == 0)
+            return 0;
+        on |= strcmp(c->cache_use_stale->v[i], word) == 0;
+    }
+    return on;
+}
+
+/* The word of cache_use_stale for an upstream failure or answer. */
+static const char *stale_word(unsigned cond, int status)
+{
+    switch (status) {
+    case 500: return "http_500";
+    case 502: return cond ? (cond & LG_COND_TIMEOUT ? "timeout" : cond & LG_COND_INVALID_HEADER
+                             ? "invalid_header" : "error") : "http_502";
+    case 503: return "http_503";
+    case 504: return cond ? (cond & LG_COND_TIMEOUT ? "timeout" : "error") : "http_504";
+    case 403: return "http_403";
+    case 404: return "http_404";
+    case 429: return "http_429";
+    default:  return NULL;
+    }
+}
+
 static int fresh_enough(lg_cstate_t *cs, int64_t now)
 {
     return lg_cache_usable(&cs->req_cc, cs->meta.age0 * 1000 + (now - cs->meta.stored),
@@ -665,6 +698,21 @@ static int on_request(lg_req_t *s)
             lg_error("cache: cannot start the background refresh of \"%s\"", cs->key);
         serve(s, cs, "UPDATING");
         return 1;
+    }
+    /*
+     * cache_use_stale: never for what the origin said must be revalidated
+     * (must-revalidate, no-cache, proxy-revalidate or s-maxage here: RFC
+     * 9111 4.2.4 forbids serving those stale, whatever a setting says).
+     */
+    cs->use_stale = !(cs->meta.flags & LG_CF_MUST_REVALIDATE) && c->cache_use_stale != NULL;
+    if (cs->use_stale && use_stale(c, "updating") && !s->conn->refresh) {
+        /* another request is fetching it: it is "being updated", and this
+         * one gets the stale copy instead of a second fetch */
+        int64_t until = now + c->proxy_connect_timeout + c->proxy_read_timeout + 1000;
+        if (!lg_store_try_update(lg_cache, cs->key, cs->keylen, until)) {
+            serve(s, cs, "UPDATING");
+            return 1;
+        }
     }
     /* stale: keep it for a 304 or for stale-if-error, and revalidate */
     cs->stale_ok = cs->meta.stale_if_error > 0 &&
@@ -1213,7 +1261,8 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         return 1;
     }
     /* an error from the upstream, and a stale copy allowed to cover it */
-    if (r->status >= 500 && cs->stale_ok && cs->obj) {
+    const char *sw = cs->use_stale && cs->obj ? stale_word(0, r->status) : NULL;
+    if ((r->status >= 500 && cs->stale_ok && cs->obj) || (sw && use_stale(c, sw))) {
         serve(s, cs, "STALE");
         return 1;
     }
@@ -1511,11 +1560,15 @@ static int cache_body(lg_req_t *s)
     return LG_OK;
 }
 
-/* UPSTREAM_ERROR: stale-if-error. */
+/* UPSTREAM_ERROR: stale-if-error, cache_use_stale error / timeout / invalid_header. */
 static int cache_error(lg_req_t *s)
 {
     lg_cstate_t *cs = CS(s);
-    if (cs == NULL || !cs->stale_ok || cs->obj == NULL)
+    if (cs == NULL || cs->obj == NULL)
+        return LG_DECLINED;
+    const char *sw = cs->use_stale ? stale_word(s->upstream_cond ? s->upstream_cond : LG_COND_ERROR,
+                                                s->upstream_status) : NULL;
+    if (!cs->stale_ok && !(sw && use_stale(lg_req_common(s), sw)))
         return LG_DECLINED;
     serve(s, cs, "STALE");
     return LG_DONE;

@@ -538,5 +538,134 @@ def several_ranges_from_a_stored_part():
     eq(r.headers.get("X-Cache"), "HIT")
 
 
+# ---- cache_use_stale ----
+
+def flaky_origin(then, cc="max-age=0"):
+    """First request: a 200 stale at once (with an ETag, so it is stored for
+    revalidation); later ones: then(sock) -- close, hang, or an error."""
+    state = {"n": 0}
+
+    def handler(sock, peer):
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                x = sock.recv(65536)
+                if not x:
+                    return
+                buf += x
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            state["n"] += 1
+            if state["n"] == 1:
+                sock.sendall(raw("200 OK", [("Cache-Control", cc), ("ETag", '"s1"'),
+                                            ("Content-Length", "5")], b"first"))
+                continue
+            if then(sock) == "close":
+                return
+    srv = ScriptedServer(handler)
+    srv.count = lambda: state["n"]
+    return srv
+
+
+def closes(sock):
+    return "close"
+
+
+def hangs(sock):
+    time.sleep(8)
+    return "close"
+
+
+def answers(status):
+    def fn(sock):
+        sock.sendall(raw(status, [("Content-Length", "4"), ("Cache-Control", "no-store")], b"oops"))
+    return fn
+
+
+def stale_case(then, setting, cc="max-age=0", extra=""):
+    o = flaky_origin(then, cc)
+    port = free_port()
+    lg = Legate(conf(port, o.address, setting + extra), workers=1)
+    r = request(port, target="/s")
+    eq((r.status, r.body), (200, b"first"))
+    return o, port, lg
+
+
+@test
+def use_stale_on_error():
+    o, port, lg = stale_case(closes, 'cache_use_stale = "error timeout";')
+    r = request(port, target="/s")
+    eq((r.status, r.headers.get("X-Cache"), r.body), (200, "STALE", b"first"),
+       "an upstream that closes: the stale copy")
+    lg.allow_log(r"upstream prematurely closed")
+    o2, port2, lg2 = stale_case(closes, "")
+    eq(request(port2, target="/s").status, 502, "without cache_use_stale: the error")
+    lg2.allow_log(r"upstream prematurely closed")
+    o3, port3, lg3 = stale_case(closes, 'cache_use_stale = [ "error" ];',
+                                cc="max-age=0, must-revalidate")
+    eq(request(port3, target="/s").status, 502, "never for must-revalidate (RFC 9111 4.2.4)")
+    lg3.allow_log(r"upstream prematurely closed")
+
+
+@test
+def use_stale_on_timeout_only_when_named():
+    o, port, lg = stale_case(hangs, 'cache_use_stale = "timeout";', extra=' proxy_read_timeout = "1s";')
+    r = request(port, target="/s")
+    eq((r.status, r.headers.get("X-Cache"), r.body), (200, "STALE", b"first"))
+    lg.allow_log(r"timed out")
+    o2, port2, lg2 = stale_case(hangs, 'cache_use_stale = "error";', extra=' proxy_read_timeout = "1s";')
+    eq(request(port2, target="/s").status, 504, "a timeout is not an error")
+    lg2.allow_log(r"timed out")
+
+
+@test
+def use_stale_on_named_statuses():
+    o, port, lg = stale_case(answers("500 Internal Server Error"), 'cache_use_stale = "http_500 http_503";')
+    r = request(port, target="/s")
+    eq((r.status, r.headers.get("X-Cache"), r.body), (200, "STALE", b"first"))
+    o2, port2, lg2 = stale_case(answers("502 Bad Gateway"), 'cache_use_stale = "http_500 http_503";')
+    r = request(port2, target="/s")
+    eq((r.status, r.body), (502, b"oops"), "a status not named passes")
+    o3, port3, lg3 = stale_case(answers("404 Not Found"), 'cache_use_stale = "http_404";')
+    eq(request(port3, target="/s").body, b"first")
+
+
+@test
+def use_stale_updating_serves_while_one_request_refreshes():
+    go = threading.Event()
+
+    def held(sock):
+        go.wait(20)
+        sock.sendall(raw("200 OK", [("Cache-Control", "max-age=60"), ("ETag", '"s2"'),
+                                    ("Content-Length", "6")], b"second"))
+    o, port, lg = stale_case(held, 'cache_use_stale = "updating";')
+    got = {}
+
+    def first():
+        got["r"] = request(port, target="/s", timeout=30)
+    t = threading.Thread(target=first)
+    t.start()
+    wait_until(lambda: o.count() >= 2, 10, what="the refresh to reach the origin")
+    r = request(port, target="/s")
+    eq((r.status, r.headers.get("X-Cache"), r.body), (200, "UPDATING", b"first"),
+       "while it is being updated: the stale copy at once")
+    eq(o.count(), 2, "no second fetch")
+    go.set()
+    t.join(30)
+    eq((got["r"].status, got["r"].body), (200, b"second"))
+    r = request(port, target="/s")
+    eq((r.headers.get("X-Cache"), r.body), ("HIT", b"second"), "updated")
+
+
+@test
+def use_stale_words_are_checked():
+    o = Origin("o")
+    rc, err = check_config(conf(free_port(), o.address, 'cache_use_stale = "error http_599";'))
+    ok(rc != 0, "an unknown word is an error")
+    contains(err, "%s:6: 'cache_use_stale': unknown condition 'http_599'" % check_config.last_path)
+    rc, err = check_config(conf(free_port(), o.address,
+                                'cache_use_stale = [ "error", "timeout", "updating", "http_500" ];'))
+    eq(rc, 0, err)
+
+
 if __name__ == "__main__":
     main()
