@@ -396,6 +396,10 @@ static void start_upstream(lg_req_t *s)
         }
         lg_error("no live upstreams in \"%s\" for client %s", s->up->name,
                  s->peer_text);
+        s->upstream_cond = LG_COND_ERROR;
+        if (lg_req_upstream_error(s, 502) == LG_DONE)
+            return;             /* answered otherwise (a stale copy) */
+        s->upstream_status = 0; /* no upstream answered */
         lg_respond_error(s, 502);
         return;
     }

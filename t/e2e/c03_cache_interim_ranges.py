@@ -607,6 +607,24 @@ def use_stale_on_error():
 
 
 @test
+def use_stale_when_no_server_is_left():
+    a = flaky_origin(closes)
+    b = ScriptedServer(lambda sock, peer: read_request_head(sock))    # reads, closes
+    port = free_port()
+    lg = Legate(conf(port, "%s\", \"%s" % (a.address, b.address), 'cache_use_stale = "error";'),
+                workers=1)
+    lg.allow_log(r"upstream prematurely closed|no live upstreams")
+    wait_until(lambda: request(port, target="/s").body == b"first", 10,
+               what="the first answer to be stored")
+    # both fail (each is then out for fail_timeout, max_fails 1), and then
+    # there is no server to ask at all: an error too
+    for what in ("both servers fail", "no live upstream"):
+        r = request(port, target="/s")
+        eq((r.status, r.headers.get("X-Cache"), r.body), (200, "STALE", b"first"), what)
+    wait_until(lambda: "no live upstreams" in lg.log_text(), 10, what="no live upstreams")
+
+
+@test
 def use_stale_on_timeout_only_when_named():
     o, port, lg = stale_case(hangs, 'cache_use_stale = "timeout";', extra=' proxy_read_timeout = "1s";')
     r = request(port, target="/s")
