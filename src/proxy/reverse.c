@@ -711,6 +711,13 @@ static int read_response_head(lg_req_t *s)
                 return 0;
             }
         }
+        if (b->last == b->end && b->pos > b->start) {
+            /* interim heads read and passed: their room is the next head's */
+            size_t left = lg_buf_len(b);
+            memmove(b->start, b->pos, left);
+            b->pos = b->start;
+            b->last = b->start + left;
+        }
         if (b->last == b->end) {
             upstream_failed(s, 502, LG_COND_INVALID_HEADER, 0, "upstream sent too big a header");
             return 0;

@@ -8,9 +8,11 @@ refused; cache_use_stale for upstream errors, timeouts, 5xx answers and
 updates in progress."""
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from urllib.parse import quote
@@ -339,6 +341,47 @@ def an_endless_run_of_interim_answers_is_bounded():
     rs = parse_responses(data, with_interim=True)
     eq(rs[-1].status, 200, "the final answer still comes")
     eq(len(rs) - 1, 16, "16 interim answers passed, the rest dropped")
+
+
+@test
+def a_client_slow_to_read_interim_answers_gets_them_whole():
+    """Interim heads more than the socket takes (a unix socket: its send
+    buffer is fixed): legate writes what the client takes, holds the next
+    head back meanwhile, and the client still reads every head whole and
+    then the final answer."""
+    link = "<" + "/x" * 7500 + ">; rel=preload"                 # a 15 KB field
+    many = [raw("103 Early Hints", [("Link", link), ("X-N", str(i))]) for i in range(16)]
+    o = held_origin(many, FINAL)
+    o.go.set()
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="legate-c03-")
+    path = os.path.join(tmp, "s")
+    text = conf(port, o.address).replace(
+        '{ address = "127.0.0.1:%d"; http2 = true; }' % port,
+        '{ address = "127.0.0.1:%d"; http2 = true; }, "unix:%s"' % (port, path))
+    Legate(text, workers=1)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(15)
+    s.connect(path)
+    try:
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        wait_until(lambda: o.count() == 1, 10, what="the request to reach the origin")
+        time.sleep(0.5)         # let legate fill the socket and wait for room
+        data = b""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            x = s.recv(4096)
+            if not x:
+                break
+            data += x
+    finally:
+        s.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    rs = parse_responses(data, with_interim=True)
+    eq([r.status for r in rs], [103] * 16 + [200], "every head whole, in order")
+    eq([r.headers.get("X-N") for r in rs[:16]], [str(i) for i in range(16)])
+    ok(all(r.headers.get("Link") == link for r in rs[:16]), "the Link fields intact")
+    eq(rs[-1].body, b"final")
 
 
 # ---- several ranges (multipart/byteranges) ----
