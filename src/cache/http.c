@@ -529,36 +529,19 @@ static int purge(lg_req_t *s, lg_cstate_t *cs)
     return 1;
 }
 
-/*
- * cache_use_stale: does the route let a stale object cover this condition
- * (nginx's proxy_cache_use_stale words)?  "off" anywhere turns it off, so
- * a route can undo what it inherits.
- */
+/* cache_use_stale: does the route let a stale object cover this condition? */
 static int use_stale(const lg_common_t *c, const char *word)
 {
-    int on = 0;
-    for (size_t i = 0; c->cache_use_stale && i < c->cache_use_stale->n; i++) {
-        if (strcmp(c->cache_use_stale->v[i], "off") == 0)
-            return 0;
-        on |= strcmp(c->cache_use_stale->v[i], word) == 0;
-    }
-    return on;
+    return c->cache_use_stale &&
+           lg_cache_stale_named(c->cache_use_stale->v, c->cache_use_stale->n, word);
 }
 
-/* The word of cache_use_stale for an upstream failure or answer. */
-static const char *stale_word(unsigned cond, int status)
+/* The word for an upstream failure of condition cond (LG_COND_*). */
+static const char *failure_word(unsigned cond)
 {
-    switch (status) {
-    case 500: return "http_500";
-    case 502: return cond ? (cond & LG_COND_TIMEOUT ? "timeout" : cond & LG_COND_INVALID_HEADER
-                             ? "invalid_header" : "error") : "http_502";
-    case 503: return "http_503";
-    case 504: return cond ? (cond & LG_COND_TIMEOUT ? "timeout" : "error") : "http_504";
-    case 403: return "http_403";
-    case 404: return "http_404";
-    case 429: return "http_429";
-    default:  return NULL;
-    }
+    return lg_cache_stale_word(cond & LG_COND_TIMEOUT ? LG_STALE_TIMEOUT
+                               : cond & LG_COND_INVALID_HEADER ? LG_STALE_INVALID
+                               : LG_STALE_ERROR, 0);
 }
 
 static int fresh_enough(lg_cstate_t *cs, int64_t now)
@@ -1261,7 +1244,8 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         return 1;
     }
     /* an error from the upstream, and a stale copy allowed to cover it */
-    const char *sw = cs->use_stale && cs->obj ? stale_word(0, r->status) : NULL;
+    const char *sw = cs->use_stale && cs->obj ? lg_cache_stale_word(LG_STALE_ANSWERED, r->status)
+                                              : NULL;
     if ((r->status >= 500 && cs->stale_ok && cs->obj) || (sw && use_stale(c, sw))) {
         serve(s, cs, "STALE");
         return 1;
@@ -1566,8 +1550,7 @@ static int cache_error(lg_req_t *s)
     lg_cstate_t *cs = CS(s);
     if (cs == NULL || cs->obj == NULL)
         return LG_DECLINED;
-    const char *sw = cs->use_stale ? stale_word(s->upstream_cond ? s->upstream_cond : LG_COND_ERROR,
-                                                s->upstream_status) : NULL;
+    const char *sw = cs->use_stale ? failure_word(s->upstream_cond) : NULL;
     if (!cs->stale_ok && !(sw && use_stale(lg_req_common(s), sw)))
         return LG_DECLINED;
     serve(s, cs, "STALE");

@@ -351,6 +351,37 @@ int64_t lg_cache_lifetime(const lg_fresh_in_t *in, int *explicit_)
     return -1;
 }
 
+const char *lg_cache_stale_word(int how, int status)
+{
+    switch (how) {
+    case LG_STALE_ERROR:   return "error";
+    case LG_STALE_TIMEOUT: return "timeout";
+    case LG_STALE_INVALID: return "invalid_header";
+    default:               break;
+    }
+    switch (status) {
+    case 500: return "http_500";
+    case 502: return "http_502";
+    case 503: return "http_503";
+    case 504: return "http_504";
+    case 403: return "http_403";
+    case 404: return "http_404";
+    case 429: return "http_429";
+    default:  return NULL;
+    }
+}
+
+int lg_cache_stale_named(char *const *words, size_t n, const char *word)
+{
+    int on = 0;
+    for (size_t i = 0; word && i < n; i++) {
+        if (strcmp(words[i], "off") == 0)
+            return 0;
+        on |= strcmp(words[i], word) == 0;
+    }
+    return on;
+}
+
 int lg_cache_must_revalidate(const lg_cc_t *cc, int shared)
 {
     return cc->no_cache || cc->must_revalidate ||

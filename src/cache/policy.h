@@ -194,6 +194,19 @@ int     lg_cache_usable(const lg_cc_t *req, int64_t age_ms, int64_t left_ms,
  */
 int     lg_cache_post_storable(int status, const lg_cc_t *cc, int nexpires, int shared);
 
+/*
+ * cache_use_stale (nginx's proxy_cache_use_stale): the word naming what
+ * went wrong -- how the upstream failed (LG_STALE_*) or, when it answered,
+ * its status ("http_500"...) -- or NULL for an answer no word names.
+ */
+#define LG_STALE_ANSWERED 0     /* the upstream answered with status */
+#define LG_STALE_ERROR    1     /* connect error, reset, early close, no server left */
+#define LG_STALE_TIMEOUT  2
+#define LG_STALE_INVALID  3     /* an invalid response head */
+const char *lg_cache_stale_word(int how, int status);
+/* Do the configured words (n of them) name word?  "off" anywhere: no. */
+int     lg_cache_stale_named(char *const *words, size_t n, const char *word);
+
 /* Stale means ask the origin (no serving stale, not even on max-stale)? */
 int     lg_cache_must_revalidate(const lg_cc_t *cc, int shared);
 

@@ -484,3 +484,24 @@ Test(cache_policy, range_parse)
     cr_assert_eq(lg_range_parse("bytes=0-1", 9, 10, out, 0), 0, "max 0: ranges off");
     cr_assert_eq(lg_range_parse("bytes=0-1", 9, 10, out, LG_RANGES_LIMIT + 1), 0);
 }
+
+Test(cache_policy, use_stale_words)
+{
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_ERROR, 502), "error");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_TIMEOUT, 504), "timeout");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_INVALID, 502), "invalid_header");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_ANSWERED, 500), "http_500");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_ANSWERED, 503), "http_503");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_ANSWERED, 404), "http_404");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_ANSWERED, 429), "http_429");
+    cr_assert_null(lg_cache_stale_word(LG_STALE_ANSWERED, 200));
+    cr_assert_null(lg_cache_stale_word(LG_STALE_ANSWERED, 501), "no word for 501");
+
+    char *w1[] = { "error", "timeout", "http_500" };
+    cr_assert(lg_cache_stale_named(w1, 3, "timeout"));
+    cr_assert(!lg_cache_stale_named(w1, 3, "http_502"));
+    cr_assert(!lg_cache_stale_named(w1, 3, NULL), "an answer no word names");
+    char *w2[] = { "error", "off" };
+    cr_assert(!lg_cache_stale_named(w2, 2, "error"), "off anywhere turns it off");
+    cr_assert(!lg_cache_stale_named(NULL, 0, "error"));
+}
