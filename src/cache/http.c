@@ -28,10 +28,12 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache/policy.h"
 #include "http/date.h"
 #include "cache/store.h"
+#include "cache/disk.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "net/acl.h"
@@ -77,6 +79,13 @@ typedef struct lg_cstate {
     int         range_up;       /* cache_partial: the client's Range went upstream */
     int         have_partial;   /* obj is a stored 206 that the answer may complete */
     int         use_stale;      /* obj is stale and may cover what cache_use_stale names */
+    lg_disk_fill_t *dfill;      /* arena: the body goes to a file of the disk tier, or NULL */
+    /* an answer from a file of the disk tier (disk_stage) */
+    int         dfd;            /* -1 none (0 never: the state is calloc'd, see state()) */
+    char       *dhead;          /* malloc: the head as stored */
+    uint64_t    d_off, d_end;   /* the file bytes left to send */
+    char       *dbuf;           /* malloc: one read of it */
+    size_t      dpos, dlen;
     lg_req_t *s;            /* whose state this is */
 } lg_cstate_t;
 
@@ -491,6 +500,187 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
     lg_respond_raw(s, status, head, hl, out_body, out_len);
 }
 
+/* ---- answers from the disk tier ---- */
+
+#define DCHUNK (64 * 1024)      /* one pread(2): the longest the loop waits on the disk */
+
+static const lg_stage_t disk_stage;
+
+/* The head, then the file's bytes in reads of DCHUNK, as the client takes them. */
+static void disk_step(lg_req_t *s)
+{
+    lg_cstate_t *cs = CS(s);
+    lg_end_t *ce = s->cend;
+    for (;;) {
+        if (s->local_sent >= s->local_len && cs->dpos == cs->dlen) {
+            if (cs->d_off == cs->d_end)
+                break;
+            uint64_t left = cs->d_end - cs->d_off;
+            ssize_t n = pread(cs->dfd, cs->dbuf, left < DCHUNK ? (size_t)left : DCHUNK,
+                              (off_t)cs->d_off);
+            if (n <= 0) {
+                lg_error("cache: reading a file of the disk tier for \"%s\" failed", cs->key);
+                lg_req_abort(s, "cache file read failed");
+                return;
+            }
+            cs->dpos = 0;
+            cs->dlen = (size_t)n;
+            cs->d_off += (uint64_t)n;
+        }
+        if (!ce->w_ready) {
+            ce->want_w = 1;
+            return;
+        }
+        struct iovec iov[2];
+        int cnt = 0;
+        if (s->local_sent < s->local_len) {
+            iov[cnt].iov_base = (void *)(s->local + s->local_sent);
+            iov[cnt++].iov_len = s->local_len - s->local_sent;
+        }
+        if (cs->dpos < cs->dlen) {
+            iov[cnt].iov_base = cs->dbuf + cs->dpos;
+            iov[cnt++].iov_len = cs->dlen - cs->dpos;
+        }
+        ssize_t n = lg_end_writev(ce, iov, cnt);
+        if (n == LG_AGAIN)
+            return;
+        if (n < 0) {
+            lg_req_abort(s, "send() to client failed");
+            return;
+        }
+        size_t k = (size_t)n;
+        s->bytes_out += k;
+        if (s->local_sent < s->local_len) {
+            size_t h = s->local_len - s->local_sent < k ? s->local_len - s->local_sent : k;
+            s->local_sent += h;
+            k -= h;
+        }
+        cs->dpos += k;
+    }
+    close(cs->dfd);
+    cs->dfd = -1;
+    lg_req_finish(s);
+}
+
+static lg_msec_t disk_arm(lg_req_t *s, lg_tkind_t *kind)
+{
+    *kind = LG_T_SEND;
+    return lg_req_common(s)->send_timeout;
+}
+
+static void disk_timeout(lg_req_t *s, lg_tkind_t kind)
+{
+    (void)kind;
+    lg_req_abort(s, "client timed out receiving the response");
+}
+
+static const lg_stage_t disk_stage = {
+    .name = "sending from the disk cache", .step = disk_step, .arm = disk_arm,
+    .timeout = disk_timeout,
+};
+
+static int fresh_enough(lg_cstate_t *cs, int64_t now);
+
+/*
+ * A fresh file of the disk tier for the key in use: answered from it (1),
+ * or 0 (none, stale -- fetched again and replaced --, or damaged).  As
+ * from memory: 304 for a matching conditional, HEAD, one range (206 or
+ * 416); several ranges get the whole, and no coding is applied.
+ */
+static int disk_hit(lg_req_t *s, lg_cstate_t *cs, int64_t now)
+{
+    char *head = NULL;
+    size_t hl = 0;
+    uint64_t off = 0, blen = 0;
+    lg_cmeta_t meta;
+    int fd = lg_disk_open(cs->key, cs->keylen, &meta, &head, &hl, &off, &blen);
+    if (fd < 0)
+        return 0;
+    cs->meta = meta;
+    http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
+    http_response_t r = { .headers = hs };
+    http_limits_t lim = { 16384, hl + 1, LG_MAX_HEADERS };
+    size_t scanned = 0;
+    if (!fresh_enough(cs, now) || hs == NULL ||
+        http_parse_response(head, hl, &r, &lim, &scanned) <= 0) {
+        close(fd);
+        free(head);
+        return 0;
+    }
+    if (cs->filler) {
+        lg_store_abandon(lg_cache, cs->base, cs->baselen);
+        cs->filler = 0;
+    }
+    drop_targeted(lg_req_common(s), &r);
+    cs->s->cache_status = "HIT";
+    s->cache_age = meta.age0 + (now - meta.stored) / 1000;
+    if (s->cache_age < 0)
+        s->cache_age = 0;
+    const http_header_t *inm = lg_headers_get(s, "if-none-match");
+    const http_header_t *ims = lg_headers_get(s, "if-modified-since");
+    const http_header_t *etag = find_h(&r, "etag"), *lm = find_h(&r, "last-modified");
+    int status = 200;
+    if (inm && etag && etag_match(inm->value, inm->value_len, etag->value, etag->value_len))
+        status = 304;
+    else if (!inm && ims && lm) {
+        int64_t a = lg_http_date(ims->value, ims->value_len), b = lg_http_date(lm->value, lm->value_len);
+        if (a >= 0 && b >= 0 && b <= a)
+            status = 304;
+    }
+    uint64_t from = 0, to = blen ? blen - 1 : 0;
+    lg_range_t *rs = NULL;
+    int range = status == 200 && if_range_holds(s, etag, lm) ? client_ranges(s, (int64_t)blen, &rs) : 0;
+    if (range == 1) {
+        status = 206;
+        from = (uint64_t)rs[0].from;
+        to = (uint64_t)rs[0].to;
+        s->cache_range = lg_arena_printf(&s->arena, "bytes %llu-%llu/%llu", (unsigned long long)from,
+                                         (unsigned long long)to, (unsigned long long)blen);
+    } else if (range < 0) {
+        status = 416;
+        s->cache_range = lg_arena_printf(&s->arena, "bytes */%llu", (unsigned long long)blen);
+    }
+    uint64_t out = status == 206 ? to - from + 1 : status == 200 ? blen : 0;
+    r.status = status;
+    r.reason = lg_http_reason(status);
+    r.reason_len = strlen(r.reason);
+    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)out, .keep_alive = 1 };
+    s->cache_length = (int64_t)out;
+    s->cache_serving = 1;
+    size_t len = 0;
+    char *h = lg_headers_client(s, &r, &ri, 0, LG_XFORM_NONE, 0, &len);
+    s->upstream_status = 0;
+    if (h == NULL || s->ri.is_head || out == 0) {
+        close(fd);
+        free(head);
+        if (h == NULL)
+            lg_respond_error(s, 500);
+        else
+            lg_respond_raw(s, status, h, len, NULL, 0);
+        return 1;
+    }
+    cs->dbuf = malloc(DCHUNK);
+    if (cs->dbuf == NULL) {
+        close(fd);
+        free(head);
+        lg_respond_error(s, 500);
+        return 1;
+    }
+    free(cs->dhead);
+    cs->dhead = head;           /* r's fields point into it until the head is built: freed later */
+    cs->dfd = fd;
+    cs->d_off = off + from;
+    cs->d_end = off + from + out;
+    cs->dpos = cs->dlen = 0;
+    s->status = status;
+    s->local = h;
+    s->local_len = len;
+    s->local_sent = 0;
+    s->bytes_out = 0;
+    lg_req_set_stage(s, &disk_stage);
+    return 1;
+}
+
 /* ---- the request ---- */
 
 static void on_close(void *arg);
@@ -499,6 +689,7 @@ static lg_cstate_t *state(lg_req_t *s)
 {
     if (CS(s) == NULL && (s->ctx[cache_slot] = lg_arena_calloc(&s->arena, sizeof(lg_cstate_t)))) {
         CS(s)->s = s;
+        CS(s)->dfd = -1;
         s->own_conditionals = 1;        /* the client's go nowhere: the cache answers them */
         lg_req_cleanup(s, on_close, s);
     }
@@ -520,8 +711,10 @@ static int purge(lg_req_t *s, lg_cstate_t *cs)
     const http_header_t *mode = lg_headers_get(s, "purge-mode");
     int soft = mode && mode->value_len == 4 && strncasecmp(mode->value, "soft", 4) == 0;
     int n = 0;
-    if (cs->baselen && cs->base[cs->baselen - 1] == '*')
+    if (cs->baselen && cs->base[cs->baselen - 1] == '*') {
         n = lg_store_purge_prefix(lg_cache, cs->base, cs->baselen - 1, soft);  /* a trailing star */
+        n += lg_disk_remove_prefix(cs->base, cs->baselen - 1);
+    }
     else
         drop_key(s, cs->base, cs->baselen, soft, &n);
     char *msg = lg_arena_printf(&s->arena, "{\"purged\": %d, \"soft\": %s}\n", n, soft ? "true" : "false");
@@ -617,6 +810,8 @@ static int on_request(lg_req_t *s)
             look = LG_CACHE_MISS;               /* waited long enough: go ourselves */
         }
         if (look == LG_CACHE_MISS) {
+            if (lg_disk && disk_hit(s, cs, now))
+                return 1;
             if (cs->req_cc.only_if_cached) {
                 lg_respond_error(s, 504);
                 return 1;
@@ -1157,6 +1352,25 @@ static void store(lg_cstate_t *cs)
     if (!cs->capturing || cs->cap_over)
         return;
     cs->capturing = 0;
+    if (cs->dfill) {
+        /* the file in place and indexed; the Vary marker in memory as always */
+        int ok = lg_disk_fill_finish(cs->dfill) == 0;
+        if (ok && cs->vary) {
+            size_t ml = strlen(VARY_MARK) + strlen(cs->vary);
+            char *mark = malloc(ml + 1);
+            if (mark) {
+                snprintf(mark, ml + 1, VARY_MARK "%s", cs->vary);
+                lg_store_put(lg_cache, cs->base, cs->baselen, &cs->newmeta, mark, ml, "", 0);
+                free(mark);
+                cs->filler = 0;         /* the put released it */
+            }
+        }
+        if (cs->filler) {
+            lg_store_abandon(lg_cache, cs->base, cs->baselen);     /* the waiters look again */
+            cs->filler = 0;
+        }
+        return;
+    }
     if (cs->newmeta.status == 206)
         complete_partial(cs);           /* or stored as the part it is */
     if (cs->vary) {
@@ -1201,6 +1415,11 @@ static void cap_append(void *arg, const char *p, size_t n)
     }
     if (!cs->capturing || cs->cap_over)
         return;
+    if (cs->dfill) {
+        if (lg_disk_fill_write(cs->dfill, p, n) < 0)
+            cs->cap_over = 1;           /* dropped: never stored */
+        return;
+    }
     if (cs->caplen + n > cs->capmax) {
         cs->cap_over = 1;               /* too large: never stored */
         return;
@@ -1297,12 +1516,19 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         goto not_stored;
     if (post_store && !lg_cache_post_storable(r->status, cc, f.nexpires, !c->cache_private))
         goto not_stored;
-    if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_store_max_object(lg_cache))
-        goto not_stored;
+    int to_disk = 0;
+    if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_store_max_object(lg_cache)) {
+        /* too large for the memory tier: a file of the disk tier, if there
+         * is one (a whole 200, its bytes as they came) */
+        if (lg_disk == NULL || r->status != 200 || ri->length > lg_disk_max_object())
+            goto not_stored;
+        to_disk = 1;
+    }
 
     /* the head to store: as received, less fields not to be stored; for a
      * body stored compressed, as a gzip response (weak ETag, Vary) */
-    cs->gz_store = r->status != 206 && lg_req_common(s)->gzip && lg_coding_compressible(s, r, ri);
+    cs->gz_store = !to_disk && r->status != 206 && lg_req_common(s)->gzip &&
+                   lg_coding_compressible(s, r, ri);
     int vary_ae = 0;
     free(cs->head);
     cs->head = malloc(rawlen + 64);
@@ -1374,6 +1600,17 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         cs->key = cs->base;
         cs->keylen = cs->baselen;
     }
+    if (to_disk) {
+        cs->dfill = lg_arena_calloc(&s->arena, sizeof(lg_disk_fill_t));
+        if (cs->dfill == NULL)
+            goto not_stored;
+        cs->dfill->fd = -1;
+        if (lg_disk_fill_start(cs->dfill, cs->key, cs->keylen, &cs->newmeta, cs->head,
+                               cs->headlen, (uint64_t)ri->length) < 0)
+            goto not_stored;
+        cs->capturing = 1;      /* the tap writes the file */
+        return 0;
+    }
     cs->capmax = lg_store_max_object(lg_cache);
     cs->cap = malloc(ri->body == LG_BODY_LENGTH ? (size_t)ri->length + 1 : cs->capmax);
     if (cs->cap == NULL)
@@ -1395,9 +1632,14 @@ static void drop_key(lg_req_t *s, const char *base, size_t n, int soft, int *cou
 {
     /* the object (or its Vary marker) and every variant: "base\n..." */
     *count += soft ? lg_store_expire(lg_cache, base, n) : lg_store_delete(lg_cache, base, n);
+    /* a file of the disk tier is removed even by a soft purge: it is
+     * fetched again instead of revalidated */
+    *count += lg_disk_remove(base, n);
     char *vp = lg_arena_printf(&s->arena, "%.*s\n", (int)n, base);
-    if (vp)
+    if (vp) {
         *count += lg_store_purge_prefix(lg_cache, vp, n + 1, soft);
+        *count += lg_disk_remove_prefix(vp, n + 1);
+    }
 }
 
 /*
@@ -1460,6 +1702,14 @@ static void on_close(void *arg)
         cs->filler = 0;
     }
     s->rspp.tap = NULL;
+    if (cs->dfill)
+        lg_disk_fill_abort(cs->dfill);  /* not complete: its temporary file goes */
+    if (cs->dfd >= 0)
+        close(cs->dfd);
+    cs->dfd = -1;
+    free(cs->dhead);
+    free(cs->dbuf);
+    cs->dhead = cs->dbuf = NULL;
     free(cs->obj);
     free(cs->cap);
     free(cs->head);
@@ -1563,8 +1813,28 @@ static int cache_log(lg_req_t *s)
     return LG_OK;
 }
 
+/* Worker 0 keeps the disk tier: reads it back after a restart, a few files
+ * every 10 ms, then removes inactive objects once a second. */
+static lg_timer_t disk_timer;
+
+static void disk_tick(lg_timer_t *t)
+{
+    lg_disk_tick();
+    lg_timer_set(&lg_w.loop, t, lg_disk_ready() ? 1000 : 10);
+}
+
+static int cache_init(void)
+{
+    if (lg_disk && lg_w.slot == 0) {
+        disk_timer.cb = disk_tick;
+        lg_timer_set(&lg_w.loop, &disk_timer, 10);
+    }
+    return 0;
+}
+
 const lg_feature_t lg_feature_cache = {
     .name = "cache",
+    .init = cache_init,
     .handlers = {
         { LG_PH_CACHE, cache_lookup },
         { LG_PH_RESPONSE, cache_response },

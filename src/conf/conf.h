@@ -563,6 +563,9 @@ typedef struct lg_conf {
     int64_t         cache_size;         /* bytes of shared memory for the HTTP cache, 0 = none */
     int64_t         cache_max_object;   /* default 1m */
     char           *cache_path;         /* directory keeping the cache across restarts; NULL none */
+    int64_t         cache_disk_size;    /* bytes of objects on disk under cache_path/disk, 0 = none */
+    int64_t         cache_disk_max_object; /* default 1g */
+    lg_msec_t       cache_disk_inactive;   /* unused that long: removed, default 10m */
     char           *geoip_mmdb;         /* MaxMind country database, or NULL */
     lg_strv_t      *geoip_csv_blocks;   /* GeoLite2 CSV blocks files (IPv4, IPv6) */
     char           *geoip_csv_locations; /* GeoLite2 CSV locations file */

@@ -525,6 +525,9 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_int(out, 0, "cache_max_object", conf->cache_max_object);
     if (conf->cache_path)
         kv_str(out, 0, "cache_path", conf->cache_path);
+    kv_int(out, 0, "cache_disk_size", conf->cache_disk_size);
+    kv_int(out, 0, "cache_disk_max_object", conf->cache_disk_max_object);
+    kv_msec(out, 0, "cache_disk_inactive", conf->cache_disk_inactive);
     if (conf->geoip_mmdb)
         kv_str(out, 0, "geoip_mmdb", conf->geoip_mmdb);
     kv_names(out, 0, "geoip_csv_blocks", conf->geoip_csv_blocks);

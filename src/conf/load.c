@@ -207,6 +207,9 @@ static const directive_t global_dirs[] = {
     ROW("cache_size",           D_SIZE,     0, (int64_t)1 << 36, "0", lg_conf_t, cache_size),
     ROW("cache_max_object",     D_SIZE,     1024, (int64_t)1 << 31, "1m", lg_conf_t, cache_max_object),
     PATH("cache_path",          NULL, NULL, lg_conf_t, cache_path),
+    ROW("cache_disk_size",      D_SIZE,     0, (int64_t)1 << 50, "0", lg_conf_t, cache_disk_size),
+    ROW("cache_disk_max_object", D_SIZE,    1024, (int64_t)1 << 40, "1g", lg_conf_t, cache_disk_max_object),
+    ROW("cache_disk_inactive",  D_DURATION, 1000, 365 * DAY, "10m", lg_conf_t, cache_disk_inactive),
     PATH("geoip_mmdb",          NULL, NULL, lg_conf_t, geoip_mmdb),
     { "geoip_csv_blocks", D_STRLIST, 0, 0, "", offsetof(lg_conf_t, geoip_csv_blocks), "paths", NULL },
     PATH("geoip_csv_locations", NULL, NULL, lg_conf_t, geoip_csv_locations),
@@ -1296,6 +1299,12 @@ static void load_tree(ld_t *ld, const config_t *cfg)
         else if (conf->cache_size == 0)
             ld_error(ld, cp, "'cache_path' needs 'cache_size'");
     }
+    if (conf->cache_disk_size > 0 && conf->cache_path == NULL)
+        ld_error(ld, config_setting_get_member(root, "cache_disk_size"),
+                 "'cache_disk_size' needs 'cache_path' (the files live under it)");
+    else if (conf->cache_disk_size > 0 && conf->cache_disk_size < conf->cache_max_object)
+        ld_error(ld, config_setting_get_member(root, "cache_disk_size"),
+                 "'cache_disk_size' is smaller than 'cache_max_object' (the disk holds larger objects)");
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
         merge_common(&srv->common, &conf->http);

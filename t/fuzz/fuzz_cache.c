@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "cache/policy.h"
+#include "cache/disk.h"
 
 #define CHECK(cond) do { if (!(cond)) abort(); } while (0)
 
@@ -86,6 +87,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* one range: the same answer as the one-range reader */
     if (rr == 1 && nr == 1)
         CHECK(rs[0].from == from && rs[0].to == to);
+
+    /* a file of the disk tier: what passes adds up and lies inside the bytes read */
+    lg_disk_hdr_t dh;
+    uint64_t fsize = size + (uint64_t)(size * 7 % 4096);
+    if (lg_disk_header_check(p, size, fsize, &dh) == 0) {
+        uint64_t fixed = sizeof(dh) + (uint64_t)dh.keylen + dh.headlen;
+        CHECK(dh.keylen >= 1 && dh.keylen <= LG_DISK_KEY_MAX && dh.headlen >= 1);
+        CHECK(fixed <= size && fixed + dh.bodylen == fsize);
+        CHECK(lg_disk_crc(0, p + sizeof(dh), (size_t)(dh.keylen + dh.headlen)) == dh.crc);
+    }
 
     lg_cc_t cc;
     lg_cc_init(&cc);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cache/policy.h"
+#include "cache/disk.h"
 
 #define DATE(lit) lg_cache_date(lit, sizeof(lit) - 1)
 #define AGE(lit) lg_cache_age(lit, sizeof(lit) - 1)
@@ -504,4 +505,57 @@ Test(cache_policy, use_stale_words)
     char *w2[] = { "error", "off" };
     cr_assert(!lg_cache_stale_named(w2, 2, "error"), "off anywhere turns it off");
     cr_assert(!lg_cache_stale_named(NULL, 0, "error"));
+}
+
+/* A file of the disk tier: header, key, head, body. */
+static size_t disk_file(char *out, const char *key, const char *head, size_t bodylen)
+{
+    lg_disk_hdr_t h;
+    memset(&h, 0, sizeof(h));
+    memcpy(h.magic, LG_DISK_MAGIC, 8);
+    h.keylen = (uint32_t)strlen(key);
+    h.headlen = (uint32_t)strlen(head);
+    h.bodylen = bodylen;
+    h.meta.status = 200;
+    h.crc = lg_disk_crc(lg_disk_crc(0, key, h.keylen), head, h.headlen);
+    memcpy(out, &h, sizeof(h));
+    memcpy(out + sizeof(h), key, h.keylen);
+    memcpy(out + sizeof(h) + h.keylen, head, h.headlen);
+    return sizeof(h) + h.keylen + h.headlen;
+}
+
+Test(cache_policy, disk_header)
+{
+    cr_assert_eq(lg_disk_crc(0, "123456789", 9), 0xcbf43926u, "the IEEE check value");
+    cr_assert_eq(lg_disk_crc(lg_disk_crc(0, "1234", 4), "56789", 5), 0xcbf43926u, "in pieces");
+
+    char f[1024];
+    const char *head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+    size_t n = disk_file(f, "http://x/a", head, 100);
+    lg_disk_hdr_t h;
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), 0);
+    cr_assert(h.keylen == 10 && h.bodylen == 100 && h.meta.status == 200);
+    cr_assert_eq(lg_disk_header_check(f, n, n + 99, &h), -1, "cut short");
+    cr_assert_eq(lg_disk_header_check(f, n, n + 101, &h), -1, "grown");
+    cr_assert_eq(lg_disk_header_check(f, n - 1, n + 100, &h), -1, "not all of the head read");
+    cr_assert_eq(lg_disk_header_check(f, 10, n + 100, &h), -1, "not even the header");
+    f[sizeof(h) + 3] ^= 1;
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), -1, "a key byte changed: the CRC");
+    f[sizeof(h) + 3] ^= 1;
+    f[n - 5] ^= 1;
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), -1, "a head byte changed");
+    f[n - 5] ^= 1;
+    f[0] = 'X';
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), -1, "another magic");
+    f[0] = 'L';
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), 0);
+    lg_disk_hdr_t bad;
+    memcpy(&bad, f, sizeof(bad));
+    bad.bodylen = UINT64_MAX - 5;       /* lengths that would wrap */
+    memcpy(f, &bad, sizeof(bad));
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), -1);
+    bad.bodylen = 100;
+    bad.meta.status = 7;
+    memcpy(f, &bad, sizeof(bad));
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), -1, "no such status");
 }
