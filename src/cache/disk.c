@@ -162,11 +162,21 @@ static long find(uint64_t hash, const char *key, size_t kl)
 
 static void kill_slot(dslot_t *s, uint64_t *victims, int *nv)
 {
-    lg_disk->h->used -= s->size;
-    lg_disk->h->objects--;
+    dhdr_t *h = lg_disk->h;
+    h->used -= s->size;
+    h->objects--;
     s->state = S_DEAD;
     if (victims && *nv < VICTIMS)
         victims[(*nv)++] = s->hash;
+    /* a DEAD run that ends at an EMPTY slot ends no probe: EMPTY again, so
+     * that probes for absent keys stay short however much comes and goes */
+    uint64_t k = (uint64_t)(s - lg_disk->slots);
+    if (lg_disk->slots[(k + 1) % h->nslots].state != S_EMPTY)
+        return;
+    for (uint64_t i = 0; i < h->nslots && lg_disk->slots[k].state == S_DEAD; i++) {
+        lg_disk->slots[k].state = S_EMPTY;
+        k = (k + h->nslots - 1) % h->nslots;
+    }
 }
 
 /* The least recently used object, or NULL. */

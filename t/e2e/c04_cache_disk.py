@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
@@ -105,7 +106,8 @@ def bounded_by_size_and_inactivity():
     Legate(conf(port, o, d, 'cache_disk_size = "1m";'), workers=1)
     for i in range(3):
         eq(request(port, target=target("/b%d" % i)).status, 200)
-    wait_until(lambda: len(files(d)) == 3, 10, what="three files")
+        wait_until(lambda: len(files(d)) == i + 1, 10, what="file %d" % i)
+        time.sleep(0.01)        # last uses are told apart by the millisecond
     eq(xc(request(port, target=target("/b0"))), "HIT", "b0 used again: b1 is the coldest")
     eq(request(port, target=target("/b3")).status, 200)
     wait_until(lambda: len(files(d)) == 3, 10, what="one file removed to make room")
