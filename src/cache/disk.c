@@ -357,6 +357,15 @@ int lg_disk_fill_finish(lg_disk_fill_t *f)
     return rc;
 }
 
+int lg_disk_put(const char *key, size_t kl, const lg_cmeta_t *m, const char *head, size_t hl,
+                const char *body, size_t bl)
+{
+    lg_disk_fill_t f;
+    if (lg_disk_fill_start(&f, key, kl, m, head, hl, bl) < 0 || lg_disk_fill_write(&f, body, bl) < 0)
+        return -1;
+    return lg_disk_fill_finish(&f);
+}
+
 /* ---- reading ---- */
 
 /* The header, key and head of an open file: 0, or -1 (not one of ours, or damaged). */

@@ -84,6 +84,9 @@ int  lg_disk_fill_write(lg_disk_fill_t *f, const char *p, size_t n);
 /* The body is complete: in place and indexed (0), or dropped (-1). */
 int  lg_disk_fill_finish(lg_disk_fill_t *f);
 void lg_disk_fill_abort(lg_disk_fill_t *f);
+/* A whole object at once (one leaving the memory tier): 0 or -1. */
+int  lg_disk_put(const char *key, size_t kl, const lg_cmeta_t *m, const char *head, size_t hl,
+                 const char *body, size_t bl);
 
 /*
  * Open the file of key: its descriptor, *meta, the head (malloc'd, *hl

@@ -602,7 +602,7 @@ static int disk_hit(lg_req_t *s, lg_cstate_t *cs, int64_t now)
     http_limits_t lim = { 16384, hl + 1, LG_MAX_HEADERS };
     size_t scanned = 0;
     if (!fresh_enough(cs, now) || hs == NULL ||
-        http_parse_response(head, hl, &r, &lim, &scanned) <= 0) {
+        http_parse_response(head, hl, &r, &lim, &scanned) <= 0 || r.status != 200) {
         close(fd);
         free(head);
         return 0;
@@ -1813,14 +1813,41 @@ static int cache_log(lg_req_t *s)
     return LG_OK;
 }
 
+/*
+ * Objects leaving the memory tier go on in the disk tier: fresh whole 200
+ * answers stored as they came (not those the cache compressed, not Vary
+ * markers -- a variant whose marker left memory is fetched again).
+ */
+static void demote(void *arg, const char *key, size_t kl, const lg_cmeta_t *m, const char *head,
+                   size_t hl, const char *body, size_t bl)
+{
+    int64_t now = *(const int64_t *)arg;
+    if (m->status != 200 || (m->flags & LG_CF_GZIPPED) || m->expires <= now ||
+        (hl >= sizeof(VARY_MARK) - 1 && memcmp(head, VARY_MARK, sizeof(VARY_MARK) - 1) == 0))
+        return;
+    lg_disk_put(key, kl, m, head, hl, body, bl);
+}
+
 /* Worker 0 keeps the disk tier: reads it back after a restart, a few files
- * every 10 ms, then removes inactive objects once a second. */
+ * every 10 ms; then, every 100 ms, moves what is about to leave the memory
+ * tier there (at most 4 MiB each time), and once a second removes inactive
+ * files. */
 static lg_timer_t disk_timer;
 
 static void disk_tick(lg_timer_t *t)
 {
-    lg_disk_tick();
-    lg_timer_set(&lg_w.loop, t, lg_disk_ready() ? 1000 : 10);
+    static unsigned ticks;
+    if (!lg_disk_ready()) {
+        lg_disk_tick();
+        lg_timer_set(&lg_w.loop, t, 10);
+        return;
+    }
+    int64_t now = lg_wall_ms();
+    if (lg_cache)
+        lg_store_demote(lg_cache, 4 << 20, demote, &now);
+    if (++ticks % 10 == 0)
+        lg_disk_tick();
+    lg_timer_set(&lg_w.loop, t, 100);
 }
 
 static int cache_init(void)

@@ -99,6 +99,27 @@ def large_objects_are_served_from_disk():
 
 
 @test
+def objects_leaving_memory_go_on_on_disk():
+    """The memory tier holds about 45 objects of 20 KB; 80 go through it.
+    What leaves it is moved to the disk tier (every 100 ms, so the test
+    stores at most a few objects in that time) and is a hit from there."""
+    o = Origin("o")
+    d = cache_dir()
+    port = free_port()
+    text = conf(port, o, d).replace('cache_size = "8m"; cache_max_object = "64k";', 'cache_size = "1m";')
+    Legate(text, workers=2)
+    for i in range(80):
+        eq(request(port, target=target("/m%d" % i, 20000)).status, 200)
+        time.sleep(0.03)
+    wait_until(lambda: len(files(d)) >= 20, 10, what="objects moved to disk")
+    n = sum(hits(o, "/m%d" % i) for i in range(80))
+    eq(n, 80)
+    got = [xc(request(port, target=target("/m%d" % i, 20000))) for i in range(20)]
+    eq(got, ["HIT"] * 20, "the first ones, long gone from memory, are hits from disk")
+    eq(sum(hits(o, "/m%d" % i) for i in range(80)), 80, "the origin was not asked again")
+
+
+@test
 def bounded_by_size_and_inactivity():
     o = Origin("o")
     d = cache_dir()

@@ -195,3 +195,63 @@ Test(cache_disk, read_back_into_a_new_index)
     cr_assert_eq(access(junk, F_OK), -1, "the damaged file removed");
     cr_assert_eq(files(), 2);
 }
+
+/* ---- the memory tier's feed to the disk (store.c: lg_store_demote) ---- */
+
+static char offered[64][16];
+static int noffered;
+
+static void collect(void *arg, const char *key, size_t kl, const lg_cmeta_t *m, const char *head,
+                    size_t hl, const char *body, size_t bl)
+{
+    (void)arg;
+    (void)m;
+    cr_assert_eq(hl, 5);
+    cr_assert_eq(memcmp(head, "HEAD\n", 5), 0);
+    cr_assert_eq(bl, 30000);
+    cr_assert_eq(body[0], key[kl - 1], "the object's own bytes");
+    if (noffered < 64)
+        snprintf(offered[noffered++], sizeof(offered[0]), "%.*s", (int)kl, key);
+}
+
+Test(cache_disk, objects_about_to_leave_memory_are_offered_once)
+{
+    char err[256];
+    lg_shm_t *s = lg_shm_create((1 << 20) + 65536, err, sizeof(err));
+    cr_assert_not_null(s, "%s", err);
+    lg_cache_t *c = lg_store_attach(s, 1 << 20, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    lg_cmeta_t m = { 0 };
+    m.status = 200;
+    char body[30000];
+    noffered = 0;
+    cr_assert_eq(lg_store_demote(c, 1 << 20, collect, NULL), 0, "an empty ring: nothing");
+    /* 27 objects of 30 KB are less than 7/8 of the 933 KB ring: none is near its end */
+    for (int i = 0; i < 27; i++) {
+        char key[8];
+        snprintf(key, sizeof(key), "k%c", 'A' + i);
+        memset(body, 'A' + i, sizeof(body));
+        cr_assert_eq(lg_store_put(c, key, 2, &m, "HEAD\n", 5, body, sizeof(body)), 0);
+    }
+    cr_assert_eq(lg_store_demote(c, 1 << 20, collect, NULL), 0, "nothing near the end yet");
+    /* 31 are past 7/8 (and not yet past the end): the first few are the next to go */
+    for (int i = 27; i < 31; i++) {
+        char key[8];
+        snprintf(key, sizeof(key), "k%c", 'A' + i);
+        memset(body, 'A' + i, sizeof(body));
+        cr_assert_eq(lg_store_put(c, key, 2, &m, "HEAD\n", 5, body, sizeof(body)), 0);
+    }
+    int n = lg_store_demote(c, 1 << 20, collect, NULL);
+    cr_assert(n >= 1, "the oldest are offered: %d", n);
+    cr_assert_str_eq(offered[0], "kA", "the oldest first");
+    for (int i = 0; i < noffered; i++)
+        cr_assert(offered[i][1] < 'A' + 8, "only the oldest: %s", offered[i]);
+    cr_assert_eq(lg_store_demote(c, 1 << 20, collect, NULL), 0, "and only once");
+    int before = noffered;
+    memset(body, 'z', sizeof(body));
+    cr_assert_eq(lg_store_put(c, "kz", 2, &m, "HEAD\n", 5, body, sizeof(body)), 0);
+    lg_store_demote(c, 1 << 20, collect, NULL);
+    for (int i = before; i < noffered; i++)
+        cr_assert_str_neq(offered[i], "kz", "the newest is not offered");
+    lg_shm_destroy(s);
+}
