@@ -1355,6 +1355,8 @@ static void store(lg_cstate_t *cs)
     if (cs->dfill) {
         /* the file in place and indexed; the Vary marker in memory as always */
         int ok = lg_disk_fill_finish(cs->dfill) == 0;
+        if (ok)
+            lg_store_delete(lg_cache, cs->key, cs->keylen);   /* an older copy in memory would win */
         if (ok && cs->vary) {
             size_t ml = strlen(VARY_MARK) + strlen(cs->vary);
             char *mark = malloc(ml + 1);

@@ -120,6 +120,38 @@ def objects_leaving_memory_go_on_on_disk():
 
 
 @test
+def an_object_that_grew_past_memory_moves_to_disk():
+    """Stored in memory and stale, then answered with a body too large for
+    memory: the file replaces the memory copy (which would otherwise be
+    found first, and revalidated every time)."""
+    count = [0]
+
+    def handler(sock, peer):
+        while True:
+            if not read_request_head(sock):
+                return
+            count[0] += 1
+            if count[0] == 1:
+                hdrs, body = [("Cache-Control", "max-age=0"), ("ETag", '"e1"')], b"s" * 1000
+            else:
+                hdrs, body = [("Cache-Control", "max-age=600"), ("ETag", '"e2"')], b"L" * BIG
+            head = "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(body)
+            head += "".join("%s: %s\r\n" % h for h in hdrs) + "\r\n"
+            sock.sendall(head.encode() + body)
+    srv = ScriptedServer(handler)
+    d = cache_dir()
+    port = free_port()
+    Legate(conf(port, srv, d), workers=1)
+    eq(len(request(port, target="/g").body), 1000)
+    r = request(port, target="/g")
+    eq((xc(r), len(r.body)), ("EXPIRED", BIG), "stale: fetched again, and now it is large")
+    wait_until(lambda: len(files(d)) == 1, 10, what="the file")
+    r = request(port, target="/g")
+    eq((xc(r), len(r.body)), ("HIT", BIG), "from the file, not the old copy in memory")
+    eq(count[0], 2)
+
+
+@test
 def bounded_by_size_and_inactivity():
     o = Origin("o")
     d = cache_dir()
