@@ -29,10 +29,13 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache/policy.h"
 #include "http/date.h"
 #include "cache/store.h"
+#include "cache/disk.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "net/acl.h"
 #include "http/negotiate.h"
@@ -76,6 +79,14 @@ typedef struct lg_cstate {
     int         gz_store;       /* store the body gzip-compressed (the route compresses) */
     int         range_up;       /* cache_partial: the client's Range went upstream */
     int         have_partial;   /* obj is a stored 206 that the answer may complete */
+    int         use_stale;      /* obj is stale and may cover what cache_use_stale names */
+    lg_disk_fill_t *dfill;      /* arena: the body goes to a file of the disk tier, or NULL */
+    /* an answer from a file of the disk tier (disk_stage) */
+    int         dfd;            /* -1 none (0 never: the state is calloc'd, see state()) */
+    char       *dhead;          /* malloc: the head as stored */
+    uint64_t    d_off, d_end;   /* the file bytes left to send */
+    char       *dbuf;           /* malloc: one read of it */
+    size_t      dpos, dlen;
     lg_req_t *s;            /* whose state this is */
 } lg_cstate_t;
 
@@ -193,43 +204,117 @@ static const http_header_t *find_h(const http_response_t *r, const char *name)
     return NULL;
 }
 
-/* One "bytes=a-b" range of len bytes: 1 and [*from, *to], 0 none/ignored, -1 unsatisfiable. */
-static int parse_range(const http_header_t *h, size_t len, size_t *from, size_t *to)
+/*
+ * The client's ranges of a representation of len bytes (lg_range_parse,
+ * at most cache_max_ranges of them): n >= 1 in *rs (arena), 0 none (or
+ * to be ignored: the whole is sent), -1 unsatisfiable.
+ */
+static int client_ranges(lg_req_t *s, int64_t len, lg_range_t **rs)
 {
-    if (h == NULL || h->value_len < 7 || strncmp(h->value, "bytes=", 6) != 0 ||
-        memchr(h->value, ',', h->value_len))
-        return 0;                       /* several ranges: the whole body instead */
-    const char *p = h->value + 6, *end = h->value + h->value_len;
-    const char *dash = memchr(p, '-', (size_t)(end - p));
-    if (dash == NULL)
+    const http_header_t *h = lg_headers_get(s, "range");
+    int max = lg_req_common(s)->cache_max_ranges;
+    if (h == NULL || max <= 0)
         return 0;
-    long long a = -1, b = -1;
-    if (dash > p)
-        a = strtoll(p, NULL, 10);
-    if (dash + 1 < end)
-        b = strtoll(dash + 1, NULL, 10);
-    if (a < 0 && b < 0)
+    if (max > LG_RANGES_LIMIT)
+        max = LG_RANGES_LIMIT;
+    lg_range_t *out = lg_arena_alloc(&s->arena, sizeof(lg_range_t) * (size_t)max);
+    if (out == NULL)
         return 0;
-    if (a < 0) {                        /* the last b bytes */
-        if (b == 0)
-            return -1;
-        *from = (size_t)b >= len ? 0 : len - (size_t)b;
-        *to = len - 1;
-    } else {
-        if ((size_t)a >= len)
-            return -1;
-        *from = (size_t)a;
-        *to = b < 0 || (size_t)b >= len ? len - 1 : (size_t)b;
-        if (*to < *from)
-            return 0;
+    *rs = out;
+    return lg_range_parse(h->value, h->value_len, len, out, max);
+}
+
+/*
+ * If-Range (RFC 9110 13.1.5): the Range applies only to the representation
+ * the client already has part of -- an entity tag that matches the stored
+ * one strongly, or a date equal to its Last-Modified.  Otherwise the whole.
+ */
+static int if_range_holds(lg_req_t *s, const http_header_t *etag, const http_header_t *lm)
+{
+    const http_header_t *ir = lg_headers_get(s, "if-range");
+    if (ir == NULL)
+        return 1;
+    if (ir->value_len && (ir->value[0] == '"' || ir->value[0] == 'W'))
+        return ir->value[0] == '"' && etag && etag->value_len == ir->value_len &&
+               etag->value[0] == '"' && memcmp(etag->value, ir->value, ir->value_len) == 0;
+    return lm && lm->value_len == ir->value_len &&
+           memcmp(lm->value, ir->value, ir->value_len) == 0 &&
+           lg_http_date(ir->value, ir->value_len) >= 0;
+}
+
+/*
+ * A multipart/byteranges body (RFC 9110 14.6) with the ranges rs[n] of a
+ * representation of `complete` bytes, whose bytes from `first` on are at
+ * `bytes`; each part says the Content-Type ct (or none).  malloc'd, *outlen.
+ */
+static char *multipart(const char *bytes, int64_t first, int64_t complete, const lg_range_t *rs,
+                       int n, const http_header_t *ct, const char *boundary, size_t *outlen)
+{
+    size_t bl = strlen(boundary), room = bl + 8;
+    for (int i = 0; i < n; i++)
+        room += bl + 8 + (ct ? ct->value_len + 16 : 0) + 80 + (size_t)(rs[i].to - rs[i].from + 1);
+    char *out = malloc(room);
+    if (out == NULL)
+        return NULL;
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        k += (size_t)snprintf(out + k, room - k, "--%s\r\n", boundary);
+        if (ct)
+            k += (size_t)snprintf(out + k, room - k, "Content-Type: %.*s\r\n", (int)ct->value_len,
+                                  ct->value);
+        k += (size_t)snprintf(out + k, room - k, "Content-Range: bytes %lld-%lld/%lld\r\n\r\n",
+                              (long long)rs[i].from, (long long)rs[i].to, (long long)complete);
+        size_t len = (size_t)(rs[i].to - rs[i].from + 1);
+        memcpy(out + k, bytes + (rs[i].from - first), len);
+        k += len;
+        memcpy(out + k, "\r\n", 2);
+        k += 2;
     }
-    return 1;
+    k += (size_t)snprintf(out + k, room - k, "--%s--\r\n", boundary);
+    *outlen = k;
+    return out;
+}
+
+/*
+ * The head of a multipart answer: its Content-Type names the boundary
+ * (replacing the representation's, which each part carries).  The old
+ * field in *ct; 0, or -1 when there is no room for the field.
+ */
+static int multipart_type(lg_req_t *s, http_response_t *r, const http_header_t **ct,
+                          char *boundary, size_t blen)
+{
+    snprintf(boundary, blen, "legate-%016llx",
+             (unsigned long long)lg_rand_next(&lg_w.rng));
+    const char *v = lg_arena_printf(&s->arena, "multipart/byteranges; boundary=%s", boundary);
+    if (v == NULL)
+        return -1;
+    *ct = NULL;
+    for (size_t i = 0; i < r->num_headers; i++)
+        if (http_name_eq(&r->headers[i], "content-type")) {
+            http_header_t *old = lg_arena_alloc(&s->arena, sizeof(*old));
+            if (old == NULL)
+                return -1;
+            *old = r->headers[i];
+            *ct = old;
+            r->headers[i].value = v;
+            r->headers[i].value_len = strlen(v);
+            return 0;
+        }
+    if (r->num_headers >= LG_MAX_HEADERS)
+        return -1;
+    r->headers[r->num_headers].name = "Content-Type";
+    r->headers[r->num_headers].name_len = 12;
+    r->headers[r->num_headers].value = v;
+    r->headers[r->num_headers].value_len = strlen(v);
+    r->num_headers++;
+    return 0;
 }
 
 /*
  * Answer from the stored object: a 304 for a matching conditional, a 206 for
- * one range, HEAD without a body, gzip on the fly if the client asks and
- * the route compresses.  X-Cache says how, Age how old.
+ * one range or several (multipart/byteranges), HEAD without a body, gzip on
+ * the fly if the client asks and the route compresses.  X-Cache says how,
+ * Age how old.
  */
 /* The whole body of an object stored compressed, for a client without gzip. */
 static char *gunzip_all(lg_req_t *s, const char *in, size_t n, size_t out_len)
@@ -342,14 +427,33 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
     lg_xform_t xf = LG_XFORM_NONE;
     size_t from = 0, to = blen ? blen - 1 : 0;
     int range = 0;
+    lg_range_t *rs = NULL;
     if (not_modified && (r.status == 200)) {
         status = 304;
         blen = 0;
     } else {
         xf = gzipped ? LG_XFORM_NONE : lg_coding_choose(s, &r, &ri);
         if (xf == LG_XFORM_NONE && r.status == 200 && (!gzipped || gunz) &&
-            (range = parse_range(lg_headers_get(s, "range"), blen, &from, &to)) != 0)
+            if_range_holds(s, etag, lm) &&
+            (range = client_ranges(s, (int64_t)blen, &rs)) != 0)
             status = range > 0 ? 206 : 416;
+        if (range == 1) {
+            from = (size_t)rs[0].from;
+            to = (size_t)rs[0].to;
+        }
+    }
+    char *mp = NULL;
+    size_t mplen = 0;
+    if (range > 1) {
+        /* several ranges: one body of parts, each with its own Content-Range */
+        char boundary[32];
+        const http_header_t *ct = NULL;
+        if (multipart_type(s, &r, &ct, boundary, sizeof(boundary)) < 0 ||
+            (mp = multipart(body, 0, (int64_t)full, rs, range, ct, boundary, &mplen)) == NULL) {
+            free(plain);
+            lg_respond_error(s, 500);
+            return;
+        }
     }
     char *gz = NULL;
     size_t gzlen = 0;
@@ -363,13 +467,14 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
     }
     if (gunz)
         xf = LG_XFORM_GUNZIP;           /* the head loses its Content-Encoding */
-    const char *out_body = gz ? gz : body + from;
-    size_t out_len = gz ? gzlen : status == 206 ? to - from + 1 : status == 416 || status == 304 ? 0 : blen;
+    const char *out_body = gz ? gz : mp ? mp : body + from;
+    size_t out_len = gz ? gzlen : mp ? mplen : status == 206 ? to - from + 1
+                   : status == 416 || status == 304 ? 0 : blen;
     r.status = status;
     r.reason = lg_http_reason(status);
     r.reason_len = strlen(r.reason);
     s->cache_length = (int64_t)out_len;
-    if (status == 206)
+    if (status == 206 && mp == NULL)
         s->cache_range = lg_arena_printf(&s->arena, "bytes %zu-%zu/%zu", from, to, full);
     else if (status == 416)
         s->cache_range = lg_arena_printf(&s->arena, "bytes */%zu", full);
@@ -379,19 +484,202 @@ static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
                                    xf != LG_XFORM_NONE || lg_coding_compressible(s, &r, &ri), &hl);
     if (head == NULL) {
         free(gz);
+        free(mp);
+        free(plain);
         lg_respond_error(s, 500);
         return;
     }
     if (s->ri.is_head || status == 304 || status == 416)
         out_len = 0;
     /* the head from the arena, the body where it lies (the object copied
-     * out of the cache, or the gzip output): one writev, no third copy */
+     * out of the cache, the gzip output, the parts): one writev, no third copy */
     free(cs->out);
-    cs->out = gz ? gz : plain;          /* freed with the state */
-    if (gz)
+    cs->out = gz ? gz : mp ? mp : plain;        /* freed with the state */
+    if (gz || mp)
         free(plain);
     s->upstream_status = 0;
     lg_respond_raw(s, status, head, hl, out_body, out_len);
+}
+
+/* ---- answers from the disk tier ---- */
+
+#define DCHUNK (64 * 1024)      /* one pread(2): the longest the loop waits on the disk */
+
+static const lg_stage_t disk_stage;
+
+/* The head, then the file's bytes in reads of DCHUNK, as the client takes them. */
+static void disk_step(lg_req_t *s)
+{
+    lg_cstate_t *cs = CS(s);
+    lg_end_t *ce = s->cend;
+    for (;;) {
+        if (s->local_sent >= s->local_len && cs->dpos == cs->dlen) {
+            if (cs->d_off == cs->d_end)
+                break;
+            uint64_t left = cs->d_end - cs->d_off;
+            ssize_t n = pread(cs->dfd, cs->dbuf, left < DCHUNK ? (size_t)left : DCHUNK,
+                              (off_t)cs->d_off);
+            if (n <= 0) {
+                lg_error("cache: reading a file of the disk tier for \"%s\" failed", cs->key);
+                lg_req_abort(s, "cache file read failed");
+                return;
+            }
+            cs->dpos = 0;
+            cs->dlen = (size_t)n;
+            cs->d_off += (uint64_t)n;
+        }
+        if (!ce->w_ready) {
+            ce->want_w = 1;
+            return;
+        }
+        struct iovec iov[2];
+        int cnt = 0;
+        if (s->local_sent < s->local_len) {
+            iov[cnt].iov_base = (void *)(s->local + s->local_sent);
+            iov[cnt++].iov_len = s->local_len - s->local_sent;
+        }
+        if (cs->dpos < cs->dlen) {
+            iov[cnt].iov_base = cs->dbuf + cs->dpos;
+            iov[cnt++].iov_len = cs->dlen - cs->dpos;
+        }
+        ssize_t n = lg_end_writev(ce, iov, cnt);
+        if (n == LG_AGAIN)
+            return;
+        if (n < 0) {
+            lg_req_abort(s, "send() to client failed");
+            return;
+        }
+        size_t k = (size_t)n;
+        s->bytes_out += k;
+        if (s->local_sent < s->local_len) {
+            size_t h = s->local_len - s->local_sent < k ? s->local_len - s->local_sent : k;
+            s->local_sent += h;
+            k -= h;
+        }
+        cs->dpos += k;
+    }
+    close(cs->dfd);
+    cs->dfd = -1;
+    lg_req_finish(s);
+}
+
+static lg_msec_t disk_arm(lg_req_t *s, lg_tkind_t *kind)
+{
+    *kind = LG_T_SEND;
+    return lg_req_common(s)->send_timeout;
+}
+
+static void disk_timeout(lg_req_t *s, lg_tkind_t kind)
+{
+    (void)kind;
+    lg_req_abort(s, "client timed out receiving the response");
+}
+
+static const lg_stage_t disk_stage = {
+    .name = "sending from the disk cache", .step = disk_step, .arm = disk_arm,
+    .timeout = disk_timeout,
+};
+
+static int fresh_enough(lg_cstate_t *cs, int64_t now);
+
+/*
+ * A fresh file of the disk tier for the key in use: answered from it (1),
+ * or 0 (none, stale -- fetched again and replaced --, or damaged).  As
+ * from memory: 304 for a matching conditional, HEAD, one range (206 or
+ * 416); several ranges get the whole, and no coding is applied.
+ */
+static int disk_hit(lg_req_t *s, lg_cstate_t *cs, int64_t now)
+{
+    char *head = NULL;
+    size_t hl = 0;
+    uint64_t off = 0, blen = 0;
+    lg_cmeta_t meta;
+    int fd = lg_disk_open(cs->key, cs->keylen, &meta, &head, &hl, &off, &blen);
+    if (fd < 0)
+        return 0;
+    cs->meta = meta;
+    http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
+    http_response_t r = { .headers = hs };
+    http_limits_t lim = { 16384, hl + 1, LG_MAX_HEADERS };
+    size_t scanned = 0;
+    if (!fresh_enough(cs, now) || hs == NULL ||
+        http_parse_response(head, hl, &r, &lim, &scanned) <= 0 || r.status != 200) {
+        close(fd);
+        free(head);
+        return 0;
+    }
+    if (cs->filler) {
+        lg_store_abandon(lg_cache, cs->base, cs->baselen);
+        cs->filler = 0;
+    }
+    drop_targeted(lg_req_common(s), &r);
+    cs->s->cache_status = "HIT";
+    s->cache_age = meta.age0 + (now - meta.stored) / 1000;
+    if (s->cache_age < 0)
+        s->cache_age = 0;
+    const http_header_t *inm = lg_headers_get(s, "if-none-match");
+    const http_header_t *ims = lg_headers_get(s, "if-modified-since");
+    const http_header_t *etag = find_h(&r, "etag"), *lm = find_h(&r, "last-modified");
+    int status = 200;
+    if (inm && etag && etag_match(inm->value, inm->value_len, etag->value, etag->value_len))
+        status = 304;
+    else if (!inm && ims && lm) {
+        int64_t a = lg_http_date(ims->value, ims->value_len), b = lg_http_date(lm->value, lm->value_len);
+        if (a >= 0 && b >= 0 && b <= a)
+            status = 304;
+    }
+    uint64_t from = 0, to = blen ? blen - 1 : 0;
+    lg_range_t *rs = NULL;
+    int range = status == 200 && if_range_holds(s, etag, lm) ? client_ranges(s, (int64_t)blen, &rs) : 0;
+    if (range == 1) {
+        status = 206;
+        from = (uint64_t)rs[0].from;
+        to = (uint64_t)rs[0].to;
+        s->cache_range = lg_arena_printf(&s->arena, "bytes %llu-%llu/%llu", (unsigned long long)from,
+                                         (unsigned long long)to, (unsigned long long)blen);
+    } else if (range < 0) {
+        status = 416;
+        s->cache_range = lg_arena_printf(&s->arena, "bytes */%llu", (unsigned long long)blen);
+    }
+    uint64_t out = status == 206 ? to - from + 1 : status == 200 ? blen : 0;
+    r.status = status;
+    r.reason = lg_http_reason(status);
+    r.reason_len = strlen(r.reason);
+    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)out, .keep_alive = 1 };
+    s->cache_length = (int64_t)out;
+    s->cache_serving = 1;
+    size_t len = 0;
+    char *h = lg_headers_client(s, &r, &ri, 0, LG_XFORM_NONE, 0, &len);
+    s->upstream_status = 0;
+    if (h == NULL || s->ri.is_head || out == 0) {
+        close(fd);
+        free(head);
+        if (h == NULL)
+            lg_respond_error(s, 500);
+        else
+            lg_respond_raw(s, status, h, len, NULL, 0);
+        return 1;
+    }
+    cs->dbuf = malloc(DCHUNK);
+    if (cs->dbuf == NULL) {
+        close(fd);
+        free(head);
+        lg_respond_error(s, 500);
+        return 1;
+    }
+    free(cs->dhead);
+    cs->dhead = head;           /* r's fields point into it until the head is built: freed later */
+    cs->dfd = fd;
+    cs->d_off = off + from;
+    cs->d_end = off + from + out;
+    cs->dpos = cs->dlen = 0;
+    s->status = status;
+    s->local = h;
+    s->local_len = len;
+    s->local_sent = 0;
+    s->bytes_out = 0;
+    lg_req_set_stage(s, &disk_stage);
+    return 1;
 }
 
 /* ---- the request ---- */
@@ -402,6 +690,7 @@ static lg_cstate_t *state(lg_req_t *s)
 {
     if (CS(s) == NULL && (s->ctx[cache_slot] = lg_arena_calloc(&s->arena, sizeof(lg_cstate_t)))) {
         CS(s)->s = s;
+        CS(s)->dfd = -1;
         s->own_conditionals = 1;        /* the client's go nowhere: the cache answers them */
         lg_req_cleanup(s, on_close, s);
     }
@@ -445,8 +734,10 @@ static int purge(lg_req_t *s, lg_cstate_t *cs)
     const http_header_t *mode = lg_headers_get(s, "purge-mode");
     int soft = mode && mode->value_len == 4 && strncasecmp(mode->value, "soft", 4) == 0;
     int n = 0;
-    if (cs->baselen && cs->base[cs->baselen - 1] == '*')
+    if (cs->baselen && cs->base[cs->baselen - 1] == '*') {
         n = lg_store_purge_prefix(lg_cache, cs->base, cs->baselen - 1, soft);  /* a trailing star */
+        n += lg_disk_remove_prefix(cs->base, cs->baselen - 1);
+    }
     else
         drop_key(s, cs->base, cs->baselen, soft, &n);
     char *msg = lg_arena_printf(&s->arena, "{\"purged\": %d, \"soft\": %s}\n", n, soft ? "true" : "false");
@@ -456,6 +747,21 @@ static int purge(lg_req_t *s, lg_cstate_t *cs)
         return 1;
     lg_respond(s, n ? 200 : 404, msg, NULL);
     return 1;
+}
+
+/* cache_use_stale: does the route let a stale object cover this condition? */
+static int use_stale(const lg_common_t *c, const char *word)
+{
+    return c->cache_use_stale &&
+           lg_cache_stale_named(c->cache_use_stale->v, c->cache_use_stale->n, word);
+}
+
+/* The word for an upstream failure of condition cond (LG_COND_*). */
+static const char *failure_word(unsigned cond)
+{
+    return lg_cache_stale_word(cond & LG_COND_TIMEOUT ? LG_STALE_TIMEOUT
+                               : cond & LG_COND_INVALID_HEADER ? LG_STALE_INVALID
+                               : LG_STALE_ERROR, 0);
 }
 
 static int fresh_enough(lg_cstate_t *cs, int64_t now)
@@ -533,6 +839,8 @@ static int on_request(lg_req_t *s)
             look = LG_CACHE_MISS;               /* waited long enough: go ourselves */
         }
         if (look == LG_CACHE_MISS) {
+            if (lg_disk && disk_hit(s, cs, now))
+                return 1;
             if (cs->req_cc.only_if_cached) {
                 lg_respond_error(s, 504);
                 return 1;
@@ -597,6 +905,21 @@ static int on_request(lg_req_t *s)
             lg_error("cache: cannot start the background refresh of \"%s\"", cs->key);
         serve(s, cs, "UPDATING");
         return 1;
+    }
+    /*
+     * cache_use_stale: never for what the origin said must be revalidated
+     * (must-revalidate, no-cache, proxy-revalidate or s-maxage here: RFC
+     * 9111 4.2.4 forbids serving those stale, whatever a setting says).
+     */
+    cs->use_stale = !(cs->meta.flags & LG_CF_MUST_REVALIDATE) && c->cache_use_stale != NULL;
+    if (cs->use_stale && use_stale(c, "updating") && !s->conn->refresh) {
+        /* another request is fetching it: it is "being updated", and this
+         * one gets the stale copy instead of a second fetch */
+        int64_t until = now + c->proxy_connect_timeout + c->proxy_read_timeout + 1000;
+        if (!lg_store_try_update(lg_cache, cs->key, cs->keylen, until)) {
+            serve(s, cs, "UPDATING");
+            return 1;
+        }
     }
     /* stale: keep it for a 304 or for stale-if-error, and revalidate */
     cs->stale_ok = cs->meta.stale_if_error > 0 &&
@@ -886,16 +1209,19 @@ static int stored_range(const char *head, size_t hl, int64_t *a, int64_t *b, int
     return 0;
 }
 
-/* The client's one range, inside the stored part? */
+/* The client's ranges (one or several), all inside the stored part? */
 static int partial_covers(lg_req_t *s, lg_cstate_t *cs)
 {
-    const http_header_t *rg = lg_headers_get(s, "range");
-    int64_t a, b, c, from, to;
-    if (rg == NULL || lg_headers_get(s, "if-range") ||
-        !stored_range(cs->obj, cs->hl, &a, &b, &c) ||
-        lg_range_one(rg->value, rg->value_len, c, &from, &to) != 1)
+    int64_t a, b, c;
+    lg_range_t *rs = NULL;
+    if (lg_headers_get(s, "if-range") || !stored_range(cs->obj, cs->hl, &a, &b, &c) ||
+        (size_t)(b - a + 1) != cs->bl)
         return 0;
-    return from >= a && to <= b && (size_t)(b - a + 1) == cs->bl;
+    int n = client_ranges(s, c, &rs);
+    for (int i = 0; i < n; i++)
+        if (rs[i].from < a || rs[i].to > b)
+            return 0;
+    return n > 0;
 }
 
 /* cache_partial: on a miss, ask the upstream for the client's range only. */
@@ -910,14 +1236,51 @@ static void forward_range(lg_req_t *s, lg_cstate_t *cs)
                                                    (int)rg->value_len, rg->value));
 }
 
-/* A 206 from the cache: the client's range, cut from the stored part. */
+/* A 206 from the cache: the client's ranges, cut from the stored part
+ * (partial_covers said they are in it). */
 static void serve_partial(lg_req_t *s, lg_cstate_t *cs, http_response_t *r, const char *xcache)
 {
     int64_t a, b, c, from, to;
-    const http_header_t *rg = lg_headers_get(s, "range");
-    if (rg == NULL || !stored_range(cs->obj, cs->hl, &a, &b, &c) ||
-        lg_range_one(rg->value, rg->value_len, c, &from, &to) != 1 || from < a || to > b) {
+    lg_range_t *rs = NULL;
+    int n = 0;
+    int inside = stored_range(cs->obj, cs->hl, &a, &b, &c) && (n = client_ranges(s, c, &rs)) >= 1;
+    for (int i = 0; inside && i < n; i++)
+        inside = rs[i].from >= a && rs[i].to <= b;
+    if (!inside) {
         lg_respond_error(s, 500);
+        return;
+    }
+    from = rs[0].from;
+    to = rs[0].to;
+    if (n > 1) {
+        char boundary[32];
+        const http_header_t *ct = NULL;
+        size_t mplen = 0;
+        char *mp = NULL;
+        if (multipart_type(s, r, &ct, boundary, sizeof(boundary)) < 0 ||
+            (mp = multipart(cs->obj + cs->hl, a, c, rs, n, ct, boundary, &mplen)) == NULL) {
+            lg_respond_error(s, 500);
+            return;
+        }
+        free(cs->out);
+        cs->out = mp;                   /* freed with the state */
+        cs->s->cache_status = xcache;
+        int64_t now = lg_wall_ms();
+        s->cache_age = cs->meta.age0 + (now - cs->meta.stored) / 1000;
+        if (s->cache_age < 0)
+            s->cache_age = 0;
+        lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)mplen, .keep_alive = 1 };
+        s->cache_length = (int64_t)mplen;
+        s->cache_range = NULL;
+        s->cache_serving = 1;
+        size_t hl = 0;
+        char *head = lg_headers_client(s, r, &ri, 0, LG_XFORM_NONE, 0, &hl);
+        if (head == NULL) {
+            lg_respond_error(s, 500);
+            return;
+        }
+        s->upstream_status = 0;
+        lg_respond_raw(s, 206, head, hl, mp, s->ri.is_head ? 0 : mplen);
         return;
     }
     cs->s->cache_status = xcache;
@@ -1018,6 +1381,27 @@ static void store(lg_cstate_t *cs)
     if (!cs->capturing || cs->cap_over)
         return;
     cs->capturing = 0;
+    if (cs->dfill) {
+        /* the file in place and indexed; the Vary marker in memory as always */
+        int ok = lg_disk_fill_finish(cs->dfill) == 0;
+        if (ok)
+            lg_store_delete(lg_cache, cs->key, cs->keylen);   /* an older copy in memory would win */
+        if (ok && cs->vary) {
+            size_t ml = strlen(VARY_MARK) + strlen(cs->vary);
+            char *mark = malloc(ml + 1);
+            if (mark) {
+                snprintf(mark, ml + 1, VARY_MARK "%s", cs->vary);
+                lg_store_put(lg_cache, cs->base, cs->baselen, &cs->newmeta, mark, ml, "", 0);
+                free(mark);
+                cs->filler = 0;         /* the put released it */
+            }
+        }
+        if (cs->filler) {
+            lg_store_abandon(lg_cache, cs->base, cs->baselen);     /* the waiters look again */
+            cs->filler = 0;
+        }
+        return;
+    }
     if (cs->newmeta.status == 206)
         complete_partial(cs);           /* or stored as the part it is */
     if (cs->vary) {
@@ -1062,6 +1446,11 @@ static void cap_append(void *arg, const char *p, size_t n)
     }
     if (!cs->capturing || cs->cap_over)
         return;
+    if (cs->dfill) {
+        if (lg_disk_fill_write(cs->dfill, p, n) < 0)
+            cs->cap_over = 1;           /* dropped: never stored */
+        return;
+    }
     if (cs->caplen + n > cs->capmax) {
         cs->cap_over = 1;               /* too large: never stored */
         return;
@@ -1105,7 +1494,9 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         return 1;
     }
     /* an error from the upstream, and a stale copy allowed to cover it */
-    if (r->status >= 500 && cs->stale_ok && cs->obj) {
+    const char *sw = cs->use_stale && cs->obj ? lg_cache_stale_word(LG_STALE_ANSWERED, r->status)
+                                              : NULL;
+    if ((r->status >= 500 && cs->stale_ok && cs->obj) || (sw && use_stale(c, sw))) {
         serve(s, cs, "STALE");
         return 1;
     }
@@ -1156,12 +1547,19 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         goto not_stored;
     if (post_store && !lg_cache_post_storable(r->status, cc, f.nexpires, !c->cache_private))
         goto not_stored;
-    if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_store_max_object(lg_cache))
-        goto not_stored;
+    int to_disk = 0;
+    if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_store_max_object(lg_cache)) {
+        /* too large for the memory tier: a file of the disk tier, if there
+         * is one (a whole 200, its bytes as they came) */
+        if (lg_disk == NULL || r->status != 200 || ri->length > lg_disk_max_object())
+            goto not_stored;
+        to_disk = 1;
+    }
 
     /* the head to store: as received, less fields not to be stored; for a
      * body stored compressed, as a gzip response (weak ETag, Vary) */
-    cs->gz_store = r->status != 206 && lg_req_common(s)->gzip && lg_coding_compressible(s, r, ri);
+    cs->gz_store = !to_disk && r->status != 206 && lg_req_common(s)->gzip &&
+                   lg_coding_compressible(s, r, ri);
     int vary_ae = 0;
     free(cs->head);
     cs->head = malloc(rawlen + 64);
@@ -1233,6 +1631,17 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         cs->key = cs->base;
         cs->keylen = cs->baselen;
     }
+    if (to_disk) {
+        cs->dfill = lg_arena_calloc(&s->arena, sizeof(lg_disk_fill_t));
+        if (cs->dfill == NULL)
+            goto not_stored;
+        cs->dfill->fd = -1;
+        if (lg_disk_fill_start(cs->dfill, cs->key, cs->keylen, &cs->newmeta, cs->head,
+                               cs->headlen, (uint64_t)ri->length) < 0)
+            goto not_stored;
+        cs->capturing = 1;      /* the tap writes the file */
+        return 0;
+    }
     cs->capmax = lg_store_max_object(lg_cache);
     cs->cap = malloc(ri->body == LG_BODY_LENGTH ? (size_t)ri->length + 1 : cs->capmax);
     if (cs->cap == NULL)
@@ -1254,9 +1663,14 @@ static void drop_key(lg_req_t *s, const char *base, size_t n, int soft, int *cou
 {
     /* the object (or its Vary marker) and every variant: "base\n..." */
     *count += soft ? lg_store_expire(lg_cache, base, n) : lg_store_delete(lg_cache, base, n);
+    /* a file of the disk tier is removed even by a soft purge: it is
+     * fetched again instead of revalidated */
+    *count += lg_disk_remove(base, n);
     char *vp = lg_arena_printf(&s->arena, "%.*s\n", (int)n, base);
-    if (vp)
+    if (vp) {
         *count += lg_store_purge_prefix(lg_cache, vp, n + 1, soft);
+        *count += lg_disk_remove_prefix(vp, n + 1);
+    }
 }
 
 /*
@@ -1319,6 +1733,14 @@ static void on_close(void *arg)
         cs->filler = 0;
     }
     s->rspp.tap = NULL;
+    if (cs->dfill)
+        lg_disk_fill_abort(cs->dfill);  /* not complete: its temporary file goes */
+    if (cs->dfd >= 0)
+        close(cs->dfd);
+    cs->dfd = -1;
+    free(cs->dhead);
+    free(cs->dbuf);
+    cs->dhead = cs->dbuf = NULL;
     free(cs->obj);
     free(cs->cap);
     free(cs->head);
@@ -1403,11 +1825,14 @@ static int cache_body(lg_req_t *s)
     return LG_OK;
 }
 
-/* UPSTREAM_ERROR: stale-if-error. */
+/* UPSTREAM_ERROR: stale-if-error, cache_use_stale error / timeout / invalid_header. */
 static int cache_error(lg_req_t *s)
 {
     lg_cstate_t *cs = CS(s);
-    if (cs == NULL || !cs->stale_ok || cs->obj == NULL)
+    if (cs == NULL || cs->obj == NULL)
+        return LG_DECLINED;
+    const char *sw = cs->use_stale ? failure_word(s->upstream_cond) : NULL;
+    if (!cs->stale_ok && !(sw && use_stale(lg_req_common(s), sw)))
         return LG_DECLINED;
     serve(s, cs, "STALE");
     return LG_DONE;
@@ -1419,8 +1844,55 @@ static int cache_log(lg_req_t *s)
     return LG_OK;
 }
 
+/*
+ * Objects leaving the memory tier go on in the disk tier: fresh whole 200
+ * answers stored as they came (not those the cache compressed, not Vary
+ * markers -- a variant whose marker left memory is fetched again).
+ */
+static void demote(void *arg, const char *key, size_t kl, const lg_cmeta_t *m, const char *head,
+                   size_t hl, const char *body, size_t bl)
+{
+    int64_t now = *(const int64_t *)arg;
+    if (m->status != 200 || (m->flags & LG_CF_GZIPPED) || m->expires <= now ||
+        (hl >= sizeof(VARY_MARK) - 1 && memcmp(head, VARY_MARK, sizeof(VARY_MARK) - 1) == 0))
+        return;
+    lg_disk_put(key, kl, m, head, hl, body, bl);
+}
+
+/* Worker 0 keeps the disk tier: reads it back after a restart, a few files
+ * every 10 ms; then, every 100 ms, moves what is about to leave the memory
+ * tier there (at most 4 MiB each time), and once a second removes inactive
+ * files. */
+static lg_timer_t disk_timer;
+
+static void disk_tick(lg_timer_t *t)
+{
+    static unsigned ticks;
+    if (!lg_disk_ready()) {
+        lg_disk_tick();
+        lg_timer_set(&lg_w.loop, t, 10);
+        return;
+    }
+    int64_t now = lg_wall_ms();
+    if (lg_cache)
+        lg_store_demote(lg_cache, 4 << 20, demote, &now);
+    if (++ticks % 10 == 0)
+        lg_disk_tick();
+    lg_timer_set(&lg_w.loop, t, 100);
+}
+
+static int cache_init(void)
+{
+    if (lg_disk && lg_w.slot == 0) {
+        disk_timer.cb = disk_tick;
+        lg_timer_set(&lg_w.loop, &disk_timer, 10);
+    }
+    return 0;
+}
+
 const lg_feature_t lg_feature_cache = {
     .name = "cache",
+    .init = cache_init,
     .handlers = {
         { LG_PH_CACHE, cache_lookup },
         { LG_PH_RESPONSE, cache_response },

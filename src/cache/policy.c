@@ -1,4 +1,5 @@
 #include "cache/policy.h"
+#include "cache/disk.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -349,6 +350,37 @@ int64_t lg_cache_lifetime(const lg_fresh_in_t *in, int *explicit_)
         return life > 86400 * 1000 ? 86400 * 1000 : life;
     }
     return -1;
+}
+
+const char *lg_cache_stale_word(int how, int status)
+{
+    switch (how) {
+    case LG_STALE_ERROR:   return "error";
+    case LG_STALE_TIMEOUT: return "timeout";
+    case LG_STALE_INVALID: return "invalid_header";
+    default:               break;
+    }
+    switch (status) {
+    case 500: return "http_500";
+    case 502: return "http_502";
+    case 503: return "http_503";
+    case 504: return "http_504";
+    case 403: return "http_403";
+    case 404: return "http_404";
+    case 429: return "http_429";
+    default:  return NULL;
+    }
+}
+
+int lg_cache_stale_named(char *const *words, size_t n, const char *word)
+{
+    int on = 0;
+    for (size_t i = 0; word && i < n; i++) {
+        if (strcmp(words[i], "off") == 0)
+            return 0;
+        on |= strcmp(words[i], word) == 0;
+    }
+    return on;
 }
 
 int lg_cache_must_revalidate(const lg_cc_t *cc, int shared)
@@ -779,6 +811,84 @@ int lg_range_one(const char *v, size_t n, int64_t len, int64_t *from, int64_t *t
     return 1;
 }
 
+static int range_cmp(const void *x, const void *y)
+{
+    const lg_range_t *a = x, *b = y;
+    return a->from < b->from ? -1 : a->from > b->from ? 1 : 0;
+}
+
+int lg_range_parse(const char *v, size_t n, int64_t len, lg_range_t *out, int max)
+{
+    size_t i = 0;
+    if (v == NULL || max < 1 || max > LG_RANGES_LIMIT || n < 6 || strncasecmp(v, "bytes", 5) != 0)
+        return 0;
+    i = 5;
+    while (i < n && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    if (i >= n || v[i++] != '=')
+        return 0;
+    int specs = 0, k = 0;
+    for (;;) {
+        /* 1#range-spec: empty elements and whitespace around commas */
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        if (i >= n)
+            break;
+        int64_t a = -1, b = -1;
+        if (v[i] != '-' && (a = dnum(v, n, &i)) < 0)
+            return 0;
+        if (i >= n || v[i++] != '-')
+            return 0;
+        if (i < n && v[i] >= '0' && v[i] <= '9' && (b = dnum(v, n, &i)) < 0)
+            return 0;
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        if (i < n && v[i] != ',')
+            return 0;
+        if (a < 0 && b < 0)
+            return 0;                   /* "-" alone */
+        if (a >= 0 && b >= 0 && b < a)
+            return 0;                   /* invalid: the field is ignored (14.1.1) */
+        if (++specs > max)
+            return 0;                   /* too many: the whole instead */
+        int64_t f, t;
+        if (a < 0) {                    /* the last b bytes */
+            if (b == 0 || len == 0)
+                continue;
+            f = b >= len ? 0 : len - b;
+            t = len - 1;
+        } else {
+            if (a >= len)
+                continue;               /* not satisfiable: left out */
+            f = a;
+            t = b < 0 || b >= len ? len - 1 : b;
+        }
+        out[k].from = f;
+        out[k].to = t;
+        k++;
+    }
+    if (specs == 0)
+        return 0;
+    if (k == 0)
+        return -1;
+    /* coalesce what overlaps or touches; keep the order asked otherwise */
+    lg_range_t sorted[LG_RANGES_LIMIT];
+    memcpy(sorted, out, sizeof(lg_range_t) * (size_t)k);
+    qsort(sorted, (size_t)k, sizeof(lg_range_t), range_cmp);
+    int m = 0;
+    for (int j = 0; j < k; j++) {
+        if (m && sorted[j].from <= sorted[m - 1].to + 1) {
+            if (sorted[j].to > sorted[m - 1].to)
+                sorted[m - 1].to = sorted[j].to;
+        } else {
+            sorted[m++] = sorted[j];
+        }
+    }
+    if (m < k)
+        memcpy(out, sorted, sizeof(lg_range_t) * (size_t)m);
+    return m;
+}
+
 int lg_range_union(int64_t a1, int64_t b1, int64_t a2, int64_t b2, int64_t *a, int64_t *b)
 {
     if (a2 > b1 + 1 || a1 > b2 + 1)
@@ -786,4 +896,34 @@ int lg_range_union(int64_t a1, int64_t b1, int64_t a2, int64_t b2, int64_t *a, i
     *a = a1 < a2 ? a1 : a2;
     *b = b1 > b2 ? b1 : b2;
     return 1;
+}
+
+/* ---- the disk tier's file header (used by disk.c; pure, so fuzzed here) ---- */
+
+uint32_t lg_disk_crc(uint32_t crc, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    crc = ~crc;
+    while (n--) {
+        crc ^= *b++;
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
+    }
+    return ~crc;
+}
+
+int lg_disk_header_check(const char *p, size_t n, uint64_t fsize, lg_disk_hdr_t *h)
+{
+    if (n < sizeof(*h))
+        return -1;
+    memcpy(h, p, sizeof(*h));
+    if (memcmp(h->magic, LG_DISK_MAGIC, 8) != 0 || h->keylen == 0 || h->keylen > LG_DISK_KEY_MAX ||
+        h->headlen == 0 || h->headlen > 65536 || h->meta.status < 100 || h->meta.status > 999)
+        return -1;
+    uint64_t fixed = sizeof(*h) + (uint64_t)h->keylen + h->headlen;
+    if (h->bodylen > fsize || fsize - h->bodylen != fixed || n < fixed)
+        return -1;              /* truncated, grown, or lengths that do not add up */
+    if (lg_disk_crc(0, p + sizeof(*h), (size_t)(h->keylen + h->headlen)) != h->crc)
+        return -1;
+    return 0;
 }

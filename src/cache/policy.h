@@ -89,6 +89,27 @@ int     lg_content_range(const char *v, size_t n, int64_t *first, int64_t *last,
  * unsatisfiable.
  */
 int     lg_range_one(const char *v, size_t n, int64_t len, int64_t *from, int64_t *to);
+/*
+ * The byte ranges of a Range field (RFC 9110 14.1.2, 14.2) against a
+ * representation of len bytes, for an answer of one or more parts:
+ * "bytes=" (the unit in any case) and a list of "a-b", "a-" and "-n", with
+ * optional whitespace and empty elements as the list rule allows.  Ranges
+ * that are not satisfiable (starting at or past len, "-0") are left out;
+ * overlapping and touching ones are coalesced (RFC 9110 14.2 allows it: a
+ * client asking "0-999,0-999,..." gets the bytes once).  The rest stay in
+ * the order asked when nothing was coalesced, in ascending order else.
+ * Returns how many were written to out (1 <= n <= max); 0 when the field
+ * is to be ignored and the whole sent instead (absent, another unit,
+ * malformed, or more than max ranges -- a defence: a list of thousands of
+ * small ranges costs the sender far more than the asker); -1 when none is
+ * satisfiable (416).  1 <= max <= LG_RANGES_LIMIT and out has room for max.
+ */
+#define LG_RANGES_LIMIT 256
+typedef struct lg_range {
+    int64_t from, to;           /* inclusive */
+} lg_range_t;
+int     lg_range_parse(const char *v, size_t n, int64_t len, lg_range_t *out, int max);
+
 /* Two stored ranges of one representation that overlap or touch: 1 and
  * their union. */
 int     lg_range_union(int64_t a1, int64_t b1, int64_t a2, int64_t b2, int64_t *a, int64_t *b);
@@ -172,6 +193,19 @@ int     lg_cache_usable(const lg_cc_t *req, int64_t age_ms, int64_t left_ms,
  * s-maxage (shared), or Expires.
  */
 int     lg_cache_post_storable(int status, const lg_cc_t *cc, int nexpires, int shared);
+
+/*
+ * cache_use_stale (nginx's proxy_cache_use_stale): the word naming what
+ * went wrong -- how the upstream failed (LG_STALE_*) or, when it answered,
+ * its status ("http_500"...) -- or NULL for an answer no word names.
+ */
+#define LG_STALE_ANSWERED 0     /* the upstream answered with status */
+#define LG_STALE_ERROR    1     /* connect error, reset, early close, no server left */
+#define LG_STALE_TIMEOUT  2
+#define LG_STALE_INVALID  3     /* an invalid response head */
+const char *lg_cache_stale_word(int how, int status);
+/* Do the configured words (n of them) name word?  "off" anywhere: no. */
+int     lg_cache_stale_named(char *const *words, size_t n, const char *word);
 
 /* Stale means ask the origin (no serving stale, not even on max-stale)? */
 int     lg_cache_must_revalidate(const lg_cc_t *cc, int shared);

@@ -15,7 +15,7 @@
 
 #define CMAGIC   0x4c474341u     /* "LGCA" */
 #define OMAGIC   0x4c474f42u     /* "LGOB" */
-#define STORE_VERSION  4
+#define STORE_VERSION  5
 #define WINDOW   8               /* index slots probed per key */
 #define ALIGN64(n) (((n) + 63) & ~(uint64_t)63)
 
@@ -51,6 +51,7 @@ typedef struct chdr {
     _Atomic uint64_t wpos;      /* absolute write position */
     _Atomic uint64_t hits, misses, stores, evictions, promotions;
     uint64_t         max_object;
+    uint64_t         demoted;   /* objects before this position were offered to the disk tier */
 } chdr_t;
 
 struct lg_cache {
@@ -503,6 +504,91 @@ int lg_store_purge_prefix(lg_cache_t *c, const char *prefix, size_t n, int soft)
     }
     lg_shm_unlock(&c->h->mx);
     return count;
+}
+
+typedef struct cand {
+    uint64_t pos, len, hash;
+} cand_t;
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const cand_t *x = a, *y = b;
+    return x->pos < y->pos ? -1 : x->pos > y->pos ? 1 : 0;
+}
+
+int lg_store_demote(lg_cache_t *c, size_t budget, lg_store_demote_fn fn, void *arg)
+{
+    cand_t cands[64];
+    size_t n = 0;
+    lg_shm_lock(&c->h->mx);
+    uint64_t w = atomic_load_explicit(&c->h->wpos, memory_order_relaxed);
+    /* the oldest eighth of the ring: what the next writes overwrite */
+    uint64_t edge = w > c->h->capacity - c->h->capacity / 8 ? w - (c->h->capacity - c->h->capacity / 8) : 0;
+    uint64_t from = c->h->demoted;
+    for (uint64_t i = 0; i < c->h->nslots; i++) {
+        centry_t *e = &c->idx[i];
+        if (e->state != E_VALID || e->pos < from || e->pos >= edge || !intact(c, e->pos))
+            continue;
+        if (n < sizeof(cands) / sizeof(cands[0])) {
+            cands[n++] = (cand_t){ e->pos, e->len, e->hash };
+        } else {
+            /* keep the oldest: they leave first */
+            size_t worst = 0;
+            for (size_t k = 1; k < n; k++)
+                if (cands[k].pos > cands[worst].pos)
+                    worst = k;
+            if (e->pos < cands[worst].pos)
+                cands[worst] = (cand_t){ e->pos, e->len, e->hash };
+        }
+    }
+    lg_shm_unlock(&c->h->mx);
+    qsort(cands, n, sizeof(cand_t), cand_cmp);
+    /* what is below upto has been offered (or is gone); with fewer than a
+     * full list, every candidate up to the edge was in it */
+    int full = n == sizeof(cands) / sizeof(cands[0]);
+    uint64_t upto = full ? from : edge;
+    int offered = 0;
+    size_t spent = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (k > 0 && spent + cands[k].len > budget) {
+            upto = cands[k].pos;        /* the rest next time */
+            break;
+        }
+        if (full)
+            upto = cands[k].pos + 1;
+        spent += cands[k].len;
+        char *buf = malloc(cands[k].len);
+        if (buf == NULL) {
+            upto = cands[k].pos;
+            break;
+        }
+        memcpy(buf, c->ring + cands[k].pos % c->h->capacity, cands[k].len);
+        const cobj_t *o = (const cobj_t *)buf;
+        lg_cmeta_t meta;
+        int ok = 0;
+        lg_shm_lock(&c->h->mx);
+        centry_t *e = find(c, cands[k].hash, NULL);
+        if (e && e->state == E_VALID && e->pos == cands[k].pos) {
+            meta = e->meta;
+            ok = 1;
+        }
+        lg_shm_unlock(&c->h->mx);
+        /* copied whole before a writer came by, and the object it should be */
+        if (ok && intact(c, cands[k].pos) && o->magic == OMAGIC && o->pos == cands[k].pos &&
+            o->hash == cands[k].hash &&
+            sizeof(cobj_t) + (uint64_t)o->keylen + o->head_len + o->body_len <= cands[k].len) {
+            const char *key = (const char *)(o + 1);
+            fn(arg, key, o->keylen, &meta, key + o->keylen, o->head_len,
+               key + o->keylen + o->head_len, o->body_len);
+            offered++;
+        }
+        free(buf);
+    }
+    lg_shm_lock(&c->h->mx);
+    if (upto > c->h->demoted)
+        c->h->demoted = upto;
+    lg_shm_unlock(&c->h->mx);
+    return offered;
 }
 
 void lg_store_stats(lg_cache_t *c, lg_cache_stats_t *st)

@@ -114,6 +114,17 @@ int  lg_store_purge_prefix(lg_cache_t *c, const char *prefix, size_t n, int soft
 /* Mark one key stale (soft purge); 1 if it was there. */
 int  lg_store_expire(lg_cache_t *c, const char *key, size_t keylen);
 
+/*
+ * The disk tier's feed (worker 0, from a timer): objects in the oldest
+ * eighth of the ring, about to be overwritten and not offered before,
+ * copied out and given to fn, the oldest first, up to about budget bytes
+ * a call.  How many were given.
+ */
+typedef void (*lg_store_demote_fn)(void *arg, const char *key, size_t keylen, const lg_cmeta_t *meta,
+                                   const char *head, size_t head_len, const char *body,
+                                   size_t body_len);
+int  lg_store_demote(lg_cache_t *c, size_t budget, lg_store_demote_fn fn, void *arg);
+
 typedef struct lg_store_stats {
     uint64_t hits, misses, stores, evictions, promotions, objects;
     uint64_t capacity, used;

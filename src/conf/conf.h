@@ -275,6 +275,9 @@ typedef struct lg_common {
     lg_strv_t *cache_targeted_fields;   /* RFC 9213 fields obeyed first; default CDN-Cache-Control */
     int        cache_targeted_remove;   /* bool: not passed to clients */
     int        cache_partial;           /* bool: Range on a miss goes upstream, 206s stored */
+    int        cache_max_ranges;        /* ranges of one request served (multipart past 1), default 16;
+                                           0: Range ignored (nginx's max_ranges) */
+    lg_strv_t *cache_use_stale;         /* conditions a stale object covers (nginx's proxy_cache_use_stale) */
 
     /* access rules and Basic authentication (feature/access.c), as nginx's
      * allow/deny, auth_basic, auth_basic_user_file and satisfy */
@@ -765,6 +768,9 @@ typedef struct lg_conf {
     int64_t         cache_size;         /* bytes of shared memory for the HTTP cache, 0 = none */
     int64_t         cache_max_object;   /* default 1m */
     char           *cache_path;         /* directory keeping the cache across restarts; NULL none */
+    int64_t         cache_disk_size;    /* bytes of objects on disk under cache_path/disk, 0 = none */
+    int64_t         cache_disk_max_object; /* default 1g */
+    lg_msec_t       cache_disk_inactive;   /* unused that long: removed, default 10m */
     char           *geoip_mmdb;         /* MaxMind country database, or NULL */
     lg_strv_t      *geoip_csv_blocks;   /* GeoLite2 CSV blocks files (IPv4, IPv6) */
     char           *geoip_csv_locations; /* GeoLite2 CSV locations file */

@@ -170,6 +170,8 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_names(out, ind, "cache_targeted_fields", c->cache_targeted_fields);
     kv_bool(out, ind, "cache_targeted_remove", c->cache_targeted_remove);
     kv_bool(out, ind, "cache_partial", c->cache_partial);
+    kv_int(out, ind, "cache_max_ranges", c->cache_max_ranges);
+    kv_names(out, ind, "cache_use_stale", c->cache_use_stale);
     kv_int(out, ind, "gunzip_request_max", c->gunzip_request_max);
     kv_names(out, ind, "access_rules", c->access_rules);
     kv_str(out, ind, "auth_basic", c->auth_basic);
@@ -684,6 +686,9 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_int(out, 0, "cache_max_object", conf->cache_max_object);
     if (conf->cache_path)
         kv_str(out, 0, "cache_path", conf->cache_path);
+    kv_int(out, 0, "cache_disk_size", conf->cache_disk_size);
+    kv_int(out, 0, "cache_disk_max_object", conf->cache_disk_max_object);
+    kv_msec(out, 0, "cache_disk_inactive", conf->cache_disk_inactive);
     if (conf->geoip_mmdb)
         kv_str(out, 0, "geoip_mmdb", conf->geoip_mmdb);
     kv_names(out, 0, "geoip_csv_blocks", conf->geoip_csv_blocks);

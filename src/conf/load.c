@@ -329,6 +329,9 @@ static const directive_t global_dirs[] = {
     ROW("cache_size",           D_SIZE,     0, (int64_t)1 << 36, "0", lg_conf_t, cache_size),
     ROW("cache_max_object",     D_SIZE,     1024, (int64_t)1 << 31, "1m", lg_conf_t, cache_max_object),
     PATH("cache_path",          NULL, NULL, lg_conf_t, cache_path),
+    ROW("cache_disk_size",      D_SIZE,     0, (int64_t)1 << 50, "0", lg_conf_t, cache_disk_size),
+    ROW("cache_disk_max_object", D_SIZE,    1024, (int64_t)1 << 40, "1g", lg_conf_t, cache_disk_max_object),
+    ROW("cache_disk_inactive",  D_DURATION, 1000, 365 * DAY, "10m", lg_conf_t, cache_disk_inactive),
     PATH("geoip_mmdb",          NULL, NULL, lg_conf_t, geoip_mmdb),
     { "geoip_csv_blocks", D_STRLIST, 0, 0, "", offsetof(lg_conf_t, geoip_csv_blocks), "paths", NULL },
     PATH("geoip_csv_locations", NULL, NULL, lg_conf_t, geoip_csv_locations),
@@ -389,6 +392,8 @@ const directive_t ld_common_dirs[] = {
     ROW("cache_targeted_fields",   D_NAMES,    0, 0,      "CDN-Cache-Control", lg_common_t, cache_targeted_fields),
     ROW("cache_targeted_remove",   D_BOOL,     0, 1,      "false", lg_common_t, cache_targeted_remove),
     ROW("cache_partial",           D_BOOL,     0, 1,      "false", lg_common_t, cache_partial),
+    ROW("cache_max_ranges",        D_INT,      0, 256,    "16",    lg_common_t, cache_max_ranges),
+    { "cache_use_stale", D_CUSTOM, 0, 0, NULL, offsetof(lg_common_t, cache_use_stale), NULL, ld_fn_cache_use_stale },
     ROW("access_rules",            D_STRLIST,  0, 0,      "",      lg_common_t, access_rules),
     ROW("auth_basic",              D_STRING,   0, 0,      "off",   lg_common_t, auth_basic),
     PATH("auth_basic_user_file",   NULL, NULL,                      lg_common_t, auth_basic_user_file),
@@ -1472,6 +1477,12 @@ static void load_tree(ld_t *ld, const config_t *cfg)
         else if (conf->cache_size == 0)
             ld_error(ld, cp, "'cache_path' needs 'cache_size'");
     }
+    if (conf->cache_disk_size > 0 && conf->cache_path == NULL)
+        ld_error(ld, config_setting_get_member(root, "cache_disk_size"),
+                 "'cache_disk_size' needs 'cache_path' (the files live under it)");
+    else if (conf->cache_disk_size > 0 && conf->cache_disk_size < conf->cache_max_object)
+        ld_error(ld, config_setting_get_member(root, "cache_disk_size"),
+                 "'cache_disk_size' is smaller than 'cache_max_object' (the disk holds larger objects)");
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
         merge_common(&srv->common, &conf->http);

@@ -150,6 +150,7 @@ int         ld_fn_limit_req_zones(ld_t *ld, const config_setting_t *s, void *bas
 int         ld_fn_limit_conn_zones(ld_t *ld, const config_setting_t *s, void *base);
 int         ld_fn_limit_req(ld_t *ld, const config_setting_t *s, void *base);        /* lg_common_t */
 int         ld_fn_limit_conn(ld_t *ld, const config_setting_t *s, void *base);
+int         ld_fn_cache_use_stale(ld_t *ld, const config_setting_t *s, void *base);   /* load_value.c */
 void        ld_limits_finish(ld_t *ld);
 void        ld_uvars_prescan(ld_t *ld, const config_t *cfg);                  /* load_map.c */
 int         ld_fn_maps(ld_t *ld, const config_setting_t *s, void *base);

@@ -276,3 +276,33 @@ int ld_set_valid(ld_t *ld, const directive_t *d, const config_setting_t *s, void
     return 0;
 }
 
+
+/*
+ * cache_use_stale = "error timeout updating http_500": nginx's
+ * proxy_cache_use_stale, as a string or a list of its words, each checked
+ * here so that a misspelt one is a FILE:LINE error, not a silent no.
+ */
+int ld_fn_cache_use_stale(ld_t *ld, const config_setting_t *s, void *base)
+{
+    static const directive_t d = {
+        "cache_use_stale", D_STRLIST, 0, 0, "", offsetof(lg_common_t, cache_use_stale), "words", NULL,
+    };
+    static const char *const words[] = {
+        "error", "timeout", "invalid_header", "updating", "http_500", "http_502", "http_503",
+        "http_504", "http_403", "http_404", "http_429", "off", NULL,
+    };
+    if (ld_set_names(ld, &d, s, base) < 0)
+        return -1;
+    const lg_strv_t *sv = ((const lg_common_t *)base)->cache_use_stale;
+    int rc = 0;
+    for (size_t i = 0; i < sv->n; i++) {
+        size_t k = 0;
+        while (words[k] && strcmp(words[k], sv->v[i]) != 0)
+            k++;
+        if (words[k] == NULL)
+            rc = ld_error(ld, s, "'cache_use_stale': unknown condition '%s' (error, timeout, "
+                          "invalid_header, updating, http_500, http_502, http_503, http_504, "
+                          "http_403, http_404, http_429, off)", sv->v[i]);
+    }
+    return rc;
+}

@@ -381,8 +381,10 @@ static int take_head(h2s_t *st, const char *p, size_t n, size_t *took, const cha
             return -1;
         b->pos += rc;
         if (st->ostate == OUT_HEAD) {
-            if (lg_buf_len(b) == 0)
+            if (lg_buf_len(b) == 0) {
+                b->pos = b->last = b->start;    /* room for the heads that follow */
                 return 0;
+            }
             continue;           /* an interim head: the final one may follow */
         }
         *rest = b->pos;

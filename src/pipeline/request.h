@@ -223,7 +223,15 @@ struct lg_req {
     int             rsp_head_done;
     size_t          rsp_scanned;
     int             upstream_status;
+    unsigned        upstream_cond;  /* LG_COND_* of the last upstream failure, for the cache */
     int             upstream_keep;
+    /* interim (1xx) answers passed to the client before the final one
+     * (proxy/reverse.c): the bytes of one not yet written, which hold back
+     * the reading of the upstream's next head */
+    const char     *interim;    /* arena, or NULL */
+    size_t          interim_len, interim_off;
+    unsigned        interims;   /* how many were passed on */
+    int             continue_sent; /* a 100 Continue went to the client */
     lg_msec_t       upstream_time;  /* until the response head (ms) */
     lg_msec_t       upstream_connect_time; /* TCP (and TLS) connect of the try that answered, -1 */
     char            request_id[65]; /* $request_id, made (or a trusted front end's) when first used */

@@ -46,6 +46,7 @@
 #include "proxy/proxy.h"
 #include "proxy/upstate.h"
 #include "cache/store.h"
+#include "cache/disk.h"
 #include "feature/limit.h"
 #include "feature/metrics.h"
 #ifdef LG_HAVE_SYSTEMD
@@ -132,6 +133,7 @@ static int started;              /* the first generation is running: no more cac
 static int cache_attach(lg_conf_t *c, lg_shm_t *s, char *err, size_t errlen)
 {
     lg_cache = NULL;
+    lg_disk = NULL;
     if (c->cache_size == 0)
         return 0;
     lg_cache = lg_store_attach(s, (size_t)c->cache_size, err, errlen);
@@ -149,6 +151,20 @@ static int cache_attach(lg_conf_t *c, lg_shm_t *s, char *err, size_t errlen)
             lg_notice("cache: %d objects loaded from %s", n, path);
     }
     lg_store_set_max_object(lg_cache, (size_t)c->cache_max_object);
+    /* the disk tier: objects past what the memory tier takes */
+    if (c->cache_disk_size > 0 &&
+        lg_disk_attach(s, c->cache_path, c->cache_disk_size, c->cache_max_object,
+                       c->cache_disk_max_object,
+                       c->cache_disk_inactive, err, errlen) == NULL)
+        return -1;
+    if (c->cache_disk_size > 0 && geteuid() == 0 && c->user) {
+        /* the workers write the files after they dropped root */
+        struct passwd *pw = getpwnam(c->user);
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s/disk", c->cache_path);
+        if (pw && chown(dir, pw->pw_uid, pw->pw_gid) < 0)
+            lg_warn("cache: cannot give %s to user \"%s\": %s", dir, c->user, strerror(errno));
+    }
     return 0;
 }
 
@@ -169,6 +185,8 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
 {
     /* the cache's zone comes on top of shared_memory_size */
     size_t want = (size_t)c->shared_memory_size + (c->cache_size ? (size_t)c->cache_size + 65536 : 0) +
+                  (c->cache_disk_size ? lg_disk_zone_size(c->cache_disk_size, c->cache_max_object) + 4096
+                                      : 0) +
                   (c->tls_session_cache ? (size_t)c->tls_session_cache + 4096 : 0) +
                   lg_limits_shm_size(c) +  /* the limit zones too */
                   lg_metrics_shm_size(c);

@@ -340,6 +340,9 @@ static void stream_maybe_free(h2ust_t *st)
 static const char *reason(int status)
 {
     switch (status) {
+    case 100: return "Continue";
+    case 102: return "Processing";
+    case 103: return "Early Hints";
     case 200: return "OK";
     case 201: return "Created";
     case 204: return "No Content";
@@ -468,10 +471,20 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
     if (frame->hd.type == NGHTTP2_HEADERS) {
         if (st->rstate == R_HEAD) {
             if (st->status < 200) {
-                gb_free(&st->rh);   /* interim (100, 103): not passed on */
+                /* interim (100, 102, 103): its HTTP/1.1 form before the
+                 * final head's; the reverse proxy decides what goes on */
+                char line[64];
+                int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", st->status,
+                                 reason(st->status));
+                if (gb_add(&st->rb, line, (size_t)n, RB_MAX) < 0 ||
+                    (gb_n(&st->rh) && gb_add(&st->rb, st->rh.p + st->rh.pos, gb_n(&st->rh), RB_MAX) < 0) ||
+                    gb_add(&st->rb, "\r\n", 2, RB_MAX) < 0)
+                    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+                gb_free(&st->rh);
                 gb_free(&st->tr);
                 st->status = 0;
                 st->has_len = 0;
+                stream_ready(st);
                 return 0;
             }
             if (emit_head(st, end) < 0)

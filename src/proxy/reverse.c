@@ -203,6 +203,99 @@ static void log_upstream_error(lg_req_t *s, int err, const char *what)
                  (int)s->req.target_len, s->req.target);
 }
 
+/* ---- interim responses (1xx) ---- */
+
+/*
+ * At most this many interim answers are passed on per request; more are
+ * read and dropped, as all of them were before: an upstream cannot make a
+ * client read an endless run of heads through us.
+ */
+#define INTERIM_MAX 16
+
+/*
+ * Write what is left of the pending interim head: 1 all out (or nothing
+ * was pending), 0 the client does not take more now (want_w set), -1 the
+ * write failed.  Until it is out, nothing else is written to the client
+ * and the upstream's next head is not read (proxy_step).
+ */
+static int interim_flush(lg_req_t *s)
+{
+    while (s->interim && s->interim_off < s->interim_len) {
+        ssize_t n = lg_end_send(s->cend, s->interim + s->interim_off,
+                                s->interim_len - s->interim_off);
+        if (n > 0) {
+            s->interim_off += (size_t)n;
+            continue;
+        }
+        if (n == LG_AGAIN)
+            return 0;
+        s->interim = NULL;
+        return -1;
+    }
+    s->interim = NULL;
+    return 1;
+}
+
+static int interim_send(lg_req_t *s, const char *p, size_t n)
+{
+    s->interim = p;
+    s->interim_len = n;
+    s->interim_off = 0;
+    return interim_flush(s);
+}
+
+/*
+ * An upstream's 1xx head (RFC 9110 15.2): passed to the client before the
+ * final answer -- 102 Processing, 103 Early Hints with its Link fields,
+ * and 100 Continue when the client asked for one and we have not said it
+ * ourselves -- without its hop-by-hop and framing fields.  Never to an
+ * HTTP/1.0 client (15.2: it cannot read one), never stored: the cache
+ * sees only the final head.  1 passed or dropped, 0 waiting for the
+ * client, -1 the write failed.
+ */
+static int interim_pass(lg_req_t *s, const http_response_t *r)
+{
+    if (s->req.version < 11 || s->interims >= INTERIM_MAX || s->conn->refresh)
+        return 1;
+    if (r->status == 100 && (!s->ri.expect_continue || s->continue_sent))
+        return 1;
+    lg_str_t conn = { NULL, 0 };
+    size_t room = 32 + r->reason_len;
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const http_header_t *h = &r->headers[i];
+        if (h->name_len == 10 && strncasecmp(h->name, "connection", 10) == 0 && conn.p == NULL) {
+            conn.p = h->value;
+            conn.n = h->value_len;
+        }
+        room += h->name_len + h->value_len + 4;
+    }
+    char *head = lg_arena_alloc(&s->arena, room);
+    if (head == NULL)
+        return 1;               /* an interim answer is a hint: lose it, not the request */
+    size_t n = (size_t)snprintf(head, room, "HTTP/1.1 %03d %.*s\r\n", r->status,
+                                (int)r->reason_len, r->reason);
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const http_header_t *h = &r->headers[i];
+        if (lg_http_is_hop_by_hop(h, conn) ||
+            (h->name_len == 14 && strncasecmp(h->name, "content-length", 14) == 0))
+            continue;
+        memcpy(head + n, h->name, h->name_len);
+        n += h->name_len;
+        memcpy(head + n, ": ", 2);
+        n += 2;
+        memcpy(head + n, h->value, h->value_len);
+        n += h->value_len;
+        memcpy(head + n, "\r\n", 2);
+        n += 2;
+    }
+    memcpy(head + n, "\r\n", 2);
+    n += 2;
+    s->interims++;
+    if (r->status == 100)
+        s->continue_sent = 1;
+    return interim_send(s, head, n);
+}
+
 /*
  * Attach a connection to a server not tried yet.  The request head is kept
  * in the arena and only its send position is reset, so a retry costs no
@@ -312,15 +405,19 @@ static void start_upstream(lg_req_t *s, lg_head_fn head_fn)
         }
         lg_error("no live upstreams in \"%s\" for client %s", s->up->name,
                  s->peer_text);
+        s->upstream_cond = LG_COND_ERROR;
+        if (lg_req_upstream_error(s, 502) == LG_DONE)
+            return;             /* answered otherwise (a stale copy) */
+        s->upstream_status = 0; /* no upstream answered */
         lg_respond_error(s, 502);
         return;
     }
     if (s->ri.expect_continue && s->ri.body != LG_BODY_NONE && lg_buf_len(b) == 0) {
         /* we read the body ourselves, so we are the one to say "go on" */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        ssize_t n = lg_end_send(s->cend, cont, sizeof(cont) - 1);
-        if (n != (ssize_t)sizeof(cont) - 1)
-            s->keep_alive = 0;
+        s->continue_sent = 1;
+        if (interim_send(s, cont, sizeof(cont) - 1) < 0)
+            s->keep_alive = 0;  /* the client went: its answer's write fails too */
     }
 }
 
@@ -380,6 +477,12 @@ static void upstream_failed(lg_req_t *s, int status, unsigned cond, int err, con
     } else if (may_retry(s, cond) && attach_upstream(s, 1) == 0) {
         return;
     }
+    if (s->interim) {
+        /* half an interim head is out: no answer can follow it cleanly */
+        lg_req_abort(s, "upstream failed while an interim response was being sent");
+        return;
+    }
+    s->upstream_cond = cond;
     if (lg_req_upstream_error(s, status) == LG_DONE)
         return;                 /* answered otherwise (stale-if-error) */
     lg_respond_error(s, status);
@@ -531,9 +634,16 @@ static int read_response_head(lg_req_t *s)
                     return 0;
                 }
                 if (r.status < 200) {
-                    /* 1xx: interim, not forwarded (we answered 100 ourselves) */
+                    /* 1xx: interim, passed on (or dropped) before the final head */
+                    int pass = interim_pass(s, &r);
                     b->pos += rc;
                     s->rsp_scanned = 0;
+                    if (pass < 0) {
+                        lg_req_abort(s, "send() to client failed");
+                        return 0;
+                    }
+                    if (pass == 0)
+                        return 0;       /* proxy_step writes the rest first */
                     continue;
                 }
                 lg_rsp_info_t ri;
@@ -644,6 +754,13 @@ static int read_response_head(lg_req_t *s)
                 return 0;
             }
         }
+        if (b->last == b->end && b->pos > b->start) {
+            /* interim heads read and passed: their room is the next head's */
+            size_t left = lg_buf_len(b);
+            memmove(b->start, b->pos, left);
+            b->pos = b->start;
+            b->last = b->start + left;
+        }
         if (b->last == b->end) {
             upstream_failed(s, 502, LG_COND_INVALID_HEADER, 0, "upstream sent too big a header");
             return 0;
@@ -743,6 +860,16 @@ static void proxy_step(lg_req_t *s)
         lg_info("client %s closed the connection while waiting for the upstream", s->peer_text);
         lg_req_abort(s, "client closed while waiting for the upstream");
         return;
+    }
+    if (s->interim && !s->rsp_head_done) {
+        /* an interim head still going out: the final one waits behind it */
+        int rc = interim_flush(s);
+        if (rc < 0) {
+            lg_req_abort(s, "send() to client failed");
+            return;
+        }
+        if (rc == 0)
+            return;
     }
     if (!s->rsp_head_done && !read_response_head(s))
         return;

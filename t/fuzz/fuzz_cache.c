@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "cache/policy.h"
+#include "cache/disk.h"
 
 #define CHECK(cond) do { if (!(cond)) abort(); } while (0)
 
@@ -71,6 +72,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(rr >= -1 && rr <= 1);
     if (rr == 1)
         CHECK(0 <= from && from <= to && to < len);
+
+    /* several ranges: each inside the representation, none overlapping or
+     * touching another, at most max of them */
+    lg_range_t rs[LG_RANGES_LIMIT];
+    int max = 1 + (int)(size % 40);
+    int nr = lg_range_parse(p, size, len, rs, max);
+    CHECK(nr >= -1 && nr <= max);
+    for (int k = 0; k < nr; k++) {
+        CHECK(0 <= rs[k].from && rs[k].from <= rs[k].to && rs[k].to < len);
+        for (int j = 0; j < k; j++)
+            CHECK(rs[j].to + 1 < rs[k].from || rs[k].to + 1 < rs[j].from);
+    }
+    /* one range: the same answer as the one-range reader */
+    if (rr == 1 && nr == 1)
+        CHECK(rs[0].from == from && rs[0].to == to);
+
+    /* a file of the disk tier: what passes adds up and lies inside the bytes read */
+    lg_disk_hdr_t dh;
+    uint64_t fsize = size + (uint64_t)(size * 7 % 4096);
+    if (lg_disk_header_check(p, size, fsize, &dh) == 0) {
+        uint64_t fixed = sizeof(dh) + (uint64_t)dh.keylen + dh.headlen;
+        CHECK(dh.keylen >= 1 && dh.keylen <= LG_DISK_KEY_MAX && dh.headlen >= 1);
+        CHECK(fixed <= size && fixed + dh.bodylen == fsize);
+        CHECK(lg_disk_crc(0, p + sizeof(dh), (size_t)(dh.keylen + dh.headlen)) == dh.crc);
+    }
 
     lg_cc_t cc;
     lg_cc_init(&cc);

@@ -1,9 +1,11 @@
 /* RFC 9111 policy (cache/policy.c): strict HTTP-dates, Age, Vary, and the
  * freshness lifetime, as pure functions. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cache/policy.h"
+#include "cache/disk.h"
 
 #define DATE(lit) lg_cache_date(lit, sizeof(lit) - 1)
 #define AGE(lit) lg_cache_age(lit, sizeof(lit) - 1)
@@ -424,4 +426,136 @@ Test(cache_policy, partial_content)
     cr_assert(lg_range_union(50, 150, 0, 99, &a, &b), "overlapping");
     cr_assert(a == 0 && b == 150);
     cr_assert(!lg_range_union(0, 99, 101, 199, &a, &b), "a gap");
+}
+
+/* lg_range_parse: one case a row, the ranges as "a-b a-b" or a code. */
+static const struct {
+    const char *field;
+    int64_t     len;
+    int         max;
+    int         rc;
+    const char *want;           /* the ranges written, in order */
+} range_cases[] = {
+    { "bytes=0-99", 1000, 16, 1, "0-99" },
+    { "bytes=0-9,20-29", 1000, 16, 2, "0-9 20-29" },
+    { "bytes=20-29,0-9", 1000, 16, 2, "20-29 0-9" },            /* order asked kept */
+    { "bytes=900-,-50", 1000, 16, 1, "900-999" },               /* overlapping: one */
+    { "bytes=0-9,10-19", 1000, 16, 1, "0-19" },                 /* touching: one */
+    { "bytes=50-60,0-99,200-", 1000, 16, 2, "0-99 200-999" },   /* coalesced: ascending */
+    { "bytes=0-0,0-0,0-0,0-0", 1000, 16, 1, "0-0" },
+    { "BYTES = 0-1 , 5-6", 1000, 16, 2, "0-1 5-6" },            /* unit in any case, OWS */
+    { "bytes=0-1,,5-6,", 1000, 16, 2, "0-1 5-6" },              /* empty list elements */
+    { "bytes=-100", 1000, 16, 1, "900-999" },
+    { "bytes=-5000", 1000, 16, 1, "0-999" },
+    { "bytes=500-5000", 1000, 16, 1, "500-999" },
+    { "bytes=0-1,2000-3000", 1000, 16, 1, "0-1" },              /* unsatisfiable left out */
+    { "bytes=1000-,2000-", 1000, 16, -1, "" },
+    { "bytes=-0", 1000, 16, -1, "" },
+    { "bytes=0-", 0, 16, -1, "" },                              /* an empty representation */
+    { "bytes=0-1,2-3,4-5", 1000, 2, 0, "" },                    /* more than max: the whole */
+    { "bytes=0-1,2-3", 1000, 2, 1, "0-3" },
+    { "bytes=5-1", 1000, 16, 0, "" },                           /* invalid: ignored */
+    { "bytes=0-1,5-1", 1000, 16, 0, "" },
+    { "bytes=x-1", 1000, 16, 0, "" },
+    { "bytes=-", 1000, 16, 0, "" },
+    { "bytes=", 1000, 16, 0, "" },
+    { "bytes=,", 1000, 16, 0, "" },
+    { "bytes=0-1;5-6", 1000, 16, 0, "" },
+    { "bytes=0-1 2-3", 1000, 16, 0, "" },
+    { "items=0-1", 1000, 16, 0, "" },
+    { "bytes0-1", 1000, 16, 0, "" },
+    { "bytes=99999999999999999999-", 1000, 16, 0, "" },         /* overflow: malformed */
+};
+
+Test(cache_policy, range_parse)
+{
+    for (size_t i = 0; i < sizeof(range_cases) / sizeof(range_cases[0]); i++) {
+        lg_range_t out[LG_RANGES_LIMIT];
+        int rc = lg_range_parse(range_cases[i].field, strlen(range_cases[i].field),
+                                range_cases[i].len, out, range_cases[i].max);
+        cr_assert_eq(rc, range_cases[i].rc, "%s: %d", range_cases[i].field, rc);
+        char got[256] = "";
+        size_t gl = 0;
+        for (int k = 0; k < rc; k++)
+            gl += (size_t)snprintf(got + gl, sizeof(got) - gl, "%s%lld-%lld", k ? " " : "",
+                                   (long long)out[k].from, (long long)out[k].to);
+        cr_assert_str_eq(got, range_cases[i].want, "%s", range_cases[i].field);
+    }
+    lg_range_t out[LG_RANGES_LIMIT];
+    cr_assert_eq(lg_range_parse("bytes=0-1", 9, 10, out, 0), 0, "max 0: ranges off");
+    cr_assert_eq(lg_range_parse("bytes=0-1", 9, 10, out, LG_RANGES_LIMIT + 1), 0);
+}
+
+Test(cache_policy, use_stale_words)
+{
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_ERROR, 502), "error");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_TIMEOUT, 504), "timeout");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_INVALID, 502), "invalid_header");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_ANSWERED, 500), "http_500");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_ANSWERED, 503), "http_503");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_ANSWERED, 404), "http_404");
+    cr_assert_str_eq(lg_cache_stale_word(LG_STALE_ANSWERED, 429), "http_429");
+    cr_assert_null(lg_cache_stale_word(LG_STALE_ANSWERED, 200));
+    cr_assert_null(lg_cache_stale_word(LG_STALE_ANSWERED, 501), "no word for 501");
+
+    char *w1[] = { "error", "timeout", "http_500" };
+    cr_assert(lg_cache_stale_named(w1, 3, "timeout"));
+    cr_assert(!lg_cache_stale_named(w1, 3, "http_502"));
+    cr_assert(!lg_cache_stale_named(w1, 3, NULL), "an answer no word names");
+    char *w2[] = { "error", "off" };
+    cr_assert(!lg_cache_stale_named(w2, 2, "error"), "off anywhere turns it off");
+    cr_assert(!lg_cache_stale_named(NULL, 0, "error"));
+}
+
+/* A file of the disk tier: header, key, head, body. */
+static size_t disk_file(char *out, const char *key, const char *head, size_t bodylen)
+{
+    lg_disk_hdr_t h;
+    memset(&h, 0, sizeof(h));
+    memcpy(h.magic, LG_DISK_MAGIC, 8);
+    h.keylen = (uint32_t)strlen(key);
+    h.headlen = (uint32_t)strlen(head);
+    h.bodylen = bodylen;
+    h.meta.status = 200;
+    h.crc = lg_disk_crc(lg_disk_crc(0, key, h.keylen), head, h.headlen);
+    memcpy(out, &h, sizeof(h));
+    memcpy(out + sizeof(h), key, h.keylen);
+    memcpy(out + sizeof(h) + h.keylen, head, h.headlen);
+    return sizeof(h) + h.keylen + h.headlen;
+}
+
+Test(cache_policy, disk_header)
+{
+    cr_assert_eq(lg_disk_crc(0, "123456789", 9), 0xcbf43926u, "the IEEE check value");
+    cr_assert_eq(lg_disk_crc(lg_disk_crc(0, "1234", 4), "56789", 5), 0xcbf43926u, "in pieces");
+
+    char f[1024];
+    const char *head = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+    size_t n = disk_file(f, "http://x/a", head, 100);
+    lg_disk_hdr_t h;
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), 0);
+    cr_assert(h.keylen == 10 && h.bodylen == 100 && h.meta.status == 200);
+    cr_assert_eq(lg_disk_header_check(f, n, n + 99, &h), -1, "cut short");
+    cr_assert_eq(lg_disk_header_check(f, n, n + 101, &h), -1, "grown");
+    cr_assert_eq(lg_disk_header_check(f, n - 1, n + 100, &h), -1, "not all of the head read");
+    cr_assert_eq(lg_disk_header_check(f, 10, n + 100, &h), -1, "not even the header");
+    f[sizeof(h) + 3] ^= 1;
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), -1, "a key byte changed: the CRC");
+    f[sizeof(h) + 3] ^= 1;
+    f[n - 5] ^= 1;
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), -1, "a head byte changed");
+    f[n - 5] ^= 1;
+    f[0] = 'X';
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), -1, "another magic");
+    f[0] = 'L';
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), 0);
+    lg_disk_hdr_t bad;
+    memcpy(&bad, f, sizeof(bad));
+    bad.bodylen = UINT64_MAX - 5;       /* lengths that would wrap */
+    memcpy(f, &bad, sizeof(bad));
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), -1);
+    bad.bodylen = 100;
+    bad.meta.status = 7;
+    memcpy(f, &bad, sizeof(bad));
+    cr_assert_eq(lg_disk_header_check(f, n, n + 100, &h), -1, "no such status");
 }
