@@ -13,7 +13,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -159,7 +158,6 @@ def check_curl_allowed_s_client_blocked():
     alog(lg, r"CONNECT ok\.test:%d HTTP/1\.[01] 200 sni=ok\.test ended=\"closed\"" % o.port,
                 what="the allowed tunnel logged with its SNI")
     # the CONNECT host is allowed, the name inside is not
-    before = o.connections
     rc, out = s_client(port, "ok.test:%d" % o.port, "bad.test")
     ok(rc != 0 and "tls origin" not in out, "a blocked SNI: the tunnel closed (rc %d)" % rc)
     alog(lg, r"CONNECT ok\.test:%d HTTP/1\.[01] 200 sni=bad\.test ended=\"sni refused\" "
@@ -168,7 +166,6 @@ def check_curl_allowed_s_client_blocked():
     # check does not want the names equal: another allowed name passes
     rc, out = s_client(port, "ok.test:%d" % o.port, "other.test")
     ok("tls origin other.test" in out, "check: another allowed name goes through")
-    ok(o.connections >= before, "origin connections counted")
 
 
 @test
