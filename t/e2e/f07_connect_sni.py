@@ -23,19 +23,25 @@ NAMES = ("ok.test", "bad.test", "other.test", "sub.ok.test")
 LOGF = '$request $status sni=$tunnel_sni ended=\\"$tunnel_end\\" blocked=\\"$blocked\\"'
 
 
-def conf(port, d, extra="", sport=None):
+def conf(port, d, extra="", sport=None, listen_tls=False):
     with open(os.path.join(d, "hosts"), "w") as f:
         f.write("127.0.0.1 %s\n" % " ".join(NAMES))
     socks = ', { address = "127.0.0.1:%d"; protocol = "socks5"; }' % sport if sport else ""
+    lis = '"127.0.0.1:%d"' % port
+    tls = ""
+    if listen_tls:              # a secure web proxy: TLS to legate, the tunnel inside it
+        lis = '{ address = "127.0.0.1:%d"; tls = true; }' % port
+        tls = 'tls_certificates = { cert = "%s/server-ecdsa.pem"; key = "%s/server-ecdsa.key"; };' \
+              % (CERTS, CERTS)
     return """
 http = {
     log_format = "%s";
-    servers = ( { listen = ( "127.0.0.1:%d"%s );
+    servers = ( { listen = ( %s%s ); %s
         forward = { allow_private = true; hosts_file = "%s/hosts"; resolvers = [ "127.0.0.1:9" ];
                     connect_ports = "1-65535"; block_domains = [ "bad.test" ]; %s };
         routes = ( ); } );
 };
-""" % (LOGF, port, socks, d, extra)
+""" % (LOGF, lis, socks, tls, d, extra)
 
 
 def alog(lg, regex, what):
@@ -309,6 +315,26 @@ def socks5_connect_too():
     s.close()
     alog(lg, r"sni=other\.test ended=\"sni refused\" blocked=\"the ClientHello's server name "
          r"other\.test is not the CONNECT host ok\.test", what="the SOCKS5 refusal logged")
+
+
+@test
+def inside_tls_to_the_proxy():
+    d = tempfile.mkdtemp(prefix="legate-sni-")
+    o = tls_origin()
+    port = free_port()
+    lg = Legate(conf(port, d, 'connect_sni = "match";', listen_tls=True), workers=1)
+    px = ["--proxy", "https://localhost:%d" % port, "--proxy-cacert", os.path.join(CERTS, "ca.pem"),
+          "-k"]
+    st, _, body = curl(*px, "https://ok.test:%d/" % o.port)
+    eq((st, body), (200, b"tls origin ok.test\n"), "TLS inside TLS to the proxy: the SNI read")
+    alog(lg, r"CONNECT ok\.test:%d HTTP/1\.1 200 sni=ok\.test ended=\"closed\"" % o.port,
+         what="logged with its SNI")
+    # --connect-to: CONNECT ok.test, the TLS inside for bad.test
+    st, _, body = curl(*px, "--connect-to",
+                       "bad.test:%d:ok.test:%d" % (o.port, o.port), "https://bad.test:%d/" % o.port,
+                       check=False)
+    alog(lg, r"sni=bad\.test ended=\"sni refused\"", what="the refusal inside TLS logged")
+    ok(st == 0 and body == b"", "the refused tunnel inside TLS closed (status %s)" % st)
 
 
 @test
