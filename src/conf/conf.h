@@ -620,6 +620,9 @@ typedef struct lg_forward {
     char      *hosts_file;              /* answered before DNS; default none */
     char      *dns_family;              /* "ipv4_first" (default), "ipv6_first", "ipv4_only", "ipv6_only" */
     lg_msec_t  tunnel_idle_timeout;     /* CONNECT tunnels, default 5m */
+    char      *connect_sni;             /* "off" (default), "check", "match": the tunnel's ClientHello */
+    lg_msec_t  connect_sni_timeout;     /* for the ClientHello to come, default 10s */
+    char      *connect_sni_missing;     /* no SNI (none in time, not TLS): "refuse" (default), "allow" */
     int        keepalive;               /* idle pooled connections per destination, default 8 */
     int        keepalive_total;         /* ... and over all destinations, per worker, default 256 */
     lg_msec_t  keepalive_timeout;       /* how long one stays idle, default 1m */

@@ -398,6 +398,9 @@ static void dump_forward(FILE *out, int ind, const lg_forward_t *f)
         kv_str(out, ind + 1, "hosts_file", f->hosts_file);
     kv_str(out, ind + 1, "dns_family", f->dns_family);
     kv_msec(out, ind + 1, "tunnel_idle_timeout", f->tunnel_idle_timeout);
+    kv_str(out, ind + 1, "connect_sni", f->connect_sni);
+    kv_msec(out, ind + 1, "connect_sni_timeout", f->connect_sni_timeout);
+    kv_str(out, ind + 1, "connect_sni_missing", f->connect_sni_missing);
     kv_int(out, ind + 1, "keepalive", f->keepalive);
     kv_int(out, ind + 1, "keepalive_total", f->keepalive_total);
     kv_msec(out, ind + 1, "keepalive_timeout", f->keepalive_timeout);

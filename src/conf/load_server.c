@@ -59,6 +59,9 @@ static const directive_t forward_dirs[] = {
     PATH("hosts_file",       NULL, NULL, lg_forward_t, hosts_file),
     ROW("dns_family",        D_STRING,  0, 0, "ipv4_first", lg_forward_t, dns_family),
     ROW("tunnel_idle_timeout", D_DURATION, 1, WEEK, "5m", lg_forward_t, tunnel_idle_timeout),
+    ROW("connect_sni",       D_STRING,  0, 0, "off", lg_forward_t, connect_sni),
+    ROW("connect_sni_timeout", D_DURATION, 1, WEEK, "10s", lg_forward_t, connect_sni_timeout),
+    ROW("connect_sni_missing", D_STRING, 0, 0, "refuse", lg_forward_t, connect_sni_missing),
     ROW("keepalive",         D_INT,     0, 10000, "8", lg_forward_t, keepalive),
     ROW("keepalive_total",   D_INT,     0, 1000000, "256", lg_forward_t, keepalive_total),
     ROW("keepalive_timeout", D_DURATION, 1, WEEK, "1m", lg_forward_t, keepalive_timeout),
@@ -216,6 +219,13 @@ int ld_fn_forward(ld_t *ld, const config_setting_t *s, void *base)
         if (!ok)
             rc = ld_error(ld, config_setting_get_member(s, "dns_family"),
                           "'dns_family' must be ipv4_first, ipv6_first, ipv4_only or ipv6_only");
+        if (strcmp(f->connect_sni, "off") && strcmp(f->connect_sni, "check") &&
+            strcmp(f->connect_sni, "match"))
+            rc = ld_error(ld, config_setting_get_member(s, "connect_sni"),
+                          "'connect_sni' must be \"off\", \"check\" or \"match\"");
+        if (strcmp(f->connect_sni_missing, "refuse") && strcmp(f->connect_sni_missing, "allow"))
+            rc = ld_error(ld, config_setting_get_member(s, "connect_sni_missing"),
+                          "'connect_sni_missing' must be \"refuse\" or \"allow\"");
         /* rules about users need users */
         static const char *const need_auth[] = { "allow_users", "user_rules", "auth_groups_file", NULL };
         for (int i = 0; need_auth[i] && f->auth_file == NULL; i++) {

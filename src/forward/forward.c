@@ -22,6 +22,7 @@
 #include "forward/parent.h"
 
 #include "pipeline/headers.h"
+#include "pipeline/tunnel.h"
 #include "proxy/proxy.h"
 
 #include <arpa/inet.h>
@@ -34,6 +35,7 @@
 #include "core/log.h"
 #include "feature/metrics.h"
 #include "net/acl.h"
+#include "net/clienthello.h"
 #include "net/resolve.h"
 #include "net/geo.h"
 #include "net/htpasswd.h"
@@ -296,10 +298,13 @@ static void proxy_free(lg_conf_t *conf)
     conf->http.cache_purge_rt = NULL;
 }
 
+static void sni_tunnel_open(lg_req_t *s, lg_tunnel_t *t);
+
 int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
 {
     size_t used = strlen(err);
     int rc = 0;
+    lg_tunnel_open_hook = sni_tunnel_open;      /* connect_sni (below) */
     conf->proxy_free = proxy_free;
     if (conf->geoip_mmdb || (conf->geoip_csv_blocks && conf->geoip_csv_blocks->n)) {
         char msg[512];
@@ -703,6 +708,90 @@ static int forward_access(lg_req_t *s)
         }
     }
     return LG_OK;               /* a cached answer (CACHE) needs no name lookup */
+}
+
+/*
+ * connect_sni: the tunnel holds the client's first bytes (pipeline/
+ * tunnel.c's gate) until they are a whole ClientHello, and its server
+ * name is judged as a CONNECT host is -- anonymous_domains, the user's
+ * rule, block_domains and blocklists (Squid's ssl_bump peek with
+ * ssl::server_name).  "match" also wants it to be the CONNECT host
+ * itself: a subdomain is another name (a front for it, perhaps), so it is
+ * refused too.  Allowed, every byte read goes up unchanged.  The tunnel
+ * is open (the 200 sent) when the client speaks, so a refusal closes it.
+ */
+static int sni_refuse(lg_req_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sni_refuse(lg_req_t *s, const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    s->blocked = lg_arena_strdup(&s->arena, why);
+    s->tunnel->ended = "sni refused";
+    lg_info("forward proxy: %s tunnel to %.*s closed: %s", s->peer_text, (int)s->ri.host.n,
+            s->ri.host.p, why);
+    return -1;
+}
+
+static int sni_gate(lg_req_t *s, const unsigned char *p, size_t n, lg_gate_why_t why)
+{
+    lg_forward_t *f = s->server->forward;
+    lg_clienthello_t ch;
+    lg_ch_rc_t rc = lg_clienthello_parse(p, n, &ch);
+    if (rc == LG_CH_MORE && why == LG_GATE_BYTES)
+        return 0;
+    const char *missing = NULL;
+    if (rc == LG_CH_MORE)
+        missing = why == LG_GATE_TIMEOUT ? "no whole TLS ClientHello within connect_sni_timeout"
+                : why == LG_GATE_EOF ? "the client stopped sending before its ClientHello was whole"
+                : "the ClientHello is larger than the tunnel's buffer";
+    else if (rc == LG_CH_NOT_TLS)
+        missing = "the client's first bytes are not TLS";
+    else if (rc == LG_CH_MALFORMED)
+        missing = "the client's ClientHello is malformed";
+    else if (!ch.has_sni)
+        missing = "the client's ClientHello names no server (no SNI)";
+    if (missing) {
+        if (strcmp(f->connect_sni_missing, "allow") == 0) {
+            lg_info("forward proxy: %s tunnel to %.*s relayed without a server name: %s "
+                    "(connect_sni_missing is allow)", s->peer_text, (int)s->ri.host.n,
+                    s->ri.host.p, missing);
+            return 1;
+        }
+        return sni_refuse(s, "%s (connect_sni_missing is refuse)", missing);
+    }
+    s->tunnel->sni = lg_arena_strdup(&s->arena, ch.sni);
+    char host[256];
+    size_t hn = dest_host(s, host);
+    while (hn && host[hn - 1] == '.')
+        host[--hn] = '\0';
+    if (strcmp(f->connect_sni, "match") == 0 &&
+        (hn != ch.sni_len || strncasecmp(host, ch.sni, hn) != 0))
+        return sni_refuse(s, "the ClientHello's server name %s is not the CONNECT host %s "
+                          "(connect_sni is match)", ch.sni, host);
+    fwd_rt_t *rt = f->rt;
+    if (s->user == NULL && lg_domset_count(rt->anon) &&
+        !lg_domset_match(rt->anon, ch.sni, ch.sni_len, NULL))
+        return sni_refuse(s, "the ClientHello's server name %s is not in anonymous_domains",
+                          ch.sni);
+    char w[512];
+    if (dest_refusal(s, ch.sni, ch.sni_len, (unsigned)s->ri.port, w, sizeof(w)))
+        return sni_refuse(s, "the ClientHello's server name: %s", w);
+    return 1;
+}
+
+/* Every CONNECT (and SOCKS5 CONNECT) tunnel of a forward proxy with
+ * connect_sni on waits for its ClientHello; other tunnels (WebSocket,
+ * stream servers) are not the forward proxy's. */
+static void sni_tunnel_open(lg_req_t *s, lg_tunnel_t *t)
+{
+    if (!lg_req_is_forward(s) || !s->ri.connect || s->ri.udp_associate ||
+        strcmp(s->server->forward->connect_sni, "off") == 0)
+        return;
+    t->gate = sni_gate;
+    t->gate_deadline = lg_w.loop.now + s->server->forward->connect_sni_timeout;
 }
 
 static void cancel_lookup(void *arg)

@@ -12,6 +12,8 @@
 
 static const lg_stage_t tunnel_stage;
 
+void (*lg_tunnel_open_hook)(lg_req_t *r, lg_tunnel_t *t);
+
 static void tunnel_end(lg_req_t *r, const char *why)
 {
     lg_tunnel_t *t = r->tunnel;
@@ -66,6 +68,8 @@ void lg_tunnel_start(lg_req_t *r, int status, const char *open, size_t open_len,
     r->status = status;
     r->upstream_status = status;
     r->keep_alive = 0;          /* the connection is the tunnel's now */
+    if (lg_tunnel_open_hook)
+        lg_tunnel_open_hook(r, t);
     lg_req_set_stage(r, &tunnel_stage);
 }
 
@@ -99,6 +103,74 @@ static void splice_step(lg_req_t *r)
         tunnel_end(r, "tunnel ended");
 }
 
+/* The gate has let the bytes through: the up pipe starts with them all
+ * (the bytes read so far sit in its buffer from pos on, nothing taken). */
+static void gate_pass(lg_req_t *r)
+{
+    lg_tunnel_t *t = r->tunnel;
+    lg_buf_t *b = r->reqp.buf;
+    t->gate = NULL;
+    lg_pipe_init(&r->reqp, b, b->pos, LG_BODY_CLOSE, 0, 0);
+}
+
+/* 1 still judging or passed, 0 the tunnel ended (r is gone). */
+static int gate_decide(lg_req_t *r, lg_gate_why_t why)
+{
+    lg_tunnel_t *t = r->tunnel;
+    lg_buf_t *b = r->reqp.buf;
+    int rc = t->gate(r, (const unsigned char *)b->pos, (size_t)(b->last - b->pos), why);
+    if (rc > 0) {
+        gate_pass(r);
+        return 1;
+    }
+    if (rc == 0 && why == LG_GATE_BYTES)
+        return 1;
+    if (t->ended == NULL)
+        t->ended = "refused";
+    tunnel_end(r, "tunnel refused");
+    return 0;
+}
+
+/* Read the client's bytes for the gate (into the up pipe's buffer, after
+ * what is there); 1 while it is judging or it let them through, 0 when
+ * the tunnel ended (r is gone). */
+static int gate_step(lg_req_t *r)
+{
+    lg_tunnel_t *t = r->tunnel;
+    lg_end_t *ce = r->cend;
+    lg_buf_t *b = r->reqp.buf;
+    /* bytes the client sent with its request head come first (the
+     * socket may have nothing more to say: no edge would come) */
+    if (b->last > b->pos && !gate_decide(r, LG_GATE_BYTES))
+        return 0;
+    while (t->gate) {       /* each read adds a byte or returns: the buffer bounds it */
+        if (b->last == b->end)
+            return gate_decide(r, LG_GATE_FULL);
+        if (!ce->r_ready) {
+            ce->want_r = 1;
+            return 1;
+        }
+        size_t room = (size_t)(b->end - b->last);
+        ssize_t n = lg_end_recv(ce, b->last, room);
+        if (n > 0) {
+            b->last += n;
+            lg_end_short_read(ce, (size_t)n, room);
+            if (!gate_decide(r, LG_GATE_BYTES))
+                return 0;
+        } else if (n == 0) {
+            ce->r_ready = 1;    /* the up pipe reads the end again once relaying */
+            return gate_decide(r, LG_GATE_EOF);
+        } else if (n == LG_AGAIN) {
+            return 1;
+        } else {
+            t->ended = "client error";
+            tunnel_end(r, "tunnel ended");
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static void tunnel_step(lg_req_t *r)
 {
     lg_tunnel_t *t = r->tunnel;
@@ -107,7 +179,9 @@ static void tunnel_step(lg_req_t *r)
         splice_step(r);
         return;
     }
-    if (!t->half_up) {
+    if (t->gate && !gate_step(r))
+        return;                 /* refused: the request is finished */
+    if (!t->half_up && t->gate == NULL) {
         lg_pipe_rc_t rc = lg_pipe_run(&r->reqp, ce, ue);
         if (rc == LG_PIPE_DONE) {
             lg_end_shutdown(ue);
@@ -135,7 +209,7 @@ static void tunnel_step(lg_req_t *r)
     }
     /* plain sockets both ends, the reply out, nothing buffered: from here
      * on the kernel moves the bytes (splice), not us */
-    if (!t->half_up && !t->half_down && ce->ssl == NULL && ue->ssl == NULL &&
+    if (!t->half_up && !t->half_down && t->gate == NULL && ce->ssl == NULL && ue->ssl == NULL &&
         ce->ops == NULL && ue->ops == NULL && r->rspp.rate == 0 && r->rspp.rate_fn == NULL &&
         r->rspp.hdr_sent == r->rspp.hdr_len && lg_buf_len(r->reqp.buf) == 0 &&
         lg_buf_len(r->rspp.buf) == 0 && lg_splice_open(&t->sp_up) == 0) {
@@ -156,6 +230,9 @@ static lg_msec_t tunnel_arm(lg_req_t *r, lg_tkind_t *kind)
         return r->rspp.rate_wait > lg_w.loop.now ? r->rspp.rate_wait - lg_w.loop.now : 0;
     }
     *kind = LG_T_TUNNEL;
+    if (r->tunnel->gate)
+        return r->tunnel->gate_deadline > lg_w.loop.now ? r->tunnel->gate_deadline - lg_w.loop.now
+                                                        : 0;
     return r->tunnel->idle_timeout;
 }
 
@@ -163,6 +240,10 @@ static void tunnel_timeout(lg_req_t *r, lg_tkind_t kind)
 {
     if (kind == LG_T_RATE) {
         r->rspp.rate_wait = 0;  /* the driver runs the step again: the relay goes on */
+        return;
+    }
+    if (r->tunnel->gate) {
+        (void)gate_decide(r, LG_GATE_TIMEOUT);  /* passed: the driver runs the step again */
         return;
     }
     r->tunnel->ended = "idle";

@@ -15,6 +15,20 @@
 #include "net/splice.h"
 #include "pipeline/request.h"
 
+/* What a gate is shown (lg_tunnel_gate_t's `why`): bytes came, or no more
+ * will -- the client ended its sending, the gate's time ran out, or the
+ * buffer is full.  After any but LG_GATE_BYTES it must decide. */
+typedef enum lg_gate_why {
+    LG_GATE_BYTES = 0, LG_GATE_EOF, LG_GATE_TIMEOUT, LG_GATE_FULL,
+} lg_gate_why_t;
+
+/* A gate holds the client's first bytes back (read, not relayed) until it
+ * has judged them: 0 read more, 1 relay them (all, unchanged), -1 refused
+ * (the gate set r->blocked and t->ended; the tunnel closes).  The
+ * forward proxy's connect_sni is one (forward/forward.c). */
+typedef int (*lg_tunnel_gate_t)(lg_req_t *r, const unsigned char *p, size_t n,
+                                lg_gate_why_t why);
+
 typedef struct lg_tunnel {
     int         half_up, half_down;     /* each direction's end passed on */
     int         spliced;                /* the kernel relays now */
@@ -22,7 +36,15 @@ typedef struct lg_tunnel {
     lg_msec_t   idle_timeout;
     const char *ended;                  /* $tunnel_end: "closed" (both sides ended), "idle",
                                            "client error", "upstream error"; NULL while open */
+    lg_tunnel_gate_t gate;              /* while it judges, or NULL */
+    lg_msec_t   gate_deadline;          /* when the gate must decide */
+    const char *sni;                    /* $tunnel_sni: the ClientHello's server name, or NULL */
 } lg_tunnel_t;
+
+/* Called by lg_tunnel_start for every tunnel, when set: a layer above
+ * (the forward proxy) may set t->gate and t->gate_deadline there.  A
+ * hook, so the pipeline does not depend on the layers that use it. */
+extern void (*lg_tunnel_open_hook)(lg_req_t *r, lg_tunnel_t *t);
 
 /* r->uend is connected: send `open` to the client and relay, reading the
  * upstream into ub (the upstream end's buffer, borrowed; bytes already in

@@ -37,7 +37,7 @@ enum {
     V_UPSTREAM_CONNECT_TIME, V_UPSTREAM_HEADER_TIME, V_REQUEST_ID, V_TRACE_ID,
     V_CONNECTION, V_CONNECTION_REQUESTS, V_PID,
     V_CACHE_STATUS, V_GEO_COUNTRY, V_BLOCKED, V_LIMIT_REQ_STATUS, V_LIMIT_CONN_STATUS,
-    V_SERVER_PORT, V_TUNNEL_END,
+    V_SERVER_PORT, V_TUNNEL_END, V_TUNNEL_SNI,
     V_IS_ARGS, V_DOCUMENT_URI, V_CONTENT_TYPE, V_CONTENT_LENGTH, V_HTTPS, V_HOSTNAME,
     V_SERVER_ADDR,
     V_HTTP, V_COOKIE, V_ARG, V_JWT_CLAIM, V_CAPTURE, V_SENT_HTTP, V_UPSTREAM_HTTP,
@@ -104,6 +104,7 @@ static const struct {
     [V_ARG]                      = { "arg_", F_PREFIX },
     [V_SERVER_PORT]              = { "server_port", 0 },
     [V_TUNNEL_END]               = { "tunnel_end", 0 },
+    [V_TUNNEL_SNI]               = { "tunnel_sni", 0 },
     [V_IS_ARGS]                  = { "is_args", 0 },
     [V_DOCUMENT_URI]             = { "document_uri", 0 },
     [V_CONTENT_TYPE]             = { "content_type", 0 },
@@ -651,6 +652,9 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
         break;
     case V_TUNNEL_END:          /* how a tunnel (CONNECT, WebSocket, stream session) ended */
         out_str(b, s->tunnel && s->tunnel->ended ? s->tunnel->ended : "-");
+        break;
+    case V_TUNNEL_SNI:          /* the server name of a CONNECT tunnel's ClientHello (connect_sni) */
+        out_str(b, s->tunnel && s->tunnel->sni ? s->tunnel->sni : "-");
         break;
     case V_GEO_COUNTRY:
         out_str(b, lg_realip_country(s));
