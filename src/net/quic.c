@@ -35,6 +35,8 @@
 #define READ_BATCH 64                   /* datagrams read per event: others get their turn */
 #define WRITE_BURST 64                  /* packets written per flush */
 #define PKT_MAX 1452
+#define RETRY_TOKEN_MS 10000            /* a Retry token is good this long */
+#define RESET_RATE 100                  /* stateless resets a second an endpoint sends at most */
 
 /* TLS 1.3 only, the AEADs QUIC defines, no middlebox compatibility mode
  * (RFC 9001 8.4). */
@@ -65,6 +67,9 @@ struct lg_quic_ep {
     int              draining;
     uint64_t         seed;
     lg_post_t        again;             /* read on: a batch stopped before EAGAIN */
+    uint8_t          secret[32];        /* conf.secret's copy (or a random one) */
+    lg_msec_t        reset_t;           /* the second the reset count is of */
+    unsigned         resets;
 };
 
 typedef enum q_state {
@@ -209,7 +214,9 @@ static int new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token, size_t
             break;
     }
     cid->datalen = len;
-    rnd(token, NGTCP2_STATELESS_RESET_TOKENLEN);
+    /* derived, not random: any worker can reset a connection by its CID */
+    if (ngtcp2_crypto_generate_stateless_reset_token(token, q->ep->secret, sizeof(q->ep->secret), cid) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
     return cid_add(q, cid->data, len) < 0 ? NGTCP2_ERR_CALLBACK_FAILURE : 0;
 }
 
@@ -481,12 +488,47 @@ static void q_timer_cb(lg_timer_t *t)
 
 static const char *peer_str(const struct sockaddr_storage *ss, char *buf, size_t n);
 
+/* Answer an Initial without a token by a Retry whose token proves the
+ * address (RFC 9000 8.1.2): nothing is kept until the client comes back. */
+static void send_retry(lg_quic_ep_t *ep, const ngtcp2_pkt_hd *hd, const struct sockaddr_storage *peer,
+                       socklen_t plen)
+{
+    ngtcp2_cid scid = { .datalen = SCID_LEN };
+    rnd(scid.data, SCID_LEN);
+    uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN], buf[PKT_MAX];
+    ngtcp2_ssize tl = ngtcp2_crypto_generate_retry_token(token, ep->secret, sizeof(ep->secret), hd->version,
+                                                         (const ngtcp2_sockaddr *)peer, plen, &scid,
+                                                         &hd->dcid, ts_now());
+    if (tl < 0)
+        return;
+    ngtcp2_ssize n = ngtcp2_crypto_write_retry(buf, sizeof(buf), hd->version, &hd->scid, &scid, &hd->dcid,
+                                               token, (size_t)tl);
+    if (n > 0)
+        (void)sendto(ep->io.fd, buf, (size_t)n, MSG_DONTWAIT, (const struct sockaddr *)peer, plen);
+}
+
 static lg_quic_t *q_accept(lg_quic_ep_t *ep, const uint8_t *pkt, size_t len,
                            const struct sockaddr_storage *peer, socklen_t plen)
 {
     ngtcp2_pkt_hd hd;
     if (ep->draining || ngtcp2_accept(&hd, pkt, len) != 0)
         return NULL;
+    ngtcp2_cid odcid_buf, *odcid = NULL;
+    if (hd.token.len && hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+        if (ngtcp2_crypto_verify_retry_token(&odcid_buf, hd.token.base, hd.token.len, ep->secret,
+                                             sizeof(ep->secret), hd.version, (const ngtcp2_sockaddr *)peer,
+                                             plen, &hd.dcid, (uint64_t)RETRY_TOKEN_MS * NGTCP2_MILLISECONDS,
+                                             ts_now()) != 0) {
+            char t[64];
+            lg_info("QUIC client %s: a Retry token that does not verify: dropped",
+                    peer_str(peer, t, sizeof(t)));
+            return NULL;
+        }
+        odcid = &odcid_buf;
+    } else if (ep->conf.retry) {
+        send_retry(ep, &hd, peer, plen);
+        return NULL;
+    }
     if (ep->nconns >= ep->conf.max_conns)
         return NULL;            /* the client tries again, or falls back to TCP */
     unsigned same = 0;
@@ -548,8 +590,17 @@ static lg_quic_t *q_accept(lg_quic_ep_t *ep, const uint8_t *pkt, size_t len,
     p.max_idle_timeout = (uint64_t)ep->conf.idle_timeout * NGTCP2_MILLISECONDS;
     p.active_connection_id_limit = MAX_CIDS;
     p.stateless_reset_token_present = 1;
-    rnd(p.stateless_reset_token, sizeof(p.stateless_reset_token));
+    if (ngtcp2_crypto_generate_stateless_reset_token(p.stateless_reset_token, ep->secret,
+                                                     sizeof(ep->secret), &scid) != 0)
+        goto fail;
     p.original_dcid = hd.dcid;
+    if (odcid) {
+        /* the address was validated by our Retry: say so (RFC 9000 7.3) */
+        p.original_dcid = *odcid;
+        p.retry_scid = hd.dcid;
+        p.retry_scid_present = 1;
+        s.token = hd.token;
+    }
     ngtcp2_path path = {
         .local = { (ngtcp2_sockaddr *)&ep->local, ep->local_len },
         .remote = { (ngtcp2_sockaddr *)&q->peer, q->peer_len },
@@ -643,6 +694,40 @@ static void version_negotiation(lg_quic_ep_t *ep, const ngtcp2_version_cid *vc,
         (void)sendto(ep->io.fd, buf, (size_t)n, MSG_DONTWAIT, (const struct sockaddr *)from, flen);
 }
 
+/*
+ * A short-header packet for no connection of ours (one this worker's
+ * predecessor had, or garbage): a stateless reset tells a real client at
+ * once that its connection is gone (RFC 9000 10.3).  Smaller than what
+ * came, so two endpoints cannot bounce resets forever, and at most
+ * RESET_RATE a second, so legate is no one's amplifier.
+ */
+static void stateless_reset(lg_quic_ep_t *ep, const uint8_t *pkt, size_t n, const uint8_t *dcid,
+                            size_t dcidlen, const struct sockaddr_storage *from, socklen_t flen)
+{
+    (void)pkt;
+    if (n < 1 + 20 + NGTCP2_STATELESS_RESET_TOKENLEN + 1 || dcidlen != SCID_LEN)
+        return;                 /* too small to answer smaller, or not a CID we could have made */
+    lg_msec_t sec = ep->loop->now / 1000;
+    if (sec != ep->reset_t) {
+        ep->reset_t = sec;
+        ep->resets = 0;
+    }
+    if (++ep->resets > RESET_RATE)
+        return;
+    ngtcp2_cid cid;
+    ngtcp2_cid_init(&cid, dcid, dcidlen);
+    uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN], rbytes[64], buf[128];
+    if (ngtcp2_crypto_generate_stateless_reset_token(token, ep->secret, sizeof(ep->secret), &cid) != 0)
+        return;
+    size_t randlen = n - 1 - NGTCP2_STATELESS_RESET_TOKENLEN - 1;
+    if (randlen > sizeof(rbytes))
+        randlen = sizeof(rbytes);
+    rnd(rbytes, randlen);
+    ngtcp2_ssize k = ngtcp2_pkt_write_stateless_reset(buf, sizeof(buf), token, rbytes, randlen);
+    if (k > 0)
+        (void)sendto(ep->io.fd, buf, (size_t)k, MSG_DONTWAIT, (const struct sockaddr *)from, flen);
+}
+
 void lg_quic_ep_input(lg_quic_ep_t *ep, const uint8_t *pkt, size_t n,
                       const struct sockaddr_storage *from, socklen_t flen)
 {
@@ -657,6 +742,10 @@ void lg_quic_ep_input(lg_quic_ep_t *ep, const uint8_t *pkt, size_t n,
     if (rc != 0)
         return;                 /* not QUIC: dropped */
     lg_quic_t *q = cid_find(ep, vc.dcid, vc.dcidlen);
+    if (q == NULL && !(pkt[0] & 0x80)) {
+        stateless_reset(ep, pkt, n, vc.dcid, vc.dcidlen, from, flen);
+        return;
+    }
     if (q == NULL && (q = q_accept(ep, pkt, n, from, flen)) == NULL)
         return;
     if (q->state != Q_CLOSING)
@@ -725,6 +814,12 @@ lg_quic_ep_t *lg_quic_ep_new(lg_loop_t *loop, int fd, const lg_quic_conf_t *conf
     ep->app_data = app_data;
     ep->again.fn = ep_again;
     rnd((uint8_t *)&ep->seed, sizeof(ep->seed));
+    if (conf->secret && conf->secret_len) {
+        for (size_t i = 0; i < sizeof(ep->secret); i++)
+            ep->secret[i] = conf->secret[i % conf->secret_len];
+    } else {
+        rnd(ep->secret, sizeof(ep->secret));
+    }
     ep->local_len = sizeof(ep->local);
     if (getsockname(fd, (struct sockaddr *)&ep->local, &ep->local_len) < 0 ||
         gnutls_certificate_allocate_credentials(&ep->cred) != 0) {

@@ -62,6 +62,12 @@ typedef struct lg_quic_conf {
     uint64_t    conn_window;
     unsigned    max_conns;                      /* per endpoint */
     unsigned    max_per_addr;                   /* connections from one client address */
+    int         retry;                          /* validate every client address by a Retry first */
+    /* The key of Retry tokens and stateless reset tokens: the same in every
+     * worker (the master makes it), so any worker can reset, or take the
+     * token of, a connection another worker began. */
+    const uint8_t *secret;
+    size_t      secret_len;
 } lg_quic_conf_t;
 
 /* An endpoint on a bound UDP socket (the caller's to close after

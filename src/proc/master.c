@@ -20,6 +20,7 @@
 #include "proc/proc.h"
 
 #include <errno.h>
+#include <openssl/rand.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
@@ -246,6 +247,7 @@ static const lg_opts_t *opts;
  * inode and the upgrade would start the old code again. */
 static char exe_path[4096];
 int lg_ready_pipe[2] = { -1, -1 };
+unsigned char lg_quic_secret[32];
 
 /*
  * Readiness for systemd's Type=notify (a no-op without $NOTIFY_SOCKET or
@@ -605,6 +607,10 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
     conf = c;
     opts = o;
     char err[1024];
+    if (RAND_bytes(lg_quic_secret, sizeof(lg_quic_secret)) != 1) {
+        lg_emerg("no random bytes for the QUIC token key");
+        return 1;
+    }
     ssize_t xn = readlink("/proc/self/exe", exe_path, sizeof(exe_path) - 1);
     exe_path[xn > 0 ? xn : 0] = '\0';
     static const char deleted[] = " (deleted)";

@@ -24,6 +24,10 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers) __attribute__((noret
  * pipe's write ends are all gone). */
 extern int lg_ready_pipe[2];
 
+/* The key of QUIC's Retry and stateless reset tokens: made once by the
+ * master, the same in every worker of every generation it forks. */
+extern unsigned char lg_quic_secret[32];
+
 /* The front ends and features of the pipeline, registered once per
  * process before any configuration is used (features.c). */
 void lg_features_setup(void);

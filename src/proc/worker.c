@@ -73,6 +73,8 @@ static void quic_start(const lg_conf_t *conf, int slot, int nworkers)
             .conn_window = 1024 * 1024,
             .max_conns = (unsigned)conf->worker_connections,
             .max_per_addr = (unsigned)conf->quic_max_connections_per_address,
+            .retry = conf->quic_retry,
+            .secret = lg_quic_secret, .secret_len = sizeof(lg_quic_secret),
         };
         for (int s = slot; s < 512; s += nworkers) {
             int fd = lg_listener_quic_fd(conf, b, s);

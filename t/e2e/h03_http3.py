@@ -486,6 +486,86 @@ def chromium_loads_a_page_over_quic():
            "Chromium's request came over HTTP/3: %r" % lines)
 
 
+@test(timeout=60)
+def retry_validates_the_address_first():
+    """quic_retry = true (nginx quic_retry on): a first Initial is answered
+    by a Retry, nothing kept; the client comes back with the token and is
+    served."""
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o, global_extra="quic_retry = true; error_log_level = \"info\";"), workers=1)
+        pkt = real_initials(1)[0]
+        s = udp(port)
+        s.send(pkt)
+        r = s.recv(65536)
+        ok(r[0] & 0x80, "a long header")
+        eq(r[1:5], b"\0\0\0\x01", "QUIC v1")
+        eq((r[0] & 0x30) >> 4, 3, "packet type Retry")
+        s.close()
+        # a real client follows the Retry and is served
+        rc, bodies, err = h3(port, "/r?size=100")
+        eq(rc, 0, err[-500:])
+        eq(bodies.get("r?size=100"), origin_mod.pattern(100))
+        # a forged token is dropped, not answered
+        s = udp(port)
+        first = pkt[0]
+        dlen = pkt[5]
+        slen = pkt[6 + dlen]
+        at = 7 + dlen + slen            # the token length (a varint) of an Initial
+        forged = pkt[:at] + bytes([0x40, 32]) + bytes([0xb6]) + os.urandom(31) + pkt[at + 1:]
+        s.send(forged)
+        s.settimeout(1.5)
+        try:
+            s.recv(65536)
+            fail("a forged Retry token was answered")
+        except socket.timeout:
+            pass
+        s.close()
+        lg.wait_log(r"a Retry token that does not verify", what="the forged token logged")
+
+
+@test
+def stateless_reset_for_unknown_connections():
+    """A short-header packet for a connection this endpoint does not know
+    (its worker restarted, or a client's stale state) gets a stateless
+    reset: smaller than what came, at most 100 a second."""
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        Legate(conf(port, o), workers=1)
+        s = udp(port)
+        pkt = bytes([0x40 | 0x01]) + os.urandom(18) + os.urandom(60)
+        s.send(pkt)
+        r = s.recv(2048)
+        ok(not (r[0] & 0x80) and r[0] & 0x40, "a short header with the fixed bit")
+        ok(21 <= len(r) < len(pkt), "smaller than the packet it answers: %d of %d" % (len(r), len(pkt)))
+        # the token is a function of the connection ID: the same CID, the same token
+        s.send(pkt)
+        r2 = s.recv(2048)
+        eq(r2[-16:], r[-16:], "the reset token of that connection ID")
+        # too small to answer smaller: nothing
+        s.send(bytes([0x41]) + os.urandom(18) + os.urandom(10))
+        s.settimeout(1.0)
+        try:
+            s.recv(2048)
+            fail("a 29-byte packet was answered")
+        except socket.timeout:
+            pass
+        # a flood gets at most about RESET_RATE answers a second
+        for _ in range(400):
+            s.send(bytes([0x41]) + os.urandom(18) + os.urandom(60))
+        got = 0
+        s.settimeout(0.5)
+        try:
+            while True:
+                s.recv(2048)
+                got += 1
+        except socket.timeout:
+            pass
+        ok(got <= 250, "%d resets for 400 packets" % got)
+
+
 @test
 def config_errors_name_file_and_line():
     p_dir = tempfile.mkdtemp(prefix="legate-h3-conf-")
