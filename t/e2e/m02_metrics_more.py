@@ -940,5 +940,68 @@ http = {
         eq(value(t, "legate_connections_reclaimed_total", **lst(port)), 0)
 
 
+@test
+def upstream_send_timeout():
+    # a server that never accepts nor reads: the request body fills the
+    # socket buffers and proxy_send_timeout fires
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    deaf = "127.0.0.1:%d" % lsock.getsockname()[1]
+    try:
+        port, mport = free_port(), free_port()
+        text = """
+http = {
+  client_max_body_size = "256m";
+  upstreams = { deaf = { servers = ( "%s" ); }; };
+  servers = (
+    { listen = "127.0.0.1:%d";
+      routes = ( { prefix = "/"; proxy_pass = "deaf"; proxy_send_timeout = "1s";
+                   proxy_read_timeout = "60s"; } ); },%s
+  );
+};
+""" % (deaf, port, METRICS_SERVER % mport)
+        lg = Legate(text, workers=1)
+        lg.allow_log(r"timed out|upstream|client")
+        size = 64 << 20
+        c = socket.create_connection(("127.0.0.1", port), timeout=30)
+        c.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        got = {}
+
+        def reader():
+            buf = b""
+            try:
+                while True:
+                    x = c.recv(65536)
+                    if not x:
+                        break
+                    buf += x
+            except OSError:
+                pass
+            got["rsp"] = buf
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        chunk = b"x" * 65536
+        try:
+            for _ in range(size // len(chunk)):
+                if "rsp" in got:
+                    break
+                c.sendall(chunk)
+        except OSError:
+            pass                # legate answered and closed: the rest is refused
+        th.join(30)
+        c.close()
+        # (a reset for the unread body may overtake the answer on a loaded
+        # machine: what arrived must be the 504; the counter is the point)
+        rsp = got.get("rsp", b"")
+        ok(rsp == b"" or rsp.startswith(b"HTTP/1.1 504"), "504: %r" % rsp[:40])
+        t = settle(mport, lambda t: value(t, "legate_upstream_timeouts_total", upstream="deaf",
+                                          server=deaf, phase="send") == 1, "a send timeout")
+        eq([value(t, "legate_upstream_timeouts_total", upstream="deaf", server=deaf, phase=ph)
+            for ph in ("connect", "read")], [0, 0])
+    finally:
+        lsock.close()
+
+
 if __name__ == "__main__":
     main()
