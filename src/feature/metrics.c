@@ -72,7 +72,8 @@ typedef struct mx_useries {
     _Atomic uint64_t key;
     char             labels[112];               /* upstream="...",server="..." */
     _Atomic uint64_t hist[LG_METRICS_BUCKETS + 1]; /* time to the response head */
-    _Atomic uint64_t head_ms, connect_ms, connects, retries;
+    _Atomic uint64_t rhist[LG_METRICS_BUCKETS + 1]; /* time to the response's end */
+    _Atomic uint64_t head_ms, rsp_ms, connect_ms, connects, retries;
 } mx_useries_t;
 
 #define MX_USERIES 256
@@ -202,9 +203,12 @@ int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
             atomic_store(&zone->s[i].dur_ms, 0);
         }
         for (unsigned i = 0; i < MX_USERIES; i++) {
-            for (unsigned j = 0; j <= LG_METRICS_BUCKETS; j++)
+            for (unsigned j = 0; j <= LG_METRICS_BUCKETS; j++) {
                 atomic_store(&zone->u[i].hist[j], 0);
+                atomic_store(&zone->u[i].rhist[j], 0);
+            }
             atomic_store(&zone->u[i].head_ms, 0);
+            atomic_store(&zone->u[i].rsp_ms, 0);
         }
         memcpy(zone->bucket_ms, b, nb * sizeof(b[0]));
         zone->nbuckets = nb;
@@ -309,8 +313,8 @@ static mx_local_t *local;       /* [MX_SERIES] */
 static uint64_t ev_local[EV_N];
 
 typedef struct mx_ulocal {
-    uint64_t hist[LG_METRICS_BUCKETS + 1];
-    uint64_t head_ms, connect_ms, connects, retries;
+    uint64_t hist[LG_METRICS_BUCKETS + 1], rhist[LG_METRICS_BUCKETS + 1];
+    uint64_t head_ms, rsp_ms, connect_ms, connects, retries;
     int      dirty;
 } mx_ulocal_t;
 
@@ -378,10 +382,14 @@ void lg_metrics_flush(void)
         if (!l->dirty)
             continue;
         mx_useries_t *u = &zone->u[i];
-        for (unsigned j = 0; j <= LG_METRICS_BUCKETS; j++)
+        for (unsigned j = 0; j <= LG_METRICS_BUCKETS; j++) {
             if (l->hist[j])
                 atomic_fetch_add_explicit(&u->hist[j], l->hist[j], memory_order_relaxed);
+            if (l->rhist[j])
+                atomic_fetch_add_explicit(&u->rhist[j], l->rhist[j], memory_order_relaxed);
+        }
         atomic_fetch_add_explicit(&u->head_ms, l->head_ms, memory_order_relaxed);
+        atomic_fetch_add_explicit(&u->rsp_ms, l->rsp_ms, memory_order_relaxed);
         atomic_fetch_add_explicit(&u->connect_ms, l->connect_ms, memory_order_relaxed);
         atomic_fetch_add_explicit(&u->connects, l->connects, memory_order_relaxed);
         atomic_fetch_add_explicit(&u->retries, l->retries, memory_order_relaxed);
@@ -468,6 +476,27 @@ static void count_forward(const lg_req_t *r)
     mx_kv_count(MX_FWD_REFUSED, NULL, NULL, rule, 1);
 }
 
+void lg_mx_upstream_error(const struct lg_uconn *uc, const char *phase)
+{
+    if (uc == NULL || uc->up == NULL || uc->up->index < 0 || uc->server >= uc->up->nservers)
+        return;                 /* none, or a forward proxy's destination: not a label */
+    mx_kv_count(phase ? LG_MX_UP_TIMEOUT : LG_MX_UP_CONNECT_ERR, uc->up->name,
+                uc->up->servers[uc->server].addr.text, phase, 1);
+}
+
+void lg_mx_accept_paused(int paused)
+{
+    static lg_msec_t since;     /* when this worker stopped accepting; 0: it accepts */
+    if (paused && since == 0) {
+        mx_kv_count(LG_MX_ACCEPT_PAUSED, NULL, NULL, NULL, 1);
+        since = lg_w.loop.now ? lg_w.loop.now : 1;
+    } else if (!paused && since) {
+        mx_kv_count(LG_MX_ACCEPT_PAUSED_MS, NULL, NULL, NULL,
+                    lg_w.loop.now > since ? lg_w.loop.now - since : 0);
+        since = 0;
+    }
+}
+
 static int size_bucket(uint64_t n)
 {
     int b = 0;
@@ -532,6 +561,15 @@ static int log_phase(lg_req_t *r)
                 b++;
             u->hist[b]++;
             u->head_ms += (uint64_t)(r->upstream_time > 0 ? r->upstream_time : 0);
+            /* the whole response: from the try to now, when its last byte
+             * went on to the client (LOG runs at the response's end) */
+            lg_msec_t rt = r->t_upstream ? lg_w.loop.now - r->t_upstream : r->upstream_time;
+            if (rt < r->upstream_time)
+                rt = r->upstream_time;
+            for (b = 0; b < zone->nbuckets && rt > zone->bucket_ms[b]; b++)
+                ;
+            u->rhist[b]++;
+            u->rsp_ms += (uint64_t)(rt > 0 ? rt : 0);
             /* a new connection, not one from the pool (metrics logs before
              * the reverse proxy gives the connection back) */
             if (r->uc && !r->uc->reused && r->upstream_connect_time >= 0) {
@@ -719,6 +757,29 @@ static void put_line(void *o, const char *text)
     put(o, "%s", text);
 }
 
+/* An upstream server's histogram: to the head (rsp 0) or the end (1). */
+static void up_hist(out_t *o, const char *name, const char *help, int rsp)
+{
+    put(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (unsigned i = 0; i < MX_USERIES; i++) {
+        mx_useries_t *u = &zone->u[i];
+        if (!ld(&u->key))
+            continue;
+        _Atomic uint64_t *h = rsp ? u->rhist : u->hist;
+        uint64_t cum = 0;
+        for (unsigned b = 0; b < zone->nbuckets; b++) {
+            cum += ld(&h[b]);
+            put(o, "%s_bucket{%s,le=\"%g\"} %llu\n", name, u->labels,
+                (double)zone->bucket_ms[b] / 1000.0, (unsigned long long)cum);
+        }
+        cum += ld(&h[zone->nbuckets]);
+        put(o, "%s_bucket{%s,le=\"+Inf\"} %llu\n%s_sum{%s} %.3f\n%s_count{%s} %llu\n", name,
+            u->labels, (unsigned long long)cum, name, u->labels,
+            (double)ld(rsp ? &u->rsp_ms : &u->head_ms) / 1000.0, name, u->labels,
+            (unsigned long long)cum);
+    }
+}
+
 static void size_hist(out_t *o, const char *name, const char *help, int rsp)
 {
     put(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
@@ -845,26 +906,11 @@ static void page_metrics(out_t *o)
                 (unsigned long long)ld(&zone->s[i].bytes_out));
     size_hist(o, "legate_http_request_size_bytes", "Request sizes: head and body as received.", 0);
     size_hist(o, "legate_http_response_size_bytes", "Response sizes: bytes sent to the client.", 1);
-    put(o, "# HELP legate_upstream_header_duration_seconds Time from the try to the response head "
-           "(time to first byte), per upstream server.\n"
-           "# TYPE legate_upstream_header_duration_seconds histogram\n");
-    for (unsigned i = 0; i < MX_USERIES; i++) {
-        mx_useries_t *u = &zone->u[i];
-        if (!ld(&u->key))
-            continue;
-        uint64_t cum = 0;
-        for (unsigned b = 0; b < zone->nbuckets; b++) {
-            cum += ld(&u->hist[b]);
-            put(o, "legate_upstream_header_duration_seconds_bucket{%s,le=\"%g\"} %llu\n", u->labels,
-                (double)zone->bucket_ms[b] / 1000.0, (unsigned long long)cum);
-        }
-        cum += ld(&u->hist[zone->nbuckets]);
-        put(o, "legate_upstream_header_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n"
-               "legate_upstream_header_duration_seconds_sum{%s} %.3f\n"
-               "legate_upstream_header_duration_seconds_count{%s} %llu\n",
-            u->labels, (unsigned long long)cum, u->labels, (double)ld(&u->head_ms) / 1000.0,
-            u->labels, (unsigned long long)cum);
-    }
+    up_hist(o, "legate_upstream_header_duration_seconds",
+            "Time from the try to the response head (time to first byte), per upstream server.", 0);
+    up_hist(o, "legate_upstream_response_duration_seconds",
+            "Time from the try to the response's end (its last byte passed on), per upstream "
+            "server.", 1);
     put(o, "# TYPE legate_upstream_connects_total counter\n");
     for (unsigned i = 0; i < MX_USERIES; i++)
         if (ld(&zone->u[i].key))

@@ -43,9 +43,22 @@ typedef enum lg_mx_family {
     LG_MX_HEALTH = 8,           /* upstream, server; pass fail */
     LG_MX_CACHE_COLLAPSED = 9,  /* requests that waited for another's fill */
     LG_MX_CACHE_PURGE = 10,     /* PURGE requests: purged not_found refused */
-    LG_MX_NCOUNTED = 11,        /* families past this are counted inside metrics.c only */
+    LG_MX_UP_CONNECT_ERR = 11,  /* upstream, server: connect() failed (refused, unreachable) */
+    LG_MX_UP_TIMEOUT = 12,      /* upstream, server; connect send read */
+    LG_MX_ACCEPT_PAUSED = 13,   /* times a worker stopped accepting at worker_connections */
+    LG_MX_ACCEPT_PAUSED_MS = 14, /* and for how long (ms; the page says seconds) */
+    LG_MX_NCOUNTED = 15,        /* families past this are counted inside metrics.c only */
 } lg_mx_family_t;
 
 void lg_mx_count(lg_mx_family_t fam, const char *a, const char *b, const char *what, uint64_t n);
+
+/* One hook each for the proxy and the worker, on top of lg_mx_count:
+ * a try of a configured upstream server failed to connect (phase NULL)
+ * or timed out ("connect", "send", "read"); uc NULL or a forward proxy's
+ * destination counts nothing. */
+struct lg_uconn;
+void lg_mx_upstream_error(const struct lg_uconn *uc, const char *phase);
+/* The worker stopped accepting at worker_connections (1), or started again (0). */
+void lg_mx_accept_paused(int paused);
 
 #endif

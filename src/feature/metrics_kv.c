@@ -46,6 +46,7 @@ typedef struct mx_family {
     mx_each_fn         each;            /* a (and b) from the configuration */
     const char *const *afix;            /* or a's fixed values */
     const char *const *wfix;            /* w's values */
+    int                ms;              /* counted in ms, shown in seconds */
 } mx_family_t;
 
 static void each_zone_of(const lg_conf_t *c, mx_emit_fn emit, void *arg, int conn, int bytes)
@@ -117,6 +118,19 @@ static const mx_family_t fams[MX_NFAM] = {
     [LG_MX_CACHE_PURGE] = { "legate_cache_purges_total", "counter",
         "PURGE requests, by result.",
         NULL, NULL, "result", NULL, NULL, FIX("purged", "not_found", "refused") },
+    [LG_MX_UP_CONNECT_ERR] = { "legate_upstream_connect_errors_total", "counter",
+        "Tries whose connect() to the server failed (refused, unreachable), timeouts apart.",
+        "upstream", "server", NULL, each_server, NULL, NULL },
+    [LG_MX_UP_TIMEOUT] = { "legate_upstream_timeouts_total", "counter",
+        "Tries that timed out: proxy_connect_timeout, proxy_send_timeout, proxy_read_timeout.",
+        "upstream", "server", "phase", each_server, NULL, FIX("connect", "send", "read") },
+    [LG_MX_ACCEPT_PAUSED] = { "legate_accept_paused_total", "counter",
+        "Times a worker stopped accepting: worker_connections busy and none idle to close.",
+        NULL, NULL, NULL, NULL, NULL, NULL },
+    [LG_MX_ACCEPT_PAUSED_MS] = { "legate_accept_paused_seconds_total", "counter",
+        "Time workers spent not accepting at worker_connections (summed over workers; "
+        "counted when accepting resumes).",
+        NULL, NULL, NULL, NULL, NULL, NULL, 1 },
     [MX_FWD] = { "legate_forward_requests_total", "counter",
         "Forward-proxy requests (kind \"request\") and CONNECT or SOCKS5 tunnels, by outcome.",
         "kind", NULL, "outcome", NULL, FIX("request", "tunnel"), FIX("passed", "refused", "failed") },
@@ -412,8 +426,13 @@ static void kv_put_all(void *arg, const char *a, const char *b)
         if (f->kw && n < sizeof(lab))
             snprintf(lab + n, sizeof(lab) - n, "%s%s=\"%s\"", n ? "," : "", f->kw, f->wfix[w]);
         int64_t v = atomic_load_explicit(&kv[i].v, memory_order_relaxed);
-        snprintf(text, sizeof(text), lab[0] ? "%s{%s} %lld\n" : "%s%s %lld\n", f->name, lab,
-                 (long long)(v > 0 ? v : 0));
+        v = v > 0 ? v : 0;
+        if (f->ms)
+            snprintf(text, sizeof(text), lab[0] ? "%s{%s} %.3f\n" : "%s%s %.3f\n", f->name, lab,
+                     (double)v / 1000.0);
+        else
+            snprintf(text, sizeof(text), lab[0] ? "%s{%s} %lld\n" : "%s%s %lld\n", f->name, lab,
+                     (long long)v);
         p->line(p->o, text);
     }
 }

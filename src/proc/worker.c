@@ -141,6 +141,7 @@ static void accept_cb(lg_io_t *io, uint32_t ev)
             for (size_t k = 0; k < nwl; k++)
                 lg_io_mod(&lg_w.loop, &wl[k].io, 0);
             accepting = 0;
+            lg_mx_accept_paused(1);
         }
     }
 }
@@ -152,6 +153,7 @@ static void conn_closed(void)
         for (size_t k = 0; k < nwl; k++)
             lg_io_mod(&lg_w.loop, &wl[k].io, EPOLLIN);
         accepting = 1;
+        lg_mx_accept_paused(0);
     }
 }
 

@@ -32,6 +32,7 @@
 
 #include "core/hash.h"
 #include "core/log.h"
+#include "feature/metrics.h"
 #include "http/codec.h"
 #include "net/tls.h"
 #include "pipeline/headers.h"
@@ -500,6 +501,7 @@ static void connect_step(lg_req_t *s)
         socklen_t len = sizeof(err);
         getsockopt(uc->e.io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) {
+            lg_mx_upstream_error(uc, NULL);
             upstream_failed(s, 502, LG_COND_ERROR, err, "connect() failed");
             return;
         }
@@ -960,10 +962,12 @@ static void upstream_timeout(lg_req_t *s, lg_tkind_t kind)
         lg_respond_error(s, 408);
         return;
     case LG_T_UP_CONNECT:
+        lg_mx_upstream_error(s->uc, "connect");
         upstream_failed(s, 504, LG_COND_TIMEOUT, ETIMEDOUT, "upstream timed out while connecting");
         return;
     case LG_T_UP_SEND:
     case LG_T_UP_READ:
+        lg_mx_upstream_error(s->uc, kind == LG_T_UP_SEND ? "send" : "read");
         if (s->rsp_head_done) {
             log_upstream_error(s, ETIMEDOUT, "upstream timed out while reading response body");
             lg_req_abort(s, "upstream timeout");

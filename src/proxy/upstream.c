@@ -20,6 +20,7 @@
 #include <netinet/tcp.h>
 
 #include "core/log.h"
+#include "feature/metrics.h"
 #include "net/tls.h"
 
 #include <openssl/err.h>
@@ -457,6 +458,7 @@ lg_uconn_t *lg_upstream_get(lg_req_t *s, lg_upstream_t *up, size_t *tried, int *
             lg_uconn_t tmp = { .up = up, .server = (size_t)si };
             if (up->fail_mask & LG_COND_ERROR)
                 lg_upstream_result(&tmp, 0, 0);
+            lg_mx_upstream_error(&tmp, NULL);
             lg_log_errno(LG_LOG_ERROR, *err, "connect() to HTTP/2 upstream \"%s\" server %s failed",
                          up->name, up->servers[si].addr.text);
             continue;
@@ -487,6 +489,7 @@ lg_uconn_t *lg_upstream_get(lg_req_t *s, lg_upstream_t *up, size_t *tried, int *
         lg_uconn_t tmp = { .up = up, .server = (size_t)si };
         if (up->fail_mask & LG_COND_ERROR)
             lg_upstream_result(&tmp, 0, 0);
+        lg_mx_upstream_error(&tmp, NULL);
         lg_log_errno(LG_LOG_ERROR, *err, "connect() to upstream \"%s\" server %s failed",
                      up->name, up->servers[si].addr.text);
     }

@@ -3,7 +3,8 @@
 and authentication, compression bytes, the forward proxy (requests,
 tunnels, refusals by rule, DNS lookups, SOCKS5 sessions), upstream servers
 (health checks, pool reuse and idle connections, the max_conns queue and
-its rejections), cache purges and collapsed waits, requests by protocol;
+its rejections, connect errors, timeouts by phase, the response time
+histogram), accept pauses at worker_connections, cache purges and collapsed waits, requests by protocol;
 access_log_sample.  Values are checked against known traffic, exactly,
 across two workers where the traffic allows; a client cannot add series."""
 import base64
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
@@ -776,6 +778,229 @@ http = {
         rc, err = check_config(text.replace("access_log_sample = 5", "access_log_sample = 0"))
         ok(rc != 0, "0 is refused")
         contains(err, "access_log_sample")
+
+
+@test
+def upstream_connect_errors_timeouts_and_the_response_time():
+    # a listener whose accept queue is full: further SYNs are dropped, so
+    # connect() hangs until proxy_connect_timeout (as b05_timeouts.py)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(0)
+    full = "127.0.0.1:%d" % lsock.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(2):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", lsock.getsockname()[1]))
+            fillers.append(f)
+        with Origin("o") as o:
+            dead = "127.0.0.1:%d" % free_port()
+            port, mport = free_port(), free_port()
+            text = """
+http = {
+  upstreams = { app = { servers = ( "%s" ); }; dead = { servers = ( "%s" ); };
+                slow = { servers = ( "%s" ); }; full = { servers = ( "%s" ); }; };
+  servers = (
+    { listen = "127.0.0.1:%d";
+      routes = ( { prefix = "/dead/"; proxy_pass = "dead"; },
+                 { prefix = "/slow/"; proxy_pass = "slow"; proxy_read_timeout = "1s"; },
+                 { prefix = "/full/"; proxy_pass = "full"; proxy_connect_timeout = "1s"; },
+                 { prefix = "/"; proxy_pass = "app"; } ); },%s
+  );
+};
+""" % (o.address, dead, o.address, full, port, METRICS_SERVER % mport)
+            lg = Legate(text, workers=2)
+            lg.allow_log(r"connect\(\) (to upstream .* )?failed|timed out|upstream")
+            for i in range(5):
+                eq(request(port, target="/dead/%d" % i).status, 502, "refused port")
+            eq(request(port, target="/slow/x?hang=1", timeout=30).status, 504, "read timeout")
+            eq(request(port, target="/full/x", timeout=30).status, 504, "connect timeout")
+            for i in range(3):
+                eq(request(port, target="/a%d" % i).status, 200)
+            for i in range(2):      # the head at once, the body over >= 600 ms
+                r = request(port, target="/d%d?size=300&chunk=100&drip=300" % i, timeout=30)
+                eq((r.status, len(r.body)), (200, 300))
+
+            def err(t, up, srv):
+                return value(t, "legate_upstream_connect_errors_total", upstream=up, server=srv)
+
+            def tmo(t, up, srv, ph):
+                return value(t, "legate_upstream_timeouts_total", upstream=up, server=srv, phase=ph)
+
+            def cnt(t, fam, up="app", srv=o.address):
+                return value(t, fam + "_count", upstream=up, server=srv)
+            t = settle(mport, lambda t: err(t, "dead", dead) == 5 and tmo(t, "slow", o.address, "read") == 1
+                       and tmo(t, "full", full, "connect") == 1
+                       and cnt(t, "legate_upstream_response_duration_seconds") == 5,
+                       "5 connect errors, a read and a connect timeout, 5 responses")
+            eq([tmo(t, "dead", dead, ph) for ph in ("connect", "send", "read")], [0, 0, 0],
+               "a refusal is no timeout")
+            eq(err(t, "full", full), 0, "a timeout is no connect error")
+            eq([tmo(t, "slow", o.address, ph) for ph in ("connect", "send")], [0, 0])
+            eq((err(t, "app", o.address), tmo(t, "app", o.address, "read")), (0, 0))
+            eq(cnt(t, "legate_upstream_header_duration_seconds"), 5, "the same requests")
+            rsp = "legate_upstream_response_duration_seconds"
+            eq(value(t, rsp + "_bucket", upstream="app", server=o.address, le="+Inf"), 5)
+            le05 = value(t, rsp + "_bucket", upstream="app", server=o.address, le="0.5")
+            ok(le05 is not None and le05 <= 3, "the dripped two end after 0.5 s: %r" % le05)
+            hsum = value(t, "legate_upstream_header_duration_seconds_sum", upstream="app",
+                         server=o.address)
+            rsum = value(t, rsp + "_sum", upstream="app", server=o.address)
+            ok(rsum >= 1.2 and rsum >= hsum, "response time %.3f >= 2 x 0.6 s, head %.3f" % (rsum, hsum))
+            eq([cnt(t, rsp, up, srv) for up, srv in (("dead", dead), ("slow", o.address), ("full", full))],
+               [0, 0, 0], "no response, no observation")
+    finally:
+        for f in fillers:
+            f.close()
+        lsock.close()
+
+
+def http_get(sock, target, close=False):
+    sock.sendall(("GET %s HTTP/1.1\r\nHost: m\r\n%s\r\n" % (
+        target, "Connection: close\r\n" if close else "")).encode())
+
+
+def read_response(sock):
+    """One response with Content-Length from sock: its body, as text."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        x = sock.recv(65536)
+        ok(x, "closed before the head")
+        buf += x
+    head, body = buf.split(b"\r\n\r\n", 1)
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    ok(m, "a Content-Length: %r" % head[:200])
+    while len(body) < int(m.group(1)):
+        x = sock.recv(65536)
+        ok(x, "closed in the body")
+        body += x
+    return body.decode()
+
+
+@test
+def accept_paused_at_worker_connections_after_reclaiming_idle_ones():
+    with Origin("o") as o:
+        port, mport = free_port(), free_port()
+        text = """
+worker_connections = 3;
+http = {
+  upstreams = { app = { servers = ( "%s" ); }; };
+  servers = (
+    { listen = "127.0.0.1:%d"; routes = ( { prefix = "/"; proxy_pass = "app"; } ); },%s
+  );
+};
+""" % (o.address, port, METRICS_SERVER % mport)
+        lg = Legate(text, workers=1)
+        lg.allow_log(r"worker_connections|upstream|closed|timed out")
+        lst = lambda p: {"listener": "127.0.0.1:%d" % p, "tls": "no"}   # noqa: E731
+        k = socket.create_connection(("127.0.0.1", mport), timeout=20)
+        held = []
+        try:
+            # K, kept alive, is the worker's only connection (the page is
+            # live: the worker serving it adds its own counts first)
+            def alone():
+                http_get(k, "/metrics")
+                t = read_response(k)
+                return (value(t, "legate_connections_active", **lst(port)) == 0 and
+                        value(t, "legate_connections_active", **lst(mport)) == 1 and
+                        value(t, "legate_accept_paused_total") == 0 and t)
+            wait_until(alone, 15, what="K alone")
+            # K waits idle: the second busy connection takes its place
+            # (reclaimed), the third finds none idle: accepting pauses
+            for i in range(3):
+                h = socket.create_connection(("127.0.0.1", port), timeout=20)
+                held.append(h)
+                http_get(h, "/h%d?hang=1" % i)
+                wait_until(lambda: o.stats()["active"] >= i + 1, 15,
+                           what="request %d at the origin" % i)
+            ok(k.recv(100) == b"", "K was closed to make room")
+            # P, a fourth, waits in the listen queue: its request does not
+            # reach the origin while the worker does not accept
+            p = socket.create_connection(("127.0.0.1", port), timeout=20)
+            held.append(p)
+            http_get(p, "/p?hang=1")
+            t0 = time.monotonic()
+            wait_until(lambda: time.monotonic() - t0 >= 1.5, 5, what="1.5 s")
+            eq(o.stats()["by_path"].get("/p"), None, "P not taken while paused")
+            # one closes: accepting resumes, takes P, and (three busy again) pauses
+            held[0].close()
+            wait_until(lambda: o.stats()["by_path"].get("/p") == 1, 20, what="P taken")
+        finally:
+            k.close()
+            for h in held:
+                h.close()
+        t = settle(mport, lambda t: value(t, "legate_connections_active", **lst(port)) == 0,
+                   "the held ones closed")
+        eq(value(t, "legate_accept_paused_total"), 2, "paused, resumed for P, paused")
+        secs = value(t, "legate_accept_paused_seconds_total")
+        ok(secs is not None and secs >= 1.4, "the first pause lasted P's 1.5 s: %r" % secs)
+        eq(value(t, "legate_connections_reclaimed_total", **lst(mport)), 1, "K reclaimed")
+        eq(value(t, "legate_connections_reclaimed_total", **lst(port)), 0)
+
+
+@test
+def upstream_send_timeout():
+    # a server that never accepts nor reads: the request body fills the
+    # socket buffers and proxy_send_timeout fires
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    deaf = "127.0.0.1:%d" % lsock.getsockname()[1]
+    try:
+        port, mport = free_port(), free_port()
+        text = """
+http = {
+  client_max_body_size = "256m";
+  upstreams = { deaf = { servers = ( "%s" ); }; };
+  servers = (
+    { listen = "127.0.0.1:%d";
+      routes = ( { prefix = "/"; proxy_pass = "deaf"; proxy_send_timeout = "1s";
+                   proxy_read_timeout = "60s"; } ); },%s
+  );
+};
+""" % (deaf, port, METRICS_SERVER % mport)
+        lg = Legate(text, workers=1)
+        lg.allow_log(r"timed out|upstream|client")
+        size = 64 << 20
+        c = socket.create_connection(("127.0.0.1", port), timeout=30)
+        c.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        got = {}
+
+        def reader():
+            buf = b""
+            try:
+                while True:
+                    x = c.recv(65536)
+                    if not x:
+                        break
+                    buf += x
+            except OSError:
+                pass
+            got["rsp"] = buf
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        chunk = b"x" * 65536
+        try:
+            for _ in range(size // len(chunk)):
+                if "rsp" in got:
+                    break
+                c.sendall(chunk)
+        except OSError:
+            pass                # legate answered and closed: the rest is refused
+        th.join(30)
+        c.close()
+        # (a reset for the unread body may overtake the answer on a loaded
+        # machine: what arrived must be the 504; the counter is the point)
+        rsp = got.get("rsp", b"")
+        ok(rsp == b"" or rsp.startswith(b"HTTP/1.1 504"), "504: %r" % rsp[:40])
+        t = settle(mport, lambda t: value(t, "legate_upstream_timeouts_total", upstream="deaf",
+                                          server=deaf, phase="send") == 1, "a send timeout")
+        eq([value(t, "legate_upstream_timeouts_total", upstream="deaf", server=deaf, phase=ph)
+            for ph in ("connect", "read")], [0, 0])
+    finally:
+        lsock.close()
 
 
 if __name__ == "__main__":
