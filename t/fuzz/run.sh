@@ -72,8 +72,8 @@ for h in ${*:-$HARNESSES}; do
                 libs="$QUIC_LIBS"; corpus=corpus-quic; secs=$(( (SECS + 1) / 2 )) ;;
     cluster)    srcs="src/cluster/wire.c"; libs=""; corpus=corpus-cluster; secs=$(( (SECS + 1) / 2 )) ;;
     clienthello) srcs="src/net/clienthello.c"; libs=""; corpus=corpus-clienthello; secs=$(( (SECS + 1) / 2 )) ;;
-    *)          echo "no fuzz harness \"$h\""; failed=$((failed + 1)); continue ;;
     edge)       srcs=$ALL_SRCS; libs=$ALL_LIBS; corpus=corpus-edge; secs=$(( (SECS + 1) / 2 )) ;;
+    *)          echo "no fuzz harness \"$h\""; failed=$((failed + 1)); continue ;;
     esac
     cp -r "$SRC/t/fuzz/$corpus" "$W/corpus-$h"
     set --
