@@ -202,7 +202,8 @@ long long imp_size(const char *s)
 /*
  * An nginx value with variables as a legate template: NULL (and *why set)
  * when it names a variable legate does not have.  $binary_remote_addr is
- * $remote_addr (the same key, written as text).
+ * $remote_addr (the same key, written as text), $upstream_cache_status is
+ * $cache_status.
  */
 char *imp_template(const char *s, const char **why)
 {
@@ -236,10 +237,18 @@ char *imp_template(const char *s, const char **why)
         }
         const char *use = name;
         size_t un = n;
-        if (n == 18 && memcmp(name, "binary_remote_addr", 18) == 0) {
-            use = "remote_addr";
-            un = 11;
-        }
+        /* nginx's names for what legate calls otherwise: the key as text; the
+         * cache's verdict, whose words (HIT, MISS, EXPIRED, STALE, UPDATING,
+         * REVALIDATED, BYPASS) are nginx's */
+        static const struct { const char *ngx, *lg; } renamed[] = {
+            { "binary_remote_addr",    "remote_addr" },
+            { "upstream_cache_status", "cache_status" },
+        };
+        for (size_t r = 0; r < sizeof(renamed) / sizeof(renamed[0]); r++)
+            if (n == strlen(renamed[r].ngx) && memcmp(name, renamed[r].ngx, n) == 0) {
+                use = renamed[r].lg;
+                un = strlen(use);
+            }
         size_t arg;
         if (lg_vars_lookup(use, un, &arg) < 0) {
             snprintf(bad, sizeof(bad), "legate has no variable $%.*s", (int)(n > 60 ? 60 : n), name);

@@ -181,6 +181,38 @@ static void translate_zones(imp_t *im, const ngx_dir_t *d)
     free(key);
 }
 
+/*
+ * The first proxy_cache_path as legate's disk tier: its directory as
+ * cache_path (legate keeps its files in DIR/disk and DIR/legate.cache),
+ * max_size as cache_disk_size, inactive= as cache_disk_inactive.  legate -t
+ * refuses a cache_path the master cannot write, so a directory that is not
+ * one here, or not writable, leaves the disk tier out (reported).
+ */
+static void cache_disk(imp_t *im, const ngx_dir_t *d, long long max, long long inactive)
+{
+    char path[512];
+    const char *p = d->args[1];
+    int n = p[0] == '/' ? snprintf(path, sizeof(path), "%s", p)
+                        : snprintf(path, sizeof(path), "%s/%s", im->dir, p);
+    struct stat st;
+    if (n < 0 || (size_t)n >= sizeof(path) || strchr(path, '$')) {
+        imp_report(im, d, "cannot use the path \"%s\": no disk tier (the cache stays in memory)", p);
+        return;
+    }
+    if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode) || access(path, W_OK | X_OK) < 0) {
+        imp_report(im, d, "\"%s\" is not a directory writable here: no disk tier (the cache "
+                          "stays in memory); make it and set cache_path and cache_disk_size", path);
+        return;
+    }
+    snprintf(im->cache_path, sizeof(im->cache_path), "%s", path);
+    im->cache_disk = max > 0 ? max : 0;
+    im->cache_inactive = inactive;
+    if (max <= 0)
+        imp_report(im, d, "no max_size: legate's disk tier needs a size; 1g is written");
+    if (max <= 0)
+        im->cache_disk = 1024LL * 1024 * 1024;
+}
+
 static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
 {
     level_t lv = { .up = NULL, .block = http->block, .self = NULL };
@@ -195,10 +227,22 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
         else if (imp_is(d, "limit_req_zone") || imp_is(d, "limit_conn_zone"))
             translate_zones(im, d);
         else if (imp_is(d, "proxy_cache_path")) {
-            long long max = -1;
+            long long max = -1, inactive = -1;
             for (int i = 2; i < d->nargs; i++)
                 if (strncmp(d->args[i], "max_size=", 9) == 0)
                     max = imp_size(d->args[i] + 9);
+                else if (strncmp(d->args[i], "inactive=", 9) == 0) {
+                    inactive = imp_time_ms(d->args[i] + 9);
+                    if (inactive >= 0 && inactive < 1000) {
+                        imp_report(im, d, "legate's cache_disk_inactive is 1s at least: 1s");
+                        inactive = 1000;
+                    } else if (inactive > 365LL * 86400 * 1000) {
+                        imp_report(im, d, "legate's cache_disk_inactive is a year at most: 365d");
+                        inactive = 365LL * 86400 * 1000;
+                    }
+                }
+            if (!im->cache_size_mb && d->nargs >= 2)
+                cache_disk(im, d, max, inactive);
             int mb = max > 0 ? (int)(max / (1024 * 1024)) : 64;
             if (mb > 1024) {
                 imp_report(im, d, "legate's cache is in shared memory: %d MB instead of max_size", 1024);
@@ -209,8 +253,9 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
             if (im->cache_size_mb)
                 imp_report(im, d, "legate has one cache: this one is merged into the first");
             else
-                imp_report(im, d, "legate keeps the cache in memory (cache_size = \"%dm\"); "
-                                  "cache_path can save it at exit", mb);
+                imp_report(im, d, "legate keeps the hot part of the cache in memory "
+                                  "(cache_size = \"%dm\")%s", mb,
+                           im->cache_path[0] ? ", the rest on disk (cache_disk_size)" : "");
             if (!im->cache_size_mb)
                 im->cache_size_mb = mb;
         } else if (imp_is(d, "map")) {
@@ -235,7 +280,9 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
         if (imp_is(d, "http2_max_concurrent_streams"))
             continue;   /* above */
         const char *why = nginx_level_ignored(d->args[0]);
-        if (why)
+        if ((imp_is(d, "resolver") || imp_is(d, "resolver_timeout")) && im->resolver_used)
+            ;   /* written on the upstreams with server ... resolve */
+        else if (why)
             imp_report(im, d, "not translated: %s", why);
         else if (imp_is(d, "proxy_pass") || imp_is(d, "return") || imp_is(d, "location") || imp_is(d, "listen"))
             imp_report(im, d, "not allowed at http level: left out");
@@ -502,6 +549,20 @@ int lg_import_nginx_to(const char *file, FILE *out, const char *outdir, FILE *di
     }
     if (im.cache_size_mb)
         imp_sb_printf(&head, "cache_size = \"%dm\";\n", im.cache_size_mb);
+    if (im.cache_size_mb && im.cache_path[0]) {
+        imp_kv_quoted(&head, 0, "cache_path", im.cache_path);
+        if (im.cache_disk % (1024 * 1024) == 0)
+            imp_sb_printf(&head, "cache_disk_size = \"%lldm\";\n", im.cache_disk / (1024 * 1024));
+        else if (im.cache_disk % 1024 == 0)
+            imp_sb_printf(&head, "cache_disk_size = \"%lldk\";\n", im.cache_disk / 1024);
+        else
+            imp_sb_printf(&head, "cache_disk_size = \"%lld\";\n", im.cache_disk);
+        if (im.cache_inactive >= 0) {
+            imp_sb_str(&head, "cache_disk_inactive = ");
+            imp_sb_duration(&head, im.cache_inactive);
+            imp_sb_str(&head, ";\n");
+        }
+    }
     if (im.h2_streams)
         imp_sb_printf(&head, "http2_max_concurrent_streams = %d;\n", im.h2_streams);
     if (outdir) {

@@ -41,6 +41,10 @@ typedef struct imp {
     int             nlog_formats;
     int             nservers;
     int             cache_size_mb;
+    int             resolver_used;  /* the http level's resolver went to an upstream */
+    char            cache_path[512]; /* proxy_cache_path's directory, "" if unusable */
+    long long       cache_disk;      /* its max_size: the disk tier's, bytes (0: none) */
+    long long       cache_inactive;  /* its inactive=, ms (-1: not given) */
     int             h2_streams;     /* http2_max_concurrent_streams of http, 0 if none */
     char           *files[256];     /* read, for the parse tree's file names */
     const ngx_dir_t *said[256];     /* inheritance remarks made */
@@ -104,5 +108,6 @@ const char *nginx_upstream_for(imp_t *im, const ngx_dir_t *d, const char *url,
 
 /* nginx_server.c */
 void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx_dir_t *srv);
+void nginx_server_listen_addr(const char *a, char *addr, size_t len);
 
 #endif

@@ -95,9 +95,18 @@ static const struct { const char *name, *why; } ignored[] = {
     { "ssl_trusted_certificate", "not needed for legate's stapling of a file" },
     { "ssl_buffer_size",     "not in legate" },
     { "ssl_early_data",      "legate does not accept TLS early data" },
-    { "resolver",            "legate resolves upstream names when it loads the configuration "
-                             "(resolvers are a forward proxy's)" },
-    { "resolver_timeout",    "legate resolves upstream names when it loads the configuration" },
+    { "resolver",            "legate's resolvers are an upstream's, for its "
+                             "server ... resolve (none here)" },
+    { "resolver_timeout",    "legate's lookups of resolve time out by themselves" },
+    { "http3",               "legate serves HTTP/3 on every listen with quic" },
+    { "http3_hq",            "not in legate" },
+    { "http3_max_concurrent_streams", "legate's HTTP/3 limits are its own" },
+    { "http3_stream_buffer_size", "legate's HTTP/3 limits are its own" },
+    { "quic_retry",          "legate's QUIC settings are global (quic_*)" },
+    { "quic_gso",            "legate's QUIC settings are global (quic_*)" },
+    { "quic_host_key",       "legate's QUIC settings are global (quic_*)" },
+    { "quic_active_connection_id_limit", "legate's QUIC settings are global (quic_*)" },
+    { "quic_bpf",            "legate shares UDP sockets by SO_REUSEPORT itself" },
     { "reset_timedout_connection", "legate resets timed-out connections" },
     { "lingering_close",     "legate always lingers" },
     { "lingering_timeout",   "legate's lingering close is fixed" },
@@ -107,8 +116,6 @@ static const struct { const char *name, *why; } ignored[] = {
     { "proxy_cache_revalidate", "legate always revalidates with ETag/Last-Modified" },
     { "proxy_cache_lock",    "legate always collapses concurrent misses" },
     { "proxy_cache_background_update", "legate refreshes in the background by Cache-Control" },
-    { "proxy_cache_use_stale", "legate serves stale by the origin's Cache-Control "
-                               "(stale-while-revalidate, stale-if-error)" },
     { "proxy_cache_methods", "legate caches GET and HEAD" },
     { "proxy_ssl_session_reuse", "legate resumes upstream TLS sessions" },
     { "proxy_pass_header",   "not in legate" },
@@ -149,7 +156,7 @@ static const char *const handled_common[] = {
     "proxy_cache_path", "map", "split_clients", "listen", "server_name", "proxy_pass",
     "return", "rewrite", "include", "http2", "error_page", "proxy_intercept_errors",
     "proxy_redirect", "default_type", "limit_req_dry_run", "limit_conn_dry_run",
-    "auth_request_set",
+    "auth_request_set", "proxy_cache_use_stale", "max_ranges",
     NULL,
 };
 
@@ -479,6 +486,43 @@ void nginx_level_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
             imp_ind(b, n);
             imp_sb_printf(b, "intercept_errors = %s;\n", strcmp(d->args[1], "on") == 0 ? "true"
                                                                                       : "false");
+        } else if (imp_is(d, "proxy_cache_use_stale") && d->nargs >= 2) {
+            /* the same words in legate; none of nginx's is unknown to it, but a
+             * future one would fail legate -t, so only these pass */
+            static const char *const words[] = { "error", "timeout", "invalid_header",
+                "updating", "http_500", "http_502", "http_503", "http_504", "http_403",
+                "http_404", "http_429", "off", NULL };
+            sb_t w = { 0 };
+            imp_sb_add(&w, "", 0);
+            for (int i = 1; i < d->nargs; i++) {
+                size_t k = 0;
+                while (words[k] && strcmp(words[k], d->args[i]) != 0)
+                    k++;
+                if (words[k] == NULL) {
+                    imp_report(im, d, "\"%s\" is not in legate's cache_use_stale: ignored",
+                               d->args[i]);
+                    continue;
+                }
+                if (w.n)
+                    imp_sb_str(&w, " ");
+                imp_sb_str(&w, d->args[i]);
+            }
+            if (w.n)
+                imp_kv_quoted(b, n, "cache_use_stale", w.p);
+            free(w.p);
+        } else if (imp_is(d, "max_ranges") && d->nargs == 2) {
+            char *end;
+            long v = strtol(d->args[1], &end, 10);
+            if (*end || end == d->args[1] || v < 0) {
+                imp_report(im, d, "cannot read \"%s\": left out", d->args[1]);
+                continue;
+            }
+            if (v > 256) {
+                imp_report(im, d, "legate answers at most 256 ranges from its cache: 256");
+                v = 256;
+            }
+            imp_ind(b, n);
+            imp_sb_printf(b, "cache_max_ranges = %ld;\n", v);
         } else if (imp_is(d, "default_type") && d->nargs == 2) {
             imp_kv_quoted(b, n, "default_type", d->args[1]);
         } else if (imp_is(d, "access_log")) {

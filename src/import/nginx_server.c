@@ -519,6 +519,71 @@ static void collect_tls(const ngx_dir_t *block, tls_conf_t *t)
     }
 }
 
+/* An nginx listen address as legate writes it: "80", "*:80", "host" get
+ * nginx's defaults (every address, port 80). */
+void nginx_server_listen_addr(const char *a, char *addr, size_t len)
+{
+    if (strncmp(a, "unix:", 5) == 0)
+        snprintf(addr, len, "%s", a);
+    else if (strspn(a, "0123456789") == strlen(a))
+        snprintf(addr, len, "0.0.0.0:%s", a);
+    else if (a[0] == '*' && a[1] == ':')
+        snprintf(addr, len, "0.0.0.0:%s", a + 2);
+    else if (strchr(a, ':') == NULL || (a[0] == '[' && strstr(a, "]:") == NULL))
+        snprintf(addr, len, "%s:80", a);
+    else
+        snprintf(addr, len, "%s", a);
+}
+
+static int listen_has(const ngx_dir_t *d, const char *opt)
+{
+    for (int i = 2; i < d->nargs; i++)
+        if (strcmp(d->args[i], opt) == 0)
+            return 1;
+    return 0;
+}
+
+/* a "listen ADDR ssl" in the block */
+static int ssl_listen_at(const ngx_dir_t *block, const char *addr)
+{
+    char a[300];
+    for (const ngx_dir_t *d = block; d; d = d->next)
+        if (imp_is(d, "listen") && d->nargs >= 2 && listen_has(d, "ssl") && !listen_has(d, "quic")) {
+            nginx_server_listen_addr(d->args[1], a, sizeof(a));
+            if (strcmp(a, addr) == 0)
+                return 1;
+        }
+    return 0;
+}
+
+/* Whether a server of http listens with quic on addr.  nginx's UDP socket
+ * serves every server of the address, and legate wants quic the same in
+ * every server that lists it: the answer is the same for all of them. */
+static int quic_at(imp_t *im, const char *addr)
+{
+    char a[300];
+    if (im->http == NULL)
+        return 0;
+    for (const ngx_dir_t *s = im->http->block; s; s = s->next) {
+        if (!imp_is(s, "server") || !s->has_block)
+            continue;
+        for (const ngx_dir_t *d = s->block; d; d = d->next)
+            if (imp_is(d, "listen") && d->nargs >= 2 && listen_has(d, "quic")) {
+                nginx_server_listen_addr(d->args[1], a, sizeof(a));
+                if (strcmp(a, addr) == 0)
+#ifdef LG_HAVE_HTTP3
+                    return 1;
+#else
+                {
+                    imp_report(im, d, "this legate is built without HTTP/3: left out");
+                    return 0;
+                }
+#endif
+            }
+    }
+    return 0;
+}
+
 void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx_dir_t *srv)
 {
     level_t lv = { .up = http, .block = srv->block, .self = srv };
@@ -559,18 +624,8 @@ void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx
             imp_report(im, d, "needs an address: left out");
             continue;
         }
-        const char *a = d->args[1];
         char addr[300];
-        if (strncmp(a, "unix:", 5) == 0)
-            snprintf(addr, sizeof(addr), "%s", a);
-        else if (strspn(a, "0123456789") == strlen(a))
-            snprintf(addr, sizeof(addr), "0.0.0.0:%s", a);
-        else if (a[0] == '*' && a[1] == ':')
-            snprintf(addr, sizeof(addr), "0.0.0.0:%s", a + 2);
-        else if (strchr(a, ':') == NULL || (a[0] == '[' && strstr(a, "]:") == NULL))
-            snprintf(addr, sizeof(addr), "%s:80", a);
-        else
-            snprintf(addr, sizeof(addr), "%s", a);
+        nginx_server_listen_addr(d->args[1], addr, sizeof(addr));
         int ssl = 0, pp = 0, def = 0, h2 = srv_h2;
         long backlog = 0;
         for (int i = 2; i < d->nargs; i++) {
@@ -587,7 +642,11 @@ void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx
                      strncmp(o, "rcvbuf", 6) == 0 || strncmp(o, "sndbuf", 6) == 0)
                 ; /* legate: SO_REUSEPORT sockets per worker, bound separately */
             else if (strcmp(o, "quic") == 0) {
-                imp_report(im, d, "QUIC is not in legate: left out");
+                /* legate's QUIC is the UDP twin of a TLS listen (quic = true
+                 * on it, written there): this UDP address is not one of its own */
+                if (!ssl_listen_at(srv->block, addr))
+                    imp_report(im, d, "legate runs QUIC beside a TLS listen of the same "
+                                      "address (listen %s ssl): left out", d->args[1]);
                 ssl = -1;
             } else
                 imp_report(im, d, "\"%s\" is not in legate: ignored", o);
@@ -624,6 +683,7 @@ void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx
             if (def) imp_sb_str(&ls, " default = true;");
             if (backlog > 0) imp_sb_printf(&ls, " backlog = %ld;", backlog);
             if (h2) imp_sb_str(&ls, " http2 = true;");
+            if (ssl && quic_at(im, addr)) imp_sb_str(&ls, " quic = true;");
             imp_sb_str(&ls, " }");
         }
     }
