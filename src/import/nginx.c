@@ -213,10 +213,229 @@ static void cache_disk(imp_t *im, const ngx_dir_t *d, long long max, long long i
         im->cache_disk = 1024LL * 1024 * 1024;
 }
 
+/* The websocket idiom (map $http_upgrade $connection_upgrade) is not a map
+ * in the translation: legate passes upgrades itself (see proxy_set_header). */
+static int upgrade_map(const ngx_dir_t *d)
+{
+    return d->nargs == 3 && strcmp(d->args[1], "$http_upgrade") == 0;
+}
+
+/* The names of map and set, declared before any template is read: legate's
+ * too are known everywhere in the file.  Collected first ... */
+typedef struct decl {
+    const ngx_dir_t *d[512];
+    int              n;
+} decl_t;
+
+static void collect_vars(imp_t *im, decl_t *dc, const ngx_dir_t *block, int http_level)
+{
+    for (const ngx_dir_t *d = block; d; d = d->next) {
+        const char *name = NULL;
+        if (http_level && imp_is(d, "map") && d->has_block && d->nargs == 3 && !upgrade_map(d))
+            name = d->args[2];
+        else if (imp_is(d, "set") && d->nargs == 3 && !http_level)
+            name = d->args[1];
+        if (name) {
+            const char *why = name[0] == '$' ? imp_declare(name + 1) : "not a variable";
+            if (why == NULL && dc->n == (int)(sizeof(dc->d) / sizeof(dc->d[0])))
+                why = "more than 512 maps and sets";
+            if (why)
+                imp_report(im, d, "\"%s\": %s: left out", name, why);
+            else
+                dc->d[dc->n++] = d;
+        }
+        if (d->has_block && (imp_is(d, "server") || imp_is(d, "location")))
+            collect_vars(im, dc, d->block, 0);
+    }
+}
+
+/* ... then a name stays declared only while one of its maps has a source
+ * legate can read, or one of its sets a value: else a template naming it
+ * would pass here and fail legate -t (nobody declares it there).  Leaving
+ * one out can leave out another that names it: until nothing changes. */
+static void declare_vars(imp_t *im, const ngx_dir_t *http)
+{
+    decl_t dc;
+    dc.n = 0;
+    collect_vars(im, &dc, http, 1);
+    for (int changed = 1, round = 0; changed && round <= dc.n; round++) {
+        changed = 0;
+        for (int i = 0; i < dc.n; i++) {
+            int is_map = imp_is(dc.d[i], "map");
+            const char *name = (is_map ? dc.d[i]->args[2] : dc.d[i]->args[1]) + 1;
+            if (!imp_declared(name, strlen(name)))
+                continue;
+            int ok = 0;
+            for (int j = 0; j < dc.n && !ok; j++) {
+                int jm = imp_is(dc.d[j], "map");
+                if (strcmp((jm ? dc.d[j]->args[2] : dc.d[j]->args[1]) + 1, name) != 0)
+                    continue;
+                const char *why = NULL;
+                char *t = imp_template(jm ? dc.d[j]->args[1] : dc.d[j]->args[2], &why);
+                ok = t != NULL;
+                free(t);
+            }
+            if (!ok) {
+                imp_undeclare(name);
+                changed = 1;
+            }
+        }
+    }
+}
+
+/* the groups of a POSIX ERE, for the $1..$9 of a map value */
+static int ere_groups(const char *re)
+{
+    int n = 0, br = 0;
+    for (const char *p = re; *p; p++) {
+        if (*p == '\\' && p[1])
+            p++;
+        else if (br) {
+            if (*p == ']')
+                br = 0;
+        } else if (*p == '[') {
+            br = 1;
+            if (p[1] == '^')
+                p++;
+            if (p[1] == ']')
+                p++;
+        } else if (*p == '(')
+            n++;
+    }
+    return n;
+}
+
+/* the highest $N (1..9) of a template, 0 if none */
+static int max_capture(const char *t)
+{
+    int m = 0;
+    for (const char *p = t; (p = strchr(p, '$')) != NULL; p++) {
+        const char *d = p[1] == '{' ? p + 2 : p + 1;
+        if (*d >= '1' && *d <= '9' && d[1] != '_' && !isalnum((unsigned char)d[1]) &&
+            *d - '0' > m)
+            m = *d - '0';
+    }
+    return m;
+}
+
+/* map SOURCE $NAME { ... } as one of legate's http.maps */
+static void translate_map(imp_t *im, const ngx_dir_t *d)
+{
+    if (d->nargs != 3 || !d->has_block || d->args[2][0] != '$') {
+        imp_report(im, d, "takes a source and a $variable with a block: left out");
+        return;
+    }
+    const char *name = d->args[2] + 1;
+    const char *why = NULL;
+    char *src = imp_template(d->args[1], &why);
+    if (src && !imp_declared(name, strlen(name))) {
+        free(src);
+        return;     /* reported by collect_vars */
+    }
+    if (src == NULL) {
+        imp_report(im, d, "%s: left out ($%s is empty in legate)", why, name);
+        return;
+    }
+    int hostnames = imp_child(d->block, "hostnames") != NULL;
+    sb_t vals = { 0 };
+    imp_sb_add(&vals, "", 0);
+    char *def = NULL;
+    int nvals = 0;
+    for (const ngx_dir_t *e = d->block; e; e = e->next) {
+        if ((imp_is(e, "hostnames") || imp_is(e, "volatile")) && e->nargs == 1)
+            continue;
+        if (imp_is(e, "include")) {
+            imp_report(im, e, "an include in a map is not read: its entries are left out");
+            continue;
+        }
+        if (e->nargs != 2) {
+            imp_report(im, e, "a map entry is a key and a value: left out");
+            continue;
+        }
+        char *v = imp_template(e->args[1], &why);
+        if (v == NULL) {
+            imp_report(im, e, "%s: left out", why);
+            continue;
+        }
+        const char *k = e->args[0];
+        if (strcmp(k, "default") == 0) {
+            if (def || max_capture(v))
+                imp_report(im, e, def ? "a second default: left out"
+                                      : "$1..$9 in the default: left out");
+            else
+                def = v, v = NULL;
+            free(v);
+            continue;
+        }
+        sb_t key = { 0 };
+        imp_sb_add(&key, "", 0);
+        int groups = -1;
+        if (k[0] == '~') {
+            int icase = k[1] == '*';
+            char *ere = imp_ere(k + 1 + icase, 0, &why);
+            if (ere == NULL) {
+                imp_report(im, e, "%s: left out", why);
+                free(v);
+                free(key.p);
+                continue;
+            }
+            groups = ere_groups(ere);
+            imp_sb_printf(&key, "~%s%s", icase ? "*" : "", ere);
+            free(ere);
+        } else {
+            if (k[0] == '.' && hostnames) {
+                imp_report(im, e, "\"%s\" (the name and its subdomains): legate takes "
+                                  "\"*%s\" for the subdomains only; left out", k, k);
+                free(v);
+                free(key.p);
+                continue;
+            }
+            if (!hostnames && ((k[0] == '*' && k[1] == '.') ||
+                               (strlen(k) > 2 && strcmp(k + strlen(k) - 2, ".*") == 0)))
+                imp_report(im, e, "without hostnames nginx compares \"%s\" as it is; legate "
+                                  "reads it as a wildcard", k);
+            imp_sb_str(&key, k);
+        }
+        if (max_capture(v) > (groups < 0 ? 0 : groups)) {
+            imp_report(im, e, "the value names a group the key does not have: left out");
+            free(v);
+            free(key.p);
+            continue;
+        }
+        imp_sb_str(&vals, nvals++ ? ",\n" : "\n");
+        imp_sb_str(&vals, "              ");
+        imp_sb_str(&vals, "[ ");
+        imp_sb_quote(&vals, key.p);
+        imp_sb_str(&vals, ", ");
+        imp_sb_quote(&vals, v);
+        imp_sb_str(&vals, " ]");
+        free(key.p);
+        free(v);
+    }
+    if (im->maps.p == NULL)
+        imp_sb_add(&im->maps, "", 0);
+    imp_sb_str(&im->maps, im->maps.n ? ",\n" : "\n");
+    imp_ind(&im->maps, 2);
+    imp_sb_str(&im->maps, "{ variable = ");
+    imp_sb_quote(&im->maps, name);
+    imp_sb_str(&im->maps, "; source = ");
+    imp_sb_quote(&im->maps, src);
+    imp_sb_str(&im->maps, "; default = ");
+    imp_sb_quote(&im->maps, def ? def : "");
+    imp_sb_str(&im->maps, ";");
+    if (nvals)
+        imp_sb_printf(&im->maps, "\n          values = (%s\n          );", vals.p);
+    imp_sb_str(&im->maps, " }");
+    free(vals.p);
+    free(def);
+    free(src);
+}
+
 static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
 {
     level_t lv = { .up = NULL, .block = http->block, .self = NULL };
     im->http = http;
+    declare_vars(im, http->block);
     /* first what others refer to: log formats, upstreams, zones, the cache */
     for (const ngx_dir_t *d = http->block; d; d = d->next) {
         if (imp_is(d, "log_format") && d->nargs >= 3 &&
@@ -259,8 +478,8 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
             if (!im->cache_size_mb)
                 im->cache_size_mb = mb;
         } else if (imp_is(d, "map")) {
-            if (d->nargs != 3 || strcmp(d->args[1], "$http_upgrade") != 0)
-                imp_report(im, d, "maps are not in legate: left out");
+            if (!upgrade_map(d))
+                translate_map(im, d);
         } else if (imp_is(d, "geo"))
             imp_report(im, d, "geo is not in legate (it has allow_countries/countries by GeoIP): "
                               "left out");
@@ -321,6 +540,8 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
     sb_t *common = &im->part_http;
     imp_sb_add(common, "", 0);
     nginx_level_scalars(im, common, 1, http->block, 0);
+    if (im->maps.n)
+        imp_sb_printf(common, "    maps = (%s\n    );\n", im->maps.p);
     if (im->zones_req.n)
         imp_sb_printf(common, "    limit_req_zones = (%s\n    );\n", im->zones_req.p);
     if (im->zones_conn.n)
@@ -527,6 +748,7 @@ int lg_import_nginx_to(const char *file, FILE *out, const char *outdir, FILE *di
     else
         *slash = '\0';
     im.dir = dir;
+    imp_declared_reset();
     int failed = 0;
     ngx_dir_t *root = load(&im, file, 0, &failed);
     int rc = -1;
@@ -586,6 +808,8 @@ done:
         u = n;
     }
     free(im.zones_req.p);
+    free(im.maps.p);
+    imp_declared_reset();
     free(im.part_http.p);
     free(im.part_ups.p);
     for (int i = 0; i < im.nsrv_text; i++)

@@ -36,6 +36,7 @@ typedef struct imp {
     int             ndiag;
     upstream_out_t *ups;
     sb_t            zones_req, zones_conn;
+    sb_t            maps;           /* the http level's maps, translated */
     const ngx_dir_t *http;
     const ngx_dir_t *log_formats[64];
     int             nlog_formats;
@@ -84,6 +85,10 @@ long long imp_time_ms(const char *s);
 void imp_sb_duration(sb_t *b, long long ms);
 long long imp_size(const char *s);
 char *imp_template(const char *s, const char **why);
+int imp_declared(const char *name, size_t n);
+const char *imp_declare(const char *name);
+void imp_declared_reset(void);
+void imp_undeclare(const char *name);
 char *imp_ere(const char *re, int icase, const char **why);
 void imp_kv_quoted(sb_t *b, int n, const char *key, const char *val);
 void imp_setting_name(char *out, size_t outlen, const char *in);

@@ -156,7 +156,7 @@ static const char *const handled_common[] = {
     "proxy_cache_path", "map", "split_clients", "listen", "server_name", "proxy_pass",
     "return", "rewrite", "include", "http2", "error_page", "proxy_intercept_errors",
     "proxy_redirect", "default_type", "limit_req_dry_run", "limit_conn_dry_run",
-    "auth_request_set", "proxy_cache_use_stale", "max_ranges",
+    "auth_request_set", "proxy_cache_use_stale", "max_ranges", "set",
     NULL,
 };
 
@@ -380,7 +380,7 @@ static int repeated(imp_t *im, const ngx_dir_t *block, const ngx_dir_t *d)
         "proxy_ignore_headers", "log_format", "ssl_certificate", "ssl_certificate_key", "listen",
         "server_name", "location", "rewrite", "include", "server", "error_page", "upstream",
         "limit_req_zone", "limit_conn_zone", "proxy_cache_path", "map", "split_clients", "geo",
-        "set_real_ip_from", "auth_request_set",
+        "set_real_ip_from", "auth_request_set", "set",
         "proxy_redirect", NULL };
     for (size_t i = 0; many[i]; i++)
         if (imp_is(d, many[i]))
@@ -532,6 +532,40 @@ void nginx_level_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
     }
     emit_error_pages(im, b, n, block);
     emit_proxy_redirect(im, b, n, block);
+    /* set: all of the level in one group (not at http level: nginx has none
+     * there); the last of one name wins, as nginx runs them in order */
+    if (is_location || block != (im->http ? im->http->block : NULL)) {
+        sb_t sets = { 0 };
+        imp_sb_add(&sets, "", 0);
+        for (const ngx_dir_t *d = block; d; d = d->next) {
+            if (!imp_is(d, "set"))
+                continue;
+            if (d->nargs != 3 || d->args[1][0] != '$') {
+                imp_report(im, d, "takes a $variable and a value: left out");
+                continue;
+            }
+            const char *name = d->args[1] + 1;
+            const char *why = NULL;
+            char *t = imp_template(d->args[2], &why);
+            if (t == NULL) {
+                imp_report(im, d, "%s: left out", why);
+                continue;
+            }
+            if (!imp_declared(name, strlen(name))) {
+                free(t);
+                continue;   /* reported when declared */
+            }
+            imp_sb_printf(&sets, " %s = ", name);
+            imp_sb_quote(&sets, t);
+            imp_sb_str(&sets, ";");
+            free(t);
+        }
+        if (sets.n) {
+            imp_ind(b, n);
+            imp_sb_printf(b, "set = {%s };\n", sets.p);
+        }
+        free(sets.p);
+    }
     /* proxy_cache_valid: all of the level in one list */
     int first = 1;
     for (const ngx_dir_t *d = block; d; d = d->next) {
