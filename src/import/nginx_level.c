@@ -545,6 +545,11 @@ void nginx_level_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
                 continue;
             }
             const char *name = d->args[1] + 1;
+            int later = 0;
+            for (const ngx_dir_t *e = d->next; e && !later; e = e->next)
+                later = imp_is(e, "set") && e->nargs == 3 && strcmp(e->args[1], d->args[1]) == 0;
+            if (later)
+                continue;   /* the last one counts, as nginx runs them in order */
             const char *why = NULL;
             char *t = imp_template(d->args[2], &why);
             if (t == NULL) {
