@@ -55,6 +55,8 @@ typedef struct imp {
     char           *zones[128];      /* limit_req_zone, limit_conn_zone names */
     int             nzones;
     const ngx_dir_t *server;        /* being translated */
+    char            named[64][64];  /* its named locations written as routes */
+    int             nnamed;
     int             nfiles;
     /* the parts of the output, for a directory (--out): the http group's
      * own settings, the upstreams, and each server's text with its name */

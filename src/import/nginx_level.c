@@ -56,19 +56,15 @@ static const struct { const char *ngx, *lg; char kind; } simple[] = {
 };
 
 static const struct { const char *name, *why; } ignored[] = {
-    { "sendfile",            "legate serves no files (proxy only)" },
+    { "sendfile",            "legate's file routes use sendfile(2) by themselves" },
     { "tcp_nopush",          "legate sets its own socket options" },
     { "tcp_nodelay",         "legate sets TCP_NODELAY itself" },
     { "types_hash_max_size", "no MIME types table in legate" },
     { "types_hash_bucket_size", "no MIME types table in legate" },
     { "server_names_hash_bucket_size", "legate sizes its tables itself" },
     { "server_names_hash_max_size", "legate sizes its tables itself" },
-    { "types",               "legate serves no files: no MIME types" },
-    { "root",                "legate serves no files" },
-    { "alias",               "legate serves no files" },
-    { "index",               "legate serves no files" },
-    { "autoindex",           "legate serves no files" },
-    { "try_files",           "legate serves no files" },
+    { "types",               "legate's file routes take their types from /etc/mime.types" },
+    { "autoindex",           "legate lists no directories (403, as autoindex off)" },
     { "expires",             "not in legate: set Cache-Control with add_header at the origin" },
     { "server_tokens",       "legate's Server header is not configurable" },
     { "proxy_http_version",  "legate always speaks HTTP/1.1 to upstreams" },
@@ -110,8 +106,8 @@ static const struct { const char *name, *why; } ignored[] = {
     { "reset_timedout_connection", "legate resets timed-out connections" },
     { "lingering_close",     "legate always lingers" },
     { "lingering_timeout",   "legate's lingering close is fixed" },
-    { "log_not_found",       "legate serves no files" },
-    { "open_file_cache",     "legate serves no files" },
+    { "log_not_found",       "legate logs a missing file as any 404" },
+    { "open_file_cache",     "legate opens each file for its request" },
     { "charset",             "not in legate" },
     { "proxy_cache_revalidate", "legate always revalidates with ETag/Last-Modified" },
     { "proxy_cache_lock",    "legate always collapses concurrent misses" },
@@ -156,7 +152,8 @@ static const char *const handled_common[] = {
     "proxy_cache_path", "map", "split_clients", "listen", "server_name", "proxy_pass",
     "return", "rewrite", "include", "http2", "error_page", "proxy_intercept_errors",
     "proxy_redirect", "default_type", "limit_req_dry_run", "limit_conn_dry_run",
-    "auth_request_set", "proxy_cache_use_stale", "max_ranges", "set",
+    "auth_request_set", "proxy_cache_use_stale", "max_ranges", "set", "root", "alias",
+    "index", "try_files",
     NULL,
 };
 
@@ -510,6 +507,8 @@ void nginx_level_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
             if (w.n)
                 imp_kv_quoted(b, n, "cache_use_stale", w.p);
             free(w.p);
+        } else if (imp_is(d, "try_files") && !is_location) {
+            imp_report(im, d, "legate's try_files is a route's, not a server's: left out");
         } else if (imp_is(d, "max_ranges") && d->nargs == 2) {
             char *end;
             long v = strtol(d->args[1], &end, 10);

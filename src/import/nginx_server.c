@@ -157,6 +157,145 @@ static int re_capture(const char *s)
     return 0;
 }
 
+/* a path of nginx's as legate's: relative ones are below nginx's prefix */
+static void abs_path(imp_t *im, sb_t *b, const char *p)
+{
+    if (p[0] != '/') {
+        imp_sb_str(b, im->dir);
+        imp_sb_str(b, "/");
+    }
+    imp_sb_str(b, p);
+}
+
+/*
+ * root or alias, index and try_files -> a file route.  nginx serves files
+ * from any location without another action; the translation does so where
+ * the configuration says how (a root or alias at some level, or a
+ * try_files), and from nginx's default root, html in its prefix, then.
+ * A try_files whose last entry is a URI, not @name or =code, has that URI
+ * as a file of the route and =404 after it.
+ */
+static int emit_files(imp_t *im, sb_t *b, int n, const level_t *lv, const char *match_kind)
+{
+    int in_loc = lv->self && imp_is(lv->self, "location");
+    const ngx_dir_t *alias = in_loc ? imp_child(lv->block, "alias") : NULL;
+    const ngx_dir_t *root = nginx_level_inherited(lv, "root");
+    const ngx_dir_t *tf = in_loc ? imp_child(lv->block, "try_files") : NULL;
+    if (alias == NULL && root == NULL && tf == NULL)
+        return 0;
+    if (alias && (alias->nargs != 2 || strchr(alias->args[1], '$'))) {
+        imp_report(im, alias, "an alias with variables (or without a path) is not in legate: "
+                              "left out");
+        return 0;
+    }
+    if (alias && strstr(match_kind, "regex")) {
+        imp_report(im, alias, "an alias in a regex location (with captures) is not in legate: "
+                              "left out");
+        return 0;
+    }
+    if (alias && strcmp(match_kind, "name") == 0) {
+        imp_report(im, alias, "an alias in a named location: left out");
+        return 0;
+    }
+    if (!alias && root && (root->nargs != 2 || strchr(root->args[1], '$'))) {
+        imp_report(im, root, "a root with variables (or without a path) is not in legate: left out");
+        return 0;
+    }
+    sb_t path = { 0 };
+    imp_sb_add(&path, "", 0);
+    abs_path(im, &path, alias ? alias->args[1] : root ? root->args[1] : "html");
+    imp_kv_quoted(b, n, alias ? "alias" : "root", path.p);
+    free(path.p);
+    if (!alias && !root)
+        imp_report(im, tf, "no root: nginx's default, html in its prefix, is written");
+    static const char *const idx[] = { "index", NULL };
+    const level_t *il = nginx_level_array(lv, idx);
+    if (il) {
+        sb_t list = { 0 };
+        imp_sb_add(&list, "", 0);
+        int nidx = 0;
+        for (const ngx_dir_t *d = il->block; d; d = d->next) {
+            if (!imp_is(d, "index"))
+                continue;
+            for (int i = 1; i < d->nargs; i++) {
+                const char *f = d->args[i];
+                if (strchr(f, '/') || strchr(f, '$') || strcmp(f, ".") == 0 || strcmp(f, "..") == 0) {
+                    imp_report(im, d, "\"%s\": legate's index files are names in the directory: "
+                                      "left out", f);
+                    continue;
+                }
+                imp_sb_str(&list, nidx++ ? ", " : "");
+                imp_sb_quote(&list, f);
+            }
+        }
+        if (nidx) {
+            imp_ind(b, n);
+            imp_sb_printf(b, "index = [ %s ];\n", list.p);
+        }
+        free(list.p);
+    }
+    if (tf && tf->nargs < 3) {
+        imp_report(im, tf, "needs a file and a fallback: left out");
+        tf = NULL;
+    }
+    if (tf) {
+        sb_t list = { 0 };
+        imp_sb_add(&list, "", 0);
+        int ok = 1;
+        for (int i = 1; i < tf->nargs && ok; i++) {
+            const char *a = tf->args[i];
+            int last = i == tf->nargs - 1;
+            if (last && a[0] == '@') {
+                int known = 0;
+                for (int k = 0; k < im->nnamed && !known; k++)
+                    known = strcmp(im->named[k], a + 1) == 0;
+                if (!known) {
+                    imp_report(im, tf, "no location %s legate could take in this server: left out", a);
+                    ok = 0;
+                    break;
+                }
+                imp_sb_str(&list, ", ");
+                imp_sb_quote(&list, a);
+                continue;
+            }
+            if (last && a[0] == '=') {
+                char *end;
+                long code = strtol(a + 1, &end, 10);
+                if (*end || end == a + 1 || code < 200 || code > 599) {
+                    imp_report(im, tf, "\"%s\": legate's fallback status is 200 to 599: left out", a);
+                    ok = 0;
+                    break;
+                }
+                imp_sb_printf(&list, ", \"=%ld\"", code);
+                continue;
+            }
+            const char *why = NULL;
+            char *t = imp_template(a, &why);
+            if (t == NULL || (t[0] != '/' && t[0] != '$')) {
+                imp_report(im, tf, "\"%s\": %s: left out", a,
+                           t ? "legate's entries start with / or a $variable" : why);
+                free(t);
+                ok = 0;
+                break;
+            }
+            imp_sb_str(&list, i > 1 ? ", " : "");
+            imp_sb_quote(&list, t);
+            free(t);
+            if (last) {
+                imp_report(im, tf, "the last entry, \"%s\", is served as a file of this route "
+                                   "(nginx looks the locations up again for it), else 404", a);
+                imp_sb_str(&list, ", \"=404\"");
+            }
+        }
+        if (ok) {
+            imp_ind(b, n);
+            imp_sb_printf(b, "try_files = [ %s ];\n", list.p);
+        }
+        free(list.p);
+    }
+    return 1;
+}
+
 /* the action of a location; 0 when it has none legate can take */
 static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char *match_kind,
                        const char *path)
@@ -211,7 +350,10 @@ static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char 
         return 1;
     }
     if (pp == NULL)
-        return 0;
+        return emit_files(im, b, n, lv, match_kind);
+    if (lv->self && imp_is(lv->self, "location") && imp_child(lv->block, "try_files"))
+        imp_report(im, imp_child(lv->block, "try_files"), "beside a proxy_pass: left out (legate's "
+                   "try_files is a file route's; put the proxy_pass in a named location)");
     if (pp->nargs != 2) {
         imp_report(im, pp, "takes one URL: left out");
         return 0;
@@ -276,10 +418,20 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
     const char *kind, *path;
     int icase = 0;
     if (loc->nargs == 2 && loc->args[1][0] == '@') {
-        imp_report(im, loc, "named locations are not in legate: left out");
-        return;
-    }
-    if (loc->nargs == 3 && strcmp(loc->args[1], "=") == 0) {
+        /* a route reached only by try_files' @name */
+        const char *nm = loc->args[1] + 1;
+        if (nm[0] == '\0' || strspn(nm, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "0123456789_-") != strlen(nm) || strlen(nm) >= 64) {
+            imp_report(im, loc, "legate's route names are letters, digits, '_' and '-': left out");
+            return;
+        }
+        if (up->self && imp_is(up->self, "location")) {
+            imp_report(im, loc, "a named location inside another (nginx refuses it): left out");
+            return;
+        }
+        kind = "name";
+        path = nm;
+    } else if (loc->nargs == 3 && strcmp(loc->args[1], "=") == 0) {
         kind = "exact";
         path = loc->args[2];
     } else if (loc->nargs == 3 && strcmp(loc->args[1], "^~") == 0) {
@@ -311,7 +463,7 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
             imp_report(im, loc, "\"%s\": %s: left out", path, why);
             return;
         }
-    } else if (path[0] != '/') {
+    } else if (path[0] != '/' && strcmp(kind, "name") != 0) {
         imp_report(im, loc, "a path that does not start with / is not in legate: left out");
         return;
     }
@@ -324,6 +476,8 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
     for (const ngx_dir_t *d = internal ? NULL : loc->block; d; d = d->next)
         if (imp_is(d, "rewrite"))
             nrw++;
+    if (strcmp(kind, "name") == 0)
+        nrw = 0;    /* a named route has no path to match a rewrite's regex against */
     for (const ngx_dir_t *d = nrw == 1 ? loc->block : NULL; d; d = d->next) {
         if (!imp_is(d, "rewrite") || d->nargs < 3)
             continue;
@@ -428,6 +582,8 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         imp_ind(routes, 4);
         imp_sb_str(routes, "}");
         (*nroutes)++;
+        if (strcmp(kind, "name") == 0 && im->nnamed < (int)(sizeof(im->named) / sizeof(im->named[0])))
+            snprintf(im->named[im->nnamed++], sizeof(im->named[0]), "%s", path);
     } else if (imp_child(loc->block, "location") == NULL) {
         imp_report(im, loc, "no proxy_pass or return legate can take: no route (legate answers 404)");
     }
@@ -898,9 +1054,13 @@ void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx
             imp_report(im, ret, "a server-level return answers before any location: the locations "
                                 "are left out");
     } else {
-        for (const ngx_dir_t *d = srv->block; d; d = d->next)
-            if (imp_is(d, "location") && d->has_block)
-                translate_location(im, &routes, &nroutes, &lv, d);
+        /* named locations first: a try_files names only those written */
+        im->nnamed = 0;
+        for (int named = 1; named >= 0; named--)
+            for (const ngx_dir_t *d = srv->block; d; d = d->next)
+                if (imp_is(d, "location") && d->has_block &&
+                    (d->nargs == 2 && d->args[1][0] == '@') == named)
+                    translate_location(im, &routes, &nroutes, &lv, d);
     }
     if (nroutes) {
         imp_ind(&b, 3);
