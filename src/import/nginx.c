@@ -249,10 +249,13 @@ static void collect_vars(imp_t *im, decl_t *dc, const ngx_dir_t *block, int http
     }
 }
 
-/* ... then a name stays declared only while one of its maps has a source
- * legate can read, or one of its sets a value: else a template naming it
- * would pass here and fail legate -t (nobody declares it there).  Leaving
- * one out can leave out another that names it: until nothing changes. */
+/* ... then a name stays declared only while it has a set or one of its
+ * maps a source legate can read: else a template naming it would pass
+ * here and fail legate -t (nobody declares it there).  Leaving one out can
+ * leave out another that names it: until nothing changes.  A name only
+ * sets declare is set empty at http level as well, as nginx's variable is
+ * empty where no set ran, and so that it is declared even when none of
+ * its sets is written (their locations left out). */
 static void declare_vars(imp_t *im, const ngx_dir_t *http)
 {
     decl_t dc;
@@ -270,8 +273,12 @@ static void declare_vars(imp_t *im, const ngx_dir_t *http)
                 int jm = imp_is(dc.d[j], "map");
                 if (strcmp((jm ? dc.d[j]->args[2] : dc.d[j]->args[1]) + 1, name) != 0)
                     continue;
+                if (!jm) {
+                    ok = 1;     /* a set: declared at http level too (below) */
+                    break;
+                }
                 const char *why = NULL;
-                char *t = imp_template(jm ? dc.d[j]->args[1] : dc.d[j]->args[2], &why);
+                char *t = imp_template(dc.d[j]->args[1], &why);
                 ok = t != NULL;
                 free(t);
             }
@@ -280,6 +287,22 @@ static void declare_vars(imp_t *im, const ngx_dir_t *http)
                 changed = 1;
             }
         }
+    }
+    if (im->set_only.p == NULL)
+        imp_sb_add(&im->set_only, "", 0);
+    for (int i = 0; i < dc.n; i++) {
+        if (imp_is(dc.d[i], "map"))
+            continue;
+        const char *name = dc.d[i]->args[1] + 1;
+        int mapped = 0, before = 0;
+        for (int j = 0; j < dc.n; j++) {
+            if (imp_is(dc.d[j], "map") && strcmp(dc.d[j]->args[2] + 1, name) == 0)
+                mapped = 1;
+            if (j < i && !imp_is(dc.d[j], "map") && strcmp(dc.d[j]->args[1] + 1, name) == 0)
+                before = 1;
+        }
+        if (!mapped && !before && imp_declared(name, strlen(name)))
+            imp_sb_printf(&im->set_only, " %s = \"\";", name);
     }
 }
 
@@ -318,6 +341,17 @@ static int max_capture(const char *t)
     return m;
 }
 
+/* a remark on an entry of a map, named "map" (its first word is a key) */
+static const ngx_dir_t *as_map(ngx_dir_t *fake, const ngx_dir_t *e, char **args)
+{
+    static char map[] = "map";
+    *fake = *e;
+    args[0] = map;
+    fake->args = args;
+    fake->nargs = 1;
+    return fake;
+}
+
 /* map SOURCE $NAME { ... } as one of legate's http.maps */
 static void translate_map(imp_t *im, const ngx_dir_t *d)
 {
@@ -337,6 +371,8 @@ static void translate_map(imp_t *im, const ngx_dir_t *d)
         return;
     }
     int hostnames = imp_child(d->block, "hostnames") != NULL;
+    ngx_dir_t fake;
+    char *fargs[1];
     sb_t vals = { 0 };
     imp_sb_add(&vals, "", 0);
     char *def = NULL;
@@ -345,22 +381,22 @@ static void translate_map(imp_t *im, const ngx_dir_t *d)
         if ((imp_is(e, "hostnames") || imp_is(e, "volatile")) && e->nargs == 1)
             continue;
         if (imp_is(e, "include")) {
-            imp_report(im, e, "an include in a map is not read: its entries are left out");
+            imp_report(im, as_map(&fake, e, fargs), "an include in a map is not read: its entries are left out");
             continue;
         }
         if (e->nargs != 2) {
-            imp_report(im, e, "a map entry is a key and a value: left out");
+            imp_report(im, as_map(&fake, e, fargs), "a map entry is a key and a value: left out");
             continue;
         }
         char *v = imp_template(e->args[1], &why);
         if (v == NULL) {
-            imp_report(im, e, "%s: left out", why);
+            imp_report(im, as_map(&fake, e, fargs), "%s: left out", why);
             continue;
         }
         const char *k = e->args[0];
         if (strcmp(k, "default") == 0) {
             if (def || max_capture(v))
-                imp_report(im, e, def ? "a second default: left out"
+                imp_report(im, as_map(&fake, e, fargs), def ? "a second default: left out"
                                       : "$1..$9 in the default: left out");
             else
                 def = v, v = NULL;
@@ -374,7 +410,7 @@ static void translate_map(imp_t *im, const ngx_dir_t *d)
             int icase = k[1] == '*';
             char *ere = imp_ere(k + 1 + icase, 0, &why);
             if (ere == NULL) {
-                imp_report(im, e, "%s: left out", why);
+                imp_report(im, as_map(&fake, e, fargs), "\"%s\": %s: left out", k, why);
                 free(v);
                 free(key.p);
                 continue;
@@ -384,7 +420,7 @@ static void translate_map(imp_t *im, const ngx_dir_t *d)
             free(ere);
         } else {
             if (k[0] == '.' && hostnames) {
-                imp_report(im, e, "\"%s\" (the name and its subdomains): legate takes "
+                imp_report(im, as_map(&fake, e, fargs), "\"%s\" (the name and its subdomains): legate takes "
                                   "\"*%s\" for the subdomains only; left out", k, k);
                 free(v);
                 free(key.p);
@@ -392,12 +428,12 @@ static void translate_map(imp_t *im, const ngx_dir_t *d)
             }
             if (!hostnames && ((k[0] == '*' && k[1] == '.') ||
                                (strlen(k) > 2 && strcmp(k + strlen(k) - 2, ".*") == 0)))
-                imp_report(im, e, "without hostnames nginx compares \"%s\" as it is; legate "
+                imp_report(im, as_map(&fake, e, fargs), "without hostnames nginx compares \"%s\" as it is; legate "
                                   "reads it as a wildcard", k);
             imp_sb_str(&key, k);
         }
         if (max_capture(v) > (groups < 0 ? 0 : groups)) {
-            imp_report(im, e, "the value names a group the key does not have: left out");
+            imp_report(im, as_map(&fake, e, fargs), "the value names a group the key does not have: left out");
             free(v);
             free(key.p);
             continue;
@@ -542,6 +578,8 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
     nginx_level_scalars(im, common, 1, http->block, 0);
     if (im->maps.n)
         imp_sb_printf(common, "    maps = (%s\n    );\n", im->maps.p);
+    if (im->set_only.n)
+        imp_sb_printf(common, "    set = {%s };\n", im->set_only.p);
     if (im->zones_req.n)
         imp_sb_printf(common, "    limit_req_zones = (%s\n    );\n", im->zones_req.p);
     if (im->zones_conn.n)
@@ -809,6 +847,7 @@ done:
     }
     free(im.zones_req.p);
     free(im.maps.p);
+    free(im.set_only.p);
     imp_declared_reset();
     free(im.part_http.p);
     free(im.part_ups.p);

@@ -37,6 +37,7 @@ typedef struct imp {
     upstream_out_t *ups;
     sb_t            zones_req, zones_conn;
     sb_t            maps;           /* the http level's maps, translated */
+    sb_t            set_only;       /* names only set declares, empty at http level */
     const ngx_dir_t *http;
     const ngx_dir_t *log_formats[64];
     int             nlog_formats;

@@ -429,6 +429,11 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
             imp_report(im, loc, "a named location inside another (nginx refuses it): left out");
             return;
         }
+        for (int k = 0; k < im->nnamed; k++)
+            if (strcmp(im->named[k], nm) == 0) {
+                imp_report(im, loc, "a second location @%s (nginx refuses it): left out", nm);
+                return;
+            }
         kind = "name";
         path = nm;
     } else if (loc->nargs == 3 && strcmp(loc->args[1], "=") == 0) {
