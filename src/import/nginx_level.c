@@ -377,7 +377,7 @@ static int repeated(imp_t *im, const ngx_dir_t *block, const ngx_dir_t *d)
         "proxy_ignore_headers", "log_format", "ssl_certificate", "ssl_certificate_key", "listen",
         "server_name", "location", "rewrite", "include", "server", "error_page", "upstream",
         "limit_req_zone", "limit_conn_zone", "proxy_cache_path", "map", "split_clients", "geo",
-        "set_real_ip_from", "auth_request_set", "set",
+        "set_real_ip_from", "auth_request_set", "set", "if",
         "proxy_redirect", NULL };
     for (size_t i = 0; many[i]; i++)
         if (imp_is(d, many[i]))

@@ -157,6 +157,148 @@ static int re_capture(const char *s)
     return 0;
 }
 
+/*
+ * The condition of an nginx if as legate's route condition (if = "..."):
+ * "$v", "$v = text", "$v != text", "$v ~ re", "~*", "!~", "!~*".  NULL with
+ * *why for the rest: file tests (-f, -d, -e, -x), a left side that is not
+ * one variable, text with spaces.
+ */
+static char *if_condition(const ngx_dir_t *d, const char **why)
+{
+    const char *t[3];
+    char first[256], last[256];
+    int n = 0;
+    for (int i = 1; i < d->nargs; i++) {
+        const char *a = d->args[i];
+        if (i == d->nargs - 1 && strcmp(a, ")") == 0)
+            break;
+        if (n == 3) {
+            *why = "more than a variable, an operator and a value";
+            return NULL;
+        }
+        t[n++] = a;
+    }
+    if (n == 0 || t[0][0] != '(') {
+        *why = "cannot read the condition";
+        return NULL;
+    }
+    snprintf(first, sizeof(first), "%s", t[0] + 1);
+    t[0] = first;
+    size_t ln = strlen(t[n - 1]);
+    if (strcmp(d->args[d->nargs - 1], ")") != 0) {
+        if (ln == 0 || t[n - 1][ln - 1] != ')') {
+            *why = "cannot read the condition";
+            return NULL;
+        }
+        snprintf(last, sizeof(last), "%.*s", (int)(ln - 1), t[n - 1]);
+        t[n - 1] = last;
+    }
+    if (n == 2 || t[0][0] == '-' || (t[0][0] == '!' && t[0][1] == '-')) {
+        *why = "file tests (-f, -d, -e, -x) are not in legate's conditions";
+        return NULL;
+    }
+    const char *name = t[0] + 1;
+    if (t[0][0] != '$' || name[0] == '\0' || strspn(name, "abcdefghijklmnopqrstuvwxyz"
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(name)) {
+        *why = "the left side is not one variable";
+        return NULL;
+    }
+    char *left = imp_template(t[0], why);
+    if (left == NULL)
+        return NULL;
+    sb_t c = { 0 };
+    imp_sb_add(&c, "", 0);
+    imp_sb_str(&c, left);
+    free(left);
+    if (n == 1)
+        return c.p;
+    const char *op = t[1];
+    char *right = NULL;
+    if (strcmp(op, "=") == 0 || strcmp(op, "!=") == 0) {
+        if (t[2][0] == '\0' || strpbrk(t[2], " \t")) {
+            *why = "an empty value or one with spaces is not in legate's conditions";
+            free(c.p);
+            return NULL;
+        }
+        right = imp_template(t[2], why);
+    } else if (strcmp(op, "~") == 0 || strcmp(op, "~*") == 0 || strcmp(op, "!~") == 0 ||
+               strcmp(op, "!~*") == 0) {
+        if (strpbrk(t[2], " \t")) {
+            *why = "a regex with spaces is not in legate's conditions";
+            free(c.p);
+            return NULL;
+        }
+        right = imp_ere(t[2], 0, why);
+    } else
+        *why = "an operator legate's conditions do not have";
+    if (right == NULL) {
+        free(c.p);
+        return NULL;
+    }
+    imp_sb_printf(&c, " %s %s", op, right);
+    free(right);
+    return c.p;
+}
+
+static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char *match_kind,
+                       const char *path);
+
+/* The ifs of a location that only return: each a route of its own before
+ * the location's, with the same match and the condition (nginx's return
+ * in an if runs in the rewrite phase, before the location's access rules,
+ * limits and headers, and so does this route, which has none of them). */
+static void translate_ifs(imp_t *im, sb_t *routes, int *nroutes, const level_t *lv,
+                          const ngx_dir_t *loc, const char *kind, const char *match)
+{
+    for (const ngx_dir_t *d = loc->block; d; d = d->next) {
+        if (!imp_is(d, "if"))
+            continue;
+        if (!d->has_block || d->block == NULL || d->block->next || !imp_is(d->block, "return")) {
+            imp_report(im, d, "only an if that just returns is translated: the block is left out");
+            continue;
+        }
+        if (match == NULL) {
+            imp_report(im, d, "in this location (named, or its route rewritten): the block is "
+                              "left out");
+            continue;
+        }
+        const char *why = NULL;
+        char *cond = if_condition(d, &why);
+        if (cond == NULL) {
+            imp_report(im, d, "%s: the block is left out", why);
+            continue;
+        }
+        const ngx_dir_t *ret = d->block;
+        const char *text = ret->nargs >= 3 ? ret->args[2] : ret->nargs == 2 ? ret->args[1] : "";
+        if (re_capture(text) && (strchr(cond, '~') || strstr(kind, "regex") == NULL)) {
+            imp_report(im, d, "$1..$9 %s: the block is left out", strchr(cond, '~')
+                       ? "of the if's regex are not set in legate" : "without a regex location");
+            free(cond);
+            continue;
+        }
+        level_t il = { .up = lv, .block = d->block, .self = d };
+        sb_t body = { 0 };
+        imp_sb_add(&body, "", 0);
+        /* "regex" in the kind: $1..$9 are the location's captures, as in nginx */
+        if (emit_action(im, &body, 5, &il, kind, match)) {
+            imp_sb_str(routes, *nroutes ? ",\n" : "\n");
+            imp_ind(routes, 4);
+            imp_sb_str(routes, "{\n");
+            imp_ind(routes, 5);
+            imp_sb_printf(routes, "%s = ", kind);
+            imp_sb_quote(routes, match);
+            imp_sb_str(routes, ";\n");
+            imp_kv_quoted(routes, 5, "if", cond);
+            imp_sb_str(routes, body.p);
+            imp_ind(routes, 4);
+            imp_sb_str(routes, "}");
+            (*nroutes)++;
+        }
+        free(body.p);
+        free(cond);
+    }
+}
+
 /* a path of nginx's as legate's: relative ones are below nginx's prefix */
 static void abs_path(imp_t *im, sb_t *b, const char *p)
 {
@@ -526,9 +668,9 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         else if (imp_is(d, "rewrite") && d != loc_rw && d != loc_redirect)
             imp_report(im, d, "only one rewrite ... break|last with a proxy_pass, or a redirecting "
                               "one, is translated in a location: left out");
-        else if (imp_is(d, "if"))
-            imp_report(im, d, "\"if\" is not in legate: the block is left out");
-        else if (imp_is(d, "internal")) {
+        else if (imp_is(d, "if")) {
+            /* below, with the route */
+        } else if (imp_is(d, "internal")) {
             /* handled above */
         }
         else if (!nginx_level_handled(d->args[0]))
@@ -561,6 +703,9 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         nginx_level_arrays(im, &body, 5, &lv);
         nginx_level_auth_request(im, &body, 5, &lv);
     }
+    if (!internal)
+        translate_ifs(im, routes, nroutes, &lv, loc, kind,
+                      strcmp(kind, "name") == 0 || act == 2 || act == 3 ? NULL : ere ? ere : path);
     if (act) {
         imp_sb_str(routes, *nroutes ? ",\n" : "\n");
         imp_ind(routes, 4);

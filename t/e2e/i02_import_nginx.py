@@ -309,6 +309,31 @@ def static_files_map_and_stale_side_by_side():
         eq(o.stats()["by_path"].get("/cached/c", 0), 1, "%s asked its origin once" % who)
 
 
+@test(timeout=120)
+def if_return_side_by_side():
+    """if blocks that only return: routes with a condition (if = ...)."""
+    np, lp, on, ol, lg, err = pair("if-return.conf")
+    ok(":14: if:" not in err and ":15: if:" not in err, "the ifs translated:\n" + err)
+    for method, path, headers in (("GET", "/a?size=5", ()),
+                                  ("GET", "/a", [("User-Agent", "Googlebot")]),
+                                  ("POST", "/a", ()),
+                                  ("GET", "/a", [("X-Mode", "maintenance")]),
+                                  ("GET", "/a", [("X-Mode", "other")]),
+                                  ("GET", "/a?old=1", ()),
+                                  ("GET", "/item/42", ()),
+                                  ("GET", "/item/42?json=1", ())):
+        rn = request(np["PORT"], method=method, target=path, headers=headers, host="localhost",
+                     body=b"" if method == "POST" else None)
+        rl = request(lp["PORT"], method=method, target=path, headers=headers, host="localhost",
+                     body=b"" if method == "POST" else None)
+        what = "%s %s %r" % (method, path, headers)
+        eq(rl.status, rn.status, what)
+        if rn.status in (200, 503):
+            eq(rl.body, rn.body, what)
+    eq(request(lp["PORT"], target="/item/42?json=1").body, b'{"id":42}')
+    eq(request(lp["PORT"], target="/a", headers=[("User-Agent", "Googlebot")]).status, 403)
+
+
 @test
 def resolve_quic_and_if_translate():
     """server ... resolve with resolver, listen ... quic beside ssl, and
@@ -328,6 +353,16 @@ http {
     location / { proxy_pass http://dyn; proxy_set_header Host $host; }
   }
   geo $g { default 0; }
+  server {
+    listen 127.0.0.1:9445;
+    location / {
+      if (-f $request_filename) { return 404; }
+      if ($http_a = "b c") { return 400; }
+      if ($uri ~ ^/(x)) { return 302 /y/$1; }
+      if ($arg_z) { set $q 1; }
+      return 204;
+    }
+  }
 }
 """ % (CERTS, CERTS))
     eq(rc, 0, err)
@@ -338,7 +373,11 @@ http {
         contains(out, want)
     for want in [':3: resolver: "dns.example": legate\'s resolvers are addresses',
                  ':8: listen: legate runs QUIC beside a TLS listen of the same address',
-                 ':15: geo: geo is not in legate']:
+                 ':15: geo: geo is not in legate',
+                 ':19: if: file tests (-f, -d, -e, -x) are not in legate',
+                 ':20: if: an empty value or one with spaces is not in legate',
+                 ':21: if: $1..$9 of the if\'s regex are not set in legate',
+                 ':22: if: only an if that just returns is translated']:
         contains(err, path + want)
     ok("does not resolve" not in err, "a name with resolve is not looked up now:\n" + err)
     rc, terr = check_config(out)
@@ -753,7 +792,9 @@ def random_configurations_always_load():
             "proxy_cache_use_stale error timeout updating http_500 bogus;", "proxy_cache_use_stale off;", "max_ranges 3;", "max_ranges 900;",
             "proxy_cache_path @D@ keys_zone=dd:1m max_size=5m inactive=30s;", "proxy_cache_path @D@/none keys_zone=de:1m;",
             "resolver 127.0.0.1:5353 ns.example valid=1m ipv6=off;", "root @D@;", "root html;", "index index.html $x.html /a.html;",
-            "add_header X-U $ua;", "add_header X-M \"$ub $nm $sv\";", "add_header X-C $upstream_cache_status;", "http3 on;", "try_files $uri =404;"]
+            "add_header X-U $ua;", "add_header X-M \"$ub $nm $sv\";", "add_header X-C $upstream_cache_status;", "http3 on;", "try_files $uri =404;",
+            "if ($ua = b) { return 403; }", "if ($arg_q !~* ^[a-z]+$) { return 400 \"bad\"; }", "if ($http_x = \"a b\") { return 400; }",
+            "if ($uri ~ ^/(.)) { return 302 /$1; }", "if (!-e $request_filename) { return 404; }", "if ($nope) { return 401; }"]
     LOC = HTTP + ["proxy_pass http://up1;", "proxy_pass http://127.0.0.1:9009/;", "proxy_pass http://up2/x/;", "proxy_pass https://localhost:8443;",
             "proxy_pass http://$v;", "return 200 ok;", "return 301 https://$host$request_uri;", "return 404;", "return 302 /a/$1;",
             "rewrite ^/(.*)$ /z/$1 break;", "rewrite ^/q$ /r permanent;", "rewrite ^ /x last;", "try_files $uri =404;", "internal;",
