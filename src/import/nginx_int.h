@@ -58,6 +58,7 @@ typedef struct imp {
     const ngx_dir_t *server;        /* being translated */
     char            named[64][64];  /* its named locations written as routes */
     int             nnamed;
+    int             server_quic;    /* it has a listen with quic = true */
     int             nfiles;
     /* the parts of the output, for a directory (--out): the http group's
      * own settings, the upstreams, and each server's text with its name */

@@ -990,6 +990,10 @@ void nginx_level_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
             if (strcasecmp(d->args[1], "Strict-Transport-Security") == 0 && l->self &&
                 imp_is(l->self, "server"))
                 continue;   /* hsts, with the server's TLS */
+            if (strcasecmp(d->args[1], "Alt-Svc") == 0 && im->server_quic) {
+                imp_report(im, d, "legate sends Alt-Svc itself on a server with quic: left out");
+                continue;
+            }
             const char *why = NULL;
             char *t = imp_template(d->args[2], &why);
             if (t == NULL) {

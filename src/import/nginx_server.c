@@ -916,6 +916,7 @@ void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx
         imp_report(im, srv, "as many ssl_certificate_key as ssl_certificate are needed: no TLS");
 
     /* listen */
+    im->server_quic = 0;
     sb_t ls = { 0 };
     imp_sb_add(&ls, "", 0);
     int nlisten = 0, any_tls = 0;
@@ -989,7 +990,10 @@ void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx
             if (def) imp_sb_str(&ls, " default = true;");
             if (backlog > 0) imp_sb_printf(&ls, " backlog = %ld;", backlog);
             if (h2) imp_sb_str(&ls, " http2 = true;");
-            if (ssl && quic_at(im, addr)) imp_sb_str(&ls, " quic = true;");
+            if (ssl && quic_at(im, addr)) {
+                imp_sb_str(&ls, " quic = true;");
+                im->server_quic = 1;
+            }
             imp_sb_str(&ls, " }");
         }
     }

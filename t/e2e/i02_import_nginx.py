@@ -347,6 +347,7 @@ http {
     listen 127.0.0.1:9443 quic reuseport;
     listen 127.0.0.1:9444 quic;
     http3 on;
+    add_header Alt-Svc 'h3=":9443"; ma=86400';
     ssl_certificate %s/server-rsa.pem;
     ssl_certificate_key %s/server-rsa.key;
     max_ranges 4;
@@ -373,17 +374,18 @@ http {
         contains(out, want)
     for want in [':3: resolver: "dns.example": legate\'s resolvers are addresses',
                  ':8: listen: legate runs QUIC beside a TLS listen of the same address',
-                 ':15: geo: geo is not in legate',
-                 ':19: if: file tests (-f, -d, -e, -x) are not in legate',
-                 ':20: if: an empty value or one with spaces is not in legate',
-                 ':21: if: $1..$9 of the if\'s regex are not set in legate',
-                 ':22: if: only an if that just returns is translated']:
+                 ':16: geo: geo is not in legate',
+                 ':20: if: file tests (-f, -d, -e, -x) are not in legate',
+                 ':21: if: an empty value or one with spaces is not in legate',
+                 ':22: if: $1..$9 of the if\'s regex are not set in legate',
+                 ':23: if: only an if that just returns is translated']:
         contains(err, path + want)
     ok("does not resolve" not in err, "a name with resolve is not looked up now:\n" + err)
     rc, terr = check_config(out)
     if "built without HTTP/3" in terr:
         skip("this legate has no HTTP/3")
     contains(out, 'tls = true; quic = true; }')
+    contains(err, path + ":10: add_header: legate sends Alt-Svc itself on a server with quic")
     eq(rc, 0, "%s\n%s" % (terr, out))
 
 
