@@ -129,7 +129,8 @@ static void emit_resolver(imp_t *im, sb_t *b, const ngx_dir_t *ups)
                             "asks those of /etc/resolv.conf");
         return;
     }
-    im->resolver_used = 1;
+    if (r != imp_child(ups->block, "resolver"))
+        im->resolver_used = 1;      /* the http level's: not reported there */
     int nres = 0;
     sb_t list = { 0 };
     imp_sb_add(&list, "", 0);
