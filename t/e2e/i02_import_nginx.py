@@ -2,9 +2,13 @@
 """legate --import-nginx: Debian's own nginx.conf (with sites-enabled/default),
 and the typical edge configurations of t/nginx/ (TLS with HSTS, WebSocket,
 cache with stale serving, canary split, rate-limited API, admin area with
-Basic auth), each imported and checked with legate -t, then run side by
-side with nginx on the same requests (status, key headers, bodies).  Also:
-include globs, what is reported (FILE:LINE: directive: why), syntax errors."""
+Basic auth, static files with try_files falling back to a named location,
+a map on the User-Agent, if blocks that return), each imported and checked
+with legate -t, then run side by side with nginx on the same requests
+(status, key headers, bodies).  Also: include globs, what is reported
+(FILE:LINE: directive: why), syntax errors, resolver with server ...
+resolve and listen ... quic (checked with legate -t), and random
+configurations that must always load."""
 import os
 import re
 import shutil
