@@ -199,10 +199,62 @@ long long imp_size(const char *s)
     return *end == '\0' ? v : -1;
 }
 
+/* The variables the nginx configuration declares (map, set) and legate
+ * will too (maps, set): a template may name them.  One import at a time. */
+static char *declared[256];
+static int   ndeclared;
+
+int imp_declared(const char *name, size_t n)
+{
+    for (int i = 0; i < ndeclared; i++)
+        if (strlen(declared[i]) == n && memcmp(declared[i], name, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* 0 when declared (or already), else why not */
+const char *imp_declare(const char *name)
+{
+    size_t arg;
+    if (name[0] == '\0' || isdigit((unsigned char)name[0]))
+        return "not a name legate takes (letters, digits, '_', not a digit first)";
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_')
+            return "not a name legate takes (letters, digits, '_', not a digit first)";
+    if (lg_vars_lookup(name, strlen(name), &arg) >= 0)
+        return "a variable of legate's own has this name";
+    if (imp_declared(name, strlen(name)))
+        return NULL;
+    if (ndeclared == (int)(sizeof(declared) / sizeof(declared[0])))
+        return "more than 256 declared variables";
+    if ((declared[ndeclared] = strdup(name)) == NULL)
+        abort();
+    ndeclared++;
+    return NULL;
+}
+
+void imp_undeclare(const char *name)
+{
+    for (int i = 0; i < ndeclared; i++)
+        if (strcmp(declared[i], name) == 0) {
+            free(declared[i]);
+            declared[i] = declared[--ndeclared];
+            return;
+        }
+}
+
+void imp_declared_reset(void)
+{
+    for (int i = 0; i < ndeclared; i++)
+        free(declared[i]);
+    ndeclared = 0;
+}
+
 /*
  * An nginx value with variables as a legate template: NULL (and *why set)
  * when it names a variable legate does not have.  $binary_remote_addr is
- * $remote_addr (the same key, written as text).
+ * $remote_addr (the same key, written as text), $upstream_cache_status is
+ * $cache_status.
  */
 char *imp_template(const char *s, const char **why)
 {
@@ -236,12 +288,20 @@ char *imp_template(const char *s, const char **why)
         }
         const char *use = name;
         size_t un = n;
-        if (n == 18 && memcmp(name, "binary_remote_addr", 18) == 0) {
-            use = "remote_addr";
-            un = 11;
-        }
+        /* nginx's names for what legate calls otherwise: the key as text; the
+         * cache's verdict, whose words (HIT, MISS, EXPIRED, STALE, UPDATING,
+         * REVALIDATED, BYPASS) are nginx's */
+        static const struct { const char *ngx, *lg; } renamed[] = {
+            { "binary_remote_addr",    "remote_addr" },
+            { "upstream_cache_status", "cache_status" },
+        };
+        for (size_t r = 0; r < sizeof(renamed) / sizeof(renamed[0]); r++)
+            if (n == strlen(renamed[r].ngx) && memcmp(name, renamed[r].ngx, n) == 0) {
+                use = renamed[r].lg;
+                un = strlen(use);
+            }
         size_t arg;
-        if (lg_vars_lookup(use, un, &arg) < 0) {
+        if (lg_vars_lookup(use, un, &arg) < 0 && !imp_declared(use, un)) {
             snprintf(bad, sizeof(bad), "legate has no variable $%.*s", (int)(n > 60 ? 60 : n), name);
             *why = bad;
             free(b.p);

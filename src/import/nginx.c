@@ -181,10 +181,297 @@ static void translate_zones(imp_t *im, const ngx_dir_t *d)
     free(key);
 }
 
+/*
+ * The first proxy_cache_path as legate's disk tier: its directory as
+ * cache_path (legate keeps its files in DIR/disk and DIR/legate.cache),
+ * max_size as cache_disk_size, inactive= as cache_disk_inactive.  legate -t
+ * refuses a cache_path the master cannot write, so a directory that is not
+ * one here, or not writable, leaves the disk tier out (reported).
+ */
+static void cache_disk(imp_t *im, const ngx_dir_t *d, long long max, long long inactive)
+{
+    char path[512];
+    const char *p = d->args[1];
+    int n = p[0] == '/' ? snprintf(path, sizeof(path), "%s", p)
+                        : snprintf(path, sizeof(path), "%s/%s", im->dir, p);
+    struct stat st;
+    if (n < 0 || (size_t)n >= sizeof(path) || strchr(path, '$')) {
+        imp_report(im, d, "cannot use the path \"%s\": no disk tier (the cache stays in memory)", p);
+        return;
+    }
+    if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode) || access(path, W_OK | X_OK) < 0) {
+        imp_report(im, d, "\"%s\" is not a directory writable here: no disk tier (the cache "
+                          "stays in memory); make it and set cache_path and cache_disk_size", path);
+        return;
+    }
+    snprintf(im->cache_path, sizeof(im->cache_path), "%s", path);
+    im->cache_disk = max > 0 ? max : 0;
+    im->cache_inactive = inactive;
+    if (max <= 0)
+        imp_report(im, d, "no max_size: legate's disk tier needs a size; 1g is written");
+    if (max <= 0)
+        im->cache_disk = 1024LL * 1024 * 1024;
+}
+
+/* The websocket idiom (map $http_upgrade $connection_upgrade) is not a map
+ * in the translation: legate passes upgrades itself (see proxy_set_header). */
+static int upgrade_map(const ngx_dir_t *d)
+{
+    return d->nargs == 3 && strcmp(d->args[1], "$http_upgrade") == 0;
+}
+
+/* The names of map and set, declared before any template is read: legate's
+ * too are known everywhere in the file.  Collected first ... */
+typedef struct decl {
+    const ngx_dir_t *d[512];
+    int              n;
+} decl_t;
+
+static void collect_vars(imp_t *im, decl_t *dc, const ngx_dir_t *block, int http_level)
+{
+    for (const ngx_dir_t *d = block; d; d = d->next) {
+        const char *name = NULL;
+        if (http_level && imp_is(d, "map") && d->has_block && d->nargs == 3 && !upgrade_map(d))
+            name = d->args[2];
+        else if (imp_is(d, "set") && d->nargs == 3 && !http_level)
+            name = d->args[1];
+        if (name) {
+            const char *why = name[0] == '$' ? imp_declare(name + 1) : "not a variable";
+            if (why == NULL && dc->n == (int)(sizeof(dc->d) / sizeof(dc->d[0])))
+                why = "more than 512 maps and sets";
+            if (why)
+                imp_report(im, d, "\"%s\": %s: left out", name, why);
+            else
+                dc->d[dc->n++] = d;
+        }
+        if (d->has_block && (imp_is(d, "server") || imp_is(d, "location")))
+            collect_vars(im, dc, d->block, 0);
+    }
+}
+
+/* ... then a name stays declared only while it has a set or one of its
+ * maps a source legate can read: else a template naming it would pass
+ * here and fail legate -t (nobody declares it there).  Leaving one out can
+ * leave out another that names it: until nothing changes.  A name only
+ * sets declare is set empty at http level as well, as nginx's variable is
+ * empty where no set ran, and so that it is declared even when none of
+ * its sets is written (their locations left out). */
+static void declare_vars(imp_t *im, const ngx_dir_t *http)
+{
+    decl_t dc;
+    dc.n = 0;
+    collect_vars(im, &dc, http, 1);
+    for (int changed = 1, round = 0; changed && round <= dc.n; round++) {
+        changed = 0;
+        for (int i = 0; i < dc.n; i++) {
+            int is_map = imp_is(dc.d[i], "map");
+            const char *name = (is_map ? dc.d[i]->args[2] : dc.d[i]->args[1]) + 1;
+            if (!imp_declared(name, strlen(name)))
+                continue;
+            int ok = 0;
+            for (int j = 0; j < dc.n && !ok; j++) {
+                int jm = imp_is(dc.d[j], "map");
+                if (strcmp((jm ? dc.d[j]->args[2] : dc.d[j]->args[1]) + 1, name) != 0)
+                    continue;
+                if (!jm) {
+                    ok = 1;     /* a set: declared at http level too (below) */
+                    break;
+                }
+                const char *why = NULL;
+                char *t = imp_template(dc.d[j]->args[1], &why);
+                ok = t != NULL;
+                free(t);
+            }
+            if (!ok) {
+                imp_undeclare(name);
+                changed = 1;
+            }
+        }
+    }
+    if (im->set_only.p == NULL)
+        imp_sb_add(&im->set_only, "", 0);
+    for (int i = 0; i < dc.n; i++) {
+        if (imp_is(dc.d[i], "map"))
+            continue;
+        const char *name = dc.d[i]->args[1] + 1;
+        int mapped = 0, before = 0;
+        for (int j = 0; j < dc.n; j++) {
+            if (imp_is(dc.d[j], "map") && strcmp(dc.d[j]->args[2] + 1, name) == 0)
+                mapped = 1;
+            if (j < i && !imp_is(dc.d[j], "map") && strcmp(dc.d[j]->args[1] + 1, name) == 0)
+                before = 1;
+        }
+        if (!mapped && !before && imp_declared(name, strlen(name)))
+            imp_sb_printf(&im->set_only, " %s = \"\";", name);
+    }
+}
+
+/* the groups of a POSIX ERE, for the $1..$9 of a map value */
+static int ere_groups(const char *re)
+{
+    int n = 0, br = 0;
+    for (const char *p = re; *p; p++) {
+        if (*p == '\\' && p[1])
+            p++;
+        else if (br) {
+            if (*p == ']')
+                br = 0;
+        } else if (*p == '[') {
+            br = 1;
+            if (p[1] == '^')
+                p++;
+            if (p[1] == ']')
+                p++;
+        } else if (*p == '(')
+            n++;
+    }
+    return n;
+}
+
+/* the highest $N (1..9) of a template, 0 if none */
+static int max_capture(const char *t)
+{
+    int m = 0;
+    for (const char *p = t; (p = strchr(p, '$')) != NULL; p++) {
+        const char *d = p[1] == '{' ? p + 2 : p + 1;
+        if (*d >= '1' && *d <= '9' && d[1] != '_' && !isalnum((unsigned char)d[1]) &&
+            *d - '0' > m)
+            m = *d - '0';
+    }
+    return m;
+}
+
+/* a remark on an entry of a map, named "map" (its first word is a key) */
+static const ngx_dir_t *as_map(ngx_dir_t *fake, const ngx_dir_t *e, char **args)
+{
+    static char map[] = "map";
+    *fake = *e;
+    args[0] = map;
+    fake->args = args;
+    fake->nargs = 1;
+    return fake;
+}
+
+/* map SOURCE $NAME { ... } as one of legate's http.maps */
+static void translate_map(imp_t *im, const ngx_dir_t *d)
+{
+    if (d->nargs != 3 || !d->has_block || d->args[2][0] != '$') {
+        imp_report(im, d, "takes a source and a $variable with a block: left out");
+        return;
+    }
+    const char *name = d->args[2] + 1;
+    const char *why = NULL;
+    char *src = imp_template(d->args[1], &why);
+    if (src && !imp_declared(name, strlen(name))) {
+        free(src);
+        return;     /* reported by collect_vars */
+    }
+    if (src == NULL) {
+        imp_report(im, d, "%s: left out ($%s is empty in legate)", why, name);
+        return;
+    }
+    int hostnames = imp_child(d->block, "hostnames") != NULL;
+    ngx_dir_t fake;
+    char *fargs[1];
+    sb_t vals = { 0 };
+    imp_sb_add(&vals, "", 0);
+    char *def = NULL;
+    int nvals = 0;
+    for (const ngx_dir_t *e = d->block; e; e = e->next) {
+        if ((imp_is(e, "hostnames") || imp_is(e, "volatile")) && e->nargs == 1)
+            continue;
+        if (imp_is(e, "include")) {
+            imp_report(im, as_map(&fake, e, fargs), "an include in a map is not read: its entries are left out");
+            continue;
+        }
+        if (e->nargs != 2) {
+            imp_report(im, as_map(&fake, e, fargs), "a map entry is a key and a value: left out");
+            continue;
+        }
+        char *v = imp_template(e->args[1], &why);
+        if (v == NULL) {
+            imp_report(im, as_map(&fake, e, fargs), "%s: left out", why);
+            continue;
+        }
+        const char *k = e->args[0];
+        if (strcmp(k, "default") == 0) {
+            if (def || max_capture(v))
+                imp_report(im, as_map(&fake, e, fargs), def ? "a second default: left out"
+                                      : "$1..$9 in the default: left out");
+            else
+                def = v, v = NULL;
+            free(v);
+            continue;
+        }
+        sb_t key = { 0 };
+        imp_sb_add(&key, "", 0);
+        int groups = -1;
+        if (k[0] == '~') {
+            int icase = k[1] == '*';
+            char *ere = imp_ere(k + 1 + icase, 0, &why);
+            if (ere == NULL) {
+                imp_report(im, as_map(&fake, e, fargs), "\"%s\": %s: left out", k, why);
+                free(v);
+                free(key.p);
+                continue;
+            }
+            groups = ere_groups(ere);
+            imp_sb_printf(&key, "~%s%s", icase ? "*" : "", ere);
+            free(ere);
+        } else {
+            if (k[0] == '.' && hostnames) {
+                imp_report(im, as_map(&fake, e, fargs), "\"%s\" (the name and its subdomains): legate takes "
+                                  "\"*%s\" for the subdomains only; left out", k, k);
+                free(v);
+                free(key.p);
+                continue;
+            }
+            if (!hostnames && ((k[0] == '*' && k[1] == '.') ||
+                               (strlen(k) > 2 && strcmp(k + strlen(k) - 2, ".*") == 0)))
+                imp_report(im, as_map(&fake, e, fargs), "without hostnames nginx compares \"%s\" as it is; legate "
+                                  "reads it as a wildcard", k);
+            imp_sb_str(&key, k);
+        }
+        if (max_capture(v) > (groups < 0 ? 0 : groups)) {
+            imp_report(im, as_map(&fake, e, fargs), "the value names a group the key does not have: left out");
+            free(v);
+            free(key.p);
+            continue;
+        }
+        imp_sb_str(&vals, nvals++ ? ",\n" : "\n");
+        imp_sb_str(&vals, "              ");
+        imp_sb_str(&vals, "[ ");
+        imp_sb_quote(&vals, key.p);
+        imp_sb_str(&vals, ", ");
+        imp_sb_quote(&vals, v);
+        imp_sb_str(&vals, " ]");
+        free(key.p);
+        free(v);
+    }
+    if (im->maps.p == NULL)
+        imp_sb_add(&im->maps, "", 0);
+    imp_sb_str(&im->maps, im->maps.n ? ",\n" : "\n");
+    imp_ind(&im->maps, 2);
+    imp_sb_str(&im->maps, "{ variable = ");
+    imp_sb_quote(&im->maps, name);
+    imp_sb_str(&im->maps, "; source = ");
+    imp_sb_quote(&im->maps, src);
+    imp_sb_str(&im->maps, "; default = ");
+    imp_sb_quote(&im->maps, def ? def : "");
+    imp_sb_str(&im->maps, ";");
+    if (nvals)
+        imp_sb_printf(&im->maps, "\n          values = (%s\n          );", vals.p);
+    imp_sb_str(&im->maps, " }");
+    free(vals.p);
+    free(def);
+    free(src);
+}
+
 static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
 {
     level_t lv = { .up = NULL, .block = http->block, .self = NULL };
     im->http = http;
+    declare_vars(im, http->block);
     /* first what others refer to: log formats, upstreams, zones, the cache */
     for (const ngx_dir_t *d = http->block; d; d = d->next) {
         if (imp_is(d, "log_format") && d->nargs >= 3 &&
@@ -195,10 +482,22 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
         else if (imp_is(d, "limit_req_zone") || imp_is(d, "limit_conn_zone"))
             translate_zones(im, d);
         else if (imp_is(d, "proxy_cache_path")) {
-            long long max = -1;
+            long long max = -1, inactive = -1;
             for (int i = 2; i < d->nargs; i++)
                 if (strncmp(d->args[i], "max_size=", 9) == 0)
                     max = imp_size(d->args[i] + 9);
+                else if (strncmp(d->args[i], "inactive=", 9) == 0) {
+                    inactive = imp_time_ms(d->args[i] + 9);
+                    if (inactive >= 0 && inactive < 1000) {
+                        imp_report(im, d, "legate's cache_disk_inactive is 1s at least: 1s");
+                        inactive = 1000;
+                    } else if (inactive > 365LL * 86400 * 1000) {
+                        imp_report(im, d, "legate's cache_disk_inactive is a year at most: 365d");
+                        inactive = 365LL * 86400 * 1000;
+                    }
+                }
+            if (!im->cache_size_mb && d->nargs >= 2)
+                cache_disk(im, d, max, inactive);
             int mb = max > 0 ? (int)(max / (1024 * 1024)) : 64;
             if (mb > 1024) {
                 imp_report(im, d, "legate's cache is in shared memory: %d MB instead of max_size", 1024);
@@ -209,13 +508,14 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
             if (im->cache_size_mb)
                 imp_report(im, d, "legate has one cache: this one is merged into the first");
             else
-                imp_report(im, d, "legate keeps the cache in memory (cache_size = \"%dm\"); "
-                                  "cache_path can save it at exit", mb);
+                imp_report(im, d, "legate keeps the hot part of the cache in memory "
+                                  "(cache_size = \"%dm\")%s", mb,
+                           im->cache_path[0] ? ", the rest on disk (cache_disk_size)" : "");
             if (!im->cache_size_mb)
                 im->cache_size_mb = mb;
         } else if (imp_is(d, "map")) {
-            if (d->nargs != 3 || strcmp(d->args[1], "$http_upgrade") != 0)
-                imp_report(im, d, "maps are not in legate: left out");
+            if (!upgrade_map(d))
+                translate_map(im, d);
         } else if (imp_is(d, "geo"))
             imp_report(im, d, "geo is not in legate (it has allow_countries/countries by GeoIP): "
                               "left out");
@@ -235,7 +535,9 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
         if (imp_is(d, "http2_max_concurrent_streams"))
             continue;   /* above */
         const char *why = nginx_level_ignored(d->args[0]);
-        if (why)
+        if ((imp_is(d, "resolver") || imp_is(d, "resolver_timeout")) && im->resolver_used)
+            ;   /* written on the upstreams with server ... resolve */
+        else if (why)
             imp_report(im, d, "not translated: %s", why);
         else if (imp_is(d, "proxy_pass") || imp_is(d, "return") || imp_is(d, "location") || imp_is(d, "listen"))
             imp_report(im, d, "not allowed at http level: left out");
@@ -274,6 +576,10 @@ static void translate_http(imp_t *im, sb_t *out, const ngx_dir_t *http)
     sb_t *common = &im->part_http;
     imp_sb_add(common, "", 0);
     nginx_level_scalars(im, common, 1, http->block, 0);
+    if (im->maps.n)
+        imp_sb_printf(common, "    maps = (%s\n    );\n", im->maps.p);
+    if (im->set_only.n)
+        imp_sb_printf(common, "    set = {%s };\n", im->set_only.p);
     if (im->zones_req.n)
         imp_sb_printf(common, "    limit_req_zones = (%s\n    );\n", im->zones_req.p);
     if (im->zones_conn.n)
@@ -480,6 +786,7 @@ int lg_import_nginx_to(const char *file, FILE *out, const char *outdir, FILE *di
     else
         *slash = '\0';
     im.dir = dir;
+    imp_declared_reset();
     int failed = 0;
     ngx_dir_t *root = load(&im, file, 0, &failed);
     int rc = -1;
@@ -502,6 +809,20 @@ int lg_import_nginx_to(const char *file, FILE *out, const char *outdir, FILE *di
     }
     if (im.cache_size_mb)
         imp_sb_printf(&head, "cache_size = \"%dm\";\n", im.cache_size_mb);
+    if (im.cache_size_mb && im.cache_path[0]) {
+        imp_kv_quoted(&head, 0, "cache_path", im.cache_path);
+        if (im.cache_disk % (1024 * 1024) == 0)
+            imp_sb_printf(&head, "cache_disk_size = \"%lldm\";\n", im.cache_disk / (1024 * 1024));
+        else if (im.cache_disk % 1024 == 0)
+            imp_sb_printf(&head, "cache_disk_size = \"%lldk\";\n", im.cache_disk / 1024);
+        else
+            imp_sb_printf(&head, "cache_disk_size = \"%lld\";\n", im.cache_disk);
+        if (im.cache_inactive >= 0) {
+            imp_sb_str(&head, "cache_disk_inactive = ");
+            imp_sb_duration(&head, im.cache_inactive);
+            imp_sb_str(&head, ";\n");
+        }
+    }
     if (im.h2_streams)
         imp_sb_printf(&head, "http2_max_concurrent_streams = %d;\n", im.h2_streams);
     if (outdir) {
@@ -525,6 +846,9 @@ done:
         u = n;
     }
     free(im.zones_req.p);
+    free(im.maps.p);
+    free(im.set_only.p);
+    imp_declared_reset();
     free(im.part_http.p);
     free(im.part_ups.p);
     for (int i = 0; i < im.nsrv_text; i++)

@@ -36,11 +36,17 @@ typedef struct imp {
     int             ndiag;
     upstream_out_t *ups;
     sb_t            zones_req, zones_conn;
+    sb_t            maps;           /* the http level's maps, translated */
+    sb_t            set_only;       /* names only set declares, empty at http level */
     const ngx_dir_t *http;
     const ngx_dir_t *log_formats[64];
     int             nlog_formats;
     int             nservers;
     int             cache_size_mb;
+    int             resolver_used;  /* the http level's resolver went to an upstream */
+    char            cache_path[512]; /* proxy_cache_path's directory, "" if unusable */
+    long long       cache_disk;      /* its max_size: the disk tier's, bytes (0: none) */
+    long long       cache_inactive;  /* its inactive=, ms (-1: not given) */
     int             h2_streams;     /* http2_max_concurrent_streams of http, 0 if none */
     char           *files[256];     /* read, for the parse tree's file names */
     const ngx_dir_t *said[256];     /* inheritance remarks made */
@@ -50,6 +56,9 @@ typedef struct imp {
     char           *zones[128];      /* limit_req_zone, limit_conn_zone names */
     int             nzones;
     const ngx_dir_t *server;        /* being translated */
+    char            named[64][64];  /* its named locations written as routes */
+    int             nnamed;
+    int             server_quic;    /* it has a listen with quic = true */
     int             nfiles;
     /* the parts of the output, for a directory (--out): the http group's
      * own settings, the upstreams, and each server's text with its name */
@@ -80,6 +89,10 @@ long long imp_time_ms(const char *s);
 void imp_sb_duration(sb_t *b, long long ms);
 long long imp_size(const char *s);
 char *imp_template(const char *s, const char **why);
+int imp_declared(const char *name, size_t n);
+const char *imp_declare(const char *name);
+void imp_declared_reset(void);
+void imp_undeclare(const char *name);
 char *imp_ere(const char *re, int icase, const char **why);
 void imp_kv_quoted(sb_t *b, int n, const char *key, const char *val);
 void imp_setting_name(char *out, size_t outlen, const char *in);
@@ -104,5 +117,6 @@ const char *nginx_upstream_for(imp_t *im, const ngx_dir_t *d, const char *url,
 
 /* nginx_server.c */
 void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx_dir_t *srv);
+void nginx_server_listen_addr(const char *a, char *addr, size_t len);
 
 #endif

@@ -56,19 +56,15 @@ static const struct { const char *ngx, *lg; char kind; } simple[] = {
 };
 
 static const struct { const char *name, *why; } ignored[] = {
-    { "sendfile",            "legate serves no files (proxy only)" },
+    { "sendfile",            "legate's file routes use sendfile(2) by themselves" },
     { "tcp_nopush",          "legate sets its own socket options" },
     { "tcp_nodelay",         "legate sets TCP_NODELAY itself" },
     { "types_hash_max_size", "no MIME types table in legate" },
     { "types_hash_bucket_size", "no MIME types table in legate" },
     { "server_names_hash_bucket_size", "legate sizes its tables itself" },
     { "server_names_hash_max_size", "legate sizes its tables itself" },
-    { "types",               "legate serves no files: no MIME types" },
-    { "root",                "legate serves no files" },
-    { "alias",               "legate serves no files" },
-    { "index",               "legate serves no files" },
-    { "autoindex",           "legate serves no files" },
-    { "try_files",           "legate serves no files" },
+    { "types",               "legate's file routes take their types from /etc/mime.types" },
+    { "autoindex",           "legate lists no directories (403, as autoindex off)" },
     { "expires",             "not in legate: set Cache-Control with add_header at the origin" },
     { "server_tokens",       "legate's Server header is not configurable" },
     { "proxy_http_version",  "legate always speaks HTTP/1.1 to upstreams" },
@@ -95,20 +91,27 @@ static const struct { const char *name, *why; } ignored[] = {
     { "ssl_trusted_certificate", "not needed for legate's stapling of a file" },
     { "ssl_buffer_size",     "not in legate" },
     { "ssl_early_data",      "legate does not accept TLS early data" },
-    { "resolver",            "legate resolves upstream names when it loads the configuration "
-                             "(resolvers are a forward proxy's)" },
-    { "resolver_timeout",    "legate resolves upstream names when it loads the configuration" },
+    { "resolver",            "legate's resolvers are an upstream's, for its "
+                             "server ... resolve (none here)" },
+    { "resolver_timeout",    "legate's lookups of resolve time out by themselves" },
+    { "http3",               "legate serves HTTP/3 on every listen with quic" },
+    { "http3_hq",            "not in legate" },
+    { "http3_max_concurrent_streams", "legate's HTTP/3 limits are its own" },
+    { "http3_stream_buffer_size", "legate's HTTP/3 limits are its own" },
+    { "quic_retry",          "legate's QUIC settings are global (quic_*)" },
+    { "quic_gso",            "legate's QUIC settings are global (quic_*)" },
+    { "quic_host_key",       "legate's QUIC settings are global (quic_*)" },
+    { "quic_active_connection_id_limit", "legate's QUIC settings are global (quic_*)" },
+    { "quic_bpf",            "legate shares UDP sockets by SO_REUSEPORT itself" },
     { "reset_timedout_connection", "legate resets timed-out connections" },
     { "lingering_close",     "legate always lingers" },
     { "lingering_timeout",   "legate's lingering close is fixed" },
-    { "log_not_found",       "legate serves no files" },
-    { "open_file_cache",     "legate serves no files" },
+    { "log_not_found",       "legate logs a missing file as any 404" },
+    { "open_file_cache",     "legate opens each file for its request" },
     { "charset",             "not in legate" },
     { "proxy_cache_revalidate", "legate always revalidates with ETag/Last-Modified" },
     { "proxy_cache_lock",    "legate always collapses concurrent misses" },
     { "proxy_cache_background_update", "legate refreshes in the background by Cache-Control" },
-    { "proxy_cache_use_stale", "legate serves stale by the origin's Cache-Control "
-                               "(stale-while-revalidate, stale-if-error)" },
     { "proxy_cache_methods", "legate caches GET and HEAD" },
     { "proxy_ssl_session_reuse", "legate resumes upstream TLS sessions" },
     { "proxy_pass_header",   "not in legate" },
@@ -149,7 +152,8 @@ static const char *const handled_common[] = {
     "proxy_cache_path", "map", "split_clients", "listen", "server_name", "proxy_pass",
     "return", "rewrite", "include", "http2", "error_page", "proxy_intercept_errors",
     "proxy_redirect", "default_type", "limit_req_dry_run", "limit_conn_dry_run",
-    "auth_request_set",
+    "auth_request_set", "proxy_cache_use_stale", "max_ranges", "set", "root", "alias",
+    "index", "try_files",
     NULL,
 };
 
@@ -373,7 +377,7 @@ static int repeated(imp_t *im, const ngx_dir_t *block, const ngx_dir_t *d)
         "proxy_ignore_headers", "log_format", "ssl_certificate", "ssl_certificate_key", "listen",
         "server_name", "location", "rewrite", "include", "server", "error_page", "upstream",
         "limit_req_zone", "limit_conn_zone", "proxy_cache_path", "map", "split_clients", "geo",
-        "set_real_ip_from", "auth_request_set",
+        "set_real_ip_from", "auth_request_set", "set", "if",
         "proxy_redirect", NULL };
     for (size_t i = 0; many[i]; i++)
         if (imp_is(d, many[i]))
@@ -479,6 +483,45 @@ void nginx_level_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
             imp_ind(b, n);
             imp_sb_printf(b, "intercept_errors = %s;\n", strcmp(d->args[1], "on") == 0 ? "true"
                                                                                       : "false");
+        } else if (imp_is(d, "proxy_cache_use_stale") && d->nargs >= 2) {
+            /* the same words in legate; none of nginx's is unknown to it, but a
+             * future one would fail legate -t, so only these pass */
+            static const char *const words[] = { "error", "timeout", "invalid_header",
+                "updating", "http_500", "http_502", "http_503", "http_504", "http_403",
+                "http_404", "http_429", "off", NULL };
+            sb_t w = { 0 };
+            imp_sb_add(&w, "", 0);
+            for (int i = 1; i < d->nargs; i++) {
+                size_t k = 0;
+                while (words[k] && strcmp(words[k], d->args[i]) != 0)
+                    k++;
+                if (words[k] == NULL) {
+                    imp_report(im, d, "\"%s\" is not in legate's cache_use_stale: ignored",
+                               d->args[i]);
+                    continue;
+                }
+                if (w.n)
+                    imp_sb_str(&w, " ");
+                imp_sb_str(&w, d->args[i]);
+            }
+            if (w.n)
+                imp_kv_quoted(b, n, "cache_use_stale", w.p);
+            free(w.p);
+        } else if (imp_is(d, "try_files") && !is_location) {
+            imp_report(im, d, "legate's try_files is a route's, not a server's: left out");
+        } else if (imp_is(d, "max_ranges") && d->nargs == 2) {
+            char *end;
+            long v = strtol(d->args[1], &end, 10);
+            if (*end || end == d->args[1] || v < 0) {
+                imp_report(im, d, "cannot read \"%s\": left out", d->args[1]);
+                continue;
+            }
+            if (v > 256) {
+                imp_report(im, d, "legate answers at most 256 ranges from its cache: 256");
+                v = 256;
+            }
+            imp_ind(b, n);
+            imp_sb_printf(b, "cache_max_ranges = %ld;\n", v);
         } else if (imp_is(d, "default_type") && d->nargs == 2) {
             imp_kv_quoted(b, n, "default_type", d->args[1]);
         } else if (imp_is(d, "access_log")) {
@@ -488,6 +531,45 @@ void nginx_level_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
     }
     emit_error_pages(im, b, n, block);
     emit_proxy_redirect(im, b, n, block);
+    /* set: all of the level in one group (not at http level: nginx has none
+     * there); the last of one name wins, as nginx runs them in order */
+    if (is_location || block != (im->http ? im->http->block : NULL)) {
+        sb_t sets = { 0 };
+        imp_sb_add(&sets, "", 0);
+        for (const ngx_dir_t *d = block; d; d = d->next) {
+            if (!imp_is(d, "set"))
+                continue;
+            if (d->nargs != 3 || d->args[1][0] != '$') {
+                imp_report(im, d, "takes a $variable and a value: left out");
+                continue;
+            }
+            const char *name = d->args[1] + 1;
+            int later = 0;
+            for (const ngx_dir_t *e = d->next; e && !later; e = e->next)
+                later = imp_is(e, "set") && e->nargs == 3 && strcmp(e->args[1], d->args[1]) == 0;
+            if (later)
+                continue;   /* the last one counts, as nginx runs them in order */
+            const char *why = NULL;
+            char *t = imp_template(d->args[2], &why);
+            if (t == NULL) {
+                imp_report(im, d, "%s: left out", why);
+                continue;
+            }
+            if (!imp_declared(name, strlen(name))) {
+                free(t);
+                continue;   /* reported when declared */
+            }
+            imp_sb_printf(&sets, " %s = ", name);
+            imp_sb_quote(&sets, t);
+            imp_sb_str(&sets, ";");
+            free(t);
+        }
+        if (sets.n) {
+            imp_ind(b, n);
+            imp_sb_printf(b, "set = {%s };\n", sets.p);
+        }
+        free(sets.p);
+    }
     /* proxy_cache_valid: all of the level in one list */
     int first = 1;
     for (const ngx_dir_t *d = block; d; d = d->next) {
@@ -908,6 +990,10 @@ void nginx_level_arrays(imp_t *im, sb_t *b, int n, const level_t *lv)
             if (strcasecmp(d->args[1], "Strict-Transport-Security") == 0 && l->self &&
                 imp_is(l->self, "server"))
                 continue;   /* hsts, with the server's TLS */
+            if (strcasecmp(d->args[1], "Alt-Svc") == 0 && im->server_quic) {
+                imp_report(im, d, "legate sends Alt-Svc itself on a server with quic: left out");
+                continue;
+            }
             const char *why = NULL;
             char *t = imp_template(d->args[2], &why);
             if (t == NULL) {

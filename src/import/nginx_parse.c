@@ -123,8 +123,9 @@ ngx_tok_kind_t ngx_lex_next(ngx_lexer_t *lx)
             if (put(lx, c) < 0)
                 return NGX_TOK_ERROR;
         }
+        /* ')' too, as nginx allows: if ($a = "b c") -- it is then a word of its own */
         if (lx->p < lx->end && !is_space(*lx->p) && *lx->p != ';' && *lx->p != '{'
-            && *lx->p != '}') {
+            && *lx->p != '}' && *lx->p != ')') {
             lx->error = "unexpected character after a quoted string";
             return NGX_TOK_ERROR;
         }

@@ -157,6 +157,287 @@ static int re_capture(const char *s)
     return 0;
 }
 
+/*
+ * The condition of an nginx if as legate's route condition (if = "..."):
+ * "$v", "$v = text", "$v != text", "$v ~ re", "~*", "!~", "!~*".  NULL with
+ * *why for the rest: file tests (-f, -d, -e, -x), a left side that is not
+ * one variable, text with spaces.
+ */
+static char *if_condition(const ngx_dir_t *d, const char **why)
+{
+    const char *t[3];
+    char first[256], last[256];
+    int n = 0;
+    for (int i = 1; i < d->nargs; i++) {
+        const char *a = d->args[i];
+        if (i == d->nargs - 1 && strcmp(a, ")") == 0)
+            break;
+        if (n == 3) {
+            *why = "more than a variable, an operator and a value";
+            return NULL;
+        }
+        t[n++] = a;
+    }
+    if (n == 0 || t[0][0] != '(') {
+        *why = "cannot read the condition";
+        return NULL;
+    }
+    snprintf(first, sizeof(first), "%s", t[0] + 1);
+    t[0] = first;
+    size_t ln = strlen(t[n - 1]);
+    if (strcmp(d->args[d->nargs - 1], ")") != 0) {
+        if (ln == 0 || t[n - 1][ln - 1] != ')') {
+            *why = "cannot read the condition";
+            return NULL;
+        }
+        snprintf(last, sizeof(last), "%.*s", (int)(ln - 1), t[n - 1]);
+        t[n - 1] = last;
+    }
+    if (n == 2 || t[0][0] == '-' || (t[0][0] == '!' && t[0][1] == '-')) {
+        *why = "file tests (-f, -d, -e, -x) are not in legate's conditions";
+        return NULL;
+    }
+    const char *name = t[0] + 1;
+    if (t[0][0] != '$' || name[0] == '\0' || strspn(name, "abcdefghijklmnopqrstuvwxyz"
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(name)) {
+        *why = "the left side is not one variable";
+        return NULL;
+    }
+    char *left = imp_template(t[0], why);
+    if (left == NULL)
+        return NULL;
+    sb_t c = { 0 };
+    imp_sb_add(&c, "", 0);
+    imp_sb_str(&c, left);
+    free(left);
+    if (n == 1)
+        return c.p;
+    const char *op = t[1];
+    char *right = NULL;
+    if (strcmp(op, "=") == 0 || strcmp(op, "!=") == 0) {
+        if (t[2][0] == '\0' || strpbrk(t[2], " \t")) {
+            *why = "an empty value or one with spaces is not in legate's conditions";
+            free(c.p);
+            return NULL;
+        }
+        right = imp_template(t[2], why);
+    } else if (strcmp(op, "~") == 0 || strcmp(op, "~*") == 0 || strcmp(op, "!~") == 0 ||
+               strcmp(op, "!~*") == 0) {
+        if (strpbrk(t[2], " \t")) {
+            *why = "a regex with spaces is not in legate's conditions";
+            free(c.p);
+            return NULL;
+        }
+        right = imp_ere(t[2], 0, why);
+    } else
+        *why = "an operator legate's conditions do not have";
+    if (right == NULL) {
+        free(c.p);
+        return NULL;
+    }
+    imp_sb_printf(&c, " %s %s", op, right);
+    free(right);
+    return c.p;
+}
+
+static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char *match_kind,
+                       const char *path);
+
+/* The ifs of a location that only return: each a route of its own before
+ * the location's, with the same match and the condition (nginx's return
+ * in an if runs in the rewrite phase, before the location's access rules,
+ * limits and headers, and so does this route, which has none of them). */
+static void translate_ifs(imp_t *im, sb_t *routes, int *nroutes, const level_t *lv,
+                          const ngx_dir_t *loc, const char *kind, const char *match)
+{
+    for (const ngx_dir_t *d = loc->block; d; d = d->next) {
+        if (!imp_is(d, "if"))
+            continue;
+        if (!d->has_block || d->block == NULL || d->block->next || !imp_is(d->block, "return")) {
+            imp_report(im, d, "only an if that just returns is translated: the block is left out");
+            continue;
+        }
+        if (match == NULL) {
+            imp_report(im, d, "in this location (named, or its route rewritten): the block is "
+                              "left out");
+            continue;
+        }
+        const char *why = NULL;
+        char *cond = if_condition(d, &why);
+        if (cond == NULL) {
+            imp_report(im, d, "%s: the block is left out", why);
+            continue;
+        }
+        const ngx_dir_t *ret = d->block;
+        const char *text = ret->nargs >= 3 ? ret->args[2] : ret->nargs == 2 ? ret->args[1] : "";
+        if (re_capture(text) && (strchr(cond, '~') || strstr(kind, "regex") == NULL)) {
+            imp_report(im, d, "$1..$9 %s: the block is left out", strchr(cond, '~')
+                       ? "of the if's regex are not set in legate" : "without a regex location");
+            free(cond);
+            continue;
+        }
+        level_t il = { .up = lv, .block = d->block, .self = d };
+        sb_t body = { 0 };
+        imp_sb_add(&body, "", 0);
+        /* "regex" in the kind: $1..$9 are the location's captures, as in nginx */
+        if (emit_action(im, &body, 5, &il, kind, match)) {
+            imp_sb_str(routes, *nroutes ? ",\n" : "\n");
+            imp_ind(routes, 4);
+            imp_sb_str(routes, "{\n");
+            imp_ind(routes, 5);
+            imp_sb_printf(routes, "%s = ", kind);
+            imp_sb_quote(routes, match);
+            imp_sb_str(routes, ";\n");
+            imp_kv_quoted(routes, 5, "if", cond);
+            imp_sb_str(routes, body.p);
+            imp_ind(routes, 4);
+            imp_sb_str(routes, "}");
+            (*nroutes)++;
+        }
+        free(body.p);
+        free(cond);
+    }
+}
+
+/* a path of nginx's as legate's: relative ones are below nginx's prefix */
+static void abs_path(imp_t *im, sb_t *b, const char *p)
+{
+    if (p[0] != '/') {
+        imp_sb_str(b, im->dir);
+        imp_sb_str(b, "/");
+    }
+    imp_sb_str(b, p);
+}
+
+/*
+ * root or alias, index and try_files -> a file route.  nginx serves files
+ * from any location without another action; the translation does so where
+ * the configuration says how (a root or alias at some level, or a
+ * try_files), and from nginx's default root, html in its prefix, then.
+ * A try_files whose last entry is a URI, not @name or =code, has that URI
+ * as a file of the route and =404 after it.
+ */
+static int emit_files(imp_t *im, sb_t *b, int n, const level_t *lv, const char *match_kind)
+{
+    int in_loc = lv->self && imp_is(lv->self, "location");
+    const ngx_dir_t *alias = in_loc ? imp_child(lv->block, "alias") : NULL;
+    const ngx_dir_t *root = nginx_level_inherited(lv, "root");
+    const ngx_dir_t *tf = in_loc ? imp_child(lv->block, "try_files") : NULL;
+    if (alias == NULL && root == NULL && tf == NULL)
+        return 0;
+    if (alias && (alias->nargs != 2 || strchr(alias->args[1], '$'))) {
+        imp_report(im, alias, "an alias with variables (or without a path) is not in legate: "
+                              "left out");
+        return 0;
+    }
+    if (alias && strstr(match_kind, "regex")) {
+        imp_report(im, alias, "an alias in a regex location (with captures) is not in legate: "
+                              "left out");
+        return 0;
+    }
+    if (alias && strcmp(match_kind, "name") == 0) {
+        imp_report(im, alias, "an alias in a named location: left out");
+        return 0;
+    }
+    if (!alias && root && (root->nargs != 2 || strchr(root->args[1], '$'))) {
+        imp_report(im, root, "a root with variables (or without a path) is not in legate: left out");
+        return 0;
+    }
+    sb_t path = { 0 };
+    imp_sb_add(&path, "", 0);
+    abs_path(im, &path, alias ? alias->args[1] : root ? root->args[1] : "html");
+    imp_kv_quoted(b, n, alias ? "alias" : "root", path.p);
+    free(path.p);
+    if (!alias && !root)
+        imp_report(im, tf, "no root: nginx's default, html in its prefix, is written");
+    static const char *const idx[] = { "index", NULL };
+    const level_t *il = nginx_level_array(lv, idx);
+    if (il) {
+        sb_t list = { 0 };
+        imp_sb_add(&list, "", 0);
+        int nidx = 0;
+        for (const ngx_dir_t *d = il->block; d; d = d->next) {
+            if (!imp_is(d, "index"))
+                continue;
+            for (int i = 1; i < d->nargs; i++) {
+                const char *f = d->args[i];
+                if (strchr(f, '/') || strchr(f, '$') || strcmp(f, ".") == 0 || strcmp(f, "..") == 0) {
+                    imp_report(im, d, "\"%s\": legate's index files are names in the directory: "
+                                      "left out", f);
+                    continue;
+                }
+                imp_sb_str(&list, nidx++ ? ", " : "");
+                imp_sb_quote(&list, f);
+            }
+        }
+        if (nidx) {
+            imp_ind(b, n);
+            imp_sb_printf(b, "index = [ %s ];\n", list.p);
+        }
+        free(list.p);
+    }
+    if (tf && tf->nargs < 3) {
+        imp_report(im, tf, "needs a file and a fallback: left out");
+        tf = NULL;
+    }
+    if (tf) {
+        sb_t list = { 0 };
+        imp_sb_add(&list, "", 0);
+        int ok = 1;
+        for (int i = 1; i < tf->nargs && ok; i++) {
+            const char *a = tf->args[i];
+            int last = i == tf->nargs - 1;
+            if (last && a[0] == '@') {
+                int known = 0;
+                for (int k = 0; k < im->nnamed && !known; k++)
+                    known = strcmp(im->named[k], a + 1) == 0;
+                if (!known) {
+                    imp_report(im, tf, "no location %s legate could take in this server: left out", a);
+                    ok = 0;
+                    break;
+                }
+                imp_sb_str(&list, ", ");
+                imp_sb_quote(&list, a);
+                continue;
+            }
+            if (last && a[0] == '=') {
+                char *end;
+                long code = strtol(a + 1, &end, 10);
+                if (*end || end == a + 1 || code < 200 || code > 599) {
+                    imp_report(im, tf, "\"%s\": legate's fallback status is 200 to 599: left out", a);
+                    ok = 0;
+                    break;
+                }
+                imp_sb_printf(&list, ", \"=%ld\"", code);
+                continue;
+            }
+            const char *why = NULL;
+            char *t = imp_template(a, &why);
+            if (t == NULL || (t[0] != '/' && t[0] != '$')) {
+                imp_report(im, tf, "\"%s\": %s: left out", a,
+                           t ? "legate's entries start with / or a $variable" : why);
+                free(t);
+                ok = 0;
+                break;
+            }
+            imp_sb_str(&list, i > 1 ? ", " : "");
+            imp_sb_quote(&list, t);
+            free(t);
+            if (last) {
+                imp_report(im, tf, "the last entry, \"%s\", is served as a file of this route "
+                                   "(nginx looks the locations up again for it), else 404", a);
+                imp_sb_str(&list, ", \"=404\"");
+            }
+        }
+        if (ok) {
+            imp_ind(b, n);
+            imp_sb_printf(b, "try_files = [ %s ];\n", list.p);
+        }
+        free(list.p);
+    }
+    return 1;
+}
+
 /* the action of a location; 0 when it has none legate can take */
 static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char *match_kind,
                        const char *path)
@@ -211,7 +492,10 @@ static int emit_action(imp_t *im, sb_t *b, int n, const level_t *lv, const char 
         return 1;
     }
     if (pp == NULL)
-        return 0;
+        return emit_files(im, b, n, lv, match_kind);
+    if (lv->self && imp_is(lv->self, "location") && imp_child(lv->block, "try_files"))
+        imp_report(im, imp_child(lv->block, "try_files"), "beside a proxy_pass: left out (legate's "
+                   "try_files is a file route's; put the proxy_pass in a named location)");
     if (pp->nargs != 2) {
         imp_report(im, pp, "takes one URL: left out");
         return 0;
@@ -276,10 +560,25 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
     const char *kind, *path;
     int icase = 0;
     if (loc->nargs == 2 && loc->args[1][0] == '@') {
-        imp_report(im, loc, "named locations are not in legate: left out");
-        return;
-    }
-    if (loc->nargs == 3 && strcmp(loc->args[1], "=") == 0) {
+        /* a route reached only by try_files' @name */
+        const char *nm = loc->args[1] + 1;
+        if (nm[0] == '\0' || strspn(nm, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "0123456789_-") != strlen(nm) || strlen(nm) >= 64) {
+            imp_report(im, loc, "legate's route names are letters, digits, '_' and '-': left out");
+            return;
+        }
+        if (up->self && imp_is(up->self, "location")) {
+            imp_report(im, loc, "a named location inside another (nginx refuses it): left out");
+            return;
+        }
+        for (int k = 0; k < im->nnamed; k++)
+            if (strcmp(im->named[k], nm) == 0) {
+                imp_report(im, loc, "a second location @%s (nginx refuses it): left out", nm);
+                return;
+            }
+        kind = "name";
+        path = nm;
+    } else if (loc->nargs == 3 && strcmp(loc->args[1], "=") == 0) {
         kind = "exact";
         path = loc->args[2];
     } else if (loc->nargs == 3 && strcmp(loc->args[1], "^~") == 0) {
@@ -311,7 +610,7 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
             imp_report(im, loc, "\"%s\": %s: left out", path, why);
             return;
         }
-    } else if (path[0] != '/') {
+    } else if (path[0] != '/' && strcmp(kind, "name") != 0) {
         imp_report(im, loc, "a path that does not start with / is not in legate: left out");
         return;
     }
@@ -324,6 +623,8 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
     for (const ngx_dir_t *d = internal ? NULL : loc->block; d; d = d->next)
         if (imp_is(d, "rewrite"))
             nrw++;
+    if (strcmp(kind, "name") == 0)
+        nrw = 0;    /* a named route has no path to match a rewrite's regex against */
     for (const ngx_dir_t *d = nrw == 1 ? loc->block : NULL; d; d = d->next) {
         if (!imp_is(d, "rewrite") || d->nargs < 3)
             continue;
@@ -367,9 +668,9 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         else if (imp_is(d, "rewrite") && d != loc_rw && d != loc_redirect)
             imp_report(im, d, "only one rewrite ... break|last with a proxy_pass, or a redirecting "
                               "one, is translated in a location: left out");
-        else if (imp_is(d, "if"))
-            imp_report(im, d, "\"if\" is not in legate: the block is left out");
-        else if (imp_is(d, "internal")) {
+        else if (imp_is(d, "if")) {
+            /* below, with the route */
+        } else if (imp_is(d, "internal")) {
             /* handled above */
         }
         else if (!nginx_level_handled(d->args[0]))
@@ -402,6 +703,9 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         nginx_level_arrays(im, &body, 5, &lv);
         nginx_level_auth_request(im, &body, 5, &lv);
     }
+    if (!internal)
+        translate_ifs(im, routes, nroutes, &lv, loc, kind,
+                      strcmp(kind, "name") == 0 || act == 2 || act == 3 ? NULL : ere ? ere : path);
     if (act) {
         imp_sb_str(routes, *nroutes ? ",\n" : "\n");
         imp_ind(routes, 4);
@@ -428,6 +732,8 @@ static void translate_location(imp_t *im, sb_t *routes, int *nroutes, const leve
         imp_ind(routes, 4);
         imp_sb_str(routes, "}");
         (*nroutes)++;
+        if (strcmp(kind, "name") == 0 && im->nnamed < (int)(sizeof(im->named) / sizeof(im->named[0])))
+            snprintf(im->named[im->nnamed++], sizeof(im->named[0]), "%s", path);
     } else if (imp_child(loc->block, "location") == NULL) {
         imp_report(im, loc, "no proxy_pass or return legate can take: no route (legate answers 404)");
     }
@@ -519,6 +825,71 @@ static void collect_tls(const ngx_dir_t *block, tls_conf_t *t)
     }
 }
 
+/* An nginx listen address as legate writes it: "80", "*:80", "host" get
+ * nginx's defaults (every address, port 80). */
+void nginx_server_listen_addr(const char *a, char *addr, size_t len)
+{
+    if (strncmp(a, "unix:", 5) == 0)
+        snprintf(addr, len, "%s", a);
+    else if (strspn(a, "0123456789") == strlen(a))
+        snprintf(addr, len, "0.0.0.0:%s", a);
+    else if (a[0] == '*' && a[1] == ':')
+        snprintf(addr, len, "0.0.0.0:%s", a + 2);
+    else if (strchr(a, ':') == NULL || (a[0] == '[' && strstr(a, "]:") == NULL))
+        snprintf(addr, len, "%s:80", a);
+    else
+        snprintf(addr, len, "%s", a);
+}
+
+static int listen_has(const ngx_dir_t *d, const char *opt)
+{
+    for (int i = 2; i < d->nargs; i++)
+        if (strcmp(d->args[i], opt) == 0)
+            return 1;
+    return 0;
+}
+
+/* a "listen ADDR ssl" in the block */
+static int ssl_listen_at(const ngx_dir_t *block, const char *addr)
+{
+    char a[300];
+    for (const ngx_dir_t *d = block; d; d = d->next)
+        if (imp_is(d, "listen") && d->nargs >= 2 && listen_has(d, "ssl") && !listen_has(d, "quic")) {
+            nginx_server_listen_addr(d->args[1], a, sizeof(a));
+            if (strcmp(a, addr) == 0)
+                return 1;
+        }
+    return 0;
+}
+
+/* Whether a server of http listens with quic on addr.  nginx's UDP socket
+ * serves every server of the address, and legate wants quic the same in
+ * every server that lists it: the answer is the same for all of them. */
+static int quic_at(imp_t *im, const char *addr)
+{
+    char a[300];
+    if (im->http == NULL)
+        return 0;
+    for (const ngx_dir_t *s = im->http->block; s; s = s->next) {
+        if (!imp_is(s, "server") || !s->has_block)
+            continue;
+        for (const ngx_dir_t *d = s->block; d; d = d->next)
+            if (imp_is(d, "listen") && d->nargs >= 2 && listen_has(d, "quic")) {
+                nginx_server_listen_addr(d->args[1], a, sizeof(a));
+                if (strcmp(a, addr) == 0)
+#ifdef LG_HAVE_HTTP3
+                    return 1;
+#else
+                {
+                    imp_report(im, d, "this legate is built without HTTP/3: left out");
+                    return 0;
+                }
+#endif
+            }
+    }
+    return 0;
+}
+
 void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx_dir_t *srv)
 {
     level_t lv = { .up = http, .block = srv->block, .self = srv };
@@ -545,6 +916,7 @@ void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx
         imp_report(im, srv, "as many ssl_certificate_key as ssl_certificate are needed: no TLS");
 
     /* listen */
+    im->server_quic = 0;
     sb_t ls = { 0 };
     imp_sb_add(&ls, "", 0);
     int nlisten = 0, any_tls = 0;
@@ -559,18 +931,8 @@ void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx
             imp_report(im, d, "needs an address: left out");
             continue;
         }
-        const char *a = d->args[1];
         char addr[300];
-        if (strncmp(a, "unix:", 5) == 0)
-            snprintf(addr, sizeof(addr), "%s", a);
-        else if (strspn(a, "0123456789") == strlen(a))
-            snprintf(addr, sizeof(addr), "0.0.0.0:%s", a);
-        else if (a[0] == '*' && a[1] == ':')
-            snprintf(addr, sizeof(addr), "0.0.0.0:%s", a + 2);
-        else if (strchr(a, ':') == NULL || (a[0] == '[' && strstr(a, "]:") == NULL))
-            snprintf(addr, sizeof(addr), "%s:80", a);
-        else
-            snprintf(addr, sizeof(addr), "%s", a);
+        nginx_server_listen_addr(d->args[1], addr, sizeof(addr));
         int ssl = 0, pp = 0, def = 0, h2 = srv_h2;
         long backlog = 0;
         for (int i = 2; i < d->nargs; i++) {
@@ -587,7 +949,11 @@ void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx
                      strncmp(o, "rcvbuf", 6) == 0 || strncmp(o, "sndbuf", 6) == 0)
                 ; /* legate: SO_REUSEPORT sockets per worker, bound separately */
             else if (strcmp(o, "quic") == 0) {
-                imp_report(im, d, "QUIC is not in legate: left out");
+                /* legate's QUIC is the UDP twin of a TLS listen (quic = true
+                 * on it, written there): this UDP address is not one of its own */
+                if (!ssl_listen_at(srv->block, addr))
+                    imp_report(im, d, "legate runs QUIC beside a TLS listen of the same "
+                                      "address (listen %s ssl): left out", d->args[1]);
                 ssl = -1;
             } else
                 imp_report(im, d, "\"%s\" is not in legate: ignored", o);
@@ -624,6 +990,10 @@ void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx
             if (def) imp_sb_str(&ls, " default = true;");
             if (backlog > 0) imp_sb_printf(&ls, " backlog = %ld;", backlog);
             if (h2) imp_sb_str(&ls, " http2 = true;");
+            if (ssl && quic_at(im, addr)) {
+                imp_sb_str(&ls, " quic = true;");
+                im->server_quic = 1;
+            }
             imp_sb_str(&ls, " }");
         }
     }
@@ -838,9 +1208,13 @@ void nginx_server_translate(imp_t *im, sb_t *out, const level_t *http, const ngx
             imp_report(im, ret, "a server-level return answers before any location: the locations "
                                 "are left out");
     } else {
-        for (const ngx_dir_t *d = srv->block; d; d = d->next)
-            if (imp_is(d, "location") && d->has_block)
-                translate_location(im, &routes, &nroutes, &lv, d);
+        /* named locations first: a try_files names only those written */
+        im->nnamed = 0;
+        for (int named = 1; named >= 0; named--)
+            for (const ngx_dir_t *d = srv->block; d; d = d->next)
+                if (imp_is(d, "location") && d->has_block &&
+                    (d->nargs == 2 && d->args[1][0] == '@') == named)
+                    translate_location(im, &routes, &nroutes, &lv, d);
     }
     if (nroutes) {
         imp_ind(&b, 3);

@@ -94,6 +94,77 @@ static void with_port(char *out, size_t outlen, const char *addr, int tls)
         snprintf(out, outlen, "%s:%d", addr, tls ? 443 : 80);
 }
 
+/* A resolver address as legate's resolvers take it: an IPv4 or IPv6
+ * address, IPv4 with a port; 0 for a name (legate wants addresses). */
+static int resolver_addr(const char *a)
+{
+    unsigned char buf[16];
+    char host[64];
+    if (inet_pton(AF_INET6, a, buf) == 1)
+        return 1;
+    const char *colon = strchr(a, ':');
+    size_t n = colon ? (size_t)(colon - a) : strlen(a);
+    if (n >= sizeof(host))
+        return 0;
+    memcpy(host, a, n);
+    host[n] = '\0';
+    if (inet_pton(AF_INET, host, buf) != 1)
+        return 0;
+    if (colon == NULL)
+        return 1;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    return *end == '\0' && end != colon + 1 && port >= 1 && port <= 65535;
+}
+
+/* The resolver of an upstream with "server ... resolve": its own (nginx
+ * 1.27.3 allows one in the block), else the http level's. */
+static void emit_resolver(imp_t *im, sb_t *b, const ngx_dir_t *ups)
+{
+    const ngx_dir_t *r = imp_child(ups->block, "resolver");
+    if (r == NULL && im->http)
+        r = imp_child(im->http->block, "resolver");
+    if (r == NULL) {
+        imp_report(im, ups, "server ... resolve without a resolver (nginx refuses it): legate "
+                            "asks those of /etc/resolv.conf");
+        return;
+    }
+    if (r != imp_child(ups->block, "resolver"))
+        im->resolver_used = 1;      /* the http level's: not reported there */
+    int nres = 0;
+    sb_t list = { 0 };
+    imp_sb_add(&list, "", 0);
+    for (int i = 1; i < r->nargs; i++) {
+        const char *a = r->args[i];
+        if (strncmp(a, "valid=", 6) == 0) {
+            long long ms = imp_time_ms(a + 6);
+            if (ms < 0 || ms > 3600LL * 1000) {
+                imp_report(im, r, "\"%s\": legate takes up to an hour: the TTL is used", a);
+                continue;
+            }
+            imp_ind(b, 3);
+            imp_sb_str(b, "resolve_valid = ");
+            imp_sb_duration(b, ms);
+            imp_sb_str(b, ";\n");
+        } else if (strncmp(a, "ipv4=", 5) == 0 || strncmp(a, "ipv6=", 5) == 0 ||
+                   strncmp(a, "status_zone=", 12) == 0) {
+            imp_report(im, r, "\"%s\": legate takes the first address, IPv4 first: ignored", a);
+        } else if (!resolver_addr(a)) {
+            imp_report(im, r, "\"%s\": legate's resolvers are addresses (ip or ip:port): "
+                              "left out", a);
+        } else {
+            imp_sb_str(&list, nres++ ? ", " : "");
+            imp_sb_quote(&list, a);
+        }
+    }
+    if (nres) {
+        imp_ind(b, 3);
+        imp_sb_printf(b, "resolvers = [ %s ];\n", list.p);
+    } else
+        imp_report(im, r, "no address legate can ask: those of /etc/resolv.conf are asked");
+    free(list.p);
+}
+
 void nginx_upstream_translate(imp_t *im, const ngx_dir_t *d)
 {
     if (d->nargs != 2) {
@@ -105,14 +176,29 @@ void nginx_upstream_translate(imp_t *im, const ngx_dir_t *d)
     imp_sb_add(b, "", 0);
     long max_fails = -1;
     long long fail_timeout = -1;
-    int nsrv = 0;
+    int nsrv = 0, resolve = 0;
     sb_t srv = { 0 };
     imp_sb_add(&srv, "", 0);
     for (const ngx_dir_t *s = d->block; s; s = s->next) {
         if (imp_is(s, "server") && s->nargs >= 2) {
             char addr[300];
+            int res = 0;
+            for (int i = 2; i < s->nargs; i++)
+                res |= strcmp(s->args[i], "resolve") == 0;
             with_port(addr, sizeof(addr), s->args[1], 0);
-            if (strncmp(addr, "unix:", 5) != 0 && !resolves(addr)) {
+            if (res && strncmp(addr, "unix:", 5) == 0) {
+                imp_report(im, s, "resolve with a unix socket: ignored");
+                res = 0;
+            }
+            if (res && !resolve) {
+                /* legate re-resolves per upstream, not per server */
+                resolve = 1;
+                imp_ind(b, 3);
+                imp_sb_str(b, "resolve = true;\n");
+                emit_resolver(im, b, d);
+            }
+            /* a name looked up while running needs no answer now */
+            if (!res && strncmp(addr, "unix:", 5) != 0 && !resolves(addr)) {
                 imp_report(im, s, "\"%s\" does not resolve: left out", s->args[1]);
                 continue;
             }
@@ -145,6 +231,8 @@ void nginx_upstream_translate(imp_t *im, const ngx_dir_t *d)
                         imp_report(im, s, "legate has one fail_timeout per upstream: the first is used");
                     else
                         fail_timeout = v;
+                } else if (strcmp(a, "resolve") == 0) {
+                    /* above */
                 } else if (strncmp(a, "slow_start=", 11) == 0) {
                     imp_report(im, s, "slow_start is per upstream in legate: set it there by hand");
                 } else
@@ -181,11 +269,18 @@ void nginx_upstream_translate(imp_t *im, const ngx_dir_t *d)
         } else if (imp_is(s, "keepalive_timeout") || imp_is(s, "keepalive_requests") ||
                    imp_is(s, "keepalive_time")) {
             imp_report(im, s, "legate's idle upstream connections have no limit of their own: ignored");
+        } else if (imp_is(s, "resolver") || imp_is(s, "resolver_timeout")) {
+            /* with the first server ... resolve */
         } else if (imp_is(s, "zone")) {
             /* legate keeps upstream state in its shared memory anyway */
         } else
             imp_report(im, s, "not translated in an upstream");
     }
+    if (!resolve && imp_child(d->block, "resolver"))
+        imp_report(im, imp_child(d->block, "resolver"), "no server ... resolve uses it: left out");
+    if (resolve)
+        imp_report(im, d, "resolve: legate looks every name of the upstream up again, and one "
+                          "name is one server (its first address, IPv4 first)");
     if (max_fails >= 0) {
         imp_ind(b, 3);
         imp_sb_printf(b, "max_fails = %ld;\n", max_fails);

@@ -2,9 +2,13 @@
 """legate --import-nginx: Debian's own nginx.conf (with sites-enabled/default),
 and the typical edge configurations of t/nginx/ (TLS with HSTS, WebSocket,
 cache with stale serving, canary split, rate-limited API, admin area with
-Basic auth), each imported and checked with legate -t, then run side by
-side with nginx on the same requests (status, key headers, bodies).  Also:
-include globs, what is reported (FILE:LINE: directive: why), syntax errors."""
+Basic auth, static files with try_files falling back to a named location,
+a map on the User-Agent, if blocks that return), each imported and checked
+with legate -t, then run side by side with nginx on the same requests
+(status, key headers, bodies).  Also: include globs, what is reported
+(FILE:LINE: directive: why), syntax errors, resolver with server ...
+resolve and listen ... quic (checked with legate -t), and random
+configurations that must always load."""
 import os
 import re
 import shutil
@@ -71,7 +75,7 @@ def render(name, d, **ports):
     shutil.copy(os.path.join(TEMPLATES, "common.inc"), d)
     if not os.path.isdir(os.path.join(d, "html")):
         shutil.copytree(os.path.join(TEMPLATES, "html"), os.path.join(d, "html"))
-    for sub in ("logs", "tmp"):
+    for sub in ("logs", "tmp", "cache"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
         os.chmod(os.path.join(d, sub), 0o777)
     return path
@@ -175,10 +179,11 @@ def debian_default_nginx_conf():
         # the site comes in through include /etc/nginx/sites-enabled/*
         contains(out, '{ address = "0.0.0.0:80"; default = true; }')
         contains(out, '{ address = "[::]:80"; default = true; }')
-        ok(re.search(r"^%s:\d+: try_files: not translated: legate serves no files$"
-                     % re.escape(site), err, re.M), "try_files reported:\n" + err)
-        ok(re.search(r"^%s:\d+: location: no proxy_pass or return" % re.escape(site), err, re.M),
-           "the location without an action reported")
+        # root, index and try_files: a file route, as nginx serves the site
+        contains(out, 'root = "/var/www/html";')
+        contains(out, 'try_files = [ "$uri", "$uri/", "=404" ];')
+        ok(not re.search(r"^%s:\d+: (try_files|root|index):" % re.escape(site), err, re.M),
+           "root, index, try_files not reported:\n" + err)
     ok(re.search(r"^/etc/nginx/nginx.conf:\d+: sendfile: not translated", err, re.M),
        "sendfile reported")
 
@@ -249,15 +254,143 @@ def websocket_idiom_side_by_side():
 @test(timeout=120)
 def cache_with_stale_side_by_side():
     np, lp, on, ol, lg, err = pair("cache-stale.conf")
-    contains(err, "cache-stale.conf:19: add_header: legate has no variable $upstream_cache_status")
-    contains(err, "cache-stale.conf:16: proxy_cache_use_stale: not translated")
+    ok("upstream_cache_status" not in err and "proxy_cache_use_stale" not in err,
+       "$upstream_cache_status and proxy_cache_use_stale translated:\n" + err)
     path = "/c?size=100&hdr=Cache-Control:max-age=60"
-    for _ in range(3):
-        same(np["PORT"], lp["PORT"], path)
+    for want in ("MISS", "HIT", "HIT"):
+        rn, rl = same(np["PORT"], lp["PORT"], path)
+        eq(rn.headers.get("X-Cache-Status"), want, "nginx's $upstream_cache_status")
+        eq(rl.headers.get("X-Cache-Status"), want, "legate's $cache_status")
     for o, who in ((on[0], "nginx"), (ol[0], "legate")):
         eq(o.stats()["by_path"].get("/c", 0), 1, "%s asked its origin once" % who)
     rn, rl = same(np["PORT"], lp["PORT"], "/healthz")
     eq(rl.body, b"ok\n")
+
+
+@test(timeout=120)
+def static_files_map_and_stale_side_by_side():
+    """root with try_files falling back to a named location that proxies, a
+    map on $http_user_agent in a header, set, proxy_cache_use_stale."""
+    np, lp, on, ol, lg, err = pair("static-map.conf")
+    text, _ = imported("static-map.conf", PORT=lp["PORT"], ORIGIN=ol[0].address)
+    for want in ['try_files = [ "$uri", "$uri/", "@app" ];', 'name = "app";',
+                 'index = [ "index.html" ];', '{ variable = "ua_class"; source = "$http_user_agent";',
+                 '[ "~*(bot|spider)", "bot" ]', '[ "~^curl/([0-9]+)", "curl-$1" ]',
+                 'set = { tier = "t-$ua_class"; };',
+                 'cache_use_stale = "error timeout updating http_502 http_503";',
+                 'X-Cache-Status = "$cache_status";', 'cache_disk_size = "32m";',
+                 'cache_disk_inactive = "600s";']:
+        contains(text, want)
+    # the resolver serves no upstream with resolve here: reported
+    contains(err, "static-map.conf:9: resolver: not translated")
+    for ua, cls in (("curl/8.1", "curl-8"), ("Mozilla", "browser"), ("Googlebot/2.1", "bot"),
+                    ("wget", "other")):
+        h = [("User-Agent", ua)]
+        # a file, a directory's index, and a miss handed to the application
+        for path in ("/hello.txt", "/docs/", "/app/x?size=10"):
+            rn, rl = same(np["PORT"], lp["PORT"], path, headers=h)
+            eq(rl.status, 200, path)
+            eq(rl.headers.get("X-UA-Class"), rn.headers.get("X-UA-Class"), "map of " + ua)
+            eq(rl.headers.get("X-UA-Class"), cls, "map of %s on %s" % (ua, path))
+        eq(rl.headers.get("X-Origin"), "o0", "the fallback proxies")
+    rn, rl = same(np["PORT"], lp["PORT"], "/hello.txt")
+    eq(rl.body, b"hello from the disk\n")
+    eq(rl.headers.get("X-Origin"), None, "a file, not the origin")
+    # a difference legate-nginx(7) states: try_files' "$uri/" on a path
+    # without its "/" is a 301 to it in nginx, the index at once in legate
+    rn = request(np["PORT"], target="/docs", host="localhost")
+    rl = request(lp["PORT"], target="/docs", host="localhost")
+    eq((rn.status, rl.status), (301, 200), "/docs")
+    eq(rl.body, b"<html><body>docs index</body></html>\n")
+    path = "/cached/c?size=100&hdr=Cache-Control:max-age=60"
+    for want in ("MISS", "HIT", "HIT"):
+        rn, rl = same(np["PORT"], lp["PORT"], path, headers=[("User-Agent", "Googlebot")])
+        eq(rl.headers.get("X-Cache-Status"), want)
+        eq(rn.headers.get("X-Cache-Status"), want)
+        eq(rl.headers.get("X-Tier"), rn.headers.get("X-Tier"))
+        eq(rl.headers.get("X-Tier"), "t-bot")
+    for o, who in ((on[0], "nginx"), (ol[0], "legate")):
+        eq(o.stats()["by_path"].get("/cached/c", 0), 1, "%s asked its origin once" % who)
+
+
+@test(timeout=120)
+def if_return_side_by_side():
+    """if blocks that only return: routes with a condition (if = ...)."""
+    np, lp, on, ol, lg, err = pair("if-return.conf")
+    ok(":14: if:" not in err and ":15: if:" not in err, "the ifs translated:\n" + err)
+    for method, path, headers in (("GET", "/a?size=5", ()),
+                                  ("GET", "/a", [("User-Agent", "Googlebot")]),
+                                  ("POST", "/a", ()),
+                                  ("GET", "/a", [("X-Mode", "maintenance")]),
+                                  ("GET", "/a", [("X-Mode", "other")]),
+                                  ("GET", "/a?old=1", ()),
+                                  ("GET", "/item/42", ()),
+                                  ("GET", "/item/42?json=1", ())):
+        rn = request(np["PORT"], method=method, target=path, headers=headers, host="localhost",
+                     body=b"" if method == "POST" else None)
+        rl = request(lp["PORT"], method=method, target=path, headers=headers, host="localhost",
+                     body=b"" if method == "POST" else None)
+        what = "%s %s %r" % (method, path, headers)
+        eq(rl.status, rn.status, what)
+        if rn.status in (200, 503):
+            eq(rl.body, rn.body, what)
+    eq(request(lp["PORT"], target="/item/42?json=1").body, b'{"id":42}')
+    eq(request(lp["PORT"], target="/a", headers=[("User-Agent", "Googlebot")]).status, 403)
+
+
+@test
+def resolve_quic_and_if_translate():
+    """server ... resolve with resolver, listen ... quic beside ssl, and
+    what stays reported."""
+    path, rc, out, err = translated("""events {}
+http {
+  resolver 127.0.0.53 10.9.9.9:5353 dns.example valid=30s;
+  upstream dyn { server backend.invalid:8080 resolve; }
+  server {
+    listen 127.0.0.1:9443 ssl;
+    listen 127.0.0.1:9443 quic reuseport;
+    listen 127.0.0.1:9444 quic;
+    http3 on;
+    add_header Alt-Svc 'h3=":9443"; ma=86400';
+    ssl_certificate %s/server-rsa.pem;
+    ssl_certificate_key %s/server-rsa.key;
+    max_ranges 4;
+    location / { proxy_pass http://dyn; proxy_set_header Host $host; }
+  }
+  geo $g { default 0; }
+  server {
+    listen 127.0.0.1:9445;
+    location / {
+      if (-f $request_filename) { return 404; }
+      if ($http_a = "b c") { return 400; }
+      if ($uri ~ ^/(x)) { return 302 /y/$1; }
+      if ($arg_z) { set $q 1; }
+      return 204;
+    }
+  }
+}
+""" % (CERTS, CERTS))
+    eq(rc, 0, err)
+    check_remarks(err)
+    for want in ['resolve = true;', 'resolvers = [ "127.0.0.53", "10.9.9.9:5353" ];',
+                 'resolve_valid = "30s";', '{ address = "backend.invalid:8080"; }',
+                 'cache_max_ranges = 4;']:
+        contains(out, want)
+    for want in [':3: resolver: "dns.example": legate\'s resolvers are addresses',
+                 ':8: listen: legate runs QUIC beside a TLS listen of the same address',
+                 ':16: geo: geo is not in legate',
+                 ':20: if: file tests (-f, -d, -e, -x) are not in legate',
+                 ':21: if: an empty value or one with spaces is not in legate',
+                 ':22: if: $1..$9 of the if\'s regex are not set in legate',
+                 ':23: if: only an if that just returns is translated']:
+        contains(err, path + want)
+    ok("does not resolve" not in err, "a name with resolve is not looked up now:\n" + err)
+    rc, terr = check_config(out)
+    if "built without HTTP/3" in terr:
+        skip("this legate has no HTTP/3")
+    contains(out, 'tls = true; quic = true; }')
+    contains(err, path + ":10: add_header: legate sends Alt-Svc itself on a server with quic")
+    eq(rc, 0, "%s\n%s" % (terr, out))
 
 
 @test(timeout=120)
@@ -415,11 +548,11 @@ def includes_with_globs_and_reports():
     check_remarks(err)
     b = os.path.join(d, "sites", "b.conf")
     contains(err, "%s:3: if: \"if\" is not in legate" % b)
-    contains(err, "%s:4: location: named locations are not in legate" % b)
+    contains(out, 'name = "fallback";')     # a named location is a route with a name
     contains(err, "%s:5: proxy_pass: a proxy_pass with variables is not in legate" % b)
-    contains(err, "%s:6: add_header: legate has no variable $upstream_cache_status" % b)
+    contains(out, 'X-A = "$cache_status";')
     contains(err, "%s:7: location: \"^/(?:a|b)\": (?...) groups are PCRE only" % b)
-    contains(err, "%s:3: map: maps are not in legate" % main)
+    contains(err, "%s:3: map: legate has no variable $a: left out" % main)
     contains(err, "%s:5: include: \"%s/missing.conf\" does not exist" % (main, d))
     lg = Legate(out)
     eq(request(p1).body, b"a")
@@ -659,7 +792,15 @@ def random_configurations_always_load():
             "split_clients $remote_addr $v { 50% up1; * up2; }", "server_tokens off;", "geo $g { default 0; }", "weird_directive 1 2;",
             "proxy_cache cc;", "proxy_cache_valid 5m;", "proxy_cache_valid 404 any 1m;", "proxy_cache_key $scheme$host$uri;",
             "proxy_cache_bypass $cookie_x $arg_y;", "auth_basic \"r\";", "auth_basic_user_file /etc/passwd;", "satisfy any;",
-            "limit_req zone=z1 burst=3;", "limit_req zone=zz;", "limit_conn c1 5;", "limit_rate 100k;", "if ($x) { return 403; }"]
+            "limit_req zone=z1 burst=3;", "limit_req zone=zz;", "limit_conn c1 5;", "limit_rate 100k;", "if ($x) { return 403; }",
+            "map $http_user_agent $ua { default x; ~*bot b; \"~^c/(\\d+)\" c$1; M m; *.w w; }", "map $ua $ub { default \"u-$ua\"; }",
+            "map $nope $nm { default 1; }", "map $host $host { default 1; }", "map $uri $m2 { hostnames; .a.test 1; \"~(?i)x\" 2; default $1; }",
+            "proxy_cache_use_stale error timeout updating http_500 bogus;", "proxy_cache_use_stale off;", "max_ranges 3;", "max_ranges 900;",
+            "proxy_cache_path @D@ keys_zone=dd:1m max_size=5m inactive=30s;", "proxy_cache_path @D@/none keys_zone=de:1m;",
+            "resolver 127.0.0.1:5353 ns.example valid=1m ipv6=off;", "root @D@;", "root html;", "index index.html $x.html /a.html;",
+            "add_header X-U $ua;", "add_header X-M \"$ub $nm $sv\";", "add_header X-C $upstream_cache_status;", "http3 on;", "try_files $uri =404;",
+            "if ($ua = b) { return 403; }", "if ($arg_q !~* ^[a-z]+$) { return 400 \"bad\"; }", "if ($http_x = \"a b\") { return 400; }",
+            "if ($uri ~ ^/(.)) { return 302 /$1; }", "if (!-e $request_filename) { return 404; }", "if ($nope) { return 401; }"]
     LOC = HTTP + ["proxy_pass http://up1;", "proxy_pass http://127.0.0.1:9009/;", "proxy_pass http://up2/x/;", "proxy_pass https://localhost:8443;",
             "proxy_pass http://$v;", "return 200 ok;", "return 301 https://$host$request_uri;", "return 404;", "return 302 /a/$1;",
             "rewrite ^/(.*)$ /z/$1 break;", "rewrite ^/q$ /r permanent;", "rewrite ^ /x last;", "try_files $uri =404;", "internal;",
@@ -668,12 +809,14 @@ def random_configurations_always_load():
             "proxy_redirect http://up1/ /;", "proxy_redirect ~^(.*)$ $1;", "proxy_intercept_errors on;",
             "default_type application/json;", "error_page 502 =200 /x.html;", "add_header X-A 1 always;",
             "access_log syslog:server=127.0.0.1:5140,tag=t combined if=$arg_x;", "limit_conn_dry_run on;",
-            "auth_request_set $u $upstream_http_x_u;", "proxy_set_header X-U $u;"]
+            "auth_request_set $u $upstream_http_x_u;", "proxy_set_header X-U $u;",
+            "set $sv \"s-$ua\";", "set $sv $nope;", "set $host 1;", "set $ua $uri;", "alias @D@/;", "alias /$x/;",
+            "try_files $uri $uri/ @n;", "try_files $uri /index.html;", "try_files $uri =999;", "try_files $uri @gone;", "index a.htm;"]
     LOCS = ["/", "/a/", "= /auth", "= /x", "^~ /s/", "~ ^/r/(\\d+)$", "~* \\.(gif|jpg)$", "@n", "~ (?i)x", "/b"]
     SRV = ["listen 127.0.0.1:%d;", "listen 127.0.0.1:%d ssl;", "listen 127.0.0.1:%d default_server;", "listen %d proxy_protocol;", "server_name a.test .b.test ~^c\\d+\\.test$ _;",
            "ssl_certificate %s/server-rsa.pem;" % CERTS, "ssl_certificate_key %s/server-rsa.key;" % CERTS,
            "ssl_certificate /nope.pem;", "return 444;", "rewrite ^/old$ /new redirect;", "http2 on;",
-           "listen 127.0.0.1:%d http2;"]
+           "listen 127.0.0.1:%d http2;", "listen 127.0.0.1:%d quic;", "listen 127.0.0.1:%d ssl;", "set $sv 2;", "try_files $uri @n;"]
     bad = []
     for seed in range(int(os.environ.get("LEGATE_IMPORT_RANDOM", "150"))):
         rnd = random.Random(seed)
@@ -681,6 +824,10 @@ def random_configurations_always_load():
         out = ["events {}", "http {",
                "upstream up1 { server 127.0.0.1:9001 weight=2; server 127.0.0.1:9002 backup; least_conn; }",
                "upstream up2 { server localhost:9003 max_fails=1; keepalive 4; hash $uri; }"]
+        if rnd.random() < 0.3:
+            out.append(rnd.choice(["upstream up3 { server nowhere.invalid:80 resolve; server 127.0.0.1:9004; }",
+                                   "upstream up3 { resolver 127.0.0.1; server a.invalid resolve; }",
+                                   "upstream up3 { server unix:/tmp/x.sock resolve; }"]))
         for _ in range(rnd.randrange(4)):
             out.append(rnd.choice(HTTP))
         for srv in range(rnd.randrange(1, 4)):
