@@ -38,16 +38,13 @@
  *   - the streams a client may open are SETTINGS_MAX_CONCURRENT_STREAMS;
  *   - a stream whose client never opens its window meets send_timeout.
  */
-#include "pipeline/request.h"
+#include "pipeline/mux.h"
 
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#include "core/hash.h"
 #include "core/log.h"
 #include "net/buf.h"
 #include "net/h2io.h"
@@ -97,12 +94,7 @@ struct h2s {
     h2s_t       *rnext;         /* h->runq */
     int          queued;
     int          start;         /* the head is complete: start the request when run */
-    int          status;        /* the head is not acceptable: answer this (431, 400) */
-    /* the request head as it arrives (arena of r) */
-    http_header_t *hdrs;
-    size_t       nh, hsize, nfields;
-    int          cookie;        /* index of the joined cookie field + 1, or 0 */
-    lg_str_t     method, path, authority, scheme, protocol;
+    lg_mux_req_t q;             /* the request head as it arrives (pipeline/mux.c) */
     /* the request body: DATA received, not yet read by the request */
     char        *in;            /* owned: STREAM_WINDOW bytes */
     size_t       in_pos, in_len;
@@ -122,9 +114,19 @@ struct h2s {
 
 #define H2S_MAGIC 0x48325354u
 
-static http_header_t scratch_headers[LG_MAX_HEADERS];
+static lg_mux_nv_t scratch_fields[LG_MAX_HEADERS + 1];
 static nghttp2_nv scratch_nv[LG_MAX_HEADERS + 1];
 static char scratch_names[LG_BUF_SIZE];
+
+/* The shared field list as nghttp2's. */
+static size_t to_nv(size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        scratch_nv[i] = (nghttp2_nv){ (uint8_t *)scratch_fields[i].name, (uint8_t *)scratch_fields[i].value,
+                                      scratch_fields[i].namelen, scratch_fields[i].valuelen,
+                                      NGHTTP2_NV_FLAG_NONE };
+    return n;
+}
 
 static void h2_flush(h2c_t *h);
 static void h2_run_queue(h2c_t *h);
@@ -286,51 +288,23 @@ static ssize_t stream_recv(lg_end_t *e, void *buf, size_t n)
 static ssize_t data_source_read_cb(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t length,
                                    uint32_t *flags, nghttp2_data_source *src, void *ud);
 
-/* Lowercase the name into scratch room (HTTP/2 field names are lowercase). */
-static const char *lower(const char *p, size_t n, size_t *used)
-{
-    if (*used + n > sizeof(scratch_names))
-        return NULL;
-    char *d = scratch_names + *used;
-    for (size_t i = 0; i < n; i++)
-        d[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
-    *used += n;
-    return d;
-}
-
-static int name_is(const http_header_t *h, const char *s)
-{
-    return h->name_len == strlen(s) && strncasecmp(h->name, s, h->name_len) == 0;
-}
-
 /*
- * A complete HTTP/1.1 response head in st->ohead (hlen bytes): HEADERS.
- * Returns 0, or -1 when it cannot be sent.
+ * A complete HTTP/1.1 response head: HEADERS.  1 when it was the final
+ * head, 0 an interim one (more heads follow), -1 when it cannot be sent.
  */
-static int submit_head(h2s_t *st, const http_response_t *rsp)
+static int submit_head(void *arg, const http_response_t *rsp)
 {
+    h2s_t *st = arg;
     h2c_t *h = st->h;
     int status = rsp->status;
     if (status == 101 && st->ws)
         status = 200;           /* RFC 8441 5: the tunnel is open */
-    char code[4] = { (char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
-                     (char)('0' + status % 10), 0 };
-    size_t n = 0, used = 0;
-    scratch_nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE };
-    for (size_t i = 0; i < rsp->num_headers && n < LG_MAX_HEADERS + 1; i++) {
-        const http_header_t *f = &rsp->headers[i];
-        /* connection-specific fields have no place in HTTP/2 (RFC 9113 8.2.2) */
-        if (name_is(f, "connection") || name_is(f, "keep-alive") || name_is(f, "proxy-connection") ||
-            name_is(f, "transfer-encoding") || name_is(f, "upgrade"))
-            continue;
-        if (st->ws && name_is(f, "sec-websocket-accept"))
-            continue;
-        const char *nm = lower(f->name, f->name_len, &used);
-        if (nm == NULL)
-            return -1;
-        scratch_nv[n++] = (nghttp2_nv){ (uint8_t *)nm, (uint8_t *)f->value, f->name_len,
-                                        f->value_len, NGHTTP2_NV_FLAG_NONE };
-    }
+    char code[4];
+    int nf = lg_mux_response_fields(rsp, status, st->ws, code, scratch_fields, LG_MAX_HEADERS + 1,
+                                    scratch_names, sizeof(scratch_names));
+    if (nf < 0)
+        return -1;
+    size_t n = to_nv((size_t)nf);
     if (status < 200) {
         /* interim (100 Continue, 103 Early Hints): more heads follow */
         return nghttp2_submit_headers(h->ses, NGHTTP2_FLAG_NONE, st->id, NULL, scratch_nv, n,
@@ -339,58 +313,14 @@ static int submit_head(h2s_t *st, const http_response_t *rsp)
     int bodyless = st->is_head || status == 204 || status == 304;
     if (bodyless) {
         st->ostate = OUT_NONE;
-        return nghttp2_submit_response(h->ses, st->id, scratch_nv, n, NULL) < 0 ? -1 : 0;
+        return nghttp2_submit_response(h->ses, st->id, scratch_nv, n, NULL) < 0 ? -1 : 1;
     }
     if (st->obody == NULL && (st->obody = lg_buf_get()) == NULL)
         return -1;
     nghttp2_data_provider dp = { .source.ptr = st, .read_callback = data_source_read_cb };
     st->ostate = OUT_BODY;
     st->t_progress = lg_w.loop.now;
-    return nghttp2_submit_response(h->ses, st->id, scratch_nv, n, &dp) < 0 ? -1 : 0;
-}
-
-/* Take bytes of a response head; 1 when a final head was submitted (the
- * rest of what was taken, *extra bytes at *rest, is body), 0 taken and
- * waiting for more, -1 a broken head. */
-static int take_head(h2s_t *st, const char *p, size_t n, size_t *took, const char **rest,
-                     size_t *extra)
-{
-    if (st->ohead == NULL && (st->ohead = lg_buf_get()) == NULL)
-        return -1;
-    lg_buf_t *b = st->ohead;
-    size_t room = (size_t)(b->end - b->last);
-    size_t k = n < room ? n : room;
-    memcpy(b->last, p, k);
-    b->last += k;
-    *took = k;
-    static const http_limits_t lim = {
-        .max_line = LG_BUF_SIZE / 2, .max_head = LG_BUF_SIZE, .max_headers = LG_MAX_HEADERS,
-    };
-    for (;;) {
-        http_response_t rsp = { .headers = scratch_headers };
-        ssize_t rc = http_parse_response(b->pos, lg_buf_len(b), &rsp, &lim, &st->oscan);
-        if (rc == HTTP_AGAIN) {
-            if (b->last == b->end)
-                return -1;
-            return 0;
-        }
-        if (rc < 0)
-            return -1;
-        st->oscan = 0;
-        if (submit_head(st, &rsp) < 0)
-            return -1;
-        b->pos += rc;
-        if (st->ostate == OUT_HEAD) {
-            if (lg_buf_len(b) == 0) {
-                b->pos = b->last = b->start;    /* room for the heads that follow */
-                return 0;
-            }
-            continue;           /* an interim head: the final one may follow */
-        }
-        *rest = b->pos;
-        *extra = lg_buf_len(b);
-        return 1;
-    }
+    return nghttp2_submit_response(h->ses, st->id, scratch_nv, n, &dp) < 0 ? -1 : 1;
 }
 
 /* Queue body bytes for DATA frames: how many fit. */
@@ -427,7 +357,8 @@ static ssize_t stream_writev(lg_end_t *e, const struct iovec *iov, int cnt)
             if (st->ostate == OUT_HEAD) {
                 size_t took = 0, extra = 0;
                 const char *rest = NULL;
-                int rc = take_head(st, p, n, &took, &rest, &extra);
+                int rc = lg_mux_take_head(&st->ohead, &st->oscan, p, n, &took, &rest, &extra,
+                                          submit_head, st);
                 if (rc < 0) {
                     errno = EPROTO;
                     return LG_ERROR;
@@ -494,22 +425,8 @@ static void end_body(nghttp2_session *ses, h2s_t *st, uint32_t *flags)
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     if (st->trailers == NULL)
         return;
-    size_t n = 0, used = 0;
-    for (char *p = st->trailers; *p && n < LG_MAX_HEADERS;) {
-        char *eol = strstr(p, "\r\n"), *colon = strchr(p, ':');
-        if (eol == NULL)
-            break;
-        if (colon && colon < eol) {
-            const char *nm = lower(p, (size_t)(colon - p), &used);
-            const char *v = colon + 1;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            if (nm)
-                scratch_nv[n++] = (nghttp2_nv){ (uint8_t *)nm, (uint8_t *)v, (size_t)(colon - p),
-                                                (size_t)(eol - v), NGHTTP2_NV_FLAG_NONE };
-        }
-        p = eol + 2;
-    }
+    size_t n = to_nv(lg_mux_trailer_fields(st->trailers, scratch_fields, LG_MAX_HEADERS, scratch_names,
+                                           sizeof(scratch_names)));
     if (n && nghttp2_submit_trailer(ses, st->id, scratch_nv, n) == 0)
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 }
@@ -546,32 +463,6 @@ static ssize_t data_source_read_cb(nghttp2_session *ses, int32_t id, uint8_t *bu
 
 /* ---- building the request from HEADERS ---- */
 
-static int keep_str(lg_req_t *r, lg_str_t *dst, const uint8_t *p, size_t n)
-{
-    char *s = lg_arena_alloc(&r->arena, n + 1);
-    if (s == NULL)
-        return -1;
-    memcpy(s, p, n);
-    s[n] = 0;
-    dst->p = s;
-    dst->n = n;
-    return 0;
-}
-
-static int add_field(h2s_t *st, const char *name, size_t nl, const char *value, size_t vl)
-{
-    if (st->nh >= LG_MAX_HEADERS) {
-        st->status = 431;
-        return 0;
-    }
-    http_header_t *f = &st->hdrs[st->nh++];
-    f->name = name;
-    f->name_len = nl;
-    f->value = value;
-    f->value_len = vl;
-    return 0;
-}
-
 static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
 {
     h2c_t *h = ud;
@@ -584,8 +475,7 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, vo
     if (st == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     lg_req_t *r = lg_req_new(h->c);
-    if (r == NULL ||
-        (st->hdrs = lg_arena_calloc(&r->arena, sizeof(http_header_t) * (LG_MAX_HEADERS + 1))) == NULL) {
+    if (r == NULL || lg_mux_req_init(&st->q, r) < 0) {
         lg_req_free(r);
         stream_free(st);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -597,7 +487,6 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, vo
         ls->h2_streams++;
     r->cend = &st->end;
     r->in = NULL;
-    st->nh = 1;                 /* room for Host, first */
     nghttp2_session_set_stream_user_data(ses, st->id, st);
     return 0;
 }
@@ -612,144 +501,32 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *frame, const uin
     h2s_t *st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
     if (st == NULL || st->r == NULL)
         return 0;               /* trailers of a request already answered */
-    lg_req_t *r = st->r;
-    st->hsize += nl + vl + 32;          /* as SETTINGS_MAX_HEADER_LIST_SIZE counts */
-    st->nfields++;
-    if (st->hsize > (size_t)lg_w.conf->http2_max_header_list_size || st->status) {
-        st->status = 431;
-        /* far past the limit: an HPACK bomb, not a big cookie */
-        if (st->hsize > (size_t)lg_w.conf->http2_max_header_list_size * 4 ||
-            st->nfields > LG_MAX_HEADERS * 4)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    lg_mux_size_t sz = lg_mux_req_account(&st->q, nl, vl, lg_w.conf->http2_max_header_list_size);
+    if (sz == LG_MUX_SIZE_BOMB)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (sz != LG_MUX_SIZE_OK)
         return 0;
-    }
     if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;               /* trailers: not passed on (HTTP/1.1 upstreams) */
     (void)h;
-    if (nl && name[0] == ':') {
-        lg_str_t *dst = nl == 7 && memcmp(name, ":method", 7) == 0 ? &st->method :
-                        nl == 5 && memcmp(name, ":path", 5) == 0 ? &st->path :
-                        nl == 10 && memcmp(name, ":authority", 10) == 0 ? &st->authority :
-                        nl == 7 && memcmp(name, ":scheme", 7) == 0 ? &st->scheme :
-                        nl == 9 && memcmp(name, ":protocol", 9) == 0 ? &st->protocol : NULL;
-        if (dst && keep_str(r, dst, value, vl) < 0)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        return 0;
-    }
-    if (nl == 6 && memcmp(name, "cookie", 6) == 0 && st->cookie) {
-        /* cookie crumbs (RFC 9113 8.2.3) become one field for HTTP/1.1 */
-        http_header_t *f = &st->hdrs[st->cookie - 1];
-        char *v = lg_arena_alloc(&r->arena, f->value_len + 2 + vl + 1);
-        if (v == NULL)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        memcpy(v, f->value, f->value_len);
-        memcpy(v + f->value_len, "; ", 2);
-        memcpy(v + f->value_len + 2, value, vl);
-        v[f->value_len + 2 + vl] = 0;
-        f->value = v;
-        f->value_len += 2 + vl;
-        return 0;
-    }
-    lg_str_t n, v;
-    if (keep_str(r, &n, name, nl) < 0 || keep_str(r, &v, value, vl) < 0)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    if (nl == 6 && memcmp(name, "cookie", 6) == 0)
-        st->cookie = (int)st->nh + 1;
-    if (nl == 4 && memcmp(name, "host", 4) == 0) {
-        st->hdrs[0] = (http_header_t){ n.p, n.n, v.p, v.n };   /* Host stays first */
-        return 0;
-    }
-    return add_field(st, n.p, n.n, v.p, v.n);
-}
-
-/* A random Sec-WebSocket-Key for the HTTP/1.1 upstream of an RFC 8441 stream. */
-static const char *ws_key(lg_req_t *r)
-{
-    unsigned char raw[16];
-    for (int i = 0; i < 16; i += 8) {
-        uint64_t x = lg_rand_next(&lg_w.rng);
-        memcpy(raw + i, &x, 8);
-    }
-    char *k = lg_arena_alloc(&r->arena, 25);
-    if (k)
-        EVP_EncodeBlock((unsigned char *)k, raw, 16);
-    return k;
+    return lg_mux_req_field(&st->q, st->r, name, nl, value, vl) < 0 ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
 }
 
 /* The head is complete: an HTTP/1.1-shaped request (version 2.0) from it. */
 static void build_request(h2s_t *st, int end_stream)
 {
     lg_req_t *r = st->r;
-    http_request_t *q = &r->req;
-    /* Host: the client's, else :authority (RFC 9113 8.3.1) */
-    if (st->hdrs[0].name == NULL) {
-        if (st->authority.n)
-            st->hdrs[0] = (http_header_t){ "host", 4, st->authority.p, st->authority.n };
-        else
-            st->hdrs[0] = (http_header_t){ "x-legate-no-host", 16, "", 0 };
-    } else if (st->authority.n && (st->hdrs[0].value_len != st->authority.n ||
-               strncasecmp(st->hdrs[0].value, st->authority.p, st->authority.n) != 0)) {
-        st->status = 400;       /* two different authorities: malformed */
-    }
-    int connect = st->method.n == 7 && memcmp(st->method.p, "CONNECT", 7) == 0;
-    if (connect && st->protocol.n) {
-        /* extended CONNECT (RFC 8441): a WebSocket to an HTTP/1.1 upstream is
-         * its GET with Upgrade; only a 101 opens the stream's tunnel */
-        if (!(st->protocol.n == 9 && strncasecmp(st->protocol.p, "websocket", 9) == 0)) {
-            st->status = 501;
-        } else {
-            const char *key = ws_key(r);
-            if (key == NULL) {
-                st->status = 500;
-            } else {
-                st->ws = 1;
-                add_field(st, "upgrade", 7, "websocket", 9);
-                add_field(st, "connection", 10, "upgrade", 7);
-                add_field(st, "sec-websocket-key", 17, key, strlen(key));
-            }
-        }
-        q->method = "GET";
-        q->method_len = 3;
-        q->target = st->path.p ? st->path.p : "/";
-        q->target_len = st->path.p ? st->path.n : 1;
-    } else {
-        q->method = st->method.p ? st->method.p : "GET";
-        q->method_len = st->method.p ? st->method.n : 3;
-        q->target = connect ? st->authority.p : st->path.p;
-        q->target_len = connect ? st->authority.n : st->path.n;
-        if (q->target == NULL) {
-            q->target = "/";
-            q->target_len = 1;
-            st->status = 400;
-        }
-    }
-    if (st->hdrs[0].name_len == 16)     /* no authority at all */
-        st->hdrs[0] = st->hdrs[--st->nh];
-    q->version = 20;
-    q->headers = st->hdrs;
-    q->num_headers = st->nh;
-    int bad = lg_http_analyze_request(q, &r->ri);
-    if (!st->status)
-        st->status = bad;
+    int big = lg_mux_req_build(&st->q, r, 20, end_stream, 1, &st->ws);
     st->is_head = r->ri.is_head;
-    /* the framing is the stream's: END_STREAM ends the body */
-    if (end_stream || st->ws || r->ri.connect)
-        r->ri.body = LG_BODY_NONE;
-    else if (r->ri.body != LG_BODY_LENGTH)
-        r->ri.body = LG_BODY_CLOSE;
     if (end_stream)
         st->in_eof = 1;
-    r->server = lg_route_server(st->h->c->bind, r->ri.host);
-    r->keep_alive = 1;          /* the connection's business, not the request's */
-    r->t_start = lg_w.loop.now;
     /* where the body's first bytes would be, for the stages that expect a
      * buffer: large enough for a tunnel's or a body's reads */
-    int big = r->ri.body != LG_BODY_NONE || st->ws || r->ri.connect;
     st->rbuf = big ? lg_buf_get() : lg_buf_get_small();
     r->in = st->rbuf;
     st->start = 1;
     if (r->in == NULL)
-        st->status = 500;
+        st->q.status = 500;
 }
 
 static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
@@ -796,7 +573,7 @@ static int on_data_chunk(nghttp2_session *ses, uint8_t flags, int32_t id, const 
     (void)flags;
     (void)ud;
     h2s_t *st = nghttp2_session_get_stream_user_data(ses, id);
-    if (st == NULL || st->r == NULL || st->status) {
+    if (st == NULL || st->r == NULL || st->q.status) {
         nghttp2_session_consume(ses, id, len);  /* nobody reads it: let more come */
         return 0;
     }
@@ -918,7 +695,7 @@ static void stream_run(h2s_t *st)
     lg_conn_t *c = st->h->c;
     if (st->start) {
         st->start = 0;
-        lg_req_start(st->r, st->status);
+        lg_req_start(st->r, st->q.status);
     }
     for (int round = 0; round < 64; round++) {
         lg_req_t *r = st->r;

@@ -20,7 +20,7 @@
  * made ready by a batch of packets (or by their upstreams' events) run in
  * settle(), before what they wrote is packed into the reply packets.
  */
-#include "pipeline/request.h"
+#include "pipeline/mux.h"
 
 #ifdef LG_HAVE_HTTP3   /* the whole file: configure found ngtcp2, nghttp3, GnuTLS */
 
@@ -28,7 +28,6 @@
 #include <nghttp3/nghttp3.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "core/log.h"
 #include "net/buf.h"
@@ -71,11 +70,9 @@ struct h3s {
     lg_req_t    *r;
     lg_timer_t   timer;
     h3s_t       *prev, *next, *rnext;
-    int          queued, start, status;
-    http_header_t *hdrs;
-    size_t       nh, hsize;
-    int          cookie;
-    lg_str_t     method, path, authority, scheme, protocol;
+    int          queued, start;
+    lg_mux_req_t q;             /* the request head as it arrives (pipeline/mux.c) */
+    int          ws;            /* an RFC 9220 WebSocket (not offered: always 0) */
     char        *in;            /* owned: request body bytes not yet read */
     size_t       in_pos, in_len, in_unacked;
     int          in_eof;
@@ -92,9 +89,19 @@ struct h3s {
 
 #define H3S_MAGIC 0x48335354u
 
-static http_header_t scratch_headers[LG_MAX_HEADERS];
+static lg_mux_nv_t scratch_fields[LG_MAX_HEADERS + 1];
 static nghttp3_nv scratch_nv[LG_MAX_HEADERS + 1];
 static char scratch_names[LG_BUF_SIZE];
+
+/* The shared field list as nghttp3's. */
+static size_t to_nv(size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        scratch_nv[i] = (nghttp3_nv){ (uint8_t *)scratch_fields[i].name, (uint8_t *)scratch_fields[i].value,
+                                      scratch_fields[i].namelen, scratch_fields[i].valuelen,
+                                      NGHTTP3_NV_FLAG_NONE };
+    return n;
+}
 static const lg_end_ops_t stream_ops;
 static void h3_run_queue(h3c_t *h);
 
@@ -219,91 +226,30 @@ static ssize_t stream_recv(lg_end_t *e, void *buf, size_t n)
     return (ssize_t)k;
 }
 
-static const char *lower(const char *p, size_t n, size_t *used)
-{
-    if (*used + n > sizeof(scratch_names))
-        return NULL;
-    char *d = scratch_names + *used;
-    for (size_t i = 0; i < n; i++)
-        d[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
-    *used += n;
-    return d;
-}
-
-static int name_is(const http_header_t *f, const char *s)
-{
-    return f->name_len == strlen(s) && strncasecmp(f->name, s, f->name_len) == 0;
-}
-
 static nghttp3_ssize read_data(nghttp3_conn *conn, int64_t sid, nghttp3_vec *vec, size_t veccnt,
                                uint32_t *flags, void *ud, void *sud);
 
-static int submit_head(h3s_t *st, const http_response_t *rsp)
+/* A complete HTTP/1.1 response head: HEADERS.  1 final, 0 interim, -1. */
+static int submit_head(void *arg, const http_response_t *rsp)
 {
+    h3s_t *st = arg;
     h3c_t *h = st->h;
     int status = rsp->status;
-    char code[4] = { (char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10),
-                     (char)('0' + status % 10), 0 };
-    size_t n = 0, used = 0;
-    scratch_nv[n++] = (nghttp3_nv){ (uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP3_NV_FLAG_NONE };
-    for (size_t i = 0; i < rsp->num_headers && n < LG_MAX_HEADERS + 1; i++) {
-        const http_header_t *f = &rsp->headers[i];
-        /* connection-specific fields have no place in HTTP/3 (RFC 9114 4.2) */
-        if (name_is(f, "connection") || name_is(f, "keep-alive") || name_is(f, "proxy-connection") ||
-            name_is(f, "transfer-encoding") || name_is(f, "upgrade"))
-            continue;
-        const char *nm = lower(f->name, f->name_len, &used);
-        if (nm == NULL)
-            return -1;
-        scratch_nv[n++] = (nghttp3_nv){ (uint8_t *)nm, (uint8_t *)f->value, f->name_len, f->value_len,
-                                        NGHTTP3_NV_FLAG_NONE };
-    }
+    char code[4];
+    int nf = lg_mux_response_fields(rsp, status, 0, code, scratch_fields, LG_MAX_HEADERS + 1,
+                                    scratch_names, sizeof(scratch_names));
+    if (nf < 0)
+        return -1;
+    size_t n = to_nv((size_t)nf);
     if (status < 200)
         return nghttp3_conn_submit_info(h->h3, st->id, scratch_nv, n) != 0 ? -1 : 0;
     if (st->is_head || status == 204 || status == 304) {
         st->ostate = OUT_NONE;
-        return nghttp3_conn_submit_response(h->h3, st->id, scratch_nv, n, NULL) != 0 ? -1 : 0;
+        return nghttp3_conn_submit_response(h->h3, st->id, scratch_nv, n, NULL) != 0 ? -1 : 1;
     }
     nghttp3_data_reader dr = { read_data };
     st->ostate = OUT_BODY;
-    return nghttp3_conn_submit_response(h->h3, st->id, scratch_nv, n, &dr) != 0 ? -1 : 0;
-}
-
-/* Take bytes of a response head: 1 when the final head was submitted (the
- * rest, *extra bytes at *rest, is body), 0 taken and waiting, -1 broken. */
-static int take_head(h3s_t *st, const char *p, size_t n, size_t *took, const char **rest, size_t *extra)
-{
-    if (st->ohead == NULL && (st->ohead = lg_buf_get()) == NULL)
-        return -1;
-    lg_buf_t *b = st->ohead;
-    size_t room = (size_t)(b->end - b->last);
-    size_t k = n < room ? n : room;
-    memcpy(b->last, p, k);
-    b->last += k;
-    *took = k;
-    static const http_limits_t lim = {
-        .max_line = LG_BUF_SIZE / 2, .max_head = LG_BUF_SIZE, .max_headers = LG_MAX_HEADERS,
-    };
-    for (;;) {
-        http_response_t rsp = { .headers = scratch_headers };
-        ssize_t rc = http_parse_response(b->pos, lg_buf_len(b), &rsp, &lim, &st->oscan);
-        if (rc == HTTP_AGAIN)
-            return b->last == b->end ? -1 : 0;
-        if (rc < 0)
-            return -1;
-        st->oscan = 0;
-        if (submit_head(st, &rsp) < 0)
-            return -1;
-        b->pos += rc;
-        if (st->ostate == OUT_HEAD) {
-            if (lg_buf_len(b) == 0)
-                return 0;
-            continue;           /* an interim head: the final one may follow */
-        }
-        *rest = b->pos;
-        *extra = lg_buf_len(b);
-        return 1;
-    }
+    return nghttp3_conn_submit_response(h->h3, st->id, scratch_nv, n, &dr) != 0 ? -1 : 1;
 }
 
 /* Queue body bytes: how many fit (0: OUT_BUFS wait for acknowledgements). */
@@ -353,7 +299,8 @@ static ssize_t stream_writev(lg_end_t *e, const struct iovec *iov, int cnt)
             if (st->ostate == OUT_HEAD) {
                 size_t took = 0, extra = 0;
                 const char *rest = NULL;
-                int rc = take_head(st, p, n, &took, &rest, &extra);
+                int rc = lg_mux_take_head(&st->ohead, &st->oscan, p, n, &took, &rest, &extra,
+                                          submit_head, st);
                 if (rc < 0) {
                     errno = EPROTO;
                     return LG_ERROR;
@@ -417,22 +364,8 @@ static void end_body(h3s_t *st, uint32_t *flags)
     *flags |= NGHTTP3_DATA_FLAG_EOF;
     if (st->trailers == NULL)
         return;
-    size_t n = 0, used = 0;
-    for (char *p = st->trailers; *p && n < LG_MAX_HEADERS;) {
-        char *eol = strstr(p, "\r\n"), *colon = strchr(p, ':');
-        if (eol == NULL)
-            break;
-        if (colon && colon < eol) {
-            const char *nm = lower(p, (size_t)(colon - p), &used);
-            const char *v = colon + 1;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            if (nm)
-                scratch_nv[n++] = (nghttp3_nv){ (uint8_t *)nm, (uint8_t *)v, (size_t)(colon - p),
-                                                (size_t)(eol - v), NGHTTP3_NV_FLAG_NONE };
-        }
-        p = eol + 2;
-    }
+    size_t n = to_nv(lg_mux_trailer_fields(st->trailers, scratch_fields, LG_MAX_HEADERS, scratch_names,
+                                           sizeof(scratch_names)));
     if (n && nghttp3_conn_submit_trailers(st->h->h3, st->id, scratch_nv, n) == 0)
         *flags |= NGHTTP3_DATA_FLAG_NO_END_STREAM;
 }
@@ -505,28 +438,6 @@ static int on_acked(nghttp3_conn *conn, int64_t sid, uint64_t n, void *ud, void 
 
 /* ---- building the request ---- */
 
-static int keep_str(lg_req_t *r, lg_str_t *dst, const uint8_t *p, size_t n)
-{
-    char *s = lg_arena_alloc(&r->arena, n + 1);
-    if (s == NULL)
-        return -1;
-    memcpy(s, p, n);
-    s[n] = 0;
-    dst->p = s;
-    dst->n = n;
-    return 0;
-}
-
-static int add_field(h3s_t *st, const char *name, size_t nl, const char *value, size_t vl)
-{
-    if (st->nh >= LG_MAX_HEADERS) {
-        st->status = 431;
-        return 0;
-    }
-    st->hdrs[st->nh++] = (http_header_t){ name, nl, value, vl };
-    return 0;
-}
-
 static int on_begin_headers(nghttp3_conn *conn, int64_t sid, void *ud, void *sud)
 {
     h3c_t *h = ud;
@@ -537,8 +448,7 @@ static int on_begin_headers(nghttp3_conn *conn, int64_t sid, void *ud, void *sud
     if (st == NULL)
         return NGHTTP3_ERR_CALLBACK_FAILURE;
     lg_req_t *r = lg_req_new(h->c);
-    if (r == NULL ||
-        (st->hdrs = lg_arena_calloc(&r->arena, sizeof(http_header_t) * (LG_MAX_HEADERS + 1))) == NULL) {
+    if (r == NULL || lg_mux_req_init(&st->q, r) < 0) {
         lg_req_free(r);
         stream_free(st);
         return NGHTTP3_ERR_CALLBACK_FAILURE;
@@ -547,7 +457,6 @@ static int on_begin_headers(nghttp3_conn *conn, int64_t sid, void *ud, void *sud
     r->stream = st;
     r->cend = &st->end;
     r->in = NULL;
-    st->nh = 1;                 /* room for Host, first */
     nghttp3_conn_set_stream_user_data(conn, sid, st);
     return 0;
 }
@@ -562,46 +471,14 @@ static int on_header(nghttp3_conn *conn, int64_t sid, int32_t token, nghttp3_rcb
     h3s_t *st = sud;
     if (st == NULL || st->r == NULL)
         return 0;
-    lg_req_t *r = st->r;
     nghttp3_vec nn = nghttp3_rcbuf_get_buf(name), vv = nghttp3_rcbuf_get_buf(value);
-    st->hsize += nn.len + vv.len + 32;
-    if (st->hsize > (size_t)lg_w.conf->http2_max_header_list_size || st->status) {
-        st->status = 431;
-        return 0;
-    }
-    lg_str_t *dst = token == NGHTTP3_QPACK_TOKEN__METHOD ? &st->method :
-                    token == NGHTTP3_QPACK_TOKEN__PATH ? &st->path :
-                    token == NGHTTP3_QPACK_TOKEN__AUTHORITY ? &st->authority :
-                    token == NGHTTP3_QPACK_TOKEN__SCHEME ? &st->scheme :
-                    token == NGHTTP3_QPACK_TOKEN__PROTOCOL ? &st->protocol : NULL;
-    if (dst)
-        return keep_str(r, dst, vv.base, vv.len) < 0 ? NGHTTP3_ERR_CALLBACK_FAILURE : 0;
-    if (nn.len && nn.base[0] == ':')
-        return 0;
-    if (token == NGHTTP3_QPACK_TOKEN_COOKIE && st->cookie) {
-        /* cookie crumbs (RFC 9114 4.2.1) become one field for HTTP/1.1 */
-        http_header_t *f = &st->hdrs[st->cookie - 1];
-        char *v = lg_arena_alloc(&r->arena, f->value_len + 2 + vv.len + 1);
-        if (v == NULL)
-            return NGHTTP3_ERR_CALLBACK_FAILURE;
-        memcpy(v, f->value, f->value_len);
-        memcpy(v + f->value_len, "; ", 2);
-        memcpy(v + f->value_len + 2, vv.base, vv.len);
-        v[f->value_len + 2 + vv.len] = 0;
-        f->value = v;
-        f->value_len += 2 + vv.len;
-        return 0;
-    }
-    lg_str_t n, v;
-    if (keep_str(r, &n, nn.base, nn.len) < 0 || keep_str(r, &v, vv.base, vv.len) < 0)
+    (void)token;
+    lg_mux_size_t sz = lg_mux_req_account(&st->q, nn.len, vv.len, lg_w.conf->http2_max_header_list_size);
+    if (sz == LG_MUX_SIZE_BOMB)
         return NGHTTP3_ERR_CALLBACK_FAILURE;
-    if (token == NGHTTP3_QPACK_TOKEN_COOKIE)
-        st->cookie = (int)st->nh + 1;
-    if (token == NGHTTP3_QPACK_TOKEN_HOST) {
-        st->hdrs[0] = (http_header_t){ n.p, n.n, v.p, v.n };
+    if (sz != LG_MUX_SIZE_OK)
         return 0;
-    }
-    return add_field(st, n.p, n.n, v.p, v.n);
+    return lg_mux_req_field(&st->q, st->r, nn.base, nn.len, vv.base, vv.len) < 0 ? NGHTTP3_ERR_CALLBACK_FAILURE : 0;
 }
 
 static int on_end_headers(nghttp3_conn *conn, int64_t sid, int fin, void *ud, void *sud)
@@ -613,46 +490,15 @@ static int on_end_headers(nghttp3_conn *conn, int64_t sid, int fin, void *ud, vo
     if (st == NULL || st->r == NULL)
         return 0;
     lg_req_t *r = st->r;
-    http_request_t *q = &r->req;
-    if (st->hdrs[0].name == NULL) {
-        if (st->authority.n)
-            st->hdrs[0] = (http_header_t){ "host", 4, st->authority.p, st->authority.n };
-        else
-            st->hdrs[0] = st->hdrs[--st->nh];   /* none: the slot goes */
-    }
-    int connect = st->method.n == 7 && memcmp(st->method.p, "CONNECT", 7) == 0;
-    q->method = st->method.p ? st->method.p : "GET";
-    q->method_len = st->method.p ? st->method.n : 3;
-    q->target = connect ? st->authority.p : st->path.p;
-    q->target_len = connect ? st->authority.n : st->path.n;
-    if (q->target == NULL || st->method.p == NULL || (connect && st->protocol.n)) {
-        q->target = "/";
-        q->target_len = 1;
-        if (!st->status)
-            st->status = st->protocol.n ? 501 : 400;
-    }
-    q->version = 30;
-    q->headers = st->hdrs;
-    q->num_headers = st->nh;
-    int bad = lg_http_analyze_request(q, &r->ri);
-    if (!st->status)
-        st->status = bad;
+    int big = lg_mux_req_build(&st->q, r, 30, fin, 0, &st->ws);
     st->is_head = r->ri.is_head;
-    if (fin || r->ri.connect)
-        r->ri.body = LG_BODY_NONE;
-    else if (r->ri.body != LG_BODY_LENGTH)
-        r->ri.body = LG_BODY_CLOSE;
     if (fin)
         st->in_eof = 1;
-    r->server = lg_route_server(st->h->c->bind, r->ri.host);
-    r->keep_alive = 1;
-    r->t_start = lg_w.loop.now;
-    int big = r->ri.body != LG_BODY_NONE || r->ri.connect;
     st->rbuf = big ? lg_buf_get() : lg_buf_get_small();
     r->in = st->rbuf;
     st->start = 1;
     if (r->in == NULL)
-        st->status = 500;
+        st->q.status = 500;
     runq_add(st);
     return 0;
 }
@@ -662,7 +508,7 @@ static int on_data(nghttp3_conn *conn, int64_t sid, const uint8_t *data, size_t 
     (void)conn;
     h3c_t *h = ud;
     h3s_t *st = sud;
-    if (st == NULL || st->r == NULL || st->status) {
+    if (st == NULL || st->r == NULL || st->q.status) {
         lg_quic_consumed(h->q, sid, len);       /* nobody reads it: let more come */
         return 0;
     }
@@ -758,7 +604,7 @@ static void stream_run(h3s_t *st)
     lg_conn_t *c = st->h->c;
     if (st->start) {
         st->start = 0;
-        lg_req_start(st->r, st->status);
+        lg_req_start(st->r, st->q.status);
     }
     for (int round = 0; round < 64; round++) {
         lg_req_t *r = st->r;
