@@ -776,11 +776,15 @@ stream = {
         t = scrape()
         a = value(t, "legate_stream_sessions_total", server="127.0.0.1:%d" % port, status="2xx")
         b = value(t, "legate_stream_sessions_total", server="127.0.0.1:%d" % dead_port, status="5xx")
-        # (>=: the harness's probes at start-up may be counted after the first scrape)
-        return t if a is not None and b is not None and a >= ok2 + 3 and b >= bad + 2 else None
-    t = wait_until(counted, timeout=10, what="the sessions in the metrics")
-    ok(value(t, "legate_stream_received_bytes_total", server="127.0.0.1:%d" % port) >= 15)
-    ok(value(t, "legate_stream_sent_bytes_total", server="127.0.0.1:%d" % port) >= 18)
+        rx = value(t, "legate_stream_received_bytes_total", server="127.0.0.1:%d" % port)
+        tx = value(t, "legate_stream_sent_bytes_total", server="127.0.0.1:%d" % port)
+        # >=: the harness's start-up probes are sessions too (no bytes), and
+        # they may be counted after the first scrape -- so the counts alone
+        # can be reached before the three real sessions are: wait for their
+        # bytes as well
+        return t if (a is not None and b is not None and a >= ok2 + 3 and b >= bad + 2 and
+                     rx is not None and rx >= 15 and tx is not None and tx >= 18) else None
+    t = wait_until(counted, timeout=10, what="the sessions and their bytes in the metrics")
     contains(t, "# TYPE legate_stream_session_seconds_total counter")
     ok(lg.alive())
 
