@@ -12,11 +12,14 @@
  *   errors   -> stale-if-error serves the stale copy
  *   unsafe methods that succeed invalidate the URI, Location, Content-Location
  *
+ * This file decides (lookup, purge, what may be stored, the store); the
+ * answers made from what is stored are serve.c's (http_int.h between them).
+ *
  * A response with Vary is stored under a variant key (the base key plus the
  * request's values of the varied fields, Accept-Encoding normalised), with
  * a small marker under the base key naming the fields.
  */
-#include "cache/http.h"
+#include "cache/http_int.h"
 
 #include "feature/coding.h"
 #include "feature/metrics.h"
@@ -43,60 +46,13 @@
 #include "pipeline/vars.h"
 
 lg_cache_t *lg_cache;           /* attached by the master before fork, or NULL */
-
-#define VARY_MARK "LEGATE-VARY:"
-
-/* The request's view of the cache lives in its context slot. */
-static int cache_slot;
-#define CS(s) ((lg_cstate_t *)(s)->ctx[cache_slot])
+int lg_cache_slot;              /* the request's lg_cstate_t (CS) */
 
 static const lg_stage_t wait_stage;
-
-typedef struct lg_cstate {
-    const char *base;           /* arena, or the configuration's: the base key */
-    size_t      baselen;
-    const char *key;            /* the key in use (variant or base) */
-    size_t      keylen;
-    int         filler;         /* we hold the FILLING mark of base */
-    const char *status;         /* X-Cache */
-    char       *obj;            /* malloc: a stored object (stale, kept for 304 / errors) */
-    size_t      hl, bl;
-    lg_cmeta_t  meta;
-    int         reval;          /* a conditional request went upstream */
-    int         stale_ok;       /* obj may serve on errors (stale-if-error) */
-    char       *cap;            /* malloc: the body captured for storing */
-    size_t      caplen, capmax;
-    int         capturing, cap_over;
-    char       *head;           /* malloc: the head to store */
-    size_t      headlen;
-    lg_cmeta_t  newmeta;
-    char       *vary;           /* arena: the varied fields, or NULL */
-    char       *out;            /* malloc: a response made here from the cache */
-    lg_cc_t     req_cc;
-    char       *also[2];        /* arena: Location, Content-Location of an unsafe request's answer */
-    int         not_yet;        /* cache_min_uses not reached: fetch, do not store */
-    int         counted;        /* this request's use is counted (once, not per wait) */
-    int         gz_store;       /* store the body gzip-compressed (the route compresses) */
-    int         range_up;       /* cache_partial: the client's Range went upstream */
-    int         have_partial;   /* obj is a stored 206 that the answer may complete */
-    int         use_stale;      /* obj is stale and may cover what cache_use_stale names */
-    lg_disk_fill_t *dfill;      /* arena: the body goes to a file of the disk tier, or NULL */
-    /* an answer from a file of the disk tier (disk_stage) */
-    int         dfd;            /* -1 none (0 never: the state is calloc'd, see state()) */
-    char       *dhead;          /* malloc: the head as stored */
-    uint64_t    d_off, d_end;   /* the file bytes left to send */
-    char       *dbuf;           /* malloc: one read of it */
-    size_t      dpos, dlen;
-    lg_req_t *s;            /* whose state this is */
-} lg_cstate_t;
 
 static void invalidate(lg_req_t *s, lg_cstate_t *cs);
 static const char *conditional(lg_req_t *s, lg_cstate_t *cs);
 static const char *key_of_uri(lg_req_t *s, const char *u);
-static void drop_targeted(const lg_common_t *c, http_response_t *r);
-static void forward_range(lg_req_t *s, lg_cstate_t *cs);
-static int partial_covers(lg_req_t *s, lg_cstate_t *cs);
-static void serve_partial(lg_req_t *s, lg_cstate_t *cs, http_response_t *r, const char *xcache);
 
 /* The cache key template: a forward-proxy request keys on the absolute URI,
  * port included, unless cache_key was set to something else. */
@@ -112,7 +68,7 @@ static const lg_tpl_t *key_template(const lg_req_t *s, const lg_common_t *c)
 
 /* Header lines for the upstream request, after those earlier phases gave
  * (auth_request_set): 1, or 0 if there was nothing to add. */
-static int upstream_add(lg_req_t *s, const char *lines)
+int lg_cache_upstream_add(lg_req_t *s, const char *lines)
 {
     if (lines == NULL || lines[0] == '\0')
         return 0;
@@ -165,530 +121,13 @@ static char *variant_key(lg_req_t *s, const char *base, const char *fields)
     return k;
 }
 
-/* ---- serving from the cache ---- */
-
-static int etag_match(const char *list, size_t ln, const char *etag, size_t en)
-{
-    /* weak comparison (RFC 9110 13.1.2): W/ prefixes do not matter */
-    if (en >= 2 && etag[0] == 'W' && etag[1] == '/') {
-        etag += 2;
-        en -= 2;
-    }
-    if (ln == 1 && list[0] == '*')
-        return 1;
-    size_t i = 0;
-    while (i < ln) {
-        while (i < ln && (list[i] == ' ' || list[i] == ','))
-            i++;
-        size_t s = i;
-        if (i + 1 < ln && list[i] == 'W' && list[i + 1] == '/') {
-            i += 2;
-            s = i;
-        }
-        while (i < ln && list[i] != ',')
-            i++;
-        size_t e = i;
-        while (e > s && list[e - 1] == ' ')
-            e--;
-        if (e - s == en && memcmp(list + s, etag, en) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-static const http_header_t *find_h(const http_response_t *r, const char *name)
-{
-    for (size_t i = 0; i < r->num_headers; i++)
-        if (http_name_eq(&r->headers[i], name))
-            return &r->headers[i];
-    return NULL;
-}
-
-/*
- * The client's ranges of a representation of len bytes (lg_range_parse,
- * at most cache_max_ranges of them): n >= 1 in *rs (arena), 0 none (or
- * to be ignored: the whole is sent), -1 unsatisfiable.
- */
-static int client_ranges(lg_req_t *s, int64_t len, lg_range_t **rs)
-{
-    const http_header_t *h = lg_headers_get(s, "range");
-    int max = lg_req_common(s)->cache_max_ranges;
-    if (h == NULL || max <= 0)
-        return 0;
-    if (max > LG_RANGES_LIMIT)
-        max = LG_RANGES_LIMIT;
-    lg_range_t *out = lg_arena_alloc(&s->arena, sizeof(lg_range_t) * (size_t)max);
-    if (out == NULL)
-        return 0;
-    *rs = out;
-    return lg_range_parse(h->value, h->value_len, len, out, max);
-}
-
-/*
- * If-Range (RFC 9110 13.1.5): the Range applies only to the representation
- * the client already has part of -- an entity tag that matches the stored
- * one strongly, or a date equal to its Last-Modified.  Otherwise the whole.
- */
-static int if_range_holds(lg_req_t *s, const http_header_t *etag, const http_header_t *lm)
-{
-    const http_header_t *ir = lg_headers_get(s, "if-range");
-    if (ir == NULL)
-        return 1;
-    if (ir->value_len && (ir->value[0] == '"' || ir->value[0] == 'W'))
-        return ir->value[0] == '"' && etag && etag->value_len == ir->value_len &&
-               etag->value[0] == '"' && memcmp(etag->value, ir->value, ir->value_len) == 0;
-    return lm && lm->value_len == ir->value_len &&
-           memcmp(lm->value, ir->value, ir->value_len) == 0 &&
-           lg_http_date(ir->value, ir->value_len) >= 0;
-}
-
-/*
- * A multipart/byteranges body (RFC 9110 14.6) with the ranges rs[n] of a
- * representation of `complete` bytes, whose bytes from `first` on are at
- * `bytes`; each part says the Content-Type ct (or none).  malloc'd, *outlen.
- */
-static char *multipart(const char *bytes, int64_t first, int64_t complete, const lg_range_t *rs,
-                       int n, const http_header_t *ct, const char *boundary, size_t *outlen)
-{
-    size_t bl = strlen(boundary), room = bl + 8;
-    for (int i = 0; i < n; i++)
-        room += bl + 8 + (ct ? ct->value_len + 16 : 0) + 80 + (size_t)(rs[i].to - rs[i].from + 1);
-    char *out = malloc(room);
-    if (out == NULL)
-        return NULL;
-    size_t k = 0;
-    for (int i = 0; i < n; i++) {
-        k += (size_t)snprintf(out + k, room - k, "--%s\r\n", boundary);
-        if (ct)
-            k += (size_t)snprintf(out + k, room - k, "Content-Type: %.*s\r\n", (int)ct->value_len,
-                                  ct->value);
-        k += (size_t)snprintf(out + k, room - k, "Content-Range: bytes %lld-%lld/%lld\r\n\r\n",
-                              (long long)rs[i].from, (long long)rs[i].to, (long long)complete);
-        size_t len = (size_t)(rs[i].to - rs[i].from + 1);
-        memcpy(out + k, bytes + (rs[i].from - first), len);
-        k += len;
-        memcpy(out + k, "\r\n", 2);
-        k += 2;
-    }
-    k += (size_t)snprintf(out + k, room - k, "--%s--\r\n", boundary);
-    *outlen = k;
-    return out;
-}
-
-/*
- * The head of a multipart answer: its Content-Type names the boundary
- * (replacing the representation's, which each part carries).  The old
- * field in *ct; 0, or -1 when there is no room for the field.
- */
-static int multipart_type(lg_req_t *s, http_response_t *r, const http_header_t **ct,
-                          char *boundary, size_t blen)
-{
-    snprintf(boundary, blen, "legate-%016llx",
-             (unsigned long long)lg_rand_next(&lg_w.rng));
-    const char *v = lg_arena_printf(&s->arena, "multipart/byteranges; boundary=%s", boundary);
-    if (v == NULL)
-        return -1;
-    *ct = NULL;
-    for (size_t i = 0; i < r->num_headers; i++)
-        if (http_name_eq(&r->headers[i], "content-type")) {
-            http_header_t *old = lg_arena_alloc(&s->arena, sizeof(*old));
-            if (old == NULL)
-                return -1;
-            *old = r->headers[i];
-            *ct = old;
-            r->headers[i].value = v;
-            r->headers[i].value_len = strlen(v);
-            return 0;
-        }
-    if (r->num_headers >= LG_MAX_HEADERS)
-        return -1;
-    r->headers[r->num_headers].name = "Content-Type";
-    r->headers[r->num_headers].name_len = 12;
-    r->headers[r->num_headers].value = v;
-    r->headers[r->num_headers].value_len = strlen(v);
-    r->num_headers++;
-    return 0;
-}
-
-/*
- * Answer from the stored object: a 304 for a matching conditional, a 206 for
- * one range or several (multipart/byteranges), HEAD without a body, gzip on
- * the fly if the client asks and the route compresses.  X-Cache says how,
- * Age how old.
- */
-/* The whole body of an object stored compressed, for a client without gzip. */
-static char *gunzip_all(lg_req_t *s, const char *in, size_t n, size_t out_len)
-{
-    lg_codec_t codec;
-    lg_codec_params_t prm = { 0 };
-    prm.max_out = out_len;
-    char *out = malloc(out_len + 1);
-    if (out == NULL || lg_codec_init(&codec, LG_CODEC_GZIP_DECODE, &prm, &s->arena) != 0) {
-        free(out);
-        return NULL;
-    }
-    size_t used = 0;
-    ssize_t got = lg_codec_run(&codec, in, n, &used, out, out_len + 1, LG_CODEC_FINISH);
-    lg_codec_end(&codec);
-    if (got != (ssize_t)out_len || used != n) {
-        free(out);
-        return NULL;
-    }
-    return out;
-}
-
-/* The whole body compressed (gzip, br or zstd at the route's level), or NULL. */
-static char *compress_all(lg_req_t *s, lg_xform_t xf, const char *in, size_t n,
-                          size_t *out_len)
-{
-    const lg_common_t *c = lg_req_common(s);
-    lg_codec_t codec;
-    lg_codec_params_t prm = { 0 };
-    prm.level = xf == LG_XFORM_BR ? (c->brotli_level ? c->brotli_level : -1)
-              : xf == LG_XFORM_ZSTD ? c->zstd_level : c->gzip_level;
-    prm.length_hint = n;
-    lg_codec_kind_t kind = xf == LG_XFORM_BR ? LG_CODEC_BR_ENCODE
-                         : xf == LG_XFORM_ZSTD ? LG_CODEC_ZSTD_ENCODE : LG_CODEC_GZIP_ENCODE;
-    size_t room = n + n / 8 + 1024;
-    char *out = malloc(room);
-    if (out == NULL || lg_codec_init(&codec, kind, &prm, &s->arena) != 0) {
-        free(out);
-        return NULL;
-    }
-    size_t used = 0;
-    ssize_t got = lg_codec_run(&codec, in, n, &used, out, room, LG_CODEC_FINISH);
-    int done = codec.done;
-    lg_codec_end(&codec);
-    if (got <= 0 || !done || used != n) {
-        free(out);
-        return NULL;
-    }
-    *out_len = (size_t)got;
-    return out;
-}
-
-static void serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
-{
-    http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
-    http_response_t r = { .headers = hs };
-    http_limits_t lim = { 16384, cs->hl + 1, LG_MAX_HEADERS };
-    size_t scanned = 0;
-    if (hs == NULL || http_parse_response(cs->obj, cs->hl, &r, &lim, &scanned) <= 0) {
-        lg_respond_error(s, 500);
-        return;
-    }
-    drop_targeted(lg_req_common(s), &r);
-    if (r.status == 206) {
-        serve_partial(s, cs, &r, xcache);
-        return;
-    }
-    const char *body = cs->obj + cs->hl;
-    size_t blen = cs->bl;
-    cs->s->cache_status = xcache;
-    int64_t now = lg_wall_ms();
-    s->cache_age = cs->meta.age0 + (now - cs->meta.stored) / 1000;
-    if (s->cache_age < 0)
-        s->cache_age = 0;
-
-    /* client conditionals (RFC 9110 13.1) */
-    const http_header_t *inm = lg_headers_get(s, "if-none-match");
-    const http_header_t *ims = lg_headers_get(s, "if-modified-since");
-    const http_header_t *etag = find_h(&r, "etag"), *lm = find_h(&r, "last-modified");
-    /* stored compressed here: as is for gzip clients, gunzipped for the others
-     * (and for ranges, which are about the identity bytes) */
-    char *plain = NULL;
-    int gzipped = (cs->meta.flags & LG_CF_GZIPPED) != 0, gunz = 0;
-    if (gzipped) {
-        const http_header_t *ae = lg_headers_get(s, "accept-encoding");
-        int gz_ok = ae && lg_negotiate_choose(ae->value, ae->value_len, LG_ENC_BIT(LG_ENC_GZIP)) ==
-                          LG_ENC_GZIP;
-        if (!gz_ok || lg_headers_get(s, "range")) {
-            plain = gunzip_all(s, body, blen, (size_t)cs->meta.identity_len);
-            if (plain == NULL) {
-                lg_error("cache: a stored object of \"%s\" does not decompress", cs->key);
-                lg_respond_error(s, 500);
-                return;
-            }
-            body = plain;
-            blen = (size_t)cs->meta.identity_len;
-            gunz = 1;
-        }
-    }
-    size_t full = blen;                 /* for Content-Range */
-    int not_modified = 0;
-    if (inm && etag)
-        not_modified = etag_match(inm->value, inm->value_len, etag->value, etag->value_len);
-    else if (!inm && ims && lm && r.status == 200) {
-        int64_t a = lg_http_date(ims->value, ims->value_len), b = lg_http_date(lm->value, lm->value_len);
-        not_modified = a >= 0 && b >= 0 && b <= a;
-    }
-    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)blen, .keep_alive = 1 };
-    int status = r.status;
-    lg_xform_t xf = LG_XFORM_NONE;
-    size_t from = 0, to = blen ? blen - 1 : 0;
-    int range = 0;
-    lg_range_t *rs = NULL;
-    if (not_modified && (r.status == 200)) {
-        status = 304;
-        blen = 0;
-    } else {
-        xf = gzipped ? LG_XFORM_NONE : lg_coding_choose(s, &r, &ri);
-        if (xf == LG_XFORM_NONE && r.status == 200 && (!gzipped || gunz) &&
-            if_range_holds(s, etag, lm) &&
-            (range = client_ranges(s, (int64_t)blen, &rs)) != 0)
-            status = range > 0 ? 206 : 416;
-        if (range == 1) {
-            from = (size_t)rs[0].from;
-            to = (size_t)rs[0].to;
-        }
-    }
-    char *mp = NULL;
-    size_t mplen = 0;
-    if (range > 1) {
-        /* several ranges: one body of parts, each with its own Content-Range */
-        char boundary[32];
-        const http_header_t *ct = NULL;
-        if (multipart_type(s, &r, &ct, boundary, sizeof(boundary)) < 0 ||
-            (mp = multipart(body, 0, (int64_t)full, rs, range, ct, boundary, &mplen)) == NULL) {
-            free(plain);
-            lg_respond_error(s, 500);
-            return;
-        }
-    }
-    char *gz = NULL;
-    size_t gzlen = 0;
-    if ((xf == LG_XFORM_GZIP || xf == LG_XFORM_BR || xf == LG_XFORM_ZSTD) && blen) {
-        /* stored as the origin sent it: compressed for this client */
-        gz = compress_all(s, xf, body, blen, &gzlen);
-        if (gz == NULL)
-            xf = LG_XFORM_NONE;
-    } else if (xf == LG_XFORM_GUNZIP) {
-        xf = LG_XFORM_NONE;             /* stored as the origin sent it: no gunzip here */
-    }
-    if (gunz)
-        xf = LG_XFORM_GUNZIP;           /* the head loses its Content-Encoding */
-    const char *out_body = gz ? gz : mp ? mp : body + from;
-    size_t out_len = gz ? gzlen : mp ? mplen : status == 206 ? to - from + 1
-                   : status == 416 || status == 304 ? 0 : blen;
-    r.status = status;
-    r.reason = lg_http_reason(status);
-    r.reason_len = strlen(r.reason);
-    s->cache_length = (int64_t)out_len;
-    if (status == 206 && mp == NULL)
-        s->cache_range = lg_arena_printf(&s->arena, "bytes %zu-%zu/%zu", from, to, full);
-    else if (status == 416)
-        s->cache_range = lg_arena_printf(&s->arena, "bytes */%zu", full);
-    s->cache_serving = 1;
-    size_t hl = 0;
-    char *head = lg_headers_client(s, &r, &ri, 0, xf,
-                                   xf != LG_XFORM_NONE || lg_coding_compressible(s, &r, &ri), &hl);
-    if (head == NULL) {
-        free(gz);
-        free(mp);
-        free(plain);
-        lg_respond_error(s, 500);
-        return;
-    }
-    if (s->ri.is_head || status == 304 || status == 416)
-        out_len = 0;
-    /* the head from the arena, the body where it lies (the object copied
-     * out of the cache, the gzip output, the parts): one writev, no third copy */
-    free(cs->out);
-    cs->out = gz ? gz : mp ? mp : plain;        /* freed with the state */
-    if (gz || mp)
-        free(plain);
-    s->upstream_status = 0;
-    lg_respond_raw(s, status, head, hl, out_body, out_len);
-}
-
-/* ---- answers from the disk tier ---- */
-
-#define DCHUNK (64 * 1024)      /* one pread(2): the longest the loop waits on the disk */
-
-static const lg_stage_t disk_stage;
-
-/* The head, then the file's bytes in reads of DCHUNK, as the client takes them. */
-static void disk_step(lg_req_t *s)
-{
-    lg_cstate_t *cs = CS(s);
-    lg_end_t *ce = s->cend;
-    for (;;) {
-        if (s->local_sent >= s->local_len && cs->dpos == cs->dlen) {
-            if (cs->d_off == cs->d_end)
-                break;
-            uint64_t left = cs->d_end - cs->d_off;
-            ssize_t n = pread(cs->dfd, cs->dbuf, left < DCHUNK ? (size_t)left : DCHUNK,
-                              (off_t)cs->d_off);
-            if (n <= 0) {
-                lg_error("cache: reading a file of the disk tier for \"%s\" failed", cs->key);
-                lg_req_abort(s, "cache file read failed");
-                return;
-            }
-            cs->dpos = 0;
-            cs->dlen = (size_t)n;
-            cs->d_off += (uint64_t)n;
-        }
-        if (!ce->w_ready) {
-            ce->want_w = 1;
-            return;
-        }
-        struct iovec iov[2];
-        int cnt = 0;
-        if (s->local_sent < s->local_len) {
-            iov[cnt].iov_base = (void *)(s->local + s->local_sent);
-            iov[cnt++].iov_len = s->local_len - s->local_sent;
-        }
-        if (cs->dpos < cs->dlen) {
-            iov[cnt].iov_base = cs->dbuf + cs->dpos;
-            iov[cnt++].iov_len = cs->dlen - cs->dpos;
-        }
-        ssize_t n = lg_end_writev(ce, iov, cnt);
-        if (n == LG_AGAIN)
-            return;
-        if (n < 0) {
-            lg_req_abort(s, "send() to client failed");
-            return;
-        }
-        size_t k = (size_t)n;
-        s->bytes_out += k;
-        if (s->local_sent < s->local_len) {
-            size_t h = s->local_len - s->local_sent < k ? s->local_len - s->local_sent : k;
-            s->local_sent += h;
-            k -= h;
-        }
-        cs->dpos += k;
-    }
-    close(cs->dfd);
-    cs->dfd = -1;
-    lg_req_finish(s);
-}
-
-static lg_msec_t disk_arm(lg_req_t *s, lg_tkind_t *kind)
-{
-    *kind = LG_T_SEND;
-    return lg_req_common(s)->send_timeout;
-}
-
-static void disk_timeout(lg_req_t *s, lg_tkind_t kind)
-{
-    (void)kind;
-    lg_req_abort(s, "client timed out receiving the response");
-}
-
-static const lg_stage_t disk_stage = {
-    .name = "sending from the disk cache", .step = disk_step, .arm = disk_arm,
-    .timeout = disk_timeout,
-};
-
-static int fresh_enough(lg_cstate_t *cs, int64_t now);
-
-/*
- * A fresh file of the disk tier for the key in use: answered from it (1),
- * or 0 (none, stale -- fetched again and replaced --, or damaged).  As
- * from memory: 304 for a matching conditional, HEAD, one range (206 or
- * 416); several ranges get the whole, and no coding is applied.
- */
-static int disk_hit(lg_req_t *s, lg_cstate_t *cs, int64_t now)
-{
-    char *head = NULL;
-    size_t hl = 0;
-    uint64_t off = 0, blen = 0;
-    lg_cmeta_t meta;
-    int fd = lg_disk_open(cs->key, cs->keylen, &meta, &head, &hl, &off, &blen);
-    if (fd < 0)
-        return 0;
-    cs->meta = meta;
-    http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
-    http_response_t r = { .headers = hs };
-    http_limits_t lim = { 16384, hl + 1, LG_MAX_HEADERS };
-    size_t scanned = 0;
-    if (!fresh_enough(cs, now) || hs == NULL ||
-        http_parse_response(head, hl, &r, &lim, &scanned) <= 0 || r.status != 200) {
-        close(fd);
-        free(head);
-        return 0;
-    }
-    if (cs->filler) {
-        lg_store_abandon(lg_cache, cs->base, cs->baselen);
-        cs->filler = 0;
-    }
-    drop_targeted(lg_req_common(s), &r);
-    cs->s->cache_status = "HIT";
-    s->cache_age = meta.age0 + (now - meta.stored) / 1000;
-    if (s->cache_age < 0)
-        s->cache_age = 0;
-    const http_header_t *inm = lg_headers_get(s, "if-none-match");
-    const http_header_t *ims = lg_headers_get(s, "if-modified-since");
-    const http_header_t *etag = find_h(&r, "etag"), *lm = find_h(&r, "last-modified");
-    int status = 200;
-    if (inm && etag && etag_match(inm->value, inm->value_len, etag->value, etag->value_len))
-        status = 304;
-    else if (!inm && ims && lm) {
-        int64_t a = lg_http_date(ims->value, ims->value_len), b = lg_http_date(lm->value, lm->value_len);
-        if (a >= 0 && b >= 0 && b <= a)
-            status = 304;
-    }
-    uint64_t from = 0, to = blen ? blen - 1 : 0;
-    lg_range_t *rs = NULL;
-    int range = status == 200 && if_range_holds(s, etag, lm) ? client_ranges(s, (int64_t)blen, &rs) : 0;
-    if (range == 1) {
-        status = 206;
-        from = (uint64_t)rs[0].from;
-        to = (uint64_t)rs[0].to;
-        s->cache_range = lg_arena_printf(&s->arena, "bytes %llu-%llu/%llu", (unsigned long long)from,
-                                         (unsigned long long)to, (unsigned long long)blen);
-    } else if (range < 0) {
-        status = 416;
-        s->cache_range = lg_arena_printf(&s->arena, "bytes */%llu", (unsigned long long)blen);
-    }
-    uint64_t out = status == 206 ? to - from + 1 : status == 200 ? blen : 0;
-    r.status = status;
-    r.reason = lg_http_reason(status);
-    r.reason_len = strlen(r.reason);
-    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)out, .keep_alive = 1 };
-    s->cache_length = (int64_t)out;
-    s->cache_serving = 1;
-    size_t len = 0;
-    char *h = lg_headers_client(s, &r, &ri, 0, LG_XFORM_NONE, 0, &len);
-    s->upstream_status = 0;
-    if (h == NULL || s->ri.is_head || out == 0) {
-        close(fd);
-        free(head);
-        if (h == NULL)
-            lg_respond_error(s, 500);
-        else
-            lg_respond_raw(s, status, h, len, NULL, 0);
-        return 1;
-    }
-    cs->dbuf = malloc(DCHUNK);
-    if (cs->dbuf == NULL) {
-        close(fd);
-        free(head);
-        lg_respond_error(s, 500);
-        return 1;
-    }
-    free(cs->dhead);
-    cs->dhead = head;           /* r's fields point into it until the head is built: freed later */
-    cs->dfd = fd;
-    cs->d_off = off + from;
-    cs->d_end = off + from + out;
-    cs->dpos = cs->dlen = 0;
-    s->status = status;
-    s->local = h;
-    s->local_len = len;
-    s->local_sent = 0;
-    s->bytes_out = 0;
-    lg_req_set_stage(s, &disk_stage);
-    return 1;
-}
-
 /* ---- the request ---- */
 
 static void on_close(void *arg);
 
 static lg_cstate_t *state(lg_req_t *s)
 {
-    if (CS(s) == NULL && (s->ctx[cache_slot] = lg_arena_calloc(&s->arena, sizeof(lg_cstate_t)))) {
+    if (CS(s) == NULL && (s->ctx[lg_cache_slot] = lg_arena_calloc(&s->arena, sizeof(lg_cstate_t)))) {
         CS(s)->s = s;
         CS(s)->dfd = -1;
         s->own_conditionals = 1;        /* the client's go nowhere: the cache answers them */
@@ -764,7 +203,7 @@ static const char *failure_word(unsigned cond)
                                : LG_STALE_ERROR, 0);
 }
 
-static int fresh_enough(lg_cstate_t *cs, int64_t now)
+int lg_cache_fresh_enough(lg_cstate_t *cs, int64_t now)
 {
     return lg_cache_usable(&cs->req_cc, cs->meta.age0 * 1000 + (now - cs->meta.stored),
                            cs->meta.expires - now, (cs->meta.flags & LG_CF_MUST_REVALIDATE) != 0,
@@ -839,14 +278,14 @@ static int on_request(lg_req_t *s)
             look = LG_CACHE_MISS;               /* waited long enough: go ourselves */
         }
         if (look == LG_CACHE_MISS) {
-            if (lg_disk && disk_hit(s, cs, now))
+            if (lg_disk && lg_cache_disk_hit(s, cs, now))
                 return 1;
             if (cs->req_cc.only_if_cached) {
                 lg_respond_error(s, 504);
                 return 1;
             }
             cs->s->cache_status = "MISS";
-            forward_range(s, cs);
+            lg_cache_forward_range(s, cs);
             return 0;
         }
         /* a hit: a Vary marker sends us to the variant */
@@ -865,27 +304,27 @@ static int on_request(lg_req_t *s)
     }
     if (cs->obj == NULL) {
         cs->s->cache_status = "MISS";
-        forward_range(s, cs);
+        lg_cache_forward_range(s, cs);
         return 0;
     }
     if (cs->meta.status == 206) {
         /* a stored part: it answers ranges inside it while fresh; anything
          * else goes upstream, and what comes back may complete it */
-        if (fresh_enough(cs, now) && partial_covers(s, cs)) {
-            serve(s, cs, "HIT");
+        if (lg_cache_fresh_enough(cs, now) && lg_cache_partial_covers(s, cs)) {
+            lg_cache_serve(s, cs, "HIT");
             return 1;
         }
         cs->have_partial = 1;
         cs->s->cache_status = "MISS";
-        forward_range(s, cs);
+        lg_cache_forward_range(s, cs);
         return 0;
     }
-    if (fresh_enough(cs, now)) {
-        serve(s, cs, "HIT");
+    if (lg_cache_fresh_enough(cs, now)) {
+        lg_cache_serve(s, cs, "HIT");
         return 1;
     }
     if (cs->req_cc.only_if_cached) {
-        serve(s, cs, "STALE");
+        lg_cache_serve(s, cs, "STALE");
         return 1;
     }
     /*
@@ -903,7 +342,7 @@ static int on_request(lg_req_t *s)
         if (lg_store_try_update(lg_cache, cs->key, cs->keylen, until) &&
             lg_refresh_start(s) < 0)
             lg_error("cache: cannot start the background refresh of \"%s\"", cs->key);
-        serve(s, cs, "UPDATING");
+        lg_cache_serve(s, cs, "UPDATING");
         return 1;
     }
     /*
@@ -917,7 +356,7 @@ static int on_request(lg_req_t *s)
          * one gets the stale copy instead of a second fetch */
         int64_t until = now + c->proxy_connect_timeout + c->proxy_read_timeout + 1000;
         if (!lg_store_try_update(lg_cache, cs->key, cs->keylen, until)) {
-            serve(s, cs, "UPDATING");
+            lg_cache_serve(s, cs, "UPDATING");
             return 1;
         }
     }
@@ -927,7 +366,7 @@ static int on_request(lg_req_t *s)
     cs->reval = (cs->meta.flags & LG_CF_HAS_VALIDATOR) != 0;
     cs->s->cache_status = "EXPIRED";
     if (cs->reval)
-        upstream_add(s, conditional(s, cs));
+        lg_cache_upstream_add(s, conditional(s, cs));
     return 0;
 }
 
@@ -942,7 +381,7 @@ static const char *conditional(lg_req_t *s, lg_cstate_t *cs)
     size_t sc = 0;
     if (http_parse_response(cs->obj, cs->hl, &r, &lim, &sc) <= 0)
         return NULL;
-    const http_header_t *etag = find_h(&r, "etag"), *lm = find_h(&r, "last-modified");
+    const http_header_t *etag = lg_cache_find_h(&r, "etag"), *lm = lg_cache_find_h(&r, "last-modified");
     return lg_arena_printf(&s->arena, "%s%.*s%s%s%.*s%s",
                            etag ? "If-None-Match: " : "", etag ? (int)etag->value_len : 0,
                            etag ? etag->value : "", etag ? "\r\n" : "",
@@ -1187,194 +626,6 @@ static int refresh_from_304(lg_req_t *s, lg_cstate_t *cs, const http_response_t 
     return 0;
 }
 
-/* ---- partial content (cache_partial) ---- */
-
-/* The stored head's Content-Range. */
-static int stored_range(const char *head, size_t hl, int64_t *a, int64_t *b, int64_t *c)
-{
-    for (const char *p = head, *end = head + hl; p < end;) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        size_t n = eol ? (size_t)(eol - p) : (size_t)(end - p);
-        if (n > 14 && strncasecmp(p, "content-range:", 14) == 0) {
-            const char *v = p + 14;
-            size_t vl = n - 14;
-            while (vl && (*v == ' ' || *v == '\t'))
-                v++, vl--;
-            while (vl && (v[vl - 1] == '\r' || v[vl - 1] == ' '))
-                vl--;
-            return lg_content_range(v, vl, a, b, c);
-        }
-        p += n + 1;
-    }
-    return 0;
-}
-
-/* The client's ranges (one or several), all inside the stored part? */
-static int partial_covers(lg_req_t *s, lg_cstate_t *cs)
-{
-    int64_t a, b, c;
-    lg_range_t *rs = NULL;
-    if (lg_headers_get(s, "if-range") || !stored_range(cs->obj, cs->hl, &a, &b, &c) ||
-        (size_t)(b - a + 1) != cs->bl)
-        return 0;
-    int n = client_ranges(s, c, &rs);
-    for (int i = 0; i < n; i++)
-        if (rs[i].from < a || rs[i].to > b)
-            return 0;
-    return n > 0;
-}
-
-/* cache_partial: on a miss, ask the upstream for the client's range only. */
-static void forward_range(lg_req_t *s, lg_cstate_t *cs)
-{
-    const http_header_t *rg = lg_headers_get(s, "range");
-    if (!lg_req_common(s)->cache_partial || rg == NULL || lg_headers_get(s, "if-range") ||
-        rg->value_len > 1024 || rg->value_len < 7 || strncasecmp(rg->value, "bytes=", 6) != 0 ||
-        memchr(rg->value, ',', rg->value_len) || memchr(rg->value, '\r', rg->value_len))
-        return;
-    cs->range_up = upstream_add(s, lg_arena_printf(&s->arena, "Range: %.*s\r\n",
-                                                   (int)rg->value_len, rg->value));
-}
-
-/* A 206 from the cache: the client's ranges, cut from the stored part
- * (partial_covers said they are in it). */
-static void serve_partial(lg_req_t *s, lg_cstate_t *cs, http_response_t *r, const char *xcache)
-{
-    int64_t a, b, c, from, to;
-    lg_range_t *rs = NULL;
-    int n = 0;
-    int inside = stored_range(cs->obj, cs->hl, &a, &b, &c) && (n = client_ranges(s, c, &rs)) >= 1;
-    for (int i = 0; inside && i < n; i++)
-        inside = rs[i].from >= a && rs[i].to <= b;
-    if (!inside) {
-        lg_respond_error(s, 500);
-        return;
-    }
-    from = rs[0].from;
-    to = rs[0].to;
-    if (n > 1) {
-        char boundary[32];
-        const http_header_t *ct = NULL;
-        size_t mplen = 0;
-        char *mp = NULL;
-        if (multipart_type(s, r, &ct, boundary, sizeof(boundary)) < 0 ||
-            (mp = multipart(cs->obj + cs->hl, a, c, rs, n, ct, boundary, &mplen)) == NULL) {
-            lg_respond_error(s, 500);
-            return;
-        }
-        free(cs->out);
-        cs->out = mp;                   /* freed with the state */
-        cs->s->cache_status = xcache;
-        int64_t now = lg_wall_ms();
-        s->cache_age = cs->meta.age0 + (now - cs->meta.stored) / 1000;
-        if (s->cache_age < 0)
-            s->cache_age = 0;
-        lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)mplen, .keep_alive = 1 };
-        s->cache_length = (int64_t)mplen;
-        s->cache_range = NULL;
-        s->cache_serving = 1;
-        size_t hl = 0;
-        char *head = lg_headers_client(s, r, &ri, 0, LG_XFORM_NONE, 0, &hl);
-        if (head == NULL) {
-            lg_respond_error(s, 500);
-            return;
-        }
-        s->upstream_status = 0;
-        lg_respond_raw(s, 206, head, hl, mp, s->ri.is_head ? 0 : mplen);
-        return;
-    }
-    cs->s->cache_status = xcache;
-    int64_t now = lg_wall_ms();
-    s->cache_age = cs->meta.age0 + (now - cs->meta.stored) / 1000;
-    if (s->cache_age < 0)
-        s->cache_age = 0;
-    size_t out_len = (size_t)(to - from + 1);
-    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)out_len, .keep_alive = 1 };
-    s->cache_length = (int64_t)out_len;
-    s->cache_range = lg_arena_printf(&s->arena, "bytes %lld-%lld/%lld", (long long)from,
-                                     (long long)to, (long long)c);
-    s->cache_serving = 1;
-    size_t hl = 0;
-    char *head = lg_headers_client(s, r, &ri, 0, LG_XFORM_NONE, 0, &hl);
-    if (head == NULL) {
-        lg_respond_error(s, 500);
-        return;
-    }
-    s->upstream_status = 0;
-    lg_respond_raw(s, 206, head, hl, cs->obj + cs->hl + (from - a), s->ri.is_head ? 0 : out_len);
-}
-
-/*
- * A stored part and a new one of the same representation (same complete
- * length, same strong ETag) that overlap or touch: one part, or the whole
- * response (a 200) once nothing is missing.  Replaces cs->head / cs->cap
- * and cs->newmeta.status; 0, or -1 to store the new part as it is.
- */
-static int complete_partial(lg_cstate_t *cs)
-{
-    int64_t a1, b1, c1, a2, b2, c2, a, b;
-    if (!cs->have_partial || cs->obj == NULL ||
-        !stored_range(cs->obj, cs->hl, &a1, &b1, &c1) ||
-        !stored_range(cs->head, cs->headlen, &a2, &b2, &c2) || c1 != c2 ||
-        (size_t)(b1 - a1 + 1) != cs->bl || (size_t)(b2 - a2 + 1) != cs->caplen ||
-        !lg_range_union(a1, b1, a2, b2, &a, &b))
-        return -1;
-    /* the same strong validator, or the parts may be of two versions */
-    http_header_t h1[LG_MAX_HEADERS], h2[LG_MAX_HEADERS];
-    http_response_t r1 = { .headers = h1 }, r2 = { .headers = h2 };
-    http_limits_t l1 = { 16384, cs->hl + 1, LG_MAX_HEADERS }, l2 = { 16384, cs->headlen + 1, LG_MAX_HEADERS };
-    size_t sc1 = 0, sc2 = 0;
-    if (http_parse_response(cs->obj, cs->hl, &r1, &l1, &sc1) <= 0 ||
-        http_parse_response(cs->head, cs->headlen, &r2, &l2, &sc2) <= 0)
-        return -1;
-    const http_header_t *e1 = find_h(&r1, "etag"), *e2 = find_h(&r2, "etag");
-    if (e1 == NULL || e2 == NULL || e1->value_len != e2->value_len || e1->value_len < 2 ||
-        e1->value[0] != '"' || memcmp(e1->value, e2->value, e1->value_len) != 0)
-        return -1;
-    size_t len = (size_t)(b - a + 1);
-    if (len > cs->capmax)
-        return -1;
-    char *body = malloc(len ? len : 1);
-    int full = a == 0 && b == c1 - 1;
-    size_t room = cs->headlen + 256;    /* a longer status line and Content-Range */
-    char *head = malloc(room);
-    if (body == NULL || head == NULL) {
-        free(body);
-        free(head);
-        return -1;
-    }
-    memcpy(body + (a1 - a), cs->obj + cs->hl, cs->bl);
-    memcpy(body + (a2 - a), cs->cap, cs->caplen);      /* the newer bytes win */
-    /* the new part's head, its Content-Range (and status) made the union's */
-    size_t hl = 0;
-    for (const char *p = cs->head, *end = cs->head + cs->headlen; p < end;) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        size_t n = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
-        if (p == cs->head && full) {
-            hl += (size_t)snprintf(head + hl, room - hl, "HTTP/1.1 200 OK\r\n");
-        } else if (n > 14 && strncasecmp(p, "content-range:", 14) == 0) {
-            if (!full)
-                hl += (size_t)snprintf(head + hl, room - hl, "Content-Range: bytes %lld-%lld/%lld\r\n",
-                                       (long long)a, (long long)b, (long long)c1);
-        } else if (n > 15 && strncasecmp(p, "content-length:", 15) == 0) {
-            /* the length of the whole: served ones get their own */
-        } else {
-            memcpy(head + hl, p, n);
-            hl += n;
-        }
-        p += n;
-    }
-    free(cs->cap);
-    free(cs->head);
-    cs->cap = body;
-    cs->caplen = len;
-    cs->head = head;
-    cs->headlen = hl;
-    if (full)
-        cs->newmeta.status = 200;
-    return 0;
-}
-
 /* The response came whole from upstream: store it (and its Vary marker). */
 static void store(lg_cstate_t *cs)
 {
@@ -1403,7 +654,7 @@ static void store(lg_cstate_t *cs)
         return;
     }
     if (cs->newmeta.status == 206)
-        complete_partial(cs);           /* or stored as the part it is */
+        lg_cache_complete_partial(cs);           /* or stored as the part it is */
     if (cs->vary) {
         size_t ml = strlen(VARY_MARK) + strlen(cs->vary);
         char *mark = malloc(ml + 1);
@@ -1417,7 +668,7 @@ static void store(lg_cstate_t *cs)
     if (cs->gz_store) {
         /* compressed once, here, for every later gzip client (no gzip per hit) */
         size_t zl = 0;
-        char *z = compress_all(cs->s, LG_XFORM_GZIP, cs->cap, cs->caplen, &zl);
+        char *z = lg_cache_compress_all(cs->s, LG_XFORM_GZIP, cs->cap, cs->caplen, &zl);
         if (z == NULL) {
             lg_store_abandon(lg_cache, cs->base, cs->baselen);
             cs->filler = 0;
@@ -1490,14 +741,14 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
                          cs->obj + cs->hl, cs->bl);
         if (cs->filler)
             cs->filler = 0;     /* the put released it */
-        serve(s, cs, "REVALIDATED");
+        lg_cache_serve(s, cs, "REVALIDATED");
         return 1;
     }
     /* an error from the upstream, and a stale copy allowed to cover it */
     const char *sw = cs->use_stale && cs->obj ? lg_cache_stale_word(LG_STALE_ANSWERED, r->status)
                                               : NULL;
     if ((r->status >= 500 && cs->stale_ok && cs->obj) || (sw && use_stale(c, sw))) {
-        serve(s, cs, "STALE");
+        lg_cache_serve(s, cs, "STALE");
         return 1;
     }
     /* RFC 9110 9.3.3: a POST answer naming its own URI in Content-Location,
@@ -1527,7 +778,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
     };
     int rule = lg_cache_store_rule(&sin);
     int64_t pa, pb, pc;
-    const http_header_t *crh = r->status == 206 ? find_h(r, "content-range") : NULL;
+    const http_header_t *crh = r->status == 206 ? lg_cache_find_h(r, "content-range") : NULL;
     int part_ok = crh && cs->range_up && ri->body == LG_BODY_LENGTH &&
                   lg_content_range(crh->value, crh->value_len, &pa, &pb, &pc) &&
                   ri->length == pb - pa + 1;
@@ -1787,7 +1038,7 @@ static const lg_stage_t wait_stage = {
 };
 
 /* cache_targeted_remove: the targeted fields are this cache's, not the client's */
-static void drop_targeted(const lg_common_t *c, http_response_t *r)
+void lg_cache_drop_targeted(const lg_common_t *c, http_response_t *r)
 {
     if (!c->cache_targeted_remove || c->cache_targeted_fields == NULL)
         return;
@@ -1810,7 +1061,7 @@ static int cache_response(lg_req_t *s)
     /* what was stored keeps them; what the client gets does not.  The head
      * is the reader's (non-const, on its stack) for this phase. */
     if (CS(s) && CS(s)->base)
-        drop_targeted(lg_req_common(s), (http_response_t *)s->rsp);
+        lg_cache_drop_targeted(lg_req_common(s), (http_response_t *)s->rsp);
     return LG_OK;
 }
 
@@ -1834,7 +1085,7 @@ static int cache_error(lg_req_t *s)
     const char *sw = cs->use_stale ? failure_word(s->upstream_cond) : NULL;
     if (!cs->stale_ok && !(sw && use_stale(lg_req_common(s), sw)))
         return LG_DECLINED;
-    serve(s, cs, "STALE");
+    lg_cache_serve(s, cs, "STALE");
     return LG_DONE;
 }
 
@@ -1899,7 +1150,7 @@ const lg_feature_t lg_feature_cache = {
         { LG_PH_BODY, cache_body },
         { LG_PH_UPSTREAM_ERROR, cache_error },
     },
-    .ctx_slot = &cache_slot,
+    .ctx_slot = &lg_cache_slot,
 };
 
 /* After the access log, so the log still sees the cache's view. */

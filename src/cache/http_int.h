@@ -1,0 +1,77 @@
+/*
+ * What the two halves of the cache feature share (private to src/cache):
+ * http.c decides -- lookup, purge, what may be stored, the store itself --
+ * and serve.c answers from what is stored -- whole, conditional, ranges,
+ * recoded, from a stored part or from a file of the disk tier.
+ */
+#ifndef LEGATE_CACHE_HTTP_INT_H
+#define LEGATE_CACHE_HTTP_INT_H
+
+#include "cache/disk.h"
+#include "cache/http.h"
+#include "cache/policy.h"
+#include "cache/store.h"
+
+#define VARY_MARK "LEGATE-VARY:"
+
+typedef struct lg_cstate {
+    const char *base;           /* arena, or the configuration's: the base key */
+    size_t      baselen;
+    const char *key;            /* the key in use (variant or base) */
+    size_t      keylen;
+    int         filler;         /* we hold the FILLING mark of base */
+    const char *status;         /* X-Cache */
+    char       *obj;            /* malloc: a stored object (stale, kept for 304 / errors) */
+    size_t      hl, bl;
+    lg_cmeta_t  meta;
+    int         reval;          /* a conditional request went upstream */
+    int         stale_ok;       /* obj may serve on errors (stale-if-error) */
+    char       *cap;            /* malloc: the body captured for storing */
+    size_t      caplen, capmax;
+    int         capturing, cap_over;
+    char       *head;           /* malloc: the head to store */
+    size_t      headlen;
+    lg_cmeta_t  newmeta;
+    char       *vary;           /* arena: the varied fields, or NULL */
+    char       *out;            /* malloc: a response made here from the cache */
+    lg_cc_t     req_cc;
+    char       *also[2];        /* arena: Location, Content-Location of an unsafe request's answer */
+    int         not_yet;        /* cache_min_uses not reached: fetch, do not store */
+    int         counted;        /* this request's use is counted (once, not per wait) */
+    int         gz_store;       /* store the body gzip-compressed (the route compresses) */
+    int         range_up;       /* cache_partial: the client's Range went upstream */
+    int         have_partial;   /* obj is a stored 206 that the answer may complete */
+    int         use_stale;      /* obj is stale and may cover what cache_use_stale names */
+    lg_disk_fill_t *dfill;      /* arena: the body goes to a file of the disk tier, or NULL */
+    /* an answer from a file of the disk tier (disk_stage) */
+    int         dfd;            /* -1 none (0 never: the state is calloc'd, see state()) */
+    char       *dhead;          /* malloc: the head as stored */
+    uint64_t    d_off, d_end;   /* the file bytes left to send */
+    char       *dbuf;           /* malloc: one read of it */
+    size_t      dpos, dlen;
+    lg_req_t *s;            /* whose state this is */
+} lg_cstate_t;
+
+/* The request's view of the cache lives in its context slot. */
+extern int lg_cache_slot;
+#define CS(s) ((lg_cstate_t *)(s)->ctx[lg_cache_slot])
+
+/* serve.c */
+void lg_cache_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache);
+int  lg_cache_disk_hit(lg_req_t *s, lg_cstate_t *cs, int64_t now);
+int  lg_cache_partial_covers(lg_req_t *s, lg_cstate_t *cs);
+void lg_cache_forward_range(lg_req_t *s, lg_cstate_t *cs);
+void lg_cache_serve_partial(lg_req_t *s, lg_cstate_t *cs, http_response_t *r, const char *xcache);
+int  lg_cache_complete_partial(lg_cstate_t *cs);
+/* the whole body in the coding xf (what the route compresses with): malloc'd, *out_len */
+char *lg_cache_compress_all(lg_req_t *s, lg_xform_t xf, const char *in, size_t n, size_t *out_len);
+
+/* http.c, for serve.c */
+int  lg_cache_fresh_enough(lg_cstate_t *cs, int64_t now);
+const http_header_t *lg_cache_find_h(const http_response_t *r, const char *name);
+/* Header lines for the upstream request after earlier phases' (1, or 0: nothing) */
+int  lg_cache_upstream_add(lg_req_t *s, const char *lines);
+/* Drop the targeted cache-control fields the route says to (RFC 9213) */
+void lg_cache_drop_targeted(const lg_common_t *c, http_response_t *r);
+
+#endif
