@@ -89,6 +89,8 @@ const char *ld_file_name(ld_t *ld, const char *f);
 const char *ld_syntax_hint(const char *path, int line);
 /* The same for the error cfg reports (its file and line), if a syntax error. */
 const char *ld_syntax_hint_of(ld_t *ld, const config_t *cfg);
+/* conf->binds from every server's listen entries (load_bind.c) */
+int         ld_derive_binds(ld_t *ld, const config_setting_t *where);
 /* include.c: merge the files of a top-level 'include' into cfg, then drop it */
 void        ld_include_globs(ld_t *ld, config_t *cfg);
 

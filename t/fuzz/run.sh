@@ -55,7 +55,7 @@ ALL_LIBS="$(pkg-config --libs openssl libconfig zlib libcares libmaxminddb libng
 for h in ${*:-$HARNESSES}; do
     case $h in
     parse)      srcs="src/http/parse.c"; libs=""; corpus=corpus; secs=$SECS ;;
-    conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c src/conf/load_cluster.c
+    conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_error.c src/conf/load_bind.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c src/conf/load_cluster.c
                       src/conf/load_server.c src/conf/load_upstream.c src/conf/load_stream.c src/conf/parse_util.c
                       src/conf/tpl.c src/conf/load_map.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
                       src/core/syslog.c"
