@@ -68,7 +68,7 @@ typedef struct h2c {
     nghttp2_session *ses;
     lg_conn_t   *c;
     h2s_t       *streams;       /* every stream with state here */
-    h2s_t       *runq, *runq_tail;
+    lg_mux_runq_t runq;         /* streams whose request can go on */
     unsigned     nstreams;
     lg_buf_t    *out;           /* owned: frames serialized, not yet written */
     int          busy;          /* inside step: run requests later, not now */
@@ -84,17 +84,10 @@ typedef struct h2c {
 } h2c_t;
 
 struct h2s {
-    lg_end_t     end;           /* first: the request's client end */
-    uint32_t     magic;
+    lg_mux_stream_t m;          /* first: end, request, timer, run queue, head (pipeline/mux.h) */
     h2c_t       *h;
     int32_t      id;
-    lg_req_t    *r;             /* the request, until it finishes or is aborted */
-    lg_timer_t   timer;
     h2s_t       *prev, *next;   /* h->streams */
-    h2s_t       *rnext;         /* h->runq */
-    int          queued;
-    int          start;         /* the head is complete: start the request when run */
-    lg_mux_req_t q;             /* the request head as it arrives (pipeline/mux.c) */
     /* the request body: DATA received, not yet read by the request */
     char        *in;            /* owned: STREAM_WINDOW bytes */
     size_t       in_pos, in_len;
@@ -174,14 +167,9 @@ static h2s_t *stream_new(h2c_t *h, int32_t id)
     h2s_t *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return NULL;
-    st->magic = H2S_MAGIC;
+    lg_mux_stream_init(&st->m, H2S_MAGIC, &stream_ops, stream_timer_cb);
     st->h = h;
     st->id = id;
-    st->end.io.fd = -1;
-    st->end.ops = &stream_ops;
-    st->end.w_ready = 1;
-    st->timer.cb = stream_timer_cb;
-    st->timer.data = st;
     st->next = h->streams;
     if (h->streams)
         h->streams->prev = st;
@@ -192,51 +180,15 @@ static h2s_t *stream_new(h2c_t *h, int32_t id)
 
 static void runq_add(h2s_t *st)
 {
-    h2c_t *h = st->h;
-    if (st->queued)
-        return;
-    st->queued = 1;
-    st->rnext = NULL;
-    if (h->runq_tail)
-        h->runq_tail->rnext = st;
-    else
-        h->runq = st;
-    h->runq_tail = st;
-}
-
-static void runq_remove(h2s_t *st)
-{
-    h2c_t *h = st->h;
-    if (!st->queued)
-        return;
-    h2s_t **pp = &h->runq, *prev = NULL;
-    while (*pp && *pp != st) {
-        prev = *pp;
-        pp = &(*pp)->rnext;
-    }
-    if (*pp)
-        *pp = st->rnext;
-    if (h->runq_tail == st)
-        h->runq_tail = prev;
-    st->queued = 0;
-}
-
-/* The request goes without a log line (as an HTTP/1.1 one whose client left). */
-static void stream_drop_request(h2s_t *st)
-{
-    lg_req_t *r = st->r;
-    if (r == NULL)
-        return;
-    st->r = NULL;
-    lg_req_free(r);
+    lg_mux_runq_add(&st->h->runq, &st->m);
 }
 
 static void stream_free(h2s_t *st)
 {
     h2c_t *h = st->h;
-    stream_drop_request(st);
-    runq_remove(st);
-    lg_timer_del(&lg_w.loop, &st->timer);
+    lg_mux_stream_drop(&st->m);
+    lg_mux_runq_remove(&h->runq, &st->m);
+    lg_timer_del(&lg_w.loop, &st->m.timer);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -251,7 +203,7 @@ static void stream_free(h2s_t *st)
     lg_buf_put(st->rbuf);
     lg_buf_put(st->ohead);
     lg_buf_put(st->obody);
-    st->magic = 0;
+    st->m.magic = 0;
     lg_loop_defer_free(&lg_w.loop, st);
 }
 
@@ -454,8 +406,8 @@ static ssize_t data_source_read_cb(nghttp2_session *ses, int32_t id, uint8_t *bu
     if (lg_buf_len(b) == 0 && st->out_eof)
         end_body(ses, st, flags);
     /* room again: the request may write more */
-    if (st->r && !st->end.w_ready) {
-        st->end.w_ready = 1;
+    if (st->m.r && !st->m.end.w_ready) {
+        st->m.end.w_ready = 1;
         runq_add(st);
     }
     return (ssize_t)k;
@@ -475,17 +427,17 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, vo
     if (st == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     lg_req_t *r = lg_req_new(h->c);
-    if (r == NULL || lg_mux_req_init(&st->q, r) < 0) {
+    if (r == NULL || lg_mux_req_init(&st->m.q, r) < 0) {
         lg_req_free(r);
         stream_free(st);
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
-    st->r = r;
+    st->m.r = r;
     r->stream = st;
     lg_lstats_t *ls = lg_conn_stats(h->c);
     if (ls)
         ls->h2_streams++;
-    r->cend = &st->end;
+    r->cend = &st->m.end;
     r->in = NULL;
     nghttp2_session_set_stream_user_data(ses, st->id, st);
     return 0;
@@ -499,9 +451,9 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *frame, const uin
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     h2s_t *st = nghttp2_session_get_stream_user_data(ses, frame->hd.stream_id);
-    if (st == NULL || st->r == NULL)
+    if (st == NULL || st->m.r == NULL)
         return 0;               /* trailers of a request already answered */
-    lg_mux_size_t sz = lg_mux_req_account(&st->q, nl, vl, lg_w.conf->http2_max_header_list_size);
+    lg_mux_size_t sz = lg_mux_req_account(&st->m.q, nl, vl, lg_w.conf->http2_max_header_list_size);
     if (sz == LG_MUX_SIZE_BOMB)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     if (sz != LG_MUX_SIZE_OK)
@@ -509,14 +461,14 @@ static int on_header(nghttp2_session *ses, const nghttp2_frame *frame, const uin
     if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;               /* trailers: not passed on (HTTP/1.1 upstreams) */
     (void)h;
-    return lg_mux_req_field(&st->q, st->r, name, nl, value, vl) < 0 ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+    return lg_mux_req_field(&st->m.q, st->m.r, name, nl, value, vl) < 0 ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
 }
 
 /* The head is complete: an HTTP/1.1-shaped request (version 2.0) from it. */
 static void build_request(h2s_t *st, int end_stream)
 {
-    lg_req_t *r = st->r;
-    int big = lg_mux_req_build(&st->q, r, 20, end_stream, 1, &st->ws);
+    lg_req_t *r = st->m.r;
+    int big = lg_mux_req_build(&st->m.q, r, 20, end_stream, 1, &st->ws);
     st->is_head = r->ri.is_head;
     if (end_stream)
         st->in_eof = 1;
@@ -524,9 +476,9 @@ static void build_request(h2s_t *st, int end_stream)
      * buffer: large enough for a tunnel's or a body's reads */
     st->rbuf = big ? lg_buf_get() : lg_buf_get_small();
     r->in = st->rbuf;
-    st->start = 1;
+    st->m.start = 1;
     if (r->in == NULL)
-        st->q.status = 500;
+        st->m.q.status = 500;
 }
 
 static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
@@ -536,22 +488,22 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
                                     : NULL;
     switch (frame->hd.type) {
     case NGHTTP2_HEADERS:
-        if (st == NULL || st->r == NULL)
+        if (st == NULL || st->m.r == NULL)
             break;
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
             build_request(st, frame->hd.flags & NGHTTP2_FLAG_END_STREAM);
             runq_add(st);
         } else if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
             st->in_eof = 1;     /* trailers end the body */
-            st->end.r_ready = st->end.rd_hup = 1;
+            st->m.end.r_ready = st->m.end.rd_hup = 1;
             runq_add(st);
         }
         break;
     case NGHTTP2_DATA:
         if (st && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
             st->in_eof = 1;
-            st->end.r_ready = st->end.rd_hup = 1;
-            if (st->r)
+            st->m.end.r_ready = st->m.end.rd_hup = 1;
+            if (st->m.r)
                 runq_add(st);
         }
         break;
@@ -573,7 +525,7 @@ static int on_data_chunk(nghttp2_session *ses, uint8_t flags, int32_t id, const 
     (void)flags;
     (void)ud;
     h2s_t *st = nghttp2_session_get_stream_user_data(ses, id);
-    if (st == NULL || st->r == NULL || st->q.status) {
+    if (st == NULL || st->m.r == NULL || st->m.q.status) {
         nghttp2_session_consume(ses, id, len);  /* nobody reads it: let more come */
         return 0;
     }
@@ -588,7 +540,7 @@ static int on_data_chunk(nghttp2_session *ses, uint8_t flags, int32_t id, const 
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     memcpy(st->in + st->in_pos + st->in_len, data, len);
     st->in_len += len;
-    st->end.r_ready = 1;
+    st->m.end.r_ready = 1;
     runq_add(st);
     return 0;
 }
@@ -647,7 +599,7 @@ static int on_frame_send(nghttp2_session *ses, const nghttp2_frame *frame, void 
          * read and dropped for client_body_timeout, then the stream is
          * reset (RFC 9113 8.1).  Not at once: clients (curl 7.88) take a
          * RST_STREAM right after a complete answer for a failure */
-        if (st && st->r == NULL && !st->in_eof)
+        if (st && st->m.r == NULL && !st->in_eof)
             runq_add(st);       /* stream_arm counts the timeout */
     }
     return 0;
@@ -658,12 +610,12 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
     (void)ud;
     (void)code;
     h2s_t *st = nghttp2_session_get_stream_user_data(ses, id);
-    if (st == NULL || st->magic != H2S_MAGIC)
+    if (st == NULL || st->m.magic != H2S_MAGIC)
         return 0;
     nghttp2_session_set_stream_user_data(ses, id, NULL);
     h2c_t *h = st->h;
     h->closed[h->nclosed++ % (sizeof(h->closed) / sizeof(h->closed[0]))] = id;
-    if (st->r)
+    if (st->m.r)
         lg_debug("HTTP/2 client %s closed stream %d before its answer ended (%u)",
                  st->h->c->peer_text, id, code);
     stream_free(st);
@@ -674,7 +626,7 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
 
 static void stream_arm(h2s_t *st)
 {
-    lg_req_t *r = st->r;
+    lg_req_t *r = st->m.r;
     lg_msec_t t = -1;
     const lg_common_t *sc = &st->h->c->bind->default_server->common;
     if (r && r->stage)
@@ -684,49 +636,24 @@ static void stream_arm(h2s_t *st)
     else if (r == NULL && !st->in_eof && st->ostate != OUT_HEAD)
         t = sc->client_body_timeout;    /* a body nobody reads any more */
     if (t < 0)
-        lg_timer_del(&lg_w.loop, &st->timer);
+        lg_timer_del(&lg_w.loop, &st->m.timer);
     else
-        lg_timer_set(&lg_w.loop, &st->timer, t);
-}
-
-/* The stream's request goes on as far as it can. */
-static void stream_run(h2s_t *st)
-{
-    lg_conn_t *c = st->h->c;
-    if (st->start) {
-        st->start = 0;
-        lg_req_start(st->r, st->q.status);
-    }
-    for (int round = 0; round < 64; round++) {
-        lg_req_t *r = st->r;
-        if (r == NULL || r->stage == NULL || c->state != LG_C_FRONT)
-            break;
-        const lg_stage_t *sg = r->stage;
-        r->cend->want_r = r->cend->want_w = 0;
-        if (r->uend)
-            r->uend->want_r = r->uend->want_w = 0;
-        c->rerun = 0;
-        sg->step(r);
-        if (st->r != r || c->state != LG_C_FRONT)
-            break;              /* finished or aborted */
-        if (r->stage == sg && !c->rerun)
-            break;
-    }
-    if (c->state == LG_C_FRONT && st->magic == H2S_MAGIC)
-        stream_arm(st);
+        lg_timer_set(&lg_w.loop, &st->m.timer, t);
 }
 
 static void h2_run_queue(h2c_t *h)
 {
     /* streams queued while these run wait for the next round */
-    h2s_t *q = h->runq;
-    h->runq = h->runq_tail = NULL;
-    while (q && h->c->state == LG_C_FRONT) {
-        h2s_t *st = q;
-        q = st->rnext;
-        st->queued = 0;
-        if (st->magic == H2S_MAGIC)
-            stream_run(st);
+    lg_mux_stream_t *m = lg_mux_runq_take(&h->runq);
+    while (m && h->c->state == LG_C_FRONT) {
+        h2s_t *st = (h2s_t *)m;
+        m = m->rnext;
+        st->m.queued = 0;
+        if (st->m.magic != H2S_MAGIC)
+            continue;
+        lg_mux_stream_run(&st->m, h->c);
+        if (h->c->state == LG_C_FRONT && st->m.magic == H2S_MAGIC)
+            stream_arm(st);
     }
 }
 
@@ -735,10 +662,10 @@ static void stream_timer_cb(lg_timer_t *tm)
     h2s_t *st = tm->data;
     h2c_t *h = st->h;
     lg_conn_t *c = h->c;
-    lg_req_t *r = st->r;
+    lg_req_t *r = st->m.r;
     if (r && r->stage) {
         r->stage->timeout(r, r->tkind);
-        if (st->magic == H2S_MAGIC && st->r == r)
+        if (st->m.magic == H2S_MAGIC && st->m.r == r)
             runq_add(st);
     } else if (r == NULL && st->obody && lg_buf_len(st->obody) &&
                lg_w.loop.now - st->t_progress >= c->bind->default_server->common.send_timeout) {
@@ -747,7 +674,7 @@ static void stream_timer_cb(lg_timer_t *tm)
         stream_reset(st, NGHTTP2_CANCEL);
     } else if (r == NULL && !st->in_eof && !(st->obody && lg_buf_len(st->obody))) {
         stream_reset(st, NGHTTP2_NO_ERROR);     /* answered; the rest of its body is not wanted */
-    } else if (st->magic == H2S_MAGIC) {
+    } else if (st->m.magic == H2S_MAGIC) {
         stream_arm(st);
     }
     if (c->state == LG_C_FRONT)
@@ -771,7 +698,7 @@ static void h2_flush(h2c_t *h)
         }
         if (rc != LG_H2IO_WROTE)
             return;
-        if (h->runq)
+        if (h->runq.head)
             h2_run_queue(h);
     }
 }
@@ -853,7 +780,7 @@ static void h2_step(lg_conn_t *c)
             break;
         int more_in = c->e.r_ready && !h->dead && !(h->out && lg_buf_len(h->out) > LG_BUF_SIZE / 2);
         int more_out = c->e.w_ready && nghttp2_session_want_write(h->ses);
-        if (!more_in && !more_out && h->runq == NULL)
+        if (!more_in && !more_out && h->runq.head == NULL)
             break;
     }
     h->busy--;
@@ -861,7 +788,7 @@ static void h2_step(lg_conn_t *c)
         return;
     /* work left after the rounds (a stream made ready late): go again
      * rather than wait for an event that may not come */
-    c->rerun = h->runq != NULL || (c->e.w_ready && nghttp2_session_want_write(h->ses));
+    c->rerun = h->runq.head != NULL || (c->e.w_ready && nghttp2_session_want_write(h->ses));
     h2_settle(h);
 }
 
@@ -915,7 +842,7 @@ static void h2_abort(lg_conn_t *c, lg_req_t *r, const char *why)
 {
     h2s_t *st = r->stream;
     lg_debug("HTTP/2 client %s stream %d reset: %s", c->peer_text, st->id, why);
-    stream_drop_request(st);
+    lg_mux_stream_drop(&st->m);
     stream_reset(st, NGHTTP2_INTERNAL_ERROR);
     runq_add(st);               /* the RST goes out with the next flush */
 }
@@ -924,7 +851,7 @@ static void h2_done(lg_conn_t *c, lg_req_t *r)
 {
     h2s_t *st = r->stream;
     c->requests++;
-    st->r = NULL;
+    st->m.r = NULL;
     if (st->ostate == OUT_HEAD) {
         stream_reset(st, NGHTTP2_INTERNAL_ERROR);   /* no answer was made */
     } else {

@@ -50,7 +50,7 @@ typedef struct h3c {
     lg_quic_t    *q;
     nghttp3_conn *h3;
     h3s_t        *streams;
-    h3s_t        *runq, *runq_tail;
+    lg_mux_runq_t runq;         /* streams whose request can go on */
     unsigned      nstreams;
     int           busy;
     int           goaway;
@@ -63,15 +63,10 @@ typedef struct obuf {
 } obuf_t;
 
 struct h3s {
-    lg_end_t     end;           /* first: the request's client end */
-    uint32_t     magic;
+    lg_mux_stream_t m;          /* first: end, request, timer, run queue, head (pipeline/mux.h) */
     h3c_t       *h;
     int64_t      id;
-    lg_req_t    *r;
-    lg_timer_t   timer;
-    h3s_t       *prev, *next, *rnext;
-    int          queued, start;
-    lg_mux_req_t q;             /* the request head as it arrives (pipeline/mux.c) */
+    h3s_t       *prev, *next;
     int          ws;            /* an RFC 9220 WebSocket (not offered: always 0) */
     char        *in;            /* owned: request body bytes not yet read */
     size_t       in_pos, in_len, in_unacked;
@@ -114,14 +109,9 @@ static h3s_t *stream_new(h3c_t *h, int64_t id)
     h3s_t *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return NULL;
-    st->magic = H3S_MAGIC;
+    lg_mux_stream_init(&st->m, H3S_MAGIC, &stream_ops, stream_timer_cb);
     st->h = h;
     st->id = id;
-    st->end.io.fd = -1;
-    st->end.ops = &stream_ops;
-    st->end.w_ready = 1;
-    st->timer.cb = stream_timer_cb;
-    st->timer.data = st;
     st->next = h->streams;
     if (h->streams)
         h->streams->prev = st;
@@ -132,50 +122,15 @@ static h3s_t *stream_new(h3c_t *h, int64_t id)
 
 static void runq_add(h3s_t *st)
 {
-    h3c_t *h = st->h;
-    if (st->queued)
-        return;
-    st->queued = 1;
-    st->rnext = NULL;
-    if (h->runq_tail)
-        h->runq_tail->rnext = st;
-    else
-        h->runq = st;
-    h->runq_tail = st;
-}
-
-static void runq_remove(h3s_t *st)
-{
-    h3c_t *h = st->h;
-    if (!st->queued)
-        return;
-    h3s_t **pp = &h->runq, *prev = NULL;
-    while (*pp && *pp != st) {
-        prev = *pp;
-        pp = &(*pp)->rnext;
-    }
-    if (*pp)
-        *pp = st->rnext;
-    if (h->runq_tail == st)
-        h->runq_tail = prev;
-    st->queued = 0;
-}
-
-static void stream_drop_request(h3s_t *st)
-{
-    lg_req_t *r = st->r;
-    if (r == NULL)
-        return;
-    st->r = NULL;
-    lg_req_free(r);
+    lg_mux_runq_add(&st->h->runq, &st->m);
 }
 
 static void stream_free(h3s_t *st)
 {
     h3c_t *h = st->h;
-    stream_drop_request(st);
-    runq_remove(st);
-    lg_timer_del(&lg_w.loop, &st->timer);
+    lg_mux_stream_drop(&st->m);
+    lg_mux_runq_remove(&h->runq, &st->m);
+    lg_timer_del(&lg_w.loop, &st->m.timer);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -197,7 +152,7 @@ static void stream_free(h3s_t *st)
     free(st->trailers);
     lg_buf_put(st->rbuf);
     lg_buf_put(st->ohead);
-    st->magic = 0;
+    st->m.magic = 0;
     lg_loop_defer_free(&lg_w.loop, st);
 }
 
@@ -429,8 +384,8 @@ static int on_acked(nghttp3_conn *conn, int64_t sid, uint64_t n, void *ud, void 
             break;
         }
     }
-    if (st->r && !st->end.w_ready) {
-        st->end.w_ready = 1;
+    if (st->m.r && !st->m.end.w_ready) {
+        st->m.end.w_ready = 1;
         runq_add(st);
     }
     return 0;
@@ -448,14 +403,14 @@ static int on_begin_headers(nghttp3_conn *conn, int64_t sid, void *ud, void *sud
     if (st == NULL)
         return NGHTTP3_ERR_CALLBACK_FAILURE;
     lg_req_t *r = lg_req_new(h->c);
-    if (r == NULL || lg_mux_req_init(&st->q, r) < 0) {
+    if (r == NULL || lg_mux_req_init(&st->m.q, r) < 0) {
         lg_req_free(r);
         stream_free(st);
         return NGHTTP3_ERR_CALLBACK_FAILURE;
     }
-    st->r = r;
+    st->m.r = r;
     r->stream = st;
-    r->cend = &st->end;
+    r->cend = &st->m.end;
     r->in = NULL;
     nghttp3_conn_set_stream_user_data(conn, sid, st);
     return 0;
@@ -469,16 +424,16 @@ static int on_header(nghttp3_conn *conn, int64_t sid, int32_t token, nghttp3_rcb
     (void)flags;
     (void)ud;
     h3s_t *st = sud;
-    if (st == NULL || st->r == NULL)
+    if (st == NULL || st->m.r == NULL)
         return 0;
     nghttp3_vec nn = nghttp3_rcbuf_get_buf(name), vv = nghttp3_rcbuf_get_buf(value);
     (void)token;
-    lg_mux_size_t sz = lg_mux_req_account(&st->q, nn.len, vv.len, lg_w.conf->http2_max_header_list_size);
+    lg_mux_size_t sz = lg_mux_req_account(&st->m.q, nn.len, vv.len, lg_w.conf->http2_max_header_list_size);
     if (sz == LG_MUX_SIZE_BOMB)
         return NGHTTP3_ERR_CALLBACK_FAILURE;
     if (sz != LG_MUX_SIZE_OK)
         return 0;
-    return lg_mux_req_field(&st->q, st->r, nn.base, nn.len, vv.base, vv.len) < 0 ? NGHTTP3_ERR_CALLBACK_FAILURE : 0;
+    return lg_mux_req_field(&st->m.q, st->m.r, nn.base, nn.len, vv.base, vv.len) < 0 ? NGHTTP3_ERR_CALLBACK_FAILURE : 0;
 }
 
 static int on_end_headers(nghttp3_conn *conn, int64_t sid, int fin, void *ud, void *sud)
@@ -487,18 +442,18 @@ static int on_end_headers(nghttp3_conn *conn, int64_t sid, int fin, void *ud, vo
     (void)sid;
     (void)ud;
     h3s_t *st = sud;
-    if (st == NULL || st->r == NULL)
+    if (st == NULL || st->m.r == NULL)
         return 0;
-    lg_req_t *r = st->r;
-    int big = lg_mux_req_build(&st->q, r, 30, fin, 0, &st->ws);
+    lg_req_t *r = st->m.r;
+    int big = lg_mux_req_build(&st->m.q, r, 30, fin, 0, &st->ws);
     st->is_head = r->ri.is_head;
     if (fin)
         st->in_eof = 1;
     st->rbuf = big ? lg_buf_get() : lg_buf_get_small();
     r->in = st->rbuf;
-    st->start = 1;
+    st->m.start = 1;
     if (r->in == NULL)
-        st->q.status = 500;
+        st->m.q.status = 500;
     runq_add(st);
     return 0;
 }
@@ -508,7 +463,7 @@ static int on_data(nghttp3_conn *conn, int64_t sid, const uint8_t *data, size_t 
     (void)conn;
     h3c_t *h = ud;
     h3s_t *st = sud;
-    if (st == NULL || st->r == NULL || st->q.status) {
+    if (st == NULL || st->m.r == NULL || st->m.q.status) {
         lg_quic_consumed(h->q, sid, len);       /* nobody reads it: let more come */
         return 0;
     }
@@ -522,7 +477,7 @@ static int on_data(nghttp3_conn *conn, int64_t sid, const uint8_t *data, size_t 
         return NGHTTP3_ERR_CALLBACK_FAILURE;    /* past the window we gave */
     memcpy(st->in + st->in_pos + st->in_len, data, len);
     st->in_len += len;
-    st->end.r_ready = 1;
+    st->m.end.r_ready = 1;
     runq_add(st);
     return 0;
 }
@@ -545,8 +500,8 @@ static int on_end_stream(nghttp3_conn *conn, int64_t sid, void *ud, void *sud)
     if (st == NULL)
         return 0;
     st->in_eof = 1;
-    st->end.r_ready = st->end.rd_hup = 1;
-    if (st->r)
+    st->m.end.r_ready = st->m.end.rd_hup = 1;
+    if (st->m.r)
         runq_add(st);
     return 0;
 }
@@ -557,9 +512,9 @@ static int on_stream_close(nghttp3_conn *conn, int64_t sid, uint64_t code, void 
     (void)sid;
     (void)ud;
     h3s_t *st = sud;
-    if (st == NULL || st->magic != H3S_MAGIC)
+    if (st == NULL || st->m.magic != H3S_MAGIC)
         return 0;
-    if (st->r)
+    if (st->m.r)
         lg_debug("HTTP/3 client %s closed stream %lld before its answer ended (%llu)",
                  st->h->c->peer_text, (long long)sid, (unsigned long long)code);
     stream_free(st);
@@ -589,68 +544,44 @@ static int on_reset_stream(nghttp3_conn *conn, int64_t sid, uint64_t code, void 
 
 static void stream_arm(h3s_t *st)
 {
-    lg_req_t *r = st->r;
+    lg_req_t *r = st->m.r;
     lg_msec_t t = -1;
     if (r && r->stage)
         t = r->stage->arm(r, &r->tkind);
     if (t < 0)
-        lg_timer_del(&lg_w.loop, &st->timer);
+        lg_timer_del(&lg_w.loop, &st->m.timer);
     else
-        lg_timer_set(&lg_w.loop, &st->timer, t);
-}
-
-static void stream_run(h3s_t *st)
-{
-    lg_conn_t *c = st->h->c;
-    if (st->start) {
-        st->start = 0;
-        lg_req_start(st->r, st->q.status);
-    }
-    for (int round = 0; round < 64; round++) {
-        lg_req_t *r = st->r;
-        if (r == NULL || r->stage == NULL || c->state != LG_C_FRONT)
-            break;
-        const lg_stage_t *sg = r->stage;
-        r->cend->want_r = r->cend->want_w = 0;
-        if (r->uend)
-            r->uend->want_r = r->uend->want_w = 0;
-        c->rerun = 0;
-        sg->step(r);
-        if (st->r != r || c->state != LG_C_FRONT)
-            break;
-        if (r->stage == sg && !c->rerun)
-            break;
-    }
-    if (c->state == LG_C_FRONT && st->magic == H3S_MAGIC)
-        stream_arm(st);
+        lg_timer_set(&lg_w.loop, &st->m.timer, t);
 }
 
 static void h3_run_queue(h3c_t *h)
 {
     h->busy++;
-    for (int round = 0; round < 4 && h->runq && h->c->state == LG_C_FRONT; round++) {
-        h3s_t *q = h->runq;
-        h->runq = h->runq_tail = NULL;
-        while (q && h->c->state == LG_C_FRONT) {
-            h3s_t *st = q;
-            q = st->rnext;
-            st->queued = 0;
-            if (st->magic == H3S_MAGIC)
-                stream_run(st);
+    for (int round = 0; round < 4 && h->runq.head && h->c->state == LG_C_FRONT; round++) {
+        lg_mux_stream_t *m = lg_mux_runq_take(&h->runq);
+        while (m && h->c->state == LG_C_FRONT) {
+            h3s_t *st = (h3s_t *)m;
+            m = m->rnext;
+            st->m.queued = 0;
+            if (st->m.magic != H3S_MAGIC)
+                continue;
+            lg_mux_stream_run(&st->m, h->c);
+            if (h->c->state == LG_C_FRONT && st->m.magic == H3S_MAGIC)
+                stream_arm(st);
         }
     }
     h->busy--;
-    if (h->runq)
+    if (h->runq.head)
         lg_quic_kick(h->q);     /* more next turn */
 }
 
 static void stream_timer_cb(lg_timer_t *tm)
 {
     h3s_t *st = tm->data;
-    lg_req_t *r = st->r;
+    lg_req_t *r = st->m.r;
     if (r && r->stage) {
         r->stage->timeout(r, r->tkind);
-        if (st->magic == H3S_MAGIC && st->r == r)
+        if (st->m.magic == H3S_MAGIC && st->m.r == r)
             runq_add(st);
     }
     if (st->h->c->state == LG_C_FRONT)
@@ -871,7 +802,7 @@ static void h3_abort(lg_conn_t *c, lg_req_t *r, const char *why)
 {
     h3s_t *st = r->stream;
     lg_debug("HTTP/3 client %s stream %lld reset: %s", c->peer_text, (long long)st->id, why);
-    stream_drop_request(st);
+    lg_mux_stream_drop(&st->m);
     if (st->h->q)
         lg_quic_reset(st->h->q, st->id, NGHTTP3_H3_INTERNAL_ERROR);
 }
@@ -880,7 +811,7 @@ static void h3_done(lg_conn_t *c, lg_req_t *r)
 {
     h3s_t *st = r->stream;
     c->requests++;
-    st->r = NULL;
+    st->m.r = NULL;
     if (st->ostate == OUT_HEAD) {
         if (st->h->q)
             lg_quic_reset(st->h->q, st->id, NGHTTP3_H3_INTERNAL_ERROR);     /* no answer was made */
@@ -897,7 +828,7 @@ static void h3_done(lg_conn_t *c, lg_req_t *r)
         if (!st->in_eof && st->h->q)
             lg_quic_stop_reading(st->h->q, st->id, NGHTTP3_H3_NO_ERROR);
     }
-    lg_timer_del(&lg_w.loop, &st->timer);
+    lg_timer_del(&lg_w.loop, &st->m.timer);
     lg_req_free(r);
     if (st->h->q)
         lg_quic_kick(st->h->q);

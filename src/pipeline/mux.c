@@ -282,3 +282,83 @@ int lg_mux_take_head(lg_buf_t **ohead, size_t *oscan, const char *p, size_t n, s
         return 1;
     }
 }
+
+/* ---- streams ---- */
+
+void lg_mux_stream_init(lg_mux_stream_t *m, uint32_t magic, const lg_end_ops_t *ops, lg_timer_cb cb)
+{
+    m->magic = magic;
+    m->end.io.fd = -1;
+    m->end.ops = ops;
+    m->end.w_ready = 1;
+    m->timer.cb = cb;
+    m->timer.data = m;
+}
+
+void lg_mux_stream_drop(lg_mux_stream_t *m)
+{
+    lg_req_t *r = m->r;
+    if (r == NULL)
+        return;
+    m->r = NULL;
+    lg_req_free(r);
+}
+
+void lg_mux_runq_add(lg_mux_runq_t *q, lg_mux_stream_t *m)
+{
+    if (m->queued)
+        return;
+    m->queued = 1;
+    m->rnext = NULL;
+    if (q->tail)
+        q->tail->rnext = m;
+    else
+        q->head = m;
+    q->tail = m;
+}
+
+void lg_mux_runq_remove(lg_mux_runq_t *q, lg_mux_stream_t *m)
+{
+    if (!m->queued)
+        return;
+    lg_mux_stream_t **pp = &q->head, *prev = NULL;
+    while (*pp && *pp != m) {
+        prev = *pp;
+        pp = &(*pp)->rnext;
+    }
+    if (*pp)
+        *pp = m->rnext;
+    if (q->tail == m)
+        q->tail = prev;
+    m->queued = 0;
+}
+
+lg_mux_stream_t *lg_mux_runq_take(lg_mux_runq_t *q)
+{
+    lg_mux_stream_t *h = q->head;
+    q->head = q->tail = NULL;
+    return h;
+}
+
+void lg_mux_stream_run(lg_mux_stream_t *m, lg_conn_t *c)
+{
+    if (m->start) {
+        m->start = 0;
+        lg_req_start(m->r, m->q.status);
+    }
+    for (int round = 0; round < 64; round++) {
+        lg_req_t *r = m->r;
+        if (r == NULL || r->stage == NULL || c->state != LG_C_FRONT)
+            break;
+        const lg_stage_t *sg = r->stage;
+        r->cend->want_r = r->cend->want_w = 0;
+        if (r->uend)
+            r->uend->want_r = r->uend->want_w = 0;
+        c->rerun = 0;
+        sg->step(r);
+        if (m->r != r || c->state != LG_C_FRONT)
+            break;              /* finished or aborted */
+        if (r->stage == sg && !c->rerun)
+            break;
+    }
+}

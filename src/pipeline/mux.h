@@ -57,6 +57,45 @@ int  lg_mux_req_field(lg_mux_req_t *q, lg_req_t *r, const uint8_t *name, size_t 
 int  lg_mux_req_build(lg_mux_req_t *q, lg_req_t *r, int version, int end_stream, int ws_ok, int *ws);
 
 /*
+ * What every stream of a multiplexed connection is, first in the front
+ * end's own stream struct (h2s_t, h3s_t): the request's client end, the
+ * request, its timer, its place in the connection's run queue, and its
+ * head as it arrives.  Streams whose request can go on wait in the run
+ * queue; the front end runs the queue between reading and writing, never
+ * inside its library's callbacks.
+ */
+typedef struct lg_mux_stream lg_mux_stream_t;
+struct lg_mux_stream {
+    lg_end_t         end;       /* first: the request's client end (virtual) */
+    uint32_t         magic;     /* the front end's, 0 once freed */
+    lg_req_t        *r;         /* the request, until it finishes or is aborted */
+    lg_timer_t       timer;     /* the request's stage timeout */
+    lg_mux_stream_t *rnext;
+    int              queued;
+    int              start;     /* the head is complete: lg_req_start when run */
+    lg_mux_req_t     q;
+};
+
+typedef struct lg_mux_runq {
+    lg_mux_stream_t *head, *tail;
+} lg_mux_runq_t;
+
+/* A new stream's end (virtual: ops) and timer (cb gets the stream). */
+void lg_mux_stream_init(lg_mux_stream_t *m, uint32_t magic, const lg_end_ops_t *ops, lg_timer_cb cb);
+/* The request goes without a log line (as an HTTP/1.1 one whose client left). */
+void lg_mux_stream_drop(lg_mux_stream_t *m);
+
+void lg_mux_runq_add(lg_mux_runq_t *q, lg_mux_stream_t *m);
+void lg_mux_runq_remove(lg_mux_runq_t *q, lg_mux_stream_t *m);
+/* Take the queue as it is: streams queued while these run wait for the
+ * next call.  Returns its head (walk rnext; each is dequeued). */
+lg_mux_stream_t *lg_mux_runq_take(lg_mux_runq_t *q);
+/* The stream's request goes on as far as it can: started if its head just
+ * completed, then its stage stepped while it makes progress.  The caller
+ * arms the stream's timer afterwards if m->magic still holds. */
+void lg_mux_stream_run(lg_mux_stream_t *m, lg_conn_t *c);
+
+/*
  * A response head's fields as HTTP/2 and HTTP/3 send them: ":status"
  * (code, 4 bytes, is the caller's) then the head's fields with lowercase
  * names (the caller's scratch room of cap bytes), connection-specific
