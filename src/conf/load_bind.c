@@ -184,6 +184,12 @@ int ld_derive_binds(ld_t *ld, const config_setting_t *where)
     for (size_t k = 0; k < conf->nbinds; k++)
         if (conf->binds[k].default_server == NULL)
             conf->binds[k].default_server = conf->binds[k].servers[0];
+    /* QUIC takes its address's UDP port: a UDP stream server cannot have it too */
+    for (size_t k = 0; k < conf->nbinds; k++)
+        for (size_t u = 0; conf->binds[k].quic && u < conf->nbinds; u++)
+            if (conf->binds[u].udp && addr_equal(&conf->binds[u].addr, &conf->binds[k].addr))
+                rc = ld_error(ld, where, "%s is HTTP/3's UDP port (quic = true) and a UDP stream "
+                              "listener at once", conf->binds[k].addr.text);
     return rc;
 }
 

@@ -71,6 +71,12 @@ static int open_socket(const lg_listener_t *l, int backlog, char *err, size_t er
         int secs = 1;
         if (!l->udp)
             setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
+        /* UDP (QUIC, stream servers): a full buffer drops datagrams, room for bursts */
+        int sz = 4 << 20;
+        if (l->udp) {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+        }
     } else {
         const struct sockaddr_un *sun = (const void *)&l->ss;
         struct stat st;
@@ -91,37 +97,51 @@ static int open_socket(const lg_listener_t *l, int backlog, char *err, size_t er
 }
 
 /*
- * A UDP socket on the listener's address for QUIC, one per slot as for TCP:
- * SO_REUSEPORT spreads clients over them by address and port, so a
- * connection's packets keep reaching the same worker while its address
- * does not change.
+ * The listener of address a over TCP or UDP, made if missing (remembered in
+ * created[] so a failure undoes only what this sync made), with sockets for
+ * `slots` slots, marked used.  NULL with err filled.
  */
-static int open_udp(const lg_listener_t *l, char *err, size_t errlen)
+static lg_listener_t *ensure(const lg_addr_t *a, int udp, int backlog, int slots,
+                             lg_listener_t **created, size_t *ncreated, char *err, size_t errlen)
 {
-    int fd = socket(l->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket() for QUIC on %s failed: %s", l->text, strerror(errno));
-        return -1;
+    lg_listener_t *l = lg_listener_find(a, udp);
+    for (size_t i = 0; l == NULL && i < *ncreated; i++)
+        if (created[i]->udp == udp && same_addr(&created[i]->ss, created[i]->len, &a->ss, a->len))
+            l = created[i];
+    if (l == NULL) {
+        if (nls + *ncreated >= MAX_LISTENERS) {
+            snprintf(err, errlen, "too many listen addresses");
+            return NULL;
+        }
+        l = calloc(1, sizeof(*l));
+        if (l == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+        memcpy(&l->ss, &a->ss, sizeof(l->ss));
+        l->len = a->len;
+        l->udp = udp;
+        snprintf(l->text, sizeof(l->text), "%s", a->text);
+        for (int s = 0; s < 512; s++)
+            l->fds[s] = -1;
+        created[(*ncreated)++] = l;
+        ls[nls + *ncreated - 1] = l;    /* adopted by "nls += ncreated" */
     }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
-        snprintf(err, errlen, "SO_REUSEPORT on %s (QUIC) failed: %s", l->text, strerror(errno));
-        close(fd);
-        return -1;
+    l->used = 1;
+    int want = l->ss.ss_family == AF_UNIX ? 1 : slots;
+    for (int s = l->nfds; s < want; s++) {
+        l->fds[s] = open_socket(l, backlog, err, errlen);
+        if (l->fds[s] < 0) {
+            for (int k = l->nfds; k < s; k++) {
+                close(l->fds[k]);
+                l->fds[k] = -1;
+            }
+            return NULL;
+        }
     }
-    if (l->ss.ss_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    /* a full buffer drops packets, which QUIC sends again: room for bursts */
-    int sz = 4 << 20;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-    if (bind(fd, (const struct sockaddr *)&l->ss, l->len) < 0) {
-        snprintf(err, errlen, "bind() to %s (QUIC, UDP) failed: %s", l->text, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
+    if (l->nfds < want)
+        l->nfds = want;
+    return l;
 }
 
 int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen)
@@ -135,54 +155,11 @@ int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen
         ls[i]->used = 0;
     for (size_t b = 0; b < conf->nbinds; b++) {
         const lg_bind_t *bd = &conf->binds[b];
-        lg_listener_t *l = lg_listener_find(&bd->addr, bd->udp);
-        if (l == NULL) {
-            if (nls + ncreated >= MAX_LISTENERS) {
-                snprintf(err, errlen, "too many listen addresses");
-                goto fail;
-            }
-            l = calloc(1, sizeof(*l));
-            if (l == NULL) {
-                snprintf(err, errlen, "out of memory");
-                goto fail;
-            }
-            memcpy(&l->ss, &bd->addr.ss, sizeof(l->ss));
-            l->len = bd->addr.len;
-            l->udp = bd->udp;
-            snprintf(l->text, sizeof(l->text), "%s", bd->addr.text);
-            for (int s = 0; s < 512; s++)
-                l->fds[s] = l->qfds[s] = -1;
-            created[ncreated++] = l;
-            ls[nls + ncreated - 1] = l;     /* adopted by "nls += ncreated" */
-        }
-        l->used = 1;
-        int want = l->ss.ss_family == AF_UNIX ? 1 : slots;
-        if (l->nfds < want) {
-            for (int s = l->nfds; s < want; s++) {
-                l->fds[s] = open_socket(l, bd->backlog, err, errlen);
-                if (l->fds[s] < 0) {
-                    for (int k = l->nfds; k < s; k++) {
-                        close(l->fds[k]);
-                        l->fds[k] = -1;
-                    }
-                    goto fail;
-                }
-            }
-            l->nfds = want;
-        }
-        if (bd->quic && l->nqfds < want) {
-            for (int s = l->nqfds; s < want; s++) {
-                l->qfds[s] = open_udp(l, err, errlen);
-                if (l->qfds[s] < 0) {
-                    for (int k = l->nqfds; k < s; k++) {
-                        close(l->qfds[k]);
-                        l->qfds[k] = -1;
-                    }
-                    goto fail;
-                }
-            }
-            l->nqfds = want;
-        }
+        lg_listener_t *l = ensure(&bd->addr, bd->udp, bd->backlog, slots, created, &ncreated, err, errlen);
+        /* HTTP/3: the same address's UDP port, a listener of its own */
+        if (l == NULL || (bd->quic && ensure(&bd->addr, 1, bd->backlog, slots, created, &ncreated, err,
+                                            errlen) == NULL))
+            goto fail;
         /* a stream server's protocol may have the server speak first
          * (SMTP, MySQL): no waiting for the client's bytes to accept.  Set
          * on every socket, as an address may change sides on a reload. */
@@ -202,8 +179,6 @@ int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen
         lg_notice("closing listener %s", ls[i]->text);
         for (int s = 0; s < ls[i]->nfds; s++)
             close(ls[i]->fds[s]);
-        for (int s = 0; s < ls[i]->nqfds; s++)
-            close(ls[i]->qfds[s]);
         if (ls[i]->ss.ss_family == AF_UNIX)
             unlink(((struct sockaddr_un *)&ls[i]->ss)->sun_path);
         free(ls[i]);
@@ -216,8 +191,6 @@ fail:
     for (size_t i = 0; i < ncreated; i++) {
         for (int s = 0; s < created[i]->nfds; s++)
             close(created[i]->fds[s]);
-        for (int s = 0; s < created[i]->nqfds; s++)
-            close(created[i]->qfds[s]);
         free(created[i]);
         ls[nls + i] = NULL;
     }
@@ -236,10 +209,10 @@ int lg_listener_fd(const lg_conf_t *conf, size_t b, int slot)
 
 int lg_listener_quic_fd(const lg_conf_t *conf, size_t b, int slot)
 {
-    lg_listener_t *l = lg_listener_find(&conf->binds[b].addr, 0);    /* the TCP listener's twin */
-    if (l == NULL || !conf->binds[b].quic)
+    if (!conf->binds[b].quic)
         return -1;
-    return slot < l->nqfds ? l->qfds[slot] : -1;
+    lg_listener_t *l = lg_listener_find(&conf->binds[b].addr, 1);    /* the address's UDP port */
+    return l && slot < l->nfds ? l->fds[slot] : -1;
 }
 
 void lg_listeners_close_except(const lg_conf_t *conf, int worker, int nworkers)
@@ -254,12 +227,6 @@ void lg_listeners_close_except(const lg_conf_t *conf, int worker, int nworkers)
                 ls[i]->fds[s] = -1;
             }
         }
-        for (int s = 0; s < ls[i]->nqfds; s++) {
-            if (s % nworkers != worker && ls[i]->qfds[s] >= 0) {
-                close(ls[i]->qfds[s]);
-                ls[i]->qfds[s] = -1;
-            }
-        }
     }
 }
 
@@ -269,9 +236,6 @@ void lg_listeners_close_all(void)
         for (int s = 0; s < ls[i]->nfds; s++)
             if (ls[i]->fds[s] >= 0)
                 close(ls[i]->fds[s]);
-        for (int s = 0; s < ls[i]->nqfds; s++)
-            if (ls[i]->qfds[s] >= 0)
-                close(ls[i]->qfds[s]);
         free(ls[i]);
     }
     nls = 0;
@@ -282,7 +246,7 @@ int lg_listeners_export(void)
 {
     size_t cap = 64;
     for (size_t i = 0; i < nls; i++)    /* "fd,slot,text;" each: exact room */
-        cap += (size_t)(ls[i]->nfds + ls[i]->nqfds) * (26 + strlen(ls[i]->text));
+        cap += (size_t)ls[i]->nfds * (26 + strlen(ls[i]->text));
     char *env = malloc(cap);
     if (env == NULL)
         return -1;
@@ -296,15 +260,6 @@ int lg_listeners_export(void)
             int fl = fcntl(fd, F_GETFD);
             fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
             n += (size_t)snprintf(env + n, cap - n, "%d,%d,%s;", fd, s, ls[i]->text);
-        }
-        for (int s = 0; s < ls[i]->nqfds; s++) {
-            int fd = ls[i]->qfds[s];
-            if (fd < 0)
-                continue;
-            int fl = fcntl(fd, F_GETFD);
-            fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
-            /* a UDP twin: slot written as -1 - slot */
-            n += (size_t)snprintf(env + n, cap - n, "%d,%d,%s;", fd, -1 - s, ls[i]->text);
         }
     }
     int rc = setenv("LEGATE_LISTEN_FDS", env, 1);
@@ -324,11 +279,8 @@ void lg_listeners_import(void)
     char *save = NULL;
     for (char *tok = strtok_r(copy, ";", &save); tok; tok = strtok_r(NULL, ";", &save)) {
         int fd, slot, off = 0;
-        if (sscanf(tok, "%d,%d,%n", &fd, &slot, &off) != 2 || slot < -512 || slot >= 512)
+        if (sscanf(tok, "%d,%d,%n", &fd, &slot, &off) != 2 || slot < 0 || slot >= 512)
             continue;
-        int twin = slot < 0;    /* a QUIC socket: the UDP twin of a TCP listener */
-        if (twin)
-            slot = -1 - slot;
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
@@ -337,7 +289,7 @@ void lg_listeners_import(void)
         int type = SOCK_STREAM;
         socklen_t tl = sizeof(type);
         getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl);
-        int udp = type == SOCK_DGRAM && !twin;      /* a UDP stream listener's own socket */
+        int udp = type == SOCK_DGRAM;   /* a UDP listener (QUIC, a stream server) */
         lg_listener_t *l = NULL;
         for (size_t i = 0; i < nls; i++)
             if (ls[i]->udp == udp && same_addr(&ls[i]->ss, ls[i]->len, &ss, len))
@@ -357,18 +309,12 @@ void lg_listeners_import(void)
             l->udp = udp;
             snprintf(l->text, sizeof(l->text), "%s", tok + off);
             for (int s = 0; s < 512; s++)
-                l->fds[s] = l->qfds[s] = -1;
+                l->fds[s] = -1;
             ls[nls++] = l;
         }
-        if (twin) {
-            l->qfds[slot] = fd;
-            if (slot + 1 > l->nqfds)
-                l->nqfds = slot + 1;
-        } else {
-            l->fds[slot] = fd;
-            if (slot + 1 > l->nfds)
-                l->nfds = slot + 1;
-        }
+        l->fds[slot] = fd;
+        if (slot + 1 > l->nfds)
+            l->nfds = slot + 1;
     }
     free(copy);
 }

@@ -21,8 +21,6 @@ typedef struct lg_listener {
     char                    text[128];
     int                     fds[512];   /* per slot; -1 = not created yet */
     int                     nfds;       /* slots created */
-    int                     qfds[512];  /* UDP sockets of the same address (QUIC), per slot */
-    int                     nqfds;
     int                     used;       /* seen in the current conf (mark) */
     int                     udp;        /* datagram sockets (a stream server's udp listen) */
 } lg_listener_t;
@@ -35,7 +33,8 @@ typedef struct lg_listener {
 int  lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen);
 /* The socket a worker uses for bind b and slot s, or -1. */
 int  lg_listener_fd(const lg_conf_t *conf, size_t b, int slot);
-/* Its UDP twin for QUIC (bind b has quic), or -1. */
+/* The UDP socket of bind b's address for QUIC (b has quic), or -1: the
+ * address's UDP listener, as a stream server's UDP address has one. */
 int  lg_listener_quic_fd(const lg_conf_t *conf, size_t b, int slot);
 /* For a binary upgrade: clear FD_CLOEXEC and export LEGATE_LISTEN_FDS. */
 int  lg_listeners_export(void);

@@ -582,6 +582,24 @@ def config_errors_name_file_and_line():
         p = subprocess.run([LEGATE_BIN, "-t", "-p", p_dir, "-c", path], capture_output=True, text=True)
         ok(p.returncode != 0, "rejected")
         ok(re.search(r"legate\.conf:3: .*quic = true needs tls = true", p.stderr), p.stderr)
+        # HTTP/3 and a UDP stream server cannot share one UDP port
+        port = free_port()
+        with open(path, "w") as f:
+            f.write("""http = {
+  servers = ( {
+      listen = ( { address = "127.0.0.1:%d"; tls = true; quic = true; } );
+      tls_certificates = ( { cert = "%s/server-rsa.pem"; key = "%s/server-rsa.key"; } );
+      routes = ( { prefix = "/"; return = 200; } );
+  } );
+};
+stream = {
+  upstreams = { dns = { servers = ( "127.0.0.1:53" ); }; };
+  servers = ( { listen = { address = "127.0.0.1:%d"; udp = true; }; proxy_pass = "dns"; } );
+};
+""" % (port, CERTS, CERTS, port))
+        p = subprocess.run([LEGATE_BIN, "-t", "-p", p_dir, "-c", path], capture_output=True, text=True)
+        ok(p.returncode != 0, "rejected")
+        contains(p.stderr, "is HTTP/3's UDP port (quic = true) and a UDP stream listener at once")
     finally:
         shutil.rmtree(p_dir, ignore_errors=True)
 
