@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 
 #include "core/log.h"
+#include "net/steer.h"
 
 #define MAX_LISTENERS 256
 
@@ -124,6 +125,8 @@ static lg_listener_t *ensure(const lg_addr_t *a, int udp, int backlog, int slots
         snprintf(l->text, sizeof(l->text), "%s", a->text);
         for (int s = 0; s < 512; s++)
             l->fds[s] = -1;
+        l->steer_map = -1;
+        l->born = 1;
         created[(*ncreated)++] = l;
         ls[nls + *ncreated - 1] = l;    /* adopted by "nls += ncreated" */
     }
@@ -152,14 +155,17 @@ int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen
     size_t ncreated = 0;
     /* pass 1: create what is missing, without touching anything existing */
     for (size_t i = 0; i < nls; i++)
-        ls[i]->used = 0;
+        ls[i]->used = ls[i]->quic = 0;
     for (size_t b = 0; b < conf->nbinds; b++) {
         const lg_bind_t *bd = &conf->binds[b];
         lg_listener_t *l = ensure(&bd->addr, bd->udp, bd->backlog, slots, created, &ncreated, err, errlen);
         /* HTTP/3: the same address's UDP port, a listener of its own */
-        if (l == NULL || (bd->quic && ensure(&bd->addr, 1, bd->backlog, slots, created, &ncreated, err,
-                                            errlen) == NULL))
+        lg_listener_t *q = NULL;
+        if (l == NULL || (bd->quic && (q = ensure(&bd->addr, 1, bd->backlog, slots, created, &ncreated, err,
+                                                  errlen)) == NULL))
             goto fail;
+        if (q != NULL)
+            q->quic = 1;
         /* a stream server's protocol may have the server speak first
          * (SMTP, MySQL): no waiting for the client's bytes to accept.  Set
          * on every socket, as an address may change sides on a reload. */
@@ -179,6 +185,8 @@ int lg_listeners_sync(const lg_conf_t *conf, int slots, char *err, size_t errlen
         lg_notice("closing listener %s", ls[i]->text);
         for (int s = 0; s < ls[i]->nfds; s++)
             close(ls[i]->fds[s]);
+        if (ls[i]->steer_map >= 0)
+            close(ls[i]->steer_map);
         if (ls[i]->ss.ss_family == AF_UNIX)
             unlink(((struct sockaddr_un *)&ls[i]->ss)->sun_path);
         free(ls[i]);
@@ -215,10 +223,100 @@ int lg_listener_quic_fd(const lg_conf_t *conf, size_t b, int slot)
     return l && slot < l->nfds ? l->fds[slot] : -1;
 }
 
+int lg_listener_quic_id(const lg_conf_t *conf, size_t b, int slot)
+{
+    if (!conf->binds[b].quic)
+        return -1;
+    lg_listener_t *l = lg_listener_find(&conf->binds[b].addr, 1);
+    return l && l->steer_map != -1 && slot < l->nfds ? (int)(l->bank * 512 + (unsigned)slot) : -1;
+}
+
+static int steer_off;           /* the kernel said no once: not again */
+
+/* l's sockets (bank l->bank) into a new map of its own. */
+static int steer_begin(lg_listener_t *l)
+{
+    char why[512];
+    int map = lg_steer_new(why, sizeof(why));
+    if (map < 0) {
+        lg_notice("QUIC: no connection steering (%s): a reload or a client's change of address "
+                  "can break an open QUIC connection", why);
+        steer_off = 1;
+        return -1;
+    }
+    fcntl(map, F_SETFD, FD_CLOEXEC);
+    for (int s = 0; s < l->nfds; s++)
+        if (l->fds[s] >= 0 && lg_steer_add(map, l->bank * 512 + (unsigned)s, l->fds[s]) < 0)
+            lg_log_errno(LG_LOG_ERROR, errno, "QUIC steering: cannot name the socket of %s slot %d", l->text, s);
+    l->steer_map = map;
+    return 0;
+}
+
+/*
+ * A fresh socket per slot for the generation about to start, named by a
+ * new bank in the map, and the program pointed at that bank.  The master's
+ * copies of the old sockets close here: the old workers keep theirs, and
+ * the map keeps steering their connections' datagrams to them until the
+ * last of those workers exits.  A listener made by this very sync is
+ * fresh already; one inherited from the previous binary is first named by
+ * the bank that binary gave it, so its connections stay with it too.
+ */
+static void steer_generation(lg_listener_t *l, int slots)
+{
+    int fresh = l->born;
+    if (l->steer_map < 0 && steer_begin(l) < 0)
+        return;
+    if (!fresh) {
+        int nfd[512];
+        int n = l->ss.ss_family == AF_UNIX ? 1 : slots;
+        char err[256];
+        for (int s = 0; s < n; s++) {
+            nfd[s] = open_socket(l, 0, err, sizeof(err));
+            if (nfd[s] < 0) {
+                lg_error("QUIC: %s: keeping the old generation's sockets for the new one", err);
+                for (int k = 0; k < s; k++)
+                    close(nfd[k]);
+                return;
+            }
+        }
+        unsigned nb = (l->bank + 1) % LG_STEER_BANKS;
+        for (int s = 0; s < l->nfds; s++)
+            if (l->fds[s] >= 0)
+                close(l->fds[s]);
+        for (int s = 0; s < 512; s++)
+            l->fds[s] = s < n ? nfd[s] : -1;
+        l->nfds = n;
+        l->bank = nb;
+        l->imported = 0;
+        for (int s = 0; s < n; s++)
+            if (lg_steer_add(l->steer_map, l->bank * 512 + (unsigned)s, l->fds[s]) < 0)
+                lg_log_errno(LG_LOG_ERROR, errno, "QUIC steering: cannot name the socket of %s slot %d",
+                             l->text, s);
+    }
+    char why[512];
+    if (lg_steer_attach(l->steer_map, l->fds[0], l->bank * 512, (unsigned)l->nfds, why, sizeof(why)) < 0)
+        lg_error("QUIC steering on %s: %s", l->text, why);
+}
+
+void lg_listeners_new_generation(int slots)
+{
+    if (slots > 512)
+        slots = 512;
+    for (size_t i = 0; i < nls; i++) {
+        if (ls[i]->udp && ls[i]->quic && !steer_off)
+            steer_generation(ls[i], slots);
+        ls[i]->born = 0;
+    }
+}
+
 void lg_listeners_close_except(const lg_conf_t *conf, int worker, int nworkers)
 {
     (void)conf;
     for (size_t i = 0; i < nls; i++) {
+        if (ls[i]->steer_map >= 0) {
+            close(ls[i]->steer_map);    /* the master's to update */
+            ls[i]->steer_map = -2;      /* still "steered" for lg_listener_quic_id */
+        }
         if (ls[i]->ss.ss_family == AF_UNIX)
             continue;
         for (int s = 0; s < ls[i]->nfds; s++) {
@@ -236,6 +334,8 @@ void lg_listeners_close_all(void)
         for (int s = 0; s < ls[i]->nfds; s++)
             if (ls[i]->fds[s] >= 0)
                 close(ls[i]->fds[s]);
+        if (ls[i]->steer_map >= 0)
+            close(ls[i]->steer_map);
         free(ls[i]);
     }
     nls = 0;
@@ -263,8 +363,49 @@ int lg_listeners_export(void)
         }
     }
     int rc = setenv("LEGATE_LISTEN_FDS", env, 1);
+    /* LEGATE_QUIC_BANKS="bank,map,text;...": the steering ids of QUIC
+     * sockets, and the map that names them (a socket can be in one map
+     * only: the new binary goes on with this one) */
+    n = 0;
+    env[0] = '\0';
+    for (size_t i = 0; i < nls && rc == 0; i++) {
+        if (ls[i]->steer_map < 0 || n + strlen(ls[i]->text) + 32 >= cap)
+            continue;
+        fcntl(ls[i]->steer_map, F_SETFD, fcntl(ls[i]->steer_map, F_GETFD) & ~FD_CLOEXEC);
+        n += (size_t)snprintf(env + n, cap - n, "%u,%d,%s;", ls[i]->bank, ls[i]->steer_map, ls[i]->text);
+    }
+    if (rc == 0)
+        rc = n ? setenv("LEGATE_QUIC_BANKS", env, 1) : unsetenv("LEGATE_QUIC_BANKS");
     free(env);
     return rc;
+}
+
+static void import_banks(void)
+{
+    const char *env = getenv("LEGATE_QUIC_BANKS");
+    char *copy = env ? strdup(env) : NULL;
+    unsetenv("LEGATE_QUIC_BANKS");
+    if (copy == NULL)
+        return;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ";", &save); tok; tok = strtok_r(NULL, ";", &save)) {
+        unsigned bank;
+        int map, off = 0;
+        if (sscanf(tok, "%u,%d,%n", &bank, &map, &off) != 2 || bank >= LG_STEER_BANKS || map < 0)
+            continue;
+        fcntl(map, F_SETFD, FD_CLOEXEC);
+        lg_listener_t *l = NULL;
+        for (size_t i = 0; i < nls && l == NULL; i++)
+            if (ls[i]->udp && ls[i]->imported && ls[i]->steer_map < 0 && strcmp(ls[i]->text, tok + off) == 0)
+                l = ls[i];
+        if (l == NULL) {
+            close(map);
+            continue;
+        }
+        l->bank = bank;
+        l->steer_map = map;
+    }
+    free(copy);
 }
 
 void lg_listeners_import(void)
@@ -310,6 +451,8 @@ void lg_listeners_import(void)
             snprintf(l->text, sizeof(l->text), "%s", tok + off);
             for (int s = 0; s < 512; s++)
                 l->fds[s] = -1;
+            l->steer_map = -1;
+            l->imported = 1;
             ls[nls++] = l;
         }
         l->fds[slot] = fd;
@@ -317,4 +460,5 @@ void lg_listeners_import(void)
             l->nfds = slot + 1;
     }
     free(copy);
+    import_banks();
 }

@@ -28,6 +28,7 @@
 
 #include "core/hash.h"
 #include "core/log.h"
+#include "net/steer.h"
 
 #define SCID_LEN 18
 #define CID_BUCKETS 1024
@@ -110,6 +111,17 @@ static void rnd(uint8_t *d, size_t n)
 {
     if (gnutls_rnd(GNUTLS_RND_RANDOM, d, n) != 0)
         memset(d, 0, n);        /* gnutls_rnd fails only before global init */
+}
+
+/* A connection ID of ours: random, but for the steering id of the
+ * endpoint's socket in front (net/steer.h), which the kernel reads to
+ * bring the connection's datagrams to this socket whatever address they
+ * come from. */
+static void new_cid(const lg_quic_ep_t *ep, uint8_t *d, size_t n)
+{
+    rnd(d, n);
+    if (ep->conf.steer_id >= 0 && n >= LG_STEER_CID_BYTES)
+        lg_steer_cid_mark(d, (unsigned)ep->conf.steer_id);
 }
 
 /* ---- the connection ID table ---- */
@@ -209,7 +221,7 @@ static int new_cid_cb(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token, size_t
     (void)conn;
     lg_quic_t *q = ud;
     for (int tries = 0; tries < 4; tries++) {
-        rnd(cid->data, len);
+        new_cid(q->ep, cid->data, len);
         if (cid_find(q->ep, cid->data, len) == NULL)
             break;
     }
@@ -494,7 +506,7 @@ static void send_retry(lg_quic_ep_t *ep, const ngtcp2_pkt_hd *hd, const struct s
                        socklen_t plen)
 {
     ngtcp2_cid scid = { .datalen = SCID_LEN };
-    rnd(scid.data, SCID_LEN);
+    new_cid(ep, scid.data, SCID_LEN);
     uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN], buf[PKT_MAX];
     ngtcp2_ssize tl = ngtcp2_crypto_generate_retry_token(token, ep->secret, sizeof(ep->secret), hd->version,
                                                          (const ngtcp2_sockaddr *)peer, plen, &scid,
@@ -567,7 +579,7 @@ static lg_quic_t *q_accept(lg_quic_ep_t *ep, const uint8_t *pkt, size_t len,
 
     ngtcp2_cid scid = { .datalen = SCID_LEN };
     for (int tries = 0; tries < 4; tries++) {
-        rnd(scid.data, SCID_LEN);
+        new_cid(ep, scid.data, SCID_LEN);
         if (cid_find(ep, scid.data, SCID_LEN) == NULL)
             break;
     }

@@ -68,6 +68,7 @@ typedef struct lg_quic_conf {
      * token of, a connection another worker began. */
     const uint8_t *secret;
     size_t      secret_len;
+    int         steer_id;                       /* the socket's steering id (net/steer.h), or -1 */
 } lg_quic_conf_t;
 
 /* An endpoint on a bound UDP socket (the caller's to close after

@@ -54,6 +54,7 @@ typedef struct h3c {
     unsigned      nstreams;
     int           busy;
     int           goaway;
+    int           drain_pending;    /* opened while the worker quits: GOAWAY after its first request */
 } h3c_t;
 
 typedef struct obuf {
@@ -635,6 +636,11 @@ static int app_open(lg_quic_t *q)
         return -1;
     }
     nghttp3_conn_set_max_client_streams_bidi(h->h3, (uint64_t)lg_w.conf->http2_max_concurrent_streams);
+    /* its handshake ended after the worker began to quit: the client sent
+     * its first request with it, or is about to, so a GOAWAY now (naming
+     * no stream) would refuse a request it had every right to make; drain
+     * once that request is taken */
+    h->drain_pending = lg_w.quitting;
     lg_lstats_t *ls = lg_conn_stats(c);
     if (ls) {
         ls->accepted++;
@@ -726,12 +732,18 @@ static void app_shut_wr(lg_quic_t *q, int64_t sid)
         nghttp3_conn_shutdown_stream_write(h->h3, sid);
 }
 
+static void h3_drain(lg_conn_t *c);
+
 static void app_settle(lg_quic_t *q)
 {
     h3c_t *h = h3_of(q);
     if (h == NULL)
         return;
     h3_run_queue(h);
+    if (h->drain_pending && h->nstreams > 0 && h->c->state == LG_C_FRONT) {
+        h->drain_pending = 0;
+        h3_drain(h->c);         /* the GOAWAY names the request taken */
+    }
     if (h->c->state == LG_C_FRONT && h->goaway && h->nstreams == 0)
         lg_quic_close(q, NGHTTP3_H3_NO_ERROR, "HTTP/3 connection drained");
 }

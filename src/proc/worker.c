@@ -81,6 +81,7 @@ static void quic_start(const lg_conf_t *conf, int slot, int nworkers)
             if (fd < 0)
                 continue;
             char why[256];
+            qc.steer_id = lg_listener_quic_id(conf, b, s);
             lg_quic_ep_t *ep = lg_quic_ep_new(&lg_w.loop, fd, &qc, lg_h3_app(), (void *)bd, why,
                                               sizeof(why));
             if (ep == NULL) {
@@ -90,6 +91,16 @@ static void quic_start(const lg_conf_t *conf, int slot, int nworkers)
             qeps[nqeps++] = ep;
         }
     }
+}
+
+/* QUIC connections of this worker, handshakes included (those have no
+ * lg_conn_t yet, and must not be cut by the worker's exit). */
+static unsigned quic_open(void)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < nqeps; i++)
+        n += lg_quic_ep_count(qeps[i]);
+    return n;
 }
 
 /* Graceful stop: no new QUIC connections; the open ones get GOAWAY (their
@@ -331,7 +342,11 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
             lg_udp_quit();
             lg_conn_drain_all();
         }
-        if (lg_w.quitting && lg_w.nconns == 0 && lg_udp_sessions() == 0) {
+        if (lg_w.quitting && lg_w.nconns == 0 && lg_udp_sessions() == 0
+#ifdef LG_HAVE_HTTP3
+            && quic_open() == 0
+#endif
+            ) {
             lg_accesslog_flush();
             lg_metrics_flush();
             exit(0);

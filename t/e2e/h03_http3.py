@@ -8,6 +8,7 @@ datagrams (garbage, short, unknown versions, an Initial flood from one
 address) that neither crash a worker nor keep others out, graceful stop
 with a request in flight, a reload, and `legate -t` errors."""
 import hashlib
+import json
 import os
 import random
 import re
@@ -18,6 +19,8 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import urllib.request
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -394,6 +397,185 @@ def reload_keeps_serving_http3():
             eq(bodies.get("b?size=10"), origin_mod.pattern(10))
 
 
+def in_background(fn, *args):
+    """fn(*args) in a thread: a callable that joins it and returns its result."""
+    out = {}
+
+    def run():
+        try:
+            out["r"] = fn(*args)
+        except BaseException as e:      # re-raised in the test's thread
+            out["e"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+
+    def join(timeout=60):
+        t.join(timeout)
+        ok(not t.is_alive(), "the background client finished")
+        if "e" in out:
+            raise out["e"]
+        return out["r"]
+    return join
+
+
+@test(timeout=90)
+def reload_keeps_the_open_connection():
+    """A download in flight across a reload: the old worker keeps its
+    connection (its datagrams are steered to the old generation's socket,
+    not taken by the new worker, which would answer a stateless reset)."""
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        if not steering(lg):
+            skip("the kernel does not steer QUIC datagrams here (no CAP_BPF)")
+        path = "/big?size=3000000&chunk=100000&drip=60"
+        join = in_background(h3, port, path)
+        wait_until(lambda: origin_stats(o)["by_path"].get("/big", 0) >= 1, 10, what="the download to start")
+        lg.reload(conf(port, o, routes='{ prefix = "/"; proxy_pass = "app"; add_response_headers = { X-Gen = "2"; }; }'),
+                  timeout=40)
+        rc, bodies, err = join()
+        eq(rc, 0, "the client across the reload: " + err[-800:])
+        body = bodies.get(path[1:], b"")
+        eq(len(body), 3000000, "the whole body")
+        eq(hashlib.sha256(body).hexdigest(), hashlib.sha256(origin_mod.pattern(3000000)).hexdigest())
+        # and the new generation takes new connections
+        rc, bodies, err = h3(port, "/after?size=10")
+        eq(rc, 0, err[-500:])
+
+
+@test(timeout=90)
+def graceful_stop_finishes_a_download_mid_body():
+    """QUIT while a response body is on its way: the worker sends the rest
+    before it exits."""
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        path = "/big?size=2000000&chunk=100000&drip=60"
+        join = in_background(h3, port, path)
+        wait_until(lambda: origin_stats(o)["by_path"].get("/big", 0) >= 1, 10, what="the download to start")
+        lg.exit_expected = True
+        lg.signal(signal.SIGQUIT)
+        lg.wait_exit(30)
+        rc, bodies, err = join()
+        body = bodies.get(path[1:], b"")
+        ok(rc == 0 and body == origin_mod.pattern(2000000),
+           "the whole body (%d bytes): %s" % (len(body), err[-1500:]))
+
+
+@test(timeout=120)
+def a_connection_follows_the_client_to_a_new_address():
+    """The client moves to a new local port after the handshake (as after
+    a NAT rebinding) and only then sends its request: the kernel's flow
+    hash would pick either of two workers' sockets for the new address;
+    the connection ID brings the datagrams to the worker that has it."""
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=2)
+        if not steering(lg):
+            skip("the kernel does not steer QUIC datagrams here (no CAP_BPF)")
+        for i in range(8):
+            d = tempfile.mkdtemp(prefix="legate-h3-mig-")
+            try:
+                p = subprocess.run([CLIENT, "-q", "--exit-on-all-streams-close", "--download=" + d,
+                                    "--timeout=10s", "--change-local-addr=100ms", "--delay-stream=400ms",
+                                    "127.0.0.1", str(port), "https://localhost:%d/m%d?size=20000" % (port, i)],
+                                   capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+                err = p.stderr.decode(errors="replace")
+                eq(p.returncode, 0, "run %d: %s" % (i, err[-800:]))
+                with open(os.path.join(d, "m%d?size=20000" % i), "rb") as f:
+                    ok(f.read() == origin_mod.pattern(20000), "run %d: the body whole" % i)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def clients_in_a_row(port, results, stop, n=200):
+    """Clients that do not retry, one after another, until stop is set:
+    (index, exit status, body whole, stderr tail) each."""
+    def run():
+        for i in range(n):
+            if stop.is_set():
+                break
+            rc, bodies, err = h3(port, "/c%d?size=100" % i)
+            results.append((i, rc, bodies.get("c%d?size=100" % i) == origin_mod.pattern(100), err[-300:]))
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@test(timeout=120)
+def new_connections_during_reloads_all_answered():
+    """Three reloads while clients connect one after another: every one is
+    answered, by the old generation or the new (a handshake under way when
+    the old worker is told to quit is finished, and its request served)."""
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=2)
+        results, stop = [], threading.Event()
+        t = clients_in_a_row(port, results, stop)
+        try:
+            for k in range(3):
+                n = len(results)
+                wait_until(lambda: len(results) >= n + 3, 30, what="clients before reload %d" % k)
+                lg.reload(timeout=40)
+            n = len(results)
+            wait_until(lambda: len(results) >= n + 3, 30, what="clients after the reloads")
+        finally:
+            stop.set()
+            t.join(30)
+        bad = [r for r in results if r[1] != 0 or not r[2]]
+        eq(bad, [], "clients not answered (of %d)" % len(results))
+
+
+@test(timeout=120)
+def new_connections_during_an_upgrade_all_answered():
+    """The same while the binary is upgraded and the old master told to
+    QUIT."""
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        pidfile = os.path.join(lg.prefix, "logs", "legate.pid")
+        old = lg.pid
+        results, stop = [], threading.Event()
+        t = clients_in_a_row(port, results, stop)
+        new = 0
+        try:
+            wait_until(lambda: len(results) >= 3, 20, what="the first clients")
+            lg.signal(signal.SIGUSR2)
+            wait_until(lambda: read_pid(pidfile) not in (0, old), 15, what="the new master's pid file")
+            new = read_pid(pidfile)
+            lg.exit_expected = True
+            lg.signal(signal.SIGQUIT)
+            lg.wait_exit(30)
+            n = len(results)
+            wait_until(lambda: len(results) >= n + 5, 30, what="clients after the upgrade")
+        finally:
+            stop.set()
+            t.join(30)
+            if new:
+                try:
+                    os.kill(new, signal.SIGQUIT)
+                except ProcessLookupError:
+                    pass
+        bad = [r for r in results if r[1] != 0 or not r[2]]
+        eq(bad, [], "clients not answered (of %d)" % len(results))
+
+
+def steering(lg):
+    """Whether legate steers QUIC datagrams by connection ID (it logs when
+    the kernel refuses)."""
+    return "no connection steering" not in lg.log_text()
+
+
+def origin_stats(o):
+    with urllib.request.urlopen("http://%s/_stats" % o.address, timeout=5) as r:
+        return json.loads(r.read())
+
+
 def udp_inodes(port):
     """The inodes of the UDP sockets bound to 127.0.0.1:port."""
     want = "0100007F:%04X" % port
@@ -415,30 +597,45 @@ def read_pid(path):
 
 
 @test(timeout=90)
-def binary_upgrade_hands_over_the_udp_sockets():
-    """USR2 then QUIT to the old master: the new binary inherits the UDP
-    sockets with the TCP ones (LEGATE_LISTEN_FDS) and answers HTTP/3."""
+def binary_upgrade_keeps_quic_connections():
+    """USR2 then QUIT to the old master while a download runs: the new
+    binary inherits the sockets (LEGATE_LISTEN_FDS) and names the old
+    ones in its steering map, so the old worker finishes the download; its
+    own workers get fresh UDP sockets and answer new connections."""
     need_h3()
     with Origin("o1") as o:
         port = free_port()
         lg = Legate(conf(port, o), workers=1)
+        steered = steering(lg)
         pidfile = os.path.join(lg.prefix, "logs", "legate.pid")
         old = lg.pid
         eq(h3(port, "/before?size=10")[0], 0)
         before = udp_inodes(port)
         ok(before, "UDP sockets on the port")
+        path = "/big?size=2000000&chunk=100000&drip=60"
+        join = in_background(h3, port, path)
+        wait_until(lambda: origin_stats(o)["by_path"].get("/big", 0) >= 1, 10, what="the download to start")
         lg.signal(signal.SIGUSR2)
         wait_until(lambda: read_pid(pidfile) not in (0, old), 15, what="the new master's pid file")
         new = read_pid(pidfile)
         try:
             lg.exit_expected = True
             lg.signal(signal.SIGQUIT)
-            lg.wait_exit(20)
+            lg.wait_exit(30)
+            rc, bodies, err = join()
+            eq(rc, 0, "the download across the upgrade: " + err[-800:])
+            body = bodies.get(path[1:], b"")
+            ok(body == origin_mod.pattern(2000000), "the whole body (%d bytes): %s" % (len(body), err[-1500:]))
             for _ in range(3):
                 rc, bodies, err = h3(port, "/after?size=10")
                 eq(rc, 0, err[-500:])
                 eq(bodies.get("after?size=10"), origin_mod.pattern(10))
-            eq(udp_inodes(port), before, "the same UDP sockets, inherited, not bound anew")
+            after = udp_inodes(port)
+            if steered:
+                eq(len(after), 1, "one UDP socket: the new worker's")
+                ok(after.isdisjoint(before), "the old binary's UDP sockets closed with it")
+            else:
+                eq(after, before, "the same UDP sockets, inherited")
         finally:
             try:
                 os.kill(new, signal.SIGQUIT)
