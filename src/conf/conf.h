@@ -764,6 +764,7 @@ typedef struct lg_conf {
     int             http2_control_rate;     /* SETTINGS/PING/empty frames a second, default 100 */
     int             quic_max_connections_per_address; /* QUIC connections from one client address, default 64 */
     int             quic_retry;         /* bool: every QUIC client's address validated by a Retry; default off */
+    int             quic_steering;      /* bool: the kernel steers QUIC datagrams by connection ID (eBPF); default on */
     lg_strv_t      *metrics_buckets;        /* request duration histogram bounds, durations */
     lg_strv_t      *metrics_status_codes;   /* codes counted as themselves, not as a class */
 #define LG_METRICS_BUCKETS 16

@@ -679,6 +679,7 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_int(out, 0, "http2_control_rate", conf->http2_control_rate);
     kv_int(out, 0, "quic_max_connections_per_address", conf->quic_max_connections_per_address);
     kv_bool(out, 0, "quic_retry", conf->quic_retry);
+    kv_bool(out, 0, "quic_steering", conf->quic_steering);
     kv_names(out, 0, "metrics_buckets", conf->metrics_buckets);
     if (conf->metrics_status_codes && conf->metrics_status_codes->n)
         kv_names(out, 0, "metrics_status_codes", conf->metrics_status_codes);

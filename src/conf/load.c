@@ -145,6 +145,7 @@ static const directive_t global_dirs[] = {
     ROW("http2_control_rate",   D_INT,      1, 1000000,    "100",    lg_conf_t, http2_control_rate),
     ROW("quic_max_connections_per_address", D_INT, 1, 1000000, "64", lg_conf_t, quic_max_connections_per_address),
     ROW("quic_retry",           D_BOOL,     0, 1,          "false",  lg_conf_t, quic_retry),
+    ROW("quic_steering",        D_BOOL,     0, 1,          "true",   lg_conf_t, quic_steering),
     ROW("metrics_status_codes", D_STRLIST,  0, 0, NULL, lg_conf_t, metrics_status_codes),
     ROW("metrics_buckets",      D_STRLIST,  0, 0, "5ms 10ms 25ms 50ms 100ms 250ms 500ms 1s 2500ms 5s 10s",
         lg_conf_t, metrics_buckets),

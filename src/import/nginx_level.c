@@ -102,7 +102,7 @@ static const struct { const char *name, *why; } ignored[] = {
     { "quic_gso",            "legate's QUIC settings are global (quic_*)" },
     { "quic_host_key",       "legate's QUIC settings are global (quic_*)" },
     { "quic_active_connection_id_limit", "legate's QUIC settings are global (quic_*)" },
-    { "quic_bpf",            "legate shares UDP sockets by SO_REUSEPORT itself" },
+    { "quic_bpf",            "legate steers QUIC by connection ID by default (quic_steering)" },
     { "reset_timedout_connection", "legate resets timed-out connections" },
     { "lingering_close",     "legate always lingers" },
     { "lingering_timeout",   "legate's lingering close is fixed" },

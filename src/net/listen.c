@@ -298,14 +298,26 @@ static void steer_generation(lg_listener_t *l, int slots)
         lg_error("QUIC steering on %s: %s", l->text, why);
 }
 
-void lg_listeners_new_generation(int slots)
+/* quic_steering turned off by a reload: the sockets of the last
+ * generation are shared by the next, as without steering. */
+static void steer_stop(lg_listener_t *l)
+{
+    lg_steer_detach(l->fds[0]);
+    close(l->steer_map);
+    l->steer_map = -1;
+}
+
+void lg_listeners_new_generation(const lg_conf_t *conf, int slots)
 {
     if (slots > 512)
         slots = 512;
     for (size_t i = 0; i < nls; i++) {
-        if (ls[i]->udp && ls[i]->quic && !steer_off)
-            steer_generation(ls[i], slots);
-        ls[i]->born = 0;
+        lg_listener_t *l = ls[i];
+        if (l->udp && l->quic && !conf->quic_steering && l->steer_map >= 0)
+            steer_stop(l);
+        else if (l->udp && l->quic && conf->quic_steering && !steer_off)
+            steer_generation(l, slots);
+        l->born = 0;
     }
 }
 

@@ -51,7 +51,7 @@ int  lg_listener_fd(const lg_conf_t *conf, size_t b, int slot);
 int  lg_listener_quic_fd(const lg_conf_t *conf, size_t b, int slot);
 /* Just before a generation of workers starts: QUIC sockets for it, and
  * the group's steering program pointed at them (see above). */
-void lg_listeners_new_generation(int slots);
+void lg_listeners_new_generation(const lg_conf_t *conf, int slots);
 /* The steering id of bind b's QUIC socket of slot s (for its connection
  * IDs), or -1 when the kernel does not steer. */
 int  lg_listener_quic_id(const lg_conf_t *conf, size_t b, int slot);

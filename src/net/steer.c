@@ -196,7 +196,18 @@ int lg_steer_attach(int map, int fd, unsigned base, unsigned n, char *why, size_
     return rc < 0 ? -1 : 0;
 }
 
+void lg_steer_detach(int fd)
+{
+    int zero = 0;
+    (void)setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &zero, sizeof(zero));
+}
+
 #else
+
+void lg_steer_detach(int fd)
+{
+    (void)fd;
+}
 
 int lg_steer_new(char *why, size_t whylen)
 {

@@ -36,6 +36,8 @@ int  lg_steer_add(int map, unsigned id, int fd);
  * [base, base + n) by flow hash, and attach it to fd's group (replacing the
  * group's program).  0, or -1 with why filled. */
 int  lg_steer_attach(int map, int fd, unsigned base, unsigned n, char *why, size_t whylen);
+/* Take the program off fd's group (the kernel's flow hash again). */
+void lg_steer_detach(int fd);
 /* Write id into the first LG_STEER_CID_BYTES of a connection ID. */
 void lg_steer_cid_mark(uint8_t *cid, unsigned id);
 /* The id a connection ID carries, or -1: what the program reads. */

@@ -464,7 +464,7 @@ static void reload_conf(void)
     conf = nc;
     no_workers = 0;
     fast_deaths = 0;
-    lg_listeners_new_generation(conf->worker_processes);
+    lg_listeners_new_generation(conf, conf->worker_processes);
     start_workers();
     signal_workers(SIGQUIT, 1, now_ms() + nc->shutdown_timeout);
     /* the old workers have their own copy (fork); ours can go */
@@ -656,7 +656,7 @@ int lg_master_run(lg_conf_t *c, const lg_opts_t *o)
     int ready_left = 0;
     if (pipe2(ready_pipe, O_CLOEXEC) < 0)
         ready_pipe[0] = ready_pipe[1] = -1;
-    lg_listeners_new_generation(conf->worker_processes);
+    lg_listeners_new_generation(conf, conf->worker_processes);
     start_workers();
     if (ready_pipe[1] >= 0) {
         close(ready_pipe[1]);   /* respawned workers have nothing to say */

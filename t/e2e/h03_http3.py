@@ -565,6 +565,32 @@ def new_connections_during_an_upgrade_all_answered():
         eq(bad, [], "clients not answered (of %d)" % len(results))
 
 
+@test(timeout=60)
+def each_generation_gets_fresh_udp_sockets_unless_steering_is_off():
+    """With steering (the default) a reload gives the new workers new UDP
+    sockets beside the old ones; quic_steering = false keeps one set for
+    every generation, as TCP's (nginx without quic_bpf)."""
+    need_h3()
+    with Origin("o1") as o:
+        port = free_port()
+        lg = Legate(conf(port, o), workers=1)
+        if not steering(lg):
+            skip("the kernel does not steer QUIC datagrams here (no CAP_BPF)")
+        before = udp_inodes(port)
+        lg.reload()
+        after = udp_inodes(port)
+        eq(len(after), 1, "the old worker gone, one socket: the new worker's")
+        ok(after.isdisjoint(before), "a fresh socket for the new generation")
+        eq(h3(port, "/a?size=10")[0], 0)
+        lg.reload(conf(port, o, global_extra="quic_steering = false;"))
+        eq(udp_inodes(port), after, "steering off: the same socket goes on")
+        lg.reload()
+        eq(udp_inodes(port), after, "steering off: the same socket goes on")
+        rc, bodies, err = h3(port, "/b?size=10")
+        eq(rc, 0, err[-500:])
+        eq(bodies.get("b?size=10"), origin_mod.pattern(10))
+
+
 def steering(lg):
     """Whether legate steers QUIC datagrams by connection ID (it logs when
     the kernel refuses)."""
