@@ -22,7 +22,10 @@
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +37,9 @@
 #define CID_BUCKETS 1024
 #define MAX_CIDS 8                      /* connection IDs a connection issues */
 #define READ_BATCH 64                   /* datagrams read per event: others get their turn */
+#define RECV_BATCH 16                   /* datagrams a recvmmsg takes */
+#define RECV_SIZE 65536                 /* any datagram whole (pages are touched only as used) */
+#define GSO_SEGS 16                     /* packets one sendmsg carries with UDP_SEGMENT */
 #define WRITE_BURST 64                  /* packets written per flush */
 #define PKT_MAX 1452
 #define RETRY_TOKEN_MS 10000            /* a Retry token is good this long */
@@ -71,6 +77,7 @@ struct lg_quic_ep {
     uint8_t          secret[32];        /* conf.secret's copy (or a random one) */
     lg_msec_t        reset_t;           /* the second the reset count is of */
     unsigned         resets;
+    int              no_gso;            /* the kernel refused UDP_SEGMENT here: one packet a send */
 };
 
 typedef enum q_state {
@@ -363,6 +370,85 @@ static void q_send(lg_quic_t *q, const uint8_t *p, size_t n)
     /* a full socket buffer loses the packet: QUIC's loss recovery sends it again */
 }
 
+/*
+ * Packets of one flight to one peer, sent together: with UDP generic
+ * segmentation offload one sendmsg carries them all (each `seg` bytes, the
+ * last maybe shorter) and the kernel cuts them into datagrams, which costs
+ * one trip through the stack instead of one a packet.  Where the kernel or
+ * the device says no, one sendto each from then on.
+ */
+typedef struct q_batch {
+    uint8_t buf[GSO_SEGS * PKT_MAX];
+    size_t  len, seg;
+    int     count;
+} q_batch_t;
+
+static void batch_flush(lg_quic_t *q, q_batch_t *b)
+{
+    if (b->count == 0)
+        return;
+#ifdef UDP_SEGMENT
+    if (b->count > 1 && !q->ep->no_gso) {
+        struct iovec iov = { .iov_base = b->buf, .iov_len = b->len };
+        union {
+            char           buf[CMSG_SPACE(sizeof(uint16_t))];
+            struct cmsghdr align;
+        } u;
+        memset(&u, 0, sizeof(u));
+        struct msghdr m = { .msg_name = &q->peer, .msg_namelen = q->peer_len, .msg_iov = &iov, .msg_iovlen = 1,
+                            .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t seg = (uint16_t)b->seg;
+        memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+        ssize_t rc;
+        do
+            rc = sendmsg(q->ep->io.fd, &m, MSG_DONTWAIT);
+        while (rc < 0 && errno == EINTR);
+        if (rc >= 0 || (errno != EIO && errno != EINVAL && errno != ENOPROTOOPT && errno != EOPNOTSUPP)) {
+            b->len = b->seg = 0;
+            b->count = 0;
+            return;             /* sent, or lost as one sendto would be (EAGAIN) */
+        }
+        q->ep->no_gso = 1;
+        lg_info("QUIC: no UDP segmentation offload here (%s): one packet a send", strerror(errno));
+    }
+#endif
+    for (size_t off = 0; off < b->len; off += b->seg)
+        q_send(q, b->buf + off, b->len - off < b->seg ? b->len - off : b->seg);
+    b->len = b->seg = 0;
+    b->count = 0;
+}
+
+/* Room for the next packet at the batch's end (flushed first if full). */
+static uint8_t *batch_room(lg_quic_t *q, q_batch_t *b)
+{
+    if (b->count == GSO_SEGS)
+        batch_flush(q, b);
+    return b->buf + b->len;
+}
+
+/* The packet of n bytes written at batch_room() joins the batch: all but
+ * the last are one size, so a shorter one ends the batch, and a longer
+ * one starts the next. */
+static void batch_add(lg_quic_t *q, q_batch_t *b, size_t n)
+{
+    if (b->count > 0 && n > b->seg) {
+        uint8_t tmp[PKT_MAX];
+        memcpy(tmp, b->buf + b->len, n);
+        batch_flush(q, b);
+        memcpy(b->buf, tmp, n);
+    }
+    if (b->count == 0)
+        b->seg = n;
+    b->len += n;
+    b->count++;
+    if (n < b->seg || q->ep->no_gso)
+        batch_flush(q, b);
+}
+
 /* The connection ends: CONNECTION_CLOSE once (unless ngtcp2 says it is
  * already draining or to drop it), then freed at the next turn. */
 static void q_closing(lg_quic_t *q, int send_close)
@@ -393,7 +479,10 @@ static void q_flush(lg_quic_t *q)
     const lg_quic_app_t *app = q->ep->app;
     if (q->state == Q_CLOSING || q->in_call)
         return;
-    uint8_t buf[PKT_MAX];
+    q_batch_t batch;            /* 23 KiB of stack: callbacks below may flush another connection */
+    q_batch_t *b = &batch;
+    b->len = b->seg = 0;
+    b->count = 0;
     ngtcp2_path_storage ps;
     ngtcp2_path_storage_zero(&ps);
     ngtcp2_pkt_info pi;
@@ -407,6 +496,7 @@ static void q_flush(lg_quic_t *q)
         if (q->app_open && app->pull && ngtcp2_conn_get_max_data_left(q->conn)) {
             nv = app->pull(q, &sid, &fin, v, 16);
             if (nv < 0) {
+                batch_flush(q, b);
                 q->close_app = 1;
                 q->close_code = 0x102;          /* H3_INTERNAL_ERROR */
                 q_closing(q, 1);
@@ -416,7 +506,8 @@ static void q_flush(lg_quic_t *q)
         uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE | (fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
         ngtcp2_ssize taken = -1;
         q->in_call++;
-        ngtcp2_ssize n = ngtcp2_conn_writev_stream(q->conn, &ps.path, &pi, buf, sizeof(buf), &taken,
+        uint8_t *buf = batch_room(q, b);
+        ngtcp2_ssize n = ngtcp2_conn_writev_stream(q->conn, &ps.path, &pi, buf, PKT_MAX, &taken,
                                                    flags, sid, (const ngtcp2_vec *)v, (size_t)nv, ts);
         q->in_call--;
         if (n < 0) {
@@ -431,23 +522,29 @@ static void q_flush(lg_quic_t *q)
                 continue;
             }
             if (n == NGTCP2_ERR_WRITE_MORE) {
-                if (app->wrote && app->wrote(q, sid, (size_t)taken) < 0)
+                if (app->wrote && app->wrote(q, sid, (size_t)taken) < 0) {
+                    batch_flush(q, b);
                     q_closing(q, 1);
+                    return;
+                }
                 continue;
             }
             lg_info("QUIC client: write failed: %s", ngtcp2_strerror((int)n));
+            batch_flush(q, b);
             q_closing(q, 1);
             return;
         }
         if (taken >= 0 && sid >= 0 && app->wrote && app->wrote(q, sid, (size_t)taken) < 0) {
+            batch_flush(q, b);
             q_closing(q, 1);
             return;
         }
         if (n == 0)
             break;
-        q_send(q, buf, (size_t)n);
+        batch_add(q, b, (size_t)n);
         packets++;
     }
+    batch_flush(q, b);
     q_arm(q);
 }
 
@@ -769,17 +866,31 @@ static void ep_read(lg_io_t *io, uint32_t events)
     lg_quic_ep_t *ep = io->data;
     if (!(events & EPOLLIN) || io->fd < 0)
         return;
-    static uint8_t pkt[65536];
-    for (int i = 0; i < READ_BATCH; i++) {
-        struct sockaddr_storage from;
-        socklen_t flen = sizeof(from);
-        ssize_t n = recvfrom(io->fd, pkt, sizeof(pkt), MSG_DONTWAIT, (struct sockaddr *)&from, &flen);
+    /* several datagrams a system call (recvmmsg); each is handled before
+     * the next call reuses its buffer */
+    static uint8_t pkt[RECV_BATCH][RECV_SIZE];
+    struct sockaddr_storage from[RECV_BATCH];
+    struct iovec iov[RECV_BATCH];
+    struct mmsghdr mm[RECV_BATCH];
+    for (int got = 0; got < READ_BATCH;) {
+        for (int i = 0; i < RECV_BATCH; i++) {
+            iov[i] = (struct iovec){ .iov_base = pkt[i], .iov_len = RECV_SIZE };
+            mm[i].msg_hdr = (struct msghdr){ .msg_name = &from[i], .msg_namelen = sizeof(from[i]),
+                                             .msg_iov = &iov[i], .msg_iovlen = 1 };
+            mm[i].msg_len = 0;
+        }
+        int n = recvmmsg(io->fd, mm, RECV_BATCH, MSG_DONTWAIT, NULL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             return;             /* EAGAIN: all read (edge-triggered: drained) */
         }
-        lg_quic_ep_input(ep, pkt, (size_t)n, &from, flen);
+        for (int i = 0; i < n; i++)
+            if (!(mm[i].msg_hdr.msg_flags & MSG_TRUNC))
+                lg_quic_ep_input(ep, pkt[i], mm[i].msg_len, &from[i], mm[i].msg_hdr.msg_namelen);
+        got += n;
+        if (n < RECV_BATCH)
+            return;             /* the queue is empty */
     }
     /* more may be queued (edge-triggered: no new event for them): come
      * back after the others had their turn */
