@@ -291,9 +291,13 @@ static int acked_cb(ngtcp2_conn *conn, int64_t sid, uint64_t off, uint64_t len, 
 static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t code, void *ud,
                            void *sud)
 {
-    (void)conn;
     (void)sud;
     lg_quic_t *q = ud;
+    /* a request stream done: the client may open one more (ngtcp2 leaves
+     * the credit to the application; without it a connection stops after
+     * max_streams_bidi requests, as a browser's long-lived one would) */
+    if (ngtcp2_is_bidi_stream(sid) && !ngtcp2_conn_is_local_stream(conn, sid))
+        ngtcp2_conn_extend_max_streams_bidi(conn, 1);
     if (!(flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET))
         code = 0x100;           /* H3_NO_ERROR: the stream ended cleanly */
     if (!q->app_open || q->ep->app->stream_close == NULL)

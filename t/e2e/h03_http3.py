@@ -25,6 +25,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
+import legate_test  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import origin as origin_mod  # noqa: E402  (the body pattern)
 
@@ -208,6 +209,64 @@ def many_requests_share_one_connection():
             eq(bodies["m%d?size=%d" % (i, 1000 + i)], origin_mod.pattern(1000 + i))
         lines = log_lines(lg, 40)
         eq(sum("|200|HTTP/3.0|" in l for l in lines), 40)
+        # more requests than the streams a client may have open at once
+        # (128): each one done gives the client credit for the next
+        rc, bodies, err = h3(port, "/many?size=100", n=400)
+        eq(rc, 0, err[-500:])
+        lines = log_lines(lg, 440, timeout=20)
+        eq(sum(l.startswith("GET /many?size=100 HTTP/3.0|200|") for l in lines), 400,
+           "every one of 400 requests on one connection answered")
+
+
+class H2Origin(Origin):
+    """t/h2origin.py (python3-h2, h2c): its answers can end with trailers."""
+
+    def __init__(self):
+        try:
+            import h2  # noqa: F401
+        except ImportError:
+            raise Skip("python3-h2 not installed")
+        self.name = "h2"
+        self.host = "127.0.0.1"
+        self.unix_path = None
+        self._tmp = None
+        self.proc = subprocess.Popen([sys.executable, os.path.join(REPO, "t", "h2origin.py"), "--port", "0"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        legate_test._track(self)     # stopped with the test's other processes
+        m = re.match(r"PORT (\d+)", self._read_line(10.0))
+        if not m:
+            self.stop()
+            fail("h2 origin did not start")
+        self.port = int(m.group(1))
+
+
+@test
+def trailers_from_an_http2_upstream_reach_the_http3_client():
+    """The origin ends its answer with trailer fields: they go out as a
+    HEADERS frame after the DATA on the HTTP/3 stream (gtlsclient prints
+    what it received)."""
+    need_h3()
+    with H2Origin() as o:
+        port = free_port()
+        text = conf(port, o).replace('servers = ( "%s" ); };' % o.address,
+                                     'servers = ( "%s" ); protocol = "h2c"; };' % o.address)
+        Legate(text, workers=1)
+        d = tempfile.mkdtemp(prefix="legate-h3-tr-")
+        try:
+            p = subprocess.run([CLIENT, "--no-quic-dump", "--no-http-dump", "--exit-on-all-streams-close",
+                                "--download=" + d, "--timeout=10s", "127.0.0.1", str(port),
+                                "https://localhost:%d/t?size=5000&trailers=1&nolen=1" % port],
+                               capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+            out = (p.stdout + p.stderr).decode(errors="replace")
+            eq(p.returncode, 0, out[-800:])
+            with open(os.path.join(d, "t?size=5000&trailers=1&nolen=1"), "rb") as f:
+                body = f.read()
+            eq(len(body), 5000)
+            ok(re.search(r"x-trailer-a: one", out), "the trailer field arrived: " + out[-1500:])
+            ok(re.search(r"x-body-sha256: " + hashlib.sha256(body).hexdigest(), out),
+               "the origin's digest of the body, as a trailer")
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @test
