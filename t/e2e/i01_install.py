@@ -149,8 +149,10 @@ def workers_drop_to_user():
         with open("/proc/%d/status" % pid) as f:
             return int(re.search(r"^Uid:\s+(\d+)", f.read(), re.M).group(1))
     eq(uid(lg.pid), 0, "the master's uid")
+    # a worker drops root early in its start, but a slow (sanitized) one may
+    # be listed as a child a moment before: wait for it, bounded
     for w in lg.workers():
-        eq(uid(w), nobody.pw_uid, "worker %d's uid" % w)
+        wait_until(lambda: uid(w) == nobody.pw_uid, 10, what="worker %d to run as nobody (uid %d)" % (w, uid(w)))
     eq(os.stat(lg.access_log).st_uid, nobody.pw_uid, "the access log's owner")
     # USR1: the master makes a new log file for the workers, who reopen it
     os.rename(lg.access_log, lg.access_log + ".1")
