@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import types
 import urllib.request
 import time
 
@@ -648,6 +649,42 @@ def each_generation_gets_fresh_udp_sockets_unless_steering_is_off():
         rc, bodies, err = h3(port, "/b?size=10")
         eq(rc, 0, err[-500:])
         eq(bodies.get("b?size=10"), origin_mod.pattern(10))
+
+
+@test(timeout=900)
+def a_build_without_http3_says_so_and_refuses_quic():
+    """configure --without-http3 (as on a machine without ngtcp2, nghttp3
+    or GnuTLS): the binary builds, -V says HTTP/3 is off, and legate -t
+    refuses quic = true with FILE:LINE and the packages to install."""
+    if not os.path.exists(os.path.join(REPO, ".git")) or shutil.which("git") is None:
+        skip("not a git checkout: no source list to copy")
+    d = tempfile.mkdtemp(prefix="legate-noh3-")
+    try:
+        files = subprocess.run(["git", "-C", REPO, "ls-files", "-z"], capture_output=True, check=True).stdout
+        for rel in filter(None, files.decode().split("\0")):
+            os.makedirs(os.path.join(d, os.path.dirname(rel)), exist_ok=True)
+            if os.path.isfile(os.path.join(REPO, rel)):
+                shutil.copy2(os.path.join(REPO, rel), os.path.join(d, rel))
+        env = dict(os.environ)
+        env.pop("CFLAGS", None)
+        steps = [["autoreconf", "-fi"], ["./configure", "-q", "--without-http3"], ["make", "-j2", "src/legate"]]
+        for cmd in steps:
+            p = subprocess.run(cmd, cwd=d, capture_output=True, env=env, timeout=800, stdin=subprocess.DEVNULL)
+            eq(p.returncode, 0, "%s: %s" % (" ".join(cmd), (p.stdout + p.stderr).decode(errors="replace")[-2000:]))
+        binary = os.path.join(d, "src", "legate")
+        v = subprocess.run([binary, "-V"], capture_output=True, text=True)
+        contains(v.stdout + v.stderr, "HTTP/3: off")
+        port = free_port()
+        cpath = os.path.join(d, "h3.conf")
+        with open(cpath, "w") as f:
+            f.write(conf(port, types.SimpleNamespace(address="127.0.0.1:9")))
+        t = subprocess.run([binary, "-t", "-c", cpath], capture_output=True, text=True)
+        ok(t.returncode != 0, "legate -t refuses quic without HTTP/3")
+        out = t.stdout + t.stderr
+        ok(re.search(re.escape(cpath) + r":\d+: .*quic", out), "FILE:LINE and the setting: " + out[-800:])
+        contains(out, "libngtcp2")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def steering(lg):
