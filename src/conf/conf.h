@@ -496,6 +496,7 @@ typedef struct lg_route {
     char          *pattern;             /* arena */
     size_t         pattern_len;
     regex_t       *re;                  /* arena-held, regcomp'd; freed by lg_conf_free */
+    struct lg_relit *relit;             /* arena: re is a literal prefix, matched without regexec */
     lg_action_t    action;
     lg_upstream_t *upstream;            /* borrowed from conf->upstreams */
     lg_tpl_t      *rewrite;             /* proxy: new path ($1..$9 from regex), or NULL */

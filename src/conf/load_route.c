@@ -3,6 +3,7 @@
  * configuration loader, see load.c).
  */
 #include "conf/load_int.h"
+#include "core/relit.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +110,12 @@ static int fn_match(ld_t *ld, const config_setting_t *s, void *base)
         }
         rt->re = re;
         rt->icase = kind[0] == 'i';
+        lg_relit_t rl;
+        if (lg_relit_parse(&rl, v, rt->icase) != LG_RELIT_NONE) {
+            if ((rt->relit = ld_calloc(ld, 1, sizeof(rl))) == NULL)
+                return ld_oom(ld, s);
+            *rt->relit = rl;
+        }
         rc->matcher_ok = 1;
         return 0;
     }

@@ -11,6 +11,7 @@
  * at once; otherwise regexes in config order, first match wins; otherwise
  * the longest matching prefix (the first of equal ones).
  */
+#include "core/relit.h"
 #include "pipeline/headers.h"
 #include "pipeline/vars.h"
 
@@ -197,7 +198,8 @@ const lg_route_t *lg_route_find(const lg_server_t *srv, const lg_req_t *s,
             break;
         case LG_MATCH_REGEX:
             /* path is NUL-terminated by the caller */
-            if (regex == NULL && r->re && regexec(r->re, path, 10, caps, 0) == 0)
+            if (regex == NULL && (r->relit ? lg_relit_match(r->relit, path, n, caps)
+                                           : r->re && regexec(r->re, path, 10, caps, 0) == 0))
                 regex = r;
             break;
         }

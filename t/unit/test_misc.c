@@ -251,3 +251,50 @@ Test(event, timer_heap_order_and_delete)
     }
     lg_loop_destroy(&l);
 }
+
+/* core/relit.c: a literal-prefix regex gives regexec's answer and captures,
+ * and anything else is left to regexec. */
+#include "core/relit.h"
+
+Test(relit, agrees_with_regexec)
+{
+    static const char *res[] = {
+        "^/c/(.*)$", "^/c(/.*)$", "^/c(/.*)", "^/api/", "^/a\\.b/(.*)$", "^/API/(.*)$",
+        "^/x\\+y(.*)", "^/", "^/c/(.*)",
+    };
+    static const char *subjects[] = {
+        "/c/1k", "/c/", "/c", "/cx", "/c/a/b?x", "/api/v1", "/api", "/a.b/z", "/aXb/z", "/API/q",
+        "/api/Q", "/x+y", "/x+yz", "/", "",
+    };
+    for (size_t i = 0; i < sizeof(res) / sizeof(res[0]); i++) {
+        for (int icase = 0; icase < 2; icase++) {
+            lg_relit_t rl;
+            cr_assert_neq(lg_relit_parse(&rl, res[i], icase), LG_RELIT_NONE, "%s is a literal prefix", res[i]);
+            regex_t re;
+            cr_assert_eq(regcomp(&re, res[i], REG_EXTENDED | (icase ? REG_ICASE : 0)), 0);
+            for (size_t j = 0; j < sizeof(subjects) / sizeof(subjects[0]); j++) {
+                regmatch_t a[10], b[10];
+                int x = regexec(&re, subjects[j], 10, a, 0) == 0;
+                int y = lg_relit_match(&rl, subjects[j], strlen(subjects[j]), b);
+                cr_assert_eq(y, x, "%s%s on %s: %d, regexec %d", res[i], icase ? " (icase)" : "", subjects[j], y, x);
+                for (int k = 0; x && k < 10; k++)
+                    cr_assert(a[k].rm_so == b[k].rm_so && a[k].rm_eo == b[k].rm_eo,
+                              "%s on %s: capture %d [%d,%d) against regexec's [%d,%d)", res[i], subjects[j], k,
+                              (int)b[k].rm_so, (int)b[k].rm_eo, (int)a[k].rm_so, (int)a[k].rm_eo);
+            }
+            regfree(&re);
+        }
+    }
+}
+
+Test(relit, other_shapes_stay_with_regexec)
+{
+    static const char *res[] = {
+        "/c/(.*)$", "^/c/$", "^/c/(.+)$", "^/c/([^/]*)$", "^/c|^/d", "^/c/(.*)/x", "^/c\\d", "^/c/.*",
+        "^/c?", "^", "^(.*)$", "^/a[b]", "^/c/(.*)$x",
+    };
+    for (size_t i = 0; i < sizeof(res) / sizeof(res[0]); i++) {
+        lg_relit_t rl;
+        cr_assert_eq(lg_relit_parse(&rl, res[i], 0), LG_RELIT_NONE, "%s is not a literal prefix", res[i]);
+    }
+}
