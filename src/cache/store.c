@@ -332,25 +332,37 @@ lg_cache_look_t lg_store_get(lg_cache_t *c, const char *key, size_t keylen, int 
         copy = *e;
         lg_shm_unlock(&c->h->mx);
 
-        /* copy out without the lock, then check nobody overwrote it */
-        char *buf = malloc(copy.len);
+        /* copy out without the lock, then check nobody overwrote it: only
+         * the head and body (a 100 KiB hit was copied twice, the whole
+         * object out and then its payload down over the key) */
+        const char *src = c->ring + copy.pos % c->h->capacity;
+        cobj_t o;
+        memcpy(&o, src, sizeof(o));
+        if (o.magic != OMAGIC || o.hash != hash || o.pos != copy.pos || o.keylen != keylen ||
+            sizeof(o) + (uint64_t)keylen + o.head_len + o.body_len > copy.len ||
+            memcmp(src + sizeof(o), key, keylen) != 0)
+            continue;                       /* overwritten or a collision: look again */
+        size_t off = sizeof(o) + keylen;
+        size_t hl = o.head_len, bl = o.body_len;
+        char *buf = malloc(hl + bl + 1);
         if (buf == NULL)
             return LG_CACHE_MISS;
-        memcpy(buf, c->ring + copy.pos % c->h->capacity, copy.len);
-        const cobj_t *o = (const cobj_t *)buf;
-        if (!intact(c, copy.pos) || copy.len < sizeof(*o) || o->magic != OMAGIC ||
-            o->hash != hash || o->pos != copy.pos || o->keylen != keylen ||
-            sizeof(*o) + (uint64_t)keylen + o->head_len + o->body_len > copy.len ||
-            memcmp(buf + sizeof(*o), key, keylen) != 0) {
+        memcpy(buf, src + off, hl + bl);
+        if (!intact(c, copy.pos)) {
             free(buf);
-            continue;                       /* overwritten or a collision: look again */
+            continue;                       /* the writer came round meanwhile */
         }
         uint64_t w = atomic_load_explicit(&c->h->wpos, memory_order_relaxed);
-        if (copy.pos + c->h->capacity - c->h->capacity / 4 < w)
-            promote(c, hash, buf, copy.len, copy.pos);
-        size_t off = sizeof(*o) + keylen;
-        size_t hl = o->head_len, bl = o->body_len;
-        memmove(buf, buf + off, hl + bl);
+        if (copy.pos + c->h->capacity - c->h->capacity / 4 < w) {
+            /* about to be overwritten: a copy at the ring's head (rare) */
+            char *whole = malloc(copy.len);
+            if (whole) {
+                memcpy(whole, src, copy.len);
+                if (intact(c, copy.pos))
+                    promote(c, hash, whole, copy.len, copy.pos);
+                free(whole);
+            }
+        }
         *head_len = hl;
         *body_len = bl;
         *obj = buf;
