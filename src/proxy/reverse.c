@@ -7,9 +7,11 @@
  * before a response head try the next server where next_upstream allows.
  *
  * Stages (who drives the request after its phases):
+ *   body     proxy_request_buffering: the whole request body read first
  *   queued   every server is at max_conns: look for room, bounded
  *   connect  TCP (and TLS) to the upstream
- *   proxy    bodies flowing both ways
+ *   proxy    bodies flowing both ways; with proxy_buffering the upstream
+ *            goes once its body is all in the spool, the client drains it
  * A CONNECT request ends in the tunnel relay (pipeline/tunnel.c) instead,
  * and so does a WebSocket request once its upstream answers 101.
  *
