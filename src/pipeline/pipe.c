@@ -479,12 +479,14 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
         } else if (!spooled) {
             return LG_PIPE_AGAIN;
         }
-        if (dst == NULL && p->src_done && b->pos == p->dec)
+        if (dst == NULL && b->pos != p->dec)
+            return LG_PIPE_FULL;        /* reading only, and the spool takes no more */
+        if (dst == NULL && p->src_done)
             return LG_PIPE_DONE;        /* all in the spool */
         if (p->src_done)
             return LG_PIPE_AGAIN;       /* blocked, with nothing more to read */
         if (b->pos != p->dec)
-            return dst ? LG_PIPE_AGAIN : LG_PIPE_FULL;  /* the spool is full: backpressure */
+            return LG_PIPE_AGAIN;       /* the spool is full: backpressure */
 
         /* everything decoded was written (or spooled): make room and read more */
         if (b->pos == p->dec && p->dec == b->last)

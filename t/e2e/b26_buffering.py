@@ -93,13 +93,15 @@ class BufOrigin:
             x = s.recv(65536)
             if not x:
                 raise EOFError
+            self.mark_first()
             return x
+        if buf:
+            self.mark_first()
         if "content-length" in hdrs:
             left = int(hdrs["content-length"])
             while left > 0:
                 if not buf:
                     buf = more()
-                    self.mark_first()
                 k = min(left, len(buf))
                 h.update(buf[:k])
                 total += k
@@ -109,7 +111,6 @@ class BufOrigin:
             while True:
                 while b"\r\n" not in buf:
                     buf += more()
-                    self.mark_first()
                 line, buf = buf.split(b"\r\n", 1)
                 size = int(line.split(b";")[0], 16)
                 while len(buf) < size + 2:
@@ -533,7 +534,8 @@ def request_buffering_client_abort():
 def temp_file_cannot_be_made():
     """No temporary file to be had: an error line, and streaming."""
     o = BufOrigin()
-    lg = start(o, extra='proxy_buffering = true; proxy_buffers_size = "64k";')
+    lg = start(o, extra='proxy_buffering = true; proxy_buffers_size = "64k"; '
+               'proxy_request_buffering = true; client_max_body_size = "10m";')
     os.chmod(os.path.join(lg.prefix, "tmp"), 0o500)
     if os.geteuid() == 0:
         os.rmdir(os.path.join(lg.prefix, "tmp"))   # root writes anywhere: take it away
@@ -545,6 +547,14 @@ def temp_file_cannot_be_made():
     head, body = c.head_and_body()
     eq(hashlib.sha256(body).hexdigest(), hashlib.sha256(body_of(BIG)).hexdigest())
     c.close()
+    # an upload past client_body_buffer_size: what is in memory goes first,
+    # the rest is streamed behind it
+    s, t_end, sha, total = slow_upload(lg.port, 5, 100000, 0.05)
+    head, body = read_response(s)
+    s.close()
+    contains(head, " 200 ")
+    eq(json.loads(body)["sha"], sha)
+    contains(lg.log_text(), "the request body is buffered in memory only")
 
 
 @test
