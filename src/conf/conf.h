@@ -331,6 +331,13 @@ typedef struct lg_common {
     char      *request_id_header;       /* a trusted front end's request ID header, or NULL */
     char      *limit_rate_zone;         /* a bandwidth zone shared by the key's requests, or NULL */
     lg_limit_zone_t *limit_rate_z;      /* ...resolved once loading is done */
+    int        proxy_buffering;         /* bool, default 0: a response body is read into a spool
+                                           (memory, then a temporary file) while the client is slow */
+    int64_t    proxy_buffers_size;      /* ...memory for it, default 256k */
+    int64_t    proxy_max_temp_file_size; /* ...then file, default 1g; 0: none (backpressure) */
+    int        proxy_request_buffering; /* bool, default 0: the whole request body is read
+                                           before an upstream is chosen */
+    int64_t    client_body_buffer_size; /* ...memory for it, default 16k, then a temporary file */
 
     char *access_log;                   /* path under prefix, or "off"; default "logs/access.log" */
     lg_tpl_t *log_format;               /* "combined" (default), "json", "forward", or a
@@ -777,6 +784,7 @@ typedef struct lg_conf {
     int64_t         cache_disk_size;    /* bytes of objects on disk under cache_path/disk, 0 = none */
     int64_t         cache_disk_max_object; /* default 1g */
     lg_msec_t       cache_disk_inactive;   /* unused that long: removed, default 10m */
+    char           *proxy_temp_path;    /* buffering's temporary files (unlinked), NULL: /var/tmp */
     char           *geoip_mmdb;         /* MaxMind country database, or NULL */
     lg_strv_t      *geoip_csv_blocks;   /* GeoLite2 CSV blocks files (IPv4, IPv6) */
     char           *geoip_csv_locations; /* GeoLite2 CSV locations file */

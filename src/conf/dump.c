@@ -208,6 +208,11 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_int(out, ind, "limit_rate_after", c->limit_rate_after);
     if (c->limit_rate_zone)
         kv_str(out, ind, "limit_rate_zone", c->limit_rate_zone);
+    kv_bool(out, ind, "proxy_buffering", c->proxy_buffering);
+    kv_int(out, ind, "proxy_buffers_size", c->proxy_buffers_size);
+    kv_int(out, ind, "proxy_max_temp_file_size", c->proxy_max_temp_file_size);
+    kv_bool(out, ind, "proxy_request_buffering", c->proxy_request_buffering);
+    kv_int(out, ind, "client_body_buffer_size", c->client_body_buffer_size);
     kv_str(out, ind, "default_type", c->default_type);
     kv_bool(out, ind, "add_response_headers_always", c->headers_always);
     if (c->error_pages && c->error_pages->n) {
@@ -694,6 +699,8 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
     kv_int(out, 0, "cache_disk_size", conf->cache_disk_size);
     kv_int(out, 0, "cache_disk_max_object", conf->cache_disk_max_object);
     kv_msec(out, 0, "cache_disk_inactive", conf->cache_disk_inactive);
+    if (conf->proxy_temp_path)
+        kv_str(out, 0, "proxy_temp_path", conf->proxy_temp_path);
     if (conf->geoip_mmdb)
         kv_str(out, 0, "geoip_mmdb", conf->geoip_mmdb);
     kv_names(out, 0, "geoip_csv_blocks", conf->geoip_csv_blocks);

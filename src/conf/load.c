@@ -158,6 +158,7 @@ static const directive_t global_dirs[] = {
     ROW("cache_disk_size",      D_SIZE,     0, (int64_t)1 << 50, "0", lg_conf_t, cache_disk_size),
     ROW("cache_disk_max_object", D_SIZE,    1024, (int64_t)1 << 40, "1g", lg_conf_t, cache_disk_max_object),
     ROW("cache_disk_inactive",  D_DURATION, 1000, 365 * DAY, "10m", lg_conf_t, cache_disk_inactive),
+    PATH("proxy_temp_path",     NULL, NULL, lg_conf_t, proxy_temp_path),
     PATH("geoip_mmdb",          NULL, NULL, lg_conf_t, geoip_mmdb),
     { "geoip_csv_blocks", D_STRLIST, 0, 0, "", offsetof(lg_conf_t, geoip_csv_blocks), "paths", NULL },
     PATH("geoip_csv_locations", NULL, NULL, lg_conf_t, geoip_csv_locations),
@@ -249,6 +250,12 @@ const directive_t ld_common_dirs[] = {
     ROW("limit_rate",              D_SIZE,     0, (int64_t)1 << 40, "0", lg_common_t, limit_rate),
     ROW("limit_rate_after",        D_SIZE,     0, INT64_MAX, "0",  lg_common_t, limit_rate_after),
     ROW("limit_rate_zone",         D_STRING,   0, 0,      NULL,    lg_common_t, limit_rate_zone),
+    /* proxy_buffering / proxy_request_buffering (pipeline/spool.c) */
+    ROW("proxy_buffering",         D_BOOL,     0, 1,      "false", lg_common_t, proxy_buffering),
+    ROW("proxy_buffers_size",      D_SIZE,     4096, (int64_t)1 << 30, "256k", lg_common_t, proxy_buffers_size),
+    ROW("proxy_max_temp_file_size", D_SIZE,    0, (int64_t)1 << 50, "1g", lg_common_t, proxy_max_temp_file_size),
+    ROW("proxy_request_buffering", D_BOOL,     0, 1,      "false", lg_common_t, proxy_request_buffering),
+    ROW("client_body_buffer_size", D_SIZE,     4096, (int64_t)1 << 30, "16k", lg_common_t, client_body_buffer_size),
     ROW("default_type",            D_STRING,   0, 0,      "text/plain", lg_common_t, default_type),
     ROW("add_response_headers_always", D_BOOL, 0, 1,      "false", lg_common_t, headers_always),
     ROW("error_pages",             D_ERRPAGES, 0, 0,      "",      lg_common_t, error_pages),
@@ -1138,6 +1145,15 @@ static void load_tree(ld_t *ld, const config_t *cfg)
     else if (conf->cache_disk_size > 0 && conf->cache_disk_size < conf->cache_max_object)
         ld_error(ld, config_setting_get_member(root, "cache_disk_size"),
                  "'cache_disk_size' is smaller than 'cache_max_object' (the disk holds larger objects)");
+    if (conf->proxy_temp_path) {        /* buffering's temporary files: find out now */
+        struct stat st;
+        const config_setting_t *tp = config_setting_get_member(root, "proxy_temp_path");
+        if (stat(conf->proxy_temp_path, &st) < 0 || !S_ISDIR(st.st_mode))
+            ld_error(ld, tp, "'proxy_temp_path' \"%s\" is not a directory", conf->proxy_temp_path);
+        else if (access(conf->proxy_temp_path, W_OK) < 0)
+            ld_error(ld, tp, "'proxy_temp_path' \"%s\" is not writable: %s", conf->proxy_temp_path,
+                     strerror(errno));
+    }
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
         merge_common(&srv->common, &conf->http);

@@ -53,6 +53,7 @@ static const struct { const char *ngx, *lg; char kind; } simple[] = {
     { "proxy_cache_min_uses",  "cache_min_uses",        'i' },
     { "proxy_cache_lock_timeout", "cache_lock_timeout", 't' },
     { "websocket_idle_timeout", "websocket_idle_timeout", 't' },
+    { "proxy_max_temp_file_size", "proxy_max_temp_file_size", 's' },
 };
 
 static const struct { const char *name, *why; } ignored[] = {
@@ -68,13 +69,8 @@ static const struct { const char *name, *why; } ignored[] = {
     { "expires",             "not in legate: set Cache-Control with add_header at the origin" },
     { "server_tokens",       "legate's Server header is not configurable" },
     { "proxy_http_version",  "legate always speaks HTTP/1.1 to upstreams" },
-    { "proxy_buffering",     "legate always streams with backpressure (no disk buffering)" },
-    { "proxy_buffers",       "legate streams with fixed buffers" },
-    { "proxy_buffer_size",   "legate streams with fixed buffers" },
-    { "proxy_busy_buffers_size", "legate streams with fixed buffers" },
-    { "proxy_max_temp_file_size", "legate never buffers to disk" },
-    { "proxy_request_buffering", "legate streams request bodies" },
-    { "client_body_buffer_size", "legate streams request bodies" },
+    { "proxy_buffer_size",   "legate reads a response head into a fixed 32 KiB buffer" },
+    { "proxy_busy_buffers_size", "legate's proxy_buffers_size covers it" },
     { "client_header_buffer_size", "legate's header limits are fixed (431)" },
     { "large_client_header_buffers", "legate's header limits are fixed (431)" },
     { "gzip_vary",           "legate always sends Vary: Accept-Encoding with a coding" },
@@ -123,8 +119,10 @@ static const struct { const char *name, *why; } ignored[] = {
     { "map_hash_bucket_size", "no maps in legate" },
     { "variables_hash_max_size", "legate's variables are fixed" },
     { "variables_hash_bucket_size", "legate's variables are fixed" },
-    { "client_body_temp_path", "legate never buffers to disk" },
-    { "proxy_temp_path",     "legate never buffers to disk" },
+    { "client_body_temp_path", "legate's temporary files go to proxy_temp_path, a global "
+                               "setting: give it by hand" },
+    { "proxy_temp_path",     "legate's is a global setting (one directory, no levels): give "
+                             "it by hand" },
     { "fastcgi_temp_path",   "legate speaks HTTP only" },
     { "uwsgi_temp_path",     "legate speaks HTTP only" },
     { "scgi_temp_path",      "legate speaks HTTP only" },
@@ -153,7 +151,8 @@ static const char *const handled_common[] = {
     "return", "rewrite", "include", "http2", "error_page", "proxy_intercept_errors",
     "proxy_redirect", "default_type", "limit_req_dry_run", "limit_conn_dry_run",
     "auth_request_set", "proxy_cache_use_stale", "max_ranges", "set", "root", "alias",
-    "index", "try_files",
+    "index", "try_files", "proxy_buffering", "proxy_request_buffering", "proxy_buffers",
+    "client_body_buffer_size",
     NULL,
 };
 
@@ -429,6 +428,33 @@ void nginx_level_scalars(imp_t *im, sb_t *b, int n, const ngx_dir_t *block, int 
             imp_ind(b, n);
             imp_sb_printf(b, "%s = %s;\n", d->args[0], strcmp(d->args[1], "on") == 0 ? "true"
                                                                                    : "false");
+        } else if ((imp_is(d, "proxy_buffering") || imp_is(d, "proxy_request_buffering")) &&
+                   d->nargs == 2) {
+            imp_ind(b, n);
+            imp_sb_printf(b, "%s = %s;\n", d->args[0], strcmp(d->args[1], "on") == 0 ? "true"
+                                                                                   : "false");
+        } else if ((imp_is(d, "proxy_buffers") && d->nargs == 3) ||
+                   (imp_is(d, "client_body_buffer_size") && d->nargs == 2)) {
+            /* proxy_buffers N SIZE: legate's spool takes their sum */
+            int many = imp_is(d, "proxy_buffers");
+            char *end = NULL;
+            long long k = many ? strtoll(d->args[1], &end, 10) : 1;
+            long long sz = imp_size(d->args[many ? 2 : 1]);
+            if ((many && (*end || end == d->args[1] || k < 1 || k > 1024)) || sz < 0) {
+                imp_report(im, d, "cannot read it: left out");
+                continue;
+            }
+            long long v = k * sz;
+            if (v < 4096) {
+                imp_report(im, d, "legate's smallest is 4k: 4k");
+                v = 4096;
+            } else if (v > (1LL << 30)) {
+                imp_report(im, d, "legate's largest is 1g: 1g");
+                v = 1LL << 30;
+            }
+            imp_ind(b, n);
+            imp_sb_printf(b, "%s = %lld;\n", many ? "proxy_buffers_size" : "client_body_buffer_size",
+                          v);
         } else if (imp_is(d, "gzip") && d->nargs == 2) {
             imp_ind(b, n);
             imp_sb_printf(b, "gzip = %s;\n", strcmp(d->args[1], "on") == 0 ? "true" : "false");

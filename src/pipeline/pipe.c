@@ -17,14 +17,23 @@
  * of n payload bytes starts a chunk "\r\n<hex n>\r\n" (no leading CRLF for
  * the first), and the end is "\r\n0\r\n\r\n".  Deferring each chunk's CRLF to
  * the next prefix lets head, prefix and payload go out in one sendmsg.
+ *
+ * With a spool (proxy_buffering, proxy_request_buffering) the decoded bytes
+ * move from the buffer into it at once, and what goes out (or into the
+ * filter) is read from the spool: the source is read on while the
+ * destination is slow, until the spool's memory and file are full, and
+ * once the source is done the pipe no longer needs it (lg_pipe_detach_src).
  */
 #include "pipeline/pipe.h"
 
+#include "core/log.h"
 #include "http/codec.h"
+#include "pipeline/spool.h"
 #include "pipeline/worker.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -32,6 +41,10 @@
 void lg_pipe_init(lg_pipe_t *p, lg_buf_t *buf, char *base, lg_body_kind_t in,
                   int64_t length, int out_chunked)
 {
+    if (p->spool) {             /* (a pipe made again: its old spool goes) */
+        lg_spool_free(p->spool);
+        free(p->spool);
+    }
     memset(p, 0, sizeof(*p));
     p->buf = buf;
     p->base = base;
@@ -140,7 +153,12 @@ int lg_pipe_set_codec(lg_pipe_t *p, struct lg_codec *c)
 
 int lg_pipe_rewind(lg_pipe_t *p)
 {
-    if (p->wire_bytes > p->hdr_len) {
+    if (p->wire_bytes > p->hdr_len && p->spool) {
+        if (!p->kept)
+            return -1;
+        lg_spool_rewind(p->spool);      /* the whole body is there: read it again */
+        p->body_bytes = 0;
+    } else if (p->wire_bytes > p->hdr_len) {
         if (!p->kept)
             return -1;          /* part of the body is gone: it cannot be resent */
         lg_buf_t *b = p->buf;
@@ -164,11 +182,83 @@ int lg_pipe_rewind(lg_pipe_t *p)
 
 void lg_pipe_release(lg_pipe_t *p)
 {
+    if (p->spool) {
+        lg_spool_free(p->spool);
+        free(p->spool);
+        p->spool = NULL;
+    }
     if (p->codec)
         lg_codec_end(p->codec);
     p->codec = NULL;
     lg_buf_put(p->zbuf);
     p->zbuf = NULL;
+}
+
+/* ---- where the payload to send is: [pos, dec) of the buffer, or the spool ---- */
+
+/* The next payload bytes to send (or filter), contiguous: their count, -1
+ * when the spool's file cannot be read. */
+static ssize_t payload_peek(lg_pipe_t *p, const char **at)
+{
+    if (p->spool)
+        return lg_spool_peek(p->spool, at);
+    *at = p->buf->pos;
+    return p->dec - p->buf->pos;
+}
+
+static void payload_consume(lg_pipe_t *p, size_t n)
+{
+    if (p->spool)
+        lg_spool_consume(p->spool, n);
+    else
+        p->buf->pos += n;
+}
+
+/* Payload received and not sent (or filtered) yet. */
+static uint64_t payload_pending(const lg_pipe_t *p)
+{
+    uint64_t n = p->buf ? (uint64_t)(p->dec - p->buf->pos) : 0;
+    return p->spool ? n + lg_spool_pending(p->spool) : n;
+}
+
+/* Spooled: what is decoded moves from the buffer into the spool, as much
+ * as it takes; once the whole body is there, it can be resent (a keep
+ * spool) and the source may go (lg_pipe_detach_src). */
+static void spool_fill(lg_pipe_t *p)
+{
+    lg_buf_t *b = p->buf;
+    if (p->spool == NULL || b == NULL)
+        return;
+    if (p->dec > b->pos)
+        b->pos += lg_spool_append(p->spool, b->pos, (size_t)(p->dec - b->pos));
+    p->kept = p->spool->keep && p->src_done && b->pos == p->dec && p->codec == NULL;
+}
+
+int lg_pipe_set_spool(lg_pipe_t *p, size_t mem_max, int64_t file_max, const char *dir,
+                      const char *what, int keep)
+{
+    LG_BUG_ON(p->spool != NULL);
+    lg_spool_t *sp = malloc(sizeof(*sp));
+    if (sp == NULL)
+        return -1;
+    lg_spool_init(sp, mem_max, file_max, dir, what, keep);
+    /* memory from the start: an empty spool always takes bytes */
+    sp->mem_cap = mem_max < 16384 ? mem_max : 16384;
+    if ((sp->mem = malloc(sp->mem_cap)) == NULL) {
+        free(sp);
+        return -1;
+    }
+    p->spool = sp;
+    p->kept = 0;
+    return 0;
+}
+
+int lg_pipe_detach_src(lg_pipe_t *p)
+{
+    if (p->spool == NULL || !p->src_done || (p->buf && p->buf->pos != p->dec))
+        return -1;
+    p->buf = NULL;
+    return 0;
 }
 
 /*
@@ -178,18 +268,22 @@ void lg_pipe_release(lg_pipe_t *p)
  */
 static int filter_step(lg_pipe_t *p)
 {
-    lg_buf_t *b = p->buf, *z = p->zbuf;
-    size_t in_n = (size_t)(p->dec - b->pos);
-    if (p->codec->done || (in_n == 0 && !p->src_done && !p->want_flush))
+    lg_buf_t *z = p->zbuf;
+    const char *in = NULL;
+    ssize_t in_n = payload_peek(p, &in);
+    if (in_n < 0)
+        return -1;
+    int src_done = p->src_done && payload_pending(p) == (uint64_t)in_n;
+    if (p->codec->done || (in_n == 0 && !src_done && !p->want_flush))
         return 0;
     z->pos = z->last = z->start;
-    int flags = (p->src_done ? LG_CODEC_FINISH : 0) | (p->want_flush ? LG_CODEC_FLUSH : 0);
+    int flags = (src_done ? LG_CODEC_FINISH : 0) | (p->want_flush ? LG_CODEC_FLUSH : 0);
     size_t used = 0;
-    ssize_t r = lg_codec_run(p->codec, b->pos, in_n, &used, z->last, (size_t)(z->end - z->last),
+    ssize_t r = lg_codec_run(p->codec, in, (size_t)in_n, &used, z->last, (size_t)(z->end - z->last),
                              flags);
     if (r < 0)
         return -1;
-    b->pos += used;
+    payload_consume(p, used);
     z->last += r;
     if (p->codec->kind != LG_CODEC_GZIP_DECODE)     /* the encoders: gzip, br, zstd */
         p->zpending = (flags & LG_CODEC_FLUSH) ? 0 : p->zpending + used;
@@ -198,150 +292,203 @@ static int filter_step(lg_pipe_t *p)
     return 0;
 }
 
+typedef enum {
+    W_NONE = 0,                 /* nothing to write */
+    W_WROTE,                    /* some went out: look again */
+    W_BLOCKED,                  /* dst is full (want_w) or limit_rate holds it (rate_wait) */
+    W_ERR,                      /* dst failed (or the spool's file) */
+} wrc_t;
+
+/* Write what is ready: the head, chunk framing, payload. */
+static wrc_t pipe_write(lg_pipe_t *p, lg_end_t *dst)
+{
+    const char *from = NULL;
+    size_t avail;
+    if (p->codec) {
+        from = p->zbuf->pos;
+        avail = (size_t)(p->zbuf->last - p->zbuf->pos);
+    } else {
+        ssize_t k = payload_peek(p, &from);
+        if (k < 0)
+            return W_ERR;
+        avail = (size_t)k;
+    }
+    int fx_pending = p->fx_pos < p->fx_len;
+
+    if (p->out_chunked && !fx_pending) {
+        if (avail > 0 && p->chunk_left == 0) {
+            p->fxb = NULL;
+            p->fx_len = (uint16_t)snprintf(p->fx, sizeof(p->fx), "%s%zx\r\n",
+                                          p->chunks ? "\r\n" : "", avail);
+            p->fx_pos = 0;
+            p->chunk_left = avail;
+            p->chunks++;
+            fx_pending = 1;
+        } else if (avail == 0 && p->src_done && p->chunks >= 0 &&
+                   (p->codec || payload_pending(p) == 0)) {
+            size_t tn = 0;
+            const char *tr = lg_pipe_trailers(p, &tn);
+            if (tr) {
+                /* the last chunk carries the trailer section */
+                char *d = p->tr_room;
+                size_t k = (size_t)snprintf(d, 8, "%s0\r\n", p->chunks ? "\r\n" : "");
+                memcpy(d + k, tr, tn);
+                memcpy(d + k + tn, "\r\n", 2);
+                p->fxb = d;
+                p->fx_len = (uint16_t)(k + tn + 2);
+            } else {
+                p->fx_len = (uint16_t)snprintf(p->fx, sizeof(p->fx), "%s0\r\n\r\n",
+                                               p->chunks ? "\r\n" : "");
+            }
+            p->fx_pos = 0;
+            p->chunks = -1;             /* terminator queued */
+            fx_pending = 1;
+        }
+    }
+
+    struct iovec iov[3];
+    int cnt = 0;
+    size_t total = 0, hdr_n = 0, fx_n = 0, data_n = 0;
+    if (p->hdr_sent < p->hdr_len) {
+        hdr_n = p->hdr_len - p->hdr_sent;
+        iov[cnt].iov_base = (void *)(p->hdr + p->hdr_sent);
+        iov[cnt++].iov_len = hdr_n;
+    }
+    if (fx_pending) {
+        fx_n = (size_t)(p->fx_len - p->fx_pos);
+        iov[cnt].iov_base = (p->fxb ? p->fxb : p->fx) + p->fx_pos;
+        iov[cnt++].iov_len = fx_n;
+    }
+    data_n = avail;
+    if (p->out_chunked && data_n > p->chunk_left)
+        data_n = (size_t)p->chunk_left;
+    p->rate_wait = 0;
+    if (p->rate && data_n) {
+        /* limit_rate: what the time since rate_t0 allows past rate_after;
+         * out of budget, wait for a twentieth of a second's worth (at
+         * most 16 KiB) rather than trickle tiny writes */
+        int64_t now = lg_w.loop.now;
+        int64_t allowed = (int64_t)p->rate_after - (int64_t)p->body_bytes +
+                          (int64_t)p->rate * (now - p->rate_t0) / 1000;
+        if (allowed <= 0) {
+            data_n = 0;
+            if (hdr_n == 0 && !fx_pending) {
+                int64_t step = (int64_t)(p->rate / 20 < 16384 ? p->rate / 20 : 16384) + 1;
+                p->rate_wait = now + ((step - allowed) * 1000 + (int64_t)p->rate - 1) /
+                                     (int64_t)p->rate;
+                return W_BLOCKED;
+            }
+        } else if ((uint64_t)allowed < data_n) {
+            data_n = (size_t)allowed;
+        }
+    }
+    if (p->rate_fn && data_n) {
+        int64_t wait = 0;
+        size_t k = p->rate_fn(p->rate_arg, data_n, lg_w.loop.now, &wait);
+        if (k == 0) {
+            data_n = 0;
+            if (hdr_n == 0 && !fx_pending) {
+                p->rate_wait = wait > lg_w.loop.now ? wait : lg_w.loop.now + 1;
+                return W_BLOCKED;
+            }
+        } else {
+            data_n = k;
+        }
+    }
+    if (data_n) {
+        iov[cnt].iov_base = (void *)from;
+        iov[cnt++].iov_len = data_n;
+    }
+    total = hdr_n + fx_n + data_n;
+    if (total == 0)
+        return W_NONE;
+    if (!dst->w_ready) {
+        dst->want_w = 1;
+        return W_BLOCKED;
+    }
+    ssize_t n = lg_end_writev(dst, iov, cnt);
+    if (n == LG_AGAIN)
+        return W_BLOCKED;
+    if (n < 0)
+        return W_ERR;
+    size_t left = (size_t)n;
+    p->wire_bytes += left;
+    size_t k = left < hdr_n ? left : hdr_n;
+    p->hdr_sent += k;
+    left -= k;
+    k = left < fx_n ? left : fx_n;
+    p->fx_pos = (uint16_t)(p->fx_pos + k);
+    left -= k;
+    if (p->codec)
+        p->zbuf->pos += left;
+    else
+        payload_consume(p, left);
+    p->body_bytes += left;
+    if (p->out_chunked)
+        p->chunk_left -= left;
+    if ((size_t)n < total) {
+        lg_end_short_write(dst);
+        if (!dst->w_ready) {    /* the socket buffer is full */
+            dst->want_w = 1;
+            return W_BLOCKED;
+        }
+    }
+    return W_WROTE;
+}
+
+/*
+ * Streaming (no spool): read only when everything decoded went out, so a
+ * slow destination holds the source back.  Spooled: a destination that
+ * does not take more does not stop the reading; what it does not take
+ * waits in the spool, and only a full spool holds the source back.  With
+ * dst NULL a spooled pipe only reads (a request body buffered before any
+ * upstream is chosen): DONE once the whole body is in the spool, FULL
+ * when the spool takes no more.
+ */
 lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
 {
     lg_buf_t *b = p->buf;
+    int spooled = p->spool != NULL;
     if (p->done)
         return LG_PIPE_DONE;
-    int drc = pipe_decode(p);
-    if (drc < 0)
-        return drc == -2 ? LG_PIPE_ERR_LIMIT : LG_PIPE_ERR_SRC;
+    LG_BUG_ON(dst == NULL && !spooled);
+    if (b) {
+        int drc = pipe_decode(p);
+        if (drc < 0)
+            return drc == -2 ? LG_PIPE_ERR_LIMIT : LG_PIPE_ERR_SRC;
+    }
     for (;;) {
-        if (p->codec && p->zbuf->pos == p->zbuf->last && filter_step(p) < 0)
-            return LG_PIPE_ERR_SRC;
-        char *from = p->codec ? p->zbuf->pos : b->pos;
-        size_t avail = p->codec ? (size_t)(p->zbuf->last - p->zbuf->pos)
-                                : (size_t)(p->dec - b->pos);
-        int fx_pending = p->fx_pos < p->fx_len;
-
-        if (p->out_chunked && !fx_pending) {
-            if (avail > 0 && p->chunk_left == 0) {
-                p->fxb = NULL;
-                p->fx_len = (uint16_t)snprintf(p->fx, sizeof(p->fx), "%s%zx\r\n",
-                                              p->chunks ? "\r\n" : "", avail);
-                p->fx_pos = 0;
-                p->chunk_left = avail;
-                p->chunks++;
-                fx_pending = 1;
-            } else if (avail == 0 && p->src_done && p->chunks >= 0) {
-                size_t tn = 0;
-                const char *tr = lg_pipe_trailers(p, &tn);
-                if (tr) {
-                    /* the last chunk carries the trailer section */
-                    char *d = p->tr_room;
-                    size_t k = (size_t)snprintf(d, 8, "%s0\r\n", p->chunks ? "\r\n" : "");
-                    memcpy(d + k, tr, tn);
-                    memcpy(d + k + tn, "\r\n", 2);
-                    p->fxb = d;
-                    p->fx_len = (uint16_t)(k + tn + 2);
-                } else {
-                    p->fx_len = (uint16_t)snprintf(p->fx, sizeof(p->fx), "%s0\r\n\r\n",
-                                                   p->chunks ? "\r\n" : "");
-                }
-                p->fx_pos = 0;
-                p->chunks = -1;             /* terminator queued */
-                fx_pending = 1;
-            }
+        spool_fill(p);
+        wrc_t w = W_BLOCKED;
+        if (dst) {
+            if (p->codec && p->zbuf->pos == p->zbuf->last && filter_step(p) < 0)
+                return LG_PIPE_ERR_SRC;
+            w = pipe_write(p, dst);
         }
-
-        struct iovec iov[3];
-        int cnt = 0;
-        size_t total = 0, hdr_n = 0, fx_n = 0, data_n = 0;
-        if (p->hdr_sent < p->hdr_len) {
-            hdr_n = p->hdr_len - p->hdr_sent;
-            iov[cnt].iov_base = (void *)(p->hdr + p->hdr_sent);
-            iov[cnt++].iov_len = hdr_n;
-        }
-        if (fx_pending) {
-            fx_n = (size_t)(p->fx_len - p->fx_pos);
-            iov[cnt].iov_base = (p->fxb ? p->fxb : p->fx) + p->fx_pos;
-            iov[cnt++].iov_len = fx_n;
-        }
-        data_n = avail;
-        if (p->out_chunked && data_n > p->chunk_left)
-            data_n = (size_t)p->chunk_left;
-        p->rate_wait = 0;
-        if (p->rate && data_n) {
-            /* limit_rate: what the time since rate_t0 allows past rate_after;
-             * out of budget, wait for a twentieth of a second's worth (at
-             * most 16 KiB) rather than trickle tiny writes */
-            int64_t now = lg_w.loop.now;
-            int64_t allowed = (int64_t)p->rate_after - (int64_t)p->body_bytes +
-                              (int64_t)p->rate * (now - p->rate_t0) / 1000;
-            if (allowed <= 0) {
-                data_n = 0;
-                if (hdr_n == 0 && !fx_pending) {
-                    int64_t step = (int64_t)(p->rate / 20 < 16384 ? p->rate / 20 : 16384) + 1;
-                    p->rate_wait = now + ((step - allowed) * 1000 + (int64_t)p->rate - 1) /
-                                         (int64_t)p->rate;
-                    return LG_PIPE_AGAIN;
-                }
-            } else if ((uint64_t)allowed < data_n) {
-                data_n = (size_t)allowed;
-            }
-        }
-        if (p->rate_fn && data_n) {
-            int64_t wait = 0;
-            size_t k = p->rate_fn(p->rate_arg, data_n, lg_w.loop.now, &wait);
-            if (k == 0) {
-                data_n = 0;
-                if (hdr_n == 0 && !fx_pending) {
-                    p->rate_wait = wait > lg_w.loop.now ? wait : lg_w.loop.now + 1;
-                    return LG_PIPE_AGAIN;
-                }
-            } else {
-                data_n = k;
-            }
-        }
-        if (data_n) {
-            iov[cnt].iov_base = from;
-            iov[cnt++].iov_len = data_n;
-        }
-        total = hdr_n + fx_n + data_n;
-
-        if (total) {
-            if (!dst->w_ready) {
-                dst->want_w = 1;
-                return LG_PIPE_AGAIN;
-            }
-            ssize_t n = lg_end_writev(dst, iov, cnt);
-            if (n == LG_AGAIN)
-                return LG_PIPE_AGAIN;
-            if (n < 0)
-                return LG_PIPE_ERR_DST;
-            size_t left = (size_t)n;
-            p->wire_bytes += left;
-            size_t k = left < hdr_n ? left : hdr_n;
-            p->hdr_sent += k;
-            left -= k;
-            k = left < fx_n ? left : fx_n;
-            p->fx_pos = (uint16_t)(p->fx_pos + k);
-            left -= k;
-            if (p->codec)
-                p->zbuf->pos += left;
-            else
-                b->pos += left;
-            p->body_bytes += left;
-            if (p->out_chunked)
-                p->chunk_left -= left;
-            if ((size_t)n < total) {
-                lg_end_short_write(dst);
-                if (!dst->w_ready) {    /* the socket buffer is full */
-                    dst->want_w = 1;
-                    return LG_PIPE_AGAIN;
-                }
-            }
+        if (w == W_ERR)
+            return LG_PIPE_ERR_DST;
+        if (w == W_WROTE)
             continue;
+        if (w == W_NONE) {
+            if (p->src_done && (p->codec ? p->codec->done : payload_pending(p) == 0)) {
+                p->done = 1;
+                return LG_PIPE_DONE;
+            }
+            if (p->codec && !p->codec->done && (p->src_done || payload_pending(p) > 0))
+                continue;       /* the filter has more to give */
+        } else if (!spooled) {
+            return LG_PIPE_AGAIN;
         }
+        if (dst == NULL && b->pos != p->dec)
+            return LG_PIPE_FULL;        /* reading only, and the spool takes no more */
+        if (dst == NULL && p->src_done)
+            return LG_PIPE_DONE;        /* all in the spool */
+        if (p->src_done)
+            return LG_PIPE_AGAIN;       /* blocked, with nothing more to read */
+        if (b->pos != p->dec)
+            return LG_PIPE_AGAIN;       /* the spool is full: backpressure */
 
-        if (p->src_done && (p->codec == NULL || p->codec->done)) {
-            p->done = 1;
-            return LG_PIPE_DONE;
-        }
-        if (p->src_done || (p->codec && !p->codec->done && p->dec > b->pos))
-            continue;           /* the filter has more to give */
-
-        /* everything decoded was written: make room and read more */
+        /* everything decoded was written (or spooled): make room and read more */
         if (b->pos == p->dec && p->dec == b->last)
             b->pos = p->dec = b->last = p->base;
         if (b->last == b->end) {
@@ -353,9 +500,11 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
             b->pos = p->base;
             b->last = p->base + keep;
         }
+        /* a quiet source: let the client have what the encoder holds */
+        int quiet_flush = p->codec && p->zpending && dst && w == W_NONE && payload_pending(p) == 0;
         if (!src->r_ready) {
-            if (p->codec && p->zpending) {
-                p->want_flush = 1;      /* quiet source: let the client have it */
+            if (quiet_flush) {
+                p->want_flush = 1;
                 continue;
             }
             src->want_r = 1;
@@ -366,7 +515,7 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
         if (n > 0) {
             b->last += n;
             lg_end_short_read(src, (size_t)n, room);
-            drc = pipe_decode(p);
+            int drc = pipe_decode(p);
             if (drc < 0)
                 return drc == -2 ? LG_PIPE_ERR_LIMIT : LG_PIPE_ERR_SRC;
             continue;
@@ -381,9 +530,9 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
             return LG_PIPE_ERR_SRC;
         }
         if (n == LG_AGAIN) {
-            if (p->codec && p->zpending) {
+            if (quiet_flush) {
                 src->want_r = 0;
-                p->want_flush = 1;      /* quiet source: let the client have it */
+                p->want_flush = 1;
                 continue;
             }
             return LG_PIPE_AGAIN;

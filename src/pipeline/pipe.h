@@ -1,7 +1,8 @@
 /*
  * A one-way body relay between two ends (pipe.c): framing in (length,
  * chunked, until close) and out (as is, or re-chunked), an optional filter
- * (a content coding) and a tap that sees every payload byte (a cache fill).
+ * (a content coding), a tap that sees every payload byte (a cache fill),
+ * and an optional spool that holds what a slow destination has not taken.
  * The request owns its two pipes; the buffers are borrowed from the ends.
  */
 #ifndef LEGATE_PIPELINE_PIPE_H
@@ -59,6 +60,9 @@ typedef struct lg_pipe {
      * bytes, how many may go at now (ms); 0 with *wait_ms until some may */
     size_t       (*rate_fn)(void *arg, size_t n, int64_t now, int64_t *wait_ms);
     void          *rate_arg;
+    /* owned: proxy_buffering / proxy_request_buffering (spool.h): the
+     * payload goes through it, so the source is read while dst is slow */
+    struct lg_spool *spool;
 } lg_pipe_t;
 
 typedef enum lg_pipe_rc {
@@ -67,6 +71,7 @@ typedef enum lg_pipe_rc {
     LG_PIPE_ERR_SRC = -1,       /* source failed or closed too early */
     LG_PIPE_ERR_DST = -2,       /* destination failed */
     LG_PIPE_ERR_LIMIT = -3,     /* the body grew past p->limit */
+    LG_PIPE_FULL  = 2,          /* only reading into the spool (dst NULL): it takes no more */
 } lg_pipe_rc_t;
 
 void lg_pipe_init(lg_pipe_t *p, lg_buf_t *buf, char *base, lg_body_kind_t in,
@@ -86,6 +91,17 @@ void         lg_pipe_keep_trailers(lg_pipe_t *p, char *room, size_t cap);
 const char  *lg_pipe_trailers(const lg_pipe_t *p, size_t *n);
 /* Send the head (and a kept body) again, to another server; -1 if the body is gone. */
 int          lg_pipe_rewind(lg_pipe_t *p);
-void         lg_pipe_release(lg_pipe_t *p);     /* idempotent */
+/*
+ * Put a spool between source and destination (spool.h; the pipe's from
+ * now): mem_max bytes of memory, then file_max of an unlinked file in dir;
+ * keep: nothing read is dropped, so lg_pipe_rewind can send it again.
+ * -1: no memory (the pipe streams).  Call after lg_pipe_init.
+ */
+int          lg_pipe_set_spool(lg_pipe_t *p, size_t mem_max, int64_t file_max, const char *dir,
+                               const char *what, int keep);
+/* The whole body is in the spool: the source and its buffer are not used
+ * again (the upstream connection can go).  0, or -1 if not yet. */
+int          lg_pipe_detach_src(lg_pipe_t *p);
+void         lg_pipe_release(lg_pipe_t *p);     /* idempotent: the spool and filter go */
 
 #endif

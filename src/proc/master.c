@@ -416,6 +416,9 @@ static void prepare_logs(const lg_conf_t *c)
             lg_log_errno(LG_LOG_WARN, errno, "chown(\"%s\") failed", paths[i]);
         close(fd);
     }
+    /* buffering's temporary files are made there by the workers */
+    if (uid != (uid_t)-1 && c->proxy_temp_path && chown(c->proxy_temp_path, uid, gid) < 0)
+        lg_log_errno(LG_LOG_WARN, errno, "chown(\"%s\") failed", c->proxy_temp_path);
 }
 
 static void reload_conf(void)

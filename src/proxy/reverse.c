@@ -7,9 +7,11 @@
  * before a response head try the next server where next_upstream allows.
  *
  * Stages (who drives the request after its phases):
+ *   body     proxy_request_buffering: the whole request body read first
  *   queued   every server is at max_conns: look for room, bounded
  *   connect  TCP (and TLS) to the upstream
- *   proxy    bodies flowing both ways
+ *   proxy    bodies flowing both ways; with proxy_buffering the upstream
+ *            goes once its body is all in the spool, the client drains it
  * A CONNECT request ends in the tunnel relay (pipeline/tunnel.c) instead,
  * and so does a WebSocket request once its upstream answers 101.
  *
@@ -36,12 +38,14 @@
 #include "http/codec.h"
 #include "net/tls.h"
 #include "pipeline/headers.h"
+#include "pipeline/spool.h"
 #include "pipeline/tunnel.h"
 #include "pipeline/vars.h"
 
-static const lg_stage_t connect_stage, proxy_stage, queued_stage;
+static const lg_stage_t connect_stage, proxy_stage, queued_stage, body_stage;
 
 static void start_upstream(lg_req_t *s, lg_head_fn head_fn);
+static void go_upstream(lg_req_t *s, lg_head_fn head_fn);
 
 static void upstream_cb(lg_io_t *io, uint32_t ev)
 {
@@ -370,6 +374,108 @@ void lg_reverse_proxy_via(lg_req_t *s, lg_upstream_t *up, lg_head_fn head_fn)
     start_upstream(s, head_fn);
 }
 
+/* "100 Continue" when the client waits for one before its body: we read
+ * the body ourselves, so we are the one to say "go on". */
+static void say_continue(lg_req_t *s)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (!s->ri.expect_continue || s->ri.body == LG_BODY_NONE || s->continue_sent ||
+        lg_buf_len(lg_req_in(s)) != 0)
+        return;
+    s->continue_sent = 1;
+    if (interim_send(s, cont, sizeof(cont) - 1) < 0)
+        s->keep_alive = 0;      /* the client went: its answer's write fails too */
+}
+
+/*
+ * proxy_request_buffering: the whole body is read (the spool: memory up to
+ * client_body_buffer_size, then an unlinked temporary file) before any
+ * upstream is chosen, so a slow upload holds no upstream connection, and
+ * it goes up with a Content-Length.  Not needed for a body that came whole
+ * with the head, nor through a parent proxy (head_fn), nor for a tunnel.
+ */
+static int buffer_request(lg_req_t *s, lg_head_fn head_fn)
+{
+    const lg_common_t *c = lg_req_common(s);
+    if (!c->proxy_request_buffering || head_fn || s->ri.connect || s->ri.body == LG_BODY_NONE ||
+        s->reqp.kept || s->reqp.src_done)
+        return 0;
+    if (lg_pipe_set_spool(&s->reqp, (size_t)c->client_body_buffer_size, INT64_MAX,
+                          lg_w.conf->proxy_temp_path, "request", 1) < 0)
+        return 0;               /* no memory for it: streamed, as without the setting */
+    say_continue(s);
+    lg_req_set_stage(s, &body_stage);
+    return 1;
+}
+
+static void body_step(lg_req_t *s)
+{
+    if (s->interim) {
+        int rc = interim_flush(s);      /* the 100 Continue first */
+        if (rc < 0) {
+            lg_req_abort(s, "send() to client failed");
+            return;
+        }
+        if (rc == 0)
+            return;
+    }
+    lg_pipe_rc_t rc = lg_pipe_run(&s->reqp, s->cend, NULL);
+    switch (rc) {
+    case LG_PIPE_AGAIN:
+        return;
+    case LG_PIPE_ERR_LIMIT:
+        lg_error("client %s intended to send too large chunked body: more than %lld bytes",
+                 s->peer_text, (long long)lg_req_common(s)->client_max_body_size);
+        s->keep_alive = 0;
+        lg_respond_error(s, 413);
+        return;
+    case LG_PIPE_FULL:
+        /* the temporary file cannot be had (logged): what is in memory goes
+         * first, the rest streams behind it, never resent */
+        lg_spool_unkeep(s->reqp.spool);
+        s->reqp.kept = 0;
+        go_upstream(s, NULL);
+        return;
+    case LG_PIPE_DONE:
+        if (s->ri.body != LG_BODY_LENGTH) {
+            /* chunked (or an HTTP/2 stream's DATA): its length is known now */
+            s->ri.body = LG_BODY_LENGTH;
+            s->ri.length = (int64_t)s->reqp.decoded;
+            s->reqp.out_chunked = 0;
+        }
+        go_upstream(s, NULL);
+        return;
+    default:
+        lg_info("client %s closed or sent a bad body while sending the request body",
+                s->peer_text);
+        if (s->reqp.src_eof) {
+            lg_req_abort(s, "client body failed");
+            return;
+        }
+        s->keep_alive = 0;
+        lg_respond_error(s, 400);
+        return;
+    }
+}
+
+static lg_msec_t body_arm(lg_req_t *s, lg_tkind_t *kind)
+{
+    const lg_common_t *c = lg_req_common(s);
+    *kind = s->interim ? LG_T_SEND : LG_T_BODY;
+    return s->interim ? c->send_timeout : c->client_body_timeout;
+}
+
+static void body_timeout(lg_req_t *s, lg_tkind_t kind)
+{
+    if (kind == LG_T_SEND) {
+        lg_req_abort(s, "client timed out receiving the response");
+        return;
+    }
+    lg_info("client %s timed out sending the request body", s->peer_text);
+    s->keep_alive = 0;
+    lg_respond_error(s, 408);
+}
+
 static void start_upstream(lg_req_t *s, lg_head_fn head_fn)
 {
     lg_buf_t *b = lg_req_in(s);
@@ -381,6 +487,15 @@ static void start_upstream(lg_req_t *s, lg_head_fn head_fn)
                  s->ri.body == LG_BODY_CHUNKED || s->ri.body == LG_BODY_CLOSE);
     /* a chunked body has no announced length: count it as it comes */
     s->reqp.limit = (uint64_t)lg_req_common(s)->client_max_body_size;
+    if (buffer_request(s, head_fn))
+        return;                 /* body_step goes on once the body is in */
+    go_upstream(s, head_fn);
+}
+
+/* The request head built, an upstream server chosen and connected to (or
+ * the request queued for room under max_conns). */
+static void go_upstream(lg_req_t *s, lg_head_fn head_fn)
+{
     lg_req_request_body(s);     /* its filters (a gunzip) */
     size_t len = 0;
     const char *head = head_fn ? head_fn(s, &len) : lg_headers_upstream(s, &len);
@@ -413,13 +528,7 @@ static void start_upstream(lg_req_t *s, lg_head_fn head_fn)
         lg_respond_error(s, 502);
         return;
     }
-    if (s->ri.expect_continue && s->ri.body != LG_BODY_NONE && lg_buf_len(b) == 0) {
-        /* we read the body ourselves, so we are the one to say "go on" */
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        s->continue_sent = 1;
-        if (interim_send(s, cont, sizeof(cont) - 1) < 0)
-            s->keep_alive = 0;  /* the client went: its answer's write fails too */
-    }
+    say_continue(s);
 }
 
 /* May this request go to another server after a failure of kind `cond`? */
@@ -594,6 +703,26 @@ static void connect_opened(lg_req_t *s, const http_response_t *r, size_t hlen)
     lg_tunnel_start(s, 200, s->conn->fe->tunnel_ok, s->conn->fe->tunnel_ok_len, uc->in, idle);
 }
 
+/*
+ * proxy_buffering: the response body goes through a spool, so the upstream
+ * is read as fast as it sends whatever the client's pace, and its
+ * connection goes back once the body is in (proxy_step).  As in nginx, the
+ * upstream may say no for one answer with "X-Accel-Buffering: no" (a
+ * stream of events that must not wait in a file).
+ */
+static int wants_buffering(const lg_req_t *s, const http_response_t *r, const lg_rsp_info_t *ri)
+{
+    if (!lg_req_common(s)->proxy_buffering || ri->body == LG_BODY_NONE ||
+        (ri->body == LG_BODY_LENGTH && ri->length == 0))
+        return 0;
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const http_header_t *h = &r->headers[i];
+        if (h->name_len == 17 && strncasecmp(h->name, "x-accel-buffering", 17) == 0)
+            return !(h->value_len == 2 && strncasecmp(h->value, "no", 2) == 0);
+    }
+    return 1;
+}
+
 /* Read and parse the upstream's response head.  1: done, 0: waiting/failed. */
 static int read_response_head(lg_req_t *s)
 {
@@ -719,6 +848,10 @@ static int read_response_head(lg_req_t *s)
                 s->rspp.rate_t0 = lg_w.loop.now;
                 s->rspp.rate_fn = s->rate_fn;           /* limit_rate_zone */
                 s->rspp.rate_arg = s->rate_arg;
+                if (wants_buffering(s, &r, &ri))
+                    lg_pipe_set_spool(&s->rspp, (size_t)lg_req_common(s)->proxy_buffers_size,
+                                      lg_req_common(s)->proxy_max_temp_file_size,
+                                      lg_w.conf->proxy_temp_path, "response", 0);
                 lg_req_response_body(s);        /* taps and filters: r->xform may change */
                 lg_xform_t xf = (lg_xform_t)s->xform;
                 /* a transformed body has a length nobody knows yet */
@@ -806,9 +939,15 @@ static int client_gone(lg_req_t *s)
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
+static void response_body(lg_req_t *s, lg_end_t *src);
+
 static void proxy_step(lg_req_t *s)
 {
     lg_uconn_t *uc = s->uc;
+    if (uc == NULL && s->rsp_head_done) {
+        response_body(s, NULL);         /* from the spool alone */
+        return;
+    }
     LG_CHECK_UCONN(uc);
     if (!s->reqp.done && !s->abandoned) {
         lg_pipe_rc_t rc = lg_pipe_run(&s->reqp, s->cend, &uc->e);
@@ -875,7 +1014,26 @@ static void proxy_step(lg_req_t *s)
     }
     if (!s->rsp_head_done && !read_response_head(s))
         return;
-    lg_pipe_rc_t rc = lg_pipe_run(&s->rspp, &uc->e, s->cend);
+    response_body(s, &uc->e);
+}
+
+/*
+ * The response body to the client, from the upstream (src) or, once all of
+ * it is in the spool and the upstream connection went back, from the
+ * spool alone (src NULL).
+ */
+static void response_body(lg_req_t *s, lg_end_t *src)
+{
+    lg_pipe_rc_t rc = lg_pipe_run(&s->rspp, src, s->cend);
+    if (rc == LG_PIPE_AGAIN && src && s->rspp.src_done && (s->reqp.done || s->abandoned) &&
+        lg_pipe_detach_src(&s->rspp) == 0) {
+        /* proxy_buffering: the whole body is in; the client drains the
+         * spool without holding the upstream connection */
+        lg_upstream_release(s->uc, s->upstream_keep && s->reqp.done && !s->abandoned);
+        s->uc = NULL;
+        s->uend = NULL;
+        return;
+    }
     if (rc == LG_PIPE_AGAIN)
         return;
     if (rc == LG_PIPE_ERR_SRC) {
@@ -967,6 +1125,10 @@ static void upstream_timeout(lg_req_t *s, lg_tkind_t kind)
         return;
     case LG_T_UP_SEND:
     case LG_T_UP_READ:
+        if (s->uc == NULL) {    /* (not awaited once the upstream went: a backstop) */
+            lg_req_abort(s, "timeout while sending the response");
+            return;
+        }
         lg_mx_upstream_error(s->uc, kind == LG_T_UP_SEND ? "send" : "read");
         if (s->rsp_head_done) {
             log_upstream_error(s, ETIMEDOUT, "upstream timed out while reading response body");
@@ -1005,6 +1167,10 @@ static const lg_stage_t connect_stage = {
 };
 static const lg_stage_t proxy_stage = {
     .name = "proxying", .step = proxy_step, .arm = proxy_arm, .timeout = upstream_timeout,
+};
+static const lg_stage_t body_stage = {
+    .name = "reading the request body", .step = body_step, .arm = body_arm,
+    .timeout = body_timeout,
 };
 static const lg_stage_t queued_stage = {
     .name = "queued for an upstream", .step = queued_step, .arm = queued_arm,

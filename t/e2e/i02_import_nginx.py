@@ -561,6 +561,38 @@ def includes_with_globs_and_reports():
 
 
 @test
+def buffering_directives_translate():
+    d = tmpdir()
+    port = free_port()
+    main = os.path.join(d, "nginx.conf")
+    with open(main, "w") as f:
+        f.write("events {}\nhttp {\n"
+                "    proxy_buffering on;\n"
+                "    proxy_buffers 8 16k;\n"
+                "    proxy_max_temp_file_size 0;\n"
+                "    proxy_temp_path /var/tmp/ngx 1 2;\n"
+                "    client_body_buffer_size 1k;\n"
+                "    upstream app { server 127.0.0.1:9; }\n"
+                "    server {\n        listen 127.0.0.1:%d;\n"
+                "        location /up { proxy_request_buffering on; proxy_buffering off;\n"
+                "            proxy_pass http://app; }\n"
+                "    }\n}\n" % port)
+    rc, out, err = importer(main)
+    eq(rc, 0, err)
+    check_remarks(err)
+    contains(out, "proxy_buffering = true;")
+    contains(out, "proxy_buffers_size = 131072;")
+    contains(out, "proxy_max_temp_file_size = 0;")
+    contains(out, "client_body_buffer_size = 4096;")
+    contains(out, "proxy_request_buffering = true;")
+    contains(out, "proxy_buffering = false;")
+    contains(err, "%s:7: client_body_buffer_size: legate's smallest is 4k" % main)
+    contains(err, "%s:6: proxy_temp_path: not translated: legate's is a global setting" % main)
+    rc, terr = check_config(out)
+    eq(rc, 0, "%s\n%s" % (terr, out))
+
+
+@test
 def odd_directives_are_reported_and_the_rest_loads():
     d = tmpdir()
     path = os.path.join(d, "odd.conf")
