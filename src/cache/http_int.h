@@ -11,6 +11,7 @@
 #include "cache/http.h"
 #include "cache/policy.h"
 #include "cache/store.h"
+#include "http/codec.h"
 
 #define VARY_MARK "LEGATE-VARY:"
 
@@ -71,6 +72,12 @@ typedef struct lg_cstate {
     int         dnowait;        /* preadv2(RWF_NOWAIT) works on this file */
     int         dwaits;         /* turns waited for the disk for the next piece */
     int         dwaiting;       /* waiting for it now (the stage's timer) */
+    int         dcoding;        /* dcodec is live: the body is coded on the way */
+    int         dchunked;       /* ...and framed as chunks (HTTP/1.1) */
+    int         dcoded;         /* ...and its end is in obuf */
+    lg_codec_t  dcodec;
+    char       *obuf;           /* malloc: coded output (dbuf is the file's input then) */
+    size_t      opos, olen;
     lg_req_t *s;            /* whose state this is */
 } lg_cstate_t;
 

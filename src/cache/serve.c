@@ -386,6 +386,11 @@ static const lg_stage_t disk_stage;
 
 void lg_cache_disk_release(lg_cstate_t *cs)
 {
+    if (cs->dcoding)
+        lg_codec_end(&cs->dcodec);
+    cs->dcoding = 0;
+    free(cs->obuf);
+    cs->obuf = NULL;
     if (cs->dmap)
         munmap(cs->dmap, cs->dmaplen);
     cs->dmap = NULL;
@@ -495,8 +500,52 @@ static int disk_piece(lg_req_t *s, lg_cstate_t *cs, uint64_t off, uint64_t left)
     return LG_OK;
 }
 
+#define OCAP (DCHUNK + 64)      /* coded output: one chunk and its framing */
+#define OHDR 16                 /* room before it for the chunk's size line */
+
+/* A coded answer: the file's next bytes through the encoder into obuf,
+ * framed as a chunk for HTTP/1.1 (the last one after the coder's end).
+ * LG_OK, LG_AGAIN (the disk is being waited for), LG_ERROR (aborted). */
+static int disk_code(lg_req_t *s, lg_cstate_t *cs, const lg_dseg_t *g)
+{
+    if (cs->dpos == cs->dlen && cs->dsent < g->len) {
+        int rc = disk_piece(s, cs, g->off + cs->dsent, g->len - cs->dsent);
+        if (rc != LG_OK)
+            return rc;
+    }
+    int last = cs->dsent == g->len;
+    size_t used = 0, room = OCAP - OHDR - 7;        /* CRLF, and "0" CRLF CRLF */
+    ssize_t k = lg_codec_run(&cs->dcodec, cs->dbuf + cs->dpos, cs->dlen - cs->dpos, &used,
+                             cs->obuf + OHDR, room, last ? LG_CODEC_FINISH : 0);
+    if (k < 0) {
+        lg_error("cache: coding a file of the disk tier for \"%s\" failed (%d)", cs->key, (int)k);
+        lg_req_abort(s, "coding failed");
+        return LG_ERROR;
+    }
+    cs->dpos += used;
+    size_t start = OHDR, end = OHDR + (size_t)k;
+    if (cs->dchunked && k > 0) {
+        char hx[OHDR];
+        int hn = snprintf(hx, sizeof(hx), "%zx\r\n", (size_t)k);
+        start = OHDR - (size_t)hn;
+        memcpy(cs->obuf + start, hx, (size_t)hn);
+        memcpy(cs->obuf + end, "\r\n", 2);
+        end += 2;
+    }
+    if (last && cs->dcodec.done && cs->dpos == cs->dlen && (size_t)k < room) {
+        if (cs->dchunked) {
+            memcpy(cs->obuf + end, "0\r\n\r\n", 5);
+            end += 5;
+        }
+        cs->dcoded = 1;
+    }
+    cs->opos = start;
+    cs->olen = end;
+    return LG_OK;
+}
+
 /* The head, then the pieces: memory as it is, the file's ranges piece by
- * piece as the client takes them. */
+ * piece as the client takes them (or coded on the way). */
 static void disk_step(lg_req_t *s)
 {
     lg_cstate_t *cs = CS(s);
@@ -510,7 +559,12 @@ static void disk_step(lg_req_t *s)
             iov[cnt].iov_base = (void *)(s->local + s->local_sent);
             iov[cnt++].iov_len = s->local_len - s->local_sent;
         }
-        if (cs->dpos < cs->dlen) {
+        if (cs->dcoding) {
+            if (cs->opos < cs->olen) {
+                iov[cnt].iov_base = cs->obuf + cs->opos;
+                iov[cnt++].iov_len = cs->olen - cs->opos;
+            }
+        } else if (cs->dpos < cs->dlen) {
             iov[cnt].iov_base = cs->dbuf + cs->dpos;
             iov[cnt++].iov_len = cs->dlen - cs->dpos;
         } else if (g && g->mem && cs->dsent < g->len) {
@@ -521,6 +575,15 @@ static void disk_step(lg_req_t *s)
         if (cnt == 0) {
             if (g == NULL)
                 break;          /* all sent */
+            if (cs->dcoding) {
+                if (cs->dcoded) {
+                    cs->dcur++;
+                    continue;
+                }
+                if (disk_code(s, cs, g) != LG_OK)
+                    return;
+                continue;
+            }
             if (cs->dsent == g->len) {
                 cs->dcur++;
                 cs->dsent = 0;
@@ -552,7 +615,9 @@ static void disk_step(lg_req_t *s)
             s->local_sent += h;
             k -= h;
         }
-        if (mem)
+        if (cs->dcoding)
+            cs->opos += k;
+        else if (mem)
             cs->dsent += k;
         else
             cs->dpos += k;
@@ -648,8 +713,19 @@ void lg_cache_disk_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
         if (a >= 0 && b >= 0 && b <= a)
             status = 304;
     }
+    /* as from memory: the route's coding for a client that takes it (a
+     * stored body the origin compressed is sent as it is), and then no
+     * ranges (they are about the identity bytes) */
+    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)blen, .keep_alive = 1 };
+    lg_xform_t xf = LG_XFORM_NONE;
+    if (status != 304 && !(cs->meta.flags & LG_CF_GZIPPED))
+        xf = lg_coding_choose(s, &r, &ri);
+    if (xf != LG_XFORM_GZIP && xf != LG_XFORM_BR && xf != LG_XFORM_ZSTD)
+        xf = LG_XFORM_NONE;
+    int vary_ae = xf != LG_XFORM_NONE || lg_coding_compressible(s, &r, &ri);
     lg_range_t *rs = NULL;
-    int range = status == 200 && if_range_holds(s, etag, lm) ? client_ranges(s, (int64_t)blen, &rs) : 0;
+    int range = status == 200 && xf == LG_XFORM_NONE && if_range_holds(s, etag, lm)
+                ? client_ranges(s, (int64_t)blen, &rs) : 0;
     uint64_t out = status == 304 ? 0 : blen;
     cs->dseg = NULL;
     cs->dnseg = cs->dcur = 0;
@@ -696,11 +772,23 @@ void lg_cache_disk_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
     r.status = status;
     r.reason = lg_http_reason(status);
     r.reason_len = strlen(r.reason);
-    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)out, .keep_alive = 1 };
+    ri.length = (int64_t)out;
     s->cache_length = (int64_t)out;
     s->cache_serving = 1;
+    int chunked = 0;
+    if (xf != LG_XFORM_NONE && out) {
+        /* coded on the way: a length nobody knows yet -- chunks for
+         * HTTP/1.1, the stream's own framing for HTTP/2 and HTTP/3, the
+         * close for HTTP/1.0 */
+        s->cache_length = -1;
+        chunked = s->req.version == 11;
+        if (s->req.version < 11)
+            s->keep_alive = 0;
+    } else {
+        xf = LG_XFORM_NONE;
+    }
     size_t len = 0;
-    char *h = lg_headers_client(s, &r, &ri, 0, LG_XFORM_NONE, 0, &len);
+    char *h = lg_headers_client(s, &r, &ri, chunked, xf, vary_ae, &len);
     s->upstream_status = 0;
     if (h == NULL)
         goto fail;
@@ -711,8 +799,24 @@ void lg_cache_disk_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
     }
     /* a plain socket takes the file's bytes with sendfile(2); TLS and the
      * streams of HTTP/2 and HTTP/3 get them through a buffer */
-    cs->dsendfile = s->cend->ops == NULL && s->cend->ssl == NULL;
+    cs->dsendfile = s->cend->ops == NULL && s->cend->ssl == NULL && xf == LG_XFORM_NONE;
     cs->dnowait = 1;
+    cs->dcoded = 0;
+    if (xf != LG_XFORM_NONE) {
+        const lg_common_t *c = lg_req_common(s);
+        lg_codec_params_t prm = { 0 };
+        prm.level = xf == LG_XFORM_BR ? (c->brotli_level ? c->brotli_level : -1)
+                  : xf == LG_XFORM_ZSTD ? c->zstd_level : c->gzip_level;
+        prm.length_hint = blen;
+        lg_codec_kind_t kind = xf == LG_XFORM_BR ? LG_CODEC_BR_ENCODE
+                             : xf == LG_XFORM_ZSTD ? LG_CODEC_ZSTD_ENCODE : LG_CODEC_GZIP_ENCODE;
+        if ((cs->obuf = malloc(OCAP)) == NULL ||
+            lg_codec_init(&cs->dcodec, kind, &prm, &s->arena) != 0)
+            goto fail;
+        cs->dcoding = 1;
+        cs->dchunked = chunked;
+        cs->opos = cs->olen = 0;
+    }
     cs->dwaits = cs->dwaiting = 0;
     cs->dpos = cs->dlen = 0;
     if (!cs->dsendfile && (cs->dbuf = malloc(DCHUNK)) == NULL)

@@ -230,6 +230,45 @@ def several_ranges_from_a_file():
 
 
 @test
+def coded_on_the_way_for_clients_that_take_it():
+    import gzip as gz
+    d = cache_dir()
+    o, port, mport, lg = started(d, route_extra="gzip = true;")
+    t = target("/gz", extra="&ctype=text/html")
+    body = request(port, target=t).body
+    wait_until(lambda: len(files(d)) == 1, 10, what="the file")
+    r = request(port, target=t, headers=[("Accept-Encoding", "gzip")])
+    eq((r.status, xc(r), r.headers.get("Content-Encoding"), r.headers.get("Transfer-Encoding")),
+       (200, "HIT", "gzip", "chunked"), "HTTP/1.1: gzip, chunked")
+    eq(r.headers.get("Content-Length"), None)
+    contains(r.headers.get("Vary", ""), "Accept-Encoding")
+    ok(r.headers.get("ETag", "").startswith("W/"), "a weak ETag for the coded bytes")
+    ok(len(r.body) < BIG // 4, "compressed")
+    ok(gz.decompress(r.body) == body, "the bytes, once gunzipped")
+    r = request(port, target=t)
+    eq((r.status, xc(r), r.headers.get("Content-Encoding"), r.headers.get("Content-Length")),
+       (200, "HIT", None, str(BIG)), "no Accept-Encoding: as stored")
+    ok(r.body == body)
+    r = request(port, target=t, headers=[("Accept-Encoding", "gzip"), ("Range", "bytes=0-9")])
+    eq((r.status, r.headers.get("Content-Encoding")), (200, "gzip"), "coded: the whole, as from memory")
+    ok(gz.decompress(r.body) == body)
+    # HTTP/1.0: the close ends it
+    raw = http_raw(port, ("GET %s HTTP/1.0\r\nHost: localhost\r\nAccept-Encoding: gzip\r\n\r\n" % t).encode())
+    r10 = parse_responses(raw)[0]
+    eq((r10.status, r10.headers.get("Content-Encoding"), r10.headers.get("Transfer-Encoding")),
+       (200, "gzip", None))
+    ok(gz.decompress(r10.body) == body, "HTTP/1.0: the bytes")
+    # HTTP/2: the stream's framing
+    u = "http://127.0.0.1:%d%s" % (port, t)
+    eq(curl("--http2-prior-knowledge", u)[0], 200)
+    wait_until(lambda: len(files(d)) == 2, 10, what="the second file")
+    st, hdrs, b = curl("--http2-prior-knowledge", "-H", "Accept-Encoding: gzip", u)
+    eq((st, hdrs.get("x-cache"), hdrs.get("content-encoding")), (200, "HIT", "gzip"))
+    ok(gz.decompress(b) == body, "HTTP/2: the bytes")
+    eq(hits(o, "/gz"), 2)
+
+
+@test
 def a_stale_file_is_revalidated():
     d = cache_dir()
     o, port, mport, lg = started(d, workers=2)
@@ -348,7 +387,7 @@ def objects_other_than_200_leaving_memory_go_on_on_disk():
 def chunked_answers_go_to_disk():
     d = cache_dir()
     o, port, mport, lg = started(d, route_extra="gzip = true;")
-    t = target("/ch", extra="&chunked=1&chunk=16384&ctype=text/plain")
+    t = target("/ch", extra="&chunked=1&chunk=16384&ctype=text/html")
     r = request(port, target=t)
     eq((r.status, xc(r), r.headers.get("Transfer-Encoding")), (200, "MISS", "chunked"))
     body = r.body
