@@ -2,7 +2,8 @@
 """The cache's disk tier, second part: how a file is sent (sendfile(2) on a
 plain socket, reads through a buffer over HTTP/2; a file that is not in the
 page cache waited for on a timer instead of a read that blocks the worker),
-several ranges from a file (multipart/byteranges), a stale file revalidated
+several ranges from a file (multipart/byteranges), the route's gzip
+applied on the way, a stale file revalidated
 (a 304 updates its freshness), served stale (stale-while-revalidate,
 cache_use_stale), statuses other than 200 on disk, and chunked answers
 written to a file once they outgrow the memory tier (dropped cleanly past
