@@ -1191,15 +1191,16 @@ static int cache_log(lg_req_t *s)
 }
 
 /*
- * Objects leaving the memory tier go on in the disk tier: fresh whole 200
- * answers stored as they came (not those the cache compressed, not Vary
- * markers -- a variant whose marker left memory is fetched again).
+ * Objects leaving the memory tier go on in the disk tier: fresh ones of any
+ * status but 206, the cache's gzip copies included (their flags and length
+ * go with them); not Vary markers -- a variant whose marker left memory is
+ * fetched again.
  */
 static void demote(void *arg, const char *key, size_t kl, const lg_cmeta_t *m, const char *head,
                    size_t hl, const char *body, size_t bl)
 {
     int64_t now = *(const int64_t *)arg;
-    if (m->status == 206 || (m->flags & LG_CF_GZIPPED) || m->expires <= now ||
+    if (m->status == 206 || m->expires <= now ||
         (hl >= sizeof(VARY_MARK) - 1 && memcmp(head, VARY_MARK, sizeof(VARY_MARK) - 1) == 0))
         return;
     lg_disk_put(key, kl, m, head, hl, body, bl);

@@ -75,6 +75,7 @@ typedef struct lg_cstate {
     int         dcoding;        /* dcodec is live: the body is coded on the way */
     int         dchunked;       /* ...and framed as chunks (HTTP/1.1) */
     int         dcoded;         /* ...and its end is in obuf */
+    int64_t     dexpect;        /* gunzip: the bytes the head announced, or -1 */
     lg_codec_t  dcodec;
     char       *obuf;           /* malloc: coded output (dbuf is the file's input then) */
     size_t      opos, olen;

@@ -533,6 +533,13 @@ static int disk_code(lg_req_t *s, lg_cstate_t *cs, const lg_dseg_t *g)
         end += 2;
     }
     if (last && cs->dcodec.done && cs->dpos == cs->dlen && (size_t)k < room) {
+        if (cs->dexpect >= 0 && cs->dcodec.total_out != (uint64_t)cs->dexpect) {
+            /* the head announced the identity's length */
+            lg_error("cache: a file of the disk tier for \"%s\" does not decompress to its length",
+                     cs->key);
+            lg_req_abort(s, "stored gzip copy is damaged");
+            return LG_ERROR;
+        }
         if (cs->dchunked) {
             memcpy(cs->obuf + end, "0\r\n\r\n", 5);
             end += 5;
@@ -718,15 +725,29 @@ void lg_cache_disk_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
      * ranges (they are about the identity bytes) */
     lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)blen, .keep_alive = 1 };
     lg_xform_t xf = LG_XFORM_NONE;
-    if (status != 304 && !(cs->meta.flags & LG_CF_GZIPPED))
+    int gzipped = (cs->meta.flags & LG_CF_GZIPPED) != 0;
+    if (status != 304 && !gzipped)
         xf = lg_coding_choose(s, &r, &ri);
     if (xf != LG_XFORM_GZIP && xf != LG_XFORM_BR && xf != LG_XFORM_ZSTD)
         xf = LG_XFORM_NONE;
     int vary_ae = xf != LG_XFORM_NONE || lg_coding_compressible(s, &r, &ri);
-    lg_range_t *rs = NULL;
-    int range = status == 200 && xf == LG_XFORM_NONE && if_range_holds(s, etag, lm)
-                ? client_ranges(s, (int64_t)blen, &rs) : 0;
     uint64_t out = status == 304 ? 0 : blen;
+    if (gzipped) {
+        /* the cache's gzip copy: as it is for a gzip client, gunzipped on
+         * the way (its length known) for the others */
+        const http_header_t *ae = lg_headers_get(s, "accept-encoding");
+        if (!(ae && lg_negotiate_choose(ae->value, ae->value_len, LG_ENC_BIT(LG_ENC_GZIP)) ==
+                    LG_ENC_GZIP)) {
+            xf = LG_XFORM_GUNZIP;
+            if (out)
+                out = (uint64_t)cs->meta.identity_len;
+        }
+    }
+    /* ranges are about the identity bytes: not of a coded answer, nor of
+     * the gzip copy (the whole is sent; memory's copy is gunzipped for them) */
+    lg_range_t *rs = NULL;
+    int range = status == 200 && xf == LG_XFORM_NONE && !gzipped && if_range_holds(s, etag, lm)
+                ? client_ranges(s, (int64_t)blen, &rs) : 0;
     cs->dseg = NULL;
     cs->dnseg = cs->dcur = 0;
     cs->dsent = 0;
@@ -766,7 +787,7 @@ void lg_cache_disk_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
         status = 416;
         out = 0;
         s->cache_range = lg_arena_printf(&s->arena, "bytes */%llu", (unsigned long long)blen);
-    } else if (out && add_seg(s, cs, 1, NULL, cs->doff, out) < 0) {
+    } else if (out && add_seg(s, cs, 1, NULL, cs->doff, blen) < 0) {
         goto fail;
     }
     r.status = status;
@@ -776,7 +797,9 @@ void lg_cache_disk_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
     s->cache_length = (int64_t)out;
     s->cache_serving = 1;
     int chunked = 0;
-    if (xf != LG_XFORM_NONE && out) {
+    if (xf == LG_XFORM_GUNZIP) {
+        /* the length is the identity's, known */
+    } else if (xf != LG_XFORM_NONE && out) {
         /* coded on the way: a length nobody knows yet -- chunks for
          * HTTP/1.1, the stream's own framing for HTTP/2 and HTTP/3, the
          * close for HTTP/1.0 */
@@ -809,7 +832,14 @@ void lg_cache_disk_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
                   : xf == LG_XFORM_ZSTD ? c->zstd_level : c->gzip_level;
         prm.length_hint = blen;
         lg_codec_kind_t kind = xf == LG_XFORM_BR ? LG_CODEC_BR_ENCODE
-                             : xf == LG_XFORM_ZSTD ? LG_CODEC_ZSTD_ENCODE : LG_CODEC_GZIP_ENCODE;
+                             : xf == LG_XFORM_ZSTD ? LG_CODEC_ZSTD_ENCODE
+                             : xf == LG_XFORM_GUNZIP ? LG_CODEC_GZIP_DECODE : LG_CODEC_GZIP_ENCODE;
+        if (xf == LG_XFORM_GUNZIP) {
+            prm = (lg_codec_params_t){ .max_out = out };    /* what the head said */
+            cs->dexpect = (int64_t)out;
+        } else {
+            cs->dexpect = -1;
+        }
         if ((cs->obuf = malloc(OCAP)) == NULL ||
             lg_codec_init(&cs->dcodec, kind, &prm, &s->arena) != 0)
             goto fail;

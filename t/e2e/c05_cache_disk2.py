@@ -3,7 +3,8 @@
 plain socket, reads through a buffer over HTTP/2; a file that is not in the
 page cache waited for on a timer instead of a read that blocks the worker),
 several ranges from a file (multipart/byteranges), the route's gzip
-applied on the way, a stale file revalidated
+applied on the way, the cache's gzip copies moved to disk (sent as they
+are, or gunzipped on the way), a stale file revalidated
 (a 304 updates its freshness), served stale (stale-while-revalidate,
 cache_use_stale), statuses other than 200 on disk, and chunked answers
 written to a file once they outgrow the memory tier (dropped cleanly past
@@ -267,6 +268,59 @@ def coded_on_the_way_for_clients_that_take_it():
     eq((st, hdrs.get("x-cache"), hdrs.get("content-encoding")), (200, "HIT", "gzip"))
     ok(gz.decompress(b) == body, "HTTP/2: the bytes")
     eq(hits(o, "/gz"), 2)
+
+
+@test
+def the_caches_gzip_copies_go_on_on_disk():
+    """With gzip on the route the memory tier keeps compressed copies; those
+    leaving it go on on disk, and are sent as they are to gzip clients and
+    gunzipped on the way (with their length) for the others."""
+    import base64
+    import gzip as gz
+    import random
+
+    def page(path):
+        rnd = random.Random(path)
+        return base64.b64encode(bytes(rnd.getrandbits(8) for _ in range(15000)))
+
+    asked = [0]
+
+    def handler(sock, peer):
+        while True:
+            head = read_request_head(sock)
+            if not head:
+                return
+            asked[0] += 1
+            path = head.split(b" ")[1].decode()
+            body = page(path)
+            sock.sendall(("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n"
+                          "Cache-Control: max-age=600\r\nETag: \"%s\"\r\n\r\n"
+                          % (len(body), path[1:])).encode() + body)
+    srv = ScriptedServer(handler)
+    d = cache_dir()
+    port, mport = free_port(), free_port()
+    text = conf(port, mport, srv.address, d, route_extra="gzip = true;").replace(
+        'cache_size = "8m"; cache_max_object = "64k";', 'cache_size = "1m";')
+    Legate(text, workers=1)
+    n = 120
+    for i in range(n):
+        eq(request(port, target="/z%d" % i, headers=[("Accept-Encoding", "gzip")]).status, 200)
+        time.sleep(0.03)
+    wait_until(lambda: len(files(d)) >= 20, 10, what="gzip copies moved to disk")
+    fetched = asked[0]
+    eq(fetched, n)
+    for i in range(5):
+        body = page("/z%d" % i)
+        r = request(port, target="/z%d" % i, headers=[("Accept-Encoding", "gzip")])
+        eq((r.status, xc(r), r.headers.get("Content-Encoding")), (200, "HIT", "gzip"), "z%d gzip" % i)
+        ok(gz.decompress(r.body) == body, "the gzip copy's bytes")
+        r = request(port, target="/z%d" % i)
+        eq((r.status, xc(r), r.headers.get("Content-Encoding"), r.headers.get("Content-Length")),
+           (200, "HIT", None, str(len(body))), "z%d identity" % i)
+        ok(r.body == body, "gunzipped on the way")
+    r = request(port, target="/z0", headers=[("Range", "bytes=0-9")])
+    eq((r.status, r.body), (200, page("/z0")), "a Range on the gzip copy: the whole")
+    eq(asked[0], fetched, "all from the files")
 
 
 @test
