@@ -79,6 +79,12 @@ def wait_metric(mport, name, cond, what):
     return v[0]
 
 
+def fill_as_curl(port, t):
+    """Store t under the key curl's requests have (Host 127.0.0.1:port),
+    fetched over HTTP/1.1: the hits over HTTP/2 are what is tested."""
+    eq(request(port, target=t, host="127.0.0.1:%d" % port).status, 200)
+
+
 def xc(r):
     return r.headers.get("X-Cache")
 
@@ -134,7 +140,7 @@ def sendfile_on_plain_sockets_reads_over_http2():
     wait_metric(mport, SENDFILE, lambda v: v - s0 == BIG, "a plain HTTP/1.1 client: sendfile(2)")
     eq(metric(mport, READ), r0, "and no read")
     u = "http://127.0.0.1:%d%s" % (port, t)
-    eq(curl("--http2-prior-knowledge", u)[0], 200)  # another Host: its own key
+    fill_as_curl(port, t)       # another Host: its own key
     wait_until(lambda: len(files(d)) == 2, 10, what="the second file")
     s1 = metric(mport, SENDFILE)
     st, hdrs, b = curl("--http2-prior-knowledge", u)
@@ -167,7 +173,7 @@ def a_file_not_in_the_page_cache_is_waited_for():
                 "sendfile: the missing piece was waited for, not read on the loop")
     # and through a buffer (HTTP/2: preadv2 with RWF_NOWAIT)
     u = "http://127.0.0.1:%d%s" % (port, t)
-    eq(curl("--http2-prior-knowledge", u)[0], 200)
+    fill_as_curl(port, t)
     wait_until(lambda: len(files(d)) == 2, 10, what="the second file")
     for f in files(d):
         evict(os.path.join(d, "disk", f))
@@ -208,7 +214,7 @@ def several_ranges_from_a_file():
             status, hdrs, data = r.status, r.headers, r
         else:
             u = "http://127.0.0.1:%d%s" % (port, t)
-            eq(curl("--http2-prior-knowledge", u)[0], 200)
+            fill_as_curl(port, t)
             wait_until(lambda: len(files(d)) == 2, 10, what="the second file")
             st, hdrs, raw = curl("--http2-prior-knowledge", "-H", "Range: bytes=0-9,100000-199999,-5", u)
 
@@ -262,7 +268,7 @@ def coded_on_the_way_for_clients_that_take_it():
     ok(gz.decompress(r10.body) == body, "HTTP/1.0: the bytes")
     # HTTP/2: the stream's framing
     u = "http://127.0.0.1:%d%s" % (port, t)
-    eq(curl("--http2-prior-knowledge", u)[0], 200)
+    fill_as_curl(port, t)
     wait_until(lambda: len(files(d)) == 2, 10, what="the second file")
     st, hdrs, b = curl("--http2-prior-knowledge", "-H", "Accept-Encoding: gzip", u)
     eq((st, hdrs.get("x-cache"), hdrs.get("content-encoding")), (200, "HIT", "gzip"))
