@@ -16,6 +16,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,7 +32,7 @@
 #include "core/log.h"
 
 #define DMAGIC   0x4c474449u    /* "LGDI" */
-#define DVERSION 1
+#define DVERSION 2        /* 2: updating_until, the send counters */
 #define HEAD_MAX 65536
 #define VICTIMS  64             /* files unlinked after one update, at most */
 
@@ -41,6 +43,7 @@ typedef struct dslot {
     uint64_t size;              /* the file's bytes */
     int64_t  atime;             /* wall ms of the last use */
     int64_t  expires;           /* wall ms: stale after */
+    int64_t  updating_until;    /* wall ms: a refresh of it runs until then */
     uint32_t state, keylen;
     char     key[LG_DISK_KEY_MAX];
 } dslot_t;
@@ -51,6 +54,7 @@ typedef struct dhdr {
     uint64_t       nslots, capacity, used, objects;
     int64_t        max_object, inactive_ms;
     int            scan_done;   /* the directory has been read back */
+    _Atomic uint64_t count[LG_DISK_NCOUNT];     /* lg_disk_count(), no lock */
 } dhdr_t;
 
 struct lg_disk {
@@ -133,6 +137,14 @@ void lg_disk_stats(lg_disk_stats_t *st)
     st->used = lg_disk->h->used;
     st->capacity = lg_disk->h->capacity;
     lg_shm_unlock(&lg_disk->h->mx);
+    for (int i = 0; i < LG_DISK_NCOUNT; i++)
+        st->count[i] = atomic_load_explicit(&lg_disk->h->count[i], memory_order_relaxed);
+}
+
+void lg_disk_count(lg_disk_counter_t what, uint64_t n)
+{
+    if (lg_disk && (unsigned)what < LG_DISK_NCOUNT)
+        atomic_fetch_add_explicit(&lg_disk->h->count[what], n, memory_order_relaxed);
 }
 
 /* ---- the index (callers hold the mutex) ---- */
@@ -222,6 +234,7 @@ static int index_put(uint64_t hash, const char *key, size_t kl, uint64_t size, i
         s->size = size;
         s->atime = now;
         s->expires = expires;
+        s->updating_until = 0;
         s->keylen = (uint32_t)kl;
         memcpy(s->key, key, kl);
         s->state = S_VALID;
@@ -258,9 +271,12 @@ int lg_disk_fill_start(lg_disk_fill_t *f, const char *key, size_t kl, const lg_c
 {
     static unsigned seq;
     f->fd = -1;
+    int unknown = bodylen == LG_DISK_LEN_UNKNOWN;
     if (lg_disk == NULL || kl == 0 || kl > LG_DISK_KEY_MAX || hl == 0 || hl > HEAD_MAX ||
-        bodylen > (uint64_t)lg_disk->h->max_object)
+        (!unknown && bodylen > (uint64_t)lg_disk->h->max_object))
         return -1;
+    if (unknown)
+        bodylen = 0;            /* written at the end, when it is known */
     lg_disk_hdr_t hdr;
     memset(&hdr, 0, sizeof(hdr));
     memcpy(hdr.magic, LG_DISK_MAGIC, 8);
@@ -269,7 +285,8 @@ int lg_disk_fill_start(lg_disk_fill_t *f, const char *key, size_t kl, const lg_c
     hdr.bodylen = bodylen;
     hdr.meta = *m;
     hdr.crc = lg_disk_crc(lg_disk_crc(0, key, kl), head, hl);
-    f->size = sizeof(hdr) + kl + hl + bodylen;
+    f->fixed = sizeof(hdr) + kl + hl;
+    f->size = f->fixed + bodylen;
     if (f->size > lg_disk->h->capacity)
         return -1;
     snprintf(f->tmp, sizeof(f->tmp), "tmp.%d.%u", (int)getpid(), seq++);
@@ -286,7 +303,8 @@ int lg_disk_fill_start(lg_disk_fill_t *f, const char *key, size_t kl, const lg_c
         return -1;
     }
     f->fd = fd;
-    f->want = bodylen;
+    f->unknown = unknown;
+    f->want = unknown ? (uint64_t)lg_disk->h->max_object : bodylen;
     f->got = 0;
     memcpy(f->key, key, kl);
     f->keylen = kl;
@@ -332,7 +350,16 @@ int lg_disk_fill_finish(lg_disk_fill_t *f)
 {
     if (f->fd < 0)
         return -1;
-    if (f->got != f->want) {
+    if (f->unknown) {
+        /* a chunked answer: its length, now known, into the header */
+        uint64_t bl = f->got;
+        f->size = f->fixed + bl;
+        if (f->size > lg_disk->h->capacity ||
+            pwrite(f->fd, &bl, sizeof(bl), offsetof(lg_disk_hdr_t, bodylen)) != (ssize_t)sizeof(bl)) {
+            lg_disk_fill_abort(f);
+            return -1;
+        }
+    } else if (f->got != f->want) {
         lg_disk_fill_abort(f);
         return -1;
     }
@@ -457,6 +484,50 @@ int lg_disk_remove(const char *key, size_t kl)
     path_of(path, sizeof(path), hash);
     unlink(path);
     return 1;
+}
+
+int lg_disk_try_update(const char *key, size_t kl, int64_t until)
+{
+    if (lg_disk == NULL || kl == 0 || kl > LG_DISK_KEY_MAX)
+        return 0;
+    uint64_t hash = key_hash(key, kl);
+    int64_t now = lg_wall_ms();
+    lg_shm_lock(&lg_disk->h->mx);
+    long at = find(hash, key, kl);
+    int mine = at >= 0 && lg_disk->slots[at].updating_until <= now;
+    if (mine)
+        lg_disk->slots[at].updating_until = until;
+    lg_shm_unlock(&lg_disk->h->mx);
+    return mine;
+}
+
+int lg_disk_refresh(int fd, const char *key, size_t kl, const lg_cmeta_t *m)
+{
+    if (lg_disk == NULL || fd < 0 || kl == 0 || kl > LG_DISK_KEY_MAX)
+        return -1;
+    uint64_t hash = key_hash(key, kl);
+    char path[4096 + 32];
+    path_of(path, sizeof(path), hash);
+    /* the file we served from, not one a newer fill renamed over it since */
+    struct stat a, b;
+    int wfd = open(path, O_WRONLY | O_CLOEXEC);
+    if (wfd < 0)
+        return -1;
+    int rc = -1;
+    if (fstat(fd, &a) == 0 && fstat(wfd, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev &&
+        pwrite(wfd, m, sizeof(*m), offsetof(lg_disk_hdr_t, meta)) == (ssize_t)sizeof(*m))
+        rc = 0;
+    close(wfd);
+    if (rc < 0)
+        return -1;
+    lg_shm_lock(&lg_disk->h->mx);
+    long at = find(hash, key, kl);
+    if (at >= 0) {
+        lg_disk->slots[at].expires = m->expires;
+        lg_disk->slots[at].updating_until = 0;
+    }
+    lg_shm_unlock(&lg_disk->h->mx);
+    return 0;
 }
 
 int lg_disk_remove_prefix(const char *prefix, size_t n)

@@ -66,9 +66,12 @@ int  lg_disk_header_check(const char *p, size_t n, uint64_t fsize, lg_disk_hdr_t
 uint32_t lg_disk_crc(uint32_t crc, const void *p, size_t n);
 
 /* A file being written for one response. */
+#define LG_DISK_LEN_UNKNOWN UINT64_MAX  /* a chunked body: at most cache_disk_max_object */
 typedef struct lg_disk_fill {
     int      fd;                /* -1: none */
-    uint64_t want, got;         /* body bytes announced, written */
+    int      unknown;           /* started with LG_DISK_LEN_UNKNOWN */
+    uint64_t want, got;         /* body bytes announced (or the most allowed), written */
+    uint64_t fixed;             /* header, key and head */
     uint64_t size;              /* the file's bytes once complete */
     char     key[LG_DISK_KEY_MAX + 1];
     size_t   keylen;
@@ -76,7 +79,9 @@ typedef struct lg_disk_fill {
     char     tmp[64];           /* its temporary name under the directory */
 } lg_disk_fill_t;
 
-/* Start a file for key with meta and head, for a body of bodylen bytes: 0 or -1. */
+/* Start a file for key with meta and head, for a body of bodylen bytes
+ * (LG_DISK_LEN_UNKNOWN: as many as come, written into the header by
+ * lg_disk_fill_finish; past cache_disk_max_object the fill is dropped): 0 or -1. */
 int  lg_disk_fill_start(lg_disk_fill_t *f, const char *key, size_t kl, const lg_cmeta_t *m,
                         const char *head, size_t hl, uint64_t bodylen);
 /* Body bytes (a write to the page cache): 0, or -1 (the fill is dropped). */
@@ -100,14 +105,33 @@ int  lg_disk_open(const char *key, size_t kl, lg_cmeta_t *meta, char **head, siz
 int  lg_disk_remove(const char *key, size_t kl);
 int  lg_disk_remove_prefix(const char *prefix, size_t n);
 
+/* A stale file's refresh: 1 if this caller may run it (none runs for key
+ * until `until`, wall ms, from now on), 0 if one runs or there is no file. */
+int  lg_disk_try_update(const char *key, size_t kl, int64_t until);
+/* A 304 revalidated the file open at fd: its freshness m written into its
+ * header (in place: the CRC covers key and head only) and the index; the
+ * head in the file stays as it was.  0, or -1 (replaced meanwhile). */
+int  lg_disk_refresh(int fd, const char *key, size_t kl, const lg_cmeta_t *m);
+
 /* Worker 0, from a timer: read the directory back after a restart, a few
  * files at a time, and remove what was not used for cache_disk_inactive. */
 void lg_disk_tick(void);
 /* 1 once the directory has been read back (or the index survived a reload). */
 int  lg_disk_ready(void);
 
+/* Counts of how answers were sent from files (for the metrics page). */
+typedef enum lg_disk_counter {
+    LG_DISK_SENDFILE = 0,       /* body bytes sent with sendfile(2) */
+    LG_DISK_READ = 1,           /* body bytes read into a buffer and written */
+    LG_DISK_WAIT = 2,           /* times an answer waited for the disk (not in the page cache) */
+    LG_DISK_BLOCKED = 3,        /* times it waited too long and read on the loop after all */
+    LG_DISK_NCOUNT = 4,
+} lg_disk_counter_t;
+void lg_disk_count(lg_disk_counter_t what, uint64_t n);
+
 typedef struct lg_disk_stats {
     uint64_t objects, used, capacity;
+    uint64_t count[LG_DISK_NCOUNT];
 } lg_disk_stats_t;
 void lg_disk_stats(lg_disk_stats_t *st);
 

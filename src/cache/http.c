@@ -210,6 +210,24 @@ int lg_cache_fresh_enough(lg_cstate_t *cs, int64_t now)
                            (cs->meta.flags & LG_CF_IMMUTABLE) != 0);
 }
 
+/* The object held for this request -- from memory, or a file of the disk
+ * tier -- answers it. */
+static void serve_held(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
+{
+    if (cs->obj == NULL && cs->dheld)
+        lg_cache_disk_serve(s, cs, xcache);
+    else
+        lg_cache_serve(s, cs, xcache);
+}
+
+/* The one refresh of a stale object (for all workers): 1 if it is ours. */
+static int try_update(lg_cstate_t *cs, int64_t until)
+{
+    if (cs->obj == NULL && cs->dheld)
+        return lg_disk_try_update(cs->key, cs->keylen, until);
+    return lg_store_try_update(lg_cache, cs->key, cs->keylen, until);
+}
+
 static int on_request(lg_req_t *s)
 {
     const lg_common_t *c = lg_req_common(s);
@@ -278,8 +296,8 @@ static int on_request(lg_req_t *s)
             look = LG_CACHE_MISS;               /* waited long enough: go ourselves */
         }
         if (look == LG_CACHE_MISS) {
-            if (lg_disk && lg_cache_disk_hit(s, cs, now))
-                return 1;
+            if (lg_disk && lg_cache_disk_open(s, cs))
+                break;                          /* a file: fresh or not, as from memory below */
             if (cs->req_cc.only_if_cached) {
                 lg_respond_error(s, 504);
                 return 1;
@@ -302,16 +320,16 @@ static int on_request(lg_req_t *s)
         }
         break;
     }
-    if (cs->obj == NULL) {
+    if (cs->obj == NULL && !cs->dheld) {
         cs->s->cache_status = "MISS";
         lg_cache_forward_range(s, cs);
         return 0;
     }
-    if (cs->meta.status == 206) {
+    if (cs->meta.status == 206 && !cs->dheld) {
         /* a stored part: it answers ranges inside it while fresh; anything
          * else goes upstream, and what comes back may complete it */
         if (lg_cache_fresh_enough(cs, now) && lg_cache_partial_covers(s, cs)) {
-            lg_cache_serve(s, cs, "HIT");
+            serve_held(s, cs, "HIT");
             return 1;
         }
         cs->have_partial = 1;
@@ -320,11 +338,11 @@ static int on_request(lg_req_t *s)
         return 0;
     }
     if (lg_cache_fresh_enough(cs, now)) {
-        lg_cache_serve(s, cs, "HIT");
+        serve_held(s, cs, "HIT");
         return 1;
     }
     if (cs->req_cc.only_if_cached) {
-        lg_cache_serve(s, cs, "STALE");
+        serve_held(s, cs, "STALE");
         return 1;
     }
     /*
@@ -339,10 +357,10 @@ static int on_request(lg_req_t *s)
         !(cs->meta.flags & LG_CF_MUST_REVALIDATE) && !cs->req_cc.no_cache &&
         cs->req_cc.max_age == LG_CC_UNSET) {
         int64_t until = now + c->proxy_connect_timeout + c->proxy_read_timeout + 1000;
-        if (lg_store_try_update(lg_cache, cs->key, cs->keylen, until) &&
+        if (try_update(cs, until) &&
             lg_refresh_start(s) < 0)
             lg_error("cache: cannot start the background refresh of \"%s\"", cs->key);
-        lg_cache_serve(s, cs, "UPDATING");
+        serve_held(s, cs, "UPDATING");
         return 1;
     }
     /*
@@ -355,8 +373,8 @@ static int on_request(lg_req_t *s)
         /* another request is fetching it: it is "being updated", and this
          * one gets the stale copy instead of a second fetch */
         int64_t until = now + c->proxy_connect_timeout + c->proxy_read_timeout + 1000;
-        if (!lg_store_try_update(lg_cache, cs->key, cs->keylen, until)) {
-            lg_cache_serve(s, cs, "UPDATING");
+        if (!try_update(cs, until)) {
+            serve_held(s, cs, "UPDATING");
             return 1;
         }
     }
@@ -373,13 +391,15 @@ static int on_request(lg_req_t *s)
 /* Header lines for a conditional request upstream (revalidation), or NULL. */
 static const char *conditional(lg_req_t *s, lg_cstate_t *cs)
 {
-    if (cs->obj == NULL)
+    const char *head = cs->obj ? cs->obj : cs->dheld ? cs->dhead : NULL;
+    size_t hl = cs->obj ? cs->hl : cs->dhl;
+    if (head == NULL)
         return NULL;
     http_header_t hs[LG_MAX_HEADERS];
     http_response_t r = { .headers = hs };
-    http_limits_t lim = { 16384, cs->hl + 1, LG_MAX_HEADERS };
+    http_limits_t lim = { 16384, hl + 1, LG_MAX_HEADERS };
     size_t sc = 0;
-    if (http_parse_response(cs->obj, cs->hl, &r, &lim, &sc) <= 0)
+    if (http_parse_response(head, hl, &r, &lim, &sc) <= 0)
         return NULL;
     const http_header_t *etag = lg_cache_find_h(&r, "etag"), *lm = lg_cache_find_h(&r, "last-modified");
     return lg_arena_printf(&s->arena, "%s%.*s%s%s%.*s%s",
@@ -687,6 +707,31 @@ static void store(lg_cstate_t *cs)
     cs->filler = 0;
 }
 
+/* A body of unknown length outgrew the memory tier: what came so far goes
+ * to a file of the disk tier, and the rest after it.  0, or -1 (not stored). */
+static int spill(lg_cstate_t *cs)
+{
+    cs->spill = 0;
+    cs->dfill = lg_arena_calloc(&cs->s->arena, sizeof(lg_disk_fill_t));
+    if (cs->dfill == NULL)
+        return -1;
+    cs->dfill->fd = -1;
+    const char *head = cs->phead ? cs->phead : cs->head;
+    size_t hl = cs->phead ? cs->phl : cs->headlen;
+    if (lg_disk_fill_start(cs->dfill, cs->key, cs->keylen, &cs->newmeta, head, hl,
+                           LG_DISK_LEN_UNKNOWN) < 0 ||
+        lg_disk_fill_write(cs->dfill, cs->cap, cs->caplen) < 0) {
+        lg_disk_fill_abort(cs->dfill);
+        cs->dfill = NULL;
+        return -1;
+    }
+    free(cs->cap);
+    cs->cap = NULL;
+    cs->caplen = 0;
+    cs->gz_store = 0;
+    return 0;
+}
+
 static void cap_append(void *arg, const char *p, size_t n)
 {
     lg_cstate_t *cs = arg;
@@ -703,11 +748,91 @@ static void cap_append(void *arg, const char *p, size_t n)
         return;
     }
     if (cs->caplen + n > cs->capmax) {
+        if (cs->spill && spill(cs) == 0) {
+            if (lg_disk_fill_write(cs->dfill, p, n) < 0)
+                cs->cap_over = 1;
+            return;
+        }
         cs->cap_over = 1;               /* too large: never stored */
         return;
     }
     memcpy(cs->cap + cs->caplen, p, n);
     cs->caplen += n;
+}
+
+/*
+ * The head to store: as received, less fields not to be stored; for a body
+ * stored compressed (gz), as a gzip response (weak ETag, Vary).  malloc'd,
+ * *outlen, or NULL.
+ */
+static char *stored_head(const http_response_t *r, const lg_rsp_info_t *ri, const char *raw,
+                         size_t rawlen, const facts_t *f, int rule, int gz, size_t *outlen)
+{
+    int vary_ae = 0;
+    const lg_cc_t *cc = &f->cc;
+    char *head = malloc(rawlen + 64);
+    size_t hl = 0;
+    if (head == NULL)
+        return NULL;
+    {
+        const char *eol = memchr(raw, '\n', rawlen);
+        size_t first = eol ? (size_t)(eol - raw) + 1 : 0;
+        memcpy(head, raw, first);
+        hl = first;
+        for (size_t i = 0; i < r->num_headers; i++) {
+            const http_header_t *h = &r->headers[i];
+            if (lg_http_is_hop_by_hop(h, ri->connection) || http_name_eq(h, "age") ||
+                (http_name_eq(h, "set-cookie") && rule != LG_STORE_YES) ||
+                ((cc->no_cache_fields || cc->private_fields) && in_fields(cc->fields, h)))
+                continue;
+            if (gz && http_name_eq(h, "content-length"))
+                continue;
+            int weak = gz && http_name_eq(h, "etag") && h->value_len && h->value[0] == '"';
+            int add_ae = 0;
+            if (gz && http_name_eq(h, "vary")) {
+                /* once, on the first line, if no line names it */
+                add_ae = !vary_ae && !lg_vary_has(&f->vary, "accept-encoding");
+                vary_ae = 1;
+            }
+            size_t need = h->name_len + h->value_len + 4 + 2 + 17;
+            char *nh = realloc(head, hl + need + 3);
+            if (nh == NULL)
+                goto fail;
+            head = nh;
+            memcpy(head + hl, h->name, h->name_len);
+            hl += h->name_len;
+            memcpy(head + hl, weak ? ": W/" : ": ", weak ? 4 : 2);
+            hl += weak ? 4 : 2;
+            memcpy(head + hl, h->value, h->value_len);
+            hl += h->value_len;
+            if (add_ae) {
+                memcpy(head + hl, ", Accept-Encoding", 17);
+                hl += 17;
+            }
+            memcpy(head + hl, "\r\n", 2);
+            hl += 2;
+        }
+        if (gz) {
+            static const char ce[] = "Content-Encoding: gzip\r\n", va[] = "Vary: Accept-Encoding\r\n";
+            char *nh = realloc(head, hl + sizeof(ce) + sizeof(va) + 3);
+            if (nh == NULL)
+                goto fail;
+            head = nh;
+            memcpy(head + hl, ce, sizeof(ce) - 1);
+            hl += sizeof(ce) - 1;
+            if (!vary_ae) {
+                memcpy(head + hl, va, sizeof(va) - 1);
+                hl += sizeof(va) - 1;
+            }
+        }
+        memcpy(head + hl, "\r\n", 2);
+        hl += 2;
+    }
+    *outlen = hl;
+    return head;
+fail:
+    free(head);
+    return NULL;
 }
 
 static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_t *ri,
@@ -744,11 +869,28 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         lg_cache_serve(s, cs, "REVALIDATED");
         return 1;
     }
+    /* a file of the disk tier revalidated: its freshness (not its head)
+     * is updated in place, and this client gets the merged head */
+    if (cs->reval && r->status == 304 && cs->obj == NULL && cs->dheld) {
+        cs->obj = cs->dhead;
+        cs->hl = cs->dhl;
+        cs->bl = 0;
+        if (refresh_from_304(s, cs, r, ri, now) == 0) {
+            cs->dhead = cs->obj;        /* the old one was freed */
+            cs->dhl = cs->hl;
+            lg_disk_refresh(cs->dfd, cs->key, cs->keylen, &cs->meta);
+        }
+        cs->obj = NULL;
+        cs->hl = 0;
+        lg_cache_disk_serve(s, cs, "REVALIDATED");
+        return 1;
+    }
     /* an error from the upstream, and a stale copy allowed to cover it */
-    const char *sw = cs->use_stale && cs->obj ? lg_cache_stale_word(LG_STALE_ANSWERED, r->status)
-                                              : NULL;
-    if ((r->status >= 500 && cs->stale_ok && cs->obj) || (sw && use_stale(c, sw))) {
-        lg_cache_serve(s, cs, "STALE");
+    int held = cs->obj || cs->dheld;
+    const char *sw = cs->use_stale && held ? lg_cache_stale_word(LG_STALE_ANSWERED, r->status)
+                                           : NULL;
+    if ((r->status >= 500 && cs->stale_ok && held) || (sw && use_stale(c, sw))) {
+        serve_held(s, cs, "STALE");
         return 1;
     }
     /* RFC 9110 9.3.3: a POST answer naming its own URI in Content-Location,
@@ -802,7 +944,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
     if (ri->body == LG_BODY_LENGTH && (size_t)ri->length > lg_store_max_object(lg_cache)) {
         /* too large for the memory tier: a file of the disk tier, if there
          * is one (a whole 200, its bytes as they came) */
-        if (lg_disk == NULL || r->status != 200 || ri->length > lg_disk_max_object())
+        if (lg_disk == NULL || r->status == 206 || ri->length > lg_disk_max_object())
             goto not_stored;
         to_disk = 1;
     }
@@ -811,65 +953,10 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
      * body stored compressed, as a gzip response (weak ETag, Vary) */
     cs->gz_store = !to_disk && r->status != 206 && lg_req_common(s)->gzip &&
                    lg_coding_compressible(s, r, ri);
-    int vary_ae = 0;
     free(cs->head);
-    cs->head = malloc(rawlen + 64);
+    cs->head = stored_head(r, ri, raw, rawlen, &f, rule, cs->gz_store, &cs->headlen);
     if (cs->head == NULL)
         goto not_stored;
-    {
-        const char *eol = memchr(raw, '\n', rawlen);
-        size_t first = eol ? (size_t)(eol - raw) + 1 : 0;
-        memcpy(cs->head, raw, first);
-        cs->headlen = first;
-        for (size_t i = 0; i < r->num_headers; i++) {
-            const http_header_t *h = &r->headers[i];
-            if (lg_http_is_hop_by_hop(h, ri->connection) || http_name_eq(h, "age") ||
-                (http_name_eq(h, "set-cookie") && rule != LG_STORE_YES) ||
-                ((cc->no_cache_fields || cc->private_fields) && in_fields(cc->fields, h)))
-                continue;
-            if (cs->gz_store && http_name_eq(h, "content-length"))
-                continue;
-            int weak = cs->gz_store && http_name_eq(h, "etag") && h->value_len && h->value[0] == '"';
-            int add_ae = 0;
-            if (cs->gz_store && http_name_eq(h, "vary")) {
-                /* once, on the first line, if no line names it */
-                add_ae = !vary_ae && !lg_vary_has(&f.vary, "accept-encoding");
-                vary_ae = 1;
-            }
-            size_t need = h->name_len + h->value_len + 4 + 2 + 17;
-            char *nh = realloc(cs->head, cs->headlen + need + 3);
-            if (nh == NULL)
-                goto not_stored;
-            cs->head = nh;
-            memcpy(cs->head + cs->headlen, h->name, h->name_len);
-            cs->headlen += h->name_len;
-            memcpy(cs->head + cs->headlen, weak ? ": W/" : ": ", weak ? 4 : 2);
-            cs->headlen += weak ? 4 : 2;
-            memcpy(cs->head + cs->headlen, h->value, h->value_len);
-            cs->headlen += h->value_len;
-            if (add_ae) {
-                memcpy(cs->head + cs->headlen, ", Accept-Encoding", 17);
-                cs->headlen += 17;
-            }
-            memcpy(cs->head + cs->headlen, "\r\n", 2);
-            cs->headlen += 2;
-        }
-        if (cs->gz_store) {
-            static const char ce[] = "Content-Encoding: gzip\r\n", va[] = "Vary: Accept-Encoding\r\n";
-            char *nh = realloc(cs->head, cs->headlen + sizeof(ce) + sizeof(va) + 3);
-            if (nh == NULL)
-                goto not_stored;
-            cs->head = nh;
-            memcpy(cs->head + cs->headlen, ce, sizeof(ce) - 1);
-            cs->headlen += sizeof(ce) - 1;
-            if (!vary_ae) {
-                memcpy(cs->head + cs->headlen, va, sizeof(va) - 1);
-                cs->headlen += sizeof(va) - 1;
-            }
-        }
-        memcpy(cs->head + cs->headlen, "\r\n", 2);
-        cs->headlen += 2;
-    }
     if (f.vary.len) {
         /* the variant key, and a marker under the base naming the fields */
         cs->vary = lg_arena_strndup(&s->arena, f.vary.fields, f.vary.len);
@@ -899,6 +986,17 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         goto not_stored;
     cs->caplen = 0;
     cs->capturing = 1;          /* lg_cache_tap() hooks it to the body pipe */
+    if (ri->body != LG_BODY_LENGTH && lg_disk && r->status != 206) {
+        /* no length said (chunked): in memory while it fits, in a file of
+         * the disk tier once it does not (with the head as received, not
+         * the gzip one) */
+        cs->spill = 1;
+        if (cs->gz_store) {
+            free(cs->phead);
+            cs->phead = stored_head(r, ri, raw, rawlen, &f, rule, 0, &cs->phl);
+            cs->spill = cs->phead != NULL;
+        }
+    }
     return 0;
 
 not_stored:
@@ -986,12 +1084,9 @@ static void on_close(void *arg)
     s->rspp.tap = NULL;
     if (cs->dfill)
         lg_disk_fill_abort(cs->dfill);  /* not complete: its temporary file goes */
-    if (cs->dfd >= 0)
-        close(cs->dfd);
-    cs->dfd = -1;
-    free(cs->dhead);
-    free(cs->dbuf);
-    cs->dhead = cs->dbuf = NULL;
+    lg_cache_disk_release(cs);
+    free(cs->phead);
+    cs->phead = NULL;
     free(cs->obj);
     free(cs->cap);
     free(cs->head);
@@ -1080,12 +1175,12 @@ static int cache_body(lg_req_t *s)
 static int cache_error(lg_req_t *s)
 {
     lg_cstate_t *cs = CS(s);
-    if (cs == NULL || cs->obj == NULL)
+    if (cs == NULL || (cs->obj == NULL && !cs->dheld))
         return LG_DECLINED;
     const char *sw = cs->use_stale ? failure_word(s->upstream_cond) : NULL;
     if (!cs->stale_ok && !(sw && use_stale(lg_req_common(s), sw)))
         return LG_DECLINED;
-    lg_cache_serve(s, cs, "STALE");
+    serve_held(s, cs, "STALE");
     return LG_DONE;
 }
 
@@ -1096,15 +1191,16 @@ static int cache_log(lg_req_t *s)
 }
 
 /*
- * Objects leaving the memory tier go on in the disk tier: fresh whole 200
- * answers stored as they came (not those the cache compressed, not Vary
- * markers -- a variant whose marker left memory is fetched again).
+ * Objects leaving the memory tier go on in the disk tier: fresh ones of any
+ * status but 206, the cache's gzip copies included (their flags and length
+ * go with them); not Vary markers -- a variant whose marker left memory is
+ * fetched again.
  */
 static void demote(void *arg, const char *key, size_t kl, const lg_cmeta_t *m, const char *head,
                    size_t hl, const char *body, size_t bl)
 {
     int64_t now = *(const int64_t *)arg;
-    if (m->status != 200 || (m->flags & LG_CF_GZIPPED) || m->expires <= now ||
+    if (m->status == 206 || m->expires <= now ||
         (hl >= sizeof(VARY_MARK) - 1 && memcmp(head, VARY_MARK, sizeof(VARY_MARK) - 1) == 0))
         return;
     lg_disk_put(key, kl, m, head, hl, body, bl);

@@ -11,8 +11,16 @@
 #include "cache/http.h"
 #include "cache/policy.h"
 #include "cache/store.h"
+#include "http/codec.h"
 
 #define VARY_MARK "LEGATE-VARY:"
+
+/* A piece of an answer from a file: bytes in memory (a part's header of
+ * multipart/byteranges), or a range of the file. */
+typedef struct lg_dseg {
+    const char *mem;            /* arena, or NULL: the file's bytes from off */
+    uint64_t    off, len;
+} lg_dseg_t;
 
 typedef struct lg_cstate {
     const char *base;           /* arena, or the configuration's: the base key */
@@ -43,12 +51,34 @@ typedef struct lg_cstate {
     int         have_partial;   /* obj is a stored 206 that the answer may complete */
     int         use_stale;      /* obj is stale and may cover what cache_use_stale names */
     lg_disk_fill_t *dfill;      /* arena: the body goes to a file of the disk tier, or NULL */
-    /* an answer from a file of the disk tier (disk_stage) */
+    int         spill;          /* a body of unknown length: to a file once past capmax */
+    char       *phead;          /* malloc: the head to store in that file (never the gzip one) */
+    size_t      phl;
+    /* a file of the disk tier for the key in use (fresh or stale: dheld),
+     * then the answer made from it, sent by disk_stage */
+    int         dheld;
     int         dfd;            /* -1 none (0 never: the state is calloc'd, see state()) */
-    char       *dhead;          /* malloc: the head as stored */
-    uint64_t    d_off, d_end;   /* the file bytes left to send */
-    char       *dbuf;           /* malloc: one read of it */
+    char       *dhead;          /* malloc: the head as stored (or as a 304 updated it) */
+    size_t      dhl;
+    uint64_t    doff, dblen;    /* where the body starts in the file, its length */
+    char       *dmap;           /* mmap of the file (mincore: is it in the page cache?), or NULL */
+    size_t      dmaplen;
+    lg_dseg_t  *dseg;           /* arena: what the body is made of */
+    int         dnseg, dcur;    /* how many, the one being sent */
+    uint64_t    dsent;          /* bytes of dseg[dcur] sent (memory) or read (file) */
+    char       *dbuf;           /* malloc: one read of the file */
     size_t      dpos, dlen;
+    int         dsendfile;      /* a plain socket: file bytes go with sendfile(2) */
+    int         dnowait;        /* preadv2(RWF_NOWAIT) works on this file */
+    int         dwaits;         /* turns waited for the disk for the next piece */
+    int         dwaiting;       /* waiting for it now (the stage's timer) */
+    int         dcoding;        /* dcodec is live: the body is coded on the way */
+    int         dchunked;       /* ...and framed as chunks (HTTP/1.1) */
+    int         dcoded;         /* ...and its end is in obuf */
+    int64_t     dexpect;        /* gunzip: the bytes the head announced, or -1 */
+    lg_codec_t  dcodec;
+    char       *obuf;           /* malloc: coded output (dbuf is the file's input then) */
+    size_t      opos, olen;
     lg_req_t *s;            /* whose state this is */
 } lg_cstate_t;
 
@@ -58,7 +88,12 @@ extern int lg_cache_slot;
 
 /* serve.c */
 void lg_cache_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache);
-int  lg_cache_disk_hit(lg_req_t *s, lg_cstate_t *cs, int64_t now);
+/* The file of the key in use, held in cs (fresh or stale): 1, or 0 (none). */
+int  lg_cache_disk_open(lg_req_t *s, lg_cstate_t *cs);
+/* An answer from the held file (as lg_cache_serve from memory). */
+void lg_cache_disk_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache);
+/* The held file let go (descriptor, mapping, buffers). */
+void lg_cache_disk_release(lg_cstate_t *cs);
 int  lg_cache_partial_covers(lg_req_t *s, lg_cstate_t *cs);
 void lg_cache_forward_range(lg_req_t *s, lg_cstate_t *cs);
 void lg_cache_serve_partial(lg_req_t *s, lg_cstate_t *cs, http_response_t *r, const char *xcache);

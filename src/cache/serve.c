@@ -16,6 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/uio.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "core/hash.h"
@@ -361,44 +365,248 @@ void lg_cache_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
 
 /* ---- answers from the disk tier ---- */
 
-#define DCHUNK (64 * 1024)      /* one pread(2): the longest the loop waits on the disk */
+/*
+ * A file's bytes never hold the worker for long.  The next piece is first
+ * asked for without waiting for the disk: for sendfile(2) mincore(2) on a
+ * mapping of the file says whether it is in the page cache, for a read
+ * preadv2(RWF_NOWAIT) reads only what is there.  A piece that is not
+ * there is asked of the kernel's readahead (POSIX_FADV_WILLNEED), and the
+ * answer waits on its timer -- 1, 2, 4, 8, 16 ms, then 16 ms again --
+ * while the worker serves others; after DWAIT_MAX turns (about 0.1 s) it
+ * is read on the loop after all, one piece: a disk that slow is counted
+ * (legate_cache_disk_blocked_reads_total), not waited for forever.
+ * Opening a file and reading its header (a few KiB) happen on the loop.
+ */
+#define DCHUNK    (64 * 1024)   /* one read into the buffer (TLS, HTTP/2, HTTP/3) */
+#define SCHUNK    (256 * 1024)  /* one sendfile(2) on a plain socket */
+#define AHEAD     (1024 * 1024) /* what the readahead is asked for when a piece is missing */
+#define DWAIT_MAX 10
 
 static const lg_stage_t disk_stage;
 
-/* The head, then the file's bytes in reads of DCHUNK, as the client takes them. */
+void lg_cache_disk_release(lg_cstate_t *cs)
+{
+    if (cs->dcoding)
+        lg_codec_end(&cs->dcodec);
+    cs->dcoding = 0;
+    free(cs->obuf);
+    cs->obuf = NULL;
+    if (cs->dmap)
+        munmap(cs->dmap, cs->dmaplen);
+    cs->dmap = NULL;
+    if (cs->dfd >= 0)
+        close(cs->dfd);
+    cs->dfd = -1;
+    free(cs->dhead);
+    free(cs->dbuf);
+    cs->dhead = cs->dbuf = NULL;
+    cs->dheld = 0;
+}
+
+/* Is [off, off + n) of the file in the page cache?  (1 when it cannot tell.) */
+static int resident(lg_cstate_t *cs, uint64_t off, size_t n)
+{
+    static size_t pg;
+    if (pg == 0)
+        pg = (size_t)sysconf(_SC_PAGESIZE);
+    uint64_t a = off & ~(uint64_t)(pg - 1);
+    size_t len = (size_t)(off + n - a);
+    unsigned char vec[SCHUNK / 512 + 2];
+    if (cs->dmap == NULL || (len + pg - 1) / pg > sizeof(vec) ||
+        mincore(cs->dmap + a, len, vec) < 0)
+        return 1;
+    for (size_t i = 0; i < (len + pg - 1) / pg; i++)
+        if (!(vec[i] & 1))
+            return 0;
+    return 1;
+}
+
+/* The piece at off is not in memory: 0 and a turn waited (readahead asked
+ * for it), or 1 when it has been waited for long enough: read it now. */
+static int disk_wait(lg_cstate_t *cs, uint64_t off, uint64_t left)
+{
+    if (cs->dwaits >= DWAIT_MAX) {
+        cs->dwaits = 0;
+        lg_disk_count(LG_DISK_BLOCKED, 1);
+        return 1;
+    }
+    if (cs->dwaits++ == 0) {
+        posix_fadvise(cs->dfd, (off_t)off, (off_t)(left < AHEAD ? left : AHEAD), POSIX_FADV_WILLNEED);
+        lg_disk_count(LG_DISK_WAIT, 1);
+    }
+    cs->dwaiting = 1;
+    return 0;
+}
+
+/* The next piece of the file range left bytes long at off: sent with
+ * sendfile(2), or read into the buffer.  LG_OK (go on), LG_AGAIN (the
+ * socket is full, or the disk is being waited for), LG_ERROR (aborted). */
+static int disk_piece(lg_req_t *s, lg_cstate_t *cs, uint64_t off, uint64_t left)
+{
+    lg_end_t *ce = s->cend;
+    if (cs->dsendfile) {
+        size_t want = left < SCHUNK ? (size_t)left : SCHUNK;
+        if (!resident(cs, off, want) && !disk_wait(cs, off, left))
+            return LG_AGAIN;
+        off_t o = (off_t)off;
+        ssize_t n = sendfile(ce->io.fd, cs->dfd, &o, want);
+        if (n > 0) {
+            cs->dsent += (uint64_t)n;
+            s->bytes_out += (uint64_t)n;
+            cs->dwaits = 0;
+            lg_disk_count(LG_DISK_SENDFILE, (uint64_t)n);
+            if ((size_t)n < want)
+                lg_end_short_write(ce);
+            return LG_OK;
+        }
+        if (n < 0 && errno == EINTR)
+            return LG_OK;
+        if (n < 0 && errno == EAGAIN) {
+            ce->w_ready = 0;
+            ce->want_w = 1;
+            return LG_AGAIN;
+        }
+        lg_error("cache: sendfile() of a file of the disk tier for \"%s\" failed: %s", cs->key,
+                 n < 0 ? strerror(errno) : "end of file");
+        lg_req_abort(s, "sendfile() failed");
+        return LG_ERROR;
+    }
+    size_t want = left < DCHUNK ? (size_t)left : DCHUNK;
+    struct iovec v = { cs->dbuf, want };
+    ssize_t n = -1;
+    errno = EAGAIN;
+    if (cs->dnowait) {
+        n = preadv2(cs->dfd, &v, 1, (off_t)off, RWF_NOWAIT);
+        if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL))
+            cs->dnowait = 0;    /* not on this file system: plain reads */
+    }
+    if (n < 0 && errno == EAGAIN && cs->dnowait && !disk_wait(cs, off, left))
+        return LG_AGAIN;
+    if (n < 0 && (errno == EAGAIN || !cs->dnowait))
+        n = pread(cs->dfd, cs->dbuf, want, (off_t)off);
+    if (n < 0 && errno == EINTR)
+        return LG_OK;
+    if (n <= 0) {
+        lg_error("cache: reading a file of the disk tier for \"%s\" failed: %s", cs->key,
+                 n < 0 ? strerror(errno) : "end of file");
+        lg_req_abort(s, "cache file read failed");
+        return LG_ERROR;
+    }
+    cs->dwaits = 0;
+    cs->dpos = 0;
+    cs->dlen = (size_t)n;
+    cs->dsent += (uint64_t)n;
+    lg_disk_count(LG_DISK_READ, (uint64_t)n);
+    return LG_OK;
+}
+
+#define OCAP (DCHUNK + 64)      /* coded output: one chunk and its framing */
+#define OHDR 16                 /* room before it for the chunk's size line */
+
+/* A coded answer: the file's next bytes through the encoder into obuf,
+ * framed as a chunk for HTTP/1.1 (the last one after the coder's end).
+ * LG_OK, LG_AGAIN (the disk is being waited for), LG_ERROR (aborted). */
+static int disk_code(lg_req_t *s, lg_cstate_t *cs, const lg_dseg_t *g)
+{
+    if (cs->dpos == cs->dlen && cs->dsent < g->len) {
+        int rc = disk_piece(s, cs, g->off + cs->dsent, g->len - cs->dsent);
+        if (rc != LG_OK)
+            return rc;
+    }
+    int last = cs->dsent == g->len;
+    size_t used = 0, room = OCAP - OHDR - 7;        /* CRLF, and "0" CRLF CRLF */
+    ssize_t k = lg_codec_run(&cs->dcodec, cs->dbuf + cs->dpos, cs->dlen - cs->dpos, &used,
+                             cs->obuf + OHDR, room, last ? LG_CODEC_FINISH : 0);
+    if (k < 0) {
+        lg_error("cache: coding a file of the disk tier for \"%s\" failed (%d)", cs->key, (int)k);
+        lg_req_abort(s, "coding failed");
+        return LG_ERROR;
+    }
+    cs->dpos += used;
+    size_t start = OHDR, end = OHDR + (size_t)k;
+    if (cs->dchunked && k > 0) {
+        char hx[OHDR];
+        int hn = snprintf(hx, sizeof(hx), "%zx\r\n", (size_t)k);
+        start = OHDR - (size_t)hn;
+        memcpy(cs->obuf + start, hx, (size_t)hn);
+        memcpy(cs->obuf + end, "\r\n", 2);
+        end += 2;
+    }
+    if (last && cs->dcodec.done && cs->dpos == cs->dlen && (size_t)k < room) {
+        if (cs->dexpect >= 0 && cs->dcodec.total_out != (uint64_t)cs->dexpect) {
+            /* the head announced the identity's length */
+            lg_error("cache: a file of the disk tier for \"%s\" does not decompress to its length",
+                     cs->key);
+            lg_req_abort(s, "stored gzip copy is damaged");
+            return LG_ERROR;
+        }
+        if (cs->dchunked) {
+            memcpy(cs->obuf + end, "0\r\n\r\n", 5);
+            end += 5;
+        }
+        cs->dcoded = 1;
+    }
+    cs->opos = start;
+    cs->olen = end;
+    return LG_OK;
+}
+
+/* The head, then the pieces: memory as it is, the file's ranges piece by
+ * piece as the client takes them (or coded on the way). */
 static void disk_step(lg_req_t *s)
 {
     lg_cstate_t *cs = CS(s);
     lg_end_t *ce = s->cend;
+    cs->dwaiting = 0;
     for (;;) {
-        if (s->local_sent >= s->local_len && cs->dpos == cs->dlen) {
-            if (cs->d_off == cs->d_end)
-                break;
-            uint64_t left = cs->d_end - cs->d_off;
-            ssize_t n = pread(cs->dfd, cs->dbuf, left < DCHUNK ? (size_t)left : DCHUNK,
-                              (off_t)cs->d_off);
-            if (n <= 0) {
-                lg_error("cache: reading a file of the disk tier for \"%s\" failed", cs->key);
-                lg_req_abort(s, "cache file read failed");
-                return;
-            }
-            cs->dpos = 0;
-            cs->dlen = (size_t)n;
-            cs->d_off += (uint64_t)n;
-        }
-        if (!ce->w_ready) {
-            ce->want_w = 1;
-            return;
-        }
+        const lg_dseg_t *g = cs->dcur < cs->dnseg ? &cs->dseg[cs->dcur] : NULL;
         struct iovec iov[2];
-        int cnt = 0;
+        int cnt = 0, mem = 0;
         if (s->local_sent < s->local_len) {
             iov[cnt].iov_base = (void *)(s->local + s->local_sent);
             iov[cnt++].iov_len = s->local_len - s->local_sent;
         }
-        if (cs->dpos < cs->dlen) {
+        if (cs->dcoding) {
+            if (cs->opos < cs->olen) {
+                iov[cnt].iov_base = cs->obuf + cs->opos;
+                iov[cnt++].iov_len = cs->olen - cs->opos;
+            }
+        } else if (cs->dpos < cs->dlen) {
             iov[cnt].iov_base = cs->dbuf + cs->dpos;
             iov[cnt++].iov_len = cs->dlen - cs->dpos;
+        } else if (g && g->mem && cs->dsent < g->len) {
+            iov[cnt].iov_base = (void *)(g->mem + cs->dsent);
+            iov[cnt++].iov_len = (size_t)(g->len - cs->dsent);
+            mem = 1;
+        }
+        if (cnt == 0) {
+            if (g == NULL)
+                break;          /* all sent */
+            if (cs->dcoding) {
+                if (cs->dcoded) {
+                    cs->dcur++;
+                    continue;
+                }
+                if (disk_code(s, cs, g) != LG_OK)
+                    return;
+                continue;
+            }
+            if (cs->dsent == g->len) {
+                cs->dcur++;
+                cs->dsent = 0;
+                continue;
+            }
+            if (!ce->w_ready) {
+                ce->want_w = 1;
+                return;
+            }
+            if (disk_piece(s, cs, g->off + cs->dsent, g->len - cs->dsent) != LG_OK)
+                return;
+            continue;
+        }
+        if (!ce->w_ready) {
+            ce->want_w = 1;
+            return;
         }
         ssize_t n = lg_end_writev(ce, iov, cnt);
         if (n == LG_AGAIN)
@@ -414,22 +622,32 @@ static void disk_step(lg_req_t *s)
             s->local_sent += h;
             k -= h;
         }
-        cs->dpos += k;
+        if (cs->dcoding)
+            cs->opos += k;
+        else if (mem)
+            cs->dsent += k;
+        else
+            cs->dpos += k;
     }
-    close(cs->dfd);
-    cs->dfd = -1;
+    lg_cache_disk_release(cs);
     lg_req_finish(s);
 }
 
 static lg_msec_t disk_arm(lg_req_t *s, lg_tkind_t *kind)
 {
+    lg_cstate_t *cs = CS(s);
+    if (cs->dwaiting) {
+        *kind = LG_T_WAIT;
+        return (lg_msec_t)1 << (cs->dwaits < 5 ? cs->dwaits - 1 : 4);
+    }
     *kind = LG_T_SEND;
     return lg_req_common(s)->send_timeout;
 }
 
 static void disk_timeout(lg_req_t *s, lg_tkind_t kind)
 {
-    (void)kind;
+    if (kind == LG_T_WAIT)
+        return;                 /* the step looks at the page cache again */
     lg_req_abort(s, "client timed out receiving the response");
 }
 
@@ -438,105 +656,221 @@ static const lg_stage_t disk_stage = {
     .timeout = disk_timeout,
 };
 
-
-/*
- * A fresh file of the disk tier for the key in use: answered from it (1),
- * or 0 (none, stale -- fetched again and replaced --, or damaged).  As
- * from memory: 304 for a matching conditional, HEAD, one range (206 or
- * 416); several ranges get the whole, and no coding is applied.
- */
-int lg_cache_disk_hit(lg_req_t *s, lg_cstate_t *cs, int64_t now)
+int lg_cache_disk_open(lg_req_t *s, lg_cstate_t *cs)
 {
-    char *head = NULL;
-    size_t hl = 0;
-    uint64_t off = 0, blen = 0;
+    (void)s;
+    lg_cache_disk_release(cs);
     lg_cmeta_t meta;
-    int fd = lg_disk_open(cs->key, cs->keylen, &meta, &head, &hl, &off, &blen);
+    int fd = lg_disk_open(cs->key, cs->keylen, &meta, &cs->dhead, &cs->dhl, &cs->doff, &cs->dblen);
     if (fd < 0)
         return 0;
+    cs->dfd = fd;
+    cs->dheld = 1;
     cs->meta = meta;
+    return 1;
+}
+
+/* One more piece of the answer's body (arena): 0 or -1. */
+static int add_seg(lg_req_t *s, lg_cstate_t *cs, int room, const char *mem, uint64_t off, uint64_t len)
+{
+    if (cs->dseg == NULL && (cs->dseg = lg_arena_alloc(&s->arena, sizeof(lg_dseg_t) * (size_t)room)) == NULL)
+        return -1;
+    if (cs->dnseg >= room)
+        return -1;
+    cs->dseg[cs->dnseg++] = (lg_dseg_t){ .mem = mem, .off = off, .len = len };
+    return 0;
+}
+
+/*
+ * As from memory: 304 for a matching conditional, HEAD, one range (206 or
+ * 416) or several (multipart/byteranges, the parts' bytes sent from the
+ * file); a stored status other than 200 as it is.  The stored bytes as
+ * they are: no coding is applied on the way.
+ */
+void lg_cache_disk_serve(lg_req_t *s, lg_cstate_t *cs, const char *xcache)
+{
+    int64_t now = lg_wall_ms();
     http_header_t *hs = lg_arena_alloc(&s->arena, sizeof(http_header_t) * LG_MAX_HEADERS);
     http_response_t r = { .headers = hs };
-    http_limits_t lim = { 16384, hl + 1, LG_MAX_HEADERS };
+    http_limits_t lim = { 16384, cs->dhl + 1, LG_MAX_HEADERS };
     size_t scanned = 0;
-    if (!lg_cache_fresh_enough(cs, now) || hs == NULL ||
-        http_parse_response(head, hl, &r, &lim, &scanned) <= 0 || r.status != 200) {
-        close(fd);
-        free(head);
-        return 0;
+    if (hs == NULL || http_parse_response(cs->dhead, cs->dhl, &r, &lim, &scanned) <= 0) {
+        lg_cache_disk_release(cs);
+        lg_respond_error(s, 500);
+        return;
     }
     if (cs->filler) {
         lg_store_abandon(lg_cache, cs->base, cs->baselen);
         cs->filler = 0;
     }
     lg_cache_drop_targeted(lg_req_common(s), &r);
-    cs->s->cache_status = "HIT";
-    s->cache_age = meta.age0 + (now - meta.stored) / 1000;
+    cs->s->cache_status = xcache;
+    s->cache_age = cs->meta.age0 + (now - cs->meta.stored) / 1000;
     if (s->cache_age < 0)
         s->cache_age = 0;
+    uint64_t blen = cs->dblen;
     const http_header_t *inm = lg_headers_get(s, "if-none-match");
     const http_header_t *ims = lg_headers_get(s, "if-modified-since");
     const http_header_t *etag = lg_cache_find_h(&r, "etag"), *lm = lg_cache_find_h(&r, "last-modified");
-    int status = 200;
-    if (inm && etag && etag_match(inm->value, inm->value_len, etag->value, etag->value_len))
+    int status = r.status;
+    if (r.status == 200 && inm && etag && etag_match(inm->value, inm->value_len, etag->value, etag->value_len))
         status = 304;
-    else if (!inm && ims && lm) {
+    else if (r.status == 200 && !inm && ims && lm) {
         int64_t a = lg_http_date(ims->value, ims->value_len), b = lg_http_date(lm->value, lm->value_len);
         if (a >= 0 && b >= 0 && b <= a)
             status = 304;
     }
-    uint64_t from = 0, to = blen ? blen - 1 : 0;
+    /* as from memory: the route's coding for a client that takes it (a
+     * stored body the origin compressed is sent as it is), and then no
+     * ranges (they are about the identity bytes) */
+    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)blen, .keep_alive = 1 };
+    lg_xform_t xf = LG_XFORM_NONE;
+    int gzipped = (cs->meta.flags & LG_CF_GZIPPED) != 0;
+    if (status != 304 && !gzipped)
+        xf = lg_coding_choose(s, &r, &ri);
+    if (xf != LG_XFORM_GZIP && xf != LG_XFORM_BR && xf != LG_XFORM_ZSTD)
+        xf = LG_XFORM_NONE;
+    int vary_ae = xf != LG_XFORM_NONE || lg_coding_compressible(s, &r, &ri);
+    uint64_t out = status == 304 ? 0 : blen;
+    if (gzipped) {
+        /* the cache's gzip copy: as it is for a gzip client, gunzipped on
+         * the way (its length known) for the others */
+        const http_header_t *ae = lg_headers_get(s, "accept-encoding");
+        if (!(ae && lg_negotiate_choose(ae->value, ae->value_len, LG_ENC_BIT(LG_ENC_GZIP)) ==
+                    LG_ENC_GZIP)) {
+            xf = LG_XFORM_GUNZIP;
+            if (out)
+                out = (uint64_t)cs->meta.identity_len;
+        }
+    }
+    /* ranges are about the identity bytes: not of a coded answer, nor of
+     * the gzip copy (the whole is sent; memory's copy is gunzipped for them) */
     lg_range_t *rs = NULL;
-    int range = status == 200 && if_range_holds(s, etag, lm) ? client_ranges(s, (int64_t)blen, &rs) : 0;
+    int range = status == 200 && xf == LG_XFORM_NONE && !gzipped && if_range_holds(s, etag, lm)
+                ? client_ranges(s, (int64_t)blen, &rs) : 0;
+    cs->dseg = NULL;
+    cs->dnseg = cs->dcur = 0;
+    cs->dsent = 0;
+    s->cache_range = NULL;
     if (range == 1) {
         status = 206;
-        from = (uint64_t)rs[0].from;
-        to = (uint64_t)rs[0].to;
-        s->cache_range = lg_arena_printf(&s->arena, "bytes %llu-%llu/%llu", (unsigned long long)from,
-                                         (unsigned long long)to, (unsigned long long)blen);
+        out = (uint64_t)(rs[0].to - rs[0].from + 1);
+        s->cache_range = lg_arena_printf(&s->arena, "bytes %lld-%lld/%llu", (long long)rs[0].from,
+                                         (long long)rs[0].to, (unsigned long long)blen);
+        if (add_seg(s, cs, 1, NULL, cs->doff + (uint64_t)rs[0].from, out) < 0)
+            goto fail;
+    } else if (range > 1) {
+        /* the parts' headers in memory, their bytes from the file */
+        char boundary[32];
+        const http_header_t *ct = NULL;
+        if (multipart_type(s, &r, &ct, boundary, sizeof(boundary)) < 0)
+            goto fail;
+        status = 206;
+        out = 0;
+        for (int i = 0; i < range; i++) {
+            const char *ph = lg_arena_printf(&s->arena, "%s--%s\r\n%s%.*s%sContent-Range: bytes %lld-%lld/%llu\r\n\r\n",
+                                             i ? "\r\n" : "", boundary, ct ? "Content-Type: " : "",
+                                             ct ? (int)ct->value_len : 0, ct ? ct->value : "",
+                                             ct ? "\r\n" : "", (long long)rs[i].from,
+                                             (long long)rs[i].to, (unsigned long long)blen);
+            uint64_t len = (uint64_t)(rs[i].to - rs[i].from + 1);
+            if (ph == NULL || add_seg(s, cs, 2 * range + 1, ph, 0, strlen(ph)) < 0 ||
+                add_seg(s, cs, 2 * range + 1, NULL, cs->doff + (uint64_t)rs[i].from, len) < 0)
+                goto fail;
+            out += strlen(ph) + len;
+        }
+        const char *end = lg_arena_printf(&s->arena, "\r\n--%s--\r\n", boundary);
+        if (end == NULL || add_seg(s, cs, 2 * range + 1, end, 0, strlen(end)) < 0)
+            goto fail;
+        out += strlen(end);
     } else if (range < 0) {
         status = 416;
+        out = 0;
         s->cache_range = lg_arena_printf(&s->arena, "bytes */%llu", (unsigned long long)blen);
+    } else if (out && add_seg(s, cs, 1, NULL, cs->doff, blen) < 0) {
+        goto fail;
     }
-    uint64_t out = status == 206 ? to - from + 1 : status == 200 ? blen : 0;
     r.status = status;
     r.reason = lg_http_reason(status);
     r.reason_len = strlen(r.reason);
-    lg_rsp_info_t ri = { .body = LG_BODY_LENGTH, .length = (int64_t)out, .keep_alive = 1 };
+    ri.length = (int64_t)out;
     s->cache_length = (int64_t)out;
     s->cache_serving = 1;
+    int chunked = 0;
+    if (xf == LG_XFORM_GUNZIP) {
+        /* the length is the identity's, known */
+    } else if (xf != LG_XFORM_NONE && out) {
+        /* coded on the way: a length nobody knows yet -- chunks for
+         * HTTP/1.1, the stream's own framing for HTTP/2 and HTTP/3, the
+         * close for HTTP/1.0 */
+        s->cache_length = -1;
+        chunked = s->req.version == 11;
+        if (s->req.version < 11)
+            s->keep_alive = 0;
+    } else {
+        xf = LG_XFORM_NONE;
+    }
     size_t len = 0;
-    char *h = lg_headers_client(s, &r, &ri, 0, LG_XFORM_NONE, 0, &len);
+    char *h = lg_headers_client(s, &r, &ri, chunked, xf, vary_ae, &len);
     s->upstream_status = 0;
-    if (h == NULL || s->ri.is_head || out == 0) {
-        close(fd);
-        free(head);
-        if (h == NULL)
-            lg_respond_error(s, 500);
-        else
-            lg_respond_raw(s, status, h, len, NULL, 0);
-        return 1;
+    if (h == NULL)
+        goto fail;
+    if (s->ri.is_head || out == 0) {
+        lg_cache_disk_release(cs);
+        lg_respond_raw(s, status, h, len, NULL, 0);
+        return;
     }
-    cs->dbuf = malloc(DCHUNK);
-    if (cs->dbuf == NULL) {
-        close(fd);
-        free(head);
-        lg_respond_error(s, 500);
-        return 1;
+    /* a plain socket takes the file's bytes with sendfile(2); TLS and the
+     * streams of HTTP/2 and HTTP/3 get them through a buffer */
+    cs->dsendfile = s->cend->ops == NULL && s->cend->ssl == NULL && xf == LG_XFORM_NONE;
+    cs->dnowait = 1;
+    cs->dcoded = 0;
+    if (xf != LG_XFORM_NONE) {
+        const lg_common_t *c = lg_req_common(s);
+        lg_codec_params_t prm = { 0 };
+        prm.level = xf == LG_XFORM_BR ? (c->brotli_level ? c->brotli_level : -1)
+                  : xf == LG_XFORM_ZSTD ? c->zstd_level : c->gzip_level;
+        prm.length_hint = blen;
+        lg_codec_kind_t kind = xf == LG_XFORM_BR ? LG_CODEC_BR_ENCODE
+                             : xf == LG_XFORM_ZSTD ? LG_CODEC_ZSTD_ENCODE
+                             : xf == LG_XFORM_GUNZIP ? LG_CODEC_GZIP_DECODE : LG_CODEC_GZIP_ENCODE;
+        if (xf == LG_XFORM_GUNZIP) {
+            prm = (lg_codec_params_t){ .max_out = out };    /* what the head said */
+            cs->dexpect = (int64_t)out;
+        } else {
+            cs->dexpect = -1;
+        }
+        if ((cs->obuf = malloc(OCAP)) == NULL ||
+            lg_codec_init(&cs->dcodec, kind, &prm, &s->arena) != 0)
+            goto fail;
+        cs->dcoding = 1;
+        cs->dchunked = chunked;
+        cs->opos = cs->olen = 0;
     }
-    free(cs->dhead);
-    cs->dhead = head;           /* r's fields point into it until the head is built: freed later */
-    cs->dfd = fd;
-    cs->d_off = off + from;
-    cs->d_end = off + from + out;
+    cs->dwaits = cs->dwaiting = 0;
     cs->dpos = cs->dlen = 0;
+    if (!cs->dsendfile && (cs->dbuf = malloc(DCHUNK)) == NULL)
+        goto fail;
+    cs->dmaplen = (size_t)(cs->doff + cs->dblen);
+    if (cs->dsendfile) {
+        void *m = mmap(NULL, cs->dmaplen, PROT_READ, MAP_SHARED, cs->dfd, 0);
+        cs->dmap = m == MAP_FAILED ? NULL : m;
+        if (cs->dmap == NULL && (cs->dbuf = malloc(DCHUNK)) == NULL)
+            goto fail;
+        if (cs->dmap == NULL)
+            cs->dsendfile = 0;  /* no way to ask the page cache: reads, which can */
+    }
     s->status = status;
     s->local = h;
     s->local_len = len;
     s->local_sent = 0;
     s->bytes_out = 0;
     lg_req_set_stage(s, &disk_stage);
-    return 1;
+    return;
+
+fail:
+    lg_cache_disk_release(cs);
+    lg_respond_error(s, 500);
 }
 
 /* ---- partial content (cache_partial) ---- */

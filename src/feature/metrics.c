@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache/disk.h"
 #include "cache/http.h"
 #include "cache/store.h"
 #include "core/hash.h"
@@ -993,6 +994,23 @@ static void page_metrics(out_t *o)
             (unsigned long long)cs.hits, (unsigned long long)cs.misses, (unsigned long long)cs.stores,
             (unsigned long long)cs.evictions, (unsigned long long)cs.objects,
             (unsigned long long)cs.used, (unsigned long long)cs.capacity);
+    }
+    if (lg_disk) {              /* the cache's disk tier */
+        lg_disk_stats_t ds;
+        lg_disk_stats(&ds);
+        put(o, "# TYPE legate_cache_disk_objects gauge\nlegate_cache_disk_objects %llu\n"
+               "# TYPE legate_cache_disk_bytes gauge\nlegate_cache_disk_bytes %llu\n"
+               "# TYPE legate_cache_disk_capacity_bytes gauge\nlegate_cache_disk_capacity_bytes %llu\n"
+               "# TYPE legate_cache_disk_sent_bytes_total counter\n"
+               "legate_cache_disk_sent_bytes_total{way=\"sendfile\"} %llu\n"
+               "legate_cache_disk_sent_bytes_total{way=\"read\"} %llu\n"
+               "# TYPE legate_cache_disk_waits_total counter\nlegate_cache_disk_waits_total %llu\n"
+               "# TYPE legate_cache_disk_blocked_reads_total counter\n"
+               "legate_cache_disk_blocked_reads_total %llu\n",
+            (unsigned long long)ds.objects, (unsigned long long)ds.used,
+            (unsigned long long)ds.capacity, (unsigned long long)ds.count[LG_DISK_SENDFILE],
+            (unsigned long long)ds.count[LG_DISK_READ], (unsigned long long)ds.count[LG_DISK_WAIT],
+            (unsigned long long)ds.count[LG_DISK_BLOCKED]);
     }
     if (lg_metrics_cluster) {   /* the fleet (src/cluster sets it): its own block */
         char cl[4096];

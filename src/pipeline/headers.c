@@ -739,7 +739,8 @@ char *lg_headers_client(lg_req_t *s, const http_response_t *r,
     }
     add_hsts(s, &b);
     if (s->cache_serving) {
-        sb_num_header(&b, "Content-Length: ", s->cache_length);
+        if (s->cache_length >= 0)       /* -1: coded on the way, length unknown */
+            sb_num_header(&b, "Content-Length: ", s->cache_length);
         sb_num_header(&b, "Age: ", s->cache_age);
         if (s->cache_range)
             sb_printf(&b, "Content-Range: %s\r\n", s->cache_range);

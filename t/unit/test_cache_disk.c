@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cache/disk.h"
+#include "core/event.h"
 #include "core/shm.h"
 
 static char dir[64];
@@ -150,6 +151,64 @@ Test(cache_disk, bad_fills_leave_nothing)
     cr_assert_eq(first_byte("t"), -1);
     cr_assert_eq(lg_disk_fill_start(&f, "t", 1, &m, HEAD, sizeof(HEAD) - 1, 2 << 20), -1,
                  "past cache_disk_max_object");
+}
+
+Test(cache_disk, a_fill_of_unknown_length)
+{
+    /* a chunked answer: the length is written into the header at the end */
+    lg_disk_fill_t f;
+    lg_cmeta_t m = { 0 };
+    m.status = 200;
+    m.expires = 12345;
+    char body[10000];
+    memset(body, 'u', sizeof(body));
+    cr_assert_eq(lg_disk_fill_start(&f, "u", 1, &m, HEAD, sizeof(HEAD) - 1, LG_DISK_LEN_UNKNOWN), 0);
+    cr_assert_eq(lg_disk_fill_write(&f, body, 3000), 0);
+    cr_assert_eq(lg_disk_fill_write(&f, body + 3000, 7000), 0);
+    cr_assert_eq(lg_disk_fill_finish(&f), 0);
+    cr_assert_eq(first_byte("u"), 'u', "whole, with its length");
+    /* bounded by cache_disk_max_object (1 MiB here): dropped past it */
+    static char big[(1 << 20) + 1];
+    cr_assert_eq(lg_disk_fill_start(&f, "v", 1, &m, HEAD, sizeof(HEAD) - 1, LG_DISK_LEN_UNKNOWN), 0);
+    cr_assert_eq(lg_disk_fill_write(&f, big, sizeof(big)), -1, "past the limit: dropped");
+    cr_assert_eq(lg_disk_fill_finish(&f), -1);
+    cr_assert_eq(first_byte("v"), -1);
+    cr_assert_eq(files(), 1, "no temporary file left");
+}
+
+Test(cache_disk, one_refresh_at_a_time_and_a_304_renews_the_file)
+{
+    cr_assert_eq(lg_disk_try_update("r", 1, 1), 0, "no file");
+    cr_assert_eq(put("r", 'r'), 0);
+    cr_assert_eq(lg_disk_try_update("r", 1, lg_wall_ms() + 60000), 1, "the first");
+    cr_assert_eq(lg_disk_try_update("r", 1, lg_wall_ms() + 60000), 0, "one runs");
+    lg_cmeta_t m;
+    char *head;
+    size_t hl;
+    uint64_t off, len;
+    int fd = lg_disk_open("r", 1, &m, &head, &hl, &off, &len);
+    cr_assert(fd >= 0);
+    free(head);
+    cr_assert_eq(m.expires, 12345);
+    m.expires = 99999;
+    cr_assert_eq(lg_disk_refresh(fd, "r", 1, &m), 0);
+    cr_assert_eq(lg_disk_try_update("r", 1, lg_wall_ms() + 60000), 1, "the refresh is over");
+    lg_cmeta_t m2;
+    int fd2 = lg_disk_open("r", 1, &m2, &head, &hl, &off, &len);
+    cr_assert(fd2 >= 0, "still whole: the CRC does not cover the freshness");
+    free(head);
+    cr_assert_eq(m2.expires, 99999, "the new freshness, in the file");
+    close(fd2);
+    /* a newer fill renamed over it: the old descriptor's 304 changes nothing */
+    cr_assert_eq(put("r", 's'), 0);
+    m.expires = 5;
+    cr_assert_eq(lg_disk_refresh(fd, "r", 1, &m), -1);
+    close(fd);
+    fd2 = lg_disk_open("r", 1, &m2, &head, &hl, &off, &len);
+    cr_assert(fd2 >= 0);
+    free(head);
+    close(fd2);
+    cr_assert_eq(m2.expires, 12345, "the newer file's own");
 }
 
 Test(cache_disk, a_damaged_file_is_dropped)
