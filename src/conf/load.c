@@ -1144,6 +1144,7 @@ static void load_tree(ld_t *ld, const config_t *cfg)
             merge_common(&srv->routes[j].common, &srv->common);
     }
     ld_limits_finish(ld);
+    ld_check_errpages(ld, conf);
     check_syslog(ld, root, conf);
 }
 

@@ -533,7 +533,7 @@ static int serve(lg_req_t *r, const lg_route_t *rt, int fd, const struct stat *s
         }
     }
     r->ctx[static_slot] = st;
-    r->status = status;
+    r->status = lg_req_status(r, status);      /* as its head says */
     r->local = head;
     r->local_len = hl;
     r->local_sent = 0;

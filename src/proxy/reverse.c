@@ -674,7 +674,7 @@ static int read_response_head(lg_req_t *s)
                     s->upstream_addr = lg_upstream_addr(old);
                 }
                 const lg_common_t *cc = lg_req_common(s);
-                if (cc->intercept_errors && r.status >= 300 && r.status != 304 &&
+                if (cc->intercept_errors && r.status >= 300 && r.status != 304 && !s->err_route &&
                     lg_errpage_find(cc->error_pages, r.status)) {
                     /* nginx's proxy_intercept_errors: the configured page, not the
                      * upstream's body (which stays unread: not reused) */
@@ -703,7 +703,7 @@ static int read_response_head(lg_req_t *s)
                 b->pos += rc;
                 s->upstream_time = lg_w.loop.now - s->t_upstream;
                 lg_upstream_result(uc, 1, s->upstream_time);
-                s->status = r.status;
+                s->status = lg_req_status(s, r.status);     /* as the client's head says */
                 s->upstream_keep = ri.keep_alive;
                 lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, 0);
                 if (ri.body == LG_BODY_CHUNKED) {
