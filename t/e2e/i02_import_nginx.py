@@ -654,6 +654,8 @@ def recent_directives_translate():
     os.makedirs(html)
     with open(os.path.join(html, "oops.html"), "w") as f:
         f.write("oops\n")
+    with open(os.path.join(html, "empty.gif"), "w") as f:
+        f.write("GIF89a")
     path, rc, out, err = translated("""events {}
 error_log syslog:server=127.0.0.1:5514,facility=local1,tag=edge,nohostname warn;
 http {
@@ -682,6 +684,8 @@ http {
       add_header X-A 1 always;
     }
     location ~* ^/IMG/ { proxy_pass http://app; proxy_redirect off; }
+    location @denied { return 403 "denied\\n"; }
+    error_page 401 @nowhere;
   }
 }
 """ % html)
@@ -693,7 +697,8 @@ http {
                  'default_type = "text/html";',
                  'access_log = "syslog:server=unix:/dev/log,tag=edge";',
                  'access_log_if = "$arg_log";',
-                 'error_pages = [ "500 502 %s/oops.html" ];' % html,
+                 'error_pages = [ "500 502 %s/oops.html", "404 =200 %s/empty.gif", "403 @denied" ];'
+                 % (html, html),
                  'limit_rate = 102400;',
                  'intercept_errors = true;',
                  'proxy_redirect = [ "default", "http://app/ https://www.example.com/" ];',
@@ -706,8 +711,7 @@ http {
         contains(out, want)
     for want in [":2: error_log: syslog \"nohostname\" is not in legate: ignored",
                  ":6: access_log: \"buffer=32k\" is not in legate: ignored",
-                 ":12: error_page: =200: legate answers with the error's own status",
-                 ":13: error_page: a named location is not in legate",
+                 ":30: error_page: no named location @nowhere in this server",
                  ":14: error_page: a redirect to \"http://example.com/gone\"",
                  ":15: error_page: cannot read \"%s/missing.html\"" % html,
                  ":23: proxy_redirect: a regex or variables",
