@@ -5,6 +5,7 @@
 never twice (recursive_error_pages off); over HTTP/1.1 and HTTP/2.  And
 Via on the reverse proxy: off unless configured, and a route to legate's
 own address refused by legate -t (issue 17)."""
+import json
 import os
 import re
 import shutil
@@ -222,6 +223,55 @@ http = {
 """)
     ok(rc != 0, "legate -t fails")
     contains(err, "the server at line 6 has no route")
+
+
+
+@test
+def no_via_on_the_reverse_proxy_by_default():
+    lg, d = site()
+    for st, h, body in both(lg, "/app/e?echo=1", "-H", "Via: 1.0 client-side"):
+        eq(st, 200)
+        seen = dict((k.lower(), v) for k, v in json.loads(body)["headers"])
+        eq(seen.get("via"), "1.0 client-side", "the client's Via passes, none added")
+        eq(h.get("Via"), None, "no Via on the answer")
+
+
+def self_conf(port, route_extra="", upstream="127.0.0.1:%(port)d", listen="127.0.0.1:%(port)d"):
+    return """
+http = {
+  upstreams = { me = { servers = ( "%s" ); }; };
+  servers = ( {
+    listen = "%s";
+    routes = (
+      { prefix = "/"; proxy_pass = "me"; %s }
+    );
+  } );
+};
+""" % (upstream % dict(port=port), listen % dict(port=port), route_extra)
+
+
+@test
+def a_route_to_its_own_listen_address_is_refused_without_via():
+    port = free_port()
+    for listen, upstream in (("127.0.0.1:%(port)d", "127.0.0.1:%(port)d"),
+                             ("*:%(port)d", "127.0.0.1:%(port)d"),
+                             ("[::]:%(port)d", "[::1]:%(port)d")):
+        rc, err = check_config(self_conf(port, listen=listen, upstream=upstream))
+        ok(rc != 0, "legate -t refuses %s -> %s" % (upstream, listen))
+        contains(err, "%s:7: the route proxies to upstream 'me'" % check_config.last_path)
+        contains(err, "a loop")
+    # what makes the request that comes back another one, or Via's 508
+    for extra in ('via = true;', 'rewrite = "/other$uri";',
+                  'add_request_headers = { Host = "inner.example"; };',
+                  'header = "!X-Inner";'):
+        rc, err = check_config(self_conf(port, route_extra=extra))
+        eq(rc, 0, "%s: %s" % (extra, err))
+    # another port of the same address is another server's business
+    rc, err = check_config(self_conf(port, upstream="127.0.0.1:%d" % free_port()))
+    eq(rc, 0, err)
+    # and the 508 check stays where Via is on
+    lg = Legate(self_conf(port, route_extra="via = true;"), workers=1)
+    eq(request(lg.port, target="/x").status, 508)
 
 
 if __name__ == "__main__":
