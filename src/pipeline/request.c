@@ -198,6 +198,7 @@ void lg_req_finish(lg_req_t *r)
 {
     LG_CHECK_REQ(r);
     r->stage = NULL;
+    r->finished = 1;
     if (r->tunnel == NULL) {    /* a tunnel counts its spliced bytes too */
         if (r->local == NULL)
             r->bytes_out = r->rspp.wire_bytes;

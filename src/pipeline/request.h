@@ -253,6 +253,8 @@ struct lg_req {
     /* the status its answer carries whatever the route answers: the
      * error's own, or "=CODE"'s; 0: the route's own */
     int             err_status;
+    uint64_t        upstream_bytes_in; /* read from upstreams until their heads ($upstream_bytes_received) */
+    int             finished;   /* lg_req_finish ran: the answer went out whole ($request_completion) */
 
     /* the response head as features see it (RESPONSE phase), on the stack
      * of whoever read it: valid during that phase only */

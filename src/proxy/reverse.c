@@ -775,6 +775,7 @@ static int read_response_head(lg_req_t *s)
         ssize_t n = lg_end_recv(&uc->e, b->last, room);
         if (n > 0) {
             b->last += n;
+            s->upstream_bytes_in += (uint64_t)n;   /* the body's first bytes too */
             lg_end_short_read(&uc->e, (size_t)n, room);
             continue;
         }
