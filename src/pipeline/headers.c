@@ -808,7 +808,7 @@ char *lg_headers_local(lg_req_t *s, int status, const char *body,
     /* the configuration's page for this status (nginx's error_page); none
      * once an error page's route has the request (no second redirect) */
     const lg_errpage_t *pg = (body == page || body == NULL) && !s->err_route
-                             ? lg_errpage_find(lg_req_common(s)->error_pages, status) : NULL;
+                             ? lg_errpage_find(lg_req_error_pages(s), status) : NULL;
     if (pg && pg->route)
         pg = NULL;              /* a route's page it could not be given: the built-in one */
     if (pg) {

@@ -365,6 +365,16 @@ void lg_respond_raw(lg_req_t *r, int status, const char *head, size_t hlen,
  * or the listener's default server's. */
 const lg_common_t *lg_req_common(const lg_req_t *r);
 
+/* The error pages that apply: the route's, also before the ROUTE phase
+ * set r->route (an ACCESS refusal of a route found early), else the
+ * server's. */
+static inline const lg_errpages_t *lg_req_error_pages(const lg_req_t *r)
+{
+    if (r->route == NULL && r->routed == 1 && r->route_found)
+        return r->route_found->common.error_pages;
+    return lg_req_common(r)->error_pages;
+}
+
 /* A header line for the client's response head (RESPONSE phase handlers):
  * appended in the arena; 0, or -1 out of memory. */
 int lg_req_add_header(lg_req_t *r, const char *name, const char *fmt, ...)

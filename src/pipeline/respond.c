@@ -111,7 +111,7 @@ static const lg_route_t *error_route(lg_req_t *r, int status, const char *body,
     case 400: case 408: case 413: case 414: case 431: case 501: case 505:
         return NULL;
     }
-    const lg_errpage_t *pg = lg_errpage_find(lg_req_common(r)->error_pages, status);
+    const lg_errpage_t *pg = lg_errpage_find(lg_req_error_pages(r), status);
     if (pg == NULL || pg->route == NULL)
         return NULL;
     const lg_server_t *srv = r->server ? r->server : r->conn->bind->default_server;

@@ -40,7 +40,8 @@ def site():
 http = {
   access_log = "logs/access.log";
   log_format = "$status [$request] $upstream_status";
-  limit_req_zones = ( { name = "slow"; key = "$remote_addr"; rate = "1r/m"; } );
+  limit_req_zones = ( { name = "slow"; key = "$remote_addr"; rate = "1r/m"; },
+                      { name = "slow2"; key = "$remote_addr"; rate = "1r/m"; } );
   upstreams = {
     app = { servers = ( "%(app)s" ); };
     spare = { servers = ( "%(spare)s" ); };
@@ -57,6 +58,8 @@ http = {
       { prefix = "/private/"; access_rules = [ "deny all" ]; proxy_pass = "app"; },
       { prefix = "/limited/"; proxy_pass = "app"; limit_req = { zone = "slow"; nodelay = true; }; },
       { prefix = "/icpt/"; proxy_pass = "app"; intercept_errors = true; },
+      { prefix = "/limited2/"; proxy_pass = "app"; limit_req = { zone = "slow2"; nodelay = true; };
+        error_pages = [ "429 @spare" ]; },
       { prefix = "/plain/"; proxy_pass = "app"; },
       { prefix = "/gone"; return = 410; },
       { prefix = "/twice/"; proxy_pass = "dead"; error_pages = [ "502 @dead_too" ]; },
@@ -145,6 +148,18 @@ def limit_429_with_bare_equals_takes_the_routes_own_status():
         eq(st, 202)
         eq(h.get("X-Origin"), "spare")
     ok(d["spare"].stats()["requests"] >= 2, d["spare"].stats())
+
+
+@test
+def a_proxy_route_answers_with_the_errors_status():
+    lg, d = site()
+    eq(curl(lg.url("/limited2/a"))[0], 200)
+    for st, h, body in both(lg, "/limited2/a?size=7"):
+        eq((st, h.get("X-Origin")), (429, "spare"), "the error's status, the spare's answer")
+        eq(h.get("X-Origin"), "spare")
+        eq(len(body), 7)
+    for line in logged(lg, "GET /limited2/a?size=7 HTTP/2.0"):
+        ok(line.startswith("429 ") and line.endswith(" 200"), "status 429, upstream 200: %r" % line)
 
 
 @test
