@@ -605,6 +605,12 @@ def error_pages_redirects_always_side_by_side():
         eq(rn.status, st)
         eq(rn.body, page, "nginx's page for %d" % st)
         eq(rl.body, rn.body, "legate's page for %d" % st)
+    # handed to a named location: "=" its status, none the error's, "=202" that
+    for st, want in ((404, 200), (410, 410), (418, 202)):
+        rn, rl = same(np["PORT"], lp["PORT"], "/named/x?status=%d" % st)
+        eq(rn.status, want, "nginx's status for an upstream %d" % st)
+        eq(rn.body, b"fallback /named/x\n")
+        eq(rl.body, rn.body, "legate's body for %d" % st)
     # a status without a page goes through as the upstream sent it
     rn, rl = same(np["PORT"], lp["PORT"], "/api/x?status=500&size=7")
     eq(rn.status, 500)
@@ -622,7 +628,7 @@ def error_pages_redirects_always_side_by_side():
     # port; legate sends it as the rule writes it, and the import says so
     eq(rn.headers.get("Location"), "http://localhost:%d/login/form" % np["PORT"])
     eq(rl.headers.get("Location"), "/login/form")
-    contains(err, "error-pages.conf:21: proxy_redirect: nginx makes a relative Location absolute")
+    contains(err, "error-pages.conf:22: proxy_redirect: nginx makes a relative Location absolute")
     # add_header ... always on a ~* location: on the 404 from upstream too
     for path in ("/pics/A.JPG?size=5", "/pics/b.png?status=404&size=3"):
         rn, rl = same(np["PORT"], lp["PORT"], path)
