@@ -1151,6 +1151,8 @@ void lg_cache_drop_targeted(const lg_common_t *c, http_response_t *r)
 /* RESPONSE: store it, or answer from the cache instead (a 304, stale on error). */
 static int cache_response(lg_req_t *s)
 {
+    if (s->err_route)
+        return LG_OK;           /* an error page's route answers: not the key's answer */
     if (on_response(s, s->rsp, s->rsp_ri, s->rsp_raw, s->rsp_raw_len))
         return LG_DONE;
     /* what was stored keeps them; what the client gets does not.  The head
@@ -1175,7 +1177,7 @@ static int cache_body(lg_req_t *s)
 static int cache_error(lg_req_t *s)
 {
     lg_cstate_t *cs = CS(s);
-    if (cs == NULL || (cs->obj == NULL && !cs->dheld))
+    if (cs == NULL || (cs->obj == NULL && !cs->dheld) || s->err_route)
         return LG_DECLINED;
     const char *sw = cs->use_stale ? failure_word(s->upstream_cond) : NULL;
     if (!cs->stale_ok && !(sw && use_stale(lg_req_common(s), sw)))

@@ -171,6 +171,14 @@ typedef struct lg_errpage {
     size_t     len;
     const char *ctype;                  /* from the file's suffix */
     const char *text;                   /* as written */
+    /* "404 @name": the route of the request's server named so answers
+     * instead (an internal redirect; no page applies again), or NULL */
+    const char *route;
+    /* "=CODE": the answer's status; 0 ("=" alone): the route's own;
+     * -1 (none): the error's own status, whatever the route answers */
+    int         code;
+    int         line;                   /* and file, for the check of route names */
+    const char *file;
 } lg_errpage_t;
 
 typedef struct lg_errpages {

@@ -136,7 +136,8 @@ static void dump_common(FILE *out, int ind, const lg_common_t *c)
     kv_bool(out, ind, "x_forwarded_host", c->x_forwarded_host);
     kv_bool(out, ind, "x_real_ip", c->x_real_ip);
     kv_bool(out, ind, "forwarded", c->forwarded);
-    kv_bool(out, ind, "via", c->via);
+    if (c->via != LG_UNSET)     /* (the http level's, when not written: the servers decide) */
+        kv_bool(out, ind, "via", c->via);
     kv_bool(out, ind, "server_timing", c->server_timing);
     kv_bool(out, ind, "gzip", c->gzip);
     kv_int(out, ind, "gzip_level", c->gzip_level);

@@ -190,7 +190,9 @@ const directive_t ld_common_dirs[] = {
     ROW("x_forwarded_host",        D_BOOL,     0, 1,      "false", lg_common_t, x_forwarded_host),
     ROW("x_real_ip",               D_BOOL,     0, 1,      "false", lg_common_t, x_real_ip),
     ROW("forwarded",               D_BOOL,     0, 1,      "false", lg_common_t, forwarded),
-    ROW("via",                     D_BOOL,     0, 1,      "true",  lg_common_t, via),
+    /* no default here: true for a forward proxy's server, false for the
+     * reverse proxy (nginx sends none), set after the merge */
+    ROW("via",                     D_BOOL,     0, 1,      NULL,    lg_common_t, via),
     ROW("server_timing",           D_BOOL,     0, 1,      "false", lg_common_t, server_timing),
     ROW("gzip",                    D_BOOL,     0, 1,      "false", lg_common_t, gzip),
     ROW("gzip_level",              D_INT,      1, 9,      "1",     lg_common_t, gzip_level),
@@ -1157,10 +1159,14 @@ static void load_tree(ld_t *ld, const config_t *cfg)
     for (size_t i = 0; i < conf->nservers; i++) {
         lg_server_t *srv = &conf->servers[i];
         merge_common(&srv->common, &conf->http);
+        if (srv->common.via == LG_UNSET)
+            srv->common.via = srv->forward != NULL;
         for (size_t j = 0; j < srv->nroutes; j++)
             merge_common(&srv->routes[j].common, &srv->common);
     }
     ld_limits_finish(ld);
+    ld_check_errpages(ld, conf);
+    ld_check_self_routes(ld, conf);
     check_syslog(ld, root, conf);
 }
 

@@ -121,6 +121,10 @@ int ld_set_headers(ld_t *ld, const directive_t *d, const config_setting_t *s, vo
 int ld_set_names(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base);     /* D_NAMES, D_STRLIST */
 int ld_set_valid(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base);     /* D_VALID */
 int ld_set_errpages(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base);  /* D_ERRPAGES */
+/* error_pages' "@name": each names a route of the server using it (after the merge) */
+void ld_check_errpages(ld_t *ld, const lg_conf_t *conf);
+/* A route that proxies to an address of its own server's listen (load_route.c). */
+void ld_check_self_routes(ld_t *ld, const lg_conf_t *conf);
 int         ld_is_empty_list(const config_setting_t *s);
 
 /* tables */

@@ -10,6 +10,10 @@
 #include <string.h>
 
 #include <regex.h>
+#include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/un.h>
 
 static int fn_match(ld_t *, const config_setting_t *, void *);
 static int fn_proxy_pass(ld_t *, const config_setting_t *, void *);
@@ -714,4 +718,74 @@ int ld_fn_routes(ld_t *ld, const config_setting_t *s, void *base)
                           "one step only", rt->try_fallback);
     }
     return rc;
+}
+
+/* ---- a route to itself ---- */
+
+/* The upstream server's address is one the listen address l accepts. */
+static int listen_takes(const lg_addr_t *l, const lg_addr_t *u)
+{
+    if (l->ss.ss_family != u->ss.ss_family || l->ss.ss_family == AF_UNIX)
+        return l->ss.ss_family == AF_UNIX && u->ss.ss_family == AF_UNIX &&
+               strcmp(((const struct sockaddr_un *)&l->ss)->sun_path,
+                      ((const struct sockaddr_un *)&u->ss)->sun_path) == 0;
+    if (l->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)&l->ss, *b = (const void *)&u->ss;
+        return a->sin_port == b->sin_port &&
+               (a->sin_addr.s_addr == b->sin_addr.s_addr ||
+                (a->sin_addr.s_addr == htonl(INADDR_ANY) && (ntohl(b->sin_addr.s_addr) >> 24) == 127));
+    }
+    if (l->ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)&l->ss, *b = (const void *)&u->ss;
+        return a->sin6_port == b->sin6_port &&
+               (memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0 ||
+                (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) && IN6_IS_ADDR_LOOPBACK(&b->sin6_addr)));
+    }
+    return 0;
+}
+
+/*
+ * A route whose upstream is its own server (one of the server's listen
+ * addresses; a wildcard listen takes the loopback address too) gets every
+ * request it sends back: a loop that Via no longer catches, since the
+ * reverse proxy adds none by default.  Refused, unless the route has Via
+ * (via = true: the loop is answered 508 when it comes back) or something
+ * makes the request that comes back another one: a rewrite, a Host of its
+ * own, or a condition the route tests.
+ */
+void ld_check_self_routes(ld_t *ld, const lg_conf_t *conf)
+{
+    for (size_t i = 0; i < conf->nservers; i++) {
+        const lg_server_t *srv = &conf->servers[i];
+        if (srv->stream || srv->forward)
+            continue;
+        for (size_t j = 0; j < srv->nroutes; j++) {
+            const lg_route_t *rt = &srv->routes[j];
+            const lg_header_ops_t *ho = rt->common.add_request_headers;
+            int host = 0;
+            for (size_t k = 0; ho && k < ho->n; k++)
+                host |= strcasecmp(ho->v[k].name, "host") == 0;
+            if (rt->action != LG_ACTION_PROXY || rt->common.via == 1 || rt->rewrite || host ||
+                rt->nconds || rt->nhosts ||
+                rt->methods || rt->header_name || rt->query_name || rt->countries)
+                continue;
+            for (size_t s = 0; s < (rt->nsplits ? rt->nsplits : 1); s++) {
+                const lg_upstream_t *up = rt->nsplits ? rt->splits[s].upstream : rt->upstream;
+                for (size_t u = 0; up && u < up->nservers; u++) {
+                    const lg_upstream_server_t *us = &up->servers[u];
+                    for (size_t l = 0; !us->unresolved && l < srv->nlistens; l++)
+                        if (listen_takes(&srv->listens[l].addr, &us->addr)) {
+                            ld_error_at(ld, ld->file, rt->line,
+                                        "the route proxies to upstream '%s', whose server %s is "
+                                        "this server's own listen address %s (line %d): every "
+                                        "request would come back to it (a loop)", up->name,
+                                        us->addr.text, srv->listens[l].addr.text,
+                                        srv->listens[l].line);
+                            goto next_route;
+                        }
+                }
+            }
+        next_route:;
+        }
+    }
 }

@@ -208,12 +208,52 @@ int ld_set_errpages(ld_t *ld, const directive_t *d, const config_setting_t *s, v
         lg_errpage_t *pg = &ep->v[ep->n];
         const char *text = sv->v[i], *last = strrchr(text, ' ');
         pg->text = text;
+        pg->code = -1;
+        pg->line = e ? (int)config_setting_source_line(e) : 0;
+        pg->file = ld_file_name(ld, e ? config_setting_source_file(e) : NULL);
         if (last == NULL || last[1] == 0) {
-            bad = ld_error(ld, e, "'%s': \"%s\" must be status codes and a file", d->name, text);
+            bad = ld_error(ld, e, "'%s': \"%s\" must be status codes and a file or \"@route\"",
+                           d->name, text);
             continue;
         }
-        if (statuses_of(ld, d, e, text, last, 3, NULL, &pg->status, &pg->nstatus) < 0) {
+        /* "=CODE" or "=" before the target (nginx's error_page 404 =200 ...) */
+        const char *codes_end = last, *eq = last;
+        while (eq > text && eq[-1] != ' ')
+            eq--;
+        if (eq < last && *eq == '=') {
+            codes_end = eq > text ? eq - 1 : eq;
+            if (eq + 1 == last) {
+                pg->code = 0;
+            } else {
+                char *end;
+                long c = strtol(eq + 1, &end, 10);
+                if (end != last || c < 200 || c > 599) {
+                    bad = ld_error(ld, e, "'%s': '%.*s' in \"%s\" must be \"=\" or \"=CODE\" "
+                                   "with a status from 200 to 599", d->name, (int)(last - eq), eq,
+                                   text);
+                    continue;
+                }
+                pg->code = (int)c;
+            }
+        }
+        if (statuses_of(ld, d, e, text, codes_end, 3, NULL, &pg->status, &pg->nstatus) < 0) {
             bad = -1;
+            continue;
+        }
+        if (last[1] == '@') {
+            /* a route of the server: found by name once the servers are read */
+            if (last[2] == '\0') {
+                bad = ld_error(ld, e, "'%s': \"%s\": '@' must be followed by a route's name",
+                               d->name, text);
+                continue;
+            }
+            pg->route = last + 2;
+            ep->n++;
+            continue;
+        }
+        if (pg->code == 0) {
+            bad = ld_error(ld, e, "'%s': \"%s\": \"=\" alone (the route's own status) needs "
+                           "\"@route\"; a file takes \"=CODE\"", d->name, text);
             continue;
         }
         char *path = ld_resolve_path(ld, last + 1);
@@ -245,6 +285,53 @@ int ld_set_errpages(ld_t *ld, const directive_t *d, const config_setting_t *s, v
         return -1;
     *(lg_errpages_t **)FIELD(d, base) = ep;
     return 0;
+}
+
+/* The named route of srv, or NULL. */
+static const lg_route_t *route_named(const lg_server_t *srv, const char *name)
+{
+    for (size_t i = 0; i < srv->nroutes; i++)
+        if (srv->routes[i].name && strcmp(srv->routes[i].name, name) == 0)
+            return &srv->routes[i];
+    return NULL;
+}
+
+static void check_errpage_routes(ld_t *ld, const lg_server_t *srv, const lg_errpages_t *ep)
+{
+    for (size_t i = 0; ep && i < ep->n; i++) {
+        const lg_errpage_t *pg = &ep->v[i];
+        if (pg->route == NULL)
+            continue;
+        const lg_route_t *rt = route_named(srv, pg->route);
+        if (rt == NULL)
+            ld_error_at(ld, pg->file, pg->line, "'error_pages': \"%s\" names route '@%s', but "
+                        "the server at line %d has no route with name = \"%s\"", pg->text,
+                        pg->route, srv->line, pg->route);
+        else if (rt->action == LG_ACTION_PROXY && rt->upstream == NULL)
+            ld_error_at(ld, pg->file, pg->line, "'error_pages': \"%s\": route '@%s' (line %d) "
+                        "splits between upstreams: an error page's route names one",
+                        pg->text, pg->route, rt->line);
+    }
+}
+
+/*
+ * After the merge: every "@name" of the error_pages a server or one of its
+ * routes uses names a route of that server (route names are the
+ * server's, as try_files' "@name"; an http-level list is checked against
+ * each server that inherits it).
+ */
+void ld_check_errpages(ld_t *ld, const lg_conf_t *conf)
+{
+    for (size_t i = 0; i < conf->nservers; i++) {
+        const lg_server_t *srv = &conf->servers[i];
+        if (srv->stream)
+            continue;
+        const lg_errpages_t *seen = srv->common.error_pages;
+        check_errpage_routes(ld, srv, seen);
+        for (size_t j = 0; j < srv->nroutes; j++)
+            if (srv->routes[j].common.error_pages != seen)
+                check_errpage_routes(ld, srv, srv->routes[j].common.error_pages);
+    }
 }
 
 int ld_set_valid(ld_t *ld, const directive_t *d, const config_setting_t *s, void *base)

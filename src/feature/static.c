@@ -32,6 +32,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <linux/openat2.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include "http/date.h"
 #include "http/message.h"
@@ -533,7 +535,7 @@ static int serve(lg_req_t *r, const lg_route_t *rt, int fd, const struct stat *s
         }
     }
     r->ctx[static_slot] = st;
-    r->status = status;
+    r->status = lg_req_status(r, status);      /* as its head says */
     r->local = head;
     r->local_len = hl;
     r->local_sent = 0;
@@ -546,6 +548,38 @@ typedef enum found {
     F_NONE = 0,                 /* not there (or not that kind): the next candidate */
     F_DONE = 1,                 /* answered */
 } found_t;
+
+/*
+ * Where a directory asked without its '/' is redirected: the path with
+ * it, the query kept, absolute as nginx's absolute_redirect and
+ * port_in_redirect make it -- the scheme, the name of Host (else the
+ * server's first name), and the port the request came to unless it is
+ * the scheme's own.  Relative when no name is known.
+ */
+static const char *dir_location(lg_req_t *r)
+{
+    const char *q = r->ri.query.p ? "?" : "";
+    int qn = (int)r->ri.query.n;
+    const char *qp = r->ri.query.p ? r->ri.query.p : "";
+    const char *host = r->ri.host.n ? r->ri.host.p : NULL;
+    int hn = (int)r->ri.host.n;
+    if (host == NULL && r->server && r->server->nnames && r->server->names[0].kind == LG_NAME_EXACT &&
+        r->server->names[0].name[0]) {
+        host = r->server->names[0].name;
+        hn = (int)strlen(host);
+    }
+    if (host == NULL)
+        return lg_arena_printf(&r->arena, "%.*s/%s%.*s", (int)r->ri.path.n, r->ri.path.p, q, qn, qp);
+    int tls = lg_conn_tls(r->conn);
+    const struct sockaddr_storage *ss = &r->conn->bind->addr.ss;
+    unsigned port = ss->ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)ss)->sin_port)
+                  : ss->ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)ss)->sin6_port) : 0;
+    char ps[8] = "";
+    if (port && port != (tls ? 443u : 80u))
+        snprintf(ps, sizeof(ps), ":%u", port);
+    return lg_arena_printf(&r->arena, "%s://%.*s%s%.*s/%s%.*s", tls ? "https" : "http", hn, host, ps,
+                           (int)r->ri.path.n, r->ri.path.p, q, qn, qp);
+}
 
 /*
  * The candidate path (normalised, starting with '/') of route rt: a file
@@ -621,9 +655,7 @@ static found_t try_path(lg_req_t *r, const lg_route_t *rt, const char *path, int
         if (pn == 0 || path[pn - 1] != '/') {
             /* nginx: a directory without its '/' is redirected to it */
             close(dirfd);
-            const char *loc = lg_arena_printf(&r->arena, "%.*s/%s%.*s", (int)r->ri.path.n,
-                                              r->ri.path.p, r->ri.query.p ? "?" : "",
-                                              (int)r->ri.query.n, r->ri.query.p ? r->ri.query.p : "");
+            const char *loc = dir_location(r);
             if (loc == NULL) {
                 lg_req_abort(r, "out of memory");
                 return F_DONE;
@@ -713,7 +745,12 @@ static int content_phase(lg_req_t *r)
             continue;           /* not a path that stays below "/" */
         /* "$uri/" asks for a directory: normalising keeps its '/' */
         int dir = n > 1 && v[n - 1] == '/';
-        if (try_path(r, rt, np, dir, &err) == F_DONE)
+        size_t ml = r->mpath ? strlen(r->mpath) : 0;
+        const char *cand = np;
+        if (dir && ml && r->mpath[ml - 1] != '/' && (size_t)nn == ml + 1 &&
+            memcmp(np, r->mpath, ml) == 0)
+            cand = r->mpath;    /* nginx tests "$uri/" as "$uri", a directory: 301 to its '/' */
+        if (try_path(r, rt, cand, dir, &err) == F_DONE)
             return LG_DONE;
     }
     if (rt->fallback)

@@ -254,7 +254,7 @@ void imp_declared_reset(void)
  * An nginx value with variables as a legate template: NULL (and *why set)
  * when it names a variable legate does not have.  $binary_remote_addr is
  * $remote_addr (the same key, written as text), $upstream_cache_status is
- * $cache_status.
+ * $cache_status, $nginx_version $legate_version.
  */
 char *imp_template(const char *s, const char **why)
 {
@@ -294,6 +294,7 @@ char *imp_template(const char *s, const char **why)
         static const struct { const char *ngx, *lg; } renamed[] = {
             { "binary_remote_addr",    "remote_addr" },
             { "upstream_cache_status", "cache_status" },
+            { "nginx_version",         "legate_version" },
         };
         for (size_t r = 0; r < sizeof(renamed) / sizeof(renamed[0]); r++)
             if (n == strlen(renamed[r].ngx) && memcmp(name, renamed[r].ngx, n) == 0) {

@@ -204,8 +204,23 @@ static const char *root_for(imp_t *im, const ngx_dir_t *block, const char *uri)
     return NULL;
 }
 
-/* error_page CODE ... [=CODE] URI -> error_pages = [ "CODE ... FILE" ]: the
- * file the URI names under its root (legate reads it when it loads). */
+/* The server being translated has "location @nm" (written as a route named nm). */
+static int named_location(const imp_t *im, const char *nm)
+{
+    if (im->server == NULL || nm[0] == '\0' || strlen(nm) >= 64 ||
+        strspn(nm, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != strlen(nm))
+        return 0;
+    for (const ngx_dir_t *d = im->server->block; d; d = d->next)
+        if (imp_is(d, "location") && d->has_block && d->nargs == 2 && d->args[1][0] == '@' &&
+            strcmp(d->args[1] + 1, nm) == 0)
+            return 1;
+    return 0;
+}
+
+/* error_page CODE ... [=[CODE]] URI -> error_pages = [ "CODE ... [=CODE] FILE" ]:
+ * the file the URI names under its root (legate reads it when it loads);
+ * error_page CODE ... [=[CODE]] @name -> "CODE ... [=[CODE]] @name", the
+ * named location's route. */
 static void emit_error_pages(imp_t *im, sb_t *b, int n, const ngx_dir_t *block)
 {
     int first = 1;
@@ -218,21 +233,33 @@ static void emit_error_pages(imp_t *im, sb_t *b, int n, const ngx_dir_t *block)
         }
         const char *uri = d->args[d->nargs - 1];
         int last = d->nargs - 1;
+        const char *over = NULL;        /* "=CODE" or "=" as legate writes it */
         if (d->args[last - 1][0] == '=') {
-            imp_report(im, d, "%s: legate answers with the error's own status: left out",
-                       d->args[last - 1]);
+            char *end;
+            const char *eq = d->args[last - 1];
+            long c = eq[1] ? strtol(eq + 1, &end, 10) : 0;
+            if (eq[1] && (*end || c < 200 || c > 599)) {
+                imp_report(im, d, "%s: legate's status override is 200 to 599: left out", eq);
+                continue;
+            }
+            /* "=" alone: the status of what answers, a file's 200 */
+            over = eq[1] ? eq : uri[0] == '@' ? "=" : "=200";
+            last--;
+        }
+        if (last < 2) {
+            imp_report(im, d, "takes statuses and a URI: left out");
             continue;
         }
-        if (uri[0] == '@') {
-            imp_report(im, d, "a named location is not in legate: left out");
+        if (uri[0] == '@' && !named_location(im, uri + 1)) {
+            imp_report(im, d, "no named location %s in this server: left out", uri);
             continue;
         }
-        if (uri[0] != '/') {
-            imp_report(im, d, "a redirect to \"%s\" is not in legate's error_pages (files only): "
-                              "left out", uri);
+        if (uri[0] != '/' && uri[0] != '@') {
+            imp_report(im, d, "a redirect to \"%s\" is not in legate's error_pages (files and "
+                              "named routes only): left out", uri);
             continue;
         }
-        if (strpbrk(uri, "$?")) {
+        if (uri[0] == '/' && strpbrk(uri, "$?")) {
             imp_report(im, d, "a URI with variables or arguments is not a file: left out");
             continue;
         }
@@ -251,6 +278,12 @@ static void emit_error_pages(imp_t *im, sb_t *b, int n, const ngx_dir_t *block)
             imp_report(im, d, "statuses are 300 to 599: left out");
             free(codes.p);
             continue;
+        }
+        if (over)
+            imp_sb_printf(&codes, " %s", over);
+        if (uri[0] == '@') {
+            imp_sb_printf(&codes, " %s", uri);
+            goto emit;
         }
         const char *root = root_for(im, block, uri);
         if (root == NULL) {
@@ -272,6 +305,7 @@ static void emit_error_pages(imp_t *im, sb_t *b, int n, const ngx_dir_t *block)
             continue;
         }
         imp_sb_printf(&codes, " %s", path);
+    emit:
         if (first) {
             imp_ind(b, n);
             imp_sb_str(b, "error_pages = [ ");

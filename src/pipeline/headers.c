@@ -682,11 +682,12 @@ char *lg_headers_client(lg_req_t *s, const http_response_t *r,
         }
     }
     sb_init(&b, &s->arena, 1024);
-    sb_status(&b, r->status);
-    if (r->reason_len)
+    int status = lg_req_status(s, r->status);   /* an error page's route: the error's */
+    sb_status(&b, status);
+    if (r->reason_len && status == r->status)
         sb_add(&b, r->reason, r->reason_len);
     else
-        sb_str(&b, lg_http_reason(r->status));
+        sb_str(&b, lg_http_reason(status));
     sb_add(&b, "\r\n", 2);
     const http_header_t *via = NULL;
     int vary_done = 0;
@@ -805,14 +806,21 @@ char *lg_headers_local(lg_req_t *s, int status, const char *body,
         ctype = "text/html";
     }
     size_t blen = body ? strlen(body) : 0;
-    /* the configuration's page for this status (nginx's error_page) */
-    const lg_errpage_t *pg = body == page || body == NULL
-                             ? lg_errpage_find(lg_req_common(s)->error_pages, status) : NULL;
+    /* the configuration's page for this status (nginx's error_page); none
+     * once an error page's route has the request (no second redirect) */
+    const lg_errpage_t *pg = (body == page || body == NULL) && !s->err_route
+                             ? lg_errpage_find(lg_req_error_pages(s), status) : NULL;
+    if (pg && pg->route)
+        pg = NULL;              /* a route's page it could not be given: the built-in one */
     if (pg) {
         body = pg->body;
         blen = pg->len;
         ctype = pg->ctype;
     }
+    /* "=CODE" of the page, or the error's status an error page's route
+     * answers with */
+    status = pg && pg->code > 0 ? pg->code : lg_req_status(s, status);
+    s->status = status;
     if (status < 200 || status == 204 || status == 304)
         blen = 0;
     sb_printf(&b, "HTTP/1.1 %03d %s\r\nServer: legate\r\nDate: %s\r\n",
@@ -852,6 +860,7 @@ char *lg_headers_file(lg_req_t *s, int status, const char *ctype, int64_t length
 {
     sb_t b;
     sb_init(&b, &s->arena, 1024);
+    status = lg_req_status(s, status);          /* an error page's route: the error's */
     sb_printf(&b, "HTTP/1.1 %03d %s\r\nServer: legate\r\nDate: %s\r\n",
               status, lg_http_reason(status), http_date());
     if (status != 304) {

@@ -514,6 +514,7 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
         ssize_t n = lg_end_recv(src, b->last, room);
         if (n > 0) {
             b->last += n;
+            p->src_bytes += (uint64_t)n;
             lg_end_short_read(src, (size_t)n, room);
             int drc = pipe_decode(p);
             if (drc < 0)

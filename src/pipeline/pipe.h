@@ -51,6 +51,7 @@ typedef struct lg_pipe {
     int            tap_ended;
     uint64_t       limit;       /* max payload bytes, 0 = none (client_max_body_size) */
     uint64_t       wire_bytes;  /* bytes written, head and framing included */
+    uint64_t       src_bytes;   /* bytes read from the source, framing included */
     /* bandwidth (limit_rate): payload bytes a second, 0 = none; the first
      * rate_after go unthrottled; counted from rate_t0 (ms) */
     uint64_t       rate, rate_after;

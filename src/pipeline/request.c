@@ -150,6 +150,15 @@ void lg_req_resume(lg_req_t *r)
     run_request_phases(r);
 }
 
+void lg_req_content(lg_req_t *r)
+{
+    LG_CHECK_REQ(r);
+    r->stage = NULL;
+    r->phase = LG_PH_CONTENT;
+    r->ph_next = 0;
+    run_request_phases(r);
+}
+
 void lg_req_set_stage(lg_req_t *r, const lg_stage_t *st)
 {
     r->phase = LG_PH_NONE;
@@ -189,6 +198,7 @@ void lg_req_finish(lg_req_t *r)
 {
     LG_CHECK_REQ(r);
     r->stage = NULL;
+    r->finished = 1;
     if (r->tunnel == NULL) {    /* a tunnel counts its spliced bytes too */
         if (r->local == NULL)
             r->bytes_out = r->rspp.wire_bytes;

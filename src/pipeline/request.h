@@ -245,6 +245,16 @@ struct lg_req {
     const char     *upstream_extra;  /* header lines features add to the upstream head */
     const char     *response_extra;  /* ...and to the client's response head (lg_req_add_header) */
     int             own_conditionals; /* a feature (the cache) asks its own: drop the client's */
+    /* error_pages' "STATUS @name" (respond.c): the request was handed to
+     * that route once; no error page applies to it again (nginx's
+     * recursive_error_pages off), and the cache neither stores nor serves
+     * for it */
+    const lg_route_t *err_route;
+    /* the status its answer carries whatever the route answers: the
+     * error's own, or "=CODE"'s; 0: the route's own */
+    int             err_status;
+    uint64_t        upstream_bytes_in; /* read from upstreams until their heads ($upstream_bytes_received) */
+    int             finished;   /* lg_req_finish ran: the answer went out whole ($request_completion) */
 
     /* the response head as features see it (RESPONSE phase), on the stack
      * of whoever read it: valid during that phase only */
@@ -295,6 +305,9 @@ static inline lg_buf_t *lg_req_in(const lg_req_t *r) { return r->in; }
 void lg_req_start(lg_req_t *r, int head_status);
 /* A suspended handler is done waiting: carry on with the next handler. */
 void lg_req_resume(lg_req_t *r);
+/* Its phases again from CONTENT, for the route r->route is now (an error
+ * page's route); called by a stage, never from inside a handler. */
+void lg_req_content(lg_req_t *r);
 /* Hand the request to a stage, ending its phases. */
 void lg_req_set_stage(lg_req_t *r, const lg_stage_t *st);
 /* A handler waits (it returns LG_AGAIN): the stage gets the events and
@@ -334,7 +347,16 @@ void lg_req_finish(lg_req_t *r);
 void lg_req_free(lg_req_t *r);
 void lg_req_cleanup(lg_req_t *r, void (*fn)(void *), void *arg);
 
-/* Answers made here (respond.c).  They hand the request to the local stage. */
+/* The status an answer of `status` goes out with: an error page's route
+ * answers with the error's status (or its "=CODE") unless it has no body
+ * to carry (1xx, 204, 304). */
+static inline int lg_req_status(const lg_req_t *r, int status)
+{
+    return r->err_status && status >= 200 && status != 204 && status != 304 ? r->err_status : status;
+}
+
+/* Answers made here (respond.c).  They hand the request to the local stage,
+ * or, for an error whose page is a route ("404 @name"), to that route. */
 void lg_respond(lg_req_t *r, int status, const char *body, const char *location);
 void lg_respond_error(lg_req_t *r, int status);
 void lg_respond_raw(lg_req_t *r, int status, const char *head, size_t hlen,
@@ -342,6 +364,16 @@ void lg_respond_raw(lg_req_t *r, int status, const char *head, size_t hlen,
 /* The settings that apply: the route's, or (before routing) the server's,
  * or the listener's default server's. */
 const lg_common_t *lg_req_common(const lg_req_t *r);
+
+/* The error pages that apply: the route's, also before the ROUTE phase
+ * set r->route (an ACCESS refusal of a route found early), else the
+ * server's. */
+static inline const lg_errpages_t *lg_req_error_pages(const lg_req_t *r)
+{
+    if (r->route == NULL && r->routed == 1 && r->route_found)
+        return r->route_found->common.error_pages;
+    return lg_req_common(r)->error_pages;
+}
 
 /* A header line for the client's response head (RESPONSE phase handlers):
  * appended in the arena; 0, or -1 out of memory. */

@@ -8,6 +8,8 @@
  * The getters read the session's fields and nothing more, so that they
  * follow the session wherever its fields move.
  */
+#include "config.h"
+
 #include "pipeline/vars.h"
 
 #include "pipeline/headers.h"
@@ -21,6 +23,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,6 +44,9 @@ enum {
     V_IS_ARGS, V_DOCUMENT_URI, V_CONTENT_TYPE, V_CONTENT_LENGTH, V_HTTPS, V_HOSTNAME,
     V_SERVER_ADDR,
     V_HTTP, V_COOKIE, V_ARG, V_JWT_CLAIM, V_CAPTURE, V_SENT_HTTP, V_UPSTREAM_HTTP,
+    V_UPSTREAM_CACHE_STATUS, V_UPSTREAM_BYTES_SENT, V_UPSTREAM_BYTES_RECEIVED,
+    V_UPSTREAM_RESPONSE_LENGTH, V_REQUEST_COMPLETION, V_LEGATE_VERSION,
+    V_PROXY_ADD_X_FORWARDED_FOR, V_REQUEST_FILENAME, V_DOCUMENT_ROOT, V_REALIP_REMOTE_PORT,
     V_COUNT
 };
 
@@ -116,6 +122,16 @@ static const struct {
     [V_UPSTREAM_HTTP]            = { "upstream_http_", F_PREFIX },
     [V_JWT_CLAIM]                = { "jwt_claim_", F_PREFIX },
     [V_CAPTURE]                  = { "1", F_DIGIT },     /* $1 .. $9 */
+    [V_UPSTREAM_CACHE_STATUS]    = { "upstream_cache_status", 0 },  /* nginx's name of cache_status */
+    [V_UPSTREAM_BYTES_SENT]      = { "upstream_bytes_sent", 0 },
+    [V_UPSTREAM_BYTES_RECEIVED]  = { "upstream_bytes_received", 0 },
+    [V_UPSTREAM_RESPONSE_LENGTH] = { "upstream_response_length", 0 },
+    [V_REQUEST_COMPLETION]       = { "request_completion", 0 },
+    [V_LEGATE_VERSION]           = { "legate_version", 0 },
+    [V_PROXY_ADD_X_FORWARDED_FOR] = { "proxy_add_x_forwarded_for", 0 },
+    [V_REQUEST_FILENAME]         = { "request_filename", 0 },
+    [V_DOCUMENT_ROOT]            = { "document_root", 0 },
+    [V_REALIP_REMOTE_PORT]       = { "realip_remote_port", 0 },
 };
 
 int lg_vars_keep_upstream_head;
@@ -648,7 +664,74 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
         out_printf(b, "%d", (int)getpid());
         break;
     case V_CACHE_STATUS:
+    case V_UPSTREAM_CACHE_STATUS:
         out_str(b, s->cache_status ? s->cache_status : "-");
+        break;
+    case V_UPSTREAM_BYTES_SENT:         /* the heads and bodies written to upstreams */
+        if (s->upstream_addr || s->upstream_status)
+            out_u64(b, s->reqp.wire_bytes);
+        else
+            out_str(b, "-");
+        break;
+    case V_UPSTREAM_BYTES_RECEIVED:     /* heads read, then the body as framed */
+        if (s->upstream_addr || s->upstream_status)
+            out_u64(b, s->upstream_bytes_in + (s->rsp_head_done ? s->rspp.src_bytes : 0));
+        else
+            out_str(b, "-");
+        break;
+    case V_UPSTREAM_RESPONSE_LENGTH:    /* the body's payload, de-chunked */
+        if (s->upstream_status)
+            out_u64(b, s->rsp_head_done ? s->rspp.decoded : 0);
+        else
+            out_str(b, "-");
+        break;
+    case V_REQUEST_COMPLETION:          /* the LOG phase runs for whole answers only */
+        if (s->finished)
+            out_add(b, "OK", 2);
+        break;
+    case V_LEGATE_VERSION:
+        out_str(b, PACKAGE_VERSION);
+        break;
+    case V_PROXY_ADD_X_FORWARDED_FOR: {
+        /* the request's X-Forwarded-For fields and the hop's address, what
+         * legate's own X-Forwarded-For sends */
+        int any = 0;
+        for (size_t i = 0; i < s->req.num_headers; i++) {
+            const http_header_t *h = &s->req.headers[i];
+            if (h->name_len == 15 && strncasecmp(h->name, "x-forwarded-for", 15) == 0) {
+                if (any++)
+                    out_add(b, ", ", 2);
+                RAW(h->value, h->value_len);
+            }
+        }
+        if (any)
+            out_add(b, ", ", 2);
+        out_str(b, lg_vars_hop_addr(s));
+        break;
+    }
+    case V_DOCUMENT_ROOT:
+    case V_REQUEST_FILENAME: {
+        /* a file route's: its root (or alias), and the file a path names below it */
+        const lg_route_t *rt = s->route;
+        const char *base = rt ? (rt->root ? rt->root : rt->alias) : NULL;
+        if (base == NULL)
+            break;
+        out_str(b, base);
+        if (part->var == V_DOCUMENT_ROOT || s->mpath == NULL)
+            break;
+        const char *rel = s->mpath;
+        if (rt->alias && rt->match != LG_MATCH_REGEX && strncmp(rel, rt->pattern, rt->pattern_len) == 0)
+            rel += rt->pattern_len;
+        size_t bl = strlen(base);
+        if (bl && base[bl - 1] == '/' && rel[0] == '/')
+            rel++;
+        else if ((bl == 0 || base[bl - 1] != '/') && rel[0] != '/' && rel[0])
+            out_add(b, "/", 1);
+        RAW(rel, strlen(rel));
+        break;
+    }
+    case V_REALIP_REMOTE_PORT:
+        out_printf(b, "%u", s->conn->peer_port);
         break;
     case V_TUNNEL_END:          /* how a tunnel (CONNECT, WebSocket, stream session) ended */
         out_str(b, s->tunnel && s->tunnel->ended ? s->tunnel->ended : "-");

@@ -803,7 +803,7 @@ static int read_response_head(lg_req_t *s)
                     s->upstream_addr = lg_upstream_addr(old);
                 }
                 const lg_common_t *cc = lg_req_common(s);
-                if (cc->intercept_errors && r.status >= 300 && r.status != 304 &&
+                if (cc->intercept_errors && r.status >= 300 && r.status != 304 && !s->err_route &&
                     lg_errpage_find(cc->error_pages, r.status)) {
                     /* nginx's proxy_intercept_errors: the configured page, not the
                      * upstream's body (which stays unread: not reused) */
@@ -832,7 +832,7 @@ static int read_response_head(lg_req_t *s)
                 b->pos += rc;
                 s->upstream_time = lg_w.loop.now - s->t_upstream;
                 lg_upstream_result(uc, 1, s->upstream_time);
-                s->status = r.status;
+                s->status = lg_req_status(s, r.status);     /* as the client's head says */
                 s->upstream_keep = ri.keep_alive;
                 lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, 0);
                 if (ri.body == LG_BODY_CHUNKED) {
@@ -908,6 +908,7 @@ static int read_response_head(lg_req_t *s)
         ssize_t n = lg_end_recv(&uc->e, b->last, room);
         if (n > 0) {
             b->last += n;
+            s->upstream_bytes_in += (uint64_t)n;   /* the body's first bytes too */
             lg_end_short_read(&uc->e, (size_t)n, room);
             continue;
         }

@@ -160,19 +160,25 @@ def x_forwarded_for_appended():
 
 
 @test
-def x_forwarded_proto_and_via():
+def x_forwarded_proto_and_no_via_by_default():
+    """nginx adds no Via on the reverse proxy, and neither does legate unless
+    via = true (an nginx origin with gzip_proxied off then still compresses)."""
     o = Origin("o1")
     lg = proxy([o])
-    h, j, r = seen(lg)
+    h, j, r = seen(lg, headers={"Via": "1.0 fred"})
     eq(h.get("X-Forwarded-Proto"), "http")
+    eq(h.get_all("Via"), ["1.0 fred"], "the client's Via passes untouched, none added")
+    eq(r.headers.get("Via"), None, "no Via on the answer")
+    h, j, r = seen(proxy([o], http_extra="via = true;"))
     via = h.get("Via")
-    ok(via is not None and via.startswith("1.1 "), "Via to origin: %r" % via)
+    ok(via is not None and via.startswith("1.1 "), "Via to origin with via = true: %r" % via)
+    ok((r.headers.get("Via") or "").startswith("1.1 "), "and on the answer: %r" % r.headers.get("Via"))
 
 
 @test
 def via_appended_to_existing():
     o = Origin("o1")
-    lg = proxy([o])
+    lg = proxy([o], http_extra="via = true;")
     h, j, r = seen(lg, headers={"Via": "1.0 fred"})
     via = ", ".join(h.get_all("Via"))
     ok(via.startswith("1.0 fred") and via.count("1.1 ") == 1, "Via %r" % via)
@@ -303,7 +309,7 @@ def access_log_per_server_path():
 @test
 def a_route_to_itself_is_a_loop_not_a_meltdown():
     port = free_port()
-    lg = Legate(simple_conf(port, ["127.0.0.1:%d" % port]), workers=1)
+    lg = Legate(simple_conf(port, ["127.0.0.1:%d" % port], route_extra="via = true;"), workers=1)
     fds = fd_count(lg.workers()[0])
     r = request(port, target="/x")
     eq(r.status, 508, "the second pass sees its own Via")
@@ -316,9 +322,11 @@ def a_route_to_itself_is_a_loop_not_a_meltdown():
 @test
 def a_chain_of_two_legates_with_their_own_via_names():
     o = Origin("o")
-    inner = Legate('via_name = "inner";\n' + simple_conf(free_port(), [o]), workers=1)
+    inner = Legate('via_name = "inner";\n' + simple_conf(free_port(), [o], http_extra="via = true;"),
+                   workers=1)
     edge = Legate('via_name = "edge";\n' +
-                  simple_conf(free_port(), ["127.0.0.1:%d" % inner.port]), workers=1)
+                  simple_conf(free_port(), ["127.0.0.1:%d" % inner.port], server_extra="via = true;"),
+                  workers=1)
     h, j, r = seen(edge)
     eq(", ".join(h.get_all("Via")), "1.1 edge, 1.1 inner")
     eq(r.headers.get("Via"), "1.1 inner, 1.1 edge", "responses carry both too")

@@ -3,11 +3,24 @@
 conditions with negation and regexes (if, header, query), and Set-Cookie
 rewriting (proxy_cookie_domain, proxy_cookie_path): issue 17."""
 import os
+import re
+import shutil
+import socket
 import sys
+import tempfile
 from urllib.parse import quote
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
+from legate_test import _track  # noqa: E402
+
+
+class TmpDir:
+    def __init__(self, path):
+        self.path = path
+
+    def teardown(self):
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 @session
@@ -150,6 +163,111 @@ def sent_and_upstream_header_variables_in_the_access_log():
                what="access log line")
     line = [l for l in open(lg.access_log) if l.startswith("/vars ")][-1]
     eq(line.strip(), "/vars ct=text/plain xo=- pool=apex")
+
+
+@session
+def more():
+    o = Origin("o")
+    top = tempfile.mkdtemp(prefix="legate-vars-")
+    _track(TmpDir(top))
+    with open(os.path.join(top, "a.txt"), "w") as f:
+        f.write("a\n")
+    port = free_port()
+    lg = Legate("""
+http = {
+  access_log = "logs/access.log";
+  log_format = "$request_uri ubs=$upstream_bytes_sent ubr=$upstream_bytes_received url=$upstream_response_length ucs=$upstream_cache_status rc=[$request_completion]";
+  upstreams = { app = { servers = ( "%s" ); }; };
+  servers = ( {
+    listen = "127.0.0.1:%d";
+    routes = (
+      { prefix = "/up/"; proxy_pass = "app";
+        add_request_headers = { X-Fwd = "$proxy_add_x_forwarded_for"; X-Ver = "$legate_version"; }; },
+      { prefix = "/files/"; alias = "%s/";
+        add_response_headers = { X-File = "$request_filename"; X-Root = "$document_root";
+                                 X-RC = "[$request_completion]"; }; },
+      { prefix = "/v"; return = 200;
+        body = "ver=$legate_version rport=$realip_remote_port ucs=$upstream_cache_status ubs=$upstream_bytes_sent\\n"; }
+    );
+  } );
+};
+""" % (o.address, port, top))
+    return lg, top
+
+
+def logged_line(lg, start):
+    def find():
+        if not os.path.exists(lg.access_log):
+            return None
+        got = [l.strip() for l in open(lg.access_log) if l.startswith(start + " ")]
+        return got[-1] if got else None
+    wait_until(lambda: find() is not None, 10, what="the access line of %s" % start)
+    return find()
+
+
+@test
+def more_nginx_variables_version_ports_forwarded_for():
+    lg, top = more()
+    rc, out, err = run_legate(["-V"])
+    version = re.search(r"legate version (\S+)", out + err).group(1)
+    s = socket.create_connection(("127.0.0.1", lg.port), timeout=10)
+    try:
+        s.sendall(b"GET /v HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        myport = s.getsockname()[1]
+    finally:
+        s.close()
+    body = data.split(b"\r\n\r\n", 1)[1].decode()
+    eq(body, "ver=%s rport=%d ucs=- ubs=-\n" % (version, myport))
+    r = request(lg.port, target="/up/e?echo=1", headers=[("X-Forwarded-For", "203.0.113.9")])
+    hdrs = dict((k.lower(), v) for k, v in r.json()["headers"])
+    eq(hdrs.get("x-fwd"), "203.0.113.9, 127.0.0.1")
+    eq(hdrs.get("x-ver"), version)
+    r = request(lg.port, target="/up/e2?echo=1")
+    eq(dict((k.lower(), v) for k, v in r.json()["headers"]).get("x-fwd"), "127.0.0.1")
+
+
+@test
+def upstream_byte_counts_and_completion_in_the_log():
+    lg, top = more()
+    eq(request(lg.port, target="/up/len?size=1000").status, 200)
+    eq(request(lg.port, target="/up/chunks?size=1000&chunked=1&chunk=100").status, 200)
+    eq(request(lg.port, method="POST", target="/up/post?size=1000", body=b"x" * 5000).status, 200)
+    fields = {}
+    for path in ("/up/len?size=1000", "/up/chunks?size=1000&chunked=1&chunk=100",
+                 "/up/post?size=1000"):
+        line = logged_line(lg, path)
+        m = re.fullmatch(re.escape(path) + r" ubs=(\d+) ubr=(\d+) url=(\d+) ucs=- rc=\[OK\]", line)
+        ok(m, "the line of %s: %r" % (path, line))
+        fields[path] = [int(x) for x in m.groups()]
+    ubs, ubr, url = fields["/up/len?size=1000"]
+    eq(url, 1000, "the body's length")
+    ok(1000 + 60 < ubr < 1000 + 600, "a head and the body received: %d" % ubr)
+    ok(30 < ubs < 600, "a head sent: %d" % ubs)
+    cubs, cubr, curl_ = fields["/up/chunks?size=1000&chunked=1&chunk=100"]
+    eq(curl_, 1000, "the de-chunked payload")
+    ok(cubr >= ubr + 10 * 5, "chunked framing counted in what was received: %d vs %d" % (cubr, ubr))
+    pubs = fields["/up/post?size=1000"][0]
+    ok(5000 <= pubs - ubs <= 5000 + 40, "the body sent counted: %d vs %d" % (pubs, ubs))
+
+
+@test
+def file_variables_and_completion_before_the_end():
+    lg, top = more()
+    st, h, body = curl(lg.url("/files/a.txt"))
+    eq((st, body), (200, b"a\n"))
+    eq(h.get("X-File"), top + "/a.txt")
+    eq(h.get("X-Root"), top)
+    eq(h.get("X-RC"), "[]", "not complete while its head is made")
+    rc, err = check_config("""http = { servers = ( { listen = "127.0.0.1:1";
+  routes = ( { prefix = "/"; return = 200; body = "$nginx_version"; } ); } ); };""")
+    ok(rc != 0, "nginx_version is legate_version here")
+    contains(err, "nginx_version")
 
 
 @test

@@ -6,6 +6,7 @@ sendfile and the buffered path (HTTP/2), and no way out of the root."""
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -126,7 +127,16 @@ def index_directory_redirect_and_no_listing():
     eq(h.get("Content-Type"), "text/html")
     st, h, body = curl(lg.url("/sub?x=1"))
     eq(st, 301)
-    eq(h.get("Location"), "/sub/?x=1")
+    # absolute, as nginx's absolute_redirect: Host's name, the port the
+    # request came to (port_in_redirect), the query kept
+    eq(h.get("Location"), "http://127.0.0.1:%d/sub/?x=1" % lg.port)
+    st, h, _ = curl("-H", "Host: www.example:9999", lg.url("/sub"))
+    eq((st, h.get("Location")), (301, "http://www.example:%d/sub/" % lg.port))
+    st, h, _ = curl("-k", "https://127.0.0.1:%d/sub" % site()[1]["tlsport"])
+    eq((st, h.get("Location")), (301, "https://127.0.0.1:%d/sub/" % site()[1]["tlsport"]))
+    st, h, _ = curl("--http2-prior-knowledge", "-H", "Host: h2.example",
+                    "http://127.0.0.1:%d/sub?y" % site()[1]["h2port"])
+    eq((st, h.get("Location")), (301, "http://h2.example:%d/sub/?y" % site()[1]["h2port"]))
     eq(curl(lg.url("/sub/"))[2], b"sub index\n")
     eq(curl(lg.url("/noindex/"), check=False)[0], 403)
     eq(curl(lg.url("/missing.txt"), check=False)[0], 404)
@@ -303,10 +313,73 @@ def try_files_uri_then_directory_then_route():
         f.write(b"spa dir\n")
     eq(curl(lg.url("/spa/f.txt"))[2], b"spa file\n")
     eq(curl(lg.url("/spa/d/"))[2], b"spa dir\n")
+    # "$uri/" finds the directory of a path without its '/': 301 to it, as nginx
+    st, h, body = curl(lg.url("/spa/d?q=1"))
+    eq((st, h.get("Location")), (301, "http://127.0.0.1:%d/spa/d/?q=1" % lg.port))
     st, h, body = curl(lg.url("/spa/route/42"))
     eq((st, h.get("X-Origin")), (200, "app"))
     st, h, body = curl(lg.url("/gone/nothing"), check=False)
     eq((st, body), (418, b"short and stout\n"))
+
+
+class Nginx:
+    """A real nginx from a configuration text, stopped at teardown."""
+
+    def __init__(self, conf, port):
+        self.dir = tempfile.mkdtemp(prefix="legate-static-nginx-")
+        os.makedirs(os.path.join(self.dir, "logs"))
+        path = os.path.join(self.dir, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf.replace("@D@", self.dir))
+        self.p = subprocess.Popen([shutil.which("nginx"), "-p", self.dir, "-c", path, "-g",
+                                   "daemon off; master_process off;"], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _track(self)
+
+        def up():
+            if self.p.poll() is not None:
+                raise TestFailure("nginx exited: %s" % open(os.path.join(self.dir, "logs",
+                                                                           "error.log")).read())
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                return True
+            except OSError:
+                return False
+        wait_until(up, 15, what="nginx to listen")
+
+    def teardown(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@test
+def directory_redirects_as_nginx_makes_them():
+    if shutil.which("nginx") is None:
+        skip("nginx is not installed: no side-by-side run")
+    lg, d = site()
+    port = free_port()
+    Nginx("""error_log @D@/logs/error.log; pid @D@/logs/nginx.pid;
+events {}
+http { access_log off; client_body_temp_path @D@; proxy_temp_path @D@; fastcgi_temp_path @D@;
+  uwsgi_temp_path @D@; scgi_temp_path @D@;
+  server { listen 127.0.0.1:%d; root %s;
+    location /spa/ { try_files $uri $uri/ =404; } } }
+""" % (port, d["root"]), port)
+    os.makedirs(os.path.join(d["root"], "spa", "d"), exist_ok=True)
+    with open(os.path.join(d["root"], "spa", "d", "index.html"), "wb") as f:
+        f.write(b"spa dir\n")
+    for target, host in (("/sub?x=1&y=%20", None), ("/sub", "www.example"),
+                         ("/sub", "www.example:9999"), ("/spa/d?q=1", None), ("/spa/d/", None),
+                         ("/sub/", None)):
+        got = []
+        for p in (port, lg.port):
+            args = ["-H", "Host: " + host] if host else []
+            st, h, _ = curl(*args, "http://127.0.0.1:%d%s" % (p, target), check=False)
+            loc = h.get("Location")
+            got.append((st, loc.replace(":%d/" % p, ":PORT/") if loc else None))
+        eq(got[1], got[0], "%s Host %s: legate as nginx" % (target, host))
 
 
 @test

@@ -296,11 +296,14 @@ def static_files_map_and_stale_side_by_side():
     rn, rl = same(np["PORT"], lp["PORT"], "/hello.txt")
     eq(rl.body, b"hello from the disk\n")
     eq(rl.headers.get("X-Origin"), None, "a file, not the origin")
-    # a difference legate-nginx(7) states: try_files' "$uri/" on a path
-    # without its "/" is a 301 to it in nginx, the index at once in legate
-    rn = request(np["PORT"], target="/docs", host="localhost")
-    rl = request(lp["PORT"], target="/docs", host="localhost")
-    eq((rn.status, rl.status), (301, 200), "/docs")
+    # try_files' "$uri/" on a path without its "/": a 301 to it, as nginx's
+    # (absolute, with the port each listens on), then the index
+    rn = request(np["PORT"], target="/docs?a=1", host="localhost")
+    rl = request(lp["PORT"], target="/docs?a=1", host="localhost")
+    eq((rn.status, rl.status), (301, 301), "/docs")
+    eq(rn.headers.get("Location"), "http://localhost:%d/docs/?a=1" % np["PORT"])
+    eq(rl.headers.get("Location"), "http://localhost:%d/docs/?a=1" % lp["PORT"])
+    rl = request(lp["PORT"], target="/docs/", host="localhost")
     eq(rl.body, b"<html><body>docs index</body></html>\n")
     path = "/cached/c?size=100&hdr=Cache-Control:max-age=60"
     for want in ("MISS", "HIT", "HIT"):
@@ -617,7 +620,7 @@ def odd_directives_are_reported_and_the_rest_loads():
                  ":32: limit_req: no limit_req_zone \"nozone\"",
                  ":33: return: 444 (close without an answer) is not in legate: 403 instead",
                  ":36: server: no listen: nginx's default *:80 is written",
-                 ":7: log_format: legate has no variable $upstream_bytes_received"]:
+                 ":7: log_format: legate has no variable $upstream_queue_time"]:
         contains(err, path + want)
     rc, terr = check_config(out)
     eq(rc, 0, "%s\n%s" % (terr, out))
@@ -637,6 +640,12 @@ def error_pages_redirects_always_side_by_side():
         eq(rn.status, st)
         eq(rn.body, page, "nginx's page for %d" % st)
         eq(rl.body, rn.body, "legate's page for %d" % st)
+    # handed to a named location: "=" its status, none the error's, "=202" that
+    for st, want in ((404, 200), (410, 410), (418, 202)):
+        rn, rl = same(np["PORT"], lp["PORT"], "/named/x?status=%d" % st)
+        eq(rn.status, want, "nginx's status for an upstream %d" % st)
+        eq(rn.body, b"fallback /named/x\n")
+        eq(rl.body, rn.body, "legate's body for %d" % st)
     # a status without a page goes through as the upstream sent it
     rn, rl = same(np["PORT"], lp["PORT"], "/api/x?status=500&size=7")
     eq(rn.status, 500)
@@ -654,7 +663,7 @@ def error_pages_redirects_always_side_by_side():
     # port; legate sends it as the rule writes it, and the import says so
     eq(rn.headers.get("Location"), "http://localhost:%d/login/form" % np["PORT"])
     eq(rl.headers.get("Location"), "/login/form")
-    contains(err, "error-pages.conf:21: proxy_redirect: nginx makes a relative Location absolute")
+    contains(err, "error-pages.conf:22: proxy_redirect: nginx makes a relative Location absolute")
     # add_header ... always on a ~* location: on the 404 from upstream too
     for path in ("/pics/A.JPG?size=5", "/pics/b.png?status=404&size=3"):
         rn, rl = same(np["PORT"], lp["PORT"], path)
@@ -686,6 +695,8 @@ def recent_directives_translate():
     os.makedirs(html)
     with open(os.path.join(html, "oops.html"), "w") as f:
         f.write("oops\n")
+    with open(os.path.join(html, "empty.gif"), "w") as f:
+        f.write("GIF89a")
     path, rc, out, err = translated("""events {}
 error_log syslog:server=127.0.0.1:5514,facility=local1,tag=edge,nohostname warn;
 http {
@@ -714,6 +725,8 @@ http {
       add_header X-A 1 always;
     }
     location ~* ^/IMG/ { proxy_pass http://app; proxy_redirect off; }
+    location @denied { return 403 "denied\\n"; }
+    error_page 401 @nowhere;
   }
 }
 """ % html)
@@ -725,7 +738,8 @@ http {
                  'default_type = "text/html";',
                  'access_log = "syslog:server=unix:/dev/log,tag=edge";',
                  'access_log_if = "$arg_log";',
-                 'error_pages = [ "500 502 %s/oops.html" ];' % html,
+                 'error_pages = [ "500 502 %s/oops.html", "404 =200 %s/empty.gif", "403 @denied" ];'
+                 % (html, html),
                  'limit_rate = 102400;',
                  'intercept_errors = true;',
                  'proxy_redirect = [ "default", "http://app/ https://www.example.com/" ];',
@@ -738,8 +752,7 @@ http {
         contains(out, want)
     for want in [":2: error_log: syslog \"nohostname\" is not in legate: ignored",
                  ":6: access_log: \"buffer=32k\" is not in legate: ignored",
-                 ":12: error_page: =200: legate answers with the error's own status",
-                 ":13: error_page: a named location is not in legate",
+                 ":30: error_page: no named location @nowhere in this server",
                  ":14: error_page: a redirect to \"http://example.com/gone\"",
                  ":15: error_page: cannot read \"%s/missing.html\"" % html,
                  ":23: proxy_redirect: a regex or variables",

@@ -311,7 +311,6 @@ static void assert_common_defaults(const lg_common_t *c)
     cr_expect_eq(c->x_forwarded_host, 0);
     cr_expect_eq(c->x_real_ip, 0);
     cr_expect_eq(c->forwarded, 0);
-    cr_expect_eq(c->via, 1);
     cr_expect_str_eq(c->access_log, PREFIX "/logs/access.log");
     cr_expect_str_eq(c->log_format->src, "combined");
 }
@@ -339,6 +338,10 @@ Test(conf, minimal_config_gets_every_default)
     assert_common_defaults(&c->servers[0].common);
     cr_assert_eq(c->servers[0].nroutes, 1);
     assert_common_defaults(&c->servers[0].routes[0].common);
+    /* Via: none on the reverse proxy (nginx), decided per server */
+    cr_expect_eq(c->http.via, LG_UNSET);
+    cr_expect_eq(c->servers[0].common.via, 0);
+    cr_expect_eq(c->servers[0].routes[0].common.via, 0);
 
     cr_assert_eq(c->nupstreams, 1);
     cr_expect_str_eq(c->upstreams[0].name, "app");
@@ -1273,4 +1276,27 @@ Test(conf, shipped_demo_config)
 Test(conf, shipped_reverse_proxy_example)
 {
     lg_conf_free(load_shipped("conf/examples/reverse-proxy.conf"));
+}
+
+Test(conf, via_is_the_forward_proxys_by_default)
+{
+    lg_conf_t *c = load_ok(
+        "http = {\n"
+        "  upstreams = { app = { servers = ( \"127.0.0.1:9\" ); }; };\n"
+        "  servers = (\n"
+        "    { listen = \"127.0.0.1:18001\"; forward = { };\n"
+        "      routes = ( { prefix = \"/\"; proxy_pass = \"app\"; } ); },\n"
+        "    { listen = \"127.0.0.1:18002\"; routes = ( { prefix = \"/\"; proxy_pass = \"app\"; },\n"
+        "      { prefix = \"/v\"; proxy_pass = \"app\"; via = true; } ); },\n"
+        "    { listen = \"127.0.0.1:18003\"; via = true;\n"
+        "      routes = ( { prefix = \"/\"; proxy_pass = \"app\"; } ); }\n"
+        "  );\n"
+        "};\n");
+    cr_expect_eq(c->servers[0].common.via, 1, "the forward proxy keeps Via");
+    cr_expect_eq(c->servers[0].routes[0].common.via, 1);
+    cr_expect_eq(c->servers[1].common.via, 0, "the reverse proxy adds none");
+    cr_expect_eq(c->servers[1].routes[0].common.via, 0);
+    cr_expect_eq(c->servers[1].routes[1].common.via, 1);
+    cr_expect_eq(c->servers[2].routes[0].common.via, 1, "a server's via = true reaches its routes");
+    lg_conf_free(c);
 }

@@ -120,6 +120,9 @@ Test(tpl, every_documented_variable_is_known)
         "content_type", "content_length", "https", "hostname", "server_addr",
         "sent_http_x", "upstream_http_x", "request_id",
         "upstream_connect_time", "upstream_header_time",
+        "upstream_cache_status", "upstream_bytes_sent", "upstream_bytes_received",
+        "upstream_response_length", "request_completion", "legate_version",
+        "proxy_add_x_forwarded_for", "document_root", "request_filename", "realip_remote_port",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         size_t arg;
