@@ -821,8 +821,15 @@ static void h2_posted(lg_post_t *p)
     if (c->state != LG_C_FRONT)
         return;
     h2_settle(h);
-    if (c->state == LG_C_FRONT)
-        c->fe->arm(c);
+    if (c->state != LG_C_FRONT)
+        return;
+    /* the flush stops after its rounds with streams still to run (a large
+     * body moves a buffer a round): go on at the next turn, as h2_step's
+     * rerun does -- when the upstream has sent its last bytes no event
+     * would come, and the end of the body waited for ever */
+    if (h->runq.head != NULL || (c->e.w_ready && nghttp2_session_want_write(h->ses)))
+        lg_loop_post(&lg_w.loop, &h->post);
+    c->fe->arm(c);
 }
 
 /* An event of one request's upstream (or a wait over): that stream runs

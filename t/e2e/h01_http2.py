@@ -25,6 +25,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
+sys.path.insert(0, os.path.join(REPO, "t"))
+import origin as origin_mod  # noqa: E402  (the body pattern)
 
 try:
     import hpack
@@ -478,6 +480,21 @@ def routes_access_rules_cache_and_gzip_apply_to_http2_requests():
         st, h, body = h2c("-H", "Accept-Encoding: gzip", lg.url("/z?size=20000&ctype=text/plain"))
         eq(h.get("content-encoding"), "gzip")
         eq(gzip.decompress(body), pattern(20000))
+
+
+@test(timeout=120)
+def large_bodies_end_whole_when_the_upstream_is_done_first():
+    """A 4 MiB answer the origin has sent long before the client has read
+    it: the last buffers go out once no upstream event is left to wake
+    the stream (the connection's flush ran out of rounds with the stream
+    still queued, and its last KBs waited for ever)."""
+    with Origin("o1") as o:
+        port = free_port()
+        Legate(conf(port, o), workers=1)
+        for i in range(12):
+            st, h, body = h2c("http://127.0.0.1:%d/big%d?size=4194304" % (port, i), timeout=20)
+            eq(st, 200)
+            ok(body == origin_mod.pattern(4194304), "download %d whole (%d bytes)" % (i, len(body)))
 
 
 @test
