@@ -530,6 +530,30 @@ int lg_disk_refresh(int fd, const char *key, size_t kl, const lg_cmeta_t *m)
     return 0;
 }
 
+int lg_disk_rehead(int fd, uint64_t body_off, uint64_t bodylen, const char *key, size_t kl,
+                   const lg_cmeta_t *m, const char *head, size_t hl)
+{
+    if (lg_disk == NULL || fd < 0 || bodylen > LG_DISK_REHEAD_MAX)
+        return -1;
+    lg_disk_fill_t f;
+    if (lg_disk_fill_start(&f, key, kl, m, head, hl, bodylen) < 0)
+        return -1;
+    loff_t in = (loff_t)body_off;
+    uint64_t left = bodylen;
+    while (left) {
+        ssize_t n = copy_file_range(fd, &in, f.fd, NULL, left, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            lg_disk_fill_abort(&f);
+            return -1;
+        }
+        left -= (uint64_t)n;
+        f.got += (uint64_t)n;
+    }
+    return lg_disk_fill_finish(&f);
+}
+
 int lg_disk_remove_prefix(const char *prefix, size_t n)
 {
     if (lg_disk == NULL)

@@ -112,6 +112,14 @@ int  lg_disk_try_update(const char *key, size_t kl, int64_t until);
  * header (in place: the CRC covers key and head only) and the index; the
  * head in the file stays as it was.  0, or -1 (replaced meanwhile). */
 int  lg_disk_refresh(int fd, const char *key, size_t kl, const lg_cmeta_t *m);
+/* A 304 revalidated the file open at fd and changed its head (RFC 9111
+ * 4.3.4): a new file with freshness m and head, the body copied from fd
+ * (copy_file_range: in the kernel, LG_DISK_REHEAD_MAX bytes at most, so
+ * the loop is held a few milliseconds), renamed over the old one.  0, or
+ * -1 (nothing changed: the caller refreshes the freshness alone). */
+#define LG_DISK_REHEAD_MAX (8 << 20)
+int  lg_disk_rehead(int fd, uint64_t body_off, uint64_t bodylen, const char *key, size_t kl,
+                    const lg_cmeta_t *m, const char *head, size_t hl);
 
 /* Worker 0, from a timer: read the directory back after a restart, a few
  * files at a time, and remove what was not used for cache_disk_inactive. */

@@ -869,8 +869,10 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         lg_cache_serve(s, cs, "REVALIDATED");
         return 1;
     }
-    /* a file of the disk tier revalidated: its freshness (not its head)
-     * is updated in place, and this client gets the merged head */
+    /* a file of the disk tier revalidated: the merged head goes into a new
+     * file (the body copied in the kernel), or for a body too large to
+     * copy on the loop, the freshness alone in place; this client gets the
+     * merged head either way */
     if (cs->reval && r->status == 304 && cs->obj == NULL && cs->dheld) {
         cs->obj = cs->dhead;
         cs->hl = cs->dhl;
@@ -878,7 +880,9 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
         if (refresh_from_304(s, cs, r, ri, now) == 0) {
             cs->dhead = cs->obj;        /* the old one was freed */
             cs->dhl = cs->hl;
-            lg_disk_refresh(cs->dfd, cs->key, cs->keylen, &cs->meta);
+            if (lg_disk_rehead(cs->dfd, cs->doff, cs->dblen, cs->key, cs->keylen, &cs->meta, cs->dhead,
+                               cs->dhl) < 0)
+                lg_disk_refresh(cs->dfd, cs->key, cs->keylen, &cs->meta);
         }
         cs->obj = NULL;
         cs->hl = 0;

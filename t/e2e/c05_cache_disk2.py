@@ -385,6 +385,13 @@ def a_revalidation_answered_304_gives_the_client_the_new_fields():
     eq((r.status, xc(r), r.headers.get("X-Version"), len(r.body)), (200, "REVALIDATED", "2", BIG))
     r = request(port, target="/v")
     eq((r.status, xc(r), len(r.body)), (200, "HIT", BIG), "max-age=600 from the 304")
+    # RFC 9111 4.3.4: the stored head has the 304's fields now (the file
+    # was written again with the body copied), not only its freshness
+    eq((r.headers.get("X-Version"), r.headers.get("Cache-Control")), ("2", "max-age=600"),
+       "the next hit carries the updated fields")
+    eq(r.body, b"x" * BIG, "the body copied whole")
+    eq(len(files(d)), 1, "one file for the key")
+    eq(tmps(d), [], "no temporary file left")
     eq(n[0], 2)
 
 
