@@ -979,6 +979,15 @@ static int via_parent(lg_req_t *s, const char *host, size_t hn)
     int k = st->direct ? -1 : lg_parents_pick(rt->parents, host, hn);
     if (k < 0)
         return LG_DECLINED;
+    if (s->conn->inspect) {
+        /* an inspected request's TLS to the destination is legate's, and
+         * verified here: never a parent's */
+        if (!never_direct(f, k))
+            return LG_DECLINED;
+        parent_fail(s, 502, "%s is inspected (tls_inspect), an inspected request goes direct, "
+                    "and never_direct forbids that: list it in tls_inspect_never", host);
+        return LG_DONE;
+    }
     lg_upstream_t *up = f->parents[k].upstream;
     if (lg_upstream_usable(up)) {
         st->parent = k;

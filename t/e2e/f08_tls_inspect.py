@@ -70,8 +70,9 @@ class TlsSite:
                 body = ("origin %s %s host=%s\n" % (self.names[-1] if self.names else "-",
                                                     target, host)).encode()
                 ctype = "text/plain"
+            cc = "max-age=60" if target.startswith("/cached") else "no-store"
             s.sendall(("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-                       "Cache-Control: no-store\r\n\r\n" % (ctype, len(body))).encode() +
+                       "Cache-Control: %s\r\n\r\n" % (ctype, len(body), cc)).encode() +
                       (body if method != "HEAD" else b""))
 
 
@@ -129,9 +130,10 @@ def conf(port, d, ca, extra="", dest=None):
     with open(os.path.join(d, "hosts"), "w") as f:
         f.write("127.0.0.1 %s\n" % " ".join(NAMES))
     return """
+cache_size = "4m";
 http = {
     log_format = "%s";
-    servers = ( { listen = ( "127.0.0.1:%d" );
+    servers = ( { listen = ( "127.0.0.1:%d" ); cache = true;
         forward = { allow_private = true; hosts_file = "%s/hosts"; resolvers = [ "127.0.0.1:9" ];
                     connect_ports = "1-65535";
                     url_filters = [ "^https://shop\\\\.test(:[0-9]+)?/private" ];
@@ -227,6 +229,14 @@ def inspected_get_filter_and_log():
     tail = open(lg.access_log).read().split("/private/report", 1)[1]
     eq(tail.count("CONNECT shop.test"), 1,
        "one CONNECT carried both (keep-alive inside the inspected tunnel): %r" % tail)
+    # the cache serves an inspected URL (keyed https://...) without the origin
+    url = "https://shop.test:%d/cached" % site.port
+    st, hs, body = curl(*px(port), "--cacert", os.path.join(ca, "ca.pem"), url)
+    eq((st, hs.get("X-Cache")), (200, "MISS"), "first fetch of a cacheable inspected URL")
+    for i in range(3):
+        st, hs, b = curl(*px(port), "--cacert", os.path.join(ca, "ca.pem"), url)
+        eq((st, hs.get("X-Cache"), b), (200, "HIT", body), "a cache hit inside HTTPS")
+    eq(site.paths.count("/cached"), 1, "the origin was asked once")
     # a wildcard entry covers subdomains... of names with their own certificate name
     st, _, body = curl(*px(port), "--cacert", os.path.join(ca, "ca.pem"),
                        "https://web.test:%d/w" % site.port)
