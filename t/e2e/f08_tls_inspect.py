@@ -10,6 +10,7 @@ Real clients: curl -x, openssl s_client -proxy, headless Chromium."""
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import ssl
@@ -87,6 +88,20 @@ fetch("/data.json").then(r => r.json()).then(j => {
 """
 
 
+def client_hello(name):
+    """The ClientHello Python's TLS client sends for name (bytes on the wire)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    o = ctx.wrap_bio(inc, out, server_hostname=name)
+    try:
+        o.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
 def make_ca(d, name="inspect-ca"):
     """A CA made by scripts/mkcert (ca.pem, ca.key)."""
     certs = os.path.join(d, name)
@@ -159,11 +174,12 @@ def alog(lg, regex, what):
     return wait_until(seen, 10, what=what)
 
 
-def leaf_via_proxy(port, name, oport, d):
+def leaf_via_proxy(port, name, oport, d, sni=True):
     """The certificate the client is shown through the proxy (openssl
     s_client -proxy), as a PEM file path."""
     p = subprocess.run(["openssl", "s_client", "-proxy", "127.0.0.1:%d" % port, "-connect",
-                        "%s:%d" % (name, oport), "-servername", name],
+                        "%s:%d" % (name, oport)] +
+                       (["-servername", name] if sni else ["-noservername"]),
                        input=b"", capture_output=True, timeout=30)
     out = p.stdout.decode(errors="replace")
     m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", out, re.S)
@@ -202,6 +218,10 @@ def inspected_get_filter_and_log():
        "the minted certificate: shop.test, signed by the inspect CA")
     ok(not verifies(leaf, os.path.join(dest, "ca.pem"), "shop.test"),
        "...and not by the origin's CA")
+    # a ClientHello without SNI: the CONNECT host is the name
+    leaf2 = leaf_via_proxy(port, "shop.test", site.port, d, sni=False)
+    ok(verifies(leaf2, os.path.join(ca, "ca.pem"), "shop.test"),
+       "no SNI: minted for the CONNECT host")
     p = subprocess.run(["openssl", "x509", "-in", leaf, "-noout", "-ext", "subjectAltName",
                         "-dates"], capture_output=True, timeout=30)
     contains(p.stdout.decode(), "DNS:shop.test", "the name in the subjectAltName")
@@ -302,6 +322,7 @@ def no_fd_leak():
     lg = Legate(conf(port, d, ca, "keepalive = 0;"), workers=1)
     lg.allow_log(r"TLS handshake with upstream failed")
     w = lg.wait_workers()[0]
+    hello = client_hello("shop.test")
 
     def rounds(n):
         for i in range(n):
@@ -311,11 +332,13 @@ def no_fd_leak():
                  "https://bad.test:%d/r%d" % (bad.port, i))
             curl(*px(port), "--cacert", os.path.join(dest, "ca.pem"),
                  "https://plain.test:%d/r%d" % (site.port, i))
-            # a client that gives up in the middle of the handshake
-            s = __import__("socket").create_connection(("127.0.0.1", port), timeout=10)
+            # a client that gives up in the middle of the inspected handshake
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
             s.sendall(b"CONNECT shop.test:%d HTTP/1.1\r\nHost: x\r\n\r\n" % site.port)
-            s.recv(100)
-            s.sendall(b"\x16\x03\x01\x00\x05hello")
+            head = s.recv(100)
+            ok(head.startswith(b"HTTP/1.1 200"), "CONNECT answered: %r" % head)
+            s.sendall(hello)
+            s.recv(100)         # legate's ServerHello: the handshake began
             s.close()
     rounds(2)
     base = wait_until(lambda: fd_count(w), 5, what="fd count")
@@ -409,6 +432,11 @@ def chromium_loads_an_inspected_page():
                           spki_hash(os.path.join(ca, "ca.pem")))
     contains(dom, "fetched:inspected", "Chromium trusted the inspect CA, the page's script ran "
              "and fetched through the inspected tunnel (stderr: %s)" % err[-800:])
+    # trusting another key instead, the minted certificate is refused
+    dom, err = b.dump_dom("http://127.0.0.1:%d" % port, "https://shop.test:%d/page?again" %
+                          site.port, spki_hash(os.path.join(dest, "ca.pem")))
+    ok("fetched:inspected" not in dom and "/page?again" not in site.paths,
+       "without the inspect CA trusted, Chromium does not load the page")
     alog(lg, r"GET https://shop\.test:%d/data\.json HTTP/1\.1 200" % site.port,
          what="the page's fetch logged as an https:// request")
     ok("/page" in site.paths and "/data.json" in site.paths, "origin saw %r" % site.paths)
