@@ -794,12 +794,13 @@ static int inspect_gate(lg_req_t *s, const lg_clienthello_t *ch, lg_ch_rc_t rc,
                         const unsigned char *p, size_t n);
 
 /* TLS inspection is configured and may apply: an HTTP/1.1 CONNECT (not
- * SOCKS5, not a stream of an HTTP/2 connection), not one inside an
- * inspected tunnel. */
+ * SOCKS5, not a stream of an HTTP/2 or HTTP/3 connection), not one inside
+ * an inspected tunnel, nor over TLS to legate (an HTTPS proxy: the
+ * client's connection has its TLS already, TLS inside it is spliced). */
 static int may_inspect(const lg_req_t *s)
 {
     return ((const fwd_rt_t *)s->server->forward->rt)->ca != NULL && !s->conn->bind->socks &&
-           !s->conn->fe->multiplexed && s->conn->inspect == NULL;
+           !s->conn->fe->multiplexed && s->conn->inspect == NULL && !lg_conn_tls(s->conn);
 }
 
 static int sni_gate(lg_req_t *s, const unsigned char *p, size_t n, lg_gate_why_t why)

@@ -287,6 +287,26 @@ def never_and_unlisted_are_spliced():
 
 
 @test
+def tunnel_inside_tls_to_the_proxy_is_spliced():
+    d, ca, dest = setup()
+    site = make_site(dest)
+    port = free_port()
+    text = conf(port, d, ca).replace('listen = ( "127.0.0.1:%d" );' % port,
+                                     'listen = ( { address = "127.0.0.1:%d"; tls = true; } ); '
+                                     'tls_certificates = { cert = "%s/server-ecdsa.pem"; '
+                                     'key = "%s/server-ecdsa.key"; };' % (port, SHIPPED, SHIPPED))
+    lg = Legate(text, workers=1)
+    st, _, body = curl("--proxy", "https://localhost:%d" % port, "--proxy-cacert",
+                       os.path.join(SHIPPED, "ca.pem"), "--cacert", os.path.join(dest, "ca.pem"),
+                       "https://shop.test:%d/in" % site.port)
+    eq((st, body), (200, ("origin shop.test /in host=shop.test:%d\n" % site.port).encode()),
+       "an HTTPS proxy's tunnel is spliced, even for a tls_inspect name: the origin's certificate")
+    alog(lg, r"CONNECT shop\.test:%d HTTP/1\.1 200 sni=\S+ ended=\"closed\"" % site.port,
+         what="logged as a spliced tunnel")
+    ok("GET https://" not in open(lg.access_log).read(), "no request was seen inside it")
+
+
+@test
 def destination_that_does_not_verify_is_refused():
     d, ca, dest = setup()
     cert, key = self_signed(d, "bad.test")
