@@ -33,7 +33,8 @@ static struct lg_dynup *table[DEST_BUCKETS];
 static int ndests;
 static int idle_total;          /* idle connections over every destination */
 
-/* "http://host:port" ("[v6]" bracketed) into out, by hand: it is made for
+/* "http://host:port" ("https://" for TLS inspection's destinations; "[v6]"
+ * bracketed) into out, by hand: it is made for
  * every request, and printf's machinery would be most of its cost. */
 static size_t hostkey(char *out, size_t len, const char *host, unsigned port, int tls)
 {
