@@ -657,6 +657,13 @@ typedef struct lg_forward {
     char      *ftp_user;                /* ftp:// login without credentials, default "anonymous" */
     char      *ftp_password;            /* ...and its password, default "legate@" (Squid's ftp_user) */
     int        ftp_epsv;                /* bool: EPSV before PASV, default 1 (Squid's ftp_epsv) */
+    /* TLS inspection (Squid's ssl_bump bump / splice; forward/forward.c, net/tls_mint.c) */
+    lg_strv_t *tls_inspect;             /* server names intercepted; empty (default): none */
+    lg_strv_t *tls_inspect_never;       /* never intercepted (wins over tls_inspect) */
+    char      *tls_inspect_ca;          /* the operator's CA certificate (PEM), or NULL */
+    char      *tls_inspect_ca_key;      /* ...and its private key */
+    char      *tls_inspect_verify;      /* CA file destinations are verified with; NULL: the system's */
+    int        tls_inspect_line;        /* where tls_inspect_ca was set (or the block) */
     int        line;
     void      *rt;                      /* built by the proxy layer (ACLs, lists) */
     void     (*rt_free)(void *rt);      /* and how to free it */

@@ -442,6 +442,14 @@ static void dump_forward(FILE *out, int ind, const lg_forward_t *f)
     kv_str(out, ind + 1, "ftp_user", f->ftp_user);
     kv_str(out, ind + 1, "ftp_password", f->ftp_password);
     kv_bool(out, ind + 1, "ftp_epsv", f->ftp_epsv);
+    kv_names(out, ind + 1, "tls_inspect", f->tls_inspect);
+    kv_names(out, ind + 1, "tls_inspect_never", f->tls_inspect_never);
+    if (f->tls_inspect_ca)
+        kv_str(out, ind + 1, "tls_inspect_ca", f->tls_inspect_ca);
+    if (f->tls_inspect_ca_key)
+        kv_str(out, ind + 1, "tls_inspect_ca_key", f->tls_inspect_ca_key);
+    if (f->tls_inspect_verify)
+        kv_str(out, ind + 1, "tls_inspect_verify", f->tls_inspect_verify);
     if (f->nuser_rules) {
         IND(out, ind + 1);
         fputs("user_rules = (\n", out);

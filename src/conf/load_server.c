@@ -78,6 +78,11 @@ static const directive_t forward_dirs[] = {
     CUSTOM("parents",        fn_parents),
     ROW("always_direct",     D_STRLIST, 0, 0, "", lg_forward_t, always_direct),
     ROW("never_direct",      D_BOOL,    0, 1, "false", lg_forward_t, never_direct),
+    ROW("tls_inspect",       D_STRLIST, 0, 0, "", lg_forward_t, tls_inspect),
+    ROW("tls_inspect_never", D_STRLIST, 0, 0, "", lg_forward_t, tls_inspect_never),
+    PATH("tls_inspect_ca",   NULL, NULL, lg_forward_t, tls_inspect_ca),
+    PATH("tls_inspect_ca_key", NULL, NULL, lg_forward_t, tls_inspect_ca_key),
+    PATH("tls_inspect_verify", NULL, NULL, lg_forward_t, tls_inspect_verify),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -226,6 +231,17 @@ int ld_fn_forward(ld_t *ld, const config_setting_t *s, void *base)
         if (strcmp(f->connect_sni_missing, "refuse") && strcmp(f->connect_sni_missing, "allow"))
             rc = ld_error(ld, config_setting_get_member(s, "connect_sni_missing"),
                           "'connect_sni_missing' must be \"refuse\" or \"allow\"");
+        /* TLS inspection needs the CA that signs what it mints, and the key */
+        const config_setting_t *ca = config_setting_get_member(s, "tls_inspect_ca");
+        f->tls_inspect_line = ca ? (int)config_setting_source_line(ca) : f->line;
+        if (f->tls_inspect && f->tls_inspect->n && (f->tls_inspect_ca == NULL ||
+                                                    f->tls_inspect_ca_key == NULL))
+            rc = ld_error(ld, config_setting_get_member(s, "tls_inspect"),
+                          "'tls_inspect' needs 'tls_inspect_ca' and 'tls_inspect_ca_key' "
+                          "(the CA that signs the certificates legate shows the clients)");
+        if ((f->tls_inspect_ca == NULL) != (f->tls_inspect_ca_key == NULL))
+            rc = ld_error(ld, ca ? ca : config_setting_get_member(s, "tls_inspect_ca_key"),
+                          "'tls_inspect_ca' and 'tls_inspect_ca_key' go together");
         /* rules about users need users */
         static const char *const need_auth[] = { "allow_users", "user_rules", "auth_groups_file", NULL };
         for (int i = 0; need_auth[i] && f->auth_file == NULL; i++) {

@@ -33,16 +33,17 @@ static struct lg_dynup *table[DEST_BUCKETS];
 static int ndests;
 static int idle_total;          /* idle connections over every destination */
 
-/* "http://host:port" ("[v6]" bracketed) into out, by hand: it is made for
+/* "http://host:port" ("https://" for TLS inspection's destinations; "[v6]"
+ * bracketed) into out, by hand: it is made for
  * every request, and printf's machinery would be most of its cost. */
-static size_t hostkey(char *out, size_t len, const char *host, unsigned port)
+static size_t hostkey(char *out, size_t len, const char *host, unsigned port, int tls)
 {
     size_t hn = strlen(host), n = 0;
     int v6 = memchr(host, ':', hn) != NULL;
-    if (hn + 16 > len)
-        hn = len - 16;
-    memcpy(out, "http://", 7);
-    n = 7;
+    if (hn + 17 > len)
+        hn = len - 17;
+    memcpy(out, tls ? "https://" : "http://", tls ? 8 : 7);
+    n = tls ? 8 : 7;
     if (v6)
         out[n++] = '[';
     memcpy(out + n, host, hn);
@@ -61,10 +62,10 @@ static size_t hostkey(char *out, size_t len, const char *host, unsigned port)
     return n;
 }
 
-lg_upstream_t *lg_dest_idle(const lg_forward_t *f, const char *host, unsigned port)
+lg_upstream_t *lg_dest_idle(const lg_forward_t *f, const char *host, unsigned port, int tls)
 {
     char hk[300];
-    size_t hn = hostkey(hk, sizeof(hk), host, port);
+    size_t hn = hostkey(hk, sizeof(hk), host, port, tls);
     uint64_t h = lg_hash64(hk, hn, 0);
     for (struct lg_dynup *d = table[h & (DEST_BUCKETS - 1)]; d; d = d->next)
         if (d->npool > 0 && d->hash == h && d->owner == f && d->hostkey_len == hn &&
@@ -88,7 +89,7 @@ static void evict_one(void)
 }
 
 lg_upstream_t *lg_dest_get(const lg_forward_t *f, const char *host, unsigned port,
-                           const struct sockaddr_storage *ss, int tunnel)
+                           const struct sockaddr_storage *ss, int tunnel, void *tls_ctx)
 {
     char ip[64];
     const void *a = ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
@@ -97,7 +98,7 @@ lg_upstream_t *lg_dest_get(const lg_forward_t *f, const char *host, unsigned por
                                                      : ((const struct sockaddr_in *)ss)->sin_port);
     inet_ntop(ss->ss_family, a, ip, sizeof(ip));
     char key[sizeof(((struct lg_dynup *)0)->key)];
-    size_t hn = hostkey(key, sizeof(key), host, port);
+    size_t hn = hostkey(key, sizeof(key), host, port, tls_ctx != NULL);
     uint64_t h = lg_hash64(key, hn, 0);
     snprintf(key + hn, sizeof(key) - hn, ss->ss_family == AF_INET6 ? "|[%s]:%u%s" : "|%s:%u%s",
              ip, aport, tunnel ? "/t" : "");
@@ -123,6 +124,15 @@ lg_upstream_t *lg_dest_get(const lg_forward_t *f, const char *host, unsigned por
     d->up.servers = &d->srv;
     d->up.nservers = 1;
     d->up.keepalive = tunnel ? 0 : f->keepalive;
+    if (tls_ctx) {
+        /* what the client was shown a minted certificate for must be the
+         * name the destination proves: SNI and verification (net/tls.c) */
+        snprintf(d->sni, sizeof(d->sni), "%s", host);
+        d->up.tls = 1;
+        d->up.tls_verify = 1;
+        d->up.tls_server_name = d->sni;
+        d->up.ssl_ctx = tls_ctx;
+    }
     d->up.index = -1;
     d->up.dyn = d;
     d->up.fail_on = d->up.next_upstream = (char *)"error timeout";

@@ -39,6 +39,7 @@
 #include "net/resolve.h"
 #include "net/geo.h"
 #include "net/htpasswd.h"
+#include "net/tls_mint.h"
 
 #include <openssl/crypto.h>
 
@@ -70,6 +71,11 @@ typedef struct fwd_rt {
     lg_portset_t   sports;      /* socks_ports: SOCKS5 */
     lg_portset_t   hports;      /* http_ports: absolute-form http:// */
     lg_parents_t  *parents;     /* parent proxy rules (parent.c), or NULL */
+    /* TLS inspection: names intercepted and never intercepted, the CA, and
+     * the context destinations are verified with (all NULL: none) */
+    lg_domset_t   *inspect, *inspect_never;
+    lg_mint_ca_t  *ca;
+    struct ssl_ctx_st *verify_ctx;
     lg_resolver_t *resolver;    /* per worker, made on first use */
 } fwd_rt_t;
 
@@ -85,6 +91,10 @@ static void rt_free(void *p)
     lg_domset_free(rt->anon);
     lg_urlre_free(rt->urlre);
     lg_parents_free(rt->parents);
+    lg_domset_free(rt->inspect);
+    lg_domset_free(rt->inspect_never);
+    lg_mint_ca_free(rt->ca);
+    lg_mint_ctx_free(rt->verify_ctx);
     lg_htpasswd_free(rt->users);
     for (size_t i = 0; i < rt->ngroups; i++) {
         for (size_t k = 0; k < rt->groups[i].n; k++)
@@ -300,6 +310,47 @@ static void proxy_free(lg_conf_t *conf)
 
 static void sni_tunnel_open(lg_req_t *s, lg_tunnel_t *t);
 
+/* tls_inspect / tls_inspect_never: names, each covering its subdomains
+ * ("*.example.com" is read as "example.com"); a bad one is an error. */
+static lg_domset_t *inspect_set(const lg_strv_t *v, const char *what, const char *file, int line,
+                                char *err, size_t errlen, size_t *used, int *rc)
+{
+    lg_domset_t *d = lg_domset_new();
+    for (size_t k = 0; d && v && k < v->n; k++) {
+        const char *n = v->v[k];
+        if (strncmp(n, "*.", 2) == 0)
+            n += 2;
+        if (lg_domset_add(d, n, strlen(n), what) < 0) {
+            ERR("%s:%d: '%s': \"%s\" is not a domain name\n", file, line, what, v->v[k]);
+            *rc = -1;
+        }
+    }
+    return d;
+}
+
+/* The CA, the name lists and the destinations' verifying context. */
+static void inspect_prepare(fwd_rt_t *rt, const lg_forward_t *f, const char *file, char *err,
+                            size_t errlen, size_t *used, int *rc)
+{
+    if (f->tls_inspect == NULL || f->tls_inspect->n == 0)
+        return;
+    char msg[512];
+    int line = f->tls_inspect_line;
+    rt->inspect = inspect_set(f->tls_inspect, "tls_inspect", file, f->line, err, errlen, used, rc);
+    rt->inspect_never = inspect_set(f->tls_inspect_never, "tls_inspect_never", file, f->line, err,
+                                    errlen, used, rc);
+    if ((rt->ca = lg_mint_ca_load(f->tls_inspect_ca, f->tls_inspect_ca_key, msg,
+                                  sizeof(msg))) == NULL) {
+        ERR("%s:%d: %s\n", file, line, msg);
+        *rc = -1;
+    }
+    if ((rt->verify_ctx = lg_mint_verify_ctx(f->tls_inspect_verify, msg, sizeof(msg))) == NULL) {
+        ERR("%s:%d: %s%s%s\n", file, f->line, msg, f->tls_inspect_verify ? " " : "",
+            f->tls_inspect_verify ? f->tls_inspect_verify : "");
+        *rc = -1;
+    }
+}
+
 int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
 {
     size_t used = strlen(err);
@@ -386,6 +437,7 @@ int lg_forward_prepare(lg_conf_t *conf, char *err, size_t errlen)
             rc = -1;
         rt->parents = lg_parents_build(conf, f, err, errlen, &rc);
         used = strlen(err);
+        inspect_prepare(rt, f, file, err, errlen, &used, &rc);
         rt->urlre = lg_urlre_new();
         for (size_t k = 0; rt->urlre && f->url_filters && k < f->url_filters->n; k++) {
             if (lg_urlre_add(rt->urlre, f->url_filters->v[k], msg, sizeof(msg)) < 0) {
@@ -522,7 +574,9 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
     } else {
         char host[256];
         dest_host(s, host);
-        lg_upstream_t *up = lg_dest_get(f, host, port, &ss, s->ri.connect);
+        /* inside an inspected tunnel: TLS to the destination, verified */
+        lg_upstream_t *up = lg_dest_get(f, host, port, &ss, s->ri.connect,
+                                        s->conn->inspect ? ((fwd_rt_t *)f->rt)->verify_ctx : NULL);
         if (up == NULL)
             lg_respond_error(s, 500);
         else
@@ -698,7 +752,8 @@ static int forward_access(lg_req_t *s)
     }
     if (!s->ri.connect && lg_urlre_count(rt->urlre)) {
         static const char *const sch[] = { "http", "ftp", "gopher" };
-        char *url = lg_arena_printf(&s->arena, "%s://%.*s%.*s", sch[s->ri.scheme],
+        char *url = lg_arena_printf(&s->arena, "%s://%.*s%.*s",
+                                    s->conn->inspect ? "https" : sch[s->ri.scheme],
                                     (int)s->ri.authority.n,
                                     s->ri.authority.p, (int)s->ri.uri.n, s->ri.uri.p);
         int k = url ? lg_urlre_match(rt->urlre, url, strlen(url)) : -1;
@@ -735,6 +790,19 @@ static int sni_refuse(lg_req_t *s, const char *fmt, ...)
     return -1;
 }
 
+static int inspect_gate(lg_req_t *s, const lg_clienthello_t *ch, lg_ch_rc_t rc,
+                        const unsigned char *p, size_t n);
+
+/* TLS inspection is configured and may apply: an HTTP/1.1 CONNECT (not
+ * SOCKS5, not a stream of an HTTP/2 or HTTP/3 connection), not one inside
+ * an inspected tunnel, nor over TLS to legate (an HTTPS proxy: the
+ * client's connection has its TLS already, TLS inside it is spliced). */
+static int may_inspect(const lg_req_t *s)
+{
+    return ((const fwd_rt_t *)s->server->forward->rt)->ca != NULL && !s->conn->bind->socks &&
+           !s->conn->fe->multiplexed && s->conn->inspect == NULL && !lg_conn_tls(s->conn);
+}
+
 static int sni_gate(lg_req_t *s, const unsigned char *p, size_t n, lg_gate_why_t why)
 {
     lg_forward_t *f = s->server->forward;
@@ -742,6 +810,8 @@ static int sni_gate(lg_req_t *s, const unsigned char *p, size_t n, lg_gate_why_t
     lg_ch_rc_t rc = lg_clienthello_parse(p, n, &ch);
     if (rc == LG_CH_MORE && why == LG_GATE_BYTES)
         return 0;
+    if (strcmp(f->connect_sni, "off") == 0)
+        return inspect_gate(s, &ch, rc, p, n);     /* only TLS inspection waited */
     const char *missing = NULL;
     if (rc == LG_CH_MORE)
         missing = why == LG_GATE_TIMEOUT ? "no whole TLS ClientHello within connect_sni_timeout"
@@ -779,7 +849,71 @@ static int sni_gate(lg_req_t *s, const unsigned char *p, size_t n, lg_gate_why_t
     char w[512];
     if (dest_refusal(s, ch.sni, ch.sni_len, (unsigned)s->ri.port, w, sizeof(w)))
         return sni_refuse(s, "the ClientHello's server name: %s", w);
-    return 1;
+    return inspect_gate(s, &ch, rc, p, n);
+}
+
+/*
+ * TLS inspection (Squid's ssl_bump bump, and splice for the rest): a
+ * whole ClientHello whose server name (else the CONNECT host) is in
+ * tls_inspect and not in tls_inspect_never gets legate's TLS with a
+ * certificate minted for that name (net/tls_mint.c), and the tunnel
+ * becomes an HTTP/1.1 connection whose requests are for https://name
+ * (pipeline/h1.c); its bytes so far go to that TLS.  Anything else --
+ * no TLS, another name, an address -- is relayed untouched (1).
+ */
+static int inspect_gate(lg_req_t *s, const lg_clienthello_t *ch, lg_ch_rc_t rc,
+                        const unsigned char *p, size_t n)
+{
+    fwd_rt_t *rt = s->server->forward->rt;
+    if (!may_inspect(s) || rc != LG_CH_OK)
+        return 1;
+    if (ch->has_sni && s->tunnel->sni == NULL)
+        s->tunnel->sni = lg_arena_strdup(&s->arena, ch->sni);     /* $tunnel_sni, spliced too */
+    char host[256];
+    size_t hn;
+    if (ch->has_sni) {
+        hn = ch->sni_len < sizeof(host) ? ch->sni_len : sizeof(host) - 1;
+        memcpy(host, ch->sni, hn);
+        host[hn] = '\0';
+    } else {
+        hn = dest_host(s, host);
+    }
+    while (hn && host[hn - 1] == '.')
+        host[--hn] = '\0';
+    for (size_t i = 0; i < hn; i++)
+        if (host[i] >= 'A' && host[i] <= 'Z')
+            host[i] = (char)(host[i] - 'A' + 'a');
+    if (!lg_mint_name_ok(host) || !lg_domset_match(rt->inspect, host, hn, NULL) ||
+        lg_domset_match(rt->inspect_never, host, hn, NULL))
+        return 1;
+    /* the rules judged the CONNECT host; a server name that differs (and
+     * connect_sni did not judge) is judged now, as it is what is fetched */
+    char w[512];
+    if (ch->has_sni && strcmp(s->server->forward->connect_sni, "off") == 0 &&
+        dest_refusal(s, host, hn, (unsigned)s->ri.port, w, sizeof(w)))
+        return sni_refuse(s, "the ClientHello's server name: %s", w);
+    lg_inspect_t *in = calloc(1, sizeof(*in));
+    char why[256];
+    SSL *ssl = in ? lg_mint_accept(rt->ca, host, s->conn->e.io.fd, p, n, why, sizeof(why)) : NULL;
+    if (ssl == NULL) {
+        free(in);
+        lg_error("forward proxy: cannot inspect the tunnel of %s to %s: %s", s->peer_text, host,
+                 in ? why : "out of memory");
+        s->tunnel->ended = "inspection failed";
+        return -1;
+    }
+    in->server = s->server;
+    in->port = (unsigned)s->ri.port;
+    in->host_len = (size_t)snprintf(in->host, sizeof(in->host), "%s", host);
+    in->authority_len = (size_t)(in->port == 443 ?
+        snprintf(in->authority, sizeof(in->authority), "%s", host) :
+        snprintf(in->authority, sizeof(in->authority), "%s:%u", host, in->port));
+    free(s->conn->inspect);
+    s->conn->inspect = in;
+    s->tunnel->ended = "inspected";
+    s->tunnel->takeover = ssl;
+    lg_info("forward proxy: %s tunnel to %s:%u inspected", s->peer_text, host, in->port);
+    return 2;
 }
 
 /* Every CONNECT (and SOCKS5 CONNECT) tunnel of a forward proxy with
@@ -787,8 +921,9 @@ static int sni_gate(lg_req_t *s, const unsigned char *p, size_t n, lg_gate_why_t
  * stream servers) are not the forward proxy's. */
 static void sni_tunnel_open(lg_req_t *s, lg_tunnel_t *t)
 {
-    if (!lg_req_is_forward(s) || !s->ri.connect || s->ri.udp_associate ||
-        strcmp(s->server->forward->connect_sni, "off") == 0)
+    if (!lg_req_is_forward(s) || !s->ri.connect || s->ri.udp_associate)
+        return;
+    if (strcmp(s->server->forward->connect_sni, "off") == 0 && !may_inspect(s))
         return;
     t->gate = sni_gate;
     t->gate_deadline = lg_w.loop.now + s->server->forward->connect_sni_timeout;
@@ -845,6 +980,15 @@ static int via_parent(lg_req_t *s, const char *host, size_t hn)
     int k = st->direct ? -1 : lg_parents_pick(rt->parents, host, hn);
     if (k < 0)
         return LG_DECLINED;
+    if (s->conn->inspect) {
+        /* an inspected request's TLS to the destination is legate's, and
+         * verified here: never a parent's */
+        if (!never_direct(f, k))
+            return LG_DECLINED;
+        parent_fail(s, 502, "%s is inspected (tls_inspect), an inspected request goes direct, "
+                    "and never_direct forbids that: list it in tls_inspect_never", host);
+        return LG_DONE;
+    }
     lg_upstream_t *up = f->parents[k].upstream;
     if (lg_upstream_usable(up)) {
         st->parent = k;
@@ -896,7 +1040,8 @@ static int forward_content(lg_req_t *s)
      * connection was made */
     lg_upstream_t *idle = s->ri.connect || !s->ri.method_idempotent ? NULL :
                           lg_dest_idle(s->server->forward, host,
-                                       s->ri.port ? (unsigned)s->ri.port : 80);
+                                       s->ri.port ? (unsigned)s->ri.port : 80,
+                                       s->conn->inspect != NULL);
     if (idle) {
         lg_reverse_proxy_to(s, idle);
         return LG_DONE;

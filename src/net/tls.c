@@ -569,7 +569,9 @@ SSL *lg_tls_connect(lg_upstream_t *up, size_t si, int fd)
             X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
         }
     }
-    up_session_t *slot = session_slot(up, si);
+    /* a forward proxy's destination (made at run time, TLS inspection)
+     * keeps no session: its records come and go */
+    up_session_t *slot = up->dyn ? NULL : session_slot(up, si);
     SSL_set_ex_data(ssl, ex_peer, slot);
     if (slot && slot->sess)
         SSL_set_session(ssl, slot->sess);

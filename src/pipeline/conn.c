@@ -80,6 +80,20 @@ void lg_conn_rebind(lg_conn_t *c, const lg_bind_t *bind)
     c->rerun = 1;
 }
 
+void lg_conn_start_tls(lg_conn_t *c, SSL *ssl)
+{
+    LG_BUG_ON(c->req != NULL || c->e.ssl != NULL || c->state != LG_C_FRONT);
+    lg_buf_put(c->in);          /* what was read is the ssl's to read first now */
+    c->in = NULL;
+    c->scanned = 0;
+    c->e.ssl = ssl;
+    c->e.r_ready = 1;           /* those bytes wait in OpenSSL: no edge will say so */
+    c->fe = frontends[LG_PROTO_HTTP1];
+    c->state = LG_C_HANDSHAKE;
+    c->t_start = lg_w.loop.now;
+    c->rerun = 1;
+}
+
 void lg_conn_set_peer(lg_conn_t *c, const struct sockaddr_storage *ss)
 {
     memcpy(&c->peer, ss, sizeof(*ss));
@@ -113,6 +127,8 @@ void lg_conn_close(lg_conn_t *c, const char *why)
     lg_end_close(&c->e, &lg_w.loop);
     lg_buf_put(c->in);
     c->in = NULL;
+    free(c->inspect);
+    c->inspect = NULL;
     if (c->prev)
         c->prev->next = c->next;
     else

@@ -90,6 +90,25 @@ void lg_h1_register(void);     /* h1.c */
 void lg_h2_register(void);     /* h2.c */
 void lg_h3_register(void);     /* h3.c, when built with HTTP/3 */
 
+/*
+ * A CONNECT tunnel the forward proxy intercepts (TLS inspection): the
+ * client speaks TLS to legate inside it, and each request it sends in
+ * origin form is one for https://authority (h1.c makes it so), through
+ * the forward proxy's server.
+ */
+typedef struct lg_inspect {
+    const lg_server_t *server;  /* borrowed: the forward proxy's (the conf generation) */
+    unsigned           port;
+    size_t             host_len, authority_len;
+    char               host[256];       /* the server name */
+    char               authority[264];  /* host[:port], port only when not 443 */
+} lg_inspect_t;
+
+/* The connection's client speaks TLS from now on, on ssl (server side, not
+ * yet shaken hands; owned from here), and HTTP/1.1 inside it.  For a
+ * tunnel the forward proxy takes over: c->req is gone, c->inspect set. */
+void lg_conn_start_tls(lg_conn_t *c, SSL *ssl);
+
 struct lg_conn {
     uint32_t        magic;
     lg_end_t        e;
@@ -117,6 +136,7 @@ struct lg_conn {
      * a digest of it and the password file, so the next request with the
      * same credentials costs no second hash; all zero = none */
     unsigned char   auth_ok[16];
+    lg_inspect_t   *inspect;    /* owned (malloc): an intercepted tunnel's destination, or NULL */
     lg_conn_t      *prev, *next; /* all connections of the worker */
     lg_conn_t      *idle_prev, *idle_next; /* keep-alive connections waiting, oldest first */
     int             in_idle;

@@ -192,11 +192,41 @@ static int read_head(lg_conn_t *c)
     }
 }
 
+/*
+ * A request inside an intercepted tunnel (c->inspect) is one for
+ * https://authority/path, whatever its Host says: the destination is the
+ * name the tunnel was judged and intercepted by.  It goes through the
+ * forward proxy's server as an absolute-form request would, so its rules,
+ * URL filters, cache, limits and log see the https:// URL.  Only origin
+ * form: a tunnel inside the tunnel, or another destination, is a 400.
+ */
+static int inspected(lg_conn_t *c, lg_req_t *r)
+{
+    const lg_inspect_t *in = c->inspect;
+    r->server = in->server;
+    if (r->ri.connect || r->ri.absolute_form)
+        return 400;
+    char *t = lg_arena_printf(&r->arena, "https://%s%.*s", in->authority, (int)r->ri.uri.n,
+                              r->ri.uri.p);
+    if (t == NULL)
+        return 500;
+    r->req.target = t;
+    r->req.target_len = strlen(t);
+    r->ri.host = (lg_str_t){ in->host, in->host_len };
+    r->ri.authority = (lg_str_t){ in->authority, in->authority_len };
+    r->ri.port = (int)in->port;
+    r->ri.absolute_form = 1;
+    r->ri.scheme = LG_SCHEME_HTTP;
+    return 0;
+}
+
 /* The head is complete: what HTTP/1.1 itself says about it, then the phases. */
 static void begin(lg_conn_t *c, lg_req_t *r)
 {
     int st = lg_http_analyze_request(&r->req, &r->ri);
     r->server = lg_route_server(c->bind, r->ri.host);
+    if (c->inspect && st == 0)
+        st = inspected(c, r);
     const lg_common_t *sc = &r->server->common;
     r->keep_alive = !st && r->ri.keep_alive && sc->keepalive_timeout > 0 &&
                     c->requests + 1 < (unsigned)sc->keepalive_requests && !lg_w.quitting;

@@ -31,6 +31,8 @@ static void tunnel_end(lg_req_t *r, const char *why)
 static void tunnel_cleanup(void *arg)
 {
     lg_tunnel_t *t = arg;
+    lg_tls_close(t->takeover);
+    t->takeover = NULL;
     if (t->spliced) {
         lg_splice_close(&t->sp_up);
         lg_splice_close(&t->sp_down);
@@ -113,13 +115,37 @@ static void gate_pass(lg_req_t *r)
     lg_pipe_init(&r->reqp, b, b->pos, LG_BODY_CLOSE, 0, 0);
 }
 
+/* The gate took the connection over (answer 2): the tunnel's request is
+ * logged and freed (its upstream connection goes with it), and the
+ * connection, its client's bytes now the SSL's, starts TLS. */
+static void takeover(lg_req_t *r)
+{
+    lg_tunnel_t *t = r->tunnel;
+    lg_conn_t *c = r->conn;
+    SSL *ssl = t->takeover;
+    t->takeover = NULL;
+    if (t->ended == NULL)
+        t->ended = "taken over";
+    r->bytes_in = r->head_len + r->reqp.body_bytes;
+    r->bytes_out = r->rspp.wire_bytes;
+    r->stage = NULL;
+    lg_feature_run_one(r, LG_PH_LOG);
+    c->requests++;
+    lg_req_free(r);
+    lg_conn_start_tls(c, ssl);
+}
+
 /* 1 still judging or passed, 0 the tunnel ended (r is gone). */
 static int gate_decide(lg_req_t *r, lg_gate_why_t why)
 {
     lg_tunnel_t *t = r->tunnel;
     lg_buf_t *b = r->reqp.buf;
     int rc = t->gate(r, (const unsigned char *)b->pos, (size_t)(b->last - b->pos), why);
-    if (rc > 0) {
+    if (rc == 2 && t->takeover && !r->conn->fe->multiplexed) {
+        takeover(r);
+        return 0;
+    }
+    if (rc == 1) {
         gate_pass(r);
         return 1;
     }

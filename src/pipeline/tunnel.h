@@ -24,8 +24,12 @@ typedef enum lg_gate_why {
 
 /* A gate holds the client's first bytes back (read, not relayed) until it
  * has judged them: 0 read more, 1 relay them (all, unchanged), -1 refused
- * (the gate set r->blocked and t->ended; the tunnel closes).  The
- * forward proxy's connect_sni is one (forward/forward.c). */
+ * (the gate set r->blocked and t->ended; the tunnel closes), 2 taken over
+ * (the gate set t->takeover: the request is logged and goes, the
+ * upstream connection with it, and the client connection speaks TLS on
+ * that SSL, which reads the bytes the gate saw first -- lg_conn_start_tls).
+ * The forward proxy's connect_sni and TLS inspection are one
+ * (forward/forward.c). */
 typedef int (*lg_tunnel_gate_t)(lg_req_t *r, const unsigned char *p, size_t n,
                                 lg_gate_why_t why);
 
@@ -39,6 +43,7 @@ typedef struct lg_tunnel {
     lg_tunnel_gate_t gate;              /* while it judges, or NULL */
     lg_msec_t   gate_deadline;          /* when the gate must decide */
     const char *sni;                    /* $tunnel_sni: the ClientHello's server name, or NULL */
+    SSL        *takeover;               /* owned: the gate's TLS for the client (answer 2), or NULL */
 } lg_tunnel_t;
 
 /* Called by lg_tunnel_start for every tunnel, when set: a layer above

@@ -54,11 +54,12 @@ struct lg_uconn {
 struct lg_dynup {
     lg_upstream_t        up;            /* up.dyn points back here; up.index = -1 */
     lg_upstream_server_t srv;
-    char                 key[320];      /* "http://host:port|ip:port" (+ "/t" for tunnels) */
+    char                 key[320];      /* "http[s]://host:port|ip:port" (+ "/t" for tunnels) */
     size_t               hostkey_len;   /* the "http://host:port" prefix of key */
     uint64_t             hash;          /* of that prefix */
     const void          *owner;         /* the forward block it was made for (borrowed) */
     char                 text[72];      /* "ip:port", for logs */
+    char                 sni[256];      /* https:// (TLS inspection): the name asked and verified */
     lg_uconn_t          *pool;          /* idle connections */
     int                  npool;
     int                  refs;          /* connections and sessions using it */

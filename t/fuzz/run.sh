@@ -58,7 +58,7 @@ for h in ${*:-$HARNESSES}; do
     conf)       srcs="src/conf/dump.c src/conf/load.c src/conf/load_error.c src/conf/load_bind.c src/conf/load_limit.c src/conf/load_route.c src/conf/load_value.c src/conf/load_cluster.c
                       src/conf/load_server.c src/conf/load_upstream.c src/conf/load_stream.c src/conf/parse_util.c
                       src/conf/tpl.c src/conf/load_map.c src/conf/include.c src/core/arena.c src/core/log.c src/core/hash.c
-                      src/core/syslog.c"
+                      src/core/syslog.c src/core/relit.c"
                 libs="-lconfig"; corpus=corpus-conf; secs=$(( (SECS + 1) / 2 )) ;;
     proxyproto) srcs="src/net/proxyproto.c"; libs=""; corpus=corpus-proxyproto; secs=$(( (SECS + 1) / 2 )) ;;
     htpasswd)   srcs="src/net/htpasswd.c src/core/hash.c"; libs="-lcrypto -lcrypt"
@@ -68,7 +68,7 @@ for h in ${*:-$HARNESSES}; do
     h2)         srcs=$ALL_SRCS; libs=$ALL_LIBS; corpus=corpus-h2; secs=$SECS ;;
     nginx)      srcs="src/import/nginx_parse.c"; libs=""; corpus=corpus-nginx; secs=$(( (SECS + 1) / 2 )) ;;
     ftp)        srcs="src/forward/gw_parse.c"; libs=""; corpus=corpus-ftp; secs=$(( (SECS + 1) / 2 )) ;;
-    quic)       srcs="src/net/quic.c src/core/event.c src/core/hash.c src/core/log.c src/core/syslog.c"
+    quic)       srcs="src/net/quic.c src/net/steer.c src/core/event.c src/core/hash.c src/core/log.c src/core/syslog.c"
                 libs="$QUIC_LIBS"; corpus=corpus-quic; secs=$(( (SECS + 1) / 2 )) ;;
     cluster)    srcs="src/cluster/wire.c"; libs=""; corpus=corpus-cluster; secs=$(( (SECS + 1) / 2 )) ;;
     clienthello) srcs="src/net/clienthello.c"; libs=""; corpus=corpus-clienthello; secs=$(( (SECS + 1) / 2 )) ;;
