@@ -5,10 +5,16 @@
  * hour ago (clients' clocks drift) for 7 days, subject CN and
  * subjectAltName the server name, serverAuth only, not a CA, signed by
  * the operator's CA with SHA-256 (its own scheme for an Ed25519 CA).
- * Every certificate of a worker carries the same key, a P-256 key made
- * when the worker first mints: one key generation a worker, not one a
- * name.  The cache holds LG_MINT_CACHE certificates per worker; one older
- * than a day is minted again, so none shown is near its end.
+ * Every certificate carries the same key, a P-256 key the master makes
+ * once (lg_mint_attach_shm, before it forks) and every worker inherits:
+ * one key generation, not one a name.  A certificate minted by one worker
+ * goes, as DER, into a shared-memory zone ("tls-mint", LG_MINT_SHM_SLOTS
+ * slots, probed by the name's hash) where the other workers find it; each
+ * worker also keeps the last LG_MINT_CACHE it used as X509 objects.  One
+ * older than a day is minted again, so none shown is near its end.  A
+ * slot names the key (a random id) and the CA (a digest of its
+ * certificate) it was made with: after a reload with another CA, or in a
+ * new binary's segment with its own key, it is not used.
  *
  * The ClientHello the forward proxy read to learn the server name is no
  * longer in the socket: a small BIO gives those bytes to OpenSSL first,
@@ -25,6 +31,9 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/hash.h"
+#include "core/shm.h"
+
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -36,6 +45,7 @@
 struct lg_mint_ca {
     X509     *cert;
     EVP_PKEY *key;
+    uint64_t  id;               /* from the certificate's digest: which CA a shared slot is of */
 };
 
 #define MINT_VALID_S  (7 * 86400)
@@ -49,10 +59,31 @@ typedef struct mint_entry {
     unsigned long long  used;   /* LRU clock */
 } mint_entry_t;
 
+#define SHM_DER_MAX 2048
+#define SHM_PROBE   8
+
+typedef struct shm_slot {
+    uint64_t hash;              /* 0: empty */
+    uint64_t key_id, ca_id;
+    int64_t  made;              /* time_t */
+    uint32_t namelen, derlen;
+    char     name[256];
+    unsigned char der[SHM_DER_MAX];
+} shm_slot_t;
+
+typedef struct shm_zone {
+    lg_shm_mutex_t mx;
+    shm_slot_t     slots[LG_MINT_SHM_SLOTS];
+} shm_zone_t;
+
+/* the master's, inherited by its workers */
+static EVP_PKEY         *leaf_key;
+static uint64_t          leaf_key_id;
+static shm_zone_t       *zone;
 /* per worker (made after the fork, on first use) */
 static mint_entry_t      cache[LG_MINT_CACHE];
 static unsigned long long clock_lru;
-static EVP_PKEY         *leaf_key;
+static unsigned long      mints;           /* certificates this process signed */
 static SSL_CTX          *srv_ctx;
 static BIO_METHOD       *pre_method;
 
@@ -101,6 +132,10 @@ lg_mint_ca_t *lg_mint_ca_load(const char *cert, const char *key, char *err, size
                  key, cert);
         goto fail;
     }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (X509_digest(ca->cert, EVP_sha256(), md, &mdlen) == 1 && mdlen >= sizeof(ca->id))
+        memcpy(&ca->id, md, sizeof(ca->id));
     if (X509_check_ca(ca->cert) != 1) {
         snprintf(err, errlen, "'tls_inspect_ca' \"%s\" is not a CA certificate "
                  "(basicConstraints CA:TRUE is missing)", cert);
@@ -284,9 +319,114 @@ static int alpn_h1(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_NOACK;    /* no HTTP/1.1 offered: speak it without ALPN */
 }
 
+int lg_mint_attach_shm(lg_shm_t *shm, int want, char *err, size_t errlen)
+{
+    if (!want) {
+        zone = NULL;            /* the new generation has none (an old zone may be swept) */
+        return 0;
+    }
+    /* the key first: a worker that finds another's certificate must hold
+     * its private key, so the master makes the one all of them use */
+    if (leaf_key == NULL) {
+        if ((leaf_key = EVP_EC_gen("P-256")) == NULL ||
+            RAND_bytes((unsigned char *)&leaf_key_id, sizeof(leaf_key_id)) != 1) {
+            ssl_err(err, errlen, "cannot make the key for minted certificates");
+            return -1;
+        }
+    }
+    int fresh = 0;
+    shm_zone_t *z = lg_shm_zone(shm, "tls-mint", sizeof(*z), &fresh);
+    if (z == NULL) {
+        snprintf(err, errlen, "shared memory is too small for the minted certificates of tls_inspect");
+        return -1;
+    }
+    if (fresh)
+        lg_shm_mutex_init(&z->mx);
+    zone = z;
+    return 0;
+}
+
+size_t lg_mint_shm_size(int want)
+{
+    return want ? sizeof(shm_zone_t) + 4096 : 0;
+}
+
+static uint64_t name_hash(const char *name)
+{
+    char low[256];
+    size_t n = 0;
+    for (; name[n] && n < sizeof(low); n++)
+        low[n] = (char)(name[n] >= 'A' && name[n] <= 'Z' ? name[n] + 32 : name[n]);
+    uint64_t h = lg_hash64(low, n, 0x6d696e74u);
+    return h ? h : 1;
+}
+
+/* Another worker's certificate for name, still fresh, of this CA and key. */
+static X509 *shm_find(const lg_mint_ca_t *ca, const char *name, time_t now)
+{
+    if (zone == NULL)
+        return NULL;
+    uint64_t h = name_hash(name);
+    unsigned char der[SHM_DER_MAX];
+    size_t dl = 0;
+    lg_shm_lock(&zone->mx);
+    for (unsigned k = 0; k < SHM_PROBE; k++) {
+        shm_slot_t *s = &zone->slots[(h + k) % LG_MINT_SHM_SLOTS];
+        if (s->hash == h && s->key_id == leaf_key_id && s->ca_id == ca->id &&
+            now - s->made < MINT_REFRESH_S && s->derlen <= sizeof(der) &&
+            s->namelen < sizeof(s->name) && strncasecmp(s->name, name, sizeof(s->name)) == 0) {
+            dl = s->derlen;
+            memcpy(der, s->der, dl);
+            break;
+        }
+    }
+    lg_shm_unlock(&zone->mx);
+    if (dl == 0)
+        return NULL;
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)dl);
+    if (x == NULL)
+        ERR_clear_error();      /* a damaged slot: mint anew */
+    return x;
+}
+
+/* A certificate just minted, for the other workers: into an empty slot of
+ * the name's probe run, the name's own, or the oldest. */
+static void shm_store(const lg_mint_ca_t *ca, const char *name, X509 *x, time_t now)
+{
+    unsigned char der[SHM_DER_MAX], *p = der;
+    int dl = i2d_X509(x, NULL);
+    size_t nl = strlen(name);
+    if (zone == NULL || dl <= 0 || (size_t)dl > sizeof(der) || nl >= sizeof(zone->slots[0].name) ||
+        i2d_X509(x, &p) != dl)
+        return;
+    uint64_t h = name_hash(name);
+    lg_shm_lock(&zone->mx);
+    shm_slot_t *victim = NULL;
+    for (unsigned k = 0; k < SHM_PROBE; k++) {
+        shm_slot_t *s = &zone->slots[(h + k) % LG_MINT_SHM_SLOTS];
+        if (s->hash == 0 || (s->hash == h && strncasecmp(s->name, name, sizeof(s->name)) == 0)) {
+            victim = s;
+            break;
+        }
+        if (victim == NULL || s->made < victim->made)
+            victim = s;
+    }
+    victim->hash = h;
+    victim->key_id = leaf_key_id;
+    victim->ca_id = ca->id;
+    victim->made = (int64_t)now;
+    victim->namelen = (uint32_t)nl;
+    memcpy(victim->name, name, nl + 1);
+    victim->derlen = (uint32_t)dl;
+    memcpy(victim->der, der, (size_t)dl);
+    lg_shm_unlock(&zone->mx);
+}
+
 static int worker_setup(char *why, size_t wl)
 {
     if (leaf_key == NULL && (leaf_key = EVP_EC_gen("P-256")) == NULL) {
+        /* no master made one (legate -t, or a unit test): this process's own */
         ssl_err(why, wl, "cannot make the key for minted certificates");
         return -1;
     }
@@ -378,9 +518,13 @@ static X509 *cert_for(const lg_mint_ca_t *ca, const char *name)
         if (e->used < victim->used)
             victim = e;
     }
-    X509 *x = mint(ca, name);
-    if (x == NULL)
-        return NULL;
+    X509 *x = shm_find(ca, name, now);
+    if (x == NULL) {
+        if ((x = mint(ca, name)) == NULL)
+            return NULL;
+        shm_store(ca, name, x, now);
+        mints++;
+    }
     X509_free(victim->cert);
     victim->cert = x;
     victim->ca = ca;
@@ -389,6 +533,8 @@ static X509 *cert_for(const lg_mint_ca_t *ca, const char *name)
     victim->used = ++clock_lru;
     return x;
 }
+
+unsigned long lg_mint_count(void) { return mints; }
 
 SSL *lg_mint_accept(const lg_mint_ca_t *ca, const char *name, int fd, const void *pre, size_t n,
                     char *why, size_t wl)

@@ -5,9 +5,10 @@
  * the client context that verifies the real destinations.
  *
  * The CA and the verifying context are made by the master (and by -t, so
- * a bad file is a FILE:LINE error); the minting key, the server context
- * and the cache of minted certificates are each worker's, made on first
- * use: nothing of them is shared, nothing is written to disk.
+ * a bad file is a FILE:LINE error), and so is the minting key, which every
+ * worker inherits; minted certificates are shared by the workers through
+ * shared memory (and each keeps the ones it used), the server context is
+ * each worker's; nothing is written to disk.
  */
 #ifndef LEGATE_NET_TLS_MINT_H
 #define LEGATE_NET_TLS_MINT_H
@@ -18,8 +19,19 @@ typedef struct ssl_st SSL;
 struct ssl_ctx_st;
 typedef struct lg_mint_ca lg_mint_ca_t;
 
-/* Minted certificates kept per worker (least recently used goes first). */
+/* Minted certificates kept per worker (least recently used goes first),
+ * and shared by all workers in shared memory (DER, probed by name). */
 #define LG_MINT_CACHE 256
+#define LG_MINT_SHM_SLOTS 512
+
+typedef struct lg_shm lg_shm_t;
+/* Master, when some forward server inspects (want): the minting key every
+ * worker will use (made once, kept across reloads) and the zone of shared
+ * certificates.  0, or -1 with err. */
+int           lg_mint_attach_shm(lg_shm_t *shm, int want, char *err, size_t errlen);
+size_t        lg_mint_shm_size(int want);               /* the room it needs */
+/* Certificates this process has signed (a test's view of sharing). */
+unsigned long lg_mint_count(void);
 
 /* The CA certificate and its key (PEM files): NULL with why in err when a
  * file is unreadable, the key is not the certificate's, or the

@@ -38,6 +38,7 @@
 #include "core/shm.h"
 #include "net/listen.h"
 #include "net/tls.h"
+#include "net/tls_mint.h"
 #include "cache/http.h"
 #include "cluster/cluster.h"
 #include "feature/access.h"
@@ -182,6 +183,17 @@ static void cache_save(const lg_conf_t *c)
         lg_notice("cache: saved to %s", path);
 }
 
+/* Some forward server intercepts TLS: the minted certificates' zone. */
+static int inspects(const lg_conf_t *c)
+{
+    for (size_t i = 0; i < c->nservers; i++) {
+        const lg_forward_t *f = c->servers[i].forward;
+        if (f && f->tls_inspect && f->tls_inspect->n)
+            return 1;
+    }
+    return 0;
+}
+
 static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
 {
     /* the cache's zone comes on top of shared_memory_size */
@@ -190,7 +202,7 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
                                       : 0) +
                   (c->tls_session_cache ? (size_t)c->tls_session_cache + 4096 : 0) +
                   lg_limits_shm_size(c) +  /* the limit zones too */
-                  lg_metrics_shm_size(c);
+                  lg_metrics_shm_size(c) + lg_mint_shm_size(inspects(c));
     if (shm == NULL || shm_size != want) {
         lg_shm_t *n = lg_shm_create(want, err, errlen);
         if (n == NULL)
@@ -198,7 +210,8 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
         if (lg_upstreams_prepare(c, n, err, errlen) < 0 || lg_limits_prepare(c, n, err, errlen) < 0 ||
             lg_metrics_prepare(c, n, err, errlen) < 0 || lg_tls_attach_shm(n, err, errlen) < 0 ||
             lg_cluster_attach(c, n, err, errlen) < 0 || cache_attach(c, n, err, errlen) < 0 ||
-            lg_tls_sess_attach(n, (size_t)c->tls_session_cache, err, errlen) < 0) {
+            lg_tls_sess_attach(n, (size_t)c->tls_session_cache, err, errlen) < 0 ||
+            lg_mint_attach_shm(n, inspects(c), err, errlen) < 0) {
             lg_shm_destroy(n);
             /* the attaches that succeeded pointed our globals into n: point
              * them back at the segment the running generation uses */
@@ -207,7 +220,8 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
                 if (lg_tls_attach_shm(shm, e2, sizeof(e2)) < 0 ||
                     lg_cluster_attach(conf, shm, e2, sizeof(e2)) < 0 ||
                     cache_attach(conf, shm, e2, sizeof(e2)) < 0 ||
-                    lg_tls_sess_attach(shm, (size_t)conf->tls_session_cache, e2, sizeof(e2)) < 0)
+                    lg_tls_sess_attach(shm, (size_t)conf->tls_session_cache, e2, sizeof(e2)) < 0 ||
+                    lg_mint_attach_shm(shm, inspects(conf), e2, sizeof(e2)) < 0)
                     lg_alert("cannot re-attach the shared memory after a failed reload: %s", e2);
             }
             return -1;
@@ -222,7 +236,8 @@ static int shm_prepare(lg_conf_t *c, char *err, size_t errlen)
         lg_metrics_prepare(c, shm, err, errlen) < 0 || lg_tls_attach_shm(shm, err, errlen) < 0 ||
         lg_cluster_attach(c, shm, err, errlen) < 0 ||
         cache_attach(c, shm, err, errlen) < 0 ||
-        lg_tls_sess_attach(shm, (size_t)c->tls_session_cache, err, errlen) < 0)
+        lg_tls_sess_attach(shm, (size_t)c->tls_session_cache, err, errlen) < 0 ||
+        lg_mint_attach_shm(shm, inspects(c), err, errlen) < 0)
         return -1;
     shm_sweep_gen = g;
     shm_sweep_after = generation + 1;   /* the generation about to start */
