@@ -285,6 +285,29 @@ def workers_share_the_minted_certificates():
 
 
 @test
+def limits_apply_inside_an_inspected_tunnel():
+    """limit_req counts the requests inside the tunnel as requests of their
+    own (keyed here by $scheme, so the CONNECT, an http one, is not
+    among them): the second https request in a minute is refused."""
+    d, ca, dest = setup()
+    site = make_site(dest)
+    port = free_port()
+    text = conf(port, d, ca).replace(
+        "http = {", 'http = {\n    limit_req_zones = ( { name = "inner"; key = "$scheme"; rate = "1r/m"; } );', 1).replace(
+        "cache = true;", 'cache = true; limit_req = { zone = "inner"; nodelay = true; };', 1)
+    Legate(text, workers=1)
+    cacert = ["--cacert", os.path.join(ca, "ca.pem")]
+    p = subprocess.run(["curl", "-sS", "--max-time", "30", "-o", "/dev/null", "-o", "/dev/null", "-w", "%{http_code} "] +
+                       px(port) +
+                       cacert + ["https://shop.test:%d/a" % site.port, "https://shop.test:%d/b" % site.port],
+                       capture_output=True, timeout=60)
+    codes = p.stdout.decode().split()
+    eq(codes[0], "200", "the first https request inside the tunnel")
+    ok(codes[1] in ("429", "503"), "the second refused by limit_req: %r" % codes)
+    eq(site.paths.count("/b"), 0, "the refused one never reached the origin")
+
+
+@test
 def never_and_unlisted_are_spliced():
     d, ca, dest = setup()
     site = make_site(dest)
