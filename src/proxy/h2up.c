@@ -81,6 +81,7 @@ struct h2sess {
     h2sess_t        *next;              /* the server's sessions that take streams */
     int              listed;
     int              connected, tls_done, dead, goaway, busy;
+    unsigned         answered;          /* streams it answered whole */
     int32_t          goaway_last;
     const char      *why;               /* why it died */
     h2ust_t         *streams;           /* every stream with state here */
@@ -223,15 +224,19 @@ static h2sess_t **sess_head(lg_upstream_t *up, size_t si)
 /*
  * A stream the server did not process (refused, or above its GOAWAY's
  * last stream): the request may go again at once, as over a stale pooled
- * connection -- unless the server refused MAX_REFUSED_STREAK in a row
- * without answering any: then it counts as the failure it is.
+ * connection.  A session that answered streams, or whose GOAWAY names
+ * streams it takes (last stream > 0), has shown the server works (one that
+ * takes N requests a connection, then GOAWAY, refuses dozens at once when
+ * many were in flight); only refusals on sessions that took nothing count
+ * towards MAX_REFUSED_STREAK in a row, past which they are the failure
+ * they look like.
  */
 static void stream_refused(h2sess_t *s, h2ust_t *st)
 {
     h2srv_t *v = srv_of(s->up, s->si);
     if (st->uc == NULL || st->rstate != R_HEAD || gb_n(&st->rb) || v == NULL)
         return;
-    if (v->streak++ < MAX_REFUSED_STREAK)
+    if (s->answered || (s->goaway && s->goaway_last > 0) || v->streak++ < MAX_REFUSED_STREAK)
         st->uc->reused = 1;
 }
 
@@ -535,6 +540,7 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
     st->closed = 1;
     if (st->rstate == R_DONE) {
         h2srv_t *v = srv_of(s->up, s->si);
+        s->answered++;
         if (v)
             v->streak = 0;
     } else {
