@@ -228,7 +228,7 @@ int lg_listener_quic_id(const lg_conf_t *conf, size_t b, int slot)
     if (!conf->binds[b].quic)
         return -1;
     lg_listener_t *l = lg_listener_find(&conf->binds[b].addr, 1);
-    return l && l->steer_map != -1 && slot < l->nfds ? (int)(l->bank * 512 + (unsigned)slot) : -1;
+    return l && l->steered && slot < l->nfds ? (int)(l->bank * 512 + (unsigned)slot) : -1;
 }
 
 static int steer_off;           /* the kernel said no once: not again */
@@ -296,6 +296,8 @@ static void steer_generation(lg_listener_t *l, int slots)
     char why[512];
     if (lg_steer_attach(l->steer_map, l->fds[0], l->bank * 512, (unsigned)l->nfds, why, sizeof(why)) < 0)
         lg_error("QUIC steering on %s: %s", l->text, why);
+    else
+        l->steered = 1;         /* its workers mark their connection IDs */
 }
 
 /* quic_steering turned off by a reload: the sockets of the last
@@ -305,6 +307,7 @@ static void steer_stop(lg_listener_t *l)
     lg_steer_detach(l->fds[0]);
     close(l->steer_map);
     l->steer_map = -1;
+    l->steered = 0;
 }
 
 void lg_listeners_new_generation(const lg_conf_t *conf, int slots)
@@ -326,8 +329,8 @@ void lg_listeners_close_except(const lg_conf_t *conf, int worker, int nworkers)
     (void)conf;
     for (size_t i = 0; i < nls; i++) {
         if (ls[i]->steer_map >= 0) {
-            close(ls[i]->steer_map);    /* the master's to update */
-            ls[i]->steer_map = -2;      /* still "steered" for lg_listener_quic_id */
+            close(ls[i]->steer_map);    /* the master's to update; l->steered stays */
+            ls[i]->steer_map = -1;
         }
         if (ls[i]->ss.ss_family == AF_UNIX)
             continue;

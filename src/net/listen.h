@@ -34,7 +34,8 @@ typedef struct lg_listener {
     int                     quic;       /* the UDP port of a quic listen (mark, as used) */
     int                     imported;   /* fds came from the previous binary */
     int                     born;       /* made by the last sync (its sockets are new) */
-    int                     steer_map;  /* the group's steering map, or -1 */
+    int                     steer_map;  /* the group's steering map, or -1 (the master's; closed in workers) */
+    int                     steered;    /* the group's program steers by the fds' ids */
     unsigned                bank;       /* the fds' ids are bank * 512 + slot */
 } lg_listener_t;
 
