@@ -101,22 +101,6 @@ def recording_origin():
     return srv
 
 
-def client_hello(name):
-    """The ClientHello Python's TLS client sends for name (bytes on the wire)."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    o = ctx.wrap_bio(inc, out, server_hostname=name)
-    try:
-        o.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    hello = out.read()
-    ok(len(hello) > 100 and hello[0] == 0x16, "a ClientHello of %d bytes" % len(hello))
-    return hello
-
-
 def connect(port, host, oport):
     """A raw CONNECT: the socket once the 200 came (asserted)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=20)

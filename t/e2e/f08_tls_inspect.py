@@ -88,20 +88,6 @@ fetch("/data.json").then(r => r.json()).then(j => {
 """
 
 
-def client_hello(name):
-    """The ClientHello Python's TLS client sends for name (bytes on the wire)."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    o = ctx.wrap_bio(inc, out, server_hostname=name)
-    try:
-        o.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return out.read()
-
-
 def make_ca(d, name="inspect-ca"):
     """A CA made by scripts/mkcert (ca.pem, ca.key)."""
     certs = os.path.join(d, name)

@@ -471,6 +471,24 @@ class Origin:
         self.stop()
 
 
+def client_hello(name):
+    """The ClientHello Python's TLS client sends for name (bytes on the wire),
+    for tests that feed one to a CONNECT tunnel or a TLS pass-through."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    o = ctx.wrap_bio(inc, out, server_hostname=name)
+    try:
+        o.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = out.read()
+    ok(len(hello) > 100 and hello[0] == 0x16, "a ClientHello of %d bytes" % len(hello))
+    return hello
+
+
 class ScriptedServer:
     """An in-process TCP server: handler(sock, peer) runs per connection.
 
@@ -538,6 +556,7 @@ def read_request_head(s, timeout=10):
 
 
 __all__.append("read_request_head")
+__all__.append("client_hello")
 
 
 # --------------------------------------------------------------------------
