@@ -138,6 +138,31 @@ static lg_cstate_t *state(lg_req_t *s)
 
 static void drop_key(lg_req_t *s, const char *base, size_t n, int soft, int *count);
 
+int (*lg_cache_shard)(lg_req_t *s, const char *key, size_t n);
+
+/*
+ * A miss: this worker fetches the key, unless another node of the fleet
+ * owns it.  Then the fill mark goes at once (a local waiter goes to the
+ * owner as well, where the fetches collapse), and the client's
+ * conditionals and Range go on with the request.
+ */
+static int miss(lg_req_t *s, lg_cstate_t *cs)
+{
+    if (lg_cache_shard && !cs->have_partial && lg_cache_shard(s, cs->base, cs->baselen)) {
+        if (cs->filler) {
+            lg_store_abandon(lg_cache, cs->base, cs->baselen);
+            cs->filler = 0;
+        }
+        cs->pass = 1;
+        s->own_conditionals = 0;
+        s->cache_status = NULL;         /* the owner's X-Cache says what it did */
+        return 0;
+    }
+    s->cache_status = "MISS";
+    lg_cache_forward_range(s, cs);
+    return 0;
+}
+
 int (*lg_cache_purge_fanout)(lg_req_t *s, const char *key, size_t n, int soft,
                              int status, const char *body);
 
@@ -302,9 +327,7 @@ static int on_request(lg_req_t *s)
                 lg_respond_error(s, 504);
                 return 1;
             }
-            cs->s->cache_status = "MISS";
-            lg_cache_forward_range(s, cs);
-            return 0;
+            return miss(s, cs);
         }
         /* a hit: a Vary marker sends us to the variant */
         if (cs->hl >= sizeof(VARY_MARK) - 1 && memcmp(cs->obj, VARY_MARK, sizeof(VARY_MARK) - 1) == 0) {
@@ -320,11 +343,8 @@ static int on_request(lg_req_t *s)
         }
         break;
     }
-    if (cs->obj == NULL && !cs->dheld) {
-        cs->s->cache_status = "MISS";
-        lg_cache_forward_range(s, cs);
-        return 0;
-    }
+    if (cs->obj == NULL && !cs->dheld)
+        return miss(s, cs);
     if (cs->meta.status == 206 && !cs->dheld) {
         /* a stored part: it answers ranges inside it while fresh; anything
          * else goes upstream, and what comes back may complete it */
@@ -839,7 +859,7 @@ static int on_response(lg_req_t *s, const http_response_t *r, const lg_rsp_info_
                          const char *raw, size_t rawlen)
 {
     lg_cstate_t *cs = CS(s);
-    if (cs == NULL || cs->base == NULL)
+    if (cs == NULL || cs->base == NULL || cs->pass)
         return 0;
     const lg_common_t *c = lg_req_common(s);
     int64_t now = lg_wall_ms();
@@ -1161,7 +1181,7 @@ static int cache_response(lg_req_t *s)
         return LG_DONE;
     /* what was stored keeps them; what the client gets does not.  The head
      * is the reader's (non-const, on its stack) for this phase. */
-    if (CS(s) && CS(s)->base)
+    if (CS(s) && CS(s)->base && !CS(s)->pass)
         lg_cache_drop_targeted(lg_req_common(s), (http_response_t *)s->rsp);
     return LG_OK;
 }

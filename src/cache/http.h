@@ -30,4 +30,13 @@ extern int (*lg_cache_purge_fanout)(lg_req_t *s, const char *key, size_t n, int 
                                     int status, const char *body);
 int lg_cache_purge_key(const char *key, size_t n, int soft);
 
+/*
+ * The fleet's one cache (src/cluster/shard.c sets it): called on a miss
+ * with the base key; 1 means another node owns the key and the request
+ * goes there.  The request then passes through this cache: nothing is
+ * stored here, nor waited for, and the client's conditionals and ranges
+ * go on to the owner, which answers them from its copy.
+ */
+extern int (*lg_cache_shard)(lg_req_t *s, const char *key, size_t n);
+
 #endif

@@ -45,6 +45,7 @@ typedef struct lg_cstate {
     lg_cc_t     req_cc;
     char       *also[2];        /* arena: Location, Content-Location of an unsafe request's answer */
     int         not_yet;        /* cache_min_uses not reached: fetch, do not store */
+    int         pass;           /* another node owns the key: passed through, not stored */
     int         counted;        /* this request's use is counted (once, not per wait) */
     int         gz_store;       /* store the body gzip-compressed (the route compresses) */
     int         range_up;       /* cache_partial: the client's Range went upstream */

@@ -50,6 +50,9 @@ static const char *const cm_names[LG_CM_MAX] = {
     [LG_CM_BAD_DATA] = "bad_data",
     [LG_CM_TICKET_SYNCS] = "ticket_syncs",
     [LG_CM_TICKET_CHANGES] = "ticket_changes",
+    [LG_CM_SHARD_SENT] = "cache_peer_requests",
+    [LG_CM_SHARD_FALLBACK] = "cache_peer_fallbacks",
+    [LG_CM_SHARD_RELAYED] = "cache_peer_served",
 };
 
 static const char *const cm_help[LG_CM_MAX] = {
@@ -61,6 +64,9 @@ static const char *const cm_help[LG_CM_MAX] = {
     [LG_CM_BAD_DATA] = "Garbled, wrongly typed or old-format data from Redis ignored.",
     [LG_CM_TICKET_SYNCS] = "TLS ticket key sets read from Redis.",
     [LG_CM_TICKET_CHANGES] = "Ticket key sets from Redis that changed this node's keys.",
+    [LG_CM_SHARD_SENT] = "Cache misses sent to the node that owns the key (cache_peers).",
+    [LG_CM_SHARD_FALLBACK] = "Cache misses whose owner node did not answer, fetched from the origin here.",
+    [LG_CM_SHARD_RELAYED] = "Requests other nodes sent here, as the owner of their key.",
 };
 
 int lg_cluster_attach(const lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)

@@ -8,6 +8,7 @@
  *   cluster.c  per-worker start, the shared counters, rate-limited warnings
  *   purge.c    PURGE fan-out over publish/subscribe
  *   tickets.c  TLS session ticket keys made, rotated and shared in Redis
+ *   shard.c    one cache for the fleet: a miss goes to the key's owner node
  *   none.c     the same entry points for a build without hiredis
  *
  * Whatever Redis does (down, slow, restarted, full of bad data), a
@@ -33,6 +34,9 @@ typedef enum lg_cmetric {
     LG_CM_BAD_DATA = 5,         /* garbled messages or keys ignored */
     LG_CM_TICKET_SYNCS = 6,     /* ticket key sets read from Redis */
     LG_CM_TICKET_CHANGES = 7,   /* ... that changed this node's keys */
+    LG_CM_SHARD_SENT = 8,       /* cache misses sent to the node that owns the key */
+    LG_CM_SHARD_FALLBACK = 9,   /* ... that it did not answer: fetched from the origin here */
+    LG_CM_SHARD_RELAYED = 10,   /* requests other nodes sent here as the key's owner */
     LG_CM_MAX
 } lg_cmetric_t;
 

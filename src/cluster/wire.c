@@ -6,6 +6,7 @@
 #include "cluster/wire.h"
 
 #include <string.h>
+#include <strings.h>
 
 int lg_purge_msg_parse(const char *p, size_t len, lg_purge_msg_t *out)
 {
@@ -81,4 +82,42 @@ int lg_ticket_set_parse(const char *v, size_t len, unsigned char keys[3 * 80], i
         return -1;
     *created_ms = created;
     return n;
+}
+
+/* One parameter "name=value" of v[i, j): into *p, *pn when its name is name. */
+static int relay_param(const char *v, size_t i, size_t j, const char *name, const char **p, size_t *pn)
+{
+    size_t nl = strlen(name);
+    if (j - i <= nl || v[i + nl] != '=' || strncasecmp(v + i, name, nl) != 0)
+        return 0;
+    size_t a = i + nl + 1, e = j;
+    while (e > a && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+        e--;
+    *p = v + a;
+    *pn = e - a;
+    return 1;
+}
+
+int lg_relay_field_parse(const char *v, size_t n, lg_relay_field_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *proto = NULL;
+    size_t proto_len = 0;
+    for (size_t i = 0; i < n;) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ';'))
+            i++;
+        size_t j = i;
+        while (j < n && v[j] != ';')
+            j++;
+        if (!relay_param(v, i, j, "node", &out->node, &out->node_len) &&
+            !relay_param(v, i, j, "for", &out->for_, &out->for_len))
+            relay_param(v, i, j, "proto", &proto, &proto_len);
+        i = j;
+    }
+    out->https = proto_len == 5 && strncasecmp(proto, "https", 5) == 0;
+    if (out->node == NULL || out->node_len == 0) {
+        memset(out, 0, sizeof(*out));
+        return -1;
+    }
+    return 0;
 }

@@ -1,6 +1,7 @@
 /*
- * What the nodes write into Redis and read back (wire.c): pure parsers,
- * no Redis and no I/O, so a fuzzer can hammer them.  Bytes from Redis are
+ * What the nodes write into Redis and read back, and the field they add
+ * to a request relayed to another node (wire.c): pure parsers, no Redis
+ * and no I/O, so a fuzzer can hammer them.  Bytes from Redis are
  * untrusted: anyone with access to it may have written them.
  */
 #ifndef LEGATE_CLUSTER_WIRE_H
@@ -29,5 +30,20 @@ int lg_purge_msg_parse(const char *p, size_t len, lg_purge_msg_t *out);
  * keys (3 x 80 bytes), newest first.  The count (2 or 3), or -1.
  */
 int lg_ticket_set_parse(const char *v, size_t len, unsigned char keys[3 * 80], int64_t *created_ms);
+
+/*
+ * The relay field a node adds for the owner of a key (shard.c), from a
+ * request header: "node=A; proto=https; for=192.0.2.7", parameters in any
+ * order, unknown ones skipped.  Each value points into v ({NULL, 0} when
+ * absent); `https` is 1 only for proto=https.  0, or -1 when there is no
+ * node.
+ */
+typedef struct lg_relay_field {
+    const char *node, *for_;
+    size_t      node_len, for_len;
+    int         https;
+} lg_relay_field_t;
+
+int lg_relay_field_parse(const char *v, size_t n, lg_relay_field_t *out);
 
 #endif

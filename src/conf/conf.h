@@ -429,6 +429,8 @@ typedef struct lg_upstream {
     int                   queue;        /* requests per worker that may wait for max_conns room, 0 = none */
     lg_msec_t             queue_timeout; /* how long one may wait, default 1s */
     lg_msec_t             fail_timeout; /* default 10s: the window, and how long the server stays out */
+    lg_msec_t             connect_timeout; /* overrides the route's proxy_connect_timeout; 0 = the route's */
+    lg_msec_t             read_timeout; /* overrides the route's proxy_read_timeout; 0 = the route's */
     uint16_t             *maglev;       /* LG_BAL_HASH: lookup table (malloc'd; freed by lg_conf_free) */
     lg_health_t          *health;       /* active health checks, or NULL */
     int                   tls;          /* bool: speak TLS to the servers */
@@ -758,6 +760,12 @@ typedef struct lg_cluster_conf {
     int        purge;               /* PURGE fan-out, default true */
     int        tls_tickets;         /* ticket keys from Redis, default true */
     int        health_votes;        /* nodes whose checks eject a server for all, default 2; 0 off */
+    /* the sharded cache (cluster/shard.c): the nodes as an upstream, and
+     * which of its servers is this node */
+    char      *cache_peers;         /* upstream name, or NULL: every node caches for itself */
+    char      *cache_self;          /* "IP:port" of this node there; default: a listen address */
+    struct lg_upstream *peers;      /* derived: the upstream cache_peers names */
+    int        self;                /* derived: this node's index in peers->servers */
     int        line;                /* of the group, for errors */
     /* derived at load */
     char       host[64];            /* the IP of redis, or "" for a unix socket */

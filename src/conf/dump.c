@@ -529,6 +529,10 @@ static void dump_upstream(FILE *out, int ind, const lg_upstream_t *up)
     kv_str(out, ind + 1, "hash_key", up->hash_key->src);
     kv_int(out, ind + 1, "max_fails", up->max_fails);
     kv_msec(out, ind + 1, "fail_timeout", up->fail_timeout);
+    if (up->connect_timeout)
+        kv_msec(out, ind + 1, "proxy_connect_timeout", up->connect_timeout);
+    if (up->read_timeout)
+        kv_msec(out, ind + 1, "proxy_read_timeout", up->read_timeout);
     kv_str(out, ind + 1, "fail_on", up->fail_on);
     kv_str(out, ind + 1, "next_upstream", up->next_upstream);
     kv_int(out, ind + 1, "next_upstream_tries", up->next_upstream_tries);
@@ -730,6 +734,10 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
         kv_bool(out, 1, "purge", cl->purge);
         kv_bool(out, 1, "tls_tickets", cl->tls_tickets);
         kv_int(out, 1, "health_votes", cl->health_votes);
+        if (cl->peers) {
+            kv_str(out, 1, "cache_peers", cl->peers->name);
+            kv_str(out, 1, "cache_self", cl->peers->servers[cl->self].addr.text);
+        }
         fputs("};\n", out);
     }
 

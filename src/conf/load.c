@@ -1165,6 +1165,7 @@ static void load_tree(ld_t *ld, const config_t *cfg)
             merge_common(&srv->routes[j].common, &srv->common);
     }
     ld_limits_finish(ld);
+    ld_cluster_finish(ld, root);
     ld_check_errpages(ld, conf);
     ld_check_self_routes(ld, conf);
     check_syslog(ld, root, conf);

@@ -8,6 +8,8 @@
  *     redis_timeout = "100ms";           # no request waits longer on Redis
  *     node = "edge-1";                   # default: via_name
  *     purge = true;  tls_tickets = true;
+ *     cache_peers = "fleet";             # the nodes as an upstream: one sharded cache
+ *     cache_self = "10.0.0.1:8080";      # this node's server there (default: a listen address)
  *   };
  *
  * Redis is named by an IP address, never a host name: hiredis resolves
@@ -30,6 +32,8 @@ static const directive_t cluster_dirs[] = {
     ROW("purge",                 D_BOOL,     0, 1, "true", lg_cluster_conf_t, purge),
     ROW("tls_tickets",           D_BOOL,     0, 1, "true", lg_cluster_conf_t, tls_tickets),
     ROW("health_votes",          D_INT,      0, 1000, "2", lg_cluster_conf_t, health_votes),
+    ROW("cache_peers",           D_STRING,   0, 0, NULL, lg_cluster_conf_t, cache_peers),
+    ROW("cache_self",            D_STRING,   0, 0, NULL, lg_cluster_conf_t, cache_self),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -110,5 +114,82 @@ int ld_fn_cluster(ld_t *ld, const config_setting_t *s, void *base)
                             "cluster 'node' must be printable without spaces");
     conf->cluster = cf;
     return 0;
+#endif
+}
+
+#ifdef LG_HAVE_HIREDIS
+/* Is a the same IP and port as b, or b's port on a wildcard address? */
+static int same_addr(const lg_addr_t *a, const lg_addr_t *b)
+{
+    if (a->ss.ss_family != b->ss.ss_family)
+        return 0;
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+    }
+    return 0;
+}
+#endif
+
+/*
+ * cache_peers, once every upstream is known: the nodes' upstream, and which
+ * of its servers is this node.  Its balance is the ring (Maglev on the
+ * cache key), whatever it said: every node must place a key alike.
+ */
+void ld_cluster_finish(ld_t *ld, const config_setting_t *root)
+{
+#ifdef LG_HAVE_HIREDIS
+    lg_cluster_conf_t *cf = ld->conf->cluster;
+    if (cf == NULL || cf->cache_peers == NULL)
+        return;
+    const config_setting_t *cs = config_setting_get_member(root, "cluster");
+    const config_setting_t *at = cs ? config_setting_get_member(cs, "cache_peers") : NULL;
+    lg_upstream_t *up = ld_upstream_find(ld->conf, cf->cache_peers);
+    if (up == NULL) {
+        ld_error(ld, at ? at : root, "unknown upstream '%s' in 'cache_peers'", cf->cache_peers);
+        return;
+    }
+    if (up->stream || up->h2 || up->nservers < 2 || up->nservers > 64) {
+        ld_error(ld, at ? at : root, "'cache_peers' upstream '%s' must be an HTTP/1.1 upstream of "
+                 "2 to 64 nodes (this one included)", up->name);
+        return;
+    }
+    cf->self = -1;
+    for (size_t i = 0; i < up->nservers; i++) {
+        const lg_upstream_server_t *sv = &up->servers[i];
+        if (cf->cache_self ? strcmp(sv->addr.text, cf->cache_self) == 0 : 0) {
+            cf->self = (int)i;
+            break;
+        }
+        for (size_t b = 0; !cf->cache_self && b < ld->conf->nbinds; b++)
+            if (!ld->conf->binds[b].stream && !ld->conf->binds[b].tls &&
+                same_addr(&sv->addr, &ld->conf->binds[b].addr)) {
+                cf->self = (int)i;
+                break;
+            }
+        if (cf->self >= 0)
+            break;
+    }
+    if (cf->self < 0) {
+        const config_setting_t *ss = cs ? config_setting_get_member(cs, "cache_self") : NULL;
+        if (cf->cache_self)
+            ld_error(ld, ss ? ss : at, "'cache_self' \"%s\" is not a server of upstream '%s' "
+                     "(write it as the server is written there)", cf->cache_self, up->name);
+        else
+            ld_error(ld, at ? at : root, "none of the servers of upstream '%s' is a plain HTTP "
+                     "address this node listens on: set 'cache_self' to this node's server",
+                     up->name);
+        return;
+    }
+    up->balance = LG_BAL_HASH;  /* the ring; its table is built with the others */
+    up->balance_name = "hash";
+    cf->peers = up;
+#else
+    (void)ld;
+    (void)root;
 #endif
 }

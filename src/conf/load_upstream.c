@@ -20,6 +20,9 @@ static const directive_t upstream_dirs[] = {
     ROW("hash_key",     D_TPL,      0, 0,    "$request_uri", lg_upstream_t, hash_key),
     ROW("max_fails",    D_INT,      0, 1000, "1",   lg_upstream_t, max_fails),
     ROW("fail_timeout", D_DURATION, 1, WEEK, "10s", lg_upstream_t, fail_timeout),
+    /* HAProxy's per-backend "timeout connect" / "timeout server" */
+    ROW("proxy_connect_timeout", D_DURATION, 0, WEEK, "0", lg_upstream_t, connect_timeout),
+    ROW("proxy_read_timeout",    D_DURATION, 0, WEEK, "0", lg_upstream_t, read_timeout),
     CUSTOM("health_check", fn_health),
     ROW("tls",             D_BOOL,   0, 1, "false", lg_upstream_t, tls),
     ROW("protocol",        D_STRING, 0, 0, "http/1.1", lg_upstream_t, protocol),

@@ -444,7 +444,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
     if (c->x_real_ip && !ops_has(c->add_request_headers, "x-real-ip"))
         sb_printf(&b, "X-Real-IP: %s\r\n", s->peer_text);
     if (c->x_forwarded_proto && !ops_has(c->add_request_headers, "x-forwarded-proto"))
-        sb_str(&b, lg_conn_tls(s->conn) ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+        sb_str(&b, lg_req_tls(s) ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     if (c->x_forwarded_host && s->ri.authority.n && !ops_has(c->add_request_headers, "x-forwarded-host"))
         sb_header(&b, "X-Forwarded-Host", 16, s->ri.authority.p, s->ri.authority.n);
     if (c->forwarded && !ops_has(c->add_request_headers, "forwarded")) {
@@ -453,7 +453,7 @@ char *lg_headers_upstream(lg_req_t *s, size_t *len)
             sb_add(&b, fwd->value, fwd->value_len);
             sb_add(&b, ", ", 2);
         }
-        const char *proto = lg_conn_tls(s->conn) ? "https" : "http";
+        const char *proto = lg_req_tls(s) ? "https" : "http";
         if (s->peer.ss_family == AF_INET6)
             sb_printf(&b, "for=\"[%s]\";proto=%s", s->peer_text, proto);
         else
@@ -517,7 +517,7 @@ static int redirect(lg_req_t *s, const lg_common_t *c, sb_t *b, const http_heade
         size_t fl = 0;
         char base[300];
         if (strcmp(rule, "default") == 0) {
-            const char *scheme = lg_conn_tls(s->conn) ? "https" : "http";
+            const char *scheme = lg_req_tls(s) ? "https" : "http";
             if (s->ri.authority.n == 0 || s->ri.authority.n > 200)
                 continue;
             snprintf(base, sizeof(base), "%s://%.*s", scheme, (int)s->ri.authority.n, s->ri.authority.p);

@@ -245,6 +245,14 @@ struct lg_req {
     const char     *upstream_extra;  /* header lines features add to the upstream head */
     const char     *response_extra;  /* ...and to the client's response head (lg_req_add_header) */
     int             own_conditionals; /* a feature (the cache) asks its own: drop the client's */
+    /* a request from another node of the fleet (cluster/shard.c): the
+     * client's scheme as that node saw it (0: this connection's; 1 http,
+     * 2 https), the phases it already passed there (a bit a phase: the
+     * access rules and limits are not applied twice), and the node that
+     * owns the key of a request sent on to it here ($cache_peer) */
+    unsigned char   hop_scheme;
+    unsigned        skip_phases;
+    const char     *cache_peer;
     /* error_pages' "STATUS @name" (respond.c): the request was handed to
      * that route once; no error page applies to it again (nginx's
      * recursive_error_pages off), and the cache neither stores nor serves
@@ -283,6 +291,13 @@ struct lg_req {
     uint64_t        bytes_in;   /* from the client, this request */
     uint64_t        bytes_out;  /* to the client, this request */
 };
+
+/* Did the client speak TLS ($scheme, X-Forwarded-Proto)?  The connection's
+ * say, unless a trusted node of the fleet relayed the request. */
+static inline int lg_req_tls(const lg_req_t *r)
+{
+    return r->hop_scheme ? r->hop_scheme == 2 : lg_conn_tls(r->conn);
+}
 
 #define LG_REQ_MAGIC 0x52455155u
 #define LG_CHECK_REQ(r) LG_DEBUG_BUG_ON((r) == NULL || (r)->magic != LG_REQ_MAGIC || \

@@ -47,6 +47,7 @@ enum {
     V_UPSTREAM_CACHE_STATUS, V_UPSTREAM_BYTES_SENT, V_UPSTREAM_BYTES_RECEIVED,
     V_UPSTREAM_RESPONSE_LENGTH, V_REQUEST_COMPLETION, V_LEGATE_VERSION,
     V_PROXY_ADD_X_FORWARDED_FOR, V_REQUEST_FILENAME, V_DOCUMENT_ROOT, V_REALIP_REMOTE_PORT,
+    V_CACHE_PEER,
     V_COUNT
 };
 
@@ -132,6 +133,7 @@ static const struct {
     [V_REQUEST_FILENAME]         = { "request_filename", 0 },
     [V_DOCUMENT_ROOT]            = { "document_root", 0 },
     [V_REALIP_REMOTE_PORT]       = { "realip_remote_port", 0 },
+    [V_CACHE_PEER]               = { "cache_peer", 0 },   /* the node that owns the key (cluster) */
 };
 
 int lg_vars_keep_upstream_head;
@@ -278,7 +280,9 @@ static void out_esc(out_t *b, const char *v, size_t n, int json)
  * differs from the client's address when real_ip_from replaced it. */
 const char *lg_vars_hop_addr(const lg_req_t *s)
 {
-    return s->conn->peer_text;
+    /* relayed by a node of the fleet (cluster/shard.c): that node is not a
+     * hop of the client's request, its client is */
+    return s->hop_scheme ? s->peer_text : s->conn->peer_text;
 }
 
 /* $http_user_agent is the request header User-Agent: lower case, '-' as '_'. */
@@ -558,7 +562,7 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
             out_str(b, s->server->names[0].name);
         break;
     case V_SCHEME:
-        out_str(b, lg_conn_tls(s->conn) ? "https" : "http");
+        out_str(b, lg_req_tls(s) ? "https" : "http");
         break;
     case V_SERVER_PROTOCOL:
         out_printf(b, "HTTP/%d.%d", s->req.version / 10, s->req.version % 10);
@@ -666,6 +670,9 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
     case V_CACHE_STATUS:
     case V_UPSTREAM_CACHE_STATUS:
         out_str(b, s->cache_status ? s->cache_status : "-");
+        break;
+    case V_CACHE_PEER:
+        out_str(b, s->cache_peer ? s->cache_peer : "-");
         break;
     case V_UPSTREAM_BYTES_SENT:         /* the heads and bodies written to upstreams */
         if (s->upstream_addr || s->upstream_status)

@@ -18,10 +18,13 @@
 #include "stream/stream.h"
 
 extern const lg_feature_t lg_feature_realip, lg_feature_max_forwards, lg_feature_server_timing,
-                          lg_feature_limit, lg_feature_static;
+                          lg_feature_limit, lg_feature_static, lg_feature_shard;
 
 static const lg_feature_t *const features[] = {
     &lg_feature_realip,         /* POST_READ: the client's address first */
+    &lg_feature_shard,          /* POST_READ: a request another node sent (its client's
+                                   address and scheme); CONTENT: a miss another node owns
+                                   goes there, before the reverse proxy; UPSTREAM_ERROR */
     &lg_feature_max_forwards,   /* ACCESS: TRACE/OPTIONS with Max-Forwards 0 answered here */
     &lg_feature_access,         /* ACCESS: access_rules, auth_basic, satisfy (reverse proxy) */
     &lg_feature_auth_request,   /* ACCESS: an authentication service asked (reverse proxy) */

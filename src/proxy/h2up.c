@@ -1167,7 +1167,8 @@ static h2sess_t *sess_new(lg_req_t *r, lg_upstream_t *up, size_t si, int *err)
         free(s);
         return NULL;
     }
-    s->connect_timeout = lg_req_common(r)->proxy_connect_timeout;
+    s->connect_timeout = up->connect_timeout ? up->connect_timeout
+                                             : lg_req_common(r)->proxy_connect_timeout;
     lg_timer_set(&lg_w.loop, &s->timer, s->connect_timeout);
     h2sess_t **head = sess_head(up, si);
     if (head) {

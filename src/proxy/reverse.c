@@ -1068,7 +1068,9 @@ static void response_body(lg_req_t *s, lg_end_t *src)
 static lg_msec_t connect_arm(lg_req_t *s, lg_tkind_t *kind)
 {
     *kind = LG_T_UP_CONNECT;
-    return lg_req_common(s)->proxy_connect_timeout;
+    /* the upstream's own (HAProxy's timeout connect), else the route's */
+    return s->up && s->up->connect_timeout ? s->up->connect_timeout
+                                           : lg_req_common(s)->proxy_connect_timeout;
 }
 
 /* The shortest of the timeouts for what the proxy stage waits on. */
@@ -1077,14 +1079,15 @@ static lg_msec_t proxy_arm(lg_req_t *s, lg_tkind_t *kind)
     const lg_common_t *c = lg_req_common(s);
     const lg_end_t *ce = s->cend, *ue = s->uend;
     lg_msec_t t = -1;
+    lg_msec_t rd = s->up && s->up->read_timeout ? s->up->read_timeout : c->proxy_read_timeout;
     *kind = LG_T_UP_READ;
 #define CONSIDER(cond, val, k) \
     do { if ((cond) && (t < 0 || (val) < t)) { t = (val); *kind = (k); } } while (0)
     CONSIDER(ce->want_r, c->client_body_timeout, LG_T_BODY);
     CONSIDER(ce->want_w, c->send_timeout, LG_T_SEND);
     CONSIDER(ue && ue->want_w, c->proxy_send_timeout, LG_T_UP_SEND);
-    CONSIDER(ue && ue->want_r, c->proxy_read_timeout, LG_T_UP_READ);
-    CONSIDER(t < 0, c->proxy_read_timeout, LG_T_UP_READ);
+    CONSIDER(ue && ue->want_r, rd, LG_T_UP_READ);
+    CONSIDER(t < 0, rd, LG_T_UP_READ);
     /* limit_rate held the body back: nothing else is awaited meanwhile */
     CONSIDER(s->rspp.rate_wait, s->rspp.rate_wait > lg_w.loop.now ? s->rspp.rate_wait - lg_w.loop.now : 0,
              LG_T_RATE);

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,98 +19,11 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
-from legate_test import _track  # noqa: E402
+from redis_fixture import Redis, prerequisites  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MKCERT = os.path.join(HERE, "..", "..", "scripts", "mkcert")
 CERTS = None
-
-
-def prerequisites():
-    """None: go; else why the whole file is skipped."""
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        return "redis-server / redis-cli not installed (Debian redis-server)"
-    rc, err = check_config('cluster = { redis = "127.0.0.1:1"; };\n'
-                           'http = { servers = ( { listen = "127.0.0.1:1"; } ); };')
-    if rc != 0 and "needs a legate built with hiredis" in err:
-        return "legate built without hiredis: no cluster (its -t says so, as it should)"
-    return None
-
-
-class Redis:
-    """A redis-server of its own: free port, own directory, nothing saved."""
-
-    def __init__(self, port=None, password=None, acl_user=None):
-        self.dir = tempfile.mkdtemp(prefix="legate-redis-")
-        self.port = port or free_port()
-        self.password = password
-        self.acl_user = acl_user        # (user, password)
-        self.proc = None
-        _track(self)
-        self.start()
-
-    def start(self):
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", self.dir, "--save", "", "--appendonly", "no",
-                "--logfile", os.path.join(self.dir, "redis.log")]
-        if self.password:
-            args += ["--requirepass", self.password]
-        if self.acl_user:
-            u, p = self.acl_user
-            args += ["--user", u, "on", ">" + p, "~*", "&*", "+@all"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     stdin=subprocess.DEVNULL)
-        def up():
-            if self.proc.poll() is not None:
-                with open(os.path.join(self.dir, "redis.log"), errors="replace") as f:
-                    fail("redis-server exited: %s" % f.read()[-500:])
-            return self.cli("PING", check=False).strip() == "PONG"
-        wait_until(up, 10, what="redis-server answering")
-
-    def cli(self, *args, check=True):
-        cmd = ["redis-cli", "-p", str(self.port), "--no-auth-warning"]
-        if self.acl_user:
-            cmd += ["--user", self.acl_user[0], "--pass", self.acl_user[1]]
-        elif self.password:
-            cmd += ["-a", self.password]
-        p = subprocess.run(cmd + list(args), capture_output=True, timeout=10)
-        out = p.stdout.decode(errors="replace")
-        if check and p.returncode != 0:
-            fail("redis-cli %r: %s" % (args, p.stderr.decode(errors="replace")))
-        return out
-
-    def raw(self, *args):
-        """One command with binary arguments over RESP; the first reply line."""
-        def enc(a):
-            return a if isinstance(a, bytes) else str(a).encode()
-        out = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(enc(a)), enc(a)) for a in args)
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        try:
-            s.sendall(out)
-            data = b""
-            while not data.endswith(b"\r\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            return data
-        finally:
-            s.close()
-
-    @property
-    def address(self):
-        return "127.0.0.1:%d" % self.port
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def teardown(self):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def certs():

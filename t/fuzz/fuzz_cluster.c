@@ -1,7 +1,7 @@
 /*
  * libFuzzer harness for what legate reads back from Redis (src/cluster/
- * wire.c): purge messages from the channel and the TLS ticket key set.
- * Both parsers get the bytes with a length and no terminating NUL (the
+ * wire.c): purge messages from the channel, the TLS ticket key set, and
+ * the relay field a node adds to a request for a key's owner.  The parsers get the bytes with a length and no terminating NUL (the
  * input is copied into a buffer of exactly its size, so ASan catches any
  * read past it), must refuse or accept without crashing, and what they
  * accept must point inside the input and keep its promises.
@@ -37,6 +37,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     CHECK(k == -1 || k == 2 || k == 3);
     if (k > 0)
         CHECK(created >= 0 && n > 3 + (size_t)k * (LG_TICKET_KEYHEX + 1));
+    lg_relay_field_t f;
+    if (lg_relay_field_parse(p, n, &f) == 0) {
+        CHECK(f.node >= p && f.node + f.node_len <= p + n && f.node_len > 0);
+        CHECK(f.for_ == NULL || (f.for_ >= p && f.for_ + f.for_len <= p + n));
+        CHECK(f.https == 0 || f.https == 1);
+    } else {
+        CHECK(f.node == NULL && f.for_ == NULL && f.https == 0);
+    }
     free(p);
     return 0;
 }

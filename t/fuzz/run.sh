@@ -15,7 +15,8 @@
 #               and LIST listings and Gopher menus as HTML (a mode byte chooses)
 #   quic        src/net/quic.c: client datagrams into a QUIC endpoint (ngtcp2, GnuTLS);
 #               skipped when legate is built without HTTP/3
-#   cluster     src/cluster/wire.c: purge messages and TLS ticket key sets read from Redis
+#   cluster     src/cluster/wire.c: purge messages and TLS ticket key sets read from Redis,
+#               and the relay field of a request sent to the owner of a cache key
 #   clienthello src/net/clienthello.c: TLS ClientHello records, SNI and ALPN (ssl_preread)
 # Names as arguments run only those: sh t/fuzz/run.sh clienthello
 #   edge        Range and If-None-Match (feature/static.c), Set-Cookie rewriting

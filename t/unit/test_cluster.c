@@ -90,3 +90,31 @@ Test(cluster_wire, ticket_sets)
     snprintf(v, sizeof(v), "v1 5 %s %s", a, b);
     cr_expect_eq(lg_ticket_set_parse(v, strlen(v) - 1, keys, &created), -1, "a short last key");
 }
+
+Test(cluster_wire, relay_field)
+{
+    lg_relay_field_t f;
+    const char *v = "node=edge-2; proto=https; for=192.0.2.7";
+    cr_assert_eq(lg_relay_field_parse(v, strlen(v), &f), 0);
+    cr_assert_eq(f.node_len, 6);
+    cr_assert(strncmp(f.node, "edge-2", 6) == 0);
+    cr_assert_eq(f.for_len, 9);
+    cr_assert(strncmp(f.for_, "192.0.2.7", 9) == 0);
+    cr_assert_eq(f.https, 1);
+    /* any order, spaces, unknown parameters skipped, proto other than https */
+    v = " for=::1 ;x=y; node=a ;proto=http";
+    cr_assert_eq(lg_relay_field_parse(v, strlen(v), &f), 0);
+    cr_assert_eq(f.node_len, 1);
+    cr_assert_eq(f.for_len, 3);
+    cr_assert_eq(f.https, 0);
+    /* the length bounds it: no NUL needed, nothing read past it */
+    v = "node=abcdef";
+    cr_assert_eq(lg_relay_field_parse(v, 8, &f), 0);
+    cr_assert_eq(f.node_len, 3);
+    /* no node: refused, nothing set */
+    const char *bad[] = { "", "proto=https", "node=", "node", "nodes=a", ";;;" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_assert_eq(lg_relay_field_parse(bad[i], strlen(bad[i]), &f), -1, "%s", bad[i]);
+        cr_assert(f.node == NULL && f.for_ == NULL && f.https == 0);
+    }
+}

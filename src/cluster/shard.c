@@ -1,0 +1,268 @@
+/*
+ * One cache for the fleet (cluster.cache_peers): the nodes are the servers
+ * of an upstream, and each cache key has one owner among them, chosen by
+ * the consistent hash of that upstream (Maglev on the base cache key, the
+ * same table on every node: its servers are written alike everywhere).
+ * A miss whose key another node owns is sent to that node, which serves
+ * it from its copy or fetches it from the origin once and stores it, as
+ * Squid's CARP and Varnish's shard director do; this node passes the
+ * answer through and keeps no copy.
+ *
+ *   client -> node A: MISS, owner B  --X-Legate-Shard-->  node B: HIT or
+ *   origin fetch, stored on B  --> A --> client
+ *
+ * The hop to the owner is a relay, not a second proxy: the client's own
+ * head goes on (hop-by-hop fields dropped), with one field saying which
+ * node sent it, the client's scheme and its address.  B trusts that field
+ * only from an address of the upstream's servers; then the request has
+ * the client's scheme ($scheme, the cache key) and address (logs, the
+ * origin's X-Forwarded-For), its access phase is not run again (A ran it:
+ * rules, authentication and rate limits count a request once), and it is
+ * never sent on to another node whatever B thinks of the ring -- the loop
+ * guard, which also covers two nodes that disagree on who is up.
+ *
+ * Failure: the owner refusing, resetting or silent past the upstream's
+ * timeouts (proxy_connect_timeout / proxy_read_timeout of the peers'
+ * upstream) makes A fetch from the origin itself, without storing; the
+ * failure counts for passive health, and health checks on that upstream
+ * take a dead node out of the ring, which moves only that node's keys.
+ */
+#include "cluster/cluster.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cache/http.h"
+#include "cluster/wire.h"
+#include "core/log.h"
+#include "http/message.h"
+#include "pipeline/request.h"
+#include "pipeline/worker.h"
+#include "proxy/proxy.h"
+
+#define GUARD "x-legate-shard"
+
+static int shard_slot;
+
+typedef struct shard_req {
+    lg_upstream_t *origin;      /* the route's choice, for the fallback */
+    const char    *extra;       /* upstream_extra before the relay */
+    int            owner;       /* the peer the request went to, or -1 */
+    int            relayed;     /* it came from a node of the fleet: never sent on */
+} shard_req_t;
+
+#define SREQ(s) ((shard_req_t *)(s)->ctx[shard_slot])
+
+static const lg_cluster_conf_t *shard_conf(void)
+{
+    const lg_cluster_conf_t *cf = lg_w.conf->cluster;
+    return cf && cf->peers ? cf : NULL;
+}
+
+static shard_req_t *sreq(lg_req_t *s)
+{
+    if (SREQ(s) == NULL && (s->ctx[shard_slot] = lg_arena_calloc(&s->arena, sizeof(shard_req_t))))
+        SREQ(s)->owner = -1;
+    return SREQ(s);
+}
+
+/* The connection comes from the address of one of the nodes (any port:
+ * a node's own connections leave from an ephemeral one). */
+static int from_peer(const lg_req_t *s, const lg_upstream_t *up)
+{
+    const struct sockaddr_storage *a = &s->conn->peer;
+    for (size_t i = 0; i < up->nservers; i++) {
+        const struct sockaddr_storage *b = &up->servers[i].addr.ss;
+        if (a->ss_family != b->ss_family)
+            continue;
+        if (a->ss_family == AF_INET &&
+            ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+            ((const struct sockaddr_in *)b)->sin_addr.s_addr)
+            return 1;
+        if (a->ss_family == AF_INET6 &&
+            memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                   &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void set_client(lg_req_t *s, const char *ip, size_t n)
+{
+    char text[64];
+    if (ip == NULL || n == 0 || n >= sizeof(text))
+        return;
+    memcpy(text, ip, n);
+    text[n] = '\0';
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, text, &a4->sin_addr) == 1)
+        a4->sin_family = AF_INET;
+    else if (inet_pton(AF_INET6, text, &a6->sin6_addr) == 1)
+        a6->sin6_family = AF_INET6;
+    else
+        return;                 /* not an address: the node's own stays */
+    memcpy(&s->peer, &ss, sizeof(ss));
+    snprintf(s->peer_text, sizeof(s->peer_text), "%s", text);
+    s->peer_port = 0;
+    s->country_done = 0;
+}
+
+/*
+ * POST_READ: the relay field goes, whoever sent it (the origin never sees
+ * it); from a node of the fleet it makes this request the client's.
+ */
+static int shard_post_read(lg_req_t *s)
+{
+    const lg_cluster_conf_t *cf = shard_conf();
+    if (cf == NULL || lg_req_is_forward(s))
+        return LG_DECLINED;
+    http_header_t guard = { 0 }; /* a copy: the compaction reuses its slot */
+    int found = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < s->req.num_headers; i++) {
+        if (http_name_eq(&s->req.headers[i], GUARD)) {
+            if (!found++)
+                guard = s->req.headers[i];
+            continue;
+        }
+        s->req.headers[k++] = s->req.headers[i];
+    }
+    if (!found)
+        return LG_DECLINED;
+    s->req.num_headers = k;
+    shard_req_t *st = sreq(s);
+    if (st == NULL)
+        return LG_DECLINED;
+    st->relayed = 1;            /* never sent on, trusted or not */
+    if (!from_peer(s, cf->peers)) {
+        lg_info("cluster: ignored X-Legate-Shard from %s, not a node of upstream \"%s\"",
+                s->peer_text, cf->peers->name);
+        return LG_DECLINED;
+    }
+    lg_relay_field_t f;
+    if (lg_relay_field_parse(guard.value, guard.value_len, &f) < 0) {
+        lg_info("cluster: ignored a garbled X-Legate-Shard from %s", s->peer_text);
+        return LG_DECLINED;
+    }
+    s->hop_scheme = f.https ? 2 : 1;
+    set_client(s, f.for_, f.for_len);
+    s->skip_phases |= 1u << LG_PH_ACCESS;
+    lg_cluster_count(LG_CM_SHARD_RELAYED);
+    return LG_DECLINED;
+}
+
+/* The cache's miss (lg_cache_shard): does another node own this key? */
+static int shard_owner(lg_req_t *s, const char *key, size_t n)
+{
+    (void)n;
+    const lg_cluster_conf_t *cf = shard_conf();
+    if (cf == NULL || s->route == NULL || s->up == NULL || lg_req_is_forward(s) ||
+        s->ri.body != LG_BODY_NONE || s->upgrade)
+        return 0;
+    shard_req_t *st = sreq(s);
+    if (st == NULL || st->relayed || st->owner >= 0)
+        return 0;
+    int full = 0;
+    int i = lg_upstream_pick(cf->peers, NULL, key, 0, &full);
+    if (i < 0 || i == cf->self)
+        return 0;               /* ours, or no node up but us: the origin */
+    st->owner = i;
+    st->origin = s->up;
+    st->extra = s->upstream_extra;
+    s->cache_peer = cf->peers->servers[i].addr.text;
+    lg_cluster_count(LG_CM_SHARD_SENT);
+    return 1;
+}
+
+/* The head the owner gets: the client's, as it came, plus the relay field. */
+static char *relay_head(lg_req_t *s, size_t *len)
+{
+    const lg_cluster_conf_t *cf = shard_conf();
+    const char *node = cf->node ? cf->node : lg_w.conf->via_name;
+    size_t cap = s->req.method_len + s->req.target_len + s->ri.authority.n + strlen(node) + 256;
+    for (size_t i = 0; i < s->req.num_headers; i++)
+        cap += s->req.headers[i].name_len + s->req.headers[i].value_len + 4;
+    char *h = lg_arena_alloc(&s->arena, cap);
+    if (h == NULL)
+        return NULL;
+    size_t o = (size_t)snprintf(h, cap, "%.*s %.*s HTTP/1.1\r\nHost: %.*s\r\n",
+                                (int)s->req.method_len, s->req.method,
+                                (int)s->req.target_len, s->req.target,
+                                (int)s->ri.authority.n, s->ri.authority.p);
+    for (size_t i = 0; i < s->req.num_headers && o < cap; i++) {
+        const http_header_t *x = &s->req.headers[i];
+        if (lg_http_is_hop_by_hop(x, s->ri.connection) || http_name_eq(x, "host") ||
+            http_name_eq(x, "content-length"))
+            continue;
+        o += (size_t)snprintf(h + o, cap - o, "%.*s: %.*s\r\n", (int)x->name_len, x->name,
+                              (int)x->value_len, x->value);
+    }
+    if (o < cap)
+        o += (size_t)snprintf(h + o, cap - o, "X-Legate-Shard: node=%s; proto=%s; for=%s\r\n\r\n",
+                              node, lg_req_tls(s) ? "https" : "http", s->peer_text);
+    if (o >= cap)
+        return NULL;
+    *len = o;
+    return h;
+}
+
+/* CONTENT: a key another node owns goes there, before the reverse proxy
+ * would send it to the origin. */
+static int shard_content(lg_req_t *s)
+{
+    shard_req_t *st = SREQ(s);
+    if (st == NULL || st->owner < 0)
+        return LG_DECLINED;
+    const lg_cluster_conf_t *cf = shard_conf();
+    /* the owner, and only it: the others count as tried */
+    size_t n = cf->peers->nservers;
+    size_t all = n >= 64 ? ~(size_t)0 : (((size_t)1 << n) - 1);
+    s->tried = all & ~((size_t)1 << st->owner);
+    lg_reverse_proxy_via(s, cf->peers, relay_head);
+    return LG_DONE;
+}
+
+/* UPSTREAM_ERROR: the owner did not answer: the origin, from here. */
+static int shard_error(lg_req_t *s)
+{
+    shard_req_t *st = SREQ(s);
+    if (st == NULL || st->owner < 0 || st->origin == NULL)
+        return LG_DECLINED;
+    const lg_cluster_conf_t *cf = shard_conf();
+    lg_cluster_warn("cluster: cache peer %s did not answer for \"%.*s\": fetched from upstream "
+                    "\"%s\" instead", cf->peers->servers[st->owner].addr.text,
+                    (int)s->ri.uri.n, s->ri.uri.p, st->origin->name);
+    lg_cluster_count(LG_CM_SHARD_FALLBACK);
+    lg_upstream_t *origin = st->origin;
+    st->origin = NULL;          /* once */
+    s->upstream_extra = st->extra;
+    s->tried = 0;
+    s->ntries = 0;
+    s->upstream_status = 0;
+    s->upstream_cond = 0;
+    s->reqp.hdr = NULL;
+    s->reqp.hdr_len = 0;
+    lg_reverse_proxy_to(s, origin);
+    return LG_DONE;
+}
+
+static int shard_init(void)
+{
+    lg_cache_shard = shard_conf() ? shard_owner : NULL;
+    return 0;
+}
+
+const lg_feature_t lg_feature_shard = {
+    .name = "cache shard",
+    .init = shard_init,
+    .handlers = {
+        { LG_PH_POST_READ, shard_post_read },
+        { LG_PH_CONTENT, shard_content },
+        { LG_PH_UPSTREAM_ERROR, shard_error },
+    },
+    .ctx_slot = &shard_slot,
+};
