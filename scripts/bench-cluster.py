@@ -3,8 +3,10 @@
 redis-server of its own, on loopback, measuring what src/cluster shares:
 
   origin    origin fetches for N distinct cacheable objects requested round
-            robin across the 3 nodes (each node caches its own copy: the
-            sharded cache of issue 19 is not built, so this is the baseline)
+            robin across the 3 nodes, each node caching its own copy (about
+            3N) and with the fleet's one cache (cluster.cache_peers: N), and
+            the time of a second round (all hits; a non-owner's hit is a hop
+            to the owner), sequential requests from one client
   tls       TLS 1.3 resumption on the next node with the session of the
             previous one (openssl s_client), with the fleet's ticket keys and,
             for comparison, three nodes without a cluster section
@@ -61,9 +63,13 @@ def redis_start():
     sys.exit("redis-server did not start")
 
 
-def conf(port, tport, origin, redis_port, node, cluster=True, zone_cluster="true", rate="100r/s", burst=10):
+def conf(port, tport, origin, redis_port, node, cluster=True, zone_cluster="true", rate="100r/s", burst=10,
+         peers=None):
     certs = os.path.join(tmp, "certs")
-    cl = ('cluster = { redis = "127.0.0.1:%d"; node = "%s"; };' % (redis_port, node)) if cluster else ""
+    shard = ' cache_peers = "fleet";' if peers else ""
+    cl = ('cluster = { redis = "127.0.0.1:%d"; node = "%s";%s };' % (redis_port, node, shard)) if cluster else ""
+    fleet_up = ('fleet = { servers = ( %s ); proxy_connect_timeout = "250ms"; };'
+                % ", ".join('"127.0.0.1:%d"' % p for p in peers)) if peers else ""
     return """
 worker_processes = 2;
 error_log_level = "info";
@@ -71,21 +77,24 @@ cache_size = "32m";
 %s
 http = {
     access_log = "off";
-    upstreams = { app = { servers = ( "%s" ); }; };
+    upstreams = { app = { servers = ( "%s" ); }; %s };
     limit_req_zones = ( { name = "api"; key = "$http_x_key"; rate = "%s"; cluster = %s; } );
     servers = ( { listen = ( "127.0.0.1:%d", { address = "127.0.0.1:%d"; tls = true; } );
         tls_certificates = { cert = "%s/server-ecdsa.pem"; key = "%s/server-ecdsa.key"; };
         routes = ( { prefix = "/rl"; return = 200; limit_req = { zone = "api"; burst = %d; nodelay = true; }; },
                    { prefix = "/"; proxy_pass = "app"; cache = true; cache_purge_allow = [ "127.0.0.0/8" ]; } ); } );
 };
-""" % (cl, origin.address, rate, zone_cluster if cluster else "false", port, tport, certs, certs, burst)
+""" % (cl, origin.address, fleet_up, rate, zone_cluster if cluster else "false", port, tport, certs, certs,
+       burst)
 
 
-def fleet(origin, redis_port, cluster=True, **kw):
+def fleet(origin, redis_port, cluster=True, shard=False, **kw):
     nodes = []
+    ports = [(lt.free_port(), lt.free_port()) for _ in range(3)]
     for i in range(3):
-        port, tport = lt.free_port(), lt.free_port()
-        lg = lt.Legate(conf(port, tport, origin, redis_port, "node%d" % (i + 1), cluster, **kw), workers=2)
+        port, tport = ports[i]
+        lg = lt.Legate(conf(port, tport, origin, redis_port, "node%d" % (i + 1), cluster,
+                            peers=[p for p, _ in ports] if shard else None, **kw), workers=2)
         nodes.append((lg, port, tport))
     if cluster:
         for lg, port, _ in nodes:
@@ -116,17 +125,29 @@ def main():
     print("cluster: 3 nodes x 2 workers, redis-server %s, loopback" %
           subprocess.run(["redis-server", "--version"], capture_output=True).stdout.decode().split()[2])
 
-    # ---- origin fetches ----
-    nodes = fleet(origin, rport)
-    origin.reset_stats()
+    # ---- origin fetches: every node its own cache, then one for the fleet ----
     n = args.objects
-    for i in range(n):
-        for k in range(3):
-            lt.request(nodes[k][1], target="/obj/%d?hdr=Cache-Control:max-age=600" % i)
-    st = origin.stats()
-    fetched = sum(v for k, v in st["by_path"].items() if k.startswith("/obj/"))
-    print("origin    %d objects round robin over 3 nodes: %s origin fetches (%.2f N; no sharded cache)"
-          % (n, fetched, fetched / n if n else 0))
+    for shard in (True, False):     # the second fleet stays for the cases below
+        nodes = fleet(origin, rport, shard=shard)
+        origin.reset_stats()
+        for i in range(n):
+            for k in range(3):
+                lt.request(nodes[k][1], target="/obj/%d?hdr=Cache-Control:max-age=600" % i)
+        st = origin.stats()
+        fetched = sum(v for k, v in st["by_path"].items() if k.startswith("/obj/"))
+        t0 = time.monotonic()
+        hits = 0
+        for i in range(n):
+            for k in range(3):
+                r = lt.request(nodes[k][1], target="/obj/%d?hdr=Cache-Control:max-age=600" % i)
+                hits += xc(r) == "HIT"
+        dt = time.monotonic() - t0
+        print("origin    %d objects round robin over 3 nodes, %s: %d origin fetches (%.2f N); "
+              "then %d requests, %d hits, %.0f us each"
+              % (n, "one cache (cache_peers)" if shard else "a cache per node", fetched,
+                 fetched / n if n else 0, 3 * n, hits, dt / (3 * n) * 1e6))
+        if shard:
+            stop(nodes)
 
     # ---- TLS resumption across nodes ----
     def resumption(nodes, rounds=60):

@@ -511,6 +511,9 @@ def example_configs_pass_t():
             eq(rc, 0, err)
             contains(dump1, 'cluster = {\n    redis = "127.0.0.1:6379";')
             contains(dump1, "cluster = true;")
+            # one cache for the three: each node found itself among the fleet
+            port = re.search(r"node(\d)\.conf$", path).group(1)
+            contains(dump1, 'cache_peers = "fleet";\n    cache_self = "127.0.0.1:808%s";' % port)
             again = os.path.join(prefix, "dump.conf")
             with open(again, "w") as f:
                 f.write(dump1)
