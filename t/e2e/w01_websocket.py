@@ -660,7 +660,11 @@ def chromium_opens_a_websocket():
                    "--disable-background-networking", "--disable-component-update",
                    "--user-data-dir=" + os.path.join(d, "profile%d" % attempt),
                    "--virtual-time-budget=10000", "--dump-dom", lg.url("/page")]
-            p = subprocess.run(cmd, capture_output=True, timeout=40, stdin=subprocess.DEVNULL)
+            try:
+                p = subprocess.run(cmd, capture_output=True, timeout=40, stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired as e:   # a stuck browser: the next try
+                dom, err = "", e.stderr or b"(chromium timed out)"
+                continue
             dom, err = p.stdout.decode(errors="replace"), p.stderr
             if "echo:from chromium" in dom:
                 break
@@ -706,7 +710,11 @@ http = {
                    "--ignore-certificate-errors",
                    "--user-data-dir=" + os.path.join(d, "profile%d" % attempt),
                    "--virtual-time-budget=10000", "--dump-dom", "https://localhost:%d/page" % port]
-            p = subprocess.run(cmd, capture_output=True, timeout=40, stdin=subprocess.DEVNULL)
+            try:
+                p = subprocess.run(cmd, capture_output=True, timeout=40, stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired as e:   # a stuck browser: the next try
+                dom, err = "", e.stderr or b"(chromium timed out)"
+                continue
             dom, err = p.stdout.decode(errors="replace"), p.stderr
             if "echo:from chromium" in dom:
                 break
