@@ -16,10 +16,21 @@
  * this node's subscription is down at that moment.  "Applied" therefore
  * means "delivered to a live subscriber, which applies it in its next
  * loop iteration" -- bounded by one loop turn after delivery.  A node
- * whose subscription was down during the purge misses it (Redis pub/sub
- * keeps nothing for absent subscribers); the count tells the caller to
- * send it again.  With Redis unreachable the answer comes at once with
- * X-Purge-Nodes: 1 and X-Purge-Cluster: local-only.
+ * whose subscription was down during the purge would miss it (Redis
+ * pub/sub keeps nothing for absent subscribers), so every purge also goes
+ * into a log, the stream "<name>:purge-log" (the last purge_log entries,
+ * trimmed by XADD MAXLEN ~), in the same script as the PUBLISH, and the
+ * message carries the entry's id:
+ *
+ *   v2 TAB id TAB v1 TAB node TAB soft TAB key
+ *
+ * Worker 0 remembers the id of the newest purge it has seen; whenever its
+ * subscription (re)starts it reads the log after that id (XRANGE, in
+ * batches) and applies what it missed, and a message whose id it has
+ * seen already is skipped, so a purge is applied once.  A node that was
+ * away longer than the log reaches back misses the older ones (logged).
+ * With Redis unreachable the answer comes at once with X-Purge-Nodes: 1
+ * and X-Purge-Cluster: local-only.
  */
 #include "cluster/cluster_int.h"
 
@@ -43,7 +54,24 @@ typedef struct fanout {
 } fanout_t;
 
 static char channel[128];
+static char logkey[128];        /* the purge log, a stream */
 static fanout_t *waiting;       /* purges waiting for PUBLISH (few; looked up by request) */
+
+/* XADD to the log (redis.pcall: a key of another type must not stop the
+ * PUBLISH), then PUBLISH with the entry's id: { subscribers, id } */
+static const char SCRIPT[] =
+    "local id = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])\n"
+    "if type(id) ~= 'string' then id = '0-0' end\n"
+    "return { redis.call('PUBLISH', KEYS[2], 'v2\\t' .. id .. '\\t' .. ARGV[1]), id }\n";
+static char sha[41];
+
+/* worker 0: the newest purge seen ("" before the first look at the log) */
+static char last_id[LG_STREAM_ID_MAX + 1];
+static uint64_t last_ms, last_seq;
+static lg_timer_t replay_timer;
+static lg_rcmd_t *replaying;
+
+#define REPLAY_BATCH 500
 
 static void unwait(fanout_t *fo)
 {
@@ -70,6 +98,8 @@ static void answer(fanout_t *fo, long long nodes, int local_only, int run)
 static void published(void *arg, redisReply *rep)
 {
     fanout_t *fo = arg;
+    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2)
+        rep = rep->element[0];          /* { subscribers, the log entry's id } */
     if (rep == NULL || rep->type != REDIS_REPLY_INTEGER) {
         lg_cluster_count(LG_CM_DEGRADED);
         if (rep)
@@ -129,9 +159,11 @@ static int fanout(lg_req_t *s, const char *key, size_t n, int soft, int status, 
     fo->s = s;
     fo->status = status;
     fo->body = body;
-    const char *v[3] = { "PUBLISH", channel, msg };
-    size_t l[3] = { 7, strlen(channel), strlen(msg) };
-    fo->c = lg_redis_command(&lg_cl.cmd, 3, v, l, 0, published, fo);
+    char maxlen[24];
+    snprintf(maxlen, sizeof(maxlen), "%d", lg_cl.cf->purge_log);
+    const char *v[4] = { logkey, channel, msg, maxlen };
+    size_t l[4] = { strlen(logkey), strlen(channel), strlen(msg), strlen(maxlen) };
+    fo->c = lg_redis_eval(&lg_cl.cmd, SCRIPT, sha, 2, 4, v, l, 0, published, fo);
     lg_debug("cluster: purge of %.*s published: %s (connection %s)", (int)n, key, fo->c ? "yes" : "no",
              lg_redis_state_name(lg_cl.cmd.st));
     if (fo->c == NULL) {
@@ -150,6 +182,43 @@ static int fanout(lg_req_t *s, const char *key, size_t n, int soft, int status, 
     return 1;
 }
 
+static void bad_data(const char *where, const char *p, size_t len)
+{
+    lg_cluster_count(LG_CM_BAD_DATA);
+    char shown[41];
+    size_t k = 0;
+    for (; k < len && k < sizeof(shown) - 1; k++)
+        shown[k] = p[k] >= ' ' && p[k] < 127 ? p[k] : '?';
+    shown[k] = '\0';
+    lg_warn("cluster: ignored %s that is not a purge of this version (%zu bytes: \"%s\")", where, len,
+            shown);
+}
+
+/* Is id newer than the newest seen?  Then it is the newest seen. */
+static int advance(const char *id, size_t n)
+{
+    uint64_t ms, seq;
+    if (id == NULL || lg_stream_id_parse(id, n, &ms, &seq) < 0 || (ms == 0 && seq == 0))
+        return 1;               /* not in the log: nothing to compare, apply it */
+    if (last_id[0] && (ms < last_ms || (ms == last_ms && seq <= last_seq)))
+        return 0;               /* applied already (from the log, after a reconnect) */
+    memcpy(last_id, id, n);
+    last_id[n] = '\0';
+    last_ms = ms;
+    last_seq = seq;
+    return 1;
+}
+
+static void apply(const lg_purge_msg_t *m, const char *how)
+{
+    if (m->node_len == strlen(lg_cl.node) && memcmp(m->node, lg_cl.node, m->node_len) == 0)
+        return;                 /* ours: applied when it was accepted */
+    int n = lg_cache_purge_key(m->key, m->key_len, m->soft);
+    lg_cluster_count(LG_CM_PURGES_APPLIED);
+    lg_info("cluster: applied a %spurge from %.*s%s: %.*s (%d objects)", m->soft ? "soft " : "",
+            (int)m->node_len, m->node, how, (int)(m->key_len > 200 ? 200 : m->key_len), m->key, n);
+}
+
 /* A message from the channel: another node's purge, or something to ignore. */
 static void on_message(void *arg, redisReply *rep)
 {
@@ -164,34 +233,118 @@ static void on_message(void *arg, redisReply *rep)
     size_t len = rep->element[2]->len;
     lg_purge_msg_t m;
     if (lg_purge_msg_parse(p, len, &m) < 0) {
-        lg_cluster_count(LG_CM_BAD_DATA);
-        char shown[41];
-        size_t k = 0;
-        for (; k < len && k < sizeof(shown) - 1; k++)
-            shown[k] = p[k] >= ' ' && p[k] < 127 ? p[k] : '?';
-        shown[k] = '\0';
-        lg_warn("cluster: ignored a message on %s that is not a purge of this version (%zu bytes: "
-                "\"%s\")", channel, len, shown);
+        char where[160];
+        snprintf(where, sizeof(where), "a message on %s", channel);
+        bad_data(where, p, len);
         return;
     }
-    if (m.node_len == strlen(lg_cl.node) && memcmp(m.node, lg_cl.node, m.node_len) == 0)
-        return;                 /* ours: applied when it was accepted */
-    int n = lg_cache_purge_key(m.key, m.key_len, m.soft);
-    lg_cluster_count(LG_CM_PURGES_APPLIED);
-    lg_info("cluster: applied a %spurge from %.*s: %.*s (%d objects)", m.soft ? "soft " : "",
-            (int)m.node_len, m.node, (int)(m.key_len > 200 ? 200 : m.key_len), m.key, n);
+    if (advance(m.id, m.id_len))
+        apply(&m, "");
+}
+
+static void replay_later(lg_msec_t ms)
+{
+    if (!lg_timer_armed(&replay_timer))
+        lg_timer_set(lg_cl.loop, &replay_timer, ms);
+}
+
+/*
+ * The log after the newest purge seen: XRANGE "(id" + COUNT n, applied in
+ * order; a full batch asks for the next.  The first look only notes the
+ * newest entry: a node that starts has nothing purged to catch up on.
+ */
+static void replayed(void *arg, redisReply *rep)
+{
+    (void)arg;
+    replaying = NULL;
+    if (rep == NULL) {
+        replay_later(1000);     /* no answer in time: again */
+        return;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        if (rep->type == REDIS_REPLY_ERROR) {
+            lg_cluster_warn("cluster: the purge log %s cannot be read: %s", logkey, rep->str);
+            lg_cluster_count(LG_CM_BAD_DATA);
+            if (!last_id[0])
+                snprintf(last_id, sizeof(last_id), "0-0");
+        }
+        return;
+    }
+    int first = last_id[0] == '\0';
+    size_t applied = 0;
+    for (size_t i = 0; i < rep->elements; i++) {
+        redisReply *e = rep->element[i];
+        /* [ id, [ "m", message ] ] */
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+            e->element[0]->len > LG_STREAM_ID_MAX || e->element[1]->type != REDIS_REPLY_ARRAY ||
+            e->element[1]->elements != 2 || e->element[1]->element[1]->type != REDIS_REPLY_STRING) {
+            bad_data("an entry of the purge log", "", 0);
+            continue;
+        }
+        const char *id = e->element[0]->str;
+        size_t idn = e->element[0]->len;
+        redisReply *msg = e->element[1]->element[1];
+        lg_purge_msg_t m;
+        if (!advance(id, idn))
+            continue;
+        if (first)
+            continue;           /* noted, not applied */
+        if (lg_purge_msg_parse(msg->str, msg->len, &m) < 0 || m.id != NULL) {
+            bad_data("an entry of the purge log", msg->str, msg->len);
+            continue;
+        }
+        apply(&m, " (from the log: missed while away)");
+        applied++;
+    }
+    if (first && !last_id[0])
+        snprintf(last_id, sizeof(last_id), "0-0");      /* an empty log */
+    if (applied)
+        lg_notice("cluster: %zu purges missed while the subscription was down applied from %s",
+                  applied, logkey);
+    if (!first && rep->elements == REPLAY_BATCH)
+        replay_later(0);        /* more */
+}
+
+static void replay_tick(lg_timer_t *t)
+{
+    (void)t;
+    if (replaying || !lg_redis_ready(&lg_cl.sub))
+        return;                 /* sub_state asks again when it is back */
+    const char *v[6];
+    size_t l[6];
+    char from[LG_STREAM_ID_MAX + 2], count[16];
+    snprintf(count, sizeof(count), "%d", REPLAY_BATCH);
+    int n;
+    if (!last_id[0]) {
+        v[0] = "XREVRANGE"; v[1] = logkey; v[2] = "+"; v[3] = "-"; v[4] = "COUNT"; v[5] = "1";
+        n = 6;
+    } else {
+        snprintf(from, sizeof(from), "(%s", last_id);
+        v[0] = "XRANGE"; v[1] = logkey; v[2] = from; v[3] = "+"; v[4] = "COUNT"; v[5] = count;
+        n = 6;
+    }
+    for (int i = 0; i < n; i++)
+        l[i] = strlen(v[i]);
+    replaying = lg_redis_command(&lg_cl.cmd, n, v, l, 1000, replayed, NULL);
+    if (replaying == NULL)
+        replay_later(200);      /* the command connection is not up yet */
 }
 
 static void sub_state(lg_redis_t *r)
 {
     lg_cluster_set_up(1, lg_redis_ready(r));
+    if (lg_redis_ready(r))
+        replay_later(0);        /* catch up on what went by while it was down */
 }
 
 int lg_cluster_purge_init(void)
 {
     snprintf(channel, sizeof(channel), "%s:purge", lg_cl.cf->name);
+    snprintf(logkey, sizeof(logkey), "%s:purge-log", lg_cl.cf->name);
+    lg_redis_sha1(SCRIPT, sha);
     lg_cache_purge_fanout = fanout;
     if (lg_cl.slot == 0) {
+        replay_timer.cb = replay_tick;
         lg_cl.sub.channel = channel;
         lg_cl.sub.on_message = on_message;
         lg_cl.sub.on_state = sub_state;

@@ -5,11 +5,51 @@
  */
 #include "cluster/wire.h"
 
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
+static int dec(const char *p, size_t n, uint64_t *v)
+{
+    if (n == 0 || n > 20)
+        return -1;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        uint64_t d = (uint64_t)(p[i] - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return -1;
+        x = x * 10 + d;
+    }
+    *v = x;
+    return 0;
+}
+
+int lg_stream_id_parse(const char *p, size_t len, uint64_t *ms, uint64_t *seq)
+{
+    const char *dash = memchr(p, '-', len);
+    if (dash == NULL)
+        return -1;
+    size_t a = (size_t)(dash - p);
+    return dec(p, a, ms) == 0 && dec(dash + 1, len - a - 1, seq) == 0 ? 0 : -1;
+}
+
 int lg_purge_msg_parse(const char *p, size_t len, lg_purge_msg_t *out)
 {
+    const char *id = NULL;
+    size_t id_len = 0;
+    if (len >= 3 && memcmp(p, "v2\t", 3) == 0) {
+        /* the channel's form: the log entry's id, then the entry */
+        const char *t = memchr(p + 3, '\t', len - 3);
+        uint64_t ms, seq;
+        if (t == NULL || lg_stream_id_parse(p + 3, (size_t)(t - (p + 3)), &ms, &seq) < 0)
+            return -1;
+        id = p + 3;
+        id_len = (size_t)(t - id);
+        len -= (size_t)(t + 1 - p);
+        p = t + 1;
+    }
     const char *end = p + len;
     if (len < 3 || memcmp(p, "v1\t", 3) != 0)
         return -1;
@@ -31,6 +71,8 @@ int lg_purge_msg_parse(const char *p, size_t len, lg_purge_msg_t *out)
     out->soft = t[1] == '1';
     out->key = key;
     out->key_len = (size_t)(end - key);
+    out->id = id;
+    out->id_len = id_len;
     return 0;
 }
 

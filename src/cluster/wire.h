@@ -13,17 +13,30 @@
 #define LG_PURGE_MAX_KEY 8192
 #define LG_TICKET_KEYHEX 160    /* one key as hex: name 16, AES 32, HMAC 32 bytes */
 
-/* "v1 TAB node TAB soft(0|1) TAB key": pointers into the message. */
+/*
+ * A purge: "v1 TAB node TAB soft(0|1) TAB key" (an entry of the purge log,
+ * a stream), or on the channel "v2 TAB id TAB " and the same, id being the
+ * log entry's ("ms-seq"; "0-0" when the log could not take it).  Pointers
+ * into the message; id NULL for a v1.
+ */
 typedef struct lg_purge_msg {
     const char *node;
     size_t      node_len;
     int         soft;
     const char *key;            /* a trailing '*': a prefix */
     size_t      key_len;
+    const char *id;
+    size_t      id_len;
 } lg_purge_msg_t;
+
+#define LG_STREAM_ID_MAX 41     /* "18446744073709551615-18446744073709551615" */
 
 /* 0, or -1 for anything else (an old or future version, garbage). */
 int lg_purge_msg_parse(const char *p, size_t len, lg_purge_msg_t *out);
+
+/* A stream entry ID "ms-seq" (decimal, each at most 20 digits): 0 and its
+ * two parts, or -1. */
+int lg_stream_id_parse(const char *p, size_t len, uint64_t *ms, uint64_t *seq);
 
 /*
  * "v1 SP created_ms SP next SP current [SP previous]", keys as hex: into

@@ -758,6 +758,7 @@ typedef struct lg_cluster_conf {
     char      *name;                /* key and channel prefix, default "legate" */
     char      *node;                /* this node's name, default via_name */
     int        purge;               /* PURGE fan-out, default true */
+    int        purge_log;           /* purges kept in Redis for nodes that were away, default 10000 */
     int        tls_tickets;         /* ticket keys from Redis, default true */
     int        health_votes;        /* nodes whose checks eject a server for all, default 2; 0 off */
     /* the sharded cache (cluster/shard.c): the nodes as an upstream, and

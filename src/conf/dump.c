@@ -732,6 +732,7 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
         kv_str(out, 1, "name", cl->name);
         kv_str(out, 1, "node", cl->node ? cl->node : conf->via_name);
         kv_bool(out, 1, "purge", cl->purge);
+        kv_int(out, 1, "purge_log", cl->purge_log);
         kv_bool(out, 1, "tls_tickets", cl->tls_tickets);
         kv_int(out, 1, "health_votes", cl->health_votes);
         if (cl->peers) {

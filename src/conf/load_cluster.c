@@ -30,6 +30,7 @@ static const directive_t cluster_dirs[] = {
     ROW("name",                  D_STRING,   0, 0, "legate", lg_cluster_conf_t, name),
     ROW("node",                  D_STRING,   0, 0, NULL, lg_cluster_conf_t, node),
     ROW("purge",                 D_BOOL,     0, 1, "true", lg_cluster_conf_t, purge),
+    ROW("purge_log",             D_INT,      100, 10000000, "10000", lg_cluster_conf_t, purge_log),
     ROW("tls_tickets",           D_BOOL,     0, 1, "true", lg_cluster_conf_t, tls_tickets),
     ROW("health_votes",          D_INT,      0, 1000, "2", lg_cluster_conf_t, health_votes),
     ROW("cache_peers",           D_STRING,   0, 0, NULL, lg_cluster_conf_t, cache_peers),

@@ -184,8 +184,11 @@ def client_body_timeout():
             ok(r.status in (408, 400), "status %d after body timeout" % r.status)
         ok(c.closed(3), "still open")
         ok(dt <= 6, "closed after %.1fs, want ~1s" % dt)
-    s = o.stats()
-    eq(s["requests"] - s["incomplete"], 0, "complete requests at origin")
+    # the origin counts the body it never got once it sees the connection
+    # legate dropped: its thread may not have yet (a loaded machine)
+    got = []
+    wait_until(lambda: got.append(o.stats()) or got[-1]["requests"] - got[-1]["incomplete"] == 0, 5,
+               what="no complete request at the origin (last %r)" % (got[-1:],))
 
 
 @test

@@ -244,6 +244,49 @@ def redis_stopped_requests_do_not_wait():
 
 
 @test(timeout=120)
+def a_purge_missed_while_away_is_applied_from_the_log():
+    """A node whose subscription is down when a purge goes out (here: its
+    connections killed while Redis refuses its password) reads the purge log
+    when it is back, and applies each missed purge once."""
+    redis = Redis(password="pw1")
+    o = Origin("o")
+    nodes = fleet(2, redis, o, cluster_extra='redis_password = "pw1";')
+    wait_subscribed(nodes)
+    (la, a), (lb, b) = nodes[0][:2], nodes[1][:2]
+    paths = ["/away/%d%s" % (i, P) for i in range(3)]
+    for p in paths:
+        cached_everywhere(nodes, p)
+    redis.cli("CONFIG", "SET", "requirepass", "pw2")   # authenticated connections stay
+    redis.password = "pw2"
+    la.allow_log(r"AUTH|auth|password|WRONGPASS|invalid")
+    lb.allow_log(r"AUTH|auth|password|WRONGPASS|invalid")
+    redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+    wait_until(lambda: metric(b, "legate_cluster_purge_subscribed") == 0, 10, what="b's subscription down")
+    for p in paths[:2]:
+        r = request(a, method="PURGE", target=p)
+        eq(r.status, 200)
+    eq(xc(request(b, target=paths[0])), "HIT", "b missed it (its subscription is down)")
+    redis.cli("CONFIG", "SET", "requirepass", "pw1")
+    redis.password = "pw1"
+    wait_subscribed(nodes, timeout=20)
+    lb.wait_log(r"2 purges missed while the subscription was down applied from legate:purge-log", 15)
+    eq([xc(request(b, target=p)) for p in paths], ["MISS", "MISS", "HIT"],
+       "the two purges applied from the log, the other object kept")
+    # once: a second reconnect finds nothing new in the log
+    eq([xc(request(b, target=p)) for p in paths[:2]], ["HIT", "HIT"], "stored again")
+    redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+    # (until both are back: one sent meanwhile reaches b from the log)
+    wait_until(lambda: request(a, method="PURGE", target=paths[2]).headers.get("X-Purge-Nodes") == "2",
+               20, what="both subscribed again")
+    wait_until(lambda: xc(request(b, target=paths[2])) == "MISS", 5, what="the new purge heard")
+    eq([xc(request(b, target=p)) for p in paths[:2]], ["HIT", "HIT"], "the old purges not applied twice")
+    # (the new purge may have come from the log, if it went out between the
+    # subscription and the read of the log: still once)
+    caught = [int(n) for n in re.findall(r"(\d+) purges missed while the subscription", lb.log_text())]
+    ok(caught[0] == 2, "the two missed purges caught up: %r" % caught)
+
+
+@test(timeout=120)
 def bad_data_in_redis_is_ignored():
     redis = Redis()
     o = Origin("o")
@@ -270,6 +313,14 @@ def bad_data_in_redis_is_ignored():
     r = request(a, method="PURGE", target="/still" + P)
     eq(r.headers.get("X-Purge-Nodes"), "2")
     wait_until(lambda: xc(request(b, target="/still" + P)) == "MISS", 5, what="purge heard")
+    # the purge log of another type: the purge still goes out (not logged)
+    redis.cli("DEL", "legate:purge-log")
+    redis.cli("SET", "legate:purge-log", "not a stream")
+    cached_everywhere(nodes, "/nolog" + P)
+    r = request(a, method="PURGE", target="/nolog" + P)
+    eq(r.headers.get("X-Purge-Nodes"), "2", "fanned out without its log")
+    wait_until(lambda: xc(request(b, target="/nolog" + P)) == "MISS", 5, what="purge heard without the log")
+    redis.cli("DEL", "legate:purge-log")
     redis.cli("DEL", "legate:tls-tickets")
     redis.cli("SCRIPT", "FLUSH")        # EVALSHA answers NOSCRIPT: EVAL follows
     n = metric(a, "legate_cluster_ticket_syncs_total") + metric(b, "legate_cluster_ticket_syncs_total")

@@ -30,7 +30,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
         CHECK(m.key >= p && m.key + m.key_len == p + n && m.key_len > 0);
         CHECK(m.key_len <= LG_PURGE_MAX_KEY);
         CHECK(m.soft == 0 || m.soft == 1);
+        if (m.id) {
+            uint64_t ms, seq;
+            CHECK(m.id >= p && m.id + m.id_len < m.node && m.id_len < LG_STREAM_ID_MAX);
+            CHECK(lg_stream_id_parse(m.id, m.id_len, &ms, &seq) == 0);
+        }
     }
+    uint64_t ms = 0, seq = 0;
+    if (lg_stream_id_parse(p, n, &ms, &seq) == 0)
+        CHECK(n >= 3 && n < LG_STREAM_ID_MAX && memchr(p, '-', n) != NULL);
     unsigned char keys[3 * 80];
     int64_t created = -1;
     int k = lg_ticket_set_parse(p, n, keys, &created);
