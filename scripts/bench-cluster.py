@@ -146,6 +146,22 @@ def main():
               "then %d requests, %d hits, %.0f us each"
               % (n, "one cache (cache_peers)" if shard else "a cache per node", fetched,
                  fetched / n if n else 0, 3 * n, hits, dt / (3 * n) * 1e6))
+        if shard and shutil.which("wrk"):
+            # a hit on its owner against the same hit through another node (the hop)
+            def held(port, path):
+                return lt.request(port, target=path, headers=[
+                    ("X-Legate-Shard", "node=bench; proto=http; for=127.0.0.1"),
+                    ("Cache-Control", "only-if-cached")]).status == 200
+            path = next(p for p in ("/obj/%d?hdr=Cache-Control:max-age=600" % i for i in range(n))
+                        if not held(nodes[0][1], p))
+            owner = next(k for k in (1, 2) if held(nodes[k][1], path))
+            for who, k in (("on its owner", owner), ("through another node", 0)):
+                out = subprocess.run(["wrk", "-t1", "-c20", "-d%ds" % args.wrk_seconds,
+                                      "http://127.0.0.1:%d%s" % (nodes[k][1], path)],
+                                     capture_output=True, timeout=120).stdout.decode()
+                m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+                print("origin    one cached object %-21s %10.0f req/s (wrk -t1 -c20)"
+                      % (who, float(m.group(1)) if m else 0.0))
         if shard:
             stop(nodes)
 
