@@ -202,7 +202,8 @@ int lg_http_analyze_request(const http_request_t *r, lg_req_info_t *ri)
     /* the request-target */
     const char *t = r->target;
     size_t tn = r->target_len;
-    size_t sl = tn >= 7 && strncasecmp(t, "http://", 7) == 0 ? 7 :
+    size_t sl = tn && t[0] == '/' ? 0 :         /* origin-form, nearly every request */
+                tn >= 7 && strncasecmp(t, "http://", 7) == 0 ? 7 :
                 tn >= 6 && strncasecmp(t, "ftp://", 6) == 0 ? 6 :
                 tn >= 9 && strncasecmp(t, "gopher://", 9) == 0 ? 9 : 0;
     if (sl) {
@@ -357,14 +358,20 @@ int lg_http_analyze_response(const http_response_t *r, int request_was_head,
 
 int lg_http_is_hop_by_hop(const http_header_t *h, lg_str_t conn)
 {
-    static const char *const fixed[] = {
-        "connection", "keep-alive", "te", "trailer", "transfer-encoding",
-        "upgrade", "proxy-connection", "proxy-authenticate",
-        "proxy-authorization", NULL,
-    };
-    for (int i = 0; fixed[i]; i++)
-        if (ieq(h->name, h->name_len, fixed[i]))
-            return 1;
+    /* by length first: every field of every head passes here, twice on a
+     * proxied request, and most have a length none of these has */
+    const char *n = h->name;
+    switch (h->name_len) {
+    case 2:  if (strncasecmp(n, "te", 2) == 0) return 1; break;
+    case 7:  if (strncasecmp(n, "trailer", 7) == 0 || strncasecmp(n, "upgrade", 7) == 0) return 1; break;
+    case 10: if (strncasecmp(n, "connection", 10) == 0 || strncasecmp(n, "keep-alive", 10) == 0)
+                 return 1;
+             break;
+    case 16: if (strncasecmp(n, "proxy-connection", 16) == 0) return 1; break;
+    case 17: if (strncasecmp(n, "transfer-encoding", 17) == 0) return 1; break;
+    case 18: if (strncasecmp(n, "proxy-authenticate", 18) == 0) return 1; break;
+    case 19: if (strncasecmp(n, "proxy-authorization", 19) == 0) return 1; break;
+    }
     if (conn.p == NULL)
         return 0;
     /* every field the Connection header names is hop-by-hop too */

@@ -225,6 +225,14 @@ static void out_u64(out_t *b, uint64_t v)
     out_add(b, d + i, sizeof(d) - i);
 }
 
+/* "HTTP/1.1" from 11 (in every log line: not worth a printf) */
+static void out_version(out_t *b, const char *prefix, int v)
+{
+    out_str(b, prefix);
+    char d[3] = { (char)('0' + (v / 10) % 10), '.', (char)('0' + v % 10) };
+    out_add(b, d, 3);
+}
+
 /* Milliseconds as seconds with three decimals, as nginx writes times. */
 static void out_ms(out_t *b, int64_t ms)
 {
@@ -252,9 +260,24 @@ static const char *local_time(int iso)
     return buf[iso];
 }
 
+static int esc_plain(unsigned char c)
+{
+    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+}
+
 static void out_esc(out_t *b, const char *v, size_t n, int json)
 {
     for (size_t i = 0; i < n; i++) {
+        /* a run that needs no escape (nearly all of a key or a log field):
+         * one copy, not one a byte */
+        size_t j = i;
+        while (j < n && esc_plain((unsigned char)v[j]))
+            j++;
+        if (j > i)
+            out_add(b, v + i, j - i);
+        if (j == n)
+            return;
+        i = j;
         unsigned char c = (unsigned char)v[i];
         if (json) {
             if (c == '"' || c == '\\') {
@@ -535,7 +558,7 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
             RAW(s->req.method, s->req.method_len);
             out_add(b, " ", 1);
             RAW(s->req.target, s->req.target_len);
-            out_printf(b, " HTTP/%d.%d", s->req.version / 10, s->req.version % 10);
+            out_version(b, " HTTP/", s->req.version);
         }
         break;
     case V_REQUEST_METHOD:
@@ -565,7 +588,7 @@ static void var_get(lg_req_t *s, out_t *b, const lg_tpl_part_t *part, lg_vars_es
         out_str(b, lg_req_tls(s) ? "https" : "http");
         break;
     case V_SERVER_PROTOCOL:
-        out_printf(b, "HTTP/%d.%d", s->req.version / 10, s->req.version % 10);
+        out_version(b, "HTTP/", s->req.version);
         break;
     case V_SERVER_NAME:
         if (s->server && s->server->nnames)
