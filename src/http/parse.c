@@ -521,13 +521,4 @@ bad:
 /* ASCII lower case, as a macro so the loop below stays call-free. */
 #define LOWER(c) ((unsigned char)((c) - 'A') < 26 ? (c) | 0x20 : (c))
 
-int http_name_eq(const http_header_t *h, const char *lit)
-{
-    const unsigned char *a = (const unsigned char *)h->name;
-    const unsigned char *b = (const unsigned char *)lit;
 
-    for (size_t i = 0; i < h->name_len; i++)
-        if (b[i] == '\0' || LOWER(a[i]) != LOWER(b[i]))
-            return 0;
-    return b[h->name_len] == '\0';
-}

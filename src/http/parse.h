@@ -110,7 +110,20 @@ void    http_chunked_init(http_chunked_t *c);
 ssize_t http_chunked_decode(http_chunked_t *c, char *buf, size_t len,
                             size_t *out_len);
 
-/* Case-insensitive compare of a header name with a NUL-terminated literal. */
-int http_name_eq(const http_header_t *h, const char *lit);
+/* Case-insensitive compare of a header name with a NUL-terminated literal.
+ * Inline: a cached answer's head is searched a few dozen
+ * times, and the call cost as much as the usual first-byte mismatch. */
+static inline int http_name_eq(const http_header_t *h, const char *lit)
+{
+    const unsigned char *a = (const unsigned char *)h->name;
+    const unsigned char *b = (const unsigned char *)lit;
+    for (size_t i = 0; i < h->name_len; i++) {
+        unsigned char c = a[i], d = b[i];
+        if (d == '\0' || ((unsigned char)(c - 'A') < 26 ? (c | 0x20) : c) !=
+                          ((unsigned char)(d - 'A') < 26 ? (d | 0x20) : d))
+            return 0;
+    }
+    return b[h->name_len] == '\0';
+}
 
 #endif

@@ -36,9 +36,14 @@ static void add_field(lg_mux_req_t *q, const char *name, size_t nl, const char *
 int lg_mux_req_init(lg_mux_req_t *q, lg_req_t *r)
 {
     memset(q, 0, sizeof(*q));
-    q->hdrs = lg_arena_calloc(&r->arena, sizeof(http_header_t) * (LG_MAX_HEADERS + 1));
+    /* entries are written before they are read (nh counts them): only
+     * Host's place needs to start empty, not 3 KiB a stream */
+    q->hdrs = lg_arena_alloc(&r->arena, sizeof(http_header_t) * (LG_MAX_HEADERS + 1));
+    if (q->hdrs == NULL)
+        return -1;
+    q->hdrs[0] = (http_header_t){ 0 };
     q->nh = 1;                  /* room for Host, first */
-    return q->hdrs ? 0 : -1;
+    return 0;
 }
 
 lg_mux_size_t lg_mux_req_account(lg_mux_req_t *q, size_t nl, size_t vl, int64_t limit)
