@@ -118,23 +118,6 @@ int ld_fn_cluster(ld_t *ld, const config_setting_t *s, void *base)
 #endif
 }
 
-#ifdef LG_HAVE_HIREDIS
-/* Is a the same IP and port as b, or b's port on a wildcard address? */
-static int same_addr(const lg_addr_t *a, const lg_addr_t *b)
-{
-    if (a->ss.ss_family != b->ss.ss_family)
-        return 0;
-    if (a->ss.ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
-        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
-    }
-    return 0;
-}
-#endif
 
 /*
  * cache_peers, once every upstream is known: the nodes' upstream, and which
@@ -168,7 +151,7 @@ void ld_cluster_finish(ld_t *ld, const config_setting_t *root)
         }
         for (size_t b = 0; !cf->cache_self && b < ld->conf->nbinds; b++)
             if (!ld->conf->binds[b].stream && !ld->conf->binds[b].tls &&
-                same_addr(&sv->addr, &ld->conf->binds[b].addr)) {
+                ld_same_addr(&sv->addr, &ld->conf->binds[b].addr)) {
                 cf->self = (int)i;
                 break;
             }

@@ -153,6 +153,7 @@ extern const directive_t ld_common_dirs[];                                      
 int         ld_fn_forward(ld_t *ld, const config_setting_t *s, void *base);
 int         ld_fn_cluster(ld_t *ld, const config_setting_t *s, void *base);         /* load_cluster.c */
 void        ld_cluster_finish(ld_t *ld, const config_setting_t *root);              /* load_cluster.c */
+int         ld_same_addr(const lg_addr_t *a, const lg_addr_t *b);                  /* load_stream.c */
 int         ld_fn_limit_req_zones(ld_t *ld, const config_setting_t *s, void *base);  /* load_limit.c */
 int         ld_fn_limit_conn_zones(ld_t *ld, const config_setting_t *s, void *base);
 int         ld_fn_limit_req(ld_t *ld, const config_setting_t *s, void *base);        /* lg_common_t */

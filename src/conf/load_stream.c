@@ -278,7 +278,8 @@ void ld_stream_parse(ld_t *ld)
     }
 }
 
-static int same_addr(const lg_addr_t *a, const lg_addr_t *b)
+/* The same address (IP and port, or unix path): load_cluster.c too. */
+int ld_same_addr(const lg_addr_t *a, const lg_addr_t *b)
 {
     if (a->ss.ss_family != b->ss.ss_family)
         return 0;
@@ -323,7 +324,7 @@ void ld_stream_finish(ld_t *ld)
             if (rt->http.len == 0)
                 continue;
             for (size_t b = 0; b < conf->nbinds && rt->http_bind == NULL; b++)
-                if (same_addr(&conf->binds[b].addr, &rt->http))
+                if (ld_same_addr(&conf->binds[b].addr, &rt->http))
                     rt->http_bind = &conf->binds[b];
             const config_setting_t *g = sv ? config_setting_get_elem(sv, (unsigned)(i - first)) : NULL;
             const config_setting_t *rs = g ? config_setting_get_member(g, "routes") : NULL;

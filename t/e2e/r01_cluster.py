@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
-from redis_fixture import Redis, prerequisites  # noqa: E402
+from redis_fixture import Redis, main_unless_missing  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MKCERT = os.path.join(HERE, "..", "..", "scripts", "mkcert")
@@ -576,9 +576,4 @@ def example_configs_pass_t():
 
 
 if __name__ == "__main__":
-    why = prerequisites()
-    if why:
-        print("# SKIP whole file: %s" % why, flush=True)
-        print("0 passed, 0 failed", flush=True)
-        sys.exit(77)
-    main()
+    main_unless_missing()

@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
-from redis_fixture import Redis, prerequisites  # noqa: E402
+from redis_fixture import Redis, main_unless_missing  # noqa: E402
 
 CC = "?hdr=Cache-Control:max-age=600"
 
@@ -55,22 +55,16 @@ def fleet(o, redis, route_extra="", n=3):
         nodes.append(lg)
     for lg in nodes:        # every node sees every node up before the ring is used
         for p in ports:
-            wait_until(lambda: peer_up(lg.port, p), 15, what="node %d sees %d up" % (lg.port, p))
+            wait_until(lambda: peer_state(lg.port, p) == "1", 15, what="node %d sees %d up" % (lg.port, p))
     return nodes, ports
 
 
-def peer_up(port, peer):
+def peer_state(port, peer):
+    """The up gauge of node peer's server on the node at port (None: not shown)."""
     r = request(port, target="/metrics")
     m = re.search(r'^legate_upstream_server_up\{upstream="fleet",server="127\.0\.0\.1:%d"\} (\d)$'
                   % peer, r.body.decode(errors="replace"), re.M)
-    return m is not None and m.group(1) == "1"
-
-
-def peer_down(port, peer):
-    r = request(port, target="/metrics")
-    m = re.search(r'^legate_upstream_server_up\{upstream="fleet",server="127\.0\.0\.1:%d"\} (\d)$'
-                  % peer, r.body.decode(errors="replace"), re.M)
-    return m is not None and m.group(1) == "0"
+    return m.group(1) if m else None
 
 
 def metric(port, name):
@@ -246,7 +240,7 @@ def a_killed_node_costs_no_request_and_moves_only_its_keys():
         r = request(nodes[i % 2].port, target=p)
         eq(r.status, 200, "%s answered while its owner may be dead" % p)
     for lg in nodes[:2]:
-        wait_until(lambda: peer_down(lg.port, ports[dead]), 15, what="the dead node out of the ring")
+        wait_until(lambda: peer_state(lg.port, ports[dead]) == "0", 15, what="the dead node out of the ring")
     for rnd in range(2):
         for i, p in enumerate(paths):
             r = request(nodes[(i + rnd) % 2].port, target=p)
@@ -333,9 +327,4 @@ def a_purge_on_any_node_reaches_the_owner():
 
 
 if __name__ == "__main__":
-    why = prerequisites()
-    if why:
-        print("# SKIP whole file: %s" % why, flush=True)
-        print("0 passed, 0 failed", flush=True)
-        sys.exit(77)
-    main()
+    main_unless_missing()
