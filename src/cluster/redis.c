@@ -283,7 +283,7 @@ static void read_replies(lg_redis_t *r)
 /* A TLS alert from Redis says why it ends the connection: keep it for the log. */
 static void tls_info(const SSL *ssl, int where, int ret)
 {
-    if ((where & SSL_CB_READ_ALERT) && (ret >> 8) == SSL3_AL_FATAL) {
+    if ((where & SSL_CB_ALERT) && (where & SSL_CB_READ) && (ret >> 8) == SSL3_AL_FATAL) {
         lg_redis_t *r = SSL_get_app_data(ssl);
         if (r)
             r->alert = 0x100 | (ret & 0xff);
@@ -459,7 +459,8 @@ static void tick_cb(lg_timer_t *t)
 static lg_rcmd_t *send_argv(lg_redis_t *r, int argc, const char **argv, const size_t *lens,
                             lg_msec_t budget, lg_redis_cb cb, void *arg)
 {
-    if (r->rd == NULL || r->st != LG_RS_READY || r->nwaiting >= MAX_WAITING)
+    /* (a subscriber connection takes no commands: its replies are pushes) */
+    if (r->rd == NULL || r->st != LG_RS_READY || r->subscribing || r->nwaiting >= MAX_WAITING)
         return NULL;
     lg_rcmd_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
