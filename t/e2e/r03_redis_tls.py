@@ -8,7 +8,8 @@ error and the nodes serve on their own; tls-auth-clients works with a
 client certificate and fails clearly without one; a restarted Redis is
 reconnected to; a peer that accepts and never answers the handshake is
 bounded by redis_connect_timeout; and `legate -t` names the line of each
-mistake in the TLS settings."""
+mistake in the TLS settings.  A plain Redis on a unix socket checks that
+the one code path redis.c has for every kind of socket works there too."""
 import os
 import re
 import shutil
@@ -430,6 +431,31 @@ def handshake_that_never_completes_is_bounded():
                 break
     ok(closed >= len(silent.accepted) - 2, "%d of %d attempts were closed by legate"
        % (closed, len(silent.accepted)))
+
+
+@test(timeout=120)
+def unix_socket_takes_the_same_path():
+    """redis.c drives TCP, TLS and unix sockets alike: a plain Redis on a
+    unix socket only (--port 0) serves the fleet as well."""
+    d = tempfile.mkdtemp(prefix="legate-redis-unix-")
+    sock = os.path.join(d, "redis.sock")
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--dir", d,
+                             "--save", "", "--appendonly", "no", "--requirepass", PASSWORD,
+                             "--logfile", os.path.join(d, "redis.log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+    class Owned:
+        def teardown(self):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            shutil.rmtree(d, ignore_errors=True)
+    _track(Owned())
+    wait_until(lambda: os.path.exists(sock), 15, what="redis-server's unix socket")
+    o = Origin("o")
+    nodes = [node(o, "unix:" + sock, "u%d" % i, ca=False) for i in (1, 2)]
+    wait_up(nodes)
+    eq(purge(nodes[0][1], "/u")[0].headers.get("X-Purge-Nodes"), "2", "fan-out through a unix socket")
 
 
 if __name__ == "__main__":
