@@ -10,6 +10,7 @@ reconnected to; a peer that accepts and never answers the handshake is
 bounded by redis_connect_timeout; and `legate -t` names the line of each
 mistake in the TLS settings.  A plain Redis on a unix socket checks that
 the one code path redis.c has for every kind of socket works there too."""
+import atexit
 import os
 import re
 import shutil
@@ -46,6 +47,12 @@ def prerequisites():
     if b"v=" not in p.stdout:
         return "redis-server --version says nothing"
     return None
+
+
+@atexit.register
+def _remove_certs():
+    for d in _certs.values():
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def certs(which="main"):
