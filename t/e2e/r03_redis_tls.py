@@ -404,6 +404,12 @@ def redis_restarted_is_reconnected_over_tls():
         eq(xc(request(port, target=path)), "HIT")
     eq(purge(b, path)[0].headers.get("X-Purge-Nodes"), "2", "fan-out again after the restart")
     wait_until(lambda: xc(request(a, target=path)) == "MISS", 5, what="the purge heard again")
+    # a reload builds the TLS context again (master) and the new workers connect with it
+    la.reload()
+    wait_up(nodes, timeout=30)
+    # (polled: until the old workers are gone, node 1 may be subscribed twice)
+    wait_until(lambda: purge(a, "/reloaded")[0].headers.get("X-Purge-Nodes") == "2", 20,
+               what="fan-out to two nodes after a reload")
 
 
 @test(timeout=120)
