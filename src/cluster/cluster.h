@@ -4,7 +4,8 @@
  * to the cache and installs TLS ticket keys) and below proc/ (workers
  * start it); the cache and TLS code never call it, they expose hooks.
  *
- *   redis.c    hiredis on the worker's loop; connection, budgets, backoff
+ *   redis.c    one Redis connection (TCP, unix, TLS) on the worker's loop,
+ *              hiredis for the protocol; budgets, backoff
  *   cluster.c  per-worker start, the shared counters, rate-limited warnings
  *   purge.c    PURGE fan-out over publish/subscribe
  *   tickets.c  TLS session ticket keys made, rotated and shared in Redis

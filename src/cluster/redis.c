@@ -1,18 +1,30 @@
 /*
- * hiredis on legate's event loop, and a connection that heals itself.
+ * A connection to Redis on legate's event loop, and a connection that
+ * heals itself.
  *
- * The adapter: hiredis asks for read and write interest through
- * ac->ev.addRead/delRead/addWrite/delWrite and says the context is going
- * away through ac->ev.cleanup.  Unlike client connections, the Redis
- * socket is registered level-triggered with exactly the interest hiredis
- * asked for: redisAsyncHandleRead() reads once per call, and an
- * edge-triggered registration would strand replies that arrived in the
- * same burst.  There are at most two such sockets per worker, so the
- * epoll_ctl per interest change costs nothing that matters.
+ * legate owns the socket -- TCP, a unix socket, or TCP with TLS for
+ * rediss:// -- as an lg_end_t (net/io.h), the end every proxied
+ * connection uses, so TLS is net/tls.c's client code and not a second
+ * one.  hiredis is kept for the protocol only: redisFormatCommandArgv()
+ * frames a command, a redisReader parses replies.  Why not hiredis's
+ * asynchronous API, as before TLS: in hiredis 0.14 (Debian 12) it reads
+ * and writes a descriptor of its own making and cannot adopt one, and
+ * its TLS (hiredis_ssl) came with 1.0.  Feeding it one end of a
+ * socketpair relayed to a TLS connection would cost two more descriptors,
+ * a second event driver and a copy of every byte.  So plain, unix and
+ * TLS connections share this one code path: Redis answers in order, so a
+ * reply answers the oldest waiting command (r->head); on a subscriber
+ * connection, once SUBSCRIBE is sent, every reply is a push.
  *
  *   IDLE --retry timer--> CONNECTING --AUTH/PING answered--> READY
  *     ^                       |                                 |
  *     +----- backoff ---------+---- error, EOF, stuck ----------+
+ *
+ * CONNECTING goes through steps: the TCP connect, the TLS handshake
+ * (rediss://), then the answer to AUTH (or PING, so READY always means a
+ * Redis answered), which is queued at once and written as soon as bytes
+ * can flow.  The socket is registered once, edge-triggered, with ready
+ * flags, as every descriptor of legate's.
  *
  * Budgets: each command carries a deadline (redis_timeout unless the caller
  * says otherwise).  Past it the caller's callback runs with NULL and the
@@ -20,28 +32,41 @@
  * command still unanswered after STUCK_FACTOR budgets (at least a second)
  * means Redis is stuck (SIGSTOPped, swapping, a network black hole): the
  * connection is dropped and made again, so nothing piles up behind it.
- * Connect and AUTH together get redis_connect_timeout.  Backoff doubles
- * from 100 ms to 5 s and is reset by a connection that reached READY.
+ * Connect, TLS handshake and AUTH together get redis_connect_timeout.
+ * Backoff doubles from 100 ms to 5 s and is reset by a connection that
+ * reached READY.
  *
- * hiredis calls every pending callback with a NULL reply when it frees a
- * context (on error or on redisAsyncFree), then our cleanup hook: that is
- * where r->ac becomes NULL, so no path can use a freed context.
+ * One teardown, conn_close(): it closes the end, frees the reader and the
+ * unwritten commands, and answers every waiting command with NULL.  A
+ * callback may send a command (queued; written after the batch, never
+ * from inside the caller's call, so lg_redis_command() never runs a
+ * callback before it returns) or end the connection, which the read loop
+ * notices by r->gen.
  */
 #include "cluster/redis.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <arpa/inet.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 
 #include "cluster/cluster.h"
 #include "core/log.h"
+#include "net/tls.h"
 
 #define BACKOFF_MIN   100
 #define BACKOFF_MAX   5000
 #define STUCK_FACTOR  10
 #define MAX_WAITING   1024      /* commands in flight per connection */
+#define MAX_OUT       (1 << 20) /* bytes of commands not yet written */
 
 struct lg_rcmd {
     lg_redis_t  *r;
@@ -66,59 +91,18 @@ const char *lg_redis_state_name(lg_redis_state_t s)
     return "?";
 }
 
+const char *lg_redis_step_name(lg_redis_step_t s)
+{
+    switch (s) {
+    case LG_RC_TCP:  return "TCP connect";
+    case LG_RC_TLS:  return "TLS handshake";
+    case LG_RC_OPEN: return "AUTH/PING answer";
+    }
+    return "?";
+}
+
 static void schedule_retry(lg_redis_t *r);
-
-/* ---- the adapter ---- */
-
-static void io_update(lg_redis_t *r)
-{
-    if (r->io.fd < 0)
-        return;
-    uint32_t ev = (r->want_r ? EPOLLIN : 0) | (r->want_w ? EPOLLOUT : 0);
-    if (!r->registered) {
-        if (lg_io_add(r->loop, &r->io, ev) == 0)
-            r->registered = 1;
-        else
-            lg_log_errno(LG_LOG_ERROR, errno, "cluster: epoll_ctl() for redis failed");
-    } else if (ev != r->events) {
-        lg_io_mod(r->loop, &r->io, ev);
-    }
-    r->events = ev;
-}
-
-static void ev_add_read(void *p)  { lg_redis_t *r = p; r->want_r = 1; io_update(r); }
-static void ev_del_read(void *p)  { lg_redis_t *r = p; r->want_r = 0; io_update(r); }
-static void ev_add_write(void *p) { lg_redis_t *r = p; r->want_w = 1; io_update(r); }
-static void ev_del_write(void *p) { lg_redis_t *r = p; r->want_w = 0; io_update(r); }
-
-/* hiredis frees the context after this: forget it (the fd is hiredis's to close) */
-static void ev_cleanup(void *p)
-{
-    lg_redis_t *r = p;
-    if (r->registered && r->io.fd >= 0)
-        lg_io_del(r->loop, &r->io);
-    r->io.fd = -1;              /* events still queued in this batch are skipped */
-    r->registered = 0;
-    r->want_r = r->want_w = 0;
-    r->events = 0;
-    r->ac = NULL;
-    if (r->st != LG_RS_IDLE) {
-        int was_ready = r->st == LG_RS_READY;
-        r->st = LG_RS_IDLE;
-        if (was_ready && r->on_state)
-            r->on_state(r);
-    }
-    schedule_retry(r);
-}
-
-static void io_cb(lg_io_t *io, uint32_t events)
-{
-    lg_redis_t *r = io->data;
-    if (r->ac && (events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-        redisAsyncHandleRead(r->ac);
-    if (r->ac && r->want_w && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-        redisAsyncHandleWrite(r->ac);
-}
+static void conn_close(lg_redis_t *r);
 
 /* ---- waiting commands ---- */
 
@@ -141,19 +125,288 @@ static void free_cmd(lg_rcmd_t *c)
     free(c);
 }
 
-static void reply_cb(redisAsyncContext *ac, void *reply, void *priv)
+static void link_cmd(lg_redis_t *r, lg_rcmd_t *c)
 {
-    lg_rcmd_t *c = priv;
-    redisReply *rep = reply;
-    if (rep && rep->type == REDIS_REPLY_ERROR && c->eval_argv && c->cb && ac &&
+    c->prev = r->tail;
+    c->next = NULL;
+    if (r->tail) r->tail->next = c; else r->head = c;
+    r->tail = c;
+    c->linked = 1;
+    r->nwaiting++;
+}
+
+/* ---- the bytes ---- */
+
+/* Frame argv onto the output; written after this batch (see the top).  0 or -1. */
+static int queue(lg_redis_t *r, int argc, const char **argv, const size_t *lens)
+{
+    if (r->rd == NULL || r->olen - r->ooff > MAX_OUT)
+        return -1;
+    char *cmd = NULL;
+    long long n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (n < 0 || cmd == NULL)
+        return -1;
+    if (r->ooff > 0 && r->ooff == r->olen)
+        r->ooff = r->olen = 0;
+    if (r->olen + (size_t)n > r->ocap) {
+        if (r->ooff > 0) {      /* OpenSSL may see a moved buffer (ACCEPT_MOVING_WRITE_BUFFER) */
+            memmove(r->out, r->out + r->ooff, r->olen - r->ooff);
+            r->olen -= r->ooff;
+            r->ooff = 0;
+        }
+        size_t cap = r->ocap ? r->ocap : 4096;
+        while (cap < r->olen + (size_t)n)
+            cap *= 2;
+        char *p = cap > r->ocap ? realloc(r->out, cap) : r->out;
+        if (p == NULL) {
+            redisFreeCommand(cmd);
+            return -1;
+        }
+        r->out = p;
+        r->ocap = cap;
+    }
+    memcpy(r->out + r->olen, cmd, (size_t)n);
+    r->olen += (size_t)n;
+    redisFreeCommand(cmd);
+    lg_loop_post(r->loop, &r->flush);
+    return 0;
+}
+
+#define CERT_HINT " (does Redis want a client certificate, tls-auth-clients? see redis_tls_cert)"
+
+/* What went wrong on the end, for a log line (a TLS alert says most). */
+static const char *end_error(lg_redis_t *r, int err, char *buf, size_t n)
+{
+    if (r->alert) {
+        int desc = r->alert & 0xff;
+        /* OpenSSL 3.0 has no text for TLS 1.3's certificate_required */
+        const char *name = desc == 116 ? "certificate required" : SSL_alert_desc_string_long(desc);
+        snprintf(buf, n, "redis ended TLS with the alert \"%s\"%s", name,
+                 desc == 116 || desc == 40 || desc == 42 ? CERT_HINT : "");
+        return buf;
+    }
+    const char *why = err == 0 ? "closed by redis" : r->end.ssl && err == EPROTO ? "TLS protocol error"
+                                                                               : strerror(err);
+    /* Redis refusing a client without a certificate may reset the
+     * connection before its alert can be read (AUTH sits unread) */
+    if (r->end.ssl && r->st == LG_RS_CONNECTING && r->cf->redis_tls_cert == NULL) {
+        snprintf(buf, n, "%s%s", why, CERT_HINT);
+        return buf;
+    }
+    return why;
+}
+
+/* Lost while connected: EOF or an error. */
+static void conn_lost(lg_redis_t *r, int err)
+{
+    char buf[256];
+    const char *why = end_error(r, err, buf, sizeof(buf));
+    if (r->st == LG_RS_READY)
+        lg_cluster_warn("cluster: lost the redis %s connection to %s: %s", r->what, r->cf->redis, why);
+    else
+        lg_cluster_warn("cluster: cannot connect to redis at %s: %s", r->cf->redis, why);
+    lg_cluster_count(LG_CM_ERRORS);
+    conn_close(r);
+}
+
+/* Write what is queued while the socket takes it.  0, or -1: closed. */
+static int flush_out(lg_redis_t *r)
+{
+    while (r->ooff < r->olen && r->end.w_ready) {
+        size_t len = r->olen - r->ooff;
+        ssize_t n = lg_end_send(&r->end, r->out + r->ooff, len);
+        if (n == LG_AGAIN)
+            break;
+        if (n < 0) {
+            conn_lost(r, errno);
+            return -1;
+        }
+        r->ooff += (size_t)n;
+        if ((size_t)n < len)
+            lg_end_short_write(&r->end);
+    }
+    if (r->ooff == r->olen)
+        r->ooff = r->olen = 0;
+    return 0;
+}
+
+static void flush_post(lg_post_t *p)
+{
+    lg_redis_t *r = (lg_redis_t *)((char *)p - offsetof(lg_redis_t, flush));
+    if (r->rd && r->step == LG_RC_OPEN)
+        flush_out(r);
+}
+
+static void on_reply(lg_redis_t *r, redisReply *rep);
+
+/* Read and dispatch every reply there is.  Stops when the connection goes. */
+static void read_replies(lg_redis_t *r)
+{
+    unsigned gen = r->gen;
+    char buf[16384];
+    for (;;) {
+        ssize_t n = lg_end_recv(&r->end, buf, sizeof(buf));
+        if (n == LG_AGAIN)
+            return;
+        if (n <= 0) {
+            conn_lost(r, n == 0 ? 0 : errno);
+            return;
+        }
+        lg_end_short_read(&r->end, (size_t)n, sizeof(buf));
+        if (redisReaderFeed(r->rd, buf, (size_t)n) != REDIS_OK) {
+            lg_cluster_warn("cluster: redis %s connection to %s dropped: out of memory", r->what, r->cf->redis);
+            lg_cluster_count(LG_CM_ERRORS);
+            conn_close(r);
+            return;
+        }
+        for (;;) {
+            void *rep = NULL;
+            if (redisReaderGetReply(r->rd, &rep) != REDIS_OK) {
+                lg_cluster_warn("cluster: redis %s connection to %s dropped: not the Redis protocol: %s",
+                                r->what, r->cf->redis, r->rd->errstr);
+                lg_cluster_count(LG_CM_BAD_DATA);
+                conn_close(r);
+                return;
+            }
+            if (rep == NULL)
+                break;
+            on_reply(r, rep);
+            freeReplyObject(rep);
+            if (gen != r->gen)
+                return;         /* a callback ended the connection */
+        }
+        if (!r->end.r_ready)
+            return;
+    }
+}
+
+/* A TLS alert from Redis says why it ends the connection: keep it for the log. */
+static void tls_info(const SSL *ssl, int where, int ret)
+{
+    if ((where & SSL_CB_ALERT) && (where & SSL_CB_READ) && (ret >> 8) == SSL3_AL_FATAL) {
+        lg_redis_t *r = SSL_get_app_data(ssl);
+        if (r)
+            r->alert = 0x100 | (ret & 0xff);
+    }
+}
+
+/* The connection's one driver: each step as far as it goes without blocking. */
+static void conn_step(lg_redis_t *r)
+{
+    unsigned gen = r->gen;
+    if (r->step == LG_RC_TCP) {
+        if (!r->end.w_ready)
+            return;             /* connect(2) still in progress */
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(r->end.io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err) {
+            lg_cluster_warn("cluster: cannot connect to redis at %s: %s", r->cf->redis, strerror(err));
+            lg_cluster_count(LG_CM_ERRORS);
+            conn_close(r);
+            return;
+        }
+        if (r->cf->redis_tls) {
+            r->end.ssl = lg_tls_connect_redis(r->cf, r->end.io.fd);
+            if (r->end.ssl == NULL) {
+                lg_cluster_warn("cluster: redis at %s: cannot start TLS (out of memory)", r->cf->redis);
+                lg_cluster_count(LG_CM_ERRORS);
+                conn_close(r);
+                return;
+            }
+            SSL_set_app_data(r->end.ssl, r);
+            SSL_set_info_callback(r->end.ssl, tls_info);
+            r->step = LG_RC_TLS;
+        } else {
+            r->step = LG_RC_OPEN;
+        }
+    }
+    if (r->step == LG_RC_TLS) {
+        char why[256] = "";
+        int rc = lg_end_handshake(&r->end, why, sizeof(why));
+        if (rc == LG_AGAIN)
+            return;
+        if (rc != LG_OK) {
+            const char *verr = lg_tls_verify_error(r->end.ssl);
+            char buf[256];
+            if (verr)
+                lg_cluster_warn("cluster: TLS to redis at %s failed: its certificate did not verify: %s",
+                                r->cf->redis, verr);
+            else
+                lg_cluster_warn("cluster: TLS to redis at %s failed: %s", r->cf->redis,
+                                r->alert ? end_error(r, 0, buf, sizeof(buf)) : why);
+            lg_cluster_count(LG_CM_ERRORS);
+            conn_close(r);
+            return;
+        }
+        r->step = LG_RC_OPEN;
+        /* the handshake may have read the first record: no edge will say so */
+        r->end.r_ready = 1;
+    }
+    if (flush_out(r) < 0 || gen != r->gen)
+        return;
+    /* TLS: a record may wait inside OpenSSL, and a read may have waited
+     * for writability; the read says LG_AGAIN at once when there is none */
+    if (r->end.r_ready || r->end.ssl)
+        read_replies(r);
+    if (gen == r->gen)
+        flush_out(r);           /* what the callbacks queued */
+}
+
+static void io_cb(lg_io_t *io, uint32_t events)
+{
+    lg_redis_t *r = io->data;
+    if (r->rd == NULL)
+        return;
+    lg_end_on_event(&r->end, events);
+    conn_step(r);
+}
+
+/* The one teardown (idempotent): see the top. */
+static void conn_close(lg_redis_t *r)
+{
+    if (r->rd == NULL)
+        return;
+    r->gen++;
+    lg_end_close(&r->end, r->loop);
+    redisReaderFree(r->rd);
+    r->rd = NULL;
+    free(r->out);
+    r->out = NULL;
+    r->olen = r->ooff = r->ocap = 0;
+    r->subscribing = 0;
+    r->alert = 0;
+    int was_ready = r->st == LG_RS_READY;
+    r->st = LG_RS_IDLE;
+    lg_timer_del(r->loop, &r->tick);
+    while (r->head) {           /* their callbacks get NULL, as the contract says */
+        lg_rcmd_t *c = r->head;
+        unlink_cmd(c);
+        lg_redis_cb cb = c->cb;
+        c->cb = NULL;
+        if (cb) {
+            lg_cluster_count(LG_CM_TIMEOUTS);
+            cb(c->arg, NULL);
+        }
+        free_cmd(c);
+    }
+    if (was_ready && r->on_state)
+        r->on_state(r);
+    schedule_retry(r);
+}
+
+/* A reply to the oldest waiting command (c, unlinked by the caller). */
+static void answer(lg_redis_t *r, lg_rcmd_t *c, redisReply *rep)
+{
+    if (rep && rep->type == REDIS_REPLY_ERROR && c->eval_argv && c->cb &&
         strncmp(rep->str, "NOSCRIPT", 8) == 0) {
         /* the script cache was flushed (a restarted Redis): send it whole */
-        int n = c->eval_argc;
-        char **argv = c->eval_argv;
-        size_t *lens = c->eval_lens;
-        if (redisAsyncCommandArgv(ac, reply_cb, c, n, (const char **)argv, lens) == REDIS_OK) {
-            free(c->eval_argv);     /* hiredis formatted it into its buffer */
+        if (queue(r, c->eval_argc, (const char **)c->eval_argv, c->eval_lens) == 0) {
+            free(c->eval_argv);
             c->eval_argv = NULL;
+            c->sent = r->loop->now;     /* its deadline stays the caller's */
+            link_cmd(r, c);
             return;
         }
         rep = NULL;
@@ -170,12 +423,11 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 
 static void drop(lg_redis_t *r, const char *why)
 {
-    if (r->ac == NULL)
+    if (r->rd == NULL)
         return;
     lg_cluster_warn("cluster: redis %s connection to %s dropped: %s", r->what, r->cf->redis, why);
     lg_cluster_count(LG_CM_ERRORS);
-    redisAsyncContext *ac = r->ac;
-    redisAsyncFree(ac);         /* callbacks get NULL; ev_cleanup runs */
+    conn_close(r);              /* callbacks get NULL; the retry is scheduled */
 }
 
 static void tick_cb(lg_timer_t *t)
@@ -207,7 +459,8 @@ static void tick_cb(lg_timer_t *t)
 static lg_rcmd_t *send_argv(lg_redis_t *r, int argc, const char **argv, const size_t *lens,
                             lg_msec_t budget, lg_redis_cb cb, void *arg)
 {
-    if (r->ac == NULL || r->st != LG_RS_READY || r->nwaiting >= MAX_WAITING)
+    /* (a subscriber connection takes no commands: its replies are pushes) */
+    if (r->rd == NULL || r->st != LG_RS_READY || r->subscribing || r->nwaiting >= MAX_WAITING)
         return NULL;
     lg_rcmd_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -217,15 +470,11 @@ static lg_rcmd_t *send_argv(lg_redis_t *r, int argc, const char **argv, const si
     c->arg = arg;
     c->sent = r->loop->now;
     c->deadline = c->sent + (budget > 0 ? budget : r->cf->redis_timeout);
-    if (redisAsyncCommandArgv(r->ac, reply_cb, c, argc, argv, lens) != REDIS_OK) {
+    if (queue(r, argc, argv, lens) < 0) {
         free(c);
         return NULL;
     }
-    c->prev = r->tail;
-    if (r->tail) r->tail->next = c; else r->head = c;
-    r->tail = c;
-    c->linked = 1;
-    r->nwaiting++;
+    link_cmd(r, c);
     if (!lg_timer_armed(&r->tick))
         lg_timer_set(r->loop, &r->tick, r->cf->redis_timeout / 4 + 1);
     return c;
@@ -295,7 +544,7 @@ lg_rcmd_t *lg_redis_eval(lg_redis_t *r, const char *script, const char *sha, int
 void lg_redis_cancel(lg_rcmd_t *c)
 {
     if (c)
-        c->cb = NULL;           /* freed when hiredis is done with it */
+        c->cb = NULL;           /* freed when its reply comes or the connection goes */
 }
 
 void lg_redis_sha1(const char *script, char out[41])
@@ -318,19 +567,38 @@ static void became_ready(lg_redis_t *r)
         r->on_state(r);
 }
 
-static void sub_cb(redisAsyncContext *ac, void *reply, void *priv)
+/* A subscriber connection's replies, once SUBSCRIBE is sent. */
+static void sub_reply(lg_redis_t *r, redisReply *rep)
 {
-    (void)ac;
-    lg_redis_t *r = priv;
-    redisReply *rep = reply;
-    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
         rep->element[0]->type == REDIS_REPLY_STRING && strcmp(rep->element[0]->str, "subscribe") == 0) {
         if (r->st == LG_RS_CONNECTING)
             became_ready(r);
         return;
     }
+    if (rep->type == REDIS_REPLY_ERROR && r->st == LG_RS_CONNECTING) {
+        lg_cluster_warn("cluster: redis at %s refused SUBSCRIBE %s: %s", r->cf->redis, r->channel, rep->str);
+        lg_cluster_count(LG_CM_ERRORS);
+        conn_close(r);
+        return;
+    }
     if (r->on_message && r->st == LG_RS_READY)
         r->on_message(r->msg_arg, rep);
+}
+
+static void on_reply(lg_redis_t *r, redisReply *rep)
+{
+    if (r->subscribing) {
+        sub_reply(r, rep);
+        return;
+    }
+    lg_rcmd_t *c = r->head;
+    if (c == NULL) {
+        drop(r, "a reply to no command");
+        return;
+    }
+    unlink_cmd(c);
+    answer(r, c, rep);
 }
 
 /* The handshake's answer: AUTH's (or PING's) reply. */
@@ -338,52 +606,32 @@ static void hello_cb(void *arg, redisReply *rep)
 {
     lg_redis_t *r = arg;
     if (rep == NULL)
-        return;                 /* the connection went; ev_cleanup retries */
+        return;                 /* the connection went; conn_close retries */
     if (rep->type == REDIS_REPLY_ERROR) {
         lg_cluster_warn("cluster: redis at %s refused %s: %s", r->cf->redis,
                         r->cf->redis_password ? "AUTH" : "PING", rep->str);
         lg_cluster_count(LG_CM_ERRORS);
-        r->st = LG_RS_CONNECTING;
-        /* not from inside a callback: hiredis defers the free itself */
-        redisAsyncFree(r->ac);
+        conn_close(r);
         return;
     }
     if (r->channel) {
         const char *v[2] = { "SUBSCRIBE", r->channel };
         size_t l[2] = { 9, strlen(r->channel) };
-        if (redisAsyncCommandArgv(r->ac, sub_cb, r, 2, v, l) != REDIS_OK)
-            redisAsyncFree(r->ac);
+        if (queue(r, 2, v, l) < 0) {
+            drop(r, "cannot send SUBSCRIBE");
+            return;
+        }
+        r->subscribing = 1;
         return;                 /* READY when the subscription is confirmed */
     }
     became_ready(r);
 }
 
-static void connect_cb(const redisAsyncContext *ac, int status)
-{
-    lg_redis_t *r = ac->data;
-    if (status != REDIS_OK) {
-        lg_cluster_warn("cluster: cannot connect to redis at %s: %s", r->cf->redis,
-                        ac->errstr[0] ? ac->errstr : "error");
-        lg_cluster_count(LG_CM_ERRORS);
-    }
-    /* on failure hiredis frees the context next: ev_cleanup schedules the retry */
-}
-
-static void disconnect_cb(const redisAsyncContext *ac, int status)
-{
-    lg_redis_t *r = ac->data;
-    if (status != REDIS_OK) {
-        lg_cluster_warn("cluster: lost the redis %s connection to %s: %s", r->what, r->cf->redis,
-                        ac->errstr[0] ? ac->errstr : "closed");
-        lg_cluster_count(LG_CM_ERRORS);
-    }
-}
-
 /*
- * The handshake is sent before the connection is up (hiredis buffers it):
- * AUTH [user] password when configured, else PING, so READY always means
- * a Redis answered.  Its callback is an ordinary waiting command with
- * the connect budget, sent around send_argv's READY check.
+ * The handshake is queued before the connection is up: AUTH [user]
+ * password when configured, else PING.  Its callback is an ordinary
+ * waiting command with the connect budget, sent around send_argv's
+ * READY check.
  */
 static int hello(lg_redis_t *r)
 {
@@ -407,51 +655,105 @@ static int hello(lg_redis_t *r)
     return c ? 0 : -1;
 }
 
+/* A non-blocking socket towards Redis, connect(2) started.  fd, or -1 with why. */
+static int open_socket(const lg_cluster_conf_t *cf, char *why, size_t whylen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof(ss));
+    if (cf->unix_path) {
+        struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+        if (strlen(cf->unix_path) >= sizeof(un->sun_path)) {
+            snprintf(why, whylen, "the socket path is too long");
+            return -1;
+        }
+        un->sun_family = AF_UNIX;
+        strcpy(un->sun_path, cf->unix_path);
+        sl = sizeof(*un);
+    } else {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        if (inet_pton(AF_INET, cf->host, &in->sin_addr) == 1) {
+            in->sin_family = AF_INET;
+            in->sin_port = htons((uint16_t)cf->port);
+            sl = sizeof(*in);
+        } else if (inet_pton(AF_INET6, cf->host, &in6->sin6_addr) == 1) {
+            in6->sin6_family = AF_INET6;
+            in6->sin6_port = htons((uint16_t)cf->port);
+            sl = sizeof(*in6);
+        } else {
+            snprintf(why, whylen, "not an IP address");     /* the loader checked */
+            return -1;
+        }
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(why, whylen, "socket(): %s", strerror(errno));
+        return -1;
+    }
+    if (!cf->unix_path) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    int rc;
+    do
+        rc = connect(fd, (struct sockaddr *)&ss, sl);
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0 && errno != EINPROGRESS) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static void retry_cb(lg_timer_t *t)
 {
     lg_redis_t *r = t->data;
-    if (r->st == LG_RS_CONNECTING) {        /* connect or AUTH took too long */
-        lg_cluster_warn("cluster: redis at %s: no connection within %lld ms", r->cf->redis,
-                        (long long)r->cf->redis_connect_timeout);
+    if (r->st == LG_RS_CONNECTING) {        /* connect, TLS or AUTH took too long */
+        lg_cluster_warn("cluster: redis at %s: no connection within %lld ms (%s not done)", r->cf->redis,
+                        (long long)r->cf->redis_connect_timeout,
+                        r->rd ? lg_redis_step_name(r->step) : "connect");
         lg_cluster_count(LG_CM_ERRORS);
-        if (r->ac)
-            redisAsyncFree(r->ac);
+        if (r->rd)
+            conn_close(r);
         else
             schedule_retry(r);
         return;
     }
-    if (r->st != LG_RS_IDLE || r->ac)
+    if (r->st != LG_RS_IDLE || r->rd)
         return;
-    redisAsyncContext *ac = r->cf->unix_path ? redisAsyncConnectUnix(r->cf->unix_path)
-                                             : redisAsyncConnect(r->cf->host, r->cf->port);
-    if (ac == NULL || ac->err) {
-        lg_cluster_warn("cluster: cannot connect to redis at %s: %s", r->cf->redis,
-                        ac ? ac->errstr : "out of memory");
+    char why[128];
+    int fd = open_socket(r->cf, why, sizeof(why));
+    if (fd < 0) {
+        lg_cluster_warn("cluster: cannot connect to redis at %s: %s", r->cf->redis, why);
         lg_cluster_count(LG_CM_ERRORS);
-        if (ac)
-            redisAsyncFree(ac);     /* no hooks attached yet */
         schedule_retry(r);
         return;
     }
-    r->ac = ac;
-    ac->data = r;
-    ac->ev.data = r;
-    ac->ev.addRead = ev_add_read;
-    ac->ev.delRead = ev_del_read;
-    ac->ev.addWrite = ev_add_write;
-    ac->ev.delWrite = ev_del_write;
-    ac->ev.cleanup = ev_cleanup;
-    r->io.fd = ac->c.fd;
-    r->io.cb = io_cb;
-    r->io.data = r;
-    r->registered = 0;
-    r->want_r = r->want_w = 0;
+    memset(&r->end, 0, sizeof(r->end));
+    r->end.io.fd = fd;
+    r->end.io.cb = io_cb;
+    r->end.io.data = r;
+    r->rd = redisReaderCreate();
+    if (r->rd == NULL || lg_io_add(r->loop, &r->end.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) < 0) {
+        lg_cluster_warn("cluster: cannot connect to redis at %s: %s", r->cf->redis,
+                        r->rd ? strerror(errno) : "out of memory");
+        lg_cluster_count(LG_CM_ERRORS);
+        if (r->rd) {
+            conn_close(r);      /* closes fd, schedules the retry */
+        } else {
+            close(fd);
+            r->end.io.fd = -1;
+            schedule_retry(r);
+        }
+        return;
+    }
+    r->step = LG_RC_TCP;        /* the first EPOLLOUT says connect(2) is done */
     r->st = LG_RS_CONNECTING;
-    redisAsyncSetConnectCallback(ac, connect_cb);
-    redisAsyncSetDisconnectCallback(ac, disconnect_cb);
     lg_timer_set(r->loop, &r->retry, r->cf->redis_connect_timeout);
     if (hello(r) < 0)
-        redisAsyncFree(ac);
+        drop(r, "cannot queue AUTH/PING");
 }
 
 static void schedule_retry(lg_redis_t *r)
@@ -468,11 +770,13 @@ void lg_redis_start(lg_redis_t *r, const lg_cluster_conf_t *cf, lg_loop_t *loop,
     r->cf = cf;
     r->loop = loop;
     r->st = LG_RS_IDLE;
-    r->io.fd = -1;
+    r->end.io.fd = -1;
+    r->rd = NULL;
     r->retry.cb = retry_cb;
     r->retry.data = r;
     r->tick.cb = tick_cb;
     r->tick.data = r;
+    r->flush.fn = flush_post;
     r->backoff = BACKOFF_MIN;
     lg_timer_set(loop, &r->retry, 0);       /* connect from the loop, not from init */
 }
@@ -484,8 +788,7 @@ void lg_redis_stop(lg_redis_t *r)
     lg_loop_t *loop = r->loop;
     lg_timer_del(loop, &r->retry);
     lg_timer_del(loop, &r->tick);
-    if (r->ac)
-        redisAsyncFree(r->ac);
-    lg_timer_del(loop, &r->retry);
+    conn_close(r);
+    lg_timer_del(loop, &r->retry);          /* conn_close scheduled one */
     r->loop = NULL;
 }

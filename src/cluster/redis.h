@@ -1,9 +1,10 @@
 /*
- * One connection to Redis, driven by hiredis's asynchronous API from the
- * worker's own event loop (redis.c).  Nothing here ever blocks: connect is
- * non-blocking (Redis is named by an IP, never resolved), every command
- * has a deadline, and a connection that does not answer is dropped and
- * made again with a growing backoff.
+ * One connection to Redis on the worker's own event loop (redis.c): a
+ * socket legate owns -- TCP, a unix socket, or TCP with TLS (rediss://) --
+ * with hiredis for the protocol only (framing commands, parsing replies).
+ * Nothing here ever blocks: connect is non-blocking (Redis is named by an
+ * IP, never resolved), every command has a deadline, and a connection
+ * that does not answer is dropped and made again with a growing backoff.
  *
  * A command's callback runs exactly once: with the reply, or with NULL
  * when there is none within its budget (Redis down, slow, restarting, or
@@ -12,19 +13,27 @@
 #ifndef LEGATE_CLUSTER_REDIS_H
 #define LEGATE_CLUSTER_REDIS_H
 
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "conf/conf.h"
 #include "core/event.h"
+#include "net/io.h"
 
 typedef enum lg_redis_state {
     LG_RS_IDLE = 0,             /* no connection; the retry timer makes one */
-    LG_RS_CONNECTING = 1,       /* TCP connect, then AUTH (or PING) answered */
+    LG_RS_CONNECTING = 1,       /* the steps below, then AUTH (or PING) answered */
     LG_RS_READY = 2,            /* commands go out */
 } lg_redis_state_t;
 
+/* Where a connection is (CONNECTING goes through them in order; READY is OPEN). */
+typedef enum lg_redis_step {
+    LG_RC_TCP = 0,              /* connect(2) in progress */
+    LG_RC_TLS = 1,              /* TLS handshake (rediss:// only) */
+    LG_RC_OPEN = 2,             /* bytes flow: commands written, replies read */
+} lg_redis_step_t;
+
 const char *lg_redis_state_name(lg_redis_state_t s);
+const char *lg_redis_step_name(lg_redis_step_t s);
 
 /* reply NULL: no answer within the budget, or no connection */
 typedef void (*lg_redis_cb)(void *arg, redisReply *reply);
@@ -35,11 +44,16 @@ typedef struct lg_redis {
     const char              *what;      /* for logs: "commands", "subscriber" */
     const lg_cluster_conf_t *cf;        /* borrowed: the configuration's */
     lg_loop_t               *loop;      /* borrowed: the worker's */
-    redisAsyncContext       *ac;        /* owned by hiredis; NULL when not connected */
     lg_redis_state_t         st;
-    lg_io_t                  io;
-    int                      want_r, want_w, registered;
-    uint32_t                 events;    /* what epoll has for io */
+    lg_redis_step_t          step;      /* of the connection, while there is one */
+    lg_end_t                 end;       /* end.io.fd -1 when not connected; end.ssl owned */
+    redisReader             *rd;        /* owned: replies being parsed; NULL iff not connected */
+    char                    *out;       /* owned: commands not yet written, out[ooff..olen) */
+    size_t                   olen, ooff, ocap;
+    unsigned                 gen;       /* +1 per teardown: a callback may end the connection */
+    int                      subscribing; /* SUBSCRIBE sent: every reply is a push */
+    int                      alert;     /* a fatal TLS alert from Redis, 0x100 | description */
+    lg_post_t                flush;     /* writes commands queued during this batch */
     lg_timer_t               retry;     /* IDLE: reconnect; CONNECTING: give up */
     lg_timer_t               tick;      /* expires waiting commands */
     lg_msec_t                backoff;   /* next wait before reconnecting */

@@ -750,11 +750,20 @@ typedef struct lg_bind {
  * through one Redis (src/cluster).  NULL in lg_conf_t when absent.
  */
 typedef struct lg_cluster_conf {
-    char      *redis;               /* "IP:port" or "unix:/path"; required */
+    char      *redis;               /* "IP:port", "rediss://IP:port" or "unix:/path"; required */
     char      *redis_user;          /* ACL user (AUTH user password), or NULL */
     char      *redis_password;      /* AUTH password, or NULL */
     lg_msec_t  redis_timeout;       /* budget of one command, default 100ms */
-    lg_msec_t  redis_connect_timeout; /* connect and AUTH, default 1s */
+    lg_msec_t  redis_connect_timeout; /* connect, TLS handshake and AUTH, default 1s */
+    /* TLS to Redis: redis = "rediss://IP:port" (conf/load_cluster.c; the
+     * context is made by net/tls.c's lg_tls_prepare, in the master) */
+    int        redis_tls;           /* derived: the address was rediss:// */
+    char      *redis_tls_ca;        /* CA file to verify Redis, or NULL: the system's store */
+    char      *redis_tls_name;      /* name to verify and send as SNI, or NULL: verify the IP */
+    char      *redis_tls_cert;      /* client certificate chain (tls-auth-clients), or NULL */
+    char      *redis_tls_key;       /* its private key; set with redis_tls_cert */
+    int        redis_tls_verify;    /* verify Redis's certificate, default true */
+    void      *redis_ssl_ctx;       /* SSL_CTX *, built by net/tls.c; NULL without TLS */
     char      *name;                /* key and channel prefix, default "legate" */
     char      *node;                /* this node's name, default via_name */
     int        purge;               /* PURGE fan-out, default true */

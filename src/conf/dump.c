@@ -729,6 +729,17 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
             kv_str(out, 1, "redis_password", cl->redis_password);
         kv_msec(out, 1, "redis_timeout", cl->redis_timeout);
         kv_msec(out, 1, "redis_connect_timeout", cl->redis_connect_timeout);
+        if (cl->redis_tls) {
+            if (cl->redis_tls_ca)
+                kv_str(out, 1, "redis_tls_ca", cl->redis_tls_ca);
+            if (cl->redis_tls_name)
+                kv_str(out, 1, "redis_tls_name", cl->redis_tls_name);
+            if (cl->redis_tls_cert) {
+                kv_str(out, 1, "redis_tls_cert", cl->redis_tls_cert);
+                kv_str(out, 1, "redis_tls_key", cl->redis_tls_key);
+            }
+            kv_bool(out, 1, "redis_tls_verify", cl->redis_tls_verify);
+        }
         kv_str(out, 1, "name", cl->name);
         kv_str(out, 1, "node", cl->node ? cl->node : conf->via_name);
         kv_bool(out, 1, "purge", cl->purge);

@@ -4,6 +4,9 @@
  *
  *   cluster = {
  *     redis = "127.0.0.1:6379";          # or "unix:/run/redis/redis.sock"
+ *                                        # or "rediss://10.0.0.5:6380" (TLS)
+ *     redis_tls_ca = "/etc/legate/redis-ca.pem";           # TLS, optional
+ *     redis_tls_cert = "c.pem";  redis_tls_key = "c.key";  # tls-auth-clients
  *     redis_user = "legate";  redis_password = "secret";   # AUTH, optional
  *     redis_timeout = "100ms";           # no request waits longer on Redis
  *     node = "edge-1";                   # default: via_name
@@ -18,8 +21,10 @@
 #include "conf/load_int.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const directive_t cluster_dirs[] = {
     ROW("redis",                 D_STRING,   0, 0, NULL, lg_cluster_conf_t, redis),
@@ -27,6 +32,12 @@ static const directive_t cluster_dirs[] = {
     ROW("redis_password",        D_STRING,   0, 0, NULL, lg_cluster_conf_t, redis_password),
     ROW("redis_timeout",         D_DURATION, 1, 10 * SEC, "100ms", lg_cluster_conf_t, redis_timeout),
     ROW("redis_connect_timeout", D_DURATION, 1, 60 * SEC, "1s", lg_cluster_conf_t, redis_connect_timeout),
+    /* TLS to Redis (rediss://); checked in tls_checks() */
+    PATH("redis_tls_ca",         NULL, NULL, lg_cluster_conf_t, redis_tls_ca),
+    ROW("redis_tls_name",        D_STRING,   0, 0, NULL, lg_cluster_conf_t, redis_tls_name),
+    PATH("redis_tls_cert",       NULL, NULL, lg_cluster_conf_t, redis_tls_cert),
+    PATH("redis_tls_key",        NULL, NULL, lg_cluster_conf_t, redis_tls_key),
+    ROW("redis_tls_verify",      D_BOOL,     0, 1, "true", lg_cluster_conf_t, redis_tls_verify),
     ROW("name",                  D_STRING,   0, 0, "legate", lg_cluster_conf_t, name),
     ROW("node",                  D_STRING,   0, 0, NULL, lg_cluster_conf_t, node),
     ROW("purge",                 D_BOOL,     0, 1, "true", lg_cluster_conf_t, purge),
@@ -38,15 +49,55 @@ static const directive_t cluster_dirs[] = {
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
-/* "IP:port", "[IPv6]:port" or "unix:/path" into cf's derived fields. */
+/*
+ * TLS to Redis: the settings only mean something with rediss://, a client
+ * certificate needs its key, and the files must be readable now (the
+ * master loads them in lg_tls_prepare, which reports a bad PEM).
+ */
+static int tls_file(ld_t *ld, const config_setting_t *s, const char *name, const char *path)
+{
+    if (path && access(path, R_OK) < 0)
+        return ld_error(ld, config_setting_get_member(s, name), "cannot read '%s' \"%s\": %s",
+                        name, path, strerror(errno));
+    return 0;
+}
+
+static int tls_checks(ld_t *ld, const config_setting_t *s, const lg_cluster_conf_t *cf)
+{
+    static const char *const opts[] = { "redis_tls_ca", "redis_tls_name", "redis_tls_cert",
+                                        "redis_tls_key", "redis_tls_verify" };
+    if (!cf->redis_tls) {
+        for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+            if (config_setting_get_member(s, opts[i]))
+                return ld_error(ld, config_setting_get_member(s, opts[i]),
+                                "'%s' is for TLS to Redis, and 'redis' is not \"rediss://IP:port\"",
+                                opts[i]);
+        return 0;
+    }
+    if ((cf->redis_tls_cert == NULL) != (cf->redis_tls_key == NULL))
+        return ld_error(ld, config_setting_get_member(s, cf->redis_tls_cert ? "redis_tls_cert"
+                                                                             : "redis_tls_key"),
+                        "'redis_tls_cert' and 'redis_tls_key' go together (a client certificate "
+                        "and its key)");
+    if (cf->redis_tls_name && (cf->redis_tls_name[0] == '\0' || strlen(cf->redis_tls_name) > 253))
+        return ld_error(ld, config_setting_get_member(s, "redis_tls_name"),
+                        "'redis_tls_name' must be a host name (the one in Redis's certificate)");
+    return tls_file(ld, s, "redis_tls_ca", cf->redis_tls_ca) |
+           tls_file(ld, s, "redis_tls_cert", cf->redis_tls_cert) |
+           tls_file(ld, s, "redis_tls_key", cf->redis_tls_key);
+}
+
+/* "IP:port", "[IPv6]:port", "rediss://IP:port" (TLS) or "unix:/path" into
+ * cf's derived fields; "redis://IP:port" is IP:port, as Redis clients write it. */
 static int redis_addr(ld_t *ld, const config_setting_t *at, lg_cluster_conf_t *cf)
 {
     const char *a = cf->redis;
-    if (strncmp(a, "rediss://", 9) == 0 || strncmp(a, "tls:", 4) == 0)
-        return ld_error(ld, at, "TLS to Redis needs hiredis 1.0 (hiredis_ssl) and Debian 12 ships "
-                        "hiredis 0.14 without it: reach a remote Redis through a TLS tunnel "
-                        "(stunnel, spiped) on 127.0.0.1, or a unix socket");
-    if (strncmp(a, "unix:", 5) == 0) {
+    if (strncmp(a, "rediss://", 9) == 0) {
+        cf->redis_tls = 1;
+        a += 9;
+    } else if (strncmp(a, "redis://", 8) == 0) {
+        a += 8;
+    } else if (strncmp(a, "unix:", 5) == 0) {
         if (a[5] != '/')
             return ld_error(ld, at, "'redis' unix socket must be an absolute path (unix:/run/redis.sock)");
         cf->unix_path = ld_strdup(ld, a + 5);
@@ -65,7 +116,8 @@ static int redis_addr(ld_t *ld, const config_setting_t *at, lg_cluster_conf_t *c
     long port = colon ? strtol(colon + 1, &end, 10) : 0;
     if (colon == NULL || end == colon + 1 || *end != '\0' || port < 1 || port > 65535 ||
         he == NULL || he <= h || (size_t)(he - h) >= sizeof(cf->host))
-        return ld_error(ld, at, "'redis' must be IP:port (such as \"127.0.0.1:6379\") or unix:/path");
+        return ld_error(ld, at, "'redis' must be IP:port (such as \"127.0.0.1:6379\"), "
+                        "rediss://IP:port (TLS) or unix:/path");
     memcpy(cf->host, h, (size_t)(he - h));
     cf->host[he - h] = '\0';
     unsigned char buf[16];
@@ -86,6 +138,7 @@ int ld_fn_cluster(ld_t *ld, const config_setting_t *s, void *base)
     (void)conf;
     (void)cluster_dirs;
     (void)redis_addr;
+    (void)tls_checks;
     return ld_error(ld, s, "'cluster' needs a legate built with hiredis (Debian libhiredis-dev); "
                     "this one was built without it, so it cannot share state through Redis");
 #else
@@ -101,6 +154,8 @@ int ld_fn_cluster(ld_t *ld, const config_setting_t *s, void *base)
     if (cf->redis == NULL)
         return ld_error(ld, s, "'cluster' has no 'redis' (the address of the Redis the nodes share)");
     if (redis_addr(ld, config_setting_get_member(s, "redis"), cf) < 0)
+        return -1;
+    if (tls_checks(ld, s, cf) < 0)
         return -1;
     if (cf->redis_user && cf->redis_password == NULL)
         return ld_error(ld, config_setting_get_member(s, "redis_user"),

@@ -320,6 +320,10 @@ static void tls_on_free(lg_conf_t *conf)
             free_ctx(conf->servers[i].ssl_ctx);
         conf->servers[i].ssl_ctx = NULL;
     }
+    if (conf->cluster && conf->cluster->redis_ssl_ctx) {
+        SSL_CTX_free(conf->cluster->redis_ssl_ctx);
+        conf->cluster->redis_ssl_ctx = NULL;
+    }
 }
 
 static SSL_CTX *server_ctx(lg_conf_t *conf, lg_server_t *srv, char *err, size_t errlen,
@@ -578,6 +582,76 @@ SSL *lg_tls_connect(lg_upstream_t *up, size_t si, int fd)
     return ssl;
 }
 
+/*
+ * Towards the fleet's Redis (rediss://, src/cluster/redis.c): a client
+ * context like an upstream's, without ALPN or session resumption (one
+ * long-lived connection per worker, made again only after a failure).
+ */
+static SSL_CTX *redis_ctx(const lg_conf_t *conf, const lg_cluster_conf_t *cf, char *err, size_t errlen,
+                          size_t *used)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        add_err(err, errlen, used, conf->file, cf->line, "SSL_CTX_new() failed");
+        return NULL;
+    }
+    int ok = 1;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (cf->redis_tls_verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        int r = cf->redis_tls_ca ? SSL_CTX_load_verify_locations(ctx, cf->redis_tls_ca, NULL)
+                                 : SSL_CTX_set_default_verify_paths(ctx);
+        if (r != 1) {
+            add_err(err, errlen, used, conf->file, cf->line, "cluster: cannot load 'redis_tls_ca' \"%s\"",
+                    cf->redis_tls_ca ? cf->redis_tls_ca : "(system)");
+            ok = 0;
+        }
+    }
+    if (cf->redis_tls_cert) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, cf->redis_tls_cert) != 1 ||
+            SSL_CTX_use_PrivateKey_file(ctx, cf->redis_tls_key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            add_err(err, errlen, used, conf->file, cf->line,
+                    "cluster: cannot use 'redis_tls_cert' \"%s\" with 'redis_tls_key' \"%s\"",
+                    cf->redis_tls_cert, cf->redis_tls_key);
+            ok = 0;
+        }
+    }
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (!ok) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+SSL *lg_tls_connect_redis(const lg_cluster_conf_t *cf, int fd)
+{
+    SSL *ssl = cf->redis_ssl_ctx ? SSL_new(cf->redis_ssl_ctx) : NULL;
+    if (ssl == NULL)
+        return NULL;
+    SSL_set_fd(ssl, fd);
+    SSL_set_connect_state(ssl);
+    /* redis_tls_name: sent as SNI and verified; else Redis's IP is verified
+     * (its certificate then needs an IP subjectAltName) and no SNI goes out,
+     * as SNI never carries an address */
+    int ok = 1;
+    if (cf->redis_tls_name) {
+        ok = SSL_set_tlsext_host_name(ssl, cf->redis_tls_name) == 1;
+        if (ok && cf->redis_tls_verify)
+            ok = SSL_set1_host(ssl, cf->redis_tls_name) == 1;
+    } else if (cf->redis_tls_verify && cf->host[0]) {
+        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), cf->host) == 1;
+    }
+    if (!ok) {
+        ERR_clear_error();
+        SSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+}
+
 const char *lg_tls_verify_error(SSL *ssl)
 {
     long r = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
@@ -608,6 +682,9 @@ int lg_tls_prepare(lg_conf_t *conf, char *err, size_t errlen)
         if (srv->ssl_ctx == NULL)
             rc = -1;
     }
+    lg_cluster_conf_t *cf = conf->cluster;
+    if (cf && cf->redis_tls && (cf->redis_ssl_ctx = redis_ctx(conf, cf, err, errlen, &used)) == NULL)
+        rc = -1;
     return rc;
 }
 

@@ -62,6 +62,12 @@ void  lg_tls_close(SSL *ssl);
  * for resumption.  NULL on failure.
  */
 SSL  *lg_tls_connect(lg_upstream_t *up, size_t si, int fd);
+/*
+ * Towards the fleet's Redis (rediss://): a client-side SSL for a connected
+ * socket, verifying redis_tls_name (also sent as SNI) or else Redis's IP.
+ * NULL on failure.
+ */
+SSL  *lg_tls_connect_redis(const lg_cluster_conf_t *cf, int fd);
 /* Why the peer's certificate was refused, or NULL. */
 const char *lg_tls_verify_error(SSL *ssl);
 
