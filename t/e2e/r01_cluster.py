@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
-from redis_fixture import Redis, main_unless_missing  # noqa: E402
+from redis_fixture import Redis, main_unless_missing, metric  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MKCERT = os.path.join(HERE, "..", "..", "scripts", "mkcert")
@@ -72,12 +72,6 @@ def fleet(n, redis, o, cluster_extra="", tls=False, glob="", workers=2, http_ext
         lg.allow_log(r"cluster: ")      # warnings are the point of some cases
         nodes.append((lg, port))
     return nodes
-
-
-def metric(port, name):
-    r = request(port, target="/metrics")
-    m = re.search(r"^%s (\d+)$" % re.escape(name), r.body.decode(errors="replace"), re.M)
-    return int(m.group(1)) if m else None
 
 
 def wait_metric(port, name, cond, timeout=5, what=None):

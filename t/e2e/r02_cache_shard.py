@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
-from redis_fixture import Redis, main_unless_missing  # noqa: E402
+from redis_fixture import Redis, main_unless_missing, metric  # noqa: E402
 
 CC = "?hdr=Cache-Control:max-age=600"
 
@@ -65,12 +65,6 @@ def peer_state(port, peer):
     m = re.search(r'^legate_upstream_server_up\{upstream="fleet",server="127\.0\.0\.1:%d"\} (\d)$'
                   % peer, r.body.decode(errors="replace"), re.M)
     return m.group(1) if m else None
-
-
-def metric(port, name):
-    r = request(port, target="/metrics")
-    m = re.search(r"^%s (\d+)$" % re.escape(name), r.body.decode(errors="replace"), re.M)
-    return int(m.group(1)) if m else None
 
 
 def fetches(o, path):

@@ -14,7 +14,6 @@ import atexit
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
 from legate_test import _track  # noqa: E402
+from redis_fixture import Redis, metric, prerequisites  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MKCERT = os.path.join(HERE, "..", "..", "scripts", "mkcert")
@@ -33,20 +33,11 @@ PASSWORD = "tls-s3cret"
 P = "?hdr=Cache-Control:max-age=600"
 
 
-def prerequisites():
+def tls_prerequisites():
     """None: go; else why the whole file is skipped."""
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        return "redis-server / redis-cli not installed (Debian redis-server)"
     if shutil.which("openssl") is None:
         return "openssl not installed"
-    rc, err = check_config('cluster = { redis = "127.0.0.1:1"; };\n'
-                           'http = { servers = ( { listen = "127.0.0.1:1"; } ); };')
-    if rc != 0 and "needs a legate built with hiredis" in err:
-        return "legate built without hiredis: no cluster (its -t says so, as it should)"
-    p = subprocess.run(["redis-server", "--version"], capture_output=True, timeout=10)
-    if b"v=" not in p.stdout:
-        return "redis-server --version says nothing"
-    return None
+    return prerequisites()
 
 
 @atexit.register
@@ -65,63 +56,9 @@ def certs(which="main"):
     return _certs[which]
 
 
-class TlsRedis:
-    """A redis-server of its own on a TLS port only: free port, own
-    directory, nothing saved, a password."""
-
-    def __init__(self, auth_clients=False, password=PASSWORD):
-        self.dir = tempfile.mkdtemp(prefix="legate-redis-tls-")
-        self.port = free_port()
-        self.auth_clients = auth_clients
-        self.password = password
-        self.proc = None
-        _track(self)
-        self.start()
-
-    def start(self):
-        c = certs()
-        args = ["redis-server", "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
-                "--tls-cert-file", os.path.join(c, "server-ecdsa.pem"),
-                "--tls-key-file", os.path.join(c, "server-ecdsa.key"),
-                "--tls-ca-cert-file", os.path.join(c, "ca.pem"),
-                "--tls-auth-clients", "yes" if self.auth_clients else "no",
-                "--requirepass", self.password,
-                "--dir", self.dir, "--save", "", "--appendonly", "no",
-                "--logfile", os.path.join(self.dir, "redis.log")]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     stdin=subprocess.DEVNULL)
-
-        def up():
-            if self.proc.poll() is not None:
-                with open(os.path.join(self.dir, "redis.log"), errors="replace") as f:
-                    fail("redis-server exited: %s" % f.read()[-500:])
-            return self.cli("PING", check=False).strip() == "PONG"
-        wait_until(up, 15, what="redis-server answering over TLS")
-
-    def cli(self, *args, check=True):
-        c = certs()
-        cmd = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "--tls",
-               "--cacert", os.path.join(c, "ca.pem"), "--no-auth-warning", "-a", self.password]
-        if self.auth_clients:
-            cmd += ["--cert", os.path.join(c, "client.pem"), "--key", os.path.join(c, "client.key")]
-        p = subprocess.run(cmd + list(args), capture_output=True, timeout=10)
-        out = p.stdout.decode(errors="replace")
-        if check and p.returncode != 0:
-            fail("redis-cli %r: %s" % (args, p.stderr.decode(errors="replace")))
-        return out
-
-    @property
-    def url(self):
-        return "rediss://127.0.0.1:%d" % self.port
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def teardown(self):
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+def TlsRedis(auth_clients=False, password=PASSWORD):
+    """A redis-server of its own on a TLS port only, with a password."""
+    return Redis(password=password, tls=certs(), auth_clients=auth_clients)
 
 
 class SilentListener:
@@ -185,12 +122,6 @@ def node(o, redis_url, name, workers=1, **kw):
     lg = Legate(node_conf(port, o, redis_url, name, **kw), workers=workers)
     lg.allow_log(r"cluster: ")      # warnings are the point of some cases
     return lg, port
-
-
-def metric(port, name):
-    r = request(port, target="/metrics")
-    m = re.search(r"^%s (\d+)$" % re.escape(name), r.body.decode(errors="replace"), re.M)
-    return int(m.group(1)) if m else None
 
 
 def wait_up(nodes, timeout=20):
@@ -474,7 +405,7 @@ def unix_socket_takes_the_same_path():
 
 
 if __name__ == "__main__":
-    why = prerequisites()
+    why = tls_prerequisites()
     if why:
         print("# SKIP whole file: %s" % why, flush=True)
         print("0 passed, 0 failed", flush=True)

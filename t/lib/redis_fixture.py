@@ -2,6 +2,7 @@
 port, its own directory, nothing saved; and whether this machine and this
 legate can run them at all."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-from legate_test import check_config, fail, free_port, main, wait_until, _track
+from legate_test import check_config, fail, free_port, main, request, wait_until, _track
 
 
 def prerequisites():
@@ -24,19 +25,32 @@ def prerequisites():
 
 
 class Redis:
-    """A redis-server of its own: free port, own directory, nothing saved."""
+    """A redis-server of its own: free port, own directory, nothing saved.
+    tls: a scripts/mkcert directory, and Redis listens on a TLS port only
+    (auth_clients: it wants client certificates too)."""
 
-    def __init__(self, port=None, password=None, acl_user=None):
+    def __init__(self, port=None, password=None, acl_user=None, tls=None, auth_clients=False):
         self.dir = tempfile.mkdtemp(prefix="legate-redis-")
         self.port = port or free_port()
         self.password = password
         self.acl_user = acl_user        # (user, password)
+        self.tls = tls
+        self.auth_clients = auth_clients
         self.proc = None
         _track(self)
         self.start()
 
     def start(self):
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+        if self.tls:
+            c = self.tls
+            port = ["--port", "0", "--tls-port", str(self.port),
+                    "--tls-cert-file", os.path.join(c, "server-ecdsa.pem"),
+                    "--tls-key-file", os.path.join(c, "server-ecdsa.key"),
+                    "--tls-ca-cert-file", os.path.join(c, "ca.pem"),
+                    "--tls-auth-clients", "yes" if self.auth_clients else "no"]
+        else:
+            port = ["--port", str(self.port)]
+        args = ["redis-server"] + port + ["--bind", "127.0.0.1",
                 "--dir", self.dir, "--save", "", "--appendonly", "no",
                 "--logfile", os.path.join(self.dir, "redis.log")]
         if self.password:
@@ -51,10 +65,15 @@ class Redis:
                 with open(os.path.join(self.dir, "redis.log"), errors="replace") as f:
                     fail("redis-server exited: %s" % f.read()[-500:])
             return self.cli("PING", check=False).strip() == "PONG"
-        wait_until(up, 10, what="redis-server answering")
+        wait_until(up, 15, what="redis-server answering")
 
     def cli(self, *args, check=True):
-        cmd = ["redis-cli", "-p", str(self.port), "--no-auth-warning"]
+        cmd = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "--no-auth-warning"]
+        if self.tls:
+            cmd += ["--tls", "--cacert", os.path.join(self.tls, "ca.pem")]
+            if self.auth_clients:
+                cmd += ["--cert", os.path.join(self.tls, "client.pem"),
+                        "--key", os.path.join(self.tls, "client.key")]
         if self.acl_user:
             cmd += ["--user", self.acl_user[0], "--pass", self.acl_user[1]]
         elif self.password:
@@ -87,6 +106,11 @@ class Redis:
     def address(self):
         return "127.0.0.1:%d" % self.port
 
+    @property
+    def url(self):
+        """What a node's cluster.redis says."""
+        return ("rediss://" if self.tls else "") + self.address
+
     def kill(self):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
@@ -107,3 +131,10 @@ def main_unless_missing():
         print("0 passed, 0 failed", flush=True)
         sys.exit(77)
     main()
+
+
+def metric(port, name):
+    """A counter or gauge without labels from the metrics page at port, or None."""
+    r = request(port, target="/metrics")
+    m = re.search(r"^%s (\d+)$" % re.escape(name), r.body.decode(errors="replace"), re.M)
+    return int(m.group(1)) if m else None
