@@ -216,7 +216,7 @@ def the_relay_field_is_trusted_from_nodes_only_and_never_reaches_the_origin():
 
 
 @test(timeout=240)
-def a_killed_node_costs_no_request_and_moves_only_its_keys():
+def a_killed_node_costs_no_request_and_moves_only_its_keys_and_back():
     redis = Redis()
     o = Origin()
     nodes, ports = fleet(o, redis)
@@ -251,6 +251,22 @@ def a_killed_node_costs_no_request_and_moves_only_its_keys():
         else:
             eq(got, 0, "%s (node %d's) did not move" % (p, owner[p]))
             eq(holder(nodes[:2], p), [owner[p]], "%s still on node %d alone" % (p, owner[p]))
+    # it comes back, its cache empty: its keys are its own again (the copies
+    # the others made meanwhile serve their own clients until they expire),
+    # and nothing else moves
+    nodes[dead].start()
+    for lg in nodes:
+        wait_until(lambda: peer_state(lg.port, ports[dead]) == "1", 15, what="the node back in the ring")
+    before = {p: fetches(o, p.split("?")[0]) for p in paths}
+    for p in paths:
+        for lg in nodes:
+            eq(request(lg.port, target=p).status, 200)
+    for p in paths:
+        got = fetches(o, p.split("?")[0]) - before[p]
+        eq(got, 1 if owner[p] == dead else 0,
+           "%s (node %d's): fetched again only by its owner, back and empty" % (p, owner[p]))
+        if owner[p] == dead:
+            ok(dead in holder(nodes, p), "%s back on node %d" % (p, dead))
 
 
 @test(timeout=180)
