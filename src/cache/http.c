@@ -146,18 +146,24 @@ int (*lg_cache_shard)(lg_req_t *s, const char *key, size_t n);
  * owner as well, where the fetches collapse), and the client's
  * conditionals and Range go on with the request.
  */
+static int to_owner(lg_req_t *s, lg_cstate_t *cs)
+{
+    if (!lg_cache_shard || cs->have_partial || !lg_cache_shard(s, cs->base, cs->baselen))
+        return 0;
+    if (cs->filler) {
+        lg_store_abandon(lg_cache, cs->base, cs->baselen);
+        cs->filler = 0;
+    }
+    cs->pass = 1;
+    s->own_conditionals = 0;
+    s->cache_status = NULL;             /* the owner's X-Cache says what it did */
+    return 1;
+}
+
 static int miss(lg_req_t *s, lg_cstate_t *cs)
 {
-    if (lg_cache_shard && !cs->have_partial && lg_cache_shard(s, cs->base, cs->baselen)) {
-        if (cs->filler) {
-            lg_store_abandon(lg_cache, cs->base, cs->baselen);
-            cs->filler = 0;
-        }
-        cs->pass = 1;
-        s->own_conditionals = 0;
-        s->cache_status = NULL;         /* the owner's X-Cache says what it did */
+    if (to_owner(s, cs))
         return 0;
-    }
     s->cache_status = "MISS";
     lg_cache_forward_range(s, cs);
     return 0;
@@ -294,6 +300,9 @@ static int on_request(lg_req_t *s)
         return 0;
     }
     int64_t now = lg_wall_ms();
+    /* cache_min_uses is the owner's to count, for the whole fleet */
+    if (c->cache_min_uses > 1 && !cs->filler && !cs->counted && to_owner(s, cs))
+        return 0;
     if (c->cache_min_uses > 1 && !cs->filler && !cs->counted++ &&
         !lg_store_count_use(lg_cache, cs->base, cs->baselen, c->cache_min_uses)) {
         cs->s->cache_status = "MISS";            /* asked for too few times yet to be stored */
@@ -1181,7 +1190,7 @@ static int cache_response(lg_req_t *s)
         return LG_DONE;
     /* what was stored keeps them; what the client gets does not.  The head
      * is the reader's (non-const, on its stack) for this phase. */
-    if (CS(s) && CS(s)->base && !CS(s)->pass)
+    if (CS(s) && CS(s)->base)
         lg_cache_drop_targeted(lg_req_common(s), (http_response_t *)s->rsp);
     return LG_OK;
 }

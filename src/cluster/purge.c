@@ -28,7 +28,7 @@
  * subscription (re)starts it reads the log after that id (XRANGE, in
  * batches) and applies what it missed, and a message whose id it has
  * seen already is skipped, so a purge is applied once.  A node that was
- * away longer than the log reaches back misses the older ones (logged).
+ * away longer than the log reaches back misses the older ones.
  * With Redis unreachable the answer comes at once with X-Purge-Nodes: 1
  * and X-Purge-Cluster: local-only.
  */
@@ -65,11 +65,23 @@ static const char SCRIPT[] =
     "return { redis.call('PUBLISH', KEYS[2], 'v2\\t' .. id .. '\\t' .. ARGV[1]), id }\n";
 static char sha[41];
 
-/* worker 0: the newest purge seen ("" before the first look at the log) */
+/*
+ * Worker 0's view of the log: the cursor (the newest entry read from the
+ * log or heard of, "" before the first look), whether it is catching up
+ * (a read of the log under way: live messages are applied but do not move
+ * the cursor, or the backlog behind them would be skipped), and the ids
+ * applied lately, so that a purge heard live and read from the log again
+ * is applied once.
+ */
+typedef struct sid { uint64_t ms, seq; } sid_t;
 static char last_id[LG_STREAM_ID_MAX + 1];
-static uint64_t last_ms, last_seq;
+static sid_t cursor, live_max;
+static int catching_up, again;
+static sid_t recent[128];
+static unsigned nrecent;
 static lg_timer_t replay_timer;
 static lg_rcmd_t *replaying;
+static enum { RP_NEWEST, RP_RANGE } replay_step;
 
 #define REPLAY_BATCH 500
 
@@ -194,19 +206,24 @@ static void bad_data(const char *where, const char *p, size_t len)
             shown);
 }
 
-/* Is id newer than the newest seen?  Then it is the newest seen. */
-static int advance(const char *id, size_t n)
+static int sid_lt(sid_t a, sid_t b) { return a.ms < b.ms || (a.ms == b.ms && a.seq < b.seq); }
+
+static void set_cursor(sid_t id)
 {
-    uint64_t ms, seq;
-    if (id == NULL || lg_stream_id_parse(id, n, &ms, &seq) < 0 || (ms == 0 && seq == 0))
-        return 1;               /* not in the log: nothing to compare, apply it */
-    if (last_id[0] && (ms < last_ms || (ms == last_ms && seq <= last_seq)))
-        return 0;               /* applied already (from the log, after a reconnect) */
-    memcpy(last_id, id, n);
-    last_id[n] = '\0';
-    last_ms = ms;
-    last_seq = seq;
-    return 1;
+    cursor = id;
+    snprintf(last_id, sizeof(last_id), "%llu-%llu", (unsigned long long)id.ms,
+             (unsigned long long)id.seq);
+}
+
+/* Applied lately?  If not, it is now. */
+static int seen(sid_t id)
+{
+    unsigned n = nrecent < 128 ? nrecent : 128;
+    for (unsigned i = 0; i < n; i++)
+        if (recent[i].ms == id.ms && recent[i].seq == id.seq)
+            return 1;
+    recent[nrecent++ % 128] = id;
+    return 0;
 }
 
 static void apply(const lg_purge_msg_t *m, const char *how)
@@ -238,8 +255,21 @@ static void on_message(void *arg, redisReply *rep)
         bad_data(where, p, len);
         return;
     }
-    if (advance(m.id, m.id_len))
-        apply(&m, "");
+    sid_t id;
+    if (m.id == NULL || lg_stream_id_parse(m.id, m.id_len, &id.ms, &id.seq) < 0 ||
+        (id.ms == 0 && id.seq == 0)) {
+        apply(&m, "");          /* not in the log: nothing to compare */
+        return;
+    }
+    if (seen(id))
+        return;                 /* read from the log already */
+    apply(&m, "");
+    if (catching_up) {
+        if (sid_lt(live_max, id))
+            live_max = id;      /* the cursor moves once the backlog is read */
+    } else if (!last_id[0] || sid_lt(cursor, id)) {
+        set_cursor(id);
+    }
 }
 
 static void replay_later(lg_msec_t ms)
@@ -249,10 +279,38 @@ static void replay_later(lg_msec_t ms)
 }
 
 /*
- * The log after the newest purge seen: XRANGE "(id" + COUNT n, applied in
- * order; a full batch asks for the next.  The first look only notes the
- * newest entry: a node that starts has nothing purged to catch up on.
+ * Catching up, each time the subscription starts: the newest entry first
+ * (a log newer than nothing: the first look only notes it, a node that
+ * starts has nothing to catch up on; a log older than the cursor was reset
+ * -- Redis restarted empty, or its clock went back -- and the cursor
+ * follows it), then XRANGE "(cursor" + COUNT n in batches, applying what
+ * was not applied live.  A batch that is not full ends the catching up.
  */
+static void replay_done(void)
+{
+    catching_up = 0;
+    if (sid_lt(cursor, live_max))
+        set_cursor(live_max);
+    if (again) {                /* the subscription restarted meanwhile */
+        again = 0;
+        catching_up = 1;
+        replay_step = RP_NEWEST;
+        replay_later(0);
+    }
+}
+
+static int entry(redisReply *e, sid_t *id, redisReply **msg)
+{
+    /* [ id, [ "m", message ] ] */
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+        e->element[1]->type != REDIS_REPLY_ARRAY || e->element[1]->elements != 2 ||
+        e->element[1]->element[1]->type != REDIS_REPLY_STRING ||
+        lg_stream_id_parse(e->element[0]->str, e->element[0]->len, &id->ms, &id->seq) < 0)
+        return -1;
+    *msg = e->element[1]->element[1];
+    return 0;
+}
+
 static void replayed(void *arg, redisReply *rep)
 {
     (void)arg;
@@ -265,67 +323,81 @@ static void replayed(void *arg, redisReply *rep)
         if (rep->type == REDIS_REPLY_ERROR) {
             lg_cluster_warn("cluster: the purge log %s cannot be read: %s", logkey, rep->str);
             lg_cluster_count(LG_CM_BAD_DATA);
-            if (!last_id[0])
-                snprintf(last_id, sizeof(last_id), "0-0");
         }
+        if (!last_id[0])
+            set_cursor((sid_t){ 0, 0 });
+        replay_done();
         return;
     }
-    int first = last_id[0] == '\0';
+    if (replay_step == RP_NEWEST) {
+        sid_t newest = { 0, 0 };
+        redisReply *msg;
+        if (rep->elements == 1 && entry(rep->element[0], &newest, &msg) < 0)
+            bad_data("an entry of the purge log", "", 0);
+        if (!last_id[0]) {
+            set_cursor(newest);         /* the first look: from here on */
+            replay_done();
+            return;
+        }
+        if (sid_lt(newest, cursor)) {
+            lg_warn("cluster: the purge log %s is older than the last purge this node saw "
+                    "(%s): Redis lost it or its clock went back; following it from here",
+                    logkey, last_id);
+            set_cursor(newest);
+            replay_done();
+            return;
+        }
+        replay_step = RP_RANGE;
+        replay_later(0);
+        return;
+    }
     size_t applied = 0;
     for (size_t i = 0; i < rep->elements; i++) {
-        redisReply *e = rep->element[i];
-        /* [ id, [ "m", message ] ] */
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
-            e->element[0]->len > LG_STREAM_ID_MAX || e->element[1]->type != REDIS_REPLY_ARRAY ||
-            e->element[1]->elements != 2 || e->element[1]->element[1]->type != REDIS_REPLY_STRING) {
+        sid_t id;
+        redisReply *msg;
+        lg_purge_msg_t m;
+        if (entry(rep->element[i], &id, &msg) < 0) {
             bad_data("an entry of the purge log", "", 0);
             continue;
         }
-        const char *id = e->element[0]->str;
-        size_t idn = e->element[0]->len;
-        redisReply *msg = e->element[1]->element[1];
-        lg_purge_msg_t m;
-        if (!advance(id, idn))
-            continue;
-        if (first)
-            continue;           /* noted, not applied */
+        if (sid_lt(cursor, id))
+            set_cursor(id);
         if (lg_purge_msg_parse(msg->str, msg->len, &m) < 0 || m.id != NULL) {
             bad_data("an entry of the purge log", msg->str, msg->len);
             continue;
         }
+        if (seen(id))
+            continue;           /* heard live meanwhile */
         apply(&m, " (from the log: missed while away)");
         applied++;
     }
-    if (first && !last_id[0])
-        snprintf(last_id, sizeof(last_id), "0-0");      /* an empty log */
     if (applied)
         lg_notice("cluster: %zu purges missed while the subscription was down applied from %s",
                   applied, logkey);
-    if (!first && rep->elements == REPLAY_BATCH)
+    if (rep->elements == REPLAY_BATCH)
         replay_later(0);        /* more */
+    else
+        replay_done();
 }
 
 static void replay_tick(lg_timer_t *t)
 {
     (void)t;
     if (replaying || !lg_redis_ready(&lg_cl.sub))
-        return;                 /* sub_state asks again when it is back */
+        return;                 /* sub_state starts it again when it is back */
     const char *v[6];
     size_t l[6];
     char from[LG_STREAM_ID_MAX + 2], count[16];
     snprintf(count, sizeof(count), "%d", REPLAY_BATCH);
-    int n;
-    if (!last_id[0]) {
+    if (replay_step == RP_NEWEST) {
         v[0] = "XREVRANGE"; v[1] = logkey; v[2] = "+"; v[3] = "-"; v[4] = "COUNT"; v[5] = "1";
-        n = 6;
     } else {
         snprintf(from, sizeof(from), "(%s", last_id);
         v[0] = "XRANGE"; v[1] = logkey; v[2] = from; v[3] = "+"; v[4] = "COUNT"; v[5] = count;
-        n = 6;
     }
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < 6; i++)
         l[i] = strlen(v[i]);
-    replaying = lg_redis_command(&lg_cl.cmd, n, v, l, 1000, replayed, NULL);
+    replaying = lg_redis_command(&lg_cl.cmd, 6, v, l, 1000, replayed, NULL);
     if (replaying == NULL)
         replay_later(200);      /* the command connection is not up yet */
 }
@@ -333,8 +405,18 @@ static void replay_tick(lg_timer_t *t)
 static void sub_state(lg_redis_t *r)
 {
     lg_cluster_set_up(1, lg_redis_ready(r));
-    if (lg_redis_ready(r))
-        replay_later(0);        /* catch up on what went by while it was down */
+    if (!lg_redis_ready(r))
+        return;
+    /* catch up on what went by while it was down */
+    if (catching_up && replaying) {
+        again = 1;              /* once the read under way is over */
+        return;
+    }
+    if (!catching_up)
+        live_max = cursor;
+    catching_up = 1;
+    replay_step = RP_NEWEST;
+    replay_later(0);
 }
 
 int lg_cluster_purge_init(void)

@@ -13,13 +13,20 @@
  *
  * The hop to the owner is a relay, not a second proxy: the client's own
  * head goes on (hop-by-hop fields dropped), with one field saying which
- * node sent it, the client's scheme and its address.  B trusts that field
- * only from an address of the upstream's servers; then the request has
- * the client's scheme ($scheme, the cache key) and address (logs, the
- * origin's X-Forwarded-For), its access phase is not run again (A ran it:
- * rules, authentication and rate limits count a request once), and it is
- * never sent on to another node whatever B thinks of the ring -- the loop
- * guard, which also covers two nodes that disagree on who is up.
+ * node sent it, the client's scheme, its address and the hop A would have
+ * named in X-Forwarded-For, signed (HMAC-SHA256 with cache_peers_secret,
+ * over those, the time, the method, target and authority).  B trusts the
+ * field only when the signature holds, the time is within a minute, the
+ * request is a GET or HEAD without a body, and it comes from an address of
+ * the upstream's servers.  Then the request has the client's scheme
+ * ($scheme, the cache key) and address (rules, logs, X-Forwarded-For);
+ * B's access phase runs as A's did (the same address and credentials give
+ * the same answer, and $remote_user or a JWT claim in a cache key is the
+ * same on both), except its limits: the request was counted on A.  And it
+ * is never sent on to another node whatever B thinks of the ring -- the
+ * loop guard, which also covers two nodes that disagree on who is up.  A
+ * field B does not trust is dropped, and the request is a client's like
+ * any other.
  *
  * Failure: the owner refusing, resetting or silent past the upstream's
  * timeouts (proxy_connect_timeout / proxy_read_timeout of the peers'
@@ -32,16 +39,22 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "cache/http.h"
 #include "cluster/wire.h"
 #include "core/log.h"
 #include "http/message.h"
 #include "pipeline/request.h"
+#include "pipeline/vars.h"
 #include "pipeline/worker.h"
 #include "proxy/proxy.h"
 
 #define GUARD "x-legate-shard"
+#define SKEW  60                /* seconds a signed field stays good */
 
 static int shard_slot;
 
@@ -88,6 +101,31 @@ static int from_peer(const lg_req_t *s, const lg_upstream_t *up)
     return 0;
 }
 
+/* The signature of a relay field: hex HMAC-SHA256 over its parts and the
+ * request it rides on (65 bytes with the NUL). */
+static void relay_sig(const lg_req_t *s, const char *node, size_t nn, int https, const char *for_,
+                      size_t fl, const char *hop, size_t hl, int64_t t, char out[65])
+{
+    const char *key = lg_w.conf->cluster->cache_peers_secret;
+    char buf[LG_MAX_REQUEST_LINE + 1024];
+    int n = snprintf(buf, sizeof(buf), "%.*s|%s|%.*s|%.*s|%lld|%.*s|%.*s|%.*s", (int)nn, node,
+                     https ? "https" : "http", (int)fl, for_, (int)hl, hop, (long long)t,
+                     (int)s->req.method_len, s->req.method, (int)s->ri.authority.n, s->ri.authority.p,
+                     (int)s->req.target_len, s->req.target);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (n < 0 || (size_t)n >= sizeof(buf) ||
+        HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)buf, (size_t)n, md, &mdlen) == NULL)
+        mdlen = 0;
+    static const char hx[] = "0123456789abcdef";
+    size_t o = 0;
+    for (unsigned i = 0; i < mdlen && o + 2 < 65; i++) {
+        out[o++] = hx[md[i] >> 4];
+        out[o++] = hx[md[i] & 15];
+    }
+    out[o] = '\0';             /* empty when HMAC failed: matches nothing */
+}
+
 static void set_client(lg_req_t *s, const char *ip, size_t n)
 {
     char text[64];
@@ -118,7 +156,7 @@ static void set_client(lg_req_t *s, const char *ip, size_t n)
 static int shard_post_read(lg_req_t *s)
 {
     const lg_cluster_conf_t *cf = shard_conf();
-    if (cf == NULL || lg_req_is_forward(s))
+    if (cf == NULL)
         return LG_DECLINED;
     http_header_t guard = { 0 }; /* a copy: the compaction reuses its slot */
     int found = 0;
@@ -134,23 +172,39 @@ static int shard_post_read(lg_req_t *s)
     if (!found)
         return LG_DECLINED;
     s->req.num_headers = k;
+    if (lg_req_is_forward(s))
+        return LG_DECLINED;     /* dropped, never passed on */
+    const char *why = NULL;
+    lg_relay_field_t f;
+    char sig[65];
+    int64_t now = (int64_t)time(NULL);
+    if (!from_peer(s, cf->peers))
+        why = "not from a node of the upstream";
+    else if (lg_relay_field_parse(guard.value, guard.value_len, &f) < 0)
+        why = "garbled";
+    else if (!(s->ri.body == LG_BODY_NONE && (s->ri.is_head || (s->req.method_len == 3 &&
+                                                                memcmp(s->req.method, "GET", 3) == 0))))
+        why = "not on a GET or HEAD without a body";
+    else if (f.t < 0 || f.t < now - SKEW || f.t > now + SKEW)
+        why = "out of date";
+    else {
+        relay_sig(s, f.node, f.node_len, f.https, f.for_, f.for_len, f.hop, f.hop_len, f.t, sig);
+        if (f.sig_len != 64 || sig[0] == '\0' || CRYPTO_memcmp(sig, f.sig, 64) != 0)
+            why = "not signed with this node's cache_peers_secret";
+    }
+    if (why) {
+        lg_info("cluster: ignored X-Legate-Shard from %s: %s", s->peer_text, why);
+        return LG_DECLINED;
+    }
     shard_req_t *st = sreq(s);
     if (st == NULL)
         return LG_DECLINED;
-    st->relayed = 1;            /* never sent on, trusted or not */
-    if (!from_peer(s, cf->peers)) {
-        lg_info("cluster: ignored X-Legate-Shard from %s, not a node of upstream \"%s\"",
-                s->peer_text, cf->peers->name);
-        return LG_DECLINED;
-    }
-    lg_relay_field_t f;
-    if (lg_relay_field_parse(guard.value, guard.value_len, &f) < 0) {
-        lg_info("cluster: ignored a garbled X-Legate-Shard from %s", s->peer_text);
-        return LG_DECLINED;
-    }
+    st->relayed = 1;            /* the loop guard: never sent on */
     s->hop_scheme = f.https ? 2 : 1;
     set_client(s, f.for_, f.for_len);
-    s->skip_phases |= 1u << LG_PH_ACCESS;
+    if (f.hop_len && f.hop_len < 64)
+        s->relay_hop = lg_arena_strndup(&s->arena, f.hop, f.hop_len);
+    s->limits_done = 1;
     lg_cluster_count(LG_CM_SHARD_RELAYED);
     return LG_DECLINED;
 }
@@ -161,7 +215,7 @@ static int shard_owner(lg_req_t *s, const char *key, size_t n)
     (void)n;
     const lg_cluster_conf_t *cf = shard_conf();
     if (cf == NULL || s->route == NULL || s->up == NULL || lg_req_is_forward(s) ||
-        s->ri.body != LG_BODY_NONE || s->upgrade)
+        s->ri.body != LG_BODY_NONE || s->upgrade || s->ri.authority.n == 0)
         return 0;
     shard_req_t *st = sreq(s);
     if (st == NULL || st->relayed || st->owner >= 0)
@@ -183,7 +237,7 @@ static char *relay_head(lg_req_t *s, size_t *len)
 {
     const lg_cluster_conf_t *cf = shard_conf();
     const char *node = cf->node ? cf->node : lg_w.conf->via_name;
-    size_t cap = s->req.method_len + s->req.target_len + s->ri.authority.n + strlen(node) + 256;
+    size_t cap = s->req.method_len + s->req.target_len + s->ri.authority.n + strlen(node) + 512;
     for (size_t i = 0; i < s->req.num_headers; i++)
         cap += s->req.headers[i].name_len + s->req.headers[i].value_len + 4;
     char *h = lg_arena_alloc(&s->arena, cap);
@@ -201,9 +255,15 @@ static char *relay_head(lg_req_t *s, size_t *len)
         o += (size_t)snprintf(h + o, cap - o, "%.*s: %.*s\r\n", (int)x->name_len, x->name,
                               (int)x->value_len, x->value);
     }
+    const char *hop = lg_vars_hop_addr(s);
+    int64_t t = (int64_t)time(NULL);
+    char sig[65];
+    relay_sig(s, node, strlen(node), lg_req_tls(s), s->peer_text, strlen(s->peer_text), hop,
+              strlen(hop), t, sig);
     if (o < cap)
-        o += (size_t)snprintf(h + o, cap - o, "X-Legate-Shard: node=%s; proto=%s; for=%s\r\n\r\n",
-                              node, lg_req_tls(s) ? "https" : "http", s->peer_text);
+        o += (size_t)snprintf(h + o, cap - o, "X-Legate-Shard: node=%s; proto=%s; for=%s; hop=%s; "
+                              "t=%lld; sig=%s\r\n\r\n", node, lg_req_tls(s) ? "https" : "http",
+                              s->peer_text, hop, (long long)t, sig);
     if (o >= cap)
         return NULL;
     *len = o;

@@ -143,6 +143,7 @@ static int relay_param(const char *v, size_t i, size_t j, const char *name, cons
 int lg_relay_field_parse(const char *v, size_t n, lg_relay_field_t *out)
 {
     memset(out, 0, sizeof(*out));
+    out->t = -1;
     const char *proto = NULL;
     size_t proto_len = 0;
     for (size_t i = 0; i < n;) {
@@ -151,14 +152,23 @@ int lg_relay_field_parse(const char *v, size_t n, lg_relay_field_t *out)
         size_t j = i;
         while (j < n && v[j] != ';')
             j++;
+        const char *t = NULL;
+        size_t tn = 0;
         if (!relay_param(v, i, j, "node", &out->node, &out->node_len) &&
-            !relay_param(v, i, j, "for", &out->for_, &out->for_len))
+            !relay_param(v, i, j, "for", &out->for_, &out->for_len) &&
+            !relay_param(v, i, j, "hop", &out->hop, &out->hop_len) &&
+            !relay_param(v, i, j, "sig", &out->sig, &out->sig_len) &&
+            !relay_param(v, i, j, "t", &t, &tn))
             relay_param(v, i, j, "proto", &proto, &proto_len);
+        uint64_t x;
+        if (t && dec(t, tn, &x) == 0 && x <= INT64_MAX)
+            out->t = (int64_t)x;
         i = j;
     }
     out->https = proto_len == 5 && strncasecmp(proto, "https", 5) == 0;
     if (out->node == NULL || out->node_len == 0) {
         memset(out, 0, sizeof(*out));
+        out->t = -1;
         return -1;
     }
     return 0;

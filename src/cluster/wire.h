@@ -46,15 +46,20 @@ int lg_ticket_set_parse(const char *v, size_t len, unsigned char keys[3 * 80], i
 
 /*
  * The relay field a node adds for the owner of a key (shard.c), from a
- * request header: "node=A; proto=https; for=192.0.2.7", parameters in any
- * order, unknown ones skipped.  Each value points into v ({NULL, 0} when
- * absent); `https` is 1 only for proto=https.  0, or -1 when there is no
+ * request header:
+ *
+ *   node=A; proto=https; for=192.0.2.7; hop=10.0.0.5; t=1764640000; sig=HEX
+ *
+ * parameters in any order, unknown ones skipped.  Each value points into v
+ * ({NULL, 0} when absent); `https` is 1 only for proto=https; t is the
+ * decimal seconds (-1 absent or not a number).  0, or -1 when there is no
  * node.
  */
 typedef struct lg_relay_field {
-    const char *node, *for_;
-    size_t      node_len, for_len;
+    const char *node, *for_, *hop, *sig;
+    size_t      node_len, for_len, hop_len, sig_len;
     int         https;
+    int64_t     t;
 } lg_relay_field_t;
 
 int lg_relay_field_parse(const char *v, size_t n, lg_relay_field_t *out);

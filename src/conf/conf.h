@@ -774,6 +774,7 @@ typedef struct lg_cluster_conf {
      * which of its servers is this node */
     char      *cache_peers;         /* upstream name, or NULL: every node caches for itself */
     char      *cache_self;          /* "IP:port" of this node there; default: a listen address */
+    char      *cache_peers_secret;  /* signs the relay field (HMAC-SHA256); required with cache_peers */
     struct lg_upstream *peers;      /* derived: the upstream cache_peers names */
     int        self;                /* derived: this node's index in peers->servers */
     int        line;                /* of the group, for errors */

@@ -749,6 +749,7 @@ void lg_conf_dump(const lg_conf_t *conf, FILE *out)
         if (cl->peers) {
             kv_str(out, 1, "cache_peers", cl->peers->name);
             kv_str(out, 1, "cache_self", cl->peers->servers[cl->self].addr.text);
+            kv_str(out, 1, "cache_peers_secret", cl->cache_peers_secret);
         }
         fputs("};\n", out);
     }

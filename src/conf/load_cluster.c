@@ -46,6 +46,7 @@ static const directive_t cluster_dirs[] = {
     ROW("health_votes",          D_INT,      0, 1000, "2", lg_cluster_conf_t, health_votes),
     ROW("cache_peers",           D_STRING,   0, 0, NULL, lg_cluster_conf_t, cache_peers),
     ROW("cache_self",            D_STRING,   0, 0, NULL, lg_cluster_conf_t, cache_self),
+    ROW("cache_peers_secret",    D_STRING,   0, 0, NULL, lg_cluster_conf_t, cache_peers_secret),
     { NULL, 0, 0, 0, NULL, 0, NULL, NULL }
 };
 
@@ -190,6 +191,13 @@ void ld_cluster_finish(ld_t *ld, const config_setting_t *root)
     lg_upstream_t *up = ld_upstream_find(ld->conf, cf->cache_peers);
     if (up == NULL) {
         ld_error(ld, at ? at : root, "unknown upstream '%s' in 'cache_peers'", cf->cache_peers);
+        return;
+    }
+    if (cf->cache_peers_secret == NULL || strlen(cf->cache_peers_secret) < 16) {
+        const config_setting_t *ks = cs ? config_setting_get_member(cs, "cache_peers_secret") : NULL;
+        ld_error(ld, ks ? ks : at ? at : root, "'cache_peers' needs 'cache_peers_secret' of at least 16 "
+                 "characters, the same on every node: it signs what one node tells another about "
+                 "its client");
         return;
     }
     if (up->stream || up->h2 || up->nservers < 2 || up->nservers > 64) {

@@ -396,6 +396,8 @@ static int rate_zone(lg_req_t *r, const lg_common_t *c)
 
 static int limit_access(lg_req_t *r)
 {
+    if (r->limits_done)
+        return LG_DECLINED;     /* another node of the fleet counted it (cluster/shard.c) */
     const lg_common_t *c = settings(r);
     int has_conn = c->limit_conn && c->limit_conn->n, has_req = c->limit_req && c->limit_req->n;
     if (c->limit_rate_z && rate_zone(r, c) != LG_OK)

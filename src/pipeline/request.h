@@ -247,11 +247,12 @@ struct lg_req {
     int             own_conditionals; /* a feature (the cache) asks its own: drop the client's */
     /* a request from another node of the fleet (cluster/shard.c): the
      * client's scheme as that node saw it (0: this connection's; 1 http,
-     * 2 https), the phases it already passed there (a bit a phase: the
-     * access rules and limits are not applied twice), and the node that
-     * owns the key of a request sent on to it here ($cache_peer) */
+     * 2 https), the hop that node would have named in X-Forwarded-For,
+     * and that its limits were counted there (not twice); and, on the node
+     * that sends a request on, the node owning its key ($cache_peer) */
     unsigned char   hop_scheme;
-    unsigned        skip_phases;
+    int             limits_done;
+    const char     *relay_hop;
     const char     *cache_peer;
     /* error_pages' "STATUS @name" (respond.c): the request was handed to
      * that route once; no error page applies to it again (nginx's

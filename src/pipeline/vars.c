@@ -304,8 +304,8 @@ static void out_esc(out_t *b, const char *v, size_t n, int json)
 const char *lg_vars_hop_addr(const lg_req_t *s)
 {
     /* relayed by a node of the fleet (cluster/shard.c): that node is not a
-     * hop of the client's request, its client is */
-    return s->hop_scheme ? s->peer_text : s->conn->peer_text;
+     * hop of the client's request; the one it would have named is */
+    return s->relay_hop ? s->relay_hop : s->conn->peer_text;
 }
 
 /* $http_user_agent is the request header User-Agent: lower case, '-' as '_'. */

@@ -69,8 +69,10 @@ static void detach(lg_req_t *s)
 static void cleanup(void *arg)
 {
     lg_req_t *s = arg;
-    if (s->stage == &queued_stage)
+    if (s->stage == &queued_stage) {
         lg_w.queued[s->up->index]--;
+        s->stage = NULL;        /* once: a second attempt registers this again */
+    }
     if (s->uc)
         detach(s);
 }

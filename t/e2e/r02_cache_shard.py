@@ -8,6 +8,9 @@ it, the access phase is not run twice, it is never sent on) and never
 reaches the origin; a node killed costs no request and moves only its own
 keys; a stopped one costs a timeout, not an error; a purge on any node
 reaches the owner."""
+import hashlib
+import hmac
+import json
 import os
 import re
 import signal
@@ -20,15 +23,18 @@ from legate_test import *  # noqa: E402,F401,F403
 from redis_fixture import Redis, main_unless_missing, metric  # noqa: E402
 
 CC = "?hdr=Cache-Control:max-age=600"
+SECRET = "fleet-secret-0123456789"
 
 
-def node_conf(ports, me, o, redis, route_extra="", cluster_extra=""):
+def node_conf(ports, me, o, redis, route_extra="", cluster_extra="", http_extra=""):
     servers = ", ".join('"127.0.0.1:%d"' % p for p in ports)
     return """
 error_log_level = "info";
 cache_size = "4m";
-cluster = { redis = "%s"; node = "node%d"; redis_timeout = "200ms"; cache_peers = "fleet"; %s };
+cluster = { redis = "%s"; node = "node%d"; redis_timeout = "200ms"; cache_peers = "fleet";
+            cache_peers_secret = "%s"; %s };
 http = {
+    %s
     log_format = "$request_method $request_uri $status $cache_status $cache_peer";
     upstreams = {
         app = { servers = ( "%s" ); };
@@ -42,14 +48,14 @@ http = {
                    { prefix = "/"; proxy_pass = "app"; cache = true;
                      cache_purge_allow = [ "127.0.0.0/8" ]; %s } ); } );
 };
-""" % (redis.address, me + 1, cluster_extra, o.address, servers, ports[me], route_extra)
+""" % (redis.address, me + 1, SECRET, cluster_extra, http_extra, o.address, servers, ports[me], route_extra)
 
 
-def fleet(o, redis, route_extra="", n=3):
+def fleet(o, redis, route_extra="", n=3, http_extra=""):
     ports = [free_port() for _ in range(n)]
     nodes = []
     for i in range(n):
-        lg = Legate(node_conf(ports, i, o, redis, route_extra), workers=2)
+        lg = Legate(node_conf(ports, i, o, redis, route_extra, http_extra=http_extra), workers=2)
         lg.allow_log(r"cluster: ")
         lg.allow_log(r"health check|is down|is up|upstream|connect\(\) failed|timed out")
         nodes.append(lg)
@@ -71,11 +77,22 @@ def fetches(o, path):
     return o.stats()["by_path"].get(path, 0)
 
 
-def relay(port, target, for_ip="192.0.2.7", proto="http", extra=(), source=None):
+def relay_field(target, for_ip, proto, method="GET", host="localhost", hop="198.51.100.1",
+                secret=SECRET, t=None):
+    """The field a node adds, signed as shard.c signs it."""
+    t = int(time.time()) if t is None else t
+    msg = "test|%s|%s|%s|%d|%s|%s|%s" % (proto, for_ip, hop, t, method, host, target)
+    sig = hmac.new(secret.encode(), msg.encode(), hashlib.sha256).hexdigest()
+    return "node=test; proto=%s; for=%s; hop=%s; t=%d; sig=%s" % (proto, for_ip, hop, t, sig)
+
+
+def relay(port, target, for_ip="192.0.2.7", proto="http", extra=(), source=None, method="GET",
+          field=None):
     """A request as a node relays it (the relay field), from source's address."""
-    hdrs = [("X-Legate-Shard", "node=test; proto=%s; for=%s" % (proto, for_ip))] + list(extra)
+    field = field or relay_field(target, for_ip, proto, method)
+    hdrs = [("X-Legate-Shard", field)] + list(extra)
     if source is None:
-        return request(port, target=target, headers=hdrs)
+        return request(port, method=method, target=target, headers=hdrs)
     s = socket.socket()
     s.settimeout(10)
     s.bind((source, 0))
@@ -111,28 +128,33 @@ def holder(nodes, path, proto="http"):
 
 @test
 def config_errors_name_the_line():
+    sec = 'cache_peers_secret = "0123456789abcdef"; '
     base = 'http = { upstreams = { app = { servers = ( "127.0.0.1:9" ); }; %s }; ' \
            'servers = ( { listen = "127.0.0.1:%d"; routes = ( { prefix = "/"; proxy_pass = "app"; } ); } ); };'
     two = 'fleet = { servers = ( "127.0.0.1:7001", "127.0.0.1:7002" ); };'
     cases = [
-        ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "nodes"; };\n' + base % (two, 7001),
+        ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "nodes"; %s};\n' % sec + base % (two, 7001),
          r"legate\.conf:1: unknown upstream 'nodes' in 'cache_peers'"),
-        ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "fleet"; };\n' + base % (two, 7003),
+        ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "fleet"; %s};\n' % sec + base % (two, 7003),
          r"legate\.conf:1: none of the servers of upstream 'fleet' is a plain HTTP address this "
          r"node listens on: set 'cache_self'"),
-        ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "fleet"; cache_self = "127.0.0.1:7009"; };\n'
+        ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "fleet"; cache_self = "127.0.0.1:7009"; %s};\n' % sec
          + base % (two, 7001), r"legate\.conf:1: 'cache_self' \"127\.0\.0\.1:7009\" is not a server of upstream 'fleet'"),
-        ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "fleet"; };\n'
+        ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "fleet"; %s};\n' % sec
          + base % ('fleet = { servers = ( "127.0.0.1:7001" ); };', 7001),
          r"legate\.conf:1: 'cache_peers' upstream 'fleet' must be an HTTP/1\.1 upstream of 2 to 64 nodes"),
+        ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "fleet"; cache_peers_secret = "short"; };\n'
+         + base % (two, 7001), r"legate\.conf:1: 'cache_peers' needs 'cache_peers_secret' of at least 16"),
+        ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "fleet"; };\n' + base % (two, 7001),
+         r"legate\.conf:1: 'cache_peers' needs 'cache_peers_secret'"),
     ]
     for text, want in cases:
         rc, err = check_config(text)
         ok(rc != 0, "refused: %s" % text)
         ok(re.search(want, err), "want %r, got %r" % (want, err))
-    for text in ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "fleet"; };\n' + base % (two, 7002),
+    for text in ('cluster = { redis = "127.0.0.1:6379"; cache_peers = "fleet"; %s};\n' % sec + base % (two, 7002),
                  'cluster = { redis = "127.0.0.1:6379"; cache_peers = "fleet"; '
-                 'cache_self = "127.0.0.1:7002"; };\n' + base % (two, 8000)):
+                 'cache_self = "127.0.0.1:7002"; %s};\n' % sec + base % (two, 8000)):
         rc, err = check_config(text)
         eq(rc, 0, "a good one passes: %s" % err)
 
@@ -160,8 +182,10 @@ def each_object_is_fetched_once_and_stored_on_its_owner():
         owners[h[0]] += 1
     ok(min(owners) >= 3, "each node owns a share of the keys: %r" % owners)
     sent = sum(metric(lg.port, "legate_cluster_cache_peer_requests_total") or 0 for lg in nodes)
-    served = sum(metric(lg.port, "legate_cluster_cache_peer_served_total") or 0 for lg in nodes)
-    ok(sent > 0 and served >= sent, "misses sent to owners (%d) were served as relays (%d)" % (sent, served))
+    ok(sent >= 40, "misses sent to owners: %d" % sent)
+    # (polled: each worker's metrics page may be 100 ms old)
+    wait_until(lambda: sum(metric(lg.port, "legate_cluster_cache_peer_served_total") or 0
+                           for lg in nodes) >= sent, 5, what="every miss sent served as a relay")
     # the non-owner's log names the owner; the owner's says what it did
     line = wait_log_line(nodes, re.compile(r"GET /obj/\S+ 200 - 127\.0\.0\.1:\d+"))
     ok(line, "a node's access log names the owner it asked")
@@ -183,36 +207,62 @@ def wait_log_line(nodes, rx, timeout=10):
 
 
 @test(timeout=180)
-def the_relay_field_is_trusted_from_nodes_only_and_never_reaches_the_origin():
+def the_relay_field_is_trusted_signed_from_nodes_only_and_never_reaches_the_origin():
     redis = Redis()
     o = Origin()
-    # the access rules let only loopback in: a relayed request from a node
-    # is not checked again (its client 192.0.2.7 would be refused)
-    nodes, ports = fleet(o, redis, route_extra='access_rules = ( "allow 127.0.0.0/8", "deny all" );')
+    # the owner runs the rules on the client's address (as the node that
+    # relayed did), but not the limits: those counted it there
+    nodes, ports = fleet(o, redis, route_extra='access_rules = ( "deny 192.0.2.66", "allow all" ); '
+                         'limit_req = { zone = "one"; burst = 0; nodelay = true; };',
+                         http_extra='limit_req_zones = ( { name = "one"; key = "$http_x_limit"; '
+                                    'rate = "1r/m"; } );')
     lg = nodes[0]
+    lg.allow_log(r"ignored X-Legate-Shard|limiting requests")
     target = "/echo/1?echo=1&hdr=Cache-Control:max-age=600"
     r = relay(lg.port, target, for_ip="192.0.2.7", proto="https")
-    eq(r.status, 200, "a relay from a node's address passes (ACCESS ran on the node that sent it)")
-    seen = {k.lower(): v for k, v in __import__("json").loads(r.body)["headers"]}
+    eq(r.status, 200, "a signed relay from a node's address")
+    seen = {k.lower(): v for k, v in json.loads(r.body)["headers"]}
     ok("x-legate-shard" not in seen, "the relay field does not reach the origin: %r" % seen)
-    ok(seen.get("x-forwarded-for", "").endswith("192.0.2.7"),
-       "the origin sees the client's address: %r" % seen.get("x-forwarded-for"))
+    eq(seen.get("x-forwarded-for"), "198.51.100.1",
+       "the origin sees the hop the relaying node named, not the node: %r" % seen.get("x-forwarded-for"))
     eq(seen.get("x-forwarded-proto"), "https", "and the client's scheme")
     eq(fetches(o, "/echo/1"), 1, "served here, never sent on")
     eq(holder(nodes, target, proto="https"), [0], "stored where it was relayed to, under the https key")
     eq(holder(nodes, target), [], "not under the http one")
-    # the same from an address that is not a node's: the field is dropped
-    # and the request is the client's own (refused by the rules: 127.0.0.5
-    # is allowed, so it is served, but as a plain http client)
-    r = relay(lg.port, "/echo/2?echo=1", for_ip="192.0.2.7", proto="https", source="127.0.0.5")
-    ok(r.status in (200,), "served: %d" % r.status)
-    seen = {k.lower(): v for k, v in __import__("json").loads(r.body)["headers"]}
-    ok("x-legate-shard" not in seen, "dropped from a stranger too")
-    ok(not seen.get("x-forwarded-for", "").endswith("192.0.2.7"), "a stranger's 'for' is ignored")
-    eq(seen.get("x-forwarded-proto"), "http", "and its 'proto'")
-    lg.allow_log(r"ignored X-Legate-Shard")
-    wait_until(lambda: "ignored X-Legate-Shard from 127.0.0.5" in open(lg.error_log).read(), 5,
-               what="the ignored relay field logged")
+    # the rules see the client's address; the 1 r/m limit (of X-Limit's
+    # value) never counts the relays, and still counts a client's own
+    eq(relay(lg.port, "/plain/1", for_ip="192.0.2.66").status, 403, "the rules run on the client's address")
+    for i in range(3):
+        eq(relay(lg.port, "/plain/%d" % i, for_ip="192.0.2.8", extra=[("X-Limit", "a")]).status, 200,
+           "relays are not limited twice")
+    ok([request(lg.port, target="/plain/x", headers=[("X-Limit", "a")]).status for _ in range(2)][1]
+       in (429, 503), "a client's own are")
+
+    # not trusted, dropped, and the request is a client's like any other:
+    def plain(r):
+        eq(r.status, 200, "served")
+        seen = {k.lower(): v for k, v in json.loads(r.body)["headers"]}
+        ok("x-legate-shard" not in seen, "dropped")
+        eq(seen.get("x-forwarded-proto"), "http", "its proto ignored")
+        ok("192.0.2.7" not in seen.get("x-forwarded-for", ""), "its for ignored: %r" % seen)
+    t = "/echo/%d?echo=1"
+    plain(relay(lg.port, t % 2, proto="https", source="127.0.0.5",
+                extra=[("X-Forwarded-For", "203.0.113.9")]))      # not a node's address
+    plain(relay(lg.port, t % 3, proto="https", field=relay_field(t % 3, "192.0.2.7", "https",
+                                                                 secret="another-secret-0123")))
+    plain(relay(lg.port, t % 4, proto="https", field=relay_field(t % 4, "192.0.2.7", "https",
+                                                                 t=int(time.time()) - 600)))
+    plain(relay(lg.port, t % 5, proto="https", field=relay_field("/other", "192.0.2.7", "https")))
+    plain(relay(lg.port, t % 6, proto="https", field="node=test; proto=https; for=192.0.2.7"))
+    # a PURGE is never a relay: its for= is not taken (if it were, 192.0.2.7
+    # is outside cache_purge_allow and this would be a 403)
+    r = relay(lg.port, "/x", method="PURGE", for_ip="192.0.2.7")
+    ok(r.status in (200, 404), "a PURGE judged on its own address: %d" % r.status)
+    text = open(lg.error_log).read()
+    for why in ("not from a node of the upstream", "not signed with this node's cache_peers_secret",
+                "out of date", "not on a GET or HEAD without a body"):
+        contains(text, "ignored X-Legate-Shard from 127.0.0.", why)
+        contains(text, why, "logged why")
 
 
 @test(timeout=240)

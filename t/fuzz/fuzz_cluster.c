@@ -49,9 +49,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     if (lg_relay_field_parse(p, n, &f) == 0) {
         CHECK(f.node >= p && f.node + f.node_len <= p + n && f.node_len > 0);
         CHECK(f.for_ == NULL || (f.for_ >= p && f.for_ + f.for_len <= p + n));
+        CHECK(f.hop == NULL || (f.hop >= p && f.hop + f.hop_len <= p + n));
+        CHECK(f.sig == NULL || (f.sig >= p && f.sig + f.sig_len <= p + n));
         CHECK(f.https == 0 || f.https == 1);
+        CHECK(f.t >= -1);
     } else {
-        CHECK(f.node == NULL && f.for_ == NULL && f.https == 0);
+        CHECK(f.node == NULL && f.for_ == NULL && f.hop == NULL && f.sig == NULL && f.https == 0 &&
+              f.t == -1);
     }
     free(p);
     return 0;
