@@ -22,6 +22,8 @@ A benchmark, not a test: it prints figures and never fails on a number.
   scripts/bench-cluster.py [--seconds 20] [--objects 200] [--wrk-seconds 5]
 """
 import argparse
+import hashlib
+import hmac
 import os
 import re
 import shutil
@@ -66,7 +68,7 @@ def redis_start():
 def conf(port, tport, origin, redis_port, node, cluster=True, zone_cluster="true", rate="100r/s", burst=10,
          peers=None):
     certs = os.path.join(tmp, "certs")
-    shard = ' cache_peers = "fleet";' if peers else ""
+    shard = ' cache_peers = "fleet"; cache_peers_secret = "bench-secret-0123456789";' if peers else ""
     cl = ('cluster = { redis = "127.0.0.1:%d"; node = "%s";%s };' % (redis_port, node, shard)) if cluster else ""
     fleet_up = ('fleet = { servers = ( %s ); proxy_connect_timeout = "250ms"; };'
                 % ", ".join('"127.0.0.1:%d"' % p for p in peers)) if peers else ""
@@ -113,6 +115,14 @@ def s_client(port, *a):
     return p.stdout.decode(errors="replace")
 
 
+def relay_field(target, secret="bench-secret-0123456789"):
+    """The relay field a node adds (signed as src/cluster/shard.c signs it)."""
+    t = int(time.time())
+    msg = "bench|http|127.0.0.1|127.0.0.1|%d|GET|localhost|%s" % (t, target)
+    sig = hmac.new(secret.encode(), msg.encode(), hashlib.sha256).hexdigest()
+    return "node=bench; proto=http; for=127.0.0.1; hop=127.0.0.1; t=%d; sig=%s" % (t, sig)
+
+
 def xc(r):
     return r.headers.get("X-Cache")
 
@@ -150,7 +160,7 @@ def main():
             # a hit on its owner against the same hit through another node (the hop)
             def held(port, path):
                 return lt.request(port, target=path, headers=[
-                    ("X-Legate-Shard", "node=bench; proto=http; for=127.0.0.1"),
+                    ("X-Legate-Shard", relay_field(path)),
                     ("Cache-Control", "only-if-cached")]).status == 200
             path = next(p for p in ("/obj/%d?hdr=Cache-Control:max-age=600" % i for i in range(n))
                         if not held(nodes[0][1], p))
