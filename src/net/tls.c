@@ -496,46 +496,63 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
     return 1;                   /* we keep the reference */
 }
 
-static SSL_CTX *upstream_ctx(const lg_conf_t *conf, lg_upstream_t *up, char *err, size_t errlen,
-                             size_t *used)
+/*
+ * A client context (an upstream's, the fleet's Redis): TLS 1.2 or later,
+ * the peer verified against ca (NULL: the system's store) when verify, and
+ * a client certificate when cert.  `what` and the two names say in the
+ * error which settings failed: "upstream \"app\": ", "tls_ca"...
+ */
+static SSL_CTX *client_ctx(const lg_conf_t *conf, int line, const char *what, int verify,
+                           const char *ca, const char *ca_name, const char *cert, const char *key,
+                           const char *cert_name, const char *key_name, char *err, size_t errlen,
+                           size_t *used)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) {
-        add_err(err, errlen, used, conf->file, up->line, "SSL_CTX_new() failed");
+        add_err(err, errlen, used, conf->file, line, "SSL_CTX_new() failed");
         return NULL;
     }
     int ok = 1;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                          SSL_MODE_RELEASE_BUFFERS);
-    if (up->tls_verify) {
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        int r = up->tls_ca ? SSL_CTX_load_verify_locations(ctx, up->tls_ca, NULL)
-                           : SSL_CTX_set_default_verify_paths(ctx);
+        int r = ca ? SSL_CTX_load_verify_locations(ctx, ca, NULL) : SSL_CTX_set_default_verify_paths(ctx);
         if (r != 1) {
-            add_err(err, errlen, used, conf->file, up->line, "upstream \"%s\": cannot load 'tls_ca' \"%s\"",
-                    up->name, up->tls_ca ? up->tls_ca : "(system)");
+            add_err(err, errlen, used, conf->file, line, "%scannot load '%s' \"%s\"", what, ca_name,
+                    ca ? ca : "(system)");
             ok = 0;
         }
     }
-    if (up->tls_certificate) {
-        if (SSL_CTX_use_certificate_chain_file(ctx, up->tls_certificate) != 1 ||
-            SSL_CTX_use_PrivateKey_file(ctx, up->tls_key, SSL_FILETYPE_PEM) != 1 ||
-            SSL_CTX_check_private_key(ctx) != 1) {
-            add_err(err, errlen, used, conf->file, up->line,
-                    "upstream \"%s\": cannot use 'tls_certificate' \"%s\" with 'tls_key' \"%s\"",
-                    up->name, up->tls_certificate, up->tls_key);
-            ok = 0;
-        }
+    if (cert && (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+                 SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+                 SSL_CTX_check_private_key(ctx) != 1)) {
+        add_err(err, errlen, used, conf->file, line, "%scannot use '%s' \"%s\" with '%s' \"%s\"",
+                what, cert_name, cert, key_name, key);
+        ok = 0;
     }
-    static const unsigned char alpn[] = "\x08http/1.1";
-    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-    SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
     if (!ok) {
         SSL_CTX_free(ctx);
         return NULL;
     }
+    return ctx;
+}
+
+static SSL_CTX *upstream_ctx(const lg_conf_t *conf, lg_upstream_t *up, char *err, size_t errlen,
+                             size_t *used)
+{
+    char what[300];
+    snprintf(what, sizeof(what), "upstream \"%s\": ", up->name);
+    SSL_CTX *ctx = client_ctx(conf, up->line, what, up->tls_verify, up->tls_ca, "tls_ca",
+                              up->tls_certificate, up->tls_key, "tls_certificate", "tls_key",
+                              err, errlen, used);
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);    /* many pooled connections sit idle */
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
     return ctx;
 }
 
@@ -590,39 +607,11 @@ SSL *lg_tls_connect(lg_upstream_t *up, size_t si, int fd)
 static SSL_CTX *redis_ctx(const lg_conf_t *conf, const lg_cluster_conf_t *cf, char *err, size_t errlen,
                           size_t *used)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL) {
-        add_err(err, errlen, used, conf->file, cf->line, "SSL_CTX_new() failed");
-        return NULL;
-    }
-    int ok = 1;
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    if (cf->redis_tls_verify) {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        int r = cf->redis_tls_ca ? SSL_CTX_load_verify_locations(ctx, cf->redis_tls_ca, NULL)
-                                 : SSL_CTX_set_default_verify_paths(ctx);
-        if (r != 1) {
-            add_err(err, errlen, used, conf->file, cf->line, "cluster: cannot load 'redis_tls_ca' \"%s\"",
-                    cf->redis_tls_ca ? cf->redis_tls_ca : "(system)");
-            ok = 0;
-        }
-    }
-    if (cf->redis_tls_cert) {
-        if (SSL_CTX_use_certificate_chain_file(ctx, cf->redis_tls_cert) != 1 ||
-            SSL_CTX_use_PrivateKey_file(ctx, cf->redis_tls_key, SSL_FILETYPE_PEM) != 1 ||
-            SSL_CTX_check_private_key(ctx) != 1) {
-            add_err(err, errlen, used, conf->file, cf->line,
-                    "cluster: cannot use 'redis_tls_cert' \"%s\" with 'redis_tls_key' \"%s\"",
-                    cf->redis_tls_cert, cf->redis_tls_key);
-            ok = 0;
-        }
-    }
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    if (!ok) {
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
+    SSL_CTX *ctx = client_ctx(conf, cf->line, "cluster: ", cf->redis_tls_verify, cf->redis_tls_ca,
+                              "redis_tls_ca", cf->redis_tls_cert, cf->redis_tls_key, "redis_tls_cert",
+                              "redis_tls_key", err, errlen, used);
+    if (ctx)
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     return ctx;
 }
 
