@@ -126,29 +126,6 @@ static void relay_sig(const lg_req_t *s, const char *node, size_t nn, int https,
     out[o] = '\0';             /* empty when HMAC failed: matches nothing */
 }
 
-static void set_client(lg_req_t *s, const char *ip, size_t n)
-{
-    char text[64];
-    if (ip == NULL || n == 0 || n >= sizeof(text))
-        return;
-    memcpy(text, ip, n);
-    text[n] = '\0';
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, text, &a4->sin_addr) == 1)
-        a4->sin_family = AF_INET;
-    else if (inet_pton(AF_INET6, text, &a6->sin6_addr) == 1)
-        a6->sin6_family = AF_INET6;
-    else
-        return;                 /* not an address: the node's own stays */
-    memcpy(&s->peer, &ss, sizeof(ss));
-    snprintf(s->peer_text, sizeof(s->peer_text), "%s", text);
-    s->peer_port = 0;
-    s->country_done = 0;
-}
-
 /*
  * POST_READ: the relay field goes, whoever sent it (the origin never sees
  * it); from a node of the fleet it makes this request the client's.
@@ -201,7 +178,7 @@ static int shard_post_read(lg_req_t *s)
         return LG_DECLINED;
     st->relayed = 1;            /* the loop guard: never sent on */
     s->hop_scheme = f.https ? 2 : 1;
-    set_client(s, f.for_, f.for_len);
+    lg_req_set_client(s, f.for_, f.for_len);
     if (f.hop_len && f.hop_len < 64)
         s->relay_hop = lg_arena_strndup(&s->arena, f.hop, f.hop_len);
     s->limits_done = 1;

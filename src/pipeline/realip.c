@@ -27,6 +27,27 @@ static void set_peer(lg_req_t *r, const struct sockaddr_storage *ss)
     r->country_done = 0;
 }
 
+int lg_req_set_client(lg_req_t *r, const char *ip, size_t n)
+{
+    char text[64];
+    if (ip == NULL || n == 0 || n >= sizeof(text))
+        return -1;
+    memcpy(text, ip, n);
+    text[n] = '\0';
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, text, &v4->sin_addr) == 1)
+        ss.ss_family = AF_INET;
+    else if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1)
+        ss.ss_family = AF_INET6;
+    else
+        return -1;
+    set_peer(r, &ss);
+    return 0;
+}
+
 /*
  * real_ip_from: a trusted front end (a load balancer, a CDN) tells the
  * client's address in real_ip_header; take the rightmost address there
@@ -56,22 +77,10 @@ static int real_ip(lg_req_t *r)
                 a++;
             while (b > a && (h->value[b - 1] == ' ' || h->value[b - 1] == '\t'))
                 b--;
-            char ip[64];
-            if (b - a > 0 && b - a < sizeof(ip)) {
-                memcpy(ip, h->value + a, b - a);
-                ip[b - a] = '\0';
-                struct sockaddr_storage ss;
-                memset(&ss, 0, sizeof(ss));
-                struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-                struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-                if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1)
-                    ss.ss_family = AF_INET;
-                else if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1)
-                    ss.ss_family = AF_INET6;
-                else
+            if (b - a > 0 && b - a < 64) {     /* longer: not an address, skipped */
+                if (lg_req_set_client(r, h->value + a, b - a) < 0)
                     return LG_DECLINED;     /* garbage: keep what we have */
-                set_peer(r, &ss);
-                if (lg_cidr_lookup(trust, (const struct sockaddr *)&ss) < 0)
+                if (lg_cidr_lookup(trust, (const struct sockaddr *)&r->peer) < 0)
                     return LG_DECLINED;     /* the first untrusted one is the client */
             }
             end = start > 0 ? start - 1 : 0;

@@ -311,6 +311,10 @@ lg_req_t *lg_req_new(lg_conn_t *c);
 /* Run the request's stage now (an event of its upstream, a wait over).
  * r may have ended earlier in this loop round. */
 void lg_req_run(lg_req_t *r);
+/* The client of this request is at ip (text, n bytes; realip.c): its
+ * address, text and country follow.  -1, nothing changed, when ip is not an
+ * IPv4 or IPv6 address. */
+int  lg_req_set_client(lg_req_t *r, const char *ip, size_t n);
 /* The request cannot go on: HTTP/1.1 closes its connection, HTTP/2 resets
  * its stream.  r is gone afterwards. */
 void lg_req_abort(lg_req_t *r, const char *why);
