@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
-from redis_fixture import Redis, main_unless_missing, metric  # noqa: E402
+from redis_fixture import Redis, main_unless_missing, metric, timed, wait_subscribed, xc  # noqa: E402,F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MKCERT = os.path.join(HERE, "..", "..", "scripts", "mkcert")
@@ -82,28 +82,10 @@ def wait_metric(port, name, cond, timeout=5, what=None):
     return got[-1]
 
 
-def wait_subscribed(nodes, timeout=15):
-    for lg, port in nodes:
-        wait_until(lambda: metric(port, "legate_cluster_purge_subscribed") == 1, timeout,
-                   what="node on %d subscribed to purges" % port)
-        wait_until(lambda: metric(port, "legate_cluster_redis_up") == 1, timeout,
-                   what="node on %d connected to redis" % port)
-
-
-def xc(r):
-    return r.headers.get("X-Cache")
-
-
 def cached_everywhere(nodes, path):
     for lg, port in nodes:
         request(port, target=path)
         eq(xc(request(port, target=path)), "HIT", "cached on the node on %d" % port)
-
-
-def timed(fn):
-    t0 = time.monotonic()
-    r = fn()
-    return r, time.monotonic() - t0
 
 
 P = "?hdr=Cache-Control:max-age=600"

@@ -20,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
+from legate_test import _read_all  # noqa: E402
 from redis_fixture import Redis, main_unless_missing, metric  # noqa: E402
 
 CC = "?hdr=Cache-Control:max-age=600"
@@ -101,12 +102,7 @@ def relay(port, target, for_ip="192.0.2.7", proto="http", extra=(), source=None,
         head = "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n" % target
         head += "".join("%s: %s\r\n" % h for h in hdrs) + "\r\n"
         s.sendall(head.encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = _read_all(s, 10)
     finally:
         s.close()
     return parse_responses(data)[0]

@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from legate_test import *  # noqa: E402,F401,F403
 from legate_test import _track  # noqa: E402
-from redis_fixture import Redis, metric, prerequisites  # noqa: E402
+from redis_fixture import Redis, main_unless_missing, metric, prerequisites, timed, wait_subscribed, xc  # noqa: E402,F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MKCERT = os.path.join(HERE, "..", "..", "scripts", "mkcert")
@@ -122,24 +122,6 @@ def node(o, redis_url, name, workers=1, **kw):
     lg = Legate(node_conf(port, o, redis_url, name, **kw), workers=workers)
     lg.allow_log(r"cluster: ")      # warnings are the point of some cases
     return lg, port
-
-
-def wait_up(nodes, timeout=20):
-    for lg, port in nodes:
-        wait_until(lambda: metric(port, "legate_cluster_redis_up") == 1, timeout,
-                   what="node on %d connected to redis" % port)
-        wait_until(lambda: metric(port, "legate_cluster_purge_subscribed") == 1, timeout,
-                   what="node on %d subscribed to purges" % port)
-
-
-def xc(r):
-    return r.headers.get("X-Cache")
-
-
-def timed(fn):
-    t0 = time.monotonic()
-    r = fn()
-    return r, time.monotonic() - t0
 
 
 def purge(port, path):
@@ -244,7 +226,7 @@ def purge_and_rate_limit_over_tls():
     # (a generous budget: a lease late on a loaded machine would count locally)
     nodes = [node(o, redis.url, "n%d" % i, http_extra=RATE_ZONE, route_extra=RATE_RULE, timeout="3s")
              for i in (1, 2)]
-    wait_up(nodes)
+    wait_subscribed(nodes)
     (la, a), (lb, b) = nodes
     la.wait_log(r"cluster: redis commands connection to rediss://127\.0\.0\.1:\d+ ready", 10)
     # PURGE fan-out: both nodes applied it, and the other one dropped its copy
@@ -287,7 +269,7 @@ def wrong_ca_or_name_is_a_clear_error_and_the_node_serves_alone():
     # the right name, and verification off with the wrong CA: both connect
     lc, c = node(o, redis.url, "rightname", cluster_extra='redis_tls_name = "localhost";')
     ld, d = node(o, redis.url, "noverify", cluster_extra='redis_tls_verify = false;', ca=False)
-    wait_up([(lc, c), (ld, d)])
+    wait_subscribed([(lc, c), (ld, d)])
     eq(purge(c, "/x")[0].headers.get("X-Purge-Nodes"), "2")
     # still refused, still serving, after several retries
     wait_until(lambda: len(re.findall(r"cluster: TLS to redis", la.log_text())) >= 2, 15,
@@ -302,7 +284,7 @@ def client_certificate_for_tls_auth_clients():
     c = certs()
     lw, w = node(o, redis.url, "withcert", cluster_extra='redis_tls_cert = "%s/client.pem"; '
                  'redis_tls_key = "%s/client.key";' % (c, c))
-    wait_up([(lw, w)])
+    wait_subscribed([(lw, w)])
     r, _ = purge(w, "/c")
     eq((r.headers.get("X-Purge-Nodes"), r.headers.get("X-Purge-Cluster")), ("1", None),
        "published through Redis")
@@ -321,7 +303,7 @@ def redis_restarted_is_reconnected_over_tls():
     redis = TlsRedis()
     o = Origin("o")
     nodes = [node(o, redis.url, "n%d" % i, workers=2) for i in (1, 2)]
-    wait_up(nodes)
+    wait_subscribed(nodes)
     (la, a), (lb, b) = nodes
     eq(purge(a, "/before")[0].headers.get("X-Purge-Nodes"), "2")
     redis.kill()
@@ -329,7 +311,7 @@ def redis_restarted_is_reconnected_over_tls():
     wait_until(lambda: metric(a, "legate_cluster_redis_up") == 0, 10, what="redis_up 0")
     local_only(la, a, "redis down")
     redis.start()
-    wait_up(nodes, timeout=30)
+    wait_subscribed(nodes, timeout=30)
     la.wait_log(r"cluster: redis \S+ connection to rediss://\S+ is back", 10)
     path = "/back" + P
     for lg, port in nodes:
@@ -339,7 +321,7 @@ def redis_restarted_is_reconnected_over_tls():
     wait_until(lambda: xc(request(a, target=path)) == "MISS", 5, what="the purge heard again")
     # a reload builds the TLS context again (master) and the new workers connect with it
     la.reload()
-    wait_up(nodes, timeout=30)
+    wait_subscribed(nodes, timeout=30)
     # (polled: until the old workers are gone, node 1 may be subscribed twice)
     wait_until(lambda: purge(a, "/reloaded")[0].headers.get("X-Purge-Nodes") == "2", 20,
                what="fan-out to two nodes after a reload")
@@ -383,31 +365,12 @@ def handshake_that_never_completes_is_bounded():
 def unix_socket_takes_the_same_path():
     """redis.c drives TCP, TLS and unix sockets alike: a plain Redis on a
     unix socket only (--port 0) serves the fleet as well."""
-    d = tempfile.mkdtemp(prefix="legate-redis-unix-")
-    sock = os.path.join(d, "redis.sock")
-    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--dir", d,
-                             "--save", "", "--appendonly", "no", "--requirepass", PASSWORD,
-                             "--logfile", os.path.join(d, "redis.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-
-    class Owned:
-        def teardown(self):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            shutil.rmtree(d, ignore_errors=True)
-    _track(Owned())
-    wait_until(lambda: os.path.exists(sock), 15, what="redis-server's unix socket")
+    redis = Redis(unix=True, password=PASSWORD)
     o = Origin("o")
-    nodes = [node(o, "unix:" + sock, "u%d" % i, ca=False) for i in (1, 2)]
-    wait_up(nodes)
+    nodes = [node(o, redis.url, "u%d" % i, ca=False) for i in (1, 2)]
+    wait_subscribed(nodes)
     eq(purge(nodes[0][1], "/u")[0].headers.get("X-Purge-Nodes"), "2", "fan-out through a unix socket")
 
 
 if __name__ == "__main__":
-    why = tls_prerequisites()
-    if why:
-        print("# SKIP whole file: %s" % why, flush=True)
-        print("0 passed, 0 failed", flush=True)
-        sys.exit(77)
-    main()
+    main_unless_missing(tls_prerequisites)

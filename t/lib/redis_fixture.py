@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 from legate_test import check_config, fail, free_port, main, request, wait_until, _track
 
@@ -29,13 +30,15 @@ class Redis:
     tls: a scripts/mkcert directory, and Redis listens on a TLS port only
     (auth_clients: it wants client certificates too)."""
 
-    def __init__(self, port=None, password=None, acl_user=None, tls=None, auth_clients=False):
+    def __init__(self, port=None, password=None, acl_user=None, tls=None, auth_clients=False,
+                 unix=False):
         self.dir = tempfile.mkdtemp(prefix="legate-redis-")
         self.port = port or free_port()
         self.password = password
         self.acl_user = acl_user        # (user, password)
         self.tls = tls
         self.auth_clients = auth_clients
+        self.unix = os.path.join(self.dir, "redis.sock") if unix else None
         self.proc = None
         _track(self)
         self.start()
@@ -48,6 +51,8 @@ class Redis:
                     "--tls-key-file", os.path.join(c, "server-ecdsa.key"),
                     "--tls-ca-cert-file", os.path.join(c, "ca.pem"),
                     "--tls-auth-clients", "yes" if self.auth_clients else "no"]
+        elif self.unix:
+            port = ["--port", "0", "--unixsocket", self.unix]
         else:
             port = ["--port", str(self.port)]
         args = ["redis-server"] + port + ["--bind", "127.0.0.1",
@@ -68,7 +73,8 @@ class Redis:
         wait_until(up, 15, what="redis-server answering")
 
     def cli(self, *args, check=True):
-        cmd = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "--no-auth-warning"]
+        cmd = ["redis-cli", "--no-auth-warning"] + (["-s", self.unix] if self.unix else
+                                                    ["-h", "127.0.0.1", "-p", str(self.port)])
         if self.tls:
             cmd += ["--tls", "--cacert", os.path.join(self.tls, "ca.pem")]
             if self.auth_clients:
@@ -109,6 +115,8 @@ class Redis:
     @property
     def url(self):
         """What a node's cluster.redis says."""
+        if self.unix:
+            return "unix:" + self.unix
         return ("rediss://" if self.tls else "") + self.address
 
     def kill(self):
@@ -123,9 +131,9 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def main_unless_missing():
+def main_unless_missing(check=prerequisites):
     """The file's tests, or exit 77 (skipped) saying what is missing."""
-    why = prerequisites()
+    why = check()
     if why:
         print("# SKIP whole file: %s" % why, flush=True)
         print("0 passed, 0 failed", flush=True)
@@ -138,3 +146,22 @@ def metric(port, name):
     r = request(port, target="/metrics")
     m = re.search(r"^%s (\d+)$" % re.escape(name), r.body.decode(errors="replace"), re.M)
     return int(m.group(1)) if m else None
+
+
+def wait_subscribed(nodes, timeout=15):
+    """Every (legate, port) connected to Redis and hearing purges."""
+    for lg, port in nodes:
+        wait_until(lambda: metric(port, "legate_cluster_redis_up") == 1, timeout,
+                   what="node on %d connected to redis" % port)
+        wait_until(lambda: metric(port, "legate_cluster_purge_subscribed") == 1, timeout,
+                   what="node on %d subscribed to purges" % port)
+
+
+def xc(r):
+    return r.headers.get("X-Cache")
+
+
+def timed(fn):
+    t0 = time.monotonic()
+    r = fn()
+    return r, time.monotonic() - t0
