@@ -60,7 +60,6 @@ static int shard_slot;
 
 typedef struct shard_req {
     lg_upstream_t *origin;      /* the route's choice, for the fallback */
-    const char    *extra;       /* upstream_extra before the relay */
     int            owner;       /* the peer the request went to, or -1 */
     int            relayed;     /* it came from a node of the fleet: never sent on */
 } shard_req_t;
@@ -135,19 +134,18 @@ static int shard_post_read(lg_req_t *s)
     const lg_cluster_conf_t *cf = shard_conf();
     if (cf == NULL)
         return LG_DECLINED;
-    http_header_t guard = { 0 }; /* a copy: the compaction reuses its slot */
-    int found = 0;
-    size_t k = 0;
-    for (size_t i = 0; i < s->req.num_headers; i++) {
-        if (http_name_eq(&s->req.headers[i], GUARD)) {
-            if (!found++)
-                guard = s->req.headers[i];
-            continue;
-        }
-        s->req.headers[k++] = s->req.headers[i];
-    }
-    if (!found)
+    /* every request passes here: look first, move fields only when there is
+     * one to take off */
+    size_t i = 0;
+    while (i < s->req.num_headers && !http_name_eq(&s->req.headers[i], GUARD))
+        i++;
+    if (i == s->req.num_headers)
         return LG_DECLINED;
+    http_header_t guard = s->req.headers[i];    /* a copy: its slot is reused below */
+    size_t k = i;
+    for (; i < s->req.num_headers; i++)
+        if (!http_name_eq(&s->req.headers[i], GUARD))
+            s->req.headers[k++] = s->req.headers[i];
     s->req.num_headers = k;
     if (lg_req_is_forward(s))
         return LG_DECLINED;     /* dropped, never passed on */
@@ -203,7 +201,6 @@ static int shard_owner(lg_req_t *s, const char *key, size_t n)
         return 0;               /* ours, or no node up but us: the origin */
     st->owner = i;
     st->origin = s->up;
-    st->extra = s->upstream_extra;
     s->cache_peer = cf->peers->servers[i].addr.text;
     lg_cluster_count(LG_CM_SHARD_SENT);
     return 1;
@@ -276,7 +273,6 @@ static int shard_error(lg_req_t *s)
     lg_cluster_count(LG_CM_SHARD_FALLBACK);
     lg_upstream_t *origin = st->origin;
     st->origin = NULL;          /* once */
-    s->upstream_extra = st->extra;
     s->tried = 0;
     s->ntries = 0;
     s->upstream_status = 0;
