@@ -119,7 +119,7 @@ static void version(void)
     fprintf(o, "HTTP/3: libngtcp2 %s, libnghttp3 %s, GnuTLS %s (QUIC's TLS)\n",
             ngtcp2_version(0)->version_str, nghttp3_version(0)->version_str, gnutls_check_version(NULL));
 #else
-    fprintf(o, "HTTP/3: off (built without libngtcp2-crypto-gnutls-dev, libnghttp3-dev)\n");
+    fprintf(o, "HTTP/3: off (built without libngtcp2-dev, libngtcp2-crypto-gnutls-dev, libnghttp3-dev)\n");
 #endif
 #ifdef LG_HAVE_SYSTEMD
     fprintf(o, "systemd: sd_notify readiness (Type=notify)\n");

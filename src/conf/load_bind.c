@@ -158,7 +158,7 @@ int ld_derive_binds(ld_t *ld, const config_setting_t *where)
 #ifndef LG_HAVE_HTTP3
             else if (l->quic)
                 rc = ld_error(ld, listen_setting(ld, i, j), "quic = true, but this legate was "
-                              "built without HTTP/3 (see legate -V; it needs libngtcp2-crypto-gnutls-dev, "
+                              "built without HTTP/3 (see legate -V; it needs libngtcp2-dev, libngtcp2-crypto-gnutls-dev, "
                               "libnghttp3-dev and libgnutls28-dev at build time)");
 #endif
             if (l->proxy_protocol != b->proxy_protocol)
