@@ -211,12 +211,14 @@ void lg_loop_once(lg_loop_t *l, lg_msec_t max_wait)
     if (n < 0 && errno != EINTR)
         lg_log_errno(LG_LOG_ALERT, errno, "epoll_wait() failed");
     lg_loop_update_time(l);
+    l->dispatching = 1;
     for (int i = 0; i < n; i++) {
         lg_io_t *io = evs[i].data.ptr;
         if (io->fd < 0)
             continue;
         io->cb(io, evs[i].events);
     }
+    l->dispatching = 0;
     run_posted(l);
     run_deferred(l);
     /* expired timers, earliest first; a callback may arm or delete others */

@@ -60,6 +60,7 @@ struct lg_loop {
     lg_post_t   *posted;        /* run after this batch (borrowed) */
     size_t       ndefer, capdefer;
     int          stop;
+    int          dispatching;   /* inside this batch's event callbacks */
 };
 
 int  lg_loop_init(lg_loop_t *l);

@@ -89,15 +89,33 @@ ssize_t lg_end_writev(lg_end_t *e, const struct iovec *iov, int cnt)
 {
     if (__builtin_expect(e->ops != NULL, 0))
         return e->ops->writev(e, iov, cnt);
+    static char gather[16384];
     if (e->ssl == NULL) {
-        struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
+        /* send(2) where one piece (or a small head and body gathered)
+         * will do: sendmsg's copying in of the header and the vector was
+         * 0.5 us of a 1 KiB proxied request (perf), the memcpy far less */
+        const void *one = iov[0].iov_base;
+        size_t len = iov[0].iov_len;
+        if (cnt == 2 && len + iov[1].iov_len <= 2048) {
+            memcpy(gather, iov[0].iov_base, len);
+            memcpy(gather + len, iov[1].iov_base, iov[1].iov_len);
+            one = gather;
+            len += iov[1].iov_len;
+            cnt = 1;
+        }
         ssize_t r;
-        do
-            r = sendmsg(e->io.fd, &mh, MSG_NOSIGNAL);
-        while (r < 0 && errno == EINTR);
+        if (cnt == 1) {
+            do
+                r = send(e->io.fd, one, len, MSG_NOSIGNAL);
+            while (r < 0 && errno == EINTR);
+        } else {
+            struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
+            do
+                r = sendmsg(e->io.fd, &mh, MSG_NOSIGNAL);
+            while (r < 0 && errno == EINTR);
+        }
         return sock_result(e, r, 0);
     }
-    static char gather[16384];
     size_t total = 0;
     for (int i = 0; i < cnt; i++)
         total += iov[i].iov_len;
@@ -163,8 +181,65 @@ void lg_end_shutdown(lg_end_t *e)
     shutdown(e->io.fd, SHUT_WR);
 }
 
+/* ---- writes held to the end of the batch ---- */
+
+#define HOLD_MAX 512            /* more in one batch are written at once */
+
+static lg_loop_t *hold_loop;
+static lg_end_t *held[HOLD_MAX];
+static int nheld;
+
+static void release_held(lg_post_t *p)
+{
+    (void)p;
+    /* dispatching is over, so nothing is held again meanwhile; a callback
+     * may close an end further on (lg_end_close clears its slot) */
+    for (int i = 0; i < nheld; i++) {
+        lg_end_t *e = held[i];
+        if (e == NULL)
+            continue;
+        held[i] = NULL;
+        e->held = 0;
+        /* ready again even if its callback ignores EPOLLOUT (a connection
+         * back in the upstream pool meanwhile): no edge would come */
+        e->w_ready = 1;
+        if (e->io.fd >= 0)
+            e->io.cb(&e->io, EPOLLOUT);
+    }
+    nheld = 0;
+}
+
+static lg_post_t hold_post = { release_held, NULL, 0 };
+
+void lg_end_hold_init(lg_loop_t *l)
+{
+    hold_loop = l;
+}
+
+int lg_end_hold(lg_end_t *e)
+{
+    if (hold_loop == NULL || !hold_loop->dispatching || e->ops != NULL || e->io.fd < 0)
+        return 0;
+    if (!e->held) {
+        if (nheld == HOLD_MAX)
+            return 0;
+        held[nheld++] = e;
+        e->held = 1;
+        lg_loop_post(hold_loop, &hold_post);
+    }
+    e->w_ready = 0;
+    e->want_w = 1;
+    return 1;
+}
+
 void lg_end_close(lg_end_t *e, lg_loop_t *loop)
 {
+    if (e->held) {
+        for (int i = 0; i < nheld; i++)
+            if (held[i] == e)
+                held[i] = NULL;
+        e->held = 0;
+    }
     lg_tls_close(e->ssl);
     e->ssl = NULL;
     if (e->io.fd >= 0) {

@@ -43,6 +43,7 @@ struct lg_end {
     const lg_end_ops_t *ops;    /* borrowed: a virtual end's, or NULL for a descriptor */
     uint8_t r_ready, w_ready, rd_hup;
     uint8_t want_r, want_w;     /* what the last step waited for */
+    uint8_t held;               /* its write waits for the end of the batch */
 };
 
 ssize_t lg_end_recv(lg_end_t *e, void *buf, size_t n);
@@ -57,6 +58,25 @@ void    lg_end_shutdown(lg_end_t *e);
 /* TLS close_notify (if the handshake finished), out of epoll, close(2).
  * Idempotent: the one teardown of an end. */
 void    lg_end_close(lg_end_t *e, lg_loop_t *loop);
+
+/*
+ * Writes held to the end of the event batch, as HAProxy's streams do: the
+ * requests and answers of a batch are all read first, then all written.
+ * Written as each was read, the writes to the origin and to the clients
+ * alternated with reads, and each woke a peer that had gone back to sleep
+ * meanwhile; the wake-ups are charged to the writer.  Measured on 1 KiB
+ * proxied (the bench's placement, 8 alternating runs): system time per
+ * request 13.7 -> 12.6 us, against HAProxy's 13.7.
+ *
+ * lg_end_hold(e) says whether a write to e should wait: inside the event
+ * callbacks of a batch, for a descriptor, yes -- its ready flag is cleared
+ * as for EAGAIN and, after the batch, the end's own callback gets EPOLLOUT
+ * as from the kernel, and writes then.  Only a message's head is held
+ * (pipeline/pipe.c): the body after it goes at once.  lg_end_hold_init()
+ * names the loop (a worker's); without it nothing is held.
+ */
+void lg_end_hold_init(lg_loop_t *l);
+int  lg_end_hold(lg_end_t *e);
 
 /* What an epoll event says about the end: ready to read (data, EOF or an
  * error to read), ready to write, the peer half-closed. */

@@ -267,6 +267,7 @@ void lg_worker_run(lg_conf_t *conf, int slot, int nworkers)
         lg_log_errno(LG_LOG_EMERG, errno, "epoll_create1() failed");
         exit(2);
     }
+    lg_end_hold_init(&lg_w.loop);
     if (lg_accesslog_open_all(conf) < 0 || lg_upstream_init() < 0 || lg_feature_init_all() < 0 ||
         lg_cluster_worker_init(conf, &lg_w.loop, slot) < 0)
         exit(2);
