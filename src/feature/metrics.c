@@ -65,6 +65,7 @@ typedef struct mx_series {
     _Atomic uint64_t hist[LG_METRICS_BUCKETS + 1]; /* per bucket; the last is +Inf */
     _Atomic uint64_t dur_ms;
     _Atomic uint64_t bytes_in, bytes_out;
+    _Atomic uint64_t bytes_spliced;             /* of bytes_out: kernel-side (pipe.h) */
     _Atomic uint64_t qsize[MX_NSIZE + 1], rsize[MX_NSIZE + 1];     /* the last: +Inf */
 } mx_series_t;
 
@@ -305,7 +306,7 @@ int lg_metrics_prepare(lg_conf_t *conf, lg_shm_t *shm, char *err, size_t errlen)
 typedef struct mx_local {
     uint64_t codes[MX_METH][MX_NCODE];
     uint64_t hist[LG_METRICS_BUCKETS + 1];
-    uint64_t dur_ms, bytes_in, bytes_out;
+    uint64_t dur_ms, bytes_in, bytes_out, bytes_spliced;
     uint64_t qsize[MX_NSIZE + 1], rsize[MX_NSIZE + 1];
     int      dirty;
 } mx_local_t;
@@ -370,6 +371,8 @@ void lg_metrics_flush(void)
         atomic_fetch_add_explicit(&s->dur_ms, l->dur_ms, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->bytes_in, l->bytes_in, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->bytes_out, l->bytes_out, memory_order_relaxed);
+        if (l->bytes_spliced)
+            atomic_fetch_add_explicit(&s->bytes_spliced, l->bytes_spliced, memory_order_relaxed);
         for (int j = 0; j <= MX_NSIZE; j++) {
             if (l->qsize[j])
                 atomic_fetch_add_explicit(&s->qsize[j], l->qsize[j], memory_order_relaxed);
@@ -604,6 +607,7 @@ static int log_phase(lg_req_t *r)
     l->dur_ms += (uint64_t)d;
     l->bytes_in += r->bytes_in;
     l->bytes_out += r->bytes_out;
+    l->bytes_spliced += r->rspp.spliced;
     l->qsize[size_bucket(r->bytes_in)]++;
     l->rsize[size_bucket(r->bytes_out)]++;
     l->dirty = 1;
@@ -905,6 +909,13 @@ static void page_metrics(out_t *o)
         if (ld(&zone->s[i].key))
             put(o, "legate_http_response_bytes_total{%s} %llu\n", zone->s[i].labels,
                 (unsigned long long)ld(&zone->s[i].bytes_out));
+    put(o, "# HELP legate_http_response_spliced_bytes_total Of the response bytes, those moved "
+           "socket to socket by splice(2), never copied through legate.\n"
+           "# TYPE legate_http_response_spliced_bytes_total counter\n");
+    for (unsigned i = 0; i < MX_SERIES; i++)
+        if (ld(&zone->s[i].key))
+            put(o, "legate_http_response_spliced_bytes_total{%s} %llu\n", zone->s[i].labels,
+                (unsigned long long)ld(&zone->s[i].bytes_spliced));
     size_hist(o, "legate_http_request_size_bytes", "Request sizes: head and body as received.", 0);
     size_hist(o, "legate_http_response_size_bytes", "Response sizes: bytes sent to the client.", 1);
     up_hist(o, "legate_upstream_header_duration_seconds",

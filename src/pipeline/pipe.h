@@ -64,6 +64,14 @@ typedef struct lg_pipe {
     /* owned: proxy_buffering / proxy_request_buffering (spool.h): the
      * payload goes through it, so the source is read while dst is slow */
     struct lg_spool *spool;
+    /* a length-framed body between two plain sockets, once the buffer is
+     * empty, moves through a kernel pipe (splice(2)) and never enters
+     * user space: when splice_ok (the owner's: nothing watches the bytes)
+     * and nothing else (filter, tap, spool, rate, re-chunking) is set */
+    uint8_t        splice_ok, sp_open;
+    int            sp_fd[2];    /* owned while sp_open: the kernel pipe */
+    size_t         sp_in;       /* bytes in it, not yet written */
+    uint64_t       spliced;     /* payload bytes that went that way */
 } lg_pipe_t;
 
 typedef enum lg_pipe_rc {

@@ -837,6 +837,7 @@ static int read_response_head(lg_req_t *s)
                 s->status = lg_req_status(s, r.status);     /* as the client's head says */
                 s->upstream_keep = ri.keep_alive;
                 lg_pipe_init(&s->rspp, b, b->start, ri.body, ri.length, 0);
+                s->rspp.splice_ok = 1;  /* the pipe checks the rest (pipe.h) */
                 if (ri.body == LG_BODY_CHUNKED) {
                     /* its trailer section goes on: to an HTTP/2 client as
                      * r->trailers (gRPC's grpc-status), in the last chunk
