@@ -5,23 +5,42 @@
 #include <unistd.h>
 
 #define SPLICE_CHUNK (1 << 20)
+#define SPLICE_POOL  32         /* empty pipes kept per worker */
 
-int lg_splice_open(lg_splice_t *sp)
+static int pool[SPLICE_POOL][2];
+static int npool;
+
+int lg_splice_open(lg_splice_t *sp, int64_t left)
 {
     sp->inpipe = 0;
-    sp->eof = 0;
+    sp->eof = left == 0;
+    sp->left = left;
     sp->bytes = 0;
+    if (npool > 0) {
+        npool--;
+        sp->fds[0] = pool[npool][0];
+        sp->fds[1] = pool[npool][1];
+        return 0;
+    }
     if (pipe2(sp->fds, O_NONBLOCK | O_CLOEXEC) < 0) {
         sp->fds[0] = sp->fds[1] = -1;
         return -1;
     }
-    /* a larger pipe means fewer system calls per megabyte; best effort */
+    /* a larger pipe means fewer system calls per megabyte; best effort
+     * (its pages are taken only while bytes are in it) */
     fcntl(sp->fds[1], F_SETPIPE_SZ, SPLICE_CHUNK);
     return 0;
 }
 
 void lg_splice_close(lg_splice_t *sp)
 {
+    if (sp->fds[0] >= 0 && sp->fds[1] >= 0 && sp->inpipe == 0 && npool < SPLICE_POOL) {
+        pool[npool][0] = sp->fds[0];
+        pool[npool][1] = sp->fds[1];
+        npool++;
+        sp->fds[0] = sp->fds[1] = -1;
+        return;
+    }
     for (int i = 0; i < 2; i++) {
         if (sp->fds[i] >= 0)
             close(sp->fds[i]);
@@ -59,13 +78,22 @@ int lg_splice_run(lg_splice_t *sp, lg_end_t *src, lg_end_t *dst)
             src->want_r = 1;
             return 1;
         }
-        ssize_t n = splice(src->io.fd, NULL, sp->fds[1], NULL, SPLICE_CHUNK,
+        size_t want = SPLICE_CHUNK;
+        if (sp->left >= 0 && (uint64_t)sp->left < want)
+            want = (size_t)sp->left;
+        ssize_t n = splice(src->io.fd, NULL, sp->fds[1], NULL, want,
                            SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
         if (n > 0) {
             sp->inpipe += (size_t)n;
+            if (sp->left >= 0 && (sp->left -= n) == 0)
+                sp->eof = 1;
             continue;
         }
         if (n == 0) {
+            if (sp->left > 0) {
+                src->r_ready = 0;
+                return -3;      /* closed before the bytes it owed */
+            }
             sp->eof = 1;
             continue;
         }

@@ -32,13 +32,11 @@
 #include "pipeline/worker.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <unistd.h>
 
 static void splice_put(lg_pipe_t *p);
 
@@ -195,41 +193,14 @@ int lg_pipe_rewind(lg_pipe_t *p)
  * (off by default); nginx has no equivalent.
  */
 #define SPLICE_MIN   16384
-#define SPLICE_POOL  32         /* empty kernel pipes kept for the next body */
 
-static int sp_pool[SPLICE_POOL][2];
-static int sp_npool;
-
-static int splice_get(lg_pipe_t *p)
-{
-    if (sp_npool > 0) {
-        sp_npool--;
-        p->sp_fd[0] = sp_pool[sp_npool][0];
-        p->sp_fd[1] = sp_pool[sp_npool][1];
-    } else if (pipe2(p->sp_fd, O_NONBLOCK | O_CLOEXEC) < 0) {
-        p->splice_ok = 0;       /* out of descriptors: the buffer's way */
-        return -1;
-    }
-    p->sp_open = 1;
-    p->sp_in = 0;
-    return 0;
-}
-
-/* Idempotent.  A pipe with bytes left in it (a body cut short) is closed,
- * never reused. */
+/* Idempotent. */
 static void splice_put(lg_pipe_t *p)
 {
     if (!p->sp_open)
         return;
     p->sp_open = 0;
-    if (p->sp_in == 0 && sp_npool < SPLICE_POOL) {
-        sp_pool[sp_npool][0] = p->sp_fd[0];
-        sp_pool[sp_npool][1] = p->sp_fd[1];
-        sp_npool++;
-        return;
-    }
-    close(p->sp_fd[0]);
-    close(p->sp_fd[1]);
+    lg_splice_close(&p->sp);
 }
 
 static int splice_can(const lg_pipe_t *p, const lg_end_t *src, const lg_end_t *dst)
@@ -242,65 +213,35 @@ static int splice_can(const lg_pipe_t *p, const lg_end_t *src, const lg_end_t *d
            dst->ssl == NULL && dst->ops == NULL && dst->io.fd >= 0;
 }
 
-/* The rest of the body, kernel-side: what lg_pipe_run returns.  Never reads
- * past the body (p->remaining bounds each splice), so a keep-alive
- * upstream connection stays clean. */
+/* The rest of the body, kernel-side: what lg_pipe_run returns.  Each read
+ * is bounded by the bytes still due (lg_splice_open's `left`), so a
+ * keep-alive upstream connection stays clean. */
 static lg_pipe_rc_t splice_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
 {
-    for (;;) {
-        if (p->sp_in) {
-            if (!dst->w_ready) {
-                dst->want_w = 1;
-                return LG_PIPE_AGAIN;
-            }
-            ssize_t n = splice(p->sp_fd[0], NULL, dst->io.fd, NULL, p->sp_in, SPLICE_F_NONBLOCK);
-            if (n > 0) {
-                p->sp_in -= (size_t)n;
-                p->body_bytes += (uint64_t)n;
-                p->wire_bytes += (uint64_t)n;
-                p->spliced += (uint64_t)n;
-                continue;
-            }
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && errno == EAGAIN) {
-                dst->w_ready = 0;
-                dst->want_w = 1;
-                return LG_PIPE_AGAIN;
-            }
-            return LG_PIPE_ERR_DST;
-        }
-        if (p->remaining == 0) {
-            p->src_done = 1;
-            p->done = 1;
-            splice_put(p);
-            return LG_PIPE_DONE;
-        }
-        if (!src->r_ready) {
-            src->want_r = 1;
-            return LG_PIPE_AGAIN;
-        }
-        size_t want = p->remaining > (1 << 20) ? (1 << 20) : (size_t)p->remaining;
-        ssize_t n = splice(src->io.fd, NULL, p->sp_fd[1], NULL, want, SPLICE_F_NONBLOCK);
-        if (n > 0) {
-            p->sp_in += (size_t)n;
-            p->remaining -= n;
-            p->decoded += (uint64_t)n;
-            p->src_bytes += (uint64_t)n;
-            continue;
-        }
-        if (n == 0) {               /* the source closed before the body's end */
-            p->src_eof = 1;
-            src->r_ready = 0;
-            return LG_PIPE_ERR_SRC;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN) {      /* the pipe is empty here, so the socket is */
-            src->r_ready = 0;
-            src->want_r = 1;
-            return LG_PIPE_AGAIN;
-        }
+    uint64_t out0 = p->sp.bytes;
+    int64_t left0 = p->sp.left;
+    int rc = lg_splice_run(&p->sp, src, dst);
+    uint64_t out = p->sp.bytes - out0, in = (uint64_t)(left0 - p->sp.left);
+    p->body_bytes += out;
+    p->wire_bytes += out;
+    p->spliced += out;
+    p->remaining -= (int64_t)in;
+    p->decoded += in;
+    p->src_bytes += in;
+    switch (rc) {
+    case 0:
+        p->src_done = 1;
+        p->done = 1;
+        splice_put(p);
+        return LG_PIPE_DONE;
+    case 1:
+        return LG_PIPE_AGAIN;
+    case -2:
+        return LG_PIPE_ERR_DST;
+    case -3:
+        p->src_eof = 1;         /* closed before the body's end */
+        return LG_PIPE_ERR_SRC;
+    default:
         return LG_PIPE_ERR_SRC;
     }
 }
@@ -622,8 +563,13 @@ lg_pipe_rc_t lg_pipe_run(lg_pipe_t *p, lg_end_t *src, lg_end_t *dst)
         /* everything decoded was written (or spooled): make room and read more */
         if (b->pos == p->dec && p->dec == b->last) {
             b->pos = p->dec = b->last = p->base;
-            if (splice_can(p, src, dst) && splice_get(p) == 0)
-                return splice_run(p, src, dst);
+            if (splice_can(p, src, dst)) {
+                if (lg_splice_open(&p->sp, p->remaining) == 0) {
+                    p->sp_open = 1;
+                    return splice_run(p, src, dst);
+                }
+                p->splice_ok = 0;       /* out of descriptors: the buffer's way */
+            }
         }
         if (b->last == b->end) {
             size_t keep = (size_t)(b->last - b->pos);

@@ -14,6 +14,7 @@
 #include "http/parse.h"
 #include "net/buf.h"
 #include "net/io.h"
+#include "net/splice.h"
 
 /* A one-way body relay from a source descriptor to a destination. */
 typedef struct lg_pipe {
@@ -65,12 +66,11 @@ typedef struct lg_pipe {
      * payload goes through it, so the source is read while dst is slow */
     struct lg_spool *spool;
     /* a length-framed body between two plain sockets, once the buffer is
-     * empty, moves through a kernel pipe (splice(2)) and never enters
+     * empty, moves through a kernel pipe (net/splice.h) and never enters
      * user space: when splice_ok (the owner's: nothing watches the bytes)
      * and nothing else (filter, tap, spool, rate, re-chunking) is set */
     uint8_t        splice_ok, sp_open;
-    int            sp_fd[2];    /* owned while sp_open: the kernel pipe */
-    size_t         sp_in;       /* bytes in it, not yet written */
+    lg_splice_t    sp;          /* while sp_open */
     uint64_t       spliced;     /* payload bytes that went that way */
 } lg_pipe_t;
 

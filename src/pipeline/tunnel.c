@@ -238,8 +238,8 @@ static void tunnel_step(lg_req_t *r)
     if (!t->half_up && !t->half_down && t->gate == NULL && ce->ssl == NULL && ue->ssl == NULL &&
         ce->ops == NULL && ue->ops == NULL && r->rspp.rate == 0 && r->rspp.rate_fn == NULL &&
         r->rspp.hdr_sent == r->rspp.hdr_len && lg_buf_len(r->reqp.buf) == 0 &&
-        lg_buf_len(r->rspp.buf) == 0 && lg_splice_open(&t->sp_up) == 0) {
-        if (lg_splice_open(&t->sp_down) < 0) {
+        lg_buf_len(r->rspp.buf) == 0 && lg_splice_open(&t->sp_up, -1) == 0) {
+        if (lg_splice_open(&t->sp_down, -1) < 0) {
             lg_splice_close(&t->sp_up);
             return;
         }
