@@ -64,9 +64,8 @@ void    lg_end_close(lg_end_t *e, lg_loop_t *loop);
  * requests and answers of a batch are all read first, then all written.
  * Written as each was read, the writes to the origin and to the clients
  * alternated with reads, and each woke a peer that had gone back to sleep
- * meanwhile; the wake-ups are charged to the writer.  Measured on 1 KiB
- * proxied (the bench's placement, 8 alternating runs): system time per
- * request 13.7 -> 12.6 us, against HAProxy's 13.7.
+ * meanwhile; the wake-ups are charged to the writer (doc/performance.md,
+ * "Where the rest goes": a tenth less system time at 1 KiB proxied).
  *
  * lg_end_hold(e) says whether a write to e should wait: inside the event
  * callbacks of a batch, for a descriptor, yes -- its ready flag is cleared

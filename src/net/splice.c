@@ -26,8 +26,10 @@ int lg_splice_open(lg_splice_t *sp, int64_t left)
         sp->fds[0] = sp->fds[1] = -1;
         return -1;
     }
-    /* a larger pipe means fewer system calls per megabyte; best effort
-     * (its pages are taken only while bytes are in it) */
+    /* a larger pipe means fewer system calls per megabyte.  Best effort:
+     * its pages are taken only while bytes are in it, but the size counts
+     * against the user's pipe quota (/proc/sys/fs/pipe-user-pages-soft,
+     * 64 such pipes), past which the kernel refuses and 64 KiB it is */
     fcntl(sp->fds[1], F_SETPIPE_SZ, SPLICE_CHUNK);
     return 0;
 }

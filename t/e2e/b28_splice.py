@@ -107,12 +107,13 @@ def upstream_connection_is_clean_after_a_spliced_body():
             r = c.request(target="/small%d" % i)
             eq(r.status, 200)
             eq(r.body, b"origin o1 /small%d\n" % i)
-    # (the bodies above are the test: bytes read past a big body would
-    # have broken the small answer after it.)  Reuse, by the origin's
-    # count of connections; what else it saw is printed if this fails
-    st = o.stats()
-    ok(st["connections"] <= 2, "upstream connections: %d, requests seen %r"
-       % (st["connections"], st.get("by_path")))
+    # each path once (three times for /k): none retried after a spliced
+    # body, as it would be had the connection been left unusable.  By
+    # path: CI once saw a seventh request, most likely another test's
+    # proxy with this free port still in its upstreams
+    by = o.stats()["by_path"]
+    eq({k: by.get(k) for k in ("/k", "/small0", "/small1", "/small2")},
+       {"/k": 3, "/small0": 1, "/small1": 1, "/small2": 1}, "requests by path %r" % by)
     wait_spliced(mport, before + 3 * (MB - 64 * 1024), before + 3 * MB, "three 1 MiB bodies")
 
 
@@ -198,7 +199,7 @@ def watched_bodies_go_the_buffer_way():
         r = request(port, target="/c/obj?size=%d" % (512 * 1024), timeout=30)
         eq(r.status, 200)
         eq(r.body, want)
-    eq(o.stats()["requests"], 1, "the second was a hit")
+    eq(o.stats()["by_path"].get("/c/obj"), 1, "the second was a hit")
     # chunked from the origin: decoded and re-chunked
     r = request(port, target="/ch?size=%d&chunked=1" % size, timeout=30)
     eq(r.status, 200)
