@@ -98,6 +98,47 @@ static int open_socket(const lg_listener_t *l, int backlog, char *err, size_t er
 }
 
 /*
+ * Every socket of a listener has SO_REUSEPORT (one per worker), so bind()
+ * would also succeed beside another process's SO_REUSEPORT socket of the
+ * same user -- a second legate, an HAProxy -- and the kernel would split
+ * the address's connections between the two without a word.  Before a
+ * new address is bound, a socket without SO_REUSEPORT tries it: in use
+ * is then an error, as it is for nginx.  SO_REUSEADDR (TCP) so that
+ * connections in TIME_WAIT do not count; not for UDP, where it would
+ * share the port.  The same port on another of our own addresses (a
+ * wildcard beside a specific address) is ours, not a conflict.
+ */
+static int probe_free(const lg_listener_t *l, lg_listener_t *const *created, size_t ncreated,
+                      char *err, size_t errlen)
+{
+    if (l->ss.ss_family != AF_INET && l->ss.ss_family != AF_INET6)
+        return 0;
+    int fd = socket(l->ss.ss_family, (l->udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;               /* the real socket() reports it */
+    int one = 1;
+    if (!l->udp)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (l->ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    int rc = bind(fd, (const struct sockaddr *)&l->ss, l->len);
+    int e = errno;
+    close(fd);
+    if (rc == 0 || e != EADDRINUSE)
+        return 0;
+    uint16_t port = ((const struct sockaddr_in *)&l->ss)->sin_port;     /* same offset in v6 */
+    for (size_t i = 0; i < nls + ncreated; i++) {
+        const lg_listener_t *o = i < nls ? ls[i] : created[i - nls];
+        if (o != l && o->udp == l->udp && o->ss.ss_family == l->ss.ss_family &&
+            ((const struct sockaddr_in *)&o->ss)->sin_port == port)
+            return 0;
+    }
+    snprintf(err, errlen, "bind() to %s failed: %s (another process listens there)", l->text,
+             strerror(EADDRINUSE));
+    return -1;
+}
+
+/*
  * The listener of address a over TCP or UDP, made if missing (remembered in
  * created[] so a failure undoes only what this sync made), with sockets for
  * `slots` slots, marked used.  NULL with err filled.
@@ -127,6 +168,10 @@ static lg_listener_t *ensure(const lg_addr_t *a, int udp, int backlog, int slots
             l->fds[s] = -1;
         l->steer_map = -1;
         l->born = 1;
+        if (probe_free(l, created, *ncreated, err, errlen) < 0) {
+            free(l);
+            return NULL;
+        }
         created[(*ncreated)++] = l;
         ls[nls + *ncreated - 1] = l;    /* adopted by "nls += ncreated" */
     }

@@ -77,5 +77,43 @@ def crash_loop_backoff():
     eq(request(port, target="/after").status, 200, "and comes back")
 
 
+@test
+def a_port_another_process_listens_on_is_refused():
+    """Another process's SO_REUSEPORT listener (a second proxy of the same
+    user) must not silently share legate's address: startup fails naming
+    it, and a reload that adds it keeps the old configuration serving."""
+    o = Origin("o")
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind(("127.0.0.1", 0))
+    other.listen(8)
+    taken = other.getsockname()[1]
+    try:
+        lg = Legate(simple_conf(taken, [o]), workers=1, start=False)
+        lg.allow_log(r"another process listens there")
+        lg.exit_expected = True
+        try:
+            lg.start(10)
+            fail("legate started on a port another process listens on")
+        except TestFailure as e:
+            ok("exited" in str(e), "startup failed: %s" % str(e)[:80])
+        ok(re.search(r"bind\(\) to 127\.0\.0\.1:%d failed: Address already in use "
+                     r"\(another process listens there\)" % taken, lg.log_text()),
+           "the log names the address")
+        port = free_port()
+        lg2 = Legate(simple_conf(port, [o]), workers=1)
+        lg2.allow_log(r"another process listens there")
+        both = simple_conf(port, [o]).replace('listen = "127.0.0.1:%d";' % port,
+                                              'listen = ( "127.0.0.1:%d", "127.0.0.1:%d" );'
+                                              % (port, taken))
+        ok(both != simple_conf(port, [o]), "the second address is in the config")
+        lg2.reload(both, expect_ok=False)
+        ok(re.search(r"127\.0\.0\.1:%d.*another process listens there" % taken, lg2.log_text()),
+           "the reload's failure names the address")
+        eq(request(port, target="/still").status, 200, "the old configuration serves")
+    finally:
+        other.close()
+
+
 if __name__ == "__main__":
     main()

@@ -308,13 +308,40 @@ def _kill_all():
 # Small helpers
 # --------------------------------------------------------------------------
 
+_PORT_DIR = os.path.join(tempfile.gettempdir(), "legate-test-ports")
+_ports_held = {}        # port -> the open file whose lock reserves it
+
+
 def free_port(host="127.0.0.1"):
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    try:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A port nothing listens on, and that no other caller -- in this
+    process or in any other test process -- is given while this one runs.
+
+    The kernel's bind(0) only says the port is free now: closed, the same
+    port can be handed out again, here or to a test running alongside
+    (make -j check), before the legate meant to have it binds it; and two
+    legates bind one port without complaint (SO_REUSEPORT), splitting its
+    connections.  So each port handed out is also locked (flock on a file
+    named after it, released when the process exits, even killed)."""
+    import fcntl
+    os.makedirs(_PORT_DIR, exist_ok=True)
+    for _ in range(200):
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port in _ports_held:
+            continue
+        f = open(os.path.join(_PORT_DIR, str(port)), "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue            # another test process was given it
+        _ports_held[port] = f
+        return port
+    raise RuntimeError("no free port after 200 tries")
 
 
 def fd_count(pid):
@@ -759,16 +786,17 @@ class Legate:
 
         def ready():
             if self.proc.poll() is not None:
-                raise TestFailure("legate exited with %s during startup:\n%s"
-                                  % (self.proc.returncode, self.log_text()[-3000:]))
+                return True     # no use waiting: reported below
             return all(_probe(a) for a in self.addrs) and \
                 re.search(r"\[notice\] \d+#\d+: legate \S+ started", self.log_text())
         try:
             wait_until(ready, timeout, what="legate to listen and log 'started'")
         except TestFailure as e:
-            if self.proc.poll() is not None:
-                raise
-            raise TestFailure("%s\nlog tail:\n%s" % (e, self.log_text()[-3000:]))
+            if self.proc.poll() is None:
+                raise TestFailure("%s\nlog tail:\n%s" % (e, self.log_text()[-3000:]))
+        if self.proc.poll() is not None:
+            raise TestFailure("legate exited with %s during startup:\n%s"
+                              % (self.proc.returncode, self.log_text()[-3000:]))
         return self
 
     @property
