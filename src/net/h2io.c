@@ -1,6 +1,166 @@
 #include "net/h2io.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* ---- a session's slot: its stream table and its frame buffer ---- */
+
+/* nghttp2's NGHTTP2_FRAMEBUF_CHUNKLEN (lib/nghttp2_frame.h, not public):
+ * a frame header, a pad length byte, the largest default payload; and its
+ * stream map's first table, 256 buckets of 16 bytes (lib/nghttp2_map.c) */
+#define FB_LEN     (9 + 1 + 16384)
+#define TABLE_LEN  4096
+#define SLOT_PAGES 6            /* page 0 the table; FB_LEN ends where page 5 does */
+#define SLOT_BATCH 64           /* slots mapped at a time */
+#define SLOT_KEEP  64           /* free slots kept resident; more are dropped */
+#define USE_TABLE  1
+#define USE_FB     2
+
+static void **slot_free;        /* free slots (their pages may be dropped) */
+static size_t slot_nfree, slot_cap, page;
+
+/* Room in the free list for `more` slots beyond those in it. */
+static int slot_room(size_t more)
+{
+    if (slot_nfree + more <= slot_cap)
+        return 0;
+    size_t cap = slot_cap + (more > SLOT_BATCH ? more : SLOT_BATCH);
+    void **n = realloc(slot_free, cap * sizeof(*n));
+    if (n == NULL)
+        return -1;
+    slot_free = n;
+    slot_cap = cap;
+    return 0;
+}
+
+static void *slot_get(void)
+{
+    if (page == 0)
+        page = (size_t)sysconf(_SC_PAGESIZE);
+    if (slot_nfree == 0) {
+        size_t sz = page * SLOT_PAGES;
+        if (slot_room(SLOT_BATCH) < 0)
+            return NULL;
+        char *m = mmap(NULL, sz * SLOT_BATCH, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+        /* slots are never unmapped: address space, not memory, once dropped */
+        for (size_t i = 0; i < SLOT_BATCH; i++)
+            slot_free[slot_nfree++] = m + i * sz;
+    }
+    return slot_free[--slot_nfree];
+}
+
+static void slot_put(void *slot)
+{
+    int room = slot_room(1) == 0;
+    if (slot_nfree >= SLOT_KEEP || !room)
+        madvise(slot, page * SLOT_PAGES, MADV_DONTNEED);
+    if (room)
+        slot_free[slot_nfree++] = slot;     /* else lost to reuse, not to memory */
+}
+
+static char *slot_table(void *slot) { return slot; }
+static char *slot_fb(void *slot) { return (char *)slot + page * SLOT_PAGES - FB_LEN; }
+
+static void *slot_alloc(lg_h2io_fb_t *fb, size_t size, int zero)
+{
+    int part = size == FB_LEN ? USE_FB : size == TABLE_LEN ? USE_TABLE : 0;
+    if (part == 0 || (fb->uses & part))
+        return zero ? calloc(1, size) : malloc(size);
+    if (fb->slot == NULL && (fb->slot = slot_get()) == NULL)
+        return NULL;
+    fb->uses |= part;
+    char *b = part == USE_FB ? slot_fb(fb->slot) : slot_table(fb->slot);
+    if (zero)
+        memset(b, 0, size);
+    return b;
+}
+
+/* Which part of the slot p is, 0 when it is malloc's. */
+static int slot_part(const lg_h2io_fb_t *fb, const void *p)
+{
+    if (fb->slot == NULL || p == NULL)
+        return 0;
+    if ((fb->uses & USE_FB) && p == slot_fb(fb->slot))
+        return USE_FB;
+    if ((fb->uses & USE_TABLE) && p == slot_table(fb->slot))
+        return USE_TABLE;
+    return 0;
+}
+
+static void *mem_malloc(size_t size, void *ud) { return slot_alloc(ud, size, 0); }
+
+static void *mem_calloc(size_t n, size_t size, void *ud)
+{
+    if (size && n > (size_t)-1 / size)
+        return NULL;
+    return slot_alloc(ud, n * size, 1);
+}
+
+static void mem_free(void *p, void *ud)
+{
+    lg_h2io_fb_t *fb = ud;
+    int part = slot_part(fb, p);
+    if (part == 0) {
+        free(p);
+        return;
+    }
+    fb->uses &= ~part;
+    if (fb->uses == 0) {
+        slot_put(fb->slot);
+        fb->slot = NULL;
+    }
+}
+
+static void *mem_realloc(void *p, size_t size, void *ud)
+{
+    lg_h2io_fb_t *fb = ud;
+    if (p == NULL)
+        return slot_alloc(fb, size, 0);
+    int part = slot_part(fb, p);
+    if (part == 0)
+        return realloc(p, size);
+    void *n = malloc(size);     /* never done by nghttp2 1.52; kept correct */
+    if (n == NULL)
+        return NULL;
+    size_t had = part == USE_FB ? FB_LEN : TABLE_LEN;
+    memcpy(n, p, size < had ? size : had);
+    mem_free(p, fb);
+    return n;
+}
+
+nghttp2_mem lg_h2io_mem(lg_h2io_fb_t *fb)
+{
+    return (nghttp2_mem){ fb, mem_malloc, mem_free, mem_calloc, mem_realloc };
+}
+
+static int all_zero(const char *p, size_t n)
+{
+    const uint64_t *w = (const uint64_t *)(const void *)p;
+    uint64_t acc = 0;
+    for (size_t i = 0; i < n / sizeof(*w); i++)
+        acc |= w[i];
+    return acc == 0;
+}
+
+void lg_h2io_fb_release(lg_h2io_fb_t *fb)
+{
+    if (fb->slot == NULL)
+        return;
+    /* the frame buffer holds nothing (the caller's word); the table, once
+     * all its buckets are empty, is all zero bytes -- what a dropped page
+     * reads as, so dropping it changes nothing nghttp2 could see */
+    if (fb->uses & USE_FB)
+        madvise((char *)fb->slot + page, page * (SLOT_PAGES - 1), MADV_DONTNEED);
+    if ((fb->uses & USE_TABLE) && all_zero(slot_table(fb->slot), TABLE_LEN))
+        madvise(fb->slot, page, MADV_DONTNEED);
+}
+
+/* ---- sending ---- */
 
 /* the buffer of the round in progress: nghttp2 calls back inside
  * nghttp2_session_send(), on this worker's one thread */

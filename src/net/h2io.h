@@ -25,6 +25,32 @@ typedef enum lg_h2io_rc {
  * nghttp2_session_callbacks_set_send_callback(). */
 ssize_t lg_h2io_send_cb(nghttp2_session *ses, const uint8_t *data, size_t len, int flags, void *ud);
 
+/*
+ * A session's largest allocations, given back to the kernel while its
+ * connection is idle.  nghttp2 serializes every outgoing frame into one
+ * 16 KiB + 10 buffer per session, and keeps its streams in a 4 KiB hash
+ * table; their pages stay resident for the session's life (the whole
+ * buffer once a 16 KiB DATA frame went out), though between frames the
+ * buffer holds nothing (once nghttp2_session_want_write() is 0 every byte
+ * in it was taken) and a table without streams is all zero bytes.  With
+ * lg_h2io_mem as the session's nghttp2_mem, those two come from one slot
+ * of page-aligned memory of the worker's own (the table its first page,
+ * the buffer ending on the last), and lg_h2io_fb_release() drops the
+ * buffer's pages and, if empty, the table's (MADV_DONTNEED: they read as
+ * zeros when next touched).  Every other allocation is malloc's.
+ */
+typedef struct lg_h2io_fb {
+    void *slot;                 /* NULL while nghttp2 holds neither part */
+    int   uses;                 /* which parts nghttp2 holds */
+} lg_h2io_fb_t;
+
+/* The allocator of a session whose slot is fb's (fb outlives it). */
+nghttp2_mem lg_h2io_mem(lg_h2io_fb_t *fb);
+/* Drop the slot's pages that hold nothing: only while the session has
+ * nothing to write (nghttp2_session_want_write() 0), best once an idle
+ * spell has lasted, as the next frame faults the pages in again. */
+void lg_h2io_fb_release(lg_h2io_fb_t *fb);
+
 /* One round: serialize into *outp (taken from the pool as needed), write
  * it to e. */
 lg_h2io_rc_t lg_h2io_round(nghttp2_session *ses, lg_buf_t **outp, lg_end_t *e, const char **why);

@@ -54,6 +54,7 @@
 #define STREAM_WINDOW 65535             /* the protocol's initial window: no SETTINGS race */
 #define CONN_WINDOW (1 << 20)
 #define RUN_ROUNDS 16
+#define FB_RELEASE_MS 1000              /* idle this long: the frame buffer's pages go back */
 
 typedef struct h2s h2s_t;
 
@@ -80,7 +81,10 @@ typedef struct h2c {
     unsigned     conts;         /* CONTINUATION frames of the header block being read */
     int32_t      last_sid;      /* the highest stream a client's HEADERS named */
     int32_t      closed[32];    /* streams closed lately: their trailers may still come */
+    uint32_t     closed_ended;  /* bit i: closed[i]'s client had sent END_STREAM */
     unsigned     nclosed;
+    lg_h2io_fb_t fb;            /* nghttp2's frame buffer, given back when idle */
+    lg_msec_t    fb_idle;       /* the idle spell (its t_idle) it was given back in; -1 none */
 } h2c_t;
 
 struct h2s {
@@ -560,21 +564,29 @@ static int on_begin_frame(nghttp2_session *ses, const nghttp2_frame_hd *hd, void
         calm(h, "a header block of too many CONTINUATION frames");
     if (hd->type == NGHTTP2_HEADERS && hd->stream_id > h->last_sid) {
         h->last_sid = hd->stream_id;
-    } else if (hd->type == NGHTTP2_HEADERS && hd->stream_id < h->last_sid && !h->dead &&
+    } else if (hd->type == NGHTTP2_HEADERS && hd->stream_id <= h->last_sid && !h->dead &&
                nghttp2_session_find_stream(ses, hd->stream_id) == NULL) {
         /*
-         * A stream ID lower than one already used, for a stream that is
-         * not open: RFC 9113 5.1.1 makes that a connection error.
-         * nghttp2 lets it pass, because trailers may cross a reset of
-         * ours; those are the streams closed lately, remembered here.
+         * A stream that is not open (closed streams are not kept, see
+         * h2_setup).  Trailers may cross a reset of ours: a stream closed
+         * lately whose client had not ended it is let be (nghttp2 drops
+         * the block).  One whose client had sent END_STREAM is closed for
+         * it (RFC 9113 5.1: STREAM_CLOSED); any other ID below one already
+         * used is a new stream out of order (5.1.1: PROTOCOL_ERROR).  DATA
+         * on a closed stream nghttp2 drops (5.1 allows that), with no
+         * callback.
          */
-        int recent = 0;
+        int recent = 0, ended = 0;
         for (unsigned i = 0; i < sizeof(h->closed) / sizeof(h->closed[0]); i++)
-            recent |= h->closed[i] == hd->stream_id;
-        if (!recent) {
-            lg_info("HTTP/2 client %s: HEADERS on stream %d after stream %d", h->c->peer_text,
-                    hd->stream_id, h->last_sid);
-            nghttp2_session_terminate_session(ses, NGHTTP2_PROTOCOL_ERROR);
+            if (h->closed[i] == hd->stream_id) {
+                recent = 1;
+                ended = (h->closed_ended >> i) & 1;
+            }
+        if (!recent || ended) {
+            lg_info("HTTP/2 client %s: HEADERS on stream %d, %s", h->c->peer_text, hd->stream_id,
+                    ended ? "which it had ended" : "after a higher stream");
+            nghttp2_session_terminate_session(ses, ended ? NGHTTP2_STREAM_CLOSED
+                                                         : NGHTTP2_PROTOCOL_ERROR);
             h->dead = 1;
         }
     }
@@ -614,7 +626,9 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
         return 0;
     nghttp2_session_set_stream_user_data(ses, id, NULL);
     h2c_t *h = st->h;
-    h->closed[h->nclosed++ % (sizeof(h->closed) / sizeof(h->closed[0]))] = id;
+    unsigned i = h->nclosed++ % (sizeof(h->closed) / sizeof(h->closed[0]));
+    h->closed[i] = id;
+    h->closed_ended = (h->closed_ended & ~(1u << i)) | ((uint32_t)(st->in_eof != 0) << i);
     if (st->m.r)
         lg_debug("HTTP/2 client %s closed stream %d before its answer ended (%u)",
                  st->h->c->peer_text, id, code);
@@ -874,11 +888,6 @@ static void h2_done(lg_conn_t *c, lg_req_t *r)
     runq_add(st);
 }
 
-static void *h2_malloc(size_t size, void *ud) { (void)ud; return malloc(size); }
-static void h2_free(void *p, void *ud) { (void)ud; free(p); }
-static void *h2_calloc(size_t n, size_t size, void *ud) { (void)ud; return calloc(n, size); }
-static void *h2_realloc(void *p, size_t size, void *ud) { (void)ud; return realloc(p, size); }
-
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *options;
 
@@ -898,6 +907,11 @@ static int h2_setup(void)
     nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
     nghttp2_option_set_no_auto_window_update(options, 1);
     nghttp2_option_set_max_outbound_ack(options, 1000);
+    /* a closed stream is freed, not kept (up to SETTINGS_MAX_CONCURRENT_STREAMS
+     * of them, ~300 bytes each) for RFC 7540's dependency tree, which
+     * RFC 9113 deprecates: an idle connection then holds no streams, and its
+     * stream table is empty (net/h2io.h gives its page back) */
+    nghttp2_option_set_no_closed_streams(options, 1);
 #ifdef HAVE_NGHTTP2_OPTION_SET_MAX_SETTINGS
     nghttp2_option_set_max_settings(options, 32);
 #endif
@@ -924,7 +938,8 @@ static void h2_start(lg_conn_t *c)
     nghttp2_option_set_stream_reset_rate_limit(options, (uint64_t)lg_w.conf->http2_reset_rate * 2,
                                                (uint64_t)lg_w.conf->http2_reset_rate);
 #endif
-    nghttp2_mem mem = { NULL, h2_malloc, h2_free, h2_calloc, h2_realloc };
+    h->fb_idle = -1;
+    nghttp2_mem mem = lg_h2io_mem(&h->fb);
     if (nghttp2_session_server_new3(&h->ses, callbacks, h, options, &mem) != 0) {
         lg_conn_close(c, "out of memory");
         return;
@@ -944,6 +959,15 @@ static void h2_start(lg_conn_t *c)
         ls->h2_conns++;
 }
 
+/* Idle, its frame buffer not yet given back in this spell, and nothing
+ * in it: every frame out (nghttp2_session_want_write() 0 means the last
+ * one was taken whole) and written. */
+static int fb_due(const h2c_t *h)
+{
+    return h->fb.slot != NULL && h->fb_idle != h->c->t_idle && h->out == NULL &&
+           !nghttp2_session_want_write(h->ses);
+}
+
 static void h2_arm(lg_conn_t *c)
 {
     h2c_t *h = c->fe_data;
@@ -955,6 +979,9 @@ static void h2_arm(lg_conn_t *c)
         lg_msec_t idle = lg_w.quitting ? DRAIN_GRACE_MS : sc->keepalive_timeout;
         lg_msec_t left = c->t_idle + idle - lg_w.loop.now;
         t = left > 0 ? left : 0;
+        lg_msec_t rel = c->t_idle + FB_RELEASE_MS - lg_w.loop.now;
+        if (fb_due(h) && rel < t)
+            t = rel > 0 ? rel : 0;
     }
     if (t < 0)
         lg_timer_del(&lg_w.loop, &c->timer);
@@ -970,6 +997,19 @@ static void h2_timeout(lg_conn_t *c)
         return;
     }
     if (h->nstreams == 0) {
+        lg_msec_t idle = lg_w.quitting ? DRAIN_GRACE_MS
+                                       : c->bind->default_server->common.keepalive_timeout;
+        if (lg_w.loop.now < c->t_idle + idle) {
+            /* a second without streams: the frame buffer's pages go back
+             * (a client between requests does not pay for it each time);
+             * the idle timeout is still to come */
+            if (fb_due(h)) {
+                lg_h2io_fb_release(&h->fb);
+                h->fb_idle = c->t_idle;
+            }
+            h2_arm(c);
+            return;
+        }
         /* idle: say so, then go (the GOAWAY is best effort) */
         nghttp2_submit_goaway(h->ses, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ses),
                               NGHTTP2_NO_ERROR, NULL, 0);

@@ -673,6 +673,36 @@ def idle_connection_gets_goaway():
         ok(0.5 < time.time() - t0 < 8, "after keepalive_timeout")
 
 
+@test(timeout=90)
+def idle_connections_give_their_frame_buffers_back():
+    """nghttp2 serializes every frame into a 16 KiB buffer per connection;
+    a second after its last stream the pages go back to the kernel, and
+    the next request on the connection is served as before."""
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, http_extra='keepalive_timeout = "60s";'), workers=1)
+        w = lg.workers()[0]
+        n, size = 150, 60000        # 16 KiB DATA frames: every page of the buffer written
+        conns = []
+        for i in range(n):
+            c = Raw(lg.port)
+            c.request(1, "/big?size=%d" % size)
+            conns.append(c)
+        for c in conns:
+            st, _, body, rst = c.response(1)
+            eq((st, len(body), rst), (200, size, None), "the first download")
+        peak = rss_kb(w)
+        want = peak - n * 12        # 20 KiB a connection, 12 counted
+        wait_until(lambda: rss_kb(w) <= want, 15,
+                   what="the worker's RSS to fall from %d KiB to %d KiB or less" % (peak, want))
+        for c in conns:
+            c.request(3, "/again?size=%d" % size)
+        for c in conns:
+            st, _, body, rst = c.response(3)
+            eq((st, body, rst), (200, pattern(size), None), "a download after the pages went back")
+            c.close()
+
+
 @test
 def provoked_resets_end_in_goaway():
     """MadeYouReset: requests legate must reset, sent faster than the rate."""
