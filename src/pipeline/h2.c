@@ -83,7 +83,7 @@ typedef struct h2c {
     int32_t      closed[32];    /* streams closed lately: their trailers may still come */
     uint32_t     closed_ended;  /* bit i: closed[i]'s client had sent END_STREAM */
     unsigned     nclosed;
-    lg_h2io_fb_t fb;            /* nghttp2's frame buffer, given back when idle */
+    lg_h2io_fb_t fb;            /* nghttp2's frame buffer and stream table, given back when idle */
     lg_msec_t    fb_idle;       /* the idle spell (its t_idle) it was given back in; -1 none */
 } h2c_t;
 
