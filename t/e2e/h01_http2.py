@@ -687,18 +687,23 @@ def idle_connections_give_their_frame_buffers_back():
         for i in range(n):
             c = Raw(lg.port)
             c.request(1, "/big?size=%d" % size)
+            # a stream the origin never answers keeps every connection busy
+            # until all are measured, however long the downloads take
+            c.request(3, "/held?hang=1")
             conns.append(c)
         for c in conns:
             st, _, body, rst = c.response(1)
             eq((st, len(body), rst), (200, size, None), "the first download")
         peak = rss_kb(w)
+        for c in conns:
+            c.send(hf.RstStreamFrame(3, error_code=8))      # CANCEL: now idle
         want = peak - n * 12        # 20 KiB a connection, 12 counted
         wait_until(lambda: rss_kb(w) <= want, 15,
                    what="the worker's RSS to fall from %d KiB to %d KiB or less" % (peak, want))
         for c in conns:
-            c.request(3, "/again?size=%d" % size)
+            c.request(5, "/again?size=%d" % size)
         for c in conns:
-            st, _, body, rst = c.response(3)
+            st, _, body, rst = c.response(5)
             eq((st, body, rst), (200, pattern(size), None), "a download after the pages went back")
             c.close()
 
