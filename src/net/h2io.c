@@ -66,28 +66,28 @@ static void slot_put(void *slot)
 static char *slot_table(void *slot) { return slot; }
 static char *slot_fb(void *slot) { return (char *)slot + page * SLOT_PAGES - FB_LEN; }
 
-static void *slot_alloc(lg_h2io_fb_t *fb, size_t size, int zero)
+static void *slot_alloc(lg_h2io_slot_t *sl, size_t size, int zero)
 {
     int part = size == FB_LEN ? USE_FB : size == TABLE_LEN ? USE_TABLE : 0;
-    if (part == 0 || (fb->uses & part))
+    if (part == 0 || (sl->uses & part))
         return zero ? calloc(1, size) : malloc(size);
-    if (fb->slot == NULL && (fb->slot = slot_get()) == NULL)
+    if (sl->mem == NULL && (sl->mem = slot_get()) == NULL)
         return NULL;
-    fb->uses |= part;
-    char *b = part == USE_FB ? slot_fb(fb->slot) : slot_table(fb->slot);
+    sl->uses |= part;
+    char *b = part == USE_FB ? slot_fb(sl->mem) : slot_table(sl->mem);
     if (zero)
         memset(b, 0, size);
     return b;
 }
 
 /* Which part of the slot p is, 0 when it is malloc's. */
-static int slot_part(const lg_h2io_fb_t *fb, const void *p)
+static int slot_part(const lg_h2io_slot_t *sl, const void *p)
 {
-    if (fb->slot == NULL || p == NULL)
+    if (sl->mem == NULL || p == NULL)
         return 0;
-    if ((fb->uses & USE_FB) && p == slot_fb(fb->slot))
+    if ((sl->uses & USE_FB) && p == slot_fb(sl->mem))
         return USE_FB;
-    if ((fb->uses & USE_TABLE) && p == slot_table(fb->slot))
+    if ((sl->uses & USE_TABLE) && p == slot_table(sl->mem))
         return USE_TABLE;
     return 0;
 }
@@ -103,25 +103,25 @@ static void *mem_calloc(size_t n, size_t size, void *ud)
 
 static void mem_free(void *p, void *ud)
 {
-    lg_h2io_fb_t *fb = ud;
-    int part = slot_part(fb, p);
+    lg_h2io_slot_t *sl = ud;
+    int part = slot_part(sl, p);
     if (part == 0) {
         free(p);
         return;
     }
-    fb->uses &= ~part;
-    if (fb->uses == 0) {
-        slot_put(fb->slot);
-        fb->slot = NULL;
+    sl->uses &= ~part;
+    if (sl->uses == 0) {
+        slot_put(sl->mem);
+        sl->mem = NULL;
     }
 }
 
 static void *mem_realloc(void *p, size_t size, void *ud)
 {
-    lg_h2io_fb_t *fb = ud;
+    lg_h2io_slot_t *sl = ud;
     if (p == NULL)
-        return slot_alloc(fb, size, 0);
-    int part = slot_part(fb, p);
+        return slot_alloc(sl, size, 0);
+    int part = slot_part(sl, p);
     if (part == 0)
         return realloc(p, size);
     void *n = malloc(size);     /* never done by nghttp2 1.52; kept correct */
@@ -129,13 +129,13 @@ static void *mem_realloc(void *p, size_t size, void *ud)
         return NULL;
     size_t had = part == USE_FB ? FB_LEN : TABLE_LEN;
     memcpy(n, p, size < had ? size : had);
-    mem_free(p, fb);
+    mem_free(p, sl);
     return n;
 }
 
-nghttp2_mem lg_h2io_mem(lg_h2io_fb_t *fb)
+nghttp2_mem lg_h2io_mem(lg_h2io_slot_t *sl)
 {
-    return (nghttp2_mem){ fb, mem_malloc, mem_free, mem_calloc, mem_realloc };
+    return (nghttp2_mem){ sl, mem_malloc, mem_free, mem_calloc, mem_realloc };
 }
 
 static int all_zero(const char *p, size_t n)
@@ -147,17 +147,17 @@ static int all_zero(const char *p, size_t n)
     return acc == 0;
 }
 
-void lg_h2io_fb_release(lg_h2io_fb_t *fb)
+void lg_h2io_release(lg_h2io_slot_t *sl)
 {
-    if (fb->slot == NULL)
+    if (sl->mem == NULL)
         return;
     /* the frame buffer holds nothing (the caller's word); the table, once
      * all its buckets are empty, is all zero bytes -- what a dropped page
      * reads as, so dropping it changes nothing nghttp2 could see */
-    if (fb->uses & USE_FB)
-        madvise((char *)fb->slot + page, page * (SLOT_PAGES - 1), MADV_DONTNEED);
-    if ((fb->uses & USE_TABLE) && all_zero(slot_table(fb->slot), TABLE_LEN))
-        madvise(fb->slot, page, MADV_DONTNEED);
+    if (sl->uses & USE_FB)
+        madvise((char *)sl->mem + page, page * (SLOT_PAGES - 1), MADV_DONTNEED);
+    if ((sl->uses & USE_TABLE) && all_zero(slot_table(sl->mem), TABLE_LEN))
+        madvise(sl->mem, page, MADV_DONTNEED);
 }
 
 /* ---- sending ---- */

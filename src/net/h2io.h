@@ -35,21 +35,21 @@ ssize_t lg_h2io_send_cb(nghttp2_session *ses, const uint8_t *data, size_t len, i
  * in it was taken) and a table without streams is all zero bytes.  With
  * lg_h2io_mem as the session's nghttp2_mem, those two come from one slot
  * of page-aligned memory of the worker's own (the table its first page,
- * the buffer ending on the last), and lg_h2io_fb_release() drops the
+ * the buffer ending on the last), and lg_h2io_release() drops the
  * buffer's pages and, if empty, the table's (MADV_DONTNEED: they read as
  * zeros when next touched).  Every other allocation is malloc's.
  */
-typedef struct lg_h2io_fb {
-    void *slot;                 /* NULL while nghttp2 holds neither part */
+typedef struct lg_h2io_slot {
+    void *mem;                  /* the slot's pages, NULL while nghttp2 holds neither part */
     int   uses;                 /* which parts nghttp2 holds */
-} lg_h2io_fb_t;
+} lg_h2io_slot_t;
 
-/* The allocator of a session whose slot is fb's (fb outlives it). */
-nghttp2_mem lg_h2io_mem(lg_h2io_fb_t *fb);
+/* The allocator of a session whose slot is sl (sl outlives the session). */
+nghttp2_mem lg_h2io_mem(lg_h2io_slot_t *sl);
 /* Drop the slot's pages that hold nothing: only while the session has
  * nothing to write (nghttp2_session_want_write() 0), best once an idle
  * spell has lasted, as the next frame faults the pages in again. */
-void lg_h2io_fb_release(lg_h2io_fb_t *fb);
+void lg_h2io_release(lg_h2io_slot_t *sl);
 
 /* One round: serialize into *outp (taken from the pool as needed), write
  * it to e. */

@@ -108,8 +108,7 @@ static int open_socket(const lg_listener_t *l, int backlog, char *err, size_t er
  * share the port.  The same port on another of our own addresses (a
  * wildcard beside a specific address) is ours, not a conflict.
  */
-static int probe_free(const lg_listener_t *l, lg_listener_t *const *created, size_t ncreated,
-                      char *err, size_t errlen)
+static int probe_free(const lg_listener_t *l, size_t ncreated, char *err, size_t errlen)
 {
     if (l->ss.ss_family != AF_INET && l->ss.ss_family != AF_INET6)
         return 0;
@@ -127,8 +126,8 @@ static int probe_free(const lg_listener_t *l, lg_listener_t *const *created, siz
     if (rc == 0 || e != EADDRINUSE)
         return 0;
     uint16_t port = ((const struct sockaddr_in *)&l->ss)->sin_port;     /* same offset in v6 */
-    for (size_t i = 0; i < nls + ncreated; i++) {
-        const lg_listener_t *o = i < nls ? ls[i] : created[i - nls];
+    for (size_t i = 0; i < nls + ncreated; i++) {     /* this sync's are in ls[] too */
+        const lg_listener_t *o = ls[i];
         if (o != l && o->udp == l->udp && o->ss.ss_family == l->ss.ss_family &&
             ((const struct sockaddr_in *)&o->ss)->sin_port == port)
             return 0;
@@ -168,7 +167,7 @@ static lg_listener_t *ensure(const lg_addr_t *a, int udp, int backlog, int slots
             l->fds[s] = -1;
         l->steer_map = -1;
         l->born = 1;
-        if (probe_free(l, created, *ncreated, err, errlen) < 0) {
+        if (probe_free(l, *ncreated, err, errlen) < 0) {
             free(l);
             return NULL;
         }

@@ -54,7 +54,7 @@
 #define STREAM_WINDOW 65535             /* the protocol's initial window: no SETTINGS race */
 #define CONN_WINDOW (1 << 20)
 #define RUN_ROUNDS 16
-#define FB_RELEASE_MS 1000              /* idle this long: the frame buffer's pages go back */
+#define SLOT_RELEASE_MS 1000            /* idle this long: the slot's pages go back (net/h2io.h) */
 
 typedef struct h2s h2s_t;
 
@@ -83,8 +83,8 @@ typedef struct h2c {
     int32_t      closed[32];    /* streams closed lately: their trailers may still come */
     uint32_t     closed_ended;  /* bit i: closed[i]'s client had sent END_STREAM */
     unsigned     nclosed;
-    lg_h2io_fb_t fb;            /* nghttp2's frame buffer and stream table, given back when idle */
-    lg_msec_t    fb_idle;       /* the idle spell (its t_idle) it was given back in; -1 none */
+    lg_h2io_slot_t slot;        /* nghttp2's frame buffer and stream table, given back when idle */
+    lg_msec_t    slot_idle;     /* the idle spell (its t_idle) they were given back in; -1 none */
 } h2c_t;
 
 struct h2s {
@@ -938,8 +938,8 @@ static void h2_start(lg_conn_t *c)
     nghttp2_option_set_stream_reset_rate_limit(options, (uint64_t)lg_w.conf->http2_reset_rate * 2,
                                                (uint64_t)lg_w.conf->http2_reset_rate);
 #endif
-    h->fb_idle = -1;
-    nghttp2_mem mem = lg_h2io_mem(&h->fb);
+    h->slot_idle = -1;
+    nghttp2_mem mem = lg_h2io_mem(&h->slot);
     if (nghttp2_session_server_new3(&h->ses, callbacks, h, options, &mem) != 0) {
         lg_conn_close(c, "out of memory");
         return;
@@ -959,13 +959,19 @@ static void h2_start(lg_conn_t *c)
         ls->h2_conns++;
 }
 
-/* Idle, its frame buffer not yet given back in this spell, and nothing
- * in it: every frame out (nghttp2_session_want_write() 0 means the last
- * one was taken whole) and written. */
-static int fb_due(const h2c_t *h)
+/* Idle, its slot not yet given back in this spell, and nothing in the
+ * frame buffer: every frame out (nghttp2_session_want_write() 0 means the
+ * last one was taken whole) and written. */
+static int slot_due(const h2c_t *h)
 {
-    return h->fb.slot != NULL && h->fb_idle != h->c->t_idle && h->out == NULL &&
+    return h->slot.mem != NULL && h->slot_idle != h->c->t_idle && h->out == NULL &&
            !nghttp2_session_want_write(h->ses);
+}
+
+/* When a connection without streams is closed for idleness. */
+static lg_msec_t idle_deadline(const lg_conn_t *c)
+{
+    return c->t_idle + (lg_w.quitting ? DRAIN_GRACE_MS : c->bind->default_server->common.keepalive_timeout);
 }
 
 static void h2_arm(lg_conn_t *c)
@@ -976,12 +982,10 @@ static void h2_arm(lg_conn_t *c)
     if (h->out && lg_buf_len(h->out) && !c->e.w_ready) {
         t = sc->send_timeout;   /* a client that stopped reading */
     } else if (h->nstreams == 0) {
-        lg_msec_t idle = lg_w.quitting ? DRAIN_GRACE_MS : sc->keepalive_timeout;
-        lg_msec_t left = c->t_idle + idle - lg_w.loop.now;
-        t = left > 0 ? left : 0;
-        lg_msec_t rel = c->t_idle + FB_RELEASE_MS - lg_w.loop.now;
-        if (fb_due(h) && rel < t)
-            t = rel > 0 ? rel : 0;
+        lg_msec_t at = idle_deadline(c);
+        if (slot_due(h) && c->t_idle + SLOT_RELEASE_MS < at)
+            at = c->t_idle + SLOT_RELEASE_MS;
+        t = at > lg_w.loop.now ? at - lg_w.loop.now : 0;
     }
     if (t < 0)
         lg_timer_del(&lg_w.loop, &c->timer);
@@ -997,15 +1001,13 @@ static void h2_timeout(lg_conn_t *c)
         return;
     }
     if (h->nstreams == 0) {
-        lg_msec_t idle = lg_w.quitting ? DRAIN_GRACE_MS
-                                       : c->bind->default_server->common.keepalive_timeout;
-        if (lg_w.loop.now < c->t_idle + idle) {
-            /* a second without streams: the frame buffer's pages go back
-             * (a client between requests does not pay for it each time);
-             * the idle timeout is still to come */
-            if (fb_due(h)) {
-                lg_h2io_fb_release(&h->fb);
-                h->fb_idle = c->t_idle;
+        if (lg_w.loop.now < idle_deadline(c)) {
+            /* a second without streams: the slot's pages go back (a client
+             * between requests does not pay for it each time); the idle
+             * timeout is still to come */
+            if (slot_due(h)) {
+                lg_h2io_release(&h->slot);
+                h->slot_idle = c->t_idle;
             }
             h2_arm(c);
             return;

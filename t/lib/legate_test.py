@@ -24,6 +24,7 @@ wait_until(), always bounded.
 """
 
 import atexit
+import fcntl
 import functools
 import hashlib
 import json
@@ -322,7 +323,6 @@ def free_port(host="127.0.0.1"):
     legates bind one port without complaint (SO_REUSEPORT), splitting its
     connections.  So each port handed out is also locked (flock on a file
     named after it, released when the process exits, even killed)."""
-    import fcntl
     os.makedirs(_PORT_DIR, exist_ok=True)
     for _ in range(200):
         s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
