@@ -775,6 +775,33 @@ def connection_errors_as_rfc9113_names_them():
         still_serves(lg)
 
 
+@test(timeout=60)
+def trailers_crossing_our_reset_are_dropped_and_the_connection_lives():
+    """A stream legate answered early (413) and then reset, whose client
+    was still sending: trailers that cross the reset are dropped (RFC 9113
+    5.1), not a connection error, though closed streams are not kept."""
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, route_extra='client_max_body_size = "1k";',
+                         http_extra='client_body_timeout = "1s";'), workers=1)
+        c = Raw(lg.port)
+        c.request(1, "/p", method="POST", extra=[("content-length", "5000")], end_stream=False)
+        c.send(hf.DataFrame(1, data=b"x" * 2000))
+        eq(c.response(1)[0], 413, "answered before the body ended")
+        deadline = time.time() + 15
+        rst = None
+        while rst is None and time.time() < deadline:
+            f = c.read_frame(max(0.1, deadline - time.time()))
+            ok(f is not None, "the connection stays open")
+            if isinstance(f, hf.RstStreamFrame) and f.stream_id == 1:
+                rst = f
+        ok(rst is not None, "the unfinished upload is reset after client_body_timeout")
+        c.send(c.headers_frame(1, [("x-checksum", "abc")], end_stream=True))
+        c.request(3, "/after")
+        st, _, body, code = c.response(3)
+        eq((st, code), (200, None), "the next stream on the same connection")
+
+
 @test
 def bad_preface_closes_the_connection():
     need_frames()
