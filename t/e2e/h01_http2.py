@@ -819,6 +819,46 @@ def idle_connections_sleep_and_wake_in_the_same_state():
         still_serves(lg)
 
 
+def goaway_frame(c, timeout=10):
+    """(error code, last stream ID) of the GOAWAY legate sends next."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        f = c.read_frame(max(0.1, deadline - time.time()))
+        if f is None:
+            raise TestFailure("closed without GOAWAY")
+        if isinstance(f, hf.GoAwayFrame):
+            return f.error_code, f.last_stream_id
+    raise TestFailure("no GOAWAY within %ds" % timeout)
+
+
+@test(timeout=60)
+def sleeping_connections_get_goaway_naming_their_last_stream():
+    """A sleeping connection is woken to say GOAWAY, on a reload and at
+    keepalive_timeout, and names the stream its old session processed."""
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, http_extra='keepalive_timeout = "4s";',
+                         global_extra='error_log_level = "debug";'), workers=1)
+
+        def asleep(sid):
+            c = Raw(lg.port)
+            c.request(sid, "/x")
+            eq(c.response(sid)[0], 200)
+            eq(table_sizes(c, 1), [0], "the table size asked for")
+            return c
+        a = asleep(3)
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 1, 10, what="the connection to sleep")
+        lg.reload()
+        eq(goaway_frame(a), (0, 3), "GOAWAY NO_ERROR, last stream 3, on the reload")
+        b = asleep(5)
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 2, 10, what="the connection to sleep")
+        t0 = time.time()
+        eq(goaway_frame(b), (0, 5), "GOAWAY NO_ERROR, last stream 5, at keepalive_timeout")
+        ok(time.time() - t0 < 8, "by keepalive_timeout")
+        a.close()
+        b.close()
+
+
 @test
 def provoked_resets_end_in_goaway():
     """MadeYouReset: requests legate must reset, sent faster than the rate."""
