@@ -5,6 +5,20 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LG_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(LG_ASAN)
+#include <sanitizer/lsan_interface.h>
+/* the slots hold a session's own blocks, which point at malloc's: the
+ * leak checker must scan them as it scans the heap */
+#define slots_mapped(m, len) __lsan_register_root_region((m), (len))
+#else
+#define slots_mapped(m, len) ((void)0)
+#endif
+
 /* ---- a session's slot: its stream table and its frame buffer ---- */
 
 /* nghttp2's NGHTTP2_FRAMEBUF_CHUNKLEN (lib/nghttp2_frame.h, not public):
@@ -14,6 +28,7 @@
 #define TABLE_LEN  4096
 #define SLOT_PAGES 7            /* page 0 the table, then the session's own, FB_LEN ends where page 6 does */
 #define OWN_ALIGN  16           /* and each of its blocks has a header this long: its size */
+#define OWN_SMALL  512          /* blocks up to this size go there too while it has room */
 #define SLOT_BATCH 64           /* slots mapped at a time */
 #define SLOT_KEEP  64           /* free slots kept resident; more are dropped */
 #define USE_TABLE  1
@@ -48,6 +63,7 @@ static void *slot_get(void)
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
             return NULL;
+        slots_mapped(m, sz * SLOT_BATCH);
         /* slots are never unmapped: address space, not memory, once dropped */
         for (size_t i = 0; i < SLOT_BATCH; i++)
             slot_free[slot_nfree++] = m + i * sz;
@@ -101,7 +117,7 @@ static void slot_done(lg_h2io_slot_t *sl)
 static void *slot_alloc(lg_h2io_slot_t *sl, size_t size, int zero)
 {
     int part = size == FB_LEN ? USE_FB : size == TABLE_LEN ? USE_TABLE : 0;
-    if ((part == 0 && !sl->opening) || (part && (sl->uses & part)))
+    if ((part == 0 && !sl->opening && size > OWN_SMALL) || (part && (sl->uses & part)))
         return zero ? calloc(1, size) : malloc(size);
     if (sl->mem == NULL && (sl->mem = slot_get()) == NULL)
         return NULL;

@@ -39,10 +39,10 @@ ssize_t lg_h2io_send_cb(nghttp2_session *ses, const uint8_t *data, size_t len, i
  * buffer's pages and, if empty, the table's (MADV_DONTNEED: they read as
  * zeros when next touched).  The blocks nghttp2 takes while the session
  * is made (sl->opening: the session itself and its HPACK rings, ~5 KiB)
- * go on the pages between the two, so that a freed session (pipeline/h2.c
- * puts idle ones to sleep) leaves no holes among other connections'
- * blocks, where glibc would keep the pages.  Every other allocation is
- * malloc's.
+ * go on the pages between the two, and so do its small blocks while there
+ * is room, so that a freed session (pipeline/h2.c puts idle ones to sleep)
+ * leaves few holes among other connections' blocks, where glibc would
+ * keep the pages.  Every other allocation is malloc's.
  */
 typedef struct lg_h2io_slot {
     void    *mem;               /* the slot's pages, NULL while nghttp2 holds no part */
