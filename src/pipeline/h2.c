@@ -1166,6 +1166,9 @@ static int h2_wake(h2c_t *h)
     }
     nghttp2_settings_entry iv = { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, NGHTTP2_DEFAULT_HEADER_TABLE_SIZE };
     nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, &iv, 1);
+    /* woken by frames that open no stream (a PING): rest again at once,
+     * as the spell they came in has lasted; a stream starts a new one */
+    h->slot_idle = -1;
     lg_debug("HTTP/2 client %s: the connection wakes", h->c->peer_text);
     return 0;
 }

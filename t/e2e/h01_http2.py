@@ -848,10 +848,15 @@ def sleeping_connections_get_goaway_naming_their_last_stream():
             return c
         a = asleep(3)
         wait_until(lambda: logged(lg, "the connection sleeps") >= 1, 10, what="the connection to sleep")
+        # a PING wakes it, and it sleeps again at once
+        a.send(hf.PingFrame(0, opaque_data=b"12345678"))
+        eq(table_sizes(a, 3), [0, 4096, 0], "compression offered on waking, then the table emptied")
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 2, 10, what="the connection to sleep again")
+        eq(logged(lg, "the connection wakes"), 1, "woken by the PING")
         lg.reload()
         eq(goaway_frame(a), (0, 3), "GOAWAY NO_ERROR, last stream 3, on the reload")
         b = asleep(5)
-        wait_until(lambda: logged(lg, "the connection sleeps") >= 2, 10, what="the connection to sleep")
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 3, 10, what="the connection to sleep")
         t0 = time.time()
         eq(goaway_frame(b), (0, 5), "GOAWAY NO_ERROR, last stream 5, at keepalive_timeout")
         ok(time.time() - t0 < 8, "by keepalive_timeout")
