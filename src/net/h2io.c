@@ -5,6 +5,20 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LG_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(LG_ASAN)
+#include <sanitizer/lsan_interface.h>
+/* the slots hold a session's own blocks, which point at malloc's: the
+ * leak checker must scan them as it scans the heap */
+#define slots_mapped(m, len) __lsan_register_root_region((m), (len))
+#else
+#define slots_mapped(m, len) ((void)0)
+#endif
+
 /* ---- a session's slot: its stream table and its frame buffer ---- */
 
 /* nghttp2's NGHTTP2_FRAMEBUF_CHUNKLEN (lib/nghttp2_frame.h, not public):
@@ -12,7 +26,9 @@
  * stream map's first table, 256 buckets of 16 bytes (lib/nghttp2_map.c) */
 #define FB_LEN     (9 + 1 + 16384)
 #define TABLE_LEN  4096
-#define SLOT_PAGES 6            /* page 0 the table; FB_LEN ends where page 5 does */
+#define SLOT_PAGES 7            /* page 0 the table, then the session's own, FB_LEN ends where page 6 does */
+#define OWN_ALIGN  16           /* and each of its blocks has a header this long: its size */
+#define OWN_SMALL  512          /* blocks up to this size go there too while it has room */
 #define SLOT_BATCH 64           /* slots mapped at a time */
 #define SLOT_KEEP  64           /* free slots kept resident; more are dropped */
 #define USE_TABLE  1
@@ -47,6 +63,7 @@ static void *slot_get(void)
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
             return NULL;
+        slots_mapped(m, sz * SLOT_BATCH);
         /* slots are never unmapped: address space, not memory, once dropped */
         for (size_t i = 0; i < SLOT_BATCH; i++)
             slot_free[slot_nfree++] = m + i * sz;
@@ -65,14 +82,54 @@ static void slot_put(void *slot)
 
 static char *slot_table(void *slot) { return slot; }
 static char *slot_fb(void *slot) { return (char *)slot + page * SLOT_PAGES - FB_LEN; }
+static char *slot_own(void *slot) { return (char *)slot + page; }
+static size_t own_room(void) { return page * (SLOT_PAGES - 1) - FB_LEN; }
+
+static int is_own(const lg_h2io_slot_t *sl, const void *p)
+{
+    const char *o = sl->mem ? slot_own(sl->mem) : NULL;
+    return o && (const char *)p >= o && (const char *)p < o + own_room();
+}
+
+/* A block of the session's own part, while the session is made: NULL
+ * when it does not fit (malloc's, then). */
+static void *own_alloc(lg_h2io_slot_t *sl, size_t size)
+{
+    size_t need = OWN_ALIGN + (size + OWN_ALIGN - 1) / OWN_ALIGN * OWN_ALIGN;
+    if (need > own_room() - sl->own_used)
+        return NULL;
+    char *b = slot_own(sl->mem) + sl->own_used;
+    memcpy(b, &size, sizeof(size));
+    sl->own_used += need;
+    sl->own_live++;
+    return b + OWN_ALIGN;
+}
+
+static void slot_done(lg_h2io_slot_t *sl)
+{
+    if (sl->uses == 0 && sl->own_live == 0) {
+        slot_put(sl->mem);
+        sl->mem = NULL;
+        sl->own_used = 0;
+    }
+}
 
 static void *slot_alloc(lg_h2io_slot_t *sl, size_t size, int zero)
 {
     int part = size == FB_LEN ? USE_FB : size == TABLE_LEN ? USE_TABLE : 0;
-    if (part == 0 || (sl->uses & part))
+    if ((part == 0 && !sl->opening && size > OWN_SMALL) || (part && (sl->uses & part)))
         return zero ? calloc(1, size) : malloc(size);
     if (sl->mem == NULL && (sl->mem = slot_get()) == NULL)
         return NULL;
+    if (part == 0) {
+        /* made with the session, kept as long: beside its other parts */
+        char *b = own_alloc(sl, size);
+        if (b == NULL)
+            return zero ? calloc(1, size) : malloc(size);
+        if (zero)
+            memset(b, 0, size);
+        return b;
+    }
     sl->uses |= part;
     char *b = part == USE_FB ? slot_fb(sl->mem) : slot_table(sl->mem);
     if (zero)
@@ -104,16 +161,18 @@ static void *mem_calloc(size_t n, size_t size, void *ud)
 static void mem_free(void *p, void *ud)
 {
     lg_h2io_slot_t *sl = ud;
+    if (p && is_own(sl, p)) {
+        sl->own_live--;         /* its room comes back with the slot's */
+        slot_done(sl);
+        return;
+    }
     int part = slot_part(sl, p);
     if (part == 0) {
         free(p);
         return;
     }
     sl->uses &= ~part;
-    if (sl->uses == 0) {
-        slot_put(sl->mem);
-        sl->mem = NULL;
-    }
+    slot_done(sl);
 }
 
 static void *mem_realloc(void *p, size_t size, void *ud)
@@ -121,13 +180,16 @@ static void *mem_realloc(void *p, size_t size, void *ud)
     lg_h2io_slot_t *sl = ud;
     if (p == NULL)
         return slot_alloc(sl, size, 0);
-    int part = slot_part(sl, p);
-    if (part == 0)
+    int own = is_own(sl, p);
+    int part = own ? 0 : slot_part(sl, p);
+    if (part == 0 && !own)
         return realloc(p, size);
     void *n = malloc(size);     /* never done by nghttp2 1.52; kept correct */
     if (n == NULL)
         return NULL;
     size_t had = part == USE_FB ? FB_LEN : TABLE_LEN;
+    if (own)
+        memcpy(&had, (char *)p - OWN_ALIGN, sizeof(had));
     memcpy(n, p, size < had ? size : had);
     mem_free(p, sl);
     return n;
@@ -154,8 +216,12 @@ void lg_h2io_release(lg_h2io_slot_t *sl)
     /* the frame buffer holds nothing (the caller's word); the table, once
      * all its buckets are empty, is all zero bytes -- what a dropped page
      * reads as, so dropping it changes nothing nghttp2 could see */
-    if (sl->uses & USE_FB)
-        madvise((char *)sl->mem + page, page * (SLOT_PAGES - 1), MADV_DONTNEED);
+    if (sl->uses & USE_FB) {
+        /* the pages wholly the buffer's: its first shares one with the
+         * session's own part */
+        size_t first = (page * SLOT_PAGES - FB_LEN + page - 1) / page;
+        madvise((char *)sl->mem + first * page, page * (SLOT_PAGES - first), MADV_DONTNEED);
+    }
     if ((sl->uses & USE_TABLE) && all_zero(slot_table(sl->mem), TABLE_LEN))
         madvise(sl->mem, page, MADV_DONTNEED);
 }
@@ -165,12 +231,15 @@ void lg_h2io_release(lg_h2io_slot_t *sl)
 /* the buffer of the round in progress: nghttp2 calls back inside
  * nghttp2_session_send(), on this worker's one thread */
 static lg_buf_t *cur;
+static int discarding;          /* inside lg_h2io_discard() */
 
 ssize_t lg_h2io_send_cb(nghttp2_session *ses, const uint8_t *data, size_t len, int flags, void *ud)
 {
     (void)ses;
     (void)flags;
     (void)ud;
+    if (discarding)
+        return (ssize_t)len;
     lg_buf_t *b = cur;
     size_t room = b ? (size_t)(b->end - b->last) : 0;
     if (room == 0)
@@ -179,6 +248,14 @@ ssize_t lg_h2io_send_cb(nghttp2_session *ses, const uint8_t *data, size_t len, i
     memcpy(b->last, data, k);
     b->last += k;
     return (ssize_t)k;
+}
+
+int lg_h2io_discard(nghttp2_session *ses)
+{
+    discarding = 1;
+    int rv = nghttp2_session_send(ses);
+    discarding = 0;
+    return rv;
 }
 
 lg_h2io_rc_t lg_h2io_round(nghttp2_session *ses, lg_buf_t **outp, lg_end_t *e, const char **why)

@@ -37,11 +37,18 @@ ssize_t lg_h2io_send_cb(nghttp2_session *ses, const uint8_t *data, size_t len, i
  * of page-aligned memory of the worker's own (the table its first page,
  * the buffer ending on the last), and lg_h2io_release() drops the
  * buffer's pages and, if empty, the table's (MADV_DONTNEED: they read as
- * zeros when next touched).  Every other allocation is malloc's.
+ * zeros when next touched).  The blocks nghttp2 takes while the session
+ * is made (sl->opening: the session itself and its HPACK rings, ~5 KiB)
+ * go on the pages between the two, and so do its small blocks while there
+ * is room, so that a freed session (pipeline/h2.c puts idle ones to sleep)
+ * leaves few holes among other connections' blocks, where glibc would
+ * keep the pages.  Every other allocation is malloc's.
  */
 typedef struct lg_h2io_slot {
-    void *mem;                  /* the slot's pages, NULL while nghttp2 holds neither part */
-    int   uses;                 /* which parts nghttp2 holds */
+    void    *mem;               /* the slot's pages, NULL while nghttp2 holds no part */
+    int      uses;              /* which of the table and the buffer nghttp2 holds */
+    int      opening;           /* set while the session is made: its blocks go in the slot */
+    unsigned own_used, own_live; /* the session's own part: bytes taken, blocks held */
 } lg_h2io_slot_t;
 
 /* The allocator of a session whose slot is sl (sl outlives the session). */
@@ -50,6 +57,11 @@ nghttp2_mem lg_h2io_mem(lg_h2io_slot_t *sl);
  * nothing to write (nghttp2_session_want_write() 0), best once an idle
  * spell has lasted, as the next frame faults the pages in again. */
 void lg_h2io_release(lg_h2io_slot_t *sl);
+
+/* Serialize what the session has queued and throw it away: the frames a
+ * session re-made for a connection (pipeline/h2.c waking one) had been
+ * sent by its predecessor.  0, or nghttp2's error. */
+int lg_h2io_discard(nghttp2_session *ses);
 
 /* One round: serialize into *outp (taken from the pool as needed), write
  * it to e. */

@@ -41,6 +41,7 @@
 #include "pipeline/mux.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <nghttp2/nghttp2.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,36 @@ typedef enum h2_out {
     OUT_NONE = 2,               /* head submitted with END_STREAM: bytes are dropped */
 } h2_out_t;
 
+/*
+ * An idle connection rests in two steps, each a second (SLOT_RELEASE_MS)
+ * into an idle spell.  First its frame buffer's pages go back and it asks
+ * the client to stop indexing header fields (SETTINGS_HEADER_TABLE_SIZE
+ * 0; RFC 7541 4.2 makes the client empty its table).  Once the client has
+ * acknowledged that, the session holds nothing a new one cannot be told:
+ * the client's settings, our send window, the last stream -- the HPACK
+ * table the client encodes against is empty, and the one we encode
+ * against may hold anything, as a fresh encoder only uses entries it
+ * added itself (eviction is oldest first).  So the session is freed
+ * (~5 KiB: nghttp2's session and its HPACK tables) and the connection
+ * keeps only those numbers; the next bytes from the client make a session
+ * again, fed the frames that bring it to the same state (the replies are
+ * thrown away), and header compression is offered again.
+ */
+typedef enum h2_rest {
+    REST_AWAKE = 0,             /* the session as started: headers indexed at the default size */
+    REST_ASKED = 1,             /* SETTINGS_HEADER_TABLE_SIZE 0 sent: may sleep once it is acked */
+    REST_ASLEEP = 2,            /* no session: the fields below say what a new one must know */
+    REST_WAKING = 3,            /* a new session is being fed the old one's state */
+} h2_rest_t;
+
+#define REST_NSET 7             /* the client's settings kept while asleep */
+static const int32_t rest_ids[REST_NSET] = {
+    NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, NGHTTP2_SETTINGS_ENABLE_PUSH,
+    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
+    NGHTTP2_SETTINGS_MAX_FRAME_SIZE, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+    NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL,
+};
+
 typedef struct h2c {
     lg_post_t    post;          /* first: streams to run and frames to send after the batch */
     nghttp2_session *ses;
@@ -85,6 +116,10 @@ typedef struct h2c {
     unsigned     nclosed;
     lg_h2io_slot_t slot;        /* nghttp2's frame buffer and stream table, given back when idle */
     lg_msec_t    slot_idle;     /* the idle spell (its t_idle) they were given back in; -1 none */
+    h2_rest_t    rest;
+    int32_t      proc_sid;      /* asleep and after: the last stream the old sessions processed */
+    int32_t      send_window;   /* asleep: the connection's window to the client */
+    uint32_t     client_set[REST_NSET]; /* asleep: the client's settings, as rest_ids */
 } h2c_t;
 
 struct h2s {
@@ -127,6 +162,14 @@ static size_t to_nv(size_t n)
 
 static void h2_flush(h2c_t *h);
 static void h2_run_queue(h2c_t *h);
+static int h2_wake(h2c_t *h);
+static void h2_rest(h2c_t *h, int may_ask);
+
+/* Frames to write (none while the connection sleeps). */
+static int want_write(const h2c_t *h)
+{
+    return h->ses != NULL && nghttp2_session_want_write(h->ses);
+}
 static void h2_settle(h2c_t *h);
 static const lg_end_ops_t stream_ops;
 
@@ -558,6 +601,8 @@ static int on_begin_frame(nghttp2_session *ses, const nghttp2_frame_hd *hd, void
                   /* empty frames that end nothing cost us work and the client none */
                   (hd->length == 0 && (hd->type == NGHTTP2_DATA || hd->type == NGHTTP2_CONTINUATION) &&
                    !(hd->flags & (NGHTTP2_FLAG_END_STREAM | NGHTTP2_FLAG_END_HEADERS)));
+    if (h->rest == REST_WAKING)
+        return 0;               /* frames of our own making (h2_wake) */
     if (control && bucket_take(&h->ctl_tokens, &h->ctl_t, lg_w.conf->http2_control_rate) < 0)
         calm(h, "sends control frames faster than http2_control_rate");
     if (hd->type == NGHTTP2_CONTINUATION && ++h->conts > MAX_CONTINUATIONS)
@@ -703,6 +748,8 @@ static void stream_timer_cb(lg_timer_t *tm)
 static void h2_flush(h2c_t *h)
 {
     lg_conn_t *c = h->c;
+    if (h->ses == NULL)
+        return;                 /* asleep: nothing to send */
     for (int round = 0; round < 64 && c->state == LG_C_FRONT; round++) {
         const char *why = NULL;
         lg_h2io_rc_t rc = lg_h2io_round(h->ses, &h->out, &c->e, &why);
@@ -756,6 +803,10 @@ static void h2_read(h2c_t *h)
             b->last += n;
             lg_end_short_read(&c->e, (size_t)n, room);
         }
+        if (h->ses == NULL && h2_wake(h) < 0) {
+            lg_conn_close(c, "out of memory");
+            return;
+        }
         lg_buf_t *b = c->in;
         ssize_t rv = nghttp2_session_mem_recv(h->ses, (const uint8_t *)b->pos, lg_buf_len(b));
         if (rv < 0) {
@@ -793,7 +844,7 @@ static void h2_step(lg_conn_t *c)
         if (c->state != LG_C_FRONT)
             break;
         int more_in = c->e.r_ready && !h->dead && !(h->out && lg_buf_len(h->out) > LG_BUF_SIZE / 2);
-        int more_out = c->e.w_ready && nghttp2_session_want_write(h->ses);
+        int more_out = c->e.w_ready && want_write(h);
         if (!more_in && !more_out && h->runq.head == NULL)
             break;
     }
@@ -802,7 +853,7 @@ static void h2_step(lg_conn_t *c)
         return;
     /* work left after the rounds (a stream made ready late): go again
      * rather than wait for an event that may not come */
-    c->rerun = h->runq.head != NULL || (c->e.w_ready && nghttp2_session_want_write(h->ses));
+    c->rerun = h->runq.head != NULL || (c->e.w_ready && want_write(h));
     h2_settle(h);
 }
 
@@ -810,7 +861,14 @@ static void h2_step(lg_conn_t *c)
 static void h2_settle(h2c_t *h)
 {
     lg_conn_t *c = h->c;
+    if (h->ses == NULL)
+        return;                 /* asleep: waiting for the client */
     int pending = h->out && lg_buf_len(h->out);
+    if (h->rest == REST_ASKED && h->nstreams == 0 && c->t_idle + SLOT_RELEASE_MS <= lg_w.loop.now) {
+        h2_rest(h, 0);          /* the client may have acked the table size */
+        if (h->ses == NULL)
+            return;
+    }
     if (!pending && !nghttp2_session_want_read(h->ses) && !nghttp2_session_want_write(h->ses)) {
         lg_conn_close(c, h->dead ? "HTTP/2 connection error" : "HTTP/2 session over");
         return;
@@ -841,7 +899,7 @@ static void h2_posted(lg_post_t *p)
      * body moves a buffer a round): go on at the next turn, as h2_step's
      * rerun does -- when the upstream has sent its last bytes no event
      * would come, and the end of the body waited for ever */
-    if (h->runq.head != NULL || (c->e.w_ready && nghttp2_session_want_write(h->ses)))
+    if (h->runq.head != NULL || (c->e.w_ready && want_write(h)))
         lg_loop_post(&lg_w.loop, &h->post);
     c->fe->arm(c);
 }
@@ -921,6 +979,27 @@ static int h2_setup(void)
     return 0;
 }
 
+/* A session with our SETTINGS and connection window queued. */
+static int session_open(h2c_t *h)
+{
+    nghttp2_mem mem = lg_h2io_mem(&h->slot);
+    h->slot.opening = 1;
+    int rv = nghttp2_session_server_new3(&h->ses, callbacks, h, options, &mem);
+    h->slot.opening = 0;
+    if (rv != 0) {
+        h->ses = NULL;
+        return -1;
+    }
+    nghttp2_settings_entry iv[] = {
+        { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)lg_w.conf->http2_max_concurrent_streams },
+        { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)lg_w.conf->http2_max_header_list_size },
+        { NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1 },
+    };
+    nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_session_set_local_window_size(h->ses, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
+    return 0;
+}
+
 static void h2_start(lg_conn_t *c)
 {
     h2c_t *h = calloc(1, sizeof(*h));
@@ -939,18 +1018,10 @@ static void h2_start(lg_conn_t *c)
                                                (uint64_t)lg_w.conf->http2_reset_rate);
 #endif
     h->slot_idle = -1;
-    nghttp2_mem mem = lg_h2io_mem(&h->slot);
-    if (nghttp2_session_server_new3(&h->ses, callbacks, h, options, &mem) != 0) {
+    if (session_open(h) < 0) {
         lg_conn_close(c, "out of memory");
         return;
     }
-    nghttp2_settings_entry iv[] = {
-        { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)lg_w.conf->http2_max_concurrent_streams },
-        { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)lg_w.conf->http2_max_header_list_size },
-        { NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1 },
-    };
-    nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
-    nghttp2_session_set_local_window_size(h->ses, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     c->t_idle = lg_w.loop.now;
     lg_conn_set_idle(c, 0);
     c->rerun = 1;
@@ -959,13 +1030,153 @@ static void h2_start(lg_conn_t *c)
         ls->h2_conns++;
 }
 
-/* Idle, its slot not yet given back in this spell, and nothing in the
- * frame buffer: every frame out (nghttp2_session_want_write() 0 means the
- * last one was taken whole) and written. */
-static int slot_due(const h2c_t *h)
+/* ---- resting (see h2_rest_t) ---- */
+
+static lg_timer_t trim_timer;
+
+static void trim_cb(lg_timer_t *t)
 {
-    return h->slot.mem != NULL && h->slot_idle != h->c->t_idle && h->out == NULL &&
-           !nghttp2_session_want_write(h->ses);
+    (void)t;
+#ifdef __GLIBC__
+    /* the freed sessions lie between live blocks, where glibc keeps their
+     * pages: give whole free pages back (HAProxy's pool_gc does the same) */
+    malloc_trim(0);
+#endif
+}
+
+/* At most once a second, however many connections fall asleep. */
+static void trim_soon(void)
+{
+    if (trim_timer.idx)
+        return;
+    trim_timer.cb = trim_cb;
+    lg_timer_set(&lg_w.loop, &trim_timer, 1000);
+}
+
+/* The last stream processed on the connection, by any of its sessions. */
+static int32_t last_proc(const h2c_t *h)
+{
+    int32_t id = nghttp2_session_get_last_proc_stream_id(h->ses);
+    return id > h->proc_sid ? id : h->proc_sid;
+}
+
+/* Nothing in flight either way, nothing owed: what rest needs. */
+static int rest_ready(const h2c_t *h)
+{
+    const lg_conn_t *c = h->c;
+    return h->ses && h->nstreams == 0 && !h->goaway && !h->dead && !lg_w.quitting && h->out == NULL &&
+           !nghttp2_session_want_write(h->ses) && (c->in == NULL || lg_buf_len(c->in) == 0);
+}
+
+static void h2_sleep(h2c_t *h)
+{
+    for (int i = 0; i < REST_NSET; i++)
+        h->client_set[i] = nghttp2_session_get_remote_settings(h->ses, rest_ids[i]);
+    h->send_window = nghttp2_session_get_remote_window_size(h->ses);
+    h->proc_sid = last_proc(h);
+    nghttp2_session_del(h->ses);    /* its slot goes back with it */
+    h->ses = NULL;
+    h->rest = REST_ASLEEP;
+    lg_debug("HTTP/2 client %s: the connection sleeps", h->c->peer_text);
+    trim_soon();
+}
+
+/*
+ * An idle spell has lasted: sleep if the client has emptied its HPACK
+ * table, else (may_ask) ask it to, and give back the window it is owed so
+ * a new session's count starts where the client's does.
+ */
+static void h2_rest(h2c_t *h, int may_ask)
+{
+    if (!rest_ready(h))
+        return;
+    nghttp2_session *ses = h->ses;
+    int32_t owed = CONN_WINDOW - nghttp2_session_get_local_window_size(ses);
+    if (owed == 0 && nghttp2_session_get_remote_window_size(ses) >= NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE &&
+        nghttp2_session_get_local_settings(ses, NGHTTP2_SETTINGS_HEADER_TABLE_SIZE) == 0 &&
+        nghttp2_session_get_hd_inflate_dynamic_table_size(ses) == 0) {
+        h2_sleep(h);
+        return;
+    }
+    if (!may_ask)
+        return;
+    if (owed > 0)
+        nghttp2_submit_window_update(ses, NGHTTP2_FLAG_NONE, 0, owed);
+    if (h->rest == REST_AWAKE) {
+        nghttp2_settings_entry iv = { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 0 };
+        nghttp2_submit_settings(ses, NGHTTP2_FLAG_NONE, &iv, 1);
+        h->rest = REST_ASKED;
+    }
+}
+
+static uint8_t *frame_hd(uint8_t *p, size_t len, uint8_t type, uint8_t flags)
+{
+    *p++ = (uint8_t)(len >> 16);
+    *p++ = (uint8_t)(len >> 8);
+    *p++ = (uint8_t)len;
+    *p++ = type;
+    *p++ = flags;
+    memset(p, 0, 4);            /* stream 0 */
+    return p + 4;
+}
+
+static uint8_t *put32(uint8_t *p, uint32_t v)
+{
+    *p++ = (uint8_t)(v >> 24);
+    *p++ = (uint8_t)(v >> 16);
+    *p++ = (uint8_t)(v >> 8);
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/*
+ * A session again, in the old one's state: it is fed the client's preface
+ * and settings, the ACK of ours and the window the client had given, and
+ * what it answers is dropped (the client had all that).  Then it offers
+ * header compression again.  -1: out of memory.
+ */
+static int h2_wake(h2c_t *h)
+{
+    if (session_open(h) < 0)
+        return -1;
+    uint8_t in[24 + 9 + REST_NSET * 6 + 9 + 13], *p = in;
+    memcpy(p, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN);
+    p += NGHTTP2_CLIENT_MAGIC_LEN;
+    p = frame_hd(p, REST_NSET * 6, NGHTTP2_SETTINGS, NGHTTP2_FLAG_NONE);
+    for (int i = 0; i < REST_NSET; i++) {
+        *p++ = 0;
+        *p++ = (uint8_t)rest_ids[i];
+        p = put32(p, h->client_set[i]);
+    }
+    p = frame_hd(p, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK);
+    if (h->send_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
+        p = frame_hd(p, 4, NGHTTP2_WINDOW_UPDATE, NGHTTP2_FLAG_NONE);
+        p = put32(p, (uint32_t)(h->send_window - NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE));
+    }
+    h->rest = REST_WAKING;
+    int ok = lg_h2io_discard(h->ses) == 0 &&
+             nghttp2_session_mem_recv(h->ses, in, (size_t)(p - in)) == p - in &&
+             lg_h2io_discard(h->ses) == 0;
+    h->rest = REST_AWAKE;
+    if (!ok) {
+        nghttp2_session_del(h->ses);
+        h->ses = NULL;
+        h->rest = REST_ASLEEP;
+        return -1;
+    }
+    nghttp2_settings_entry iv = { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, NGHTTP2_DEFAULT_HEADER_TABLE_SIZE };
+    nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, &iv, 1);
+    /* woken by frames that open no stream (a PING): rest again at once,
+     * as the spell they came in has lasted; a stream starts a new one */
+    h->slot_idle = -1;
+    lg_debug("HTTP/2 client %s: the connection wakes", h->c->peer_text);
+    return 0;
+}
+
+/* Awake and idle, and this spell's step to rest not yet taken. */
+static int rest_due(const h2c_t *h)
+{
+    return h->ses != NULL && h->slot_idle != h->c->t_idle;
 }
 
 /* When a connection without streams is closed for idleness. */
@@ -983,7 +1194,7 @@ static void h2_arm(lg_conn_t *c)
         t = sc->send_timeout;   /* a client that stopped reading */
     } else if (h->nstreams == 0) {
         lg_msec_t at = idle_deadline(c);
-        if (slot_due(h) && c->t_idle + SLOT_RELEASE_MS < at)
+        if (rest_due(h) && c->t_idle + SLOT_RELEASE_MS < at)
             at = c->t_idle + SLOT_RELEASE_MS;
         t = at > lg_w.loop.now ? at - lg_w.loop.now : 0;
     }
@@ -1002,19 +1213,31 @@ static void h2_timeout(lg_conn_t *c)
     }
     if (h->nstreams == 0) {
         if (lg_w.loop.now < idle_deadline(c)) {
-            /* a second without streams: the slot's pages go back (a client
-             * between requests does not pay for it each time); the idle
-             * timeout is still to come */
-            if (slot_due(h)) {
-                lg_h2io_release(&h->slot);
+            /* a second without streams: a step to rest, and the frame
+             * buffer's pages go back once it holds nothing -- every frame
+             * out (want_write 0 means the last was taken whole) and
+             * written.  Not before: a client between requests does not
+             * pay for it each time.  The idle timeout is still to come */
+            if (rest_due(h)) {
                 h->slot_idle = c->t_idle;
+                h2_rest(h, 1);
+                if (h->ses) {
+                    h2_flush(h);
+                    if (c->state != LG_C_FRONT)
+                        return;
+                    if (h->out == NULL && !nghttp2_session_want_write(h->ses))
+                        lg_h2io_release(&h->slot);
+                }
             }
             h2_arm(c);
             return;
         }
         /* idle: say so, then go (the GOAWAY is best effort) */
-        nghttp2_submit_goaway(h->ses, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ses),
-                              NGHTTP2_NO_ERROR, NULL, 0);
+        if (h->ses == NULL && h2_wake(h) < 0) {
+            lg_conn_close(c, "HTTP/2 idle timeout");
+            return;
+        }
+        nghttp2_submit_goaway(h->ses, NGHTTP2_FLAG_NONE, last_proc(h), NGHTTP2_NO_ERROR, NULL, 0);
         h2_flush(h);
         lg_conn_close(c, lg_w.quitting ? "shutting down" : "HTTP/2 idle timeout");
     }
@@ -1024,10 +1247,13 @@ static void h2_timeout(lg_conn_t *c)
 static void h2_drain(lg_conn_t *c)
 {
     h2c_t *h = c->fe_data;
+    if (h->ses == NULL && h2_wake(h) < 0) {
+        lg_conn_close(c, "out of memory");
+        return;
+    }
     if (!h->goaway) {
         h->goaway = 1;
-        nghttp2_submit_goaway(h->ses, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ses),
-                              NGHTTP2_NO_ERROR, NULL, 0);
+        nghttp2_submit_goaway(h->ses, NGHTTP2_FLAG_NONE, last_proc(h), NGHTTP2_NO_ERROR, NULL, 0);
     }
     lg_conn_run(c);
 }

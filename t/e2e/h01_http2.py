@@ -13,6 +13,7 @@ for the raw frames ordinary clients refuse to send."""
 import base64
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -103,6 +104,7 @@ class Raw:
         self.buf = b""
         self.closed = False
         self.held = []          # frames of other streams, read while waiting for one
+        self.table_sizes = []   # SETTINGS_HEADER_TABLE_SIZE values legate sent, in order
         if preface:
             self.raw(PREFACE)
             self.send(hf.SettingsFrame(0, settings=settings or {}))
@@ -143,11 +145,13 @@ class Raw:
                     f, _ = hf.Frame.parse_frame_header(memoryview(self.buf[:9]))
                     f.parse_body(memoryview(self.buf[9:9 + length]))
                     self.buf = self.buf[9 + length:]
-                    if isinstance(f, hf.HeadersFrame):
-                        # HPACK state follows the order blocks arrive in, not the
-                        # order a test asks for its streams: decode them now
-                        f.decoded = self.dec.decode(f.data)
                     if isinstance(f, hf.SettingsFrame) and "ACK" not in f.flags:
+                        # RFC 7541 4.2: the encoder follows the table size asked
+                        # for (a size update starts its next block)
+                        size = f.settings.get(hf.SettingsFrame.HEADER_TABLE_SIZE)
+                        if size is not None:
+                            self.enc.header_table_size = size
+                            self.table_sizes.append(size)
                         self.send(hf.SettingsFrame(0, flags=["ACK"]))
                     if isinstance(f, hf.HeadersFrame):
                         # decoded now, in the order the frames came: HPACK's
@@ -706,6 +710,158 @@ def idle_connections_give_their_frame_buffers_back():
             st, _, body, rst = c.response(5)
             eq((st, body, rst), (200, pattern(size), None), "a download after the pages went back")
             c.close()
+
+
+def table_sizes(c, n, timeout=5):
+    """The first n SETTINGS_HEADER_TABLE_SIZE legate sent (each acked as read)."""
+    deadline = time.time() + timeout
+    while len(c.table_sizes) < n and time.time() < deadline:
+        f = c.read_frame(max(0.1, deadline - time.time()))
+        if f is None:
+            raise TestFailure("connection closed waiting for SETTINGS")
+        if f.stream_id:
+            c.held.append(f)
+    if len(c.table_sizes) < n:
+        raise TestFailure("%d SETTINGS_HEADER_TABLE_SIZE within %ds, not %d" % (len(c.table_sizes), timeout, n))
+    return c.table_sizes[:n]
+
+
+def logged(lg, what):
+    """How many lines of error.log say what."""
+    with open(lg.error_log, errors="replace") as f:
+        return sum(what in line for line in f)
+
+
+def echoed(c, sid, fill):
+    st, _, body, rst = c.response(sid)
+    eq((st, rst), (200, None), "stream %d" % sid)
+    got = json.loads(body)["headers"]
+    got = {k.lower(): v for k, v in (got.items() if isinstance(got, dict) else got)}
+    for k, v in fill:
+        eq(got.get(k), v, "header %s on stream %d" % (k, sid))
+
+
+@test(timeout=120)
+def idle_connections_sleep_and_wake_in_the_same_state():
+    """A second into an idle spell legate asks the client to empty its
+    HPACK table (SETTINGS_HEADER_TABLE_SIZE 0); once that is acked the
+    connection's session is freed, and the worker's memory falls to well
+    under 2 KiB a connection.  The next request wakes it: headers both
+    ways, the window the client gave before, the stream IDs already used
+    and header compression all hold as before."""
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, http_extra='keepalive_timeout = "60s";',
+                         global_extra='error_log_level = "debug";'), workers=1)
+        w = lg.workers()[0]
+        # ASan's allocator keeps freed blocks (its quarantine): no RSS to fall
+        sanitized = "sanitizers" in "".join(run_legate(["-V"])[1:])
+        fill = [("x-fill", "f" * 400), ("user-agent", "h01-sleeper")]
+
+        def open_one(first=1):
+            c = Raw(lg.port, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 1 << 20})
+            c.send(hf.WindowUpdateFrame(0, window_increment=4 << 20))
+            c.request(first, "/a?echo=1", extra=fill)
+            return c
+        # connections that come and go first: the pools and the heap grown
+        warm = [open_one() for i in range(50)]
+        for c in warm:
+            echoed(c, 1, fill)
+        fds = fd_count(w)
+        for c in warm:
+            c.close()
+        wait_until(lambda: fd_count(w) <= fds - len(warm), 10, what="the warm-up connections to close")
+        base = rss_kb(w)
+        n = 300
+        conns = [open_one() for i in range(n - 1)] + [open_one(first=5)]
+        for c in conns[:-1]:
+            echoed(c, 1, fill)
+        echoed(conns[-1], 5, fill)
+        awake = rss_kb(w)
+        for c in conns:
+            eq(table_sizes(c, 1), [0], "the table size asked for a second into the idle spell")
+        wait_until(lambda: logged(lg, "the connection sleeps") >= n, 15,
+                   what="%d connections to sleep" % n)
+        want = base + n * 2
+        if not sanitized:
+            wait_until(lambda: rss_kb(w) <= want, 15,
+                       what="the worker's RSS (%d KiB with %d connections awake, %d KiB without) to "
+                            "fall to %d KiB or less" % (awake, n, base, want))
+        # awake again: a request with the same fields (the client's encoder
+        # now indexes nothing), then compression is offered again
+        for c in conns[:-1]:
+            c.request(3, "/b?echo=1", extra=fill)
+        for c in conns[:-1]:
+            echoed(c, 3, fill)
+        eq(logged(lg, "the connection wakes"), n - 1, "connections woken")
+        for c in conns[:10]:
+            eq(table_sizes(c, 2), [0, 4096], "header compression offered again")
+            c.request(5, "/c?echo=1", extra=fill)
+            echoed(c, 5, fill)
+        # the 4 MiB window the client gave before the sleep: 1 MiB comes
+        # down though this client sends no WINDOW_UPDATE (Raw.response would)
+        c = conns[0]
+        c.request(7, "/big?size=%d" % (1 << 20))
+        body, deadline = b"", time.time() + 20
+        while len(body) < 1 << 20 and time.time() < deadline:
+            f = c.read_frame(max(0.1, deadline - time.time()))
+            if f is None:
+                raise TestFailure("closed during the download")
+            if isinstance(f, hf.DataFrame) and f.stream_id == 7:
+                body += f.data
+        eq(body, pattern(1 << 20), "a download on the window given before the sleep")
+        # a stream ID below one used before the sleep: PROTOCOL_ERROR
+        last = conns[-1]
+        last.request(3, "/d")
+        eq(last.goaway(), PROTOCOL_ERROR, "stream 3 after stream 5, across a sleep")
+        for c in conns:
+            c.close()
+        still_serves(lg)
+
+
+def goaway_frame(c, timeout=10):
+    """(error code, last stream ID) of the GOAWAY legate sends next."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        f = c.read_frame(max(0.1, deadline - time.time()))
+        if f is None:
+            raise TestFailure("closed without GOAWAY")
+        if isinstance(f, hf.GoAwayFrame):
+            return f.error_code, f.last_stream_id
+    raise TestFailure("no GOAWAY within %ds" % timeout)
+
+
+@test(timeout=60)
+def sleeping_connections_get_goaway_naming_their_last_stream():
+    """A sleeping connection is woken to say GOAWAY, on a reload and at
+    keepalive_timeout, and names the stream its old session processed."""
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, http_extra='keepalive_timeout = "4s";',
+                         global_extra='error_log_level = "debug";'), workers=1)
+
+        def asleep(sid):
+            c = Raw(lg.port)
+            c.request(sid, "/x")
+            eq(c.response(sid)[0], 200)
+            eq(table_sizes(c, 1), [0], "the table size asked for")
+            return c
+        a = asleep(3)
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 1, 10, what="the connection to sleep")
+        # a PING wakes it, and it sleeps again at once
+        a.send(hf.PingFrame(0, opaque_data=b"12345678"))
+        eq(table_sizes(a, 3), [0, 4096, 0], "compression offered on waking, then the table emptied")
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 2, 10, what="the connection to sleep again")
+        eq(logged(lg, "the connection wakes"), 1, "woken by the PING")
+        lg.reload()
+        eq(goaway_frame(a), (0, 3), "GOAWAY NO_ERROR, last stream 3, on the reload")
+        b = asleep(5)
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 3, 10, what="the connection to sleep")
+        t0 = time.time()
+        eq(goaway_frame(b), (0, 5), "GOAWAY NO_ERROR, last stream 5, at keepalive_timeout")
+        ok(time.time() - t0 < 8, "by keepalive_timeout")
+        a.close()
+        b.close()
 
 
 @test
