@@ -71,10 +71,10 @@ static void *slot_get(void)
     return slot_free[--slot_nfree];
 }
 
-static void slot_put(void *slot)
+static void slot_put(void *slot, int shed)
 {
     int room = slot_room(1) == 0;
-    if (slot_nfree >= SLOT_KEEP || !room)
+    if (shed || slot_nfree >= SLOT_KEEP || !room)
         madvise(slot, page * SLOT_PAGES, MADV_DONTNEED);
     if (room)
         slot_free[slot_nfree++] = slot;     /* else lost to reuse, not to memory */
@@ -108,7 +108,7 @@ static void *own_alloc(lg_h2io_slot_t *sl, size_t size)
 static void slot_done(lg_h2io_slot_t *sl)
 {
     if (sl->uses == 0 && sl->own_live == 0) {
-        slot_put(sl->mem);
+        slot_put(sl->mem, sl->shed);
         sl->mem = NULL;
         sl->own_used = 0;
     }

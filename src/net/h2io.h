@@ -49,6 +49,9 @@ typedef struct lg_h2io_slot {
     int      uses;              /* which of the table and the buffer nghttp2 holds */
     int      opening;           /* set while the session is made: its blocks go in the slot */
     unsigned own_used, own_live; /* the session's own part: bytes taken, blocks held */
+    int      shed;              /* when the session goes, its pages go back to the system too,
+                                 * not only the slot to the free list (whose first few stay
+                                 * resident for the next connection) */
 } lg_h2io_slot_t;
 
 /* The allocator of a session whose slot is sl (sl outlives the session). */

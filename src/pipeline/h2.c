@@ -41,7 +41,6 @@
 #include "pipeline/mux.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <nghttp2/nghttp2.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +119,13 @@ typedef struct h2c {
     int32_t      proc_sid;      /* asleep and after: the last stream the old sessions processed */
     int32_t      send_window;   /* asleep: the connection's window to the client */
     uint32_t     client_set[REST_NSET]; /* asleep: the client's settings, as rest_ids */
+    /* where the client's bytes stand in its frames: nghttp2 takes all it is
+     * given, so a part of a frame may be inside the session, and a session
+     * that sleeps would lose it */
+    uint32_t     fr_left;       /* bytes of the preface or frame payload still to come */
+    uint8_t      fr_have;       /* bytes of the next frame header come */
+    uint8_t      fr_hd[5];      /* its length, type and flags */
+    uint8_t      fr_block;      /* a header block lacks its END_HEADERS */
 } h2c_t;
 
 struct h2s {
@@ -466,10 +472,17 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *frame, vo
 {
     h2c_t *h = ud;
     h->conts = 0;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST ||
+        h->rest == REST_WAKING)
+        return 0;               /* waking: the stand-in for the old streams (h2_wake) */
     if (h->goaway || h->dead)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (h->rest == REST_ASKED) {
+        /* busy again before the sleep, or just woken: index headers again */
+        nghttp2_settings_entry iv = { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, NGHTTP2_DEFAULT_HEADER_TABLE_SIZE };
+        nghttp2_submit_settings(ses, NGHTTP2_FLAG_NONE, &iv, 1);
+        h->rest = REST_AWAKE;
+    }
     h2s_t *st = stream_new(h, frame->hd.stream_id);
     if (st == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -555,6 +568,8 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
         }
         break;
     case NGHTTP2_RST_STREAM:
+        if (h->rest == REST_WAKING)
+            break;              /* the stand-in's end */
         if (lg_conn_stats(h->c))
             lg_conn_stats(h->c)->h2_resets_in++;
         if (bucket_take(&h->rst_tokens, &h->rst_t, lg_w.conf->http2_reset_rate) < 0)
@@ -641,6 +656,8 @@ static int on_begin_frame(nghttp2_session *ses, const nghttp2_frame_hd *hd, void
 static int on_frame_send(nghttp2_session *ses, const nghttp2_frame *frame, void *ud)
 {
     h2c_t *h = ud;
+    if (h->rest == REST_WAKING)
+        return 0;               /* replies to our own frames, dropped */
     lg_lstats_t *ls = lg_conn_stats(h->c);
     if (ls && frame->hd.type == NGHTTP2_RST_STREAM)
         ls->h2_resets_out++;
@@ -765,6 +782,37 @@ static void h2_flush(h2c_t *h)
 }
 
 /* Read what the client sent into the session. */
+/* Follow the frames in n bytes the session took (see fr_left). */
+static void track_frames(h2c_t *h, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (h->fr_left > 0) {
+            size_t k = n < h->fr_left ? n : h->fr_left;
+            h->fr_left -= (uint32_t)k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        if (h->fr_have < sizeof(h->fr_hd))
+            h->fr_hd[h->fr_have] = *p;
+        p++;
+        n--;
+        if (++h->fr_have < 9)
+            continue;
+        h->fr_have = 0;
+        h->fr_left = (uint32_t)h->fr_hd[0] << 16 | (uint32_t)h->fr_hd[1] << 8 | h->fr_hd[2];
+        uint8_t type = h->fr_hd[3];
+        if (type == NGHTTP2_HEADERS || type == NGHTTP2_PUSH_PROMISE || type == NGHTTP2_CONTINUATION)
+            h->fr_block = !(h->fr_hd[4] & NGHTTP2_FLAG_END_HEADERS);
+    }
+}
+
+/* Between frames: the session holds no part of one. */
+static int at_frame_edge(const h2c_t *h)
+{
+    return h->fr_left == 0 && h->fr_have == 0 && !h->fr_block;
+}
+
 static void h2_read(h2c_t *h)
 {
     lg_conn_t *c = h->c;
@@ -821,6 +869,7 @@ static void h2_read(h2c_t *h)
             c->in = NULL;
             return;
         }
+        track_frames(h, (const uint8_t *)b->pos, (size_t)rv);
         b->pos += rv;
         if (lg_buf_len(b) == 0) {
             lg_buf_put(c->in);
@@ -979,8 +1028,9 @@ static int h2_setup(void)
     return 0;
 }
 
-/* A session with our SETTINGS and connection window queued. */
-static int session_open(h2c_t *h)
+/* A session with our SETTINGS and connection window queued; `table` the
+ * HPACK table size it lets the client index with. */
+static int session_open(h2c_t *h, uint32_t table)
 {
     nghttp2_mem mem = lg_h2io_mem(&h->slot);
     h->slot.opening = 1;
@@ -994,8 +1044,10 @@ static int session_open(h2c_t *h)
         { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)lg_w.conf->http2_max_concurrent_streams },
         { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)lg_w.conf->http2_max_header_list_size },
         { NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1 },
+        { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, table },
     };
-    nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    size_t n = sizeof(iv) / sizeof(iv[0]) - (table == NGHTTP2_DEFAULT_HEADER_TABLE_SIZE);
+    nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, iv, n);
     nghttp2_session_set_local_window_size(h->ses, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     return 0;
 }
@@ -1018,7 +1070,8 @@ static void h2_start(lg_conn_t *c)
                                                (uint64_t)lg_w.conf->http2_reset_rate);
 #endif
     h->slot_idle = -1;
-    if (session_open(h) < 0) {
+    h->fr_left = NGHTTP2_CLIENT_MAGIC_LEN;
+    if (session_open(h, NGHTTP2_DEFAULT_HEADER_TABLE_SIZE) < 0) {
         lg_conn_close(c, "out of memory");
         return;
     }
@@ -1032,27 +1085,6 @@ static void h2_start(lg_conn_t *c)
 
 /* ---- resting (see h2_rest_t) ---- */
 
-static lg_timer_t trim_timer;
-
-static void trim_cb(lg_timer_t *t)
-{
-    (void)t;
-#ifdef __GLIBC__
-    /* the freed sessions lie between live blocks, where glibc keeps their
-     * pages: give whole free pages back (HAProxy's pool_gc does the same) */
-    malloc_trim(0);
-#endif
-}
-
-/* At most once a second, however many connections fall asleep. */
-static void trim_soon(void)
-{
-    if (trim_timer.idx)
-        return;
-    trim_timer.cb = trim_cb;
-    lg_timer_set(&lg_w.loop, &trim_timer, 1000);
-}
-
 /* The last stream processed on the connection, by any of its sessions. */
 static int32_t last_proc(const h2c_t *h)
 {
@@ -1065,7 +1097,8 @@ static int rest_ready(const h2c_t *h)
 {
     const lg_conn_t *c = h->c;
     return h->ses && h->nstreams == 0 && !h->goaway && !h->dead && !lg_w.quitting && h->out == NULL &&
-           !nghttp2_session_want_write(h->ses) && (c->in == NULL || lg_buf_len(c->in) == 0);
+           !nghttp2_session_want_write(h->ses) && (c->in == NULL || lg_buf_len(c->in) == 0) &&
+           !c->e.r_ready && at_frame_edge(h);
 }
 
 static void h2_sleep(h2c_t *h)
@@ -1074,11 +1107,12 @@ static void h2_sleep(h2c_t *h)
         h->client_set[i] = nghttp2_session_get_remote_settings(h->ses, rest_ids[i]);
     h->send_window = nghttp2_session_get_remote_window_size(h->ses);
     h->proc_sid = last_proc(h);
+    h->slot.shed = 1;           /* sleeping is for giving memory back */
     nghttp2_session_del(h->ses);    /* its slot goes back with it */
+    h->slot.shed = 0;
     h->ses = NULL;
     h->rest = REST_ASLEEP;
     lg_debug("HTTP/2 client %s: the connection sleeps", h->c->peer_text);
-    trim_soon();
 }
 
 /*
@@ -1092,9 +1126,10 @@ static void h2_rest(h2c_t *h, int may_ask)
         return;
     nghttp2_session *ses = h->ses;
     int32_t owed = CONN_WINDOW - nghttp2_session_get_local_window_size(ses);
+    /* local settings change on the client's ACK, when nghttp2 also empties
+     * the table it decodes with */
     if (owed == 0 && nghttp2_session_get_remote_window_size(ses) >= NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE &&
-        nghttp2_session_get_local_settings(ses, NGHTTP2_SETTINGS_HEADER_TABLE_SIZE) == 0 &&
-        nghttp2_session_get_hd_inflate_dynamic_table_size(ses) == 0) {
+        nghttp2_session_get_local_settings(ses, NGHTTP2_SETTINGS_HEADER_TABLE_SIZE) == 0) {
         h2_sleep(h);
         return;
     }
@@ -1109,14 +1144,17 @@ static void h2_rest(h2c_t *h, int may_ask)
     }
 }
 
-static uint8_t *frame_hd(uint8_t *p, size_t len, uint8_t type, uint8_t flags)
+static uint8_t *frame_hd(uint8_t *p, size_t len, uint8_t type, uint8_t flags, int32_t sid)
 {
     *p++ = (uint8_t)(len >> 16);
     *p++ = (uint8_t)(len >> 8);
     *p++ = (uint8_t)len;
     *p++ = type;
     *p++ = flags;
-    memset(p, 0, 4);            /* stream 0 */
+    p[0] = (uint8_t)((uint32_t)sid >> 24);
+    p[1] = (uint8_t)((uint32_t)sid >> 16);
+    p[2] = (uint8_t)((uint32_t)sid >> 8);
+    p[3] = (uint8_t)sid;
     return p + 4;
 }
 
@@ -1130,28 +1168,52 @@ static uint8_t *put32(uint8_t *p, uint32_t v)
 }
 
 /*
+ * A request head that leaves the HPACK tables as they are: the table size
+ * update to 0 that the new session's decoder wants first (RFC 7541 4.2:
+ * its size is ours, 0, and it starts from the default), :method GET,
+ * :scheme http, :path / from the static table, and :authority "x" as a
+ * literal not indexed (6.3, 6.1, 6.2.2).
+ */
+static const uint8_t stand_in_head[] = { 0x20, 0x82, 0x86, 0x84, 0x01, 0x01, 'x' };
+
+/*
  * A session again, in the old one's state: it is fed the client's preface
  * and settings, the ACK of ours and the window the client had given, and
- * what it answers is dropped (the client had all that).  Then it offers
- * header compression again.  -1: out of memory.
+ * what it answers is dropped (the client had all that).  The old streams
+ * are stood in for by one: a request on the highest stream the client
+ * opened, reset at once, so that the new session counts every lower ID as
+ * used and closed -- a late RST_STREAM, WINDOW_UPDATE or DATA on an old
+ * stream is ignored and late trailers fall to on_begin_frame's rule, as
+ * before the sleep, rather than being idle-stream errors or new requests
+ * -- and its GOAWAYs name that stream.  The callbacks ignore all of it
+ * (REST_WAKING).  Then it offers header compression again.  -1: out of
+ * memory.
  */
 static int h2_wake(h2c_t *h)
 {
-    if (session_open(h) < 0)
+    if (session_open(h, 0) < 0)
         return -1;
-    uint8_t in[24 + 9 + REST_NSET * 6 + 9 + 13], *p = in;
+    uint8_t in[24 + 9 + REST_NSET * 6 + 9 + 13 + 9 + sizeof(stand_in_head) + 13], *p = in;
     memcpy(p, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN);
     p += NGHTTP2_CLIENT_MAGIC_LEN;
-    p = frame_hd(p, REST_NSET * 6, NGHTTP2_SETTINGS, NGHTTP2_FLAG_NONE);
+    p = frame_hd(p, REST_NSET * 6, NGHTTP2_SETTINGS, NGHTTP2_FLAG_NONE, 0);
     for (int i = 0; i < REST_NSET; i++) {
         *p++ = 0;
         *p++ = (uint8_t)rest_ids[i];
         p = put32(p, h->client_set[i]);
     }
-    p = frame_hd(p, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK);
+    p = frame_hd(p, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0);
     if (h->send_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
-        p = frame_hd(p, 4, NGHTTP2_WINDOW_UPDATE, NGHTTP2_FLAG_NONE);
+        p = frame_hd(p, 4, NGHTTP2_WINDOW_UPDATE, NGHTTP2_FLAG_NONE, 0);
         p = put32(p, (uint32_t)(h->send_window - NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE));
+    }
+    if (h->last_sid > 0) {
+        p = frame_hd(p, sizeof(stand_in_head), NGHTTP2_HEADERS,
+                     NGHTTP2_FLAG_END_STREAM | NGHTTP2_FLAG_END_HEADERS, h->last_sid);
+        memcpy(p, stand_in_head, sizeof(stand_in_head));
+        p += sizeof(stand_in_head);
+        p = frame_hd(p, 4, NGHTTP2_RST_STREAM, NGHTTP2_FLAG_NONE, h->last_sid);
+        p = put32(p, NGHTTP2_CANCEL);
     }
     h->rest = REST_WAKING;
     int ok = lg_h2io_discard(h->ses) == 0 &&
@@ -1164,10 +1226,11 @@ static int h2_wake(h2c_t *h)
         h->rest = REST_ASLEEP;
         return -1;
     }
-    nghttp2_settings_entry iv = { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, NGHTTP2_DEFAULT_HEADER_TABLE_SIZE };
-    nghttp2_submit_settings(h->ses, NGHTTP2_FLAG_NONE, &iv, 1);
-    /* woken by frames that open no stream (a PING): rest again at once,
-     * as the spell they came in has lasted; a stream starts a new one */
+    /* header compression stays off until a stream starts (on_begin_headers
+     * offers it then): woken by frames that open no stream (a PING), the
+     * connection rests again at once, as the spell they came in has lasted,
+     * and without asking the client anything */
+    h->rest = REST_ASKED;
     h->slot_idle = -1;
     lg_debug("HTTP/2 client %s: the connection wakes", h->c->peer_text);
     return 0;

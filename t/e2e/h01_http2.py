@@ -46,7 +46,7 @@ CERTS = os.path.join(REPO, "conf", "examples", "certs")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 1, 2, 3
-FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, ENHANCE_YOUR_CALM = 6, 7, 8, 11
+STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, ENHANCE_YOUR_CALM = 5, 6, 7, 8, 11
 
 
 def need_frames():
@@ -105,6 +105,7 @@ class Raw:
         self.closed = False
         self.held = []          # frames of other streams, read while waiting for one
         self.table_sizes = []   # SETTINGS_HEADER_TABLE_SIZE values legate sent, in order
+        self.auto_ack = True    # ack legate's SETTINGS as they are read
         if preface:
             self.raw(PREFACE)
             self.send(hf.SettingsFrame(0, settings=settings or {}))
@@ -152,7 +153,8 @@ class Raw:
                         if size is not None:
                             self.enc.header_table_size = size
                             self.table_sizes.append(size)
-                        self.send(hf.SettingsFrame(0, flags=["ACK"]))
+                        if self.auto_ack:
+                            self.send(hf.SettingsFrame(0, flags=["ACK"]))
                     if isinstance(f, hf.HeadersFrame):
                         # decoded now, in the order the frames came: HPACK's
                         # table changes with each block, and a block of another
@@ -831,6 +833,90 @@ def goaway_frame(c, timeout=10):
     raise TestFailure("no GOAWAY within %ds" % timeout)
 
 
+def ping_ack(c, data, timeout=5):
+    """Whether c reads the ACK of its PING data within timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        f = c.read_frame(max(0.1, deadline - time.time()))
+        if f is None:
+            return False
+        if isinstance(f, hf.PingFrame) and "ACK" in f.flags and f.opaque_data == data:
+            return True
+        if f.stream_id or isinstance(f, hf.GoAwayFrame):
+            c.held.append(f)
+    return False
+
+
+@test(timeout=60)
+def a_woken_connection_knows_the_streams_used_before_its_sleep():
+    """Frames that come late for streams of before the sleep are taken as
+    the old session would have: a RST_STREAM, WINDOW_UPDATE or DATA on a
+    closed stream and trailers of a stream reset lately are ignored (not
+    idle-stream errors or new requests), and a connection error names the
+    last stream processed before the sleep."""
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, http_extra='keepalive_timeout = "60s";',
+                         global_extra='error_log_level = "debug";'), workers=1)
+        c = Raw(lg.port)
+        c.request(1, "/x")
+        eq(c.response(1)[0], 200)
+        # stream 3: a body begun, then reset by the client
+        c.request(3, "/x", method="POST", extra=[("content-length", "10")], end_stream=False)
+        c.send(hf.DataFrame(3, data=b"12345"), hf.RstStreamFrame(3, error_code=CANCEL))
+        eq(table_sizes(c, 1), [0], "the table size asked for")
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 1, 10, what="the connection to sleep")
+        # late, each legal for a stream closed lately (RFC 9113 5.1, 6.9)
+        # (one write, so that one wake takes them and the request after)
+        c.send(hf.WindowUpdateFrame(1, window_increment=1000), hf.RstStreamFrame(1, error_code=CANCEL),
+               c.headers_frame(3, [("x-trailer", "late")]), hf.DataFrame(3, data=b"67890"),
+               c.headers_frame(5, [(":method", "GET"), (":path", "/y"), (":scheme", "http"),
+                                   (":authority", "x")]))
+        st, _, _, rst = c.response(5)
+        eq((st, rst), (200, None), "a request after the late frames")
+        eq([f for f in c.held if f.stream_id == 3 or isinstance(f, hf.GoAwayFrame)], [],
+           "no answer to the trailers, no GOAWAY")
+        eq(logged(lg, "the connection wakes"), 1, "woken by the late frames")
+        # asleep again; HEADERS on stream 1, which its client had ended: the
+        # connection error (RFC 9113 5.1: STREAM_CLOSED) names stream 5
+        eq(table_sizes(c, 3), [0, 4096, 0], "compression offered for stream 5, then off again")
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 2, 10, what="the connection to sleep again")
+        c.request(1, "/z")
+        eq(goaway_frame(c), (STREAM_CLOSED, 5), "GOAWAY STREAM_CLOSED, last stream 5")
+        c.close()
+        still_serves(lg)
+
+
+@test(timeout=60)
+def a_connection_does_not_sleep_inside_a_frame():
+    """nghttp2 takes every byte it is given, so a session may hold part of
+    a frame: the connection sleeps only between frames, and the frame's
+    rest is read by the same session."""
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, http_extra='keepalive_timeout = "60s";',
+                         global_extra='error_log_level = "debug";'), workers=1)
+        c = Raw(lg.port)
+        c.request(1, "/x")
+        eq(c.response(1)[0], 200)
+        c.auto_ack = False
+        eq(table_sizes(c, 1), [0], "the table size asked for")
+        # the ACK that lets it sleep, and 12 of a PING's 17 bytes after it
+        ping = hf.PingFrame(0, opaque_data=b"abcdefgh").serialize()
+        c.raw(hf.SettingsFrame(0, flags=["ACK"]).serialize() + ping[:12])
+        t0 = time.time()
+        while time.time() - t0 < 1.5:
+            eq(logged(lg, "the connection sleeps"), 0, "sleeps with part of a frame read")
+            time.sleep(0.05)
+        c.raw(ping[12:])
+        ok(ping_ack(c, b"abcdefgh"), "the PING, read in two parts, answered")
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 1, 10, what="the connection to sleep")
+        c.request(3, "/y")
+        st, _, _, rst = c.response(3)
+        eq((st, rst), (200, None), "a request after the wake")
+        c.close()
+
+
 @test(timeout=60)
 def sleeping_connections_get_goaway_naming_their_last_stream():
     """A sleeping connection is woken to say GOAWAY, on a reload and at
@@ -848,11 +934,12 @@ def sleeping_connections_get_goaway_naming_their_last_stream():
             return c
         a = asleep(3)
         wait_until(lambda: logged(lg, "the connection sleeps") >= 1, 10, what="the connection to sleep")
-        # a PING wakes it, and it sleeps again at once
+        # a PING wakes it, and it sleeps again at once, asking nothing
         a.send(hf.PingFrame(0, opaque_data=b"12345678"))
-        eq(table_sizes(a, 3), [0, 4096, 0], "compression offered on waking, then the table emptied")
+        ok(ping_ack(a, b"12345678"), "the PING answered")
         wait_until(lambda: logged(lg, "the connection sleeps") >= 2, 10, what="the connection to sleep again")
         eq(logged(lg, "the connection wakes"), 1, "woken by the PING")
+        eq(a.table_sizes, [0], "no SETTINGS for a wake that starts no stream")
         lg.reload()
         eq(goaway_frame(a), (0, 3), "GOAWAY NO_ERROR, last stream 3, on the reload")
         b = asleep(5)
@@ -927,7 +1014,7 @@ def connection_errors_as_rfc9113_names_them():
             c.request(1, "/a")
             c.response(1)
             c.request(1, "/a")
-        eq(conn_error(lg, closed), 5, "STREAM_CLOSED")   # STREAM_CLOSED
+        eq(conn_error(lg, closed), STREAM_CLOSED, "STREAM_CLOSED")
         still_serves(lg)
 
 
