@@ -34,20 +34,27 @@
 #define USE_TABLE  1
 #define USE_FB     2
 
-static void **slot_free;        /* free slots (their pages may be dropped) */
-static size_t slot_nfree, slot_cap, page;
+/* Free slots: warm ones (their pages resident, up to SLOT_KEEP) are taken
+ * first; cold ones have had their pages dropped, or were never touched. */
+typedef struct slot_stack {
+    void  **v;
+    size_t  n, cap;
+} slot_stack_t;
 
-/* Room in the free list for `more` slots beyond those in it. */
-static int slot_room(size_t more)
+static slot_stack_t slot_warm, slot_cold;
+static size_t page;
+
+/* Room in st for `more` slots beyond those in it. */
+static int slot_room(slot_stack_t *st, size_t more)
 {
-    if (slot_nfree + more <= slot_cap)
+    if (st->n + more <= st->cap)
         return 0;
-    size_t cap = slot_cap + (more > SLOT_BATCH ? more : SLOT_BATCH);
-    void **n = realloc(slot_free, cap * sizeof(*n));
+    size_t cap = st->cap + (more > SLOT_BATCH ? more : SLOT_BATCH);
+    void **n = realloc(st->v, cap * sizeof(*n));
     if (n == NULL)
         return -1;
-    slot_free = n;
-    slot_cap = cap;
+    st->v = n;
+    st->cap = cap;
     return 0;
 }
 
@@ -55,9 +62,11 @@ static void *slot_get(void)
 {
     if (page == 0)
         page = (size_t)sysconf(_SC_PAGESIZE);
-    if (slot_nfree == 0) {
+    if (slot_warm.n)
+        return slot_warm.v[--slot_warm.n];
+    if (slot_cold.n == 0) {
         size_t sz = page * SLOT_PAGES;
-        if (slot_room(SLOT_BATCH) < 0)
+        if (slot_room(&slot_cold, SLOT_BATCH) < 0)
             return NULL;
         char *m = mmap(NULL, sz * SLOT_BATCH, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -66,18 +75,21 @@ static void *slot_get(void)
         slots_mapped(m, sz * SLOT_BATCH);
         /* slots are never unmapped: address space, not memory, once dropped */
         for (size_t i = 0; i < SLOT_BATCH; i++)
-            slot_free[slot_nfree++] = m + i * sz;
+            slot_cold.v[slot_cold.n++] = m + i * sz;
     }
-    return slot_free[--slot_nfree];
+    return slot_cold.v[--slot_cold.n];
 }
 
+/* shed: its pages go back to the system whatever the warm list holds */
 static void slot_put(void *slot, int shed)
 {
-    int room = slot_room(1) == 0;
-    if (shed || slot_nfree >= SLOT_KEEP || !room)
-        madvise(slot, page * SLOT_PAGES, MADV_DONTNEED);
-    if (room)
-        slot_free[slot_nfree++] = slot;     /* else lost to reuse, not to memory */
+    if (!shed && slot_warm.n < SLOT_KEEP && slot_room(&slot_warm, 1) == 0) {
+        slot_warm.v[slot_warm.n++] = slot;
+        return;
+    }
+    madvise(slot, page * SLOT_PAGES, MADV_DONTNEED);
+    if (slot_room(&slot_cold, 1) == 0)
+        slot_cold.v[slot_cold.n++] = slot;     /* else lost to reuse, not to memory */
 }
 
 static char *slot_table(void *slot) { return slot; }

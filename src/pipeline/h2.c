@@ -86,12 +86,15 @@ typedef enum h2_rest {
     REST_WAKING = 3,            /* a new session is being fed the old one's state */
 } h2_rest_t;
 
-#define REST_NSET 7             /* the client's settings kept while asleep */
+#define REST_NSET 8             /* the client's settings kept while asleep */
 static const int32_t rest_ids[REST_NSET] = {
     NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, NGHTTP2_SETTINGS_ENABLE_PUSH,
     NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
     NGHTTP2_SETTINGS_MAX_FRAME_SIZE, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
     NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL,
+    /* RFC 9218: nghttp2 reads it as unset (not 0 or 1) until the client
+     * sends it, and later versions refuse a change once it has */
+    NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES,
 };
 
 typedef struct h2c {
@@ -117,6 +120,9 @@ typedef struct h2c {
     lg_msec_t    slot_idle;     /* the idle spell (its t_idle) they were given back in; -1 none */
     h2_rest_t    rest;
     int32_t      proc_sid;      /* asleep and after: the last stream the old sessions processed */
+    int32_t      stand_in;      /* after a wake: the stream h2_wake fed its session, 0 none */
+    unsigned     settings_out;  /* our SETTINGS sent, not yet acknowledged */
+    lg_msec_t    woke;          /* when the connection last woke (-1 never): rest waits a second */
     int32_t      send_window;   /* asleep: the connection's window to the client */
     uint32_t     client_set[REST_NSET]; /* asleep: the client's settings, as rest_ids */
     /* where the client's bytes stand in its frames: nghttp2 takes all it is
@@ -170,6 +176,7 @@ static void h2_flush(h2c_t *h);
 static void h2_run_queue(h2c_t *h);
 static int h2_wake(h2c_t *h);
 static void h2_rest(h2c_t *h, int may_ask);
+static lg_msec_t rest_at(const h2c_t *h);
 
 /* Frames to write (none while the connection sleeps). */
 static int want_write(const h2c_t *h)
@@ -567,6 +574,10 @@ static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *frame, void 
                 runq_add(st);
         }
         break;
+    case NGHTTP2_SETTINGS:
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && h->rest != REST_WAKING && h->settings_out > 0)
+            h->settings_out--;
+        break;
     case NGHTTP2_RST_STREAM:
         if (h->rest == REST_WAKING)
             break;              /* the stand-in's end */
@@ -658,6 +669,8 @@ static int on_frame_send(nghttp2_session *ses, const nghttp2_frame *frame, void 
     h2c_t *h = ud;
     if (h->rest == REST_WAKING)
         return 0;               /* replies to our own frames, dropped */
+    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK))
+        h->settings_out++;
     lg_lstats_t *ls = lg_conn_stats(h->c);
     if (ls && frame->hd.type == NGHTTP2_RST_STREAM)
         ls->h2_resets_out++;
@@ -913,17 +926,16 @@ static void h2_settle(h2c_t *h)
     if (h->ses == NULL)
         return;                 /* asleep: waiting for the client */
     int pending = h->out && lg_buf_len(h->out);
-    if (h->rest == REST_ASKED && h->nstreams == 0 && c->t_idle + SLOT_RELEASE_MS <= lg_w.loop.now) {
-        h2_rest(h, 0);          /* the client may have acked the table size */
-        if (h->ses == NULL)
-            return;
-    }
     if (!pending && !nghttp2_session_want_read(h->ses) && !nghttp2_session_want_write(h->ses)) {
         lg_conn_close(c, h->dead ? "HTTP/2 connection error" : "HTTP/2 session over");
         return;
     }
-    if (h->goaway && h->nstreams == 0 && !pending && !nghttp2_session_want_write(h->ses))
+    if (h->goaway && h->nstreams == 0 && !pending && !nghttp2_session_want_write(h->ses)) {
         lg_conn_close(c, "HTTP/2 connection drained");
+        return;
+    }
+    if (h->rest == REST_ASKED && h->nstreams == 0 && rest_at(h) <= lg_w.loop.now)
+        h2_rest(h, 0);          /* the client may have acked the table size */
 }
 
 /* Posted: the streams made ready by this batch's events run, and what
@@ -1070,6 +1082,7 @@ static void h2_start(lg_conn_t *c)
                                                (uint64_t)lg_w.conf->http2_reset_rate);
 #endif
     h->slot_idle = -1;
+    h->woke = -1;
     h->fr_left = NGHTTP2_CLIENT_MAGIC_LEN;
     if (session_open(h, NGHTTP2_DEFAULT_HEADER_TABLE_SIZE) < 0) {
         lg_conn_close(c, "out of memory");
@@ -1089,6 +1102,8 @@ static void h2_start(lg_conn_t *c)
 static int32_t last_proc(const h2c_t *h)
 {
     int32_t id = nghttp2_session_get_last_proc_stream_id(h->ses);
+    if (id <= h->stand_in)
+        id = 0;                 /* the stand-in was never processed */
     return id > h->proc_sid ? id : h->proc_sid;
 }
 
@@ -1096,9 +1111,11 @@ static int32_t last_proc(const h2c_t *h)
 static int rest_ready(const h2c_t *h)
 {
     const lg_conn_t *c = h->c;
+    /* want_read: a session nghttp2 has ended itself (a connection error
+     * it found, a GOAWAY from the client) is never made new */
     return h->ses && h->nstreams == 0 && !h->goaway && !h->dead && !lg_w.quitting && h->out == NULL &&
-           !nghttp2_session_want_write(h->ses) && (c->in == NULL || lg_buf_len(c->in) == 0) &&
-           !c->e.r_ready && at_frame_edge(h);
+           nghttp2_session_want_read(h->ses) && !nghttp2_session_want_write(h->ses) &&
+           (c->in == NULL || lg_buf_len(c->in) == 0) && !c->e.r_ready && at_frame_edge(h);
 }
 
 static void h2_sleep(h2c_t *h)
@@ -1127,8 +1144,10 @@ static void h2_rest(h2c_t *h, int may_ask)
     nghttp2_session *ses = h->ses;
     int32_t owed = CONN_WINDOW - nghttp2_session_get_local_window_size(ses);
     /* local settings change on the client's ACK, when nghttp2 also empties
-     * the table it decodes with */
+     * the table it decodes with; and none of ours may be in flight, as a
+     * new session expects no ACK (a late one would be a PROTOCOL_ERROR) */
     if (owed == 0 && nghttp2_session_get_remote_window_size(ses) >= NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE &&
+        h->rest == REST_ASKED && h->settings_out == 0 &&
         nghttp2_session_get_local_settings(ses, NGHTTP2_SETTINGS_HEADER_TABLE_SIZE) == 0) {
         h2_sleep(h);
         return;
@@ -1196,12 +1215,16 @@ static int h2_wake(h2c_t *h)
     uint8_t in[24 + 9 + REST_NSET * 6 + 9 + 13 + 9 + sizeof(stand_in_head) + 13], *p = in;
     memcpy(p, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN);
     p += NGHTTP2_CLIENT_MAGIC_LEN;
-    p = frame_hd(p, REST_NSET * 6, NGHTTP2_SETTINGS, NGHTTP2_FLAG_NONE, 0);
+    uint8_t *set = p;
+    p += 9;
     for (int i = 0; i < REST_NSET; i++) {
+        if (rest_ids[i] == NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES && h->client_set[i] > 1)
+            continue;           /* never sent */
         *p++ = 0;
         *p++ = (uint8_t)rest_ids[i];
         p = put32(p, h->client_set[i]);
     }
+    frame_hd(set, (size_t)(p - set - 9), NGHTTP2_SETTINGS, NGHTTP2_FLAG_NONE, 0);
     p = frame_hd(p, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0);
     if (h->send_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
         p = frame_hd(p, 4, NGHTTP2_WINDOW_UPDATE, NGHTTP2_FLAG_NONE, 0);
@@ -1231,7 +1254,12 @@ static int h2_wake(h2c_t *h)
      * connection rests again at once, as the spell they came in has lasted,
      * and without asking the client anything */
     h->rest = REST_ASKED;
+    h->stand_in = h->last_sid;
+    h->settings_out = 0;
+    /* and not before a second has passed: a client that sends a frame a
+     * second cannot make a session for every one */
     h->slot_idle = -1;
+    h->woke = lg_w.loop.now;
     lg_debug("HTTP/2 client %s: the connection wakes", h->c->peer_text);
     return 0;
 }
@@ -1240,6 +1268,13 @@ static int h2_wake(h2c_t *h)
 static int rest_due(const h2c_t *h)
 {
     return h->ses != NULL && h->slot_idle != h->c->t_idle;
+}
+
+/* When that step is: a second into the idle spell, or after the wake. */
+static lg_msec_t rest_at(const h2c_t *h)
+{
+    lg_msec_t t = h->c->t_idle > h->woke ? h->c->t_idle : h->woke;
+    return t + SLOT_RELEASE_MS;
 }
 
 /* When a connection without streams is closed for idleness. */
@@ -1257,8 +1292,8 @@ static void h2_arm(lg_conn_t *c)
         t = sc->send_timeout;   /* a client that stopped reading */
     } else if (h->nstreams == 0) {
         lg_msec_t at = idle_deadline(c);
-        if (rest_due(h) && c->t_idle + SLOT_RELEASE_MS < at)
-            at = c->t_idle + SLOT_RELEASE_MS;
+        if (rest_due(h) && rest_at(h) < at)
+            at = rest_at(h);
         t = at > lg_w.loop.now ? at - lg_w.loop.now : 0;
     }
     if (t < 0)
@@ -1281,7 +1316,7 @@ static void h2_timeout(lg_conn_t *c)
              * out (want_write 0 means the last was taken whole) and
              * written.  Not before: a client between requests does not
              * pay for it each time.  The idle timeout is still to come */
-            if (rest_due(h)) {
+            if (rest_due(h) && rest_at(h) <= lg_w.loop.now) {
                 h->slot_idle = c->t_idle;
                 h2_rest(h, 1);
                 if (h->ses) {

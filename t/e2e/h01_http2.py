@@ -918,6 +918,54 @@ def a_connection_does_not_sleep_inside_a_frame():
 
 
 @test(timeout=60)
+def a_connection_sleeps_only_with_its_settings_acked_and_at_most_once_a_second():
+    """A SETTINGS of ours still unacknowledged keeps the connection awake
+    (a new session would take the late ACK for a protocol error); frames
+    that keep coming wake a sleeping connection at most once a second; and
+    a connection error nghttp2 finds after a wake ends the connection."""
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, http_extra='keepalive_timeout = "60s";',
+                         global_extra='error_log_level = "debug";'), workers=1)
+        c = Raw(lg.port)
+        c.request(1, "/x")
+        eq(c.response(1)[0], 200)
+        eq(table_sizes(c, 1), [0], "the table size asked for")
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 1, 10, what="the connection to sleep")
+        # woken by a request; compression offered again and not acked: a
+        # second later the table is asked for again, and no sleep comes
+        # until both are acked
+        c.auto_ack = False
+        c.request(3, "/y")
+        eq(c.response(3)[0], 200)
+        eq(table_sizes(c, 3), [0, 4096, 0], "compression offered, then the table asked for again")
+        eq(logged(lg, "the connection sleeps"), 1, "asleep with our SETTINGS unacked")
+        c.send(hf.SettingsFrame(0, flags=["ACK"]), hf.SettingsFrame(0, flags=["ACK"]))
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 2, 10, what="the connection to sleep once acked")
+        # a PING every 50 ms for 3 s: a wake and a sleep at most each second
+        wakes = logged(lg, "the connection wakes")
+        t0 = time.time()
+        for i in range(60):
+            c.send(hf.PingFrame(0, opaque_data=b"%08d" % i))
+            time.sleep(0.05)
+        woken = logged(lg, "the connection wakes") - wakes
+        ok(1 <= woken <= time.time() - t0 + 1, "%d wakes in %.1f s of PINGs" % (woken, time.time() - t0))
+        c.close()
+        # a protocol error found by nghttp2 (a WINDOW_UPDATE of 0 on the
+        # connection, RFC 9113 6.9) in the bytes that would let the
+        # connection sleep (the ACK of the table size) ends the connection
+        c = Raw(lg.port)
+        c.request(1, "/x")
+        eq(c.response(1)[0], 200)
+        c.auto_ack = False
+        eq(table_sizes(c, 1), [0], "the table size asked for")
+        c.raw(hf.SettingsFrame(0, flags=["ACK"]).serialize() +
+              b"\x00\x00\x04\x08\x00\x00\x00\x00\x00" + b"\x00\x00\x00\x00")
+        eq(c.goaway(), PROTOCOL_ERROR, "GOAWAY for the WINDOW_UPDATE of 0, then the end")
+        still_serves(lg)
+
+
+@test(timeout=60)
 def sleeping_connections_get_goaway_naming_their_last_stream():
     """A sleeping connection is woken to say GOAWAY, on a reload and at
     keepalive_timeout, and names the stream its old session processed."""
