@@ -177,6 +177,7 @@ static void h2_run_queue(h2c_t *h);
 static int h2_wake(h2c_t *h);
 static void h2_rest(h2c_t *h, int may_ask);
 static lg_msec_t rest_at(const h2c_t *h);
+static int32_t last_proc(const h2c_t *h);
 
 /* Frames to write (none while the connection sleeps). */
 static int want_write(const h2c_t *h)
@@ -214,7 +215,7 @@ static void calm(h2c_t *h, const char *what)
     if (h->dead)
         return;
     lg_warn("HTTP/2 client %s: %s: GOAWAY", h->c->peer_text, what);
-    nghttp2_session_terminate_session(h->ses, NGHTTP2_ENHANCE_YOUR_CALM);
+    nghttp2_session_terminate_session2(h->ses, last_proc(h), NGHTTP2_ENHANCE_YOUR_CALM);
     h->dead = 1;
 }
 
@@ -656,7 +657,7 @@ static int on_begin_frame(nghttp2_session *ses, const nghttp2_frame_hd *hd, void
         if (!recent || ended) {
             lg_info("HTTP/2 client %s: HEADERS on stream %d, %s", h->c->peer_text, hd->stream_id,
                     ended ? "which it had ended" : "after a higher stream");
-            nghttp2_session_terminate_session(ses, ended ? NGHTTP2_STREAM_CLOSED
+            nghttp2_session_terminate_session2(ses, last_proc(h), ended ? NGHTTP2_STREAM_CLOSED
                                                          : NGHTTP2_PROTOCOL_ERROR);
             h->dead = 1;
         }
@@ -876,7 +877,7 @@ static void h2_read(h2c_t *h)
                 lg_conn_close(c, "not an HTTP/2 connection preface");
                 return;
             }
-            nghttp2_session_terminate_session(h->ses, NGHTTP2_PROTOCOL_ERROR);
+            nghttp2_session_terminate_session2(h->ses, last_proc(h), NGHTTP2_PROTOCOL_ERROR);
             h->dead = 1;
             lg_buf_put(c->in);
             c->in = NULL;
@@ -1251,13 +1252,12 @@ static int h2_wake(h2c_t *h)
     }
     /* header compression stays off until a stream starts (on_begin_headers
      * offers it then): woken by frames that open no stream (a PING), the
-     * connection rests again at once, as the spell they came in has lasted,
-     * and without asking the client anything */
+     * connection rests again without asking the client anything -- but
+     * not before a second has passed, so that a client sending frames
+     * apart cannot make a session for each one */
     h->rest = REST_ASKED;
     h->stand_in = h->last_sid;
     h->settings_out = 0;
-    /* and not before a second has passed: a client that sends a frame a
-     * second cannot make a session for every one */
     h->slot_idle = -1;
     h->woke = lg_w.loop.now;
     lg_debug("HTTP/2 client %s: the connection wakes", h->c->peer_text);
