@@ -966,6 +966,29 @@ def a_connection_sleeps_only_with_its_settings_acked_and_at_most_once_a_second()
 
 
 @test(timeout=60)
+def a_refused_stream_is_not_named_processed_after_a_wake():
+    """The woken session's stand-in is the highest stream the client
+    opened; if legate had refused it, a GOAWAY of ours still names the
+    last stream processed."""
+    need_frames()
+    with Origin("o1") as o:
+        lg = Legate(conf(free_port(), o, http_extra='keepalive_timeout = "60s";',
+                         global_extra='error_log_level = "debug"; http2_max_concurrent_streams = 4;'),
+                    workers=1)
+        c = Raw(lg.port)
+        for sid in (1, 3, 5, 7, 9):
+            c.request(sid, "/slow?delay=300")
+        got = {sid: c.response(sid, timeout=15) for sid in (1, 3, 5, 7, 9)}
+        eq([(got[s][0], got[s][3]) for s in (1, 3, 5, 7)], [(200, None)] * 4, "four streams served")
+        eq(got[9][3], REFUSED_STREAM, "the fifth refused")
+        eq(table_sizes(c, 1), [0], "the table size asked for")
+        wait_until(lambda: logged(lg, "the connection sleeps") >= 1, 10, what="the connection to sleep")
+        c.request(3, "/again")      # a stream its client had ended: STREAM_CLOSED
+        eq(goaway_frame(c), (STREAM_CLOSED, 7), "GOAWAY STREAM_CLOSED, last stream 7 (not the refused 9)")
+        c.close()
+
+
+@test(timeout=60)
 def sleeping_connections_get_goaway_naming_their_last_stream():
     """A sleeping connection is woken to say GOAWAY, on a reload and at
     keepalive_timeout, and names the stream its old session processed."""
